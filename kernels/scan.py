@@ -1,0 +1,145 @@
+"""First-order linear recurrence ``h_t = a_t * h_{t-1} + b_t`` as a parallel associative scan.
+
+Layout: ``a, b, h`` are contiguous ``(R, L)`` (the public API flattens the leading dims).
+Each program owns ``BLOCK_R`` rows and walks the sequence in tiles of ``BLOCK_L``: inside a tile
+the recurrence is a ``tl.associative_scan`` over the pairs ``(a, b)``; between tiles one fp32
+state per row is carried. Loads and stores stay in the input dtype, arithmetic is fp32.
+
+The backward is the adjoint recurrence run the other way,
+``lam_t = g_t + a_{t+1} * lam_{t+1}`` (forward direction), giving
+``db_t = lam_t``, ``da_t = lam_t * h_{t-1}`` and ``dh0 = a_0 * lam_0``.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .precision import acc_dtypes
+from .tuning import scan_configs
+
+
+@triton.jit
+def first_order_combine(a_left, b_left, a_right, b_right):
+    # (a1, b1) then (a2, b2): h -> a2 * (a1 * h + b1) + b2
+    return a_left * a_right, a_right * b_left + b_right
+
+
+@triton.jit
+def _tile_index(i, n_tiles, BACKWARDS: tl.constexpr):
+    if BACKWARDS:
+        return n_tiles - 1 - i
+    return i
+
+
+@triton.autotune(configs=scan_configs(), key=["L", "R_BUCKET"])
+@triton.jit
+def _scan_fwd_kernel(
+    A, B, H, H0, R, L, R_BUCKET,
+    HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    base = rows.to(tl.int64) * L
+    lane = tl.arange(0, BLOCK_L)
+    if HAS_H0:
+        carry = tl.load(H0 + rows, mask=row_ok, other=0.0).to(ACC)
+    else:
+        carry = tl.zeros([BLOCK_R], dtype=ACC)
+    # The lane that holds the state handed to the next tile: the last one in time order,
+    # or the first when the recurrence runs from the end.
+    out_lane = 0 if REVERSE else BLOCK_L - 1
+    n_tiles = tl.cdiv(L, BLOCK_L)
+    for i in range(n_tiles):
+        t = _tile_index(i, n_tiles, REVERSE) * BLOCK_L + lane
+        ok = row_ok[:, None] & (t < L)[None, :]
+        offs = base[:, None] + t[None, :]
+        # padding lanes get the identity pair (1, 0) so they pass the state through unchanged
+        a = tl.load(A + offs, mask=ok, other=1.0).to(ACC)
+        b = tl.load(B + offs, mask=ok, other=0.0).to(ACC)
+        a_cum, b_cum = tl.associative_scan((a, b), 1, first_order_combine, reverse=REVERSE)
+        h = a_cum * carry[:, None] + b_cum
+        tl.store(H + offs, h.to(H.dtype.element_ty), mask=ok)
+        carry = tl.sum(tl.where(lane[None, :] == out_lane, h, 0.0), axis=1)
+
+
+@triton.autotune(configs=scan_configs(), key=["L", "R_BUCKET"])
+@triton.jit
+def _scan_bwd_kernel(
+    G, A, H, H0, DA, DB, DH0, R, L, R_BUCKET,
+    HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    base = rows.to(tl.int64) * L
+    lane = tl.arange(0, BLOCK_L)
+    # STEP is the forward's direction of time: the forward read h[t - STEP] as the previous
+    # state, so the adjoint at t receives lam[t + STEP] weighted by a[t + STEP].
+    STEP: tl.constexpr = -1 if REVERSE else 1
+    if HAS_H0:
+        h0 = tl.load(H0 + rows, mask=row_ok, other=0.0).to(ACC)
+    else:
+        h0 = tl.zeros([BLOCK_R], dtype=ACC)
+    carry = tl.zeros([BLOCK_R], dtype=ACC)
+    out_lane = BLOCK_L - 1 if REVERSE else 0
+    n_tiles = tl.cdiv(L, BLOCK_L)
+    for i in range(n_tiles):
+        t = _tile_index(i, n_tiles, not REVERSE) * BLOCK_L + lane
+        t_ok = t < L
+        ok = row_ok[:, None] & t_ok[None, :]
+        offs = base[:, None] + t[None, :]
+        nxt = t + STEP
+        # padding lanes must stay identities, so 'next' and 'previous' only exist for real steps
+        nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
+        prv = t - STEP
+        prv_ok = ok & ((prv >= 0) & (prv < L))[None, :]
+        g = tl.load(G + offs, mask=ok, other=0.0).to(ACC)
+        c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
+        h_prev = tl.load(H + offs - STEP, mask=prv_ok, other=0.0).to(ACC)
+        h_prev = tl.where(prv_ok, h_prev, h0[:, None])
+        c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
+        lam = c_cum * carry[:, None] + lam
+        tl.store(DB + offs, lam.to(DB.dtype.element_ty), mask=ok)
+        tl.store(DA + offs, (lam * h_prev).to(DA.dtype.element_ty), mask=ok)
+        carry = tl.sum(tl.where(lane[None, :] == out_lane, lam, 0.0), axis=1)
+    if HAS_H0:
+        first = L - 1 if REVERSE else 0
+        a_first = tl.load(A + base + first, mask=row_ok, other=0.0).to(ACC)
+        tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
+
+
+def _row_bucket(R: int) -> int:
+    # autotune key: rows only matter through how many programs there are to spread
+    return triton.next_power_of_2(max(R, 1))
+
+
+def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+    """``a, b``: contiguous ``(R, L)``; ``h0``: contiguous ``(R,)`` or None. Returns ``h (R, L)`` in b's dtype."""
+    R, L = b.shape
+    h = torch.empty_like(b)
+    if h.numel() == 0:
+        return h
+    grid = lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
+    _scan_fwd_kernel[grid](
+        a, b, h, h0 if h0 is not None else b, R, L, _row_bucket(R),
+        HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, b, h0)[0],
+    )
+    return h
+
+
+def scan_backward(
+    grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, reverse: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gradients of :func:`scan_forward`. All ``(R, L)`` contiguous; returns ``(da, db, dh0 or None)``."""
+    R, L = h.shape
+    da = torch.empty_like(a)
+    db = torch.empty_like(h)
+    dh0 = torch.empty_like(h0) if h0 is not None else None
+    if h.numel() == 0:
+        if dh0 is not None:
+            dh0.zero_()
+        return da, db, dh0
+    grid = lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
+    _scan_bwd_kernel[grid](
+        grad, a, h, h0 if h0 is not None else h, da, db, dh0 if dh0 is not None else h,
+        R, L, _row_bucket(R), HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, h, h0)[0],
+    )
+    return da, db, dh0

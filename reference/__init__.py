@@ -1,0 +1,9 @@
+"""Slow, obviously correct references. Installed as ``ssm_triton.reference``; imports nothing from the kernels.
+
+Each op has a NumPy float64 loop (``*_np``) — the ground truth — and a PyTorch version usable under
+autograd (``*_torch``), whose float64 gradients the kernels' backward passes are checked against.
+"""
+from .discretize import discretize_np, discretize_torch
+from .scan import linear_scan_np, linear_scan_torch
+
+__all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch"]

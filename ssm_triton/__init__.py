@@ -1,0 +1,13 @@
+"""ssm_triton: pure-Triton kernels for selective state-space models.
+
+Importing this package decides, once, how kernels run: compiled for CUDA when a GPU is present,
+otherwise through the Triton interpreter on CPU tensors (``TRITON_INTERPRET=1`` is set for you unless
+you set it yourself). See ``ssm_triton._runtime``.
+"""
+from . import _runtime  # must come before anything that imports triton kernels
+from ._runtime import INTERPRET
+from .ops.discretize import discretize
+from .ops.scan import linear_scan
+
+__version__ = "0.1.0"
+__all__ = ["INTERPRET", "discretize", "linear_scan", "__version__"]

@@ -1,0 +1,66 @@
+"""Input checks for the public API. Every error names the argument and what was expected."""
+from collections.abc import Sequence
+
+import torch
+
+from . import _runtime
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def _dtype_names(dtypes: Sequence[torch.dtype]) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def tensor(name: str, x, *, ndim: int | None = None, min_ndim: int | None = None,
+           dtypes: Sequence[torch.dtype] = FLOAT_DTYPES, shape_doc: str = "") -> torch.Tensor:
+    """Checks that ``x`` is a tensor of an accepted dtype and rank; returns it."""
+    where = f" {shape_doc}" if shape_doc else ""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{where}, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in ({_dtype_names(dtypes)}), got {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D{where}, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dims{where}, got shape {tuple(x.shape)}")
+    return x
+
+
+def shape(name: str, x: torch.Tensor, expected: Sequence[int], shape_doc: str) -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {shape_doc} = {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def same_dtype(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
+    first = tensors[0].dtype
+    for n, t in zip(names[1:], tensors[1:]):
+        if t.dtype != first:
+            raise TypeError(f"{n} must have the same dtype as {names[0]} ({first}), got {t.dtype}")
+
+
+def one_of(name: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def devices(names: Sequence[str], tensors: Sequence[torch.Tensor | None]) -> None:
+    """All tensors on one device, and one the kernels can run on."""
+    present = [(n, t) for n, t in zip(names, tensors) if t is not None]
+    first_name, first = present[0]
+    for n, t in present[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{n} is on {t.device} but {first_name} is on {first.device}; "
+                             "all tensors must be on one device")
+    if first.device.type == "cpu" and not _runtime.INTERPRET:
+        raise ValueError(f"{first_name} is a CPU tensor, but Triton kernels are compiled for CUDA in this "
+                         "process; move the tensors to CUDA, or set TRITON_INTERPRET=1 before importing "
+                         "ssm_triton to run them through the interpreter")
+    if first.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{first_name} is on {first.device}; ssm_triton runs on CUDA tensors "
+                         "(or CPU tensors through the Triton interpreter)")

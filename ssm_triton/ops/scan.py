@@ -1,0 +1,83 @@
+"""``linear_scan``: the first-order linear recurrence ``h_t = a_t * h_{t-1} + b_t``."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels import scan as _k
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.shape[-1]).contiguous()
+
+
+@torch.library.custom_op("ssm_triton::linear_scan", mutates_args=())
+def _linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
+    h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
+    return _k.scan_forward(_rows(a), _rows(b), h0_rows, reverse).view(b.shape)
+
+
+@_linear_scan.register_fake
+def _(a, b, h0, reverse):
+    return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("ssm_triton::linear_scan_backward", mutates_args=())
+def _linear_scan_backward(
+    grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
+    da, db, dh0 = _k.scan_backward(_rows(grad.to(h.dtype)), _rows(a), _rows(h), h0_rows, reverse)
+    # custom ops cannot return None: an empty tensor stands for "no h0"
+    dh0 = dh0.view(h0.shape) if h0 is not None else h.new_empty(0)
+    return da.view(a.shape), db.view(h.shape), dh0
+
+
+@_linear_scan_backward.register_fake
+def _(grad, a, h, h0, reverse):
+    dh0 = torch.empty_like(h0) if h0 is not None else h.new_empty(0)
+    return torch.empty_like(a), torch.empty_like(h), dh0
+
+
+def _setup_context(ctx, inputs, output):
+    a, _, h0, reverse = inputs
+    ctx.save_for_backward(a, output, h0)
+    ctx.reverse = reverse
+
+
+def _backward(ctx, grad):
+    a, h, h0 = ctx.saved_tensors
+    da, db, dh0 = _linear_scan_backward(grad, a, h, h0, ctx.reverse)
+    return da, db, (dh0 if h0 is not None else None), None
+
+
+_linear_scan.register_autograd(_backward, setup_context=_setup_context)
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
+    """First-order linear recurrence along the last dim, as a parallel associative scan.
+
+    ``h_t = a_t * h_{t-1} + b_t`` for ``t = 0 .. L-1`` with ``h_{-1} = h0`` (zero when None).
+    With ``reverse=True`` it runs from the end: ``h_t = a_t * h_{t+1} + b_t`` with ``h_L = h0``.
+
+    Args:
+        a: ``(..., L)`` decay coefficients; float32, bfloat16, float16 or float64.
+        b: ``(..., L)`` inputs, same shape and dtype as ``a``.
+        h0: optional ``(...)`` state outside the sequence on the side it starts; any float dtype.
+        reverse: run from the last step to the first.
+
+    Returns:
+        ``h (..., L)`` in the dtype of ``b``; arithmetic is fp32 (fp64 for fp64 inputs).
+        Differentiable in ``a``, ``b`` and ``h0``.
+    """
+    _validate.tensor("a", a, min_ndim=1, shape_doc="(..., L)")
+    _validate.tensor("b", b, min_ndim=1, shape_doc="(..., L)")
+    _validate.shape("b", b, a.shape, "a.shape (..., L)")
+    _validate.same_dtype(("a", "b"), (a, b))
+    if h0 is not None:
+        _validate.tensor("h0", h0, shape_doc="(...) = a.shape[:-1]")
+        _validate.shape("h0", h0, a.shape[:-1], "a.shape[:-1]")
+    _validate.flag("reverse", reverse)
+    _validate.devices(("a", "b", "h0"), (a, b, h0))
+    return _linear_scan(a, b, h0, reverse)
