@@ -1,4 +1,5 @@
 """``linear_scan``: the first-order linear recurrence ``h_t = a_t * h_{t-1} + b_t``."""
+import math
 from typing import Optional
 
 import torch
@@ -9,7 +10,8 @@ from ..kernels import scan as _k
 
 
 def _rows(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-1]).contiguous()
+    # explicit row count: reshape(-1, 0) is ambiguous for empty sequences
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
 
 
 @torch.library.custom_op("ssm_triton::linear_scan", mutates_args=())

@@ -1,0 +1,47 @@
+"""Tolerances, stated once, used by ``python -m ssm_triton check`` and by the tests.
+
+An output ``x`` matches a float64 reference ``r`` when, element by element,
+``|x - r| <= tol * (|r| + rms(r))``: relative to the element, with a floor at the tensor's own
+scale so that entries near zero are not held to an impossible relative bound.
+"""
+import numpy as np
+import torch
+
+# Kernels accumulate in fp32 (fp64 for fp64 input), so the budget is set by the storage dtype
+# of the result and by fp32 rounding over long recurrences.
+TOLERANCE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-4,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    return TOLERANCE[dtype]
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def scaled_error(actual, expected) -> float:
+    """max over elements of ``|x - r| / (|r| + rms(r))``; inf where ``x`` is not finite and ``r`` is."""
+    x, r = _np(actual), _np(expected)
+    if x.shape != r.shape:
+        raise ValueError(f"shape mismatch: {x.shape} vs reference {r.shape}")
+    if x.size == 0:
+        return 0.0
+    if not np.isfinite(x).all() and np.isfinite(r).all():
+        return float("inf")
+    rms = float(np.sqrt(np.mean(r * r)))
+    denom = np.abs(r) + max(rms, np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(x - r) / denom))
+
+
+def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> None:
+    err = scaled_error(actual, expected)
+    tol = tolerance(dtype)
+    assert err <= tol, f"{name}: scaled error {err:.3e} exceeds the {dtype} tolerance {tol:.1e}"

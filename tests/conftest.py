@@ -1,0 +1,31 @@
+"""Shared fixtures. Importing ssm_triton first selects compiled kernels or the interpreter.
+
+Hypothesis profiles: ``ci`` (interpreter: few, small, derandomized) and ``gpu`` (many, large).
+The default follows the device; ``SSM_TRITON_PROFILE=ci|gpu`` overrides it.
+"""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, settings
+
+import ssm_triton
+
+settings.register_profile(
+    # no shrinking under the interpreter: one shrink can take many minutes there
+    "ci", max_examples=12, deadline=None, derandomize=True, print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "gpu", max_examples=150, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+PROFILE = os.environ.get("SSM_TRITON_PROFILE", "ci" if ssm_triton.INTERPRET else "gpu")
+settings.load_profile(PROFILE)
+BIG = PROFILE == "gpu"
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return ssm_triton._runtime.default_device()

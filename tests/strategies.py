@@ -1,0 +1,33 @@
+"""Hypothesis strategies shared by the op tests; sizes follow the active profile."""
+import torch
+from hypothesis import strategies as st
+
+from conftest import BIG
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+
+
+def seeds():
+    return st.integers(0, 2**31 - 1)
+
+
+def lengths():
+    """Sequence lengths: 1, small odd/prime ones, lengths that leave a partial tile, and long ones."""
+    hi = 20_000 if BIG else 70
+    return st.one_of(st.just(1), st.integers(2, hi), st.sampled_from([17, 31, 33, 64, 65] + ([4097, 65_537] if BIG else [])))
+
+
+def generator(seed: int, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def uniform(shape, lo, hi, seed, device, dtype=torch.float64):
+    g = generator(seed, device)
+    return (torch.rand(shape, generator=g, device=device, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
+
+
+def normal(shape, seed, device, dtype=torch.float64, scale=1.0):
+    g = generator(seed, device)
+    return (torch.randn(shape, generator=g, device=device, dtype=torch.float64) * scale).to(dtype)

@@ -1,0 +1,127 @@
+"""discretize against the float64 references: values, gradients, gradcheck, the A -> 0 limit, bad input."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from conftest import BIG
+from ssm_triton.reference import discretize_np, discretize_torch
+from ssm_triton.tolerance import assert_close
+from strategies import DTYPES, normal, seeds, uniform
+
+METHODS = ["zoh", "mamba", "bilinear"]
+# Step sizes from tiny to large, and A from exactly/near zero to strongly negative.
+DELTA_RANGES = {"tiny": (1e-6, 1e-4), "typical": (1e-3, 0.1), "large": (0.5, 10.0)}
+A_RANGES = {"zero": (0.0, 0.0), "near0": (-1e-6, 1e-6), "typical": (-16.0, -0.5), "wide": (-100.0, 0.0)}
+
+
+def problem_sizes():
+    return st.tuples(st.integers(1, 3 if not BIG else 8), st.integers(1, 5 if not BIG else 96),
+                     st.integers(1, 23 if not BIG else 600), st.integers(1, 9 if not BIG else 256))
+
+
+def make_inputs(sizes, dtype, delta_range, a_range, seed, device):
+    bsz, dim, L, N = sizes
+    delta = uniform((bsz, dim, L), *DELTA_RANGES[delta_range], seed, device, dtype)
+    A = uniform((dim, N), *A_RANGES[a_range], seed + 1, device, torch.float32 if dtype != torch.float64 else dtype)
+    B = normal((bsz, N, L), seed + 2, device, dtype)
+    return delta, A, B
+
+
+def np64(x):
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def out_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@given(sizes=problem_sizes(), dtype=st.sampled_from(DTYPES), method=st.sampled_from(METHODS),
+       delta_range=st.sampled_from(list(DELTA_RANGES)), a_range=st.sampled_from(list(A_RANGES)), seed=seeds())
+def test_forward_matches_float64_reference(device, sizes, dtype, method, delta_range, a_range, seed):
+    delta, A, B = make_inputs(sizes, dtype, delta_range, a_range, seed, device)
+    abar, bbar = ssm_triton.discretize(delta, A, B, method)
+    assert abar.shape == bbar.shape == (*delta.shape, A.shape[1])
+    assert abar.dtype == bbar.dtype == out_dtype(dtype)  # A is fp32 (fp64 in the fp64 case): promoted
+    ref_a, ref_b = discretize_np(np64(delta), np64(A), np64(B), method)
+    # inputs were rounded to `dtype` already; the kernel computes in fp32, so fp32 bounds apply
+    assert_close(abar, ref_a, out_dtype(dtype), "Abar")
+    assert_close(bbar, ref_b, out_dtype(dtype), "Bbar")
+
+
+@given(sizes=problem_sizes(), dtype=st.sampled_from(DTYPES), method=st.sampled_from(METHODS),
+       delta_range=st.sampled_from(list(DELTA_RANGES)), a_range=st.sampled_from(list(A_RANGES)),
+       which=st.sampled_from(["both", "abar", "bbar"]), seed=seeds())
+def test_gradients_match_float64_autograd(device, sizes, dtype, method, delta_range, a_range, which, seed):
+    delta, A, B = make_inputs(sizes, dtype, delta_range, a_range, seed, device)
+    leaves = [t.requires_grad_() for t in (delta, A, B)]
+    abar, bbar = ssm_triton.discretize(delta, A, B, method)
+    ga = normal(abar.shape, seed + 3, device, abar.dtype)
+    gb = normal(bbar.shape, seed + 4, device, bbar.dtype)
+    loss = {"both": (abar * ga).sum() + (bbar * gb).sum(), "abar": (abar * ga).sum(), "bbar": (bbar * gb).sum()}[which]
+    got = torch.autograd.grad(loss, leaves)
+
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    ra, rb = discretize_torch(*ref_leaves, method)
+    ref_loss = {"both": (ra * ga.double()).sum() + (rb * gb.double()).sum(),
+                "abar": (ra * ga.double()).sum(), "bbar": (rb * gb.double()).sum()}[which]
+    want = [w if w is not None else torch.zeros_like(r)
+            for w, r in zip(torch.autograd.grad(ref_loss, ref_leaves, allow_unused=True), ref_leaves)]
+    for name, g, w, leaf in zip(("ddelta", "dA", "dB"), got, want, leaves):
+        assert g.dtype == leaf.dtype and g.shape == leaf.shape
+        # each gradient is accumulated in fp32 and stored in its input's dtype, which sets the budget
+        assert_close(g, w, g.dtype, name)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_fp64(device, method):
+    delta = uniform((1, 2, 3), 0.01, 1.0, 0, device).requires_grad_()
+    A = uniform((2, 3), -2.0, -0.1, 1, device)
+    A[0, 0] = 1e-7  # inside the series branch of phi1
+    A.requires_grad_()
+    B = normal((1, 3, 3), 2, device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda d, a, b: ssm_triton.discretize(d, a, b, method), (delta, A, B))
+
+
+def test_zoh_is_finite_and_exact_as_A_goes_to_zero(device):
+    delta = uniform((1, 1, 8), 0.01, 2.0, 3, device, torch.float32)
+    B = normal((1, 1, 8), 4, device, torch.float32)
+    for a in [0.0, 1e-30, -1e-12, 1e-7, -1e-3, -0.49, -0.51]:
+        A = torch.full((1, 1), a, device=device)
+        abar, bbar = ssm_triton.discretize(delta, A, B, "zoh")
+        ref_a, ref_b = discretize_np(np64(delta), np64(A), np64(B), "zoh")
+        assert torch.isfinite(bbar).all()
+        assert_close(bbar, ref_b, torch.float32, f"Bbar at A={a}")
+        assert_close(abar, ref_a, torch.float32, f"Abar at A={a}")
+
+
+def test_non_contiguous_inputs(device):
+    delta = uniform((3, 2, 7), 0.01, 1.0, 5, device).transpose(0, 2)  # (7, 2, 3)
+    A = uniform((4, 2), -3.0, -0.1, 6, device).t()                    # (2, 4)
+    B = normal((3, 4, 7), 7, device).transpose(0, 2)                   # (7, 4, 3)
+    got = ssm_triton.discretize(delta, A, B, "zoh")
+    want = discretize_np(np64(delta), np64(A), np64(B), "zoh")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.cpu().numpy(), w, rtol=1e-10, atol=1e-12)
+
+
+GOOD = dict(delta=torch.ones(2, 3, 5), A=-torch.ones(3, 4), B=torch.ones(2, 4, 5))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(delta=torch.ones(2, 3)), ValueError, r"delta must be 3-D \(batch, dim, L\)"),
+    (dict(A=-torch.ones(4, 4)), ValueError, r"A must have shape \(dim, N\)"),
+    (dict(A=-torch.ones(3)), ValueError, "A must be 2-D"),
+    (dict(B=torch.ones(2, 5, 5)), ValueError, r"B must have shape \(batch, N, L\)"),
+    (dict(B=torch.ones(1, 4, 5)), ValueError, "B must have shape"),
+    (dict(B=torch.ones(2, 4, 5, dtype=torch.int64)), TypeError, "B must have dtype"),
+    (dict(delta="0.1"), TypeError, "delta must be a torch.Tensor"),
+    (dict(method="euler"), ValueError, "method must be one of"),
+    (dict(A=-torch.ones(3, 4, device="meta")), ValueError, "A is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    kwargs = {**GOOD, "method": "zoh", **override}
+    with pytest.raises(exc, match=match):
+        ssm_triton.discretize(**kwargs)
