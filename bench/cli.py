@@ -1,0 +1,134 @@
+"""``python -m ssm_triton bench [--ops ...] [--quick] [--json PATH] [--plot DIR] [--no-peers]``."""
+import argparse
+import datetime
+import json
+import sys
+
+import torch
+
+from . import roofline
+from .timing import median_ms
+from .workloads import REGISTRY
+
+OURS = "ssm_triton"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", nargs="+", choices=sorted(REGISTRY), default=sorted(REGISTRY),
+                        help="which ops to benchmark (default: all)")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes that run anywhere, the CPU interpreter too")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON here")
+    parser.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
+    parser.add_argument("--no-peers", action="store_true", help="time ssm_triton alone")
+
+
+def _device() -> torch.device:
+    import ssm_triton
+
+    return ssm_triton._runtime.default_device()
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (triton interpreter)"
+
+
+def collect(args) -> tuple[list[dict], set]:
+    device = _device()
+    notes: set = set()
+    ceilings = roofline.measure(device, args.quick)
+    if ceilings is not None:
+        print(f"ceilings: copy {ceilings.copy_gbps:.0f} GB/s, bf16 matmul {ceilings.bf16_tflops:.0f} TFLOP/s", file=sys.stderr)
+    workloads = [w for op in args.ops for w in REGISTRY[op](device, args.quick, notes)]
+    total = sum(1 if args.no_peers else len(w.impls) for w in workloads)
+    records, done = [], 0
+    date = datetime.date.today().isoformat()
+    for w in workloads:
+        inputs = w.make_inputs()
+        for name, impl in w.impls.items():
+            if args.no_peers and name != OURS:
+                continue
+            done += 1
+            print(f"\r[{done}/{total}] {w.op} {w.shape} {w.dtype} {w.direction} {name}".ljust(90), end="", file=sys.stderr)
+            try:
+                ms = median_ms(impl(inputs, w.direction), device, args.quick)
+            except Exception as e:  # a peer that rejects a shape is noted, not fatal
+                if name == OURS:
+                    raise
+                notes.add(f"{name} failed on {w.op} {w.shape} {w.dtype}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                continue
+            records.append({
+                "op": w.op, "impl": name, "shape": list(w.shape), "dtype": str(w.dtype).replace("torch.", ""),
+                "direction": w.direction, "ms": ms, "bytes": w.bytes, "flops": w.flops,
+                "gbps": w.bytes / (ms * 1e-3) / 1e9, "tflops": w.flops / (ms * 1e-3) / 1e12,
+                "roofline_frac": roofline.fraction(w.bytes, w.flops, ms, ceilings),
+                "device": _device_name(device), "date": date,
+            })
+        del inputs
+    print(file=sys.stderr)
+    for rec in records:
+        rec["copy_gbps"] = ceilings.copy_gbps if ceilings else None
+        rec["bf16_tflops"] = ceilings.bf16_tflops if ceilings else None
+    return records, notes
+
+
+def format_table(records: list[dict]) -> str:
+    ours = {(r["op"], tuple(r["shape"]), r["dtype"], r["direction"]): r["ms"] for r in records if r["impl"] == OURS}
+    header = ("op", "shape", "dtype", "dir", "impl", "ms", "GB/s", "roofline", "time / ours")
+    rows = []
+    for r in records:
+        mine = ours.get((r["op"], tuple(r["shape"]), r["dtype"], r["direction"]))
+        ratio = f"{r['ms'] / mine:.2f}x" if mine else "-"
+        rows.append((r["op"], "x".join(map(str, r["shape"])), r["dtype"], r["direction"], r["impl"],
+                     f"{r['ms']:.4f}", f"{r['gbps']:.0f}", f"{100 * r['roofline_frac']:.1f}%" if r["roofline_frac"] is not None else "-", ratio))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
+
+
+def plot(records: list[dict], out_dir: str) -> list[str]:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for op in sorted({r["op"] for r in records}):
+        rs = [r for r in records if r["op"] == op]
+        cases = sorted({("x".join(map(str, r["shape"])), r["dtype"], r["direction"]) for r in rs})
+        impls = sorted({r["impl"] for r in rs}, key=lambda n: (n != OURS, n))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cases)), 4))
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            ms = {(("x".join(map(str, r["shape"]))), r["dtype"], r["direction"]): r["ms"] for r in rs if r["impl"] == impl}
+            xs = [j + i * width for j, c in enumerate(cases) if c in ms]
+            ax.bar(xs, [ms[c] for c in cases if c in ms], width, label=impl)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))])
+        ax.set_xticklabels(["\n".join(c) for c in cases], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (median, log scale)")
+        ax.set_title(f"{op} — {rs[0]['device']}, {rs[0]['date']}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{op}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def run(args) -> int:
+    records, notes = collect(args)
+    print(format_table(records))
+    for note in sorted(notes):
+        print(f"note: {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": records}, f, indent=1)
+        print(f"wrote {len(records)} records to {args.json}")
+    if args.plot:
+        for path in plot(records, args.plot):
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,127 @@
+"""What is benchmarked: per op, the shapes, the minimal bytes and FLOPs, and every implementation.
+
+Byte counts are the minimal I/O: each input read once, each output written once, in its dtype.
+FLOP counts are the arithmetic the recurrence needs, not what a given kernel happens to do.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .peers import load
+
+# an implementation turns (inputs, direction) into a zero-argument callable to time
+Impl = Callable[[dict, str], Callable[[], object]]
+
+
+@dataclass
+class Workload:
+    op: str
+    shape: tuple
+    dtype: torch.dtype
+    direction: str  # "fwd" | "fwd+bwd"
+    bytes: float
+    flops: float
+    make_inputs: Callable[[], dict]
+    impls: dict[str, Impl] = field(default_factory=dict)
+
+
+def _fwd_bwd(forward, leaves, grad):
+    def run():
+        out = forward()
+        return torch.autograd.grad(out, leaves, grad)
+    return run
+
+
+# ---- linear_scan: h_t = a_t h_{t-1} + b_t over (batch, dim, L) ----
+
+def _scan_inputs(shape, dtype, device):
+    def make():
+        a = torch.rand(shape, device=device, dtype=torch.float32).mul_(0.5).add_(0.5).to(dtype)
+        b = torch.randn(shape, device=device, dtype=dtype)
+        g = torch.randn(shape, device=device, dtype=dtype)
+        return {"a": a.requires_grad_(), "b": b.requires_grad_(), "g": g}
+    return make
+
+
+def _scan_impl(fn):
+    def impl(x, direction):
+        forward = lambda: fn(x["a"], x["b"])
+        return forward if direction == "fwd" else _fwd_bwd(forward, (x["a"], x["b"]), x["g"])
+    return impl
+
+
+def _scan_peers(shape, notes):
+    impls = {}
+    mod, why = load("accelerated_scan.scalar")
+    if mod is None:
+        notes.add(f"accelerated_scan skipped: {why}")
+    elif shape[-1] & (shape[-1] - 1) == 0 and len(shape) == 3:  # it takes (B, C, T), T a power of two
+        impls["accelerated_scan"] = _scan_impl(mod.scan)
+    return impls
+
+
+def linear_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    from ssm_triton import linear_scan
+    from ssm_triton.reference import linear_scan_torch
+
+    if quick:
+        shapes = [(2, 8, 64)]
+    else:
+        shapes = [(8, 1536, 4096)] + [(1, 1536, L) for L in (1024, 4096, 16384, 65536)] + [(2, 2, 1 << 20)]
+    dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
+    out = []
+    for shape in shapes:
+        n = shape[0] * shape[1] * shape[2]
+        for dtype in dtypes:
+            es = torch.tensor([], dtype=dtype).element_size()
+            for direction in ("fwd", "fwd+bwd"):
+                # fwd: read a, b, write h. bwd: read grad, a, h, write da, db.
+                nbytes = (3 if direction == "fwd" else 8) * n * es
+                flops = (2 if direction == "fwd" else 5) * n
+                impls = {"ssm_triton": _scan_impl(linear_scan)}
+                impls.update(_scan_peers(shape, notes))
+                if shape[-1] <= 4096 and direction == "fwd":  # the loop launches a kernel per step
+                    impls["torch_loop"] = _scan_impl(linear_scan_torch)
+                out.append(Workload("linear_scan", shape, dtype, direction, nbytes, flops,
+                                    _scan_inputs(shape, dtype, device), impls))
+    return out
+
+
+# ---- discretize: (delta, A, B) -> (Abar, Bbar), each (b, d, L, N) ----
+
+def discretize_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    from ssm_triton import discretize
+    from ssm_triton.reference import discretize_torch
+
+    b, d, L, N = (1, 4, 32, 8) if quick else (4, 768, 1024, 16)
+    shape = (b, d, L, N)
+
+    def make():
+        delta = torch.rand(b, d, L, device=device).mul_(0.1).requires_grad_()
+        A = (-torch.rand(d, N, device=device) * 8).requires_grad_()
+        B = torch.randn(b, N, L, device=device).requires_grad_()
+        return {"delta": delta, "A": A, "B": B, "g": torch.randn(b, d, L, N, device=device)}
+
+    def impl(fn):
+        def build(x, direction):
+            forward = lambda: fn(x["delta"], x["A"], x["B"], "zoh")
+            if direction == "fwd":
+                return forward
+            return lambda: torch.autograd.grad(forward(), (x["delta"], x["A"], x["B"]), (x["g"], x["g"]))
+        return build
+
+    out = []
+    for direction in ("fwd", "fwd+bwd"):
+        io = b * d * L + d * N + b * N * L
+        nbytes = 4 * (io + 2 * b * d * L * N) if direction == "fwd" else 4 * (2 * io + 4 * b * d * L * N)
+        flops = (6 if direction == "fwd" else 20) * b * d * L * N
+        out.append(Workload("discretize_zoh", shape, torch.float32, direction, nbytes, flops, make,
+                            {"ssm_triton": impl(discretize), "torch_eager": impl(discretize_torch)}))
+    return out
+
+
+REGISTRY = {
+    "linear_scan": linear_scan_workloads,
+    "discretize": discretize_workloads,
+}

@@ -1,0 +1,142 @@
+"""``python -m ssm_triton check``: every kernel against its float64 reference on a small default problem.
+
+Runs on whatever is present (compiled kernels on CUDA, the interpreter on CPU), prints
+``op | device | dtype | max error | tolerance | ok`` and reports failure through the exit code.
+"""
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from . import _runtime
+from .ops.discretize import discretize
+from .ops.scan import linear_scan
+from .reference import discretize_np, discretize_torch, linear_scan_np, linear_scan_torch
+from .tolerance import scaled_error, tolerance
+
+# A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
+Comparison = list[tuple[str, torch.Tensor, object]]
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    run: Callable[[torch.device, torch.dtype], Comparison]
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Row:
+    op: str
+    device: str
+    dtype: str
+    max_error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_error <= self.tolerance  # False for NaN too
+
+
+def _inputs(device, dtype, *shapes_and_kinds, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for shape, kind in shapes_and_kinds:
+        x = torch.rand(shape, generator=g, dtype=torch.float64) if kind == "unit" else torch.randn(shape, generator=g, dtype=torch.float64)
+        out.append(x.to(device=device, dtype=dtype))
+    return out
+
+
+def _np(x):
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def _scan_forward(device, dtype) -> Comparison:
+    a, b, h0 = _inputs(device, dtype, ((3, 4, 100), "unit"), ((3, 4, 100), "normal"), ((3, 4), "normal"))
+    out = []
+    for reverse in (False, True):
+        h = linear_scan(a, b, h0, reverse=reverse)
+        out.append((f"h reverse={reverse}", h, linear_scan_np(_np(a), _np(b), _np(h0), reverse)))
+    return out
+
+
+def _scan_backward(device, dtype) -> Comparison:
+    a, b, h0, g = _inputs(device, dtype, ((2, 3, 50), "unit"), ((2, 3, 50), "normal"), ((2, 3), "normal"), ((2, 3, 50), "normal"))
+    leaves = [t.requires_grad_() for t in (a, b, h0)]
+    got = torch.autograd.grad(linear_scan(*leaves), leaves, g)
+    ref_leaves = [t.detach().double().cpu().requires_grad_() for t in leaves]
+    want = torch.autograd.grad(linear_scan_torch(*ref_leaves), ref_leaves, g.double().cpu())
+    return [(n, x, w) for n, x, w in zip(("da", "db", "dh0"), got, want)]
+
+
+def _discretize_inputs(device, dtype):
+    delta, A, B = _inputs(device, dtype, ((2, 4, 40), "unit"), ((4, 16), "unit"), ((2, 16, 40), "normal"))
+    return delta * 0.5 + 1e-3, -(A.float() * 8), B  # A is fp32, as in Mamba
+
+
+def _discretize_forward(method):
+    def run(device, dtype) -> Comparison:
+        delta, A, B = _discretize_inputs(device, dtype)
+        abar, bbar = discretize(delta, A, B, method)
+        ref_a, ref_b = discretize_np(_np(delta), _np(A), _np(B), method)
+        return [("Abar", abar, ref_a), ("Bbar", bbar, ref_b)]
+    return run
+
+
+def _discretize_backward(method):
+    def run(device, dtype) -> Comparison:
+        delta, A, B = _discretize_inputs(device, dtype)
+        leaves = [t.requires_grad_() for t in (delta, A, B)]
+        abar, bbar = discretize(*leaves, method)
+        ga, gb = _inputs(device, abar.dtype, (abar.shape, "normal"), (bbar.shape, "normal"), seed=1)
+        got = torch.autograd.grad((abar * ga).sum() + (bbar * gb).sum(), leaves)
+        ref_leaves = [t.detach().double().cpu().requires_grad_() for t in leaves]
+        ra, rb = discretize_torch(*ref_leaves, method)
+        want = torch.autograd.grad((ra * ga.double().cpu()).sum() + (rb * gb.double().cpu()).sum(), ref_leaves)
+        return [(n, x, w) for n, x, w in zip(("ddelta", "dA", "dB"), got, want)]
+    return run
+
+
+def default_cases() -> list[Case]:
+    cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
+    for method in ("zoh", "mamba", "bilinear"):
+        cases.append(Case(f"discretize[{method}] fwd", _discretize_forward(method)))
+        cases.append(Case(f"discretize[{method}] bwd", _discretize_backward(method)))
+    return cases
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu (triton interpreter)"
+
+
+def run_checks(cases: Iterable[Case], device: torch.device) -> list[Row]:
+    """One row per (case, dtype): the worst scaled error over the case's outputs, and the budget,
+    which is the tolerance of the dtype each output is stored in."""
+    rows = []
+    for case in cases:
+        for dtype in case.dtypes:
+            errors, tols = [], []
+            for _, actual, expected in case.run(device, dtype):
+                errors.append(scaled_error(actual, expected))
+                tols.append(tolerance(actual.dtype))
+            worst = max(range(len(errors)), key=lambda i: errors[i] / tols[i])
+            rows.append(Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst]))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("op", "device", "dtype", "max error", "tolerance", "ok")
+    body = [(r.op, r.device, r.dtype, f"{r.max_error:.2e}", f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL") for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, body)])
+
+
+def main(cases: Iterable[Case] | None = None, device: torch.device | None = None) -> int:
+    rows = run_checks(default_cases() if cases is None else cases, device or _runtime.default_device())
+    print(format_table(rows))
+    failed = [r for r in rows if not r.ok]
+    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0

@@ -1,0 +1,25 @@
+"""Command line: ``python -m ssm_triton check`` (also the ``ssm-triton`` script) and ``... bench``."""
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ssm-triton", description="ssm_triton: Triton kernels for selective SSMs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="run every kernel against its float64 reference on this machine")
+    bench = sub.add_parser("bench", help="benchmark kernels and peers (GPU; --quick runs anywhere)")
+    from .bench.cli import add_arguments  # the bench harness is only imported when asked for
+
+    add_arguments(bench)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        from . import check
+
+        return check.main()
+    from .bench.cli import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

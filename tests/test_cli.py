@@ -1,0 +1,46 @@
+"""The command line: ``check`` passes here and fails loudly on a wrong kernel; ``bench --quick`` runs."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from ssm_triton import check
+
+
+def test_check_command_passes_on_this_machine():
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "check"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split(" | ")[0].strip() == "op" and "max error" in lines[0]
+    ops = {line.split(" | ")[0].strip() for line in lines[2:] if " | " in line}
+    assert {"linear_scan fwd", "linear_scan bwd", "discretize[zoh] fwd", "discretize[bilinear] bwd"} <= ops
+
+
+def test_check_reports_a_wrong_kernel_and_exits_non_zero(device, capsys):
+    def off_by_a_little(dev, dtype):
+        x = torch.ones(5, device=dev, dtype=dtype)
+        return [("y", x * 1.01, np.ones(5))]
+
+    def nan_result(dev, dtype):
+        return [("y", torch.full((3,), float("nan"), device=dev, dtype=dtype), np.ones(3))]
+
+    cases = [check.Case("wrong", off_by_a_little, (torch.float32,)), check.Case("nan", nan_result, (torch.float32,))]
+    assert check.main(cases, device) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "0 passed, 2 failed" in out
+
+
+def test_bench_quick_writes_records(tmp_path):
+    path = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "bench", "--quick", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = json.loads(path.read_text())["results"]
+    keys = {"op", "impl", "shape", "dtype", "direction", "ms", "bytes", "flops", "gbps", "tflops",
+            "roofline_frac", "device", "date"}
+    assert records and all(keys <= set(r) for r in records)
+    assert {r["op"] for r in records} >= {"linear_scan", "discretize_zoh"}
+    assert {r["direction"] for r in records} == {"fwd", "fwd+bwd"}
+    assert all(r["ms"] > 0 for r in records)
