@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .precision import acc_dtypes
-from .tuning import discretize_configs
+from .tuning import bucket, discretize_configs
 
 METHODS = {"zoh": 0, "mamba": 1, "bilinear": 2}
 
@@ -103,10 +103,10 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
-@triton.autotune(configs=discretize_configs(), key=["L", "BLOCK_N"], prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=discretize_configs(), key=["L_BUCKET", "BLOCK_N"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _discretize_fwd_kernel(
-    DT, A, B, ABAR, BBAR, D, L, N,
+    DT, A, B, ABAR, BBAR, D, L, N, L_BUCKET,
     METHOD: tl.constexpr, ACC: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0)  # flattened (batch, dim)
@@ -176,18 +176,22 @@ def _discretize_bwd_kernel(
     tl.store(DB_PART + db_out, db, mask=ok)
 
 
-def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype):
-    """``dt (b, d, L)``, ``A (d, N)``, ``B (b, N, L)``, contiguous -> ``(Abar, Bbar)`` each ``(b, d, L, N)``."""
+def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: triton.Config | None = None):
+    """``dt (b, d, L)``, ``A (d, N)``, ``B (b, N, L)``, contiguous -> ``(Abar, Bbar)`` each ``(b, d, L, N)``.
+    ``config`` bypasses autotuning (tests use it to run every config)."""
     bsz, D, L = dt.shape
     N = A.shape[1]
     abar = torch.empty((bsz, D, L, N), device=dt.device, dtype=out_dtype)
     bbar = torch.empty_like(abar)
     if abar.numel() == 0:
         return abar, bbar
-    grid = lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"]))
-    _discretize_fwd_kernel[grid](
-        dt, A, B, abar, bbar, D, L, N, METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=triton.next_power_of_2(N),
-    )
+    args = (dt, A, B, abar, bbar, D, L, N, bucket(L))
+    consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=triton.next_power_of_2(N))
+    if config is None:
+        _discretize_fwd_kernel[lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"]))](*args, **consts)
+    else:
+        grid = (bsz * D, triton.cdiv(L, config.kwargs["BLOCK_L"]))
+        _discretize_fwd_kernel.fn[grid](*args, **consts, **config.kwargs, num_warps=config.num_warps)
     return abar, bbar
 
 

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .precision import acc_dtypes
-from .tuning import scan_configs
+from .tuning import bucket, scan_configs
 
 
 @triton.jit
@@ -30,10 +30,10 @@ def _tile_index(i, n_tiles, BACKWARDS: tl.constexpr):
     return i
 
 
-@triton.autotune(configs=scan_configs(), key=["L", "R_BUCKET"])
+@triton.autotune(configs=scan_configs(), key=["L_BUCKET", "R_BUCKET"])
 @triton.jit
 def _scan_fwd_kernel(
-    A, B, H, H0, R, L, R_BUCKET,
+    A, B, H, H0, R, L, L_BUCKET, R_BUCKET,
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -61,10 +61,10 @@ def _scan_fwd_kernel(
         carry = tl.sum(tl.where(lane[None, :] == out_lane, h, 0.0), axis=1)
 
 
-@triton.autotune(configs=scan_configs(), key=["L", "R_BUCKET"])
+@triton.autotune(configs=scan_configs(), key=["L_BUCKET", "R_BUCKET"])
 @triton.jit
 def _scan_bwd_kernel(
-    G, A, H, H0, DA, DB, DH0, R, L, R_BUCKET,
+    G, A, H, H0, DA, DB, DH0, R, L, L_BUCKET, R_BUCKET,
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -106,27 +106,31 @@ def _scan_bwd_kernel(
         tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
 
 
-def _row_bucket(R: int) -> int:
-    # autotune key: rows only matter through how many programs there are to spread
-    return triton.next_power_of_2(max(R, 1))
+def _launch(kernel, config, grid_rows, *args, **constexprs):
+    """Autotuned launch, or with ``config`` (a ``triton.Config``) the raw kernel at exactly that config."""
+    if config is None:
+        kernel[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_R"]),)](*args, **constexprs)
+    else:
+        grid = (triton.cdiv(grid_rows, config.kwargs["BLOCK_R"]),)
+        kernel.fn[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool) -> torch.Tensor:
-    """``a, b``: contiguous ``(R, L)``; ``h0``: contiguous ``(R,)`` or None. Returns ``h (R, L)`` in b's dtype."""
+def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
+                 config: triton.Config | None = None) -> torch.Tensor:
+    """``a, b``: contiguous ``(R, L)``; ``h0``: contiguous ``(R,)`` or None. Returns ``h (R, L)`` in b's dtype.
+    ``config`` bypasses autotuning (tests use it to run every config)."""
     R, L = b.shape
     h = torch.empty_like(b)
     if h.numel() == 0:
         return h
-    grid = lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
-    _scan_fwd_kernel[grid](
-        a, b, h, h0 if h0 is not None else b, R, L, _row_bucket(R),
-        HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, b, h0)[0],
-    )
+    _launch(_scan_fwd_kernel, config, R, a, b, h, h0 if h0 is not None else b, R, L, bucket(L), bucket(R),
+            HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, b, h0)[0])
     return h
 
 
 def scan_backward(
-    grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, reverse: bool
+    grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
+    config: triton.Config | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of :func:`scan_forward`. All ``(R, L)`` contiguous; returns ``(da, db, dh0 or None)``."""
     R, L = h.shape
@@ -137,9 +141,7 @@ def scan_backward(
         if dh0 is not None:
             dh0.zero_()
         return da, db, dh0
-    grid = lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
-    _scan_bwd_kernel[grid](
-        grad, a, h, h0 if h0 is not None else h, da, db, dh0 if dh0 is not None else h,
-        R, L, _row_bucket(R), HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, h, h0)[0],
-    )
+    _launch(_scan_bwd_kernel, config, R, grad, a, h, h0 if h0 is not None else h, da, db,
+            dh0 if dh0 is not None else h, R, L, bucket(L), bucket(R),
+            HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, h, h0)[0])
     return da, db, dh0

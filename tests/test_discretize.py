@@ -18,8 +18,8 @@ A_RANGES = {"zero": (0.0, 0.0), "near0": (-1e-6, 1e-6), "typical": (-16.0, -0.5)
 
 
 def problem_sizes():
-    return st.tuples(st.integers(1, 3 if not BIG else 8), st.integers(1, 5 if not BIG else 96),
-                     st.integers(1, 23 if not BIG else 600), st.integers(1, 9 if not BIG else 256))
+    return st.tuples(st.integers(1, 3 if not BIG else 4), st.integers(1, 5 if not BIG else 32),
+                     st.integers(1, 23 if not BIG else 300), st.integers(1, 9 if not BIG else 256))
 
 
 def make_inputs(sizes, dtype, delta_range, a_range, seed, device):

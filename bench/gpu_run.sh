@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One device-tool call: install, check, the GPU test suite, the benchmark. Results land in $OUT.
+# Usage (from the repo root on the GPU machine): bash bench/gpu_run.sh [pytest args...]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+repo=$(pwd)
+if ls .whl/*.whl >/dev/null 2>&1; then   # optional peers carried as wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst . || exit 1
+export PYTHONPATH=/tmp/site:/tmp/sst PYTHONUNBUFFERED=1
+cd /tmp   # import the installed package, not the source folder
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"
+timeout "${TEST_TIMEOUT:-300}" python3 -m pytest "$repo/tests" -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"
+if [ -n "${BENCH_OPS:-}" ]; then
+  python3 -m ssm_triton bench --ops $BENCH_OPS --json "$OUT/bench.json" --plot "$OUT" 2>&1 | tee "$OUT/bench.txt"
+fi
