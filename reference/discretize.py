@@ -36,13 +36,15 @@ def discretize_torch(delta, A, B, method="zoh"):
     z = dt * a
     if method == "zoh":
         abar = torch.exp(z)
-        # phi1(z) = expm1(z) / z. Near 0 its autograd derivative would cancel catastrophically,
-        # so there a Taylor polynomial (error < 1e-18 for |z| < 1e-2) stands in for it.
+        # k = (exp(delta A) - 1) / A: autograd then gets its delta-derivative as exactly exp(z).
+        # Two spellings that look better are wrong far from 0: delta * expm1(z) / z cancels two
+        # ~1/z terms, and torch's expm1 backward, grad * (expm1(z) + 1), is 0 once expm1 rounds
+        # to -1. Near A = 0 a Taylor polynomial of delta * phi1(z), error < 1e-18 for |z| < 1e-2,
+        # stands in for the 0/0 and for the cancellation in exp(z) - 1.
         small = z.abs() < 1e-2
-        z_safe = torch.where(small, torch.ones_like(z), z)
+        a_safe = torch.where(small, torch.ones_like(a), a)
         series = 1 + z * (1 / 2 + z * (1 / 6 + z * (1 / 24 + z * (1 / 120 + z * (1 / 720 + z / 5040)))))
-        phi1 = torch.where(small, series, torch.expm1(z_safe) / z_safe)
-        k = dt * phi1
+        k = torch.where(small, dt * series, (torch.exp(z) - 1) / a_safe)
     elif method == "mamba":
         abar = torch.exp(z)
         k = dt.expand_as(z)

@@ -1,8 +1,10 @@
 """Tolerances, stated once, used by ``python -m ssm_triton check`` and by the tests.
 
-An output ``x`` matches a float64 reference ``r`` when, element by element,
-``|x - r| <= tol * (|r| + rms(r))``: relative to the element, with a floor at the tensor's own
-scale so that entries near zero are not held to an impossible relative bound.
+An output ``x`` stored in dtype ``T`` matches a float64 reference ``r`` when, element by element,
+``|x - r| <= tol(T) * (|r| + rms(r)) + tiny(T)``: relative to the element, with a floor at the
+tensor's own scale so that entries near zero are not held to an impossible relative bound, and an
+absolute floor at ``T``'s smallest normal number, below which ``T`` cannot hold a value at all
+(``exp(-150)`` is 0 in fp32).
 """
 import numpy as np
 import torch
@@ -28,7 +30,9 @@ def _np(x) -> np.ndarray:
 
 
 def scaled_error(actual, expected) -> float:
-    """max over elements of ``|x - r| / (|r| + rms(r))``; inf where ``x`` is not finite and ``r`` is."""
+    """max over elements of ``(|x - r| - tiny) / (|r| + rms(r))`` in units of the relative bound;
+    inf where ``x`` is not finite and ``r`` is."""
+    dtype = actual.dtype if isinstance(actual, torch.Tensor) and actual.is_floating_point() else torch.float64
     x, r = _np(actual), _np(expected)
     if x.shape != r.shape:
         raise ValueError(f"shape mismatch: {x.shape} vs reference {r.shape}")
@@ -37,8 +41,9 @@ def scaled_error(actual, expected) -> float:
     if not np.isfinite(x).all() and np.isfinite(r).all():
         return float("inf")
     rms = float(np.sqrt(np.mean(r * r)))
+    excess = np.maximum(np.abs(x - r) - torch.finfo(dtype).tiny, 0.0)
     denom = np.abs(r) + max(rms, np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(x - r) / denom))
+    return float(np.max(excess / denom))
 
 
 def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> None:

@@ -125,3 +125,27 @@ def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
     kwargs = {**GOOD, "method": "zoh", **override}
     with pytest.raises(exc, match=match):
         ssm_triton.discretize(**kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reference_gradients_match_closed_forms_far_from_zero(method):
+    # Guards the reference itself: with z = delta*A around -70 and -150, autograd of a careless
+    # spelling of ZOH loses the exp(z) terms entirely (see reference/discretize.py).
+    delta = torch.tensor([[[6.0, 9.7, 0.3]]], dtype=torch.float64, requires_grad=True)
+    A = torch.tensor([[-11.7]], dtype=torch.float64, requires_grad=True)
+    B = torch.tensor([[[0.27, -1.6, 0.8]]], dtype=torch.float64, requires_grad=True)
+    ga, gb = 0.45, -0.6
+    abar, bbar = discretize_torch(delta, A, B, method)
+    got = torch.autograd.grad(ga * abar.sum() + gb * bbar.sum(), (delta, A, B))
+    d, a, b = delta.detach()[0, 0], A.item(), B.detach()[0, 0]
+    z = d * a
+    if method == "bilinear":
+        w = 1 - z / 2
+        dabar_dd, dk_dd, k = a / w**2, 1 / w**2, d / w
+    else:
+        dabar_dd = a * torch.exp(z)
+        dk_dd = torch.exp(z) if method == "zoh" else torch.ones_like(z)
+        k = torch.expm1(z) / a if method == "zoh" else d
+    want_ddelta = ga * dabar_dd + gb * b * dk_dd
+    torch.testing.assert_close(got[0][0, 0], want_ddelta, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got[2][0, 0], gb * k, rtol=1e-12, atol=0)
