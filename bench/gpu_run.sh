@@ -12,8 +12,16 @@ export PYTHONPATH=/tmp/site:/tmp/sst PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"
-timeout "${TEST_TIMEOUT:-300}" python3 -m pytest "$repo/tests" -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"
+if [ -n "${OVERHEAD:-}" ]; then python3 -m ssm_triton.bench.overhead 2>&1 | tee "$OUT/overhead.txt"; fi
+if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd shapes (ci profile)
+  SSM_TRITON_PROFILE=ci timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    python3 -m pytest $(for f in $SANITIZE; do echo "$repo/$f"; done) -q -p no:cacheprovider -x 2>&1 | tail -25 | tee "$OUT/memcheck.txt"
+  echo "memcheck exit: ${PIPESTATUS[0]}" | tee -a "$OUT/memcheck.txt"
+fi
+if [ -z "${SKIP_CHECK:-}" ]; then python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"; fi
+if [ -z "${SKIP_TESTS:-}" ]; then
+  timeout "${TEST_TIMEOUT:-300}" python3 -m pytest "$repo/tests" -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"
+fi
 if [ -n "${BENCH_OPS:-}" ]; then
   python3 -m ssm_triton bench --ops $BENCH_OPS --json "$OUT/bench.json" --plot "$OUT" 2>&1 | tee "$OUT/bench.txt"
 fi

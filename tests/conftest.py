@@ -1,7 +1,8 @@
 """Shared fixtures. Importing ssm_triton first selects compiled kernels or the interpreter.
 
 Hypothesis profiles: ``ci`` (interpreter: few, small, derandomized) and ``gpu`` (many, large).
-The default follows the device; ``SSM_TRITON_PROFILE=ci|gpu`` overrides it.
+The default follows the device; ``SSM_TRITON_PROFILE=ci|gpu`` overrides it and
+``SSM_TRITON_EXAMPLES=N`` sets the number of examples.
 """
 import os
 
@@ -26,6 +27,9 @@ settings.register_profile(
 )
 PROFILE = os.environ.get("SSM_TRITON_PROFILE", "ci" if ssm_triton.INTERPRET else "gpu")
 settings.load_profile(PROFILE)
+if os.environ.get("SSM_TRITON_EXAMPLES"):  # e.g. fewer examples under compute-sanitizer
+    settings.register_profile("override", settings.get_profile(PROFILE), max_examples=int(os.environ["SSM_TRITON_EXAMPLES"]))
+    settings.load_profile("override")
 BIG = PROFILE == "gpu"
 
 

@@ -1,0 +1,55 @@
+"""Host-side cost per call of each layer of an op, on a problem too small for the GPU to matter.
+
+``python -m ssm_triton.bench.overhead``: when the host cost exceeds the kernel time, the GPU idles
+and every benchmark of that op measures the host. Prints microseconds per call per layer and the
+top functions of a cProfile of one fwd+bwd.
+"""
+import cProfile
+import pstats
+import time
+
+import torch
+
+
+def _per_call_us(fn, n=300):
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main():
+    import ssm_triton
+    from ssm_triton.kernels import scan as ks
+    from ssm_triton.kernels.tuning import scan_configs
+
+    dev = torch.device("cuda")
+    a = torch.rand(4, 256, device=dev).requires_grad_()
+    b = torch.randn(4, 256, device=dev).requires_grad_()
+    g = torch.randn(4, 256, device=dev)
+    cfg = scan_configs(everything=True)[0]
+    layers = {
+        "empty torch op (a + 0)": lambda: a.detach() + 0,
+        "raw kernel, fixed config": lambda: ks.scan_forward(a.detach(), b.detach(), None, False, config=cfg),
+        "launcher (autotuned)": lambda: ks.scan_forward(a.detach(), b.detach(), None, False),
+        "custom op, no grad": lambda: torch.ops.ssm_triton.linear_scan(a.detach(), b.detach(), None, False),
+        "public fn, no grad": lambda: ssm_triton.linear_scan(a.detach(), b.detach()),
+        "public fn, fwd with graph": lambda: ssm_triton.linear_scan(a, b),
+        "public fn, fwd+bwd": lambda: torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g),
+    }
+    for name, fn in layers.items():
+        print(f"{name:32s} {_per_call_us(fn):8.1f} us/call")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(100):
+        torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g)
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
