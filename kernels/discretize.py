@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .precision import acc_dtypes
-from .tuning import bucket, discretize_configs
+from .tuning import bucket, discretize_configs, launch
 
 METHODS = {"zoh": 0, "mamba": 1, "bilinear": 2}
 
@@ -185,13 +185,10 @@ def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: tr
     bbar = torch.empty_like(abar)
     if abar.numel() == 0:
         return abar, bbar
-    args = (dt, A, B, abar, bbar, D, L, N, bucket(L))
     consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=triton.next_power_of_2(N))
-    if config is None:
-        _discretize_fwd_kernel[lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"]))](*args, **consts)
-    else:
-        grid = (bsz * D, triton.cdiv(L, config.kwargs["BLOCK_L"]))
-        _discretize_fwd_kernel.fn[grid](*args, **consts, **config.kwargs, num_warps=config.num_warps)
+    key = (bucket(L), consts["BLOCK_N"], dt.dtype, out_dtype, consts["ACC"], method)
+    launch(_discretize_fwd_kernel, lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"])), key,
+           dt, A, B, abar, bbar, D, L, N, key[0], config=config, **consts)
     return abar, bbar
 
 

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .precision import acc_dtypes
-from .tuning import bucket, scan_configs
+from .tuning import bucket, launch, scan_configs
 
 
 @triton.jit
@@ -106,13 +106,8 @@ def _scan_bwd_kernel(
         tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
 
 
-def _launch(kernel, config, grid_rows, *args, **constexprs):
-    """Autotuned launch, or with ``config`` (a ``triton.Config``) the raw kernel at exactly that config."""
-    if config is None:
-        kernel[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_R"]),)](*args, **constexprs)
-    else:
-        grid = (triton.cdiv(grid_rows, config.kwargs["BLOCK_R"]),)
-        kernel.fn[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+def _row_grid(R: int):
+    return lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
 
 
 def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
@@ -123,8 +118,10 @@ def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
     h = torch.empty_like(b)
     if h.numel() == 0:
         return h
-    _launch(_scan_fwd_kernel, config, R, a, b, h, h0 if h0 is not None else b, R, L, bucket(L), bucket(R),
-            HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, b, h0)[0])
+    acc = acc_dtypes(a, b, h0)[0]
+    key = (bucket(L), bucket(R), b.dtype, acc, h0 is not None, reverse)
+    launch(_scan_fwd_kernel, _row_grid(R), key, a, b, h, h0 if h0 is not None else b, R, L, key[0], key[1],
+           config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
     return h
 
 
@@ -141,7 +138,9 @@ def scan_backward(
         if dh0 is not None:
             dh0.zero_()
         return da, db, dh0
-    _launch(_scan_bwd_kernel, config, R, grad, a, h, h0 if h0 is not None else h, da, db,
-            dh0 if dh0 is not None else h, R, L, bucket(L), bucket(R),
-            HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc_dtypes(a, h, h0)[0])
+    acc = acc_dtypes(a, h, h0)[0]
+    key = (bucket(L), bucket(R), h.dtype, acc, h0 is not None, reverse)
+    launch(_scan_bwd_kernel, _row_grid(R), key, grad, a, h, h0 if h0 is not None else h, da, db,
+           dh0 if dh0 is not None else h, R, L, key[0], key[1],
+           config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
     return da, db, dh0

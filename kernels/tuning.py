@@ -43,3 +43,27 @@ def scan_configs(everything: bool = False) -> list[triton.Config]:
 def discretize_configs(everything: bool = False) -> list[triton.Config]:
     full = [triton.Config({"BLOCK_L": l}, num_warps=w) for l in (32, 16, 64, 128) for w in (4, 2, 8)]
     return _space(full, triton.Config({"BLOCK_L": 8}, num_warps=1), everything)
+
+
+# (kernel, key) -> the config the autotuner chose. Triton's autotuner costs tens of microseconds of
+# host time per call even on a cache hit, as much as the kernel on small problems, so after the
+# first call for a key the launchers call the plain kernel with the remembered config.
+_chosen: dict = {}
+
+
+def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
+    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner``).
+
+    ``grid(meta) -> tuple`` as for Triton; ``key`` names the problem class the choice is valid for;
+    ``config`` forces a config (tests use it to run each one).
+    """
+    if config is None:
+        config = _chosen.get((kernel, key))
+    if config is None and len(kernel.configs) == 1:
+        config = kernel.configs[0]
+    if config is None:
+        kernel[grid](*args, **constexprs)
+        _chosen[(kernel, key)] = kernel.best_config
+        return
+    kernel.fn[grid(config.kwargs)](*args, **constexprs, **config.kwargs,
+                                   num_warps=config.num_warps, num_stages=config.num_stages)

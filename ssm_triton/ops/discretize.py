@@ -6,6 +6,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import discretize as _k
+from ._dispatch import compiling, eager_autograd
 
 METHODS = tuple(_k.METHODS)
 
@@ -14,13 +15,33 @@ def _out_dtype(delta: Tensor, A: Tensor, B: Tensor) -> torch.dtype:
     return torch.promote_types(torch.promote_types(delta.dtype, A.dtype), B.dtype)
 
 
-@torch.library.custom_op("ssm_triton::discretize", mutates_args=())
-def _discretize(delta: Tensor, A: Tensor, B: Tensor, method: str) -> tuple[Tensor, Tensor]:
+def _forward(delta: Tensor, A: Tensor, B: Tensor, method: str) -> tuple[Tensor, Tensor]:
     return _k.discretize_forward(delta.contiguous(), A.contiguous(), B.contiguous(), method,
                                  _out_dtype(delta, A, B))
 
 
-@_discretize.register_fake
+def _backward_impl(g_abar: Optional[Tensor], g_bbar: Optional[Tensor], delta: Tensor, A: Tensor, B: Tensor,
+                   method: str) -> tuple[Tensor, Tensor, Tensor]:
+    ga = g_abar.contiguous() if g_abar is not None else None
+    gb = g_bbar.contiguous() if g_bbar is not None else None
+    dd, dA, dB = _k.discretize_backward(ga, gb, delta.contiguous(), A.contiguous(), B.contiguous(), method)
+    return dd, dA.to(A.dtype), dB.to(B.dtype)
+
+
+def _save(ctx, inputs, output):
+    delta, A, B, method = inputs
+    ctx.save_for_backward(delta, A, B)
+    ctx.method = method
+
+
+# ---- compile route: custom ops ----
+
+@torch.library.custom_op("ssm_triton::discretize", mutates_args=())
+def _discretize_op(delta: Tensor, A: Tensor, B: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    return _forward(delta, A, B, method)
+
+
+@_discretize_op.register_fake
 def _(delta, A, B, method):
     shape = (*delta.shape, A.shape[1])
     dtype = _out_dtype(delta, A, B)
@@ -28,35 +49,35 @@ def _(delta, A, B, method):
 
 
 @torch.library.custom_op("ssm_triton::discretize_backward", mutates_args=())
-def _discretize_backward(
+def _discretize_backward_op(
     g_abar: Optional[Tensor], g_bbar: Optional[Tensor], delta: Tensor, A: Tensor, B: Tensor, method: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    ga = g_abar.contiguous() if g_abar is not None else None
-    gb = g_bbar.contiguous() if g_bbar is not None else None
-    dd, dA, dB = _k.discretize_backward(ga, gb, delta.contiguous(), A.contiguous(), B.contiguous(), method)
-    return dd, dA.to(A.dtype), dB.to(B.dtype)
+    return _backward_impl(g_abar, g_bbar, delta, A, B, method)
 
 
-@_discretize_backward.register_fake
+@_discretize_backward_op.register_fake
 def _(g_abar, g_bbar, delta, A, B, method):
     return torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B)
 
 
-def _setup_context(ctx, inputs, output):
-    delta, A, B, method = inputs
-    ctx.save_for_backward(delta, A, B)
-    ctx.method = method
-
-
-def _backward(ctx, g_abar, g_bbar):
+def _op_backward(ctx, g_abar, g_bbar):
     delta, A, B = ctx.saved_tensors
     if g_abar is None and g_bbar is None:
         return None, None, None, None
-    dd, dA, dB = _discretize_backward(g_abar, g_bbar, delta, A, B, ctx.method)
-    return dd, dA, dB, None
+    return (*_discretize_backward_op(g_abar, g_bbar, delta, A, B, ctx.method), None)
 
 
-_discretize.register_autograd(_backward, setup_context=_setup_context)
+_discretize_op.register_autograd(_op_backward, setup_context=_save)
+
+
+# ---- eager route ----
+
+def _eager_backward(ctx, g_abar, g_bbar):
+    delta, A, B = ctx.saved_tensors
+    return (*_backward_impl(g_abar, g_bbar, delta, A, B, ctx.method), None)
+
+
+_discretize_eager = eager_autograd("Discretize", _forward, _save, _eager_backward)
 
 
 def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tuple[Tensor, Tensor]:
@@ -88,4 +109,6 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tupl
     _validate.shape("B", B, (bsz, A.shape[1], L), "(batch, N, L) from delta (batch, dim, L) and A (dim, N)")
     _validate.one_of("method", method, METHODS)
     _validate.devices(("delta", "A", "B"), (delta, A, B))
-    return _discretize(delta, A, B, method)
+    if compiling():
+        return _discretize_op(delta, A, B, method)
+    return _discretize_eager(delta, A, B, method)

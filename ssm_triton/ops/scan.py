@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import scan as _k
+from ._dispatch import compiling, eager_autograd
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -14,47 +15,66 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
 
 
-@torch.library.custom_op("ssm_triton::linear_scan", mutates_args=())
-def _linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
+def _forward(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
     return _k.scan_forward(_rows(a), _rows(b), h0_rows, reverse).view(b.shape)
 
 
-@_linear_scan.register_fake
-def _(a, b, h0, reverse):
-    return torch.empty_like(b, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("ssm_triton::linear_scan_backward", mutates_args=())
-def _linear_scan_backward(
-    grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool
-) -> tuple[Tensor, Tensor, Tensor]:
+def _backward_impl(grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool):
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
     da, db, dh0 = _k.scan_backward(_rows(grad.to(h.dtype)), _rows(a), _rows(h), h0_rows, reverse)
-    # custom ops cannot return None: an empty tensor stands for "no h0"
-    dh0 = dh0.view(h0.shape) if h0 is not None else h.new_empty(0)
-    return da.view(a.shape), db.view(h.shape), dh0
+    return da.view(a.shape), db.view(h.shape), (dh0.view(h0.shape) if h0 is not None else None)
 
 
-@_linear_scan_backward.register_fake
-def _(grad, a, h, h0, reverse):
-    dh0 = torch.empty_like(h0) if h0 is not None else h.new_empty(0)
-    return torch.empty_like(a), torch.empty_like(h), dh0
-
-
-def _setup_context(ctx, inputs, output):
+def _save(ctx, inputs, output):
     a, _, h0, reverse = inputs
     ctx.save_for_backward(a, output, h0)
     ctx.reverse = reverse
 
 
-def _backward(ctx, grad):
+# ---- compile route: custom ops ----
+
+@torch.library.custom_op("ssm_triton::linear_scan", mutates_args=())
+def _linear_scan_op(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
+    return _forward(a, b, h0, reverse)
+
+
+@_linear_scan_op.register_fake
+def _(a, b, h0, reverse):
+    return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("ssm_triton::linear_scan_backward", mutates_args=())
+def _linear_scan_backward_op(
+    grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    da, db, dh0 = _backward_impl(grad, a, h, h0, reverse)
+    return da, db, (dh0 if dh0 is not None else h.new_empty(0))  # custom ops cannot return None
+
+
+@_linear_scan_backward_op.register_fake
+def _(grad, a, h, h0, reverse):
+    dh0 = torch.empty_like(h0) if h0 is not None else h.new_empty(0)
+    return torch.empty_like(a), torch.empty_like(h), dh0
+
+
+def _op_backward(ctx, grad):
     a, h, h0 = ctx.saved_tensors
-    da, db, dh0 = _linear_scan_backward(grad, a, h, h0, ctx.reverse)
+    da, db, dh0 = _linear_scan_backward_op(grad, a, h, h0, ctx.reverse)
     return da, db, (dh0 if h0 is not None else None), None
 
 
-_linear_scan.register_autograd(_backward, setup_context=_setup_context)
+_linear_scan_op.register_autograd(_op_backward, setup_context=_save)
+
+
+# ---- eager route ----
+
+def _eager_backward(ctx, grad):
+    a, h, h0 = ctx.saved_tensors
+    return (*_backward_impl(grad, a, h, h0, ctx.reverse), None)
+
+
+_linear_scan_eager = eager_autograd("LinearScan", _forward, _save, _eager_backward)
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
@@ -82,4 +102,6 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool
         _validate.shape("h0", h0, a.shape[:-1], "a.shape[:-1]")
     _validate.flag("reverse", reverse)
     _validate.devices(("a", "b", "h0"), (a, b, h0))
-    return _linear_scan(a, b, h0, reverse)
+    if compiling():
+        return _linear_scan_op(a, b, h0, reverse)
+    return _linear_scan_eager(a, b, h0, reverse)
