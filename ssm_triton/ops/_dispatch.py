@@ -21,10 +21,23 @@ def eager_autograd(name: str, forward, save, backward):
         return out
 
     def bwd(ctx, *grads):
+        if all(g is None for g in grads):
+            return (None,) * ctx.n_inputs
         return backward(ctx, *grads)
 
-    cls = type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
-    return cls.apply
+    def fwd_counting(ctx, *inputs):
+        ctx.n_inputs = len(inputs)
+        return fwd(ctx, *inputs)
+
+    cls = type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd_counting), "backward": staticmethod(bwd)})
+
+    def apply(*inputs):
+        # without a graph to record, skip autograd.Function's own host cost
+        if not torch.is_grad_enabled() or not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
+            return forward(*inputs)
+        return cls.apply(*inputs)
+
+    return apply
 
 
 def compiling() -> bool:

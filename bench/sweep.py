@@ -1,0 +1,37 @@
+"""Time every autotune config of the scan kernels, forced one by one, and name the one the autotuner
+picks. ``python -m ssm_triton.bench.sweep`` (GPU). Used to shape the search spaces in kernels/tuning.py."""
+import torch
+import triton.testing
+
+from ssm_triton.kernels import scan as ks
+from ssm_triton.kernels.tuning import scan_configs
+
+
+def main():
+    dev = torch.device("cuda")
+    for R, L in [(8 * 1536, 4096), (1536, 4096), (1536, 16384)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            a = torch.rand(R, L, device=dev).to(dtype)
+            b = torch.randn(R, L, device=dev).to(dtype)
+            g = torch.randn(R, L, device=dev).to(dtype)
+            h = ks.scan_forward(a, b, None, False)
+            nbytes = {"fwd": 3 * a.numel() * a.element_size(), "bwd": 5 * a.numel() * a.element_size()}
+            runs = {"fwd": lambda c: ks.scan_forward(a, b, None, False, config=c),
+                    "bwd": lambda c: ks.scan_backward(g, a, h, None, False, config=c)}
+            for direction, run in runs.items():
+                rows = []
+                for c in scan_configs(everything=True):
+                    ms = triton.testing.do_bench(lambda: run(c), warmup=25, rep=100, return_mode="median")
+                    rows.append((ms, c))
+                rows.sort(key=lambda r: r[0])
+                kernel = ks._scan_fwd_kernel if direction == "fwd" else ks._scan_bwd_kernel
+                picked = kernel.best_config if direction == "fwd" else None
+                best = ", ".join(f"{c.kwargs['BLOCK_R']}x{c.kwargs['BLOCK_L']}/w{c.num_warps}: {ms * 1e3:.1f}us "
+                                 f"({nbytes[direction] / ms / 1e6:.0f} GB/s)" for ms, c in rows[:4])
+                worst = rows[-1]
+                print(f"R={R} L={L} {str(dtype)[6:]} {direction}: best {best} | worst {worst[0] * 1e3:.1f}us"
+                      + (f" | autotuner picked {picked.kwargs} w{picked.num_warps}" if picked else ""))
+
+
+if __name__ == "__main__":
+    main()
