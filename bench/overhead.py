@@ -48,6 +48,14 @@ def main():
         "public fn, fwd with graph": lambda: ssm_triton.linear_scan(a, b),
         "public fn, fwd+bwd": lambda: torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g),
     }
+    try:
+        from accelerated_scan.scalar import scan as peer_scan
+
+        a3, b3, g3 = (t.detach().view(1, 4, 256).requires_grad_(t.requires_grad) for t in (a, b, g))
+        layers["accelerated_scan fwd, no grad"] = lambda: peer_scan(a3.detach(), b3.detach())
+        layers["accelerated_scan fwd+bwd"] = lambda: torch.autograd.grad(peer_scan(a3, b3), (a3, b3), g3)
+    except ImportError:
+        pass
     for name, fn in layers.items():
         print(f"{name:32s} {_per_call_us(fn):8.1f} us/call")
     prof = cProfile.Profile()
