@@ -48,6 +48,37 @@ def main():
         "public fn, fwd with graph": lambda: ssm_triton.linear_scan(a, b),
         "public fn, fwd+bwd": lambda: torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g),
     }
+    h_ = ks.scan_forward(a.detach(), b.detach(), None, False)
+    from ssm_triton.ops import scan as ops_scan
+
+    class Minimal(torch.autograd.Function):  # the launchers under the thinnest possible autograd wrapper
+        @staticmethod
+        def forward(ctx, x, y):
+            out = ks.scan_forward(x, y, None, False)
+            ctx.save_for_backward(x, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, out = ctx.saved_tensors
+            da, db, _ = ks.scan_backward(grad, x, out, None, False)
+            return da, db
+
+    class Double(torch.autograd.Function):  # the autograd engine with a trivial op
+        @staticmethod
+        def forward(ctx, x, y):
+            return x * y
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, grad
+
+    layers.update({
+        "bwd launcher alone": lambda: ks.scan_backward(g, a.detach(), h_, None, False),
+        "bwd body (_backward_impl)": lambda: ops_scan._backward_impl(g, a.detach(), h_, None, False),
+        "minimal autograd.Function fwd+bwd": lambda: torch.autograd.grad(Minimal.apply(a, b), (a, b), g),
+        "trivial autograd.Function fwd+bwd": lambda: torch.autograd.grad(Double.apply(a, b), (a, b), g),
+    })
     try:
         from accelerated_scan.scalar import scan as peer_scan
 
