@@ -186,9 +186,9 @@ def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: tr
     if abar.numel() == 0:
         return abar, bbar
     consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=triton.next_power_of_2(N))
-    key = (bucket(L), consts["BLOCK_N"], dt.dtype, out_dtype, consts["ACC"], method)
+    key = (L, N, dt.dtype, out_dtype, consts["ACC"], method)
     launch(_discretize_fwd_kernel, lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"])), key,
-           dt, A, B, abar, bbar, D, L, N, key[0], config=config, **consts)
+           dt, A, B, abar, bbar, D, L, N, bucket(L), config=config, **consts)
     return abar, bbar
 
 

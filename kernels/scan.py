@@ -119,8 +119,8 @@ def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
     if h.numel() == 0:
         return h
     acc = acc_dtypes(a, b, h0)[0]
-    key = (bucket(L), bucket(R), b.dtype, acc, h0 is not None, reverse)
-    launch(_scan_fwd_kernel, _row_grid(R), key, a, b, h, h0 if h0 is not None else b, R, L, key[0], key[1],
+    key = (L, R, b.dtype, acc, h0 is not None, reverse)
+    launch(_scan_fwd_kernel, _row_grid(R), key, a, b, h, h0 if h0 is not None else b, R, L, bucket(L), bucket(R),
            config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
     return h
 
@@ -139,8 +139,8 @@ def scan_backward(
             dh0.zero_()
         return da, db, dh0
     acc = acc_dtypes(a, h, h0)[0]
-    key = (bucket(L), bucket(R), h.dtype, acc, h0 is not None, reverse)
+    key = (L, R, h.dtype, acc, h0 is not None, reverse)
     launch(_scan_bwd_kernel, _row_grid(R), key, grad, a, h, h0 if h0 is not None else h, da, db,
-           dh0 if dh0 is not None else h, R, L, key[0], key[1],
+           dh0 if dh0 is not None else h, R, L, bucket(L), bucket(R),
            config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
     return da, db, dh0

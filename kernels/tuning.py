@@ -48,10 +48,14 @@ def discretize_configs(everything: bool = False) -> list[triton.Config]:
     return _space(full, triton.Config({"BLOCK_L": 8}, num_warps=1), everything)
 
 
-# (kernel, key) -> the config the autotuner chose. Triton's autotuner costs tens of microseconds of
-# host time per call even on a cache hit, as much as the kernel on small problems, so after the
-# first call for a key the launchers call the plain kernel with the remembered config.
+# (kernel, key) -> launch keywords of the config the autotuner chose. Triton's autotuner costs tens
+# of microseconds of host time per call even on a cache hit, as much as the kernel on small
+# problems, so after the first call for a key the launchers call the plain kernel with them.
 _chosen: dict = {}
+
+
+def _launch_kwargs(config: triton.Config) -> dict:
+    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
 def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
@@ -60,13 +64,14 @@ def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None,
     ``grid(meta) -> tuple`` as for Triton; ``key`` names the problem class the choice is valid for;
     ``config`` forces a config (tests use it to run each one).
     """
-    if config is None:
-        config = _chosen.get((kernel, key))
-    if config is None and len(kernel.configs) == 1:
-        config = kernel.configs[0]
-    if config is None:
-        kernel[grid](*args, **constexprs)
-        _chosen[(kernel, key)] = kernel.best_config
-        return
-    kernel.fn[grid(config.kwargs)](*args, **constexprs, **config.kwargs,
-                                   num_warps=config.num_warps, num_stages=config.num_stages)
+    if config is not None:
+        kw = _launch_kwargs(config)
+    else:
+        kw = _chosen.get((kernel, key))
+        if kw is None:
+            if len(kernel.configs) > 1:
+                kernel[grid](*args, **constexprs)
+                _chosen[(kernel, key)] = _launch_kwargs(kernel.best_config)
+                return
+            kw = _chosen[(kernel, key)] = _launch_kwargs(kernel.configs[0])
+    kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)

@@ -11,19 +11,24 @@ from ._dispatch import compiling, eager_autograd
 
 
 def _rows(x: Tensor) -> Tensor:
+    if x.dim() == 2 and x.is_contiguous():  # the common case costs nothing on the host
+        return x
     # explicit row count: reshape(-1, 0) is ambiguous for empty sequences
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
 
 
 def _forward(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
-    return _k.scan_forward(_rows(a), _rows(b), h0_rows, reverse).view(b.shape)
+    h = _k.scan_forward(_rows(a), _rows(b), h0_rows, reverse)
+    return h if h.shape == b.shape else h.view(b.shape)
 
 
 def _backward_impl(grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool):
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
     da, db, dh0 = _k.scan_backward(_rows(grad.to(h.dtype)), _rows(a), _rows(h), h0_rows, reverse)
-    return da.view(a.shape), db.view(h.shape), (dh0.view(h0.shape) if h0 is not None else None)
+    if da.shape != a.shape:
+        da, db = da.view(a.shape), db.view(h.shape)
+    return da, db, (dh0.view(h0.shape) if h0 is not None else None)
 
 
 def _save(ctx, inputs, output):
