@@ -13,6 +13,7 @@ cd /tmp   # import the installed package, not the source folder
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ -n "${SWEEP:-}" ]; then python3 -m ssm_triton.bench.sweep 2>&1 | tee "$OUT/sweep.txt"; fi
+if [ -n "${PROFILE_SHAPE:-}" ]; then python3 -m ssm_triton.bench.overhead --shape 2>&1 | tee "$OUT/profile_shape.txt"; fi
 if [ -n "${OVERHEAD:-}" ]; then python3 -m ssm_triton.bench.overhead 2>&1 | tee "$OUT/overhead.txt"; fi
 if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd shapes (ci profile)
   SSM_TRITON_PROFILE=ci timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 99 \

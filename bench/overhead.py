@@ -98,5 +98,37 @@ def main():
     pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
+
+
+def profile_shape(shape=(1, 1536, 4096), dtype=torch.float32):
+    """fwd+bwd at a benchmark shape: do_bench median, host time per call, and a profiler table."""
+    import triton.testing
+
+    import ssm_triton
+
+    dev = torch.device("cuda")
+    a = torch.rand(shape, device=dev).to(dtype).requires_grad_()
+    b = torch.randn(shape, device=dev).to(dtype).requires_grad_()
+    g = torch.randn(shape, device=dev).to(dtype)
+    impls = {"ssm_triton": ssm_triton.linear_scan}
+    try:
+        from accelerated_scan.scalar import scan
+
+        impls["accelerated_scan"] = scan
+    except ImportError:
+        pass
+    for name, fn in impls.items():
+        step = lambda: torch.autograd.grad(fn(a, b), (a, b), g)
+        ms = triton.testing.do_bench(step, return_mode="median")
+        print(f"{name} {shape} {dtype}: do_bench {ms * 1e3:.1f} us, host {_per_call_us(step, 100):.1f} us/call")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    profile_shape() if "--shape" in sys.argv else main()
