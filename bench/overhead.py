@@ -117,6 +117,25 @@ def profile_shape(shape=(1, 1536, 4096), dtype=torch.float32):
         impls["accelerated_scan"] = scan
     except ImportError:
         pass
+    import threading
+
+    from ssm_triton.kernels import scan as ks
+    from ssm_triton.ops import scan as ops_scan
+
+    a2, b2, g2 = (t.detach().reshape(-1, shape[-1]) for t in (a, b, g))
+    h2 = ks.scan_forward(a2, b2, None, False)
+    pieces = {
+        "fwd launcher, main thread": lambda: ks.scan_forward(a2, b2, None, False),
+        "bwd launcher, main thread": lambda: ks.scan_backward(g2, a2, h2, None, False),
+        "bwd body 3-D, main thread": lambda: ops_scan._backward_impl(g.detach(), a.detach(), h2.view(shape), None, False),
+    }
+    for name, fn in pieces.items():
+        print(f"{name:34s} {_per_call_us(fn, 100):8.1f} us/call")
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("us", _per_call_us(pieces["bwd launcher, main thread"], 100)))
+    worker.start()
+    worker.join()
+    print(f"{'bwd launcher, worker thread':34s} {box['us']:8.1f} us/call")
     for name, fn in impls.items():
         step = lambda: torch.autograd.grad(fn(a, b), (a, b), g)
         ms = triton.testing.do_bench(step, return_mode="median")
