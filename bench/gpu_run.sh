@@ -7,6 +7,7 @@ repo=$(pwd)
 if ls .whl/*.whl >/dev/null 2>&1; then   # optional peers carried as wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
+rm -rf /tmp/sst   # a warm machine keeps the last install, and --target never overwrites it
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst . || exit 1
 export PYTHONPATH=/tmp/site:/tmp/sst PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
