@@ -21,7 +21,6 @@ def measure(device: torch.device, quick: bool = False) -> Ceilings | None:
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src), device, quick)
     copy_gbps = 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9
-    del src, dst
     m = 4096 if quick else 8192
     x = torch.randn(m, m, device=device, dtype=torch.bfloat16)
     y = torch.randn(m, m, device=device, dtype=torch.bfloat16)

@@ -4,7 +4,7 @@ Importing this package decides, once, how kernels run: compiled for CUDA when a 
 otherwise through the Triton interpreter on CPU tensors (``TRITON_INTERPRET=1`` is set for you unless
 you set it yourself). See ``ssm_triton._runtime``.
 """
-from . import _runtime  # must come before anything that imports triton kernels
+from . import _runtime  # noqa: F401  (first: decides compiled vs interpreted before any kernel is defined)
 from ._runtime import INTERPRET
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
