@@ -2,9 +2,10 @@
 
 * Under ``torch.compile`` an op is a ``torch.library`` custom op (``register_fake`` +
   ``register_autograd``), so graphs trace through it with no break.
-* In eager mode the custom-op dispatcher costs hundreds of microseconds of host time per call
-  (measured on the H100 machine: 547 us for a fwd+bwd whose kernels take a few), so eager calls go
-  through a plain ``torch.autograd.Function`` wrapping the same forward and backward bodies.
+* In eager mode the custom-op dispatcher adds host time to every call (0–70 us over the bare launcher
+  in our H100-machine runs, `python -m ssm_triton.bench.overhead`), which small problems feel, so eager
+  calls go through a plain ``torch.autograd.Function`` wrapping the same forward and backward bodies,
+  and calls that record no graph skip even that.
 """
 import torch
 
@@ -14,6 +15,7 @@ def eager_autograd(name: str, forward, save, backward):
     stores what the backward needs; ``backward(ctx, *grads) -> one grad (or None) per input``."""
 
     def fwd(ctx, *inputs):
+        ctx.n_inputs = len(inputs)
         # unused outputs reach the backward as None rather than as materialised zeros
         ctx.set_materialize_grads(False)
         out = forward(*inputs)
@@ -25,14 +27,9 @@ def eager_autograd(name: str, forward, save, backward):
             return (None,) * ctx.n_inputs
         return backward(ctx, *grads)
 
-    def fwd_counting(ctx, *inputs):
-        ctx.n_inputs = len(inputs)
-        return fwd(ctx, *inputs)
-
-    cls = type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd_counting), "backward": staticmethod(bwd)})
+    cls = type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
 
     def apply(*inputs):
-        # without a graph to record, skip autograd.Function's own host cost
         if not torch.is_grad_enabled() or not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
             return forward(*inputs)
         return cls.apply(*inputs)
