@@ -16,7 +16,8 @@ LAYOUTS = ["variable", "grouped", "fixed"]
 def make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options):
     d = groups * per_group
     u = normal((bsz, d, L), seed, device)
-    delta = uniform((bsz, d, L), -3.0, 1.0, seed + 1, device)
+    # raw steps must be positive; through softplus any real value is a valid step
+    delta = uniform((bsz, d, L), -3.0, 1.0, seed + 1, device) if with_options else uniform((bsz, d, L), 1e-3, 1.0, seed + 1, device)
     A = -uniform((d, N), 0.1, 4.0, seed + 2, device)
     shape = {"variable": (bsz, N, L), "grouped": (bsz, groups, N, L), "fixed": (d, N)}[layout]
     B, C = normal(shape, seed + 3, device), normal(shape, seed + 4, device)
@@ -29,7 +30,7 @@ def make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_option
 
 
 def np64(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x
 
 
 @given(bsz=st.integers(1, 2), groups=st.integers(1, 2), per_group=st.integers(1, 3), L=st.integers(1, 17),

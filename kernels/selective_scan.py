@@ -1,0 +1,151 @@
+"""Mamba-1's fused selective scan, forward (work in progress: no backward yet, not exported).
+
+One program owns a batch row and ``BLOCK_D`` channels and walks time in tiles of ``BLOCK_L``. Inside
+a tile everything lives in registers as ``(BLOCK_D, BLOCK_L, BLOCK_N)``: the step size (bias,
+softplus), the discretization ``exp(dt A)`` and ``dt B u``, a ``tl.associative_scan`` over time, the
+``C`` contraction, ``D u`` and the ``silu(z)`` gate. Only ``out``, the last state and one state per
+tile (``ckpt``, the state entering each tile, for a backward that recomputes instead of storing)
+reach memory; the ``(b, d, L, N)`` states never do.
+
+``B`` and ``C`` arrive as ``(b, G, N, L)`` (variable, ``G = 1`` for the ungrouped layout) or
+``(d, N)`` (fixed). ``BLOCK_D`` divides the channels per group, so a program reads one group.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .scan import first_order_combine
+
+
+@triton.jit
+def _load_bc(M, bi, gi, dd, d_ok, t, t_ok, n, n_ok, s_b, s_g, s_n, s_l, FIXED: tl.constexpr):
+    """``B`` or ``C`` for this tile: ``(BLOCK_L, BLOCK_N)`` when variable, ``(BLOCK_D, BLOCK_N)`` when fixed."""
+    if FIXED:
+        return tl.load(M + dd[:, None] * s_n + n[None, :], mask=d_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+    base = M + bi.to(tl.int64) * s_b + gi * s_g
+    return tl.load(base + n[None, :] * s_n + t[:, None] * s_l, mask=t_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _selective_scan_fwd_kernel(
+    U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT,
+    dim, L, N, per_group,
+    sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    bi = tl.program_id(0)
+    dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    gi = (tl.program_id(1) * BLOCK_D) // per_group
+    n = tl.arange(0, BLOCK_N)
+    lane = tl.arange(0, BLOCK_L)
+    d_ok = dd < dim
+    n_ok = n < N
+    dn_ok = d_ok[:, None] & n_ok[None, :]
+    # padding states get A = 0 and B = C = 0: they stay zero and add nothing to y
+    a = tl.load(A + dd[:, None] * N + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
+    state_off = (bi.to(tl.int64) * dim + dd[:, None]) * N + n[None, :]
+    if HAS_H0:
+        h = tl.load(H0 + state_off, mask=dn_ok, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
+    if HAS_D:
+        skip = tl.load(D + dd, mask=d_ok, other=0.0).to(tl.float32)
+    row = (bi.to(tl.int64) * dim + dd) * L
+    n_tiles = tl.cdiv(L, BLOCK_L)
+    for i in range(n_tiles):
+        t = i * BLOCK_L + lane
+        t_ok = t < L
+        ok = d_ok[:, None] & t_ok[None, :]
+        offs = row[:, None] + t[None, :]
+        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
+        dt = tl.load(DELTA + offs, mask=ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += bias[:, None]
+        if SOFTPLUS:
+            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+        # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
+        dt = tl.where(ok, dt, 0.0)
+        b_t = _load_bc(B, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED)
+        c_t = _load_bc(C, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED)
+        decay = tl.exp(dt[:, :, None] * a[:, None, :])
+        if B_FIXED:
+            drive = (dt * u)[:, :, None] * b_t[:, None, :]
+        else:
+            drive = (dt * u)[:, :, None] * b_t[None, :, :]
+        # the state entering this tile, for a backward that recomputes the tile from it
+        tl.store(CKPT + ((bi.to(tl.int64) * dim + dd[:, None]) * n_tiles + i) * N + n[None, :], h, mask=dn_ok)
+        a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
+        hs = a_cum * h[:, None, :] + b_cum
+        if C_FIXED:
+            y = tl.sum(hs * c_t[:, None, :], axis=2)
+        else:
+            y = tl.sum(hs * c_t[None, :, :], axis=2)
+        h = tl.sum(tl.where(lane[None, :, None] == BLOCK_L - 1, hs, 0.0), axis=1)
+        if HAS_D:
+            y += skip[:, None] * u
+        if HAS_Z:
+            zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+        tl.store(OUT + offs, y.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(LAST + state_off, h, mask=dn_ok)
+
+
+def _as_groups(M: torch.Tensor) -> tuple[torch.Tensor, bool, tuple[int, int, int, int]]:
+    """(tensor, fixed?, strides (batch, group, n, l)) for B or C in any of the three layouts."""
+    if M.dim() == 2:
+        return M, True, (0, 0, M.stride(0), 0)
+    if M.dim() == 3:
+        M = M.unsqueeze(1)
+    return M, False, tuple(M.stride())
+
+
+def _block_d(groups: int, per_group: int, dim: int, limit: int = 4) -> int:
+    """Channels per program: up to ``limit``; with several groups, a power of two dividing the group."""
+    if groups == 1:
+        return min(limit, triton.next_power_of_2(dim))
+    block = 1
+    while block * 2 <= limit and per_group % (block * 2) == 0:
+        block *= 2
+    return block
+
+
+def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None):
+    """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
+    last_state (b, d, N) fp32, ckpt (b, d, n_tiles, N) fp32, block_l)``."""
+    bsz, dim, L = u.shape
+    N = A.shape[1]
+    Bg, b_fixed, sb = _as_groups(B)
+    Cg, c_fixed, sc = _as_groups(C)
+    groups = 1 if b_fixed else Bg.shape[1]
+    if not c_fixed:
+        groups = max(groups, Cg.shape[1])
+    per_group = dim // groups
+    block_d = _block_d(groups, per_group, dim)
+    block_n = triton.next_power_of_2(N)
+    if block_l is None:
+        block_l = max(1, min(triton.next_power_of_2(max(L, 1)), 2048 // (block_d * block_n)))
+    n_tiles = triton.cdiv(L, block_l)
+    out = torch.empty_like(u)
+    last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
+    ckpt = torch.empty((bsz, dim, max(n_tiles, 1), N), device=u.device, dtype=torch.float32)
+    if L == 0:
+        last.copy_(initial_state if initial_state is not None else torch.zeros_like(last))
+        return out, last, ckpt, block_l
+    dummy = u
+    grid = (bsz, triton.cdiv(dim, block_d))
+    _selective_scan_fwd_kernel[grid](
+        u, delta, A, Bg, Cg,
+        D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy,
+        initial_state if initial_state is not None else dummy, out, last, ckpt,
+        dim, L, N, per_group if groups > 1 else dim,
+        *sb, *sc,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed,
+        BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_N=block_n,
+    )
+    return out, last, ckpt, block_l
