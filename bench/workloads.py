@@ -121,7 +121,56 @@ def discretize_workloads(device, quick: bool, notes: set) -> list[Workload]:
     return out
 
 
+# ---- selective_scan (Mamba-1): u, delta, z (b, d, L), B, C (b, N, L), A (d, N), D, delta_bias (d,) ----
+
+def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    from ssm_triton import selective_scan_fn
+    from ssm_triton.reference import selective_scan_ref
+
+    b, d, L, N = (1, 8, 64, 4) if quick else (8, 4096, 2048, 16)
+    io = torch.float32 if quick else torch.bfloat16
+
+    def make():
+        g = lambda *shape: torch.randn(*shape, device=device).to(io)
+        x = {"u": g(b, d, L), "delta": g(b, d, L) * 0.5 - 2.0, "z": g(b, d, L), "B": g(b, N, L), "C": g(b, N, L),
+             "A": -torch.rand(d, N, device=device) * 8 - 0.1, "D": torch.randn(d, device=device),
+             "delta_bias": torch.randn(d, device=device) * 0.1}
+        for v in x.values():
+            v.requires_grad_()
+        x["g"] = g(b, d, L)
+        return x
+
+    def impl(fn):
+        def build(x, direction):
+            args = {k: v for k, v in x.items() if k != "g"}
+            forward = lambda: fn(**args, delta_softplus=True)
+            if direction == "fwd":
+                return forward
+            return _fwd_bwd(forward, tuple(args.values()), x["g"])
+        return build
+
+    peers = {}
+    mod, why = load("mamba_ssm.ops.selective_scan_interface")
+    if mod is None:
+        notes.add(f"mamba_ssm skipped: {why}")
+    else:
+        peers["mamba_ssm"] = impl(mod.selective_scan_fn)
+    es = torch.tensor([], dtype=io).element_size()
+    big, small = b * d * L, b * N * L
+    out = []
+    for direction in ("fwd", "fwd+bwd"):
+        # fwd reads u, delta, z, B, C and writes out; bwd reads those and dout, writes du, ddelta, dz, dB, dC
+        nbytes = (4 * big + 2 * small) * es if direction == "fwd" else (11 * big + 6 * small) * es
+        flops = (8 if direction == "fwd" else 24) * big * N
+        impls = {"ssm_triton": impl(selective_scan_fn), **peers}
+        if direction == "fwd" and L * d <= 4096 * 2048:
+            impls["torch_loop"] = impl(selective_scan_ref)
+        out.append(Workload("selective_scan", (b, d, L, N), io, direction, nbytes, flops, make, impls))
+    return out
+
+
 REGISTRY = {
     "linear_scan": linear_scan_workloads,
     "discretize": discretize_workloads,
+    "selective_scan": selective_scan_workloads,
 }

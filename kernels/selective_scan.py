@@ -245,6 +245,18 @@ def _block_d(groups: int, per_group: int, dim: int, limit: int = 4) -> int:
     return block
 
 
+def plan_block_l(dim: int, L: int, N: int, B: torch.Tensor, C: torch.Tensor) -> int:
+    """Time steps per tile: a pure function of the shapes, so fake (meta) kernels can size the checkpoints."""
+    block_d = _layout(dim, B, C)[-1]
+    return max(1, min(triton.next_power_of_2(max(L, 1)), 2048 // (block_d * triton.next_power_of_2(N))))
+
+
+def checkpoint_shape(u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[int, ...]:
+    bsz, dim, L = u.shape
+    N = A.shape[1]
+    return (bsz, dim, max(triton.cdiv(L, plan_block_l(dim, L, N, B, C)), 1), N)
+
+
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_tiles, N) fp32, block_l)``."""
@@ -253,7 +265,7 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group, block_d = _layout(dim, B, C)
     block_n = triton.next_power_of_2(N)
     if block_l is None:
-        block_l = max(1, min(triton.next_power_of_2(max(L, 1)), 2048 // (block_d * block_n)))
+        block_l = plan_block_l(dim, L, N, B, C)
     n_tiles = triton.cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)

@@ -8,6 +8,7 @@ from . import _runtime  # noqa: F401  (first: decides compiled vs interpreted be
 from ._runtime import INTERPRET
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
+from .ops.selective_scan import selective_scan_fn
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "discretize", "linear_scan", "__version__"]
+__all__ = ["INTERPRET", "discretize", "linear_scan", "selective_scan_fn", "__version__"]

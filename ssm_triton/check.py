@@ -11,7 +11,9 @@ import torch
 from . import _runtime
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
-from .reference import discretize_np, discretize_torch, linear_scan_np, linear_scan_torch
+from .ops.selective_scan import selective_scan_fn
+from .reference import (discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
+                        selective_scan_ref)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -97,11 +99,40 @@ def _discretize_backward(method):
     return run
 
 
+def _selective_scan_inputs(device, dtype):
+    """Mamba-like: grouped B and C, D, z, delta_bias, softplus; A, D, bias fp32; 2 tiles' worth of steps."""
+    u, delta, z, B, C = _inputs(device, dtype, ((2, 8, 70), "normal"), ((2, 8, 70), "normal"), ((2, 8, 70), "normal"),
+                                ((2, 2, 16, 70), "normal"), ((2, 2, 16, 70), "normal"))
+    A, D, bias = _inputs(device, torch.float32, ((8, 16), "unit"), ((8,), "normal"), ((8,), "normal"), seed=1)
+    return dict(u=u, delta=delta, A=-(A * 4 + 0.1), B=B, C=C, D=D, z=z, delta_bias=bias, delta_softplus=True)
+
+
+def _selective_scan_forward(device, dtype) -> Comparison:
+    x = _selective_scan_inputs(device, dtype)
+    out, last = selective_scan_fn(**x, return_last_state=True)
+    want_out, want_last = selective_scan_np(**{k: (_np(v) if isinstance(v, torch.Tensor) else v) for k, v in x.items()})
+    return [("out", out, want_out), ("last_state", last, want_last)]
+
+
+def _selective_scan_backward(device, dtype) -> Comparison:
+    x = _selective_scan_inputs(device, dtype)
+    leaves = {k: v.requires_grad_() for k, v in x.items() if isinstance(v, torch.Tensor)}
+    out = selective_scan_fn(**leaves, delta_softplus=True)
+    (g,) = _inputs(device, dtype, (out.shape, "normal"), seed=2)
+    got = torch.autograd.grad(out, list(leaves.values()), g)
+    ref_leaves = {k: v.detach().double().cpu().requires_grad_() for k, v in leaves.items()}
+    want = torch.autograd.grad(selective_scan_ref(**ref_leaves, delta_softplus=True), list(ref_leaves.values()),
+                               g.double().cpu())
+    return [(f"d{k}", x_, w) for k, x_, w in zip(leaves, got, want)]
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
         cases.append(Case(f"discretize[{method}] fwd", _discretize_forward(method)))
         cases.append(Case(f"discretize[{method}] bwd", _discretize_backward(method)))
+    cases.append(Case("selective_scan fwd", _selective_scan_forward))
+    cases.append(Case("selective_scan bwd", _selective_scan_backward))
     return cases
 
 

@@ -16,8 +16,18 @@ def _discretize_model(delta, A, B):
     return (abar * bbar).sum()
 
 
+def _selective_scan_model(u, delta, A, B, C, D, z, bias, h0):
+    out, last = ssm_triton.selective_scan_fn(u, delta, A, B, C, D, z, bias, delta_softplus=True,
+                                             return_last_state=True, initial_state=h0)
+    return out.sum(-1) + last.sum(-1)
+
+
 CASES = {
     "linear_scan": (_scan_model, lambda d: (uniform((2, 3, 21), 0, 1, 0, d), normal((2, 3, 21), 1, d), normal((2, 3), 2, d))),
+    "selective_scan": (_selective_scan_model, lambda d: tuple(x.float() for x in (
+        normal((2, 4, 11), 6, d), normal((2, 4, 11), 7, d), -uniform((4, 3), 0.5, 2, 8, d), normal((2, 2, 3, 11), 9, d),
+        normal((2, 2, 3, 11), 10, d), normal((4,), 11, d), normal((2, 4, 11), 12, d), normal((4,), 13, d),
+        normal((2, 4, 3), 14, d)))),
     "discretize": (_discretize_model, lambda d: (uniform((2, 3, 9), 0.01, 1, 3, d), uniform((3, 4), -2, -0.1, 4, d), normal((2, 4, 9), 5, d))),
 }
 

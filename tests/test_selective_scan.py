@@ -1,33 +1,124 @@
-"""The fused selective-scan forward kernel (kernels/selective_scan.py, not yet public) against the
-float64 reference: outputs and last state over layouts, options, dtypes and lengths."""
+"""selective_scan_fn against the float64 references: outputs, last state and every gradient over
+layouts, options, dtypes and lengths; bad input; the launcher at forced tile lengths."""
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ssm_triton
 from conftest import BIG
 from ssm_triton.kernels.selective_scan import selective_scan_forward
-from ssm_triton.reference import selective_scan_np
+from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
-from strategies import seeds
+from strategies import normal, seeds
 from test_selective_scan_reference import LAYOUTS, make_problem, np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+NAMES = ["u", "delta", "A", "B", "C"]
 
 
-@given(bsz=st.integers(1, 2), groups=st.integers(1, 2), per_group=st.integers(1, 5 if not BIG else 64),
-       L=st.one_of(st.just(1), st.integers(2, 45 if not BIG else 3000)), N=st.integers(1, 8 if not BIG else 32),
-       layout=st.sampled_from(LAYOUTS), with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES),
-       block_l=st.sampled_from([None, 4, 16]), seed=seeds())
-def test_forward_matches_reference(device, bsz, groups, per_group, L, N, layout, with_options, dtype, block_l, seed):
-    args, extra = make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options)
+def sizes():
+    return dict(bsz=st.integers(1, 2), groups=st.integers(1, 2), per_group=st.integers(1, 5 if not BIG else 48),
+                L=st.one_of(st.just(1), st.integers(2, 45 if not BIG else 2500)), N=st.integers(1, 8 if not BIG else 32),
+                layout=st.sampled_from(LAYOUTS), with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES),
+                seed=seeds())
+
+
+def cast(args, extra, dtype):
+    """u, delta, z, B, C in the I/O dtype; A, D, delta_bias and the initial state fp32, as Mamba keeps them."""
     u, delta, A, B, C = args
-    # u, delta, z, B, C in the I/O dtype; A, D, delta_bias and the initial state fp32, as Mamba keeps them
-    u, delta, B, C = (x.to(dtype) for x in (u, delta, B, C))
-    A = A.float()
-    opt = {k: (v.to(dtype) if k == "z" else v.float()) if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
-    out, last, _, _ = selective_scan_forward(u, delta, A, B, C, opt.get("D"), opt.get("z"), opt.get("delta_bias"),
-                                             opt.get("delta_softplus", False), opt.get("initial_state"), block_l=block_l)
-    want_out, want_last = selective_scan_np(*map(np64, (u, delta, A, B, C)), **{k: np64(v) for k, v in opt.items()})
-    assert out.dtype == dtype and out.shape == u.shape and last.shape == (bsz, groups * per_group, N)
+    tensors = dict(zip(NAMES, (u.to(dtype), delta.to(dtype), A.float(), B.to(dtype), C.to(dtype))))
+    for k, v in extra.items():
+        tensors[k] = (v.to(dtype) if k == "z" else v.float()) if isinstance(v, torch.Tensor) else v
+    return tensors
+
+
+@given(**sizes())
+def test_forward_matches_reference(device, bsz, groups, per_group, L, N, layout, with_options, dtype, seed):
+    t = cast(*make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options), dtype)
+    out, last = ssm_triton.selective_scan_fn(**t, return_last_state=True)
+    want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()})
+    assert out.dtype == dtype and out.shape == t["u"].shape and last.shape == (bsz, groups * per_group, N)
     assert_close(out, want_out, dtype, "out")
     assert_close(last, want_last, torch.float32, "last_state")
+
+
+@given(**sizes(), use_last=st.booleans())
+def test_gradients_match_float64_autograd(device, bsz, groups, per_group, L, N, layout, with_options, dtype, seed,
+                                          use_last):
+    if BIG:  # the autograd loop reference is slow
+        L = min(L, 600)
+    t = cast(*make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options), dtype)
+    leaves = {k: v.requires_grad_() for k, v in t.items() if isinstance(v, torch.Tensor)}
+    flags = {k: v for k, v in t.items() if not isinstance(v, torch.Tensor)}
+    out, last = ssm_triton.selective_scan_fn(**leaves, **flags, return_last_state=True)
+    g_out = normal(out.shape, seed + 20, device, dtype)
+    g_last = normal(last.shape, seed + 21, device)
+    loss = (out * g_out).sum() + ((last * g_last).sum() if use_last else 0)
+    got = torch.autograd.grad(loss, list(leaves.values()))
+
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    ref_out, ref_last = selective_scan_ref(**ref_leaves, **flags, return_last_state=True)
+    ref_loss = (ref_out * g_out.double()).sum() + ((ref_last * g_last.double()).sum() if use_last else 0)
+    want = torch.autograd.grad(ref_loss, list(ref_leaves.values()))
+    for (name, leaf), g, w in zip(leaves.items(), got, want):
+        assert g.dtype == leaf.dtype and g.shape == leaf.shape, name
+        # sums over batch and time (dA, dD, dB of the fixed layout...) are accumulated in fp32 and
+        # stored in the leaf's dtype, which sets the budget; with low-precision I/O the budget is the I/O one
+        assert_close(g, w, dtype if dtype != torch.float32 else g.dtype, f"d{name}")
+
+
+@pytest.mark.parametrize("block_l", [1, 2, 8, 32])
+def test_tile_length_does_not_change_the_result(device, block_l):
+    t = cast(*make_problem(2, 2, 2, 37, 5, "grouped", 11, device, True), torch.float32)
+    sp = t.pop("delta_softplus")
+    out, last, _, _ = selective_scan_forward(*(t[k] for k in NAMES), t["D"], t["z"], t["delta_bias"], sp,
+                                             t["initial_state"], block_l=block_l)
+    want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(last, want_last, torch.float32, "last_state")
+
+
+def test_long_sequence_stays_finite_and_close(device):
+    L = 65_536 if BIG else 2_000
+    t = cast(*make_problem(1, 1, 4, L, 16, "variable", 3, device, True), torch.float32)
+    out, last = ssm_triton.selective_scan_fn(**t, return_last_state=True)
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+    want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()})
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(last, want_last, torch.float32, "last_state")
+
+
+def test_non_contiguous_inputs(device):
+    t = cast(*make_problem(2, 1, 3, 9, 4, "variable", 5, device, True), torch.float32)
+    u = t["u"].transpose(0, 2).contiguous().transpose(0, 2)
+    assert not u.is_contiguous()
+    got = ssm_triton.selective_scan_fn(**{**t, "u": u})
+    torch.testing.assert_close(got, ssm_triton.selective_scan_fn(**t))
+
+
+GOOD = dict(u=torch.ones(2, 4, 5), delta=torch.ones(2, 4, 5), A=-torch.ones(4, 3), B=torch.ones(2, 3, 5),
+            C=torch.ones(2, 3, 5))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(u=torch.ones(2, 4)), ValueError, r"u must be 3-D \(batch, dim, L\)"),
+    (dict(delta=torch.ones(2, 4, 6)), ValueError, "delta must have shape"),
+    (dict(A=-torch.ones(5, 3)), ValueError, r"A must have shape \(dim, N\)"),
+    (dict(A=-torch.ones(4, 300), B=torch.ones(4, 300), C=torch.ones(4, 300)), ValueError, "state size N"),
+    (dict(B=torch.ones(2, 3, 6)), ValueError, r"B must have shape \(batch, N, L\)"),
+    (dict(B=torch.ones(2, 3, 3, 5)), ValueError, "B has 3 groups"),
+    (dict(B=torch.ones(2, 2, 3, 5), C=torch.ones(2, 4, 3, 5)), ValueError, "same number of groups"),
+    (dict(C=torch.ones(4, 4)), ValueError, r"C must have shape \(dim, N\)"),
+    (dict(C=torch.ones(1, 2, 3, 4, 5)), ValueError, r"C must be \(batch, N, L\), \(batch, G, N, L\) or \(dim, N\)"),
+    (dict(D=torch.ones(5)), ValueError, r"D must have shape \(dim,\)"),
+    (dict(z=torch.ones(2, 4, 4)), ValueError, "z must have shape"),
+    (dict(delta_bias=torch.ones(4, dtype=torch.int32)), TypeError, "delta_bias must have dtype"),
+    (dict(u=torch.ones(2, 4, 5, dtype=torch.float64)), TypeError, "u must have dtype"),
+    (dict(initial_state=torch.ones(2, 4, 4)), ValueError, "initial_state must have shape"),
+    (dict(delta_softplus=1), TypeError, "delta_softplus must be a bool"),
+    (dict(C=torch.ones(2, 3, 5, device="meta")), ValueError, "C is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.selective_scan_fn(**{**GOOD, **override})

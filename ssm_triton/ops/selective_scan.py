@@ -1,0 +1,174 @@
+"""``selective_scan_fn``: Mamba-1's selective scan, drop-in for mamba_ssm's function of that name."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels import selective_scan as _k
+from ._dispatch import compiling, eager_autograd
+
+IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_STATE = 256
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+    c = lambda x: x.contiguous() if x is not None else None
+    out, last, ckpt, _ = _k.selective_scan_forward(c(u), c(delta), c(A), c(B), c(C), c(D), c(z), c(delta_bias),
+                                                   delta_softplus, c(initial_state))
+    return out, last, ckpt
+
+
+def _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+    c = lambda x: x.contiguous() if x is not None else None
+    block_l = _k.plan_block_l(u.shape[1], u.shape[2], A.shape[1], B, C)
+    grads = _k.selective_scan_backward(c(dout.to(u.dtype)), c(dlast), c(u), c(delta), c(A), c(B), c(C), c(D), c(z),
+                                       c(delta_bias), delta_softplus, ckpt, block_l)
+    du, dd, dA, dB, dC, dD, dz, dbias, dh0 = grads
+    cast = lambda g, like: g.to(like.dtype) if like is not None else None
+    return (du, dd, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
+            cast(dh0, initial_state))
+
+
+def _save(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[2])
+    ctx.delta_softplus = delta_softplus
+    ctx.mark_non_differentiable(output[2])
+
+
+def _unpack(ctx):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, ckpt = ctx.saved_tensors
+    return ckpt, (u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, initial_state)
+
+
+# ---- compile route: custom ops ----
+
+@torch.library.custom_op("ssm_triton::selective_scan", mutates_args=())
+def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                       initial_state: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+    f32 = dict(dtype=torch.float32, device=u.device)
+    return (torch.empty_like(u, memory_format=torch.contiguous_format),
+            u.new_empty((u.shape[0], u.shape[1], A.shape[1]), **f32),
+            u.new_empty(_k.checkpoint_shape(u, A, B, C), **f32))
+
+
+@torch.library.custom_op("ssm_triton::selective_scan_backward", mutates_args=())
+def _selective_scan_backward_op(
+    dout: Tensor, dlast: Optional[Tensor], ckpt: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+    initial_state: Optional[Tensor],
+) -> list[Tensor]:
+    grads = _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    return [g if g is not None else u.new_empty(0) for g in grads]  # custom ops cannot return None
+
+
+@_selective_scan_backward_op.register_fake
+def _(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+    like = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    return [torch.empty_like(x) if x is not None else u.new_empty(0) for x in like]
+
+
+def _op_backward(ctx, dout, dlast, _dckpt):
+    ckpt, inputs = _unpack(ctx)
+    if dout is None:
+        dout = torch.zeros_like(inputs[0])
+    grads = _selective_scan_backward_op(dout, dlast, ckpt, *inputs)
+    present = [x is not None for x in inputs[:8]] + [inputs[9] is not None]
+    g = [gi if p else None for gi, p in zip(grads, present)]
+    return (*g[:8], None, g[8])
+
+
+_selective_scan_op.register_autograd(_op_backward, setup_context=_save)
+
+
+# ---- eager route ----
+
+def _eager_backward(ctx, dout, dlast, _dckpt):
+    ckpt, inputs = _unpack(ctx)
+    if dout is None:
+        dout = torch.zeros_like(inputs[0])
+    g = _backward_impl(dout, dlast, ckpt, *inputs)
+    return (*g[:8], None, g[8])
+
+
+_selective_scan_eager = eager_autograd("SelectiveScan", _forward, _save, _eager_backward)
+
+
+def _check_bc(name: str, M, bsz: int, dim: int, N: int, L: int) -> int:
+    """Validates B or C; returns its group count (0 for the fixed layout)."""
+    _validate.tensor(name, M, dtypes=IO_DTYPES, shape_doc="(batch, N, L), (batch, G, N, L) or (dim, N)")
+    if M.dim() == 2:
+        _validate.shape(name, M, (dim, N), "(dim, N) for the fixed layout")
+        return 0
+    if M.dim() == 3:
+        _validate.shape(name, M, (bsz, N, L), "(batch, N, L) for the variable layout")
+        return 1
+    if M.dim() == 4:
+        G = M.shape[1]
+        if G < 1 or dim % G:
+            raise ValueError(f"{name} has {G} groups (dim 1 of (batch, G, N, L)), which must divide dim = {dim}")
+        _validate.shape(name, M, (bsz, G, N, L), "(batch, G, N, L) for the grouped layout")
+        return G
+    raise ValueError(f"{name} must be (batch, N, L), (batch, G, N, L) or (dim, N), got shape {tuple(M.shape)}")
+
+
+def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+                      z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                      return_last_state: bool = False, *, initial_state: Optional[Tensor] = None):
+    """Mamba-1's selective scan, fused: the ``(batch, dim, L, N)`` states never reach memory.
+
+    Per channel and step: ``dt = softplus(delta + delta_bias)`` (softplus only if ``delta_softplus``),
+    ``h_t = exp(dt A) h_{t-1} + dt B_t u_t``, ``y_t = C_t . h_t + D u_t``, ``out_t = y_t * silu(z_t)``.
+
+    Args:
+        u, delta: ``(batch, dim, L)``, fp32 / bf16 / fp16.
+        A: ``(dim, N)`` real, N <= 256 (fp32 recommended, as in Mamba).
+        B, C: ``(batch, N, L)`` variable, ``(batch, G, N, L)`` grouped (G divides dim; channel ``c``
+            reads group ``c // (dim // G)``), or ``(dim, N)`` fixed.
+        D, delta_bias: optional ``(dim,)``.  z: optional ``(batch, dim, L)`` gate.
+        return_last_state: also return the state after the last step, ``(batch, dim, N)`` fp32.
+        initial_state: optional ``(batch, dim, N)`` state before the first step (keyword only; beyond
+            mamba_ssm's signature), with its gradient.
+
+    Returns:
+        ``out (batch, dim, L)`` in ``u``'s dtype, or ``(out, last_state)``. Differentiable in every
+        tensor argument; the backward recomputes the states from per-tile checkpoints.
+    """
+    _validate.tensor("u", u, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
+    bsz, dim, L = u.shape
+    _validate.tensor("delta", delta, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
+    _validate.shape("delta", delta, u.shape, "(batch, dim, L) as u")
+    _validate.tensor("A", A, ndim=2, dtypes=IO_DTYPES, shape_doc="(dim, N)")
+    if A.shape[0] != dim:
+        raise ValueError(f"A must have shape (dim, N) with dim = u.shape[1] = {dim}, got {tuple(A.shape)}")
+    N = A.shape[1]
+    if not 1 <= N <= MAX_STATE:
+        raise ValueError(f"A must have a state size N = A.shape[1] between 1 and {MAX_STATE}, got {N}")
+    # a variable B or C counts as one group; when both vary, they must split the channels alike
+    groups = {g for g in (_check_bc("B", B, bsz, dim, N, L), _check_bc("C", C, bsz, dim, N, L)) if g > 0}
+    if len(groups) > 1:
+        raise ValueError(f"B and C must have the same number of groups when both vary with time, got {sorted(groups)}")
+    for name, x in (("D", D), ("delta_bias", delta_bias)):
+        if x is not None:
+            _validate.tensor(name, x, ndim=1, dtypes=IO_DTYPES, shape_doc="(dim,)")
+            _validate.shape(name, x, (dim,), "(dim,)")
+    if z is not None:
+        _validate.tensor("z", z, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
+        _validate.shape("z", z, u.shape, "(batch, dim, L) as u")
+    if initial_state is not None:
+        _validate.tensor("initial_state", initial_state, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, N)")
+        _validate.shape("initial_state", initial_state, (bsz, dim, N), "(batch, dim, N)")
+    _validate.flag("delta_softplus", delta_softplus)
+    _validate.flag("return_last_state", return_last_state)
+    _validate.devices(("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"),
+                      (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    out, last, _ = _selective_scan_op(*args) if compiling() else _selective_scan_eager(*args)
+    return (out, last) if return_last_state else out
