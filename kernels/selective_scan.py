@@ -19,11 +19,14 @@ from .scan import first_order_combine
 
 @triton.jit
 def _load_bc(M, bi, gi, dd, d_ok, t, t_ok, n, n_ok, s_b, s_g, s_n, s_l, FIXED: tl.constexpr):
-    """``B`` or ``C`` for this tile: ``(BLOCK_L, BLOCK_N)`` when variable, ``(BLOCK_D, BLOCK_N)`` when fixed."""
+    """``B`` or ``C`` for this tile: ``(BLOCK_L, BLOCK_N)`` when variable, ``(BLOCK_D, BLOCK_N)`` when fixed.
+    One return after the branch: Triton checks every return's shape, even under a constexpr ``if``."""
     if FIXED:
-        return tl.load(M + dd[:, None] * s_n + n[None, :], mask=d_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
-    base = M + bi.to(tl.int64) * s_b + gi * s_g
-    return tl.load(base + n[None, :] * s_n + t[:, None] * s_l, mask=t_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+        tile = tl.load(M + dd[:, None] * s_n + n[None, :], mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+    else:
+        base = M + bi.to(tl.int64) * s_b + gi * s_g
+        tile = tl.load(base + n[None, :] * s_n + t[:, None] * s_l, mask=t_ok[:, None] & n_ok[None, :], other=0.0)
+    return tile.to(tl.float32)
 
 
 @triton.jit

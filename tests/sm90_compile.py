@@ -1,0 +1,91 @@
+"""Compiles every kernel for an H100 (sm_90) without a GPU: run by tests/test_sm90_compile.py in a
+process with the interpreter off. Triton's GPU compiler rejects code the interpreter runs happily (a
+function whose returns differ in shape, even under a constexpr ``if``, did), so CI checks it here.
+Prints one line per failure and a last line ``compiled N, failed M``."""
+import itertools
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "0"
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from ssm_triton.kernels import discretize as kd  # noqa: E402
+from ssm_triton.kernels import scan as ks  # noqa: E402
+from ssm_triton.kernels import selective_scan as kss  # noqa: E402
+from ssm_triton.kernels.tuning import discretize_configs, scan_configs  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+PTR = {tl.float32: "*fp32", tl.bfloat16: "*bf16", tl.float16: "*fp16", tl.float64: "*fp64"}
+
+
+def _jit(kernel):
+    return kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
+
+
+def compile_kernel(kernel, pointers: dict, constexprs: dict):
+    fn = _jit(kernel)
+    names = fn.arg_names
+    sig = {}
+    # arguments named neither as pointers nor as constexprs are the kernels' int32 sizes and strides
+    for n in names:
+        if n in constexprs:
+            sig[n] = "constexpr"
+        elif n in pointers:
+            sig[n] = pointers[n]
+        else:
+            sig[n] = "i32"
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()})
+    triton.compile(src, target=TARGET)
+
+
+def cases():
+    io_types = [tl.float32, tl.bfloat16, tl.float16, tl.float64]
+    default_scan = scan_configs(everything=True)[0].kwargs
+    for io, has_h0, rev in itertools.product(io_types, [False, True], [False, True]):
+        acc = tl.float64 if io == tl.float64 else tl.float32
+        flags = dict(HAS_H0=has_h0, REVERSE=rev, ACC=acc, **default_scan)
+        yield "scan fwd", ks._scan_fwd_kernel, dict.fromkeys(["A", "B", "H", "H0"], PTR[io]), flags
+        yield "scan bwd", ks._scan_bwd_kernel, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], PTR[io]), flags
+    for cfg in scan_configs(everything=True):  # every tile shape the tuner may pick
+        flags = dict(HAS_H0=True, REVERSE=True, ACC=tl.float32, **cfg.kwargs)
+        yield "scan fwd", ks._scan_fwd_kernel, dict.fromkeys(["A", "B", "H", "H0"], "*fp32"), flags
+        yield "scan bwd", ks._scan_bwd_kernel, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], "*fp32"), flags
+    for method, io in itertools.product(kd.METHODS.values(), [tl.float32, tl.bfloat16]):
+        ptrs = {"DT": PTR[io], "B": PTR[io], "A": "*fp32", "ABAR": "*fp32", "BBAR": "*fp32"}
+        for cfg in discretize_configs(everything=True)[:1]:
+            yield "discretize fwd", kd._discretize_fwd_kernel, ptrs, dict(METHOD=method, ACC=tl.float32, BLOCK_N=16, **cfg.kwargs)
+        bw = {**ptrs, "GABAR": "*fp32", "GBBAR": "*fp32", "DDT": PTR[io], "DA_PART": "*fp32", "DB_PART": "*fp32"}
+        for ga, gb in [(True, True), (True, False), (False, True)]:
+            yield "discretize bwd", kd._discretize_bwd_kernel, bw, dict(METHOD=method, ACC=tl.float32, HAS_GA=ga, HAS_GB=gb, BLOCK_L=64, BLOCK_N=16)
+    io_names = ["U", "DELTA", "B", "C", "Z", "OUT", "DOUT", "DU", "DDELTA", "DZ"]
+    f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB_PART",
+                 "DC_PART", "DH0"]
+    for io, b_fixed, c_fixed, opt, bn in itertools.product([tl.float32, tl.bfloat16], [False, True], [False, True],
+                                                           [False, True], [1, 16]):
+        ptrs = {**{n: PTR[io] for n in io_names}, **dict.fromkeys(f32_names, "*fp32")}
+        flags = dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, C_FIXED=c_fixed,
+                     BLOCK_D=4, BLOCK_L=32, BLOCK_N=bn)
+        yield "selective_scan fwd", kss._selective_scan_fwd_kernel, ptrs, dict(HAS_H0=opt, **flags)
+        yield "selective_scan bwd", kss._selective_scan_bwd_kernel, ptrs, dict(HAS_DLAST=opt, **flags)
+
+
+def main() -> int:
+    done = failed = 0
+    for name, kernel, ptrs, flags in cases():
+        try:
+            compile_kernel(kernel, ptrs, flags)
+            done += 1
+        except Exception as e:  # report the innermost cause: the compiler's own message
+            failed += 1
+            while e.__cause__ is not None:
+                e = e.__cause__
+            print(f"FAILED {name} {flags}: {type(e).__name__}: {str(e)[:400]}")
+    print(f"compiled {done}, failed {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
