@@ -30,6 +30,51 @@ def _load_bc(M, bi, gi, dd, d_ok, t, t_ok, n, n_ok, s_b, s_g, s_n, s_l, FIXED: t
 
 
 @triton.jit
+def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(dt, d dt / d delta) for the given steps; zero where masked."""
+    pre = tl.load(DELTA + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        pre += bias[:, None]
+    if SOFTPLUS:
+        dt = tl.where(pre > 20.0, pre, tl.log(1.0 + tl.exp(tl.minimum(pre, 20.0))))
+        slope = tl.sigmoid(pre)
+    else:
+        dt = pre
+        slope = tl.full(pre.shape, 1.0, tl.float32)
+    return tl.where(mask, dt, 0.0), slope
+
+
+@triton.jit
+def _tile(U, DELTA, B, C, a, bias, bi, gi, dd, d_ok, n, n_ok, row, i, L, lane,
+          sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
+          BLOCK_L: tl.constexpr):
+    """Everything tile ``i`` needs, for the forward and for the backward's recomputation: masks,
+    offsets, ``u``, ``dt`` (and its slope), ``B`` and ``C`` broadcast to ``(BLOCK_D, BLOCK_L, BLOCK_N)``,
+    the per-step decay ``exp(dt A)`` and drive ``dt u B``."""
+    t = i * BLOCK_L + lane
+    t_ok = t < L
+    ok = d_ok[:, None] & t_ok[None, :]
+    offs = row[:, None] + t[None, :]
+    u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
+    # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
+    dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+    b_t = _load_bc(B, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED)
+    c_t = _load_bc(C, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED)
+    if B_FIXED:
+        b3 = b_t[:, None, :]
+    else:
+        b3 = b_t[None, :, :]
+    if C_FIXED:
+        c3 = c_t[:, None, :]
+    else:
+        c3 = c_t[None, :, :]
+    decay = tl.exp(dt[:, :, None] * a[:, None, :])
+    drive = (dt * u)[:, :, None] * b3
+    return t, t_ok, ok, offs, u, dt, slope, b3, c3, decay, drive
+
+
+@triton.jit
 def _selective_scan_fwd_kernel(
     U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT,
     dim, L, N, per_group,
@@ -53,6 +98,7 @@ def _selective_scan_fwd_kernel(
         h = tl.load(H0 + state_off, mask=dn_ok, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
     if HAS_D:
@@ -60,33 +106,14 @@ def _selective_scan_fwd_kernel(
     row = (bi.to(tl.int64) * dim + dd) * L
     n_tiles = tl.cdiv(L, BLOCK_L)
     for i in range(n_tiles):
-        t = i * BLOCK_L + lane
-        t_ok = t < L
-        ok = d_ok[:, None] & t_ok[None, :]
-        offs = row[:, None] + t[None, :]
-        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-        dt = tl.load(DELTA + offs, mask=ok, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
-        # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
-        dt = tl.where(ok, dt, 0.0)
-        b_t = _load_bc(B, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED)
-        c_t = _load_bc(C, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED)
-        decay = tl.exp(dt[:, :, None] * a[:, None, :])
-        if B_FIXED:
-            drive = (dt * u)[:, :, None] * b_t[:, None, :]
-        else:
-            drive = (dt * u)[:, :, None] * b_t[None, :, :]
+        t, t_ok, ok, offs, u, dt, _, b3, c3, decay, drive = _tile(
+            U, DELTA, B, C, a, bias, bi, gi, dd, d_ok, n, n_ok, row, i, L, lane,
+            sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l, HAS_BIAS, SOFTPLUS, B_FIXED, C_FIXED, BLOCK_L)
         # the state entering this tile, for a backward that recomputes the tile from it
         tl.store(CKPT + ((bi.to(tl.int64) * dim + dd[:, None]) * n_tiles + i) * N + n[None, :], h, mask=dn_ok)
         a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
         hs = a_cum * h[:, None, :] + b_cum
-        if C_FIXED:
-            y = tl.sum(hs * c_t[:, None, :], axis=2)
-        else:
-            y = tl.sum(hs * c_t[None, :, :], axis=2)
+        y = tl.sum(hs * c3, axis=2)
         h = tl.sum(tl.where(lane[None, :, None] == BLOCK_L - 1, hs, 0.0), axis=1)
         if HAS_D:
             y += skip[:, None] * u
@@ -95,21 +122,6 @@ def _selective_scan_fwd_kernel(
             y = y * zz * tl.sigmoid(zz)
         tl.store(OUT + offs, y.to(OUT.dtype.element_ty), mask=ok)
     tl.store(LAST + state_off, h, mask=dn_ok)
-
-
-@triton.jit
-def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """(dt, d dt / d delta) for the given steps; zero where masked."""
-    pre = tl.load(DELTA + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        pre += bias[:, None]
-    if SOFTPLUS:
-        dt = tl.where(pre > 20.0, pre, tl.log(1.0 + tl.exp(tl.minimum(pre, 20.0))))
-        slope = tl.sigmoid(pre)
-    else:
-        dt = pre
-        slope = tl.full(pre.shape, 1.0, tl.float32)
-    return tl.where(mask, dt, 0.0), slope
 
 
 @triton.jit
@@ -158,24 +170,9 @@ def _selective_scan_bwd_kernel(
     n_tiles = tl.cdiv(L, BLOCK_L)
     for j in range(n_tiles):
         i = n_tiles - 1 - j
-        t = i * BLOCK_L + lane
-        t_ok = t < L
-        ok = d_ok[:, None] & t_ok[None, :]
-        offs = row[:, None] + t[None, :]
-        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-        dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
-        b_t = _load_bc(B, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED)
-        c_t = _load_bc(C, bi, gi, dd, d_ok, t, t_ok, n, n_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED)
-        if B_FIXED:
-            b3 = b_t[:, None, :]
-        else:
-            b3 = b_t[None, :, :]
-        if C_FIXED:
-            c3 = c_t[:, None, :]
-        else:
-            c3 = c_t[None, :, :]
-        decay = tl.exp(dt[:, :, None] * a[:, None, :])
-        drive = (dt * u)[:, :, None] * b3
+        t, t_ok, ok, offs, u, dt, slope, b3, c3, decay, drive = _tile(
+            U, DELTA, B, C, a, bias, bi, gi, dd, d_ok, n, n_ok, row, i, L, lane,
+            sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l, HAS_BIAS, SOFTPLUS, B_FIXED, C_FIXED, BLOCK_L)
         h_in = tl.load(CKPT + ((bi.to(tl.int64) * dim + dd[:, None]) * n_tiles + i) * N + n[None, :], mask=dn_ok, other=0.0)
         a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
         hs = a_cum * h_in[:, None, :] + b_cum
