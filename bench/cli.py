@@ -51,9 +51,11 @@ def collect(args) -> tuple[list[dict], set]:
             print(f"\r[{done}/{total}] {w.op} {w.shape} {w.dtype} {w.direction} {name}".ljust(90), end="", file=sys.stderr)
             try:
                 ms = median_ms(impl(inputs, w.direction), device, args.quick)
-            except Exception as e:  # a peer that rejects a shape is noted, not fatal
+            except Exception as e:  # a peer that rejects a shape or runs out of memory is noted, not fatal
                 if name == OURS:
                     raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 notes.add(f"{name} failed on {w.op} {w.shape} {w.dtype}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
                 continue
             records.append({

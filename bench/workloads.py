@@ -123,6 +123,20 @@ def discretize_workloads(device, quick: bool, notes: set) -> list[Workload]:
 
 # ---- selective_scan (Mamba-1): u, delta, z (b, d, L), B, C (b, N, L), A (d, N), D, delta_bias (d,) ----
 
+def _pscan_selective_scan(pscan):
+    """The selective scan built on mambapy's pure-PyTorch parallel scan, which materialises the
+    (b, L, d, N) decays and inputs: the way its Mamba model calls it."""
+    def run(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        dt = delta.float() + delta_bias[:, None]
+        dt = torch.nn.functional.softplus(dt) if delta_softplus else dt
+        decay = torch.exp(dt.transpose(1, 2)[..., None] * A)                               # (b, L, d, N)
+        drive = (dt * u.float()).transpose(1, 2)[..., None] * B.float().transpose(1, 2)[:, :, None, :]
+        hs = pscan(decay, drive)
+        y = (hs * C.float().transpose(1, 2)[:, :, None, :]).sum(-1).transpose(1, 2) + D[:, None] * u.float()
+        return (y * torch.nn.functional.silu(z.float())).to(u.dtype)
+    return run
+
+
 def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
     from ssm_triton import selective_scan_fn
     from ssm_triton.reference import selective_scan_ref
@@ -150,6 +164,11 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
         return build
 
     peers = {}
+    mod, why = load("mambapy.pscan")
+    if mod is None:
+        notes.add(f"mambapy skipped: {why}")
+    else:
+        peers["mambapy_pscan"] = impl(_pscan_selective_scan(mod.pscan))
     mod, why = load("mamba_ssm.ops.selective_scan_interface")
     if mod is None:
         notes.add(f"mamba_ssm skipped: {why}")

@@ -122,3 +122,15 @@ GOOD = dict(u=torch.ones(2, 4, 5), delta=torch.ones(2, 4, 5), A=-torch.ones(4, 3
 def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
     with pytest.raises(exc, match=match):
         ssm_triton.selective_scan_fn(**{**GOOD, **override})
+
+
+def test_kernel_equals_discretize_then_linear_scan(device):
+    # the fused kernel against the library's two unfused kernels, each checked against its own reference
+    t = cast(*make_problem(2, 1, 3, 23, 4, "variable", 17, device, True), torch.float32)
+    out = ssm_triton.selective_scan_fn(**t)
+    dt = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
+    abar, bbar = ssm_triton.discretize(dt, t["A"], t["B"], method="mamba")              # (b, d, L, N)
+    h = ssm_triton.linear_scan(abar.transpose(2, 3).contiguous(), (bbar * t["u"][..., None]).transpose(2, 3).contiguous(),
+                               t["initial_state"])                                        # (b, d, N, L)
+    y = (h * t["C"][:, None]).sum(2) + t["D"][:, None] * t["u"]
+    torch.testing.assert_close(out, y * torch.nn.functional.silu(t["z"]), rtol=1e-4, atol=1e-5)
