@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # One device-tool call: install, check, the GPU test suite, the benchmark. Results land in $OUT.
 # Usage (from the repo root on the GPU machine): bash bench/gpu_run.sh [pytest args...]
+# Optional peers travel as pure-Python wheels in .whl/ (git-ignored; name it in the device tool's carry):
+#   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0
+# Steps by variable: SWEEP=1, OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
+# SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 repo=$(pwd)
