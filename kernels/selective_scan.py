@@ -45,6 +45,32 @@ def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
+def _channel_block(A, D, DBIAS, dim, N, per_group, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What a program (batch row, block of channels) holds for its whole walk along time: indices,
+    masks, ``A``, ``D`` and ``delta_bias`` (zeros when absent), and the offsets of its states."""
+    bi = tl.program_id(0)
+    pd = tl.program_id(1)
+    dd = pd * BLOCK_D + tl.arange(0, BLOCK_D)
+    gi = (pd * BLOCK_D) // per_group
+    n = tl.arange(0, BLOCK_N)
+    lane = tl.arange(0, BLOCK_L)
+    d_ok = dd < dim
+    n_ok = n < N
+    dn_ok = d_ok[:, None] & n_ok[None, :]
+    # padding states get A = 0 and B = C = 0: they stay zero and add nothing to y
+    a = tl.load(A + dd[:, None] * N + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
+    state_off = (bi.to(tl.int64) * dim + dd[:, None]) * N + n[None, :]
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
+    skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_D:
+        skip = tl.load(D + dd, mask=d_ok, other=0.0).to(tl.float32)
+    return bi, pd, dd, gi, n, lane, d_ok, n_ok, dn_ok, a, state_off, bias, skip
+
+
+@triton.jit
 def _tile(U, DELTA, B, C, a, bias, bi, gi, dd, d_ok, n, n_ok, row, i, L, lane,
           sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
@@ -83,26 +109,12 @@ def _selective_scan_fwd_kernel(
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    bi = tl.program_id(0)
-    dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    gi = (tl.program_id(1) * BLOCK_D) // per_group
-    n = tl.arange(0, BLOCK_N)
-    lane = tl.arange(0, BLOCK_L)
-    d_ok = dd < dim
-    n_ok = n < N
-    dn_ok = d_ok[:, None] & n_ok[None, :]
-    # padding states get A = 0 and B = C = 0: they stay zero and add nothing to y
-    a = tl.load(A + dd[:, None] * N + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
-    state_off = (bi.to(tl.int64) * dim + dd[:, None]) * N + n[None, :]
+    bi, pd, dd, gi, n, lane, d_ok, n_ok, dn_ok, a, state_off, bias, skip = _channel_block(
+        A, D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
     if HAS_H0:
         h = tl.load(H0 + state_off, mask=dn_ok, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
-    if HAS_D:
-        skip = tl.load(D + dd, mask=d_ok, other=0.0).to(tl.float32)
     row = (bi.to(tl.int64) * dim + dd) * L
     n_tiles = tl.cdiv(L, BLOCK_L)
     for i in range(n_tiles):
@@ -139,23 +151,8 @@ def _selective_scan_bwd_kernel(
     with one carried state between tiles. Sums over channels of a group (dB, dC when they vary) and
     over batch (dA, dD, dbias, fixed dB/dC) are written as fp32 partials the launcher adds up: no
     atomics, so results are deterministic."""
-    bi = tl.program_id(0)
-    pd = tl.program_id(1)
-    dd = pd * BLOCK_D + tl.arange(0, BLOCK_D)
-    gi = (pd * BLOCK_D) // per_group
-    n = tl.arange(0, BLOCK_N)
-    lane = tl.arange(0, BLOCK_L)
-    d_ok = dd < dim
-    n_ok = n < N
-    dn_ok = d_ok[:, None] & n_ok[None, :]
-    a = tl.load(A + dd[:, None] * N + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
-    state_off = (bi.to(tl.int64) * dim + dd[:, None]) * N + n[None, :]
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
-    skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        skip = tl.load(D + dd, mask=d_ok, other=0.0).to(tl.float32)
+    bi, pd, dd, gi, n, lane, d_ok, n_ok, dn_ok, a, state_off, bias, skip = _channel_block(
+        A, D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
     if HAS_DLAST:
         carry = tl.load(DLAST + state_off, mask=dn_ok, other=0.0).to(tl.float32)
     else:
