@@ -1,4 +1,4 @@
-"""Mamba-1's fused selective scan, forward and backward (work in progress: not exported yet).
+"""Mamba-1's fused selective scan, forward and backward; public as `ssm_triton.selective_scan_fn`.
 
 One program owns a batch row and ``BLOCK_D`` channels and walks time in tiles of ``BLOCK_L``. Inside
 a tile everything lives in registers as ``(BLOCK_D, BLOCK_L, BLOCK_N)``: the step size (bias,
