@@ -3,7 +3,7 @@
 # Usage (from the repo root on the GPU machine): bash bench/gpu_run.sh [pytest args...]
 # Optional peers travel as pure-Python wheels in .whl/ (git-ignored; name it in the device tool's carry):
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0
-# Steps by variable: SWEEP=1, OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
+# Steps by variable: SWEEP=1, SWEEP_SS=1 (selective scan), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -18,6 +18,7 @@ cd /tmp   # import the installed package, not the source folder
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ -n "${SWEEP:-}" ]; then python3 -m ssm_triton.bench.sweep 2>&1 | tee "$OUT/sweep.txt"; fi
+if [ -n "${SWEEP_SS:-}" ]; then python3 -m ssm_triton.bench.sweep_selective 2>&1 | tee "$OUT/sweep_selective.txt"; fi
 if [ -n "${PROFILE_SHAPE:-}" ]; then python3 -m ssm_triton.bench.overhead --shape 2>&1 | tee "$OUT/profile_shape.txt"; fi
 if [ -n "${OVERHEAD:-}" ]; then python3 -m ssm_triton.bench.overhead 2>&1 | tee "$OUT/overhead.txt"; fi
 if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd shapes (ci profile)

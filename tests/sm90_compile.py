@@ -38,7 +38,7 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict):
         else:
             sig[n] = "i32"
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()})
-    triton.compile(src, target=TARGET)
+    return triton.compile(src, target=TARGET)
 
 
 def cases():
@@ -61,15 +61,14 @@ def cases():
         for ga, gb in [(True, True), (True, False), (False, True)]:
             yield "discretize bwd", kd._discretize_bwd_kernel, bw, dict(METHOD=method, ACC=tl.float32, HAS_GA=ga, HAS_GB=gb, BLOCK_L=64, BLOCK_N=16)
     io_names = ["U", "DELTA", "B", "C", "Z", "OUT", "DOUT", "DU", "DDELTA", "DZ"]
-    f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB_PART",
-                 "DC_PART", "DH0"]
+    f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB", "DC", "DH0"]
     for io, b_fixed, c_fixed, opt, bn in itertools.product([tl.float32, tl.bfloat16], [False, True], [False, True],
                                                            [False, True], [1, 16]):
         ptrs = {**{n: PTR[io] for n in io_names}, **dict.fromkeys(f32_names, "*fp32")}
         flags = dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, C_FIXED=c_fixed,
-                     BLOCK_D=4, BLOCK_L=32, BLOCK_N=bn)
-        yield "selective_scan fwd", kss._selective_scan_fwd_kernel, ptrs, dict(HAS_H0=opt, **flags)
-        yield "selective_scan bwd", kss._selective_scan_bwd_kernel, ptrs, dict(HAS_DLAST=opt, **flags)
+                     EVEN=not opt, BLOCK_D=4 if opt else 1, BLOCK_L=32 if opt else 1024, BLOCK_N=bn)
+        yield "selective_scan fwd", kss._selective_scan_fwd_kernel, ptrs, dict(HAS_H0=opt, STORE_CKPT=not opt, **flags)
+        yield "selective_scan bwd", kss._selective_scan_bwd_kernel, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt, **flags)
 
 
 def main() -> int:

@@ -10,9 +10,11 @@
 import torch
 
 
-def eager_autograd(name: str, forward, save, backward):
+def eager_autograd(name: str, forward, save, backward, inference=None):
     """An ``autograd.Function`` ``apply``: ``forward(*inputs) -> outputs``; ``save(ctx, inputs, outputs)``
-    stores what the backward needs; ``backward(ctx, *grads) -> one grad (or None) per input``."""
+    stores what the backward needs; ``backward(ctx, *grads) -> one grad (or None) per input``;
+    ``inference(*inputs)``, when given, replaces ``forward`` for calls that record no graph (it may
+    skip what only the backward reads)."""
 
     def fwd(ctx, *inputs):
         ctx.n_inputs = len(inputs)
@@ -31,7 +33,7 @@ def eager_autograd(name: str, forward, save, backward):
 
     def apply(*inputs):
         if not torch.is_grad_enabled() or not any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs):
-            return forward(*inputs)
+            return (inference or forward)(*inputs)
         return cls.apply(*inputs)
 
     return apply

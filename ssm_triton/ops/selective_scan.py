@@ -12,18 +12,24 @@ IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic, store_ckpt=True):
     c = lambda x: x.contiguous() if x is not None else None
     out, last, ckpt, _ = _k.selective_scan_forward(c(u), c(delta), c(A), c(B), c(C), c(D), c(z), c(delta_bias),
-                                                   delta_softplus, c(initial_state))
+                                                   delta_softplus, c(initial_state), store_ckpt=store_ckpt)
     return out, last, ckpt
 
 
-def _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+def _inference(*inputs):
+    """No backward will run: the per-tile checkpoints are not written."""
+    return _forward(*inputs, store_ckpt=False)
+
+
+def _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                   deterministic):
     c = lambda x: x.contiguous() if x is not None else None
-    block_l = _k.plan_block_l(u.shape[1], u.shape[2], A.shape[1], B, C)
     grads = _k.selective_scan_backward(c(dout.to(u.dtype)), c(dlast), c(u), c(delta), c(A), c(B), c(C), c(D), c(z),
-                                       c(delta_bias), delta_softplus, ckpt, block_l)
+                                       c(delta_bias), delta_softplus, ckpt, _k.plan_block_l(u.shape[2]),
+                                       deterministic=deterministic)
     du, dd, dA, dB, dC, dD, dz, dbias, dh0 = grads
     cast = lambda g, like: g.to(like.dtype) if like is not None else None
     return (du, dd, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
@@ -31,15 +37,16 @@ def _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta
 
 
 def _save(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[2])
     ctx.delta_softplus = delta_softplus
+    ctx.deterministic = deterministic
     ctx.mark_non_differentiable(output[2])
 
 
 def _unpack(ctx):
     u, delta, A, B, C, D, z, delta_bias, initial_state, ckpt = ctx.saved_tensors
-    return ckpt, (u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, initial_state)
+    return ckpt, (u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, initial_state, ctx.deterministic)
 
 
 # ---- compile route: custom ops ----
@@ -47,30 +54,31 @@ def _unpack(ctx):
 @torch.library.custom_op("ssm_triton::selective_scan", mutates_args=())
 def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                       initial_state: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+                       initial_state: Optional[Tensor], deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
 
 
 @_selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic):
     f32 = dict(dtype=torch.float32, device=u.device)
     return (torch.empty_like(u, memory_format=torch.contiguous_format),
             u.new_empty((u.shape[0], u.shape[1], A.shape[1]), **f32),
-            u.new_empty(_k.checkpoint_shape(u, A, B, C), **f32))
+            u.new_empty(_k.checkpoint_shape(u, A), **f32))
 
 
 @torch.library.custom_op("ssm_triton::selective_scan_backward", mutates_args=())
 def _selective_scan_backward_op(
     dout: Tensor, dlast: Optional[Tensor], ckpt: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-    initial_state: Optional[Tensor],
+    initial_state: Optional[Tensor], deterministic: bool,
 ) -> list[Tensor]:
-    grads = _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    grads = _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                           deterministic)
     return [g if g is not None else u.new_empty(0) for g in grads]  # custom ops cannot return None
 
 
 @_selective_scan_backward_op.register_fake
-def _(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+def _(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic):
     like = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     return [torch.empty_like(x) if x is not None else u.new_empty(0) for x in like]
 
@@ -82,7 +90,7 @@ def _op_backward(ctx, dout, dlast, _dckpt):
     grads = _selective_scan_backward_op(dout, dlast, ckpt, *inputs)
     present = [x is not None for x in inputs[:8]] + [inputs[9] is not None]
     g = [gi if p else None for gi, p in zip(grads, present)]
-    return (*g[:8], None, g[8])
+    return (*g[:8], None, g[8], None)
 
 
 _selective_scan_op.register_autograd(_op_backward, setup_context=_save)
@@ -95,10 +103,10 @@ def _eager_backward(ctx, dout, dlast, _dckpt):
     if dout is None:
         dout = torch.zeros_like(inputs[0])
     g = _backward_impl(dout, dlast, ckpt, *inputs)
-    return (*g[:8], None, g[8])
+    return (*g[:8], None, g[8], None)
 
 
-_selective_scan_eager = eager_autograd("SelectiveScan", _forward, _save, _eager_backward)
+_selective_scan_eager = eager_autograd("SelectiveScan", _forward, _save, _eager_backward, inference=_inference)
 
 
 def _check_bc(name: str, M, bsz: int, dim: int, N: int, L: int) -> int:
@@ -121,7 +129,8 @@ def _check_bc(name: str, M, bsz: int, dim: int, N: int, L: int) -> int:
 
 def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
                       z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
-                      return_last_state: bool = False, *, initial_state: Optional[Tensor] = None):
+                      return_last_state: bool = False, *, initial_state: Optional[Tensor] = None,
+                      deterministic: Optional[bool] = None):
     """Mamba-1's selective scan, fused: the ``(batch, dim, L, N)`` states never reach memory.
 
     Per channel and step: ``dt = softplus(delta + delta_bias)`` (softplus only if ``delta_softplus``),
@@ -136,6 +145,11 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         return_last_state: also return the state after the last step, ``(batch, dim, N)`` fp32.
         initial_state: optional ``(batch, dim, N)`` state before the first step (keyword only; beyond
             mamba_ssm's signature), with its gradient.
+        deterministic: keyword only. The backward sums the ``B`` / ``C`` gradients over channels with
+            fp32 atomics by default (as mamba_ssm does), so they can differ in the last bits from run
+            to run; ``True`` writes per-program partials and adds them in a fixed order instead (more
+            memory when ``B``/``C`` vary with time). ``None`` follows
+            ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
         ``out (batch, dim, L)`` in ``u``'s dtype, or ``(out, last_state)``. Differentiable in every
@@ -167,8 +181,11 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         _validate.shape("initial_state", initial_state, (bsz, dim, N), "(batch, dim, N)")
     _validate.flag("delta_softplus", delta_softplus)
     _validate.flag("return_last_state", return_last_state)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    _validate.flag("deterministic", deterministic)
     _validate.devices(("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"),
                       (u, delta, A, B, C, D, z, delta_bias, initial_state))
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
     out, last, _ = _selective_scan_op(*args) if compiling() else _selective_scan_eager(*args)
     return (out, last) if return_last_state else out

@@ -1,0 +1,56 @@
+"""Time the selective-scan launchers over channel block, tile length and warps at the headline shape
+(b=8, d=4096, L=2048, N=16, bf16). ``python -m ssm_triton.bench.sweep_selective`` (GPU). Used to pick
+the defaults in kernels/selective_scan.py."""
+import sys
+
+import torch
+import triton.testing
+
+from ssm_triton.kernels import selective_scan as ks
+
+
+def _inputs(b, d, L, N, dtype, dev):
+    g = lambda *s: torch.randn(*s, device=dev).to(dtype)
+    return dict(u=g(b, d, L), delta=g(b, d, L) * 0.5 - 2.0, A=-torch.rand(d, N, device=dev) * 8 - 0.1,
+                B=g(b, N, L), C=g(b, N, L), D=torch.randn(d, device=dev), z=g(b, d, L),
+                delta_bias=torch.randn(d, device=dev) * 0.1)
+
+
+def main():
+    dev = torch.device("cuda")
+    b, d, L, N = 8, 4096, 2048, 16
+    x = _inputs(b, d, L, N, torch.bfloat16, dev)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    dout = torch.randn_like(x["u"])
+    io = 2 * b * d * L
+    bench = lambda f: triton.testing.do_bench(f, warmup=10, rep=50, return_mode="median")
+    rows = []
+    for bd in (1, 2, 4):
+        for bl in (256, 512, 1024):
+            for w in (1, 2, 4):
+                if not 2 <= bd * bl // (32 * w) <= 32:  # elements per thread
+                    continue
+                fwd = lambda s: ks.selective_scan_forward(*args, True, None, block_l=bl, store_ckpt=s,
+                                                          block_d=bd, num_warps=w)
+                try:
+                    t_inf = bench(lambda: fwd(False))
+                    t_fwd = bench(lambda: fwd(True))
+                    ckpt = fwd(True)[2]
+                    bwd = lambda det: ks.selective_scan_backward(dout, None, *args, True, ckpt, bl, deterministic=det,
+                                                                 block_d=bd, num_warps=w)
+                    t_bwd = bench(lambda: bwd(False))
+                    t_det = bench(lambda: bwd(True)) if bd >= 4 else float("nan")
+                except Exception as e:  # noqa: BLE001 - a config that fails to compile is reported, not fatal
+                    print(f"D{bd} L{bl} w{w}: failed {type(e).__name__}: {str(e)[:100]}")
+                    continue
+                rows.append((t_inf, t_fwd, t_bwd, t_det, bd, bl, w))
+                print(f"D{bd} L{bl} w{w}: inference {t_inf:.3f} ms ({4 * io / t_inf / 1e9:.2f} TB/s), "
+                      f"fwd+ckpt {t_fwd:.3f} ms, bwd {t_bwd:.3f} ms, bwd deterministic {t_det:.3f} ms", flush=True)
+    for i, name in enumerate(("inference", "fwd+ckpt", "bwd", "bwd deterministic")):
+        best = sorted((r for r in rows if r[i] == r[i]), key=lambda r: r[i])[:5]
+        print(f"best {name}: " + "; ".join(f"D{r[4]} L{r[5]} w{r[6]} {r[i]:.3f}" for r in best))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
