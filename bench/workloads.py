@@ -158,8 +158,11 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
         def build(x, direction):
             args = {k: v for k, v in x.items() if k != "g"}
             forward = lambda: fn(**args, delta_softplus=True)
-            if direction == "fwd":
-                return forward
+            if direction == "fwd":  # an inference forward: no graph recorded, for every implementation
+                def run():
+                    with torch.no_grad():
+                        return forward()
+                return run
             return _fwd_bwd(forward, tuple(args.values()), x["g"])
         return build
 

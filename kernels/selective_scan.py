@@ -169,7 +169,6 @@ def _selective_scan_bwd_kernel(
     g_a = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    g_h0 = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_skip = tl.zeros([BLOCK_D], dtype=tl.float32)
     g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     row = (bi.to(tl.int64) * dim + dd) * L
@@ -221,7 +220,6 @@ def _selective_scan_bwd_kernel(
             lam = lam + c_cum * _pick(lam_in, ns, n)[:, None]
             lam_first = _pick(lam, lane, 0)
             lam_in = _put(lam_in, ns, n, lam_first)
-            g_h0 = _put(g_h0, ns, n, lam_first * _pick(decay, lane, 0))
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
             g_a = _put(g_a, ns, n, _pick(g_a, ns, n) + tl.sum(lam * dt * carried, axis=1))
@@ -246,7 +244,11 @@ def _selective_scan_bwd_kernel(
         tl.store(DU + offs, (dx * dt + dy * skip[:, None]).to(DU.dtype.element_ty), mask=ok)
         g_skip += tl.sum(dy * u, axis=1)
         g_bias += tl.sum(d_delta, axis=1)
-    tl.store(DH0 + state_off, g_h0, mask=dn_ok)
+    # after the walk lam_in holds the adjoint of the first step; the initial state's gradient is it
+    # carried back through that step's decay
+    dt0, _ = _step_size(DELTA, row[:, None], d_ok[:, None], bias, HAS_BIAS, SOFTPLUS)
+    a_all = tl.load(A + dd[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32)
+    tl.store(DH0 + state_off, lam_in * tl.exp2(dt0 * a_all * LOG2E), mask=dn_ok)
     tl.store(DA_PART + state_off, g_a, mask=dn_ok)
     chan = bi.to(tl.int64) * dim + dd
     tl.store(DD_PART + chan, g_skip, mask=d_ok)
@@ -276,10 +278,10 @@ def _layout(dim, B, C):
     return Bg, b_fixed, sb, Cg, c_fixed, sc, groups, dim // groups
 
 
-def default_block_d(groups: int, per_group: int, dim: int) -> int:
-    """Channels per program: a power of two, dividing the channels per group when there are several
-    groups (a program reads one group). Under the interpreter up to 4, so tests cover several rows."""
-    limit = 4 if interpreting() else 1
+def default_block_d(groups: int, per_group: int, dim: int, limit: int = 1) -> int:
+    """Channels per program: a power of two up to ``limit``, dividing the channels per group when there
+    are several groups (a program reads one group). Under the interpreter 4, so tests cover several rows."""
+    limit = 4 if interpreting() else limit
     if groups == 1:
         return min(limit, triton.next_power_of_2(dim))
     block = 1
@@ -288,10 +290,13 @@ def default_block_d(groups: int, per_group: int, dim: int) -> int:
     return block
 
 
-def plan_block_l(L: int) -> int:
+def plan_block_l(L: int, inference: bool = False) -> int:
     """Steps per chunk, and so per checkpoint: a pure function of ``L``, so fake (meta) kernels can size
-    the checkpoints. Short under the interpreter so that tests cross several chunks."""
-    return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else 1024))
+    the checkpoints. Short under the interpreter so that tests cross several chunks. On the H100
+    (bench/sweep_selective.py, 2026-11-23, b8 d4096 L2048 N16 bf16) the backward was fastest at 256
+    steps with one warp (5.97 ms; 7.5 ms at 512 or 1024), and a forward that writes no checkpoints at
+    512 with one warp (1.15 ms)."""
+    return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else (512 if inference else 256)))
 
 
 def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
@@ -300,7 +305,7 @@ def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, block_d=None, num_warps=2):
+                           store_ckpt=True, block_d=None, num_warps=1):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_chunks, N) fp32, block_l)``. With ``store_ckpt=False``
     (no backward to come) ``ckpt`` is empty. ``block_l``, ``block_d`` and ``num_warps`` override the
@@ -308,8 +313,9 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    block_d = block_d or default_block_d(groups, per_group, dim)
-    block_l = block_l or plan_block_l(L)
+    # a training forward (checkpoints at 256 steps) ran fastest with 4 channels per program (1.48 ms)
+    block_d = block_d or default_block_d(groups, per_group, dim, limit=4 if store_ckpt else 1)
+    block_l = block_l or plan_block_l(L, inference=not store_ckpt)
     n_chunks = triton.cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
@@ -333,7 +339,7 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,
-                            deterministic=False, block_d=None, num_warps=2):
+                            deterministic=False, block_d=None, num_warps=None):
     """Gradients of :func:`selective_scan_forward` given ``dout (b, d, L)`` and ``dlast (b, d, N)`` or None.
     Returns ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)``; the sums are fp32.
     ``deterministic``: no atomics; a time-varying dB / dC then costs fp32 partials of
@@ -341,7 +347,10 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    block_d = block_d or default_block_d(groups, per_group, dim)
+    # deterministic partials take one (N, L) slice per program: more channels per program keep them
+    # smaller (H100 sweep: 12.8 ms at 4 channels and two warps, against 6.0 ms with atomics)
+    block_d = block_d or default_block_d(groups, per_group, dim, limit=4 if deterministic else 1)
+    num_warps = num_warps or (2 if deterministic else 1)
     n_dblocks = triton.cdiv(dim, block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
