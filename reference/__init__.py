@@ -6,6 +6,7 @@ autograd (``*_torch``), whose float64 gradients the kernels' backward passes are
 from .discretize import discretize_np, discretize_torch
 from .scan import linear_scan_np, linear_scan_torch
 from .selective_scan import selective_scan_np, selective_scan_ref
+from .ssd import ssd_np, ssd_quadratic_torch
 
 __all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch",
-           "selective_scan_np", "selective_scan_ref"]
+           "selective_scan_np", "selective_scan_ref", "ssd_np", "ssd_quadratic_torch"]
