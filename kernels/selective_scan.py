@@ -72,6 +72,20 @@ def _put(x, idx, i, col):
 
 
 @triton.jit
+def _bc_grad(dst, t_ok, grad, acc, ns, n, FIXED: tl.constexpr, ATOMIC: tl.constexpr):
+    """State ``n``'s share of ``dB`` or ``dC`` from ``grad (BLOCK_D, BLOCK_L)``: summed over time into
+    column ``n`` of ``acc (BLOCK_D, BLOCK_N)`` when fixed (returned), else summed over the program's
+    channels and added atomically, or stored as this program's partial, at ``dst`` (time-indexed)."""
+    if FIXED:
+        acc = _put(acc, ns, n, _pick(acc, ns, n) + tl.sum(grad, axis=1))
+    elif ATOMIC:
+        tl.atomic_add(dst, tl.sum(grad, axis=0), mask=t_ok, sem="relaxed")
+    else:
+        tl.store(dst, tl.sum(grad, axis=0), mask=t_ok)
+    return acc
+
+
+@triton.jit
 def _channel_block(D, DBIAS, dim, N, per_group, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr):
     """What a program (batch row, block of channels) holds for its whole walk along time: indices,
@@ -223,20 +237,8 @@ def _selective_scan_bwd_kernel(
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
             g_a = _put(g_a, ns, n, _pick(g_a, ns, n) + tl.sum(lam * dt * carried, axis=1))
-            gb = lam * dtu
-            gc = dy * hs
-            if B_FIXED:
-                g_bfix = _put(g_bfix, ns, n, _pick(g_bfix, ns, n) + tl.sum(gb, axis=1))
-            elif ATOMIC:
-                tl.atomic_add(DB + bc_row0 + n * L + t, tl.sum(gb, axis=0), mask=t_ok, sem="relaxed")
-            else:
-                tl.store(DB + bc_row0 + n * L + t, tl.sum(gb, axis=0), mask=t_ok)
-            if C_FIXED:
-                g_cfix = _put(g_cfix, ns, n, _pick(g_cfix, ns, n) + tl.sum(gc, axis=1))
-            elif ATOMIC:
-                tl.atomic_add(DC + bc_row0 + n * L + t, tl.sum(gc, axis=0), mask=t_ok, sem="relaxed")
-            else:
-                tl.store(DC + bc_row0 + n * L + t, tl.sum(gc, axis=0), mask=t_ok)
+            g_bfix = _bc_grad(DB + bc_row0 + n * L + t, t_ok, lam * dtu, g_bfix, ns, n, B_FIXED, ATOMIC)
+            g_cfix = _bc_grad(DC + bc_row0 + n * L + t, t_ok, dy * hs, g_cfix, ns, n, C_FIXED, ATOMIC)
         if HAS_Z:
             tl.store(DZ + offs, (dout * y * sig * (1.0 + zz * (1.0 - sig))).to(DZ.dtype.element_ty), mask=ok)
         d_delta = tl.where(ok, (dx * u + d_dt) * slope, 0.0)
