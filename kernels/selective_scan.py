@@ -86,6 +86,30 @@ def _bc_grad(dst, t_ok, grad, acc, ns, n, FIXED: tl.constexpr, ATOMIC: tl.conste
 
 
 @triton.jit
+def _state_or_zero(P, state_off, dn_ok, PRESENT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A ``(BLOCK_D, BLOCK_N)`` fp32 state read from ``P``, or zeros when the caller passed none."""
+    if PRESENT:
+        state = tl.load(P + state_off, mask=dn_ok, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    return state
+
+
+@triton.jit
+def _chunk(row, i, lane, d_ok, L, BLOCK_L: tl.constexpr):
+    """Chunk ``i``'s steps ``t``, their masks and the ``(BLOCK_D, BLOCK_L)`` offsets into ``(b, d, L)`` tensors."""
+    t = i * BLOCK_L + lane
+    t_ok = t < L
+    return t, t_ok, d_ok[:, None] & t_ok[None, :], row[:, None] + t[None, :]
+
+
+@triton.jit
+def _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns):
+    """Where chunk ``i``'s entering state lives in ``ckpt (b, d, n_chunks, N)``."""
+    return ((bi.to(tl.int64) * dim + dd[:, None]) * n_chunks + i) * N + ns[None, :]
+
+
+@triton.jit
 def _channel_block(D, DBIAS, dim, N, per_group, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr):
     """What a program (batch row, block of channels) holds for its whole walk along time: indices,
@@ -120,22 +144,17 @@ def _selective_scan_fwd_kernel(
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
     Time is the tensors' contiguous axis, so the scan runs mostly inside each thread (as mamba_ssm's
-    CUDA kernel arranges it); a state-major tile scanned across lanes was ~4x slower on the H100."""
+    CUDA kernel arranges it); scanning a (channels, time, states) tile, whose time axis Triton spread
+    across lanes and warps, was ~3x slower on the H100."""
     bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
         D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
-    if HAS_H0:
-        h = tl.load(H0 + state_off, mask=dn_ok, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    h = _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N)
     row = (bi.to(tl.int64) * dim + dd) * L
     n_chunks = tl.cdiv(L, BLOCK_L)
     for i in range(n_chunks):
-        t = i * BLOCK_L + lane
-        t_ok = t < L
-        ok = d_ok[:, None] & t_ok[None, :]
-        offs = row[:, None] + t[None, :]
+        t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         if STORE_CKPT:  # the state entering this chunk, for a backward that recomputes from it
-            tl.store(CKPT + ((bi.to(tl.int64) * dim + dd[:, None]) * n_chunks + i) * N + ns[None, :], h, mask=dn_ok)
+            tl.store(CKPT + _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns), h, mask=dn_ok)
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
         dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
@@ -176,10 +195,7 @@ def _selective_scan_bwd_kernel(
     are always per-program partials."""
     bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
         D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
-    if HAS_DLAST:
-        lam_in = tl.load(DLAST + state_off, mask=dn_ok, other=0.0).to(tl.float32)
-    else:
-        lam_in = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    lam_in = _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N)
     g_a = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -194,12 +210,8 @@ def _selective_scan_bwd_kernel(
         bc_row0 = (bi.to(tl.int64) * n_dblocks + pd) * N * L
     for j in range(n_chunks):
         i = n_chunks - 1 - j
-        t = i * BLOCK_L + lane
-        t_ok = t < L
-        ok = d_ok[:, None] & t_ok[None, :]
-        offs = row[:, None] + t[None, :]
-        h_in = tl.load(CKPT + ((bi.to(tl.int64) * dim + dd[:, None]) * n_chunks + i) * N + ns[None, :],
-                       mask=dn_ok, other=0.0)
+        t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
+        h_in = tl.load(CKPT + _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns), mask=dn_ok, other=0.0)
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
         # the step after each one (the next chunk's first at the chunk's end), for the adjoint's decay
