@@ -1,0 +1,52 @@
+"""Elementwise ends of the backward: the ``silu(z)`` gate, and the step-size chain.
+
+``_gate_bwd_kernel``: ``out = y silu(z)`` gives ``dy = dout silu(z)`` and ``dz = dout y silu'(z)``.
+
+``_dt_bwd_kernel``, per (chunk, batch row, head): ``cum_t`` is the within-chunk sum of ``a_r = dt_r A``,
+so ``d a_r = sum_{t >= r} d cum_t`` plus the gradient of the chunk's total decay. From the pair stages,
+``d cum_t = rs_t + inter_t - cs_t - u_t`` (decays into step ``t`` minus decays out of it) and the total
+decay gets ``sum_s u_s`` (through the chunk's own state) and ``f_c`` (through the carried state). Then
+``d dt_r = x_r.v_r + A d a_r``, ``dA = sum dt_r d a_r``, and ``d dt_r`` is pulled back through the clamp,
+the softplus and the bias.
+"""
+import triton
+import triton.language as tl
+
+from .cumsum import raw_step, softplus_clamp
+
+
+@triton.jit
+def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    dout = tl.load(DOUT + i, mask=ok, other=0.0).to(tl.float32)
+    y = tl.load(Y + i, mask=ok, other=0.0).to(tl.float32)
+    z = tl.load(Z + i, mask=ok, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(z)
+    tl.store(DY + i, (dout * z * sig).to(DY.dtype.element_ty), mask=ok)
+    tl.store(DZ + i, (dout * y * sig * (1.0 + z * (1.0 - sig))).to(DZ.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _dt_bwd_kernel(DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
+                   L, H, Lp, nc, lo, hi,
+                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    t = c * Q + tl.arange(0, Q)
+    ok = t < L
+    row = bh.to(tl.int64) * Lp + t
+    u = tl.load(US + row, mask=ok, other=0.0)
+    d_cum = (tl.load(RS + row, mask=ok, other=0.0) + tl.load(INTER + row, mask=ok, other=0.0)
+             - tl.load(CS + row, mask=ok, other=0.0) - u)
+    d_a = tl.sum(d_cum, axis=0) - tl.cumsum(d_cum, axis=0) + d_cum + tl.load(F + bh.to(tl.int64) * nc + c) + tl.sum(u, axis=0)
+    d_a = tl.where(ok, d_a, 0.0)
+    a_h = tl.load(A + h).to(tl.float32)
+    ddt = tl.load(XV + row, mask=ok, other=0.0) + a_h * d_a
+    tl.store(DA_PART + bh.to(tl.int64) * nc + c, tl.sum(tl.load(DTP + row) * d_a, axis=0))
+    _, slope = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+    ddt = tl.where(ok, ddt * slope, 0.0)
+    tl.store(DDT + (bi.to(tl.int64) * L + t) * H + h, ddt.to(DDT.dtype.element_ty), mask=ok)
+    tl.store(DBIAS_PART + bh.to(tl.int64) * nc + c, tl.sum(ddt, axis=0))

@@ -1,0 +1,80 @@
+"""Stage 4: the output, ``y_t = exp(cum_t) C_t . h_enter + sum_{s<=t} (C_t . B_s) exp(cum_t - cum_s) dt_s x_s``
+inside each chunk, then ``+ D x_t`` and ``* silu(z_t)``.
+
+A program owns ``BLOCK_M`` steps of one chunk, one (batch row, head) and ``BLOCK_P`` channels. The
+``(BLOCK_M, BLOCK_N)`` slice of ``C`` is loaded once; the entering state gives the first ``tl.dot``,
+then the program walks the chunk's earlier steps in ``BLOCK_K`` slices: ``C B^T`` on tensor cores, the
+causal, same-sequence decay mask applied in registers, and a second ``tl.dot`` with ``x``. Neither
+``C B^T`` nor the decay matrix reaches memory. The pre-gate ``y`` is stored too when a backward with
+``z`` will need it.
+"""
+import triton
+import triton.language as tl
+
+from .common import chunk_bounds, mm
+
+
+@triton.jit
+def _chunk_scan_fwd_kernel(X, B, C, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
+                           L, H, G, P, N, Lp, nc,
+                           HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr,
+                           HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+                           BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+    t0 = tl.program_id(0) * BLOCK_M       # BLOCK_M divides Q: a program stays inside one chunk
+    c = t0 // Q
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    g = h // (H // G)
+    start, _, prev = chunk_bounds(c, L, Q)
+    t = t0 + tl.arange(0, BLOCK_M)
+    t_ok = t < L
+    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = ps < P
+    ns = tl.arange(0, BLOCK_N)
+    n_ok = ns < N
+    row = bh.to(tl.int64) * Lp
+    step_t = bi.to(tl.int64) * L + t
+    cum_t = tl.load(CUM + row + t)
+    c_t = tl.load(C + ((step_t * G + g) * N)[:, None] + ns[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0)
+
+    # from the state entering the chunk (only for steps still in its sequence)
+    enter = tl.load(HS + ((bh.to(tl.int64) * nc + c) * P + ps[None, :]) * N + ns[:, None],
+                    mask=n_ok[:, None] & p_ok[None, :], other=0.0)                  # (BLOCK_N, BLOCK_P)
+    scale = tl.exp(cum_t)
+    if HAS_SEQ:
+        seq_t = tl.load(SEQ + step_t, mask=t_ok, other=-1)
+        scale = tl.where(seq_t == tl.load(SEQ + bi.to(tl.int64) * L + prev), scale, 0.0)
+    acc = mm(c_t, enter, DOT) * scale[:, None]
+
+    # inside the chunk: (C B^T) masked and decayed, times x
+    for s0 in range(start, tl.minimum(t0 + BLOCK_M, L), BLOCK_K):
+        s = s0 + tl.arange(0, BLOCK_K)
+        s_ok = s < L
+        step_s = bi.to(tl.int64) * L + s
+        b_s = tl.load(B + ((step_s * G + g) * N)[:, None] + ns[None, :], mask=s_ok[:, None] & n_ok[None, :], other=0.0)
+        cb = mm(c_t, tl.trans(b_s), DOT)                                             # (BLOCK_M, BLOCK_K)
+        keep = (s[None, :] <= t[:, None]) & s_ok[None, :]
+        if HAS_SEQ:
+            keep &= tl.load(SEQ + step_s, mask=s_ok, other=-2)[None, :] == seq_t[:, None]
+        cum_s = tl.load(CUM + row + s)
+        dt_s = tl.load(DTP + row + s)
+        decay = tl.exp(tl.where(keep, cum_t[:, None] - cum_s[None, :], float("-inf"))) * dt_s[None, :]
+        x_s = tl.load(X + ((step_s * H + h) * P)[:, None] + ps[None, :], mask=s_ok[:, None] & p_ok[None, :], other=0.0)
+        acc += mm(cb * decay, x_s, DOT)
+
+    tp_ok = t_ok[:, None] & p_ok[None, :]
+    at = ((step_t * H + h) * P)[:, None] + ps[None, :]
+    if HAS_D:
+        if D_PER_CHANNEL:
+            skip = tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+        else:
+            skip = tl.load(D + h).to(tl.float32)
+        acc += skip * tl.load(X + at, mask=tp_ok, other=0.0).to(tl.float32)
+    if STORE_Y:
+        tl.store(Y + at, acc.to(Y.dtype.element_ty), mask=tp_ok)
+    if HAS_Z:
+        z = tl.load(Z + at, mask=tp_ok, other=0.0).to(tl.float32)
+        acc = acc * z * tl.sigmoid(z)
+    tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)

@@ -1,0 +1,81 @@
+"""Stage 2 (and its adjoint): per-chunk sums of weighted outer products, one ``(P, N)`` matrix each.
+
+``MODE_STATE``  each chunk's own end state ``sum_s exp(cum_end - cum_s) dt_s x_s B_s^T`` over the steps
+                of the chunk in the sequence it ends in (``seq_idx``), as if it started from zero;
+``MODE_ADJOINT`` the backward's mirror, what the chunk's outputs send back to the state entering it:
+                ``sum_t exp(cum_t) dy_t C_t^T`` over the steps in the entering state's sequence;
+``MODE_VARLEN`` the state after the last step of each packed sequence (``cu_seqlens``): the
+                first sum up to that step, plus the decayed state that entered its chunk.
+
+Each program owns one (chunk or sequence, head) and a ``(BLOCK_P, BLOCK_N)`` tile of the matrix, and
+walks its steps in ``BLOCK_K`` slices: one ``tl.dot`` of ``(BLOCK_P, BLOCK_K) @ (BLOCK_K, BLOCK_N)`` each.
+"""
+import triton
+import triton.language as tl
+
+from .common import mm
+
+MODE_STATE = 0
+MODE_ADJOINT = 1
+MODE_VARLEN = 2
+
+
+@triton.jit
+def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
+                        L, H, G, P, N, Lp, nc,
+                        MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                        BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    tile = tl.program_id(2)
+    n_nb = tl.cdiv(N, BLOCK_N)
+    ps = (tile // n_nb) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ns = (tile % n_nb) * BLOCK_N + tl.arange(0, BLOCK_N)
+    pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
+    if MODE == MODE_VARLEN:  # one packed row (batch 1); pid is the sequence
+        bi = bh * 0
+        h = bh
+        end = tl.load(CU + pid + 1) - 1
+        c = end // Q
+    else:
+        bi = bh // H
+        h = bh % H
+        c = pid
+        end = tl.minimum(c * Q + Q, L) - 1
+    start = c * Q
+    g = h // (H // G)
+    row = bh.to(tl.int64) * Lp
+    cum_end = tl.load(CUM + row + end)
+    seq_end = 0
+    seq_prev = 0
+    if HAS_SEQ:
+        seq_end = tl.load(SEQ + bi.to(tl.int64) * L + end)
+        seq_prev = tl.load(SEQ + bi.to(tl.int64) * L + tl.maximum(start - 1, 0))
+    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for s0 in range(start, end + 1, BLOCK_K):
+        s = s0 + tl.arange(0, BLOCK_K)
+        ok = s <= end
+        cum_s = tl.load(CUM + row + s, mask=ok, other=0.0)
+        if MODE == MODE_ADJOINT:
+            wgt = tl.exp(cum_s)
+            want = seq_prev
+        else:
+            wgt = tl.exp(cum_end - cum_s) * tl.load(DTP + row + s, mask=ok, other=0.0)
+            want = seq_end
+        if HAS_SEQ:
+            ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want
+        wgt = tl.where(ok, wgt, 0.0)
+        step = bi.to(tl.int64) * L + s
+        v = tl.load(V + ((step * H + h) * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
+        w = tl.load(W + ((step * G + g) * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
+        acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
+    if MODE == MODE_VARLEN:
+        keep = tl.exp(cum_end)
+        if HAS_SEQ:
+            keep = tl.where(seq_end == seq_prev, keep, 0.0)
+        enter = tl.load(HPREV + ((h.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :], mask=pn_ok, other=0.0)
+        acc += keep * enter
+        dst = OUT + ((pid.to(tl.int64) * H + h) * P + ps[:, None]) * N + ns[None, :]
+    else:
+        dst = OUT + ((bh.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :]
+    tl.store(dst, acc, mask=pn_ok)

@@ -1,0 +1,22 @@
+"""Small ``@triton.jit`` helpers shared by the SSD stages."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mm(a, b, DOT: tl.constexpr):
+    """``a @ b`` on tensor cores in ``DOT`` (bf16/fp16), or exactly in fp32 (IEEE, no TF32) when ``DOT``
+    is fp32: fp32 inputs are held to fp32 tolerances, and the interpreter multiplies bf16 wrongly."""
+    if DOT == tl.float32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a.to(DOT), b.to(DOT))
+
+
+@triton.jit
+def chunk_bounds(c, L, Q: tl.constexpr):
+    """First step of chunk ``c``, its last real step, and the step before it (the chunk's own first
+    step for chunk 0: the sequence an initial state belongs to)."""
+    start = c * Q
+    end = tl.minimum(start + Q, L) - 1
+    prev = tl.maximum(start - 1, 0)
+    return start, end, prev

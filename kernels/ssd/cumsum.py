@@ -1,0 +1,48 @@
+"""Stage 1: step sizes and their cumulative decay inside each chunk.
+
+``dt_t = clamp(softplus(dt_raw + dt_bias), lo, hi)`` and ``cum_t = sum_{chunk start <= r <= t} dt_r A``,
+written as ``(b, H, n_chunks * Q)`` fp32 rows, contiguous in time for the later stages. Steps past
+``L`` get ``dt = 0``, so ``cum`` stays flat there and a chunk's last entry is its total decay.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def softplus_clamp(raw, lo, hi, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr):
+    """(dt, d dt / d raw)."""
+    if SOFTPLUS:
+        dt = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(tl.minimum(raw, 20.0))))
+        slope = tl.sigmoid(raw)
+    else:
+        dt = raw
+        slope = tl.full(raw.shape, 1.0, tl.float32)
+    if CLAMP:
+        slope = tl.where((dt >= lo) & (dt <= hi), slope, 0.0)
+        dt = tl.minimum(tl.maximum(dt, lo), hi)
+    return dt, slope
+
+
+@triton.jit
+def raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS: tl.constexpr):
+    raw = tl.load(DT + (bi.to(tl.int64) * L + t) * H + h, mask=ok, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw += tl.load(DT_BIAS + h).to(tl.float32)
+    return raw
+
+
+@triton.jit
+def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo, hi,
+                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    t = c * Q + tl.arange(0, Q)
+    ok = t < L
+    dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+    dt = tl.where(ok, dt, 0.0)
+    cum = tl.cumsum(dt * tl.load(A + h).to(tl.float32), axis=0)
+    row = bh.to(tl.int64) * Lp + t
+    tl.store(DTP + row, dt)
+    tl.store(CUM + row, cum)

@@ -1,0 +1,222 @@
+"""Launchers for the SSD stages: block sizes, grids, scratch buffers, and the order the stages run in.
+
+Inputs arrive contiguous and validated (``ssm_triton.ops.ssd``). Scratch is fp32:
+``dtp, cum (b, H, n_chunks * Q)``, the entering states ``hs (b, H, n_chunks, P, N)``.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..tuning import interpreting
+from .chunk_scan import _chunk_scan_fwd_kernel
+from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
+from .cumsum import _dt_cumsum_kernel
+from .backward import _dc_kernel, _dx_db_kernel
+from .bwd_dt import _dt_bwd_kernel, _gate_bwd_kernel
+from .state_passing import _state_bwd_kernel, _state_fwd_kernel
+
+STATE_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tile sizes for one problem. ``BLOCK_M``/``BLOCK_K`` divide ``Q``; P and N are padded to powers of
+    two of at least 16 (tensor-core tiles), or tiled by ``BLOCK_P`` / ``BLOCK_N``."""
+    Q: int
+    block_m: int
+    block_k: int
+    block_p: int
+    block_n: int
+    outer_p: int
+    outer_n: int
+    dot: object
+    warps: int
+
+    @property
+    def ieee(self) -> bool:
+        return self.dot == tl.float32
+
+
+def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None) -> Plan:
+    P = x.shape[-1]
+    interp = interpreting()
+    blk = min(block or (16 if interp else 64), chunk_size)
+    # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
+    dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
+    pad = lambda n, hi: max(16, min(hi, triton.next_power_of_2(n)))
+    return Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
+                outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, warps=4)
+
+
+def _f32(*shape, device):
+    return torch.empty(shape, device=device, dtype=torch.float32)
+
+
+def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
+    bsz, L, H = dt.shape
+    nc = triton.cdiv(L, p.Q)
+    dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
+    cum = torch.empty_like(dtp)
+    lo, hi = dt_limit
+    clamp = lo > 0.0 or hi != math.inf
+    _dt_cumsum_kernel[(nc, bsz * H)](
+        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, float(lo), float(min(hi, 3.0e38)),
+        HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
+    return dtp, cum
+
+
+def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
+    """Per-chunk (or per-sequence, ``MODE_VARLEN``) ``(P, N)`` sums; see ``chunk_state.py``."""
+    bsz, L, H, P = V.shape
+    G, N = W.shape[2], W.shape[3]
+    nc = triton.cdiv(L, p.Q)
+    tiles = triton.cdiv(P, p.outer_p) * triton.cdiv(N, p.outer_n)
+    if mode == MODE_VARLEN:
+        S = cu.shape[0] - 1
+        out = _f32(S, H, P, N, device=V.device)
+        grid = (S, H, tiles)
+    else:
+        out = _f32(bsz, H, nc, P, N, device=V.device)
+        grid = (nc, bsz * H, tiles)
+    _chunk_outer_kernel[grid](
+        V, W, dtp, cum, seq if seq is not None else cum, hprev if hprev is not None else cum, out,
+        cu if cu is not None else cum, L, H, G, P, N, nc * p.Q, nc,
+        MODE=mode, HAS_SEQ=seq is not None, Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=p.outer_p, BLOCK_N=p.outer_n,
+        DOT=p.dot, num_warps=p.warps)
+    return out
+
+
+def state_passing(hs, cum, seq, h0, L, p: Plan):
+    """In place: ``hs`` holds each chunk's own state on entry, the state entering it on return."""
+    bsz, H, nc, P, N = hs.shape
+    final = _f32(bsz, H, P, N, device=hs.device)
+    PN = P * N
+    _state_fwd_kernel[(bsz * H, triton.cdiv(PN, STATE_BLOCK))](
+        hs, cum, seq if seq is not None else cum, h0 if h0 is not None else hs, final, L, H, nc * p.Q, nc, PN,
+        HAS_H0=h0 is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
+    return final
+
+
+def chunk_scan(x, B, C, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
+    bsz, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    nc = triton.cdiv(L, p.Q)
+    out = torch.empty_like(x)
+    y = torch.empty_like(x) if store_y else out
+    _chunk_scan_fwd_kernel[(triton.cdiv(L, p.block_m), bsz * H, triton.cdiv(P, p.block_p))](
+        x, B, C, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
+        seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc,
+        HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
+        HAS_SEQ=seq is not None, STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
+        BLOCK_P=p.block_p, BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps)
+    return out, (y if store_y else None)
+
+
+def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
+                for_backward=False, block=None):
+    """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
+    ``saved`` is what :func:`ssd_backward` reads: ``(dtp, cum, hs, y_pre_gate or None)``."""
+    bsz, L, H, P = x.shape
+    N = B.shape[3]
+    p = plan(x, N, chunk_size, block)
+    seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
+    dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
+    hs = chunk_outer(x, B, dtp, cum, seq, MODE_STATE, p)
+    final = state_passing(hs, cum, seq, initial_states, L, p)
+    out, y = chunk_scan(x, B, C, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
+    varlen = None
+    if want_varlen:
+        varlen = chunk_outer(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())
+    if for_backward and z is None:
+        y = out
+    return out, final, varlen, (dtp, cum, hs, y)
+
+
+def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
+    """Heads a pair-stage program loops over: the most that still leave ``target`` programs, dividing
+    the heads of a group (a program's heads share ``B`` and ``C``). Fewer heads per program means more
+    fp32 partials of ``dB`` / ``dC`` to add up afterwards."""
+    per_group = H // G
+    best = 1
+    for k in range(1, per_group + 1):
+        if per_group % k == 0 and row_blocks * (H // k) >= target:
+            best = k
+    return best
+
+
+def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
+                 initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
+                 heads=None):
+    """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
+    Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
+    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32."""
+    dtp, cum, hs, y = saved
+    bsz, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    p = plan(x, N, chunk_size, block)
+    nc = triton.cdiv(L, p.Q)
+    Lp = nc * p.Q
+    dev = x.device
+    seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
+    dummy = cum
+    dz = None
+    if z is not None:
+        dy, dz = torch.empty_like(x), torch.empty_like(z)
+        n = x.numel()
+        _gate_bwd_kernel[(triton.cdiv(n, 1024),)](dout, y, z, dy, dz, n, BLOCK=1024)
+    else:
+        dy = dout.to(x.dtype).contiguous()
+
+    # what the outputs send back to each chunk's entering state, then the reversed state passing
+    adj = chunk_outer(dy, C, dtp, cum, seq, MODE_ADJOINT, p)
+    PN = P * N
+    n_blk = triton.cdiv(PN, STATE_BLOCK)
+    dh0 = _f32(bsz, H, P, N, device=dev)
+    fpart = _f32(bsz, H, nc, n_blk, device=dev)
+    _state_bwd_kernel[(bsz * H, n_blk)](
+        adj, hs, cum, seq if seq is not None else dummy, dfinal if dfinal is not None else dummy, dh0, fpart,
+        L, H, Lp, nc, PN, HAS_DFINAL=dfinal is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
+
+    rows = triton.cdiv(L, p.block_m)
+    k = heads or heads_per_program(rows * bsz, H, G, target=4 * 132)
+    n_hb = H // k
+    dx = torch.empty_like(x)
+    db_part = _f32(bsz, L, n_hb, N, device=dev)
+    dc_part = _f32(bsz, L, n_hb, N, device=dev)
+    dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
+    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float32)
+    cs, us, xv, inter = (torch.empty_like(rs) for _ in range(4))
+    common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
+                  BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
+                  DOT=p.dot, num_warps=p.warps)
+    seq_arg = seq if seq is not None else dummy
+    _dx_db_kernel[(rows, bsz * n_hb)](
+        x, B, C, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, db_part, dd_part, rs, cs, us, xv,
+        L, H, G, P, N, Lp, nc, k, HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
+    _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, k,
+                                   **common)
+
+    ddt = torch.empty_like(dt)
+    da_part = _f32(bsz, H, nc, device=dev)
+    dbias_part = torch.empty_like(da_part)
+    lo, hi = dt_limit
+    _dt_bwd_kernel[(nc, bsz * H)](
+        dt, dt_bias if dt_bias is not None else dummy, A, dtp, rs, inter, cs, us, xv, fpart.sum(-1), ddt, da_part,
+        dbias_part, L, H, Lp, nc, float(lo), float(min(hi, 3.0e38)),
+        HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=lo > 0.0 or hi != math.inf, Q=p.Q)
+
+    per_group_blocks = n_hb // G
+    dB = db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    dC = dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    dD = None
+    if D is not None:
+        dD = dd_part.sum((0, 1))
+        if D.dim() == 1:
+            dD = dD.sum(1)
+    return (dx, ddt, da_part.sum((0, 2)), dB, dC, dD, dz,
+            dbias_part.sum((0, 2)) if dt_bias is not None else None,
+            dh0 if initial_states is not None else None)

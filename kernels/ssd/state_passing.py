@@ -1,0 +1,76 @@
+"""Stage 3 (and its adjoint): the short sequential scan over chunks, in fp32.
+
+Forward: ``h_enter[0] = h0``, ``h_enter[c+1] = keep_c exp(cum_end_c) h_enter[c] + own_c``, where
+``own_c`` is the chunk's own end state (stage 2) and ``keep_c`` is 0 when ``seq_idx`` starts a new
+sequence inside chunk ``c`` (the chunk's end lies in another sequence than the step before it).
+The buffer of own states is overwritten in place with the entering states; ``final`` is
+``h_enter[n_chunks]``.
+
+Backward, the same recurrence reversed: ``dh_enter[c] = adj_c + keep_c exp(cum_end_c) dh_enter[c+1]``
+(``adj_c`` from the adjoint outer products), overwriting ``adj_c`` with ``dh_enter[c+1]`` (the gradient
+of chunk ``c``'s end state, which the dx/dB stage needs). It also writes
+``keep_c exp(cum_end_c) <dh_enter[c+1], h_enter[c]>``, the part of the gradient of chunk ``c``'s total
+decay that flows through the carried state, as one partial per program.
+Each program owns one (batch row, head) and ``BLOCK`` entries of the flattened ``(P, N)`` state.
+"""
+import triton
+import triton.language as tl
+
+from .common import chunk_bounds
+
+
+@triton.jit
+def _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ: tl.constexpr, Q: tl.constexpr):
+    """keep_c * exp(total decay of chunk c)."""
+    _, end, prev = chunk_bounds(c, L, Q)
+    decay = tl.exp(tl.load(CUM + row + end))
+    if HAS_SEQ:
+        same = tl.load(SEQ + bi.to(tl.int64) * L + end) == tl.load(SEQ + bi.to(tl.int64) * L + prev)
+        decay = tl.where(same, decay, 0.0)
+    return decay
+
+
+@triton.jit
+def _state_fwd_kernel(S, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
+                      HAS_H0: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
+    bh = tl.program_id(0)
+    e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = e < PN
+    bi = bh // H
+    row = bh.to(tl.int64) * Lp
+    base = bh.to(tl.int64) * nc * PN
+    if HAS_H0:
+        run = tl.load(H0 + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
+    else:
+        run = tl.zeros([BLOCK], dtype=tl.float32)
+    for c in range(nc):
+        own = tl.load(S + base + c * PN + e, mask=ok, other=0.0)
+        tl.store(S + base + c * PN + e, run, mask=ok)
+        run = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q) * run + own
+    tl.store(FINAL + bh.to(tl.int64) * PN + e, run, mask=ok)
+
+
+@triton.jit
+def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
+                      HAS_DFINAL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
+    bh = tl.program_id(0)
+    blk = tl.program_id(1)
+    n_blk = tl.num_programs(1)
+    e = blk * BLOCK + tl.arange(0, BLOCK)
+    ok = e < PN
+    bi = bh // H
+    row = bh.to(tl.int64) * Lp
+    base = bh.to(tl.int64) * nc * PN
+    if HAS_DFINAL:
+        run = tl.load(DFINAL + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
+    else:
+        run = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(nc):
+        c = nc - 1 - i
+        adj = tl.load(ADJ + base + c * PN + e, mask=ok, other=0.0)
+        tl.store(ADJ + base + c * PN + e, run, mask=ok)
+        carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
+        enter = tl.load(HS + base + c * PN + e, mask=ok, other=0.0)
+        tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + blk, carry * tl.sum(run * enter, axis=0))
+        run = adj + carry * run
+    tl.store(DH0 + bh.to(tl.int64) * PN + e, run, mask=ok)
