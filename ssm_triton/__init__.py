@@ -9,6 +9,7 @@ from ._runtime import INTERPRET
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
+from .ops.ssd import mamba_chunk_scan_combined
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "discretize", "linear_scan", "selective_scan_fn", "__version__"]
+__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "selective_scan_fn", "__version__"]

@@ -115,11 +115,19 @@ def chunk_scan(x, B, C, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
     return out, (y if store_y else None)
 
 
+def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
+    """``(1, L)`` int32 sequence ids of the packed row that ``cu_seqlens (S + 1,)`` describes."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    ids = torch.arange(lengths.shape[0], device=cu_seqlens.device, dtype=torch.int32)
+    return torch.repeat_interleave(ids, lengths, output_size=L)[None]
+
+
 def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
                 cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
                 for_backward=False, block=None):
     """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
-    ``saved`` is what :func:`ssd_backward` reads: ``(dtp, cum, hs, y_pre_gate or None)``."""
+    ``saved`` is what :func:`ssd_backward` reads: ``(dtp, cum, hs, y)``, ``y`` the pre-gate output when
+    ``z`` is given and a backward is to come, else None."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     p = plan(x, N, chunk_size, block)
@@ -131,8 +139,6 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     varlen = None
     if want_varlen:
         varlen = chunk_outer(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())
-    if for_backward and z is None:
-        y = out
     return out, final, varlen, (dtp, cum, hs, y)
 
 

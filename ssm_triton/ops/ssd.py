@@ -1,0 +1,223 @@
+"""``mamba_chunk_scan_combined``: Mamba-2's SSD chunked scan, drop-in for mamba_ssm's function of that name."""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels.ssd import launch as _k
+from ._dispatch import compiling, eager_autograd
+
+IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+MAX_DIM = 256
+CHUNK_SIZES = (16, 32, 64, 128, 256)
+# differentiable inputs, in the order of the op's signature
+GRAD_INPUTS = 9
+
+
+def _none_if_empty(t):
+    return t if t is not None and t.numel() > 0 else None
+
+
+def _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
+             want_varlen, for_backward=True):
+    out, final, varlen, (dtp, cum, hs, y) = _k.ssd_forward(
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus, (lo, hi),
+        want_varlen=want_varlen, for_backward=for_backward)
+    empty = x.new_empty(0)
+    return out, final, varlen if varlen is not None else empty, dtp, cum, hs, y if y is not None else empty
+
+
+def _inference(*inputs):
+    """No backward will run: the pre-gate output is not kept."""
+    return _forward(*inputs, for_backward=False)
+
+
+def _save(ctx, inputs, output):
+    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, _ = inputs
+    out, final, varlen, dtp, cum, hs, y = output
+    ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
+    ctx.flags = (chunk_size, dt_softplus, lo, hi)
+    ctx.mark_non_differentiable(varlen, dtp, cum, hs, y)
+
+
+def _backward_impl(dout, dfinal, saved, flags):
+    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y = saved
+    chunk_size, dt_softplus, lo, hi = flags
+    if dout is None:
+        dout = torch.zeros_like(x)
+    grads = _k.ssd_backward(dout.contiguous(), dfinal.contiguous() if dfinal is not None else None,
+                            (dtp, cum, hs, _none_if_empty(y)), x, dt, A, B, C, chunk_size, D, z, dt_bias,
+                            initial_states, seq_idx, dt_softplus, (lo, hi))
+    like = (x, dt, A, B, C, D, z, dt_bias, initial_states)
+    return tuple(g.to(t.dtype) if g is not None and t is not None else None for g, t in zip(grads, like))
+
+
+def _pad_grads(g):
+    # seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, want_varlen
+    return (*g, None, None, None, None, None, None, None)
+
+
+# ---- compile route: custom ops ----
+
+@torch.library.custom_op("ssm_triton::ssd", mutates_args=())
+def _ssd_op(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+            dt_bias: Optional[Tensor], initial_states: Optional[Tensor], seq_idx: Optional[Tensor],
+            cu_seqlens: Optional[Tensor], chunk_size: int, dt_softplus: bool, lo: float, hi: float,
+            want_varlen: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo,
+                    hi, want_varlen)
+
+
+@_ssd_op.register_fake
+def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
+      want_varlen):
+    bsz, L, H, P = x.shape
+    N = B.shape[3]
+    nc = -(-L // chunk_size)
+    f32 = dict(dtype=torch.float32, device=x.device)
+    varlen = x.new_empty((cu_seqlens.shape[0] - 1, H, P, N), **f32) if want_varlen else x.new_empty(0)
+    return (torch.empty_like(x), x.new_empty((bsz, H, P, N), **f32), varlen,
+            x.new_empty((bsz, H, nc * chunk_size), **f32), x.new_empty((bsz, H, nc * chunk_size), **f32),
+            x.new_empty((bsz, H, nc, P, N), **f32), torch.empty_like(x) if z is not None else x.new_empty(0))
+
+
+@torch.library.custom_op("ssm_triton::ssd_backward", mutates_args=())
+def _ssd_backward_op(dout: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                     D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
+                     initial_states: Optional[Tensor], seq_idx: Optional[Tensor], dtp: Tensor, cum: Tensor,
+                     hs: Tensor, y: Tensor, chunk_size: int, dt_softplus: bool, lo: float, hi: float) -> list[Tensor]:
+    saved = (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
+    grads = _backward_impl(dout, dfinal, saved, (chunk_size, dt_softplus, lo, hi))
+    return [g if g is not None else x.new_empty(0) for g in grads]  # custom ops cannot return None
+
+
+@_ssd_backward_op.register_fake
+def _(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y, chunk_size,
+      dt_softplus, lo, hi):
+    return [torch.empty_like(t) if t is not None else x.new_empty(0) for t in (x, dt, A, B, C, D, z, dt_bias,
+                                                                                initial_states)]
+
+
+def _op_backward(ctx, dout, dfinal, *_rest):
+    saved = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(saved[0])
+    grads = _ssd_backward_op(dout, dfinal, *saved, *ctx.flags)
+    present = [t is not None for t in saved[:GRAD_INPUTS]]
+    return _pad_grads([g if p else None for g, p in zip(grads, present)])
+
+
+_ssd_op.register_autograd(_op_backward, setup_context=_save)
+
+
+# ---- eager route ----
+
+def _eager_backward(ctx, dout, dfinal, *_rest):
+    return _pad_grads(_backward_impl(dout, dfinal, ctx.saved_tensors, ctx.flags))
+
+
+_ssd_eager = eager_autograd("SSDChunkScan", _forward, _save, _eager_backward, inference=_inference)
+
+
+def _check(name, t, shape, shape_doc, dtypes=IO_DTYPES):
+    if t is None:
+        return
+    _validate.tensor(name, t, ndim=len(shape), dtypes=dtypes, shape_doc=shape_doc)
+    _validate.shape(name, t, shape, shape_doc)
+
+
+def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus,
+                  dt_limit, return_final_states, return_varlen_states):
+    _validate.tensor("x", x, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, P)")
+    bsz, L, H, P = x.shape
+    if L < 1 or H < 1 or P < 1 or bsz < 1:
+        raise ValueError(f"x (batch, L, H, P) must have every size at least 1, got {tuple(x.shape)}")
+    if P > MAX_DIM:
+        raise ValueError(f"x has head dimension P = {P}; at most {MAX_DIM} is supported")
+    _check("dt", dt, (bsz, L, H), "(batch, L, H)")
+    _check("A", A, (H,), "(H,)")
+    _validate.tensor("B", B, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, G, N)")
+    G, N = B.shape[2], B.shape[3]
+    if G < 1 or H % G:
+        raise ValueError(f"B has G = {G} groups (dim 2 of (batch, L, G, N)), which must divide H = {H}")
+    if not 1 <= N <= MAX_DIM:
+        raise ValueError(f"B has state size N = {N} (dim 3 of (batch, L, G, N)); it must be between 1 and {MAX_DIM}")
+    _check("B", B, (bsz, L, G, N), "(batch, L, G, N)")
+    _check("C", C, (bsz, L, G, N), "(batch, L, G, N) as B")
+    if D is not None:
+        _validate.tensor("D", D, dtypes=IO_DTYPES, shape_doc="(H,) or (H, P)")
+        if tuple(D.shape) not in ((H,), (H, P)):
+            raise ValueError(f"D must have shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {tuple(D.shape)}")
+    _check("z", z, (bsz, L, H, P), "(batch, L, H, P) as x")
+    _check("dt_bias", dt_bias, (H,), "(H,)")
+    _check("initial_states", initial_states, (bsz, H, P, N), "(batch, H, P, N)")
+    _check("seq_idx", seq_idx, (bsz, L), "(batch, L)", dtypes=INDEX_DTYPES)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
+        raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
+    for name, v in (("dt_softplus", dt_softplus), ("return_final_states", return_final_states),
+                    ("return_varlen_states", return_varlen_states)):
+        _validate.flag(name, v)
+    try:
+        lo, hi = (float(v) for v in dt_limit)
+    except (TypeError, ValueError):
+        raise TypeError(f"dt_limit must be a pair of floats (lo, hi), got {dt_limit!r}") from None
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"dt_limit must satisfy lo <= hi, got {dt_limit!r}")
+    if return_varlen_states and cu_seqlens is None:
+        raise ValueError("return_varlen_states=True needs cu_seqlens")
+    if cu_seqlens is not None:
+        _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=INDEX_DTYPES, shape_doc="(num_sequences + 1,)")
+        if bsz != 1:
+            raise ValueError(f"cu_seqlens packs sequences along L of a single row; x must have batch 1, got {bsz}")
+        cu = cu_seqlens.tolist()
+        if len(cu) < 2 or cu[0] != 0 or cu[-1] != L or any(b <= a for a, b in zip(cu, cu[1:])):
+            raise ValueError(f"cu_seqlens must rise strictly from 0 to L = {L} (one entry per sequence boundary), "
+                             f"got {cu if len(cu) <= 12 else cu[:6] + ['...'] + cu[-3:]}")
+    _validate.devices(("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states", "seq_idx", "cu_seqlens"),
+                      (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens))
+    return lo, hi
+
+
+def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
+                              D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
+                              initial_states: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
+                              cu_seqlens: Optional[Tensor] = None, dt_softplus: bool = False,
+                              dt_limit: tuple[float, float] = (0.0, math.inf), return_final_states: bool = False,
+                              return_varlen_states: bool = False):
+    """Mamba-2's SSD scan by chunks (the state-space-duality algorithm). Per head ``h`` and step ``t``:
+
+    ``dt_t = clamp(softplus(dt_t + dt_bias), *dt_limit)`` (softplus when ``dt_softplus``),
+    ``state_t = exp(dt_t A) state_{t-1} + dt_t x_t B_t^T`` (``(P, N)``, reset where ``seq_idx`` changes),
+    ``y_t = state_t C_t + D x_t``, ``out_t = y_t * silu(z_t)``.
+
+    Args:
+        x: ``(batch, L, H, P)``, fp32 / bf16 / fp16, P <= 256.  dt: ``(batch, L, H)``.  A: ``(H,)``.
+        B, C: ``(batch, L, G, N)``, G dividing H (head ``h`` reads group ``h // (H // G)``), N <= 256.
+        chunk_size: 16, 32, 64, 128 or 256 (tiles the work; the result does not depend on it).
+        D: ``(H,)`` or ``(H, P)``.  z: ``(batch, L, H, P)`` gate.  dt_bias: ``(H,)``.
+        initial_states: ``(batch, H, P, N)``, the state before step 0 (of the row's first sequence).
+        seq_idx: ``(batch, L)`` int, non-decreasing along each row: sequences packed in a row, the
+            state restarts from zero where it changes.
+        cu_seqlens: ``(S + 1,)`` int, the boundaries of ``S`` sequences packed in a batch-1 row; it
+            implies ``seq_idx`` when that is not given (if both are given they must agree).
+        return_final_states: also return the state after the last step, ``(batch, H, P, N)`` fp32.
+        return_varlen_states: also return each packed sequence's last state, ``(S, H, P, N)`` fp32
+            (not differentiable).
+
+    Returns:
+        ``out (batch, L, H, P)`` in ``x``'s dtype, then ``final_states`` and/or ``varlen_states`` when
+        asked, in that order. Differentiable in x, dt, A, B, C, D, z, dt_bias and initial_states.
+    """
+    lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
+                           dt_softplus, dt_limit, return_final_states, return_varlen_states)
+    if cu_seqlens is not None and seq_idx is None:
+        seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    args = (c(x), c(dt), c(A), c(B), c(C), c(D), c(z), c(dt_bias), c(initial_states), c(seq_idx),
+            c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states)
+    out, final, varlen, *_ = _ssd_op(*args) if compiling() else _ssd_eager(*args)
+    extra = ([final] if return_final_states else []) + ([varlen] if return_varlen_states else [])
+    return (out, *extra) if extra else out

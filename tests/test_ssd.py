@@ -1,0 +1,193 @@
+"""mamba_chunk_scan_combined against both float64 references (the loop and the quadratic attention form):
+outputs, final and per-sequence states and every gradient over shapes, groups, chunk sizes, options,
+packed sequences and dtypes; chunk-size invariance; a packed batch against its sequences run alone;
+long rows; bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from conftest import BIG
+from ssm_triton.reference import ssd_np, ssd_quadratic_torch
+from ssm_triton.tolerance import assert_close
+from strategies import normal, seeds
+from test_ssd_reference import make_problem, np64
+
+IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
+
+
+def sizes():
+    return dict(bsz=st.integers(1, 2), L=st.one_of(st.just(1), st.integers(2, 700 if BIG else 70)),
+                groups=st.integers(1, 2), heads_per_group=st.integers(1, 3),
+                P=st.one_of(st.integers(1, 8), st.sampled_from([16, 64] if BIG else [16])),
+                N=st.one_of(st.integers(1, 8), st.sampled_from([16, 64, 128] if BIG else [16])),
+                chunk=st.sampled_from([16, 32, 64, 128, 256] if BIG else [16, 32]), seed=seeds(),
+                options=st.booleans(), packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES))
+
+
+def problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype, data=None):
+    """x, z, B, C and dt in the I/O dtype; A, D, dt_bias and the initial state fp32, as Mamba-2 keeps them."""
+    t = make_problem(bsz, L, groups, heads_per_group, P, N, seed, options, device)
+    t = {k: (v.to(dtype) if k in ("x", "z", "B", "C", "dt") else v.float()) if isinstance(v, torch.Tensor) else v
+         for k, v in t.items()}
+    if packed:
+        starts = np.random.default_rng(seed).random(L) < 0.15
+        starts[0] = False
+        t["seq_idx"] = torch.tensor(np.cumsum(starts), dtype=torch.int32, device=device).expand(bsz, L).contiguous()
+    return t
+
+
+def as_np(t):
+    return {k: (v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+
+
+@given(**sizes())
+def test_forward_matches_both_references(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
+                                         packed, dtype):
+    t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
+    out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
+    assert out.dtype == dtype and out.shape == t["x"].shape
+    assert final.dtype == torch.float32 and final.shape == (bsz, groups * heads_per_group, P, N)
+    want_out, want_final = ssd_np(**as_np(t))
+    assert_close(out, want_out, dtype, "out")
+    assert_close(final, want_final, dtype, "final_states")
+    quad_out, quad_final = ssd_quadratic_torch(**{k: (v.cpu().double() if isinstance(v, torch.Tensor) else v)
+                                                  for k, v in t.items()})
+    assert_close(out, quad_out, dtype, "out vs quadratic form")
+    assert_close(final, quad_final, dtype, "final_states vs quadratic form")
+
+
+@given(**sizes(), use_final=st.booleans())
+def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
+                                          packed, dtype, use_final):
+    if BIG:  # the quadratic reference holds (b, L, L, H) in memory
+        L = min(L, 300)
+    t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
+    leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES if k in t}
+    flags = {k: v for k, v in t.items() if k not in leaves}
+    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True)
+    g_out = normal(out.shape, seed + 30, device, dtype)
+    g_final = normal(final.shape, seed + 31, device)
+    loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
+    got = torch.autograd.grad(loss, list(leaves.values()))
+
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    ref_flags = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in flags.items()}
+    ref_out, ref_final = ssd_quadratic_torch(**ref, **ref_flags)
+    ref_loss = (ref_out * g_out.cpu().double()).sum() + ((ref_final * g_final.cpu().double()).sum() if use_final else 0)
+    want = torch.autograd.grad(ref_loss, list(ref.values()))
+    for (name, leaf), g, w in zip(leaves.items(), got, want):
+        assert g.dtype == leaf.dtype and g.shape == leaf.shape, name
+        assert_close(g, w, dtype, f"d{name}")
+
+
+@pytest.mark.parametrize("L", [1, 37, 100])
+def test_chunk_size_does_not_change_the_result(device, L):
+    t = problem(device, 2, L, 1, 2, 5, 6, 3, True, True, torch.float32)
+    leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES}
+    flags = {k: v for k, v in t.items() if k not in leaves}
+    results = []
+    for chunk in (16, 32, 64):
+        out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True)
+        grads = torch.autograd.grad(out.sum() + final.sum(), list(leaves.values()))
+        results.append((out, final, *grads))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5)
+
+
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=4), seed=seeds(), options=st.booleans(),
+       chunk=st.sampled_from([16, 32]), give_seq_idx=st.booleans())
+def test_packed_row_equals_each_sequence_alone(device, lengths, seed, options, chunk, give_seq_idx):
+    L = sum(lengths)
+    t = problem(device, 1, L, 1, 2, 3, 4, seed, options, False, torch.float32)
+    t.pop("initial_states", None)  # belongs to the row's first sequence only
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int64, device=device)
+    if give_seq_idx:
+        t["seq_idx"] = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))[None]
+    out, final, varlen = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, cu_seqlens=cu,
+                                                              return_final_states=True, return_varlen_states=True)
+    assert varlen.shape == (len(lengths), 2, 3, 4)
+    torch.testing.assert_close(varlen[-1], final[0])
+    for s in range(len(lengths)):
+        a, b = int(cu[s]), int(cu[s + 1])
+        part = {k: (v[:, a:b] if k in ("x", "dt", "B", "C", "z") else v) for k, v in t.items() if k != "seq_idx"}
+        o, f = ssm_triton.mamba_chunk_scan_combined(**part, chunk_size=chunk, return_final_states=True)
+        torch.testing.assert_close(out[:, a:b], o, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(varlen[s], f[0], rtol=1e-4, atol=1e-5)
+
+
+def test_long_row_stays_finite_and_close(device):
+    L = 2**20 if BIG else 3000
+    t = problem(device, 1, L, 1, 2, 16 if BIG else 4, 16 if BIG else 4, 5, True, False, torch.float32)
+    out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=256 if BIG else 64, return_final_states=True)
+    assert torch.isfinite(out).all() and torch.isfinite(final).all()
+    want_out, want_final = ssd_np(**as_np(t))
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(final, want_final, torch.float32, "final_states")
+
+
+def test_non_contiguous_inputs(device):
+    t = problem(device, 2, 21, 1, 2, 4, 5, 8, True, False, torch.float32)
+    x = t["x"].transpose(0, 1).contiguous().transpose(0, 1)
+    assert not x.is_contiguous()
+    got = ssm_triton.mamba_chunk_scan_combined(**{**t, "x": x}, chunk_size=16)
+    torch.testing.assert_close(got, ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16))
+
+
+def test_return_order_follows_mamba_ssm(device):
+    t = problem(device, 1, 10, 1, 1, 2, 3, 9, False, False, torch.float32)
+    cu = torch.tensor([0, 4, 10], device=device)
+    out = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+    assert isinstance(out, torch.Tensor)
+    o, f = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
+    assert f.shape == (1, 1, 2, 3)
+    o, v = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, cu_seqlens=cu, return_varlen_states=True)
+    assert v.shape == (2, 1, 2, 3)
+    o, f, v = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, cu_seqlens=cu, return_final_states=True,
+                                                   return_varlen_states=True)
+    torch.testing.assert_close(v[1], f[0])
+
+
+GOOD = dict(x=torch.ones(1, 6, 4, 3), dt=torch.ones(1, 6, 4), A=-torch.ones(4), B=torch.ones(1, 6, 2, 5),
+            C=torch.ones(1, 6, 2, 5), chunk_size=16)
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(x=torch.ones(6, 4, 3)), ValueError, r"x must be 4-D \(batch, L, H, P\)"),
+    (dict(x=torch.ones(1, 6, 4, 3, dtype=torch.float64)), TypeError, "x must have dtype"),
+    (dict(x=torch.ones(1, 0, 4, 3), dt=torch.ones(1, 0, 4), B=torch.ones(1, 0, 2, 5), C=torch.ones(1, 0, 2, 5)),
+     ValueError, "every size at least 1"),
+    (dict(dt=torch.ones(1, 6, 5)), ValueError, r"dt must have shape \(batch, L, H\)"),
+    (dict(A=-torch.ones(4, 1)), ValueError, r"A must be 1-D \(H,\)"),
+    (dict(B=torch.ones(1, 6, 3, 5), C=torch.ones(1, 6, 3, 5)), ValueError, "B has G = 3 groups"),
+    (dict(B=torch.ones(1, 6, 2, 300), C=torch.ones(1, 6, 2, 300)), ValueError, "state size N = 300"),
+    (dict(C=torch.ones(1, 6, 2, 4)), ValueError, r"C must have shape \(batch, L, G, N\) as B"),
+    (dict(D=torch.ones(3)), ValueError, r"D must have shape \(H,\)"),
+    (dict(z=torch.ones(1, 6, 4, 2)), ValueError, "z must have shape"),
+    (dict(dt_bias=torch.ones(4, dtype=torch.int32)), TypeError, "dt_bias must have dtype"),
+    (dict(initial_states=torch.ones(1, 4, 3, 4)), ValueError, "initial_states must have shape"),
+    (dict(seq_idx=torch.zeros(1, 6)), TypeError, "seq_idx must have dtype"),
+    (dict(seq_idx=torch.zeros(1, 5, dtype=torch.int32)), ValueError, "seq_idx must have shape"),
+    (dict(chunk_size=48), ValueError, "chunk_size must be one of"),
+    (dict(chunk_size=512), ValueError, "chunk_size must be one of"),
+    (dict(dt_softplus=1), TypeError, "dt_softplus must be a bool"),
+    (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit must satisfy lo <= hi"),
+    (dict(dt_limit="wide"), TypeError, "dt_limit must be a pair"),
+    (dict(return_varlen_states=True), ValueError, "return_varlen_states=True needs cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 3, 3, 6])), ValueError, "cu_seqlens must rise strictly"),
+    (dict(cu_seqlens=torch.tensor([0, 3, 5])), ValueError, "cu_seqlens must rise strictly"),
+    (dict(cu_seqlens=torch.tensor([[0, 6]])), ValueError, "cu_seqlens must be 1-D"),
+    (dict(x=torch.ones(2, 6, 4, 3), dt=torch.ones(2, 6, 4), B=torch.ones(2, 6, 2, 5), C=torch.ones(2, 6, 2, 5),
+          cu_seqlens=torch.tensor([0, 6])), ValueError, "must have batch 1"),
+    (dict(x=torch.ones(1, 6, 4, 300), chunk_size=16), ValueError, "head dimension P = 300"),
+    (dict(B=torch.ones(1, 6, 2, 5, device="meta")), ValueError, "B is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.mamba_chunk_scan_combined(**{**GOOD, **override})
