@@ -2,7 +2,9 @@
 # One device-tool call: install, check, the GPU test suite, the benchmark. Results land in $OUT.
 # Usage (from the repo root on the GPU machine): bash bench/gpu_run.sh [pytest args...]
 # Optional peers travel as pure-Python wheels in .whl/ (git-ignored; name it in the device tool's carry):
-#   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0
+#   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
+# mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
+#   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
 # Steps by variable: SWEEP=1, SWEEP_SS=1 (selective scan), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
@@ -13,7 +15,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then   # optional peers carried as wheels
 fi
 rm -rf /tmp/sst   # a warm machine keeps the last install, and --target never overwrites it
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst . || exit 1
-export PYTHONPATH=/tmp/site:/tmp/sst PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:/tmp/sst:$repo/.peers PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"

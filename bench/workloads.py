@@ -191,8 +191,110 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
     return out
 
 
+
+
+# ---- ssd (Mamba-2): x (b, L, H, P), dt (b, L, H), A (H,), B, C (b, L, G, N), D, dt_bias (H,) ----
+
+def ssd_counts(b, L, H, P, G, N, chunk, io_bytes, direction):
+    """Minimal bytes (x, B, C in the I/O dtype, dt fp32; fwd writes out; the backward reads dout and
+    the inputs again and writes dx, ddt, dB, dC) and the FLOPs of the chunked algorithm: per head,
+    the causal pairs of each chunk cost ``L Q (N + P)`` (``C B^T`` then the product with ``x``) and
+    the states ``4 L P N`` (chunk states and the state-to-output product); the backward does about
+    twice the forward's matmuls."""
+    x, bc, dt = b * L * H * P * io_bytes, 2 * b * L * G * N * io_bytes, b * L * H * 4
+    fwd_bytes = 2 * x + bc + dt
+    fwd_flops = b * H * (L * chunk * (N + P) + 4 * L * P * N)
+    if direction == "fwd":
+        return fwd_bytes, fwd_flops
+    return fwd_bytes + 3 * x + 2 * bc + 2 * dt, 3 * fwd_flops
+
+
+def _gla_as_ssd(chunk_simple_gla):
+    """SSD as flash-linear-attention's gated linear attention: q = C, k = B broadcast to the heads,
+    v = x dt, log-gate g = dt A; D x added after. The step-size prep runs in PyTorch."""
+    def run(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus):
+        H = x.shape[2]
+        step = torch.nn.functional.softplus(dt + dt_bias)
+        rep = H // B.shape[2]
+        q, k = C.repeat_interleave(rep, dim=2), B.repeat_interleave(rep, dim=2)
+        out, _ = chunk_simple_gla(q, k, (x * step[..., None]).to(x.dtype), step * A, scale=1.0)
+        return out + (D[:, None] * x).to(out.dtype)
+    return run
+
+
+def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    from ssm_triton import mamba_chunk_scan_combined
+    from ssm_triton.reference import ssd_quadratic_torch
+
+    from .peers import load_past_package_init
+
+    H, P, G, N, chunk = (2, 16, 1, 16, 16) if quick else (64, 64, 1, 128, 256)
+    rows = [(1, 64)] if quick else [(8, 4096), (2, 16384), (1, 2048), (1, 8192)]
+    io = torch.float32 if quick else torch.bfloat16
+    peers = {}
+    mod, why = load_past_package_init("mamba_ssm.ops.triton.ssd_combined")
+    if mod is None:
+        notes.add(f"mamba_ssm skipped: {why}")
+    else:
+        peers["mamba_ssm"] = mod.mamba_chunk_scan_combined
+    mod, why = load("fla.ops.simple_gla")
+    if mod is None:
+        notes.add(f"fla skipped: {why}")
+    else:
+        peers["fla_chunk_simple_gla"] = _gla_as_ssd(mod.chunk_simple_gla)
+
+    def make(b, L):
+        def build():
+            g = lambda *s: torch.randn(*s, device=device).to(io)
+            x = {"x": g(b, L, H, P), "dt": torch.randn(b, L, H, device=device) * 0.5 - 1.0,
+                 "A": -torch.rand(H, device=device) * 4 - 0.5, "B": g(b, L, G, N), "C": g(b, L, G, N),
+                 "D": torch.randn(H, device=device), "dt_bias": torch.randn(H, device=device) * 0.1}
+            for v in x.values():
+                v.requires_grad_()
+            x["g"] = g(b, L, H, P)
+            return x
+        return build
+
+    def impl(fn):
+        def build(x, direction):
+            args = {k: v for k, v in x.items() if k != "g"}
+            forward = lambda: fn(**args, chunk_size=chunk, dt_softplus=True)
+            if direction == "fwd":  # an inference forward: no graph recorded, for every implementation
+                def run():
+                    with torch.no_grad():
+                        return forward()
+                return run
+            return _fwd_bwd(forward, tuple(args.values()), x["g"])
+        return build
+
+    def quadratic(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus):
+        return ssd_quadratic_torch(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)[0]
+
+    out = []
+    for b, L in rows:
+        for direction in ("fwd", "fwd+bwd"):
+            nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, torch.tensor([], dtype=io).element_size(), direction)
+            impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
+            for name, fn in peers.items():
+                if name.startswith("fla") and direction != "fwd":
+                    continue  # its backward refuses Triton < 3.7.1 on Hopper
+                impls[name] = impl(fn)
+            if b * L <= 2048 and direction == "fwd":
+                impls["torch_quadratic"] = impl(quadratic)
+            out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, direction, nbytes, flops, make(b, L), impls))
+    if not quick:  # a million steps, forward
+        b, L = 1, 1 << 20
+        nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, 2, "fwd")
+        impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
+        if "mamba_ssm" in peers:
+            impls["mamba_ssm"] = impl(peers["mamba_ssm"])
+        out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, "fwd", nbytes, flops, make(b, L), impls))
+    return out
+
+
 REGISTRY = {
     "linear_scan": linear_scan_workloads,
     "discretize": discretize_workloads,
     "selective_scan": selective_scan_workloads,
+    "ssd": ssd_workloads,
 }

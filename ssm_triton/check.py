@@ -12,8 +12,9 @@ from . import _runtime
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
+from .ops.ssd import mamba_chunk_scan_combined
 from .reference import (discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        selective_scan_ref)
+                        selective_scan_ref, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -126,6 +127,40 @@ def _selective_scan_backward(device, dtype) -> Comparison:
     return [(f"d{k}", x_, w) for k, x_, w in zip(leaves, got, want)]
 
 
+def _ssd_inputs(device, dtype):
+    """Mamba-2-like: 2 groups of 2 heads, D per head, z, dt_bias, softplus, a clamp, an initial state, two
+    sequences packed in the second row; 40 steps in chunks of 16 (a partial last chunk)."""
+    x, z, B, C = _inputs(device, dtype, ((2, 40, 4, 8), "normal"), ((2, 40, 4, 8), "normal"),
+                         ((2, 40, 2, 16), "normal"), ((2, 40, 2, 16), "normal"))
+    dt, A, D, bias, h0 = _inputs(device, torch.float32, ((2, 40, 4), "normal"), ((4,), "unit"), ((4,), "normal"),
+                                 ((4,), "normal"), ((2, 4, 8, 16), "normal"), seed=1)
+    seq = torch.tensor([[0] * 40, [0] * 25 + [1] * 15], dtype=torch.int32, device=device)
+    return dict(x=x, dt=dt, A=-(A * 2 + 0.1), B=B, C=C, D=D, z=z, dt_bias=bias, initial_states=h0, seq_idx=seq,
+                dt_softplus=True, dt_limit=(0.001, 5.0))
+
+
+def _ssd_forward(device, dtype) -> Comparison:
+    x = _ssd_inputs(device, dtype)
+    out, final = mamba_chunk_scan_combined(**x, chunk_size=16, return_final_states=True)
+    want_out, want_final = ssd_np(**{k: (_np(v) if isinstance(v, torch.Tensor) else v) for k, v in x.items()})
+    return [("out", out, want_out), ("final_states", final.to(dtype), want_final)]
+
+
+def _ssd_backward(device, dtype) -> Comparison:
+    x = _ssd_inputs(device, dtype)
+    leaves = {k: v.requires_grad_() for k, v in x.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    flags = {k: v for k, v in x.items() if k not in leaves}
+    out = mamba_chunk_scan_combined(**leaves, **flags, chunk_size=16)
+    (g,) = _inputs(device, dtype, (out.shape, "normal"), seed=2)
+    got = torch.autograd.grad(out, list(leaves.values()), g)
+    ref_leaves = {k: v.detach().double().cpu().requires_grad_() for k, v in leaves.items()}
+    ref_flags = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in flags.items()}
+    want = torch.autograd.grad(ssd_quadratic_torch(**ref_leaves, **ref_flags)[0], list(ref_leaves.values()),
+                               g.double().cpu())
+    # gradients are stored in each input's dtype; the budget is the I/O dtype's
+    return [(f"d{k}", x_.to(dtype), w) for k, x_, w in zip(leaves, got, want)]
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -133,6 +168,8 @@ def default_cases() -> list[Case]:
         cases.append(Case(f"discretize[{method}] bwd", _discretize_backward(method)))
     cases.append(Case("selective_scan fwd", _selective_scan_forward))
     cases.append(Case("selective_scan bwd", _selective_scan_backward))
+    cases.append(Case("ssd fwd", _ssd_forward))
+    cases.append(Case("ssd bwd", _ssd_backward))
     return cases
 
 

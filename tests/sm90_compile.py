@@ -15,6 +15,12 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssm_triton.kernels import discretize as kd  # noqa: E402
 from ssm_triton.kernels import scan as ks  # noqa: E402
 from ssm_triton.kernels import selective_scan as kss  # noqa: E402
+from ssm_triton.kernels.ssd import backward as ssd_bwd  # noqa: E402
+from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
+from ssm_triton.kernels.ssd import chunk_scan as ssd_scan  # noqa: E402
+from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
+from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
+from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
 from ssm_triton.kernels.tuning import discretize_configs, scan_configs  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -71,9 +77,41 @@ def cases():
         yield "selective_scan bwd", kss._selective_scan_bwd_kernel, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt, **flags)
 
 
+def ssd_cases():
+    f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
+    # every kernel with its options all off and all on, in each I/O dtype
+    for io, (seq, opt) in itertools.product([tl.float32, tl.bfloat16, tl.float16], [(False, False), (True, True)]):
+        dot = tl.float32 if io == tl.float32 else io
+        iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
+        ints = {"SEQ": "*i32", "CU": "*i32", "lo": "fp32", "hi": "fp32"}
+        tiles = dict(BLOCK_M=64, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot, Q=256)
+        yield "ssd cumsum", ssd_cumsum._dt_cumsum_kernel, {**iop("DT"), **f32("DT_BIAS", "A", "DTP", "CUM"), **ints}, \
+            dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
+        for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN):
+            yield "ssd chunk_outer", ssd_state._chunk_outer_kernel, \
+                {**iop("V", "W"), **f32("DTP", "CUM", "HPREV", "OUT"), **ints}, \
+                dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot)
+        yield "ssd state fwd", ssd_pass._state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), **ints}, \
+            dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
+        yield "ssd state bwd", ssd_pass._state_bwd_kernel, {**f32("ADJ", "HS", "CUM", "DFINAL", "DH0", "FPART"), **ints}, \
+            dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
+        yield "ssd chunk_scan", ssd_scan._chunk_scan_fwd_kernel, \
+            {**iop("X", "B", "C", "Z", "Y", "OUT"), **f32("DTP", "CUM", "HS", "D"), **ints}, \
+            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
+        yield "ssd dx_db", ssd_bwd._dx_db_kernel, \
+            {**iop("X", "B", "C", "DY", "DX"), **f32("DTP", "CUM", "ADJ", "D", "DB_PART", "DD_PART", "RS", "CS", "US", "XV"),
+             **ints}, dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_SEQ=seq, **tiles)
+        yield "ssd dc", ssd_bwd._dc_kernel, {**iop("X", "B", "C", "DY"), **f32("DTP", "CUM", "HS", "DC_PART", "INTER"), **ints}, \
+            dict(HAS_SEQ=seq, **tiles)
+        yield "ssd gate bwd", ssd_dt._gate_bwd_kernel, iop("DOUT", "Y", "Z", "DY", "DZ"), dict(BLOCK=1024)
+        yield "ssd dt bwd", ssd_dt._dt_bwd_kernel, \
+            {**iop("DT", "DDT"), **f32("DT_BIAS", "A", "DTP", "RS", "INTER", "CS", "US", "XV", "F", "DA_PART", "DBIAS_PART"),
+             **ints}, dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
+
+
 def main() -> int:
     done = failed = 0
-    for name, kernel, ptrs, flags in cases():
+    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases()):
         try:
             compile_kernel(kernel, ptrs, flags)
             done += 1

@@ -22,12 +22,22 @@ def _selective_scan_model(u, delta, A, B, C, D, z, bias, h0):
     return out.sum(-1) + last.sum(-1)
 
 
+def _ssd_model(x, dt, A, B, C, D, z, bias, h0):
+    out, final = ssm_triton.mamba_chunk_scan_combined(x, dt, A, B, C, 16, D=D, z=z, dt_bias=bias, initial_states=h0,
+                                                      dt_softplus=True, return_final_states=True)
+    return out.sum((-1, -2)) + final.sum((-1, -2))[:, None, :].sum(-1, keepdim=True)
+
+
 CASES = {
     "linear_scan": (_scan_model, lambda d: (uniform((2, 3, 21), 0, 1, 0, d), normal((2, 3, 21), 1, d), normal((2, 3), 2, d))),
     "selective_scan": (_selective_scan_model, lambda d: tuple(x.float() for x in (
         normal((2, 4, 11), 6, d), normal((2, 4, 11), 7, d), -uniform((4, 3), 0.5, 2, 8, d), normal((2, 2, 3, 11), 9, d),
         normal((2, 2, 3, 11), 10, d), normal((4,), 11, d), normal((2, 4, 11), 12, d), normal((4,), 13, d),
         normal((2, 4, 3), 14, d)))),
+    "ssd": (_ssd_model, lambda d: tuple(x.float() for x in (
+        normal((2, 19, 4, 3), 15, d), normal((2, 19, 4), 16, d), -uniform((4,), 0.5, 2, 17, d), normal((2, 19, 2, 5), 18, d),
+        normal((2, 19, 2, 5), 19, d), normal((4,), 20, d), normal((2, 19, 4, 3), 21, d), normal((4,), 22, d),
+        normal((2, 4, 3, 5), 23, d)))),
     "discretize": (_discretize_model, lambda d: (uniform((2, 3, 9), 0.01, 1, 3, d), uniform((3, 4), -2, -0.1, 4, d), normal((2, 4, 9), 5, d))),
 }
 

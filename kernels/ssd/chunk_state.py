@@ -18,6 +18,8 @@ from .common import mm
 MODE_STATE = 0
 MODE_ADJOINT = 1
 MODE_VARLEN = 2
+_ADJOINT = tl.constexpr(MODE_ADJOINT)  # what the kernel body compares against
+_VARLEN = tl.constexpr(MODE_VARLEN)
 
 
 @triton.jit
@@ -32,7 +34,7 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
     ps = (tile // n_nb) * BLOCK_P + tl.arange(0, BLOCK_P)
     ns = (tile % n_nb) * BLOCK_N + tl.arange(0, BLOCK_N)
     pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
-    if MODE == MODE_VARLEN:  # one packed row (batch 1); pid is the sequence
+    if MODE == _VARLEN:  # one packed row (batch 1); pid is the sequence
         bi = bh * 0
         h = bh
         end = tl.load(CU + pid + 1) - 1
@@ -56,7 +58,7 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
         s = s0 + tl.arange(0, BLOCK_K)
         ok = s <= end
         cum_s = tl.load(CUM + row + s, mask=ok, other=0.0)
-        if MODE == MODE_ADJOINT:
+        if MODE == _ADJOINT:
             wgt = tl.exp(cum_s)
             want = seq_prev
         else:
@@ -69,7 +71,7 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
         v = tl.load(V + ((step * H + h) * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
         w = tl.load(W + ((step * G + g) * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
         acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
-    if MODE == MODE_VARLEN:
+    if MODE == _VARLEN:
         keep = tl.exp(cum_end)
         if HAS_SEQ:
             keep = tl.where(seq_end == seq_prev, keep, 0.0)
