@@ -36,7 +36,7 @@ def _group_rows(PTR, step, g, G, N, ns, ok, n_ok):
 
 
 @triton.jit
-def _dx_db_kernel(X, B, C, DY, DTP, CUM, ADJ, D, SEQ, DX, DB_PART, DD_PART, RS, CS, US, XV,
+def _dx_db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DB_PART, DD_PART, RS, CS, US, XV,
                   L, H, G, P, N, Lp, nc, HEADS,
                   HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -47,7 +47,8 @@ def _dx_db_kernel(X, B, C, DY, DTP, CUM, ADJ, D, SEQ, DX, DB_PART, DD_PART, RS, 
     bi = tl.program_id(1) // n_hb
     hb = tl.program_id(1) % n_hb
     g = (hb * HEADS) // (H // G)
-    _, end, _ = chunk_bounds(c, L, Q)
+    start, end, _ = chunk_bounds(c, L, Q)
+    cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
     s = s0 + tl.arange(0, BLOCK_M)
     s_ok = s < L
     ps = tl.arange(0, BLOCK_P)
@@ -82,7 +83,8 @@ def _dx_db_kernel(X, B, C, DY, DTP, CUM, ADJ, D, SEQ, DX, DB_PART, DD_PART, RS, 
                 keep &= tl.load(SEQ + step_t, mask=t_ok, other=-2)[None, :] == seq_s[:, None]
             cum_t = tl.load(CUM + row + t)
             decay = tl.exp(tl.where(keep, cum_t[None, :] - cum_s[:, None], float("-inf")))
-            bc = mm(b_s, tl.trans(c_t), DOT) * decay                      # (s, t)
+            bc = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :],
+                         other=0.0) * decay                                  # C_t . B_s at (s, t)
             v += mm(bc, dy_t, DOT)
             xdy = mm(x_s, tl.trans(dy_t), DOT) * dt_s[:, None]
             pair = bc * xdy

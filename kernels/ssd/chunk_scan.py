@@ -2,10 +2,10 @@
 inside each chunk, then ``+ D x_t`` and ``* silu(z_t)``.
 
 A program owns ``BLOCK_M`` steps of one chunk, one (batch row, head) and ``BLOCK_P`` channels. The
-``(BLOCK_M, BLOCK_N)`` slice of ``C`` is loaded once; the entering state gives the first ``tl.dot``,
-then the program walks the chunk's earlier steps in ``BLOCK_K`` slices: ``C B^T`` on tensor cores, the
-causal, same-sequence decay mask applied in registers, and a second ``tl.dot`` with ``x``. Neither
-``C B^T`` nor the decay matrix reaches memory. The pre-gate ``y`` is stored too when a backward with
+``(BLOCK_M, BLOCK_N)`` slice of ``C`` and the entering state give the first ``tl.dot``; then the
+program walks the chunk's earlier steps in ``BLOCK_K`` slices: the group's ``C B^T`` (``bmm.py``), the
+causal, same-sequence decay mask applied in registers, and a second ``tl.dot`` with ``x``. The decay
+matrix never reaches memory. The pre-gate ``y`` is stored too when a backward with
 ``z`` will need it.
 """
 import triton
@@ -15,7 +15,7 @@ from .common import chunk_bounds, mm
 
 
 @triton.jit
-def _chunk_scan_fwd_kernel(X, B, C, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
+def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
                            L, H, G, P, N, Lp, nc,
                            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr,
                            HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr,
@@ -49,12 +49,12 @@ def _chunk_scan_fwd_kernel(X, B, C, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
     acc = mm(c_t, enter, DOT) * scale[:, None]
 
     # inside the chunk: (C B^T) masked and decayed, times x
+    cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
     for s0 in range(start, tl.minimum(t0 + BLOCK_M, L), BLOCK_K):
         s = s0 + tl.arange(0, BLOCK_K)
         s_ok = s < L
         step_s = bi.to(tl.int64) * L + s
-        b_s = tl.load(B + ((step_s * G + g) * N)[:, None] + ns[None, :], mask=s_ok[:, None] & n_ok[None, :], other=0.0)
-        cb = mm(c_t, tl.trans(b_s), DOT)                                             # (BLOCK_M, BLOCK_K)
+        cb = tl.load(cb_chunk + (t - start)[:, None] * Q + (s - start)[None, :])   # (BLOCK_M, BLOCK_K)
         keep = (s[None, :] <= t[:, None]) & s_ok[None, :]
         if HAS_SEQ:
             keep &= tl.load(SEQ + step_s, mask=s_ok, other=-2)[None, :] == seq_t[:, None]

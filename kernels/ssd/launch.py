@@ -4,7 +4,7 @@ Inputs arrive contiguous and validated (``ssm_triton.ops.ssd``). Scratch is fp32
 ``dtp, cum (b, H, n_chunks * Q)``, the entering states ``hs (b, H, n_chunks, P, N)``.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -14,6 +14,7 @@ from ..tuning import interpreting
 from .chunk_scan import _chunk_scan_fwd_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
 from .cumsum import _dt_cumsum_kernel
+from .bmm import _bmm_kernel
 from .backward import _dc_kernel, _dx_db_kernel
 from .bwd_dt import _dt_bwd_kernel, _gate_bwd_kernel
 from .state_passing import _state_bwd_kernel, _state_fwd_kernel
@@ -33,22 +34,30 @@ class Plan:
     outer_p: int
     outer_n: int
     dot: object
-    warps: int
+    warps: int = 4
+    stages: int = 2
+    bwd_block_m: int = 64
+    bwd_block_k: int = 64
+    bwd_warps: int = 4
+    bwd_stages: int = 2
+    min_programs: int = 528   # the pair stages' target: 4 per H100 SM
 
     @property
     def ieee(self) -> bool:
         return self.dot == tl.float32
 
 
-def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None) -> Plan:
+def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **overrides) -> Plan:
+    """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep)."""
     P = x.shape[-1]
     interp = interpreting()
     blk = min(block or (16 if interp else 64), chunk_size)
     # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
     dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
-    pad = lambda n, hi: max(16, min(hi, triton.next_power_of_2(n)))
-    return Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
-                outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, warps=4)
+    pad = lambda n, hi: max(16, min(hi, triton.next_power_of_2(n)))  # noqa: E731
+    p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
+             outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk)
+    return replace(p, **overrides) if overrides else p
 
 
 def _f32(*shape, device):
@@ -85,7 +94,7 @@ def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
         V, W, dtp, cum, seq if seq is not None else cum, hprev if hprev is not None else cum, out,
         cu if cu is not None else cum, L, H, G, P, N, nc * p.Q, nc,
         MODE=mode, HAS_SEQ=seq is not None, Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=p.outer_p, BLOCK_N=p.outer_n,
-        DOT=p.dot, num_warps=p.warps)
+        DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
     return out
 
 
@@ -100,18 +109,28 @@ def state_passing(hs, cum, seq, h0, L, p: Plan):
     return final
 
 
-def chunk_scan(x, B, C, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
+def bmm(B, C, p: Plan):
+    bsz, L, G, N = B.shape
+    nc = triton.cdiv(L, p.Q)
+    cb = _f32(bsz, G, nc, p.Q, p.Q, device=B.device)
+    per = p.Q // p.block_m
+    _bmm_kernel[(nc * per * per, bsz * G)](B, C, cb, L, G, N, nc, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_m,
+                                           BLOCK_N=min(p.block_n, 64), DOT=p.dot, num_warps=p.warps)
+    return cb
+
+
+def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = triton.cdiv(L, p.Q)
     out = torch.empty_like(x)
     y = torch.empty_like(x) if store_y else out
     _chunk_scan_fwd_kernel[(triton.cdiv(L, p.block_m), bsz * H, triton.cdiv(P, p.block_p))](
-        x, B, C, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
+        x, B, C, cb, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
         seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc,
         HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
         HAS_SEQ=seq is not None, STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
-        BLOCK_P=p.block_p, BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps)
+        BLOCK_P=p.block_p, BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
     return out, (y if store_y else None)
 
 
@@ -124,18 +143,19 @@ def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
 
 def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
                 cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
-                for_backward=False, block=None):
+                for_backward=False, block=None, tiles=None):
     """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
     ``saved`` is what :func:`ssd_backward` reads: ``(dtp, cum, hs, y)``, ``y`` the pre-gate output when
     ``z`` is given and a backward is to come, else None."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    p = plan(x, N, chunk_size, block)
+    p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
     hs = chunk_outer(x, B, dtp, cum, seq, MODE_STATE, p)
     final = state_passing(hs, cum, seq, initial_states, L, p)
-    out, y = chunk_scan(x, B, C, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
+    cb = bmm(B, C, p)
+    out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
     varlen = None
     if want_varlen:
         varlen = chunk_outer(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())
@@ -156,14 +176,14 @@ def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
 
 def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
-                 heads=None):
+                 heads=None, tiles=None):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
     ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32."""
     dtp, cum, hs, y = saved
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    p = plan(x, N, chunk_size, block)
+    p = plan(x, N, chunk_size, block, **(tiles or {}))
     nc = triton.cdiv(L, p.Q)
     Lp = nc * p.Q
     dev = x.device
@@ -187,8 +207,8 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
         adj, hs, cum, seq if seq is not None else dummy, dfinal if dfinal is not None else dummy, dh0, fpart,
         L, H, Lp, nc, PN, HAS_DFINAL=dfinal is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
 
-    rows = triton.cdiv(L, p.block_m)
-    k = heads or heads_per_program(rows * bsz, H, G, target=4 * 132)
+    rows = triton.cdiv(L, p.bwd_block_m)
+    k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
     n_hb = H // k
     dx = torch.empty_like(x)
     db_part = _f32(bsz, L, n_hb, N, device=dev)
@@ -196,12 +216,12 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
     rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float32)
     cs, us, xv, inter = (torch.empty_like(rs) for _ in range(4))
-    common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
+    common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k,
                   BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
-                  DOT=p.dot, num_warps=p.warps)
+                  DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     seq_arg = seq if seq is not None else dummy
     _dx_db_kernel[(rows, bsz * n_hb)](
-        x, B, C, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, db_part, dd_part, rs, cs, us, xv,
+        x, B, C, bmm(B, C, p), dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, db_part, dd_part, rs, cs, us, xv,
         L, H, G, P, N, Lp, nc, k, HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
     _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, k,
                                    **common)
