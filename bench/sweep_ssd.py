@@ -61,7 +61,8 @@ def sweep(t, chunk, label):
         except Exception as e:  # out of shared memory, say
             print(f"  fwd failed {tiles}: {type(e).__name__}: {str(e)[:80]}")
     print(f"{label}: backward plans")
-    for bm, bk, w, s, target in itertools.product([32, 64], [32, 64], [4, 8], [1, 2], [528]):
+    for (bm, bk), w, s, target in itertools.product([(64, 64), (64, 32), (32, 32), (32, 64)], [4, 8], [1, 2],
+                                                     [132, 528, 2112]):
         tiles = dict(bwd_block_m=bm, bwd_block_k=bk, bwd_warps=w, bwd_stages=s, min_programs=target)
         try:
             f = ms(lambda: launch.ssd_backward(dout, None, saved, **t, chunk_size=chunk, dt_softplus=True, tiles=tiles))

@@ -16,6 +16,7 @@ from ssm_triton.kernels import discretize as kd  # noqa: E402
 from ssm_triton.kernels import scan as ks  # noqa: E402
 from ssm_triton.kernels import selective_scan as kss  # noqa: E402
 from ssm_triton.kernels.ssd import backward as ssd_bwd  # noqa: E402
+from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_scan as ssd_scan  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
@@ -95,12 +96,17 @@ def ssd_cases():
             dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
         yield "ssd state bwd", ssd_pass._state_bwd_kernel, {**f32("ADJ", "HS", "CUM", "DFINAL", "DH0", "FPART"), **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
+        yield "ssd bmm", ssd_bmm._bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
+            dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan._chunk_scan_fwd_kernel, \
-            {**iop("X", "B", "C", "Z", "Y", "OUT"), **f32("DTP", "CUM", "HS", "D"), **ints}, \
+            {**iop("X", "B", "C", "Z", "Y", "OUT"), **f32("CB", "DTP", "CUM", "HS", "D"), **ints}, \
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
-        yield "ssd dx_db", ssd_bwd._dx_db_kernel, \
-            {**iop("X", "B", "C", "DY", "DX"), **f32("DTP", "CUM", "ADJ", "D", "DB_PART", "DD_PART", "RS", "CS", "US", "XV"),
-             **ints}, dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_SEQ=seq, **tiles)
+        yield "ssd dx", ssd_bwd._dx_kernel, \
+            {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DD_PART", "US", "XV"), **ints}, \
+            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_SEQ=seq, **tiles)
+        yield "ssd db", ssd_bwd._db_kernel, \
+            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "RS", "CS"), **ints}, \
+            dict(HAS_SEQ=seq, **tiles)
         yield "ssd dc", ssd_bwd._dc_kernel, {**iop("X", "B", "C", "DY"), **f32("DTP", "CUM", "HS", "DC_PART", "INTER"), **ints}, \
             dict(HAS_SEQ=seq, **tiles)
         yield "ssd gate bwd", ssd_dt._gate_bwd_kernel, iop("DOUT", "Y", "Z", "DY", "DZ"), dict(BLOCK=1024)

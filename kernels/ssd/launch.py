@@ -15,11 +15,11 @@ from .chunk_scan import _chunk_scan_fwd_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
 from .cumsum import _dt_cumsum_kernel
 from .bmm import _bmm_kernel
-from .backward import _dc_kernel, _dx_db_kernel
+from .backward import _db_kernel, _dc_kernel, _dx_kernel
 from .bwd_dt import _dt_bwd_kernel, _gate_bwd_kernel
 from .state_passing import _state_bwd_kernel, _state_fwd_kernel
 
-STATE_BLOCK = 1024
+STATE_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -215,14 +215,18 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     dc_part = _f32(bsz, L, n_hb, N, device=dev)
     dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
     rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float32)
-    cs, us, xv, inter = (torch.empty_like(rs) for _ in range(4))
+    cs = torch.zeros_like(rs)
+    us, xv, inter = (torch.empty_like(rs) for _ in range(3))
     common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k,
                   BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
                   DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     seq_arg = seq if seq is not None else dummy
-    _dx_db_kernel[(rows, bsz * n_hb)](
-        x, B, C, bmm(B, C, p), dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, db_part, dd_part, rs, cs, us, xv,
-        L, H, G, P, N, Lp, nc, k, HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
+    cb = bmm(B, C, p)
+    _dx_kernel[(rows, bsz * H)](
+        x, B, cb, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, dd_part, us, xv,
+        L, H, G, P, N, Lp, nc, HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
+    _db_kernel[(rows, bsz * n_hb)](x, B, C, cb, dy, dtp, cum, adj, seq_arg, db_part, rs, cs,
+                                   L, H, G, P, N, Lp, nc, k, **common)
     _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, k,
                                    **common)
 

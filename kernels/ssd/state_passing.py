@@ -43,10 +43,14 @@ def _state_fwd_kernel(S, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
         run = tl.load(H0 + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
     else:
         run = tl.zeros([BLOCK], dtype=tl.float32)
+    # the next chunk's state is requested before this one's is stored: the loop is bound by memory
+    # latency, not bandwidth, unless a load is in flight while the arithmetic runs
+    own = tl.load(S + base + e, mask=ok, other=0.0)
     for c in range(nc):
-        own = tl.load(S + base + c * PN + e, mask=ok, other=0.0)
+        nxt = tl.load(S + base + ((c + 1) % nc) * PN + e, mask=ok, other=0.0)   # wraps at the end, unused
         tl.store(S + base + c * PN + e, run, mask=ok)
         run = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q) * run + own
+        own = nxt
     tl.store(FINAL + bh.to(tl.int64) * PN + e, run, mask=ok)
 
 
@@ -65,12 +69,16 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
         run = tl.load(DFINAL + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
     else:
         run = tl.zeros([BLOCK], dtype=tl.float32)
+    adj = tl.load(ADJ + base + (nc - 1) * PN + e, mask=ok, other=0.0)
+    enter = tl.load(HS + base + (nc - 1) * PN + e, mask=ok, other=0.0)
     for i in range(nc):
         c = nc - 1 - i
-        adj = tl.load(ADJ + base + c * PN + e, mask=ok, other=0.0)
+        adj_next = tl.load(ADJ + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0)   # prefetch, as above
+        enter_next = tl.load(HS + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0)
         tl.store(ADJ + base + c * PN + e, run, mask=ok)
         carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
-        enter = tl.load(HS + base + c * PN + e, mask=ok, other=0.0)
         tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + blk, carry * tl.sum(run * enter, axis=0))
         run = adj + carry * run
+        adj = adj_next
+        enter = enter_next
     tl.store(DH0 + bh.to(tl.int64) * PN + e, run, mask=ok)
