@@ -90,16 +90,16 @@ def ssd_cases():
             dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
         for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN):
             yield "ssd chunk_outer", ssd_state._chunk_outer_kernel, \
-                {**iop("V", "W"), **f32("DTP", "CUM", "HPREV", "OUT"), **ints}, \
+                {**iop("V", "W"), **f32("DTP", "CUM", "OUT"), "HPREV": PTR[dot], **ints}, \
                 dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot)
-        yield "ssd state fwd", ssd_pass._state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), **ints}, \
+        yield "ssd state fwd", ssd_pass._state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), "HS": PTR[dot], **ints}, \
             dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
-        yield "ssd state bwd", ssd_pass._state_bwd_kernel, {**f32("ADJ", "HS", "CUM", "DFINAL", "DH0", "FPART"), **ints}, \
+        yield "ssd state bwd", ssd_pass._state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR[dot], **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
         yield "ssd bmm", ssd_bmm._bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan._chunk_scan_fwd_kernel, \
-            {**iop("X", "B", "C", "Z", "Y", "OUT"), **f32("CB", "DTP", "CUM", "HS", "D"), **ints}, \
+            {**iop("X", "B", "C", "Z", "Y", "OUT", "HS"), **f32("CB", "DTP", "CUM", "D"), **ints}, \
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
         yield "ssd dx", ssd_bwd._dx_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DD_PART", "US", "XV"), **ints}, \
@@ -107,7 +107,7 @@ def ssd_cases():
         yield "ssd db", ssd_bwd._db_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "RS", "CS"), **ints}, \
             dict(HAS_SEQ=seq, **tiles)
-        yield "ssd dc", ssd_bwd._dc_kernel, {**iop("X", "B", "C", "DY"), **f32("DTP", "CUM", "HS", "DC_PART", "INTER"), **ints}, \
+        yield "ssd dc", ssd_bwd._dc_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(HAS_SEQ=seq, **tiles)
         yield "ssd gate bwd", ssd_dt._gate_bwd_kernel, iop("DOUT", "Y", "Z", "DY", "DZ"), dict(BLOCK=1024)
         yield "ssd dt bwd", ssd_dt._dt_bwd_kernel, \

@@ -75,7 +75,8 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
         keep = tl.exp(cum_end)
         if HAS_SEQ:
             keep = tl.where(seq_end == seq_prev, keep, 0.0)
-        enter = tl.load(HPREV + ((h.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :], mask=pn_ok, other=0.0)
+        enter = tl.load(HPREV + ((h.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :], mask=pn_ok,
+                        other=0.0).to(tl.float32)
         acc += keep * enter
         dst = OUT + ((pid.to(tl.int64) * H + h) * P + ps[:, None]) * N + ns[None, :]
     else:

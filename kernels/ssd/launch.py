@@ -1,7 +1,8 @@
 """Launchers for the SSD stages: block sizes, grids, scratch buffers, and the order the stages run in.
 
 Inputs arrive contiguous and validated (``ssm_triton.ops.ssd``). Scratch is fp32:
-``dtp, cum (b, H, n_chunks * Q)``, the entering states ``hs (b, H, n_chunks, P, N)``.
+``dtp, cum (b, H, n_chunks * Q)``; the entering states ``hs (b, H, n_chunks, P, N)`` are kept in the
+dtype the tensor cores read (fp32 for fp32 inputs and under the interpreter, else the inputs').
 """
 import math
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from .bwd_dt import _dt_bwd_kernel, _gate_bwd_kernel
 from .state_passing import _state_bwd_kernel, _state_fwd_kernel
 
 STATE_BLOCK = 256
+_TORCH_DOT = {tl.float32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,20 @@ class Plan:
     min_programs: int = 528   # the pair stages' target: 4 per H100 SM
 
     @property
-    def ieee(self) -> bool:
-        return self.dot == tl.float32
+    def torch_dot(self) -> torch.dtype:
+        return _TORCH_DOT[self.dot]
 
 
 def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **overrides) -> Plan:
-    """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep)."""
-    P = x.shape[-1]
+    """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep).
+
+    The GPU defaults come from ``python -m ssm_triton.bench.sweep_ssd`` on the H100 (2026-11-25, H=64 P=64
+    N=128 chunk 256 bf16): with many (row, head) pairs (b=8 L=4096) the forward was fastest with
+    64x32 step tiles and no pipelining (1.36 ms), the backward with 64x64 tiles, two stages and heads
+    grouped down to ~528 programs (4.65 ms); a small prefill (b=1 L=2048) wanted 64x64 forward tiles
+    in two stages and 32x32 backward tiles with one or two heads per program.
+    """
+    bsz, L, H, P = x.shape
     interp = interpreting()
     blk = min(block or (16 if interp else 64), chunk_size)
     # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
@@ -57,6 +66,12 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **o
     pad = lambda n, hi: max(16, min(hi, triton.next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
              outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk)
+    if not interp and block is None:
+        if bsz * L * H >= 1 << 20:
+            p = replace(p, block_k=min(32, chunk_size), stages=1)
+        else:
+            small = min(32, chunk_size)
+            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=2112)
     return replace(p, **overrides) if overrides else p
 
 
@@ -98,15 +113,17 @@ def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     return out
 
 
-def state_passing(hs, cum, seq, h0, L, p: Plan):
-    """In place: ``hs`` holds each chunk's own state on entry, the state entering it on return."""
-    bsz, H, nc, P, N = hs.shape
-    final = _f32(bsz, H, P, N, device=hs.device)
+def state_passing(own, cum, seq, h0, L, p: Plan):
+    """``own (b, H, nc, P, N)`` fp32, each chunk's own state -> ``(hs, final)``: the states entering each
+    chunk, in the tensor cores' dtype, and the last state, fp32."""
+    bsz, H, nc, P, N = own.shape
+    final = _f32(bsz, H, P, N, device=own.device)
+    hs = torch.empty(own.shape, device=own.device, dtype=p.torch_dot)
     PN = P * N
     _state_fwd_kernel[(bsz * H, triton.cdiv(PN, STATE_BLOCK))](
-        hs, cum, seq if seq is not None else cum, h0 if h0 is not None else hs, final, L, H, nc * p.Q, nc, PN,
+        own, hs, cum, seq if seq is not None else cum, h0 if h0 is not None else own, final, L, H, nc * p.Q, nc, PN,
         HAS_H0=h0 is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
-    return final
+    return hs, final
 
 
 def bmm(B, C, p: Plan):
@@ -152,8 +169,7 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
-    hs = chunk_outer(x, B, dtp, cum, seq, MODE_STATE, p)
-    final = state_passing(hs, cum, seq, initial_states, L, p)
+    hs, final = state_passing(chunk_outer(x, B, dtp, cum, seq, MODE_STATE, p), cum, seq, initial_states, L, p)
     cb = bmm(B, C, p)
     out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
     varlen = None

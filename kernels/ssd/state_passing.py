@@ -3,8 +3,9 @@
 Forward: ``h_enter[0] = h0``, ``h_enter[c+1] = keep_c exp(cum_end_c) h_enter[c] + own_c``, where
 ``own_c`` is the chunk's own end state (stage 2) and ``keep_c`` is 0 when ``seq_idx`` starts a new
 sequence inside chunk ``c`` (the chunk's end lies in another sequence than the step before it).
-The buffer of own states is overwritten in place with the entering states; ``final`` is
-``h_enter[n_chunks]``.
+The scan runs in fp32; the entering states are stored in the dtype the tensor cores will read them in
+(bf16 for bf16 inputs: half the bytes for the stages that re-read them once per block of steps);
+``final`` is ``h_enter[n_chunks]`` in fp32.
 
 Backward, the same recurrence reversed: ``dh_enter[c] = adj_c + keep_c exp(cum_end_c) dh_enter[c+1]``
 (``adj_c`` from the adjoint outer products), overwriting ``adj_c`` with ``dh_enter[c+1]`` (the gradient
@@ -31,7 +32,7 @@ def _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ: tl.constexpr, Q: tl.constexpr):
 
 
 @triton.jit
-def _state_fwd_kernel(S, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
+def _state_fwd_kernel(S, HS, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
                       HAS_H0: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
     bh = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -48,7 +49,7 @@ def _state_fwd_kernel(S, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
     own = tl.load(S + base + e, mask=ok, other=0.0)
     for c in range(nc):
         nxt = tl.load(S + base + ((c + 1) % nc) * PN + e, mask=ok, other=0.0)   # wraps at the end, unused
-        tl.store(S + base + c * PN + e, run, mask=ok)
+        tl.store(HS + base + c * PN + e, run.to(HS.dtype.element_ty), mask=ok)
         run = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q) * run + own
         own = nxt
     tl.store(FINAL + bh.to(tl.int64) * PN + e, run, mask=ok)
@@ -70,11 +71,11 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
     else:
         run = tl.zeros([BLOCK], dtype=tl.float32)
     adj = tl.load(ADJ + base + (nc - 1) * PN + e, mask=ok, other=0.0)
-    enter = tl.load(HS + base + (nc - 1) * PN + e, mask=ok, other=0.0)
+    enter = tl.load(HS + base + (nc - 1) * PN + e, mask=ok, other=0.0).to(tl.float32)
     for i in range(nc):
         c = nc - 1 - i
         adj_next = tl.load(ADJ + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0)   # prefetch, as above
-        enter_next = tl.load(HS + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0)
+        enter_next = tl.load(HS + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0).to(tl.float32)
         tl.store(ADJ + base + c * PN + e, run, mask=ok)
         carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
         tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + blk, carry * tl.sum(run * enter, axis=0))

@@ -81,7 +81,8 @@ def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_
     varlen = x.new_empty((cu_seqlens.shape[0] - 1, H, P, N), **f32) if want_varlen else x.new_empty(0)
     return (torch.empty_like(x), x.new_empty((bsz, H, P, N), **f32), varlen,
             x.new_empty((bsz, H, nc * chunk_size), **f32), x.new_empty((bsz, H, nc * chunk_size), **f32),
-            x.new_empty((bsz, H, nc, P, N), **f32), torch.empty_like(x) if z is not None else x.new_empty(0))
+            x.new_empty((bsz, H, nc, P, N), dtype=_k.plan(x, N, chunk_size).torch_dot, device=x.device),
+            torch.empty_like(x) if z is not None else x.new_empty(0))
 
 
 @torch.library.custom_op("ssm_triton::ssd_backward", mutates_args=())
