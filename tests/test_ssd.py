@@ -191,3 +191,22 @@ GOOD = dict(x=torch.ones(1, 6, 4, 3), dt=torch.ones(1, 6, 4), A=-torch.ones(4), 
 def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
     with pytest.raises(exc, match=match):
         ssm_triton.mamba_chunk_scan_combined(**{**GOOD, **override})
+
+
+@given(L=st.integers(20, 64), chunk=st.sampled_from([32, 64]), rate=st.floats(2.0, 12.0), seed=seeds())
+def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate, seed):
+    # cum_t - cum_s must keep fp32 accuracy where both are large; a single fp32 cumsum loses it
+    t = problem(device, 1, L, 1, 2, 4, 4, seed, False, False, torch.float32)
+    t["dt"] = t["dt"].abs() + 1.0
+    t["A"] = t["A"] * rate
+    leaves = {k: t[k].requires_grad_() for k in ("x", "dt", "A", "B", "C")}
+    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, chunk_size=chunk, return_final_states=True)
+    want_out, want_final = ssd_np(**as_np(t))
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(final, want_final, torch.float32, "final_states")
+    g = normal(out.shape, seed + 1, device)
+    got = torch.autograd.grad((out * g).sum(), list(leaves.values()))
+    ref = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    want = torch.autograd.grad((ssd_quadratic_torch(**ref)[0] * g.double()).sum(), list(ref.values()))
+    for name, a, b in zip(leaves, got, want):
+        assert_close(a, b, torch.float32, f"d{name}")

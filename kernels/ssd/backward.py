@@ -14,15 +14,16 @@ reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts 
 * ``_dc_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
   and the gradient of ``cum_t`` through the entering state's term.
 
-``T`` is formed once per pair in fp32, so ``rs`` and ``cs`` (which cancel when the step-size gradient is
-assembled in ``bwd_dt.py``) cancel to fp32 rounding, whatever precision the tensor-core products had.
+``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
+when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
+cancel exactly where they should, whatever precision the tensor-core products had.
 ``_db_kernel`` / ``_dc_kernel`` programs loop over ``HEADS`` heads of one group and write one fp32
 partial per head block.
 """
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, mm
+from .common import chunk_bounds, cum_at, mm
 
 
 @triton.jit
@@ -38,14 +39,23 @@ def _group_rows(PTR, step, g, G, N, ns, ok, n_ok):
 
 
 @triton.jit
-def _pair_decay(CUM, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ: tl.constexpr):
+def _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ: tl.constexpr):
     """``E (s, t)``: ``exp(cum_t - cum_s)`` where ``s <= t`` in one sequence, else 0."""
     keep = (t[None, :] >= s[:, None]) & t_ok[None, :] & s_ok[:, None]
     if HAS_SEQ:
         keep &= seq_t[None, :] == seq_s[:, None]
-    cum_s = tl.load(CUM + row + s)
-    cum_t = tl.load(CUM + row + t)
-    return tl.exp(tl.where(keep, cum_t[None, :] - cum_s[:, None], float("-inf")))
+    cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
+    cum_t, cum_t_lo = cum_at(CUM, lo_off, row, t)
+    gap = (cum_t[None, :] - cum_s[:, None]) + (cum_t_lo[None, :] - cum_s_lo[:, None])
+    return tl.exp(tl.where(keep, gap, float("-inf")))
+
+
+@triton.jit
+def _to_end(CUM, lo_off, row, s, end):
+    """``exp(cum_end - cum_s)``."""
+    cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
+    cum_end, cum_end_lo = cum_at(CUM, lo_off, row, end)
+    return tl.exp((cum_end - cum_s) + (cum_end_lo - cum_s_lo))
 
 
 @triton.jit
@@ -57,7 +67,7 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 
 @triton.jit
 def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
-               L, H, G, P, N, Lp, nc,
+               L, H, G, P, N, Lp, nc, lo_off,
                HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
                DOT: tl.constexpr):
@@ -83,7 +93,7 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
         t = t0 + tl.arange(0, BLOCK_K)
         t_ok = t <= end
         step_t = bi.to(tl.int64) * L + t
-        decay = _pair_decay(CUM, row, s, t, s_ok, t_ok, seq_s, _seq(SEQ, step_t, t_ok, -2, HAS_SEQ), HAS_SEQ)
+        decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, _seq(SEQ, step_t, t_ok, -2, HAS_SEQ), HAS_SEQ)
         cb = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :], other=0.0)
         v += mm(cb * decay, _rows(DY, step_t, h, H, P, ps, t_ok, p_ok), DOT)
     # through chunk c's end state
@@ -92,9 +102,8 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
     in_end_seq = s_ok
     if HAS_SEQ:
         in_end_seq &= seq_s == tl.load(SEQ + bi.to(tl.int64) * L + end)
-    cum_s = tl.load(CUM + row + s)
     dt_s = tl.load(DTP + row + s)
-    w = tl.where(in_end_seq, tl.exp(tl.load(CUM + row + end) - cum_s), 0.0)
+    w = tl.where(in_end_seq, _to_end(CUM, lo_off, row, s, end), 0.0)
     vs = mm(_group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), ds, DOT) * w[:, None]
     v += vs
     x32 = _rows(X, step_s, h, H, P, ps, s_ok, p_ok).to(tl.float32)
@@ -115,7 +124,7 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
 
 @triton.jit
 def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
-               L, H, G, P, N, Lp, nc, HEADS,
+               L, H, G, P, N, Lp, nc, lo_off, HEADS,
                HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     s0 = tl.program_id(0) * BLOCK_M
@@ -145,11 +154,11 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            decay = _pair_decay(CUM, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
+            decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
             xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
             wgt = xdy * decay * tl.load(DTP + row + s)[:, None]
             wsum += wgt
-            pair = cb * wgt
+            pair = (cb * wgt).to(tl.float64)
             tl.atomic_add(CS + row + s, tl.sum(pair, axis=1), mask=s_ok, sem="relaxed")
             tl.atomic_add(RS + row + t, tl.sum(pair, axis=0), mask=t_ok, sem="relaxed")
         db += mm(wsum, _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok), DOT)
@@ -163,14 +172,14 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
         row = bh.to(tl.int64) * Lp
         ds = tl.load(ADJ + ((bh.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :],
                      mask=p_ok[:, None] & n_ok[None, :], other=0.0)                       # (P, N)
-        w = tl.where(in_end_seq, tl.exp(tl.load(CUM + row + end) - tl.load(CUM + row + s)), 0.0) * tl.load(DTP + row + s)
+        w = tl.where(in_end_seq, _to_end(CUM, lo_off, row, s, end), 0.0) * tl.load(DTP + row + s)
         db += mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), ds, DOT) * w[:, None]
     tl.store(DB_PART + ((step_s * n_hb + hb) * N)[:, None] + ns[None, :], db, mask=s_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
 def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
-               L, H, G, P, N, Lp, nc, HEADS,
+               L, H, G, P, N, Lp, nc, lo_off, HEADS,
                HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     t0 = tl.program_id(0) * BLOCK_M
@@ -213,7 +222,7 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            decay = _pair_decay(CUM, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
+            decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
             xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
             wsum += xdy * decay * tl.load(DTP + row + s)[:, None]
         dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)

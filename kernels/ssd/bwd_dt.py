@@ -5,7 +5,9 @@
 ``_dt_bwd_kernel``, per (chunk, batch row, head): ``cum_t`` is the within-chunk sum of ``a_r = dt_r A``,
 so ``d a_r = sum_{t >= r} d cum_t`` plus the gradient of the chunk's total decay. From the pair stages,
 ``d cum_t = rs_t + inter_t - cs_t - u_t`` (decays into step ``t`` minus decays out of it) and the total
-decay gets ``sum_s u_s`` (through the chunk's own state) and ``f_c`` (through the carried state). Then
+decay gets ``sum_s u_s`` (through the chunk's own state) and ``f_c`` (through the carried state). Both
+are summed so that nothing large cancels: ``rs - cs`` in fp64, and ``sum_s u_s - sum_{s >= r} u_s`` as
+the prefix ``sum_{s < r} u_s``. Then
 ``d dt_r = x_r.v_r + A d a_r``, ``dA = sum dt_r d a_r``, and ``d dt_r`` is pulled back through the clamp,
 the softplus and the bias.
 """
@@ -38,10 +40,13 @@ def _dt_bwd_kernel(DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, 
     t = c * Q + tl.arange(0, Q)
     ok = t < L
     row = bh.to(tl.int64) * Lp + t
+    # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)
+    pairs = (tl.load(RS + row, mask=ok, other=0.0) - tl.load(CS + row, mask=ok, other=0.0)
+             + tl.load(INTER + row, mask=ok, other=0.0).to(tl.float64))
+    d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
+    # through the chunk's own state: the steps before r (the later ones cancel against the total)
     u = tl.load(US + row, mask=ok, other=0.0)
-    d_cum = (tl.load(RS + row, mask=ok, other=0.0) + tl.load(INTER + row, mask=ok, other=0.0)
-             - tl.load(CS + row, mask=ok, other=0.0) - u)
-    d_a = tl.sum(d_cum, axis=0) - tl.cumsum(d_cum, axis=0) + d_cum + tl.load(F + bh.to(tl.int64) * nc + c) + tl.sum(u, axis=0)
+    d_a += tl.cumsum(u, axis=0) - u + tl.load(F + bh.to(tl.int64) * nc + c)
     d_a = tl.where(ok, d_a, 0.0)
     a_h = tl.load(A + h).to(tl.float32)
     ddt = tl.load(XV + row, mask=ok, other=0.0) + a_h * d_a

@@ -11,12 +11,12 @@ matrix never reaches memory. The pre-gate ``y`` is stored too when a backward wi
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, mm
+from .common import chunk_bounds, cum_at, mm
 
 
 @triton.jit
 def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
-                           L, H, G, P, N, Lp, nc,
+                           L, H, G, P, N, Lp, nc, lo_off,
                            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr,
                            HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -36,7 +36,7 @@ def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
     n_ok = ns < N
     row = bh.to(tl.int64) * Lp
     step_t = bi.to(tl.int64) * L + t
-    cum_t = tl.load(CUM + row + t)
+    cum_t, cum_t_lo = cum_at(CUM, lo_off, row, t)
     c_t = tl.load(C + ((step_t * G + g) * N)[:, None] + ns[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0)
 
     # from the state entering the chunk (only for steps still in its sequence)
@@ -58,9 +58,10 @@ def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
         keep = (s[None, :] <= t[:, None]) & s_ok[None, :]
         if HAS_SEQ:
             keep &= tl.load(SEQ + step_s, mask=s_ok, other=-2)[None, :] == seq_t[:, None]
-        cum_s = tl.load(CUM + row + s)
+        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
         dt_s = tl.load(DTP + row + s)
-        decay = tl.exp(tl.where(keep, cum_t[:, None] - cum_s[None, :], float("-inf"))) * dt_s[None, :]
+        decay = tl.exp(tl.where(keep, (cum_t[:, None] - cum_s[None, :]) + (cum_t_lo[:, None] - cum_s_lo[None, :]),
+                                  float("-inf"))) * dt_s[None, :]
         x_s = tl.load(X + ((step_s * H + h) * P)[:, None] + ps[None, :], mask=s_ok[:, None] & p_ok[None, :], other=0.0)
         acc += mm(cb * decay, x_s, DOT)
 

@@ -13,7 +13,7 @@ walks its steps in ``BLOCK_K`` slices: one ``tl.dot`` of ``(BLOCK_P, BLOCK_K) @ 
 import triton
 import triton.language as tl
 
-from .common import mm
+from .common import cum_at, mm
 
 MODE_STATE = 0
 MODE_ADJOINT = 1
@@ -24,7 +24,7 @@ _VARLEN = tl.constexpr(MODE_VARLEN)
 
 @triton.jit
 def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
-                        L, H, G, P, N, Lp, nc,
+                        L, H, G, P, N, Lp, nc, lo_off,
                         MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     pid = tl.program_id(0)
@@ -47,7 +47,7 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
     start = c * Q
     g = h // (H // G)
     row = bh.to(tl.int64) * Lp
-    cum_end = tl.load(CUM + row + end)
+    cum_end, cum_end_lo = cum_at(CUM, lo_off, row, end)
     seq_end = 0
     seq_prev = 0
     if HAS_SEQ:
@@ -57,12 +57,12 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
     for s0 in range(start, end + 1, BLOCK_K):
         s = s0 + tl.arange(0, BLOCK_K)
         ok = s <= end
-        cum_s = tl.load(CUM + row + s, mask=ok, other=0.0)
+        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)   # s < start + Q: inside the padded row
         if MODE == _ADJOINT:
-            wgt = tl.exp(cum_s)
+            wgt = tl.exp(cum_s + cum_s_lo)
             want = seq_prev
         else:
-            wgt = tl.exp(cum_end - cum_s) * tl.load(DTP + row + s, mask=ok, other=0.0)
+            wgt = tl.exp((cum_end - cum_s) + (cum_end_lo - cum_s_lo)) * tl.load(DTP + row + s, mask=ok, other=0.0)
             want = seq_end
         if HAS_SEQ:
             ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want

@@ -13,6 +13,14 @@ def mm(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
+def cum_at(CUM, lo_off, row, idx):
+    """``cum`` at steps ``idx`` as ``(hi, lo)``: its fp64 within-chunk sum split into two fp32 parts, so
+    that differences of two large sums (hundreds of nats of decay inside a chunk) keep fp32 accuracy.
+    ``idx`` stays inside the padded row (``n_chunks * Q`` steps), so no mask is needed."""
+    return tl.load(CUM + row + idx), tl.load(CUM + lo_off + row + idx)
+
+
+@triton.jit
 def chunk_bounds(c, L, Q: tl.constexpr):
     """First step of chunk ``c``, its last real step, and the step before it (the chunk's own first
     step for chunk 0: the sequence an initial state belongs to)."""

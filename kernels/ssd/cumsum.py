@@ -1,7 +1,9 @@
 """Stage 1: step sizes and their cumulative decay inside each chunk.
 
 ``dt_t = clamp(softplus(dt_raw + dt_bias), lo, hi)`` and ``cum_t = sum_{chunk start <= r <= t} dt_r A``,
-written as ``(b, H, n_chunks * Q)`` fp32 rows, contiguous in time for the later stages. Steps past
+written as ``(b, H, n_chunks * Q)`` fp32 rows, contiguous in time for the later stages. ``cum`` is
+summed in fp64 and kept as two fp32 planes ``(hi, lo)`` (``CUM`` and ``CUM + lo_off``): the later
+stages need ``cum_t - cum_s`` to fp32 accuracy where both are large. Steps past
 ``L`` get ``dt = 0``, so ``cum`` stays flat there and a chunk's last entry is its total decay.
 """
 import triton
@@ -32,7 +34,7 @@ def raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo, hi,
+def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo_off, lo, hi,
                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
@@ -42,7 +44,9 @@ def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo, hi,
     ok = t < L
     dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     dt = tl.where(ok, dt, 0.0)
-    cum = tl.cumsum(dt * tl.load(A + h).to(tl.float32), axis=0)
+    cum = tl.cumsum((dt * tl.load(A + h).to(tl.float32)).to(tl.float64), axis=0)
+    cum_hi = cum.to(tl.float32)
     row = bh.to(tl.int64) * Lp + t
     tl.store(DTP + row, dt)
-    tl.store(CUM + row, cum)
+    tl.store(CUM + row, cum_hi)
+    tl.store(CUM + lo_off + row, (cum - cum_hi.to(tl.float64)).to(tl.float32))

@@ -1,7 +1,7 @@
 """Launchers for the SSD stages: block sizes, grids, scratch buffers, and the order the stages run in.
 
 Inputs arrive contiguous and validated (``ssm_triton.ops.ssd``). Scratch is fp32:
-``dtp, cum (b, H, n_chunks * Q)``; the entering states ``hs (b, H, n_chunks, P, N)`` are kept in the
+``dtp (b, H, n_chunks * Q)``, ``cum (2, b, H, n_chunks * Q)`` (see ``cumsum.py``); the entering states ``hs (b, H, n_chunks, P, N)`` are kept in the
 dtype the tensor cores read (fp32 for fp32 inputs and under the interpreter, else the inputs').
 """
 import math
@@ -79,15 +79,21 @@ def _f32(*shape, device):
     return torch.empty(shape, device=device, dtype=torch.float32)
 
 
+def lo_offset(cum: torch.Tensor) -> int:
+    """Elements from the ``hi`` plane of ``cum (2, b, H, Lp)`` to its ``lo`` plane."""
+    return cum[0].numel()
+
+
 def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
+    """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum."""
     bsz, L, H = dt.shape
     nc = triton.cdiv(L, p.Q)
     dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
-    cum = torch.empty_like(dtp)
+    cum = _f32(2, bsz, H, nc * p.Q, device=dt.device)
     lo, hi = dt_limit
     clamp = lo > 0.0 or hi != math.inf
     _dt_cumsum_kernel[(nc, bsz * H)](
-        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, float(lo), float(min(hi, 3.0e38)),
+        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, lo_offset(cum), float(lo), float(min(hi, 3.0e38)),
         HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
     return dtp, cum
 
@@ -107,7 +113,7 @@ def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
         grid = (nc, bsz * H, tiles)
     _chunk_outer_kernel[grid](
         V, W, dtp, cum, seq if seq is not None else cum, hprev if hprev is not None else cum, out,
-        cu if cu is not None else cum, L, H, G, P, N, nc * p.Q, nc,
+        cu if cu is not None else cum, L, H, G, P, N, nc * p.Q, nc, lo_offset(cum),
         MODE=mode, HAS_SEQ=seq is not None, Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=p.outer_p, BLOCK_N=p.outer_n,
         DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
     return out
@@ -144,7 +150,7 @@ def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
     y = torch.empty_like(x) if store_y else out
     _chunk_scan_fwd_kernel[(triton.cdiv(L, p.block_m), bsz * H, triton.cdiv(P, p.block_p))](
         x, B, C, cb, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
-        seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc,
+        seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc, lo_offset(cum),
         HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
         HAS_SEQ=seq is not None, STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
         BLOCK_P=p.block_p, BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
@@ -230,9 +236,9 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     db_part = _f32(bsz, L, n_hb, N, device=dev)
     dc_part = _f32(bsz, L, n_hb, N, device=dev)
     dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
-    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float32)
+    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
     cs = torch.zeros_like(rs)
-    us, xv, inter = (torch.empty_like(rs) for _ in range(3))
+    us, xv, inter = (torch.empty_like(rs, dtype=torch.float32) for _ in range(3))
     common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k,
                   BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
                   DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
@@ -240,10 +246,10 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     cb = bmm(B, C, p)
     _dx_kernel[(rows, bsz * H)](
         x, B, cb, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, dd_part, us, xv,
-        L, H, G, P, N, Lp, nc, HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
+        L, H, G, P, N, Lp, nc, lo_offset(cum), HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
     _db_kernel[(rows, bsz * n_hb)](x, B, C, cb, dy, dtp, cum, adj, seq_arg, db_part, rs, cs,
-                                   L, H, G, P, N, Lp, nc, k, **common)
-    _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, k,
+                                   L, H, G, P, N, Lp, nc, lo_offset(cum), k, **common)
+    _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, lo_offset(cum), k,
                                    **common)
 
     ddt = torch.empty_like(dt)

@@ -80,7 +80,7 @@ def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_
     f32 = dict(dtype=torch.float32, device=x.device)
     varlen = x.new_empty((cu_seqlens.shape[0] - 1, H, P, N), **f32) if want_varlen else x.new_empty(0)
     return (torch.empty_like(x), x.new_empty((bsz, H, P, N), **f32), varlen,
-            x.new_empty((bsz, H, nc * chunk_size), **f32), x.new_empty((bsz, H, nc * chunk_size), **f32),
+            x.new_empty((bsz, H, nc * chunk_size), **f32), x.new_empty((2, bsz, H, nc * chunk_size), **f32),
             x.new_empty((bsz, H, nc, P, N), dtype=_k.plan(x, N, chunk_size).torch_dot, device=x.device),
             torch.empty_like(x) if z is not None else x.new_empty(0))
 
