@@ -105,10 +105,10 @@ def ssd_cases():
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DD_PART", "US", "XV"), **ints}, \
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd._db_kernel, \
-            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART"), "RS": "*fp64", "CS": "*fp64", **ints}, \
-            dict(HAS_SEQ=seq, **tiles)
+            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
+             **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
         yield "ssd dc", ssd_bwd._dc_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
-            dict(HAS_SEQ=seq, **tiles)
+            dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         yield "ssd gate bwd", ssd_dt._gate_bwd_kernel, iop("DOUT", "Y", "Z", "DY", "DZ"), dict(BLOCK=1024)
         yield "ssd dt bwd", ssd_dt._dt_bwd_kernel, \
             {**iop("DT", "DDT"), **f32("DT_BIAS", "A", "DTP", "INTER", "US", "XV", "F", "DA_PART", "DBIAS_PART"), "RS": "*fp64", "CS": "*fp64",

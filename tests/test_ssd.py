@@ -62,15 +62,16 @@ def test_forward_matches_both_references(device, bsz, L, groups, heads_per_group
     assert_close(final, quad_final, dtype, "final_states vs quadratic form")
 
 
-@given(**sizes(), use_final=st.booleans())
+@given(**sizes(), use_final=st.booleans(), deterministic=st.booleans())
 def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
-                                          packed, dtype, use_final):
+                                          packed, dtype, use_final, deterministic):
     if BIG:  # the quadratic reference holds (b, L, L, H) in memory
         L = min(L, 300)
     t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
     leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES if k in t}
     flags = {k: v for k, v in t.items() if k not in leaves}
-    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True)
+    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True,
+                                                      deterministic=deterministic)
     g_out = normal(out.shape, seed + 30, device, dtype)
     g_final = normal(final.shape, seed + 31, device)
     loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
@@ -140,6 +141,19 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(got, ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16))
 
 
+def test_deterministic_backward_repeats_bit_for_bit(device):
+    t = problem(device, 2, 50, 1, 3, 4, 5, 12, True, True, torch.float32)
+    leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES}
+    flags = {k: v for k, v in t.items() if k not in leaves}
+
+    def grads():
+        out = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=16, deterministic=True)
+        return torch.autograd.grad(out.sum(), [leaves["B"], leaves["C"], leaves["x"]])
+
+    for a, b in zip(grads(), grads()):
+        assert torch.equal(a, b)
+
+
 def test_return_order_follows_mamba_ssm(device):
     t = problem(device, 1, 10, 1, 1, 2, 3, 9, False, False, torch.float32)
     cu = torch.tensor([0, 4, 10], device=device)
@@ -177,6 +191,7 @@ GOOD = dict(x=torch.ones(1, 6, 4, 3), dt=torch.ones(1, 6, 4), A=-torch.ones(4), 
     (dict(chunk_size=48), ValueError, "chunk_size must be one of"),
     (dict(chunk_size=512), ValueError, "chunk_size must be one of"),
     (dict(dt_softplus=1), TypeError, "dt_softplus must be a bool"),
+    (dict(deterministic="yes"), TypeError, "deterministic must be a bool"),
     (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit must satisfy lo <= hi"),
     (dict(dt_limit="wide"), TypeError, "dt_limit must be a pair"),
     (dict(return_varlen_states=True), ValueError, "return_varlen_states=True needs cu_seqlens"),

@@ -12,7 +12,9 @@ reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts 
   per head. It also sums ``T_ts = (C_t.B_s) W_st`` over ``t`` (into ``cs[s]``) and over ``s`` (into
   ``rs[t]``), per head, with fp32 atomics.
 * ``_dc_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
-  and the gradient of ``cum_t`` through the entering state's term.
+  and the gradient of ``cum_t`` through the entering state's term. By default ``_db_kernel`` adds the
+  pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds ``W`` already), and this
+  kernel adds only the entering state's part; in deterministic mode it walks the pairs itself.
 
 ``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
 when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
@@ -123,9 +125,9 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
 
 
 @triton.jit
-def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
+def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
                L, H, G, P, N, Lp, nc, lo_off, HEADS,
-               HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+               ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     s0 = tl.program_id(0) * BLOCK_M
     c = s0 // Q
@@ -143,6 +145,7 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
     n_ok = ns < N
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
+    b_s = _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok)
     db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for t0 in range(s0, end + 1, BLOCK_K):
         t = t0 + tl.arange(0, BLOCK_K)
@@ -162,6 +165,9 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
             tl.atomic_add(CS + row + s, tl.sum(pair, axis=1), mask=s_ok, sem="relaxed")
             tl.atomic_add(RS + row + t, tl.sum(pair, axis=0), mask=t_ok, sem="relaxed")
         db += mm(wsum, _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok), DOT)
+        if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
+            tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],
+                          mm(tl.trans(wsum), b_s, DOT), mask=t_ok[:, None] & n_ok[None, :], sem="relaxed")
     # through chunk c's end state
     in_end_seq = s_ok
     if HAS_SEQ:
@@ -180,7 +186,7 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, RS, CS,
 @triton.jit
 def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
                L, H, G, P, N, Lp, nc, lo_off, HEADS,
-               HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+               PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     t0 = tl.program_id(0) * BLOCK_M
     c = t0 // Q
@@ -213,7 +219,8 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
         dyh = mm(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok), enter, DOT) * scale[:, None]
         tl.store(INTER + row + t, tl.sum(dyh * c_t.to(tl.float32), axis=1), mask=t_ok)
         dc += dyh
-    for s0 in range(start, tl.minimum(t0 + BLOCK_M, L), BLOCK_K):
+    # the pairs, unless _db_kernel already added them to DC_PART
+    for s0 in range(start, tl.minimum(t0 + BLOCK_M, L) if PAIRS else start, BLOCK_K):
         s = s0 + tl.arange(0, BLOCK_K)
         s_ok = s < L
         step_s = bi.to(tl.int64) * L + s
@@ -226,4 +233,7 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
             xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
             wsum += xdy * decay * tl.load(DTP + row + s)[:, None]
         dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)
-    tl.store(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :], dc, mask=t_ok[:, None] & n_ok[None, :])
+    dst = DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :]
+    if not PAIRS:
+        dc += tl.load(dst, mask=t_ok[:, None] & n_ok[None, :], other=0.0)
+    tl.store(dst, dc, mask=t_ok[:, None] & n_ok[None, :])

@@ -198,10 +198,12 @@ def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
 
 def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
-                 heads=None, tiles=None):
+                 heads=None, tiles=None, deterministic=False):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
-    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32."""
+    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32. ``deterministic``: ``dC`` without
+    atomics (a second pass over the pairs). The step-size sums use fp64 atomics in both modes: their
+    order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely."""
     dtp, cum, hs, y = saved
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
@@ -234,7 +236,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     n_hb = H // k
     dx = torch.empty_like(x)
     db_part = _f32(bsz, L, n_hb, N, device=dev)
-    dc_part = _f32(bsz, L, n_hb, N, device=dev)
+    dc_part = _f32(bsz, L, n_hb, N, device=dev) if deterministic else torch.zeros((bsz, L, n_hb, N), device=dev)
     dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
     rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
     cs = torch.zeros_like(rs)
@@ -247,9 +249,10 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     _dx_kernel[(rows, bsz * H)](
         x, B, cb, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, dd_part, us, xv,
         L, H, G, P, N, Lp, nc, lo_offset(cum), HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
-    _db_kernel[(rows, bsz * n_hb)](x, B, C, cb, dy, dtp, cum, adj, seq_arg, db_part, rs, cs,
-                                   L, H, G, P, N, Lp, nc, lo_offset(cum), k, **common)
+    _db_kernel[(rows, bsz * n_hb)](x, B, C, cb, dy, dtp, cum, adj, seq_arg, db_part, dc_part, rs, cs,
+                                   L, H, G, P, N, Lp, nc, lo_offset(cum), k, ATOMIC_DC=not deterministic, **common)
     _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, lo_offset(cum), k,
+                                   PAIRS=deterministic,
                                    **common)
 
     ddt = torch.empty_like(dt)

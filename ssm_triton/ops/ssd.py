@@ -22,7 +22,7 @@ def _none_if_empty(t):
 
 
 def _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
-             want_varlen, for_backward=True):
+             want_varlen, deterministic, for_backward=True):
     out, final, varlen, (dtp, cum, hs, y) = _k.ssd_forward(
         x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus, (lo, hi),
         want_varlen=want_varlen, for_backward=for_backward)
@@ -36,28 +36,28 @@ def _inference(*inputs):
 
 
 def _save(ctx, inputs, output):
-    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, _ = inputs
+    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, _, det = inputs
     out, final, varlen, dtp, cum, hs, y = output
     ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
-    ctx.flags = (chunk_size, dt_softplus, lo, hi)
+    ctx.flags = (chunk_size, dt_softplus, lo, hi, det)
     ctx.mark_non_differentiable(varlen, dtp, cum, hs, y)
 
 
 def _backward_impl(dout, dfinal, saved, flags):
     x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y = saved
-    chunk_size, dt_softplus, lo, hi = flags
+    chunk_size, dt_softplus, lo, hi, deterministic = flags
     if dout is None:
         dout = torch.zeros_like(x)
     grads = _k.ssd_backward(dout.contiguous(), dfinal.contiguous() if dfinal is not None else None,
                             (dtp, cum, hs, _none_if_empty(y)), x, dt, A, B, C, chunk_size, D, z, dt_bias,
-                            initial_states, seq_idx, dt_softplus, (lo, hi))
+                            initial_states, seq_idx, dt_softplus, (lo, hi), deterministic=deterministic)
     like = (x, dt, A, B, C, D, z, dt_bias, initial_states)
     return tuple(g.to(t.dtype) if g is not None and t is not None else None for g, t in zip(grads, like))
 
 
 def _pad_grads(g):
-    # seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, want_varlen
-    return (*g, None, None, None, None, None, None, None)
+    # seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, want_varlen, deterministic
+    return (*g, None, None, None, None, None, None, None, None)
 
 
 # ---- compile route: custom ops ----
@@ -66,14 +66,14 @@ def _pad_grads(g):
 def _ssd_op(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
             dt_bias: Optional[Tensor], initial_states: Optional[Tensor], seq_idx: Optional[Tensor],
             cu_seqlens: Optional[Tensor], chunk_size: int, dt_softplus: bool, lo: float, hi: float,
-            want_varlen: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+            want_varlen: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo,
-                    hi, want_varlen)
+                    hi, want_varlen, deterministic)
 
 
 @_ssd_op.register_fake
 def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
-      want_varlen):
+      want_varlen, deterministic):
     bsz, L, H, P = x.shape
     N = B.shape[3]
     nc = -(-L // chunk_size)
@@ -89,15 +89,16 @@ def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_
 def _ssd_backward_op(dout: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                      D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
                      initial_states: Optional[Tensor], seq_idx: Optional[Tensor], dtp: Tensor, cum: Tensor,
-                     hs: Tensor, y: Tensor, chunk_size: int, dt_softplus: bool, lo: float, hi: float) -> list[Tensor]:
+                     hs: Tensor, y: Tensor, chunk_size: int, dt_softplus: bool, lo: float, hi: float,
+                     deterministic: bool) -> list[Tensor]:
     saved = (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
-    grads = _backward_impl(dout, dfinal, saved, (chunk_size, dt_softplus, lo, hi))
+    grads = _backward_impl(dout, dfinal, saved, (chunk_size, dt_softplus, lo, hi, deterministic))
     return [g if g is not None else x.new_empty(0) for g in grads]  # custom ops cannot return None
 
 
 @_ssd_backward_op.register_fake
 def _(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y, chunk_size,
-      dt_softplus, lo, hi):
+      dt_softplus, lo, hi, deterministic):
     return [torch.empty_like(t) if t is not None else x.new_empty(0) for t in (x, dt, A, B, C, D, z, dt_bias,
                                                                                 initial_states)]
 
@@ -187,7 +188,7 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
                               initial_states: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
                               cu_seqlens: Optional[Tensor] = None, dt_softplus: bool = False,
                               dt_limit: tuple[float, float] = (0.0, math.inf), return_final_states: bool = False,
-                              return_varlen_states: bool = False):
+                              return_varlen_states: bool = False, *, deterministic: Optional[bool] = None):
     """Mamba-2's SSD scan by chunks (the state-space-duality algorithm). Per head ``h`` and step ``t``:
 
     ``dt_t = clamp(softplus(dt_t + dt_bias), *dt_limit)`` (softplus when ``dt_softplus``),
@@ -207,6 +208,9 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
         return_final_states: also return the state after the last step, ``(batch, H, P, N)`` fp32.
         return_varlen_states: also return each packed sequence's last state, ``(S, H, P, N)`` fp32
             (not differentiable).
+        deterministic: keyword only. The backward adds ``dC``'s pair part with fp32 atomics by default;
+            ``True`` makes a second pass over the pairs instead (slower). ``None`` follows
+            ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
         ``out (batch, L, H, P)`` in ``x``'s dtype, then ``final_states`` and/or ``varlen_states`` when
@@ -214,11 +218,15 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     """
     lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
                            dt_softplus, dt_limit, return_final_states, return_varlen_states)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    _validate.flag("deterministic", deterministic)
     if cu_seqlens is not None and seq_idx is None:
         seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     args = (c(x), c(dt), c(A), c(B), c(C), c(D), c(z), c(dt_bias), c(initial_states), c(seq_idx),
-            c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states)
+            c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
+            deterministic)
     out, final, varlen, *_ = _ssd_op(*args) if compiling() else _ssd_eager(*args)
     extra = ([final] if return_final_states else []) + ([varlen] if return_varlen_states else [])
     return (out, *extra) if extra else out
