@@ -268,7 +268,9 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
         return build
 
     def quadratic(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus):
-        return ssd_quadratic_torch(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)[0]
+        # the reference computes in its inputs' dtype, and einsum wants them alike: fp32 throughout
+        f = lambda t: t.float()  # noqa: E731
+        return ssd_quadratic_torch(f(x), dt, A, f(B), f(C), D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)[0].to(x.dtype)
 
     out = []
     for b, L in rows:

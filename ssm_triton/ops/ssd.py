@@ -132,7 +132,7 @@ def _check(name, t, shape, shape_doc, dtypes=IO_DTYPES):
 
 
 def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus,
-                  dt_limit, return_final_states, return_varlen_states):
+                  dt_limit, return_final_states, return_varlen_states, deterministic):
     _validate.tensor("x", x, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, P)")
     bsz, L, H, P = x.shape
     if L < 1 or H < 1 or P < 1 or bsz < 1:
@@ -160,7 +160,7 @@ def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
     for name, v in (("dt_softplus", dt_softplus), ("return_final_states", return_final_states),
-                    ("return_varlen_states", return_varlen_states)):
+                    ("return_varlen_states", return_varlen_states), ("deterministic", deterministic)):
         _validate.flag(name, v)
     try:
         lo, hi = (float(v) for v in dt_limit)
@@ -216,11 +216,10 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
         ``out (batch, L, H, P)`` in ``x``'s dtype, then ``final_states`` and/or ``varlen_states`` when
         asked, in that order. Differentiable in x, dt, A, B, C, D, z, dt_bias and initial_states.
     """
-    lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
-                           dt_softplus, dt_limit, return_final_states, return_varlen_states)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    _validate.flag("deterministic", deterministic)
+    lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
+                           dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic)
     if cu_seqlens is not None and seq_idx is None:
         seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
