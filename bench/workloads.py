@@ -33,6 +33,17 @@ def _fwd_bwd(forward, leaves, grad):
     return run
 
 
+def _timed(forward, leaves: dict, grad, direction):
+    """``fwd``: an inference forward, no graph recorded (for every implementation alike); else forward
+    plus the gradients of every input."""
+    if direction == "fwd":
+        def run():
+            with torch.no_grad():
+                return forward()
+        return run
+    return _fwd_bwd(forward, tuple(leaves.values()), grad)
+
+
 # ---- linear_scan: h_t = a_t h_{t-1} + b_t over (batch, dim, L) ----
 
 def _scan_inputs(shape, dtype, device):
@@ -157,13 +168,7 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
     def impl(fn):
         def build(x, direction):
             args = {k: v for k, v in x.items() if k != "g"}
-            forward = lambda: fn(**args, delta_softplus=True)
-            if direction == "fwd":  # an inference forward: no graph recorded, for every implementation
-                def run():
-                    with torch.no_grad():
-                        return forward()
-                return run
-            return _fwd_bwd(forward, tuple(args.values()), x["g"])
+            return _timed(lambda: fn(**args, delta_softplus=True), args, x["g"], direction)
         return build
 
     peers = {}
@@ -258,13 +263,7 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
     def impl(fn):
         def build(x, direction):
             args = {k: v for k, v in x.items() if k != "g"}
-            forward = lambda: fn(**args, chunk_size=chunk, dt_softplus=True)
-            if direction == "fwd":  # an inference forward: no graph recorded, for every implementation
-                def run():
-                    with torch.no_grad():
-                        return forward()
-                return run
-            return _fwd_bwd(forward, tuple(args.values()), x["g"])
+            return _timed(lambda: fn(**args, chunk_size=chunk, dt_softplus=True), args, x["g"], direction)
         return build
 
     def quadratic(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus):

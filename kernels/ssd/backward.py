@@ -61,6 +61,32 @@ def _to_end(CUM, lo_off, row, s, end):
 
 
 @triton.jit
+def _tiles(r0, L, P, N, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A program's ``BLOCK_M`` steps from ``r0``, its channels and states, and their masks."""
+    r = r0 + tl.arange(0, BLOCK_M)
+    ps = tl.arange(0, BLOCK_P)
+    ns = tl.arange(0, BLOCK_N)
+    return r, r < L, ps, ps < P, ns, ns < N
+
+
+@triton.jit
+def _head_block(H, G, HEADS):
+    """(batch row, head block, its group, head blocks per row) of a program over ``HEADS`` heads."""
+    n_hb = H // HEADS
+    hb = tl.program_id(1) % n_hb
+    return tl.program_id(1) // n_hb, hb, (hb * HEADS) // (H // G), n_hb
+
+
+@triton.jit
+def _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t, seq_s, seq_t,
+                 HAS_SEQ: tl.constexpr, DOT: tl.constexpr):
+    """One head's ``W (s, t) = E_ts dt_s (dy_t . x_s)``."""
+    decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
+    xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
+    return xdy * decay * tl.load(DTP + row + s)[:, None]
+
+
+@triton.jit
 def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
     if HAS_SEQ:
         return tl.load(SEQ + step, mask=ok, other=other)
@@ -81,12 +107,7 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
     g = h // (H // G)
     start, end, _ = chunk_bounds(c, L, Q)
     cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
-    s = s0 + tl.arange(0, BLOCK_M)
-    s_ok = s < L
-    ps = tl.arange(0, BLOCK_P)
-    p_ok = ps < P
-    ns = tl.arange(0, BLOCK_N)
-    n_ok = ns < N
+    s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     row = bh.to(tl.int64) * Lp
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
@@ -131,18 +152,10 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     s0 = tl.program_id(0) * BLOCK_M
     c = s0 // Q
-    n_hb = H // HEADS
-    bi = tl.program_id(1) // n_hb
-    hb = tl.program_id(1) % n_hb
-    g = (hb * HEADS) // (H // G)
+    bi, hb, g, n_hb = _head_block(H, G, HEADS)
     start, end, _ = chunk_bounds(c, L, Q)
     cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
-    s = s0 + tl.arange(0, BLOCK_M)
-    s_ok = s < L
-    ps = tl.arange(0, BLOCK_P)
-    p_ok = ps < P
-    ns = tl.arange(0, BLOCK_N)
-    n_ok = ns < N
+    s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
     b_s = _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok)
@@ -157,9 +170,8 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
-            xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
-            wgt = xdy * decay * tl.load(DTP + row + s)[:, None]
+            wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+                               seq_s, seq_t, HAS_SEQ, DOT)
             wsum += wgt
             pair = (cb * wgt).to(tl.float64)
             tl.atomic_add(CS + row + s, tl.sum(pair, axis=1), mask=s_ok, sem="relaxed")
@@ -190,17 +202,9 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     t0 = tl.program_id(0) * BLOCK_M
     c = t0 // Q
-    n_hb = H // HEADS
-    bi = tl.program_id(1) // n_hb
-    hb = tl.program_id(1) % n_hb
-    g = (hb * HEADS) // (H // G)
+    bi, hb, g, n_hb = _head_block(H, G, HEADS)
     start, _, prev = chunk_bounds(c, L, Q)
-    t = t0 + tl.arange(0, BLOCK_M)
-    t_ok = t < L
-    ps = tl.arange(0, BLOCK_P)
-    p_ok = ps < P
-    ns = tl.arange(0, BLOCK_N)
-    n_ok = ns < N
+    t, t_ok, ps, p_ok, ns, n_ok = _tiles(t0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_t = bi.to(tl.int64) * L + t
     c_t = _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok)
     seq_t = _seq(SEQ, step_t, t_ok, -1, HAS_SEQ)
@@ -229,9 +233,8 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
-            xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
-            wsum += xdy * decay * tl.load(DTP + row + s)[:, None]
+            wsum += _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+                                 seq_s, seq_t, HAS_SEQ, DOT)
         dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)
     dst = DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :]
     if not PAIRS:

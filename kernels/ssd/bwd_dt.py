@@ -14,7 +14,7 @@ the softplus and the bias.
 import triton
 import triton.language as tl
 
-from .cumsum import raw_step, softplus_clamp
+from .cumsum import chunk_row, raw_step, softplus_clamp
 
 
 @triton.jit
@@ -33,12 +33,7 @@ def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
 def _dt_bwd_kernel(DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
                    L, H, Lp, nc, lo, hi,
                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
-    c = tl.program_id(0)
-    bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
-    t = c * Q + tl.arange(0, Q)
-    ok = t < L
+    c, bh, bi, h, t, ok = chunk_row(L, H, Q)
     row = bh.to(tl.int64) * Lp + t
     # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)
     pairs = (tl.load(RS + row, mask=ok, other=0.0) - tl.load(CS + row, mask=ok, other=0.0)

@@ -34,14 +34,18 @@ def raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo_off, lo, hi,
-                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+def chunk_row(L, H, Q: tl.constexpr):
+    """A (chunk, batch row x head) program's ``(chunk, bh, batch row, head, steps, steps < L)``."""
     c = tl.program_id(0)
     bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
     t = c * Q + tl.arange(0, Q)
-    ok = t < L
+    return c, bh, bh // H, bh % H, t, t < L
+
+
+@triton.jit
+def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo_off, lo, hi,
+                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+    _, bh, bi, h, t, ok = chunk_row(L, H, Q)
     dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     dt = tl.where(ok, dt, 0.0)
     cum = tl.cumsum((dt * tl.load(A + h).to(tl.float32)).to(tl.float64), axis=0)
