@@ -293,9 +293,49 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
     return out
 
 
+# ---- state_update: one decode step, state (b, H, P, N) updated in place ----
+
+def state_update_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """Mamba-2's decode step as its module calls it: dt, A, D, dt_bias stride-0 views of one value per head."""
+    from ssm_triton import selective_state_update
+
+    from .peers import load_past_package_init
+
+    b, H, P, N, G = (2, 4, 8, 16, 1) if quick else (64, 64, 64, 128, 1)
+    io = torch.float32 if quick else torch.bfloat16
+
+    def make():
+        g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
+        return {"state": torch.randn(b, H, P, N, device=device), "x": g(b, H, P),
+                "dt": g(b, H)[..., None].expand(b, H, P), "A": (-torch.rand(H, device=device) - 0.1)[:, None, None].expand(H, P, N),
+                "B": g(b, G, N), "C": g(b, G, N), "D": torch.randn(H, device=device)[:, None].expand(H, P),
+                "z": g(b, H, P), "dt_bias": torch.randn(H, device=device)[:, None].expand(H, P)}
+
+    def impl(fn):
+        def build(x, direction):
+            def run():
+                with torch.no_grad():
+                    return fn(**x, dt_softplus=True)
+            return run
+        return build
+
+    impls = {"ssm_triton": impl(selective_state_update)}
+    mod, why = load_past_package_init("mamba_ssm.ops.triton.selective_state_update")
+    if mod is None:
+        notes.add(f"mamba_ssm skipped: {why}")
+    else:
+        impls["mamba_ssm"] = impl(mod.selective_state_update)
+    es = torch.tensor([], dtype=io).element_size()
+    # the state read and written (fp32), x, dt, z read and out written, B and C read
+    nbytes = 2 * b * H * P * N * 4 + 4 * b * H * P * es + 2 * b * G * N * es
+    flops = 5 * b * H * P * N
+    return [Workload("state_update", (b, H, P, N, G), io, "fwd", nbytes, flops, make, impls)]
+
+
 REGISTRY = {
     "linear_scan": linear_scan_workloads,
     "discretize": discretize_workloads,
     "selective_scan": selective_scan_workloads,
     "ssd": ssd_workloads,
+    "state_update": state_update_workloads,
 }

@@ -7,6 +7,8 @@ from .discretize import discretize_np, discretize_torch
 from .scan import linear_scan_np, linear_scan_torch
 from .selective_scan import selective_scan_np, selective_scan_ref
 from .ssd import ssd_np, ssd_quadratic_torch
+from .state_update import selective_state_update_np
 
 __all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch",
-           "selective_scan_np", "selective_scan_ref", "ssd_np", "ssd_quadratic_torch"]
+           "selective_scan_np", "selective_scan_ref", "selective_state_update_np", "ssd_np",
+           "ssd_quadratic_torch"]

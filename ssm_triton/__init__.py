@@ -10,6 +10,8 @@ from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
 from .ops.ssd import mamba_chunk_scan_combined
+from .ops.state_update import selective_state_update
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "selective_scan_fn", "__version__"]
+__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "selective_scan_fn",
+           "selective_state_update", "__version__"]

@@ -13,8 +13,9 @@ from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
 from .ops.ssd import mamba_chunk_scan_combined
+from .ops.state_update import selective_state_update
 from .reference import (discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        selective_scan_ref, ssd_np, ssd_quadratic_torch)
+                        selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -161,6 +162,22 @@ def _ssd_backward(device, dtype) -> Comparison:
     return [(f"d{k}", x_.to(dtype), w) for k, x_, w in zip(leaves, got, want)]
 
 
+def _state_update(device, dtype) -> Comparison:
+    """Mamba-2's decode step: 2 of a 5-row cache, 4 heads in 2 groups, stride-0 dt / A / D / dt_bias."""
+    x, z, B, C = _inputs(device, dtype, ((2, 4, 8), "normal"), ((2, 4, 8), "normal"), ((2, 2, 16), "normal"),
+                         ((2, 2, 16), "normal"))
+    state, dt, A, D, bias = _inputs(device, torch.float32, ((5, 4, 8, 16), "normal"), ((2, 4), "normal"),
+                                    ((4,), "unit"), ((4,), "normal"), ((4,), "normal"), seed=1)
+    args = dict(x=x, dt=dt[..., None].expand(2, 4, 8), A=-(A[:, None, None] + 0.1).expand(4, 8, 16), B=B, C=C,
+                D=D[:, None].expand(4, 8), z=z, dt_bias=bias[:, None].expand(4, 8), dt_softplus=True,
+                state_batch_indices=torch.tensor([3, 1], device=device))
+    want_out, want_state = selective_state_update_np(_np(state), **{
+        k: (_np(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else v.cpu().numpy() if isinstance(v, torch.Tensor) else v)
+        for k, v in args.items()})
+    out = selective_state_update(state, **args)
+    return [("out", out, want_out), ("state", state, want_state)]
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -170,6 +187,7 @@ def default_cases() -> list[Case]:
     cases.append(Case("selective_scan bwd", _selective_scan_backward))
     cases.append(Case("ssd fwd", _ssd_forward))
     cases.append(Case("ssd bwd", _ssd_backward))
+    cases.append(Case("selective_state_update", _state_update))
     return cases
 
 

@@ -15,6 +15,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssm_triton.kernels import discretize as kd  # noqa: E402
 from ssm_triton.kernels import scan as ks  # noqa: E402
 from ssm_triton.kernels import selective_scan as kss  # noqa: E402
+from ssm_triton.kernels import state_update as ksu  # noqa: E402
 from ssm_triton.kernels.ssd import backward as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
@@ -115,9 +116,17 @@ def ssd_cases():
              **ints}, dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
 
 
+def state_update_cases():
+    for io, state, opt in itertools.product([tl.float32, tl.bfloat16], [tl.float32, tl.bfloat16], [False, True]):
+        ptrs = {"S": PTR[state], "X": PTR[io], "DT": PTR[io], "B": PTR[io], "C": PTR[io], "Z": PTR[io], "OUT": PTR[io],
+                "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}
+        yield "state_update", ksu._state_update_kernel, ptrs, dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt,
+                                                                   HAS_IDX=opt, BLOCK_P=32, BLOCK_N=128)
+
+
 def main() -> int:
     done = failed = 0
-    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases()):
+    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases()):
         try:
             compile_kernel(kernel, ptrs, flags)
             done += 1

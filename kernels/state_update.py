@@ -1,0 +1,81 @@
+"""One decode step of a selective SSM, in place: ``selective_state_update`` (mamba_ssm's semantics).
+
+Layout: the launcher views every input as multi-head, ``state (cache, H, P, N)``, ``x, dt, z (b, H, P)``,
+``A (H, P, N)``, ``B, C (b, G, N)``, ``D, dt_bias (H, P)`` (a single-head call gets a head axis of size
+1), and passes every stride: Mamba-2's step broadcasts ``dt``, ``A``, ``D`` and ``dt_bias`` over the
+head dimension and state with stride-0 views, and the state is updated where it lies.
+
+A program owns one (batch row, head) and ``BLOCK_P`` channels with all ``N`` states: it reads its
+``(BLOCK_P, N)`` slice of the state once, writes it once, and writes ``BLOCK_P`` outputs. The step is
+memory-bound: the state read and write are nearly all of the bytes.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .tuning import interpreting
+
+
+@triton.jit
+def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
+                         P, N, heads_per_group,
+                         s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
+                         b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                         HAS_IDX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    bi = tl.program_id(1).to(tl.int64)
+    h = tl.program_id(2).to(tl.int64)
+    g = h // heads_per_group
+    ps = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ns = tl.arange(0, BLOCK_N)
+    p_ok = ps < P
+    n_ok = ns < N
+    pn_ok = p_ok[:, None] & n_ok[None, :]
+    row = bi
+    if HAS_IDX:
+        row = tl.load(IDX + bi).to(tl.int64)
+    at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
+    state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+    x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)
+    dt = tl.load(DT + bi * dt_b + h * dt_h + ps * dt_p, mask=p_ok, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt += tl.load(DT_BIAS + h * bias_h + ps * bias_p, mask=p_ok, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+    a = tl.load(A + h * a_h + ps[:, None] * a_p + ns[None, :] * a_n, mask=pn_ok, other=0.0).to(tl.float32)
+    b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
+    c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)
+    state = tl.exp(a * dt[:, None]) * state + (dt * x)[:, None] * b[None, :]
+    tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
+    out = tl.sum(state * c[None, :], axis=1)
+    if HAS_D:
+        out += tl.load(D + h * d_h + ps * d_p, mask=p_ok, other=0.0).to(tl.float32) * x
+    if HAS_Z:
+        z = tl.load(Z + bi * z_b + h * z_h + ps * z_p, mask=p_ok, other=0.0).to(tl.float32)
+        out = out * z * tl.sigmoid(z)
+    tl.store(OUT + bi * o_b + h * o_h + ps * o_p, out.to(OUT.dtype.element_ty), mask=p_ok)
+
+
+def _strides(t, n):
+    return tuple(t.stride()) if t is not None else (0,) * n
+
+
+def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None):
+    """Multi-head views as in the module docstring; updates ``state`` in place and returns
+    ``out (b, H, P)`` in ``x``'s dtype."""
+    bsz, H, P = x.shape
+    N = state.shape[-1]
+    G = B.shape[1]
+    out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
+    block_n = triton.next_power_of_2(N)
+    # keep the (BLOCK_P, N) fp32 tile near 4K elements: registers, not local memory
+    block_p = block_p or (4 if interpreting() else max(1, min(triton.next_power_of_2(P), 4096 // block_n)))
+    dummy = x
+    _state_update_kernel[(triton.cdiv(P, block_p), bsz, H)](
+        state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        dt_bias if dt_bias is not None else dummy, state_batch_indices if state_batch_indices is not None else dummy,
+        out, P, N, H // G, *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
+        *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
+        HAS_IDX=state_batch_indices is not None, BLOCK_P=block_p, BLOCK_N=block_n, num_warps=4)
+    return out

@@ -1,0 +1,117 @@
+"""``selective_state_update``: one decode step, drop-in for mamba_ssm's function of that name."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels import state_update as _k
+from ._dispatch import compiling
+
+IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_STATE = 256
+
+
+def _run(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
+    """Views a single-head call as multi-head (a head axis of size 1; strides, stride 0 included, kept)."""
+    if state.dim() == 3:
+        head = lambda t: t.unsqueeze(1) if t is not None else None  # noqa: E731
+        out = _k.state_update(head(state), head(x), head(dt), A.unsqueeze(0), head(B), head(C),
+                              D.unsqueeze(0) if D is not None else None, head(z),
+                              dt_bias.unsqueeze(0) if dt_bias is not None else None, dt_softplus, state_batch_indices)
+        return out.squeeze(1)
+    return _k.state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+
+
+@torch.library.custom_op("ssm_triton::selective_state_update", mutates_args=("state",))
+def _state_update_op(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                     z: Optional[Tensor], dt_bias: Optional[Tensor], dt_softplus: bool,
+                     state_batch_indices: Optional[Tensor]) -> Tensor:
+    return _run(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+
+
+@_state_update_op.register_fake
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _check(name, t, shape, doc, dtypes=IO_DTYPES):
+    if t is None:
+        return
+    _validate.tensor(name, t, ndim=len(shape), dtypes=dtypes, shape_doc=doc)
+    _validate.shape(name, t, shape, doc)
+
+
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
+                           dt_softplus: bool = False, state_batch_indices: Optional[Tensor] = None) -> Tensor:
+    """One decode step: ``state = exp(dt A) state + dt B x`` in place, returns ``out = (state . C + D x) silu(z)``
+    (``dt = softplus(dt + dt_bias)`` when ``dt_softplus``).
+
+    Single-head (Mamba-1): ``state (cache, d, N)``, ``x, dt, z (b, d)``, ``A (d, N)``, ``B, C (b, N)``,
+    ``D, dt_bias (d,)``. Multi-head (Mamba-2): ``state (cache, H, P, N)``, ``x, dt, z (b, H, P)``,
+    ``A (H, P, N)``, ``B, C (b, G, N)`` (G dividing H), ``D, dt_bias (H, P)``. Any strides, stride-0
+    broadcasts included (Mamba-2 passes ``dt``, ``A``, ``D``, ``dt_bias`` expanded from one value per head).
+    ``state`` fp32 / bf16 / fp16, updated where it lies; arithmetic in fp32; N <= 256.
+
+    ``state_batch_indices (b,)`` int: row ``i`` of the batch reads and writes cache row
+    ``state_batch_indices[i]`` (distinct, in range; checked, which costs one device sync); no other row
+    changes. Without it the cache has exactly ``b`` rows.
+
+    Returns ``out``, shaped like ``x``, in ``x``'s dtype. Not differentiable: call it under
+    ``torch.no_grad()`` when its inputs require grad.
+    """
+    _validate.tensor("state", state, dtypes=IO_DTYPES, shape_doc="(cache, d, N) or (cache, H, P, N)")
+    if state.dim() not in (3, 4):
+        raise ValueError(f"state must be (cache, d, N) or (cache, H, P, N), got shape {tuple(state.shape)}")
+    single = state.dim() == 3
+    N = state.shape[-1]
+    if not 1 <= N <= MAX_STATE:
+        raise ValueError(f"state has N = {N} states (its last dim); between 1 and {MAX_STATE} are supported")
+    if single:
+        _validate.tensor("x", x, ndim=2, dtypes=IO_DTYPES, shape_doc="(batch, d)")
+        bsz, d = x.shape
+        _check("dt", dt, (bsz, d), "(batch, d)")
+        _check("A", A, (d, N), "(d, N)")
+        _check("B", B, (bsz, N), "(batch, N)")
+        _check("C", C, (bsz, N), "(batch, N)")
+        _check("D", D, (d,), "(d,)")
+        _check("z", z, (bsz, d), "(batch, d)")
+        _check("dt_bias", dt_bias, (d,), "(d,)")
+        inner = (d, N)
+    else:
+        _validate.tensor("x", x, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
+        bsz, H, P = x.shape
+        _check("dt", dt, (bsz, H, P), "(batch, H, P)")
+        _check("A", A, (H, P, N), "(H, P, N)")
+        _validate.tensor("B", B, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, G, N)")
+        G = B.shape[1]
+        if G < 1 or H % G:
+            raise ValueError(f"B has G = {G} groups (dim 1 of (batch, G, N)), which must divide H = {H}")
+        _check("B", B, (bsz, G, N), "(batch, G, N)")
+        _check("C", C, (bsz, G, N), "(batch, G, N) as B")
+        _check("D", D, (H, P), "(H, P)")
+        _check("z", z, (bsz, H, P), "(batch, H, P)")
+        _check("dt_bias", dt_bias, (H, P), "(H, P)")
+        inner = (H, P, N)
+    if tuple(state.shape[1:]) != inner:
+        raise ValueError(f"state must have shape (cache, {', '.join(map(str, inner))}) to match x and A, "
+                         f"got {tuple(state.shape)}")
+    _validate.flag("dt_softplus", dt_softplus)
+    tensors = (state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices)
+    _validate.devices(("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "state_batch_indices"), tensors)
+    if state_batch_indices is None:
+        if state.shape[0] != bsz:
+            raise ValueError(f"state has {state.shape[0]} cache rows but the batch has {bsz}; pass "
+                             "state_batch_indices to use some rows of a larger cache")
+    else:
+        _check("state_batch_indices", state_batch_indices, (bsz,), "(batch,)", dtypes=(torch.int32, torch.int64))
+        idx = state_batch_indices.tolist()
+        if any(i < 0 or i >= state.shape[0] for i in idx) or len(set(idx)) != len(idx):
+            raise ValueError(f"state_batch_indices must be distinct rows of the cache, in [0, {state.shape[0]}), "
+                             f"got {idx if len(idx) <= 16 else idx[:16] + ['...']}")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError("selective_state_update is not differentiable (it updates state in place); "
+                           "call it under torch.no_grad()")
+    args = (state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+    return _state_update_op(*args) if compiling() else _run(*args)

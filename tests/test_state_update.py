@@ -1,0 +1,158 @@
+"""selective_state_update against its float64 reference over layouts, groups, stride-0 broadcasts, options,
+dtypes and cache indexing; token-by-token decoding against the full-sequence references; bad input."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import selective_scan_np, selective_state_update_np, ssd_np
+from ssm_triton.tolerance import assert_close
+from strategies import normal, seeds, uniform
+
+IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def make(device, single, bsz, H, P, N, G, options, broadcast, seed, io, state_dtype, extra_rows):
+    """Inputs of one step; with ``broadcast``, dt / A / D / dt_bias are stride-0 views of one value per
+    head, as Mamba-2's step passes them."""
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
+    if single:
+        H, P, G = 1, P, 1
+    t = {"state": r((bsz + extra_rows, H, P, N), 0).to(state_dtype), "x": r((bsz, H, P), 1).to(io),
+         "B": r((bsz, G, N), 3).to(io), "C": r((bsz, G, N), 4).to(io)}
+    if broadcast:
+        t["dt"] = r((bsz, H), 2, 0.5)[..., None].expand(bsz, H, P).to(io)
+        t["A"] = (-uniform((H,), 0.1, 2.0, seed + 5, device))[:, None, None].expand(H, P, N).float()
+    else:
+        t["dt"] = r((bsz, H, P), 2, 0.5).to(io)
+        t["A"] = (-uniform((H, P, N), 0.1, 2.0, seed + 5, device)).float()
+    if not options:
+        t["dt"] = t["dt"].abs() + 0.01
+    else:
+        t["z"] = r((bsz, H, P), 6).to(io)
+        t["dt_softplus"] = True
+        if broadcast:
+            t["D"] = r((H,), 7)[:, None].expand(H, P).float()
+            t["dt_bias"] = r((H,), 8, 0.3)[:, None].expand(H, P).float()
+        else:
+            t["D"], t["dt_bias"] = r((H, P), 7).float(), r((H, P), 8, 0.3).float()
+    if extra_rows:
+        perm = np.random.default_rng(seed).permutation(bsz + extra_rows)[:bsz]
+        t["state_batch_indices"] = torch.tensor(perm, device=device)
+    if single:  # drop the head axis
+        for k in ("state", "x", "dt", "z", "B", "C"):
+            if k in t:
+                t[k] = t[k][:, 0]
+        t["A"] = t["A"][0]
+        for k in ("D", "dt_bias"):
+            if k in t:
+                t[k] = t[k][0]
+    return t
+
+
+def as_np(t):
+    return {k: (v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+
+
+@given(single=st.booleans(), bsz=st.integers(1, 3), H=st.integers(1, 4), P=st.integers(1, 70), N=st.integers(1, 40),
+       G=st.sampled_from([1, 2]), options=st.booleans(), broadcast=st.booleans(), seed=seeds(),
+       io=st.sampled_from(IO_DTYPES), state_dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+       extra_rows=st.sampled_from([0, 3]))
+def test_step_matches_reference(device, single, bsz, H, P, N, G, options, broadcast, seed, io, state_dtype, extra_rows):
+    H = H * G
+    t = make(device, single, bsz, H, P, N, G, options, broadcast, seed, io, state_dtype, extra_rows)
+    want_out, want_state = selective_state_update_np(**as_np(t))
+    before = t["state"].clone()
+    out = ssm_triton.selective_state_update(**t)
+    assert out.dtype == io and out.shape == t["x"].shape
+    assert_close(out, want_out, io if io != torch.float32 else state_dtype, "out")
+    assert_close(t["state"], want_state, state_dtype, "state")
+    if extra_rows:  # rows the batch does not index are untouched, bit for bit
+        untouched = torch.ones(before.shape[0], dtype=torch.bool, device=device)
+        untouched[t["state_batch_indices"]] = False
+        assert torch.equal(t["state"][untouched], before[untouched])
+
+
+@given(L=st.integers(1, 12), H=st.integers(1, 3), G=st.sampled_from([1, 2]), P=st.integers(1, 6), N=st.integers(1, 6),
+       seed=seeds())
+def test_decoding_token_by_token_equals_the_ssd_forward(device, L, H, G, P, N, seed):
+    H = H * G
+    x, dt, B, C, z = (normal(s, seed + i, device).float() for i, s in
+                      enumerate([(1, L, H, P), (1, L, H), (1, L, G, N), (1, L, G, N), (1, L, H, P)]))
+    A = -uniform((H,), 0.1, 2.0, seed + 9, device).float()
+    D, bias, h0 = normal((H,), seed + 10, device).float(), normal((H,), seed + 11, device).float(), normal((1, H, P, N), seed + 12, device).float()
+    want_y, want_h = ssd_np(x.numpy(), dt.numpy(), A.numpy(), B.numpy(), C.numpy(), D=D.numpy(), z=z.numpy(),
+                            dt_bias=bias.numpy(), initial_states=h0.numpy(), dt_softplus=True) if device.type == "cpu" else \
+        ssd_np(*(v.cpu().numpy() for v in (x, dt, A, B, C)), D=D.cpu().numpy(), z=z.cpu().numpy(),
+               dt_bias=bias.cpu().numpy(), initial_states=h0.cpu().numpy(), dt_softplus=True)
+    state = h0.clone()
+    per_head = lambda v: v[:, None].expand(H, P)  # noqa: E731
+    ys = []
+    for i in range(L):
+        ys.append(ssm_triton.selective_state_update(
+            state, x[:, i], dt[:, i, :, None].expand(1, H, P), A[:, None, None].expand(H, P, N), B[:, i], C[:, i],
+            D=per_head(D), z=z[:, i], dt_bias=per_head(bias), dt_softplus=True))
+    assert_close(torch.stack(ys, 1), want_y, torch.float32, "decoded outputs")
+    assert_close(state, want_h, torch.float32, "state after the last token")
+
+
+@given(L=st.integers(1, 10), d=st.integers(1, 6), N=st.integers(1, 6), seed=seeds())
+def test_single_head_decoding_equals_the_selective_scan(device, L, d, N, seed):
+    u, delta, z = (normal((1, d, L), seed + i, device).float() for i in range(3))
+    B, C = normal((1, N, L), seed + 3, device).float(), normal((1, N, L), seed + 4, device).float()
+    A = -uniform((d, N), 0.1, 2.0, seed + 5, device).float()
+    D, bias = normal((d,), seed + 6, device).float(), normal((d,), seed + 7, device).float()
+    want_out, want_last = selective_scan_np(*(v.cpu().double().numpy() for v in (u, delta, A, B, C)),
+                                            D=D.cpu().numpy(), z=z.cpu().numpy(), delta_bias=bias.cpu().numpy(),
+                                            delta_softplus=True)
+    state = torch.zeros(1, d, N, device=device)
+    outs = [ssm_triton.selective_state_update(state, u[..., i], delta[..., i], A, B[..., i], C[..., i], D=D, z=z[..., i],
+                                              dt_bias=bias, dt_softplus=True) for i in range(L)]
+    assert_close(torch.stack(outs, -1), want_out, torch.float32, "decoded outputs")
+    assert_close(state, want_last, torch.float32, "last state")
+
+
+def test_fullgraph_compile_updates_the_state(device):
+    t = make(device, False, 2, 4, 5, 6, 2, True, True, 3, torch.float32, torch.float32, 0)
+    ref_state = t["state"].clone()
+    want = ssm_triton.selective_state_update(**{**t, "state": ref_state})
+    torch._dynamo.reset()
+    step = torch.compile(lambda s, x: ssm_triton.selective_state_update(s, x, *(t[k] for k in ("dt", "A", "B", "C")),
+                                                                       D=t["D"], z=t["z"], dt_bias=t["dt_bias"],
+                                                                       dt_softplus=True), fullgraph=True)
+    got = step(t["state"], t["x"])
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(t["state"], ref_state)
+
+
+GOOD = dict(state=torch.zeros(2, 4, 3, 5), x=torch.ones(2, 4, 3), dt=torch.ones(2, 4, 3), A=-torch.ones(4, 3, 5),
+            B=torch.ones(2, 2, 5), C=torch.ones(2, 2, 5))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(state=torch.zeros(2, 5)), ValueError, r"state must be \(cache, d, N\) or \(cache, H, P, N\)"),
+    (dict(state=torch.zeros(2, 4, 3, 5, dtype=torch.float64)), TypeError, "state must have dtype"),
+    (dict(state=torch.zeros(2, 4, 3, 300), A=-torch.ones(4, 3, 300), B=torch.ones(2, 2, 300), C=torch.ones(2, 2, 300)),
+     ValueError, "N = 300"),
+    (dict(x=torch.ones(2, 4)), ValueError, r"x must be 3-D \(batch, H, P\)"),
+    (dict(dt=torch.ones(2, 4, 2)), ValueError, r"dt must have shape \(batch, H, P\)"),
+    (dict(A=-torch.ones(4, 3)), ValueError, r"A must be 3-D \(H, P, N\)"),
+    (dict(B=torch.ones(2, 3, 5), C=torch.ones(2, 3, 5)), ValueError, "B has G = 3 groups"),
+    (dict(C=torch.ones(2, 1, 5)), ValueError, r"C must have shape \(batch, G, N\) as B"),
+    (dict(D=torch.ones(4)), ValueError, r"D must be 2-D \(H, P\)"),
+    (dict(z=torch.ones(1, 4, 3)), ValueError, "z must have shape"),
+    (dict(state=torch.zeros(2, 4, 2, 5)), ValueError, r"state must have shape \(cache, 4, 3, 5\)"),
+    (dict(state=torch.zeros(3, 4, 3, 5)), ValueError, "pass state_batch_indices"),
+    (dict(state=torch.zeros(3, 4, 3, 5), state_batch_indices=torch.tensor([0, 3])), ValueError, "distinct rows"),
+    (dict(state=torch.zeros(3, 4, 3, 5), state_batch_indices=torch.tensor([1, 1])), ValueError, "distinct rows"),
+    (dict(state_batch_indices=torch.tensor([0.0, 1.0])), TypeError, "state_batch_indices must have dtype"),
+    (dict(dt_softplus="yes"), TypeError, "dt_softplus must be a bool"),
+    (dict(x=torch.ones(2, 4, 3, requires_grad=True)), RuntimeError, "not differentiable"),
+    (dict(B=torch.ones(2, 2, 5, device="meta"), C=torch.ones(2, 2, 5, device="meta")), ValueError, "B is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.selective_state_update(**{**GOOD, **override})
