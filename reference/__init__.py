@@ -4,11 +4,12 @@ Each op has a NumPy float64 loop (``*_np``) — the ground truth — and a PyTor
 autograd (``*_torch``), whose float64 gradients the kernels' backward passes are checked against.
 """
 from .discretize import discretize_np, discretize_torch
+from .norm import rmsnorm_torch
 from .scan import linear_scan_np, linear_scan_torch
 from .selective_scan import selective_scan_np, selective_scan_ref
 from .ssd import ssd_np, ssd_quadratic_torch
 from .state_update import selective_state_update_np
 
-__all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch",
+__all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch", "rmsnorm_torch",
            "selective_scan_np", "selective_scan_ref", "selective_state_update_np", "ssd_np",
            "ssd_quadratic_torch"]

@@ -7,11 +7,12 @@ you set it yourself). See ``ssm_triton._runtime``.
 from . import _runtime  # noqa: F401  (first: decides compiled vs interpreted before any kernel is defined)
 from ._runtime import INTERPRET
 from .ops.discretize import discretize
+from .ops.norm import rmsnorm_fn
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
 from .ops.ssd import mamba_chunk_scan_combined
 from .ops.state_update import selective_state_update
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "selective_scan_fn",
+__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "rmsnorm_fn", "selective_scan_fn",
            "selective_state_update", "__version__"]

@@ -13,9 +13,10 @@ from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
 from .ops.ssd import mamba_chunk_scan_combined
+from .ops.norm import rmsnorm_fn
 from .ops.state_update import selective_state_update
 from .reference import (discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
+                        rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -178,6 +179,20 @@ def _state_update(device, dtype) -> Comparison:
     return [("out", out, want_out), ("state", state, want_state)]
 
 
+def _rmsnorm(before: bool):
+    def run(device, dtype) -> Comparison:
+        x, z, w, b, g = _inputs(device, dtype, ((3, 5, 64), "normal"), ((3, 5, 64), "normal"), ((64,), "normal"),
+                                ((64,), "normal"), ((3, 5, 64), "normal"))
+        leaves = [t.requires_grad_() for t in (x, w, b, z)]
+        y = rmsnorm_fn(x, w, b, z=z, group_size=16, norm_before_gate=before)
+        got = torch.autograd.grad(y, leaves, g)
+        ref = [t.detach().double().cpu().requires_grad_() for t in leaves]
+        want_y = rmsnorm_torch(ref[0], ref[1], ref[2], z=ref[3], group_size=16, norm_before_gate=before)
+        want = torch.autograd.grad(want_y, ref, g.double().cpu())
+        return [("y", y, want_y)] + [(f"d{n}", a, c) for n, a, c in zip(("x", "weight", "bias", "z"), got, want)]
+    return run
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -188,6 +203,8 @@ def default_cases() -> list[Case]:
     cases.append(Case("ssd fwd", _ssd_forward))
     cases.append(Case("ssd bwd", _ssd_backward))
     cases.append(Case("selective_state_update", _state_update))
+    cases.append(Case("rmsnorm gated (norm, gate)", _rmsnorm(True)))
+    cases.append(Case("rmsnorm gated (gate, norm)", _rmsnorm(False)))
     return cases
 
 

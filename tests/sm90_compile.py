@@ -15,6 +15,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssm_triton.kernels import discretize as kd  # noqa: E402
 from ssm_triton.kernels import scan as ks  # noqa: E402
 from ssm_triton.kernels import selective_scan as kss  # noqa: E402
+from ssm_triton.kernels import norm as knorm  # noqa: E402
 from ssm_triton.kernels import state_update as ksu  # noqa: E402
 from ssm_triton.kernels.ssd import backward as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
@@ -124,9 +125,18 @@ def state_update_cases():
                                                                    HAS_IDX=opt, BLOCK_P=32, BLOCK_N=128)
 
 
+def norm_cases():
+    for io, z, first in itertools.product([tl.float32, tl.bfloat16], [False, True], [False, True]):
+        ptrs = {**dict.fromkeys(["X", "Z", "W", "BIAS", "Y", "DY", "DX", "DZ"], PTR[io]),
+                **dict.fromkeys(["RSTD", "DW_PART", "DB_PART"], "*fp32"), "eps": "fp32"}
+        flags = dict(HAS_Z=z, GATE_FIRST=first, HAS_BIAS=first, BLOCK_R=4, BLOCK_G=1024)
+        yield "rmsnorm fwd", knorm._rmsnorm_fwd_kernel, ptrs, flags
+        yield "rmsnorm bwd", knorm._rmsnorm_bwd_kernel, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
+
+
 def main() -> int:
     done = failed = 0
-    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases()):
+    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases()):
         try:
             compile_kernel(kernel, ptrs, flags)
             done += 1

@@ -1,0 +1,137 @@
+"""Gated RMSNorm (Mamba-2's ``RMSNormGated``), forward and backward; public as ``ssm_triton.rmsnorm_fn``.
+
+Rows are the flattened leading dims of ``x (..., D)``; each row splits into ``D / group_size`` groups,
+each normalised on its own. A program owns ``BLOCK_R`` rows of one group, the whole group in
+registers: one read of ``x`` (and ``z``), one write of ``y``, and the per-row ``1/rms`` kept for the
+backward. With ``u = x * silu(z)`` (gate first) or ``u = x``:
+
+    n = u / rms(u),  o = n w + b,  y = o * silu(z) (gate after) or o
+
+and backward ``do = dy * (silu(z) or 1)``, ``dw = sum do n``, ``db = sum do``,
+``du = (do w - n mean(do w n)) / rms``, then through the gate. ``dw``/``db`` are summed per program
+(fp32 partials, added in a fixed order afterwards).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .tuning import interpreting
+
+
+@triton.jit
+def _gate(z):
+    """(silu(z), d silu / dz)."""
+    s = tl.sigmoid(z)
+    return z * s, s * (1.0 + z * (1.0 - s))
+
+
+@triton.jit
+def _load_rows(PTR, rows, cols, D, ok):
+    return tl.load(PTR + rows.to(tl.int64)[:, None] * D + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _rmsnorm_fwd_kernel(X, Z, W, BIAS, Y, RSTD, R, D, group_size, eps,
+                        HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    grp = tl.program_id(1)
+    cols = grp * group_size + tl.arange(0, BLOCK_G)
+    c_ok = tl.arange(0, BLOCK_G) < group_size
+    ok = (rows < R)[:, None] & c_ok[None, :]
+    u = _load_rows(X, rows, cols, D, ok)
+    if HAS_Z:
+        gate, _ = _gate(_load_rows(Z, rows, cols, D, ok))
+        if GATE_FIRST:
+            u = u * gate
+    rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / group_size + eps)
+    o = u * rstd[:, None] * tl.load(W + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:
+        o += tl.load(BIAS + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_Z and not GATE_FIRST:
+        o = o * gate
+    tl.store(Y + rows.to(tl.int64)[:, None] * D + cols[None, :], o.to(Y.dtype.element_ty), mask=ok)
+    n_groups = D // group_size
+    tl.store(RSTD + rows.to(tl.int64) * n_groups + grp, rstd, mask=rows < R)
+
+
+@triton.jit
+def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D, group_size, eps,
+                        HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    grp = tl.program_id(1)
+    cols = grp * group_size + tl.arange(0, BLOCK_G)
+    c_ok = tl.arange(0, BLOCK_G) < group_size
+    r_ok = rows < R
+    ok = r_ok[:, None] & c_ok[None, :]
+    x = _load_rows(X, rows, cols, D, ok)
+    dy = _load_rows(DY, rows, cols, D, ok)
+    w = tl.load(W + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    rstd = tl.load(RSTD + rows.to(tl.int64) * (D // group_size) + grp, mask=r_ok, other=0.0)
+    u = x
+    if HAS_Z:
+        z = _load_rows(Z, rows, cols, D, ok)
+        gate, slope = _gate(z)
+        if GATE_FIRST:
+            u = x * gate
+    n = u * rstd[:, None]
+    do = dy
+    if HAS_Z and not GATE_FIRST:
+        o = n * w
+        if HAS_BIAS:
+            o += tl.load(BIAS + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        do = dy * gate
+        tl.store(DZ + rows.to(tl.int64)[:, None] * D + cols[None, :], (dy * o * slope).to(DZ.dtype.element_ty), mask=ok)
+    dwn = do * w
+    if BLOCK_G == 1:
+        # one feature: n = u / sqrt(u^2 + eps), whose slope eps rstd^3 the general form would get as
+        # 1 - n^2, a difference of two numbers near 1
+        du = dwn * (eps * rstd * rstd * rstd)[:, None]
+    else:
+        du = (dwn - n * (tl.sum(dwn * n, axis=1) / group_size)[:, None]) * rstd[:, None]
+    dx = du
+    if HAS_Z and GATE_FIRST:
+        dx = du * gate
+        tl.store(DZ + rows.to(tl.int64)[:, None] * D + cols[None, :], (du * x * slope).to(DZ.dtype.element_ty), mask=ok)
+    tl.store(DX + rows.to(tl.int64)[:, None] * D + cols[None, :], dx.to(DX.dtype.element_ty), mask=ok)
+    part = tl.program_id(0).to(tl.int64) * D + cols
+    tl.store(DW_PART + part, tl.sum(do * n, axis=0), mask=c_ok)
+    if HAS_BIAS:
+        tl.store(DB_PART + part, tl.sum(do, axis=0), mask=c_ok)
+
+
+def _blocks(R: int, group_size: int) -> tuple[int, int]:
+    block_g = triton.next_power_of_2(group_size)
+    # about 4K fp32 elements per program; few rows under the interpreter so tests cross row blocks
+    block_r = 2 if interpreting() else max(1, min(triton.next_power_of_2(R), 4096 // block_g))
+    return block_r, block_g
+
+
+def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first):
+    """``x, z (R, D)`` contiguous -> ``(y (R, D) in x's dtype, rstd (R, D / group_size) fp32)``."""
+    R, D = x.shape
+    block_r, block_g = _blocks(R, group_size)
+    y = torch.empty_like(x)
+    rstd = torch.empty((R, D // group_size), device=x.device, dtype=torch.float32)
+    _rmsnorm_fwd_kernel[(triton.cdiv(R, block_r), D // group_size)](
+        x, z if z is not None else x, weight, bias if bias is not None else weight, y, rstd, R, D, group_size,
+        float(eps), HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None,
+        BLOCK_R=block_r, BLOCK_G=block_g)
+    return y, rstd
+
+
+def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first):
+    """Returns ``(dx, dweight, dbias or None, dz or None)``; ``dweight``, ``dbias`` fp32."""
+    R, D = x.shape
+    block_r, block_g = _blocks(R, group_size)
+    n_rb = triton.cdiv(R, block_r)
+    dx = torch.empty_like(x)
+    dz = torch.empty_like(z) if z is not None else None
+    dw_part = torch.empty((n_rb, D), device=x.device, dtype=torch.float32)
+    db_part = torch.empty_like(dw_part) if bias is not None else dw_part
+    _rmsnorm_bwd_kernel[(n_rb, D // group_size)](
+        dy, x, z if z is not None else x, weight, bias if bias is not None else weight, rstd, dx,
+        dz if dz is not None else dx, dw_part, db_part, R, D, group_size, float(eps),
+        HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_R=block_r, BLOCK_G=block_g)
+    return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None, dz

@@ -1,0 +1,71 @@
+"""rmsnorm_fn against the float64 reference: outputs and gradients over shapes, groups, gate orders,
+options and dtypes; the compile route; bad input."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import rmsnorm_torch
+from ssm_triton.tolerance import assert_close
+from strategies import normal, seeds
+
+IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@given(rows=st.integers(1, 9), groups=st.integers(1, 3), group_size=st.integers(1, 40), lead=st.booleans(),
+       gated=st.booleans(), before=st.booleans(), with_bias=st.booleans(), dtype=st.sampled_from(IO_DTYPES),
+       seed=seeds())
+def test_matches_float64_reference_with_gradients(device, rows, groups, group_size, lead, gated, before, with_bias,
+                                                  dtype, seed):
+    D = groups * group_size
+    shape = (2, rows, D) if lead else (rows, D)
+    t = {"x": normal(shape, seed, device, dtype), "weight": normal((D,), seed + 1, device, dtype)}
+    if with_bias:
+        t["bias"] = normal((D,), seed + 2, device, dtype)
+    if gated:
+        t["z"] = normal(shape, seed + 3, device, dtype)
+    leaves = {k: v.requires_grad_() for k, v in t.items()}
+    y = ssm_triton.rmsnorm_fn(**leaves, eps=1e-5, group_size=group_size, norm_before_gate=before)
+    assert y.dtype == dtype and y.shape == shape
+    g = normal(shape, seed + 4, device, dtype)
+    got = torch.autograd.grad(y, list(leaves.values()), g)
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    want_y = rmsnorm_torch(**ref, eps=1e-5, group_size=group_size, norm_before_gate=before)
+    want = torch.autograd.grad(want_y, list(ref.values()), g.cpu().double())
+    assert_close(y, want_y, dtype, "y")
+    for name, a, b in zip(leaves, got, want):
+        assert a.dtype == dtype and a.shape == leaves[name].shape, name
+        assert_close(a, b, dtype, f"d{name}")
+
+
+def test_fullgraph_compile_forward_and_backward(device):
+    x, z, w, b = (normal(s, i, device).float().requires_grad_() for i, s in enumerate([(3, 8), (3, 8), (8,), (8,)]))
+    fn = lambda *a: ssm_triton.rmsnorm_fn(a[0], a[2], a[3], z=a[1], group_size=4, norm_before_gate=False)  # noqa: E731
+    want = fn(x, z, w, b)
+    want_g = torch.autograd.grad(want.sum(), (x, z, w, b))
+    torch._dynamo.reset()
+    got = torch.compile(fn, fullgraph=True)(x, z, w, b)
+    got_g = torch.autograd.grad(got.sum(), (x, z, w, b))
+    torch.testing.assert_close(got, want)
+    for a, c in zip(got_g, want_g):
+        torch.testing.assert_close(a, c)
+
+
+GOOD = dict(x=torch.ones(3, 8), weight=torch.ones(8))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(x=torch.ones(3, 8, dtype=torch.float64)), TypeError, "x must have dtype"),
+    (dict(weight=torch.ones(7)), ValueError, r"weight must have shape \(D,\)"),
+    (dict(bias=torch.ones(8, 1)), ValueError, r"bias must be 1-D"),
+    (dict(z=torch.ones(3, 7)), ValueError, "z must have shape"),
+    (dict(group_size=3), ValueError, "group_size must be a positive int dividing D = 8"),
+    (dict(group_size=0), ValueError, "group_size must be a positive int"),
+    (dict(eps=0.0), ValueError, "eps must be a positive number"),
+    (dict(norm_before_gate=None), TypeError, "norm_before_gate must be a bool"),
+    (dict(weight=torch.ones(8, device="meta")), ValueError, "weight is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.rmsnorm_fn(**{**GOOD, **override})
