@@ -3,6 +3,7 @@
 Each op has a NumPy float64 loop (``*_np``) — the ground truth — and a PyTorch version usable under
 autograd (``*_torch``), whose float64 gradients the kernels' backward passes are checked against.
 """
+from .conv1d import causal_conv1d_torch, causal_conv1d_update_torch
 from .discretize import discretize_np, discretize_torch
 from .norm import rmsnorm_torch
 from .scan import linear_scan_np, linear_scan_torch
@@ -10,6 +11,6 @@ from .selective_scan import selective_scan_np, selective_scan_ref
 from .ssd import ssd_np, ssd_quadratic_torch
 from .state_update import selective_state_update_np
 
-__all__ = ["discretize_np", "discretize_torch", "linear_scan_np", "linear_scan_torch", "rmsnorm_torch",
-           "selective_scan_np", "selective_scan_ref", "selective_state_update_np", "ssd_np",
-           "ssd_quadratic_torch"]
+__all__ = ["causal_conv1d_torch", "causal_conv1d_update_torch", "discretize_np", "discretize_torch",
+           "linear_scan_np", "linear_scan_torch", "rmsnorm_torch", "selective_scan_np", "selective_scan_ref",
+           "selective_state_update_np", "ssd_np", "ssd_quadratic_torch"]

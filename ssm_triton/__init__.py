@@ -6,6 +6,7 @@ you set it yourself). See ``ssm_triton._runtime``.
 """
 from . import _runtime  # noqa: F401  (first: decides compiled vs interpreted before any kernel is defined)
 from ._runtime import INTERPRET
+from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.discretize import discretize
 from .ops.norm import rmsnorm_fn
 from .ops.scan import linear_scan
@@ -14,5 +15,5 @@ from .ops.ssd import mamba_chunk_scan_combined
 from .ops.state_update import selective_state_update
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "discretize", "linear_scan", "mamba_chunk_scan_combined", "rmsnorm_fn", "selective_scan_fn",
+__all__ = ["INTERPRET", "causal_conv1d_fn", "causal_conv1d_update", "discretize", "linear_scan", "mamba_chunk_scan_combined", "rmsnorm_fn", "selective_scan_fn",
            "selective_state_update", "__version__"]

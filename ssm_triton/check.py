@@ -13,9 +13,10 @@ from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
 from .ops.ssd import mamba_chunk_scan_combined
+from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.norm import rmsnorm_fn
 from .ops.state_update import selective_state_update
-from .reference import (discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
+from .reference import (causal_conv1d_torch, causal_conv1d_update_torch, discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
                         rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
@@ -193,6 +194,25 @@ def _rmsnorm(before: bool):
     return run
 
 
+def _conv1d(device, dtype) -> Comparison:
+    """Width 4, bias, silu, two sequences packed in the second row; then 3 update steps on a 5-long state."""
+    x, w, b, g = _inputs(device, dtype, ((2, 6, 30), "normal"), ((6, 4), "normal"), ((6,), "normal"),
+                         ((2, 6, 30), "normal"))
+    seq = torch.tensor([[0] * 30, [0] * 11 + [1] * 19], dtype=torch.int32, device=device)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    y = causal_conv1d_fn(*leaves, seq_idx=seq, activation="silu")
+    got = torch.autograd.grad(y, leaves, g)
+    ref = [t.detach().double().cpu().requires_grad_() for t in leaves]
+    want_y = causal_conv1d_torch(*ref, seq_idx=seq.cpu(), activation="silu")
+    want = torch.autograd.grad(want_y, ref, g.double().cpu())
+    state, xs = _inputs(device, dtype, ((2, 6, 5), "normal"), ((2, 6, 3), "normal"), seed=3)
+    want_u, want_state = causal_conv1d_update_torch(*(t.detach().double().cpu() for t in (xs, state, w, b)), "silu")
+    with torch.no_grad():
+        out_u = causal_conv1d_update(xs, state, w, b, "silu")
+    return ([("out", y, want_y)] + [(f"d{n}", a, c) for n, a, c in zip(("x", "weight", "bias"), got, want)]
+            + [("update out", out_u, want_u), ("conv_state", state, want_state)])
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -205,6 +225,7 @@ def default_cases() -> list[Case]:
     cases.append(Case("selective_state_update", _state_update))
     cases.append(Case("rmsnorm gated (norm, gate)", _rmsnorm(True)))
     cases.append(Case("rmsnorm gated (gate, norm)", _rmsnorm(False)))
+    cases.append(Case("causal_conv1d fwd/bwd/update", _conv1d))
     return cases
 
 

@@ -15,6 +15,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssm_triton.kernels import discretize as kd  # noqa: E402
 from ssm_triton.kernels import scan as ks  # noqa: E402
 from ssm_triton.kernels import selective_scan as kss  # noqa: E402
+from ssm_triton.kernels import conv1d as kconv  # noqa: E402
 from ssm_triton.kernels import norm as knorm  # noqa: E402
 from ssm_triton.kernels import state_update as ksu  # noqa: E402
 from ssm_triton.kernels.ssd import backward as ssd_bwd  # noqa: E402
@@ -134,9 +135,21 @@ def norm_cases():
         yield "rmsnorm bwd", knorm._rmsnorm_bwd_kernel, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
 
 
+def conv1d_cases():
+    for io, opt in itertools.product([tl.float32, tl.bfloat16], [False, True]):
+        ptrs = {**dict.fromkeys(["X", "Wt", "BIAS", "OUT", "DOUT", "DX", "STATE"], PTR[io]), "SEQ": "*i32",
+                **dict.fromkeys(["DPRE", "DW_PART", "DB_PART"], "*fp32")}
+        flags = dict(W=4 if opt else 2, HAS_BIAS=opt, HAS_SEQ=opt, SILU=opt, BLOCK_D=16, BLOCK_L=256)
+        yield "conv1d fwd", kconv._conv_fwd_kernel, ptrs, flags
+        yield "conv1d bwd pre", kconv._conv_bwd_pre_kernel, ptrs, flags
+        yield "conv1d bwd dx", kconv._conv_bwd_dx_kernel, ptrs, dict(W=flags["W"], HAS_SEQ=opt, BLOCK_D=16, BLOCK_L=256)
+        yield "conv1d update", kconv._conv_update_kernel, ptrs, dict(W=flags["W"], HAS_BIAS=opt, SILU=opt, BLOCK_D=32,
+                                                                     BLOCK_S=4, BLOCK_L=1 if opt else 8)
+
+
 def main() -> int:
     done = failed = 0
-    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases()):
+    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases()):
         try:
             compile_kernel(kernel, ptrs, flags)
             done += 1

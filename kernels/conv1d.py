@@ -1,0 +1,189 @@
+"""Causal depthwise conv1d (Mamba's block), forward and backward, and its rolling-state update.
+
+``x (b, d, L)`` contiguous, ``weight (d, W)`` with ``W <= 4``. A program owns ``BLOCK_D`` channels and
+``BLOCK_L`` steps of a row and reads its ``W`` shifted windows of ``x`` straight from memory (the
+overlap hits L1/L2); ``seq_idx`` zeroes the taps that reach into an earlier packed sequence.
+
+Backward in two passes: the first recomputes the pre-activation, writes ``dpre`` (fp32) and the
+program's partial ``dweight`` / ``dbias``; the second gathers ``dx[t] = sum_k w[k] dpre[t + W - 1 - k]``.
+The update kernel appends ``x`` to ``conv_state`` (dropping its oldest entries) and returns the
+outputs of the new steps; all of a program's reads come before its writes (a barrier between).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .tuning import interpreting
+
+
+@triton.jit
+def _tap(X, SEQ, row_x, row_s, t, shift, ok, seq_t, L, HAS_SEQ: tl.constexpr):
+    """``x[t - shift]`` for ``(BLOCK_D, BLOCK_L)``, 0 before the row or across a sequence boundary."""
+    src = t - shift
+    valid = (src >= 0) & (t < L)
+    if HAS_SEQ:
+        valid &= tl.load(SEQ + row_s + src, mask=valid, other=-1) == seq_t
+    return tl.load(X + row_x[:, None] + src[None, :], mask=ok & valid[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    row_x = (bi.to(tl.int64) * dim + ds) * L
+    row_s = bi.to(tl.int64) * L
+    ok = d_ok[:, None] & (t < L)[None, :]
+    seq_t = 0
+    if HAS_SEQ:
+        seq_t = tl.load(SEQ + row_s + t, mask=t < L, other=-2)
+    acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + ds, mask=d_ok, other=0.0).to(tl.float32)[:, None]
+    for k in tl.static_range(W):
+        w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
+        acc += w[:, None] * _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, HAS_SEQ)
+    return acc, row_x, row_s, ok, seq_t
+
+
+@triton.jit
+def _conv_fwd_kernel(X, Wt, BIAS, SEQ, OUT, dim, L, W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
+                     SILU: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    bi = tl.program_id(2)
+    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = ds < dim
+    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    pre, row_x, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
+                                           BLOCK_D, BLOCK_L)
+    if SILU:
+        pre = pre * tl.sigmoid(pre)
+    tl.store(OUT + row_x[:, None] + t[None, :], pre.to(OUT.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L, W: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    bi = tl.program_id(2)
+    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = ds < dim
+    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
+                                                   BLOCK_D, BLOCK_L)
+    dpre = tl.load(DOUT + row_x[:, None] + t[None, :], mask=ok, other=0.0).to(tl.float32)
+    if SILU:
+        s = tl.sigmoid(pre)
+        dpre = dpre * s * (1.0 + pre * (1.0 - s))
+    tl.store(DPRE + row_x[:, None] + t[None, :], dpre, mask=ok)
+    part = ((tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * dim + ds) * W
+    for k in tl.static_range(W):
+        xs = _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, HAS_SEQ)
+        tl.store(DW_PART + part + k, tl.sum(dpre * xs, axis=1), mask=d_ok)
+    if HAS_BIAS:
+        tl.store(DB_PART + (tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * dim + ds,
+                 tl.sum(dpre, axis=1), mask=d_ok)
+
+
+@triton.jit
+def _conv_bwd_dx_kernel(DPRE, Wt, SEQ, DX, dim, L, W: tl.constexpr, HAS_SEQ: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    bi = tl.program_id(2)
+    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = ds < dim
+    s = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    row_x = (bi.to(tl.int64) * dim + ds) * L
+    row_s = bi.to(tl.int64) * L
+    seq_s = 0
+    if HAS_SEQ:
+        seq_s = tl.load(SEQ + row_s + s, mask=s < L, other=-2)
+    acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+    for k in tl.static_range(W):
+        t = s + (W - 1 - k)                       # the output step whose tap k reads x[s]
+        valid = (t < L) & (s < L)
+        if HAS_SEQ:
+            valid &= tl.load(SEQ + row_s + t, mask=valid, other=-1) == seq_s
+        w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
+        acc += w[:, None] * tl.load(DPRE + row_x[:, None] + t[None, :], mask=d_ok[:, None] & valid[None, :], other=0.0)
+    tl.store(DX + row_x[:, None] + s[None, :], acc.to(DX.dtype.element_ty), mask=d_ok[:, None] & (s < L)[None, :])
+
+
+@triton.jit
+def _conv_update_kernel(X, STATE, Wt, BIAS, OUT, dim, L, S, s_b, s_d, s_s, W: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        SILU: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr):
+    """``x (b, d, L)``; the state's last ``S`` entries of ``concat(state, x)`` become the new state."""
+    bi = tl.program_id(1)
+    ds = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = ds < dim
+    row_x = (bi.to(tl.int64) * dim + ds) * L
+    state = STATE + bi.to(tl.int64) * s_b + ds.to(tl.int64)[:, None] * s_d
+    # outputs: step t reads concat positions S + t - W + 1 + k
+    t = tl.arange(0, BLOCK_L)
+    t_ok = t < L
+    acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + ds, mask=d_ok, other=0.0).to(tl.float32)[:, None]
+    for k in tl.static_range(W):
+        pos = S + t - (W - 1) + k
+        from_state = tl.load(state + pos[None, :] * s_s, mask=d_ok[:, None] & (t_ok & (pos < S) & (pos >= 0))[None, :],
+                             other=0.0).to(tl.float32)
+        from_x = tl.load(X + row_x[:, None] + (pos - S)[None, :], mask=d_ok[:, None] & (t_ok & (pos >= S))[None, :],
+                         other=0.0).to(tl.float32)
+        w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
+        acc += w[:, None] * (from_state + from_x)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    # the new state: position j holds concat[j + L]
+    j = tl.arange(0, BLOCK_S)
+    src = j + L
+    j_ok = j < S
+    old = tl.load(state + src[None, :] * s_s, mask=d_ok[:, None] & (j_ok & (src < S))[None, :], other=0.0)
+    new = tl.load(X + row_x[:, None] + (src - S)[None, :], mask=d_ok[:, None] & (j_ok & (src >= S))[None, :],
+                  other=0.0).to(old.dtype)
+    tl.debug_barrier()  # every read of the old state is done before any write
+    tl.store(state + j[None, :] * s_s, tl.where((src < S)[None, :], old, new), mask=d_ok[:, None] & j_ok[None, :])
+    tl.store(OUT + row_x[:, None] + t[None, :], acc.to(OUT.dtype.element_ty), mask=d_ok[:, None] & t_ok[None, :])
+
+
+def _blocks(L):
+    if interpreting():
+        return 4, 8
+    return 16, min(256, max(16, triton.next_power_of_2(L)))
+
+
+def conv_forward(x, weight, bias, seq_idx, silu):
+    bsz, dim, L = x.shape
+    bd, bl = _blocks(L)
+    out = torch.empty_like(x)
+    _conv_fwd_kernel[(triton.cdiv(L, bl), triton.cdiv(dim, bd), bsz)](
+        x, weight, bias if bias is not None else weight, seq_idx if seq_idx is not None else x, out, dim, L,
+        W=weight.shape[1], HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=silu, BLOCK_D=bd, BLOCK_L=bl)
+    return out
+
+
+def conv_backward(dout, x, weight, bias, seq_idx, silu):
+    """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``."""
+    bsz, dim, L = x.shape
+    W = weight.shape[1]
+    bd, bl = _blocks(L)
+    grid = (triton.cdiv(L, bl), triton.cdiv(dim, bd), bsz)
+    dpre = torch.empty(x.shape, device=x.device, dtype=torch.float32)
+    dw_part = torch.empty((bsz * grid[0], dim, W), device=x.device, dtype=torch.float32)
+    db_part = torch.empty((bsz * grid[0], dim), device=x.device, dtype=torch.float32)
+    seq = seq_idx if seq_idx is not None else x
+    _conv_bwd_pre_kernel[grid](x, weight, bias if bias is not None else weight, seq, dout, dpre, dw_part, db_part,
+                               dim, L, W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=silu,
+                               BLOCK_D=bd, BLOCK_L=bl)
+    dx = torch.empty_like(x)
+    _conv_bwd_dx_kernel[grid](dpre, weight, seq, dx, dim, L, W=W, HAS_SEQ=seq_idx is not None, BLOCK_D=bd, BLOCK_L=bl)
+    return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None
+
+
+def conv_update(x, conv_state, weight, bias, silu):
+    """``x (b, d, L)`` contiguous; ``conv_state (b, d, S)`` any strides, updated in place."""
+    bsz, dim, L = x.shape
+    S = conv_state.shape[-1]
+    out = torch.empty_like(x)
+    bd = 4 if interpreting() else 32
+    _conv_update_kernel[(triton.cdiv(dim, bd), bsz)](
+        x, conv_state, weight, bias if bias is not None else weight, out, dim, L, S, *conv_state.stride(),
+        W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BLOCK_D=bd,
+        BLOCK_S=triton.next_power_of_2(S), BLOCK_L=triton.next_power_of_2(L))
+    return out

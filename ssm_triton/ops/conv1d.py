@@ -1,0 +1,142 @@
+"""``causal_conv1d_fn`` and ``causal_conv1d_update``: drop-ins for the causal-conv1d package's functions."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels import conv1d as _k
+from ._dispatch import compiling, eager_autograd
+
+IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+ACTIVATIONS = (None, "silu", "swish")
+WIDTHS = (2, 3, 4)
+
+
+def _forward(x, weight, bias, seq_idx, silu):
+    return _k.conv_forward(x, weight, bias, seq_idx, silu)
+
+
+def _save(ctx, inputs, output):
+    x, weight, bias, seq_idx, silu = inputs
+    ctx.save_for_backward(x, weight, bias, seq_idx)
+    ctx.silu = silu
+
+
+def _backward_impl(dout, x, weight, bias, seq_idx, silu):
+    dx, dw, db = _k.conv_backward(dout.contiguous(), x, weight, bias, seq_idx, silu)
+    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None
+
+
+@torch.library.custom_op("ssm_triton::causal_conv1d", mutates_args=())
+def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], seq_idx: Optional[Tensor], silu: bool) -> Tensor:
+    return _forward(x, weight, bias, seq_idx, silu)
+
+
+@_conv_op.register_fake
+def _(x, weight, bias, seq_idx, silu):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("ssm_triton::causal_conv1d_backward", mutates_args=())
+def _conv_backward_op(dout: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], seq_idx: Optional[Tensor],
+                      silu: bool) -> list[Tensor]:
+    grads = _backward_impl(dout, x, weight, bias, seq_idx, silu)
+    return [g if g is not None else x.new_empty(0) for g in grads]
+
+
+@_conv_backward_op.register_fake
+def _(dout, x, weight, bias, seq_idx, silu):
+    return [torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias) if bias is not None else x.new_empty(0)]
+
+
+def _op_backward(ctx, dout):
+    x, weight, bias, seq_idx = ctx.saved_tensors
+    dx, dw, db = _conv_backward_op(dout, x, weight, bias, seq_idx, ctx.silu)
+    return dx, dw, db if bias is not None else None, None, None
+
+
+_conv_op.register_autograd(_op_backward, setup_context=_save)
+
+
+def _eager_backward(ctx, dout):
+    x, weight, bias, seq_idx = ctx.saved_tensors
+    return (*_backward_impl(dout, x, weight, bias, seq_idx, ctx.silu), None, None)
+
+
+_conv_eager = eager_autograd("CausalConv1d", _forward, _save, _eager_backward)
+
+
+@torch.library.custom_op("ssm_triton::causal_conv1d_update", mutates_args=("conv_state",))
+def _update_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool) -> Tensor:
+    return _k.conv_update(x, conv_state, weight, bias, silu)
+
+
+@_update_op.register_fake
+def _(x, conv_state, weight, bias, silu):
+    return torch.empty_like(x)
+
+
+def _check_weight(weight, bias, dim):
+    _validate.tensor("weight", weight, ndim=2, dtypes=IO_DTYPES, shape_doc="(dim, width)")
+    if weight.shape[0] != dim or weight.shape[1] not in WIDTHS:
+        raise ValueError(f"weight must have shape (dim, width) with dim = {dim} and width in {WIDTHS}, "
+                         f"got {tuple(weight.shape)}")
+    if bias is not None:
+        _validate.tensor("bias", bias, ndim=1, dtypes=IO_DTYPES, shape_doc="(dim,)")
+        _validate.shape("bias", bias, (dim,), "(dim,)")
+
+
+def _silu(activation) -> bool:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation is not None
+
+
+def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
+                     activation: Optional[str] = None) -> Tensor:
+    """Causal depthwise conv1d: ``out[b, d, t] = act(bias[d] + sum_k weight[d, k] x[b, d, t - W + 1 + k])``.
+
+    Args:
+        x: ``(batch, dim, L)`` fp32 / bf16 / fp16.  weight: ``(dim, W)``, W in 2..4.  bias: ``(dim,)``.
+        seq_idx: ``(batch, L)`` int32, non-decreasing: the window does not reach into an earlier sequence.
+        activation: None, ``"silu"`` or ``"swish"``.
+    Returns ``(batch, dim, L)`` in ``x``'s dtype; differentiable in x, weight and bias.
+    """
+    _validate.tensor("x", x, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
+    bsz, dim, L = x.shape
+    _check_weight(weight, bias, dim)
+    if seq_idx is not None:
+        _validate.tensor("seq_idx", seq_idx, ndim=2, dtypes=(torch.int32,), shape_doc="(batch, L)")
+        _validate.shape("seq_idx", seq_idx, (bsz, L), "(batch, L)")
+    silu = _silu(activation)
+    _validate.devices(("x", "weight", "bias", "seq_idx"), (x, weight, bias, seq_idx))
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    args = (c(x), c(weight), c(bias), c(seq_idx), silu)
+    return _conv_op(*args) if compiling() else _conv_eager(*args)
+
+
+def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                         activation: Optional[str] = None) -> Tensor:
+    """Decode steps: appends ``x`` to ``conv_state`` in place (its oldest entries drop out) and returns the
+    new steps' outputs. ``x (batch, dim)`` or ``(batch, dim, L)``; ``conv_state (batch, dim, S)`` with
+    ``S >= W - 1``, any strides; returns ``out`` shaped like ``x``. Not differentiable."""
+    _validate.tensor("x", x, dtypes=IO_DTYPES, shape_doc="(batch, dim) or (batch, dim, L)")
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be (batch, dim) or (batch, dim, L), got shape {tuple(x.shape)}")
+    bsz, dim = x.shape[:2]
+    _check_weight(weight, bias, dim)
+    _validate.tensor("conv_state", conv_state, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, state_len)")
+    W = weight.shape[1]
+    if conv_state.shape[:2] != (bsz, dim) or conv_state.shape[2] < W - 1:
+        raise ValueError(f"conv_state must have shape (batch, dim, state_len) = ({bsz}, {dim}, >= {W - 1}), "
+                         f"got {tuple(conv_state.shape)}")
+    silu = _silu(activation)
+    _validate.devices(("x", "conv_state", "weight", "bias"), (x, conv_state, weight, bias))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv_state, weight, bias)):
+        raise RuntimeError("causal_conv1d_update is not differentiable (it updates conv_state in place); "
+                           "call it under torch.no_grad()")
+    x3 = (x[..., None] if x.dim() == 2 else x).contiguous()
+    args = (x3, conv_state, weight.contiguous(), bias.contiguous() if bias is not None else None, silu)
+    out = _update_op(*args) if compiling() else _k.conv_update(*args)
+    return out[..., 0] if x.dim() == 2 else out

@@ -1,0 +1,114 @@
+"""causal_conv1d_fn / causal_conv1d_update against the float64 references: outputs and gradients over
+shapes, widths, bias, activation, packed sequences and dtypes; step-by-step updates against the full
+convolution; strided states; bad input."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch
+from ssm_triton.tolerance import assert_close
+from strategies import normal, seeds
+
+IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@given(bsz=st.integers(1, 2), dim=st.integers(1, 9), L=st.integers(1, 40), W=st.integers(2, 4), with_bias=st.booleans(),
+       act=st.sampled_from([None, "silu"]), packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES), seed=seeds())
+def test_matches_float64_reference_with_gradients(device, bsz, dim, L, W, with_bias, act, packed, dtype, seed):
+    t = {"x": normal((bsz, dim, L), seed, device, dtype), "weight": normal((dim, W), seed + 1, device, dtype)}
+    if with_bias:
+        t["bias"] = normal((dim,), seed + 2, device, dtype)
+    seq = None
+    if packed:
+        starts = np.random.default_rng(seed).random((bsz, L)) < 0.2
+        seq = torch.tensor(np.cumsum(starts, axis=1), dtype=torch.int32, device=device)
+    leaves = {k: v.requires_grad_() for k, v in t.items()}
+    y = ssm_triton.causal_conv1d_fn(**leaves, seq_idx=seq, activation=act)
+    g = normal(y.shape, seed + 3, device, dtype)
+    got = torch.autograd.grad(y, list(leaves.values()), g)
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    want_y = causal_conv1d_torch(**ref, seq_idx=seq.cpu() if seq is not None else None, activation=act)
+    want = torch.autograd.grad(want_y, list(ref.values()), g.cpu().double())
+    assert y.dtype == dtype and y.shape == (bsz, dim, L)
+    assert_close(y, want_y, dtype, "out")
+    for name, a, b in zip(leaves, got, want):
+        assert a.dtype == dtype and a.shape == leaves[name].shape, name
+        assert_close(a, b, dtype, f"d{name}")
+
+
+@given(bsz=st.integers(1, 2), dim=st.integers(1, 9), W=st.integers(2, 4), extra=st.integers(0, 3), L=st.integers(1, 5),
+       token=st.booleans(), strided=st.booleans(), act=st.sampled_from([None, "silu"]), seed=seeds())
+def test_update_matches_reference(device, bsz, dim, W, extra, L, token, strided, act, seed):
+    S = W - 1 + extra
+    if token:
+        L = 1
+    base = normal((bsz, S, dim), seed, device).float()
+    state = base.transpose(1, 2) if strided else base.transpose(1, 2).contiguous()   # (b, dim, S)
+    x = normal((bsz, dim) if token else (bsz, dim, L), seed + 1, device).float()
+    w, b = normal((dim, W), seed + 2, device).float(), normal((dim,), seed + 3, device).float()
+    want_out, want_state = causal_conv1d_update_torch(x.double(), state.double(), w.double(), b.double(), act)
+    out = ssm_triton.causal_conv1d_update(x, state, w, b, act)
+    assert out.shape == x.shape
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(state, want_state, torch.float32, "conv_state")
+
+
+@given(L=st.integers(1, 20), W=st.integers(2, 4), dim=st.integers(1, 6), seed=seeds())
+def test_token_by_token_updates_equal_the_convolution(device, L, W, dim, seed):
+    x = normal((1, dim, L), seed, device).float()
+    w, b = normal((dim, W), seed + 1, device).float(), normal((dim,), seed + 2, device).float()
+    full = ssm_triton.causal_conv1d_fn(x, w, b, activation="silu")
+    state = torch.zeros(1, dim, W - 1, device=device)
+    steps = torch.stack([ssm_triton.causal_conv1d_update(x[..., i], state, w, b, "silu") for i in range(L)], -1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-6)
+
+
+def test_fullgraph_compile_forward_and_backward(device):
+    x, w, b = (normal(s, i, device).float().requires_grad_() for i, s in enumerate([(2, 3, 11), (3, 4), (3,)]))
+    fn = lambda x, w, b: ssm_triton.causal_conv1d_fn(x, w, b, activation="silu")  # noqa: E731
+    want = fn(x, w, b)
+    want_g = torch.autograd.grad(want.sum(), (x, w, b))
+    torch._dynamo.reset()
+    got = torch.compile(fn, fullgraph=True)(x, w, b)
+    got_g = torch.autograd.grad(got.sum(), (x, w, b))
+    torch.testing.assert_close(got, want)
+    for a, c in zip(got_g, want_g):
+        torch.testing.assert_close(a, c)
+
+
+GOOD = dict(x=torch.ones(2, 3, 7), weight=torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(x=torch.ones(3, 7)), ValueError, r"x must be 3-D \(batch, dim, L\)"),
+    (dict(x=torch.ones(2, 3, 7, dtype=torch.float64)), TypeError, "x must have dtype"),
+    (dict(weight=torch.ones(3, 5)), ValueError, r"width in \(2, 3, 4\)"),
+    (dict(weight=torch.ones(2, 4)), ValueError, "with dim = 3"),
+    (dict(bias=torch.ones(4)), ValueError, r"bias must have shape \(dim,\)"),
+    (dict(seq_idx=torch.zeros(2, 7, dtype=torch.int64)), TypeError, "seq_idx must have dtype"),
+    (dict(seq_idx=torch.zeros(2, 6, dtype=torch.int32)), ValueError, "seq_idx must have shape"),
+    (dict(activation="relu"), ValueError, "activation must be one of"),
+    (dict(weight=torch.ones(3, 4, device="meta")), ValueError, "weight is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.causal_conv1d_fn(**{**GOOD, **override})
+
+
+GOOD_UPDATE = dict(x=torch.ones(2, 3), conv_state=torch.zeros(2, 3, 3), weight=torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(x=torch.ones(2, 3, 1, 1)), ValueError, r"x must be \(batch, dim\) or \(batch, dim, L\)"),
+    (dict(conv_state=torch.zeros(2, 3, 2)), ValueError, r"conv_state must have shape \(batch, dim, state_len\)"),
+    (dict(conv_state=torch.zeros(1, 3, 3)), ValueError, "conv_state must have shape"),
+    (dict(conv_state=torch.zeros(2, 3)), ValueError, "conv_state must be 3-D"),
+    (dict(activation="gelu"), ValueError, "activation must be one of"),
+    (dict(x=torch.ones(2, 3, requires_grad=True)), RuntimeError, "not differentiable"),
+])
+def test_update_bad_input_is_rejected(override, exc, match):
+    with pytest.raises(exc, match=match):
+        ssm_triton.causal_conv1d_update(**{**GOOD_UPDATE, **override})
