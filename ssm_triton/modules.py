@@ -1,0 +1,164 @@
+"""``Mamba2``: Mamba-2's block on ssm_triton's kernels, with mamba_ssm's constructor, parameter names,
+shapes and initialisation, so that a mamba_ssm ``Mamba2`` state dict loads unchanged.
+
+in_proj -> (z, xBC, dt) -> causal depthwise conv1d + silu on xBC -> SSD chunked scan (x, B, C, dt, A, D)
+-> gated RMSNorm with z -> out_proj. Decoding runs the same block one token at a time on a conv state
+``(batch, conv_dim, d_conv)`` and an SSM state ``(batch, H, headdim, d_state)``.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
+from .ops.norm import rmsnorm_fn
+from .ops.ssd import mamba_chunk_scan_combined
+from .ops.state_update import selective_state_update
+
+
+@dataclass
+class InferenceParams:
+    """What ``forward(u, inference_params)`` reads, as mamba_ssm's ``InferenceParams``: each layer keeps
+    ``(conv_state, ssm_state)`` under its ``layer_idx``; ``seqlen_offset`` is 0 for the prefill and
+    the number of tokens already seen afterwards."""
+    max_seqlen: int
+    max_batch_size: int
+    seqlen_offset: int = 0
+    key_value_memory_dict: dict = field(default_factory=dict)
+
+
+class _GatedRMSNorm(nn.Module):
+    """Holds ``weight (d,)`` under mamba_ssm's name for it (``norm.weight``)."""
+
+    def __init__(self, d, eps, norm_before_gate, group_size, **factory):
+        super().__init__()
+        self.eps, self.norm_before_gate, self.group_size = eps, norm_before_gate, group_size
+        self.weight = nn.Parameter(torch.ones(d, **factory))
+
+    def forward(self, x, z=None):
+        return rmsnorm_fn(x, self.weight, None, z=z, eps=self.eps, group_size=self.group_size,
+                          norm_before_gate=self.norm_before_gate)
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 mixer. ``forward(u (batch, L, d_model), inference_params=None) -> (batch, L, d_model)``.
+
+    ``inference_params`` (as in mamba_ssm: ``key_value_memory_dict`` and ``seqlen_offset``) makes the
+    call fill this layer's states (prefill, offset 0) or advance them one token per call (offset > 0).
+    """
+
+    def __init__(self, d_model, d_state=128, d_conv=4, conv_init=None, expand=2, headdim=64, d_ssm=None, ngroups=1,
+                 A_init_range=(1, 16), D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001,
+                 dt_max=0.1, dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), bias=False, conv_bias=True,
+                 chunk_size=256, use_mem_eff_path=True, layer_idx=None, device=None, dtype=None):
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv, self.expand, self.headdim = d_model, d_state, d_conv, expand, headdim
+        self.d_inner = expand * d_model
+        self.d_ssm = self.d_inner if d_ssm is None else d_ssm
+        if self.d_ssm % headdim:
+            raise ValueError(f"d_ssm = {self.d_ssm} must be a multiple of headdim = {headdim}")
+        self.ngroups, self.nheads = ngroups, self.d_ssm // headdim
+        self.D_has_hdim, self.rmsnorm, self.norm_before_gate = D_has_hdim, rmsnorm, norm_before_gate
+        self.dt_limit, self.chunk_size, self.layer_idx = tuple(dt_limit), chunk_size, layer_idx
+        self.use_mem_eff_path = use_mem_eff_path  # accepted for signature compatibility; one path here
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias, **factory)
+        self.conv_dim = self.d_ssm + 2 * ngroups * d_state
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1,
+                                bias=conv_bias, **factory)
+        if conv_init is not None:
+            nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
+        # dt_bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max], floored
+        dt = torch.exp(torch.rand(self.nheads, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_bias._no_weight_decay = True
+        lo, hi = A_init_range
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(lo, hi)
+        self.A_log = nn.Parameter(torch.log(A).to(dtype=dtype))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads, device=device))
+        self.D._no_weight_decay = True
+        if rmsnorm:
+            self.norm = _GatedRMSNorm(self.d_ssm, 1e-5, norm_before_gate, self.d_ssm // ngroups, **factory)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+    # -- pieces shared by the full forward and the step --
+
+    def _split(self, zxbcdt):
+        d_mlp = (zxbcdt.shape[-1] - 2 * self.d_ssm - 2 * self.ngroups * self.d_state - self.nheads) // 2
+        return torch.split(zxbcdt, [d_mlp, d_mlp, self.d_ssm, self.conv_dim, self.nheads], dim=-1)
+
+    def _finish(self, y, z, z0, x0):
+        """y (..., d_ssm) -> gated norm -> the gated MLP part, if any, in front -> out_proj."""
+        y = self.norm(y, z) if self.rmsnorm else y
+        if z0.shape[-1] > 0:
+            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+        return self.out_proj(y)
+
+    def _D(self):
+        return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+
+    def forward(self, u, inference_params=None):
+        conv_state = ssm_state = None
+        if inference_params is not None:
+            conv_state, ssm_state = self._get_states(inference_params, u.shape[0])
+            if inference_params.seqlen_offset > 0:
+                out, _, _ = self.step(u, conv_state, ssm_state)
+                return out
+        bsz, L, _ = u.shape
+        z0, x0, z, xBC, dt = self._split(self.in_proj(u))
+        if conv_state is not None:  # the conv's last d_conv inputs, zero-padded on the left
+            xt = xBC.transpose(1, 2)
+            conv_state.copy_(F.pad(xt, (self.d_conv - xt.shape[-1], 0))[..., -self.d_conv:])
+        xBC = causal_conv1d_fn(xBC.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                               activation="silu").transpose(1, 2)
+        x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        y = mamba_chunk_scan_combined(
+            x.reshape(bsz, L, self.nheads, self.headdim), dt, -torch.exp(self.A_log.float()),
+            B.reshape(bsz, L, self.ngroups, self.d_state), C.reshape(bsz, L, self.ngroups, self.d_state),
+            self.chunk_size, D=self._D(), z=None if self.rmsnorm else z.reshape(bsz, L, self.nheads, self.headdim),
+            dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit, return_final_states=ssm_state is not None)
+        if ssm_state is not None:
+            y, final = y
+            ssm_state.copy_(final)
+        return self._finish(y.reshape(bsz, L, self.d_ssm), z, z0, x0)
+
+    def step(self, hidden_states, conv_state, ssm_state):
+        """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
+        ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
+        under ``torch.no_grad()`` (or ``torch.inference_mode()``)."""
+        if hidden_states.shape[1] != 1:
+            raise ValueError(f"step decodes one token at a time: hidden_states must be (batch, 1, d_model), "
+                             f"got {tuple(hidden_states.shape)}")
+        z0, x0, z, xBC, dt = self._split(self.in_proj(hidden_states[:, 0]))
+        xBC = causal_conv1d_update(xBC, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        bsz, H, P, N = x.shape[0], self.nheads, self.headdim, self.d_state
+        A = -torch.exp(self.A_log.float())
+        D = self.D.view(H, P) if self.D_has_hdim else self.D[:, None].expand(H, P)
+        y = selective_state_update(
+            ssm_state, x.reshape(bsz, H, P), dt[..., None].expand(bsz, H, P), A[:, None, None].expand(H, P, N),
+            B.reshape(bsz, self.ngroups, N), C.reshape(bsz, self.ngroups, N), D=D,
+            z=None if self.rmsnorm else z.reshape(bsz, H, P), dt_bias=self.dt_bias[:, None].expand(H, P),
+            dt_softplus=True)
+        return self._finish(y.reshape(bsz, self.d_ssm), z, z0, x0)[:, None], conv_state, ssm_state
+
+    def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
+        """``(conv_state (batch, conv_dim, d_conv), ssm_state (batch, H, headdim, d_state))``, zeros."""
+        device = self.out_proj.weight.device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
+        return (torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype),
+                torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype))
+
+    def _get_states(self, inference_params, batch_size):
+        if self.layer_idx is None:
+            raise ValueError("Mamba2 needs layer_idx to keep its states in inference_params")
+        cache = inference_params.key_value_memory_dict
+        if self.layer_idx not in cache:
+            cache[self.layer_idx] = self.allocate_inference_cache(batch_size, 0)
+        return cache[self.layer_idx]

@@ -1,0 +1,91 @@
+"""The Mamba2 module: mamba_ssm's parameter names and shapes, its forward against a float64 composition
+of the references, and decoding (token by token, and prefill + decode) against the full forward."""
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
+from conftest import BIG
+from strategies import seeds
+
+# each example runs the whole block (and up to 24 decode steps) through the interpreter
+FEW = settings(max_examples=100 if BIG else 8)
+
+# mamba_ssm's Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2): d_inner 32, 4 heads, conv over x, B, C
+# (32 + 2*2*8 = 64 channels), in_proj to z, xBC, dt (32 + 64 + 4 = 100)
+EXPECTED_STATE_DICT = {
+    "in_proj.weight": (100, 16), "conv1d.weight": (64, 1, 4), "conv1d.bias": (64,), "dt_bias": (4,),
+    "A_log": (4,), "D": (4,), "norm.weight": (32,), "out_proj.weight": (16, 32),
+}
+
+
+def build(device, seed, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=16, layer_idx=0, device=device)
+    cfg.update(kw)
+    return ssm_triton.Mamba2(**cfg)
+
+
+def test_state_dict_names_and_shapes_match_mamba_ssm(device):
+    m = build(device, 0)
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == EXPECTED_STATE_DICT
+    assert (m.A_log.exp() >= 1).all() and (m.A_log.exp() <= 16).all()             # A_init_range
+    dt = torch.nn.functional.softplus(m.dt_bias)
+    assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()                # dt in [dt_min, dt_max]
+
+
+def reference_forward(m, u):
+    """The block from the float64 references."""
+    p = {k: v.detach().double().cpu() for k, v in m.state_dict().items()}
+    u = u.detach().double().cpu()
+    bsz, L, _ = u.shape
+    z, xBC, dt = torch.split(u @ p["in_proj.weight"].T, [m.d_ssm, m.conv_dim, m.nheads], dim=-1)
+    xBC = causal_conv1d_torch(xBC.transpose(1, 2), p["conv1d.weight"][:, 0], p["conv1d.bias"], activation="silu").transpose(1, 2)
+    x, B, C = torch.split(xBC, [m.d_ssm, m.ngroups * m.d_state, m.ngroups * m.d_state], dim=-1)
+    y, _ = ssd_quadratic_torch(x.reshape(bsz, L, m.nheads, m.headdim), dt, -torch.exp(p["A_log"]),
+                               B.reshape(bsz, L, m.ngroups, m.d_state), C.reshape(bsz, L, m.ngroups, m.d_state),
+                               D=p["D"], dt_bias=p["dt_bias"], dt_softplus=True)
+    y = rmsnorm_torch(y.reshape(bsz, L, m.d_ssm), p["norm.weight"], z=z, eps=1e-5, group_size=m.d_ssm // m.ngroups,
+                      norm_before_gate=False)
+    return y @ p["out_proj.weight"].T
+
+
+@FEW
+@given(L=st.integers(1, 40), bsz=st.integers(1, 2), seed=seeds())
+def test_forward_matches_the_references_composed(device, L, bsz, seed):
+    m = build(device, seed % 1000)
+    u = torch.randn(bsz, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
+    torch.testing.assert_close(m(u).double().cpu(), reference_forward(m, u), rtol=1e-4, atol=1e-5)
+
+
+@FEW
+@given(L=st.integers(2, 24), prefill=st.integers(0, 23), seed=seeds())
+def test_prefill_then_decode_equals_the_full_forward(device, L, prefill, seed):
+    prefill = min(prefill, L - 1)
+    m = build(device, seed % 1000)
+    u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
+    with torch.no_grad():
+        want = m(u)
+        params = ssm_triton.InferenceParams(max_seqlen=L, max_batch_size=2)
+        outs = []
+        if prefill:
+            outs.append(m(u[:, :prefill], inference_params=params))
+            params.seqlen_offset = prefill
+        else:  # decode from empty states
+            params.key_value_memory_dict[0] = m.allocate_inference_cache(2, L)
+            params.seqlen_offset = 1
+        for t in range(prefill, L):
+            outs.append(m(u[:, t:t + 1], inference_params=params))
+            params.seqlen_offset += 1
+    torch.testing.assert_close(torch.cat(outs, 1), want, rtol=1e-4, atol=1e-5)
+
+
+def test_step_returns_and_updates_the_states(device):
+    m = build(device, 1)
+    conv_state, ssm_state = m.allocate_inference_cache(3, 10)
+    assert conv_state.shape == (3, 64, 4) and ssm_state.shape == (3, 4, 8, 8)
+    with torch.no_grad():
+        out, c, s = m.step(torch.randn(3, 1, 16, device=device), conv_state, ssm_state)
+    assert out.shape == (3, 1, 16) and c is conv_state and s is ssm_state
+    assert conv_state.abs().sum() > 0 and ssm_state.abs().sum() > 0
