@@ -17,6 +17,13 @@ from .tuning import interpreting
 
 
 @triton.jit
+def _tile(dim, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    """A (step block, channel block, row) program's row, channels, their mask and steps."""
+    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return tl.program_id(2), ds, ds < dim, tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+
+
+@triton.jit
 def _tap(X, SEQ, row_x, row_s, t, shift, ok, seq_t, L, HAS_SEQ: tl.constexpr):
     """``x[t - shift]`` for ``(BLOCK_D, BLOCK_L)``, 0 before the row or across a sequence boundary."""
     src = t - shift
@@ -47,10 +54,7 @@ def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, 
 @triton.jit
 def _conv_fwd_kernel(X, Wt, BIAS, SEQ, OUT, dim, L, W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
                      SILU: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    bi = tl.program_id(2)
-    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = ds < dim
-    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, row_x, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
                                            BLOCK_D, BLOCK_L)
     if SILU:
@@ -62,10 +66,7 @@ def _conv_fwd_kernel(X, Wt, BIAS, SEQ, OUT, dim, L, W: tl.constexpr, HAS_BIAS: t
 def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L, W: tl.constexpr,
                          HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    bi = tl.program_id(2)
-    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = ds < dim
-    t = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
                                                    BLOCK_D, BLOCK_L)
     dpre = tl.load(DOUT + row_x[:, None] + t[None, :], mask=ok, other=0.0).to(tl.float32)
@@ -85,10 +86,7 @@ def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L,
 @triton.jit
 def _conv_bwd_dx_kernel(DPRE, Wt, SEQ, DX, dim, L, W: tl.constexpr, HAS_SEQ: tl.constexpr,
                         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    bi = tl.program_id(2)
-    ds = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = ds < dim
-    s = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    bi, ds, d_ok, s = _tile(dim, BLOCK_D, BLOCK_L)
     row_x = (bi.to(tl.int64) * dim + ds) * L
     row_s = bi.to(tl.int64) * L
     seq_s = 0

@@ -26,6 +26,14 @@ def _gate(z):
 
 
 @triton.jit
+def _tile(group_size, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+    """A program's rows, its group, the group's columns and which of them are real."""
+    grp = tl.program_id(1)
+    lane = tl.arange(0, BLOCK_G)
+    return tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R), grp, grp * group_size + lane, lane < group_size
+
+
+@triton.jit
 def _load_rows(PTR, rows, cols, D, ok):
     return tl.load(PTR + rows.to(tl.int64)[:, None] * D + cols[None, :], mask=ok, other=0.0).to(tl.float32)
 
@@ -34,10 +42,7 @@ def _load_rows(PTR, rows, cols, D, ok):
 def _rmsnorm_fwd_kernel(X, Z, W, BIAS, Y, RSTD, R, D, group_size, eps,
                         HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    grp = tl.program_id(1)
-    cols = grp * group_size + tl.arange(0, BLOCK_G)
-    c_ok = tl.arange(0, BLOCK_G) < group_size
+    rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     ok = (rows < R)[:, None] & c_ok[None, :]
     u = _load_rows(X, rows, cols, D, ok)
     if HAS_Z:
@@ -59,10 +64,7 @@ def _rmsnorm_fwd_kernel(X, Z, W, BIAS, Y, RSTD, R, D, group_size, eps,
 def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D, group_size, eps,
                         HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    grp = tl.program_id(1)
-    cols = grp * group_size + tl.arange(0, BLOCK_G)
-    c_ok = tl.arange(0, BLOCK_G) < group_size
+    rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     r_ok = rows < R
     ok = r_ok[:, None] & c_ok[None, :]
     x = _load_rows(X, rows, cols, D, ok)
