@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import silu_and_slope
 from .tuning import interpreting
 
 
@@ -71,8 +72,8 @@ def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L,
                                                    BLOCK_D, BLOCK_L)
     dpre = tl.load(DOUT + row_x[:, None] + t[None, :], mask=ok, other=0.0).to(tl.float32)
     if SILU:
-        s = tl.sigmoid(pre)
-        dpre = dpre * s * (1.0 + pre * (1.0 - s))
+        _, slope = silu_and_slope(pre)
+        dpre = dpre * slope
     tl.store(DPRE + row_x[:, None] + t[None, :], dpre, mask=ok)
     part = ((tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * dim + ds) * W
     for k in tl.static_range(W):

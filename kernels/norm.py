@@ -15,14 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import silu_and_slope
 from .tuning import interpreting
-
-
-@triton.jit
-def _gate(z):
-    """(silu(z), d silu / dz)."""
-    s = tl.sigmoid(z)
-    return z * s, s * (1.0 + z * (1.0 - s))
 
 
 @triton.jit
@@ -46,7 +40,7 @@ def _rmsnorm_fwd_kernel(X, Z, W, BIAS, Y, RSTD, R, D, group_size, eps,
     ok = (rows < R)[:, None] & c_ok[None, :]
     u = _load_rows(X, rows, cols, D, ok)
     if HAS_Z:
-        gate, _ = _gate(_load_rows(Z, rows, cols, D, ok))
+        gate, _ = silu_and_slope(_load_rows(Z, rows, cols, D, ok))
         if GATE_FIRST:
             u = u * gate
     rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / group_size + eps)
@@ -74,7 +68,7 @@ def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D,
     u = x
     if HAS_Z:
         z = _load_rows(Z, rows, cols, D, ok)
-        gate, slope = _gate(z)
+        gate, slope = silu_and_slope(z)
         if GATE_FIRST:
             u = x * gate
     n = u * rstd[:, None]

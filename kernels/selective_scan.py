@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import softplus
 from .scan import first_order_combine
 from .tuning import interpreting
 
@@ -51,7 +52,7 @@ def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
     if HAS_BIAS:
         pre += bias[:, None]
     if SOFTPLUS:
-        dt = tl.where(pre > 20.0, pre, tl.log(1.0 + tl.exp(tl.minimum(pre, 20.0))))
+        dt = softplus(pre)
         slope = tl.sigmoid(pre)
     else:
         dt = pre

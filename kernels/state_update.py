@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import softplus
 from .tuning import interpreting
 
 
@@ -41,7 +42,7 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     if HAS_BIAS:
         dt += tl.load(DT_BIAS + h * bias_h + ps * bias_p, mask=p_ok, other=0.0).to(tl.float32)
     if SOFTPLUS:
-        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+        dt = softplus(dt)
     a = tl.load(A + h * a_h + ps[:, None] * a_p + ns[None, :] * a_n, mask=pn_ok, other=0.0).to(tl.float32)
     b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
     c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)

@@ -14,6 +14,7 @@ the softplus and the bias.
 import triton
 import triton.language as tl
 
+from ..activations import silu_and_slope
 from .cumsum import chunk_row, raw_step, softplus_clamp
 
 
@@ -24,9 +25,9 @@ def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
     dout = tl.load(DOUT + i, mask=ok, other=0.0).to(tl.float32)
     y = tl.load(Y + i, mask=ok, other=0.0).to(tl.float32)
     z = tl.load(Z + i, mask=ok, other=0.0).to(tl.float32)
-    sig = tl.sigmoid(z)
-    tl.store(DY + i, (dout * z * sig).to(DY.dtype.element_ty), mask=ok)
-    tl.store(DZ + i, (dout * y * sig * (1.0 + z * (1.0 - sig))).to(DZ.dtype.element_ty), mask=ok)
+    gate, slope = silu_and_slope(z)
+    tl.store(DY + i, (dout * gate).to(DY.dtype.element_ty), mask=ok)
+    tl.store(DZ + i, (dout * y * slope).to(DZ.dtype.element_ty), mask=ok)
 
 
 @triton.jit

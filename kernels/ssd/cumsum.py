@@ -9,12 +9,14 @@ stages need ``cum_t - cum_s`` to fp32 accuracy where both are large. Steps past
 import triton
 import triton.language as tl
 
+from ..activations import softplus
+
 
 @triton.jit
 def softplus_clamp(raw, lo, hi, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr):
     """(dt, d dt / d raw)."""
     if SOFTPLUS:
-        dt = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(tl.minimum(raw, 20.0))))
+        dt = softplus(raw)
         slope = tl.sigmoid(raw)
     else:
         dt = raw

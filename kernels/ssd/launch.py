@@ -84,16 +84,21 @@ def lo_offset(cum: torch.Tensor) -> int:
     return cum[0].numel()
 
 
+def _limits(dt_limit) -> tuple[float, float, bool]:
+    """``(lo, hi, clamp?)`` as the kernels take them: ``hi`` finite, no clamp for the default ``(0, inf)``."""
+    lo, hi = dt_limit
+    return float(lo), float(min(hi, 3.0e38)), lo > 0.0 or hi != math.inf
+
+
 def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
     """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum."""
     bsz, L, H = dt.shape
     nc = triton.cdiv(L, p.Q)
     dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
     cum = _f32(2, bsz, H, nc * p.Q, device=dt.device)
-    lo, hi = dt_limit
-    clamp = lo > 0.0 or hi != math.inf
+    lo, hi, clamp = _limits(dt_limit)
     _dt_cumsum_kernel[(nc, bsz * H)](
-        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, lo_offset(cum), float(lo), float(min(hi, 3.0e38)),
+        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, lo_offset(cum), lo, hi,
         HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
     return dtp, cum
 
@@ -258,11 +263,10 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     ddt = torch.empty_like(dt)
     da_part = _f32(bsz, H, nc, device=dev)
     dbias_part = torch.empty_like(da_part)
-    lo, hi = dt_limit
+    lo, hi, clamp = _limits(dt_limit)
     _dt_bwd_kernel[(nc, bsz * H)](
         dt, dt_bias if dt_bias is not None else dummy, A, dtp, rs, inter, cs, us, xv, fpart.sum(-1), ddt, da_part,
-        dbias_part, L, H, Lp, nc, float(lo), float(min(hi, 3.0e38)),
-        HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=lo > 0.0 or hi != math.inf, Q=p.Q)
+        dbias_part, L, H, Lp, nc, lo, hi, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
 
     per_group_blocks = n_hb // G
     dB = db_part.view(bsz, L, G, per_group_blocks, N).sum(3)

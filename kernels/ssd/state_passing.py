@@ -32,18 +32,24 @@ def _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ: tl.constexpr, Q: tl.constexpr):
 
 
 @triton.jit
-def _state_fwd_kernel(S, HS, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
-                      HAS_H0: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
+def _program(START, H, Lp, nc, PN, PRESENT: tl.constexpr, BLOCK: tl.constexpr):
+    """A (batch row x head, block of state entries) program's entries, their mask, its batch row, its
+    rows of ``cum`` and of the per-chunk states, and the fp32 value its scan starts from (``START``,
+    or zeros when absent)."""
     bh = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = e < PN
-    bi = bh // H
-    row = bh.to(tl.int64) * Lp
-    base = bh.to(tl.int64) * nc * PN
-    if HAS_H0:
-        run = tl.load(H0 + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
+    if PRESENT:
+        run = tl.load(START + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
     else:
         run = tl.zeros([BLOCK], dtype=tl.float32)
+    return bh, e, ok, bh // H, bh.to(tl.int64) * Lp, bh.to(tl.int64) * nc * PN, run
+
+
+@triton.jit
+def _state_fwd_kernel(S, HS, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
+                      HAS_H0: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
+    bh, e, ok, bi, row, base, run = _program(H0, H, Lp, nc, PN, HAS_H0, BLOCK)
     # the next chunk's state is requested before this one's is stored: the loop is bound by memory
     # latency, not bandwidth, unless a load is in flight while the arithmetic runs
     own = tl.load(S + base + e, mask=ok, other=0.0)
@@ -58,18 +64,9 @@ def _state_fwd_kernel(S, HS, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
 @triton.jit
 def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
                       HAS_DFINAL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
-    bh = tl.program_id(0)
+    bh, e, ok, bi, row, base, run = _program(DFINAL, H, Lp, nc, PN, HAS_DFINAL, BLOCK)
     blk = tl.program_id(1)
     n_blk = tl.num_programs(1)
-    e = blk * BLOCK + tl.arange(0, BLOCK)
-    ok = e < PN
-    bi = bh // H
-    row = bh.to(tl.int64) * Lp
-    base = bh.to(tl.int64) * nc * PN
-    if HAS_DFINAL:
-        run = tl.load(DFINAL + bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
-    else:
-        run = tl.zeros([BLOCK], dtype=tl.float32)
     adj = tl.load(ADJ + base + (nc - 1) * PN + e, mask=ok, other=0.0)
     enter = tl.load(HS + base + (nc - 1) * PN + e, mask=ok, other=0.0).to(tl.float32)
     for i in range(nc):
