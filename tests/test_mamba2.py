@@ -1,4 +1,4 @@
-"""The Mamba2 module: mamba_ssm's parameter names and shapes, its forward against a float64 composition
+"""The Mamba2 block: mamba_ssm's parameter names and shapes, its forward against a float64 composition
 of the references, and decoding (token by token, and prefill + decode) against the full forward."""
 import torch
 from hypothesis import given, settings
@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
 from conftest import BIG
+from blocks import assert_grads_match, float64_params, prefill_then_decode
 from strategies import seeds
 
 # each example runs the whole block (and up to 24 decode steps) through the interpreter
@@ -35,10 +36,8 @@ def test_state_dict_names_and_shapes_match_mamba_ssm(device):
     assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()                # dt in [dt_min, dt_max]
 
 
-def reference_forward(m, u):
-    """The block from the float64 references."""
-    p = {k: v.detach().double().cpu() for k, v in m.state_dict().items()}
-    u = u.detach().double().cpu()
+def reference_forward(m, p, u):
+    """The block from the references, on ``p`` (parameters by name) and ``u``, differentiable."""
     bsz, L, _ = u.shape
     z, xBC, dt = torch.split(u @ p["in_proj.weight"].T, [m.d_ssm, m.conv_dim, m.nheads], dim=-1)
     xBC = causal_conv1d_torch(xBC.transpose(1, 2), p["conv1d.weight"][:, 0], p["conv1d.bias"], activation="silu").transpose(1, 2)
@@ -56,29 +55,27 @@ def reference_forward(m, u):
 def test_forward_matches_the_references_composed(device, L, bsz, seed):
     m = build(device, seed % 1000)
     u = torch.randn(bsz, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
-    torch.testing.assert_close(m(u).double().cpu(), reference_forward(m, u), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        want = reference_forward(m, float64_params(m), u.double().cpu())
+    torch.testing.assert_close(m(u).double().cpu(), want, rtol=1e-4, atol=1e-5)
+
+
+@FEW
+@given(L=st.integers(1, 40), seed=seeds())
+def test_gradients_match_the_references_composed(device, L, seed):
+    m = build(device, seed % 1000)
+    u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
+    assert_grads_match(m, u, lambda p, u: reference_forward(m, p, u), seed)
 
 
 @FEW
 @given(L=st.integers(2, 24), prefill=st.integers(0, 23), seed=seeds())
 def test_prefill_then_decode_equals_the_full_forward(device, L, prefill, seed):
-    prefill = min(prefill, L - 1)
     m = build(device, seed % 1000)
     u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
     with torch.no_grad():
         want = m(u)
-        params = ssm_triton.InferenceParams(max_seqlen=L, max_batch_size=2)
-        outs = []
-        if prefill:
-            outs.append(m(u[:, :prefill], inference_params=params))
-            params.seqlen_offset = prefill
-        else:  # decode from empty states
-            params.key_value_memory_dict[0] = m.allocate_inference_cache(2, L)
-            params.seqlen_offset = 1
-        for t in range(prefill, L):
-            outs.append(m(u[:, t:t + 1], inference_params=params))
-            params.seqlen_offset += 1
-    torch.testing.assert_close(torch.cat(outs, 1), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(prefill_then_decode(m, u, min(prefill, L - 1)), want, rtol=1e-4, atol=1e-5)
 
 
 def test_step_returns_and_updates_the_states(device):

@@ -5,28 +5,15 @@ in_proj -> (z, xBC, dt) -> causal depthwise conv1d + silu on xBC -> SSD chunked 
 -> gated RMSNorm with z -> out_proj. Decoding runs the same block one token at a time on a conv state
 ``(batch, conv_dim, d_conv)`` and an SSM state ``(batch, H, headdim, d_state)``.
 """
-import math
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
-from .ops.norm import rmsnorm_fn
-from .ops.ssd import mamba_chunk_scan_combined
-from .ops.state_update import selective_state_update
-
-
-@dataclass
-class InferenceParams:
-    """What ``forward(u, inference_params)`` reads, as mamba_ssm's ``InferenceParams``: each layer keeps
-    ``(conv_state, ssm_state)`` under its ``layer_idx``; ``seqlen_offset`` is 0 for the prefill and
-    the number of tokens already seen afterwards."""
-    max_seqlen: int
-    max_batch_size: int
-    seqlen_offset: int = 0
-    key_value_memory_dict: dict = field(default_factory=dict)
+from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
+from ..ops.norm import rmsnorm_fn
+from ..ops.ssd import mamba_chunk_scan_combined
+from ..ops.state_update import selective_state_update
+from .inference import cached_states, dt_bias_init, fill_conv_state
 
 
 class _GatedRMSNorm(nn.Module):
@@ -71,10 +58,7 @@ class Mamba2(nn.Module):
                                 bias=conv_bias, **factory)
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
-        # dt_bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max], floored
-        dt = torch.exp(torch.rand(self.nheads, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_bias = nn.Parameter(dt_bias_init(self.nheads, dt_min, dt_max, dt_init_floor, **factory))
         self.dt_bias._no_weight_decay = True
         lo, hi = A_init_range
         A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(lo, hi)
@@ -105,15 +89,14 @@ class Mamba2(nn.Module):
     def forward(self, u, inference_params=None):
         conv_state = ssm_state = None
         if inference_params is not None:
-            conv_state, ssm_state = self._get_states(inference_params, u.shape[0])
+            conv_state, ssm_state = cached_states(self, inference_params, u.shape[0])
             if inference_params.seqlen_offset > 0:
                 out, _, _ = self.step(u, conv_state, ssm_state)
                 return out
         bsz, L, _ = u.shape
         z0, x0, z, xBC, dt = self._split(self.in_proj(u))
-        if conv_state is not None:  # the conv's last d_conv inputs, zero-padded on the left
-            xt = xBC.transpose(1, 2)
-            conv_state.copy_(F.pad(xt, (self.d_conv - xt.shape[-1], 0))[..., -self.d_conv:])
+        if conv_state is not None:
+            fill_conv_state(conv_state, xBC.transpose(1, 2))
         xBC = causal_conv1d_fn(xBC.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias,
                                activation="silu").transpose(1, 2)
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
@@ -154,11 +137,3 @@ class Mamba2(nn.Module):
         ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
         return (torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype),
                 torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype))
-
-    def _get_states(self, inference_params, batch_size):
-        if self.layer_idx is None:
-            raise ValueError("Mamba2 needs layer_idx to keep its states in inference_params")
-        cache = inference_params.key_value_memory_dict
-        if self.layer_idx not in cache:
-            cache[self.layer_idx] = self.allocate_inference_cache(batch_size, 0)
-        return cache[self.layer_idx]

@@ -1,0 +1,47 @@
+"""What the Mamba and Mamba2 blocks share for decoding and initialisation: mamba_ssm's ``InferenceParams``,
+the per-layer state cache, the conv state a prefill leaves behind, and the step-size bias initialisation."""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class InferenceParams:
+    """What ``forward(u, inference_params)`` reads, as mamba_ssm's ``InferenceParams``: each layer keeps
+    ``(conv_state, ssm_state)`` under its ``layer_idx``; ``seqlen_offset`` is 0 for the prefill and
+    the number of tokens already seen afterwards."""
+    max_seqlen: int
+    max_batch_size: int
+    seqlen_offset: int = 0
+    batch_size_offset: int = 0
+    key_value_memory_dict: dict = field(default_factory=dict)
+
+    def reset(self, max_seqlen, max_batch_size):
+        self.max_seqlen, self.max_batch_size, self.seqlen_offset = max_seqlen, max_batch_size, 0
+
+
+def cached_states(module, inference_params, batch_size):
+    """This layer's ``(conv_state, ssm_state)`` in ``inference_params``, allocated (zeros) on first use."""
+    if module.layer_idx is None:
+        raise ValueError(f"{type(module).__name__} needs layer_idx to keep its states in inference_params")
+    cache = inference_params.key_value_memory_dict
+    if module.layer_idx not in cache:
+        cache[module.layer_idx] = module.allocate_inference_cache(batch_size, inference_params.max_seqlen)
+    return cache[module.layer_idx]
+
+
+def fill_conv_state(conv_state, x):
+    """``conv_state (b, c, w)`` <- the last ``w`` columns of ``x (b, c, L)``, zeros on the left when L < w:
+    what the conv window holds after the prefill."""
+    w = conv_state.shape[-1]
+    conv_state.copy_(F.pad(x, (w - x.shape[-1], 0))[..., -w:])
+
+
+def dt_bias_init(n, dt_min, dt_max, dt_init_floor, **factory):
+    """softplus^-1(dt) for ``n`` step sizes drawn log-uniform in ``[dt_min, dt_max]`` and floored at
+    ``dt_init_floor``: the bias that makes softplus(bias) start in that range (mamba_ssm's scheme)."""
+    lo, hi = math.log(dt_min), math.log(dt_max)
+    dt = torch.exp(torch.rand(n, **factory) * (hi - lo) + lo).clamp(min=dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))

@@ -1,0 +1,107 @@
+"""``Mamba``: Mamba-1's block on ssm_triton's kernels, with mamba_ssm's constructor, parameter names,
+shapes and initialisation, so that a mamba_ssm ``Mamba`` state dict loads unchanged.
+
+in_proj -> (x, z) -> causal depthwise conv1d + silu on x -> x_proj -> (dt low-rank, B, C) -> dt_proj
+-> selective scan (A = -exp(A_log), D, softplus(dt + dt_proj.bias), gate silu(z)) -> out_proj.
+Decoding runs the same block one token at a time on a conv state ``(batch, d_inner, d_conv)`` and an
+SSM state ``(batch, d_inner, d_state)``.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
+from ..ops.selective_scan import selective_scan_fn
+from ..ops.state_update import selective_state_update
+from .inference import cached_states, dt_bias_init, fill_conv_state
+
+
+class Mamba(nn.Module):
+    """Mamba-1 mixer. ``forward(hidden_states (batch, L, d_model), inference_params=None) -> (batch, L, d_model)``.
+
+    Parameters (mamba_ssm's names): ``in_proj (2 d_inner, d_model)``, ``conv1d (d_inner, 1, d_conv)``,
+    ``x_proj (dt_rank + 2 d_state, d_inner)``, ``dt_proj (d_inner, dt_rank)`` with its bias, ``A_log
+    (d_inner, d_state)`` (S4D-real: ``A[:, n] = -(n + 1)``), ``D (d_inner,)``, ``out_proj (d_model, d_inner)``.
+    ``use_fast_path`` is accepted for signature compatibility; there is one path.
+    """
+
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,
+                 dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False, use_fast_path=True,
+                 layer_idx=None, device=None, dtype=None):
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path, self.layer_idx = use_fast_path, layer_idx
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
+                                bias=conv_bias, **factory)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
+        # the low-rank dt projection starts with the variance of its input kept
+        std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+        else:
+            raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, dt_min, dt_max, dt_init_floor, **factory))
+        self.dt_proj.bias._no_reinit = True
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))  # fp32 whatever the module's dtype, as mamba_ssm keeps it
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
+        self.D._no_weight_decay = True
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+    def _dt_B_C(self, x):
+        """x (..., d_inner) -> dt before its bias (..., d_inner), B and C (..., d_state)."""
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, hidden_states, inference_params=None):
+        conv_state = ssm_state = None
+        if inference_params is not None:
+            conv_state, ssm_state = cached_states(self, inference_params, hidden_states.shape[0])
+            if inference_params.seqlen_offset > 0:
+                out, _, _ = self.step(hidden_states, conv_state, ssm_state)
+                return out
+        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)   # each (b, d_inner, L)
+        if conv_state is not None:
+            fill_conv_state(conv_state, x)
+        x = causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        dt, B, C = self._dt_B_C(x.transpose(1, 2))
+        y = selective_scan_fn(x, dt.transpose(1, 2), -torch.exp(self.A_log.float()), B.transpose(1, 2),
+                              C.transpose(1, 2), self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                              delta_softplus=True, return_last_state=ssm_state is not None)
+        if ssm_state is not None:
+            y, last = y
+            ssm_state.copy_(last)
+        return self.out_proj(y.transpose(1, 2))
+
+    def step(self, hidden_states, conv_state, ssm_state):
+        """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
+        ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
+        under ``torch.no_grad()`` (or ``torch.inference_mode()``)."""
+        if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
+            raise ValueError(f"step decodes one token at a time: hidden_states must be (batch, 1, d_model), "
+                             f"got {tuple(hidden_states.shape)}")
+        x, z = self.in_proj(hidden_states[:, 0]).chunk(2, dim=-1)
+        x = causal_conv1d_update(x, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        dt, B, C = self._dt_B_C(x)
+        y = selective_state_update(ssm_state, x, dt, -torch.exp(self.A_log.float()), B, C, D=self.D.float(), z=z,
+                                   dt_bias=self.dt_proj.bias.float(), dt_softplus=True)
+        return self.out_proj(y)[:, None], conv_state, ssm_state
+
+    def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
+        """``(conv_state (batch, d_inner, d_conv), ssm_state (batch, d_inner, d_state))``, zeros."""
+        device = self.out_proj.weight.device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        ssm_dtype = self.dt_proj.weight.dtype if dtype is None else dtype
+        return (torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=conv_dtype),
+                torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=ssm_dtype))
