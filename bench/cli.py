@@ -8,7 +8,7 @@ import torch
 
 from . import roofline
 from .timing import median_ms
-from .workloads import REGISTRY
+from .registry import REGISTRY
 
 OURS = "ssm_triton"
 

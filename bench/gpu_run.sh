@@ -6,7 +6,7 @@
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
 # Steps by variable: SWEEP=1, SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
-# SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan"; SSM_TRITON_EXAMPLES=N trims hypothesis.
+# SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 repo=$(pwd)

@@ -330,12 +330,3 @@ def state_update_workloads(device, quick: bool, notes: set) -> list[Workload]:
     nbytes = 2 * b * H * P * N * 4 + 4 * b * H * P * es + 2 * b * G * N * es
     flops = 5 * b * H * P * N
     return [Workload("state_update", (b, H, P, N, G), io, "fwd", nbytes, flops, make, impls)]
-
-
-REGISTRY = {
-    "linear_scan": linear_scan_workloads,
-    "discretize": discretize_workloads,
-    "selective_scan": selective_scan_workloads,
-    "ssd": ssd_workloads,
-    "state_update": state_update_workloads,
-}

@@ -1,0 +1,14 @@
+"""Every benchmarked op by name, as ``python -m ssm_triton bench --ops`` takes them."""
+from .workloads import (discretize_workloads, linear_scan_workloads, selective_scan_workloads, ssd_workloads,
+                        state_update_workloads)
+from .workloads_blocks import conv1d_workloads, norm_workloads
+
+REGISTRY = {
+    "linear_scan": linear_scan_workloads,
+    "discretize": discretize_workloads,
+    "selective_scan": selective_scan_workloads,
+    "ssd": ssd_workloads,
+    "state_update": state_update_workloads,
+    "conv1d": conv1d_workloads,
+    "gated_rmsnorm": norm_workloads,
+}
