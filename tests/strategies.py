@@ -31,3 +31,10 @@ def uniform(shape, lo, hi, seed, device, dtype=torch.float64):
 def normal(shape, seed, device, dtype=torch.float64, scale=1.0):
     g = generator(seed, device)
     return (torch.randn(shape, generator=g, device=device, dtype=torch.float64) * scale).to(dtype)
+
+
+def on(device, tensors: dict) -> dict:
+    """The dict with its tensors moved to ``device`` (meta tensors, which stand for a wrong device,
+    stay put), so that bad-input cases reach the check they are about rather than the device check."""
+    move = lambda v: v.to(device) if isinstance(v, torch.Tensor) and v.device.type != "meta" else v  # noqa: E731
+    return {k: move(v) for k, v in tensors.items()}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch
 from ssm_triton.tolerance import assert_close
-from strategies import normal, seeds
+from strategies import normal, on, seeds
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -93,9 +93,9 @@ GOOD = dict(x=torch.ones(2, 3, 7), weight=torch.ones(3, 4))
     (dict(activation="relu"), ValueError, "activation must be one of"),
     (dict(weight=torch.ones(3, 4, device="meta")), ValueError, "weight is on meta"),
 ])
-def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.causal_conv1d_fn(**{**GOOD, **override})
+        ssm_triton.causal_conv1d_fn(**on(device, {**GOOD, **override}))
 
 
 GOOD_UPDATE = dict(x=torch.ones(2, 3), conv_state=torch.zeros(2, 3, 3), weight=torch.ones(3, 4))
@@ -109,6 +109,6 @@ GOOD_UPDATE = dict(x=torch.ones(2, 3), conv_state=torch.zeros(2, 3, 3), weight=t
     (dict(activation="gelu"), ValueError, "activation must be one of"),
     (dict(x=torch.ones(2, 3, requires_grad=True)), RuntimeError, "not differentiable"),
 ])
-def test_update_bad_input_is_rejected(override, exc, match):
+def test_update_bad_input_is_rejected(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.causal_conv1d_update(**{**GOOD_UPDATE, **override})
+        ssm_triton.causal_conv1d_update(**on(device, {**GOOD_UPDATE, **override}))

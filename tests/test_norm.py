@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import rmsnorm_torch
 from ssm_triton.tolerance import assert_close
-from strategies import normal, seeds
+from strategies import normal, on, seeds
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -66,6 +66,6 @@ GOOD = dict(x=torch.ones(3, 8), weight=torch.ones(8))
     (dict(norm_before_gate=None), TypeError, "norm_before_gate must be a bool"),
     (dict(weight=torch.ones(8, device="meta")), ValueError, "weight is on meta"),
 ])
-def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.rmsnorm_fn(**{**GOOD, **override})
+        ssm_triton.rmsnorm_fn(**on(device, {**GOOD, **override}))

@@ -10,7 +10,7 @@ from conftest import BIG
 from ssm_triton.kernels.selective_scan import selective_scan_forward
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
-from strategies import normal, seeds
+from strategies import normal, on, seeds
 from test_selective_scan_reference import LAYOUTS, make_problem, np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -142,9 +142,9 @@ GOOD = dict(u=torch.ones(2, 4, 5), delta=torch.ones(2, 4, 5), A=-torch.ones(4, 3
     (dict(deterministic="yes"), TypeError, "deterministic must be a bool"),
     (dict(C=torch.ones(2, 3, 5, device="meta")), ValueError, "C is on meta"),
 ])
-def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.selective_scan_fn(**{**GOOD, **override})
+        ssm_triton.selective_scan_fn(**on(device, {**GOOD, **override}))
 
 
 def test_kernel_equals_discretize_then_linear_scan(device):

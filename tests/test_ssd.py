@@ -14,7 +14,7 @@ import ssm_triton
 from conftest import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
-from strategies import normal, seeds
+from strategies import normal, on, seeds
 from test_ssd_reference import make_problem, np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -203,9 +203,9 @@ GOOD = dict(x=torch.ones(1, 6, 4, 3), dt=torch.ones(1, 6, 4), A=-torch.ones(4), 
     (dict(x=torch.ones(1, 6, 4, 300), chunk_size=16), ValueError, "head dimension P = 300"),
     (dict(B=torch.ones(1, 6, 2, 5, device="meta")), ValueError, "B is on meta"),
 ])
-def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.mamba_chunk_scan_combined(**{**GOOD, **override})
+        ssm_triton.mamba_chunk_scan_combined(**on(device, {**GOOD, **override}))
 
 
 @given(L=st.integers(20, 64), chunk=st.sampled_from([32, 64]), rate=st.floats(2.0, 12.0), seed=seeds())

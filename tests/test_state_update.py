@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import selective_scan_np, selective_state_update_np, ssd_np
 from ssm_triton.tolerance import assert_close
-from strategies import normal, seeds, uniform
+from strategies import normal, on, seeds, uniform
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -153,6 +153,6 @@ GOOD = dict(state=torch.zeros(2, 4, 3, 5), x=torch.ones(2, 4, 3), dt=torch.ones(
     (dict(x=torch.ones(2, 4, 3, requires_grad=True)), RuntimeError, "not differentiable"),
     (dict(B=torch.ones(2, 2, 5, device="meta"), C=torch.ones(2, 2, 5, device="meta")), ValueError, "B is on meta"),
 ])
-def test_bad_input_is_rejected_with_the_argument_named(override, exc, match):
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
-        ssm_triton.selective_state_update(**{**GOOD, **override})
+        ssm_triton.selective_state_update(**on(device, {**GOOD, **override}))
