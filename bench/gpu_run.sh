@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: SWEEP=1, SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
+# Steps by variable: SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -21,6 +21,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ -n "${SWEEP:-}" ]; then python3 -m ssm_triton.bench.sweep 2>&1 | tee "$OUT/sweep.txt"; fi
 if [ -n "${SWEEP_SSD:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep_ssd $SWEEP_SSD 2>&1 | tee "$OUT/sweep_ssd.txt"; fi
+if [ -n "${SWEEP_BLOCKS:-}" ]; then python3 -m ssm_triton.bench.sweep_blocks 2>&1 | tee "$OUT/sweep_blocks.txt"; fi
 if [ -n "${SWEEP_SS:-}" ]; then python3 -m ssm_triton.bench.sweep_selective 2>&1 | tee "$OUT/sweep_selective.txt"; fi
 if [ -n "${PROFILE_SHAPE:-}" ]; then python3 -m ssm_triton.bench.overhead --shape 2>&1 | tee "$OUT/profile_shape.txt"; fi
 if [ -n "${OVERHEAD:-}" ]; then python3 -m ssm_triton.bench.overhead 2>&1 | tee "$OUT/overhead.txt"; fi

@@ -1,16 +1,19 @@
 """Gated RMSNorm (Mamba-2's ``RMSNormGated``), forward and backward; public as ``ssm_triton.rmsnorm_fn``.
 
 Rows are the flattened leading dims of ``x (..., D)``; each row splits into ``D / group_size`` groups,
-each normalised on its own. A program owns ``BLOCK_R`` rows of one group, the whole group in
+each normalised on its own. A forward program owns ``BLOCK_R`` rows of one group, the whole group in
 registers: one read of ``x`` (and ``z``), one write of ``y``, and the per-row ``1/rms`` kept for the
 backward. With ``u = x * silu(z)`` (gate first) or ``u = x``:
 
     n = u / rms(u),  o = n w + b,  y = o * silu(z) (gate after) or o
 
 and backward ``do = dy * (silu(z) or 1)``, ``dw = sum do n``, ``db = sum do``,
-``du = (do w - n mean(do w n)) / rms``, then through the gate. ``dw``/``db`` are summed per program
-(fp32 partials, added in a fixed order afterwards).
+``du = (do w - n mean(do w n)) / rms``, then through the gate. In the backward a program loops over
+row blocks, summing ``dw``/``db`` in registers; the per-program fp32 partials are added in a fixed
+order afterwards (deterministic).
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -55,15 +58,13 @@ def _rmsnorm_fwd_kernel(X, Z, W, BIAS, Y, RSTD, R, D, group_size, eps,
 
 
 @triton.jit
-def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D, group_size, eps,
-                        HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
-    rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
+def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, D, group_size, eps,
+                      HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_G: tl.constexpr):
+    """dx (and dz) of one block of rows; returns that block's ``do * n`` and ``do`` summed over its rows."""
     r_ok = rows < R
     ok = r_ok[:, None] & c_ok[None, :]
     x = _load_rows(X, rows, cols, D, ok)
     dy = _load_rows(DY, rows, cols, D, ok)
-    w = tl.load(W + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     rstd = tl.load(RSTD + rows.to(tl.int64) * (D // group_size) + grp, mask=r_ok, other=0.0)
     u = x
     if HAS_Z:
@@ -91,10 +92,36 @@ def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D,
         dx = du * gate
         tl.store(DZ + rows.to(tl.int64)[:, None] * D + cols[None, :], (du * x * slope).to(DZ.dtype.element_ty), mask=ok)
     tl.store(DX + rows.to(tl.int64)[:, None] * D + cols[None, :], dx.to(DX.dtype.element_ty), mask=ok)
+    return tl.sum(do * n, axis=0), tl.sum(do, axis=0)
+
+
+@triton.jit
+def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D, group_size, eps,
+                        HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+    # a program walks every num_programs-th block of rows, keeping its dw / db sums in registers: the
+    # partials written are (programs, D), not (row blocks, D), which at one row per block were as
+    # large as x itself in fp32
+    first, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
+    w = tl.load(W + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    dw = tl.zeros([BLOCK_G], dtype=tl.float32)
+    db = tl.zeros([BLOCK_G], dtype=tl.float32)
+    step = tl.num_programs(0) * BLOCK_R
+    for start in range(tl.program_id(0) * BLOCK_R, R, step):
+        rows = start + tl.arange(0, BLOCK_R)
+        dw_rows, db_rows = _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, D,
+                                             group_size, eps, HAS_Z, GATE_FIRST, HAS_BIAS, BLOCK_G)
+        dw += dw_rows
+        db += db_rows
     part = tl.program_id(0).to(tl.int64) * D + cols
-    tl.store(DW_PART + part, tl.sum(do * n, axis=0), mask=c_ok)
+    tl.store(DW_PART + part, dw, mask=c_ok)
     if HAS_BIAS:
-        tl.store(DB_PART + part, tl.sum(do, axis=0), mask=c_ok)
+        tl.store(DB_PART + part, db, mask=c_ok)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _blocks(R: int, group_size: int) -> tuple[int, int]:
@@ -104,7 +131,11 @@ def _blocks(R: int, group_size: int) -> tuple[int, int]:
     return block_r, block_g
 
 
-def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first):
+def _warps(block_r: int, block_g: int) -> int:
+    return 8 if block_r * block_g >= 4096 else 4
+
+
+def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, num_warps=None):
     """``x, z (R, D)`` contiguous -> ``(y (R, D) in x's dtype, rstd (R, D / group_size) fp32)``."""
     R, D = x.shape
     block_r, block_g = _blocks(R, group_size)
@@ -113,15 +144,18 @@ def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first):
     _rmsnorm_fwd_kernel[(triton.cdiv(R, block_r), D // group_size)](
         x, z if z is not None else x, weight, bias if bias is not None else weight, y, rstd, R, D, group_size,
         float(eps), HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None,
-        BLOCK_R=block_r, BLOCK_G=block_g)
+        BLOCK_R=block_r, BLOCK_G=block_g, num_warps=num_warps or _warps(block_r, block_g))
     return y, rstd
 
 
-def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first):
+def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, num_warps=None):
     """Returns ``(dx, dweight, dbias or None, dz or None)``; ``dweight``, ``dbias`` fp32."""
     R, D = x.shape
     block_r, block_g = _blocks(R, group_size)
-    n_rb = triton.cdiv(R, block_r)
+    # enough programs to fill the device a few times over; each then loops over its share of the rows
+    # (under the interpreter, 3 programs, so that tests cross the loop)
+    programs = 3 if interpreting() else max(1, 4 * _sm_count(x.device) // (D // group_size))
+    n_rb = min(triton.cdiv(R, block_r), programs)
     dx = torch.empty_like(x)
     dz = torch.empty_like(z) if z is not None else None
     dw_part = torch.empty((n_rb, D), device=x.device, dtype=torch.float32)
@@ -129,5 +163,6 @@ def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first):
     _rmsnorm_bwd_kernel[(n_rb, D // group_size)](
         dy, x, z if z is not None else x, weight, bias if bias is not None else weight, rstd, dx,
         dz if dz is not None else dx, dw_part, db_part, R, D, group_size, float(eps),
-        HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_R=block_r, BLOCK_G=block_g)
+        HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_R=block_r, BLOCK_G=block_g,
+        num_warps=num_warps or _warps(block_r, block_g))
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None, dz

@@ -23,7 +23,8 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
                          s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
                          b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
                          HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                         HAS_IDX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+                         HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr,
+                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
     bi = tl.program_id(1).to(tl.int64)
     h = tl.program_id(2).to(tl.int64)
     g = h // heads_per_group
@@ -38,15 +39,29 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
     state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
     x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)
-    dt = tl.load(DT + bi * dt_b + h * dt_h + ps * dt_p, mask=p_ok, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dt += tl.load(DT_BIAS + h * bias_h + ps * bias_p, mask=p_ok, other=0.0).to(tl.float32)
+    # Mamba-2 passes one dt (and dt_bias, A) per head as stride-0 views: one scalar load then, instead
+    # of a broadcast load per element of the tile
+    if DT_PER_HEAD:
+        dt = tl.load(DT + bi * dt_b + h * dt_h).to(tl.float32)
+        if HAS_BIAS:
+            dt += tl.load(DT_BIAS + h * bias_h).to(tl.float32)
+    else:
+        dt = tl.load(DT + bi * dt_b + h * dt_h + ps * dt_p, mask=p_ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += tl.load(DT_BIAS + h * bias_h + ps * bias_p, mask=p_ok, other=0.0).to(tl.float32)
     if SOFTPLUS:
         dt = softplus(dt)
-    a = tl.load(A + h * a_h + ps[:, None] * a_p + ns[None, :] * a_n, mask=pn_ok, other=0.0).to(tl.float32)
+    if DT_PER_HEAD:
+        dt = tl.zeros([BLOCK_P], dtype=tl.float32) + dt
+    if A_PER_HEAD:
+        a = tl.load(A + h * a_h).to(tl.float32)
+        decay = tl.exp(a * dt)[:, None]
+    else:
+        a = tl.load(A + h * a_h + ps[:, None] * a_p + ns[None, :] * a_n, mask=pn_ok, other=0.0).to(tl.float32)
+        decay = tl.exp(a * dt[:, None])
     b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
     c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)
-    state = tl.exp(a * dt[:, None]) * state + (dt * x)[:, None] * b[None, :]
+    state = decay * state + (dt * x)[:, None] * b[None, :]
     tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
     out = tl.sum(state * c[None, :], axis=1)
     if HAS_D:
@@ -61,9 +76,10 @@ def _strides(t, n):
     return tuple(t.stride()) if t is not None else (0,) * n
 
 
-def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None):
+def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None,
+                 num_warps=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
-    ``out (b, H, P)`` in ``x``'s dtype."""
+    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` override the size rule (sweeps)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
@@ -72,11 +88,14 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     # keep the (BLOCK_P, N) fp32 tile near 4K elements: registers, not local memory
     block_p = block_p or (4 if interpreting() else max(1, min(triton.next_power_of_2(P), 4096 // block_n)))
     dummy = x
+    a_per_head = A.stride(1) == 0 and A.stride(2) == 0
+    dt_per_head = dt.stride(2) == 0 and (dt_bias is None or dt_bias.stride(1) == 0)
     _state_update_kernel[(triton.cdiv(P, block_p), bsz, H)](
         state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         dt_bias if dt_bias is not None else dummy, state_batch_indices if state_batch_indices is not None else dummy,
         out, P, N, H // G, *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
         *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
-        HAS_IDX=state_batch_indices is not None, BLOCK_P=block_p, BLOCK_N=block_n, num_warps=4)
+        HAS_IDX=state_batch_indices is not None, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head,
+        BLOCK_P=block_p, BLOCK_N=block_n, num_warps=num_warps or 4)
     return out

@@ -15,25 +15,27 @@ IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 def make(device, single, bsz, H, P, N, G, options, broadcast, seed, io, state_dtype, extra_rows):
-    """Inputs of one step; with ``broadcast``, dt / A / D / dt_bias are stride-0 views of one value per
-    head, as Mamba-2's step passes them."""
+    """Inputs of one step; ``broadcast`` names which of dt (with D and dt_bias) and A are stride-0 views
+    of one value per head, as Mamba-2's step passes all of them."""
     r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
     if single:
         H, P, G = 1, P, 1
     t = {"state": r((bsz + extra_rows, H, P, N), 0).to(state_dtype), "x": r((bsz, H, P), 1).to(io),
          "B": r((bsz, G, N), 3).to(io), "C": r((bsz, G, N), 4).to(io)}
-    if broadcast:
+    if "dt" in broadcast:
         t["dt"] = r((bsz, H), 2, 0.5)[..., None].expand(bsz, H, P).to(io)
-        t["A"] = (-uniform((H,), 0.1, 2.0, seed + 5, device))[:, None, None].expand(H, P, N).float()
     else:
         t["dt"] = r((bsz, H, P), 2, 0.5).to(io)
+    if "A" in broadcast:
+        t["A"] = (-uniform((H,), 0.1, 2.0, seed + 5, device))[:, None, None].expand(H, P, N).float()
+    else:
         t["A"] = (-uniform((H, P, N), 0.1, 2.0, seed + 5, device)).float()
     if not options:
         t["dt"] = t["dt"].abs() + 0.01
     else:
         t["z"] = r((bsz, H, P), 6).to(io)
         t["dt_softplus"] = True
-        if broadcast:
+        if "dt" in broadcast:
             t["D"] = r((H,), 7)[:, None].expand(H, P).float()
             t["dt_bias"] = r((H,), 8, 0.3)[:, None].expand(H, P).float()
         else:
@@ -58,7 +60,7 @@ def as_np(t):
 
 
 @given(single=st.booleans(), bsz=st.integers(1, 3), H=st.integers(1, 4), P=st.integers(1, 70), N=st.integers(1, 40),
-       G=st.sampled_from([1, 2]), options=st.booleans(), broadcast=st.booleans(), seed=seeds(),
+       G=st.sampled_from([1, 2]), options=st.booleans(), broadcast=st.sampled_from(["", "dt", "A", "dt A"]), seed=seeds(),
        io=st.sampled_from(IO_DTYPES), state_dtype=st.sampled_from([torch.float32, torch.bfloat16]),
        extra_rows=st.sampled_from([0, 3]))
 def test_step_matches_reference(device, single, bsz, H, P, N, G, options, broadcast, seed, io, state_dtype, extra_rows):
@@ -116,7 +118,7 @@ def test_single_head_decoding_equals_the_selective_scan(device, L, d, N, seed):
 
 
 def test_fullgraph_compile_updates_the_state(device):
-    t = make(device, False, 2, 4, 5, 6, 2, True, True, 3, torch.float32, torch.float32, 0)
+    t = make(device, False, 2, 4, 5, 6, 2, True, "dt A", 3, torch.float32, torch.float32, 0)
     ref_state = t["state"].clone()
     want = ssm_triton.selective_state_update(**{**t, "state": ref_state})
     torch._dynamo.reset()
