@@ -32,12 +32,13 @@ def decode_step():
     print("BLOCK_P warps      us   share of copy")
     default = ms(lambda: su_k.state_update(state, **args))
     print(f"default       {default * 1e3:7.1f}   {copy / default:6.1%}")
-    for block_p in (4, 8, 16, 32, 64):
-        for warps in (1, 2, 4, 8):
+    for block_p in (8, 16, 32, 64):
+        for warps in (1, 2, 4):
             if block_p * N // (32 * warps) < 4:
                 continue  # fewer than 4 elements a thread
-            t = ms(lambda: su_k.state_update(state, **args, block_p=block_p, num_warps=warps))
-            print(f"{block_p:7d} {warps:5d} {t * 1e3:7.1f}   {copy / t:6.1%}")
+            for stream in (False, True):
+                t = ms(lambda: su_k.state_update(state, **args, block_p=block_p, num_warps=warps, stream=stream))
+                print(f"{block_p:7d} {warps:5d} {t * 1e3:7.1f}   {copy / t:6.1%}{'  cache hints' if stream else ''}")
 
 
 def rmsnorm():
