@@ -1,0 +1,133 @@
+"""mamba_ssm's whole-block functions, ``mamba_split_conv1d_scan_combined`` (Mamba-2) and ``mamba_inner_fn``
+(Mamba-1), composed from ssm_triton's ops: the same arguments and results, and autograd through each
+piece. They are not fused into fewer kernels than the pieces; they exist so that code calling mamba_ssm's
+names (mamba_ssm's own modules, the transformers library's) runs here unchanged.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _validate
+from .conv1d import causal_conv1d_fn
+from .norm import rmsnorm_fn
+from .selective_scan import selective_scan_fn
+from .ssd import mamba_chunk_scan_combined
+
+
+def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor],
+                                     dt_bias: Tensor, A: Tensor, D: Tensor, chunk_size: int,
+                                     initial_states: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
+                                     dt_limit=(0.0, float("inf")), return_final_states: bool = False,
+                                     activation: Optional[str] = "silu", rmsnorm_weight: Optional[Tensor] = None,
+                                     rmsnorm_eps: float = 1e-6, outproj_weight: Optional[Tensor] = None,
+                                     outproj_bias: Optional[Tensor] = None, headdim: Optional[int] = None,
+                                     ngroups: int = 1, norm_before_gate: bool = True):
+    """Mamba-2's block after in_proj: split, conv + activation, SSD, (gated RMSNorm), (out_proj).
+
+    ``zxbcdt (b, L, 2 d_mlp + 2 H P + 2 G N + H)``: a gated-MLP part ``(z0, x0)`` (``d_mlp`` may be 0), the
+    gate ``z``, the conv's input ``xBC`` and ``dt``. ``conv1d_weight (H P + 2 G N, W)``; ``dt_bias, A (H,)``;
+    ``D (H,)`` (then ``headdim`` is required) or ``(H, P)``. With ``rmsnorm_weight (H P,)`` the SSD output
+    goes through the gated norm (group size ``H P / ngroups``), else ``z`` gates it inside the scan.
+    Returns ``out (b, L, d_out)`` (``d_out`` = out_proj's rows, else ``d_mlp + H P``), and
+    ``final_states (b, H, P, N)`` too with ``return_final_states``.
+    """
+    _validate.tensor("zxbcdt", zxbcdt, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16),
+                     shape_doc="(batch, L, 2 d_mlp + 2 H P + 2 G N + H)")
+    _validate.tensor("D", D, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(H,) or (H, P)")
+    _validate.tensor("conv1d_weight", conv1d_weight, ndim=2, shape_doc="(H P + 2 G N, width)")
+    if D.dim() == 1:
+        if headdim is None:
+            raise ValueError("headdim is required when D is (H,)")
+        H, P = D.shape[0], int(headdim)
+    elif D.dim() == 2:
+        H, P = D.shape
+    else:
+        raise ValueError(f"D must be (H,) or (H, P), got shape {tuple(D.shape)}")
+    dim = H * P
+    if not isinstance(ngroups, int) or ngroups < 1 or H % ngroups:
+        raise ValueError(f"ngroups must be a positive int dividing H = {H}, got {ngroups!r}")
+    N2 = conv1d_weight.shape[0] - dim
+    if N2 <= 0 or N2 % (2 * ngroups):
+        raise ValueError(f"conv1d_weight must have H P + 2 G N rows with H P = {dim}, G = {ngroups}; "
+                         f"got {conv1d_weight.shape[0]}")
+    N = N2 // (2 * ngroups)
+    extra = zxbcdt.shape[-1] - (2 * dim + 2 * ngroups * N + H)
+    if extra < 0 or extra % 2:
+        raise ValueError(f"zxbcdt's last dim must be 2 d_mlp + {2 * dim + 2 * ngroups * N + H} (2 H P + 2 G N + H "
+                         f"with H={H}, P={P}, G={ngroups}, N={N}), got {zxbcdt.shape[-1]}")
+    for name, t in (("dt_bias", dt_bias), ("A", A)):
+        _validate.tensor(name, t, ndim=1, shape_doc="(H,)")
+        _validate.shape(name, t, (H,), "(H,)")
+    d_mlp = extra // 2
+    bsz, L, _ = zxbcdt.shape
+    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, dim, dim + 2 * ngroups * N, H], dim=-1)
+    xBC = causal_conv1d_fn(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx=seq_idx,
+                           activation=activation).transpose(1, 2)
+    x, B, C = torch.split(xBC, [dim, ngroups * N, ngroups * N], dim=-1)
+    gate_in_scan = rmsnorm_weight is None
+    res = mamba_chunk_scan_combined(
+        x.reshape(bsz, L, H, P), dt, A, B.reshape(bsz, L, ngroups, N), C.reshape(bsz, L, ngroups, N), chunk_size,
+        D=D, z=z.reshape(bsz, L, H, P) if gate_in_scan else None, dt_bias=dt_bias, initial_states=initial_states,
+        seq_idx=seq_idx, dt_softplus=True, dt_limit=dt_limit, return_final_states=return_final_states)
+    y, final = res if return_final_states else (res, None)
+    y = y.reshape(bsz, L, dim)
+    if not gate_in_scan:
+        y = rmsnorm_fn(y, rmsnorm_weight, None, z=z, eps=rmsnorm_eps, group_size=dim // ngroups,
+                       norm_before_gate=norm_before_gate)
+    if d_mlp:
+        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+    if outproj_weight is not None:
+        y = F.linear(y, outproj_weight, outproj_bias)
+    elif outproj_bias is not None:
+        raise ValueError("outproj_bias needs outproj_weight")
+    return (y, final) if return_final_states else y
+
+
+def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], x_proj_weight: Tensor,
+                   delta_proj_weight: Tensor, out_proj_weight: Tensor, out_proj_bias: Optional[Tensor], A: Tensor,
+                   B: Optional[Tensor] = None, C: Optional[Tensor] = None, D: Optional[Tensor] = None,
+                   delta_bias: Optional[Tensor] = None, B_proj_bias: Optional[Tensor] = None,
+                   C_proj_bias: Optional[Tensor] = None, delta_softplus: bool = True, checkpoint_lvl: int = 1,
+                   b_rms_weight: Optional[Tensor] = None, c_rms_weight: Optional[Tensor] = None,
+                   dt_rms_weight: Optional[Tensor] = None, b_c_dt_rms_eps: float = 1e-6) -> Tensor:
+    """Mamba-1's block after in_proj: conv + silu on ``x``, x_proj to (dt low-rank, B, C), dt projection,
+    (RMS norms on B, C, dt), selective scan gated by ``silu(z)``, out_proj.
+
+    ``xz (b, 2 d, L)`` (x then z); ``conv1d_weight (d, 1, W)``; ``x_proj_weight (R + 2 N, d)``;
+    ``delta_proj_weight (d, R)``; ``out_proj_weight (d_model, d)``; ``A (d, N)`` real. ``B``/``C`` given
+    (fixed or variable, as ``selective_scan_fn`` takes them) replace the projected ones. Returns
+    ``(b, L, d_model)``. ``checkpoint_lvl`` is accepted for compatibility (the scan recomputes its
+    states in the backward either way).
+    """
+    _validate.tensor("xz", xz, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(batch, 2 d, L)")
+    _validate.tensor("conv1d_weight", conv1d_weight, ndim=3, shape_doc="(d, 1, width)")
+    _validate.tensor("A", A, ndim=2, dtypes=(torch.float32,), shape_doc="(d, N)")
+    d, N = A.shape
+    if xz.shape[1] != 2 * d:
+        raise ValueError(f"xz must have shape (batch, 2 d, L) with d = {d} (A's rows), got {tuple(xz.shape)}")
+    R = delta_proj_weight.shape[1]
+    if tuple(x_proj_weight.shape) != (R + 2 * N, d):
+        raise ValueError(f"x_proj_weight must have shape (R + 2 N, d) = ({R + 2 * N}, {d}), "
+                         f"got {tuple(x_proj_weight.shape)}")
+    bsz, _, L = xz.shape
+    x, z = xz.chunk(2, dim=1)
+    x = causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, activation="silu")
+    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)                                  # (b, L, R + 2N)
+    delta = F.linear(x_dbl[..., :R], delta_proj_weight)                                 # (b, L, d)
+    if B is None:
+        B = x_dbl[..., R:R + N] + (B_proj_bias.to(x_dbl.dtype) if B_proj_bias is not None else 0)
+        if b_rms_weight is not None:
+            B = rmsnorm_fn(B, b_rms_weight, None, eps=b_c_dt_rms_eps)
+        B = B.transpose(1, 2)
+    if C is None:
+        C = x_dbl[..., R + N:] + (C_proj_bias.to(x_dbl.dtype) if C_proj_bias is not None else 0)
+        if c_rms_weight is not None:
+            C = rmsnorm_fn(C, c_rms_weight, None, eps=b_c_dt_rms_eps)
+        C = C.transpose(1, 2)
+    if dt_rms_weight is not None:
+        delta = rmsnorm_fn(delta, dt_rms_weight, None, eps=b_c_dt_rms_eps)
+    y = selective_scan_fn(x, delta.transpose(1, 2), A, B, C, D, z=z, delta_bias=delta_bias,
+                          delta_softplus=delta_softplus)
+    return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)

@@ -1,0 +1,117 @@
+"""mamba_ssm's whole-block functions, composed from ssm_triton's ops, against the same blocks composed
+from the float64 references: outputs, final states and the input's gradient, over their options."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref, ssd_quadratic_torch
+from ssm_triton.tolerance import scaled_error
+from conftest import BIG
+from strategies import normal, seeds
+
+FEW = settings(max_examples=100 if BIG else 6)
+
+
+def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w):
+    L = zxbcdt.shape[1]
+    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
+    xBC = causal_conv1d_torch(xBC.transpose(1, 2), w, b, activation="silu").transpose(1, 2)
+    x, B, C = torch.split(xBC, [H * P, G * N, G * N], dim=-1)
+    r = lambda t, *s: t.reshape(t.shape[0], L, *s)  # noqa: E731
+    y, final = ssd_quadratic_torch(r(x, H, P), dt, A, r(B, G, N), r(C, G, N), D=D,
+                                   z=None if norm_w is not None else r(z, H, P), dt_bias=dt_bias, dt_softplus=True)
+    y = y.reshape(y.shape[0], L, H * P)
+    if norm_w is not None:
+        y = rmsnorm_torch(y, norm_w, z=z, eps=1e-5, group_size=H * P // G, norm_before_gate=not gate_first)
+    if d_mlp:
+        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+    return (y @ out_w.T if out_w is not None else y), final
+
+
+@FEW
+@given(L=st.integers(1, 40), G=st.sampled_from([1, 2]), d_mlp=st.sampled_from([0, 4]), norm=st.booleans(),
+       gate_first=st.booleans(), outproj=st.booleans(), D_per_channel=st.booleans(), seed=seeds())
+def test_split_conv1d_scan_combined_matches_the_references(device, L, G, d_mlp, norm, gate_first, outproj,
+                                                            D_per_channel, seed):
+    H, P, N, W = 4, 8, 8, 4
+    width = 2 * d_mlp + 2 * H * P + 2 * G * N + H
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
+    t = dict(zxbcdt=r((2, L, width), 0), conv1d_weight=r((H * P + 2 * G * N, W), 1, 0.5),
+             conv1d_bias=r((H * P + 2 * G * N,), 2, 0.1), dt_bias=r((H,), 3, 0.3), A=-r((H,), 4).abs() - 0.1,
+             D=r((H, P) if D_per_channel else (H,), 5))
+    extra = dict(rmsnorm_weight=r((H * P,), 6) if norm else None, outproj_weight=r((12, d_mlp + H * P), 7) if outproj else None)
+    x64 = {k: v.clone().requires_grad_() for k, v in t.items()}
+    f32 = {k: v.float().requires_grad_() for k, v in t.items()}
+    got, got_final = ssm_triton.mamba_split_conv1d_scan_combined(
+        **f32, chunk_size=16, headdim=P, ngroups=G, rmsnorm_eps=1e-5, norm_before_gate=not gate_first,
+        return_final_states=True, **{k: v.float() if v is not None else None for k, v in extra.items()})
+    want, want_final = split_reference(x64["zxbcdt"], x64["conv1d_weight"], x64["conv1d_bias"], x64["dt_bias"], x64["A"],
+                                       x64["D"], H, P, G, N, d_mlp, extra["rmsnorm_weight"], gate_first,
+                                       extra["outproj_weight"])
+    assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4
+    g = r(tuple(want.shape), 8)
+    got.backward(g.float())
+    want.backward(g)
+    for k in t:
+        err = scaled_error(f32[k].grad, x64[k].grad)
+        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+
+
+def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms):
+    R, N = dt_proj.shape[1], A.shape[1]
+    x, z = xz.chunk(2, dim=1)
+    x = causal_conv1d_torch(x, w[:, 0], b, activation="silu")
+    dbl = x.transpose(1, 2) @ x_proj.T
+    dt, B, C = dbl[..., :R] @ dt_proj.T, dbl[..., R:R + N], dbl[..., R + N:]
+    if rms is not None:
+        B, C, dt = (rmsnorm_torch(v, rms[k], eps=1e-6) for k, v in zip("bcd", (B, C, dt)))
+    y = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
+                           delta_bias=dt_bias, delta_softplus=True)
+    return y.transpose(1, 2) @ out_proj.T
+
+
+@FEW
+@given(L=st.integers(1, 30), rms=st.booleans(), seed=seeds())
+def test_inner_fn_matches_the_references(device, L, rms, seed):
+    d, N, R, dm = 16, 8, 2, 8
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
+    t = dict(xz=r((2, 2 * d, L), 0), conv1d_weight=r((d, 1, 4), 1, 0.5), conv1d_bias=r((d,), 2, 0.1),
+             x_proj_weight=r((R + 2 * N, d), 3, 0.3), delta_proj_weight=r((d, R), 4, 0.5), out_proj_weight=r((dm, d), 5))
+    fixed = dict(A=-torch.arange(1, N + 1, device=device, dtype=torch.float64).repeat(d, 1), D=r((d,), 6),
+                 delta_bias=r((d,), 7, 0.3))
+    norms = {k: 1 + r((n,), 8 + i, 0.1) for i, (k, n) in enumerate(zip("bcd", (N, N, d)))} if rms else None
+    f32 = {k: v.float().requires_grad_() for k, v in t.items()}
+    x64 = {k: v.clone().requires_grad_() for k, v in t.items()}
+    kw = dict(b_rms_weight=norms["b"].float(), c_rms_weight=norms["c"].float(), dt_rms_weight=norms["d"].float()) if rms else {}
+    got = ssm_triton.mamba_inner_fn(**f32, out_proj_bias=None, **{k: v.float() for k, v in fixed.items()}, **kw)
+    want = inner_reference(x64["xz"], x64["conv1d_weight"], x64["conv1d_bias"], x64["x_proj_weight"],
+                           x64["delta_proj_weight"], x64["out_proj_weight"], fixed["A"], fixed["D"], fixed["delta_bias"], norms)
+    assert scaled_error(got, want) < 1e-4
+    g = r(tuple(want.shape), 11)
+    got.backward(g.float())
+    want.backward(g)
+    for k in t:
+        err = scaled_error(f32[k].grad, x64[k].grad)
+        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+
+
+def test_bad_input_gets_a_clear_error(device):
+    z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
+    good = dict(zxbcdt=z(1, 5, 2 * 32 + 2 * 8 + 4), conv1d_weight=z(32 + 16, 4), conv1d_bias=None, dt_bias=z(4),
+                A=z(4), D=z(4), chunk_size=16, headdim=8)
+    ssm_triton.mamba_split_conv1d_scan_combined(**good)
+    with pytest.raises(ValueError, match="headdim is required"):
+        ssm_triton.mamba_split_conv1d_scan_combined(**{**good, "headdim": None})
+    with pytest.raises(ValueError, match="zxbcdt's last dim"):
+        ssm_triton.mamba_split_conv1d_scan_combined(**{**good, "zxbcdt": z(1, 5, 83)})
+    with pytest.raises(ValueError, match="ngroups"):
+        ssm_triton.mamba_split_conv1d_scan_combined(**{**good, "ngroups": 3})
+    with pytest.raises(ValueError, match=r"dt_bias must have shape \(H,\)"):
+        ssm_triton.mamba_split_conv1d_scan_combined(**{**good, "dt_bias": z(5)})
+    with pytest.raises(ValueError, match=r"xz must have shape \(batch, 2 d, L\)"):
+        ssm_triton.mamba_inner_fn(z(1, 6, 5), z(4, 1, 4), None, z(2 + 16, 4), z(4, 2), z(8, 4), None, z(4, 8))
+    with pytest.raises(ValueError, match="x_proj_weight must have shape"):
+        ssm_triton.mamba_inner_fn(z(1, 8, 5), z(4, 1, 4), None, z(3 + 16, 4), z(4, 2), z(8, 4), None, z(4, 8))
