@@ -65,6 +65,8 @@ def collect(args) -> tuple[list[dict], set]:
                 "roofline_frac": roofline.fraction(w.bytes, w.flops, ms, ceilings),
                 "device": _device_name(device), "date": date,
             })
+            if w.tokens:
+                records[-1]["tokens_per_s"] = w.tokens / (ms * 1e-3)
         del inputs
     print(file=sys.stderr)
     for rec in records:

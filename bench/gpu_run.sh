@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
+# Steps by variable: GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -30,6 +30,10 @@ if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd sh
     python3 -m pytest $(for f in $SANITIZE; do echo "$repo/$f"; done) -q -p no:cacheprovider -x 2>&1 | tail -25 | tee "$OUT/memcheck.txt"
   echo "memcheck exit: ${PIPESTATUS[0]}" | tee -a "$OUT/memcheck.txt"
 fi
+if [ -n "${GENERATE:-}" ]; then   # the LM demo's tokens/s, both block types
+  for layer in Mamba2 Mamba1; do python3 -m ssm_triton generate --layer $layer 2>&1 | tee -a "$OUT/generate.txt"; done
+fi
+if [ -n "${HF_NAMES:-}" ]; then python3 -c "import transformers, transformers.models.mamba2.modeling_mamba2 as m2, transformers.models.mamba.modeling_mamba as m1; print('transformers', transformers.__version__); print([n for n in dir(m2) if 'conv1d' in n or 'scan' in n or 'state_update' in n]); print([n for n in dir(m1) if 'conv1d' in n or 'scan' in n or 'state_update' in n or 'inner' in n])" 2>&1 | tee "$OUT/hf_names.txt"; fi
 if [ -z "${SKIP_CHECK:-}" ]; then python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"; fi
 if [ -z "${SKIP_TESTS:-}" ]; then
   timeout "${TEST_TIMEOUT:-300}" python3 -m pytest $(for f in ${TESTS:-tests}; do echo "$repo/$f"; done) -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"

@@ -24,6 +24,7 @@ class Workload:
     flops: float
     make_inputs: Callable[[], dict]
     impls: dict[str, Impl] = field(default_factory=dict)
+    tokens: int | None = None  # whole-model workloads: tokens per call, reported as tokens/s
 
 
 def _fwd_bwd(forward, leaves, grad):

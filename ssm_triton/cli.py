@@ -1,4 +1,5 @@
-"""Command line: ``python -m ssm_triton check`` (also the ``ssm-triton`` script) and ``... bench``."""
+"""Command line: ``python -m ssm_triton check`` (also the ``ssm-triton`` script), ``... bench`` and
+``... generate``."""
 import argparse
 import sys
 
@@ -11,11 +12,17 @@ def main(argv: list[str] | None = None) -> int:
     from .bench.cli import add_arguments  # the bench harness is only imported when asked for
 
     add_arguments(bench)
+    gen = sub.add_parser("generate", help="generate with a random Mamba LM and print tokens/s")
+    from .models import demo
+
+    demo.add_arguments(gen)
     args = parser.parse_args(argv)
     if args.command == "check":
         from . import check
 
         return check.main()
+    if args.command == "generate":
+        return demo.run(args)
     from .bench.cli import run
 
     return run(args)

@@ -1,0 +1,153 @@
+"""Whole-model benchmarks: the Mamba-2 language model's prefill and decode step on ssm_triton's kernels
+against the same model on the PyTorch references, and the transformers library's Mamba2ForCausalLM
+forward with and without ``ssm_triton.integrations.transformers.enable()``.
+
+The GPU model is the size of mamba2-130m: d_model 768, 24 layers, 24 heads of 64, d_state 128, vocab
+50277, bf16. Bytes are the weights read once per call (plus the states a decode step reads and writes);
+FLOPs are 2 per weight per token.
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from .workloads import Workload
+
+OURS = "ssm_triton"
+
+
+def _lm(device, quick):
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+
+    d, n_layer, vocab, ssm = ((16, 2, 64, {"layer": "Mamba2", "d_state": 8, "headdim": 8, "chunk_size": 16}) if quick else
+                              (768, 24, 50277, {"layer": "Mamba2", "d_state": 128, "headdim": 64, "chunk_size": 256}))
+    dtype = torch.float32 if quick else torch.bfloat16
+    torch.manual_seed(0)
+    return MambaLMHeadModel(MambaConfig(d_model=d, n_layer=n_layer, vocab_size=vocab, ssm_cfg=ssm),
+                            device=device, dtype=dtype).eval()
+
+
+def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, state_batch_indices=None):
+    """The decode step in PyTorch, multi-head layout (what the Mamba2 block calls)."""
+    dt = dt.float() + (dt_bias.float() if dt_bias is not None else 0)
+    dt = F.softplus(dt) if dt_softplus else dt
+    H, G = x.shape[1], B.shape[1]
+    Bh, Ch = (t.float().repeat_interleave(H // G, dim=1)[:, :, None, :] for t in (B, C))
+    new = state.float() * torch.exp(dt[..., None] * A) + (dt * x.float())[..., None] * Bh
+    state.copy_(new)
+    out = (new * Ch).sum(-1) + (D * x.float() if D is not None else 0)
+    return (out * F.silu(z.float()) if z is not None else out).to(x.dtype)
+
+
+@contextlib.contextmanager
+def reference_ops():
+    """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
+    from ssm_triton.models import lm
+    from ssm_triton.modules import mamba2
+    from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch, ssd_quadratic_torch
+
+    def conv_update(x, conv_state, weight, bias=None, activation=None):
+        out, new = causal_conv1d_update_torch(x, conv_state, weight, bias, activation)
+        conv_state.copy_(new)
+        return out
+
+    def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf")),
+            return_final_states=False, **_):
+        f = lambda t: t.float() if t is not None else None  # noqa: E731
+        out, final = ssd_quadratic_torch(f(x), f(dt), f(A), f(B), f(C), D=f(D), z=f(z), dt_bias=f(dt_bias),
+                                         dt_softplus=dt_softplus, dt_limit=dt_limit)
+        return (out.to(x.dtype), final) if return_final_states else out.to(x.dtype)
+
+    swaps = [(mamba2, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
+             (mamba2, "rmsnorm_fn", rmsnorm_torch), (mamba2, "mamba_chunk_scan_combined", ssd),
+             (mamba2, "selective_state_update", _state_update_torch), (lm, "rmsnorm_fn", rmsnorm_torch)]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
+    try:
+        for mod, name, fn in swaps:
+            setattr(mod, name, fn)
+        yield
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+
+
+def _param_bytes(model):
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """Prefill of b=1, L=2048 tokens (one forward) and one decode step at b=1 and b=16."""
+    from ssm_triton import InferenceParams
+
+    model = _lm(device, quick)
+    vocab = model.config.vocab_size
+    n_params = sum(p.numel() for p in model.parameters())
+    wbytes = _param_bytes(model)
+    dtype = next(model.parameters()).dtype
+
+    def on(fn, reference):
+        def build(x, direction):
+            def run():
+                with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()):
+                    return fn(x)
+            return run
+        return build
+
+    out = []
+    L = 16 if quick else 2048
+    prefill = lambda x: model(x["ids"], num_last_tokens=1)  # noqa: E731
+    make = lambda: {"ids": torch.randint(0, vocab, (1, L), device=device)}  # noqa: E731
+    out.append(Workload("lm_prefill", (1, L), dtype, "fwd", wbytes, 2 * n_params * L, make,
+                        {OURS: on(prefill, False), "torch_reference_ops": on(prefill, True)}, tokens=L))
+
+    for bsz in ((2,) if quick else (1, 16)):
+        def make_decode(bsz=bsz):
+            params = InferenceParams(max_seqlen=L + 1, max_batch_size=bsz)
+            params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + 1)
+            params.seqlen_offset = L  # decode from (zero) states as after a prefill of L tokens
+            return {"tok": torch.randint(0, vocab, (bsz, 1), device=device), "params": params}
+
+        step = lambda x: model(x["tok"], inference_params=x["params"])  # noqa: E731
+        states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
+                     for c, s in model.allocate_inference_cache(bsz, 1).values())
+        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", wbytes + 2 * states, 2 * n_params * bsz, make_decode,
+                            {OURS: on(step, False), "torch_reference_ops": on(step, True)}, tokens=bsz))
+    return out
+
+
+def hf_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """transformers' Mamba2ForCausalLM forward (b=1, L=2048 and 8192) with enable() and on its fallback."""
+    try:
+        import transformers
+
+        import ssm_triton.integrations.transformers as st_hf
+    except ImportError as e:
+        notes.add(f"transformers skipped: {e}")
+        return []
+    cfg = (dict(vocab_size=64, hidden_size=16, num_heads=4, head_dim=8, state_size=8, num_hidden_layers=2, chunk_size=16)
+           if quick else dict(vocab_size=50288, hidden_size=768, num_heads=24, head_dim=64, state_size=128,
+                              num_hidden_layers=24, chunk_size=256))
+    dtype = torch.float32 if quick else torch.bfloat16
+    torch.manual_seed(0)
+    model = transformers.Mamba2ForCausalLM(transformers.Mamba2Config(expand=2, n_groups=1, **cfg)).to(device, dtype).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    wbytes = _param_bytes(model)
+
+    def impl(use_ours):
+        def build(x, direction):
+            def run():
+                (st_hf.enable if use_ours else st_hf.disable)()
+                try:
+                    with torch.inference_mode():
+                        return model(x["ids"], logits_to_keep=1).logits
+                finally:
+                    st_hf.disable()
+            return run
+        return build
+
+    out = []
+    for L in ((32,) if quick else (2048, 8192)):
+        make = lambda L=L: {"ids": torch.randint(0, cfg["vocab_size"], (1, L), device=device)}  # noqa: E731
+        out.append(Workload("hf_mamba2_forward", (1, L), dtype, "fwd", wbytes, 2 * n_params * L, make,
+                            {OURS: impl(True), "transformers_torch": impl(False)}, tokens=L))
+    return out
