@@ -36,9 +36,8 @@ def decode_step():
         for warps in (1, 2, 4):
             if block_p * N // (32 * warps) < 4:
                 continue  # fewer than 4 elements a thread
-            for stream in (False, True):
-                t = ms(lambda: su_k.state_update(state, **args, block_p=block_p, num_warps=warps, stream=stream))
-                print(f"{block_p:7d} {warps:5d} {t * 1e3:7.1f}   {copy / t:6.1%}{'  cache hints' if stream else ''}")
+            t = ms(lambda: su_k.state_update(state, **args, block_p=block_p, num_warps=warps))
+            print(f"{block_p:7d} {warps:5d} {t * 1e3:7.1f}   {copy / t:6.1%}")
 
 
 def rmsnorm():

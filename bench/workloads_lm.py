@@ -76,8 +76,10 @@ def _param_bytes(model):
 
 
 def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
-    """Prefill of b=1, L=2048 tokens (one forward) and one decode step at b=1 and b=16."""
+    """Prefill of b=1, L=2048 tokens (one forward) and one decode step at b=1 and b=16, the step replayed
+    from a CUDA graph (as ``generate`` runs it) and eager."""
     from ssm_triton import InferenceParams
+    from ssm_triton.models import DecodeGraph
 
     model = _lm(device, quick)
     vocab = model.config.vocab_size
@@ -100,6 +102,16 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     out.append(Workload("lm_prefill", (1, L), dtype, "fwd", wbytes, 2 * n_params * L, make,
                         {OURS: on(prefill, False), "torch_reference_ops": on(prefill, True)}, tokens=L))
 
+    def graphed(reference, bsz):
+        """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU)."""
+        def build(x, direction):
+            if device.type != "cuda":
+                return on(lambda x: model(x["tok"], inference_params=x["params"]), reference)(x, direction)
+            with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()):
+                graph = DecodeGraph(model, x["params"], bsz, device)
+            return lambda: graph(x["tok"])
+        return build
+
     for bsz in ((2,) if quick else (1, 16)):
         def make_decode(bsz=bsz):
             params = InferenceParams(max_seqlen=L + 1, max_batch_size=bsz)
@@ -110,8 +122,10 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
         step = lambda x: model(x["tok"], inference_params=x["params"])  # noqa: E731
         states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
                      for c, s in model.allocate_inference_cache(bsz, 1).values())
-        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", wbytes + 2 * states, 2 * n_params * bsz, make_decode,
-                            {OURS: on(step, False), "torch_reference_ops": on(step, True)}, tokens=bsz))
+        impls = {OURS: graphed(False, bsz), "torch_reference_ops": graphed(True, bsz),
+                 "ssm_triton_eager": on(step, False), "torch_reference_ops_eager": on(step, True)}
+        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", wbytes + 2 * states, 2 * n_params * bsz,
+                            make_decode, impls, tokens=bsz))
     return out
 
 

@@ -24,7 +24,7 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
                          b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
                          HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                          HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr,
-                         STREAM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
     bi = tl.program_id(1).to(tl.int64)
     h = tl.program_id(2).to(tl.int64)
     g = h // heads_per_group
@@ -37,10 +37,7 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     if HAS_IDX:
         row = tl.load(IDX + bi).to(tl.int64)
     at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
-    if STREAM:  # each state byte is touched once: keep it from evicting x, B, C, z from the caches
-        state = tl.load(at, mask=pn_ok, other=0.0, eviction_policy="evict_first").to(tl.float32)
-    else:
-        state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+    state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
     x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)
     # Mamba-2 passes one dt (and dt_bias, A) per head as stride-0 views: one scalar load then, instead
     # of a broadcast load per element of the tile
@@ -65,10 +62,7 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
     c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)
     state = decay * state + (dt * x)[:, None] * b[None, :]
-    if STREAM:
-        tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok, cache_modifier=".cs")
-    else:
-        tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
+    tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
     out = tl.sum(state * c[None, :], axis=1)
     if HAS_D:
         out += tl.load(D + h * d_h + ps * d_p, mask=p_ok, other=0.0).to(tl.float32) * x
@@ -83,10 +77,11 @@ def _strides(t, n):
 
 
 def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None,
-                 num_warps=None, stream=False):
+                 num_warps=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
-    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` / ``stream`` (cache hints on the
-    state) override the defaults (sweeps)."""
+    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` override the size rule (sweeps;
+    bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
+    each other at the headline shape; evict-first / streaming-store hints on the state cost 4%)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
@@ -104,5 +99,5 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
         *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
         HAS_IDX=state_batch_indices is not None, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head,
-        STREAM=stream, BLOCK_P=block_p, BLOCK_N=block_n, num_warps=num_warps or 4)
+        BLOCK_P=block_p, BLOCK_N=block_n, num_warps=num_warps or 4)
     return out

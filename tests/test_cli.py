@@ -44,3 +44,12 @@ def test_bench_quick_writes_records(tmp_path):
     assert {r["op"] for r in records} >= {"linear_scan", "discretize_zoh"}
     assert {r["direction"] for r in records} == {"fwd", "fwd+bwd"}
     assert all(r["ms"] > 0 for r in records)
+
+
+def test_generate_command_prints_throughput():
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "generate", "--new-tokens", "3", "--prompt-len", "5"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Mamba2 LM") and "tokens/s" in lines[1] and "tokens/s" in lines[2]
+    assert len(eval(lines[3].split(":", 1)[1].strip())) == 3  # the three new tokens

@@ -1,4 +1,4 @@
 """Whole models on ssm_triton's kernels."""
-from .lm import MambaConfig, MambaLMHeadModel, sample
+from .lm import DecodeGraph, MambaConfig, MambaLMHeadModel, sample
 
-__all__ = ["MambaConfig", "MambaLMHeadModel", "sample"]
+__all__ = ["DecodeGraph", "MambaConfig", "MambaLMHeadModel", "sample"]

@@ -134,11 +134,12 @@ class MambaLMHeadModel(nn.Module):
 
     @torch.inference_mode()
     def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=1, top_p=0.0, eos_token_id=None,
-                 generator=None, return_logits=False):
+                 generator=None, return_logits=False, cuda_graph=None):
         """Continues ``input_ids (b, L)`` by ``max_new_tokens`` tokens: one prefill over the prompt, then
         one decode step per token. ``top_k=1`` (default) is greedy; otherwise samples from the
         ``temperature``-scaled distribution cut to the ``top_k`` best (0: all) and to the smallest set of
         probability ``top_p`` (0: off). Rows stop at ``eos_token_id`` (later positions repeat it).
+        ``cuda_graph`` (default: on for CUDA tensors) replays the decode step from a captured CUDA graph.
         Returns ``(b, L + max_new_tokens)`` token ids, and the logits of each new token
         ``(b, max_new_tokens, vocab)`` with ``return_logits``."""
         if input_ids.dim() != 2 or input_ids.shape[1] < 1:
@@ -151,13 +152,19 @@ class MambaLMHeadModel(nn.Module):
         tokens, all_logits = [input_ids], []
         logits = self(input_ids, inference_params=params, num_last_tokens=1)[:, -1]
         params.seqlen_offset = L
+        if cuda_graph is None:
+            cuda_graph = input_ids.is_cuda
+        step = (lambda tok: self(tok, inference_params=params)[:, -1])  # noqa: E731
+        if cuda_graph and max_new_tokens > 1:
+            step = DecodeGraph(self, params, bsz, input_ids.device)
         done = torch.zeros(bsz, dtype=torch.bool, device=input_ids.device)
         for i in range(max_new_tokens):
             if i:
-                logits = self(tokens[-1], inference_params=params)[:, -1]
+                logits = step(tokens[-1])
                 params.seqlen_offset += 1
             logits = logits[:, :self.config.vocab_size]
-            all_logits.append(logits.float())
+            if return_logits:  # a graph replay overwrites its logits: keep a copy
+                all_logits.append(logits.float().clone())
             nxt = sample(logits, temperature, top_k, top_p, generator)
             if eos_token_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
@@ -165,6 +172,35 @@ class MambaLMHeadModel(nn.Module):
             tokens.append(nxt[:, None])
         out = torch.cat(tokens, dim=1)
         return (out, torch.stack(all_logits, 1) if all_logits else None) if return_logits else out
+
+
+class DecodeGraph:
+    """The whole model's decode step captured once as a CUDA graph and replayed per token. At small
+    batch a step is a few dozen short kernels, and launching them from Python costs more than running
+    them; a replay launches them all at once. The states in ``params`` are updated in place by the replay
+    as by an eager step; capturing runs two warm-up steps, whose effect on the states is undone."""
+
+    def __init__(self, model, params, bsz, device):
+        cache = params.key_value_memory_dict
+        saved = {k: tuple(t.clone() for t in v) for k, v in cache.items()}
+        self.tok = torch.zeros(bsz, 1, dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # compile and tune every kernel before capture
+            for _ in range(2):
+                model(self.tok, inference_params=params)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model(self.tok, inference_params=params)[:, -1]
+        for k, v in saved.items():
+            for t, s in zip(cache[k], v):
+                t.copy_(s)
+
+    def __call__(self, tok):
+        self.tok.copy_(tok)
+        self.graph.replay()
+        return self.logits
 
 
 def sample(logits, temperature=1.0, top_k=1, top_p=0.0, generator=None):
