@@ -109,7 +109,10 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
                 return on(lambda x: model(x["tok"], inference_params=x["params"]), reference)(x, direction)
             with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()):
                 graph = DecodeGraph(model, x["params"], bsz, device)
-            return lambda: graph(x["tok"])
+            def run():
+                with torch.inference_mode():  # the graph's buffers are inference tensors
+                    return graph(x["tok"])
+            return run
         return build
 
     for bsz in ((2,) if quick else (1, 16)):
