@@ -123,7 +123,8 @@ def state_update_cases():
         ptrs = {"S": PTR[state], "X": PTR[io], "DT": PTR[io], "B": PTR[io], "C": PTR[io], "Z": PTR[io], "OUT": PTR[io],
                 "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}
         yield "state_update", ksu._state_update_kernel, ptrs, dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt,
-                                                                   HAS_IDX=opt, BLOCK_P=32, BLOCK_N=128)
+                                                                   HAS_IDX=opt, A_PER_HEAD=opt, DT_PER_HEAD=not opt,
+                                                                   BLOCK_P=32, BLOCK_N=128)
 
 
 def norm_cases():
