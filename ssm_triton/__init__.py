@@ -6,6 +6,7 @@ you set it yourself). See ``ssm_triton._runtime``.
 """
 from . import _runtime  # noqa: F401  (first: decides compiled vs interpreted before any kernel is defined)
 from ._runtime import INTERPRET
+from . import distributed  # noqa: F401  (context parallelism: ssm_triton.distributed.cp_*)
 from .modules import InferenceParams, Mamba, Mamba2
 from .ops.combined import mamba_inner_fn, mamba_split_conv1d_scan_combined
 from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
