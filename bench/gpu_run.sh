@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
+# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1,
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm"; SSM_TRITON_EXAMPLES=N trims hypothesis.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -30,6 +30,7 @@ if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd sh
     python3 -m pytest $(for f in $SANITIZE; do echo "$repo/$f"; done) -q -p no:cacheprovider -x 2>&1 | tail -25 | tee "$OUT/memcheck.txt"
   echo "memcheck exit: ${PIPESTATUS[0]}" | tee -a "$OUT/memcheck.txt"
 fi
+if [ -n "${CP_SIM:-}" ]; then python3 -m ssm_triton.bench.cp_sim 2>&1 | tee "$OUT/cp_sim.txt"; fi
 if [ -n "${GENERATE:-}" ]; then   # the LM demo's tokens/s, both block types
   for layer in Mamba2 Mamba1; do python3 -m ssm_triton generate --layer $layer 2>&1 | tee -a "$OUT/generate.txt"; done
 fi
