@@ -44,3 +44,10 @@ def assert_grads_match(m, u, reference_forward, seed):
         got = u.grad if name == "input" else dict(m.named_parameters())[name].grad
         err = ssm_triton.tolerance.scaled_error(got, want)
         assert err <= tol, f"grad of {name}: scaled error {err:.3e} exceeds {tol:.1e}"
+
+
+def assert_forward_matches(m, u, reference_forward):
+    """The module's forward against ``reference_forward(params, u)`` in float64."""
+    with torch.no_grad():
+        want = reference_forward(float64_params(m), u.double().cpu())
+    torch.testing.assert_close(m(u).double().cpu(), want, rtol=1e-4, atol=1e-5)

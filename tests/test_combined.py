@@ -15,6 +15,15 @@ from strategies import normal, seeds
 FEW = settings(max_examples=100 if BIG else 6)
 
 
+def grads_match(got, want, leaves32, leaves64, cotangent):
+    """Backpropagates ``cotangent`` through both and compares each fp32 leaf's gradient with float64's."""
+    got.backward(cotangent.float())
+    want.backward(cotangent)
+    for k in leaves32:
+        err = scaled_error(leaves32[k].grad, leaves64[k].grad)
+        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+
+
 def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w):
     L = zxbcdt.shape[1]
     z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
@@ -52,12 +61,7 @@ def test_split_conv1d_scan_combined_matches_the_references(device, L, G, d_mlp, 
                                        x64["D"], H, P, G, N, d_mlp, extra["rmsnorm_weight"], gate_first,
                                        extra["outproj_weight"])
     assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4
-    g = r(tuple(want.shape), 8)
-    got.backward(g.float())
-    want.backward(g)
-    for k in t:
-        err = scaled_error(f32[k].grad, x64[k].grad)
-        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+    grads_match(got, want, f32, x64, r(tuple(want.shape), 8))
 
 
 def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms):
@@ -90,12 +94,7 @@ def test_inner_fn_matches_the_references(device, L, rms, seed):
     want = inner_reference(x64["xz"], x64["conv1d_weight"], x64["conv1d_bias"], x64["x_proj_weight"],
                            x64["delta_proj_weight"], x64["out_proj_weight"], fixed["A"], fixed["D"], fixed["delta_bias"], norms)
     assert scaled_error(got, want) < 1e-4
-    g = r(tuple(want.shape), 11)
-    got.backward(g.float())
-    want.backward(g)
-    for k in t:
-        err = scaled_error(f32[k].grad, x64[k].grad)
-        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+    grads_match(got, want, f32, x64, r(tuple(want.shape), 11))
 
 
 def test_bad_input_gets_a_clear_error(device):

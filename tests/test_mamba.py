@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, selective_scan_ref
-from blocks import assert_grads_match, float64_params, prefill_then_decode
+from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
 from conftest import BIG
 from strategies import seeds
 
@@ -58,9 +58,7 @@ def reference_forward(m, p, u):
 def test_forward_matches_the_references_composed(device, L, bsz, seed):
     m = build(device, seed % 1000)
     u = torch.randn(bsz, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
-    with torch.no_grad():
-        want = reference_forward(m, float64_params(m), u.double().cpu())
-    torch.testing.assert_close(m(u).double().cpu(), want, rtol=1e-4, atol=1e-5)
+    assert_forward_matches(m, u, lambda p, u: reference_forward(m, p, u))
 
 
 @FEW

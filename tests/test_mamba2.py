@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
 from conftest import BIG
-from blocks import assert_grads_match, float64_params, prefill_then_decode
+from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
 from strategies import seeds
 
 # each example runs the whole block (and up to 24 decode steps) through the interpreter
@@ -55,9 +55,7 @@ def reference_forward(m, p, u):
 def test_forward_matches_the_references_composed(device, L, bsz, seed):
     m = build(device, seed % 1000)
     u = torch.randn(bsz, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
-    with torch.no_grad():
-        want = reference_forward(m, float64_params(m), u.double().cpu())
-    torch.testing.assert_close(m(u).double().cpu(), want, rtol=1e-4, atol=1e-5)
+    assert_forward_matches(m, u, lambda p, u: reference_forward(m, p, u))
 
 
 @FEW

@@ -15,7 +15,7 @@ from torch import nn
 from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from ..ops.selective_scan import selective_scan_fn
 from ..ops.state_update import selective_state_update
-from .inference import cached_states, dt_bias_init, fill_conv_state
+from .inference import dt_bias_init, fill_conv_state, states_or_step
 
 
 class Mamba(nn.Module):
@@ -65,12 +65,9 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, hidden_states, inference_params=None):
-        conv_state = ssm_state = None
-        if inference_params is not None:
-            conv_state, ssm_state = cached_states(self, inference_params, hidden_states.shape[0])
-            if inference_params.seqlen_offset > 0:
-                out, _, _ = self.step(hidden_states, conv_state, ssm_state)
-                return out
+        conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
+        if decoded is not None:
+            return decoded
         x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)   # each (b, d_inner, L)
         if conv_state is not None:
             fill_conv_state(conv_state, x)

@@ -13,7 +13,7 @@ from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from ..ops.norm import rmsnorm_fn
 from ..ops.ssd import mamba_chunk_scan_combined
 from ..ops.state_update import selective_state_update
-from .inference import cached_states, dt_bias_init, fill_conv_state
+from .inference import dt_bias_init, fill_conv_state, states_or_step
 
 
 class _GatedRMSNorm(nn.Module):
@@ -87,12 +87,9 @@ class Mamba2(nn.Module):
         return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
 
     def forward(self, u, inference_params=None):
-        conv_state = ssm_state = None
-        if inference_params is not None:
-            conv_state, ssm_state = cached_states(self, inference_params, u.shape[0])
-            if inference_params.seqlen_offset > 0:
-                out, _, _ = self.step(u, conv_state, ssm_state)
-                return out
+        conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
+        if decoded is not None:
+            return decoded
         bsz, L, _ = u.shape
         z0, x0, z, xBC, dt = self._split(self.in_proj(u))
         if conv_state is not None:
