@@ -53,3 +53,16 @@ def test_generate_command_prints_throughput():
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("Mamba2 LM") and "tokens/s" in lines[1] and "tokens/s" in lines[2]
     assert len(eval(lines[3].split(":", 1)[1].strip())) == 3  # the three new tokens
+
+
+def test_report_turns_records_into_a_table(tmp_path):
+    from ssm_triton.bench import report
+
+    rec = dict(op="ssd", shape=[8, 4096], dtype="bfloat16", direction="fwd", device="GPU X", date="2026-01-01")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"results": [dict(rec, impl="ssm_triton", ms=2.0, roofline_frac=0.5),
+                                            dict(rec, impl="peer_a", ms=3.0), dict(rec, impl="peer_b", ms=1.0)]}))
+    text = report.tables(report.load([str(path)]))
+    assert "**GPU X, 2026-01-01**" in text
+    assert "| ssd | 8×4096 | bfloat16 | fwd | 2.000 | 50% | peer_a | 3.000 | 1.50× |" in text
+    assert "| peer_b | 1.000 | 0.50× (slower) |" in text
