@@ -189,14 +189,18 @@ def _selective_scan_bwd_kernel(
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint, and its adjoint
-    ``lam_t = dy_t C_t + exp(dt_{t+1} A) lam_{t+1}`` is a reverse scan with one carried value per state.
+    ``lam_t = dy_t C_t + mu_{t+1}`` comes from a reverse scan of ``mu_t = exp(dt_t A) lam_t``, the adjoint
+    carried back through step ``t``: ``mu_t = exp(dt_t A) (dy_t C_t + mu_{t+1})``. Scanning ``mu`` (with
+    its exclusive value, as the forward gets ``h_{t-1}``) uses each step's own decay, already computed
+    for the state, where scanning ``lam`` would need the next step's: one ``exp`` per element fewer,
+    and one carried value per state between chunks (``mu`` at the chunk's first step).
     Sums over the channels of a group (``dB``, ``dC`` when they vary with time) are added atomically
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
     are always per-program partials."""
     bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
         D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
-    lam_in = _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N)
+    mu_in = _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N)  # mu after the last step
     g_a = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -215,9 +219,6 @@ def _selective_scan_bwd_kernel(
         h_in = tl.load(CKPT + _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns), mask=dn_ok, other=0.0)
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
-        # the step after each one (the next chunk's first at the chunk's end), for the adjoint's decay
-        nxt_ok = d_ok[:, None] & ((t + 1) < L)[None, :]
-        dt_next, _ = _step_size(DELTA, offs + 1, nxt_ok, bias, HAS_BIAS, SOFTPLUS)
         dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
         if HAS_Z:
             zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
@@ -242,11 +243,13 @@ def _selective_scan_bwd_kernel(
             carried = decay * (pa * _pick(h_in, ns, n)[:, None] + pb)
             hs = carried + drive
             y += hs * c_n
-            decay_next = tl.where(nxt_ok, tl.exp2(dt_next * a2_n[:, None]), 1.0)
-            c_cum, lam = tl.associative_scan((decay_next, dy * c_n), 1, first_order_combine, reverse=True)
-            lam = lam + c_cum * _pick(lam_in, ns, n)[:, None]
-            lam_first = _pick(lam, lane, 0)
-            lam_in = _put(lam_in, ns, n, lam_first)
+            g = dy * c_n
+            # reverse: (decay, decay g) per step; the exclusive part is what enters from after step t
+            m_a, m_b, x_a, x_b = tl.associative_scan((decay, decay * g, one, one * 0.0), 1,
+                                                     _with_previous_combine, reverse=True)
+            mu_n = _pick(mu_in, ns, n)[:, None]
+            lam = g + x_b + x_a * mu_n
+            mu_in = _put(mu_in, ns, n, _pick(m_b + m_a * mu_n, lane, 0))
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
             g_a = _put(g_a, ns, n, _pick(g_a, ns, n) + tl.sum(lam * dt * carried, axis=1))
@@ -259,11 +262,8 @@ def _selective_scan_bwd_kernel(
         tl.store(DU + offs, (dx * dt + dy * skip[:, None]).to(DU.dtype.element_ty), mask=ok)
         g_skip += tl.sum(dy * u, axis=1)
         g_bias += tl.sum(d_delta, axis=1)
-    # after the walk lam_in holds the adjoint of the first step; the initial state's gradient is it
-    # carried back through that step's decay
-    dt0, _ = _step_size(DELTA, row[:, None], d_ok[:, None], bias, HAS_BIAS, SOFTPLUS)
-    a_all = tl.load(A + dd[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32)
-    tl.store(DH0 + state_off, lam_in * tl.exp2(dt0 * a_all * LOG2E), mask=dn_ok)
+    # after the walk mu_in is the adjoint carried back through the first step: the initial state's gradient
+    tl.store(DH0 + state_off, mu_in, mask=dn_ok)
     tl.store(DA_PART + state_off, g_a, mask=dn_ok)
     chan = bi.to(tl.int64) * dim + dd
     tl.store(DD_PART + chan, g_skip, mask=d_ok)
