@@ -193,7 +193,9 @@ def _selective_scan_bwd_kernel(
     carried back through step ``t``: ``mu_t = exp(dt_t A) (dy_t C_t + mu_{t+1})``. Scanning ``mu`` (with
     its exclusive value, as the forward gets ``h_{t-1}``) uses each step's own decay, already computed
     for the state, where scanning ``lam`` would need the next step's: one ``exp`` per element fewer,
-    and one carried value per state between chunks (``mu`` at the chunk's first step).
+    and one carried value per state between chunks (``mu`` at the chunk's first step). (On the H100
+    that left the time as it was, 7.38 against 7.39 ms fwd+bwd at the headline shape: the kernel is not
+    bound by ``exp``.)
     Sums over the channels of a group (``dB``, ``dC`` when they vary with time) are added atomically
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
