@@ -45,6 +45,15 @@ def _timed(forward, leaves: dict, grad, direction):
     return _fwd_bwd(forward, tuple(leaves.values()), grad)
 
 
+def keyword_impl(fn, **kwargs) -> Impl:
+    """An implementation called as ``fn(**inputs, **kwargs)``, inputs being every entry but the
+    cotangent ``g``; fwd+bwd takes the gradients of all of them."""
+    def build(x, direction):
+        args = {k: v for k, v in x.items() if k != "g"}
+        return _timed(lambda: fn(**args, **kwargs), args, x["g"], direction)
+    return build
+
+
 # ---- linear_scan: h_t = a_t h_{t-1} + b_t over (batch, dim, L) ----
 
 def _scan_inputs(shape, dtype, device):
@@ -167,10 +176,7 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
         return x
 
     def impl(fn):
-        def build(x, direction):
-            args = {k: v for k, v in x.items() if k != "g"}
-            return _timed(lambda: fn(**args, delta_softplus=True), args, x["g"], direction)
-        return build
+        return keyword_impl(fn, delta_softplus=True)
 
     peers = {}
     mod, why = load("mambapy.pscan")
@@ -262,10 +268,7 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
         return build
 
     def impl(fn):
-        def build(x, direction):
-            args = {k: v for k, v in x.items() if k != "g"}
-            return _timed(lambda: fn(**args, chunk_size=chunk, dt_softplus=True), args, x["g"], direction)
-        return build
+        return keyword_impl(fn, chunk_size=chunk, dt_softplus=True)
 
     def quadratic(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus):
         # the reference computes in its inputs' dtype, and einsum wants them alike: fp32 throughout

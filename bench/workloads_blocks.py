@@ -3,7 +3,7 @@ at the sizes a Mamba-2 block of d_model 2048 feeds them (b=8, L=2048)."""
 import torch
 
 from .peers import load_past_package_init
-from .workloads import Workload, _timed
+from .workloads import Workload, keyword_impl
 
 
 def _leaves(tensors, grad_shape, dtype, device):
@@ -11,13 +11,6 @@ def _leaves(tensors, grad_shape, dtype, device):
         v.requires_grad_()
     tensors["g"] = torch.randn(grad_shape, device=device).to(dtype)
     return tensors
-
-
-def _impl(fn, kwargs):
-    def build(x, direction):
-        args = {k: v for k, v in x.items() if k != "g"}
-        return _timed(lambda: fn(**args, **kwargs), args, x["g"], direction)
-    return build
 
 
 def conv1d_workloads(device, quick: bool, notes: set) -> list[Workload]:
@@ -42,8 +35,8 @@ def conv1d_workloads(device, quick: bool, notes: set) -> list[Workload]:
         # forward: x read, out written; backward adds dout and x read, dx written (weights are tiny)
         nbytes = (2 if direction == "fwd" else 5) * b * d * L * es
         flops = (2 if direction == "fwd" else 6) * b * d * L * W
-        impls = {"ssm_triton": _impl(causal_conv1d_fn, {"activation": "silu"}),
-                 "torch_cudnn": _impl(torch_conv, {"activation": "silu"})}
+        impls = {"ssm_triton": keyword_impl(causal_conv1d_fn, activation="silu"),
+                 "torch_cudnn": keyword_impl(torch_conv, activation="silu")}
         out.append(Workload("conv1d", (b, d, L, W), io, direction, nbytes, flops, make, impls))
     return out
 
@@ -61,12 +54,12 @@ def norm_workloads(device, quick: bool, notes: set) -> list[Workload]:
                         "weight": torch.randn(D, device=device)}, (rows, D), io, device)
 
     kwargs = {"bias": None, "eps": 1e-5, "norm_before_gate": False}
-    impls = {"ssm_triton": _impl(rmsnorm_fn, kwargs)}
+    impls = {"ssm_triton": keyword_impl(rmsnorm_fn, **kwargs)}
     mod, why = load_past_package_init("mamba_ssm.ops.triton.layernorm_gated")
     if mod is None:
         notes.add(f"mamba_ssm skipped: {why}")
     else:
-        impls["mamba_ssm"] = _impl(mod.rmsnorm_fn, kwargs)
+        impls["mamba_ssm"] = keyword_impl(mod.rmsnorm_fn, **kwargs)
     es = torch.tensor([], dtype=io).element_size()
     out = []
     for direction in ("fwd", "fwd+bwd"):

@@ -17,14 +17,11 @@ OURS = "ssm_triton"
 
 
 def _lm(device, quick):
-    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+    """The demo's model: its tiny size for --quick, else the mamba2-130m-sized one in bf16."""
+    from ssm_triton.models.demo import build
 
-    d, n_layer, vocab, ssm = ((16, 2, 64, {"layer": "Mamba2", "d_state": 8, "headdim": 8, "chunk_size": 16}) if quick else
-                              (768, 24, 50277, {"layer": "Mamba2", "d_state": 128, "headdim": 64, "chunk_size": 256}))
-    dtype = torch.float32 if quick else torch.bfloat16
     torch.manual_seed(0)
-    return MambaLMHeadModel(MambaConfig(d_model=d, n_layer=n_layer, vocab_size=vocab, ssm_cfg=ssm),
-                            device=device, dtype=dtype).eval()
+    return build("Mamba2", "tiny" if quick else "130m", device, torch.float32 if quick else torch.bfloat16)
 
 
 def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, state_batch_indices=None):
@@ -42,8 +39,7 @@ def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
 @contextlib.contextmanager
 def reference_ops():
     """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
-    from ssm_triton.models import lm
-    from ssm_triton.modules import mamba2
+    from ssm_triton.modules import mamba2, norm
     from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch, ssd_quadratic_torch
 
     def conv_update(x, conv_state, weight, bias=None, activation=None):
@@ -59,8 +55,8 @@ def reference_ops():
         return (out.to(x.dtype), final) if return_final_states else out.to(x.dtype)
 
     swaps = [(mamba2, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
-             (mamba2, "rmsnorm_fn", rmsnorm_torch), (mamba2, "mamba_chunk_scan_combined", ssd),
-             (mamba2, "selective_state_update", _state_update_torch), (lm, "rmsnorm_fn", rmsnorm_torch)]
+             (norm, "rmsnorm_fn", rmsnorm_torch), (mamba2, "mamba_chunk_scan_combined", ssd),
+             (mamba2, "selective_state_update", _state_update_torch)]
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
     try:
         for mod, name, fn in swaps:

@@ -102,7 +102,7 @@ def _rmsnorm_bwd_kernel(DY, X, Z, W, BIAS, RSTD, DX, DZ, DW_PART, DB_PART, R, D,
     # a program walks every num_programs-th block of rows, keeping its dw / db sums in registers: the
     # partials written are (programs, D), not (row blocks, D), which at one row per block were as
     # large as x itself in fp32
-    first, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
+    _, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     w = tl.load(W + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     dw = tl.zeros([BLOCK_G], dtype=tl.float32)
     db = tl.zeros([BLOCK_G], dtype=tl.float32)

@@ -15,6 +15,16 @@ SIZES = {
 }
 
 
+def build(layer: str, size: str, device, dtype) -> MambaLMHeadModel:
+    """A randomly initialised LM of one of ``SIZES``, in eval mode (the demo's and the benchmark's)."""
+    cfg = dict(SIZES[size])
+    ssm = {"layer": layer, "d_state": cfg.pop("d_state")}
+    headdim, chunk = cfg.pop("headdim"), cfg.pop("chunk_size")
+    if layer == "Mamba2":
+        ssm.update(headdim=headdim, chunk_size=chunk)
+    return MambaLMHeadModel(MambaConfig(**cfg, ssm_cfg=ssm), device=device, dtype=dtype).eval()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", choices=["Mamba1", "Mamba2"], default="Mamba2")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="default: tiny on CPU, 130m on a GPU")
@@ -33,17 +43,12 @@ def _sync(device):
 def run(args) -> int:
     device = _runtime.default_device()
     gpu = device.type == "cuda"
-    size = dict(SIZES[args.size or ("130m" if gpu else "tiny")])
     L = args.prompt_len or (2048 if gpu else 16)
     new = args.new_tokens if args.new_tokens is not None else (256 if gpu else 8)
-    ssm = {"layer": args.layer, "d_state": size.pop("d_state")}
-    headdim, chunk = size.pop("headdim"), size.pop("chunk_size")
-    if args.layer == "Mamba2":
-        ssm.update(headdim=headdim, chunk_size=chunk)
     torch.manual_seed(args.seed)
-    model = MambaLMHeadModel(MambaConfig(**size, ssm_cfg=ssm), device=device,
-                             dtype=torch.bfloat16 if gpu else torch.float32).eval()
-    prompt = torch.randint(0, size["vocab_size"], (args.batch, L), device=device)
+    model = build(args.layer, args.size or ("130m" if gpu else "tiny"), device,
+                  torch.bfloat16 if gpu else torch.float32)
+    prompt = torch.randint(0, model.config.vocab_size, (args.batch, L), device=device)
     model.generate(prompt, 3, top_k=args.top_k)  # compile (or warm) every kernel at these sizes first
     _sync(device)
     t0 = time.perf_counter()

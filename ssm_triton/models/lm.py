@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules import InferenceParams, Mamba, Mamba2
-from ..ops.norm import rmsnorm_fn
+from ..modules.norm import RMSNorm
 
 
 @dataclass
@@ -33,18 +33,6 @@ class MambaConfig:
     fused_add_norm: bool = True
     pad_vocab_size_multiple: int = 8
     tie_embeddings: bool = True
-
-
-class RMSNorm(nn.Module):
-    """``weight (d,)``; ``y = x / rms(x) * weight`` on ssm_triton's norm kernel."""
-
-    def __init__(self, d, eps=1e-5, device=None, dtype=None):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d, device=device, dtype=dtype))
-
-    def forward(self, x):
-        return rmsnorm_fn(x, self.weight, None, eps=self.eps)
 
 
 class Block(nn.Module):

@@ -10,23 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
-from ..ops.norm import rmsnorm_fn
 from ..ops.ssd import mamba_chunk_scan_combined
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
-
-
-class _GatedRMSNorm(nn.Module):
-    """Holds ``weight (d,)`` under mamba_ssm's name for it (``norm.weight``)."""
-
-    def __init__(self, d, eps, norm_before_gate, group_size, **factory):
-        super().__init__()
-        self.eps, self.norm_before_gate, self.group_size = eps, norm_before_gate, group_size
-        self.weight = nn.Parameter(torch.ones(d, **factory))
-
-    def forward(self, x, z=None):
-        return rmsnorm_fn(x, self.weight, None, z=z, eps=self.eps, group_size=self.group_size,
-                          norm_before_gate=self.norm_before_gate)
+from .norm import RMSNorm
 
 
 class Mamba2(nn.Module):
@@ -67,7 +54,7 @@ class Mamba2(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads, device=device))
         self.D._no_weight_decay = True
         if rmsnorm:
-            self.norm = _GatedRMSNorm(self.d_ssm, 1e-5, norm_before_gate, self.d_ssm // ngroups, **factory)
+            self.norm = RMSNorm(self.d_ssm, 1e-5, norm_before_gate, self.d_ssm // ngroups, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
     # -- pieces shared by the full forward and the step --
