@@ -1,5 +1,6 @@
-"""Time the selective-scan launchers over channel block, tile length and warps at the headline shape
-(b=8, d=4096, L=2048, N=16, bf16). ``python -m ssm_triton.bench.sweep_selective`` (GPU). Used to pick
+"""Time the selective-scan launchers over channel block, chunk length and warps at the headline shape
+(b=8, d=4096, L=2048, N=16, bf16): the forward's chunk (inference, and training with a checkpoint every
+128 steps) and the backward's chunk (the checkpoint interval), with atomics and deterministic. ``python -m ssm_triton.bench.sweep_selective`` (GPU). Used to pick
 the defaults in kernels/selective_scan.py."""
 import sys
 
@@ -26,29 +27,39 @@ def main():
     bench = lambda f: triton.testing.do_bench(f, warmup=10, rep=50, return_mode="median")
     rows = []
     for bd in (1, 2, 4):
-        for bl in (256, 512, 1024):
-            for w in (1, 2, 4):
-                if not 2 <= bd * bl // (32 * w) <= 32:  # elements per thread
+        for w in (1, 2):
+            for tile in (128, 256, 512, 1024):
+                if not 2 <= bd * tile // (32 * w) <= 32:  # elements per thread
                     continue
-                fwd = lambda s: ks.selective_scan_forward(*args, True, None, block_l=bl, store_ckpt=s,
-                                                          block_d=bd, num_warps=w)
+                fwd = lambda s, bl=128: ks.selective_scan_forward(*args, True, None, block_l=bl, store_ckpt=s,
+                                                                  block_d=bd, num_warps=w, fwd_block_l=tile)
                 try:
-                    t_inf = bench(lambda: fwd(False))
-                    t_fwd = bench(lambda: fwd(True))
-                    ckpt = fwd(True)[2]
-                    bwd = lambda det: ks.selective_scan_backward(dout, None, *args, True, ckpt, bl, deterministic=det,
-                                                                 block_d=bd, num_warps=w)
-                    t_bwd = bench(lambda: bwd(False))
-                    t_det = bench(lambda: bwd(True)) if bd >= 4 else float("nan")
+                    t_inf, t_fwd = bench(lambda: fwd(False, tile)), bench(lambda: fwd(True))
                 except Exception as e:  # noqa: BLE001 - a config that fails to compile is reported, not fatal
-                    print(f"D{bd} L{bl} w{w}: failed {type(e).__name__}: {str(e)[:100]}")
+                    print(f"forward D{bd} L{tile} w{w}: failed {type(e).__name__}: {str(e)[:100]}")
                     continue
-                rows.append((t_inf, t_fwd, t_bwd, t_det, bd, bl, w))
-                print(f"D{bd} L{bl} w{w}: inference {t_inf:.3f} ms ({4 * io / t_inf / 1e9:.2f} TB/s), "
-                      f"fwd+ckpt {t_fwd:.3f} ms, bwd {t_bwd:.3f} ms, bwd deterministic {t_det:.3f} ms", flush=True)
-    for i, name in enumerate(("inference", "fwd+ckpt", "bwd", "bwd deterministic")):
-        best = sorted((r for r in rows if r[i] == r[i]), key=lambda r: r[i])[:5]
-        print(f"best {name}: " + "; ".join(f"D{r[4]} L{r[5]} w{r[6]} {r[i]:.3f}" for r in best))
+                rows.append(("inference", t_inf, bd, tile, w))
+                rows.append(("fwd+ckpt128", t_fwd, bd, tile, w))
+                print(f"forward D{bd} L{tile} w{w}: inference {t_inf:.3f} ms ({4 * io / t_inf / 1e9:.2f} TB/s), "
+                      f"with checkpoints every 128 {t_fwd:.3f} ms", flush=True)
+            for bl in (64, 128, 256):
+                if not 2 <= bd * bl // (32 * w) <= 32:
+                    continue
+                ckpt = ks.selective_scan_forward(*args, True, None, block_l=bl, block_d=1)[2]
+                bwd = lambda det: ks.selective_scan_backward(dout, None, *args, True, ckpt, bl, deterministic=det,
+                                                             block_d=bd, num_warps=w)
+                try:
+                    t_bwd = bench(lambda: bwd(False))
+                    t_det = bench(lambda: bwd(True)) if bd >= 2 else float("nan")
+                except Exception as e:  # noqa: BLE001
+                    print(f"backward D{bd} L{bl} w{w}: failed {type(e).__name__}: {str(e)[:100]}")
+                    continue
+                rows.append(("bwd", t_bwd, bd, bl, w))
+                rows.append(("bwd deterministic", t_det, bd, bl, w))
+                print(f"backward D{bd} L{bl} w{w}: {t_bwd:.3f} ms, deterministic {t_det:.3f} ms", flush=True)
+    for name in ("inference", "fwd+ckpt128", "bwd", "bwd deterministic"):
+        best = sorted((r for r in rows if r[0] == name and r[1] == r[1]), key=lambda r: r[1])[:5]
+        print(f"best {name}: " + "; ".join(f"D{r[2]} L{r[3]} w{r[4]} {r[1]:.3f}" for r in best))
     sys.stdout.flush()
 
 

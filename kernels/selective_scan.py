@@ -38,14 +38,6 @@ def _bc_row(M, bi, gi, dd, d_ok, n, t, t_ok, s_b, s_g, s_n, s_l, FIXED: tl.const
 
 
 @triton.jit
-def _with_previous_combine(a1, b1, pa1, pb1, a2, b2, pa2, pb2):
-    """Composes steps ``h -> a h + b`` while also carrying the composition of all but a segment's last
-    step, so one inclusive scan yields both ``h_t`` and ``h_{t-1}`` (the latter without the cancellation
-    of ``h_t - drive_t``). A single step enters as ``(a, b, 1, 0)``."""
-    return a1 * a2, b1 * a2 + b2, a1 * pa2, b1 * pa2 + pb2
-
-
-@triton.jit
 def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """(dt, d dt / d delta) for the given steps; zero where masked."""
     pre = tl.load(DELTA + offs, mask=mask, other=0.0).to(tl.float32)
@@ -136,45 +128,65 @@ def _channel_block(D, DBIAS, dim, N, per_group, HAS_D: tl.constexpr, HAS_BIAS: t
 @triton.jit
 def _selective_scan_fwd_kernel(
     U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT,
-    dim, L, N, per_group,
+    dim, L, N, per_group, n_ckpt,
     sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+    CKPT_L: tl.constexpr,
 ):
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
     Time is the tensors' contiguous axis, so the scan runs mostly inside each thread (as mamba_ssm's
     CUDA kernel arranges it); scanning a (channels, time, states) tile, whose time axis Triton spread
-    across lanes and warps, was ~3x slower on the H100."""
+    across lanes and warps, was ~3x slower on the H100.
+
+    Each state is carried from chunk to chunk through ``LAST`` (global memory, cached): the lane of the
+    chunk's last step stores it, and one barrier per chunk makes it visible to the program's other
+    threads. Extracting it from the scan as a register value takes a cross-lane reduction per state
+    and chunk; on the H100 the memory carry took the forward from 1.24 to 1.01 ms (L 2048, 512 steps
+    per chunk). The same masked stores write a checkpoint every ``CKPT_L`` steps (the backward's
+    chunk), so the forward's chunk can be longer than the backward's."""
     bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
         D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
-    h = _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N)
+    tl.store(LAST + state_off, _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N), mask=dn_ok)
+    tl.debug_barrier()
     row = (bi.to(tl.int64) * dim + dd) * L
+    chan_n = (bi.to(tl.int64) * dim + dd) * N
+    carry_ok = d_ok[:, None] & (lane == BLOCK_L - 1)[None, :]
+    SPLIT: tl.constexpr = BLOCK_L // CKPT_L
     n_chunks = tl.cdiv(L, BLOCK_L)
     for i in range(n_chunks):
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
-        if STORE_CKPT:  # the state entering this chunk, for a backward that recomputes from it
-            tl.store(CKPT + _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns), h, mask=dn_ok)
+        if STORE_CKPT:
+            # the state entering this chunk, then the one after each CKPT_L steps inside it
+            tl.store(CKPT + _ckpt_offsets(bi, dim, dd, n_ckpt, i * SPLIT, N, ns),
+                     tl.load(LAST + state_off, mask=dn_ok), mask=dn_ok)
+            ck = i * SPLIT + lane // CKPT_L + 1
+            ck_off = ((bi.to(tl.int64) * dim + dd[:, None]) * n_ckpt + ck[None, :]) * N
+            ck_ok = d_ok[:, None] & ((lane % CKPT_L == CKPT_L - 1) & (lane < BLOCK_L - 1) & (ck < n_ckpt))[None, :]
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
         dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip[:, None] * u
         for n in range(N):
+            h_n = tl.load(LAST + chan_n + n, mask=d_ok, other=0.0)
             # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
             a2_n = tl.load(A + dd * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
             b_n = _bc_row(B, bi, gi, dd, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
             c_n = _bc_row(C, bi, gi, dd, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             a_cum, b_cum = tl.associative_scan((tl.exp2(dt * a2_n[:, None]), dtu * b_n), 1, first_order_combine)
-            hs = a_cum * _pick(h, ns, n)[:, None] + b_cum
+            hs = a_cum * h_n[:, None] + b_cum
             y += hs * c_n
-            h = _put(h, ns, n, _pick(hs, lane, BLOCK_L - 1))
+            tl.store(LAST + chan_n[:, None] + n + 0 * lane[None, :], hs, mask=carry_ok)
+            if STORE_CKPT and SPLIT > 1:
+                tl.store(CKPT + ck_off + n, hs, mask=ck_ok)
+        tl.debug_barrier()  # the carries stored above are read by other threads in the next chunk
         if HAS_Z:
             zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
         tl.store(OUT + offs, y.to(OUT.dtype.element_ty), mask=ok)
-    tl.store(LAST + state_off, h, mask=dn_ok)
 
 
 @triton.jit
@@ -188,28 +200,37 @@ def _selective_scan_bwd_kernel(
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
-    state's values are recomputed from the chunk's checkpoint, and its adjoint
-    ``lam_t = dy_t C_t + mu_{t+1}`` comes from a reverse scan of ``mu_t = exp(dt_t A) lam_t``, the adjoint
-    carried back through step ``t``: ``mu_t = exp(dt_t A) (dy_t C_t + mu_{t+1})``. Scanning ``mu`` (with
-    its exclusive value, as the forward gets ``h_{t-1}``) uses each step's own decay, already computed
-    for the state, where scanning ``lam`` would need the next step's: one ``exp`` per element fewer,
-    and one carried value per state between chunks (``mu`` at the chunk's first step). (On the H100
-    that left the time as it was, 7.38 against 7.39 ms fwd+bwd at the headline shape: the kernel is not
-    bound by ``exp``.)
+    state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
+    ``lam_t = dy_t C_t + exp(dt_{t+1} A) lam_{t+1}`` comes from a reverse scan of the same form. The
+    next step's decay is this step's shifted by one lane (``tl.gather``), not a second ``exp``; what
+    enters from the chunk after is ``mu = exp(dt A) lam`` at that chunk's first step, added to the last
+    step's ``dy C``. ``h_{t-1}`` is ``h_t`` shifted the same way, where scanning ``(a, b)`` pairs that
+    also carry the composition of all but the last step took twice the scan's work. The states and the
+    adjoint are carried between chunks through memory (``CKPT``, ``DH0``), as in the forward.
     Sums over the channels of a group (``dB``, ``dC`` when they vary with time) are added atomically
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
     are always per-program partials."""
     bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
         D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
-    mu_in = _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N)  # mu after the last step
-    g_a = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    # mu (what enters each chunk from the one after) is carried in DH0 and the dA sums in DA_PART, as
+    # the forward carries its states in LAST; it starts as the last state's gradient
+    tl.store(DH0 + state_off, _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N), mask=dn_ok)
+    tl.store(DA_PART + state_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
+    tl.debug_barrier()
+    chan_n = (bi.to(tl.int64) * dim + dd) * N
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_skip = tl.zeros([BLOCK_D], dtype=tl.float32)
     g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     row = (bi.to(tl.int64) * dim + dd) * L
     n_chunks = tl.cdiv(L, BLOCK_L)
+    # step t's lane reads step t+1's decay; the last lane its own (unused: what follows it is in DH0)
+    next_lane = tl.broadcast_to(tl.minimum(lane + 1, BLOCK_L - 1)[None, :], [BLOCK_D, BLOCK_L])
+    last_lane = lane[None, :] == BLOCK_L - 1
+    prev_lane = tl.broadcast_to(tl.maximum(lane - 1, 0)[None, :], [BLOCK_D, BLOCK_L])
+    first_lane = lane[None, :] == 0
+    first_ok = d_ok[:, None] & (lane == 0)[None, :]
     # where this program's dB / dC rows go: its group's rows (atomic) or its own partial rows
     if ATOMIC:
         bc_row0 = (bi.to(tl.int64) * n_groups + gi) * N * L
@@ -218,7 +239,7 @@ def _selective_scan_bwd_kernel(
     for j in range(n_chunks):
         i = n_chunks - 1 - j
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
-        h_in = tl.load(CKPT + _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns), mask=dn_ok, other=0.0)
+        ckpt_n = CKPT + ((bi.to(tl.int64) * dim + dd) * n_chunks + i) * N
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
         dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
@@ -239,22 +260,33 @@ def _selective_scan_bwd_kernel(
             c_n = _bc_row(C, bi, gi, dd, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             decay = tl.exp2(dt * a2_n[:, None])
             drive = dtu * b_n
-            one = tl.full(decay.shape, 1.0, tl.float32)
-            _, _, pa, pb = tl.associative_scan((decay, drive, one, one * 0.0), 1, _with_previous_combine)
-            # decay_t h_{t-1}: what flows from the previous state into step t
-            carried = decay * (pa * _pick(h_in, ns, n)[:, None] + pb)
-            hs = carried + drive
+            a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
+            h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)[:, None]
+            hs = a_cum * h_enter + b_cum
+            # decay_t h_{t-1}, with h_{t-1} shifted in from the lane before: not h_t - drive_t, which
+            # loses all precision when the decay is tiny (test_dA_is_accurate_when_the_state_decays...)
+            if BLOCK_L > 1:
+                h_prev = tl.where(first_lane, h_enter, tl.gather(hs, prev_lane, 1))
+            else:
+                h_prev = h_enter
+            carried = decay * h_prev
             y += hs * c_n
-            g = dy * c_n
-            # reverse: (decay, decay g) per step; the exclusive part is what enters from after step t
-            m_a, m_b, x_a, x_b = tl.associative_scan((decay, decay * g, one, one * 0.0), 1,
-                                                     _with_previous_combine, reverse=True)
-            mu_n = _pick(mu_in, ns, n)[:, None]
-            lam = g + x_b + x_a * mu_n
-            mu_in = _put(mu_in, ns, n, _pick(m_b + m_a * mu_n, lane, 0))
+            g = dy * c_n + tl.where(last_lane, tl.load(DH0 + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
+            if BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
+                decay_next = tl.gather(decay, next_lane, 1)
+            else:
+                decay_next = decay
+            _, lam = tl.associative_scan((decay_next, g), 1, first_order_combine, reverse=True)
+            tl.store(DH0 + chan_n[:, None] + n + 0 * lane[None, :], decay * lam, mask=first_ok)
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
-            g_a = _put(g_a, ns, n, _pick(g_a, ns, n) + tl.sum(lam * dt * carried, axis=1))
+            g_a = tl.sum(lam * dt * carried, axis=1)
+            if ATOMIC:  # only this program adds here, in order: the sum is the same on every run
+                tl.atomic_add(DA_PART + chan_n + n, g_a, mask=d_ok, sem="relaxed")
+            else:  # no atomics at all: a load and a store, the barrier keeping every thread's load first
+                g_a += tl.load(DA_PART + chan_n + n, mask=d_ok, other=0.0)
+                tl.debug_barrier()
+                tl.store(DA_PART + chan_n + n, g_a, mask=d_ok)
             g_bfix = _bc_grad(DB + bc_row0 + n * L + t, t_ok, lam * dtu, g_bfix, ns, n, B_FIXED, ATOMIC)
             g_cfix = _bc_grad(DC + bc_row0 + n * L + t, t_ok, dy * hs, g_cfix, ns, n, C_FIXED, ATOMIC)
         if HAS_Z:
@@ -264,9 +296,9 @@ def _selective_scan_bwd_kernel(
         tl.store(DU + offs, (dx * dt + dy * skip[:, None]).to(DU.dtype.element_ty), mask=ok)
         g_skip += tl.sum(dy * u, axis=1)
         g_bias += tl.sum(d_delta, axis=1)
-    # after the walk mu_in is the adjoint carried back through the first step: the initial state's gradient
-    tl.store(DH0 + state_off, mu_in, mask=dn_ok)
-    tl.store(DA_PART + state_off, g_a, mask=dn_ok)
+        tl.debug_barrier()  # this chunk's carries, stored by one lane, are read by all in the next
+    # after the walk DH0 holds mu at the first step, the adjoint carried back through it: the initial
+    # state's gradient
     chan = bi.to(tl.int64) * dim + dd
     tl.store(DD_PART + chan, g_skip, mask=d_ok)
     tl.store(DBIAS_PART + chan, g_bias, mask=d_ok)
@@ -307,13 +339,21 @@ def default_block_d(groups: int, per_group: int, dim: int, limit: int = 1) -> in
     return block
 
 
-def plan_block_l(L: int, inference: bool = False) -> int:
-    """Steps per chunk, and so per checkpoint: a pure function of ``L``, so fake (meta) kernels can size
-    the checkpoints. Short under the interpreter so that tests cross several chunks. On the H100
-    (bench/sweep_selective.py, 2026-11-23, b8 d4096 L2048 N16 bf16) the backward was fastest at 256
-    steps with one warp (5.97 ms; 7.5 ms at 512 or 1024), and a forward that writes no checkpoints at
-    512 with one warp (1.15 ms)."""
-    return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else (512 if inference else 256)))
+def plan_block_l(L: int) -> int:
+    """Steps per checkpoint, which is the backward's chunk: a pure function of ``L``, so fake (meta)
+    kernels can size the checkpoints. Short under the interpreter so that tests cross several chunks.
+    On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the backward was
+    fastest at 128 steps with one warp (4.66 ms; 5.18 at 256, 6.93 at 512)."""
+    return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else 128))
+
+
+def plan_forward_block_l(L: int, ckpt_l: int) -> int:
+    """The forward's chunk: a multiple of the checkpoint interval ``ckpt_l`` (its masked stores write the
+    checkpoints inside it). Longer chunks amortise the per-state work of each chunk: on the H100 (same
+    shape) 512 steps with one warp took 1.01 ms with checkpoints, 128 took 1.47. Under the interpreter
+    twice the checkpoint interval, so tests write checkpoints from inside a chunk."""
+    target = 2 * ckpt_l if interpreting() else 512
+    return max(ckpt_l, min(triton.next_power_of_2(max(L, 1)), target))
 
 
 def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
@@ -322,21 +362,24 @@ def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, block_d=None, num_warps=1):
+                           store_ckpt=True, block_d=None, num_warps=1, fwd_block_l=None):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
-    last_state (b, d, N) fp32, ckpt (b, d, n_chunks, N) fp32, block_l)``. With ``store_ckpt=False``
-    (no backward to come) ``ckpt`` is empty. ``block_l``, ``block_d`` and ``num_warps`` override the
-    defaults (tests and the config sweep use them)."""
+    last_state (b, d, N) fp32, ckpt (b, d, n_ckpt, N) fp32, block_l)``: a checkpoint, the state entering
+    it, every ``block_l`` steps. With ``store_ckpt=False`` (no backward to come) ``ckpt`` is empty.
+    ``block_l`` (the checkpoint interval), ``fwd_block_l`` (the forward's chunk, a multiple of it),
+    ``block_d`` and ``num_warps`` override the defaults (tests and the config sweep use them)."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    # a training forward (checkpoints at 256 steps) ran fastest with 4 channels per program (1.48 ms)
-    block_d = block_d or default_block_d(groups, per_group, dim, limit=4 if store_ckpt else 1)
-    block_l = block_l or plan_block_l(L, inference=not store_ckpt)
-    n_chunks = triton.cdiv(L, block_l)
+    block_d = block_d or default_block_d(groups, per_group, dim)
+    block_l = block_l or plan_block_l(L)
+    tile = fwd_block_l or plan_forward_block_l(L, block_l)
+    if tile % block_l:
+        raise ValueError(f"the forward's chunk ({tile}) must be a multiple of the checkpoint interval ({block_l})")
+    n_ckpt = triton.cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
-    ckpt_shape = (bsz, dim, max(n_chunks, 1), N) if store_ckpt else (0,)
+    ckpt_shape = (bsz, dim, max(n_ckpt, 1), N) if store_ckpt else (0,)
     ckpt = torch.empty(ckpt_shape, device=u.device, dtype=torch.float32)
     if L == 0:
         last.copy_(initial_state if initial_state is not None else torch.zeros_like(last))
@@ -347,10 +390,11 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy,
         initial_state if initial_state is not None else dummy, out, last, ckpt,
-        dim, L, N, per_group, *sb, *sc,
+        dim, L, N, per_group, n_ckpt, *sb, *sc,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-        EVEN=L % block_l == 0, BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(N), num_warps=num_warps,
+        EVEN=L % tile == 0, BLOCK_D=block_d, BLOCK_L=tile, BLOCK_N=triton.next_power_of_2(N),
+        CKPT_L=block_l, num_warps=num_warps,
     )
     return out, last, ckpt, block_l
 
@@ -367,7 +411,7 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     # deterministic partials take one (N, L) slice per program: more channels per program keep them
     # smaller (H100 sweep: 12.8 ms at 4 channels and two warps, against 6.0 ms with atomics)
     block_d = block_d or default_block_d(groups, per_group, dim, limit=4 if deterministic else 1)
-    num_warps = num_warps or (2 if deterministic else 1)
+    num_warps = num_warps or 1
     n_dblocks = triton.cdiv(dim, block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)

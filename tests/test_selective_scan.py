@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from conftest import BIG
-from ssm_triton.kernels.selective_scan import selective_scan_forward
+from ssm_triton.kernels.selective_scan import selective_scan_backward, selective_scan_forward
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
 from strategies import normal, on, seeds
@@ -68,15 +68,33 @@ def test_gradients_match_float64_autograd(device, bsz, groups, per_group, L, N, 
         assert_close(g, w, dtype if dtype != torch.float32 else g.dtype, f"d{name}")
 
 
-@pytest.mark.parametrize("L, block_l", [(37, 1), (37, 2), (37, 8), (37, 32), (32, 8), (32, 32)])
-def test_chunk_length_does_not_change_the_result(device, L, block_l):
+@pytest.mark.parametrize("L, block_l, tile", [(37, 2, 8), (37, 8, 8), (37, 8, 32), (37, 32, 32), (32, 8, 16),
+                                              (9, 1, 1), (5, 1, 4)])
+def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile):
+    """Output, last state and every gradient are the same for any checkpoint interval ``block_l`` and any
+    forward chunk ``tile`` (a multiple of it, so checkpoints are written from inside a chunk)."""
     t = cast(*make_problem(2, 2, 2, L, 5, "grouped", 11, device, True), torch.float32)
     sp = t.pop("delta_softplus")
-    out, last, _, _ = selective_scan_forward(*(t[k] for k in NAMES), t["D"], t["z"], t["delta_bias"], sp,
-                                             t["initial_state"], block_l=block_l)
+    args = [t[k] for k in NAMES] + [t["D"], t["z"], t["delta_bias"], sp]
+    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, fwd_block_l=tile)
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, torch.float32, "out")
     assert_close(last, want_last, torch.float32, "last_state")
+    # the checkpoints are the states entering each block_l steps: the reference's states at those steps
+    def state_after(steps):
+        prefix = {k: (v[..., :steps] if k in ("u", "delta", "z", "B", "C") else v) for k, v in t.items()}
+        return selective_scan_np(**{k: np64(v) for k, v in prefix.items()}, delta_softplus=sp)[1]
+
+    want_ckpt = torch.stack([torch.from_numpy(state_after(k * block_l)) for k in range(ckpt.shape[2])], dim=2)
+    assert_close(ckpt, want_ckpt, torch.float32, "checkpoints")
+    dout, dlast = torch.randn_like(out), torch.randn_like(last)
+    got = selective_scan_backward(dout, dlast, *args, ckpt, block_l)
+    names = NAMES + ["D", "z", "delta_bias", "initial_state"]
+    leaves = {k: t[k].detach().double().requires_grad_() for k in names}
+    ref_out, ref_last = selective_scan_ref(**leaves, delta_softplus=sp, return_last_state=True)
+    want = torch.autograd.grad((ref_out * dout.double()).sum() + (ref_last * dlast.double()).sum(), list(leaves.values()))
+    for name, g, w in zip(names, got, want):
+        assert_close(g, w, torch.float32, f"d{name}")
 
 
 @pytest.mark.parametrize("global_flag, keyword, want", [
