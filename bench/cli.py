@@ -1,4 +1,4 @@
-"""``python -m ssm_triton bench [--ops ...] [--quick] [--json PATH] [--plot DIR] [--no-peers]``."""
+"""``python -m ssm_triton bench [--ops ...] [--quick] [--sweep] [--json PATH] [--plot DIR] [--no-peers]``."""
 import argparse
 import datetime
 import json
@@ -8,7 +8,7 @@ import torch
 
 from . import roofline
 from .timing import median_ms
-from .registry import REGISTRY
+from .registry import REGISTRY, SWEEPS
 
 OURS = "ssm_triton"
 
@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the records as JSON here")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
     parser.add_argument("--no-peers", action="store_true", help="time ssm_triton alone")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"add length and batch sweeps, bf16 and fp32, to the ops that have them ({', '.join(SWEEPS)})")
 
 
 def _device() -> torch.device:
@@ -38,7 +40,9 @@ def collect(args) -> tuple[list[dict], set]:
     ceilings = roofline.measure(device, args.quick)
     if ceilings is not None:
         print(f"ceilings: copy {ceilings.copy_gbps:.0f} GB/s, bf16 matmul {ceilings.bf16_tflops:.0f} TFLOP/s", file=sys.stderr)
-    workloads = [w for op in args.ops for w in REGISTRY[op](device, args.quick, notes)]
+    sweep = getattr(args, "sweep", False)
+    workloads = [w for op in args.ops
+                 for w in REGISTRY[op](device, args.quick, notes, **({"sweep": True} if sweep and op in SWEEPS else {}))]
     total = sum(1 if args.no_peers else len(w.impls) for w in workloads)
     records, done = [], 0
     date = datetime.date.today().isoformat()

@@ -15,3 +15,6 @@ REGISTRY = {
     "lm": lm_workloads,
     "hf_mamba2": hf_workloads,
 }
+
+# ops whose workload function takes ``sweep=True`` (length and batch sweeps, bf16 and fp32)
+SWEEPS = ("linear_scan", "selective_scan", "ssd")

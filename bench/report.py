@@ -2,7 +2,8 @@
 
 One table per device and date, one row per (op, shape, dtype, direction): ssm_triton's time and roofline
 fraction, then each peer's time and its time over ours (above 1: we are faster; below 1 is marked
-slower). This is how the README's tables are made from ``bench/results/*.json``.
+slower). ``--readme README.md`` writes them between the README's ``bench-tables`` markers instead of
+printing them: that is how the README's record tables are made from ``bench/results/*.json``.
 """
 import argparse
 import json
@@ -10,6 +11,8 @@ import sys
 from collections import defaultdict
 
 OURS = "ssm_triton"
+BEGIN = "<!-- bench-tables:begin (python -m ssm_triton.bench.report bench/results/*.json --readme README.md) -->"
+END = "<!-- bench-tables:end -->"
 
 
 def load(paths) -> list[dict]:
@@ -19,6 +22,17 @@ def load(paths) -> list[dict]:
             data = json.load(f)
         records += data["results"] if isinstance(data, dict) else data
     return records
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """One record per (op, shape, dtype, direction, impl): the newest by date, a later file winning a tie,
+    so a re-run supersedes the rows it re-measured and leaves the others."""
+    keep: dict = {}
+    for r in records:
+        key = (r["op"], tuple(r["shape"]), r["dtype"], r["direction"], r["impl"])
+        if key not in keep or r.get("date", "") >= keep[key].get("date", ""):
+            keep[key] = r
+    return list(keep.values())
 
 
 def _ms(ms: float) -> str:
@@ -57,11 +71,31 @@ def tables(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def rewrite_readme(path: str, text: str) -> bool:
+    """Replace what lies between the markers in ``path`` with ``text``; False when the markers are missing."""
+    with open(path) as f:
+        doc = f.read()
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        return False
+    with open(path, "w") as f:
+        f.write(doc[:start + len(BEGIN)] + "\n" + text.rstrip("\n") + "\n" + doc[end:])
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssm_triton.bench.report", description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="+", help="JSON files written by python -m ssm_triton bench --json")
+    p.add_argument("--readme", metavar="PATH", help="write the tables between this file's bench-tables markers")
     args = p.parse_args(argv)
-    print(tables(load(args.results)))
+    text = tables(latest(load(args.results)))
+    if args.readme is None:
+        print(text)
+        return 0
+    if not rewrite_readme(args.readme, text):
+        print(f"{args.readme}: no bench-tables markers ({BEGIN} ... {END})", file=sys.stderr)
+        return 1
+    print(f"rewrote the tables in {args.readme}")
     return 0
 
 

@@ -82,14 +82,17 @@ def _scan_peers(shape, notes):
     return impls
 
 
-def linear_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
+def linear_scan_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[Workload]:
+    """The headline shape, lengths 1K to 64K and two very long rows; ``sweep`` adds batch 1 to 16 at L 4096."""
     from ssm_triton import linear_scan
     from ssm_triton.reference import linear_scan_torch
 
     if quick:
-        shapes = [(2, 8, 64)]
+        shapes = [(2, 8, 64)] + ([(1, 8, 32), (4, 8, 32)] if sweep else [])
     else:
         shapes = [(8, 1536, 4096)] + [(1, 1536, L) for L in (1024, 4096, 16384, 65536)] + [(2, 2, 1 << 20)]
+        if sweep:
+            shapes += [(b, 1536, 4096) for b in (2, 4, 16)]
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
     out = []
     for shape in shapes:
@@ -158,22 +161,34 @@ def _pscan_selective_scan(pscan):
     return run
 
 
-def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
+def selective_scan_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[Workload]:
+    """The headline shape (ANCHORS.md) in bf16; ``sweep`` adds lengths 1K to 64K at batch 1 and batches 1
+    to 16 at L 2048, in bf16 and fp32, against the peers that fit (no PyTorch loop)."""
     from ssm_triton import selective_scan_fn
     from ssm_triton.reference import selective_scan_ref
 
-    b, d, L, N = (1, 8, 64, 4) if quick else (8, 4096, 2048, 16)
-    io = torch.float32 if quick else torch.bfloat16
+    if quick:
+        cases = [(1, 8, 64, 4, torch.float32)]
+        if sweep:
+            cases += [(1, 8, 32, 4, torch.float32), (2, 8, 32, 4, torch.float32)]
+    else:
+        cases = [(8, 4096, 2048, 16, torch.bfloat16)]
+        if sweep:
+            shapes = [(1, 4096, L, 16) for L in (1024, 4096, 16384, 65536)] + [(b, 4096, 2048, 16) for b in (1, 2, 4, 16)]
+            cases += [(*shape, io) for shape in shapes for io in (torch.bfloat16, torch.float32)]
+            cases.append((8, 4096, 2048, 16, torch.float32))
 
-    def make():
-        g = lambda *shape: torch.randn(*shape, device=device).to(io)
-        x = {"u": g(b, d, L), "delta": g(b, d, L) * 0.5 - 2.0, "z": g(b, d, L), "B": g(b, N, L), "C": g(b, N, L),
-             "A": -torch.rand(d, N, device=device) * 8 - 0.1, "D": torch.randn(d, device=device),
-             "delta_bias": torch.randn(d, device=device) * 0.1}
-        for v in x.values():
-            v.requires_grad_()
-        x["g"] = g(b, d, L)
-        return x
+    def make(b, d, L, N, io):
+        def build():
+            g = lambda *shape: torch.randn(*shape, device=device).to(io)
+            x = {"u": g(b, d, L), "delta": g(b, d, L) * 0.5 - 2.0, "z": g(b, d, L), "B": g(b, N, L), "C": g(b, N, L),
+                 "A": -torch.rand(d, N, device=device) * 8 - 0.1, "D": torch.randn(d, device=device),
+                 "delta_bias": torch.randn(d, device=device) * 0.1}
+            for v in x.values():
+                v.requires_grad_()
+            x["g"] = g(b, d, L)
+            return x
+        return build
 
     def impl(fn):
         return keyword_impl(fn, delta_softplus=True)
@@ -189,20 +204,21 @@ def selective_scan_workloads(device, quick: bool, notes: set) -> list[Workload]:
         notes.add(f"mamba_ssm skipped: {why}")
     else:
         peers["mamba_ssm"] = impl(mod.selective_scan_fn)
-    es = torch.tensor([], dtype=io).element_size()
-    big, small = b * d * L, b * N * L
     out = []
-    for direction in ("fwd", "fwd+bwd"):
-        # fwd reads u, delta, z, B, C and writes out; bwd reads those and dout, writes du, ddelta, dz, dB, dC
-        nbytes = (4 * big + 2 * small) * es if direction == "fwd" else (11 * big + 6 * small) * es
-        flops = (8 if direction == "fwd" else 24) * big * N
-        impls = {"ssm_triton": impl(selective_scan_fn), **peers}
-        if direction == "fwd" and L * d <= 4096 * 2048:
-            impls["torch_loop"] = impl(selective_scan_ref)
-        out.append(Workload("selective_scan", (b, d, L, N), io, direction, nbytes, flops, make, impls))
+    for b, d, L, N, io in cases:
+        es = torch.tensor([], dtype=io).element_size()
+        big, small = b * d * L, b * N * L
+        for direction in ("fwd", "fwd+bwd"):
+            # fwd reads u, delta, z, B, C and writes out; bwd reads those and dout, writes du, ddelta, dz, dB, dC
+            nbytes = (4 * big + 2 * small) * es if direction == "fwd" else (11 * big + 6 * small) * es
+            flops = (8 if direction == "fwd" else 24) * big * N
+            impls = {"ssm_triton": impl(selective_scan_fn)}
+            # pscan materialises (b, d, L, N) several times over: past 2^28 elements it would not fit
+            impls.update({k: v for k, v in peers.items() if k != "mambapy_pscan" or big * N <= 1 << 28})
+            if direction == "fwd" and L * d <= 4096 * 2048 and (b, d, L, N) == cases[0][:4] and io == cases[0][4]:
+                impls["torch_loop"] = impl(selective_scan_ref)
+            out.append(Workload("selective_scan", (b, d, L, N), io, direction, nbytes, flops, make(b, d, L, N, io), impls))
     return out
-
-
 
 
 # ---- ssd (Mamba-2): x (b, L, H, P), dt (b, L, H), A (H,), B, C (b, L, G, N), D, dt_bias (H,) ----
@@ -234,15 +250,21 @@ def _gla_as_ssd(chunk_simple_gla):
     return run
 
 
-def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
+def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[Workload]:
+    """Four (batch, length) rows in bf16 and a million-step forward; ``sweep`` adds lengths 1K to 64K at
+    batch 1 and batches 1 to 16 at L 4096, in bf16 and fp32."""
     from ssm_triton import mamba_chunk_scan_combined
     from ssm_triton.reference import ssd_quadratic_torch
 
     from .peers import load_past_package_init
 
     H, P, G, N, chunk = (2, 16, 1, 16, 16) if quick else (64, 64, 1, 128, 256)
-    rows = [(1, 64)] if quick else [(8, 4096), (2, 16384), (1, 2048), (1, 8192)]
     io = torch.float32 if quick else torch.bfloat16
+    rows = [(1, 64, io)] if quick else [(8, 4096, io), (2, 16384, io), (1, 2048, io), (1, 8192, io)]
+    if sweep:
+        shapes = [(1, 32), (2, 32)] if quick else ([(1, L) for L in (1024, 4096, 16384, 65536)] +
+                                                   [(b, 4096) for b in (1, 2, 4, 16)])
+        rows += [(b, L, t) for b, L in shapes for t in ((torch.float32,) if quick else (torch.bfloat16, torch.float32))]
     peers = {}
     mod, why = load_past_package_init("mamba_ssm.ops.triton.ssd_combined")
     if mod is None:
@@ -255,7 +277,7 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
     else:
         peers["fla_chunk_simple_gla"] = _gla_as_ssd(mod.chunk_simple_gla)
 
-    def make(b, L):
+    def make(b, L, io):
         def build():
             g = lambda *s: torch.randn(*s, device=device).to(io)
             x = {"x": g(b, L, H, P), "dt": torch.randn(b, L, H, device=device) * 0.5 - 1.0,
@@ -276,7 +298,7 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
         return ssd_quadratic_torch(f(x), dt, A, f(B), f(C), D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)[0].to(x.dtype)
 
     out = []
-    for b, L in rows:
+    for b, L, io in rows:
         for direction in ("fwd", "fwd+bwd"):
             nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, torch.tensor([], dtype=io).element_size(), direction)
             impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
@@ -286,14 +308,14 @@ def ssd_workloads(device, quick: bool, notes: set) -> list[Workload]:
                 impls[name] = impl(fn)
             if b * L <= 2048 and direction == "fwd":
                 impls["torch_quadratic"] = impl(quadratic)
-            out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, direction, nbytes, flops, make(b, L), impls))
+            out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, direction, nbytes, flops, make(b, L, io), impls))
     if not quick:  # a million steps, forward
-        b, L = 1, 1 << 20
+        b, L, io = 1, 1 << 20, torch.bfloat16
         nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, 2, "fwd")
         impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
         if "mamba_ssm" in peers:
             impls["mamba_ssm"] = impl(peers["mamba_ssm"])
-        out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, "fwd", nbytes, flops, make(b, L), impls))
+        out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, "fwd", nbytes, flops, make(b, L, io), impls))
     return out
 
 

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .activations import softplus
 from .scan import first_order_combine
-from .tuning import interpreting
+from .tuning import bucket, candidates, interpreting, launch_tuned
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -361,21 +361,68 @@ def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
     return (bsz, dim, max(triton.cdiv(L, plan_block_l(L)), 1), A.shape[1])
 
 
+def _block_d_ok(block_d: int, groups: int, per_group: int, dim: int) -> bool:
+    if groups > 1:
+        return per_group % block_d == 0
+    return block_d <= triton.next_power_of_2(dim)
+
+
+def forward_space(L, dim, groups, per_group, ckpt_l):
+    """Candidate launches of the forward: the rule (one channel, one warp, ``plan_forward_block_l``)
+    first, then the runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps,
+    half and twice the chunk."""
+    tile = plan_forward_block_l(L, ckpt_l)
+    rule = dict(BLOCK_D=default_block_d(groups, per_group, dim), BLOCK_L=tile, EVEN=L % tile == 0)
+    alts = [dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
+            dict(BLOCK_L=tile * 2)]
+    space = []
+    for alt in alts:
+        kw = {**rule, **alt}
+        if kw["BLOCK_L"] < ckpt_l or kw["BLOCK_L"] % ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
+            continue
+        if interpreting() or not _block_d_ok(kw["BLOCK_D"], groups, per_group, dim):
+            continue
+        kw["EVEN"] = L % kw["BLOCK_L"] == 0
+        space.append(kw)
+    return candidates(rule, space, num_warps=1)
+
+
+def backward_space(L, dim, groups, per_group, block_l, deterministic):
+    """Candidate launches of the backward (its chunk is the checkpoint interval, fixed). With atomics:
+    one or two channels, one or two warps. Deterministic: the rule only."""
+    rule = dict(BLOCK_D=default_block_d(groups, per_group, dim, limit=2 if deterministic else 1))
+    alts = [dict(num_warps=2)]
+    if not deterministic and _block_d_ok(2, groups, per_group, dim):
+        alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
+    # deterministic: the rule only, so that the result is the same from run to run and machine to machine
+    return candidates(rule, [] if interpreting() or deterministic else alts, num_warps=1)
+
+
+def _forced(space, block_d, num_warps, tile, L):
+    """A config from explicit overrides (tests, the sweep), or None."""
+    if block_d is None and num_warps is None and tile is None:
+        return None
+    base = space[0]
+    kw = dict(base.kwargs)
+    kw["BLOCK_D"] = block_d or kw["BLOCK_D"]
+    if tile is not None:
+        kw["BLOCK_L"], kw["EVEN"] = tile, L % tile == 0
+    return triton.Config(kw, num_warps=num_warps or base.num_warps, num_stages=base.num_stages)
+
+
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, block_d=None, num_warps=1, fwd_block_l=None):
+                           store_ckpt=True, block_d=None, num_warps=None, fwd_block_l=None):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_ckpt, N) fp32, block_l)``: a checkpoint, the state entering
     it, every ``block_l`` steps. With ``store_ckpt=False`` (no backward to come) ``ckpt`` is empty.
     ``block_l`` (the checkpoint interval), ``fwd_block_l`` (the forward's chunk, a multiple of it),
-    ``block_d`` and ``num_warps`` override the defaults (tests and the config sweep use them)."""
+    ``block_d`` and ``num_warps`` override the tuned choice (tests and the config sweep use them)."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    block_d = block_d or default_block_d(groups, per_group, dim)
     block_l = block_l or plan_block_l(L)
-    tile = fwd_block_l or plan_forward_block_l(L, block_l)
-    if tile % block_l:
-        raise ValueError(f"the forward's chunk ({tile}) must be a multiple of the checkpoint interval ({block_l})")
+    if fwd_block_l is not None and fwd_block_l % block_l:
+        raise ValueError(f"the forward's chunk ({fwd_block_l}) must be a multiple of the checkpoint interval ({block_l})")
     n_ckpt = triton.cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
@@ -384,18 +431,19 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     if L == 0:
         last.copy_(initial_state if initial_state is not None else torch.zeros_like(last))
         return out, last, ckpt, block_l
+    space = forward_space(L, dim, groups, per_group, block_l)
     dummy = u
-    _selective_scan_fwd_kernel[(bsz, triton.cdiv(dim, block_d))](
-        u, delta, A, Bg, Cg,
-        D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-        initial_state if initial_state is not None else dummy, out, last, ckpt,
-        dim, L, N, per_group, n_ckpt, *sb, *sc,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-        EVEN=L % tile == 0, BLOCK_D=block_d, BLOCK_L=tile, BLOCK_N=triton.next_power_of_2(N),
-        CKPT_L=block_l, num_warps=num_warps,
-    )
+    args = (u, delta, A, Bg, Cg, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy,
+            initial_state if initial_state is not None else dummy, out, last, ckpt,
+            dim, L, N, per_group, n_ckpt, *sb, *sc)
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                 HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
+                 BLOCK_N=triton.next_power_of_2(N), CKPT_L=block_l)
+    key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, store_ckpt, str(u.dtype))
+    launch_tuned("selective_scan_fwd", _selective_scan_fwd_kernel,
+                 lambda meta: (bsz, triton.cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
+                 config=_forced(space, block_d, num_warps, fwd_block_l, L))
     return out, last, ckpt, block_l
 
 
@@ -411,9 +459,10 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     # deterministic partials take one (N, L) slice per program: more channels per program keep them
     # smaller (H100 sweep, 2026-11-25, 128-step chunks: 8.3 ms at 2 channels, 8.5 at 4, against 4.66 ms
     # with atomics at 1)
-    block_d = block_d or default_block_d(groups, per_group, dim, limit=2 if deterministic else 1)
-    num_warps = num_warps or 1
-    n_dblocks = triton.cdiv(dim, block_d)
+    space = backward_space(L, dim, groups, per_group, block_l, deterministic)
+    forced = _forced(space, block_d, num_warps, None, L)
+    # the deterministic partials are sized by the channel block, which is then never tuned
+    n_dblocks = triton.cdiv(dim, (forced or space[0]).kwargs["BLOCK_D"])
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
@@ -435,15 +484,19 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         dh0 = dlast.float() if dlast is not None else torch.zeros((bsz, dim, N), **f32)
         return (du, ddelta, zeros(A), zeros(B), zeros(C), zeros(D), dz, zeros(delta_bias), dh0)
     dummy = u
-    _selective_scan_bwd_kernel[(bsz, n_dblocks)](
-        u, delta, A, Bg, Cg, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, ckpt, dout, dlast if dlast is not None else dummy,
-        du, ddelta, dz if dz is not None else dummy, da_part, dd_part, dbias_part, db, dc, dh0,
-        dim, L, N, per_group, n_dblocks, groups, *sb, *sc,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_DLAST=dlast is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
-        EVEN=L % block_l == 0, BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(N), num_warps=num_warps,
-    )
+    args = (u, delta, A, Bg, Cg, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, ckpt, dout, dlast if dlast is not None else dummy,
+            du, ddelta, dz if dz is not None else dummy, da_part, dd_part, dbias_part, db, dc, dh0,
+            dim, L, N, per_group, n_dblocks, groups, *sb, *sc)
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                 HAS_DLAST=dlast is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
+                 EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(N))
+    key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, deterministic, str(u.dtype))
+    # dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs
+    zero = tuple(name for name, fixed in (("DB", b_fixed), ("DC", c_fixed)) if not fixed and not deterministic)
+    launch_tuned("selective_scan_bwd", _selective_scan_bwd_kernel,
+                 lambda meta: (bsz, triton.cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
+                 zero=zero, fixed=("BLOCK_D",) if deterministic else (), config=forced)
 
     def reduce_bc(buf, fixed, M):
         if fixed:

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .tuning import interpreting
+from .tuning import bucket, candidates, interpreting, launch_tuned
 
 
 @triton.jit
@@ -76,10 +76,24 @@ def _strides(t, n):
     return tuple(t.stride()) if t is not None else (0,) * n
 
 
+def state_update_space(P: int, N: int) -> list[triton.Config]:
+    """The rule (a ``(BLOCK_P, N)`` fp32 tile near 4K elements: registers, not local memory; four
+    warps) first, then half and twice the tile and two or eight warps. On the H100 every shape with
+    at least 4 elements a thread ran within 2% of the others (bench/sweep_blocks.py, 2026-11-25)."""
+    block_n = triton.next_power_of_2(N)
+    if interpreting():
+        return candidates(dict(BLOCK_P=4), [], num_warps=1)
+    rule_p = max(1, min(triton.next_power_of_2(P), 4096 // block_n))
+    alts = [dict(BLOCK_P=max(1, rule_p // 2)), dict(num_warps=8), dict(num_warps=2)]
+    if rule_p * 2 <= triton.next_power_of_2(P):
+        alts.append(dict(BLOCK_P=rule_p * 2, num_warps=8))
+    return candidates(dict(BLOCK_P=rule_p), alts, num_warps=4)
+
+
 def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None,
                  num_warps=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
-    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` override the size rule (sweeps;
+    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` override the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
     each other at the headline shape; evict-first / streaming-store hints on the state cost 4%)."""
     bsz, H, P = x.shape
@@ -87,17 +101,23 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     G = B.shape[1]
     out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
     block_n = triton.next_power_of_2(N)
-    # keep the (BLOCK_P, N) fp32 tile near 4K elements: registers, not local memory
-    block_p = block_p or (4 if interpreting() else max(1, min(triton.next_power_of_2(P), 4096 // block_n)))
+    space = state_update_space(P, N)
+    forced = None
+    if block_p is not None or num_warps is not None:
+        forced = triton.Config(dict(BLOCK_P=block_p or space[0].kwargs["BLOCK_P"]),
+                               num_warps=num_warps or space[0].num_warps, num_stages=1)
     dummy = x
     a_per_head = A.stride(1) == 0 and A.stride(2) == 0
     dt_per_head = dt.stride(2) == 0 and (dt_bias is None or dt_bias.stride(1) == 0)
-    _state_update_kernel[(triton.cdiv(P, block_p), bsz, H)](
-        state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        dt_bias if dt_bias is not None else dummy, state_batch_indices if state_batch_indices is not None else dummy,
-        out, P, N, H // G, *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
-        *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
-        HAS_IDX=state_batch_indices is not None, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head,
-        BLOCK_P=block_p, BLOCK_N=block_n, num_warps=num_warps or 4)
+    args = (state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+            dt_bias if dt_bias is not None else dummy, state_batch_indices if state_batch_indices is not None else dummy,
+            out, P, N, H // G, *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
+            *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride())
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
+                 HAS_IDX=state_batch_indices is not None, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head,
+                 BLOCK_N=block_n)
+    key = (bucket(bsz * H), bucket(P), N, str(state.dtype), str(x.dtype), a_per_head, dt_per_head)
+    # the kernel updates the state in place: the tuner restores it around each timed run
+    launch_tuned("state_update", _state_update_kernel, lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), bsz, H),
+                 key, args, flags, space, restore=("S",), config=forced)
     return out

@@ -1,4 +1,15 @@
-"""Autotune search spaces, one function per kernel family.
+"""Autotuning: search spaces, the tuned launch, the on-disk cache, pinning.
+
+Two kinds of space:
+
+* **Static** (``scan_configs``, ``discretize_configs``): a fixed list on a ``@triton.autotune`` kernel,
+  keyed on power-of-two buckets of the sizes that matter; launched through :func:`launch`.
+* **Per problem** (selective scan, decode step, conv1d, RMSNorm): the launcher builds the candidates
+  from the problem's sizes, the first being the size rule measured on the H100, and
+  :func:`launch_tuned` wraps the plain kernel in ``triton.autotune`` over them, once per key. Tile
+  sizes that shape a scratch buffer stay with the rule; the rest (tiles, warps) is tuned.
+
+Rules that hold for both:
 
 * Under the Triton interpreter there is nothing to tune and every extra config costs minutes, so each
   space collapses to one small config — small enough that tests with short sequences still cross
@@ -6,12 +17,21 @@
 * ``SSM_TRITON_AUTOTUNE=0`` pins every kernel to its default config (the first of its space): no
   tuning runs, launches are reproducible. The property tests use it; ``tests/test_configs.py`` runs
   every config of every space explicitly, so tuned choices are checked too.
-* Autotune keys are power-of-two buckets of the sizes that matter, so a new length re-tunes only when
-  it falls in a new bucket. Triton caches the choice per process.
+* :func:`pin` fixes one kernel's config for the process (``pin("selective_scan_bwd", BLOCK_D=2,
+  num_warps=1)``); :func:`unpin` undoes it.
+* Choices are remembered for the process and written to a JSON file per device and Triton version
+  (``$SSM_TRITON_TUNE_CACHE``, default ``~/.cache/ssm_triton``; ``SSM_TRITON_TUNE_CACHE=0`` keeps them
+  in memory only). Deleting the file, or ``SSM_TRITON_RETUNE=1``, tunes again.
+* Nothing is tuned while a CUDA graph is being captured (timing would break the capture): the default
+  config runs, and the next eager call tunes.
 """
+import json
 import os
+from pathlib import Path
 
+import torch
 import triton
+import triton.testing
 
 
 def interpreting() -> bool:
@@ -52,14 +72,85 @@ def discretize_configs(everything: bool = False) -> list[triton.Config]:
 # of microseconds of host time per call even on a cache hit, as much as the kernel on small
 # problems, so after the first call for a key the launchers call the plain kernel with them.
 _chosen: dict = {}
+_pinned: dict[str, dict] = {}
+_disk: dict | None = None
 
 
 def _launch_kwargs(config: triton.Config) -> dict:
     return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
+def pin(name: str, **launch_kwargs) -> None:
+    """Run kernel ``name`` (e.g. ``"selective_scan_fwd"``, ``"state_update"``; the names are listed by
+    :func:`tunable_names`) with these launch keywords (its tile constexprs, ``num_warps``,
+    ``num_stages``) instead of tuning; keywords left out keep the size rule's value."""
+    _pinned[name] = dict(launch_kwargs)
+
+
+def unpin(name: str | None = None) -> None:
+    """Forget one pin, or all of them."""
+    if name is None:
+        _pinned.clear()
+    else:
+        _pinned.pop(name, None)
+
+
+_NAMES: set[str] = set()
+
+
+def tunable_names() -> list[str]:
+    """Names :func:`pin` accepts (those whose launcher has run in this process, plus every registered one)."""
+    return sorted(_NAMES)
+
+
+def register(name: str) -> str:
+    _NAMES.add(name)
+    return name
+
+
+def _cache_path() -> Path | None:
+    where = os.environ.get("SSM_TRITON_TUNE_CACHE", "").strip()
+    if where == "0" or not torch.cuda.is_available():
+        return None
+    device = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
+    root = Path(where) if where else Path.home() / ".cache" / "ssm_triton"
+    return root / f"tuned-{device}-triton{triton.__version__}.json"
+
+
+def _load_disk() -> dict:
+    global _disk
+    if _disk is None:
+        _disk = {}
+        path = _cache_path()
+        if path is not None and path.exists() and os.environ.get("SSM_TRITON_RETUNE", "0") in ("", "0"):
+            try:
+                _disk = json.loads(path.read_text())
+            except (OSError, ValueError):
+                _disk = {}
+    return _disk
+
+
+def _save_disk(entry: str, kw: dict) -> None:
+    disk = _load_disk()
+    disk[entry] = kw
+    path = _cache_path()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(disk, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:  # a read-only home: keep the choice for this process only
+        pass
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
-    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner``).
+    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner`` over a static space).
 
     ``grid(meta) -> tuple`` as for Triton; ``key`` names the problem class the choice is valid for;
     ``config`` forces a config (tests use it to run each one).
@@ -69,9 +160,87 @@ def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None,
     else:
         kw = _chosen.get((kernel, key))
         if kw is None:
-            if len(kernel.configs) > 1:
+            if len(kernel.configs) > 1 and not _capturing():
                 kernel[grid](*args, **constexprs)
                 _chosen[(kernel, key)] = _launch_kwargs(kernel.best_config)
                 return
-            kw = _chosen[(kernel, key)] = _launch_kwargs(kernel.configs[0])
+            kw = _launch_kwargs(kernel.configs[0])
+            if len(kernel.configs) == 1:
+                _chosen[(kernel, key)] = kw
     kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
+
+
+def candidates(rule: dict, alternatives: list[dict], num_warps: int, num_stages: int = 1) -> list[triton.Config]:
+    """``rule`` (the measured size rule's launch keywords) first, then each alternative (keywords that
+    differ from the rule), duplicates dropped. ``num_warps`` / ``num_stages`` may appear in any of them."""
+    out, seen = [], set()
+    for alt in [{}] + alternatives:
+        kw = {**rule, **alt}
+        w, st = kw.pop("num_warps", num_warps), kw.pop("num_stages", num_stages)
+        ident = (tuple(sorted(kw.items())), w, st)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(triton.Config(kw, num_warps=w, num_stages=st))
+    return out
+
+
+def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict, space: list[triton.Config],
+                 restore: tuple[str, ...] = (), zero: tuple[str, ...] = (), fixed: tuple[str, ...] = (),
+                 config: triton.Config | None = None) -> dict:
+    """Launch the plain ``@triton.jit`` kernel ``fn`` with the best config of ``space`` for ``key``.
+
+    ``space[0]`` is the default (size rule). ``restore`` names arguments the kernel updates in place
+    and ``zero`` those it accumulates into: the tuner restores / re-zeroes them around each timed run,
+    so tuning leaves the same result as one launch. ``fixed`` names keywords a pin may not change
+    (they size the launcher's buffers). Returns the launch keywords used.
+    """
+    register(name)
+    if config is not None:
+        kw = _launch_kwargs(config)
+    elif name in _pinned:
+        pinned = {k: v for k, v in _pinned[name].items() if k not in fixed and k not in constexprs}
+        kw = {**_launch_kwargs(space[0]), **pinned}
+    elif interpreting() or not autotuning() or len(space) == 1:
+        kw = _launch_kwargs(space[0])
+    else:
+        entry = f"{name}|{key}"
+        kw = _chosen.get(entry) or _load_disk().get(entry)
+        if kw is None:
+            if _capturing():
+                kw = _launch_kwargs(space[0])
+            else:
+                tuner = triton.autotune(configs=space, key=[], restore_value=list(restore) or None,
+                                        reset_to_zero=list(zero) or None)(fn)
+                tuner[grid](*args, **constexprs)
+                kw = _launch_kwargs(tuner.best_config)
+                _chosen[entry] = kw
+                _save_disk(entry, kw)
+                return kw
+        _chosen[entry] = kw
+    fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
+    return kw
+
+
+def tune_call(name: str, key: tuple, options: list[dict], run) -> dict:
+    """Pick among ``options`` (keyword sets for a whole pipeline of launches, such as the SSD stages'
+    tile plan) by timing ``run(option)``; ``options[0]`` is the size rule. ``run`` must leave no trace
+    a second call would see (it allocates its outputs). Same pins, cache and switches as
+    :func:`launch_tuned`; an option that fails to compile or launch is skipped."""
+    register(name)
+    if name in _pinned:
+        return {**options[0], **_pinned[name]}
+    if interpreting() or not autotuning() or len(options) == 1 or _capturing():
+        return options[0]
+    entry = f"{name}|{key}"
+    best = _chosen.get(entry) or _load_disk().get(entry)
+    if best is None:
+        timed = []
+        for option in options:
+            try:
+                timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), len(timed)))
+            except Exception:  # noqa: BLE001 - e.g. out of shared memory on a smaller GPU
+                continue
+        best = options[min(timed)[1]] if timed else options[0]
+        _chosen[entry] = best
+        _save_disk(entry, best)
+    return best

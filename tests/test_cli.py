@@ -66,3 +66,42 @@ def test_report_turns_records_into_a_table(tmp_path):
     assert "**GPU X, 2026-01-01**" in text
     assert "| ssd | 8×4096 | bfloat16 | fwd | 2.000 | 50% | peer_a | 3.000 | 1.50× |" in text
     assert "| peer_b | 1.000 | 0.50× (slower) |" in text
+
+
+def test_bench_sweep_adds_lengths_and_batches(tmp_path):
+    path = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "bench", "--quick", "--sweep", "--no-peers",
+                           "--ops", "linear_scan", "selective_scan", "ssd", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = json.loads(path.read_text())["results"]
+    for op, batch_axis, length_axis in (("linear_scan", 0, 2), ("selective_scan", 0, 2), ("ssd", 0, 1)):
+        shapes = [r["shape"] for r in records if r["op"] == op]
+        assert len({s[length_axis] for s in shapes}) >= 2 and len({s[batch_axis] for s in shapes}) >= 2, op
+        assert {r["direction"] for r in records if r["op"] == op} == {"fwd", "fwd+bwd"}
+
+
+def test_report_rewrites_the_readme_section(tmp_path):
+    from ssm_triton.bench import report
+
+    rec = dict(op="ssd", shape=[8, 4096], dtype="bfloat16", direction="fwd", device="GPU X", date="2026-01-01")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"results": [dict(rec, impl="ssm_triton", ms=2.0, roofline_frac=0.5),
+                                            dict(rec, impl="peer_a", ms=3.0)]}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
+    assert report.main([str(path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert "| ssd | 8×4096 | bfloat16 | fwd | 2.000 | 50% | peer_a | 3.000 | 1.50× |" in text
+    readme.write_text("no markers\n")
+    assert report.main([str(path), "--readme", str(readme)]) == 1
+
+
+def test_report_keeps_the_newest_record_of_each_case():
+    from ssm_triton.bench import report
+
+    rec = dict(op="ssd", shape=[8], dtype="bf16", direction="fwd", impl="ssm_triton")
+    old, new, other = dict(rec, ms=2.0, date="2026-01-01"), dict(rec, ms=1.0, date="2026-02-01"), dict(rec, impl="p", ms=3.0, date="2026-01-01")
+    assert sorted(r["ms"] for r in report.latest([old, new, other])) == [1.0, 3.0]
+    assert [r["ms"] for r in report.latest([new, old])] == [1.0]

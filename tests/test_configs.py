@@ -3,6 +3,9 @@ right. (The property tests run with tuning pinned to the default config; see ker
 import pytest
 import torch
 
+import ssm_triton
+from ssm_triton.kernels import tuning
+
 from ssm_triton.kernels import discretize as kd
 from ssm_triton.kernels import scan as ks
 from ssm_triton.kernels.tuning import discretize_configs, scan_configs
@@ -45,3 +48,183 @@ def test_every_discretize_config(device, config):
         ref_a, ref_b = discretize_np(_np(dt), _np(A), _np(B), method)
         assert_close(abar, ref_a, torch.float32, f"Abar {method}")
         assert_close(bbar, ref_b, torch.float32, f"Bbar {method}")
+
+
+# ---- per-problem spaces (kernels/tuning.launch_tuned, tune_call): every GPU candidate, pinned ----
+
+def _gpu_space(monkeypatch, module, fn, *args, **kwargs):
+    """The space ``fn`` builds on a GPU (the interpreter collapses it to one config)."""
+    monkeypatch.setattr(module, "interpreting", lambda: False)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        monkeypatch.undo()
+
+
+def _pinned(name, config):
+    tuning.pin(name, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def _grads_match(run_ours, run_ref, leaves, what):
+    """Outputs and every gradient of ``run_ours(leaves)`` against ``run_ref`` on float64 copies."""
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    ours_leaves = [t.detach().requires_grad_() for t in leaves]
+    out, want = run_ours(*ours_leaves), run_ref(*ref_leaves)
+    assert_close(out, want, torch.float32, f"{what} out")
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, ours_leaves, g)
+    ref = torch.autograd.grad(want, ref_leaves, g.double())
+    for i, (a, b) in enumerate(zip(got, ref)):
+        assert_close(a, b, torch.float32, f"{what} grad {i}")
+
+
+def test_every_selective_scan_config(device, monkeypatch):
+    from ssm_triton.kernels import selective_scan as kss
+    from ssm_triton.reference import selective_scan_ref
+    bsz, dim, L, N = 2, 4, 300, 3
+    u, delta, z = normal((bsz, dim, L), 0, device, torch.float32), normal((bsz, dim, L), 1, device, torch.float32) * 0.3, normal((bsz, dim, L), 2, device, torch.float32)
+    A = -uniform((dim, N), 0.1, 2.0, 3, device, torch.float32)
+    B, C = normal((bsz, N, L), 4, device, torch.float32), normal((bsz, N, L), 5, device, torch.float32)
+    ckpt_l = _gpu_space(monkeypatch, kss, kss.plan_block_l, L)
+    fwd = _gpu_space(monkeypatch, kss, kss.forward_space, L, dim, 1, dim, ckpt_l)
+    bwd = _gpu_space(monkeypatch, kss, kss.backward_space, L, dim, 1, dim, ckpt_l, False)
+    assert len(fwd) > 1 and len(bwd) > 1
+    run = lambda *t: ssm_triton.selective_scan_fn(*t, z=z, delta_softplus=True)  # noqa: E731
+    ref = lambda *t: selective_scan_ref(*t, z=z.double(), delta_softplus=True)  # noqa: E731
+    # the GPU checkpoint interval, so that the forward's GPU chunks are multiples of it
+    monkeypatch.setattr(kss, "plan_block_l", lambda L: ckpt_l)
+    for name, space in (("selective_scan_fwd", fwd), ("selective_scan_bwd", bwd)):
+        for config in space:
+            _pinned(name, config)
+            try:
+                _grads_match(run, ref, [u, delta, A, B, C], f"{name} {config}")
+            finally:
+                tuning.unpin(name)
+
+
+def test_every_decode_conv_norm_config(device, monkeypatch):
+    from ssm_triton.kernels import conv1d as kc, norm as kn, state_update as kst
+    from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch
+    from ssm_triton.reference import selective_state_update_np
+    # decode step: state (b, H, P, N) updated in place
+    bsz, H, P, N = 1, 2, 40, 16
+    state0 = normal((bsz, H, P, N), 0, device, torch.float32)
+    x, dt = normal((bsz, H, P), 1, device, torch.float32), uniform((bsz, H, P), 0.01, 1.0, 2, device, torch.float32)
+    A = -uniform((H, P, N), 0.1, 2.0, 3, device, torch.float32)
+    Bm, Cm = normal((bsz, 1, N), 4, device, torch.float32), normal((bsz, 1, N), 5, device, torch.float32)
+    want_out, want_state = selective_state_update_np(*(_np(t) for t in (state0, x, dt, A, Bm, Cm)))
+    for config in _gpu_space(monkeypatch, kst, kst.state_update_space, P, N):
+        _pinned("state_update", config)
+        try:
+            state = state0.clone()
+            out = ssm_triton.selective_state_update(state, x, dt, A, Bm, Cm)
+            assert_close(out, want_out, torch.float32, f"state_update {config} out")
+            assert_close(state, want_state, torch.float32, f"state_update {config} state")
+        finally:
+            tuning.unpin("state_update")
+    # conv1d, forward and backward, and the rolling update
+    dim, L, W = 20, 40, 4
+    xc, w, b = normal((2, dim, L), 6, device, torch.float32), normal((dim, W), 7, device, torch.float32), normal((dim,), 8, device, torch.float32)
+    conv = lambda xx, ww, bb: ssm_triton.causal_conv1d_fn(xx, ww, bb, activation="silu")  # noqa: E731
+    conv_ref = lambda xx, ww, bb: causal_conv1d_torch(xx, ww, bb, activation="silu")  # noqa: E731
+    for name, rows in (("conv1d_fwd", False), ("conv1d_bwd_pre", True), ("conv1d_bwd_dx", False)):
+        for config in _gpu_space(monkeypatch, kc, kc.conv_space, L, fixed_l=rows):
+            _pinned(name, config)
+            try:
+                _grads_match(conv, conv_ref, [xc, w, b], f"{name} {config}")
+            finally:
+                tuning.unpin(name)
+    cs0, xs = normal((2, dim, W - 1), 9, device, torch.float32), normal((2, dim, 1), 10, device, torch.float32)
+    want, want_state = causal_conv1d_update_torch(xs.double(), cs0.double(), w.double(), b.double(), activation="silu")
+    monkeypatch.setattr(kc, "interpreting", lambda: False)  # the update's GPU space lives in its launcher
+    try:
+        space = [dict(BLOCK_D=bd, num_warps=nw) for bd, nw in ((32, 4), (64, 4), (16, 4), (128, 8))]
+    finally:
+        monkeypatch.undo()
+    for kw in space:
+        tuning.pin("conv1d_update", **kw)
+        try:
+            cs = cs0.clone()
+            assert_close(ssm_triton.causal_conv1d_update(xs, cs, w, b, activation="silu"), want, torch.float32,
+                         f"conv1d_update {kw}")
+            assert_close(cs, want_state, torch.float32, f"conv1d_update {kw} state")
+        finally:
+            tuning.unpin("conv1d_update")
+    # gated RMSNorm, forward and backward
+    R, D = 37, 96
+    xn, zn, wn = normal((R, D), 11, device, torch.float32), normal((R, D), 12, device, torch.float32), normal((D,), 13, device, torch.float32)
+    norm = lambda xx, zz, ww: ssm_triton.rmsnorm_fn(xx, ww, z=zz, group_size=48)  # noqa: E731
+    norm_ref = lambda xx, zz, ww: rmsnorm_torch(xx, ww, z=zz, group_size=48)  # noqa: E731
+    for name, rows in (("rmsnorm_fwd", True), ("rmsnorm_bwd", False)):
+        for config in _gpu_space(monkeypatch, kn, kn.norm_space, R, 48, rows_free=rows):
+            _pinned(name, config)
+            try:
+                _grads_match(norm, norm_ref, [xn, zn, wn], f"{name} {config}")
+            finally:
+                tuning.unpin(name)
+
+
+def test_every_ssd_plan(device):
+    from ssm_triton.kernels.ssd import launch as kl
+    from ssm_triton.reference import ssd_quadratic_torch
+    bsz, L, H, P, G, N, Q = 1, 80, 2, 16, 1, 16, 64
+    x, dt = normal((bsz, L, H, P), 0, device, torch.float32), uniform((bsz, L, H), 0.01, 0.5, 1, device, torch.float32)
+    A = -uniform((H,), 0.5, 2.0, 2, device, torch.float32)
+    B, C = normal((bsz, L, G, N), 3, device, torch.float32), normal((bsz, L, G, N), 4, device, torch.float32)
+    run = lambda *t: ssm_triton.mamba_chunk_scan_combined(*t, chunk_size=Q)  # noqa: E731
+
+    def ref(*t):
+        out = ssd_quadratic_torch(*t)
+        return out[0] if isinstance(out, tuple) else out
+    for name, options in (("ssd_fwd", kl._fitting(kl.FORWARD_OPTIONS, Q)), ("ssd_bwd", kl._fitting(kl.BACKWARD_OPTIONS, Q))):
+        assert len(options) > 1
+        for option in options:
+            tuning.pin(name, **option)
+            try:
+                _grads_match(run, ref, [x, dt, A, B, C], f"{name} {option}")
+            finally:
+                tuning.unpin(name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter tunes nothing: autotuning runs on a GPU")
+def test_tuned_launches_equal_the_rule(device, monkeypatch, tmp_path):
+    """With autotuning on, the tuner's timed runs leave no trace: an in-place decode step or conv update
+    is applied once (the state is restored between timed runs), the selective scan's atomically
+    accumulated dB / dC are re-zeroed, and the result equals the size rule's launch."""
+    monkeypatch.setenv("SSM_TRITON_TUNE_CACHE", str(tmp_path))
+    monkeypatch.setenv("SSM_TRITON_AUTOTUNE", "1")
+    # decode step and conv update, in place
+    bsz, H, P, N = 4, 8, 64, 128
+    state0 = normal((bsz, H, P, N), 0, device, torch.float32)
+    x, dt = normal((bsz, H, P), 1, device, torch.float32), uniform((bsz, H, P), 0.01, 1.0, 2, device, torch.float32)
+    A = -uniform((H, P, N), 0.1, 2.0, 3, device, torch.float32)
+    Bm, Cm = normal((bsz, 1, N), 4, device, torch.float32), normal((bsz, 1, N), 5, device, torch.float32)
+    xc, w = normal((4, 512, 1), 6, device, torch.float32), normal((512, 4), 7, device, torch.float32)
+    cs0 = normal((4, 512, 3), 8, device, torch.float32)
+
+    def in_place():
+        state, cs = state0.clone(), cs0.clone()
+        out = ssm_triton.selective_state_update(state, x, dt, A, Bm, Cm)
+        return out, state, ssm_triton.causal_conv1d_update(xc, cs, w, activation="silu"), cs
+
+    # the selective scan's backward (atomics into dB / dC) and the SSD plans
+    b, d, L, Ns = 2, 256, 1000, 16
+    u, delta = normal((b, d, L), 9, device, torch.float32), normal((b, d, L), 10, device, torch.float32) * 0.3
+    As = -uniform((d, Ns), 0.1, 2.0, 11, device, torch.float32)
+    Bs, Cs = normal((b, Ns, L), 12, device, torch.float32), normal((b, Ns, L), 13, device, torch.float32)
+
+    def scan_grads():
+        leaves = [t.detach().requires_grad_() for t in (u, delta, As, Bs, Cs)]
+        out = ssm_triton.selective_scan_fn(*leaves, delta_softplus=True)
+        return [out, *torch.autograd.grad(out.square().sum(), leaves)]
+
+    monkeypatch.setattr(tuning, "autotuning", lambda: False)
+    want = [*in_place(), *scan_grads()]
+    monkeypatch.setattr(tuning, "autotuning", lambda: True)
+    tuning._chosen.clear()
+    got = [*in_place(), *scan_grads()]   # tunes every kernel on the way
+    assert {"state_update", "conv1d_update", "selective_scan_fwd", "selective_scan_bwd"} <= set(tuning.tunable_names())
+    assert any(k.startswith("selective_scan_bwd|") for k in tuning._chosen)
+    for i, (g, w_) in enumerate(zip(got, want)):
+        assert_close(g, w_.double(), torch.float32, f"result {i}")
+    assert list(tmp_path.glob("tuned-*.json")), "the choices were written to the cache"

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..tuning import interpreting
+from ..tuning import bucket, interpreting, tune_call
 from .chunk_scan import _chunk_scan_fwd_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
 from .cumsum import _dt_cumsum_kernel
@@ -73,6 +73,25 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **o
             small = min(32, chunk_size)
             p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=2112)
     return replace(p, **overrides) if overrides else p
+
+
+# Tile plans the SSD stages are tuned over, as overrides of ``plan``'s rule ({} first): the runners-up of
+# the H100 sweep (bench/sweep_ssd.py, 2026-11-25) for many and for few (row, head) pairs.
+FORWARD_OPTIONS = [{}, dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
+                   dict(warps=8)]
+BACKWARD_OPTIONS = [{}, dict(bwd_block_m=64, bwd_block_k=64, min_programs=528),
+                    dict(bwd_block_m=32, bwd_block_k=32, min_programs=2112), dict(bwd_stages=1), dict(bwd_warps=8)]
+
+
+def _fitting(options: list[dict], chunk_size: int) -> list[dict]:
+    """The options whose step tiles divide the chunk."""
+    fields = ("block_m", "block_k", "bwd_block_m", "bwd_block_k")
+    return [o for o in options if all(chunk_size % o.get(f, 1) == 0 for f in fields)] or options[:1]
+
+
+def _tune_key(x, B, chunk_size, z, seq_idx) -> tuple:
+    bsz, L, H, P = x.shape
+    return (bucket(bsz * L), H, P, B.shape[2], B.shape[3], chunk_size, str(x.dtype), z is not None, seq_idx is not None)
 
 
 def _f32(*shape, device):
@@ -177,6 +196,11 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     ``z`` is given and a backward is to come, else None."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
+    if tiles is None and block is None:
+        tiles = tune_call("ssd_fwd", _tune_key(x, B, chunk_size, z, seq_idx), _fitting(FORWARD_OPTIONS, chunk_size),
+                          lambda t: ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                                                cu_seqlens, dt_softplus, dt_limit, want_varlen, for_backward,
+                                                tiles=t))
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
@@ -212,6 +236,11 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     dtp, cum, hs, y = saved
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
+    if tiles is None and block is None and heads is None and not deterministic:  # deterministic: the rule's plan
+        tiles = tune_call("ssd_bwd", _tune_key(x, B, chunk_size, z, seq_idx), _fitting(BACKWARD_OPTIONS, chunk_size),
+                          lambda t: ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D, z, dt_bias,
+                                                 initial_states, seq_idx, dt_softplus, dt_limit,
+                                                 tiles=t, deterministic=deterministic))
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     nc = triton.cdiv(L, p.Q)
     Lp = nc * p.Q
