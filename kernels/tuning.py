@@ -99,7 +99,7 @@ _NAMES: set[str] = set()
 
 
 def tunable_names() -> list[str]:
-    """Names :func:`pin` accepts (those whose launcher has run in this process, plus every registered one)."""
+    """The kernels launched so far in this process, by the names :func:`pin` takes."""
     return sorted(_NAMES)
 
 
@@ -145,28 +145,43 @@ def _save_disk(entry: str, kw: dict) -> None:
         pass
 
 
+def _from_disk(entry: str, allowed: list[dict]):
+    """The cached choice for ``entry`` if it is still one of ``allowed`` (a cache written by another
+    version of the spaces is ignored, not trusted)."""
+    kw = _load_disk().get(entry)
+    return kw if kw is not None and kw in allowed else None
+
+
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
-    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner`` over a static space).
+    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner`` over a static space), under the
+    name of its function without underscores (``scan_fwd_kernel``...) for :func:`pin` and the cache.
 
     ``grid(meta) -> tuple`` as for Triton; ``key`` names the problem class the choice is valid for;
     ``config`` forces a config (tests use it to run each one).
     """
+    name = register(kernel.fn.__name__.strip("_"))
     if config is not None:
         kw = _launch_kwargs(config)
+    elif name in _pinned:
+        kw = {**_launch_kwargs(kernel.configs[0]), **_pinned[name]}
     else:
-        kw = _chosen.get((kernel, key))
+        entry = f"{name}|{key}"
+        kw = _chosen.get(entry) or _from_disk(entry, [_launch_kwargs(c) for c in kernel.configs])
         if kw is None:
             if len(kernel.configs) > 1 and not _capturing():
                 kernel[grid](*args, **constexprs)
-                _chosen[(kernel, key)] = _launch_kwargs(kernel.best_config)
+                _chosen[entry] = kw = _launch_kwargs(kernel.best_config)
+                _save_disk(entry, kw)
                 return
-            kw = _launch_kwargs(kernel.configs[0])
+            kw = _launch_kwargs(kernel.configs[0])  # under capture: the default, and tune next time
             if len(kernel.configs) == 1:
-                _chosen[(kernel, key)] = kw
+                _chosen[entry] = kw
+        else:
+            _chosen[entry] = kw
     kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
 
 
@@ -204,9 +219,9 @@ def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict,
         kw = _launch_kwargs(space[0])
     else:
         entry = f"{name}|{key}"
-        kw = _chosen.get(entry) or _load_disk().get(entry)
+        kw = _chosen.get(entry) or _from_disk(entry, [_launch_kwargs(c) for c in space])
         if kw is None:
-            if _capturing():
+            if _capturing():  # the default now, and tune at the next eager call
                 kw = _launch_kwargs(space[0])
             else:
                 tuner = triton.autotune(configs=space, key=[], restore_value=list(restore) or None,
@@ -216,7 +231,8 @@ def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict,
                 _chosen[entry] = kw
                 _save_disk(entry, kw)
                 return kw
-        _chosen[entry] = kw
+        else:
+            _chosen[entry] = kw
     fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
     return kw
 
@@ -232,7 +248,7 @@ def tune_call(name: str, key: tuple, options: list[dict], run) -> dict:
     if interpreting() or not autotuning() or len(options) == 1 or _capturing():
         return options[0]
     entry = f"{name}|{key}"
-    best = _chosen.get(entry) or _load_disk().get(entry)
+    best = _chosen.get(entry) or _from_disk(entry, options)
     if best is None:
         timed = []
         for option in options:

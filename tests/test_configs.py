@@ -228,3 +228,15 @@ def test_tuned_launches_equal_the_rule(device, monkeypatch, tmp_path):
     for i, (g, w_) in enumerate(zip(got, want)):
         assert_close(g, w_.double(), torch.float32, f"result {i}")
     assert list(tmp_path.glob("tuned-*.json")), "the choices were written to the cache"
+
+
+def test_tuning_cache_round_trips_and_ignores_stale_choices(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "_cache_path", lambda: tmp_path / "tuned.json")
+    monkeypatch.setattr(tuning, "_disk", None)
+    choice = {"BLOCK_D": 2, "EVEN": True, "num_warps": 1, "num_stages": 1}
+    tuning._save_disk("selective_scan_fwd|(1,)", choice)
+    monkeypatch.setattr(tuning, "_disk", None)  # a new process reads the file
+    assert tuning._from_disk("selective_scan_fwd|(1,)", [{"BLOCK_D": 1}, dict(choice)]) == choice
+    # a space that no longer holds the cached choice ignores it
+    assert tuning._from_disk("selective_scan_fwd|(1,)", [{"BLOCK_D": 1, "EVEN": True, "num_warps": 1, "num_stages": 1}]) is None
+    assert tuning._from_disk("selective_scan_fwd|(2,)", [choice]) is None
