@@ -343,14 +343,16 @@ def plan_block_l(L: int) -> int:
     """Steps per checkpoint, which is the backward's chunk: a pure function of ``L``, so fake (meta)
     kernels can size the checkpoints. Short under the interpreter so that tests cross several chunks.
     On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the backward was
-    fastest at 128 steps with one warp (4.66 ms; 5.18 at 256, 6.93 at 512)."""
+    fastest at 128 steps with one warp: 4.66 ms, against 4.75 at 256 and 5.86 at 64 (measured on a
+    version that took ``h_{t-1}`` as ``h_t - dt B u``; the exact shift it uses now costs ~0.3 ms more)."""
     return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else 128))
 
 
 def plan_forward_block_l(L: int, ckpt_l: int) -> int:
     """The forward's chunk: a multiple of the checkpoint interval ``ckpt_l`` (its masked stores write the
     checkpoints inside it). Longer chunks amortise the per-state work of each chunk: on the H100 (same
-    shape) 512 steps with one warp took 1.01 ms with checkpoints, 128 took 1.47. Under the interpreter
+    shape, one warp, a checkpoint every 128 steps) 512-step chunks took 1.06 ms, 256 1.39, 128 1.47 and
+    1024 1.50; without checkpoints 512 took 0.97 ms. Under the interpreter
     twice the checkpoint interval, so tests write checkpoints from inside a chunk."""
     target = 2 * ckpt_l if interpreting() else 512
     return max(ckpt_l, min(triton.next_power_of_2(max(L, 1)), target))

@@ -81,7 +81,7 @@ def _grads_match(run_ours, run_ref, leaves, what):
 def test_every_selective_scan_config(device, monkeypatch):
     from ssm_triton.kernels import selective_scan as kss
     from ssm_triton.reference import selective_scan_ref
-    bsz, dim, L, N = 2, 4, 300, 3
+    bsz, dim, L, N = 1, 4, 160, 3  # the GPU spaces' 128-step checkpoints, chunks of 128 to 512
     u, delta, z = normal((bsz, dim, L), 0, device, torch.float32), normal((bsz, dim, L), 1, device, torch.float32) * 0.3, normal((bsz, dim, L), 2, device, torch.float32)
     A = -uniform((dim, N), 0.1, 2.0, 3, device, torch.float32)
     B, C = normal((bsz, N, L), 4, device, torch.float32), normal((bsz, N, L), 5, device, torch.float32)
