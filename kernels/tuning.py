@@ -185,9 +185,10 @@ def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None,
     kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
 
 
-def candidates(rule: dict, alternatives: list[dict], num_warps: int, num_stages: int = 1) -> list[triton.Config]:
+def candidates(rule: dict, alternatives: list[dict], num_warps: int, num_stages: int = 3) -> list[triton.Config]:
     """``rule`` (the measured size rule's launch keywords) first, then each alternative (keywords that
-    differ from the rule), duplicates dropped. ``num_warps`` / ``num_stages`` may appear in any of them."""
+    differ from the rule), duplicates dropped. ``num_warps`` / ``num_stages`` may appear in any of them;
+    ``num_stages`` defaults to Triton's own default, which the rules were measured with."""
     out, seen = [], set()
     for alt in [{}] + alternatives:
         kw = {**rule, **alt}
