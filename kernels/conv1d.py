@@ -160,6 +160,13 @@ def conv_space(L: int, fixed_l: bool = False) -> list[triton.Config]:
     return candidates(dict(BLOCK_D=bd, BLOCK_L=bl), alts, num_warps=4)
 
 
+def conv_update_space() -> list[triton.Config]:
+    """The update's rule (32 channels a program, four warps) first, then 64, 16 and 128 channels."""
+    if interpreting():
+        return candidates(dict(BLOCK_D=4), [], num_warps=1)
+    return candidates(dict(BLOCK_D=32), [dict(BLOCK_D=64), dict(BLOCK_D=16), dict(BLOCK_D=128, num_warps=8)], num_warps=4)
+
+
 def _conv_grid(bsz, dim, L):
     return lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(dim, meta["BLOCK_D"]), bsz)
 
@@ -201,14 +208,11 @@ def conv_update(x, conv_state, weight, bias, silu):
     bsz, dim, L = x.shape
     S = conv_state.shape[-1]
     out = torch.empty_like(x)
-    space = (candidates(dict(BLOCK_D=4), [], num_warps=1) if interpreting() else
-             candidates(dict(BLOCK_D=32), [dict(BLOCK_D=64), dict(BLOCK_D=16), dict(BLOCK_D=128, num_warps=8)],
-                        num_warps=4))
     key = (bucket(bsz * dim), bucket(L), S, str(x.dtype), str(conv_state.dtype))
     # the state is updated in place: the tuner restores it around each timed run
     launch_tuned("conv1d_update", _conv_update_kernel, lambda meta: (triton.cdiv(dim, meta["BLOCK_D"]), bsz), key,
                  (x, conv_state, weight, bias if bias is not None else weight, out, dim, L, S, *conv_state.stride()),
                  dict(W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
                       BLOCK_S=triton.next_power_of_2(S), BLOCK_L=triton.next_power_of_2(L)),
-                 space, restore=("STATE",))
+                 conv_update_space(), restore=("STATE",))
     return out

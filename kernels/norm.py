@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .activations import silu_and_slope
-from .tuning import bucket, candidates, interpreting, launch_tuned
+from .tuning import bucket, candidates, interpreting, launch_tuned, override
 
 
 @triton.jit
@@ -151,12 +151,6 @@ def norm_space(R: int, group_size: int, rows_free: bool = True) -> list[triton.C
     return candidates(dict(BLOCK_R=block_r), alts, num_warps=w)
 
 
-def _forced(space, num_warps):
-    if num_warps is None:
-        return None
-    return triton.Config(dict(space[0].kwargs), num_warps=num_warps, num_stages=space[0].num_stages)
-
-
 def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, num_warps=None):
     """``x, z (R, D)`` contiguous -> ``(y (R, D) in x's dtype, rstd (R, D / group_size) fp32)``."""
     R, D = x.shape
@@ -169,7 +163,7 @@ def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, num_warps=N
                  key, (x, z if z is not None else x, weight, bias if bias is not None else weight, y, rstd, R, D,
                        group_size, float(eps)),
                  dict(HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_G=block_g),
-                 space, config=_forced(space, num_warps))
+                 space, config=override(space, num_warps))
     return y, rstd
 
 
@@ -192,5 +186,5 @@ def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, 
                  (dy, x, z if z is not None else x, weight, bias if bias is not None else weight, rstd, dx,
                   dz if dz is not None else dx, dw_part, db_part, R, D, group_size, float(eps)),
                  dict(HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_G=block_g),
-                 space, fixed=("BLOCK_R",), config=_forced(space, num_warps))
+                 space, fixed=("BLOCK_R",), config=override(space, num_warps))
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None, dz

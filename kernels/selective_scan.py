@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .activations import softplus
 from .scan import first_order_combine
-from .tuning import bucket, candidates, interpreting, launch_tuned
+from .tuning import bucket, candidates, interpreting, launch_tuned, override
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -375,6 +375,8 @@ def forward_space(L, dim, groups, per_group, ckpt_l):
     half and twice the chunk."""
     tile = plan_forward_block_l(L, ckpt_l)
     rule = dict(BLOCK_D=default_block_d(groups, per_group, dim), BLOCK_L=tile, EVEN=L % tile == 0)
+    if interpreting():
+        return candidates(rule, [], num_warps=1)
     alts = [dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
             dict(BLOCK_L=tile * 2)]
     space = []
@@ -382,10 +384,8 @@ def forward_space(L, dim, groups, per_group, ckpt_l):
         kw = {**rule, **alt}
         if kw["BLOCK_L"] < ckpt_l or kw["BLOCK_L"] % ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
             continue
-        if interpreting() or not _block_d_ok(kw["BLOCK_D"], groups, per_group, dim):
-            continue
-        kw["EVEN"] = L % kw["BLOCK_L"] == 0
-        space.append(kw)
+        if _block_d_ok(kw["BLOCK_D"], groups, per_group, dim):
+            space.append({**kw, "EVEN": L % kw["BLOCK_L"] == 0})
     return candidates(rule, space, num_warps=1)
 
 
@@ -398,18 +398,6 @@ def backward_space(L, dim, groups, per_group, block_l, deterministic):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
     # deterministic: the rule only, so that the result is the same from run to run and machine to machine
     return candidates(rule, [] if interpreting() or deterministic else alts, num_warps=1)
-
-
-def _forced(space, block_d, num_warps, tile, L):
-    """A config from explicit overrides (tests, the sweep), or None."""
-    if block_d is None and num_warps is None and tile is None:
-        return None
-    base = space[0]
-    kw = dict(base.kwargs)
-    kw["BLOCK_D"] = block_d or kw["BLOCK_D"]
-    if tile is not None:
-        kw["BLOCK_L"], kw["EVEN"] = tile, L % tile == 0
-    return triton.Config(kw, num_warps=num_warps or base.num_warps, num_stages=base.num_stages)
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
@@ -445,7 +433,8 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, store_ckpt, str(u.dtype))
     launch_tuned("selective_scan_fwd", _selective_scan_fwd_kernel,
                  lambda meta: (bsz, triton.cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
-                 config=_forced(space, block_d, num_warps, fwd_block_l, L))
+                 config=override(space, num_warps, BLOCK_D=block_d, BLOCK_L=fwd_block_l,
+                                 EVEN=None if fwd_block_l is None else L % fwd_block_l == 0))
     return out, last, ckpt, block_l
 
 
@@ -462,7 +451,7 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     # smaller (H100 sweep, 2026-11-25, 128-step chunks: 8.3 ms at 2 channels, 8.5 at 4, against 4.66 ms
     # with atomics at 1)
     space = backward_space(L, dim, groups, per_group, block_l, deterministic)
-    forced = _forced(space, block_d, num_warps, None, L)
+    forced = override(space, num_warps, BLOCK_D=block_d)
     # the deterministic partials are sized by the channel block, which is then never tuned
     n_dblocks = triton.cdiv(dim, (forced or space[0]).kwargs["BLOCK_D"])
     f32 = dict(device=u.device, dtype=torch.float32)

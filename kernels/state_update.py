@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .tuning import bucket, candidates, interpreting, launch_tuned
+from .tuning import bucket, candidates, interpreting, launch_tuned, override
 
 
 @triton.jit
@@ -102,10 +102,6 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
     block_n = triton.next_power_of_2(N)
     space = state_update_space(P, N)
-    forced = None
-    if block_p is not None or num_warps is not None:
-        forced = triton.Config(dict(BLOCK_P=block_p or space[0].kwargs["BLOCK_P"]),
-                               num_warps=num_warps or space[0].num_warps, num_stages=1)
     dummy = x
     a_per_head = A.stride(1) == 0 and A.stride(2) == 0
     dt_per_head = dt.stride(2) == 0 and (dt_bias is None or dt_bias.stride(1) == 0)
@@ -119,5 +115,5 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     key = (bucket(bsz * H), bucket(P), N, str(state.dtype), str(x.dtype), a_per_head, dt_per_head)
     # the kernel updates the state in place: the tuner restores it around each timed run
     launch_tuned("state_update", _state_update_kernel, lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), bsz, H),
-                 key, args, flags, space, restore=("S",), config=forced)
+                 key, args, flags, space, restore=("S",), config=override(space, num_warps, BLOCK_P=block_p))
     return out

@@ -156,6 +156,20 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _recall(entry: str, allowed: list[dict]):
+    """The choice remembered for ``entry`` in this process or on disk, if it is one of ``allowed``."""
+    kw = _chosen.get(entry) or _from_disk(entry, allowed)
+    if kw is not None:
+        _chosen[entry] = kw
+    return kw
+
+
+def _remember(entry: str, kw: dict) -> dict:
+    _chosen[entry] = kw
+    _save_disk(entry, kw)
+    return kw
+
+
 def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
     """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner`` over a static space), under the
     name of its function without underscores (``scan_fwd_kernel``...) for :func:`pin` and the cache.
@@ -170,18 +184,13 @@ def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None,
         kw = {**_launch_kwargs(kernel.configs[0]), **_pinned[name]}
     else:
         entry = f"{name}|{key}"
-        kw = _chosen.get(entry) or _from_disk(entry, [_launch_kwargs(c) for c in kernel.configs])
-        if kw is None:
-            if len(kernel.configs) > 1 and not _capturing():
-                kernel[grid](*args, **constexprs)
-                _chosen[entry] = kw = _launch_kwargs(kernel.best_config)
-                _save_disk(entry, kw)
-                return
-            kw = _launch_kwargs(kernel.configs[0])  # under capture: the default, and tune next time
-            if len(kernel.configs) == 1:
-                _chosen[entry] = kw
-        else:
-            _chosen[entry] = kw
+        kw = _recall(entry, [_launch_kwargs(c) for c in kernel.configs])
+        if kw is None and len(kernel.configs) > 1 and not _capturing():
+            kernel[grid](*args, **constexprs)
+            _remember(entry, _launch_kwargs(kernel.best_config))
+            return
+        # one config, or under graph capture: the default now, tuned at the next eager call
+        kw = kw or _launch_kwargs(kernel.configs[0])
     kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
 
 
@@ -200,6 +209,16 @@ def candidates(rule: dict, alternatives: list[dict], num_warps: int, num_stages:
     return out
 
 
+def override(space: list[triton.Config], num_warps: int | None = None, **kwargs) -> triton.Config | None:
+    """The default config of ``space`` with the launcher's explicit overrides (tests, sweeps): the given
+    keywords that are not None. None when nothing is overridden, so the launch is tuned."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if num_warps is None and not given:
+        return None
+    base = space[0]
+    return triton.Config({**base.kwargs, **given}, num_warps=num_warps or base.num_warps, num_stages=base.num_stages)
+
+
 def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict, space: list[triton.Config],
                  restore: tuple[str, ...] = (), zero: tuple[str, ...] = (), fixed: tuple[str, ...] = (),
                  config: triton.Config | None = None) -> dict:
@@ -216,24 +235,17 @@ def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict,
     elif name in _pinned:
         pinned = {k: v for k, v in _pinned[name].items() if k not in fixed and k not in constexprs}
         kw = {**_launch_kwargs(space[0]), **pinned}
-    elif interpreting() or not autotuning() or len(space) == 1:
+    elif not autotuning() or len(space) == 1:
         kw = _launch_kwargs(space[0])
     else:
         entry = f"{name}|{key}"
-        kw = _chosen.get(entry) or _from_disk(entry, [_launch_kwargs(c) for c in space])
-        if kw is None:
-            if _capturing():  # the default now, and tune at the next eager call
-                kw = _launch_kwargs(space[0])
-            else:
-                tuner = triton.autotune(configs=space, key=[], restore_value=list(restore) or None,
-                                        reset_to_zero=list(zero) or None)(fn)
-                tuner[grid](*args, **constexprs)
-                kw = _launch_kwargs(tuner.best_config)
-                _chosen[entry] = kw
-                _save_disk(entry, kw)
-                return kw
-        else:
-            _chosen[entry] = kw
+        kw = _recall(entry, [_launch_kwargs(c) for c in space])
+        if kw is None and not _capturing():
+            tuner = triton.autotune(configs=space, key=[], restore_value=list(restore) or None,
+                                    reset_to_zero=list(zero) or None)(fn)
+            tuner[grid](*args, **constexprs)
+            return _remember(entry, _launch_kwargs(tuner.best_config))
+        kw = kw or _launch_kwargs(space[0])  # under graph capture: the default, tuned at the next eager call
     fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
     return kw
 
@@ -246,18 +258,16 @@ def tune_call(name: str, key: tuple, options: list[dict], run) -> dict:
     register(name)
     if name in _pinned:
         return {**options[0], **_pinned[name]}
-    if interpreting() or not autotuning() or len(options) == 1 or _capturing():
+    if not autotuning() or len(options) == 1 or _capturing():
         return options[0]
     entry = f"{name}|{key}"
-    best = _chosen.get(entry) or _from_disk(entry, options)
+    best = _recall(entry, options)
     if best is None:
         timed = []
-        for option in options:
+        for i, option in enumerate(options):
             try:
-                timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), len(timed)))
+                timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), i))
             except Exception:  # noqa: BLE001 - e.g. out of shared memory on a smaller GPU
                 continue
-        best = options[min(timed)[1]] if timed else options[0]
-        _chosen[entry] = best
-        _save_disk(entry, best)
+        best = _remember(entry, options[min(timed)[1]] if timed else options[0])
     return best

@@ -136,18 +136,13 @@ def test_every_decode_conv_norm_config(device, monkeypatch):
                 tuning.unpin(name)
     cs0, xs = normal((2, dim, W - 1), 9, device, torch.float32), normal((2, dim, 1), 10, device, torch.float32)
     want, want_state = causal_conv1d_update_torch(xs.double(), cs0.double(), w.double(), b.double(), activation="silu")
-    monkeypatch.setattr(kc, "interpreting", lambda: False)  # the update's GPU space lives in its launcher
-    try:
-        space = [dict(BLOCK_D=bd, num_warps=nw) for bd, nw in ((32, 4), (64, 4), (16, 4), (128, 8))]
-    finally:
-        monkeypatch.undo()
-    for kw in space:
-        tuning.pin("conv1d_update", **kw)
+    for config in _gpu_space(monkeypatch, kc, kc.conv_update_space):
+        _pinned("conv1d_update", config)
         try:
             cs = cs0.clone()
             assert_close(ssm_triton.causal_conv1d_update(xs, cs, w, b, activation="silu"), want, torch.float32,
-                         f"conv1d_update {kw}")
-            assert_close(cs, want_state, torch.float32, f"conv1d_update {kw} state")
+                         f"conv1d_update {config}")
+            assert_close(cs, want_state, torch.float32, f"conv1d_update {config} state")
         finally:
             tuning.unpin("conv1d_update")
     # gated RMSNorm, forward and backward
