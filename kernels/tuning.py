@@ -80,10 +80,18 @@ def _launch_kwargs(config: triton.Config) -> dict:
     return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
+# every name a launcher tunes under (launch derives the static kernels' from their functions)
+TUNABLE = ("conv1d_bwd_dx", "conv1d_bwd_pre", "conv1d_fwd", "conv1d_update", "discretize_fwd_kernel",
+           "rmsnorm_bwd", "rmsnorm_fwd", "scan_bwd_kernel", "scan_fwd_kernel", "selective_scan_bwd",
+           "selective_scan_fwd", "ssd_bwd", "ssd_fwd", "state_update")
+
+
 def pin(name: str, **launch_kwargs) -> None:
-    """Run kernel ``name`` (e.g. ``"selective_scan_fwd"``, ``"state_update"``; the names are listed by
-    :func:`tunable_names`) with these launch keywords (its tile constexprs, ``num_warps``,
-    ``num_stages``) instead of tuning; keywords left out keep the size rule's value."""
+    """Run kernel ``name`` (one of :data:`TUNABLE`) with these launch keywords (its tile constexprs,
+    ``num_warps``, ``num_stages``; for ``ssd_fwd`` / ``ssd_bwd`` the tile plan's fields) instead of
+    tuning; keywords left out keep the size rule's value."""
+    if name not in TUNABLE:
+        raise ValueError(f"pin: name must be one of {', '.join(TUNABLE)}; got {name!r}")
     _pinned[name] = dict(launch_kwargs)
 
 
@@ -104,6 +112,7 @@ def tunable_names() -> list[str]:
 
 
 def register(name: str) -> str:
+    assert name in TUNABLE, f"{name} is missing from tuning.TUNABLE"
     _NAMES.add(name)
     return name
 

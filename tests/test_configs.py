@@ -235,3 +235,8 @@ def test_tuning_cache_round_trips_and_ignores_stale_choices(tmp_path, monkeypatc
     # a space that no longer holds the cached choice ignores it
     assert tuning._from_disk("selective_scan_fwd|(1,)", [{"BLOCK_D": 1, "EVEN": True, "num_warps": 1, "num_stages": 1}]) is None
     assert tuning._from_disk("selective_scan_fwd|(2,)", [choice]) is None
+
+
+def test_pin_refuses_an_unknown_kernel_name():
+    with pytest.raises(ValueError, match="pin: name must be one of .*selective_scan_fwd.*got 'selective_scan'"):
+        tuning.pin("selective_scan", BLOCK_D=2)
