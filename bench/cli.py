@@ -3,10 +3,11 @@ import argparse
 import datetime
 import json
 import sys
+import time
 
 import torch
 
-from . import roofline
+from . import plots, roofline
 from .timing import median_ms
 from .registry import REGISTRY, SWEEPS
 
@@ -34,6 +35,13 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (triton interpreter)"
 
 
+def _progress(done: int, total: int, elapsed: float, what: str, width: int = 24) -> None:
+    """One self-overwriting line on stderr: a bar, the count, the time so far and what runs now."""
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total} {elapsed:5.0f}s {what}"[:150].ljust(150), end="", file=sys.stderr, flush=True)
+
+
 def collect(args) -> tuple[list[dict], set]:
     device = _device()
     notes: set = set()
@@ -44,7 +52,7 @@ def collect(args) -> tuple[list[dict], set]:
     workloads = [w for op in args.ops
                  for w in REGISTRY[op](device, args.quick, notes, **({"sweep": True} if sweep and op in SWEEPS else {}))]
     total = sum(1 if args.no_peers else len(w.impls) for w in workloads)
-    records, done = [], 0
+    records, done, t0 = [], 0, time.perf_counter()
     date = datetime.date.today().isoformat()
     for w in workloads:
         inputs = w.make_inputs()
@@ -52,7 +60,7 @@ def collect(args) -> tuple[list[dict], set]:
             if args.no_peers and name != OURS:
                 continue
             done += 1
-            print(f"\r[{done}/{total}] {w.op} {w.shape} {w.dtype} {w.direction} {name}".ljust(90), end="", file=sys.stderr)
+            _progress(done, total, time.perf_counter() - t0, f"{w.op} {w.shape} {w.dtype} {w.direction} {name}")
             try:
                 ms = median_ms(impl(inputs, w.direction), device, args.quick)
             except Exception as e:  # a peer that rejects a shape or runs out of memory is noted, not fatal
@@ -68,15 +76,21 @@ def collect(args) -> tuple[list[dict], set]:
                 "gbps": w.bytes / (ms * 1e-3) / 1e9, "tflops": w.flops / (ms * 1e-3) / 1e12,
                 "roofline_frac": roofline.fraction(w.bytes, w.flops, ms, ceilings),
                 "device": _device_name(device), "date": date,
+                "copy_gbps": ceilings.copy_gbps if ceilings else None,
+                "bf16_tflops": ceilings.bf16_tflops if ceilings else None,
             })
             if w.tokens:
                 records[-1]["tokens_per_s"] = w.tokens / (ms * 1e-3)
         del inputs
+        if getattr(args, "json", None):  # after every case, so a run cut short keeps what it measured
+            write_json(args.json, records, notes)
     print(file=sys.stderr)
-    for rec in records:
-        rec["copy_gbps"] = ceilings.copy_gbps if ceilings else None
-        rec["bf16_tflops"] = ceilings.bf16_tflops if ceilings else None
     return records, notes
+
+
+def write_json(path: str, records: list[dict], notes: set) -> None:
+    with open(path, "w") as f:
+        json.dump({"results": records, "notes": sorted(notes)}, f, indent=1)
 
 
 def format_table(records: list[dict]) -> str:
@@ -93,50 +107,15 @@ def format_table(records: list[dict]) -> str:
     return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 
-def plot(records: list[dict], out_dir: str) -> list[str]:
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for op in sorted({r["op"] for r in records}):
-        rs = [r for r in records if r["op"] == op]
-        cases = sorted({("x".join(map(str, r["shape"])), r["dtype"], r["direction"]) for r in rs})
-        impls = sorted({r["impl"] for r in rs}, key=lambda n: (n != OURS, n))
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cases)), 4))
-        width = 0.8 / len(impls)
-        for i, impl in enumerate(impls):
-            ms = {(("x".join(map(str, r["shape"]))), r["dtype"], r["direction"]): r["ms"] for r in rs if r["impl"] == impl}
-            xs = [j + i * width for j, c in enumerate(cases) if c in ms]
-            ax.bar(xs, [ms[c] for c in cases if c in ms], width, label=impl)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))])
-        ax.set_xticklabels(["\n".join(c) for c in cases], fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("ms (median, log scale)")
-        ax.set_title(f"{op} — {rs[0]['device']}, {rs[0]['date']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{op}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
 def run(args) -> int:
     records, notes = collect(args)
     print(format_table(records))
     for note in sorted(notes):
         print(f"note: {note}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": records}, f, indent=1)
+        write_json(args.json, records, notes)
         print(f"wrote {len(records)} records to {args.json}")
     if args.plot:
-        for path in plot(records, args.plot):
+        for path in plots.plot(records, args.plot):
             print(f"wrote {path}")
     return 0

@@ -2,7 +2,7 @@
 
 One table per device and date, one row per (op, shape, dtype, direction): ssm_triton's time and roofline
 fraction, then each peer's time and its time over ours (above 1: we are faster; below 1 is marked
-slower). ``--readme README.md`` writes them between the README's ``bench-tables`` markers instead of
+slower). ``--plot DIR`` redraws the plots from the records. ``--readme README.md`` writes them between the README's ``bench-tables`` markers instead of
 printing them: that is how the README's record tables are made from ``bench/results/*.json``.
 """
 import argparse
@@ -87,8 +87,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssm_triton.bench.report", description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="+", help="JSON files written by python -m ssm_triton bench --json")
     p.add_argument("--readme", metavar="PATH", help="write the tables between this file's bench-tables markers")
+    p.add_argument("--plot", metavar="DIR", help="also draw the records' plots (bench/plots.py) into DIR")
     args = p.parse_args(argv)
-    text = tables(latest(load(args.results)))
+    records = latest(load(args.results))
+    if args.plot:
+        from . import plots
+
+        for path in plots.plot(records, args.plot):
+            print(f"wrote {path}")
+    text = tables(records)
     if args.readme is None:
         print(text)
         return 0

@@ -14,7 +14,7 @@ def median_ms(fn, device: torch.device, quick: bool = False) -> float:
                                              return_mode="median"))
     fn()  # the interpreter has no compilation to hide, but the first call imports and builds
     times = []
-    for _ in range(3):
+    for _ in range(1 if quick else 3):  # interpreted runs vary little; --quick only checks the harness
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)

@@ -1,14 +1,12 @@
-"""What is benchmarked: per op, the shapes, the minimal bytes and FLOPs, and every implementation.
-
-Byte counts are the minimal I/O: each input read once, each output written once, in its dtype.
-FLOP counts are the arithmetic the recurrence needs, not what a given kernel happens to do.
-"""
+"""What is benchmarked: per op, the shapes, the inputs and every implementation. The bytes and FLOPs
+each workload is measured against live in ``counts.py``."""
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from .peers import load
+from . import counts
+from .peers import load, load_past_package_init
 
 # an implementation turns (inputs, direction) into a zero-argument callable to time
 Impl = Callable[[dict, str], Callable[[], object]]
@@ -96,13 +94,10 @@ def linear_scan_workloads(device, quick: bool, notes: set, sweep: bool = False) 
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
     out = []
     for shape in shapes:
-        n = shape[0] * shape[1] * shape[2]
         for dtype in dtypes:
             es = torch.tensor([], dtype=dtype).element_size()
             for direction in ("fwd", "fwd+bwd"):
-                # fwd: read a, b, write h. bwd: read grad, a, h, write da, db.
-                nbytes = (3 if direction == "fwd" else 8) * n * es
-                flops = (2 if direction == "fwd" else 5) * n
+                nbytes, flops = counts.linear_scan(*shape, es, direction)
                 impls = {"ssm_triton": _scan_impl(linear_scan)}
                 impls.update(_scan_peers(shape, notes))
                 if shape[-1] <= 4096 and direction == "fwd":  # the loop launches a kernel per step
@@ -137,9 +132,7 @@ def discretize_workloads(device, quick: bool, notes: set) -> list[Workload]:
 
     out = []
     for direction in ("fwd", "fwd+bwd"):
-        io = b * d * L + d * N + b * N * L
-        nbytes = 4 * (io + 2 * b * d * L * N) if direction == "fwd" else 4 * (2 * io + 4 * b * d * L * N)
-        flops = (6 if direction == "fwd" else 20) * b * d * L * N
+        nbytes, flops = counts.discretize(b, d, L, N, 4, direction)
         out.append(Workload("discretize_zoh", shape, torch.float32, direction, nbytes, flops, make,
                             {"ssm_triton": impl(discretize), "torch_eager": impl(discretize_torch)}))
     return out
@@ -199,19 +192,19 @@ def selective_scan_workloads(device, quick: bool, notes: set, sweep: bool = Fals
         notes.add(f"mambapy skipped: {why}")
     else:
         peers["mambapy_pscan"] = impl(_pscan_selective_scan(mod.pscan))
-    mod, why = load("mamba_ssm.ops.selective_scan_interface")
+    # its CUDA extension (selective_scan_cuda) must have been built; the package's __init__ is skipped,
+    # as for its Triton kernels (it imports names transformers 5 no longer has)
+    mod, why = load_past_package_init("mamba_ssm.ops.selective_scan_interface")
     if mod is None:
-        notes.add(f"mamba_ssm skipped: {why}")
+        notes.add(f"mamba_ssm CUDA selective scan skipped: {why}")
     else:
-        peers["mamba_ssm"] = impl(mod.selective_scan_fn)
+        peers["mamba_ssm_cuda"] = impl(mod.selective_scan_fn)
     out = []
     for b, d, L, N, io in cases:
         es = torch.tensor([], dtype=io).element_size()
-        big, small = b * d * L, b * N * L
+        big = b * d * L
         for direction in ("fwd", "fwd+bwd"):
-            # fwd reads u, delta, z, B, C and writes out; bwd reads those and dout, writes du, ddelta, dz, dB, dC
-            nbytes = (4 * big + 2 * small) * es if direction == "fwd" else (11 * big + 6 * small) * es
-            flops = (8 if direction == "fwd" else 24) * big * N
+            nbytes, flops = counts.selective_scan(b, d, L, N, es, direction)
             impls = {"ssm_triton": impl(selective_scan_fn)}
             # pscan materialises (b, d, L, N) several times over: past 2^28 elements it would not fit
             impls.update({k: v for k, v in peers.items() if k != "mambapy_pscan" or big * N <= 1 << 28})
@@ -222,20 +215,6 @@ def selective_scan_workloads(device, quick: bool, notes: set, sweep: bool = Fals
 
 
 # ---- ssd (Mamba-2): x (b, L, H, P), dt (b, L, H), A (H,), B, C (b, L, G, N), D, dt_bias (H,) ----
-
-def ssd_counts(b, L, H, P, G, N, chunk, io_bytes, direction):
-    """Minimal bytes (x, B, C in the I/O dtype, dt fp32; fwd writes out; the backward reads dout and
-    the inputs again and writes dx, ddt, dB, dC) and the FLOPs of the chunked algorithm: per head,
-    the causal pairs of each chunk cost ``L Q (N + P)`` (``C B^T`` then the product with ``x``) and
-    the states ``4 L P N`` (chunk states and the state-to-output product); the backward does about
-    twice the forward's matmuls."""
-    x, bc, dt = b * L * H * P * io_bytes, 2 * b * L * G * N * io_bytes, b * L * H * 4
-    fwd_bytes = 2 * x + bc + dt
-    fwd_flops = b * H * (L * chunk * (N + P) + 4 * L * P * N)
-    if direction == "fwd":
-        return fwd_bytes, fwd_flops
-    return fwd_bytes + 3 * x + 2 * bc + 2 * dt, 3 * fwd_flops
-
 
 def _gla_as_ssd(chunk_simple_gla):
     """SSD as flash-linear-attention's gated linear attention: q = C, k = B broadcast to the heads,
@@ -255,8 +234,6 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
     batch 1 and batches 1 to 16 at L 4096, in bf16 and fp32."""
     from ssm_triton import mamba_chunk_scan_combined
     from ssm_triton.reference import ssd_quadratic_torch
-
-    from .peers import load_past_package_init
 
     H, P, G, N, chunk = (2, 16, 1, 16, 16) if quick else (64, 64, 1, 128, 256)
     io = torch.float32 if quick else torch.bfloat16
@@ -300,7 +277,7 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
     out = []
     for b, L, io in rows:
         for direction in ("fwd", "fwd+bwd"):
-            nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, torch.tensor([], dtype=io).element_size(), direction)
+            nbytes, flops = counts.ssd(b, L, H, P, G, N, chunk, torch.tensor([], dtype=io).element_size(), direction)
             impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
             for name, fn in peers.items():
                 if name.startswith("fla") and direction != "fwd":
@@ -311,7 +288,7 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
             out.append(Workload("ssd", (b, L, H, P, G, N, chunk), io, direction, nbytes, flops, make(b, L, io), impls))
     if not quick:  # a million steps, forward
         b, L, io = 1, 1 << 20, torch.bfloat16
-        nbytes, flops = ssd_counts(b, L, H, P, G, N, chunk, 2, "fwd")
+        nbytes, flops = counts.ssd(b, L, H, P, G, N, chunk, 2, "fwd")
         impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
         if "mamba_ssm" in peers:
             impls["mamba_ssm"] = impl(peers["mamba_ssm"])
@@ -324,8 +301,6 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
 def state_update_workloads(device, quick: bool, notes: set) -> list[Workload]:
     """Mamba-2's decode step as its module calls it: dt, A, D, dt_bias stride-0 views of one value per head."""
     from ssm_triton import selective_state_update
-
-    from .peers import load_past_package_init
 
     b, H, P, N, G = (2, 4, 8, 16, 1) if quick else (64, 64, 64, 128, 1)
     io = torch.float32 if quick else torch.bfloat16
@@ -351,8 +326,5 @@ def state_update_workloads(device, quick: bool, notes: set) -> list[Workload]:
         notes.add(f"mamba_ssm skipped: {why}")
     else:
         impls["mamba_ssm"] = impl(mod.selective_state_update)
-    es = torch.tensor([], dtype=io).element_size()
-    # the state read and written (fp32), x, dt, z read and out written, B and C read
-    nbytes = 2 * b * H * P * N * 4 + 4 * b * H * P * es + 2 * b * G * N * es
-    flops = 5 * b * H * P * N
+    nbytes, flops = counts.state_update(b, H, P, N, G, torch.tensor([], dtype=io).element_size())
     return [Workload("state_update", (b, H, P, N, G), io, "fwd", nbytes, flops, make, impls)]

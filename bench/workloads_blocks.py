@@ -2,6 +2,7 @@
 at the sizes a Mamba-2 block of d_model 2048 feeds them (b=8, L=2048)."""
 import torch
 
+from . import counts
 from .peers import load_past_package_init
 from .workloads import Workload, keyword_impl
 
@@ -32,9 +33,7 @@ def conv1d_workloads(device, quick: bool, notes: set) -> list[Workload]:
     es = torch.tensor([], dtype=io).element_size()
     out = []
     for direction in ("fwd", "fwd+bwd"):
-        # forward: x read, out written; backward adds dout and x read, dx written (weights are tiny)
-        nbytes = (2 if direction == "fwd" else 5) * b * d * L * es
-        flops = (2 if direction == "fwd" else 6) * b * d * L * W
+        nbytes, flops = counts.conv1d(b, d, L, W, es, direction)
         impls = {"ssm_triton": keyword_impl(causal_conv1d_fn, activation="silu"),
                  "torch_cudnn": keyword_impl(torch_conv, activation="silu")}
         out.append(Workload("conv1d", (b, d, L, W), io, direction, nbytes, flops, make, impls))
@@ -63,8 +62,6 @@ def norm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     es = torch.tensor([], dtype=io).element_size()
     out = []
     for direction in ("fwd", "fwd+bwd"):
-        # forward: x, z read, y written; backward: x, z, dy read, dx, dz written
-        nbytes = (3 if direction == "fwd" else 8) * rows * D * es
-        flops = (6 if direction == "fwd" else 16) * rows * D
+        nbytes, flops = counts.gated_rmsnorm(rows, D, es, direction)
         out.append(Workload("gated_rmsnorm", (rows, D), io, direction, nbytes, flops, make, dict(impls)))
     return out

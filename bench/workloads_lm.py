@@ -11,6 +11,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from . import counts
 from .workloads import Workload
 
 OURS = "ssm_triton"
@@ -95,7 +96,7 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     L = 16 if quick else 2048
     prefill = lambda x: model(x["ids"], num_last_tokens=1)  # noqa: E731
     make = lambda: {"ids": torch.randint(0, vocab, (1, L), device=device)}  # noqa: E731
-    out.append(Workload("lm_prefill", (1, L), dtype, "fwd", wbytes, 2 * n_params * L, make,
+    out.append(Workload("lm_prefill", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
                         {OURS: on(prefill, False), "torch_reference_ops": on(prefill, True)}, tokens=L))
 
     def graphed(reference, bsz):
@@ -121,9 +122,10 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
         step = lambda x: model(x["tok"], inference_params=x["params"])  # noqa: E731
         states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
                      for c, s in model.allocate_inference_cache(bsz, 1).values())
-        impls = {OURS: graphed(False, bsz), "torch_reference_ops": graphed(True, bsz),
-                 "ssm_triton_eager": on(step, False), "torch_reference_ops_eager": on(step, True)}
-        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", wbytes + 2 * states, 2 * n_params * bsz,
+        impls = {OURS: graphed(False, bsz), "torch_reference_ops": graphed(True, bsz)}
+        if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
+            impls.update({"ssm_triton_eager": on(step, False), "torch_reference_ops_eager": on(step, True)})
+        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
                             make_decode, impls, tokens=bsz))
     return out
 
@@ -161,6 +163,6 @@ def hf_workloads(device, quick: bool, notes: set) -> list[Workload]:
     out = []
     for L in ((32,) if quick else (2048, 8192)):
         make = lambda L=L: {"ids": torch.randint(0, cfg["vocab_size"], (1, L), device=device)}  # noqa: E731
-        out.append(Workload("hf_mamba2_forward", (1, L), dtype, "fwd", wbytes, 2 * n_params * L, make,
+        out.append(Workload("hf_mamba2_forward", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
                             {OURS: impl(True), "transformers_torch": impl(False)}, tokens=L))
     return out

@@ -105,3 +105,18 @@ def test_report_keeps_the_newest_record_of_each_case():
     old, new, other = dict(rec, ms=2.0, date="2026-01-01"), dict(rec, ms=1.0, date="2026-02-01"), dict(rec, impl="p", ms=3.0, date="2026-01-01")
     assert sorted(r["ms"] for r in report.latest([old, new, other])) == [1.0, 3.0]
     assert [r["ms"] for r in report.latest([new, old])] == [1.0]
+
+
+def test_plots_draw_sweeps_as_lines_and_the_rest_as_bars(tmp_path):
+    from ssm_triton.bench import plots
+
+    base = dict(op="linear_scan", dtype="float32", direction="fwd", device="GPU X", date="2026-01-01")
+    records = [dict(base, impl=impl, shape=[1, 64, L], ms=ms, gbps=L / ms)
+               for L in (1024, 4096, 16384) for impl, ms in (("ssm_triton", 1.0), ("peer", 2.0))]
+    records.append(dict(base, impl="ssm_triton", shape=[8, 64, 4096], ms=3.0, gbps=1.0))
+    found = plots.series(records)
+    assert set(found) == {("linear_scan", "length", (1, 64, None), "float32", "fwd")}
+    assert found[("linear_scan", "length", (1, 64, None), "float32", "fwd")]["peer"] == [(1024, 512.0), (4096, 2048.0), (16384, 8192.0)]
+    written = plots.plot(records, str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == ["linear_scan.png", "linear_scan_sweep.png"]
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written)
