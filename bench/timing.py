@@ -19,3 +19,20 @@ def median_ms(fn, device: torch.device, quick: bool = False) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def host_us(fn, device: torch.device, ms: float) -> float | None:
+    """Microseconds of host time per call: calls issued back to back without waiting for the GPU, so
+    the clock sees only what the host spends launching (while the launch queue has room). When this
+    reaches the median device time, that benchmark measured the host, not the kernels."""
+    if device.type != "cuda":
+        return None
+    n = max(1, min(50, int(100 / max(ms, 1e-3))))  # about 0.1 s of device work at most
+    fn()
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    elapsed = time.perf_counter() - t0
+    torch.cuda.synchronize(device)
+    return elapsed / n * 1e6
