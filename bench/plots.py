@@ -41,6 +41,12 @@ def series(records: list[dict]) -> dict:
     return out
 
 
+def _colors(records: list[dict]) -> dict:
+    """One colour per implementation, the same in every panel and figure."""
+    names = sorted({r["impl"] for r in records}, key=lambda n: (n != OURS, n))
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}
+
+
 def _title_shape(fixed: tuple, axis_name: str) -> str:
     return "×".join(axis_name[0].upper() if v is None else str(v) for v in fixed)
 
@@ -50,6 +56,7 @@ def sweep_plots(records: list[dict], out_dir: str) -> list[str]:
     by_op = defaultdict(list)
     for key, impls in series(records).items():
         by_op[key[0]].append((key, impls))
+    colors = _colors(records)
     written = []
     for op, panels in sorted(by_op.items()):
         panels.sort(key=lambda p: (p[0][1], str(p[0][2]), p[0][3], p[0][4]))
@@ -59,7 +66,7 @@ def sweep_plots(records: list[dict], out_dir: str) -> list[str]:
         for ax, ((_, axis_name, fixed, dtype, direction), impls) in zip(axes.flat, panels):
             for impl in sorted(impls, key=lambda n: (n != OURS, n)):
                 xs, ys = zip(*impls[impl])
-                ax.plot(xs, ys, marker="o", lw=2.2 if impl == OURS else 1.2, label=impl)
+                ax.plot(xs, ys, marker="o", lw=2.2 if impl == OURS else 1.2, label=impl, color=colors[impl])
             ax.set_xscale("log", base=2)
             ax.set_xlabel(axis_name)
             ax.set_ylabel("GB/s of minimal I/O")
@@ -79,6 +86,7 @@ def sweep_plots(records: list[dict], out_dir: str) -> list[str]:
 
 def bar_plots(records: list[dict], out_dir: str) -> list[str]:
     plt = _pyplot()
+    colors = _colors(records)
     in_series = set()
     for (op, _, fixed, dtype, direction), impls in series(records).items():
         for size, _ in impls[OURS]:
@@ -96,7 +104,7 @@ def bar_plots(records: list[dict], out_dir: str) -> list[str]:
         for i, impl in enumerate(impls):
             ms = {label(r): r["ms"] for r in rs if r["impl"] == impl}
             xs = [j + i * width for j, c in enumerate(cases) if c in ms]
-            ax.bar(xs, [ms[c] for c in cases if c in ms], width, label=impl)
+            ax.bar(xs, [ms[c] for c in cases if c in ms], width, label=impl, color=colors[impl])
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))])
         ax.set_xticklabels(["\n".join(c) for c in cases], fontsize=7)
         ax.set_yscale("log")
