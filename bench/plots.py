@@ -47,6 +47,13 @@ def _colors(records: list[dict]) -> dict:
     return {n: f"C{i % 10}" for i, n in enumerate(names)}
 
 
+def _save(plt, fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _title_shape(fixed: tuple, axis_name: str) -> str:
     return "×".join(axis_name[0].upper() if v is None else str(v) for v in fixed)
 
@@ -76,11 +83,7 @@ def sweep_plots(records: list[dict], out_dir: str) -> list[str]:
             ax.axis("off")
         r0 = next(r for r in records if r["op"] == op)
         fig.suptitle(f"{op} sweeps — {r0['device']}, {r0['date']}")
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{op}_sweep.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, os.path.join(out_dir, f"{op}_sweep.png")))
     return written
 
 
@@ -111,11 +114,7 @@ def bar_plots(records: list[dict], out_dir: str) -> list[str]:
         ax.set_ylabel("ms (median, log scale)")
         ax.set_title(f"{op} — {rs[0]['device']}, {rs[0]['date']}")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{op}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, os.path.join(out_dir, f"{op}.png")))
     return written
 
 

@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 
 from .activations import silu_and_slope
-from .tuning import bucket, candidates, interpreting, launch_tuned
+from .host import cdiv, next_power_of_2
+from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space
 
 
 @triton.jit
@@ -144,9 +145,10 @@ def _conv_update_kernel(X, STATE, Wt, BIAS, OUT, dim, L, S, s_b, s_d, s_s, W: tl
 def _blocks(L):
     if interpreting():
         return 4, 8
-    return 16, min(256, max(16, triton.next_power_of_2(L)))
+    return 16, min(256, max(16, next_power_of_2(L)))
 
 
+@memoized_space
 def conv_space(L: int, fixed_l: bool = False) -> list[triton.Config]:
     """The rule (16 channels by up to 256 steps, four warps; the H100 forward ran at 78% of the copy
     bandwidth with it, 2026-11-25) first, then wider and narrower tiles and eight warps. ``fixed_l``:
@@ -160,6 +162,7 @@ def conv_space(L: int, fixed_l: bool = False) -> list[triton.Config]:
     return candidates(dict(BLOCK_D=bd, BLOCK_L=bl), alts, num_warps=4)
 
 
+@memoized_space
 def conv_update_space() -> list[triton.Config]:
     """The update's rule (32 channels a program, four warps) first, then 64, 16 and 128 channels."""
     if interpreting():
@@ -168,7 +171,7 @@ def conv_update_space() -> list[triton.Config]:
 
 
 def _conv_grid(bsz, dim, L):
-    return lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(dim, meta["BLOCK_D"]), bsz)
+    return lambda meta: (cdiv(L, meta["BLOCK_L"]), cdiv(dim, meta["BLOCK_D"]), bsz)
 
 
 def conv_forward(x, weight, bias, seq_idx, silu):
@@ -187,7 +190,7 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     bsz, dim, L = x.shape
     W = weight.shape[1]
     _, bl = _blocks(L)
-    n_lt = triton.cdiv(L, bl)
+    n_lt = cdiv(L, bl)
     dpre = torch.empty(x.shape, device=x.device, dtype=torch.float32)
     dw_part = torch.empty((bsz * n_lt, dim, W), device=x.device, dtype=torch.float32)
     db_part = torch.empty((bsz * n_lt, dim), device=x.device, dtype=torch.float32)
@@ -210,9 +213,9 @@ def conv_update(x, conv_state, weight, bias, silu):
     out = torch.empty_like(x)
     key = (bucket(bsz * dim), bucket(L), S, str(x.dtype), str(conv_state.dtype))
     # the state is updated in place: the tuner restores it around each timed run
-    launch_tuned("conv1d_update", _conv_update_kernel, lambda meta: (triton.cdiv(dim, meta["BLOCK_D"]), bsz), key,
+    launch_tuned("conv1d_update", _conv_update_kernel, lambda meta: (cdiv(dim, meta["BLOCK_D"]), bsz), key,
                  (x, conv_state, weight, bias if bias is not None else weight, out, dim, L, S, *conv_state.stride()),
                  dict(W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
-                      BLOCK_S=triton.next_power_of_2(S), BLOCK_L=triton.next_power_of_2(L)),
+                      BLOCK_S=next_power_of_2(S), BLOCK_L=next_power_of_2(L)),
                  conv_update_space(), restore=("STATE",))
     return out

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .host import cdiv, next_power_of_2
 from .precision import acc_dtypes
 from .tuning import bucket, discretize_configs, launch
 
@@ -185,19 +186,19 @@ def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: tr
     bbar = torch.empty_like(abar)
     if abar.numel() == 0:
         return abar, bbar
-    consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=triton.next_power_of_2(N))
+    consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=next_power_of_2(N))
     key = (L, N, dt.dtype, out_dtype, consts["ACC"], method)
-    launch(_discretize_fwd_kernel, lambda meta: (bsz * D, triton.cdiv(L, meta["BLOCK_L"])), key,
+    launch(_discretize_fwd_kernel, lambda meta: (bsz * D, cdiv(L, meta["BLOCK_L"])), key,
            dt, A, B, abar, bbar, D, L, N, bucket(L), config=config, **consts)
     return abar, bbar
 
 
 def _backward_blocks(bsz, D, L, N, on_gpu):
-    block_n = triton.next_power_of_2(N)
-    block_l = max(1, min(triton.next_power_of_2(L), 4096 // block_n, 64 if on_gpu else 8))
-    n_lt = triton.cdiv(L, block_l)
+    block_n = next_power_of_2(N)
+    block_l = max(1, min(next_power_of_2(L), 4096 // block_n, 64 if on_gpu else 8))
+    n_lt = cdiv(L, block_l)
     # Enough programs to fill a GPU; under the interpreter fewer, larger loops are cheaper.
-    splits = max(1, min(D, triton.cdiv(1024, bsz * n_lt))) if on_gpu else max(1, min(D, 2))
+    splits = max(1, min(D, cdiv(1024, bsz * n_lt))) if on_gpu else max(1, min(D, 2))
     return block_l, block_n, n_lt, splits
 
 
@@ -210,8 +211,8 @@ def discretize_backward(g_abar, g_bbar, dt, A, B, method: str):
     if dt.numel() == 0 or N == 0:
         return ddt.zero_(), torch.zeros_like(A), torch.zeros_like(B)
     block_l, block_n, n_lt, splits = _backward_blocks(bsz, D, L, N, dt.is_cuda)
-    d_per = triton.cdiv(D, splits)
-    splits = triton.cdiv(D, d_per)
+    d_per = cdiv(D, splits)
+    splits = cdiv(D, d_per)
     acc, acc_torch = acc_dtypes(dt, A, B)
     da_part = torch.empty((bsz, n_lt, D, N), device=dt.device, dtype=acc_torch)
     db_part = torch.empty((splits, bsz, N, L), device=dt.device, dtype=acc_torch)

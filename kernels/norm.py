@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .activations import silu_and_slope
-from .tuning import bucket, candidates, interpreting, launch_tuned, override
+from .host import cdiv, next_power_of_2
+from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space, override
 
 
 @triton.jit
@@ -125,9 +126,9 @@ def _sm_count(device) -> int:
 
 
 def _blocks(R: int, group_size: int) -> tuple[int, int]:
-    block_g = triton.next_power_of_2(group_size)
+    block_g = next_power_of_2(group_size)
     # about 4K fp32 elements per program; few rows under the interpreter so tests cross row blocks
-    block_r = 2 if interpreting() else max(1, min(triton.next_power_of_2(R), 4096 // block_g))
+    block_r = 2 if interpreting() else max(1, min(next_power_of_2(R), 4096 // block_g))
     return block_r, block_g
 
 
@@ -135,6 +136,7 @@ def _warps(block_r: int, block_g: int) -> int:
     return 8 if block_r * block_g >= 4096 else 4
 
 
+@memoized_space
 def norm_space(R: int, group_size: int, rows_free: bool = True) -> list[triton.Config]:
     """The rule (about 4K fp32 elements a program, eight warps from 4K up; the forward ran at 96% of the
     copy bandwidth on the H100, 2026-11-25) first, then the other warp counts and, where the row block
@@ -146,7 +148,7 @@ def norm_space(R: int, group_size: int, rows_free: bool = True) -> list[triton.C
     alts = [dict(num_warps=16 if w == 8 else 8), dict(num_warps=2 if w == 4 else 4)]
     if rows_free:
         alts.append(dict(BLOCK_R=max(1, block_r // 2), num_warps=4))
-        if block_r * 2 * block_g <= 16384 and block_r < triton.next_power_of_2(R):
+        if block_r * 2 * block_g <= 16384 and block_r < next_power_of_2(R):
             alts.append(dict(BLOCK_R=block_r * 2, num_warps=8))
     return candidates(dict(BLOCK_R=block_r), alts, num_warps=w)
 
@@ -159,7 +161,7 @@ def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, num_warps=N
     rstd = torch.empty((R, D // group_size), device=x.device, dtype=torch.float32)
     space = norm_space(R, group_size)
     key = (bucket(R), D, group_size, str(x.dtype), z is not None)
-    launch_tuned("rmsnorm_fwd", _rmsnorm_fwd_kernel, lambda meta: (triton.cdiv(R, meta["BLOCK_R"]), D // group_size),
+    launch_tuned("rmsnorm_fwd", _rmsnorm_fwd_kernel, lambda meta: (cdiv(R, meta["BLOCK_R"]), D // group_size),
                  key, (x, z if z is not None else x, weight, bias if bias is not None else weight, y, rstd, R, D,
                        group_size, float(eps)),
                  dict(HAS_Z=z is not None, GATE_FIRST=gate_first, HAS_BIAS=bias is not None, BLOCK_G=block_g),
@@ -175,7 +177,7 @@ def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, 
     # (under the interpreter, 3 programs, so that tests cross the loop). The row block sizes the
     # partials, so only the warps are tuned.
     programs = 3 if interpreting() else max(1, 4 * _sm_count(x.device) // (D // group_size))
-    n_rb = min(triton.cdiv(R, block_r), programs)
+    n_rb = min(cdiv(R, block_r), programs)
     dx = torch.empty_like(x)
     dz = torch.empty_like(z) if z is not None else None
     dw_part = torch.empty((n_rb, D), device=x.device, dtype=torch.float32)

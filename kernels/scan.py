@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .host import cdiv
 from .precision import acc_dtypes
 from .tuning import bucket, launch, scan_configs
 
@@ -107,7 +108,7 @@ def _scan_bwd_kernel(
 
 
 def _row_grid(R: int):
-    return lambda meta: (triton.cdiv(R, meta["BLOCK_R"]),)
+    return lambda meta: (cdiv(R, meta["BLOCK_R"]),)
 
 
 def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool,

@@ -16,8 +16,9 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
+from .host import cdiv, next_power_of_2
 from .scan import first_order_combine
-from .tuning import bucket, candidates, interpreting, launch_tuned, override
+from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space, override
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -332,7 +333,7 @@ def default_block_d(groups: int, per_group: int, dim: int, limit: int = 1) -> in
     are several groups (a program reads one group). Under the interpreter 4, so tests cover several rows."""
     limit = 4 if interpreting() else limit
     if groups == 1:
-        return min(limit, triton.next_power_of_2(dim))
+        return min(limit, next_power_of_2(dim))
     block = 1
     while block * 2 <= limit and per_group % (block * 2) == 0:
         block *= 2
@@ -345,7 +346,7 @@ def plan_block_l(L: int) -> int:
     On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the backward was
     fastest at 128 steps with one warp: 4.66 ms, against 4.75 at 256 and 5.86 at 64 (measured on a
     version that took ``h_{t-1}`` as ``h_t - dt B u``; the exact shift it uses now costs ~0.3 ms more)."""
-    return max(1, min(triton.next_power_of_2(max(L, 1)), 16 if interpreting() else 128))
+    return max(1, min(next_power_of_2(max(L, 1)), 16 if interpreting() else 128))
 
 
 def plan_forward_block_l(L: int, ckpt_l: int) -> int:
@@ -355,20 +356,21 @@ def plan_forward_block_l(L: int, ckpt_l: int) -> int:
     1024 1.50; without checkpoints 512 took 0.97 ms. Under the interpreter
     twice the checkpoint interval, so tests write checkpoints from inside a chunk."""
     target = 2 * ckpt_l if interpreting() else 512
-    return max(ckpt_l, min(triton.next_power_of_2(max(L, 1)), target))
+    return max(ckpt_l, min(next_power_of_2(max(L, 1)), target))
 
 
 def checkpoint_shape(u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
     bsz, dim, L = u.shape
-    return (bsz, dim, max(triton.cdiv(L, plan_block_l(L)), 1), A.shape[1])
+    return (bsz, dim, max(cdiv(L, plan_block_l(L)), 1), A.shape[1])
 
 
 def _block_d_ok(block_d: int, groups: int, per_group: int, dim: int) -> bool:
     if groups > 1:
         return per_group % block_d == 0
-    return block_d <= triton.next_power_of_2(dim)
+    return block_d <= next_power_of_2(dim)
 
 
+@memoized_space
 def forward_space(L, dim, groups, per_group, ckpt_l):
     """Candidate launches of the forward: the rule (one channel, one warp, ``plan_forward_block_l``)
     first, then the runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps,
@@ -389,6 +391,7 @@ def forward_space(L, dim, groups, per_group, ckpt_l):
     return candidates(rule, space, num_warps=1)
 
 
+@memoized_space
 def backward_space(L, dim, groups, per_group, block_l, deterministic):
     """Candidate launches of the backward (its chunk is the checkpoint interval, fixed). With atomics:
     one or two channels, one or two warps. Deterministic: the rule only."""
@@ -413,7 +416,7 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     block_l = block_l or plan_block_l(L)
     if fwd_block_l is not None and fwd_block_l % block_l:
         raise ValueError(f"the forward's chunk ({fwd_block_l}) must be a multiple of the checkpoint interval ({block_l})")
-    n_ckpt = triton.cdiv(L, block_l)
+    n_ckpt = cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
     ckpt_shape = (bsz, dim, max(n_ckpt, 1), N) if store_ckpt else (0,)
@@ -429,10 +432,10 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
             dim, L, N, per_group, n_ckpt, *sb, *sc)
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                  HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-                 BLOCK_N=triton.next_power_of_2(N), CKPT_L=block_l)
+                 BLOCK_N=next_power_of_2(N), CKPT_L=block_l)
     key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, store_ckpt, str(u.dtype))
     launch_tuned("selective_scan_fwd", _selective_scan_fwd_kernel,
-                 lambda meta: (bsz, triton.cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
+                 lambda meta: (bsz, cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
                  config=override(space, num_warps, BLOCK_D=block_d, BLOCK_L=fwd_block_l,
                                  EVEN=None if fwd_block_l is None else L % fwd_block_l == 0))
     return out, last, ckpt, block_l
@@ -453,7 +456,7 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     space = backward_space(L, dim, groups, per_group, block_l, deterministic)
     forced = override(space, num_warps, BLOCK_D=block_d)
     # the deterministic partials are sized by the channel block, which is then never tuned
-    n_dblocks = triton.cdiv(dim, (forced or space[0]).kwargs["BLOCK_D"])
+    n_dblocks = cdiv(dim, (forced or space[0]).kwargs["BLOCK_D"])
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
@@ -481,12 +484,12 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
             dim, L, N, per_group, n_dblocks, groups, *sb, *sc)
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                  HAS_DLAST=dlast is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
-                 EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(N))
+                 EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
     key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, deterministic, str(u.dtype))
     # dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs
     zero = tuple(name for name, fixed in (("DB", b_fixed), ("DC", c_fixed)) if not fixed and not deterministic)
     launch_tuned("selective_scan_bwd", _selective_scan_bwd_kernel,
-                 lambda meta: (bsz, triton.cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
+                 lambda meta: (bsz, cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
                  zero=zero, fixed=("BLOCK_D",) if deterministic else (), config=forced)
 
     def reduce_bc(buf, fixed, M):

@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .tuning import bucket, candidates, interpreting, launch_tuned, override
+from .host import cdiv, next_power_of_2
+from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space, override
 
 
 @triton.jit
@@ -76,16 +77,17 @@ def _strides(t, n):
     return tuple(t.stride()) if t is not None else (0,) * n
 
 
+@memoized_space
 def state_update_space(P: int, N: int) -> list[triton.Config]:
     """The rule (a ``(BLOCK_P, N)`` fp32 tile near 4K elements: registers, not local memory; four
     warps) first, then half and twice the tile and two or eight warps. On the H100 every shape with
     at least 4 elements a thread ran within 2% of the others (bench/sweep_blocks.py, 2026-11-25)."""
-    block_n = triton.next_power_of_2(N)
+    block_n = next_power_of_2(N)
     if interpreting():
         return candidates(dict(BLOCK_P=4), [], num_warps=1)
-    rule_p = max(1, min(triton.next_power_of_2(P), 4096 // block_n))
+    rule_p = max(1, min(next_power_of_2(P), 4096 // block_n))
     alts = [dict(BLOCK_P=max(1, rule_p // 2)), dict(num_warps=8), dict(num_warps=2)]
-    if rule_p * 2 <= triton.next_power_of_2(P):
+    if rule_p * 2 <= next_power_of_2(P):
         alts.append(dict(BLOCK_P=rule_p * 2, num_warps=8))
     return candidates(dict(BLOCK_P=rule_p), alts, num_warps=4)
 
@@ -100,7 +102,7 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     N = state.shape[-1]
     G = B.shape[1]
     out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
-    block_n = triton.next_power_of_2(N)
+    block_n = next_power_of_2(N)
     space = state_update_space(P, N)
     dummy = x
     a_per_head = A.stride(1) == 0 and A.stride(2) == 0
@@ -114,6 +116,6 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
                  BLOCK_N=block_n)
     key = (bucket(bsz * H), bucket(P), N, str(state.dtype), str(x.dtype), a_per_head, dt_per_head)
     # the kernel updates the state in place: the tuner restores it around each timed run
-    launch_tuned("state_update", _state_update_kernel, lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), bsz, H),
+    launch_tuned("state_update", _state_update_kernel, lambda meta: (cdiv(P, meta["BLOCK_P"]), bsz, H),
                  key, args, flags, space, restore=("S",), config=override(space, num_warps, BLOCK_P=block_p))
     return out

@@ -25,6 +25,7 @@ Rules that hold for both:
 * Nothing is tuned while a CUDA graph is being captured (timing would break the capture): the default
   config runs, and the next eager call tunes.
 """
+import functools
 import json
 import os
 from pathlib import Path
@@ -33,9 +34,30 @@ import torch
 import triton
 import triton.testing
 
+from .host import next_power_of_2
 
+
+@functools.cache
 def interpreting() -> bool:
+    # read once: Triton picks the interpreter when it is imported, so the variable cannot change it later
     return os.environ.get("TRITON_INTERPRET", "0").strip() not in ("", "0")
+
+
+def memoized_space(build):
+    """Caches a launcher's candidate configs per arguments and per mode (interpreted or compiled): a
+    space is a pure function of both, and rebuilding its ``triton.Config`` objects at every launch
+    cost more host time than the rest of the launch. The mode is read through the defining module's
+    ``interpreting`` so that tests which patch it there get the other space. Returns tuples."""
+    cache: dict = {}
+    mode = build.__globals__
+
+    @functools.wraps(build)
+    def space(*args, **kwargs):
+        key = (mode["interpreting"](), args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = tuple(build(*args, **kwargs))
+        return cache[key]
+    return space
 
 
 def autotuning() -> bool:
@@ -43,7 +65,7 @@ def autotuning() -> bool:
 
 
 def bucket(n: int) -> int:
-    return triton.next_power_of_2(max(int(n), 1))
+    return next_power_of_2(max(int(n), 1))
 
 
 def _space(full: list[triton.Config], interpreter: triton.Config, everything: bool) -> list[triton.Config]:
@@ -250,7 +272,7 @@ def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict,
         entry = f"{name}|{key}"
         kw = _recall(entry, [_launch_kwargs(c) for c in space])
         if kw is None and not _capturing():
-            tuner = triton.autotune(configs=space, key=[], restore_value=list(restore) or None,
+            tuner = triton.autotune(configs=list(space), key=[], restore_value=list(restore) or None,
                                     reset_to_zero=list(zero) or None)(fn)
             tuner[grid](*args, **constexprs)
             return _remember(entry, _launch_kwargs(tuner.best_config))

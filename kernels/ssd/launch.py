@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import triton
 import triton.language as tl
 
+from ..host import cdiv, next_power_of_2
 from ..tuning import bucket, interpreting, tune_call
 from .chunk_scan import _chunk_scan_fwd_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
@@ -63,7 +63,7 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **o
     blk = min(block or (16 if interp else 64), chunk_size)
     # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
     dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
-    pad = lambda n, hi: max(16, min(hi, triton.next_power_of_2(n)))  # noqa: E731
+    pad = lambda n, hi: max(16, min(hi, next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
              outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk)
     if not interp and block is None:
@@ -112,7 +112,7 @@ def _limits(dt_limit) -> tuple[float, float, bool]:
 def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
     """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum."""
     bsz, L, H = dt.shape
-    nc = triton.cdiv(L, p.Q)
+    nc = cdiv(L, p.Q)
     dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
     cum = _f32(2, bsz, H, nc * p.Q, device=dt.device)
     lo, hi, clamp = _limits(dt_limit)
@@ -126,8 +126,8 @@ def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     """Per-chunk (or per-sequence, ``MODE_VARLEN``) ``(P, N)`` sums; see ``chunk_state.py``."""
     bsz, L, H, P = V.shape
     G, N = W.shape[2], W.shape[3]
-    nc = triton.cdiv(L, p.Q)
-    tiles = triton.cdiv(P, p.outer_p) * triton.cdiv(N, p.outer_n)
+    nc = cdiv(L, p.Q)
+    tiles = cdiv(P, p.outer_p) * cdiv(N, p.outer_n)
     if mode == MODE_VARLEN:
         S = cu.shape[0] - 1
         out = _f32(S, H, P, N, device=V.device)
@@ -150,7 +150,7 @@ def state_passing(own, cum, seq, h0, L, p: Plan):
     final = _f32(bsz, H, P, N, device=own.device)
     hs = torch.empty(own.shape, device=own.device, dtype=p.torch_dot)
     PN = P * N
-    _state_fwd_kernel[(bsz * H, triton.cdiv(PN, STATE_BLOCK))](
+    _state_fwd_kernel[(bsz * H, cdiv(PN, STATE_BLOCK))](
         own, hs, cum, seq if seq is not None else cum, h0 if h0 is not None else own, final, L, H, nc * p.Q, nc, PN,
         HAS_H0=h0 is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
     return hs, final
@@ -158,7 +158,7 @@ def state_passing(own, cum, seq, h0, L, p: Plan):
 
 def bmm(B, C, p: Plan):
     bsz, L, G, N = B.shape
-    nc = triton.cdiv(L, p.Q)
+    nc = cdiv(L, p.Q)
     cb = _f32(bsz, G, nc, p.Q, p.Q, device=B.device)
     per = p.Q // p.block_m
     _bmm_kernel[(nc * per * per, bsz * G)](B, C, cb, L, G, N, nc, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_m,
@@ -169,10 +169,10 @@ def bmm(B, C, p: Plan):
 def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    nc = triton.cdiv(L, p.Q)
+    nc = cdiv(L, p.Q)
     out = torch.empty_like(x)
     y = torch.empty_like(x) if store_y else out
-    _chunk_scan_fwd_kernel[(triton.cdiv(L, p.block_m), bsz * H, triton.cdiv(P, p.block_p))](
+    _chunk_scan_fwd_kernel[(cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p))](
         x, B, C, cb, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
         seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc, lo_offset(cum),
         HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
@@ -242,7 +242,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
                                                  initial_states, seq_idx, dt_softplus, dt_limit,
                                                  tiles=t, deterministic=deterministic))
     p = plan(x, N, chunk_size, block, **(tiles or {}))
-    nc = triton.cdiv(L, p.Q)
+    nc = cdiv(L, p.Q)
     Lp = nc * p.Q
     dev = x.device
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
@@ -251,21 +251,21 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     if z is not None:
         dy, dz = torch.empty_like(x), torch.empty_like(z)
         n = x.numel()
-        _gate_bwd_kernel[(triton.cdiv(n, 1024),)](dout, y, z, dy, dz, n, BLOCK=1024)
+        _gate_bwd_kernel[(cdiv(n, 1024),)](dout, y, z, dy, dz, n, BLOCK=1024)
     else:
         dy = dout.to(x.dtype).contiguous()
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
     adj = chunk_outer(dy, C, dtp, cum, seq, MODE_ADJOINT, p)
     PN = P * N
-    n_blk = triton.cdiv(PN, STATE_BLOCK)
+    n_blk = cdiv(PN, STATE_BLOCK)
     dh0 = _f32(bsz, H, P, N, device=dev)
     fpart = _f32(bsz, H, nc, n_blk, device=dev)
     _state_bwd_kernel[(bsz * H, n_blk)](
         adj, hs, cum, seq if seq is not None else dummy, dfinal if dfinal is not None else dummy, dh0, fpart,
         L, H, Lp, nc, PN, HAS_DFINAL=dfinal is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
 
-    rows = triton.cdiv(L, p.bwd_block_m)
+    rows = cdiv(L, p.bwd_block_m)
     k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
     n_hb = H // k
     dx = torch.empty_like(x)
@@ -276,7 +276,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     cs = torch.zeros_like(rs)
     us, xv, inter = (torch.empty_like(rs, dtype=torch.float32) for _ in range(3))
     common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k,
-                  BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
+                  BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=max(16, next_power_of_2(N)),
                   DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     seq_arg = seq if seq is not None else dummy
     cb = bmm(B, C, p)
