@@ -8,7 +8,8 @@ direction. The cases outside any series go to a bar chart of times.
 import os
 from collections import defaultdict
 
-OURS = "ssm_triton"
+from .report import OURS
+
 # (batch axis, length axis) of each op's shape tuple
 SWEEP_AXES = {"linear_scan": (0, 2), "selective_scan": (0, 2), "ssd": (0, 1)}
 MIN_POINTS = 3
