@@ -8,6 +8,8 @@
 # Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1, PROFILE_SHAPE=1, SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
+# BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried) times BENCH_OPS on that code too, in the same
+#   call and without peers (baseline.json, BASELINE_TIMEOUT seconds): before/after on one machine.
 # mamba_ssm's CUDA selective scan (a peer of selective_scan_fn) is a compiled extension: build selective_scan_cuda for sm_90 from
 #   the sdist's csrc/selective_scan against the GPU machine's torch (2.11, cu130) and Python (3.12), and put the .so in .peers/.
 set -uo pipefail
@@ -41,6 +43,11 @@ if [ -n "${HF_NAMES:-}" ]; then python3 -c "import transformers, transformers.mo
 if [ -z "${SKIP_CHECK:-}" ]; then timeout "${CHECK_TIMEOUT:-300}" python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"; fi
 if [ -z "${SKIP_TESTS:-}" ]; then
   timeout "${TEST_TIMEOUT:-300}" python3 -m pytest $(for f in ${TESTS:-tests}; do echo "$repo/$f"; done) -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"
+fi
+if [ -n "${BASELINE:-}" ] && [ -n "${BENCH_OPS:-}" ]; then   # the earlier code, same ops, its own install
+  rm -rf /tmp/base && python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/base "$repo/$BASELINE" \
+    && PYTHONPATH=/tmp/base timeout "${BASELINE_TIMEOUT:-300}" python3 -m ssm_triton bench --ops $BENCH_OPS --no-peers \
+       --json "$OUT/baseline.json" 2>&1 | tail -60 | tee "$OUT/baseline.txt"
 fi
 if [ -n "${BENCH_OPS:-}" ]; then   # the JSON is rewritten after every case, so a run cut short by the timeout keeps its records
   timeout "${BENCH_TIMEOUT:-540}" python3 -m ssm_triton bench --ops $BENCH_OPS ${BENCH_SWEEP:+--sweep} --json "$OUT/${BENCH_NAME:-bench}.json" ${BENCH_PLOT:+--plot "$OUT"} 2>&1 | tee "$OUT/${BENCH_NAME:-bench}.txt"

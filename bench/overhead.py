@@ -31,13 +31,13 @@ def main():
 
     import ssm_triton
     from ssm_triton.kernels import scan as ks
-    from ssm_triton.kernels.tuning import scan_configs
+    from ssm_triton.kernels.tuning import run_mode
 
     dev = torch.device("cuda")
     a = torch.rand(4, 256, device=dev).requires_grad_()
     b = torch.randn(4, 256, device=dev).requires_grad_()
     g = torch.randn(4, 256, device=dev)
-    cfg = scan_configs(everything=True)[0]
+    cfg = ks.scan_fwd.space((4, 256, torch.float32, None, False, False), run_mode())[0]
     layers = {
         "empty torch op (a + 0)": lambda: a.detach() + 0,
         "bare 2-arg triton kernel": lambda: _copy_one[(1,)](a, g),

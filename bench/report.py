@@ -2,9 +2,9 @@
 
 One table per device and date, one row per (op, shape, dtype, direction): ssm_triton's time and roofline
 fraction, then each peer's time and its time over ours (above 1: we are faster; below 1 is marked
-slower). ``--plot DIR`` redraws the plots from the records. ``--readme README.md`` writes the tables
-between the README's ``bench-tables`` markers instead of printing them: that is how the README's record
-tables are made from ``bench/results/*.json``.
+slower). ``--plot DIR`` redraws the plots from the records. ``--readme docs/benchmarks.md`` writes the tables
+between the ``bench-tables`` markers of that page instead of printing them: that is how the record tables of
+docs/benchmarks.md are made from ``bench/results/*.json``.
 """
 import argparse
 import json
@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 
 OURS = "ssm_triton"
-BEGIN = "<!-- bench-tables:begin (python -m ssm_triton.bench.report bench/results/*.json --readme README.md) -->"
+BEGIN = "<!-- bench-tables:begin (python -m ssm_triton.bench.report bench/results/*.json --readme docs/benchmarks.md) -->"
 END = "<!-- bench-tables:end -->"
 
 

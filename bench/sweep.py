@@ -4,7 +4,7 @@ import torch
 import triton.testing
 
 from ssm_triton.kernels import scan as ks
-from ssm_triton.kernels.tuning import scan_configs
+from ssm_triton.kernels.tuning import run_mode
 
 
 def main():
@@ -20,17 +20,14 @@ def main():
                     "bwd": lambda c: ks.scan_backward(g, a, h, None, False, config=c)}
             for direction, run in runs.items():
                 rows = []
-                for c in scan_configs(everything=True):
+                for c in ks.scan_fwd.space((R, L, dtype, None, False, False), run_mode()):
                     ms = triton.testing.do_bench(lambda: run(c), warmup=25, rep=100, return_mode="median")
                     rows.append((ms, c))
                 rows.sort(key=lambda r: r[0])
-                kernel = ks._scan_fwd_kernel if direction == "fwd" else ks._scan_bwd_kernel
-                picked = kernel.best_config if direction == "fwd" else None
-                best = ", ".join(f"{c.kwargs['BLOCK_R']}x{c.kwargs['BLOCK_L']}/w{c.num_warps}: {ms * 1e3:.1f}us "
+                best = ", ".join(f"{c['BLOCK_R']}x{c['BLOCK_L']}/w{c['num_warps']}: {ms * 1e3:.1f}us "
                                  f"({nbytes[direction] / ms / 1e6:.0f} GB/s)" for ms, c in rows[:4])
                 worst = rows[-1]
-                print(f"R={R} L={L} {str(dtype)[6:]} {direction}: best {best} | worst {worst[0] * 1e3:.1f}us"
-                      + (f" | autotuner picked {picked.kwargs} w{picked.num_warps}" if picked else ""))
+                print(f"R={R} L={L} {str(dtype)[6:]} {direction}: best {best} | worst {worst[0] * 1e3:.1f}us")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def decode_step():
         for warps in (1, 2, 4):
             if block_p * N // (32 * warps) < 4:
                 continue  # fewer than 4 elements a thread
-            t = ms(lambda: su_k.state_update(state, **args, block_p=block_p, num_warps=warps))
+            t = ms(lambda: su_k.state_update(state, **args, config=dict(BLOCK_P=block_p, num_warps=warps)))
             print(f"{block_p:7d} {warps:5d} {t * 1e3:7.1f}   {copy / t:6.1%}")
 
 
@@ -47,9 +47,9 @@ def rmsnorm():
     copy = ms(lambda: x.clone())
     print(f"\nrmsnorm {R}x{D} bf16, gate after: clone of x {copy * 1e3:.1f} us")
     for warps in (None, 4, 8, 16):
-        fwd = ms(lambda: norm_k.rmsnorm_forward(x, w, None, z, 1e-5, D, False, num_warps=warps))
+        fwd = ms(lambda: norm_k.rmsnorm_forward(x, w, None, z, 1e-5, D, False, config=dict(num_warps=warps)))
         _, rstd = norm_k.rmsnorm_forward(x, w, None, z, 1e-5, D, False)
-        bwd = ms(lambda: norm_k.rmsnorm_backward(dy, x, w, None, z, rstd, 1e-5, D, False, num_warps=warps))
+        bwd = ms(lambda: norm_k.rmsnorm_backward(dy, x, w, None, z, rstd, 1e-5, D, False, config=dict(num_warps=warps)))
         # forward moves 3 tensors (1.5 clones), backward 5 (2.5 clones)
         print(f"warps {warps or 'rule':>4}: fwd {fwd * 1e3:6.1f} us ({1.5 * copy / fwd:.0%} of copy), "
               f"bwd {bwd * 1e3:6.1f} us ({2.5 * copy / bwd:.0%} of copy)")

@@ -32,7 +32,7 @@ def main():
                 if not 2 <= bd * tile // (32 * w) <= 32:  # elements per thread
                     continue
                 fwd = lambda s, bl=128: ks.selective_scan_forward(*args, True, None, block_l=bl, store_ckpt=s,
-                                                                  block_d=bd, num_warps=w, fwd_block_l=tile)
+                                                                  config=dict(BLOCK_D=bd, num_warps=w, BLOCK_L=tile))
                 try:
                     t_inf, t_fwd = bench(lambda: fwd(False, tile)), bench(lambda: fwd(True))
                 except Exception as e:  # noqa: BLE001 - a config that fails to compile is reported, not fatal
@@ -45,9 +45,9 @@ def main():
             for bl in (64, 128, 256):
                 if not 2 <= bd * bl // (32 * w) <= 32:
                     continue
-                ckpt = ks.selective_scan_forward(*args, True, None, block_l=bl, block_d=1)[2]
+                ckpt = ks.selective_scan_forward(*args, True, None, block_l=bl, config=dict(BLOCK_D=1))[2]
                 bwd = lambda det: ks.selective_scan_backward(dout, None, *args, True, ckpt, bl, deterministic=det,
-                                                             block_d=bd, num_warps=w)
+                                                             config=dict(BLOCK_D=bd, num_warps=w))
                 try:
                     t_bwd = bench(lambda: bwd(False))
                     t_det = bench(lambda: bwd(True)) if bd >= 2 else float("nan")

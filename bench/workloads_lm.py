@@ -43,6 +43,7 @@ def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
 def reference_ops():
     """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
     from ssm_triton.modules import mamba2, norm
+    from ssm_triton.ops import combined
     from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch, ssd_quadratic_torch
 
     def conv_update(x, conv_state, weight, bias=None, activation=None):
@@ -57,9 +58,10 @@ def reference_ops():
                                          dt_softplus=dt_softplus, dt_limit=dt_limit)
         return (out.to(x.dtype), final) if return_final_states else out.to(x.dtype)
 
-    swaps = [(mamba2, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
-             (norm, "rmsnorm_fn", rmsnorm_torch), (mamba2, "mamba_chunk_scan_combined", ssd),
-             (mamba2, "selective_state_update", _state_update_torch)]
+    # the block's forward is ops.combined's function; its step calls the decode ops and the norm module
+    swaps = [(combined, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
+             (combined, "rmsnorm_fn", rmsnorm_torch), (norm, "rmsnorm_fn", rmsnorm_torch),
+             (combined, "mamba_chunk_scan_combined", ssd), (mamba2, "selective_state_update", _state_update_torch)]
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
     try:
         for mod, name, fn in swaps:

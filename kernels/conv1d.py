@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .activations import silu_and_slope
 from .host import cdiv, next_power_of_2
-from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space
+from .tuning import TunableKernel, bucket
 
 
 @triton.jit
@@ -54,8 +54,12 @@ def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, 
 
 
 @triton.jit
-def _conv_fwd_kernel(X, Wt, BIAS, SEQ, OUT, dim, L, W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-                     SILU: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+def _conv_fwd_kernel(
+    X, Wt, BIAS, SEQ, OUT,            # pointers: X, OUT (b, dim, L); Wt (dim, W); BIAS (dim,), SEQ (b, L) or None
+    dim, L,                           # sizes
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, row_x, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
                                            BLOCK_D, BLOCK_L)
@@ -65,9 +69,13 @@ def _conv_fwd_kernel(X, Wt, BIAS, SEQ, OUT, dim, L, W: tl.constexpr, HAS_BIAS: t
 
 
 @triton.jit
-def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L, W: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
-                         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+def _conv_bwd_pre_kernel(
+    X, Wt, BIAS, SEQ, DOUT,           # pointers: the forward's inputs (BIAS, SEQ may be None), DOUT (b, dim, L)
+    DPRE, DW_PART, DB_PART,           # outputs: the pre-activation's gradient, fp32 partials of dW and dbias
+    dim, L,                           # sizes
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
                                                    BLOCK_D, BLOCK_L)
@@ -86,8 +94,11 @@ def _conv_bwd_pre_kernel(X, Wt, BIAS, SEQ, DOUT, DPRE, DW_PART, DB_PART, dim, L,
 
 
 @triton.jit
-def _conv_bwd_dx_kernel(DPRE, Wt, SEQ, DX, dim, L, W: tl.constexpr, HAS_SEQ: tl.constexpr,
-                        BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+def _conv_bwd_dx_kernel(
+    DPRE, Wt, SEQ, DX,                # pointers (SEQ may be None)
+    dim, L,                           # sizes
+    W: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
     bi, ds, d_ok, s = _tile(dim, BLOCK_D, BLOCK_L)
     row_x = (bi.to(tl.int64) * dim + ds) * L
     row_s = bi.to(tl.int64) * L
@@ -106,8 +117,13 @@ def _conv_bwd_dx_kernel(DPRE, Wt, SEQ, DX, dim, L, W: tl.constexpr, HAS_SEQ: tl.
 
 
 @triton.jit
-def _conv_update_kernel(X, STATE, Wt, BIAS, OUT, dim, L, S, s_b, s_d, s_s, W: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        SILU: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr):
+def _conv_update_kernel(
+    X, STATE, Wt, BIAS, OUT,          # pointers: X, OUT (b, dim, L); STATE (b, dim, S), any strides; BIAS or None
+    dim, L, S,                        # sizes
+    s_b, s_d, s_s,                    # the state's strides
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr,
+):
     """``x (b, d, L)``; the state's last ``S`` entries of ``concat(state, x)`` become the new state."""
     bi = tl.program_id(1)
     ds = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -142,46 +158,71 @@ def _conv_update_kernel(X, STATE, Wt, BIAS, OUT, dim, L, S, s_b, s_d, s_s, W: tl
     tl.store(OUT + row_x[:, None] + t[None, :], acc.to(OUT.dtype.element_ty), mask=d_ok[:, None] & t_ok[None, :])
 
 
-def _blocks(L):
-    if interpreting():
+def _blocks(L, mode):
+    if mode.interpreted:
         return 4, 8
     return 16, min(256, max(16, next_power_of_2(L)))
 
 
-@memoized_space
-def conv_space(L: int, fixed_l: bool = False) -> list[triton.Config]:
-    """The rule (16 channels by up to 256 steps, four warps; the H100 forward ran at 78% of the copy
-    bandwidth with it, 2026-11-25) first, then wider and narrower tiles and eight warps. ``fixed_l``:
-    the step tile sizes a scratch buffer (the backward's first pass), so only channels and warps vary."""
-    bd, bl = _blocks(L)
-    if interpreting():
-        return candidates(dict(BLOCK_D=bd, BLOCK_L=bl), [], num_warps=1)
-    alts = [dict(BLOCK_D=32), dict(num_warps=8), dict(BLOCK_D=32, num_warps=8), dict(BLOCK_D=8)]
-    if not fixed_l:
-        alts += [dict(BLOCK_D=8, BLOCK_L=min(512, 2 * bl)), dict(BLOCK_D=32, BLOCK_L=max(16, bl // 2))]
-    return candidates(dict(BLOCK_D=bd, BLOCK_L=bl), alts, num_warps=4)
+def _rule(problem, mode):
+    """16 channels by up to 256 steps, four warps (the H100 forward ran at 78% of the copy bandwidth
+    with it, 2026-11-25)."""
+    bd, bl = _blocks(problem[2], mode)
+    return dict(BLOCK_D=bd, BLOCK_L=bl, num_warps=1 if mode.interpreted else 4)
 
 
-@memoized_space
-def conv_update_space() -> list[triton.Config]:
-    """The update's rule (32 channels a program, four warps) first, then 64, 16 and 128 channels."""
-    if interpreting():
-        return candidates(dict(BLOCK_D=4), [], num_warps=1)
-    return candidates(dict(BLOCK_D=32), [dict(BLOCK_D=64), dict(BLOCK_D=16), dict(BLOCK_D=128, num_warps=8)], num_warps=4)
+def _channel_alternatives(problem, mode):
+    """Wider and narrower channel tiles and eight warps (the step tile fixed: it sizes a scratch buffer
+    in the backward's first pass)."""
+    return [dict(BLOCK_D=32), dict(num_warps=8), dict(BLOCK_D=32, num_warps=8), dict(BLOCK_D=8)]
 
 
-def _conv_grid(bsz, dim, L):
-    return lambda meta: (cdiv(L, meta["BLOCK_L"]), cdiv(dim, meta["BLOCK_D"]), bsz)
+def _alternatives(problem, mode):
+    bl = _rule(problem, mode)["BLOCK_L"]
+    return _channel_alternatives(problem, mode) + [dict(BLOCK_D=8, BLOCK_L=min(512, 2 * bl)),
+                                                   dict(BLOCK_D=32, BLOCK_L=max(16, bl // 2))]
+
+
+def _key(problem):
+    bsz, dim, L, *rest = problem
+    return (bucket(bsz * dim), bucket(L), *rest)
+
+
+def _grid(problem, kw):
+    bsz, dim, L = problem[:3]
+    return (cdiv(L, kw["BLOCK_L"]), cdiv(dim, kw["BLOCK_D"]), bsz)
+
+
+conv1d_fwd = TunableKernel("conv1d_fwd", _conv_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
+                           grid=_grid, flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"))
+conv1d_bwd_pre = TunableKernel("conv1d_bwd_pre", _conv_bwd_pre_kernel, rule=_rule, alternatives=_channel_alternatives,
+                               key=_key, grid=_grid, fixed=("BLOCK_L",), flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"))
+conv1d_bwd_dx = TunableKernel("conv1d_bwd_dx", _conv_bwd_dx_kernel, rule=_rule, alternatives=_alternatives, key=_key,
+                              grid=_grid, flags=dict(HAS_SEQ="SEQ"))
+
+
+def _update_rule(problem, mode):
+    """32 channels a program, four warps."""
+    return dict(BLOCK_D=4, num_warps=1) if mode.interpreted else dict(BLOCK_D=32, num_warps=4)
+
+
+def _update_alternatives(problem, mode):
+    """64, 16 and 128 channels."""
+    return [dict(BLOCK_D=64), dict(BLOCK_D=16), dict(BLOCK_D=128, num_warps=8)]
+
+
+# the state is updated in place: the tuner restores it around each timed run
+conv1d_update = TunableKernel("conv1d_update", _conv_update_kernel, rule=_update_rule, alternatives=_update_alternatives,
+                              key=_key, grid=lambda p, kw: (cdiv(p[1], kw["BLOCK_D"]), p[0]), restore=("STATE",),
+                              flags=dict(HAS_BIAS="BIAS"))
 
 
 def conv_forward(x, weight, bias, seq_idx, silu):
     bsz, dim, L = x.shape
     out = torch.empty_like(x)
-    key = (bucket(bsz * dim), bucket(L), weight.shape[1], str(x.dtype))
-    launch_tuned("conv1d_fwd", _conv_fwd_kernel, _conv_grid(bsz, dim, L), key,
-                 (x, weight, bias if bias is not None else weight, seq_idx if seq_idx is not None else x, out, dim, L),
-                 dict(W=weight.shape[1], HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=silu),
-                 conv_space(L))
+    W = weight.shape[1]
+    conv1d_fwd.launch((bsz, dim, L, W, x.dtype), X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=out, dim=dim, L=L, W=W,
+                      SILU=silu)
     return out
 
 
@@ -189,20 +230,16 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``."""
     bsz, dim, L = x.shape
     W = weight.shape[1]
-    _, bl = _blocks(L)
-    n_lt = cdiv(L, bl)
+    problem = (bsz, dim, L, W, x.dtype)
+    kw, _ = conv1d_bwd_pre.choose(problem)
+    n_lt = cdiv(L, (kw or conv1d_bwd_pre.space(problem)[0])["BLOCK_L"])   # BLOCK_L is fixed: never tuned
     dpre = torch.empty(x.shape, device=x.device, dtype=torch.float32)
     dw_part = torch.empty((bsz * n_lt, dim, W), device=x.device, dtype=torch.float32)
     db_part = torch.empty((bsz * n_lt, dim), device=x.device, dtype=torch.float32)
-    seq = seq_idx if seq_idx is not None else x
-    key = (bucket(bsz * dim), bucket(L), W, str(x.dtype))
-    launch_tuned("conv1d_bwd_pre", _conv_bwd_pre_kernel, _conv_grid(bsz, dim, L), key,
-                 (x, weight, bias if bias is not None else weight, seq, dout, dpre, dw_part, db_part, dim, L),
-                 dict(W=W, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=silu),
-                 conv_space(L, fixed_l=True), fixed=("BLOCK_L",))
+    conv1d_bwd_pre.launch(problem, X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, DOUT=dout, DPRE=dpre, DW_PART=dw_part,
+                          DB_PART=db_part, dim=dim, L=L, W=W, SILU=silu)
     dx = torch.empty_like(x)
-    launch_tuned("conv1d_bwd_dx", _conv_bwd_dx_kernel, _conv_grid(bsz, dim, L), key, (dpre, weight, seq, dx, dim, L),
-                 dict(W=W, HAS_SEQ=seq_idx is not None), conv_space(L))
+    conv1d_bwd_dx.launch(problem, DPRE=dpre, Wt=weight, SEQ=seq_idx, DX=dx, dim=dim, L=L, W=W)
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None
 
 
@@ -211,11 +248,9 @@ def conv_update(x, conv_state, weight, bias, silu):
     bsz, dim, L = x.shape
     S = conv_state.shape[-1]
     out = torch.empty_like(x)
-    key = (bucket(bsz * dim), bucket(L), S, str(x.dtype), str(conv_state.dtype))
-    # the state is updated in place: the tuner restores it around each timed run
-    launch_tuned("conv1d_update", _conv_update_kernel, lambda meta: (cdiv(dim, meta["BLOCK_D"]), bsz), key,
-                 (x, conv_state, weight, bias if bias is not None else weight, out, dim, L, S, *conv_state.stride()),
-                 dict(W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
-                      BLOCK_S=next_power_of_2(S), BLOCK_L=next_power_of_2(L)),
-                 conv_update_space(), restore=("STATE",))
+    W = weight.shape[1]
+    conv1d_update.launch((bsz, dim, L, S, x.dtype, conv_state.dtype), X=x, STATE=conv_state, Wt=weight, BIAS=bias,
+                         OUT=out, dim=dim, L=L, S=S, s_b=conv_state.stride(0), s_d=conv_state.stride(1),
+                         s_s=conv_state.stride(2), W=W, SILU=silu, BLOCK_S=next_power_of_2(S),
+                         BLOCK_L=next_power_of_2(L))
     return out

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .host import cdiv, next_power_of_2
 from .precision import acc_dtypes
-from .tuning import bucket, discretize_configs, launch
+from .tuning import Kernel, TunableKernel, bucket
 
 METHODS = {"zoh": 0, "mamba": 1, "bilinear": 2}
 
@@ -97,22 +97,15 @@ def _partials(dt, a, METHOD: tl.constexpr):
     return a * e, dt * e, e, dt * dt * _phi1_prime(z, e), dt * _phi1(z, e)
 
 
-def _prune(configs, named_args, **kwargs):
-    # keep the tile of (L, N) values within a register budget
-    bn = named_args["BLOCK_N"] if "BLOCK_N" in named_args else kwargs["BLOCK_N"]
-    kept = [c for c in configs if c.kwargs["BLOCK_L"] * bn <= 8192]
-    return kept or configs[:1]
-
-
-@triton.autotune(configs=discretize_configs(), key=["L_BUCKET", "BLOCK_N"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _discretize_fwd_kernel(
-    DT, A, B, ABAR, BBAR, D, L, N, L_BUCKET,
+    DT, A, B, ABAR, BBAR,             # pointers: DT (b, dim, L), A (dim, N), B (b, N, L), outputs (b, dim, L, N)
+    dim, L, N,                        # sizes
     METHOD: tl.constexpr, ACC: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0)  # flattened (batch, dim)
-    bi = row // D
-    di = row % D
+    bi = row // dim
+    di = row % dim
     t = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     n = tl.arange(0, BLOCK_N)
     t_ok = t < L
@@ -129,7 +122,9 @@ def _discretize_fwd_kernel(
 
 @triton.jit
 def _discretize_bwd_kernel(
-    DT, A, B, GABAR, GBBAR, DDT, DA_PART, DB_PART, D, L, N, D_PER_SPLIT,
+    DT, A, B, GABAR, GBBAR,           # pointers: inputs as the forward's; GABAR, GBBAR or None
+    DDT, DA_PART, DB_PART,            # outputs: DDT (b, dim, L); fp32 partials of dA and dB
+    dim, L, N, D_PER_SPLIT,           # sizes
     METHOD: tl.constexpr, ACC: tl.constexpr, HAS_GA: tl.constexpr, HAS_GB: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -151,10 +146,10 @@ def _discretize_bwd_kernel(
     for j in range(D_PER_SPLIT):
         di = d_lo + j
         # channel-in-range as vectors: the interpreter rejects a scalar bool mixed into a mask
-        dt_ok = t_ok & ((t * 0 + di) < D)
-        dn_ok = n_ok & ((n * 0 + di) < D)
+        dt_ok = t_ok & ((t * 0 + di) < dim)
+        dn_ok = n_ok & ((n * 0 + di) < dim)
         d_ok = dt_ok[:, None] & dn_ok[None, :]
-        row = bi.to(tl.int64) * D + di
+        row = bi.to(tl.int64) * dim + di
         dt = tl.load(DT + row * L + t, mask=dt_ok, other=0.0).to(ACC)
         a = tl.load(A + di * N + n, mask=dn_ok, other=0.0).to(ACC)
         dA_ddt, dA_da, dk_ddt, dk_da, k = _partials(dt[:, None], a[None, :], METHOD)
@@ -171,56 +166,76 @@ def _discretize_bwd_kernel(
             g_a += gb * b * dk_da
             db += gb * k
         tl.store(DDT + row * L + t, tl.sum(g_dt, axis=1).to(DDT.dtype.element_ty), mask=dt_ok)
-        part = ((bi.to(tl.int64) * n_lt + lt) * D + di) * N + n
+        part = ((bi.to(tl.int64) * n_lt + lt) * dim + di) * N + n
         tl.store(DA_PART + part, tl.sum(g_a, axis=0), mask=dn_ok)
     db_out = ((split.to(tl.int64) * tl.num_programs(0) + bi) * N + n[None, :]) * L + t[:, None]
     tl.store(DB_PART + db_out, db, mask=ok)
 
 
-def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: triton.Config | None = None):
+discretize_bwd = Kernel(_discretize_bwd_kernel, flags=dict(HAS_GA="GABAR", HAS_GB="GBBAR"))
+
+
+def _fwd_rule(problem, mode):
+    return dict(BLOCK_L=8, num_warps=1) if mode.interpreted else dict(BLOCK_L=32, num_warps=4)
+
+
+def _fwd_alternatives(problem, mode):
+    # tiles of (L, N) values within a register budget
+    block_n = problem[3]
+    return [dict(BLOCK_L=l, num_warps=w) for l in (32, 16, 64, 128) for w in (4, 2, 8) if l * block_n <= 8192]
+
+
+def _fwd_key(problem):
+    rows, L, N, block_n, *types = problem
+    return (bucket(L), block_n, *types)
+
+
+discretize_fwd = TunableKernel(
+    "discretize_fwd_kernel", _discretize_fwd_kernel, rule=_fwd_rule, alternatives=_fwd_alternatives, key=_fwd_key,
+    grid=lambda problem, kw: (problem[0], cdiv(problem[1], kw["BLOCK_L"])))
+
+
+def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: dict | None = None):
     """``dt (b, d, L)``, ``A (d, N)``, ``B (b, N, L)``, contiguous -> ``(Abar, Bbar)`` each ``(b, d, L, N)``.
-    ``config`` bypasses autotuning (tests use it to run every config)."""
-    bsz, D, L = dt.shape
+    ``config`` (launch keywords) bypasses autotuning (tests use it to run every candidate)."""
+    bsz, dim, L = dt.shape
     N = A.shape[1]
-    abar = torch.empty((bsz, D, L, N), device=dt.device, dtype=out_dtype)
+    abar = torch.empty((bsz, dim, L, N), device=dt.device, dtype=out_dtype)
     bbar = torch.empty_like(abar)
     if abar.numel() == 0:
         return abar, bbar
-    consts = dict(METHOD=METHODS[method], ACC=acc_dtypes(dt, A, B)[0], BLOCK_N=next_power_of_2(N))
-    key = (L, N, dt.dtype, out_dtype, consts["ACC"], method)
-    launch(_discretize_fwd_kernel, lambda meta: (bsz * D, cdiv(L, meta["BLOCK_L"])), key,
-           dt, A, B, abar, bbar, D, L, N, bucket(L), config=config, **consts)
+    acc = acc_dtypes(dt, A, B)[0]
+    block_n = next_power_of_2(N)
+    discretize_fwd.launch((bsz * dim, L, N, block_n, str(dt.dtype), str(out_dtype), str(acc), method), config,
+                          DT=dt, A=A, B=B, ABAR=abar, BBAR=bbar, dim=dim, L=L, N=N,
+                          METHOD=METHODS[method], ACC=acc, BLOCK_N=block_n)
     return abar, bbar
 
 
-def _backward_blocks(bsz, D, L, N, on_gpu):
+def _backward_blocks(bsz, dim, L, N, on_gpu):
     block_n = next_power_of_2(N)
     block_l = max(1, min(next_power_of_2(L), 4096 // block_n, 64 if on_gpu else 8))
     n_lt = cdiv(L, block_l)
     # Enough programs to fill a GPU; under the interpreter fewer, larger loops are cheaper.
-    splits = max(1, min(D, cdiv(1024, bsz * n_lt))) if on_gpu else max(1, min(D, 2))
+    splits = max(1, min(dim, cdiv(1024, bsz * n_lt))) if on_gpu else max(1, min(dim, 2))
     return block_l, block_n, n_lt, splits
 
 
 def discretize_backward(g_abar, g_bbar, dt, A, B, method: str):
     """Gradients of :func:`discretize_forward`; either output gradient may be None.
     Returns ``(ddt (b, d, L), dA (d, N), dB (b, N, L))``, dA and dB in the accumulation dtype."""
-    bsz, D, L = dt.shape
+    bsz, dim, L = dt.shape
     N = A.shape[1]
     ddt = torch.empty_like(dt)
     if dt.numel() == 0 or N == 0:
         return ddt.zero_(), torch.zeros_like(A), torch.zeros_like(B)
-    block_l, block_n, n_lt, splits = _backward_blocks(bsz, D, L, N, dt.is_cuda)
-    d_per = cdiv(D, splits)
-    splits = cdiv(D, d_per)
+    block_l, block_n, n_lt, splits = _backward_blocks(bsz, dim, L, N, dt.is_cuda)
+    d_per = cdiv(dim, splits)
+    splits = cdiv(dim, d_per)
     acc, acc_torch = acc_dtypes(dt, A, B)
-    da_part = torch.empty((bsz, n_lt, D, N), device=dt.device, dtype=acc_torch)
+    da_part = torch.empty((bsz, n_lt, dim, N), device=dt.device, dtype=acc_torch)
     db_part = torch.empty((splits, bsz, N, L), device=dt.device, dtype=acc_torch)
-    dummy = g_abar if g_abar is not None else g_bbar
-    _discretize_bwd_kernel[(bsz, n_lt, splits)](
-        dt, A, B, g_abar if g_abar is not None else dummy, g_bbar if g_bbar is not None else dummy,
-        ddt, da_part, db_part, D, L, N, d_per,
-        METHOD=METHODS[method], ACC=acc, HAS_GA=g_abar is not None, HAS_GB=g_bbar is not None,
-        BLOCK_L=block_l, BLOCK_N=block_n,
-    )
+    discretize_bwd((bsz, n_lt, splits), DT=dt, A=A, B=B, GABAR=g_abar, GBBAR=g_bbar, DDT=ddt, DA_PART=da_part,
+                   DB_PART=db_part, dim=dim, L=L, N=N, D_PER_SPLIT=d_per, METHOD=METHODS[method], ACC=acc,
+                   BLOCK_L=block_l, BLOCK_N=block_n)
     return ddt, da_part.sum(dim=(0, 1)), db_part.sum(dim=0)

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .host import cdiv
 from .precision import acc_dtypes
-from .tuning import bucket, launch, scan_configs
+from .tuning import TunableKernel, bucket
 
 
 @triton.jit
@@ -31,10 +31,10 @@ def _tile_index(i, n_tiles, BACKWARDS: tl.constexpr):
     return i
 
 
-@triton.autotune(configs=scan_configs(), key=["L_BUCKET", "R_BUCKET"])
 @triton.jit
 def _scan_fwd_kernel(
-    A, B, H, H0, R, L, L_BUCKET, R_BUCKET,
+    A, B, H, H0,                      # pointers: (R, L) rows, H0 (R,) or None
+    R, L,                             # sizes
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -62,10 +62,10 @@ def _scan_fwd_kernel(
         carry = tl.sum(tl.where(lane[None, :] == out_lane, h, 0.0), axis=1)
 
 
-@triton.autotune(configs=scan_configs(), key=["L_BUCKET", "R_BUCKET"])
 @triton.jit
 def _scan_bwd_kernel(
-    G, A, H, H0, DA, DB, DH0, R, L, L_BUCKET, R_BUCKET,
+    G, A, H, H0, DA, DB, DH0,         # pointers: (R, L) rows; H0, DH0 (R,) or None
+    R, L,                             # sizes
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -107,28 +107,58 @@ def _scan_bwd_kernel(
         tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
 
 
-def _row_grid(R: int):
-    return lambda meta: (cdiv(R, meta["BLOCK_R"]),)
+# (rows per program, tile length, warps); the first is the rule.
+# 1x2048 with 8 warps ranked in the top four of these ten in 9 of the 12 (size, dtype, direction) cases
+# of the H100 sweep (python -m ssm_triton.bench.sweep, 2026-11-23), more than any other; in the other
+# three the tuned choice is faster.
+TILES = [(1, 2048, 8), (1, 1024, 4), (1, 4096, 8), (2, 1024, 4), (2, 2048, 8),
+         (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8), (16, 128, 4)]
+
+
+def _tile(r, l, w):
+    return dict(BLOCK_R=r, BLOCK_L=l, num_warps=w)
+
+
+def _rule(problem, mode):
+    return _tile(2, 16, 1) if mode.interpreted else _tile(*TILES[0])
+
+
+def _alternatives(problem, mode):
+    return [_tile(*t) for t in TILES[1:]]
+
+
+def _key(problem):
+    R, L, dtype, acc, has_h0, reverse = problem
+    return bucket(L), bucket(R), dtype, str(acc), has_h0, reverse
+
+
+def _grid(problem, kw):
+    return (cdiv(problem[0], kw["BLOCK_R"]),)
+
+
+scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives, key=_key,
+                         flags=dict(HAS_H0="H0"))
+scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives, key=_key,
+                         flags=dict(HAS_H0="H0"))
 
 
 def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
-                 config: triton.Config | None = None) -> torch.Tensor:
+                 config: dict | None = None) -> torch.Tensor:
     """``a, b``: contiguous ``(R, L)``; ``h0``: contiguous ``(R,)`` or None. Returns ``h (R, L)`` in b's dtype.
-    ``config`` bypasses autotuning (tests use it to run every config)."""
+    ``config`` (launch keywords) bypasses autotuning (tests use it to run every candidate)."""
     R, L = b.shape
     h = torch.empty_like(b)
     if h.numel() == 0:
         return h
     acc = acc_dtypes(a, b, h0)[0]
-    key = (L, R, b.dtype, acc, h0 is not None, reverse)
-    launch(_scan_fwd_kernel, _row_grid(R), key, a, b, h, h0 if h0 is not None else b, R, L, bucket(L), bucket(R),
-           config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
+    scan_fwd.launch((R, L, b.dtype, acc, h0 is not None, reverse), config,
+                    A=a, B=b, H=h, H0=h0, R=R, L=L, REVERSE=reverse, ACC=acc)
     return h
 
 
 def scan_backward(
     grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
-    config: triton.Config | None = None,
+    config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of :func:`scan_forward`. All ``(R, L)`` contiguous; returns ``(da, db, dh0 or None)``."""
     R, L = h.shape
@@ -140,8 +170,6 @@ def scan_backward(
             dh0.zero_()
         return da, db, dh0
     acc = acc_dtypes(a, h, h0)[0]
-    key = (L, R, h.dtype, acc, h0 is not None, reverse)
-    launch(_scan_bwd_kernel, _row_grid(R), key, grad, a, h, h0 if h0 is not None else h, da, db,
-           dh0 if dh0 is not None else h, R, L, bucket(L), bucket(R),
-           config=config, HAS_H0=h0 is not None, REVERSE=reverse, ACC=acc)
+    scan_bwd.launch((R, L, h.dtype, acc, h0 is not None, reverse), config,
+                    G=grad, A=a, H=h, H0=h0, DA=da, DB=db, DH0=dh0, R=R, L=L, REVERSE=reverse, ACC=acc)
     return da, db, dh0

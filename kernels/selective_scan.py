@@ -11,6 +11,8 @@ states never do.
 ``B`` and ``C`` arrive as ``(b, G, N, L)`` (variable, ``G = 1`` for the ungrouped layout) or
 ``(d, N)`` (fixed). ``BLOCK_D`` divides the channels per group, so a program reads one group.
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -18,19 +20,19 @@ import triton.language as tl
 from .activations import softplus
 from .host import cdiv, next_power_of_2
 from .scan import first_order_combine
-from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space, override
+from .tuning import TunableKernel, bucket, run_mode
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def _bc_row(M, bi, gi, dd, d_ok, n, t, t_ok, s_b, s_g, s_n, s_l, FIXED: tl.constexpr, EVEN: tl.constexpr):
+def _bc_row(M, bi, gi, ds, d_ok, n, t, t_ok, s_b, s_g, s_n, s_l, FIXED: tl.constexpr, EVEN: tl.constexpr):
     """State ``n`` of ``B`` or ``C``: ``(1, BLOCK_L)`` along time when variable, ``(BLOCK_D, 1)`` per channel
     when fixed. ``EVEN``: the chunks tile ``L`` exactly, so the time mask (a select per element in the
     innermost loop) is dropped. One return after the branch: Triton checks every return's shape, even
     under a constexpr ``if``."""
     if FIXED:
-        row = tl.load(M + dd * s_n + n, mask=d_ok, other=0.0)[:, None]
+        row = tl.load(M + ds * s_n + n, mask=d_ok, other=0.0)[:, None]
     elif EVEN:
         row = tl.load(M + bi.to(tl.int64) * s_b + gi * s_g + n * s_n + t * s_l)[None, :]
     else:
@@ -98,39 +100,44 @@ def _chunk(row, i, lane, d_ok, L, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
-def _ckpt_offsets(bi, dim, dd, n_chunks, i, N, ns):
+def _ckpt_offsets(bi, dim, ds, n_chunks, i, N, ns):
     """Where chunk ``i``'s entering state lives in ``ckpt (b, d, n_chunks, N)``."""
-    return ((bi.to(tl.int64) * dim + dd[:, None]) * n_chunks + i) * N + ns[None, :]
+    return ((bi.to(tl.int64) * dim + ds[:, None]) * n_chunks + i) * N + ns[None, :]
 
 
 @triton.jit
-def _channel_block(D, DBIAS, dim, N, per_group, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr):
-    """What a program (batch row, block of channels) holds for its whole walk along time: indices,
-    masks, ``D`` and ``delta_bias`` (zeros when absent), and the offsets of its ``(BLOCK_D, BLOCK_N)`` states."""
+def _channels(dim, per_group, BLOCK_D: tl.constexpr):
+    """A program's batch row, channel block, channels, their group and which channels are real."""
     bi = tl.program_id(0)
     pd = tl.program_id(1)
-    dd = pd * BLOCK_D + tl.arange(0, BLOCK_D)
-    gi = (pd * BLOCK_D) // per_group
+    ds = pd * BLOCK_D + tl.arange(0, BLOCK_D)
+    return bi, pd, ds, (pd * BLOCK_D) // per_group, ds < dim
+
+
+@triton.jit
+def _state_tile(bi, ds, d_ok, dim, N, BLOCK_N: tl.constexpr):
+    """The program's ``(BLOCK_D, BLOCK_N)`` states: their indices, mask and offsets in a ``(b, dim, N)`` tensor."""
     ns = tl.arange(0, BLOCK_N)
-    lane = tl.arange(0, BLOCK_L)
-    d_ok = dd < dim
-    dn_ok = d_ok[:, None] & (ns < N)[None, :]
-    state_off = (bi.to(tl.int64) * dim + dd[:, None]) * N + ns[None, :]
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(DBIAS + dd, mask=d_ok, other=0.0).to(tl.float32)
-    skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        skip = tl.load(D + dd, mask=d_ok, other=0.0).to(tl.float32)
-    return bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip
+    return ns, d_ok[:, None] & (ns < N)[None, :], (bi.to(tl.int64) * dim + ds[:, None]) * N + ns[None, :]
+
+
+@triton.jit
+def _per_channel(PTR, ds, d_ok, PRESENT: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A ``(dim,)`` parameter's values for the program's channels, zeros when it is absent."""
+    if PRESENT:
+        return tl.load(PTR + ds, mask=d_ok, other=0.0).to(tl.float32)
+    return tl.zeros([BLOCK_D], dtype=tl.float32)
 
 
 @triton.jit
 def _selective_scan_fwd_kernel(
+    # pointers (D, Z, DBIAS, H0 may be None)
     U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT,
+    # sizes
     dim, L, N, per_group, n_ckpt,
+    # strides of B and C as (batch, group, state, step)
     sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+    # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -148,12 +155,15 @@ def _selective_scan_fwd_kernel(
     and chunk; on the H100 the memory carry took the forward from 1.24 to 1.01 ms (L 2048, 512 steps
     per chunk). The same masked stores write a checkpoint every ``CKPT_L`` steps (the backward's
     chunk), so the forward's chunk can be longer than the backward's."""
-    bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
-        D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
+    bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
+    ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
+    bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
+    skip = _per_channel(D, ds, d_ok, HAS_D, BLOCK_D)
+    lane = tl.arange(0, BLOCK_L)
     tl.store(LAST + state_off, _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N), mask=dn_ok)
     tl.debug_barrier()
-    row = (bi.to(tl.int64) * dim + dd) * L
-    chan_n = (bi.to(tl.int64) * dim + dd) * N
+    row = (bi.to(tl.int64) * dim + ds) * L
+    chan_n = (bi.to(tl.int64) * dim + ds) * N
     carry_ok = d_ok[:, None] & (lane == BLOCK_L - 1)[None, :]
     SPLIT: tl.constexpr = BLOCK_L // CKPT_L
     n_chunks = tl.cdiv(L, BLOCK_L)
@@ -161,10 +171,10 @@ def _selective_scan_fwd_kernel(
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         if STORE_CKPT:
             # the state entering this chunk, then the one after each CKPT_L steps inside it
-            tl.store(CKPT + _ckpt_offsets(bi, dim, dd, n_ckpt, i * SPLIT, N, ns),
+            tl.store(CKPT + _ckpt_offsets(bi, dim, ds, n_ckpt, i * SPLIT, N, ns),
                      tl.load(LAST + state_off, mask=dn_ok), mask=dn_ok)
             ck = i * SPLIT + lane // CKPT_L + 1
-            ck_off = ((bi.to(tl.int64) * dim + dd[:, None]) * n_ckpt + ck[None, :]) * N
+            ck_off = ((bi.to(tl.int64) * dim + ds[:, None]) * n_ckpt + ck[None, :]) * N
             ck_ok = d_ok[:, None] & ((lane % CKPT_L == CKPT_L - 1) & (lane < BLOCK_L - 1) & (ck < n_ckpt))[None, :]
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
@@ -174,9 +184,9 @@ def _selective_scan_fwd_kernel(
         for n in range(N):
             h_n = tl.load(LAST + chan_n + n, mask=d_ok, other=0.0)
             # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
-            a2_n = tl.load(A + dd * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
-            b_n = _bc_row(B, bi, gi, dd, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_n = _bc_row(C, bi, gi, dd, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
+            b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+            c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             a_cum, b_cum = tl.associative_scan((tl.exp2(dt * a2_n[:, None]), dtu * b_n), 1, first_order_combine)
             hs = a_cum * h_n[:, None] + b_cum
             y += hs * c_n
@@ -192,10 +202,14 @@ def _selective_scan_fwd_kernel(
 
 @triton.jit
 def _selective_scan_bwd_kernel(
+    # pointers: inputs (D, Z, DBIAS, DLAST may be None), then gradients and partial sums (DZ iff Z)
     U, DELTA, A, B, C, D, Z, DBIAS, CKPT, DOUT, DLAST,
     DU, DDELTA, DZ, DA_PART, DD_PART, DBIAS_PART, DB, DC, DH0,
+    # sizes
     dim, L, N, per_group, n_dblocks, n_groups,
+    # strides of B and C as (batch, group, state, step)
     sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+    # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -212,19 +226,22 @@ def _selective_scan_bwd_kernel(
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
     are always per-program partials."""
-    bi, pd, dd, gi, ns, lane, d_ok, dn_ok, state_off, bias, skip = _channel_block(
-        D, DBIAS, dim, N, per_group, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_L, BLOCK_N)
+    bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
+    ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
+    bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
+    skip = _per_channel(D, ds, d_ok, HAS_D, BLOCK_D)
+    lane = tl.arange(0, BLOCK_L)
     # mu (what enters each chunk from the one after) is carried in DH0 and the dA sums in DA_PART, as
     # the forward carries its states in LAST; it starts as the last state's gradient
     tl.store(DH0 + state_off, _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N), mask=dn_ok)
     tl.store(DA_PART + state_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
     tl.debug_barrier()
-    chan_n = (bi.to(tl.int64) * dim + dd) * N
+    chan_n = (bi.to(tl.int64) * dim + ds) * N
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_skip = tl.zeros([BLOCK_D], dtype=tl.float32)
     g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    row = (bi.to(tl.int64) * dim + dd) * L
+    row = (bi.to(tl.int64) * dim + ds) * L
     n_chunks = tl.cdiv(L, BLOCK_L)
     # step t's lane reads step t+1's decay; the last lane its own (unused: what follows it is in DH0)
     next_lane = tl.broadcast_to(tl.minimum(lane + 1, BLOCK_L - 1)[None, :], [BLOCK_D, BLOCK_L])
@@ -240,7 +257,7 @@ def _selective_scan_bwd_kernel(
     for j in range(n_chunks):
         i = n_chunks - 1 - j
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
-        ckpt_n = CKPT + ((bi.to(tl.int64) * dim + dd) * n_chunks + i) * N
+        ckpt_n = CKPT + ((bi.to(tl.int64) * dim + ds) * n_chunks + i) * N
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
         dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
         dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
@@ -255,10 +272,10 @@ def _selective_scan_bwd_kernel(
         dx = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)    # sum_n lam B: d/d(dt u)
         d_dt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum_n lam A exp(dt A) h_{t-1}
         for n in range(N):
-            a_n = tl.load(A + dd * N + n, mask=d_ok, other=0.0).to(tl.float32)
+            a_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32)
             a2_n = a_n * LOG2E
-            b_n = _bc_row(B, bi, gi, dd, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_n = _bc_row(C, bi, gi, dd, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+            c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             decay = tl.exp2(dt * a2_n[:, None])
             drive = dtu * b_n
             a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
@@ -300,7 +317,7 @@ def _selective_scan_bwd_kernel(
         tl.debug_barrier()  # this chunk's carries, stored by one lane, are read by all in the next
     # after the walk DH0 holds mu at the first step, the adjoint carried back through it: the initial
     # state's gradient
-    chan = bi.to(tl.int64) * dim + dd
+    chan = bi.to(tl.int64) * dim + ds
     tl.store(DD_PART + chan, g_skip, mask=d_ok)
     tl.store(DBIAS_PART + chan, g_bias, mask=d_ok)
     if B_FIXED:
@@ -328,10 +345,10 @@ def _layout(dim, B, C):
     return Bg, b_fixed, sb, Cg, c_fixed, sc, groups, dim // groups
 
 
-def default_block_d(groups: int, per_group: int, dim: int, limit: int = 1) -> int:
+def default_block_d(groups: int, per_group: int, dim: int, mode, limit: int = 1) -> int:
     """Channels per program: a power of two up to ``limit``, dividing the channels per group when there
     are several groups (a program reads one group). Under the interpreter 4, so tests cover several rows."""
-    limit = 4 if interpreting() else limit
+    limit = 4 if mode.interpreted else limit
     if groups == 1:
         return min(limit, next_power_of_2(dim))
     block = 1
@@ -340,22 +357,24 @@ def default_block_d(groups: int, per_group: int, dim: int, limit: int = 1) -> in
     return block
 
 
-def plan_block_l(L: int) -> int:
-    """Steps per checkpoint, which is the backward's chunk: a pure function of ``L``, so fake (meta)
-    kernels can size the checkpoints. Short under the interpreter so that tests cross several chunks.
-    On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the backward was
-    fastest at 128 steps with one warp: 4.66 ms, against 4.75 at 256 and 5.86 at 64 (measured on a
-    version that took ``h_{t-1}`` as ``h_t - dt B u``; the exact shift it uses now costs ~0.3 ms more)."""
-    return max(1, min(next_power_of_2(max(L, 1)), 16 if interpreting() else 128))
+def plan_block_l(L: int, mode=None) -> int:
+    """Steps per checkpoint, which is the backward's chunk: a pure function of ``L`` and the mode, so
+    fake (meta) kernels can size the checkpoints. Short under the interpreter so that tests cross
+    several chunks. On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the
+    backward was fastest at 128 steps with one warp: 4.66 ms, against 4.75 at 256 and 5.86 at 64
+    (measured on a version that took ``h_{t-1}`` as ``h_t - dt B u``; the exact shift it uses now costs
+    ~0.3 ms more)."""
+    mode = mode or run_mode()
+    return max(1, min(next_power_of_2(max(L, 1)), 16 if mode.interpreted else 128))
 
 
-def plan_forward_block_l(L: int, ckpt_l: int) -> int:
+def plan_forward_block_l(L: int, ckpt_l: int, mode) -> int:
     """The forward's chunk: a multiple of the checkpoint interval ``ckpt_l`` (its masked stores write the
     checkpoints inside it). Longer chunks amortise the per-state work of each chunk: on the H100 (same
     shape, one warp, a checkpoint every 128 steps) 512-step chunks took 1.06 ms, 256 1.39, 128 1.47 and
     1024 1.50; without checkpoints 512 took 0.97 ms. Under the interpreter
     twice the checkpoint interval, so tests write checkpoints from inside a chunk."""
-    target = 2 * ckpt_l if interpreting() else 512
+    target = 2 * ckpt_l if mode.interpreted else 512
     return max(ckpt_l, min(next_power_of_2(max(L, 1)), target))
 
 
@@ -370,52 +389,102 @@ def _block_d_ok(block_d: int, groups: int, per_group: int, dim: int) -> bool:
     return block_d <= next_power_of_2(dim)
 
 
-@memoized_space
-def forward_space(L, dim, groups, per_group, ckpt_l):
-    """Candidate launches of the forward: the rule (one channel, one warp, ``plan_forward_block_l``)
-    first, then the runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps,
-    half and twice the chunk."""
-    tile = plan_forward_block_l(L, ckpt_l)
-    rule = dict(BLOCK_D=default_block_d(groups, per_group, dim), BLOCK_L=tile, EVEN=L % tile == 0)
-    if interpreting():
-        return candidates(rule, [], num_warps=1)
-    alts = [dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
-            dict(BLOCK_L=tile * 2)]
-    space = []
-    for alt in alts:
+class ScanProblem(NamedTuple):
+    """What the selective scan's rules, keys and grids read."""
+    bsz: int
+    dim: int
+    L: int
+    N: int
+    groups: int
+    per_group: int
+    ckpt_l: int
+    b_fixed: bool
+    c_fixed: bool
+    flag: bool          # forward: checkpoints stored; backward: deterministic
+    dtype: torch.dtype
+
+
+def _fwd_rule(p: ScanProblem, mode):
+    """One channel, one warp, ``plan_forward_block_l``."""
+    tile = plan_forward_block_l(p.L, p.ckpt_l, mode)
+    return dict(BLOCK_D=default_block_d(p.groups, p.per_group, p.dim, mode), BLOCK_L=tile, EVEN=p.L % tile == 0,
+                num_warps=1)
+
+
+def _fwd_alternatives(p: ScanProblem, mode):
+    """The runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps, half and
+    twice the chunk."""
+    rule = _fwd_rule(p, mode)
+    tile = rule["BLOCK_L"]
+    out = []
+    for alt in (dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
+                dict(BLOCK_L=tile * 2)):
         kw = {**rule, **alt}
-        if kw["BLOCK_L"] < ckpt_l or kw["BLOCK_L"] % ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
+        if kw["BLOCK_L"] < p.ckpt_l or kw["BLOCK_L"] % p.ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
             continue
-        if _block_d_ok(kw["BLOCK_D"], groups, per_group, dim):
-            space.append({**kw, "EVEN": L % kw["BLOCK_L"] == 0})
-    return candidates(rule, space, num_warps=1)
+        if _block_d_ok(kw["BLOCK_D"], p.groups, p.per_group, p.dim):
+            out.append({**kw, "EVEN": p.L % kw["BLOCK_L"] == 0})
+    return out
 
 
-@memoized_space
-def backward_space(L, dim, groups, per_group, block_l, deterministic):
-    """Candidate launches of the backward (its chunk is the checkpoint interval, fixed). With atomics:
-    one or two channels, one or two warps. Deterministic: the rule only."""
-    rule = dict(BLOCK_D=default_block_d(groups, per_group, dim, limit=2 if deterministic else 1))
+def _bwd_rule(p: ScanProblem, mode):
+    # deterministic partials take one (N, L) slice per program: more channels per program keep them
+    # smaller (H100 sweep, 2026-11-25, 128-step chunks: 8.3 ms at 2 channels, 8.5 at 4, against 4.66 ms
+    # with atomics at 1)
+    return dict(BLOCK_D=default_block_d(p.groups, p.per_group, p.dim, mode, limit=2 if p.flag else 1), num_warps=1)
+
+
+def _bwd_alternatives(p: ScanProblem, mode):
+    """With atomics: one or two channels, one or two warps. Deterministic: the rule only, so that the
+    result is the same from run to run and machine to machine."""
+    if p.flag:
+        return []
     alts = [dict(num_warps=2)]
-    if not deterministic and _block_d_ok(2, groups, per_group, dim):
+    if _block_d_ok(2, p.groups, p.per_group, p.dim):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
-    # deterministic: the rule only, so that the result is the same from run to run and machine to machine
-    return candidates(rule, [] if interpreting() or deterministic else alts, num_warps=1)
+    return alts
+
+
+def _key(p: ScanProblem):
+    return (bucket(p.bsz * p.dim), bucket(p.L), p.N, p.groups > 1, p.b_fixed, p.c_fixed, p.flag, str(p.dtype))
+
+
+def _grid(p: ScanProblem, kw):
+    return (p.bsz, cdiv(p.dim, kw["BLOCK_D"]))
+
+
+_OPTIONAL = dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DBIAS")
+selective_scan_fwd = TunableKernel("selective_scan_fwd", _selective_scan_fwd_kernel, rule=_fwd_rule,
+                                   alternatives=_fwd_alternatives, key=_key, grid=_grid,
+                                   flags=dict(_OPTIONAL, HAS_H0="H0"))
+# dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs (a
+# fixed B or C, and the deterministic partials, are written whole, so re-zeroing them costs nothing wrong)
+selective_scan_bwd = TunableKernel("selective_scan_bwd", _selective_scan_bwd_kernel, rule=_bwd_rule,
+                                   alternatives=_bwd_alternatives, key=_key, grid=_grid, zero=("DB", "DC"),
+                                   flags=dict(_OPTIONAL, HAS_DLAST="DLAST"))
+
+
+def _strides_bc(sb, sc) -> dict:
+    return dict(zip(("sb_b", "sb_g", "sb_n", "sb_l", "sc_b", "sc_g", "sc_n", "sc_l"), (*sb, *sc)))
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, block_d=None, num_warps=None, fwd_block_l=None):
+                           store_ckpt=True, config=None):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_ckpt, N) fp32, block_l)``: a checkpoint, the state entering
     it, every ``block_l`` steps. With ``store_ckpt=False`` (no backward to come) ``ckpt`` is empty.
-    ``block_l`` (the checkpoint interval), ``fwd_block_l`` (the forward's chunk, a multiple of it),
-    ``block_d`` and ``num_warps`` override the tuned choice (tests and the config sweep use them)."""
+    ``block_l`` (the checkpoint interval) and ``config`` (launch keywords: ``BLOCK_D``, ``BLOCK_L`` the
+    forward's chunk, a multiple of ``block_l``, ``num_warps``) override the tuned choice (tests and the
+    config sweep use them)."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
     block_l = block_l or plan_block_l(L)
-    if fwd_block_l is not None and fwd_block_l % block_l:
-        raise ValueError(f"the forward's chunk ({fwd_block_l}) must be a multiple of the checkpoint interval ({block_l})")
+    if config is not None and "BLOCK_L" in config:
+        if config["BLOCK_L"] % block_l:
+            raise ValueError(f"the forward's chunk ({config['BLOCK_L']}) must be a multiple of the checkpoint "
+                             f"interval ({block_l})")
+        config = {**config, "EVEN": L % config["BLOCK_L"] == 0}
     n_ckpt = cdiv(L, block_l)
     out = torch.empty_like(u)
     last = torch.empty((bsz, dim, N), device=u.device, dtype=torch.float32)
@@ -424,39 +493,29 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     if L == 0:
         last.copy_(initial_state if initial_state is not None else torch.zeros_like(last))
         return out, last, ckpt, block_l
-    space = forward_space(L, dim, groups, per_group, block_l)
-    dummy = u
-    args = (u, delta, A, Bg, Cg, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy,
-            initial_state if initial_state is not None else dummy, out, last, ckpt,
-            dim, L, N, per_group, n_ckpt, *sb, *sc)
-    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                 HAS_H0=initial_state is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-                 BLOCK_N=next_power_of_2(N), CKPT_L=block_l)
-    key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, store_ckpt, str(u.dtype))
-    launch_tuned("selective_scan_fwd", _selective_scan_fwd_kernel,
-                 lambda meta: (bsz, cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
-                 config=override(space, num_warps, BLOCK_D=block_d, BLOCK_L=fwd_block_l,
-                                 EVEN=None if fwd_block_l is None else L % fwd_block_l == 0))
+    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, store_ckpt, u.dtype)
+    selective_scan_fwd.launch(
+        problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state,
+        OUT=out, LAST=last, CKPT=ckpt, dim=dim, L=L, N=N, per_group=per_group, n_ckpt=n_ckpt, **_strides_bc(sb, sc),
+        SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
+        BLOCK_N=next_power_of_2(N), CKPT_L=block_l)
     return out, last, ckpt, block_l
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,
-                            deterministic=False, block_d=None, num_warps=None):
+                            deterministic=False, config=None):
     """Gradients of :func:`selective_scan_forward` given ``dout (b, d, L)`` and ``dlast (b, d, N)`` or None.
     Returns ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)``; the sums are fp32.
     ``deterministic``: no atomics; a time-varying dB / dC then costs fp32 partials of
-    ``(b, d / block_d, N, L)`` each."""
+    ``(b, d / block_d, N, L)`` each. ``config`` (``BLOCK_D``, ``num_warps``) overrides the tuned choice."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    # deterministic partials take one (N, L) slice per program: more channels per program keep them
-    # smaller (H100 sweep, 2026-11-25, 128-step chunks: 8.3 ms at 2 channels, 8.5 at 4, against 4.66 ms
-    # with atomics at 1)
-    space = backward_space(L, dim, groups, per_group, block_l, deterministic)
-    forced = override(space, num_warps, BLOCK_D=block_d)
-    # the deterministic partials are sized by the channel block, which is then never tuned
-    n_dblocks = cdiv(dim, (forced or space[0]).kwargs["BLOCK_D"])
+    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, deterministic, u.dtype)
+    # the deterministic partials are sized by the channel block: the launch below makes the same
+    # choice (the deterministic backward is never tuned)
+    kw, _ = selective_scan_bwd.choose(problem, config)
+    n_dblocks = cdiv(dim, (kw or selective_scan_bwd.space(problem)[0])["BLOCK_D"])
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
@@ -477,20 +536,12 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         zeros = lambda x: torch.zeros_like(x) if x is not None else None
         dh0 = dlast.float() if dlast is not None else torch.zeros((bsz, dim, N), **f32)
         return (du, ddelta, zeros(A), zeros(B), zeros(C), zeros(D), dz, zeros(delta_bias), dh0)
-    dummy = u
-    args = (u, delta, A, Bg, Cg, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, ckpt, dout, dlast if dlast is not None else dummy,
-            du, ddelta, dz if dz is not None else dummy, da_part, dd_part, dbias_part, db, dc, dh0,
-            dim, L, N, per_group, n_dblocks, groups, *sb, *sc)
-    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                 HAS_DLAST=dlast is not None, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
-                 EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
-    key = (bucket(bsz * dim), bucket(L), N, groups > 1, b_fixed, c_fixed, deterministic, str(u.dtype))
-    # dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs
-    zero = tuple(name for name, fixed in (("DB", b_fixed), ("DC", c_fixed)) if not fixed and not deterministic)
-    launch_tuned("selective_scan_bwd", _selective_scan_bwd_kernel,
-                 lambda meta: (bsz, cdiv(dim, meta["BLOCK_D"])), key, args, flags, space,
-                 zero=zero, fixed=("BLOCK_D",) if deterministic else (), config=forced)
+    selective_scan_bwd.launch(
+        problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, CKPT=ckpt, DOUT=dout,
+        DLAST=dlast, DU=du, DDELTA=ddelta, DZ=dz, DA_PART=da_part, DD_PART=dd_part, DBIAS_PART=dbias_part, DB=db,
+        DC=dc, DH0=dh0, dim=dim, L=L, N=N, per_group=per_group, n_dblocks=n_dblocks, n_groups=groups,
+        **_strides_bc(sb, sc), SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
+        EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
 
     def reduce_bc(buf, fixed, M):
         if fixed:

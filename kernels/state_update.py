@@ -15,17 +15,23 @@ import triton.language as tl
 
 from .activations import softplus
 from .host import cdiv, next_power_of_2
-from .tuning import bucket, candidates, interpreting, launch_tuned, memoized_space, override
+from .tuning import TunableKernel, bucket
 
 
 @triton.jit
-def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
-                         P, N, heads_per_group,
-                         s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
-                         b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                         HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr,
-                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+def _state_update_kernel(
+    # pointers (D, Z, DT_BIAS, IDX may be None)
+    S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
+    # sizes (n_cache: the state's rows, the bound of IDX's values)
+    P, N, heads_per_group, n_cache,
+    # strides, named <tensor>_<axis>
+    s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
+    b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
+    # meta-parameters
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):
     bi = tl.program_id(1).to(tl.int64)
     h = tl.program_id(2).to(tl.int64)
     g = h // heads_per_group
@@ -36,7 +42,13 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     pn_ok = p_ok[:, None] & n_ok[None, :]
     row = bi
     if HAS_IDX:
+        # the indices are checked asynchronously, so a bad one may arrive: its row is neither read nor
+        # written, and its output is NaN
         row = tl.load(IDX + bi).to(tl.int64)
+        rows = ps * 0 + row    # as a vector: the interpreter rejects a scalar bool mixed into a mask
+        row_ok = (rows >= 0) & (rows < n_cache)
+        pn_ok = pn_ok & row_ok[:, None]
+        row = tl.where((row >= 0) & (row < n_cache), row, 0)
     at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
     state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
     x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)
@@ -70,6 +82,8 @@ def _state_update_kernel(S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
     if HAS_Z:
         z = tl.load(Z + bi * z_b + h * z_h + ps * z_p, mask=p_ok, other=0.0).to(tl.float32)
         out = out * z * tl.sigmoid(z)
+    if HAS_IDX:
+        out = tl.where(row_ok, out, float("nan"))
     tl.store(OUT + bi * o_b + h * o_h + ps * o_p, out.to(OUT.dtype.element_ty), mask=p_ok)
 
 
@@ -77,45 +91,58 @@ def _strides(t, n):
     return tuple(t.stride()) if t is not None else (0,) * n
 
 
-@memoized_space
-def state_update_space(P: int, N: int) -> list[triton.Config]:
-    """The rule (a ``(BLOCK_P, N)`` fp32 tile near 4K elements: registers, not local memory; four
-    warps) first, then half and twice the tile and two or eight warps. On the H100 every shape with
-    at least 4 elements a thread ran within 2% of the others (bench/sweep_blocks.py, 2026-11-25)."""
-    block_n = next_power_of_2(N)
-    if interpreting():
-        return candidates(dict(BLOCK_P=4), [], num_warps=1)
-    rule_p = max(1, min(next_power_of_2(P), 4096 // block_n))
+def _rule(problem, mode):
+    """A ``(BLOCK_P, N)`` fp32 tile near 4K elements (registers, not local memory), four warps. On the
+    H100 every shape with at least 4 elements a thread ran within 2% of the others
+    (bench/sweep_blocks.py, 2026-11-25)."""
+    if mode.interpreted:
+        return dict(BLOCK_P=4, num_warps=1)
+    P, N = problem[1], problem[2]
+    return dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
+
+
+def _alternatives(problem, mode):
+    """Half and twice the tile, two or eight warps."""
+    rule_p = _rule(problem, mode)["BLOCK_P"]
     alts = [dict(BLOCK_P=max(1, rule_p // 2)), dict(num_warps=8), dict(num_warps=2)]
-    if rule_p * 2 <= next_power_of_2(P):
+    if rule_p * 2 <= next_power_of_2(problem[1]):
         alts.append(dict(BLOCK_P=rule_p * 2, num_warps=8))
-    return candidates(dict(BLOCK_P=rule_p), alts, num_warps=4)
+    return alts
 
 
-def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, block_p=None,
-                 num_warps=None):
+def _key(problem):
+    rows, P, N, *rest = problem
+    return (bucket(rows), bucket(P), N, *rest)
+
+
+# the kernel updates the state in place: the tuner restores it around each timed run
+state_update_kernel = TunableKernel(
+    "state_update", _state_update_kernel, rule=_rule, alternatives=_alternatives, key=_key, restore=("S",),
+    grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-2], problem[-1]),
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX"))
+
+
+def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
-    ``out (b, H, P)`` in ``x``'s dtype. ``block_p`` / ``num_warps`` override the tuned choice (sweeps;
+    ``out (b, H, P)`` in ``x``'s dtype. ``config`` (launch keywords) overrides the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
     each other at the headline shape; evict-first / streaming-store hints on the state cost 4%)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
     out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
-    block_n = next_power_of_2(N)
-    space = state_update_space(P, N)
-    dummy = x
     a_per_head = A.stride(1) == 0 and A.stride(2) == 0
     dt_per_head = dt.stride(2) == 0 and (dt_bias is None or dt_bias.stride(1) == 0)
-    args = (state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-            dt_bias if dt_bias is not None else dummy, state_batch_indices if state_batch_indices is not None else dummy,
-            out, P, N, H // G, *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
-            *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride())
-    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
-                 HAS_IDX=state_batch_indices is not None, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head,
-                 BLOCK_N=block_n)
-    key = (bucket(bsz * H), bucket(P), N, str(state.dtype), str(x.dtype), a_per_head, dt_per_head)
-    # the kernel updates the state in place: the tuner restores it around each timed run
-    launch_tuned("state_update", _state_update_kernel, lambda meta: (cdiv(P, meta["BLOCK_P"]), bsz, H),
-                 key, args, flags, space, restore=("S",), config=override(space, num_warps, BLOCK_P=block_p))
+    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, bsz, H)
+    state_update_kernel.launch(
+        problem, config,
+        S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out,
+        P=P, N=N, heads_per_group=H // G, n_cache=state.shape[0],
+        s_b=state.stride(0), s_h=state.stride(1), s_p=state.stride(2), s_n=state.stride(3),
+        x_b=x.stride(0), x_h=x.stride(1), x_p=x.stride(2), dt_b=dt.stride(0), dt_h=dt.stride(1), dt_p=dt.stride(2),
+        a_h=A.stride(0), a_p=A.stride(1), a_n=A.stride(2), b_b=B.stride(0), b_g=B.stride(1), b_n=B.stride(2),
+        c_b=C.stride(0), c_g=C.stride(1), c_n=C.stride(2), **dict(zip(("d_h", "d_p"), _strides(D, 2))),
+        **dict(zip(("z_b", "z_h", "z_p"), _strides(z, 3))), **dict(zip(("bias_h", "bias_p"), _strides(dt_bias, 2))),
+        o_b=out.stride(0), o_h=out.stride(1), o_p=out.stride(2),
+        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, BLOCK_N=next_power_of_2(N))
     return out

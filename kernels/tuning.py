@@ -1,34 +1,42 @@
-"""Autotuning: search spaces, the tuned launch, the on-disk cache, pinning.
+"""Launching kernels: one object per kernel, declared beside it, and the autotuning behind it.
 
-Two kinds of space:
+* :class:`Kernel` wraps a ``@triton.jit`` function that runs with fixed launch parameters. It is
+  launched with keyword arguments only; an absent optional tensor is passed as ``None`` and the
+  ``HAS_*`` flag that states its presence is derived from the declared ``flags`` mapping (Triton
+  specialises a ``None`` argument as a constexpr, so no dummy pointer is needed).
+* :class:`TunableKernel` adds a name (what :func:`pin` and the cache use), a **size rule**
+  ``rule(problem, mode) -> launch keywords``, its **alternatives** (overrides of the rule, tuned over on
+  a GPU), a **cache key** (size buckets, so a new length does not tune again) and a **grid**. Its
+  :meth:`~TunableKernel.launch` resolves the launch keywords and grid once per problem and reuses them:
+  a repeated call is a dictionary lookup and the launch.
+* :class:`TunablePlan` is the same choice for a whole pipeline of launches (the SSD stages' tile
+  plan), picked by timing the pipeline end to end.
 
-* **Static** (``scan_configs``, ``discretize_configs``): a fixed list on a ``@triton.autotune`` kernel,
-  keyed on power-of-two buckets of the sizes that matter; launched through :func:`launch`.
-* **Per problem** (selective scan, decode step, conv1d, RMSNorm): the launcher builds the candidates
-  from the problem's sizes, the first being the size rule measured on the H100, and
-  :func:`launch_tuned` wraps the plain kernel in ``triton.autotune`` over them, once per key. Tile
-  sizes that shape a scratch buffer stay with the rule; the rest (tiles, warps) is tuned.
+The ``problem`` each rule sees is a hashable tuple of what the rule and grid need (sizes, flags); the
+:class:`Mode` tells it whether kernels run compiled or in the interpreter and how many SMs the device
+has: hardware facts come from the device, not from constants.
 
-Rules that hold for both:
+Rules that hold for every tunable:
 
-* Under the Triton interpreter there is nothing to tune and every extra config costs minutes, so each
-  space collapses to one small config — small enough that tests with short sequences still cross
-  several tiles and leave rows over.
-* ``SSM_TRITON_AUTOTUNE=0`` pins every kernel to its default config (the first of its space): no
-  tuning runs, launches are reproducible. The property tests use it; ``tests/test_configs.py`` runs
-  every config of every space explicitly, so tuned choices are checked too.
-* :func:`pin` fixes one kernel's config for the process (``pin("selective_scan_bwd", BLOCK_D=2,
-  num_warps=1)``); :func:`unpin` undoes it.
+* Under the Triton interpreter nothing is tuned (each config costs minutes there) and rules return
+  small tiles, so tests with short sequences still cross several tiles and leave rows over.
+* ``SSM_TRITON_AUTOTUNE=0`` pins every kernel to its rule: no tuning runs, launches are reproducible.
+  The property tests use it; ``tests/test_configs.py`` runs every candidate of every space explicitly.
+* :func:`pin` fixes one kernel's launch keywords for the process; :func:`unpin` undoes it.
 * Choices are remembered for the process and written to a JSON file per device and Triton version
   (``$SSM_TRITON_TUNE_CACHE``, default ``~/.cache/ssm_triton``; ``SSM_TRITON_TUNE_CACHE=0`` keeps them
   in memory only). Deleting the file, or ``SSM_TRITON_RETUNE=1``, tunes again.
-* Nothing is tuned while a CUDA graph is being captured (timing would break the capture): the default
-  config runs, and the next eager call tunes.
+* Nothing is tuned while a CUDA graph is being captured (timing would break the capture): the rule
+  runs, and the next eager call tunes.
 """
+from __future__ import annotations
+
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import triton
@@ -43,21 +51,28 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip() not in ("", "0")
 
 
-def memoized_space(build):
-    """Caches a launcher's candidate configs per arguments and per mode (interpreted or compiled): a
-    space is a pure function of both, and rebuilding its ``triton.Config`` objects at every launch
-    cost more host time than the rest of the launch. The mode is read through the defining module's
-    ``interpreting`` so that tests which patch it there get the other space. Returns tuples."""
-    cache: dict = {}
-    mode = build.__globals__
+@dataclass(frozen=True)
+class Mode:
+    """How kernels run: ``interpreted`` (Triton's CPU interpreter) or compiled for a GPU with
+    ``sm_count`` streaming multiprocessors."""
+    interpreted: bool
+    sm_count: int
 
-    @functools.wraps(build)
-    def space(*args, **kwargs):
-        key = (mode["interpreting"](), args, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = tuple(build(*args, **kwargs))
-        return cache[key]
-    return space
+
+INTERPRETED = Mode(True, 4)
+H100 = Mode(False, 132)   # tests build the GPU spaces with it; the H200 has the same count
+_modes: dict = {}
+
+
+def run_mode(device: torch.device | None = None) -> Mode:
+    """The mode kernels on ``device`` (default: the current CUDA device) run in; cached per device."""
+    if interpreting():
+        return INTERPRETED
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    mode = _modes.get(index)
+    if mode is None:
+        mode = _modes[index] = Mode(False, torch.cuda.get_device_properties(index).multi_processor_count)
+    return mode
 
 
 def autotuning() -> bool:
@@ -68,53 +83,65 @@ def bucket(n: int) -> int:
     return next_power_of_2(max(int(n), 1))
 
 
-def _space(full: list[triton.Config], interpreter: triton.Config, everything: bool) -> list[triton.Config]:
-    if interpreting():
-        return [interpreter]
-    return full if (everything or autotuning()) else full[:1]
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def scan_configs(everything: bool = False) -> list[triton.Config]:
-    # (rows per program, tile length, warps); the first is the default
-    # The default, 1x2048 with 8 warps, ranked in the top four of these ten in 9 of the 12
-    # (size, dtype, direction) cases of the H100 sweep (python -m ssm_triton.bench.sweep, 2026-11-23),
-    # more than any other; in the other three the tuned choice is faster.
-    shapes = [(1, 2048, 8), (1, 1024, 4), (1, 4096, 8), (2, 1024, 4), (2, 2048, 8),
-              (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8), (16, 128, 4)]
-    full = [triton.Config({"BLOCK_R": r, "BLOCK_L": l}, num_warps=w) for r, l, w in shapes]
-    return _space(full, triton.Config({"BLOCK_R": 2, "BLOCK_L": 16}, num_warps=1), everything)
+class Kernel:
+    """A ``@triton.jit`` kernel launched with keyword arguments.
+
+    ``flags`` maps a constexpr flag to the argument whose presence it states
+    (``{"HAS_D": "D"}``: ``HAS_D`` is ``D is not None``); the launcher fills those flags in.
+    """
+
+    def __init__(self, fn, flags: dict[str, str] | None = None):
+        self.fn = fn
+        self.flags = tuple((flags or {}).items())
+
+    def with_flags(self, args: dict) -> dict:
+        for flag, arg in self.flags:
+            args[flag] = args[arg] is not None
+        return args
+
+    def __call__(self, grid: tuple, **args) -> None:
+        self.fn.run(grid=grid, warmup=False, **self.with_flags(args))
 
 
-def discretize_configs(everything: bool = False) -> list[triton.Config]:
-    full = [triton.Config({"BLOCK_L": l}, num_warps=w) for l in (32, 16, 64, 128) for w in (4, 2, 8)]
-    return _space(full, triton.Config({"BLOCK_L": 8}, num_warps=1), everything)
+# ---- choices: pins, the process memory and the disk cache ----
 
-
-# (kernel, key) -> launch keywords of the config the autotuner chose. Triton's autotuner costs tens
-# of microseconds of host time per call even on a cache hit, as much as the kernel on small
-# problems, so after the first call for a key the launchers call the plain kernel with them.
-_chosen: dict = {}
+_REGISTRY: dict[str, "_Choice"] = {}
 _pinned: dict[str, dict] = {}
+_chosen: dict[str, dict] = {}
 _disk: dict | None = None
 
 
-def _launch_kwargs(config: triton.Config) -> dict:
-    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+def tunable_names() -> list[str]:
+    """Every name :func:`pin` takes (one per tunable kernel or plan)."""
+    return sorted(_REGISTRY)
 
 
-# every name a launcher tunes under (launch derives the static kernels' from their functions)
-TUNABLE = ("conv1d_bwd_dx", "conv1d_bwd_pre", "conv1d_fwd", "conv1d_update", "discretize_fwd_kernel",
-           "rmsnorm_bwd", "rmsnorm_fwd", "scan_bwd_kernel", "scan_fwd_kernel", "selective_scan_bwd",
-           "selective_scan_fwd", "ssd_bwd", "ssd_fwd", "state_update")
+def tunable(name: str) -> "_Choice":
+    """The tunable kernel or plan declared under ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name must be one of {', '.join(tunable_names())}; got {name!r}")
+    return _REGISTRY[name]
+
+
+def forget() -> None:
+    """Drop every resolved launch (pins, tuning switches or caches changed): the next call resolves again."""
+    _chosen.clear()
+    for choice in _REGISTRY.values():
+        choice.resolved.clear()
 
 
 def pin(name: str, **launch_kwargs) -> None:
-    """Run kernel ``name`` (one of :data:`TUNABLE`) with these launch keywords (its tile constexprs,
+    """Run tunable ``name`` (see :func:`tunable_names`) with these launch keywords (its tile constexprs,
     ``num_warps``, ``num_stages``; for ``ssd_fwd`` / ``ssd_bwd`` the tile plan's fields) instead of
     tuning; keywords left out keep the size rule's value."""
-    if name not in TUNABLE:
-        raise ValueError(f"pin: name must be one of {', '.join(TUNABLE)}; got {name!r}")
+    if name not in _REGISTRY:
+        raise ValueError(f"pin: name must be one of {', '.join(tunable_names())}; got {name!r}")
     _pinned[name] = dict(launch_kwargs)
+    forget()
 
 
 def unpin(name: str | None = None) -> None:
@@ -123,20 +150,7 @@ def unpin(name: str | None = None) -> None:
         _pinned.clear()
     else:
         _pinned.pop(name, None)
-
-
-_NAMES: set[str] = set()
-
-
-def tunable_names() -> list[str]:
-    """The kernels launched so far in this process, by the names :func:`pin` takes."""
-    return sorted(_NAMES)
-
-
-def register(name: str) -> str:
-    assert name in TUNABLE, f"{name} is missing from tuning.TUNABLE"
-    _NAMES.add(name)
-    return name
+    forget()
 
 
 def _cache_path() -> Path | None:
@@ -176,19 +190,14 @@ def _save_disk(entry: str, kw: dict) -> None:
         pass
 
 
-def _from_disk(entry: str, allowed: list[dict]):
+def _from_disk(entry: str, allowed) -> dict | None:
     """The cached choice for ``entry`` if it is still one of ``allowed`` (a cache written by another
     version of the spaces is ignored, not trusted)."""
     kw = _load_disk().get(entry)
     return kw if kw is not None and kw in allowed else None
 
 
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _recall(entry: str, allowed: list[dict]):
-    """The choice remembered for ``entry`` in this process or on disk, if it is one of ``allowed``."""
+def _recall(entry: str, allowed) -> dict | None:
     kw = _chosen.get(entry) or _from_disk(entry, allowed)
     if kw is not None:
         _chosen[entry] = kw
@@ -201,104 +210,135 @@ def _remember(entry: str, kw: dict) -> dict:
     return kw
 
 
-def launch(kernel, grid, key: tuple, *args, config: triton.Config | None = None, **constexprs) -> None:
-    """Launch an autotuned ``kernel`` (a ``triton.runtime.Autotuner`` over a static space), under the
-    name of its function without underscores (``scan_fwd_kernel``...) for :func:`pin` and the cache.
+class _Choice:
+    """What a kernel and a plan share: a name, a size rule, alternatives, a key, and the order in
+    which an explicit config, a pin, the cache and the rule are consulted."""
 
-    ``grid(meta) -> tuple`` as for Triton; ``key`` names the problem class the choice is valid for;
-    ``config`` forces a config (tests use it to run each one).
+    def __init__(self, name: str, *, rule: Callable, key: Callable, alternatives: Callable | None = None,
+                 fixed: tuple[str, ...] = ()):
+        if name in _REGISTRY:
+            raise ValueError(f"a tunable named {name!r} is declared twice")
+        self.name = name
+        self.rule = rule
+        self.alternatives = alternatives or (lambda problem, mode: [])
+        self.key = key
+        self.fixed = fixed            # keywords that size the launcher's buffers: no pin changes them
+        self.resolved: dict = {}      # problem -> what the launch needs, once chosen
+        self._spaces: dict = {}
+        _REGISTRY[name] = self
+
+    def normalise(self, kw: dict) -> dict:
+        return dict(kw)
+
+    def space(self, problem, mode: Mode | None = None) -> tuple[dict, ...]:
+        """The candidates for ``problem`` in ``mode`` (default: the current one): the rule first, then
+        each alternative applied over it, duplicates dropped. Interpreted: the rule only."""
+        mode = mode or run_mode()
+        cached = self._spaces.get((problem, mode))
+        if cached is None:
+            rule = self.normalise(self.rule(problem, mode))
+            out = [rule]
+            for alt in ([] if mode.interpreted else self.alternatives(problem, mode)):
+                kw = self.normalise({**rule, **alt})
+                if kw not in out:
+                    out.append(kw)
+            cached = self._spaces[(problem, mode)] = tuple(out)
+        return cached
+
+    def choose(self, problem, config: dict | None = None) -> tuple[dict | None, bool]:
+        """``(launch keywords or None when tuning must run, final?)``: an explicit ``config`` (tests,
+        sweeps) over the rule, else a pin, else the cached choice, else the rule when nothing is tuned.
+        ``final`` is False for the rule taken in place of a choice that a later eager call will tune."""
+        space = self.space(problem)
+        if config is not None:
+            return self.normalise({**space[0], **config}), True
+        if self.name in _pinned:
+            pinned = {k: v for k, v in _pinned[self.name].items() if k not in self.fixed}
+            return self.normalise({**space[0], **pinned}), True
+        if not autotuning() or len(space) == 1:
+            return space[0], True
+        kw = _recall(f"{self.name}|{self.key(problem)}", space)
+        if kw is not None:
+            return kw, True
+        if _capturing():
+            return space[0], False
+        return None, True
+
+
+class TunableKernel(_Choice, Kernel):
+    """A tunable ``@triton.jit`` kernel (see the module docstring).
+
+    ``grid(problem, kw) -> tuple``; ``rule(problem, mode) -> dict`` and ``alternatives(problem, mode)
+    -> list[dict]`` give launch keywords (constexpr tiles, ``num_warps``, ``num_stages``);
+    ``key(problem) -> tuple``; ``restore`` names arguments the kernel updates in place and ``zero``
+    those it accumulates into (the tuner restores / re-zeroes them around each timed run, so tuning
+    leaves the result of one launch).
     """
-    name = register(kernel.fn.__name__.strip("_"))
-    if config is not None:
-        kw = _launch_kwargs(config)
-    elif name in _pinned:
-        kw = {**_launch_kwargs(kernel.configs[0]), **_pinned[name]}
-    else:
-        entry = f"{name}|{key}"
-        kw = _recall(entry, [_launch_kwargs(c) for c in kernel.configs])
-        if kw is None and len(kernel.configs) > 1 and not _capturing():
-            kernel[grid](*args, **constexprs)
-            _remember(entry, _launch_kwargs(kernel.best_config))
-            return
-        # one config, or under graph capture: the default now, tuned at the next eager call
-        kw = kw or _launch_kwargs(kernel.configs[0])
-    kernel.fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
 
-
-def candidates(rule: dict, alternatives: list[dict], num_warps: int, num_stages: int = 3) -> list[triton.Config]:
-    """``rule`` (the measured size rule's launch keywords) first, then each alternative (keywords that
-    differ from the rule), duplicates dropped. ``num_warps`` / ``num_stages`` may appear in any of them;
-    ``num_stages`` defaults to Triton's own default, which the rules were measured with."""
-    out, seen = [], set()
-    for alt in [{}] + alternatives:
-        kw = {**rule, **alt}
-        w, st = kw.pop("num_warps", num_warps), kw.pop("num_stages", num_stages)
-        ident = (tuple(sorted(kw.items())), w, st)
-        if ident not in seen:
-            seen.add(ident)
-            out.append(triton.Config(kw, num_warps=w, num_stages=st))
-    return out
-
-
-def override(space: list[triton.Config], num_warps: int | None = None, **kwargs) -> triton.Config | None:
-    """The default config of ``space`` with the launcher's explicit overrides (tests, sweeps): the given
-    keywords that are not None. None when nothing is overridden, so the launch is tuned."""
-    given = {k: v for k, v in kwargs.items() if v is not None}
-    if num_warps is None and not given:
-        return None
-    base = space[0]
-    return triton.Config({**base.kwargs, **given}, num_warps=num_warps or base.num_warps, num_stages=base.num_stages)
-
-
-def launch_tuned(name: str, fn, grid, key: tuple, args: tuple, constexprs: dict, space: list[triton.Config],
+    def __init__(self, name: str, fn, *, grid: Callable, rule: Callable, key: Callable,
+                 alternatives: Callable | None = None, flags: dict[str, str] | None = None,
                  restore: tuple[str, ...] = (), zero: tuple[str, ...] = (), fixed: tuple[str, ...] = (),
-                 config: triton.Config | None = None) -> dict:
-    """Launch the plain ``@triton.jit`` kernel ``fn`` with the best config of ``space`` for ``key``.
+                 num_warps: int = 4, num_stages: int = 3):
+        Kernel.__init__(self, fn, flags)
+        _Choice.__init__(self, name, rule=rule, key=key, alternatives=alternatives, fixed=fixed)
+        self.grid = grid
+        self.restore, self.zero = restore, zero
+        self.defaults = {"num_warps": num_warps, "num_stages": num_stages}
 
-    ``space[0]`` is the default (size rule). ``restore`` names arguments the kernel updates in place
-    and ``zero`` those it accumulates into: the tuner restores / re-zeroes them around each timed run,
-    so tuning leaves the same result as one launch. ``fixed`` names keywords a pin may not change
-    (they size the launcher's buffers). Returns the launch keywords used.
-    """
-    register(name)
-    if config is not None:
-        kw = _launch_kwargs(config)
-    elif name in _pinned:
-        pinned = {k: v for k, v in _pinned[name].items() if k not in fixed and k not in constexprs}
-        kw = {**_launch_kwargs(space[0]), **pinned}
-    elif not autotuning() or len(space) == 1:
-        kw = _launch_kwargs(space[0])
-    else:
-        entry = f"{name}|{key}"
-        kw = _recall(entry, [_launch_kwargs(c) for c in space])
-        if kw is None and not _capturing():
-            tuner = triton.autotune(configs=list(space), key=[], restore_value=list(restore) or None,
-                                    reset_to_zero=list(zero) or None)(fn)
-            tuner[grid](*args, **constexprs)
-            return _remember(entry, _launch_kwargs(tuner.best_config))
-        kw = kw or _launch_kwargs(space[0])  # under graph capture: the default, tuned at the next eager call
-    fn.run(*args, grid=grid(kw), warmup=False, **constexprs, **kw)
-    return kw
+    def normalise(self, kw: dict) -> dict:
+        return {**self.defaults, **kw}
+
+    def launch(self, problem, config: dict | None = None, **args) -> dict:
+        """Launches with keyword ``args``; returns the launch keywords used. ``config`` forces them
+        (over the rule's)."""
+        hit = self.resolved.get(problem) if config is None else None
+        if hit is None:
+            kw, final = self.choose(problem, config)
+            if kw is None:
+                return self._tune(problem, self.with_flags(args))
+            hit = (kw, self.grid(problem, kw))
+            if final and config is None:
+                self.resolved[problem] = hit
+        kw, grid = hit
+        self.fn.run(grid=grid, warmup=False, **self.with_flags(args), **kw)
+        return kw
+
+    def _tune(self, problem, args: dict) -> dict:
+        space = self.space(problem)
+        configs = []
+        for kw in space:
+            meta = dict(kw)
+            warps, stages = meta.pop("num_warps"), meta.pop("num_stages")
+            configs.append(triton.Config(meta, num_warps=warps, num_stages=stages))
+        tuner = triton.autotune(configs=configs, key=[], restore_value=list(self.restore) or None,
+                                reset_to_zero=list(self.zero) or None)(self.fn)
+        tuner[lambda meta: self.grid(problem, meta)](**args)
+        best = tuner.best_config
+        kw = self.normalise({**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages})
+        _remember(f"{self.name}|{self.key(problem)}", kw)
+        self.resolved[problem] = (kw, self.grid(problem, kw))
+        return kw
 
 
-def tune_call(name: str, key: tuple, options: list[dict], run) -> dict:
-    """Pick among ``options`` (keyword sets for a whole pipeline of launches, such as the SSD stages'
-    tile plan) by timing ``run(option)``; ``options[0]`` is the size rule. ``run`` must leave no trace
-    a second call would see (it allocates its outputs). Same pins, cache and switches as
-    :func:`launch_tuned`; an option that fails to compile or launch is skipped."""
-    register(name)
-    if name in _pinned:
-        return {**options[0], **_pinned[name]}
-    if not autotuning() or len(options) == 1 or _capturing():
-        return options[0]
-    entry = f"{name}|{key}"
-    best = _recall(entry, options)
-    if best is None:
-        timed = []
-        for i, option in enumerate(options):
-            try:
-                timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), i))
-            except Exception:  # noqa: BLE001 - e.g. out of shared memory on a smaller GPU
-                continue
-        best = _remember(entry, options[min(timed)[1]] if timed else options[0])
-    return best
+class TunablePlan(_Choice):
+    """A choice among keyword sets for a pipeline of launches (the SSD stages' tile plan), timed end to
+    end. ``run(option)`` must leave no trace a second call would see (it allocates its outputs); an
+    option that fails to compile or launch (out of shared memory on a smaller GPU, say) is skipped."""
+
+    def pick(self, problem, run: Callable[[dict], object], config: dict | None = None) -> dict:
+        hit = self.resolved.get(problem) if config is None else None
+        if hit is not None:
+            return hit
+        kw, final = self.choose(problem, config)
+        if kw is None:
+            space = self.space(problem)
+            timed = []
+            for i, option in enumerate(space):
+                try:
+                    timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), i))
+                except Exception:  # noqa: BLE001
+                    continue
+            kw = _remember(f"{self.name}|{self.key(problem)}", space[min(timed)[1]] if timed else space[0])
+        if final and config is None:
+            self.resolved[problem] = kw
+        return kw

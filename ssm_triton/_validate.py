@@ -64,3 +64,19 @@ def devices(names: Sequence[str], tensors: Sequence[torch.Tensor | None]) -> Non
     if first.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{first_name} is on {first.device}; ssm_triton runs on CUDA tensors "
                          "(or CPU tensors through the Triton interpreter)")
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def on_device(name: str, ok: torch.Tensor, message: str) -> None:
+    """Checks a condition on index values without blocking the host: for CPU tensors at once (a
+    ``ValueError`` naming ``name``), for CUDA tensors as an asynchronous device-side assertion
+    (``torch._assert_async``: the error, with ``message``, surfaces at the next synchronisation).
+    Skipped while a CUDA graph is being captured; the kernels never read out of bounds either way."""
+    if ok.device.type == "cpu":
+        if not bool(ok.all()):
+            raise ValueError(f"{name} {message}")
+    elif not _capturing():
+        torch._assert_async(ok.all(), f"{name} {message}")

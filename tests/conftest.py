@@ -17,7 +17,8 @@ import ssm_triton  # noqa: E402  (after the variable: kernels read it when they 
 
 settings.register_profile(
     # no shrinking under the interpreter: one shrink can take many minutes there
-    "ci", max_examples=50, deadline=None, derandomize=True, print_blob=True,
+    # no example database: derandomized runs replay nothing, and pytest-xdist workers would share it
+    "ci", max_examples=50, deadline=None, derandomize=True, print_blob=True, database=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -25,12 +26,12 @@ settings.register_profile(
     "gpu", max_examples=100, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-PROFILE = os.environ.get("SSM_TRITON_PROFILE", "ci" if ssm_triton.INTERPRET else "gpu")
+from strategies import PROFILE  # noqa: E402
+
 settings.load_profile(PROFILE)
 if os.environ.get("SSM_TRITON_EXAMPLES"):  # e.g. fewer examples under compute-sanitizer
     settings.register_profile("override", settings.get_profile(PROFILE), max_examples=int(os.environ["SSM_TRITON_EXAMPLES"]))
     settings.load_profile("override")
-BIG = PROFILE == "gpu"
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,18 @@
-"""Hypothesis strategies shared by the op tests; sizes follow the active profile."""
+"""Hypothesis strategies shared by the op tests; sizes follow the active profile.
+
+``PROFILE`` is ``ci`` under the interpreter (few, small, derandomized examples) and ``gpu`` with CUDA;
+``SSM_TRITON_PROFILE=ci|gpu`` overrides it (conftest.py registers and loads the profiles). ``BIG`` says
+whether large shapes are in play.
+"""
+import os
+
 import torch
 from hypothesis import strategies as st
 
-from conftest import BIG
+import ssm_triton
+
+PROFILE = os.environ.get("SSM_TRITON_PROFILE", "ci" if ssm_triton.INTERPRET else "gpu")
+BIG = PROFILE == "gpu"
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref, ssd_quadratic_torch
 from ssm_triton.tolerance import scaled_error
-from conftest import BIG
+from builders import BIG
 from strategies import normal, seeds
 
 FEW = settings(max_examples=100 if BIG else 6)

@@ -8,7 +8,7 @@ from ssm_triton.kernels import tuning
 
 from ssm_triton.kernels import discretize as kd
 from ssm_triton.kernels import scan as ks
-from ssm_triton.kernels.tuning import discretize_configs, scan_configs
+from ssm_triton.kernels.tuning import H100
 from ssm_triton.reference import discretize_np, linear_scan_np
 from ssm_triton.tolerance import assert_close
 from strategies import normal, uniform
@@ -18,10 +18,14 @@ def _np(x):
     return x.detach().to("cpu", torch.float64).numpy()
 
 
-@pytest.mark.parametrize("config", scan_configs(everything=True), ids=str)
+def _ids(kw):
+    return "-".join(f"{k}{v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("config", ks.scan_fwd.space((1, 1, None, None, False, False), H100), ids=_ids)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_every_scan_config(device, config, reverse):
-    R, L = 7, 3 * config.kwargs["BLOCK_L"] + 5  # rows over, a partial last tile
+    R, L = 7, 3 * config["BLOCK_L"] + 5  # rows over, a partial last tile
     a = uniform((R, L), 0.5, 1.0, 0, device, torch.float32)
     b = normal((R, L), 1, device, torch.float32)
     h0 = normal((R,), 2, device, torch.float32)
@@ -37,9 +41,9 @@ def test_every_scan_config(device, config, reverse):
         assert_close(got, w, torch.float32, name)
 
 
-@pytest.mark.parametrize("config", discretize_configs(everything=True), ids=str)
+@pytest.mark.parametrize("config", kd.discretize_fwd.space((1, 1, 1, 16, "", "", "", "zoh"), H100), ids=_ids)
 def test_every_discretize_config(device, config):
-    bsz, D, L, N = 2, 3, 2 * config.kwargs["BLOCK_L"] + 3, 13
+    bsz, D, L, N = 2, 3, 2 * config["BLOCK_L"] + 3, 13
     dt = uniform((bsz, D, L), 0.001, 1.0, 0, device, torch.float32)
     A = uniform((D, N), -8.0, 0.0, 1, device, torch.float32)
     B = normal((bsz, N, L), 2, device, torch.float32)
@@ -50,19 +54,10 @@ def test_every_discretize_config(device, config):
         assert_close(bbar, ref_b, torch.float32, f"Bbar {method}")
 
 
-# ---- per-problem spaces (kernels/tuning.launch_tuned, tune_call): every GPU candidate, pinned ----
-
-def _gpu_space(monkeypatch, module, fn, *args, **kwargs):
-    """The space ``fn`` builds on a GPU (the interpreter collapses it to one config)."""
-    monkeypatch.setattr(module, "interpreting", lambda: False)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        monkeypatch.undo()
-
+# ---- per-problem spaces (kernels/tuning.TunableKernel, TunablePlan): every GPU candidate, pinned ----
 
 def _pinned(name, config):
-    tuning.pin(name, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    tuning.pin(name, **config)
 
 
 def _grads_match(run_ours, run_ref, leaves, what):
@@ -85,14 +80,15 @@ def test_every_selective_scan_config(device, monkeypatch):
     u, delta, z = normal((bsz, dim, L), 0, device, torch.float32), normal((bsz, dim, L), 1, device, torch.float32) * 0.3, normal((bsz, dim, L), 2, device, torch.float32)
     A = -uniform((dim, N), 0.1, 2.0, 3, device, torch.float32)
     B, C = normal((bsz, N, L), 4, device, torch.float32), normal((bsz, N, L), 5, device, torch.float32)
-    ckpt_l = _gpu_space(monkeypatch, kss, kss.plan_block_l, L)
-    fwd = _gpu_space(monkeypatch, kss, kss.forward_space, L, dim, 1, dim, ckpt_l)
-    bwd = _gpu_space(monkeypatch, kss, kss.backward_space, L, dim, 1, dim, ckpt_l, False)
+    ckpt_l = kss.plan_block_l(L, H100)
+    problem = kss.ScanProblem(bsz, dim, L, N, 1, dim, ckpt_l, False, False, False, torch.float32)
+    fwd = kss.selective_scan_fwd.space(problem, H100)
+    bwd = kss.selective_scan_bwd.space(problem, H100)
     assert len(fwd) > 1 and len(bwd) > 1
     run = lambda *t: ssm_triton.selective_scan_fn(*t, z=z, delta_softplus=True)  # noqa: E731
     ref = lambda *t: selective_scan_ref(*t, z=z.double(), delta_softplus=True)  # noqa: E731
     # the GPU checkpoint interval, so that the forward's GPU chunks are multiples of it
-    monkeypatch.setattr(kss, "plan_block_l", lambda L: ckpt_l)
+    monkeypatch.setattr(kss, "plan_block_l", lambda L, mode=None: ckpt_l)
     for name, space in (("selective_scan_fwd", fwd), ("selective_scan_bwd", bwd)):
         for config in space:
             _pinned(name, config)
@@ -102,7 +98,7 @@ def test_every_selective_scan_config(device, monkeypatch):
                 tuning.unpin(name)
 
 
-def test_every_decode_conv_norm_config(device, monkeypatch):
+def test_every_decode_conv_norm_config(device):
     from ssm_triton.kernels import conv1d as kc, norm as kn, state_update as kst
     from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch
     from ssm_triton.reference import selective_state_update_np
@@ -113,7 +109,7 @@ def test_every_decode_conv_norm_config(device, monkeypatch):
     A = -uniform((H, P, N), 0.1, 2.0, 3, device, torch.float32)
     Bm, Cm = normal((bsz, 1, N), 4, device, torch.float32), normal((bsz, 1, N), 5, device, torch.float32)
     want_out, want_state = selective_state_update_np(*(_np(t) for t in (state0, x, dt, A, Bm, Cm)))
-    for config in _gpu_space(monkeypatch, kst, kst.state_update_space, P, N):
+    for config in kst.state_update_kernel.space((bsz * H, P, N, None, None, False, False, bsz, H), H100):
         _pinned("state_update", config)
         try:
             state = state0.clone()
@@ -127,16 +123,17 @@ def test_every_decode_conv_norm_config(device, monkeypatch):
     xc, w, b = normal((2, dim, L), 6, device, torch.float32), normal((dim, W), 7, device, torch.float32), normal((dim,), 8, device, torch.float32)
     conv = lambda xx, ww, bb: ssm_triton.causal_conv1d_fn(xx, ww, bb, activation="silu")  # noqa: E731
     conv_ref = lambda xx, ww, bb: causal_conv1d_torch(xx, ww, bb, activation="silu")  # noqa: E731
-    for name, rows in (("conv1d_fwd", False), ("conv1d_bwd_pre", True), ("conv1d_bwd_dx", False)):
-        for config in _gpu_space(monkeypatch, kc, kc.conv_space, L, fixed_l=rows):
-            _pinned(name, config)
+    conv_problem = (2, dim, L, W, torch.float32)
+    for kernel in (kc.conv1d_fwd, kc.conv1d_bwd_pre, kc.conv1d_bwd_dx):
+        for config in kernel.space(conv_problem, H100):
+            _pinned(kernel.name, config)
             try:
-                _grads_match(conv, conv_ref, [xc, w, b], f"{name} {config}")
+                _grads_match(conv, conv_ref, [xc, w, b], f"{kernel.name} {config}")
             finally:
-                tuning.unpin(name)
+                tuning.unpin(kernel.name)
     cs0, xs = normal((2, dim, W - 1), 9, device, torch.float32), normal((2, dim, 1), 10, device, torch.float32)
     want, want_state = causal_conv1d_update_torch(xs.double(), cs0.double(), w.double(), b.double(), activation="silu")
-    for config in _gpu_space(monkeypatch, kc, kc.conv_update_space):
+    for config in kc.conv1d_update.space((2, dim, 1, W - 1, torch.float32, torch.float32), H100):
         _pinned("conv1d_update", config)
         try:
             cs = cs0.clone()
@@ -150,13 +147,15 @@ def test_every_decode_conv_norm_config(device, monkeypatch):
     xn, zn, wn = normal((R, D), 11, device, torch.float32), normal((R, D), 12, device, torch.float32), normal((D,), 13, device, torch.float32)
     norm = lambda xx, zz, ww: ssm_triton.rmsnorm_fn(xx, ww, z=zz, group_size=48)  # noqa: E731
     norm_ref = lambda xx, zz, ww: rmsnorm_torch(xx, ww, z=zz, group_size=48)  # noqa: E731
-    for name, rows in (("rmsnorm_fwd", True), ("rmsnorm_bwd", False)):
-        for config in _gpu_space(monkeypatch, kn, kn.norm_space, R, 48, rows_free=rows):
-            _pinned(name, config)
+    for kernel in (kn.rmsnorm_fwd, kn.rmsnorm_bwd):
+        space = kernel.space((R, D, 48, torch.float32, True), H100)
+        assert len(space) > 1
+        for config in space:
+            _pinned(kernel.name, config)
             try:
-                _grads_match(norm, norm_ref, [xn, zn, wn], f"{name} {config}")
+                _grads_match(norm, norm_ref, [xn, zn, wn], f"{kernel.name} {config}")
             finally:
-                tuning.unpin(name)
+                tuning.unpin(kernel.name)
 
 
 def test_every_ssd_plan(device):
@@ -171,14 +170,16 @@ def test_every_ssd_plan(device):
     def ref(*t):
         out = ssd_quadratic_torch(*t)
         return out[0] if isinstance(out, tuple) else out
-    for name, options in (("ssd_fwd", kl._fitting(kl.FORWARD_OPTIONS, Q)), ("ssd_bwd", kl._fitting(kl.BACKWARD_OPTIONS, Q))):
+    problem = kl.SSDProblem(bsz, L, H, P, G, N, Q, torch.float32, False, False)
+    for choice in (kl.ssd_fwd_plan, kl.ssd_bwd_plan):
+        options = choice.space(problem, H100)
         assert len(options) > 1
         for option in options:
-            tuning.pin(name, **option)
+            tuning.pin(choice.name, **option)
             try:
-                _grads_match(run, ref, [x, dt, A, B, C], f"{name} {option}")
+                _grads_match(run, ref, [x, dt, A, B, C], f"{choice.name} {option}")
             finally:
-                tuning.unpin(name)
+                tuning.unpin(choice.name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter tunes nothing: autotuning runs on a GPU")
@@ -214,12 +215,14 @@ def test_tuned_launches_equal_the_rule(device, monkeypatch, tmp_path):
         return [out, *torch.autograd.grad(out.square().sum(), leaves)]
 
     monkeypatch.setattr(tuning, "autotuning", lambda: False)
+    tuning.forget()
     want = [*in_place(), *scan_grads()]
     monkeypatch.setattr(tuning, "autotuning", lambda: True)
-    tuning._chosen.clear()
+    tuning.forget()
     got = [*in_place(), *scan_grads()]   # tunes every kernel on the way
     assert {"state_update", "conv1d_update", "selective_scan_fwd", "selective_scan_bwd"} <= set(tuning.tunable_names())
     assert any(k.startswith("selective_scan_bwd|") for k in tuning._chosen)
+    tuning.forget()
     for i, (g, w_) in enumerate(zip(got, want)):
         assert_close(g, w_.double(), torch.float32, f"result {i}")
     assert list(tmp_path.glob("tuned-*.json")), "the choices were written to the cache"

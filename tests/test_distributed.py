@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.tolerance import scaled_error
-from conftest import BIG
+from builders import BIG
 from strategies import seeds
 
 EXAMPLES = settings(max_examples=10 if BIG else 3)

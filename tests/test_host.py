@@ -17,13 +17,13 @@ def test_cdiv_is_tritons(a, b):
     assert cdiv(a, b) == triton.cdiv(a, b)
 
 
-def test_memoized_space_follows_the_mode(monkeypatch):
-    args = (4096, 64, 1, 64, 128)
-    spaces = {}
-    for mode in (True, False, True):
-        monkeypatch.setattr(kss, "interpreting", lambda mode=mode: mode)
-        spaces.setdefault(mode, []).append(kss.forward_space(*args))
-    interpreted, compiled = spaces[True][0], spaces[False][0]
-    assert spaces[True][1] == interpreted                    # cached per mode, not the last one built
-    assert len(interpreted) == 1 and len(compiled) > 1       # the GPU space has the runners-up
-    assert compiled[0].kwargs["BLOCK_L"] != interpreted[0].kwargs["BLOCK_L"]
+def test_spaces_follow_the_mode():
+    """A rule takes the mode as an argument: the interpreted space is the rule alone, with small tiles;
+    the GPU space has the runners-up; each is cached per (problem, mode), not the last one built."""
+    from ssm_triton.kernels.tuning import H100, INTERPRETED
+    problem = kss.ScanProblem(1, 64, 4096, 16, 1, 64, 128, False, False, True, None)
+    interpreted = kss.selective_scan_fwd.space(problem, INTERPRETED)
+    compiled = kss.selective_scan_fwd.space(problem, H100)
+    assert kss.selective_scan_fwd.space(problem, INTERPRETED) is interpreted
+    assert len(interpreted) == 1 and len(compiled) > 1
+    assert compiled[0]["BLOCK_L"] != interpreted[0]["BLOCK_L"]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssm_triton.models import MambaConfig, MambaLMHeadModel, sample
-from conftest import BIG
+from builders import BIG
 from strategies import seeds
 
 FEW = settings(max_examples=100 if BIG else 6)

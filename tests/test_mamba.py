@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, selective_scan_ref
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from conftest import BIG
+from builders import BIG
 from strategies import seeds
 
 FEW = settings(max_examples=100 if BIG else 8)

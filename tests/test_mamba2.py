@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
-from conftest import BIG
+from builders import BIG
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
 from strategies import seeds
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from conftest import BIG
+from builders import BIG
 from ssm_triton.reference import linear_scan_np, linear_scan_torch
 from ssm_triton.tolerance import assert_close
 from strategies import DTYPES, lengths, normal, seeds, uniform

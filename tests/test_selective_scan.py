@@ -6,12 +6,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from conftest import BIG
+from builders import BIG
 from ssm_triton.kernels.selective_scan import selective_scan_backward, selective_scan_forward
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
 from strategies import normal, on, seeds
-from test_selective_scan_reference import LAYOUTS, make_problem, np64
+from builders import LAYOUTS, make_scan_problem as make_problem, np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 NAMES = ["u", "delta", "A", "B", "C"]
@@ -76,7 +76,7 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile):
     t = cast(*make_problem(2, 2, 2, L, 5, "grouped", 11, device, True), torch.float32)
     sp = t.pop("delta_softplus")
     args = [t[k] for k in NAMES] + [t["D"], t["z"], t["delta_bias"], sp]
-    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, fwd_block_l=tile)
+    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, config=dict(BLOCK_L=tile))
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, torch.float32, "out")
     assert_close(last, want_last, torch.float32, "last_state")

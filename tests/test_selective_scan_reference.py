@@ -8,30 +8,8 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
+from builders import LAYOUTS, make_scan_problem as make_problem, np64
 from strategies import normal, seeds, uniform
-
-LAYOUTS = ["variable", "grouped", "fixed"]
-
-
-def make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options):
-    d = groups * per_group
-    u = normal((bsz, d, L), seed, device)
-    # raw steps must be positive; through softplus any real value is a valid step
-    delta = uniform((bsz, d, L), -3.0, 1.0, seed + 1, device) if with_options else uniform((bsz, d, L), 1e-3, 1.0, seed + 1, device)
-    A = -uniform((d, N), 0.1, 4.0, seed + 2, device)
-    shape = {"variable": (bsz, N, L), "grouped": (bsz, groups, N, L), "fixed": (d, N)}[layout]
-    B, C = normal(shape, seed + 3, device), normal(shape, seed + 4, device)
-    extra = {}
-    if with_options:
-        extra = dict(D=normal((d,), seed + 5, device), z=normal((bsz, d, L), seed + 6, device),
-                     delta_bias=normal((d,), seed + 7, device), delta_softplus=True,
-                     initial_state=normal((bsz, d, N), seed + 8, device))
-    return (u, delta, A, B, C), extra
-
-
-def np64(x):
-    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x
-
 
 @given(bsz=st.integers(1, 2), groups=st.integers(1, 2), per_group=st.integers(1, 3), L=st.integers(1, 17),
        N=st.integers(1, 5), layout=st.sampled_from(LAYOUTS), with_options=st.booleans(), seed=seeds())

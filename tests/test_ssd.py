@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from conftest import BIG
+from builders import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from strategies import normal, on, seeds
-from test_ssd_reference import make_problem, np64
+from builders import make_ssd_problem as make_problem, ssd_np64 as np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]

@@ -9,31 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.reference import selective_scan_np, ssd_np, ssd_quadratic_torch
+from builders import make_ssd_problem as make_problem, ssd_np64 as np64
 from strategies import normal, seeds, uniform
-
-
-def make_problem(bsz, L, groups, heads_per_group, P, N, seed, options, device="cpu"):
-    H = groups * heads_per_group
-    t = {"x": normal((bsz, L, H, P), seed, device), "dt": normal((bsz, L, H), seed + 1, device, scale=0.5),
-         "A": -uniform((H,), 0.05, 2.0, seed + 2, device),
-         "B": normal((bsz, L, groups, N), seed + 3, device), "C": normal((bsz, L, groups, N), seed + 4, device)}
-    if options:
-        t.update(D=normal((H, P) if seed % 2 else (H,), seed + 5, device), z=normal((bsz, L, H, P), seed + 6, device),
-                 dt_bias=normal((H,), seed + 7, device, scale=0.3), dt_softplus=True, dt_limit=(0.05, 3.0),
-                 initial_states=normal((bsz, H, P, N), seed + 8, device))
-    else:
-        t["dt"] = t["dt"].abs() + 0.01  # no softplus: keep the steps positive, as a model's would be
-    return t
 
 
 def sizes():
     return {"bsz": st.integers(1, 2), "L": st.integers(1, 24), "groups": st.integers(1, 2),
             "heads_per_group": st.integers(1, 2), "P": st.integers(1, 4), "N": st.integers(1, 5),
             "seed": seeds(), "options": st.booleans()}
-
-
-def np64(t):
-    return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
 
 
 @given(**sizes(), data=st.data())

@@ -1,13 +1,33 @@
 """Mamba-2's SSD chunked scan, one file per stage (public as ``ssm_triton.mamba_chunk_scan_combined``).
 
-Forward, for a row cut into chunks of ``Q`` steps (per batch row and head):
+Per batch row and head, a row cut into chunks of ``Q`` steps; ``dt`` the step sizes after bias, softplus
+and clamp, ``cum`` their within-chunk cumulative ``dt*A``, ``h_c`` the state entering chunk ``c``.
 
-1. ``cumsum.py``      step sizes (bias, softplus, clamp) and their within-chunk cumulative ``dt*A``;
-2. ``chunk_state.py`` each chunk's own end state ``sum_s exp(cum_end - cum_s) dt_s x_s B_s^T`` (``tl.dot``);
-3. ``state_passing.py`` the states entering each chunk, a short sequential scan over chunks in fp32;
-4. ``chunk_scan.py``  the output: ``C_t . h_enter`` plus the masked, decayed ``(C B^T) X`` inside the
-   chunk, ``D x`` and the ``silu(z)`` gate, in one kernel (``C B^T`` is never written to memory).
+Forward (launchers in ``launch.py``, in this order):
 
-The backward (``backward.py``, ``bwd_dt.py``) runs the same stages as adjoints; ``launch.py`` holds
-both orchestrations. Layouts are mamba_ssm's: ``x (b, L, H, P)``, ``dt (b, L, H)``, ``B, C (b, L, G, N)``.
+| stage | equation | kernel (file) |
+|---|---|---|
+| step sizes | ``dt_t = clamp(softplus(dt_t + bias))``, ``cum_t = sum_{s<=t in chunk} dt_s A`` (fp64, two fp32 planes) | ``_dt_cumsum_kernel`` (``cumsum.py``) |
+| chunk states | ``own_c = sum_s exp(cum_end - cum_s) dt_s x_s B_s^T`` | ``_chunk_state_kernel``, ``MODE_STATE`` (``chunk_state.py``) |
+| state passing | ``h_{c+1} = keep_c exp(cum_end_c) h_c + own_c`` | ``_state_fwd_kernel`` (``state_passing.py``) |
+| ``C B^T`` | ``cb_ts = C_t . B_s`` per group and chunk | ``_bmm_kernel`` (``bmm.py``) |
+| output | ``y_t = exp(cum_t) C_t h_c + sum_{s<=t} cb_ts exp(cum_t - cum_s) dt_s x_s + D x_t``, ``out = y silu(z)`` | ``_chunk_scan_fwd_kernel`` (``chunk_scan.py``) |
+| varlen states | each packed sequence's last state | ``_chunk_state_kernel``, ``MODE_VARLEN`` |
+
+Backward (``launch.ssd_backward``: the same stages as adjoints, mirrored; ``E_ts = M_ts exp(cum_t - cum_s)``
+with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
+
+| gradient | equation | kernel (file), launcher |
+|---|---|---|
+| gate | ``dy = dout silu(z)``, ``dz = dout y silu'(z)`` | ``_gate_bwd_kernel`` (``bwd_dt.py``) |
+| to each entering state | ``adj_c = sum_t exp(cum_t) dy_t C_t^T`` | ``_chunk_state_kernel``, ``MODE_ADJOINT``; ``chunk_state`` |
+| reversed state passing | ``ds_c = dh_{c+1}``, ``dh_c = adj_c + keep_c exp(cum_end_c) dh_{c+1}``; ``dh0``; the carried decay's part ``f_c`` | ``_state_bwd_kernel`` (``state_passing.py``); ``state_passing_bwd`` |
+| dx, dD | ``v_s = sum_t cb_ts E_ts dy_t + exp(cum_end - cum_s) ds_c B_s``, ``dx_s = dt_s v_s + D dy_s`` | ``_dx_dd_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
+| dB (and dC's pair part) | ``dB_s = sum_t (sum_h W_st) C_t + sum_h dt_s exp(cum_end - cum_s) ds_c^T x_s``; ``dC_t += sum_s W_st B_s`` (atomics) | ``_db_dc_pairs_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
+| dC (entering-state part) | ``dC_t += sum_h exp(cum_t) h_c^T dy_t`` (deterministic: the pair part too) | ``_dc_states_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
+| step sizes | ``d cum_t = rs_t + inter_t - cs_t - u_t``, ``d dt_r = x_r . v_r + A sum_{t>=r} d cum_t``, ``dA``, ``d dt_bias`` through clamp and softplus | ``_dt_bwd_kernel`` (``bwd_dt.py``) |
+
+``pair_grads`` keeps its fp32 partials and per-step terms in a ``PairScratch`` (named fields), the forward
+what the backward reads in a ``Saved``. Layouts are mamba_ssm's: ``x (b, L, H, P)``, ``dt (b, L, H)``,
+``B, C (b, L, G, N)``.
 """

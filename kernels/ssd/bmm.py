@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from .common import mm
+from ..tuning import Kernel
 
 
 @triton.jit
@@ -35,3 +36,6 @@ def _bmm_kernel(B, C, CB, L, G, N, nc, Q: tl.constexpr, BLOCK_M: tl.constexpr, B
     dst = CB + ((bg.to(tl.int64) * nc + c) * Q + (mb * BLOCK_M + tl.arange(0, BLOCK_M)))[:, None] * Q \
         + (kb * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
     tl.store(dst, acc)
+
+
+bmm_kernel = Kernel(_bmm_kernel)

@@ -14,6 +14,7 @@ the softplus and the bias.
 import triton
 import triton.language as tl
 
+from ..tuning import Kernel
 from ..activations import silu_and_slope
 from .cumsum import chunk_row, raw_step, softplus_clamp
 
@@ -51,3 +52,7 @@ def _dt_bwd_kernel(DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, 
     ddt = tl.where(ok, ddt * slope, 0.0)
     tl.store(DDT + (bi.to(tl.int64) * L + t) * H + h, ddt.to(DDT.dtype.element_ty), mask=ok)
     tl.store(DBIAS_PART + bh.to(tl.int64) * nc + c, tl.sum(ddt, axis=0))
+
+
+gate_bwd_kernel = Kernel(_gate_bwd_kernel)
+dt_bwd_kernel = Kernel(_dt_bwd_kernel, flags=dict(HAS_BIAS="DT_BIAS"))

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from .common import chunk_bounds, cum_at, mm
+from ..tuning import Kernel
 
 
 @triton.jit
@@ -79,3 +80,6 @@ def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
         z = tl.load(Z + at, mask=tp_ok, other=0.0).to(tl.float32)
         acc = acc * z * tl.sigmoid(z)
     tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)
+
+
+chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_SEQ="SEQ"))

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .common import cum_at, mm
+from ..tuning import Kernel
 
 MODE_STATE = 0
 MODE_ADJOINT = 1
@@ -23,7 +24,7 @@ _VARLEN = tl.constexpr(MODE_VARLEN)
 
 
 @triton.jit
-def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
+def _chunk_state_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
                         L, H, G, P, N, Lp, nc, lo_off,
                         MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
@@ -37,7 +38,8 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
     if MODE == _VARLEN:  # one packed row (batch 1); pid is the sequence
         bi = bh * 0
         h = bh
-        end = tl.load(CU + pid + 1) - 1
+        # clamped into the row: cu_seqlens is checked asynchronously, so a bad one may arrive
+        end = tl.minimum(tl.maximum(tl.load(CU + pid + 1), 1), L) - 1
         c = end // Q
     else:
         bi = bh // H
@@ -82,3 +84,7 @@ def _chunk_outer_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
     else:
         dst = OUT + ((bh.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :]
     tl.store(dst, acc, mask=pn_ok)
+
+
+# SEQ, HPREV and CU may be None (HPREV and CU are read in MODE_VARLEN only)
+chunk_state_kernel = Kernel(_chunk_state_kernel, flags=dict(HAS_SEQ="SEQ"))

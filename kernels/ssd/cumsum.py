@@ -9,6 +9,7 @@ stages need ``cum_t - cum_s`` to fp32 accuracy where both are large. Steps past
 import triton
 import triton.language as tl
 
+from ..tuning import Kernel
 from ..activations import softplus
 
 
@@ -56,3 +57,6 @@ def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo_off, lo, hi,
     tl.store(DTP + row, dt)
     tl.store(CUM + row, cum_hi)
     tl.store(CUM + lo_off + row, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+
+
+dt_cumsum_kernel = Kernel(_dt_cumsum_kernel, flags=dict(HAS_BIAS="DT_BIAS"))

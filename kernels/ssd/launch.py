@@ -6,19 +6,20 @@ dtype the tensor cores read (fp32 for fp32 inputs and under the interpreter, els
 """
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 import triton.language as tl
 
 from ..host import cdiv, next_power_of_2
-from ..tuning import bucket, interpreting, tune_call
-from .chunk_scan import _chunk_scan_fwd_kernel
-from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, _chunk_outer_kernel
-from .cumsum import _dt_cumsum_kernel
-from .bmm import _bmm_kernel
-from .backward import _db_kernel, _dc_kernel, _dx_kernel
-from .bwd_dt import _dt_bwd_kernel, _gate_bwd_kernel
-from .state_passing import _state_bwd_kernel, _state_fwd_kernel
+from ..tuning import TunablePlan, bucket, run_mode
+from .bmm import bmm_kernel
+from .bwd_dt import dt_bwd_kernel, gate_bwd_kernel
+from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
+from .chunk_scan import chunk_scan_kernel
+from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
+from .cumsum import dt_cumsum_kernel
+from .state_passing import state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
 _TORCH_DOT = {tl.float32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
@@ -42,14 +43,14 @@ class Plan:
     bwd_block_k: int = 64
     bwd_warps: int = 4
     bwd_stages: int = 2
-    min_programs: int = 528   # the pair stages' target: 4 per H100 SM
+    min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
     def torch_dot(self) -> torch.dtype:
         return _TORCH_DOT[self.dot]
 
 
-def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **overrides) -> Plan:
+def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mode=None, **overrides) -> Plan:
     """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep).
 
     The GPU defaults come from ``python -m ssm_triton.bench.sweep_ssd`` on the H100 (2026-11-25, H=64 P=64
@@ -59,39 +60,70 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, **o
     in two stages and 32x32 backward tiles with one or two heads per program.
     """
     bsz, L, H, P = x.shape
-    interp = interpreting()
+    mode = mode or run_mode(x.device)
+    interp = mode.interpreted
     blk = min(block or (16 if interp else 64), chunk_size)
     # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
     dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     pad = lambda n, hi: max(16, min(hi, next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
-             outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk)
+             outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk,
+             min_programs=4 * mode.sm_count)
     if not interp and block is None:
         if bsz * L * H >= 1 << 20:
             p = replace(p, block_k=min(32, chunk_size), stages=1)
         else:
             small = min(32, chunk_size)
-            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=2112)
+            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=16 * mode.sm_count)
     return replace(p, **overrides) if overrides else p
 
 
-# Tile plans the SSD stages are tuned over, as overrides of ``plan``'s rule ({} first): the runners-up of
-# the H100 sweep (bench/sweep_ssd.py, 2026-11-25) for many and for few (row, head) pairs.
-FORWARD_OPTIONS = [{}, dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
-                   dict(warps=8)]
-BACKWARD_OPTIONS = [{}, dict(bwd_block_m=64, bwd_block_k=64, min_programs=528),
-                    dict(bwd_block_m=32, bwd_block_k=32, min_programs=2112), dict(bwd_stages=1), dict(bwd_warps=8)]
+class SSDProblem(NamedTuple):
+    """What the SSD tile plans' rules and keys read."""
+    bsz: int
+    L: int
+    H: int
+    P: int
+    G: int
+    N: int
+    chunk_size: int
+    dtype: torch.dtype
+    has_z: bool
+    has_seq: bool
+
+
+def _problem(x, B, chunk_size, z, seq_idx) -> SSDProblem:
+    bsz, L, H, P = x.shape
+    return SSDProblem(bsz, L, H, P, B.shape[2], B.shape[3], chunk_size, x.dtype, z is not None, seq_idx is not None)
 
 
 def _fitting(options: list[dict], chunk_size: int) -> list[dict]:
     """The options whose step tiles divide the chunk."""
     fields = ("block_m", "block_k", "bwd_block_m", "bwd_block_k")
-    return [o for o in options if all(chunk_size % o.get(f, 1) == 0 for f in fields)] or options[:1]
+    return [o for o in options if all(chunk_size % o.get(f, 1) == 0 for f in fields)]
 
 
-def _tune_key(x, B, chunk_size, z, seq_idx) -> tuple:
-    bsz, L, H, P = x.shape
-    return (bucket(bsz * L), H, P, B.shape[2], B.shape[3], chunk_size, str(x.dtype), z is not None, seq_idx is not None)
+# Tile plans the SSD stages are tuned over, as overrides of ``plan``'s rule: the runners-up of the H100
+# sweep (bench/sweep_ssd.py, 2026-11-25) for many and for few (row, head) pairs.
+def _forward_options(p: SSDProblem, mode):
+    return _fitting([dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
+                     dict(warps=8)], p.chunk_size)
+
+
+def _backward_options(p: SSDProblem, mode):
+    return _fitting([dict(bwd_block_m=64, bwd_block_k=64, min_programs=4 * mode.sm_count),
+                     dict(bwd_block_m=32, bwd_block_k=32, min_programs=16 * mode.sm_count), dict(bwd_stages=1),
+                     dict(bwd_warps=8)], p.chunk_size)
+
+
+def _plan_key(p: SSDProblem) -> tuple:
+    return (bucket(p.bsz * p.L), p.H, p.P, p.G, p.N, p.chunk_size, str(p.dtype), p.has_z, p.has_seq)
+
+
+# the rule is plan()'s own defaults: no overrides
+ssd_fwd_plan = TunablePlan("ssd_fwd", rule=lambda p, mode: {}, alternatives=_forward_options, key=_plan_key)
+# the deterministic backward runs the rule's plan (see ssd_backward)
+ssd_bwd_plan = TunablePlan("ssd_bwd", rule=lambda p, mode: {}, alternatives=_backward_options, key=_plan_key)
 
 
 def _f32(*shape, device):
@@ -109,6 +141,14 @@ def _limits(dt_limit) -> tuple[float, float, bool]:
     return float(lo), float(min(hi, 3.0e38)), lo > 0.0 or hi != math.inf
 
 
+class Saved(NamedTuple):
+    """What the forward keeps for the backward."""
+    dtp: torch.Tensor     # (b, H, Lp) fp32 step sizes after bias, softplus and clamp
+    cum: torch.Tensor     # (2, b, H, Lp) fp32 hi and lo planes of the within-chunk cumulative dt*A
+    hs: torch.Tensor      # (b, H, nc, P, N) the states entering each chunk, in the tensor cores' dtype
+    y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when z is given, else None
+
+
 def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
     """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum."""
     bsz, L, H = dt.shape
@@ -116,13 +156,12 @@ def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
     dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
     cum = _f32(2, bsz, H, nc * p.Q, device=dt.device)
     lo, hi, clamp = _limits(dt_limit)
-    _dt_cumsum_kernel[(nc, bsz * H)](
-        dt, dt_bias if dt_bias is not None else dt, A, dtp, cum, L, H, nc * p.Q, lo_offset(cum), lo, hi,
-        HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
+    dt_cumsum_kernel((nc, bsz * H), DT=dt, DT_BIAS=dt_bias, A=A, DTP=dtp, CUM=cum, L=L, H=H, Lp=nc * p.Q,
+                     lo_off=lo_offset(cum), lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
     return dtp, cum
 
 
-def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
+def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     """Per-chunk (or per-sequence, ``MODE_VARLEN``) ``(P, N)`` sums; see ``chunk_state.py``."""
     bsz, L, H, P = V.shape
     G, N = W.shape[2], W.shape[3]
@@ -135,11 +174,9 @@ def chunk_outer(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     else:
         out = _f32(bsz, H, nc, P, N, device=V.device)
         grid = (nc, bsz * H, tiles)
-    _chunk_outer_kernel[grid](
-        V, W, dtp, cum, seq if seq is not None else cum, hprev if hprev is not None else cum, out,
-        cu if cu is not None else cum, L, H, G, P, N, nc * p.Q, nc, lo_offset(cum),
-        MODE=mode, HAS_SEQ=seq is not None, Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=p.outer_p, BLOCK_N=p.outer_n,
-        DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
+    chunk_state_kernel(grid, V=V, W=W, DTP=dtp, CUM=cum, SEQ=seq, HPREV=hprev, OUT=out, CU=cu, L=L, H=H, G=G, P=P,
+                       N=N, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), MODE=mode, Q=p.Q, BLOCK_K=p.block_k,
+                       BLOCK_P=p.outer_p, BLOCK_N=p.outer_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
     return out
 
 
@@ -150,10 +187,24 @@ def state_passing(own, cum, seq, h0, L, p: Plan):
     final = _f32(bsz, H, P, N, device=own.device)
     hs = torch.empty(own.shape, device=own.device, dtype=p.torch_dot)
     PN = P * N
-    _state_fwd_kernel[(bsz * H, cdiv(PN, STATE_BLOCK))](
-        own, hs, cum, seq if seq is not None else cum, h0 if h0 is not None else own, final, L, H, nc * p.Q, nc, PN,
-        HAS_H0=h0 is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
+    state_fwd_kernel((bsz * H, cdiv(PN, STATE_BLOCK)), S=own, HS=hs, CUM=cum, SEQ=seq, H0=h0, FINAL=final, L=L, H=H,
+                     Lp=nc * p.Q, nc=nc, PN=PN, Q=p.Q, BLOCK=STATE_BLOCK)
     return hs, final
+
+
+def state_passing_bwd(adj, hs, cum, seq, dfinal, L, p: Plan):
+    """The reversed state passing: ``adj (b, H, nc, P, N)``, what each chunk's outputs send back to its
+    entering state -> ``(ds, dh0, fpart)``: ``ds`` (in ``adj``'s place) the gradient of each chunk's end
+    state, ``dh0 (b, H, P, N)`` that of the initial state, ``fpart (b, H, nc, blocks)`` partial sums of
+    the chunk-decay gradients."""
+    bsz, H, nc, P, N = adj.shape
+    PN = P * N
+    n_blk = cdiv(PN, STATE_BLOCK)
+    dh0 = _f32(bsz, H, P, N, device=adj.device)
+    fpart = _f32(bsz, H, nc, n_blk, device=adj.device)
+    state_bwd_kernel((bsz * H, n_blk), ADJ=adj, HS=hs, CUM=cum, SEQ=seq, DFINAL=dfinal, DH0=dh0, FPART=fpart, L=L, H=H,
+                     Lp=nc * p.Q, nc=nc, PN=PN, Q=p.Q, BLOCK=STATE_BLOCK)
+    return adj, dh0, fpart
 
 
 def bmm(B, C, p: Plan):
@@ -161,8 +212,8 @@ def bmm(B, C, p: Plan):
     nc = cdiv(L, p.Q)
     cb = _f32(bsz, G, nc, p.Q, p.Q, device=B.device)
     per = p.Q // p.block_m
-    _bmm_kernel[(nc * per * per, bsz * G)](B, C, cb, L, G, N, nc, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_m,
-                                           BLOCK_N=min(p.block_n, 64), DOT=p.dot, num_warps=p.warps)
+    bmm_kernel((nc * per * per, bsz * G), B=B, C=C, CB=cb, L=L, G=G, N=N, nc=nc, Q=p.Q, BLOCK_M=p.block_m,
+               BLOCK_K=p.block_m, BLOCK_N=min(p.block_n, 64), DOT=p.dot, num_warps=p.warps)
     return cb
 
 
@@ -172,18 +223,20 @@ def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
     nc = cdiv(L, p.Q)
     out = torch.empty_like(x)
     y = torch.empty_like(x) if store_y else out
-    _chunk_scan_fwd_kernel[(cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p))](
-        x, B, C, cb, dtp, cum, hs, D if D is not None else cum, z if z is not None else x,
-        seq if seq is not None else cum, y, out, L, H, G, P, N, nc * p.Q, nc, lo_offset(cum),
-        HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
-        HAS_SEQ=seq is not None, STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k,
-        BLOCK_P=p.block_p, BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
+    chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)),
+                      X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
+                      P=P, N=N, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
+                      STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,
+                      BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
     return out, (y if store_y else None)
 
 
 def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
-    """``(1, L)`` int32 sequence ids of the packed row that ``cu_seqlens (S + 1,)`` describes."""
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    """``(1, L)`` int32 sequence ids of the packed row that ``cu_seqlens (S + 1,)`` describes. The
+    boundaries are made non-decreasing within ``[0, L]`` first: they are checked asynchronously, and bad
+    ones must not make ``repeat_interleave`` write past ``L`` entries."""
+    bounds = torch.cummax(cu_seqlens.clamp(0, L), 0).values
+    lengths = bounds[1:] - bounds[:-1]
     ids = torch.arange(lengths.shape[0], device=cu_seqlens.device, dtype=torch.int32)
     return torch.repeat_interleave(ids, lengths, output_size=L)[None]
 
@@ -192,25 +245,26 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
                 cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
                 for_backward=False, block=None, tiles=None):
     """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
-    ``saved`` is what :func:`ssd_backward` reads: ``(dtp, cum, hs, y)``, ``y`` the pre-gate output when
-    ``z`` is given and a backward is to come, else None."""
+    ``saved`` (:class:`Saved`) is what :func:`ssd_backward` reads, its ``y`` the pre-gate output when
+    ``z`` is given and a backward is to come. ``block`` (every step tile) and ``tiles`` (plan fields)
+    override the tuned plan."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    if tiles is None and block is None:
-        tiles = tune_call("ssd_fwd", _tune_key(x, B, chunk_size, z, seq_idx), _fitting(FORWARD_OPTIONS, chunk_size),
-                          lambda t: ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                                                cu_seqlens, dt_softplus, dt_limit, want_varlen, for_backward,
-                                                tiles=t))
+    if block is None:
+        tiles = ssd_fwd_plan.pick(
+            _problem(x, B, chunk_size, z, seq_idx),
+            lambda t: ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
+                                  dt_softplus, dt_limit, want_varlen, for_backward, tiles=t), config=tiles)
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
-    hs, final = state_passing(chunk_outer(x, B, dtp, cum, seq, MODE_STATE, p), cum, seq, initial_states, L, p)
+    hs, final = state_passing(chunk_state(x, B, dtp, cum, seq, MODE_STATE, p), cum, seq, initial_states, L, p)
     cb = bmm(B, C, p)
     out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
     varlen = None
     if want_varlen:
-        varlen = chunk_outer(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())
-    return out, final, varlen, (dtp, cum, hs, y)
+        varlen = chunk_state(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())
+    return out, final, varlen, Saved(dtp, cum, hs, y)
 
 
 def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
@@ -225,6 +279,54 @@ def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
     return best
 
 
+class PairScratch(NamedTuple):
+    """The pair stages' outputs besides ``dx``: fp32 partial sums, added up by the launcher, and the
+    per-step terms the step-size gradient assembles."""
+    db_part: torch.Tensor             # (b, L, head blocks, N) dB per head block
+    dc_part: torch.Tensor             # (b, L, head blocks, N) dC per head block (atomic adds by default)
+    dd_part: torch.Tensor | None      # (row blocks, b, H, P) dD per row block, when D is given
+    pair_rows: torch.Tensor           # (b, H, Lp) fp64: sum over s of the pair terms T_ts (the "rs" of bwd_pairs)
+    pair_cols: torch.Tensor           # (b, H, Lp) fp64: sum over t of T_ts (the "cs")
+    state_terms: torch.Tensor         # (b, H, Lp) fp32: U_s = dt_s x_s . (state part of v_s) (the "us")
+    direct_terms: torch.Tensor        # (b, H, Lp) fp32: x_s . v_s, the direct d dt_s (the "xv")
+    entering_terms: torch.Tensor      # (b, H, Lp) fp32: d cum_t through the entering state (the "inter")
+
+
+def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic):
+    """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
+    Returns ``(dx, PairScratch, heads per program)``."""
+    bsz, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    nc = cdiv(L, p.Q)
+    Lp = nc * p.Q
+    dev = x.device
+    rows = cdiv(L, p.bwd_block_m)
+    k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
+    n_hb = H // k
+    dx = torch.empty_like(x)
+    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
+    s = PairScratch(
+        db_part=_f32(bsz, L, n_hb, N, device=dev),
+        dc_part=_f32(bsz, L, n_hb, N, device=dev) if deterministic else torch.zeros((bsz, L, n_hb, N), device=dev),
+        dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None else None,
+        pair_rows=rs, pair_cols=torch.zeros_like(rs),
+        state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
+        entering_terms=torch.empty_like(rs, dtype=torch.float32))
+    sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum))
+    meta = dict(Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k, BLOCK_P=max(16, next_power_of_2(P)),
+                BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
+    cb = bmm(B, C, p)
+    dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, SEQ=seq, DX=dx,
+                 DD_PART=s.dd_part, US=s.state_terms, XV=s.direct_terms, **sizes,
+                 D_PER_CHANNEL=D is not None and D.dim() == 2, **meta)
+    db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
+                       DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
+                       ATOMIC_DC=not deterministic, **meta)
+    dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
+                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
+    return dx, s
+
+
 def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
                  heads=None, tiles=None, deterministic=False):
@@ -232,77 +334,47 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
     ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32. ``deterministic``: ``dC`` without
     atomics (a second pass over the pairs). The step-size sums use fp64 atomics in both modes: their
-    order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely."""
+    order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely.
+
+    The stages mirror the forward's (see the table in ``kernels/ssd/__init__.py``): the gate, the
+    adjoint chunk sums, the reversed state passing, the pair gradients, the step-size gradients."""
     dtp, cum, hs, y = saved
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    if tiles is None and block is None and heads is None and not deterministic:  # deterministic: the rule's plan
-        tiles = tune_call("ssd_bwd", _tune_key(x, B, chunk_size, z, seq_idx), _fitting(BACKWARD_OPTIONS, chunk_size),
-                          lambda t: ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D, z, dt_bias,
-                                                 initial_states, seq_idx, dt_softplus, dt_limit,
-                                                 tiles=t, deterministic=deterministic))
+    if block is None and heads is None and not deterministic:  # deterministic: the rule's plan
+        tiles = ssd_bwd_plan.pick(
+            _problem(x, B, chunk_size, z, seq_idx),
+            lambda t: ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states,
+                                   seq_idx, dt_softplus, dt_limit, tiles=t, deterministic=deterministic), config=tiles)
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     nc = cdiv(L, p.Q)
-    Lp = nc * p.Q
-    dev = x.device
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
-    dummy = cum
     dz = None
     if z is not None:
         dy, dz = torch.empty_like(x), torch.empty_like(z)
-        n = x.numel()
-        _gate_bwd_kernel[(cdiv(n, 1024),)](dout, y, z, dy, dz, n, BLOCK=1024)
+        gate_bwd_kernel((cdiv(x.numel(), 1024),), DOUT=dout, Y=y, Z=z, DY=dy, DZ=dz, n=x.numel(), BLOCK=1024)
     else:
         dy = dout.to(x.dtype).contiguous()
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
-    adj = chunk_outer(dy, C, dtp, cum, seq, MODE_ADJOINT, p)
-    PN = P * N
-    n_blk = cdiv(PN, STATE_BLOCK)
-    dh0 = _f32(bsz, H, P, N, device=dev)
-    fpart = _f32(bsz, H, nc, n_blk, device=dev)
-    _state_bwd_kernel[(bsz * H, n_blk)](
-        adj, hs, cum, seq if seq is not None else dummy, dfinal if dfinal is not None else dummy, dh0, fpart,
-        L, H, Lp, nc, PN, HAS_DFINAL=dfinal is not None, HAS_SEQ=seq is not None, Q=p.Q, BLOCK=STATE_BLOCK)
-
-    rows = cdiv(L, p.bwd_block_m)
-    k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
-    n_hb = H // k
-    dx = torch.empty_like(x)
-    db_part = _f32(bsz, L, n_hb, N, device=dev)
-    dc_part = _f32(bsz, L, n_hb, N, device=dev) if deterministic else torch.zeros((bsz, L, n_hb, N), device=dev)
-    dd_part = _f32(rows, bsz, H, P, device=dev) if D is not None else dummy
-    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
-    cs = torch.zeros_like(rs)
-    us, xv, inter = (torch.empty_like(rs, dtype=torch.float32) for _ in range(3))
-    common = dict(HAS_SEQ=seq is not None, Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k,
-                  BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=max(16, next_power_of_2(N)),
-                  DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
-    seq_arg = seq if seq is not None else dummy
-    cb = bmm(B, C, p)
-    _dx_kernel[(rows, bsz * H)](
-        x, B, cb, dy, dtp, cum, adj, D if D is not None else dummy, seq_arg, dx, dd_part, us, xv,
-        L, H, G, P, N, Lp, nc, lo_offset(cum), HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, **common)
-    _db_kernel[(rows, bsz * n_hb)](x, B, C, cb, dy, dtp, cum, adj, seq_arg, db_part, dc_part, rs, cs,
-                                   L, H, G, P, N, Lp, nc, lo_offset(cum), k, ATOMIC_DC=not deterministic, **common)
-    _dc_kernel[(rows, bsz * n_hb)](x, B, C, dy, dtp, cum, hs, seq_arg, dc_part, inter, L, H, G, P, N, Lp, nc, lo_offset(cum), k,
-                                   PAIRS=deterministic,
-                                   **common)
+    ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
+    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic)
 
     ddt = torch.empty_like(dt)
-    da_part = _f32(bsz, H, nc, device=dev)
+    da_part = _f32(bsz, H, nc, device=x.device)
     dbias_part = torch.empty_like(da_part)
     lo, hi, clamp = _limits(dt_limit)
-    _dt_bwd_kernel[(nc, bsz * H)](
-        dt, dt_bias if dt_bias is not None else dummy, A, dtp, rs, inter, cs, us, xv, fpart.sum(-1), ddt, da_part,
-        dbias_part, L, H, Lp, nc, lo, hi, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
+    dt_bwd_kernel((nc, bsz * H), DT=dt, DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows, INTER=s.entering_terms,
+                  CS=s.pair_cols, US=s.state_terms, XV=s.direct_terms, F=fpart.sum(-1), DDT=ddt, DA_PART=da_part,
+                  DBIAS_PART=dbias_part, L=L, H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp,
+                  Q=p.Q)
 
-    per_group_blocks = n_hb // G
-    dB = db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
-    dC = dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    per_group_blocks = s.db_part.shape[2] // G
+    dB = s.db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    dC = s.dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
     dD = None
     if D is not None:
-        dD = dd_part.sum((0, 1))
+        dD = s.dd_part.sum((0, 1))
         if D.dim() == 1:
             dD = dD.sum(1)
     return (dx, ddt, da_part.sum((0, 2)), dB, dC, dD, dz,

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from .common import chunk_bounds
+from ..tuning import Kernel
 
 
 @triton.jit
@@ -80,3 +81,7 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
         adj = adj_next
         enter = enter_next
     tl.store(DH0 + bh.to(tl.int64) * PN + e, run, mask=ok)
+
+
+state_fwd_kernel = Kernel(_state_fwd_kernel, flags=dict(HAS_H0="H0", HAS_SEQ="SEQ"))
+state_bwd_kernel = Kernel(_state_bwd_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_SEQ="SEQ"))

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
-from ..ops.selective_scan import selective_scan_fn
+from ..ops.combined import mamba_inner_fn
+from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
 
@@ -65,21 +65,22 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, hidden_states, inference_params=None):
+        """The whole block after in_proj is ``mamba_inner_fn`` (one copy of conv -> x_proj -> dt_proj ->
+        selective scan -> out_proj); a prefill also fills this layer's states."""
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
-        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)   # each (b, d_inner, L)
+        xz = self.in_proj(hidden_states).transpose(1, 2)    # (b, 2 d_inner, L)
         if conv_state is not None:
-            fill_conv_state(conv_state, x)
-        x = causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
-        dt, B, C = self._dt_B_C(x.transpose(1, 2))
-        y = selective_scan_fn(x, dt.transpose(1, 2), -torch.exp(self.A_log.float()), B.transpose(1, 2),
-                              C.transpose(1, 2), self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                              delta_softplus=True, return_last_state=ssm_state is not None)
+            fill_conv_state(conv_state, xz[:, :self.d_inner])
+        out = mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                             self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()),
+                             D=self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                             return_last_state=ssm_state is not None)
         if ssm_state is not None:
-            y, last = y
+            out, last = out
             ssm_state.copy_(last)
-        return self.out_proj(y.transpose(1, 2))
+        return out
 
     def step(self, hidden_states, conv_state, ssm_state):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
-from ..ops.ssd import mamba_chunk_scan_combined
+from ..ops.combined import mamba_split_conv1d_scan_combined
+from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
 from .norm import RMSNorm
@@ -74,25 +74,24 @@ class Mamba2(nn.Module):
         return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
 
     def forward(self, u, inference_params=None):
+        """The whole block after in_proj is ``mamba_split_conv1d_scan_combined`` (one copy of split -> conv
+        -> SSD -> gated norm -> out_proj); a prefill also fills this layer's states."""
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
         if decoded is not None:
             return decoded
-        bsz, L, _ = u.shape
-        z0, x0, z, xBC, dt = self._split(self.in_proj(u))
+        zxbcdt = self.in_proj(u)
         if conv_state is not None:
-            fill_conv_state(conv_state, xBC.transpose(1, 2))
-        xBC = causal_conv1d_fn(xBC.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                               activation="silu").transpose(1, 2)
-        x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
-        y = mamba_chunk_scan_combined(
-            x.reshape(bsz, L, self.nheads, self.headdim), dt, -torch.exp(self.A_log.float()),
-            B.reshape(bsz, L, self.ngroups, self.d_state), C.reshape(bsz, L, self.ngroups, self.d_state),
-            self.chunk_size, D=self._D(), z=None if self.rmsnorm else z.reshape(bsz, L, self.nheads, self.headdim),
-            dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit, return_final_states=ssm_state is not None)
+            fill_conv_state(conv_state, self._split(zxbcdt)[3].transpose(1, 2))
+        out = mamba_split_conv1d_scan_combined(
+            zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, -torch.exp(self.A_log.float()),
+            self._D(), self.chunk_size, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,
+            rmsnorm_weight=self.norm.weight if self.rmsnorm else None, rmsnorm_eps=self.norm.eps if self.rmsnorm else 1e-6,
+            outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias, headdim=self.headdim,
+            ngroups=self.ngroups, norm_before_gate=self.norm_before_gate)
         if ssm_state is not None:
-            y, final = y
+            out, final = out
             ssm_state.copy_(final)
-        return self._finish(y.reshape(bsz, L, self.d_ssm), z, z0, x0)
+        return out
 
     def step(self, hidden_states, conv_state, ssm_state):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns

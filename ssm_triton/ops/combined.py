@@ -91,15 +91,17 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
                    delta_bias: Optional[Tensor] = None, B_proj_bias: Optional[Tensor] = None,
                    C_proj_bias: Optional[Tensor] = None, delta_softplus: bool = True, checkpoint_lvl: int = 1,
                    b_rms_weight: Optional[Tensor] = None, c_rms_weight: Optional[Tensor] = None,
-                   dt_rms_weight: Optional[Tensor] = None, b_c_dt_rms_eps: float = 1e-6) -> Tensor:
+                   dt_rms_weight: Optional[Tensor] = None, b_c_dt_rms_eps: float = 1e-6, *,
+                   return_last_state: bool = False):
     """Mamba-1's block after in_proj: conv + silu on ``x``, x_proj to (dt low-rank, B, C), dt projection,
     (RMS norms on B, C, dt), selective scan gated by ``silu(z)``, out_proj.
 
     ``xz (b, 2 d, L)`` (x then z); ``conv1d_weight (d, 1, W)``; ``x_proj_weight (R + 2 N, d)``;
     ``delta_proj_weight (d, R)``; ``out_proj_weight (d_model, d)``; ``A (d, N)`` real. ``B``/``C`` given
     (fixed or variable, as ``selective_scan_fn`` takes them) replace the projected ones. Returns
-    ``(b, L, d_model)``. ``checkpoint_lvl`` is accepted for compatibility (the scan recomputes its
-    states in the backward either way).
+    ``(b, L, d_model)``, and the scan's last state ``(b, d, N)`` fp32 too with ``return_last_state``
+    (keyword only, beyond mamba_ssm's signature: ``Mamba``'s prefill keeps it). ``checkpoint_lvl`` is
+    accepted for compatibility (the scan recomputes its states in the backward either way).
     """
     _validate.tensor("xz", xz, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(batch, 2 d, L)")
     _validate.tensor("conv1d_weight", conv1d_weight, ndim=3, shape_doc="(d, 1, width)")
@@ -129,5 +131,7 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     if dt_rms_weight is not None:
         delta = rmsnorm_fn(delta, dt_rms_weight, None, eps=b_c_dt_rms_eps)
     y = selective_scan_fn(x, delta.transpose(1, 2), A, B, C, D, z=z, delta_bias=delta_bias,
-                          delta_softplus=delta_softplus)
-    return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+                          delta_softplus=delta_softplus, return_last_state=return_last_state)
+    y, last = y if return_last_state else (y, None)
+    out = F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+    return (out, last) if return_last_state else out

@@ -6,75 +6,30 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import conv1d as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ACTIVATIONS = (None, "silu", "swish")
 WIDTHS = (2, 3, 4)
 
 
-def _forward(x, weight, bias, seq_idx, silu):
-    return _k.conv_forward(x, weight, bias, seq_idx, silu)
+def _backward(saved, grads):
+    x, weight, bias, seq_idx = saved["x"], saved["weight"], saved["bias"], saved["seq_idx"]
+    dx, dw, db = _k.conv_backward(grads["out"].contiguous(), x, weight, bias, seq_idx, saved["silu"])
+    return dict(x=dx, weight=dw, bias=db)
 
 
-def _save(ctx, inputs, output):
-    x, weight, bias, seq_idx, silu = inputs
-    ctx.save_for_backward(x, weight, bias, seq_idx)
-    ctx.silu = silu
+_conv = build(OpSpec(
+    "causal_conv1d", "x: Tensor, weight: Tensor, bias: Tensor?, seq_idx: Tensor?, silu: bool", outputs=("out",),
+    forward=lambda x, weight, bias, seq_idx, silu: (_k.conv_forward(x, weight, bias, seq_idx, silu),),
+    fake=lambda x, weight, bias, seq_idx, silu: (torch.empty_like(x),), grads=("x", "weight", "bias"),
+    grad_outputs=("out",), saves=("x", "weight", "bias", "seq_idx"), backward=_backward))
 
-
-def _backward_impl(dout, x, weight, bias, seq_idx, silu):
-    dx, dw, db = _k.conv_backward(dout.contiguous(), x, weight, bias, seq_idx, silu)
-    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None
-
-
-@torch.library.custom_op("ssm_triton::causal_conv1d", mutates_args=())
-def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], seq_idx: Optional[Tensor], silu: bool) -> Tensor:
-    return _forward(x, weight, bias, seq_idx, silu)
-
-
-@_conv_op.register_fake
-def _(x, weight, bias, seq_idx, silu):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("ssm_triton::causal_conv1d_backward", mutates_args=())
-def _conv_backward_op(dout: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], seq_idx: Optional[Tensor],
-                      silu: bool) -> list[Tensor]:
-    grads = _backward_impl(dout, x, weight, bias, seq_idx, silu)
-    return [g if g is not None else x.new_empty(0) for g in grads]
-
-
-@_conv_backward_op.register_fake
-def _(dout, x, weight, bias, seq_idx, silu):
-    return [torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias) if bias is not None else x.new_empty(0)]
-
-
-def _op_backward(ctx, dout):
-    x, weight, bias, seq_idx = ctx.saved_tensors
-    dx, dw, db = _conv_backward_op(dout, x, weight, bias, seq_idx, ctx.silu)
-    return dx, dw, db if bias is not None else None, None, None
-
-
-_conv_op.register_autograd(_op_backward, setup_context=_save)
-
-
-def _eager_backward(ctx, dout):
-    x, weight, bias, seq_idx = ctx.saved_tensors
-    return (*_backward_impl(dout, x, weight, bias, seq_idx, ctx.silu), None, None)
-
-
-_conv_eager = eager_autograd("CausalConv1d", _forward, _save, _eager_backward)
-
-
-@torch.library.custom_op("ssm_triton::causal_conv1d_update", mutates_args=("conv_state",))
-def _update_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool) -> Tensor:
-    return _k.conv_update(x, conv_state, weight, bias, silu)
-
-
-@_update_op.register_fake
-def _(x, conv_state, weight, bias, silu):
-    return torch.empty_like(x)
+_update = build(OpSpec(
+    "causal_conv1d_update", "x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor?, silu: bool",
+    outputs=("out",), mutates=("conv_state",),
+    forward=lambda x, conv_state, weight, bias, silu: (_k.conv_update(x, conv_state, weight, bias, silu),),
+    fake=lambda x, conv_state, weight, bias, silu: (torch.empty_like(x),)))
 
 
 def _check_weight(weight, bias, dim):
@@ -113,7 +68,7 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
     _validate.devices(("x", "weight", "bias", "seq_idx"), (x, weight, bias, seq_idx))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     args = (c(x), c(weight), c(bias), c(seq_idx), silu)
-    return _conv_op(*args) if compiling() else _conv_eager(*args)
+    return _conv(*args)[0]
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -138,5 +93,5 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
                            "call it under torch.no_grad()")
     x3 = (x[..., None] if x.dim() == 2 else x).contiguous()
     args = (x3, conv_state, weight.contiguous(), bias.contiguous() if bias is not None else None, silu)
-    out = _update_op(*args) if compiling() else _k.conv_update(*args)
+    out = _update(*args)[0]
     return out[..., 0] if x.dim() == 2 else out

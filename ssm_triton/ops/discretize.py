@@ -6,7 +6,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import discretize as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 METHODS = tuple(_k.METHODS)
 
@@ -20,64 +20,23 @@ def _forward(delta: Tensor, A: Tensor, B: Tensor, method: str) -> tuple[Tensor, 
                                  _out_dtype(delta, A, B))
 
 
-def _backward_impl(g_abar: Optional[Tensor], g_bbar: Optional[Tensor], delta: Tensor, A: Tensor, B: Tensor,
-                   method: str) -> tuple[Tensor, Tensor, Tensor]:
-    ga = g_abar.contiguous() if g_abar is not None else None
-    gb = g_bbar.contiguous() if g_bbar is not None else None
-    dd, dA, dB = _k.discretize_backward(ga, gb, delta.contiguous(), A.contiguous(), B.contiguous(), method)
-    return dd, dA.to(A.dtype), dB.to(B.dtype)
-
-
-def _save(ctx, inputs, output):
-    delta, A, B, method = inputs
-    ctx.save_for_backward(delta, A, B)
-    ctx.method = method
-
-
-# ---- compile route: custom ops ----
-
-@torch.library.custom_op("ssm_triton::discretize", mutates_args=())
-def _discretize_op(delta: Tensor, A: Tensor, B: Tensor, method: str) -> tuple[Tensor, Tensor]:
-    return _forward(delta, A, B, method)
-
-
-@_discretize_op.register_fake
-def _(delta, A, B, method):
+def _fake(delta, A, B, method):
     shape = (*delta.shape, A.shape[1])
     dtype = _out_dtype(delta, A, B)
     return delta.new_empty(shape, dtype=dtype), delta.new_empty(shape, dtype=dtype)
 
 
-@torch.library.custom_op("ssm_triton::discretize_backward", mutates_args=())
-def _discretize_backward_op(
-    g_abar: Optional[Tensor], g_bbar: Optional[Tensor], delta: Tensor, A: Tensor, B: Tensor, method: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_impl(g_abar, g_bbar, delta, A, B, method)
+def _backward(saved, grads):
+    ga, gb = (g.contiguous() if g is not None else None for g in (grads["Abar"], grads["Bbar"]))
+    delta, A, B = saved["delta"], saved["A"], saved["B"]
+    dd, dA, dB = _k.discretize_backward(ga, gb, delta.contiguous(), A.contiguous(), B.contiguous(), saved["method"])
+    return dict(delta=dd, A=dA, B=dB)
 
 
-@_discretize_backward_op.register_fake
-def _(g_abar, g_bbar, delta, A, B, method):
-    return torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B)
-
-
-def _op_backward(ctx, g_abar, g_bbar):
-    delta, A, B = ctx.saved_tensors
-    if g_abar is None and g_bbar is None:
-        return None, None, None, None
-    return (*_discretize_backward_op(g_abar, g_bbar, delta, A, B, ctx.method), None)
-
-
-_discretize_op.register_autograd(_op_backward, setup_context=_save)
-
-
-# ---- eager route ----
-
-def _eager_backward(ctx, g_abar, g_bbar):
-    delta, A, B = ctx.saved_tensors
-    return (*_backward_impl(g_abar, g_bbar, delta, A, B, ctx.method), None)
-
-
-_discretize_eager = eager_autograd("Discretize", _forward, _save, _eager_backward)
+_discretize = build(OpSpec(
+    "discretize", "delta: Tensor, A: Tensor, B: Tensor, method: str", outputs=("Abar", "Bbar"),
+    forward=_forward, fake=_fake, grads=("delta", "A", "B"), grad_outputs=("Abar", "Bbar"),
+    saves=("delta", "A", "B"), backward=_backward))
 
 
 def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tuple[Tensor, Tensor]:
@@ -109,6 +68,4 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tupl
     _validate.shape("B", B, (bsz, A.shape[1], L), "(batch, N, L) from delta (batch, dim, L) and A (dim, N)")
     _validate.one_of("method", method, METHODS)
     _validate.devices(("delta", "A", "B"), (delta, A, B))
-    if compiling():
-        return _discretize_op(delta, A, B, method)
-    return _discretize_eager(delta, A, B, method)
+    return _discretize(delta, A, B, method)

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import norm as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_GROUP = 65536
@@ -22,60 +22,25 @@ def _forward(x, weight, bias, z, eps, group_size, norm_before_gate):
     return y.view(x.shape), rstd
 
 
-def _save(ctx, inputs, output):
-    x, weight, bias, z, eps, group_size, norm_before_gate = inputs
-    ctx.save_for_backward(x, weight, bias, z, output[1])
-    ctx.flags = (eps, group_size, norm_before_gate)
-    ctx.mark_non_differentiable(output[1])
-
-
-def _backward_impl(dy, x, weight, bias, z, rstd, eps, group_size, norm_before_gate):
-    dx, dw, db, dz = _k.rmsnorm_backward(_rows(dy.to(x.dtype)), _rows(x), weight.contiguous(),
-                                         bias.contiguous() if bias is not None else None, _rows(z), rstd, eps, group_size,
-                                         gate_first=z is not None and not norm_before_gate)
-    return (dx.view(x.shape), dw.to(weight.dtype), db.to(bias.dtype) if db is not None else None,
-            dz.view(z.shape) if dz is not None else None)
-
-
-@torch.library.custom_op("ssm_triton::rmsnorm", mutates_args=())
-def _rmsnorm_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Tensor], eps: float, group_size: int,
-                norm_before_gate: bool) -> tuple[Tensor, Tensor]:
-    return _forward(x, weight, bias, z, eps, group_size, norm_before_gate)
-
-
-@_rmsnorm_op.register_fake
-def _(x, weight, bias, z, eps, group_size, norm_before_gate):
+def _fake(x, weight, bias, z, eps, group_size, norm_before_gate):
     rows = x.numel() // x.shape[-1]
     return torch.empty_like(x), x.new_empty((rows, x.shape[-1] // group_size), dtype=torch.float32)
 
 
-@torch.library.custom_op("ssm_triton::rmsnorm_backward", mutates_args=())
-def _rmsnorm_backward_op(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Tensor],
-                         rstd: Tensor, eps: float, group_size: int, norm_before_gate: bool) -> list[Tensor]:
-    grads = _backward_impl(dy, x, weight, bias, z, rstd, eps, group_size, norm_before_gate)
-    return [g if g is not None else x.new_empty(0) for g in grads]
+def _backward(saved, grads):
+    x, weight, bias, z = saved["x"], saved["weight"], saved["bias"], saved["z"]
+    dx, dw, db, dz = _k.rmsnorm_backward(
+        _rows(grads["y"].to(x.dtype)), _rows(x), weight.contiguous(), bias.contiguous() if bias is not None else None,
+        _rows(z), saved["rstd"], saved["eps"], saved["group_size"],
+        gate_first=z is not None and not saved["norm_before_gate"])
+    return dict(x=dx.view(x.shape), weight=dw, bias=db, z=dz.view(z.shape) if dz is not None else None)
 
 
-@_rmsnorm_backward_op.register_fake
-def _(dy, x, weight, bias, z, rstd, eps, group_size, norm_before_gate):
-    return [torch.empty_like(t) if t is not None else x.new_empty(0) for t in (x, weight, bias, z)]
-
-
-def _op_backward(ctx, dy, _drstd):
-    x, weight, bias, z, rstd = ctx.saved_tensors
-    g = _rmsnorm_backward_op(dy, x, weight, bias, z, rstd, *ctx.flags)
-    return (g[0], g[1], g[2] if bias is not None else None, g[3] if z is not None else None, None, None, None)
-
-
-_rmsnorm_op.register_autograd(_op_backward, setup_context=_save)
-
-
-def _eager_backward(ctx, dy, _drstd):
-    x, weight, bias, z, rstd = ctx.saved_tensors
-    return (*_backward_impl(dy, x, weight, bias, z, rstd, *ctx.flags), None, None, None)
-
-
-_rmsnorm_eager = eager_autograd("RMSNormGated", _forward, _save, _eager_backward)
+_rmsnorm = build(OpSpec(
+    "rmsnorm", "x: Tensor, weight: Tensor, bias: Tensor?, z: Tensor?, eps: float, group_size: int, "
+    "norm_before_gate: bool", outputs=("y", "rstd"), forward=_forward, fake=_fake,
+    grads=("x", "weight", "bias", "z"), grad_outputs=("y",), saves=("x", "weight", "bias", "z", "rstd"),
+    backward=_backward))
 
 
 def rmsnorm_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, z: Optional[Tensor] = None,
@@ -110,5 +75,4 @@ def rmsnorm_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, z: Opti
     _validate.flag("norm_before_gate", norm_before_gate)
     _validate.devices(("x", "weight", "bias", "z"), (x, weight, bias, z))
     args = (x, weight, bias, z, float(eps), group_size, norm_before_gate)
-    y, _ = _rmsnorm_op(*args) if compiling() else _rmsnorm_eager(*args)
-    return y
+    return _rmsnorm(*args)[0]

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import scan as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -17,69 +17,25 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
 
 
-def _forward(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
+def _forward(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> tuple[Tensor]:
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
     h = _k.scan_forward(_rows(a), _rows(b), h0_rows, reverse)
-    return h if h.shape == b.shape else h.view(b.shape)
+    return (h if h.shape == b.shape else h.view(b.shape),)
 
 
-def _backward_impl(grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool):
+def _backward(saved, grads):
+    a, h, h0 = saved["a"], saved["h"], saved["h0"]
     h0_rows = h0.reshape(-1).contiguous() if h0 is not None else None
-    da, db, dh0 = _k.scan_backward(_rows(grad.to(h.dtype)), _rows(a), _rows(h), h0_rows, reverse)
+    da, db, dh0 = _k.scan_backward(_rows(grads["h"].to(h.dtype)), _rows(a), _rows(h), h0_rows, saved["reverse"])
     if da.shape != a.shape:
         da, db = da.view(a.shape), db.view(h.shape)
-    return da, db, (dh0.view(h0.shape) if h0 is not None else None)
+    return dict(a=da, b=db, h0=dh0.view(h0.shape) if h0 is not None else None)
 
 
-def _save(ctx, inputs, output):
-    a, _, h0, reverse = inputs
-    ctx.save_for_backward(a, output, h0)
-    ctx.reverse = reverse
-
-
-# ---- compile route: custom ops ----
-
-@torch.library.custom_op("ssm_triton::linear_scan", mutates_args=())
-def _linear_scan_op(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool) -> Tensor:
-    return _forward(a, b, h0, reverse)
-
-
-@_linear_scan_op.register_fake
-def _(a, b, h0, reverse):
-    return torch.empty_like(b, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("ssm_triton::linear_scan_backward", mutates_args=())
-def _linear_scan_backward_op(
-    grad: Tensor, a: Tensor, h: Tensor, h0: Optional[Tensor], reverse: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    da, db, dh0 = _backward_impl(grad, a, h, h0, reverse)
-    return da, db, (dh0 if dh0 is not None else h.new_empty(0))  # custom ops cannot return None
-
-
-@_linear_scan_backward_op.register_fake
-def _(grad, a, h, h0, reverse):
-    dh0 = torch.empty_like(h0) if h0 is not None else h.new_empty(0)
-    return torch.empty_like(a), torch.empty_like(h), dh0
-
-
-def _op_backward(ctx, grad):
-    a, h, h0 = ctx.saved_tensors
-    da, db, dh0 = _linear_scan_backward_op(grad, a, h, h0, ctx.reverse)
-    return da, db, (dh0 if h0 is not None else None), None
-
-
-_linear_scan_op.register_autograd(_op_backward, setup_context=_save)
-
-
-# ---- eager route ----
-
-def _eager_backward(ctx, grad):
-    a, h, h0 = ctx.saved_tensors
-    return (*_backward_impl(grad, a, h, h0, ctx.reverse), None)
-
-
-_linear_scan_eager = eager_autograd("LinearScan", _forward, _save, _eager_backward)
+_linear_scan = build(OpSpec(
+    "linear_scan", "a: Tensor, b: Tensor, h0: Tensor?, reverse: bool", outputs=("h",), forward=_forward,
+    fake=lambda a, b, h0, reverse: (torch.empty_like(b, memory_format=torch.contiguous_format),),
+    grads=("a", "b", "h0"), grad_outputs=("h",), saves=("a", "h", "h0"), like=dict(b="h"), backward=_backward))
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
@@ -107,6 +63,4 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool
         _validate.shape("h0", h0, a.shape[:-1], "a.shape[:-1]")
     _validate.flag("reverse", reverse)
     _validate.devices(("a", "b", "h0"), (a, b, h0))
-    if compiling():
-        return _linear_scan_op(a, b, h0, reverse)
-    return _linear_scan_eager(a, b, h0, reverse)
+    return _linear_scan(a, b, h0, reverse)[0]

@@ -6,107 +6,45 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import selective_scan as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
 
 
+def _c(x):
+    return x.contiguous() if x is not None else None
+
+
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic, store_ckpt=True):
-    c = lambda x: x.contiguous() if x is not None else None
-    out, last, ckpt, _ = _k.selective_scan_forward(c(u), c(delta), c(A), c(B), c(C), c(D), c(z), c(delta_bias),
-                                                   delta_softplus, c(initial_state), store_ckpt=store_ckpt)
+    out, last, ckpt, _ = _k.selective_scan_forward(_c(u), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(z), _c(delta_bias),
+                                                   delta_softplus, _c(initial_state), store_ckpt=store_ckpt)
     return out, last, ckpt
 
 
-def _inference(*inputs):
-    """No backward will run: the per-tile checkpoints are not written."""
-    return _forward(*inputs, store_ckpt=False)
-
-
-def _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                   deterministic):
-    c = lambda x: x.contiguous() if x is not None else None
-    grads = _k.selective_scan_backward(c(dout.to(u.dtype)), c(dlast), c(u), c(delta), c(A), c(B), c(C), c(D), c(z),
-                                       c(delta_bias), delta_softplus, ckpt, _k.plan_block_l(u.shape[2]),
-                                       deterministic=deterministic)
-    du, dd, dA, dB, dC, dD, dz, dbias, dh0 = grads
-    cast = lambda g, like: g.to(like.dtype) if like is not None else None
-    return (du, dd, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-            cast(dh0, initial_state))
-
-
-def _save(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[2])
-    ctx.delta_softplus = delta_softplus
-    ctx.deterministic = deterministic
-    ctx.mark_non_differentiable(output[2])
-
-
-def _unpack(ctx):
-    u, delta, A, B, C, D, z, delta_bias, initial_state, ckpt = ctx.saved_tensors
-    return ckpt, (u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, initial_state, ctx.deterministic)
-
-
-# ---- compile route: custom ops ----
-
-@torch.library.custom_op("ssm_triton::selective_scan", mutates_args=())
-def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                       initial_state: Optional[Tensor], deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
-
-
-@_selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic):
+def _fake(u, A, **_):
     f32 = dict(dtype=torch.float32, device=u.device)
     return (torch.empty_like(u, memory_format=torch.contiguous_format),
-            u.new_empty((u.shape[0], u.shape[1], A.shape[1]), **f32),
-            u.new_empty(_k.checkpoint_shape(u, A), **f32))
+            u.new_empty((u.shape[0], u.shape[1], A.shape[1]), **f32), u.new_empty(_k.checkpoint_shape(u, A), **f32))
 
 
-@torch.library.custom_op("ssm_triton::selective_scan_backward", mutates_args=())
-def _selective_scan_backward_op(
-    dout: Tensor, dlast: Optional[Tensor], ckpt: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-    initial_state: Optional[Tensor], deterministic: bool,
-) -> list[Tensor]:
-    grads = _backward_impl(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                           deterministic)
-    return [g if g is not None else u.new_empty(0) for g in grads]  # custom ops cannot return None
+def _backward(saved, grads):
+    u = saved["u"]
+    dout = grads["out"] if grads["out"] is not None else torch.zeros_like(u)
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    g = _k.selective_scan_backward(_c(dout.to(u.dtype)), _c(grads["last"]), *(_c(saved[n]) for n in names),
+                                   saved["delta_softplus"], saved["ckpt"], _k.plan_block_l(u.shape[2]),
+                                   deterministic=saved["deterministic"])
+    return dict(zip((*names, "initial_state"), g))
 
 
-@_selective_scan_backward_op.register_fake
-def _(dout, dlast, ckpt, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic):
-    like = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    return [torch.empty_like(x) if x is not None else u.new_empty(0) for x in like]
-
-
-def _op_backward(ctx, dout, dlast, _dckpt):
-    ckpt, inputs = _unpack(ctx)
-    if dout is None:
-        dout = torch.zeros_like(inputs[0])
-    grads = _selective_scan_backward_op(dout, dlast, ckpt, *inputs)
-    present = [x is not None for x in inputs[:8]] + [inputs[9] is not None]
-    g = [gi if p else None for gi, p in zip(grads, present)]
-    return (*g[:8], None, g[8], None)
-
-
-_selective_scan_op.register_autograd(_op_backward, setup_context=_save)
-
-
-# ---- eager route ----
-
-def _eager_backward(ctx, dout, dlast, _dckpt):
-    ckpt, inputs = _unpack(ctx)
-    if dout is None:
-        dout = torch.zeros_like(inputs[0])
-    g = _backward_impl(dout, dlast, ckpt, *inputs)
-    return (*g[:8], None, g[8], None)
-
-
-_selective_scan_eager = eager_autograd("SelectiveScan", _forward, _save, _eager_backward, inference=_inference)
+_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+_selective_scan = build(OpSpec(
+    "selective_scan", "u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor?, z: Tensor?, "
+    "delta_bias: Tensor?, delta_softplus: bool, initial_state: Tensor?, deterministic: bool",
+    outputs=("out", "last", "ckpt"), forward=_forward, fake=_fake, grads=_INPUTS, grad_outputs=("out", "last"),
+    saves=(*_INPUTS, "ckpt"), backward=_backward,
+    inference=lambda **a: _forward(**a, store_ckpt=False)))   # no backward to come: no checkpoints
 
 
 def _check_bc(name: str, M, bsz: int, dim: int, N: int, L: int) -> int:
@@ -187,5 +125,5 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     _validate.devices(("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"),
                       (u, delta, A, B, C, D, z, delta_bias, initial_state))
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
-    out, last, _ = _selective_scan_op(*args) if compiling() else _selective_scan_eager(*args)
+    out, last, _ = _selective_scan(*args)
     return (out, last) if return_last_state else out

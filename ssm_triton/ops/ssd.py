@@ -7,73 +7,25 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels.ssd import launch as _k
-from ._dispatch import compiling, eager_autograd
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int32, torch.int64)
 MAX_DIM = 256
 CHUNK_SIZES = (16, 32, 64, 128, 256)
-# differentiable inputs, in the order of the op's signature
-GRAD_INPUTS = 9
-
-
-def _none_if_empty(t):
-    return t if t is not None and t.numel() > 0 else None
 
 
 def _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
              want_varlen, deterministic, for_backward=True):
-    out, final, varlen, (dtp, cum, hs, y) = _k.ssd_forward(
+    out, final, varlen, saved = _k.ssd_forward(
         x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus, (lo, hi),
         want_varlen=want_varlen, for_backward=for_backward)
-    empty = x.new_empty(0)
-    return out, final, varlen if varlen is not None else empty, dtp, cum, hs, y if y is not None else empty
+    empty = x.new_empty(0)   # custom ops return tensors: absent outputs are empty
+    return (out, final, varlen if varlen is not None else empty, saved.dtp, saved.cum, saved.hs,
+            saved.y if saved.y is not None else empty)
 
 
-def _inference(*inputs):
-    """No backward will run: the pre-gate output is not kept."""
-    return _forward(*inputs, for_backward=False)
-
-
-def _save(ctx, inputs, output):
-    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, _, det = inputs
-    out, final, varlen, dtp, cum, hs, y = output
-    ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
-    ctx.flags = (chunk_size, dt_softplus, lo, hi, det)
-    ctx.mark_non_differentiable(varlen, dtp, cum, hs, y)
-
-
-def _backward_impl(dout, dfinal, saved, flags):
-    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y = saved
-    chunk_size, dt_softplus, lo, hi, deterministic = flags
-    if dout is None:
-        dout = torch.zeros_like(x)
-    grads = _k.ssd_backward(dout.contiguous(), dfinal.contiguous() if dfinal is not None else None,
-                            (dtp, cum, hs, _none_if_empty(y)), x, dt, A, B, C, chunk_size, D, z, dt_bias,
-                            initial_states, seq_idx, dt_softplus, (lo, hi), deterministic=deterministic)
-    like = (x, dt, A, B, C, D, z, dt_bias, initial_states)
-    return tuple(g.to(t.dtype) if g is not None and t is not None else None for g, t in zip(grads, like))
-
-
-def _pad_grads(g):
-    # seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi, want_varlen, deterministic
-    return (*g, None, None, None, None, None, None, None, None)
-
-
-# ---- compile route: custom ops ----
-
-@torch.library.custom_op("ssm_triton::ssd", mutates_args=())
-def _ssd_op(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
-            dt_bias: Optional[Tensor], initial_states: Optional[Tensor], seq_idx: Optional[Tensor],
-            cu_seqlens: Optional[Tensor], chunk_size: int, dt_softplus: bool, lo: float, hi: float,
-            want_varlen: bool, deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo,
-                    hi, want_varlen, deterministic)
-
-
-@_ssd_op.register_fake
-def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
-      want_varlen, deterministic):
+def _fake(x, B, z, cu_seqlens, chunk_size, want_varlen, **_):
     bsz, L, H, P = x.shape
     N = B.shape[3]
     nc = -(-L // chunk_size)
@@ -85,43 +37,29 @@ def _(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_
             torch.empty_like(x) if z is not None else x.new_empty(0))
 
 
-@torch.library.custom_op("ssm_triton::ssd_backward", mutates_args=())
-def _ssd_backward_op(dout: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                     D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
-                     initial_states: Optional[Tensor], seq_idx: Optional[Tensor], dtp: Tensor, cum: Tensor,
-                     hs: Tensor, y: Tensor, chunk_size: int, dt_softplus: bool, lo: float, hi: float,
-                     deterministic: bool) -> list[Tensor]:
-    saved = (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y)
-    grads = _backward_impl(dout, dfinal, saved, (chunk_size, dt_softplus, lo, hi, deterministic))
-    return [g if g is not None else x.new_empty(0) for g in grads]  # custom ops cannot return None
+_INPUTS = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
 
 
-@_ssd_backward_op.register_fake
-def _(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, hs, y, chunk_size,
-      dt_softplus, lo, hi, deterministic):
-    return [torch.empty_like(t) if t is not None else x.new_empty(0) for t in (x, dt, A, B, C, D, z, dt_bias,
-                                                                                initial_states)]
+def _backward(saved, grads):
+    x = saved["x"]
+    dout = grads["out"] if grads["out"] is not None else torch.zeros_like(x)
+    dfinal = grads["final"]
+    y = saved["y"]
+    kept = _k.Saved(saved["dtp"], saved["cum"], saved["hs"], y if y.numel() > 0 else None)
+    g = _k.ssd_backward(dout.contiguous(), dfinal.contiguous() if dfinal is not None else None, kept,
+                        *(saved[n] for n in ("x", "dt", "A", "B", "C")), saved["chunk_size"],
+                        *(saved[n] for n in ("D", "z", "dt_bias", "initial_states", "seq_idx")),
+                        saved["dt_softplus"], (saved["lo"], saved["hi"]), deterministic=saved["deterministic"])
+    return dict(zip(_INPUTS, g))
 
 
-def _op_backward(ctx, dout, dfinal, *_rest):
-    saved = ctx.saved_tensors
-    if dout is None:
-        dout = torch.zeros_like(saved[0])
-    grads = _ssd_backward_op(dout, dfinal, *saved, *ctx.flags)
-    present = [t is not None for t in saved[:GRAD_INPUTS]]
-    return _pad_grads([g if p else None for g, p in zip(grads, present)])
-
-
-_ssd_op.register_autograd(_op_backward, setup_context=_save)
-
-
-# ---- eager route ----
-
-def _eager_backward(ctx, dout, dfinal, *_rest):
-    return _pad_grads(_backward_impl(dout, dfinal, ctx.saved_tensors, ctx.flags))
-
-
-_ssd_eager = eager_autograd("SSDChunkScan", _forward, _save, _eager_backward, inference=_inference)
+_ssd = build(OpSpec(
+    "ssd", "x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor?, z: Tensor?, dt_bias: Tensor?, "
+    "initial_states: Tensor?, seq_idx: Tensor?, cu_seqlens: Tensor?, chunk_size: int, dt_softplus: bool, "
+    "lo: float, hi: float, want_varlen: bool, deterministic: bool",
+    outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
+    grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
+    inference=lambda **a: _forward(**a, for_backward=False)))   # no backward to come: no pre-gate output kept
 
 
 def _check(name, t, shape, shape_doc, dtypes=IO_DTYPES):
@@ -174,10 +112,13 @@ def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq
         _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=INDEX_DTYPES, shape_doc="(num_sequences + 1,)")
         if bsz != 1:
             raise ValueError(f"cu_seqlens packs sequences along L of a single row; x must have batch 1, got {bsz}")
-        cu = cu_seqlens.tolist()
-        if len(cu) < 2 or cu[0] != 0 or cu[-1] != L or any(b <= a for a, b in zip(cu, cu[1:])):
-            raise ValueError(f"cu_seqlens must rise strictly from 0 to L = {L} (one entry per sequence boundary), "
-                             f"got {cu if len(cu) <= 12 else cu[:6] + ['...'] + cu[-3:]}")
+        if cu_seqlens.shape[0] < 2:
+            raise ValueError(f"cu_seqlens must have at least 2 entries (0 and L), got shape {tuple(cu_seqlens.shape)}")
+        # on the device, without a host sync (the call can be captured in a CUDA graph); the kernels
+        # clamp what they read into the row either way
+        ok = torch.cat([cu_seqlens[:1] == 0, cu_seqlens[-1:] == L, cu_seqlens[1:] > cu_seqlens[:-1]])
+        _validate.on_device("cu_seqlens", ok, f"must rise strictly from 0 to L = {L} (one entry per sequence "
+                            "boundary)")
     _validate.devices(("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states", "seq_idx", "cu_seqlens"),
                       (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens))
     return lo, hi
@@ -226,6 +167,6 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     args = (c(x), c(dt), c(A), c(B), c(C), c(D), c(z), c(dt_bias), c(initial_states), c(seq_idx),
             c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
             deterministic)
-    out, final, varlen, *_ = _ssd_op(*args) if compiling() else _ssd_eager(*args)
+    out, final, varlen, *_ = _ssd(*args)
     extra = ([final] if return_final_states else []) + ([varlen] if return_varlen_states else [])
     return (out, *extra) if extra else out

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import state_update as _k
-from ._dispatch import compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -23,16 +23,11 @@ def _run(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
     return _k.state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
 
 
-@torch.library.custom_op("ssm_triton::selective_state_update", mutates_args=("state",))
-def _state_update_op(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                     z: Optional[Tensor], dt_bias: Optional[Tensor], dt_softplus: bool,
-                     state_batch_indices: Optional[Tensor]) -> Tensor:
-    return _run(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
-
-
-@_state_update_op.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+_state_update = build(OpSpec(
+    "selective_state_update", "state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor?, "
+    "z: Tensor?, dt_bias: Tensor?, dt_softplus: bool, state_batch_indices: Tensor?", outputs=("out",),
+    mutates=("state",), forward=lambda **a: (_run(**a),),
+    fake=lambda state, x, **_: (torch.empty(x.shape, dtype=x.dtype, device=x.device),)))
 
 
 def _check(name, t, shape, doc, dtypes=IO_DTYPES):
@@ -55,8 +50,11 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
     ``state`` fp32 / bf16 / fp16, updated where it lies; arithmetic in fp32; N <= 256.
 
     ``state_batch_indices (b,)`` int: row ``i`` of the batch reads and writes cache row
-    ``state_batch_indices[i]`` (distinct, in range; checked, which costs one device sync); no other row
-    changes. Without it the cache has exactly ``b`` rows.
+    ``state_batch_indices[i]``; no other row changes. Without it the cache has exactly ``b`` rows. The
+    indices must be distinct and in range. They are checked without a host sync, so the step can be
+    captured in a CUDA graph: on the device asynchronously (an out-of-range index fails at the next
+    sync, outside graph capture), and the kernel never reads or writes a row out of range (its output
+    row is NaN). A CPU tensor of indices is checked at once, distinctness included, and copied over.
 
     Returns ``out``, shaped like ``x``, in ``x``'s dtype. Not differentiable: call it under
     ``torch.no_grad()`` when its inputs require grad.
@@ -98,20 +96,24 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
         raise ValueError(f"state must have shape (cache, {', '.join(map(str, inner))}) to match x and A, "
                          f"got {tuple(state.shape)}")
     _validate.flag("dt_softplus", dt_softplus)
-    tensors = (state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices)
-    _validate.devices(("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "state_batch_indices"), tensors)
+    tensors = (state, x, dt, A, B, C, D, z, dt_bias)
+    _validate.devices(("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"), tensors)
     if state_batch_indices is None:
         if state.shape[0] != bsz:
             raise ValueError(f"state has {state.shape[0]} cache rows but the batch has {bsz}; pass "
                              "state_batch_indices to use some rows of a larger cache")
     else:
         _check("state_batch_indices", state_batch_indices, (bsz,), "(batch,)", dtypes=(torch.int32, torch.int64))
-        idx = state_batch_indices.tolist()
-        if any(i < 0 or i >= state.shape[0] for i in idx) or len(set(idx)) != len(idx):
-            raise ValueError(f"state_batch_indices must be distinct rows of the cache, in [0, {state.shape[0]}), "
-                             f"got {idx if len(idx) <= 16 else idx[:16] + ['...']}")
+        # no host sync: serving systems call the step with device-resident slots, under graph capture too
+        idx = state_batch_indices
+        _validate.on_device("state_batch_indices", (idx >= 0) & (idx < state.shape[0]),
+                            f"must be rows of the cache, in [0, {state.shape[0]}); got values outside it")
+        if idx.device.type == "cpu":   # a CPU copy: checked at once, distinctness too, then moved over
+            if idx.unique().numel() != idx.numel():
+                raise ValueError(f"state_batch_indices must be distinct rows of the cache, got {idx.tolist()[:16]}")
+            state_batch_indices = idx.to(state.device)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError("selective_state_update is not differentiable (it updates state in place); "
                            "call it under torch.no_grad()")
     args = (state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
-    return _state_update_op(*args) if compiling() else _run(*args)
+    return _state_update(*args)[0]

@@ -4,28 +4,29 @@ With ``dy`` the gradient of the pre-gate output, ``ds_c`` that of chunk ``c``'s 
 reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts exp(cum_t - cum_s)``
 (per head) and ``W_st = E_ts dt_s (dy_t . x_s)``:
 
-* ``_dx_kernel`` (rows ``s``, one head): ``v_s = sum_t (C_t.B_s) E_ts dy_t + w_s exp(cum_end - cum_s) ds_c B_s``,
+* ``_dx_dd_kernel`` (rows ``s``, one head): ``v_s = sum_t (C_t.B_s) E_ts dy_t + w_s exp(cum_end - cum_s) ds_c B_s``,
   ``dx_s = dt_s v_s + D dy_s``; for the step sizes ``x_s.v_s`` (the direct ``d dt_s``) and
   ``U_s = dt_s x_s.(state part of v_s)``.
-* ``_db_kernel`` (rows ``s``, walking ``t >= s``): ``dB_s = sum_t (sum_h W_st) C_t + sum_h w_s dt_s exp(..) ds_c^T x_s``.
+* ``_db_dc_pairs_kernel`` (rows ``s``, walking ``t >= s``): ``dB_s = sum_t (sum_h W_st) C_t + sum_h w_s dt_s exp(..) ds_c^T x_s``.
   The heads' ``W`` are added before the product with ``C``: one ``tl.dot`` per pair of blocks, not one
   per head. It also sums ``T_ts = (C_t.B_s) W_st`` over ``t`` (into ``cs[s]``) and over ``s`` (into
   ``rs[t]``), per head, with fp32 atomics.
-* ``_dc_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
-  and the gradient of ``cum_t`` through the entering state's term. By default ``_db_kernel`` adds the
+* ``_dc_states_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
+  and the gradient of ``cum_t`` through the entering state's term. By default ``_db_dc_pairs_kernel`` adds the
   pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds ``W`` already), and this
   kernel adds only the entering state's part; in deterministic mode it walks the pairs itself.
 
 ``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
 when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
 cancel exactly where they should, whatever precision the tensor-core products had.
-``_db_kernel`` / ``_dc_kernel`` programs loop over ``HEADS`` heads of one group and write one fp32
+``_db_dc_pairs_kernel`` / ``_dc_states_kernel`` programs loop over ``HEADS`` heads of one group and write one fp32
 partial per head block.
 """
 import triton
 import triton.language as tl
 
 from .common import chunk_bounds, cum_at, mm
+from ..tuning import Kernel
 
 
 @triton.jit
@@ -94,7 +95,7 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 
 
 @triton.jit
-def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
+def _dx_dd_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
                L, H, G, P, N, Lp, nc, lo_off,
                HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -146,7 +147,7 @@ def _dx_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
 
 
 @triton.jit
-def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
+def _db_dc_pairs_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
                L, H, G, P, N, Lp, nc, lo_off, HEADS,
                ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
@@ -196,7 +197,7 @@ def _db_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
 
 
 @triton.jit
-def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
+def _dc_states_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
                L, H, G, P, N, Lp, nc, lo_off, HEADS,
                PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
@@ -223,7 +224,7 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
         dyh = mm(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok), enter, DOT) * scale[:, None]
         tl.store(INTER + row + t, tl.sum(dyh * c_t.to(tl.float32), axis=1), mask=t_ok)
         dc += dyh
-    # the pairs, unless _db_kernel already added them to DC_PART
+    # the pairs, unless _db_dc_pairs_kernel already added them to DC_PART
     for s0 in range(start, tl.minimum(t0 + BLOCK_M, L) if PAIRS else start, BLOCK_K):
         s = s0 + tl.arange(0, BLOCK_K)
         s_ok = s < L
@@ -240,3 +241,8 @@ def _dc_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
     if not PAIRS:
         dc += tl.load(dst, mask=t_ok[:, None] & n_ok[None, :], other=0.0)
     tl.store(dst, dc, mask=t_ok[:, None] & n_ok[None, :])
+
+
+dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_SEQ="SEQ"))
+db_dc_pairs_kernel = Kernel(_db_dc_pairs_kernel, flags=dict(HAS_SEQ="SEQ"))
+dc_states_kernel = Kernel(_dc_states_kernel, flags=dict(HAS_SEQ="SEQ"))

@@ -1,0 +1,228 @@
+"""One spec per public op, from which both of its routes are built.
+
+* Under ``torch.compile`` an op is a ``torch.library`` custom op (schema, fake, autograd registered), so
+  graphs trace through it with no break.
+* In eager mode the custom-op dispatcher adds host time to every call (0–70 µs over the bare launcher
+  in our H100-machine runs, ``python -m ssm_triton.bench.overhead``), which small problems feel, so eager
+  calls go through a plain ``torch.autograd.Function`` wrapping the same bodies, and calls that record
+  no graph skip even that (and may take a lighter ``inference`` forward).
+
+A spec names its arguments once, with their types (``"x: Tensor, D: Tensor?, chunk_size: int"``), its
+outputs, which inputs are differentiable, what the backward keeps (inputs or outputs, by name) and the
+bodies: ``forward(**args) -> tuple of outputs``, ``fake(**args)`` (shapes only), and
+``backward(saved, grads) -> {input name: gradient}``, where ``saved`` maps every kept tensor and every
+non-tensor argument to its value and ``grads`` maps each differentiable output to its gradient (None when
+it received none). Gradients are matched to inputs by name, cast to the input's dtype, and None where an
+input was None.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+_TYPES = {"Tensor": "Tensor", "Tensor?": "Tensor?", "int": "SymInt", "float": "float", "bool": "bool", "str": "str"}
+
+
+def compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _parse(args: str) -> list[tuple[str, str]]:
+    out = []
+    for part in args.split(","):
+        name, kind = (s.strip() for s in part.split(":"))
+        if kind not in _TYPES:
+            raise ValueError(f"unknown argument type {kind!r} for {name!r}")
+        out.append((name, kind))
+    return out
+
+
+@dataclass
+class OpSpec:
+    name: str                                  # the custom op's name, "ssm_triton::<name>"
+    args: str                                  # "name: type, ..." in call order
+    outputs: tuple[str, ...]                   # the forward's outputs, in order (all tensors)
+    forward: Callable                          # forward(**args) -> tuple, one tensor per output
+    fake: Callable                             # fake(**args) -> tuple of empty tensors of the outputs' shapes
+    grads: tuple[str, ...] = ()                # differentiable inputs
+    grad_outputs: tuple[str, ...] = ()         # outputs that carry gradients (the rest are marked non-differentiable)
+    saves: tuple[str, ...] = ()                # inputs and outputs the backward reads, by name
+    backward: Callable | None = None           # backward(saved, grads) -> {input: gradient}
+    inference: Callable | None = None          # forward for calls that record no graph
+    like: dict[str, str] = field(default_factory=dict)  # gradient -> the kept tensor it is shaped like
+    mutates: tuple[str, ...] = ()              # inputs updated in place (no backward then)
+
+    def __post_init__(self):
+        self.params = _parse(self.args)
+        self.names = tuple(n for n, _ in self.params)
+        self.tensor_args = tuple(n for n, k in self.params if k.startswith("Tensor"))
+        self.flags = tuple(n for n, k in self.params if not k.startswith("Tensor"))
+        self.saved_tensors = tuple(n for n in self.saves if n in self.tensor_args or n in self.outputs)
+        self.out_index = {n: i for i, n in enumerate(self.outputs)}
+        self.grad_index = tuple(self.names.index(n) for n in self.grads)
+        for g in self.grads:
+            if self.like.get(g, g) not in self.saved_tensors:
+                raise ValueError(f"{self.name}: gradient {g!r} needs {self.like.get(g, g)!r} among the saves")
+
+
+def _cast(g, like):
+    if like is None or g is None:
+        return None
+    return g if g.dtype == like.dtype else g.to(like.dtype)
+
+
+def _schema_args(params) -> str:
+    return ", ".join(f"{_TYPES[k]} {n}" for n, k in params)
+
+
+def build(spec: OpSpec):
+    """The op's callable, ``op(*args)`` in the spec's order, choosing the route per call."""
+    n_in = len(spec.names)
+    mutating = bool(spec.mutates)
+
+    # ---- compile route ----
+    schema_args = ", ".join(
+        (f"Tensor(a{i}!) {n}" if n in spec.mutates else f"{_TYPES[k]} {n}")
+        for i, (n, k) in enumerate(spec.params))
+    outs = "Tensor" if len(spec.outputs) == 1 else "(" + ", ".join("Tensor" for _ in spec.outputs) + ")"
+
+    def fwd_body(*args):
+        result = spec.forward(**dict(zip(spec.names, args)))
+        return result[0] if len(spec.outputs) == 1 else tuple(result)
+
+    op = torch.library.custom_op(f"ssm_triton::{spec.name}", fwd_body, mutates_args=spec.mutates,
+                                 schema=f"({schema_args}) -> {outs}")
+
+    @op.register_fake
+    def _(*args):
+        result = spec.fake(**dict(zip(spec.names, args)))
+        return result[0] if len(spec.outputs) == 1 else tuple(result)
+
+    if not mutating and spec.backward is not None:
+        _build_compiled_backward(spec, op)
+
+    # ---- eager route ----
+    eager = None if mutating or spec.backward is None else _build_eager(spec)
+    light = spec.inference or spec.forward
+
+    def call(*args):
+        if compiling():
+            out = op(*args)
+            return (out,) if len(spec.outputs) == 1 else out
+        if eager is not None and torch.is_grad_enabled() and any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return eager(*args)
+        return light(**dict(zip(spec.names, args)))
+
+    call.spec = spec
+    call.custom_op = op
+    return call
+
+
+def _saved_dict(spec: OpSpec, tensors, flags) -> dict:
+    saved = dict(zip(spec.saved_tensors, tensors))
+    saved.update(zip(spec.flags, flags))
+    return saved
+
+
+def _grads_by_output(spec: OpSpec, grads) -> dict:
+    return {n: grads[spec.out_index[n]] for n in spec.grad_outputs}
+
+
+def _positional(spec: OpSpec, result: dict, saved: dict) -> tuple:
+    """One gradient (or None) per input, in the op's order, cast to its input's dtype."""
+    out = [None] * len(spec.names)
+    for name, i in zip(spec.grads, spec.grad_index):
+        out[i] = _cast(result.get(name), saved.get(spec.like.get(name, name)))
+    return tuple(out)
+
+
+def _save(spec: OpSpec, ctx, args, outputs):
+    values = dict(zip(spec.names, args))
+    values.update(zip(spec.outputs, outputs))
+    ctx.save_for_backward(*(values[n] for n in spec.saved_tensors))
+    ctx.flag_values = tuple(values[n] for n in spec.flags)
+    aux = [outputs[i] for n, i in spec.out_index.items() if n not in spec.grad_outputs]
+    if aux:
+        ctx.mark_non_differentiable(*aux)
+
+
+def _build_eager(spec: OpSpec):
+    def forward(ctx, *args):
+        ctx.set_materialize_grads(False)  # unused outputs reach the backward as None, not as zeros
+        outputs = spec.forward(**dict(zip(spec.names, args)))
+        _save(spec, ctx, args, outputs)
+        return tuple(outputs)
+
+    def backward(ctx, *grads):
+        if all(g is None for g in grads):
+            return (None,) * len(spec.names)
+        saved = _saved_dict(spec, ctx.saved_tensors, ctx.flag_values)
+        return _positional(spec, spec.backward(saved, _grads_by_output(spec, grads)), saved)
+
+    cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                       "backward": staticmethod(backward)})
+    return cls.apply
+
+
+def _build_compiled_backward(spec: OpSpec, op):
+    """A second custom op for the backward: grads of the differentiable outputs, then the kept tensors,
+    then the non-tensor arguments; returns one tensor per differentiable input (empty for None)."""
+    params = ([(f"grad_{n}", "Tensor?") for n in spec.grad_outputs]
+              + [(n, "Tensor?") for n in spec.saved_tensors]
+              + [(n, k) for n, k in spec.params if n in spec.flags])
+    n_g, n_s = len(spec.grad_outputs), len(spec.saved_tensors)
+
+    def unpack(args):
+        grads = dict(zip(spec.grad_outputs, args[:n_g]))
+        return grads, _saved_dict(spec, args[n_g:n_g + n_s], args[n_g + n_s:])
+
+    def body(*args):
+        grads, saved = unpack(args)
+        result = spec.backward(saved, grads)
+        empty = _empty_like_any(args)
+        out = []
+        for name in spec.grads:
+            g = _cast(result.get(name), saved.get(spec.like.get(name, name)))
+            out.append(g if g is not None else empty)   # custom ops cannot return None
+        return out
+
+    bwd = torch.library.custom_op(f"ssm_triton::{spec.name}_backward", body, mutates_args=(),
+                                  schema=f"({_schema_args(params)}) -> Tensor[]")
+
+    @bwd.register_fake
+    def _(*args):
+        _, saved = unpack(args)
+        out = []
+        for name in spec.grads:
+            like = saved.get(spec.like.get(name, name))
+            out.append(torch.empty_like(like) if like is not None else _empty_like_any(args))
+        return out
+
+    def setup_context(ctx, inputs, output):
+        _save(spec, ctx, inputs, output if isinstance(output, tuple) else (output,))
+
+    def backward(ctx, *grads):
+        saved_tensors = ctx.saved_tensors
+        gs = [grads[spec.out_index[n]] for n in spec.grad_outputs]
+        result = bwd(*gs, *saved_tensors, *ctx.flag_values)
+        saved = _saved_dict(spec, saved_tensors, ctx.flag_values)
+        out = [None] * len(spec.names)
+        for name, i, g in zip(spec.grads, spec.grad_index, result):
+            if saved.get(spec.like.get(name, name)) is not None and inputs_present(saved, spec, name):
+                out[i] = g
+        return tuple(out)
+
+    op.register_autograd(backward, setup_context=setup_context)
+
+
+def _empty_like_any(args):
+    first = next(a for a in args if isinstance(a, torch.Tensor))
+    return first.new_empty(0)
+
+
+def inputs_present(saved: dict, spec: OpSpec, name: str) -> bool:
+    """Whether input ``name`` was given (it is kept, or its gradient's model is)."""
+    return saved.get(name, saved.get(spec.like.get(name, name))) is not None
