@@ -3,12 +3,14 @@
 Runs on whatever is present (compiled kernels on CUDA, the interpreter on CPU), prints
 ``op | device | dtype | max error | tolerance | ok`` and reports failure through the exit code.
 """
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from . import _runtime
+from .kernels import tuning
 from .ops.discretize import discretize
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
@@ -235,10 +237,9 @@ def device_name(device: torch.device) -> str:
     return "cpu (triton interpreter)"
 
 
-def run_checks(cases: Iterable[Case], device: torch.device) -> list[Row]:
-    """One row per (case, dtype): the worst scaled error over the case's outputs, and the budget,
-    which is the tolerance of the dtype each output is stored in."""
-    rows = []
+def iter_checks(cases: Iterable[Case], device: torch.device) -> Iterator[Row]:
+    """One row per (case, dtype), as each is done: the worst scaled error over the case's outputs, and
+    the budget, which is the tolerance of the dtype each output is stored in."""
     for case in cases:
         for dtype in case.dtypes:
             errors, tols = [], []
@@ -246,21 +247,45 @@ def run_checks(cases: Iterable[Case], device: torch.device) -> list[Row]:
                 errors.append(scaled_error(actual, expected))
                 tols.append(tolerance(actual.dtype))
             worst = max(range(len(errors)), key=lambda i: errors[i] / tols[i])
-            rows.append(Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst]))
-    return rows
+            yield Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst])
+
+
+def run_checks(cases: Iterable[Case], device: torch.device) -> list[Row]:
+    return list(iter_checks(cases, device))
+
+
+HEADER = ("op", "device", "dtype", "max error", "tolerance", "ok")
+
+
+def _cells(r: Row) -> tuple:
+    return (r.op, r.device, r.dtype, f"{r.max_error:.2e}", f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL")
+
+
+def _line(cells, widths) -> str:
+    return " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("op", "device", "dtype", "max error", "tolerance", "ok")
-    body = [(r.op, r.device, r.dtype, f"{r.max_error:.2e}", f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL") for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, body)])
+    body = [_cells(r) for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(HEADER, *body)]
+    return "\n".join([_line(HEADER, widths), "-+-".join("-" * w for w in widths), *(_line(b, widths) for b in body)])
 
 
 def main(cases: Iterable[Case] | None = None, device: torch.device | None = None) -> int:
-    rows = run_checks(default_cases() if cases is None else cases, device or _runtime.default_device())
-    print(format_table(rows))
+    """Prints the table a row at a time (a slow first compile shows progress) and a summary line. Runs
+    every kernel with its size rule: tuning is not what is checked here (``tests/test_configs.py`` runs
+    every candidate), unless ``SSM_TRITON_AUTOTUNE`` is set."""
+    if "SSM_TRITON_AUTOTUNE" not in os.environ:
+        os.environ["SSM_TRITON_AUTOTUNE"] = "0"
+        tuning.forget()
+    device = device or _runtime.default_device()
+    widths = (34, len(device_name(device)), 8, 9, 9, 4)
+    print(_line(HEADER, widths))
+    print("-+-".join("-" * w for w in widths), flush=True)
+    rows = []
+    for row in iter_checks(default_cases() if cases is None else cases, device):
+        rows.append(row)
+        print(_line(_cells(row), widths), flush=True)
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -1,5 +1,8 @@
 """selective_state_update against its float64 reference over layouts, groups, stride-0 broadcasts, options,
 dtypes and cache indexing; token-by-token decoding against the full-sequence references; bad input."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -156,8 +159,13 @@ GOOD = dict(state=torch.zeros(2, 4, 3, 5), x=torch.ones(2, 4, 3), dt=torch.ones(
     (dict(B=torch.ones(2, 2, 5, device="meta"), C=torch.ones(2, 2, 5, device="meta")), ValueError, "B is on meta"),
 ])
 def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
+    args = on(device, {**GOOD, **override})
+    if "state_batch_indices" in override:
+        # a CPU copy of the indices is what gets a ValueError at once; on a GPU, device-resident indices
+        # are checked asynchronously (see the graph-capture test)
+        args["state_batch_indices"] = override["state_batch_indices"]
     with pytest.raises(exc, match=match):
-        ssm_triton.selective_state_update(**on(device, {**GOOD, **override}))
+        ssm_triton.selective_state_update(**args)
 
 
 def test_an_out_of_range_cache_row_is_neither_read_nor_written(device):
@@ -215,7 +223,11 @@ def test_cache_slots_and_packed_sequences_can_be_captured_in_a_cuda_graph(device
     torch.cuda.synchronize()
     for got, want in zip(captured, eager):
         torch.testing.assert_close(got, want)
-    # outside capture a bad slot still fails, at the next synchronisation, naming the argument
-    with pytest.raises(RuntimeError):
-        ssm_triton.selective_state_update(state, x, dt, A, B, C, state_batch_indices=torch.tensor([0, 9], device=device))
-        torch.cuda.synchronize()
+    # outside capture a bad slot still fails, at the next synchronisation, naming the argument; a
+    # device-side assert leaves the CUDA context unusable, so it runs in a process of its own
+    code = ("import torch, ssm_triton; s = torch.zeros(2, 2, 4, 8, device='cuda'); x = torch.zeros(2, 2, 4, "
+            "device='cuda'); A = -torch.ones(2, 4, 8, device='cuda'); B = torch.zeros(2, 1, 8, device='cuda'); "
+            "ssm_triton.selective_state_update(s, x, x + 0.1, A, B, B, state_batch_indices=torch.tensor([0, 9], "
+            "device='cuda')); torch.cuda.synchronize()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "state_batch_indices must be rows of the cache" in proc.stderr, proc.stderr[-2000:]

@@ -119,8 +119,10 @@ def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq
         ok = torch.cat([cu_seqlens[:1] == 0, cu_seqlens[-1:] == L, cu_seqlens[1:] > cu_seqlens[:-1]])
         _validate.on_device("cu_seqlens", ok, f"must rise strictly from 0 to L = {L} (one entry per sequence "
                             "boundary)")
+    # a CPU cu_seqlens is checked at once (above) and moved to x's device by the caller
+    cu = cu_seqlens if cu_seqlens is not None and cu_seqlens.device.type != "cpu" else None
     _validate.devices(("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states", "seq_idx", "cu_seqlens"),
-                      (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens))
+                      (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu))
     return lo, hi
 
 
@@ -145,7 +147,11 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
         seq_idx: ``(batch, L)`` int, non-decreasing along each row: sequences packed in a row, the
             state restarts from zero where it changes.
         cu_seqlens: ``(S + 1,)`` int, the boundaries of ``S`` sequences packed in a batch-1 row; it
-            implies ``seq_idx`` when that is not given (if both are given they must agree).
+            implies ``seq_idx`` when that is not given (if both are given they must agree). Checked
+            without a host sync (the call can be captured in a CUDA graph): on the GPU by an
+            asynchronous device-side assertion, which fails at the next synchronisation and, like any
+            device-side assert, leaves the process's CUDA context unusable; the kernels clamp what they
+            read either way. A CPU tensor is checked at once (a ``ValueError``) and copied over.
         return_final_states: also return the state after the last step, ``(batch, H, P, N)`` fp32.
         return_varlen_states: also return each packed sequence's last state, ``(S, H, P, N)`` fp32
             (not differentiable).
@@ -161,6 +167,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
         deterministic = torch.are_deterministic_algorithms_enabled()
     lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
                            dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic)
+    if cu_seqlens is not None and cu_seqlens.device != x.device:
+        cu_seqlens = cu_seqlens.to(x.device)
     if cu_seqlens is not None and seq_idx is None:
         seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731

@@ -52,9 +52,10 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
     ``state_batch_indices (b,)`` int: row ``i`` of the batch reads and writes cache row
     ``state_batch_indices[i]``; no other row changes. Without it the cache has exactly ``b`` rows. The
     indices must be distinct and in range. They are checked without a host sync, so the step can be
-    captured in a CUDA graph: on the device asynchronously (an out-of-range index fails at the next
-    sync, outside graph capture), and the kernel never reads or writes a row out of range (its output
-    row is NaN). A CPU tensor of indices is checked at once, distinctness included, and copied over.
+    captured in a CUDA graph: outside capture by an asynchronous device-side assertion (an index out of
+    range fails at the next synchronisation and, like any device-side assert, leaves the process's CUDA
+    context unusable), and the kernel never reads or writes a row out of range (its output row is NaN).
+    A CPU tensor of indices is checked at once (a ``ValueError``, distinctness included) and copied over.
 
     Returns ``out``, shaped like ``x``, in ``x``'s dtype. Not differentiable: call it under
     ``torch.no_grad()`` when its inputs require grad.
