@@ -12,7 +12,7 @@ from ssm_triton.tolerance import scaled_error
 from builders import BIG
 from strategies import normal, seeds
 
-FEW = settings(max_examples=100 if BIG else 6)
+FEW = settings(max_examples=100 if BIG else 4)
 
 
 def grads_match(got, want, leaves32, leaves64, cotangent):

@@ -11,7 +11,8 @@ from blocks import assert_forward_matches, assert_grads_match, prefill_then_deco
 from strategies import seeds
 
 # each example runs the whole block (and up to 24 decode steps) through the interpreter
-FEW = settings(max_examples=100 if BIG else 8)
+# block-level cases are whole models under the interpreter: few examples there, the GPU profile runs many
+FEW = settings(max_examples=100 if BIG else 5)
 
 # mamba_ssm's Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2): d_inner 32, 4 heads, conv over x, B, C
 # (32 + 2*2*8 = 64 channels), in_proj to z, xBC, dt (32 + 64 + 4 = 100)

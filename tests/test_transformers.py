@@ -39,14 +39,14 @@ def tiny(kind, device, n_groups=2):
 @pytest.mark.parametrize("kind", ["mamba2", "mamba"])
 def test_logits_and_greedy_generation_equal_the_fallback(device, kind):
     m = tiny(kind, device).eval()
-    ids = torch.randint(0, 50, (2, 21), generator=torch.Generator().manual_seed(1)).to(device)
+    ids = torch.randint(0, 50, (2, 17), generator=torch.Generator().manual_seed(1)).to(device)  # crosses a chunk
     with torch.no_grad():
         want = m(ids).logits
-        want_gen = m.generate(ids[:, :5], max_new_tokens=6, do_sample=False)
+        want_gen = m.generate(ids[:, :5], max_new_tokens=4, do_sample=False)
         rebound = st_hf.enable()
         assert st_hf.enabled(kind) and any(kind + "." in r for r in rebound)
         got = m(ids).logits
-        got_gen = m.generate(ids[:, :5], max_new_tokens=6, do_sample=False)
+        got_gen = m.generate(ids[:, :5], max_new_tokens=4, do_sample=False)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert torch.equal(got_gen, want_gen)
 

@@ -32,9 +32,14 @@ def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _dt_bwd_kernel(DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
-                   L, H, Lp, nc, lo, hi,
-                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+def _dt_bwd_kernel(
+    # pointers
+    DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
+    # sizes
+    L, H, Lp, nc, lo, hi,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr,
+):
     c, bh, bi, h, t, ok = chunk_row(L, H, Q)
     row = bh.to(tl.int64) * Lp + t
     # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)

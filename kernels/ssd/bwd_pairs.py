@@ -95,11 +95,16 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 
 
 @triton.jit
-def _dx_dd_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
-               L, H, G, P, N, Lp, nc, lo_off,
-               HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-               DOT: tl.constexpr):
+def _dx_dd_kernel(
+    # pointers
+    X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
+    # sizes
+    L, H, G, P, N, Lp, nc, lo_off,
+    # meta-parameters
+    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT: tl.constexpr,
+):
     s0 = tl.program_id(0) * BLOCK_M
     c = s0 // Q
     bh = tl.program_id(1)
@@ -147,10 +152,15 @@ def _dx_dd_kernel(X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
 
 
 @triton.jit
-def _db_dc_pairs_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
-               L, H, G, P, N, Lp, nc, lo_off, HEADS,
-               ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+def _db_dc_pairs_kernel(
+    # pointers
+    X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
+    # sizes
+    L, H, G, P, N, Lp, nc, lo_off, HEADS,
+    # meta-parameters
+    ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
     s0 = tl.program_id(0) * BLOCK_M
     c = s0 // Q
     bi, hb, g, n_hb = _head_block(H, G, HEADS)
@@ -197,10 +207,15 @@ def _db_dc_pairs_kernel(X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, R
 
 
 @triton.jit
-def _dc_states_kernel(X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
-               L, H, G, P, N, Lp, nc, lo_off, HEADS,
-               PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+def _dc_states_kernel(
+    # pointers
+    X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
+    # sizes
+    L, H, G, P, N, Lp, nc, lo_off, HEADS,
+    # meta-parameters
+    PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
     t0 = tl.program_id(0) * BLOCK_M
     c = t0 // Q
     bi, hb, g, n_hb = _head_block(H, G, HEADS)

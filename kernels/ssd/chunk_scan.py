@@ -16,12 +16,16 @@ from ..tuning import Kernel
 
 
 @triton.jit
-def _chunk_scan_fwd_kernel(X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
-                           L, H, G, P, N, Lp, nc, lo_off,
-                           HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr,
-                           HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
-                           BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+def _chunk_scan_fwd_kernel(
+    # pointers
+    X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
+    # sizes
+    L, H, G, P, N, Lp, nc, lo_off,
+    # meta-parameters
+    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_SEQ: tl.constexpr,
+    STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
     t0 = tl.program_id(0) * BLOCK_M       # BLOCK_M divides Q: a program stays inside one chunk
     c = t0 // Q
     bh = tl.program_id(1)

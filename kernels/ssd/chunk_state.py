@@ -24,10 +24,15 @@ _VARLEN = tl.constexpr(MODE_VARLEN)
 
 
 @triton.jit
-def _chunk_state_kernel(V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
-                        L, H, G, P, N, Lp, nc, lo_off,
-                        MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
-                        BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+def _chunk_state_kernel(
+    # pointers
+    V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
+    # sizes
+    L, H, G, P, N, Lp, nc, lo_off,
+    # meta-parameters
+    MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     tile = tl.program_id(2)
