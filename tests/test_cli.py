@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from ssm_triton import check
@@ -120,3 +121,27 @@ def test_plots_draw_sweeps_as_lines_and_the_rest_as_bars(tmp_path):
     written = plots.plot(records, str(tmp_path))
     assert sorted(p.rsplit("/", 1)[1] for p in written) == ["linear_scan.png", "linear_scan_sweep.png"]
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_generate_continues_a_prompt_from_a_checkpoint(tmp_path):
+    """``generate --model DIR --prompt TEXT``: the checkpoint's tokenizer (a tiny word-level one built
+    here, no download) encodes the prompt, the model continues it, and the text is printed."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+
+    words = ["<eos>", "<unk>"] + [f"w{i}" for i in range(30)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=len(words),
+                                 ssm_cfg={"layer": "Mamba2", "d_state": 8, "headdim": 8, "chunk_size": 16})
+                     ).save_pretrained(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "generate", "--model", str(tmp_path),
+                           "--prompt", "w1 w2 w3", "--max-length", "7"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout.splitlines()
+    assert text[-2].startswith("w1 w2 w3") and "new tokens" in text[-1], proc.stdout

@@ -44,31 +44,79 @@ def test_generate_logits_equal_the_full_forward(device, layer, L, new, bsz, seed
     generated, and greedy tokens are their argmax."""
     m = build(device, layer, seed % 1000)
     ids = torch.randint(0, VOCAB, (bsz, L), generator=torch.Generator().manual_seed(seed)).to(device)
-    out, logits = m.generate(ids, new, return_logits=True)
+    res = m.generate(ids, max_length=L + new, return_dict_in_generate=True, output_scores=True)
+    out, logits = res.sequences, torch.stack(res.scores, 1).float()
     assert out.shape == (bsz, L + new) and torch.equal(out[:, :L], ids)
     with torch.no_grad():
-        full = m(out[:, :-1])[:, L - 1:, :VOCAB].float()
+        full = m(out[:, :-1]).logits[:, L - 1:, :VOCAB].float()
     torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-5)
     assert torch.equal(out[:, L:], logits.argmax(-1))
 
 
 @settings(max_examples=100 if BIG else 20, deadline=None)
 @given(bsz=st.integers(1, 4), vocab=st.integers(2, 50), top_k=st.integers(0, 8), top_p=st.floats(0.0, 1.0),
-       temperature=st.floats(0.1, 3.0), seed=seeds())
-def test_sampling_keeps_to_top_k_and_top_p(bsz, vocab, top_k, top_p, temperature, seed):
+       min_p=st.sampled_from([0.0, 0.05, 0.3, 0.9]), temperature=st.floats(0.1, 3.0), seed=seeds())
+def test_sampling_keeps_to_top_k_top_p_and_min_p(bsz, vocab, top_k, top_p, min_p, temperature, seed):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(bsz, vocab, generator=g) * 3
-    tok = sample(logits, temperature, top_k, top_p, g)
+    tok = sample(logits, temperature, top_k, top_p, g, min_p)
     assert tok.shape == (bsz,) and ((tok >= 0) & (tok < vocab)).all()
     rank = (logits > logits.gather(1, tok[:, None])).sum(1)         # 0 for the best token
     if top_k == 1:
         assert torch.equal(tok, logits.argmax(-1))
-    elif top_k > 1:
+        return
+    probs = torch.softmax(logits / temperature, -1)
+    if top_k > 1:
         assert (rank < top_k).all()
-    if 0 < top_p < 1 and top_k != 1:
-        probs = torch.softmax(logits / temperature, -1)
+    if 0 < top_p < 1:
         above = (probs * (logits > logits.gather(1, tok[:, None]))).sum(1)  # mass ranked above the token
         assert (above <= top_p + 1e-6).all()
+    if min_p > 0 and top_k == 0 and top_p in (0.0, 1.0):
+        # alone, min_p keeps exactly the tokens with at least min_p times the best one's probability
+        assert (probs.gather(1, tok[:, None])[:, 0] >= min_p * probs.max(-1).values * (1 - 1e-6)).all()
+
+
+@settings(max_examples=100 if BIG else 20, deadline=None)
+@given(bsz=st.integers(1, 3), vocab=st.integers(2, 30), penalty=st.floats(1.0, 3.0), seed=seeds())
+def test_repetition_penalty_lowers_only_the_tokens_seen(bsz, vocab, penalty, seed):
+    from ssm_triton.models.generation import apply_repetition_penalty
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(bsz, vocab, generator=g) * 3
+    seen = torch.randint(0, vocab, (bsz, 4), generator=g)
+    out = apply_repetition_penalty(logits, seen, penalty)
+    mask = torch.zeros(bsz, vocab, dtype=torch.bool).scatter(1, seen, True)
+    assert torch.equal(out[~mask], logits[~mask])                       # unseen tokens untouched
+    assert (out[mask] <= logits[mask]).all()                            # seen ones never gain
+    want = torch.where(logits < 0, logits * penalty, logits / penalty)
+    torch.testing.assert_close(out[mask], want[mask])
+
+
+def test_forward_returns_mamba_ssm_output_and_generate_keeps_its_options(device):
+    """``.logits`` as mamba_ssm's namedtuple; ``max_length`` counts the prompt; ``eos_token_id`` ends rows and
+    then generation; the streamer sees the prompt, each token, then the end."""
+    m = build(device, "Mamba2", 4).eval()
+    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(4)).to(device)
+    out = m(ids)
+    assert type(out).__name__ == "CausalLMOutput" and out.logits.shape == (2, 5, 40)
+    assert m(ids, num_last_tokens=2).logits.shape == (2, 2, 40)
+    seq = m.generate(ids, 9)
+    assert seq.shape == (2, 9) and torch.equal(seq, m.generate(ids, max_new_tokens=4))
+
+    class Streamer:
+        def __init__(self):
+            self.got, self.ended = [], False
+
+        def put(self, t):
+            self.got.append(t)
+
+        def end(self):
+            self.ended = True
+    s = Streamer()
+    eos = int(seq[0, 5])   # row 0's first greedy token: row 0 ends at once, the run once row 1 meets it too
+    res = m.generate(ids, 9, eos_token_id=eos, streamer=s, return_dict_in_generate=True)
+    assert res.scores is None and torch.equal(res.sequences[:, :5], ids)
+    assert (res.sequences[0, 5:] == eos).all() and s.ended and torch.equal(s.got[0], ids.cpu())
+    assert len(s.got) == 1 + res.sequences.shape[1] - 5
 
 
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
@@ -80,7 +128,7 @@ def test_a_few_training_steps_lower_the_loss(device, layer):
     opt = torch.optim.Adam(m.parameters(), lr=5e-2)
     losses = []
     for _ in range(6):
-        logits = m(ids[:, :-1])[..., :VOCAB]
+        logits = m(ids[:, :-1]).logits[..., :VOCAB]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -94,8 +142,15 @@ def test_bad_input_gets_a_clear_error(device):
     m = build(device, "Mamba1", 0, n_layer=1)
     with pytest.raises(ValueError, match=r"input_ids must be \(batch, L\)"):
         m.generate(torch.zeros(5, dtype=torch.long, device=device), 2)
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        m.generate(torch.zeros(1, 3, dtype=torch.long, device=device), -1)
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0"):
+        m.generate(torch.zeros(1, 3, dtype=torch.long, device=device), max_new_tokens=-1)
+    with pytest.raises(ValueError, match="max_length must be an int >= the prompt's length 3"):
+        m.generate(torch.zeros(1, 3, dtype=torch.long, device=device), 2)
+    with pytest.raises(ValueError, match="not both"):
+        m.generate(torch.zeros(1, 3, dtype=torch.long, device=device), 5, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"teacher_outputs must be \(batch, length\)"):
+        m.generate(torch.zeros(2, 3, dtype=torch.long, device=device), 5,
+                   teacher_outputs=torch.zeros(1, 5, dtype=torch.long, device=device))
     with pytest.raises(ValueError, match="ssm_cfg"):
         MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=8, ssm_cfg={"layer": "Mamba3"}))
     with pytest.raises(ValueError, match="not supported"):

@@ -1,4 +1,5 @@
 """Whole models on ssm_triton's kernels."""
-from .lm import DecodeGraph, MambaConfig, MambaLMHeadModel, sample
+from .generation import DecodeGraph, GenerateOutput, sample
+from .lm import CausalLMOutput, MambaConfig, MambaLMHeadModel
 
-__all__ = ["DecodeGraph", "MambaConfig", "MambaLMHeadModel", "sample"]
+__all__ = ["CausalLMOutput", "DecodeGraph", "GenerateOutput", "MambaConfig", "MambaLMHeadModel", "sample"]

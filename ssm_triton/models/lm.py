@@ -6,14 +6,18 @@ residual blocks of ``Mamba`` or ``Mamba2`` mixers, a final RMSNorm and an LM hea
 one token per step through the decode-step kernels, on per-layer conv and SSM states.
 """
 import math
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..modules import InferenceParams, Mamba, Mamba2
+from ..modules import Mamba, Mamba2
 from ..modules.norm import RMSNorm
+from .generation import generate
+
+# mamba_ssm's return type of the model's forward
+CausalLMOutput = namedtuple("CausalLMOutput", ["logits"])
 
 
 @dataclass
@@ -92,9 +96,10 @@ def _init_weights(module, n_layer, initializer_range=0.02):
 
 
 class MambaLMHeadModel(nn.Module):
-    """``forward(input_ids (b, L), inference_params=None, num_last_tokens=0)`` -> logits ``(b, L, vocab)``
-    (the last ``num_last_tokens`` positions only, when > 0). ``vocab`` is ``config.vocab_size`` padded up
-    to ``pad_vocab_size_multiple``, as in mamba_ssm."""
+    """``forward(input_ids (b, L), position_ids=None, inference_params=None, num_last_tokens=0)`` ->
+    ``CausalLMOutput(logits=(b, L, vocab))``. ``vocab`` is ``config.vocab_size`` padded up to
+    ``pad_vocab_size_multiple``, as in mamba_ssm. ``generate``, ``from_pretrained`` and
+    ``save_pretrained`` follow mamba_ssm's too."""
 
     def __init__(self, config: MambaConfig, device=None, dtype=None):
         super().__init__()
@@ -110,99 +115,57 @@ class MambaLMHeadModel(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
 
-    def forward(self, input_ids, inference_params=None, num_last_tokens=0):
+    def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, **mixer_kwargs):
+        """``input_ids (b, L)`` -> ``CausalLMOutput(logits=(b, L, vocab))`` (the last ``num_last_tokens``
+        positions only, when > 0), as mamba_ssm's model returns it. ``position_ids`` and extra keywords are
+        accepted for signature compatibility (an SSM needs no positions)."""
         hidden_states = self.backbone(input_ids, inference_params=inference_params)
         if num_last_tokens > 0:
             hidden_states = hidden_states[:, -num_last_tokens:]
-        return self.lm_head(hidden_states)
+        return CausalLMOutput(logits=self.lm_head(hidden_states))
 
     def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None):
         return {i: layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype=dtype)
                 for i, layer in enumerate(self.backbone.layers)}
 
-    @torch.inference_mode()
-    def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=1, top_p=0.0, eos_token_id=None,
-                 generator=None, return_logits=False, cuda_graph=None):
-        """Continues ``input_ids (b, L)`` by ``max_new_tokens`` tokens: one prefill over the prompt, then
-        one decode step per token. ``top_k=1`` (default) is greedy; otherwise samples from the
-        ``temperature``-scaled distribution cut to the ``top_k`` best (0: all) and to the smallest set of
-        probability ``top_p`` (0: off). Rows stop at ``eos_token_id`` (later positions repeat it).
-        ``cuda_graph`` (default: on for CUDA tensors) replays the decode step from a captured CUDA graph.
-        Returns ``(b, L + max_new_tokens)`` token ids, and the logits of each new token
-        ``(b, max_new_tokens, vocab)`` with ``return_logits``."""
-        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
-            raise ValueError(f"input_ids must be (batch, L) with L >= 1, got shape {tuple(input_ids.shape)}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        bsz, L = input_ids.shape
-        params = InferenceParams(max_seqlen=L + max_new_tokens, max_batch_size=bsz)
-        params.key_value_memory_dict = self.allocate_inference_cache(bsz, L + max_new_tokens)
-        tokens, all_logits = [input_ids], []
-        logits = self(input_ids, inference_params=params, num_last_tokens=1)[:, -1]
-        params.seqlen_offset = L
-        if cuda_graph is None:
-            cuda_graph = input_ids.is_cuda
-        step = (lambda tok: self(tok, inference_params=params)[:, -1])  # noqa: E731
-        if cuda_graph and max_new_tokens > 1:
-            step = DecodeGraph(self, params, bsz, input_ids.device)
-        done = torch.zeros(bsz, dtype=torch.bool, device=input_ids.device)
-        for i in range(max_new_tokens):
-            if i:
-                logits = step(tokens[-1])
-                params.seqlen_offset += 1
-            logits = logits[:, :self.config.vocab_size]
-            if return_logits:  # a graph replay overwrites its logits: keep a copy
-                all_logits.append(logits.float().clone())
-            nxt = sample(logits, temperature, top_k, top_p, generator)
-            if eos_token_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
-                done |= nxt == eos_token_id
-            tokens.append(nxt[:, None])
-        out = torch.cat(tokens, dim=1)
-        return (out, torch.stack(all_logits, 1) if all_logits else None) if return_logits else out
+    def generate(self, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, temperature=1.0,
+                 repetition_penalty=1.0, return_dict_in_generate=False, output_scores=False, cg=None,
+                 teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None):
+        """mamba_ssm's ``generate``: continues ``input_ids (b, L)`` up to ``max_length`` tokens in all (or by
+        ``max_new_tokens``): one prefill over the prompt, then one decode step per token.
 
+        Sampling: ``top_k=1`` (default) is greedy; otherwise a draw from the ``temperature``-scaled
+        distribution cut to the ``top_k`` best (0: all), to probability mass ``top_p`` (0: off) and to tokens
+        with at least ``min_p`` times the best one's probability; ``repetition_penalty`` > 1 discourages
+        tokens already in the row; ``generator`` seeds the draws. ``teacher_outputs (b, >= max_length)``
+        forces the tokens instead of sampling them. Rows stop at ``eos_token_id`` (later positions repeat
+        it) and generation ends once every row has. ``cg=True`` replays the decode step from a captured
+        CUDA graph (default: on for CUDA tensors). ``streamer`` gets ``put`` the prompt and each new token,
+        then ``end``.
 
-class DecodeGraph:
-    """The whole model's decode step captured once as a CUDA graph and replayed per token. At small
-    batch a step is a few dozen short kernels, and launching them from Python costs more than running
-    them; a replay launches them all at once. The states in ``params`` are updated in place by the replay
-    as by an eager step; capturing runs two warm-up steps, whose effect on the states is undone."""
+        Returns the sequences ``(b, L')`` (prompt included), or with ``return_dict_in_generate`` a
+        ``GenerateOutput`` with ``.sequences`` and ``.scores`` (a tuple of ``(b, vocab)`` logits per new
+        token when ``output_scores``)."""
+        return generate(self, input_ids, max_length, top_k, top_p, min_p, temperature, repetition_penalty,
+                        return_dict_in_generate, output_scores, cg, teacher_outputs, eos_token_id, streamer,
+                        max_new_tokens=max_new_tokens, generator=generator)
 
-    def __init__(self, model, params, bsz, device):
-        cache = params.key_value_memory_dict
-        saved = {k: tuple(t.clone() for t in v) for k, v in cache.items()}
-        self.tok = torch.zeros(bsz, 1, dtype=torch.long, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # compile and tune every kernel before capture
-            for _ in range(2):
-                model(self.tok, inference_params=params)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = model(self.tok, inference_params=params)[:, -1]
-        for k, v in saved.items():
-            for t, s in zip(cache[k], v):
-                t.copy_(s)
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name, device=None, dtype=None, **kwargs):
+        """Loads a checkpoint saved by mamba_ssm (``config.json`` + ``pytorch_model.bin`` or
+        ``model.safetensors``), by :meth:`save_pretrained`, or by transformers' ``MambaForCausalLM`` /
+        ``Mamba2ForCausalLM`` (``model_type`` "mamba" / "mamba2"; weight names mapped onto these).
+        ``pretrained_model_name`` is a directory or a hub id (resolved through huggingface_hub's cache
+        when that package is installed). Weights are cast to ``dtype`` on the host and moved to ``device``
+        one tensor at a time. ``kwargs`` override config fields. Unknown config keys are reported in a
+        warning; a missing file, a missing or unexpected weight, or a shape mismatch is a ``ValueError``
+        naming the file and the key."""
+        from .checkpoint import load_pretrained
+        return load_pretrained(cls, pretrained_model_name, device=device, dtype=dtype, **kwargs)
 
-    def __call__(self, tok):
-        self.tok.copy_(tok)
-        self.graph.replay()
-        return self.logits
-
-
-def sample(logits, temperature=1.0, top_k=1, top_p=0.0, generator=None):
-    """``logits (b, vocab)`` -> token ids ``(b,)``: greedy for ``top_k == 1`` or ``temperature == 0``."""
-    if top_k == 1 or temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0.0 < top_p < 1.0:
-        srt, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = F.softmax(srt, dim=-1)
-        # drop a token when the tokens ranked above it already hold top_p of the mass
-        drop = probs.cumsum(-1) - probs > top_p
-        logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+    def save_pretrained(self, save_directory, safe_serialization=False):
+        """Writes ``config.json`` (mamba_ssm's ``MambaConfig`` fields) and ``pytorch_model.bin`` (or
+        ``model.safetensors`` with ``safe_serialization``, which needs the safetensors package) to
+        ``save_directory``: the layout mamba_ssm's ``from_pretrained`` reads."""
+        from .checkpoint import save_pretrained
+        save_pretrained(self, save_directory, safe_serialization)

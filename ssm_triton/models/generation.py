@@ -1,0 +1,150 @@
+"""Generation for the language model, with mamba_ssm's ``generate`` semantics: one prefill through the
+chunked kernels, then one decode step per token (replayed from a captured CUDA graph with ``cg``), sampling
+with top-k / top-p / min-p, temperature and a repetition penalty, teacher forcing, a streamer, and either the
+sequences or an object with ``.sequences`` and ``.scores``."""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..modules import InferenceParams
+
+
+@dataclass
+class GenerateOutput:
+    """``sequences (b, L')`` token ids (prompt included); ``scores``: one ``(b, vocab)`` tensor of logits
+    per generated token (before sampling's processing), as mamba_ssm's ``generate`` returns them."""
+    sequences: torch.Tensor
+    scores: tuple | None = None
+
+
+def sample(logits, temperature=1.0, top_k=1, top_p=0.0, generator=None, min_p=0.0):
+    """``logits (b, vocab)`` -> token ids ``(b,)``: greedy for ``top_k == 1`` or ``temperature == 0``;
+    otherwise a draw from the ``temperature``-scaled distribution cut to the ``top_k`` best (0: all), to the
+    smallest set holding probability ``top_p`` (0: off), and to the tokens with at least ``min_p`` times
+    the best one's probability (0: off)."""
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        srt, idx = torch.sort(logits, descending=True, dim=-1)
+        probs = F.softmax(srt, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop = probs.cumsum(-1) - probs > top_p
+        logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
+    if min_p > 0.0:
+        probs = F.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+
+
+def apply_repetition_penalty(logits, sequences, penalty: float):
+    """mamba_ssm's (and CTRL's) rule: the logit of every token already in a row is divided by ``penalty``
+    where positive and multiplied where negative (``penalty`` > 1 discourages repeats)."""
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(1, sequences)
+    return logits.scatter(1, sequences, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+class DecodeGraph:
+    """The whole model's decode step captured once as a CUDA graph and replayed per token. At small
+    batch a step is a few dozen short kernels, and launching them from Python costs more than running
+    them; a replay launches them all at once. The states in ``params`` are updated in place by the replay
+    as by an eager step; capturing runs two warm-up steps, whose effect on the states is undone."""
+
+    def __init__(self, model, params, bsz, device):
+        cache = params.key_value_memory_dict
+        saved = {k: tuple(t.clone() for t in v) for k, v in cache.items()}
+        self.tok = torch.zeros(bsz, 1, dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # compile and tune every kernel before capture
+            for _ in range(2):
+                model(self.tok, inference_params=params)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model(self.tok, inference_params=params).logits[:, -1]
+        for k, v in saved.items():
+            for t, s in zip(cache[k], v):
+                t.copy_(s)
+
+    def __call__(self, tok):
+        self.tok.copy_(tok)
+        self.graph.replay()
+        return self.logits
+
+
+def _check(input_ids, max_length, max_new_tokens):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[1] < 1:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be (batch, L) with L >= 1, got {shape}")
+    L = input_ids.shape[1]
+    if max_new_tokens is not None:
+        if max_length is not None:
+            raise ValueError("give max_length (the total length) or max_new_tokens, not both")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        return max_new_tokens
+    if max_length is None:
+        raise ValueError("generate needs max_length (the total length, prompt included) or max_new_tokens")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < L:
+        raise ValueError(f"max_length must be an int >= the prompt's length {L}, got {max_length!r}")
+    return max_length - L
+
+
+@torch.inference_mode()
+def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, temperature=1.0,
+             repetition_penalty=1.0, return_dict_in_generate=False, output_scores=False, cg=None,
+             teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None):
+    """See ``MambaLMHeadModel.generate``."""
+    new = _check(input_ids, max_length, max_new_tokens)
+    bsz, L = input_ids.shape
+    vocab = model.config.vocab_size
+    if teacher_outputs is not None and (teacher_outputs.dim() != 2 or teacher_outputs.shape[0] != bsz):
+        raise ValueError(f"teacher_outputs must be (batch, length) with batch = {bsz}, "
+                         f"got {tuple(teacher_outputs.shape)}")
+    params = InferenceParams(max_seqlen=L + new, max_batch_size=bsz)
+    params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + new)
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    tokens, scores = [input_ids], []
+    logits = model(input_ids, inference_params=params, num_last_tokens=1).logits[:, -1] if new else None
+    params.seqlen_offset = L
+    if cg is None:
+        cg = input_ids.is_cuda
+    step = (lambda tok: model(tok, inference_params=params).logits[:, -1])  # noqa: E731
+    if cg and new > 1:
+        step = DecodeGraph(model, params, bsz, input_ids.device)
+    done = torch.zeros(bsz, dtype=torch.bool, device=input_ids.device)
+    for i in range(new):
+        if i:
+            logits = step(tokens[-1])
+            params.seqlen_offset += 1
+        logits = logits[:, :vocab]
+        if output_scores or return_dict_in_generate:  # a graph replay overwrites its logits: keep a copy
+            scores.append(logits.clone())
+        if teacher_outputs is not None and teacher_outputs.shape[1] > L + i:
+            nxt = teacher_outputs[:, L + i].to(input_ids.device)
+        else:
+            seen = torch.cat(tokens, dim=1)
+            nxt = sample(apply_repetition_penalty(logits.float(), seen, repetition_penalty), temperature, top_k,
+                         top_p, generator, min_p)
+        if eos_token_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+            done |= nxt == eos_token_id
+        tokens.append(nxt[:, None])
+        if streamer is not None:
+            streamer.put(nxt.cpu())
+        if eos_token_id is not None and bool(done.all()):
+            break   # every row has ended (a host sync per token only when eos_token_id is given)
+    if streamer is not None:
+        streamer.end()
+    sequences = torch.cat(tokens, dim=1)
+    if return_dict_in_generate:
+        return GenerateOutput(sequences, tuple(scores) if output_scores else None)
+    return sequences
