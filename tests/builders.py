@@ -2,6 +2,7 @@
 (defined in strategies.py) for files that need nothing else from there."""
 import torch
 
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref
 from strategies import BIG, normal, uniform  # noqa: F401  (BIG: re-exported)
 
 
@@ -50,3 +51,21 @@ def make_scan_problem(bsz, groups, per_group, L, N, layout, seed, device, with_o
 def np64(x):
     """A tensor as a float64 NumPy array (anything else unchanged)."""
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x
+
+
+# ---- Mamba-1's block function ----
+
+def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms, eps=1e-6):
+    """mamba_ssm's ``mamba_inner_fn`` from the references (differentiable): conv + silu, x_proj, the dt
+    projection, the optional RMS norms of B, C and dt (dt's after its projection, as mamba_ssm does;
+    ``rms``: weights keyed ``b``, ``c``, ``d``), the selective scan gated by ``silu(z)``, out_proj."""
+    R, N = dt_proj.shape[1], A.shape[1]
+    x, z = xz.chunk(2, dim=1)
+    x = causal_conv1d_torch(x, w[:, 0], b, activation="silu")
+    dbl = x.transpose(1, 2) @ x_proj.T
+    dt, B, C = dbl[..., :R] @ dt_proj.T, dbl[..., R:R + N], dbl[..., R + N:]
+    if rms is not None:
+        B, C, dt = (rmsnorm_torch(v, rms[k], eps=eps) for k, v in zip("bcd", (B, C, dt)))
+    y = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
+                           delta_bias=dt_bias, delta_softplus=True)
+    return y.transpose(1, 2) @ out_proj.T

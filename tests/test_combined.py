@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref, ssd_quadratic_torch
 from ssm_triton.tolerance import scaled_error
-from builders import BIG
+from builders import BIG, inner_reference
 from strategies import normal, seeds
 
 FEW = settings(max_examples=100 if BIG else 4)
@@ -62,19 +62,6 @@ def test_split_conv1d_scan_combined_matches_the_references(device, L, G, d_mlp, 
                                        extra["outproj_weight"])
     assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4
     grads_match(got, want, f32, x64, r(tuple(want.shape), 8))
-
-
-def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms):
-    R, N = dt_proj.shape[1], A.shape[1]
-    x, z = xz.chunk(2, dim=1)
-    x = causal_conv1d_torch(x, w[:, 0], b, activation="silu")
-    dbl = x.transpose(1, 2) @ x_proj.T
-    dt, B, C = dbl[..., :R] @ dt_proj.T, dbl[..., R:R + N], dbl[..., R + N:]
-    if rms is not None:
-        B, C, dt = (rmsnorm_torch(v, rms[k], eps=1e-6) for k, v in zip("bcd", (B, C, dt)))
-    y = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
-                           delta_bias=dt_bias, delta_softplus=True)
-    return y.transpose(1, 2) @ out_proj.T
 
 
 @FEW

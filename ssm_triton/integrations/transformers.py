@@ -8,14 +8,17 @@ installed. :func:`enable` rebinds those names, in the modeling modules of the ch
 over ssm_triton's ops; :func:`disable` puts the originals back.
 
     import ssm_triton.integrations.transformers as st_hf
-    st_hf.enable()                      # Mamba2ForCausalLM, MambaForCausalLM, ... now use ssm_triton
+    st_hf.enable()                      # Mamba2ForCausalLM, MambaForCausalLM, the hybrids... now use ssm_triton
     model = transformers.Mamba2ForCausalLM(config).cuda()
 
-The hybrids that copy these functions under the same names (bamba, falcon_h1, falcon_mamba,
-granitemoehybrid, jamba) can be named in ``models``; only ``mamba`` and ``mamba2`` are tested here.
-transformers is an optional dependency: nothing here is imported by ``import ssm_triton``.
+With no ``models`` argument it covers every family in :data:`FAMILIES` that the installed transformers has
+(Mamba, Mamba-2, and the hybrids that carry their layers under the same function names: falcon_mamba,
+jamba, bamba, granitemoehybrid, falcon_h1, zamba2, nemotron_h); the families it lacks are listed in a
+warning and in :func:`unavailable`, not an error. transformers is an optional dependency: nothing here is
+imported by ``import ssm_triton``.
 """
 import importlib
+import warnings
 
 import torch
 
@@ -25,8 +28,12 @@ from ..ops.selective_scan import selective_scan_fn
 from ..ops.ssd import mamba_chunk_scan_combined
 from ..ops.state_update import selective_state_update
 
-DEFAULT_MODELS = ("mamba", "mamba2")
+# the model families whose modeling modules call these kernel functions (transformers 5.x)
+FAMILIES = ("mamba", "mamba2", "falcon_mamba", "jamba", "bamba", "granitemoehybrid", "falcon_h1", "zamba2",
+            "nemotron_h")
+DEFAULT_MODELS = FAMILIES
 _saved: dict = {}   # (module name, attribute) -> the function transformers defined
+_unavailable: list = []
 
 
 def _f32(t):
@@ -114,14 +121,24 @@ def _modeling_module(model: str):
                           f"(pip install transformers): {e}") from e
 
 
-def enable(models=DEFAULT_MODELS) -> list[str]:
+def enable(models=None) -> list[str]:
     """Routes the kernel functions of ``transformers.models.<m>.modeling_<m>`` for each ``m`` in ``models``
-    to ssm_triton. Idempotent. Returns the ``module.function`` names rebound."""
+    (default: every family of :data:`FAMILIES` the installed transformers has) to ssm_triton. Idempotent.
+    Returns the ``module.function`` names rebound. A family named in ``models`` that transformers lacks is
+    an ``ImportError``; with the default, it is reported (a warning, and :func:`unavailable`)."""
     if isinstance(models, str):
         raise TypeError(f"models must be a sequence of model names such as ('mamba2',), got the string {models!r}")
+    explicit = models is not None
     rebound = []
-    for model in models:
-        mod = _modeling_module(model)
+    _unavailable.clear()
+    for model in (models if explicit else FAMILIES):
+        try:
+            mod = _modeling_module(model)
+        except ImportError:
+            if explicit:
+                raise
+            _unavailable.append(model)
+            continue
         found = False
         for name, adapter in ADAPTERS.items():
             if not hasattr(mod, name):
@@ -130,10 +147,20 @@ def enable(models=DEFAULT_MODELS) -> list[str]:
             _saved.setdefault((mod.__name__, name), getattr(mod, name))
             setattr(mod, name, adapter)
             rebound.append(f"{mod.__name__}.{name}")
-        if not found:
+        if not found and not explicit:
+            _unavailable.append(model)
+        elif not found:
             raise ValueError(f"transformers.models.{model} defines none of {sorted(ADAPTERS)}: this transformers "
                              "version names its kernel functions differently")
+    if _unavailable:
+        warnings.warn(f"ssm_triton.integrations.transformers: this transformers has no (kernel-calling) "
+                      f"{', '.join(_unavailable)}; those families keep their own code", stacklevel=2)
     return rebound
+
+
+def unavailable() -> list[str]:
+    """The families of the last default :func:`enable` that the installed transformers lacks."""
+    return list(_unavailable)
 
 
 def disable() -> None:
