@@ -155,3 +155,22 @@ def test_bad_input_gets_a_clear_error(device):
         MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=8, ssm_cfg={"layer": "Mamba3"}))
     with pytest.raises(ValueError, match="not supported"):
         MambaLMHeadModel(MambaConfig(d_model=16, n_layer=2, vocab_size=8, attn_layer_idx=[1]))
+
+
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+def test_left_padded_prompts_of_different_lengths_generate_as_alone(device, layer):
+    """A batch of prompts of different lengths, left-padded with an attention mask, gives each row the
+    tokens and scores it gets alone (the longer prompt crosses a chunk; the shorter one is shorter than
+    the conv window's reach into the padding)."""
+    m = build(device, layer, 6)
+    g = torch.Generator().manual_seed(6)
+    long, short = torch.randint(0, VOCAB, (19,), generator=g).to(device), torch.randint(0, VOCAB, (2,), generator=g).to(device)
+    ids = torch.stack([long, torch.cat([torch.full((17,), 7, device=device), short])])
+    mask = torch.stack([torch.ones(19, device=device), torch.cat([torch.zeros(17, device=device), torch.ones(2, device=device)])])
+    res = m.generate(ids, max_new_tokens=4, attention_mask=mask, return_dict_in_generate=True, output_scores=True)
+    for row, prompt in enumerate((long, short)):
+        alone = m.generate(prompt[None], max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+        assert torch.equal(res.sequences[row, 19:], alone.sequences[0, prompt.shape[0]:])
+        torch.testing.assert_close(torch.stack(res.scores, 1)[row], torch.stack(alone.scores, 1)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="left padding"):
+        m(ids, attention_mask=mask.flip(1))

@@ -100,7 +100,8 @@ def _check(input_ids, max_length, max_new_tokens):
 @torch.inference_mode()
 def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, temperature=1.0,
              repetition_penalty=1.0, return_dict_in_generate=False, output_scores=False, cg=None,
-             teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None):
+             teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None,
+             attention_mask=None):
     """See ``MambaLMHeadModel.generate``."""
     new = _check(input_ids, max_length, max_new_tokens)
     bsz, L = input_ids.shape
@@ -113,7 +114,8 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
     if streamer is not None:
         streamer.put(input_ids.cpu())
     tokens, scores = [input_ids], []
-    logits = model(input_ids, inference_params=params, num_last_tokens=1).logits[:, -1] if new else None
+    logits = model(input_ids, inference_params=params, num_last_tokens=1,
+                   attention_mask=attention_mask).logits[:, -1] if new else None
     params.seqlen_offset = L
     if cg is None:
         cg = input_ids.is_cuda

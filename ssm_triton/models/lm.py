@@ -39,6 +39,20 @@ class MambaConfig:
     tie_embeddings: bool = True
 
 
+def left_padding_mask(attention_mask, input_ids):
+    """``attention_mask (b, L)`` checked to be left padding (each row 0s then 1s, its last entry 1), as an
+    int32 ``(b, L)``: an SSM's state runs left to right, so right padding cannot be undone."""
+    if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != tuple(input_ids.shape):
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be (batch, L) = {tuple(input_ids.shape)} like input_ids, got {got}")
+    m = attention_mask.to(torch.int32)
+    ok = ((m == 0) | (m == 1)).all() & (m[:, 1:] >= m[:, :-1]).all() & (m[:, -1] == 1).all()
+    if not bool(ok):   # one host sync per prefill, not per token
+        raise ValueError("attention_mask must be left padding: each row 0s, then 1s up to its last position "
+                         "(right padding is not supported)")
+    return m
+
+
 class Block(nn.Module):
     """Pre-norm residual block as mamba_ssm arranges it: it takes the running ``residual`` and the last
     mixer output, adds them, normalises, mixes; returns ``(mixer output, residual)``."""
@@ -48,12 +62,13 @@ class Block(nn.Module):
         self.mixer, self.residual_in_fp32 = mixer, residual_in_fp32
         self.norm = RMSNorm(d_model, device=device, dtype=dtype)
 
-    def forward(self, hidden_states, residual=None, inference_params=None):
+    def forward(self, hidden_states, residual=None, inference_params=None, seq_mask=None):
         residual = hidden_states if residual is None else hidden_states + residual
         hidden_states = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
             residual = residual.float()
-        return self.mixer(hidden_states, inference_params=inference_params), residual
+        extra = {} if seq_mask is None else {"seq_mask": seq_mask}
+        return self.mixer(hidden_states, inference_params=inference_params, **extra), residual
 
 
 class MixerModel(nn.Module):
@@ -73,10 +88,11 @@ class MixerModel(nn.Module):
                   config.residual_in_fp32, **factory) for i in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, **factory)
 
-    def forward(self, input_ids, inference_params=None):
+    def forward(self, input_ids, inference_params=None, seq_mask=None):
         hidden_states, residual = self.embedding(input_ids), None
         for layer in self.layers:
-            hidden_states, residual = layer(hidden_states, residual, inference_params=inference_params)
+            hidden_states, residual = layer(hidden_states, residual, inference_params=inference_params,
+                                            seq_mask=seq_mask)
         residual = hidden_states + residual
         return self.norm_f(residual.to(self.norm_f.weight.dtype))
 
@@ -115,11 +131,15 @@ class MambaLMHeadModel(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
 
-    def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, **mixer_kwargs):
+    def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, attention_mask=None,
+                **mixer_kwargs):
         """``input_ids (b, L)`` -> ``CausalLMOutput(logits=(b, L, vocab))`` (the last ``num_last_tokens``
-        positions only, when > 0), as mamba_ssm's model returns it. ``position_ids`` and extra keywords are
-        accepted for signature compatibility (an SSM needs no positions)."""
-        hidden_states = self.backbone(input_ids, inference_params=inference_params)
+        positions only, when > 0), as mamba_ssm's model returns it. ``attention_mask (b, L)`` (beyond
+        mamba_ssm's signature): 0 on left padding, 1 on tokens; each row's logits are then those of its
+        tokens alone (the padding's are meaningless). ``position_ids`` and extra keywords are accepted for
+        signature compatibility (an SSM needs no positions)."""
+        seq_mask = left_padding_mask(attention_mask, input_ids) if attention_mask is not None else None
+        hidden_states = self.backbone(input_ids, inference_params=inference_params, seq_mask=seq_mask)
         if num_last_tokens > 0:
             hidden_states = hidden_states[:, -num_last_tokens:]
         return CausalLMOutput(logits=self.lm_head(hidden_states))
@@ -130,7 +150,8 @@ class MambaLMHeadModel(nn.Module):
 
     def generate(self, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, temperature=1.0,
                  repetition_penalty=1.0, return_dict_in_generate=False, output_scores=False, cg=None,
-                 teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None):
+                 teacher_outputs=None, eos_token_id=None, streamer=None, *, max_new_tokens=None, generator=None,
+                 attention_mask=None):
         """mamba_ssm's ``generate``: continues ``input_ids (b, L)`` up to ``max_length`` tokens in all (or by
         ``max_new_tokens``): one prefill over the prompt, then one decode step per token.
 
@@ -141,14 +162,15 @@ class MambaLMHeadModel(nn.Module):
         forces the tokens instead of sampling them. Rows stop at ``eos_token_id`` (later positions repeat
         it) and generation ends once every row has. ``cg=True`` replays the decode step from a captured
         CUDA graph (default: on for CUDA tensors). ``streamer`` gets ``put`` the prompt and each new token,
-        then ``end``.
+        then ``end``. ``attention_mask (b, L)`` (keyword only): 0 on left padding, 1 on the prompt's tokens,
+        so that prompts of different lengths share a batch; each row continues as it would alone.
 
         Returns the sequences ``(b, L')`` (prompt included), or with ``return_dict_in_generate`` a
         ``GenerateOutput`` with ``.sequences`` and ``.scores`` (a tuple of ``(b, vocab)`` logits per new
         token when ``output_scores``)."""
         return generate(self, input_ids, max_length, top_k, top_p, min_p, temperature, repetition_penalty,
                         return_dict_in_generate, output_scores, cg, teacher_outputs, eos_token_id, streamer,
-                        max_new_tokens=max_new_tokens, generator=generator)
+                        max_new_tokens=max_new_tokens, generator=generator, attention_mask=attention_mask)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name, device=None, dtype=None, **kwargs):

@@ -64,19 +64,21 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C
 
-    def forward(self, hidden_states, inference_params=None):
+    def forward(self, hidden_states, inference_params=None, seq_mask=None):
         """The whole block after in_proj is ``mamba_inner_fn`` (one copy of conv -> x_proj -> dt_proj ->
-        selective scan -> out_proj); a prefill also fills this layer's states."""
+        selective scan -> out_proj); a prefill also fills this layer's states. ``seq_mask (b, L)``: 0 on
+        left padding, 1 on real tokens (each row then computes as if alone)."""
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
         xz = self.in_proj(hidden_states).transpose(1, 2)    # (b, 2 d_inner, L)
         if conv_state is not None:
-            fill_conv_state(conv_state, xz[:, :self.d_inner])
+            x = xz[:, :self.d_inner]
+            fill_conv_state(conv_state, x * seq_mask[:, None].to(x.dtype) if seq_mask is not None else x)
         out = mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                              self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()),
                              D=self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                             return_last_state=ssm_state is not None)
+                             return_last_state=ssm_state is not None, seq_mask=seq_mask)
         if ssm_state is not None:
             out, last = out
             ssm_state.copy_(last)

@@ -73,18 +73,22 @@ class Mamba2(nn.Module):
     def _D(self):
         return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
 
-    def forward(self, u, inference_params=None):
+    def forward(self, u, inference_params=None, seq_mask=None):
         """The whole block after in_proj is ``mamba_split_conv1d_scan_combined`` (one copy of split -> conv
-        -> SSD -> gated norm -> out_proj); a prefill also fills this layer's states."""
+        -> SSD -> gated norm -> out_proj); a prefill also fills this layer's states. ``seq_mask (b, L)``: 0 on
+        left padding, 1 on real tokens: the padding becomes a sequence of its own (``seq_idx``), so each
+        row's tokens start from a zero state and a conv window that does not reach into it."""
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
         if decoded is not None:
             return decoded
         zxbcdt = self.in_proj(u)
+        seq_idx = seq_mask.to(torch.int32).contiguous() if seq_mask is not None else None
         if conv_state is not None:
-            fill_conv_state(conv_state, self._split(zxbcdt)[3].transpose(1, 2))
+            xBC = self._split(zxbcdt)[3].transpose(1, 2)
+            fill_conv_state(conv_state, xBC * seq_mask[:, None].to(xBC.dtype) if seq_mask is not None else xBC)
         out = mamba_split_conv1d_scan_combined(
             zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, -torch.exp(self.A_log.float()),
-            self._D(), self.chunk_size, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,
+            self._D(), self.chunk_size, seq_idx=seq_idx, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,
             rmsnorm_weight=self.norm.weight if self.rmsnorm else None, rmsnorm_eps=self.norm.eps if self.rmsnorm else 1e-6,
             outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias, headdim=self.headdim,
             ngroups=self.ngroups, norm_before_gate=self.norm_before_gate)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validate
+
+IO = (torch.float32, torch.bfloat16, torch.float16)
 from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
 from .selective_scan import selective_scan_fn
@@ -92,7 +94,7 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
                    C_proj_bias: Optional[Tensor] = None, delta_softplus: bool = True, checkpoint_lvl: int = 1,
                    b_rms_weight: Optional[Tensor] = None, c_rms_weight: Optional[Tensor] = None,
                    dt_rms_weight: Optional[Tensor] = None, b_c_dt_rms_eps: float = 1e-6, *,
-                   return_last_state: bool = False):
+                   return_last_state: bool = False, seq_mask: Optional[Tensor] = None):
     """Mamba-1's block after in_proj: conv + silu on ``x``, x_proj to (dt low-rank, B, C), dt projection,
     (RMS norms on B, C, dt), selective scan gated by ``silu(z)``, out_proj.
 
@@ -100,8 +102,11 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     ``delta_proj_weight (d, R)``; ``out_proj_weight (d_model, d)``; ``A (d, N)`` real. ``B``/``C`` given
     (fixed or variable, as ``selective_scan_fn`` takes them) replace the projected ones. Returns
     ``(b, L, d_model)``, and the scan's last state ``(b, d, N)`` fp32 too with ``return_last_state``
-    (keyword only, beyond mamba_ssm's signature: ``Mamba``'s prefill keeps it). ``checkpoint_lvl`` is
-    accepted for compatibility (the scan recomputes its states in the backward either way).
+    (keyword only, beyond mamba_ssm's signature: ``Mamba``'s prefill keeps it). ``seq_mask (b, L)``
+    (keyword only): 0 on left padding, 1 on real tokens; the padding's conv inputs and outputs are zeroed,
+    so the state is still zero where each row's tokens start and its outputs are those of the row alone.
+    ``checkpoint_lvl`` is accepted for compatibility (the scan recomputes its states in the backward
+    either way).
     """
     _validate.tensor("xz", xz, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(batch, 2 d, L)")
     _validate.tensor("conv1d_weight", conv1d_weight, ndim=3, shape_doc="(d, 1, width)")
@@ -115,7 +120,14 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
                          f"got {tuple(x_proj_weight.shape)}")
     bsz, _, L = xz.shape
     x, z = xz.chunk(2, dim=1)
+    if seq_mask is not None:
+        _validate.tensor("seq_mask", seq_mask, ndim=2, dtypes=(torch.bool, torch.int32, torch.int64, *IO), shape_doc="(batch, L)")
+        _validate.shape("seq_mask", seq_mask, (bsz, L), "(batch, L)")
+        keep = seq_mask[:, None, :].to(x.dtype)
+        x = x * keep
     x = causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, activation="silu")
+    if seq_mask is not None:
+        x = x * keep   # zero inputs on the padding: the state stays zero through it
     x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)                                  # (b, L, R + 2N)
     delta = F.linear(x_dbl[..., :R], delta_proj_weight)                                 # (b, L, d)
     if B is None:
