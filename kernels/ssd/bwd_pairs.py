@@ -25,7 +25,7 @@ partial per head block.
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, cum_at, mm
+from .common import chunk_bounds, cum_at, mm, row_block
 from ..tuning import Kernel
 
 
@@ -105,12 +105,7 @@ def _dx_dd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     DOT: tl.constexpr,
 ):
-    s0 = tl.program_id(0) * BLOCK_M
-    c = s0 // Q
-    bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
-    g = h // (H // G)
+    s0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, end, _ = chunk_bounds(c, L, Q)
     cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
     s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)

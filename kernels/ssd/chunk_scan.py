@@ -11,7 +11,7 @@ matrix never reaches memory. The pre-gate ``y`` is stored too when a backward wi
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, cum_at, mm
+from .common import chunk_bounds, cum_at, mm, row_block
 from ..tuning import Kernel
 
 
@@ -26,12 +26,7 @@ def _chunk_scan_fwd_kernel(
     STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
-    t0 = tl.program_id(0) * BLOCK_M       # BLOCK_M divides Q: a program stays inside one chunk
-    c = t0 // Q
-    bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
-    g = h // (H // G)
+    t0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, _, prev = chunk_bounds(c, L, Q)
     t = t0 + tl.arange(0, BLOCK_M)
     t_ok = t < L

@@ -21,6 +21,16 @@ def cum_at(CUM, lo_off, row, idx):
 
 
 @triton.jit
+def row_block(H, G, Q: tl.constexpr, BLOCK_M: tl.constexpr):
+    """A (block of ``BLOCK_M`` steps, batch row x head) program's first step, chunk (``BLOCK_M`` divides
+    ``Q``: a program stays inside one chunk), ``bh``, batch row, head and group."""
+    r0 = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    h = bh % H
+    return r0, r0 // Q, bh, bh // H, h, h // (H // G)
+
+
+@triton.jit
 def chunk_bounds(c, L, Q: tl.constexpr):
     """First step of chunk ``c``, its last real step, and the step before it (the chunk's own first
     step for chunk 0: the sequence an initial state belongs to)."""
