@@ -5,6 +5,7 @@ autograd (``*_torch``), whose float64 gradients the kernels' backward passes are
 """
 from .conv1d import causal_conv1d_torch, causal_conv1d_update_torch
 from .discretize import discretize_np, discretize_torch
+from .mamba3 import mamba3_siso_chunked, mamba3_siso_loop, mamba3_siso_step_ref
 from .norm import rmsnorm_torch
 from .scan import linear_scan_np, linear_scan_torch
 from .selective_scan import selective_scan_np, selective_scan_ref
@@ -12,5 +13,5 @@ from .ssd import ssd_np, ssd_quadratic_torch
 from .state_update import selective_state_update_np
 
 __all__ = ["causal_conv1d_torch", "causal_conv1d_update_torch", "discretize_np", "discretize_torch",
-           "linear_scan_np", "linear_scan_torch", "rmsnorm_torch", "selective_scan_np", "selective_scan_ref",
+           "linear_scan_np", "linear_scan_torch", "mamba3_siso_chunked", "mamba3_siso_loop", "mamba3_siso_step_ref", "rmsnorm_torch", "selective_scan_np", "selective_scan_ref",
            "selective_state_update_np", "ssd_np", "ssd_quadratic_torch"]
