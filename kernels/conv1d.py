@@ -231,8 +231,8 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     bsz, dim, L = x.shape
     W = weight.shape[1]
     problem = (bsz, dim, L, W, x.dtype)
-    kw, _ = conv1d_bwd_pre.choose(problem)
-    n_lt = cdiv(L, (kw or conv1d_bwd_pre.space(problem)[0])["BLOCK_L"])   # BLOCK_L is fixed: never tuned
+    hit = conv1d_bwd_pre.resolve(problem)
+    n_lt = cdiv(L, (hit[0] if hit else conv1d_bwd_pre.space(problem)[0])["BLOCK_L"])   # BLOCK_L is never tuned
     dpre = torch.empty(x.shape, device=x.device, dtype=torch.float32)
     dw_part = torch.empty((bsz * n_lt, dim, W), device=x.device, dtype=torch.float32)
     db_part = torch.empty((bsz * n_lt, dim), device=x.device, dtype=torch.float32)

@@ -512,10 +512,10 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
     problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, deterministic, u.dtype)
-    # the deterministic partials are sized by the channel block: the launch below makes the same
-    # choice (the deterministic backward is never tuned)
-    kw, _ = selective_scan_bwd.choose(problem, config)
-    n_dblocks = cdiv(dim, (kw or selective_scan_bwd.space(problem)[0])["BLOCK_D"])
+    # the deterministic partials are sized by the channel block: the launch below resolves the same
+    # keywords (the deterministic backward is never tuned)
+    hit = selective_scan_bwd.resolve(problem, config)
+    n_dblocks = cdiv(dim, (hit[0] if hit else selective_scan_bwd.space(problem)[0])["BLOCK_D"])
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None

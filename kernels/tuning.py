@@ -120,13 +120,6 @@ def tunable_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def tunable(name: str) -> "_Choice":
-    """The tunable kernel or plan declared under ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"name must be one of {', '.join(tunable_names())}; got {name!r}")
-    return _REGISTRY[name]
-
-
 def forget() -> None:
     """Drop every resolved launch (pins, tuning switches or caches changed): the next call resolves again."""
     _chosen.clear()
@@ -288,17 +281,25 @@ class TunableKernel(_Choice, Kernel):
     def normalise(self, kw: dict) -> dict:
         return {**self.defaults, **kw}
 
-    def launch(self, problem, config: dict | None = None, **args) -> dict:
-        """Launches with keyword ``args``; returns the launch keywords used. ``config`` forces them
-        (over the rule's)."""
+    def resolve(self, problem, config: dict | None = None):
+        """``(launch keywords, grid)`` for ``problem``, resolved once per problem and reused; None when the
+        tuner must run first. ``config`` forces the keywords (over the rule's) and is not remembered."""
         hit = self.resolved.get(problem) if config is None else None
         if hit is None:
             kw, final = self.choose(problem, config)
             if kw is None:
-                return self._tune(problem, self.with_flags(args))
+                return None
             hit = (kw, self.grid(problem, kw))
             if final and config is None:
                 self.resolved[problem] = hit
+        return hit
+
+    def launch(self, problem, config: dict | None = None, **args) -> dict:
+        """Launches with keyword ``args``; returns the launch keywords used. ``config`` forces them
+        (over the rule's)."""
+        hit = self.resolve(problem, config)
+        if hit is None:
+            return self._tune(problem, self.with_flags(args))
         kw, grid = hit
         self.fn.run(grid=grid, warmup=False, **self.with_flags(args), **kw)
         return kw

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..modules.norm import RMSNorm
 from .lm import MambaConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -159,7 +160,7 @@ def load_pretrained(cls, name_or_path, device=None, dtype=None, **overrides):
         model.lm_head.weight = model.backbone.embedding.weight
     if "eps" in after:
         for m in model.modules():
-            if hasattr(m, "eps") and hasattr(m, "weight") and m.__class__.__name__ == "RMSNorm":
+            if isinstance(m, RMSNorm):
                 m.eps = after["eps"]
     return model.eval()
 

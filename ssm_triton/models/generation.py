@@ -133,9 +133,9 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
         if teacher_outputs is not None and teacher_outputs.shape[1] > L + i:
             nxt = teacher_outputs[:, L + i].to(input_ids.device)
         else:
-            seen = torch.cat(tokens, dim=1)
-            nxt = sample(apply_repetition_penalty(logits.float(), seen, repetition_penalty), temperature, top_k,
-                         top_p, generator, min_p)
+            if repetition_penalty != 1.0:   # the rows so far, only when they are needed
+                logits = apply_repetition_penalty(logits.float(), torch.cat(tokens, dim=1), repetition_penalty)
+            nxt = sample(logits, temperature, top_k, top_p, generator, min_p)
         if eos_token_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
             done |= nxt == eos_token_id

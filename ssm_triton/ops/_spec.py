@@ -79,7 +79,6 @@ def _schema_args(params) -> str:
 
 def build(spec: OpSpec):
     """The op's callable, ``op(*args)`` in the spec's order, choosing the route per call."""
-    n_in = len(spec.names)
     mutating = bool(spec.mutates)
 
     # ---- compile route ----
@@ -116,8 +115,6 @@ def build(spec: OpSpec):
             return eager(*args)
         return light(**dict(zip(spec.names, args)))
 
-    call.spec = spec
-    call.custom_op = op
     return call
 
 
@@ -209,11 +206,8 @@ def _build_compiled_backward(spec: OpSpec, op):
         gs = [grads[spec.out_index[n]] for n in spec.grad_outputs]
         result = bwd(*gs, *saved_tensors, *ctx.flag_values)
         saved = _saved_dict(spec, saved_tensors, ctx.flag_values)
-        out = [None] * len(spec.names)
-        for name, i, g in zip(spec.grads, spec.grad_index, result):
-            if saved.get(spec.like.get(name, name)) is not None and inputs_present(saved, spec, name):
-                out[i] = g
-        return tuple(out)
+        # the empty stand-ins of absent inputs become None again
+        return _positional(spec, dict(zip(spec.grads, result)), saved)
 
     op.register_autograd(backward, setup_context=setup_context)
 
@@ -222,7 +216,3 @@ def _empty_like_any(args):
     first = next(a for a in args if isinstance(a, torch.Tensor))
     return first.new_empty(0)
 
-
-def inputs_present(saved: dict, spec: OpSpec, name: str) -> bool:
-    """Whether input ``name`` was given (it is kept, or its gradient's model is)."""
-    return saved.get(name, saved.get(spec.like.get(name, name))) is not None
