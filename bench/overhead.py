@@ -1,9 +1,17 @@
-"""Host-side cost per call of each layer of an op, on a problem too small for the GPU to matter.
+"""Where the host time of one call goes: ``python -m ssm_triton.bench.overhead [--ops ...] [--top N]``.
 
-``python -m ssm_triton.bench.overhead``: when the host cost exceeds the kernel time, the GPU idles
-and every benchmark of that op measures the host. Prints microseconds per call per layer and the
-top functions of a cProfile of one fwd+bwd.
+For each benchmark workload of the chosen ops (ssm_triton's implementation only) it prints
+
+* ``host_us``: host time per call, calls issued back to back (as the benchmark records it);
+* ``device_ms``: the do_bench median, so a row whose host time reaches it is host-bound;
+* ``launches``: Triton launches per call and the host microseconds they take (``JITFunction.run`` and
+  the lean path both counted);
+* the functions with the most own time per call (cProfile), which is where the rest goes.
+
+The floors it is read against come first: an empty torch op, a bare two-argument Triton kernel through
+``kernel[grid](...)``, and the same compiled kernel launched directly.
 """
+import argparse
 import cProfile
 import pstats
 import time
@@ -11,17 +19,18 @@ import time
 import torch
 
 
-def _per_call_us(fn, n=300):
+def per_call_us(fn, n: int = 200) -> float:
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
+    elapsed = time.perf_counter() - t0
     torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+    return elapsed / n * 1e6
 
 
-def main():
+def floors() -> dict[str, float]:
     import triton
     import triton.language as tl
 
@@ -29,125 +38,82 @@ def main():
     def _copy_one(X, Y):
         tl.store(Y, tl.load(X))
 
-    import ssm_triton
-    from ssm_triton.kernels import scan as ks
-    from ssm_triton.kernels.tuning import run_mode
+    x = torch.zeros(16, device="cuda")
+    y = torch.zeros(16, device="cuda")
+    compiled = _copy_one[(1,)](x, y)
+    stream = torch.cuda.current_stream().cuda_stream
 
-    dev = torch.device("cuda")
-    a = torch.rand(4, 256, device=dev).requires_grad_()
-    b = torch.randn(4, 256, device=dev).requires_grad_()
-    g = torch.randn(4, 256, device=dev)
-    cfg = ks.scan_fwd.space((4, 256, torch.float32, None, False, False), run_mode())[0]
-    layers = {
-        "empty torch op (a + 0)": lambda: a.detach() + 0,
-        "bare 2-arg triton kernel": lambda: _copy_one[(1,)](a, g),
-        "raw kernel, fixed config": lambda: ks.scan_forward(a.detach(), b.detach(), None, False, config=cfg),
-        "launcher (autotuned)": lambda: ks.scan_forward(a.detach(), b.detach(), None, False),
-        "custom op, no grad": lambda: torch.ops.ssm_triton.linear_scan(a.detach(), b.detach(), None, False),
-        "public fn, no grad": lambda: ssm_triton.linear_scan(a.detach(), b.detach()),
-        "public fn, fwd with graph": lambda: ssm_triton.linear_scan(a, b),
-        "public fn, fwd+bwd": lambda: torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g),
+    def direct():
+        compiled.run(1, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, x, y)
+
+    from ssm_triton.kernels.tuning import Kernel
+
+    k = Kernel(_copy_one)
+    return {
+        "empty torch op (x + 0)": per_call_us(lambda: x + 0),
+        "torch.empty(16)": per_call_us(lambda: torch.empty(16, device="cuda")),
+        "bare triton kernel[grid](x, y)": per_call_us(lambda: _copy_one[(1,)](x, y)),
+        "the same, CompiledKernel.run": per_call_us(direct),
+        "the same, tuning.Kernel (lean)": per_call_us(lambda: k((1,), X=x, Y=y)),
     }
-    h_ = ks.scan_forward(a.detach(), b.detach(), None, False)
-    from ssm_triton.ops import scan as ops_scan
-
-    class Minimal(torch.autograd.Function):  # the launchers under the thinnest possible autograd wrapper
-        @staticmethod
-        def forward(ctx, x, y):
-            out = ks.scan_forward(x, y, None, False)
-            ctx.save_for_backward(x, out)
-            return out
-
-        @staticmethod
-        def backward(ctx, grad):
-            x, out = ctx.saved_tensors
-            da, db, _ = ks.scan_backward(grad, x, out, None, False)
-            return da, db
-
-    class Double(torch.autograd.Function):  # the autograd engine with a trivial op
-        @staticmethod
-        def forward(ctx, x, y):
-            return x * y
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad, grad
-
-    layers.update({
-        "bwd launcher alone": lambda: ks.scan_backward(g, a.detach(), h_, None, False),
-        "bwd body (_backward_impl)": lambda: ops_scan._backward_impl(g, a.detach(), h_, None, False),
-        "minimal autograd.Function fwd+bwd": lambda: torch.autograd.grad(Minimal.apply(a, b), (a, b), g),
-        "trivial autograd.Function fwd+bwd": lambda: torch.autograd.grad(Double.apply(a, b), (a, b), g),
-    })
-    try:
-        from accelerated_scan.scalar import scan as peer_scan
-
-        a3, b3, g3 = (t.detach().view(1, 4, 256).requires_grad_(t.requires_grad) for t in (a, b, g))
-        layers["accelerated_scan fwd, no grad"] = lambda: peer_scan(a3.detach(), b3.detach())
-        layers["accelerated_scan fwd+bwd"] = lambda: torch.autograd.grad(peer_scan(a3, b3), (a3, b3), g3)
-    except ImportError:
-        pass
-    for name, fn in layers.items():
-        print(f"{name:32s} {_per_call_us(fn):8.1f} us/call")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(100):
-        torch.autograd.grad(ssm_triton.linear_scan(a, b), (a, b), g)
-    torch.cuda.synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
+def _own_time(stats: pstats.Stats, calls: int, top: int) -> list[str]:
+    rows = []
+    for (file, line, name), (cc, nc, tt, ct, _) in stats.stats.items():
+        rows.append((tt, ct, nc, f"{file.split('site-packages/')[-1]}:{line}({name})"))
+    rows.sort(reverse=True)
+    return [f"    {tt / calls * 1e6:8.1f} us own {ct / calls * 1e6:8.1f} us cum {nc / calls:6.1f}x  {where}"
+            for tt, ct, nc, where in rows[:top]]
 
 
-def profile_shape(shape=(1, 1536, 4096), dtype=torch.float32):
-    """fwd+bwd at a benchmark shape: do_bench median, host time per call, and a profiler table."""
+def _launch_time(stats: pstats.Stats, calls: int) -> tuple[float, float]:
+    n = us = 0.0
+    for (file, _, name), (cc, nc, tt, ct, _) in stats.stats.items():
+        if (name == "run" and file.endswith("runtime/jit.py")) or (name == "_lean" and file.endswith("tuning.py")):
+            n += nc
+            us += ct
+    return n / calls, us / calls * 1e6
+
+
+def main(argv=None) -> None:
     import triton.testing
 
-    import ssm_triton
+    from .registry import REGISTRY
 
-    dev = torch.device("cuda")
-    a = torch.rand(shape, device=dev).to(dtype).requires_grad_()
-    b = torch.randn(shape, device=dev).to(dtype).requires_grad_()
-    g = torch.randn(shape, device=dev).to(dtype)
-    impls = {"ssm_triton": ssm_triton.linear_scan}
-    try:
-        from accelerated_scan.scalar import scan
-
-        impls["accelerated_scan"] = scan
-    except ImportError:
-        pass
-    import threading
-
-    from ssm_triton.kernels import scan as ks
-    from ssm_triton.ops import scan as ops_scan
-
-    a2, b2, g2 = (t.detach().reshape(-1, shape[-1]) for t in (a, b, g))
-    h2 = ks.scan_forward(a2, b2, None, False)
-    pieces = {
-        "fwd launcher, main thread": lambda: ks.scan_forward(a2, b2, None, False),
-        "bwd launcher, main thread": lambda: ks.scan_backward(g2, a2, h2, None, False),
-        "bwd body 3-D, main thread": lambda: ops_scan._backward_impl(g.detach(), a.detach(), h2.view(shape), None, False),
-    }
-    for name, fn in pieces.items():
-        print(f"{name:34s} {_per_call_us(fn, 100):8.1f} us/call")
-    box = {}
-    worker = threading.Thread(target=lambda: box.setdefault("us", _per_call_us(pieces["bwd launcher, main thread"], 100)))
-    worker.start()
-    worker.join()
-    print(f"{'bwd launcher, worker thread':34s} {box['us']:8.1f} us/call")
-    for name, fn in impls.items():
-        step = lambda: torch.autograd.grad(fn(a, b), (a, b), g)
-        ms = triton.testing.do_bench(step, return_mode="median")
-        print(f"{name} {shape} {dtype}: do_bench {ms * 1e3:.1f} us, host {_per_call_us(step, 100):.1f} us/call")
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                step()
+    parser = argparse.ArgumentParser(prog="python -m ssm_triton.bench.overhead")
+    parser.add_argument("--ops", nargs="+", default=["linear_scan", "selective_scan", "ssd", "state_update",
+                                                    "conv1d", "gated_rmsnorm", "discretize", "lm"])
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args(argv)
+    for name, us in floors().items():
+        print(f"{name:34s} {us:8.1f} us/call")
+    device = torch.device("cuda")
+    notes: set = set()
+    for op in args.ops:
+        for w in REGISTRY[op](device, False, notes):
+            impl = w.impls.get("ssm_triton")
+            if impl is None:
+                continue
+            fn = impl(w.make_inputs(), w.direction)
+            ms = float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+            host = per_call_us(fn, max(1, min(50, int(100 / max(ms, 1e-3)))))
+            prof = cProfile.Profile()
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+            prof.enable()
+            for _ in range(args.calls):
+                fn()
+            prof.disable()
+            torch.cuda.synchronize()
+            stats = pstats.Stats(prof)
+            n, launch_us = _launch_time(stats, args.calls)
+            print(f"\n{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}: host {host:.1f} us/call, "
+                  f"device {ms * 1e3:.1f} us; {n:.0f} launches taking {launch_us:.1f} us (under cProfile)")
+            print("\n".join(_own_time(stats, args.calls, args.top)))
+            del fn
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    import sys
-
-    profile_shape() if "--shape" in sys.argv else main()
+    main()

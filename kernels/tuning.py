@@ -42,6 +42,11 @@ import torch
 import triton
 import triton.testing
 
+try:
+    from triton import knobs as _knobs
+except ImportError:  # Triton before 3.4 has no knobs; the lean path is then off
+    _knobs = None
+
 from .host import next_power_of_2
 
 
@@ -87,16 +92,51 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+@functools.cache
+def _lean_enabled() -> bool:
+    return (_knobs is not None and not interpreting()
+            and os.environ.get("SSM_TRITON_LEAN", "1").strip() not in ("", "0"))
+
+
+def _arg_key(value, constexpr: bool):
+    """What of one argument Triton's compiled kernel depends on. A constexpr: its value. A tensor: its
+    dtype and whether its address is 16-byte aligned. An int: whether it is 1, a multiple of 16, and
+    fits in 32 bits. A float: nothing but its type. Two calls with equal keys run the same binary."""
+    if constexpr:
+        return value
+    kind = type(value)
+    if kind is int:
+        return (value == 1, value % 16 == 0, -0x80000000 <= value <= 0x7FFFFFFF)
+    if kind is float:
+        return float
+    if value is None or kind is bool:
+        return value
+    if isinstance(value, torch.Tensor):
+        return (value.dtype, value.data_ptr() % 16 == 0)
+    raise TypeError(f"no lean key for {kind.__name__}")  # the launcher falls back to Triton's own path
+
+
 class Kernel:
     """A ``@triton.jit`` kernel launched with keyword arguments.
 
     ``flags`` maps a constexpr flag to the argument whose presence it states
     (``{"HAS_D": "D"}``: ``HAS_D`` is ``D is not None``); the launcher fills those flags in.
+
+    Compiled launches are **lean**: the first call with a given specialization goes through Triton's
+    ``kernel[grid]`` (which compiles, or finds the binary in its cache) and the compiled kernel it returns
+    is kept under a key of what the binary depends on (:func:`_arg_key` of every argument, the launch
+    options, the device); later calls with that key hand the arguments straight to the compiled
+    kernel's launcher, skipping Triton's per-call binding and cache-key work. ``SSM_TRITON_LEAN=0``
+    turns it off; so does a Triton launch hook (profilers), which the lean path would bypass.
     """
 
     def __init__(self, fn, flags: dict[str, str] | None = None):
         self.fn = fn
         self.flags = tuple((flags or {}).items())
+        self._bound: dict = {}
+        params = getattr(fn, "params", None)
+        self._params = (tuple(p.name for p in params), tuple(bool(p.is_constexpr) for p in params),
+                        frozenset(p.name for p in params)) if params else None
 
     def with_flags(self, args: dict) -> dict:
         for flag, arg in self.flags:
@@ -104,7 +144,38 @@ class Kernel:
         return args
 
     def __call__(self, grid: tuple, **args) -> None:
-        self.fn.run(grid=grid, warmup=False, **self.with_flags(args))
+        self._launch(grid, self.with_flags(args), {})
+
+    def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
+        if self._params is None or not _lean_enabled():
+            self.fn.run(grid=grid, warmup=False, **args, **kw)
+            return
+        names, constexpr, known = self._params
+        try:
+            values = [args[n] if n in args else kw[n] for n in names]
+        except KeyError:  # a parameter left to its default: Triton's binder fills it in
+            self.fn.run(grid=grid, warmup=False, **args, **kw)
+            return
+        device = torch.cuda.current_device()
+        try:
+            key = (device, tuple(v for k, v in kw.items() if k not in known),
+                   tuple(map(_arg_key, values, constexpr)))
+        except TypeError:
+            self.fn.run(grid=grid, warmup=False, **args, **kw)
+            return
+        compiled = self._bound.get(key)
+        if compiled is None or _knobs.runtime.launch_enter_hook is not None:
+            compiled = self.fn.run(grid=grid, warmup=False, **args, **kw)
+            if compiled is not None and not hasattr(compiled, "result"):
+                self._bound[key] = compiled
+            return
+        self._lean(compiled, grid, torch.cuda.current_stream(device).cuda_stream, values)
+
+    @staticmethod
+    def _lean(compiled, grid, stream, values) -> None:
+        n = len(grid)
+        compiled.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, stream, compiled.function,
+                     compiled.packed_metadata, None, None, None, *values)
 
 
 # ---- choices: pins, the process memory and the disk cache ----
@@ -301,7 +372,7 @@ class TunableKernel(_Choice, Kernel):
         if hit is None:
             return self._tune(problem, self.with_flags(args))
         kw, grid = hit
-        self.fn.run(grid=grid, warmup=False, **self.with_flags(args), **kw)
+        self._launch(grid, self.with_flags(args), kw)
         return kw
 
     def _tune(self, problem, args: dict) -> dict:

@@ -1,4 +1,7 @@
 """The launchers' host helpers: the same integers as Triton's, and spaces cached per mode."""
+import numpy as np
+import pytest
+import torch
 import triton
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,3 +30,48 @@ def test_spaces_follow_the_mode():
     assert kss.selective_scan_fwd.space(problem, INTERPRETED) is interpreted
     assert len(interpreted) == 1 and len(compiled) > 1
     assert compiled[0]["BLOCK_L"] != interpreted[0]["BLOCK_L"]
+
+
+# ---- the lean launcher's key: what a compiled binary depends on ----
+
+@given(st.integers(min_value=-(1 << 40), max_value=1 << 40), st.integers(min_value=-(1 << 40), max_value=1 << 40))
+def test_lean_key_separates_int_specialisations(a, b):
+    """Two ints share a binary iff Triton specialises them alike: equal to 1, divisible by 16, 32-bit."""
+    from ssm_triton.kernels.tuning import _arg_key
+
+    def traits(n):
+        return n == 1, n % 16 == 0, -(1 << 31) <= n < (1 << 31)
+
+    assert (_arg_key(a, False) == _arg_key(b, False)) == (traits(a) == traits(b))
+    assert _arg_key(a, True) == a  # a constexpr is its value
+
+
+@given(st.integers(min_value=0, max_value=40), st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+def test_lean_key_separates_alignment_and_dtype(offset, dtype):
+    """A view starting ``offset`` elements into a fresh (aligned) buffer has the buffer's key exactly when
+    its address is still a multiple of 16 bytes; another dtype never shares it."""
+    from ssm_triton.kernels.tuning import _arg_key
+
+    base = torch.zeros(64, dtype=dtype)
+    view = base[offset:]
+    aligned = (offset * base.element_size()) % 16 == 0
+    assert (_arg_key(view, False) == _arg_key(base, False)) == aligned
+    assert _arg_key(base.to(torch.float64), False) != _arg_key(base, False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the lean path binds compiled kernels: GPU only")
+@given(st.integers(min_value=1, max_value=40), st.integers(min_value=1, max_value=7))
+def test_lean_launch_after_an_aligned_call_handles_unaligned_views(length, rows):
+    """The same problem launched on aligned buffers, then on views one row in (unaligned for most lengths),
+    then aligned again: each equals the float64 reference, so a binary bound for one alignment is never
+    reused for the other."""
+    import ssm_triton
+    from ssm_triton.reference import linear_scan_np
+
+    for start in (0, 1, 0):
+        a = torch.rand(rows + 1, length, device="cuda")
+        b = torch.randn(rows + 1, length, device="cuda")
+        a, b = a[start:start + rows], b[start:start + rows]
+        h = ssm_triton.linear_scan(a, b)
+        want = linear_scan_np(a.double().cpu().numpy(), b.double().cpu().numpy())
+        np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
