@@ -32,6 +32,20 @@ def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def decay_grad(RS, CS, INTER, US, F, row, bh, nc, c, ok):
+    """``d a_r`` for the steps ``r`` of chunk ``c`` (``row`` their offsets in the ``(b, H, Lp)`` rows): the
+    gradient of each step's own decay term ``a_r`` (``dt_r A`` for Mamba-2, ``ADT_r`` for Mamba-3)."""
+    # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)
+    pairs = (tl.load(RS + row, mask=ok, other=0.0) - tl.load(CS + row, mask=ok, other=0.0)
+             + tl.load(INTER + row, mask=ok, other=0.0).to(tl.float64))
+    d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
+    # through the chunk's own state: the steps before r (the later ones cancel against the total)
+    u = tl.load(US + row, mask=ok, other=0.0)
+    d_a += tl.cumsum(u, axis=0) - u + tl.load(F + bh.to(tl.int64) * nc + c)
+    return tl.where(ok, d_a, 0.0)
+
+
+@triton.jit
 def _dt_bwd_kernel(
     # pointers
     DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
@@ -42,14 +56,7 @@ def _dt_bwd_kernel(
 ):
     c, bh, bi, h, t, ok = chunk_row(L, H, Q)
     row = bh.to(tl.int64) * Lp + t
-    # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)
-    pairs = (tl.load(RS + row, mask=ok, other=0.0) - tl.load(CS + row, mask=ok, other=0.0)
-             + tl.load(INTER + row, mask=ok, other=0.0).to(tl.float64))
-    d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
-    # through the chunk's own state: the steps before r (the later ones cancel against the total)
-    u = tl.load(US + row, mask=ok, other=0.0)
-    d_a += tl.cumsum(u, axis=0) - u + tl.load(F + bh.to(tl.int64) * nc + c)
-    d_a = tl.where(ok, d_a, 0.0)
+    d_a = decay_grad(RS, CS, INTER, US, F, row, bh, nc, c, ok)
     a_h = tl.load(A + h).to(tl.float32)
     ddt = tl.load(XV + row, mask=ok, other=0.0) + a_h * d_a
     tl.store(DA_PART + bh.to(tl.int64) * nc + c, tl.sum(tl.load(DTP + row) * d_a, axis=0))

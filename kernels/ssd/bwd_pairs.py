@@ -97,11 +97,11 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 @triton.jit
 def _dx_dd_kernel(
     # pointers
-    X, B, CB, DY, DTP, CUM, ADJ, D, SEQ, DX, DD_PART, US, XV,
+    X, B, CB, DY, DTP, CUM, ADJ, D, DIAG, SEQ, DX, DD_PART, DDIAG, US, XV,
     # sizes
     L, H, G, P, N, Lp, nc, lo_off,
     # meta-parameters
-    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
+    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     DOT: tl.constexpr,
 ):
@@ -134,8 +134,12 @@ def _dx_dd_kernel(
     tl.store(US + row + s, tl.sum(x32 * vs, axis=1) * dt_s, mask=s_ok)
     tl.store(XV + row + s, tl.sum(x32 * v, axis=1), mask=s_ok)
     dx = dt_s[:, None] * v
-    if HAS_D:
+    if HAS_D or HAS_DIAG:
         dy32 = _rows(DY, step_s, h, H, P, ps, s_ok, p_ok).to(tl.float32)
+    if HAS_DIAG:
+        dx += tl.load(DIAG + row + s)[:, None] * dy32
+        tl.store(DDIAG + row + s, tl.sum(dy32 * x32, axis=1), mask=s_ok)
+    if HAS_D:
         if D_PER_CHANNEL:
             dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * dy32
         else:
@@ -253,6 +257,6 @@ def _dc_states_kernel(
     tl.store(dst, dc, mask=t_ok[:, None] & n_ok[None, :])
 
 
-dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_SEQ="SEQ"))
+dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_SEQ="SEQ"))
 db_dc_pairs_kernel = Kernel(_db_dc_pairs_kernel, flags=dict(HAS_SEQ="SEQ"))
 dc_states_kernel = Kernel(_dc_states_kernel, flags=dict(HAS_SEQ="SEQ"))

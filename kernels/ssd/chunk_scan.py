@@ -18,12 +18,12 @@ from ..tuning import Kernel
 @triton.jit
 def _chunk_scan_fwd_kernel(
     # pointers
-    X, B, C, CB, DTP, CUM, HS, D, Z, SEQ, Y, OUT,
+    X, B, C, CB, DTP, CUM, HS, D, DIAG, Z, SEQ, Y, OUT,
     # sizes
     L, H, G, P, N, Lp, nc, lo_off,
     # meta-parameters
-    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_SEQ: tl.constexpr,
-    STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     t0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
@@ -67,11 +67,15 @@ def _chunk_scan_fwd_kernel(
 
     tp_ok = t_ok[:, None] & p_ok[None, :]
     at = ((step_t * H + h) * P)[:, None] + ps[None, :]
-    if HAS_D:
-        if D_PER_CHANNEL:
-            skip = tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-        else:
-            skip = tl.load(D + h).to(tl.float32)
+    if HAS_D or HAS_DIAG:
+        skip = tl.zeros([BLOCK_M, BLOCK_P], dtype=tl.float32)
+        if HAS_D:
+            if D_PER_CHANNEL:
+                skip += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+            else:
+                skip += tl.load(D + h).to(tl.float32)
+        if HAS_DIAG:  # a per-step weight of x_t (Mamba-3's diagonal correction)
+            skip += tl.load(DIAG + row + t)[:, None]
         acc += skip * tl.load(X + at, mask=tp_ok, other=0.0).to(tl.float32)
     if STORE_Y:
         tl.store(Y + at, acc.to(Y.dtype.element_ty), mask=tp_ok)
@@ -81,4 +85,4 @@ def _chunk_scan_fwd_kernel(
     tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)
 
 
-chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_SEQ="SEQ"))
+chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_Z="Z", HAS_SEQ="SEQ"))

@@ -217,14 +217,14 @@ def bmm(B, C, p: Plan):
     return cb
 
 
-def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool):
+def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None):
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
     out = torch.empty_like(x)
     y = torch.empty_like(x) if store_y else out
     chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)),
-                      X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
+                      X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
                       P=P, N=N, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
                       STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,
                       BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
@@ -290,11 +290,12 @@ class PairScratch(NamedTuple):
     state_terms: torch.Tensor         # (b, H, Lp) fp32: U_s = dt_s x_s . (state part of v_s) (the "us")
     direct_terms: torch.Tensor        # (b, H, Lp) fp32: x_s . v_s, the direct d dt_s (the "xv")
     entering_terms: torch.Tensor      # (b, H, Lp) fp32: d cum_t through the entering state (the "inter")
+    diag_grads: torch.Tensor | None = None  # (b, H, Lp) fp32: dy_s . x_s, the gradient of a per-step weight of x_s
 
 
-def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic):
+def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None):
     """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
-    Returns ``(dx, PairScratch, heads per program)``."""
+    ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). Returns ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -311,13 +312,14 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
         dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None else None,
         pair_rows=rs, pair_cols=torch.zeros_like(rs),
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
-        entering_terms=torch.empty_like(rs, dtype=torch.float32))
+        entering_terms=torch.empty_like(rs, dtype=torch.float32),
+        diag_grads=torch.empty_like(rs, dtype=torch.float32) if diag is not None else None)
     sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum))
     meta = dict(Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k, BLOCK_P=max(16, next_power_of_2(P)),
                 BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     cb = bmm(B, C, p)
-    dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, SEQ=seq, DX=dx,
-                 DD_PART=s.dd_part, US=s.state_terms, XV=s.direct_terms, **sizes,
+    dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
+                 DD_PART=s.dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
                  D_PER_CHANNEL=D is not None and D.dim() == 2, **meta)
     db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,

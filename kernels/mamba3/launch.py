@@ -1,0 +1,133 @@
+"""Launchers for Mamba-3's SISO scan: the prep kernel, the SSD stages, and the backward in mirror order."""
+from typing import NamedTuple
+
+import torch
+
+from ..host import cdiv, next_power_of_2
+from ..ssd import launch as ssd
+from ..ssd.bwd_dt import gate_bwd_kernel
+from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
+from .prep import siso_prep_bwd_kernel, siso_prep_kernel
+
+
+class SisoSaved(NamedTuple):
+    """What the forward keeps for the backward (besides the inputs)."""
+    qr: torch.Tensor        # (b, L, H, N) q~, in the tensor cores' dtype
+    kr: torch.Tensor        # (b, L, H, N) k~
+    dtp: torch.Tensor       # (b, H, Lp) fp32 scale_t
+    cum: torch.Tensor       # (2, b, H, Lp) fp32 hi/lo planes of the within-chunk sum of ADT
+    diag: torch.Tensor      # (b, H, Lp) fp32 diagonal correction
+    qk: torch.Tensor        # (b, H, L) fp32 q'_t . k'_t
+    theta_c: torch.Tensor   # (b, H, nc, S) fp32 the angles entering each chunk
+    hs: torch.Tensor        # (b, H, nc, P, N) the states entering each chunk
+    y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when Z is given
+
+
+def _first_e(DT, Trap):
+    """``e_0 = DT_0 (1 - lam_0)`` per (b, H): the weight of the state's ``v k~^T`` in the first step."""
+    return DT[:, :, 0].float() * (1.0 - torch.sigmoid(Trap[:, :, 0].float()))
+
+
+def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward):
+    """Returns ``(out (b, L, H, P), (angle (b, H, S), ssm (b, H, P, N), k (b, H, N), v (b, H, P)), SisoSaved)``;
+    final states in fp32 (``v`` in V's dtype). ``states``: the input states or None."""
+    b, L, H, P = V.shape
+    HQK, N = Q.shape[2], Q.shape[3]
+    S = Angles.shape[3]
+    p = ssd.plan(V, N, chunk_size)
+    nc = cdiv(L, chunk_size)
+    Lp = nc * chunk_size
+    dev = V.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    qr = torch.empty((b, L, H, N), device=dev, dtype=p.torch_dot)
+    kr = torch.empty_like(qr)
+    dtp = torch.empty((b, H, Lp), **f32)
+    cum = torch.empty((2, b, H, Lp), **f32)
+    diag = torch.empty((b, H, Lp), **f32)
+    qk = torch.empty((b, H, L), **f32)
+    theta_c = torch.empty((b, H, nc, S), **f32)
+    theta_f = torch.zeros((b, H, S), **f32)
+    siso_prep_kernel((b * H,), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT,
+                     THETA0=states[0] if states is not None else None, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag,
+                     QK=qk, THETA_C=theta_c, THETA_F=theta_f, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc,
+                     lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_N=max(16, next_power_of_2(N)))
+    h0 = None
+    if states is not None:
+        _, ssm0, k0, v0 = states
+        h0 = ssm0.float() + _first_e(DT, Trap)[..., None, None] * v0.float()[..., :, None] * k0.float()[..., None, :]
+    hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, None, MODE_STATE, p), cum, None, h0, L, p)
+    cb = ssd.bmm(kr, qr, p)
+    out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, None, p, store_y=for_backward and Z is not None,
+                            diag=diag)
+    finals = (theta_f, final, kr[:, L - 1].float(), V[:, L - 1])
+    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_c, hs, y)
+
+
+def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
+                  chunk_size, deterministic=False):
+    """Gradients of :func:`siso_forward`: ``dout (b, L, H, P)`` or None, ``dstates`` the final states'
+    gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z, Q, K``, which
+    keep their dtype through the op layer's casts)."""
+    b, L, H, P = V.shape
+    HQK, N = Q.shape[2], Q.shape[3]
+    S = Angles.shape[3]
+    p = ssd.plan(V, N, chunk_size)
+    nc = cdiv(L, chunk_size)
+    Lp = nc * chunk_size
+    dev = V.device
+    dtheta_f, dssm_f, dk_f, dv_f = dstates
+    if dout is None:
+        dout = torch.zeros_like(V)
+    dz = None
+    if Z is not None:
+        dy, dz = torch.empty_like(V), torch.empty_like(Z)
+        gate_bwd_kernel((cdiv(V.numel(), 1024),), DOUT=dout, Y=saved.y, Z=Z, DY=dy, DZ=dz, n=V.numel(), BLOCK=1024)
+    else:
+        dy = dout.to(V.dtype).contiguous()
+    adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, None, MODE_ADJOINT, p)
+    ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, None,
+                                           dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
+    dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, None, p, None,
+                           deterministic, diag=saved.diag)
+    # one head per group here (each head has its own k~), so the head blocks are the heads
+    dkr = s.db_part.view(b, L, H, -1, N).sum(3)
+    dqr = s.dc_part.view(b, L, H, -1, N).sum(3)
+    if dk_f is not None:
+        dkr[:, L - 1] += dk_f.float()
+    if dv_f is not None:
+        dV[:, L - 1] += dv_f.to(dV.dtype)
+
+    de0 = d_ssm0 = d_k0 = d_v0 = None
+    if states is not None:
+        _, _, k0, v0 = states
+        e0 = _first_e(DT, Trap)
+        d_ssm0 = dh0
+        de0 = torch.einsum("bhpn,bhp,bhn->bh", dh0, v0.float(), k0.float()).contiguous()
+        d_k0 = torch.einsum("bhpn,bhp->bhn", dh0, v0.float()) * e0[..., None]
+        d_v0 = torch.einsum("bhpn,bhn->bhp", dh0, k0.float()) * e0[..., None]
+
+    f32 = dict(device=dev, dtype=torch.float32)
+    dqp = torch.empty((b, L, H, N), **f32)
+    dkp = torch.empty_like(dqp)
+    dang = torch.empty_like(Angles)
+    ddt = torch.empty((b, H, L), **f32)
+    dtrap = torch.empty_like(ddt)
+    dadt = torch.empty_like(ddt)
+    dtheta0 = torch.zeros((b, H, S), **f32)
+    siso_prep_bwd_kernel((b * H,), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
+                         THETA_C=saved.theta_c, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
+                         RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
+                         DTHETA_F=dtheta_f.float().contiguous() if dtheta_f is not None else None, DE0=de0,
+                         DQP=dqp, DKP=dkp, DANG=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTHETA0=dtheta0,
+                         L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc, CHUNK=chunk_size,
+                         BLOCK_N=max(16, next_power_of_2(N)))
+    dD = None
+    if D is not None:
+        dD = s.dd_part.sum((0, 1))
+        if D.dim() == 1:
+            dD = dD.sum(1)
+    per = H // HQK
+    return dict(
+        Q=dqp.view(b, L, HQK, per, N).sum(3), K=dkp.view(b, L, HQK, per, N).sum(3), V=dV, ADT=dadt, DT=ddt,
+        Trap=dtrap, Q_bias=dqp.sum((0, 1)), K_bias=dkp.sum((0, 1)), Angles=dang, D=dD, Z=dz,
+        angle_state=dtheta0 if states is not None else None, ssm_state=d_ssm0, k_state=d_k0, v_state=d_v0)

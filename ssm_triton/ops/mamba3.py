@@ -1,0 +1,166 @@
+"""``mamba3_siso_combined``: Mamba-3's single-input single-output scan, drop-in for mamba_ssm's
+``mamba_ssm.ops.triton.mamba3.mamba3_siso_combined``."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+from ..kernels.mamba3 import launch as _k
+from ._spec import OpSpec, build
+
+IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_DIM = 256
+CHUNK_SIZES = (16, 32, 64, 128, 256)
+_INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z",
+           "angle_state", "ssm_state", "k_state", "v_state")
+_STATES = ("angle_state", "ssm_state", "k_state", "v_state")
+_KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_c", "hs", "y")
+
+
+def _states(a: dict):
+    return None if a["ssm_state"] is None else tuple(a[n] for n in _STATES)
+
+
+def _forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
+             chunk_size, for_backward=True):
+    states = None if ssm_state is None else (angle_state, ssm_state, k_state, v_state)
+    out, finals, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size,
+                                         for_backward)
+    empty = V.new_empty(0)
+    return (out, *finals, *(t if t is not None else empty for t in saved))
+
+
+def _fake(Q, V, Angles, Z, chunk_size, **_):
+    b, L, H, P = V.shape
+    N, S = Q.shape[3], Angles.shape[3]
+    nc = -(-L // chunk_size)
+    f32 = dict(dtype=torch.float32, device=V.device)
+    from ..kernels.ssd.launch import plan
+    dot = plan(V, N, chunk_size).torch_dot
+    return (torch.empty_like(V), V.new_empty((b, H, S), **f32), V.new_empty((b, H, P, N), **f32),
+            V.new_empty((b, H, N), **f32), V.new_empty((b, H, P)),
+            V.new_empty((b, L, H, N), dtype=dot), V.new_empty((b, L, H, N), dtype=dot),
+            V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((2, b, H, nc * chunk_size), **f32),
+            V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((b, H, L), **f32),
+            V.new_empty((b, H, nc, S), **f32), V.new_empty((b, H, nc, P, N), dtype=dot),
+            torch.empty_like(V) if Z is not None else V.new_empty(0))
+
+
+def _backward(saved, grads):
+    y = saved["y"]
+    kept = _k.SisoSaved(*(saved[n] for n in _KEPT[:-1]), y if y.numel() > 0 else None)
+    dout = grads["out"]
+    dstates = tuple(grads[n] for n in ("angle", "ssm", "k", "v"))
+    return _k.siso_backward(dout.contiguous() if dout is not None else None, dstates, kept,
+                            *(saved[n] for n in ("Q", "K", "V", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z")),
+                            _states(saved), saved["chunk_size"])
+
+
+_siso = build(OpSpec(
+    "mamba3_siso", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
+    "k_state: Tensor?, v_state: Tensor?, chunk_size: int",
+    outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
+    grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, *_KEPT), backward=_backward,
+    inference=lambda **a: _forward(**a, for_backward=False)))
+
+
+def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):
+    _validate.tensor(name, t, ndim=len(shape), dtypes=dtypes, shape_doc=doc)
+    _validate.shape(name, t, shape, doc)
+
+
+def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
+                  return_final_states, cu_seqlens):
+    _validate.tensor("V", V, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, P)")
+    b, L, H, P = V.shape
+    if min(b, L, H, P) < 1:
+        raise ValueError(f"V (batch, L, H, P) must have every size at least 1, got {tuple(V.shape)}")
+    if P > MAX_DIM:
+        raise ValueError(f"V has head dimension P = {P}; at most {MAX_DIM} is supported")
+    _validate.tensor("Q", Q, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, Hqk, N)")
+    Hqk, N = Q.shape[2], Q.shape[3]
+    if Hqk < 1 or H % Hqk:
+        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 2 of (batch, L, Hqk, N)), which must divide H = {H}")
+    if not 1 <= N <= MAX_DIM:
+        raise ValueError(f"Q has state size N = {N} (dim 3 of (batch, L, Hqk, N)); it must be between 1 and {MAX_DIM}")
+    _check("Q", Q, (b, L, Hqk, N), "(batch, L, Hqk, N)", IO_DTYPES)
+    _check("K", K, (b, L, Hqk, N), "(batch, L, Hqk, N) as Q", IO_DTYPES)
+    _validate.same_dtype(("V", "Q", "K"), (V, Q, K))
+    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
+        _check(name, t, (b, H, L), "(batch, H, L)")
+    _check("Q_bias", Q_bias, (H, N), "(H, N)")
+    _check("K_bias", K_bias, (H, N), "(H, N)")
+    _validate.tensor("Angles", Angles, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, S)")
+    S = Angles.shape[3]
+    if 2 * S > N:
+        raise ValueError(f"Angles has S = {S} rotated pairs (dim 3 of (batch, L, H, S)); 2 S must be at most N = {N}")
+    _check("Angles", Angles, (b, L, H, S), "(batch, L, H, S)", IO_DTYPES)
+    if D is not None:
+        _check("D", D, (H,), "(H,)")
+    if Z is not None:
+        _check("Z", Z, (b, L, H, P), "(batch, L, H, P) as V", IO_DTYPES)
+        _validate.same_dtype(("V", "Z"), (V, Z))
+    states = ()
+    if Input_States is not None:
+        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
+                            f"k (batch, H, N), v (batch, H, P)), got {type(Input_States).__name__}")
+        for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
+                                        "Input_States[3] (v)"), Input_States,
+                                       ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)),
+                                       ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)")):
+            _check(name, t, shape, doc)
+        states = tuple(Input_States)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
+        raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
+    _validate.flag("return_final_states", return_final_states)
+    if cu_seqlens is not None:
+        raise NotImplementedError("mamba3_siso_combined: cu_seqlens (packed sequences) is not supported yet; "
+                                  "run the sequences as batch rows")
+    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
+                      (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,))))
+
+
+def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
+                         K_bias: Tensor, Angles: Tensor, D: Optional[Tensor] = None, Z: Optional[Tensor] = None,
+                         Input_States: Optional[tuple] = None, chunk_size: int = 64,
+                         return_final_states: bool = False, cu_seqlens: Optional[Tensor] = None):
+    """Mamba-3's SISO scan (trapezoidal update, rotated queries and keys), chunked on the SSD's stages.
+
+    Per batch row, head ``h`` and step ``t``, with ``lam = sigmoid(Trap)``, a ``(P, N)`` state ``H_t`` and
+    ``theta_t = theta_{t-1} + pi tanh(Angles_t) DT_t``::
+
+        q~_t = Rot(theta_t) (Q_t + Q_bias[h]),  k~_t = Rot(theta_t) (K_t + K_bias[h])
+        H_t = exp(ADT_t) H_{t-1} + (1 - lam_t) DT_t exp(ADT_t) v_{t-1} k~_{t-1}^T + lam_t DT_t v_t k~_t^T
+        out_t = (H_t q~_t + D[h] v_t) * silu(Z_t)
+
+    ``Rot`` turns the interleaved pairs ``(2i, 2i + 1)``, ``i < S``. Angles are summed in fp32 and reduced
+    mod 2 pi. See ``ssm_triton.reference.mamba3_siso_loop`` for the float64 reference.
+
+    Args:
+        Q, K: ``(batch, L, Hqk, N)``, Hqk dividing H (head ``h`` reads ``h // (H / Hqk)``); N <= 256.
+        V: ``(batch, L, H, P)``, P <= 256; same dtype as Q and K (fp32, bf16 or fp16).
+        ADT: ``(batch, H, L)`` the log decay ``A_t DT_t`` (<= 0). DT, Trap: ``(batch, H, L)``.
+        Q_bias, K_bias: ``(H, N)``. Angles: ``(batch, L, H, S)``, ``2 S <= N``.
+        D: optional ``(H,)`` skip. Z: optional ``(batch, L, H, P)`` gate, V's dtype.
+        Input_States: optional ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, H, N), v (batch, H, P))``,
+            the state before the first step (zeros when None).
+        chunk_size: 16, 32, 64, 128 or 256 (the result does not depend on it beyond rounding).
+        return_final_states: also return the states after the last step, as ``Input_States`` takes them.
+        cu_seqlens: packed sequences; not supported yet (raises).
+
+    Returns:
+        ``out (batch, L, H, P)`` in V's dtype, or ``(out, angle, ssm, k, v)`` with ``return_final_states``
+        (angle, ssm and k in fp32, v in V's dtype). Differentiable in every tensor input, the input states
+        included, with gradients flowing from the final states too.
+    """
+    _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
+                  return_final_states, cu_seqlens)
+    states = tuple(s.contiguous() for s in Input_States) if Input_States is not None else (None,) * 4
+    outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
+                 Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
+                 D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
+                 *states, chunk_size)
+    return tuple(outs[:5]) if return_final_states else outs[0]
