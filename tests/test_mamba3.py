@@ -1,0 +1,165 @@
+"""``mamba3_siso_combined`` against the float64 step-by-step loop (reference/mamba3.py): outputs, every final
+state and every gradient (the input states' and the final states' included), for any N and P (powers of two
+or not), any number of rotated pairs, grouped Q/K heads, every chunk size, fp32 and bf16; bad input."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import mamba3_siso_loop
+from ssm_triton.tolerance import assert_close
+from strategies import BIG, normal, on, seeds, uniform
+
+SMALL = settings(max_examples=100 if BIG else 6, deadline=None)
+STATE_NAMES = ("angle", "ssm", "k", "v")
+
+
+def make(device, b, L, H, Hqk, P, N, S, seed, options, dtype):
+    """Inputs as a Mamba3 block feeds them: DT positive, ADT = A DT with A < 0, small biases."""
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, dtype, scale)  # noqa: E731
+    dt = uniform((b, H, L), 0.01, 0.8, seed + 4, device, torch.float32)
+    t = dict(Q=r((b, L, Hqk, N), 0), K=r((b, L, Hqk, N), 1), V=r((b, L, H, P), 2),
+             ADT=-uniform((b, H, L), 0.05, 1.5, seed + 3, device, torch.float32) * dt, DT=dt,
+             Trap=normal((b, H, L), seed + 5, device, torch.float32, 2.0),
+             Q_bias=normal((H, N), seed + 6, device, torch.float32, 0.3),
+             K_bias=normal((H, N), seed + 7, device, torch.float32, 0.3), Angles=r((b, L, H, S), 8))
+    if options:
+        t.update(D=normal((H,), seed + 9, device, torch.float32), Z=r((b, L, H, P), 10),
+                 Input_States=(uniform((b, H, S), 0.0, 2 * math.pi, seed + 11, device, torch.float32),
+                               normal((b, H, P, N), seed + 12, device, torch.float32, 0.5),
+                               normal((b, H, N), seed + 13, device, torch.float32),
+                               normal((b, H, P), seed + 14, device, torch.float32)))
+    return t
+
+
+def leaves(t: dict) -> dict:
+    out = {k: (v.detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+    if "Input_States" in t:
+        out["Input_States"] = tuple(s.detach().clone().requires_grad_() for s in t["Input_States"])
+    return out
+
+
+def flat(t: dict) -> dict:
+    """Every tensor input by name, the input states as four entries."""
+    out = {k: v for k, v in t.items() if isinstance(v, torch.Tensor)}
+    for name, s in zip(STATE_NAMES, t.get("Input_States", ())):
+        out[f"Input_States.{name}"] = s
+    return out
+
+
+def reference(t: dict):
+    args = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in t.items() if k != "Input_States"}
+    states = tuple(s.double() for s in t["Input_States"]) if "Input_States" in t else None
+    return mamba3_siso_loop(**args, Input_States=states)
+
+
+def assert_angle_close(got, want, dtype, name):
+    # angles are kept mod 2 pi: compare where they point
+    assert_close(torch.cos(got.double()), torch.cos(want), dtype, f"cos {name}")
+    assert_close(torch.sin(got.double()), torch.sin(want), dtype, f"sin {name}")
+
+
+def sizes():
+    return dict(b=st.integers(1, 2), L=st.one_of(st.integers(1, 40), st.just(17)),
+                heads=st.sampled_from([(1, 1), (2, 1), (3, 3), (4, 2)]), P=st.sampled_from([1, 3, 8, 12]),
+                N=st.sampled_from([2, 5, 8, 16]), seed=seeds(), options=st.booleans(),
+                chunk=st.sampled_from([16, 32]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+
+
+@SMALL
+@given(**sizes(), data=st.data())
+def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    t = make(device, b, L, H, Hqk, P, N, S, seed, options, dtype)
+    x = leaves(t)
+    out, *finals = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, return_final_states=True)
+    x64 = leaves({k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in t.items()})
+    if "Input_States" in t:
+        x64["Input_States"] = tuple(s.double().detach().requires_grad_() for s in t["Input_States"])
+    want, want_states = reference(x64)
+    assert out.dtype == dtype and out.shape == (b, L, H, P)
+    assert_close(out, want, dtype, "out")
+    assert_angle_close(finals[0], want_states[0], torch.float32, "final angle")
+    for name, g, w in zip(STATE_NAMES[1:], finals[1:], want_states[1:]):
+        assert_close(g, w, dtype, f"final {name}")
+
+    # one random cotangent per output; the angle through cos and sin (it is kept mod 2 pi)
+    ws = [normal(o.shape, seed + 20 + i, device) for i, o in enumerate((want, *want_states))]
+
+    def loss(o, states):
+        angle = states[0].double()
+        total = (o.double() * ws[0]).sum() + (torch.cos(angle) * ws[1]).sum() + (torch.sin(angle) * ws[1]).sum()
+        return total + sum((s.double() * w).sum() for s, w in zip(states[1:], ws[2:]))
+
+    got = torch.autograd.grad(loss(out, finals), list(flat(x).values()))
+    exp = torch.autograd.grad(loss(want, want_states), list(flat(x64).values()))
+    for name, g, e in zip(flat(x), got, exp):
+        assert g.dtype == flat(x)[name].dtype, name
+        assert_close(g, e, dtype, f"d {name}")
+
+
+@SMALL
+@given(L=st.integers(1, 70), seed=seeds(), chunks=st.sampled_from([(16, 64), (32, 16), (16, 128)]))
+def test_chunk_size_changes_nothing_but_rounding(device, L, seed, chunks):
+    t = make(device, 1, L, 2, 1, 4, 8, 3, seed, True, torch.float32)
+    a, b = (ssm_triton.mamba3_siso_combined(**t, chunk_size=c, return_final_states=True) for c in chunks)
+    for name, x, y in zip(("out", "angle", "ssm", "k", "v"), a, b):
+        if name == "angle":
+            assert_angle_close(x, y.double(), torch.float32, name)
+        else:
+            assert_close(x, y.double(), torch.float32, name)
+
+
+def test_returns_follow_mamba_ssm(device):
+    t = make(device, 1, 5, 2, 2, 3, 4, 2, 0, False, torch.float32)
+    assert isinstance(ssm_triton.mamba3_siso_combined(**t), torch.Tensor)
+    out, angle, ssm, k, v = ssm_triton.mamba3_siso_combined(**t, return_final_states=True)
+    assert (angle.shape, ssm.shape, k.shape, v.shape) == ((1, 2, 2), (1, 2, 3, 4), (1, 2, 4), (1, 2, 3))
+    # the final states are exactly what Input_States takes: running on from them equals one longer call
+    t2 = make(device, 1, 9, 2, 2, 3, 4, 2, 1, False, torch.float32)
+    whole = ssm_triton.mamba3_siso_combined(**t2, chunk_size=16)
+    head = {k_: (v_[..., :4] if k_ in ("ADT", "DT", "Trap") else v_[:, :4] if v_.dim() == 4 else v_) for k_, v_ in t2.items()}
+    tail = {k_: (v_[..., 4:] if k_ in ("ADT", "DT", "Trap") else v_[:, 4:] if v_.dim() == 4 else v_) for k_, v_ in t2.items()}
+    first, *states = ssm_triton.mamba3_siso_combined(**head, chunk_size=16, return_final_states=True)
+    second = ssm_triton.mamba3_siso_combined(**tail, chunk_size=16, Input_States=tuple(states))
+    assert_close(torch.cat([first, second], 1), whole.double(), torch.float32, "split run")
+
+
+GOOD = dict(Q=torch.ones(1, 6, 2, 8), K=torch.ones(1, 6, 2, 8), V=torch.ones(1, 6, 4, 3), ADT=-torch.ones(1, 4, 6),
+            DT=torch.ones(1, 4, 6), Trap=torch.ones(1, 4, 6), Q_bias=torch.ones(4, 8), K_bias=torch.ones(4, 8),
+            Angles=torch.ones(1, 6, 4, 2))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(V=torch.ones(6, 4, 3)), ValueError, r"V must be 4-D \(batch, L, H, P\)"),
+    (dict(V=torch.ones(1, 6, 4, 3, dtype=torch.float64)), TypeError, "V must have dtype"),
+    (dict(Q=torch.ones(1, 6, 3, 8), K=torch.ones(1, 6, 3, 8)), ValueError, "Hqk = 3 heads"),
+    (dict(K=torch.ones(1, 6, 2, 7)), ValueError, r"K must have shape \(batch, L, Hqk, N\) as Q"),
+    (dict(Q=torch.ones(1, 6, 2, 8, dtype=torch.float16), K=torch.ones(1, 6, 2, 8, dtype=torch.float16)),
+     TypeError, "Q must have the same dtype as V"),
+    (dict(Q=torch.ones(1, 6, 2, 300), K=torch.ones(1, 6, 2, 300)), ValueError, "state size N = 300"),
+    (dict(V=torch.ones(1, 6, 4, 300)), ValueError, "head dimension P = 300"),
+    (dict(DT=torch.ones(1, 6, 4)), ValueError, r"DT must have shape \(batch, H, L\)"),
+    (dict(Trap=torch.ones(1, 4, 6, dtype=torch.int32)), TypeError, "Trap must have dtype"),
+    (dict(Q_bias=torch.ones(2, 8)), ValueError, r"Q_bias must have shape \(H, N\)"),
+    (dict(Angles=torch.ones(1, 6, 4, 5)), ValueError, "2 S must be at most N"),
+    (dict(D=torch.ones(3)), ValueError, r"D must have shape \(H,\)"),
+    (dict(Z=torch.ones(1, 6, 4, 2)), ValueError, "Z must have shape"),
+    (dict(Input_States=(torch.ones(1, 4, 2),)), TypeError, "Input_States must be a tuple"),
+    (dict(Input_States=(torch.ones(1, 4, 2), torch.ones(1, 4, 3, 7), torch.ones(1, 4, 8), torch.ones(1, 4, 3))),
+     ValueError, r"Input_States\[1\] \(ssm\) must have shape"),
+    (dict(chunk_size=48), ValueError, "chunk_size must be one of"),
+    (dict(return_final_states=1), TypeError, "return_final_states must be a bool"),
+    (dict(cu_seqlens=torch.tensor([0, 6])), NotImplementedError, "cu_seqlens"),
+    (dict(K=torch.ones(1, 6, 2, 8, device="meta")), ValueError, "K is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
+    args = on(device, {**GOOD, **override})
+    if "Input_States" in override:
+        args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
+    with pytest.raises(exc, match=match):
+        ssm_triton.mamba3_siso_combined(**args)
