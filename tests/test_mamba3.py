@@ -163,3 +163,72 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
         args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_siso_combined(**args)
+
+
+# ---- the decode step ----
+
+def token(t: dict, i: int) -> dict:
+    """The inputs of step ``i`` in the step's layout."""
+    out = {}
+    for k, v in t.items():
+        if k in ("Q", "K", "V", "Z", "Angles"):
+            out[k] = v[:, i]
+        elif k in ("ADT", "DT", "Trap"):
+            out[k] = v[:, :, i]
+        elif k != "Input_States":
+            out[k] = v
+    return out
+
+
+@SMALL
+@given(b=st.integers(1, 2), L=st.integers(1, 9), heads=st.sampled_from([(1, 1), (4, 2), (3, 1)]),
+       P=st.sampled_from([1, 5, 8, 70]), N=st.sampled_from([2, 7, 16]), seed=seeds(), options=st.booleans(),
+       inplace=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_steps_equal_the_chunked_scan_token_by_token(device, b, L, heads, P, N, seed, options, inplace, dtype, data):
+    """Stepping through a sequence from the input states gives the scan's outputs and final states; in place,
+    the caller's state tensors hold them and nothing else is allocated for them."""
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    t = make(device, b, L, H, Hqk, P, N, S, seed, options, dtype)
+    want, *want_states = ssm_triton.mamba3_siso_combined(**t, chunk_size=16, return_final_states=True)
+    states = tuple(s.clone() for s in t["Input_States"]) if options else tuple(
+        torch.zeros(shape, device=device) for shape in ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)))
+    held = states
+    outs = []
+    for i in range(L):
+        out, new = ssm_triton.mamba3_siso_step(**token(t, i), Input_States=states, inplace=inplace)
+        assert out.shape == (b, H, P) and out.dtype == dtype
+        if inplace:
+            assert all(a is c for a, c in zip(new, held))
+        outs.append(out)
+        states = tuple(new)
+    assert_close(torch.stack(outs, 1), want.double(), dtype, "stepped out")
+    assert_angle_close(states[0], want_states[0].double(), torch.float32, "stepped angle")
+    for name, g, w in zip(STATE_NAMES[1:], states[1:], want_states[1:]):
+        assert_close(g, w.double(), dtype, f"stepped {name}")
+
+
+STEP_GOOD = dict(Q=torch.ones(1, 2, 8), K=torch.ones(1, 2, 8), V=torch.ones(1, 4, 3), ADT=-torch.ones(1, 4),
+                 DT=torch.ones(1, 4), Trap=torch.ones(1, 4), Q_bias=torch.ones(4, 8), K_bias=torch.ones(4, 8),
+                 Angles=torch.ones(1, 4, 2))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(V=torch.ones(1, 4, 3, 1)), ValueError, r"V must be 3-D \(batch, H, P\)"),
+    (dict(Q=torch.ones(1, 3, 8), K=torch.ones(1, 3, 8)), ValueError, "Hqk = 3 heads"),
+    (dict(K=torch.ones(1, 2, 6)), ValueError, r"K must have shape \(batch, Hqk, N\) as Q"),
+    (dict(DT=torch.ones(1, 3)), ValueError, r"DT must have shape \(batch, H\)"),
+    (dict(Angles=torch.ones(1, 4, 5)), ValueError, "2 S must be at most N"),
+    (dict(Z=torch.ones(1, 4, 2)), ValueError, "Z must have shape"),
+    (dict(inplace=True), ValueError, "inplace=True needs Input_States"),
+    (dict(Input_States=(torch.ones(1, 4, 2), torch.ones(1, 4, 8, 3).transpose(2, 3), torch.ones(1, 4, 8),
+                        torch.ones(1, 4, 3)), inplace=True), ValueError, r"Input_States\[1\] \(ssm\) must be contiguous"),
+    (dict(Input_States=(torch.ones(1, 4, 2), torch.ones(1, 4, 3, 8), torch.ones(1, 4, 7), torch.ones(1, 4, 3))),
+     ValueError, r"Input_States\[2\] \(k\) must have shape"),
+])
+def test_step_rejects_bad_input_with_the_argument_named(device, override, exc, match):
+    args = on(device, {**STEP_GOOD, **override})
+    if "Input_States" in override:
+        args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
+    with pytest.raises(exc, match=match):
+        ssm_triton.mamba3_siso_step(**args)

@@ -164,3 +164,94 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
                  *states, chunk_size)
     return tuple(outs[:5]) if return_final_states else outs[0]
+
+
+# ---- the decode step ----
+
+def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state):
+    from ..kernels.host import next_power_of_2
+    from ..kernels.mamba3.step import siso_step_kernel
+    b, H, P = V.shape
+    Hqk, N = Q.shape[1], Q.shape[2]
+    out = torch.empty_like(V)
+    siso_step_kernel((b * H,), Q=Q, K=K, V=V, ADT=ADT, DT=DT, TRAP=Trap, QB=Q_bias, KB=K_bias, ANG=Angles, D=D, Z=Z,
+                     THETA=angle_state, SSM=ssm_state, KS=k_state, VS=v_state, THETA_OUT=angle_state,
+                     SSM_OUT=ssm_state, KS_OUT=k_state, VS_OUT=v_state, OUT=out, H=H, HQK=Hqk, P=P, N=N,
+                     S=Angles.shape[2], BLOCK_P=min(64, max(16, next_power_of_2(P))),
+                     BLOCK_N=max(16, next_power_of_2(N)))
+    return (out,)
+
+
+_step = build(OpSpec(
+    "mamba3_siso_step", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor, ssm_state: Tensor, "
+    "k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES, forward=lambda **a: _step_run(**a),
+    fake=lambda V, **_: (torch.empty_like(V),)))
+
+
+def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
+                     K_bias: Tensor, Angles: Tensor, D: Optional[Tensor] = None, Z: Optional[Tensor] = None,
+                     Input_States: Optional[tuple] = None, inplace: bool = False):
+    """One decode step of :func:`mamba3_siso_combined` (drop-in for mamba_ssm's Triton ``mamba3_siso_step``).
+
+    Args:
+        Q, K: ``(batch, Hqk, N)``; V, Z: ``(batch, H, P)``; ADT, DT, Trap: ``(batch, H)``; Q_bias, K_bias:
+            ``(H, N)``; Angles: ``(batch, H, S)``, ``2 S <= N``; D: ``(H,)``.
+        Input_States: ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, H, N), v (batch, H, P))``, the
+            state before this token (zeros when None); any float dtypes.
+        inplace: update ``Input_States`` where they lie (they must be contiguous; the step then allocates
+            nothing but ``out``) and return them; otherwise new fp32 states are returned and the inputs kept.
+
+    Returns:
+        ``(out (batch, H, P) in V's dtype, [angle, ssm, k~, v])``, the new states (``v`` is V itself unless
+        ``inplace``). Not differentiable.
+    """
+    _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
+    b, H, P = V.shape
+    _validate.tensor("Q", Q, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, Hqk, N)")
+    Hqk, N = Q.shape[1], Q.shape[2]
+    if Hqk < 1 or H % Hqk:
+        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 1 of (batch, Hqk, N)), which must divide H = {H}")
+    if not 1 <= N <= MAX_DIM or P > MAX_DIM:
+        raise ValueError(f"N = {N} and P = {P} must be between 1 and {MAX_DIM}")
+    _check("Q", Q, (b, Hqk, N), "(batch, Hqk, N)", IO_DTYPES)
+    _check("K", K, (b, Hqk, N), "(batch, Hqk, N) as Q", IO_DTYPES)
+    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
+        _check(name, t, (b, H), "(batch, H)")
+    _check("Q_bias", Q_bias, (H, N), "(H, N)")
+    _check("K_bias", K_bias, (H, N), "(H, N)")
+    _validate.tensor("Angles", Angles, ndim=3, shape_doc="(batch, H, S)")
+    S = Angles.shape[2]
+    if 2 * S > N:
+        raise ValueError(f"Angles has S = {S} rotated pairs (dim 2 of (batch, H, S)); 2 S must be at most N = {N}")
+    _check("Angles", Angles, (b, H, S), "(batch, H, S)")
+    if D is not None:
+        _check("D", D, (H,), "(H,)")
+    if Z is not None:
+        _check("Z", Z, (b, H, P), "(batch, H, P) as V", IO_DTYPES)
+    _validate.flag("inplace", inplace)
+    shapes = ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P))
+    docs = ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)")
+    names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", "Input_States[3] (v)")
+    if Input_States is None:
+        if inplace:
+            raise ValueError("inplace=True needs Input_States to update")
+        states = [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
+    else:
+        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
+                            f"k (batch, H, N), v (batch, H, P)), got {type(Input_States).__name__}")
+        for name, t, shape, doc in zip(names, Input_States, shapes, docs):
+            _check(name, t, shape, doc, IO_DTYPES)
+            if inplace and not t.is_contiguous():
+                raise ValueError(f"{name} must be contiguous to be updated in place")
+        states = (list(Input_States) if inplace else
+                  [s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
+                  + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
+                      (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    out = _step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z), *states)[0]
+    if not inplace:
+        states[3] = V
+    return out, list(states)
