@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..modules import Mamba, Mamba2
+from ..modules import Mamba, Mamba2, Mamba3
 from ..modules.norm import RMSNorm
 from .generation import generate
 
@@ -79,9 +79,9 @@ class MixerModel(nn.Module):
         factory = {"device": device, "dtype": dtype}
         ssm_cfg = dict(config.ssm_cfg)
         layer = ssm_cfg.pop("layer", "Mamba1")
-        mixers = {"Mamba1": Mamba, "Mamba2": Mamba2}
+        mixers = {"Mamba1": Mamba, "Mamba2": Mamba2, "Mamba3": Mamba3}
         if layer not in mixers:
-            raise ValueError(f"ssm_cfg['layer'] must be 'Mamba1' or 'Mamba2', got {layer!r}")
+            raise ValueError(f"ssm_cfg['layer'] must be 'Mamba1', 'Mamba2' or 'Mamba3', got {layer!r}")
         self.embedding = nn.Embedding(vocab_size, config.d_model, **factory)
         self.layers = nn.ModuleList(
             Block(mixers[layer](config.d_model, layer_idx=i, **ssm_cfg, **factory), config.d_model,

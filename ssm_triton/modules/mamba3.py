@@ -1,0 +1,136 @@
+"""``Mamba3``: Mamba-3's block on ssm_triton's kernels, with mamba_ssm's constructor, parameter names, shapes
+and initialisation (``mamba_ssm.modules.mamba3.Mamba3``), so that its state dicts load unchanged.
+
+in_proj -> [z, x, B, C, dd_dt, dd_A, trap, angles] -> RMSNorm on B and C -> ``mamba3_siso_combined`` (Q = C,
+K = B, V = x, ``A = min(-softplus(dd_A), -A_floor)``, ``DT = softplus(dd_dt + dt_bias)``, ADT = A DT, the angle
+rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and no A_log. Decoding runs
+``mamba3_siso_step`` on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
+k ``(b, 1, H, d_state)``, v ``(b, H, headdim)``.
+
+The MIMO variant (``is_mimo=True``) is not built yet: the constructor raises ``NotImplementedError``.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.mamba3 import mamba3_siso_combined, mamba3_siso_step
+from .inference import cached_states, dt_bias_init
+from .norm import RMSNorm
+
+
+class Mamba3(nn.Module):
+    """Mamba-3 mixer. ``forward(u (batch, L, d_model), seq_idx=None, cu_seqlens=None, inference_params=None)
+    -> (batch, L, d_model)``; with ``inference_params`` a prefill (offset 0) fills this layer's states and
+    later calls (offset > 0) decode one token each."""
+
+    def __init__(self, d_model, d_state=128, expand=2, headdim=64, ngroups=1, rope_fraction=0.5, dt_min=0.001,
+                 dt_max=0.1, dt_init_floor=1e-4, A_floor=1e-4, is_outproj_norm=False, is_mimo=False, mimo_rank=4,
+                 chunk_size=64, dropout=0.0, layer_idx=None, n_layer=None, device=None, dtype=None, **kwargs):
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        if is_mimo:
+            raise NotImplementedError("Mamba3(is_mimo=True): the MIMO scan is not built in ssm_triton yet")
+        if rope_fraction not in (0.5, 1.0):
+            raise ValueError(f"rope_fraction must be 0.5 or 1.0, got {rope_fraction!r}")
+        self.d_model, self.d_state, self.expand, self.headdim = d_model, d_state, expand, headdim
+        self.chunk_size, self.layer_idx, self.A_floor = chunk_size, layer_idx, A_floor
+        self.is_outproj_norm, self.is_mimo, self.mimo_rank = is_outproj_norm, False, 1
+        self.d_inner = int(expand * d_model)
+        if self.d_inner % headdim:
+            raise ValueError(f"d_inner = expand * d_model = {self.d_inner} must be a multiple of headdim = {headdim}")
+        self.nheads = self.d_inner // headdim
+        self.num_bc_heads = ngroups
+        self.rotary_dim_divisor = int(2 / rope_fraction)
+        self.split_tensor_size = int(d_state * rope_fraction) // 2 * 2
+        self.num_rope_angles = self.split_tensor_size // 2
+        if self.num_rope_angles < 1:
+            raise ValueError(f"d_state = {d_state} with rope_fraction {rope_fraction} leaves no angle to rotate by")
+        d_in_proj = 2 * self.d_inner + 2 * d_state * ngroups + 3 * self.nheads + self.num_rope_angles
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=False, **factory)
+        self.dt_bias = nn.Parameter(dt_bias_init(self.nheads, dt_min, dt_max, dt_init_floor, device=device))
+        self.dt_bias._no_weight_decay = True
+        self.B_bias = nn.Parameter(torch.ones(self.nheads, 1, d_state, device=device))
+        self.C_bias = nn.Parameter(torch.ones(self.nheads, 1, d_state, device=device))
+        self.B_norm = RMSNorm(d_state, eps=1e-5, **factory)
+        self.C_norm = RMSNorm(d_state, eps=1e-5, **factory)
+        self.D = nn.Parameter(torch.ones(self.nheads, device=device))
+        self.D._no_weight_decay = True
+        if is_outproj_norm:
+            self.norm = RMSNorm(self.d_inner, eps=1e-5, norm_before_gate=True, group_size=headdim, **factory)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory)
+
+    def _split(self, u):
+        return torch.split(self.in_proj(u), [self.d_inner, self.d_inner, self.d_state * self.num_bc_heads,
+                                             self.d_state * self.num_bc_heads, self.nheads, self.nheads, self.nheads,
+                                             self.num_rope_angles], dim=-1)
+
+    def _steps(self, dd_dt, dd_A):
+        """``(DT, ADT)`` in fp32, shaped like ``dd_dt``."""
+        A = torch.clamp(-F.softplus(dd_A.float()), max=-self.A_floor)
+        DT = F.softplus(dd_dt.float() + self.dt_bias)
+        return DT, A * DT
+
+    def _finish(self, y, z):
+        """``y (..., H, P)`` -> optional gated norm -> out_proj."""
+        y = y.flatten(-2)
+        if self.is_outproj_norm:
+            y = self.norm(y, z.flatten(-2))
+        return self.out_proj(y.to(z.dtype))
+
+    def forward(self, u, seq_idx=None, cu_seqlens=None, inference_params=None, seq_mask=None):
+        if seq_idx is not None or cu_seqlens is not None or seq_mask is not None:
+            raise NotImplementedError("Mamba3: packed or left-padded sequences (seq_idx, cu_seqlens, an "
+                                      "attention mask) are not supported yet")
+        states = None
+        if inference_params is not None:
+            states = cached_states(self, inference_params, u.shape[0])
+            if inference_params.seqlen_offset > 0:
+                return self.step(u, *states)[0]
+        b, L, _ = u.shape
+        H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
+        z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
+        DT, ADT = self._steps(dd_dt, dd_A)
+        z = z.reshape(b, L, H, P)
+        y = mamba3_siso_combined(
+            Q=self.C_norm(C.reshape(b, L, G, N)), K=self.B_norm(B.reshape(b, L, G, N)), V=x.reshape(b, L, H, P),
+            ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2),
+            Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
+            Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles), D=self.D,
+            Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, return_final_states=states is not None)
+        if states is not None:
+            y, *finals = y
+            for cache, final in zip(states, finals):
+                cache.copy_(final.view(cache.shape))
+        return self._finish(y, z)
+
+    def step(self, u, angle_state, ssm_state, k_state, v_state, **kwargs):
+        """One token: ``u (batch, 1, d_model)`` or ``(batch, d_model)``; updates the four states in place and
+        returns ``(out shaped like u, angle_state, ssm_state, k_state, v_state)``. Not differentiable."""
+        squeeze = u.dim() == 3
+        if squeeze and u.shape[1] != 1:
+            raise ValueError(f"step decodes one token at a time: u must be (batch, 1, d_model), got {tuple(u.shape)}")
+        u2 = u[:, 0] if squeeze else u
+        b = u2.shape[0]
+        H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
+        z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u2)
+        DT, ADT = self._steps(dd_dt, dd_A)
+        z = z.reshape(b, H, P)
+        y, _ = mamba3_siso_step(
+            Q=self.C_norm(C.reshape(b, G, N)), K=self.B_norm(B.reshape(b, G, N)), V=x.reshape(b, H, P), ADT=ADT,
+            DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
+            Angles=angles.float()[:, None].expand(b, H, self.num_rope_angles), D=self.D,
+            Z=None if self.is_outproj_norm else z,
+            Input_States=(angle_state, ssm_state, k_state.view(b, H, N), v_state), inplace=True)
+        out = self._finish(y, z)
+        return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
+
+    def allocate_inference_cache(self, batch_size, max_seqlen, device=None, dtype=None, **kwargs):
+        """``(angle (batch, H, S) fp32, ssm (batch, H, headdim, d_state) fp32, k (batch, 1, H, d_state),
+        v (batch, H, headdim))``, zeros; k and v in ``dtype`` (default: in_proj's)."""
+        device = self.in_proj.weight.device if device is None else device
+        dtype = self.in_proj.weight.dtype if dtype is None else dtype
+        f32 = dict(device=device, dtype=torch.float32)
+        return (torch.zeros(batch_size, self.nheads, self.num_rope_angles, **f32),
+                torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, **f32),
+                torch.zeros(batch_size, 1, self.nheads, self.d_state, device=device, dtype=dtype),
+                torch.zeros(batch_size, self.nheads, self.headdim, device=device, dtype=dtype))

@@ -1,0 +1,139 @@
+"""The Mamba3 block (SISO): mamba_ssm's parameter names and shapes, its forward and gradients against a float64
+composition of the references, decoding (prefill + one token per call) against the full forward, and the LM
+with ``layer="Mamba3"``."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssm_triton
+from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
+from builders import BIG
+from ssm_triton.reference import mamba3_siso_loop, rmsnorm_torch
+from strategies import seeds
+
+FEW = settings(max_examples=100 if BIG else 4, deadline=None)
+
+# mamba_ssm's Mamba3(d_model=16, d_state=8, headdim=8, ngroups=1, rope_fraction=0.5): d_inner 32, 4 heads,
+# 2 angles; in_proj to z, x, B, C, dd_dt, dd_A, trap, angles (32 + 32 + 8 + 8 + 4 + 4 + 4 + 2 = 94)
+EXPECTED_STATE_DICT = {
+    "in_proj.weight": (94, 16), "dt_bias": (4,), "B_bias": (4, 1, 8), "C_bias": (4, 1, 8), "B_norm.weight": (8,),
+    "C_norm.weight": (8,), "D": (4,), "out_proj.weight": (16, 32),
+}
+
+
+def build(device, seed, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(d_model=16, d_state=8, headdim=8, chunk_size=16, layer_idx=0, device=device)
+    cfg.update(kw)
+    m = ssm_triton.Mamba3(**cfg)
+    with torch.no_grad():  # off the initial values, so that every term (biases, norms, D) is exercised
+        for p in (m.B_bias, m.C_bias, m.B_norm.weight, m.C_norm.weight, m.D):
+            p.add_(0.3 * torch.randn_like(p))
+        if m.is_outproj_norm:
+            m.norm.weight.add_(0.3 * torch.randn_like(m.norm.weight))
+    return m
+
+
+def test_state_dict_names_and_shapes_match_mamba_ssm(device):
+    assert {k: tuple(v.shape) for k, v in build(device, 0).state_dict().items()} == EXPECTED_STATE_DICT
+    m = build(device, 0, rope_fraction=1.0, is_outproj_norm=True, ngroups=2)
+    assert m.num_rope_angles == 4 and m.in_proj.weight.shape == (32 + 32 + 32 + 12 + 4, 16)
+    assert m.norm.weight.shape == (32,)
+    dt = F.softplus(build(device, 1).dt_bias)
+    assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()                # dt in [dt_min, dt_max]
+
+
+def reference_forward(m, p, u):
+    """The block composed from float64 references: in_proj, the step sizes, RMSNorm on B and C, the SISO loop,
+    the optional gated norm, out_proj."""
+    b, L, _ = u.shape
+    H, P, N, G, S = m.nheads, m.headdim, m.d_state, m.num_bc_heads, m.num_rope_angles
+    z, x, B, C, dd_dt, dd_A, trap, ang = torch.split(u @ p["in_proj.weight"].T, [32, 32, N * G, N * G, H, H, H, S], -1)
+    A = torch.clamp(-F.softplus(dd_A), max=-m.A_floor)
+    DT = F.softplus(dd_dt + p["dt_bias"])
+    Q = rmsnorm_torch(C.reshape(b, L, G, N), p["C_norm.weight"], eps=1e-5)
+    K = rmsnorm_torch(B.reshape(b, L, G, N), p["B_norm.weight"], eps=1e-5)
+    z = z.reshape(b, L, H, P)
+    y, _ = mamba3_siso_loop(Q, K, x.reshape(b, L, H, P), (A * DT).transpose(1, 2), DT.transpose(1, 2),
+                            trap.transpose(1, 2), p["C_bias"][:, 0], p["B_bias"][:, 0],
+                            ang[:, :, None].expand(b, L, H, S), p["D"], None if m.is_outproj_norm else z)
+    y = y.reshape(b, L, H * P)
+    if m.is_outproj_norm:
+        y = rmsnorm_torch(y, p["norm.weight"], z=z.reshape(b, L, H * P), eps=1e-5, group_size=P,
+                          norm_before_gate=True)
+    return y @ p["out_proj.weight"].T
+
+
+def options():
+    return st.sampled_from([dict(), dict(is_outproj_norm=True), dict(rope_fraction=1.0, ngroups=2)])
+
+
+@FEW
+@given(L=st.integers(1, 40), bsz=st.integers(1, 2), seed=seeds(), opts=options())
+def test_forward_matches_the_references_composed(device, L, bsz, seed, opts):
+    m = build(device, seed % 1000, **opts)
+    u = torch.randn(bsz, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
+    assert_forward_matches(m, u, lambda p, x: reference_forward(m, p, x))
+
+
+@FEW
+@given(L=st.integers(1, 30), seed=seeds(), opts=options())
+def test_gradients_match_the_references_composed(device, L, seed, opts):
+    m = build(device, seed % 1000, **opts)
+    u = torch.randn(2, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
+    assert_grads_match(m, u, lambda p, x: reference_forward(m, p, x), seed)
+
+
+@FEW
+@given(L=st.integers(2, 20), data=st.data(), seed=seeds(), opts=options())
+def test_prefill_then_decode_equals_the_full_forward(device, L, data, seed, opts):
+    prefill = data.draw(st.integers(0, L - 1), label="prefill")
+    m = build(device, seed % 1000, **opts)
+    u = torch.randn(2, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad():
+        want = m(u)
+    torch.testing.assert_close(prefill_then_decode(m, u, prefill), want, rtol=1e-4, atol=1e-5)
+
+
+def test_step_returns_and_updates_the_states(device):
+    m = build(device, 0)
+    cache = m.allocate_inference_cache(2, 8)
+    assert [tuple(c.shape) for c in cache] == [(2, 4, 2), (2, 4, 8, 8), (2, 1, 4, 8), (2, 4, 8)]
+    before = [c.clone() for c in cache]
+    with torch.no_grad():
+        out, *states = m.step(torch.randn(2, 1, 16, device=device), *cache)
+    assert out.shape == (2, 1, 16)
+    assert all(s is c for s, c in zip(states, cache))
+    assert all(not torch.equal(b, c) for b, c in zip(before, cache))
+
+
+def test_unsupported_options_say_so(device):
+    with pytest.raises(NotImplementedError, match="MIMO"):
+        ssm_triton.Mamba3(16, d_state=8, headdim=8, is_mimo=True)
+    with pytest.raises(ValueError, match="rope_fraction"):
+        ssm_triton.Mamba3(16, d_state=8, headdim=8, rope_fraction=0.25)
+    m = build(device, 0)
+    with pytest.raises(NotImplementedError, match="cu_seqlens"):
+        m(torch.randn(1, 4, 16, device=device), cu_seqlens=torch.tensor([0, 2, 4], device=device))
+
+
+def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device):
+    """A two-layer LM of Mamba3 mixers: greedy generation's scores at each step are the full forward's
+    logits for the generated prefix (the decode path and the chunked path agree through the whole model)."""
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+
+    torch.manual_seed(0)
+    cfg = MambaConfig(d_model=16, n_layer=2, vocab_size=32, pad_vocab_size_multiple=8,
+                      ssm_cfg=dict(layer="Mamba3", d_state=8, headdim=8, chunk_size=16))
+    model = MambaLMHeadModel(cfg, device=device)
+    ids = torch.randint(0, 32, (1, 5), device=device)
+    out = model.generate(ids, max_length=9, output_scores=True, return_dict_in_generate=True, cg=False)
+    with torch.no_grad():
+        logits = model(out.sequences[:, :-1]).logits
+    scores = torch.stack(out.scores, 1)
+    torch.testing.assert_close(scores, logits[:, 4:], rtol=1e-4, atol=1e-4)
+    assert math.isfinite(float(scores.abs().max()))
