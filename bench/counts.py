@@ -58,6 +58,16 @@ def ssd(b: int, L: int, H: int, P: int, G: int, N: int, chunk: int, es: int, dir
     return io_bytes(inputs, x, direction), flops if direction == "fwd" else 3 * flops
 
 
+def mamba3_siso(b: int, L: int, H: int, Hqk: int, P: int, N: int, S: int, chunk: int, es: int, direction: str):
+    """Mamba-3 SISO: reads Q, K (b, L, Hqk, N) and V, Z (b, L, H, P) in the I/O dtype, ADT, DT, Trap
+    (b, H, L) and Angles (b, L, H, S) in fp32, Q_bias, K_bias (H, N) and D (H,) in fp32; writes out like V.
+    FLOPs as the SSD's with one key per head (the rotations and biases are a few per element)."""
+    v = b * L * H * P * es
+    inputs = 2 * v + 2 * b * L * Hqk * N * es + (3 * b * H * L + b * L * H * S + 2 * H * N + H) * FP32
+    flops = b * H * (L * chunk * (N + P) + 4 * L * P * N)
+    return io_bytes(inputs, v, direction), flops if direction == "fwd" else 3 * flops
+
+
 def state_update(b: int, H: int, P: int, N: int, G: int, es: int):
     """One Mamba-2 decode step: the fp32 state (b, H, P, N) read and written in place; x, z (b, H, P)
     and dt (b, H) read, out (b, H, P) written, B, C (b, G, N) read, all in the I/O dtype; A, D, dt_bias

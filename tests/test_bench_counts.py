@@ -10,7 +10,7 @@ import torch
 from ssm_triton.bench import counts
 from ssm_triton.bench.registry import REGISTRY
 
-KERNEL_OPS = ("linear_scan", "discretize", "selective_scan", "ssd", "state_update", "conv1d", "gated_rmsnorm")
+KERNEL_OPS = ("linear_scan", "discretize", "selective_scan", "ssd", "state_update", "conv1d", "gated_rmsnorm", "mamba3")
 IN_PLACE = {"state_update": "state"}
 
 

@@ -1,0 +1,51 @@
+"""Mamba-3 SISO's chunked scan against mamba_ssm's Triton kernels (``mamba_ssm.ops.triton.mamba3``), imported
+past mamba_ssm's ``__init__`` (they need no build). The bytes and FLOPs are in ``counts.py``."""
+import torch
+
+from . import counts
+from .peers import load_past_package_init
+from .workloads import Workload, keyword_impl
+
+
+def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """The issue's shape, B=8 L=4096 H=32 N=128 P=64 bf16 with one Q/K head, half the dimensions rotated,
+    D and Z; and a small prefill (b=1, L=2048)."""
+    from ssm_triton import mamba3_siso_combined
+
+    H, Hqk, P, N, chunk = (2, 1, 8, 16, 16) if quick else (32, 1, 64, 128, 64)
+    S = N // 4
+    io = torch.float32 if quick else torch.bfloat16
+    rows = [(1, 40)] if quick else [(8, 4096), (1, 2048)]
+    peers = {}
+    mod, why = load_past_package_init("mamba_ssm.ops.triton.mamba3.mamba3_siso_combined")
+    if mod is None:
+        notes.add(f"mamba_ssm mamba3 skipped: {why}")
+    else:
+        peers["mamba_ssm"] = mod.mamba3_siso_combined
+
+    def make(b, L):
+        def build():
+            g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
+            f = lambda *s: torch.randn(*s, device=device)  # noqa: E731
+            dt = torch.rand(b, H, L, device=device) * 0.1 + 0.001
+            x = {"Q": g(b, L, Hqk, N), "K": g(b, L, Hqk, N), "V": g(b, L, H, P),
+                 "ADT": -(torch.rand(b, H, L, device=device) * 2 + 0.1) * dt, "DT": dt, "Trap": f(b, H, L),
+                 "Q_bias": 1 + 0.1 * f(H, N), "K_bias": 1 + 0.1 * f(H, N), "Angles": f(b, L, H, S),
+                 "D": f(H), "Z": g(b, L, H, P)}
+            for v in x.values():
+                v.requires_grad_()
+            x["g"] = g(b, L, H, P)
+            return x
+        return build
+
+    out = []
+    for b, L in rows:
+        for direction in ("fwd", "fwd+bwd"):
+            nbytes, flops = counts.mamba3_siso(b, L, H, Hqk, P, N, S, chunk, torch.tensor([], dtype=io).element_size(),
+                                               direction)
+            impls = {"ssm_triton": keyword_impl(mamba3_siso_combined, chunk_size=chunk)}
+            for name, fn in peers.items():
+                impls[name] = keyword_impl(fn, chunk_size=chunk)
+            out.append(Workload("mamba3_siso", (b, L, H, Hqk, P, N, S, chunk), io, direction, nbytes, flops,
+                                make(b, L), impls))
+    return out
