@@ -83,6 +83,10 @@ def test_forward_matches_the_references_composed(device, L, bsz, seed, opts):
 @FEW
 @given(L=st.integers(1, 30), seed=seeds(), opts=options())
 def test_gradients_match_the_references_composed(device, L, seed, opts):
+    # One step from zero states with the out-projection norm: y = (gamma q.k + D) v is a multiple of v, the
+    # norm is blind to its scale, so every scan parameter's gradient is exactly zero and a relative check
+    # would hold fp32 rounding noise to zero. Two steps and more have real gradients.
+    L = max(L, 2) if opts.get("is_outproj_norm") else L
     m = build(device, seed % 1000, **opts)
     u = torch.randn(2, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
     assert_grads_match(m, u, lambda p, x: reference_forward(m, p, x), seed)
