@@ -7,7 +7,9 @@ from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_bwd_kernel
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
-from .prep import siso_prep_bwd_kernel, siso_prep_kernel
+from ..tuning import run_mode
+from .prep import (angle_carry_kernel, angle_sums_kernel, chunk_prefix_kernel, siso_prep_bwd_kernel,
+                   siso_prep_kernel)
 
 
 class SisoSaved(NamedTuple):
@@ -21,6 +23,11 @@ class SisoSaved(NamedTuple):
     theta_c: torch.Tensor   # (b, H, nc, S) fp32 the angles entering each chunk
     hs: torch.Tensor        # (b, H, nc, P, N) the states entering each chunk
     y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when Z is given
+
+
+def _chunk_block(device) -> int:
+    """Chunks per step of the prefix kernel's loop; small in the interpreter, so tests cross blocks."""
+    return 2 if run_mode(device).interpreted else 64
 
 
 def _first_e(DT, Trap):
@@ -46,10 +53,14 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     diag = torch.empty((b, H, Lp), **f32)
     qk = torch.empty((b, H, L), **f32)
     theta_c = torch.empty((b, H, nc, S), **f32)
-    theta_f = torch.zeros((b, H, S), **f32)
-    siso_prep_kernel((b * H,), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT,
-                     THETA0=states[0] if states is not None else None, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag,
-                     QK=qk, THETA_C=theta_c, THETA_F=theta_f, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc,
+    theta_f = torch.empty((b, H, S), **f32)
+    grid = (nc, b * H)
+    block_s = max(2, next_power_of_2(S))
+    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_c, L=L, H=H, S=S, nc=nc, CHUNK=chunk_size, BLOCK_S=block_s)
+    chunk_prefix_kernel((b * H,), SUMS=theta_c, INIT=states[0] if states is not None else None, OUT=theta_c,
+                        LAST=theta_f, nc=nc, S=S, REVERSE=False, BLOCK_C=_chunk_block(dev), BLOCK_S=block_s)
+    siso_prep_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_C=theta_c,
+                     QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc,
                      lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_N=max(16, next_power_of_2(N)))
     h0 = None
     if states is not None:
@@ -109,18 +120,25 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     f32 = dict(device=dev, dtype=torch.float32)
     dqp = torch.empty((b, L, H, N), **f32)
     dkp = torch.empty_like(dqp)
-    dang = torch.empty_like(Angles)
+    dang = torch.empty((b, L, H, S), **f32)
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
     dadt = torch.empty_like(ddt)
-    dtheta0 = torch.zeros((b, H, S), **f32)
-    siso_prep_bwd_kernel((b * H,), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
+    dth_sums = torch.empty((b, H, nc, S), **f32)
+    dtheta0 = torch.empty((b, H, S), **f32)
+    grid = (nc, b * H)
+    block_s = max(2, next_power_of_2(S))
+    siso_prep_bwd_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
                          THETA_C=saved.theta_c, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
                          RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
-                         DTHETA_F=dtheta_f.float().contiguous() if dtheta_f is not None else None, DE0=de0,
-                         DQP=dqp, DKP=dkp, DANG=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTHETA0=dtheta0,
+                         DE0=de0, DQP=dqp, DKP=dkp, DANG=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
                          L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc, CHUNK=chunk_size,
                          BLOCK_N=max(16, next_power_of_2(N)))
+    # what the later chunks (and the final angle) send back through each chunk's angles
+    chunk_prefix_kernel((b * H,), SUMS=dth_sums, INIT=dtheta_f.float().contiguous() if dtheta_f is not None else None,
+                        OUT=dth_sums, LAST=dtheta0, nc=nc, S=S, REVERSE=True, BLOCK_C=_chunk_block(dev), BLOCK_S=block_s)
+    angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, DANG=dang, DDT=ddt, L=L, H=H, S=S, nc=nc,
+                       CHUNK=chunk_size, BLOCK_S=block_s)
     dD = None
     if D is not None:
         dD = s.dd_part.sum((0, 1))
