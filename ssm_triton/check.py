@@ -18,8 +18,9 @@ from .ops.ssd import mamba_chunk_scan_combined
 from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.norm import rmsnorm_fn
 from .ops.state_update import selective_state_update
+from .ops.mamba3 import mamba3_siso_combined, mamba3_siso_step
 from .reference import (causal_conv1d_torch, causal_conv1d_update_torch, discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
+                        mamba3_siso_loop, rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -215,6 +216,47 @@ def _conv1d(device, dtype) -> Comparison:
             + [("update out", out_u, want_u), ("conv_state", state, want_state)])
 
 
+def _mamba3_inputs(device, dtype):
+    """4 heads reading 2 Q/K heads, N 12 (a rotated half, 3 pairs), P 8, D, Z, input states; 40 steps in
+    chunks of 16."""
+    Q, K, V, Z = _inputs(device, dtype, ((2, 40, 2, 12), "normal"), ((2, 40, 2, 12), "normal"),
+                         ((2, 40, 4, 8), "normal"), ((2, 40, 4, 8), "normal"))
+    dt, a, trap, qb, kb, ang, D, s0, s1, s2, s3 = _inputs(
+        device, torch.float32, ((2, 4, 40), "unit"), ((2, 4, 40), "unit"), ((2, 4, 40), "normal"), ((4, 12), "normal"),
+        ((4, 12), "normal"), ((2, 40, 4, 3), "normal"), ((4,), "normal"), ((2, 4, 3), "unit"), ((2, 4, 8, 12), "normal"),
+        ((2, 4, 12), "normal"), ((2, 4, 8), "normal"), seed=1)
+    dt = dt * 0.5 + 0.01
+    return dict(Q=Q, K=K, V=V, ADT=-(a + 0.1) * dt, DT=dt, Trap=trap, Q_bias=qb * 0.3, K_bias=kb * 0.3, Angles=ang,
+                D=D, Z=Z), (s0 * 6, s1 * 0.5, s2, s3)
+
+
+def _mamba3_forward_backward(device, dtype) -> Comparison:
+    x, states = _mamba3_inputs(device, dtype)
+    leaves = {k: v.requires_grad_() for k, v in x.items()}
+    out, *finals = mamba3_siso_combined(**leaves, Input_States=states, chunk_size=16, return_final_states=True)
+    (g,) = _inputs(device, dtype, (out.shape, "normal"), seed=2)
+    got = torch.autograd.grad(out, list(leaves.values()), g)
+    ref = {k: v.detach().double().cpu().requires_grad_() for k, v in leaves.items()}
+    want_out, want_states = mamba3_siso_loop(**ref, Input_States=tuple(s.double().cpu() for s in states))
+    want = torch.autograd.grad(want_out, list(ref.values()), g.double().cpu())
+    return ([("out", out, want_out), ("final ssm", finals[1].to(dtype), want_states[1]),
+             ("final k", finals[2].to(dtype), want_states[2])]
+            + [(f"d{k}", a.to(dtype), w) for k, a, w in zip(leaves, got, want)])
+
+
+def _mamba3_step(device, dtype) -> Comparison:
+    x, states = _mamba3_inputs(device, dtype)
+    token = {k: (v[:, 0] if k in ("Q", "K", "V", "Z", "Angles") else v[:, :, 0] if k in ("ADT", "DT", "Trap") else v)
+             for k, v in x.items()}
+    held = tuple(s.clone() for s in states)
+    out, _ = mamba3_siso_step(**token, Input_States=held, inplace=True)
+    one = {k: (v[:, :1] if k in ("Q", "K", "V", "Z", "Angles") else v[..., :1] if k in ("ADT", "DT", "Trap") else v)
+           for k, v in x.items()}
+    want_out, want_states = mamba3_siso_loop(**{k: v.double().cpu() for k, v in one.items()},
+                                             Input_States=tuple(s.double().cpu() for s in states))
+    return [("out", out, want_out[:, 0]), ("ssm", held[1], want_states[1]), ("k", held[2], want_states[2])]
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -228,6 +270,8 @@ def default_cases() -> list[Case]:
     cases.append(Case("rmsnorm gated (norm, gate)", _rmsnorm(True)))
     cases.append(Case("rmsnorm gated (gate, norm)", _rmsnorm(False)))
     cases.append(Case("causal_conv1d fwd/bwd/update", _conv1d))
+    cases.append(Case("mamba3_siso fwd/bwd", _mamba3_forward_backward))
+    cases.append(Case("mamba3_siso_step", _mamba3_step))
     return cases
 
 
