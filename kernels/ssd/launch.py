@@ -50,7 +50,22 @@ class Plan:
         return _TORCH_DOT[self.dot]
 
 
+_PLANS: dict = {}
+
+
 def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mode=None, **overrides) -> Plan:
+    """:func:`make_plan`, remembered per problem: every call of every op asks for it, and building a
+    dataclass and its replacements costs microseconds each."""
+    key = (x.shape, x.dtype, x.device, N, chunk_size, block, mode, tuple(sorted(overrides.items())))
+    p = _PLANS.get(key)
+    if p is None:
+        if len(_PLANS) > 4096:  # many lengths: start over rather than grow without bound
+            _PLANS.clear()
+        p = _PLANS[key] = make_plan(x, N, chunk_size, block, mode, **overrides)
+    return p
+
+
+def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mode=None, **overrides) -> Plan:
     """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep).
 
     The GPU defaults come from ``python -m ssm_triton.bench.sweep_ssd`` on the H100 (2026-11-25, H=64 P=64

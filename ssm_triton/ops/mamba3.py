@@ -36,8 +36,8 @@ def _fake(Q, V, Angles, Z, chunk_size, **_):
     N, S = Q.shape[3], Angles.shape[3]
     nc = -(-L // chunk_size)
     f32 = dict(dtype=torch.float32, device=V.device)
-    from ..kernels.ssd.launch import plan
-    dot = plan(V, N, chunk_size).torch_dot
+    from ..kernels.ssd.launch import make_plan
+    dot = make_plan(V, N, chunk_size).torch_dot
     return (torch.empty_like(V), V.new_empty((b, H, S), **f32), V.new_empty((b, H, P, N), **f32),
             V.new_empty((b, H, N), **f32), V.new_empty((b, H, P)),
             V.new_empty((b, L, H, N), dtype=dot), V.new_empty((b, L, H, N), dtype=dot),

@@ -33,7 +33,7 @@ def _fake(x, B, z, cu_seqlens, chunk_size, want_varlen, **_):
     varlen = x.new_empty((cu_seqlens.shape[0] - 1, H, P, N), **f32) if want_varlen else x.new_empty(0)
     return (torch.empty_like(x), x.new_empty((bsz, H, P, N), **f32), varlen,
             x.new_empty((bsz, H, nc * chunk_size), **f32), x.new_empty((2, bsz, H, nc * chunk_size), **f32),
-            x.new_empty((bsz, H, nc, P, N), dtype=_k.plan(x, N, chunk_size).torch_dot, device=x.device),
+            x.new_empty((bsz, H, nc, P, N), dtype=_k.make_plan(x, N, chunk_size).torch_dot, device=x.device),
             torch.empty_like(x) if z is not None else x.new_empty(0))
 
 
