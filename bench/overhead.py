@@ -46,15 +46,16 @@ def floors() -> dict[str, float]:
     def direct():
         compiled.run(1, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, x, y)
 
-    from ssm_triton.kernels.tuning import Kernel
+    from ssm_triton.kernels.tuning import Kernel, _lean_enabled
 
     k = Kernel(_copy_one)
+    lean = "lean" if _lean_enabled() else "lean off: SSM_TRITON_LEAN=0"
     return {
         "empty torch op (x + 0)": per_call_us(lambda: x + 0),
         "torch.empty(16)": per_call_us(lambda: torch.empty(16, device="cuda")),
         "bare triton kernel[grid](x, y)": per_call_us(lambda: _copy_one[(1,)](x, y)),
         "the same, CompiledKernel.run": per_call_us(direct),
-        "the same, tuning.Kernel (lean)": per_call_us(lambda: k((1,), X=x, Y=y)),
+        f"the same, tuning.Kernel ({lean})": per_call_us(lambda: k((1,), X=x, Y=y)),
     }
 
 

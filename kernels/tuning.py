@@ -94,8 +94,19 @@ def _capturing() -> bool:
 
 @functools.cache
 def _lean_enabled() -> bool:
+    # opt-in until measured on a GPU: the first H200 run (2026-12-02, Triton 3.6) never took the lean path,
+    # because 3.6's launch hooks are empty HookChain objects, not None (fixed below, not yet re-measured)
     return (_knobs is not None and not interpreting()
-            and os.environ.get("SSM_TRITON_LEAN", "1").strip() not in ("", "0"))
+            and os.environ.get("SSM_TRITON_LEAN", "0").strip() not in ("", "0"))
+
+
+def _hooks_active() -> bool:
+    """Whether a Triton launch hook (a profiler's) is set: the lean path would bypass it. Triton 3.6 keeps
+    an empty ``HookChain`` where later versions keep None."""
+    for hook in (_knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook):
+        if hook is not None and getattr(hook, "calls", True):
+            return True
+    return False
 
 
 def _arg_key(value, constexpr: bool):
@@ -126,8 +137,9 @@ class Kernel:
     ``kernel[grid]`` (which compiles, or finds the binary in its cache) and the compiled kernel it returns
     is kept under a key of what the binary depends on (:func:`_arg_key` of every argument, the launch
     options, the device); later calls with that key hand the arguments straight to the compiled
-    kernel's launcher, skipping Triton's per-call binding and cache-key work. ``SSM_TRITON_LEAN=0``
-    turns it off; so does a Triton launch hook (profilers), which the lean path would bypass.
+    kernel's launcher, skipping Triton's per-call binding and cache-key work. It is opt-in for now
+    (``SSM_TRITON_LEAN=1``) until its gain is measured; a Triton launch hook (profilers) turns it off, since
+    the lean path would bypass it.
     """
 
     def __init__(self, fn, flags: dict[str, str] | None = None):
@@ -158,13 +170,14 @@ class Kernel:
             return
         device = torch.cuda.current_device()
         try:
-            key = (device, tuple(v for k, v in kw.items() if k not in known),
-                   tuple(map(_arg_key, values, constexpr)))
+            # launch options (num_warps, num_stages) may come with the arguments or with the tuned keywords
+            key = (device, tuple((k, v) for k, v in args.items() if k not in known),
+                   tuple((k, v) for k, v in kw.items() if k not in known), tuple(map(_arg_key, values, constexpr)))
         except TypeError:
             self.fn.run(grid=grid, warmup=False, **args, **kw)
             return
         compiled = self._bound.get(key)
-        if compiled is None or _knobs.runtime.launch_enter_hook is not None:
+        if compiled is None or _hooks_active():
             compiled = self.fn.run(grid=grid, warmup=False, **args, **kw)
             if compiled is not None and not hasattr(compiled, "result"):
                 self._bound[key] = compiled

@@ -27,6 +27,8 @@ from ssm_triton.kernels.ssd import chunk_scan as ssd_scan  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
 from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
+from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
+from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -34,11 +36,12 @@ PTR = {tl.float32: "*fp32", tl.bfloat16: "*bf16", tl.float16: "*fp16", tl.float6
 
 
 # outputs the launchers pass as None when a flag is off, beyond the flags' own arguments, per kernel
-_ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)}, "_dx_dd_kernel": {"HAS_D": ("DD_PART",)},
+_ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
+                "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
                 "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")}}
 
 
-def compile_kernel(kernel, pointers: dict, constexprs: dict):
+def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4):
     """``kernel``: a launcher's Kernel object; its flags that are off make their arguments None."""
     fn = kernel.fn
     constexprs = dict(constexprs)
@@ -61,7 +64,22 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict):
         else:
             sig[n] = "i32"
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()})
-    return triton.compile(src, target=TARGET)
+    return triton.compile(src, target=TARGET, options={"num_warps": num_warps})
+
+
+def resources(compiled) -> str:
+    """Registers, spill stack and shared memory per thread block of a compiled kernel (``cuobjdump
+    -res-usage`` on its cubin; the cuobjdump that Triton's package carries)."""
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    line = next((ln for ln in out.splitlines() if "REG:" in ln), "")
+    return " ".join(w for w in line.split() if w.split(":")[0] in ("REG", "STACK", "SHARED"))
 
 
 def _kw(kw: dict) -> dict:
@@ -124,11 +142,11 @@ def ssd_cases():
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \
-            {**iop("X", "B", "C", "Z", "Y", "OUT", "HS"), **f32("CB", "DTP", "CUM", "D"), **ints}, \
-            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
+            {**iop("X", "B", "C", "Z", "Y", "OUT", "HS"), **f32("CB", "DTP", "CUM", "D", "DIAG"), **ints}, \
+            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
-            {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DD_PART", "US", "XV"), **ints}, \
-            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_SEQ=seq, **tiles)
+            {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
+             **ints}, dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
              **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
@@ -171,12 +189,42 @@ def conv1d_cases():
                                                                      BLOCK_S=4, BLOCK_L=1 if opt else 8)
 
 
+def mamba3_cases():
+    f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
+    for io, opt in ((tl.float32, False), (tl.bfloat16, True), (tl.float16, True)):
+        iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
+        dot = tl.float32 if io == tl.float32 else io
+        tiles = dict(BLOCK_T=16, BLOCK_S=32, BLOCK_R=64)
+        yield "mamba3 angle sums", m3_prep.angle_sums_kernel, f32("ANG", "DT", "SUMS"), dict(BLOCK_T=16, BLOCK_S=32)
+        for rev in (False, True):
+            yield "mamba3 block prefix", m3_prep.block_prefix_kernel, f32("SUMS", "INIT", "OUT", "LAST"), \
+                dict(HAS_INIT=opt, REVERSE=rev, BLOCK_C=64, BLOCK_S=32)
+        yield "mamba3 prep", m3_prep.siso_prep_kernel, \
+            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "ADT", "THETA_B", "DTP", "CUM", "DIAG", "QK"),
+             "QR": PTR[dot], "KR": PTR[dot]}, dict(CHUNK=64, **tiles)
+        yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
+            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "DQR", "DKR", "XV", "DDIAG", "INTER",
+                                    "US", "F", "DE0", "DQP", "DKP", "DANG", "DDT", "DTRAP", "DADT", "DTH_SUMS"),
+             "RS": "*fp64", "CS": "*fp64"}, dict(HAS_DE0=opt, CHUNK=64, **tiles)
+        yield "mamba3 angle carry", m3_prep.angle_carry_kernel, f32("ANG", "DT", "CARRY", "DANG", "DDT"), \
+            dict(BLOCK_T=16, BLOCK_S=32)
+        yield "mamba3 step", m3_step.siso_step_kernel, \
+            {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
+            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64)
+
+
 def main() -> int:
+    """``--resources``: also print each compiled variant's registers and spill stack (no GPU needed)."""
+    show = "--resources" in sys.argv
     done = failed = 0
-    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases()):
+    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
+                                                     mamba3_cases()):
         try:
-            compile_kernel(kernel, ptrs, flags)
+            compiled = compile_kernel(kernel, ptrs, flags)
             done += 1
+            if show:
+                print(f"{name:28s} {resources(compiled):40s} {flags}")
         except Exception as e:  # report the innermost cause: the compiler's own message
             failed += 1
             while e.__cause__ is not None:

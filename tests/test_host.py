@@ -66,12 +66,15 @@ def test_lean_launch_after_an_aligned_call_handles_unaligned_views(length, rows)
     then aligned again: each equals the float64 reference, so a binary bound for one alignment is never
     reused for the other."""
     import ssm_triton
+    from ssm_triton.kernels import tuning
     from ssm_triton.reference import linear_scan_np
 
-    for start in (0, 1, 0):
-        a = torch.rand(rows + 1, length, device="cuda")
-        b = torch.randn(rows + 1, length, device="cuda")
-        a, b = a[start:start + rows], b[start:start + rows]
-        h = ssm_triton.linear_scan(a, b)
-        want = linear_scan_np(a.double().cpu().numpy(), b.double().cpu().numpy())
-        np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuning, "_lean_enabled", lambda: True)   # opt-in by default
+        for start in (0, 1, 0):
+            a = torch.rand(rows + 1, length, device="cuda")
+            b = torch.randn(rows + 1, length, device="cuda")
+            a, b = a[start:start + rows], b[start:start + rows]
+            h = ssm_triton.linear_scan(a, b)
+            want = linear_scan_np(a.double().cpu().numpy(), b.double().cpu().numpy())
+            np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-5, atol=1e-5)

@@ -152,7 +152,7 @@ def test_bad_input_gets_a_clear_error(device):
         m.generate(torch.zeros(2, 3, dtype=torch.long, device=device), 5,
                    teacher_outputs=torch.zeros(1, 5, dtype=torch.long, device=device))
     with pytest.raises(ValueError, match="ssm_cfg"):
-        MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=8, ssm_cfg={"layer": "Mamba3"}))
+        MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=8, ssm_cfg={"layer": "Mamba4"}))
     with pytest.raises(ValueError, match="not supported"):
         MambaLMHeadModel(MambaConfig(d_model=16, n_layer=2, vocab_size=8, attn_layer_idx=[1]))
 

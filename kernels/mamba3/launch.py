@@ -8,7 +8,7 @@ from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_bwd_kernel
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
 from ..tuning import run_mode
-from .prep import (angle_carry_kernel, angle_sums_kernel, chunk_prefix_kernel, siso_prep_bwd_kernel,
+from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, siso_prep_bwd_kernel,
                    siso_prep_kernel)
 
 
@@ -20,14 +20,26 @@ class SisoSaved(NamedTuple):
     cum: torch.Tensor       # (2, b, H, Lp) fp32 hi/lo planes of the within-chunk sum of ADT
     diag: torch.Tensor      # (b, H, Lp) fp32 diagonal correction
     qk: torch.Tensor        # (b, H, L) fp32 q'_t . k'_t
-    theta_c: torch.Tensor   # (b, H, nc, S) fp32 the angles entering each chunk
+    theta_b: torch.Tensor   # (b, H, nblk, S) fp32 the angles entering each block of steps
     hs: torch.Tensor        # (b, H, nc, P, N) the states entering each chunk
     y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when Z is given
 
 
-def _chunk_block(device) -> int:
-    """Chunks per step of the prefix kernel's loop; small in the interpreter, so tests cross blocks."""
+def _prefix_block(device) -> int:
+    """Blocks per step of the prefix kernel's loop; small in the interpreter, so tests cross its steps."""
     return 2 if run_mode(device).interpreted else 64
+
+
+def steps_per_block(device, chunk_size: int) -> int:
+    """Steps per program of the prep kernels (a divisor of the chunk): 16 keeps their tiles in registers
+    on an H100/H200 (no spills at N = 128, ``bench/resources.py``); 8 in the interpreter, so that tests
+    cross blocks inside a chunk."""
+    return min(chunk_size, 8 if run_mode(device).interpreted else 16)
+
+
+def _tiles(N, S):
+    """``(BLOCK_S, BLOCK_R)``: the rotated pairs and the columns past them, as powers of two."""
+    return max(2, next_power_of_2(S)), max(2, next_power_of_2(N - 2 * S))
 
 
 def _first_e(DT, Trap):
@@ -52,16 +64,19 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     cum = torch.empty((2, b, H, Lp), **f32)
     diag = torch.empty((b, H, Lp), **f32)
     qk = torch.empty((b, H, L), **f32)
-    theta_c = torch.empty((b, H, nc, S), **f32)
+    bt = steps_per_block(dev, chunk_size)
+    nblk = Lp // bt
+    block_s, block_r = _tiles(N, S)
+    theta_b = torch.empty((b, H, nblk, S), **f32)
     theta_f = torch.empty((b, H, S), **f32)
-    grid = (nc, b * H)
-    block_s = max(2, next_power_of_2(S))
-    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_c, L=L, H=H, S=S, nc=nc, CHUNK=chunk_size, BLOCK_S=block_s)
-    chunk_prefix_kernel((b * H,), SUMS=theta_c, INIT=states[0] if states is not None else None, OUT=theta_c,
-                        LAST=theta_f, nc=nc, S=S, REVERSE=False, BLOCK_C=_chunk_block(dev), BLOCK_S=block_s)
-    siso_prep_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_C=theta_c,
-                     QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc,
-                     lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_N=max(16, next_power_of_2(N)))
+    grid = (nblk, b * H)
+    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    block_prefix_kernel((b * H,), SUMS=theta_b, INIT=states[0] if states is not None else None, OUT=theta_b,
+                        LAST=theta_f, nblk=nblk, S=S, REVERSE=False, BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
+    siso_prep_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_B=theta_b,
+                     QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
+                     lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_T=bt, BLOCK_S=block_s, BLOCK_R=block_r,
+                     num_warps=4)
     h0 = None
     if states is not None:
         _, ssm0, k0, v0 = states
@@ -71,7 +86,7 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, None, p, store_y=for_backward and Z is not None,
                             diag=diag)
     finals = (theta_f, final, kr[:, L - 1].float(), V[:, L - 1])
-    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_c, hs, y)
+    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y)
 
 
 def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
@@ -101,8 +116,8 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, None, p, None,
                            deterministic, diag=saved.diag)
     # one head per group here (each head has its own k~), so the head blocks are the heads
-    dkr = s.db_part.view(b, L, H, -1, N).sum(3)
-    dqr = s.dc_part.view(b, L, H, -1, N).sum(3)
+    dkr = s.db_part.view(b, L, H, N)
+    dqr = s.dc_part.view(b, L, H, N)
     if dk_f is not None:
         dkr[:, L - 1] += dk_f.float()
     if dv_f is not None:
@@ -124,21 +139,24 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
     dadt = torch.empty_like(ddt)
-    dth_sums = torch.empty((b, H, nc, S), **f32)
+    bt = steps_per_block(dev, chunk_size)
+    nblk = Lp // bt
+    block_s, block_r = _tiles(N, S)
+    dth_sums = torch.empty((b, H, nblk, S), **f32)
     dtheta0 = torch.empty((b, H, S), **f32)
-    grid = (nc, b * H)
-    block_s = max(2, next_power_of_2(S))
+    grid = (nblk, b * H)
     siso_prep_bwd_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
-                         THETA_C=saved.theta_c, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
+                         THETA_B=saved.theta_b, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
                          RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
                          DE0=de0, DQP=dqp, DKP=dkp, DANG=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
-                         L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nc=nc, CHUNK=chunk_size,
-                         BLOCK_N=max(16, next_power_of_2(N)))
-    # what the later chunks (and the final angle) send back through each chunk's angles
-    chunk_prefix_kernel((b * H,), SUMS=dth_sums, INIT=dtheta_f.float().contiguous() if dtheta_f is not None else None,
-                        OUT=dth_sums, LAST=dtheta0, nc=nc, S=S, REVERSE=True, BLOCK_C=_chunk_block(dev), BLOCK_S=block_s)
-    angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, DANG=dang, DDT=ddt, L=L, H=H, S=S, nc=nc,
-                       CHUNK=chunk_size, BLOCK_S=block_s)
+                         L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
+                         BLOCK_S=block_s, BLOCK_R=block_r, num_warps=8)   # 4 warps need 194 registers a thread
+    # what the later blocks (and the final angle) send back through each block's angles
+    block_prefix_kernel((b * H,), SUMS=dth_sums, INIT=dtheta_f.float().contiguous() if dtheta_f is not None else None,
+                        OUT=dth_sums, LAST=dtheta0, nblk=nblk, S=S, REVERSE=True, BLOCK_C=_prefix_block(dev),
+                        BLOCK_S=block_s)
+    angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, DANG=dang, DDT=ddt, L=L, H=H, S=S, nblk=nblk,
+                       BLOCK_T=bt, BLOCK_S=block_s)
     dD = None
     if D is not None:
         dD = s.dd_part.sum((0, 1))

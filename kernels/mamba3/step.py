@@ -12,15 +12,28 @@ import triton
 import triton.language as tl
 
 from ..tuning import Kernel
-from .prep import _columns
+from .prep import _tanh
 
 
 @triton.jit
-def _rotated(X, XB, row, h, ns, partner, n_ok, rot, N, cos, sin):
-    x = tl.load(X + row + ns, mask=n_ok, other=0.0).to(tl.float32) + tl.load(XB + h * N + ns, mask=n_ok, other=0.0).to(tl.float32)
-    xp = (tl.load(X + row + partner, mask=rot, other=0.0).to(tl.float32)
-          + tl.load(XB + h * N + partner, mask=rot, other=0.0).to(tl.float32))
-    return tl.where(rot, x * cos + xp * sin, x)
+def _pairs(X, XB, row, h, ss, s_ok, rs, r_ok, N):
+    """``X + bias`` of one row as its even, odd and pass-through columns, fp32."""
+    hb = XB + h * N
+    x_e = tl.load(X + row + 2 * ss, mask=s_ok, other=0.0).to(tl.float32) + tl.load(hb + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+    x_o = (tl.load(X + row + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+           + tl.load(hb + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32))
+    x_r = tl.load(X + row + rs, mask=r_ok, other=0.0).to(tl.float32) + tl.load(hb + rs, mask=r_ok, other=0.0).to(tl.float32)
+    return x_e, x_o, x_r
+
+
+@triton.jit
+def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q):
+    """One column group of the state rows: decayed, the two outer products added, stored; returns its
+    share of ``H q``."""
+    state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
+    state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
+    tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=m)
+    return tl.sum(state * q[None, :], axis=1)
 
 
 @triton.jit
@@ -32,29 +45,37 @@ def _siso_step_kernel(
     # sizes
     H, HQK, P, N, S,
     # meta-parameters
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
     bh = tl.program_id(0)
     bi = bh // H
     h = bh % H
     g = h // (H // HQK)
-    ns, n_ok, pair, rot, partner, sign = _columns(N, S, BLOCK_N)
     dt = tl.load(DT + bh).to(tl.float32)
     lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
     alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
     beta = (1.0 - lam) * dt * alpha
     gamma = lam * dt
 
-    w = tl.load(ANG + bh * S + pair, mask=rot, other=0.0).to(tl.float32)
-    tw = 2.0 / (1.0 + tl.exp(-2.0 * w)) - 1.0
-    theta = tl.load(THETA + bh * S + pair, mask=rot, other=0.0).to(tl.float32) + 3.141592653589793 * tw * dt
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    rs = 2 * S + tl.arange(0, BLOCK_R)
+    r_ok = rs < N
+    theta = (tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
+             + 3.141592653589793 * _tanh(tl.load(ANG + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
     cos = tl.cos(theta)
-    sin = tl.sin(theta) * sign
+    sin = tl.sin(theta)
     qrow = (bi.to(tl.int64) * HQK + g) * N
-    q = _rotated(Q, QB, qrow, h, ns, partner, n_ok, rot, N, cos, sin)
-    k = _rotated(K, KB, qrow, h, ns, partner, n_ok, rot, N, cos, sin)
-    k_prev = tl.load(KS + bh.to(tl.int64) * N + ns, mask=n_ok, other=0.0).to(tl.float32)
+    q_e, q_o, q_r = _pairs(Q, QB, qrow, h, ss, s_ok, rs, r_ok, N)
+    k_e, k_o, k_r = _pairs(K, KB, qrow, h, ss, s_ok, rs, r_ok, N)
+    q_e, q_o = q_e * cos - q_o * sin, q_e * sin + q_o * cos
+    k_e, k_o = k_e * cos - k_o * sin, k_e * sin + k_o * cos
+    krow = bh.to(tl.int64) * N
+    kp_e = tl.load(KS + krow + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+    kp_o = tl.load(KS + krow + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+    kp_r = tl.load(KS + krow + rs, mask=r_ok, other=0.0).to(tl.float32)
     if HAS_D:
         skip = tl.load(D + h).to(tl.float32)
 
@@ -62,23 +83,25 @@ def _siso_step_kernel(
         ps = p0 + tl.arange(0, BLOCK_P)
         p_ok = ps < P
         at = bh.to(tl.int64) * P + ps
-        m = p_ok[:, None] & n_ok[None, :]
         v = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
         v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
-        cell = at[:, None] * N + ns[None, :]
-        state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
-        state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
-        tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=m)
+        rows = at[:, None] * N
+        ms = p_ok[:, None] & s_ok[None, :]
+        y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e)
+        y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o)
+        y += _update(SSM, SSM_OUT, rows + rs[None, :], p_ok[:, None] & r_ok[None, :], alpha, beta, gamma, v_prev, v,
+                     kp_r, k_r, q_r)
         tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
-        y = tl.sum(state * q[None, :], axis=1)
         if HAS_D:
             y += skip * v
         if HAS_Z:
             z = tl.load(Z + at, mask=p_ok, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
-    tl.store(KS_OUT + bh.to(tl.int64) * N + ns, k.to(KS_OUT.dtype.element_ty), mask=n_ok)
-    tl.store(THETA_OUT + bh * S + pair, theta.to(THETA_OUT.dtype.element_ty), mask=rot & (ns % 2 == 0))
+    tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
+    tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
+    tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
+    tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
 
 
 siso_step_kernel = Kernel(_siso_step_kernel, flags=dict(HAS_D="D", HAS_Z="Z"))

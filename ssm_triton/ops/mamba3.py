@@ -15,7 +15,7 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 _INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z",
            "angle_state", "ssm_state", "k_state", "v_state")
 _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
-_KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_c", "hs", "y")
+_KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y")
 
 
 def _states(a: dict):
@@ -38,12 +38,13 @@ def _fake(Q, V, Angles, Z, chunk_size, **_):
     f32 = dict(dtype=torch.float32, device=V.device)
     from ..kernels.ssd.launch import make_plan
     dot = make_plan(V, N, chunk_size).torch_dot
+    nblk = nc * chunk_size // _k.steps_per_block(V.device, chunk_size)
     return (torch.empty_like(V), V.new_empty((b, H, S), **f32), V.new_empty((b, H, P, N), **f32),
             V.new_empty((b, H, N), **f32), V.new_empty((b, H, P)),
             V.new_empty((b, L, H, N), dtype=dot), V.new_empty((b, L, H, N), dtype=dot),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((2, b, H, nc * chunk_size), **f32),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((b, H, L), **f32),
-            V.new_empty((b, H, nc, S), **f32), V.new_empty((b, H, nc, P, N), dtype=dot),
+            V.new_empty((b, H, nblk, S), **f32), V.new_empty((b, H, nc, P, N), dtype=dot),
             torch.empty_like(V) if Z is not None else V.new_empty(0))
 
 
@@ -173,12 +174,13 @@ def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state,
     from ..kernels.mamba3.step import siso_step_kernel
     b, H, P = V.shape
     Hqk, N = Q.shape[1], Q.shape[2]
+    S = Angles.shape[2]
     out = torch.empty_like(V)
     siso_step_kernel((b * H,), Q=Q, K=K, V=V, ADT=ADT, DT=DT, TRAP=Trap, QB=Q_bias, KB=K_bias, ANG=Angles, D=D, Z=Z,
                      THETA=angle_state, SSM=ssm_state, KS=k_state, VS=v_state, THETA_OUT=angle_state,
                      SSM_OUT=ssm_state, KS_OUT=k_state, VS_OUT=v_state, OUT=out, H=H, HQK=Hqk, P=P, N=N,
-                     S=Angles.shape[2], BLOCK_P=min(64, max(16, next_power_of_2(P))),
-                     BLOCK_N=max(16, next_power_of_2(N)))
+                     S=S, BLOCK_P=min(64, max(16, next_power_of_2(P))), BLOCK_S=max(2, next_power_of_2(S)),
+                     BLOCK_R=max(2, next_power_of_2(N - 2 * S)), num_warps=8)   # 4 warps need 251 registers
     return (out,)
 
 
