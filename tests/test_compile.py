@@ -28,7 +28,19 @@ def _ssd_model(x, dt, A, B, C, D, z, bias, h0):
     return out.sum((-1, -2)) + final.sum((-1, -2))[:, None, :].sum(-1, keepdim=True)
 
 
+def _mamba3_model(Q, K, V, adt, DT, Trap, qb, kb, Angles, D, Z, a0, h0, k0, v0):
+    out, *finals = ssm_triton.mamba3_siso_combined(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, Angles, D=D, Z=Z,
+                                                   Input_States=(a0, h0, k0, v0), chunk_size=16,
+                                                   return_final_states=True)
+    return out.sum((-1, -2)).sum(-1) + sum(torch.cos(f).sum() if i == 0 else f.sum() for i, f in enumerate(finals))
+
+
 CASES = {
+    "mamba3_siso": (_mamba3_model, lambda d: tuple(x.float() for x in (
+        normal((2, 19, 1, 6), 24, d), normal((2, 19, 1, 6), 25, d), normal((2, 19, 2, 3), 26, d), normal((2, 2, 19), 27, d),
+        uniform((2, 2, 19), 0.05, 0.5, 28, d), normal((2, 2, 19), 29, d), normal((2, 6), 30, d), normal((2, 6), 31, d),
+        normal((2, 19, 2, 2), 32, d), normal((2,), 33, d), normal((2, 19, 2, 3), 34, d), normal((2, 2, 2), 35, d),
+        normal((2, 2, 3, 6), 36, d), normal((2, 2, 6), 37, d), normal((2, 2, 3), 38, d)))),
     "linear_scan": (_scan_model, lambda d: (uniform((2, 3, 21), 0, 1, 0, d), normal((2, 3, 21), 1, d), normal((2, 3), 2, d))),
     "selective_scan": (_selective_scan_model, lambda d: tuple(x.float() for x in (
         normal((2, 4, 11), 6, d), normal((2, 4, 11), 7, d), -uniform((4, 3), 0.5, 2, 8, d), normal((2, 2, 3, 11), 9, d),

@@ -85,7 +85,8 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     cb = ssd.bmm(kr, qr, p)
     out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, None, p, store_y=for_backward and Z is not None,
                             diag=diag)
-    finals = (theta_f, final, kr[:, L - 1].float(), V[:, L - 1])
+    # copies, not views: the op's outputs may not alias its inputs or each other
+    finals = (theta_f, final, kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())
     return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y)
 
 
