@@ -25,6 +25,7 @@ from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_scan as ssd_scan  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
+from ssm_triton.kernels.ssd import common as ssd_common  # noqa: E402
 from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
@@ -122,10 +123,11 @@ def cases():
 def ssd_cases():
     f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
     # every kernel with its options all off and all on, in each I/O dtype
-    variants = [(tl.float32, False, False), (tl.float32, True, True), (tl.bfloat16, False, False),
-                (tl.bfloat16, True, True), (tl.float16, True, True)]
-    for io, seq, opt in variants:
-        dot = tl.float32 if io == tl.float32 else io
+    # fp32 twice: IEEE products ("highest") and TF32 tensor cores ("high")
+    variants = [(tl.float32, False, False, tl.float32), (tl.float32, True, True, tl.float32),
+                (tl.float32, True, True, ssd_common.TF32), (tl.bfloat16, False, False, tl.bfloat16),
+                (tl.bfloat16, True, True, tl.bfloat16), (tl.float16, True, True, tl.float16)]
+    for io, seq, opt, dot in variants:
         iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
         ints = {"SEQ": "*i32", "CU": "*i32", "lo": "fp32", "hi": "fp32"}
         tiles = dict(BLOCK_M=64, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot, Q=256)
@@ -133,11 +135,11 @@ def ssd_cases():
             dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
         for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN):
             yield "ssd chunk_state", ssd_state.chunk_state_kernel, \
-                {**iop("V", "W"), **f32("DTP", "CUM", "OUT"), "HPREV": PTR[dot], **ints}, \
+                {**iop("V", "W"), **f32("DTP", "CUM", "OUT"), "HPREV": PTR.get(dot, "*fp32"), **ints}, \
                 dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot)
-        yield "ssd state fwd", ssd_pass.state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), "HS": PTR[dot], **ints}, \
+        yield "ssd state fwd", ssd_pass.state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), "HS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
-        yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR[dot], **ints}, \
+        yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)

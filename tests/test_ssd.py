@@ -228,3 +228,26 @@ def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate
     want = torch.autograd.grad((ssd_quadratic_torch(**ref)[0] * g.double()).sum(), list(ref.values()))
     for name, a, b in zip(leaves, got, want):
         assert_close(a, b, torch.float32, f"d{name}")
+
+
+@given(L=st.integers(1, 40), seed=seeds(), data=st.data())
+def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
+    """fp32 inputs: IEEE products under "highest" (held to the fp32 tolerance), TF32 tensor cores under "high"
+    (held to TF32's: inputs rounded to 10 mantissa bits, fp32 sums); the plan says which it took."""
+    import triton.language as tl
+
+    from ssm_triton.kernels.ssd import launch
+    from ssm_triton.kernels.ssd.common import TF32
+
+    t = problem(device, data.draw(st.integers(1, 2)), L, 4, 2, 3, 5, seed, True, True, torch.float32)
+    want = ssd_np(**as_np(t))[0]
+    before = torch.get_float32_matmul_precision()
+    try:
+        for precision, dot, tol in (("highest", tl.float32, 1e-4), ("high", TF32, 5e-3)):
+            torch.set_float32_matmul_precision(precision)
+            assert launch.plan(t["x"], 5, 16).dot == dot
+            out = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+            err = ssm_triton.tolerance.scaled_error(out, want)
+            assert err <= tol, f"{precision}: scaled error {err:.2e} > {tol:.0e}"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -3,13 +3,20 @@ import triton
 import triton.language as tl
 
 
+TF32 = "tf32"   # the DOT value for fp32 inputs multiplied on TF32 tensor cores (torch's "high" precision)
+
+
 @triton.jit
 def mm(a, b, DOT: tl.constexpr):
-    """``a @ b`` on tensor cores in ``DOT`` (bf16/fp16), or exactly in fp32 (IEEE, no TF32) when ``DOT``
-    is fp32: fp32 inputs are held to fp32 tolerances, and the interpreter multiplies bf16 wrongly."""
-    if DOT == tl.float32:
+    """``a @ b`` on tensor cores in ``DOT`` (bf16/fp16); exactly in fp32 (IEEE) when ``DOT`` is fp32 (fp32
+    inputs under torch's "highest" matmul precision, and the interpreter, which multiplies bf16 wrongly);
+    on TF32 tensor cores with fp32 accumulation when ``DOT`` is ``"tf32"``."""
+    if DOT == "tf32":
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    elif DOT == tl.float32:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a.to(DOT), b.to(DOT))
+    else:
+        return tl.dot(a.to(DOT), b.to(DOT))
 
 
 @triton.jit

@@ -14,6 +14,7 @@ import triton.language as tl
 from ..host import cdiv, next_power_of_2
 from ..tuning import TunablePlan, bucket, run_mode
 from .bmm import bmm_kernel
+from .common import TF32
 from .bwd_dt import dt_bwd_kernel, gate_bwd_kernel
 from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
 from .chunk_scan import chunk_scan_kernel
@@ -22,7 +23,20 @@ from .cumsum import dt_cumsum_kernel
 from .state_passing import state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
-_TORCH_DOT = {tl.float32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
+_TORCH_DOT = {tl.float32: torch.float32, TF32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
+
+
+def fp32_matmul() -> str:
+    """``"tf32"`` or ``"ieee"``: how PyTorch is set to multiply fp32 matrices, which the SSD follows for fp32
+    inputs (``torch.backends.cuda.matmul.fp32_precision`` where it is set, else
+    ``torch.get_float32_matmul_precision()``: "high" and "medium" allow TF32, "highest" does not)."""
+    chosen = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if chosen in ("tf32", "ieee"):
+        return chosen
+    try:
+        return "tf32" if torch.get_float32_matmul_precision() in ("high", "medium") else "ieee"
+    except RuntimeError:  # the two APIs mixed: torch refuses to say; keep IEEE products
+        return "ieee"
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,8 @@ _PLANS: dict = {}
 def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mode=None, **overrides) -> Plan:
     """:func:`make_plan`, remembered per problem: every call of every op asks for it, and building a
     dataclass and its replacements costs microseconds each."""
-    key = (x.shape, x.dtype, x.device, N, chunk_size, block, mode, tuple(sorted(overrides.items())))
+    key = (x.shape, x.dtype, x.device, N, chunk_size, block, mode, tuple(sorted(overrides.items())),
+           fp32_matmul() if x.dtype == torch.float32 else None)
     p = _PLANS.get(key)
     if p is None:
         if len(_PLANS) > 4096:  # many lengths: start over rather than grow without bound
@@ -80,6 +95,8 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     blk = min(block or (16 if interp else 64), chunk_size)
     # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
     dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
+    if x.dtype == torch.float32 and fp32_matmul() == "tf32":
+        dot = TF32
     pad = lambda n, hi: max(16, min(hi, next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
              outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk,
