@@ -38,6 +38,8 @@ PTR = {tl.float32: "*fp32", tl.bfloat16: "*bf16", tl.float16: "*fp16", tl.float6
 
 # outputs the launchers pass as None when a flag is off, beyond the flags' own arguments, per kernel
 _ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
+                "_siso_prep_kernel": {"HAS_SEQ": ("OFF",)}, "_siso_prep_bwd_kernel": {"HAS_SEQ": ("OFF",)},
+                "_angle_carry_kernel": {"HAS_SEQ": ("TAIL", "DTHF")},
                 "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
                 "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")}}
 
@@ -202,13 +204,17 @@ def mamba3_cases():
             yield "mamba3 block prefix", m3_prep.block_prefix_kernel, f32("SUMS", "INIT", "OUT", "LAST"), \
                 dict(HAS_INIT=opt, REVERSE=rev, BLOCK_C=64, BLOCK_S=32)
         yield "mamba3 prep", m3_prep.siso_prep_kernel, \
-            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "ADT", "THETA_B", "DTP", "CUM", "DIAG", "QK"),
-             "QR": PTR[dot], "KR": PTR[dot]}, dict(CHUNK=64, **tiles)
+            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "ADT", "THETA_B", "OFF", "DTP", "CUM", "DIAG", "QK"),
+             "QR": PTR[dot], "KR": PTR[dot], "SEQ": "*i32"}, dict(HAS_SEQ=opt, CHUNK=64, **tiles)
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
-            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "DQR", "DKR", "XV", "DDIAG", "INTER",
-                                    "US", "F", "DE0", "DQP", "DKP", "DANG", "DDT", "DTRAP", "DADT", "DTH_SUMS"),
-             "RS": "*fp64", "CS": "*fp64"}, dict(HAS_DE0=opt, CHUNK=64, **tiles)
-        yield "mamba3 angle carry", m3_prep.angle_carry_kernel, f32("ANG", "DT", "CARRY", "DANG", "DDT"), \
+            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
+                                    "INTER", "US", "F", "DE0", "DQP", "DKP", "SUF", "DDT", "DTRAP", "DADT", "DTH_SUMS"),
+             "RS": "*fp64", "CS": "*fp64", "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, CHUNK=64, **tiles)
+        yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
+            {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
+        yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \
+            dict(BLOCK_T=16, BLOCK_S=32)
+        yield "mamba3 seq tail", m3_prep.seq_tail_kernel, {**f32("SUF", "CARRY", "TAIL"), "CU": "*i32"}, \
             dict(BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 step", m3_step.siso_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),

@@ -114,6 +114,48 @@ def test_chunk_size_changes_nothing_but_rounding(device, L, seed, chunks):
             assert_close(x, y.double(), torch.float32, name)
 
 
+@SMALL
+@given(L=st.integers(2, 60), cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4), seed=seeds(),
+       heads=st.sampled_from([(2, 1), (3, 3)]), N=st.sampled_from([5, 8]), options=st.booleans(),
+       chunk=st.sampled_from([16, 32]))
+def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, options, chunk):
+    """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and the
+    final angle, k and v) equal each sequence run on its own."""
+    H, Hqk = heads
+    bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
+    t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
+    t.pop("Input_States", None)
+    cu = torch.tensor(bounds, device=device)
+    x = leaves(t)
+    out, *finals = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, return_final_states=True, cu_seqlens=cu)
+    assert out.shape == (1, L, H, 4) and finals[1].shape == (len(bounds) - 1, H, 4, N)
+    g = normal(out.shape, seed + 40, device, torch.float32)
+    gk, ga, gv = (normal(f.shape, seed + 41 + i, device, torch.float32) for i, f in enumerate((finals[2], finals[0], finals[3])))
+
+    def loss(o, angle, k, v):
+        return (o * g).sum() + (torch.sin(angle) * ga).sum() + (k * gk).sum() + (v * gv).sum()
+
+    got = torch.autograd.grad(loss(out, finals[0], finals[2], finals[3]), list(flat(x).values()), retain_graph=True)
+    alone = leaves(t)
+    total, outs = 0.0, []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = {k: (v[..., a:b] if k in ("ADT", "DT", "Trap") else v[:, a:b] if v.dim() == 4 else v)
+                for k, v in alone.items()}
+        o, *f = ssm_triton.mamba3_siso_combined(**part, chunk_size=chunk, return_final_states=True)
+        outs.append(o)
+        assert_angle_close(finals[0][i], f[0][0].double(), torch.float32, f"angle of sequence {i}")
+        for name, mine, theirs in zip(STATE_NAMES[1:], finals[1:], f[1:]):
+            assert_close(mine[i], theirs[0].double(), torch.float32, f"{name} of sequence {i}")
+        total = total + (o * g[:, a:b]).sum() + (torch.sin(f[0][0]) * ga[i]).sum() + (f[2][0] * gk[i]).sum() \
+            + (f[3][0] * gv[i]).sum()
+    assert_close(out, torch.cat(outs, 1).double(), torch.float32, "packed out")
+    want = torch.autograd.grad(total, list(flat(alone).values()))
+    for name, a, w in zip(flat(x), got, want):
+        assert_close(a, w.double(), torch.float32, f"d {name}")
+    with pytest.raises(NotImplementedError, match="final ssm"):
+        torch.autograd.grad(finals[1].sum(), x["V"])
+
+
 def test_returns_follow_mamba_ssm(device):
     t = make(device, 1, 5, 2, 2, 3, 4, 2, 0, False, torch.float32)
     assert isinstance(ssm_triton.mamba3_siso_combined(**t), torch.Tensor)
@@ -154,13 +196,21 @@ GOOD = dict(Q=torch.ones(1, 6, 2, 8), K=torch.ones(1, 6, 2, 8), V=torch.ones(1, 
      ValueError, r"Input_States\[1\] \(ssm\) must have shape"),
     (dict(chunk_size=48), ValueError, "chunk_size must be one of"),
     (dict(return_final_states=1), TypeError, "return_final_states must be a bool"),
-    (dict(cu_seqlens=torch.tensor([0, 6])), NotImplementedError, "cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 6]), Input_States=(torch.ones(1, 4, 2), torch.ones(1, 4, 3, 8), torch.ones(1, 4, 8),
+                                                         torch.ones(1, 4, 3))), NotImplementedError, "Input_States with cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 6], dtype=torch.float32)), TypeError, "cu_seqlens must have dtype"),
+    (dict(cu_seqlens=torch.tensor([0, 4, 4, 6])), ValueError, "cu_seqlens must rise strictly"),
+    (dict(Q=torch.ones(2, 6, 2, 8), K=torch.ones(2, 6, 2, 8), V=torch.ones(2, 6, 4, 3), ADT=-torch.ones(2, 4, 6),
+          DT=torch.ones(2, 4, 6), Trap=torch.ones(2, 4, 6), Angles=torch.ones(2, 6, 4, 2), cu_seqlens=torch.tensor([0, 6])),
+     ValueError, "must have batch 1"),
     (dict(K=torch.ones(1, 6, 2, 8, device="meta")), ValueError, "K is on meta"),
 ])
 def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     args = on(device, {**GOOD, **override})
     if "Input_States" in override:
         args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
+    if "cu_seqlens" in override:
+        args["cu_seqlens"] = override["cu_seqlens"]   # a CPU copy is checked at once (on a GPU, asynchronously)
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_siso_combined(**args)
 

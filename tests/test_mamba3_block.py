@@ -121,8 +121,17 @@ def test_unsupported_options_say_so(device):
     with pytest.raises(ValueError, match="rope_fraction"):
         ssm_triton.Mamba3(16, d_state=8, headdim=8, rope_fraction=0.25)
     m = build(device, 0)
-    with pytest.raises(NotImplementedError, match="cu_seqlens"):
-        m(torch.randn(1, 4, 16, device=device), cu_seqlens=torch.tensor([0, 2, 4], device=device))
+    with pytest.raises(NotImplementedError, match="seq_idx"):
+        m(torch.randn(1, 4, 16, device=device), seq_idx=torch.zeros(1, 4, dtype=torch.int32, device=device))
+
+
+def test_packed_sequences_equal_each_alone(device):
+    m = build(device, 3)
+    u = torch.randn(1, 11, 16, device=device)
+    with torch.no_grad():
+        packed = m(u, cu_seqlens=torch.tensor([0, 4, 11], device=device))
+        alone = torch.cat([m(u[:, :4]), m(u[:, 4:])], 1)
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
 
 
 def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device):

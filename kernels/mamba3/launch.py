@@ -6,10 +6,10 @@ import torch
 from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_bwd_kernel
-from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
+from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..tuning import run_mode
-from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, siso_prep_bwd_kernel,
-                   siso_prep_kernel)
+from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, seq_angles_kernel, seq_tail_kernel,
+                   siso_prep_bwd_kernel, siso_prep_kernel)
 
 
 class SisoSaved(NamedTuple):
@@ -23,6 +23,7 @@ class SisoSaved(NamedTuple):
     theta_b: torch.Tensor   # (b, H, nblk, S) fp32 the angles entering each block of steps
     hs: torch.Tensor        # (b, H, nc, P, N) the states entering each chunk
     y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when Z is given
+    off: torch.Tensor | None = None  # (sequences, H, S) a packed row's running angle before each sequence
 
 
 def _prefix_block(device) -> int:
@@ -47,9 +48,19 @@ def _first_e(DT, Trap):
     return DT[:, :, 0].float() * (1.0 - torch.sigmoid(Trap[:, :, 0].float()))
 
 
-def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward):
+def packed(cu_seqlens, L):
+    """``(seq_idx (1, L) int32, cu int32, the sequences' last steps)`` of a packed row, or Nones."""
+    if cu_seqlens is None:
+        return None, None, None
+    cu = cu_seqlens.to(torch.int32).contiguous()
+    return ssd.seq_idx_from_cu_seqlens(cu, L).contiguous(), cu, (cu[1:].long() - 1).clamp(0, L - 1)
+
+
+def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward,
+                 cu_seqlens=None):
     """Returns ``(out (b, L, H, P), (angle (b, H, S), ssm (b, H, P, N), k (b, H, N), v (b, H, P)), SisoSaved)``;
-    final states in fp32 (``v`` in V's dtype). ``states``: the input states or None."""
+    final states in fp32 (``v`` in V's dtype), one per sequence of a packed row (``cu_seqlens``, batch 1; no
+    input states then). ``states``: the input states or None."""
     b, L, H, P = V.shape
     HQK, N = Q.shape[2], Q.shape[3]
     S = Angles.shape[3]
@@ -73,25 +84,37 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     block_prefix_kernel((b * H,), SUMS=theta_b, INIT=states[0] if states is not None else None, OUT=theta_b,
                         LAST=theta_f, nblk=nblk, S=S, REVERSE=False, BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
+    seq, cu, ends = packed(cu_seqlens, L)
+    off = None
+    if seq is not None:   # each sequence's angles start from zero: its offset, and its own final angle
+        n_seq = cu.shape[0] - 1
+        off = torch.empty((n_seq, H, S), **f32)
+        theta_f = torch.empty((n_seq, H, S), **f32)
+        seq_angles_kernel((n_seq, H), ANG=Angles, DT=DT, THETA_B=theta_b, CU=cu, OFF=off, FINAL=theta_f, L=L, H=H, S=S,
+                          nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     siso_prep_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_B=theta_b,
-                     QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
+                     SEQ=seq, OFF=off, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
                      lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_T=bt, BLOCK_S=block_s, BLOCK_R=block_r,
                      num_warps=4)
     h0 = None
     if states is not None:
         _, ssm0, k0, v0 = states
         h0 = ssm0.float() + _first_e(DT, Trap)[..., None, None] * v0.float()[..., :, None] * k0.float()[..., None, :]
-    hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, None, MODE_STATE, p), cum, None, h0, L, p)
+    hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
     cb = ssd.bmm(kr, qr, p)
-    out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, None, p, store_y=for_backward and Z is not None,
+    out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, seq, p, store_y=for_backward and Z is not None,
                             diag=diag)
     # copies, not views: the op's outputs may not alias its inputs or each other
-    finals = (theta_f, final, kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())
-    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y)
+    if seq is None:
+        finals = (theta_f, final, kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())
+    else:
+        final = ssd.chunk_state(V, kr, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu)
+        finals = (theta_f, final, kr[0, ends].float(), V[0, ends])
+    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y, off)
 
 
 def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
-                  chunk_size, deterministic=False):
+                  chunk_size, deterministic=False, cu_seqlens=None):
     """Gradients of :func:`siso_forward`: ``dout (b, L, H, P)`` or None, ``dstates`` the final states'
     gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z, Q, K``, which
     keep their dtype through the op layer's casts)."""
@@ -103,6 +126,10 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     Lp = nc * chunk_size
     dev = V.device
     dtheta_f, dssm_f, dk_f, dv_f = dstates
+    seq, cu, ends = packed(cu_seqlens, L)
+    if seq is not None and dssm_f is not None:
+        raise NotImplementedError("mamba3_siso_combined: with cu_seqlens, gradients through the final ssm states "
+                                  "are not supported yet (the angle, k and v states' are)")
     if dout is None:
         dout = torch.zeros_like(V)
     dz = None
@@ -111,18 +138,19 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         gate_bwd_kernel((cdiv(V.numel(), 1024),), DOUT=dout, Y=saved.y, Z=Z, DY=dy, DZ=dz, n=V.numel(), BLOCK=1024)
     else:
         dy = dout.to(V.dtype).contiguous()
-    adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, None, MODE_ADJOINT, p)
-    ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, None,
+    adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, seq, MODE_ADJOINT, p)
+    ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, seq,
                                            dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
-    dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, None, p, None,
+    dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
                            deterministic, diag=saved.diag)
     # one head per group here (each head has its own k~), so the head blocks are the heads
     dkr = s.db_part.view(b, L, H, N)
     dqr = s.dc_part.view(b, L, H, N)
+    last = ends if seq is not None else L - 1   # the final k and v are the last steps' (of each sequence)
     if dk_f is not None:
-        dkr[:, L - 1] += dk_f.float()
+        dkr[:, last] += dk_f.float()
     if dv_f is not None:
-        dV[:, L - 1] += dv_f.to(dV.dtype)
+        dV[:, last] += dv_f.to(dV.dtype)
 
     de0 = d_ssm0 = d_k0 = d_v0 = None
     if states is not None:
@@ -147,17 +175,25 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dtheta0 = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
     siso_prep_bwd_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
-                         THETA_B=saved.theta_b, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
+                         THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
                          RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
-                         DE0=de0, DQP=dqp, DKP=dkp, DANG=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
+                         DE0=de0, DQP=dqp, DKP=dkp, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
                          L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
                          BLOCK_S=block_s, BLOCK_R=block_r, num_warps=8)   # 4 warps need 194 registers a thread
-    # what the later blocks (and the final angle) send back through each block's angles
-    block_prefix_kernel((b * H,), SUMS=dth_sums, INIT=dtheta_f.float().contiguous() if dtheta_f is not None else None,
-                        OUT=dth_sums, LAST=dtheta0, nblk=nblk, S=S, REVERSE=True, BLOCK_C=_prefix_block(dev),
+    # what the later blocks (and the final angle) send back through each block's angles; a packed row's
+    # sequences each stop at their end and take their own final angle's gradient
+    dthf = dtheta_f.float().contiguous() if dtheta_f is not None else None
+    block_prefix_kernel((b * H,), SUMS=dth_sums, INIT=dthf if seq is None else None, OUT=dth_sums, LAST=dtheta0,
+                        nblk=nblk, S=S, REVERSE=True, BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
+    tail = None
+    if seq is not None:
+        n_seq = cu.shape[0] - 1
+        tail = torch.empty((n_seq, H, S), **f32)
+        seq_tail_kernel((n_seq, H), SUF=dang, CARRY=dth_sums, CU=cu, TAIL=tail, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt,
                         BLOCK_S=block_s)
-    angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, DANG=dang, DDT=ddt, L=L, H=H, S=S, nblk=nblk,
-                       BLOCK_T=bt, BLOCK_S=block_s)
+        dthf = dthf if dthf is not None else torch.zeros_like(tail)
+    angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
+                       L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     dD = None
     if D is not None:
         dD = s.dd_part.sum((0, 1))

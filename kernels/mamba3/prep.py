@@ -119,21 +119,56 @@ def _block_prefix_kernel(SUMS, INIT, OUT, LAST, nblk, S, HAS_INIT: tl.constexpr,
 
 
 @triton.jit
+def _running_angle(ANG, DT, THETA_B, x, h, L, H, S, nblk, ss, s_ok, BLOCK_T: tl.constexpr):
+    """The row's running angle just before step ``x`` (``0 <= x <= L``; one row): the entering angle of the
+    block holding step ``x - 1``, plus that block's increments before ``x``."""
+    j = tl.maximum(x - 1, 0) // BLOCK_T
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < x
+    dt = tl.load(DT + h.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
+    tw, _, _ = _rate(ANG, h * 0, h, t, ok, ss, s_ok, L, H, S)
+    inc = tl.sum(tl.where(ok[:, None], 3.141592653589793 * tw * dt[:, None], 0.0), axis=0)
+    return tl.load(THETA_B + (h.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0) + inc
+
+
+@triton.jit
+def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T: tl.constexpr,
+                       BLOCK_S: tl.constexpr):
+    """Packed row (batch 1), per (sequence, head): ``OFF`` the running angle before the sequence starts, and
+    ``FINAL`` its angle after its last step (reduced mod 2 pi)."""
+    i = tl.program_id(0)
+    h = tl.program_id(1)
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    start = tl.minimum(tl.maximum(tl.load(CU + i), 0), L)
+    end = tl.minimum(tl.maximum(tl.load(CU + i + 1), start), L)
+    off = _running_angle(ANG, DT, THETA_B, start, h, L, H, S, nblk, ss, s_ok, BLOCK_T)
+    last = _running_angle(ANG, DT, THETA_B, end, h, L, H, S, nblk, ss, s_ok, BLOCK_T) - off
+    tl.store(OFF + (i * H + h) * S + ss, off, mask=s_ok)
+    tl.store(FINAL + (i * H + h) * S + ss, last - 6.283185307179586 * tl.floor(last / 6.283185307179586), mask=s_ok)
+
+
+@triton.jit
 def _siso_prep_kernel(
-    # pointers: inputs (THETA_B: the angle entering each block, from _block_prefix_kernel)
-    Q, K, QB, KB, ANG, DT, TRAP, ADT, THETA_B,
+    # pointers: inputs (THETA_B: the row's running angle entering each block, from _block_prefix_kernel;
+    # packed rows: SEQ the step's sequence, OFF (sequences, H, S) the running angle before each one starts)
+    Q, K, QB, KB, ANG, DT, TRAP, ADT, THETA_B, SEQ, OFF,
     # pointers: outputs
     QR, KR, DTP, CUM, DIAG, QK,
     # sizes
     L, H, HQK, N, S, Lp, nblk, lo_off,
     # meta-parameters
-    CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
+    HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
     j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
     g = h // (H // HQK)
     base = bh.to(tl.int64) * L
     row_p = bh.to(tl.int64) * Lp
     dt, lam, e_next = _steps(DT, TRAP, base, t, L)
+    if HAS_SEQ:  # a sequence's last step has no next one
+        seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
+        e_next = tl.where(tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == seq, e_next, 0.0)
     tl.store(DTP + row_p + t, tl.where(ok, lam * dt + e_next, 0.0))
     # the decay summed from the chunk's first step: the earlier blocks of the chunk, then this one
     start = (j * BLOCK_T) // CHUNK * CHUNK
@@ -149,14 +184,15 @@ def _siso_prep_kernel(
 
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
-    tw, _, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, _, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
     theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
     th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+    if HAS_SEQ:
+        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
     cos = tl.cos(th)
     sin = tl.sin(th)
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
     orow = ((bi.to(tl.int64) * L + t) * H + h) * N
-    m = ok[:, None] & s_ok[None, :]
     ev = 2 * ss
     od = 2 * ss + 1
     q_e = _biased(Q, QB, qrow, h, ev, ok, s_ok, N)
@@ -192,19 +228,19 @@ def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
 
 @triton.jit
 def _siso_prep_bwd_kernel(
-    # pointers: what the forward read or kept
-    Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B,
+    # pointers: what the forward read or kept (SEQ: a packed row's sequence per step, or None)
+    Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
     # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the decay's
     # parts RS, CS, INTER, US, F as in the SSD's step-size backward; the first e)
     DQR, DKR, XV, DDIAG, RS, CS, INTER, US, F, DE0,
-    # pointers: gradients leaving (DANG and DDT without the later blocks' angle part; DTH_SUMS each block's
-    # total d theta, from which _block_prefix_kernel makes that part)
-    DQP, DKP, DANG, DDT, DTRAP, DADT, DTH_SUMS,
+    # pointers: gradients leaving (DDT without the angles' part; SUF, in DANG's place, each step's sum of
+    # d theta over the rest of its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both)
+    DQP, DKP, SUF, DDT, DTRAP, DADT, DTH_SUMS,
     # sizes
     L, H, HQK, N, S, Lp, nblk, nc,
     # meta-parameters
-    HAS_DE0: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
     g = h // (H // HQK)
@@ -221,6 +257,10 @@ def _siso_prep_bwd_kernel(
     d_scale = tl.load(XV + row_p + t, mask=ok, other=0.0)
     d_diag = tl.load(DDIAG + row_p + t, mask=ok, other=0.0)
     prev_ok = ok & (t >= 1)
+    if HAS_SEQ:  # e_t enters step t - 1's scale only inside one sequence; a sequence's last step has no next
+        here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
+        prev_ok &= tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=prev_ok, other=-1) == here
+        e_next = tl.where(tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == here, e_next, 0.0)
     d_e = (tl.load(XV + row_p + t - 1, mask=prev_ok, other=0.0)
            - tl.load(DDIAG + row_p + t - 1, mask=prev_ok, other=0.0) * tl.load(QK + base + t - 1, mask=prev_ok, other=0.0))
     if HAS_DE0:
@@ -235,6 +275,9 @@ def _siso_prep_bwd_kernel(
     tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
     theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
     th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+    if HAS_SEQ:
+        seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
+        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
     cos = tl.cos(th)
     sin = tl.sin(th)
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
@@ -264,34 +307,56 @@ def _siso_prep_bwd_kernel(
              tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r, mask=mr)
 
     # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
-    # block, the later blocks' part is added by _angle_carry_kernel
+    # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
     dth = tl.where(m, dth + dth_k, 0.0)
     total = tl.sum(dth, axis=0)
-    suffix = total[None, :] - tl.cumsum(dth, axis=0) + dth
     tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
-    tl.store(DANG + at, suffix * 3.141592653589793 * (1.0 - tw * tw) * dt[:, None], mask=m)
-    d_dt += tl.sum(tl.where(m, suffix * 3.141592653589793 * tw, 0.0), axis=1)
+    tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
     tl.store(DDT + base + t, d_dt, mask=ok)
     tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def _angle_carry_kernel(ANG, DT, CARRY, DANG, DDT, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Adds what the later blocks send back through the angles: ``CARRY[j]`` (per pair) times each step's
-    increment's derivatives, to ``DANG`` and ``DDT`` (both fp32, in place)."""
+def _seq_tail_kernel(SUF, CARRY, CU, TAIL, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Packed row (batch 1), per (sequence, head): ``TAIL`` the sum of d theta over every step after the
+    sequence (``SUF`` at the next step plus the later blocks' ``CARRY``), which its own steps must not get."""
+    i = tl.program_id(0)
+    h = tl.program_id(1)
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    nxt = tl.minimum(tl.maximum(tl.load(CU + i + 1), 0), L)
+    inside = s_ok & ((ss * 0 + nxt) < L)
+    at = (nxt.to(tl.int64) * H + h) * S + ss
+    tail = (tl.load(SUF + at, mask=inside, other=0.0)
+            + tl.load(CARRY + (h.to(tl.int64) * nblk + nxt // BLOCK_T) * S + ss, mask=inside, other=0.0))
+    tl.store(TAIL + (i * H + h) * S + ss, tail, mask=s_ok)
+
+
+@triton.jit
+def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nblk, HAS_SEQ: tl.constexpr,
+                        BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Each step's whole d theta suffix, ``G = SUF + CARRY[block]`` (``SUF`` read from ``DANG``), less what lies
+    past its packed sequence (``TAIL``) plus that sequence's final-angle gradient (``DTHF``); then
+    ``DANG = G pi (1 - tanh^2) DT`` and ``DDT += sum G pi tanh`` (both fp32, in place)."""
     j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
     tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-    carry = tl.load(CARRY + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)[None, :]
-    tl.store(DANG + at, tl.load(DANG + at, mask=m, other=0.0) + carry * 3.141592653589793 * (1.0 - tw * tw) * dt[:, None], mask=m)
-    extra = tl.sum(tl.where(m, carry * 3.141592653589793 * tw, 0.0), axis=1)
+    g = tl.load(DANG + at, mask=m, other=0.0) + tl.load(CARRY + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok,
+                                                         other=0.0)[None, :]
+    if HAS_SEQ:
+        seq = (tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0).to(tl.int64) * H + h)[:, None] * S + ss[None, :]
+        g += tl.load(DTHF + seq, mask=m, other=0.0) - tl.load(TAIL + seq, mask=m, other=0.0)
+    tl.store(DANG + at, g * 3.141592653589793 * (1.0 - tw * tw) * dt[:, None], mask=m)
+    extra = tl.sum(tl.where(m, g * 3.141592653589793 * tw, 0.0), axis=1)
     tl.store(DDT + bh.to(tl.int64) * L + t, tl.load(DDT + bh.to(tl.int64) * L + t, mask=ok, other=0.0) + extra, mask=ok)
 
 
 angle_sums_kernel = Kernel(_angle_sums_kernel)
 block_prefix_kernel = Kernel(_block_prefix_kernel, flags=dict(HAS_INIT="INIT"))
-siso_prep_kernel = Kernel(_siso_prep_kernel)
-siso_prep_bwd_kernel = Kernel(_siso_prep_bwd_kernel, flags=dict(HAS_DE0="DE0"))
-angle_carry_kernel = Kernel(_angle_carry_kernel)
+siso_prep_kernel = Kernel(_siso_prep_kernel, flags=dict(HAS_SEQ="SEQ"))
+siso_prep_bwd_kernel = Kernel(_siso_prep_bwd_kernel, flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
+angle_carry_kernel = Kernel(_angle_carry_kernel, flags=dict(HAS_SEQ="SEQ"))
+seq_angles_kernel = Kernel(_seq_angles_kernel)
+seq_tail_kernel = Kernel(_seq_tail_kernel)

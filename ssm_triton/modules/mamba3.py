@@ -7,7 +7,8 @@ rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and 
 ``mamba3_siso_step`` on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
 k ``(b, 1, H, d_state)``, v ``(b, H, headdim)``.
 
-The MIMO variant (``is_mimo=True``) is not built yet: the constructor raises ``NotImplementedError``.
+The MIMO variant (``is_mimo=True``) is not built yet: the constructor raises ``NotImplementedError``. Packed
+sequences go through ``cu_seqlens`` (batch 1), each from zero states.
 """
 import torch
 import torch.nn.functional as F
@@ -78,12 +79,13 @@ class Mamba3(nn.Module):
         return self.out_proj(y.to(z.dtype))
 
     def forward(self, u, seq_idx=None, cu_seqlens=None, inference_params=None, seq_mask=None):
-        if seq_idx is not None or cu_seqlens is not None or seq_mask is not None:
-            raise NotImplementedError("Mamba3: packed or left-padded sequences (seq_idx, cu_seqlens, an "
-                                      "attention mask) are not supported yet")
+        if seq_idx is not None or seq_mask is not None:
+            raise NotImplementedError("Mamba3: seq_idx and left-padded batches (an attention mask) are not "
+                                      "supported yet; pack sequences with cu_seqlens")
         states = None
         if inference_params is not None:
-            states = cached_states(self, inference_params, u.shape[0])
+            # a packed prefill keeps one state per sequence, as mamba_ssm's does
+            states = cached_states(self, inference_params, u.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1)
             if inference_params.seqlen_offset > 0:
                 return self.step(u, *states)[0]
         b, L, _ = u.shape
@@ -96,7 +98,8 @@ class Mamba3(nn.Module):
             ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2),
             Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
             Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles), D=self.D,
-            Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, return_final_states=states is not None)
+            Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, return_final_states=states is not None,
+            cu_seqlens=cu_seqlens)
         if states is not None:
             y, *finals = y
             for cache, final in zip(states, finals):

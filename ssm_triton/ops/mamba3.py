@@ -15,7 +15,7 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 _INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z",
            "angle_state", "ssm_state", "k_state", "v_state")
 _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
-_KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y")
+_KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
 
 
 def _states(a: dict):
@@ -23,47 +23,51 @@ def _states(a: dict):
 
 
 def _forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
-             chunk_size, for_backward=True):
+             cu_seqlens, chunk_size, for_backward=True):
     states = None if ssm_state is None else (angle_state, ssm_state, k_state, v_state)
     out, finals, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size,
-                                         for_backward)
-    empty = V.new_empty(0)
-    return (out, *finals, *(t if t is not None else empty for t in saved))
+                                         for_backward, cu_seqlens)
+    # an absent output is a fresh empty tensor each: outputs may not alias one another
+    return (out, *finals, *(t if t is not None else V.new_empty(0) for t in saved))
 
 
-def _fake(Q, V, Angles, Z, chunk_size, **_):
+def _fake(Q, V, Angles, Z, cu_seqlens, chunk_size, **_):
     b, L, H, P = V.shape
+    rows = b if cu_seqlens is None else cu_seqlens.shape[0] - 1
     N, S = Q.shape[3], Angles.shape[3]
     nc = -(-L // chunk_size)
     f32 = dict(dtype=torch.float32, device=V.device)
     from ..kernels.ssd.launch import make_plan
     dot = make_plan(V, N, chunk_size).torch_dot
     nblk = nc * chunk_size // _k.steps_per_block(V.device, chunk_size)
-    return (torch.empty_like(V), V.new_empty((b, H, S), **f32), V.new_empty((b, H, P, N), **f32),
-            V.new_empty((b, H, N), **f32), V.new_empty((b, H, P)),
+    return (torch.empty_like(V), V.new_empty((rows, H, S), **f32), V.new_empty((rows, H, P, N), **f32),
+            V.new_empty((rows, H, N), **f32), V.new_empty((rows, H, P)),
             V.new_empty((b, L, H, N), dtype=dot), V.new_empty((b, L, H, N), dtype=dot),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((2, b, H, nc * chunk_size), **f32),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((b, H, L), **f32),
             V.new_empty((b, H, nblk, S), **f32), V.new_empty((b, H, nc, P, N), dtype=dot),
-            torch.empty_like(V) if Z is not None else V.new_empty(0))
+            torch.empty_like(V) if Z is not None else V.new_empty(0),
+            V.new_empty((rows, H, S), **f32) if cu_seqlens is not None else V.new_empty(0))
 
 
 def _backward(saved, grads):
     y = saved["y"]
-    kept = _k.SisoSaved(*(saved[n] for n in _KEPT[:-1]), y if y.numel() > 0 else None)
+    off = saved["off"]
+    kept = _k.SisoSaved(*(saved[n] for n in _KEPT[:-2]), y if y.numel() > 0 else None,
+                        off if saved["cu_seqlens"] is not None else None)
     dout = grads["out"]
     dstates = tuple(grads[n] for n in ("angle", "ssm", "k", "v"))
     return _k.siso_backward(dout.contiguous() if dout is not None else None, dstates, kept,
                             *(saved[n] for n in ("Q", "K", "V", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z")),
-                            _states(saved), saved["chunk_size"])
+                            _states(saved), saved["chunk_size"], cu_seqlens=saved["cu_seqlens"])
 
 
 _siso = build(OpSpec(
     "mamba3_siso", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
-    "k_state: Tensor?, v_state: Tensor?, chunk_size: int",
+    "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int",
     outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
-    grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, *_KEPT), backward=_backward,
+    grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, "cu_seqlens", *_KEPT), backward=_backward,
     inference=lambda **a: _forward(**a, for_backward=False)))
 
 
@@ -117,11 +121,23 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
     _validate.flag("return_final_states", return_final_states)
+    cu = None
     if cu_seqlens is not None:
-        raise NotImplementedError("mamba3_siso_combined: cu_seqlens (packed sequences) is not supported yet; "
-                                  "run the sequences as batch rows")
-    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
-                      (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,))))
+        _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=(torch.int32, torch.int64),
+                         shape_doc="(num_sequences + 1,)")
+        if b != 1:
+            raise ValueError(f"cu_seqlens packs sequences along L of a single row; V must have batch 1, got {b}")
+        if cu_seqlens.shape[0] < 2:
+            raise ValueError(f"cu_seqlens must have at least 2 entries (0 and L), got shape {tuple(cu_seqlens.shape)}")
+        if Input_States is not None:
+            raise NotImplementedError("mamba3_siso_combined: Input_States with cu_seqlens is not supported yet "
+                                      "(each packed sequence starts from zero states)")
+        # on the device, without a host sync; the kernels clamp what they read into the row either way
+        ok = torch.cat([cu_seqlens[:1] == 0, cu_seqlens[-1:] == L, cu_seqlens[1:] > cu_seqlens[:-1]])
+        _validate.on_device("cu_seqlens", ok, f"must rise strictly from 0 to L = {L} (one entry per sequence boundary)")
+        cu = cu_seqlens if cu_seqlens.device.type != "cpu" else None
+    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States",
+                       "cu_seqlens"), (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,)), cu))
 
 
 def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
@@ -150,7 +166,10 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
             the state before the first step (zeros when None).
         chunk_size: 16, 32, 64, 128 or 256 (the result does not depend on it beyond rounding).
         return_final_states: also return the states after the last step, as ``Input_States`` takes them.
-        cu_seqlens: packed sequences; not supported yet (raises).
+        cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
+            starts from zero states (Input_States is not supported with it yet) and the final states come one
+            per sequence; gradients flow to every input and from the final angle, k and v (not the final ssm
+            state yet).
 
     Returns:
         ``out (batch, L, H, P)`` in V's dtype, or ``(out, angle, ssm, k, v)`` with ``return_final_states``
@@ -163,7 +182,7 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
     outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
-                 *states, chunk_size)
+                 *states, cu_seqlens.to(V.device) if cu_seqlens is not None else None, chunk_size)
     return tuple(outs[:5]) if return_final_states else outs[0]
 
 
