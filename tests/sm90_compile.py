@@ -208,7 +208,7 @@ def mamba3_cases():
              "QR": PTR[dot], "KR": PTR[dot], "SEQ": "*i32"}, dict(HAS_SEQ=opt, CHUNK=64, **tiles)
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
-                                    "INTER", "US", "F", "DE0", "DQP", "DKP", "SUF", "DDT", "DTRAP", "DADT", "DTH_SUMS"),
+                                    "INTER", "US", "F", "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DADT", "DTH_SUMS"),
              "RS": "*fp64", "CS": "*fp64", "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, CHUNK=64, **tiles)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)

@@ -162,8 +162,8 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         d_v0 = torch.einsum("bhpn,bhn->bhp", dh0, k0.float()) * e0[..., None]
 
     f32 = dict(device=dev, dtype=torch.float32)
-    dqp = torch.empty((b, L, H, N), **f32)
-    dkp = torch.empty_like(dqp)
+    dq = torch.empty((b, L, HQK, N), **f32)
+    dk = torch.empty_like(dq)
     dang = torch.empty((b, L, H, S), **f32)
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
@@ -174,10 +174,12 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dth_sums = torch.empty((b, H, nblk, S), **f32)
     dtheta0 = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
-    siso_prep_bwd_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
+    qb_part = torch.empty((nblk, b, H, N), **f32)
+    kb_part = torch.empty_like(qb_part)
+    siso_prep_bwd_kernel((nblk, b * HQK), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
                          THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
                          RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
-                         DE0=de0, DQP=dqp, DKP=dkp, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
+                         DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
                          L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
                          BLOCK_S=block_s, BLOCK_R=block_r, num_warps=8)   # 4 warps need 194 registers a thread
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
@@ -199,8 +201,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dD = s.dd_part.sum((0, 1))
         if D.dim() == 1:
             dD = dD.sum(1)
-    per = H // HQK
     return dict(
-        Q=dqp.view(b, L, HQK, per, N).sum(3), K=dkp.view(b, L, HQK, per, N).sum(3), V=dV, ADT=dadt, DT=ddt,
-        Trap=dtrap, Q_bias=dqp.sum((0, 1)), K_bias=dkp.sum((0, 1)), Angles=dang, D=dD, Z=dz,
+        Q=dq, K=dk, V=dV, ADT=dadt, DT=ddt, Trap=dtrap, Q_bias=qb_part.sum((0, 1)), K_bias=kb_part.sum((0, 1)),
+        Angles=dang, D=dD, Z=dz,
         angle_state=dtheta0 if states is not None else None, ssm_state=d_ssm0, k_state=d_k0, v_state=d_v0)

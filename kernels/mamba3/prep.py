@@ -19,8 +19,9 @@ two ``(BLOCK_T, BLOCK_S)`` tiles (even, odd), and the columns past ``2 S`` as a 
 and sine are computed once and no tile is wider than it must be (wide tiles spilled registers: ``STACK``
 in ``python -m ssm_triton.bench.resources``).
 
-``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` and the decay back to ``Q, K`` (per
-head; the launcher sums a group's heads), the biases, ``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
+``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` and the decay back to ``Q, K`` (a program
+walks the heads that share a Q/K head and sums theirs in registers), the biases (per-block partial sums),
+``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
 kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the later blocks send back.
 """
@@ -233,87 +234,134 @@ def _siso_prep_bwd_kernel(
     # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the decay's
     # parts RS, CS, INTER, US, F as in the SSD's step-size backward; the first e)
     DQR, DKR, XV, DDIAG, RS, CS, INTER, US, F, DE0,
-    # pointers: gradients leaving (DDT without the angles' part; SUF, in DANG's place, each step's sum of
-    # d theta over the rest of its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both)
-    DQP, DKP, SUF, DDT, DTRAP, DADT, DTH_SUMS,
+    # pointers: gradients leaving (DQ, DK per Q/K head, fp32; QB_PART, KB_PART this block's share of the biases'
+    # per head; DDT without the angles' part; SUF, in DANG's place, each step's sum of d theta over the rest of
+    # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both)
+    DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DADT, DTH_SUMS,
     # sizes
     L, H, HQK, N, S, Lp, nblk, nc,
     # meta-parameters
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
-    g = h // (H // HQK)
-    base = bh.to(tl.int64) * L
-    row_p = bh.to(tl.int64) * Lp
-    dt, lam, e_next = _steps(DT, TRAP, base, t, L)
-    # the decay's gradient needs the whole chunk's sums: computed per chunk, this block's part stored
-    c = (j * BLOCK_T) // CHUNK
-    tc = c * CHUNK + tl.arange(0, CHUNK)
-    d_a = decay_grad(RS, CS, INTER, US, F, row_p + tc, bh, nc, c, tc < L)
-    tl.store(DADT + base + tc, d_a, mask=(tc < L) & (tc >= j * BLOCK_T) & (tc < j * BLOCK_T + BLOCK_T))
-
-    # scale_t = lam_t dt_t + e_{t+1} and diag_t = -e_{t+1} qk_t, with e_t = dt_t (1 - lam_t)
-    d_scale = tl.load(XV + row_p + t, mask=ok, other=0.0)
-    d_diag = tl.load(DDIAG + row_p + t, mask=ok, other=0.0)
-    prev_ok = ok & (t >= 1)
-    if HAS_SEQ:  # e_t enters step t - 1's scale only inside one sequence; a sequence's last step has no next
-        here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
-        prev_ok &= tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=prev_ok, other=-1) == here
-        e_next = tl.where(tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == here, e_next, 0.0)
-    d_e = (tl.load(XV + row_p + t - 1, mask=prev_ok, other=0.0)
-           - tl.load(DDIAG + row_p + t - 1, mask=prev_ok, other=0.0) * tl.load(QK + base + t - 1, mask=prev_ok, other=0.0))
-    if HAS_DE0:
-        d_e = tl.where(t == 0, tl.load(DE0 + bh), d_e)
-    d_qk = -d_diag * e_next
-    d_lam = (d_scale - d_e) * dt
-    d_dt = d_scale * lam + d_e * (1.0 - lam)
-
-    # the rotations, recomputed from the angle entering the block
+    # one program per (block of steps, batch row x Q/K head): it walks the heads that read that Q/K head and
+    # adds their dQ, dK in registers, so no per-head copy of them reaches memory
+    j = tl.program_id(0)
+    bg = tl.program_id(1)
+    bi = bg // HQK
+    g = bg % HQK
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
-    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
-    th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
-    if HAS_SEQ:
-        seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
-        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-    cos = tl.cos(th)
-    sin = tl.sin(th)
-    qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
-    orow = ((bi.to(tl.int64) * L + t) * H + h) * N
-    ev = 2 * ss
-    od = 2 * ss + 1
-    q_e = _biased(Q, QB, qrow, h, ev, ok, s_ok, N)
-    q_o = _biased(Q, QB, qrow, h, od, ok, s_ok, N)
-    k_e = _biased(K, KB, qrow, h, ev, ok, s_ok, N)
-    k_o = _biased(K, KB, qrow, h, od, ok, s_ok, N)
-    dq_e, dq_o, dth = _unrotate(q_e, q_o, tl.load(DQR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                tl.load(DQR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
-    dk_e, dk_o, dth_k = _unrotate(k_e, k_o, tl.load(DKR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                  tl.load(DKR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
-    tl.store(DQP + orow[:, None] + ev[None, :], dq_e + d_qk[:, None] * k_e, mask=m)
-    tl.store(DQP + orow[:, None] + od[None, :], dq_o + d_qk[:, None] * k_o, mask=m)
-    tl.store(DKP + orow[:, None] + ev[None, :], dk_e + d_qk[:, None] * q_e, mask=m)
-    tl.store(DKP + orow[:, None] + od[None, :], dk_o + d_qk[:, None] * q_o, mask=m)
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
+    ev = 2 * ss
+    od = 2 * ss + 1
+    m = ok[:, None] & s_ok[None, :]
     mr = ok[:, None] & r_ok[None, :]
-    q_r = _biased(Q, QB, qrow, h, rs, ok, r_ok, N)
-    k_r = _biased(K, KB, qrow, h, rs, ok, r_ok, N)
-    tl.store(DQP + orow[:, None] + rs[None, :],
-             tl.load(DQR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * k_r, mask=mr)
-    tl.store(DKP + orow[:, None] + rs[None, :],
-             tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r, mask=mr)
+    qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
+    # Q and K of the group, without bias (each head adds its own)
+    q_e0 = tl.load(Q + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
+    q_o0 = tl.load(Q + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
+    k_e0 = tl.load(K + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
+    k_o0 = tl.load(K + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
+    dq_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dq_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dq_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
+    dk_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dk_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dk_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
+    if HAS_SEQ:
+        here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
+        same_prev = tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=ok & (t >= 1), other=-1) == here
+        same_next = tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == here
+    c = (j * BLOCK_T) // CHUNK
+    tc = c * CHUNK + tl.arange(0, CHUNK)
+    per = H // HQK
+    for hh in range(per):
+        h = g * per + hh
+        bh = bi * H + h
+        base = bh.to(tl.int64) * L
+        row_p = bh.to(tl.int64) * Lp
+        dt, lam, e_next = _steps(DT, TRAP, base, t, L)
+        # the decay's gradient needs the whole chunk's sums: computed per chunk, this block's part stored
+        d_a = decay_grad(RS, CS, INTER, US, F, row_p + tc, bh, nc, c, tc < L)
+        tl.store(DADT + base + tc, d_a, mask=(tc < L) & (tc >= j * BLOCK_T) & (tc < j * BLOCK_T + BLOCK_T))
 
-    # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
-    # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
-    dth = tl.where(m, dth + dth_k, 0.0)
-    total = tl.sum(dth, axis=0)
-    tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
-    tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
-    tl.store(DDT + base + t, d_dt, mask=ok)
-    tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
+        # scale_t = lam_t dt_t + e_{t+1} and diag_t = -e_{t+1} qk_t, with e_t = dt_t (1 - lam_t)
+        d_scale = tl.load(XV + row_p + t, mask=ok, other=0.0)
+        d_diag = tl.load(DDIAG + row_p + t, mask=ok, other=0.0)
+        prev_ok = ok & (t >= 1)
+        if HAS_SEQ:  # e_t enters step t - 1's scale only inside one sequence; a sequence's last step has no next
+            prev_ok &= same_prev
+            e_next = tl.where(same_next, e_next, 0.0)
+        d_e = (tl.load(XV + row_p + t - 1, mask=prev_ok, other=0.0)
+               - tl.load(DDIAG + row_p + t - 1, mask=prev_ok, other=0.0) * tl.load(QK + base + t - 1, mask=prev_ok, other=0.0))
+        if HAS_DE0:
+            d_e = tl.where(t == 0, tl.load(DE0 + bh), d_e)
+        d_qk = -d_diag * e_next
+        d_lam = (d_scale - d_e) * dt
+        d_dt = d_scale * lam + d_e * (1.0 - lam)
+
+        # the rotations, recomputed from the angle entering the block
+        tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+        theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+        th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+        if HAS_SEQ:
+            th -= tl.load(OFF + (here.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
+        cos = tl.cos(th)
+        sin = tl.sin(th)
+        orow = ((bi.to(tl.int64) * L + t) * H + h) * N
+        qb = QB + h * N
+        kb = KB + h * N
+        q_e = q_e0 + tl.load(qb + ev, mask=s_ok, other=0.0)[None, :]
+        q_o = q_o0 + tl.load(qb + od, mask=s_ok, other=0.0)[None, :]
+        q_r = q_r0 + tl.load(qb + rs, mask=r_ok, other=0.0)[None, :]
+        k_e = k_e0 + tl.load(kb + ev, mask=s_ok, other=0.0)[None, :]
+        k_o = k_o0 + tl.load(kb + od, mask=s_ok, other=0.0)[None, :]
+        k_r = k_r0 + tl.load(kb + rs, mask=r_ok, other=0.0)[None, :]
+        gq_e, gq_o, dth = _unrotate(q_e, q_o, tl.load(DQR + orow[:, None] + ev[None, :], mask=m, other=0.0),
+                                    tl.load(DQR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
+        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, tl.load(DKR + orow[:, None] + ev[None, :], mask=m, other=0.0),
+                                      tl.load(DKR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
+        gq_e += d_qk[:, None] * k_e
+        gq_o += d_qk[:, None] * k_o
+        gk_e += d_qk[:, None] * q_e
+        gk_o += d_qk[:, None] * q_o
+        gq_r = tl.load(DQR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * k_r
+        gk_r = tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r
+        dq_e += gq_e
+        dq_o += gq_o
+        dq_r += gq_r
+        dk_e += gk_e
+        dk_o += gk_o
+        dk_r += gk_r
+        # this block's share of the head's bias gradients (padding steps and columns hold zeros)
+        part = (j.to(tl.int64) * tl.num_programs(1) * per + bg * per + hh) * N
+        tl.store(QB_PART + part + ev, tl.sum(gq_e, axis=0), mask=s_ok)
+        tl.store(QB_PART + part + od, tl.sum(gq_o, axis=0), mask=s_ok)
+        tl.store(QB_PART + part + rs, tl.sum(gq_r, axis=0), mask=r_ok)
+        tl.store(KB_PART + part + ev, tl.sum(gk_e, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + od, tl.sum(gk_o, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + rs, tl.sum(gk_r, axis=0), mask=r_ok)
+
+        # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
+        # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
+        dth = tl.where(m, dth + dth_k, 0.0)
+        total = tl.sum(dth, axis=0)
+        tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
+        tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
+        tl.store(DDT + base + t, d_dt, mask=ok)
+        tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
+    tl.store(DQ + qrow[:, None] + ev[None, :], dq_e, mask=m)
+    tl.store(DQ + qrow[:, None] + od[None, :], dq_o, mask=m)
+    tl.store(DQ + qrow[:, None] + rs[None, :], dq_r, mask=mr)
+    tl.store(DK + qrow[:, None] + ev[None, :], dk_e, mask=m)
+    tl.store(DK + qrow[:, None] + od[None, :], dk_o, mask=m)
+    tl.store(DK + qrow[:, None] + rs[None, :], dk_r, mask=mr)
 
 
 @triton.jit
