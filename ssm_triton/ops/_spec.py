@@ -179,11 +179,11 @@ def _build_compiled_backward(spec: OpSpec, op):
     def body(*args):
         grads, saved = unpack(args)
         result = spec.backward(saved, grads)
-        empty = _empty_like_any(args)
         out = []
         for name in spec.grads:
             g = _cast(result.get(name), saved.get(spec.like.get(name, name)))
-            out.append(g if g is not None else empty)   # custom ops cannot return None
+            # custom ops cannot return None, nor one tensor twice: a fresh empty stand-in each
+            out.append(g.contiguous() if g is not None else _empty_like_any(args))
         return out
 
     bwd = torch.library.custom_op(f"ssm_triton::{spec.name}_backward", body, mutates_args=(),
@@ -195,7 +195,8 @@ def _build_compiled_backward(spec: OpSpec, op):
         out = []
         for name in spec.grads:
             like = saved.get(spec.like.get(name, name))
-            out.append(torch.empty_like(like) if like is not None else _empty_like_any(args))
+            # contiguous, as the body returns them: an input may be a strided view (Mamba's x of xz)
+            out.append(like.new_empty(like.shape) if like is not None else _empty_like_any(args))
         return out
 
     def setup_context(ctx, inputs, output):

@@ -20,9 +20,9 @@ def _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
     out, final, varlen, saved = _k.ssd_forward(
         x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, dt_softplus, (lo, hi),
         want_varlen=want_varlen, for_backward=for_backward)
-    empty = x.new_empty(0)   # custom ops return tensors: absent outputs are empty
-    return (out, final, varlen if varlen is not None else empty, saved.dtp, saved.cum, saved.hs,
-            saved.y if saved.y is not None else empty)
+    # custom ops return tensors: absent outputs are empty, a fresh one each (outputs may not alias)
+    return (out, final, varlen if varlen is not None else x.new_empty(0), saved.dtp, saved.cum, saved.hs,
+            saved.y if saved.y is not None else x.new_empty(0))
 
 
 def _fake(x, B, z, cu_seqlens, chunk_size, want_varlen, **_):
