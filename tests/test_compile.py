@@ -114,3 +114,20 @@ def test_language_model_compiles_fullgraph(device, layer):
     torch._dynamo.reset()
     got = torch.compile(model, fullgraph=True, backend="aot_eager")(ids).logits
     torch.testing.assert_close(got, model(ids).logits)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="reduce-overhead captures CUDA graphs: GPU only")
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba3"])
+def test_language_model_compiles_with_cuda_graphs(layer):
+    """The default inductor backend with mode="reduce-overhead" (CUDA graphs): repeated calls equal eager."""
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+
+    torch.manual_seed(0)
+    ssm = {"layer": layer, "d_state": 16, **({} if layer == "Mamba1" else {"headdim": 16, "chunk_size": 64})}
+    model = MambaLMHeadModel(MambaConfig(d_model=64, n_layer=2, vocab_size=64, ssm_cfg=ssm), device="cuda")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, mode="reduce-overhead")
+    with torch.no_grad():
+        for seed in range(3):
+            ids = torch.randint(0, 64, (2, 100), device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            torch.testing.assert_close(compiled(ids).logits.clone(), model(ids).logits, rtol=1e-4, atol=1e-4)
