@@ -39,6 +39,14 @@ def same_dtype(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
             raise TypeError(f"{n} must have the same dtype as {names[0]} ({first}), got {t.dtype}")
 
 
+def heads_and_state(name: str, symbol: str, noun: str, heads: int, H: int, N: int, doc: str, max_n: int) -> None:
+    """``heads`` (dim 2 of ``name``'s ``doc`` shape) must divide H; ``N`` (dim 3) must be in 1..max_n."""
+    if heads < 1 or H % heads:
+        raise ValueError(f"{name} has {symbol} = {heads} {noun} (dim 2 of {doc}), which must divide H = {H}")
+    if not 1 <= N <= max_n:
+        raise ValueError(f"{name} has state size N = {N} (dim 3 of {doc}); it must be between 1 and {max_n}")
+
+
 def one_of(name: str, value, choices: Sequence) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -43,6 +43,33 @@ def _tiles(N, S):
     return max(2, next_power_of_2(S)), max(2, next_power_of_2(N - 2 * S))
 
 
+class Sizes(NamedTuple):
+    b: int
+    L: int
+    H: int
+    P: int
+    HQK: int
+    N: int
+    S: int
+    p: object          # the SSD stages' plan
+    nc: int            # chunks
+    Lp: int            # the padded length, nc * chunk_size
+    dev: torch.device
+    bt: int            # steps per prep program
+    nblk: int          # prep programs per row: Lp // bt
+    block_s: int       # the rotated pairs' tile width
+    block_r: int       # the unrotated columns' tile width
+
+
+def _sizes(Q, V, Angles, chunk_size) -> Sizes:
+    b, L, H, P = V.shape
+    N, S = Q.shape[3], Angles.shape[3]
+    nc = cdiv(L, chunk_size)
+    bt = steps_per_block(V.device, chunk_size)
+    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size), nc, nc * chunk_size, V.device, bt,
+                 nc * chunk_size // bt, *_tiles(N, S))
+
+
 def _first_e(DT, Trap):
     """``e_0 = DT_0 (1 - lam_0)`` per (b, H): the weight of the state's ``v k~^T`` in the first step."""
     return DT[:, :, 0].float() * (1.0 - torch.sigmoid(Trap[:, :, 0].float()))
@@ -61,13 +88,7 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     """Returns ``(out (b, L, H, P), (angle (b, H, S), ssm (b, H, P, N), k (b, H, N), v (b, H, P)), SisoSaved)``;
     final states in fp32 (``v`` in V's dtype), one per sequence of a packed row (``cu_seqlens``, batch 1; no
     input states then). ``states``: the input states or None."""
-    b, L, H, P = V.shape
-    HQK, N = Q.shape[2], Q.shape[3]
-    S = Angles.shape[3]
-    p = ssd.plan(V, N, chunk_size)
-    nc = cdiv(L, chunk_size)
-    Lp = nc * chunk_size
-    dev = V.device
+    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size)
     f32 = dict(device=dev, dtype=torch.float32)
     qr = torch.empty((b, L, H, N), device=dev, dtype=p.torch_dot)
     kr = torch.empty_like(qr)
@@ -75,9 +96,6 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     cum = torch.empty((2, b, H, Lp), **f32)
     diag = torch.empty((b, H, Lp), **f32)
     qk = torch.empty((b, H, L), **f32)
-    bt = steps_per_block(dev, chunk_size)
-    nblk = Lp // bt
-    block_s, block_r = _tiles(N, S)
     theta_b = torch.empty((b, H, nblk, S), **f32)
     theta_f = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
@@ -118,13 +136,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     """Gradients of :func:`siso_forward`: ``dout (b, L, H, P)`` or None, ``dstates`` the final states'
     gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z, Q, K``, which
     keep their dtype through the op layer's casts)."""
-    b, L, H, P = V.shape
-    HQK, N = Q.shape[2], Q.shape[3]
-    S = Angles.shape[3]
-    p = ssd.plan(V, N, chunk_size)
-    nc = cdiv(L, chunk_size)
-    Lp = nc * chunk_size
-    dev = V.device
+    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size)
     dtheta_f, dssm_f, dk_f, dv_f = dstates
     seq, cu, ends = packed(cu_seqlens, L)
     if seq is not None and dssm_f is not None:
@@ -168,9 +180,6 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
     dadt = torch.empty_like(ddt)
-    bt = steps_per_block(dev, chunk_size)
-    nblk = Lp // bt
-    block_s, block_r = _tiles(N, S)
     dth_sums = torch.empty((b, H, nblk, S), **f32)
     dtheta0 = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)

@@ -29,17 +29,9 @@ import triton
 import triton.language as tl
 
 from ..ssd.bwd_dt import decay_grad
+from ..ssd.cumsum import chunk_row   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
 from ..tuning import Kernel
 
-
-
-@triton.jit
-def _block(L, H, BLOCK_T: tl.constexpr):
-    """A program's ``(block, bh, batch row, head, steps, steps < L)``."""
-    j = tl.program_id(0)
-    bh = tl.program_id(1)
-    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-    return j, bh, bh // H, bh % H, t, t < L
 
 
 @triton.jit
@@ -77,7 +69,7 @@ def _biased(X, XB, row, h, cols, ok, c_ok, N):
 @triton.jit
 def _angle_sums_kernel(ANG, DT, SUMS, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
     """Each block's angle increment ``sum_t pi tanh(Angles_t) DT_t`` per pair, reduced mod 2 pi."""
-    j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
@@ -162,7 +154,7 @@ def _siso_prep_kernel(
     HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
     g = h // (H // HQK)
     base = bh.to(tl.int64) * L
     row_p = bh.to(tl.int64) * Lp
@@ -386,7 +378,7 @@ def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nbl
     """Each step's whole d theta suffix, ``G = SUF + CARRY[block]`` (``SUF`` read from ``DANG``), less what lies
     past its packed sequence (``TAIL``) plus that sequence's final-angle gradient (``DTHF``); then
     ``DANG = G pi (1 - tanh^2) DT`` and ``DDT += sum G pi tanh`` (both fp32, in place)."""
-    j, bh, bi, h, t, ok = _block(L, H, BLOCK_T)
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)

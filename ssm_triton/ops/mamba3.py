@@ -86,10 +86,7 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
         raise ValueError(f"V has head dimension P = {P}; at most {MAX_DIM} is supported")
     _validate.tensor("Q", Q, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, Hqk, N)")
     Hqk, N = Q.shape[2], Q.shape[3]
-    if Hqk < 1 or H % Hqk:
-        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 2 of (batch, L, Hqk, N)), which must divide H = {H}")
-    if not 1 <= N <= MAX_DIM:
-        raise ValueError(f"Q has state size N = {N} (dim 3 of (batch, L, Hqk, N)); it must be between 1 and {MAX_DIM}")
+    _validate.heads_and_state("Q", "Hqk", "heads", Hqk, H, N, "(batch, L, Hqk, N)", MAX_DIM)
     _check("Q", Q, (b, L, Hqk, N), "(batch, L, Hqk, N)", IO_DTYPES)
     _check("K", K, (b, L, Hqk, N), "(batch, L, Hqk, N) as Q", IO_DTYPES)
     _validate.same_dtype(("V", "Q", "K"), (V, Q, K))

@@ -81,10 +81,7 @@ def _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq
     _check("A", A, (H,), "(H,)")
     _validate.tensor("B", B, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, G, N)")
     G, N = B.shape[2], B.shape[3]
-    if G < 1 or H % G:
-        raise ValueError(f"B has G = {G} groups (dim 2 of (batch, L, G, N)), which must divide H = {H}")
-    if not 1 <= N <= MAX_DIM:
-        raise ValueError(f"B has state size N = {N} (dim 3 of (batch, L, G, N)); it must be between 1 and {MAX_DIM}")
+    _validate.heads_and_state("B", "G", "groups", G, H, N, "(batch, L, G, N)", MAX_DIM)
     _check("B", B, (bsz, L, G, N), "(batch, L, G, N)")
     _check("C", C, (bsz, L, G, N), "(batch, L, G, N) as B")
     if D is not None:
