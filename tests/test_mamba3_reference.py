@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssm_triton.reference import ssd_np
-from ssm_triton.reference.mamba3 import mamba3_siso_chunked, mamba3_siso_loop, mamba3_siso_step_ref, rotate
+from ssm_triton.reference.mamba3 import (mamba3_mimo_chunked, mamba3_mimo_loop, mamba3_siso_chunked, mamba3_siso_loop,
+                                         mamba3_siso_step_ref, rotate)
 from strategies import BIG, normal, seeds, uniform
 
 CPU = torch.device("cpu")
@@ -124,3 +125,76 @@ def test_rotation_turns_only_the_first_pairs_and_keeps_lengths():
     got = rotate(x, theta)
     np.testing.assert_allclose(got, [[-2.0, 1.0, -3.0, -4.0, 5.0, 6.0]], atol=1e-12)
     assert torch.allclose(got.norm(), x.norm())
+
+
+# ---- MIMO ----
+
+def make_mimo(b, L, H, Hqk, R, P, N, S, seed, options, with_out=True):
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, CPU, scale=scale)  # noqa: E731
+    t = dict(Q=r((b, L, R, Hqk, N), 0), K=r((b, L, R, Hqk, N), 1), V=r((b, L, H, P), 2),
+             ADT=-uniform((b, H, L), 0.0, 1.5, seed + 3, CPU), DT=uniform((b, H, L), 0.01, 1.0, seed + 4, CPU),
+             Trap=r((b, H, L), 5, 2.0), Q_bias=r((H, R, N), 6, 0.3), K_bias=r((H, R, N), 7, 0.3),
+             MIMO_V=r((H, R, P), 8), MIMO_Z=r((H, R, P), 9), MIMO_Out=r((H, R, P), 10) if with_out else None,
+             Angles=r((b, L, H, S), 11))
+    if options:
+        t.update(D=r((H,), 12), Z=r((b, L, H, P), 13),
+                 Input_States=(uniform((b, H, S), 0.0, 2 * math.pi, seed + 14, CPU), r((b, H, P, N), 15),
+                               r((b, R, H, N), 16), r((b, H, P), 17)))
+    return t
+
+
+@FEW
+@given(b=st.integers(1, 2), L=st.integers(1, 17), heads=st.sampled_from([(1, 1), (2, 1), (2, 2)]),
+       R=st.sampled_from([1, 2, 3]), P=st.integers(1, 3), N=st.sampled_from([2, 4, 6]), seed=seeds(),
+       options=st.booleans(), with_out=st.booleans(), chunk=st.sampled_from([1, 4, 7]), data=st.data())
+def test_mimo_chunked_form_equals_the_loop(b, L, heads, R, P, N, seed, options, with_out, chunk, data):
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2))
+    t = make_mimo(b, L, H, Hqk, R, P, N, S, seed, options, with_out)
+    want, want_states = mamba3_mimo_loop(**t)
+    got, got_states = mamba3_mimo_chunked(**t, chunk_size=chunk)
+    assert got.shape == ((b, L, H, P) if with_out else (b, L, R, H, P))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert_states_close(got_states, want_states)
+
+
+@settings(max_examples=100 if BIG else 3, deadline=None)
+@given(L=st.integers(2, 10), chunk=st.sampled_from([3, 4]), seed=seeds())
+def test_mimo_chunked_gradients_equal_the_loops(L, chunk, seed):
+    t = make_mimo(2, L, 2, 1, 2, 3, 4, 2, seed, True)
+    leaves = {k: v.clone().requires_grad_() for k, v in t.items() if k != "Input_States"}
+    states = tuple(s.clone().requires_grad_() for s in t["Input_States"])
+    flat = list(leaves.values()) + list(states)
+    cot = normal((2, L, 2, 3), seed + 20, CPU)
+
+    def grads(fn, **kw):
+        out, (angle, ssm, k, x) = fn(**leaves, Input_States=states, **kw)
+        loss = (out * cot).sum() + ssm.square().sum() + k.sum() + x.sum() + torch.sin(angle).sum()
+        return torch.autograd.grad(loss, flat)
+    for g, w in zip(grads(mamba3_mimo_chunked, chunk_size=chunk), grads(mamba3_mimo_loop)):
+        np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-9)
+
+
+@FEW
+@given(b=st.integers(1, 2), L=st.integers(1, 12), H=st.integers(1, 2), P=st.integers(1, 3),
+       N=st.sampled_from([2, 4, 6]), seed=seeds(), options=st.booleans(), data=st.data())
+def test_mimo_of_rank_one_with_unit_projections_is_siso(b, L, H, P, N, seed, options, data):
+    """R = 1 and MIMO_V = MIMO_Z = MIMO_Out = 1: the SISO scan, once the half-split pairs (n, N/2 + n) are laid
+    out as SISO's interleaved ones (2n, 2n + 1)."""
+    S = data.draw(st.integers(0, N // 2))
+    t = make_mimo(b, L, H, H, 1, P, N, S, seed, options)
+    ones = torch.ones(H, 1, P, dtype=torch.float64)
+    t.update(MIMO_V=ones, MIMO_Z=ones, MIMO_Out=ones)
+    want, want_states = mamba3_mimo_loop(**t)
+    rotated = [n for i in range(S) for n in (i, N // 2 + i)]
+    perm = torch.tensor(rotated + [n for n in range(N) if n not in rotated])    # SISO column -> MIMO column
+    siso = dict(Q=t["Q"][:, :, 0][..., perm], K=t["K"][:, :, 0][..., perm], V=t["V"], ADT=t["ADT"], DT=t["DT"],
+                Trap=t["Trap"], Q_bias=t["Q_bias"][:, 0][..., perm], K_bias=t["K_bias"][:, 0][..., perm],
+                Angles=t["Angles"], D=t.get("D"), Z=t.get("Z"))
+    if options:
+        angle, ssm, k, x = t["Input_States"]
+        siso["Input_States"] = (angle, ssm[..., perm], k[:, 0][..., perm], x)
+    got, got_states = mamba3_siso_loop(**siso)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert_states_close(got_states, (want_states[0], want_states[1][..., perm], want_states[2][:, 0][..., perm],
+                                     want_states[3]))
