@@ -29,6 +29,7 @@ from ssm_triton.kernels.ssd import common as ssd_common  # noqa: E402
 from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
+from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
 
@@ -220,6 +221,10 @@ def mamba3_cases():
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
             dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64)
+        yield "mamba3 mimo step", m3_mimo.mimo_step_kernel, \
+            {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
+            dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128)
 
 
 def main() -> int:

@@ -282,3 +282,68 @@ def test_step_rejects_bad_input_with_the_argument_named(device, override, exc, m
         args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_siso_step(**args)
+
+
+# ---- the MIMO decode step ----
+
+@SMALL
+@given(b=st.integers(1, 2), L=st.integers(1, 6), heads=st.sampled_from([(1, 1), (4, 2)]), R=st.sampled_from([1, 2, 4]),
+       P=st.sampled_from([3, 8, 70]), N=st.sampled_from([2, 6, 16]), seed=seeds(), options=st.booleans(),
+       with_out=st.booleans(), inplace=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+       data=st.data())
+def test_mimo_steps_equal_the_float64_loop(device, b, L, heads, R, P, N, seed, options, with_out, inplace, dtype, data):
+    """Stepping a sequence through mamba3_mimo_step gives the MIMO loop's outputs (summed over ranks by MIMO_Out,
+    or per rank) and final states; in place, the caller's tensors hold them."""
+    from ssm_triton.reference import mamba3_mimo_loop
+
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
+    f32 = torch.float32
+    dt_ = uniform((b, H, L), 0.01, 0.8, seed + 4, device, f32)
+    t = dict(Q=r((b, L, R, Hqk, N), 0), K=r((b, L, R, Hqk, N), 1), V=r((b, L, H, P), 2),
+             ADT=-uniform((b, H, L), 0.05, 1.5, seed + 3, device, f32) * dt_, DT=dt_, Trap=r((b, H, L), 5, 2.0, f32),
+             Q_bias=r((H, R, N), 6, 0.3, f32), K_bias=r((H, R, N), 7, 0.3, f32), MIMO_V=r((H, R, P), 8, 1.0, f32),
+             MIMO_Z=r((H, R, P), 9, 1.0, f32), MIMO_Out=r((H, R, P), 10, 1.0, f32) if with_out else None,
+             Angles=r((b, L, H, S), 11, 1.0, f32))
+    if options:
+        t.update(D=r((H,), 12, 1.0, f32), Z=r((b, L, H, P), 13))
+        states = (uniform((b, H, S), 0.0, 2 * math.pi, seed + 14, device, f32), r((b, H, P, N), 15, 0.5, f32),
+                  r((b, R, H, N), 16, 1.0, f32), r((b, H, P), 17))
+    else:
+        states = (torch.zeros(b, H, S, device=device), torch.zeros(b, H, P, N, device=device),
+                  torch.zeros(b, R, H, N, device=device), torch.zeros(b, H, P, device=device, dtype=dtype))
+    want, want_states = mamba3_mimo_loop(**{k: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for k, v in t.items()},
+                                         Input_States=tuple(s.double().cpu() for s in states))
+    held = tuple(s.clone() for s in states)
+    current, outs = held, []
+    for i in range(L):
+        step = {k: (v[:, i] if k in ("Q", "K", "V", "Z", "Angles") else v[:, :, i] if k in ("ADT", "DT", "Trap") else v)
+                for k, v in t.items()}
+        out, new = ssm_triton.mamba3_mimo_step(**step, Input_States=current, inplace=inplace)
+        assert out.dtype == dtype and out.shape == ((b, H, P) if with_out else (b, R, H, P))
+        if inplace:
+            assert all(a is c for a, c in zip(new, held))
+        outs.append(out)
+        current = tuple(new)
+    assert_close(torch.stack(outs, 1), want, dtype, "stepped out")
+    assert_angle_close(current[0], want_states[0], torch.float32, "stepped angle")
+    for name, g, w in zip(("ssm", "k", "x"), current[1:], want_states[1:]):
+        assert_close(g, w, dtype, f"stepped {name}")
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(Q=torch.ones(1, 17, 2, 8), K=torch.ones(1, 17, 2, 8)), ValueError, "rank R = 17"),
+    (dict(Q=torch.ones(1, 2, 2, 7), K=torch.ones(1, 2, 2, 7)), ValueError, "must be even"),
+    (dict(MIMO_V=torch.ones(4, 3, 3)), ValueError, r"MIMO_V must have shape \(H, R, P\)"),
+    (dict(Q_bias=torch.ones(4, 8)), ValueError, r"Q_bias must be 3-D \(H, R, N\)"),
+    (dict(Angles=torch.ones(1, 4, 5)), ValueError, "2 S must be at most N"),
+    (dict(inplace=True), ValueError, "inplace=True needs Input_States"),
+])
+def test_mimo_step_rejects_bad_input_with_the_argument_named(device, override, exc, match):
+    good = dict(Q=torch.ones(1, 2, 2, 8), K=torch.ones(1, 2, 2, 8), V=torch.ones(1, 4, 3), ADT=-torch.ones(1, 4),
+                DT=torch.ones(1, 4), Trap=torch.ones(1, 4), Q_bias=torch.ones(4, 2, 8), K_bias=torch.ones(4, 2, 8),
+                MIMO_V=torch.ones(4, 2, 3), MIMO_Z=torch.ones(4, 2, 3), MIMO_Out=torch.ones(4, 2, 3),
+                Angles=torch.ones(1, 4, 2))
+    with pytest.raises(exc, match=match):
+        ssm_triton.mamba3_mimo_step(**on(device, {**good, **override}))

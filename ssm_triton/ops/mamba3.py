@@ -273,3 +273,105 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     if not inplace:
         states[3] = V
     return out, list(states)
+
+
+def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
+                   ssm_state, k_state, v_state):
+    from ..kernels.host import next_power_of_2
+    from ..kernels.mamba3.mimo_step import mimo_step_kernel  # noqa: I001
+    b, H, P = V.shape
+    R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
+    out = torch.empty_like(V) if MIMO_Out is not None else V.new_empty((b, R, H, P))
+    mimo_step_kernel((b * H,), Q=Q, K=K, V=V, ADT=ADT, DT=DT, TRAP=Trap, QB=Q_bias, KB=K_bias, MV=MIMO_V, MZ=MIMO_Z,
+                     MO=MIMO_Out, ANG=Angles, D=D, Z=Z, THETA=angle_state, SSM=ssm_state, KS=k_state, XS=v_state,
+                     THETA_OUT=angle_state, SSM_OUT=ssm_state, KS_OUT=k_state, XS_OUT=v_state, OUT=out, H=H, HQK=Hqk,
+                     R=R, P=P, N=N, S=Angles.shape[2], BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(N)),
+                     num_warps=8)   # the ranks' q, k, k_prev stay in registers: 16-row state blocks keep them there
+    return (out,)
+
+
+_mimo_step = build(OpSpec(
+    "mamba3_mimo_step", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
+    "angle_state: Tensor, ssm_state: Tensor, k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES,
+    forward=lambda **a: _mimo_step_run(**a),
+    fake=lambda V, Q, MIMO_Out, **_: (torch.empty_like(V) if MIMO_Out is not None
+                                      else V.new_empty((V.shape[0], Q.shape[1], *V.shape[1:])),)))
+
+MAX_RANK = 16
+
+
+def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
+                     K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Optional[Tensor], Angles: Tensor,
+                     D: Optional[Tensor] = None, Z: Optional[Tensor] = None, Input_States: Optional[tuple] = None,
+                     inplace: bool = False):
+    """One decode step of Mamba-3's MIMO scan (rank R; see ``ssm_triton.reference.mamba3_mimo_step_ref``).
+
+    Args:
+        Q, K: ``(batch, R, Hqk, N)``; V, Z: ``(batch, H, P)``; ADT, DT, Trap: ``(batch, H)``; Q_bias, K_bias:
+            ``(H, R, N)``; MIMO_V, MIMO_Z, MIMO_Out: ``(H, R, P)`` (MIMO_Out None: the ranks' outputs come back
+            apart); Angles: ``(batch, H, S)``, ``S <= N / 2``, turning the pairs ``(n, N/2 + n)``; D: ``(H,)``.
+            N even, R <= 16.
+        Input_States: ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, R, H, N), x (batch, H, P))`` (zeros
+            when None); ``inplace=True`` updates them where they lie (contiguous) and returns them.
+
+    Returns:
+        ``(out, [angle, ssm, k, x])``: ``out (batch, H, P)``, or ``(batch, R, H, P)`` without MIMO_Out, in V's
+        dtype. Not differentiable.
+    """
+    _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
+    b, H, P = V.shape
+    _validate.tensor("Q", Q, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, R, Hqk, N)")
+    R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
+    if not 1 <= R <= MAX_RANK:
+        raise ValueError(f"Q has rank R = {R} (dim 1 of (batch, R, Hqk, N)); 1 to {MAX_RANK} are supported")
+    if Hqk < 1 or H % Hqk:
+        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 2 of (batch, R, Hqk, N)), which must divide H = {H}")
+    if N % 2 or not 2 <= N <= MAX_DIM or P > MAX_DIM:
+        raise ValueError(f"N = {N} must be even and at most {MAX_DIM}, and P = {P} at most {MAX_DIM}")
+    _check("Q", Q, (b, R, Hqk, N), "(batch, R, Hqk, N)", IO_DTYPES)
+    _check("K", K, (b, R, Hqk, N), "(batch, R, Hqk, N) as Q", IO_DTYPES)
+    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
+        _check(name, t, (b, H), "(batch, H)")
+    for name, t in (("Q_bias", Q_bias), ("K_bias", K_bias)):
+        _check(name, t, (H, R, N), "(H, R, N)")
+    for name, t in (("MIMO_V", MIMO_V), ("MIMO_Z", MIMO_Z), ("MIMO_Out", MIMO_Out)):
+        if t is not None:
+            _check(name, t, (H, R, P), "(H, R, P)")
+    _validate.tensor("Angles", Angles, ndim=3, shape_doc="(batch, H, S)")
+    S = Angles.shape[2]
+    if 2 * S > N:
+        raise ValueError(f"Angles has S = {S} rotated pairs (dim 2 of (batch, H, S)); 2 S must be at most N = {N}")
+    _check("Angles", Angles, (b, H, S), "(batch, H, S)")
+    if D is not None:
+        _check("D", D, (H,), "(H,)")
+    if Z is not None:
+        _check("Z", Z, (b, H, P), "(batch, H, P) as V", IO_DTYPES)
+    _validate.flag("inplace", inplace)
+    shapes = ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P))
+    docs = ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)")
+    names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", "Input_States[3] (x)")
+    if Input_States is None:
+        if inplace:
+            raise ValueError("inplace=True needs Input_States to update")
+        states = [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
+    else:
+        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
+                            f"k (batch, R, H, N), x (batch, H, P)), got {type(Input_States).__name__}")
+        for name, t, shape, doc in zip(names, Input_States, shapes, docs):
+            _check(name, t, shape, doc, IO_DTYPES)
+            if inplace and not t.is_contiguous():
+                raise ValueError(f"{name} must be contiguous to be updated in place")
+        states = (list(Input_States) if inplace else
+                  [s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
+                  + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles",
+                       "D", "Z", "Input_States"),
+                      (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, states[1]))
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    out = _mimo_step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
+                     c(Angles), c(D), c(Z), *states)[0]
+    if not inplace:
+        states[3] = V
+    return out, list(states)

@@ -1,0 +1,116 @@
+"""Mamba-3 MIMO's decode step (rank R): one program per (batch row, head).
+
+``theta' = theta + pi tanh(Angles) DT`` (mod 2 pi); per rank ``q~_r, k~_r`` are ``Q_r + Q_bias[h, r]`` and
+``K_r + K_bias[h, r]`` turned by ``theta'`` on the half-split pairs ``(n, N/2 + n)``, ``n < S``;
+``v_r = x MIMO_V[h, r]``;
+
+    H' = exp(ADT) H + (1 - lam) DT exp(ADT) sum_r v_prev_r k~_prev_r^T + lam DT sum_r v_r k~_r^T
+    y_r = H' q~_r + D v_r,  gated by silu(z MIMO_Z[h, r]),  out = sum_r MIMO_Out[h, r] y_r (or the y_r)
+
+The rank sums are products with the rank axis padded to 16 (``tl.dot``'s least size); the state rows go by
+blocks of ``BLOCK_P``, each read before it is written, so the states may be updated in place (the angle,
+``k~`` and ``x`` states are read before any write too).
+"""
+import triton
+import triton.language as tl
+
+from ..ssd.common import mm
+from ..tuning import Kernel
+from .prep import _tanh
+
+
+@triton.jit
+def _turned(X, XB, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin):
+    """``(X + bias)`` rows (ranks, columns) turned on the half-split pairs (``sin`` carries each column's sign)."""
+    m = rk_ok[:, None] & n_ok[None, :]
+    x = tl.load(X + rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
+    x += tl.load(XB + bias_rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
+    mp = rk_ok[:, None] & p_ok[None, :]
+    xp = tl.load(X + rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
+    xp += tl.load(XB + bias_rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
+    return x * cos[None, :] + xp * sin[None, :]
+
+
+@triton.jit
+def _mimo_step_kernel(
+    # pointers: inputs of this token (Q, K (b, R, Hqk, N); V, Z (b, H, P); biases (H, R, N); MIMO_* (H, R, P))
+    Q, K, V, ADT, DT, TRAP, QB, KB, MV, MZ, MO, ANG, D, Z,
+    # pointers: states in and out (may be the same tensors: angle (b, H, S), ssm (b, H, P, N), k~ (b, R, H, N),
+    # x (b, H, P)) and the output (b, H, P), or (b, R, H, P) without MIMO_Out
+    THETA, SSM, KS, XS, THETA_OUT, SSM_OUT, KS_OUT, XS_OUT, OUT,
+    # sizes
+    H, HQK, R, P, N, S,
+    # meta-parameters
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_MO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    bi = bh // H
+    h = bh % H
+    g = h // (H // HQK)
+    dt = tl.load(DT + bh).to(tl.float32)
+    lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
+    alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
+    beta = (1.0 - lam) * dt * alpha
+    gamma = lam * dt
+
+    # columns: n < S pairs with N/2 + n; the pair's angle index; the partner's sign in the turn
+    ns = tl.arange(0, BLOCK_N)
+    n_ok = ns < N
+    half = N // 2
+    first = ns < S
+    second = (ns >= half) & (ns < half + S)
+    rot = first | second
+    angle_ix = tl.where(second, ns - half, ns)
+    partner = tl.where(first, ns + half, ns - half)
+    theta = (tl.load(THETA + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)
+             + 3.141592653589793 * _tanh(tl.load(ANG + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)) * dt)
+    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+    cos = tl.where(rot, tl.cos(theta), 1.0)
+    sin = tl.where(first, -tl.sin(theta), tl.where(second, tl.sin(theta), 0.0))
+
+    rk = tl.arange(0, 16)            # the rank axis, padded for tl.dot
+    rk_ok = rk < R
+    qrows = ((bi.to(tl.int64) * R + rk) * HQK + g) * N
+    brows = (h * R + rk) * N
+    q = _turned(Q, QB, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin)          # (16, BLOCK_N)
+    k = _turned(K, KB, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin)
+    krows = ((bi.to(tl.int64) * R + rk) * H + h) * N
+    km = rk_ok[:, None] & n_ok[None, :]
+    k_prev = tl.load(KS + krows[:, None] + ns[None, :], mask=km, other=0.0).to(tl.float32)
+    if HAS_D:
+        skip = tl.load(D + h).to(tl.float32)
+
+    for p0 in range(0, P, BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        p_ok = ps < P
+        at = bh.to(tl.int64) * P + ps
+        rp = rk_ok[:, None] & p_ok[None, :]
+        proj = (h * R + rk)[:, None] * P + ps[None, :]
+        mv = tl.load(MV + proj, mask=rp, other=0.0).to(tl.float32)                    # (16, BLOCK_P)
+        x = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
+        x_prev = tl.load(XS + at, mask=p_ok, other=0.0).to(tl.float32)
+        cell = at[:, None] * N + ns[None, :]
+        pm = p_ok[:, None] & n_ok[None, :]
+        state = tl.load(SSM + cell, mask=pm, other=0.0).to(tl.float32)
+        # sum_r v_r k_r^T as (P, ranks) @ (ranks, N)
+        state = (alpha * state + beta * mm(tl.trans(mv * x_prev[None, :]), k_prev, tl.float32)
+                 + gamma * mm(tl.trans(mv * x[None, :]), k, tl.float32))
+        tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=pm)
+        tl.store(XS_OUT + at, x.to(XS_OUT.dtype.element_ty), mask=p_ok)
+        y = mm(q, tl.trans(state), tl.float32)                                           # (16, BLOCK_P)
+        if HAS_D:
+            y += skip * mv * x[None, :]
+        if HAS_Z:
+            zr = tl.load(Z + at, mask=p_ok, other=0.0).to(tl.float32)[None, :] * tl.load(MZ + proj, mask=rp, other=0.0).to(tl.float32)
+            y = y * zr * tl.sigmoid(zr)
+        if HAS_MO:
+            out = tl.sum(y * tl.load(MO + proj, mask=rp, other=0.0).to(tl.float32), axis=0)
+            tl.store(OUT + at, out.to(OUT.dtype.element_ty), mask=p_ok)
+        else:
+            orows = ((bi.to(tl.int64) * R + rk) * H + h) * P
+            tl.store(OUT + orows[:, None] + ps[None, :], y.to(OUT.dtype.element_ty), mask=rp)
+    tl.store(KS_OUT + krows[:, None] + ns[None, :], k.to(KS_OUT.dtype.element_ty), mask=km)
+    tl.store(THETA_OUT + bh * S + ns, theta.to(THETA_OUT.dtype.element_ty), mask=first)
+
+
+mimo_step_kernel = Kernel(_mimo_step_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO"))
