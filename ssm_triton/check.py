@@ -18,9 +18,9 @@ from .ops.ssd import mamba_chunk_scan_combined
 from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.norm import rmsnorm_fn
 from .ops.state_update import selective_state_update
-from .ops.mamba3 import mamba3_siso_combined, mamba3_siso_step
+from .ops.mamba3 import mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
 from .reference import (causal_conv1d_torch, causal_conv1d_update_torch, discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        mamba3_siso_loop, rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
+                        mamba3_mimo_step_ref, mamba3_siso_loop, rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -257,6 +257,27 @@ def _mamba3_step(device, dtype) -> Comparison:
     return [("out", out, want_out[:, 0]), ("ssm", held[1], want_states[1]), ("k", held[2], want_states[2])]
 
 
+def _mamba3_mimo_step(device, dtype) -> Comparison:
+    """Rank 3, 4 heads on 2 Q/K heads, N 12 (2 turned pairs), P 8, D, Z, the ranks summed by MIMO_Out."""
+    Q, K = _inputs(device, dtype, ((2, 3, 2, 12), "normal"), ((2, 3, 2, 12), "normal"))
+    x, z = _inputs(device, dtype, ((2, 4, 8), "normal"), ((2, 4, 8), "normal"), seed=3)
+    dt, a, trap, qb, kb, mv, mz, mo, ang, D, s0, s1, s2, s3 = _inputs(
+        device, torch.float32, ((2, 4), "unit"), ((2, 4), "unit"), ((2, 4), "normal"), ((4, 3, 12), "normal"),
+        ((4, 3, 12), "normal"), ((4, 3, 8), "normal"), ((4, 3, 8), "normal"), ((4, 3, 8), "normal"), ((2, 4, 2), "normal"),
+        ((4,), "normal"), ((2, 4, 2), "unit"), ((2, 4, 8, 12), "normal"), ((2, 3, 4, 12), "normal"), ((2, 4, 8), "normal"),
+        seed=1)
+    states = (s0 * 6, s1 * 0.5, s2, s3.to(dtype))
+    args = (Q, K, x, -(a + 0.1) * (dt * 0.5 + 0.01), dt * 0.5 + 0.01, trap, qb * 0.3, kb * 0.3, mv, mz, mo, ang)
+    held = tuple(s.clone() for s in states)
+    out, _ = mamba3_mimo_step(*args, D=D, Z=z, Input_States=held, inplace=True)
+    rep = lambda t: t.double().cpu().repeat_interleave(2, 2)  # noqa: E731  (each Q/K head serves two heads)
+    c = lambda t: t.double().cpu()  # noqa: E731
+    x_, adt, dt_, trap_, qb_, kb_, mv_, mz_, mo_, ang_ = (c(t) for t in args[2:])
+    want, want_states = mamba3_mimo_step_ref(tuple(c(s) for s in states), rep(Q), rep(K), x_, adt, dt_, trap_, ang_,
+                                             qb_, kb_, mv_, mz_, mo_, D=c(D), z=c(z))
+    return [("out", out, want), ("ssm", held[1], want_states[1]), ("k", held[2], want_states[2])]
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -272,6 +293,7 @@ def default_cases() -> list[Case]:
     cases.append(Case("causal_conv1d fwd/bwd/update", _conv1d))
     cases.append(Case("mamba3_siso fwd/bwd", _mamba3_forward_backward))
     cases.append(Case("mamba3_siso_step", _mamba3_step))
+    cases.append(Case("mamba3_mimo_step", _mamba3_mimo_step))
     return cases
 
 
