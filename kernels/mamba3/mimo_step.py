@@ -17,6 +17,7 @@ import triton.language as tl
 from ..ssd.common import mm
 from ..tuning import Kernel
 from .prep import _tanh
+from .step import step_terms
 
 
 @triton.jit
@@ -43,15 +44,7 @@ def _mimo_step_kernel(
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_MO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    bh = tl.program_id(0)
-    bi = bh // H
-    h = bh % H
-    g = h // (H // HQK)
-    dt = tl.load(DT + bh).to(tl.float32)
-    lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
-    alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
-    beta = (1.0 - lam) * dt * alpha
-    gamma = lam * dt
+    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
 
     # columns: n < S pairs with N/2 + n; the pair's angle index; the partner's sign in the turn
     ns = tl.arange(0, BLOCK_N)

@@ -16,6 +16,18 @@ from .prep import _tanh
 
 
 @triton.jit
+def step_terms(DT, TRAP, ADT, H, HQK):
+    """A (batch row x head) program's ``(bh, batch row, head, Q/K head, DT, alpha, beta, gamma)``: the
+    trapezoid's weights of the decayed state, the previous token's and this token's outer products."""
+    bh = tl.program_id(0)
+    h = bh % H
+    dt = tl.load(DT + bh).to(tl.float32)
+    lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
+    alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
+    return bh, bh // H, h, h // (H // HQK), dt, alpha, (1.0 - lam) * dt * alpha, lam * dt
+
+
+@triton.jit
 def _pairs(X, XB, row, h, ss, s_ok, rs, r_ok, N):
     """``X + bias`` of one row as its even, odd and pass-through columns, fp32."""
     hb = XB + h * N
@@ -48,15 +60,7 @@ def _siso_step_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    bh = tl.program_id(0)
-    bi = bh // H
-    h = bh % H
-    g = h // (H // HQK)
-    dt = tl.load(DT + bh).to(tl.float32)
-    lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
-    alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
-    beta = (1.0 - lam) * dt * alpha
-    gamma = lam * dt
+    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
 
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S

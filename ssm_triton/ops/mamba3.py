@@ -207,6 +207,42 @@ _step = build(OpSpec(
     fake=lambda V, **_: (torch.empty_like(V),)))
 
 
+def _check_token(Angles, D, Z, b, H, P, N) -> int:
+    """A decode step's ``Angles (b, H, S)`` (returns S), ``D (H,)`` and ``Z (b, H, P)``."""
+    _validate.tensor("Angles", Angles, ndim=3, shape_doc="(batch, H, S)")
+    S = Angles.shape[2]
+    if 2 * S > N:
+        raise ValueError(f"Angles has S = {S} rotated pairs (dim 2 of (batch, H, S)); 2 S must be at most N = {N}")
+    _check("Angles", Angles, (b, H, S), "(batch, H, S)")
+    if D is not None:
+        _check("D", D, (H,), "(H,)")
+    if Z is not None:
+        _check("Z", Z, (b, H, P), "(batch, H, P) as V", IO_DTYPES)
+    return S
+
+
+def _step_states(Input_States, inplace, V, shapes, docs, last: str) -> list:
+    """The states a decode step updates: the caller's (checked, contiguous) with ``inplace``, else fp32 copies
+    (the last in V's dtype), or zeros when there are none."""
+    _validate.flag("inplace", inplace)
+    names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", f"Input_States[3] ({last})")
+    if Input_States is None:
+        if inplace:
+            raise ValueError("inplace=True needs Input_States to update")
+        return [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
+    if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+        raise TypeError(f"Input_States must be a tuple (angle {docs[0]}, ssm {docs[1]}, k {docs[2]}, {last} {docs[3]}), "
+                        f"got {type(Input_States).__name__}")
+    for name, t, shape, doc in zip(names, Input_States, shapes, docs):
+        _check(name, t, shape, doc, IO_DTYPES)
+        if inplace and not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous to be updated in place")
+    if inplace:
+        return list(Input_States)
+    return ([s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
+            + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+
+
 def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
                      K_bias: Tensor, Angles: Tensor, D: Optional[Tensor] = None, Z: Optional[Tensor] = None,
                      Input_States: Optional[tuple] = None, inplace: bool = False):
@@ -238,34 +274,9 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         _check(name, t, (b, H), "(batch, H)")
     _check("Q_bias", Q_bias, (H, N), "(H, N)")
     _check("K_bias", K_bias, (H, N), "(H, N)")
-    _validate.tensor("Angles", Angles, ndim=3, shape_doc="(batch, H, S)")
-    S = Angles.shape[2]
-    if 2 * S > N:
-        raise ValueError(f"Angles has S = {S} rotated pairs (dim 2 of (batch, H, S)); 2 S must be at most N = {N}")
-    _check("Angles", Angles, (b, H, S), "(batch, H, S)")
-    if D is not None:
-        _check("D", D, (H,), "(H,)")
-    if Z is not None:
-        _check("Z", Z, (b, H, P), "(batch, H, P) as V", IO_DTYPES)
-    _validate.flag("inplace", inplace)
-    shapes = ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P))
-    docs = ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)")
-    names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", "Input_States[3] (v)")
-    if Input_States is None:
-        if inplace:
-            raise ValueError("inplace=True needs Input_States to update")
-        states = [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
-    else:
-        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
-            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
-                            f"k (batch, H, N), v (batch, H, P)), got {type(Input_States).__name__}")
-        for name, t, shape, doc in zip(names, Input_States, shapes, docs):
-            _check(name, t, shape, doc, IO_DTYPES)
-            if inplace and not t.is_contiguous():
-                raise ValueError(f"{name} must be contiguous to be updated in place")
-        states = (list(Input_States) if inplace else
-                  [s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
-                  + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    S = _check_token(Angles, D, Z, b, H, P, N)
+    states = _step_states(Input_States, inplace, V, ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)),
+                          ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)"), "v")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
@@ -338,34 +349,9 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     for name, t in (("MIMO_V", MIMO_V), ("MIMO_Z", MIMO_Z), ("MIMO_Out", MIMO_Out)):
         if t is not None:
             _check(name, t, (H, R, P), "(H, R, P)")
-    _validate.tensor("Angles", Angles, ndim=3, shape_doc="(batch, H, S)")
-    S = Angles.shape[2]
-    if 2 * S > N:
-        raise ValueError(f"Angles has S = {S} rotated pairs (dim 2 of (batch, H, S)); 2 S must be at most N = {N}")
-    _check("Angles", Angles, (b, H, S), "(batch, H, S)")
-    if D is not None:
-        _check("D", D, (H,), "(H,)")
-    if Z is not None:
-        _check("Z", Z, (b, H, P), "(batch, H, P) as V", IO_DTYPES)
-    _validate.flag("inplace", inplace)
-    shapes = ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P))
-    docs = ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)")
-    names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", "Input_States[3] (x)")
-    if Input_States is None:
-        if inplace:
-            raise ValueError("inplace=True needs Input_States to update")
-        states = [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
-    else:
-        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
-            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
-                            f"k (batch, R, H, N), x (batch, H, P)), got {type(Input_States).__name__}")
-        for name, t, shape, doc in zip(names, Input_States, shapes, docs):
-            _check(name, t, shape, doc, IO_DTYPES)
-            if inplace and not t.is_contiguous():
-                raise ValueError(f"{name} must be contiguous to be updated in place")
-        states = (list(Input_States) if inplace else
-                  [s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
-                  + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    S = _check_token(Angles, D, Z, b, H, P, N)
+    states = _step_states(Input_States, inplace, V, ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P)),
+                          ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)"), "x")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles",
                        "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, states[1]))
