@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ssm_triton
@@ -230,6 +230,7 @@ def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate
         assert_close(a, b, torch.float32, f"d{name}")
 
 
+@settings(max_examples=100 if BIG else 4, deadline=None)   # two full forwards an example under the interpreter
 @given(L=st.integers(1, 40), seed=seeds(), data=st.data())
 def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
     """fp32 inputs: IEEE products under "highest" (held to the fp32 tolerance), TF32 tensor cores under "high"
