@@ -347,3 +347,36 @@ def test_mimo_step_rejects_bad_input_with_the_argument_named(device, override, e
                 Angles=torch.ones(1, 4, 2))
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_mimo_step(**on(device, {**good, **override}))
+
+
+def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
+    """deterministic=True, or torch's deterministic setting, reaches the SSD's pair stage (no atomics there), and
+    two backward passes then give identical gradients; the default keeps the atomics."""
+    from ssm_triton.kernels.mamba3 import launch
+
+    seen = []
+    pair_grads = launch.ssd.pair_grads
+
+    def spy(*args, **kw):
+        seen.append(args[12])   # pair_grads(..., heads, deterministic, diag=...)
+        return pair_grads(*args, **kw)
+
+    monkeypatch.setattr(launch.ssd, "pair_grads", spy)
+    t = make(device, 2, 37, 4, 2, 5, 8, 3, 7, True, torch.float32)
+
+    def grads(**kw):
+        x = leaves(t)
+        out = ssm_triton.mamba3_siso_combined(**x, chunk_size=16, **kw)
+        return torch.autograd.grad((out * out).sum(), list(flat(x).values()))
+
+    for a, b in zip(grads(deterministic=True), grads(deterministic=True)):
+        assert torch.equal(a, b)
+    grads()
+    torch.use_deterministic_algorithms(True)
+    try:
+        grads()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [True, True, False, True]
+    with pytest.raises(TypeError, match="deterministic must be a bool"):
+        ssm_triton.mamba3_siso_combined(**t, deterministic="yes")

@@ -23,7 +23,7 @@ def _states(a: dict):
 
 
 def _forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
-             cu_seqlens, chunk_size, for_backward=True):
+             cu_seqlens, chunk_size, deterministic, for_backward=True):
     states = None if ssm_state is None else (angle_state, ssm_state, k_state, v_state)
     out, finals, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size,
                                          for_backward, cu_seqlens)
@@ -59,13 +59,14 @@ def _backward(saved, grads):
     dstates = tuple(grads[n] for n in ("angle", "ssm", "k", "v"))
     return _k.siso_backward(dout.contiguous() if dout is not None else None, dstates, kept,
                             *(saved[n] for n in ("Q", "K", "V", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z")),
-                            _states(saved), saved["chunk_size"], cu_seqlens=saved["cu_seqlens"])
+                            _states(saved), saved["chunk_size"], deterministic=saved["deterministic"],
+                            cu_seqlens=saved["cu_seqlens"])
 
 
 _siso = build(OpSpec(
     "mamba3_siso", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
-    "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int",
+    "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int, deterministic: bool",
     outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, "cu_seqlens", *_KEPT), backward=_backward,
     inference=lambda **a: _forward(**a, for_backward=False)))
@@ -140,7 +141,8 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
 def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
                          K_bias: Tensor, Angles: Tensor, D: Optional[Tensor] = None, Z: Optional[Tensor] = None,
                          Input_States: Optional[tuple] = None, chunk_size: int = 64,
-                         return_final_states: bool = False, cu_seqlens: Optional[Tensor] = None):
+                         return_final_states: bool = False, cu_seqlens: Optional[Tensor] = None, *,
+                         deterministic: Optional[bool] = None):
     """Mamba-3's SISO scan (trapezoidal update, rotated queries and keys), chunked on the SSD's stages.
 
     Per batch row, head ``h`` and step ``t``, with ``lam = sigmoid(Trap)``, a ``(P, N)`` state ``H_t`` and
@@ -167,19 +169,25 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
             starts from zero states (Input_States is not supported with it yet) and the final states come one
             per sequence; gradients flow to every input and from the final angle, k and v (not the final ssm
             state yet).
+        deterministic: keyword only. The backward adds dQ's pair part (the SSD's dC) with fp32 atomics by
+            default; True makes a second pass instead, so gradients repeat bit for bit. None follows
+            ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
         ``out (batch, L, H, P)`` in V's dtype, or ``(out, angle, ssm, k, v)`` with ``return_final_states``
         (angle, ssm and k in fp32, v in V's dtype). Differentiable in every tensor input, the input states
         included, with gradients flowing from the final states too.
     """
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    _validate.flag("deterministic", deterministic)
     _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
                   return_final_states, cu_seqlens)
     states = tuple(s.contiguous() for s in Input_States) if Input_States is not None else (None,) * 4
     outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
-                 *states, cu_seqlens.to(V.device) if cu_seqlens is not None else None, chunk_size)
+                 *states, cu_seqlens.to(V.device) if cu_seqlens is not None else None, chunk_size, deterministic)
     return tuple(outs[:5]) if return_final_states else outs[0]
 
 
