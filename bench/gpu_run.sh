@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
+# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
 # BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried) times BENCH_OPS on that code too, in the same
@@ -33,9 +33,14 @@ if [ -n "${OVERHEAD:-}" ]; then   # OVERHEAD="--ops ..." passes arguments; OVERH
   if [ -n "${OVERHEAD_OFF:-}" ]; then SSM_TRITON_LEAN=0 SSM_TRITON_AUTOTUNE=0 timeout "${OVERHEAD_TIMEOUT:-300}" python3 -m ssm_triton.bench.overhead ${OVERHEAD#1} --top 0 2>&1 | tee "$OUT/overhead_nolean.txt"; fi
 fi
 if [ -n "${PROFILE:-}" ]; then timeout "${PROFILE_TIMEOUT:-200}" python3 -m ssm_triton.bench.profile $PROFILE 2>&1 | tee "$OUT/profile.txt"; fi
+if [ -n "${NCU:-}" ]; then   # Nsight Compute over kernels matching NCU_K, the workload run by bench/profile.py --calls
+  timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none -k "regex:${NCU_K}" --launch-skip "${NCU_SKIP:-0}" \
+    --launch-count "${NCU_COUNT:-2}" --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section MemoryWorkloadAnalysis python3 -m ssm_triton.bench.profile $NCU 2>&1 | tail -400 > "$OUT/ncu.txt"
+fi
 if [ -n "${SANITIZE:-}" ]; then   # memcheck over the kernel tests, small odd shapes (ci profile)
   SSM_TRITON_PROFILE=ci timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 99 \
-    python3 -m pytest $(for f in $SANITIZE; do echo "$repo/$f"; done) -q -p no:cacheprovider -x 2>&1 | tail -25 | tee "$OUT/memcheck.txt"
+    python3 -m pytest $(for f in $SANITIZE; do echo "$repo/$f"; done) -q -p no:cacheprovider -x ${SANITIZE_K:+-k "$SANITIZE_K"} 2>&1 | tail -25 | tee "$OUT/memcheck.txt"
   echo "memcheck exit: ${PIPESTATUS[0]}" | tee -a "$OUT/memcheck.txt"
 fi
 if [ -n "${CP_SIM:-}" ]; then python3 -m ssm_triton.bench.cp_sim 2>&1 | tee "$OUT/cp_sim.txt"; fi
@@ -45,7 +50,7 @@ fi
 if [ -n "${HF_NAMES:-}" ]; then python3 -c "import transformers, transformers.models.mamba2.modeling_mamba2 as m2, transformers.models.mamba.modeling_mamba as m1; print('transformers', transformers.__version__); print([n for n in dir(m2) if 'conv1d' in n or 'scan' in n or 'state_update' in n]); print([n for n in dir(m1) if 'conv1d' in n or 'scan' in n or 'state_update' in n or 'inner' in n])" 2>&1 | tee "$OUT/hf_names.txt"; fi
 if [ -z "${SKIP_CHECK:-}" ]; then timeout "${CHECK_TIMEOUT:-300}" python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"; fi
 if [ -z "${SKIP_TESTS:-}" ]; then
-  timeout "${TEST_TIMEOUT:-300}" python3 -m pytest $(for f in ${TESTS:-tests}; do echo "$repo/$f"; done) -q -p no:cacheprovider "$@" 2>&1 | tail -40 | tee "$OUT/pytest.txt"
+  timeout "${TEST_TIMEOUT:-300}" python3 -m pytest $(for f in ${TESTS:-tests}; do echo "$repo/$f"; done) -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest.txt" | tail -40
 fi
 if [ -n "${BASELINE:-}" ] && [ -n "${BENCH_OPS:-}" ]; then   # the earlier code, same ops, its own install
   rm -rf /tmp/base && python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/base "$repo/$BASELINE" \

@@ -8,6 +8,9 @@ For each benchmark workload of the chosen ops (ssm_triton's implementation only)
   the lean path both counted);
 * the functions with the most own time per call (cProfile), which is where the rest goes.
 
+``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
+(``rounds`` times each, medians), so the two are compared on the same host state.
+
 The floors it is read against come first: an empty torch op, a bare two-argument Triton kernel through
 ``kernel[grid](...)``, and the same compiled kernel launched directly.
 """
@@ -46,17 +49,42 @@ def floors() -> dict[str, float]:
     def direct():
         compiled.run(1, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, x, y)
 
-    from ssm_triton.kernels.tuning import Kernel, _lean_enabled
+    from ssm_triton.kernels import tuning
 
-    k = Kernel(_copy_one)
-    lean = "lean" if _lean_enabled() else "lean off: SSM_TRITON_LEAN=0"
-    return {
+    k = tuning.Kernel(_copy_one)
+    rows = {
         "empty torch op (x + 0)": per_call_us(lambda: x + 0),
         "torch.empty(16)": per_call_us(lambda: torch.empty(16, device="cuda")),
         "bare triton kernel[grid](x, y)": per_call_us(lambda: _copy_one[(1,)](x, y)),
         "the same, CompiledKernel.run": per_call_us(direct),
-        f"the same, tuning.Kernel ({lean})": per_call_us(lambda: k((1,), X=x, Y=y)),
     }
+    before = tuning.LEAN
+    for lean in (True, False):
+        tuning.LEAN = lean
+        rows[f"the same, tuning.Kernel (lean {'on' if lean else 'off'})"] = per_call_us(lambda: k((1,), X=x, Y=y))
+    tuning.LEAN = before
+    return rows
+
+
+def ab(fn, rounds: int, calls: int) -> tuple[float, float]:
+    """Median host microseconds per call with the lean launcher on and off, alternating."""
+    import statistics
+
+    from ssm_triton.kernels import tuning
+
+    before = tuning.LEAN
+    times: dict = {True: [], False: []}
+    try:
+        for lean in (True, False):   # warm both paths (the lean one binds on its first call)
+            tuning.LEAN = lean
+            fn()
+        for _ in range(rounds):
+            for lean in (True, False):
+                tuning.LEAN = lean
+                times[lean].append(per_call_us(fn, calls))
+    finally:
+        tuning.LEAN = before
+    return statistics.median(times[True]), statistics.median(times[False])
 
 
 def _own_time(stats: pstats.Stats, calls: int, top: int) -> list[str]:
@@ -89,6 +117,8 @@ def main(argv=None) -> None:
     # few calls: more would fill the GPU's launch queue, and a full queue blocks the host, which then
     # measures the GPU, not itself
     parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--ab", action="store_true", help="lean launcher on vs off, alternating, per workload")
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args(argv)
     for name, us in floors().items():
         print(f"{name:34s} {us:8.1f} us/call")
@@ -100,6 +130,12 @@ def main(argv=None) -> None:
             if impl is None:
                 continue
             fn = impl(w.make_inputs(), w.direction)
+            if args.ab:
+                on, off = ab(fn, args.rounds, args.calls)
+                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}: host us/call lean on "
+                      f"{on:.1f}, off {off:.1f} ({off - on:+.1f} saved)")
+                del fn
+                continue
             ms = float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
             host = per_call_us(fn, args.calls)
             prof = cProfile.Profile()

@@ -3,6 +3,10 @@
 For each workload of the ops (``--match`` keeps those whose shape/direction string contains S) and each
 implementation, three calls under ``torch.profiler`` after a warm-up; prints the CUDA kernels by total
 time per call, so a slow stage shows by name next to the peer's breakdown.
+
+``--calls N`` only runs each workload N times, without torch.profiler: the program to put under Nsight
+Compute, whose profiler and torch's cannot share the device (``ncu -k regex:NAME --launch-skip ...
+python -m ssm_triton.bench.profile --ops OP --match S --impl ssm_triton --calls 4``).
 """
 import argparse
 
@@ -19,6 +23,7 @@ def main(argv=None) -> None:
     parser.add_argument("--match", default="")
     parser.add_argument("--rows", type=int, default=12)
     parser.add_argument("--impl", default="", help="profile only implementations whose name contains this")
+    parser.add_argument("--calls", type=int, default=0, help="run each workload this often, no profiler (for ncu)")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     for op in args.ops:
@@ -31,6 +36,11 @@ def main(argv=None) -> None:
                 if args.impl not in name:
                     continue
                 fn = impl(x, w.direction)
+                if args.calls:
+                    for _ in range(args.calls):
+                        fn()
+                    torch.cuda.synchronize()
+                    continue
                 for _ in range(3):
                     fn()
                 torch.cuda.synchronize()

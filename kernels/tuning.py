@@ -93,11 +93,18 @@ def _capturing() -> bool:
 
 
 @functools.cache
-def _lean_enabled() -> bool:
+def _lean_env() -> bool:
     # opt-in until measured on a GPU: the first H200 run (2026-12-02, Triton 3.6) never took the lean path,
-    # because 3.6's launch hooks are empty HookChain objects, not None (fixed below, not yet re-measured)
+    # because 3.6's launch hooks are empty HookChain objects, not None (fixed below)
     return (_knobs is not None and not interpreting()
             and os.environ.get("SSM_TRITON_LEAN", "0").strip() not in ("", "0"))
+
+
+LEAN: bool | None = None   # set True/False to override SSM_TRITON_LEAN in this process (bench/overhead.py --ab)
+
+
+def _lean_enabled() -> bool:
+    return _lean_env() if LEAN is None else (LEAN and _knobs is not None and not interpreting())
 
 
 def _hooks_active() -> bool:
@@ -107,6 +114,12 @@ def _hooks_active() -> bool:
         if hook is not None and getattr(hook, "calls", True):
             return True
     return False
+
+
+def _raw_stream(device: int) -> int:
+    """The current CUDA stream's handle, as Triton's own launcher reads it (``torch.cuda.current_stream``
+    builds a Python Stream object each call: several microseconds)."""
+    return torch._C._cuda_getCurrentRawStream(device)
 
 
 def _arg_key(value, constexpr: bool):
@@ -182,7 +195,7 @@ class Kernel:
             if compiled is not None and not hasattr(compiled, "result"):
                 self._bound[key] = compiled
             return
-        self._lean(compiled, grid, torch.cuda.current_stream(device).cuda_stream, values)
+        self._lean(compiled, grid, _raw_stream(device), values)
 
     @staticmethod
     def _lean(compiled, grid, stream, values) -> None:

@@ -30,7 +30,9 @@ from strategies import PROFILE  # noqa: E402
 
 settings.load_profile(PROFILE)
 if os.environ.get("SSM_TRITON_EXAMPLES"):  # e.g. fewer examples under compute-sanitizer
-    settings.register_profile("override", settings.get_profile(PROFILE), max_examples=int(os.environ["SSM_TRITON_EXAMPLES"]))
+    # a smoke run: few examples and no shrinking (on a GPU each shrink step recompiles for its new shape)
+    settings.register_profile("override", settings.get_profile(PROFILE), max_examples=int(os.environ["SSM_TRITON_EXAMPLES"]),
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate])
     settings.load_profile("override")
 
 

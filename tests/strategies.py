@@ -7,12 +7,22 @@ whether large shapes are in play.
 import os
 
 import torch
+from hypothesis import settings
 from hypothesis import strategies as st
 
 import ssm_triton
 
 PROFILE = os.environ.get("SSM_TRITON_PROFILE", "ci" if ssm_triton.INTERPRET else "gpu")
 BIG = PROFILE == "gpu"
+
+
+def examples(ci: int, gpu: int = 100) -> settings:
+    """A test's example count: ``ci`` under the ci profile, ``gpu`` under the gpu one, never more than
+    ``SSM_TRITON_EXAMPLES`` when that is set (a GPU smoke run or compute-sanitizer asks for few)."""
+    n = gpu if BIG else ci
+    if os.environ.get("SSM_TRITON_EXAMPLES"):
+        n = min(n, int(os.environ["SSM_TRITON_EXAMPLES"]))
+    return settings(max_examples=n, deadline=None)
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 

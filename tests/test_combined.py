@@ -3,16 +3,16 @@ from the float64 references: outputs, final states and the input's gradient, ove
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref, ssd_quadratic_torch
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
 from ssm_triton.tolerance import scaled_error
-from builders import BIG, inner_reference
-from strategies import normal, seeds
+from builders import inner_reference
+from strategies import examples, normal, seeds
 
-FEW = settings(max_examples=100 if BIG else 4)
+FEW = examples(4)
 
 
 def grads_match(got, want, leaves32, leaves64, cotangent):

@@ -11,15 +11,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.tolerance import scaled_error
-from builders import BIG
-from strategies import seeds
+from strategies import examples, seeds
 
-EXAMPLES = settings(max_examples=10 if BIG else 3)
+EXAMPLES = examples(3, 10)
 
 
 def _backend_or_skip(world):

@@ -2,12 +2,12 @@
 then decode steps) against the full forward, sampling rules, and training lowering the loss."""
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.models import MambaConfig, MambaLMHeadModel, sample
 from builders import BIG
-from strategies import seeds
+from strategies import examples, seeds
 
 VOCAB = 37  # padded to 40 (pad_vocab_size_multiple 8)
 
@@ -37,7 +37,7 @@ def test_state_dict_names_match_mamba_ssm(device):
 
 
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])   # each block type, whatever the examples drawn
-@settings(max_examples=100 if BIG else 3)
+@examples(3)
 @given(L=st.integers(1, 20), new=st.integers(1, 6 if BIG else 4), bsz=st.integers(1, 2), seed=seeds())
 def test_generate_logits_equal_the_full_forward(device, layer, L, new, bsz, seed):
     """Each new token's logits from prefill + decode steps equal the full forward's over the sequence
@@ -53,7 +53,7 @@ def test_generate_logits_equal_the_full_forward(device, layer, L, new, bsz, seed
     assert torch.equal(out[:, L:], logits.argmax(-1))
 
 
-@settings(max_examples=100 if BIG else 20, deadline=None)
+@examples(20)
 @given(bsz=st.integers(1, 4), vocab=st.integers(2, 50), top_k=st.integers(0, 8), top_p=st.floats(0.0, 1.0),
        min_p=st.sampled_from([0.0, 0.05, 0.3, 0.9]), temperature=st.floats(0.1, 3.0), seed=seeds())
 def test_sampling_keeps_to_top_k_top_p_and_min_p(bsz, vocab, top_k, top_p, min_p, temperature, seed):
@@ -76,7 +76,7 @@ def test_sampling_keeps_to_top_k_top_p_and_min_p(bsz, vocab, top_k, top_p, min_p
         assert (probs.gather(1, tok[:, None])[:, 0] >= min_p * probs.max(-1).values * (1 - 1e-6)).all()
 
 
-@settings(max_examples=100 if BIG else 20, deadline=None)
+@examples(20)
 @given(bsz=st.integers(1, 3), vocab=st.integers(2, 30), penalty=st.floats(1.0, 3.0), seed=seeds())
 def test_repetition_penalty_lowers_only_the_tokens_seen(bsz, vocab, penalty, seed):
     from ssm_triton.models.generation import apply_repetition_penalty

@@ -4,17 +4,16 @@ prefill + decode) against the full forward."""
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, selective_scan_ref
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from builders import BIG
-from strategies import seeds
+from strategies import examples, seeds
 
 # block-level cases are whole models under the interpreter: few examples there, the GPU profile runs many
-FEW = settings(max_examples=100 if BIG else 5)
+FEW = examples(5)
 
 # mamba_ssm's Mamba(d_model=16, d_state=8): d_inner 32, dt_rank ceil(16/16) = 1, x_proj to dt, B, C
 # (1 + 2*8 = 17), conv over the 32 inner channels

@@ -1,18 +1,17 @@
 """The Mamba2 block: mamba_ssm's parameter names and shapes, its forward against a float64 composition
 of the references, and decoding (token by token, and prefill + decode) against the full forward."""
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
-from builders import BIG
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from strategies import seeds
+from strategies import examples, seeds
 
 # each example runs the whole block (and up to 24 decode steps) through the interpreter
 # block-level cases are whole models under the interpreter: few examples there, the GPU profile runs many
-FEW = settings(max_examples=100 if BIG else 5)
+FEW = examples(5)
 
 # mamba_ssm's Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2): d_inner 32, 4 heads, conv over x, B, C
 # (32 + 2*2*8 = 64 channels), in_proj to z, xBC, dt (32 + 64 + 4 = 100)

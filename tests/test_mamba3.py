@@ -5,15 +5,15 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import mamba3_siso_loop
 from ssm_triton.tolerance import assert_close
-from strategies import BIG, normal, on, seeds, uniform
+from strategies import examples, normal, on, seeds, uniform
 
-SMALL = settings(max_examples=100 if BIG else 6, deadline=None)
+SMALL = examples(6)
 STATE_NAMES = ("angle", "ssm", "k", "v")
 
 

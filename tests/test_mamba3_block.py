@@ -6,16 +6,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from builders import BIG
 from ssm_triton.reference import mamba3_siso_loop, rmsnorm_torch
-from strategies import seeds
+from strategies import examples, seeds
 
-FEW = settings(max_examples=100 if BIG else 4, deadline=None)
+FEW = examples(4)
 
 # mamba_ssm's Mamba3(d_model=16, d_state=8, headdim=8, ngroups=1, rope_fraction=0.5): d_inner 32, 4 heads,
 # 2 angles; in_proj to z, x, B, C, dd_dt, dd_A, trap, angles (32 + 32 + 8 + 8 + 4 + 4 + 4 + 2 = 94)

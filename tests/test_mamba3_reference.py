@@ -6,16 +6,16 @@ import math
 
 import numpy as np
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.reference import ssd_np
 from ssm_triton.reference.mamba3 import (mamba3_mimo_chunked, mamba3_mimo_loop, mamba3_siso_chunked, mamba3_siso_loop,
                                          mamba3_siso_step_ref, rotate)
-from strategies import BIG, normal, seeds, uniform
+from strategies import examples, normal, seeds, uniform
 
 CPU = torch.device("cpu")
-FEW = settings(max_examples=100 if BIG else 10, deadline=None)
+FEW = examples(10)
 
 
 def make(b, L, H, Hqk, P, N, S, seed, options):
@@ -56,7 +56,7 @@ def test_chunked_form_equals_the_loop(b, L, heads, P, N, seed, options, chunk, d
     assert_states_close(got_states, want_states)
 
 
-@settings(max_examples=100 if BIG else 4, deadline=None)
+@examples(4)
 @given(L=st.integers(2, 12), chunk=st.sampled_from([3, 5]), seed=seeds())
 def test_chunked_gradients_equal_the_loops(L, chunk, seed):
     """Every input's gradient, input states included, through both routes (the chunked form is what the
@@ -158,7 +158,7 @@ def test_mimo_chunked_form_equals_the_loop(b, L, heads, R, P, N, seed, options, 
     assert_states_close(got_states, want_states)
 
 
-@settings(max_examples=100 if BIG else 3, deadline=None)
+@examples(3)
 @given(L=st.integers(2, 10), chunk=st.sampled_from([3, 4]), seed=seeds())
 def test_mimo_chunked_gradients_equal_the_loops(L, chunk, seed):
     t = make_mimo(2, L, 2, 1, 2, 3, 4, 2, seed, True)

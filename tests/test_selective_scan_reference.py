@@ -9,7 +9,7 @@ import ssm_triton
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
 from builders import LAYOUTS, make_scan_problem as make_problem, np64
-from strategies import normal, seeds, uniform
+from strategies import normal, seeds
 
 @given(bsz=st.integers(1, 2), groups=st.integers(1, 2), per_group=st.integers(1, 3), L=st.integers(1, 17),
        N=st.integers(1, 5), layout=st.sampled_from(LAYOUTS), with_options=st.booleans(), seed=seeds())

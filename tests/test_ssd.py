@@ -2,20 +2,19 @@
 outputs, final and per-sequence states and every gradient over shapes, groups, chunk sizes, options,
 packed sequences and dtypes; chunk-size invariance; a packed batch against its sequences run alone;
 long rows; bad input."""
-import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from builders import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
-from strategies import normal, on, seeds
-from builders import make_ssd_problem as make_problem, ssd_np64 as np64
+from strategies import examples, normal, on, seeds
+from builders import make_ssd_problem as make_problem
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
@@ -230,7 +229,7 @@ def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate
         assert_close(a, b, torch.float32, f"d{name}")
 
 
-@settings(max_examples=100 if BIG else 4, deadline=None)   # two full forwards an example under the interpreter
+@examples(4)   # two full forwards an example under the interpreter
 @given(L=st.integers(1, 40), seed=seeds(), data=st.data())
 def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
     """fp32 inputs: IEEE products under "highest" (held to the fp32 tolerance), TF32 tensor cores under "high"

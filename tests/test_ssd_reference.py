@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ssm_triton.reference import selective_scan_np, ssd_np, ssd_quadratic_torch
 from builders import make_ssd_problem as make_problem, ssd_np64 as np64
-from strategies import normal, seeds, uniform
+from strategies import seeds
 
 
 def sizes():
