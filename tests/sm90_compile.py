@@ -206,7 +206,7 @@ def mamba3_cases():
                 dict(HAS_INIT=opt, REVERSE=rev, BLOCK_C=64, BLOCK_S=32)
         yield "mamba3 prep", m3_prep.siso_prep_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "ADT", "THETA_B", "OFF", "DTP", "CUM", "DIAG", "QK"),
-             "QR": PTR[dot], "KR": PTR[dot], "SEQ": "*i32"}, dict(HAS_SEQ=opt, CHUNK=64, **tiles)
+             "QR": PTR[dot], "KR": PTR[dot], "SEQ": "*i32"}, dict(HAS_SEQ=opt, CHUNK=64, HEADS=4, **tiles)
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
                                     "INTER", "US", "F", "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DADT", "DTH_SUMS"),

@@ -74,7 +74,12 @@ def sizes():
 def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    t = make(device, b, L, H, Hqk, P, N, S, seed, options, dtype)
+    check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
+
+
+def check_against_loop(device, t, chunk, dtype, seed):
+    """Outputs, final states and the gradient of every input against the float64 loop."""
+    b, L, H, P = t["V"].shape
     x = leaves(t)
     out, *finals = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, return_final_states=True)
     x64 = leaves({k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in t.items()})
@@ -100,6 +105,39 @@ def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, o
     for name, g, e in zip(flat(x), got, exp):
         assert g.dtype == flat(x)[name].dtype, name
         assert_close(g, e, dtype, f"d {name}")
+
+
+def test_every_tuning_candidate_matches_the_loop(device):
+    """Whatever the tuner picks (heads per prep program, warps, the SSD stages' tile plans) gives the
+    float64 loop's values and gradients: each GPU candidate, pinned in turn."""
+    from ssm_triton.kernels import tuning
+    from ssm_triton.kernels.mamba3 import launch as ml
+    from ssm_triton.kernels.mamba3 import prep
+    from ssm_triton.kernels.ssd import launch as kl
+    from ssm_triton.kernels.tuning import H100
+
+    b, L, H, Hqk, P, N, S, chunk = 1, 45, 4, 1, 8, 16, 3, 64
+    t = make(device, b, L, H, Hqk, P, N, S, 5, True, torch.float32)
+    bt = ml.steps_per_block(device, chunk)
+    prep_problem = (b, L, H, Hqk, N, S, chunk, bt, torch.float32, False)
+    plan_problem = kl.SSDProblem(b, L, H, P, H, N, chunk, torch.float32, True, False)
+    for choice, space in ((prep.siso_prep_kernel, prep.siso_prep_kernel.space(prep_problem, H100)),
+                          (prep.siso_prep_bwd_kernel, prep.siso_prep_bwd_kernel.space(prep_problem, H100)),
+                          (ml.siso_fwd_plan, ml.siso_fwd_plan.space(plan_problem, H100)),
+                          (ml.siso_bwd_plan, ml.siso_bwd_plan.space(plan_problem, H100))):
+        assert len(space) > 1, choice.name
+        # the interpreter ignores warps and stages: candidates that differ only there run once
+        pins = []
+        for option in space:
+            pin = {k: v for k, v in option.items() if not (ssm_triton.INTERPRET and k in ("num_warps", "num_stages"))}
+            if pin not in pins:
+                pins.append(pin)
+        for pin in pins:
+            tuning.pin(choice.name, **pin)
+            try:
+                check_against_loop(device, t, chunk, torch.float32, 5)
+            finally:
+                tuning.unpin(choice.name)
 
 
 @SMALL

@@ -7,7 +7,7 @@ from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_bwd_kernel
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
-from ..tuning import run_mode
+from ..tuning import TunablePlan, run_mode
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, seq_angles_kernel, seq_tail_kernel,
                    siso_prep_bwd_kernel, siso_prep_kernel)
 
@@ -61,13 +61,30 @@ class Sizes(NamedTuple):
     block_r: int       # the unrotated columns' tile width
 
 
-def _sizes(Q, V, Angles, chunk_size) -> Sizes:
+def _sizes(Q, V, Angles, chunk_size, tiles) -> Sizes:
     b, L, H, P = V.shape
     N, S = Q.shape[3], Angles.shape[3]
     nc = cdiv(L, chunk_size)
     bt = steps_per_block(V.device, chunk_size)
-    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size), nc, nc * chunk_size, V.device, bt,
-                 nc * chunk_size // bt, *_tiles(N, S))
+    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size, **(tiles or {})), nc, nc * chunk_size,
+                 V.device, bt, nc * chunk_size // bt, *_tiles(N, S))
+
+
+def _ssd_problem(Q, V, chunk_size, Z, cu_seqlens) -> ssd.SSDProblem:
+    """The SSD stages see one group per head (each head has its own k~, q~)."""
+    b, L, H, P = V.shape
+    return ssd.SSDProblem(b, L, H, P, H, Q.shape[3], chunk_size, V.dtype, Z is not None, cu_seqlens is not None)
+
+
+# the SSD stages' tile plans, tuned end to end over the SSD's own alternatives (Mamba-3 runs them with G = H)
+siso_fwd_plan = TunablePlan("mamba3_fwd", rule=lambda p, mode: {}, alternatives=ssd._forward_options, key=ssd._plan_key)
+siso_bwd_plan = TunablePlan("mamba3_bwd", rule=lambda p, mode: {}, alternatives=ssd._backward_options, key=ssd._plan_key)
+
+
+def _prep_problem(Q, V, Angles, chunk_size, bt, seq) -> tuple:
+    """What the prep kernels' tuning reads: ``(b, L, H, HQK, N, S, chunk, steps per program, dtype, packed)``."""
+    b, L, H, _ = V.shape
+    return (b, L, H, Q.shape[2], Q.shape[3], Angles.shape[3], chunk_size, bt, V.dtype, seq is not None)
 
 
 def _first_e(DT, Trap):
@@ -84,11 +101,15 @@ def packed(cu_seqlens, L):
 
 
 def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward,
-                 cu_seqlens=None):
+                 cu_seqlens=None, tiles=None):
     """Returns ``(out (b, L, H, P), (angle (b, H, S), ssm (b, H, P, N), k (b, H, N), v (b, H, P)), SisoSaved)``;
     final states in fp32 (``v`` in V's dtype), one per sequence of a packed row (``cu_seqlens``, batch 1; no
-    input states then). ``states``: the input states or None."""
-    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size)
+    input states then). ``states``: the input states or None. ``tiles``: the SSD stages' plan fields (default:
+    tuned)."""
+    if tiles is None:
+        tiles = siso_fwd_plan.pick(_ssd_problem(Q, V, chunk_size, Z, cu_seqlens), lambda t: siso_forward(
+            Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward, cu_seqlens, t))
+    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
     f32 = dict(device=dev, dtype=torch.float32)
     qr = torch.empty((b, L, H, N), device=dev, dtype=p.torch_dot)
     kr = torch.empty_like(qr)
@@ -110,10 +131,11 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
         theta_f = torch.empty((n_seq, H, S), **f32)
         seq_angles_kernel((n_seq, H), ANG=Angles, DT=DT, THETA_B=theta_b, CU=cu, OFF=off, FINAL=theta_f, L=L, H=H, S=S,
                           nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
-    siso_prep_kernel(grid, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_B=theta_b,
-                     SEQ=seq, OFF=off, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
-                     lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_T=bt, BLOCK_S=block_s, BLOCK_R=block_r,
-                     num_warps=4)
+    siso_prep_kernel.launch(_prep_problem(Q, V, Angles, chunk_size, bt, seq), None,
+                            Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_B=theta_b,
+                            SEQ=seq, OFF=off, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N,
+                            S=S, Lp=Lp, nblk=nblk, lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_T=bt,
+                            BLOCK_S=block_s, BLOCK_R=block_r)
     h0 = None
     if states is not None:
         _, ssm0, k0, v0 = states
@@ -132,11 +154,16 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
 
 
 def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
-                  chunk_size, deterministic=False, cu_seqlens=None):
+                  chunk_size, deterministic=False, cu_seqlens=None, tiles=None):
     """Gradients of :func:`siso_forward`: ``dout (b, L, H, P)`` or None, ``dstates`` the final states'
     gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z, Q, K``, which
-    keep their dtype through the op layer's casts)."""
-    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size)
+    keep their dtype through the op layer's casts). ``tiles`` as for the forward; deterministic runs take the
+    rule's plan, as the SSD's backward does."""
+    if tiles is None and not deterministic:
+        tiles = siso_bwd_plan.pick(_ssd_problem(Q, V, chunk_size, Z, cu_seqlens), lambda t: siso_backward(
+            dout, dstates, saved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, deterministic,
+            cu_seqlens, t))
+    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
     dtheta_f, dssm_f, dk_f, dv_f = dstates
     seq, cu, ends = packed(cu_seqlens, L)
     if seq is not None and dssm_f is not None:
@@ -185,12 +212,13 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     grid = (nblk, b * H)
     qb_part = torch.empty((nblk, b, H, N), **f32)
     kb_part = torch.empty_like(qb_part)
-    siso_prep_bwd_kernel((nblk, b * HQK), Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, QK=saved.qk,
-                         THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms, DDIAG=s.diag_grads,
-                         RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
-                         DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt, DTH_SUMS=dth_sums,
-                         L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
-                         BLOCK_S=block_s, BLOCK_R=block_r, num_warps=8)   # 4 warps need 194 registers a thread
+    siso_prep_bwd_kernel.launch(
+        _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
+        TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
+        DDIAG=s.diag_grads, RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
+        DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt,
+        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
+        BLOCK_S=block_s, BLOCK_R=block_r)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient
     dthf = dtheta_f.float().contiguous() if dtheta_f is not None else None

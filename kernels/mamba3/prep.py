@@ -30,7 +30,7 @@ import triton.language as tl
 
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.cumsum import chunk_row   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
-from ..tuning import Kernel
+from ..tuning import Kernel, TunableKernel, bucket
 
 
 
@@ -57,13 +57,6 @@ def _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S):
     at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
     m = ok[:, None] & s_ok[None, :]
     return _tanh(tl.load(ANG + at, mask=m, other=0.0).to(tl.float32)), at, m
-
-
-@triton.jit
-def _biased(X, XB, row, h, cols, ok, c_ok, N):
-    """``X + bias`` at ``cols`` of the rows ``row``, fp32."""
-    x = tl.load(X + row[:, None] + cols[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-    return x + tl.load(XB + h * N + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
 
 
 @triton.jit
@@ -142,6 +135,14 @@ def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T:
 
 
 @triton.jit
+def _pair_tiles(X, row, cols, m, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The rotated pairs of the rows ``row`` as ``(even, odd)`` tiles ``(BLOCK_T, BLOCK_S)``, fp32, read as
+    one contiguous ``(BLOCK_T, 2 BLOCK_S)`` tile (``cols = arange(2 BLOCK_S)``)."""
+    x = tl.load(X + row[:, None] + cols[None, :], mask=m, other=0.0).to(tl.float32)
+    return tl.split(tl.reshape(x, [BLOCK_T, BLOCK_S, 2]))
+
+
+@triton.jit
 def _siso_prep_kernel(
     # pointers: inputs (THETA_B: the row's running angle entering each block, from _block_prefix_kernel;
     # packed rows: SEQ the step's sequence, OFF (sequences, H, S) the running angle before each one starts)
@@ -150,64 +151,81 @@ def _siso_prep_kernel(
     QR, KR, DTP, CUM, DIAG, QK,
     # sizes
     L, H, HQK, N, S, Lp, nblk, lo_off,
-    # meta-parameters
+    # meta-parameters (HEADS: heads per program, all reading one Q/K head, which is loaded once)
     HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_R: tl.constexpr, HEADS: tl.constexpr,
 ):
-    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
-    g = h // (H // HQK)
-    base = bh.to(tl.int64) * L
-    row_p = bh.to(tl.int64) * Lp
-    dt, lam, e_next = _steps(DT, TRAP, base, t, L)
-    if HAS_SEQ:  # a sequence's last step has no next one
-        seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
-        e_next = tl.where(tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == seq, e_next, 0.0)
-    tl.store(DTP + row_p + t, tl.where(ok, lam * dt + e_next, 0.0))
-    # the decay summed from the chunk's first step: the earlier blocks of the chunk, then this one
-    start = (j * BLOCK_T) // CHUNK * CHUNK
-    before = tl.zeros([BLOCK_T], dtype=tl.float64)
-    for e0 in range(start, j * BLOCK_T, BLOCK_T):
-        e = e0 + tl.arange(0, BLOCK_T)
-        before += tl.load(ADT + base + e, mask=e < L, other=0.0).to(tl.float64)
-    adt = tl.load(ADT + base + t, mask=ok, other=0.0).to(tl.float64)
-    cum = tl.sum(before, axis=0) + tl.cumsum(adt, axis=0)
-    cum_hi = cum.to(tl.float32)
-    tl.store(CUM + row_p + t, cum_hi)
-    tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
-
+    j = tl.program_id(0)
+    pid = tl.program_id(1)
+    bi = pid // (H // HEADS)
+    h0 = pid % (H // HEADS) * HEADS
+    g = h0 // (H // HQK)
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    # the group's Q and K: pairs as even/odd tiles (read and written as whole rows, so the stores are
+    # contiguous), then the columns past the pairs
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
-    tw, _, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
-    th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
-    if HAS_SEQ:
-        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-    cos = tl.cos(th)
-    sin = tl.sin(th)
-    qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
-    orow = ((bi.to(tl.int64) * L + t) * H + h) * N
-    ev = 2 * ss
-    od = 2 * ss + 1
-    q_e = _biased(Q, QB, qrow, h, ev, ok, s_ok, N)
-    q_o = _biased(Q, QB, qrow, h, od, ok, s_ok, N)
-    k_e = _biased(K, KB, qrow, h, ev, ok, s_ok, N)
-    k_o = _biased(K, KB, qrow, h, od, ok, s_ok, N)
-    tl.store(QR + orow[:, None] + ev[None, :], (q_e * cos - q_o * sin).to(QR.dtype.element_ty), mask=m)
-    tl.store(QR + orow[:, None] + od[None, :], (q_e * sin + q_o * cos).to(QR.dtype.element_ty), mask=m)
-    tl.store(KR + orow[:, None] + ev[None, :], (k_e * cos - k_o * sin).to(KR.dtype.element_ty), mask=m)
-    tl.store(KR + orow[:, None] + od[None, :], (k_e * sin + k_o * cos).to(KR.dtype.element_ty), mask=m)
-    qk = tl.sum(q_e * k_e + q_o * k_o, axis=1)
-    # the columns past the rotated pairs pass through
+    m = ok[:, None] & s_ok[None, :]
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
     mr = ok[:, None] & r_ok[None, :]
-    q_r = _biased(Q, QB, qrow, h, rs, ok, r_ok, N)
-    k_r = _biased(K, KB, qrow, h, rs, ok, r_ok, N)
-    tl.store(QR + orow[:, None] + rs[None, :], q_r.to(QR.dtype.element_ty), mask=mr)
-    tl.store(KR + orow[:, None] + rs[None, :], k_r.to(KR.dtype.element_ty), mask=mr)
-    qk += tl.sum(q_r * k_r, axis=1)
-    tl.store(QK + base + t, qk, mask=ok)
-    tl.store(DIAG + row_p + t, tl.where(ok, -e_next * qk, 0.0))
+    qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
+    q_e0 = tl.load(Q + qrow[:, None] + 2 * ss[None, :], mask=m, other=0.0).to(tl.float32)
+    q_o0 = tl.load(Q + qrow[:, None] + 2 * ss[None, :] + 1, mask=m, other=0.0).to(tl.float32)
+    k_e0 = tl.load(K + qrow[:, None] + 2 * ss[None, :], mask=m, other=0.0).to(tl.float32)
+    k_o0 = tl.load(K + qrow[:, None] + 2 * ss[None, :] + 1, mask=m, other=0.0).to(tl.float32)
+    q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
+    k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
+    if HAS_SEQ:  # a sequence's last step has no next one
+        seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
+        last = tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) != seq
+    start = (j * BLOCK_T) // CHUNK * CHUNK
+    for hh in range(HEADS):
+        h = h0 + hh
+        bh = bi * H + h
+        base = bh.to(tl.int64) * L
+        row_p = bh.to(tl.int64) * Lp
+        dt, lam, e_next = _steps(DT, TRAP, base, t, L)
+        if HAS_SEQ:
+            e_next = tl.where(last, 0.0, e_next)
+        tl.store(DTP + row_p + t, tl.where(ok, lam * dt + e_next, 0.0))
+        # the decay summed from the chunk's first step: the earlier blocks of the chunk, then this one
+        before = tl.zeros([BLOCK_T], dtype=tl.float64)
+        for e0 in range(start, j * BLOCK_T, BLOCK_T):
+            e = e0 + tl.arange(0, BLOCK_T)
+            before += tl.load(ADT + base + e, mask=e < L, other=0.0).to(tl.float64)
+        adt = tl.load(ADT + base + t, mask=ok, other=0.0).to(tl.float64)
+        cum = tl.sum(before, axis=0) + tl.cumsum(adt, axis=0)
+        cum_hi = cum.to(tl.float32)
+        tl.store(CUM + row_p + t, cum_hi)
+        tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+
+        tw, _, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+        theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+        th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+        if HAS_SEQ:
+            th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
+        cos = tl.cos(th)
+        sin = tl.sin(th)
+        q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        q_o = q_o0 + tl.load(QB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        k_e = k_e0 + tl.load(KB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        k_o = k_o0 + tl.load(KB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        orow = ((bi.to(tl.int64) * L + t) * H + h) * N
+        ev = orow[:, None] + 2 * ss[None, :]
+        tl.store(QR + ev, (q_e * cos - q_o * sin).to(QR.dtype.element_ty), mask=m)
+        tl.store(QR + ev + 1, (q_e * sin + q_o * cos).to(QR.dtype.element_ty), mask=m)
+        tl.store(KR + ev, (k_e * cos - k_o * sin).to(KR.dtype.element_ty), mask=m)
+        tl.store(KR + ev + 1, (k_e * sin + k_o * cos).to(KR.dtype.element_ty), mask=m)
+        # the columns past the rotated pairs pass through
+        q_r = q_r0 + tl.load(QB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
+        k_r = k_r0 + tl.load(KB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(QR + orow[:, None] + rs[None, :], q_r.to(QR.dtype.element_ty), mask=mr)
+        tl.store(KR + orow[:, None] + rs[None, :], k_r.to(KR.dtype.element_ty), mask=mr)
+        qk = tl.sum(q_e * k_e + q_o * k_o, axis=1) + tl.sum(q_r * k_r, axis=1)
+        tl.store(QK + base + t, qk, mask=ok)
+        tl.store(DIAG + row_p + t, tl.where(ok, -e_next * qk, 0.0))
 
 
 @triton.jit
@@ -395,8 +413,44 @@ def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nbl
 
 angle_sums_kernel = Kernel(_angle_sums_kernel)
 block_prefix_kernel = Kernel(_block_prefix_kernel, flags=dict(HAS_INIT="INIT"))
-siso_prep_kernel = Kernel(_siso_prep_kernel, flags=dict(HAS_SEQ="SEQ"))
-siso_prep_bwd_kernel = Kernel(_siso_prep_bwd_kernel, flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
+def heads_per_program(H: int, HQK: int, most: int = 4) -> int:
+    """The largest divisor of ``H // HQK`` (the heads reading one Q/K head) up to ``most``."""
+    per = H // HQK
+    return max(d for d in range(1, min(per, most) + 1) if per % d == 0)
+
+
+# problem: (b, L, H, HQK, N, S, chunk, steps per program, dtype, packed?)
+def _prep_key(p):
+    b, L, *rest = p
+    return (bucket(b * L), *rest)
+
+
+def _prep_rule(p, mode):
+    # several heads per program read their Q/K head once: ncu on the H200 (2026-12-02) found the one-head
+    # program bound by L2 traffic (85% of it), a third of which was every head re-reading the group's Q and K
+    return dict(HEADS=heads_per_program(p[2], p[3]), num_warps=4)
+
+
+def _prep_alternatives(p, mode):
+    most = heads_per_program(p[2], p[3])
+    return [dict(HEADS=1), dict(HEADS=1, num_warps=8), dict(HEADS=most, num_warps=8),
+            dict(HEADS=heads_per_program(p[2], p[3], 8), num_warps=8)]
+
+
+def _blocks(p) -> int:
+    """Prep programs per row: the padded length over the steps per program."""
+    L, chunk, bt = p[1], p[6], p[7]
+    return -(-L // chunk) * chunk // bt
+
+
+siso_prep_kernel = TunableKernel("mamba3_prep", _siso_prep_kernel, rule=_prep_rule, alternatives=_prep_alternatives,
+                                 key=_prep_key, grid=lambda p, kw: (_blocks(p), p[0] * p[2] // kw["HEADS"]),
+                                 flags=dict(HAS_SEQ="SEQ"))
+# a program walks every head of one Q/K head (summing their dQ, dK in registers): only the warps are tuned
+siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd", _siso_prep_bwd_kernel, key=_prep_key,
+                                     rule=lambda p, mode: dict(num_warps=8),   # 4 warps: 194 registers a thread
+                                     alternatives=lambda p, mode: [dict(num_warps=4), dict(num_warps=16)],
+                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3]), flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
 angle_carry_kernel = Kernel(_angle_carry_kernel, flags=dict(HAS_SEQ="SEQ"))
 seq_angles_kernel = Kernel(_seq_angles_kernel)
 seq_tail_kernel = Kernel(_seq_tail_kernel)
