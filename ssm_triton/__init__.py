@@ -12,6 +12,7 @@ from .ops.combined import mamba_inner_fn, mamba_split_conv1d_scan_combined
 from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.discretize import discretize
 from .ops.mamba3 import mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from .ops.mamba3_mimo import mamba3_mimo
 from .ops.norm import rmsnorm_fn
 from .ops.scan import linear_scan
 from .ops.selective_scan import selective_scan_fn
@@ -19,6 +20,6 @@ from .ops.ssd import mamba_chunk_scan_combined
 from .ops.state_update import selective_state_update
 
 __version__ = "0.1.0"
-__all__ = ["INTERPRET", "InferenceParams", "Mamba", "Mamba2", "Mamba3", "causal_conv1d_fn", "causal_conv1d_update", "discretize", "linear_scan", "mamba3_mimo_step", "mamba3_siso_combined", "mamba3_siso_step", "mamba_chunk_scan_combined", "mamba_inner_fn",
+__all__ = ["INTERPRET", "InferenceParams", "Mamba", "Mamba2", "Mamba3", "causal_conv1d_fn", "causal_conv1d_update", "discretize", "linear_scan", "mamba3_mimo", "mamba3_mimo_step", "mamba3_siso_combined", "mamba3_siso_step", "mamba_chunk_scan_combined", "mamba_inner_fn",
            "mamba_split_conv1d_scan_combined", "rmsnorm_fn", "selective_scan_fn",
            "selective_state_update", "__version__"]

@@ -1,0 +1,76 @@
+"""The SSD stages with their per-step terms given: ``y_t = sum_{s <= t} exp(cs_t - cs_s) (q_t . k_s) scale_s x_s
++ exp(cs_t) H_in q_t`` (``cs`` the within-chunk sum of the decays ``a``), forward and backward.
+
+Mamba-3's MIMO scan runs on it in pseudo-time (``ops/mamba3_mimo.py``): step ``(t, r)`` of rank ``r`` at
+``t R + r``, with the decay only at ``r = 0``, so the chunk's tensor-core tiles see the ranks as steps. The terms
+(rotations, the trapezoid's weights, the in-step R x R block) are computed around it.
+
+``_decay_grad_kernel`` turns the pair stages' row sums into each step's decay gradient (the SSD's step-size
+backward does the same inside ``_dt_bwd_kernel``, chained into ``dt``)."""
+import torch
+import triton
+import triton.language as tl
+
+from ..host import cdiv
+from ..ssd import launch as ssd
+from ..ssd.bwd_dt import decay_grad
+from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
+from ..ssd.cumsum import chunk_row
+from ..tuning import Kernel
+
+
+@triton.jit
+def _decay_grad_kernel(RS, CS, INTER, US, F, DA, L, H, Lp, nc, Q: tl.constexpr):
+    c, bh, _, _, t, ok = chunk_row(L, H, Q)
+    d_a = decay_grad(RS, CS, INTER, US, F, bh.to(tl.int64) * Lp + t, bh, nc, c, ok)
+    tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
+
+
+decay_grad_kernel = Kernel(_decay_grad_kernel)
+
+
+def _padded(t: torch.Tensor, Lp: int) -> torch.Tensor:
+    """``(b, H, T)`` -> ``(b, H, Lp)`` fp32, zeros past ``T``."""
+    out = torch.zeros((*t.shape[:2], Lp), device=t.device, dtype=torch.float32)
+    out[..., :t.shape[2]] = t
+    return out
+
+
+def core_forward(x, k, q, scale, a, h0, chunk_size):
+    """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T)``
+    fp32, ``h0 (b, H, P, N)`` fp32 or None. Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32,
+    (dtp, cum, hs, k, q))``: what :func:`core_backward` reads."""
+    b, T, H, P = x.shape
+    N = k.shape[3]
+    p = ssd.plan(x, N, chunk_size)
+    k = k.to(p.torch_dot).contiguous()
+    q = q.to(p.torch_dot).contiguous()
+    nc = cdiv(T, chunk_size)
+    Lp = nc * chunk_size
+    dtp = _padded(scale, Lp)
+    cum64 = _padded(a, Lp).double().view(b, H, nc, chunk_size).cumsum(-1).view(b, H, Lp)
+    hi = cum64.float()
+    cum = torch.stack([hi, (cum64 - hi.double()).float()])
+    hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, None, MODE_STATE, p), cum, None,
+                                  h0.float().contiguous() if h0 is not None else None, T, p)
+    y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, None, p, store_y=False)
+    return y, final, (dtp, cum, hs, k, q)
+
+
+def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False):
+    """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32;
+    ``dh0`` always computed). ``dy`` None: only the final state's gradient flows."""
+    dtp, cum, hs, k, q = kept
+    b, T, H, P = x.shape
+    N = k.shape[3]
+    p = ssd.plan(x, N, chunk_size)
+    nc = cdiv(T, chunk_size)
+    dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
+    adj = ssd.chunk_state(dy, q, dtp, cum, None, MODE_ADJOINT, p)
+    ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, None,
+                                           dfinal.float().contiguous() if dfinal is not None else None, T, p)
+    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, None, p, 1, deterministic)
+    da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
+    decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
+                      F=fpart.sum(-1).contiguous(), DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, Q=chunk_size)
+    return (dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), s.direct_terms[..., :T], da, dh0)

@@ -1,0 +1,223 @@
+"""``mamba3_mimo``: Mamba-3's multi-input multi-output scan, drop-in for mamba_ssm's
+``mamba_ssm.ops.tilelang.mamba3.mamba3_mimo``.
+
+The ranks become steps: rank ``r`` of step ``t`` sits at pseudo-step ``t R + r``, the decay acts only at
+``r = 0``, and every pseudo-step of step ``t`` carries ``scale_t = gamma_t + e_{t+1}``, so the SSD's chunked
+stages (``kernels/mamba3/core.py``) give every term between different steps. Within one step the ranks all
+meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the pseudo-time scan gave the pairs
+``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step, with the rotations, rank projections, skip,
+gate and output projection, is computed here in PyTorch (fp32) and differentiated by autograd.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _validate
+from ..kernels.host import next_power_of_2
+from ..kernels.mamba3 import core as _k
+from ._spec import OpSpec, build
+from .mamba3 import IO_DTYPES, MAX_DIM, MAX_RANK, _check
+
+CHUNK_SIZES = (4, 8, 16, 32, 64)
+
+
+def _fake(x, k, chunk_size, **_):
+    from ..kernels.ssd.launch import make_plan
+    b, T, H, P = x.shape
+    N = k.shape[3]
+    nc = -(-T // chunk_size)
+    f32 = dict(dtype=torch.float32, device=x.device)
+    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32), x.new_empty((b, H, nc * chunk_size), **f32),
+            x.new_empty((2, b, H, nc * chunk_size), **f32),
+            x.new_empty((b, H, nc, P, N), dtype=make_plan(x, N, chunk_size).torch_dot))
+
+
+def _forward(x, k, q, scale, a, h0, chunk_size, deterministic):
+    y, final, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size)
+    return y, final, dtp, cum, hs
+
+
+def _backward(saved, grads):
+    from ..kernels.ssd.launch import plan
+    x, k, q = saved["x"], saved["k"], saved["q"]
+    dot = plan(x, k.shape[3], saved["chunk_size"]).torch_dot
+    kept = (saved["dtp"], saved["cum"], saved["hs"], k.to(dot).contiguous(), q.to(dot).contiguous())
+    dx, dk, dq, dscale, da, dh0 = _k.core_backward(grads["y"], grads["final"], x, kept, saved["chunk_size"],
+                                                   saved["deterministic"])
+    return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
+
+
+_core = build(OpSpec(
+    "mamba3_core", "x: Tensor, k: Tensor, q: Tensor, scale: Tensor, a: Tensor, h0: Tensor?, chunk_size: int, "
+    "deterministic: bool", outputs=("y", "final", "dtp", "cum", "hs"), forward=_forward, fake=_fake,
+    grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final"),
+    saves=("x", "k", "q", "scale", "a", "h0", "dtp", "cum", "hs", "chunk_size", "deterministic"), backward=_backward))
+
+
+def rotate_half(x: Tensor, theta: Tensor) -> Tensor:
+    """``x (..., N)`` with its pairs ``(n, N/2 + n)``, ``n < S``, turned by ``theta (..., S)``."""
+    S, half = theta.shape[-1], x.shape[-1] // 2
+    if S == 0:
+        return x
+    a, b = x[..., :S], x[..., half:half + S]
+    c, s = torch.cos(theta), torch.sin(theta)
+    return torch.cat([a * c - b * s, x[..., S:half], a * s + b * c, x[..., half + S:]], dim=-1)
+
+
+def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
+                  rotary_dim_divisor, Input_States, cu_seqlens):
+    _validate.tensor("V", V, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, P)")
+    b, L, H, P = V.shape
+    if min(b, L, H, P) < 1 or P > MAX_DIM:
+        raise ValueError(f"V (batch, L, H, P) must have every size at least 1 and P <= {MAX_DIM}, got {tuple(V.shape)}")
+    _validate.tensor("Q", Q, ndim=5, dtypes=IO_DTYPES, shape_doc="(batch, L, R, Hqk, N)")
+    R, Hqk, N = Q.shape[2], Q.shape[3], Q.shape[4]
+    if not 1 <= R <= MAX_RANK:
+        raise ValueError(f"Q has rank R = {R} (dim 2 of (batch, L, R, Hqk, N)); 1 to {MAX_RANK} are supported")
+    if Hqk < 1 or H % Hqk:
+        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 3 of (batch, L, R, Hqk, N)), which must divide H = {H}")
+    if N % 2 or not 2 <= N <= MAX_DIM:
+        raise ValueError(f"Q has N = {N} (dim 4 of (batch, L, R, Hqk, N)); it must be even and at most {MAX_DIM}")
+    _check("Q", Q, (b, L, R, Hqk, N), "(batch, L, R, Hqk, N)", IO_DTYPES)
+    _check("K", K, (b, L, R, Hqk, N), "(batch, L, R, Hqk, N) as Q", IO_DTYPES)
+    _validate.same_dtype(("V", "Q", "K"), (V, Q, K))
+    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
+        _check(name, t, (b, H, L), "(batch, H, L)")
+    for name, t in (("Q_bias", Q_bias), ("K_bias", K_bias)):
+        _check(name, t, (H, R, N), "(H, R, N)")
+    for name, t in (("MIMO_V", MIMO_V), ("MIMO_Z", MIMO_Z), ("MIMO_Out", MIMO_Out)):
+        if t is None and (name == "MIMO_V" or (name == "MIMO_Z" and Z is not None)):
+            raise ValueError(f"{name} (H, R, P) is required" + (" when Z is given" if name == "MIMO_Z" else ""))
+        if t is not None:
+            _check(name, t, (H, R, P), "(H, R, P)")
+    _validate.tensor("Angles", Angles, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, S)")
+    S = Angles.shape[3]
+    if 2 * S > N:
+        raise ValueError(f"Angles has S = {S} rotated pairs (dim 3 of (batch, L, H, S)); 2 S must be at most N = {N}")
+    if rotary_dim_divisor is not None and S != N // rotary_dim_divisor:
+        raise ValueError(f"Angles has S = {S} angles per head; rotary_dim_divisor = {rotary_dim_divisor} means "
+                         f"N / {rotary_dim_divisor} = {N // rotary_dim_divisor}")
+    _check("Angles", Angles, (b, L, H, S), "(batch, L, H, S)", IO_DTYPES)
+    if D is not None:
+        _check("D", D, (H,), "(H,)")
+    if Z is not None:
+        _check("Z", Z, (b, L, H, P), "(batch, L, H, P) as V", IO_DTYPES)
+    if Input_States is not None:
+        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
+                            f"k (batch, R, H, N), x (batch, H, P)), got {type(Input_States).__name__}")
+        for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
+                                        "Input_States[3] (x)"), Input_States,
+                                       ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P)),
+                                       ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)")):
+            _check(name, t, shape, doc)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
+        raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
+    if cu_seqlens is not None:
+        raise NotImplementedError("mamba3_mimo: cu_seqlens (packed sequences) is not supported yet; "
+                                  "run the sequences as separate batch rows")
+    _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out",
+                       "Angles", "D", "Z", "Input_States"),
+                      (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z,
+                       Input_States[1] if Input_States is not None else None))
+
+
+def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
+                K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Optional[Tensor], MIMO_Out: Optional[Tensor], Angles: Tensor,
+                D: Optional[Tensor] = None, Z: Optional[Tensor] = None, chunk_size: int = 16,
+                rotary_dim_divisor: Optional[int] = None, dtype: Optional[torch.dtype] = None,
+                return_state: bool = False, cu_seqlens: Optional[Tensor] = None, *,
+                Input_States: Optional[tuple] = None, deterministic: Optional[bool] = None):
+    """Mamba-3's MIMO scan of rank R (see ``ssm_triton.reference.mamba3_mimo_loop``), forward and backward.
+
+    Per batch row, head ``h`` and step ``t``, with ``lam = sigmoid(Trap)``, ``v_{t,r} = V_t * MIMO_V[h, r]``
+    and ``theta_t = theta_{t-1} + pi tanh(Angles_t) DT_t``::
+
+        q~_{t,r} = Rot(theta_t) (Q_{t,r} + Q_bias[h, r]),  k~_{t,r} likewise from K
+        H_t = exp(ADT_t) H_{t-1} + (1 - lam_t) DT_t exp(ADT_t) sum_r v_{t-1,r} k~_{t-1,r}^T
+              + lam_t DT_t sum_r v_{t,r} k~_{t,r}^T
+        y_{t,r} = (H_t q~_{t,r} + D[h] v_{t,r}) * silu(Z_t * MIMO_Z[h, r]);  out_t = sum_r MIMO_Out[h, r] * y_{t,r}
+
+    ``Rot`` turns the half-split pairs ``(n, N/2 + n)``, ``n < S``; angles are summed in fp64 and reduced mod 2 pi.
+
+    Args:
+        Q, K: ``(batch, L, R, Hqk, N)``, Hqk dividing H; N even, <= 256; R <= 16.
+        V: ``(batch, L, H, P)``, P <= 256, Q's dtype (fp32, bf16 or fp16). ADT, DT, Trap: ``(batch, H, L)``.
+        Q_bias, K_bias: ``(H, R, N)``. MIMO_V, MIMO_Z, MIMO_Out: ``(H, R, P)``; MIMO_Z may be None without Z,
+            MIMO_Out None returns the ranks' outputs apart. Angles: ``(batch, L, H, S)``, ``2 S <= N``.
+        D: optional ``(H,)``. Z: optional ``(batch, L, H, P)``.
+        chunk_size: steps per chunk, 4 to 64 (the result does not depend on it beyond rounding); the SSD stages
+            run ``chunk_size * R`` pseudo-steps per chunk (at least 16, at most 256).
+        rotary_dim_divisor: optional check that ``S = N / rotary_dim_divisor`` (mamba_ssm's argument).
+        dtype: accepted for mamba_ssm's signature; the tensor cores take V's dtype.
+        return_state: also return ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, R, H, N),
+            x (batch, H, P))`` after the last step, as :func:`mamba3_mimo_step` and ``Input_States`` take them.
+        cu_seqlens: not supported yet (NotImplementedError).
+        Input_States: keyword only, the states before the first step (zeros when None); mamba_ssm's op lacks it.
+        deterministic: keyword only, as for :func:`mamba3_siso_combined`.
+
+    Returns:
+        ``out (batch, L, H, P)`` (``(batch, L, R, H, P)`` without MIMO_Out) in V's dtype, or ``(out, states)``
+        with ``return_state``. Differentiable in every tensor input, the input states included, and from the
+        final states (unlike mamba_ssm's, whose final state is a side output).
+    """
+    del dtype
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    _validate.flag("deterministic", deterministic)
+    _validate.flag("return_state", return_state)
+    _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
+                  rotary_dim_divisor, Input_States, cu_seqlens)
+    b, L, R, Hqk, N = Q.shape
+    H, P = V.shape[2], V.shape[3]
+    f = torch.float32
+    dt = DT.to(f)
+    lam = torch.sigmoid(Trap.to(f))
+    gamma = lam * dt                                                       # (b, H, L)
+    e = dt * (1.0 - lam)
+    e_next = F.pad(e[..., 1:], (0, 1))
+    scale = gamma + e_next
+    angle0, ssm0, k0, x0 = Input_States if Input_States is not None else (None,) * 4
+
+    # the running angle: fp64 sums, reduced mod 2 pi, fp32 from there on
+    inc = math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None]
+    theta = torch.cumsum(inc.double(), dim=1)
+    if angle0 is not None:
+        theta = theta + angle0.double()[:, None]
+    theta = torch.remainder(theta, 2 * math.pi).to(f)                     # (b, L, H, S)
+
+    heads = lambda t: t.to(f).repeat_interleave(H // Hqk, dim=3)          # noqa: E731  (b, L, R, H, N)
+    qp = heads(Q) + Q_bias.to(f).transpose(0, 1)
+    kp = heads(K) + K_bias.to(f).transpose(0, 1)
+    qr = rotate_half(qp, theta[:, :, None])
+    kr = rotate_half(kp, theta[:, :, None])
+    mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
+    v = V.to(f)[:, :, None] * mv                                           # (b, L, R, H, P)
+
+    h0 = None
+    if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks
+        h0 = ssm0.to(f) + e[..., 0, None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
+    T = L * R
+    a = F.pad(ADT.to(f)[..., None], (0, R - 1)).reshape(b, H, T)
+    pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
+    y_ps, final = _core(v.to(V.dtype).reshape(b, T, H, P), kr.reshape(b, T, H, N), qr.reshape(b, T, H, N),
+                        scale.repeat_interleave(R, dim=2), a, h0, pseudo_chunk, deterministic)[:2]
+    y = y_ps.view(b, L, R, H, P).to(f)
+
+    # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
+    scores = torch.einsum("blrhn,blshn->blhrs", qp, kp)
+    later = torch.triu(torch.ones(R, R, dtype=torch.bool, device=V.device), diagonal=1)
+    w = torch.where(later, gamma.transpose(1, 2)[..., None, None], -e_next.transpose(1, 2)[..., None, None])
+    y = y + torch.einsum("blhrs,blshp->blrhp", scores * w, v)
+    if D is not None:
+        y = y + D.to(f)[:, None] * v
+    if Z is not None:
+        y = y * F.silu(Z.to(f)[:, :, None] * MIMO_Z.to(f).transpose(0, 1))
+    out = (y * MIMO_Out.to(f).transpose(0, 1)).sum(2) if MIMO_Out is not None else y
+    out = out.to(V.dtype)
+    if not return_state:
+        return out
+    return out, (theta[:, -1], final, kr[:, -1], V[:, -1].clone())

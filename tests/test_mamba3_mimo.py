@@ -1,0 +1,145 @@
+"""``mamba3_mimo`` (Mamba-3's MIMO chunked scan) against the float64 step-by-step loop: values, final states and
+every gradient; the decode step continuing from the scan's states; bad input."""
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.reference import mamba3_mimo_loop
+from ssm_triton.tolerance import assert_close
+from strategies import examples, normal, on, seeds, uniform
+
+STATE_NAMES = ("angle", "ssm", "k", "x")
+
+
+def make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype):
+    """Inputs as a Mamba3 block feeds them: DT positive, ADT = A DT with A < 0, small biases."""
+    r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
+    f32 = torch.float32
+    dt = uniform((b, H, L), 0.01, 0.8, seed + 4, device, f32)
+    t = dict(Q=r((b, L, R, Hqk, N), 0), K=r((b, L, R, Hqk, N), 1), V=r((b, L, H, P), 2),
+             ADT=-uniform((b, H, L), 0.05, 1.5, seed + 3, device, f32) * dt, DT=dt, Trap=r((b, H, L), 5, 2.0, f32),
+             Q_bias=r((H, R, N), 6, 0.3, f32), K_bias=r((H, R, N), 7, 0.3, f32), MIMO_V=r((H, R, P), 8, 1.0, f32),
+             MIMO_Z=r((H, R, P), 9, 1.0, f32) if options else None,
+             MIMO_Out=r((H, R, P), 10, 0.5, f32) if with_out else None,
+             Angles=r((b, L, H, S), 11))
+    if options:
+        t.update(D=r((H,), 12, 1.0, f32), Z=r((b, L, H, P), 13),
+                 Input_States=(uniform((b, H, S), 0.0, 2 * math.pi, seed + 14, device, f32),
+                               r((b, H, P, N), 15, 0.5, f32), r((b, R, H, N), 16, 1.0, f32), r((b, H, P), 17)))
+    return t
+
+
+def _tensors(t: dict) -> dict:
+    out = {k: v for k, v in t.items() if isinstance(v, torch.Tensor)}
+    for name, s in zip(STATE_NAMES, t.get("Input_States", ())):
+        out[f"Input_States.{name}"] = s
+    return out
+
+
+def _leaves(t: dict, cast=None) -> dict:
+    f = (lambda v: v.double()) if cast else (lambda v: v)  # noqa: E731
+    out = {k: (f(v).detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+    if "Input_States" in t:
+        out["Input_States"] = tuple(f(s).detach().clone().requires_grad_() for s in t["Input_States"])
+    return out
+
+
+def assert_angle_close(got, want, name):
+    assert_close(torch.cos(got.double()), torch.cos(want), torch.float32, f"cos {name}")
+    assert_close(torch.sin(got.double()), torch.sin(want), torch.float32, f"sin {name}")
+
+
+@examples(10)
+@given(b=st.integers(1, 2), L=st.one_of(st.integers(1, 24), st.just(17)), R=st.sampled_from([1, 2, 3, 4]),
+       heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]), P=st.sampled_from([1, 5, 8]), N=st.sampled_from([2, 6, 16]),
+       seed=seeds(), options=st.booleans(), with_out=st.booleans(), chunk=st.sampled_from([4, 8, 16]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed, options, with_out, chunk, dtype,
+                                              data):
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    t = make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype)
+    x = _leaves(t)
+    out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=chunk,
+                                         return_state=True, Input_States=x.get("Input_States"))
+    x64 = _leaves(t, cast=True)
+    want, want_states = mamba3_mimo_loop(**x64)
+    assert out.dtype == dtype and out.shape == ((b, L, H, P) if with_out else (b, L, R, H, P))
+    assert_close(out, want, dtype, "out")
+    assert_angle_close(finals[0], want_states[0], "final angle")
+    for name, g, w in zip(STATE_NAMES[1:], finals[1:], want_states[1:]):
+        assert_close(g, w, dtype, f"final {name}")
+
+    ws = [normal(o.shape, seed + 20 + i, device) for i, o in enumerate((want, *want_states))]
+
+    def loss(o, states):
+        angle = states[0].double()
+        total = (o.double() * ws[0]).sum() + (torch.cos(angle) * ws[1]).sum() + (torch.sin(angle) * ws[1]).sum()
+        return total + sum((s.double() * w).sum() for s, w in zip(states[1:], ws[2:]))
+
+    got = torch.autograd.grad(loss(out, finals), list(_tensors(x).values()))
+    exp = torch.autograd.grad(loss(want, want_states), list(_tensors(x64).values()))
+    for name, g, e in zip(_tensors(x), got, exp):
+        assert g.dtype == _tensors(x)[name].dtype, name
+        assert_close(g, e, dtype, f"d {name}")
+
+
+@examples(4)
+@given(L=st.integers(2, 12), R=st.sampled_from([1, 2, 4]), seed=seeds(), inplace=st.booleans())
+def test_decode_steps_continue_the_scan(device, L, R, seed, inplace):
+    """A prefill by the scan, then decode steps from its final states, gives the scan of the whole sequence."""
+    b, H, Hqk, P, N, S = 2, 2, 1, 4, 8, 2
+    t = make(device, b, L, R, H, Hqk, P, N, S, seed, True, True, torch.float32)
+    t.pop("Input_States")
+    want = ssm_triton.mamba3_mimo(**t, chunk_size=4)
+    cut = L // 2
+    head = {k: (v[:, :cut] if k in ("Q", "K", "V", "Angles", "Z") else v[..., :cut] if k in ("ADT", "DT", "Trap")
+                else v) for k, v in t.items()}
+    out, states = ssm_triton.mamba3_mimo(**head, chunk_size=4, return_state=True)
+    outs = [out]
+    states = [s.detach().contiguous() for s in states]
+    for i in range(cut, L):
+        tok = {k: (v[:, i] if k in ("Q", "K", "V", "Angles", "Z") else v[..., i] if k in ("ADT", "DT", "Trap") else v)
+               for k, v in t.items()}
+        y, states = ssm_triton.mamba3_mimo_step(**tok, Input_States=tuple(states), inplace=inplace)
+        outs.append(y[:, None])
+    assert_close(torch.cat(outs, 1), want.double(), torch.float32, "prefill + steps")
+
+
+GOOD = dict(Q=torch.ones(1, 3, 2, 1, 8), K=torch.ones(1, 3, 2, 1, 8), V=torch.ones(1, 3, 2, 4), ADT=-torch.ones(1, 2, 3),
+            DT=torch.ones(1, 2, 3), Trap=torch.ones(1, 2, 3), Q_bias=torch.ones(2, 2, 8), K_bias=torch.ones(2, 2, 8),
+            MIMO_V=torch.ones(2, 2, 4), MIMO_Z=torch.ones(2, 2, 4), MIMO_Out=torch.ones(2, 2, 4),
+            Angles=torch.ones(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("override, exc, match", [
+    (dict(V=torch.ones(1, 3, 2)), ValueError, r"V must be 4-D \(batch, L, H, P\)"),
+    (dict(Q=torch.ones(1, 3, 2, 8)), ValueError, r"Q must be 5-D \(batch, L, R, Hqk, N\)"),
+    (dict(Q=torch.ones(1, 3, 17, 1, 8), K=torch.ones(1, 3, 17, 1, 8)), ValueError, "rank R = 17"),
+    (dict(Q=torch.ones(1, 3, 2, 3, 8), K=torch.ones(1, 3, 2, 3, 8)), ValueError, "Hqk = 3 heads"),
+    (dict(Q=torch.ones(1, 3, 2, 1, 7), K=torch.ones(1, 3, 2, 1, 7)), ValueError, "N = 7"),
+    (dict(K=torch.ones(1, 3, 2, 1, 6)), ValueError, r"K must have shape \(batch, L, R, Hqk, N\) as Q"),
+    (dict(DT=torch.ones(1, 3, 2)), ValueError, r"DT must have shape \(batch, H, L\)"),
+    (dict(Q_bias=torch.ones(2, 8)), ValueError, r"Q_bias must be 3-D"),
+    (dict(MIMO_V=None), ValueError, "MIMO_V .* is required"),
+    (dict(MIMO_Z=None, Z=torch.ones(1, 3, 2, 4)), ValueError, "MIMO_Z .* is required when Z is given"),
+    (dict(MIMO_Out=torch.ones(2, 3, 4)), ValueError, r"MIMO_Out must have shape \(H, R, P\)"),
+    (dict(Angles=torch.ones(1, 3, 2, 5)), ValueError, "2 S must be at most N"),
+    (dict(rotary_dim_divisor=2), ValueError, "rotary_dim_divisor = 2"),
+    (dict(chunk_size=12), ValueError, "chunk_size must be one of"),
+    (dict(V=torch.ones(1, 3, 2, 4, dtype=torch.float64)), TypeError, "V must have dtype"),
+    (dict(Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8), torch.ones(1, 2, 8), torch.ones(1, 2, 4))),
+     ValueError, r"Input_States\[2\] \(k\) must be 4-D"),
+    (dict(cu_seqlens=torch.tensor([0, 3])), NotImplementedError, "cu_seqlens"),
+    (dict(K=torch.ones(1, 3, 2, 1, 8, device="meta")), ValueError, "K is on meta"),
+])
+def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
+    args = on(device, {**GOOD, **override})
+    if "Input_States" in override:
+        args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
+    with pytest.raises(exc, match=match):
+        ssm_triton.mamba3_mimo(**args)
