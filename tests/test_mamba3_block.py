@@ -1,4 +1,4 @@
-"""The Mamba3 block (SISO): mamba_ssm's parameter names and shapes, its forward and gradients against a float64
+"""The Mamba3 block (SISO and MIMO): mamba_ssm's parameter names and shapes, its forward and gradients against a float64
 composition of the references, decoding (prefill + one token per call) against the full forward, and the LM
 with ``layer="Mamba3"``."""
 import math
@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from ssm_triton.reference import mamba3_siso_loop, rmsnorm_torch
+from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop, rmsnorm_torch
 from strategies import examples, seeds
 
-FEW = examples(4)
 
 # mamba_ssm's Mamba3(d_model=16, d_state=8, headdim=8, ngroups=1, rope_fraction=0.5): d_inner 32, 4 heads,
 # 2 angles; in_proj to z, x, B, C, dd_dt, dd_A, trap, angles (32 + 32 + 8 + 8 + 4 + 4 + 4 + 2 = 94)
@@ -30,7 +29,8 @@ def build(device, seed, **kw):
     cfg.update(kw)
     m = ssm_triton.Mamba3(**cfg)
     with torch.no_grad():  # off the initial values, so that every term (biases, norms, D) is exercised
-        for p in (m.B_bias, m.C_bias, m.B_norm.weight, m.C_norm.weight, m.D):
+        for p in (m.B_bias, m.C_bias, m.B_norm.weight, m.C_norm.weight, m.D,
+                  *((m.mimo_x, m.mimo_z, m.mimo_o) if m.is_mimo else ())):
             p.add_(0.3 * torch.randn_like(p))
         if m.is_outproj_norm:
             m.norm.weight.add_(0.3 * torch.randn_like(m.norm.weight))
@@ -42,21 +42,28 @@ def test_state_dict_names_and_shapes_match_mamba_ssm(device):
     m = build(device, 0, rope_fraction=1.0, is_outproj_norm=True, ngroups=2)
     assert m.num_rope_angles == 4 and m.in_proj.weight.shape == (32 + 32 + 32 + 12 + 4, 16)
     assert m.norm.weight.shape == (32,)
+    m = build(device, 0, is_mimo=True, mimo_rank=3)   # B and C per rank, and the three rank projections
+    assert m.in_proj.weight.shape == (94 + 2 * 2 * 8, 16)
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items() if k.startswith(("mimo", "B_bias"))} == {
+        "mimo_x": (4, 3, 8), "mimo_z": (4, 3, 8), "mimo_o": (4, 3, 8), "B_bias": (4, 3, 8)}
     dt = F.softplus(build(device, 1).dt_bias)
     assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()                # dt in [dt_min, dt_max]
 
 
 def reference_forward(m, p, u):
-    """The block composed from float64 references: in_proj, the step sizes, RMSNorm on B and C, the SISO loop,
-    the optional gated norm, out_proj."""
+    """The block composed from float64 references: in_proj, the step sizes, RMSNorm on B and C, the SISO (or MIMO)
+    loop, the optional gated norm, out_proj."""
     b, L, _ = u.shape
-    H, P, N, G, S = m.nheads, m.headdim, m.d_state, m.num_bc_heads, m.num_rope_angles
-    z, x, B, C, dd_dt, dd_A, trap, ang = torch.split(u @ p["in_proj.weight"].T, [32, 32, N * G, N * G, H, H, H, S], -1)
+    H, P, N, G, S, R = m.nheads, m.headdim, m.d_state, m.num_bc_heads, m.num_rope_angles, m.mimo_rank
+    z, x, B, C, dd_dt, dd_A, trap, ang = torch.split(u @ p["in_proj.weight"].T,
+                                                     [32, 32, N * G * R, N * G * R, H, H, H, S], -1)
     A = torch.clamp(-F.softplus(dd_A), max=-m.A_floor)
     DT = F.softplus(dd_dt + p["dt_bias"])
+    z = z.reshape(b, L, H, P)
+    if m.is_mimo:
+        return _reference_mimo(m, p, b, L, z, x, B, C, A, DT, trap, ang)
     Q = rmsnorm_torch(C.reshape(b, L, G, N), p["C_norm.weight"], eps=1e-5)
     K = rmsnorm_torch(B.reshape(b, L, G, N), p["B_norm.weight"], eps=1e-5)
-    z = z.reshape(b, L, H, P)
     y, _ = mamba3_siso_loop(Q, K, x.reshape(b, L, H, P), (A * DT).transpose(1, 2), DT.transpose(1, 2),
                             trap.transpose(1, 2), p["C_bias"][:, 0], p["B_bias"][:, 0],
                             ang[:, :, None].expand(b, L, H, S), p["D"], None if m.is_outproj_norm else z)
@@ -67,20 +74,41 @@ def reference_forward(m, p, u):
     return y @ p["out_proj.weight"].T
 
 
-def options():
-    return st.sampled_from([dict(), dict(is_outproj_norm=True), dict(rope_fraction=1.0, ngroups=2)])
+def _reference_mimo(m, p, b, L, z, x, B, C, A, DT, trap, ang):
+    H, P, N, G, S, R = m.nheads, m.headdim, m.d_state, m.num_bc_heads, m.num_rope_angles, m.mimo_rank
+    norm = m.is_outproj_norm
+    Q = rmsnorm_torch(C.reshape(b, L, R, G, N), p["C_norm.weight"], eps=1e-5)
+    K = rmsnorm_torch(B.reshape(b, L, R, G, N), p["B_norm.weight"], eps=1e-5)
+    y, _ = mamba3_mimo_loop(Q, K, x.reshape(b, L, H, P), (A * DT).transpose(1, 2), DT.transpose(1, 2),
+                            trap.transpose(1, 2), p["C_bias"], p["B_bias"], p["mimo_x"], None if norm else p["mimo_z"],
+                            None if norm else p["mimo_o"], ang[:, :, None].expand(b, L, H, S), p["D"],
+                            None if norm else z)
+    if norm:   # each rank's output normalised, gated by z * mimo_z, then summed through mimo_o
+        zr = (z[:, :, None] * p["mimo_z"].transpose(0, 1)).reshape(b, L, R, H * P)
+        y = rmsnorm_torch(y.reshape(b, L, R, H * P), p["norm.weight"], z=zr, eps=1e-5, group_size=P,
+                          norm_before_gate=True).reshape(b, L, R, H, P)
+        y = torch.einsum("blrhp,hrp->blhp", y, p["mimo_o"])
+    return y.reshape(b, L, H * P) @ p["out_proj.weight"].T
 
 
+OPTIONS = [dict(), dict(is_outproj_norm=True), dict(rope_fraction=1.0, ngroups=2), dict(is_mimo=True, mimo_rank=2),
+           dict(is_mimo=True, mimo_rank=3, is_outproj_norm=True, chunk_size=8, ngroups=2)]
+each_option = pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(f"{k}{v}" for k, v in o.items()) or "siso")
+FEW = examples(2)
+
+
+@each_option
 @FEW
-@given(L=st.integers(1, 40), bsz=st.integers(1, 2), seed=seeds(), opts=options())
+@given(L=st.integers(1, 40), bsz=st.integers(1, 2), seed=seeds())
 def test_forward_matches_the_references_composed(device, L, bsz, seed, opts):
     m = build(device, seed % 1000, **opts)
     u = torch.randn(bsz, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
     assert_forward_matches(m, u, lambda p, x: reference_forward(m, p, x))
 
 
+@each_option
 @FEW
-@given(L=st.integers(1, 30), seed=seeds(), opts=options())
+@given(L=st.integers(1, 30), seed=seeds())
 def test_gradients_match_the_references_composed(device, L, seed, opts):
     # One step from zero states with the out-projection norm: y = (gamma q.k + D) v is a multiple of v, the
     # norm is blind to its scale, so every scan parameter's gradient is exactly zero and a relative check
@@ -91,8 +119,9 @@ def test_gradients_match_the_references_composed(device, L, seed, opts):
     assert_grads_match(m, u, lambda p, x: reference_forward(m, p, x), seed)
 
 
+@each_option
 @FEW
-@given(L=st.integers(2, 20), data=st.data(), seed=seeds(), opts=options())
+@given(L=st.integers(2, 20), data=st.data(), seed=seeds())
 def test_prefill_then_decode_equals_the_full_forward(device, L, data, seed, opts):
     prefill = data.draw(st.integers(0, L - 1), label="prefill")
     m = build(device, seed % 1000, **opts)
@@ -102,10 +131,11 @@ def test_prefill_then_decode_equals_the_full_forward(device, L, data, seed, opts
     torch.testing.assert_close(prefill_then_decode(m, u, prefill), want, rtol=1e-4, atol=1e-5)
 
 
-def test_step_returns_and_updates_the_states(device):
-    m = build(device, 0)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_step_returns_and_updates_the_states(device, rank):
+    m = build(device, 0, is_mimo=rank > 1, mimo_rank=rank)
     cache = m.allocate_inference_cache(2, 8)
-    assert [tuple(c.shape) for c in cache] == [(2, 4, 2), (2, 4, 8, 8), (2, 1, 4, 8), (2, 4, 8)]
+    assert [tuple(c.shape) for c in cache] == [(2, 4, 2), (2, 4, 8, 8), (2, rank, 4, 8), (2, 4, 8)]
     before = [c.clone() for c in cache]
     with torch.no_grad():
         out, *states = m.step(torch.randn(2, 1, 16, device=device), *cache)
@@ -115,8 +145,9 @@ def test_step_returns_and_updates_the_states(device):
 
 
 def test_unsupported_options_say_so(device):
-    with pytest.raises(NotImplementedError, match="MIMO"):
-        ssm_triton.Mamba3(16, d_state=8, headdim=8, is_mimo=True)
+    with pytest.raises(NotImplementedError, match="cu_seqlens"):
+        build(device, 0, is_mimo=True, mimo_rank=2)(torch.randn(1, 4, 16, device=device),
+                                                      cu_seqlens=torch.tensor([0, 2, 4], device=device))
     with pytest.raises(ValueError, match="rope_fraction"):
         ssm_triton.Mamba3(16, d_state=8, headdim=8, rope_fraction=0.25)
     m = build(device, 0)

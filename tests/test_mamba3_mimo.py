@@ -88,6 +88,19 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
         assert_close(g, e, dtype, f"d {name}")
 
 
+@pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])
+def test_short_sequences_with_ranks_and_heads(device, L, R, heads):
+    """One or two steps, several ranks and heads: broadcasting over a length-1 axis can leave the ranks and
+    heads swapped in memory, which the kernels must not read as the pseudo-step order."""
+    H, Hqk = heads
+    t = make(device, 2, L, R, H, Hqk, 3, 8, 2, 7, True, True, torch.float32)
+    out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in t.items() if k != "Input_States"}, return_state=True,
+                                         Input_States=t["Input_States"])
+    want, want_states = mamba3_mimo_loop(**_leaves(t, cast=True))
+    assert_close(out, want, torch.float32, "out")
+    assert_close(finals[1], want_states[1], torch.float32, "final ssm")
+
+
 @examples(4)
 @given(L=st.integers(2, 12), R=st.sampled_from([1, 2, 4]), seed=seeds(), inplace=st.booleans())
 def test_decode_steps_continue_the_scan(device, L, R, seed, inplace):

@@ -43,6 +43,7 @@ def core_forward(x, k, q, scale, a, h0, chunk_size):
     b, T, H, P = x.shape
     N = k.shape[3]
     p = ssd.plan(x, N, chunk_size)
+    x = x.contiguous()
     k = k.to(p.torch_dot).contiguous()
     q = q.to(p.torch_dot).contiguous()
     nc = cdiv(T, chunk_size)

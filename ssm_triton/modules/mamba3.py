@@ -5,16 +5,19 @@ in_proj -> [z, x, B, C, dd_dt, dd_A, trap, angles] -> RMSNorm on B and C -> ``ma
 K = B, V = x, ``A = min(-softplus(dd_A), -A_floor)``, ``DT = softplus(dd_dt + dt_bias)``, ADT = A DT, the angle
 rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and no A_log. Decoding runs
 ``mamba3_siso_step`` on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
-k ``(b, 1, H, d_state)``, v ``(b, H, headdim)``.
+k ``(b, R, H, d_state)``, v ``(b, H, headdim)`` (R = 1 for SISO).
 
-The MIMO variant (``is_mimo=True``) is not built yet: the constructor raises ``NotImplementedError``. Packed
-sequences go through ``cu_seqlens`` (batch 1), each from zero states.
+``is_mimo=True`` runs ``mamba3_mimo`` / ``mamba3_mimo_step`` with rank ``mimo_rank`` (B and C per rank, the
+``mimo_x``, ``mimo_z``, ``mimo_o`` projections); with ``is_outproj_norm`` the ranks are normalised (gated by
+``z * mimo_z``) before ``mimo_o`` sums them, as mamba_ssm does. Packed sequences go through ``cu_seqlens``
+(batch 1, SISO only), each from zero states.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.mamba3 import mamba3_siso_combined, mamba3_siso_step
+from ..ops.mamba3 import mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from ..ops.mamba3_mimo import mamba3_mimo
 from .inference import cached_states, dt_bias_init
 from .norm import RMSNorm
 
@@ -29,13 +32,12 @@ class Mamba3(nn.Module):
                  chunk_size=64, dropout=0.0, layer_idx=None, n_layer=None, device=None, dtype=None, **kwargs):
         factory = {"device": device, "dtype": dtype}
         super().__init__()
-        if is_mimo:
-            raise NotImplementedError("Mamba3(is_mimo=True): the MIMO scan is not built in ssm_triton yet")
         if rope_fraction not in (0.5, 1.0):
             raise ValueError(f"rope_fraction must be 0.5 or 1.0, got {rope_fraction!r}")
         self.d_model, self.d_state, self.expand, self.headdim = d_model, d_state, expand, headdim
         self.chunk_size, self.layer_idx, self.A_floor = chunk_size, layer_idx, A_floor
-        self.is_outproj_norm, self.is_mimo, self.mimo_rank = is_outproj_norm, False, 1
+        self.is_outproj_norm, self.is_mimo = is_outproj_norm, bool(is_mimo)
+        self.mimo_rank = R = int(mimo_rank) if is_mimo else 1
         self.d_inner = int(expand * d_model)
         if self.d_inner % headdim:
             raise ValueError(f"d_inner = expand * d_model = {self.d_inner} must be a multiple of headdim = {headdim}")
@@ -46,23 +48,28 @@ class Mamba3(nn.Module):
         self.num_rope_angles = self.split_tensor_size // 2
         if self.num_rope_angles < 1:
             raise ValueError(f"d_state = {d_state} with rope_fraction {rope_fraction} leaves no angle to rotate by")
-        d_in_proj = 2 * self.d_inner + 2 * d_state * ngroups + 3 * self.nheads + self.num_rope_angles
+        d_in_proj = 2 * self.d_inner + 2 * d_state * ngroups * R + 3 * self.nheads + self.num_rope_angles
         self.in_proj = nn.Linear(d_model, d_in_proj, bias=False, **factory)
         self.dt_bias = nn.Parameter(dt_bias_init(self.nheads, dt_min, dt_max, dt_init_floor, device=device))
         self.dt_bias._no_weight_decay = True
-        self.B_bias = nn.Parameter(torch.ones(self.nheads, 1, d_state, device=device))
-        self.C_bias = nn.Parameter(torch.ones(self.nheads, 1, d_state, device=device))
+        self.B_bias = nn.Parameter(torch.ones(self.nheads, R, d_state, device=device))
+        self.C_bias = nn.Parameter(torch.ones(self.nheads, R, d_state, device=device))
         self.B_norm = RMSNorm(d_state, eps=1e-5, **factory)
         self.C_norm = RMSNorm(d_state, eps=1e-5, **factory)
         self.D = nn.Parameter(torch.ones(self.nheads, device=device))
         self.D._no_weight_decay = True
+        if self.is_mimo:   # mamba_ssm's initialisation: x and out averaged over the ranks, z passed through
+            ones = torch.ones(self.nheads, R, headdim, device=device)
+            self.mimo_x = nn.Parameter(ones / R)
+            self.mimo_z = nn.Parameter(ones.clone())
+            self.mimo_o = nn.Parameter(ones / R)
         if is_outproj_norm:
             self.norm = RMSNorm(self.d_inner, eps=1e-5, norm_before_gate=True, group_size=headdim, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory)
 
     def _split(self, u):
-        return torch.split(self.in_proj(u), [self.d_inner, self.d_inner, self.d_state * self.num_bc_heads,
-                                             self.d_state * self.num_bc_heads, self.nheads, self.nheads, self.nheads,
+        bc = self.d_state * self.num_bc_heads * self.mimo_rank
+        return torch.split(self.in_proj(u), [self.d_inner, self.d_inner, bc, bc, self.nheads, self.nheads, self.nheads,
                                              self.num_rope_angles], dim=-1)
 
     def _steps(self, dd_dt, dd_A):
@@ -72,7 +79,12 @@ class Mamba3(nn.Module):
         return DT, A * DT
 
     def _finish(self, y, z):
-        """``y (..., H, P)`` -> optional gated norm -> out_proj."""
+        """``y (..., H, P)`` (MIMO with is_outproj_norm: the ranks' ``(..., R, H, P)``) -> optional gated norm ->
+        out_proj."""
+        if self.is_mimo and self.is_outproj_norm:   # each rank normalised, gated by z * mimo_z, then mimo_o
+            zr = (z.float().unsqueeze(-3) * self.mimo_z.transpose(0, 1)).flatten(-2)
+            y = self.norm(y.float().flatten(-2), zr).unflatten(-1, (self.nheads, self.headdim))
+            return self.out_proj(torch.einsum("...rhp,hrp->...hp", y, self.mimo_o).flatten(-2).to(z.dtype))
         y = y.flatten(-2)
         if self.is_outproj_norm:
             y = self.norm(y, z.flatten(-2))
@@ -93,6 +105,8 @@ class Mamba3(nn.Module):
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
         DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, L, H, P)
+        if self.is_mimo:
+            return self._forward_mimo(b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states)
         y = mamba3_siso_combined(
             Q=self.C_norm(C.reshape(b, L, G, N)), K=self.B_norm(B.reshape(b, L, G, N)), V=x.reshape(b, L, H, P),
             ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2),
@@ -102,6 +116,22 @@ class Mamba3(nn.Module):
             cu_seqlens=cu_seqlens)
         if states is not None:
             y, *finals = y
+            for cache, final in zip(states, finals):
+                cache.copy_(final.view(cache.shape))
+        return self._finish(y, z)
+
+    def _forward_mimo(self, b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states):
+        H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank
+        norm = self.is_outproj_norm
+        y = mamba3_mimo(
+            Q=self.C_norm(C.reshape(b, L, R, G, N)), K=self.B_norm(B.reshape(b, L, R, G, N)), V=x.reshape(b, L, H, P),
+            ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2), Q_bias=self.C_bias,
+            K_bias=self.B_bias, MIMO_V=self.mimo_x, MIMO_Z=None if norm else self.mimo_z,
+            MIMO_Out=None if norm else self.mimo_o, Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles),
+            D=self.D, Z=None if norm else z, chunk_size=self.chunk_size, return_state=states is not None,
+            cu_seqlens=cu_seqlens)
+        if states is not None:
+            y, finals = y
             for cache, final in zip(states, finals):
                 cache.copy_(final.view(cache.shape))
         return self._finish(y, z)
@@ -118,6 +148,16 @@ class Mamba3(nn.Module):
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u2)
         DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, H, P)
+        if self.is_mimo:
+            R, norm = self.mimo_rank, self.is_outproj_norm
+            y, _ = mamba3_mimo_step(
+                Q=self.C_norm(C.reshape(b, R, G, N)), K=self.B_norm(B.reshape(b, R, G, N)), V=x.reshape(b, H, P),
+                ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias, K_bias=self.B_bias, MIMO_V=self.mimo_x,
+                MIMO_Z=self.mimo_z, MIMO_Out=None if norm else self.mimo_o,
+                Angles=angles.float()[:, None].expand(b, H, self.num_rope_angles), D=self.D, Z=None if norm else z,
+                Input_States=(angle_state, ssm_state, k_state, v_state), inplace=True)
+            out = self._finish(y, z)
+            return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
         y, _ = mamba3_siso_step(
             Q=self.C_norm(C.reshape(b, G, N)), K=self.B_norm(B.reshape(b, G, N)), V=x.reshape(b, H, P), ADT=ADT,
             DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
@@ -128,12 +168,12 @@ class Mamba3(nn.Module):
         return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
 
     def allocate_inference_cache(self, batch_size, max_seqlen, device=None, dtype=None, **kwargs):
-        """``(angle (batch, H, S) fp32, ssm (batch, H, headdim, d_state) fp32, k (batch, 1, H, d_state),
-        v (batch, H, headdim))``, zeros; k and v in ``dtype`` (default: in_proj's)."""
+        """``(angle (batch, H, S) fp32, ssm (batch, H, headdim, d_state) fp32, k (batch, R, H, d_state),
+        v (batch, H, headdim))``, zeros (R = mimo_rank, 1 for SISO); k and v in ``dtype`` (default: in_proj's)."""
         device = self.in_proj.weight.device if device is None else device
         dtype = self.in_proj.weight.dtype if dtype is None else dtype
         f32 = dict(device=device, dtype=torch.float32)
         return (torch.zeros(batch_size, self.nheads, self.num_rope_angles, **f32),
                 torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, **f32),
-                torch.zeros(batch_size, 1, self.nheads, self.d_state, device=device, dtype=dtype),
+                torch.zeros(batch_size, self.mimo_rank, self.nheads, self.d_state, device=device, dtype=dtype),
                 torch.zeros(batch_size, self.nheads, self.headdim, device=device, dtype=dtype))

@@ -203,7 +203,10 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     T = L * R
     a = F.pad(ADT.to(f)[..., None], (0, R - 1)).reshape(b, H, T)
     pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
-    y_ps, final = _core(v.to(V.dtype).reshape(b, T, H, P), kr.reshape(b, T, H, N), qr.reshape(b, T, H, N),
+    # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
+    # swapped in memory, and a reshape of that is a strided view
+    flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
+    y_ps, final = _core(flat(v.to(V.dtype), P), flat(kr, N), flat(qr, N),
                         scale.repeat_interleave(R, dim=2), a, h0, pseudo_chunk, deterministic)[:2]
     y = y_ps.view(b, L, R, H, P).to(f)
 
