@@ -19,8 +19,9 @@ from .ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from .ops.norm import rmsnorm_fn
 from .ops.state_update import selective_state_update
 from .ops.mamba3 import mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from .ops.mamba3_mimo import mamba3_mimo
 from .reference import (causal_conv1d_torch, causal_conv1d_update_torch, discretize_np, discretize_torch, linear_scan_np, linear_scan_torch, selective_scan_np,
-                        mamba3_mimo_step_ref, mamba3_siso_loop, rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
+                        mamba3_mimo_loop, mamba3_mimo_step_ref, mamba3_siso_loop, rmsnorm_torch, selective_scan_ref, selective_state_update_np, ssd_np, ssd_quadratic_torch)
 from .tolerance import scaled_error, tolerance
 
 # A case builds its inputs on a device in a dtype and returns [(what, kernel result, reference)].
@@ -278,6 +279,31 @@ def _mamba3_mimo_step(device, dtype) -> Comparison:
     return [("out", out, want), ("ssm", held[1], want_states[1]), ("k", held[2], want_states[2])]
 
 
+def _mamba3_mimo(device, dtype) -> Comparison:
+    """Rank 3, 4 heads on 2 Q/K heads, N 12 (2 turned pairs), P 8, D, Z, input states; 21 steps in chunks of 4."""
+    Q, K, x, z = _inputs(device, dtype, ((2, 21, 3, 2, 12), "normal"), ((2, 21, 3, 2, 12), "normal"),
+                         ((2, 21, 4, 8), "normal"), ((2, 21, 4, 8), "normal"))
+    dt, a, trap, qb, kb, mv, mz, mo, ang, D, s0, s1, s2, s3 = _inputs(
+        device, torch.float32, ((2, 4, 21), "unit"), ((2, 4, 21), "unit"), ((2, 4, 21), "normal"), ((4, 3, 12), "normal"),
+        ((4, 3, 12), "normal"), ((4, 3, 8), "normal"), ((4, 3, 8), "normal"), ((4, 3, 8), "normal"),
+        ((2, 21, 4, 2), "normal"), ((4,), "normal"), ((2, 4, 2), "unit"), ((2, 4, 8, 12), "normal"),
+        ((2, 3, 4, 12), "normal"), ((2, 4, 8), "normal"), seed=1)
+    dt = dt * 0.5 + 0.01
+    leaves = dict(Q=Q, K=K, V=x, ADT=-(a + 0.1) * dt, DT=dt, Trap=trap, Q_bias=qb * 0.3, K_bias=kb * 0.3, MIMO_V=mv,
+                  MIMO_Z=mz, MIMO_Out=mo * 0.5, Angles=ang, D=D, Z=z)
+    leaves = {k: v.detach().requires_grad_() for k, v in leaves.items()}
+    states = (s0 * 6, s1 * 0.5, s2, s3)
+    out, finals = mamba3_mimo(**leaves, chunk_size=4, return_state=True, Input_States=states)
+    (g,) = _inputs(device, dtype, (out.shape, "normal"), seed=2)
+    got = torch.autograd.grad(out, list(leaves.values()), g)
+    ref = {k: v.detach().double().cpu().requires_grad_() for k, v in leaves.items()}
+    want_out, want_states = mamba3_mimo_loop(**ref, Input_States=tuple(s.double().cpu() for s in states))
+    want = torch.autograd.grad(want_out, list(ref.values()), g.double().cpu())
+    return ([("out", out, want_out), ("final ssm", finals[1].to(dtype), want_states[1]),
+             ("final k", finals[2].to(dtype), want_states[2])]
+            + [(f"d{k}", a.to(dtype), w) for k, a, w in zip(leaves, got, want)])
+
+
 def default_cases() -> list[Case]:
     cases = [Case("linear_scan fwd", _scan_forward), Case("linear_scan bwd", _scan_backward)]
     for method in ("zoh", "mamba", "bilinear"):
@@ -293,6 +319,7 @@ def default_cases() -> list[Case]:
     cases.append(Case("causal_conv1d fwd/bwd/update", _conv1d))
     cases.append(Case("mamba3_siso fwd/bwd", _mamba3_forward_backward))
     cases.append(Case("mamba3_siso_step", _mamba3_step))
+    cases.append(Case("mamba3_mimo fwd/bwd", _mamba3_mimo))
     cases.append(Case("mamba3_mimo_step", _mamba3_mimo_step))
     return cases
 

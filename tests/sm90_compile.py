@@ -28,6 +28,7 @@ from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
 from ssm_triton.kernels.ssd import common as ssd_common  # noqa: E402
 from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
+from ssm_triton.kernels.mamba3 import core as m3_core  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
@@ -127,13 +128,20 @@ def ssd_cases():
     f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
     # every kernel with its options all off and all on, in each I/O dtype
     # fp32 twice: IEEE products ("highest") and TF32 tensor cores ("high")
+    # and Mamba-3 MIMO's core: fp32 x, y and their gradients, bf16 k, q and states (kernels/mamba3/core.py)
     variants = [(tl.float32, False, False, tl.float32), (tl.float32, True, True, tl.float32),
                 (tl.float32, True, True, ssd_common.TF32), (tl.bfloat16, False, False, tl.bfloat16),
-                (tl.bfloat16, True, True, tl.bfloat16), (tl.float16, True, True, tl.float16)]
+                (tl.bfloat16, True, True, tl.bfloat16), (tl.float16, True, True, tl.float16),
+                ("mixed", False, False, tl.bfloat16)]
+    steps = ("X", "V", "Y", "OUT", "Z", "DY", "DX", "DOUT", "DZ")
     for io, seq, opt, dot in variants:
-        iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
+        iop = lambda *names: {n: PTR[tl.float32 if io == "mixed" and n in steps else  # noqa: E731
+                                     tl.bfloat16 if io == "mixed" else io] for n in names}
         ints = {"SEQ": "*i32", "CU": "*i32", "lo": "fp32", "hi": "fp32"}
         tiles = dict(BLOCK_M=64, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot, Q=256)
+        if io == "mixed":   # the core's dt terms come in fp32: only the step-sized kernels differ
+            iop = (lambda f: lambda *names: {n: (PTR[tl.float32] if n in ("DT", "DDT") else v)
+                                             for n, v in f(*names).items()})(iop)
         yield "ssd cumsum", ssd_cumsum.dt_cumsum_kernel, {**iop("DT"), **f32("DT_BIAS", "A", "DTP", "CUM"), **ints}, \
             dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
         for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN):
@@ -200,6 +208,8 @@ def mamba3_cases():
         iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
         dot = tl.float32 if io == tl.float32 else io
         tiles = dict(BLOCK_T=16, BLOCK_S=32, BLOCK_R=64)
+        yield "mamba3 core decay grad", m3_core.decay_grad_kernel, \
+            {**f32("INTER", "US", "F", "DA"), "RS": "*fp64", "CS": "*fp64"}, dict(Q=64)
         yield "mamba3 angle sums", m3_prep.angle_sums_kernel, f32("ANG", "DT", "SUMS"), dict(BLOCK_T=16, BLOCK_S=32)
         for rev in (False, True):
             yield "mamba3 block prefix", m3_prep.block_prefix_kernel, f32("SUMS", "INIT", "OUT", "LAST"), \

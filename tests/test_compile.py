@@ -35,7 +35,19 @@ def _mamba3_model(Q, K, V, adt, DT, Trap, qb, kb, Angles, D, Z, a0, h0, k0, v0):
     return out.sum((-1, -2)).sum(-1) + sum(torch.cos(f).sum() if i == 0 else f.sum() for i, f in enumerate(finals))
 
 
+def _mimo_model(Q, K, V, adt, DT, Trap, qb, kb, mv, mz, mo, Angles, D, Z, a0, h0, k0, x0):
+    out, finals = ssm_triton.mamba3_mimo(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, mv, mz, mo, Angles, D=D, Z=Z,
+                                         chunk_size=4, return_state=True, Input_States=(a0, h0, k0, x0))
+    return out.sum((-1, -2)).sum(-1) + sum(torch.cos(f).sum() if i == 0 else f.sum() for i, f in enumerate(finals))
+
+
 CASES = {
+    "mamba3_mimo": (_mimo_model, lambda d: tuple(x.float() for x in (
+        normal((2, 9, 2, 1, 6), 40, d), normal((2, 9, 2, 1, 6), 41, d), normal((2, 9, 2, 3), 42, d),
+        normal((2, 2, 9), 43, d), uniform((2, 2, 9), 0.05, 0.5, 44, d), normal((2, 2, 9), 45, d),
+        normal((2, 2, 6), 46, d), normal((2, 2, 6), 47, d), normal((2, 2, 3), 48, d), normal((2, 2, 3), 49, d),
+        normal((2, 2, 3), 50, d), normal((2, 9, 2, 2), 51, d), normal((2,), 52, d), normal((2, 9, 2, 3), 53, d),
+        normal((2, 2, 2), 54, d), normal((2, 2, 3, 6), 55, d), normal((2, 2, 2, 6), 56, d), normal((2, 2, 3), 57, d)))),
     "mamba3_siso": (_mamba3_model, lambda d: tuple(x.float() for x in (
         normal((2, 19, 1, 6), 24, d), normal((2, 19, 1, 6), 25, d), normal((2, 19, 2, 3), 26, d), normal((2, 2, 19), 27, d),
         uniform((2, 2, 19), 0.05, 0.5, 28, d), normal((2, 2, 19), 29, d), normal((2, 6), 30, d), normal((2, 6), 31, d),
@@ -80,6 +92,8 @@ MODULES = {
     "Mamba": lambda d: ssm_triton.Mamba(d_model=16, d_state=4, layer_idx=0, device=d),
     "Mamba2": lambda d: ssm_triton.Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=16, layer_idx=0, device=d),
     "Mamba3": lambda d: ssm_triton.Mamba3(d_model=16, d_state=8, headdim=8, chunk_size=16, layer_idx=0, device=d),
+    "Mamba3-MIMO": lambda d: ssm_triton.Mamba3(d_model=16, d_state=8, headdim=8, chunk_size=8, is_mimo=True, mimo_rank=2,
+                                               layer_idx=0, device=d),
 }
 
 

@@ -16,7 +16,7 @@ from ..ssd import launch as ssd
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
 from ..ssd.cumsum import chunk_row
-from ..tuning import Kernel
+from ..tuning import Kernel, run_mode
 
 
 @triton.jit
@@ -36,13 +36,23 @@ def _padded(t: torch.Tensor, Lp: int) -> torch.Tensor:
     return out
 
 
-def core_forward(x, k, q, scale, a, h0, chunk_size):
+def core_plan(x, N, chunk_size, io_dtype):
+    """The SSD plan for fp32 ``x`` whose tensor-core operands take ``io_dtype`` (bf16 or fp16 inputs): ``x``, ``y``
+    and their gradients stay fp32, so the in-step correction added outside does not cancel against rounded
+    values. The interpreter keeps fp32 products (its bf16 ``tl.dot`` is wrong, triton issue 11584)."""
+    if io_dtype == torch.float32 or run_mode(x.device).interpreted:
+        return ssd.plan(x, N, chunk_size)
+    return ssd.plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
+
+
+def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32):
     """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T)``
-    fp32, ``h0 (b, H, P, N)`` fp32 or None. Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32,
-    (dtp, cum, hs, k, q))``: what :func:`core_backward` reads."""
+    fp32, ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`).
+    Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, (dtp, cum, hs, k, q))``: what
+    :func:`core_backward` reads."""
     b, T, H, P = x.shape
     N = k.shape[3]
-    p = ssd.plan(x, N, chunk_size)
+    p = core_plan(x, N, chunk_size, io_dtype)
     x = x.contiguous()
     k = k.to(p.torch_dot).contiguous()
     q = q.to(p.torch_dot).contiguous()
@@ -58,13 +68,13 @@ def core_forward(x, k, q, scale, a, h0, chunk_size):
     return y, final, (dtp, cum, hs, k, q)
 
 
-def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False):
+def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False, io_dtype=torch.float32):
     """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32;
     ``dh0`` always computed). ``dy`` None: only the final state's gradient flows."""
     dtp, cum, hs, k, q = kept
     b, T, H, P = x.shape
     N = k.shape[3]
-    p = ssd.plan(x, N, chunk_size)
+    p = core_plan(x, N, chunk_size, io_dtype)
     nc = cdiv(T, chunk_size)
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
     adj = ssd.chunk_state(dy, q, dtp, cum, None, MODE_ADJOINT, p)

@@ -24,37 +24,40 @@ from .mamba3 import IO_DTYPES, MAX_DIM, MAX_RANK, _check
 CHUNK_SIZES = (4, 8, 16, 32, 64)
 
 
-def _fake(x, k, chunk_size, **_):
-    from ..kernels.ssd.launch import make_plan
+_IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _fake(x, k, chunk_size, io, **_):
     b, T, H, P = x.shape
     N = k.shape[3]
     nc = -(-T // chunk_size)
     f32 = dict(dtype=torch.float32, device=x.device)
     return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32), x.new_empty((b, H, nc * chunk_size), **f32),
             x.new_empty((2, b, H, nc * chunk_size), **f32),
-            x.new_empty((b, H, nc, P, N), dtype=make_plan(x, N, chunk_size).torch_dot))
+            x.new_empty((b, H, nc, P, N), dtype=_k.core_plan(x, N, chunk_size, _IO[io]).torch_dot))
 
 
-def _forward(x, k, q, scale, a, h0, chunk_size, deterministic):
-    y, final, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size)
+def _forward(x, k, q, scale, a, h0, chunk_size, deterministic, io):
+    y, final, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io])
     return y, final, dtp, cum, hs
 
 
 def _backward(saved, grads):
-    from ..kernels.ssd.launch import plan
     x, k, q = saved["x"], saved["k"], saved["q"]
-    dot = plan(x, k.shape[3], saved["chunk_size"]).torch_dot
+    io = _IO[saved["io"]]
+    dot = _k.core_plan(x, k.shape[3], saved["chunk_size"], io).torch_dot
     kept = (saved["dtp"], saved["cum"], saved["hs"], k.to(dot).contiguous(), q.to(dot).contiguous())
     dx, dk, dq, dscale, da, dh0 = _k.core_backward(grads["y"], grads["final"], x, kept, saved["chunk_size"],
-                                                   saved["deterministic"])
+                                                   saved["deterministic"], io)
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 
 
 _core = build(OpSpec(
     "mamba3_core", "x: Tensor, k: Tensor, q: Tensor, scale: Tensor, a: Tensor, h0: Tensor?, chunk_size: int, "
-    "deterministic: bool", outputs=("y", "final", "dtp", "cum", "hs"), forward=_forward, fake=_fake,
+    "deterministic: bool, io: str", outputs=("y", "final", "dtp", "cum", "hs"), forward=_forward, fake=_fake,
     grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final"),
-    saves=("x", "k", "q", "scale", "a", "h0", "dtp", "cum", "hs", "chunk_size", "deterministic"), backward=_backward))
+    saves=("x", "k", "q", "scale", "a", "h0", "dtp", "cum", "hs", "chunk_size", "deterministic", "io"),
+    backward=_backward))
 
 
 def rotate_half(x: Tensor, theta: Tensor) -> Tensor:
@@ -206,9 +209,9 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
     # swapped in memory, and a reshape of that is a strided view
     flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
-    y_ps, final = _core(flat(v.to(V.dtype), P), flat(kr, N), flat(qr, N),
-                        scale.repeat_interleave(R, dim=2), a, h0, pseudo_chunk, deterministic)[:2]
-    y = y_ps.view(b, L, R, H, P).to(f)
+    y_ps, final = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a, h0,
+                        pseudo_chunk, deterministic, str(V.dtype).replace("torch.", ""))[:2]
+    y = y_ps.view(b, L, R, H, P)
 
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
     scores = torch.einsum("blrhn,blshn->blhrs", qp, kp)
