@@ -68,6 +68,19 @@ def mamba3_siso(b: int, L: int, H: int, Hqk: int, P: int, N: int, S: int, chunk:
     return io_bytes(inputs, v, direction), flops if direction == "fwd" else 3 * flops
 
 
+def mamba3_mimo(b: int, L: int, R: int, H: int, Hqk: int, P: int, N: int, S: int, chunk: int, es: int,
+                direction: str):
+    """Mamba-3 MIMO of rank R: reads Q, K (b, L, R, Hqk, N) and V, Z (b, L, H, P) in the I/O dtype, the per-step
+    terms as SISO, Q_bias, K_bias (H, R, N) and MIMO_V, MIMO_Z, MIMO_Out (H, R, P) in fp32; writes out like V.
+    FLOPs as SISO's over the L R rank-steps (chunks of ``chunk R``), plus the in-step R x R block."""
+    v = b * L * H * P * es
+    inputs = (2 * v + 2 * b * L * R * Hqk * N * es + (3 * b * H * L + b * L * H * S + 2 * H * R * N + 3 * H * R * P + H)
+              * FP32)
+    T = L * R
+    flops = b * H * (T * chunk * R * (N + P) + 4 * T * P * N + 2 * L * R * R * (N + P))
+    return io_bytes(inputs, v, direction), flops if direction == "fwd" else 3 * flops
+
+
 def state_update(b: int, H: int, P: int, N: int, G: int, es: int):
     """One Mamba-2 decode step: the fp32 state (b, H, P, N) read and written in place; x, z (b, H, P)
     and dt (b, H) read, out (b, H, P) written, B, C (b, G, N) read, all in the I/O dtype; A, D, dt_bias

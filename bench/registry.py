@@ -3,7 +3,7 @@ from .workloads import (discretize_workloads, linear_scan_workloads, selective_s
                         state_update_workloads)
 from .workloads_blocks import conv1d_workloads, norm_workloads
 from .workloads_lm import hf_workloads, lm_workloads
-from .workloads_mamba3 import mamba3_workloads
+from .workloads_mamba3 import mamba3_mimo_workloads, mamba3_workloads
 
 REGISTRY = {
     "linear_scan": linear_scan_workloads,
@@ -14,6 +14,7 @@ REGISTRY = {
     "conv1d": conv1d_workloads,
     "gated_rmsnorm": norm_workloads,
     "mamba3": mamba3_workloads,
+    "mamba3_mimo": mamba3_mimo_workloads,
     "lm": lm_workloads,
     "hf_mamba2": hf_workloads,
 }

@@ -1,5 +1,7 @@
 """Mamba-3 SISO's chunked scan against mamba_ssm's Triton kernels (``mamba_ssm.ops.triton.mamba3``), imported
-past mamba_ssm's ``__init__`` (they need no build). The bytes and FLOPs are in ``counts.py``."""
+past mamba_ssm's ``__init__`` (they need no build); MIMO (rank 4) against mamba_ssm's TileLang op where TileLang
+is installed, and against our SISO at the same shape (the issue's aim: within 1.5x). The bytes and FLOPs are in
+``counts.py``."""
 import torch
 
 from . import counts
@@ -47,5 +49,50 @@ def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
             for name, fn in peers.items():
                 impls[name] = keyword_impl(fn, chunk_size=chunk)
             out.append(Workload("mamba3_siso", (b, L, H, Hqk, P, N, S, chunk), io, direction, nbytes, flops,
+                                make(b, L), impls))
+    return out
+
+
+def mamba3_mimo_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """Rank 4 at the SISO rows' shape (B=8 L=4096 H=32 N=128 P=64 bf16, one Q/K head, a quarter of the dimensions
+    rotated as mamba_ssm's rope_fraction 0.5 gives, D and Z), chunks of 16 steps (64 rank-steps)."""
+    from ssm_triton import mamba3_mimo
+
+    H, Hqk, P, N, R, chunk = (2, 1, 8, 16, 2, 8) if quick else (32, 1, 64, 128, 4, 16)
+    S = N // 4
+    io = torch.float32 if quick else torch.bfloat16
+    rows = [(1, 40)] if quick else [(8, 4096), (1, 2048)]
+    peers = {}
+    mod, why = load_past_package_init("mamba_ssm.ops.tilelang.mamba3.mamba3_mimo")
+    if mod is None:
+        notes.add(f"mamba_ssm mamba3_mimo skipped: {why}")
+    else:
+        peers["mamba_ssm"] = lambda **x: mod.mamba3_mimo(**x, rotary_dim_divisor=4, dtype=x["V"].dtype)
+
+    def make(b, L):
+        def build():
+            g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
+            f = lambda *s: torch.randn(*s, device=device)  # noqa: E731
+            dt = torch.rand(b, H, L, device=device) * 0.1 + 0.001
+            x = {"Q": g(b, L, R, Hqk, N), "K": g(b, L, R, Hqk, N), "V": g(b, L, H, P),
+                 "ADT": -(torch.rand(b, H, L, device=device) * 2 + 0.1) * dt, "DT": dt, "Trap": f(b, H, L),
+                 "Q_bias": 1 + 0.1 * f(H, R, N), "K_bias": 1 + 0.1 * f(H, R, N), "MIMO_V": f(H, R, P) / R,
+                 "MIMO_Z": f(H, R, P), "MIMO_Out": f(H, R, P) / R, "Angles": f(b, L, H, S), "D": f(H),
+                 "Z": g(b, L, H, P)}
+            for v in x.values():
+                v.requires_grad_()
+            x["g"] = g(b, L, H, P)
+            return x
+        return build
+
+    out = []
+    for b, L in rows:
+        for direction in ("fwd", "fwd+bwd"):
+            nbytes, flops = counts.mamba3_mimo(b, L, R, H, Hqk, P, N, S, chunk,
+                                               torch.tensor([], dtype=io).element_size(), direction)
+            impls = {"ssm_triton": keyword_impl(mamba3_mimo, chunk_size=chunk)}
+            for name, fn in peers.items():
+                impls[name] = keyword_impl(fn, chunk_size=chunk)
+            out.append(Workload("mamba3_mimo", (b, L, R, H, Hqk, P, N, S, chunk), io, direction, nbytes, flops,
                                 make(b, L), impls))
     return out

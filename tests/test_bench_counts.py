@@ -10,7 +10,8 @@ import torch
 from ssm_triton.bench import counts
 from ssm_triton.bench.registry import REGISTRY
 
-KERNEL_OPS = ("linear_scan", "discretize", "selective_scan", "ssd", "state_update", "conv1d", "gated_rmsnorm", "mamba3")
+KERNEL_OPS = ("linear_scan", "discretize", "selective_scan", "ssd", "state_update", "conv1d", "gated_rmsnorm", "mamba3",
+              "mamba3_mimo")
 IN_PLACE = {"state_update": "state"}
 
 
