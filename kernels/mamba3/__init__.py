@@ -1,4 +1,5 @@
-"""Mamba-3's SISO chunked scan (public as ``ssm_triton.mamba3_siso_combined``), built on the SSD stages.
+"""Mamba-3's SISO and MIMO chunked scans (public as ``ssm_triton.mamba3_siso_combined`` and
+``ssm_triton.mamba3_mimo``), built on the SSD stages.
 
 Per batch row and head, with ``lam = sigmoid(Trap)``, ``e_t = DT_t (1 - lam_t)``, ``gamma_t = lam_t DT_t``,
 ``q~, k~`` the rotated, biased queries and keys (``prep.py``), the scan is an SSD whose step size is
@@ -12,4 +13,10 @@ SSD's initial state ``H_in + e_0 v_{-1} k~_{-1}^T``.
 | chunk states, state passing, ``k~ q~^T``, output (+ diag x, gate) | the SSD's (``kernels/ssd``), ``chunk_scan`` with ``DIAG`` |
 | backward: gate, adjoint chunk sums, reversed state passing, pair gradients (+ d diag) | the SSD's, ``pair_grads`` with ``diag`` |
 | backward: decay, scale, diag, rotations and angles back to the inputs | ``_siso_prep_bwd_kernel`` (``prep.py``) |
+
+MIMO (rank R) runs the SSD stages over ``L R`` rank-steps with given per-step terms (``core.py``): step size
+``scale_t`` on every rank-step of step ``t``, decay ``ADT_t`` on its first; ``_decay_grad_kernel`` gives the
+decay's gradient. The rotations (half-split pairs), rank projections and the in-step ``R x R`` block (the ranks
+of one step meet through ``gamma_t``, where the rank-step scan gave the pairs ``r' <= r`` weight ``scale_t``)
+are PyTorch around it (``ssm_triton/ops/mamba3_mimo.py``).
 """
