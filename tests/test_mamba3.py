@@ -296,6 +296,23 @@ def test_steps_equal_the_chunked_scan_token_by_token(device, b, L, heads, P, N, 
         assert_close(g, w.double(), dtype, f"stepped {name}")
 
 
+@pytest.mark.parametrize("seed", [243904, 1])
+def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, seed):
+    """The case a memcheck run on the H200 failed (2026-12-02: steps vs scan, bf16, L=6 P=8 N=16 S=6, scaled
+    error 0.29; the CPU passes): both sides against the float64 loop, so a failure says which one is wrong."""
+    b, L, H, Hqk, P, N, S = 1, 6, 1, 1, 8, 16, 6
+    t = make(device, b, L, H, Hqk, P, N, S, seed, False, torch.bfloat16)
+    scan = ssm_triton.mamba3_siso_combined(**t, chunk_size=16)
+    want, _ = reference(t)
+    states = tuple(torch.zeros(shape, device=device) for shape in ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)))
+    outs = []
+    for i in range(L):
+        out, states = ssm_triton.mamba3_siso_step(**token(t, i), Input_States=states)
+        outs.append(out)
+    assert_close(scan, want, torch.bfloat16, "scan")
+    assert_close(torch.stack(outs, 1), want, torch.bfloat16, "steps")
+
+
 STEP_GOOD = dict(Q=torch.ones(1, 2, 8), K=torch.ones(1, 2, 8), V=torch.ones(1, 4, 3), ADT=-torch.ones(1, 4),
                  DT=torch.ones(1, 4), Trap=torch.ones(1, 4), Q_bias=torch.ones(4, 8), K_bias=torch.ones(4, 8),
                  Angles=torch.ones(1, 4, 2))
