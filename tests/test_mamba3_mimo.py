@@ -123,6 +123,50 @@ def test_decode_steps_continue_the_scan(device, L, R, seed, inplace):
     assert_close(torch.cat(outs, 1), want.double(), torch.float32, "prefill + steps")
 
 
+@examples(4)
+@given(L=st.integers(2, 30), cuts=st.lists(st.floats(0.05, 0.95), min_size=1, max_size=3), seed=seeds(),
+       R=st.sampled_from([1, 2, 3]), heads=st.sampled_from([(1, 1), (2, 1)]), options=st.booleans())
+def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, R, heads, options):
+    """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and the
+    final angle, k and x) equal each sequence run on its own."""
+    H, Hqk = heads
+    bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
+    t = make(device, 1, L, R, H, Hqk, 3, 8, 2, seed, options, True, torch.float32)
+    t.pop("Input_States", None)
+    cu = torch.tensor(bounds, device=device)
+    x = _leaves(t)
+    out, finals = ssm_triton.mamba3_mimo(**x, chunk_size=4, return_state=True, cu_seqlens=cu)
+    n = len(bounds) - 1
+    assert out.shape == (1, L, H, 3) and [f.shape[0] for f in finals] == [n] * 4
+    g = normal(out.shape, seed + 40, device, torch.float32)
+    ga, gk, gx = (normal(finals[i].shape, seed + 41 + i, device, torch.float32) for i in (0, 2, 3))
+
+    def loss(o, angle, k, xs):
+        return (o * g).sum() + (torch.sin(angle) * ga).sum() + (k * gk).sum() + (xs * gx).sum()
+
+    got = torch.autograd.grad(loss(out, finals[0], finals[2], finals[3]), list(_tensors(x).values()),
+                              retain_graph=True)
+    alone = _leaves(t)
+    total, outs = 0.0, []
+    steps = ("Q", "K", "V", "Angles", "Z")
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = {k: (v[..., a:b] if k in ("ADT", "DT", "Trap") else v[:, a:b] if k in steps else v)
+                for k, v in alone.items()}
+        o, f = ssm_triton.mamba3_mimo(**part, chunk_size=4, return_state=True)
+        outs.append(o)
+        assert_angle_close(finals[0][i], f[0][0].double(), f"angle of sequence {i}")
+        for name, mine, theirs in zip(STATE_NAMES[1:], finals[1:], f[1:]):
+            assert_close(mine[i], theirs[0].double(), torch.float32, f"{name} of sequence {i}")
+        total = total + (o * g[:, a:b]).sum() + (torch.sin(f[0][0]) * ga[i]).sum() + (f[2][0] * gk[i]).sum() \
+            + (f[3][0] * gx[i]).sum()
+    assert_close(out, torch.cat(outs, 1).double(), torch.float32, "packed out")
+    want = torch.autograd.grad(total, list(_tensors(alone).values()))
+    for name, a, w in zip(_tensors(x), got, want):
+        assert_close(a, w.double(), torch.float32, f"d {name}")
+    with pytest.raises(NotImplementedError, match="final ssm"):
+        torch.autograd.grad(finals[1].sum(), x["V"])
+
+
 GOOD = dict(Q=torch.ones(1, 3, 2, 1, 8), K=torch.ones(1, 3, 2, 1, 8), V=torch.ones(1, 3, 2, 4), ADT=-torch.ones(1, 2, 3),
             DT=torch.ones(1, 2, 3), Trap=torch.ones(1, 2, 3), Q_bias=torch.ones(2, 2, 8), K_bias=torch.ones(2, 2, 8),
             MIMO_V=torch.ones(2, 2, 4), MIMO_Z=torch.ones(2, 2, 4), MIMO_Out=torch.ones(2, 2, 4),
@@ -147,7 +191,9 @@ GOOD = dict(Q=torch.ones(1, 3, 2, 1, 8), K=torch.ones(1, 3, 2, 1, 8), V=torch.on
     (dict(V=torch.ones(1, 3, 2, 4, dtype=torch.float64)), TypeError, "V must have dtype"),
     (dict(Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8), torch.ones(1, 2, 8), torch.ones(1, 2, 4))),
      ValueError, r"Input_States\[2\] \(k\) must be 4-D"),
-    (dict(cu_seqlens=torch.tensor([0, 3])), NotImplementedError, "cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 3]), Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8), torch.ones(1, 2, 2, 8),
+                                                         torch.ones(1, 2, 4))), NotImplementedError, "Input_States with cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([[0, 3]])), ValueError, "cu_seqlens must be 1-D"),
     (dict(K=torch.ones(1, 3, 2, 1, 8, device="meta")), ValueError, "K is on meta"),
 ])
 def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):

@@ -14,7 +14,7 @@ import triton.language as tl
 from ..host import cdiv
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import decay_grad
-from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE
+from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..ssd.cumsum import chunk_row
 from ..tuning import Kernel, run_mode
 
@@ -45,11 +45,12 @@ def core_plan(x, N, chunk_size, io_dtype):
     return ssd.plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
 
 
-def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32):
+def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None):
     """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T)``
-    fp32, ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`).
-    Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, (dtp, cum, hs, k, q))``: what
-    :func:`core_backward` reads."""
+    fp32, ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
+    a packed row (batch 1): ``seq (1, T)`` int32 each step's sequence, ``cu (n + 1,)`` int32 their bounds.
+    Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
+    (dtp, cum, hs, k, q))``: the last is what :func:`core_backward` reads."""
     b, T, H, P = x.shape
     N = k.shape[3]
     p = core_plan(x, N, chunk_size, io_dtype)
@@ -62,25 +63,27 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32):
     cum64 = _padded(a, Lp).double().view(b, H, nc, chunk_size).cumsum(-1).view(b, H, Lp)
     hi = cum64.float()
     cum = torch.stack([hi, (cum64 - hi.double()).float()])
-    hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, None, MODE_STATE, p), cum, None,
+    hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
                                   h0.float().contiguous() if h0 is not None else None, T, p)
-    y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, None, p, store_y=False)
-    return y, final, (dtp, cum, hs, k, q)
+    y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)
+    varlen = ssd.chunk_state(x, k, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu) if cu is not None else None
+    return y, final, varlen, (dtp, cum, hs, k, q)
 
 
-def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False, io_dtype=torch.float32):
+def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None):
     """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32;
-    ``dh0`` always computed). ``dy`` None: only the final state's gradient flows."""
+    ``dh0`` always computed). ``dy`` None: only the final state's gradient flows. A packed row takes no
+    final-state gradient (``dfinal`` None)."""
     dtp, cum, hs, k, q = kept
     b, T, H, P = x.shape
     N = k.shape[3]
     p = core_plan(x, N, chunk_size, io_dtype)
     nc = cdiv(T, chunk_size)
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
-    adj = ssd.chunk_state(dy, q, dtp, cum, None, MODE_ADJOINT, p)
-    ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, None,
+    adj = ssd.chunk_state(dy, q, dtp, cum, seq, MODE_ADJOINT, p)
+    ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, seq,
                                            dfinal.float().contiguous() if dfinal is not None else None, T, p)
-    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, None, p, 1, deterministic)
+    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
                       F=fpart.sum(-1).contiguous(), DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, Q=chunk_size)

@@ -77,6 +77,26 @@ def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):
     _validate.shape(name, t, shape, doc)
 
 
+def check_packed(op: str, cu_seqlens, b: int, L: int, Input_States):
+    """``cu_seqlens (num_sequences + 1,)`` of a batch-1 packed row, checked on the device without a host sync;
+    returns it where it must share the other tensors' device (a CPU copy need not), else None."""
+    if cu_seqlens is None:
+        return None
+    _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=(torch.int32, torch.int64),
+                     shape_doc="(num_sequences + 1,)")
+    if b != 1:
+        raise ValueError(f"cu_seqlens packs sequences along L of a single row; V must have batch 1, got {b}")
+    if cu_seqlens.shape[0] < 2:
+        raise ValueError(f"cu_seqlens must have at least 2 entries (0 and L), got shape {tuple(cu_seqlens.shape)}")
+    if Input_States is not None:
+        raise NotImplementedError(f"{op}: Input_States with cu_seqlens is not supported yet "
+                                  "(each packed sequence starts from zero states)")
+    # the kernels clamp what they read into the row either way
+    ok = torch.cat([cu_seqlens[:1] == 0, cu_seqlens[-1:] == L, cu_seqlens[1:] > cu_seqlens[:-1]])
+    _validate.on_device("cu_seqlens", ok, f"must rise strictly from 0 to L = {L} (one entry per sequence boundary)")
+    return cu_seqlens if cu_seqlens.device.type != "cpu" else None
+
+
 def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
                   return_final_states, cu_seqlens):
     _validate.tensor("V", V, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, L, H, P)")
@@ -119,21 +139,7 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
     _validate.flag("return_final_states", return_final_states)
-    cu = None
-    if cu_seqlens is not None:
-        _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=(torch.int32, torch.int64),
-                         shape_doc="(num_sequences + 1,)")
-        if b != 1:
-            raise ValueError(f"cu_seqlens packs sequences along L of a single row; V must have batch 1, got {b}")
-        if cu_seqlens.shape[0] < 2:
-            raise ValueError(f"cu_seqlens must have at least 2 entries (0 and L), got shape {tuple(cu_seqlens.shape)}")
-        if Input_States is not None:
-            raise NotImplementedError("mamba3_siso_combined: Input_States with cu_seqlens is not supported yet "
-                                      "(each packed sequence starts from zero states)")
-        # on the device, without a host sync; the kernels clamp what they read into the row either way
-        ok = torch.cat([cu_seqlens[:1] == 0, cu_seqlens[-1:] == L, cu_seqlens[1:] > cu_seqlens[:-1]])
-        _validate.on_device("cu_seqlens", ok, f"must rise strictly from 0 to L = {L} (one entry per sequence boundary)")
-        cu = cu_seqlens if cu_seqlens.device.type != "cpu" else None
+    cu = check_packed("mamba3_siso_combined", cu_seqlens, b, L, Input_States)
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States",
                        "cu_seqlens"), (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,)), cu))
 

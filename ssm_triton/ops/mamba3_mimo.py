@@ -18,8 +18,9 @@ from torch import Tensor
 from .. import _validate
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
+from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
-from .mamba3 import IO_DTYPES, MAX_DIM, MAX_RANK, _check
+from .mamba3 import IO_DTYPES, MAX_DIM, MAX_RANK, _check, check_packed
 
 CHUNK_SIZES = (4, 8, 16, 32, 64)
 
@@ -27,36 +28,42 @@ CHUNK_SIZES = (4, 8, 16, 32, 64)
 _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _fake(x, k, chunk_size, io, **_):
+def _fake(x, k, chunk_size, io, cu, **_):
     b, T, H, P = x.shape
     N = k.shape[3]
     nc = -(-T // chunk_size)
     f32 = dict(dtype=torch.float32, device=x.device)
-    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32), x.new_empty((b, H, nc * chunk_size), **f32),
+    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32),
+            x.new_empty((cu.shape[0] - 1, H, P, N), **f32) if cu is not None else x.new_empty(0, **f32),
+            x.new_empty((b, H, nc * chunk_size), **f32),
             x.new_empty((2, b, H, nc * chunk_size), **f32),
             x.new_empty((b, H, nc, P, N), dtype=_k.core_plan(x, N, chunk_size, _IO[io]).torch_dot))
 
 
-def _forward(x, k, q, scale, a, h0, chunk_size, deterministic, io):
-    y, final, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io])
-    return y, final, dtp, cum, hs
+def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
+    y, final, varlen, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu)
+    # an absent output is a fresh empty tensor: outputs may not alias one another
+    return y, final, varlen if varlen is not None else x.new_empty(0, dtype=torch.float32), dtp, cum, hs
 
 
 def _backward(saved, grads):
+    if grads["varlen"] is not None:
+        raise NotImplementedError("mamba3_mimo: with cu_seqlens, gradients through the final ssm states are not "
+                                  "supported yet (the angle, k and x states' are)")
     x, k, q = saved["x"], saved["k"], saved["q"]
     io = _IO[saved["io"]]
     dot = _k.core_plan(x, k.shape[3], saved["chunk_size"], io).torch_dot
     kept = (saved["dtp"], saved["cum"], saved["hs"], k.to(dot).contiguous(), q.to(dot).contiguous())
-    dx, dk, dq, dscale, da, dh0 = _k.core_backward(grads["y"], grads["final"], x, kept, saved["chunk_size"],
-                                                   saved["deterministic"], io)
+    dx, dk, dq, dscale, da, dh0 = _k.core_backward(grads["y"], grads["final"] if saved["seq"] is None else None, x,
+                                                   kept, saved["chunk_size"], saved["deterministic"], io, saved["seq"])
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 
 
 _core = build(OpSpec(
-    "mamba3_core", "x: Tensor, k: Tensor, q: Tensor, scale: Tensor, a: Tensor, h0: Tensor?, chunk_size: int, "
-    "deterministic: bool, io: str", outputs=("y", "final", "dtp", "cum", "hs"), forward=_forward, fake=_fake,
-    grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final"),
-    saves=("x", "k", "q", "scale", "a", "h0", "dtp", "cum", "hs", "chunk_size", "deterministic", "io"),
+    "mamba3_core", "x: Tensor, k: Tensor, q: Tensor, scale: Tensor, a: Tensor, h0: Tensor?, seq: Tensor?, "
+    "cu: Tensor?, chunk_size: int, deterministic: bool, io: str", outputs=("y", "final", "varlen", "dtp", "cum", "hs"),
+    forward=_forward, fake=_fake, grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final", "varlen"),
+    saves=("x", "k", "q", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "chunk_size", "deterministic", "io"),
     backward=_backward))
 
 
@@ -119,13 +126,11 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_O
             _check(name, t, shape, doc)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
-    if cu_seqlens is not None:
-        raise NotImplementedError("mamba3_mimo: cu_seqlens (packed sequences) is not supported yet; "
-                                  "run the sequences as separate batch rows")
+    cu = check_packed("mamba3_mimo", cu_seqlens, b, L, Input_States)
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out",
-                       "Angles", "D", "Z", "Input_States"),
+                       "Angles", "D", "Z", "Input_States", "cu_seqlens"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z,
-                       Input_States[1] if Input_States is not None else None))
+                       Input_States[1] if Input_States is not None else None, cu))
 
 
 def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
@@ -158,7 +163,10 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
         dtype: accepted for mamba_ssm's signature; the tensor cores take V's dtype.
         return_state: also return ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, R, H, N),
             x (batch, H, P))`` after the last step, as :func:`mamba3_mimo_step` and ``Input_States`` take them.
-        cu_seqlens: not supported yet (NotImplementedError).
+        cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
+            starts from zero states (no Input_States with it yet), the final states come one per sequence, and
+            gradients flow from the outputs and the final angle, k and x (the final ssm state's raises
+            NotImplementedError).
         Input_States: keyword only, the states before the first step (zeros when None); mamba_ssm's op lacks it.
         deterministic: keyword only, as for :func:`mamba3_siso_combined`.
 
@@ -182,14 +190,23 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     gamma = lam * dt                                                       # (b, H, L)
     e = dt * (1.0 - lam)
     e_next = F.pad(e[..., 1:], (0, 1))
+    seq = cu = ends = None
+    if cu_seqlens is not None:   # a packed row: a sequence's last step has no next one
+        cu = cu_seqlens.to(device=V.device, dtype=torch.int32).contiguous()
+        seq = seq_idx_from_cu_seqlens(cu, L)                              # (1, L)
+        e_next = e_next * F.pad(seq[:, 1:] == seq[:, :-1], (0, 1))[:, None]
+        ends = (cu[1:].long() - 1).clamp(0, L - 1)
     scale = gamma + e_next
     angle0, ssm0, k0, x0 = Input_States if Input_States is not None else (None,) * 4
 
-    # the running angle: fp64 sums, reduced mod 2 pi, fp32 from there on
+    # the running angle: fp64 sums (each packed sequence's from its start), reduced mod 2 pi, fp32 from there on
     inc = math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None]
     theta = torch.cumsum(inc.double(), dim=1)
     if angle0 is not None:
         theta = theta + angle0.double()[:, None]
+    if seq is not None:
+        before = F.pad(theta, (0, 0, 0, 0, 1, 0))[:, cu[:-1].long()]     # (1, sequences, H, S)
+        theta = theta - before[:, seq[0].long()]
     theta = torch.remainder(theta, 2 * math.pi).to(f)                     # (b, L, H, S)
 
     heads = lambda t: t.to(f).repeat_interleave(H // Hqk, dim=3)          # noqa: E731  (b, L, R, H, N)
@@ -209,8 +226,10 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
     # swapped in memory, and a reshape of that is a strided view
     flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
-    y_ps, final = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a, h0,
-                        pseudo_chunk, deterministic, str(V.dtype).replace("torch.", ""))[:2]
+    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a, h0,
+                                seq.repeat_interleave(R, dim=1) if seq is not None else None,
+                                cu * R if cu is not None else None, pseudo_chunk, deterministic,
+                                str(V.dtype).replace("torch.", ""))[:3]
     y = y_ps.view(b, L, R, H, P)
 
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
@@ -226,4 +245,6 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     out = out.to(V.dtype)
     if not return_state:
         return out
+    if seq is not None:   # one state per packed sequence
+        return out, (theta[0, ends], varlen, kr[0, ends], V[0, ends])
     return out, (theta[:, -1], final, kr[:, -1], V[:, -1].clone())
