@@ -145,9 +145,6 @@ def test_step_returns_and_updates_the_states(device, rank):
 
 
 def test_unsupported_options_say_so(device):
-    with pytest.raises(NotImplementedError, match="cu_seqlens"):
-        build(device, 0, is_mimo=True, mimo_rank=2)(torch.randn(1, 4, 16, device=device),
-                                                      cu_seqlens=torch.tensor([0, 2, 4], device=device))
     with pytest.raises(ValueError, match="rope_fraction"):
         ssm_triton.Mamba3(16, d_state=8, headdim=8, rope_fraction=0.25)
     m = build(device, 0)
@@ -155,8 +152,9 @@ def test_unsupported_options_say_so(device):
         m(torch.randn(1, 4, 16, device=device), seq_idx=torch.zeros(1, 4, dtype=torch.int32, device=device))
 
 
-def test_packed_sequences_equal_each_alone(device):
-    m = build(device, 3)
+@pytest.mark.parametrize("opts", [dict(), dict(is_mimo=True, mimo_rank=2, chunk_size=8)], ids=["siso", "mimo"])
+def test_packed_sequences_equal_each_alone(device, opts):
+    m = build(device, 3, **opts)
     u = torch.randn(1, 11, 16, device=device)
     with torch.no_grad():
         packed = m(u, cu_seqlens=torch.tensor([0, 4, 11], device=device))

@@ -10,7 +10,7 @@ k ``(b, R, H, d_state)``, v ``(b, H, headdim)`` (R = 1 for SISO).
 ``is_mimo=True`` runs ``mamba3_mimo`` / ``mamba3_mimo_step`` with rank ``mimo_rank`` (B and C per rank, the
 ``mimo_x``, ``mimo_z``, ``mimo_o`` projections); with ``is_outproj_norm`` the ranks are normalised (gated by
 ``z * mimo_z``) before ``mimo_o`` sums them, as mamba_ssm does. Packed sequences go through ``cu_seqlens``
-(batch 1, SISO only), each from zero states.
+(batch 1), each from zero states.
 """
 import torch
 import torch.nn.functional as F
