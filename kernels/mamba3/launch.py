@@ -8,6 +8,7 @@ from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_bwd_kernel
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..tuning import TunablePlan, run_mode
+from .core import decay_grad_kernel
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, seq_angles_kernel, seq_tail_kernel,
                    siso_prep_bwd_kernel, siso_prep_kernel)
 
@@ -215,10 +216,12 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     siso_prep_bwd_kernel.launch(
         _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
-        DDIAG=s.diag_grads, RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms, F=fpart.sum(-1),
-        DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap, DADT=dadt,
-        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, nc=nc, CHUNK=chunk_size, BLOCK_T=bt,
-        BLOCK_S=block_s, BLOCK_R=block_r)
+        DDIAG=s.diag_grads, DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap,
+        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s,
+        BLOCK_R=block_r)
+    # the decay's gradient, once per chunk
+    decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
+                      F=fpart.sum(-1), DA=dadt, L=L, H=H, Lp=Lp, nc=nc, Q=chunk_size)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient
     dthf = dtheta_f.float().contiguous() if dtheta_f is not None else None

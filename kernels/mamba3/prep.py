@@ -19,7 +19,7 @@ two ``(BLOCK_T, BLOCK_S)`` tiles (even, odd), and the columns past ``2 S`` as a 
 and sine are computed once and no tile is wider than it must be (wide tiles spilled registers: ``STACK``
 in ``python -m ssm_triton.bench.resources``).
 
-``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` and the decay back to ``Q, K`` (a program
+``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program
 walks the heads that share a Q/K head and sums theirs in registers), the biases (per-block partial sums),
 ``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
@@ -28,7 +28,6 @@ kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the
 import triton
 import triton.language as tl
 
-from ..ssd.bwd_dt import decay_grad
 from ..ssd.cumsum import chunk_row   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
 from ..tuning import Kernel, TunableKernel, bucket
 
@@ -241,17 +240,17 @@ def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
 def _siso_prep_bwd_kernel(
     # pointers: what the forward read or kept (SEQ: a packed row's sequence per step, or None)
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
-    # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the decay's
-    # parts RS, CS, INTER, US, F as in the SSD's step-size backward; the first e)
-    DQR, DKR, XV, DDIAG, RS, CS, INTER, US, F, DE0,
+    # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the first e)
+    DQR, DKR, XV, DDIAG, DE0,
     # pointers: gradients leaving (DQ, DK per Q/K head, fp32; QB_PART, KB_PART this block's share of the biases'
     # per head; DDT without the angles' part; SUF, in DANG's place, each step's sum of d theta over the rest of
-    # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both)
-    DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DADT, DTH_SUMS,
+    # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both). The decay's gradient is
+    # core.py's _decay_grad_kernel's, once per chunk.
+    DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DTH_SUMS,
     # sizes
-    L, H, HQK, N, S, Lp, nblk, nc,
+    L, H, HQK, N, S, Lp, nblk,
     # meta-parameters
-    HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     # one program per (block of steps, batch row x Q/K head): it walks the heads that read that Q/K head and
@@ -288,8 +287,6 @@ def _siso_prep_bwd_kernel(
         here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
         same_prev = tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=ok & (t >= 1), other=-1) == here
         same_next = tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == here
-    c = (j * BLOCK_T) // CHUNK
-    tc = c * CHUNK + tl.arange(0, CHUNK)
     per = H // HQK
     for hh in range(per):
         h = g * per + hh
@@ -297,9 +294,6 @@ def _siso_prep_bwd_kernel(
         base = bh.to(tl.int64) * L
         row_p = bh.to(tl.int64) * Lp
         dt, lam, e_next = _steps(DT, TRAP, base, t, L)
-        # the decay's gradient needs the whole chunk's sums: computed per chunk, this block's part stored
-        d_a = decay_grad(RS, CS, INTER, US, F, row_p + tc, bh, nc, c, tc < L)
-        tl.store(DADT + base + tc, d_a, mask=(tc < L) & (tc >= j * BLOCK_T) & (tc < j * BLOCK_T + BLOCK_T))
 
         # scale_t = lam_t dt_t + e_{t+1} and diag_t = -e_{t+1} qk_t, with e_t = dt_t (1 - lam_t)
         d_scale = tl.load(XV + row_p + t, mask=ok, other=0.0)
