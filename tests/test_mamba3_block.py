@@ -162,14 +162,15 @@ def test_packed_sequences_equal_each_alone(device, opts):
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
 
 
-def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device):
+@pytest.mark.parametrize("extra", [dict(), dict(is_mimo=True, mimo_rank=2, chunk_size=8)], ids=["siso", "mimo"])
+def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device, extra):
     """A two-layer LM of Mamba3 mixers: greedy generation's scores at each step are the full forward's
     logits for the generated prefix (the decode path and the chunked path agree through the whole model)."""
     from ssm_triton.models import MambaConfig, MambaLMHeadModel
 
     torch.manual_seed(0)
     cfg = MambaConfig(d_model=16, n_layer=2, vocab_size=32, pad_vocab_size_multiple=8,
-                      ssm_cfg=dict(layer="Mamba3", d_state=8, headdim=8, chunk_size=16))
+                      ssm_cfg={**dict(layer="Mamba3", d_state=8, headdim=8, chunk_size=16), **extra})
     model = MambaLMHeadModel(cfg, device=device)
     ids = torch.randint(0, 32, (1, 5), device=device)
     out = model.generate(ids, max_length=9, output_scores=True, return_dict_in_generate=True, cg=False)
