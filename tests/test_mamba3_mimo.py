@@ -128,15 +128,17 @@ def test_decode_steps_continue_the_scan(device, L, R, seed, inplace):
        R=st.sampled_from([1, 2, 3]), heads=st.sampled_from([(1, 1), (2, 1)]), options=st.booleans())
 def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, R, heads, options):
     """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and the
-    final angle, k and x) equal each sequence run on its own."""
+    final angle, k and x) equal each sequence run on its own, from its own input states with ``options``."""
     H, Hqk = heads
     bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
+    n = len(bounds) - 1
     t = make(device, 1, L, R, H, Hqk, 3, 8, 2, seed, options, True, torch.float32)
-    t.pop("Input_States", None)
+    if options:   # one input state per sequence
+        t["Input_States"] = tuple(normal((n, *s.shape[1:]), seed + 60 + i, device, torch.float32)
+                                  for i, s in enumerate(t["Input_States"]))
     cu = torch.tensor(bounds, device=device)
     x = _leaves(t)
     out, finals = ssm_triton.mamba3_mimo(**x, chunk_size=4, return_state=True, cu_seqlens=cu)
-    n = len(bounds) - 1
     assert out.shape == (1, L, H, 3) and [f.shape[0] for f in finals] == [n] * 4
     g = normal(out.shape, seed + 40, device, torch.float32)
     ga, gk, gx = (normal(finals[i].shape, seed + 41 + i, device, torch.float32) for i in (0, 2, 3))
@@ -151,7 +153,9 @@ def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, R, heads, 
     steps = ("Q", "K", "V", "Angles", "Z")
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         part = {k: (v[..., a:b] if k in ("ADT", "DT", "Trap") else v[:, a:b] if k in steps else v)
-                for k, v in alone.items()}
+                for k, v in alone.items() if k != "Input_States"}
+        if options:
+            part["Input_States"] = tuple(st_[i:i + 1] for st_ in alone["Input_States"])
         o, f = ssm_triton.mamba3_mimo(**part, chunk_size=4, return_state=True)
         outs.append(o)
         assert_angle_close(finals[0][i], f[0][0].double(), f"angle of sequence {i}")
@@ -191,8 +195,9 @@ GOOD = dict(Q=torch.ones(1, 3, 2, 1, 8), K=torch.ones(1, 3, 2, 1, 8), V=torch.on
     (dict(V=torch.ones(1, 3, 2, 4, dtype=torch.float64)), TypeError, "V must have dtype"),
     (dict(Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8), torch.ones(1, 2, 8), torch.ones(1, 2, 4))),
      ValueError, r"Input_States\[2\] \(k\) must be 4-D"),
-    (dict(cu_seqlens=torch.tensor([0, 3]), Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8), torch.ones(1, 2, 2, 8),
-                                                         torch.ones(1, 2, 4))), NotImplementedError, "Input_States with cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 1, 3]), Input_States=(torch.ones(1, 2, 2), torch.ones(1, 2, 4, 8),
+                                                            torch.ones(1, 2, 2, 8), torch.ones(1, 2, 4))),
+     ValueError, r"Input_States\[0\] \(angle\) must have shape \(sequences, H, S\)"),
     (dict(cu_seqlens=torch.tensor([[0, 3]])), ValueError, "cu_seqlens must be 1-D"),
     (dict(K=torch.ones(1, 3, 2, 1, 8, device="meta")), ValueError, "K is on meta"),
 ])

@@ -77,9 +77,10 @@ def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):
     _validate.shape(name, t, shape, doc)
 
 
-def check_packed(op: str, cu_seqlens, b: int, L: int, Input_States):
+def check_packed(op: str, cu_seqlens, b: int, L: int, Input_States, states_per_sequence: bool = False):
     """``cu_seqlens (num_sequences + 1,)`` of a batch-1 packed row, checked on the device without a host sync;
-    returns it where it must share the other tensors' device (a CPU copy need not), else None."""
+    returns it where it must share the other tensors' device (a CPU copy need not), else None.
+    ``states_per_sequence``: the op takes Input_States with it, one per sequence (checked by the caller)."""
     if cu_seqlens is None:
         return None
     _validate.tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=(torch.int32, torch.int64),
@@ -88,7 +89,7 @@ def check_packed(op: str, cu_seqlens, b: int, L: int, Input_States):
         raise ValueError(f"cu_seqlens packs sequences along L of a single row; V must have batch 1, got {b}")
     if cu_seqlens.shape[0] < 2:
         raise ValueError(f"cu_seqlens must have at least 2 entries (0 and L), got shape {tuple(cu_seqlens.shape)}")
-    if Input_States is not None:
+    if Input_States is not None and not states_per_sequence:
         raise NotImplementedError(f"{op}: Input_States with cu_seqlens is not supported yet "
                                   "(each packed sequence starts from zero states)")
     # the kernels clamp what they read into the row either way

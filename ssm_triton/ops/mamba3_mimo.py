@@ -67,6 +67,31 @@ _core = build(OpSpec(
     backward=_backward))
 
 
+def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
+    """A running sum ``x`` along ``dim`` (length L) of a packed row, restarted at each sequence's first step."""
+    before = torch.index_select(F.pad(x.movedim(dim, -1), (1, 0)), -1, cu[:-1].long())   # (..., sequences)
+    return x - torch.index_select(before, -1, seq[0].long()).movedim(-1, dim)
+
+
+# steps per block of the packed input states' term: bounds the gathered (steps, H, P, N) states in memory
+_INIT_BLOCK = 256
+
+
+def _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends):
+    """Each packed sequence's input state ``h0 (sequences, H, P, N)`` decayed into its steps' outputs
+    (``exp(sum of ADT since its start) h0 q~``) and into its final state."""
+    decay = torch.exp(_restart(torch.cumsum(ADT[0].double(), dim=-1), cu, seq, dim=-1)).to(y.dtype)   # (H, L)
+    L = y.shape[1]
+    ids = seq[0].long()
+    parts = []
+    for t0 in range(0, L, _INIT_BLOCK):
+        t1 = min(L, t0 + _INIT_BLOCK)
+        hq = torch.einsum("lhpn,lrhn->lrhp", h0[ids[t0:t1]], qr[0, t0:t1])
+        parts.append(hq * decay[:, t0:t1].transpose(0, 1)[:, None, :, None])
+    y = y + torch.cat(parts, 0)[None]
+    return y, varlen + decay[:, ends].transpose(0, 1)[..., None, None] * h0
+
+
 def rotate_half(x: Tensor, theta: Tensor) -> Tensor:
     """``x (..., N)`` with its pairs ``(n, N/2 + n)``, ``n < S``, turned by ``theta (..., S)``."""
     S, half = theta.shape[-1], x.shape[-1] // 2
@@ -119,14 +144,17 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_O
         if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
             raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
                             f"k (batch, R, H, N), x (batch, H, P)), got {type(Input_States).__name__}")
+        # one state per batch row, or per packed sequence
+        rows, what = (b, "batch") if cu_seqlens is None else (cu_seqlens.shape[0] - 1, "sequences")
         for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
                                         "Input_States[3] (x)"), Input_States,
-                                       ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P)),
-                                       ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)")):
+                                       ((rows, H, S), (rows, H, P, N), (rows, R, H, N), (rows, H, P)),
+                                       (f"({what}, H, S)", f"({what}, H, P, N)", f"({what}, R, H, N)",
+                                        f"({what}, H, P)")):
             _check(name, t, shape, doc)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
-    cu = check_packed("mamba3_mimo", cu_seqlens, b, L, Input_States)
+    cu = check_packed("mamba3_mimo", cu_seqlens, b, L, Input_States, states_per_sequence=True)
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out",
                        "Angles", "D", "Z", "Input_States", "cu_seqlens"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z,
@@ -164,9 +192,9 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
         return_state: also return ``(angle (batch, H, S), ssm (batch, H, P, N), k~ (batch, R, H, N),
             x (batch, H, P))`` after the last step, as :func:`mamba3_mimo_step` and ``Input_States`` take them.
         cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
-            starts from zero states (no Input_States with it yet), the final states come one per sequence, and
-            gradients flow from the outputs and the final angle, k and x (the final ssm state's raises
-            NotImplementedError).
+            starts from its own Input_States (one per sequence) or zeros, the final states come one per
+            sequence, and gradients flow from the outputs and the final angle, k and x (the final ssm state's
+            raises NotImplementedError).
         Input_States: keyword only, the states before the first step (zeros when None); mamba_ssm's op lacks it.
         deterministic: keyword only, as for :func:`mamba3_siso_combined`.
 
@@ -202,11 +230,12 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # the running angle: fp64 sums (each packed sequence's from its start), reduced mod 2 pi, fp32 from there on
     inc = math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None]
     theta = torch.cumsum(inc.double(), dim=1)
-    if angle0 is not None:
+    if angle0 is not None and seq is None:
         theta = theta + angle0.double()[:, None]
-    if seq is not None:
-        before = F.pad(theta, (0, 0, 0, 0, 1, 0))[:, cu[:-1].long()]     # (1, sequences, H, S)
-        theta = theta - before[:, seq[0].long()]
+    if seq is not None:   # each sequence from its own start (and its own input angle)
+        theta = _restart(theta, cu, seq, dim=1)
+        if angle0 is not None:
+            theta = theta + angle0.double()[seq[0].long()][None]
     theta = torch.remainder(theta, 2 * math.pi).to(f)                     # (b, L, H, S)
 
     heads = lambda t: t.to(f).repeat_interleave(H // Hqk, dim=3)          # noqa: E731  (b, L, R, H, N)
@@ -218,21 +247,27 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     v = V.to(f)[:, :, None] * mv                                           # (b, L, R, H, P)
 
     h0 = None
-    if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks
-        h0 = ssm0.to(f) + e[..., 0, None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
+    if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks (per packed sequence)
+        e_first = e[..., 0] if seq is None else e[0][:, cu[:-1].long()].transpose(0, 1)   # (rows, H)
+        h0 = ssm0.to(f) + e_first[..., None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
     T = L * R
     a = F.pad(ADT.to(f)[..., None], (0, R - 1)).reshape(b, H, T)
     pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
     # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
     # swapped in memory, and a reshape of that is a strided view
     flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
-    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a, h0,
+    # a packed row's input states are not the scan's (it starts each sequence from zero): added below
+    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a,
+                                h0 if seq is None else None,
                                 seq.repeat_interleave(R, dim=1) if seq is not None else None,
                                 cu * R if cu is not None else None, pseudo_chunk, deterministic,
                                 str(V.dtype).replace("torch.", ""))[:3]
     y = y_ps.view(b, L, R, H, P)
 
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
+    if seq is not None and h0 is not None:
+        y, varlen = _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends)
+
     scores = torch.einsum("blrhn,blshn->blhrs", qp, kp)
     later = torch.triu(torch.ones(R, R, dtype=torch.bool, device=V.device), diagonal=1)
     w = torch.where(later, gamma.transpose(1, 2)[..., None, None], -e_next.transpose(1, 2)[..., None, None])
