@@ -134,11 +134,15 @@ def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T:
 
 
 @triton.jit
-def _pair_tiles(X, row, cols, m, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
-    """The rotated pairs of the rows ``row`` as ``(even, odd)`` tiles ``(BLOCK_T, BLOCK_S)``, fp32, read as
-    one contiguous ``(BLOCK_T, 2 BLOCK_S)`` tile (``cols = arange(2 BLOCK_S)``)."""
-    x = tl.load(X + row[:, None] + cols[None, :], mask=m, other=0.0).to(tl.float32)
-    return tl.split(tl.reshape(x, [BLOCK_T, BLOCK_S, 2]))
+def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ: tl.constexpr):
+    """The block's rotation angles from the angle entering it (less the running angle before a packed row's
+    sequence): ``(cos, sin (steps, pairs), tanh(Angles), its offsets)``."""
+    tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+    th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+    if HAS_SEQ:
+        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
+    return tl.cos(th), tl.sin(th), tw, at
 
 
 @triton.jit
@@ -176,6 +180,7 @@ def _siso_prep_kernel(
     k_o0 = tl.load(K + qrow[:, None] + 2 * ss[None, :] + 1, mask=m, other=0.0).to(tl.float32)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
+    seq = t * 0
     if HAS_SEQ:  # a sequence's last step has no next one
         seq = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=0)
         last = tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) != seq
@@ -200,13 +205,8 @@ def _siso_prep_kernel(
         tl.store(CUM + row_p + t, cum_hi)
         tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
 
-        tw, _, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-        theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
-        th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
-        if HAS_SEQ:
-            th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-        cos = tl.cos(th)
-        sin = tl.sin(th)
+        cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
+                                L, H, S, nblk, HAS_SEQ)
         q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
         q_o = q_o0 + tl.load(QB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
         k_e = k_e0 + tl.load(KB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
@@ -283,6 +283,7 @@ def _siso_prep_bwd_kernel(
     dk_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     dk_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     dk_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
+    here = t * 0
     if HAS_SEQ:
         here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
         same_prev = tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=ok & (t >= 1), other=-1) == here
@@ -311,13 +312,8 @@ def _siso_prep_bwd_kernel(
         d_dt = d_scale * lam + d_e * (1.0 - lam)
 
         # the rotations, recomputed from the angle entering the block
-        tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-        theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
-        th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
-        if HAS_SEQ:
-            th -= tl.load(OFF + (here.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-        cos = tl.cos(th)
-        sin = tl.sin(th)
+        cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
+                                  L, H, S, nblk, HAS_SEQ)
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
         qb = QB + h * N
         kb = KB + h * N

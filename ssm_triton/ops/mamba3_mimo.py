@@ -92,14 +92,18 @@ def _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends):
     return y, varlen + decay[:, ends].transpose(0, 1)[..., None, None] * h0
 
 
-def rotate_half(x: Tensor, theta: Tensor) -> Tensor:
-    """``x (..., N)`` with its pairs ``(n, N/2 + n)``, ``n < S``, turned by ``theta (..., S)``."""
+def _turn_halves(x: Tensor, theta: Tensor) -> Tensor:
+    """``x (..., N)`` with its pairs ``(n, N/2 + n)``, ``n < S``, turned by ``theta (..., S)``: as
+    ``x cos + swap(x) sin`` over whole rows, cos 1 and sin 0 past the turned pairs, ``swap`` sending
+    ``(a, b)`` halves to ``(-b, a)``."""
     S, half = theta.shape[-1], x.shape[-1] // 2
     if S == 0:
         return x
-    a, b = x[..., :S], x[..., half:half + S]
-    c, s = torch.cos(theta), torch.sin(theta)
-    return torch.cat([a * c - b * s, x[..., S:half], a * s + b * c, x[..., half + S:]], dim=-1)
+    pad = (0, half - S)
+    cos = F.pad(torch.cos(theta), pad, value=1.0).repeat(*([1] * (theta.dim() - 1)), 2)
+    sin = F.pad(torch.sin(theta), pad).repeat(*([1] * (theta.dim() - 1)), 2)
+    first, second = x[..., :half], x[..., half:]
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
@@ -241,8 +245,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     heads = lambda t: t.to(f).repeat_interleave(H // Hqk, dim=3)          # noqa: E731  (b, L, R, H, N)
     qp = heads(Q) + Q_bias.to(f).transpose(0, 1)
     kp = heads(K) + K_bias.to(f).transpose(0, 1)
-    qr = rotate_half(qp, theta[:, :, None])
-    kr = rotate_half(kp, theta[:, :, None])
+    qr = _turn_halves(qp, theta[:, :, None])
+    kr = _turn_halves(kp, theta[:, :, None])
     mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
     v = V.to(f)[:, :, None] * mv                                           # (b, L, R, H, P)
 
