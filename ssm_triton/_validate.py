@@ -82,8 +82,10 @@ def on_device(name: str, ok: torch.Tensor, message: str) -> None:
     """Checks a condition on index values without blocking the host: for CPU tensors at once (a
     ``ValueError`` naming ``name``), for CUDA tensors as an asynchronous device-side assertion
     (``torch._assert_async``: the error, with ``message``, surfaces at the next synchronisation).
-    Skipped while a CUDA graph is being captured; the kernels never read out of bounds either way."""
-    if ok.device.type == "cpu":
+    Skipped while a CUDA graph is being captured; the kernels never read out of bounds either way. Under
+    ``torch.compile`` CPU tensors take the traceable assertion too (a host branch on their values cannot be
+    traced)."""
+    if ok.device.type == "cpu" and not torch.compiler.is_compiling():
         if not bool(ok.all()):
             raise ValueError(f"{name} {message}")
     elif not _capturing():

@@ -35,6 +35,13 @@ def _mamba3_model(Q, K, V, adt, DT, Trap, qb, kb, Angles, D, Z, a0, h0, k0, v0):
     return out.sum((-1, -2)).sum(-1) + sum(torch.cos(f).sum() if i == 0 else f.sum() for i, f in enumerate(finals))
 
 
+def _mamba3_packed_model(Q, K, V, adt, DT, Trap, qb, kb, Angles):
+    cu = torch.tensor([0, 7, 19], device=V.device)
+    out, angle, ssm, k, v = ssm_triton.mamba3_siso_combined(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, Angles,
+                                                            chunk_size=16, return_final_states=True, cu_seqlens=cu)
+    return out.sum((-1, -2)).sum(-1) + torch.cos(angle).sum() + k.sum() + v.sum() + 0 * ssm.sum()
+
+
 def _mimo_model(Q, K, V, adt, DT, Trap, qb, kb, mv, mz, mo, Angles, D, Z, a0, h0, k0, x0):
     out, finals = ssm_triton.mamba3_mimo(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, mv, mz, mo, Angles, D=D, Z=Z,
                                          chunk_size=4, return_state=True, Input_States=(a0, h0, k0, x0))
@@ -42,6 +49,10 @@ def _mimo_model(Q, K, V, adt, DT, Trap, qb, kb, mv, mz, mo, Angles, D, Z, a0, h0
 
 
 CASES = {
+    "mamba3_siso_packed": (_mamba3_packed_model, lambda d: tuple(x.float() for x in (
+        normal((1, 19, 1, 6), 60, d), normal((1, 19, 1, 6), 61, d), normal((1, 19, 2, 3), 62, d),
+        normal((1, 2, 19), 63, d), uniform((1, 2, 19), 0.05, 0.5, 64, d), normal((1, 2, 19), 65, d),
+        normal((2, 6), 66, d), normal((2, 6), 67, d), normal((1, 19, 2, 2), 68, d)))),
     "mamba3_mimo": (_mimo_model, lambda d: tuple(x.float() for x in (
         normal((2, 9, 2, 1, 6), 40, d), normal((2, 9, 2, 1, 6), 41, d), normal((2, 9, 2, 3), 42, d),
         normal((2, 2, 9), 43, d), uniform((2, 2, 9), 0.05, 0.5, 44, d), normal((2, 2, 9), 45, d),

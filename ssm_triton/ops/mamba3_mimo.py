@@ -268,7 +268,7 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
                                 seq.repeat_interleave(R, dim=1) if seq is not None else None,
                                 cu * R if cu is not None else None, pseudo_chunk, deterministic,
                                 str(V.dtype).replace("torch.", ""))[:3]
-    y = y_ps.view(b, L, R, H, P)
+    y = y_ps.reshape(b, L, R, H, P)   # reshape: its backward takes gradients of any layout (AOT autograd)
 
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
     if seq is not None and h0 is not None:
