@@ -69,3 +69,52 @@ def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms, eps
     y = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
                            delta_bias=dt_bias, delta_softplus=True)
     return y.transpose(1, 2) @ out_proj.T
+
+
+# ---- Mamba-3 (SISO and MIMO share the four states: angle, ssm, k, v / x) ----
+
+def mamba3_leaves(t: dict, cast: bool = False) -> dict:
+    """Fresh grad-requiring copies of a problem's tensors (fp64 with ``cast``), the input states included."""
+    f = (lambda v: v.double()) if cast else (lambda v: v)  # noqa: E731
+    out = {k: (f(v).detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+    if "Input_States" in t:
+        out["Input_States"] = tuple(f(s).detach().clone().requires_grad_() for s in t["Input_States"])
+    return out
+
+
+def mamba3_tensors(t: dict, state_names) -> dict:
+    """Every tensor input by name, the input states as four entries."""
+    out = {k: v for k, v in t.items() if isinstance(v, torch.Tensor)}
+    for name, s in zip(state_names, t.get("Input_States", ())):
+        out[f"Input_States.{name}"] = s
+    return out
+
+
+def assert_angle_close(got, want, dtype, name):
+    """Angles are kept mod 2 pi: compare where they point."""
+    from ssm_triton.tolerance import assert_close
+    assert_close(torch.cos(got.double()), torch.cos(want), dtype, f"cos {name}")
+    assert_close(torch.sin(got.double()), torch.sin(want), dtype, f"sin {name}")
+
+
+def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, state_names):
+    """Outputs, final states and the gradient of every input (one random cotangent per output, the angle
+    through cos and sin) against the float64 reference's."""
+    from ssm_triton.tolerance import assert_close
+    assert_close(out, want, dtype, "out")
+    assert_angle_close(finals[0], want_states[0], torch.float32, "final angle")
+    for name, g, w in zip(state_names[1:], finals[1:], want_states[1:]):
+        assert_close(g, w, dtype, f"final {name}")
+    ws = [normal(o.shape, seed + 20 + i, out.device) for i, o in enumerate((want, *want_states))]
+
+    def loss(o, states):
+        angle = states[0].double()
+        total = (o.double() * ws[0]).sum() + (torch.cos(angle) * ws[1]).sum() + (torch.sin(angle) * ws[1]).sum()
+        return total + sum((s.double() * w).sum() for s, w in zip(states[1:], ws[2:]))
+
+    inputs = mamba3_tensors(x, state_names)
+    got = torch.autograd.grad(loss(out, finals), list(inputs.values()))
+    exp = torch.autograd.grad(loss(want, want_states), list(mamba3_tensors(x64, state_names).values()))
+    for name, g, e in zip(inputs, got, exp):
+        assert g.dtype == inputs[name].dtype, name
+        assert_close(g, e, dtype, f"d {name}")

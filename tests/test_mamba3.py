@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_siso_loop
 from ssm_triton.tolerance import assert_close
+from builders import assert_angle_close, assert_mamba3_matches, mamba3_leaves, mamba3_tensors
 from strategies import examples, normal, on, seeds, uniform
 
 SMALL = examples(6)
@@ -36,30 +37,18 @@ def make(device, b, L, H, Hqk, P, N, S, seed, options, dtype):
 
 
 def leaves(t: dict) -> dict:
-    out = {k: (v.detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
-    if "Input_States" in t:
-        out["Input_States"] = tuple(s.detach().clone().requires_grad_() for s in t["Input_States"])
-    return out
+    return mamba3_leaves(t)
 
 
 def flat(t: dict) -> dict:
     """Every tensor input by name, the input states as four entries."""
-    out = {k: v for k, v in t.items() if isinstance(v, torch.Tensor)}
-    for name, s in zip(STATE_NAMES, t.get("Input_States", ())):
-        out[f"Input_States.{name}"] = s
-    return out
+    return mamba3_tensors(t, STATE_NAMES)
 
 
 def reference(t: dict):
     args = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in t.items() if k != "Input_States"}
     states = tuple(s.double() for s in t["Input_States"]) if "Input_States" in t else None
     return mamba3_siso_loop(**args, Input_States=states)
-
-
-def assert_angle_close(got, want, dtype, name):
-    # angles are kept mod 2 pi: compare where they point
-    assert_close(torch.cos(got.double()), torch.cos(want), dtype, f"cos {name}")
-    assert_close(torch.sin(got.double()), torch.sin(want), dtype, f"sin {name}")
 
 
 def sizes():
@@ -87,24 +76,7 @@ def check_against_loop(device, t, chunk, dtype, seed):
         x64["Input_States"] = tuple(s.double().detach().requires_grad_() for s in t["Input_States"])
     want, want_states = reference(x64)
     assert out.dtype == dtype and out.shape == (b, L, H, P)
-    assert_close(out, want, dtype, "out")
-    assert_angle_close(finals[0], want_states[0], torch.float32, "final angle")
-    for name, g, w in zip(STATE_NAMES[1:], finals[1:], want_states[1:]):
-        assert_close(g, w, dtype, f"final {name}")
-
-    # one random cotangent per output; the angle through cos and sin (it is kept mod 2 pi)
-    ws = [normal(o.shape, seed + 20 + i, device) for i, o in enumerate((want, *want_states))]
-
-    def loss(o, states):
-        angle = states[0].double()
-        total = (o.double() * ws[0]).sum() + (torch.cos(angle) * ws[1]).sum() + (torch.sin(angle) * ws[1]).sum()
-        return total + sum((s.double() * w).sum() for s, w in zip(states[1:], ws[2:]))
-
-    got = torch.autograd.grad(loss(out, finals), list(flat(x).values()))
-    exp = torch.autograd.grad(loss(want, want_states), list(flat(x64).values()))
-    for name, g, e in zip(flat(x), got, exp):
-        assert g.dtype == flat(x)[name].dtype, name
-        assert_close(g, e, dtype, f"d {name}")
+    assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
 
 
 def test_every_tuning_candidate_matches_the_loop(device):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_mimo_loop
 from ssm_triton.tolerance import assert_close
+from builders import assert_angle_close, assert_mamba3_matches, mamba3_leaves, mamba3_tensors
 from strategies import examples, normal, on, seeds, uniform
 
 STATE_NAMES = ("angle", "ssm", "k", "x")
@@ -34,23 +35,11 @@ def make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype):
 
 
 def _tensors(t: dict) -> dict:
-    out = {k: v for k, v in t.items() if isinstance(v, torch.Tensor)}
-    for name, s in zip(STATE_NAMES, t.get("Input_States", ())):
-        out[f"Input_States.{name}"] = s
-    return out
+    return mamba3_tensors(t, STATE_NAMES)
 
 
 def _leaves(t: dict, cast=None) -> dict:
-    f = (lambda v: v.double()) if cast else (lambda v: v)  # noqa: E731
-    out = {k: (f(v).detach().clone().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
-    if "Input_States" in t:
-        out["Input_States"] = tuple(f(s).detach().clone().requires_grad_() for s in t["Input_States"])
-    return out
-
-
-def assert_angle_close(got, want, name):
-    assert_close(torch.cos(got.double()), torch.cos(want), torch.float32, f"cos {name}")
-    assert_close(torch.sin(got.double()), torch.sin(want), torch.float32, f"sin {name}")
+    return mamba3_leaves(t, bool(cast))
 
 
 @examples(10)
@@ -69,23 +58,7 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     x64 = _leaves(t, cast=True)
     want, want_states = mamba3_mimo_loop(**x64)
     assert out.dtype == dtype and out.shape == ((b, L, H, P) if with_out else (b, L, R, H, P))
-    assert_close(out, want, dtype, "out")
-    assert_angle_close(finals[0], want_states[0], "final angle")
-    for name, g, w in zip(STATE_NAMES[1:], finals[1:], want_states[1:]):
-        assert_close(g, w, dtype, f"final {name}")
-
-    ws = [normal(o.shape, seed + 20 + i, device) for i, o in enumerate((want, *want_states))]
-
-    def loss(o, states):
-        angle = states[0].double()
-        total = (o.double() * ws[0]).sum() + (torch.cos(angle) * ws[1]).sum() + (torch.sin(angle) * ws[1]).sum()
-        return total + sum((s.double() * w).sum() for s, w in zip(states[1:], ws[2:]))
-
-    got = torch.autograd.grad(loss(out, finals), list(_tensors(x).values()))
-    exp = torch.autograd.grad(loss(want, want_states), list(_tensors(x64).values()))
-    for name, g, e in zip(_tensors(x), got, exp):
-        assert g.dtype == _tensors(x)[name].dtype, name
-        assert_close(g, e, dtype, f"d {name}")
+    assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
 
 
 @pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])
@@ -158,7 +131,7 @@ def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, R, heads, 
             part["Input_States"] = tuple(st_[i:i + 1] for st_ in alone["Input_States"])
         o, f = ssm_triton.mamba3_mimo(**part, chunk_size=4, return_state=True)
         outs.append(o)
-        assert_angle_close(finals[0][i], f[0][0].double(), f"angle of sequence {i}")
+        assert_angle_close(finals[0][i], f[0][0].double(), torch.float32, f"angle of sequence {i}")
         for name, mine, theirs in zip(STATE_NAMES[1:], finals[1:], f[1:]):
             assert_close(mine[i], theirs[0].double(), torch.float32, f"{name} of sequence {i}")
         total = total + (o * g[:, a:b]).sum() + (torch.sin(f[0][0]) * ga[i]).sum() + (f[2][0] * gk[i]).sum() \
