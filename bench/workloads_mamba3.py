@@ -9,6 +9,25 @@ from .peers import load_past_package_init
 from .workloads import Workload, keyword_impl
 
 
+def _inputs(device, io, b, L, H, Hqk, P, N, S, R) -> dict:
+    """A Block-like problem (steps in [0.001, 0.101], ADT = A DT with A in [-2.1, -0.1], biases near 1, D and Z) with
+    its cotangent ``g``; MIMO's rank-R Q, K, biases and projections when ``R`` is given."""
+    g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
+    f = lambda *s: torch.randn(*s, device=device)  # noqa: E731
+    rank = () if R is None else (R,)
+    dt = torch.rand(b, H, L, device=device) * 0.1 + 0.001
+    x = {"Q": g(b, L, *rank, Hqk, N), "K": g(b, L, *rank, Hqk, N), "V": g(b, L, H, P),
+         "ADT": -(torch.rand(b, H, L, device=device) * 2 + 0.1) * dt, "DT": dt, "Trap": f(b, H, L),
+         "Q_bias": 1 + 0.1 * f(H, *rank, N), "K_bias": 1 + 0.1 * f(H, *rank, N), "Angles": f(b, L, H, S), "D": f(H),
+         "Z": g(b, L, H, P)}
+    if R is not None:
+        x.update(MIMO_V=f(H, R, P) / R, MIMO_Z=f(H, R, P), MIMO_Out=f(H, R, P) / R)
+    for v in x.values():
+        v.requires_grad_()
+    x["g"] = g(b, L, H, P)
+    return x
+
+
 def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
     """The issue's shape, B=8 L=4096 H=32 N=128 P=64 bf16 with one Q/K head, half the dimensions rotated,
     D and Z; and a small prefill (b=1, L=2048)."""
@@ -26,19 +45,7 @@ def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
         peers["mamba_ssm"] = mod.mamba3_siso_combined
 
     def make(b, L):
-        def build():
-            g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
-            f = lambda *s: torch.randn(*s, device=device)  # noqa: E731
-            dt = torch.rand(b, H, L, device=device) * 0.1 + 0.001
-            x = {"Q": g(b, L, Hqk, N), "K": g(b, L, Hqk, N), "V": g(b, L, H, P),
-                 "ADT": -(torch.rand(b, H, L, device=device) * 2 + 0.1) * dt, "DT": dt, "Trap": f(b, H, L),
-                 "Q_bias": 1 + 0.1 * f(H, N), "K_bias": 1 + 0.1 * f(H, N), "Angles": f(b, L, H, S),
-                 "D": f(H), "Z": g(b, L, H, P)}
-            for v in x.values():
-                v.requires_grad_()
-            x["g"] = g(b, L, H, P)
-            return x
-        return build
+        return lambda: _inputs(device, io, b, L, H, Hqk, P, N, S, None)
 
     out = []
     for b, L in rows:
@@ -70,20 +77,7 @@ def mamba3_mimo_workloads(device, quick: bool, notes: set) -> list[Workload]:
         peers["mamba_ssm"] = lambda **x: mod.mamba3_mimo(**x, rotary_dim_divisor=4, dtype=x["V"].dtype)
 
     def make(b, L):
-        def build():
-            g = lambda *s: torch.randn(*s, device=device).to(io)  # noqa: E731
-            f = lambda *s: torch.randn(*s, device=device)  # noqa: E731
-            dt = torch.rand(b, H, L, device=device) * 0.1 + 0.001
-            x = {"Q": g(b, L, R, Hqk, N), "K": g(b, L, R, Hqk, N), "V": g(b, L, H, P),
-                 "ADT": -(torch.rand(b, H, L, device=device) * 2 + 0.1) * dt, "DT": dt, "Trap": f(b, H, L),
-                 "Q_bias": 1 + 0.1 * f(H, R, N), "K_bias": 1 + 0.1 * f(H, R, N), "MIMO_V": f(H, R, P) / R,
-                 "MIMO_Z": f(H, R, P), "MIMO_Out": f(H, R, P) / R, "Angles": f(b, L, H, S), "D": f(H),
-                 "Z": g(b, L, H, P)}
-            for v in x.values():
-                v.requires_grad_()
-            x["g"] = g(b, L, H, P)
-            return x
-        return build
+        return lambda: _inputs(device, io, b, L, H, Hqk, P, N, S, R)
 
     out = []
     for b, L in rows:
