@@ -50,7 +50,7 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     fp32, ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
     a packed row (batch 1): ``seq (1, T)`` int32 each step's sequence, ``cu (n + 1,)`` int32 their bounds.
     Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
-    (dtp, cum, hs, k, q))``: the last is what :func:`core_backward` reads."""
+    (dtp, cum, hs))``: the last is what :func:`core_backward` reads besides the inputs."""
     b, T, H, P = x.shape
     N = k.shape[3]
     p = core_plan(x, N, chunk_size, io_dtype)
@@ -67,17 +67,19 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
                                   h0.float().contiguous() if h0 is not None else None, T, p)
     y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)
     varlen = ssd.chunk_state(x, k, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu) if cu is not None else None
-    return y, final, varlen, (dtp, cum, hs, k, q)
+    return y, final, varlen, (dtp, cum, hs)
 
 
-def core_backward(dy, dfinal, x, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None):
+def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None):
     """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32;
     ``dh0`` always computed). ``dy`` None: only the final state's gradient flows. A packed row takes no
     final-state gradient (``dfinal`` None)."""
-    dtp, cum, hs, k, q = kept
+    dtp, cum, hs = kept
     b, T, H, P = x.shape
     N = k.shape[3]
     p = core_plan(x, N, chunk_size, io_dtype)
+    k = k.to(p.torch_dot).contiguous()   # as the forward cast them
+    q = q.to(p.torch_dot).contiguous()
     nc = cdiv(T, chunk_size)
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
     adj = ssd.chunk_state(dy, q, dtp, cum, seq, MODE_ADJOINT, p)

@@ -327,6 +327,24 @@ _mimo_step = build(OpSpec(
 MAX_RANK = 16
 
 
+def check_mimo_qk(Q, K, lead: tuple, lead_doc: str, H: int) -> tuple:
+    """MIMO's ``Q, K (*lead, R, Hqk, N)``: rank 1 to 16, Hqk dividing H, N even and at most 256. Returns
+    ``(R, Hqk, N)``."""
+    doc = f"({lead_doc}, R, Hqk, N)"
+    d = len(lead)
+    _validate.tensor("Q", Q, ndim=d + 3, dtypes=IO_DTYPES, shape_doc=doc)
+    R, Hqk, N = Q.shape[d], Q.shape[d + 1], Q.shape[d + 2]
+    if not 1 <= R <= MAX_RANK:
+        raise ValueError(f"Q has rank R = {R} (dim {d} of {doc}); 1 to {MAX_RANK} are supported")
+    if Hqk < 1 or H % Hqk:
+        raise ValueError(f"Q has Hqk = {Hqk} heads (dim {d + 1} of {doc}), which must divide H = {H}")
+    if N % 2 or not 2 <= N <= MAX_DIM:
+        raise ValueError(f"Q has N = {N} (dim {d + 2} of {doc}); it must be even and at most {MAX_DIM}")
+    _check("Q", Q, (*lead, R, Hqk, N), doc, IO_DTYPES)
+    _check("K", K, (*lead, R, Hqk, N), f"{doc} as Q", IO_DTYPES)
+    return R, Hqk, N
+
+
 def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
                      K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Optional[Tensor], Angles: Tensor,
                      D: Optional[Tensor] = None, Z: Optional[Tensor] = None, Input_States: Optional[tuple] = None,
@@ -347,16 +365,9 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     """
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
-    _validate.tensor("Q", Q, ndim=4, dtypes=IO_DTYPES, shape_doc="(batch, R, Hqk, N)")
-    R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
-    if not 1 <= R <= MAX_RANK:
-        raise ValueError(f"Q has rank R = {R} (dim 1 of (batch, R, Hqk, N)); 1 to {MAX_RANK} are supported")
-    if Hqk < 1 or H % Hqk:
-        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 2 of (batch, R, Hqk, N)), which must divide H = {H}")
-    if N % 2 or not 2 <= N <= MAX_DIM or P > MAX_DIM:
-        raise ValueError(f"N = {N} must be even and at most {MAX_DIM}, and P = {P} at most {MAX_DIM}")
-    _check("Q", Q, (b, R, Hqk, N), "(batch, R, Hqk, N)", IO_DTYPES)
-    _check("K", K, (b, R, Hqk, N), "(batch, R, Hqk, N) as Q", IO_DTYPES)
+    if P > MAX_DIM:
+        raise ValueError(f"V has head dimension P = {P}; at most {MAX_DIM} is supported")
+    R, Hqk, N = check_mimo_qk(Q, K, (b,), "batch", H)
     for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
         _check(name, t, (b, H), "(batch, H)")
     for name, t in (("Q_bias", Q_bias), ("K_bias", K_bias)):

@@ -20,7 +20,7 @@ from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
-from .mamba3 import IO_DTYPES, MAX_DIM, MAX_RANK, _check, check_packed
+from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_mimo_qk, check_packed
 
 CHUNK_SIZES = (4, 8, 16, 32, 64)
 
@@ -41,7 +41,7 @@ def _fake(x, k, chunk_size, io, cu, **_):
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
-    y, final, varlen, (dtp, cum, hs, _, _) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu)
+    y, final, varlen, (dtp, cum, hs) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu)
     # an absent output is a fresh empty tensor: outputs may not alias one another
     return y, final, varlen if varlen is not None else x.new_empty(0, dtype=torch.float32), dtp, cum, hs
 
@@ -52,12 +52,10 @@ def _backward(saved, grads):
     if dv is not None and dv.numel() > 0 and bool(dv.any()):
         raise NotImplementedError("mamba3_mimo: with cu_seqlens, gradients through the final ssm states are not "
                                   "supported yet (the angle, k and x states' are)")
-    x, k, q = saved["x"], saved["k"], saved["q"]
-    io = _IO[saved["io"]]
-    dot = _k.core_plan(x, k.shape[3], saved["chunk_size"], io).torch_dot
-    kept = (saved["dtp"], saved["cum"], saved["hs"], k.to(dot).contiguous(), q.to(dot).contiguous())
-    dx, dk, dq, dscale, da, dh0 = _k.core_backward(grads["y"], grads["final"] if saved["seq"] is None else None, x,
-                                                   kept, saved["chunk_size"], saved["deterministic"], io, saved["seq"])
+    dx, dk, dq, dscale, da, dh0 = _k.core_backward(
+        grads["y"], grads["final"] if saved["seq"] is None else None, saved["x"], saved["k"], saved["q"],
+        (saved["dtp"], saved["cum"], saved["hs"]), saved["chunk_size"], saved["deterministic"], _IO[saved["io"]],
+        saved["seq"])
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 
 
@@ -114,16 +112,7 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_O
     b, L, H, P = V.shape
     if min(b, L, H, P) < 1 or P > MAX_DIM:
         raise ValueError(f"V (batch, L, H, P) must have every size at least 1 and P <= {MAX_DIM}, got {tuple(V.shape)}")
-    _validate.tensor("Q", Q, ndim=5, dtypes=IO_DTYPES, shape_doc="(batch, L, R, Hqk, N)")
-    R, Hqk, N = Q.shape[2], Q.shape[3], Q.shape[4]
-    if not 1 <= R <= MAX_RANK:
-        raise ValueError(f"Q has rank R = {R} (dim 2 of (batch, L, R, Hqk, N)); 1 to {MAX_RANK} are supported")
-    if Hqk < 1 or H % Hqk:
-        raise ValueError(f"Q has Hqk = {Hqk} heads (dim 3 of (batch, L, R, Hqk, N)), which must divide H = {H}")
-    if N % 2 or not 2 <= N <= MAX_DIM:
-        raise ValueError(f"Q has N = {N} (dim 4 of (batch, L, R, Hqk, N)); it must be even and at most {MAX_DIM}")
-    _check("Q", Q, (b, L, R, Hqk, N), "(batch, L, R, Hqk, N)", IO_DTYPES)
-    _check("K", K, (b, L, R, Hqk, N), "(batch, L, R, Hqk, N) as Q", IO_DTYPES)
+    R, Hqk, N = check_mimo_qk(Q, K, (b, L), "batch, L", H)
     _validate.same_dtype(("V", "Q", "K"), (V, Q, K))
     for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
         _check(name, t, (b, H, L), "(batch, H, L)")
