@@ -9,7 +9,9 @@ For each benchmark workload of the chosen ops (ssm_triton's implementation only)
 * the functions with the most own time per call (cProfile), which is where the rest goes.
 
 ``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
-(``rounds`` times each, medians), so the two are compared on the same host state.
+(``rounds`` times each, medians), so the two are compared on the same host state. ``--fused`` does the
+same for the SSD's inference forward, one-launch kernel against the staged launches, with each one's
+device median.
 
 The floors it is read against come first: an empty torch op, a bare two-argument Triton kernel through
 ``kernel[grid](...)``, and the same compiled kernel launched directly.
@@ -66,25 +68,51 @@ def floors() -> dict[str, float]:
     return rows
 
 
-def ab(fn, rounds: int, calls: int) -> tuple[float, float]:
-    """Median host microseconds per call with the lean launcher on and off, alternating."""
+def ab(fn, rounds: int, calls: int, switch=None) -> tuple[float, float]:
+    """Median host microseconds per call with ``switch(True)`` and ``switch(False)``, alternating (default:
+    the lean launcher on and off)."""
     import statistics
 
     from ssm_triton.kernels import tuning
 
+    if switch is None:
+        def switch(on: bool) -> None:
+            tuning.LEAN = on
     before = tuning.LEAN
     times: dict = {True: [], False: []}
     try:
-        for lean in (True, False):   # warm both paths (the lean one binds on its first call)
-            tuning.LEAN = lean
+        for on in (True, False):   # warm both paths (the lean one binds on its first call)
+            switch(on)
             fn()
         for _ in range(rounds):
-            for lean in (True, False):
-                tuning.LEAN = lean
-                times[lean].append(per_call_us(fn, calls))
+            for on in (True, False):
+                switch(on)
+                times[on].append(per_call_us(fn, calls))
     finally:
         tuning.LEAN = before
     return statistics.median(times[True]), statistics.median(times[False])
+
+
+def fused_ab(fn, rounds: int, calls: int) -> dict:
+    """The SSD inference forward through the one-launch kernel and through the stages: host us per call
+    (alternating) and the device median of each."""
+    import triton.testing
+
+    from ssm_triton.kernels.ssd import launch
+
+    before = launch.FUSED
+
+    def switch(on: bool) -> None:
+        launch.FUSED = "1" if on else "0"
+    try:
+        on, off = ab(fn, rounds, calls, switch)
+        ms = {}
+        for flag in (True, False):
+            switch(flag)
+            ms[flag] = float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    finally:
+        launch.FUSED = before
+    return dict(host_fused=on, host_staged=off, ms_fused=ms[True], ms_staged=ms[False])
 
 
 def _own_time(stats: pstats.Stats, calls: int, top: int) -> list[str]:
@@ -118,6 +146,8 @@ def main(argv=None) -> None:
     # measures the GPU, not itself
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--ab", action="store_true", help="lean launcher on vs off, alternating, per workload")
+    parser.add_argument("--fused", action="store_true",
+                        help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args(argv)
     for name, us in floors().items():
@@ -129,7 +159,16 @@ def main(argv=None) -> None:
             impl = w.impls.get("ssm_triton")
             if impl is None:
                 continue
+            if args.fused and (w.op != "ssd" or w.direction != "fwd"):
+                continue
             fn = impl(w.make_inputs(), w.direction)
+            if args.fused:
+                r = fused_ab(fn, args.rounds, args.calls)
+                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} fwd: fused host {r['host_fused']:.1f} us, "
+                      f"device {r['ms_fused'] * 1e3:.1f} us; staged host {r['host_staged']:.1f} us, "
+                      f"device {r['ms_staged'] * 1e3:.1f} us")
+                del fn
+                continue
             if args.ab:
                 on, off = ab(fn, args.rounds, args.calls)
                 print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}: host us/call lean on "

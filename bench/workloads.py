@@ -237,7 +237,7 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
 
     H, P, G, N, chunk = (2, 16, 1, 16, 16) if quick else (64, 64, 1, 128, 256)
     io = torch.float32 if quick else torch.bfloat16
-    rows = [(1, 64, io)] if quick else [(8, 4096, io), (2, 16384, io), (1, 2048, io), (1, 8192, io)]
+    rows = [(1, 64, io)] if quick else [(8, 4096, io), (2, 16384, io), (1, 512, io), (1, 2048, io), (1, 8192, io)]
     if sweep:
         shapes = [(1, 32), (2, 32)] if quick else ([(1, L) for L in (1024, 4096, 16384, 65536)] +
                                                    [(b, 4096) for b in (1, 2, 4, 16)])

@@ -22,6 +22,16 @@ def make_ssd_problem(bsz, L, groups, heads_per_group, P, N, seed, options, devic
     return t
 
 
+def cancelling_grad(g, z, x, per_channel: bool, dtype):
+    """``g (b, L, H, P)`` with its component along ``silu(z) x`` taken out per head (per channel when
+    ``per_channel``), rounded to ``dtype``: the gradient of ``D`` under it, ``sum dout silu(z) x``, is then
+    a sum of large terms that cancel to a small rest, which rounding ``dout silu(z)`` before summing loses."""
+    w = (torch.nn.functional.silu(z.double()) * x.double())
+    dims = (0, 1) if per_channel else (0, 1, 3)
+    coef = (g.double() * w).sum(dims, keepdim=True) / (w * w).sum(dims, keepdim=True).clamp_min(1e-30)
+    return (g.double() - coef * w).to(dtype)
+
+
 def ssd_np64(t):
     """The problem's tensors as NumPy arrays (for the float64 references)."""
     return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}

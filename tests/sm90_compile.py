@@ -23,6 +23,7 @@ from ssm_triton.kernels import state_update as ksu  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_pairs as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
+from ssm_triton.kernels.ssd import fused as ssd_fused  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_scan as ssd_scan  # noqa: E402
 from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
 from ssm_triton.kernels.ssd import common as ssd_common  # noqa: E402
@@ -159,13 +160,20 @@ def ssd_cases():
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
-             **ints}, dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
+             **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
              **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
         yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
-        yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, iop("DOUT", "Y", "Z", "DY", "DZ"), dict(BLOCK=1024)
+        if io != "mixed":
+            for q, bp, bn in ((64, 64, 128), (128, 32, 256)):
+                yield "ssd fused fwd", ssd_fused.ssd_fused_fwd_kernel, \
+                    {**iop("X", "DT", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL"), **ints}, \
+                    dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_H0=opt,
+                         HAS_FINAL=True, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
+        yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, {**iop("DOUT", "Y", "Z", "X", "DY", "DZ"), "DD_PART": "*fp32", **ints}, \
+            dict(HAS_DD=opt, ROWS=256, BLOCK_R=8, BLOCK_C=128)
         yield "ssd dt bwd", ssd_dt.dt_bwd_kernel, \
             {**iop("DT", "DDT"), **f32("DT_BIAS", "A", "DTP", "INTER", "US", "XV", "F", "DA_PART", "DBIAS_PART"), "RS": "*fp64", "CS": "*fp64",
              **ints}, dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)

@@ -14,7 +14,7 @@ from builders import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from strategies import examples, normal, on, seeds
-from builders import make_ssd_problem as make_problem
+from builders import cancelling_grad, make_ssd_problem as make_problem
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
@@ -84,6 +84,24 @@ def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_grou
     for (name, leaf), g, w in zip(leaves.items(), got, want):
         assert g.dtype == leaf.dtype and g.shape == leaf.shape, name
         assert_close(g, w, dtype, f"d{name}")
+
+
+@examples(6)
+@given(L=st.integers(1, 70), P=st.integers(1, 8), seed=seeds(), dtype=st.sampled_from([torch.bfloat16, torch.float16]))
+def test_d_gradient_keeps_its_digits_when_its_sum_cancels(device, L, P, seed, dtype):
+    """With z, ``dD`` is summed from the unrounded ``dout silu(z)``: under a cotangent whose sum nearly
+    cancels (cancelling_grad), per head or per channel by the seed, it still matches float64 autograd."""
+    t = problem(device, 2, L, 1, 2, P, 4, seed, True, False, dtype)
+    leaves = {k: t[k].requires_grad_() for k in ("x", "D")}
+    flags = {k: v for k, v in t.items() if k not in leaves}
+    out = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=16)
+    dout = cancelling_grad(normal(out.shape, seed + 30, device), t["z"], t["x"], t["D"].dim() == 2, dtype)
+    got = torch.autograd.grad(out, leaves["D"], dout)[0]
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    ref_out, _ = ssd_quadratic_torch(**ref, **{k: (v.cpu().double() if isinstance(v, torch.Tensor) else v)
+                                               for k, v in flags.items()})
+    want = torch.autograd.grad(ref_out, ref["D"], dout.cpu().double())[0]
+    assert_close(got, want, dtype, "dD")
 
 
 @pytest.mark.parametrize("L", [1, 37, 100])

@@ -5,7 +5,7 @@ import torch
 
 from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
-from ..ssd.bwd_dt import gate_bwd_kernel
+from ..ssd.bwd_dt import gate_backward
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel
@@ -175,17 +175,16 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dssm_f = None   # zeros from the compiled route, shaped per sequence: not the row's final state
     if dout is None:
         dout = torch.zeros_like(V)
-    dz = None
+    dz = dD = None
     if Z is not None:
-        dy, dz = torch.empty_like(V), torch.empty_like(Z)
-        gate_bwd_kernel((cdiv(V.numel(), 1024),), DOUT=dout, Y=saved.y, Z=Z, DY=dy, DZ=dz, n=V.numel(), BLOCK=1024)
+        dy, dz, dD = gate_backward(dout, saved.y, Z, V, D)
     else:
         dy = dout.to(V.dtype).contiguous()
     adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, seq, MODE_ADJOINT, p)
     ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, seq,
                                            dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
     dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
-                           deterministic, diag=saved.diag)
+                           deterministic, diag=saved.diag, dd=Z is None)
     # one head per group here (each head has its own k~), so the head blocks are the heads
     dkr = s.db_part.view(b, L, H, N)
     dqr = s.dc_part.view(b, L, H, N)
@@ -239,8 +238,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dthf = dthf if dthf is not None else torch.zeros_like(tail)
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
-    dD = None
-    if D is not None:
+    if D is not None and Z is None:
         dD = s.dd_part.sum((0, 1))
         if D.dim() == 1:
             dD = dD.sum(1)

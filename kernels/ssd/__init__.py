@@ -19,7 +19,7 @@ with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
 
 | gradient | equation | kernel (file), launcher |
 |---|---|---|
-| gate | ``dy = dout silu(z)``, ``dz = dout y silu'(z)`` | ``_gate_bwd_kernel`` (``bwd_dt.py``) |
+| gate | ``dy = dout silu(z)``, ``dz = dout y silu'(z)``, and ``dD`` from the fp32 ``dy`` | ``_gate_bwd_kernel`` (``bwd_dt.py``) |
 | to each entering state | ``adj_c = sum_t exp(cum_t) dy_t C_t^T`` | ``_chunk_state_kernel``, ``MODE_ADJOINT``; ``chunk_state`` |
 | reversed state passing | ``ds_c = dh_{c+1}``, ``dh_c = adj_c + keep_c exp(cum_end_c) dh_{c+1}``; ``dh0``; the carried decay's part ``f_c`` | ``_state_bwd_kernel`` (``state_passing.py``); ``state_passing_bwd`` |
 | dx, dD | ``v_s = sum_t cb_ts E_ts dy_t + exp(cum_end - cum_s) ds_c B_s``, ``dx_s = dt_s v_s + D dy_s`` | ``_dx_dd_kernel`` (``bwd_pairs.py``); ``pair_grads`` |

@@ -11,6 +11,7 @@ the prefix ``sum_{s < r} u_s``. Then
 ``d dt_r = x_r.v_r + A d a_r``, ``dA = sum dt_r d a_r``, and ``d dt_r`` is pulled back through the clamp,
 the softplus and the bias.
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -20,15 +21,29 @@ from .cumsum import chunk_row, raw_step, softplus_clamp
 
 
 @triton.jit
-def _gate_bwd_kernel(DOUT, Y, Z, DY, DZ, n, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ok = i < n
-    dout = tl.load(DOUT + i, mask=ok, other=0.0).to(tl.float32)
-    y = tl.load(Y + i, mask=ok, other=0.0).to(tl.float32)
-    z = tl.load(Z + i, mask=ok, other=0.0).to(tl.float32)
-    gate, slope = silu_and_slope(z)
-    tl.store(DY + i, (dout * gate).to(DY.dtype.element_ty), mask=ok)
-    tl.store(DZ + i, (dout * y * slope).to(DZ.dtype.element_ty), mask=ok)
+def _gate_bwd_kernel(DOUT, Y, Z, X, DY, DZ, DD_PART, rows, HP,
+                     HAS_DD: tl.constexpr, ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Over ``rows = b L`` rows of ``HP = H P`` channels, ``ROWS`` rows per program. With ``D``, the
+    partial ``sum_rows dy x`` per channel is taken here from the fp32 ``dy``: the pair stages only see
+    ``dy`` rounded to the input dtype, and a sum of rounded terms that nearly cancels loses its digits."""
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cs < HP
+    acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for r0 in range(0, ROWS, BLOCK_R):
+        rs = tl.program_id(0).to(tl.int64) * ROWS + r0 + tl.arange(0, BLOCK_R)
+        ok = (rs < rows)[:, None] & c_ok[None, :]
+        i = rs[:, None] * HP + cs[None, :]
+        dout = tl.load(DOUT + i, mask=ok, other=0.0).to(tl.float32)
+        y = tl.load(Y + i, mask=ok, other=0.0).to(tl.float32)
+        z = tl.load(Z + i, mask=ok, other=0.0).to(tl.float32)
+        gate, slope = silu_and_slope(z)
+        dy = dout * gate
+        tl.store(DY + i, dy.to(DY.dtype.element_ty), mask=ok)
+        tl.store(DZ + i, (dout * y * slope).to(DZ.dtype.element_ty), mask=ok)
+        if HAS_DD:
+            acc += tl.sum(dy * tl.load(X + i, mask=ok, other=0.0).to(tl.float32), axis=0)
+    if HAS_DD:
+        tl.store(DD_PART + tl.program_id(0).to(tl.int64) * HP + cs, acc, mask=c_ok)
 
 
 @triton.jit
@@ -66,5 +81,25 @@ def _dt_bwd_kernel(
     tl.store(DBIAS_PART + bh.to(tl.int64) * nc + c, tl.sum(ddt, axis=0))
 
 
-gate_bwd_kernel = Kernel(_gate_bwd_kernel)
+gate_bwd_kernel = Kernel(_gate_bwd_kernel, flags=dict(HAS_DD="DD_PART"))
 dt_bwd_kernel = Kernel(_dt_bwd_kernel, flags=dict(HAS_BIAS="DT_BIAS"))
+
+
+def gate_backward(dout, y, z, x, D):
+    """``dy, dz`` of ``out = y silu(z)`` (each in its input's dtype; all four ``(b, L, H, P)`` contiguous),
+    and ``dD`` (``D``'s shape, fp32) from the unrounded ``dy`` when ``D`` is given, else None."""
+    bsz, L, H, P = x.shape
+    rows, hp = bsz * L, H * P
+    dy, dz = torch.empty_like(x), torch.empty_like(z)
+    block_c = min(128, triton.next_power_of_2(hp))
+    block_r = 1024 // block_c   # 1024 elements a tile: 8 a thread in each of the five tensors (no spills)
+    per = 256 if rows >= 4096 else 32   # rows per program: a short partial sum, few programs when small
+    part = torch.empty((triton.cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
+    gate_bwd_kernel((triton.cdiv(rows, per), triton.cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
+                    DD_PART=part, rows=rows, HP=hp, ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
+    dD = None
+    if D is not None:
+        dD = part.sum(0).view(H, P)
+        if D.dim() == 1:
+            dD = dD.sum(1)
+    return dy, dz, dD

@@ -101,9 +101,9 @@ def _dx_dd_kernel(
     # sizes
     L, H, G, P, N, Lp, nc, lo_off,
     # meta-parameters
-    HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr,
+    HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     s0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, end, _ = chunk_bounds(c, L, Q)
@@ -144,6 +144,7 @@ def _dx_dd_kernel(
             dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * dy32
         else:
             dx += tl.load(D + h).to(tl.float32) * dy32
+    if HAS_DD:
         tl.store(DD_PART + ((tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh) * P) + ps,
                  tl.sum(dy32 * x32, axis=0), mask=p_ok)
     tl.store(DX + ((step_s * H + h) * P)[:, None] + ps[None, :], dx.to(DX.dtype.element_ty),
@@ -257,6 +258,6 @@ def _dc_states_kernel(
     tl.store(dst, dc, mask=t_ok[:, None] & n_ok[None, :])
 
 
-dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_SEQ="SEQ"))
+dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_DD="DD_PART", HAS_DIAG="DIAG", HAS_SEQ="SEQ"))
 db_dc_pairs_kernel = Kernel(_db_dc_pairs_kernel, flags=dict(HAS_SEQ="SEQ"))
 dc_states_kernel = Kernel(_dc_states_kernel, flags=dict(HAS_SEQ="SEQ"))

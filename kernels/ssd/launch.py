@@ -5,6 +5,7 @@ Inputs arrive contiguous and validated (``ssm_triton.ops.ssd``). Scratch is fp32
 dtype the tensor cores read (fp32 for fp32 inputs and under the interpreter, else the inputs').
 """
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -15,11 +16,12 @@ from ..host import cdiv, next_power_of_2
 from ..tuning import TunablePlan, bucket, run_mode
 from .bmm import bmm_kernel
 from .common import TF32
-from .bwd_dt import dt_bwd_kernel, gate_bwd_kernel
+from .bwd_dt import dt_bwd_kernel, gate_backward
 from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
 from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
+from .fused import fused_forward, use_fused
 from .state_passing import state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
@@ -37,6 +39,15 @@ def fp32_matmul() -> str:
         return "tf32" if torch.get_float32_matmul_precision() in ("high", "medium") else "ieee"
     except RuntimeError:  # the two APIs mixed: torch refuses to say; keep IEEE products
         return "ieee"
+
+
+def dot_for(dtype: torch.dtype, interpreted: bool):
+    """The ``DOT`` the SSD kernels multiply in for inputs of ``dtype``."""
+    if interpreted:   # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
+        return tl.float32
+    if dtype == torch.float32:
+        return TF32 if fp32_matmul() == "tf32" else tl.float32
+    return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,7 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     mode = mode or run_mode(x.device)
     interp = mode.interpreted
     blk = min(block or (16 if interp else 64), chunk_size)
-    # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
-    dot = tl.float32 if (interp or x.dtype == torch.float32) else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
-    if x.dtype == torch.float32 and fp32_matmul() == "tf32":
-        dot = TF32
+    dot = dot_for(x.dtype, interp)
     pad = lambda n, hi: max(16, min(hi, next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
              outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk,
@@ -299,6 +307,28 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     return out, final, varlen, Saved(dtp, cum, hs, y)
 
 
+# the one-launch inference forward (fused.py): "0" never, "1" wherever it applies, else its size rule
+FUSED = os.environ.get("SSM_TRITON_SSD_FUSED", "")
+
+
+def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                  cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False):
+    """The forward for a call that keeps nothing for a backward: ``(out, final_states, varlen_states or
+    None)``. Rows without packed sequences take the one-launch kernel (``fused.py``) where its rule (or
+    ``FUSED``) says so; the rest take the staged :func:`ssd_forward`."""
+    if seq_idx is None and not want_varlen and FUSED != "0":
+        bsz, L, H, _ = x.shape
+        mode = run_mode(x.device)
+        if FUSED == "1" or use_fused(bsz, L, H, mode.sm_count):
+            lo, hi, clamp = _limits(dt_limit)
+            out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
+                                       dot_for(x.dtype, mode.interpreted))
+            return out, final, None
+    out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen)
+    return out, final, varlen
+
+
 def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
     """Heads a pair-stage program loops over: the most that still leave ``target`` programs, dividing
     the heads of a group (a program's heads share ``B`` and ``C``). Fewer heads per program means more
@@ -325,9 +355,10 @@ class PairScratch(NamedTuple):
     diag_grads: torch.Tensor | None = None  # (b, H, Lp) fp32: dy_s . x_s, the gradient of a per-step weight of x_s
 
 
-def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None):
+def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True):
     """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
-    ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). Returns ``(dx, PairScratch)``."""
+    ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). ``dd=False``: no dD partials
+    (the gate's backward took them from the unrounded ``dy``). Returns ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -341,7 +372,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     s = PairScratch(
         db_part=_f32(bsz, L, n_hb, N, device=dev),
         dc_part=_f32(bsz, L, n_hb, N, device=dev) if deterministic else torch.zeros((bsz, L, n_hb, N), device=dev),
-        dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None else None,
+        dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None and dd else None,
         pair_rows=rs, pair_cols=torch.zeros_like(rs),
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
         entering_terms=torch.empty_like(rs, dtype=torch.float32),
@@ -383,16 +414,15 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     nc = cdiv(L, p.Q)
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
-    dz = None
+    dz = dD = None
     if z is not None:
-        dy, dz = torch.empty_like(x), torch.empty_like(z)
-        gate_bwd_kernel((cdiv(x.numel(), 1024),), DOUT=dout, Y=y, Z=z, DY=dy, DZ=dz, n=x.numel(), BLOCK=1024)
+        dy, dz, dD = gate_backward(dout, y, z, x, D)
     else:
         dy = dout.to(x.dtype).contiguous()
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
     ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
-    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic)
+    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None)
 
     ddt = torch.empty_like(dt)
     da_part = _f32(bsz, H, nc, device=x.device)
@@ -406,8 +436,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     per_group_blocks = s.db_part.shape[2] // G
     dB = s.db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
     dC = s.dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
-    dD = None
-    if D is not None:
+    if D is not None and z is None:
         dD = s.dd_part.sum((0, 1))
         if D.dim() == 1:
             dD = dD.sum(1)

@@ -25,6 +25,13 @@ def _forward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
             saved.y if saved.y is not None else x.new_empty(0))
 
 
+def _inference(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, cu_seqlens, chunk_size, dt_softplus, lo, hi,
+               want_varlen, deterministic):
+    """No backward to come: the one-launch forward where it applies, and only the outputs the caller reads."""
+    return _k.ssd_inference(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
+                            dt_softplus, (lo, hi), want_varlen)
+
+
 def _fake(x, B, z, cu_seqlens, chunk_size, want_varlen, **_):
     bsz, L, H, P = x.shape
     N = B.shape[3]
@@ -59,7 +66,7 @@ _ssd = build(OpSpec(
     "lo: float, hi: float, want_varlen: bool, deterministic: bool",
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
-    inference=lambda **a: _forward(**a, for_backward=False)))   # no backward to come: no pre-gate output kept
+    inference=_inference))
 
 
 def _check(name, t, shape, shape_doc, dtypes=IO_DTYPES):

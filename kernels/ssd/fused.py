@@ -1,0 +1,154 @@
+"""The SSD forward in one launch, for calls that keep nothing for a backward (inference, prefill).
+
+A program owns one (batch row, head) and ``BLOCK_P`` channels and walks the row's chunks in order with
+the ``(BLOCK_P, N)`` state in registers. Per chunk of ``Q`` steps it does what the five staged launches
+(``launch.ssd_forward``) do across the whole problem: the step sizes and their decay sums, the output
+``y_t = exp(cum_t) C_t . h_enter + sum_{s<=t} (C_t . B_s) exp(cum_t - cum_s) dt_s x_s`` (+ ``D x_t``,
+``* silu(z_t)``), then the state carried on,
+``h_exit = exp(cum_end) h_enter + sum_s exp(cum_end - cum_s) dt_s x_s B_s^T``.
+
+Why: the staged forward pays five launches and their allocations (about 190 µs of host time a call on
+the H200's host, 2026-12-02), which is the whole cost of a small prefill, and it writes every chunk's
+entering state to memory and reads it back. Here nothing but the inputs, the output and the final state
+touch memory. The chunks run one after another inside a program, so the rule takes this path when the
+(row, head, channel tile) programs fill the GPU or the rows are short (``use_fused``); the chunk's
+length ``Q`` is the kernel's own tile (the result does not depend on it beyond rounding).
+
+The decay sums are taken in fp64 and differenced as ``(hi, lo)`` fp32 pairs, as the staged cumsum does,
+so that a chunk that decays by hundreds of nats keeps fp32 accuracy.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ..activations import silu_and_slope
+from ..tuning import TunableKernel, bucket
+from .common import mm
+from .cumsum import raw_step, softplus_clamp
+
+
+@triton.jit
+def _ssd_fused_fwd_kernel(
+    # pointers
+    X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL,
+    # sizes and the step-size clamp
+    L, H, G, P, N, lo, hi,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
+    D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
+    Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    g = h // (H // G)
+    ps = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = ps < P
+    ns = tl.arange(0, BLOCK_N)
+    n_ok = ns < N
+    pn_ok = p_ok[:, None] & n_ok[None, :]
+    state_at = (bh.to(tl.int64) * P + ps[:, None]) * N + ns[None, :]          # (BLOCK_P, BLOCK_N) in (b, H, P, N)
+    if HAS_H0:
+        state = tl.load(H0 + state_at, mask=pn_ok, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    a_h = tl.load(A + h).to(tl.float32)
+    if HAS_D:
+        if D_PER_CHANNEL:
+            d_h = tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+        else:
+            d_h = tl.load(D + h).to(tl.float32)
+    r = tl.arange(0, Q)
+    causal = r[:, None] >= r[None, :]
+    for t0 in range(0, L, Q):
+        t = t0 + r
+        ok = t < L
+        dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+        dt = tl.where(ok, dt, 0.0)
+        a = (dt * a_h).to(tl.float64)
+        cum = tl.cumsum(a, axis=0)
+        total = tl.sum(a, axis=0)
+        c_hi = cum.to(tl.float32)
+        c_lo = (cum - c_hi.to(tl.float64)).to(tl.float32)
+        step = bi.to(tl.int64) * L + t
+        qn_ok = ok[:, None] & n_ok[None, :]
+        b_c = tl.load(B + ((step * G + g) * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)   # (Q, BLOCK_N)
+        c_c = tl.load(C + ((step * G + g) * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)
+        xp = ((step * H + h) * P)[:, None] + ps[None, :]                                        # (Q, BLOCK_P)
+        qp_ok = ok[:, None] & p_ok[None, :]
+        x_c = tl.load(X + xp, mask=qp_ok, other=0.0)
+
+        # inside the chunk: (C B^T) under the causal decay, times dt_s x_s
+        diff = (c_hi[:, None] - c_hi[None, :]) + (c_lo[:, None] - c_lo[None, :])
+        decay = tl.where(causal, tl.exp(tl.where(causal, diff, 0.0)), 0.0)
+        w = mm(c_c, tl.trans(b_c), DOT) * decay * dt[None, :]
+        y = mm(w, x_c, DOT)
+        # from the state entering the chunk
+        y += mm(c_c, tl.trans(state), DOT) * tl.exp(c_hi)[:, None]
+        if HAS_D:
+            y += d_h * x_c.to(tl.float32)
+        if HAS_Z:
+            gate, _ = silu_and_slope(tl.load(Z + xp, mask=qp_ok, other=0.0).to(tl.float32))
+            y *= gate
+        tl.store(OUT + xp, y.to(OUT.dtype.element_ty), mask=qp_ok)
+
+        # the state leaving the chunk
+        to_end = tl.exp((total - cum).to(tl.float32)) * dt
+        state = state * tl.exp(total.to(tl.float32)) + mm(tl.trans(x_c.to(tl.float32) * to_end[:, None]), b_c, DOT)
+    if HAS_FINAL:
+        tl.store(FINAL + state_at, state, mask=pn_ok)
+
+
+def _rule(p, mode):
+    # problem: (b, L, H, P, G, N, dtype, has_z); the interpreter takes small tiles so short tests cross chunks
+    if mode.interpreted:
+        return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1)
+    # the (BLOCK_P, N) fp32 state, the chunk's B and C and its pair matrix share the registers: compiled for
+    # sm_90 (tests/sm90_compile.py --resources, 2026-12-02), 32-step chunks, 64 channels and 8 warps spill
+    # least at N = 128 (80 bytes a thread; 64-step chunks 400, 4 warps 600 or more)
+    return dict(Q=32, BLOCK_P=min(32 if p[5] > 128 else 64, _widest(p[3])), num_warps=8, num_stages=1)
+
+
+def _widest(P: int) -> int:
+    return min(64, max(16, triton.next_power_of_2(P)))
+
+
+def _alternatives(p, mode):
+    if mode.interpreted:
+        return []
+    return [dict(Q=q, BLOCK_P=bp, num_warps=w, num_stages=st)
+            for q in (32, 64) for bp in sorted({32, _widest(p[3])}) if bp <= _widest(p[3])
+            for w in (4, 8) for st in (1, 2)]
+
+
+def _key(p):
+    b, L, *rest = p
+    return (bucket(b), bucket(L), *rest)
+
+
+ssd_fused_fwd_kernel = TunableKernel(
+    "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
+    grid=lambda p, kw: (triton.cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2]),
+    flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL"))
+
+
+def use_fused(bsz: int, L: int, H: int, sm_count: int) -> bool:
+    """Whether the one-launch forward suits a problem: short rows (where launches, not the chunks
+    walked in order, set the time), or enough (row, head) programs to fill the GPU twice over."""
+    return L <= 8192 or bsz * H >= 2 * sm_count
+
+
+def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
+    """``out (b, L, H, P)`` in ``x``'s dtype and the final state ``(b, H, P, N)`` fp32. Inputs contiguous,
+    as the op layer hands them; ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the
+    tensor-core dtype."""
+    bsz, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    out = torch.empty_like(x)
+    final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
+    ssd_fused_fwd_kernel.launch(
+        (bsz, L, H, P, G, N, x.dtype, z is not None), None, X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z,
+        H0=initial_states, OUT=out, FINAL=final, L=L, H=H, G=G, P=P, N=N, lo=lo, hi=hi, SOFTPLUS=dt_softplus,
+        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, triton.next_power_of_2(N)),
+        DOT=dot)
+    return out, final

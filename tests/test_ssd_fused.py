@@ -1,0 +1,144 @@
+"""The one-launch SSD forward (kernels/ssd/fused.py), taken by calls that record no graph: against the
+float64 reference for every option, equal to the staged forward, through every tuning candidate, and
+only where it applies (packed rows and varlen states stay staged)."""
+import contextlib
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.kernels import tuning
+from ssm_triton.kernels.ssd import fused, launch
+from ssm_triton.kernels.tuning import H100
+from ssm_triton.reference import ssd_np
+from ssm_triton.tolerance import assert_close
+from builders import make_ssd_problem
+from strategies import examples, seeds
+
+
+@contextlib.contextmanager
+def route(value: str):
+    """Force the inference forward's route: "1" the fused kernel wherever it applies, "0" the stages."""
+    before = launch.FUSED
+    launch.FUSED = value
+    try:
+        yield
+    finally:
+        launch.FUSED = before
+
+
+@contextlib.contextmanager
+def counting():
+    """How many times the fused kernel launched inside the block."""
+    calls = []
+    real = fused.ssd_fused_fwd_kernel.launch
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    fused.ssd_fused_fwd_kernel.launch = spy
+    try:
+        yield calls
+    finally:
+        fused.ssd_fused_fwd_kernel.launch = real
+
+
+def problem(device, bsz, L, groups, per_group, P, N, seed, options, dtype):
+    t = make_ssd_problem(bsz, L, groups, per_group, P, N, seed, options, device)
+    return {k: (v.to(dtype) if k in ("x", "z", "B", "C", "dt") else v.float()) if isinstance(v, torch.Tensor) else v
+            for k, v in t.items()}
+
+
+def as_np(t):
+    return {k: (v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+
+
+@examples(8)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 70), groups=st.integers(1, 2), per_group=st.integers(1, 2),
+       P=st.one_of(st.integers(1, 9), st.just(16)), N=st.one_of(st.integers(1, 9), st.just(16)), seed=seeds(),
+       options=st.booleans(), chunk=st.sampled_from([16, 64]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+def test_fused_forward_matches_the_reference_and_the_stages(device, bsz, L, groups, per_group, P, N, seed, options,
+                                                            chunk, dtype):
+    """Outputs and final states against the float64 loop (every option: D per head or per channel, z,
+    dt_bias with softplus and a clamp, initial states; grouped B and C; odd P, N and L), and against the
+    staged forward of the same call."""
+    t = problem(device, bsz, L, groups, per_group, P, N, seed, options, dtype)
+    with torch.no_grad(), route("1"), counting() as calls:
+        out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
+    assert calls == [1]
+    assert out.dtype == dtype and out.shape == t["x"].shape and final.dtype == torch.float32
+    want_out, want_final = ssd_np(**as_np(t))
+    assert_close(out, want_out, dtype, "out")
+    assert_close(final, want_final, dtype, "final_states")
+    with torch.no_grad(), route("0"), counting() as calls:
+        staged, staged_final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
+    assert calls == []
+    assert_close(out, staged.double(), dtype, "out vs the staged forward")
+    assert_close(final, staged_final.double(), dtype, "final_states vs the staged forward")
+
+
+@examples(4)
+@given(L=st.integers(20, 64), rate=st.floats(2.0, 12.0), seed=seeds())
+def test_fused_forward_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, rate, seed):
+    """dt A of -2 to -12 nats a step: the decay sums of a chunk reach hundreds of nats, and the pair decays
+    are their differences; fp32 inputs must still give fp32 accuracy."""
+    t = problem(device, 1, L, 1, 2, 4, 8, seed, False, torch.float32)
+    t["A"] = torch.full_like(t["A"], -rate)
+    t["dt"] = torch.ones_like(t["dt"])
+    with torch.no_grad(), route("1"), counting() as calls:
+        out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=64, return_final_states=True)
+    assert calls == [1]
+    want_out, want_final = ssd_np(**as_np(t))
+    assert_close(out, want_out, torch.float32, "out")
+    assert_close(final, want_final, torch.float32, "final_states")
+
+
+def test_every_tuning_candidate_matches_the_reference(device):
+    """Whatever the tuner picks (chunk tile, channel tile, warps, stages): each GPU candidate, pinned in
+    turn (under the interpreter those differing only in warps and stages run once)."""
+    bsz, L, H, P, G, N = 1, 150, 2, 20, 1, 16
+    t = problem(device, bsz, L, G, H // G, P, N, 3, True, torch.float32)
+    space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True), H100)
+    assert len(space) > 1
+    pins = []
+    for option in space:
+        pin = {k: v for k, v in option.items() if not (ssm_triton.INTERPRET and k in ("num_warps", "num_stages"))}
+        if pin not in pins:
+            pins.append(pin)
+    want_out, want_final = ssd_np(**as_np(t))
+    for pin in pins:
+        tuning.pin("ssd_fused_fwd", **pin)
+        try:
+            with torch.no_grad(), route("1"):
+                out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=64, return_final_states=True)
+        finally:
+            tuning.unpin("ssd_fused_fwd")
+        assert_close(out, want_out, torch.float32, f"out {pin}")
+        assert_close(final, want_final, torch.float32, f"final_states {pin}")
+
+
+@pytest.mark.parametrize("case", ["grad", "seq_idx", "varlen_states"])
+def test_fused_forward_only_where_it_applies(device, case):
+    """A call that records a graph keeps the staged forward's intermediates for its backward; packed rows
+    and varlen states take the stages, which handle sequence boundaries."""
+    t = problem(device, 1, 40, 1, 2, 4, 8, 1, False, torch.float32)
+    extra = {}
+    if case == "grad":
+        t["x"].requires_grad_()
+    else:
+        cu = torch.tensor([0, 13, 40], device=device, dtype=torch.int32)
+        extra = dict(cu_seqlens=cu, return_varlen_states=True) if case == "varlen_states" else dict(
+            seq_idx=(torch.arange(40, device=device) >= 13).to(torch.int32)[None])
+    with route("1"), counting() as calls:
+        ssm_triton.mamba_chunk_scan_combined(**t, **extra, chunk_size=16)
+    assert calls == []
+
+
+def test_rule_takes_the_fused_kernel_for_short_rows_and_many_heads():
+    assert fused.use_fused(1, 2048, 64, 132)            # a small prefill: launch-bound
+    assert fused.use_fused(8, 65536, 64, 132)           # 512 (row, head) programs fill the GPU
+    assert not fused.use_fused(1, 1 << 20, 64, 132)     # 64 programs walking 16K chunks in order
