@@ -6,6 +6,7 @@
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
 # Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
+# TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
 # BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried) times BENCH_OPS on that code too, in the same
@@ -31,6 +32,9 @@ if [ -n "${SWEEP_SS:-}" ]; then python3 -m ssm_triton.bench.sweep_selective 2>&1
 if [ -n "${OVERHEAD:-}" ]; then   # OVERHEAD="--ops ..." passes arguments; OVERHEAD_OFF=1 repeats it with the lean launcher off
   SSM_TRITON_LEAN=1 SSM_TRITON_AUTOTUNE=0 timeout "${OVERHEAD_TIMEOUT:-300}" python3 -m ssm_triton.bench.overhead ${OVERHEAD#1} 2>&1 | tee "$OUT/overhead.txt"
   if [ -n "${OVERHEAD_OFF:-}" ]; then SSM_TRITON_LEAN=0 SSM_TRITON_AUTOTUNE=0 timeout "${OVERHEAD_TIMEOUT:-300}" python3 -m ssm_triton.bench.overhead ${OVERHEAD#1} --top 0 2>&1 | tee "$OUT/overhead_nolean.txt"; fi
+fi
+if [ -n "${TUNE_FUSED:-}" ]; then   # TUNE_FUSED=1 or "--shapes 1x2048 ...": the one-launch SSD forward's tuning, candidate by candidate
+  SSM_TRITON_TUNE_CACHE=0 timeout "${TUNE_TIMEOUT:-200}" python3 -m ssm_triton.bench.tune_fused ${TUNE_FUSED#1} 2>&1 | tee "$OUT/tune_fused.txt"
 fi
 if [ -n "${PROFILE:-}" ]; then timeout "${PROFILE_TIMEOUT:-200}" python3 -m ssm_triton.bench.profile $PROFILE 2>&1 | tee "$OUT/profile.txt"; fi
 if [ -n "${NCU:-}" ]; then   # Nsight Compute over kernels matching NCU_K, the workload run by bench/profile.py --calls
@@ -58,5 +62,5 @@ if [ -n "${BASELINE:-}" ] && [ -n "${BENCH_OPS:-}" ]; then   # the earlier code,
        --json "$OUT/baseline.json" 2>&1 | tail -60 | tee "$OUT/baseline.txt"
 fi
 if [ -n "${BENCH_OPS:-}" ]; then   # the JSON is rewritten after every case, so a run cut short by the timeout keeps its records
-  timeout "${BENCH_TIMEOUT:-540}" python3 -m ssm_triton bench --ops $BENCH_OPS ${BENCH_SWEEP:+--sweep} --json "$OUT/${BENCH_NAME:-bench}.json" ${BENCH_PLOT:+--plot "$OUT"} 2>&1 | tee "$OUT/${BENCH_NAME:-bench}.txt"
+  timeout "${BENCH_TIMEOUT:-540}" python3 -m ssm_triton bench --ops $BENCH_OPS ${BENCH_SWEEP:+--sweep} ${BENCH_ARGS:-} --json "$OUT/${BENCH_NAME:-bench}.json" ${BENCH_PLOT:+--plot "$OUT"} 2>&1 | tee "$OUT/${BENCH_NAME:-bench}.txt"
 fi

@@ -149,6 +149,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fused", action="store_true",
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' contains this")
     args = parser.parse_args(argv)
     for name, us in floors().items():
         print(f"{name:34s} {us:8.1f} us/call")
@@ -160,6 +161,8 @@ def main(argv=None) -> None:
             if impl is None:
                 continue
             if args.fused and (w.op != "ssd" or w.direction != "fwd"):
+                continue
+            if args.match not in f"{w.op} {w.shape} {w.direction}":
                 continue
             fn = impl(w.make_inputs(), w.direction)
             if args.fused:

@@ -373,6 +373,7 @@ class TunableKernel(_Choice, Kernel):
         _Choice.__init__(self, name, rule=rule, key=key, alternatives=alternatives, fixed=fixed)
         self.grid = grid
         self.restore, self.zero = restore, zero
+        self.timings: dict = {}   # problem -> {config: timings} of its last tuning run (for reports)
         self.defaults = {"num_warps": num_warps, "num_stages": num_stages}
 
     def normalise(self, kw: dict) -> dict:
@@ -412,6 +413,7 @@ class TunableKernel(_Choice, Kernel):
                                 reset_to_zero=list(self.zero) or None)(self.fn)
         tuner[lambda meta: self.grid(problem, meta)](**args)
         best = tuner.best_config
+        self.timings[problem] = {str(c): t for c, t in (getattr(tuner, "configs_timings", None) or {}).items()}
         kw = self.normalise({**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages})
         _remember(f"{self.name}|{self.key(problem)}", kw)
         self.resolved[problem] = (kw, self.grid(problem, kw))

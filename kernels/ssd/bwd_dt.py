@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel
 from ..activations import silu_and_slope
 from .cumsum import chunk_row, raw_step, softplus_clamp
@@ -91,11 +92,12 @@ def gate_backward(dout, y, z, x, D):
     bsz, L, H, P = x.shape
     rows, hp = bsz * L, H * P
     dy, dz = torch.empty_like(x), torch.empty_like(z)
-    block_c = min(128, triton.next_power_of_2(hp))
-    block_r = 1024 // block_c   # 1024 elements a tile: 8 a thread in each of the five tensors (no spills)
+    block_c = min(128, next_power_of_2(hp))
     per = 256 if rows >= 4096 else 32   # rows per program: a short partial sum, few programs when small
-    part = torch.empty((triton.cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
-    gate_bwd_kernel((triton.cdiv(rows, per), triton.cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
+    # 1024 elements a tile (8 a thread in each of the five tensors: no spills), inside the program's rows
+    block_r = min(per, 1024 // block_c)
+    part = torch.empty((cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
+    gate_bwd_kernel((cdiv(rows, per), cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
                     DD_PART=part, rows=rows, HP=hp, ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
     dD = None
     if D is not None:

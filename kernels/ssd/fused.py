@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
+from ..host import cdiv, next_power_of_2
 from ..tuning import TunableKernel, bucket
 from .common import mm
 from .cumsum import raw_step, softplus_clamp
@@ -110,14 +111,15 @@ def _rule(p, mode):
 
 
 def _widest(P: int) -> int:
-    return min(64, max(16, triton.next_power_of_2(P)))
+    return min(64, max(16, next_power_of_2(P)))
 
 
 def _alternatives(p, mode):
     if mode.interpreted:
         return []
+    # narrow channel tiles: more programs for a short batch (each recomputes its chunk's C B^T)
     return [dict(Q=q, BLOCK_P=bp, num_warps=w, num_stages=st)
-            for q in (32, 64) for bp in sorted({32, _widest(p[3])}) if bp <= _widest(p[3])
+            for q in (32, 64) for bp in sorted({16, 32, _widest(p[3])}) if bp <= _widest(p[3])
             for w in (4, 8) for st in (1, 2)]
 
 
@@ -128,7 +130,7 @@ def _key(p):
 
 ssd_fused_fwd_kernel = TunableKernel(
     "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
-    grid=lambda p, kw: (triton.cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2]),
+    grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2]),
     flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL"))
 
 
@@ -149,6 +151,6 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     ssd_fused_fwd_kernel.launch(
         (bsz, L, H, P, G, N, x.dtype, z is not None), None, X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z,
         H0=initial_states, OUT=out, FINAL=final, L=L, H=H, G=G, P=P, N=N, lo=lo, hi=hi, SOFTPLUS=dt_softplus,
-        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, triton.next_power_of_2(N)),
+        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)),
         DOT=dot)
     return out, final
