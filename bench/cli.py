@@ -2,6 +2,7 @@
 import argparse
 import datetime
 import json
+import re
 import sys
 import time
 
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the records as JSON here")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
     parser.add_argument("--no-peers", action="store_true", help="time ssm_triton alone")
+    parser.add_argument("--match", default="", metavar="REGEX",
+                        help="only the workloads whose 'op shape direction' (e.g. 'ssd (1, 2048, ...) fwd') it finds")
     parser.add_argument("--sweep", action="store_true",
                         help=f"add length and batch sweeps, bf16 and fp32, to the ops that have them ({', '.join(SWEEPS)})")
 
@@ -50,7 +53,8 @@ def collect(args) -> tuple[list[dict], set]:
         print(f"ceilings: copy {ceilings.copy_gbps:.0f} GB/s, bf16 matmul {ceilings.bf16_tflops:.0f} TFLOP/s", file=sys.stderr)
     sweep = getattr(args, "sweep", False)
     workloads = [w for op in args.ops
-                 for w in REGISTRY[op](device, args.quick, notes, **({"sweep": True} if sweep and op in SWEEPS else {}))]
+                 for w in REGISTRY[op](device, args.quick, notes, **({"sweep": True} if sweep and op in SWEEPS else {}))
+                 if re.search(getattr(args, "match", ""), f"{w.op} {w.shape} {w.direction}")]
     total = sum(1 if args.no_peers else len(w.impls) for w in workloads)
     records, done, t0 = [], 0, time.perf_counter()
     date = datetime.date.today().isoformat()

@@ -19,6 +19,7 @@ The floors it is read against come first: an empty torch op, a bare two-argument
 import argparse
 import cProfile
 import pstats
+import re
 import time
 
 import torch
@@ -149,7 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fused", action="store_true",
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' contains this")
+    parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' this regex finds")
     args = parser.parse_args(argv)
     for name, us in floors().items():
         print(f"{name:34s} {us:8.1f} us/call")
@@ -162,7 +163,7 @@ def main(argv=None) -> None:
                 continue
             if args.fused and (w.op != "ssd" or w.direction != "fwd"):
                 continue
-            if args.match not in f"{w.op} {w.shape} {w.direction}":
+            if not re.search(args.match, f"{w.op} {w.shape} {w.direction}"):
                 continue
             fn = impl(w.make_inputs(), w.direction)
             if args.fused:

@@ -10,9 +10,9 @@ the ``(BLOCK_P, N)`` state in registers. Per chunk of ``Q`` steps it does what t
 Why: the staged forward pays five launches and their allocations (about 190 µs of host time a call on
 the H200's host, 2026-12-02), which is the whole cost of a small prefill, and it writes every chunk's
 entering state to memory and reads it back. Here nothing but the inputs, the output and the final state
-touch memory. The chunks run one after another inside a program, so the rule takes this path when the
-(row, head, channel tile) programs fill the GPU or the rows are short (``use_fused``); the chunk's
-length ``Q`` is the kernel's own tile (the result does not depend on it beyond rounding).
+touch memory. The chunks run one after another inside a program, so the rule takes this path for short
+rows, or rows of moderate length when the (row, head) programs fill the GPU (``use_fused``, measured);
+the chunk's length ``Q`` is the kernel's own tile (the result does not depend on it beyond rounding).
 
 The decay sums are taken in fp64 and differenced as ``(hi, lo)`` fp32 pairs, as the staged cumsum does,
 so that a chunk that decays by hundreds of nats keeps fp32 accuracy.
@@ -104,10 +104,13 @@ def _rule(p, mode):
     # problem: (b, L, H, P, G, N, dtype, has_z); the interpreter takes small tiles so short tests cross chunks
     if mode.interpreted:
         return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1)
-    # the (BLOCK_P, N) fp32 state, the chunk's B and C and its pair matrix share the registers: compiled for
-    # sm_90 (tests/sm90_compile.py --resources, 2026-12-02), 32-step chunks, 64 channels and 8 warps spill
-    # least at N = 128 (80 bytes a thread; 64-step chunks 400, 4 warps 600 or more)
-    return dict(Q=32, BLOCK_P=min(32 if p[5] > 128 else 64, _widest(p[3])), num_warps=8, num_stages=1)
+    # tuned on the H200 (bench/tune_fused.py, 2026-12-02, H=64 P=64 N=128 bf16): 32-step chunks, 4 warps,
+    # two stages everywhere; the channel tile the widest that still gives a program per SM (b=1: 16,
+    # b=2: 32, b=8: 64). A wide state (N > 128) holds the tile to 32 channels (registers).
+    b, _, H, P, _, N = p[:6]
+    widest = min(_widest(P), 32 if N > 128 else 64)
+    block_p = next((bp for bp in (64, 32) if bp <= widest and b * H * cdiv(P, bp) >= mode.sm_count), 16)
+    return dict(Q=32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2)
 
 
 def _widest(P: int) -> int:
@@ -135,9 +138,12 @@ ssd_fused_fwd_kernel = TunableKernel(
 
 
 def use_fused(bsz: int, L: int, H: int, sm_count: int) -> bool:
-    """Whether the one-launch forward suits a problem: short rows (where launches, not the chunks
-    walked in order, set the time), or enough (row, head) programs to fill the GPU twice over."""
-    return L <= 8192 or bsz * H >= 2 * sm_count
+    """Whether the one-launch forward suits a problem. A program walks its row's chunks in order, about
+    2.8 µs a 32-step chunk on the H200, so long rows lose to the staged launches unless many (row, head)
+    programs share the GPU. Measured there (2026-12-02, bench/tune_fused.py, both tuned, H=64): b=1 L=512
+    and 2048, 116 and 178 µs against 250 and 266 µs staged; b=8 L=4096, 0.88 against 1.08 ms; but b=1
+    L=8192, 0.68 against 0.34 ms, and b=2 L=16384, 1.42 against 1.08 ms."""
+    return L <= 2048 or (L <= 4096 and bsz * H >= 2 * sm_count)
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
