@@ -14,6 +14,11 @@ Forward (launchers in ``launch.py``, in this order):
 | output | ``y_t = exp(cum_t) C_t h_c + sum_{s<=t} cb_ts exp(cum_t - cum_s) dt_s x_s + D x_t``, ``out = y silu(z)`` | ``_chunk_scan_fwd_kernel`` (``chunk_scan.py``) |
 | varlen states | each packed sequence's last state | ``_chunk_state_kernel``, ``MODE_VARLEN`` |
 
+A call that keeps nothing for a backward (``launch.ssd_inference``) may instead run all of it in one launch,
+``_ssd_fused_fwd_kernel`` (``fused.py``): a program per (row, head, channel tile) walks the chunks in order with
+the state in registers. ``fused.use_fused`` says where (short rows, or moderate rows with many heads: measured);
+packed rows and varlen states stay staged.
+
 Backward (``launch.ssd_backward``: the same stages as adjoints, mirrored; ``E_ts = M_ts exp(cum_t - cum_s)``
 with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
 
