@@ -103,6 +103,18 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     out.append(Workload("lm_prefill", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
                         {OURS: on(prefill, False), "torch_reference_ops": on(prefill, True)}, tokens=L))
 
+    def graphed_prefill(x):
+        """The same prefill replayed from the model's CUDA graph of its length bucket (models/prefill.py)."""
+        model.cuda_graph_prefill = True
+        try:
+            return model(x["ids"], num_last_tokens=1)
+        finally:
+            model.cuda_graph_prefill = False
+
+    if device.type == "cuda":
+        out.append(Workload("lm_prefill_cuda_graph", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L),
+                            make, {OURS: on(graphed_prefill, False)}, tokens=L))
+
     def graphed(reference, bsz):
         """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU)."""
         def build(x, direction):

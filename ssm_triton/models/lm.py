@@ -15,6 +15,7 @@ from torch import nn
 from ..modules import Mamba, Mamba2, Mamba3
 from ..modules.norm import RMSNorm
 from .generation import generate
+from .prefill import PrefillGraphs, enabled_by_env, replayable
 
 # mamba_ssm's return type of the model's forward
 CausalLMOutput = namedtuple("CausalLMOutput", ["logits"])
@@ -130,6 +131,9 @@ class MambaLMHeadModel(nn.Module):
         self.apply(lambda m: _init_weights(m, config.n_layer))
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
+        # prefill from CUDA graphs (prefill.py): off unless SSM_TRITON_PREFILL_GRAPH=1 or set here
+        self.cuda_graph_prefill = enabled_by_env()
+        self._prefill_graphs = PrefillGraphs()
 
     def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, attention_mask=None,
                 **mixer_kwargs):
@@ -137,9 +141,13 @@ class MambaLMHeadModel(nn.Module):
         positions only, when > 0), as mamba_ssm's model returns it. ``attention_mask (b, L)`` (beyond
         mamba_ssm's signature): 0 on left padding, 1 on tokens; each row's logits are then those of its
         tokens alone (the padding's are meaningless). ``position_ids`` and extra keywords are accepted for
-        signature compatibility (an SSM needs no positions)."""
-        seq_mask = left_padding_mask(attention_mask, input_ids) if attention_mask is not None else None
-        hidden_states = self.backbone(input_ids, inference_params=inference_params, seq_mask=seq_mask)
+        signature compatibility (an SSM needs no positions). With ``cuda_graph_prefill`` a plain inference
+        call on CUDA replays the backbone from a CUDA graph per (batch, length bucket) (``prefill.py``)."""
+        if self.cuda_graph_prefill and replayable(input_ids, inference_params, attention_mask, mixer_kwargs):
+            hidden_states = self._prefill_graphs(self.backbone, input_ids)
+        else:
+            seq_mask = left_padding_mask(attention_mask, input_ids) if attention_mask is not None else None
+            hidden_states = self.backbone(input_ids, inference_params=inference_params, seq_mask=seq_mask)
         if num_last_tokens > 0:
             hidden_states = hidden_states[:, -num_last_tokens:]
         return CausalLMOutput(logits=self.lm_head(hidden_states))

@@ -1,0 +1,117 @@
+"""The LM's prefill replayed from CUDA graphs, one per (batch, length bucket).
+
+A prefill of a small model is some 150 short launches (about six per layer) whose Python and launch cost,
+not their kernels, sets the time: the 130M Mamba2 LM at b=1 L=2048 took 17.9 ms on the H200 with 18.4 ms
+of host time a call (2026-12-02, ``bench/results/h200-2026-12-02d``). A graph replay issues them all at once.
+
+Rows are padded on the right up to a bucket (the next power of two up to 1024 steps, then the next multiple of
+1024), so a handful of graphs serve every length: every layer is causal, so a position's hidden state never
+sees the padding after it, and the real positions are sliced out. Only the backbone is captured; the LM head
+runs eagerly on the positions asked for. A graph holds its own memory pool (its activations), so at most
+``capacity`` graphs are kept, the least recently used dropped first.
+
+Only a plain inference call is replayed: CUDA tensors, no graph recorded (``no_grad`` / ``inference_mode``),
+no ``inference_params`` (a generate's cache is new each call), no ``attention_mask``, not under
+``torch.compile`` or inside another capture. Everything else runs eagerly, as before.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import torch
+
+
+def bucket(L: int) -> int:
+    """The padded length a prefill of ``L`` steps is captured at."""
+    if L <= 1024:
+        return 1 << max(L - 1, 0).bit_length()
+    return -(-L // 1024) * 1024
+
+
+def padded_backbone(backbone, input_ids: torch.Tensor, length: int) -> torch.Tensor:
+    """The backbone over ``input_ids (b, L)`` padded on the right to ``length`` with token 0, sliced back to
+    ``(b, L, d_model)``: equal to ``backbone(input_ids)`` since every layer is causal."""
+    bsz, L = input_ids.shape
+    ids = input_ids.new_zeros((bsz, length))
+    ids[:, :L] = input_ids
+    return backbone(ids)[:, :L]
+
+
+def enabled_by_env() -> bool:
+    # off by default until measured on a GPU; SSM_TRITON_PREFILL_GRAPH=1 turns it on
+    return os.environ.get("SSM_TRITON_PREFILL_GRAPH", "0").strip() not in ("", "0")
+
+
+class _Graph:
+    """One captured backbone forward at ``(bsz, length)``: ``ids`` in, ``hidden`` out, both static."""
+
+    def __init__(self, backbone, bsz: int, length: int, device: torch.device):
+        self.ids = torch.zeros(bsz, length, dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):   # compile and tune every kernel before capture
+            for _ in range(2):
+                backbone(self.ids)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.hidden = backbone(self.ids)
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        L = input_ids.shape[1]
+        self.ids[:, :L].copy_(input_ids)   # what the padding holds does not matter: the layers are causal
+        self.graph.replay()
+        return self.hidden[:, :L]
+
+
+class PrefillGraphs:
+    """The captured graphs of one model, by ``(bsz, bucket, device)``; dropped when the model's weights
+    move (``.to()`` makes new tensors, which a graph would not see)."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self.graphs: OrderedDict = OrderedDict()
+        self.weights = None
+
+    def __deepcopy__(self, memo):   # a copied model captures its own graphs
+        return PrefillGraphs(self.capacity)
+
+    def __getstate__(self):
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state):
+        self.__init__(state["capacity"])
+
+    def clear(self) -> None:
+        self.graphs.clear()
+        self.weights = None
+
+    def __call__(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
+        """``backbone(input_ids)`` through a graph (captured on the first call of its bucket)."""
+        weights = (backbone.embedding.weight.data_ptr(), backbone.norm_f.weight.data_ptr(),
+                   backbone.embedding.weight.dtype)
+        if weights != self.weights:
+            self.clear()
+            self.weights = weights
+        bsz, L = input_ids.shape
+        key = (bsz, bucket(L), input_ids.device)
+        graph = self.graphs.get(key)
+        if graph is None:
+            while len(self.graphs) >= self.capacity:
+                self.graphs.popitem(last=False)
+            graph = self.graphs[key] = _Graph(backbone, bsz, key[1], input_ids.device)
+        else:
+            self.graphs.move_to_end(key)
+        return graph(input_ids)
+
+
+def replayable(input_ids, inference_params, attention_mask, mixer_kwargs) -> bool:
+    """Whether a forward call may take a prefill graph (see the module docstring)."""
+    if not (isinstance(input_ids, torch.Tensor) and input_ids.is_cuda) or torch.is_grad_enabled():
+        return False
+    if inference_params is not None or attention_mask is not None or mixer_kwargs:
+        return False
+    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+        return False
+    return input_ids.dim() == 2 and input_ids.shape[1] >= 1
