@@ -141,17 +141,26 @@ def test_chunk_size_changes_nothing_but_rounding(device, L, seed, chunks):
             assert_close(x, y.double(), torch.float32, name)
 
 
+def per_sequence_states(device, n, H, P, N, S, seed):
+    """One set of input states per packed sequence, as ``make`` draws a batch's."""
+    return (uniform((n, H, S), 0.0, 2 * math.pi, seed + 50, device, torch.float32),
+            normal((n, H, P, N), seed + 51, device, torch.float32, 0.5),
+            normal((n, H, N), seed + 52, device, torch.float32), normal((n, H, P), seed + 53, device, torch.float32))
+
+
 @SMALL
 @given(L=st.integers(2, 60), cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4), seed=seeds(),
        heads=st.sampled_from([(2, 1), (3, 3)]), N=st.sampled_from([5, 8]), options=st.booleans(),
-       chunk=st.sampled_from([16, 32]))
-def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, options, chunk):
+       states=st.booleans(), chunk=st.sampled_from([16, 32]))
+def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, options, states, chunk):
     """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and the
-    final angle, k and v) equal each sequence run on its own."""
+    final angle, k and v; the per-sequence input states' included) equal each sequence run on its own."""
     H, Hqk = heads
     bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
     t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
     t.pop("Input_States", None)
+    if states:
+        t["Input_States"] = per_sequence_states(device, len(bounds) - 1, H, 4, N, N // 2, seed)
     cu = torch.tensor(bounds, device=device)
     x = leaves(t)
     out, *finals = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, return_final_states=True, cu_seqlens=cu)
@@ -167,7 +176,9 @@ def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, 
     total, outs = 0.0, []
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         part = {k: (v[..., a:b] if k in ("ADT", "DT", "Trap") else v[:, a:b] if v.dim() == 4 else v)
-                for k, v in alone.items()}
+                for k, v in alone.items() if k != "Input_States"}
+        if states:
+            part["Input_States"] = tuple(st_[i:i + 1] for st_ in alone["Input_States"])
         o, *f = ssm_triton.mamba3_siso_combined(**part, chunk_size=chunk, return_final_states=True)
         outs.append(o)
         assert_angle_close(finals[0][i], f[0][0].double(), torch.float32, f"angle of sequence {i}")
@@ -223,8 +234,9 @@ GOOD = dict(Q=torch.ones(1, 6, 2, 8), K=torch.ones(1, 6, 2, 8), V=torch.ones(1, 
      ValueError, r"Input_States\[1\] \(ssm\) must have shape"),
     (dict(chunk_size=48), ValueError, "chunk_size must be one of"),
     (dict(return_final_states=1), TypeError, "return_final_states must be a bool"),
-    (dict(cu_seqlens=torch.tensor([0, 6]), Input_States=(torch.ones(1, 4, 2), torch.ones(1, 4, 3, 8), torch.ones(1, 4, 8),
-                                                         torch.ones(1, 4, 3))), NotImplementedError, "Input_States with cu_seqlens"),
+    (dict(cu_seqlens=torch.tensor([0, 2, 6]), Input_States=(torch.ones(1, 4, 2), torch.ones(2, 4, 3, 8),
+                                                            torch.ones(2, 4, 8), torch.ones(2, 4, 3))),
+     ValueError, r"Input_States\[0\] \(angle\) must have shape \(sequences, H, S\) = \(2, 4, 2\)"),
     (dict(cu_seqlens=torch.tensor([0, 6], dtype=torch.float32)), TypeError, "cu_seqlens must have dtype"),
     (dict(cu_seqlens=torch.tensor([0, 4, 4, 6])), ValueError, "cu_seqlens must rise strictly"),
     (dict(Q=torch.ones(2, 6, 2, 8), K=torch.ones(2, 6, 2, 8), V=torch.ones(2, 6, 4, 3), ADT=-torch.ones(2, 4, 6),

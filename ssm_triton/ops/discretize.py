@@ -1,6 +1,4 @@
 """``discretize``: continuous diagonal SSM parameters -> per-step ``(Abar, Bbar)``."""
-from typing import Optional
-
 import torch
 from torch import Tensor
 

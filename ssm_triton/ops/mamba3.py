@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels.mamba3 import launch as _k
+from .mamba3_packed import add_input_states
 from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -131,16 +132,19 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
         if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
             raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
                             f"k (batch, H, N), v (batch, H, P)), got {type(Input_States).__name__}")
+        # one state per batch row, or per packed sequence
+        rows, what = (b, "batch") if cu_seqlens is None else (cu_seqlens.shape[0] - 1, "sequences")
         for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
                                         "Input_States[3] (v)"), Input_States,
-                                       ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)),
-                                       ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)")):
+                                       ((rows, H, S), (rows, H, P, N), (rows, H, N), (rows, H, P)),
+                                       (f"({what}, H, S)", f"({what}, H, P, N)", f"({what}, H, N)",
+                                        f"({what}, H, P)")):
             _check(name, t, shape, doc)
         states = tuple(Input_States)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
     _validate.flag("return_final_states", return_final_states)
-    cu = check_packed("mamba3_siso_combined", cu_seqlens, b, L, Input_States)
+    cu = check_packed("mamba3_siso_combined", cu_seqlens, b, L, Input_States, states_per_sequence=True)
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States",
                        "cu_seqlens"), (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,)), cu))
 
@@ -173,9 +177,9 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
         chunk_size: 16, 32, 64, 128 or 256 (the result does not depend on it beyond rounding).
         return_final_states: also return the states after the last step, as ``Input_States`` takes them.
         cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
-            starts from zero states (Input_States is not supported with it yet) and the final states come one
-            per sequence; gradients flow to every input and from the final angle, k and v (not the final ssm
-            state yet).
+            starts from its own Input_States (``(num_sequences, H, ...)``) or from zeros, and the final states
+            come one per sequence; gradients flow to every input, the input states included, and from the
+            final angle, k and v (not the final ssm state yet).
         deterministic: keyword only. The backward adds dQ's pair part (the SSD's dC) with fp32 atomics by
             default; True makes a second pass instead, so gradients repeat bit for bit. None follows
             ``torch.are_deterministic_algorithms_enabled()``.
@@ -190,11 +194,19 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
     _validate.flag("deterministic", deterministic)
     _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
                   return_final_states, cu_seqlens)
-    states = tuple(s.contiguous() for s in Input_States) if Input_States is not None else (None,) * 4
+    cu = cu_seqlens.to(V.device) if cu_seqlens is not None else None
+    # packed sequences with input states: the kernels run them from zero states, the states are added after
+    per_sequence = cu is not None and Input_States is not None
+    states = tuple(s.contiguous() for s in Input_States) if Input_States is not None and not per_sequence \
+        else (None,) * 4
     outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
-                 *states, cu_seqlens.to(V.device) if cu_seqlens is not None else None, chunk_size, deterministic)
+                 *states, cu, chunk_size, deterministic)
+    if per_sequence:
+        out, finals = add_input_states(outs[0], tuple(outs[1:5]), Q, V, ADT, DT, Trap, Q_bias, Angles, Z,
+                                       Input_States, cu, return_final_states)
+        return (out, *finals) if return_final_states else out
     return tuple(outs[:5]) if return_final_states else outs[0]
 
 
