@@ -39,7 +39,7 @@ def _mamba3_packed_model(Q, K, V, adt, DT, Trap, qb, kb, Angles):
     cu = torch.tensor([0, 7, 19], device=V.device)
     out, angle, ssm, k, v = ssm_triton.mamba3_siso_combined(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, Angles,
                                                             chunk_size=16, return_final_states=True, cu_seqlens=cu)
-    return out.sum((-1, -2)).sum(-1) + torch.cos(angle).sum() + k.sum() + v.sum() + 0 * ssm.sum()
+    return out.sum((-1, -2)).sum(-1) + torch.cos(angle).sum() + k.sum() + v.sum() + ssm.sum()
 
 
 def _mimo_model(Q, K, V, adt, DT, Trap, qb, kb, mv, mz, mo, Angles, D, Z, a0, h0, k0, x0):

@@ -153,8 +153,8 @@ def per_sequence_states(device, n, H, P, N, S, seed):
        heads=st.sampled_from([(2, 1), (3, 3)]), N=st.sampled_from([5, 8]), options=st.booleans(),
        states=st.booleans(), chunk=st.sampled_from([16, 32]))
 def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, options, states, chunk):
-    """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and the
-    final angle, k and v; the per-sequence input states' included) equal each sequence run on its own."""
+    """cu_seqlens: outputs, per-sequence final states, and every input's gradient (through the outputs and every
+    final state; the per-sequence input states' included) equal each sequence run on its own."""
     H, Hqk = heads
     bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
     t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
@@ -166,12 +166,13 @@ def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, 
     out, *finals = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, return_final_states=True, cu_seqlens=cu)
     assert out.shape == (1, L, H, 4) and finals[1].shape == (len(bounds) - 1, H, 4, N)
     g = normal(out.shape, seed + 40, device, torch.float32)
-    gk, ga, gv = (normal(f.shape, seed + 41 + i, device, torch.float32) for i, f in enumerate((finals[2], finals[0], finals[3])))
+    gk, ga, gv, gs = (normal(f.shape, seed + 41 + i, device, torch.float32)
+                      for i, f in enumerate((finals[2], finals[0], finals[3], finals[1])))
 
-    def loss(o, angle, k, v):
-        return (o * g).sum() + (torch.sin(angle) * ga).sum() + (k * gk).sum() + (v * gv).sum()
+    def loss(o, angle, k, v, ssm):
+        return (o * g).sum() + (torch.sin(angle) * ga).sum() + (k * gk).sum() + (v * gv).sum() + (ssm * gs).sum()
 
-    got = torch.autograd.grad(loss(out, finals[0], finals[2], finals[3]), list(flat(x).values()), retain_graph=True)
+    got = torch.autograd.grad(loss(out, finals[0], finals[2], finals[3], finals[1]), list(flat(x).values()))
     alone = leaves(t)
     total, outs = 0.0, []
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -185,13 +186,11 @@ def test_packed_row_equals_each_sequence_alone(device, L, cuts, seed, heads, N, 
         for name, mine, theirs in zip(STATE_NAMES[1:], finals[1:], f[1:]):
             assert_close(mine[i], theirs[0].double(), torch.float32, f"{name} of sequence {i}")
         total = total + (o * g[:, a:b]).sum() + (torch.sin(f[0][0]) * ga[i]).sum() + (f[2][0] * gk[i]).sum() \
-            + (f[3][0] * gv[i]).sum()
+            + (f[3][0] * gv[i]).sum() + (f[1][0] * gs[i]).sum()
     assert_close(out, torch.cat(outs, 1).double(), torch.float32, "packed out")
     want = torch.autograd.grad(total, list(flat(alone).values()))
     for name, a, w in zip(flat(x), got, want):
         assert_close(a, w.double(), torch.float32, f"d {name}")
-    with pytest.raises(NotImplementedError, match="final ssm"):
-        torch.autograd.grad(finals[1].sum(), x["V"])
 
 
 def test_returns_follow_mamba_ssm(device):

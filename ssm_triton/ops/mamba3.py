@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels.mamba3 import launch as _k
-from .mamba3_packed import add_input_states
+from .mamba3_packed import add_input_states, final_ssm
 from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -178,8 +178,8 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
         return_final_states: also return the states after the last step, as ``Input_States`` takes them.
         cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
             starts from its own Input_States (``(num_sequences, H, ...)``) or from zeros, and the final states
-            come one per sequence; gradients flow to every input, the input states included, and from the
-            final angle, k and v (not the final ssm state yet).
+            come one per sequence; gradients flow to every input, the input states included, and from every
+            final state (the final ssm states are then rebuilt in PyTorch, O(L H P N) more work).
         deterministic: keyword only. The backward adds dQ's pair part (the SSD's dC) with fp32 atomics by
             default; True makes a second pass instead, so gradients repeat bit for bit. None follows
             ``torch.are_deterministic_algorithms_enabled()``.
@@ -203,11 +203,15 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
                  *states, cu, chunk_size, deterministic)
+    out, finals = outs[0], tuple(outs[1:5])
+    if cu is not None and return_final_states and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (K, V, ADT, DT, Trap, K_bias, Angles)):
+        # the kernels' backward takes no gradient from a packed row's final ssm states: build them in PyTorch
+        finals = (finals[0], final_ssm(K, V, ADT, DT, Trap, K_bias, Angles, cu), *finals[2:])
     if per_sequence:
-        out, finals = add_input_states(outs[0], tuple(outs[1:5]), Q, V, ADT, DT, Trap, Q_bias, Angles, Z,
-                                       Input_States, cu, return_final_states)
-        return (out, *finals) if return_final_states else out
-    return tuple(outs[:5]) if return_final_states else outs[0]
+        out, finals = add_input_states(out, finals, Q, V, ADT, DT, Trap, Q_bias, Angles, Z, Input_States, cu,
+                                       return_final_states)
+    return (out, *finals) if return_final_states else out
 
 
 # ---- the decode step ----

@@ -40,6 +40,43 @@ def _since_start(x: Tensor, starts: Tensor, ids: Tensor) -> Tensor:
     return total - before[ids]
 
 
+def _sequence_ids(cu: Tensor, L: int) -> tuple[Tensor, Tensor]:
+    """Each sequence's first step and each step's sequence, without a host sync."""
+    n_seq = cu.shape[0] - 1
+    ids = torch.repeat_interleave(torch.arange(n_seq, device=cu.device), cu[1:] - cu[:-1], output_size=L)
+    return cu[:-1].long(), ids
+
+
+def _angles_since_start(Angles, DT, starts, ids) -> Tensor:
+    """``theta_t`` of a packed row's steps ``(L, H, S)`` (fp64), each sequence starting from zero."""
+    steps = math.pi * torch.tanh(Angles[0].float()) * DT[0].float().transpose(0, 1)[..., None]
+    return _since_start(steps, starts, ids)
+
+
+def final_ssm(K, V, ADT, DT, Trap, K_bias, Angles, cu) -> Tensor:
+    """Each packed sequence's final ssm state from zero states, ``(sequences, H, P, N)`` fp32, in PyTorch so
+    that gradients flow from it (the kernels' backward takes none from a packed row's final ssm states):
+    ``sum_{j in s} exp(cs_end - cs_j) (lam_j DT_j + [j < end] (1 - lam_{j+1}) DT_{j+1}) v_j k~_j^T``."""
+    _, L, H, P = V.shape
+    N = K.shape[-1]
+    starts, ids = _sequence_ids(cu, L)
+    ends = cu[1:].long() - 1
+    lam = torch.sigmoid(Trap[0].float()).transpose(0, 1)                                          # (L, H)
+    dt = DT[0].float().transpose(0, 1)
+    nxt = F.pad((1 - lam[1:]) * dt[1:], (0, 0, 0, 1))                  # the next step's share of step j
+    nxt = torch.where((torch.arange(L, device=V.device) == ends[ids])[:, None], 0.0, nxt)
+    cs = _since_start(ADT[0].float().transpose(0, 1), starts, ids)                               # (L, H) fp64
+    weight = (torch.exp(cs[ends][ids] - cs) * (lam * dt + nxt)).float()
+    k = turn_pairs(K[0].float().repeat_interleave(H // K.shape[2], dim=1) + K_bias.float(),
+                   _angles_since_start(Angles, DT, starts, ids).float())                         # (L, H, N)
+    v = V[0].float() * weight[..., None]
+    state = V.new_zeros((cu.shape[0] - 1, H, P, N), dtype=torch.float32)
+    block = max(1, _ELEMENTS // (H * P * N))
+    for t in range(0, L, block):
+        state = state.index_add(0, ids[t:t + block], torch.einsum("lhp,lhn->lhpn", v[t:t + block], k[t:t + block]))
+    return state
+
+
 def add_input_states(out, finals, Q, V, ADT, DT, Trap, Q_bias, Angles, Z, Input_States, cu, want_finals):
     """``out (1, L, H, P)`` and the per-sequence ``finals`` of the zero-state packed run, with each
     sequence's ``Input_States`` (``(sequences, H, S)``, ``(sequences, H, P, N)``, ``(sequences, H, N)``,
@@ -47,16 +84,13 @@ def add_input_states(out, finals, Q, V, ADT, DT, Trap, Q_bias, Angles, Z, Input_
     theta0, h0, k_prev, v_prev = (s.float() for s in Input_States)
     _, L, H, P = V.shape
     N = Q.shape[-1]
-    n_seq = cu.shape[0] - 1
-    starts = cu[:-1].long()
-    ids = torch.repeat_interleave(torch.arange(n_seq, device=V.device), cu[1:] - cu[:-1], output_size=L)
+    starts, ids = _sequence_ids(cu, L)
     lam0 = torch.sigmoid(Trap[0, :, starts].float())                                     # (H, sequences)
     e0 = ((1 - lam0) * DT[0, :, starts].float()).transpose(0, 1)                         # (sequences, H)
     h_in = h0 + e0[..., None, None] * v_prev.float()[..., :, None] * k_prev[..., None, :]  # (seq, H, P, N)
 
     # each step's true angle and its turned query
-    steps = math.pi * torch.tanh(Angles[0].float()) * DT[0].float().transpose(0, 1)[..., None]   # (L, H, S)
-    theta = (_since_start(steps, starts, ids) + theta0[ids].double()).float()
+    theta = (_angles_since_start(Angles, DT, starts, ids) + theta0[ids].double()).float()        # (L, H, S)
     q = Q[0].float().repeat_interleave(H // Q.shape[2], dim=1) + Q_bias.float()                  # (L, H, N)
     q_turned = turn_pairs(q, theta)
     decay = torch.exp(_since_start(ADT[0].float().transpose(0, 1), starts, ids)).float()         # (L, H)
