@@ -43,10 +43,10 @@ def fp32_matmul() -> str:
 
 def dot_for(dtype: torch.dtype, interpreted: bool):
     """The ``DOT`` the SSD kernels multiply in for inputs of ``dtype``."""
-    if interpreted:   # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
-        return tl.float32
     if dtype == torch.float32:
         return TF32 if fp32_matmul() == "tf32" else tl.float32
+    if interpreted:   # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
+        return tl.float32
     return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
