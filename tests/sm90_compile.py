@@ -167,11 +167,11 @@ def ssd_cases():
         yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         if io != "mixed":
-            for q, bp, bn in ((64, 64, 128), (128, 32, 256)):
+            for q, bp, bn, transposed in ((64, 64, 128, False), (128, 32, 256, False), (32, 64, 128, True)):
                 yield "ssd fused fwd", ssd_fused.ssd_fused_fwd_kernel, \
                     {**iop("X", "DT", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL"), **ints}, \
                     dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_H0=opt,
-                         HAS_FINAL=True, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
+                         HAS_FINAL=True, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed)
         yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, {**iop("DOUT", "Y", "Z", "X", "DY", "DZ"), "DD_PART": "*fp32", **ints}, \
             dict(HAS_DD=opt, ROWS=256, BLOCK_R=8, BLOCK_C=128)
         yield "ssd dt bwd", ssd_dt.dt_bwd_kernel, \

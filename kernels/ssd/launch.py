@@ -319,10 +319,12 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
     if seq_idx is None and not want_varlen and FUSED != "0":
         bsz, L, H, _ = x.shape
         mode = run_mode(x.device)
-        if FUSED == "1" or use_fused(bsz, L, H, mode.sm_count):
+        dot = dot_for(x.dtype, mode.interpreted)
+        # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
+        # and were never timed: they keep the stages on a GPU
+        if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count) and (mode.interpreted or dot != tl.float32)):
             lo, hi, clamp = _limits(dt_limit)
-            out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
-                                       dot_for(x.dtype, mode.interpreted))
+            out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
             return out, final, None
     out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
                                         cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen)
