@@ -20,6 +20,7 @@ from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
+from .mamba3_packed import packed_final_states
 from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_mimo_qk, check_packed
 
 CHUNK_SIZES = (4, 8, 16, 32, 64)
@@ -188,8 +189,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
             x (batch, H, P))`` after the last step, as :func:`mamba3_mimo_step` and ``Input_States`` take them.
         cu_seqlens: ``(num_sequences + 1,)`` int boundaries of sequences packed along L of a batch-1 row: each
             starts from its own Input_States (one per sequence) or zeros, the final states come one per
-            sequence, and gradients flow from the outputs and the final angle, k and x (the final ssm state's
-            raises NotImplementedError).
+            sequence, and gradients flow from the outputs and every final state (the final ssm states are then
+            rebuilt in PyTorch, O(L R H P N) more work).
         Input_States: keyword only, the states before the first step (zeros when None); mamba_ssm's op lacks it.
         deterministic: keyword only, as for :func:`mamba3_siso_combined`.
 
@@ -259,6 +260,10 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
                                 str(V.dtype).replace("torch.", ""))[:3]
     y = y_ps.reshape(b, L, R, H, P)   # reshape: its backward takes gradients of any layout (AOT autograd)
 
+    if seq is not None and return_state and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (K, V, ADT, DT, Trap, K_bias, MIMO_V, Angles)):
+        # the core's backward takes no gradient from a packed row's final ssm states: build them in PyTorch
+        varlen = packed_final_states(v[0], kr[0], scale[0].transpose(0, 1), ADT[0].to(f).transpose(0, 1), cu)
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
     if seq is not None and h0 is not None:
         y, varlen = _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends)

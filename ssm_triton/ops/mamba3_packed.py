@@ -53,28 +53,39 @@ def _angles_since_start(Angles, DT, starts, ids) -> Tensor:
     return _since_start(steps, starts, ids)
 
 
+def packed_final_states(v: Tensor, k: Tensor, scale: Tensor, adt: Tensor, cu: Tensor) -> Tensor:
+    """Each packed sequence's final ssm state from zero states, ``(sequences, H, P, N)`` fp32:
+    ``sum_{j in s} exp(cs_end - cs_j) scale_j sum_r v_{j,r} k_{j,r}^T``, built in PyTorch so that gradients flow
+    from it (the kernels' backward takes none from a packed row's final ssm states). ``v (L, R, H, P)``,
+    ``k (L, R, H, N)`` (turned), ``scale (L, H)`` (``lam_j DT_j`` plus the next step's share, zero at a
+    sequence's last step), ``adt (L, H)``; ``R`` is 1 for SISO, the rank for MIMO."""
+    L, R, H, P = v.shape
+    N = k.shape[-1]
+    starts, ids = _sequence_ids(cu, L)
+    ends = cu[1:].long() - 1
+    cs = _since_start(adt, starts, ids)                                                           # (L, H) fp64
+    weighted = v * (torch.exp(cs[ends][ids] - cs) * scale).float()[:, None, :, None]
+    state = v.new_zeros((cu.shape[0] - 1, H, P, N), dtype=torch.float32)
+    block = max(1, _ELEMENTS // (R * H * P * N))
+    for t in range(0, L, block):
+        state = state.index_add(0, ids[t:t + block], torch.einsum("lrhp,lrhn->lhpn", weighted[t:t + block],
+                                                                   k[t:t + block]))
+    return state
+
+
 def final_ssm(K, V, ADT, DT, Trap, K_bias, Angles, cu) -> Tensor:
-    """Each packed sequence's final ssm state from zero states, ``(sequences, H, P, N)`` fp32, in PyTorch so
-    that gradients flow from it (the kernels' backward takes none from a packed row's final ssm states):
-    ``sum_{j in s} exp(cs_end - cs_j) (lam_j DT_j + [j < end] (1 - lam_{j+1}) DT_{j+1}) v_j k~_j^T``."""
+    """SISO's :func:`packed_final_states` from the op's inputs (``k~`` turned from each sequence's start)."""
     _, L, H, P = V.shape
-    N = K.shape[-1]
     starts, ids = _sequence_ids(cu, L)
     ends = cu[1:].long() - 1
     lam = torch.sigmoid(Trap[0].float()).transpose(0, 1)                                          # (L, H)
     dt = DT[0].float().transpose(0, 1)
     nxt = F.pad((1 - lam[1:]) * dt[1:], (0, 0, 0, 1))                  # the next step's share of step j
     nxt = torch.where((torch.arange(L, device=V.device) == ends[ids])[:, None], 0.0, nxt)
-    cs = _since_start(ADT[0].float().transpose(0, 1), starts, ids)                               # (L, H) fp64
-    weight = (torch.exp(cs[ends][ids] - cs) * (lam * dt + nxt)).float()
     k = turn_pairs(K[0].float().repeat_interleave(H // K.shape[2], dim=1) + K_bias.float(),
                    _angles_since_start(Angles, DT, starts, ids).float())                         # (L, H, N)
-    v = V[0].float() * weight[..., None]
-    state = V.new_zeros((cu.shape[0] - 1, H, P, N), dtype=torch.float32)
-    block = max(1, _ELEMENTS // (H * P * N))
-    for t in range(0, L, block):
-        state = state.index_add(0, ids[t:t + block], torch.einsum("lhp,lhn->lhpn", v[t:t + block], k[t:t + block]))
-    return state
+    return packed_final_states(V[0].float()[:, None], k[:, None], lam * dt + nxt,
+                               ADT[0].float().transpose(0, 1), cu)
 
 
 def add_input_states(out, finals, Q, V, ADT, DT, Trap, Q_bias, Angles, Z, Input_States, cu, want_finals):
