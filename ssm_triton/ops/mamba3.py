@@ -205,7 +205,7 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
                  *states, cu, chunk_size, deterministic)
     out, finals = outs[0], tuple(outs[1:5])
     if cu is not None and return_final_states and torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (K, V, ADT, DT, Trap, K_bias, Angles)):
+            t is not None and t.requires_grad for t in (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)):
         # the kernels' backward takes no gradient from a packed row's final ssm states: build them in PyTorch
         finals = (finals[0], final_ssm(K, V, ADT, DT, Trap, K_bias, Angles, cu), *finals[2:])
     if per_sequence:

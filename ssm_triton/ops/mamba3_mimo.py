@@ -261,7 +261,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     y = y_ps.reshape(b, L, R, H, P)   # reshape: its backward takes gradients of any layout (AOT autograd)
 
     if seq is not None and return_state and torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (K, V, ADT, DT, Trap, K_bias, MIMO_V, Angles)):
+            t is not None and t.requires_grad
+            for t in (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)):
         # the core's backward takes no gradient from a packed row's final ssm states: build them in PyTorch
         varlen = packed_final_states(v[0], kr[0], scale[0].transpose(0, 1), ADT[0].to(f).transpose(0, 1), cu)
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
