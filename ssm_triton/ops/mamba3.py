@@ -78,6 +78,23 @@ def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):
     _validate.shape(name, t, shape, doc)
 
 
+def check_input_states(Input_States, b: int, cu_seqlens, H: int, P: int, N: int, S: int, R: int | None = None):
+    """The four input states (angle, ssm, k, v; MIMO's k has a rank dim ``R`` and its v is named x), one per batch
+    row, or one per packed sequence with ``cu_seqlens``."""
+    k_dims, v_name = ((), "v") if R is None else ((R,), "x")
+    k_doc = "H, N" if R is None else "R, H, N"
+    if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+        raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
+                        f"k (batch, {k_doc}), {v_name} (batch, H, P)), got {type(Input_States).__name__}")
+    rows, what = (b, "batch") if cu_seqlens is None else (cu_seqlens.shape[0] - 1, "sequences")
+    for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
+                                    f"Input_States[3] ({v_name})"), Input_States,
+                                   ((rows, H, S), (rows, H, P, N), (rows, *k_dims, H, N), (rows, H, P)),
+                                   (f"({what}, H, S)", f"({what}, H, P, N)", f"({what}, {k_doc})",
+                                    f"({what}, H, P)")):
+        _check(name, t, shape, doc)
+
+
 def check_packed(op: str, cu_seqlens, b: int, L: int, Input_States, states_per_sequence: bool = False):
     """``cu_seqlens (num_sequences + 1,)`` of a batch-1 packed row, checked on the device without a host sync;
     returns it where it must share the other tensors' device (a CPU copy need not), else None.
@@ -129,17 +146,7 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
         _validate.same_dtype(("V", "Z"), (V, Z))
     states = ()
     if Input_States is not None:
-        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
-            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
-                            f"k (batch, H, N), v (batch, H, P)), got {type(Input_States).__name__}")
-        # one state per batch row, or per packed sequence
-        rows, what = (b, "batch") if cu_seqlens is None else (cu_seqlens.shape[0] - 1, "sequences")
-        for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
-                                        "Input_States[3] (v)"), Input_States,
-                                       ((rows, H, S), (rows, H, P, N), (rows, H, N), (rows, H, P)),
-                                       (f"({what}, H, S)", f"({what}, H, P, N)", f"({what}, H, N)",
-                                        f"({what}, H, P)")):
-            _check(name, t, shape, doc)
+        check_input_states(Input_States, b, cu_seqlens, H, P, N, S)
         states = tuple(Input_States)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")

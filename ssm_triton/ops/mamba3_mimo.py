@@ -21,7 +21,7 @@ from ..kernels.mamba3 import core as _k
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
 from .mamba3_packed import packed_final_states
-from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_mimo_qk, check_packed
+from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_input_states, check_mimo_qk, check_packed
 
 CHUNK_SIZES = (4, 8, 16, 32, 64)
 
@@ -137,17 +137,7 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_O
     if Z is not None:
         _check("Z", Z, (b, L, H, P), "(batch, L, H, P) as V", IO_DTYPES)
     if Input_States is not None:
-        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
-            raise TypeError("Input_States must be a tuple (angle (batch, H, S), ssm (batch, H, P, N), "
-                            f"k (batch, R, H, N), x (batch, H, P)), got {type(Input_States).__name__}")
-        # one state per batch row, or per packed sequence
-        rows, what = (b, "batch") if cu_seqlens is None else (cu_seqlens.shape[0] - 1, "sequences")
-        for name, t, shape, doc in zip(("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)",
-                                        "Input_States[3] (x)"), Input_States,
-                                       ((rows, H, S), (rows, H, P, N), (rows, R, H, N), (rows, H, P)),
-                                       (f"({what}, H, S)", f"({what}, H, P, N)", f"({what}, R, H, N)",
-                                        f"({what}, H, P)")):
-            _check(name, t, shape, doc)
+        check_input_states(Input_States, b, cu_seqlens, H, P, N, S, R)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size!r}")
     cu = check_packed("mamba3_mimo", cu_seqlens, b, L, Input_States, states_per_sequence=True)
