@@ -19,12 +19,12 @@ from .workloads import Workload
 OURS = "ssm_triton"
 
 
-def _lm(device, quick):
-    """The demo's model: its tiny size for --quick, else the mamba2-130m-sized one in bf16."""
+def _lm(device, quick, layer="Mamba2"):
+    """The demo's model: its tiny size for --quick, else the 130m-sized one in bf16."""
     from ssm_triton.models.demo import build
 
     torch.manual_seed(0)
-    return build("Mamba2", "tiny" if quick else "130m", device, torch.float32 if quick else torch.bfloat16)
+    return build(layer, "tiny" if quick else "130m", device, torch.float32 if quick else torch.bfloat16)
 
 
 def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, state_batch_indices=None):
@@ -77,12 +77,19 @@ def _param_bytes(model):
 
 
 def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
-    """Prefill of b=1, L=2048 tokens (one forward) and one decode step at b=1 and b=16, the step replayed
-    from a CUDA graph (as ``generate`` runs it) and eager."""
+    """The Mamba2 LM's rows (``lm_*``: ours and the PyTorch-ops reference), then the Mamba-1 LM's
+    (``lm_mamba1_*``: ours; its reference ops are not swapped in)."""
+    return _lm_rows(device, quick, "Mamba2", "lm_") + _lm_rows(device, quick, "Mamba1", "lm_mamba1_")
+
+
+def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
+    """Prefill of b=1, L=2048 tokens (one forward, eager and replayed from the prefill graphs) and one
+    decode step at b=1 and b=16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager."""
     from ssm_triton import InferenceParams
     from ssm_triton.models import DecodeGraph
 
-    model = _lm(device, quick)
+    model = _lm(device, quick, layer)
+    with_reference = layer == "Mamba2"
     vocab = model.config.vocab_size
     n_params = sum(p.numel() for p in model.parameters())
     wbytes = _param_bytes(model)
@@ -98,10 +105,20 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
 
     out = []
     L = 16 if quick else 2048
-    prefill = lambda x: model(x["ids"], num_last_tokens=1)  # noqa: E731
+    def prefill(x):
+        """Eager: every layer's launches issued from Python (the graphs are on by default)."""
+        model.cuda_graph_prefill = False
+        try:
+            return model(x["ids"], num_last_tokens=1)
+        finally:
+            model.cuda_graph_prefill = True
+
     make = lambda: {"ids": torch.randint(0, vocab, (1, L), device=device)}  # noqa: E731
-    out.append(Workload("lm_prefill", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
-                        {OURS: on(prefill, False), "torch_reference_ops": on(prefill, True)}, tokens=L))
+    impls = {OURS: on(prefill, False)}
+    if with_reference:
+        impls["torch_reference_ops"] = on(prefill, True)
+    out.append(Workload(prefix + "prefill", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
+                        impls, tokens=L))
 
     def graphed_prefill(x):
         """The same prefill replayed from the model's CUDA graph of its length bucket (models/prefill.py)."""
@@ -112,7 +129,7 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
             model.cuda_graph_prefill = False
 
     if device.type == "cuda":
-        out.append(Workload("lm_prefill_cuda_graph", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L),
+        out.append(Workload(prefix + "prefill_cuda_graph", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L),
                             make, {OURS: on(graphed_prefill, False)}, tokens=L))
 
     def graphed(reference, bsz):
@@ -138,10 +155,14 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
         step = lambda x: model(x["tok"], inference_params=x["params"])  # noqa: E731
         states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
                      for c, s in model.allocate_inference_cache(bsz, 1).values())
-        impls = {OURS: graphed(False, bsz), "torch_reference_ops": graphed(True, bsz)}
+        impls = {OURS: graphed(False, bsz)}
+        if with_reference:
+            impls["torch_reference_ops"] = graphed(True, bsz)
         if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
-            impls.update({"ssm_triton_eager": on(step, False), "torch_reference_ops_eager": on(step, True)})
-        out.append(Workload("lm_decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
+            impls["ssm_triton_eager"] = on(step, False)
+            if with_reference:
+                impls["torch_reference_ops_eager"] = on(step, True)
+        out.append(Workload(prefix + "decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
                             make_decode, impls, tokens=bsz))
     return out
 

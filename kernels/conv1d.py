@@ -1,6 +1,7 @@
 """Causal depthwise conv1d (Mamba's block), forward and backward, and its rolling-state update.
 
-``x (b, d, L)`` contiguous, ``weight (d, W)`` with ``W <= 4``. A program owns ``BLOCK_D`` channels and
+``x (b, d, L)`` with any strides (channel-first rows, or channel-last as a column slice of a projection
+hands it: the tile's order follows whichever stride is 1), ``weight (d, W)`` with ``W <= 4``. A program owns ``BLOCK_D`` channels and
 ``BLOCK_L`` steps of a row and reads its ``W`` shifted windows of ``x`` straight from memory (the
 overlap hits L1/L2); ``seq_idx`` zeroes the taps that reach into an earlier packed sequence.
 
@@ -26,19 +27,21 @@ def _tile(dim, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
-def _tap(X, SEQ, row_x, row_s, t, shift, ok, seq_t, L, HAS_SEQ: tl.constexpr):
-    """``x[t - shift]`` for ``(BLOCK_D, BLOCK_L)``, 0 before the row or across a sequence boundary."""
+def _tap(X, SEQ, row_x, row_s, t, shift, ok, seq_t, L, SXL, HAS_SEQ: tl.constexpr):
+    """``x[t - shift]`` for ``(BLOCK_D, BLOCK_L)``, 0 before the row or across a sequence boundary; ``row_x``
+    the channels' offsets in ``X``, ``SXL`` its step stride."""
     src = t - shift
     valid = (src >= 0) & (t < L)
     if HAS_SEQ:
         valid &= tl.load(SEQ + row_s + src, mask=valid, other=-1) == seq_t
-    return tl.load(X + row_x[:, None] + src[None, :], mask=ok & valid[None, :], other=0.0).to(tl.float32)
+    return tl.load(X + row_x[:, None] + src.to(tl.int64)[None, :] * SXL, mask=ok & valid[None, :],
+                   other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    row_x = (bi.to(tl.int64) * dim + ds) * L
+def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, SXB, SXD, SXL, W: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    row_x = bi.to(tl.int64) * SXB + ds.to(tl.int64) * SXD
     row_s = bi.to(tl.int64) * L
     ok = d_ok[:, None] & (t < L)[None, :]
     seq_t = 0
@@ -49,7 +52,7 @@ def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, 
         acc += tl.load(BIAS + ds, mask=d_ok, other=0.0).to(tl.float32)[:, None]
     for k in tl.static_range(W):
         w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
-        acc += w[:, None] * _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, HAS_SEQ)
+        acc += w[:, None] * _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, SXL, HAS_SEQ)
     return acc, row_x, row_s, ok, seq_t
 
 
@@ -57,36 +60,40 @@ def _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W: tl.constexpr, 
 def _conv_fwd_kernel(
     X, Wt, BIAS, SEQ, OUT,            # pointers: X, OUT (b, dim, L); Wt (dim, W); BIAS (dim,), SEQ (b, L) or None
     dim, L,                           # sizes
+    SXB, SXD, SXL, SOB, SOD, SOL,     # the strides of X and OUT
     W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
-    pre, row_x, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
-                                           BLOCK_D, BLOCK_L)
+    pre, _, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, SXB, SXD, SXL, W, HAS_BIAS,
+                                       HAS_SEQ, BLOCK_D, BLOCK_L)
     if SILU:
         pre = pre * tl.sigmoid(pre)
-    tl.store(OUT + row_x[:, None] + t[None, :], pre.to(OUT.dtype.element_ty), mask=ok)
+    at = (bi.to(tl.int64) * SOB + ds.to(tl.int64) * SOD)[:, None] + t.to(tl.int64)[None, :] * SOL
+    tl.store(OUT + at, pre.to(OUT.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def _conv_bwd_pre_kernel(
     X, Wt, BIAS, SEQ, DOUT,           # pointers: the forward's inputs (BIAS, SEQ may be None), DOUT (b, dim, L)
-    DPRE, DW_PART, DB_PART,           # outputs: the pre-activation's gradient, fp32 partials of dW and dbias
+    DPRE, DW_PART, DB_PART,           # outputs: the pre-activation's gradient (contiguous), fp32 partials
     dim, L,                           # sizes
+    SXB, SXD, SXL, SOB, SOD, SOL,     # the strides of X and DOUT
     W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
-    pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, W, HAS_BIAS, HAS_SEQ,
-                                                   BLOCK_D, BLOCK_L)
-    dpre = tl.load(DOUT + row_x[:, None] + t[None, :], mask=ok, other=0.0).to(tl.float32)
+    pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, SXB, SXD, SXL, W,
+                                                   HAS_BIAS, HAS_SEQ, BLOCK_D, BLOCK_L)
+    at = (bi.to(tl.int64) * SOB + ds.to(tl.int64) * SOD)[:, None] + t.to(tl.int64)[None, :] * SOL
+    dpre = tl.load(DOUT + at, mask=ok, other=0.0).to(tl.float32)
     if SILU:
         _, slope = silu_and_slope(pre)
         dpre = dpre * slope
-    tl.store(DPRE + row_x[:, None] + t[None, :], dpre, mask=ok)
+    tl.store(DPRE + ((bi.to(tl.int64) * dim + ds) * L)[:, None] + t[None, :], dpre, mask=ok)
     part = ((tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * dim + ds) * W
     for k in tl.static_range(W):
-        xs = _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, HAS_SEQ)
+        xs = _tap(X, SEQ, row_x, row_s, t, W - 1 - k, ok, seq_t, L, SXL, HAS_SEQ)
         tl.store(DW_PART + part + k, tl.sum(dpre * xs, axis=1), mask=d_ok)
     if HAS_BIAS:
         tl.store(DB_PART + (tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * dim + ds,
@@ -95,8 +102,9 @@ def _conv_bwd_pre_kernel(
 
 @triton.jit
 def _conv_bwd_dx_kernel(
-    DPRE, Wt, SEQ, DX,                # pointers (SEQ may be None)
+    DPRE, Wt, SEQ, DX,                # pointers (SEQ may be None); DPRE contiguous
     dim, L,                           # sizes
+    SXB, SXD, SXL,                    # the strides of DX (those of the forward's x)
     W: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     bi, ds, d_ok, s = _tile(dim, BLOCK_D, BLOCK_L)
@@ -113,7 +121,8 @@ def _conv_bwd_dx_kernel(
             valid &= tl.load(SEQ + row_s + t, mask=valid, other=-1) == seq_s
         w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
         acc += w[:, None] * tl.load(DPRE + row_x[:, None] + t[None, :], mask=d_ok[:, None] & valid[None, :], other=0.0)
-    tl.store(DX + row_x[:, None] + s[None, :], acc.to(DX.dtype.element_ty), mask=d_ok[:, None] & (s < L)[None, :])
+    at = (bi.to(tl.int64) * SXB + ds.to(tl.int64) * SXD)[:, None] + s.to(tl.int64)[None, :] * SXL
+    tl.store(DX + at, acc.to(DX.dtype.element_ty), mask=d_ok[:, None] & (s < L)[None, :])
 
 
 @triton.jit
@@ -166,8 +175,11 @@ def _blocks(L, mode):
 
 def _rule(problem, mode):
     """16 channels by up to 256 steps, four warps (the H100 forward ran at 78% of the copy bandwidth
-    with it, 2026-11-25)."""
+    with it, 2026-11-25); channel-last rows (``problem[5]``), whose channels lie side by side, 64 channels
+    by up to 64 steps (not tuned yet: the tuner's alternatives decide)."""
     bd, bl = _blocks(problem[2], mode)
+    if len(problem) > 5 and problem[5] and not mode.interpreted:
+        bd, bl = 64, min(bl, 64)
     return dict(BLOCK_D=bd, BLOCK_L=bl, num_warps=1 if mode.interpreted else 4)
 
 
@@ -217,12 +229,28 @@ conv1d_update = TunableKernel("conv1d_update", _conv_update_kernel, rule=_update
                               flags=dict(HAS_BIAS="BIAS"))
 
 
+def channel_last(x) -> bool:
+    """Whether ``x (b, d, L)`` lies channel-last in memory (a transposed ``(b, L, d)`` or a slice of one)."""
+    return x.shape[1] > 1 and x.stride(1) == 1 and x.stride(2) != 1
+
+
+def like(x, dtype=None):
+    """A new ``(b, d, L)`` tensor laid out as ``x``: channel-last (a transposed contiguous ``(b, L, d)``) or
+    contiguous. The op's fake output follows the same rule."""
+    if channel_last(x):
+        return torch.empty((x.shape[0], x.shape[2], x.shape[1]), device=x.device,
+                           dtype=dtype or x.dtype).transpose(1, 2)
+    return torch.empty(x.shape, device=x.device, dtype=dtype or x.dtype)
+
+
 def conv_forward(x, weight, bias, seq_idx, silu):
+    """``x (b, d, L)`` any strides; the output is laid out as :func:`like` says."""
     bsz, dim, L = x.shape
-    out = torch.empty_like(x)
+    out = like(x)
     W = weight.shape[1]
-    conv1d_fwd.launch((bsz, dim, L, W, x.dtype), X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=out, dim=dim, L=L, W=W,
-                      SILU=silu)
+    conv1d_fwd.launch((bsz, dim, L, W, x.dtype, channel_last(x)), X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=out,
+                      dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1), SXL=x.stride(2), SOB=out.stride(0),
+                      SOD=out.stride(1), SOL=out.stride(2), W=W, SILU=silu)
     return out
 
 
@@ -230,16 +258,18 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``."""
     bsz, dim, L = x.shape
     W = weight.shape[1]
-    problem = (bsz, dim, L, W, x.dtype)
+    problem = (bsz, dim, L, W, x.dtype, channel_last(x))
     hit = conv1d_bwd_pre.resolve(problem)
     n_lt = cdiv(L, (hit[0] if hit else conv1d_bwd_pre.space(problem)[0])["BLOCK_L"])   # BLOCK_L is never tuned
     dpre = torch.empty(x.shape, device=x.device, dtype=torch.float32)
     dw_part = torch.empty((bsz * n_lt, dim, W), device=x.device, dtype=torch.float32)
     db_part = torch.empty((bsz * n_lt, dim), device=x.device, dtype=torch.float32)
     conv1d_bwd_pre.launch(problem, X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, DOUT=dout, DPRE=dpre, DW_PART=dw_part,
-                          DB_PART=db_part, dim=dim, L=L, W=W, SILU=silu)
-    dx = torch.empty_like(x)
-    conv1d_bwd_dx.launch(problem, DPRE=dpre, Wt=weight, SEQ=seq_idx, DX=dx, dim=dim, L=L, W=W)
+                          DB_PART=db_part, dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1), SXL=x.stride(2),
+                          SOB=dout.stride(0), SOD=dout.stride(1), SOL=dout.stride(2), W=W, SILU=silu)
+    dx = like(x)
+    conv1d_bwd_dx.launch(problem, DPRE=dpre, Wt=weight, SEQ=seq_idx, DX=dx, dim=dim, L=L, SXB=dx.stride(0),
+                         SXD=dx.stride(1), SXL=dx.stride(2), W=W)
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None
 
 

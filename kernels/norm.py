@@ -30,21 +30,29 @@ def _tile(group_size, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(PTR, rows, cols, F, ok):
-    return tl.load(PTR + rows.to(tl.int64)[:, None] * F + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+def _load_rows(PTR, rows, cols, stride, ok):
+    return tl.load(PTR + rows.to(tl.int64)[:, None] * stride + cols[None, :], mask=ok, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _rmsnorm_fwd_kernel(
     X, Z, W, BIAS, Y, RSTD,           # pointers: X, Z, Y (R, F); W, BIAS (F,); RSTD (R, F / group_size)
-    R, F, group_size, eps,            # sizes, and the norm's epsilon
-    HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
+    RES, RES_OUT,                     # the residual stream in and out (R, F) contiguous, or None
+    R, F, SX, SZ, group_size, eps,    # sizes, the row strides of X and Z (Y is contiguous), the norm's epsilon
+    HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    STORE_RES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     ok = (rows < R)[:, None] & c_ok[None, :]
-    u = _load_rows(X, rows, cols, F, ok)
+    u = _load_rows(X, rows, cols, SX, ok)
+    if STORE_RES:   # a pre-norm block's "residual = x + residual", stored in its dtype, then normalised as x's
+        if HAS_RES:
+            u += _load_rows(RES, rows, cols, F, ok)
+        kept = u.to(RES_OUT.dtype.element_ty)
+        tl.store(RES_OUT + rows.to(tl.int64)[:, None] * F + cols[None, :], kept, mask=ok)
+        u = kept.to(tl.float32).to(X.dtype.element_ty).to(tl.float32)
     if HAS_Z:
-        gate, _ = silu_and_slope(_load_rows(Z, rows, cols, F, ok))
+        gate, _ = silu_and_slope(_load_rows(Z, rows, cols, SZ, ok))
         if GATE_FIRST:
             u = u * gate
     rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / group_size + eps)
@@ -158,7 +166,8 @@ def _key(problem):
 
 _OPTIONAL = dict(HAS_Z="Z", HAS_BIAS="BIAS")
 rmsnorm_fwd = TunableKernel("rmsnorm_fwd", _rmsnorm_fwd_kernel, rule=_rule, alternatives=_fwd_alternatives, key=_key,
-                            grid=lambda p, kw: (cdiv(p[0], kw["BLOCK_R"]), p[1] // p[2]), flags=_OPTIONAL)
+                            grid=lambda p, kw: (cdiv(p[0], kw["BLOCK_R"]), p[1] // p[2]),
+                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT"))
 # the row block sizes the backward's partials (with the program count), so only the warps are tuned
 rmsnorm_bwd = TunableKernel("rmsnorm_bwd", _rmsnorm_bwd_kernel, rule=_rule, alternatives=_warp_alternatives, key=_key,
                             grid=lambda p, kw: (_bwd_programs(p, run_mode()), p[1] // p[2]), fixed=("BLOCK_R",),
@@ -173,13 +182,17 @@ def _bwd_programs(problem, mode) -> int:
     return min(cdiv(R, _rule(problem, mode)["BLOCK_R"]), programs)
 
 
-def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None):
-    """``x, z (R, F)`` contiguous -> ``(y (R, F) in x's dtype, rstd (R, F / group_size) fp32)``."""
+def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None, residual=None, res_out=None):
+    """``x, z (R, F)``, each row contiguous (any row stride: a slice of a projection's columns is read in
+    place) -> ``(y (R, F) contiguous in x's dtype, rstd (R, F / group_size) fp32)``. With ``res_out (R, F)``
+    (contiguous): ``res_out = x + residual`` (``residual`` None: ``x``) in ``res_out``'s dtype, and the norm
+    is of that sum rounded to ``x``'s dtype, as a pre-norm block computes it in two steps."""
     R, F = x.shape
-    y = torch.empty_like(x)
+    y = torch.empty((R, F), device=x.device, dtype=x.dtype)
     rstd = torch.empty((R, F // group_size), device=x.device, dtype=torch.float32)
-    rmsnorm_fwd.launch((R, F, group_size, x.dtype, z is not None), config,
-                       X=x, Z=z, W=weight, BIAS=bias, Y=y, RSTD=rstd, R=R, F=F, group_size=group_size, eps=float(eps),
+    rmsnorm_fwd.launch((R, F, group_size, x.dtype, z is not None), config, RES=residual, RES_OUT=res_out,
+                       X=x, Z=z, W=weight, BIAS=bias, Y=y, RSTD=rstd, R=R, F=F, SX=x.stride(0),
+                       SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps),
                        GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size))
     return y, rstd
 

@@ -31,6 +31,7 @@ from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
 from ssm_triton.kernels.mamba3 import core as m3_core  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
+from ssm_triton.kernels.mamba3 import mimo as m3_mimo_terms  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
@@ -44,7 +45,8 @@ _ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
                 "_siso_prep_kernel": {"HAS_SEQ": ("OFF",)}, "_siso_prep_bwd_kernel": {"HAS_SEQ": ("OFF",)},
                 "_angle_carry_kernel": {"HAS_SEQ": ("TAIL", "DTHF")},
                 "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
-                "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")}}
+                "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)},
+                "_out_bwd_kernel": {"HAS_D": ("DD",), "HAS_Z": ("DZ", "DMZ"), "HAS_OUT": ("DMO",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")}}
 
 
 def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4):
@@ -192,9 +194,10 @@ def state_update_cases():
 def norm_cases():
     for io, (z, first) in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True), (True, False)]):
         ptrs = {**dict.fromkeys(["X", "Z", "W", "BIAS", "Y", "DY", "DX", "DZ"], PTR[io]),
-                **dict.fromkeys(["RSTD", "DW_PART", "DB_PART"], "*fp32"), "eps": "fp32"}
+                **dict.fromkeys(["RSTD", "DW_PART", "DB_PART", "RES", "RES_OUT"], "*fp32"), "eps": "fp32"}
         flags = dict(HAS_Z=z, GATE_FIRST=first, HAS_BIAS=first, BLOCK_R=4, BLOCK_G=1024)
-        yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, flags
+        # the residual add (the LM's inference) with the ungated norm
+        yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, dict(flags, HAS_RES=not z, STORE_RES=not z)
         yield "rmsnorm bwd", knorm.rmsnorm_bwd, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
 
 
@@ -243,6 +246,20 @@ def mamba3_cases():
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
             dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128)
+        # MIMO's terms around the stages (kernels/mamba3/mimo.py), at the launchers' tiles, rank 4, N 128, P 64
+        yield "mamba3 mimo prep", m3_mimo_terms.prep_fwd_kernel, \
+            {**iop("Q", "K"), **f32("QB", "KB", "THETA", "QR", "KR", "SC", "SCC")}, \
+            dict(R=4, DOT=dot, BLOCK_T=16, BLOCK_H=64)
+        yield "mamba3 mimo prep bwd", m3_mimo_terms.prep_bwd_kernel, \
+            {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DQR", "DKR", "DSC", "DSCC", "DQB", "DKB", "DTH")}, \
+            dict(R=4, BLOCK_T=8, BLOCK_H=64)
+        yield "mamba3 mimo out", m3_mimo_terms.out_fwd_kernel, \
+            {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
+            dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)
+        yield "mamba3 mimo out bwd", m3_mimo_terms.out_bwd_kernel, \
+            {**iop("DOUT", "V", "Z"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO", "DY", "DSC", "DSCC",
+                                          "DG", "DE", "DV", "DZ", "DMV", "DMZ", "DMO", "DD")}, \
+            dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=8, BLOCK_P=64, BLOCK_R=4)
 
 
 def main() -> int:

@@ -61,6 +61,20 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
 
 
+def test_a_short_cancelling_product_in_bf16(device):
+    """The case hypothesis found on the H200 (2026-12-02; N = 2, no turned pairs, one rank, bf16): the stages
+    multiply q~ and k~ rounded to bf16, and a two-term product that nearly cancels lost 5% of an output until
+    the in-step block took back the stages' own rounded product rather than the exact one. (On CPU the stages
+    multiply in fp32 and the case checks the plain path.)"""
+    t = make(device, 2, 22, 1, 2, 1, 8, 2, 0, 1_280_793_308, True, True, torch.bfloat16)
+    x = _leaves(t)
+    out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=8,
+                                         return_state=True, Input_States=x.get("Input_States"))
+    x64 = _leaves(t, cast=True)
+    want, want_states = mamba3_mimo_loop(**x64)
+    assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.bfloat16, 1_280_793_308, STATE_NAMES)
+
+
 @pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])
 def test_short_sequences_with_ranks_and_heads(device, L, R, heads):
     """One or two steps, several ranks and heads: broadcasting over a length-1 axis can leave the ranks and

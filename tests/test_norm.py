@@ -69,3 +69,35 @@ GOOD = dict(x=torch.ones(3, 8), weight=torch.ones(8))
 def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, match):
     with pytest.raises(exc, match=match):
         ssm_triton.rmsnorm_fn(**on(device, {**GOOD, **override}))
+
+
+@given(rows=st.integers(1, 9), D=st.integers(1, 40), first=st.booleans(), keep32=st.booleans(),
+       dtype=st.sampled_from(IO_DTYPES), seed=seeds())
+def test_add_rmsnorm_is_the_pre_norm_blocks_two_steps(device, rows, D, first, keep32, dtype, seed):
+    """``add_rmsnorm`` (the LM's inference path): the residual sum in its own dtype, and the norm of that sum
+    rounded to x's dtype, each against float64; and exactly what the two unfused steps give."""
+    from ssm_triton.ops.norm import add_rmsnorm
+    keep = torch.float32 if keep32 else dtype
+    x = normal((2, rows, D), seed, device, dtype)
+    res = None if first else normal((2, rows, D), seed + 1, device, keep)
+    w = normal((D,), seed + 2, device, dtype)
+    with torch.no_grad():
+        normed, res_out = add_rmsnorm(x, res, w, 1e-5, keep)
+        total = x if res is None else x + res
+        two_steps = ssm_triton.rmsnorm_fn(total.to(dtype), w, eps=1e-5)
+    want_total = x.double() + (res.double() if res is not None else 0)
+    assert res_out.dtype == keep and normed.dtype == dtype
+    assert_close(res_out, want_total.cpu(), keep, "residual")
+    assert_close(normed, rmsnorm_torch(total.to(dtype).cpu().double(), w.cpu().double(), eps=1e-5), dtype, "normed")
+    if dtype == torch.float32 or device.type == "cuda":
+        # bit-equal to the two steps; the interpreter rounds a kernel's fp32 -> bf16/fp16 casts toward zero
+        # (torch rounds to nearest even), so on CPU only fp32 can match bit for bit
+        assert torch.equal(res_out, total.to(keep))
+        assert torch.equal(normed, two_steps)
+
+
+def test_add_rmsnorm_refuses_a_graph(device):
+    from ssm_triton.ops.norm import add_rmsnorm
+    x = torch.ones(2, 4, device=device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        add_rmsnorm(x, None, torch.ones(4, device=device), 1e-5, torch.float32)

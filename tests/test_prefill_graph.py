@@ -78,3 +78,43 @@ def test_replayed_prefill_equals_the_eager_forward(layer):
         m.to(torch.float64).to(torch.float32)
         m(ids)
         assert len(m._prefill_graphs.graphs) == 1
+
+
+def test_graphs_are_on_by_default_and_the_switch_turns_them_off(monkeypatch):
+    monkeypatch.delenv("SSM_TRITON_PREFILL_GRAPH", raising=False)
+    assert prefill.enabled_by_env()
+    monkeypatch.setenv("SSM_TRITON_PREFILL_GRAPH", "0")
+    assert not prefill.enabled_by_env()
+    monkeypatch.setenv("SSM_TRITON_PREFILL_GRAPH", "1")
+    assert prefill.enabled_by_env()
+
+
+def test_a_replaced_weight_anywhere_means_a_new_capture(device, monkeypatch):
+    """A graph reads the tensors it was captured with: replacing any layer's parameter (not only the
+    embedding's) must drop the graphs, while changing values in place must not. The capture is stood in
+    for by a plain call (CUDA graphs need a GPU)."""
+    captures = []
+
+    class Captured:
+        def __init__(self, backbone, bsz, length, dev):
+            captures.append((bsz, length))
+            self.backbone = backbone
+
+        def __call__(self, ids):
+            return self.backbone(ids)
+
+    monkeypatch.setattr(prefill, "_Graph", Captured)
+    m = build(device, "Mamba2", 0).eval()
+    graphs = prefill.PrefillGraphs()
+    ids = torch.zeros(1, 5, dtype=torch.long, device=device)
+    with torch.no_grad():
+        graphs(m.backbone, ids)
+        graphs(m.backbone, ids)
+        assert len(captures) == 1
+        m.backbone.layers[-1].mixer.out_proj.weight.mul_(2.0)        # in place: the graph sees it
+        graphs(m.backbone, ids)
+        assert len(captures) == 1
+        layer = m.backbone.layers[len(m.backbone.layers) // 2].mixer
+        layer.in_proj.weight = torch.nn.Parameter(layer.in_proj.weight.clone())
+        graphs(m.backbone, ids)
+        assert len(captures) == 2

@@ -13,7 +13,7 @@ from ..tuning import Kernel
 
 
 @triton.jit
-def _bmm_kernel(B, C, CB, L, G, N, nc, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+def _bmm_kernel(B, C, CB, L, G, N, SB, SC, nc, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                 BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     per: tl.constexpr = Q // BLOCK_M
     c = tl.program_id(0) // (per * per)
@@ -28,9 +28,9 @@ def _bmm_kernel(B, C, CB, L, G, N, nc, Q: tl.constexpr, BLOCK_M: tl.constexpr, B
     for n0 in range(0, N, BLOCK_N):
         ns = n0 + tl.arange(0, BLOCK_N)
         n_ok = ns < N
-        c_t = tl.load(C + (((bi.to(tl.int64) * L + t) * G + g) * N)[:, None] + ns[None, :],
+        c_t = tl.load(C + ((bi.to(tl.int64) * L + t) * SC + g * N)[:, None] + ns[None, :],
                       mask=(t < L)[:, None] & n_ok[None, :], other=0.0)
-        b_s = tl.load(B + (((bi.to(tl.int64) * L + s) * G + g) * N)[None, :] + ns[:, None],
+        b_s = tl.load(B + ((bi.to(tl.int64) * L + s) * SB + g * N)[None, :] + ns[:, None],
                       mask=(s < L)[None, :] & n_ok[:, None], other=0.0)
         acc += mm(c_t, b_s, DOT)
     dst = CB + ((bg.to(tl.int64) * nc + c) * Q + (mb * BLOCK_M + tl.arange(0, BLOCK_M)))[:, None] * Q \

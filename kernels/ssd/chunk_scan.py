@@ -19,8 +19,8 @@ from ..tuning import Kernel
 def _chunk_scan_fwd_kernel(
     # pointers
     X, B, C, CB, DTP, CUM, HS, D, DIAG, Z, SEQ, Y, OUT,
-    # sizes
-    L, H, G, P, N, Lp, nc, lo_off,
+    # sizes; the step strides of X, C and Z (contiguous past the step dimension; Y and OUT are contiguous)
+    L, H, G, P, N, SX, SC, SZ, Lp, nc, lo_off,
     # meta-parameters
     HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -37,7 +37,7 @@ def _chunk_scan_fwd_kernel(
     row = bh.to(tl.int64) * Lp
     step_t = bi.to(tl.int64) * L + t
     cum_t, cum_t_lo = cum_at(CUM, lo_off, row, t)
-    c_t = tl.load(C + ((step_t * G + g) * N)[:, None] + ns[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0)
+    c_t = tl.load(C + (step_t * SC + g * N)[:, None] + ns[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0)
 
     # from the state entering the chunk (only for steps still in its sequence)
     enter = tl.load(HS + ((bh.to(tl.int64) * nc + c) * P + ps[None, :]) * N + ns[:, None],
@@ -62,7 +62,7 @@ def _chunk_scan_fwd_kernel(
         dt_s = tl.load(DTP + row + s)
         decay = tl.exp(tl.where(keep, (cum_t[:, None] - cum_s[None, :]) + (cum_t_lo[:, None] - cum_s_lo[None, :]),
                                   float("-inf"))) * dt_s[None, :]
-        x_s = tl.load(X + ((step_s * H + h) * P)[:, None] + ps[None, :], mask=s_ok[:, None] & p_ok[None, :], other=0.0)
+        x_s = tl.load(X + (step_s * SX + h * P)[:, None] + ps[None, :], mask=s_ok[:, None] & p_ok[None, :], other=0.0)
         acc += mm(cb * decay, x_s, DOT)
 
     tp_ok = t_ok[:, None] & p_ok[None, :]
@@ -76,11 +76,11 @@ def _chunk_scan_fwd_kernel(
                 skip += tl.load(D + h).to(tl.float32)
         if HAS_DIAG:  # a per-step weight of x_t (Mamba-3's diagonal correction)
             skip += tl.load(DIAG + row + t)[:, None]
-        acc += skip * tl.load(X + at, mask=tp_ok, other=0.0).to(tl.float32)
+        acc += skip * tl.load(X + (step_t * SX + h * P)[:, None] + ps[None, :], mask=tp_ok, other=0.0).to(tl.float32)
     if STORE_Y:
         tl.store(Y + at, acc.to(Y.dtype.element_ty), mask=tp_ok)
     if HAS_Z:
-        z = tl.load(Z + at, mask=tp_ok, other=0.0).to(tl.float32)
+        z = tl.load(Z + (step_t * SZ + h * P)[:, None] + ps[None, :], mask=tp_ok, other=0.0).to(tl.float32)
         acc = acc * z * tl.sigmoid(z)
     tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)
 

@@ -27,8 +27,8 @@ _VARLEN = tl.constexpr(MODE_VARLEN)
 def _chunk_state_kernel(
     # pointers
     V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
-    # sizes
-    L, H, G, P, N, Lp, nc, lo_off,
+    # sizes; SV, SW the step strides of V and W (contiguous past the step dimension)
+    L, H, G, P, N, SV, SW, Lp, nc, lo_off,
     # meta-parameters
     MODE: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT: tl.constexpr,
@@ -75,8 +75,8 @@ def _chunk_state_kernel(
             ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want
         wgt = tl.where(ok, wgt, 0.0)
         step = bi.to(tl.int64) * L + s
-        v = tl.load(V + ((step * H + h) * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
-        w = tl.load(W + ((step * G + g) * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
+        v = tl.load(V + (step * SV + h * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
+        w = tl.load(W + (step * SW + g * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
         acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
     if MODE == _VARLEN:
         keep = tl.exp(cum_end)

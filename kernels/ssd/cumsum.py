@@ -29,8 +29,10 @@ def softplus_clamp(raw, lo, hi, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr):
 
 
 @triton.jit
-def raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS: tl.constexpr):
-    raw = tl.load(DT + (bi.to(tl.int64) * L + t) * H + h, mask=ok, other=0.0).to(tl.float32)
+def raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS: tl.constexpr):
+    """``dt (b, L, H)`` (+ bias) at steps ``t`` of one (row, head); ``SDT`` the step stride (``H`` when
+    contiguous; a column slice of a wider projection has its own)."""
+    raw = tl.load(DT + (bi.to(tl.int64) * L + t) * SDT + h, mask=ok, other=0.0).to(tl.float32)
     if HAS_BIAS:
         raw += tl.load(DT_BIAS + h).to(tl.float32)
     return raw
@@ -46,10 +48,10 @@ def chunk_row(L, H, Q: tl.constexpr):
 
 
 @triton.jit
-def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, Lp, lo_off, lo, hi,
+def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, SDT, Lp, lo_off, lo, hi,
                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
     _, bh, bi, h, t, ok = chunk_row(L, H, Q)
-    dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+    dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     dt = tl.where(ok, dt, 0.0)
     cum = tl.cumsum((dt * tl.load(A + h).to(tl.float32)).to(tl.float64), axis=0)
     cum_hi = cum.to(tl.float32)

@@ -32,8 +32,8 @@ from .cumsum import raw_step, softplus_clamp
 def _ssd_fused_fwd_kernel(
     # pointers
     X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL,
-    # sizes and the step-size clamp
-    L, H, G, P, N, lo, hi,
+    # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp
+    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
@@ -72,7 +72,7 @@ def _ssd_fused_fwd_kernel(
     for t0 in range(0, L, Q):
         t = t0 + r
         ok = t < L
-        dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+        dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
         dt = tl.where(ok, dt, 0.0)
         a = (dt * a_h).to(tl.float64)
         cum = tl.cumsum(a, axis=0)
@@ -82,14 +82,14 @@ def _ssd_fused_fwd_kernel(
         step = bi.to(tl.int64) * L + t
         qn_ok = ok[:, None] & n_ok[None, :]
         if STATE_T:
-            b_t = tl.load(B + ((step * G + g) * N)[None, :] + ns[:, None], mask=n_ok[:, None] & ok[None, :],
+            b_t = tl.load(B + (step * SB + g * N)[None, :] + ns[:, None], mask=n_ok[:, None] & ok[None, :],
                           other=0.0)                                                           # (BLOCK_N, Q)
         else:
-            b_c = tl.load(B + ((step * G + g) * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)   # (Q, BLOCK_N)
-        c_c = tl.load(C + ((step * G + g) * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)
-        xp = ((step * H + h) * P)[:, None] + ps[None, :]                                        # (Q, BLOCK_P)
+            b_c = tl.load(B + (step * SB + g * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)   # (Q, BLOCK_N)
+        c_c = tl.load(C + (step * SC + g * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)
+        xp = ((step * H + h) * P)[:, None] + ps[None, :]                                        # (Q, BLOCK_P) of OUT
         qp_ok = ok[:, None] & p_ok[None, :]
-        x_c = tl.load(X + xp, mask=qp_ok, other=0.0)
+        x_c = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=qp_ok, other=0.0)
 
         # inside the chunk: (C B^T) under the causal decay, times dt_s x_s
         diff = (c_hi[:, None] - c_hi[None, :]) + (c_lo[:, None] - c_lo[None, :])
@@ -107,7 +107,8 @@ def _ssd_fused_fwd_kernel(
         if HAS_D:
             y += d_h * x_c.to(tl.float32)
         if HAS_Z:
-            gate, _ = silu_and_slope(tl.load(Z + xp, mask=qp_ok, other=0.0).to(tl.float32))
+            gate, _ = silu_and_slope(tl.load(Z + (step * SZ + h * P)[:, None] + ps[None, :], mask=qp_ok,
+                                             other=0.0).to(tl.float32))
             y *= gate
         tl.store(OUT + xp, y.to(OUT.dtype.element_ty), mask=qp_ok)
 
@@ -171,16 +172,18 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int) -> bool:
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
-    """``out (b, L, H, P)`` in ``x``'s dtype and the final state ``(b, H, P, N)`` fp32. Inputs contiguous,
-    as the op layer hands them; ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the
-    tensor-core dtype."""
+    """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
+    B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
+    ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
+    dtype."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    out = torch.empty_like(x)
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
     ssd_fused_fwd_kernel.launch(
         (bsz, L, H, P, G, N, x.dtype, z is not None), None, X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z,
-        H0=initial_states, OUT=out, FINAL=final, L=L, H=H, G=G, P=P, N=N, lo=lo, hi=hi, SOFTPLUS=dt_softplus,
-        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)),
+        H0=initial_states, OUT=out, FINAL=final, L=L, H=H, G=G, P=P, N=N, SX=x.stride(1),
+        SZ=z.stride(1) if z is not None else 0, SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi,
+        SOFTPLUS=dt_softplus, CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)),
         DOT=dot)
     return out, final

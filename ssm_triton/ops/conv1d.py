@@ -15,14 +15,14 @@ WIDTHS = (2, 3, 4)
 
 def _backward(saved, grads):
     x, weight, bias, seq_idx = saved["x"], saved["weight"], saved["bias"], saved["seq_idx"]
-    dx, dw, db = _k.conv_backward(grads["out"].contiguous(), x, weight, bias, seq_idx, saved["silu"])
+    dx, dw, db = _k.conv_backward(grads["out"], x, weight, bias, seq_idx, saved["silu"])   # any strides
     return dict(x=dx, weight=dw, bias=db)
 
 
 _conv = build(OpSpec(
     "causal_conv1d", "x: Tensor, weight: Tensor, bias: Tensor?, seq_idx: Tensor?, silu: bool", outputs=("out",),
     forward=lambda x, weight, bias, seq_idx, silu: (_k.conv_forward(x, weight, bias, seq_idx, silu),),
-    fake=lambda x, weight, bias, seq_idx, silu: (torch.empty_like(x),), grads=("x", "weight", "bias"),
+    fake=lambda x, weight, bias, seq_idx, silu: (_k.like(x),), grads=("x", "weight", "bias"),
     grad_outputs=("out",), saves=("x", "weight", "bias", "seq_idx"), backward=_backward))
 
 _update = build(OpSpec(
@@ -56,7 +56,10 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
         x: ``(batch, dim, L)`` fp32 / bf16 / fp16.  weight: ``(dim, W)``, W in 2..4.  bias: ``(dim,)``.
         seq_idx: ``(batch, L)`` int32, non-decreasing: the window does not reach into an earlier sequence.
         activation: None, ``"silu"`` or ``"swish"``.
-    Returns ``(batch, dim, L)`` in ``x``'s dtype; differentiable in x, weight and bias.
+    Returns ``(batch, dim, L)`` in ``x``'s dtype; differentiable in x, weight and bias. ``x`` may have any
+    strides; a channel-last ``x`` (``x.stride(1) == 1``, e.g. ``xBC.transpose(1, 2)`` of a projection's
+    columns) is read in place and gives a channel-last output (contiguous once transposed back), as
+    causal-conv1d's channel-last layout does.
     """
     _validate.tensor("x", x, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
     bsz, dim, L = x.shape
@@ -67,7 +70,7 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
     silu = _silu(activation)
     _validate.devices(("x", "weight", "bias", "seq_idx"), (x, weight, bias, seq_idx))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    args = (c(x), c(weight), c(bias), c(seq_idx), silu)
+    args = (x, c(weight), c(bias), c(seq_idx), silu)   # the kernels take x's strides
     return _conv(*args)[0]
 
 

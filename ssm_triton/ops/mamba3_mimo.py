@@ -5,19 +5,24 @@ The ranks become steps: rank ``r`` of step ``t`` sits at pseudo-step ``t R + r``
 ``r = 0``, and every pseudo-step of step ``t`` carries ``scale_t = gamma_t + e_{t+1}``, so the SSD's chunked
 stages (``kernels/mamba3/core.py``) give every term between different steps. Within one step the ranks all
 meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the pseudo-time scan gave the pairs
-``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step, with the rotations, rank projections, skip,
-gate and output projection, is computed here in PyTorch (fp32) and differentiated by autograd.
+``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step. The rotations going in and that correction,
+the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``, two
+ops with their backward); the step sizes, the running angle and the rank projection of ``x`` stay in
+PyTorch (``(b, H, L)``, ``(b, L, H, S)`` and one ``(b, L, R, H, P)`` product).
 """
 import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import triton.language as tl
 from torch import Tensor
 
 from .. import _validate
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
+from ..kernels.mamba3 import mimo as _mk
+from ..kernels.tuning import run_mode
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
 from .mamba3_packed import packed_final_states
@@ -68,6 +73,60 @@ _core = build(OpSpec(
     backward=_backward))
 
 
+def _prep_backward(saved, grads):
+    z = lambda g, like: g.contiguous() if g is not None else torch.zeros_like(like)  # noqa: E731
+    dq, dk, dqb, dkb, dth = _mk.prep_backward(
+        z(grads["qr"], saved["qr"]), z(grads["kr"], saved["kr"]), z(grads["sc"], saved["sc"]),
+        z(grads["scc"], saved["scc"]), saved["Q"], saved["K"], saved["Q_bias"], saved["K_bias"], saved["theta"])
+    return dict(Q=dq, K=dk, Q_bias=dqb, K_bias=dkb, theta=dth)
+
+
+def _prep_fake(Q, theta, H, **_):
+    b, L, R, _, N = Q.shape
+    f32 = dict(dtype=torch.float32, device=Q.device)
+    return (Q.new_empty((b, L, R, H, N), **f32), Q.new_empty((b, L, R, H, N), **f32),
+            Q.new_empty((b, L, H, R, R), **f32), Q.new_empty((b, L, H, R, R), **f32))
+
+
+def _prep_forward(Q, K, Q_bias, K_bias, theta, H, io):
+    # the stages' operand dtype, as core_plan picks it (fp32 inputs: TF32's rounding is not mirrored)
+    dot = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(_IO[io], tl.float32)
+    return _mk.prep_forward(Q, K, Q_bias, K_bias, theta, H, tl.float32 if run_mode(Q.device).interpreted else dot)
+
+
+# q~, k~ (b, L, R, H, N) fp32 and the in-step scores (b, L, H, R, R) from Q, K, their biases and the angle
+_prep = build(OpSpec(
+    "mamba3_mimo_prep", "Q: Tensor, K: Tensor, Q_bias: Tensor, K_bias: Tensor, theta: Tensor, H: int, io: str",
+    outputs=("qr", "kr", "sc", "scc"), forward=_prep_forward, fake=_prep_fake,
+    grads=("Q", "K", "Q_bias", "K_bias", "theta"), grad_outputs=("qr", "kr", "sc", "scc"),
+    saves=("Q", "K", "Q_bias", "K_bias", "theta", "qr", "kr", "sc", "scc"), backward=_prep_backward))
+
+_OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
+
+
+def _out_backward(saved, grads):
+    dout = grads["out"]
+    args = [saved[n] for n in _OUT_INPUTS]
+    dout = dout.contiguous() if dout is not None else torch.zeros(
+        (*saved["y"].shape[:2], *saved["y"].shape[3:]) if saved["MIMO_Out"] is not None else saved["y"].shape,
+        device=saved["y"].device, dtype=saved["V"].dtype)
+    dy, dsc, dscc, dg, de, dv, dz, dmv, dmz, dmo, dd = _mk.out_backward(dout, *args)
+    return dict(y=dy, sc=dsc, scc=dscc, gamma=dg, e_next=de, V=dv, MIMO_V=dmv, D=dd, Z=dz, MIMO_Z=dmz, MIMO_Out=dmo)
+
+
+def _out_fake(y, V, MIMO_Out, **_):
+    b, L, R, H, P = y.shape
+    return (V.new_empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P)),)
+
+
+# the in-step block, skip, gate and output projection: out (b, L, H, P) (or the ranks' (b, L, R, H, P))
+_out = build(OpSpec(
+    "mamba3_mimo_out", "y: Tensor, sc: Tensor, scc: Tensor, gamma: Tensor, e_next: Tensor, V: Tensor, MIMO_V: Tensor, "
+    "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
+    forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
+    grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward))
+
+
 def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
     """A running sum ``x`` along ``dim`` (length L) of a packed row, restarted at each sequence's first step."""
     before = torch.index_select(F.pad(x.movedim(dim, -1), (1, 0)), -1, cu[:-1].long())   # (..., sequences)
@@ -91,20 +150,6 @@ def _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends):
         parts.append(hq * decay[:, t0:t1].transpose(0, 1)[:, None, :, None])
     y = y + torch.cat(parts, 0)[None]
     return y, varlen + decay[:, ends].transpose(0, 1)[..., None, None] * h0
-
-
-def _turn_halves(x: Tensor, theta: Tensor) -> Tensor:
-    """``x (..., N)`` with its pairs ``(n, N/2 + n)``, ``n < S``, turned by ``theta (..., S)``: as
-    ``x cos + swap(x) sin`` over whole rows, cos 1 and sin 0 past the turned pairs, ``swap`` sending
-    ``(a, b)`` halves to ``(-b, a)``."""
-    S, half = theta.shape[-1], x.shape[-1] // 2
-    if S == 0:
-        return x
-    pad = (0, half - S)
-    cos = F.pad(torch.cos(theta), pad, value=1.0).repeat(*([1] * (theta.dim() - 1)), 2)
-    sin = F.pad(torch.sin(theta), pad).repeat(*([1] * (theta.dim() - 1)), 2)
-    first, second = x[..., :half], x[..., half:]
-    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
@@ -224,11 +269,9 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
             theta = theta + angle0.double()[seq[0].long()][None]
     theta = torch.remainder(theta, 2 * math.pi).to(f)                     # (b, L, H, S)
 
-    heads = lambda t: t.to(f).repeat_interleave(H // Hqk, dim=3)          # noqa: E731  (b, L, R, H, N)
-    qp = heads(Q) + Q_bias.to(f).transpose(0, 1)
-    kp = heads(K) + K_bias.to(f).transpose(0, 1)
-    qr = _turn_halves(qp, theta[:, :, None])
-    kr = _turn_halves(kp, theta[:, :, None])
+    c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
+    io = str(V.dtype).replace("torch.", "")
+    qr, kr, sc, scc = _prep(c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), H, io)
     mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
     v = V.to(f)[:, :, None] * mv                                           # (b, L, R, H, P)
 
@@ -259,16 +302,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     if seq is not None and h0 is not None:
         y, varlen = _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends)
 
-    scores = torch.einsum("blrhn,blshn->blhrs", qp, kp)
-    later = torch.triu(torch.ones(R, R, dtype=torch.bool, device=V.device), diagonal=1)
-    w = torch.where(later, gamma.transpose(1, 2)[..., None, None], -e_next.transpose(1, 2)[..., None, None])
-    y = y + torch.einsum("blhrs,blshp->blrhp", scores * w, v)
-    if D is not None:
-        y = y + D.to(f)[:, None] * v
-    if Z is not None:
-        y = y * F.silu(Z.to(f)[:, :, None] * MIMO_Z.to(f).transpose(0, 1))
-    out = (y * MIMO_Out.to(f).transpose(0, 1)).sum(2) if MIMO_Out is not None else y
-    out = out.to(V.dtype)
+    out = _out(y.contiguous(), sc, scc, gamma.contiguous(), e_next.contiguous(), c(V), c(MIMO_V), c(D), c(Z),
+               c(MIMO_Z) if Z is not None else None, c(MIMO_Out))[0]
     if not return_state:
         return out
     if seq is not None:   # one state per packed sequence

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import norm as _k
+from ._layout import records_graph
 from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -16,15 +17,25 @@ def _rows(t):
     return t.reshape(-1, t.shape[-1]).contiguous() if t is not None else None
 
 
+def _strided_rows(t):
+    """``t (..., F)`` as ``(R, F)`` rows, each contiguous, any row stride (the forward kernel takes it): a
+    slice of a projection's columns (Mamba2's ``z``) is read in place."""
+    if t is None:
+        return None
+    rows = t.reshape(-1, t.shape[-1])
+    return rows if rows.stride(-1) == 1 or rows.shape[-1] == 1 else rows.contiguous()
+
+
 def _forward(x, weight, bias, z, eps, group_size, norm_before_gate):
-    y, rstd = _k.rmsnorm_forward(_rows(x), weight.contiguous(), bias.contiguous() if bias is not None else None,
-                                 _rows(z), eps, group_size, gate_first=z is not None and not norm_before_gate)
+    y, rstd = _k.rmsnorm_forward(_strided_rows(x), weight.contiguous(),
+                                 bias.contiguous() if bias is not None else None, _strided_rows(z), eps, group_size,
+                                 gate_first=z is not None and not norm_before_gate)
     return y.view(x.shape), rstd
 
 
 def _fake(x, weight, bias, z, eps, group_size, norm_before_gate):
     rows = x.numel() // x.shape[-1]
-    return torch.empty_like(x), x.new_empty((rows, x.shape[-1] // group_size), dtype=torch.float32)
+    return x.new_empty(x.shape), x.new_empty((rows, x.shape[-1] // group_size), dtype=torch.float32)
 
 
 def _backward(saved, grads):
@@ -41,6 +52,26 @@ _rmsnorm = build(OpSpec(
     "norm_before_gate: bool", outputs=("y", "rstd"), forward=_forward, fake=_fake,
     grads=("x", "weight", "bias", "z"), grad_outputs=("y",), saves=("x", "weight", "bias", "z", "rstd"),
     backward=_backward))
+
+
+def add_rmsnorm(x: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float, residual_dtype: torch.dtype):
+    """A pre-norm block's ``residual = x + residual`` (``x`` alone when None), in ``residual_dtype``, and
+    ``rmsnorm(residual.to(x.dtype)) * weight``, in one pass: ``(normed, residual)``. For calls that keep
+    nothing for a backward (the LM's inference); the result equals the two steps' (the same roundings).
+
+    Args: ``x (..., D)``; ``residual`` shaped like ``x`` or None; ``weight (D,)`` in ``x``'s dtype."""
+    if records_graph(x, residual, weight):
+        raise RuntimeError("add_rmsnorm has no backward: call it under torch.no_grad()")
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual must be shaped like x {tuple(x.shape)}, got {tuple(residual.shape)}")
+    D = x.shape[-1]
+    _validate.shape("weight", weight, (D,), "(D,)")
+    rows = x.reshape(-1, D).contiguous()
+    res_out = torch.empty(rows.shape, device=x.device, dtype=residual_dtype)
+    res_in = residual.reshape(-1, D).contiguous() if residual is not None else None
+    y, _ = _k.rmsnorm_forward(rows, weight.contiguous(), None, None, eps, D, False, residual=res_in,
+                              res_out=res_out)
+    return y.view(x.shape), res_out.view(x.shape)
 
 
 def rmsnorm_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, z: Optional[Tensor] = None,

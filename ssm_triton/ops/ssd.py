@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels.ssd import launch as _k
+from ._layout import records_graph, step_strided
 from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -176,7 +177,9 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     if cu_seqlens is not None and seq_idx is None:
         seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    args = (c(x), c(dt), c(A), c(B), c(C), c(D), c(z), c(dt_bias), c(initial_states), c(seq_idx),
+    # a call that keeps nothing for a backward reads projection slices in place (ops/_layout.py)
+    s = c if records_graph(x, dt, A, B, C, D, z, dt_bias, initial_states) else step_strided
+    args = (s(x), s(dt), c(A), s(B), s(C), c(D), s(z), c(dt_bias), c(initial_states), c(seq_idx),
             c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
             deterministic)
     out, final, varlen, *_ = _ssd(*args)

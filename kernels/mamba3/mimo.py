@@ -1,0 +1,426 @@
+"""Mamba-3 MIMO's per-step terms around the SSD stages (``ops/mamba3_mimo.py`` runs the stages in pseudo-time,
+rank ``r`` of step ``t`` at ``t R + r``): the rotated ``q~, k~`` going in, the in-step ``R x R`` block, skip,
+gate and output projection coming out, forward and backward.
+
+Why kernels: written as PyTorch ops these terms were 48 of MIMO's 53 ms forward at B=8 L=4096 R=4 H=32
+(H200, 2026-12-02, ``bench/results/h200-2026-12-02e/profile.txt``): every one of them materialised a
+``(b, L, R, H, N)`` fp32 tensor, and the in-step block ran as batched ``R x R`` matrix products.
+
+``_prep_fwd_kernel``, a program per (block of ``BLOCK_T`` steps, row x head): ``q' = Q + Q_bias[h]``,
+``k' = K + K_bias[h]`` (Q/K head ``h // (H / Hqk)``), turned by ``theta`` on the half-split pairs
+``(n, N/2 + n)``, ``n < S``, written in the stages' operand dtype as ``(b, L, R, H, N)`` (the stages' flat
+``(b, L R, H, N)``), and the in-step scores ``sc[r, s] = q'_r . k'_s`` (fp32 ``(b, L, H, R, R)``; a turn
+by one angle keeps the dot product).
+
+``_out_fwd_kernel``, a program per (step block, row x head), with ``v_s = V * MIMO_V[h, s]``::
+
+    y_r += sum_s sc[r, s] w[r, s] v_s + D v_r,   w[r, s] = gamma_t (s > r), -e_{t+1} (s <= r)
+    out  = sum_r MIMO_Out[h, r] * y_r * silu(Z * MIMO_Z[h, r])
+
+(the stages gave the pairs ``s <= r`` the weight ``scale_t = gamma_t + e_{t+1}``, the in-step block
+``gamma_t`` for all). ``_out_bwd_kernel`` pulls ``d out`` back through it: the stages' ``dy`` (fp32), the
+scores', ``gamma``'s and ``e``'s gradients, ``dV`` (this part's), ``dZ`` and per-program partial sums of
+``dMIMO_V``, ``dMIMO_Z``, ``dMIMO_Out`` and ``dD``. ``_prep_bwd_kernel``, a program per (step block,
+row x Q/K head, rank): the stages' ``dq~, dk~`` turned back, plus the scores' terms, summed over the
+heads that share the Q/K head; the biases' partial sums; the angle's gradient per rank (summed outside).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ..activations import silu_and_slope
+from ..host import cdiv, next_power_of_2
+from ..tuning import Kernel, run_mode
+
+
+@triton.jit
+def _turn(x1, x2, cos, sin):
+    return x1 * cos - x2 * sin, x1 * sin + x2 * cos
+
+
+@triton.jit
+def _qk_at(bi, t, r, hk, L, R, Hqk, N):
+    """Offsets of the rows ``(b, t, r, hk, :)`` of ``Q``/``K (b, L, R, Hqk, N)``."""
+    return ((bi.to(tl.int64) * L + t) * R + r) * Hqk * N + hk * N
+
+
+@triton.jit
+def _biased(PTR, BIAS, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok):
+    """``(Q + Q_bias[h, r])`` halves for the steps ``t``: ``(BLOCK_T, BLOCK_H)`` each."""
+    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
+    half = N // 2
+    b1 = tl.load(BIAS + (h * R + r) * N + hs, mask=h_ok, other=0.0).to(tl.float32)
+    b2 = tl.load(BIAS + (h * R + r) * N + half + hs, mask=h_ok, other=0.0).to(tl.float32)
+    x1 = tl.load(PTR + at[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32) + b1[None, :]
+    x2 = tl.load(PTR + at[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32) + b2[None, :]
+    return x1, x2
+
+
+@triton.jit
+def _angles(THETA, bi, t, h, ok, L, H, S, hs):
+    """``cos, sin`` of ``theta (b, L, H, S)`` as ``(BLOCK_T, BLOCK_H)``; 1 and 0 past the turned pairs."""
+    m = ok[:, None] & (hs < S)[None, :]
+    th = tl.load(THETA + ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + hs[None, :], mask=m, other=0.0)
+    return tl.cos(th), tl.sin(th)
+
+
+@triton.jit
+def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
+                     R: tl.constexpr, DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    hk = h // (H // Hqk)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    hs = tl.arange(0, BLOCK_H)
+    half = N // 2
+    h_ok = hs < half
+    m = ok[:, None] & h_ok[None, :]
+    cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+    # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
+    for r in range(R):
+        dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
+        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        qa, qb = _turn(q1, q2, cos, sin)
+        tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
+        tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
+        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        a, b = _turn(k1, k2, cos, sin)
+        tl.store(KR + dst[:, None] + hs[None, :], a.to(KR.dtype.element_ty), mask=m)
+        tl.store(KR + dst[:, None] + half + hs[None, :], b.to(KR.dtype.element_ty), mask=m)
+        for s in range(R):
+            k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
+            tl.store(SC + at, tl.sum(q1 * k1 + q2 * k2, axis=1), mask=ok)
+            # s <= r: the same product as the stages' tensor cores take it, turned and in their dtype
+            a, b = _turn(k1, k2, cos, sin)
+            scc = tl.sum(_rounded(qa, DOT) * _rounded(a, DOT) + _rounded(qb, DOT) * _rounded(b, DOT), axis=1)
+            tl.store(SCC + at, tl.where(s <= r, scc, 0.0), mask=ok)
+
+
+@triton.jit
+def _rounded(x, DOT: tl.constexpr):
+    return x.to(DOT).to(tl.float32)
+
+
+@triton.jit
+def _in_step(SC, SCC, at, ok, G, E):
+    """The in-step block's weight of ``v_s`` in ``y_r``: ``gamma sc[r, s]``, less what the stages added,
+    ``(gamma + e_{t+1}) scc[r, s]`` (0 unless ``s <= r``); and ``(sc, scc)``."""
+    sc = tl.load(SC + at, mask=ok, other=0.0)
+    scc = tl.load(SCC + at, mask=ok, other=0.0)
+    return G * sc - (G + E) * scc, sc, scc
+
+
+@triton.jit
+def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
+                    R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
+                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    ps = tl.arange(0, BLOCK_P)
+    p_ok = ps < P
+    m = ok[:, None] & p_ok[None, :]
+    step = bi.to(tl.int64) * L + t
+    at = (step * H + h)[:, None] * P + ps[None, :]                       # (b, L, H, P)
+    vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
+    g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    if HAS_Z:
+        zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
+    if HAS_D:
+        d_h = tl.load(D + h).to(tl.float32)
+    acc = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    for r in range(R):
+        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]       # (b, L, R, H, P)
+        y = tl.load(Y + y_at, mask=m, other=0.0)
+        for s in range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            y += w[:, None] * vt * mv_s[None, :]
+        if HAS_D:
+            mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            y += d_h * vt * mv_r[None, :]
+        if HAS_Z:
+            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            gate, _ = silu_and_slope(zt * mz[None, :])
+            y = y * gate
+        if HAS_OUT:
+            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            acc += mo[None, :] * y
+        else:
+            tl.store(OUT + y_at, y.to(OUT.dtype.element_ty), mask=m)
+    if HAS_OUT:
+        tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
+                    DY, DSC, DSCC, DG, DE, DV, DZ, DMV, DMZ, DMO, DD,
+                    L, H, P,
+                    R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
+                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
+    outside, in a fixed order."""
+    bh = tl.program_id(1)
+    bi = bh // H
+    h = bh % H
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    ps = tl.arange(0, BLOCK_P)
+    p_ok = ps < P
+    m = ok[:, None] & p_ok[None, :]
+    rs = tl.arange(0, BLOCK_R)
+    step = bi.to(tl.int64) * L + t
+    at = (step * H + h)[:, None] * P + ps[None, :]
+    vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
+    g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    d_h = 0.0
+    if HAS_D:
+        d_h = tl.load(D + h).to(tl.float32)
+    if HAS_Z:
+        zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
+        dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    if HAS_OUT:
+        dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+    dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    d_mv = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_mz = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_mo = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_d = tl.zeros([BLOCK_T], dtype=tl.float32)
+    d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
+    d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
+    for r in range(R):
+        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
+        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        # the pre-gate output again, and the weight each v_s took in it
+        y = tl.load(Y + y_at, mask=m, other=0.0)
+        coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        for s in range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            coef += w[:, None] * mv_s[None, :]
+        y += vt * coef
+        if HAS_OUT:
+            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            dy = dout * mo[None, :]
+        else:
+            dy = tl.load(DOUT + y_at, mask=m, other=0.0).to(tl.float32)
+        if HAS_Z:
+            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            gate, slope = silu_and_slope(zt * mz[None, :])
+            dzr = dy * y * slope
+            dz += dzr * mz[None, :]
+            d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
+            y = y * gate
+            dy = dy * gate
+        if HAS_OUT:
+            d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
+        tl.store(DY + y_at, dy, mask=m)
+        dv += dy * coef
+        if HAS_D:
+            d_d += tl.sum(dy * vt * mv_r[None, :], axis=1)
+            d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
+        for s in range(R):
+            s_at = ((step * H + h) * R + r) * R + s
+            w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
+            tl.store(DSC + s_at, g * dot, mask=ok)
+            tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+            d_g += (sc - scc) * dot
+            d_e -= scc * dot
+            d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
+    tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
+    tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
+    tl.store(DV + at, dv, mask=m)
+    if HAS_Z:
+        tl.store(DZ + at, dz, mask=m)
+    part = (tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh)
+    pr = (part * R + rs)[:, None] * P + ps[None, :]
+    pr_ok = (rs < R)[:, None] & p_ok[None, :]
+    tl.store(DMV + pr, d_mv, mask=pr_ok)
+    if HAS_Z:
+        tl.store(DMZ + pr, d_mz, mask=pr_ok)
+    if HAS_OUT:
+        tl.store(DMO + pr, d_mo, mask=pr_ok)
+    if HAS_D:
+        tl.store(DD + part, tl.sum(d_d, axis=0))
+
+
+@triton.jit
+def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
+                     nb, L, H, Hqk, N, S,
+                     R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    """A program per (step block, row x Q/K head, rank ``r``): ``dQ, dK`` of rank ``r`` summed over the
+    heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs along L, b, H, R, N)`` partials;
+    ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms."""
+    bk = tl.program_id(1)
+    bi = bk // Hqk
+    hk = bk % Hqk
+    r = tl.program_id(2)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    hs = tl.arange(0, BLOCK_H)
+    half = N // 2
+    h_ok = hs < half
+    m = ok[:, None] & h_ok[None, :]
+    group = H // Hqk
+    step = bi.to(tl.int64) * L + t
+    dq1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dk1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    for j in range(group):
+        h = hk * group + j
+        cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        src = ((step * R + r) * H + h) * N
+        g1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
+        g2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
+        g3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0)
+        g4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
+        # the stages' rounded scores scc[r, s] (s <= r) act on q~_r, k~_s; their gradient passes the
+        # rounding straight through, onto dq~ and dk~ before those are turned back
+        for s in range(R):
+            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            o1, o2 = _turn(o1, o2, cos, sin)
+            w = tl.where(r >= s, tl.load(DSCC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0), 0.0)
+            g1 += w[:, None] * o1
+            g2 += w[:, None] * o2
+            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            o1, o2 = _turn(o1, o2, cos, sin)
+            w = tl.where(r <= s, tl.load(DSCC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0), 0.0)
+            g3 += w[:, None] * o1
+            g4 += w[:, None] * o2
+        a, b = _turn(q1, q2, cos, sin)
+        dth = g2 * a - g1 * b
+        pq1 = g1 * cos + g2 * sin
+        pq2 = g2 * cos - g1 * sin
+        a, b = _turn(k1, k2, cos, sin)
+        dth += g4 * a - g3 * b
+        pk1 = g3 * cos + g4 * sin
+        pk2 = g4 * cos - g3 * sin
+        for s in range(R):
+            # sc[r, s] = q'_r . k'_s feeds dq'_r; sc[s, r] = q'_s . k'_r feeds dk'_r
+            w = tl.load(DSC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0)
+            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            pq1 += w[:, None] * o1
+            pq2 += w[:, None] * o2
+            w = tl.load(DSC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0)
+            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            pk1 += w[:, None] * o1
+            pk2 += w[:, None] * o2
+        dq1 += pq1
+        dq2 += pq2
+        dk1 += pk1
+        dk2 += pk2
+        part = ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r
+        tl.store(DQB + part * N + hs, tl.sum(pq1, axis=0), mask=h_ok)
+        tl.store(DQB + part * N + half + hs, tl.sum(pq2, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + hs, tl.sum(pk1, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + half + hs, tl.sum(pk2, axis=0), mask=h_ok)
+        th_at = ((r.to(tl.int64) * nb + bi) * L + t) * H + h
+        tl.store(DTH + th_at[:, None] * S + hs[None, :], dth, mask=ok[:, None] & (hs < S)[None, :])
+    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
+    tl.store(DQ + at[:, None] + hs[None, :], dq1.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DQ + at[:, None] + half + hs[None, :], dq2.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + hs[None, :], dk1.to(DK.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + half + hs[None, :], dk2.to(DK.dtype.element_ty), mask=m)
+
+
+prep_fwd_kernel = Kernel(_prep_fwd_kernel)
+out_fwd_kernel = Kernel(_out_fwd_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO"))
+out_bwd_kernel = Kernel(_out_bwd_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO"))
+prep_bwd_kernel = Kernel(_prep_bwd_kernel)
+
+
+# Step blocks (not tuned yet), sized so that no kernel spills on sm_90 at N = 128, P = 64
+# (tests/sm90_compile.py --resources); the interpreter takes short blocks, so that tests cross them.
+def _blocks(device, forward: bool) -> int:
+    if run_mode(device).interpreted:
+        return 4
+    return 16 if forward else 8
+
+
+def _block_h(N: int) -> int:
+    return next_power_of_2(max(N // 2, 1))
+
+
+def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
+    """``Q, K (b, L, R, Hqk, N)`` contiguous, ``Q_bias, K_bias (H, R, N)`` fp32, ``theta (b, L, H, S)`` fp32,
+    ``dot`` the stages' tensor-core dtype -> ``(q~, k~ (b, L, R, H, N)`` fp32, ``sc (b, L, H, R, R)`` fp32
+    ``q'_r . k'_s``, ``scc`` the same for ``s <= r`` as the stages compute it, from ``q~, k~`` rounded to
+    ``dot`` (0 above the diagonal))``. The in-step block subtracts ``scc`` where the stages added it, so their
+    rounding cancels (bf16 rounding of a short, cancelling product cost MIMO 5% of an output on the H200)."""
+    b, L, R, Hqk, N = Q.shape
+    qr = torch.empty((b, L, R, H, N), device=Q.device, dtype=torch.float32)
+    kr = torch.empty_like(qr)
+    sc = torch.empty((b, L, H, R, R), device=Q.device, dtype=torch.float32)
+    scc = torch.empty_like(sc)
+    bt = _blocks(Q.device, True)
+    prep_fwd_kernel((cdiv(L, bt), b * H), Q=Q, K=K, QB=Q_bias, KB=K_bias, THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc,
+                    L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R, DOT=dot, BLOCK_T=bt, BLOCK_H=_block_h(N),
+                    num_warps=4)
+    return qr, kr, sc, scc
+
+
+def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
+    """Gradients of :func:`prep_forward` from ``dqr, dkr (b, L, R, H, N)`` fp32 and ``dsc``: ``(dQ, dK`` in their
+    dtypes, ``dQ_bias, dK_bias (H, R, N)`` fp32, ``dtheta (b, L, H, S)`` fp32)."""
+    b, L, R, Hqk, N = Q.shape
+    H, S = theta.shape[2], theta.shape[3]
+    bt = _blocks(Q.device, False)
+    nt = cdiv(L, bt)
+    dq = torch.empty_like(Q)
+    dk = torch.empty_like(K)
+    dqb = torch.empty((nt, b, H, R, N), device=Q.device, dtype=torch.float32)
+    dkb = torch.empty_like(dqb)
+    dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
+    prep_bwd_kernel((nt, b * Hqk, R), Q=Q, K=K, QB=Q_bias, KB=K_bias, THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc,
+                    DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth, nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt,
+                    BLOCK_H=_block_h(N), num_warps=4)
+    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
+
+
+def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
+    """``y (b, L, R, H, P)`` fp32 (the stages' output), ``sc (b, L, H, R, R)``, ``gamma, e_next (b, H, L)`` fp32,
+    ``V, Z (b, L, H, P)``, ``MIMO_* (H, R, P)`` fp32, ``D (H,)`` -> ``out (b, L, H, P)`` in V's dtype, or
+    ``(b, L, R, H, P)`` without ``MIMO_Out``."""
+    b, L, R, H, P = y.shape
+    out = torch.empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P), device=V.device, dtype=V.dtype)
+    bt = _blocks(V.device, True)
+    out_fwd_kernel((cdiv(L, bt), b * H), Y=y, SC=sc, SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z,
+                   MO=MIMO_Out, OUT=out, L=L, H=H, P=P, R=R, BLOCK_T=bt, BLOCK_P=next_power_of_2(P), num_warps=4)
+    return out
+
+
+def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
+    """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P), dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or
+    None`` (fp32), ``dMIMO_V, dMIMO_Z or None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
+    b, L, R, H, P = y.shape
+    bt = _blocks(V.device, False)
+    nt = cdiv(L, bt)
+    f32 = dict(device=V.device, dtype=torch.float32)
+    dy = torch.empty((b, L, R, H, P), **f32)
+    dsc = torch.empty_like(sc)
+    dscc = torch.empty_like(sc)
+    dg = torch.empty((b, H, L), **f32)
+    de = torch.empty_like(dg)
+    dv = torch.empty((b, L, H, P), **f32)
+    dz = torch.empty_like(dv) if Z is not None else None
+    parts = lambda on: torch.empty((nt, b, H, R, P), **f32) if on else None  # noqa: E731
+    dmv, dmz, dmo = parts(True), parts(Z is not None), parts(MIMO_Out is not None)
+    dd = torch.empty((nt, b, H), **f32) if D is not None else None
+    out_bwd_kernel((nt, b * H), DOUT=dout, Y=y, SC=sc, SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D,
+                   Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy, DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo,
+                   DD=dd, L=L, H=H, P=P, R=R, BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
+                   BLOCK_R=next_power_of_2(R), num_warps=4)
+    fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
+    return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)
