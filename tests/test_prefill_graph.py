@@ -118,3 +118,8 @@ def test_a_replaced_weight_anywhere_means_a_new_capture(device, monkeypatch):
         layer.in_proj.weight = torch.nn.Parameter(layer.in_proj.weight.clone())
         graphs(m.backbone, ids)
         assert len(captures) == 2
+        m.backbone.layers[0] = copy.deepcopy(m.backbone.layers[0])             # a whole layer replaced
+        graphs(m.backbone, ids)
+        assert len(captures) == 3
+        graphs(m.backbone, ids)
+        assert len(captures) == 3

@@ -158,6 +158,23 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(got, ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16))
 
 
+def test_a_remembered_signature_still_rejects_a_bad_call(device):
+    """A call's checks run once per signature (shapes, dtypes, devices, plain arguments): the next call that
+    differs only in a plain argument's type (1 for True), a tensor's shape or dtype is checked again and
+    rejected, and a call like the first one gives the same answer."""
+    t = problem(device, 1, 9, 1, 2, 4, 5, 8, True, False, torch.float32)
+    first = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+    with pytest.raises(TypeError, match="dt_softplus must be a bool"):
+        ssm_triton.mamba_chunk_scan_combined(**{**t, "dt_softplus": int(t.get("dt_softplus", False))}, chunk_size=16)
+    with pytest.raises(ValueError, match="C must have shape"):
+        ssm_triton.mamba_chunk_scan_combined(**{**t, "C": t["C"][:, :8]}, chunk_size=16)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        ssm_triton.mamba_chunk_scan_combined(**{**t, "x": t["x"].double()}, chunk_size=16)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=True)
+    torch.testing.assert_close(ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16), first)
+
+
 def test_deterministic_backward_repeats_bit_for_bit(device):
     t = problem(device, 2, 50, 1, 3, 4, 5, 12, True, True, torch.float32)
     leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES}

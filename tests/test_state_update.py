@@ -168,6 +168,18 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
         ssm_triton.selective_state_update(**args)
 
 
+def test_a_remembered_signature_still_rejects_a_bad_call(device):
+    """The checks run once per signature: after a good call, calls that differ from it in one plain
+    argument's type, one tensor's dtype, or that record a graph are still rejected."""
+    good = on(device, GOOD)
+    ssm_triton.selective_state_update(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in good.items()})
+    for override, exc, match in ((dict(dt_softplus=int(good.get("dt_softplus", False))), TypeError, "dt_softplus"),
+                                 (dict(x=good["x"].double()), TypeError, "x must have dtype"),
+                                 (dict(x=good["x"].clone().requires_grad_()), RuntimeError, "not differentiable")):
+        with pytest.raises(exc, match=match):
+            ssm_triton.selective_state_update(**{**good, **override})
+
+
 def test_an_out_of_range_cache_row_is_neither_read_nor_written(device):
     """The indices are checked without a host sync (asynchronously on a GPU), so the kernel must stand
     a bad one: its row of the output is NaN, no cache row outside the valid ones is touched, and the

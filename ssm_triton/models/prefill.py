@@ -75,6 +75,8 @@ class PrefillGraphs:
         self.capacity = capacity
         self.graphs: OrderedDict = OrderedDict()
         self.weights = None
+        self._layout = None   # the backbone's top modules, and every parameter's and buffer's slot in them
+        self._slots = ()
 
     def __deepcopy__(self, memo):   # a copied model captures its own graphs
         return PrefillGraphs(self.capacity)
@@ -86,15 +88,28 @@ class PrefillGraphs:
         self.__init__(state["capacity"])
 
     def clear(self) -> None:
+        """Drops every graph (and walks the modules again at the next call)."""
         self.graphs.clear()
         self.weights = None
+        self._layout = None
+
+    def _fingerprint(self, backbone) -> tuple:
+        """The storage of every parameter and buffer, read through their slots in the modules (``.to()``, a
+        new Parameter or ``.data = ...`` change it; values changed in place do not). The slots are walked
+        again when one of the backbone's layers is replaced; a module replaced deeper down is not seen:
+        call ``clear()`` after such surgery. About 25 µs for the 24-layer model, where a walk of
+        ``parameters()`` took 0.5 ms of host a call on the H200 machine (2026-12-02)."""
+        layout = (id(backbone), id(backbone.embedding), id(backbone.norm_f), *map(id, backbone.layers))
+        if layout != self._layout:
+            self._layout = layout
+            self._slots = tuple((store, name) for mod in backbone.modules() for store in (mod._parameters, mod._buffers)
+                                for name, t in store.items() if t is not None)
+        return layout + tuple((store[name].data_ptr(), store[name].dtype) for store, name in self._slots)
 
     def __call__(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
         """``backbone(input_ids)`` through a graph (captured on the first call of its bucket)."""
-        # every parameter's and buffer's storage (about 200 for a 24-layer model, some 20 µs): a graph reads
-        # the tensors it was captured with, so any replaced tensor (.to(), a new Parameter) means recapture
-        weights = tuple((t.data_ptr(), t.dtype) for t in backbone.parameters()) + tuple(
-            (t.data_ptr(), t.dtype) for t in backbone.buffers())
+        # a graph reads the tensors it was captured with: any replaced storage means recapture
+        weights = self._fingerprint(backbone)
         if weights != self.weights:
             self.clear()
             self.weights = weights

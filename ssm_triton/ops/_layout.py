@@ -23,7 +23,7 @@ def step_strided(t):
     """``t (batch, L, ...)`` as the inference kernels take it: itself when everything past dim 1 is contiguous
     and the batch stride is ``L`` steps (the kernels address ``(b L + t) stride + inner``), else a contiguous
     copy (or, for one step, a view whose step stride is the batch stride). None stays None."""
-    if t is None or t.dim() < 2:
+    if t is None or t.dim() < 2 or t.is_contiguous():
         return t
     expect = 1
     for size, stride in zip(reversed(t.shape[2:]), reversed(t.stride()[2:])):

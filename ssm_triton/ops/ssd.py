@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _validate
+from .. import _runtime, _validate
 from ..kernels.ssd import launch as _k
 from ._layout import records_graph, step_strided
 from ._spec import OpSpec, build
@@ -68,6 +68,9 @@ _ssd = build(OpSpec(
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
     inference=_inference))
+
+
+_PASSED = _validate.Passed()
 
 
 def _check(name, t, shape, shape_doc, dtypes=IO_DTYPES):
@@ -170,8 +173,16 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     """
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    lo, hi = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
-                           dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic)
+    # cu_seqlens is checked by value on every call; the rest once per signature
+    key = None if cu_seqlens is not None else _validate.signature(
+        (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx),
+        (chunk_size, dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic, _runtime.INTERPRET))
+    limits = _PASSED.get(key)
+    if limits is None:
+        limits = _validate_all(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
+                               dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic)
+        _PASSED.put(key, limits)
+    lo, hi = limits
     if cu_seqlens is not None and cu_seqlens.device != x.device:
         cu_seqlens = cu_seqlens.to(x.device)
     if cu_seqlens is not None and seq_idx is None:

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _validate
+from .. import _runtime, _validate
 from ..kernels import state_update as _k
 from ._spec import OpSpec, build
 
@@ -37,29 +37,8 @@ def _check(name, t, shape, doc, dtypes=IO_DTYPES):
     _validate.shape(name, t, shape, doc)
 
 
-def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                           D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
-                           dt_softplus: bool = False, state_batch_indices: Optional[Tensor] = None) -> Tensor:
-    """One decode step: ``state = exp(dt A) state + dt B x`` in place, returns ``out = (state . C + D x) silu(z)``
-    (``dt = softplus(dt + dt_bias)`` when ``dt_softplus``).
-
-    Single-head (Mamba-1): ``state (cache, d, N)``, ``x, dt, z (b, d)``, ``A (d, N)``, ``B, C (b, N)``,
-    ``D, dt_bias (d,)``. Multi-head (Mamba-2): ``state (cache, H, P, N)``, ``x, dt, z (b, H, P)``,
-    ``A (H, P, N)``, ``B, C (b, G, N)`` (G dividing H), ``D, dt_bias (H, P)``. Any strides, stride-0
-    broadcasts included (Mamba-2 passes ``dt``, ``A``, ``D``, ``dt_bias`` expanded from one value per head).
-    ``state`` fp32 / bf16 / fp16, updated where it lies; arithmetic in fp32; N <= 256.
-
-    ``state_batch_indices (b,)`` int: row ``i`` of the batch reads and writes cache row
-    ``state_batch_indices[i]``; no other row changes. Without it the cache has exactly ``b`` rows. The
-    indices must be distinct and in range. They are checked without a host sync, so the step can be
-    captured in a CUDA graph: outside capture by an asynchronous device-side assertion (an index out of
-    range fails at the next synchronisation and, like any device-side assert, leaves the process's CUDA
-    context unusable), and the kernel never reads or writes a row out of range (its output row is NaN).
-    A CPU tensor of indices is checked at once (a ``ValueError``, distinctness included) and copied over.
-
-    Returns ``out``, shaped like ``x``, in ``x``'s dtype. Not differentiable: call it under
-    ``torch.no_grad()`` when its inputs require grad.
-    """
+def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
+    """Every check of ``selective_state_update``; returns ``state_batch_indices`` (a CPU copy moved over)."""
     _validate.tensor("state", state, dtypes=IO_DTYPES, shape_doc="(cache, d, N) or (cache, H, P, N)")
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (cache, d, N) or (cache, H, P, N), got shape {tuple(state.shape)}")
@@ -113,6 +92,41 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
             if idx.unique().numel() != idx.numel():
                 raise ValueError(f"state_batch_indices must be distinct rows of the cache, got {idx.tolist()[:16]}")
             state_batch_indices = idx.to(state.device)
+    return state_batch_indices
+
+
+_PASSED = _validate.Passed()
+
+
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
+                           dt_softplus: bool = False, state_batch_indices: Optional[Tensor] = None) -> Tensor:
+    """One decode step: ``state = exp(dt A) state + dt B x`` in place, returns ``out = (state . C + D x) silu(z)``
+    (``dt = softplus(dt + dt_bias)`` when ``dt_softplus``).
+
+    Single-head (Mamba-1): ``state (cache, d, N)``, ``x, dt, z (b, d)``, ``A (d, N)``, ``B, C (b, N)``,
+    ``D, dt_bias (d,)``. Multi-head (Mamba-2): ``state (cache, H, P, N)``, ``x, dt, z (b, H, P)``,
+    ``A (H, P, N)``, ``B, C (b, G, N)`` (G dividing H), ``D, dt_bias (H, P)``. Any strides, stride-0
+    broadcasts included (Mamba-2 passes ``dt``, ``A``, ``D``, ``dt_bias`` expanded from one value per head).
+    ``state`` fp32 / bf16 / fp16, updated where it lies; arithmetic in fp32; N <= 256.
+
+    ``state_batch_indices (b,)`` int: row ``i`` of the batch reads and writes cache row
+    ``state_batch_indices[i]``; no other row changes. Without it the cache has exactly ``b`` rows. The
+    indices must be distinct and in range. They are checked without a host sync, so the step can be
+    captured in a CUDA graph: outside capture by an asynchronous device-side assertion (an index out of
+    range fails at the next synchronisation and, like any device-side assert, leaves the process's CUDA
+    context unusable), and the kernel never reads or writes a row out of range (its output row is NaN).
+    A CPU tensor of indices is checked at once (a ``ValueError``, distinctness included) and copied over.
+
+    Returns ``out``, shaped like ``x``, in ``x``'s dtype. Not differentiable: call it under
+    ``torch.no_grad()`` when its inputs require grad.
+    """
+    tensors = (state, x, dt, A, B, C, D, z, dt_bias)
+    # the indices are checked by value on every call; the rest once per signature
+    key = None if state_batch_indices is not None else _validate.signature(tensors, (dt_softplus, _runtime.INTERPRET))
+    if _PASSED.get(key) is None:
+        state_batch_indices = _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+        _PASSED.put(key, True)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError("selective_state_update is not differentiable (it updates state in place); "
                            "call it under torch.no_grad()")
