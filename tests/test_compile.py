@@ -48,7 +48,18 @@ def _mimo_model(Q, K, V, adt, DT, Trap, qb, kb, mv, mz, mo, Angles, D, Z, a0, h0
     return out.sum((-1, -2)).sum(-1) + sum(torch.cos(f).sum() if i == 0 else f.sum() for i, f in enumerate(finals))
 
 
+def _mimo_packed_model(Q, K, V, adt, DT, Trap, qb, kb, mv, Angles):
+    cu = torch.tensor([0, 4, 9], device=V.device)
+    out, (angle, ssm, k, x) = ssm_triton.mamba3_mimo(Q, K, V, -adt.abs() * DT, DT, Trap, qb, kb, mv, None, None,
+                                                     Angles, chunk_size=4, return_state=True, cu_seqlens=cu)
+    return out.sum((-1, -2)).sum((-1, -2)) + torch.cos(angle).sum() + k.sum() + x.sum() + ssm.sum()
+
+
 CASES = {
+    "mamba3_mimo_packed": (_mimo_packed_model, lambda d: tuple(x.float() for x in (
+        normal((1, 9, 2, 1, 6), 70, d), normal((1, 9, 2, 1, 6), 71, d), normal((1, 9, 2, 3), 72, d),
+        normal((1, 2, 9), 73, d), uniform((1, 2, 9), 0.05, 0.5, 74, d), normal((1, 2, 9), 75, d),
+        normal((2, 2, 6), 76, d), normal((2, 2, 6), 77, d), normal((2, 2, 3), 78, d), normal((1, 9, 2, 2), 79, d)))),
     "mamba3_siso_packed": (_mamba3_packed_model, lambda d: tuple(x.float() for x in (
         normal((1, 19, 1, 6), 60, d), normal((1, 19, 1, 6), 61, d), normal((1, 19, 2, 3), 62, d),
         normal((1, 2, 19), 63, d), uniform((1, 2, 19), 0.05, 0.5, 64, d), normal((1, 2, 19), 65, d),
