@@ -25,6 +25,10 @@ def _configure() -> bool:
 INTERPRET: bool = _configure()
 """True when kernels run through the Triton interpreter (CPU tensors)."""
 
+if INTERPRET:
+    from . import _interpreter
+    _interpreter.install()
+
 
 def default_device() -> torch.device:
     """The device ``check`` and the tests use: CUDA when kernels are compiled, else CPU."""

@@ -87,6 +87,8 @@ class Passed:
         self._seen: OrderedDict = OrderedDict()
 
     def get(self, key):
+        if key is None:     # a call with value checks: never remembered
+            return None
         try:
             found = self._seen.get(key)
         except TypeError:   # an unhashable argument: checked in full, never remembered
@@ -96,6 +98,8 @@ class Passed:
         return found
 
     def put(self, key, value) -> None:
+        if key is None:
+            return
         try:
             self._seen[key] = value
         except TypeError:

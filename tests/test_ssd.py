@@ -241,6 +241,8 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
     args = on(device, {**GOOD, **override})
     if isinstance(override.get("cu_seqlens"), torch.Tensor):
         args["cu_seqlens"] = override["cu_seqlens"]   # a CPU copy is checked at once (on a GPU, asynchronously)
+        # a good call with cu_seqlens first: value checks must not be skipped for a call seen before
+        ssm_triton.mamba_chunk_scan_combined(**on(device, GOOD), cu_seqlens=torch.tensor([0, 2, 6]))
     with pytest.raises(exc, match=match):
         ssm_triton.mamba_chunk_scan_combined(**args)
 

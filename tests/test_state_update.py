@@ -164,6 +164,9 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
         # a CPU copy of the indices is what gets a ValueError at once; on a GPU, device-resident indices
         # are checked asynchronously (see the graph-capture test)
         args["state_batch_indices"] = override["state_batch_indices"]
+        # a good call with indices first: value checks must not be skipped for a call seen before
+        good = on(device, {**GOOD, "state": torch.zeros(3, 4, 3, 5)})
+        ssm_triton.selective_state_update(**good, state_batch_indices=torch.tensor([2, 0]))
     with pytest.raises(exc, match=match):
         ssm_triton.selective_state_update(**args)
 
