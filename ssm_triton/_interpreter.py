@@ -16,6 +16,8 @@ gradient test). The builtins' names are listed once per module here, and a modul
 left as it is, as before.
 
 Installed only when kernels are interpreted; a Triton without the hooks is left alone (slow, not wrong)."""
+import inspect
+
 import numpy as np
 
 
@@ -55,8 +57,8 @@ def _listing_once(original):
     def patch_builtin(pkg, builder, scope):
         found = names.get(id(pkg))
         if found is None:
-            found = names.setdefault(id(pkg), [n for n, m in vars(pkg).items() if tl.core.is_builtin(m)]
-                                     if hasattr(pkg, "__dict__") else None)
+            # the original's own listing (inherited members included), once
+            found = names.setdefault(id(pkg), [n for n, m in inspect.getmembers(pkg) if tl.core.is_builtin(m)])
         if not found:
             return original(pkg, builder, scope)
         if not tl.core.is_builtin(getattr(pkg, found[0], None)):
