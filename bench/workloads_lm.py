@@ -43,7 +43,7 @@ def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
 def reference_ops():
     """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
     from ssm_triton.modules import mamba2, norm
-    from ssm_triton.ops import combined
+    from ssm_triton.ops import combined, mamba2_step
     from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch, ssd_quadratic_torch
 
     def conv_update(x, conv_state, weight, bias=None, activation=None):
@@ -61,7 +61,8 @@ def reference_ops():
     # the block's forward is ops.combined's function; its step calls the decode ops and the norm module
     swaps = [(combined, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
              (combined, "rmsnorm_fn", rmsnorm_torch), (norm, "rmsnorm_fn", rmsnorm_torch),
-             (combined, "mamba_chunk_scan_combined", ssd), (mamba2, "selective_state_update", _state_update_torch)]
+             (combined, "mamba_chunk_scan_combined", ssd), (mamba2, "selective_state_update", _state_update_torch),
+             (mamba2_step, "ENABLED", False)]   # the step composed of the ops above, not the fused kernels
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
     try:
         for mod, name, fn in swaps:
@@ -132,12 +133,14 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         out.append(Workload(prefix + "prefill_cuda_graph", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L),
                             make, {OURS: on(graphed_prefill, False)}, tokens=L))
 
-    def graphed(reference, bsz):
-        """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU)."""
+    def graphed(reference, bsz, composed=False):
+        """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU); ``composed``:
+        our kernels op by op, without the fused Mamba-2 step (ops/mamba2_step.py)."""
         def build(x, direction):
             if device.type != "cuda":
                 return on(lambda x: model(x["tok"], inference_params=x["params"]), reference)(x, direction)
-            with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()):
+            with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()), \
+                    _fused_step(not composed):
                 graph = DecodeGraph(model, x["params"], bsz, device)
             def run():
                 with torch.inference_mode():  # the graph's buffers are inference tensors
@@ -156,6 +159,8 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
                      for c, s in model.allocate_inference_cache(bsz, 1).values())
         impls = {OURS: graphed(False, bsz)}
+        if device.type == "cuda" and layer == "Mamba2":
+            impls["ssm_triton_composed_step"] = graphed(False, bsz, composed=True)
         if with_reference:
             impls["torch_reference_ops"] = graphed(True, bsz)
         if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
@@ -165,6 +170,17 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         out.append(Workload(prefix + "decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
                             make_decode, impls, tokens=bsz))
     return out
+
+
+@contextlib.contextmanager
+def _fused_step(on: bool):
+    from ssm_triton.ops import mamba2_step
+
+    saved, mamba2_step.ENABLED = mamba2_step.ENABLED, on and mamba2_step.ENABLED
+    try:
+        yield
+    finally:
+        mamba2_step.ENABLED = saved
 
 
 @contextlib.contextmanager

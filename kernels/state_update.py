@@ -29,7 +29,7 @@ def _state_update_kernel(
     b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr,
+    HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     bi = tl.program_id(1).to(tl.int64)
@@ -68,9 +68,13 @@ def _state_update_kernel(
         dt = tl.zeros([BLOCK_P], dtype=tl.float32) + dt
     if A_PER_HEAD:
         a = tl.load(A + h * a_h).to(tl.float32)
+        if A_LOG:   # Mamba-2's A_log as the module keeps it: the step needs no launch for -exp(A_log)
+            a = -tl.exp(a)
         decay = tl.exp(a * dt)[:, None]
     else:
         a = tl.load(A + h * a_h + ps[:, None] * a_p + ns[None, :] * a_n, mask=pn_ok, other=0.0).to(tl.float32)
+        if A_LOG:
+            a = -tl.exp(a)
         decay = tl.exp(a * dt[:, None])
     b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
     c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)
@@ -96,7 +100,7 @@ def _rule(problem, mode):
     H100 every shape with at least 4 elements a thread ran within 2% of the others
     (bench/sweep_blocks.py, 2026-11-25)."""
     if mode.interpreted:
-        return dict(BLOCK_P=4, num_warps=1)
+        return dict(BLOCK_P=16, num_warps=1)   # the LM tests step dozens of heads: few programs
     P, N = problem[1], problem[2]
     return dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
 
@@ -122,11 +126,12 @@ state_update_kernel = TunableKernel(
     flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX"))
 
 
-def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None):
+def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
     ``out (b, H, P)`` in ``x``'s dtype. ``config`` (launch keywords) overrides the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
-    each other at the headline shape; evict-first / streaming-store hints on the state cost 4%)."""
+    each other at the headline shape; evict-first / streaming-store hints on the state cost 4%).
+    ``a_is_log``: ``A`` holds ``log(-A)`` (the fused Mamba-2 step passes the module's ``A_log``)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
@@ -144,7 +149,7 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     o_b, o_h, o_p = out.stride()
     a_per_head = a_p == 0 and a_n == 0
     dt_per_head = dt_p == 0 and (dt_bias is None or bias_p == 0)
-    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, bsz, H)
+    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, bsz, H)
     state_update_kernel.launch(
         problem, config,
         S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out,
@@ -152,5 +157,5 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
         s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n, x_b=x_b, x_h=x_h, x_p=x_p, dt_b=dt_b, dt_h=dt_h, dt_p=dt_p,
         a_h=a_h, a_p=a_p, a_n=a_n, b_b=b_b, b_g=b_g, b_n=b_n, c_b=c_b, c_g=c_g, c_n=c_n, d_h=d_h, d_p=d_p,
         z_b=z_b, z_h=z_h, z_p=z_p, bias_h=bias_h, bias_p=bias_p, o_b=o_b, o_h=o_h, o_p=o_p,
-        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, BLOCK_N=next_power_of_2(N))
+        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, BLOCK_N=next_power_of_2(N))
     return out

@@ -1,0 +1,227 @@
+"""Mamba-2's decode step in three launches a layer, for token-by-token generation.
+
+The step composed of the ops takes eight to ten launches a layer (the residual add and norm, in_proj,
+the conv window, ``A = -exp(A_log)``, the state update, the gated norm, out_proj); at batch 1 each is a
+few microseconds of a mostly idle GPU (H200 profile, 2026-12-02: 0.53 ms of kernels a token for the 130M
+model's 24 layers, bench/results/h200-2026-12-02f/profile_decode.txt). Here a layer is:
+
+1. ``_in_step_kernel``: [the block's ``residual += hidden`` and RMSNorm] -> in_proj, a skinny matmul that
+   reads the weight once -> per output channel: ``z`` and ``dt`` stored as they come; each of ``x, B, C``
+   through its causal conv window (rolled in place) and silu. A program owns whole output channels, so it
+   alone touches their windows.
+2. the state update (``kernels/state_update.py``) on views of that buffer, ``A`` read as ``A_log``.
+3. ``_out_step_kernel``: the gated RMSNorm of ``y`` (each program recomputes the group statistics from
+   ``y``, a few KB from L2) -> out_proj.
+
+Values are rounded where the composed step rounds them (the projection's output and the norm's output
+in the model's dtype), so the two agree to the accumulation order of the products.
+
+Shapes: ``hidden (M, K)`` with ``K = d_model``; in_proj weight ``(O, K)``, ``O = 2 d_ssm + 2 G N + H``;
+``conv_state (M, conv_dim, W)``, ``conv_dim = d_ssm + 2 G N``; out_proj weight ``(d_model, d_ssm)``.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .host import cdiv, next_power_of_2
+from .ssd.common import mm
+from .ssd.launch import dot_for
+from .tuning import TunableKernel, bucket, run_mode
+
+
+@triton.jit
+def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
+    """``hidden + residual`` of rows x columns ``kk``, in fp32."""
+    u = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+    if HAS_RES:
+        u += tl.load(RES + rows[:, None] * r_m + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+    return u
+
+
+@triton.jit
+def _in_step_kernel(
+    HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # pointers (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
+    M, K, O, d_ssm, conv_dim, eps,                                       # sizes; the block norm's epsilon
+    h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
+    HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr,
+    W: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """``ZX (M, O)`` in the weight's dtype: ``[z | silu(conv(x, B, C)) | dt]``; ``RES_OUT (M, K)``
+    contiguous: ``hidden + residual`` (written by the programs of the first column block)."""
+    rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    m_ok = rows < M
+    cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = cols < O
+    ks = tl.arange(0, BLOCK_K)
+    dt_in = HID.dtype.element_ty
+    if HAS_NORM:
+        res_dt = RES_OUT.dtype.element_ty
+        sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + ks
+            ok = m_ok[:, None] & (kk < K)[None, :]
+            kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt)
+            if tl.program_id(0) == 0:
+                tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
+            u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
+            sq += tl.sum(u * u, axis=1)
+        rstd = 1.0 / tl.sqrt(sq / K + eps)
+    acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + ks
+        k_ok = kk < K
+        ok = m_ok[:, None] & k_ok[None, :]
+        if HAS_NORM:
+            u = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt).to(tl.float32)
+            u = u.to(dt_in).to(tl.float32)
+            nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
+            x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
+        else:
+            x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
+        w = tl.load(WIN + cols.to(tl.int64)[None, :] * K + kk[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
+        acc += mm(x, w, DOT)
+    if HAS_BIN:
+        acc += tl.load(BIN + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
+    # x, B, C: the conv window [old[1:], v] (stored back rolled) against the channel's taps, then silu
+    is_conv = (cols >= d_ssm) & (cols < d_ssm + conv_dim)
+    ch = tl.where(is_conv, cols - d_ssm, 0).to(tl.int64)
+    c_ok = m_ok[:, None] & is_conv[None, :]
+    win = CONV_S + rows[:, None] * cs_b + ch[None, :] * cs_c
+    y = tl.load(CONV_W + ch * W + (W - 1), mask=is_conv, other=0.0).to(tl.float32)[None, :] * v
+    if HAS_CONV_B:
+        y += tl.load(CONV_B + ch, mask=is_conv, other=0.0).to(tl.float32)[None, :]
+    for j in tl.static_range(W - 1):
+        # each (row, channel) lives in one thread for every load and store here (one tile shape), so
+        # the read of slot j + 1 precedes its overwrite in the next round
+        old = tl.load(win + (j + 1) * cs_w, mask=c_ok, other=0.0)
+        y += tl.load(CONV_W + ch * W + j, mask=is_conv, other=0.0).to(tl.float32)[None, :] * old.to(tl.float32)
+        tl.store(win + j * cs_w, old, mask=c_ok)
+    tl.store(win + (W - 1) * cs_w, v.to(CONV_S.dtype.element_ty), mask=c_ok)
+    y = y * tl.sigmoid(y)
+    out = tl.where(is_conv[None, :], y, v)
+    tl.store(ZX + rows[:, None] * O + cols[None, :], out.to(ZX.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr):
+    """What the norm normalises: ``y * silu(z)`` when the gate comes first, else ``y``; plus ``z``."""
+    y = tl.load(Y + rows[:, None] * d_ssm + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+    z = tl.zeros_like(y)
+    if HAS_NORM:
+        z = tl.load(ZX + rows[:, None] * zx_m + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+        if GATE_FIRST:
+            y = y * z * tl.sigmoid(z)
+    return y, z
+
+
+@triton.jit
+def _out_step_kernel(
+    Y, ZX, NORM_W, WOUT, BOUT, OUT,         # pointers (NORM_W, BOUT may be None)
+    M, d_ssm, group_size, d_model, eps, zx_m,
+    HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated."""
+    rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    m_ok = rows < M
+    cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = cols < d_model
+    ks = tl.arange(0, BLOCK_K)
+    dt_out = OUT.dtype.element_ty
+    acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+    for lo in range(0, d_ssm, group_size):
+        if HAS_NORM:
+            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for k0 in range(0, group_size, BLOCK_K):
+                kk = lo + k0 + ks
+                ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
+                u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+                sq += tl.sum(u * u, axis=1)
+            rstd = 1.0 / tl.sqrt(sq / group_size + eps)
+        for k0 in range(0, group_size, BLOCK_K):
+            kk = lo + k0 + ks
+            k_ok = k0 + ks < group_size
+            ok = m_ok[:, None] & k_ok[None, :]
+            u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+            if HAS_NORM:
+                u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+                if not GATE_FIRST:
+                    u = u * z * tl.sigmoid(z)
+            w = tl.load(WOUT + cols.to(tl.int64)[None, :] * d_ssm + kk[:, None], mask=k_ok[:, None] & o_ok[None, :],
+                        other=0.0)
+            acc += mm(u.to(dt_out), w, DOT)   # the norm's output in the model's dtype, as out_proj reads it
+    if HAS_BOUT:
+        acc += tl.load(BOUT + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
+
+
+def _rule(problem, mode):
+    """Enough column blocks to give every SM one (the weight is read once, so the step is bound by how
+    many SMs read it), at most 64 rows a block (past that cuBLAS's tiles win and the model keeps the
+    composed step); under the interpreter small blocks so tests cross them."""
+    M, O = problem[0], problem[1]
+    if mode.interpreted:
+        return dict(BLOCK_M=16, BLOCK_O=64, BLOCK_K=32, num_warps=1)
+    block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
+    return dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=128, num_warps=4)
+
+
+def _alternatives(problem, mode):
+    """Half and twice the column block, a longer or shorter reduction block, more warps or stages."""
+    kw = _rule(problem, mode)
+    alts = [dict(BLOCK_O=max(16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2), dict(BLOCK_K=64),
+            dict(BLOCK_K=256), dict(num_warps=8), dict(num_stages=4), dict(num_warps=2)]
+    return alts
+
+
+def _key(problem):
+    return (bucket(problem[0]), *problem[1:])
+
+
+def _grid(problem, kw):
+    return (cdiv(problem[1], kw["BLOCK_O"]), cdiv(problem[0], kw["BLOCK_M"]))
+
+
+in_step_kernel = TunableKernel("mamba2_in_step", _in_step_kernel, rule=_rule, alternatives=_alternatives, key=_key,
+                               grid=_grid, restore=("CONV_S",),
+                               flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV_B="CONV_B"))
+out_step_kernel = TunableKernel("mamba2_out_step", _out_step_kernel, rule=_rule, alternatives=_alternatives,
+                                key=_key, grid=_grid, flags=dict(HAS_NORM="NORM_W", HAS_BOUT="BOUT"))
+
+
+def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,
+            d_ssm, config=None):
+    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O) in weight's dtype, residual_out (M, K) or None)``;
+    rolls ``conv_state (M, conv_dim, W)`` in place. With ``norm_weight`` the input is
+    ``rmsnorm(hidden + residual) * norm_weight`` (``residual`` may be None) and ``residual_out`` the sum in
+    ``residual_dtype``; without it the input is ``hidden`` as given. ``conv_weight (conv_dim, W)``."""
+    M, K = hidden.shape
+    O = weight.shape[0]
+    conv_dim, W = conv_weight.shape
+    zx = torch.empty((M, O), device=hidden.device, dtype=weight.dtype)
+    res_out = (torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None)
+    cs_b, cs_c, cs_w = conv_state.stride()
+    problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W)
+    in_step_kernel.launch(
+        problem, config, HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
+        CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, d_ssm=d_ssm,
+        conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
+        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted))
+    return zx, res_out
+
+
+def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None):
+    """``y (M, d_ssm)`` contiguous, ``zx`` from :func:`in_step` (``z`` its first ``d_ssm`` columns) ->
+    ``(M, d_model)`` in ``weight``'s dtype: ``rmsnorm_gated(y, z) @ weight.T + bias`` (no norm when
+    ``norm_weight`` is None: ``y`` is then the gated output)."""
+    M, d_ssm = y.shape
+    d_model = weight.shape[0]
+    out = torch.empty((M, d_model), device=y.device, dtype=weight.dtype)
+    group_size = group_size if norm_weight is not None else d_ssm
+    problem = (M, d_model, d_ssm, group_size, weight.dtype, norm_weight is not None, gate_first)
+    out_step_kernel.launch(
+        problem, config, Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
+        group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
+        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted))
+    return out

@@ -1,0 +1,182 @@
+"""The fused Mamba-2 decode step (ops/mamba2_step.py, kernels/mamba2_step.py) against a float64 step composed
+of the references, over the block's options, groups, dtypes and batch sizes; the LM's decoding with it
+against the composed step; every launch config; which calls it serves."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ssm_triton.kernels import mamba2_step as km
+from ssm_triton.kernels import tuning
+from ssm_triton.kernels.tuning import H100
+from ssm_triton.models import MambaConfig, MambaLMHeadModel
+from ssm_triton.modules import InferenceParams, Mamba2
+from ssm_triton.ops import mamba2_step as fused
+from ssm_triton.reference import causal_conv1d_update_torch, rmsnorm_torch, selective_state_update_np
+from ssm_triton.tolerance import assert_close
+from strategies import examples, seeds
+
+
+def _f64(t):
+    return None if t is None else t.detach().to("cpu", torch.float64)
+
+
+def reference_step(m, h, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
+    """One token through the block in float64, from the references: ``(out, conv_state', ssm_state',
+    residual')`` (the states returned, not updated)."""
+    u = _f64(h[:, 0])
+    res = None
+    if norm is not None:
+        res = u + _f64(residual[:, 0]) if residual is not None else u
+        u = rmsnorm_torch(res, _f64(norm.weight), eps=norm.eps)
+    zx = F.linear(u, _f64(m.in_proj.weight), _f64(m.in_proj.bias))
+    H, P, N, G, d = m.nheads, m.headdim, m.d_state, m.ngroups, m.d_ssm
+    z, xBC, dt = torch.split(zx, [d, m.conv_dim, H], dim=-1)
+    xBC, conv_new = causal_conv1d_update_torch(xBC, _f64(conv_state), _f64(m.conv1d.weight.squeeze(1)),
+                                               _f64(m.conv1d.bias), "silu")
+    x, B, C = torch.split(xBC, [d, G * N, G * N], dim=-1)
+    A = -torch.exp(_f64(m.A_log))
+    D = _f64(m.D).view(H, P) if m.D_has_hdim else _f64(m.D)[:, None].expand(H, P)
+    y, ssm_new = selective_state_update_np(
+        _f64(ssm_state).numpy(), x.reshape(-1, H, P).numpy(), dt[..., None].expand(-1, H, P).numpy(),
+        A[:, None, None].expand(H, P, N).numpy(), B.reshape(-1, G, N).numpy(), C.reshape(-1, G, N).numpy(),
+        D.numpy(), None if m.rmsnorm else z.reshape(-1, H, P).numpy(),
+        _f64(m.dt_bias)[:, None].expand(H, P).numpy(), True)
+    y = torch.from_numpy(y).reshape(-1, d)
+    if m.rmsnorm:
+        y = rmsnorm_torch(y, _f64(m.norm.weight), z=z, eps=m.norm.eps, group_size=d // G,
+                          norm_before_gate=m.norm_before_gate)
+    out = F.linear(y, _f64(m.out_proj.weight), _f64(m.out_proj.bias))
+    return out[:, None], conv_new, torch.from_numpy(ssm_new), None if res is None else res[:, None]
+
+
+def block(device, dtype, seed, d_model, headdim, d_state, ngroups, rmsnorm, norm_before_gate, D_has_hdim, bias):
+    torch.manual_seed(seed)
+    m = Mamba2(d_model, d_state=d_state, headdim=headdim, ngroups=ngroups, rmsnorm=rmsnorm,
+               norm_before_gate=norm_before_gate, D_has_hdim=D_has_hdim, bias=bias, layer_idx=0, device=device,
+               dtype=dtype)
+    with torch.no_grad():   # away from the initialisation's ones and zeros, so every term counts
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return m
+
+
+options = st.fixed_dictionaries({
+    "dtype": st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    "d_model": st.sampled_from([16, 24, 40]), "headdim": st.sampled_from([4, 8, 12]),
+    "d_state": st.sampled_from([8, 16, 20]), "ngroups": st.sampled_from([1, 2]),
+    "rmsnorm": st.booleans(), "norm_before_gate": st.booleans(), "D_has_hdim": st.booleans(),
+    "bias": st.booleans()})
+
+
+def _states(m, bsz, seed, device):
+    g = torch.Generator(device=device).manual_seed(seed)
+    conv_state, ssm_state = m.allocate_inference_cache(bsz, 4)
+    conv_state.copy_(torch.randn(conv_state.shape, generator=g, device=device))
+    ssm_state.copy_(torch.randn(ssm_state.shape, generator=g, device=device))
+    return conv_state, ssm_state
+
+
+@given(opts=options, bsz=st.integers(1, 3), norm=st.sampled_from(["none", "first", "residual"]),
+       residual_in_fp32=st.booleans(), seed=seeds())
+@examples(6, 60)
+def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_in_fp32, seed):
+    if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:
+        opts["headdim"] = 8
+    dtype = opts["dtype"]
+    m = block(device, seed=seed, **opts)
+    conv_state, ssm_state = _states(m, bsz, seed + 1, device)
+    g = torch.Generator(device=device).manual_seed(seed + 2)
+    h = torch.randn((bsz, 1, m.d_model), generator=g, device=device).to(dtype)
+    residual = torch.randn((bsz, 1, m.d_model), generator=g, device=device) if norm == "residual" else None
+    pre = None
+    if norm != "none":
+        pre = torch.nn.Module()
+        pre.weight = torch.nn.Parameter(1 + 0.3 * torch.randn(m.d_model, generator=g, device=device).to(dtype))
+        pre.eps = 1e-5
+        if residual is not None and not residual_in_fp32:
+            residual = residual.to(dtype)
+    want = reference_step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
+    with torch.no_grad():
+        assert fused.serves(m, h, conv_state, ssm_state)
+        out, res_out = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
+    assert out.dtype == dtype and out.shape == (bsz, 1, m.d_model)
+    assert_close(out, want[0], dtype, "out")
+    assert_close(conv_state, want[1], dtype, "conv_state")
+    assert_close(ssm_state, want[2], dtype, "ssm_state")
+    if pre is None:
+        assert res_out is None
+    else:
+        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else dtype)
+        assert res_out.dtype == keep and res_out.shape == (bsz, 1, m.d_model)
+        assert_close(res_out, want[3], keep, "residual")
+
+
+@pytest.mark.parametrize("layer", ["Mamba2"])
+def test_lm_decoding_with_the_fused_step_equals_the_composed_step(device, layer, monkeypatch):
+    """The LM's decode steps from the same states (as a prefill leaves them), every layer's step fused
+    (pre-norm and residual included) or composed op by op: the same logits, token by token."""
+    torch.manual_seed(0)
+    cfg = MambaConfig(d_model=32, n_layer=2, vocab_size=50, ssm_cfg={"layer": layer, "d_state": 16, "headdim": 8,
+                                                                      "ngroups": 2, "chunk_size": 16})
+    model = MambaLMHeadModel(cfg, device=device).eval()
+    steps = torch.randint(0, 50, (2, 3), device=device)
+    cache = model.allocate_inference_cache(2, 8)
+    for conv_state, ssm_state in cache.values():
+        conv_state.normal_()
+        ssm_state.normal_()
+    logits = {}
+    for on in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", on)
+        params = InferenceParams(max_seqlen=8, max_batch_size=2, seqlen_offset=5)
+        params.key_value_memory_dict = {i: (c.clone(), s.clone()) for i, (c, s) in cache.items()}
+        seen = []
+        with torch.inference_mode():
+            for t in range(steps.shape[1]):
+                seen.append(model(steps[:, t:t + 1], inference_params=params).logits)
+                params.seqlen_offset += 1
+        logits[on] = torch.cat(seen, 1)
+    assert_close(logits[True], logits[False].double(), torch.float32, "logits")
+
+
+def test_serves_only_calls_it_computes(device):
+    m = block(device, torch.float32, 0, 16, 8, 8, 1, True, False, False, False)
+    conv_state, ssm_state = _states(m, 2, 1, device)
+    h = torch.randn(2, 1, 16, device=device)
+    with torch.no_grad():
+        assert fused.serves(m, h, conv_state, ssm_state)
+        assert not fused.serves(m, h.to(torch.bfloat16), conv_state, ssm_state)     # dtype unlike the weights
+        assert not fused.serves(m, h[:1], conv_state, ssm_state)                    # states of another batch
+        assert not fused.serves(m, torch.randn(2, 2, 16, device=device), conv_state, ssm_state)   # two tokens
+        assert not fused.serves(m, h, conv_state[..., :3], ssm_state)               # a shorter conv window
+    assert not fused.serves(m, h, conv_state, ssm_state)   # gradients would be recorded
+    with torch.no_grad(), pytest.raises(ValueError, match="one token"):   # the composed step reports it
+        m.step(torch.randn(2, 2, 16, device=device), conv_state, ssm_state)
+
+
+def _every(kernel, problem):
+    return kernel.space(problem, H100)
+
+
+@pytest.mark.parametrize("config", _every(km.in_step_kernel, (3, 120, 40, torch.float32, True, True, 4)),
+                         ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
+def test_every_in_step_config(device, config):
+    """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles)."""
+    m = block(device, torch.float32, 3, 40, 8, 8, 2, True, False, False, True)
+    conv_state, ssm_state = _states(m, 3, 4, device)
+    h = torch.randn(3, 1, 40, device=device)
+    pre = torch.nn.Module()
+    pre.weight, pre.eps = torch.nn.Parameter(torch.rand(40, device=device) + 0.5), 1e-5
+    residual = torch.randn(3, 1, 40, device=device)
+    want = reference_step(m, h, conv_state, ssm_state, residual, pre, True)
+    tuning.pin("mamba2_in_step", **config)
+    tuning.pin("mamba2_out_step", **config)
+    try:
+        with torch.no_grad():
+            out, res = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, True)
+    finally:
+        tuning.unpin("mamba2_in_step")
+        tuning.unpin("mamba2_out_step")
+    for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
+        assert_close(got, w, torch.float32, f"{config} {name}")
