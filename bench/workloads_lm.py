@@ -43,7 +43,7 @@ def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
 def reference_ops():
     """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
     from ssm_triton.modules import mamba2, norm
-    from ssm_triton.ops import combined, mamba2_step
+    from ssm_triton.ops import combined, fused_step
     from ssm_triton.reference import causal_conv1d_torch, causal_conv1d_update_torch, rmsnorm_torch, ssd_quadratic_torch
 
     def conv_update(x, conv_state, weight, bias=None, activation=None):
@@ -62,7 +62,7 @@ def reference_ops():
     swaps = [(combined, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
              (combined, "rmsnorm_fn", rmsnorm_torch), (norm, "rmsnorm_fn", rmsnorm_torch),
              (combined, "mamba_chunk_scan_combined", ssd), (mamba2, "selective_state_update", _state_update_torch),
-             (mamba2_step, "ENABLED", False)]   # the step composed of the ops above, not the fused kernels
+             (fused_step, "ENABLED", False)]   # the step composed of the ops above, not the fused kernels
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
     try:
         for mod, name, fn in swaps:
@@ -135,7 +135,7 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
 
     def graphed(reference, bsz, composed=False):
         """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU); ``composed``:
-        our kernels op by op, without the fused Mamba-2 step (ops/mamba2_step.py)."""
+        our kernels op by op, without the fused Mamba-2 step (ops/fused_step.py)."""
         def build(x, direction):
             if device.type != "cuda":
                 return on(lambda x: model(x["tok"], inference_params=x["params"]), reference)(x, direction)
@@ -174,13 +174,13 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
 
 @contextlib.contextmanager
 def _fused_step(on: bool):
-    from ssm_triton.ops import mamba2_step
+    from ssm_triton.ops import fused_step
 
-    saved, mamba2_step.ENABLED = mamba2_step.ENABLED, on and mamba2_step.ENABLED
+    saved, fused_step.ENABLED = fused_step.ENABLED, on and fused_step.ENABLED
     try:
         yield
     finally:
-        mamba2_step.ENABLED = saved
+        fused_step.ENABLED = saved
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from ssm_triton.kernels import selective_scan as kss  # noqa: E402
 from ssm_triton.kernels import conv1d as kconv  # noqa: E402
 from ssm_triton.kernels import norm as knorm  # noqa: E402
 from ssm_triton.kernels import state_update as ksu  # noqa: E402
-from ssm_triton.kernels import mamba2_step as km2  # noqa: E402
+from ssm_triton.kernels import fused_step as km2  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_pairs as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
@@ -218,13 +218,13 @@ def conv1d_cases():
                                                                      BLOCK_S=4, BLOCK_L=1 if opt else 8)
 
 
-def mamba2_step_cases():
+def fused_step_cases():
     """The fused decode step's two matmul kernels: options all off and all on, the norm's gate on either side."""
     for io, (opt, first) in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True), (True, False)]):
         ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y", "WOUT", "BOUT",
                                  "OUT"], PTR[io]), "RES": "*fp32", "RES_OUT": "*fp32", "eps": "fp32"}
-        yield "mamba2 in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV_B=opt,
-                                                               W=4, DOT=io, BLOCK_M=16, BLOCK_O=32, BLOCK_K=128)
+        yield "mamba2 in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,
+                                                               HAS_CONV_B=opt, W=4 if opt else 1, DOT=io, BLOCK_M=16, BLOCK_O=32, BLOCK_K=128)
         yield "mamba2 out step", km2.out_step_kernel, ptrs, dict(HAS_NORM=opt, GATE_FIRST=first, HAS_BOUT=opt, DOT=io,
                                                                  BLOCK_M=16, BLOCK_O=16, BLOCK_K=128)
 
@@ -283,7 +283,7 @@ def main() -> int:
     show = "--resources" in sys.argv
     done = failed = 0
     for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
-                                                     mamba2_step_cases(), mamba3_cases()):
+                                                     fused_step_cases(), mamba3_cases()):
         try:
             compiled = compile_kernel(kernel, ptrs, flags)
             done += 1

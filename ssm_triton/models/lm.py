@@ -15,7 +15,7 @@ from torch import nn
 from ..modules import Mamba, Mamba2, Mamba3
 from ..modules.inference import cached_states
 from ..modules.norm import RMSNorm
-from ..ops import mamba2_step as fused
+from ..ops import fused_step as fused
 from ..ops._layout import records_graph
 from ..ops.norm import add_rmsnorm
 from .generation import generate
@@ -81,12 +81,12 @@ class Block(nn.Module):
         self.norm = RMSNorm(d_model, device=device, dtype=dtype)
 
     def forward(self, hidden_states, residual=None, inference_params=None, seq_mask=None):
-        if inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, Mamba2):
-            # a decode step: the add, the norm and the mixer in three launches where the fused step serves
+        if inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, (Mamba, Mamba2)):
+            # a decode step: the add and the norm go into the fused step's first launch where it serves
             conv_state, ssm_state = cached_states(self.mixer, inference_params, hidden_states.shape[0])
             if fused.serves(self.mixer, hidden_states, conv_state, ssm_state):
-                return fused.mamba2_step(self.mixer, hidden_states, conv_state, ssm_state, residual, self.norm,
-                                         self.residual_in_fp32)
+                step = fused.mamba2_step if isinstance(self.mixer, Mamba2) else fused.mamba_step
+                return step(self.mixer, hidden_states, conv_state, ssm_state, residual, self.norm, self.residual_in_fp32)
         hidden_states, residual = _add_norm(self.norm, hidden_states, residual, self.residual_in_fp32)
         extra = {} if seq_mask is None else {"seq_mask": seq_mask}
         return self.mixer(hidden_states, inference_params=inference_params, **extra), residual

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.combined import mamba_split_conv1d_scan_combined
-from ..ops import mamba2_step as fused
+from ..ops import fused_step as fused
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
@@ -101,7 +101,7 @@ class Mamba2(nn.Module):
     def step(self, hidden_states, conv_state, ssm_state):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
         ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
-        under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/mamba2_step.py``)
+        under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/fused_step.py``)
         the step runs in three launches instead of eight."""
         if fused.serves(self, hidden_states, conv_state, ssm_state):
             return fused.mamba2_step(self, hidden_states, conv_state, ssm_state)[0], conv_state, ssm_state

@@ -1,4 +1,5 @@
-"""Mamba-2's decode step in three launches a layer, for token-by-token generation.
+"""The blocks' decode steps in few launches a layer, for token-by-token generation: Mamba-2's in three,
+Mamba-1's in five (its x_proj and dt_proj are two more projections of the same kind, ops/fused_step.py).
 
 The step composed of the ops takes eight to ten launches a layer (the residual add and norm, in_proj,
 the conv window, ``A = -exp(A_log)``, the state update, the gated norm, out_proj); at batch 1 each is a
@@ -41,13 +42,15 @@ def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
 @triton.jit
 def _in_step_kernel(
     HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # pointers (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
-    M, K, O, d_ssm, conv_dim, eps,                                       # sizes; the block norm's epsilon
+    M, K, O, conv_lo, conv_dim, eps,                                     # sizes (conv_lo: the first conv channel's column); the norm's epsilon
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
-    HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr,
-    W: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
+    HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """``ZX (M, O)`` in the weight's dtype: ``[z | silu(conv(x, B, C)) | dt]``; ``RES_OUT (M, K)``
-    contiguous: ``hidden + residual`` (written by the programs of the first column block)."""
+    """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
+    their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
+    contiguous: ``hidden + residual`` (written by the programs of the first column block). Without
+    ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj)."""
     rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     m_ok = rows < M
     cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -83,9 +86,20 @@ def _in_step_kernel(
     if HAS_BIN:
         acc += tl.load(BIN + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
-    # x, B, C: the conv window [old[1:], v] (stored back rolled) against the channel's taps, then silu
-    is_conv = (cols >= d_ssm) & (cols < d_ssm + conv_dim)
-    ch = tl.where(is_conv, cols - d_ssm, 0).to(tl.int64)
+    out = v
+    if HAS_CONV:
+        out = _conv_window(v, CONV_W, CONV_B, CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w,
+                           HAS_CONV_B, W)
+    tl.store(ZX + rows[:, None] * O + cols[None, :], out.to(ZX.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def _conv_window(v, CONV_W, CONV_B, CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w,
+                 HAS_CONV_B: tl.constexpr, W: tl.constexpr):
+    """The conv channels among ``cols``: the window ``[old[1:], v]`` (stored back rolled) against the
+    channel's taps, then silu; the other columns' ``v`` as it is."""
+    is_conv = (cols >= conv_lo) & (cols < conv_lo + conv_dim)
+    ch = tl.where(is_conv, cols - conv_lo, 0).to(tl.int64)
     c_ok = m_ok[:, None] & is_conv[None, :]
     win = CONV_S + rows[:, None] * cs_b + ch[None, :] * cs_c
     y = tl.load(CONV_W + ch * W + (W - 1), mask=is_conv, other=0.0).to(tl.float32)[None, :] * v
@@ -99,8 +113,7 @@ def _in_step_kernel(
         tl.store(win + j * cs_w, old, mask=c_ok)
     tl.store(win + (W - 1) * cs_w, v.to(CONV_S.dtype.element_ty), mask=c_ok)
     y = y * tl.sigmoid(y)
-    out = tl.where(is_conv[None, :], y, v)
-    tl.store(ZX + rows[:, None] * O + cols[None, :], out.to(ZX.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+    return tl.where(is_conv[None, :], y, v)
 
 
 @triton.jit
@@ -185,27 +198,29 @@ def _grid(problem, kw):
 
 in_step_kernel = TunableKernel("mamba2_in_step", _in_step_kernel, rule=_rule, alternatives=_alternatives, key=_key,
                                grid=_grid, restore=("CONV_S",),
-                               flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV_B="CONV_B"))
+                               flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV="CONV_W",
+                                          HAS_CONV_B="CONV_B"))
 out_step_kernel = TunableKernel("mamba2_out_step", _out_step_kernel, rule=_rule, alternatives=_alternatives,
                                 key=_key, grid=_grid, flags=dict(HAS_NORM="NORM_W", HAS_BOUT="BOUT"))
 
 
-def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,
-            d_ssm, config=None):
-    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O) in weight's dtype, residual_out (M, K) or None)``;
-    rolls ``conv_state (M, conv_dim, W)`` in place. With ``norm_weight`` the input is
-    ``rmsnorm(hidden + residual) * norm_weight`` (``residual`` may be None) and ``residual_out`` the sum in
-    ``residual_dtype``; without it the input is ``hidden`` as given. ``conv_weight (conv_dim, W)``."""
+def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight=None, conv_bias=None,
+            conv_state=None, conv_lo=0, config=None):
+    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O) in weight's dtype, residual_out (M, K) or None)``.
+    With ``norm_weight`` the input is ``rmsnorm(hidden + residual) * norm_weight`` (``residual`` may be None)
+    and ``residual_out`` the sum in ``residual_dtype``; without it the input is ``hidden`` as given. With
+    ``conv_weight (conv_dim, W)`` the columns from ``conv_lo`` on go through the conv windows of
+    ``conv_state (M, conv_dim, W)``, rolled in place."""
     M, K = hidden.shape
     O = weight.shape[0]
-    conv_dim, W = conv_weight.shape
+    conv_dim, W = conv_weight.shape if conv_weight is not None else (0, 1)
     zx = torch.empty((M, O), device=hidden.device, dtype=weight.dtype)
     res_out = (torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None)
-    cs_b, cs_c, cs_w = conv_state.stride()
+    cs_b, cs_c, cs_w = conv_state.stride() if conv_state is not None else (0, 0, 0)
     problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W)
     in_step_kernel.launch(
         problem, config, HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
-        CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, d_ssm=d_ssm,
+        CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
         conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
         cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted))
     return zx, res_out

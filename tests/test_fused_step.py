@@ -1,18 +1,18 @@
-"""The fused Mamba-2 decode step (ops/mamba2_step.py, kernels/mamba2_step.py) against a float64 step composed
-of the references, over the block's options, groups, dtypes and batch sizes; the LM's decoding with it
-against the composed step; every launch config; which calls it serves."""
+"""The fused decode steps (ops/fused_step.py, kernels/fused_step.py) of Mamba-2 and Mamba-1 against float64
+steps composed of the references, over the blocks' options, groups, dtypes and batch sizes; the LM's
+decoding with them against the composed steps; every launch config; which calls they serve."""
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssm_triton.kernels import mamba2_step as km
+from ssm_triton.kernels import fused_step as km
 from ssm_triton.kernels import tuning
 from ssm_triton.kernels.tuning import H100
 from ssm_triton.models import MambaConfig, MambaLMHeadModel
-from ssm_triton.modules import InferenceParams, Mamba2
-from ssm_triton.ops import mamba2_step as fused
+from ssm_triton.modules import InferenceParams, Mamba, Mamba2
+from ssm_triton.ops import fused_step as fused
 from ssm_triton.reference import causal_conv1d_update_torch, rmsnorm_torch, selective_state_update_np
 from ssm_triton.tolerance import assert_close
 from strategies import examples, seeds
@@ -22,14 +22,34 @@ def _f64(t):
     return None if t is None else t.detach().to("cpu", torch.float64)
 
 
-def reference_step(m, h, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
-    """One token through the block in float64, from the references: ``(out, conv_state', ssm_state',
-    residual')`` (the states returned, not updated)."""
+def _block_input(h, residual, norm):
     u = _f64(h[:, 0])
     res = None
     if norm is not None:
         res = u + _f64(residual[:, 0]) if residual is not None else u
         u = rmsnorm_torch(res, _f64(norm.weight), eps=norm.eps)
+    return u, res
+
+
+def reference_mamba_step(m, h, conv_state, ssm_state, residual=None, norm=None):
+    """Mamba-1's step in float64, as :func:`reference_step`."""
+    u, res = _block_input(h, residual, norm)
+    x, z = F.linear(u, _f64(m.in_proj.weight), _f64(m.in_proj.bias)).chunk(2, dim=-1)
+    x, conv_new = causal_conv1d_update_torch(x, _f64(conv_state), _f64(m.conv1d.weight.squeeze(1)),
+                                             _f64(m.conv1d.bias), "silu")
+    dt, B, C = torch.split(F.linear(x, _f64(m.x_proj.weight)), [m.dt_rank, m.d_state, m.d_state], dim=-1)
+    dt = F.linear(dt, _f64(m.dt_proj.weight))
+    y, ssm_new = selective_state_update_np(
+        _f64(ssm_state).numpy(), x.numpy(), dt.numpy(), (-torch.exp(_f64(m.A_log))).numpy(), B.numpy(), C.numpy(),
+        _f64(m.D).numpy(), z.numpy(), _f64(m.dt_proj.bias).numpy(), True)
+    out = F.linear(torch.from_numpy(y), _f64(m.out_proj.weight), _f64(m.out_proj.bias))
+    return out[:, None], conv_new, torch.from_numpy(ssm_new), None if res is None else res[:, None]
+
+
+def reference_step(m, h, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
+    """One token through the Mamba-2 block in float64, from the references: ``(out, conv_state', ssm_state',
+    residual')`` (the states returned, not updated)."""
+    u, res = _block_input(h, residual, norm)
     zx = F.linear(u, _f64(m.in_proj.weight), _f64(m.in_proj.bias))
     H, P, N, G, d = m.nheads, m.headdim, m.d_state, m.ngroups, m.d_ssm
     z, xBC, dt = torch.split(zx, [d, m.conv_dim, H], dim=-1)
@@ -113,13 +133,46 @@ def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_i
         assert_close(res_out, want[3], keep, "residual")
 
 
-@pytest.mark.parametrize("layer", ["Mamba2"])
+@given(dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), d_model=st.sampled_from([16, 24]),
+       d_state=st.sampled_from([4, 16, 10]), dt_rank=st.sampled_from(["auto", 3]), bias=st.booleans(),
+       bsz=st.integers(1, 3), norm=st.sampled_from(["none", "first", "residual"]), seed=seeds())
+@examples(4, 40)
+def test_fused_mamba1_step_matches_the_float64_step(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm, seed):
+    torch.manual_seed(seed)
+    m = Mamba(d_model, d_state=d_state, dt_rank=dt_rank, bias=bias, layer_idx=0, device=device, dtype=dtype)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    conv_state, ssm_state = _states(m, bsz, seed + 1, device)
+    g = torch.Generator(device=device).manual_seed(seed + 2)
+    h = torch.randn((bsz, 1, d_model), generator=g, device=device).to(dtype)
+    residual = torch.randn((bsz, 1, d_model), generator=g, device=device) if norm == "residual" else None
+    pre = None
+    if norm != "none":
+        pre = torch.nn.Module()
+        pre.weight = torch.nn.Parameter(1 + 0.3 * torch.randn(d_model, generator=g, device=device).to(dtype))
+        pre.eps = 1e-5
+    want = reference_mamba_step(m, h, conv_state, ssm_state, residual, pre)
+    with torch.no_grad():
+        assert fused.serves(m, h, conv_state, ssm_state)
+        out, res_out = fused.mamba_step(m, h, conv_state, ssm_state, residual, pre, True)
+    assert out.dtype == dtype and out.shape == (bsz, 1, d_model)
+    assert_close(out, want[0], dtype, "out")
+    assert_close(conv_state, want[1], dtype, "conv_state")
+    assert_close(ssm_state, want[2], dtype, "ssm_state")
+    if pre is not None:
+        assert_close(res_out, want[3], torch.float32, "residual")
+
+
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
 def test_lm_decoding_with_the_fused_step_equals_the_composed_step(device, layer, monkeypatch):
     """The LM's decode steps from the same states (as a prefill leaves them), every layer's step fused
     (pre-norm and residual included) or composed op by op: the same logits, token by token."""
     torch.manual_seed(0)
-    cfg = MambaConfig(d_model=32, n_layer=2, vocab_size=50, ssm_cfg={"layer": layer, "d_state": 16, "headdim": 8,
-                                                                      "ngroups": 2, "chunk_size": 16})
+    ssm_cfg = {"layer": layer, "d_state": 16}
+    if layer == "Mamba2":
+        ssm_cfg.update(headdim=8, ngroups=2, chunk_size=16)
+    cfg = MambaConfig(d_model=32, n_layer=2, vocab_size=50, ssm_cfg=ssm_cfg)
     model = MambaLMHeadModel(cfg, device=device).eval()
     steps = torch.randint(0, 50, (2, 3), device=device)
     cache = model.allocate_inference_cache(2, 8)
