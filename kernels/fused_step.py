@@ -40,6 +40,22 @@ def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
 
 
 @triton.jit
+def _product(acc, part, x, WPTR, cols, o_ok, kk, k_ok, K, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``x (BLOCK_M, BLOCK_K)`` times the weight's ``(BLOCK_O, BLOCK_K)`` tile (rows ``cols`` of a row-major
+    ``(O, K)``), transposed. Several rows: a tensor-core product into ``acc``. One row (a matrix-vector
+    product): fp32 products summed per lane into ``part (BLOCK_O, BLOCK_K)``, reduced once at the end, so
+    that narrow column blocks give many programs, each streaming its weight rows without a tile shape
+    the tensor cores impose."""
+    if BLOCK_M == 1:
+        w = tl.load(WPTR + cols.to(tl.int64)[:, None] * K + kk[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
+        part += w.to(tl.float32) * x.to(tl.float32)
+    else:
+        w = tl.load(WPTR + cols.to(tl.int64)[None, :] * K + kk[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
+        acc += mm(x, w, DOT)
+    return acc, part
+
+
+@triton.jit
 def _in_step_kernel(
     HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # pointers (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
     M, K, O, conv_lo, conv_dim, eps,                                     # sizes (conv_lo: the first conv channel's column); the norm's epsilon
@@ -70,6 +86,7 @@ def _in_step_kernel(
             sq += tl.sum(u * u, axis=1)
         rstd = 1.0 / tl.sqrt(sq / K + eps)
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+    part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + ks
         k_ok = kk < K
@@ -81,8 +98,9 @@ def _in_step_kernel(
             x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
         else:
             x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
-        w = tl.load(WIN + cols.to(tl.int64)[None, :] * K + kk[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
-        acc += mm(x, w, DOT)
+        acc, part = _product(acc, part, x, WIN, cols, o_ok, kk, k_ok, K, DOT, BLOCK_M)
+    if BLOCK_M == 1:
+        acc = tl.sum(part, axis=1)[None, :]
     if HAS_BIN:
         acc += tl.load(BIN + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
@@ -143,6 +161,7 @@ def _out_step_kernel(
     ks = tl.arange(0, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+    part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
     for lo in range(0, d_ssm, group_size):
         if HAS_NORM:
             sq = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -161,31 +180,40 @@ def _out_step_kernel(
                 u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
                 if not GATE_FIRST:
                     u = u * z * tl.sigmoid(z)
-            w = tl.load(WOUT + cols.to(tl.int64)[None, :] * d_ssm + kk[:, None], mask=k_ok[:, None] & o_ok[None, :],
-                        other=0.0)
-            acc += mm(u.to(dt_out), w, DOT)   # the norm's output in the model's dtype, as out_proj reads it
+            # the norm's output in the model's dtype, as out_proj reads it
+            acc, part = _product(acc, part, u.to(dt_out), WOUT, cols, o_ok, kk, k_ok, d_ssm, DOT, BLOCK_M)
+    if BLOCK_M == 1:
+        acc = tl.sum(part, axis=1)[None, :]
     if HAS_BOUT:
         acc += tl.load(BOUT + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 
 def _rule(problem, mode):
-    """Enough column blocks to give every SM one (the weight is read once, so the step is bound by how
-    many SMs read it), at most 64 rows a block (past that cuBLAS's tiles win and the model keeps the
-    composed step); under the interpreter small blocks so tests cross them."""
+    """Up to 4 rows: one row a program, the matrix-vector product, column blocks of 2-4 programs an SM
+    (the weight is read once: the step is bound by how many reads are in flight); more rows: tensor-core
+    tiles of up to 64 rows, one column block an SM. Under the interpreter small blocks so tests cross
+    them, one row a program up to 2 rows (both forms run there)."""
     M, O = problem[0], problem[1]
     if mode.interpreted:
+        if M <= 2:
+            return dict(BLOCK_M=1, BLOCK_O=16, BLOCK_K=32, num_warps=1)
         return dict(BLOCK_M=16, BLOCK_O=64, BLOCK_K=32, num_warps=1)
+    K = problem[2]
+    if M <= 4:
+        block_o = max(4, min(64, next_power_of_2(max(1, O // (3 * mode.sm_count)))))
+        return dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=max(16, min(512, next_power_of_2(K))), num_warps=4)
     block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
-    return dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=128, num_warps=4)
+    return dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
 
 
 def _alternatives(problem, mode):
-    """Half and twice the column block, a longer or shorter reduction block, more warps or stages."""
+    """Half and twice the column block, other reduction blocks, other warp and stage counts."""
     kw = _rule(problem, mode)
-    alts = [dict(BLOCK_O=max(16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2), dict(BLOCK_K=64),
-            dict(BLOCK_K=256), dict(num_warps=8), dict(num_stages=4), dict(num_warps=2)]
-    return alts
+    lo = 4 if kw["BLOCK_M"] == 1 else 16
+    return [dict(BLOCK_O=max(lo, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
+            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(num_warps=8),
+            dict(num_warps=2), dict(num_stages=1), dict(num_stages=4)]
 
 
 def _key(problem):

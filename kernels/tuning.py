@@ -409,8 +409,11 @@ class TunableKernel(_Choice, Kernel):
             meta = dict(kw)
             warps, stages = meta.pop("num_warps"), meta.pop("num_stages")
             configs.append(triton.Config(meta, num_warps=warps, num_stages=stages))
-        tuner = triton.autotune(configs=configs, key=[], restore_value=list(self.restore) or None,
-                                reset_to_zero=list(self.zero) or None)(self.fn)
+        # an argument passed as None (an absent optional buffer) has nothing to restore or zero
+        restore = [n for n in self.restore if args.get(n) is not None]
+        zero = [n for n in self.zero if args.get(n) is not None]
+        tuner = triton.autotune(configs=configs, key=[], restore_value=restore or None,
+                                reset_to_zero=zero or None)(self.fn)
         tuner[lambda meta: self.grid(problem, meta)](**args)
         best = tuner.best_config
         self.timings[problem] = {str(c): t for c, t in (getattr(tuner, "configs_timings", None) or {}).items()}
