@@ -85,7 +85,7 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
 
 def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
     """Prefill of b=1, L=2048 tokens (one forward, eager and replayed from the prefill graphs) and one
-    decode step at b=1 and b=16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager."""
+    decode step at b=1, 4 and 16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager."""
     from ssm_triton import InferenceParams
     from ssm_triton.models import DecodeGraph
 
@@ -148,7 +148,7 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
             return run
         return build
 
-    for bsz in ((2,) if quick else (1, 16)):
+    for bsz in ((2,) if quick else (1, 4, 16)):
         def make_decode(bsz=bsz):
             params = InferenceParams(max_seqlen=L + 1, max_batch_size=bsz)
             params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + 1)

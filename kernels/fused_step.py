@@ -210,10 +210,14 @@ def _rule(problem, mode):
 def _alternatives(problem, mode):
     """Half and twice the column block, other reduction blocks, other warp and stage counts."""
     kw = _rule(problem, mode)
-    lo = 4 if kw["BLOCK_M"] == 1 else 16
-    return [dict(BLOCK_O=max(lo, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
-            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(num_warps=8),
-            dict(num_warps=2), dict(num_stages=1), dict(num_stages=4)]
+    gemv = kw["BLOCK_M"] == 1
+    alts = [dict(BLOCK_O=max(4 if gemv else 16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
+            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1)]
+    if gemv:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
+        alts += [dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(BLOCK_K=kw["BLOCK_K"] * 2, num_warps=8)]
+        if problem[0] > 1:   # several rows: the tensor-core form too
+            alts.append(dict(BLOCK_M=16, BLOCK_O=max(16, kw["BLOCK_O"]), BLOCK_K=min(256, kw["BLOCK_K"])))
+    return alts
 
 
 def _key(problem):

@@ -17,7 +17,10 @@ from ..kernels.state_update import state_update
 from ._layout import records_graph
 
 ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
-MAX_BATCH = 64   # the launchers' row block stops there; larger batches keep the composed step (cuBLAS tiles)
+# Up to 4 rows the fused step's projections are matrix-vector products (one row a program); at 16 rows its
+# tensor-core form lost to the composed step on the H200 (130M Mamba2 LM, replayed step: 1.02 vs 0.78 ms,
+# 2026-12-02), so larger batches keep the composed step (cuBLAS)
+MAX_BATCH = 4
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
