@@ -151,6 +151,7 @@ def main(argv=None) -> None:
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' this regex finds")
+    parser.add_argument("--impl", default="ssm_triton", help="the implementation to profile (e.g. ssm_triton_eager)")
     args = parser.parse_args(argv)
     for name, us in floors().items():
         print(f"{name:34s} {us:8.1f} us/call")
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
     notes: set = set()
     for op in args.ops:
         for w in REGISTRY[op](device, False, notes):
-            impl = w.impls.get("ssm_triton")
+            impl = w.impls.get(args.impl)
             if impl is None:
                 continue
             if args.fused and (w.op != "ssd" or w.direction != "fwd"):
