@@ -40,6 +40,14 @@ def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
 
 
 @triton.jit
+def _tile(M, O, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A program's rows (int64) and output columns, which of them are real, and the reduction lanes."""
+    rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    return rows, rows < M, cols, cols < O, tl.arange(0, BLOCK_K)
+
+
+@triton.jit
 def _product(acc, part, x, WPTR, cols, o_ok, kk, k_ok, K, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
     """``x (BLOCK_M, BLOCK_K)`` times the weight's ``(BLOCK_O, BLOCK_K)`` tile (rows ``cols`` of a row-major
     ``(O, K)``), transposed. Several rows: a tensor-core product into ``acc``. One row (a matrix-vector
@@ -67,11 +75,7 @@ def _in_step_kernel(
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
     contiguous: ``hidden + residual`` (written by the programs of the first column block). Without
     ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj)."""
-    rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    m_ok = rows < M
-    cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_ok = cols < O
-    ks = tl.arange(0, BLOCK_K)
+    rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
     if HAS_NORM:
         res_dt = RES_OUT.dtype.element_ty
@@ -154,11 +158,7 @@ def _out_step_kernel(
     BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated."""
-    rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    m_ok = rows < M
-    cols = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_ok = cols < d_model
-    ks = tl.arange(0, BLOCK_K)
+    rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
     part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)

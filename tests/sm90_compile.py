@@ -219,14 +219,18 @@ def conv1d_cases():
 
 
 def fused_step_cases():
-    """The fused decode step's two matmul kernels: options all off and all on, the norm's gate on either side."""
-    for io, (opt, first) in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True), (True, False)]):
+    """The fused decode steps' two projection kernels: options all off and all on, the norm's gate on either
+    side; the matrix-vector form (one row a program, what up to 4 rows run) and the tensor-core form."""
+    for io, (opt, first), (bm, bo, bk) in itertools.product([tl.float32, tl.bfloat16],
+                                                            [(False, False), (True, True), (True, False)],
+                                                            [(1, 8, 512), (16, 32, 128)]):
         ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y", "WOUT", "BOUT",
                                  "OUT"], PTR[io]), "RES": "*fp32", "RES_OUT": "*fp32", "eps": "fp32"}
-        yield "mamba2 in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,
-                                                               HAS_CONV_B=opt, W=4 if opt else 1, DOT=io, BLOCK_M=16, BLOCK_O=32, BLOCK_K=128)
-        yield "mamba2 out step", km2.out_step_kernel, ptrs, dict(HAS_NORM=opt, GATE_FIRST=first, HAS_BOUT=opt, DOT=io,
-                                                                 BLOCK_M=16, BLOCK_O=16, BLOCK_K=128)
+        tiles = dict(DOT=io, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
+        yield "fused in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,
+                                                              HAS_CONV_B=opt, W=4 if opt else 1, **tiles)
+        yield "fused out step", km2.out_step_kernel, ptrs, dict(HAS_NORM=opt, GATE_FIRST=first, HAS_BOUT=opt,
+                                                                **tiles)
 
 
 def mamba3_cases():

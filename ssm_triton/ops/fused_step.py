@@ -62,13 +62,7 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     ``(mixer output, residual)``."""
     bsz = hidden_states.shape[0]
     H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
-    rows = hidden_states.reshape(bsz, -1)
-    if rows.stride(-1) != 1:
-        rows = rows.contiguous()
-    res_rows, norm_w, eps, keep = _pre_norm(hidden_states, residual, norm, residual_in_fp32)
-    conv = mixer.conv1d
-    zx, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
-                             conv.weight.squeeze(1), conv.bias, conv_state, d_ssm)
+    zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm)
     gn = G * N
     z = zx[:, :d_ssm].view(bsz, H, P)
     x = zx[:, d_ssm:2 * d_ssm].view(bsz, H, P)
@@ -82,8 +76,7 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     out = _k.out_step(y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None,
                       gate.eps if gate is not None else 0.0, d_ssm // G, not mixer.norm_before_gate,
                       mixer.out_proj.weight, mixer.out_proj.bias)
-    return out[:, None], (res_out.view(residual.shape if residual is not None else hidden_states.shape)
-                          if res_out is not None else None)
+    return out[:, None], res_out
 
 
 def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
@@ -92,13 +85,7 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
     windows of ``x``; x_proj; dt_proj; the state update (``A`` read as ``A_log``, gate ``silu(z)``); out_proj."""
     bsz = hidden_states.shape[0]
     d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
-    rows = hidden_states.reshape(bsz, -1)
-    if rows.stride(-1) != 1:
-        rows = rows.contiguous()
-    res_rows, norm_w, eps, keep = _pre_norm(hidden_states, residual, norm, residual_in_fp32)
-    conv = mixer.conv1d
-    xz, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
-                             conv.weight.squeeze(1), conv.bias, conv_state, 0)
+    xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0)
     x = xz[:, :d]
     x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None)
     dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None)
@@ -106,15 +93,22 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
                      x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
                      a_is_log=True)
     out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias)
-    return out[:, None], (res_out.view(residual.shape if residual is not None else hidden_states.shape)
-                          if res_out is not None else None)
+    return out[:, None], res_out
 
 
-def _pre_norm(hidden_states, residual, norm, residual_in_fp32):
-    """``(residual rows or None, norm weight or None, eps, residual dtype)`` for ``in_step``."""
-    if norm is None:
-        return None, None, 0.0, None
+def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, conv_lo):
+    """The first launch of both steps: [the pre-norm block's add and norm ->] in_proj -> the conv windows of
+    the columns from ``conv_lo`` on. ``(projection (b, O), residual' (b, 1, d_model) or None)``."""
     bsz = hidden_states.shape[0]
-    res_rows = residual.reshape(bsz, -1).contiguous() if residual is not None else None
-    keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
-    return res_rows, norm.weight, norm.eps, keep
+    rows = hidden_states.reshape(bsz, -1)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    res_rows, norm_w, eps, keep = None, None, 0.0, None
+    if norm is not None:
+        res_rows = residual.reshape(bsz, -1).contiguous() if residual is not None else None
+        norm_w, eps = norm.weight, norm.eps
+        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
+    conv = mixer.conv1d
+    zx, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
+                             conv.weight.squeeze(1), conv.bias, conv_state, conv_lo)
+    return zx, res_out.view(hidden_states.shape) if res_out is not None else None
