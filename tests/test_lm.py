@@ -119,6 +119,24 @@ def test_forward_returns_mamba_ssm_output_and_generate_keeps_its_options(device)
     assert len(s.got) == 1 + res.sequences.shape[1] - 5
 
 
+@pytest.mark.parametrize("every", [1, 3, 16])
+def test_generation_ends_where_the_last_row_meets_eos_however_often_the_device_is_read(device, every, monkeypatch):
+    """Rows forced (teacher_outputs) to meet eos at steps 2 and 4: the result is the prompt and 5 new tokens,
+    each row eos from its end on, and 5 scores, whether the end is read every token or every few."""
+    from ssm_triton.models import generation
+    monkeypatch.setattr(generation, "CHECK_EVERY", every)
+    m = build(device, "Mamba2", 4).eval()
+    eos, L, new = 7, 3, 12
+    ids = torch.randint(8, VOCAB, (2, L), generator=torch.Generator().manual_seed(5)).to(device)
+    teacher = torch.randint(8, VOCAB, (2, L + new), generator=torch.Generator().manual_seed(6)).to(device)
+    teacher[0, L + 2] = teacher[1, L + 4] = eos
+    res = m.generate(ids, L + new, eos_token_id=eos, teacher_outputs=teacher, return_dict_in_generate=True,
+                     output_scores=True)
+    want = torch.cat([ids, teacher[:, L:L + 5]], dim=1)
+    want[0, L + 2:] = eos
+    assert torch.equal(res.sequences, want) and len(res.scores) == 5
+
+
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
 def test_a_few_training_steps_lower_the_loss(device, layer):
     """Next-token prediction on a repeating pattern: the loss after 6 Adam steps is well below the first."""

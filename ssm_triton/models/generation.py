@@ -97,6 +97,9 @@ def _check(input_ids, max_length, max_new_tokens):
     return max_length - L
 
 
+CHECK_EVERY = 16
+
+
 @torch.inference_mode()
 def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, temperature=1.0,
              repetition_penalty=1.0, return_dict_in_generate=False, output_scores=False, cg=None,
@@ -123,6 +126,11 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
     if cg and new > 1:
         step = DecodeGraph(model, params, bsz, input_ids.device)
     done = torch.zeros(bsz, dtype=torch.bool, device=input_ids.device)
+    # whether every row has ended is read from the device every CHECK_EVERY tokens, not every token (a host
+    # sync a token keeps the host from queueing the next step while the GPU runs this one); the steps run
+    # past the end are cut off, so the result is the same. A streamer reads every token anyway.
+    every = 1 if streamer is not None else CHECK_EVERY
+    ended, unread = [], 0
     for i in range(new):
         if i:
             logits = step(tokens[-1])
@@ -142,8 +150,15 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
         tokens.append(nxt[:, None])
         if streamer is not None:
             streamer.put(nxt.cpu())
-        if eos_token_id is not None and bool(done.all()):
-            break   # every row has ended (a host sync per token only when eos_token_id is given)
+        if eos_token_id is not None:
+            ended.append(done.all())
+            if (i + 1 - unread) % every == 0 or i == new - 1:
+                flags = torch.stack(ended[unread:])
+                if bool(flags.any()):
+                    last = unread + int(flags.nonzero()[0, 0])   # the step at which the last row ended
+                    del tokens[last + 2:], scores[last + 1:]
+                    break
+                unread = i + 1
     if streamer is not None:
         streamer.end()
     sequences = torch.cat(tokens, dim=1)
