@@ -133,14 +133,15 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         out.append(Workload(prefix + "prefill_cuda_graph", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L),
                             make, {OURS: on(graphed_prefill, False)}, tokens=L))
 
-    def graphed(reference, bsz, composed=False):
+    def graphed(reference, bsz, composed=False, pdl=False):
         """A decode step replayed from a CUDA graph captured with the chosen ops (eager on CPU); ``composed``:
-        our kernels op by op, without the fused Mamba-2 step (ops/fused_step.py)."""
+        our kernels op by op, without the fused steps (ops/fused_step.py); ``pdl``: the fused steps'
+        launches as programmatic dependent launches (kernels/fused_step.py, off by default)."""
         def build(x, direction):
             if device.type != "cuda":
                 return on(lambda x: model(x["tok"], inference_params=x["params"]), reference)(x, direction)
             with torch.inference_mode(), (reference_ops() if reference else contextlib.nullcontext()), \
-                    _fused_step(not composed):
+                    _fused_step(not composed), (_pdl(True) if pdl else contextlib.nullcontext()):
                 graph = DecodeGraph(model, x["params"], bsz, device)
             def run():
                 with torch.inference_mode():  # the graph's buffers are inference tensors
@@ -159,7 +160,8 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
                      for c, s in model.allocate_inference_cache(bsz, 1).values())
         impls = {OURS: graphed(False, bsz)}
-        if device.type == "cuda" and layer == "Mamba2":
+        if device.type == "cuda":
+            impls["ssm_triton_pdl"] = graphed(False, bsz, pdl=True)
             impls["ssm_triton_composed_step"] = graphed(False, bsz, composed=True)
         if with_reference:
             impls["torch_reference_ops"] = graphed(True, bsz)
@@ -181,6 +183,17 @@ def _fused_step(on: bool):
         yield
     finally:
         fused_step.ENABLED = saved
+
+
+@contextlib.contextmanager
+def _pdl(on: bool):
+    from ssm_triton.kernels import fused_step
+
+    saved, fused_step.PDL_ENABLED = fused_step.PDL_ENABLED, on
+    try:
+        yield
+    finally:
+        fused_step.PDL_ENABLED = saved
 
 
 @contextlib.contextmanager

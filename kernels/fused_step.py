@@ -20,11 +20,15 @@ in the model's dtype), so the two agree to the accumulation order of the product
 Shapes: ``hidden (M, K)`` with ``K = d_model``; in_proj weight ``(O, K)``, ``O = 2 d_ssm + 2 G N + H``;
 ``conv_state (M, conv_dim, W)``, ``conv_dim = d_ssm + 2 G N``; out_proj weight ``(d_model, d_ssm)``.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from .host import cdiv, next_power_of_2
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
 from .ssd.common import mm
 from .ssd.launch import dot_for
 from .tuning import TunableKernel, bucket, run_mode
@@ -48,19 +52,39 @@ def _tile(M, O, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.conste
 
 
 @triton.jit
-def _product(acc, part, x, WPTR, cols, o_ok, kk, k_ok, K, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
-    """``x (BLOCK_M, BLOCK_K)`` times the weight's ``(BLOCK_O, BLOCK_K)`` tile (rows ``cols`` of a row-major
-    ``(O, K)``), transposed. Several rows: a tensor-core product into ``acc``. One row (a matrix-vector
-    product): fp32 products summed per lane into ``part (BLOCK_O, BLOCK_K)``, reduced once at the end, so
-    that narrow column blocks give many programs, each streaming its weight rows without a tile shape
-    the tensor cores impose."""
+def _weights(WPTR, cols, o_ok, kk, K, BLOCK_M: tl.constexpr):
+    """The weight's tile for reduction lanes ``kk`` (rows ``cols`` of a row-major ``(O, K)``):
+    ``(BLOCK_O, BLOCK_K)`` for the matrix-vector form, ``(BLOCK_K, BLOCK_O)`` for the tensor-core form.
+    Independent of the previous kernel's output: loaded a tile ahead of its use, the first one before the
+    kernel waits on its predecessor (PDL)."""
+    k_ok = kk < K
     if BLOCK_M == 1:
         w = tl.load(WPTR + cols.to(tl.int64)[:, None] * K + kk[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
-        part += w.to(tl.float32) * x.to(tl.float32)
     else:
         w = tl.load(WPTR + cols.to(tl.int64)[None, :] * K + kk[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
+    return w
+
+
+@triton.jit
+def _product(acc, part, x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``x (BLOCK_M, BLOCK_K)`` times a tile of :func:`_weights`, transposed. Several rows: a tensor-core
+    product into ``acc``. One row (a matrix-vector product): fp32 products summed per lane into ``part
+    (BLOCK_O, BLOCK_K)``, reduced once at the end, so that narrow column blocks give many programs, each
+    streaming its weight rows without a tile shape the tensor cores impose."""
+    if BLOCK_M == 1:
+        part += w.to(tl.float32) * x.to(tl.float32)
+    else:
         acc += mm(x, w, DOT)
     return acc, part
+
+
+@triton.jit
+def _after_predecessor(PDL: tl.constexpr):
+    """With programmatic dependent launch (``PDL``): let the next kernel be scheduled now, then wait until the
+    previous one's writes are visible. Everything before this call must not read what that kernel writes."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @triton.jit
@@ -69,7 +93,8 @@ def _in_step_kernel(
     M, K, O, conv_lo, conv_dim, eps,                                     # sizes (conv_lo: the first conv channel's column); the norm's epsilon
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
-    HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
@@ -77,6 +102,8 @@ def _in_step_kernel(
     ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj)."""
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
+    w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)   # the first tile: read before waiting (PDL)
+    _after_predecessor(PDL)
     if HAS_NORM:
         res_dt = RES_OUT.dtype.element_ty
         sq = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -95,6 +122,10 @@ def _in_step_kernel(
         kk = k0 + ks
         k_ok = kk < K
         ok = m_ok[:, None] & k_ok[None, :]
+        if AHEAD:   # a tile ahead (the first was read before waiting)
+            w_next = _weights(WIN, cols, o_ok, kk + BLOCK_K, K, BLOCK_M)
+        else:
+            w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
         if HAS_NORM:
             u = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt).to(tl.float32)
             u = u.to(dt_in).to(tl.float32)
@@ -102,7 +133,9 @@ def _in_step_kernel(
             x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
         else:
             x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
-        acc, part = _product(acc, part, x, WIN, cols, o_ok, kk, k_ok, K, DOT, BLOCK_M)
+        acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
+        if AHEAD:
+            w = w_next
     if BLOCK_M == 1:
         acc = tl.sum(part, axis=1)[None, :]
     if HAS_BIN:
@@ -154,12 +187,14 @@ def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_
 def _out_step_kernel(
     Y, ZX, NORM_W, WOUT, BOUT, OUT,         # pointers (NORM_W, BOUT may be None)
     M, d_ssm, group_size, d_model, eps, zx_m,
-    HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    AHEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated."""
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
+    w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)   # the first tile, of the first group
+    _after_predecessor(PDL)
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
     part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
     for lo in range(0, d_ssm, group_size):
@@ -175,18 +210,43 @@ def _out_step_kernel(
             kk = lo + k0 + ks
             k_ok = k0 + ks < group_size
             ok = m_ok[:, None] & k_ok[None, :]
+            if AHEAD:   # a tile ahead: this group's next, else the next group's first (the columns run on)
+                nxt = tl.where(k0 + BLOCK_K < group_size, kk + BLOCK_K, lo + group_size + ks)
+                w_next = _weights(WOUT, cols, o_ok, nxt, d_ssm, BLOCK_M)
+            else:
+                w = _weights(WOUT, cols, o_ok, kk, d_ssm, BLOCK_M)
             u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
             if HAS_NORM:
                 u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
                 if not GATE_FIRST:
                     u = u * z * tl.sigmoid(z)
             # the norm's output in the model's dtype, as out_proj reads it
-            acc, part = _product(acc, part, u.to(dt_out), WOUT, cols, o_ok, kk, k_ok, d_ssm, DOT, BLOCK_M)
+            acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
+            if AHEAD:
+                w = w_next
     if BLOCK_M == 1:
         acc = tl.sum(part, axis=1)[None, :]
     if HAS_BOUT:
         acc += tl.load(BOUT + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
+
+
+# Programmatic dependent launch (Hopper on): each launch of a step lets the next one be scheduled at once,
+# and that one streams its first weight tile (or its state) while waiting for its predecessor's writes.
+# Off by default: compiled for sm_90 and run under the interpreter as a no-op, not yet timed on a GPU
+# (``SSM_TRITON_PDL=1``, or ``PDL_ENABLED = True`` here, turns it on).
+PDL_ENABLED = os.environ.get("SSM_TRITON_PDL", "0").strip() not in ("", "0")
+_capable: dict = {}
+
+
+def pdl_enabled(device) -> bool:
+    """Whether the fused steps' launches on ``device`` are programmatic dependent launches."""
+    if not PDL_ENABLED or device.type != "cuda" or run_mode(device).interpreted:
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _capable:
+        _capable[index] = torch.cuda.get_device_capability(index)[0] >= 9
+    return _capable[index]
 
 
 def _rule(problem, mode):
@@ -195,24 +255,31 @@ def _rule(problem, mode):
     tiles of up to 64 rows, one column block an SM. Under the interpreter small blocks so tests cross
     them, one row a program up to 2 rows (both forms run there)."""
     M, O = problem[0], problem[1]
-    if mode.interpreted:
+    if mode.interpreted:   # the weight read a tile ahead, the form whose tile bookkeeping can go wrong
         if M <= 2:
-            return dict(BLOCK_M=1, BLOCK_O=16, BLOCK_K=32, num_warps=1)
-        return dict(BLOCK_M=16, BLOCK_O=64, BLOCK_K=32, num_warps=1)
+            return dict(BLOCK_M=1, BLOCK_O=16, BLOCK_K=32, AHEAD=True, num_warps=1)
+        return dict(BLOCK_M=16, BLOCK_O=64, BLOCK_K=32, AHEAD=True, num_warps=1)
     K = problem[2]
     if M <= 4:
         block_o = max(4, min(64, next_power_of_2(max(1, O // (3 * mode.sm_count)))))
-        return dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=max(16, min(512, next_power_of_2(K))), num_warps=4)
-    block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
-    return dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
+        kw = dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=max(16, min(512, next_power_of_2(K))), num_warps=4)
+    else:
+        block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
+        kw = dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
+    kw["AHEAD"] = bool(problem[-1])   # with PDL the first tile is read before waiting: the rest follow a tile ahead
+    if problem[-1]:                    # programmatic dependent launch
+        kw["launch_pdl"] = True
+    return kw
 
 
 def _alternatives(problem, mode):
-    """Half and twice the column block, other reduction blocks, other warp and stage counts."""
+    """Half and twice the column block, other reduction blocks, other warp and stage counts, the weight
+    read a tile ahead or not."""
     kw = _rule(problem, mode)
     gemv = kw["BLOCK_M"] == 1
     alts = [dict(BLOCK_O=max(4 if gemv else 16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
-            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1)]
+            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1),
+            dict(AHEAD=not kw["AHEAD"])]
     if gemv:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
         alts += [dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(BLOCK_K=kw["BLOCK_K"] * 2, num_warps=8)]
         if problem[0] > 1:   # several rows: the tensor-core form too
@@ -249,12 +316,13 @@ def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, co
     zx = torch.empty((M, O), device=hidden.device, dtype=weight.dtype)
     res_out = (torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None)
     cs_b, cs_c, cs_w = conv_state.stride() if conv_state is not None else (0, 0, 0)
-    problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W)
+    pdl = pdl_enabled(hidden.device)
+    problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W, pdl)
     in_step_kernel.launch(
         problem, config, HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
         CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
         conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
-        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted))
+        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted), PDL=pdl)
     return zx, res_out
 
 
@@ -266,9 +334,10 @@ def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, conf
     d_model = weight.shape[0]
     out = torch.empty((M, d_model), device=y.device, dtype=weight.dtype)
     group_size = group_size if norm_weight is not None else d_ssm
-    problem = (M, d_model, d_ssm, group_size, weight.dtype, norm_weight is not None, gate_first)
+    pdl = pdl_enabled(y.device)
+    problem = (M, d_model, d_ssm, group_size, weight.dtype, norm_weight is not None, gate_first, pdl)
     out_step_kernel.launch(
         problem, config, Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
         group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
-        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted))
+        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted), PDL=pdl)
     return out

@@ -12,6 +12,7 @@ memory-bound: the state read and write are nearly all of the bytes.
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .activations import softplus
 from .host import cdiv, next_power_of_2
@@ -29,7 +30,7 @@ def _state_update_kernel(
     b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr,
+    HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr, PDL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     bi = tl.program_id(1).to(tl.int64)
@@ -51,6 +52,9 @@ def _state_update_kernel(
         row = tl.where((row >= 0) & (row < n_cache), row, 0)
     at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
     state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+    if PDL:   # the fused decode step: the state (no earlier kernel of the step writes it) is read before waiting
+        gdc_launch_dependents()
+        gdc_wait()
     x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)
     # Mamba-2 passes one dt (and dt_bias, A) per head as stride-0 views: one scalar load then, instead
     # of a broadcast load per element of the tile
@@ -102,7 +106,10 @@ def _rule(problem, mode):
     if mode.interpreted:
         return dict(BLOCK_P=16, num_warps=1)   # the LM tests step dozens of heads: few programs
     P, N = problem[1], problem[2]
-    return dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
+    kw = dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
+    if problem[8]:   # pdl
+        kw["launch_pdl"] = True
+    return kw
 
 
 def _alternatives(problem, mode):
@@ -126,12 +133,15 @@ state_update_kernel = TunableKernel(
     flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX"))
 
 
-def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False):
+def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False,
+                 pdl=False):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
     ``out (b, H, P)`` in ``x``'s dtype. ``config`` (launch keywords) overrides the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
     each other at the headline shape; evict-first / streaming-store hints on the state cost 4%).
-    ``a_is_log``: ``A`` holds ``log(-A)`` (the fused Mamba-2 step passes the module's ``A_log``)."""
+    ``a_is_log``: ``A`` holds ``log(-A)`` (the fused Mamba-2 step passes the module's ``A_log``). ``pdl``:
+    launched as a programmatic dependent launch, the state read before waiting on the previous kernel
+    (the fused steps, ``kernels/fused_step.py``; never with ``state_batch_indices``)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
@@ -149,7 +159,7 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     o_b, o_h, o_p = out.stride()
     a_per_head = a_p == 0 and a_n == 0
     dt_per_head = dt_p == 0 and (dt_bias is None or bias_p == 0)
-    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, bsz, H)
+    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl, bsz, H)
     state_update_kernel.launch(
         problem, config,
         S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out,
@@ -157,5 +167,5 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
         s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n, x_b=x_b, x_h=x_h, x_p=x_p, dt_b=dt_b, dt_h=dt_h, dt_p=dt_p,
         a_h=a_h, a_p=a_p, a_n=a_n, b_b=b_b, b_g=b_g, b_n=b_n, c_b=c_b, c_g=c_g, c_n=c_n, d_h=d_h, d_p=d_p,
         z_b=z_b, z_h=z_h, z_p=z_p, bias_h=bias_h, bias_p=bias_p, o_b=o_b, o_h=o_h, o_p=o_p,
-        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, BLOCK_N=next_power_of_2(N))
+        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, PDL=pdl, BLOCK_N=next_power_of_2(N))
     return out

@@ -192,7 +192,7 @@ def state_update_cases():
         ptrs = {"S": PTR[state], "X": PTR[io], "DT": PTR[io], "B": PTR[io], "C": PTR[io], "Z": PTR[io], "OUT": PTR[io],
                 "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}
         yield "state_update", ksu.state_update_kernel, ptrs, dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt,
-                                                                   HAS_IDX=opt, A_PER_HEAD=opt, DT_PER_HEAD=not opt, A_LOG=opt,
+                                                                   HAS_IDX=opt, A_PER_HEAD=opt, DT_PER_HEAD=not opt, A_LOG=opt, PDL=opt,
                                                                    BLOCK_P=32, BLOCK_N=128)
 
 
@@ -226,7 +226,7 @@ def fused_step_cases():
                                                             [(1, 8, 512), (16, 32, 128)]):
         ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y", "WOUT", "BOUT",
                                  "OUT"], PTR[io]), "RES": "*fp32", "RES_OUT": "*fp32", "eps": "fp32"}
-        tiles = dict(DOT=io, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
+        tiles = dict(DOT=io, PDL=opt, AHEAD=opt, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
         yield "fused in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,
                                                               HAS_CONV_B=opt, W=4 if opt else 1, **tiles)
         yield "fused out step", km2.out_step_kernel, ptrs, dict(HAS_NORM=opt, GATE_FIRST=first, HAS_BOUT=opt,

@@ -111,7 +111,7 @@ def test_every_decode_conv_norm_config(device):
     A = -uniform((H, P, N), 0.1, 2.0, 3, device, torch.float32)
     Bm, Cm = normal((bsz, 1, N), 4, device, torch.float32), normal((bsz, 1, N), 5, device, torch.float32)
     want_out, want_state = selective_state_update_np(*(_np(t) for t in (state0, x, dt, A, Bm, Cm)))
-    for config in kst.state_update_kernel.space((bsz * H, P, N, None, None, False, False, False, bsz, H), H100):
+    for config in kst.state_update_kernel.space((bsz * H, P, N, None, None, False, False, False, False, bsz, H), H100):
         _pinned("state_update", config)
         try:
             state = state0.clone()

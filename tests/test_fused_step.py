@@ -212,8 +212,8 @@ def _every(kernel, problem):
     return kernel.space(problem, H100)
 
 
-@pytest.mark.parametrize("config", _every(km.in_step_kernel, (3, 120, 40, torch.float32, True, True, 4))
-                         + _every(km.in_step_kernel, (8, 120, 40, torch.float32, True, True, 4)),
+@pytest.mark.parametrize("config", _every(km.in_step_kernel, (3, 120, 40, torch.float32, True, True, 4, False))
+                         + _every(km.in_step_kernel, (8, 120, 40, torch.float32, True, True, 4, False)),
                          ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
 def test_every_in_step_config(device, config):
     """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles)."""
