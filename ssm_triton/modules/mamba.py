@@ -72,7 +72,11 @@ class Mamba(nn.Module):
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
-        xz = self.in_proj(hidden_states).transpose(1, 2)    # (b, 2 d_inner, L)
+        # (b, 2 d_inner, L) with steps contiguous, as the conv and the scan read x and z: W @ u^T in one
+        # batched product, where in_proj(u).transpose(1, 2) would leave them for copies
+        xz = torch.matmul(self.in_proj.weight, hidden_states.transpose(1, 2))
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
         if conv_state is not None:
             x = xz[:, :self.d_inner]
             fill_conv_state(conv_state, x * seq_mask[:, None].to(x.dtype) if seq_mask is not None else x)

@@ -128,22 +128,31 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     x = causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, activation="silu")
     if seq_mask is not None:
         x = x * keep   # zero inputs on the padding: the state stays zero through it
-    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)                                  # (b, L, R + 2N)
-    delta = F.linear(x_dbl[..., :R], delta_proj_weight)                                 # (b, L, d)
+    # x_proj and dt_proj as W @ x: everything the scan reads comes out (b, ., L) with steps contiguous, where
+    # projecting (b, L, d) rows would leave delta, B and C for a transposing copy each (a pass over the tensor)
+    x_dbl = torch.matmul(x_proj_weight, x)                                               # (b, R + 2N, L)
+    if dt_rms_weight is None:
+        delta = torch.matmul(delta_proj_weight, x_dbl[:, :R])                           # (b, d, L)
+    else:   # the norm runs over d: (b, L, d) rows
+        delta = rmsnorm_fn(F.linear(x_dbl[:, :R].transpose(1, 2), delta_proj_weight), dt_rms_weight, None,
+                           eps=b_c_dt_rms_eps).transpose(1, 2)
+
+    def projected(lo, bias, rms_weight):
+        M = x_dbl[:, lo:lo + N]                                                         # (b, N, L)
+        if bias is not None:
+            M = M + bias.to(x_dbl.dtype)[:, None]
+        if rms_weight is not None:   # over N: (b, L, N) rows
+            M = rmsnorm_fn(M.transpose(1, 2), rms_weight, None, eps=b_c_dt_rms_eps).transpose(1, 2)
+        return M
+
     if B is None:
-        B = x_dbl[..., R:R + N] + (B_proj_bias.to(x_dbl.dtype) if B_proj_bias is not None else 0)
-        if b_rms_weight is not None:
-            B = rmsnorm_fn(B, b_rms_weight, None, eps=b_c_dt_rms_eps)
-        B = B.transpose(1, 2)
+        B = projected(R, B_proj_bias, b_rms_weight)
     if C is None:
-        C = x_dbl[..., R + N:] + (C_proj_bias.to(x_dbl.dtype) if C_proj_bias is not None else 0)
-        if c_rms_weight is not None:
-            C = rmsnorm_fn(C, c_rms_weight, None, eps=b_c_dt_rms_eps)
-        C = C.transpose(1, 2)
-    if dt_rms_weight is not None:
-        delta = rmsnorm_fn(delta, dt_rms_weight, None, eps=b_c_dt_rms_eps)
-    y = selective_scan_fn(x, delta.transpose(1, 2), A, B, C, D, z=z, delta_bias=delta_bias,
+        C = projected(R + N, C_proj_bias, c_rms_weight)
+    y = selective_scan_fn(x, delta, A, B, C, D, z=z, delta_bias=delta_bias,
                           delta_softplus=delta_softplus, return_last_state=return_last_state)
     y, last = y if return_last_state else (y, None)
-    out = F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+    out = torch.matmul(y.transpose(1, 2), out_proj_weight.t())                            # (b, L, d_model)
+    if out_proj_bias is not None:
+        out = out + out_proj_bias
     return (out, last) if return_last_state else out

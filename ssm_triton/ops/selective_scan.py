@@ -16,9 +16,16 @@ def _c(x):
     return x.contiguous() if x is not None else None
 
 
+def _steps_contiguous(M):
+    """B or C as the forward kernel reads them: any strides with the steps contiguous (a slice of a
+    projection's channels, as mamba_inner_fn's x_proj leaves them), else a contiguous copy."""
+    return M if M.dim() == 2 or M.stride(-1) == 1 else M.contiguous()
+
+
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic, store_ckpt=True):
-    out, last, ckpt, _ = _k.selective_scan_forward(_c(u), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(z), _c(delta_bias),
-                                                   delta_softplus, _c(initial_state), store_ckpt=store_ckpt)
+    out, last, ckpt, _ = _k.selective_scan_forward(_c(u), _c(delta), _c(A), _steps_contiguous(B), _steps_contiguous(C),
+                                                   _c(D), _c(z), _c(delta_bias), delta_softplus, _c(initial_state),
+                                                   store_ckpt=store_ckpt)
     return out, last, ckpt
 
 
