@@ -79,6 +79,16 @@ def _product(acc, part, x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _products_done(acc, part, BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The projection ``(BLOCK_M, BLOCK_O)`` in fp32: the matrix-vector form's lanes summed, the bias added."""
+    if BLOCK_M == 1:
+        acc = tl.sum(part, axis=1)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(BIAS + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    return acc
+
+
+@triton.jit
 def _after_predecessor(PDL: tl.constexpr):
     """With programmatic dependent launch (``PDL``): let the next kernel be scheduled now, then wait until the
     previous one's writes are visible. Everything before this call must not read what that kernel writes."""
@@ -136,10 +146,7 @@ def _in_step_kernel(
         acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
         if AHEAD:
             w = w_next
-    if BLOCK_M == 1:
-        acc = tl.sum(part, axis=1)[None, :]
-    if HAS_BIN:
-        acc += tl.load(BIN + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M)
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
     out = v
     if HAS_CONV:
@@ -224,10 +231,7 @@ def _out_step_kernel(
             acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
             if AHEAD:
                 w = w_next
-    if BLOCK_M == 1:
-        acc = tl.sum(part, axis=1)[None, :]
-    if HAS_BOUT:
-        acc += tl.load(BOUT + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M)
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 
