@@ -3,7 +3,7 @@
 The 130M models' layer shapes (d_model 768): Mamba-2's in_proj (3352 x 768, with the norm and the conv
 windows) and out_proj (768 x 1536, with the gated norm); Mamba-1's x_proj (80 x 1536) and dt_proj
 (1536 x 48). For each batch size M (default 1 and 4): cuBLAS's ``F.linear`` of the same weight, then every (BLOCK_O,
-BLOCK_K, warps) of the fused kernels (one row a program up to 4 rows, tensor-core tiles for 16), in microseconds (``do_bench`` medians, L2 flushed between
+BLOCK_K, warps, weight read a tile ahead or not) of the fused kernels (one row a program up to 4 rows, tensor-core tiles for 16), in microseconds (``do_bench`` medians, L2 flushed between
 runs, as the 24 layers' weights are in a decode step). Every candidate is compiled before any is timed (the GPU clocks down while
 one compiles). The rule in ``kernels/fused_step.py`` comes from this.
 """
@@ -31,8 +31,9 @@ def main():
     w_x, w_dt = r(48 + 32, d_ssm), r(d_ssm, 48)
     conv_w, conv_b, norm_w = r(conv_dim, 4), r(conv_dim), r(d_model)
     gate_w = r(d_ssm)
-    gemv = [dict(BLOCK_M=1, BLOCK_O=o, BLOCK_K=k, num_warps=w, num_stages=3)
-            for o, k, w in itertools.product((4, 8, 16), (256, 512, 1024), (4, 8)) if w == 4 or k == 1024]
+    gemv = [dict(BLOCK_M=1, BLOCK_O=o, BLOCK_K=k, AHEAD=a, num_warps=w, num_stages=3)
+            for o, k, w, a in itertools.product((4, 8, 16), (256, 512, 1024), (4, 8), (False, True))
+            if w == 4 or k == 1024]
     dot = [dict(BLOCK_M=16, BLOCK_O=o, BLOCK_K=k, num_warps=w, num_stages=3)
            for o, k, w in itertools.product((16, 32, 64), (128, 256, 512), (4, 8))]
     for M in [int(m) for m in (sys.argv[1:] or ["1", "4"])]:
