@@ -112,7 +112,8 @@ def _in_step_kernel(
     ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj)."""
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
-    w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)   # the first tile: read before waiting (PDL)
+    if AHEAD:   # the first tile, read before waiting (PDL)
+        w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
     _after_predecessor(PDL)
     if HAS_NORM:
         res_dt = RES_OUT.dtype.element_ty
@@ -200,7 +201,8 @@ def _out_step_kernel(
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated."""
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
-    w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)   # the first tile, of the first group
+    if AHEAD:   # the first tile of the first group, read before waiting (PDL)
+        w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
     _after_predecessor(PDL)
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
     part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
