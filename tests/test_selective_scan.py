@@ -137,6 +137,20 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(got, ssm_triton.selective_scan_fn(**t))
 
 
+@pytest.mark.parametrize("layout", ["variable", "fixed"])
+def test_strided_b_and_c(device, layout):
+    """B and C as views: a time-varying slice of a wider projection (steps contiguous, read in place) and a
+    fixed transposed (dim, N) (copied): the result of the contiguous inputs."""
+    t = cast(*make_problem(2, 1, 3, 9, 4, layout, 5, device, True), torch.float32)
+    if layout == "variable":   # (b, N, L) cut from (b, 3 N, L)
+        strided = {k: torch.cat([t[k], t[k], t[k]], dim=1)[:, t[k].shape[1]:2 * t[k].shape[1]] for k in ("B", "C")}
+    else:                      # (dim, N) as the transpose of (N, dim)
+        strided = {k: t[k].t().contiguous().t() for k in ("B", "C")}
+    assert not strided["B"].is_contiguous()
+    got = ssm_triton.selective_scan_fn(**{**t, **strided})
+    torch.testing.assert_close(got, ssm_triton.selective_scan_fn(**t))
+
+
 GOOD = dict(u=torch.ones(2, 4, 5), delta=torch.ones(2, 4, 5), A=-torch.ones(4, 3), B=torch.ones(2, 3, 5),
             C=torch.ones(2, 3, 5))
 

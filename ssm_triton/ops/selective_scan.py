@@ -17,9 +17,10 @@ def _c(x):
 
 
 def _steps_contiguous(M):
-    """B or C as the forward kernel reads them: any strides with the steps contiguous (a slice of a
-    projection's channels, as mamba_inner_fn's x_proj leaves them), else a contiguous copy."""
-    return M if M.dim() == 2 or M.stride(-1) == 1 else M.contiguous()
+    """B or C as the forward kernel reads them: a time-varying one with any strides and the steps
+    contiguous (a slice of a projection's channels, as mamba_inner_fn's x_proj leaves them); a fixed
+    ``(dim, N)`` one, whose kernel path assumes unit state stride, and anything else contiguous."""
+    return M if M.dim() > 2 and M.stride(-1) == 1 else M.contiguous()
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic, store_ckpt=True):
