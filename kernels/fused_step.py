@@ -25,10 +25,9 @@ import os
 import torch
 import triton
 import triton.language as tl
-
-from .host import cdiv, next_power_of_2
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from .host import cdiv, next_power_of_2
 from .ssd.common import mm
 from .ssd.launch import dot_for
 from .tuning import TunableKernel, bucket, run_mode

@@ -152,7 +152,7 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
             streamer.put(nxt.cpu())
         if eos_token_id is not None:
             ended.append(done.all())
-            if (i + 1 - unread) % every == 0 or i == new - 1:
+            if len(ended) - unread == every or i == new - 1:
                 flags = torch.stack(ended[unread:])
                 if bool(flags.any()):
                     last = unread + int(flags.nonzero()[0, 0])   # the step at which the last row ended

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.combined import mamba_split_conv1d_scan_combined
 from ..ops import fused_step as fused
+from ..ops.combined import mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
