@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
+# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan; SWEEP_SS=segments: the time-split forward), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
 # TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
@@ -28,7 +28,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ -n "${SWEEP:-}" ]; then python3 -m ssm_triton.bench.sweep 2>&1 | tee "$OUT/sweep.txt"; fi
 if [ -n "${SWEEP_SSD:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep_ssd $SWEEP_SSD 2>&1 | tee "$OUT/sweep_ssd.txt"; fi
 if [ -n "${SWEEP_BLOCKS:-}" ]; then python3 -m ssm_triton.bench.sweep_blocks 2>&1 | tee "$OUT/sweep_blocks.txt"; fi
-if [ -n "${SWEEP_SS:-}" ]; then python3 -m ssm_triton.bench.sweep_selective 2>&1 | tee "$OUT/sweep_selective.txt"; fi
+if [ -n "${SWEEP_SS:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep_selective ${SWEEP_SS#1} 2>&1 | tee "$OUT/sweep_selective.txt"; fi
 if [ -n "${OVERHEAD:-}" ]; then   # OVERHEAD="--ops ..." passes arguments; OVERHEAD_OFF=1 repeats it with the lean launcher off
   SSM_TRITON_LEAN=1 SSM_TRITON_AUTOTUNE=0 timeout "${OVERHEAD_TIMEOUT:-300}" python3 -m ssm_triton.bench.overhead ${OVERHEAD#1} 2>&1 | tee "$OUT/overhead.txt"
   if [ -n "${OVERHEAD_OFF:-}" ]; then SSM_TRITON_LEAN=0 SSM_TRITON_AUTOTUNE=0 timeout "${OVERHEAD_TIMEOUT:-300}" python3 -m ssm_triton.bench.overhead ${OVERHEAD#1} --top 0 2>&1 | tee "$OUT/overhead_nolean.txt"; fi

@@ -1,7 +1,8 @@
 """Time the selective-scan launchers over channel block, chunk length and warps at the headline shape
 (b=8, d=4096, L=2048, N=16, bf16): the forward's chunk (inference, and training with a checkpoint every
 128 steps) and the backward's chunk (the checkpoint interval), with atomics and deterministic. ``python -m ssm_triton.bench.sweep_selective`` (GPU). Used to pick
-the defaults in kernels/selective_scan.py."""
+the defaults in kernels/selective_scan.py. ``... sweep_selective segments``: the time-split forward on
+problems with few channels (``plan_segment_l``)."""
 import sys
 
 import torch
@@ -17,7 +18,43 @@ def _inputs(b, d, L, N, dtype, dev):
                 delta_bias=torch.randn(d, device=dev) * 0.1)
 
 
+def segments():
+    """The time-split forward (``seg_l``) on problems with few channels: per shape, every segment length
+    with each forward chunk and warp count, inference and with checkpoints; 0 is the unsplit walk."""
+    dev = torch.device("cuda")
+    bench = lambda f: triton.testing.do_bench(f, warmup=10, rep=50, return_mode="median")
+    for b, d, L in ((1, 1536, 2048), (1, 1536, 8192), (1, 4096, 2048), (2, 1536, 2048), (4, 1536, 2048),
+                    (1, 768, 2048), (1, 2048, 512)):
+        x = _inputs(b, d, L, 16, torch.bfloat16, dev)
+        args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+        plan = ks.plan_segment_l(b, d, L, 128, ks.run_mode(dev))
+        rows = []
+        for seg in (0, 128, 256, 512, 1024):
+            if seg >= L:
+                continue
+            for tile in (128, 256, 512):
+                for w in (1, 2):
+                    if seg and seg % tile or (not seg and tile < 512 and w == 2):
+                        continue
+                    cfg = dict(BLOCK_D=1, num_warps=w, BLOCK_L=tile)
+                    fwd = lambda s: ks.selective_scan_forward(*args, True, None, block_l=128, store_ckpt=s,
+                                                              config=cfg, seg_l=seg)
+                    try:
+                        t_inf, t_fwd = bench(lambda: fwd(False)), bench(lambda: fwd(True))
+                    except Exception as e:  # noqa: BLE001
+                        print(f"b{b} d{d} L{L} seg {seg} L{tile} w{w}: failed {type(e).__name__}: {str(e)[:100]}")
+                        continue
+                    rows.append((t_inf, t_fwd, seg, tile, w))
+                    print(f"b{b} d{d} L{L} seg {seg} L{tile} w{w}: inference {t_inf * 1e3:.1f} us, "
+                          f"with checkpoints {t_fwd * 1e3:.1f} us", flush=True)
+        best = sorted(rows)[:4]
+        print(f"best b{b} d{d} L{L} (plan: seg {plan}): " + "; ".join(
+            f"seg {r[2]} L{r[3]} w{r[4]} {r[0] * 1e3:.1f}/{r[1] * 1e3:.1f} us" for r in best), flush=True)
+
+
 def main():
+    if sys.argv[1:] == ["segments"]:
+        return segments()
     dev = torch.device("cuda")
     b, d, L, N = 8, 4096, 2048, 16
     x = _inputs(b, d, L, N, torch.bfloat16, dev)

@@ -165,7 +165,8 @@ def selective_scan_workloads(device, quick: bool, notes: set, sweep: bool = Fals
         if sweep:
             cases += [(1, 8, 32, 4, torch.float32), (2, 8, 32, 4, torch.float32)]
     else:
-        cases = [(8, 4096, 2048, 16, torch.bfloat16)]
+        # the headline training shape, and the small prefill of issue 17 (130M-sized Mamba-1 layer, b1)
+        cases = [(8, 4096, 2048, 16, torch.bfloat16), (1, 1536, 2048, 16, torch.bfloat16)]
         if sweep:
             shapes = [(1, 4096, L, 16) for L in (1024, 4096, 16384, 65536)] + [(b, 4096, 2048, 16) for b in (1, 2, 4, 16)]
             cases += [(*shape, io) for shape in shapes for io in (torch.bfloat16, torch.float32)]

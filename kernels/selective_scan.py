@@ -131,17 +131,17 @@ def _per_channel(PTR, ds, d_ok, PRESENT: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _selective_scan_fwd_kernel(
-    # pointers (D, Z, DBIAS, H0 may be None)
-    U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT,
+    # pointers (D, Z, DBIAS, H0 may be None; SEG_H, SEG_DT, FINAL only when SEGMENTED)
+    U, DELTA, A, B, C, D, Z, DBIAS, H0, OUT, LAST, CKPT, SEG_H, SEG_DT, FINAL,
     # sizes
-    dim, L, N, per_group, n_ckpt,
+    dim, L, N, per_group, n_ckpt, n_seg, seg_l,
     # strides of B and C as (batch, group, state, step)
     sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    CKPT_L: tl.constexpr,
+    CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr,
 ):
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
@@ -154,25 +154,48 @@ def _selective_scan_fwd_kernel(
     threads. Extracting it from the scan as a register value takes a cross-lane reduction per state
     and chunk; on the H100 the memory carry took the forward from 1.24 to 1.01 ms (L 2048, 512 steps
     per chunk). The same masked stores write a checkpoint every ``CKPT_L`` steps (the backward's
-    chunk), so the forward's chunk can be longer than the backward's."""
+    chunk), so the forward's chunk can be longer than the backward's.
+
+    ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_l`` steps,
+    for problems with too few channels to fill the GPU (one warp per channel walking 2048 steps is
+    latency-bound). A segment starts from the state the segments before it leave, composed from their
+    summaries (``_selective_scan_fwd_summary_kernel``): ``h <- exp(A sum dt) h + h_from_zero``. Each
+    segment carries its state in its own row of ``LAST (b, d, n_seg, N)``; the last one copies its
+    final state to ``FINAL``."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
     skip = _per_channel(D, ds, d_ok, HAS_D, BLOCK_D)
     lane = tl.arange(0, BLOCK_L)
-    tl.store(LAST + state_off, _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N), mask=dn_ok)
+    seg = tl.program_id(2)
+    seg_row = (bi.to(tl.int64) * dim + ds) * n_seg
+    chan_n = (seg_row + seg) * N      # this segment's carry row in LAST
+    carry_off = chan_n[:, None] + ns[None, :]
+    h = _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N)
+    if SEGMENTED:
+        a2 = tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32) * LOG2E
+        for k in range(seg):
+            total = tl.load(SEG_DT + seg_row + k, mask=d_ok, other=0.0)
+            h = tl.exp2(a2 * total[:, None]) * h + tl.load(SEG_H + (seg_row + k)[:, None] * N + ns[None, :],
+                                                           mask=dn_ok, other=0.0)
+    tl.store(LAST + carry_off, h, mask=dn_ok)
     tl.debug_barrier()
     row = (bi.to(tl.int64) * dim + ds) * L
-    chan_n = (bi.to(tl.int64) * dim + ds) * N
     carry_ok = d_ok[:, None] & (lane == BLOCK_L - 1)[None, :]
     SPLIT: tl.constexpr = BLOCK_L // CKPT_L
     n_chunks = tl.cdiv(L, BLOCK_L)
-    for i in range(n_chunks):
+    if SEGMENTED:   # seg_l is a multiple of BLOCK_L
+        first = seg * (seg_l // BLOCK_L)
+        end = tl.minimum(first + seg_l // BLOCK_L, n_chunks)
+    else:
+        first = 0
+        end = n_chunks
+    for i in range(first, end):
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         if STORE_CKPT:
             # the state entering this chunk, then the one after each CKPT_L steps inside it
             tl.store(CKPT + _ckpt_offsets(bi, dim, ds, n_ckpt, i * SPLIT, N, ns),
-                     tl.load(LAST + state_off, mask=dn_ok), mask=dn_ok)
+                     tl.load(LAST + carry_off, mask=dn_ok), mask=dn_ok)
             ck = i * SPLIT + lane // CKPT_L + 1
             ck_off = ((bi.to(tl.int64) * dim + ds[:, None]) * n_ckpt + ck[None, :]) * N
             ck_ok = d_ok[:, None] & ((lane % CKPT_L == CKPT_L - 1) & (lane < BLOCK_L - 1) & (ck < n_ckpt))[None, :]
@@ -198,6 +221,52 @@ def _selective_scan_fwd_kernel(
             zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
         tl.store(OUT + offs, y.to(OUT.dtype.element_ty), mask=ok)
+    if SEGMENTED:
+        if seg == n_seg - 1:
+            tl.store(FINAL + state_off, tl.load(LAST + carry_off, mask=dn_ok), mask=dn_ok)
+
+
+@triton.jit
+def _selective_scan_fwd_summary_kernel(
+    U, DELTA, A, B, DBIAS, SEG_H, SEG_DT,
+    dim, L, N, per_group, n_seg, seg_l,
+    sb_b, sb_g, sb_n, sb_l,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """What segment ``program_id(2)`` (any but the last, so all its steps are real) does to a state:
+    ``SEG_DT (b, d, n_seg)`` its summed step size, by which a state entering it decays as
+    ``exp(A sum dt)``, and ``SEG_H (b, d, n_seg, N)`` the state it leaves from a zero start,
+    ``sum_t exp(A sum_{s>t} dt_s) dt_t B_t u_t``. A sum, not a scan: per state one ``exp`` and a
+    reduction per step, the decay after each step from a reverse cumulative sum of the step sizes
+    that all states share."""
+    bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
+    seg = tl.program_id(2)
+    ns = tl.arange(0, BLOCK_N)
+    dn_ok = d_ok[:, None] & (ns < N)[None, :]
+    bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
+    lane = tl.arange(0, BLOCK_L)
+    a2 = tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32) * LOG2E
+    row = (bi.to(tl.int64) * dim + ds) * L
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    total = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for i in range(seg * (seg_l // BLOCK_L), (seg + 1) * (seg_l // BLOCK_L)):
+        t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
+        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
+        dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
+        after = tl.cumsum(dt, axis=1, reverse=True) - dt   # the step sizes after each step, in this chunk
+        chunk_dt = tl.sum(dt, axis=1)
+        fresh = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        for n in range(N):
+            a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
+            b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, True)
+            fresh = _put(fresh, ns, n, tl.sum(tl.exp2(after * a2_n[:, None]) * dtu * b_n, axis=1))
+        h = tl.exp2(a2 * chunk_dt[:, None]) * h + fresh
+        total += chunk_dt
+    out_row = (bi.to(tl.int64) * dim + ds) * n_seg + seg
+    tl.store(SEG_H + out_row[:, None] * N + ns[None, :], h, mask=dn_ok)
+    tl.store(SEG_DT + out_row, total, mask=d_ok)
 
 
 @triton.jit
@@ -402,11 +471,39 @@ class ScanProblem(NamedTuple):
     c_fixed: bool
     flag: bool          # forward: checkpoints stored; backward: deterministic
     dtype: torch.dtype
+    seg_l: int = 0      # forward: steps per time segment when time is split across programs (0: not split)
+
+
+def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
+    """Steps per time segment of the forward (0: time is not split), a power of two that the forward's
+    chunks divide. The unsplit forward runs one program per channel and batch row, each walking all
+    ``L`` steps: with fewer than ``SPLIT_BELOW`` of them the GPU is mostly idle and the walk's latency
+    is the time (b1 d1536 L2048 N16: 336 us, H200 2026-12-02). Splitting time aims at
+    ``SPLIT_TARGET`` programs, with segments of at least ``ckpt_l`` steps. Under the interpreter: 4
+    checkpoint intervals from 8 of them on, so that the long-sequence tests take this path."""
+    if mode.interpreted:
+        return 4 * ckpt_l if L >= 8 * ckpt_l else 0
+    programs = bsz * dim
+    if programs >= SPLIT_BELOW:
+        return 0
+    want = cdiv(SPLIT_TARGET, programs)
+    seg = max(ckpt_l, prev_power_of_2(max(L // want, 1)))
+    return seg if seg < L else 0
+
+
+SPLIT_BELOW = 4096
+SPLIT_TARGET = 8192
+
+
+def prev_power_of_2(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
 
 
 def _fwd_rule(p: ScanProblem, mode):
-    """One channel, one warp, ``plan_forward_block_l``."""
+    """One channel, one warp, ``plan_forward_block_l`` (at most a segment)."""
     tile = plan_forward_block_l(p.L, p.ckpt_l, mode)
+    if p.seg_l:
+        tile = min(tile, p.seg_l)
     return dict(BLOCK_D=default_block_d(p.groups, p.per_group, p.dim, mode), BLOCK_L=tile, EVEN=p.L % tile == 0,
                 num_warps=1)
 
@@ -421,6 +518,8 @@ def _fwd_alternatives(p: ScanProblem, mode):
                 dict(BLOCK_L=tile * 2)):
         kw = {**rule, **alt}
         if kw["BLOCK_L"] < p.ckpt_l or kw["BLOCK_L"] % p.ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
+            continue
+        if p.seg_l and p.seg_l % kw["BLOCK_L"]:
             continue
         if _block_d_ok(kw["BLOCK_D"], p.groups, p.per_group, p.dim):
             out.append({**kw, "EVEN": p.L % kw["BLOCK_L"] == 0})
@@ -446,17 +545,44 @@ def _bwd_alternatives(p: ScanProblem, mode):
 
 
 def _key(p: ScanProblem):
-    return (bucket(p.bsz * p.dim), bucket(p.L), p.N, p.groups > 1, p.b_fixed, p.c_fixed, p.flag, str(p.dtype))
+    return (bucket(p.bsz * p.dim), bucket(p.L), p.N, p.groups > 1, p.b_fixed, p.c_fixed, p.flag, str(p.dtype),
+            p.seg_l)
+
+
+def _segments(p: ScanProblem) -> int:
+    return cdiv(p.L, p.seg_l) if p.seg_l else 1
 
 
 def _grid(p: ScanProblem, kw):
-    return (p.bsz, cdiv(p.dim, kw["BLOCK_D"]))
+    return (p.bsz, cdiv(p.dim, kw["BLOCK_D"]), _segments(p))
+
+
+def _summary_rule(p: ScanProblem, mode):
+    """One channel, one warp, the segment in chunks of the largest power of two that divides it, at
+    most 512 steps (32 interpreted)."""
+    return dict(BLOCK_D=default_block_d(p.groups, p.per_group, p.dim, mode),
+                BLOCK_L=min(p.seg_l & -p.seg_l, 32 if mode.interpreted else 512), num_warps=1)
+
+
+def _summary_alternatives(p: ScanProblem, mode):
+    alts = [dict(num_warps=2), dict(num_warps=4)]
+    chunk = _summary_rule(p, mode)["BLOCK_L"]
+    if chunk >= 256:
+        alts.append(dict(BLOCK_L=chunk // 2))
+    return alts
+
+
+def _summary_grid(p: ScanProblem, kw):
+    return (p.bsz, cdiv(p.dim, kw["BLOCK_D"]), _segments(p) - 1)
 
 
 _OPTIONAL = dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DBIAS")
 selective_scan_fwd = TunableKernel("selective_scan_fwd", _selective_scan_fwd_kernel, rule=_fwd_rule,
                                    alternatives=_fwd_alternatives, key=_key, grid=_grid,
                                    flags=dict(_OPTIONAL, HAS_H0="H0"))
+selective_scan_fwd_summary = TunableKernel("selective_scan_fwd_summary", _selective_scan_fwd_summary_kernel,
+                                           rule=_summary_rule, alternatives=_summary_alternatives, key=_key,
+                                           grid=_summary_grid, flags=dict(HAS_BIAS="DBIAS"))
 # dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs (a
 # fixed B or C, and the deterministic partials, are written whole, so re-zeroing them costs nothing wrong)
 selective_scan_bwd = TunableKernel("selective_scan_bwd", _selective_scan_bwd_kernel, rule=_bwd_rule,
@@ -469,13 +595,14 @@ def _strides_bc(sb, sc) -> dict:
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, config=None):
+                           store_ckpt=True, config=None, seg_l=None):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_ckpt, N) fp32, block_l)``: a checkpoint, the state entering
     it, every ``block_l`` steps. With ``store_ckpt=False`` (no backward to come) ``ckpt`` is empty.
     ``block_l`` (the checkpoint interval) and ``config`` (launch keywords: ``BLOCK_D``, ``BLOCK_L`` the
     forward's chunk, a multiple of ``block_l``, ``num_warps``) override the tuned choice (tests and the
-    config sweep use them)."""
+    config sweep use them); so does ``seg_l``, the steps per time segment (0: time not split; else a
+    multiple of ``block_l`` and of the forward's chunk), over ``plan_segment_l``."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
@@ -493,12 +620,32 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     if L == 0:
         last.copy_(initial_state if initial_state is not None else torch.zeros_like(last))
         return out, last, ckpt, block_l
-    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, store_ckpt, u.dtype)
+    if seg_l is None:
+        seg_l = plan_segment_l(bsz, dim, L, block_l, run_mode(u.device))
+    elif seg_l and (seg_l % block_l or seg_l >= L):
+        raise ValueError(f"a time segment ({seg_l} steps) must be a multiple of the checkpoint interval "
+                         f"({block_l}) and shorter than the sequence ({L})")
+    if seg_l and config is not None and seg_l % config.get("BLOCK_L", 1):
+        raise ValueError(f"a time segment ({seg_l} steps) must be a multiple of the forward's chunk "
+                         f"({config['BLOCK_L']})")
+    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, store_ckpt, u.dtype, seg_l)
+    n_seg = _segments(problem)
+    carry, seg_h, seg_dt = last, None, None
+    if seg_l:
+        carry = torch.empty((bsz, dim, n_seg, N), device=u.device, dtype=torch.float32)
+        seg_h = torch.empty((bsz, dim, n_seg, N), device=u.device, dtype=torch.float32)
+        seg_dt = torch.empty((bsz, dim, n_seg), device=u.device, dtype=torch.float32)
+        selective_scan_fwd_summary.launch(
+            problem, None, U=u, DELTA=delta, A=A, B=Bg, DBIAS=delta_bias, SEG_H=seg_h, SEG_DT=seg_dt, dim=dim,
+            L=L, N=N, per_group=per_group, n_seg=n_seg, seg_l=seg_l, sb_b=sb[0], sb_g=sb[1], sb_n=sb[2],
+            sb_l=sb[3], SOFTPLUS=delta_softplus, B_FIXED=b_fixed, BLOCK_N=next_power_of_2(N))
     selective_scan_fwd.launch(
         problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state,
-        OUT=out, LAST=last, CKPT=ckpt, dim=dim, L=L, N=N, per_group=per_group, n_ckpt=n_ckpt, **_strides_bc(sb, sc),
-        SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-        BLOCK_N=next_power_of_2(N), CKPT_L=block_l)
+        OUT=out, LAST=carry, CKPT=ckpt, SEG_H=seg_h, SEG_DT=seg_dt, FINAL=last if seg_l else None, dim=dim,
+        L=L, N=N, per_group=per_group, n_ckpt=n_ckpt, n_seg=n_seg, seg_l=seg_l, **_strides_bc(sb, sc),
+        SOFTPLUS=delta_softplus,
+        B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt, BLOCK_N=next_power_of_2(N), CKPT_L=block_l,
+        SEGMENTED=bool(seg_l))
     return out, last, ckpt, block_l
 
 

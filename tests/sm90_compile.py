@@ -43,6 +43,7 @@ PTR = {tl.float32: "*fp32", tl.bfloat16: "*bf16", tl.float16: "*fp16", tl.float6
 
 # outputs the launchers pass as None when a flag is off, beyond the flags' own arguments, per kernel
 _ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
+                "_selective_scan_fwd_kernel": {"SEGMENTED": ("SEG_H", "SEG_DT", "FINAL")},
                 "_siso_prep_kernel": {"HAS_SEQ": ("OFF",)}, "_siso_prep_bwd_kernel": {"HAS_SEQ": ("OFF",)},
                 "_angle_carry_kernel": {"HAS_SEQ": ("TAIL", "DTHF")},
                 "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
@@ -117,14 +118,18 @@ def cases():
             yield "discretize bwd", kd.discretize_bwd, bw, dict(METHOD=method, ACC=tl.float32, HAS_GA=ga, HAS_GB=gb,
                                                               BLOCK_L=64, BLOCK_N=16)
     io_names = ["U", "DELTA", "B", "C", "Z", "OUT", "DOUT", "DU", "DDELTA", "DZ"]
-    f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB", "DC", "DH0"]
+    f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB", "DC", "DH0",
+                 "SEG_H", "SEG_DT", "FINAL"]
     for io, (b_fixed, c_fixed), opt in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True),
                                                                                      (False, True)], [False, True]):
         bn = 16 if opt else 1
         ptrs = {**{n: PTR[io] for n in io_names}, **dict.fromkeys(f32_names, "*fp32")}
         flags = dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, C_FIXED=c_fixed,
                      EVEN=not opt, BLOCK_D=4 if opt else 1, BLOCK_L=32 if opt else 1024, BLOCK_N=bn)
-        yield "selective_scan fwd", kss.selective_scan_fwd, ptrs, dict(HAS_H0=opt, STORE_CKPT=not opt, CKPT_L=32, **flags)
+        yield "selective_scan fwd", kss.selective_scan_fwd, ptrs, dict(HAS_H0=opt, STORE_CKPT=not opt, CKPT_L=32,
+                                                                      SEGMENTED=opt == b_fixed, **flags)
+        yield "selective_scan fwd summary", kss.selective_scan_fwd_summary, ptrs, dict(
+            HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
         yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt, **flags)
 
 

@@ -68,15 +68,18 @@ def test_gradients_match_float64_autograd(device, bsz, groups, per_group, L, N, 
         assert_close(g, w, dtype if dtype != torch.float32 else g.dtype, f"d{name}")
 
 
-@pytest.mark.parametrize("L, block_l, tile", [(37, 2, 8), (37, 8, 8), (37, 8, 32), (37, 32, 32), (32, 8, 16),
-                                              (9, 1, 1), (5, 1, 4)])
-def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile):
-    """Output, last state and every gradient are the same for any checkpoint interval ``block_l`` and any
-    forward chunk ``tile`` (a multiple of it, so checkpoints are written from inside a chunk)."""
+@pytest.mark.parametrize("L, block_l, tile, seg_l", [(37, 2, 8, 0), (37, 8, 8, 0), (37, 8, 32, 0), (37, 32, 32, 0),
+                                                     (32, 8, 16, 0), (9, 1, 1, 0), (5, 1, 4, 0), (37, 2, 8, 16),
+                                                     (37, 8, 8, 8), (70, 8, 16, 32), (9, 1, 1, 2)])
+def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l):
+    """Output, last state, checkpoints and every gradient are the same for any checkpoint interval
+    ``block_l``, any forward chunk ``tile`` (a multiple of it, so checkpoints are written from inside a
+    chunk) and any time segment ``seg_l`` (time split across programs; 0: not split)."""
     t = cast(*make_problem(2, 2, 2, L, 5, "grouped", 11, device, True), torch.float32)
     sp = t.pop("delta_softplus")
     args = [t[k] for k in NAMES] + [t["D"], t["z"], t["delta_bias"], sp]
-    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, config=dict(BLOCK_L=tile))
+    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, config=dict(BLOCK_L=tile),
+                                                seg_l=seg_l)
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, torch.float32, "out")
     assert_close(last, want_last, torch.float32, "last_state")
@@ -95,6 +98,22 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile):
     want = torch.autograd.grad((ref_out * dout.double()).sum() + (ref_last * dlast.double()).sum(), list(leaves.values()))
     for name, g, w in zip(names, got, want):
         assert_close(g, w, torch.float32, f"d{name}")
+
+
+@given(L=st.integers(3, 90), seg=st.sampled_from([8, 16, 32]), layout=st.sampled_from(LAYOUTS),
+       with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES), N=st.integers(1, 6), seed=seeds())
+def test_time_segments_match_the_reference(device, L, seg, layout, with_options, dtype, N, seed):
+    """The forward with time split into segments of ``seg`` steps (each started from the composed
+    summaries of the ones before) against the float64 reference: output and last state."""
+    seg = min(seg, 8 * ((L - 1) // 8)) or None
+    t = cast(*make_problem(1, 2, 2, L, N, layout, seed, device, with_options), dtype)
+    sp = t.pop("delta_softplus", False)
+    args = [t[k] for k in NAMES] + [t.get("D"), t.get("z"), t.get("delta_bias"), sp]
+    out, last, _, _ = selective_scan_forward(*args, t.get("initial_state"), block_l=8, config=dict(BLOCK_L=8),
+                                             seg_l=seg or 0, store_ckpt=False)
+    want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
+    assert_close(out, want_out, dtype, "out")
+    assert_close(last, want_last, torch.float32, "last_state")
 
 
 @pytest.mark.parametrize("global_flag, keyword, want", [
