@@ -20,11 +20,13 @@ def main():
                     "bwd": lambda c: ks.scan_backward(g, a, h, None, False, config=c)}
             for direction, run in runs.items():
                 rows = []
-                for c in ks.scan_fwd.space((R, L, dtype, None, False, False), run_mode()):
+                kernel = ks.scan_fwd if direction == "fwd" else ks.scan_bwd
+                for c in kernel.space((R, L, dtype, None, False, False), run_mode()):
                     ms = triton.testing.do_bench(lambda: run(c), warmup=25, rep=100, return_mode="median")
                     rows.append((ms, c))
                 rows.sort(key=lambda r: r[0])
-                best = ", ".join(f"{c['BLOCK_R']}x{c['BLOCK_L']}/w{c['num_warps']}: {ms * 1e3:.1f}us "
+                best = ", ".join(f"{c['BLOCK_R']}x{c['BLOCK_L']}/w{c['num_warps']}{'/gather' * c.get('GATHER', False)}: "
+                                 f"{ms * 1e3:.1f}us "
                                  f"({nbytes[direction] / ms / 1e6:.0f} GB/s)" for ms, c in rows[:4])
                 worst = rows[-1]
                 print(f"R={R} L={L} {str(dtype)[6:]} {direction}: best {best} | worst {worst[0] * 1e3:.1f}us")
