@@ -25,7 +25,7 @@ export PYTHONPATH=/tmp/site:/tmp/sst:$repo/.peers PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-if [ -n "${SWEEP:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep 2>&1 | tee "$OUT/sweep.txt"; fi
+if [ -n "${SWEEP:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep ${SWEEP#1} 2>&1 | tee "$OUT/sweep.txt"; fi
 if [ -n "${SWEEP_SSD:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep_ssd $SWEEP_SSD 2>&1 | tee "$OUT/sweep_ssd.txt"; fi
 if [ -n "${SWEEP_BLOCKS:-}" ]; then python3 -m ssm_triton.bench.sweep_blocks 2>&1 | tee "$OUT/sweep_blocks.txt"; fi
 if [ -n "${SWEEP_SS:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep_selective ${SWEEP_SS#1} 2>&1 | tee "$OUT/sweep_selective.txt"; fi

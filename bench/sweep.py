@@ -1,5 +1,7 @@
 """Time every autotune config of the scan kernels, forced one by one, and name the one the autotuner
-picks. ``python -m ssm_triton.bench.sweep`` (GPU). Used to shape the search spaces in kernels/tuning.py."""
+picks. ``python -m ssm_triton.bench.sweep [headline]`` (GPU; ``headline``: the (8 x 1536, 4096) rows only). Used to shape the search spaces in kernels/tuning.py."""
+import sys
+
 import torch
 import triton.testing
 
@@ -9,7 +11,8 @@ from ssm_triton.kernels.tuning import run_mode
 
 def main():
     dev = torch.device("cuda")
-    for R, L in [(8 * 1536, 4096), (1536, 4096), (1536, 16384)]:
+    shapes = [(8 * 1536, 4096), (1536, 4096), (1536, 16384)]
+    for R, L in shapes[:1] if sys.argv[1:] == ["headline"] else shapes:
         for dtype in (torch.float32, torch.bfloat16):
             a = torch.rand(R, L, device=dev).to(dtype)
             b = torch.randn(R, L, device=dev).to(dtype)

@@ -139,8 +139,11 @@ def _scan_bwd_kernel(
 # 1x2048 with 8 warps ranked in the top four of these ten in 9 of the 12 (size, dtype, direction) cases
 # of the H100 sweep (python -m ssm_triton.bench.sweep, 2026-11-23), more than any other; in the other
 # three the tuned choice is faster.
+# The last three keep 16-32 steps a thread (more of the scan inside threads, less across them), as
+# accelerated-scan's kernel does with 2048 steps and four warps; not yet measured on the H200.
 TILES = [(1, 2048, 8), (1, 1024, 4), (1, 4096, 8), (2, 1024, 4), (2, 2048, 8),
-         (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8), (16, 128, 4)]
+         (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8), (16, 128, 4),
+         (1, 2048, 4), (1, 4096, 4), (1, 1024, 2)]
 
 
 def _tile(r, l, w):
@@ -167,8 +170,8 @@ def _grid(problem, kw):
 scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives, key=_key,
                          flags=dict(HAS_H0="H0"))
 def _bwd_alternatives(problem, mode):
-    """The forward's tiles, and the first five again with the neighbours moved inside the tile (``GATHER``)."""
-    return _alternatives(problem, mode) + [dict(_tile(*t), GATHER=True) for t in TILES[:5]]
+    """The forward's tiles, and some again with the neighbours moved inside the tile (``GATHER``)."""
+    return _alternatives(problem, mode) + [dict(_tile(*t), GATHER=True) for t in TILES[:3] + TILES[-3:]]
 
 
 scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_rule, alternatives=_bwd_alternatives,
