@@ -477,22 +477,26 @@ class ScanProblem(NamedTuple):
 def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     """Steps per time segment of the forward (0: time is not split), a power of two that the forward's
     chunks divide. The unsplit forward runs one program per channel and batch row, each walking all
-    ``L`` steps: with fewer than ``SPLIT_BELOW`` of them the GPU is mostly idle and the walk's latency
-    is the time (b1 d1536 L2048 N16: 336 us, H200 2026-12-02). Splitting time aims at
-    ``SPLIT_TARGET`` programs, with segments of at least ``ckpt_l`` steps. Under the interpreter: 4
-    checkpoint intervals from 8 of them on, so that the long-sequence tests take this path."""
+    ``L`` steps: with fewer than ``SPLIT_BELOW`` of them most of the GPU idles. Splitting time aims at
+    ``SPLIT_TARGET`` programs, with segments of at least ``MIN_SEGMENT`` steps. The split costs a
+    second pass over the inputs (the summaries): on the H200 (2026-12-03, eager calls, which at these
+    sizes time the host as much as the GPU) it lost at 1536 channels and more (b1 L2048: 82 us at
+    512-step segments against 71 unsplit) and won at 768 (65 against 117), hence the narrow rule
+    until replayed timings say more. Under the interpreter: 4 checkpoint intervals from 8 of them on,
+    so that the long-sequence tests take this path."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
     programs = bsz * dim
     if programs >= SPLIT_BELOW:
         return 0
     want = cdiv(SPLIT_TARGET, programs)
-    seg = max(ckpt_l, prev_power_of_2(max(L // want, 1)))
+    seg = max(ckpt_l, MIN_SEGMENT, prev_power_of_2(max(L // want, 1)))
     return seg if seg < L else 0
 
 
-SPLIT_BELOW = 4096
+SPLIT_BELOW = 1024
 SPLIT_TARGET = 8192
+MIN_SEGMENT = 512
 
 
 def prev_power_of_2(n: int) -> int:
