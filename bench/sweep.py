@@ -28,7 +28,7 @@ def main():
                     ms = triton.testing.do_bench(lambda: run(c), warmup=25, rep=100, return_mode="median")
                     rows.append((ms, c))
                 rows.sort(key=lambda r: r[0])
-                best = ", ".join(f"{c['BLOCK_R']}x{c['BLOCK_L']}/w{c['num_warps']}{'/gather' * c.get('GATHER', False)}: "
+                best = ", ".join(f"{c['BLOCK_R']}x{c['BLOCK_L']}/w{c['num_warps']}: "
                                  f"{ms * 1e3:.1f}us "
                                  f"({nbytes[direction] / ms / 1e6:.0f} GB/s)" for ms, c in rows[:4])
                 worst = rows[-1]

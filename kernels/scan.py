@@ -63,27 +63,14 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
-def _shifted(x, X, base, t_edge, lane, row_ok, L, other, EDGE_LANE: tl.constexpr, BLOCK_L: tl.constexpr):
-    """``x (BLOCK_R, BLOCK_L)``, loaded at steps ``t``, moved one lane so that ``EDGE_LANE`` (0 or the last)
-    is left empty: that lane reads step ``t_edge`` (the neighbouring tile's) from ``X`` itself, one value
-    a row. The move is a gather inside the tile, so ``X`` is read aligned (vectorised) once."""
-    src = lane - 1 if EDGE_LANE == 0 else lane + 1
-    src = tl.minimum(tl.maximum(src, 0), BLOCK_L - 1)
-    moved = tl.gather(x, tl.broadcast_to(src[None, :], x.shape), 1)
-    at = tl.zeros(row_ok.shape, tl.int32) + t_edge   # a vector, so that the mask is one too
-    edge = tl.load(X + base + at, mask=row_ok & (at >= 0) & (at < L), other=other).to(x.dtype)
-    return tl.where((lane == EDGE_LANE)[None, :], edge[:, None], moved)
-
-
-@triton.jit
 def _scan_bwd_kernel(
     G, A, H, H0, DA, DB, DH0,         # pointers: (R, L) rows; H0, DH0 (R,) or None
     R, L,                             # sizes
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
-    GATHER: tl.constexpr = False,
 ):
-    """``GATHER``: the neighbours ``a[t + STEP]`` and ``h[t - STEP]`` are moved inside the tile from aligned
-    loads (``_shifted``), not loaded one element off (which cannot be vectorised)."""
+    """The neighbours ``a[t + STEP]`` and ``h[t - STEP]`` are loaded one element off, which cannot be
+    vectorised; moving them inside the tile with ``tl.gather`` instead compiled to ~8000 shuffles a
+    tile for sm_90 (Triton 3.9, 2026-12-03) and was dropped."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
     base = rows.to(tl.int64) * L
@@ -109,20 +96,8 @@ def _scan_bwd_kernel(
         prv = t - STEP
         prv_ok = ok & ((prv >= 0) & (prv < L))[None, :]
         g = tl.load(G + offs, mask=ok, other=0.0).to(ACC)
-        if GATHER and BLOCK_L > 1:   # a one-lane gather gave garbage on the H100 (triton 3.6)
-            start = _tile_index(i, n_tiles, not REVERSE) * BLOCK_L
-            a = tl.load(A + offs, mask=ok, other=1.0).to(ACC)
-            h = tl.load(H + offs, mask=ok, other=0.0).to(ACC)
-            if REVERSE:   # a[t - 1], h[t + 1]
-                c = _shifted(a, A, base, start - 1, lane, row_ok, L, 1.0, 0, BLOCK_L)
-                h_prev = _shifted(h, H, base, start + BLOCK_L, lane, row_ok, L, 0.0, BLOCK_L - 1, BLOCK_L)
-            else:         # a[t + 1], h[t - 1]
-                c = _shifted(a, A, base, start + BLOCK_L, lane, row_ok, L, 1.0, BLOCK_L - 1, BLOCK_L)
-                h_prev = _shifted(h, H, base, start - 1, lane, row_ok, L, 0.0, 0, BLOCK_L)
-            c = tl.where(nxt_ok, c, 1.0)
-        else:
-            c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
-            h_prev = tl.load(H + offs - STEP, mask=prv_ok, other=0.0).to(ACC)
+        c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
+        h_prev = tl.load(H + offs - STEP, mask=prv_ok, other=0.0).to(ACC)
         h_prev = tl.where(prv_ok, h_prev, h0[:, None])
         c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
         lam = c_cum * carry[:, None] + lam
@@ -169,12 +144,7 @@ def _grid(problem, kw):
 
 scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives, key=_key,
                          flags=dict(HAS_H0="H0"))
-def _bwd_alternatives(problem, mode):
-    """The forward's tiles, and some again with the neighbours moved inside the tile (``GATHER``)."""
-    return _alternatives(problem, mode) + [dict(_tile(*t), GATHER=True) for t in TILES[:3] + TILES[-3:]]
-
-
-scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_rule, alternatives=_bwd_alternatives,
+scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives,
                          key=_key, flags=dict(HAS_H0="H0"))
 
 

@@ -62,24 +62,6 @@ def test_gradients_match_float64_autograd(device, lead, L, dtype, a_range, with_
         assert_close(g, w, dtype, name)
 
 
-@given(rows=st.integers(1, 5), L=st.integers(1, 40), tile=st.sampled_from([2, 8, 16]), dtype=st.sampled_from(DTYPES),
-       a_range=st.sampled_from(list(A_RANGES)), with_h0=st.booleans(), reverse=st.booleans(), seed=seeds())
-def test_backward_with_neighbours_moved_in_the_tile(device, rows, L, tile, dtype, a_range, with_h0, reverse, seed):
-    """The backward's ``GATHER`` form (``a[t + 1]`` and ``h[t - 1]`` moved inside the tile, the tile's edge
-    read from the neighbouring one) against float64 autograd, across tile edges and partial tiles."""
-    from ssm_triton.kernels.scan import scan_backward, scan_forward
-    a, b, h0 = make_inputs((rows,), L, dtype, a_range, with_h0, seed, device)
-    config = dict(BLOCK_R=2, BLOCK_L=tile, num_warps=1)
-    h = scan_forward(a, b, h0, reverse, config=config)
-    grad = normal(b.shape, seed + 3, device, dtype)
-    got = scan_backward(grad, a, h, h0, reverse, config=dict(config, GATHER=True))
-    leaves = [t.detach().double().requires_grad_() for t in (a, b, h0) if t is not None]
-    ref = linear_scan_torch(leaves[0], leaves[1], leaves[2] if with_h0 else None, reverse)
-    want = torch.autograd.grad(ref, leaves, grad.double())
-    for name, g, w in zip(("da", "db", "dh0"), got, want):
-        assert_close(g, w, dtype, name)
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_fp64(device, reverse):
     a = uniform((2, 19), -1.0, 1.0, 0, device).requires_grad_()
