@@ -56,6 +56,14 @@ def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
+def _with_state_before(a_l, b_l, pa_l, pb_l, a_r, b_r, pa_r, pb_r):
+    """First-order combine that also carries the map to the state before the last step: a segment maps
+    an entering state ``h`` to ``a h + b`` after it and to ``pa h + pb`` before its last step. Scanned
+    over ``(decay, drive, 1, 0)`` it gives ``h_t`` and ``h_{t-1}`` together, with no shift across lanes."""
+    return a_l * a_r, a_r * b_l + b_r, pa_r * a_l, pa_r * b_l + pb_r
+
+
+@triton.jit
 def _pick(x, idx, i):
     """Column ``i`` of ``x (rows, cols)`` as a ``(rows,)`` vector; ``idx`` is ``arange(cols)``."""
     return tl.sum(tl.where(idx[None, :] == i, x, 0.0), axis=1)
@@ -282,6 +290,7 @@ def _selective_scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+    NO_GATHER: tl.constexpr = False,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -294,7 +303,11 @@ def _selective_scan_bwd_kernel(
     Sums over the channels of a group (``dB``, ``dC`` when they vary with time) are added atomically
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
-    are always per-program partials."""
+    are always per-program partials.
+
+    ``NO_GATHER``: no ``tl.gather`` (which Triton lowers as a general permutation, ~k^2 shuffles for k
+    steps a thread): ``h_{t-1}`` comes out of the forward scan itself (:func:`_with_state_before`) and
+    the next step's decay from the next step's size, read one element on (an ``exp`` more a state)."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
@@ -337,6 +350,9 @@ def _selective_scan_bwd_kernel(
         else:
             dy = dout
         dtu = dt * u
+        if NO_GATHER:   # step t + 1's size; the chunk's last lane reads the next chunk's first (unused there)
+            next_ok = d_ok[:, None] & (t + 1 < L)[None, :]
+            dt_next, _ = _step_size(DELTA, offs + 1, next_ok, bias, HAS_BIAS, SOFTPLUS)
         y = skip[:, None] * u
         dx = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)    # sum_n lam B: d/d(dt u)
         d_dt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum_n lam A exp(dt A) h_{t-1}
@@ -347,19 +363,28 @@ def _selective_scan_bwd_kernel(
             c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             decay = tl.exp2(dt * a2_n[:, None])
             drive = dtu * b_n
-            a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
             h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)[:, None]
-            hs = a_cum * h_enter + b_cum
-            # decay_t h_{t-1}, with h_{t-1} shifted in from the lane before: not h_t - drive_t, which
-            # loses all precision when the decay is tiny (test_dA_is_accurate_when_the_state_decays...)
-            if BLOCK_L > 1:
-                h_prev = tl.where(first_lane, h_enter, tl.gather(hs, prev_lane, 1))
+            # decay_t h_{t-1}, with h_{t-1} itself: not h_t - drive_t, which loses all precision when
+            # the decay is tiny (test_dA_is_accurate_when_the_state_decays...)
+            if NO_GATHER:
+                a_cum, b_cum, pa_cum, pb_cum = tl.associative_scan(
+                    (decay, drive, tl.full(decay.shape, 1.0, tl.float32), tl.zeros(decay.shape, tl.float32)), 1,
+                    _with_state_before)
+                hs = a_cum * h_enter + b_cum
+                h_prev = pa_cum * h_enter + pb_cum
             else:
-                h_prev = h_enter
+                a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
+                hs = a_cum * h_enter + b_cum
+                if BLOCK_L > 1:   # shifted in from the lane before
+                    h_prev = tl.where(first_lane, h_enter, tl.gather(hs, prev_lane, 1))
+                else:
+                    h_prev = h_enter
             carried = decay * h_prev
             y += hs * c_n
             g = dy * c_n + tl.where(last_lane, tl.load(DH0 + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
-            if BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
+            if NO_GATHER:
+                decay_next = tl.exp2(dt_next * a2_n[:, None])
+            elif BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
                 decay_next = tl.gather(decay, next_lane, 1)
             else:
                 decay_next = decay
@@ -545,7 +570,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
     alts = [dict(num_warps=2)]
     if _block_d_ok(2, p.groups, p.per_group, p.dim):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
-    return alts
+    # the gather-free form (not yet timed on a GPU)
+    return alts + [dict(a, NO_GATHER=True) for a in [{}, *alts]]
 
 
 def _key(p: ScanProblem):
