@@ -130,7 +130,8 @@ def cases():
                                                                       SEGMENTED=opt == b_fixed, **flags)
         yield "selective_scan fwd summary", kss.selective_scan_fwd_summary, ptrs, dict(
             HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
-        yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt, **flags)
+        yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt,
+                                                                      NO_GATHER=opt != b_fixed, **flags)
 
 
 def ssd_cases():
