@@ -506,9 +506,10 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     ``SPLIT_TARGET`` programs, with segments of at least ``MIN_SEGMENT`` steps. The split costs a
     second pass over the inputs (the summaries): on the H200 (2026-12-03, eager calls, which at these
     sizes time the host as much as the GPU) it lost at 1536 channels and more (b1 L2048: 82 us at
-    512-step segments against 71 unsplit) and won at 768 (65 against 117), hence the narrow rule
-    until replayed timings say more. Under the interpreter: 4 checkpoint intervals from 8 of them on,
-    so that the long-sequence tests take this path."""
+    512-step segments against 71 unsplit) and won at 768 (65 against 117), hence off on GPUs
+    (``SPLIT_BELOW = 0``) until replayed timings say more; ``seg_l`` of :func:`selective_scan_forward`
+    asks for it. Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the
+    long-sequence tests take this path."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
     programs = bsz * dim
@@ -519,7 +520,7 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     return seg if seg < L else 0
 
 
-SPLIT_BELOW = 1024
+SPLIT_BELOW = 0      # off on GPUs until timed there replayed (sweep_selective segments); see the docstring
 SPLIT_TARGET = 8192
 MIN_SEGMENT = 512
 
@@ -570,8 +571,15 @@ def _bwd_alternatives(p: ScanProblem, mode):
     alts = [dict(num_warps=2)]
     if _block_d_ok(2, p.groups, p.per_group, p.dim):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
-    # the gather-free form (not yet timed on a GPU)
-    return alts + [dict(a, NO_GATHER=True) for a in [{}, *alts]]
+    if GATHER_FREE_TUNED:
+        alts += [dict(a, NO_GATHER=True) for a in [{}, *alts]]
+    return alts
+
+
+# The gather-free backward (``NO_GATHER``) joins the tuner's candidates once it has run on a GPU (tested
+# through the interpreter and compiled for sm_90 on 2026-12-03, not yet run on a GPU): until then it is
+# reached only by an explicit config or pin, so that an unverified kernel cannot be picked for speed.
+GATHER_FREE_TUNED = False
 
 
 def _key(p: ScanProblem):
