@@ -11,6 +11,7 @@ states never do.
 ``B`` and ``C`` arrive as ``(b, G, N, L)`` (variable, ``G = 1`` for the ungrouped layout) or
 ``(d, N)`` (fixed). ``BLOCK_D`` divides the channels per group, so a program reads one group.
 """
+import os
 from typing import NamedTuple
 
 import torch
@@ -578,8 +579,9 @@ def _bwd_alternatives(p: ScanProblem, mode):
 
 # The gather-free backward (``NO_GATHER``) joins the tuner's candidates once it has run on a GPU (tested
 # through the interpreter and compiled for sm_90 on 2026-12-03, not yet run on a GPU): until then it is
-# reached only by an explicit config or pin, so that an unverified kernel cannot be picked for speed.
-GATHER_FREE_TUNED = False
+# reached only by an explicit config or pin, so that an unverified kernel cannot be picked for speed
+# (``SSM_TRITON_GATHER_FREE=1`` adds it, for the benchmark that times it).
+GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "0").strip() not in ("", "0")
 
 
 def _key(p: ScanProblem):
