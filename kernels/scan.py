@@ -110,12 +110,10 @@ def _scan_bwd_kernel(
         tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
 
 
-# (rows per program, tile length, warps); the first is the rule.
-# 1x2048 with 8 warps ranked in the top four of these ten in 9 of the 12 (size, dtype, direction) cases
-# of the H100 sweep (python -m ssm_triton.bench.sweep, 2026-11-23), more than any other; in the other
-# three the tuned choice is faster.
-# The last three keep 16-32 steps a thread (more of the scan inside threads, less across them), as
-# accelerated-scan's kernel does with 2048 steps and four warps; not yet measured on the H200.
+# (rows per program, tile length, warps): the tuner's candidates; the rules pick among them by dtype.
+# 1x2048 with 8 warps ranked in the top four of the first ten in 9 of the 12 (size, dtype, direction)
+# cases of the H100 sweep (python -m ssm_triton.bench.sweep, 2026-11-23). The last three keep 16-32 steps
+# a thread, as accelerated-scan's kernel does; on the H200 (2026-12-03) they were the best 16-bit tiles.
 TILES = [(1, 2048, 8), (1, 1024, 4), (1, 4096, 8), (2, 1024, 4), (2, 2048, 8),
          (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8), (16, 128, 4),
          (1, 2048, 4), (1, 4096, 4), (1, 1024, 2)]
@@ -129,8 +127,26 @@ def _rule(problem, mode):
     return _tile(2, 16, 1) if mode.interpreted else _tile(*TILES[0])
 
 
+def _bwd_rule(problem, mode):
+    """The H200's best backward tiles (bench/sweep.py headline, 2026-12-03, 12288 rows of 4096): 16-bit I/O
+    1x1024 with 2 warps (218 us; the forward's rule took well over 230), fp32 16x128 with 4 warps (275 us).
+    The backward reads a[t + 1] and h[t - 1] one element off, unvectorised: Nsight Compute put the 8-warp
+    tile at 90% of L1 throughput and 43% of DRAM's."""
+    if mode.interpreted:
+        return _tile(2, 16, 1)
+    return _tile(16, 128, 4) if problem[2] == torch.float32 else _tile(1, 1024, 2)
+
+
+def _fwd_rule(problem, mode):
+    """16-bit I/O: 1x2048 with 4 warps (77.7 us at the same shape, 3.9 TB/s); fp32 keeps TILES[0] (146.6 us,
+    within 2% of the best)."""
+    if not mode.interpreted and problem[2] in (torch.bfloat16, torch.float16):
+        return _tile(1, 2048, 4)
+    return _rule(problem, mode)
+
+
 def _alternatives(problem, mode):
-    return [_tile(*t) for t in TILES[1:]]
+    return [_tile(*t) for t in TILES]
 
 
 def _key(problem):
@@ -142,9 +158,9 @@ def _grid(problem, kw):
     return (cdiv(problem[0], kw["BLOCK_R"]),)
 
 
-scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives, key=_key,
+scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_fwd_rule, alternatives=_alternatives, key=_key,
                          flags=dict(HAS_H0="H0"))
-scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_rule, alternatives=_alternatives,
+scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_bwd_rule, alternatives=_alternatives,
                          key=_key, flags=dict(HAS_H0="H0"))
 
 
