@@ -72,7 +72,7 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
     y = state_update(ssm_state, x, dt, mixer.A_log[:, None, None].expand(H, P, N), B, C, D,
                      None if mixer.rmsnorm else z, mixer.dt_bias[:, None].expand(H, P), True, None, a_is_log=True,
-                     pdl=_k.pdl_enabled(hidden_states.device))
+                     pdl=_k.pdl_enabled(hidden_states.device, bsz))
     gate = mixer.norm if mixer.rmsnorm else None
     out = _k.out_step(y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None,
                       gate.eps if gate is not None else 0.0, d_ssm // G, not mixer.norm_before_gate,
@@ -92,7 +92,7 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
     dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None)
     y = state_update(ssm_state[:, None], x[:, None], dt[:, None], mixer.A_log[None], x_dbl[:, None, R:R + N],
                      x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
-                     a_is_log=True, pdl=_k.pdl_enabled(hidden_states.device))
+                     a_is_log=True, pdl=_k.pdl_enabled(hidden_states.device, bsz))
     out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias)
     return out[:, None], res_out
 
