@@ -3,7 +3,8 @@ against the same model on the PyTorch references, and the transformers library's
 forward with and without ``ssm_triton.integrations.transformers.enable()``.
 
 The GPU model is the size of mamba2-130m: d_model 768, 24 layers, 24 heads of 64, d_state 128, vocab
-50277, bf16. Bytes are the weights read once per call (plus the states a decode step reads and writes);
+50277, bf16; its Mamba-1 twin (``lm_mamba1_*``) has mamba-130m's 16 states a channel (128 before
+2026-12-03). Bytes are the weights read once per call (plus the states a decode step reads and writes);
 FLOPs are 2 per weight per token.
 """
 import contextlib

@@ -19,9 +19,12 @@ SIZES = {
 
 
 def build(layer: str, size: str, device, dtype) -> MambaLMHeadModel:
-    """A randomly initialised LM of one of ``SIZES``, in eval mode (the demo's and the benchmark's)."""
+    """A randomly initialised LM of one of ``SIZES``, in eval mode (the demo's and the benchmark's). Mamba-1
+    layers keep the Mamba block's own 16 states, as the released mamba-130m does (until 2026-12-03 they took
+    the Mamba-2 size's 128, which made the selective scan 8x the work: the "Mamba-1 LM" rows before then)."""
     cfg = dict(SIZES[size])
-    ssm = {"layer": layer, "d_state": cfg.pop("d_state")}
+    d_state = cfg.pop("d_state")
+    ssm = {"layer": layer, "d_state": d_state if layer != "Mamba1" else 16}
     headdim, chunk = cfg.pop("headdim"), cfg.pop("chunk_size")
     if layer == "Mamba2":
         ssm.update(headdim=headdim, chunk_size=chunk)
