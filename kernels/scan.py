@@ -134,7 +134,10 @@ def _bwd_rule(problem, mode):
     tile at 90% of L1 throughput and 43% of DRAM's."""
     if mode.interpreted:
         return _tile(2, 16, 1)
-    return _tile(16, 128, 4) if problem[2] == torch.float32 else _tile(1, 1024, 2)
+    if problem[2] != torch.float32:
+        return _tile(1, 1024, 2)
+    # 16 rows a program only where that still gives every SM several programs (few long rows would not)
+    return _tile(16, 128, 4) if problem[0] >= 16 * 4 * mode.sm_count else _tile(*TILES[0])
 
 
 def _fwd_rule(problem, mode):
