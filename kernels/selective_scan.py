@@ -166,8 +166,8 @@ def _selective_scan_fwd_kernel(
     chunk), so the forward's chunk can be longer than the backward's.
 
     ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_l`` steps,
-    for problems with too few channels to fill the GPU (one warp per channel walking 2048 steps is
-    latency-bound). A segment starts from the state the segments before it leave, composed from their
+    for problems with too few channels to fill the GPU (off on GPUs for now: ``plan_segment_l``). A
+    segment starts from the state the segments before it leave, composed from their
     summaries (``_selective_scan_fwd_summary_kernel``): ``h <- exp(A sum dt) h + h_from_zero``. Each
     segment carries its state in its own row of ``LAST (b, d, n_seg, N)``; the last one copies its
     final state to ``FINAL``."""
