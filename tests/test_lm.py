@@ -192,3 +192,13 @@ def test_left_padded_prompts_of_different_lengths_generate_as_alone(device, laye
         torch.testing.assert_close(torch.stack(res.scores, 1)[row], torch.stack(alone.scores, 1)[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="left padding"):
         m(ids, attention_mask=mask.flip(1))
+
+
+def test_benchmark_models_have_the_released_state_sizes():
+    """The bench's 130M-sized models match the released checkpoints' state sizes: mamba2-130m 128, mamba-130m
+    16 (the Mamba-1 model took 128 until 2026-12-03, and its rows timed 8x the selective scan's work)."""
+    from ssm_triton.models.demo import build
+    meta = torch.device("meta")
+    assert build("Mamba2", "130m", meta, torch.bfloat16).backbone.layers[0].mixer.d_state == 128
+    mixer = build("Mamba1", "130m", meta, torch.bfloat16).backbone.layers[0].mixer
+    assert mixer.d_state == 16 and tuple(mixer.A_log.shape) == (1536, 16)
