@@ -11,6 +11,11 @@ def next_power_of_2(n: int) -> int:
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
+def prev_power_of_2(n: int) -> int:
+    """The largest power of two ≤ ``n`` (1 for ``n`` ≤ 1)."""
+    return 1 << (max(int(n), 1).bit_length() - 1)
+
+
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for non-negative ``a`` and positive ``b``."""
     return (int(a) + int(b) - 1) // int(b)

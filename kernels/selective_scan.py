@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .host import cdiv, next_power_of_2
+from .host import cdiv, next_power_of_2, prev_power_of_2
 from .scan import first_order_combine
 from .tuning import TunableKernel, bucket, run_mode
 
@@ -526,9 +526,6 @@ SPLIT_TARGET = 8192
 MIN_SEGMENT = 512
 
 
-def prev_power_of_2(n: int) -> int:
-    return 1 << (max(n, 1).bit_length() - 1)
-
 
 def _fwd_rule(p: ScanProblem, mode):
     """One channel, one warp, ``plan_forward_block_l`` (at most a segment)."""
@@ -630,8 +627,12 @@ selective_scan_bwd = TunableKernel("selective_scan_bwd", _selective_scan_bwd_ker
                                    flags=dict(_OPTIONAL, HAS_DLAST="DLAST"))
 
 
+def _strides_b(sb) -> dict:
+    return dict(zip(("sb_b", "sb_g", "sb_n", "sb_l"), sb))
+
+
 def _strides_bc(sb, sc) -> dict:
-    return dict(zip(("sb_b", "sb_g", "sb_n", "sb_l", "sc_b", "sc_g", "sc_n", "sc_l"), (*sb, *sc)))
+    return dict(_strides_b(sb), **dict(zip(("sc_b", "sc_g", "sc_n", "sc_l"), sc)))
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
@@ -677,15 +678,14 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         seg_dt = torch.empty((bsz, dim, n_seg), device=u.device, dtype=torch.float32)
         selective_scan_fwd_summary.launch(
             problem, None, U=u, DELTA=delta, A=A, B=Bg, DBIAS=delta_bias, SEG_H=seg_h, SEG_DT=seg_dt, dim=dim,
-            L=L, N=N, per_group=per_group, n_seg=n_seg, seg_l=seg_l, sb_b=sb[0], sb_g=sb[1], sb_n=sb[2],
-            sb_l=sb[3], SOFTPLUS=delta_softplus, B_FIXED=b_fixed, BLOCK_N=next_power_of_2(N))
+            L=L, N=N, per_group=per_group, n_seg=n_seg, seg_l=seg_l, **_strides_b(sb), SOFTPLUS=delta_softplus,
+            B_FIXED=b_fixed, BLOCK_N=next_power_of_2(N))
     selective_scan_fwd.launch(
         problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state,
         OUT=out, LAST=carry, CKPT=ckpt, SEG_H=seg_h, SEG_DT=seg_dt, FINAL=last if seg_l else None, dim=dim,
         L=L, N=N, per_group=per_group, n_ckpt=n_ckpt, n_seg=n_seg, seg_l=seg_l, **_strides_bc(sb, sc),
-        SOFTPLUS=delta_softplus,
-        B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt, BLOCK_N=next_power_of_2(N), CKPT_L=block_l,
-        SEGMENTED=bool(seg_l))
+        SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
+        BLOCK_N=next_power_of_2(N), CKPT_L=block_l, SEGMENTED=bool(seg_l))
     return out, last, ckpt, block_l
 
 

@@ -7,12 +7,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.kernels import selective_scan as kss
-from ssm_triton.kernels.host import cdiv, next_power_of_2
+from ssm_triton.kernels.host import cdiv, next_power_of_2, prev_power_of_2
 
 
 @given(st.integers(min_value=0, max_value=1 << 40))
 def test_next_power_of_2_is_tritons(n):
     assert next_power_of_2(n) == triton.next_power_of_2(n)
+
+
+@given(st.integers(min_value=0, max_value=1 << 40))
+def test_prev_power_of_2_is_the_largest_power_not_above(n):
+    p = prev_power_of_2(n)
+    assert p & (p - 1) == 0 and p <= max(n, 1) < 2 * p
 
 
 @given(st.integers(min_value=0, max_value=1 << 40), st.integers(min_value=1, max_value=1 << 20))
