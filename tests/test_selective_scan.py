@@ -107,12 +107,12 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
 def test_time_segments_match_the_reference(device, L, seg, layout, with_options, dtype, N, seed):
     """The forward with time split into segments of ``seg`` steps (each started from the composed
     summaries of the ones before) against the float64 reference: output and last state."""
-    seg = min(seg, 8 * ((L - 1) // 8)) or None
+    seg = min(seg, 8 * ((L - 1) // 8))   # a multiple of the 8-step chunk shorter than L; 0 (unsplit) when L <= 8
     t = cast(*make_problem(1, 2, 2, L, N, layout, seed, device, with_options), dtype)
     sp = t.pop("delta_softplus", False)
     args = [t[k] for k in NAMES] + [t.get("D"), t.get("z"), t.get("delta_bias"), sp]
     out, last, _, _ = selective_scan_forward(*args, t.get("initial_state"), block_l=8, config=dict(BLOCK_L=8),
-                                             seg_l=seg or 0, store_ckpt=False)
+                                             seg_l=seg, store_ckpt=False)
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, dtype, "out")
     assert_close(last, want_last, torch.float32, "last_state")
