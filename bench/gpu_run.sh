@@ -6,7 +6,7 @@
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
 # Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan; SWEEP_SS=segments: the time-split forward), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
-# TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
+# PEER_SCAN=1 (build mamba_ssm's CUDA selective scan first: bench/build_peer_scan.sh), TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
 # BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried) times BENCH_OPS on that code too, in the same
@@ -23,6 +23,7 @@ rm -rf /tmp/sst   # a warm machine keeps the last install, and --target never ov
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst . || exit 1
 export PYTHONPATH=/tmp/site:/tmp/sst:$repo/.peers PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
+if [ -n "${PEER_SCAN:-}" ]; then bash bench/build_peer_scan.sh 2>&1 | tee "$OUT/peer_build.txt"; fi   # mamba_ssm's CUDA scan
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ -n "${SWEEP:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep ${SWEEP#1} 2>&1 | tee "$OUT/sweep.txt"; fi
