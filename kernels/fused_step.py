@@ -313,6 +313,23 @@ out_step_kernel = TunableKernel("mamba2_out_step", _out_step_kernel, rule=_rule,
                                 key=_key, grid=_grid, flags=dict(HAS_NORM="NORM_W", HAS_BOUT="BOUT"))
 
 
+def in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,
+                 conv_lo, zx, res_out, pdl):
+    """``(problem, launch arguments)`` of :func:`in_step` writing into ``zx`` and ``res_out`` (the fused
+    steps' plans, ``ops/fused_step.py``, bind them once). ``hidden`` and ``residual`` are read as rows
+    ``(M, K)`` through their first stride: a contiguous ``(M, 1, K)`` serves as it is."""
+    M, K = hidden.shape[0], weight.shape[1]
+    O = weight.shape[0]
+    conv_dim, W = conv_weight.shape if conv_weight is not None else (0, 1)
+    cs_b, cs_c, cs_w = conv_state.stride() if conv_state is not None else (0, 0, 0)
+    problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W, pdl)
+    return problem, dict(
+        HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
+        CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
+        conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
+        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted), PDL=pdl)
+
+
 def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight=None, conv_bias=None,
             conv_state=None, conv_lo=0, config=None):
     """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O) in weight's dtype, residual_out (M, K) or None)``.
@@ -321,33 +338,33 @@ def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, co
     ``conv_weight (conv_dim, W)`` the columns from ``conv_lo`` on go through the conv windows of
     ``conv_state (M, conv_dim, W)``, rolled in place."""
     M, K = hidden.shape
-    O = weight.shape[0]
-    conv_dim, W = conv_weight.shape if conv_weight is not None else (0, 1)
-    zx = torch.empty((M, O), device=hidden.device, dtype=weight.dtype)
+    zx = torch.empty((M, weight.shape[0]), device=hidden.device, dtype=weight.dtype)
     res_out = (torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None)
-    cs_b, cs_c, cs_w = conv_state.stride() if conv_state is not None else (0, 0, 0)
-    pdl = pdl_enabled(hidden.device, M)
-    problem = (M, O, K, weight.dtype, norm_weight is not None, residual is not None, W, pdl)
-    in_step_kernel.launch(
-        problem, config, HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
-        CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
-        conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
-        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted), PDL=pdl)
+    problem, args = in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight,
+                                 conv_bias, conv_state, conv_lo, zx, res_out, pdl_enabled(hidden.device, M))
+    in_step_kernel.launch(problem, config, **args)
     return zx, res_out
+
+
+def out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, out, pdl):
+    """``(problem, launch arguments)`` of :func:`out_step` writing into ``out`` (contiguous ``(M, d_model)``
+    rows; a contiguous ``(M, 1, d_model)`` serves)."""
+    M, d_ssm = y.shape[0], weight.shape[1]
+    d_model = weight.shape[0]
+    group_size = group_size if norm_weight is not None else d_ssm
+    problem = (M, d_model, d_ssm, group_size, weight.dtype, norm_weight is not None, gate_first, pdl)
+    return problem, dict(
+        Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
+        group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
+        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted), PDL=pdl)
 
 
 def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None):
     """``y (M, d_ssm)`` contiguous, ``zx`` from :func:`in_step` (``z`` its first ``d_ssm`` columns) ->
     ``(M, d_model)`` in ``weight``'s dtype: ``rmsnorm_gated(y, z) @ weight.T + bias`` (no norm when
     ``norm_weight`` is None: ``y`` is then the gated output)."""
-    M, d_ssm = y.shape
-    d_model = weight.shape[0]
-    out = torch.empty((M, d_model), device=y.device, dtype=weight.dtype)
-    group_size = group_size if norm_weight is not None else d_ssm
-    pdl = pdl_enabled(y.device, M)
-    problem = (M, d_model, d_ssm, group_size, weight.dtype, norm_weight is not None, gate_first, pdl)
-    out_step_kernel.launch(
-        problem, config, Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
-        group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
-        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted), PDL=pdl)
+    out = torch.empty((y.shape[0], weight.shape[0]), device=y.device, dtype=weight.dtype)
+    problem, args = out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, out,
+                                  pdl_enabled(y.device, y.shape[0]))
+    out_step_kernel.launch(problem, config, **args)
     return out

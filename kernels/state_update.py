@@ -142,10 +142,20 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     ``a_is_log``: ``A`` holds ``log(-A)`` (the fused Mamba-2 step passes the module's ``A_log``). ``pdl``:
     launched as a programmatic dependent launch, the state read before waiting on the previous kernel
     (the fused steps, ``kernels/fused_step.py``; never with ``state_batch_indices``)."""
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out,
+                                      a_is_log, pdl)
+    state_update_kernel.launch(problem, config, **args)
+    return out
+
+
+def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out, a_is_log=False,
+                      pdl=False):
+    """``(problem, launch arguments)`` of :func:`state_update` writing into ``out (b, H, P)`` (the fused
+    steps' plans, ``ops/fused_step.py``, bind them once)."""
     bsz, H, P = x.shape
     N = state.shape[-1]
     G = B.shape[1]
-    out = torch.empty((bsz, H, P), device=x.device, dtype=x.dtype)
     # one stride() call per tensor: each call costs about half a microsecond of host time, and this runs per token
     s_b, s_h, s_p, s_n = state.stride()
     x_b, x_h, x_p = x.stride()
@@ -160,12 +170,10 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     a_per_head = a_p == 0 and a_n == 0
     dt_per_head = dt_p == 0 and (dt_bias is None or bias_p == 0)
     problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl, bsz, H)
-    state_update_kernel.launch(
-        problem, config,
+    return problem, dict(
         S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out,
         P=P, N=N, heads_per_group=H // G, n_cache=state.shape[0],
         s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n, x_b=x_b, x_h=x_h, x_p=x_p, dt_b=dt_b, dt_h=dt_h, dt_p=dt_p,
         a_h=a_h, a_p=a_p, a_n=a_n, b_b=b_b, b_g=b_g, b_n=b_n, c_b=c_b, c_g=c_g, c_n=c_n, d_h=d_h, d_p=d_p,
         z_b=z_b, z_h=z_h, z_p=z_p, bias_h=bias_h, bias_p=bias_p, o_b=o_b, o_h=o_h, o_p=o_p,
         SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, PDL=pdl, BLOCK_N=next_power_of_2(N))
-    return out

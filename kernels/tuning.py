@@ -180,31 +180,40 @@ class Kernel:
     def __call__(self, grid: tuple, **args) -> None:
         self._launch(grid, self.with_flags(args), {})
 
-    def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
-        if self._params is None or not _lean_enabled():
-            self.fn.run(grid=grid, warmup=False, **args, **kw)
-            return
+    def _lean_values(self, args: dict, kw: dict):
+        """``(argument values in the kernel's order, the key of the binary they select)``, or None where the
+        lean path cannot take them (a parameter left to its default, an argument :func:`_lean_key` has no
+        key for)."""
         names, constexpr, known = self._params
         try:
             values = list(map({**kw, **args}.__getitem__, names))
         except KeyError:  # a parameter left to its default: Triton's binder fills it in
-            self.fn.run(grid=grid, warmup=False, **args, **kw)
-            return
-        device = torch.cuda.current_device()
+            return None
         try:
             # launch options (num_warps, num_stages) may come with the arguments or with the tuned keywords
-            key = (device, () if args.keys() <= known else tuple((k, v) for k, v in args.items() if k not in known),
+            key = (torch.cuda.current_device(),
+                   () if args.keys() <= known else tuple((k, v) for k, v in args.items() if k not in known),
                    tuple((k, v) for k, v in kw.items() if k not in known), _lean_key(values, constexpr))
         except TypeError:
+            return None
+        return values, key
+
+    def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
+        if self._params is None or not _lean_enabled():
             self.fn.run(grid=grid, warmup=False, **args, **kw)
             return
+        lean = self._lean_values(args, kw)
+        if lean is None:
+            self.fn.run(grid=grid, warmup=False, **args, **kw)
+            return
+        values, key = lean
         compiled = self._bound.get(key)
         if compiled is None or _hooks_active():
             compiled = self.fn.run(grid=grid, warmup=False, **args, **kw)
             if compiled is not None and not hasattr(compiled, "result"):
                 self._bound[key] = compiled
             return
-        self._lean(compiled, grid, _raw_stream(device), values)
+        self._lean(compiled, grid, _raw_stream(key[0]), values)
 
     @staticmethod
     def _lean(compiled, grid, stream, values) -> None:
@@ -213,9 +222,38 @@ class Kernel:
                      compiled.packed_metadata, None, None, None, *values)
 
 
+class Bound:
+    """One launch of a :class:`TunableKernel` fixed in everything but a few tensor arguments: its launch
+    keywords, grid, compiled binary and every other argument resolved once, so that issuing it again (a
+    decode step, token after token) costs the compiled launcher's call and little else. Made by
+    :meth:`TunableKernel.bind`; ``bound(stream, *tensors)`` launches on the raw CUDA ``stream`` with
+    ``tensors`` in the order of ``vary``. A tensor the binary was not compiled for (another dtype, an
+    address not 16-byte aligned), a launch hook (a profiler) or a tuning change since the binding
+    (:func:`forget`, :func:`pin`) sends the call through :meth:`TunableKernel.launch` instead. The
+    varying slots are emptied after each launch, so the binding keeps no caller's tensor alive."""
+    __slots__ = ("kernel", "problem", "args", "vary", "compiled", "grid", "values", "slots", "dtypes", "generation")
+
+    def __call__(self, stream, *tensors) -> None:
+        values, slots = self.values, self.slots
+        fits = self.generation == _generation and not _hooks_active()
+        if fits:
+            for slot, dtype, t in zip(slots, self.dtypes, tensors):
+                if t.dtype is not dtype or t.data_ptr() % 16:
+                    fits = False
+                    break
+                values[slot] = t
+        if fits:
+            Kernel._lean(self.compiled, self.grid, stream, values)
+        for slot in slots:
+            values[slot] = None
+        if not fits:
+            self.kernel.launch(self.problem, **self.args, **dict(zip(self.vary, tensors)))
+
+
 # ---- choices: pins, the process memory and the disk cache ----
 
 _REGISTRY: dict[str, "_Choice"] = {}
+_generation = 0   # bumped by forget(): Bound launches made before it resolve again
 _pinned: dict[str, dict] = {}
 _chosen: dict[str, dict] = {}
 _disk: dict | None = None
@@ -227,7 +265,10 @@ def tunable_names() -> list[str]:
 
 
 def forget() -> None:
-    """Drop every resolved launch (pins, tuning switches or caches changed): the next call resolves again."""
+    """Drop every resolved launch (pins, tuning switches or caches changed): the next call resolves again,
+    and every :class:`Bound` launch made before goes back through the tuner's path."""
+    global _generation
+    _generation += 1
     _chosen.clear()
     for choice in _REGISTRY.values():
         choice.resolved.clear()
@@ -410,6 +451,35 @@ class TunableKernel(_Choice, Kernel):
         kw, grid = hit
         self._launch(grid, self.with_flags(args), kw)
         return kw
+
+    def bind(self, problem, vary: tuple, **args) -> "Bound | None":
+        """A :class:`Bound` launch of ``problem`` with ``args``, the tensors named in ``vary`` to be given at
+        each call; None where the lean path does not run (the interpreter, ``SSM_TRITON_LEAN=0``) or this
+        launch has not run yet (it binds the binary its first :meth:`launch` compiled, after any tuning)."""
+        if self._params is None or not _lean_enabled():
+            return None
+        hit = self.resolved.get(problem)
+        if hit is None:
+            return None
+        kw, grid = hit
+        args = self.with_flags(dict(args))
+        lean = self._lean_values(args, kw)
+        if lean is None or any(not isinstance(args[name], torch.Tensor) for name in vary):
+            return None
+        values, key = lean
+        compiled = self._bound.get(key)
+        if compiled is None or any(args[name].data_ptr() % 16 for name in vary):
+            return None
+        bound = Bound()
+        names = self._params[0]
+        bound.kernel, bound.problem, bound.vary, bound.compiled, bound.grid = self, problem, tuple(vary), compiled, grid
+        bound.args = {k: v for k, v in args.items() if k not in vary}
+        bound.values, bound.slots = values, tuple(names.index(name) for name in vary)
+        bound.dtypes = tuple(args[name].dtype for name in vary)
+        bound.generation = _generation
+        for slot in bound.slots:
+            values[slot] = None
+        return bound
 
     def _tune(self, problem, args: dict) -> dict:
         space = self.space(problem)

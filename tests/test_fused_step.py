@@ -117,20 +117,22 @@ def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_i
         pre.eps = 1e-5
         if residual is not None and not residual_in_fp32:
             residual = residual.to(dtype)
-    want = reference_step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
-    with torch.no_grad():
-        assert fused.serves(m, h, conv_state, ssm_state)
-        out, res_out = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
-    assert out.dtype == dtype and out.shape == (bsz, 1, m.d_model)
-    assert_close(out, want[0], dtype, "out")
-    assert_close(conv_state, want[1], dtype, "conv_state")
-    assert_close(ssm_state, want[2], dtype, "ssm_state")
-    if pre is None:
-        assert res_out is None
-    else:
-        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else dtype)
-        assert res_out.dtype == keep and res_out.shape == (bsz, 1, m.d_model)
-        assert_close(res_out, want[3], keep, "residual")
+    for token in range(2):   # the first call builds the block's plan, the second runs it
+        want = reference_step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
+        with torch.no_grad():
+            assert fused.serves(m, h, conv_state, ssm_state)
+            out, res_out = fused.step(m, h, conv_state, ssm_state, residual, pre, residual_in_fp32)
+        assert out.dtype == dtype and out.shape == (bsz, 1, m.d_model)
+        assert_close(out, want[0], dtype, f"out {token}")
+        assert_close(conv_state, want[1], dtype, f"conv_state {token}")
+        assert_close(ssm_state, want[2], dtype, f"ssm_state {token}")
+        if pre is None:
+            assert res_out is None
+        else:
+            keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else dtype)
+            assert res_out.dtype == keep and res_out.shape == (bsz, 1, m.d_model)
+            assert_close(res_out, want[3], keep, f"residual {token}")
+        h = torch.randn((bsz, 1, m.d_model), generator=g, device=device).to(dtype)
 
 
 @given(dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), d_model=st.sampled_from([16, 24]),
@@ -152,16 +154,18 @@ def test_fused_mamba1_step_matches_the_float64_step(device, dtype, d_model, d_st
         pre = torch.nn.Module()
         pre.weight = torch.nn.Parameter(1 + 0.3 * torch.randn(d_model, generator=g, device=device).to(dtype))
         pre.eps = 1e-5
-    want = reference_mamba_step(m, h, conv_state, ssm_state, residual, pre)
-    with torch.no_grad():
-        assert fused.serves(m, h, conv_state, ssm_state)
-        out, res_out = fused.mamba_step(m, h, conv_state, ssm_state, residual, pre, True)
-    assert out.dtype == dtype and out.shape == (bsz, 1, d_model)
-    assert_close(out, want[0], dtype, "out")
-    assert_close(conv_state, want[1], dtype, "conv_state")
-    assert_close(ssm_state, want[2], dtype, "ssm_state")
-    if pre is not None:
-        assert_close(res_out, want[3], torch.float32, "residual")
+    for token in range(2):   # the first call builds the block's plan, the second runs it
+        want = reference_mamba_step(m, h, conv_state, ssm_state, residual, pre)
+        with torch.no_grad():
+            assert fused.serves(m, h, conv_state, ssm_state)
+            out, res_out = fused.step(m, h, conv_state, ssm_state, residual, pre, True)
+        assert out.dtype == dtype and out.shape == (bsz, 1, d_model)
+        assert_close(out, want[0], dtype, f"out {token}")
+        assert_close(conv_state, want[1], dtype, f"conv_state {token}")
+        assert_close(ssm_state, want[2], dtype, f"ssm_state {token}")
+        if pre is not None:
+            assert_close(res_out, want[3], torch.float32, f"residual {token}")
+        h = torch.randn((bsz, 1, d_model), generator=g, device=device).to(dtype)
 
 
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
@@ -206,6 +210,87 @@ def test_serves_only_calls_it_computes(device):
     assert not fused.serves(m, h, conv_state, ssm_state)   # gradients would be recorded
     with torch.no_grad(), pytest.raises(ValueError, match="one token"):   # the composed step reports it
         m.step(torch.randn(2, 2, 16, device=device), conv_state, ssm_state)
+
+
+def test_a_planned_step_follows_its_block(device):
+    """The block's plan is rebuilt, or passed by, whenever what it was built from changes: a parameter's
+    storage (``.data`` swapped, as ``module.to`` does), a parameter or submodule replaced, a tuning pin,
+    non-contiguous states, another batch. Each step is held to the float64 step of the block as it is then."""
+    m = block(device, torch.float32, 5, 16, 8, 8, 1, True, False, False, True)
+    conv_state, ssm_state = _states(m, 2, 6, device)
+    g = torch.Generator(device=device).manual_seed(7)
+
+    def check(what, conv_state=conv_state, ssm_state=ssm_state, bsz=2):
+        h = torch.randn((bsz, 1, 16), generator=g, device=device)
+        want = reference_step(m, h, conv_state, ssm_state)
+        with torch.no_grad():
+            out, _ = fused.step(m, h, conv_state, ssm_state)
+        assert_close(out, want[0], torch.float32, f"{what}: out")
+        assert_close(conv_state, want[1], torch.float32, f"{what}: conv_state")
+        assert_close(ssm_state, want[2], torch.float32, f"{what}: ssm_state")
+
+    check("first")
+    plan = m.__dict__["_fused_plans"][(2, True, False)]
+    check("planned")
+    assert m.__dict__["_fused_plans"][(2, True, False)] is plan
+    with torch.no_grad():
+        m.in_proj.weight.data = m.in_proj.weight.data * 1.5   # new storage
+    check("in_proj's storage swapped")
+    assert m.__dict__["_fused_plans"][(2, True, False)] is not plan
+    m.D = torch.nn.Parameter(m.D.detach() - 1.0)
+    check("D replaced")
+    old = m.out_proj
+    m.out_proj = torch.nn.Linear(old.in_features, old.out_features, bias=True, device=device)
+    check("out_proj replaced")
+    with torch.no_grad():
+        m.norm.weight.mul_(2.0)   # in place: the plan reads the same storage
+    check("the norm's weight updated in place")
+    tuning.pin("mamba2_out_step", BLOCK_O=16)
+    try:
+        check("pinned")
+    finally:
+        tuning.unpin("mamba2_out_step")
+    wide = torch.zeros((2, m.conv_dim, 2 * m.d_conv), device=device)
+    wide[..., ::2] = conv_state
+    check("a conv state read through strides", conv_state=wide[..., ::2])
+    c1, s1 = _states(m, 1, 8, device)
+    check("another batch", c1, s1, bsz=1)
+
+
+def test_a_bound_launch_fills_its_slots_and_falls_back(monkeypatch):
+    """``tuning.Bound``: the varying tensors go to their places among the fixed arguments, and are dropped
+    after the launch; a tensor of another dtype, or an address off 16 bytes, or a tuning change since the
+    binding goes through the kernel's own launch instead."""
+    issued, fallen = [], []
+
+    class Compiled:
+        function, packed_metadata = "fn", "meta"
+
+        def run(self, *args):
+            issued.append(args)
+
+    class Kern:
+        def launch(self, problem, **args):
+            fallen.append((problem, args))
+
+    monkeypatch.setattr(tuning, "_hooks_active", lambda: False)
+    b = tuning.Bound()
+    b.kernel, b.problem, b.vary, b.compiled, b.grid = Kern(), ("p",), ("X", "Y"), Compiled(), (3, 2)
+    b.args, b.values, b.slots = {"A": 1, "B": 2}, [1, None, 2, None], (1, 3)
+    b.dtypes, b.generation = (torch.float32, torch.float16), tuning._generation
+    x, y = torch.zeros(8), torch.zeros(8, dtype=torch.float16)
+    b("stream", x, y)
+    assert len(issued) == 1 and issued[0][:9] == (3, 2, 1, "stream", "fn", "meta", None, None, None)
+    launched = issued[0][9:]
+    assert len(launched) == 4 and launched[0] == 1 and launched[1] is x and launched[2] == 2 and launched[3] is y
+    assert b.values == [1, None, 2, None]
+    b("stream", x, y.float())                  # another dtype
+    b("stream", x[1:], y)                      # 4 bytes off
+    tuning.forget()
+    b("stream", x, y)                          # tuned choices forgotten since the binding
+    assert len(issued) == 1 and len(fallen) == 3 and b.values == [1, None, 2, None]
+    problem, args = fallen[2]
+    assert problem == ("p",) and args.keys() == {"A", "B", "X", "Y"} and args["X"] is x and args["Y"] is y
 
 
 def _every(kernel, problem):

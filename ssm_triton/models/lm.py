@@ -84,9 +84,10 @@ class Block(nn.Module):
         if inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, (Mamba, Mamba2)):
             # a decode step: the add and the norm go into the fused step's first launch where it serves
             conv_state, ssm_state = cached_states(self.mixer, inference_params, hidden_states.shape[0])
-            if fused.serves(self.mixer, hidden_states, conv_state, ssm_state):
-                step = fused.mamba2_step if isinstance(self.mixer, Mamba2) else fused.mamba_step
-                return step(self.mixer, hidden_states, conv_state, ssm_state, residual, self.norm, self.residual_in_fp32)
+            done = fused.step(self.mixer, hidden_states, conv_state, ssm_state, residual, self.norm,
+                              self.residual_in_fp32)
+            if done is not None:
+                return done
         hidden_states, residual = _add_norm(self.norm, hidden_states, residual, self.residual_in_fp32)
         extra = {} if seq_mask is None else {"seq_mask": seq_mask}
         return self.mixer(hidden_states, inference_params=inference_params, **extra), residual

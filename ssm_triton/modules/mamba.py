@@ -94,8 +94,9 @@ class Mamba(nn.Module):
         ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
         under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/fused_step.py``)
         the step runs in five launches instead of ten."""
-        if fused.serves(self, hidden_states, conv_state, ssm_state):
-            return fused.mamba_step(self, hidden_states, conv_state, ssm_state)[0], conv_state, ssm_state
+        done = fused.step(self, hidden_states, conv_state, ssm_state)
+        if done is not None:
+            return done[0], conv_state, ssm_state
         if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: hidden_states must be (batch, 1, d_model), "
                              f"got {tuple(hidden_states.shape)}")

@@ -5,6 +5,16 @@ Inference only: nothing here records a graph.
 
 ``SSM_TRITON_FUSED_STEP=0`` (or ``ENABLED = False`` here) keeps the composed step everywhere, for
 comparisons; the two agree up to the order in which products are summed.
+
+Eager decoding calls a layer's step once a token, so its host work is paid per token and per layer (on the
+H200 the eager 130M step took 4.8 ms against 0.35 ms replayed, 2026-12-03; ~170 us a layer of Python on the
+CPU machine with the launches stubbed). :func:`step` therefore keeps a **plan** per block and batch size:
+the buffers between the launches (the projection, the state update's output), the views of them and of the
+parameters, and each launch bound to its compiled binary (``kernels/tuning.py``'s ``Bound``). A planned
+step checks that the call still fits (shapes, dtypes, devices, contiguity, the same parameter tensors at
+the same addresses, the same stream), allocates its two outputs and issues three (Mamba-1: five) bound
+launches. Anything that does not fit builds a new plan through :func:`serves`; a CUDA graph capture takes
+the unplanned step (its buffers come from the graph's pool, not from a plan that may be replaced).
 """
 from __future__ import annotations
 
@@ -13,8 +23,10 @@ import os
 import torch
 
 from ..kernels import fused_step as _k
-from ..kernels.state_update import state_update
+from ..kernels import tuning
+from ..kernels.state_update import state_update, state_update_args, state_update_kernel
 from ._layout import records_graph
+from ._spec import compiling
 
 ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
 # Up to 4 rows the fused step's projections are matrix-vector products (one row a program); at 16 rows its
@@ -113,3 +125,219 @@ def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in
     zx, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
                              conv.weight.squeeze(1), conv.bias, conv_state, conv_lo)
     return zx, res_out.view(hidden_states.shape) if res_out is not None else None
+
+
+def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
+    """:func:`mamba2_step` or :func:`mamba_step` (by the block's kind) through the block's plan for this
+    call, built where :func:`serves` says the fused step serves it; None where it does not (the caller
+    takes the composed step). Same arguments and result as :func:`mamba2_step`."""
+    if not ENABLED or type(hidden_states) is not torch.Tensor or hidden_states.dim() != 3 or compiling():
+        return None
+    plans = mixer.__dict__.get("_fused_plans")
+    key = (hidden_states.shape[0], residual is None, residual_in_fp32)
+    plan = plans.get(key) if plans is not None else None
+    if plan is not None:
+        stream = plan.stream_now()
+        if plan.fits(hidden_states, conv_state, ssm_state, residual, norm, stream):
+            return plan(hidden_states, conv_state, ssm_state, residual, stream)
+    if not serves(mixer, hidden_states, conv_state, ssm_state):
+        return None
+    kind = mamba2_step if hasattr(mixer, "nheads") else mamba_step
+    if (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()) or not _plannable(
+            hidden_states, conv_state, ssm_state, residual):
+        return kind(mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
+    plan = (_Mamba2Plan if kind is mamba2_step else _MambaPlan)(
+        mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
+    if plans is None:
+        plans = mixer.__dict__["_fused_plans"] = {}
+    plans[key] = plan
+    return plan(hidden_states, conv_state, ssm_state, residual, plan.stream)
+
+
+def _plannable(hidden_states, conv_state, ssm_state, residual) -> bool:
+    """A plan takes contiguous tensors (its strides are fixed when it is built)."""
+    return (hidden_states.is_contiguous() and conv_state.is_contiguous() and ssm_state.is_contiguous()
+            and (residual is None or (residual.is_contiguous() and residual.shape == hidden_states.shape
+                                      and residual.device == hidden_states.device)))
+
+
+class _Launch:
+    """One launch of a plan: through the tuner's path (which compiles, and tunes on a GPU) until it can be
+    bound, then through its ``Bound`` form; ``vary`` names the tensors given at each call."""
+    __slots__ = ("kernel", "problem", "args", "vary", "bound")
+
+    def __init__(self, kernel, problem, args, vary):
+        self.kernel, self.problem, self.vary, self.bound = kernel, problem, vary, None
+        self.args = {k: v for k, v in args.items() if k not in vary}
+
+    def __call__(self, stream, *tensors):
+        bound = self.bound
+        if bound is not None and bound.generation == tuning._generation:
+            bound(stream, *tensors)
+            return
+        given = dict(zip(self.vary, tensors))
+        self.kernel.launch(self.problem, **self.args, **given)
+        self.bound = self.kernel.bind(self.problem, self.vary, **self.args, **given)
+
+
+class _Plan:
+    """What a block's planned step keeps: the parameters it was built from (each checked by identity and
+    address per call), the shapes and dtypes of the call, the stream, the launches."""
+
+    def __init__(self, mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32, parts):
+        """``parts``: ``(parent, name)`` pairs of the submodules and ``(module, name)`` of the parameters
+        the step reads."""
+        self.device = hidden.device
+        self.dev = hidden.get_device()
+        self.stream = self.stream_now()
+        self.hshape, self.dtype = hidden.shape, hidden.dtype
+        self.cshape, self.cdtype = conv_state.shape, conv_state.dtype
+        self.sshape, self.sdtype = ssm_state.shape, ssm_state.dtype
+        self.rdtype = residual.dtype if residual is not None else None
+        self.norm, self.pdl_setting = norm, _k.PDL_ENABLED
+        self.keep = (torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype))
+        self.modules = [(parent._modules, name, parent._modules[name]) for parent, name in parts[0]]
+        self.params = [(module._parameters, name, module._parameters[name]) for module, name in parts[1]]
+        self.params = [(d, name, t, t.data_ptr() if t is not None else 0) for d, name, t in self.params]
+
+    def stream_now(self):
+        return tuning._raw_stream(self.dev) if self.dev >= 0 else None
+
+    def fits(self, hidden, conv_state, ssm_state, residual, norm, stream) -> bool:
+        dev = self.dev
+        if not (hidden.shape == self.hshape and hidden.dtype is self.dtype and hidden.get_device() == dev
+                and hidden.is_contiguous() and conv_state.shape == self.cshape and conv_state.dtype is self.cdtype
+                and conv_state.get_device() == dev and conv_state.is_contiguous() and ssm_state.shape == self.sshape
+                and ssm_state.dtype is self.sdtype and ssm_state.get_device() == dev and ssm_state.is_contiguous()
+                and norm is self.norm and stream == self.stream and _k.PDL_ENABLED is self.pdl_setting):
+            return False
+        if residual is not None and not (residual.shape == self.hshape and residual.dtype is self.rdtype
+                                         and residual.get_device() == dev and residual.is_contiguous()):
+            return False
+        if torch.is_grad_enabled() and (hidden.requires_grad or (residual is not None and residual.requires_grad)
+                                        or any(t is not None and t.requires_grad for _, _, t, _ in self.params)):
+            return False
+        if dev >= 0 and torch.cuda.is_current_stream_capturing():
+            return False
+        for modules, name, m in self.modules:
+            if modules.get(name) is not m:
+                return False
+        for params, name, t, ptr in self.params:
+            if params.get(name) is not t or (t is not None and t.data_ptr() != ptr):
+                return False
+        return True
+
+    def _outputs(self, out_dtype):
+        res_out = torch.empty(self.hshape, device=self.device, dtype=self.keep) if self.norm is not None else None
+        return torch.empty(self.hshape, device=self.device, dtype=out_dtype), res_out
+
+    def _in_tensors(self, hidden, residual, res_out, conv_state):
+        if self.norm is None:
+            return hidden, conv_state
+        return (hidden, residual, res_out, conv_state) if residual is not None else (hidden, res_out, conv_state)
+
+    def _in_vary(self, residual):
+        if self.norm is None:
+            return ("HID", "CONV_S")
+        return ("HID", "RES", "RES_OUT", "CONV_S") if residual is not None else ("HID", "RES_OUT", "CONV_S")
+
+
+def _norm_parts(norm):
+    return [(norm, "weight")] if norm is not None else []
+
+
+class _Mamba2Plan(_Plan):
+    """A ``Mamba2`` block's planned step (:func:`mamba2_step`'s three launches)."""
+
+    def __init__(self, mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32):
+        gate = mixer.norm if mixer.rmsnorm else None
+        subs = ["in_proj", "conv1d", "out_proj"] + (["norm"] if gate is not None else [])
+        params = [(mixer.in_proj, "weight"), (mixer.in_proj, "bias"), (mixer.conv1d, "weight"),
+                  (mixer.conv1d, "bias"), (mixer, "A_log"), (mixer, "dt_bias"), (mixer, "D"),
+                  (mixer.out_proj, "weight"), (mixer.out_proj, "bias")] + _norm_parts(gate) + _norm_parts(norm)
+        super().__init__(mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32,
+                         ([(mixer, n) for n in subs], params))
+        bsz = hidden.shape[0]
+        H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
+        w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
+        pdl = _k.pdl_enabled(hidden.device, bsz)
+        self.zx = zx = torch.empty((bsz, w_in.shape[0]), device=hidden.device, dtype=w_in.dtype)
+        self.y = torch.empty((bsz, H, P), device=hidden.device, dtype=zx.dtype)
+        self.out_dtype = w_out.dtype
+        out, res_out = self._outputs(w_out.dtype)
+        problem, args = _k.in_step_args(
+            hidden, residual, norm.weight if norm is not None else None, norm.eps if norm is not None else 0.0,
+            self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, d_ssm, zx, res_out, pdl)
+        self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
+        gn = G * N
+        D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
+        problem, args = state_update_args(
+            ssm_state, zx[:, d_ssm:2 * d_ssm].view(bsz, H, P), zx[:, 2 * d_ssm + 2 * gn:][..., None].expand(bsz, H, P),
+            mixer.A_log[:, None, None].expand(H, P, N), zx[:, 2 * d_ssm:2 * d_ssm + gn].view(bsz, G, N),
+            zx[:, 2 * d_ssm + gn:2 * d_ssm + 2 * gn].view(bsz, G, N), D,
+            None if mixer.rmsnorm else zx[:, :d_ssm].view(bsz, H, P), mixer.dt_bias[:, None].expand(H, P), True,
+            None, self.y, a_is_log=True, pdl=pdl)
+        self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
+        problem, args = _k.out_step_args(
+            self.y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None, gate.eps if gate is not None else 0.0,
+            d_ssm // G, not mixer.norm_before_gate, w_out, mixer.out_proj.bias, out, pdl)
+        self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
+
+    def __call__(self, hidden, conv_state, ssm_state, residual, stream):
+        out, res_out = self._outputs(self.out_dtype)
+        self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
+        self.l_su(stream, ssm_state)
+        self.l_out(stream, out)
+        return out, res_out
+
+
+class _MambaPlan(_Plan):
+    """A Mamba-1 ``Mamba`` block's planned step (:func:`mamba_step`'s five launches)."""
+
+    def __init__(self, mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32):
+        params = [(mixer.in_proj, "weight"), (mixer.in_proj, "bias"), (mixer.conv1d, "weight"),
+                  (mixer.conv1d, "bias"), (mixer.x_proj, "weight"), (mixer.dt_proj, "weight"),
+                  (mixer.dt_proj, "bias"), (mixer, "A_log"), (mixer, "D"), (mixer.out_proj, "weight"),
+                  (mixer.out_proj, "bias")] + _norm_parts(norm)
+        subs = ["in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"]
+        super().__init__(mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32,
+                         ([(mixer, n) for n in subs], params))
+        bsz = hidden.shape[0]
+        d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
+        w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
+        pdl = _k.pdl_enabled(hidden.device, bsz)
+        dev = hidden.device
+        self.xz = xz = torch.empty((bsz, w_in.shape[0]), device=dev, dtype=w_in.dtype)
+        self.x_dbl = torch.empty((bsz, mixer.x_proj.weight.shape[0]), device=dev, dtype=mixer.x_proj.weight.dtype)
+        self.dt = torch.empty((bsz, d), device=dev, dtype=mixer.dt_proj.weight.dtype)
+        self.y = torch.empty((bsz, d), device=dev, dtype=xz.dtype)
+        self.out_dtype = w_out.dtype
+        out, res_out = self._outputs(w_out.dtype)
+        problem, args = _k.in_step_args(
+            hidden, residual, norm.weight if norm is not None else None, norm.eps if norm is not None else 0.0,
+            self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, 0, xz, res_out, pdl)
+        self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
+        x = xz[:, :d]
+        problem, args = _k.in_step_args(x, None, None, 0.0, None, mixer.x_proj.weight, None, None, None, None, 0,
+                                        self.x_dbl, None, pdl)
+        self.l_x = _Launch(_k.in_step_kernel, problem, args, ())
+        problem, args = _k.in_step_args(self.x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, None,
+                                        None, None, 0, self.dt, None, pdl)
+        self.l_dt = _Launch(_k.in_step_kernel, problem, args, ())
+        # the state is passed as itself: its (b, 1, d, N) view has the same address, and the strides say the rest
+        problem, args = state_update_args(
+            ssm_state[:, None], x[:, None], self.dt[:, None], mixer.A_log[None], self.x_dbl[:, None, R:R + N],
+            self.x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
+            self.y[:, None], a_is_log=True, pdl=pdl)
+        self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
+        problem, args = _k.out_step_args(self.y, xz, None, 0.0, d, False, w_out, mixer.out_proj.bias, out, pdl)
+        self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
+
+    def __call__(self, hidden, conv_state, ssm_state, residual, stream):
+        out, res_out = self._outputs(self.out_dtype)
+        self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
+        self.l_x(stream)
+        self.l_dt(stream)
+        self.l_su(stream, ssm_state)
+        self.l_out(stream, out)
+        return out, res_out
