@@ -52,6 +52,24 @@ def keyword_impl(fn, **kwargs) -> Impl:
     return build
 
 
+def tf32_impl(build: Impl) -> Impl:
+    """``build``'s calls (forward and backward) with PyTorch's fp32 matmul precision at "high", under which
+    ssm_triton's SSD multiplies fp32 in TF32 (``kernels/ssd/launch.py``'s ``fp32_matmul``), as mamba_ssm's
+    always does."""
+    def wrapped(x, direction):
+        run = build(x, direction)
+
+        def in_tf32():
+            saved = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")
+            try:
+                return run()
+            finally:
+                torch.set_float32_matmul_precision(saved)
+        return in_tf32
+    return wrapped
+
+
 # ---- linear_scan: h_t = a_t h_{t-1} + b_t over (batch, dim, L) ----
 
 def _scan_inputs(shape, dtype, device):
@@ -280,6 +298,8 @@ def ssd_workloads(device, quick: bool, notes: set, sweep: bool = False) -> list[
         for direction in ("fwd", "fwd+bwd"):
             nbytes, flops = counts.ssd(b, L, H, P, G, N, chunk, torch.tensor([], dtype=io).element_size(), direction)
             impls = {"ssm_triton": impl(mamba_chunk_scan_combined)}
+            if io == torch.float32:   # the TF32 mode, against mamba_ssm's TF32 products
+                impls["ssm_triton_tf32"] = tf32_impl(impl(mamba_chunk_scan_combined))
             for name, fn in peers.items():
                 if name.startswith("fla") and direction != "fwd":
                     continue  # its backward refuses Triton < 3.7.1 on Hopper
