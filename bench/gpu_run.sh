@@ -23,7 +23,7 @@ rm -rf /tmp/sst   # a warm machine keeps the last install, and --target never ov
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst . || exit 1
 export PYTHONPATH=/tmp/site:/tmp/sst:$repo/.peers PYTHONUNBUFFERED=1
 cd /tmp   # import the installed package, not the source folder
-if [ -n "${PEER_SCAN:-}" ]; then bash bench/build_peer_scan.sh 2>&1 | tee "$OUT/peer_build.txt"; fi   # mamba_ssm's CUDA scan
+if [ -n "${PEER_SCAN:-}" ]; then (cd "$repo" && bash bench/build_peer_scan.sh) 2>&1 | tee "$OUT/peer_build.txt"; fi   # mamba_ssm's CUDA scan
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ -n "${SWEEP:-}" ]; then timeout "${SWEEP_TIMEOUT:-400}" python3 -m ssm_triton.bench.sweep ${SWEEP#1} 2>&1 | tee "$OUT/sweep.txt"; fi

@@ -240,16 +240,18 @@ def _out_step_kernel(
 # and that one streams its first weight tile (or its state) while waiting for its predecessor's writes.
 # On the H200 (2026-12-03, 130M Mamba2 LM, replayed step, same process) it took the one-row step from
 # 0.384 to 0.350 ms, but the four-row step from 0.564 to 0.598 ms; memcheck clean, tests pass with it on.
-# So by default one-row steps use it (``PDL_ENABLED = None``); ``SSM_TRITON_PDL=1`` (or True here) uses it
-# for every step, ``SSM_TRITON_PDL=0`` (or False) for none.
+# So by default (``PDL_ENABLED = None``) steps up to the block's measured row count use it
+# (ops/fused_step.py's ``PDL_ROWS``: Mamba-2 one row, Mamba-1 four); ``SSM_TRITON_PDL=1`` (or True here)
+# uses it for every step, ``SSM_TRITON_PDL=0`` (or False) for none.
 _PDL_ENV = os.environ.get("SSM_TRITON_PDL", "").strip()
 PDL_ENABLED: bool | None = None if _PDL_ENV == "" else _PDL_ENV != "0"
 _capable: dict = {}
 
 
-def pdl_enabled(device, rows: int = 1) -> bool:
-    """Whether the fused steps' launches of ``rows`` rows on ``device`` are programmatic dependent launches."""
-    if PDL_ENABLED is False or (PDL_ENABLED is None and rows != 1):
+def pdl_enabled(device, rows: int = 1, auto_rows: int = 1) -> bool:
+    """Whether the fused steps' launches of ``rows`` rows on ``device`` are programmatic dependent launches;
+    by default (``PDL_ENABLED`` None) up to ``auto_rows`` rows (the block's measured limit, ops/fused_step.py)."""
+    if PDL_ENABLED is False or (PDL_ENABLED is None and rows > auto_rows):
         return False
     if device.type != "cuda" or run_mode(device).interpreted:
         return False
@@ -331,17 +333,19 @@ def in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bia
 
 
 def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight=None, conv_bias=None,
-            conv_state=None, conv_lo=0, config=None):
+            conv_state=None, conv_lo=0, config=None, pdl=None):
     """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O) in weight's dtype, residual_out (M, K) or None)``.
     With ``norm_weight`` the input is ``rmsnorm(hidden + residual) * norm_weight`` (``residual`` may be None)
     and ``residual_out`` the sum in ``residual_dtype``; without it the input is ``hidden`` as given. With
     ``conv_weight (conv_dim, W)`` the columns from ``conv_lo`` on go through the conv windows of
-    ``conv_state (M, conv_dim, W)``, rolled in place."""
+    ``conv_state (M, conv_dim, W)``, rolled in place. ``pdl``: a programmatic dependent launch (default:
+    :func:`pdl_enabled`'s choice for ``M`` rows)."""
     M, K = hidden.shape
     zx = torch.empty((M, weight.shape[0]), device=hidden.device, dtype=weight.dtype)
     res_out = (torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None)
     problem, args = in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight,
-                                 conv_bias, conv_state, conv_lo, zx, res_out, pdl_enabled(hidden.device, M))
+                                 conv_bias, conv_state, conv_lo, zx, res_out,
+                                 pdl_enabled(hidden.device, M) if pdl is None else pdl)
     in_step_kernel.launch(problem, config, **args)
     return zx, res_out
 
@@ -359,12 +363,12 @@ def out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias,
         DOT=dot_for(weight.dtype, run_mode(y.device).interpreted), PDL=pdl)
 
 
-def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None):
+def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None, pdl=None):
     """``y (M, d_ssm)`` contiguous, ``zx`` from :func:`in_step` (``z`` its first ``d_ssm`` columns) ->
     ``(M, d_model)`` in ``weight``'s dtype: ``rmsnorm_gated(y, z) @ weight.T + bias`` (no norm when
     ``norm_weight`` is None: ``y`` is then the gated output)."""
     out = torch.empty((y.shape[0], weight.shape[0]), device=y.device, dtype=weight.dtype)
     problem, args = out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, out,
-                                  pdl_enabled(y.device, y.shape[0]))
+                                  pdl_enabled(y.device, y.shape[0]) if pdl is None else pdl)
     out_step_kernel.launch(problem, config, **args)
     return out

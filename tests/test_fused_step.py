@@ -255,6 +255,12 @@ def test_a_planned_step_follows_its_block(device):
     check("a conv state read through strides", conv_state=wide[..., ::2])
     c1, s1 = _states(m, 1, 8, device)
     check("another batch", c1, s1, bsz=1)
+    rows = fused.MAX_BATCH + 2   # eager calls take the fused step past the captured steps' limit
+    c6, s6 = _states(m, rows, 9, device)
+    check("more rows than a captured step takes", c6, s6, bsz=rows)
+    assert (rows, True, False) in m.__dict__["_fused_plans"]
+    with torch.no_grad():   # the captured steps' limit
+        assert not fused.serves(m, torch.zeros(rows, 1, 16, device=device), c6, s6)
 
 
 def test_a_bound_launch_fills_its_slots_and_falls_back(monkeypatch):

@@ -33,19 +33,26 @@ ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
 # tensor-core form lost to the composed step on the H200 (130M Mamba2 LM, replayed step: 1.02 vs 0.78 ms,
 # 2026-12-02), so larger batches keep the composed step (cuBLAS)
 MAX_BATCH = 4
+# Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
+# kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
+MAX_EAGER_BATCH = 64
+# Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process,
+# 2026-12-03): Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4; Mamba-1 0.368 vs 0.368 at b1 and
+# 0.502 vs 0.579 at b4
+PDL_ROWS = {"Mamba2": 1, "Mamba": 4}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def serves(mixer, hidden_states, conv_state, ssm_state) -> bool:
+def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int = MAX_BATCH) -> bool:
     """Whether a fused step computes this ``Mamba2.step`` or ``Mamba.step`` call: enabled, no graph recorded
     (nor a ``torch.compile`` trace), states shaped as the block allocates them for this batch, one
-    floating dtype for the input and the projections, batch ≤ ``MAX_BATCH``; for Mamba-2 no gated-MLP
+    floating dtype for the input and the projections, batch ≤ ``max_batch``; for Mamba-2 no gated-MLP
     columns in in_proj. Anything else, bad input included, goes the composed way, which checks and
     reports it."""
     if not ENABLED or not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
         return False
     bsz, one, d_model = hidden_states.shape
-    if not (one == 1 and 0 < bsz <= MAX_BATCH and d_model == mixer.d_model and hidden_states.dtype in _DTYPES
+    if not (one == 1 and 0 < bsz <= max_batch and d_model == mixer.d_model and hidden_states.dtype in _DTYPES
             and isinstance(conv_state, torch.Tensor) and isinstance(ssm_state, torch.Tensor)
             and ssm_state.dtype in _DTYPES and hidden_states.device == conv_state.device == ssm_state.device):
         return False
@@ -74,7 +81,8 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     ``(mixer output, residual)``."""
     bsz = hidden_states.shape[0]
     H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
-    zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm)
+    pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba2"])
+    zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm, pdl)
     gn = G * N
     z = zx[:, :d_ssm].view(bsz, H, P)
     x = zx[:, d_ssm:2 * d_ssm].view(bsz, H, P)
@@ -84,11 +92,11 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
     y = state_update(ssm_state, x, dt, mixer.A_log[:, None, None].expand(H, P, N), B, C, D,
                      None if mixer.rmsnorm else z, mixer.dt_bias[:, None].expand(H, P), True, None, a_is_log=True,
-                     pdl=_k.pdl_enabled(hidden_states.device, bsz))
+                     pdl=pdl)
     gate = mixer.norm if mixer.rmsnorm else None
     out = _k.out_step(y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None,
                       gate.eps if gate is not None else 0.0, d_ssm // G, not mixer.norm_before_gate,
-                      mixer.out_proj.weight, mixer.out_proj.bias)
+                      mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
     return out[:, None], res_out
 
 
@@ -98,18 +106,19 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
     windows of ``x``; x_proj; dt_proj; the state update (``A`` read as ``A_log``, gate ``silu(z)``); out_proj."""
     bsz = hidden_states.shape[0]
     d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
-    xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0)
+    pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba"])
+    xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0, pdl)
     x = xz[:, :d]
-    x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None)
-    dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None)
+    x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None, pdl=pdl)
+    dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, pdl=pdl)
     y = state_update(ssm_state[:, None], x[:, None], dt[:, None], mixer.A_log[None], x_dbl[:, None, R:R + N],
                      x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
-                     a_is_log=True, pdl=_k.pdl_enabled(hidden_states.device, bsz))
-    out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias)
+                     a_is_log=True, pdl=pdl)
+    out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
     return out[:, None], res_out
 
 
-def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, conv_lo):
+def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, conv_lo, pdl=None):
     """The first launch of both steps: [the pre-norm block's add and norm ->] in_proj -> the conv windows of
     the columns from ``conv_lo`` on. ``(projection (b, O), residual' (b, 1, d_model) or None)``."""
     bsz = hidden_states.shape[0]
@@ -123,7 +132,7 @@ def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in
         keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
     conv = mixer.conv1d
     zx, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
-                             conv.weight.squeeze(1), conv.bias, conv_state, conv_lo)
+                             conv.weight.squeeze(1), conv.bias, conv_state, conv_lo, pdl=pdl)
     return zx, res_out.view(hidden_states.shape) if res_out is not None else None
 
 
@@ -140,11 +149,11 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
         stream = plan.stream_now()
         if plan.fits(hidden_states, conv_state, ssm_state, residual, norm, stream):
             return plan(hidden_states, conv_state, ssm_state, residual, stream)
-    if not serves(mixer, hidden_states, conv_state, ssm_state):
+    capturing = hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not serves(mixer, hidden_states, conv_state, ssm_state, MAX_BATCH if capturing else MAX_EAGER_BATCH):
         return None
     kind = mamba2_step if hasattr(mixer, "nheads") else mamba_step
-    if (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()) or not _plannable(
-            hidden_states, conv_state, ssm_state, residual):
+    if capturing or not _plannable(hidden_states, conv_state, ssm_state, residual):
         return kind(mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
     plan = (_Mamba2Plan if kind is mamba2_step else _MambaPlan)(
         mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
@@ -260,7 +269,7 @@ class _Mamba2Plan(_Plan):
         bsz = hidden.shape[0]
         H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
         w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
-        pdl = _k.pdl_enabled(hidden.device, bsz)
+        pdl = _k.pdl_enabled(hidden.device, bsz, PDL_ROWS["Mamba2"])
         self.zx = zx = torch.empty((bsz, w_in.shape[0]), device=hidden.device, dtype=w_in.dtype)
         self.y = torch.empty((bsz, H, P), device=hidden.device, dtype=zx.dtype)
         self.out_dtype = w_out.dtype
@@ -305,7 +314,7 @@ class _MambaPlan(_Plan):
         bsz = hidden.shape[0]
         d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
         w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
-        pdl = _k.pdl_enabled(hidden.device, bsz)
+        pdl = _k.pdl_enabled(hidden.device, bsz, PDL_ROWS["Mamba"])
         dev = hidden.device
         self.xz = xz = torch.empty((bsz, w_in.shape[0]), device=dev, dtype=w_in.dtype)
         self.x_dbl = torch.empty((bsz, mixer.x_proj.weight.shape[0]), device=dev, dtype=mixer.x_proj.weight.dtype)
