@@ -23,4 +23,4 @@ for b, d, L in ((1, 1536, 2048), (8, 4096, 2048)):
           f"gather_free_tuned={ks.GATHER_FREE_TUNED}")
 for problem, t in ks.selective_scan_bwd.timings.items():
     best = sorted(t.items(), key=lambda kv: kv[1])
-    print("bwd", problem[:4], "best", best[0], "worst", best[-1])
+    print("bwd", str(problem)[:160], "best", best[0], "worst", best[-1])
