@@ -574,11 +574,11 @@ def _bwd_alternatives(p: ScanProblem, mode):
     return alts
 
 
-# The gather-free backward (``NO_GATHER``) joins the tuner's candidates once it has run on a GPU (tested
-# through the interpreter and compiled for sm_90 on 2026-12-03, not yet run on a GPU): until then it is
-# reached only by an explicit config or pin, so that an unverified kernel cannot be picked for speed
-# (``SSM_TRITON_GATHER_FREE=1`` adds it, for the benchmark that times it).
-GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "0").strip() not in ("", "0")
+# The gather-free backward (``NO_GATHER``) is among the tuner's candidates since the H200 (2026-12-03,
+# bench/diag_selective_tuning.py, one machine, two processes, tuned afresh): fwd+bwd 0.877 against 1.198 ms
+# at b1 d1536 L2048 and 5.771 against 5.981 ms at b8 d4096 L2048 (bf16, N 16), the tuner picking it at both;
+# memcheck clean. ``SSM_TRITON_GATHER_FREE=0`` leaves it out.
+GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "1").strip() not in ("", "0")
 
 
 def _key(p: ScanProblem):
