@@ -9,6 +9,8 @@ The backward is the adjoint recurrence run the other way,
 ``lam_t = g_t + a_{t+1} * lam_{t+1}`` (forward direction), giving
 ``db_t = lam_t``, ``da_t = lam_t * h_{t-1}`` and ``dh0 = a_0 * lam_0``.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -63,14 +65,29 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _exclusive_combine(m_l, v_l, mx_l, vx_l, m_r, v_r, mx_r, vx_r):
+    """Affine maps ``x -> m x + v`` composed as :func:`first_order_combine` does, each carrying a second
+    map: the segment's composition without the element nearest the scan's start (``mx, vx``; the identity
+    for one element). Applied to the carry, the first gives the inclusive value at a position, the
+    second the value one step before it in scan order (associative: the second map of a union is the
+    second map of its later part after the whole earlier part)."""
+    return m_l * m_r, m_r * v_l + v_r, m_l * mx_r, mx_r * v_l + vx_r
+
+
+@triton.jit
 def _scan_bwd_kernel(
     G, A, H, H0, DA, DB, DH0,         # pointers: (R, L) rows; H0, DH0 (R,) or None
     R, L,                             # sizes
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """The neighbours ``a[t + STEP]`` and ``h[t - STEP]`` are loaded one element off, which cannot be
     vectorised; moving them inside the tile with ``tl.gather`` instead compiled to ~8000 shuffles a
-    tile for sm_90 (Triton 3.9, 2026-12-03) and was dropped."""
+    tile for sm_90 (Triton 3.9, 2026-12-03) and was dropped. ``ALIGNED`` drops the first of them:
+    it scans ``z_t = a_t lam_t`` (``z_t = a_t g_t + a_t z_{t+STEP}``: every operand at ``t``) with
+    :func:`_exclusive_combine`, which also yields ``z_{t+STEP}``, and ``lam_t = g_t + z_{t+STEP}``;
+    the carry between tiles is then ``z``, and ``dh0`` the last carry. Not among the tuner's
+    candidates until it has been timed on a GPU (``SSM_TRITON_SCAN_ALIGNED=1`` adds it)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
     base = rows.to(tl.int64) * L
@@ -96,15 +113,27 @@ def _scan_bwd_kernel(
         prv = t - STEP
         prv_ok = ok & ((prv >= 0) & (prv < L))[None, :]
         g = tl.load(G + offs, mask=ok, other=0.0).to(ACC)
-        c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
         h_prev = tl.load(H + offs - STEP, mask=prv_ok, other=0.0).to(ACC)
         h_prev = tl.where(prv_ok, h_prev, h0[:, None])
-        c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
-        lam = c_cum * carry[:, None] + lam
+        if ALIGNED:
+            # padding lanes: a = 1, g = 0, the identity map
+            a = tl.load(A + offs, mask=ok, other=1.0).to(ACC)
+            one = tl.full(a.shape, 1.0, ACC)
+            m, v, m_x, v_x = tl.associative_scan((a, a * g, one, tl.zeros_like(a)), 1, _exclusive_combine,
+                                                 reverse=not REVERSE)
+            lam = g + (m_x * carry[:, None] + v_x)
+            z = m * carry[:, None] + v
+        else:
+            c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
+            c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
+            lam = c_cum * carry[:, None] + lam
+            z = lam
         tl.store(DB + offs, lam.to(DB.dtype.element_ty), mask=ok)
         tl.store(DA + offs, (lam * h_prev).to(DA.dtype.element_ty), mask=ok)
-        carry = tl.sum(tl.where(lane[None, :] == out_lane, lam, 0.0), axis=1)
-    if HAS_H0:
+        carry = tl.sum(tl.where(lane[None, :] == out_lane, z, 0.0), axis=1)
+    if ALIGNED and HAS_H0:
+        tl.store(DH0 + rows, carry.to(DH0.dtype.element_ty), mask=row_ok)   # z at the first step: a lam
+    elif HAS_H0:
         first = L - 1 if REVERSE else 0
         a_first = tl.load(A + base + first, mask=row_ok, other=0.0).to(ACC)
         tl.store(DH0 + rows, (a_first * carry).to(DH0.dtype.element_ty), mask=row_ok)
@@ -133,11 +162,12 @@ def _bwd_rule(problem, mode):
     The backward reads a[t + 1] and h[t - 1] one element off, unvectorised: Nsight Compute put the 8-warp
     tile at 90% of L1 throughput and 43% of DRAM's."""
     if mode.interpreted:
-        return _rule(problem, mode)
-    if problem[2] != torch.float32:
-        return _tile(1, 1024, 2)
-    # 16 rows a program only where that still gives every SM several programs (few long rows would not)
-    return _tile(16, 128, 4) if problem[0] >= 16 * 4 * mode.sm_count else _tile(*TILES[0])
+        tile = _rule(problem, mode)
+    elif problem[2] != torch.float32:
+        tile = _tile(1, 1024, 2)
+    else:   # 16 rows a program only where that still gives every SM several programs (few long rows would not)
+        tile = _tile(16, 128, 4) if problem[0] >= 16 * 4 * mode.sm_count else _tile(*TILES[0])
+    return {**tile, "ALIGNED": False}
 
 
 def _fwd_rule(problem, mode):
@@ -152,6 +182,16 @@ def _alternatives(problem, mode):
     return [_tile(*t) for t in TILES]
 
 
+# The backward's aligned form (``ALIGNED``, _scan_bwd_kernel's docstring) joins its candidates with
+# SSM_TRITON_SCAN_ALIGNED=1, for the benchmark that times it (tested through the interpreter, 2026-12-03)
+ALIGNED_TUNED = os.environ.get("SSM_TRITON_SCAN_ALIGNED", "0").strip() not in ("", "0")
+
+
+def _bwd_alternatives(problem, mode):
+    alts = _alternatives(problem, mode)
+    return alts + [dict(a, ALIGNED=True) for a in [{}, *alts]] if ALIGNED_TUNED else alts
+
+
 def _key(problem):
     R, L, dtype, acc, has_h0, reverse = problem
     return bucket(L), bucket(R), dtype, str(acc), has_h0, reverse
@@ -163,7 +203,7 @@ def _grid(problem, kw):
 
 scan_fwd = TunableKernel("scan_fwd_kernel", _scan_fwd_kernel, grid=_grid, rule=_fwd_rule, alternatives=_alternatives, key=_key,
                          flags=dict(HAS_H0="H0"))
-scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_bwd_rule, alternatives=_alternatives,
+scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_bwd_rule, alternatives=_bwd_alternatives,
                          key=_key, flags=dict(HAS_H0="H0"))
 
 

@@ -732,11 +732,17 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
 
     def reduce_bc(buf, fixed, M):
         if fixed:
-            return buf.sum(0)                                     # (d, N)
+            return _batch_sum(buf)                                # (d, N)
         if not deterministic:
             return buf.view(M.shape)                              # (b, N, L) or (b, G, N, L)
         return buf.view(bsz, groups, n_dblocks // groups, N, L).sum(2).view(M.shape)
 
-    return (du, ddelta, da_part.sum(0), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
-            dd_part.sum(0) if D is not None else None, dz,
-            dbias_part.sum(0) if delta_bias is not None else None, dh0)
+    return (du, ddelta, _batch_sum(da_part), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
+            _batch_sum(dd_part) if D is not None else None, dz,
+            _batch_sum(dbias_part) if delta_bias is not None else None, dh0)
+
+
+def _batch_sum(part):
+    """The per-batch partials summed over the batch; one batch's are a view (no launch: small backward
+    calls are host-bound, each launch costing several microseconds of host time)."""
+    return part[0] if part.shape[0] == 1 else part.sum(0)

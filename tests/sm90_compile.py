@@ -104,11 +104,14 @@ def cases():
         acc = tl.float64 if io == tl.float64 else tl.float32
         flags = dict(HAS_H0=opt, REVERSE=opt, ACC=acc, **_kw(space[0]))
         yield "scan fwd", ks.scan_fwd, dict.fromkeys(["A", "B", "H", "H0"], PTR[io]), flags
-        yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], PTR[io]), flags
+        for aligned in (False, True):   # the backward's aligned form (kernels/scan.py)
+            yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], PTR[io]), \
+                dict(flags, ALIGNED=aligned)
     for cfg in space[1:]:
         flags = dict(HAS_H0=True, REVERSE=True, ACC=tl.float32, **_kw(cfg))
         yield "scan fwd", ks.scan_fwd, dict.fromkeys(["A", "B", "H", "H0"], "*fp32"), flags
-        yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], "*fp32"), flags
+        yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], "*fp32"), \
+            dict(flags, ALIGNED=False)
     rule = _kw(kd.discretize_fwd.space((64, 4096, 16, 16, "", "", "", "zoh"), H100)[0])
     for method, io in itertools.product(kd.METHODS.values(), [tl.float32, tl.bfloat16]):
         ptrs = {"DT": PTR[io], "B": PTR[io], "A": "*fp32", "ABAR": "*fp32", "BBAR": "*fp32"}

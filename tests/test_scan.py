@@ -9,7 +9,8 @@ import ssm_triton
 from builders import BIG
 from ssm_triton.reference import linear_scan_np, linear_scan_torch
 from ssm_triton.tolerance import assert_close
-from strategies import DTYPES, lengths, normal, seeds, uniform
+from ssm_triton.kernels import tuning
+from strategies import DTYPES, examples, lengths, normal, seeds, uniform
 
 # Ranges of the decay a: tiny (state forgotten at once), near 1 (long memory), the unit interval,
 # and signed values (oscillating recurrences).
@@ -56,6 +57,31 @@ def test_gradients_match_float64_autograd(device, lead, L, dtype, a_range, with_
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
     ref_h0 = ref_leaves[2] if with_h0 else None
     ref = linear_scan_torch(ref_leaves[0], ref_leaves[1], ref_h0, reverse)
+    want = torch.autograd.grad(ref, ref_leaves, grad.double())
+    for name, g, w, leaf in zip(("da", "db", "dh0"), got, want, leaves):
+        assert g.dtype == leaf.dtype and g.shape == leaf.shape
+        assert_close(g, w, dtype, name)
+
+
+@given(lead=lead_shapes(), L=lengths(), dtype=st.sampled_from(DTYPES), a_range=st.sampled_from(list(A_RANGES)),
+       with_h0=st.booleans(), reverse=st.booleans(), seed=seeds())
+@examples(10, 100)
+def test_the_aligned_backward_matches_float64_autograd(device, lead, L, dtype, a_range, with_h0, reverse, seed):
+    """The backward's aligned form (``ALIGNED``: it scans ``z = a lam`` and reads no ``a`` one step off),
+    pinned, against the float64 autograd of the loop: every decay range, both directions, ``h0``, lengths
+    that cross tiles and leave a partial one."""
+    if BIG:
+        L = min(L, 2048)
+    a, b, h0 = make_inputs(lead, L, dtype, a_range, with_h0, seed, device)
+    grad = normal(b.shape, seed + 3, device, dtype)
+    leaves = [t.requires_grad_() for t in (a, b, h0) if t is not None]
+    tuning.pin("scan_bwd_kernel", ALIGNED=True)
+    try:
+        got = torch.autograd.grad(ssm_triton.linear_scan(a, b, h0, reverse=reverse), leaves, grad)
+    finally:
+        tuning.unpin("scan_bwd_kernel")
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    ref = linear_scan_torch(ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_h0 else None, reverse)
     want = torch.autograd.grad(ref, ref_leaves, grad.double())
     for name, g, w, leaf in zip(("da", "db", "dh0"), got, want, leaves):
         assert g.dtype == leaf.dtype and g.shape == leaf.shape
