@@ -245,6 +245,8 @@ def test_a_planned_step_follows_its_block(device):
     with torch.no_grad():
         m.norm.weight.mul_(2.0)   # in place: the plan reads the same storage
     check("the norm's weight updated in place")
+    m.norm.eps = 0.25
+    check("the gate's norm epsilon changed")
     tuning.pin("mamba2_out_step", BLOCK_O=16)
     try:
         check("pinned")

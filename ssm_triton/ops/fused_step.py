@@ -12,8 +12,9 @@ CPU machine with the launches stubbed). :func:`step` therefore keeps a **plan** 
 the buffers between the launches (the projection, the state update's output), the views of them and of the
 parameters, and each launch bound to its compiled binary (``kernels/tuning.py``'s ``Bound``). A planned
 step checks that the call still fits (shapes, dtypes, devices, contiguity, the same parameter tensors at
-the same addresses, the same stream), allocates its two outputs and issues three (Mamba-1: five) bound
-launches. Anything that does not fit builds a new plan through :func:`serves`; a CUDA graph capture takes
+the same addresses, the norms' epsilons, the same stream), allocates its two outputs and issues three
+(Mamba-1: five) bound launches. The block's structural options (``rmsnorm``, ``norm_before_gate``, group
+counts) are read when the plan is built. Anything that does not fit builds a new plan through :func:`serves`; a CUDA graph capture takes
 the unplanned step (its buffers come from the graph's pool, not from a plan that may be replaced).
 """
 from __future__ import annotations
@@ -204,6 +205,8 @@ class _Plan:
         self.sshape, self.sdtype = ssm_state.shape, ssm_state.dtype
         self.rdtype = residual.dtype if residual is not None else None
         self.norm, self.pdl_setting = norm, _k.PDL_ENABLED
+        # the epsilons the launches were built with (the gate's norm, Mamba-2's, and the block's pre-norm)
+        self.eps = [(m, m.eps) for m in (getattr(mixer, "norm", None), norm) if m is not None]
         self.keep = (torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype))
         self.modules = [(parent._modules, name, parent._modules[name]) for parent, name in parts[0]]
         self.params = [(module._parameters, name, module._parameters[name]) for module, name in parts[1]]
@@ -233,6 +236,9 @@ class _Plan:
                 return False
         for params, name, t, ptr in self.params:
             if params.get(name) is not t or (t is not None and t.data_ptr() != ptr):
+                return False
+        for module, eps in self.eps:
+            if module.eps != eps:
                 return False
         return True
 
