@@ -1,6 +1,8 @@
 """The fused decode steps (ops/fused_step.py, kernels/fused_step.py) of Mamba-2 and Mamba-1 against float64
 steps composed of the references, over the blocks' options, groups, dtypes and batch sizes; the LM's
 decoding with them against the composed steps; every launch config; which calls they serve."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,13 +232,21 @@ def test_a_planned_step_follows_its_block(device):
         assert_close(ssm_state, want[2], torch.float32, f"{what}: ssm_state")
 
     check("first")
-    plan = m.__dict__["_fused_plans"][(2, True, False)]
+    plan = fused.plans_of(m)[(2, True, False)]
     check("planned")
-    assert m.__dict__["_fused_plans"][(2, True, False)] is plan
+    assert fused.plans_of(m)[(2, True, False)] is plan
+    twin = copy.deepcopy(m)   # a copy carries no plan, and steps as the original does
+    assert fused.plans_of(twin) == {}
+    c2, s2 = conv_state.clone(), ssm_state.clone()
+    h = torch.randn((2, 1, 16), generator=g, device=device)
+    with torch.no_grad():
+        out_twin, _ = fused.step(twin, h, c2, s2)
+        out, _ = fused.step(m, h, conv_state, ssm_state)
+    assert torch.equal(out_twin, out) and torch.equal(c2, conv_state) and torch.equal(s2, ssm_state)
     with torch.no_grad():
         m.in_proj.weight.data = m.in_proj.weight.data * 1.5   # new storage
     check("in_proj's storage swapped")
-    assert m.__dict__["_fused_plans"][(2, True, False)] is not plan
+    assert fused.plans_of(m)[(2, True, False)] is not plan
     m.D = torch.nn.Parameter(m.D.detach() - 1.0)
     check("D replaced")
     old = m.out_proj
@@ -260,7 +270,7 @@ def test_a_planned_step_follows_its_block(device):
     rows = fused.MAX_BATCH + 2   # eager calls take the fused step past the captured steps' limit
     c6, s6 = _states(m, rows, 9, device)
     check("more rows than a captured step takes", c6, s6, bsz=rows)
-    assert (rows, True, False) in m.__dict__["_fused_plans"]
+    assert (rows, True, False) in fused.plans_of(m)
     with torch.no_grad():   # the captured steps' limit
         assert not fused.serves(m, torch.zeros(rows, 1, 16, device=device), c6, s6)
 

@@ -20,6 +20,7 @@ the unplanned step (its buffers come from the graph's pool, not from a plan that
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -143,7 +144,7 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
     takes the composed step). Same arguments and result as :func:`mamba2_step`."""
     if not ENABLED or type(hidden_states) is not torch.Tensor or hidden_states.dim() != 3 or compiling():
         return None
-    plans = mixer.__dict__.get("_fused_plans")
+    plans = _PLANS.get(mixer)
     key = (hidden_states.shape[0], residual is None, residual_in_fp32)
     plan = plans.get(key) if plans is not None else None
     if plan is not None:
@@ -159,9 +160,19 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
     plan = (_Mamba2Plan if kind is mamba2_step else _MambaPlan)(
         mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
     if plans is None:
-        plans = mixer.__dict__["_fused_plans"] = {}
+        plans = _PLANS[mixer] = {}
     plans[key] = plan
     return plan(hidden_states, conv_state, ssm_state, residual, plan.stream)
+
+
+# block -> {(batch, residual is None, residual_in_fp32): plan}: kept beside the blocks, not in them, so that
+# copying or pickling a block never meets a plan's compiled launches; a block's plans go with the block
+_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def plans_of(mixer) -> dict:
+    """The block's current plans, by ``(batch, residual is None, residual_in_fp32)`` (for tests)."""
+    return dict(_PLANS.get(mixer, {}))
 
 
 def _plannable(hidden_states, conv_state, ssm_state, residual) -> bool:
