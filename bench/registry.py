@@ -2,7 +2,7 @@
 from .workloads import (discretize_workloads, linear_scan_workloads, selective_scan_workloads, ssd_workloads,
                         state_update_workloads)
 from .workloads_blocks import conv1d_workloads, norm_workloads
-from .workloads_lm import hf_workloads, lm_workloads
+from .workloads_lm import hf_workloads, lm_compiled_workloads, lm_workloads
 from .workloads_mamba3 import mamba3_mimo_workloads, mamba3_workloads
 
 REGISTRY = {
@@ -16,6 +16,7 @@ REGISTRY = {
     "mamba3": mamba3_workloads,
     "mamba3_mimo": mamba3_mimo_workloads,
     "lm": lm_workloads,
+    "lm_compiled": lm_compiled_workloads,
     "hf_mamba2": hf_workloads,
 }
 

@@ -175,6 +175,42 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
     return out
 
 
+def lm_compiled_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """The 130M Mamba2 LM's prefill (b1, L2048) under ``torch.compile(fullgraph=True)``: the default mode and
+    ``mode="reduce-overhead"`` (CUDA graphs), beside the eager forward and our own prefill graphs, in one
+    process. GPU only (inductor's CPU path needs a C++ compiler, and the interpreter would take hours);
+    each compiled form compiles on its first call, outside the timing."""
+    if device.type != "cuda" or quick:
+        notes.add("lm_compiled skipped: GPU only, and not with --quick")
+        return []
+    model = _lm(device, quick)
+    n_params = sum(p.numel() for p in model.parameters())
+    dtype = next(model.parameters()).dtype
+    L = 2048
+    model.cuda_graph_prefill = False   # the compiled forms and the eager row trace / run the plain forward
+    forward = lambda ids: model(ids, num_last_tokens=1).logits  # noqa: E731
+    compiled = {"ssm_triton_compile_default": torch.compile(forward, fullgraph=True),
+                "ssm_triton_compile_reduce_overhead": torch.compile(forward, fullgraph=True, mode="reduce-overhead")}
+
+    def on(fn, graphs=False):
+        def build(x, direction):
+            def run():
+                model.cuda_graph_prefill = graphs
+                try:
+                    with torch.inference_mode():
+                        return fn(x["ids"])
+                finally:
+                    model.cuda_graph_prefill = False
+            return run
+        return build
+
+    impls = {OURS: on(forward), "ssm_triton_prefill_graphs": on(forward, True)}
+    impls.update({name: on(fn) for name, fn in compiled.items()})
+    make = lambda: {"ids": torch.randint(0, model.config.vocab_size, (1, L), device=device)}  # noqa: E731
+    return [Workload("lm_prefill_compiled", (1, L), dtype, "fwd", *counts.model_forward(_param_bytes(model), n_params, L),
+                     make, impls, tokens=L)]
+
+
 @contextlib.contextmanager
 def _fused_step(on: bool):
     from ssm_triton.ops import fused_step
