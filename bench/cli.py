@@ -9,7 +9,7 @@ import time
 import torch
 
 from . import plots, roofline
-from .timing import host_us, median_ms
+from .timing import host_us, median_ms, peak_mb
 from .registry import REGISTRY, SWEEPS
 
 OURS = "ssm_triton"
@@ -69,6 +69,7 @@ def collect(args) -> tuple[list[dict], set]:
                 fn = impl(inputs, w.direction)
                 ms = median_ms(fn, device, args.quick)
                 host = host_us(fn, device, ms)
+                peak = peak_mb(fn, device)
             except Exception as e:  # a peer that rejects a shape or runs out of memory is noted, not fatal
                 if name == OURS:
                     raise
@@ -83,6 +84,7 @@ def collect(args) -> tuple[list[dict], set]:
                 "roofline_frac": roofline.fraction(w.bytes, w.flops, ms, ceilings),
                 "device": _device_name(device), "date": date,
                 "host_us": host,
+                "peak_mb": peak,
                 "copy_gbps": ceilings.copy_gbps if ceilings else None,
                 "bf16_tflops": ceilings.bf16_tflops if ceilings else None,
             })
@@ -102,13 +104,14 @@ def write_json(path: str, records: list[dict], notes: set) -> None:
 
 def format_table(records: list[dict]) -> str:
     ours = {(r["op"], tuple(r["shape"]), r["dtype"], r["direction"]): r["ms"] for r in records if r["impl"] == OURS}
-    header = ("op", "shape", "dtype", "dir", "impl", "ms", "host us", "GB/s", "roofline", "time / ours")
+    header = ("op", "shape", "dtype", "dir", "impl", "ms", "host us", "peak MiB", "GB/s", "roofline", "time / ours")
     rows = []
     for r in records:
         mine = ours.get((r["op"], tuple(r["shape"]), r["dtype"], r["direction"]))
         ratio = f"{r['ms'] / mine:.2f}x" if mine else "-"
         rows.append((r["op"], "x".join(map(str, r["shape"])), r["dtype"], r["direction"], r["impl"],
-                     f"{r['ms']:.4f}", f"{r['host_us']:.0f}" if r.get("host_us") is not None else "-", f"{r['gbps']:.0f}", f"{100 * r['roofline_frac']:.1f}%" if r["roofline_frac"] is not None else "-", ratio))
+                     f"{r['ms']:.4f}", f"{r['host_us']:.0f}" if r.get("host_us") is not None else "-",
+                     f"{r['peak_mb']:.1f}" if r.get("peak_mb") is not None else "-", f"{r['gbps']:.0f}", f"{100 * r['roofline_frac']:.1f}%" if r["roofline_frac"] is not None else "-", ratio))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
     return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])

@@ -36,3 +36,19 @@ def host_us(fn, device: torch.device, ms: float) -> float | None:
     elapsed = time.perf_counter() - t0
     torch.cuda.synchronize(device)
     return elapsed / n * 1e6
+
+
+def peak_mb(fn, device: torch.device) -> float | None:
+    """Memory one call allocates at its peak, beyond what was allocated before it (its inputs), in MiB:
+    what a fwd+bwd keeps for its backward plus its temporaries and outputs. CUDA only (the caching
+    allocator's statistics); None elsewhere."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del out
+    return (peak - base) / 2**20
