@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,64 @@ def _lean_key(values, constexpr) -> tuple:
     return tuple(key)
 
 
+_SCALARS = (int, float, bool, type(None))
+_BOUND_LIMIT = 4096   # compiled launches kept per kernel (each key names its sizes and strides)
+_PLANNED = object()   # heads a _KeyPlan key: none of _lean_key's can equal it
+
+
+def _getter(idx: tuple):
+    """``values -> tuple of values[i] for i in idx``, one C call (operator.itemgetter) for two or more."""
+    if len(idx) > 1:
+        return operator.itemgetter(*idx)
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda values: (values[i],)
+    return lambda values: ()
+
+
+class _KeyPlan:
+    """Where a kernel's arguments of each kind sit, learned from its first lean launch, so that a launch's
+    key takes two C-level gathers and a loop over the pointers only: the constexpr values; the scalars
+    (ints, floats, bools) by value, a finer key than :func:`_lean_key`'s (equal values specialise alike);
+    per pointer its dtype and 16-byte alignment, or None. A launch whose scalars change type, or whose
+    pointer slot holds something else, takes :func:`_lean_key` (both keys name the same binaries; they
+    only index the cache differently)."""
+    __slots__ = ("consts", "scalars", "scalar_types", "pointers")
+
+    @staticmethod
+    def make(values, constexpr) -> "_KeyPlan | None":
+        consts, scalars, pointers = [], [], []
+        for i, (value, const) in enumerate(zip(values, constexpr)):
+            if const:
+                consts.append(i)
+            elif value is None or isinstance(value, torch.Tensor):
+                pointers.append(i)
+            elif type(value) in _SCALARS:
+                scalars.append(i)
+            else:
+                return None
+        plan = _KeyPlan()
+        plan.consts, plan.scalars, plan.pointers = _getter(tuple(consts)), _getter(tuple(scalars)), tuple(pointers)
+        plan.scalar_types = tuple(type(values[i]) for i in scalars)
+        return plan
+
+    def key(self, values, constexpr) -> tuple:
+        scalars = self.scalars(values)
+        if tuple(map(type, scalars)) != self.scalar_types:
+            return _lean_key(values, constexpr)
+        pointers = []
+        append = pointers.append
+        for i in self.pointers:
+            value = values[i]
+            if value is None:
+                append(None)
+            elif isinstance(value, torch.Tensor):
+                append((value.dtype, value.data_ptr() % 16 == 0))
+            else:
+                return _lean_key(values, constexpr)
+        return (_PLANNED, self.consts(values), scalars, tuple(pointers))
+
+
 class Kernel:
     """A ``@triton.jit`` kernel launched with keyword arguments.
 
@@ -168,6 +227,7 @@ class Kernel:
         self.fn = fn
         self.flags = tuple((flags or {}).items())
         self._bound: dict = {}
+        self._key_plan: _KeyPlan | None = None
         params = getattr(fn, "params", None)
         self._params = (tuple(p.name for p in params), tuple(bool(p.is_constexpr) for p in params),
                         frozenset(p.name for p in params)) if params else None
@@ -190,10 +250,14 @@ class Kernel:
         except KeyError:  # a parameter left to its default: Triton's binder fills it in
             return None
         try:
+            plan = self._key_plan
+            if plan is None:
+                plan = self._key_plan = _KeyPlan.make(values, constexpr) or False
+            lean = plan.key(values, constexpr) if plan else _lean_key(values, constexpr)
             # launch options (num_warps, num_stages) may come with the arguments or with the tuned keywords
             key = (torch.cuda.current_device(),
                    () if args.keys() <= known else tuple((k, v) for k, v in args.items() if k not in known),
-                   tuple((k, v) for k, v in kw.items() if k not in known), _lean_key(values, constexpr))
+                   tuple((k, v) for k, v in kw.items() if k not in known), lean)
         except TypeError:
             return None
         return values, key
@@ -211,6 +275,8 @@ class Kernel:
         if compiled is None or _hooks_active():
             compiled = self.fn.run(grid=grid, warmup=False, **args, **kw)
             if compiled is not None and not hasattr(compiled, "result"):
+                if len(self._bound) >= _BOUND_LIMIT:   # keyed by sizes: a server seeing every length
+                    self._bound.clear()
                 self._bound[key] = compiled
             return
         self._lean(compiled, grid, _raw_stream(key[0]), values)

@@ -67,6 +67,54 @@ def test_lean_key_separates_alignment_and_dtype(offset, dtype):
     assert _arg_key(base.to(torch.float64), False) != _arg_key(base, False)
 
 
+_BUF = {dt: torch.zeros(64, dtype=dt) for dt in (torch.float32, torch.bfloat16, torch.float16)}
+
+
+def _values(kinds, draw):
+    """One argument list for a kernel whose positions have these kinds: a pointer (a view of an aligned
+    buffer at some offset, or None), an int, a float, a bool, or a constexpr."""
+    out = []
+    for kind in kinds:
+        if kind == "ptr":
+            dt = draw(st.sampled_from(sorted(_BUF, key=str)))
+            out.append(None if draw(st.booleans()) and draw(st.booleans()) else _BUF[dt][draw(st.integers(0, 9)):])
+        elif kind == "int":
+            out.append(draw(st.sampled_from([1, 16, 32, 7, 0, -1, 1 << 31, 48, 3])))
+        elif kind == "float":
+            out.append(draw(st.sampled_from([0.5, 1e-5, 2.0])))
+        elif kind == "bool":
+            out.append(draw(st.booleans()))
+        else:
+            out.append(draw(st.sampled_from([16, 32, True, None])))
+    return out
+
+
+@given(st.data())
+def test_the_planned_lean_key_never_joins_what_the_full_key_separates(data):
+    """The key a kernel's position plan builds (``tuning._KeyPlan``: constexprs and scalars by value, each
+    pointer by dtype and alignment) may separate more launches than :func:`_lean_key`, never fewer: two
+    argument lists with equal planned keys have equal full keys, so no binary serves arguments Triton
+    would have specialised otherwise. An argument of another kind in a slot falls back to the full key."""
+    from ssm_triton.kernels.tuning import _KeyPlan, _lean_key
+    kinds = data.draw(st.lists(st.sampled_from(["ptr", "int", "float", "bool", "const"]), min_size=1, max_size=8))
+    constexpr = [k == "const" for k in kinds]
+    first = _values(kinds, data.draw)
+    plan = _KeyPlan.make(first, constexpr)
+    assert plan is not None
+    a, b = _values(kinds, data.draw), _values(kinds, data.draw)
+    ka, kb = plan.key(a, constexpr), plan.key(b, constexpr)
+    if ka == kb:
+        assert _lean_key(a, constexpr) == _lean_key(b, constexpr)
+    assert plan.key(first, constexpr) == plan.key(list(first), constexpr)
+    # a slot holding another kind than the plan learned: the full key, whatever it is
+    for i, kind in enumerate(kinds):
+        if kind in ("int", "float", "bool") and not constexpr[i]:
+            odd = list(a)
+            odd[i] = _BUF[torch.float32]
+            assert plan.key(odd, constexpr) == _lean_key(odd, constexpr)
+            break
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the lean path binds compiled kernels: GPU only")
 @given(st.integers(min_value=1, max_value=40), st.integers(min_value=1, max_value=7))
 def test_lean_launch_after_an_aligned_call_handles_unaligned_views(length, rows):
