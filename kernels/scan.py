@@ -107,9 +107,7 @@ def _scan_bwd_kernel(
         t_ok = t < L
         ok = row_ok[:, None] & t_ok[None, :]
         offs = base[:, None] + t[None, :]
-        nxt = t + STEP
         # padding lanes must stay identities, so 'next' and 'previous' only exist for real steps
-        nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
         prv = t - STEP
         prv_ok = ok & ((prv >= 0) & (prv < L))[None, :]
         g = tl.load(G + offs, mask=ok, other=0.0).to(ACC)
@@ -124,6 +122,8 @@ def _scan_bwd_kernel(
             lam = g + (m_x * carry[:, None] + v_x)
             z = m * carry[:, None] + v
         else:
+            nxt = t + STEP
+            nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
             c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
             c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
             lam = c_cum * carry[:, None] + lam

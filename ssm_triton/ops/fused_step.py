@@ -81,24 +81,12 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     is ``norm(hidden_states + residual)`` (``residual`` (b, 1, d_model) or None) and the result
     ``(out, hidden_states + residual)``, the sum in fp32 when ``residual_in_fp32``: the LM block's
     ``(mixer output, residual)``."""
-    bsz = hidden_states.shape[0]
-    H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
+    bsz, d_ssm = hidden_states.shape[0], mixer.d_ssm
     pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba2"])
     zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm, pdl)
-    gn = G * N
-    z = zx[:, :d_ssm].view(bsz, H, P)
-    x = zx[:, d_ssm:2 * d_ssm].view(bsz, H, P)
-    B = zx[:, 2 * d_ssm:2 * d_ssm + gn].view(bsz, G, N)
-    C = zx[:, 2 * d_ssm + gn:2 * d_ssm + 2 * gn].view(bsz, G, N)
-    dt = zx[:, 2 * d_ssm + 2 * gn:][..., None].expand(bsz, H, P)
-    D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
-    y = state_update(ssm_state, x, dt, mixer.A_log[:, None, None].expand(H, P, N), B, C, D,
-                     None if mixer.rmsnorm else z, mixer.dt_bias[:, None].expand(H, P), True, None, a_is_log=True,
-                     pdl=pdl)
-    gate = mixer.norm if mixer.rmsnorm else None
-    out = _k.out_step(y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None,
-                      gate.eps if gate is not None else 0.0, d_ssm // G, not mixer.norm_before_gate,
-                      mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
+    y = state_update(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, a_is_log=True, pdl=pdl)
+    out = _k.out_step(y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), mixer.out_proj.weight, mixer.out_proj.bias,
+                      pdl=pdl)
     return out[:, None], res_out
 
 
@@ -106,16 +94,14 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
     """One token through a Mamba-1 ``Mamba`` block, states updated in place; call where :func:`serves` says
     so. Arguments and result as :func:`mamba2_step`. Five launches: [add + norm +] in_proj with the conv
     windows of ``x``; x_proj; dt_proj; the state update (``A`` read as ``A_log``, gate ``silu(z)``); out_proj."""
-    bsz = hidden_states.shape[0]
-    d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
+    bsz, d, R = hidden_states.shape[0], mixer.d_inner, mixer.dt_rank
     pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba"])
     xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0, pdl)
     x = xz[:, :d]
     x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None, pdl=pdl)
     dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, pdl=pdl)
-    y = state_update(ssm_state[:, None], x[:, None], dt[:, None], mixer.A_log[None], x_dbl[:, None, R:R + N],
-                     x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
-                     a_is_log=True, pdl=pdl)
+    y = state_update(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, x_dbl, dt), True, None, a_is_log=True,
+                     pdl=pdl)
     out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
     return out[:, None], res_out
 
@@ -127,15 +113,51 @@ def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in
     rows = hidden_states.reshape(bsz, -1)
     if rows.stride(-1) != 1:
         rows = rows.contiguous()
-    res_rows, norm_w, eps, keep = None, None, 0.0, None
+    res_rows, keep = None, None
     if norm is not None:
         res_rows = residual.reshape(bsz, -1).contiguous() if residual is not None else None
-        norm_w, eps = norm.weight, norm.eps
-        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
+        keep = _residual_dtype(residual_in_fp32, residual, hidden_states)
     conv = mixer.conv1d
-    zx, res_out = _k.in_step(rows, res_rows, norm_w, eps, keep, mixer.in_proj.weight, mixer.in_proj.bias,
+    zx, res_out = _k.in_step(rows, res_rows, *_norm_args(norm), keep, mixer.in_proj.weight, mixer.in_proj.bias,
                              conv.weight.squeeze(1), conv.bias, conv_state, conv_lo, pdl=pdl)
     return zx, res_out.view(hidden_states.shape) if res_out is not None else None
+
+
+def _norm_args(norm) -> tuple:
+    """``(weight, eps)`` of an RMSNorm, ``(None, 0.0)`` without one (the steps' kernels take no norm then)."""
+    return (norm.weight, norm.eps) if norm is not None else (None, 0.0)
+
+
+def _residual_dtype(residual_in_fp32, residual, hidden_states):
+    """The dtype the pre-norm block keeps its running residual in."""
+    return torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
+
+
+def _mamba2_update_inputs(mixer, zx) -> tuple:
+    """``x, dt, A, B, C, D, z, dt_bias`` of Mamba-2's state update as views of in_step's output ``zx (b, O)``
+    (``[z | x | B | C | dt]``) and of the parameters (``A`` as ``A_log``)."""
+    bsz = zx.shape[0]
+    H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
+    gn = G * N
+    D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
+    return (zx[:, d_ssm:2 * d_ssm].view(bsz, H, P), zx[:, 2 * d_ssm + 2 * gn:][..., None].expand(bsz, H, P),
+            mixer.A_log[:, None, None].expand(H, P, N), zx[:, 2 * d_ssm:2 * d_ssm + gn].view(bsz, G, N),
+            zx[:, 2 * d_ssm + gn:2 * d_ssm + 2 * gn].view(bsz, G, N), D,
+            None if mixer.rmsnorm else zx[:, :d_ssm].view(bsz, H, P), mixer.dt_bias[:, None].expand(H, P))
+
+
+def _mamba2_gate(mixer) -> tuple:
+    """``norm weight, eps, group size, gate first`` of out_step for a Mamba-2 block."""
+    gate = mixer.norm if mixer.rmsnorm else None
+    return (*_norm_args(gate), mixer.d_ssm // mixer.ngroups, not mixer.norm_before_gate)
+
+
+def _mamba_update_inputs(mixer, xz, x_dbl, dt) -> tuple:
+    """``x, dt, A, B, C, D, z, dt_bias`` of Mamba-1's state update, one head of ``d_inner`` channels: views of
+    in_proj's ``xz (b, 2 d)``, x_proj's ``x_dbl (b, R + 2N)``, dt_proj's ``dt (b, d)`` and the parameters."""
+    d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
+    return (xz[:, None, :d], dt[:, None], mixer.A_log[None], x_dbl[:, None, R:R + N], x_dbl[:, None, R + N:],
+            mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None])
 
 
 def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
@@ -218,10 +240,10 @@ class _Plan:
         self.norm, self.pdl_setting = norm, _k.PDL_ENABLED
         # the epsilons the launches were built with (the gate's norm, Mamba-2's, and the block's pre-norm)
         self.eps = [(m, m.eps) for m in (getattr(mixer, "norm", None), norm) if m is not None]
-        self.keep = (torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype))
+        self.keep = _residual_dtype(residual_in_fp32, residual, hidden)
         self.modules = [(parent._modules, name, parent._modules[name]) for parent, name in parts[0]]
-        self.params = [(module._parameters, name, module._parameters[name]) for module, name in parts[1]]
-        self.params = [(d, name, t, t.data_ptr() if t is not None else 0) for d, name, t in self.params]
+        self.params = [(m._parameters, name, m._parameters[name],
+                        m._parameters[name].data_ptr() if m._parameters[name] is not None else 0) for m, name in parts[1]]
 
     def stream_now(self):
         return tuning._raw_stream(self.dev) if self.dev >= 0 else None
@@ -283,8 +305,7 @@ class _Mamba2Plan(_Plan):
                   (mixer.out_proj, "weight"), (mixer.out_proj, "bias")] + _norm_parts(gate) + _norm_parts(norm)
         super().__init__(mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32,
                          ([(mixer, n) for n in subs], params))
-        bsz = hidden.shape[0]
-        H, P, N, G, d_ssm = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups, mixer.d_ssm
+        bsz, H, P, d_ssm = hidden.shape[0], mixer.nheads, mixer.headdim, mixer.d_ssm
         w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
         pdl = _k.pdl_enabled(hidden.device, bsz, PDL_ROWS["Mamba2"])
         self.zx = zx = torch.empty((bsz, w_in.shape[0]), device=hidden.device, dtype=w_in.dtype)
@@ -292,21 +313,14 @@ class _Mamba2Plan(_Plan):
         self.out_dtype = w_out.dtype
         out, res_out = self._outputs(w_out.dtype)
         problem, args = _k.in_step_args(
-            hidden, residual, norm.weight if norm is not None else None, norm.eps if norm is not None else 0.0,
-            self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, d_ssm, zx, res_out, pdl)
+            hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias,
+            conv_state, d_ssm, zx, res_out, pdl)
         self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
-        gn = G * N
-        D = mixer.D.view(H, P) if mixer.D_has_hdim else mixer.D[:, None].expand(H, P)
-        problem, args = state_update_args(
-            ssm_state, zx[:, d_ssm:2 * d_ssm].view(bsz, H, P), zx[:, 2 * d_ssm + 2 * gn:][..., None].expand(bsz, H, P),
-            mixer.A_log[:, None, None].expand(H, P, N), zx[:, 2 * d_ssm:2 * d_ssm + gn].view(bsz, G, N),
-            zx[:, 2 * d_ssm + gn:2 * d_ssm + 2 * gn].view(bsz, G, N), D,
-            None if mixer.rmsnorm else zx[:, :d_ssm].view(bsz, H, P), mixer.dt_bias[:, None].expand(H, P), True,
-            None, self.y, a_is_log=True, pdl=pdl)
+        problem, args = state_update_args(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, self.y,
+                                          a_is_log=True, pdl=pdl)
         self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
-        problem, args = _k.out_step_args(
-            self.y.view(bsz, d_ssm), zx, gate.weight if gate is not None else None, gate.eps if gate is not None else 0.0,
-            d_ssm // G, not mixer.norm_before_gate, w_out, mixer.out_proj.bias, out, pdl)
+        problem, args = _k.out_step_args(self.y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), w_out, mixer.out_proj.bias,
+                                         out, pdl)
         self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
 
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
@@ -328,8 +342,7 @@ class _MambaPlan(_Plan):
         subs = ["in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"]
         super().__init__(mixer, hidden, conv_state, ssm_state, residual, norm, residual_in_fp32,
                          ([(mixer, n) for n in subs], params))
-        bsz = hidden.shape[0]
-        d, N, R = mixer.d_inner, mixer.d_state, mixer.dt_rank
+        bsz, d, R = hidden.shape[0], mixer.d_inner, mixer.dt_rank
         w_in, conv, w_out = mixer.in_proj.weight, mixer.conv1d, mixer.out_proj.weight
         pdl = _k.pdl_enabled(hidden.device, bsz, PDL_ROWS["Mamba"])
         dev = hidden.device
@@ -340,8 +353,8 @@ class _MambaPlan(_Plan):
         self.out_dtype = w_out.dtype
         out, res_out = self._outputs(w_out.dtype)
         problem, args = _k.in_step_args(
-            hidden, residual, norm.weight if norm is not None else None, norm.eps if norm is not None else 0.0,
-            self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, 0, xz, res_out, pdl)
+            hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias,
+            conv_state, 0, xz, res_out, pdl)
         self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
         x = xz[:, :d]
         problem, args = _k.in_step_args(x, None, None, 0.0, None, mixer.x_proj.weight, None, None, None, None, 0,
@@ -351,10 +364,8 @@ class _MambaPlan(_Plan):
                                         None, None, 0, self.dt, None, pdl)
         self.l_dt = _Launch(_k.in_step_kernel, problem, args, ())
         # the state is passed as itself: its (b, 1, d, N) view has the same address, and the strides say the rest
-        problem, args = state_update_args(
-            ssm_state[:, None], x[:, None], self.dt[:, None], mixer.A_log[None], self.x_dbl[:, None, R:R + N],
-            self.x_dbl[:, None, R + N:], mixer.D[None], xz[:, None, d:], mixer.dt_proj.bias[None], True, None,
-            self.y[:, None], a_is_log=True, pdl=pdl)
+        problem, args = state_update_args(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, self.x_dbl, self.dt),
+                                          True, None, self.y[:, None], a_is_log=True, pdl=pdl)
         self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
         problem, args = _k.out_step_args(self.y, xz, None, 0.0, d, False, w_out, mixer.out_proj.bias, out, pdl)
         self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
