@@ -14,13 +14,14 @@ itself from the angle entering it.
 * ``qk_t = q'_t . k'_t`` and the diagonal correction ``diag_t = -DT_{t+1} (1 - lam_{t+1}) qk_t``: the SSD's
   own diagonal weighs step ``t`` by ``scale_t``, Mamba-3's by ``lam_t DT_t``.
 
-Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``: the kernels hold a pair's two columns as
-two ``(BLOCK_T, BLOCK_S)`` tiles (even, odd), and the columns past ``2 S`` as a third, so each angle's cosine
-and sine are computed once and no tile is wider than it must be (wide tiles spilled registers: ``STACK``
-in ``python -m ssm_triton.bench.resources``).
+Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``: the kernels hold the rotated columns ``[0, 2 S)``
+as one tile read and written contiguously, beside a second read of each column's partner ``c ^ 1`` (an L1 hit),
+with each pair's angle at both of its columns; the columns past ``2 S`` are a tile of their own. Reading the
+pairs as two stride-2 tiles (even, odd) made every access a scalar one, and the forward was bound by L2
+requests (Nsight Compute, H200, 2026-12-02: 85% of L2 throughput, 13% of DRAM's).
 
 ``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program
-walks the heads that share a Q/K head and sums theirs in registers), the biases (per-block partial sums),
+walks its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares), the biases (per-block partial sums),
 ``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
 kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the later blocks send back.
@@ -134,15 +135,17 @@ def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T:
 
 
 @triton.jit
-def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ: tl.constexpr):
-    """The block's rotation angles from the angle entering it (less the running angle before a packed row's
-    sequence): ``(cos, sin (steps, pairs), tanh(Angles), its offsets)``."""
-    tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
-    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+def _wide_turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ: tl.constexpr):
+    """:func:`_turns` at the full width of the rotated columns: ``(cos, sin)`` of column ``c``'s pair ``c // 2``,
+    ``(steps, 2 BLOCK_S)``, so the rotation needs no even/odd split of the rows (one tile layout end to end)."""
+    pr = c // 2
+    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + pr[None, :]
+    tw = _tanh(tl.load(ANG + at, mask=m2, other=0.0).to(tl.float32))
+    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + pr, mask=c < 2 * S, other=0.0)
     th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
     if HAS_SEQ:
-        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-    return tl.cos(th), tl.sin(th), tw, at
+        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + pr[None, :], mask=m2, other=0.0)
+    return tl.cos(th), tl.sin(th)
 
 
 @triton.jit
@@ -165,19 +168,21 @@ def _siso_prep_kernel(
     g = h0 // (H // HQK)
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
-    # the group's Q and K: pairs as even/odd tiles (read and written as whole rows, so the stores are
-    # contiguous), then the columns past the pairs
-    ss = tl.arange(0, BLOCK_S)
-    s_ok = ss < S
-    m = ok[:, None] & s_ok[None, :]
+    # the group's Q and K: the rotated columns as one tile, beside it each column's partner in its pair
+    # (c ^ 1, read again from L1), so every access is contiguous; then the columns past the pairs
+    c = tl.arange(0, 2 * BLOCK_S)
+    c_ok = c < 2 * S
+    pc = c ^ 1
+    sgn = tl.where(c % 2 == 0, -1.0, 1.0)   # y[c] = x[c] cos + sgn x[c ^ 1] sin
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
     mr = ok[:, None] & r_ok[None, :]
+    m2 = ok[:, None] & c_ok[None, :]
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
-    q_e0 = tl.load(Q + qrow[:, None] + 2 * ss[None, :], mask=m, other=0.0).to(tl.float32)
-    q_o0 = tl.load(Q + qrow[:, None] + 2 * ss[None, :] + 1, mask=m, other=0.0).to(tl.float32)
-    k_e0 = tl.load(K + qrow[:, None] + 2 * ss[None, :], mask=m, other=0.0).to(tl.float32)
-    k_o0 = tl.load(K + qrow[:, None] + 2 * ss[None, :] + 1, mask=m, other=0.0).to(tl.float32)
+    q_0 = tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
+    q_p0 = tl.load(Q + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
+    k_0 = tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
+    k_p0 = tl.load(K + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     seq = t * 0
@@ -205,35 +210,22 @@ def _siso_prep_kernel(
         tl.store(CUM + row_p + t, cum_hi)
         tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
 
-        cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
-                                L, H, S, nblk, HAS_SEQ)
-        q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
-        q_o = q_o0 + tl.load(QB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
-        k_e = k_e0 + tl.load(KB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
-        k_o = k_o0 + tl.load(KB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        cos, sin = _wide_turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ)
+        q = q_0 + tl.load(QB + h * N + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        q_p = q_p0 + tl.load(QB + h * N + pc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        k = k_0 + tl.load(KB + h * N + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        k_p = k_p0 + tl.load(KB + h * N + pc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
-        ev = orow[:, None] + 2 * ss[None, :]
-        tl.store(QR + ev, (q_e * cos - q_o * sin).to(QR.dtype.element_ty), mask=m)
-        tl.store(QR + ev + 1, (q_e * sin + q_o * cos).to(QR.dtype.element_ty), mask=m)
-        tl.store(KR + ev, (k_e * cos - k_o * sin).to(KR.dtype.element_ty), mask=m)
-        tl.store(KR + ev + 1, (k_e * sin + k_o * cos).to(KR.dtype.element_ty), mask=m)
+        tl.store(QR + orow[:, None] + c[None, :], (q * cos + sgn * q_p * sin).to(QR.dtype.element_ty), mask=m2)
+        tl.store(KR + orow[:, None] + c[None, :], (k * cos + sgn * k_p * sin).to(KR.dtype.element_ty), mask=m2)
         # the columns past the rotated pairs pass through
         q_r = q_r0 + tl.load(QB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
         k_r = k_r0 + tl.load(KB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(QR + orow[:, None] + rs[None, :], q_r.to(QR.dtype.element_ty), mask=mr)
         tl.store(KR + orow[:, None] + rs[None, :], k_r.to(KR.dtype.element_ty), mask=mr)
-        qk = tl.sum(q_e * k_e + q_o * k_o, axis=1) + tl.sum(q_r * k_r, axis=1)
+        qk = tl.sum(q * k, axis=1) + tl.sum(q_r * k_r, axis=1)
         tl.store(QK + base + t, qk, mask=ok)
         tl.store(DIAG + row_p + t, tl.where(ok, -e_next * qk, 0.0))
-
-
-@triton.jit
-def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
-    """Back through ``y_e = x_e cos - x_o sin``, ``y_o = x_e sin + x_o cos``: ``(dx_e, dx_o, d theta)``."""
-    dx_e = d_e * cos + d_o * sin
-    dx_o = d_o * cos - d_e * sin
-    dtheta = d_e * (-x_e * sin - x_o * cos) + d_o * (x_e * cos - x_o * sin)
-    return dx_e, dx_o, dtheta
 
 
 @triton.jit
@@ -242,7 +234,8 @@ def _siso_prep_bwd_kernel(
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
     # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the first e)
     DQR, DKR, XV, DDIAG, DE0,
-    # pointers: gradients leaving (DQ, DK per Q/K head, fp32; QB_PART, KB_PART this block's share of the biases'
+    # pointers: gradients leaving (DQ, DK per Q/K head, fp32, one plane per head split (SPLIT, b, L, HQK, N);
+    # QB_PART, KB_PART this block's share of the biases'
     # per head; DDT without the angles' part; SUF, in DANG's place, each step's sum of d theta over the rest of
     # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both). The decay's gradient is
     # core.py's _decay_grad_kernel's, once per chunk.
@@ -251,37 +244,45 @@ def _siso_prep_bwd_kernel(
     L, H, HQK, N, S, Lp, nblk,
     # meta-parameters
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT: tl.constexpr,
 ):
-    # one program per (block of steps, batch row x Q/K head): it walks the heads that read that Q/K head and
-    # adds their dQ, dK in registers, so no per-head copy of them reaches memory
+    # one program per (block of steps, batch row x Q/K head, split): it walks its share of the heads that read
+    # that Q/K head and adds their dQ, dK in registers, so no per-head copy of them reaches memory; the launcher
+    # sums the SPLIT planes. One program walking all 32 heads of a group left the H200 at 12.5% occupancy and
+    # latency-bound (ncu, 2026-12-02)
     j = tl.program_id(0)
-    bg = tl.program_id(1)
+    pid = tl.program_id(1)
+    sp = pid % SPLIT
+    bg = pid // SPLIT
     bi = bg // HQK
     g = bg % HQK
+    nb = tl.num_programs(1) // (HQK * SPLIT)
+    part_off = sp.to(tl.int64) * nb * L * HQK * N
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
+    m = ok[:, None] & s_ok[None, :]
+    # the rotated columns at full width with each column's partner (as in the forward), then the rest
+    c = tl.arange(0, 2 * BLOCK_S)
+    c_ok = c < 2 * S
+    pc = c ^ 1
+    sgn = tl.where(c % 2 == 0, -1.0, 1.0)
+    m2 = ok[:, None] & c_ok[None, :]
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
-    ev = 2 * ss
-    od = 2 * ss + 1
-    m = ok[:, None] & s_ok[None, :]
     mr = ok[:, None] & r_ok[None, :]
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
     # Q and K of the group, without bias (each head adds its own)
-    q_e0 = tl.load(Q + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
-    q_o0 = tl.load(Q + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    q_0 = tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
+    q_p0 = tl.load(Q + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    k_e0 = tl.load(K + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
-    k_o0 = tl.load(K + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    k_0 = tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
+    k_p0 = tl.load(K + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    dq_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dq_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dq = tl.zeros([BLOCK_T, 2 * BLOCK_S], dtype=tl.float32)
     dq_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
-    dk_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dk_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dk = tl.zeros([BLOCK_T, 2 * BLOCK_S], dtype=tl.float32)
     dk_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
     here = t * 0
     if HAS_SEQ:
@@ -289,8 +290,9 @@ def _siso_prep_bwd_kernel(
         same_prev = tl.load(SEQ + bi.to(tl.int64) * L + t - 1, mask=ok & (t >= 1), other=-1) == here
         same_next = tl.load(SEQ + bi.to(tl.int64) * L + t + 1, mask=(t + 1) < L, other=-1) == here
     per = H // HQK
-    for hh in range(per):
-        h = g * per + hh
+    mine = per // SPLIT
+    for hh in range(mine):
+        h = g * per + sp * mine + hh
         bh = bi * H + h
         base = bh.to(tl.int64) * L
         row_p = bh.to(tl.int64) * Lp
@@ -311,57 +313,52 @@ def _siso_prep_bwd_kernel(
         d_lam = (d_scale - d_e) * dt
         d_dt = d_scale * lam + d_e * (1.0 - lam)
 
-        # the rotations, recomputed from the angle entering the block
-        cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
-                                  L, H, S, nblk, HAS_SEQ)
+        # the rotations, recomputed from the angle entering the block: y[c] = x[c] cos + sgn x[c ^ 1] sin, so
+        # dx[c] = dy[c] cos - sgn dy[c ^ 1] sin and d theta (per pair) = sum over its two columns of
+        # dy[c] (sgn x[c ^ 1] cos - x[c] sin)
+        cos, sin = _wide_turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ)
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
         qb = QB + h * N
         kb = KB + h * N
-        q_e = q_e0 + tl.load(qb + ev, mask=s_ok, other=0.0)[None, :]
-        q_o = q_o0 + tl.load(qb + od, mask=s_ok, other=0.0)[None, :]
+        q = q_0 + tl.load(qb + c, mask=c_ok, other=0.0)[None, :]
+        q_p = q_p0 + tl.load(qb + pc, mask=c_ok, other=0.0)[None, :]
         q_r = q_r0 + tl.load(qb + rs, mask=r_ok, other=0.0)[None, :]
-        k_e = k_e0 + tl.load(kb + ev, mask=s_ok, other=0.0)[None, :]
-        k_o = k_o0 + tl.load(kb + od, mask=s_ok, other=0.0)[None, :]
+        k = k_0 + tl.load(kb + c, mask=c_ok, other=0.0)[None, :]
+        k_p = k_p0 + tl.load(kb + pc, mask=c_ok, other=0.0)[None, :]
         k_r = k_r0 + tl.load(kb + rs, mask=r_ok, other=0.0)[None, :]
-        gq_e, gq_o, dth = _unrotate(q_e, q_o, tl.load(DQR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                    tl.load(DQR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
-        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, tl.load(DKR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                      tl.load(DKR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
-        gq_e += d_qk[:, None] * k_e
-        gq_o += d_qk[:, None] * k_o
-        gk_e += d_qk[:, None] * q_e
-        gk_o += d_qk[:, None] * q_o
+        dqr = tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0)
+        dqr_p = tl.load(DQR + orow[:, None] + pc[None, :], mask=m2, other=0.0)
+        dkr = tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0)
+        dkr_p = tl.load(DKR + orow[:, None] + pc[None, :], mask=m2, other=0.0)
+        dth_c = dqr * (sgn * q_p * cos - q * sin) + dkr * (sgn * k_p * cos - k * sin)
+        gq = dqr * cos - sgn * dqr_p * sin + d_qk[:, None] * k
+        gk = dkr * cos - sgn * dkr_p * sin + d_qk[:, None] * q
         gq_r = tl.load(DQR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * k_r
         gk_r = tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r
-        dq_e += gq_e
-        dq_o += gq_o
+        dq += gq
         dq_r += gq_r
-        dk_e += gk_e
-        dk_o += gk_o
+        dk += gk
         dk_r += gk_r
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
-        part = (j.to(tl.int64) * tl.num_programs(1) * per + bg * per + hh) * N
-        tl.store(QB_PART + part + ev, tl.sum(gq_e, axis=0), mask=s_ok)
-        tl.store(QB_PART + part + od, tl.sum(gq_o, axis=0), mask=s_ok)
+        part = ((j.to(tl.int64) * nb + bi) * H + h) * N
+        tl.store(QB_PART + part + c, tl.sum(gq, axis=0), mask=c_ok)
         tl.store(QB_PART + part + rs, tl.sum(gq_r, axis=0), mask=r_ok)
-        tl.store(KB_PART + part + ev, tl.sum(gk_e, axis=0), mask=s_ok)
-        tl.store(KB_PART + part + od, tl.sum(gk_o, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + c, tl.sum(gk, axis=0), mask=c_ok)
         tl.store(KB_PART + part + rs, tl.sum(gk_r, axis=0), mask=r_ok)
 
         # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
         # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
-        dth = tl.where(m, dth + dth_k, 0.0)
+        dth = tl.where(m, tl.sum(tl.reshape(dth_c, (BLOCK_T, BLOCK_S, 2)), axis=2), 0.0)
         total = tl.sum(dth, axis=0)
         tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
+        at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
         tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
         tl.store(DDT + base + t, d_dt, mask=ok)
         tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
-    tl.store(DQ + qrow[:, None] + ev[None, :], dq_e, mask=m)
-    tl.store(DQ + qrow[:, None] + od[None, :], dq_o, mask=m)
-    tl.store(DQ + qrow[:, None] + rs[None, :], dq_r, mask=mr)
-    tl.store(DK + qrow[:, None] + ev[None, :], dk_e, mask=m)
-    tl.store(DK + qrow[:, None] + od[None, :], dk_o, mask=m)
-    tl.store(DK + qrow[:, None] + rs[None, :], dk_r, mask=mr)
+    tl.store(DQ + part_off + qrow[:, None] + c[None, :], dq, mask=m2)
+    tl.store(DQ + part_off + qrow[:, None] + rs[None, :], dq_r, mask=mr)
+    tl.store(DK + part_off + qrow[:, None] + c[None, :], dk, mask=m2)
+    tl.store(DK + part_off + qrow[:, None] + rs[None, :], dk_r, mask=mr)
 
 
 @triton.jit
@@ -436,11 +433,20 @@ def _blocks(p) -> int:
 siso_prep_kernel = TunableKernel("mamba3_prep", _siso_prep_kernel, rule=_prep_rule, alternatives=_prep_alternatives,
                                  key=_prep_key, grid=lambda p, kw: (_blocks(p), p[0] * p[2] // kw["HEADS"]),
                                  flags=dict(HAS_SEQ="SEQ"))
-# a program walks every head of one Q/K head (summing their dQ, dK in registers): only the warps are tuned
+def bwd_split(H: int, HQK: int, most: int) -> int:
+    """Programs per Q/K head in the prep backward: each walks ``H / HQK / split`` heads, at most ``most`` (a
+    divisor of the heads per Q/K head); the launcher sums the ``split`` planes of dQ, dK. Fixed per problem
+    (the last entry of the backward's problem), not tuned, since the planes are allocated before the launch."""
+    per = H // HQK
+    return min(d for d in range(1, per + 1) if per % d == 0 and per // d <= most)
+
+
+# a program walks its share of the heads of one Q/K head (summing their dQ, dK in registers): the warps are tuned
 siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd", _siso_prep_bwd_kernel, key=_prep_key,
-                                     rule=lambda p, mode: dict(num_warps=8),   # 4 warps: 194 registers a thread
-                                     alternatives=lambda p, mode: [dict(num_warps=4), dict(num_warps=16)],
-                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3]), flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
+                                     rule=lambda p, mode: dict(num_warps=4),
+                                     alternatives=lambda p, mode: [dict(num_warps=8), dict(num_warps=2)],
+                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3] * p[-1]),
+                                     flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
 angle_carry_kernel = Kernel(_angle_carry_kernel, flags=dict(HAS_SEQ="SEQ"))
 seq_angles_kernel = Kernel(_seq_angles_kernel)
 seq_tail_kernel = Kernel(_seq_tail_kernel)
