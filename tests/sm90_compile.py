@@ -260,7 +260,7 @@ def mamba3_cases():
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
-             "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=4, **tiles)
+             "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, **tiles)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \

@@ -9,7 +9,7 @@ from ..ssd.bwd_dt import gate_backward
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel
-from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_split, seq_angles_kernel,
+from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
                    seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel)
 
 
@@ -203,8 +203,8 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         d_v0 = torch.einsum("bhpn,bhn->bhp", dh0, k0.float()) * e0[..., None]
 
     f32 = dict(device=dev, dtype=torch.float32)
-    # 8 heads a program on a GPU; 1 in the interpreter, so that tests cross the sum of the planes
-    split = bwd_split(H, HQK, 1 if run_mode(dev).interpreted else 8)
+    # room for the most planes of dQ, dK the tuner may choose (it writes its choice's first SPLIT of them)
+    split = bwd_splits(H, HQK)[-1]
     dq = torch.empty((split, b, L, HQK, N), **f32)
     dk = torch.empty_like(dq)
     dang = torch.empty((b, L, H, S), **f32)
@@ -216,13 +216,14 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     grid = (nblk, b * H)
     qb_part = torch.empty((nblk, b, H, N), **f32)
     kb_part = torch.empty_like(qb_part)
-    siso_prep_bwd_kernel.launch(
-        _prep_problem(Q, V, Angles, chunk_size, bt, seq) + (split,), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
+    kw = siso_prep_bwd_kernel.launch(
+        _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
         DDIAG=s.diag_grads, DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap,
         DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s,
-        BLOCK_R=block_r, SPLIT=split)
-    dq, dk = (dq[0], dk[0]) if split == 1 else (dq.sum(0), dk.sum(0))
+        BLOCK_R=block_r)
+    used = kw["SPLIT"]
+    dq, dk = (dq[0], dk[0]) if used == 1 else (dq[:used].sum(0), dk[:used].sum(0))
     # the decay's gradient, once per chunk
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
                       F=fpart.sum(-1), DA=dadt, L=L, H=H, Lp=Lp, nc=nc, Q=chunk_size)

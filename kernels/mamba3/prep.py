@@ -135,6 +135,18 @@ def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T:
 
 
 @triton.jit
+def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ: tl.constexpr):
+    """The block's rotation angles from the angle entering it (less the running angle before a packed row's
+    sequence): ``(cos, sin (steps, pairs), tanh(Angles), its offsets)``."""
+    tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+    th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+    if HAS_SEQ:
+        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
+    return tl.cos(th), tl.sin(th), tw, at
+
+
+@triton.jit
 def _wide_turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ: tl.constexpr):
     """:func:`_turns` at the full width of the rotated columns: ``(cos, sin)`` of column ``c``'s pair ``c // 2``,
     ``(steps, 2 BLOCK_S)``, so the rotation needs no even/odd split of the rows (one tile layout end to end)."""
@@ -229,13 +241,21 @@ def _siso_prep_kernel(
 
 
 @triton.jit
+def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
+    """Back through ``y_e = x_e cos - x_o sin``, ``y_o = x_e sin + x_o cos``: ``(dx_e, dx_o, d theta)``."""
+    dx_e = d_e * cos + d_o * sin
+    dx_o = d_o * cos - d_e * sin
+    dtheta = d_e * (-x_e * sin - x_o * cos) + d_o * (x_e * cos - x_o * sin)
+    return dx_e, dx_o, dtheta
+
+
+@triton.jit
 def _siso_prep_bwd_kernel(
     # pointers: what the forward read or kept (SEQ: a packed row's sequence per step, or None)
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
     # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the first e)
     DQR, DKR, XV, DDIAG, DE0,
-    # pointers: gradients leaving (DQ, DK per Q/K head, fp32, one plane per head split (SPLIT, b, L, HQK, N);
-    # QB_PART, KB_PART this block's share of the biases'
+    # pointers: gradients leaving (DQ, DK per Q/K head, fp32, one plane per split, (SPLIT, b, L, HQK, N), at least; QB_PART, KB_PART this block's share of the biases'
     # per head; DDT without the angles' part; SUF, in DANG's place, each step's sum of d theta over the rest of
     # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both). The decay's gradient is
     # core.py's _decay_grad_kernel's, once per chunk.
@@ -248,8 +268,8 @@ def _siso_prep_bwd_kernel(
 ):
     # one program per (block of steps, batch row x Q/K head, split): it walks its share of the heads that read
     # that Q/K head and adds their dQ, dK in registers, so no per-head copy of them reaches memory; the launcher
-    # sums the SPLIT planes. One program walking all 32 heads of a group left the H200 at 12.5% occupancy and
-    # latency-bound (ncu, 2026-12-02)
+    # sums the SPLIT planes (one program walking all 32 heads of a group left the H200 at 12.5% occupancy,
+    # latency-bound: ncu, 2026-12-02)
     j = tl.program_id(0)
     pid = tl.program_id(1)
     sp = pid % SPLIT
@@ -257,32 +277,31 @@ def _siso_prep_bwd_kernel(
     bi = bg // HQK
     g = bg % HQK
     nb = tl.num_programs(1) // (HQK * SPLIT)
-    part_off = sp.to(tl.int64) * nb * L * HQK * N
+    planes = DQ + sp.to(tl.int64) * nb * L * HQK * N
+    planes_k = DK + sp.to(tl.int64) * nb * L * HQK * N
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
-    m = ok[:, None] & s_ok[None, :]
-    # the rotated columns at full width with each column's partner (as in the forward), then the rest
-    c = tl.arange(0, 2 * BLOCK_S)
-    c_ok = c < 2 * S
-    pc = c ^ 1
-    sgn = tl.where(c % 2 == 0, -1.0, 1.0)
-    m2 = ok[:, None] & c_ok[None, :]
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
+    ev = 2 * ss
+    od = 2 * ss + 1
+    m = ok[:, None] & s_ok[None, :]
     mr = ok[:, None] & r_ok[None, :]
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
     # Q and K of the group, without bias (each head adds its own)
-    q_0 = tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
-    q_p0 = tl.load(Q + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
+    q_e0 = tl.load(Q + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
+    q_o0 = tl.load(Q + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    k_0 = tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
-    k_p0 = tl.load(K + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
+    k_e0 = tl.load(K + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
+    k_o0 = tl.load(K + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    dq = tl.zeros([BLOCK_T, 2 * BLOCK_S], dtype=tl.float32)
+    dq_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dq_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     dq_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
-    dk = tl.zeros([BLOCK_T, 2 * BLOCK_S], dtype=tl.float32)
+    dk_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
+    dk_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     dk_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
     here = t * 0
     if HAS_SEQ:
@@ -313,52 +332,57 @@ def _siso_prep_bwd_kernel(
         d_lam = (d_scale - d_e) * dt
         d_dt = d_scale * lam + d_e * (1.0 - lam)
 
-        # the rotations, recomputed from the angle entering the block: y[c] = x[c] cos + sgn x[c ^ 1] sin, so
-        # dx[c] = dy[c] cos - sgn dy[c ^ 1] sin and d theta (per pair) = sum over its two columns of
-        # dy[c] (sgn x[c ^ 1] cos - x[c] sin)
-        cos, sin = _wide_turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ)
+        # the rotations, recomputed from the angle entering the block
+        cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
+                                  L, H, S, nblk, HAS_SEQ)
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
         qb = QB + h * N
         kb = KB + h * N
-        q = q_0 + tl.load(qb + c, mask=c_ok, other=0.0)[None, :]
-        q_p = q_p0 + tl.load(qb + pc, mask=c_ok, other=0.0)[None, :]
+        q_e = q_e0 + tl.load(qb + ev, mask=s_ok, other=0.0)[None, :]
+        q_o = q_o0 + tl.load(qb + od, mask=s_ok, other=0.0)[None, :]
         q_r = q_r0 + tl.load(qb + rs, mask=r_ok, other=0.0)[None, :]
-        k = k_0 + tl.load(kb + c, mask=c_ok, other=0.0)[None, :]
-        k_p = k_p0 + tl.load(kb + pc, mask=c_ok, other=0.0)[None, :]
+        k_e = k_e0 + tl.load(kb + ev, mask=s_ok, other=0.0)[None, :]
+        k_o = k_o0 + tl.load(kb + od, mask=s_ok, other=0.0)[None, :]
         k_r = k_r0 + tl.load(kb + rs, mask=r_ok, other=0.0)[None, :]
-        dqr = tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0)
-        dqr_p = tl.load(DQR + orow[:, None] + pc[None, :], mask=m2, other=0.0)
-        dkr = tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0)
-        dkr_p = tl.load(DKR + orow[:, None] + pc[None, :], mask=m2, other=0.0)
-        dth_c = dqr * (sgn * q_p * cos - q * sin) + dkr * (sgn * k_p * cos - k * sin)
-        gq = dqr * cos - sgn * dqr_p * sin + d_qk[:, None] * k
-        gk = dkr * cos - sgn * dkr_p * sin + d_qk[:, None] * q
+        gq_e, gq_o, dth = _unrotate(q_e, q_o, tl.load(DQR + orow[:, None] + ev[None, :], mask=m, other=0.0),
+                                    tl.load(DQR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
+        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, tl.load(DKR + orow[:, None] + ev[None, :], mask=m, other=0.0),
+                                      tl.load(DKR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
+        gq_e += d_qk[:, None] * k_e
+        gq_o += d_qk[:, None] * k_o
+        gk_e += d_qk[:, None] * q_e
+        gk_o += d_qk[:, None] * q_o
         gq_r = tl.load(DQR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * k_r
         gk_r = tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r
-        dq += gq
+        dq_e += gq_e
+        dq_o += gq_o
         dq_r += gq_r
-        dk += gk
+        dk_e += gk_e
+        dk_o += gk_o
         dk_r += gk_r
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
         part = ((j.to(tl.int64) * nb + bi) * H + h) * N
-        tl.store(QB_PART + part + c, tl.sum(gq, axis=0), mask=c_ok)
+        tl.store(QB_PART + part + ev, tl.sum(gq_e, axis=0), mask=s_ok)
+        tl.store(QB_PART + part + od, tl.sum(gq_o, axis=0), mask=s_ok)
         tl.store(QB_PART + part + rs, tl.sum(gq_r, axis=0), mask=r_ok)
-        tl.store(KB_PART + part + c, tl.sum(gk, axis=0), mask=c_ok)
+        tl.store(KB_PART + part + ev, tl.sum(gk_e, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + od, tl.sum(gk_o, axis=0), mask=s_ok)
         tl.store(KB_PART + part + rs, tl.sum(gk_r, axis=0), mask=r_ok)
 
         # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
         # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
-        dth = tl.where(m, tl.sum(tl.reshape(dth_c, (BLOCK_T, BLOCK_S, 2)), axis=2), 0.0)
+        dth = tl.where(m, dth + dth_k, 0.0)
         total = tl.sum(dth, axis=0)
         tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
-        at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
         tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
         tl.store(DDT + base + t, d_dt, mask=ok)
         tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
-    tl.store(DQ + part_off + qrow[:, None] + c[None, :], dq, mask=m2)
-    tl.store(DQ + part_off + qrow[:, None] + rs[None, :], dq_r, mask=mr)
-    tl.store(DK + part_off + qrow[:, None] + c[None, :], dk, mask=m2)
-    tl.store(DK + part_off + qrow[:, None] + rs[None, :], dk_r, mask=mr)
+    tl.store(planes + qrow[:, None] + ev[None, :], dq_e, mask=m)
+    tl.store(planes + qrow[:, None] + od[None, :], dq_o, mask=m)
+    tl.store(planes + qrow[:, None] + rs[None, :], dq_r, mask=mr)
+    tl.store(planes_k + qrow[:, None] + ev[None, :], dk_e, mask=m)
+    tl.store(planes_k + qrow[:, None] + od[None, :], dk_o, mask=m)
+    tl.store(planes_k + qrow[:, None] + rs[None, :], dk_r, mask=mr)
 
 
 @triton.jit
@@ -433,19 +457,28 @@ def _blocks(p) -> int:
 siso_prep_kernel = TunableKernel("mamba3_prep", _siso_prep_kernel, rule=_prep_rule, alternatives=_prep_alternatives,
                                  key=_prep_key, grid=lambda p, kw: (_blocks(p), p[0] * p[2] // kw["HEADS"]),
                                  flags=dict(HAS_SEQ="SEQ"))
-def bwd_split(H: int, HQK: int, most: int) -> int:
-    """Programs per Q/K head in the prep backward: each walks ``H / HQK / split`` heads, at most ``most`` (a
-    divisor of the heads per Q/K head); the launcher sums the ``split`` planes of dQ, dK. Fixed per problem
-    (the last entry of the backward's problem), not tuned, since the planes are allocated before the launch."""
+def bwd_splits(H: int, HQK: int) -> list[int]:
+    """The prep backward's choices of programs per Q/K head (each walks ``H / HQK / split`` heads; the launcher
+    sums the ``split`` planes of dQ, dK): the divisors of the heads per Q/K head up to 4."""
     per = H // HQK
-    return min(d for d in range(1, per + 1) if per % d == 0 and per // d <= most)
+    return [d for d in (1, 2, 4) if per % d == 0]
 
 
-# a program walks its share of the heads of one Q/K head (summing their dQ, dK in registers): the warps are tuned
-siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd", _siso_prep_bwd_kernel, key=_prep_key,
-                                     rule=lambda p, mode: dict(num_warps=4),
-                                     alternatives=lambda p, mode: [dict(num_warps=8), dict(num_warps=2)],
-                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3] * p[-1]),
+def _bwd_rule(p, mode):
+    # one program per Q/K head as measured on the H200 (2026-12-02); the interpreter takes the most planes, so
+    # that tests cross their sum
+    return dict(SPLIT=bwd_splits(p[2], p[3])[-1]) if mode.interpreted else dict(SPLIT=1, num_warps=8)
+
+
+def _bwd_alternatives(p, mode):
+    # 4 warps: 194 registers a thread at one plane
+    return [dict(SPLIT=1, num_warps=4), dict(SPLIT=1, num_warps=16)] + [
+        dict(SPLIT=d, num_warps=w) for d in bwd_splits(p[2], p[3])[1:] for w in (4, 8)]
+
+
+siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd_split", _siso_prep_bwd_kernel, key=_prep_key, rule=_bwd_rule,
+                                     alternatives=_bwd_alternatives,
+                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3] * kw["SPLIT"]),
                                      flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
 angle_carry_kernel = Kernel(_angle_carry_kernel, flags=dict(HAS_SEQ="SEQ"))
 seq_angles_kernel = Kernel(_seq_angles_kernel)
