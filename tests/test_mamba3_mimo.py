@@ -191,3 +191,40 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
         args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_mimo(**args)
+
+
+@examples(12)
+@given(b=st.integers(1, 2), L=st.integers(1, 40), S=st.integers(1, 3), rate=st.sampled_from([0.1, 3.0, 400.0]),
+       seed=seeds(), with_init=st.booleans(), packed=st.booleans(), data=st.data())
+def test_running_angle_equals_a_float64_sum_mod_2pi(b, L, S, rate, seed, with_init, packed, data):
+    """The blocked fp32/fp64 running angle against one float64 cumsum per sequence, wrapped into (-pi, pi]
+    before comparing (values near 0 and 2 pi are the same angle); large rates make the sums thousands of
+    radians, where a plain fp32 cumsum drifts. Runs on CPU tensors (no kernel)."""
+    from ssm_triton.ops.mamba3_mimo import _running_angle
+    from ssm_triton.kernels.ssd.launch import seq_idx_from_cu_seqlens
+    g = torch.Generator().manual_seed(seed)
+    H = 2
+    b = 1 if packed else b
+    inc = (torch.rand(b, L, H, S, generator=g, dtype=torch.float64) * 2 - 0.5) * rate
+    cu = seq = None
+    starts = [0]
+    if packed:
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, L - 1)), max_size=3), label="cuts")) - {L})
+        starts = [0] + [c for c in cuts if 0 < c < L]
+        cu = torch.tensor(starts + [L], dtype=torch.int32)
+        seq = seq_idx_from_cu_seqlens(cu, L)
+    rows = len(starts) if packed else b
+    angle0 = torch.rand(rows, H, S, generator=g, dtype=torch.float64) * 6.0 if with_init else None
+    got = _running_angle(inc.float(), angle0.float() if angle0 is not None else None, cu, seq).double()
+    want = torch.empty_like(inc)
+    if packed:
+        for i, (s0, s1) in enumerate(zip(starts, starts[1:] + [L])):
+            want[:, s0:s1] = torch.cumsum(inc[:, s0:s1], 1) + (angle0[i] if angle0 is not None else 0.0)
+    else:
+        want = torch.cumsum(inc, 1) + (angle0[:, None] if angle0 is not None else 0.0)
+    assert float(got.min()) >= 0.0 and float(got.max()) <= 2 * math.pi
+    wrap = torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi
+    # fp32 rounding of the largest within-block sums (blocks of 4 steps in the interpreter, increments up to
+    # 1.5 rate). PyTorch's CPU cumsum accumulates fp32 in double, so on CPU this holds the blocks, restarts and
+    # wrapping, not the fp32 drift the blocks avoid on a GPU
+    assert float(wrap.abs().max()) < 3e-7 * (4 * 1.5 * rate + 10.0), float(wrap.abs().max())

@@ -133,6 +133,36 @@ def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
     return x - torch.index_select(before, -1, seq[0].long()).movedim(-1, dim)
 
 
+def _angle_block(device) -> int:
+    """Steps per block of the running angle's fp32 sums: 64; 4 in the interpreter, so tests cross blocks."""
+    return 4 if run_mode(device).interpreted else 64
+
+
+def _running_angle(inc: Tensor, angle0: Optional[Tensor], cu: Optional[Tensor], seq: Optional[Tensor]) -> Tensor:
+    """``theta (b, L, H, S)`` fp32 in ``[0, 2 pi)``: the running sum of ``inc (b, L, H, S)`` over L, from ``angle0
+    (b, H, S)`` (or, for a packed row, from each sequence's start and its own ``angle0 (sequences, H, S)``).
+
+    Sums within blocks of steps in fp32 (small magnitudes), the blocks' totals reduced mod 2 pi and summed in fp64
+    (a tensor the block's length times smaller): the SISO kernels' scheme. One fp64 cumsum over
+    the whole ``(b, L, H, S)`` tensor took 1.6 ms of the 14.2 ms rank-4 forward on the H200 and 3.2 ms of its
+    backward (``bench/results/h200-2026-12-03c``)."""
+    b, L, H, S = inc.shape
+    blk = _angle_block(inc.device)
+    nb = -(-L // blk)
+    x = F.pad(inc, (0, 0, 0, 0, 0, nb * blk - L)).view(b, nb, blk, H, S)
+    within = torch.cumsum(x, dim=2)
+    total = torch.remainder(within[:, :, -1], 2 * math.pi).double()                    # (b, nb, H, S)
+    enter = torch.remainder(torch.cumsum(total, dim=1) - total, 2 * math.pi).to(inc.dtype)
+    theta = (within + enter[:, :, None]).view(b, nb * blk, H, S)[:, :L]
+    if seq is not None:   # each sequence from its own start (and its own input angle): differences mod 2 pi
+        theta = _restart(theta, cu, seq, dim=1)
+        if angle0 is not None:
+            theta = theta + angle0.to(inc.dtype)[seq[0].long()][None]
+    elif angle0 is not None:
+        theta = theta + angle0.to(inc.dtype)[:, None]
+    return torch.remainder(theta, 2 * math.pi)
+
+
 # steps per block of the packed input states' term: bounds the gathered (steps, H, P, N) states in memory
 _INIT_BLOCK = 256
 
@@ -208,7 +238,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
               + lam_t DT_t sum_r v_{t,r} k~_{t,r}^T
         y_{t,r} = (H_t q~_{t,r} + D[h] v_{t,r}) * silu(Z_t * MIMO_Z[h, r]);  out_t = sum_r MIMO_Out[h, r] * y_{t,r}
 
-    ``Rot`` turns the half-split pairs ``(n, N/2 + n)``, ``n < S``; angles are summed in fp64 and reduced mod 2 pi.
+    ``Rot`` turns the half-split pairs ``(n, N/2 + n)``, ``n < S``; angles are summed in fp32 within blocks of 64
+    steps and in fp64 across them, and reduced mod 2 pi.
 
     Args:
         Q, K: ``(batch, L, R, Hqk, N)``, Hqk dividing H; N even, <= 256; R <= 16.
@@ -258,16 +289,7 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     scale = gamma + e_next
     angle0, ssm0, k0, x0 = Input_States if Input_States is not None else (None,) * 4
 
-    # the running angle: fp64 sums (each packed sequence's from its start), reduced mod 2 pi, fp32 from there on
-    inc = math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None]
-    theta = torch.cumsum(inc.double(), dim=1)
-    if angle0 is not None and seq is None:
-        theta = theta + angle0.double()[:, None]
-    if seq is not None:   # each sequence from its own start (and its own input angle)
-        theta = _restart(theta, cu, seq, dim=1)
-        if angle0 is not None:
-            theta = theta + angle0.double()[seq[0].long()][None]
-    theta = torch.remainder(theta, 2 * math.pi).to(f)                     # (b, L, H, S)
+    theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None], angle0, cu, seq)
 
     c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
     io = str(V.dtype).replace("torch.", "")
