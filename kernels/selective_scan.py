@@ -21,7 +21,7 @@ import triton.language as tl
 from .activations import softplus
 from .host import cdiv, next_power_of_2, prev_power_of_2
 from .scan import first_order_combine
-from .tuning import TunableKernel, bucket, run_mode
+from .tuning import Launch, TunableKernel, _raw_stream, bucket, run_mode
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -680,13 +680,67 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
             problem, None, U=u, DELTA=delta, A=A, B=Bg, DBIAS=delta_bias, SEG_H=seg_h, SEG_DT=seg_dt, dim=dim,
             L=L, N=N, per_group=per_group, n_seg=n_seg, seg_l=seg_l, **_strides_b(sb), SOFTPLUS=delta_softplus,
             B_FIXED=b_fixed, BLOCK_N=next_power_of_2(N))
-    selective_scan_fwd.launch(
-        problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state,
-        OUT=out, LAST=carry, CKPT=ckpt, SEG_H=seg_h, SEG_DT=seg_dt, FINAL=last if seg_l else None, dim=dim,
-        L=L, N=N, per_group=per_group, n_ckpt=n_ckpt, n_seg=n_seg, seg_l=seg_l, **_strides_bc(sb, sc),
-        SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, STORE_CKPT=store_ckpt,
-        BLOCK_N=next_power_of_2(N), CKPT_L=block_l, SEGMENTED=bool(seg_l))
+    selective_scan_fwd.launch(problem, config, **_fwd_args(
+        problem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
+        last if seg_l else None, sb, sc, delta_softplus, n_ckpt, n_seg))
     return out, last, ckpt, block_l
+
+
+def _fwd_args(p: ScanProblem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
+              final, sb, sc, delta_softplus, n_ckpt, n_seg) -> dict:
+    """The forward kernel's arguments (all but the tuned keywords)."""
+    return dict(U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state, OUT=out, LAST=carry,
+                CKPT=ckpt, SEG_H=seg_h, SEG_DT=seg_dt, FINAL=final, dim=p.dim, L=p.L, N=p.N, per_group=p.per_group,
+                n_ckpt=n_ckpt, n_seg=n_seg, seg_l=p.seg_l, **_strides_bc(sb, sc), SOFTPLUS=delta_softplus,
+                B_FIXED=p.b_fixed, C_FIXED=p.c_fixed, STORE_CKPT=p.flag, BLOCK_N=next_power_of_2(p.N),
+                CKPT_L=p.ckpt_l, SEGMENTED=bool(p.seg_l))
+
+
+class ForwardPlan:
+    """The inference forward (no checkpoints, time not split) of one input signature, its launch bound once:
+    ``plan(u, delta, A, B, C, D, z, delta_bias, initial_state) -> (out, last_state)`` for inputs of the
+    shapes, strides, dtypes and device it was made for (the caller keys plans by them). Per call it
+    allocates the two outputs and issues the bound launch, none of the launcher's Python
+    (:func:`selective_scan_forward`'s layout, plan and argument work, the tuner's key)."""
+    __slots__ = ("launch", "present", "last_shape", "dev")
+
+    def __init__(self, launch, present, last_shape, dev):
+        self.launch, self.present, self.last_shape, self.dev = launch, present, last_shape, dev
+
+    def __call__(self, u, delta, A, B, C, D, z, delta_bias, initial_state):
+        out = torch.empty_like(u)
+        last = torch.empty(self.last_shape, device=u.device, dtype=torch.float32)
+        given = [u, delta, A, B, C]
+        for t, here in zip((D, z, delta_bias, initial_state), self.present):
+            if here:
+                given.append(t)
+        self.launch(_raw_stream(self.dev) if self.dev >= 0 else None, *given, out, last)
+        return out, last
+
+
+def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state) -> "ForwardPlan | None":
+    """A :class:`ForwardPlan` for these inputs (taken as :func:`selective_scan_forward` takes them: contiguous,
+    B and C as the op layer passes them), or None where the forward is not one plain launch (an empty
+    sequence, time split across programs)."""
+    bsz, dim, L = u.shape
+    N = A.shape[1]
+    if L == 0:
+        return None
+    Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
+    block_l = plan_block_l(L)
+    mode = run_mode(u.device)
+    if plan_segment_l(bsz, dim, L, block_l, mode):
+        return None
+    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, False, u.dtype, 0)
+    ckpt = torch.empty((0,), device=u.device, dtype=torch.float32)   # never written without checkpoints
+    present = tuple(t is not None for t in (D, z, delta_bias, initial_state))
+    # B and C go as given: the kernel reads their addresses, and the grouped views share them
+    vary = ("U", "DELTA", "A", "B", "C") + tuple(
+        name for name, here in zip(("D", "Z", "DBIAS", "H0"), present) if here) + ("OUT", "LAST")
+    args = _fwd_args(problem, u, delta, A, B, C, D, z, delta_bias, initial_state, None, None, ckpt, None, None, None,
+                     sb, sc, delta_softplus, cdiv(L, block_l), 1)
+    return ForwardPlan(Launch(selective_scan_fwd, problem, args, vary), present,
+                       (bsz, dim, N), u.get_device())
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,

@@ -316,6 +316,27 @@ class Bound:
             self.kernel.launch(self.problem, **self.args, **dict(zip(self.vary, tensors)))
 
 
+class Launch:
+    """One launch of a plan (a cached sequence of launches, ``ops/fused_step.py``, ``ops/selective_scan.py``):
+    through the tuner's path (which compiles, and tunes on a GPU) until it can be bound, then through its
+    :class:`Bound` form; ``vary`` names the tensors given at each call, ``args`` the rest. In the interpreter it
+    is never bound, so tests run a plan's bookkeeping through the tuner's path."""
+    __slots__ = ("kernel", "problem", "args", "vary", "bound")
+
+    def __init__(self, kernel, problem, args, vary):
+        self.kernel, self.problem, self.vary, self.bound = kernel, problem, vary, None
+        self.args = {k: v for k, v in args.items() if k not in vary}
+
+    def __call__(self, stream, *tensors):
+        bound = self.bound
+        if bound is not None and bound.generation == _generation:
+            bound(stream, *tensors)
+            return
+        given = dict(zip(self.vary, tensors))
+        self.kernel.launch(self.problem, **self.args, **given)
+        self.bound = self.kernel.bind(self.problem, self.vary, **self.args, **given)
+
+
 # ---- choices: pins, the process memory and the disk cache ----
 
 _REGISTRY: dict[str, "_Choice"] = {}

@@ -229,3 +229,34 @@ def test_dA_is_accurate_when_the_state_decays_within_a_step(device, L, N, scale,
     ref = [x.detach().double().requires_grad_() for x in leaves]
     want = torch.autograd.grad((selective_scan_ref(*ref, delta_softplus=True) * g.double()).sum(), ref[2])[0]
     assert_close(got, want, torch.float32, "dA")
+
+
+@given(**sizes(), strided_z=st.booleans())
+def test_planned_forward_reused_across_calls_matches_reference(device, bsz, groups, per_group, L, N, layout,
+                                                               with_options, dtype, seed, strided_z):
+    """Calls that record no graph take a plan per input signature (``ops/selective_scan.py``, ``_PLANS``): the
+    first call makes it, the next ones reuse it with other data; a z of the same shape but other strides
+    (a transposed copy's view) must find its own plan, not reuse that one's strides."""
+    from ssm_triton.ops import selective_scan as ops
+    t = cast(*make_problem(bsz, groups, per_group, L, N, layout, seed, device, with_options), dtype)
+    for k in range(3):
+        if k:   # fresh values, same signature
+            t = {n: (v + 0.1 * k * normal(v.shape, seed + 30 + k, device, v.dtype) if n in ("u", "z") else v)
+                 if isinstance(v, torch.Tensor) else v for n, v in t.items()}
+        if k == 2 and strided_z and t.get("z") is not None:
+            t["z"] = t["z"].transpose(1, 2).contiguous().transpose(1, 2)   # same shape and values, other strides
+        out, last = ssm_triton.selective_scan_fn(**t, return_last_state=True)
+        want_out, want_last = selective_scan_np(**{n: np64(v) for n, v in t.items()})
+        assert_close(out, want_out, dtype, f"out, call {k}")
+        assert_close(last, want_last, torch.float32, f"last_state, call {k}")
+    # the last call's plan: made where the inputs go to the kernel as they are and its forward is one launch
+    from ssm_triton.kernels import selective_scan as kss
+    from ssm_triton.kernels.tuning import run_mode
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+    key = ops._plan_key(tuple(t.get(n) for n in names), (t.get("delta_softplus", False), True,
+                                                         torch.are_deterministic_algorithms_enabled(),
+                                                         ssm_triton.INTERPRET))
+    plannable = (all(t.get(n) is None or t[n].is_contiguous() for n in names)
+                 and not kss.plan_segment_l(bsz, groups * per_group, L, kss.plan_block_l(L), run_mode(t["u"].device)))
+    plan = ops._PLANS.get(key)
+    assert isinstance(plan, kss.ForwardPlan) if plannable else plan is False

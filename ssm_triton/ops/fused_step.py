@@ -204,25 +204,6 @@ def _plannable(hidden_states, conv_state, ssm_state, residual) -> bool:
                                       and residual.device == hidden_states.device)))
 
 
-class _Launch:
-    """One launch of a plan: through the tuner's path (which compiles, and tunes on a GPU) until it can be
-    bound, then through its ``Bound`` form; ``vary`` names the tensors given at each call."""
-    __slots__ = ("kernel", "problem", "args", "vary", "bound")
-
-    def __init__(self, kernel, problem, args, vary):
-        self.kernel, self.problem, self.vary, self.bound = kernel, problem, vary, None
-        self.args = {k: v for k, v in args.items() if k not in vary}
-
-    def __call__(self, stream, *tensors):
-        bound = self.bound
-        if bound is not None and bound.generation == tuning._generation:
-            bound(stream, *tensors)
-            return
-        given = dict(zip(self.vary, tensors))
-        self.kernel.launch(self.problem, **self.args, **given)
-        self.bound = self.kernel.bind(self.problem, self.vary, **self.args, **given)
-
-
 class _Plan:
     """What a block's planned step keeps: the parameters it was built from (each checked by identity and
     address per call), the shapes and dtypes of the call, the stream, the launches."""
@@ -315,13 +296,13 @@ class _Mamba2Plan(_Plan):
         problem, args = _k.in_step_args(
             hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias,
             conv_state, d_ssm, zx, res_out, pdl)
-        self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
+        self.l_in = tuning.Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
         problem, args = state_update_args(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, self.y,
                                           a_is_log=True, pdl=pdl)
-        self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
+        self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
         problem, args = _k.out_step_args(self.y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), w_out, mixer.out_proj.bias,
                                          out, pdl)
-        self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
+        self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
 
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
         out, res_out = self._outputs(self.out_dtype)
@@ -355,20 +336,20 @@ class _MambaPlan(_Plan):
         problem, args = _k.in_step_args(
             hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias,
             conv_state, 0, xz, res_out, pdl)
-        self.l_in = _Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
+        self.l_in = tuning.Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
         x = xz[:, :d]
         problem, args = _k.in_step_args(x, None, None, 0.0, None, mixer.x_proj.weight, None, None, None, None, 0,
                                         self.x_dbl, None, pdl)
-        self.l_x = _Launch(_k.in_step_kernel, problem, args, ())
+        self.l_x = tuning.Launch(_k.in_step_kernel, problem, args, ())
         problem, args = _k.in_step_args(self.x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, None,
                                         None, None, 0, self.dt, None, pdl)
-        self.l_dt = _Launch(_k.in_step_kernel, problem, args, ())
+        self.l_dt = tuning.Launch(_k.in_step_kernel, problem, args, ())
         # the state is passed as itself: its (b, 1, d, N) view has the same address, and the strides say the rest
         problem, args = state_update_args(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, self.x_dbl, self.dt),
                                           True, None, self.y[:, None], a_is_log=True, pdl=pdl)
-        self.l_su = _Launch(state_update_kernel, problem, args, ("S",))
+        self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
         problem, args = _k.out_step_args(self.y, xz, None, 0.0, d, False, w_out, mixer.out_proj.bias, out, pdl)
-        self.l_out = _Launch(_k.out_step_kernel, problem, args, ("OUT",))
+        self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
 
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
         out, res_out = self._outputs(self.out_dtype)

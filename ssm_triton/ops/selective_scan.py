@@ -6,7 +6,7 @@ from torch import Tensor
 
 from .. import _runtime, _validate
 from ..kernels import selective_scan as _k
-from ._spec import OpSpec, build
+from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -103,19 +103,61 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     """
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    plain = (delta_softplus, return_last_state, deterministic, _runtime.INTERPRET)
+    plan_key = None
+    if not _recording(tensors) and not compiling():
+        plan_key = _plan_key(tensors, plain)
+        plan = _PLANS.get(plan_key)
+        if plan:   # made after a call of this very signature passed the checks
+            out, last = plan(*tensors)
+            return (out, last) if return_last_state else out
     # the checks read shapes, dtypes and devices only: once per signature
-    key = _validate.signature((u, delta, A, B, C, D, z, delta_bias, initial_state),
-                              (delta_softplus, return_last_state, deterministic, _runtime.INTERPRET))
+    key = _validate.signature(tensors, plain)
     if _PASSED.get(key) is None:
         _validate_all(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
                       deterministic)
         _PASSED.put(key, True)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
     out, last, _ = _selective_scan(*args)
+    if plan_key is not None and _PLANS.get(plan_key) is None:
+        _PLANS.put(plan_key, _plan(tensors, delta_softplus) or False)
     return (out, last) if return_last_state else out
 
 
 _PASSED = _validate.Passed()
+# calls that record no graph: the forward of each input signature (with strides) as one bound launch
+_PLANS = _validate.Passed()
+
+
+def _recording(tensors) -> bool:
+    """Whether autograd records this call (then the op's checkpoints and backward are wanted)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _plan_key(tensors, plain) -> tuple:
+    """The signature of a call as a plan is made for it: each tensor's shape, strides, dtype and device, each
+    plain argument's type and value (so a value the checks refuse never finds a plan)."""
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+        else:
+            key += (t.shape, t.stride(), t.dtype, t.device)
+    for v in plain:
+        key += (type(v), v)
+    return tuple(key)
+
+
+def _plan(tensors, delta_softplus):
+    """A :class:`~ssm_triton.kernels.selective_scan.ForwardPlan` where the inputs need no copy on the way to
+    the kernel (as ``_forward`` would leave them), else None."""
+    u, delta, A, B, C, D, z, delta_bias, initial_state = tensors
+    if any(t is not None and not t.is_contiguous() for t in (u, delta, A, D, z, delta_bias, initial_state)):
+        return None
+    if _steps_contiguous(B) is not B or _steps_contiguous(C) is not C:
+        return None
+    return _k.forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
 
 
 def _validate_all(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
