@@ -21,7 +21,7 @@ import triton.language as tl
 from .activations import softplus
 from .host import cdiv, next_power_of_2, prev_power_of_2
 from .scan import first_order_combine
-from .tuning import Launch, TunableKernel, _raw_stream, bucket, run_mode
+from .tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -696,51 +696,28 @@ def _fwd_args(p: ScanProblem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_sta
                 CKPT_L=p.ckpt_l, SEGMENTED=bool(p.seg_l))
 
 
-class ForwardPlan:
-    """The inference forward (no checkpoints, time not split) of one input signature, its launch bound once:
-    ``plan(u, delta, A, B, C, D, z, delta_bias, initial_state) -> (out, last_state)`` for inputs of the
-    shapes, strides, dtypes and device it was made for (the caller keys plans by them). Per call it
-    allocates the two outputs and issues the bound launch, none of the launcher's Python
-    (:func:`selective_scan_forward`'s layout, plan and argument work, the tuner's key)."""
-    __slots__ = ("launch", "present", "last_shape", "dev")
-
-    def __init__(self, launch, present, last_shape, dev):
-        self.launch, self.present, self.last_shape, self.dev = launch, present, last_shape, dev
-
-    def __call__(self, u, delta, A, B, C, D, z, delta_bias, initial_state):
-        out = torch.empty_like(u)
-        last = torch.empty(self.last_shape, device=u.device, dtype=torch.float32)
-        given = [u, delta, A, B, C]
-        for t, here in zip((D, z, delta_bias, initial_state), self.present):
-            if here:
-                given.append(t)
-        self.launch(_raw_stream(self.dev) if self.dev >= 0 else None, *given, out, last)
-        return out, last
-
-
-def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state) -> "ForwardPlan | None":
-    """A :class:`ForwardPlan` for these inputs (taken as :func:`selective_scan_forward` takes them: contiguous,
-    B and C as the op layer passes them), or None where the forward is not one plain launch (an empty
-    sequence, time split across programs)."""
+def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state) -> "OneLaunch | None":
+    """The inference forward (no checkpoints, time not split) of these inputs as a :class:`~.tuning.OneLaunch`
+    op plan, ``plan((u, delta, A, B, C, D, z, delta_bias, initial_state)) -> [out, last_state]``, for inputs
+    taken as :func:`selective_scan_forward` takes them (contiguous, B and C as the op layer passes them); None
+    where the forward is not one plain launch (an empty sequence, time split across programs)."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     if L == 0:
         return None
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
     block_l = plan_block_l(L)
-    mode = run_mode(u.device)
-    if plan_segment_l(bsz, dim, L, block_l, mode):
+    if plan_segment_l(bsz, dim, L, block_l, run_mode(u.device)):
         return None
     problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, False, u.dtype, 0)
     ckpt = torch.empty((0,), device=u.device, dtype=torch.float32)   # never written without checkpoints
-    present = tuple(t is not None for t in (D, z, delta_bias, initial_state))
+    names = ("U", "DELTA", "A", "B", "C", "D", "Z", "DBIAS", "H0")
+    take = tuple(i for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias, initial_state)) if t is not None)
     # B and C go as given: the kernel reads their addresses, and the grouped views share them
-    vary = ("U", "DELTA", "A", "B", "C") + tuple(
-        name for name, here in zip(("D", "Z", "DBIAS", "H0"), present) if here) + ("OUT", "LAST")
     args = _fwd_args(problem, u, delta, A, B, C, D, z, delta_bias, initial_state, None, None, ckpt, None, None, None,
                      sb, sc, delta_softplus, cdiv(L, block_l), 1)
-    return ForwardPlan(Launch(selective_scan_fwd, problem, args, vary), present,
-                       (bsz, dim, N), u.get_device())
+    launch = Launch(selective_scan_fwd, problem, args, tuple(names[i] for i in take) + ("OUT", "LAST"))
+    return OneLaunch(launch, take, ((u.shape, u.dtype), ((bsz, dim, N), torch.float32)), u.device)
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,

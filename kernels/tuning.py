@@ -337,6 +337,23 @@ class Launch:
         self.bound = self.kernel.bind(self.problem, self.vary, **self.args, **given)
 
 
+class OneLaunch:
+    """An op plan of one :class:`Launch` (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> outputs`` allocates
+    the outputs (``outs``: ``(shape, dtype)`` each, on ``device``) and launches with ``tensors[i]`` for ``i`` in
+    ``take`` (the launch's leading ``vary`` names), then the outputs (its trailing ones)."""
+    __slots__ = ("launch", "take", "outs", "device", "dev")
+
+    def __init__(self, launch: Launch, take: tuple, outs: tuple, device: torch.device):
+        self.launch, self.take, self.outs, self.device = launch, take, outs, device
+        self.dev = device.index if device.type == "cuda" and device.index is not None else (
+            torch.cuda.current_device() if device.type == "cuda" else -1)
+
+    def __call__(self, tensors) -> list:
+        made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]
+        self.launch(_raw_stream(self.dev) if self.dev >= 0 else None, *[tensors[i] for i in self.take], *made)
+        return made
+
+
 # ---- choices: pins, the process memory and the disk cache ----
 
 _REGISTRY: dict[str, "_Choice"] = {}

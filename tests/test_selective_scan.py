@@ -253,10 +253,10 @@ def test_planned_forward_reused_across_calls_matches_reference(device, bsz, grou
     from ssm_triton.kernels import selective_scan as kss
     from ssm_triton.kernels.tuning import run_mode
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-    key = ops._plan_key(tuple(t.get(n) for n in names), (t.get("delta_softplus", False), True,
+    key = ops._plans.plan_key(tuple(t.get(n) for n in names), (t.get("delta_softplus", False), True,
                                                          torch.are_deterministic_algorithms_enabled(),
                                                          ssm_triton.INTERPRET))
     plannable = (all(t.get(n) is None or t[n].is_contiguous() for n in names)
                  and not kss.plan_segment_l(bsz, groups * per_group, L, kss.plan_block_l(L), run_mode(t["u"].device)))
     plan = ops._PLANS.get(key)
-    assert isinstance(plan, kss.ForwardPlan) if plannable else plan is False
+    assert isinstance(plan, kss.OneLaunch) if plannable else plan is False

@@ -143,3 +143,32 @@ def test_rule_takes_the_fused_kernel_where_it_was_measured_faster():
     assert fused.use_fused(8, 4096, 64, 132)            # 512 (row, head) programs fill the GPU
     assert not fused.use_fused(1, 8192, 64, 132)        # 64 programs walking 256 chunks in order
     assert not fused.use_fused(2, 16384, 64, 132)
+
+
+@examples(6)
+@given(bsz=st.integers(1, 2), L=st.integers(2, 40), groups=st.integers(1, 2), P=st.integers(2, 9), N=st.integers(1, 9),
+       seed=seeds(), options=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+       strided_x=st.booleans())
+def test_planned_one_launch_forward_reused_across_calls(device, bsz, L, groups, P, N, seed, options, dtype, strided_x):
+    """Calls that record no graph take an op plan per input signature (``ops/_plans.py``): made by the first
+    call, reused by the next with other values; an ``x`` of the same shape with other strides finds its own
+    plan (or none), not that one; the route switch is part of the key."""
+    from ssm_triton.ops import ssd as ops
+    t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)   # two heads a group: the swap moves data
+    with torch.no_grad(), route("1"):
+        for k in range(3):
+            if k:
+                t = {n: (v * (1.0 + 0.25 * k) if n in ("x", "C") else v) for n, v in t.items()}
+            if k == 2 and strided_x:   # same shape and values, heads and steps swapped in memory
+                t["x"] = t["x"].transpose(1, 2).contiguous().transpose(1, 2)
+            with counting() as calls:
+                out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
+            assert calls == [1]
+            want_out, want_final = ssd_np(**as_np(t))
+            assert_close(out, want_out, dtype, f"out, call {k}")
+            assert_close(final, want_final, dtype, f"final_states, call {k}")
+        assert any(isinstance(p, tuning.OneLaunch) for p in ops._PLANS._seen.values())
+    with torch.no_grad(), route("0"), counting() as calls:   # the stages now, plan or not
+        staged = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+    assert calls == []
+    assert_close(out, staged.double(), dtype, "out vs the staged forward")

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from ..activations import silu_and_slope
 from ..host import cdiv, next_power_of_2
-from ..tuning import TunableKernel, bucket
+from ..tuning import Launch, OneLaunch, TunableKernel, bucket
 from .common import mm
 from .cumsum import raw_step, softplus_clamp
 
@@ -177,13 +177,32 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
     dtype."""
     bsz, L, H, P = x.shape
-    G, N = B.shape[2], B.shape[3]
+    N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
-    ssd_fused_fwd_kernel.launch(
-        (bsz, L, H, P, G, N, x.dtype, z is not None), None, X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z,
-        H0=initial_states, OUT=out, FINAL=final, L=L, H=H, G=G, P=P, N=N, SX=x.stride(1),
-        SZ=z.stride(1) if z is not None else 0, SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi,
-        SOFTPLUS=dt_softplus, CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)),
-        DOT=dot)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    ssd_fused_fwd_kernel.launch(problem, None, **args, OUT=out, FINAL=final)
     return out, final
+
+
+def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
+    """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`."""
+    bsz, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    return (bsz, L, H, P, G, N, x.dtype, z is not None), dict(
+        X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, L=L, H=H, G=G, P=P, N=N,
+        SX=x.stride(1), SZ=z.stride(1) if z is not None else 0, SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1),
+        lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2,
+        BLOCK_N=max(16, next_power_of_2(N)), DOT=dot)
+
+
+def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot) -> OneLaunch:
+    """:func:`fused_forward` as an op plan (``ssm_triton/ops/_plans.py``) for inputs of these shapes, strides,
+    dtypes and device: ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]``."""
+    bsz, L, H, P = x.shape
+    N = B.shape[3]
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    names = ("X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS", "H0")
+    take = tuple(i for i, t in enumerate((x, dt, A, B, C, D, z, dt_bias, initial_states)) if t is not None)
+    launch = Launch(ssd_fused_fwd_kernel, problem, args, tuple(names[i] for i in take) + ("OUT", "FINAL"))
+    return OneLaunch(launch, take, ((x.shape, x.dtype), ((bsz, H, P, N), torch.float32)), x.device)

@@ -21,7 +21,7 @@ from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
 from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
-from .fused import fused_forward, use_fused
+from .fused import fused_forward, fused_plan, use_fused
 from .state_passing import state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
@@ -323,6 +323,19 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
     stages run the chunks side by side where the one-launch kernel walks them in order. The 130M Mamba2
     LM's prefill at b=1 L=2048 (24 heads) replayed in 6.55 ms of kernels with the one-launch forward
     against 4.13 ms with the stages (H200, 2026-12-02, ``bench/results/h200-2026-12-02e``)."""
+    dot = fused_dot(x, seq_idx, want_varlen)
+    if dot is not None:
+        lo, hi, clamp = _limits(dt_limit)
+        out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+        return out, final, None
+    out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen)
+    return out, final, varlen
+
+
+def fused_dot(x, seq_idx, want_varlen):
+    """The tensor-core dtype of the one-launch forward where :func:`ssd_inference` takes it for ``x``, else
+    None."""
     capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
     if seq_idx is None and not want_varlen and FUSED != "0" and (FUSED == "1" or not capturing):
         bsz, L, H, _ = x.shape
@@ -331,12 +344,19 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
         # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
         # and were never timed: they keep the stages on a GPU
         if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count) and (mode.interpreted or dot != tl.float32)):
-            lo, hi, clamp = _limits(dt_limit)
-            out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
-            return out, final, None
-    out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen)
-    return out, final, varlen
+            return dot
+    return None
+
+
+def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit):
+    """:func:`ssd_inference` of these inputs (no packed sequences, no varlen states) as a one-launch op plan,
+    ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]``, where it takes the one-launch
+    forward; else None. The inputs as the op layer passes them (``ops/_layout.step_strided``)."""
+    dot = fused_dot(x, None, False)
+    if dot is None:
+        return None
+    lo, hi, clamp = _limits(dt_limit)
+    return fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
 
 
 def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:

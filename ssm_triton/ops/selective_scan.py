@@ -6,6 +6,7 @@ from torch import Tensor
 
 from .. import _runtime, _validate
 from ..kernels import selective_scan as _k
+from . import _plans
 from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -106,11 +107,11 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     plain = (delta_softplus, return_last_state, deterministic, _runtime.INTERPRET)
     plan_key = None
-    if not _recording(tensors) and not compiling():
-        plan_key = _plan_key(tensors, plain)
+    if not _plans.recording(tensors) and not compiling():
+        plan_key = _plans.plan_key(tensors, plain)
         plan = _PLANS.get(plan_key)
         if plan:   # made after a call of this very signature passed the checks
-            out, last = plan(*tensors)
+            out, last = plan(tensors)
             return (out, last) if return_last_state else out
     # the checks read shapes, dtypes and devices only: once per signature
     key = _validate.signature(tensors, plain)
@@ -126,32 +127,13 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 
 _PASSED = _validate.Passed()
-# calls that record no graph: the forward of each input signature (with strides) as one bound launch
-_PLANS = _validate.Passed()
-
-
-def _recording(tensors) -> bool:
-    """Whether autograd records this call (then the op's checkpoints and backward are wanted)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _plan_key(tensors, plain) -> tuple:
-    """The signature of a call as a plan is made for it: each tensor's shape, strides, dtype and device, each
-    plain argument's type and value (so a value the checks refuse never finds a plan)."""
-    key = []
-    for t in tensors:
-        if t is None:
-            key.append(None)
-        else:
-            key += (t.shape, t.stride(), t.dtype, t.device)
-    for v in plain:
-        key += (type(v), v)
-    return tuple(key)
+# calls that record no graph: the forward of each input signature as one bound launch (ops/_plans.py)
+_PLANS = _plans.Plans()
 
 
 def _plan(tensors, delta_softplus):
-    """A :class:`~ssm_triton.kernels.selective_scan.ForwardPlan` where the inputs need no copy on the way to
-    the kernel (as ``_forward`` would leave them), else None."""
+    """The forward's op plan where the inputs need no copy on the way to the kernel (as ``_forward`` would
+    leave them), else None."""
     u, delta, A, B, C, D, z, delta_bias, initial_state = tensors
     if any(t is not None and not t.is_contiguous() for t in (u, delta, A, D, z, delta_bias, initial_state)):
         return None

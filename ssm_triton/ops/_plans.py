@@ -1,0 +1,35 @@
+"""Op plans: the forward of a call that records no graph, cached per input signature (``docs/design.md``).
+
+A public op looks its call up by :func:`plan_key` (each tensor's shape, strides, dtype and device; each plain
+argument's type and value) before its checks. A plan is made only after a call of that very signature passed
+the checks and ran the normal path, and only where the inputs reach the kernel as they are and the forward
+is one launch (``kernels/tuning.py``'s ``OneLaunch``); anything else stores ``False`` and keeps the normal
+path. Plans are bounded per op (least recently used first out).
+"""
+import torch
+
+from .._validate import Passed
+
+
+def Plans(size: int = 256) -> Passed:
+    """A bounded map from :func:`plan_key` to a plan, or False where none applies."""
+    return Passed(size)
+
+
+def recording(tensors) -> bool:
+    """Whether autograd records this call (its checkpoints and backward are then wanted: no plan)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def plan_key(tensors, plain) -> tuple:
+    """The signature a plan is made for. Plain arguments go with their types, so a value the checks would
+    refuse (``1`` for a flag, say) never finds a plan made for an accepted one."""
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+        else:
+            key += (t.shape, t.stride(), t.dtype, t.device)
+    for v in plain:
+        key += (type(v), v)
+    return tuple(key)
