@@ -16,7 +16,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .activations import softplus
 from .host import cdiv, next_power_of_2
-from .tuning import TunableKernel, bucket
+from .tuning import Launch, OneLaunch, TunableKernel, bucket
 
 
 @triton.jit
@@ -147,6 +147,18 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
                                       a_is_log, pdl)
     state_update_kernel.launch(problem, config, **args)
     return out
+
+
+def update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape) -> OneLaunch:
+    """:func:`state_update` (multi-head views, no cache indices) as an op plan (``ssm_triton/ops/_plans.py``),
+    ``plan((state, x, dt, A, B, C, D, z, dt_bias)) -> [out]`` with ``out`` of ``out_shape`` (the caller's, which
+    a single-head call's views share their layout with), for tensors of these shapes, strides and dtypes."""
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)   # stands in for the strides of each call's
+    problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, None, out)
+    names = ("S", "X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS")
+    take = tuple(i for i, t in enumerate((state, x, dt, A, B, C, D, z, dt_bias)) if t is not None)
+    launch = Launch(state_update_kernel, problem, args, tuple(names[i] for i in take) + ("OUT",))
+    return OneLaunch(launch, take, ((tuple(out_shape), x.dtype),), x.device)
 
 
 def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out, a_is_log=False,

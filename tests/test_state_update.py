@@ -81,6 +81,28 @@ def test_step_matches_reference(device, single, bsz, H, P, N, G, options, broadc
         assert torch.equal(t["state"][untouched], before[untouched])
 
 
+@given(single=st.booleans(), bsz=st.integers(1, 3), H=st.integers(1, 3), P=st.integers(1, 20), N=st.integers(1, 20),
+       options=st.booleans(), broadcast=st.sampled_from(["", "dt", "A", "dt A"]), seed=seeds(),
+       io=st.sampled_from(IO_DTYPES))
+def test_planned_steps_reused_token_after_token(device, single, bsz, H, P, N, options, broadcast, seed, io):
+    """Steps without cache indices take an op plan per input signature (``ops/_plans.py``): three steps of one
+    signature (the first makes it, the next reuse it) each against the float64 step, the state carried; then
+    a state of the same shape in another layout finds its own plan (or none), not that one."""
+    from ssm_triton.ops import state_update as ops
+    t = make(device, single, bsz, H, P, N, 1, options, broadcast, seed, io, torch.float32, 0)
+    for k in range(4):
+        if k:   # the next token's inputs
+            t["x"] = t["x"] * 0.5 + 0.1 * k
+            t["C"] = t["C"].flip(-1).contiguous()
+        if k == 3:   # same values, the state's last two axes swapped in memory
+            t["state"] = t["state"].transpose(-1, -2).contiguous().transpose(-1, -2)
+        want_out, want_state = selective_state_update_np(**as_np(t))
+        out = ssm_triton.selective_state_update(**t)
+        assert_close(out, want_out, io, f"out, step {k}")
+        assert_close(t["state"], want_state, torch.float32, f"state, step {k}")
+    assert any(p for p in ops._PLANS._seen.values())
+
+
 @given(L=st.integers(1, 12), H=st.integers(1, 3), G=st.sampled_from([1, 2]), P=st.integers(1, 6), N=st.integers(1, 6),
        seed=seeds())
 def test_decoding_token_by_token_equals_the_ssd_forward(device, L, H, G, P, N, seed):

@@ -6,7 +6,8 @@ from torch import Tensor
 
 from .. import _runtime, _validate
 from ..kernels import state_update as _k
-from ._spec import OpSpec, build
+from . import _plans
+from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -122,6 +123,12 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
     ``torch.no_grad()`` when its inputs require grad.
     """
     tensors = (state, x, dt, A, B, C, D, z, dt_bias)
+    plan_key = None
+    if state_batch_indices is None and not _plans.recording(tensors) and not compiling():
+        plan_key = _plans.plan_key(tensors, (dt_softplus, _runtime.INTERPRET))
+        plan = _PLANS.get(plan_key)
+        if plan:   # made after a call of this very signature passed the checks
+            return plan(tensors)[0]
     # the indices are checked by value on every call; the rest once per signature
     key = None if state_batch_indices is not None else _validate.signature(tensors, (dt_softplus, _runtime.INTERPRET))
     if _PASSED.get(key) is None:
@@ -131,4 +138,24 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
         raise RuntimeError("selective_state_update is not differentiable (it updates state in place); "
                            "call it under torch.no_grad()")
     args = (state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
-    return _state_update(*args)[0]
+    out = _state_update(*args)[0]
+    if plan_key is not None and _PLANS.get(plan_key) is None:
+        _PLANS.put(plan_key, _plan(tensors, dt_softplus, x.shape))
+    return out
+
+
+# calls without cache indices: one bound launch per input signature (ops/_plans.py); the indices are checked
+# by value each call, so calls with them keep the normal path
+_PLANS = _plans.Plans()
+
+
+def _plan(tensors, dt_softplus, out_shape):
+    """The step as an op plan (single-head calls through the multi-head views ``_run`` takes)."""
+    state, x, dt, A, B, C, D, z, dt_bias = tensors
+    if state.dim() == 3:
+        head = lambda t: t.unsqueeze(1) if t is not None else None  # noqa: E731
+        state, x, dt, B, C, z = (head(t) for t in (state, x, dt, B, C, z))
+        A = A.unsqueeze(0)
+        D = D.unsqueeze(0) if D is not None else None
+        dt_bias = dt_bias.unsqueeze(0) if dt_bias is not None else None
+    return _k.update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape)
