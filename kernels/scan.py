@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .host import cdiv
 from .precision import acc_dtypes
-from .tuning import TunableKernel, bucket
+from .tuning import Launch, OneLaunch, TunableKernel, bucket
 
 
 @triton.jit
@@ -219,6 +219,22 @@ def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reve
     scan_fwd.launch((R, L, b.dtype, acc, h0 is not None, reverse), config,
                     A=a, B=b, H=h, H0=h0, R=R, L=L, REVERSE=reverse, ACC=acc)
     return h
+
+
+def scan_plan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool) -> OneLaunch | None:
+    """:func:`scan_forward` as an op plan (``ssm_triton/ops/_plans.py``), ``plan((a, b, h0)) -> [h]`` with ``h``
+    shaped like ``b``, for contiguous ``a, b (..., L)`` and ``h0 (...)`` of these shapes and dtypes; None for an
+    empty one."""
+    L = b.shape[-1]
+    R = b.numel() // L if L else 0
+    if R == 0 or L == 0:
+        return None
+    acc = acc_dtypes(a, b, h0)[0]
+    args = dict(A=a, B=b, H=None, H0=h0, R=R, L=L, REVERSE=reverse, ACC=acc)
+    take = (0, 1, 2) if h0 is not None else (0, 1)
+    launch = Launch(scan_fwd, (R, L, b.dtype, acc, h0 is not None, reverse), args,
+                    ("A", "B", "H0", "H") if h0 is not None else ("A", "B", "H"))
+    return OneLaunch(launch, take, ((b.shape, b.dtype),), b.device)
 
 
 def scan_backward(

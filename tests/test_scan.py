@@ -139,3 +139,20 @@ def test_cpu_tensors_without_interpreter_get_a_clear_error(monkeypatch):
     monkeypatch.setattr(ssm_triton._runtime, "INTERPRET", False)
     with pytest.raises(ValueError, match="a is a CPU tensor.*TRITON_INTERPRET=1"):
         ssm_triton.linear_scan(torch.ones(2, 3), torch.ones(2, 3))
+
+
+@given(lead=lead_shapes(), L=st.integers(2, 40), dtype=st.sampled_from(DTYPES), with_h0=st.booleans(),
+       reverse=st.booleans(), seed=seeds())
+def test_planned_forward_reused_across_calls(device, lead, L, dtype, with_h0, reverse, seed):
+    """Calls that record no graph take an op plan per input signature (``ops/_plans.py``): made by the first
+    call, reused with other values by the next; a ``b`` of the same shape with other strides finds its own
+    plan (or none), not that one."""
+    from ssm_triton.ops import scan as ops
+    lead = (2, *lead)   # at least two rows, so the transposed copy differs in memory
+    for k in range(3):
+        a, b, h0 = make_inputs(lead, L, dtype, "unit", with_h0, seed + k, device)
+        if k == 2:   # same values, steps and rows swapped in memory
+            b = b.movedim(-1, 0).contiguous().movedim(0, -1)
+        h = ssm_triton.linear_scan(a, b, h0, reverse=reverse)
+        assert_close(h, linear_scan_np(np64(a), np64(b), np64(h0), reverse), dtype, f"h, call {k}")
+    assert any(p for p in ops._PLANS._seen.values())

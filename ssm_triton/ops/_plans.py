@@ -18,18 +18,19 @@ def Plans(size: int = 256) -> Passed:
 
 def recording(tensors) -> bool:
     """Whether autograd records this call (its checkpoints and backward are then wanted: no plan)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def plan_key(tensors, plain) -> tuple:
-    """The signature a plan is made for. Plain arguments go with their types, so a value the checks would
+    """The signature a plan is made for (possibly unhashable: the map then finds nothing). Plain arguments go
+    with their types, so a value the checks would
     refuse (``1`` for a flag, say) never finds a plan made for an accepted one."""
     key = []
     for t in tensors:
-        if t is None:
-            key.append(None)
-        else:
+        if isinstance(t, torch.Tensor):
             key += (t.shape, t.stride(), t.dtype, t.device)
+        else:   # None, or a wrong argument the checks will refuse (never a plan's key)
+            key += (type(t), t)
     for v in plain:
         key += (type(v), v)
     return tuple(key)
