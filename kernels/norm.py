@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .activations import silu_and_slope
 from .host import cdiv, next_power_of_2
-from .tuning import TunableKernel, bucket, run_mode
+from .tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 
 
 @triton.jit
@@ -195,6 +195,21 @@ def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None
                        SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps),
                        GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size))
     return y, rstd
+
+
+def rmsnorm_plan(x, weight, bias, z, eps, group_size, gate_first, shape) -> OneLaunch:
+    """:func:`rmsnorm_forward` (no residual) as an op plan (``ssm_triton/ops/_plans.py``),
+    ``plan((x, weight, bias, z)) -> [y, rstd]`` with ``y`` of ``shape`` (the caller's ``x``, whose rows ``x
+    (R, F)`` views in place), for tensors of these shapes, strides and dtypes."""
+    R, F = x.shape
+    args = dict(RES=None, RES_OUT=None, X=x, Z=z, W=weight, BIAS=bias, Y=None, RSTD=None, R=R, F=F, SX=x.stride(0),
+                SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps), GATE_FIRST=gate_first,
+                BLOCK_G=_block_g(group_size))
+    names = ("X", "W", "BIAS", "Z")
+    take = tuple(i for i, t in enumerate((x, weight, bias, z)) if t is not None)
+    launch = Launch(rmsnorm_fwd, (R, F, group_size, x.dtype, z is not None), args,
+                    tuple(names[i] for i in take) + ("Y", "RSTD"))
+    return OneLaunch(launch, take, ((tuple(shape), x.dtype), ((R, F // group_size), torch.float32)), x.device)
 
 
 def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, config=None):

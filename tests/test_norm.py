@@ -39,6 +39,35 @@ def test_matches_float64_reference_with_gradients(device, rows, groups, group_si
         assert_close(a, b, dtype, f"d{name}")
 
 
+@given(rows=st.integers(2, 9), groups=st.integers(1, 3), group_size=st.integers(1, 40), gated=st.booleans(),
+       before=st.booleans(), with_bias=st.booleans(), dtype=st.sampled_from(IO_DTYPES), seed=seeds(),
+       sliced=st.booleans())
+def test_planned_forward_reused_across_calls(device, rows, groups, group_size, gated, before, with_bias, dtype, seed,
+                                            sliced):
+    """Calls that record no graph take an op plan per input signature (``ops/_plans.py``): made by the first
+    call, reused with other values by the next; then an ``x`` of the same shape read in place from a wider
+    tensor (another row stride) finds its own plan, not that one."""
+    from ssm_triton.ops import norm as ops
+    D = groups * group_size
+    shape = (2, rows, D)
+    for k in range(3):
+        t = {"x": normal(shape, seed + 10 * k, device, dtype), "weight": normal((D,), seed + 1, device, dtype)}
+        if with_bias:
+            t["bias"] = normal((D,), seed + 2, device, dtype)
+        if gated:
+            t["z"] = normal(shape, seed + 3 + 10 * k, device, dtype)
+        if k == 2 and sliced:   # the same values as a slice of a wider tensor's columns
+            wide = normal((2, rows, D + 3), seed + 7, device, dtype)
+            wide[..., 1:D + 1] = t["x"]
+            t["x"] = wide[..., 1:D + 1]
+        y = ssm_triton.rmsnorm_fn(**t, eps=1e-5, group_size=group_size, norm_before_gate=before)
+        want = rmsnorm_torch(**{n: v.cpu().double() for n, v in t.items()}, eps=1e-5, group_size=group_size,
+                             norm_before_gate=before)
+        assert y.shape == shape and y.dtype == dtype
+        assert_close(y, want, dtype, f"y, call {k}")
+    assert any(p for p in ops._PLANS._seen.values())
+
+
 def test_fullgraph_compile_forward_and_backward(device):
     x, z, w, b = (normal(s, i, device).float().requires_grad_() for i, s in enumerate([(3, 8), (3, 8), (8,), (8,)]))
     fn = lambda *a: ssm_triton.rmsnorm_fn(a[0], a[2], a[3], z=a[1], group_size=4, norm_before_gate=False)  # noqa: E731
