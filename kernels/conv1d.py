@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .activations import silu_and_slope
 from .host import cdiv, next_power_of_2
-from .tuning import TunableKernel, bucket
+from .tuning import Launch, OneLaunch, TunableKernel, bucket
 
 
 @triton.jit
@@ -272,6 +272,21 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     conv1d_bwd_dx.launch(problem, DPRE=dpre, Wt=weight, SEQ=seq_idx, DX=dx, dim=dim, L=L, SXB=dx.stride(0),
                          SXD=dx.stride(1), SXL=dx.stride(2), W=W)
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None
+
+
+def update_plan(x, conv_state, weight, bias, silu, out_shape) -> OneLaunch:
+    """:func:`conv_update` as an op plan (``ssm_triton/ops/_plans.py``), ``plan((x, conv_state, weight, bias))
+    -> [out]`` with ``out`` of ``out_shape`` (the caller's ``x``, of ``x (b, d, L)``'s layout), for tensors of
+    these shapes, strides and dtypes."""
+    bsz, dim, L = x.shape
+    S = conv_state.shape[-1]
+    args = dict(X=x, STATE=conv_state, Wt=weight, BIAS=bias, OUT=None, dim=dim, L=L, S=S, s_b=conv_state.stride(0),
+                s_d=conv_state.stride(1), s_s=conv_state.stride(2), W=weight.shape[1], SILU=silu,
+                BLOCK_S=next_power_of_2(S), BLOCK_L=next_power_of_2(L))
+    take = (0, 1, 2, 3) if bias is not None else (0, 1, 2)
+    launch = Launch(conv1d_update, (bsz, dim, L, S, x.dtype, conv_state.dtype), args,
+                    ("X", "STATE", "Wt", "BIAS", "OUT") if bias is not None else ("X", "STATE", "Wt", "OUT"))
+    return OneLaunch(launch, take, ((tuple(out_shape), x.dtype),), x.device)
 
 
 def conv_update(x, conv_state, weight, bias, silu):

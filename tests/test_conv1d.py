@@ -56,6 +56,29 @@ def test_update_matches_reference(device, bsz, dim, W, extra, L, token, strided,
     assert_close(state, want_state, torch.float32, "conv_state")
 
 
+@given(bsz=st.integers(1, 2), dim=st.integers(2, 9), W=st.integers(2, 4), extra=st.integers(1, 3), token=st.booleans(),
+       with_bias=st.booleans(), act=st.sampled_from([None, "silu"]), seed=seeds())
+def test_planned_updates_reused_and_not_across_layouts(device, bsz, dim, W, extra, token, with_bias, act, seed):
+    """Steps take an op plan per input signature (``ops/_plans.py``): three steps with a contiguous state (the
+    first makes the plan, the next reuse it), each against the float64 step, then the state in the other
+    layout (steps contiguous per channel swapped for channels contiguous per step): its own plan."""
+    from ssm_triton.ops import conv1d as ops
+    S = W - 1 + extra
+    state = normal((bsz, dim, S), seed, device).float()
+    w = normal((dim, W), seed + 2, device).float()
+    b = normal((dim,), seed + 3, device).float() if with_bias else None
+    for k in range(4):
+        x = normal((bsz, dim) if token else (bsz, dim, 2), seed + 10 + k, device).float()
+        if k == 3:
+            state = state.transpose(1, 2).contiguous().transpose(1, 2)
+        want_out, want_state = causal_conv1d_update_torch(x.double(), state.double(), w.double(),
+                                                          b.double() if b is not None else None, act)
+        out = ssm_triton.causal_conv1d_update(x, state, w, b, act)
+        assert_close(out, want_out, torch.float32, f"out, step {k}")
+        assert_close(state, want_state, torch.float32, f"conv_state, step {k}")
+    assert any(p for p in ops._UPDATE_PLANS._seen.values())
+
+
 @given(L=st.integers(1, 20), W=st.integers(2, 4), dim=st.integers(1, 6), seed=seeds())
 def test_token_by_token_updates_equal_the_convolution(device, L, W, dim, seed):
     x = normal((1, dim, L), seed, device).float()
