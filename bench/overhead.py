@@ -8,7 +8,8 @@ For each benchmark workload of the chosen ops (ssm_triton's implementation only)
   the lean path both counted);
 * the functions with the most own time per call (cProfile), which is where the rest goes.
 
-``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
+``--plans`` times every forward workload with the op plans (``ssm_triton/ops/_plans.py``) on and off, the
+same way. ``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
 (``rounds`` times each, medians), so the two are compared on the same host state. ``--fused`` does the
 same for the SSD's inference forward, one-launch kernel against the staged launches, with each one's
 device median.
@@ -94,6 +95,14 @@ def ab(fn, rounds: int, calls: int, switch=None) -> tuple[float, float]:
     return statistics.median(times[True]), statistics.median(times[False])
 
 
+def plans_switch(on: bool) -> None:
+    """Op plans (``ssm_triton/ops/_plans.py``) on, or off: every call then takes the path it took before them
+    (no plan looked up or made)."""
+    from ssm_triton.ops import _plans
+
+    _plans.recording = _plans.recording_default if on else (lambda tensors: True)
+
+
 def fused_ab(fn, rounds: int, calls: int) -> dict:
     """The SSD inference forward through the one-launch kernel and through the stages: host us per call
     (alternating) and the device median of each."""
@@ -147,6 +156,8 @@ def main(argv=None) -> None:
     # measures the GPU, not itself
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--ab", action="store_true", help="lean launcher on vs off, alternating, per workload")
+    parser.add_argument("--plans", action="store_true",
+                        help="op plans on vs off (calls that record no graph), alternating, per forward workload")
     parser.add_argument("--fused", action="store_true",
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
@@ -172,6 +183,18 @@ def main(argv=None) -> None:
                 print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} fwd: fused host {r['host_fused']:.1f} us, "
                       f"device {r['ms_fused'] * 1e3:.1f} us; staged host {r['host_staged']:.1f} us, "
                       f"device {r['ms_staged'] * 1e3:.1f} us")
+                del fn
+                continue
+            if args.plans:
+                if w.direction != "fwd":
+                    del fn
+                    continue
+                try:
+                    on, off = ab(fn, args.rounds, args.calls, plans_switch)
+                finally:
+                    plans_switch(True)
+                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} fwd: host us/call op plans on "
+                      f"{on:.1f}, off {off:.1f} ({off - on:+.1f} saved)")
                 del fn
                 continue
             if args.ab:

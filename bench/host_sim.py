@@ -1,0 +1,99 @@
+"""Host time per call of the small forwards on a machine without a GPU: ``python -m ssm_triton.bench.host_sim``.
+
+The compiled (lean) launch path is simulated in Triton's interpreter: every kernel's launch is stubbed (no
+kernel runs), so what is timed is the Python between the public call and the launch: the checks, the op layer,
+the launchers, the tuner's key, the bound launch's own work. Op plans (``ssm_triton/ops/_plans.py``) on and
+off alternate in one process (7 rounds of 2000 calls, medians). A GPU host adds the launch itself (~5 us on
+the H200's) and runs Python at its own speed: ``bench/overhead.py --plans`` is the measurement there.
+"""
+import inspect
+import os
+import statistics
+import time
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+import ssm_triton  # noqa: E402
+from ssm_triton.kernels import tuning  # noqa: E402
+from ssm_triton.ops import _plans  # noqa: E402
+
+
+class _Compiled:
+    function = packed_metadata = None
+
+    def run(self, *args):
+        pass
+
+
+def _stub_launches() -> None:
+    """Every kernel's first launch returns a stand-in binary, and the lean launch calls nothing."""
+    import gc
+    tuning._lean_enabled = lambda: True
+    torch.cuda.current_device = lambda: 0
+    tuning._raw_stream = lambda device: 0
+    tuning._hooks_active = lambda: False
+    tuning.Kernel._lean = staticmethod(lambda compiled, grid, stream, values: None)
+    for k in [o for o in gc.get_objects() if isinstance(o, tuning.Kernel)]:
+        k.fn.run = (lambda self, grid=None, warmup=False, **kw: _Compiled()).__get__(k.fn)
+        if k._params is None:   # the interpreter's kernels carry no parameter list: read the signature
+            params = list(inspect.signature(getattr(k.fn, "fn", k.fn)).parameters.values())
+            names = tuple(p.name for p in params)
+            const = tuple(p.annotation is tl.constexpr or "constexpr" in str(p.annotation) for p in params)
+            k._params = (names, const, frozenset(names))
+
+
+def _cases():
+    bf = dict(dtype=torch.bfloat16)
+    x, dt = torch.randn(1, 512, 8, 16, **bf), torch.rand(1, 512, 8, **bf)
+    A, B, C = -torch.rand(8), torch.randn(1, 512, 1, 32, **bf), torch.randn(1, 512, 1, 32, **bf)
+    u, delta, z = torch.randn(1, 64, 16, **bf), torch.rand(1, 64, 16, **bf), torch.randn(1, 64, 16, **bf)
+    As, Bs, Cs = -torch.rand(64, 16), torch.randn(1, 16, 16, **bf), torch.randn(1, 16, 16, **bf)
+    st, xs, dts = torch.randn(4, 8, 16, 32), torch.randn(4, 8, 16), torch.rand(4, 8, 16)
+    Au, Bu, Cu = -torch.rand(8, 16, 32), torch.randn(4, 1, 32), torch.randn(4, 1, 32)
+    la, lb = torch.rand(64, 128), torch.randn(64, 128)
+    xn, wn, zn = torch.randn(4, 256, **bf), torch.randn(256, **bf), torch.randn(4, 256, **bf)
+    xc, sc, wc, bc = torch.randn(2, 64, **bf), torch.randn(2, 64, 3, **bf), torch.randn(64, 4, **bf), torch.randn(64, **bf)
+    D64, b64, D8, b8 = torch.ones(64), torch.zeros(64), torch.ones(8), torch.zeros(8)
+    return {
+        "selective_scan_fn fwd": lambda: ssm_triton.selective_scan_fn(u, delta, As, Bs, Cs, D64, z, b64,
+                                                                      delta_softplus=True),
+        "mamba_chunk_scan_combined fwd": lambda: ssm_triton.mamba_chunk_scan_combined(
+            x, dt, A, B, C, 64, D=D8, dt_bias=b8, dt_softplus=True),
+        "selective_state_update": lambda: ssm_triton.selective_state_update(st, xs, dts, Au, Bu, Cu),
+        "linear_scan fwd": lambda: ssm_triton.linear_scan(la, lb),
+        "rmsnorm_fn fwd": lambda: ssm_triton.rmsnorm_fn(xn, wn, z=zn, norm_before_gate=False),
+        "causal_conv1d_update": lambda: ssm_triton.causal_conv1d_update(xc, sc, wc, bc, "silu"),
+    }
+
+
+def _per_call_us(fn, n: int = 2000) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n * 1e6
+
+
+def main() -> None:
+    cases = _cases()
+    with torch.no_grad():
+        for fn in cases.values():   # every kernel compiled (interpreted) once before the stubs
+            fn()
+        _stub_launches()
+        for name, fn in cases.items():
+            for _ in range(30):
+                fn()
+            on, off = [], []
+            for _ in range(7):
+                _plans.recording = _plans.recording_default
+                on.append(_per_call_us(fn))
+                _plans.recording = lambda tensors: True   # no plan looked up or made
+                off.append(_per_call_us(fn))
+            _plans.recording = _plans.recording_default
+            print(f"{name:32s} op plans on {statistics.median(on):6.1f} us/call, off {statistics.median(off):6.1f}")
+
+
+if __name__ == "__main__":
+    main()
