@@ -14,15 +14,17 @@ itself from the angle entering it.
 * ``qk_t = q'_t . k'_t`` and the diagonal correction ``diag_t = -DT_{t+1} (1 - lam_{t+1}) qk_t``: the SSD's
   own diagonal weighs step ``t`` by ``scale_t``, Mamba-3's by ``lam_t DT_t``.
 
-Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``: the kernels hold the rotated columns ``[0, 2 S)``
-as one tile read and written contiguously, beside a second read of each column's partner ``c ^ 1`` (an L1 hit),
-with each pair's angle at both of its columns; the columns past ``2 S`` are a tile of their own. Reading the
-pairs as two stride-2 tiles (even, odd) made every access a scalar one, and the forward was bound by L2
-requests (Nsight Compute, H200, 2026-12-02: 85% of L2 throughput, 13% of DRAM's).
+Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``. The forward holds the rotated columns
+``[0, 2 S)`` as one tile read and written contiguously, beside a second read of each column's partner ``c ^ 1``
+(an L1 hit), with each pair's angle at both of its columns; the columns past ``2 S`` are a tile of their own.
+Reading the pairs as two stride-2 tiles (even, odd) made every access a scalar one, and that forward was bound
+by L2 requests (Nsight Compute, H200, 2026-12-02: 85% of L2 throughput, 13% of DRAM's); the contiguous form
+took it from 1.24 to 0.92 ms (2026-12-03c). The backward keeps the even/odd tiles: in the contiguous form, which
+holds twice the tiles, it ran 1.93 ms against 1.50.
 
-``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program
-walks its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares), the biases (per-block partial sums),
-``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
+``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program walks
+its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares), the
+biases (per-block partial sums), ``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
 kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the later blocks send back.
 """
@@ -255,10 +257,10 @@ def _siso_prep_bwd_kernel(
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
     # pointers: gradients arriving (of q~, k~ per head; scale's is XV, the diagonal's DDIAG; the first e)
     DQR, DKR, XV, DDIAG, DE0,
-    # pointers: gradients leaving (DQ, DK per Q/K head, fp32, one plane per split, (SPLIT, b, L, HQK, N), at least; QB_PART, KB_PART this block's share of the biases'
-    # per head; DDT without the angles' part; SUF, in DANG's place, each step's sum of d theta over the rest of
-    # its block, and DTH_SUMS each block's total: _angle_carry_kernel finishes both). The decay's gradient is
-    # core.py's _decay_grad_kernel's, once per chunk.
+    # pointers: gradients leaving (DQ, DK per Q/K head, fp32, a plane per split: (SPLIT or more, b, L, HQK, N);
+    # QB_PART, KB_PART this block's share of the biases' per head; DDT without the angles' part; SUF, in DANG's
+    # place, each step's sum of d theta over the rest of its block, and DTH_SUMS each block's total:
+    # _angle_carry_kernel finishes both). The decay's gradient is core.py's _decay_grad_kernel's, once per chunk.
     DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DTH_SUMS,
     # sizes
     L, H, HQK, N, S, Lp, nblk,
