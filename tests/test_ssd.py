@@ -208,6 +208,7 @@ GOOD = dict(x=torch.ones(1, 6, 4, 3), dt=torch.ones(1, 6, 4), A=-torch.ones(4), 
 
 @pytest.mark.parametrize("override, exc, match", [
     (dict(x=torch.ones(6, 4, 3)), ValueError, r"x must be 4-D \(batch, L, H, P\)"),
+    (dict(x=[[1.0]]), TypeError, "x must be a torch.Tensor"),   # before the op plans' lookup reads x
     (dict(x=torch.ones(1, 6, 4, 3, dtype=torch.float64)), TypeError, "x must have dtype"),
     (dict(x=torch.ones(1, 0, 4, 3), dt=torch.ones(1, 0, 4), B=torch.ones(1, 0, 2, 5), C=torch.ones(1, 0, 2, 5)),
      ValueError, "every size at least 1"),

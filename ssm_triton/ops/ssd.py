@@ -179,7 +179,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
              _runtime.INTERPRET)
     plan_key = None
     if (cu_seqlens is None and seq_idx is None and not return_varlen_states and not _plans.recording(tensors)
-            and not compiling() and not (x.is_cuda and torch.cuda.is_current_stream_capturing())):
+            and not compiling() and not (isinstance(x, torch.Tensor) and x.is_cuda
+                                         and torch.cuda.is_current_stream_capturing())):
         plan_key = _plans.plan_key(tensors, (*plain, _k.FUSED))   # the route switch picks the launch
         plan = _PLANS.get(plan_key)
         if plan:   # made after a call of this very signature passed the checks
