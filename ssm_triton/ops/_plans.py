@@ -9,6 +9,7 @@ path. Plans are bounded per op (least recently used first out).
 import torch
 
 from .._validate import Passed
+from ._spec import compiling
 
 
 def Plans(size: int = 256) -> Passed:
@@ -38,3 +39,19 @@ def plan_key(tensors, plain) -> tuple:
     for v in plain:
         key += (type(v), v)
     return tuple(key)
+
+
+def lookup(plans: Passed, tensors, plain):
+    """``(plan or None, key or None)`` for a call: no key when autograd records it or torch.compile traces it
+    (neither takes a plan), else the call's key and its plan if one was made."""
+    if recording(tensors) or compiling():
+        return None, None
+    key = plan_key(tensors, plain)
+    return plans.get(key) or None, key
+
+
+def remember(plans: Passed, key, make) -> None:
+    """After a call of ``key`` (None: not plannable) passed the checks and ran: ``make()``'s plan, or False
+    where it gives None, unless one was kept already."""
+    if key is not None and plans.get(key) is None:
+        plans.put(key, make() or False)

@@ -7,7 +7,7 @@ from torch import Tensor
 from .. import _validate
 from ..kernels import conv1d as _k
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ACTIVATIONS = (None, "silu", "swish")
@@ -81,12 +81,9 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
     new steps' outputs. ``x (batch, dim)`` or ``(batch, dim, L)``; ``conv_state (batch, dim, S)`` with
     ``S >= W - 1``, any strides; returns ``out`` shaped like ``x``. Not differentiable."""
     tensors = (x, conv_state, weight, bias)
-    plan_key = None
-    if not _plans.recording(tensors) and not compiling():
-        plan_key = _plans.plan_key(tensors, (activation,))
-        plan = _UPDATE_PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            return plan(tensors)[0]
+    plan, plan_key = _plans.lookup(_UPDATE_PLANS, tensors, (activation,))
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(tensors)[0]
     _validate.tensor("x", x, dtypes=IO_DTYPES, shape_doc="(batch, dim) or (batch, dim, L)")
     if x.dim() not in (2, 3):
         raise ValueError(f"x must be (batch, dim) or (batch, dim, L), got shape {tuple(x.shape)}")
@@ -105,9 +102,9 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
     x3 = (x[..., None] if x.dim() == 2 else x).contiguous()
     args = (x3, conv_state, weight.contiguous(), bias.contiguous() if bias is not None else None, silu)
     out = _update(*args)[0]
-    if plan_key is not None and _UPDATE_PLANS.get(plan_key) is None:
-        plain = x.is_contiguous() and weight.is_contiguous() and (bias is None or bias.is_contiguous())
-        _UPDATE_PLANS.put(plan_key, (plain and _k.update_plan(x3, conv_state, weight, bias, silu, x.shape)) or False)
+    plain = x.is_contiguous() and weight.is_contiguous() and (bias is None or bias.is_contiguous())
+    _plans.remember(_UPDATE_PLANS, plan_key,
+                    lambda: plain and _k.update_plan(x3, conv_state, weight, bias, silu, x.shape))
     return out[..., 0] if x.dim() == 2 else out
 
 

@@ -8,7 +8,7 @@ from .. import _validate
 from ..kernels import norm as _k
 from ._layout import records_graph
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_GROUP = 65536
@@ -88,12 +88,9 @@ def rmsnorm_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, z: Opti
     Returns ``y`` shaped like ``x`` in its dtype; differentiable in x, weight, bias and z.
     """
     tensors = (x, weight, bias, z)
-    plan_key = None
-    if not _plans.recording(tensors) and not compiling():
-        plan_key = _plans.plan_key(tensors, (eps, group_size, norm_before_gate))
-        plan = _PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            return plan(tensors)[0]
+    plan, plan_key = _plans.lookup(_PLANS, tensors, (eps, group_size, norm_before_gate))
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(tensors)[0]
     _validate.tensor("x", x, min_ndim=1, dtypes=IO_DTYPES, shape_doc="(..., D)")
     D = x.shape[-1]
     _validate.tensor("weight", weight, ndim=1, dtypes=IO_DTYPES, shape_doc="(D,)")
@@ -115,8 +112,7 @@ def rmsnorm_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, z: Opti
     _validate.devices(("x", "weight", "bias", "z"), (x, weight, bias, z))
     args = (x, weight, bias, z, float(eps), group_size, norm_before_gate)
     y = _rmsnorm(*args)[0]
-    if plan_key is not None and _PLANS.get(plan_key) is None:
-        _PLANS.put(plan_key, _plan(x, weight, bias, z, eps, group_size, norm_before_gate) or False)
+    _plans.remember(_PLANS, plan_key, lambda: _plan(x, weight, bias, z, eps, group_size, norm_before_gate))
     return y
 
 

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _validate
 from ..kernels import scan as _k
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -56,12 +56,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool
         Differentiable in ``a``, ``b`` and ``h0``.
     """
     tensors = (a, b, h0)
-    plan_key = None
-    if not _plans.recording(tensors) and not compiling():
-        plan_key = _plans.plan_key(tensors, (reverse,))
-        plan = _PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            return plan(tensors)[0]
+    plan, plan_key = _plans.lookup(_PLANS, tensors, (reverse,))
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(tensors)[0]
     _validate.tensor("a", a, min_ndim=1, shape_doc="(..., L)")
     _validate.tensor("b", b, min_ndim=1, shape_doc="(..., L)")
     _validate.shape("b", b, a.shape, "a.shape (..., L)")
@@ -72,9 +69,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reverse: bool
     _validate.flag("reverse", reverse)
     _validate.devices(("a", "b", "h0"), (a, b, h0))
     h = _linear_scan(a, b, h0, reverse)[0]
-    if plan_key is not None and _PLANS.get(plan_key) is None:
-        plain = all(t is None or t.is_contiguous() for t in tensors)   # no copy on the way to the kernel
-        _PLANS.put(plan_key, (plain and _k.scan_plan(a, b, h0, reverse)) or False)
+    plain = all(t is None or t.is_contiguous() for t in tensors)   # no copy on the way to the kernel
+    _plans.remember(_PLANS, plan_key, lambda: plain and _k.scan_plan(a, b, h0, reverse))
     return h
 
 

@@ -7,7 +7,7 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import selective_scan as _k
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -106,13 +106,10 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         deterministic = torch.are_deterministic_algorithms_enabled()
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     plain = (delta_softplus, return_last_state, deterministic, _runtime.INTERPRET)
-    plan_key = None
-    if not _plans.recording(tensors) and not compiling():
-        plan_key = _plans.plan_key(tensors, plain)
-        plan = _PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            out, last = plan(tensors)
-            return (out, last) if return_last_state else out
+    plan, plan_key = _plans.lookup(_PLANS, tensors, plain)
+    if plan:   # made after a call of this very signature passed the checks
+        out, last = plan(tensors)
+        return (out, last) if return_last_state else out
     # the checks read shapes, dtypes and devices only: once per signature
     key = _validate.signature(tensors, plain)
     if _PASSED.get(key) is None:
@@ -121,8 +118,7 @@ def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         _PASSED.put(key, True)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, deterministic)
     out, last, _ = _selective_scan(*args)
-    if plan_key is not None and _PLANS.get(plan_key) is None:
-        _PLANS.put(plan_key, _plan(tensors, delta_softplus) or False)
+    _plans.remember(_PLANS, plan_key, lambda: _plan(tensors, delta_softplus))
     return (out, last) if return_last_state else out
 
 

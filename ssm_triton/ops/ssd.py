@@ -9,7 +9,7 @@ from .. import _runtime, _validate
 from ..kernels.ssd import launch as _k
 from ._layout import records_graph, step_strided
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -177,15 +177,14 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     tensors = (x, dt, A, B, C, D, z, dt_bias, initial_states)
     plain = (chunk_size, dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic,
              _runtime.INTERPRET)
-    plan_key = None
-    if (cu_seqlens is None and seq_idx is None and not return_varlen_states and not _plans.recording(tensors)
-            and not compiling() and not (isinstance(x, torch.Tensor) and x.is_cuda
-                                         and torch.cuda.is_current_stream_capturing())):
-        plan_key = _plans.plan_key(tensors, (*plain, _k.FUSED))   # the route switch picks the launch
-        plan = _PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            out, final = plan(tensors)
-            return (out, final) if return_final_states else out
+    plan, plan_key = None, None
+    if cu_seqlens is None and seq_idx is None and not return_varlen_states and not (
+            isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
+        # the route switch picks the launch
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED))
+    if plan:   # made after a call of this very signature passed the checks
+        out, final = plan(tensors)
+        return (out, final) if return_final_states else out
     # cu_seqlens is checked by value on every call; the rest once per signature
     key = None if cu_seqlens is not None else _validate.signature((*tensors, seq_idx), plain)
     limits = _PASSED.get(key)
@@ -205,8 +204,7 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
             c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
             deterministic)
     out, final, varlen, *_ = _ssd(*args)
-    if plan_key is not None and _PLANS.get(plan_key) is None:
-        _PLANS.put(plan_key, _plan(tensors, dt_softplus, (lo, hi)) or False)
+    _plans.remember(_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, (lo, hi)))
     extra = ([final] if return_final_states else []) + ([varlen] if return_varlen_states else [])
     return (out, *extra) if extra else out
 

@@ -7,7 +7,7 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import state_update as _k
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -123,12 +123,11 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
     ``torch.no_grad()`` when its inputs require grad.
     """
     tensors = (state, x, dt, A, B, C, D, z, dt_bias)
-    plan_key = None
-    if state_batch_indices is None and not _plans.recording(tensors) and not compiling():
-        plan_key = _plans.plan_key(tensors, (dt_softplus, _runtime.INTERPRET))
-        plan = _PLANS.get(plan_key)
-        if plan:   # made after a call of this very signature passed the checks
-            return plan(tensors)[0]
+    plan, plan_key = None, None
+    if state_batch_indices is None:
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (dt_softplus, _runtime.INTERPRET))
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(tensors)[0]
     # the indices are checked by value on every call; the rest once per signature
     key = None if state_batch_indices is not None else _validate.signature(tensors, (dt_softplus, _runtime.INTERPRET))
     if _PASSED.get(key) is None:
@@ -139,8 +138,7 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
                            "call it under torch.no_grad()")
     args = (state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
     out = _state_update(*args)[0]
-    if plan_key is not None and _PLANS.get(plan_key) is None:
-        _PLANS.put(plan_key, _plan(tensors, dt_softplus, x.shape))
+    _plans.remember(_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, x.shape))
     return out
 
 
