@@ -9,7 +9,7 @@ from .. import _runtime, _validate
 from ..kernels.ssd import launch as _k
 from ._layout import records_graph, step_strided
 from . import _plans
-from ._spec import OpSpec, build
+from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -178,7 +178,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     plain = (chunk_size, dt_softplus, dt_limit, return_final_states, return_varlen_states, deterministic,
              _runtime.INTERPRET)
     plan, plan_key = None, None
-    if cu_seqlens is None and seq_idx is None and not return_varlen_states and not (
+    # torch.compile first: its tracer is not to meet the capture query (a graph break under fullgraph)
+    if cu_seqlens is None and seq_idx is None and not return_varlen_states and not compiling() and not (
             isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
         # the route switch picks the launch
         plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED))
