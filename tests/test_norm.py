@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import rmsnorm_torch
 from ssm_triton.tolerance import assert_close
-from strategies import normal, on, seeds
+from strategies import examples, normal, on, seeds
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -39,6 +39,7 @@ def test_matches_float64_reference_with_gradients(device, rows, groups, group_si
         assert_close(a, b, dtype, f"d{name}")
 
 
+@examples(6)
 @given(rows=st.integers(2, 9), groups=st.integers(1, 3), group_size=st.integers(1, 40), gated=st.booleans(),
        before=st.booleans(), with_bias=st.booleans(), dtype=st.sampled_from(IO_DTYPES), seed=seeds(),
        sliced=st.booleans())

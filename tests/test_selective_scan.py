@@ -10,7 +10,7 @@ from builders import BIG
 from ssm_triton.kernels.selective_scan import selective_scan_backward, selective_scan_forward
 from ssm_triton.reference import selective_scan_np, selective_scan_ref
 from ssm_triton.tolerance import assert_close
-from strategies import normal, on, seeds
+from strategies import examples, normal, on, seeds
 from builders import LAYOUTS, make_scan_problem as make_problem, np64
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -231,6 +231,7 @@ def test_dA_is_accurate_when_the_state_decays_within_a_step(device, L, N, scale,
     assert_close(got, want, torch.float32, "dA")
 
 
+@examples(6)
 @given(**sizes(), strided_z=st.booleans())
 def test_planned_forward_reused_across_calls_matches_reference(device, bsz, groups, per_group, L, N, layout,
                                                                with_options, dtype, seed, strided_z):
