@@ -9,7 +9,7 @@ path. Plans are bounded per op (least recently used first out).
 import torch
 
 from .._validate import Passed
-from ._spec import compiling
+from ._layout import records_graph
 
 
 def Plans(size: int = 256) -> Passed:
@@ -17,19 +17,15 @@ def Plans(size: int = 256) -> Passed:
     return Passed(size)
 
 
-def recording_default(tensors) -> bool:
-    """Whether autograd records this call (its checkpoints and backward are then wanted: no plan)."""
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
-
-
-# the ops call it through this name, which the host benchmark's A/B replaces (bench/overhead.py --plans)
-recording = recording_default
+# whether a call keeps tensors for a backward or is being compiled (no plan then): the lookups call it through
+# this name, which the host benchmarks' A/B replaces (bench/overhead.py --plans, bench/host_sim.py)
+recording = records_graph
 
 
 def plan_key(tensors, plain) -> tuple:
     """The signature a plan is made for (possibly unhashable: the map then finds nothing). Plain arguments go
-    with their types, so a value the checks would
-    refuse (``1`` for a flag, say) never finds a plan made for an accepted one."""
+    with their types, so a value the checks would refuse (``1`` for a flag, say) never finds a plan made for an
+    accepted one."""
     key = []
     for t in tensors:
         if isinstance(t, torch.Tensor):
@@ -44,7 +40,7 @@ def plan_key(tensors, plain) -> tuple:
 def lookup(plans: Passed, tensors, plain):
     """``(plan or None, key or None)`` for a call: no key when autograd records it or torch.compile traces it
     (neither takes a plan), else the call's key and its plan if one was made."""
-    if recording(tensors) or compiling():
+    if recording(*tensors):
         return None, None
     key = plan_key(tensors, plain)
     return plans.get(key) or None, key

@@ -13,15 +13,19 @@ IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
 
 
+def _heads(state, x, dt, A, B, C, D, z, dt_bias):
+    """A single-head call's tensors as multi-head views (a head axis of size 1; strides, stride 0 included,
+    kept); a multi-head call's as they are."""
+    if state.dim() != 3:
+        return state, x, dt, A, B, C, D, z, dt_bias
+    head = lambda t: t.unsqueeze(1) if t is not None else None  # noqa: E731
+    first = lambda t: t.unsqueeze(0) if t is not None else None  # noqa: E731
+    return head(state), head(x), head(dt), first(A), head(B), head(C), first(D), head(z), first(dt_bias)
+
+
 def _run(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
-    """Views a single-head call as multi-head (a head axis of size 1; strides, stride 0 included, kept)."""
-    if state.dim() == 3:
-        head = lambda t: t.unsqueeze(1) if t is not None else None  # noqa: E731
-        out = _k.state_update(head(state), head(x), head(dt), A.unsqueeze(0), head(B), head(C),
-                              D.unsqueeze(0) if D is not None else None, head(z),
-                              dt_bias.unsqueeze(0) if dt_bias is not None else None, dt_softplus, state_batch_indices)
-        return out.squeeze(1)
-    return _k.state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+    out = _k.state_update(*_heads(state, x, dt, A, B, C, D, z, dt_bias), dt_softplus, state_batch_indices)
+    return out.squeeze(1) if state.dim() == 3 else out
 
 
 _state_update = build(OpSpec(
@@ -149,11 +153,4 @@ _PLANS = _plans.Plans()
 
 def _plan(tensors, dt_softplus, out_shape):
     """The step as an op plan (single-head calls through the multi-head views ``_run`` takes)."""
-    state, x, dt, A, B, C, D, z, dt_bias = tensors
-    if state.dim() == 3:
-        head = lambda t: t.unsqueeze(1) if t is not None else None  # noqa: E731
-        state, x, dt, B, C, z = (head(t) for t in (state, x, dt, B, C, z))
-        A = A.unsqueeze(0)
-        D = D.unsqueeze(0) if D is not None else None
-        dt_bias = dt_bias.unsqueeze(0) if dt_bias is not None else None
-    return _k.update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape)
+    return _k.update_plan(*_heads(*tensors), dt_softplus, out_shape)
