@@ -88,12 +88,24 @@ def _products_done(acc, part, BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_M:
 
 
 @triton.jit
-def _after_predecessor(PDL: tl.constexpr):
-    """With programmatic dependent launch (``PDL``): let the next kernel be scheduled now, then wait until the
-    previous one's writes are visible. Everything before this call must not read what that kernel writes."""
+def _after_predecessor(PDL: tl.constexpr, HOLD: tl.constexpr):
+    """With programmatic dependent launch (``PDL``): wait until the previous kernel's writes are visible, and
+    let the next kernel be scheduled (before the wait, or with ``HOLD`` after it). Everything before this call
+    must not read what that kernel writes.
+
+    ``HOLD`` bounds how far the chain of a step's launches runs ahead: the state update reads its state before
+    waiting, and that state is the previous step's update's output, four or two launches back. A kernel that
+    lets its dependents start only after its own wait has seen its predecessor finish, and so every launch
+    before that one; the kernel before each state update holds (the input projection: ``x_proj`` and
+    ``dt_proj`` in Mamba-1), so the update never reads a state still being written (a race seen on the H200
+    under load, 2026-12-03: a Mamba-1 decode off by 1e-4 on a first run only)."""
     if PDL:
-        gdc_launch_dependents()
-        gdc_wait()
+        if HOLD:
+            gdc_wait()
+            gdc_launch_dependents()
+        else:
+            gdc_launch_dependents()
+            gdc_wait()
 
 
 @triton.jit
@@ -113,7 +125,7 @@ def _in_step_kernel(
     dt_in = HID.dtype.element_ty
     if AHEAD:   # the first tile, read before waiting (PDL)
         w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
-    _after_predecessor(PDL)
+    _after_predecessor(PDL, True)
     if HAS_NORM:
         res_dt = RES_OUT.dtype.element_ty
         sq = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -202,7 +214,7 @@ def _out_step_kernel(
     dt_out = OUT.dtype.element_ty
     if AHEAD:   # the first tile of the first group, read before waiting (PDL)
         w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
-    _after_predecessor(PDL)
+    _after_predecessor(PDL, False)
     acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
     part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
     for lo in range(0, d_ssm, group_size):

@@ -52,7 +52,8 @@ def _state_update_kernel(
         row = tl.where((row >= 0) & (row < n_cache), row, 0)
     at = S + row * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
     state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
-    if PDL:   # the fused decode step: the state (no earlier kernel of the step writes it) is read before waiting
+    if PDL:   # the fused decode step: the state is read before waiting (the previous step's update has ended:
+              # the kernel before this one lets it start only after its own wait, kernels/fused_step.py's HOLD)
         gdc_launch_dependents()
         gdc_wait()
     x = tl.load(X + bi * x_b + h * x_h + ps * x_p, mask=p_ok, other=0.0).to(tl.float32)

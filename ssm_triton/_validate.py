@@ -135,10 +135,10 @@ def on_device(name: str, ok: torch.Tensor, message: str) -> None:
     ``ValueError`` naming ``name``), for CUDA tensors as an asynchronous device-side assertion
     (``torch._assert_async``: the error, with ``message``, surfaces at the next synchronisation).
     Skipped while a CUDA graph is being captured; the kernels never read out of bounds either way. Under
-    ``torch.compile`` CPU tensors take the traceable assertion too (a host branch on their values cannot be
-    traced)."""
+    ``torch.compile`` every tensor takes the traceable assertion (a host branch on values and the capture
+    query cannot be traced)."""
     if ok.device.type == "cpu" and not torch.compiler.is_compiling():
         if not bool(ok.all()):
             raise ValueError(f"{name} {message}")
-    elif not _capturing():
+    elif torch.compiler.is_compiling() or not _capturing():   # the capture query cannot be traced
         torch._assert_async(ok.all(), f"{name} {message}")

@@ -1,7 +1,7 @@
 """``python -m ssm_triton check``: every kernel against its float64 reference on a small default problem.
 
 Runs on whatever is present (compiled kernels on CUDA, the interpreter on CPU), prints
-``op | device | dtype | max error | tolerance | ok`` and reports failure through the exit code.
+``op | device | dtype | max error | tolerance | ok | worst output`` and reports failure through the exit code.
 """
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +42,7 @@ class Row:
     dtype: str
     max_error: float
     tolerance: float
+    worst: str = ""   # the output that scored it (its name in the case: "out", "dB", ...)
 
     @property
     def ok(self) -> bool:
@@ -335,23 +336,25 @@ def iter_checks(cases: Iterable[Case], device: torch.device) -> Iterator[Row]:
     the budget, which is the tolerance of the dtype each output is stored in."""
     for case in cases:
         for dtype in case.dtypes:
-            errors, tols = [], []
-            for _, actual, expected in case.run(device, dtype):
+            errors, tols, names = [], [], []
+            for name, actual, expected in case.run(device, dtype):
                 errors.append(scaled_error(actual, expected))
                 tols.append(tolerance(actual.dtype))
+                names.append(name)
             worst = max(range(len(errors)), key=lambda i: errors[i] / tols[i])
-            yield Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst])
+            yield Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst],
+                      names[worst])
 
 
 def run_checks(cases: Iterable[Case], device: torch.device) -> list[Row]:
     return list(iter_checks(cases, device))
 
 
-HEADER = ("op", "device", "dtype", "max error", "tolerance", "ok")
+HEADER = ("op", "device", "dtype", "max error", "tolerance", "ok", "worst output")
 
 
 def _cells(r: Row) -> tuple:
-    return (r.op, r.device, r.dtype, f"{r.max_error:.2e}", f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL")
+    return (r.op, r.device, r.dtype, f"{r.max_error:.2e}", f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL", r.worst)
 
 
 def _line(cells, widths) -> str:
@@ -372,7 +375,7 @@ def main(cases: Iterable[Case] | None = None, device: torch.device | None = None
         os.environ["SSM_TRITON_AUTOTUNE"] = "0"
         tuning.forget()
     device = device or _runtime.default_device()
-    widths = (34, len(device_name(device)), 8, 9, 9, 4)
+    widths = (34, len(device_name(device)), 8, 9, 9, 4, 12)
     print(_line(HEADER, widths))
     print("-+-".join("-" * w for w in widths), flush=True)
     rows = []

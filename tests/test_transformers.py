@@ -10,9 +10,16 @@ import ssm_triton.integrations.transformers as st_hf  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _restore():
+    """The fallback in exact fp32 as well: on a GPU cuDNN runs its fp32 convolutions on TF32 tensor cores by
+    default, which moves the fallback's logits by ~3e-5 (seen on the H200) against our fp32 conv kernel."""
+    conv_tf32, mm_precision = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     st_hf.disable()
     yield
     st_hf.disable()
+    torch.backends.cudnn.allow_tf32 = conv_tf32
+    torch.set_float32_matmul_precision(mm_precision)
 
 
 def groups_in_fallback_norm() -> bool:
