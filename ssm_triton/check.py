@@ -331,9 +331,10 @@ def device_name(device: torch.device) -> str:
     return "cpu (triton interpreter)"
 
 
-def iter_checks(cases: Iterable[Case], device: torch.device) -> Iterator[Row]:
+def iter_checks(cases: Iterable[Case], device: torch.device, outputs: list | None = None) -> Iterator[Row]:
     """One row per (case, dtype), as each is done: the worst scaled error over the case's outputs, and
-    the budget, which is the tolerance of the dtype each output is stored in."""
+    the budget, which is the tolerance of the dtype each output is stored in. ``outputs``: a list that
+    receives ``(name, error, budget)`` of every output of the row before it is yielded."""
     for case in cases:
         for dtype in case.dtypes:
             errors, tols, names = [], [], []
@@ -342,6 +343,8 @@ def iter_checks(cases: Iterable[Case], device: torch.device) -> Iterator[Row]:
                 tols.append(tolerance(actual.dtype))
                 names.append(name)
             worst = max(range(len(errors)), key=lambda i: errors[i] / tols[i])
+            if outputs is not None:
+                outputs[:] = list(zip(names, errors, tols))
             yield Row(case.op, device_name(device), str(dtype).replace("torch.", ""), errors[worst], tols[worst],
                       names[worst])
 
@@ -367,21 +370,31 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join([_line(HEADER, widths), "-+-".join("-" * w for w in widths), *(_line(b, widths) for b in body)])
 
 
-def main(cases: Iterable[Case] | None = None, device: torch.device | None = None) -> int:
+def main(cases: Iterable[Case] | None = None, device: torch.device | None = None, only: str | None = None,
+         outputs: bool = False) -> int:
     """Prints the table a row at a time (a slow first compile shows progress) and a summary line. Runs
     every kernel with its size rule: tuning is not what is checked here (``tests/test_configs.py`` runs
-    every candidate), unless ``SSM_TRITON_AUTOTUNE`` is set."""
+    every candidate), unless ``SSM_TRITON_AUTOTUNE`` is set. ``only``: the cases whose op name contains it;
+    ``outputs``: each row followed by every output's error and budget."""
     if "SSM_TRITON_AUTOTUNE" not in os.environ:
         os.environ["SSM_TRITON_AUTOTUNE"] = "0"
         tuning.forget()
     device = device or _runtime.default_device()
+    cases = default_cases() if cases is None else list(cases)
+    if only:
+        cases = [c for c in cases if only in c.op]
+        if not cases:
+            print(f"check: no op name contains {only!r}")
+            return 2
     widths = (34, len(device_name(device)), 8, 9, 9, 4, 12)
     print(_line(HEADER, widths))
     print("-+-".join("-" * w for w in widths), flush=True)
-    rows = []
-    for row in iter_checks(default_cases() if cases is None else cases, device):
+    rows, each = [], [] if outputs else None
+    for row in iter_checks(cases, device, each):
         rows.append(row)
         print(_line(_cells(row), widths), flush=True)
+        for name, error, budget in each or ():
+            print(f"    {name:28s} {error:.2e} of {budget:.0e}{'' if error <= budget else '  FAIL'}", flush=True)
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -7,7 +7,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-triton", description="ssm_triton: Triton kernels for selective SSMs")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="run every kernel against its float64 reference on this machine")
+    chk = sub.add_parser("check", help="run every kernel against its float64 reference on this machine")
+    chk.add_argument("--only", metavar="TEXT", help="only the rows whose op name contains TEXT (e.g. mamba3)")
+    chk.add_argument("--outputs", action="store_true",
+                     help="a line per output of each row (its error and budget), not only the worst")
     bench = sub.add_parser("bench", help="benchmark kernels and peers (GPU; --quick runs anywhere)")
     from .bench.cli import add_arguments  # the bench harness is only imported when asked for
 
@@ -20,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from . import check
 
-        return check.main()
+        return check.main(only=args.only, outputs=args.outputs)
     if args.command == "generate":
         return demo.run(args)
     from .bench.cli import run

@@ -33,6 +33,20 @@ def test_check_reports_a_wrong_kernel_and_exits_non_zero(device, capsys):
     assert "FAIL" in out and "0 passed, 2 failed" in out
 
 
+def test_check_names_the_worst_output_and_lists_every_one_when_asked(device, capsys):
+    def two_outputs(dev, dtype):
+        x = torch.ones(4, device=dev, dtype=dtype)
+        return [("close", x, np.ones(4)), ("far", x * 1.5, np.ones(4))]
+
+    cases = [check.Case("pair", two_outputs, (torch.float32,)), check.Case("other", two_outputs, (torch.float32,))]
+    assert check.main(cases, device, only="pai", outputs=True) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("pair"))
+    assert row.rstrip().endswith("far") and "FAIL" in row
+    assert "    close" in out and "    far" in out and "other" not in out
+    assert check.main(cases, device, only="nothing") == 2
+
+
 def test_bench_quick_writes_records(tmp_path):
     path = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "ssm_triton", "bench", "--quick", "--json", str(path)],
