@@ -5,7 +5,7 @@
 #   python3 -m pip download --no-deps -d .whl accelerated-scan==0.3.1 mambapy==1.2.0 flash-linear-attention==0.6.0 fla-core==0.6.0
 # mamba_ssm has no wheel and its build compiles CUDA: carry its Python sources instead, from the sdist,
 #   as .peers/mamba_ssm (its pure-Triton SSD is imported past the package's __init__, bench/peers.py).
-# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan; SWEEP_SS=segments: the time-split forward), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds),
+# Steps by variable: CP_SIM=1 (context-parallel per-rank compute), GENERATE=1 (LM demo), HF_NAMES=1 (transformers kernel names), SWEEP=1, SWEEP_BLOCKS=1 (decode step, rmsnorm), SWEEP_SS=1 (selective scan; SWEEP_SS=segments: the time-split forward), SWEEP_SSD="breakdown sweep" (SSD tiles), TESTS="tests/test_x.py ..." (default: all), OVERHEAD=1 or OVERHEAD="--ops ..." (host-time breakdown with the lean launcher, SSM_TRITON_LEAN=1; OVERHEAD_OFF=1 repeats it without), PROFILE="--ops OP [--match S]" (kernel breakdown, bench/profile.py), NCU="--ops OP --match S --impl ssm_triton --calls 4" with NCU_K=regex NCU_SKIP NCU_COUNT (Nsight Compute sections), SANITIZE_K (pytest -k), SANITIZE="tests/test_x.py ...", SKIP_CHECK=1 (CHECK_TIMEOUT seconds, CHECK_ARGS e.g. "--only mamba3 --outputs"),
 # PEER_SCAN=1 (build mamba_ssm's CUDA selective scan first: bench/build_peer_scan.sh), TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
@@ -53,7 +53,7 @@ if [ -n "${GENERATE:-}" ]; then   # the LM demo's tokens/s, both block types
   for layer in Mamba2 Mamba1; do python3 -m ssm_triton generate --layer $layer 2>&1 | tee -a "$OUT/generate.txt"; done
 fi
 if [ -n "${HF_NAMES:-}" ]; then python3 -c "import transformers, transformers.models.mamba2.modeling_mamba2 as m2, transformers.models.mamba.modeling_mamba as m1; print('transformers', transformers.__version__); print([n for n in dir(m2) if 'conv1d' in n or 'scan' in n or 'state_update' in n]); print([n for n in dir(m1) if 'conv1d' in n or 'scan' in n or 'state_update' in n or 'inner' in n])" 2>&1 | tee "$OUT/hf_names.txt"; fi
-if [ -z "${SKIP_CHECK:-}" ]; then timeout "${CHECK_TIMEOUT:-300}" python3 -m ssm_triton check 2>&1 | tee "$OUT/check.txt"; fi
+if [ -z "${SKIP_CHECK:-}" ]; then timeout "${CHECK_TIMEOUT:-300}" python3 -m ssm_triton check ${CHECK_ARGS:-} 2>&1 | tee "$OUT/check.txt"; fi
 if [ -z "${SKIP_TESTS:-}" ]; then
   timeout "${TEST_TIMEOUT:-300}" python3 -m pytest $(for f in ${TESTS:-tests}; do echo "$repo/$f"; done) -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest.txt" | tail -40
 fi
