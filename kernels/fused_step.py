@@ -341,7 +341,7 @@ def in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bia
         HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
         CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
         conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
-        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype, run_mode(hidden.device).interpreted), PDL=pdl)
+        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype), PDL=pdl)
 
 
 def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight=None, conv_bias=None,
@@ -372,7 +372,7 @@ def out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias,
     return problem, dict(
         Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
         group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
-        DOT=dot_for(weight.dtype, run_mode(y.device).interpreted), PDL=pdl)
+        DOT=dot_for(weight.dtype), PDL=pdl)
 
 
 def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None, pdl=None):

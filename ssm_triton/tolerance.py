@@ -19,8 +19,21 @@ TOLERANCE = {
 }
 
 
-def tolerance(dtype: torch.dtype) -> float:
-    return TOLERANCE[dtype]
+# Mamba-3's SSD stages multiply q~ and k~ on tensor cores in the I/O dtype, and those operands are computed in the
+# kernels (Q + Q_bias, rotated), not given: rounding them to bf16 (fp16) is an error on top of the inputs' own,
+# which the float64 reference does not make (the SSD's B and C arrive rounded, so its reference sees the same
+# operands). mamba_ssm's Triton Mamba-3 kernels round them the same way. Measured with the interpreter
+# emulating the tensor cores (2026-12-03, 25 random problems each): bf16 worst 8.4e-2, median 2.8e-2; fp16
+# worst 9.2e-3, median 2.0e-3; with 10-bit operands (fp16 or TF32 for bf16 inputs) the bf16 rows fell back to
+# 1.0e-2. The budget for such outputs is this many times the dtype's.
+COMPUTED_OPERANDS = 4.0
+
+
+def tolerance(dtype: torch.dtype, computed_operands: bool = False) -> float:
+    """The budget of an output stored in ``dtype``; ``computed_operands``: one computed from tensor-core
+    products of operands rounded to a 16-bit dtype inside the kernels (Mamba-3's bf16 and fp16 scans)."""
+    tol = TOLERANCE[dtype]
+    return tol * COMPUTED_OPERANDS if computed_operands and dtype in (torch.bfloat16, torch.float16) else tol
 
 
 def _np(x) -> np.ndarray:
@@ -46,7 +59,7 @@ def scaled_error(actual, expected) -> float:
     return float(np.max(excess / denom))
 
 
-def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> None:
+def assert_close(actual, expected, dtype: torch.dtype, name: str = "output", computed_operands: bool = False) -> None:
     err = scaled_error(actual, expected)
-    tol = tolerance(dtype)
+    tol = tolerance(dtype, computed_operands)
     assert err <= tol, f"{name}: scaled error {err:.3e} exceeds the {dtype} tolerance {tol:.1e}"

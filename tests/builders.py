@@ -109,12 +109,13 @@ def assert_angle_close(got, want, dtype, name):
 
 def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, state_names):
     """Outputs, final states and the gradient of every input (one random cotangent per output, the angle
-    through cos and sin) against the float64 reference's."""
+    through cos and sin) against the float64 reference's, in bf16 / fp16 within the budget of outputs of
+    kernel-computed tensor-core operands (``tolerance.COMPUTED_OPERANDS``)."""
     from ssm_triton.tolerance import assert_close
-    assert_close(out, want, dtype, "out")
+    assert_close(out, want, dtype, "out", computed_operands=True)
     assert_angle_close(finals[0], want_states[0], torch.float32, "final angle")
     for name, g, w in zip(state_names[1:], finals[1:], want_states[1:]):
-        assert_close(g, w, dtype, f"final {name}")
+        assert_close(g, w, dtype, f"final {name}", computed_operands=True)
     ws = [normal(o.shape, seed + 20 + i, out.device) for i, o in enumerate((want, *want_states))]
 
     def loss(o, states):
@@ -127,4 +128,4 @@ def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, s
     exp = torch.autograd.grad(loss(want, want_states), list(mamba3_tensors(x64, state_names).values()))
     for name, g, e in zip(inputs, got, exp):
         assert g.dtype == inputs[name].dtype, name
-        assert_close(g, e, dtype, f"d {name}")
+        assert_close(g, e, dtype, f"d {name}", computed_operands=True)

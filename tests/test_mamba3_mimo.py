@@ -64,8 +64,8 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
 def test_a_short_cancelling_product_in_bf16(device):
     """The case hypothesis found on the H200 (2026-12-02; N = 2, no turned pairs, one rank, bf16): the stages
     multiply q~ and k~ rounded to bf16, and a two-term product that nearly cancels lost 5% of an output until
-    the in-step block took back the stages' own rounded product rather than the exact one. (On CPU the stages
-    multiply in fp32 and the case checks the plain path.)"""
+    the in-step block took back the stages' own rounded product rather than the exact one. (The interpreter
+    emulates the tensor cores' bf16 products, so CPU runs check it too.)"""
     t = make(device, 2, 22, 1, 2, 1, 8, 2, 0, 1_280_793_308, True, True, torch.bfloat16)
     x = _leaves(t)
     out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=8,

@@ -16,7 +16,7 @@ from ..ssd import launch as ssd
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..ssd.cumsum import chunk_row
-from ..tuning import Kernel, run_mode
+from ..tuning import Kernel
 
 
 @triton.jit
@@ -39,8 +39,8 @@ def _padded(t: torch.Tensor, Lp: int) -> torch.Tensor:
 def core_plan(x, N, chunk_size, io_dtype):
     """The SSD plan for fp32 ``x`` whose tensor-core operands take ``io_dtype`` (bf16 or fp16 inputs): ``x``, ``y``
     and their gradients stay fp32, so the in-step correction added outside does not cancel against rounded
-    values. The interpreter keeps fp32 products (its bf16 ``tl.dot`` is wrong, triton issue 11584)."""
-    if io_dtype == torch.float32 or run_mode(x.device).interpreted:
+    values. The interpreter emulates the tensor cores' products (``ssd/common.mm``)."""
+    if io_dtype == torch.float32:
         return ssd.plan(x, N, chunk_size)
     return ssd.plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
 

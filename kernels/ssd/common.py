@@ -2,19 +2,26 @@
 import triton
 import triton.language as tl
 
+from ..tuning import interpreting
 
 TF32 = "tf32"   # the DOT value for fp32 inputs multiplied on TF32 tensor cores (torch's "high" precision)
+# Triton's interpreter multiplies bf16 operands wrongly in tl.dot (triton issue 11584): there the products
+# a tensor core takes are emulated instead (below)
+INTERPRETED = tl.constexpr(interpreting())
 
 
 @triton.jit
 def mm(a, b, DOT: tl.constexpr):
     """``a @ b`` on tensor cores in ``DOT`` (bf16/fp16); exactly in fp32 (IEEE) when ``DOT`` is fp32 (fp32
-    inputs under torch's "highest" matmul precision, and the interpreter, which multiplies bf16 wrongly);
-    on TF32 tensor cores with fp32 accumulation when ``DOT`` is ``"tf32"``."""
+    inputs under torch's "highest" matmul precision); on TF32 tensor cores with fp32 accumulation when
+    ``DOT`` is ``"tf32"``. In the interpreter a bf16/fp16 product is emulated as the tensor cores compute it:
+    operands rounded to ``DOT``, exact products, fp32 sums (so CPU tests see the GPU's rounding)."""
     if DOT == "tf32":
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
     elif DOT == tl.float32:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    elif INTERPRETED:
+        return tl.dot(a.to(DOT).to(tl.float32), b.to(DOT).to(tl.float32), input_precision="ieee")
     else:
         return tl.dot(a.to(DOT), b.to(DOT))
 

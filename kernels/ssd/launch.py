@@ -41,12 +41,11 @@ def fp32_matmul() -> str:
         return "ieee"
 
 
-def dot_for(dtype: torch.dtype, interpreted: bool):
+def dot_for(dtype: torch.dtype):
     """The ``DOT`` the SSD kernels multiply in for inputs of ``dtype``."""
     if dtype == torch.float32:
         return TF32 if fp32_matmul() == "tf32" else tl.float32
-    if interpreted:   # the interpreter multiplies bf16 wrongly in tl.dot (triton issue 11584): upcast there
-        return tl.float32
+    # the interpreter too (common.mm emulates the tensor cores' bf16/fp16 products there)
     return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
@@ -104,7 +103,7 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     mode = mode or run_mode(x.device)
     interp = mode.interpreted
     blk = min(block or (16 if interp else 64), chunk_size)
-    dot = dot_for(x.dtype, interp)
+    dot = dot_for(x.dtype)
     pad = lambda n, hi: max(16, min(hi, next_power_of_2(n)))  # noqa: E731
     p = Plan(Q=chunk_size, block_m=blk, block_k=blk, block_p=pad(P, 64), block_n=pad(N, 256),
              outer_p=pad(P, 64), outer_n=pad(N, 128), dot=dot, bwd_block_m=blk, bwd_block_k=blk,
@@ -340,7 +339,7 @@ def fused_dot(x, seq_idx, want_varlen):
     if seq_idx is None and not want_varlen and FUSED != "0" and (FUSED == "1" or not capturing):
         bsz, L, H, _ = x.shape
         mode = run_mode(x.device)
-        dot = dot_for(x.dtype, mode.interpreted)
+        dot = dot_for(x.dtype)
         # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
         # and were never timed: they keep the stages on a GPU
         if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count) and (mode.interpreted or dot != tl.float32)):
