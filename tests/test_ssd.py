@@ -289,3 +289,27 @@ def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
             assert err <= tol, f"{precision}: scaled error {err:.2e} > {tol:.0e}"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+@examples(6)
+@given(L=st.sampled_from([16, 32]), N=st.integers(1, 20), seed=seeds(),
+       dot=st.sampled_from([torch.bfloat16, torch.float16]))
+def test_tensor_core_products_round_their_operands(device, L, N, seed, dot):
+    """The stages' products in bf16 / fp16 take operands rounded to that dtype and sum exact products in fp32,
+    on a GPU's tensor cores and in the interpreter alike (which emulates them: its own bf16 ``tl.dot`` is wrong),
+    so CPU tests see the rounding that fp32 operands computed in a kernel (Mamba-3's q~, k~) get on a GPU."""
+    import triton.language as tl
+
+    from ssm_triton.kernels.ssd import launch
+
+    g = torch.Generator().manual_seed(seed)
+    B, C = (torch.randn(1, L, 1, N, generator=g).to(device) for _ in range(2))
+    p = launch.plan(torch.empty(1, L, 1, 8, device=device), N, 16,
+                    dot=tl.bfloat16 if dot == torch.bfloat16 else tl.float16)
+    cb = launch.bmm(B, C, p)[0, 0].double().cpu()                      # (chunks, Q, Q): C_t . B_s
+    rb, rc = (t.to(dot).double().cpu()[0, :, 0].view(-1, 16, N) for t in (B, C))
+    want = rc @ rb.transpose(1, 2)
+    exact = C.double().cpu()[0, :, 0].view(-1, 16, N) @ B.double().cpu()[0, :, 0].view(-1, 16, N).transpose(1, 2)
+    scale = want.abs().max().item() + 1e-30
+    assert (cb - want).abs().max().item() <= 1e-6 * scale * N        # rounded operands, fp32 sums
+    assert (want - exact).abs().max().item() > 1e-5 * scale           # and the rounding is visible

@@ -11,6 +11,18 @@ INTERPRETED = tl.constexpr(interpreting())
 
 
 @triton.jit
+def _nearest(x, DOT: tl.constexpr):
+    """``x`` rounded to ``DOT``'s mantissa (bf16: 7 bits, fp16: 10), to nearest, ties to even, as fp32 values:
+    what a GPU's conversion gives in the normal range. The interpreter's own conversion truncates (and ignores
+    ``fp_downcast_rounding``), a bias toward zero no GPU has."""
+    SHIFT: tl.constexpr = 16 if DOT == tl.bfloat16 else 13
+    KEEP: tl.constexpr = 0xFFFF0000 if DOT == tl.bfloat16 else 0xFFFFE000
+    bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+    half = (1 << (SHIFT - 1)) - 1 + ((bits >> SHIFT) & 1)
+    return ((bits + half) & KEEP).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def mm(a, b, DOT: tl.constexpr):
     """``a @ b`` on tensor cores in ``DOT`` (bf16/fp16); exactly in fp32 (IEEE) when ``DOT`` is fp32 (fp32
     inputs under torch's "highest" matmul precision); on TF32 tensor cores with fp32 accumulation when
@@ -21,7 +33,7 @@ def mm(a, b, DOT: tl.constexpr):
     elif DOT == tl.float32:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
     elif INTERPRETED:
-        return tl.dot(a.to(DOT).to(tl.float32), b.to(DOT).to(tl.float32), input_precision="ieee")
+        return tl.dot(_nearest(a, DOT), _nearest(b, DOT), input_precision="ieee")
     else:
         return tl.dot(a.to(DOT), b.to(DOT))
 
