@@ -38,6 +38,7 @@ from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
+FULL_TILES = "--resources" in sys.argv or os.environ.get("SSM_TRITON_SM90_FULL") == "1"
 PTR = {tl.float32: "*fp32", tl.bfloat16: "*bf16", tl.float16: "*fp16", tl.float64: "*fp64"}
 
 
@@ -151,7 +152,10 @@ def ssd_cases():
         iop = lambda *names: {n: PTR[tl.float32 if io == "mixed" and n in steps else  # noqa: E731
                                      tl.bfloat16 if io == "mixed" else io] for n in names}
         ints = {"SEQ": "*i32", "CU": "*i32", "lo": "fp32", "hi": "fp32"}
-        tiles = dict(BLOCK_M=64, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot, Q=256)
+        # IEEE fp32 products unroll to FMAs: at the launchers' 64x128 tiles they took 190 of CI's 540 s here, so
+        # CI compiles their code at 32-wide tiles (same source, same branches); --resources keeps the real tiles
+        bk, bp, bn = (32, 32, 32) if dot == tl.float32 and not FULL_TILES else (64, 64, 128)
+        tiles = dict(BLOCK_M=bk, BLOCK_K=bk, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, Q=256)
         if io == "mixed":   # the core's dt terms come in fp32: only the step-sized kernels differ
             iop = (lambda f: lambda *names: {n: (PTR[tl.float32] if n in ("DT", "DDT") else v)
                                              for n, v in f(*names).items()})(iop)
@@ -160,7 +164,7 @@ def ssd_cases():
         for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN):
             yield "ssd chunk_state", ssd_state.chunk_state_kernel, \
                 {**iop("V", "W"), **f32("DTP", "CUM", "OUT"), "HPREV": PTR.get(dot, "*fp32"), **ints}, \
-                dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=64, BLOCK_P=64, BLOCK_N=128, DOT=dot)
+                dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
         yield "ssd state fwd", ssd_pass.state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), "HS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
         yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"), **ints}, \

@@ -11,12 +11,18 @@ from ssm_triton import check
 
 
 def test_check_command_passes_on_this_machine():
-    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "check"], capture_output=True, text=True, timeout=600)
+    # every row on a GPU; through the interpreter the rows of one op (the whole command took 76 s of CI's 30 min,
+    # and CI runs the whole command on its own, from a plain install, before the tests: .ci/run)
+    only = [] if torch.cuda.is_available() else ["--only", "discretize"]
+    proc = subprocess.run([sys.executable, "-m", "ssm_triton", "check", *only], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split(" | ")[0].strip() == "op" and "max error" in lines[0]
     ops = {line.split(" | ")[0].strip() for line in lines[2:] if " | " in line}
-    assert {"linear_scan fwd", "linear_scan bwd", "discretize[zoh] fwd", "discretize[bilinear] bwd"} <= ops
+    assert {"discretize[zoh] fwd", "discretize[bilinear] bwd"} <= ops
+    if not only:
+        assert {"linear_scan fwd", "linear_scan bwd", "mamba3_siso fwd/bwd", "ssd fwd"} <= ops, sorted(ops)
 
 
 def test_check_reports_a_wrong_kernel_and_exits_non_zero(device, capsys):
@@ -56,8 +62,10 @@ def test_bench_quick_writes_records(tmp_path):
     keys = {"op", "impl", "shape", "dtype", "direction", "ms", "bytes", "flops", "gbps", "tflops",
             "roofline_frac", "device", "date", "host_us", "peak_mb"}
     assert records and all(keys <= set(r) for r in records)
-    if torch.cuda.is_available():   # measured on a GPU only
-        assert all(r["peak_mb"] > 0 and r["host_us"] > 0 for r in records)
+    if torch.cuda.is_available():   # measured on a GPU only; a replayed CUDA graph allocates nothing (peak 0)
+        assert all(r["peak_mb"] >= 0 and r["host_us"] > 0 for r in records), \
+            [(r["op"], r["impl"], r["peak_mb"], r["host_us"]) for r in records]
+        assert any(r["peak_mb"] > 0 for r in records)
     else:
         assert all(r["peak_mb"] is None and r["host_us"] is None for r in records)
     assert {r["op"] for r in records} >= {"linear_scan", "discretize_zoh"}
