@@ -39,3 +39,14 @@ if os.environ.get("SSM_TRITON_EXAMPLES"):  # e.g. fewer examples under compute-s
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return ssm_triton._runtime.default_device()
+
+
+def pytest_runtest_logreport(report):
+    """With ``SSM_TRITON_FAILURES=path``, each failure's report (hypothesis's falsifying example included) is
+    appended to ``path`` as it happens: a GPU run cut by its time limit keeps what failed and why (pytest prints
+    the reports only at the end). Under xdist the controller writes them; its workers, which see the same
+    reports first, do not."""
+    path = os.environ.get("SSM_TRITON_FAILURES")
+    if path and report.failed and "PYTEST_XDIST_WORKER" not in os.environ:
+        with open(path, "a") as f:
+            f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")

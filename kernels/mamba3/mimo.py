@@ -29,8 +29,11 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
+from ..ssd.common import INTERPRETED, _nearest
 from ..host import cdiv, next_power_of_2
 from ..tuning import TunableKernel, bucket, run_mode
+
+TORCH_DTYPE = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16, tl.float32: torch.float32}
 
 
 @triton.jit
@@ -83,25 +86,35 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
         dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
         q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         qa, qb = _turn(q1, q2, cos, sin)
+        qa = _rounded(qa, DOT)
+        qb = _rounded(qb, DOT)
+        # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
         tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
         tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
         k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         a, b = _turn(k1, k2, cos, sin)
-        tl.store(KR + dst[:, None] + hs[None, :], a.to(KR.dtype.element_ty), mask=m)
-        tl.store(KR + dst[:, None] + half + hs[None, :], b.to(KR.dtype.element_ty), mask=m)
+        tl.store(KR + dst[:, None] + hs[None, :], _rounded(a, DOT).to(KR.dtype.element_ty), mask=m)
+        tl.store(KR + dst[:, None] + half + hs[None, :], _rounded(b, DOT).to(KR.dtype.element_ty), mask=m)
         for s in range(R):
             k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
             at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
             tl.store(SC + at, tl.sum(q1 * k1 + q2 * k2, axis=1), mask=ok)
             # s <= r: the same product as the stages' tensor cores take it, turned and in their dtype
             a, b = _turn(k1, k2, cos, sin)
-            scc = tl.sum(_rounded(qa, DOT) * _rounded(a, DOT) + _rounded(qb, DOT) * _rounded(b, DOT), axis=1)
+            scc = tl.sum(qa * _rounded(a, DOT) + qb * _rounded(b, DOT), axis=1)
             tl.store(SCC + at, tl.where(s <= r, scc, 0.0), mask=ok)
 
 
 @triton.jit
 def _rounded(x, DOT: tl.constexpr):
-    return x.to(DOT).to(tl.float32)
+    """``x`` rounded to the tensor cores' operand dtype, as fp32 values (to nearest in the interpreter too,
+    whose own conversion truncates: ``ssd/common._nearest``); unchanged for fp32 operands."""
+    if DOT == tl.float32:
+        return x
+    elif INTERPRETED:
+        return _nearest(x, DOT)
+    else:
+        return x.to(DOT).to(tl.float32)
 
 
 @triton.jit
@@ -282,10 +295,10 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         src = ((step * R + r) * H + h) * N
-        g1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
-        g2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
-        g3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0)
-        g4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
+        g1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
+        g2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32)
+        g3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
+        g4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32)
         # the stages' rounded scores scc[r, s] (s <= r) act on q~_r, k~_s; their gradient passes the
         # rounding straight through, onto dq~ and dk~ before those are turned back
         for s in range(R):
@@ -376,12 +389,14 @@ def _block_h(N: int) -> int:
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     """``Q, K (b, L, R, Hqk, N)`` contiguous, ``Q_bias, K_bias (H, R, N)`` fp32, ``theta (b, L, H, S)`` fp32,
-    ``dot`` the stages' tensor-core dtype -> ``(q~, k~ (b, L, R, H, N)`` fp32, ``sc (b, L, H, R, R)`` fp32
-    ``q'_r . k'_s``, ``scc`` the same for ``s <= r`` as the stages compute it, from ``q~, k~`` rounded to
-    ``dot`` (0 above the diagonal))``. The in-step block subtracts ``scc`` where the stages added it, so their
-    rounding cancels (bf16 rounding of a short, cancelling product cost MIMO 5% of an output on the H200)."""
+    ``dot`` the stages' tensor-core dtype (``tl.bfloat16``, ``tl.float16`` or ``tl.float32``) -> ``(q~, k~
+    (b, L, R, H, N)`` in ``dot``, ``sc (b, L, H, R, R)`` fp32 ``q'_r . k'_s``, ``scc`` the same for ``s <= r``
+    as the stages compute it, from ``q~, k~`` rounded to ``dot`` (0 above the diagonal))``. The in-step block
+    subtracts ``scc`` where the stages added it, so their rounding cancels (bf16 rounding of a short,
+    cancelling product cost MIMO 5% of an output on the H200). Written in ``dot`` because the stages take them
+    so: fp32 tensors cast by PyTorch cost the H200 1.5 ms of the 12.2 ms rank-4 forward (B8 L4096 H32, 12-03d)."""
     b, L, R, Hqk, N = Q.shape
-    qr = torch.empty((b, L, R, H, N), device=Q.device, dtype=torch.float32)
+    qr = torch.empty((b, L, R, H, N), device=Q.device, dtype=TORCH_DTYPE[dot])
     kr = torch.empty_like(qr)
     sc = torch.empty((b, L, H, R, R), device=Q.device, dtype=torch.float32)
     scc = torch.empty_like(sc)

@@ -81,20 +81,25 @@ def _prep_backward(saved, grads):
     return dict(Q=dq, K=dk, Q_bias=dqb, K_bias=dkb, theta=dth)
 
 
-def _prep_fake(Q, theta, H, **_):
+def _dot(io: str):
+    """The stages' operand dtype, as core_plan picks it (fp32 inputs: TF32's rounding is not mirrored)."""
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(_IO[io], tl.float32)
+
+
+def _prep_fake(Q, theta, H, io, **_):
     b, L, R, _, N = Q.shape
     f32 = dict(dtype=torch.float32, device=Q.device)
-    return (Q.new_empty((b, L, R, H, N), **f32), Q.new_empty((b, L, R, H, N), **f32),
+    turned = dict(dtype=_mk.TORCH_DTYPE[_dot(io)], device=Q.device)
+    return (Q.new_empty((b, L, R, H, N), **turned), Q.new_empty((b, L, R, H, N), **turned),
             Q.new_empty((b, L, H, R, R), **f32), Q.new_empty((b, L, H, R, R), **f32))
 
 
 def _prep_forward(Q, K, Q_bias, K_bias, theta, H, io):
-    # the stages' operand dtype, as core_plan picks it (fp32 inputs: TF32's rounding is not mirrored)
-    dot = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(_IO[io], tl.float32)
-    return _mk.prep_forward(Q, K, Q_bias, K_bias, theta, H, tl.float32 if run_mode(Q.device).interpreted else dot)
+    return _mk.prep_forward(Q, K, Q_bias, K_bias, theta, H, _dot(io))
 
 
-# q~, k~ (b, L, R, H, N) fp32 and the in-step scores (b, L, H, R, R) from Q, K, their biases and the angle
+# q~, k~ (b, L, R, H, N) in the stages' operand dtype (their gradients come back cast to it) and the in-step
+# scores (b, L, H, R, R) from Q, K, their biases and the angle
 _prep = build(OpSpec(
     "mamba3_mimo_prep", "Q: Tensor, K: Tensor, Q_bias: Tensor, K_bias: Tensor, theta: Tensor, H: int, io: str",
     outputs=("qr", "kr", "sc", "scc"), forward=_prep_forward, fake=_prep_fake,
@@ -176,7 +181,7 @@ def _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends):
     parts = []
     for t0 in range(0, L, _INIT_BLOCK):
         t1 = min(L, t0 + _INIT_BLOCK)
-        hq = torch.einsum("lhpn,lrhn->lrhp", h0[ids[t0:t1]], qr[0, t0:t1])
+        hq = torch.einsum("lhpn,lrhn->lrhp", h0[ids[t0:t1]], qr[0, t0:t1].float())
         parts.append(hq * decay[:, t0:t1].transpose(0, 1)[:, None, :, None])
     y = y + torch.cat(parts, 0)[None]
     return y, varlen + decay[:, ends].transpose(0, 1)[..., None, None] * h0
@@ -319,7 +324,7 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
             t is not None and t.requires_grad
             for t in (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)):
         # the core's backward takes no gradient from a packed row's final ssm states: build them in PyTorch
-        varlen = packed_final_states(v[0], kr[0], scale[0].transpose(0, 1), ADT[0].to(f).transpose(0, 1), cu)
+        varlen = packed_final_states(v[0], kr[0].float(), scale[0].transpose(0, 1), ADT[0].to(f).transpose(0, 1), cu)
     # within a step: gamma_t for every rank pair, where the scan gave r' <= r the weight scale_t
     if seq is not None and h0 is not None:
         y, varlen = _packed_initial_states(y, varlen, h0, qr, ADT, cu, seq, ends)
@@ -329,5 +334,6 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     if not return_state:
         return out
     if seq is not None:   # one state per packed sequence
-        return out, (theta[0, ends], varlen, kr[0, ends], V[0, ends])
-    return out, (theta[:, -1], final, kr[:, -1], V[:, -1].clone())
+        return out, (theta[0, ends], varlen, kr[0, ends].float(), V[0, ends])
+    # k~ of the last step as the stages took it (rounded to their operand dtype), in fp32
+    return out, (theta[:, -1], final, kr[:, -1].float(), V[:, -1].clone())
