@@ -90,8 +90,10 @@ def collect(args) -> tuple[list[dict], set]:
             })
             if w.tokens:
                 records[-1]["tokens_per_s"] = w.tokens / (ms * 1e-3)
+            if getattr(args, "json", None):  # after every record: a run cut short (a peer's autotuning outran
+                write_json(args.json, records, notes)   # the limit on 12-03e) keeps what it measured
         del inputs
-        if getattr(args, "json", None):  # after every case, so a run cut short keeps what it measured
+        if getattr(args, "json", None):
             write_json(args.json, records, notes)
     print(file=sys.stderr)
     return records, notes
