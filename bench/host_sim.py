@@ -3,7 +3,8 @@
 The compiled (lean) launch path is simulated in Triton's interpreter: every kernel's launch is stubbed (no
 kernel runs), so what is timed is the Python between the public call and the launch: the checks, the op layer,
 the launchers, the tuner's key, the bound launch's own work. Op plans (``ssm_triton/ops/_plans.py``) on and
-off alternate in one process (7 rounds of 2000 calls, medians). A GPU host adds the launch itself (~5 us on
+off alternate in one process (7 rounds of 2000 calls, medians); ``--backward`` times fwd+bwd instead (``--prof``:
+with a cProfile of each). A GPU host adds the launch itself (~5 us on
 the H200's) and runs Python at its own speed: ``bench/overhead.py --plans`` is the measurement there.
 """
 import inspect
@@ -69,6 +70,48 @@ def _cases():
     }
 
 
+def _backward_cases():
+    """fwd+bwd of the ops the training sweep times, tiny shapes (stubbed launches write nothing: the values are
+    never read on the host)."""
+    bf = dict(dtype=torch.bfloat16)
+    leaf = lambda *shape, **kw: torch.randn(*shape, **kw).requires_grad_()   # noqa: E731
+    x, dt = leaf(1, 512, 8, 16, **bf), torch.rand(1, 512, 8, **bf).requires_grad_()
+    A, B, C = (-torch.rand(8)).requires_grad_(), leaf(1, 512, 1, 32, **bf), leaf(1, 512, 1, 32, **bf)
+    D8, b8 = leaf(8), leaf(8)
+    u, delta, z = leaf(1, 64, 16, **bf), torch.rand(1, 64, 16, **bf).requires_grad_(), leaf(1, 64, 16, **bf)
+    As, Bs, Cs = (-torch.rand(64, 16)).requires_grad_(), leaf(1, 16, 16, **bf), leaf(1, 16, 16, **bf)
+    D64, b64 = leaf(64), leaf(64)
+    la, lb = torch.rand(64, 128).requires_grad_(), leaf(64, 128)
+
+    cotangents = {}
+
+    def fwd_bwd(f, *inputs):
+        out = f()
+        out = out[0] if isinstance(out, tuple) else out
+        if out.shape not in cotangents:   # made once: a fresh one each call would be timed too
+            cotangents[out.shape] = torch.ones_like(out)
+        torch.autograd.grad(out, inputs, cotangents[out.shape])
+
+    class _Nothing(torch.autograd.Function):
+        """The floor: one output allocated forward, one gradient backward, no launch, no check."""
+        @staticmethod
+        def forward(ctx, a, b):
+            return torch.empty_like(b)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g
+
+    return {
+        "torch autograd floor fwd+bwd": lambda: fwd_bwd(lambda: _Nothing.apply(la, lb), la, lb),
+        "selective_scan_fn fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.selective_scan_fn(
+            u, delta, As, Bs, Cs, D64, z, b64, delta_softplus=True), u, delta, As, Bs, Cs, D64, z, b64),
+        "mamba_chunk_scan_combined fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_chunk_scan_combined(
+            x, dt, A, B, C, 64, D=D8, dt_bias=b8, dt_softplus=True), x, dt, A, B, C, D8, b8),
+        "linear_scan fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.linear_scan(la, lb), la, lb),
+    }
+
+
 def _per_call_us(fn, n: int = 2000) -> float:
     t = time.perf_counter()
     for _ in range(n):
@@ -76,7 +119,32 @@ def _per_call_us(fn, n: int = 2000) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
+def backward_main(profile: bool) -> None:
+    """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs); ``--prof`` adds cProfile's
+    top functions by their own time."""
+    cases = _backward_cases()
+    for fn in cases.values():
+        fn()
+    _stub_launches()
+    for name, fn in cases.items():
+        for _ in range(20):
+            fn()
+        print(f"{name:36s} {statistics.median(_per_call_us(fn, 300) for _ in range(5)):7.1f} us/call", flush=True)
+        if profile:
+            import cProfile
+            import pstats
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(300):
+                fn()
+            pr.disable()
+            pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
 def main() -> None:
+    import sys
+    if "--backward" in sys.argv:
+        return backward_main("--prof" in sys.argv)
     cases = _cases()
     with torch.no_grad():
         for fn in cases.values():   # every kernel compiled (interpreted) once before the stubs

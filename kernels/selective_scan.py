@@ -646,7 +646,6 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     multiple of ``block_l`` and of the forward's chunk), over ``plan_segment_l``."""
     bsz, dim, L = u.shape
     N = A.shape[1]
-    Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
     block_l = block_l or plan_block_l(L)
     if config is not None and "BLOCK_L" in config:
         if config["BLOCK_L"] % block_l:
@@ -669,7 +668,7 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     if seg_l and config is not None and seg_l % config.get("BLOCK_L", 1):
         raise ValueError(f"a time segment ({seg_l} steps) must be a multiple of the forward's chunk "
                          f"({config['BLOCK_L']})")
-    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, store_ckpt, u.dtype, seg_l)
+    problem, Bg, Cg, sb, sc = _forward_problem(u, A, B, C, block_l, store_ckpt, seg_l)
     n_seg = _segments(problem)
     carry, seg_h, seg_dt = last, None, None
     if seg_l:
@@ -678,12 +677,21 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         seg_dt = torch.empty((bsz, dim, n_seg), device=u.device, dtype=torch.float32)
         selective_scan_fwd_summary.launch(
             problem, None, U=u, DELTA=delta, A=A, B=Bg, DBIAS=delta_bias, SEG_H=seg_h, SEG_DT=seg_dt, dim=dim,
-            L=L, N=N, per_group=per_group, n_seg=n_seg, seg_l=seg_l, **_strides_b(sb), SOFTPLUS=delta_softplus,
-            B_FIXED=b_fixed, BLOCK_N=next_power_of_2(N))
+            L=L, N=N, per_group=problem.per_group, n_seg=n_seg, seg_l=seg_l, **_strides_b(sb),
+            SOFTPLUS=delta_softplus, B_FIXED=problem.b_fixed, BLOCK_N=next_power_of_2(N))
     selective_scan_fwd.launch(problem, config, **_fwd_args(
         problem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
         last if seg_l else None, sb, sc, delta_softplus, n_ckpt, n_seg))
     return out, last, ckpt, block_l
+
+
+def _forward_problem(u, A, B, C, block_l: int, store_ckpt: bool, seg_l: int):
+    """The forward's tuning problem and B, C as the kernel reads them: ``(problem, Bg, Cg, B's strides, C's)``."""
+    bsz, dim, L = u.shape
+    Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
+    problem = ScanProblem(bsz, dim, L, A.shape[1], groups, per_group, block_l, b_fixed, c_fixed, store_ckpt, u.dtype,
+                          seg_l)
+    return problem, Bg, Cg, sb, sc
 
 
 def _fwd_args(p: ScanProblem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
@@ -705,11 +713,10 @@ def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_st
     N = A.shape[1]
     if L == 0:
         return None
-    Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
     block_l = plan_block_l(L)
     if plan_segment_l(bsz, dim, L, block_l, run_mode(u.device)):
         return None
-    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, False, u.dtype, 0)
+    problem, _, _, sb, sc = _forward_problem(u, A, B, C, block_l, False, 0)
     ckpt = torch.empty((0,), device=u.device, dtype=torch.float32)   # never written without checkpoints
     names = ("U", "DELTA", "A", "B", "C", "D", "Z", "DBIAS", "H0")
     take = tuple(i for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias, initial_state)) if t is not None)
