@@ -129,3 +129,17 @@ def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, s
     for name, g, e in zip(inputs, got, exp):
         assert g.dtype == inputs[name].dtype, name
         assert_close(g, e, dtype, f"d {name}", computed_operands=True)
+
+
+# ---- transformers ----
+
+def groups_in_fallback_norm() -> bool:
+    """Whether transformers' own gated norm normalises each of n_groups apart, as mamba_ssm's does. Before
+    about 5.20 (5.17 on the GPU machine) it normalised all groups together; with n_groups > 1 its training
+    loss then differs from mamba_ssm's fused function, and so from ours, by its own choice."""
+    import inspect
+
+    from transformers.models.mamba2 import modeling_mamba2
+    # 5.25 renamed MambaRMSNormGated to Mamba2RMSNormGated
+    norm = getattr(modeling_mamba2, "Mamba2RMSNormGated", None) or modeling_mamba2.MambaRMSNormGated
+    return "group_size" in inspect.signature(norm.__init__).parameters

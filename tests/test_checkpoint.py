@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from builders import groups_in_fallback_norm
 from ssm_triton.models import MambaConfig, MambaLMHeadModel
 
 VOCAB = 37
@@ -75,18 +76,11 @@ def test_teacher_forced_scores_equal_the_forward_logits(device):
 transformers = pytest.importorskip("transformers", reason="transformers is an optional extra")
 
 
-def _groups_in_fallback_norm() -> bool:
-    import inspect
-
-    from transformers.models.mamba2 import modeling_mamba2
-    return "group_size" in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters
-
-
 def _hf_tiny(kind, device):
     torch.manual_seed(0)
     if kind == "mamba2":
         cfg = transformers.Mamba2Config(vocab_size=50, hidden_size=32, num_heads=4, head_dim=16, expand=2,
-                                        state_size=8, n_groups=2 if _groups_in_fallback_norm() else 1,
+                                        state_size=8, n_groups=2 if groups_in_fallback_norm() else 1,
                                         num_hidden_layers=2, chunk_size=16, conv_kernel=4, layer_norm_epsilon=1e-4)
         return transformers.Mamba2ForCausalLM(cfg).to(device).eval()
     cfg = transformers.MambaConfig(vocab_size=50, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,

@@ -6,6 +6,7 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers is an optional extra (pip install transformers)")
 import ssm_triton.integrations.transformers as st_hf  # noqa: E402
+from builders import groups_in_fallback_norm  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +21,6 @@ def _restore():
     st_hf.disable()
     torch.backends.cudnn.allow_tf32 = conv_tf32
     torch.set_float32_matmul_precision(mm_precision)
-
-
-def groups_in_fallback_norm() -> bool:
-    """Whether transformers' own gated norm normalises each of n_groups apart, as mamba_ssm's does. Before
-    about 5.20 (5.17 on the GPU machine) it normalised all groups together; with n_groups > 1 its training
-    loss then differs from mamba_ssm's fused function, and so from ours, by its own choice."""
-    import inspect
-
-    from transformers.models.mamba2 import modeling_mamba2
-    return "group_size" in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters
 
 
 def tiny(kind, device, n_groups=2):
@@ -165,11 +156,12 @@ def test_hybrid_families_run_on_the_kernels_after_one_enable(device, family):
         loss.backward()
         return logits, gen, loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
 
-    if family == "falcon_mamba":
-        # its training path calls mamba_inner_fn, whose fallback is missing (transformers then takes its slow
-        # path, which normalises dt before its projection; mamba_ssm's kernel, after): the expectation in
-        # training is mamba_ssm's function, composed from the float64 references
-        from transformers.models.falcon_mamba import modeling_falcon_mamba as mod
+    from transformers.models.falcon_mamba import modeling_falcon_mamba as falcon
+    if family == "falcon_mamba" and hasattr(falcon, "mamba_inner_fn"):
+        # before 5.25 its training path calls mamba_inner_fn, whose fallback is missing (transformers then takes
+        # its slow path, which normalises dt before its projection; mamba_ssm's kernel, after): the expectation
+        # in training is mamba_ssm's function, composed from the float64 references. 5.25 dropped that path.
+        mod = falcon
         saved = mod.mamba_inner_fn
         mod.mamba_inner_fn = _inner_fn_reference
         try:
