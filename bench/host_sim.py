@@ -58,6 +58,34 @@ def _cases():
     xn, wn, zn = torch.randn(4, 256, **bf), torch.randn(256, **bf), torch.randn(4, 256, **bf)
     xc, sc, wc, bc = torch.randn(2, 64, **bf), torch.randn(2, 64, 3, **bf), torch.randn(64, 4, **bf), torch.randn(64, **bf)
     D64, b64, D8, b8 = torch.ones(64), torch.zeros(64), torch.ones(8), torch.zeros(8)
+    # the ops without op plans (several launches, or PyTorch around them): what their forward costs
+    Q3, V3 = torch.randn(1, 64, 1, 16, **bf), torch.randn(1, 64, 4, 16, **bf)
+    adt, dt3, trap = -torch.rand(1, 4, 64), torch.rand(1, 4, 64), torch.randn(1, 4, 64)
+    qb, ang, D4 = torch.randn(4, 16), torch.randn(1, 64, 4, 4), torch.ones(4)
+    Qm, qbm, mv = torch.randn(1, 64, 2, 1, 16, **bf), torch.randn(4, 2, 16), torch.randn(4, 2, 16)
+    q1, v1, s1 = torch.randn(2, 1, 16, **bf), torch.randn(2, 4, 16, **bf), torch.rand(2, 4)
+    q1m, a1 = torch.randn(2, 2, 1, 16, **bf), torch.randn(2, 4, 4)
+    xl, wl = torch.randn(1, 64, 128, **bf), torch.randn(64, 4, **bf)
+    dl, Al, Bl = torch.rand(2, 64, 16), -torch.rand(64, 8), torch.randn(2, 8, 16)
+    zx = torch.randn(1, 128, 2 * 64 + 2 * 16 + 4, **bf)
+    cw, cb = torch.randn(64 + 2 * 16, 4, **bf), torch.randn(64 + 2 * 16, **bf)
+    xz, xpw = torch.randn(1, 64, 128, **bf), torch.randn(2 + 2 * 16, 32, **bf)
+    dpw, opw, c1w, c1b = torch.randn(32, 2, **bf), torch.randn(16, 32, **bf), torch.randn(32, 1, 4, **bf), torch.randn(32, **bf)
+    A1 = -torch.rand(32, 16)
+    cases = {
+        "causal_conv1d_fn fwd": lambda: ssm_triton.causal_conv1d_fn(xl, wl, None, activation="silu"),
+        "discretize fwd": lambda: ssm_triton.discretize(dl, Al, Bl),
+        "mamba3_siso_combined fwd": lambda: ssm_triton.mamba3_siso_combined(
+            Q3, Q3, V3, adt, dt3, trap, qb, qb, ang, D=D4),
+        "mamba3_mimo fwd": lambda: ssm_triton.mamba3_mimo(Qm, Qm, V3, adt, dt3, trap, qbm, qbm, mv, mv, mv, ang, D=D4),
+        "mamba3_siso_step": lambda: ssm_triton.mamba3_siso_step(q1, q1, v1, -s1, s1, s1, qb, qb, a1, D=D4),
+        "mamba3_mimo_step": lambda: ssm_triton.mamba3_mimo_step(q1m, q1m, v1, -s1, s1, s1, qbm, qbm, mv, mv, mv, a1,
+                                                                D=D4),
+        "mamba_split_conv1d_scan_combined": lambda: ssm_triton.mamba_split_conv1d_scan_combined(
+            zx, cw, cb, b8[:4], -torch.ones(4), D4, 64, headdim=16, ngroups=1),
+        "mamba_inner_fn fwd": lambda: ssm_triton.mamba_inner_fn(xz, c1w, c1b, xpw, dpw, opw, None, A1,
+                                                                delta_softplus=True),
+    }
     return {
         "selective_scan_fn fwd": lambda: ssm_triton.selective_scan_fn(u, delta, As, Bs, Cs, D64, z, b64,
                                                                       delta_softplus=True),
@@ -67,6 +95,7 @@ def _cases():
         "linear_scan fwd": lambda: ssm_triton.linear_scan(la, lb),
         "rmsnorm_fn fwd": lambda: ssm_triton.rmsnorm_fn(xn, wn, z=zn, norm_before_gate=False),
         "causal_conv1d_update": lambda: ssm_triton.causal_conv1d_update(xc, sc, wc, bc, "silu"),
+        **cases,
     }
 
 

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .activations import silu_and_slope
 from .host import cdiv, next_power_of_2
-from .tuning import Launch, OneLaunch, TunableKernel, bucket
+from .tuning import Launch, OneLaunch, TunableKernel, bucket, interpreted_tile
 
 
 @triton.jit
@@ -167,9 +167,9 @@ def _conv_update_kernel(
     tl.store(OUT + row_x[:, None] + t[None, :], acc.to(OUT.dtype.element_ty), mask=d_ok[:, None] & t_ok[None, :])
 
 
-def _blocks(L, mode):
-    if mode.interpreted:
-        return 4, 8
+def _blocks(dim, L, mode):
+    if mode.interpreted:   # at least 4 channels by 8 steps, at most half of each (``interpreted_tile``)
+        return interpreted_tile(dim, 4), interpreted_tile(L, 8)
     return 16, min(256, max(16, next_power_of_2(L)))
 
 
@@ -177,7 +177,7 @@ def _rule(problem, mode):
     """16 channels by up to 256 steps, four warps (the H100 forward ran at 78% of the copy bandwidth
     with it, 2026-11-25); channel-last rows (``problem[5]``), whose channels lie side by side, 64 channels
     by up to 64 steps (not tuned yet: the tuner's alternatives decide)."""
-    bd, bl = _blocks(problem[2], mode)
+    bd, bl = _blocks(problem[1], problem[2], mode)
     if len(problem) > 5 and problem[5] and not mode.interpreted:
         bd, bl = 64, min(bl, 64)
     return dict(BLOCK_D=bd, BLOCK_L=bl, num_warps=1 if mode.interpreted else 4)

@@ -21,7 +21,7 @@ import triton.language as tl
 from .activations import softplus
 from .host import cdiv, next_power_of_2, prev_power_of_2
 from .scan import first_order_combine
-from .tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
+from .tuning import Launch, OneLaunch, TunableKernel, bucket, interpreted_tile, run_mode
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -442,8 +442,10 @@ def _layout(dim, B, C):
 
 def default_block_d(groups: int, per_group: int, dim: int, mode, limit: int = 1) -> int:
     """Channels per program: a power of two up to ``limit``, dividing the channels per group when there
-    are several groups (a program reads one group). Under the interpreter 4, so tests cover several rows."""
-    limit = 4 if mode.interpreted else limit
+    are several groups (a program reads one group). Under the interpreter at least 4, so tests cover several
+    rows, and at most half the channels (``interpreted_tile``: the blocks' tests spent most of their time in
+    this scan's programs)."""
+    limit = interpreted_tile(dim, 4) if mode.interpreted else limit
     if groups == 1:
         return min(limit, next_power_of_2(dim))
     block = 1

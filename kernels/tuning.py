@@ -66,6 +66,14 @@ class Mode:
 
 
 INTERPRETED = Mode(True, 4)
+
+
+def interpreted_tile(extent: int, floor: int) -> int:
+    """A tile along one axis under the interpreter: half the extent's power of two, at least ``floor``. The
+    interpreter's cost is per operation of a program, nearly blind to the tile's size, so few large programs
+    run fastest (CI runs every test through it); halving keeps two programs or more wherever the extent
+    exceeds ``floor``, so the tests still cross program boundaries and masked edges."""
+    return max(floor, next_power_of_2(max(extent, 1)) // 2)
 H100 = Mode(False, 132)   # tests build the GPU spaces with it; the H200 has the same count
 _modes: dict = {}
 

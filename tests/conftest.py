@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, Phase, settings
 # tests/test_configs.py runs every config of every space explicitly instead.
 os.environ.setdefault("SSM_TRITON_AUTOTUNE", "0")
 import ssm_triton  # noqa: E402  (after the variable: kernels read it when they are defined)
+from ssm_triton._paths import drop_checkout_root  # noqa: E402
+
+drop_checkout_root()   # `python -m pytest` from the root: its kernels/ would shadow the hub's, which transformers imports
 
 settings.register_profile(
     # no shrinking under the interpreter: one shrink can take many minutes there

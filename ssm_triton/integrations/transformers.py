@@ -22,6 +22,7 @@ import warnings
 
 import torch
 
+from .._paths import drop_checkout_root
 from ..ops.combined import mamba_inner_fn, mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
 from ..ops.selective_scan import selective_scan_fn
@@ -114,6 +115,7 @@ ADAPTERS = {
 
 
 def _modeling_module(model: str):
+    drop_checkout_root()   # else transformers may import this clone's kernels/ as the hub's `kernels`
     try:
         return importlib.import_module(f"transformers.models.{model}.modeling_{model}")
     except ImportError as e:
