@@ -137,10 +137,14 @@ def _block_g(group_size: int) -> int:
 
 def _rule(problem, mode):
     """About 4K fp32 elements a program, eight warps from 4K up (the forward ran at 96% of the copy
-    bandwidth on the H100, 2026-11-25); two rows under the interpreter so tests cross row blocks."""
+    bandwidth on the H100, 2026-11-25). Under the interpreter an eighth of the rows, at least two: tests cross
+    row blocks, and the backward's three programs loop over several; few programs, as each costs the
+    interpreter per operation whatever its size (``interpreted_tile``)."""
     R, F, group_size = problem[:3]
     block_g = _block_g(group_size)
-    block_r = 2 if mode.interpreted else max(1, min(next_power_of_2(R), 4096 // block_g))
+    if mode.interpreted:
+        return dict(BLOCK_R=max(2, next_power_of_2(R) // 8), num_warps=4)
+    block_r = max(1, min(next_power_of_2(R), 4096 // block_g))
     return dict(BLOCK_R=block_r, num_warps=8 if block_r * block_g >= 4096 else 4)
 
 
