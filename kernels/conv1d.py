@@ -255,6 +255,22 @@ def conv_forward(x, weight, bias, seq_idx, silu):
     return out
 
 
+def forward_plan(x, weight, bias, seq_idx, silu) -> "OneLaunch | None":
+    """:func:`conv_forward` as an op plan (``ssm_triton/ops/_plans.py``), ``plan((x, weight, bias, seq_idx)) ->
+    [out]``, for tensors of these shapes, strides and dtypes; None for a channel-last ``x`` (whose output is
+    laid out channel-last, which the plan's contiguous allocation is not)."""
+    if channel_last(x):
+        return None
+    bsz, dim, L = x.shape
+    W = weight.shape[1]
+    args = dict(X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=None, dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1),
+                SXL=x.stride(2), SOB=dim * L, SOD=L, SOL=1, W=W, SILU=silu)
+    names = ("X", "Wt", "BIAS", "SEQ")
+    take = tuple(i for i, t in enumerate((x, weight, bias, seq_idx)) if t is not None)
+    launch = Launch(conv1d_fwd, (bsz, dim, L, W, x.dtype, False), args, tuple(names[i] for i in take) + ("OUT",))
+    return OneLaunch(launch, take, ((tuple(x.shape), x.dtype),), x.device)
+
+
 def conv_backward(dout, x, weight, bias, seq_idx, silu):
     """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``."""
     bsz, dim, L = x.shape

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .host import cdiv, next_power_of_2
 from .precision import acc_dtypes
-from .tuning import Kernel, TunableKernel, bucket
+from .tuning import Kernel, Launch, OneLaunch, TunableKernel, bucket
 
 METHODS = {"zoh": 0, "mamba": 1, "bilinear": 2}
 
@@ -210,6 +210,23 @@ def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: di
                           DT=dt, A=A, B=B, ABAR=abar, BBAR=bbar, dim=dim, L=L, N=N,
                           METHOD=METHODS[method], ACC=acc, BLOCK_N=block_n)
     return abar, bbar
+
+
+def forward_plan(dt, A, B, method: str, out_dtype: torch.dtype) -> "OneLaunch | None":
+    """:func:`discretize_forward` as an op plan (``ssm_triton/ops/_plans.py``), ``plan((dt, A, B)) -> [Abar,
+    Bbar]``, for contiguous tensors of these shapes and dtypes; None where there is nothing to launch."""
+    bsz, dim, L = dt.shape
+    N = A.shape[1]
+    if bsz * dim * L * N == 0 or not all(t.is_contiguous() for t in (dt, A, B)):
+        return None
+    acc = acc_dtypes(dt, A, B)[0]
+    block_n = next_power_of_2(N)
+    args = dict(DT=dt, A=A, B=B, ABAR=None, BBAR=None, dim=dim, L=L, N=N, METHOD=METHODS[method], ACC=acc,
+                BLOCK_N=block_n)
+    launch = Launch(discretize_fwd, (bsz * dim, L, N, block_n, str(dt.dtype), str(out_dtype), str(acc), method), args,
+                    ("DT", "A", "B", "ABAR", "BBAR"))
+    out = ((bsz, dim, L, N), out_dtype)
+    return OneLaunch(launch, (0, 1, 2), (out, out), dt.device)
 
 
 def _backward_blocks(bsz, dim, L, N, on_gpu):

@@ -80,6 +80,34 @@ def test_planned_updates_reused_and_not_across_layouts(device, bsz, dim, W, extr
     assert any(p for p in ops._UPDATE_PLANS._seen.values())
 
 
+@examples(6)
+@given(bsz=st.integers(1, 2), dim=st.integers(2, 9), L=st.integers(1, 30), W=st.integers(2, 4), with_bias=st.booleans(),
+       packed=st.booleans(), act=st.sampled_from([None, "silu"]), dtype=st.sampled_from(IO_DTYPES), seed=seeds())
+def test_planned_forward_reused_and_not_across_layouts(device, bsz, dim, L, W, with_bias, packed, act, dtype, seed):
+    """Forwards that record no graph take an op plan per input signature (``ops/_plans.py``): made by the first
+    call, reused with other values by the next, each against the float64 convolution; then ``x`` strided
+    (every other step of a wider tensor: its own plan) and channel-last (no plan: its output is channel-last)."""
+    from ssm_triton.ops import conv1d as ops
+    w = normal((dim, W), seed + 2, device).to(dtype)
+    b = normal((dim,), seed + 3, device).to(dtype) if with_bias else None
+    seq = None
+    if packed:
+        starts = np.random.default_rng(seed).random(L) < 0.2
+        seq = torch.tensor(np.cumsum(starts), dtype=torch.int32, device=device).expand(bsz, L).contiguous()
+    with torch.no_grad():
+        for k in range(5):
+            x = normal((bsz, dim, L), seed + 10 + k, device).to(dtype)
+            if k == 3:
+                x = normal((bsz, dim, 2 * L), seed + 10 + k, device).to(dtype)[..., ::2]
+            if k == 4:
+                x = x.transpose(1, 2).contiguous().transpose(1, 2)
+            want = causal_conv1d_torch(x.double(), w.double(), b.double() if b is not None else None, seq, act)
+            out = ssm_triton.causal_conv1d_fn(x, w, b, seq, act)
+            assert out.shape == x.shape and out.dtype == dtype
+            assert_close(out, want, dtype, f"out, call {k}")
+    assert any(p for p in ops._FWD_PLANS._seen.values())
+
+
 @given(L=st.integers(1, 20), W=st.integers(2, 4), dim=st.integers(1, 6), seed=seeds())
 def test_token_by_token_updates_equal_the_convolution(device, L, W, dim, seed):
     x = normal((1, dim, L), seed, device).float()

@@ -9,7 +9,7 @@ import ssm_triton
 from builders import BIG
 from ssm_triton.reference import discretize_np, discretize_torch
 from ssm_triton.tolerance import assert_close
-from strategies import DTYPES, normal, seeds, uniform
+from strategies import DTYPES, examples, normal, seeds, uniform
 
 METHODS = ["zoh", "mamba", "bilinear"]
 # Step sizes from tiny to large, and A from exactly/near zero to strongly negative.
@@ -36,6 +36,24 @@ def np64(x):
 
 def out_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@examples(6)
+@given(sizes=problem_sizes(), dtype=st.sampled_from(DTYPES), method=st.sampled_from(METHODS), seed=seeds())
+def test_planned_forward_reused_and_not_for_strided_inputs(device, sizes, dtype, method, seed):
+    """Calls that record no graph take an op plan per input signature (``ops/_plans.py``): made by the first
+    call, reused with other values by the next, each against the float64 reference; then ``delta`` with its
+    steps and channels swapped in memory (no plan: the launcher copies it)."""
+    from ssm_triton.ops import discretize as ops
+    for k in range(4):
+        delta, A, B = make_inputs(sizes, dtype, "typical", "typical", seed + k, device)
+        if k == 3:
+            delta = delta.transpose(1, 2).contiguous().transpose(1, 2)
+        abar, bbar = ssm_triton.discretize(delta, A, B, method)
+        ref_a, ref_b = discretize_np(np64(delta), np64(A), np64(B), method)
+        assert_close(abar, ref_a, out_dtype(dtype), f"Abar, call {k}")
+        assert_close(bbar, ref_b, out_dtype(dtype), f"Bbar, call {k}")
+    assert any(p for p in ops._PLANS._seen.values())
 
 
 @given(sizes=problem_sizes(), dtype=st.sampled_from(DTYPES), method=st.sampled_from(METHODS),

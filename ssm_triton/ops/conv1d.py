@@ -62,6 +62,10 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
     columns) is read in place and gives a channel-last output (contiguous once transposed back), as
     causal-conv1d's channel-last layout does.
     """
+    tensors = (x, weight, bias, seq_idx)
+    plan, plan_key = _plans.lookup(_FWD_PLANS, tensors, (activation,))
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(tensors)[0]
     _validate.tensor("x", x, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, dim, L)")
     bsz, dim, L = x.shape
     _check_weight(weight, bias, dim)
@@ -72,7 +76,10 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
     _validate.devices(("x", "weight", "bias", "seq_idx"), (x, weight, bias, seq_idx))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     args = (x, c(weight), c(bias), c(seq_idx), silu)   # the kernels take x's strides
-    return _conv(*args)[0]
+    out = _conv(*args)[0]
+    plain = all(t is None or t.is_contiguous() for t in (weight, bias, seq_idx))
+    _plans.remember(_FWD_PLANS, plan_key, lambda: plain and _k.forward_plan(*args))
+    return out
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -108,5 +115,6 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
     return out[..., 0] if x.dim() == 2 else out
 
 
-# steps: one bound launch per input signature (ops/_plans.py)
+# forwards that record no graph, and steps: one bound launch per input signature (ops/_plans.py)
+_FWD_PLANS = _plans.Plans()
 _UPDATE_PLANS = _plans.Plans()

@@ -4,6 +4,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import discretize as _k
+from . import _plans
 from ._spec import OpSpec, build
 
 METHODS = tuple(_k.METHODS)
@@ -57,6 +58,10 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tupl
         ``(Abar, Bbar)``, each ``(batch, dim, L, N)``, in the promoted dtype of the inputs
         (fp32 when ``A`` is fp32, as in Mamba). Differentiable in ``delta``, ``A`` and ``B``.
     """
+    tensors = (delta, A, B)
+    plan, plan_key = _plans.lookup(_PLANS, tensors, (method,))
+    if plan:   # made after a call of this very signature passed the checks
+        return tuple(plan(tensors))
     _validate.tensor("delta", delta, ndim=3, shape_doc="(batch, dim, L)")
     _validate.tensor("A", A, ndim=2, shape_doc="(dim, N)")
     _validate.tensor("B", B, ndim=3, shape_doc="(batch, N, L)")
@@ -66,4 +71,10 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> tupl
     _validate.shape("B", B, (bsz, A.shape[1], L), "(batch, N, L) from delta (batch, dim, L) and A (dim, N)")
     _validate.one_of("method", method, METHODS)
     _validate.devices(("delta", "A", "B"), (delta, A, B))
-    return _discretize(delta, A, B, method)
+    out = _discretize(delta, A, B, method)
+    _plans.remember(_PLANS, plan_key, lambda: _k.forward_plan(delta, A, B, method, _out_dtype(delta, A, B)))
+    return out
+
+
+# calls that record no graph: one bound launch per input signature (ops/_plans.py)
+_PLANS = _plans.Plans()
