@@ -246,13 +246,19 @@ def like(x, dtype=None):
 
 def conv_forward(x, weight, bias, seq_idx, silu):
     """``x (b, d, L)`` any strides; the output is laid out as :func:`like` says."""
-    bsz, dim, L = x.shape
     out = like(x)
-    W = weight.shape[1]
-    conv1d_fwd.launch((bsz, dim, L, W, x.dtype, channel_last(x)), X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=out,
-                      dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1), SXL=x.stride(2), SOB=out.stride(0),
-                      SOD=out.stride(1), SOL=out.stride(2), W=W, SILU=silu)
+    problem, args = _forward_launch(x, weight, bias, seq_idx, silu, out.stride())
+    conv1d_fwd.launch(problem, **args, OUT=out)
     return out
+
+
+def _forward_launch(x, weight, bias, seq_idx, silu, out_strides) -> tuple[tuple, dict]:
+    """The forward's tuning problem and its arguments but the output, shared by the launch and its plan."""
+    bsz, dim, L = x.shape
+    W = weight.shape[1]
+    args = dict(X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1),
+                SXL=x.stride(2), SOB=out_strides[0], SOD=out_strides[1], SOL=out_strides[2], W=W, SILU=silu)
+    return (bsz, dim, L, W, x.dtype, channel_last(x)), args
 
 
 def forward_plan(x, weight, bias, seq_idx, silu) -> "OneLaunch | None":
@@ -262,12 +268,10 @@ def forward_plan(x, weight, bias, seq_idx, silu) -> "OneLaunch | None":
     if channel_last(x):
         return None
     bsz, dim, L = x.shape
-    W = weight.shape[1]
-    args = dict(X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, OUT=None, dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1),
-                SXL=x.stride(2), SOB=dim * L, SOD=L, SOL=1, W=W, SILU=silu)
+    problem, args = _forward_launch(x, weight, bias, seq_idx, silu, (dim * L, L, 1))
     names = ("X", "Wt", "BIAS", "SEQ")
     take = tuple(i for i, t in enumerate((x, weight, bias, seq_idx)) if t is not None)
-    launch = Launch(conv1d_fwd, (bsz, dim, L, W, x.dtype, False), args, tuple(names[i] for i in take) + ("OUT",))
+    launch = Launch(conv1d_fwd, problem, dict(args, OUT=None), tuple(names[i] for i in take) + ("OUT",))
     return OneLaunch(launch, take, ((tuple(x.shape), x.dtype),), x.device)
 
 

@@ -204,12 +204,19 @@ def discretize_forward(dt, A, B, method: str, out_dtype: torch.dtype, config: di
     bbar = torch.empty_like(abar)
     if abar.numel() == 0:
         return abar, bbar
+    problem, args = _forward_launch(dt, A, B, method, out_dtype)
+    discretize_fwd.launch(problem, config, **args, ABAR=abar, BBAR=bbar)
+    return abar, bbar
+
+
+def _forward_launch(dt, A, B, method: str, out_dtype: torch.dtype) -> tuple[tuple, dict]:
+    """The forward's tuning problem and its arguments but the outputs, shared by the launch and its plan."""
+    bsz, dim, L = dt.shape
+    N = A.shape[1]
     acc = acc_dtypes(dt, A, B)[0]
     block_n = next_power_of_2(N)
-    discretize_fwd.launch((bsz * dim, L, N, block_n, str(dt.dtype), str(out_dtype), str(acc), method), config,
-                          DT=dt, A=A, B=B, ABAR=abar, BBAR=bbar, dim=dim, L=L, N=N,
-                          METHOD=METHODS[method], ACC=acc, BLOCK_N=block_n)
-    return abar, bbar
+    problem = (bsz * dim, L, N, block_n, str(dt.dtype), str(out_dtype), str(acc), method)
+    return problem, dict(DT=dt, A=A, B=B, dim=dim, L=L, N=N, METHOD=METHODS[method], ACC=acc, BLOCK_N=block_n)
 
 
 def forward_plan(dt, A, B, method: str, out_dtype: torch.dtype) -> "OneLaunch | None":
@@ -219,12 +226,8 @@ def forward_plan(dt, A, B, method: str, out_dtype: torch.dtype) -> "OneLaunch | 
     N = A.shape[1]
     if bsz * dim * L * N == 0 or not all(t.is_contiguous() for t in (dt, A, B)):
         return None
-    acc = acc_dtypes(dt, A, B)[0]
-    block_n = next_power_of_2(N)
-    args = dict(DT=dt, A=A, B=B, ABAR=None, BBAR=None, dim=dim, L=L, N=N, METHOD=METHODS[method], ACC=acc,
-                BLOCK_N=block_n)
-    launch = Launch(discretize_fwd, (bsz * dim, L, N, block_n, str(dt.dtype), str(out_dtype), str(acc), method), args,
-                    ("DT", "A", "B", "ABAR", "BBAR"))
+    problem, args = _forward_launch(dt, A, B, method, out_dtype)
+    launch = Launch(discretize_fwd, problem, dict(args, ABAR=None, BBAR=None), ("DT", "A", "B", "ABAR", "BBAR"))
     out = ((bsz, dim, L, N), out_dtype)
     return OneLaunch(launch, (0, 1, 2), (out, out), dt.device)
 

@@ -74,6 +74,8 @@ def interpreted_tile(extent: int, floor: int) -> int:
     run fastest (CI runs every test through it); halving keeps two programs or more wherever the extent
     exceeds ``floor``, so the tests still cross program boundaries and masked edges."""
     return max(floor, next_power_of_2(max(extent, 1)) // 2)
+
+
 H100 = Mode(False, 132)   # tests build the GPU spaces with it; the H200 has the same count
 _modes: dict = {}
 
