@@ -14,13 +14,14 @@ itself from the angle entering it.
 * ``qk_t = q'_t . k'_t`` and the diagonal correction ``diag_t = -DT_{t+1} (1 - lam_{t+1}) qk_t``: the SSD's
   own diagonal weighs step ``t`` by ``scale_t``, Mamba-3's by ``lam_t DT_t``.
 
-Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``. The forward holds the rotated columns
-``[0, 2 S)`` as one tile read and written contiguously, beside a second read of each column's partner ``c ^ 1``
-(an L1 hit), with each pair's angle at both of its columns; the columns past ``2 S`` are a tile of their own.
-Reading the pairs as two stride-2 tiles (even, odd) made every access a scalar one, and that forward was bound
-by L2 requests (Nsight Compute, H200, 2026-12-02: 85% of L2 throughput, 13% of DRAM's); the contiguous form
-took it from 1.24 to 0.92 ms (2026-12-03c). The backward keeps the even/odd tiles: in the contiguous form, which
-holds twice the tiles, it ran 1.93 ms against 1.50.
+Rotations act on interleaved pairs ``(2i, 2i + 1)``, ``i < S``. Both kernels read (and write) the rotated
+columns ``[0, 2 S)`` as one contiguous tile and split it into the pairs' even and odd columns in registers
+(``tl.split`` / ``tl.join``), so every access is a whole-row one and each pair's cosine and sine are computed
+once; the columns past ``2 S`` are a tile of their own. History (H200): reading the pairs as two stride-2 tiles
+made every access a scalar one, and that forward was bound by L2 requests (Nsight Compute, 2026-12-02: 85% of
+L2 throughput, 13% of DRAM's); a contiguous tile beside a second read of each column's partner ``c ^ 1``, with
+each pair's angle at both of its columns, took it from 1.24 to 0.92 ms (2026-12-03c), and in the backward, where
+it doubled the tiles, ran 1.93 ms against 1.50.
 
 ``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program walks
 its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares), the
@@ -51,6 +52,19 @@ def _steps(DT, TRAP, base, t, L):
 @triton.jit
 def _tanh(w):
     return 2.0 / (1.0 + tl.exp(-2.0 * w)) - 1.0
+
+
+@triton.jit
+def _pairs(x, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """A contiguous ``(steps, 2 BLOCK_S)`` tile of interleaved pairs as ``(even, odd)`` columns, each
+    ``(steps, BLOCK_S)``: the tile is read with whole-row accesses and split in registers."""
+    return tl.split(tl.reshape(x, (BLOCK_T, BLOCK_S, 2)))
+
+
+@triton.jit
+def _interleave(e, o, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The inverse of :func:`_pairs`: ``(even, odd)`` back to one ``(steps, 2 BLOCK_S)`` tile for a contiguous store."""
+    return tl.reshape(tl.join(e, o), (BLOCK_T, 2 * BLOCK_S))
 
 
 @triton.jit
@@ -149,20 +163,6 @@ def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S
 
 
 @triton.jit
-def _wide_turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ: tl.constexpr):
-    """:func:`_turns` at the full width of the rotated columns: ``(cos, sin)`` of column ``c``'s pair ``c // 2``,
-    ``(steps, 2 BLOCK_S)``, so the rotation needs no even/odd split of the rows (one tile layout end to end)."""
-    pr = c // 2
-    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + pr[None, :]
-    tw = _tanh(tl.load(ANG + at, mask=m2, other=0.0).to(tl.float32))
-    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + pr, mask=c < 2 * S, other=0.0)
-    th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
-    if HAS_SEQ:
-        th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + pr[None, :], mask=m2, other=0.0)
-    return tl.cos(th), tl.sin(th)
-
-
-@triton.jit
 def _siso_prep_kernel(
     # pointers: inputs (THETA_B: the row's running angle entering each block, from _block_prefix_kernel;
     # packed rows: SEQ the step's sequence, OFF (sequences, H, S) the running angle before each one starts)
@@ -182,21 +182,20 @@ def _siso_prep_kernel(
     g = h0 // (H // HQK)
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
-    # the group's Q and K: the rotated columns as one tile, beside it each column's partner in its pair
-    # (c ^ 1, read again from L1), so every access is contiguous; then the columns past the pairs
+    # the group's Q and K: the rotated columns read as one contiguous tile and split into the pairs' even and
+    # odd columns in registers; then the columns past the pairs
     c = tl.arange(0, 2 * BLOCK_S)
     c_ok = c < 2 * S
-    pc = c ^ 1
-    sgn = tl.where(c % 2 == 0, -1.0, 1.0)   # y[c] = x[c] cos + sgn x[c ^ 1] sin
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
+    m = ok[:, None] & s_ok[None, :]
     mr = ok[:, None] & r_ok[None, :]
     m2 = ok[:, None] & c_ok[None, :]
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
-    q_0 = tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
-    q_p0 = tl.load(Q + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
-    k_0 = tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32)
-    k_p0 = tl.load(K + qrow[:, None] + pc[None, :], mask=m2, other=0.0).to(tl.float32)
+    q_e0, q_o0 = _pairs(tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
+    k_e0, k_o0 = _pairs(tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     seq = t * 0
@@ -224,20 +223,22 @@ def _siso_prep_kernel(
         tl.store(CUM + row_p + t, cum_hi)
         tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
 
-        cos, sin = _wide_turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, dt, c, m2, L, H, S, nblk, HAS_SEQ)
-        q = q_0 + tl.load(QB + h * N + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        q_p = q_p0 + tl.load(QB + h * N + pc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        k = k_0 + tl.load(KB + h * N + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        k_p = k_p0 + tl.load(KB + h * N + pc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ)
+        q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        q_o = q_o0 + tl.load(QB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        k_e = k_e0 + tl.load(KB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
+        k_o = k_o0 + tl.load(KB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
-        tl.store(QR + orow[:, None] + c[None, :], (q * cos + sgn * q_p * sin).to(QR.dtype.element_ty), mask=m2)
-        tl.store(KR + orow[:, None] + c[None, :], (k * cos + sgn * k_p * sin).to(KR.dtype.element_ty), mask=m2)
+        tl.store(QR + orow[:, None] + c[None, :], _interleave(q_e * cos - q_o * sin, q_e * sin + q_o * cos, BLOCK_T,
+                                                              BLOCK_S).to(QR.dtype.element_ty), mask=m2)
+        tl.store(KR + orow[:, None] + c[None, :], _interleave(k_e * cos - k_o * sin, k_e * sin + k_o * cos, BLOCK_T,
+                                                              BLOCK_S).to(KR.dtype.element_ty), mask=m2)
         # the columns past the rotated pairs pass through
         q_r = q_r0 + tl.load(QB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
         k_r = k_r0 + tl.load(KB + h * N + rs, mask=r_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(QR + orow[:, None] + rs[None, :], q_r.to(QR.dtype.element_ty), mask=mr)
         tl.store(KR + orow[:, None] + rs[None, :], k_r.to(KR.dtype.element_ty), mask=mr)
-        qk = tl.sum(q * k, axis=1) + tl.sum(q_r * k_r, axis=1)
+        qk = tl.sum(q_e * k_e + q_o * k_o, axis=1) + tl.sum(q_r * k_r, axis=1)
         tl.store(QK + base + t, qk, mask=ok)
         tl.store(DIAG + row_p + t, tl.where(ok, -e_next * qk, 0.0))
 
@@ -287,17 +288,16 @@ def _siso_prep_bwd_kernel(
     s_ok = ss < S
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
-    ev = 2 * ss
-    od = 2 * ss + 1
+    c = tl.arange(0, 2 * BLOCK_S)
+    m2 = ok[:, None] & (c < 2 * S)[None, :]
     m = ok[:, None] & s_ok[None, :]
     mr = ok[:, None] & r_ok[None, :]
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
     # Q and K of the group, without bias (each head adds its own)
-    q_e0 = tl.load(Q + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
-    q_o0 = tl.load(Q + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    # (the pairs' columns read as one contiguous tile and split into even and odd in registers)
+    q_e0, q_o0 = _pairs(tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
     q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    k_e0 = tl.load(K + qrow[:, None] + ev[None, :], mask=m, other=0.0).to(tl.float32)
-    k_o0 = tl.load(K + qrow[:, None] + od[None, :], mask=m, other=0.0).to(tl.float32)
+    k_e0, k_o0 = _pairs(tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
     k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
     dq_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     dq_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
@@ -340,16 +340,18 @@ def _siso_prep_bwd_kernel(
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
         qb = QB + h * N
         kb = KB + h * N
-        q_e = q_e0 + tl.load(qb + ev, mask=s_ok, other=0.0)[None, :]
-        q_o = q_o0 + tl.load(qb + od, mask=s_ok, other=0.0)[None, :]
+        q_e = q_e0 + tl.load(qb + 2 * ss, mask=s_ok, other=0.0)[None, :]
+        q_o = q_o0 + tl.load(qb + 2 * ss + 1, mask=s_ok, other=0.0)[None, :]
         q_r = q_r0 + tl.load(qb + rs, mask=r_ok, other=0.0)[None, :]
-        k_e = k_e0 + tl.load(kb + ev, mask=s_ok, other=0.0)[None, :]
-        k_o = k_o0 + tl.load(kb + od, mask=s_ok, other=0.0)[None, :]
+        k_e = k_e0 + tl.load(kb + 2 * ss, mask=s_ok, other=0.0)[None, :]
+        k_o = k_o0 + tl.load(kb + 2 * ss + 1, mask=s_ok, other=0.0)[None, :]
         k_r = k_r0 + tl.load(kb + rs, mask=r_ok, other=0.0)[None, :]
-        gq_e, gq_o, dth = _unrotate(q_e, q_o, tl.load(DQR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                    tl.load(DQR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
-        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, tl.load(DKR + orow[:, None] + ev[None, :], mask=m, other=0.0),
-                                      tl.load(DKR + orow[:, None] + od[None, :], mask=m, other=0.0), cos, sin)
+        d_qe, d_qo = _pairs(tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T,
+                            BLOCK_S)
+        d_ke, d_ko = _pairs(tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T,
+                            BLOCK_S)
+        gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
+        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
         gq_e += d_qk[:, None] * k_e
         gq_o += d_qk[:, None] * k_o
         gk_e += d_qk[:, None] * q_e
@@ -364,11 +366,11 @@ def _siso_prep_bwd_kernel(
         dk_r += gk_r
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
         part = ((j.to(tl.int64) * nb + bi) * H + h) * N
-        tl.store(QB_PART + part + ev, tl.sum(gq_e, axis=0), mask=s_ok)
-        tl.store(QB_PART + part + od, tl.sum(gq_o, axis=0), mask=s_ok)
+        tl.store(QB_PART + part + 2 * ss, tl.sum(gq_e, axis=0), mask=s_ok)
+        tl.store(QB_PART + part + 2 * ss + 1, tl.sum(gq_o, axis=0), mask=s_ok)
         tl.store(QB_PART + part + rs, tl.sum(gq_r, axis=0), mask=r_ok)
-        tl.store(KB_PART + part + ev, tl.sum(gk_e, axis=0), mask=s_ok)
-        tl.store(KB_PART + part + od, tl.sum(gk_o, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=s_ok)
+        tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=s_ok)
         tl.store(KB_PART + part + rs, tl.sum(gk_r, axis=0), mask=r_ok)
 
         # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
@@ -379,11 +381,9 @@ def _siso_prep_bwd_kernel(
         tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
         tl.store(DDT + base + t, d_dt, mask=ok)
         tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
-    tl.store(planes + qrow[:, None] + ev[None, :], dq_e, mask=m)
-    tl.store(planes + qrow[:, None] + od[None, :], dq_o, mask=m)
+    tl.store(planes + qrow[:, None] + c[None, :], _interleave(dq_e, dq_o, BLOCK_T, BLOCK_S), mask=m2)
     tl.store(planes + qrow[:, None] + rs[None, :], dq_r, mask=mr)
-    tl.store(planes_k + qrow[:, None] + ev[None, :], dk_e, mask=m)
-    tl.store(planes_k + qrow[:, None] + od[None, :], dk_o, mask=m)
+    tl.store(planes_k + qrow[:, None] + c[None, :], _interleave(dk_e, dk_o, BLOCK_T, BLOCK_S), mask=m2)
     tl.store(planes_k + qrow[:, None] + rs[None, :], dk_r, mask=mr)
 
 
