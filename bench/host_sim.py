@@ -18,7 +18,7 @@ import torch  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import ssm_triton  # noqa: E402
-from ssm_triton.kernels import tuning  # noqa: E402
+from ssm_triton.kernels import replay, tuning  # noqa: E402
 from ssm_triton.ops import _plans  # noqa: E402
 
 
@@ -44,6 +44,7 @@ def _stub_launches() -> None:
             names = tuple(p.name for p in params)
             const = tuple(p.annotation is tl.constexpr or "constexpr" in str(p.annotation) for p in params)
             k._params = (names, const, frozenset(names))
+    replay.clear_all()   # recorded again with the stubbed binaries, as a GPU's first calls bind theirs
 
 
 def _cases():
@@ -65,6 +66,10 @@ def _cases():
     Qm, qbm, mv = torch.randn(1, 64, 2, 1, 16, **bf), torch.randn(4, 2, 16), torch.randn(4, 2, 16)
     q1, v1, s1 = torch.randn(2, 1, 16, **bf), torch.randn(2, 4, 16, **bf), torch.rand(2, 4)
     q1m, a1 = torch.randn(2, 2, 1, 16, **bf), torch.randn(2, 4, 4)
+    # the blocks' decoding: states updated in place (these take op plans)
+    ns1 = -s1
+    st1 = (torch.zeros(2, 4, 4), torch.zeros(2, 4, 16, 16), torch.zeros(2, 4, 16, **bf), torch.zeros(2, 4, 16, **bf))
+    st1m = (torch.zeros(2, 4, 4), torch.zeros(2, 4, 16, 16), torch.zeros(2, 2, 4, 16, **bf), torch.zeros(2, 4, 16, **bf))
     xl, wl = torch.randn(1, 64, 128, **bf), torch.randn(64, 4, **bf)
     dl, Al, Bl = torch.rand(2, 64, 16), -torch.rand(64, 8), torch.randn(2, 8, 16)
     zx = torch.randn(1, 128, 2 * 64 + 2 * 16 + 4, **bf)
@@ -81,6 +86,10 @@ def _cases():
         "mamba3_siso_step": lambda: ssm_triton.mamba3_siso_step(q1, q1, v1, -s1, s1, s1, qb, qb, a1, D=D4),
         "mamba3_mimo_step": lambda: ssm_triton.mamba3_mimo_step(q1m, q1m, v1, -s1, s1, s1, qbm, qbm, mv, mv, mv, a1,
                                                                 D=D4),
+        "mamba3_siso_step inplace": lambda: ssm_triton.mamba3_siso_step(q1, q1, v1, ns1, s1, s1, qb, qb, a1, D=D4,
+                                                                        Input_States=st1, inplace=True),
+        "mamba3_mimo_step inplace": lambda: ssm_triton.mamba3_mimo_step(
+            q1m, q1m, v1, ns1, s1, s1, qbm, qbm, mv, mv, mv, a1, D=D4, Input_States=st1m, inplace=True),
         "mamba_split_conv1d_scan_combined": lambda: ssm_triton.mamba_split_conv1d_scan_combined(
             zx, cw, cb, b8[:4], -torch.ones(4), D4, 64, headdim=16, ngroups=1),
         "mamba_inner_fn fwd": lambda: ssm_triton.mamba_inner_fn(xz, c1w, c1b, xpw, dpw, opw, None, A1,
@@ -149,8 +158,8 @@ def _per_call_us(fn, n: int = 2000) -> float:
 
 
 def backward_main(profile: bool) -> None:
-    """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs); ``--prof`` adds cProfile's
-    top functions by their own time."""
+    """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs), replays
+    (``kernels/replay.py``) on and off alternating; ``--prof`` adds cProfile's top functions by their own time."""
     cases = _backward_cases()
     for fn in cases.values():
         fn()
@@ -158,7 +167,15 @@ def backward_main(profile: bool) -> None:
     for name, fn in cases.items():
         for _ in range(20):
             fn()
-        print(f"{name:36s} {statistics.median(_per_call_us(fn, 300) for _ in range(5)):7.1f} us/call", flush=True)
+        on, off = [], []
+        for _ in range(5):
+            replay.ENABLED = True
+            on.append(_per_call_us(fn, 300))
+            replay.ENABLED = False
+            off.append(_per_call_us(fn, 300))
+        replay.ENABLED = True
+        print(f"{name:36s} replays on {statistics.median(on):7.1f} us/call, off {statistics.median(off):7.1f}",
+              flush=True)
         if profile:
             import cProfile
             import pstats
@@ -175,6 +192,9 @@ def main() -> None:
     if "--backward" in sys.argv:
         return backward_main("--prof" in sys.argv)
     cases = _cases()
+    if "--match" in sys.argv:   # a substring of the case names
+        part = sys.argv[sys.argv.index("--match") + 1]
+        cases = {k: v for k, v in cases.items() if part in k}
     with torch.no_grad():
         for fn in cases.values():   # every kernel compiled (interpreted) once before the stubs
             fn()

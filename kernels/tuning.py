@@ -273,6 +273,19 @@ class Kernel:
         return values, key
 
     def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
+        rec = _recorder
+        if rec is not None and not rec.paused:   # a replay's recording (replay.py): launch, then note it
+            rec.paused += 1
+            try:
+                self._launch_now(grid, args, kw)
+            finally:
+                rec.paused -= 1
+            if rec.ok:
+                rec.launched(self, grid, args, kw)
+            return
+        self._launch_now(grid, args, kw)
+
+    def _launch_now(self, grid: tuple, args: dict, kw: dict) -> None:
         if self._params is None or not _lean_enabled():
             self.fn.run(grid=grid, warmup=False, **args, **kw)
             return
@@ -310,6 +323,8 @@ class Bound:
     __slots__ = ("kernel", "problem", "args", "vary", "compiled", "grid", "values", "slots", "dtypes", "generation")
 
     def __call__(self, stream, *tensors) -> None:
+        if _recorder is not None:   # an op plan's launch inside a replay's recording: not recordable
+            _recorder.refuse()
         values, slots = self.values, self.slots
         fits = self.generation == _generation and not _hooks_active()
         if fits:
@@ -367,7 +382,8 @@ class OneLaunch:
 # ---- choices: pins, the process memory and the disk cache ----
 
 _REGISTRY: dict[str, "_Choice"] = {}
-_generation = 0   # bumped by forget(): Bound launches made before it resolve again
+_generation = 0   # bumped by forget(): Bound launches (and replays) made before it resolve again
+_recorder = None  # the replay being recorded (replay.py), if any
 _pinned: dict[str, dict] = {}
 _chosen: dict[str, dict] = {}
 _disk: dict | None = None
@@ -596,6 +612,8 @@ class TunableKernel(_Choice, Kernel):
         return bound
 
     def _tune(self, problem, args: dict) -> dict:
+        if _recorder is not None:   # a replay recorded now would hold the timing runs: record after the choice
+            _recorder.refuse(retry=True)
         space = self.space(problem)
         configs = []
         for kw in space:
@@ -627,6 +645,8 @@ class TunablePlan(_Choice):
             return hit
         kw, final = self.choose(problem, config)
         if kw is None:
+            if _recorder is not None:
+                _recorder.refuse(retry=True)
             space = self.space(problem)
             timed = []
             for i, option in enumerate(space):

@@ -53,3 +53,12 @@ def pytest_runtest_logreport(report):
     if path and report.failed and "PYTEST_XDIST_WORKER" not in os.environ:
         with open(path, "a") as f:
             f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
+@pytest.fixture(autouse=True)
+def _no_replays_from_earlier_tests():
+    """Each test starts with no replay (``kernels/replay.py``): one recorded by an earlier test would skip the
+    launcher code a test patches or spies on. Calls repeated inside a test still replay."""
+    from ssm_triton.kernels import replay
+    replay.clear_all()
+    yield

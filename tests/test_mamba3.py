@@ -313,6 +313,57 @@ def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, see
     assert_close(torch.stack(outs, 1), want, torch.bfloat16, "steps")
 
 
+@SMALL
+@given(b=st.integers(1, 2), L=st.integers(2, 6), heads=st.sampled_from([(1, 1), (4, 2)]), P=st.sampled_from([3, 8]),
+       N=st.sampled_from([4, 16]), seed=seeds(), options=st.booleans(), mimo=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, seed, options, mimo, dtype, data):
+    """In-place steps take an op plan per input signature (``ops/_plans.py``): the first step makes it, the next
+    reuse it with new values; halfway the inputs change layout (the step's slices of the sequence, strided when
+    b > 1, become packed copies): another plan. Every step's output and the final states against the float64
+    loop, so a plan that launches with a stale or misplaced argument fails."""
+    from ssm_triton.ops import mamba3 as ops
+    from ssm_triton.reference import mamba3_mimo_loop
+
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    R = data.draw(st.sampled_from([1, 2]), label="R") if mimo else 1
+    f32 = torch.float32
+    r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
+    dt_ = uniform((b, H, L), 0.01, 0.8, seed + 4, device, f32)
+    lead = (R,) if mimo else ()
+    t = dict(Q=r((b, L, *lead, Hqk, N), 0), K=r((b, L, *lead, Hqk, N), 1), V=r((b, L, H, P), 2),
+             ADT=-uniform((b, H, L), 0.05, 1.5, seed + 3, device, f32) * dt_, DT=dt_, Trap=r((b, H, L), 5, 2.0, f32),
+             Q_bias=r((H, *lead, N), 6, 0.3, f32), K_bias=r((H, *lead, N), 7, 0.3, f32), Angles=r((b, L, H, S), 8))
+    if mimo:
+        t.update(MIMO_V=r((H, R, P), 9, 1.0, f32), MIMO_Z=r((H, R, P), 10, 1.0, f32), MIMO_Out=r((H, R, P), 11, 1.0, f32))
+    if options:
+        t.update(D=r((H,), 12, 1.0, f32), Z=r((b, L, H, P), 13))
+    states = (uniform((b, H, S), 0.0, 2 * math.pi, seed + 14, device, f32), r((b, H, P, N), 15, 0.5, f32),
+              r((b, *lead, H, N), 16, 1.0, f32 if not mimo else dtype), r((b, H, P), 17))
+    wide = {k: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+    start = tuple(s.double().cpu() for s in states)
+    want, want_states = (mamba3_mimo_loop if mimo else mamba3_siso_loop)(**wide, Input_States=start)
+    plans = ops._MIMO_STEP_PLANS if mimo else ops._STEP_PLANS
+    made = len(plans._seen)
+    step_fn = ssm_triton.mamba3_mimo_step if mimo else ssm_triton.mamba3_siso_step
+    held = tuple(s.clone() for s in states)
+    outs = []
+    for i in range(L):
+        step = {k: (v[:, i] if k in ("Q", "K", "V", "Z", "Angles") else v[:, :, i] if k in ("ADT", "DT", "Trap") else v)
+                for k, v in t.items()}
+        if i >= L // 2:
+            step = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in step.items()}
+        out, new = step_fn(**step, Input_States=held, inplace=True)
+        assert all(a is c for a, c in zip(new, held))
+        outs.append(out)
+    assert_close(torch.stack(outs, 1), want, dtype, "stepped out")
+    assert_angle_close(held[0], want_states[0], f32, "stepped angle")
+    for name, g, w in zip(STATE_NAMES[1:], held[1:], want_states[1:]):
+        assert_close(g, w, dtype, f"stepped {name}")
+    assert len(plans._seen) > made and any(p for p in plans._seen.values())
+
+
 STEP_GOOD = dict(Q=torch.ones(1, 2, 8), K=torch.ones(1, 2, 8), V=torch.ones(1, 4, 3), ADT=-torch.ones(1, 4),
                  DT=torch.ones(1, 4), Trap=torch.ones(1, 4), Q_bias=torch.ones(4, 8), K_bias=torch.ones(4, 8),
                  Angles=torch.ones(1, 4, 2))
@@ -407,6 +458,7 @@ def test_mimo_step_rejects_bad_input_with_the_argument_named(device, override, e
 def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
     """deterministic=True, or torch's deterministic setting, reaches the SSD's pair stage (no atomics there), and
     two backward passes then give identical gradients; the default keeps the atomics."""
+    from ssm_triton.kernels import replay
     from ssm_triton.kernels.mamba3 import launch
 
     seen = []
@@ -417,6 +469,8 @@ def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
         return pair_grads(*args, **kw)
 
     monkeypatch.setattr(launch.ssd, "pair_grads", spy)
+    # the spy watches the launcher on every call: a replay (kernels/replay.py) of the first would skip it
+    monkeypatch.setattr(replay, "ENABLED", False)
     t = make(device, 2, 37, 4, 2, 5, 8, 3, 7, True, torch.float32)
 
     def grads(**kw):

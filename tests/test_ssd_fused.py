@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from ssm_triton.kernels import tuning
+from ssm_triton.kernels import replay, tuning
 from ssm_triton.kernels.ssd import fused, launch
 from ssm_triton.kernels.tuning import H100
 from ssm_triton.reference import ssd_np
@@ -31,11 +31,12 @@ def route(value: str):
 
 @contextlib.contextmanager
 def counting():
-    """How many times the fused kernel launched inside the block: through the tuner's path or, on a GPU, a
-    plan's bound launch (which falls back to the tuner's path, counted once, when the binary does not fit)."""
+    """How many times the fused kernel launched inside the block: through the tuner's path, a plan's bound launch
+    or a replay's launch (the last two fall back to the tuner's path, counted once, when the binary does not
+    fit)."""
     calls, inside = [], []
     kernel = fused.ssd_fused_fwd_kernel
-    real, real_bound = kernel.launch, tuning.Bound.__call__
+    real, real_bound, real_replayed = kernel.launch, tuning.Bound.__call__, replay._Launch.__call__
 
     def spy(*a, **k):
         if not inside:
@@ -52,11 +53,21 @@ def counting():
         finally:
             inside.pop()
 
-    kernel.launch, tuning.Bound.__call__ = spy, bound_spy
+    def replayed_spy(self, table, stream):   # a replay's launch (kernels/replay.py)
+        if self.kernel is not kernel:
+            return real_replayed(self, table, stream)
+        calls.append(1)
+        inside.append(1)
+        try:
+            return real_replayed(self, table, stream)
+        finally:
+            inside.pop()
+
+    kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = spy, bound_spy, replayed_spy
     try:
         yield calls
     finally:
-        kernel.launch, tuning.Bound.__call__ = real, real_bound
+        kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = real, real_bound, real_replayed
 
 
 def problem(device, bsz, L, groups, per_group, P, N, seed, options, dtype):

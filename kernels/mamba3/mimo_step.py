@@ -11,13 +11,15 @@ The rank sums are products with the rank axis padded to 16 (``tl.dot``'s least s
 blocks of ``BLOCK_P``, each read before it is written, so the states may be updated in place (the angle,
 ``k~`` and ``x`` states are read before any write too).
 """
+import torch
 import triton
 import triton.language as tl
 
+from ..host import next_power_of_2
 from ..ssd.common import mm
-from ..tuning import Kernel
+from ..tuning import TunableKernel
 from .prep import _tanh
-from .step import step_terms
+from .step import STATE_NAMES, plan_of, step_terms
 
 
 @triton.jit
@@ -106,4 +108,42 @@ def _mimo_step_kernel(
     tl.store(THETA_OUT + bh * S + ns, theta.to(THETA_OUT.dtype.element_ty), mask=first)
 
 
-mimo_step_kernel = Kernel(_mimo_step_kernel, flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO"))
+# one candidate: the ranks' q, k, k_prev stay in registers, which 16-row state blocks and 8 warps allow
+mimo_step_kernel = TunableKernel(
+    "mamba3_mimo_step", _mimo_step_kernel, grid=lambda p, kw: (p[0],), key=lambda p: p[1:],
+    rule=lambda p, mode: dict(BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(p[3])), num_warps=8),
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO"))
+
+INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "Z")
+
+
+def mimo_step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm, k, x,
+                   out):
+    """``(problem, launch arguments)`` of one MIMO step (contiguous tensors), the states updated in place."""
+    b, H, P = V.shape
+    R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
+    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)))
+    args.update(THETA=angle, SSM=ssm, KS=k, XS=x, THETA_OUT=angle, SSM_OUT=ssm, KS_OUT=k, XS_OUT=x, OUT=out, H=H,
+                HQK=Hqk, R=R, P=P, N=N, S=Angles.shape[2])
+    return (b * H, R, P, N), args
+
+
+def out_shape(V, Q, MIMO_Out) -> tuple:
+    """``(b, H, P)``, or ``(b, R, H, P)`` when the ranks' outputs come back apart (no MIMO_Out)."""
+    return tuple(V.shape) if MIMO_Out is not None else (V.shape[0], Q.shape[1], *V.shape[1:])
+
+
+def mimo_step(*tensors) -> torch.Tensor:
+    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm,
+    k, x)``, the states updated in place; returns the output."""
+    V = tensors[2]
+    out = torch.empty(out_shape(V, tensors[0], tensors[10]), device=V.device, dtype=V.dtype)
+    problem, args = mimo_step_args(*tensors, out)
+    mimo_step_kernel.launch(problem, **args)
+    return out
+
+
+def mimo_step_plan(tensors):
+    """:func:`mimo_step` of tensors of these shapes, strides and dtypes as a step plan (``step.StepPlan``)."""
+    return plan_of(mimo_step_kernel, mimo_step_args, tensors, INPUTS + STATE_NAMES[:3] + (("XS", "XS_OUT"),),
+                   out_shape(tensors[2], tensors[0], tensors[10]))

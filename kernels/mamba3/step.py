@@ -8,10 +8,12 @@ A program reads every old state value before it writes the new one (the angle an
 state row block by row block, ``v`` with its block), so the outputs may be the inputs: the state is then
 updated in place.
 """
+import torch
 import triton
 import triton.language as tl
 
-from ..tuning import Kernel
+from ..host import next_power_of_2
+from ..tuning import Launch, OneLaunch, TunableKernel
 from .prep import _tanh
 
 
@@ -108,4 +110,79 @@ def _siso_step_kernel(
     tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
 
 
-siso_step_kernel = Kernel(_siso_step_kernel, flags=dict(HAS_D="D", HAS_Z="Z"))
+def _rule(problem, mode):
+    _, P, N, S = problem
+    # 4 warps need 251 registers
+    return dict(BLOCK_P=min(64, max(16, next_power_of_2(P))), BLOCK_S=max(2, next_power_of_2(S)),
+                BLOCK_R=max(2, next_power_of_2(N - 2 * S)), num_warps=8)
+
+
+# one candidate (the rule): a TunableKernel for the bound launches of op plans, nothing is timed
+siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=lambda p, kw: (p[0],), rule=_rule,
+                                 key=lambda p: p[1:], flags=dict(HAS_D="D", HAS_Z="Z"))
+
+INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z")
+
+
+def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v, out):
+    """``(problem, launch arguments)`` of one SISO step (contiguous tensors), the states updated from
+    ``(angle, ssm, k, v)`` into themselves."""
+    b, H, P = V.shape
+    N, S = Q.shape[2], Angles.shape[2]
+    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)))
+    args.update(THETA=angle, SSM=ssm, KS=k, VS=v, THETA_OUT=angle, SSM_OUT=ssm, KS_OUT=k, VS_OUT=v, OUT=out, H=H,
+                HQK=Q.shape[1], P=P, N=N, S=S)
+    return (b * H, P, N, S), args
+
+
+def siso_step(*tensors) -> torch.Tensor:
+    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v)``, the
+    states updated in place; returns ``out (b, H, P)``."""
+    V = tensors[2]
+    out = torch.empty(V.shape, device=V.device, dtype=V.dtype)
+    problem, args = step_args(*tensors, out)
+    siso_step_kernel.launch(problem, **args)
+    return out
+
+
+class StepPlan:
+    """A decode step as an op plan (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> [out]`` for the
+    tensors of :func:`siso_step` / the MIMO step, of the shapes, strides and dtypes it was made for; the
+    ones that were not contiguous then are copied each call (the kernels read them packed)."""
+    __slots__ = ("one", "copy")
+
+    def __init__(self, one: OneLaunch, copy: tuple):
+        self.one, self.copy = one, copy
+
+    def __call__(self, tensors):
+        if self.copy:
+            tensors = list(tensors)
+            for i in self.copy:
+                tensors[i] = tensors[i].contiguous()
+        return self.one(tensors)
+
+
+def plan_of(kernel, args_of, tensors, names, out_shape) -> StepPlan:
+    """A :class:`StepPlan` of ``kernel`` launched with ``args_of(*contiguous tensors, out)``; ``names`` are
+    the kernel's pointer arguments, one per tensor (the states' in and out both name theirs)."""
+    copy = tuple(i for i, t in enumerate(tensors) if t is not None and not t.is_contiguous())
+    packed = [t.contiguous() if t is not None else None for t in tensors]
+    V = packed[2]
+    out = torch.empty(out_shape, device=V.device, dtype=V.dtype)
+    problem, args = args_of(*packed, out)
+    take, vary = [], []
+    for i, (t, name) in enumerate(zip(packed, names)):
+        if t is not None:
+            for n in (name if isinstance(name, tuple) else (name,)):
+                take.append(i)
+                vary.append(n)
+    launch = Launch(kernel, problem, args, (*vary, "OUT"))
+    return StepPlan(OneLaunch(launch, tuple(take), ((tuple(out_shape), V.dtype),), V.device), copy)
+
+
+STATE_NAMES = (("THETA", "THETA_OUT"), ("SSM", "SSM_OUT"), ("KS", "KS_OUT"), ("VS", "VS_OUT"))
+
+
+def siso_step_plan(tensors) -> StepPlan:
+    """:func:`siso_step` of tensors of these shapes, strides and dtypes as a :class:`StepPlan`."""
+    return plan_of(siso_step_kernel, step_args, tensors, INPUTS + STATE_NAMES, tuple(tensors[2].shape))

@@ -22,6 +22,8 @@ from typing import Callable
 
 import torch
 
+from ..kernels import replay as _replay
+
 _TYPES = {"Tensor": "Tensor", "Tensor?": "Tensor?", "int": "SymInt", "float": "float", "bool": "bool", "str": "str"}
 
 
@@ -53,6 +55,7 @@ class OpSpec:
     inference: Callable | None = None          # forward for calls that record no graph
     like: dict[str, str] = field(default_factory=dict)  # gradient -> the kept tensor it is shaped like
     mutates: tuple[str, ...] = ()              # inputs updated in place (no backward then)
+    switches: Callable | None = None           # () -> tuple: module switches the launchers read (part of a replay's key)
 
     def __post_init__(self):
         self.params = _parse(self.args)
@@ -104,7 +107,13 @@ def build(spec: OpSpec):
 
     # ---- eager route ----
     eager = None if mutating or spec.backward is None else _build_eager(spec)
-    light = spec.inference or spec.forward
+    light_body = spec.inference or spec.forward
+    names = spec.names
+    light_replays = _replay.Replays()
+    switches = spec.switches or tuple
+
+    def light(*args):
+        return light_body(**dict(zip(names, args)))
 
     def call(*args):
         if compiling():
@@ -113,7 +122,7 @@ def build(spec: OpSpec):
         if eager is not None and torch.is_grad_enabled() and any(
                 isinstance(a, torch.Tensor) and a.requires_grad for a in args):
             return eager(*args)
-        return light(**dict(zip(spec.names, args)))
+        return light_replays.run(_replay.key_of(args, switches()), light, args)
 
     return call
 
@@ -147,17 +156,33 @@ def _save(spec: OpSpec, ctx, args, outputs):
 
 
 def _build_eager(spec: OpSpec):
+    """The eager autograd route; the forward's and the backward's launcher work replayed per signature
+    (``kernels/replay.py``)."""
+    names = spec.names
+    n_saved, n_flags = len(spec.saved_tensors), len(spec.flags)
+    fwd_replays, bwd_replays = _replay.Replays(), _replay.Replays()
+    switches = spec.switches or tuple
+
+    def run_forward(*args):
+        return tuple(spec.forward(**dict(zip(names, args))))
+
+    def run_backward(*values):
+        saved = _saved_dict(spec, values[:n_saved], values[n_saved:n_saved + n_flags])
+        return spec.backward(saved, dict(zip(spec.grad_outputs, values[n_saved + n_flags:])))
+
     def forward(ctx, *args):
         ctx.set_materialize_grads(False)  # unused outputs reach the backward as None, not as zeros
-        outputs = spec.forward(**dict(zip(spec.names, args)))
+        outputs = fwd_replays.run(_replay.key_of(args, switches()), run_forward, args)
         _save(spec, ctx, args, outputs)
-        return tuple(outputs)
+        return outputs
 
     def backward(ctx, *grads):
         if all(g is None for g in grads):
             return (None,) * len(spec.names)
-        saved = _saved_dict(spec, ctx.saved_tensors, ctx.flag_values)
-        return _positional(spec, spec.backward(saved, _grads_by_output(spec, grads)), saved)
+        saved_tensors = ctx.saved_tensors
+        values = (*saved_tensors, *ctx.flag_values, *(grads[spec.out_index[n]] for n in spec.grad_outputs))
+        result = bwd_replays.run(_replay.key_of(values, switches()), run_backward, values)
+        return _positional(spec, result, _saved_dict(spec, saved_tensors, ctx.flag_values))
 
     cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
                                                        "backward": staticmethod(backward)})

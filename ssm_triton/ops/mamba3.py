@@ -5,9 +5,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _validate
+from .. import _runtime, _validate
 from ..kernels.mamba3 import launch as _k
 from .mamba3_packed import add_input_states, final_ssm
+from . import _plans
 from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -156,6 +157,9 @@ def _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_St
                        "cu_seqlens"), (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(states[:1] or (None,)), cu))
 
 
+_PASSED = _validate.Passed()
+
+
 def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
                          K_bias: Tensor, Angles: Tensor, D: Optional[Tensor] = None, Z: Optional[Tensor] = None,
                          Input_States: Optional[tuple] = None, chunk_size: int = 64,
@@ -198,9 +202,16 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
     """
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    _validate.flag("deterministic", deterministic)
-    _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
-                  return_final_states, cu_seqlens)
+    # cu_seqlens is checked by value on every call; the rest once per signature
+    four = isinstance(Input_States, (tuple, list)) and len(Input_States) == 4
+    key = None if cu_seqlens is not None or not (four or Input_States is None) else _validate.signature(
+        (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(Input_States or ())),
+        (chunk_size, return_final_states, deterministic, Input_States is None))
+    if _PASSED.get(key) is None:
+        _validate.flag("deterministic", deterministic)
+        _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
+                      return_final_states, cu_seqlens)
+        _PASSED.put(key, True)
     cu = cu_seqlens.to(V.device) if cu_seqlens is not None else None
     # packed sequences with input states: the kernels run them from zero states, the states are added after
     per_sequence = cu is not None and Input_States is not None
@@ -223,19 +234,25 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
 
 # ---- the decode step ----
 
+# steps that update the caller's states in place (the blocks' decoding): one bound launch per input signature
+# (ops/_plans.py); the inputs that were not contiguous when the plan was made are copied each call
+_STEP_PLANS = _plans.Plans()
+_MIMO_STEP_PLANS = _plans.Plans()
+
+
+def _step_lookup(plans, inputs, Input_States, inplace):
+    """``(plan or None, (key, every tensor in the kernel's order) or None)`` for a decode step: only in-place
+    steps of four given states take plans."""
+    if inplace is not True or not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+        return None, None
+    tensors = (*inputs, *Input_States)
+    plan, key = _plans.lookup(plans, tensors, (_runtime.INTERPRET,))
+    return plan, (key, tensors) if key is not None else None
+
 def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state):
-    from ..kernels.host import next_power_of_2
-    from ..kernels.mamba3.step import siso_step_kernel
-    b, H, P = V.shape
-    Hqk, N = Q.shape[1], Q.shape[2]
-    S = Angles.shape[2]
-    out = torch.empty_like(V)
-    siso_step_kernel((b * H,), Q=Q, K=K, V=V, ADT=ADT, DT=DT, TRAP=Trap, QB=Q_bias, KB=K_bias, ANG=Angles, D=D, Z=Z,
-                     THETA=angle_state, SSM=ssm_state, KS=k_state, VS=v_state, THETA_OUT=angle_state,
-                     SSM_OUT=ssm_state, KS_OUT=k_state, VS_OUT=v_state, OUT=out, H=H, HQK=Hqk, P=P, N=N,
-                     S=S, BLOCK_P=min(64, max(16, next_power_of_2(P))), BLOCK_S=max(2, next_power_of_2(S)),
-                     BLOCK_R=max(2, next_power_of_2(N - 2 * S)), num_warps=8)   # 4 warps need 251 registers
-    return (out,)
+    from ..kernels.mamba3.step import siso_step
+    return (siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state,
+                      v_state),)
 
 
 _step = build(OpSpec(
@@ -298,6 +315,10 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out (batch, H, P) in V's dtype, [angle, ssm, k~, v])``, the new states (``v`` is V itself unless
         ``inplace``). Not differentiable.
     """
+    plan, plan_key = _step_lookup(_STEP_PLANS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z), Input_States,
+                                  inplace)
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(plan_key[1])[0], list(Input_States)
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     _validate.tensor("Q", Q, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, Hqk, N)")
@@ -319,6 +340,9 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     out = _step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z), *states)[0]
+    if plan_key is not None:
+        from ..kernels.mamba3.step import siso_step_plan
+        _plans.remember(_STEP_PLANS, plan_key[0], lambda: siso_step_plan(plan_key[1]))
     if not inplace:
         states[3] = V
     return out, list(states)
@@ -326,17 +350,9 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
 
 def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
                    ssm_state, k_state, v_state):
-    from ..kernels.host import next_power_of_2
-    from ..kernels.mamba3.mimo_step import mimo_step_kernel  # noqa: I001
-    b, H, P = V.shape
-    R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
-    out = torch.empty_like(V) if MIMO_Out is not None else V.new_empty((b, R, H, P))
-    mimo_step_kernel((b * H,), Q=Q, K=K, V=V, ADT=ADT, DT=DT, TRAP=Trap, QB=Q_bias, KB=K_bias, MV=MIMO_V, MZ=MIMO_Z,
-                     MO=MIMO_Out, ANG=Angles, D=D, Z=Z, THETA=angle_state, SSM=ssm_state, KS=k_state, XS=v_state,
-                     THETA_OUT=angle_state, SSM_OUT=ssm_state, KS_OUT=k_state, XS_OUT=v_state, OUT=out, H=H, HQK=Hqk,
-                     R=R, P=P, N=N, S=Angles.shape[2], BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(N)),
-                     num_warps=8)   # the ranks' q, k, k_prev stay in registers: 16-row state blocks keep them there
-    return (out,)
+    from ..kernels.mamba3.mimo_step import mimo_step
+    return (mimo_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
+                      ssm_state, k_state, v_state),)
 
 
 _mimo_step = build(OpSpec(
@@ -386,6 +402,10 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out, [angle, ssm, k, x])``: ``out (batch, H, P)``, or ``(batch, R, H, P)`` without MIMO_Out, in V's
         dtype. Not differentiable.
     """
+    plan, plan_key = _step_lookup(_MIMO_STEP_PLANS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out,
+                                                     Angles, D, Z), Input_States, inplace)
+    if plan:   # made after a call of this very signature passed the checks
+        return plan(plan_key[1])[0], list(Input_States)
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     if P > MAX_DIM:
@@ -407,6 +427,9 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     out = _mimo_step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
                      c(Angles), c(D), c(Z), *states)[0]
+    if plan_key is not None:
+        from ..kernels.mamba3.mimo_step import mimo_step_plan
+        _plans.remember(_MIMO_STEP_PLANS, plan_key[0], lambda: mimo_step_plan(plan_key[1]))
     if not inplace:
         states[3] = V
     return out, list(states)

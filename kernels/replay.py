@@ -1,0 +1,335 @@
+"""Replays: what a launcher did for one input signature, recorded once and issued again without its Python.
+
+A launcher's work for given shapes, strides, dtypes and plain arguments is the same every call: the same
+buffers allocated, the same kernels launched with the same grids, sizes and tiles, the same PyTorch ops
+between them. Only the tensors' addresses and values change. :func:`record` runs a launcher once under a
+``TorchFunctionMode`` that notes every PyTorch call that returns a tensor (allocations, sums, casts, views,
+in-place updates) and, through a hook in :class:`~.tuning.Kernel`, every kernel launch, each with its tensors
+named by slot (the inputs first, then each result in the order made). :class:`Replay` issues that list again
+for new inputs: each PyTorch call re-run on the slots' tensors, each launch handed straight to the compiled
+binary it ran (or, where none is bound — the interpreter, another dtype or alignment — through the kernel's
+own path).
+
+A recording is refused (that signature keeps the normal path) where the launcher's path could depend on
+values: a tensor read back into Python (``item``, ``bool``, ``tolist``, ...), a bound launch inside it (an op
+plan's), a result that no recorded call made. One taken while the tuner timed candidates is dropped and the
+next call records again. ``tuning.forget()`` (pins, tuning switches) makes every replay stale.
+``SSM_TRITON_REPLAY=0`` turns replays off.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from . import tuning
+from .ssd.launch import fp32_matmul
+
+ENABLED = os.environ.get("SSM_TRITON_REPLAY", "1").strip() not in ("", "0")
+
+# calls whose result carries a tensor's values into Python, where the launcher could branch on them
+_READS = frozenset(("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__complex__", "numpy",
+                    "__array__", "__repr__", "__format__", "__str__", "equal", "allclose", "is_nonzero",
+                    "__contains__", "__iter__"))
+
+
+# calls that give back their own tensor when it already has the asked layout and dtype: fixed by the signature,
+# so a call that did at recording does at every replay, and is left out of it
+_SAME = frozenset(("contiguous", "to", "float", "double", "half", "bfloat16", "int", "long", "type_as"))
+
+
+# calls that write into a tensor and return nothing
+_WRITES = frozenset(("__setitem__", "__delitem__"))
+
+
+class _Slot:
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+
+def _rebuild(obj, parts):
+    if type(obj) is tuple:
+        return tuple(parts)
+    if type(obj) is list:
+        return list(parts)
+    if hasattr(obj, "_fields"):   # a NamedTuple
+        return type(obj)(*parts)
+    return type(obj)(parts)
+
+
+class _Filled:
+    """A template holding slots: a list, tuple, NamedTuple or dict of parts, filled in at each replay."""
+    __slots__ = ("like", "parts", "keys")
+
+    def fill(self, table):
+        parts = [_fill(p, table) for p in self.parts]
+        if self.keys is not None:
+            return dict(zip(self.keys, parts))
+        return _rebuild(self.like, parts)
+
+
+def _fill(obj, table):
+    """``obj`` with each slot replaced by the table's tensor."""
+    kind = type(obj)
+    if kind is _Slot:
+        return table[obj.i]
+    if kind is _Filled:
+        return obj.fill(table)
+    return obj
+
+
+class _Call:
+    """One recorded PyTorch call, re-run with the slots filled; its tensor results go to ``outs``."""
+    __slots__ = ("func", "args", "kwargs", "outs", "many")
+
+    def __call__(self, table, stream) -> None:
+        args, kwargs = self.args, self.kwargs
+        out = self.func(*(args.fill(table) if type(args) is _Filled else args),
+                        **(kwargs.fill(table) if type(kwargs) is _Filled else kwargs))
+        many = self.many
+        if many:
+            for i, t in zip(self.outs, out):
+                if i is not None:
+                    table[i] = t
+        elif many is not None:
+            table[self.outs] = out
+
+
+class _Launch:
+    """One recorded kernel launch: ``(position in the binary's arguments, slot)`` per tensor. The binary runs
+    it where the tensors have the 16-byte alignment it was compiled for; dtypes, shapes and strides are the
+    signature's. Only the inputs' alignment can change between calls (every buffer comes fresh from the
+    allocator, every view of one at the offset it had), so only theirs is checked, unless an input was
+    misaligned when recorded (then the views of it may move: every aligned tensor is checked). Without a
+    binary (the interpreter, a launch hook) the kernel's own path takes the call."""
+    __slots__ = ("kernel", "grid", "args", "kw", "compiled", "values", "tensors", "check")
+
+    def __call__(self, table, stream) -> None:
+        compiled = self.compiled
+        if compiled is not None and stream is not None:
+            for slot in self.check:
+                if table[slot].data_ptr() % 16:
+                    break
+            else:
+                values = self.values
+                for pos, slot in self.tensors:
+                    values[pos] = table[slot]
+                tuning.Kernel._lean(compiled, self.grid, stream, values)
+                for pos, _ in self.tensors:
+                    values[pos] = None
+                return
+        self.kernel._launch(self.grid, _fill(self.args, table), self.kw)
+
+
+class Replay:
+    """``replay(inputs) -> result`` for inputs of the signature it was recorded with (the caller keys it); None
+    when made stale by ``tuning.forget()`` (the caller records again)."""
+    __slots__ = ("size", "steps", "out", "device", "generation")
+
+    def __call__(self, inputs):
+        if self.generation != tuning._generation:
+            return None
+        table = [*inputs, *([None] * (self.size - len(inputs)))]
+        stream = None
+        if self.device is not None and not tuning._hooks_active():
+            stream = tuning._raw_stream(self.device)
+        for step in self.steps:
+            step(table, stream)
+        return _fill(self.out, table)
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, inputs):
+        super().__init__()
+        self.slots: dict = {}     # id(tensor) -> slot
+        self.keep: list = []      # every tensor seen, alive until the recording ends (so no id is reused)
+        self.steps: list = []
+        self.size = self.n_inputs = len(inputs)
+        self.inputs_aligned = True   # False: an input was not 16-byte aligned when recorded
+        self.ok = True            # False: refused
+        self.retry = False        # True: refused because the tuner ran; record again next call
+        self.paused = 0           # inside a kernel launch (the interpreter runs PyTorch there)
+        self.device = None
+        for i, t in enumerate(inputs):
+            if isinstance(t, torch.Tensor):
+                self.slots[id(t)] = i
+                self.keep.append(t)
+
+    def refuse(self, retry: bool = False) -> None:
+        self.ok = False
+        self.retry = self.retry or retry
+
+    def _template(self, obj, constants_ok: bool = True):
+        """``obj`` with tensors as slots; an unknown tensor is kept as a constant, or refuses the recording."""
+        if isinstance(obj, torch.Tensor):
+            i = self.slots.get(id(obj))
+            if i is None:
+                if not constants_ok:
+                    self.refuse()
+                self.keep.append(obj)
+                return obj
+            return _Slot(i)
+        keys = None
+        if type(obj) is dict:
+            keys, items = tuple(obj), tuple(obj.values())
+        elif isinstance(obj, (tuple, list)) and obj:
+            items = obj
+        else:
+            return obj
+        parts = [self._template(o, constants_ok) for o in items]
+        if not any(type(p) is _Slot or type(p) is _Filled for p in parts):
+            return obj
+        made = _Filled()
+        made.like, made.parts, made.keys = obj if keys is None else None, parts, keys
+        return made
+
+    def _new(self, t) -> int:
+        i = self.size
+        self.size += 1
+        self.slots[id(t)] = i
+        self.keep.append(t)
+        return i
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.paused or not self.ok:
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name in _READS:
+            self.refuse()
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if args and out is args[0] and name in _SAME:
+            return out
+        if isinstance(out, torch.Tensor):
+            many = False
+        elif isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out):
+            many = True
+        elif name in _WRITES:
+            many = None   # a write that returns nothing: replayed for its effect
+        else:
+            return out   # sizes, strides, dtypes, flags: fixed by the signature
+        call = _Call()
+        call.func, call.args, call.kwargs = func, self._template(args), self._template(kwargs)
+        call.many = many
+        call.outs = (None if many is None else
+                     tuple(self._new(o) if isinstance(o, torch.Tensor) else None for o in out) if many else self._new(out))
+        self.steps.append(call)
+        return out
+
+    def launched(self, kernel, grid, args: dict, kw: dict) -> None:
+        """After a kernel launch with ``args``: its step."""
+        step = _Launch()
+        step.kernel, step.grid, step.kw = kernel, grid, kw
+        step.args = self._template(args)
+        step.compiled = step.values = None
+        step.tensors = step.check = ()
+        if kernel._params is not None and tuning._lean_enabled():
+            lean = kernel._lean_values(args, kw)
+            compiled = kernel._bound.get(lean[1]) if lean is not None else None
+            if compiled is not None:
+                values, key = lean
+                tensors, aligned = [], []
+                for pos, v in enumerate(values):
+                    slot = self.slots.get(id(v)) if isinstance(v, torch.Tensor) else None
+                    if slot is not None:
+                        tensors.append((pos, slot))
+                        if v.data_ptr() % 16 == 0:
+                            aligned.append(slot)
+                        elif slot < self.n_inputs:
+                            self.inputs_aligned = False
+                        values[pos] = None
+                step.compiled, step.values, step.tensors = compiled, values, tuple(tensors)
+                step.check = tuple(aligned)
+                if self.device is None:
+                    self.device = key[0]
+        self.steps.append(step)
+
+    def replay(self, result) -> Replay | None:
+        out = self._template(result, constants_ok=False)
+        if not self.ok:
+            return None
+        if self.inputs_aligned:   # only the inputs' alignment can change (see _Launch)
+            for step in self.steps:
+                if type(step) is _Launch:
+                    step.check = tuple(s for s in step.check if s < self.n_inputs)
+        r = Replay()
+        r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(self.steps), out, self.device, tuning._generation
+        return r
+
+
+def record(fn, inputs: tuple):
+    """``(fn(*inputs), Replay or None, retry)``: the call's result, its replay where one can be made, and
+    whether a refused recording is worth trying again (the tuner ran during it). Inside another recording
+    ``fn`` just runs (the outer one sees its calls)."""
+    if tuning._recorder is not None:
+        return fn(*inputs), None, False
+    rec = _Recorder(inputs)
+    tuning._recorder = rec
+    try:
+        with rec:
+            result = fn(*inputs)
+    finally:
+        tuning._recorder = None
+    return result, rec.replay(result), rec.retry
+
+
+class Replays:
+    """Replays by key, bounded (least recently used first out). ``run(key, fn, inputs)`` replays the key's
+    recording, or runs ``fn(*inputs)`` and records it; a key of None (or an unhashable one) just runs."""
+
+    def __init__(self, size: int = 256):
+        from ssm_triton._validate import Passed
+        self._map = Passed(size)
+        _ALL.append(self)
+
+    def run(self, key, fn, inputs: tuple):
+        if key is None or not ENABLED or tuning._recorder is not None:   # inside a recording: its calls are its
+            return fn(*inputs)
+        found = self._map.get(key)
+        if found:
+            result = found(inputs)
+            if result is not None:
+                return result
+        elif found is not None:   # False: this signature cannot be replayed
+            return fn(*inputs)
+        result, replay, retry = record(fn, inputs)
+        if replay is not None or not retry:
+            self._map.put(key, replay or False)
+        return result
+
+    def clear(self) -> None:
+        self._map._seen.clear()
+
+
+_ALL: list = []
+
+
+def clear_all() -> None:
+    """Forget every replay (tests start from none)."""
+    for r in _ALL:
+        r.clear()
+
+
+def key_of(values, switches: tuple = ()) -> tuple | None:
+    """The signature a replay is recorded for: per tensor its shape, strides, dtype and device, per other value
+    its type and value, then what else steers the launchers (``switches``: the op's module switches; grad mode,
+    fp32 matmul precision, determinism, CUDA graph capture). None where a value is a tensor that requires grad under grad mode (a graph would be
+    recorded, which a replay does not reproduce)."""
+    key = []
+    cuda = False
+    grad = torch.is_grad_enabled()
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            if grad and v.requires_grad:
+                return None
+            cuda = cuda or v.is_cuda
+            key += (v.shape, v.stride(), v.dtype, v.device)
+        else:
+            key += (type(v), v)
+    key += (*switches, grad, fp32_matmul(), torch.are_deterministic_algorithms_enabled(),
+            cuda and torch.cuda.is_current_stream_capturing())
+    return tuple(key)

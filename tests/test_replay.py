@@ -1,0 +1,199 @@
+"""Replays (``kernels/replay.py``): a launcher's work recorded for one signature and issued again.
+
+Each op test runs the same signature several times with new values (the first call records, the next replay),
+every call against the float64 reference, and checks that replays were made and taken: a replay that launched
+with a stale tensor, a missing step or a wrong slot fails the comparison of the call after the recording.
+"""
+import contextlib
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ssm_triton
+from ssm_triton.kernels import replay, tuning
+from ssm_triton.reference import ssd_quadratic_torch
+from ssm_triton.tolerance import assert_close
+from builders import make_ssd_problem
+from strategies import examples, normal, seeds
+from strategies import normal as _normal
+
+GRADS = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
+
+
+def _made() -> int:
+    return sum(1 for r in replay._ALL for v in r._map._seen.values() if v)
+
+
+@contextlib.contextmanager
+def counted():
+    """How many replays ran (each counted as it returns a result)."""
+    ran = []
+    real = replay.Replay.__call__
+
+    def spy(self, inputs):
+        out = real(self, inputs)
+        if out is not None:
+            ran.append(1)
+        return out
+
+    replay.Replay.__call__ = spy
+    try:
+        yield ran
+    finally:
+        replay.Replay.__call__ = real
+
+
+@examples(6)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 40), groups=st.integers(1, 2), P=st.integers(1, 9),
+       N=st.integers(1, 9), seed=seeds(), options=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_ssd_fwd_bwd_replayed_call_after_call(device, bsz, L, groups, P, N, seed, options, dtype):
+    """Three fwd+bwd calls of one signature, new values each: outputs, final states and every gradient
+    against the float64 quadratic form each time; the second and third replay forward and backward."""
+    replay.clear_all()
+    with counted() as ran:
+        for k in range(3):
+            _ssd_call(device, bsz, L, groups, P, N, seed + 100 * k, options, dtype, k)
+    assert len(ran) >= 4   # forward and backward, calls 2 and 3
+
+
+def _ssd_call(device, bsz, L, groups, P, N, seed, options, dtype, k):
+    t = make_ssd_problem(bsz, L, groups, 2, P, N, seed, options, device)
+    t = {n: (v.to(dtype) if n in ("x", "z", "B", "C") else v.float()) if isinstance(v, torch.Tensor) else v
+         for n, v in t.items()}
+    leaves = {n: t[n].requires_grad_() for n in GRADS if n in t}
+    flags = {n: v for n, v in t.items() if n not in leaves}
+    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=16, return_final_states=True)
+    g_out = normal(out.shape, seed + 30 + k, device, dtype)
+    loss = (out * g_out).sum() + final.square().sum()
+    got = torch.autograd.grad(loss, list(leaves.values()))
+    ref = {n: v.detach().cpu().double().requires_grad_() for n, v in leaves.items()}
+    ref_out, ref_final = ssd_quadratic_torch(**ref, **{n: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                                        for n, v in flags.items()})
+    assert_close(out, ref_out.detach(), dtype, f"out, call {k}")
+    assert_close(final, ref_final.detach(), dtype, f"final, call {k}")
+    want = torch.autograd.grad((ref_out * g_out.cpu().double()).sum() + ref_final.square().sum(),
+                               list(ref.values()))
+    for name, g, w in zip(leaves, got, want):
+        assert_close(g, w, dtype, f"d{name}, call {k}")
+
+
+@examples(4)
+@given(L=st.integers(1, 30), heads=st.sampled_from([(1, 1), (4, 2)]), N=st.sampled_from([4, 8]), seed=seeds(),
+       options=st.booleans())
+def test_mamba3_forward_replayed_without_a_graph(device, L, heads, N, seed, options):
+    """Mamba-3 SISO and MIMO forwards that record no graph, called again with new values: each call against the
+    float64 loops (SISO's through the launcher's replay, MIMO's through its op layer's: its PyTorch and launches)."""
+    H, Hqk = heads
+    S, P, R = N // 4, 3, 2
+    replay.clear_all()
+    with counted() as ran:
+        for k in range(3):
+            _mamba3_call(device, L, H, Hqk, N, S, P, R, seed + 50 * k, options, k)
+    assert len(ran) >= 4
+
+
+def _mamba3_call(device, L, H, Hqk, N, S, P, R, s, options, k):
+    from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop
+    normal = lambda shape, seed, device, scale=1.0: _normal(shape, seed, device, torch.float32, scale)  # noqa: E731
+    dt = torch.rand(1, H, L, device=device, generator=torch.Generator(device).manual_seed(s)) * 0.5 + 0.05
+    t = dict(V=normal((1, L, H, P), s + 2, device), ADT=-dt * 0.7, DT=dt, Trap=normal((1, H, L), s + 5, device),
+             Angles=normal((1, L, H, S), s + 8, device))
+    if options:
+        t.update(D=normal((H,), s + 9, device), Z=normal((1, L, H, P), s + 10, device))
+    siso = dict(t, Q=normal((1, L, Hqk, N), s, device), K=normal((1, L, Hqk, N), s + 1, device),
+                Q_bias=normal((H, N), s + 6, device, scale=0.3), K_bias=normal((H, N), s + 7, device, scale=0.3))
+    mimo = dict(t, Q=normal((1, L, R, Hqk, N), s, device), K=normal((1, L, R, Hqk, N), s + 1, device),
+                Q_bias=normal((H, R, N), s + 6, device, scale=0.3), K_bias=normal((H, R, N), s + 7, device, scale=0.3),
+                MIMO_V=normal((H, R, P), s + 11, device), MIMO_Z=normal((H, R, P), s + 12, device),
+                MIMO_Out=normal((H, R, P), s + 13, device))
+    wide = lambda d: {n: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for n, v in d.items()}  # noqa: E731
+    with torch.no_grad():
+        got = ssm_triton.mamba3_siso_combined(**siso, chunk_size=16)
+        got_m = ssm_triton.mamba3_mimo(**mimo, chunk_size=16)
+    assert_close(got, mamba3_siso_loop(**wide(siso))[0], torch.float32, f"siso out, call {k}")
+    assert_close(got_m, mamba3_mimo_loop(**wide(mimo))[0], torch.float32, f"mimo out, call {k}")
+
+
+@given(rows=st.integers(1, 5), cols=st.integers(1, 7), seed=seeds())
+def test_record_replays_pytorch_calls_in_place_updates_and_nesting(rows, cols, seed):
+    """A launcher of plain PyTorch (allocations, views, in-place updates of an input and of a view, a tuple
+    result, a NamedTuple out) replays on new inputs exactly as it ran."""
+    from typing import NamedTuple
+
+    class Out(NamedTuple):
+        total: torch.Tensor
+        parts: tuple
+
+    def launcher(a, b, scale):
+        buf = torch.empty((rows, cols))
+        buf.copy_(a * scale)
+        buf[:, :1] += b[:, :1]          # an in-place update through a view
+        buf[-1] = a[0] - 1.0             # a write that returns nothing
+        a.mul_(2.0)                      # the caller's tensor, updated
+        lo, hi = buf.split([1, cols - 1], dim=1) if cols > 1 else (buf, buf[:, :0])
+        return Out(buf.sum(1), (lo.contiguous(), hi.float(), None))
+
+    g = torch.Generator().manual_seed(seed)
+    a0, b0 = torch.randn(rows, cols, generator=g), torch.randn(rows, cols, generator=g)
+    result, rep, retry = replay.record(launcher, (a0.clone(), b0, 1.5))
+    assert rep is not None and not retry
+    for k in range(3):
+        a, b = torch.randn(rows, cols, generator=g), torch.randn(rows, cols, generator=g)
+        a_want = a.clone()
+        want = launcher(a_want, b, 1.5)
+        got = rep((a, b, 1.5))
+        assert isinstance(got, Out) and got.parts[2] is None
+        torch.testing.assert_close(got.total, want.total, rtol=0, atol=0)
+        torch.testing.assert_close(got.parts[0], want.parts[0], rtol=0, atol=0)
+        torch.testing.assert_close(got.parts[1], want.parts[1], rtol=0, atol=0)
+        torch.testing.assert_close(a, a_want, rtol=0, atol=0)
+
+
+def test_record_refuses_what_could_depend_on_values():
+    """A launcher that reads a value back into Python, or launches an op plan's bound launch, is not replayed;
+    one during which the tuner timed candidates asks to be recorded again; forget() makes replays stale."""
+    def reads(a):
+        n = int(a.sum().item() > 0)
+        return a * n
+
+    assert replay.record(reads, (torch.ones(3),))[1] is None
+
+    def branches(a):
+        return a + 1 if bool((a > 0).all()) else a - 1
+
+    assert replay.record(branches, (torch.ones(3),))[1] is None
+
+    def bound_inside(a):
+        b = a + 1
+        if tuning._recorder is not None:
+            tuning._recorder.refuse()   # what tuning.Bound.__call__ does first
+        return b
+
+    assert replay.record(bound_inside, (torch.ones(3),))[1] is None
+
+    def tuned(a):
+        tuning._recorder.refuse(retry=True)   # what TunableKernel._tune does first
+        return a + 1
+
+    out, rep, retry = replay.record(tuned, (torch.ones(3),))
+    assert rep is None and retry and torch.equal(out, torch.full((3,), 2.0))
+
+    _, rep, _ = replay.record(lambda a: a * 3, (torch.ones(2),))
+    assert torch.equal(rep((torch.full((2,), 2.0),)), torch.full((2,), 6.0))
+    tuning.forget()
+    assert rep((torch.ones(2),)) is None
+
+
+def test_replays_switch_off(monkeypatch, device):
+    """SSM_TRITON_REPLAY=0 (``replay.ENABLED``): nothing recorded, the results unchanged."""
+    t = {n: (v.float() if isinstance(v, torch.Tensor) else v)
+         for n, v in make_ssd_problem(1, 20, 1, 2, 4, 4, 3, True, device).items()}
+    with torch.no_grad():
+        on = [ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16) for _ in range(2)]
+        monkeypatch.setattr(replay, "ENABLED", False)
+        replay.clear_all()
+        off = [ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16) for _ in range(2)]
+    assert _made() == 0
+    for a, b in zip(on, off):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
