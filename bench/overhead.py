@@ -8,7 +8,8 @@ For each benchmark workload of the chosen ops (ssm_triton's implementation only)
   the lean path both counted);
 * the functions with the most own time per call (cProfile), which is where the rest goes.
 
-``--plans`` times every forward workload with the op plans (``ssm_triton/ops/_plans.py``) on and off, the
+``--replays`` times every workload with replays (``kernels/replay.py``) on and off, alternating, and gives its
+device median. ``--plans`` times every forward workload with the op plans (``ssm_triton/ops/_plans.py``) on and off, the
 same way. ``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
 (``rounds`` times each, medians), so the two are compared on the same host state. ``--fused`` does the
 same for the SSD's inference forward, one-launch kernel against the staged launches, with each one's
@@ -103,6 +104,14 @@ def plans_switch(on: bool) -> None:
     _plans.recording = _plans.records_graph if on else (lambda *tensors: True)
 
 
+def replays_switch(on: bool) -> None:
+    """Replays (``kernels/replay.py``) on, or off: every call then runs its launcher's Python (nothing is
+    recorded; what was recorded is kept for the next round on)."""
+    from ssm_triton.kernels import replay
+
+    replay.ENABLED = on
+
+
 def fused_ab(fn, rounds: int, calls: int) -> dict:
     """The SSD inference forward through the one-launch kernel and through the stages: host us per call
     (alternating) and the device median of each."""
@@ -158,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ab", action="store_true", help="lean launcher on vs off, alternating, per workload")
     parser.add_argument("--plans", action="store_true",
                         help="op plans on vs off (calls that record no graph), alternating, per forward workload")
+    parser.add_argument("--replays", action="store_true",
+                        help="replays on vs off (every direction), alternating, with the device median")
     parser.add_argument("--fused", action="store_true",
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
@@ -195,6 +206,16 @@ def main(argv=None) -> None:
                     plans_switch(True)
                 print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} fwd: host us/call op plans on "
                       f"{on:.1f}, off {off:.1f} ({off - on:+.1f} saved)")
+                del fn
+                continue
+            if args.replays:
+                try:
+                    on, off = ab(fn, args.rounds, args.calls, replays_switch)
+                finally:
+                    replays_switch(True)
+                ms = float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}: host us/call replays on "
+                      f"{on:.1f}, off {off:.1f} ({off - on:+.1f} saved); device {ms * 1e3:.1f} us", flush=True)
                 del fn
                 continue
             if args.ab:

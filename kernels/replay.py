@@ -319,6 +319,8 @@ def key_of(values, switches: tuple = ()) -> tuple | None:
     its type and value, then what else steers the launchers (``switches``: the op's module switches; grad mode,
     fp32 matmul precision, determinism, CUDA graph capture). None where a value is a tensor that requires grad under grad mode (a graph would be
     recorded, which a replay does not reproduce)."""
+    if torch.compiler.is_compiling():   # traced: the graph is the replay
+        return None
     key = []
     cuda = False
     grad = torch.is_grad_enabled()
