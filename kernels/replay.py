@@ -24,7 +24,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import tuning
-from .ssd.launch import fp32_matmul
 
 ENABLED = os.environ.get("SSM_TRITON_REPLAY", "1").strip() not in ("", "0")
 
@@ -61,12 +60,28 @@ def _rebuild(obj, parts):
 
 
 class _Filled:
-    """A template holding slots: a list, tuple, NamedTuple or dict of parts, filled in at each replay."""
-    __slots__ = ("like", "parts", "keys")
+    """A template holding slots: a list, tuple, NamedTuple or dict of parts, filled in at each replay (the
+    parts copied, then each slot's place set: ``direct`` for slots, ``nested`` for inner templates)."""
+    __slots__ = ("like", "parts", "keys", "direct", "nested", "kind")
+
+    def __init__(self, like, parts: list, keys):
+        self.like, self.parts, self.keys = like, parts, keys
+        self.direct = tuple((i, p.i) for i, p in enumerate(parts) if type(p) is _Slot)
+        self.nested = tuple((i, p) for i, p in enumerate(parts) if type(p) is _Filled)
+        self.kind = "dict" if keys is not None else type(like).__name__ if type(like) in (tuple, list) else "other"
 
     def fill(self, table):
-        parts = [_fill(p, table) for p in self.parts]
-        if self.keys is not None:
+        parts = self.parts.copy()
+        for i, slot in self.direct:
+            parts[i] = table[slot]
+        for i, inner in self.nested:
+            parts[i] = inner.fill(table)
+        kind = self.kind
+        if kind == "tuple":
+            return tuple(parts)
+        if kind == "list":
+            return parts
+        if kind == "dict":
             return dict(zip(self.keys, parts))
         return _rebuild(self.like, parts)
 
@@ -182,9 +197,7 @@ class _Recorder(TorchFunctionMode):
         parts = [self._template(o, constants_ok) for o in items]
         if not any(type(p) is _Slot or type(p) is _Filled for p in parts):
             return obj
-        made = _Filled()
-        made.like, made.parts, made.keys = obj if keys is None else None, parts, keys
-        return made
+        return _Filled(obj if keys is None else None, parts, keys)
 
     def _new(self, t) -> int:
         i = self.size
@@ -316,22 +329,26 @@ def clear_all() -> None:
 
 def key_of(values, switches: tuple = ()) -> tuple | None:
     """The signature a replay is recorded for: per tensor its shape, strides, dtype and device, per other value
-    its type and value, then what else steers the launchers (``switches``: the op's module switches; grad mode,
-    fp32 matmul precision, determinism, CUDA graph capture). None where a value is a tensor that requires grad under grad mode (a graph would be
+    its type and value, then what else steers the launchers (``switches``: the op's module switches and, where
+    its kernels multiply fp32 in the tensor cores, the fp32 matmul precision; grad mode, determinism, CUDA graph
+    capture). None where a value is a tensor that requires grad under grad mode (a graph would be
     recorded, which a replay does not reproduce)."""
     if torch.compiler.is_compiling():   # traced: the graph is the replay
         return None
     key = []
-    cuda = False
+    append = key.append
+    cuda = -1
     grad = torch.is_grad_enabled()
+    tensor = torch.Tensor
     for v in values:
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, tensor):
             if grad and v.requires_grad:
                 return None
-            cuda = cuda or v.is_cuda
-            key += (v.shape, v.stride(), v.dtype, v.device)
+            at = v.get_device()   # -1 on the CPU
+            cuda = max(cuda, at)
+            append((v.shape, v.stride(), v.dtype, at))
         else:
-            key += (type(v), v)
-    key += (*switches, grad, fp32_matmul(), torch.are_deterministic_algorithms_enabled(),
-            cuda and torch.cuda.is_current_stream_capturing())
+            append((type(v), v))
+    append((*switches, grad, torch.are_deterministic_algorithms_enabled(),
+            cuda >= 0 and torch.cuda.is_current_stream_capturing()))
     return tuple(key)

@@ -55,7 +55,9 @@ class OpSpec:
     inference: Callable | None = None          # forward for calls that record no graph
     like: dict[str, str] = field(default_factory=dict)  # gradient -> the kept tensor it is shaped like
     mutates: tuple[str, ...] = ()              # inputs updated in place (no backward then)
-    switches: Callable | None = None           # () -> tuple: module switches the launchers read (part of a replay's key)
+    # (first value of the call -> tuple): module switches and settings the launchers read beyond the arguments,
+    # part of a replay's key; the first value is the first argument (forward) or the first kept tensor (backward)
+    switches: Callable | None = None
 
     def __post_init__(self):
         self.params = _parse(self.args)
@@ -110,7 +112,7 @@ def build(spec: OpSpec):
     light_body = spec.inference or spec.forward
     names = spec.names
     light_replays = _replay.Replays()
-    switches = spec.switches or tuple
+    switches = spec.switches or _none
 
     def light(*args):
         return light_body(**dict(zip(names, args)))
@@ -122,7 +124,7 @@ def build(spec: OpSpec):
         if eager is not None and torch.is_grad_enabled() and any(
                 isinstance(a, torch.Tensor) and a.requires_grad for a in args):
             return eager(*args)
-        return light_replays.run(_replay.key_of(args, switches()), light, args)
+        return light_replays.run(_replay.key_of(args, switches(args[0])), light, args)
 
     return call
 
@@ -161,7 +163,7 @@ def _build_eager(spec: OpSpec):
     names = spec.names
     n_saved, n_flags = len(spec.saved_tensors), len(spec.flags)
     fwd_replays, bwd_replays = _replay.Replays(), _replay.Replays()
-    switches = spec.switches or tuple
+    switches = spec.switches or _none
 
     def run_forward(*args):
         return tuple(spec.forward(**dict(zip(names, args))))
@@ -172,7 +174,7 @@ def _build_eager(spec: OpSpec):
 
     def forward(ctx, *args):
         ctx.set_materialize_grads(False)  # unused outputs reach the backward as None, not as zeros
-        outputs = fwd_replays.run(_replay.key_of(args, switches()), run_forward, args)
+        outputs = fwd_replays.run(_replay.key_of(args, switches(args[0])), run_forward, args)
         _save(spec, ctx, args, outputs)
         return outputs
 
@@ -181,7 +183,7 @@ def _build_eager(spec: OpSpec):
             return (None,) * len(spec.names)
         saved_tensors = ctx.saved_tensors
         values = (*saved_tensors, *ctx.flag_values, *(grads[spec.out_index[n]] for n in spec.grad_outputs))
-        result = bwd_replays.run(_replay.key_of(values, switches()), run_backward, values)
+        result = bwd_replays.run(_replay.key_of(values, switches(values[0])), run_backward, values)
         return _positional(spec, result, _saved_dict(spec, saved_tensors, ctx.flag_values))
 
     cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
@@ -236,6 +238,10 @@ def _build_compiled_backward(spec: OpSpec, op):
         return _positional(spec, dict(zip(spec.grads, result)), saved)
 
     op.register_autograd(backward, setup_context=setup_context)
+
+
+def _none(first) -> tuple:
+    return ()
 
 
 def _empty_like_any(args):

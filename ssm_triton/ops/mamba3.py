@@ -20,6 +20,12 @@ _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
 _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
 
 
+def _precision(first) -> tuple:
+    """What a replay's key adds (ops/_spec.py): for fp32 inputs, the matmul precision the stages follow."""
+    from ..kernels.ssd.launch import fp32_matmul
+    return (fp32_matmul() if first.dtype == torch.float32 else None,)
+
+
 def _states(a: dict):
     return None if a["ssm_state"] is None else tuple(a[n] for n in _STATES)
 
@@ -71,7 +77,7 @@ _siso = build(OpSpec(
     "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int, deterministic: bool",
     outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, "cu_seqlens", *_KEPT), backward=_backward,
-    inference=lambda **a: _forward(**a, for_backward=False)))
+    inference=lambda **a: _forward(**a, for_backward=False), switches=_precision))
 
 
 def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):

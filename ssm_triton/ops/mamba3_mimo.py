@@ -24,7 +24,7 @@ from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
 from ..kernels.tuning import run_mode
-from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
+from ..kernels.ssd.launch import fp32_matmul, seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build
 from .mamba3_packed import packed_final_states
 from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_input_states, check_mimo_qk, check_packed
@@ -71,7 +71,7 @@ _core = build(OpSpec(
     "cu: Tensor?, chunk_size: int, deterministic: bool, io: str", outputs=("y", "final", "varlen", "dtp", "cum", "hs"),
     forward=_forward, fake=_fake, grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final", "varlen"),
     saves=("x", "k", "q", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "chunk_size", "deterministic", "io"),
-    backward=_backward))
+    backward=_backward, switches=lambda x: (fp32_matmul(),)))
 
 
 def _prep_backward(saved, grads):
@@ -289,7 +289,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # the PyTorch around the kernels (rank weights, running angle, the in-step block) and the launches, replayed
     # per signature where no graph is recorded (kernels/replay.py)
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
-    return _BODY_REPLAYS.run(_replay.key_of(args), _body, args)
+    return _BODY_REPLAYS.run(_replay.key_of(args, (fp32_matmul() if V.dtype == torch.float32 else None,)), _body,
+                             args)
 
 
 _PASSED = _validate.Passed()

@@ -68,7 +68,7 @@ _ssd = build(OpSpec(
     "lo: float, hi: float, want_varlen: bool, deterministic: bool",
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
-    inference=_inference, switches=lambda: (_k.FUSED,)))
+    inference=_inference, switches=lambda x: (_k.FUSED, _k.fp32_matmul() if x.dtype == torch.float32 else None)))
 
 
 _PASSED = _validate.Passed()
@@ -181,8 +181,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     # torch.compile first: its tracer is not to meet the capture query (a graph break under fullgraph)
     if cu_seqlens is None and seq_idx is None and not return_varlen_states and not compiling() and not (
             isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
-        # the route switch picks the launch
-        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED))
+        # the route switch and (for fp32 inputs) the matmul precision pick the launch
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _k.fp32_matmul()))
     if plan:   # made after a call of this very signature passed the checks
         out, final = plan(tensors)
         return (out, final) if return_final_states else out
