@@ -25,7 +25,7 @@ from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
 from ..kernels.tuning import run_mode
 from ..kernels.ssd.launch import fp32_matmul, seq_idx_from_cu_seqlens
-from ._spec import OpSpec, build
+from ._spec import OpSpec, build, compiling
 from .mamba3_packed import packed_final_states
 from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_input_states, check_mimo_qk, check_packed
 
@@ -289,6 +289,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # the PyTorch around the kernels (rank weights, running angle, the in-step block) and the launches, replayed
     # per signature where no graph is recorded (kernels/replay.py)
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
+    if compiling():   # traced: the graph is the replay
+        return _body(*args)
     return _BODY_REPLAYS.run(_replay.key_of(args, (fp32_matmul() if V.dtype == torch.float32 else None,)), _body,
                              args)
 
