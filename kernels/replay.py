@@ -278,15 +278,15 @@ def record(fn, inputs: tuple):
     """``(fn(*inputs), Replay or None, retry)``: the call's result, its replay where one can be made, and
     whether a refused recording is worth trying again (the tuner ran during it). Inside another recording
     ``fn`` just runs (the outer one sees its calls)."""
-    if tuning._recorder is not None:
+    if tuning.recorder() is not None:
         return fn(*inputs), None, False
     rec = _Recorder(inputs)
-    tuning._recorder = rec
+    tuning._recording.rec = rec   # per thread: the autograd engine runs CUDA backwards on threads of its own
     try:
         with rec:
             result = fn(*inputs)
     finally:
-        tuning._recorder = None
+        tuning._recording.rec = None
     return result, rec.replay(result), rec.retry
 
 
@@ -300,7 +300,7 @@ class Replays:
         _ALL.append(self)
 
     def run(self, key, fn, inputs: tuple):
-        if key is None or not ENABLED or tuning._recorder is not None:   # inside a recording: its calls are its
+        if key is None or not ENABLED or tuning.recorder() is not None:   # inside a recording: its calls are its
             return fn(*inputs)
         found = self._map.get(key)
         if found:

@@ -35,6 +35,7 @@ import functools
 import json
 import operator
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -273,7 +274,7 @@ class Kernel:
         return values, key
 
     def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
-        rec = _recorder
+        rec = getattr(_recording, "rec", None)
         if rec is not None and not rec.paused:   # a replay's recording (replay.py): launch, then note it
             rec.paused += 1
             try:
@@ -323,8 +324,9 @@ class Bound:
     __slots__ = ("kernel", "problem", "args", "vary", "compiled", "grid", "values", "slots", "dtypes", "generation")
 
     def __call__(self, stream, *tensors) -> None:
-        if _recorder is not None:   # an op plan's launch inside a replay's recording: not recordable
-            _recorder.refuse()
+        rec = getattr(_recording, "rec", None)
+        if rec is not None:   # an op plan's launch inside a replay's recording: not recordable
+            rec.refuse()
         values, slots = self.values, self.slots
         fits = self.generation == _generation and not _hooks_active()
         if fits:
@@ -383,7 +385,12 @@ class OneLaunch:
 
 _REGISTRY: dict[str, "_Choice"] = {}
 _generation = 0   # bumped by forget(): Bound launches (and replays) made before it resolve again
-_recorder = None  # the replay being recorded (replay.py), if any
+_recording = threading.local()   # .rec: the replay being recorded in this thread (replay.py), if any
+
+
+def recorder():
+    """The replay being recorded in this thread (``replay.py``), or None."""
+    return getattr(_recording, "rec", None)
 _pinned: dict[str, dict] = {}
 _chosen: dict[str, dict] = {}
 _disk: dict | None = None
@@ -612,8 +619,9 @@ class TunableKernel(_Choice, Kernel):
         return bound
 
     def _tune(self, problem, args: dict) -> dict:
-        if _recorder is not None:   # a replay recorded now would hold the timing runs: record after the choice
-            _recorder.refuse(retry=True)
+        rec = recorder()
+        if rec is not None:   # a replay recorded now would hold the timing runs: record after the choice
+            rec.refuse(retry=True)
         space = self.space(problem)
         configs = []
         for kw in space:
@@ -645,8 +653,9 @@ class TunablePlan(_Choice):
             return hit
         kw, final = self.choose(problem, config)
         if kw is None:
-            if _recorder is not None:
-                _recorder.refuse(retry=True)
+            rec = recorder()
+            if rec is not None:
+                rec.refuse(retry=True)
             space = self.space(problem)
             timed = []
             for i, option in enumerate(space):

@@ -16,7 +16,6 @@ from ssm_triton.reference import ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from builders import make_ssd_problem
 from strategies import examples, normal, seeds
-from strategies import normal as _normal
 
 GRADS = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
 
@@ -95,18 +94,16 @@ def test_mamba3_forward_replayed_without_a_graph(device, L, heads, N, seed, opti
 
 def _mamba3_call(device, L, H, Hqk, N, S, P, R, s, options, k):
     from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop
-    normal = lambda shape, seed, device, scale=1.0: _normal(shape, seed, device, torch.float32, scale)  # noqa: E731
+    f = lambda shape, seed, scale=1.0: normal(shape, seed, device, torch.float32, scale)  # noqa: E731
     dt = torch.rand(1, H, L, device=device, generator=torch.Generator(device).manual_seed(s)) * 0.5 + 0.05
-    t = dict(V=normal((1, L, H, P), s + 2, device), ADT=-dt * 0.7, DT=dt, Trap=normal((1, H, L), s + 5, device),
-             Angles=normal((1, L, H, S), s + 8, device))
+    t = dict(V=f((1, L, H, P), s + 2), ADT=-dt * 0.7, DT=dt, Trap=f((1, H, L), s + 5), Angles=f((1, L, H, S), s + 8))
     if options:
-        t.update(D=normal((H,), s + 9, device), Z=normal((1, L, H, P), s + 10, device))
-    siso = dict(t, Q=normal((1, L, Hqk, N), s, device), K=normal((1, L, Hqk, N), s + 1, device),
-                Q_bias=normal((H, N), s + 6, device, scale=0.3), K_bias=normal((H, N), s + 7, device, scale=0.3))
-    mimo = dict(t, Q=normal((1, L, R, Hqk, N), s, device), K=normal((1, L, R, Hqk, N), s + 1, device),
-                Q_bias=normal((H, R, N), s + 6, device, scale=0.3), K_bias=normal((H, R, N), s + 7, device, scale=0.3),
-                MIMO_V=normal((H, R, P), s + 11, device), MIMO_Z=normal((H, R, P), s + 12, device),
-                MIMO_Out=normal((H, R, P), s + 13, device))
+        t.update(D=f((H,), s + 9), Z=f((1, L, H, P), s + 10))
+    siso = dict(t, Q=f((1, L, Hqk, N), s), K=f((1, L, Hqk, N), s + 1), Q_bias=f((H, N), s + 6, 0.3),
+                K_bias=f((H, N), s + 7, 0.3))
+    mimo = dict(t, Q=f((1, L, R, Hqk, N), s), K=f((1, L, R, Hqk, N), s + 1), Q_bias=f((H, R, N), s + 6, 0.3),
+                K_bias=f((H, R, N), s + 7, 0.3), MIMO_V=f((H, R, P), s + 11), MIMO_Z=f((H, R, P), s + 12),
+                MIMO_Out=f((H, R, P), s + 13))
     wide = lambda d: {n: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for n, v in d.items()}  # noqa: E731
     with torch.no_grad():
         got = ssm_triton.mamba3_siso_combined(**siso, chunk_size=16)
@@ -166,14 +163,14 @@ def test_record_refuses_what_could_depend_on_values():
 
     def bound_inside(a):
         b = a + 1
-        if tuning._recorder is not None:
-            tuning._recorder.refuse()   # what tuning.Bound.__call__ does first
+        if tuning.recorder() is not None:
+            tuning.recorder().refuse()   # what tuning.Bound.__call__ does first
         return b
 
     assert replay.record(bound_inside, (torch.ones(3),))[1] is None
 
     def tuned(a):
-        tuning._recorder.refuse(retry=True)   # what TunableKernel._tune does first
+        tuning.recorder().refuse(retry=True)   # what TunableKernel._tune does first
         return a + 1
 
     out, rep, retry = replay.record(tuned, (torch.ones(3),))
@@ -197,3 +194,22 @@ def test_replays_switch_off(monkeypatch, device):
     assert _made() == 0
     for a, b in zip(on, off):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_recording_belongs_to_its_thread():
+    """Launches and PyTorch calls of another thread during a recording are not part of it (the autograd engine
+    runs CUDA backwards on threads of its own; a server may run calls side by side)."""
+    import threading
+
+    seen = []
+
+    def launcher(a):
+        t = threading.Thread(target=lambda: seen.append(tuning.recorder()))
+        t.start()
+        t.join()
+        seen.append(tuning.recorder())
+        return a + 1
+
+    _, rep, _ = replay.record(launcher, (torch.ones(2),))
+    assert seen[0] is None and seen[1] is not None and tuning.recorder() is None
+    assert torch.equal(rep((torch.zeros(2),)), torch.ones(2))
