@@ -1,8 +1,9 @@
 """Problem builders that several test files share (the scans' inputs), and the profile's ``BIG``
 (defined in strategies.py) for files that need nothing else from there."""
 import torch
+import torch.nn.functional as F
 
-from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, selective_scan_ref, ssd_quadratic_torch
 from strategies import BIG, normal, uniform  # noqa: F401  (BIG: re-exported)
 
 
@@ -143,3 +144,20 @@ def groups_in_fallback_norm() -> bool:
     # 5.25 renamed MambaRMSNormGated to Mamba2RMSNormGated
     norm = getattr(modeling_mamba2, "Mamba2RMSNormGated", None) or modeling_mamba2.MambaRMSNormGated
     return "group_size" in inspect.signature(norm.__init__).parameters
+
+
+def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w):
+    """mamba_split_conv1d_scan_combined composed from the float64 references: ``(out, final_states)``."""
+    L = zxbcdt.shape[1]
+    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
+    xBC = causal_conv1d_torch(xBC.transpose(1, 2), w, b, activation="silu").transpose(1, 2)
+    x, B, C = torch.split(xBC, [H * P, G * N, G * N], dim=-1)
+    r = lambda t, *s: t.reshape(t.shape[0], L, *s)  # noqa: E731
+    y, final = ssd_quadratic_torch(r(x, H, P), dt, A, r(B, G, N), r(C, G, N), D=D,
+                                   z=None if norm_w is not None else r(z, H, P), dt_bias=dt_bias, dt_softplus=True)
+    y = y.reshape(y.shape[0], L, H * P)
+    if norm_w is not None:
+        y = rmsnorm_torch(y, norm_w, z=z, eps=1e-5, group_size=H * P // G, norm_before_gate=not gate_first)
+    if d_mlp:
+        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+    return (y @ out_w.T if out_w is not None else y), final

@@ -2,14 +2,12 @@
 from the float64 references: outputs, final states and the input's gradient, over their options."""
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
 from ssm_triton.tolerance import scaled_error
-from builders import inner_reference
+from builders import inner_reference, split_reference
 from strategies import examples, normal, seeds
 
 FEW = examples(4)
@@ -22,22 +20,6 @@ def grads_match(got, want, leaves32, leaves64, cotangent):
     for k in leaves32:
         err = scaled_error(leaves32[k].grad, leaves64[k].grad)
         assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
-
-
-def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w):
-    L = zxbcdt.shape[1]
-    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
-    xBC = causal_conv1d_torch(xBC.transpose(1, 2), w, b, activation="silu").transpose(1, 2)
-    x, B, C = torch.split(xBC, [H * P, G * N, G * N], dim=-1)
-    r = lambda t, *s: t.reshape(t.shape[0], L, *s)  # noqa: E731
-    y, final = ssd_quadratic_torch(r(x, H, P), dt, A, r(B, G, N), r(C, G, N), D=D,
-                                   z=None if norm_w is not None else r(z, H, P), dt_bias=dt_bias, dt_softplus=True)
-    y = y.reshape(y.shape[0], L, H * P)
-    if norm_w is not None:
-        y = rmsnorm_torch(y, norm_w, z=z, eps=1e-5, group_size=H * P // G, norm_before_gate=not gate_first)
-    if d_mlp:
-        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
-    return (y @ out_w.T if out_w is not None else y), final
 
 
 @FEW

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.kernels import replay, tuning
 from ssm_triton.reference import ssd_quadratic_torch
-from ssm_triton.tolerance import assert_close
-from builders import make_ssd_problem
+from ssm_triton.tolerance import assert_close, scaled_error
+from builders import inner_reference, make_ssd_problem, split_reference
 from strategies import examples, normal, seeds
 
 GRADS = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
@@ -213,3 +213,43 @@ def test_a_recording_belongs_to_its_thread():
     _, rep, _ = replay.record(launcher, (torch.ones(2),))
     assert seen[0] is None and seen[1] is not None and tuning.recorder() is None
     assert torch.equal(rep((torch.zeros(2),)), torch.ones(2))
+
+
+@examples(3)
+@given(L=st.integers(1, 30), norm=st.booleans(), rms=st.booleans(), seed=seeds())
+def test_block_functions_replayed_without_a_graph(device, L, norm, rms, seed):
+    """mamba_split_conv1d_scan_combined and mamba_inner_fn without a graph replay their whole body (the split,
+    the projections, the pieces): three calls of one signature with new values, each against the float64
+    references of tests/test_combined.py."""
+    H, P, G, N, W, d, R, dm = 4, 8, 1, 8, 4, 16, 2, 8
+    width = 2 * H * P + 2 * G * N + H
+    replay.clear_all()
+    with counted() as ran:
+        for k in range(3):
+            r = lambda shape, i, scale=1.0: normal(shape, seed + 20 * k + i, device, scale=scale)  # noqa: E731
+            t = dict(zxbcdt=r((2, L, width), 0), conv1d_weight=r((H * P + 2 * G * N, W), 1, 0.5),
+                     conv1d_bias=r((H * P + 2 * G * N,), 2, 0.1), dt_bias=r((H,), 3, 0.3), A=-r((H,), 4).abs() - 0.1,
+                     D=r((H,), 5))
+            norm_w = r((H * P,), 6) if norm else None
+            with torch.no_grad():
+                got, got_final = ssm_triton.mamba_split_conv1d_scan_combined(
+                    **{n: v.float() for n, v in t.items()}, chunk_size=16, headdim=P, ngroups=G, rmsnorm_eps=1e-5,
+                    return_final_states=True, rmsnorm_weight=norm_w.float() if norm else None)
+            want, want_final = split_reference(*(t[n] for n in ("zxbcdt", "conv1d_weight", "conv1d_bias", "dt_bias", "A",
+                                                                 "D")), H, P, G, N, 0, norm_w, False, None)
+            assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4, f"split, call {k}"
+            u = dict(xz=r((2, 2 * d, L), 10), conv1d_weight=r((d, 1, 4), 11, 0.5), conv1d_bias=r((d,), 12, 0.1),
+                     x_proj_weight=r((R + 2 * N, d), 13, 0.3), delta_proj_weight=r((d, R), 14, 0.5),
+                     out_proj_weight=r((dm, d), 15))
+            A = -torch.arange(1, N + 1, device=device, dtype=torch.float64).repeat(d, 1)
+            D, bias = r((d,), 16), r((d,), 17, 0.3)
+            norms = {n: 1 + r((m,), 18 + i, 0.1) for i, (n, m) in enumerate(zip("bcd", (N, N, d)))} if rms else None
+            kw = dict(b_rms_weight=norms["b"].float(), c_rms_weight=norms["c"].float(),
+                      dt_rms_weight=norms["d"].float()) if rms else {}
+            with torch.no_grad():
+                got = ssm_triton.mamba_inner_fn(**{n: v.float() for n, v in u.items()}, out_proj_bias=None,
+                                                A=A.float(), D=D.float(), delta_bias=bias.float(), **kw)
+            want = inner_reference(u["xz"], u["conv1d_weight"], u["conv1d_bias"], u["x_proj_weight"],
+                                   u["delta_proj_weight"], u["out_proj_weight"], A, D, bias, norms)
+            assert scaled_error(got, want) < 1e-4, f"inner, call {k}"
+    assert len(ran) >= 4   # each function's whole body on calls 2 and 3

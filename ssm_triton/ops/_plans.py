@@ -9,6 +9,7 @@ path. Plans are bounded per op (least recently used first out).
 import torch
 
 from .._validate import Passed
+from ..kernels import tuning as _tuning
 from ._layout import records_graph
 
 
@@ -38,9 +39,10 @@ def plan_key(tensors, plain) -> tuple:
 
 
 def lookup(plans: Passed, tensors, plain):
-    """``(plan or None, key or None)`` for a call: no key when autograd records it or torch.compile traces it
-    (neither takes a plan), else the call's key and its plan if one was made."""
-    if recording(*tensors):
+    """``(plan or None, key or None)`` for a call: no key when autograd records it, torch.compile traces it or a
+    replay records it (``kernels/replay.py``: a plan's bound launch would refuse the recording), else the call's
+    key and its plan if one was made."""
+    if recording(*tensors) or _tuning.recorder() is not None:   # a replay being recorded sees the normal path
         return None, None
     key = plan_key(tensors, plain)
     return plans.get(key) or None, key
