@@ -386,14 +386,14 @@ class OneLaunch:
 _REGISTRY: dict[str, "_Choice"] = {}
 _generation = 0   # bumped by forget(): Bound launches (and replays) made before it resolve again
 _recording = threading.local()   # .rec: the replay being recorded in this thread (replay.py), if any
+_pinned: dict[str, dict] = {}
+_chosen: dict[str, dict] = {}
+_disk: dict | None = None
 
 
 def recorder():
     """The replay being recorded in this thread (``replay.py``), or None."""
     return getattr(_recording, "rec", None)
-_pinned: dict[str, dict] = {}
-_chosen: dict[str, dict] = {}
-_disk: dict | None = None
 
 
 def tunable_names() -> list[str]:

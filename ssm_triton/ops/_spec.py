@@ -135,10 +135,6 @@ def _saved_dict(spec: OpSpec, tensors, flags) -> dict:
     return saved
 
 
-def _grads_by_output(spec: OpSpec, grads) -> dict:
-    return {n: grads[spec.out_index[n]] for n in spec.grad_outputs}
-
-
 def _positional(spec: OpSpec, result: dict, saved: dict) -> tuple:
     """One gradient (or None) per input, in the op's order, cast to its input's dtype."""
     out = [None] * len(spec.names)

@@ -255,6 +255,7 @@ def _step_lookup(plans, inputs, Input_States, inplace):
     plan, key = _plans.lookup(plans, tensors, (_runtime.INTERPRET,))
     return plan, (key, tensors) if key is not None else None
 
+
 def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state):
     from ..kernels.mamba3.step import siso_step
     return (siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state,
