@@ -41,6 +41,12 @@ def fp32_matmul() -> str:
         return "ieee"
 
 
+def precision_key(dtype: torch.dtype):
+    """What a cache or replay key adds for inputs of ``dtype``: :func:`fp32_matmul` for fp32 (the setting
+    steers those kernels' products), None for the half types (their products never depend on it)."""
+    return fp32_matmul() if dtype == torch.float32 else None
+
+
 def dot_for(dtype: torch.dtype):
     """The ``DOT`` the SSD kernels multiply in for inputs of ``dtype``."""
     if dtype == torch.float32:
@@ -81,7 +87,7 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mod
     """:func:`make_plan`, remembered per problem: every call of every op asks for it, and building a
     dataclass and its replacements costs microseconds each."""
     key = (x.shape, x.dtype, x.device, N, chunk_size, block, mode, tuple(sorted(overrides.items())),
-           fp32_matmul() if x.dtype == torch.float32 else None)
+           precision_key(x.dtype))
     p = _PLANS.get(key)
     if p is None:
         if len(_PLANS) > 4096:  # many lengths: start over rather than grow without bound

@@ -47,8 +47,7 @@ def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv
             ngroups, norm_before_gate)
     key = None
     if not compiling():
-        fp32 = getattr(zxbcdt, "dtype", None) == torch.float32
-        key = _replay.key_of(args, (_ssd_launch.FUSED, _ssd_launch.fp32_matmul() if fp32 else None))
+        key = _replay.key_of(args, (_ssd_launch.FUSED, _ssd_launch.precision_key(getattr(zxbcdt, "dtype", None))))
         out = _SPLIT_REPLAYS.replay(key, args)
         if out is not None:
             return out

@@ -68,7 +68,7 @@ _ssd = build(OpSpec(
     "lo: float, hi: float, want_varlen: bool, deterministic: bool",
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
-    inference=_inference, switches=lambda x: (_k.FUSED, _k.fp32_matmul() if x.dtype == torch.float32 else None)))
+    inference=_inference, switches=lambda x: (_k.FUSED, _k.precision_key(x.dtype))))
 
 
 _PASSED = _validate.Passed()
