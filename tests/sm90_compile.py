@@ -268,7 +268,7 @@ def mamba3_cases():
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
-             "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, **tiles)
+             "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16, PAIRS=16)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \
@@ -290,7 +290,7 @@ def mamba3_cases():
         yield "mamba3 mimo prep bwd", m3_mimo_terms.prep_bwd_kernel, \
             {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
              "DQR": PTR[dot], "DKR": PTR[dot]}, \
-            dict(R=4, BLOCK_T=8, BLOCK_H=64)
+            dict(R=4, BLOCK_T=8, BLOCK_H=16)
         yield "mamba3 mimo out", m3_mimo_terms.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)

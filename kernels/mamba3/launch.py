@@ -220,8 +220,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
         DDIAG=s.diag_grads, DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap,
-        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s,
-        BLOCK_R=block_r)
+        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt)
     used = kw["SPLIT"]
     dq, dk = (dq[0], dk[0]) if used == 1 else (dq[:used].sum(0), dk[:used].sum(0))
     # the decay's gradient, once per chunk

@@ -270,17 +270,21 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
                      R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
-    """A program per (step block, row x Q/K head, rank ``r``): ``dQ, dK`` of rank ``r`` summed over the
-    heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs along L, b, H, R, N)`` partials;
-    ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms."""
+    """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
+    ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
+    along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
+    Columns split over programs since every term is per pair: all 64 pairs of N = 128 in one program took 255
+    registers and a spill stack on sm_90 (tests/sm90_compile.py --resources), 10.8 ms at B8 L4096 H32 R4 on
+    the H200 (2026-12-03)."""
     bk = tl.program_id(1)
     bi = bk // Hqk
     hk = bk % Hqk
-    r = tl.program_id(2)
+    half = N // 2
+    ncb = tl.cdiv(half, BLOCK_H)
+    r = tl.program_id(2) // ncb
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
-    hs = tl.arange(0, BLOCK_H)
-    half = N // 2
+    hs = tl.program_id(2) % ncb * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = hs < half
     m = ok[:, None] & h_ok[None, :]
     group = H // Hqk
@@ -363,8 +367,21 @@ def _warps(name, fn, grid, flags=None):
 
 _GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
 prep_fwd_kernel = _warps("mamba3_mimo_prep", _prep_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]))
-prep_bwd_kernel = _warps("mamba3_mimo_prep_bwd", _prep_bwd_kernel,
-                         lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4], p[2]))
+def _prep_bwd_rule(p, mode):
+    # the interpreter takes few pairs a program, so that tests cross column blocks
+    return dict(BLOCK_H=2) if mode.interpreted else dict(BLOCK_H=min(16, _block_h(p[5])), num_warps=4)
+
+
+def _prep_bwd_alternatives(p, mode):
+    most = _block_h(p[5])
+    shapes = dict.fromkeys((min(n, most), w) for n, w in ((8, 4), (16, 8), (32, 4), (32, 8), (64, 8)))
+    return [dict(BLOCK_H=n, num_warps=w) for n, w in shapes]
+
+
+prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, key=_key, rule=_prep_bwd_rule,
+                                alternatives=_prep_bwd_alternatives,
+                                grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
+                                                    p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
 out_fwd_kernel = _warps("mamba3_mimo_out", _out_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), _GATES)
 out_bwd_kernel = _warps("mamba3_mimo_out_bwd", _out_bwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]),
                         _GATES)
@@ -421,7 +438,7 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
-                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt, BLOCK_H=_block_h(N))
+                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt)
     return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 

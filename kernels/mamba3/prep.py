@@ -265,16 +265,20 @@ def _siso_prep_bwd_kernel(
     DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DTH_SUMS,
     # sizes
     L, H, HQK, N, S, Lp, nblk,
-    # meta-parameters
-    HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr, SPLIT: tl.constexpr,
+    # meta-parameters (PAIRS: column pairs a program, a power of two)
+    HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr, PAIRS: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
-    # one program per (block of steps, batch row x Q/K head, split): it walks its share of the heads that read
-    # that Q/K head and adds their dQ, dK in registers, so no per-head copy of them reaches memory; the launcher
-    # sums the SPLIT planes (one program walking all 32 heads of a group left the H200 at 12.5% occupancy,
-    # latency-bound: ncu, 2026-12-02)
+    # one program per (block of steps, batch row x Q/K head x split, block of column pairs): it walks its share
+    # of the heads that read that Q/K head and adds their dQ, dK in registers, so no per-head copy of them
+    # reaches memory; the launcher sums the SPLIT planes. The columns past the rotated pairs are pairs turned by
+    # angle 0, so one code path serves every column, and the columns split over programs: one program holding
+    # all N columns of 16 steps took 188-255 registers, one 8-warp block an SM, latency-bound (ncu, H200
+    # 2026-12-03: 1.50 ms, 22% of DRAM bandwidth). The per-step terms are recomputed by every column block
+    # (a few loads a step); the first one stores them.
     j = tl.program_id(0)
     pid = tl.program_id(1)
+    cb = tl.program_id(2)
     sp = pid % SPLIT
     bg = pid // SPLIT
     bi = bg // HQK
@@ -284,27 +288,22 @@ def _siso_prep_bwd_kernel(
     planes_k = DK + sp.to(tl.int64) * nb * L * HQK * N
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
-    ss = tl.arange(0, BLOCK_S)
+    ss = cb * PAIRS + tl.arange(0, PAIRS)         # this program's pairs (2 s, 2 s + 1); rotated where s < S
     s_ok = ss < S
-    rs = 2 * S + tl.arange(0, BLOCK_R)
-    r_ok = rs < N
-    c = tl.arange(0, 2 * BLOCK_S)
-    m2 = ok[:, None] & (c < 2 * S)[None, :]
+    e_ok = 2 * ss < N
+    o_ok = 2 * ss + 1 < N
+    c = cb * 2 * PAIRS + tl.arange(0, 2 * PAIRS)  # their columns, one contiguous tile
+    m2 = ok[:, None] & (c < N)[None, :]
     m = ok[:, None] & s_ok[None, :]
-    mr = ok[:, None] & r_ok[None, :]
+    first = ok & ((t * 0 + cb) == 0)   # a (steps,) mask: the first column block stores the per-step terms
     qrow = ((bi.to(tl.int64) * L + t) * HQK + g) * N
-    # Q and K of the group, without bias (each head adds its own)
-    # (the pairs' columns read as one contiguous tile and split into even and odd in registers)
-    q_e0, q_o0 = _pairs(tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
-    q_r0 = tl.load(Q + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    k_e0, k_o0 = _pairs(tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, BLOCK_S)
-    k_r0 = tl.load(K + qrow[:, None] + rs[None, :], mask=mr, other=0.0).to(tl.float32)
-    dq_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dq_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dq_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
-    dk_e = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dk_o = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
-    dk_r = tl.zeros([BLOCK_T, BLOCK_R], dtype=tl.float32)
+    # Q and K of the group, without bias (each head adds its own), split into the pairs' even and odd columns
+    q_e0, q_o0 = _pairs(tl.load(Q + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, PAIRS)
+    k_e0, k_o0 = _pairs(tl.load(K + qrow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T, PAIRS)
+    dq_e = tl.zeros([BLOCK_T, PAIRS], dtype=tl.float32)
+    dq_o = tl.zeros([BLOCK_T, PAIRS], dtype=tl.float32)
+    dk_e = tl.zeros([BLOCK_T, PAIRS], dtype=tl.float32)
+    dk_o = tl.zeros([BLOCK_T, PAIRS], dtype=tl.float32)
     here = t * 0
     if HAS_SEQ:
         here = tl.load(SEQ + bi.to(tl.int64) * L + t, mask=ok, other=-2)
@@ -331,47 +330,37 @@ def _siso_prep_bwd_kernel(
         if HAS_DE0:
             d_e = tl.where(t == 0, tl.load(DE0 + bh), d_e)
         d_qk = -d_diag * e_next
-        d_lam = (d_scale - d_e) * dt
-        d_dt = d_scale * lam + d_e * (1.0 - lam)
 
-        # the rotations, recomputed from the angle entering the block
+        # the rotations, recomputed from the angle entering the block (angle 0 past the rotated pairs)
         cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
                                   L, H, S, nblk, HAS_SEQ)
         orow = ((bi.to(tl.int64) * L + t) * H + h) * N
         qb = QB + h * N
         kb = KB + h * N
-        q_e = q_e0 + tl.load(qb + 2 * ss, mask=s_ok, other=0.0)[None, :]
-        q_o = q_o0 + tl.load(qb + 2 * ss + 1, mask=s_ok, other=0.0)[None, :]
-        q_r = q_r0 + tl.load(qb + rs, mask=r_ok, other=0.0)[None, :]
-        k_e = k_e0 + tl.load(kb + 2 * ss, mask=s_ok, other=0.0)[None, :]
-        k_o = k_o0 + tl.load(kb + 2 * ss + 1, mask=s_ok, other=0.0)[None, :]
-        k_r = k_r0 + tl.load(kb + rs, mask=r_ok, other=0.0)[None, :]
+        q_e = q_e0 + tl.load(qb + 2 * ss, mask=e_ok, other=0.0)[None, :]
+        q_o = q_o0 + tl.load(qb + 2 * ss + 1, mask=o_ok, other=0.0)[None, :]
+        k_e = k_e0 + tl.load(kb + 2 * ss, mask=e_ok, other=0.0)[None, :]
+        k_o = k_o0 + tl.load(kb + 2 * ss + 1, mask=o_ok, other=0.0)[None, :]
         d_qe, d_qo = _pairs(tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T,
-                            BLOCK_S)
+                            PAIRS)
         d_ke, d_ko = _pairs(tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0).to(tl.float32), BLOCK_T,
-                            BLOCK_S)
+                            PAIRS)
         gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
         gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
         gq_e += d_qk[:, None] * k_e
         gq_o += d_qk[:, None] * k_o
         gk_e += d_qk[:, None] * q_e
         gk_o += d_qk[:, None] * q_o
-        gq_r = tl.load(DQR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * k_r
-        gk_r = tl.load(DKR + orow[:, None] + rs[None, :], mask=mr, other=0.0) + d_qk[:, None] * q_r
         dq_e += gq_e
         dq_o += gq_o
-        dq_r += gq_r
         dk_e += gk_e
         dk_o += gk_o
-        dk_r += gk_r
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
         part = ((j.to(tl.int64) * nb + bi) * H + h) * N
-        tl.store(QB_PART + part + 2 * ss, tl.sum(gq_e, axis=0), mask=s_ok)
-        tl.store(QB_PART + part + 2 * ss + 1, tl.sum(gq_o, axis=0), mask=s_ok)
-        tl.store(QB_PART + part + rs, tl.sum(gq_r, axis=0), mask=r_ok)
-        tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=s_ok)
-        tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=s_ok)
-        tl.store(KB_PART + part + rs, tl.sum(gk_r, axis=0), mask=r_ok)
+        tl.store(QB_PART + part + 2 * ss, tl.sum(gq_e, axis=0), mask=e_ok)
+        tl.store(QB_PART + part + 2 * ss + 1, tl.sum(gq_o, axis=0), mask=o_ok)
+        tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=e_ok)
+        tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=o_ok)
 
         # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
         # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
@@ -379,12 +368,10 @@ def _siso_prep_bwd_kernel(
         total = tl.sum(dth, axis=0)
         tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
         tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
-        tl.store(DDT + base + t, d_dt, mask=ok)
-        tl.store(DTRAP + base + t, (d_lam * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=ok)
-    tl.store(planes + qrow[:, None] + c[None, :], _interleave(dq_e, dq_o, BLOCK_T, BLOCK_S), mask=m2)
-    tl.store(planes + qrow[:, None] + rs[None, :], dq_r, mask=mr)
-    tl.store(planes_k + qrow[:, None] + c[None, :], _interleave(dk_e, dk_o, BLOCK_T, BLOCK_S), mask=m2)
-    tl.store(planes_k + qrow[:, None] + rs[None, :], dk_r, mask=mr)
+        tl.store(DDT + base + t, d_scale * lam + d_e * (1.0 - lam), mask=first)
+        tl.store(DTRAP + base + t, ((d_scale - d_e) * dt * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=first)
+    tl.store(planes + qrow[:, None] + c[None, :], _interleave(dq_e, dq_o, BLOCK_T, PAIRS), mask=m2)
+    tl.store(planes_k + qrow[:, None] + c[None, :], _interleave(dk_e, dk_o, BLOCK_T, PAIRS), mask=m2)
 
 
 @triton.jit
@@ -466,21 +453,34 @@ def bwd_splits(H: int, HQK: int) -> list[int]:
     return [d for d in (1, 2, 4) if per % d == 0]
 
 
+def _pair_blocks(p, pairs: int) -> int:
+    """Column blocks of the prep backward: the ``ceil(N / 2)`` column pairs over ``pairs`` a program."""
+    return -(-(-(-p[4] // 2)) // pairs)
+
+
+def _most_pairs(p) -> int:
+    return max(2, 1 << (-(-p[4] // 2) - 1).bit_length())
+
+
 def _bwd_rule(p, mode):
-    # one program per Q/K head as measured on the H200 (2026-12-02); the interpreter takes the most planes, so
-    # that tests cross their sum
-    return dict(SPLIT=bwd_splits(p[2], p[3])[-1]) if mode.interpreted else dict(SPLIT=1, num_warps=8)
+    # the interpreter takes the most planes and few pairs a program, so that tests cross both sums and a column
+    # block holds rotated and unrotated pairs; on sm_90, 16 pairs and 4 warps keep a program at 128-156
+    # registers (all 64 pairs of N = 128 took 255 with a spill stack: tests/sm90_compile.py --resources)
+    if mode.interpreted:
+        return dict(SPLIT=bwd_splits(p[2], p[3])[-1], PAIRS=4)
+    return dict(SPLIT=1, PAIRS=min(16, _most_pairs(p)), num_warps=4)
 
 
 def _bwd_alternatives(p, mode):
-    # 4 warps: 194 registers a thread at one plane
-    return [dict(SPLIT=1, num_warps=4), dict(SPLIT=1, num_warps=16)] + [
-        dict(SPLIT=d, num_warps=w) for d in bwd_splits(p[2], p[3])[1:] for w in (4, 8)]
+    most = _most_pairs(p)
+    shapes = dict.fromkeys((min(n, most), w) for n, w in ((8, 4), (16, 4), (16, 8), (32, 8), (64, 8)))
+    return [dict(SPLIT=d, PAIRS=n, num_warps=w) for d in bwd_splits(p[2], p[3])[:2] for n, w in shapes]
 
 
-siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd_split", _siso_prep_bwd_kernel, key=_prep_key, rule=_bwd_rule,
+siso_prep_bwd_kernel = TunableKernel("mamba3_prep_bwd_pairs", _siso_prep_bwd_kernel, key=_prep_key, rule=_bwd_rule,
                                      alternatives=_bwd_alternatives,
-                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3] * kw["SPLIT"]),
+                                     grid=lambda p, kw: (_blocks(p), p[0] * p[3] * kw["SPLIT"],
+                                                         _pair_blocks(p, kw["PAIRS"])),
                                      flags=dict(HAS_DE0="DE0", HAS_SEQ="SEQ"))
 angle_carry_kernel = Kernel(_angle_carry_kernel, flags=dict(HAS_SEQ="SEQ"))
 seq_angles_kernel = Kernel(_seq_angles_kernel)
