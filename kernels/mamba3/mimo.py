@@ -293,16 +293,27 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
     dq2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    # the gradient tiles of q~, k~ read a head ahead, in flight while a head computes (as in prep.py's SISO backward)
+    src = ((step * R + r) * H + hk * group) * N
+    n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
+    n2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
+    n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0)
+    n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
     for j in range(group):
         h = hk * group + j
+        g1 = n1.to(tl.float32)
+        g2 = n2.to(tl.float32)
+        g3 = n3.to(tl.float32)
+        g4 = n4.to(tl.float32)
+        src = ((step * R + r) * H + h + 1) * N
+        ahead = m & ((t * 0 + j + 1) < group)[:, None]
+        n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
+        n2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
+        n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
+        n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
         cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
         q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        src = ((step * R + r) * H + h) * N
-        g1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
-        g2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32)
-        g3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
-        g4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32)
         # the stages' rounded scores scc[r, s] (s <= r) act on q~_r, k~_s; their gradient passes the
         # rounding straight through, onto dq~ and dk~ before those are turned back
         for s in range(R):

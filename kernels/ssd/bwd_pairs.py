@@ -12,9 +12,9 @@ reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts 
   per head. It also sums ``T_ts = (C_t.B_s) W_st`` over ``t`` (into ``cs[s]``) and over ``s`` (into
   ``rs[t]``), per head, with fp32 atomics.
 * ``_dc_states_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
-  and the gradient of ``cum_t`` through the entering state's term. By default ``_db_dc_pairs_kernel`` adds the
-  pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds ``W`` already), and this
-  kernel adds only the entering state's part; in deterministic mode it walks the pairs itself.
+  and the gradient of ``cum_t`` through the entering state's term. It runs first and stores its part; by default
+  ``_db_dc_pairs_kernel`` then adds the pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds
+  ``W`` already); in deterministic mode this kernel walks the pairs itself.
 
 ``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
 when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
@@ -252,10 +252,9 @@ def _dc_states_kernel(
             wsum += _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
                                  seq_s, seq_t, HAS_SEQ, DOT)
         dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)
-    dst = DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :]
-    if not PAIRS:
-        dc += tl.load(dst, mask=t_ok[:, None] & n_ok[None, :], other=0.0)
-    tl.store(dst, dc, mask=t_ok[:, None] & n_ok[None, :])
+    # stored, not added: this kernel runs before _db_dc_pairs_kernel, whose atomics then add the pairs (no zero fill
+    # of DC_PART, nor a read of it: 0.12 + ~0.13 ms of Mamba-3's backward at B8 L4096 H32, where DC_PART is per head)
+    tl.store(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :], dc, mask=t_ok[:, None] & n_ok[None, :])
 
 
 dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_DD="DD_PART", HAS_DIAG="DIAG", HAS_SEQ="SEQ"))

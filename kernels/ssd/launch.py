@@ -406,7 +406,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
     s = PairScratch(
         db_part=_f32(bsz, L, n_hb, N, device=dev),
-        dc_part=_f32(bsz, L, n_hb, N, device=dev) if deterministic else torch.zeros((bsz, L, n_hb, N), device=dev),
+        dc_part=_f32(bsz, L, n_hb, N, device=dev),   # stored whole by dc_states_kernel, which runs first
         dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None and dd else None,
         pair_rows=rs, pair_cols=torch.zeros_like(rs),
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
@@ -419,11 +419,11 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
                  DD_PART=s.dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
                  D_PER_CHANNEL=D is not None and D.dim() == 2, **meta)
+    dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
+                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
     db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
                        ATOMIC_DC=not deterministic, **meta)
-    dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
-                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
     return dx, s
 
 
