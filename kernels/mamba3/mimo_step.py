@@ -90,6 +90,9 @@ def _mimo_step_kernel(
         # sum_r v_r k_r^T as (P, ranks) @ (ranks, N)
         state = (alpha * state + beta * mm(tl.trans(mv * x_prev[None, :]), k_prev, tl.float32)
                  + gamma * mm(tl.trans(mv * x[None, :]), k, tl.float32))
+        # in place (SSM_OUT is SSM, XS_OUT is XS): every thread's reads of the old rows and x_prev are done before
+        # they are overwritten by threads that may hold other elements (the SISO step raced so on the H200)
+        tl.debug_barrier()
         tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=pm)
         tl.store(XS_OUT + at, x.to(XS_OUT.dtype.element_ty), mask=p_ok)
         y = mm(q, tl.trans(state), tl.float32)                                           # (16, BLOCK_P)
@@ -104,6 +107,7 @@ def _mimo_step_kernel(
         else:
             orows = ((bi.to(tl.int64) * R + rk) * H + h) * P
             tl.store(OUT + orows[:, None] + ps[None, :], y.to(OUT.dtype.element_ty), mask=rp)
+    tl.debug_barrier()   # the previous k~ and angle were read by every warp
     tl.store(KS_OUT + krows[:, None] + ns[None, :], k.to(KS_OUT.dtype.element_ty), mask=km)
     tl.store(THETA_OUT + bh * S + ns, theta.to(THETA_OUT.dtype.element_ty), mask=first)
 

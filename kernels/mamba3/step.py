@@ -97,6 +97,9 @@ def _siso_step_kernel(
         y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o)
         y += _update(SSM, SSM_OUT, rows + rs[None, :], p_ok[:, None] & r_ok[None, :], alpha, beta, gamma, v_prev, v,
                      kp_r, k_r, q_r)
+        # in place, VS_OUT is VS: every thread's read of v_prev (a vector held by many threads, stored by one) is
+        # done before it is overwritten; without this barrier the H200 gave wrong steps now and then (2026-12-04)
+        tl.debug_barrier()
         tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
         if HAS_D:
             y += skip * v
@@ -104,6 +107,7 @@ def _siso_step_kernel(
             z = tl.load(Z + at, mask=p_ok, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
+    tl.debug_barrier()   # likewise for the previous k~ and the angle, read at the start by every warp
     tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
     tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
     tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
