@@ -84,6 +84,10 @@ def _state_update_kernel(
     b = tl.load(B + bi * b_b + g * b_g + ns * b_n, mask=n_ok, other=0.0).to(tl.float32)
     c = tl.load(C + bi * c_b + g * c_g + ns * c_n, mask=n_ok, other=0.0).to(tl.float32)
     state = decay * state + (dt * x)[:, None] * b[None, :]
+    # in place: where the tile is smaller than the block, several threads hold (and read) each element and one
+    # stores it; the output's reduction may take a copy from a thread whose read came after that store (the
+    # Mamba-3 step did so on the H200, 2026-12-04), so every read is done first
+    tl.debug_barrier()
     tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
     out = tl.sum(state * c[None, :], axis=1)
     if HAS_D:

@@ -46,6 +46,10 @@ def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q):
     share of ``H q``."""
     state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
     state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
+    # in place (SSM_OUT is SSM): a tile smaller than the block is held by several threads, all of which read it
+    # and only one of which stores each element; a slow copy must not read the new state (which the H200 did at
+    # S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs, 2026-12-02 and 12-04)
+    tl.debug_barrier()
     tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=m)
     return tl.sum(state * q[None, :], axis=1)
 
@@ -97,9 +101,7 @@ def _siso_step_kernel(
         y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o)
         y += _update(SSM, SSM_OUT, rows + rs[None, :], p_ok[:, None] & r_ok[None, :], alpha, beta, gamma, v_prev, v,
                      kp_r, k_r, q_r)
-        # in place, VS_OUT is VS: every thread's read of v_prev (a vector held by many threads, stored by one) is
-        # done before it is overwritten; without this barrier the H200 gave wrong steps now and then (2026-12-04)
-        tl.debug_barrier()
+        tl.debug_barrier()   # likewise v_prev, read by every thread
         tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
         if HAS_D:
             y += skip * v
