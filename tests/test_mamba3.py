@@ -348,7 +348,7 @@ def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, 
     start = tuple(s.double().cpu() for s in states)
     want, want_states = (mamba3_mimo_loop if mimo else mamba3_siso_loop)(**wide, Input_States=start)
     plans = ops._MIMO_STEP_PLANS if mimo else ops._STEP_PLANS
-    made = len(plans._seen)
+    plans._seen.clear()   # an earlier example may have left this very signature's plan
     step_fn = ssm_triton.mamba3_mimo_step if mimo else ssm_triton.mamba3_siso_step
     held = tuple(s.clone() for s in states)
     outs = []
@@ -364,7 +364,7 @@ def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, 
     assert_angle_close(held[0], want_states[0], f32, "stepped angle")
     for name, g, w in zip(STATE_NAMES[1:], held[1:], want_states[1:]):
         assert_close(g, w, dtype, f"stepped {name}")
-    assert len(plans._seen) > made and any(p for p in plans._seen.values())
+    assert len(plans._seen) >= 1 and all(p for p in plans._seen.values())
 
 
 STEP_GOOD = dict(Q=torch.ones(1, 2, 8), K=torch.ones(1, 2, 8), V=torch.ones(1, 4, 3), ADT=-torch.ones(1, 4),
