@@ -363,9 +363,8 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
     tl.store(DK + at[:, None] + half + hs[None, :], dk2.to(DK.dtype.element_ty), mask=m)
 
 
-# problem: (b, L, R, H, Hqk, N or P, dtype, steps per program, D?, Z?, MIMO_Out?); only the warps are tuned.
-# On Triton 3.9's sm_90 compile the prep backward spills at 4 warps (40 bytes) and not at 8 (206 registers);
-# the rule keeps the 4 warps measured on the H200 (2026-12-02) until a tuning run says otherwise
+# problem: (b, L, R, H, Hqk, N or P, dtype, steps per program, D?, Z?, MIMO_Out?); the warps are tuned, and the
+# prep backward's column block (its 16 pairs at 4 warps: 96 registers on Triton 3.9's sm_90 compile, no spill)
 def _key(p):
     b, L, *rest = p
     return (bucket(b * L), *rest)
@@ -378,6 +377,8 @@ def _warps(name, fn, grid, flags=None):
 
 _GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
 prep_fwd_kernel = _warps("mamba3_mimo_prep", _prep_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]))
+
+
 def _prep_bwd_rule(p, mode):
     # the interpreter takes few pairs a program, so that tests cross column blocks
     return dict(BLOCK_H=2) if mode.interpreted else dict(BLOCK_H=min(16, _block_h(p[5])), num_warps=4)

@@ -24,7 +24,8 @@ each pair's angle at both of its columns, took it from 1.24 to 0.92 ms (2026-12-
 it doubled the tiles, ran 1.93 ms against 1.50.
 
 ``_siso_prep_bwd_kernel`` pulls the gradients of ``q~, k~, scale, diag`` back to ``Q, K`` (a program walks
-its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares), the
+its share of the heads that share a Q/K head and sums theirs in registers; the launcher adds the shares; the
+columns split over programs in blocks of pairs, those past ``2 S`` taken as pairs turned by angle 0), the
 biases (per-block partial sums), ``Angles``, ``DT``, ``Trap`` and ``ADT``. The angles'
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
 kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the later blocks send back.
@@ -33,6 +34,7 @@ import triton
 import triton.language as tl
 
 from ..ssd.cumsum import chunk_row   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
+from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel, TunableKernel, bucket
 
 
@@ -464,11 +466,12 @@ def bwd_splits(H: int, HQK: int) -> list[int]:
 
 def _pair_blocks(p, pairs: int) -> int:
     """Column blocks of the prep backward: the ``ceil(N / 2)`` column pairs over ``pairs`` a program."""
-    return -(-(-(-p[4] // 2)) // pairs)
+    return cdiv(cdiv(p[4], 2), pairs)
 
 
 def _most_pairs(p) -> int:
-    return max(2, 1 << (-(-p[4] // 2) - 1).bit_length())
+    """The widest column block: every pair of a row."""
+    return max(2, next_power_of_2(cdiv(p[4], 2)))
 
 
 def _bwd_rule(p, mode):
