@@ -2,7 +2,8 @@
 
 For each workload of the ops (``--match`` keeps those whose shape/direction string contains S) and each
 implementation, three calls under ``torch.profiler`` after a warm-up; prints the CUDA kernels by total
-time per call, so a slow stage shows by name next to the peer's breakdown.
+time per call, so a slow stage shows by name next to the peer's breakdown, then the launch keywords each of
+our tuned kernels ran with (new entries only).
 
 ``--calls N`` only runs each workload N times, without torch.profiler: the program to put under Nsight
 Compute, whose profiler and torch's cannot share the device (``ncu -k regex:NAME --launch-skip ...
@@ -26,6 +27,8 @@ def main(argv=None) -> None:
     parser.add_argument("--calls", type=int, default=0, help="run each workload this often, no profiler (for ncu)")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
+    from ..kernels import tuning
+    shown = set()
     for op in args.ops:
         for w in REGISTRY[op](device, False, set()):
             label = f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}"
@@ -54,6 +57,11 @@ def main(argv=None) -> None:
                 print(f"\n{label} {name}: {total / 1e3:.3f} ms of kernels per call")
                 for key, us, n in rows[:args.rows]:
                     print(f"  {us / 1e3:8.3f} ms {n:5.1f}x  {key[:110]}")
+                # which tuning candidate each kernel ran with (chosen during the warm-up, or read from the cache)
+                for entry, kw in sorted(tuning.choices().items()):
+                    if entry not in shown:
+                        shown.add(entry)
+                        print(f"  tuned: {entry[:100]} -> {kw}")
             del x
             torch.cuda.empty_cache()
 

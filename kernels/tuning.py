@@ -396,6 +396,12 @@ def recorder():
     return getattr(_recording, "rec", None)
 
 
+def choices() -> dict:
+    """The launch keywords chosen so far in this process (tuned, or read from the disk cache), by cache entry
+    (kernel name and problem key): what a profile reports beside its kernels' times."""
+    return dict(_chosen)
+
+
 def tunable_names() -> list[str]:
     """Every name :func:`pin` takes (one per tunable kernel or plan)."""
     return sorted(_REGISTRY)
