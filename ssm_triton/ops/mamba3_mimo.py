@@ -296,9 +296,7 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
         _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
                       rotary_dim_divisor, Input_States, cu_seqlens)
         _PASSED.put(passed_key, True)
-    if compiling():   # traced: the graph is the replay
-        return _body(*args)
-    return _BODY_REPLAYS.run(key, _body, args)
+    return _BODY_REPLAYS.run(key, _body, args)   # traced (key None): the body itself, the graph is the replay
 
 
 _PASSED = _validate.Passed()
