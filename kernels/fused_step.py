@@ -88,6 +88,24 @@ def _products_done(acc, part, BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_M:
 
 
 @triton.jit
+def _project(x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``x (BLOCK_M, BLOCK_K)`` times one whole-reduction tile of :func:`_weights`: ``(BLOCK_M, BLOCK_O)`` fp32."""
+    if BLOCK_M == 1:
+        return tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
+    else:
+        return mm(x, w, DOT)
+
+
+@triton.jit
+def _bias_row(BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_O: tl.constexpr):
+    """``(1, BLOCK_O)`` fp32: the bias of columns ``cols``, or zeros."""
+    if HAS_BIAS:
+        return tl.load(BIAS + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        return tl.zeros([1, BLOCK_O], dtype=tl.float32)
+
+
+@triton.jit
 def _after_predecessor(PDL: tl.constexpr, HOLD: tl.constexpr):
     """With programmatic dependent launch (``PDL``): wait until the previous kernel's writes are visible, and
     let the next kernel be scheduled (before the wait, or with ``HOLD`` after it). Everything before this call
@@ -111,7 +129,7 @@ def _after_predecessor(PDL: tl.constexpr, HOLD: tl.constexpr):
 @triton.jit
 def _in_step_kernel(
     HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # pointers (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
-    M, K, O, conv_lo, conv_dim, eps,                                     # sizes (conv_lo: the first conv channel's column); the norm's epsilon
+    M, K: tl.constexpr, O, conv_lo, conv_dim, eps,                       # sizes (conv_lo: the first conv channel's column); the norm's epsilon
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
     HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
@@ -120,73 +138,138 @@ def _in_step_kernel(
     """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
     contiguous: ``hidden + residual`` (written by the programs of the first column block). Without
-    ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj)."""
+    ``HAS_CONV`` a plain projection (Mamba-1's x_proj and dt_proj).
+
+    ``BLOCK_K >= K`` (``K`` is a constexpr for this choice): the whole reduction is one tile, and every
+    load that does not depend on the predecessor (the weight tile, the norm's weight, the bias, the conv
+    taps) is issued before the wait, the rest (the input rows and the conv windows) together after it:
+    the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two."""
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
-    if AHEAD:   # the first tile, read before waiting (PDL)
+    if BLOCK_K >= K:
+        k_ok = ks < K
         w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
-    _after_predecessor(PDL, True)
-    if HAS_NORM:
-        res_dt = RES_OUT.dtype.element_ty
-        sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            kk = k0 + ks
-            ok = m_ok[:, None] & (kk < K)[None, :]
-            kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt)
-            if tl.program_id(0) == 0:
-                tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
-            u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
-            sq += tl.sum(u * u, axis=1)
-        rstd = 1.0 / tl.sqrt(sq / K + eps)
-    acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
-    part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + ks
-        k_ok = kk < K
-        ok = m_ok[:, None] & k_ok[None, :]
-        if AHEAD:   # a tile ahead (the first was read before waiting)
-            w_next = _weights(WIN, cols, o_ok, kk + BLOCK_K, K, BLOCK_M)
-        else:
-            w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
+        bias = _bias_row(BIN, cols, o_ok, HAS_BIN, BLOCK_O)
         if HAS_NORM:
-            u = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt).to(tl.float32)
-            u = u.to(dt_in).to(tl.float32)
-            nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
+            nw = tl.load(NORM_W + ks, mask=k_ok, other=0.0).to(tl.float32)
+        if HAS_CONV:
+            taps, tap_last, conv_b = _conv_taps(CONV_W, CONV_B, cols, conv_lo, conv_dim, HAS_CONV_B, W)
+        _after_predecessor(PDL, True)
+        if HAS_CONV:
+            window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
+        ok = m_ok[:, None] & k_ok[None, :]
+        if HAS_NORM:
+            res_dt = RES_OUT.dtype.element_ty
+            kept = _block_input(HID, RES, rows, ks, ok, h_m, r_m, HAS_RES).to(res_dt)
+            if tl.program_id(0) == 0:
+                tl.store(RES_OUT + rows[:, None] * K + ks[None, :], kept, mask=ok)
+            u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
+            rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / K + eps)
             x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
         else:
-            x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
-        acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
-        if AHEAD:
-            w = w_next
-    acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M)
+            x = tl.load(HID + rows[:, None] * h_m + ks[None, :], mask=ok, other=0.0)
+        acc = _project(x, w, DOT, BLOCK_M) + bias
+    else:
+        if AHEAD:   # the first tile, read before waiting (PDL)
+            w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
+        if HAS_CONV:
+            taps, tap_last, conv_b = _conv_taps(CONV_W, CONV_B, cols, conv_lo, conv_dim, HAS_CONV_B, W)
+        _after_predecessor(PDL, True)
+        if HAS_CONV:
+            window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
+        if HAS_NORM:
+            res_dt = RES_OUT.dtype.element_ty
+            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                kk = k0 + ks
+                ok = m_ok[:, None] & (kk < K)[None, :]
+                kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt)
+                if tl.program_id(0) == 0:
+                    tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
+                u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
+                sq += tl.sum(u * u, axis=1)
+            rstd = 1.0 / tl.sqrt(sq / K + eps)
+        acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+        part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + ks
+            k_ok = kk < K
+            ok = m_ok[:, None] & k_ok[None, :]
+            if AHEAD:   # a tile ahead (the first was read before waiting)
+                w_next = _weights(WIN, cols, o_ok, kk + BLOCK_K, K, BLOCK_M)
+            else:
+                w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
+            if HAS_NORM:
+                u = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt).to(tl.float32)
+                u = u.to(dt_in).to(tl.float32)
+                nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
+                x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
+            else:
+                x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
+            acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
+            if AHEAD:
+                w = w_next
+        acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M)
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
     out = v
     if HAS_CONV:
-        out = _conv_window(v, CONV_W, CONV_B, CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w,
-                           HAS_CONV_B, W)
+        out = _conv_window(v, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim,
+                           cs_b, cs_c, cs_w, W)
     tl.store(ZX + rows[:, None] * O + cols[None, :], out.to(ZX.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 
 @triton.jit
-def _conv_window(v, CONV_W, CONV_B, CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w,
-                 HAS_CONV_B: tl.constexpr, W: tl.constexpr):
-    """The conv channels among ``cols``: the window ``[old[1:], v]`` (stored back rolled) against the
-    channel's taps, then silu; the other columns' ``v`` as it is."""
+def _conv_channels(cols, conv_lo, conv_dim):
+    """Which of ``cols`` are conv channels, and their channel index (0 elsewhere)."""
     is_conv = (cols >= conv_lo) & (cols < conv_lo + conv_dim)
-    ch = tl.where(is_conv, cols - conv_lo, 0).to(tl.int64)
-    c_ok = m_ok[:, None] & is_conv[None, :]
-    win = CONV_S + rows[:, None] * cs_b + ch[None, :] * cs_c
-    y = tl.load(CONV_W + ch * W + (W - 1), mask=is_conv, other=0.0).to(tl.float32)[None, :] * v
+    return is_conv, tl.where(is_conv, cols - conv_lo, 0).to(tl.int64)
+
+
+@triton.jit
+def _conv_taps(CONV_W, CONV_B, cols, conv_lo, conv_dim, HAS_CONV_B: tl.constexpr, W: tl.constexpr):
+    """The conv channels' taps: ``(BLOCK_O, 4)`` for window slots 1..W-1 (the old values that stay; slot
+    ``j`` of the tile is tap ``j - 1``), the last tap ``(BLOCK_O,)`` (it meets the new value), the bias."""
+    tl.static_assert(W <= 4, "the fused step's conv window holds at most 4 taps")
+    is_conv, ch = _conv_channels(cols, conv_lo, conv_dim)
+    js = tl.arange(0, 4)
+    t_ok = is_conv[:, None] & (js >= 1)[None, :] & (js < W)[None, :]
+    taps = tl.load(CONV_W + ch[:, None] * W + (js - 1)[None, :], mask=t_ok, other=0.0).to(tl.float32)
+    tap_last = tl.load(CONV_W + ch * W + (W - 1), mask=is_conv, other=0.0).to(tl.float32)
+    conv_b = tl.zeros_like(tap_last)
     if HAS_CONV_B:
-        y += tl.load(CONV_B + ch, mask=is_conv, other=0.0).to(tl.float32)[None, :]
-    for j in tl.static_range(W - 1):
-        # each (row, channel) lives in one thread for every load and store here (one tile shape), so
-        # the read of slot j + 1 precedes its overwrite in the next round
-        old = tl.load(win + (j + 1) * cs_w, mask=c_ok, other=0.0)
-        y += tl.load(CONV_W + ch * W + j, mask=is_conv, other=0.0).to(tl.float32)[None, :] * old.to(tl.float32)
-        tl.store(win + j * cs_w, old, mask=c_ok)
-    tl.store(win + (W - 1) * cs_w, v.to(CONV_S.dtype.element_ty), mask=c_ok)
+        conv_b = tl.load(CONV_B + ch, mask=is_conv, other=0.0).to(tl.float32)
+    return taps, tap_last, conv_b
+
+
+@triton.jit
+def _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W: tl.constexpr):
+    """The old window slots 1..W-1 of the conv channels among ``cols``: ``(BLOCK_M, BLOCK_O, 4)`` (slot 0,
+    the one that drops out, and slots past W read as 0)."""
+    is_conv, ch = _conv_channels(cols, conv_lo, conv_dim)
+    js = tl.arange(0, 4)
+    ok = (m_ok[:, None] & is_conv[None, :])[:, :, None] & ((js >= 1) & (js < W))[None, None, :]
+    ptr = CONV_S + rows[:, None, None] * cs_b + ch[None, :, None] * cs_c + js[None, None, :] * cs_w
+    return tl.load(ptr, mask=ok, other=0.0)
+
+
+@triton.jit
+def _conv_window(v, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w,
+                 W: tl.constexpr):
+    """The conv channels among ``cols``: the window ``[old[1:], v]`` against the channel's taps, then silu,
+    the window stored back rolled; the other columns' ``v`` as it is. ``window`` and the taps come from
+    :func:`_conv_window_load` and :func:`_conv_taps`."""
+    is_conv, ch = _conv_channels(cols, conv_lo, conv_dim)
+    y = tl.sum(window.to(tl.float32) * taps[None, :, :], axis=2) + tap_last[None, :] * v + conv_b[None, :]
     y = y * tl.sigmoid(y)
+    # A program's tiles are smaller than its thread block, so each window element is held by several
+    # threads: every one of them must have read the old window before any stores the rolled one
+    tl.debug_barrier()
+    js = tl.arange(0, 4)
+    c_ok = m_ok[:, None] & is_conv[None, :]
+    ptr = CONV_S + rows[:, None, None] * cs_b + ch[None, :, None] * cs_c + (js - 1)[None, None, :] * cs_w
+    tl.store(ptr, window, mask=c_ok[:, :, None] & ((js >= 1) & (js < W))[None, None, :])
+    win = CONV_S + rows[:, None] * cs_b + ch[None, :] * cs_c
+    tl.store(win + (W - 1) * cs_w, v.to(CONV_S.dtype.element_ty), mask=c_ok)
     return tl.where(is_conv[None, :], y, v)
 
 
@@ -205,46 +288,69 @@ def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_
 @triton.jit
 def _out_step_kernel(
     Y, ZX, NORM_W, WOUT, BOUT, OUT,         # pointers (NORM_W, BOUT may be None)
-    M, d_ssm, group_size, d_model, eps, zx_m,
+    M, d_ssm: tl.constexpr, group_size, d_model, eps, zx_m,
     HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
     AHEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated."""
+    """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated.
+    ``BLOCK_K >= d_ssm``: one tile, the weight, the norm's weight and the bias read before the wait, each
+    group's statistics from the rows in registers (see :func:`_in_step_kernel`)."""
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
-    if AHEAD:   # the first tile of the first group, read before waiting (PDL)
+    if BLOCK_K >= d_ssm:
+        k_ok = ks < d_ssm
         w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
-    _after_predecessor(PDL, False)
-    acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
-    part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
-    for lo in range(0, d_ssm, group_size):
+        bias = _bias_row(BOUT, cols, o_ok, HAS_BOUT, BLOCK_O)
         if HAS_NORM:
-            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+            nw = tl.load(NORM_W + ks, mask=k_ok, other=0.0).to(tl.float32)
+        _after_predecessor(PDL, False)
+        u, z = _gated_input(Y, ZX, rows, ks, m_ok[:, None] & k_ok[None, :], d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+        if HAS_NORM:
+            sq = u * u
+            scale = tl.zeros_like(u)
+            for lo in range(0, d_ssm, group_size):
+                inside = ((ks >= lo) & (ks < lo + group_size))[None, :]
+                s = tl.sum(tl.where(inside, sq, 0.0), axis=1)
+                scale = tl.where(inside, (1.0 / tl.sqrt(s / group_size + eps))[:, None], scale)
+            u = u * scale * nw[None, :]
+            if not GATE_FIRST:
+                u = u * z * tl.sigmoid(z)
+        # the norm's output in the model's dtype, as out_proj reads it
+        acc = _project(u.to(dt_out), w, DOT, BLOCK_M) + bias
+    else:
+        if AHEAD:   # the first tile of the first group, read before waiting (PDL)
+            w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
+        _after_predecessor(PDL, False)
+        acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+        part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
+        for lo in range(0, d_ssm, group_size):
+            if HAS_NORM:
+                sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+                for k0 in range(0, group_size, BLOCK_K):
+                    kk = lo + k0 + ks
+                    ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
+                    u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+                    sq += tl.sum(u * u, axis=1)
+                rstd = 1.0 / tl.sqrt(sq / group_size + eps)
             for k0 in range(0, group_size, BLOCK_K):
                 kk = lo + k0 + ks
-                ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
-                u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
-                sq += tl.sum(u * u, axis=1)
-            rstd = 1.0 / tl.sqrt(sq / group_size + eps)
-        for k0 in range(0, group_size, BLOCK_K):
-            kk = lo + k0 + ks
-            k_ok = k0 + ks < group_size
-            ok = m_ok[:, None] & k_ok[None, :]
-            if AHEAD:   # a tile ahead: this group's next, else the next group's first (the columns run on)
-                nxt = tl.where(k0 + BLOCK_K < group_size, kk + BLOCK_K, lo + group_size + ks)
-                w_next = _weights(WOUT, cols, o_ok, nxt, d_ssm, BLOCK_M)
-            else:
-                w = _weights(WOUT, cols, o_ok, kk, d_ssm, BLOCK_M)
-            u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
-            if HAS_NORM:
-                u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-                if not GATE_FIRST:
-                    u = u * z * tl.sigmoid(z)
-            # the norm's output in the model's dtype, as out_proj reads it
-            acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
-            if AHEAD:
-                w = w_next
-    acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M)
+                k_ok = k0 + ks < group_size
+                ok = m_ok[:, None] & k_ok[None, :]
+                if AHEAD:   # a tile ahead: this group's next, else the next group's first (the columns run on)
+                    nxt = tl.where(k0 + BLOCK_K < group_size, kk + BLOCK_K, lo + group_size + ks)
+                    w_next = _weights(WOUT, cols, o_ok, nxt, d_ssm, BLOCK_M)
+                else:
+                    w = _weights(WOUT, cols, o_ok, kk, d_ssm, BLOCK_M)
+                u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+                if HAS_NORM:
+                    u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+                    if not GATE_FIRST:
+                        u = u * z * tl.sigmoid(z)
+                # the norm's output in the model's dtype, as out_proj reads it
+                acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
+                if AHEAD:
+                    w = w_next
+        acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M)
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 
@@ -273,11 +379,17 @@ def pdl_enabled(device, rows: int = 1, auto_rows: int = 1) -> bool:
     return _capable[index]
 
 
+# The matrix-vector form reads the whole reduction as one tile up to this many weight elements a program
+# (16K: 32 KB of bf16, 128 registers a thread at 4 warps), so that a step's loads are issued together
+ONE_TILE_ELEMENTS = 16384
+
+
 def _rule(problem, mode):
     """Up to 4 rows: one row a program, the matrix-vector product, column blocks of 2-4 programs an SM
-    (the weight is read once: the step is bound by how many reads are in flight); more rows: tensor-core
-    tiles of up to 64 rows, one column block an SM. Under the interpreter small blocks so tests cross
-    them, one row a program up to 2 rows (both forms run there)."""
+    (the weight is read once: the step is bound by how many reads are in flight), the whole reduction one
+    tile where it fits (``K`` up to 4096); more rows: tensor-core tiles of up to 64 rows, one column block
+    an SM. Under the interpreter small blocks so tests cross them, one row a program up to 2 rows (both
+    forms run there; reductions up to 32 in one tile, longer ones looped)."""
     M, O = problem[0], problem[1]
     if mode.interpreted:   # the weight read a tile ahead, the form whose tile bookkeeping can go wrong
         if M <= 2:
@@ -286,7 +398,12 @@ def _rule(problem, mode):
     K = problem[2]
     if M <= 4:
         block_o = max(4, min(64, next_power_of_2(max(1, O // (3 * mode.sm_count)))))
-        kw = dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=max(16, min(512, next_power_of_2(K))), num_warps=4)
+        block_k = next_power_of_2(max(16, K))
+        if block_k * 4 <= ONE_TILE_ELEMENTS:   # one tile
+            block_o = min(block_o, ONE_TILE_ELEMENTS // block_k)
+        else:
+            block_k = 512
+        kw = dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=block_k, num_warps=4)
     else:
         block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
         kw = dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
@@ -297,15 +414,20 @@ def _rule(problem, mode):
 
 
 def _alternatives(problem, mode):
-    """Half and twice the column block, other reduction blocks, other warp and stage counts, the weight
-    read a tile ahead or not."""
+    """Half and twice the column block, other reduction blocks (the looped form among them), other warp
+    and stage counts, the weight read a tile ahead or not."""
     kw = _rule(problem, mode)
     gemv = kw["BLOCK_M"] == 1
+    one_tile = kw["BLOCK_K"] >= problem[2]
     alts = [dict(BLOCK_O=max(4 if gemv else 16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
-            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1),
-            dict(AHEAD=not kw["AHEAD"])]
+            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1)]
+    if not one_tile:
+        alts.append(dict(AHEAD=not kw["AHEAD"]))
     if gemv:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
-        alts += [dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(BLOCK_K=kw["BLOCK_K"] * 2, num_warps=8)]
+        if one_tile:   # the looped form of the rule before one tile (H200 2026-12-03: 512 deep, a tile ahead)
+            alts.append(dict(BLOCK_K=min(512, max(16, kw["BLOCK_K"] // 2)), AHEAD=True))
+        else:
+            alts += [dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(BLOCK_K=kw["BLOCK_K"] * 2, num_warps=8)]
         if problem[0] > 1:   # several rows: the tensor-core form too
             alts.append(dict(BLOCK_M=16, BLOCK_O=max(16, kw["BLOCK_O"]), BLOCK_K=min(256, kw["BLOCK_K"])))
     return alts
