@@ -9,7 +9,7 @@
 # PEER_SCAN=1 (build mamba_ssm's CUDA selective scan first: bench/build_peer_scan.sh), TUNE_FUSED=1 (bench/tune_fused.py), BENCH_ARGS (more bench flags, e.g. --no-peers),
 # SKIP_TESTS=1, BENCH_OPS="linear_scan discretize selective_scan ssd state_update conv1d gated_rmsnorm lm hf_mamba2" (BENCH_PLOT=1 draws the plots there too (the tool brings back 8 files at most: redraw them here with report --plot); BENCH_SWEEP=1 adds
 # the length and batch sweeps, BENCH_NAME names the JSON, BENCH_TIMEOUT seconds); SSM_TRITON_EXAMPLES=N trims hypothesis.
-# BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried) times BENCH_OPS on that code too, in the same
+# BASELINE=DIR (a copy of an earlier checkout, git-ignored and carried; BASELINE_ARGS more bench flags) times BENCH_OPS on that code too, in the same
 #   call and without peers (baseline.json, BASELINE_TIMEOUT seconds): before/after on one machine.
 # mamba_ssm's CUDA selective scan (a peer of selective_scan_fn) is a compiled extension: build selective_scan_cuda for sm_90 from
 #   the sdist's csrc/selective_scan against the GPU machine's torch (2.11, cu130) and Python (3.12), and put the .so in .peers/.
@@ -59,7 +59,7 @@ if [ -z "${SKIP_TESTS:-}" ]; then
 fi
 if [ -n "${BASELINE:-}" ] && [ -n "${BENCH_OPS:-}" ]; then   # the earlier code, same ops, its own install
   rm -rf /tmp/base && python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/base "$repo/$BASELINE" \
-    && PYTHONPATH=/tmp/base timeout "${BASELINE_TIMEOUT:-300}" python3 -m ssm_triton bench --ops $BENCH_OPS --no-peers \
+    && PYTHONPATH=/tmp/base timeout "${BASELINE_TIMEOUT:-300}" python3 -m ssm_triton bench --ops $BENCH_OPS --no-peers ${BASELINE_ARGS:-} \
        --json "$OUT/baseline.json" 2>&1 | tail -60 | tee "$OUT/baseline.txt"
 fi
 if [ -n "${BENCH_OPS:-}" ]; then   # the JSON is rewritten after every case, so a run cut short by the timeout keeps its records
