@@ -323,6 +323,18 @@ class Replays:
         found = self._map.get(key)
         return found(inputs) if found else None
 
+    def checked(self, key, inputs: tuple, check, fn, shortcut: bool = True):
+        """What a public op runs: the key's replay where there is one (and ``shortcut``), else ``check()`` (the op's
+        argument checks, raising on bad input) and then :meth:`run`. A hit skips the checks, since a replay is made
+        only after a call of its key passed them; an op whose checks read values a key does not hold (packed rows'
+        offsets) passes ``shortcut=False`` and is checked on every call."""
+        if shortcut:
+            out = self.replay(key, inputs)
+            if out is not None:
+                return out
+        check()
+        return self.run(key, fn, inputs)
+
     def clear(self) -> None:
         self._map._seen.clear()
 

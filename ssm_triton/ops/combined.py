@@ -45,12 +45,15 @@ def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv
     args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
             return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
             ngroups, norm_before_gate)
-    key = None
-    if not compiling():
-        key = _replay.key_of(args, (_ssd_launch.FUSED, _ssd_launch.precision_key(getattr(zxbcdt, "dtype", None))))
-        out = _SPLIT_REPLAYS.replay(key, args)
-        if out is not None:
-            return out
+    key = None if compiling() else _replay.key_of(
+        args, (_ssd_launch.FUSED, _ssd_launch.precision_key(getattr(zxbcdt, "dtype", None))))
+    return _SPLIT_REPLAYS.checked(key, args, lambda: _check_split(*args), _split_conv1d_scan)
+
+
+def _check_split(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
+                 return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
+                 ngroups, norm_before_gate) -> None:
+    """:func:`mamba_split_conv1d_scan_combined`'s own checks (the pieces check the rest)."""
     _validate.tensor("zxbcdt", zxbcdt, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16),
                      shape_doc="(batch, L, 2 d_mlp + 2 H P + 2 G N + H)")
     _validate.tensor("D", D, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(H,) or (H, P)")
@@ -80,7 +83,6 @@ def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv
         _validate.shape(name, t, (H,), "(H,)")
     if outproj_weight is None and outproj_bias is not None:
         raise ValueError("outproj_bias needs outproj_weight")
-    return _SPLIT_REPLAYS.run(key, _split_conv1d_scan, args)
 
 
 _SPLIT_REPLAYS = _replay.Replays()
@@ -142,12 +144,14 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     args = (xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, B, C,
             D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask,
             delta_softplus, b_c_dt_rms_eps, return_last_state)
-    key = None
-    if not compiling():
-        key = _replay.key_of(args)
-        out = _INNER_REPLAYS.replay(key, args)
-        if out is not None:
-            return out
+    key = None if compiling() else _replay.key_of(args)
+    return _INNER_REPLAYS.checked(key, args, lambda: _check_inner(*args), _inner)
+
+
+def _check_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A,
+                 B, C, D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask,
+                 delta_softplus, b_c_dt_rms_eps, return_last_state) -> None:
+    """:func:`mamba_inner_fn`'s own checks (the pieces check the rest)."""
     _validate.tensor("xz", xz, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(batch, 2 d, L)")
     _validate.tensor("conv1d_weight", conv1d_weight, ndim=3, shape_doc="(d, 1, width)")
     _validate.tensor("A", A, ndim=2, dtypes=(torch.float32,), shape_doc="(d, N)")
@@ -162,7 +166,6 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     if seq_mask is not None:
         _validate.tensor("seq_mask", seq_mask, ndim=2, dtypes=(torch.bool, torch.int32, torch.int64, *IO), shape_doc="(batch, L)")
         _validate.shape("seq_mask", seq_mask, (bsz, L), "(batch, L)")
-    return _INNER_REPLAYS.run(key, _inner, args)
 
 
 _INNER_REPLAYS = _replay.Replays()

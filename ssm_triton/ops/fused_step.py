@@ -38,10 +38,10 @@ MAX_BATCH = 4
 # Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
 # kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
 MAX_EAGER_BATCH = 64
-# Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process,
-# 2026-12-03): Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4; Mamba-1 0.368 vs 0.368 at b1 and
-# 0.502 vs 0.579 at b4
-PDL_ROWS = {"Mamba2": 1, "Mamba": 4}
+# Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process):
+# 2026-12-03, Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4, Mamba-1 0.368 vs 0.368 at b1 and 0.502 vs
+# 0.579 at b4; 2026-12-04 with the one-tile projections (kernels/fused_step.py), Mamba-2 0.361 vs 0.475 at b4
+PDL_ROWS = {"Mamba2": 4, "Mamba": 4}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

@@ -217,18 +217,16 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
     args = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(Input_States if four else (None,) * 4),
             cu_seqlens, chunk_size, return_final_states, deterministic)
     key = None if cu_seqlens is not None or not valid or compiling() else _replay.key_of(args, _precision(V))
-    out = _BODY_REPLAYS.replay(key, args)
-    if out is not None:
-        return out
-    # no replay (a graph is recorded, or the signature's first call): the checks, remembered per signature
-    passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
-        args[:15], (chunk_size, return_final_states, deterministic, Input_States is None))
-    if _PASSED.get(passed_key) is None:
-        _validate.flag("deterministic", deterministic)
-        _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
-                      return_final_states, cu_seqlens)
-        _PASSED.put(passed_key, True)
-    return _BODY_REPLAYS.run(key, _body, args)
+
+    def check():   # the checks, remembered per signature
+        passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
+            args[:15], (chunk_size, return_final_states, deterministic, Input_States is None))
+        if _PASSED.get(passed_key) is None:
+            _validate.flag("deterministic", deterministic)
+            _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, Input_States, chunk_size,
+                          return_final_states, cu_seqlens)
+            _PASSED.put(passed_key, True)
+    return _BODY_REPLAYS.checked(key, args, check, _body)
 
 
 _BODY_REPLAYS = _replay.Replays()

@@ -284,19 +284,18 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
     valid = four or Input_States is None
     key = None if compiling() or not valid else _replay.key_of(args, (precision_key(V.dtype), rotary_dim_divisor))
-    out = _BODY_REPLAYS.replay(key, args) if cu_seqlens is None else None
-    if out is not None:
-        return out
-    # no replay (a graph is recorded, or the signature's first call): the checks, remembered per signature
-    passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
-        (*tensors, *states), (chunk_size, rotary_dim_divisor, return_state, deterministic, Input_States is None))
-    if _PASSED.get(passed_key) is None:
-        _validate.flag("deterministic", deterministic)
-        _validate.flag("return_state", return_state)
-        _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
-                      rotary_dim_divisor, Input_States, cu_seqlens)
-        _PASSED.put(passed_key, True)
-    return _BODY_REPLAYS.run(key, _body, args)   # traced (key None): the body itself, the graph is the replay
+
+    def check():   # the checks, remembered per signature (packed rows' offsets are checked on every call)
+        passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
+            (*tensors, *states), (chunk_size, rotary_dim_divisor, return_state, deterministic, Input_States is None))
+        if _PASSED.get(passed_key) is None:
+            _validate.flag("deterministic", deterministic)
+            _validate.flag("return_state", return_state)
+            _validate_all(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
+                          rotary_dim_divisor, Input_States, cu_seqlens)
+            _PASSED.put(passed_key, True)
+    # traced (key None): the body itself, the graph is the replay
+    return _BODY_REPLAYS.checked(key, args, check, _body, shortcut=cu_seqlens is None)
 
 
 _PASSED = _validate.Passed()
