@@ -53,11 +53,11 @@ def _tile(M, O, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.conste
 @triton.jit
 def _weights(WPTR, cols, o_ok, kk, K, BLOCK_M: tl.constexpr):
     """The weight's tile for reduction lanes ``kk`` (rows ``cols`` of a row-major ``(O, K)``):
-    ``(BLOCK_O, BLOCK_K)`` for the matrix-vector form, ``(BLOCK_K, BLOCK_O)`` for the tensor-core form.
-    Independent of the previous kernel's output: loaded a tile ahead of its use, the first one before the
-    kernel waits on its predecessor (PDL)."""
+    ``(BLOCK_O, BLOCK_K)`` for the matrix-vector form (up to 4 rows a program), ``(BLOCK_K, BLOCK_O)`` for the
+    tensor-core form. Independent of the previous kernel's output: loaded a tile ahead of its use, the first
+    one before the kernel waits on its predecessor (PDL)."""
     k_ok = kk < K
-    if BLOCK_M == 1:
+    if BLOCK_M <= 4:
         w = tl.load(WPTR + cols.to(tl.int64)[:, None] * K + kk[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
     else:
         w = tl.load(WPTR + cols.to(tl.int64)[None, :] * K + kk[:, None], mask=k_ok[:, None] & o_ok[None, :], other=0.0)
@@ -65,13 +65,22 @@ def _weights(WPTR, cols, o_ok, kk, K, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _rows_times(x, w):
+    """``x (R, BLOCK_K)`` times ``w (BLOCK_O, BLOCK_K)`` transposed, in fp32 FMAs: ``(R, BLOCK_O)``."""
+    return tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+
+
+@triton.jit
 def _product(acc, part, x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
-    """``x (BLOCK_M, BLOCK_K)`` times a tile of :func:`_weights`, transposed. Several rows: a tensor-core
+    """``x (BLOCK_M, BLOCK_K)`` times a tile of :func:`_weights`, transposed. Over 4 rows: a tensor-core
     product into ``acc``. One row (a matrix-vector product): fp32 products summed per lane into ``part
     (BLOCK_O, BLOCK_K)``, reduced once at the end, so that narrow column blocks give many programs, each
-    streaming its weight rows without a tile shape the tensor cores impose."""
+    streaming its weight rows without a tile shape the tensor cores impose; 2-4 rows: fp32 FMAs reduced
+    per tile into ``acc`` (each weight tile serves every row of the program)."""
     if BLOCK_M == 1:
         part += w.to(tl.float32) * x.to(tl.float32)
+    elif BLOCK_M <= 4:
+        acc += _rows_times(x, w)
     else:
         acc += mm(x, w, DOT)
     return acc, part
@@ -92,6 +101,8 @@ def _project(x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
     """``x (BLOCK_M, BLOCK_K)`` times one whole-reduction tile of :func:`_weights`: ``(BLOCK_M, BLOCK_O)`` fp32."""
     if BLOCK_M == 1:
         return tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
+    elif BLOCK_M <= 4:
+        return _rows_times(x, w)
     else:
         return mm(x, w, DOT)
 
@@ -384,52 +395,79 @@ def pdl_enabled(device, rows: int = 1, auto_rows: int = 1) -> bool:
 ONE_TILE_ELEMENTS = 16384
 
 
+def _rows_tile(K: int) -> dict | None:
+    """The matrix-vector form over several rows a program with the whole reduction in one tile: 4 rows
+    (2 for the longest reductions) and as many columns as keep the fp32 products at ``ONE_TILE_ELEMENTS``
+    (eight warps: 64 registers a thread); None past 4096."""
+    block_k = next_power_of_2(max(16, K))
+    if block_k * 4 > ONE_TILE_ELEMENTS:
+        return None
+    rows = 4 if ONE_TILE_ELEMENTS // (4 * block_k) >= 2 else 2
+    return dict(BLOCK_M=rows, BLOCK_O=max(2, ONE_TILE_ELEMENTS // (rows * block_k)), BLOCK_K=block_k, num_warps=8)
+
+
 def _rule(problem, mode):
     """Up to 4 rows: one row a program, the matrix-vector product, column blocks of 2-4 programs an SM
     (the weight is read once: the step is bound by how many reads are in flight), the whole reduction one
-    tile where it fits (``K`` up to 4096); more rows: tensor-core tiles of up to 64 rows, one column block
-    an SM. Under the interpreter small blocks so tests cross them, one row a program up to 2 rows (both
-    forms run there; reductions up to 32 in one tile, longer ones looped)."""
+    tile where it fits (``K`` up to 4096); more rows: the same form over 4 rows a program (fp32 FMAs, each
+    weight tile read once for 4 rows) where the reduction fits one tile, else tensor-core tiles of up to 64
+    rows, one column block an SM. Under the interpreter small blocks so tests cross them: one row a program
+    up to 2 rows, 2 rows a program up to 4, tensor-core tiles past that (every form runs there;
+    reductions up to 32 in one tile, longer ones looped)."""
     M, O = problem[0], problem[1]
     if mode.interpreted:   # the weight read a tile ahead, the form whose tile bookkeeping can go wrong
-        if M <= 2:
-            return dict(BLOCK_M=1, BLOCK_O=16, BLOCK_K=32, AHEAD=True, num_warps=1)
+        if M <= 4:
+            return dict(BLOCK_M=1 if M <= 2 else 2, BLOCK_O=16, BLOCK_K=32, AHEAD=True, num_warps=1)
         return dict(BLOCK_M=16, BLOCK_O=64, BLOCK_K=32, AHEAD=True, num_warps=1)
     K = problem[2]
+    rows = _rows_tile(K)
     if M <= 4:
         block_o = max(4, min(64, next_power_of_2(max(1, O // (3 * mode.sm_count)))))
-        block_k = next_power_of_2(max(16, K))
-        if block_k * 4 <= ONE_TILE_ELEMENTS:   # one tile
+        if rows is not None:   # one tile
+            block_k = rows["BLOCK_K"]
             block_o = min(block_o, ONE_TILE_ELEMENTS // block_k)
         else:
             block_k = 512
         kw = dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=block_k, num_warps=4)
+    elif rows is not None:
+        kw = rows
     else:
-        block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
-        kw = dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
+        kw = _tensor_core_tile(M, O, mode)
     kw["AHEAD"] = bool(problem[-1])   # with PDL the first tile is read before waiting: the rest follow a tile ahead
     if problem[-1]:                    # programmatic dependent launch
         kw["launch_pdl"] = True
     return kw
 
 
+def _tensor_core_tile(M: int, O: int, mode) -> dict:
+    block_o = max(16, min(128, next_power_of_2(max(1, O // mode.sm_count))))
+    return dict(BLOCK_M=max(16, min(64, next_power_of_2(M))), BLOCK_O=block_o, BLOCK_K=256, num_warps=4)
+
+
 def _alternatives(problem, mode):
     """Half and twice the column block, other reduction blocks (the looped form among them), other warp
-    and stage counts, the weight read a tile ahead or not."""
+    and stage counts, the weight read a tile ahead or not; over one row, the other multi-row forms."""
     kw = _rule(problem, mode)
-    gemv = kw["BLOCK_M"] == 1
-    one_tile = kw["BLOCK_K"] >= problem[2]
-    alts = [dict(BLOCK_O=max(4 if gemv else 16, kw["BLOCK_O"] // 2)), dict(BLOCK_O=kw["BLOCK_O"] * 2),
-            dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8), dict(num_warps=2), dict(num_stages=1)]
+    M, K = problem[0], problem[2]
+    bm = kw["BLOCK_M"]
+    one_tile = kw["BLOCK_K"] >= K
+    alts = [dict(BLOCK_O=max(4 if bm == 1 else 2 if bm <= 4 else 16, kw["BLOCK_O"] // 2)),
+            dict(BLOCK_O=kw["BLOCK_O"] * 2), dict(BLOCK_K=max(16, kw["BLOCK_K"] // 2)), dict(num_warps=8),
+            dict(num_warps=4 if bm != 1 and bm <= 4 else 2), dict(num_stages=1)]
     if not one_tile:
         alts.append(dict(AHEAD=not kw["AHEAD"]))
-    if gemv:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
+    if bm == 1:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
         if one_tile:   # the looped form of the rule before one tile (H200 2026-12-03: 512 deep, a tile ahead)
             alts.append(dict(BLOCK_K=min(512, max(16, kw["BLOCK_K"] // 2)), AHEAD=True))
         else:
             alts += [dict(BLOCK_K=kw["BLOCK_K"] * 2), dict(BLOCK_K=kw["BLOCK_K"] * 2, num_warps=8)]
-        if problem[0] > 1:   # several rows: the tensor-core form too
-            alts.append(dict(BLOCK_M=16, BLOCK_O=max(16, kw["BLOCK_O"]), BLOCK_K=min(256, kw["BLOCK_K"])))
+    rows = _rows_tile(K)
+    if M > 1 and rows is not None and bm == 1:   # several rows a program
+        alts.append(rows)
+    if M > 1 and bm <= 4:   # the tensor-core form
+        alts.append(dict(_tensor_core_tile(M, problem[1], mode), BLOCK_K=min(256, kw["BLOCK_K"])))
+    if 1 < bm <= 4 and rows is not None:   # two rows a program, twice the columns
+        alts.append(dict(rows, BLOCK_M=2, BLOCK_O=rows["BLOCK_O"] * (2 if rows["BLOCK_M"] == 4 else 1)))
     return alts
 
 

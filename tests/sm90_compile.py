@@ -245,11 +245,13 @@ def conv1d_cases():
 def fused_step_cases():
     """The fused decode steps' two projection kernels: options all off and all on, the norm's gate on either
     side; the matrix-vector form (one row a program, what up to 4 rows run) with the reduction in one tile,
-    the tensor-core form looped over it; with the options on also the other way round."""
+    the tensor-core form looped over it; with the options on also the other way round, and the matrix-vector
+    form over several rows (what more rows run) in one tile and looped."""
     for io, (opt, first) in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True), (True, False)]):
         ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y", "WOUT", "BOUT",
                                  "OUT"], PTR[io]), "RES": "*fp32", "RES_OUT": "*fp32", "eps": "fp32"}
-        forms = [(1, 8, 1024, 768), (16, 32, 128, 768)] + ([(1, 8, 256, 768), (16, 32, 128, 128)] if opt and first else [])
+        forms = [(1, 8, 1024, 768), (16, 32, 128, 768)] + ([(1, 8, 256, 768), (16, 32, 128, 128), (4, 4, 1024, 768), (2, 4, 256, 768)]
+                                                              if opt and first else [])
         for bm, bo, bk, k in forms:
             tiles = dict(DOT=io, PDL=opt, AHEAD=opt, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
             yield "fused in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,

@@ -33,8 +33,8 @@ from ._spec import compiling
 ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
 # Up to 4 rows the fused step's projections are matrix-vector products (one row a program); at 16 rows its
 # tensor-core form lost to the composed step on the H200 (130M Mamba2 LM, replayed step: 1.02 vs 0.78 ms,
-# 2026-12-02), so larger batches keep the composed step (cuBLAS)
-MAX_BATCH = 4
+# 2026-12-02); since 2026-12-04 more rows run the matrix-vector form over 4 rows a program (kernels/fused_step.py)
+MAX_BATCH = 16
 # Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
 # kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
 MAX_EAGER_BATCH = 64
