@@ -267,7 +267,7 @@ def test_a_planned_step_follows_its_block(device):
     check("a conv state read through strides", conv_state=wide[..., ::2])
     c1, s1 = _states(m, 1, 8, device)
     check("another batch", c1, s1, bsz=1)
-    rows = fused.MAX_BATCH + 2   # eager calls take the fused step past the captured steps' limit
+    rows = fused.MAX_BATCH["Mamba2"] + 2   # eager calls take the fused step past the captured steps' limit
     c6, s6 = _states(m, rows, 9, device)
     check("more rows than a captured step takes", c6, s6, bsz=rows)
     assert (rows, True, False) in fused.plans_of(m)

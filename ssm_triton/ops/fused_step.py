@@ -31,10 +31,11 @@ from ._layout import records_graph
 from ._spec import compiling
 
 ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
-# Up to 4 rows the fused step's projections are matrix-vector products (one row a program); at 16 rows its
-# tensor-core form lost to the composed step on the H200 (130M Mamba2 LM, replayed step: 1.02 vs 0.78 ms,
-# 2026-12-02); since 2026-12-04 more rows run the matrix-vector form over 4 rows a program (kernels/fused_step.py)
-MAX_BATCH = 16
+# The most rows a captured (replayed) fused step takes, per block; more take the composed step (cuBLAS). H200,
+# 130M LMs, replayed steps, same process: 2026-12-02, Mamba2 at 16 rows 1.02 vs 0.78 ms composed (tensor-core
+# tiles); 2026-12-04 (bench/results/h200-2026-12-04c), with the matrix-vector form over 4 rows a program among the
+# tuner's candidates, Mamba2 still 1.167 vs 0.775 (its in_step 25 us a layer, not explained) but Mamba-1 0.652 vs 0.884
+MAX_BATCH = {"Mamba2": 4, "Mamba": 16}
 # Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
 # kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
 MAX_EAGER_BATCH = 64
@@ -45,7 +46,7 @@ PDL_ROWS = {"Mamba2": 4, "Mamba": 4}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int = MAX_BATCH) -> bool:
+def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
     """Whether a fused step computes this ``Mamba2.step`` or ``Mamba.step`` call: enabled, no graph recorded
     (nor a ``torch.compile`` trace), states shaped as the block allocates them for this batch, one
     floating dtype for the input and the projections, batch ≤ ``max_batch``; for Mamba-2 no gated-MLP
@@ -53,6 +54,8 @@ def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int = MAX_BAT
     reports it."""
     if not ENABLED or not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
         return False
+    if max_batch is None:
+        max_batch = MAX_BATCH["Mamba2" if hasattr(mixer, "nheads") else "Mamba"]
     bsz, one, d_model = hidden_states.shape
     if not (one == 1 and 0 < bsz <= max_batch and d_model == mixer.d_model and hidden_states.dtype in _DTYPES
             and isinstance(conv_state, torch.Tensor) and isinstance(ssm_state, torch.Tensor)
@@ -174,7 +177,7 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
         if plan.fits(hidden_states, conv_state, ssm_state, residual, norm, stream):
             return plan(hidden_states, conv_state, ssm_state, residual, stream)
     capturing = hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not serves(mixer, hidden_states, conv_state, ssm_state, MAX_BATCH if capturing else MAX_EAGER_BATCH):
+    if not serves(mixer, hidden_states, conv_state, ssm_state, None if capturing else MAX_EAGER_BATCH):
         return None
     kind = mamba2_step if hasattr(mixer, "nheads") else mamba_step
     if capturing or not _plannable(hidden_states, conv_state, ssm_state, residual):
