@@ -60,15 +60,22 @@ class DecodeGraph:
         cache = params.key_value_memory_dict
         saved = {k: tuple(t.clone() for t in v) for k, v in cache.items()}
         self.tok = torch.zeros(bsz, 1, dtype=torch.long, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # compile and tune every kernel before capture
-            for _ in range(2):
-                model(self.tok, inference_params=params)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = model(self.tok, inference_params=params).logits[:, -1]
+        graphs = getattr(model, "_decode_graphs", None)   # the model's eager decode graphs stay out of this one
+        if graphs is not None:
+            graphs.capturing = True
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # compile and tune every kernel before capture
+                for _ in range(2):
+                    model(self.tok, inference_params=params)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = model(self.tok, inference_params=params).logits[:, -1]
+        finally:
+            if graphs is not None:
+                graphs.capturing = False
         for k, v in saved.items():
             for t, s in zip(cache[k], v):
                 t.copy_(s)

@@ -19,6 +19,9 @@ from ..ops import fused_step as fused
 from ..ops._layout import records_graph
 from ..ops.norm import add_rmsnorm
 from .generation import generate
+from .decode_graphs import DecodeGraphs
+from .decode_graphs import enabled_by_env as decode_enabled_by_env
+from .decode_graphs import replayable as decode_replayable
 from .prefill import PrefillGraphs, enabled_by_env, replayable
 
 # mamba_ssm's return type of the model's forward
@@ -154,6 +157,9 @@ class MambaLMHeadModel(nn.Module):
         # prefill from CUDA graphs (prefill.py): on unless SSM_TRITON_PREFILL_GRAPH=0 or set False here
         self.cuda_graph_prefill = enabled_by_env()
         self._prefill_graphs = PrefillGraphs()
+        # eager decode steps from CUDA graphs (decode_graphs.py): off unless SSM_TRITON_DECODE_GRAPH=1 or set True here
+        self.cuda_graph_decode = decode_enabled_by_env()
+        self._decode_graphs = DecodeGraphs()
 
     def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, attention_mask=None,
                 **mixer_kwargs):
@@ -163,6 +169,10 @@ class MambaLMHeadModel(nn.Module):
         tokens alone (the padding's are meaningless). ``position_ids`` and extra keywords are accepted for
         signature compatibility (an SSM needs no positions). With ``cuda_graph_prefill`` a plain inference
         call on CUDA replays the backbone from a CUDA graph per (batch, length bucket) (``prefill.py``)."""
+        if (getattr(self, "cuda_graph_decode", False) and not self._decode_graphs.capturing
+                and decode_replayable(input_ids, inference_params, attention_mask, mixer_kwargs)):
+            weights = self._prefill_graphs._fingerprint(self.backbone) + (self.lm_head.weight.data_ptr(),)
+            return CausalLMOutput(logits=self._decode_graphs(self, weights, input_ids, inference_params))
         if self.cuda_graph_prefill and replayable(input_ids, inference_params, attention_mask, mixer_kwargs):
             hidden_states = self._prefill_graphs(self.backbone, input_ids)
         else:

@@ -1,0 +1,157 @@
+"""Eager decode steps from CUDA graphs (ssm_triton/models/decode_graphs.py): which calls may replay, when a
+graph is captured again (another batch, another state cache, a replaced weight, a switch flipped), that the
+returned logits are the eager step's and the caller's own, and on a GPU the replayed steps against the eager ones."""
+import copy
+import pickle
+
+import pytest
+import torch
+
+from ssm_triton import InferenceParams
+from ssm_triton.models import decode_graphs, generation, lm
+from ssm_triton.ops import fused_step
+from ssm_triton.tolerance import assert_close
+from test_lm import VOCAB, build
+
+
+def _params(m, bsz, device, offset=3):
+    params = InferenceParams(max_seqlen=16, max_batch_size=bsz)
+    params.key_value_memory_dict = m.allocate_inference_cache(bsz, 16)
+    params.seqlen_offset = offset
+    return params
+
+
+def test_only_plain_decode_calls_replay(device):
+    m = build(device, "Mamba2", 0)
+    params = _params(m, 2, device)
+    tok = torch.zeros(2, 1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        assert decode_graphs.replayable(tok, params, None, {}) == tok.is_cuda
+        assert not decode_graphs.replayable(tok, None, None, {})                       # a plain forward
+        assert not decode_graphs.replayable(tok, _params(m, 2, device, 0), None, {})    # the prefill
+        assert not decode_graphs.replayable(tok.expand(2, 3), params, None, {})         # several tokens
+        assert not decode_graphs.replayable(tok, params, torch.ones_like(tok), {})
+        assert not decode_graphs.replayable(tok, params, None, {"extra": 1})
+    assert not decode_graphs.replayable(tok, params, None, {})   # grad enabled: a graph may be recorded
+
+
+def test_off_by_default_and_the_switch_turns_it_on(monkeypatch):
+    monkeypatch.delenv("SSM_TRITON_DECODE_GRAPH", raising=False)
+    assert not decode_graphs.enabled_by_env()
+    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "1")
+    assert decode_graphs.enabled_by_env()
+    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "0")
+    assert not decode_graphs.enabled_by_env()
+
+
+def test_a_model_with_decode_graphs_copies_and_pickles(device):
+    m = build(device, "Mamba2", 0)
+    assert isinstance(copy.deepcopy(m)._decode_graphs, decode_graphs.DecodeGraphs)
+    assert pickle.loads(pickle.dumps(m._decode_graphs)).graphs == {}
+
+
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+def test_captured_once_per_signature_and_the_logits_are_the_eager_steps(device, layer, monkeypatch):
+    """The capture is stood in for by a plain eager step (CUDA graphs need a GPU), the call routed through the
+    model's forward as a CUDA call would be: one capture per (batch, cache, weights, switches), logits equal
+    to the eager step's, of shape (b, 1, vocab), a copy the next step does not overwrite."""
+    captures = []
+
+    class Captured:
+        def __init__(self, model, params, bsz, dev):
+            captures.append(bsz)
+            self.model, self.params = model, params
+            self.out = None
+
+        def __call__(self, tok):   # as a replay: one static output, overwritten by each call
+            self.model._decode_graphs.capturing = True   # what the graph holds: the eager step's launches
+            try:
+                logits = self.model(tok, inference_params=self.params).logits[:, -1]
+            finally:
+                self.model._decode_graphs.capturing = False
+            if self.out is None:
+                self.out = logits.clone()
+            self.out.copy_(logits)
+            return self.out
+
+    monkeypatch.setattr(generation, "DecodeGraph", Captured)
+    monkeypatch.setattr(lm, "decode_replayable", lambda ids, p, mask, kw: p is not None and p.seqlen_offset > 0
+                        and ids.shape[1] == 1 and not torch.is_grad_enabled())
+    m = build(device, layer, 1).eval()
+    ref = copy.deepcopy(m)
+    m.cuda_graph_decode = True
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        params, want_params = _params(m, 2, device), _params(ref, 2, device)
+        kept = []
+        for step in range(3):
+            tok = torch.randint(0, VOCAB, (2, 1), generator=gen).to(device)
+            got = m(tok, inference_params=params).logits
+            want = ref(tok, inference_params=want_params).logits
+            assert got.shape == want.shape == (2, 1, m.lm_head.weight.shape[0])
+            assert_close(got, want.double(), torch.float32, f"logits, step {step}")
+            kept.append((got, want))
+        for step, (got, want) in enumerate(kept):   # each step's logits are the caller's own
+            assert_close(got, want.double(), torch.float32, f"kept logits, step {step}")
+        for k, states in params.key_value_memory_dict.items():
+            for t, w in zip(states, want_params.key_value_memory_dict[k]):
+                assert_close(t, w.double(), torch.float32, f"layer {k} state")
+        assert captures == [2]
+        m(tok[:1], inference_params=_params(m, 1, device))                       # another batch
+        assert captures == [2, 1]
+        m(tok, inference_params=_params(m, 2, device))                           # another cache
+        assert captures == [2, 1, 2]
+        m.backbone.layers[-1].mixer.out_proj.weight.mul_(1.0)                    # values in place: same graph
+        m(tok, inference_params=params)
+        assert len(captures) == 3
+        m.backbone.layers[0].mixer.in_proj.weight = torch.nn.Parameter(m.backbone.layers[0].mixer.in_proj.weight.clone())
+        m(tok, inference_params=params)                                          # a replaced weight: all dropped
+        assert len(captures) == 4 and len(m._decode_graphs.graphs) == 1
+        monkeypatch.setattr(fused_step, "ENABLED", not fused_step.ENABLED)       # a switch the launches read
+        m(tok, inference_params=params)
+        assert len(captures) == 5
+        m.cuda_graph_decode = False                                              # off: the eager step
+        m(tok, inference_params=params)
+        assert len(captures) == 5
+
+
+def test_the_graphs_keep_at_most_their_capacity(device, monkeypatch):
+    monkeypatch.setattr(generation, "DecodeGraph", lambda model, params, bsz, dev: (
+        lambda tok: model(tok, inference_params=params).logits[:, -1]))
+    m = build(device, "Mamba2", 2).eval()
+    graphs = decode_graphs.DecodeGraphs(capacity=2)
+    with torch.no_grad():
+        for bsz in (1, 2, 3, 2):
+            graphs(m, (), torch.zeros(bsz, 1, dtype=torch.long, device=device), _params(m, bsz, device))
+    assert [k[0] for k in graphs.graphs] == [3, 2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+def test_replayed_decode_steps_equal_the_eager_ones(layer):
+    """Several steps from a prefill, logits and states, with the graphs on and off; generate's own graph
+    captures without nesting one of these."""
+    dev = torch.device("cuda")
+    m = build(dev, layer, 3).eval()
+    ref = copy.deepcopy(m)
+    m.cuda_graph_decode, ref.cuda_graph_decode = True, False
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, VOCAB, (2, 7), generator=gen).to(dev)
+    with torch.inference_mode():
+        params, want_params = _params(m, 2, dev, 0), _params(ref, 2, dev, 0)
+        m(prompt, inference_params=params)
+        ref(prompt, inference_params=want_params)
+        params.seqlen_offset = want_params.seqlen_offset = 7
+        for step in range(4):
+            tok = torch.randint(0, VOCAB, (2, 1), generator=gen).to(dev)
+            got = m(tok, inference_params=params).logits
+            want = ref(tok, inference_params=want_params).logits
+            assert_close(got, want.double(), torch.float32, f"logits, step {step}")
+            params.seqlen_offset += 1
+            want_params.seqlen_offset += 1
+        for k, states in params.key_value_memory_dict.items():
+            for t, w in zip(states, want_params.key_value_memory_dict[k]):
+                assert_close(t, w.double(), torch.float32, f"layer {k} state")
+        assert len(m._decode_graphs.graphs) == 1
+        out = m.generate(prompt, max_length=12)
+        assert out.shape == (2, 12) and len(m._decode_graphs.graphs) == 1
