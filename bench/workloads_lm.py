@@ -168,6 +168,7 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
             impls["torch_reference_ops"] = graphed(True, bsz)
         if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
             impls["ssm_triton_eager"] = on(step, False)
+            impls["ssm_triton_eager_decode_graphs"] = on(_with_decode_graphs(model, step), False)
             if with_reference:
                 impls["torch_reference_ops_eager"] = on(step, True)
         out.append(Workload(prefix + "decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
@@ -209,6 +210,17 @@ def lm_compiled_workloads(device, quick: bool, notes: set) -> list[Workload]:
     make = lambda: {"ids": torch.randint(0, model.config.vocab_size, (1, L), device=device)}  # noqa: E731
     return [Workload("lm_prefill_compiled", (1, L), dtype, "fwd", *counts.model_forward(_param_bytes(model), n_params, L),
                      make, impls, tokens=L)]
+
+
+def _with_decode_graphs(model, step):
+    """``step`` called eagerly with the model's decode graphs on (models/decode_graphs.py; off by default)."""
+    def run(x):
+        saved, model.cuda_graph_decode = getattr(model, "cuda_graph_decode", False), True
+        try:
+            return step(x)
+        finally:
+            model.cuda_graph_decode = saved
+    return run
 
 
 @contextlib.contextmanager
