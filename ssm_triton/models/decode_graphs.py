@@ -23,12 +23,12 @@ switches the step's launches read unchanged since the capture. Off by default un
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 
 import torch
 
 from ..kernels import fused_step as _fused_kernels
 from ..ops import fused_step as _fused
+from .graph_cache import GraphCache
 
 
 def enabled_by_env() -> bool:
@@ -57,47 +57,25 @@ def _cache_signature(cache: dict) -> tuple:
     return tuple(sig)
 
 
-class DecodeGraphs:
+class DecodeGraphs(GraphCache):
     """The captured decode steps of one model, by (batch, token dtype, device, cache signature, switches)."""
 
     def __init__(self, capacity: int = 4):
-        self.capacity = capacity
-        self.graphs: OrderedDict = OrderedDict()
-        self.weights = None
+        super().__init__(capacity)
         self.capturing = False   # set while a DecodeGraph of the model captures: its warm-up steps run eagerly
-
-    def __deepcopy__(self, memo):   # a copied model captures its own graphs
-        return DecodeGraphs(self.capacity)
-
-    def __getstate__(self):
-        return {"capacity": self.capacity}
-
-    def __setstate__(self, state):
-        self.__init__(state["capacity"])
-
-    def clear(self) -> None:
-        self.graphs.clear()
-        self.weights = None
 
     def __call__(self, model, weights: tuple, input_ids: torch.Tensor, inference_params) -> torch.Tensor:
         """``model(input_ids, inference_params=inference_params).logits`` through a graph (captured on the
         first call of its signature); ``weights``: the model's parameter fingerprint."""
         from .generation import DecodeGraph
 
-        if weights != self.weights:
-            self.clear()
-            self.weights = weights
         bsz = input_ids.shape[0]
-        key = (bsz, input_ids.dtype, input_ids.device, _cache_signature(inference_params.key_value_memory_dict),
-               _fused.ENABLED, _fused_kernels.PDL_ENABLED)
-        graph = self.graphs.get(key)
-        if graph is None:
-            while len(self.graphs) >= self.capacity:
-                self.graphs.popitem(last=False)
-            graph = DecodeGraph(model, inference_params, bsz, input_ids.device)   # sets ``capturing`` meanwhile
-            # a first step may have allocated a layer's states: key the graph by the cache it captured
-            key = key[:3] + (_cache_signature(inference_params.key_value_memory_dict),) + key[4:]
-            self.graphs[key] = graph
-        else:
-            self.graphs.move_to_end(key)
-        return graph(input_ids).clone()[:, None]
+        switches = (_fused.ENABLED, _fused_kernels.PDL_ENABLED)
+        head = (bsz, input_ids.dtype, input_ids.device)
+
+        def capture():   # DecodeGraph sets ``capturing`` meanwhile; a first step may allocate a layer's states
+            graph = DecodeGraph(model, inference_params, bsz, input_ids.device)
+            return graph, (*head, _cache_signature(inference_params.key_value_memory_dict), *switches)
+
+        key = (*head, _cache_signature(inference_params.key_value_memory_dict), *switches)
+        return self.graph(weights, key, capture)(input_ids).clone()[:, None]

@@ -17,9 +17,10 @@ no ``inference_params`` (a generate's cache is new each call), no ``attention_ma
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 
 import torch
+
+from .graph_cache import GraphCache
 
 
 def bucket(L: int) -> int:
@@ -66,31 +67,19 @@ class _Graph:
         return self.hidden[:, :L]
 
 
-class PrefillGraphs:
+class PrefillGraphs(GraphCache):
     """The captured graphs of one model, by ``(bsz, bucket, device)``; dropped when any of the model's
     tensors is replaced (``.to()`` or a new Parameter makes new storage, which a graph would not see;
     values changed in place, as ``load_state_dict`` does, are seen)."""
 
     def __init__(self, capacity: int = 4):
-        self.capacity = capacity
-        self.graphs: OrderedDict = OrderedDict()
-        self.weights = None
+        super().__init__(capacity)
         self._layout = None   # the backbone's top modules, and every parameter's and buffer's slot in them
         self._slots = ()
 
-    def __deepcopy__(self, memo):   # a copied model captures its own graphs
-        return PrefillGraphs(self.capacity)
-
-    def __getstate__(self):
-        return {"capacity": self.capacity}
-
-    def __setstate__(self, state):
-        self.__init__(state["capacity"])
-
     def clear(self) -> None:
         """Drops every graph (and walks the modules again at the next call)."""
-        self.graphs.clear()
-        self.weights = None
+        super().clear()
         self._layout = None
 
     def _fingerprint(self, backbone) -> tuple:
@@ -109,19 +98,10 @@ class PrefillGraphs:
     def __call__(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
         """``backbone(input_ids)`` through a graph (captured on the first call of its bucket)."""
         # a graph reads the tensors it was captured with: any replaced storage means recapture
-        weights = self._fingerprint(backbone)
-        if weights != self.weights:
-            self.clear()
-            self.weights = weights
         bsz, L = input_ids.shape
         key = (bsz, bucket(L), input_ids.device)
-        graph = self.graphs.get(key)
-        if graph is None:
-            while len(self.graphs) >= self.capacity:
-                self.graphs.popitem(last=False)
-            graph = self.graphs[key] = _Graph(backbone, bsz, key[1], input_ids.device)
-        else:
-            self.graphs.move_to_end(key)
+        graph = self.graph(self._fingerprint(backbone), key,
+                           lambda: (_Graph(backbone, bsz, key[1], input_ids.device), key))
         return graph(input_ids)
 
 
