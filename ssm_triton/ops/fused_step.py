@@ -49,7 +49,8 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
     """Whether a fused step computes this ``Mamba2.step`` or ``Mamba.step`` call: enabled, no graph recorded
     (nor a ``torch.compile`` trace), states shaped as the block allocates them for this batch, one
-    floating dtype for the input and the projections, batch ≤ ``max_batch``; for Mamba-2 no gated-MLP
+    floating dtype for the input and the projections, batch ≤ ``max_batch`` (default: the block's
+    ``MAX_BATCH``, the replayed steps' limit); for Mamba-2 no gated-MLP
     columns in in_proj. Anything else, bad input included, goes the composed way, which checks and
     reports it."""
     if not ENABLED or not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
