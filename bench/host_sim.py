@@ -4,7 +4,7 @@ The compiled (lean) launch path is simulated in Triton's interpreter: every kern
 kernel runs), so what is timed is the Python between the public call and the launch: the checks, the op layer,
 the launchers, the tuner's key, the bound launch's own work. Op plans (``ssm_triton/ops/_plans.py``) on and
 off alternate in one process (7 rounds of 2000 calls, medians); ``--backward`` times fwd+bwd instead (``--prof``:
-with a cProfile of each). A GPU host adds the launch itself (~5 us on
+with a cProfile of each); ``--lm Mamba2`` (or ``Mamba1``) an LM's eager decode step. A GPU host adds the launch itself (~5 us on
 the H200's) and runs Python at its own speed: ``bench/overhead.py --plans`` is the measurement there.
 """
 import inspect
@@ -187,10 +187,47 @@ def backward_main(profile: bool) -> None:
             pstats.Stats(pr).sort_stats("tottime").print_stats(25)
 
 
+def lm_main(layer: str, profile: bool) -> None:
+    """``--lm Mamba2|Mamba1``: one eager decode step of a 24-layer LM (``model(token, inference_params)``, b1,
+    d_model 64: the host work a layer does not depend on the width), launches stubbed; ``--prof`` adds
+    cProfile's top functions. The H200 host ran the 130M Mamba2 LM's eager step at 1.29 ms of host (2026-12-04c)."""
+    from ssm_triton import InferenceParams
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+
+    ssm = {"layer": layer, "d_state": 128 if layer == "Mamba2" else 16}
+    if layer == "Mamba2":
+        ssm.update(headdim=16, chunk_size=256)
+    torch.manual_seed(0)
+    model = MambaLMHeadModel(MambaConfig(d_model=64, n_layer=24, vocab_size=256, ssm_cfg=ssm),
+                             dtype=torch.bfloat16).eval()
+    params = InferenceParams(max_seqlen=64, max_batch_size=1)
+    params.key_value_memory_dict = model.allocate_inference_cache(1, 64)
+    params.seqlen_offset = 8
+    tok = torch.zeros(1, 1, dtype=torch.long)
+    with torch.inference_mode():
+        model(tok, inference_params=params)   # every kernel interpreted once before the stubs
+        _stub_launches()
+        for _ in range(20):
+            model(tok, inference_params=params)
+        runs = [_per_call_us(lambda: model(tok, inference_params=params), 50) for _ in range(5)]
+        print(f"{layer} LM eager decode step, 24 layers: {statistics.median(runs):.1f} us/step", flush=True)
+        if profile:
+            import cProfile
+            import pstats
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(50):
+                model(tok, inference_params=params)
+            pr.disable()
+            pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
 def main() -> None:
     import sys
     if "--backward" in sys.argv:
         return backward_main("--prof" in sys.argv)
+    if "--lm" in sys.argv:
+        return lm_main(sys.argv[sys.argv.index("--lm") + 1], "--prof" in sys.argv)
     cases = _cases()
     if "--match" in sys.argv:   # a substring of the case names
         part = sys.argv[sys.argv.index("--match") + 1]
