@@ -43,6 +43,17 @@ def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
 
 
 @triton.jit
+def _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES: tl.constexpr, STORE: tl.constexpr):
+    """What the block's RMSNorm reads, in fp32: ``hidden + residual`` rounded to the kept residual's dtype (stored
+    as ``RES_OUT`` by the first column block's programs with ``STORE``), then to the hidden dtype."""
+    kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(RES_OUT.dtype.element_ty)
+    if STORE:
+        if tl.program_id(0) == 0:
+            tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
+    return kept.to(tl.float32).to(HID.dtype.element_ty).to(tl.float32)
+
+
+@triton.jit
 def _tile(M, O, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
     """A program's rows (int64) and output columns, which of them are real, and the reduction lanes."""
     rows = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
@@ -87,12 +98,12 @@ def _product(acc, part, x, w, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _products_done(acc, part, BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr):
+def _products_done(acc, part, BIAS, cols, o_ok, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr):
     """The projection ``(BLOCK_M, BLOCK_O)`` in fp32: the matrix-vector form's lanes summed, the bias added."""
     if BLOCK_M == 1:
         acc = tl.sum(part, axis=1)[None, :]
     if HAS_BIAS:
-        acc += tl.load(BIAS + cols, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+        acc += _bias_row(BIAS, cols, o_ok, HAS_BIAS, BLOCK_O)
     return acc
 
 
@@ -170,11 +181,7 @@ def _in_step_kernel(
             window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
         ok = m_ok[:, None] & k_ok[None, :]
         if HAS_NORM:
-            res_dt = RES_OUT.dtype.element_ty
-            kept = _block_input(HID, RES, rows, ks, ok, h_m, r_m, HAS_RES).to(res_dt)
-            if tl.program_id(0) == 0:
-                tl.store(RES_OUT + rows[:, None] * K + ks[None, :], kept, mask=ok)
-            u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
+            u = _norm_input(HID, RES, RES_OUT, rows, ks, ok, h_m, r_m, K, HAS_RES, True)
             rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / K + eps)
             x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
         else:
@@ -189,15 +196,11 @@ def _in_step_kernel(
         if HAS_CONV:
             window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
         if HAS_NORM:
-            res_dt = RES_OUT.dtype.element_ty
             sq = tl.zeros([BLOCK_M], dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 kk = k0 + ks
                 ok = m_ok[:, None] & (kk < K)[None, :]
-                kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt)
-                if tl.program_id(0) == 0:
-                    tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
-                u = kept.to(tl.float32).to(dt_in).to(tl.float32)   # the norm reads the sum in the hidden dtype
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, True)
                 sq += tl.sum(u * u, axis=1)
             rstd = 1.0 / tl.sqrt(sq / K + eps)
         acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
@@ -211,8 +214,7 @@ def _in_step_kernel(
             else:
                 w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
             if HAS_NORM:
-                u = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(res_dt).to(tl.float32)
-                u = u.to(dt_in).to(tl.float32)
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False)
                 nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
                 x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
             else:
@@ -220,7 +222,7 @@ def _in_step_kernel(
             acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
             if AHEAD:
                 w = w_next
-        acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M)
+        acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
     out = v
     if HAS_CONV:
@@ -361,7 +363,7 @@ def _out_step_kernel(
                 acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
                 if AHEAD:
                     w = w_next
-        acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M)
+        acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M, BLOCK_O)
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 

@@ -10,7 +10,7 @@ The first eager step of a (batch, cache, weights) signature captures the whole s
 are undone, as :class:`~.generation.DecodeGraph` does); later steps copy the token in, replay, and return a
 copy of the logits (a replay overwrites its output, and a caller may keep the last step's). A graph reads the
 tensors it was captured with by address, so the signature holds every cache tensor's storage, shape and dtype
-and every parameter's storage (:meth:`~.prefill.PrefillGraphs._fingerprint`); values changed in place (the
+and every parameter's storage (:meth:`~.graph_cache.GraphCache.fingerprint`); values changed in place (the
 states between steps, ``load_state_dict``) are seen. At most ``capacity`` graphs are kept, least recently used
 dropped first.
 

@@ -13,6 +13,8 @@ class GraphCache:
         self.capacity = capacity
         self.graphs: OrderedDict = OrderedDict()
         self.weights = None
+        self._layout = None   # the backbone's top modules, and every parameter's and buffer's slot in them
+        self._slots = ()
 
     def __deepcopy__(self, memo):
         return type(self)(self.capacity)
@@ -24,9 +26,23 @@ class GraphCache:
         self.__init__(state["capacity"])
 
     def clear(self) -> None:
-        """Drops every graph."""
+        """Drops every graph (and walks the modules again at the next call)."""
         self.graphs.clear()
         self.weights = None
+        self._layout = None
+
+    def fingerprint(self, backbone) -> tuple:
+        """The storage of every parameter and buffer, read through their slots in the modules (``.to()``, a
+        new Parameter or ``.data = ...`` change it; values changed in place do not). The slots are walked
+        again when one of the backbone's layers is replaced; a module replaced deeper down is not seen:
+        call ``clear()`` after such surgery. About 25 µs for the 24-layer model, where a walk of
+        ``parameters()`` took 0.5 ms of host a call on the H200 machine (2026-12-02)."""
+        layout = (id(backbone), id(backbone.embedding), id(backbone.norm_f), *map(id, backbone.layers))
+        if layout != self._layout:
+            self._layout = layout
+            self._slots = tuple((store, name) for mod in backbone.modules() for store in (mod._parameters, mod._buffers)
+                                for name, t in store.items() if t is not None)
+        return layout + tuple((store[name].data_ptr(), store[name].dtype) for store, name in self._slots)
 
     def graph(self, weights, key, make):
         """The graph kept under ``key`` for these ``weights``; on a miss ``make() -> (graph, key)`` captures one

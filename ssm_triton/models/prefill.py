@@ -72,35 +72,12 @@ class PrefillGraphs(GraphCache):
     tensors is replaced (``.to()`` or a new Parameter makes new storage, which a graph would not see;
     values changed in place, as ``load_state_dict`` does, are seen)."""
 
-    def __init__(self, capacity: int = 4):
-        super().__init__(capacity)
-        self._layout = None   # the backbone's top modules, and every parameter's and buffer's slot in them
-        self._slots = ()
-
-    def clear(self) -> None:
-        """Drops every graph (and walks the modules again at the next call)."""
-        super().clear()
-        self._layout = None
-
-    def _fingerprint(self, backbone) -> tuple:
-        """The storage of every parameter and buffer, read through their slots in the modules (``.to()``, a
-        new Parameter or ``.data = ...`` change it; values changed in place do not). The slots are walked
-        again when one of the backbone's layers is replaced; a module replaced deeper down is not seen:
-        call ``clear()`` after such surgery. About 25 µs for the 24-layer model, where a walk of
-        ``parameters()`` took 0.5 ms of host a call on the H200 machine (2026-12-02)."""
-        layout = (id(backbone), id(backbone.embedding), id(backbone.norm_f), *map(id, backbone.layers))
-        if layout != self._layout:
-            self._layout = layout
-            self._slots = tuple((store, name) for mod in backbone.modules() for store in (mod._parameters, mod._buffers)
-                                for name, t in store.items() if t is not None)
-        return layout + tuple((store[name].data_ptr(), store[name].dtype) for store, name in self._slots)
-
     def __call__(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
         """``backbone(input_ids)`` through a graph (captured on the first call of its bucket)."""
         # a graph reads the tensors it was captured with: any replaced storage means recapture
         bsz, L = input_ids.shape
         key = (bsz, bucket(L), input_ids.device)
-        graph = self.graph(self._fingerprint(backbone), key,
+        graph = self.graph(self.fingerprint(backbone), key,
                            lambda: (_Graph(backbone, bsz, key[1], input_ids.device), key))
         return graph(input_ids)
 
