@@ -2,8 +2,10 @@
 
 The 130M models' layer shapes (d_model 768): Mamba-2's in_proj (3352 x 768, with the norm and the conv
 windows) and out_proj (768 x 1536, with the gated norm); Mamba-1's x_proj (80 x 1536) and dt_proj
-(1536 x 48). For each batch size M (default 1 and 4): cuBLAS's ``F.linear`` of the same weight, then every (BLOCK_O,
-BLOCK_K, warps, weight read a tile ahead or not) of the fused kernels (one row a program up to 4 rows, tensor-core tiles for 16), in microseconds (``do_bench`` medians, L2 flushed between
+(1536 x 48); Mamba-2's projections also without the conv and without the norms (what each part costs). For each
+batch size M (default 1 and 4): cuBLAS's ``F.linear`` of the same weight, then every (BLOCK_O, BLOCK_K, warps, weight
+read a tile ahead or not) of the fused kernels (one row a program up to 4 rows; past 4, tensor-core tiles of 16 rows
+and the multi-row one-tile form), in microseconds (``do_bench`` medians, L2 flushed between
 runs, as the 24 layers' weights are in a decode step). Every candidate is compiled before any is timed (the GPU clocks down while
 one compiles). The rule in ``kernels/fused_step.py`` comes from this.
 """
@@ -35,7 +37,9 @@ def main():
             for o, k, w, a in itertools.product((4, 8, 16), (256, 512, 1024), (4, 8), (False, True))
             if w == 4 or k == 1024]
     dot = [dict(BLOCK_M=16, BLOCK_O=o, BLOCK_K=k, num_warps=w, num_stages=3)
-           for o, k, w in itertools.product((16, 32, 64), (128, 256, 512), (4, 8))]
+           for o, k, w in itertools.product((16, 32, 64), (128, 256), (4, 8))]
+    rows4 = [dict(BLOCK_M=m, BLOCK_O=o, BLOCK_K=2048, num_warps=w, num_stages=3)   # the multi-row one-tile form
+             for m, o, w in itertools.product((2, 4), (2, 4, 8), (4, 8)) if m * o <= 16]
     for M in [int(m) for m in (sys.argv[1:] or ["1", "4"])]:
         hid, res = r(M, d_model), torch.randn(M, d_model, device=dev)
         conv_state = r(M, conv_dim, 4)
@@ -46,15 +50,24 @@ def main():
             "in_proj+norm+conv": (lambda cfg: k.in_step(hid, res, norm_w, 1e-5, torch.float32, w_in, None, conv_w,
                                                         conv_b, conv_state, d_ssm, config=cfg),
                                   lambda: F.linear(hid, w_in)),
+            "in_proj+norm, no conv": (lambda cfg: k.in_step(hid, res, norm_w, 1e-5, torch.float32, w_in, None,
+                                                            config=cfg),
+                                      lambda: F.linear(hid, w_in)),
+            "in_proj alone": (lambda cfg: k.in_step(hid, None, None, 0.0, None, w_in, None, config=cfg),
+                              lambda: F.linear(hid, w_in)),
             "out_proj+gated norm": (lambda cfg: k.out_step(y, zx, gate_w, 1e-5, d_ssm, True, w_out, None, config=cfg),
                                     lambda: F.linear(y, w_out)),
+            "out_proj alone": (lambda cfg: k.out_step(y, zx, None, 1e-5, d_ssm, True, w_out, None, config=cfg),
+                               lambda: F.linear(y, w_out)),
             "x_proj": (lambda cfg: k.in_step(x_conv, None, None, 0.0, None, w_x, None, config=cfg),
                        lambda: F.linear(x_conv, w_x)),
             "dt_proj": (lambda cfg: k.in_step(x_conv[:, :48], None, None, 0.0, None, w_dt, None, config=cfg),
                         lambda: F.linear(x_conv[:, :48], w_dt)),
         }
         for name, (ours, cublas) in cases.items():
-            space = gemv if M <= 4 else dot
+            if M > 4 and name in ("x_proj", "dt_proj"):   # Mamba-1's small projections: tensor-core tiles won (12-04c)
+                continue
+            space = gemv if M <= 4 else dot + [dict(c, BLOCK_K=1024 if "in_proj" in name else 2048) for c in rows4]
             for cfg in space:   # compile every candidate first: the GPU idles (and clocks down) while one compiles
                 try:
                     ours(cfg)

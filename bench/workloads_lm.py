@@ -167,10 +167,10 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
         if with_reference:
             impls["torch_reference_ops"] = graphed(True, bsz)
         if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
-            impls["ssm_triton_eager"] = on(step, False)
-            impls["ssm_triton_eager_decode_graphs"] = on(_with_decode_graphs(model, step), False)
+            impls["ssm_triton_eager"] = on(_with_decode_graphs(model, step, False), False)
+            impls["ssm_triton_eager_decode_graphs"] = on(_with_decode_graphs(model, step, True), False)
             if with_reference:
-                impls["torch_reference_ops_eager"] = on(step, True)
+                impls["torch_reference_ops_eager"] = on(_with_decode_graphs(model, step, False), True)
         out.append(Workload(prefix + "decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
                             make_decode, impls, tokens=bsz))
     return out
@@ -212,10 +212,11 @@ def lm_compiled_workloads(device, quick: bool, notes: set) -> list[Workload]:
                      make, impls, tokens=L)]
 
 
-def _with_decode_graphs(model, step):
-    """``step`` called eagerly with the model's decode graphs on (models/decode_graphs.py; off by default)."""
+def _with_decode_graphs(model, step, graphs: bool):
+    """``step`` called eagerly with the model's decode graphs on or off (models/decode_graphs.py; on by default
+    since 2026-12-04d: the ``ssm_triton_eager`` rows are the launches one by one, as before)."""
     def run(x):
-        saved, model.cuda_graph_decode = getattr(model, "cuda_graph_decode", False), True
+        saved, model.cuda_graph_decode = getattr(model, "cuda_graph_decode", False), graphs
         try:
             return step(x)
         finally:

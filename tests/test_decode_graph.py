@@ -35,13 +35,13 @@ def test_only_plain_decode_calls_replay(device):
     assert not decode_graphs.replayable(tok, params, None, {})   # grad enabled: a graph may be recorded
 
 
-def test_off_by_default_and_the_switch_turns_it_on(monkeypatch):
+def test_on_by_default_and_the_switch_turns_it_off(monkeypatch):
     monkeypatch.delenv("SSM_TRITON_DECODE_GRAPH", raising=False)
-    assert not decode_graphs.enabled_by_env()
-    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "1")
     assert decode_graphs.enabled_by_env()
     monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "0")
     assert not decode_graphs.enabled_by_env()
+    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "1")
+    assert decode_graphs.enabled_by_env()
 
 
 def test_a_model_with_decode_graphs_copies_and_pickles(device):
@@ -101,18 +101,24 @@ def test_captured_once_per_signature_and_the_logits_are_the_eager_steps(device, 
         assert captures == [2, 1]
         m(tok, inference_params=_params(m, 2, device))                           # another cache
         assert captures == [2, 1, 2]
+        cache = params.key_value_memory_dict                                     # one layer's states replaced
+        cache[0] = tuple(t.clone() for t in cache[0])
+        m(tok, inference_params=params)
+        assert captures == [2, 1, 2, 2]
+        m(tok, inference_params=params)
+        assert captures == [2, 1, 2, 2]
         m.backbone.layers[-1].mixer.out_proj.weight.mul_(1.0)                    # values in place: same graph
         m(tok, inference_params=params)
-        assert len(captures) == 3
+        assert len(captures) == 4
         m.backbone.layers[0].mixer.in_proj.weight = torch.nn.Parameter(m.backbone.layers[0].mixer.in_proj.weight.clone())
         m(tok, inference_params=params)                                          # a replaced weight: all dropped
-        assert len(captures) == 4 and len(m._decode_graphs.graphs) == 1
+        assert len(captures) == 5 and len(m._decode_graphs.graphs) == 1
         monkeypatch.setattr(fused_step, "ENABLED", not fused_step.ENABLED)       # a switch the launches read
         m(tok, inference_params=params)
-        assert len(captures) == 5
+        assert len(captures) == 6
         m.cuda_graph_decode = False                                              # off: the eager step
         m(tok, inference_params=params)
-        assert len(captures) == 5
+        assert len(captures) == 6
 
 
 def test_the_graphs_keep_at_most_their_capacity(device, monkeypatch):
@@ -123,7 +129,7 @@ def test_the_graphs_keep_at_most_their_capacity(device, monkeypatch):
     with torch.no_grad():
         for bsz in (1, 2, 3, 2):
             graphs(m, (), torch.zeros(bsz, 1, dtype=torch.long, device=device), _params(m, bsz, device))
-    assert [k[0] for k in graphs.graphs] == [3, 2]
+    assert [k.parts[0] for k in graphs.graphs] == [3, 2]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

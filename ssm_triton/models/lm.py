@@ -157,7 +157,7 @@ class MambaLMHeadModel(nn.Module):
         # prefill from CUDA graphs (prefill.py): on unless SSM_TRITON_PREFILL_GRAPH=0 or set False here
         self.cuda_graph_prefill = enabled_by_env()
         self._prefill_graphs = PrefillGraphs()
-        # eager decode steps from CUDA graphs (decode_graphs.py): off unless SSM_TRITON_DECODE_GRAPH=1 or set True here
+        # eager decode steps from CUDA graphs (decode_graphs.py): on unless SSM_TRITON_DECODE_GRAPH=0 or set False here
         self.cuda_graph_decode = decode_enabled_by_env()
         self._decode_graphs = DecodeGraphs()
 
