@@ -79,7 +79,7 @@ def test_captured_once_per_signature_and_the_logits_are_the_eager_steps(device, 
                         and ids.shape[1] == 1 and not torch.is_grad_enabled())
     m = build(device, layer, 1).eval()
     ref = copy.deepcopy(m)
-    m.cuda_graph_decode = True
+    m.cuda_graph_decode, ref.cuda_graph_decode = True, False
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         params, want_params = _params(m, 2, device), _params(ref, 2, device)
@@ -125,6 +125,7 @@ def test_the_graphs_keep_at_most_their_capacity(device, monkeypatch):
     monkeypatch.setattr(generation, "DecodeGraph", lambda model, params, bsz, dev: (
         lambda tok: model(tok, inference_params=params).logits[:, -1]))
     m = build(device, "Mamba2", 2).eval()
+    m.cuda_graph_decode = False   # the stand-in steps the model eagerly: not through its own graphs
     graphs = decode_graphs.DecodeGraphs(capacity=2)
     with torch.no_grad():
         for bsz in (1, 2, 3, 2):
