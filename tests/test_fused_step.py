@@ -318,11 +318,13 @@ def _every(kernel, problem):
 @pytest.mark.parametrize("config", _every(km.in_step_kernel, (3, 120, 40, torch.float32, True, True, 4, False))
                          + _every(km.in_step_kernel, (8, 120, 40, torch.float32, True, True, 4, False)),
                          ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
-def test_every_in_step_config(device, config):
-    """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles)."""
-    m = block(device, torch.float32, 3, 40, 8, 8, 2, True, False, False, True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_every_in_step_config(device, config, dtype):
+    """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles), in
+    each dtype (the looped reductions gather the norm's statistics in the product's pass but in fp16)."""
+    m = block(device, dtype, 3, 40, 8, 8, 2, True, False, False, True)
     conv_state, ssm_state = _states(m, 3, 4, device)
-    h = torch.randn(3, 1, 40, device=device)
+    h = torch.randn(3, 1, 40, device=device, dtype=dtype)
     pre = torch.nn.Module()
     pre.weight, pre.eps = torch.nn.Parameter(torch.rand(40, device=device) + 0.5), 1e-5
     residual = torch.randn(3, 1, 40, device=device)
@@ -336,4 +338,4 @@ def test_every_in_step_config(device, config):
         tuning.unpin("mamba2_in_step")
         tuning.unpin("mamba2_out_step")
     for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
-        assert_close(got, w, torch.float32, f"{config} {name}")
+        assert_close(got, w, dtype, f"{config} {name}")
