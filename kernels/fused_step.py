@@ -155,7 +155,7 @@ def _in_step_kernel(
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
     HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
-    ONE_PASS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
@@ -165,13 +165,7 @@ def _in_step_kernel(
     ``BLOCK_K >= K`` (``K`` is a constexpr for this choice): the whole reduction is one tile, and every
     load that does not depend on the predecessor (the weight tile, the norm's weight, the bias, the conv
     taps) is issued before the wait, the rest (the input rows and the conv windows) together after it:
-    the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two.
-
-    Looped reductions with ``ONE_PASS`` (16-bit brain floats and fp32): the norm's statistics gather in the
-    same pass as the product, which multiplies ``u * norm_weight`` and scales each row by ``1/rms`` at the end
-    (rounded once to the input dtype before the product, as the scaled value would be). A separate pass
-    for the statistics cost 4 us of 8 at 16 rows (H200, 2026-12-04d). fp16 keeps two passes: ``u *
-    norm_weight`` can pass fp16's range before the scale brings it back."""
+    the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two."""
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
     if BLOCK_K >= K:
@@ -201,8 +195,8 @@ def _in_step_kernel(
         _after_predecessor(PDL, True)
         if HAS_CONV:
             window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
-        sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-        if HAS_NORM and not ONE_PASS:   # the statistics first
+        if HAS_NORM:
+            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 kk = k0 + ks
                 ok = m_ok[:, None] & (kk < K)[None, :]
@@ -220,22 +214,15 @@ def _in_step_kernel(
             else:
                 w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
             if HAS_NORM:
-                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, ONE_PASS)
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False)
                 nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
-                if ONE_PASS:
-                    sq += tl.sum(u * u, axis=1)
-                    x = (u * nw[None, :]).to(dt_in)
-                else:
-                    x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
+                x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
             else:
                 x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
             acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
             if AHEAD:
                 w = w_next
-        acc = _products_done(acc, part, BIN, cols, o_ok, False, BLOCK_M, BLOCK_O)
-        if HAS_NORM and ONE_PASS:
-            acc = acc * (1.0 / tl.sqrt(sq / K + eps))[:, None]
-        acc += _bias_row(BIN, cols, o_ok, HAS_BIN, BLOCK_O)
+        acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
     v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
     out = v
     if HAS_CONV:
@@ -316,13 +303,11 @@ def _out_step_kernel(
     Y, ZX, NORM_W, WOUT, BOUT, OUT,         # pointers (NORM_W, BOUT may be None)
     M, d_ssm: tl.constexpr, group_size, d_model, eps, zx_m,
     HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
-    AHEAD: tl.constexpr, ONE_PASS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    AHEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated.
     ``BLOCK_K >= d_ssm``: one tile, the weight, the norm's weight and the bias read before the wait, each
-    group's statistics from the rows in registers (see :func:`_in_step_kernel`). Looped with ``ONE_PASS``:
-    each group's product and statistics in one pass, the group's product scaled by its ``1/rms`` (the
-    separate statistics pass took 7 of 12 us at 16 rows, H200 2026-12-04d)."""
+    group's statistics from the rows in registers (see :func:`_in_step_kernel`)."""
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     if BLOCK_K >= d_ssm:
@@ -350,17 +335,16 @@ def _out_step_kernel(
             w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
         _after_predecessor(PDL, False)
         acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
+        part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
         for lo in range(0, d_ssm, group_size):
-            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-            if HAS_NORM and not ONE_PASS:   # the group's statistics first
+            if HAS_NORM:
+                sq = tl.zeros([BLOCK_M], dtype=tl.float32)
                 for k0 in range(0, group_size, BLOCK_K):
                     kk = lo + k0 + ks
                     ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
                     u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
                     sq += tl.sum(u * u, axis=1)
                 rstd = 1.0 / tl.sqrt(sq / group_size + eps)
-            g_acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
-            g_part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
             for k0 in range(0, group_size, BLOCK_K):
                 kk = lo + k0 + ks
                 k_ok = k0 + ks < group_size
@@ -372,23 +356,14 @@ def _out_step_kernel(
                     w = _weights(WOUT, cols, o_ok, kk, d_ssm, BLOCK_M)
                 u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
                 if HAS_NORM:
-                    nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-                    if ONE_PASS:
-                        sq += tl.sum(u * u, axis=1)
-                        u = u * nw
-                    else:
-                        u = u * rstd[:, None] * nw
+                    u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
                     if not GATE_FIRST:
                         u = u * z * tl.sigmoid(z)
                 # the norm's output in the model's dtype, as out_proj reads it
-                g_acc, g_part = _product(g_acc, g_part, u.to(dt_out), w, DOT, BLOCK_M)
+                acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
                 if AHEAD:
                     w = w_next
-            g_acc = _products_done(g_acc, g_part, BOUT, cols, o_ok, False, BLOCK_M, BLOCK_O)
-            if HAS_NORM and ONE_PASS:
-                g_acc = g_acc * (1.0 / tl.sqrt(sq / group_size + eps))[:, None]
-            acc += g_acc
-        acc += _bias_row(BOUT, cols, o_ok, HAS_BOUT, BLOCK_O)
+        acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M, BLOCK_O)
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 
@@ -438,7 +413,9 @@ def _rule(problem, mode):
     (the weight is read once: the step is bound by how many reads are in flight), the whole reduction one
     tile where it fits (``K`` up to 4096); more rows: tensor-core tiles of up to 64 rows, one column block
     an SM, 256 deep (H200 2026-12-04d, 16 rows, in a CUDA graph: the norm and projection of Mamba-2's in_proj
-    9.9 us against 38 for the 4-row matrix-vector form, which stays among the tuner's candidates). Under the interpreter small blocks so tests cross them: one row a program
+    9.9 us against 38 for the 4-row matrix-vector form, which stays among the tuner's candidates with its
+    2-row variant; the out_proj with the gated norm: 12.1 us over 2 rows a program, one tile, 16.3 tensor-core
+    tiles; `bench/results/h200-2026-12-04d/`). Under the interpreter small blocks so tests cross them: one row a program
     up to 2 rows, 2 rows a program up to 4, tensor-core tiles past that (every form runs there;
     reductions up to 32 in one tile, longer ones looped)."""
     M, O = problem[0], problem[1]
@@ -489,8 +466,8 @@ def _alternatives(problem, mode):
     rows = _rows_tile(K)
     if M > 1 and rows is not None and bm == 1:   # several rows a program
         alts.append(rows)
-    if M > 4 and rows is not None and bm > 4:   # the multi-row matrix-vector form, and over 2 rows
-        alts += [rows, dict(rows, BLOCK_M=2, BLOCK_O=rows["BLOCK_O"] * (2 if rows["BLOCK_M"] == 4 else 1))]
+    if M > 4 and rows is not None and bm > 4:   # the multi-row matrix-vector form, over 4 and 2 rows
+        alts += [rows, dict(rows, BLOCK_M=2, BLOCK_O=rows["BLOCK_O"] * (4 if rows["BLOCK_M"] == 4 else 2))]
     if M > 1 and bm <= 4:   # the tensor-core form
         alts.append(dict(_tensor_core_tile(M, problem[1], mode), BLOCK_K=min(256, kw["BLOCK_K"])))
     if 1 < bm <= 4 and rows is not None:   # two rows a program, twice the columns
@@ -528,8 +505,7 @@ def in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bia
         HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias,
         CONV_W=conv_weight, CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, M=M, K=K, O=O, conv_lo=conv_lo,
         conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0), r_m=residual.stride(0) if residual is not None else 0,
-        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype), PDL=pdl,
-        ONE_PASS=hidden.dtype != torch.float16)
+        cs_b=cs_b, cs_c=cs_c, cs_w=cs_w, W=W, DOT=dot_for(weight.dtype), PDL=pdl)
 
 
 def in_step(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight=None, conv_bias=None,
@@ -560,7 +536,7 @@ def out_step_args(y, zx, norm_weight, eps, group_size, gate_first, weight, bias,
     return problem, dict(
         Y=y, ZX=zx, NORM_W=norm_weight, WOUT=weight, BOUT=bias, OUT=out, M=M, d_ssm=d_ssm,
         group_size=group_size, d_model=d_model, eps=float(eps), zx_m=zx.stride(0), GATE_FIRST=gate_first,
-        DOT=dot_for(weight.dtype), PDL=pdl, ONE_PASS=weight.dtype != torch.float16)
+        DOT=dot_for(weight.dtype), PDL=pdl)
 
 
 def out_step(y, zx, norm_weight, eps, group_size, gate_first, weight, bias, config=None, pdl=None):

@@ -253,8 +253,7 @@ def fused_step_cases():
         forms = [(1, 8, 1024, 768), (16, 32, 128, 768)] + ([(1, 8, 256, 768), (16, 32, 128, 128), (4, 4, 1024, 768), (2, 4, 256, 768)]
                                                               if opt and first else [])
         for bm, bo, bk, k in forms:
-            # the norm's statistics in the product's pass, and (the gate after the norm) in a pass of their own
-            tiles = dict(DOT=io, PDL=opt, AHEAD=opt, ONE_PASS=first or not opt, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
+            tiles = dict(DOT=io, PDL=opt, AHEAD=opt, BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
             yield "fused in step", km2.in_step_kernel, ptrs, dict(HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV=opt,
                                                                   HAS_CONV_B=opt, W=4 if opt else 1, K=k, **tiles)
             yield "fused out step", km2.out_step_kernel, ptrs, dict(HAS_NORM=opt, GATE_FIRST=first, HAS_BOUT=opt,

@@ -321,7 +321,7 @@ def _every(kernel, problem):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_every_in_step_config(device, config, dtype):
     """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles), in
-    each dtype (the looped reductions gather the norm's statistics in the product's pass but in fp16)."""
+    each dtype."""
     m = block(device, dtype, 3, 40, 8, 8, 2, True, False, False, True)
     conv_state, ssm_state = _states(m, 3, 4, device)
     h = torch.randn(3, 1, 40, device=device, dtype=dtype)
