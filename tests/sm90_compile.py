@@ -293,6 +293,11 @@ def mamba3_cases():
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
             dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128)
+        # MIMO's running angle (Angles and DT as given) and pseudo-steps (fp32)
+        yield "mamba3 mimo running angle", m3_mimo_terms.running_angle_kernel, {**iop("ANG", "DT"), **f32("THETA_B", "THETA")}, \
+            dict(BLOCK_T=64, BLOCK_S=32)
+        if not opt:
+            yield "mamba3 pseudo steps", m3_core.pseudo_steps_kernel, f32("SCALE", "A", "DTP", "CUM"), dict(R=4, Q=256)
         # MIMO's terms around the stages (kernels/mamba3/mimo.py), at the launchers' tiles, rank 4, N 128, P 64
         yield "mamba3 mimo prep", m3_mimo_terms.prep_fwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "THETA", "SC", "SCC"), "QR": PTR[dot], "KR": PTR[dot]}, \

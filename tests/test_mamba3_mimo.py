@@ -228,3 +228,28 @@ def test_running_angle_equals_a_float64_sum_mod_2pi(b, L, S, rate, seed, with_in
     # 1.5 rate). PyTorch's CPU cumsum accumulates fp32 in double, so on CPU this holds the blocks, restarts and
     # wrapping, not the fp32 drift the blocks avoid on a GPU
     assert float(wrap.abs().max()) < 3e-7 * (4 * 1.5 * rate + 10.0), float(wrap.abs().max())
+
+
+@examples(10)
+@given(b=st.integers(1, 2), L=st.integers(1, 40), S=st.integers(1, 3), rate=st.sampled_from([0.1, 3.0, 400.0]),
+       seed=seeds(), with_init=st.booleans())
+def test_the_running_angle_kernels_equal_a_float64_sum_mod_2pi(device, b, L, S, rate, seed, with_init):
+    """The unpacked rows' running angle (kernels/mamba3/mimo.py: SISO's block sums and prefix, then one launch
+    writing each block's angles) against a float64 cumsum of ``pi tanh(Angles) DT``, wrapped into (-pi, pi]; large
+    rates make the sums thousands of radians."""
+    from ssm_triton.kernels.mamba3 import mimo
+    g = torch.Generator().manual_seed(seed)
+    H = 2
+    angles = torch.randn(b, L, H, S, generator=g, dtype=torch.float64)
+    dt = torch.rand(b, H, L, generator=g, dtype=torch.float64) * rate
+    angle0 = torch.rand(b, H, S, generator=g, dtype=torch.float64) * 6.0 if with_init else None
+    got = mimo.running_angle(angles.float().to(device), dt.float().to(device),
+                             angle0.float().to(device) if with_init else None).double().cpu()
+    a32, dt32 = angles.float().double(), dt.float().double()   # the inputs as the kernels read them
+    want = torch.cumsum(math.pi * torch.tanh(a32) * dt32.transpose(1, 2)[..., None], 1)
+    if with_init:
+        want = want + angle0.float().double()[:, None]
+    assert got.shape == (b, L, H, S) and float(got.min()) >= 0.0 and float(got.max()) <= 2 * math.pi
+    wrap = torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi
+    # fp32 sums inside blocks of 4 steps (increments up to pi rate), the blocks' entering angles reduced mod 2 pi
+    assert float(wrap.abs().max()) < 3e-7 * (4 * math.pi * rate + 10.0 + L), float(wrap.abs().max())

@@ -29,11 +29,39 @@ def _decay_grad_kernel(RS, CS, INTER, US, F, DA, L, H, Lp, nc, Q: tl.constexpr):
 decay_grad_kernel = Kernel(_decay_grad_kernel)
 
 
-def _padded(t: torch.Tensor, Lp: int) -> torch.Tensor:
-    """``(b, H, T)`` -> ``(b, H, Lp)`` fp32, zeros past ``T``."""
-    out = torch.zeros((*t.shape[:2], Lp), device=t.device, dtype=torch.float32)
-    out[..., :t.shape[2]] = t
-    return out
+@triton.jit
+def _pseudo_steps_kernel(SCALE, A, DTP, CUM, L, T, H, Lp, lo_off, R: tl.constexpr, Q: tl.constexpr):
+    """One chunk of pseudo-steps ``t R + r`` of a (row, head): ``DTP`` the step's scale (every rank), ``CUM`` the
+    within-chunk sum of the decay (only at ``r = 0``) in fp64, kept as fp32 (hi, lo) planes; zeros past ``T``."""
+    _, bh, _, _, t, ok = chunk_row(T, H, Q)
+    step = t // R
+    src = bh.to(tl.int64) * L + step
+    scale = tl.load(SCALE + src, mask=ok, other=0.0).to(tl.float32)
+    a = tl.load(A + src, mask=ok & (t % R == 0), other=0.0).to(tl.float32)
+    cum = tl.cumsum(a.to(tl.float64), axis=0)
+    cum_hi = cum.to(tl.float32)
+    row = bh.to(tl.int64) * Lp + t
+    tl.store(DTP + row, scale)
+    tl.store(CUM + row, cum_hi)
+    tl.store(CUM + lo_off + row, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+
+
+pseudo_steps_kernel = Kernel(_pseudo_steps_kernel)
+
+
+def pseudo_steps(scale: torch.Tensor, a: torch.Tensor, R: int, chunk_size: int):
+    """``scale, a (b, H, L)`` fp32 -> ``(dtp (b, H, Lp), cum (2, b, H, Lp))`` over the ``T = L R`` pseudo-steps
+    padded to whole chunks (``Lp``): one launch where the padding, the ranks' repeat and the fp64 sum were a
+    dozen PyTorch ops (an fp64 scan of 0.43 ms among them at B8 L4096 R4 H32 on the H200, 2026-12-04b)."""
+    b, H, L = scale.shape
+    T = L * R
+    nc = cdiv(T, chunk_size)
+    Lp = nc * chunk_size
+    dtp = torch.empty((b, H, Lp), device=scale.device, dtype=torch.float32)
+    cum = torch.empty((2, b, H, Lp), device=scale.device, dtype=torch.float32)
+    pseudo_steps_kernel((nc, b * H), SCALE=scale.contiguous(), A=a.contiguous(), DTP=dtp, CUM=cum, L=L, T=T, H=H,
+                        Lp=Lp, lo_off=b * H * Lp, R=R, Q=chunk_size)
+    return dtp, cum
 
 
 def core_plan(x, N, chunk_size, io_dtype):
@@ -45,9 +73,10 @@ def core_plan(x, N, chunk_size, io_dtype):
     return ssd.plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
 
 
-def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None):
-    """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T)``
-    fp32, ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
+def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None, R=1):
+    """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T / R)``
+    fp32 per step (pseudo-step ``t R + r`` takes step ``t``'s scale, and its decay at ``r = 0`` only: see
+    :func:`pseudo_steps`), ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
     a packed row (batch 1): ``seq (1, T)`` int32 each step's sequence, ``cu (n + 1,)`` int32 their bounds.
     Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
     (dtp, cum, hs))``: the last is what :func:`core_backward` reads besides the inputs."""
@@ -57,12 +86,7 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     x = x.contiguous()
     k = k.to(p.torch_dot).contiguous()
     q = q.to(p.torch_dot).contiguous()
-    nc = cdiv(T, chunk_size)
-    Lp = nc * chunk_size
-    dtp = _padded(scale, Lp)
-    cum64 = _padded(a, Lp).double().view(b, H, nc, chunk_size).cumsum(-1).view(b, H, Lp)
-    hi = cum64.float()
-    cum = torch.stack([hi, (cum64 - hi.double()).float()])
+    dtp, cum = pseudo_steps(scale, a, R, chunk_size)
     hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
                                   h0.float().contiguous() if h0 is not None else None, T, p)
     y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)
@@ -70,10 +94,10 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     return y, final, varlen, (dtp, cum, hs)
 
 
-def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None):
-    """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32;
-    ``dh0`` always computed). ``dy`` None: only the final state's gradient flows. A packed row takes no
-    final-state gradient (``dfinal`` None)."""
+def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None, R=1):
+    """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32,
+    ``dscale`` and ``da`` per step, ``(b, H, T / R)``; ``dh0`` always computed). ``dy`` None: only the final
+    state's gradient flows. A packed row takes no final-state gradient (``dfinal`` None)."""
     dtp, cum, hs = kept
     b, T, H, P = x.shape
     N = k.shape[3]
@@ -89,4 +113,7 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
                       F=fpart.sum(-1).contiguous(), DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, Q=chunk_size)
-    return (dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), s.direct_terms[..., :T], da, dh0)
+    # per step: the ranks' scales summed, the decay's gradient where it acts (r = 0)
+    dscale = s.direct_terms[..., :T].reshape(b, H, T // R, R).sum(-1) if R > 1 else s.direct_terms[..., :T]
+    da = da.view(b, H, T // R, R)[..., 0] if R > 1 else da
+    return (dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), dscale, da, dh0)

@@ -30,10 +30,59 @@ import triton.language as tl
 
 from ..activations import silu_and_slope
 from ..ssd.common import INTERPRETED, _nearest
+from ..ssd.cumsum import chunk_row
 from ..host import cdiv, next_power_of_2
-from ..tuning import TunableKernel, bucket, run_mode
+from ..tuning import Kernel, TunableKernel, bucket, run_mode
+from .launch import _prefix_block
+from .prep import _rate, angle_sums_kernel, block_prefix_kernel
 
 TORCH_DTYPE = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16, tl.float32: torch.float32}
+
+
+@triton.jit
+def _running_angle_kernel(ANG, DT, THETA_B, THETA, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Block ``j`` of a (row, head)'s running angle, ``THETA (b, L, H, S)`` fp32 in ``[0, 2 pi)``: the angle
+    entering the block (``THETA_B``, from SISO's block sums and prefix) plus the block's increments
+    ``pi tanh(Angles) DT`` up to and including each step, in fp32 (a block's sum stays small)."""
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
+    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    enter = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+    theta = enter[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+    tl.store(THETA + at, theta, mask=m)
+
+
+running_angle_kernel = Kernel(_running_angle_kernel)
+
+
+def angle_block(device) -> int:
+    """Steps per block of the running angle: 64; 4 in the interpreter, so tests cross blocks."""
+    return 4 if run_mode(device).interpreted else 64
+
+
+def running_angle(Angles, DT, angle0):
+    """``theta (b, L, H, S)`` fp32 in ``[0, 2 pi)``: the running sum over L of ``pi tanh(Angles) DT`` from
+    ``angle0 (b, H, S)`` (zeros when None); ``Angles (b, L, H, S)``, ``DT (b, H, L)``. Three launches (block
+    sums, their prefix, the blocks) where it was some twenty PyTorch ops with an fp64 scan."""
+    b, L, H, S = Angles.shape
+    dev = Angles.device
+    bt, block_s = angle_block(dev), next_power_of_2(max(S, 1))
+    nblk = cdiv(L, bt)
+    Angles, DT = Angles.contiguous(), DT.contiguous()
+    theta_b = torch.empty((b, H, nblk, S), device=dev, dtype=torch.float32)
+    last = torch.empty((b, H, S), device=dev, dtype=torch.float32)
+    theta = torch.empty((b, L, H, S), device=dev, dtype=torch.float32)
+    grid = (nblk, b * H)
+    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    block_prefix_kernel((b * H,), SUMS=theta_b, INIT=angle0.float().contiguous() if angle0 is not None else None,
+                        OUT=theta_b, LAST=last, nblk=nblk, S=S, REVERSE=False, BLOCK_C=_prefix_block(dev),
+                        BLOCK_S=block_s)
+    running_angle_kernel(grid, ANG=Angles, DT=DT, THETA_B=theta_b, THETA=theta, L=L, H=H, S=S, nblk=nblk,
+                         BLOCK_T=bt, BLOCK_S=block_s)
+    return theta
 
 
 @triton.jit

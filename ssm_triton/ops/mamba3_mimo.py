@@ -7,8 +7,9 @@ stages (``kernels/mamba3/core.py``) give every term between different steps. Wit
 meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the pseudo-time scan gave the pairs
 ``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step. The rotations going in and that correction,
 the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``, two
-ops with their backward); the step sizes, the running angle and the rank projection of ``x`` stay in
-PyTorch (``(b, H, L)``, ``(b, L, H, S)`` and one ``(b, L, R, H, P)`` product).
+ops with their backward), and so is the running angle of unpacked rows (SISO's block sums, then one
+launch writing the angles); the step sizes and the rank projection of ``x`` stay in PyTorch (``(b, H, L)`` and
+one ``(b, L, R, H, P)`` product), and so does a packed row's running angle.
 """
 import math
 from typing import Optional
@@ -48,7 +49,8 @@ def _fake(x, k, chunk_size, io, cu, **_):
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
-    y, final, varlen, (dtp, cum, hs) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu)
+    R = x.shape[1] // scale.shape[2]
+    y, final, varlen, (dtp, cum, hs) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu, R)
     # an absent output is a fresh empty tensor: outputs may not alias one another
     return y, final, varlen if varlen is not None else x.new_empty(0, dtype=torch.float32), dtp, cum, hs
 
@@ -62,7 +64,7 @@ def _backward(saved, grads):
     dx, dk, dq, dscale, da, dh0 = _k.core_backward(
         grads["y"], grads["final"] if saved["seq"] is None else None, saved["x"], saved["k"], saved["q"],
         (saved["dtp"], saved["cum"], saved["hs"]), saved["chunk_size"], saved["deterministic"], _IO[saved["io"]],
-        saved["seq"])
+        saved["seq"], saved["x"].shape[1] // saved["scale"].shape[2])
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 
 
@@ -131,6 +133,29 @@ _out = build(OpSpec(
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
     forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
     grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward))
+
+
+def _angles_backward(saved, grads):
+    """Through ``theta_t = angle0 + sum_{s <= t} pi tanh(Angles_s) DT_s`` (mod 2 pi, slope 1): each increment
+    takes the gradients of every later angle."""
+    dth = grads["theta"]
+    if dth is None:
+        return dict(Angles=None, DT=None, angle0=None)
+    later = dth.flip(1).cumsum(1).flip(1)                                  # (b, L, H, S)
+    tw = torch.tanh(saved["Angles"].float())
+    dt = saved["DT"].float().transpose(1, 2)[..., None]                    # (b, L, H, 1)
+    d_rate = later * math.pi
+    return dict(Angles=d_rate * dt * (1.0 - tw * tw), DT=(d_rate * tw).sum(-1).transpose(1, 2),
+                angle0=later[:, 0] if saved["angle0"] is not None else None)
+
+
+# the running angle of unpacked rows, theta (b, L, H, S) fp32 in [0, 2 pi), in three launches
+_angles = build(OpSpec(
+    "mamba3_mimo_angles", "Angles: Tensor, DT: Tensor, angle0: Tensor?", outputs=("theta",),
+    forward=lambda Angles, DT, angle0: (_mk.running_angle(Angles, DT, angle0),),
+    fake=lambda Angles, **_: (Angles.new_empty(Angles.shape, dtype=torch.float32),),
+    grads=("Angles", "DT", "angle0"), grad_outputs=("theta",), saves=("Angles", "DT", "angle0"),
+    backward=_angles_backward))
 
 
 def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
@@ -320,7 +345,10 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
         ends = (cu[1:].long() - 1).clamp(0, L - 1)
     scale = gamma + e_next
 
-    theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None], angle0, cu, seq)
+    if seq is None and Angles.shape[-1] > 0:
+        theta = _angles(Angles, DT, angle0)[0]
+    else:   # packed rows restart at each sequence (and no pairs turn: nothing to sum)
+        theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None], angle0, cu, seq)
 
     c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
     io = str(V.dtype).replace("torch.", "")
@@ -333,13 +361,13 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
         e_first = e[..., 0] if seq is None else e[0][:, cu[:-1].long()].transpose(0, 1)   # (rows, H)
         h0 = ssm0.to(f) + e_first[..., None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
     T = L * R
-    a = F.pad(ADT.to(f)[..., None], (0, R - 1)).reshape(b, H, T)
     pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
     # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
     # swapped in memory, and a reshape of that is a strided view
     flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
     # a packed row's input states are not the scan's (it starts each sequence from zero): added below
-    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale.repeat_interleave(R, dim=2), a,
+    # the scale and decay per step: the core spreads them over the ranks' pseudo-steps
+    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale, ADT.to(f),
                                 h0 if seq is None else None,
                                 seq.repeat_interleave(R, dim=1) if seq is not None else None,
                                 cu * R if cu is not None else None, pseudo_chunk, deterministic,
