@@ -296,7 +296,11 @@ def mamba3_cases():
         # MIMO's running angle (Angles and DT as given) and pseudo-steps (fp32)
         yield "mamba3 mimo running angle", m3_mimo_terms.running_angle_kernel, {**iop("ANG", "DT"), **f32("THETA_B", "THETA")}, \
             dict(BLOCK_T=64, BLOCK_S=32)
+        yield "mamba3 mimo angle grad", m3_mimo_terms.angle_grad_kernel, \
+            {**iop("ANG", "DT"), **f32("DTH", "AFTER", "DANG", "DDT")}, dict(BLOCK_T=64, BLOCK_S=32)
         if not opt:
+            yield "mamba3 mimo angle grad sums", m3_mimo_terms.angle_grad_sums_kernel, f32("DTH", "SUMS"), \
+                dict(BLOCK_T=64, BLOCK_S=32)
             yield "mamba3 pseudo steps", m3_core.pseudo_steps_kernel, f32("SCALE", "A", "DTP", "CUM"), dict(R=4, Q=256)
         # MIMO's terms around the stages (kernels/mamba3/mimo.py), at the launchers' tiles, rank 4, N 128, P 64
         yield "mamba3 mimo prep", m3_mimo_terms.prep_fwd_kernel, \

@@ -253,3 +253,13 @@ def test_the_running_angle_kernels_equal_a_float64_sum_mod_2pi(device, b, L, S, 
     wrap = torch.remainder(got - want + math.pi, 2 * math.pi) - math.pi
     # fp32 sums inside blocks of 4 steps (increments up to pi rate), the blocks' entering angles reduced mod 2 pi
     assert float(wrap.abs().max()) < 3e-7 * (4 * math.pi * rate + 10.0 + L), float(wrap.abs().max())
+    # the backward kernels against float64 autograd of the same sum
+    a64, d64 = a32.clone().requires_grad_(), dt32.clone().requires_grad_()
+    t0 = angle0.float().double().requires_grad_() if with_init else None
+    ref = torch.cumsum(math.pi * torch.tanh(a64) * d64.transpose(1, 2)[..., None], 1) + (t0[:, None] if with_init else 0.0)
+    dth = torch.randn(b, L, H, S, generator=g, dtype=torch.float64)
+    want = torch.autograd.grad(ref, [a64, d64] + ([t0] if with_init else []), dth)
+    got = mimo.running_angle_backward(dth.float().to(device), angles.float().to(device), dt.float().to(device))
+    for name, gt, w in zip(("Angles", "DT", "angle0"), got, want):
+        scale = float(w.abs().max()) + 1.0
+        assert float((gt.double().cpu() - w).abs().max()) < 1e-5 * scale * (L + 1), name

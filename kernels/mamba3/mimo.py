@@ -58,6 +58,39 @@ def _running_angle_kernel(ANG, DT, THETA_B, THETA, L, H, S, nblk, BLOCK_T: tl.co
 running_angle_kernel = Kernel(_running_angle_kernel)
 
 
+@triton.jit
+def _angle_grad_sums_kernel(DTH, SUMS, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Each block's sum of the angles' gradients ``DTH (b, L, H, S)``: ``SUMS (b, H, nblk, S)``."""
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
+    g = tl.load(DTH + at, mask=ok[:, None] & s_ok[None, :], other=0.0).to(tl.float32)
+    tl.store(SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, tl.sum(g, axis=0), mask=s_ok)
+
+
+@triton.jit
+def _angle_grad_kernel(ANG, DT, DTH, AFTER, DANG, DDT, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Block ``j``: each increment ``pi tanh(Angles_t) DT_t`` takes the gradients of every angle from step ``t``
+    on (the block's own from ``t``, plus ``AFTER``, the later blocks' sums); through it ``DANG (b, L, H, S)``
+    and ``DDT (b, H, L)`` fp32."""
+    j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
+    ss = tl.arange(0, BLOCK_S)
+    s_ok = ss < S
+    dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
+    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    g = tl.load(DTH + at, mask=m, other=0.0).to(tl.float32)
+    after = tl.load(AFTER + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
+    later = after[None, :] + tl.sum(g, axis=0)[None, :] - tl.cumsum(g, axis=0) + g
+    d_rate = 3.141592653589793 * later
+    tl.store(DANG + at, d_rate * dt[:, None] * (1.0 - tw * tw), mask=m)
+    tl.store(DDT + bh.to(tl.int64) * L + t, tl.sum(tl.where(m, d_rate * tw, 0.0), axis=1), mask=ok)
+
+
+angle_grad_sums_kernel = Kernel(_angle_grad_sums_kernel)
+angle_grad_kernel = Kernel(_angle_grad_kernel)
+
+
 def angle_block(device) -> int:
     """Steps per block of the running angle: 64; 4 in the interpreter, so tests cross blocks."""
     return 4 if run_mode(device).interpreted else 64
@@ -83,6 +116,28 @@ def running_angle(Angles, DT, angle0):
     running_angle_kernel(grid, ANG=Angles, DT=DT, THETA_B=theta_b, THETA=theta, L=L, H=H, S=S, nblk=nblk,
                          BLOCK_T=bt, BLOCK_S=block_s)
     return theta
+
+
+def running_angle_backward(dtheta, Angles, DT):
+    """The gradients of :func:`running_angle`'s ``theta`` back to ``(dAngles (b, L, H, S), dDT (b, H, L),
+    dangle0 (b, H, S))``, fp32: each increment takes the gradients of every angle from its step on (the mod 2 pi
+    has slope 1). The same blocks: their sums, the later blocks' share by a reverse prefix, then each block."""
+    b, L, H, S = Angles.shape
+    dev = Angles.device
+    bt, block_s = angle_block(dev), next_power_of_2(max(S, 1))
+    nblk = cdiv(L, bt)
+    Angles, DT, dtheta = Angles.contiguous(), DT.contiguous(), dtheta.contiguous()
+    after = torch.empty((b, H, nblk, S), device=dev, dtype=torch.float32)
+    d_angle0 = torch.empty((b, H, S), device=dev, dtype=torch.float32)
+    d_angles = torch.empty((b, L, H, S), device=dev, dtype=torch.float32)
+    d_dt = torch.empty((b, H, L), device=dev, dtype=torch.float32)
+    grid = (nblk, b * H)
+    angle_grad_sums_kernel(grid, DTH=dtheta, SUMS=after, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    block_prefix_kernel((b * H,), SUMS=after, INIT=None, OUT=after, LAST=d_angle0, nblk=nblk, S=S, REVERSE=True,
+                        BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
+    angle_grad_kernel(grid, ANG=Angles, DT=DT, DTH=dtheta, AFTER=after, DANG=d_angles, DDT=d_dt, L=L, H=H, S=S,
+                      nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    return d_angles, d_dt, d_angle0
 
 
 @triton.jit
