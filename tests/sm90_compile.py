@@ -298,6 +298,9 @@ def mamba3_cases():
             dict(BLOCK_T=64, BLOCK_S=32)
         yield "mamba3 mimo angle grad", m3_mimo_terms.angle_grad_kernel, \
             {**iop("ANG", "DT"), **f32("DTH", "AFTER", "DANG", "DDT")}, dict(BLOCK_T=64, BLOCK_S=32)
+        yield "mamba3 mimo ranks", m3_mimo_terms.ranks_kernel, {**iop("V"), **f32("MV", "X")}, dict(R=4, BLOCK_T=64, BLOCK_P=64)
+        yield "mamba3 mimo ranks bwd", m3_mimo_terms.ranks_bwd_kernel, {**iop("V"), **f32("DX", "MV", "DV", "DMV_PART")}, \
+            dict(R=4, BLOCK_T=32, BLOCK_P=64)
         if not opt:
             yield "mamba3 mimo angle grad sums", m3_mimo_terms.angle_grad_sums_kernel, f32("DTH", "SUMS"), \
                 dict(BLOCK_T=64, BLOCK_S=32)

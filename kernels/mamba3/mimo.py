@@ -91,6 +91,77 @@ angle_grad_sums_kernel = Kernel(_angle_grad_sums_kernel)
 angle_grad_kernel = Kernel(_angle_grad_kernel)
 
 
+@triton.jit
+def _ranks_kernel(V, MV, X, rows, H, P, R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The rank inputs ``X (rows, R, H, P)`` fp32 = ``V (rows, H, P)`` times ``MV[h, r] (H, R, P)``, a program per
+    (block of rows, head)."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    h = tl.program_id(1)
+    pp = tl.arange(0, BLOCK_P)
+    m = (t < rows)[:, None] & (pp < P)[None, :]
+    v = tl.load(V + (t.to(tl.int64) * H + h)[:, None] * P + pp[None, :], mask=m, other=0.0).to(tl.float32)
+    for r in tl.static_range(R):
+        w = tl.load(MV + (h * R + r) * P + pp, mask=pp < P, other=0.0).to(tl.float32)
+        tl.store(X + ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :], v * w[None, :], mask=m)
+
+
+@triton.jit
+def _ranks_bwd_kernel(DX, V, MV, DV, DMV_PART, rows, H, P, R: tl.constexpr, BLOCK_T: tl.constexpr,
+                      BLOCK_P: tl.constexpr):
+    """``DV (rows, H, P)`` fp32 = ``sum_r DX[:, r] MV[h, r]``; ``DMV_PART (blocks, H, R, P)`` this block's
+    ``sum_t DX[t, r] V[t]``."""
+    j = tl.program_id(0)
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    h = tl.program_id(1)
+    pp = tl.arange(0, BLOCK_P)
+    m = (t < rows)[:, None] & (pp < P)[None, :]
+    v = tl.load(V + (t.to(tl.int64) * H + h)[:, None] * P + pp[None, :], mask=m, other=0.0).to(tl.float32)
+    dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    for r in tl.static_range(R):
+        w = tl.load(MV + (h * R + r) * P + pp, mask=pp < P, other=0.0).to(tl.float32)
+        dx = tl.load(DX + ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :], mask=m, other=0.0).to(tl.float32)
+        dv += dx * w[None, :]
+        tl.store(DMV_PART + ((j.to(tl.int64) * H + h) * R + r) * P + pp, tl.sum(dx * v, axis=0), mask=pp < P)
+    tl.store(DV + (t.to(tl.int64) * H + h)[:, None] * P + pp[None, :], dv, mask=m)
+
+
+ranks_kernel = Kernel(_ranks_kernel)
+ranks_bwd_kernel = Kernel(_ranks_bwd_kernel)
+
+
+def _rank_rows(device, backward: bool = False) -> int:
+    """Rows per program of the rank inputs: 64 (32 backward: 64 spilled on sm_90 at P 64); 4 in the interpreter,
+    so tests cross blocks."""
+    return 4 if run_mode(device).interpreted else 32 if backward else 64
+
+
+def rank_inputs(V, MIMO_V):
+    """``V (b, L, H, P)``, ``MIMO_V (H, R, P)`` -> ``x (b, L, R, H, P)`` fp32, ``x[:, :, r] = V * MIMO_V[:, r]``: one
+    pass writing the ranks' inputs (PyTorch's cast and broadcast product were two, and three more backward)."""
+    b, L, H, P = V.shape
+    R = MIMO_V.shape[1]
+    V, MIMO_V = V.contiguous(), MIMO_V.contiguous()
+    x = torch.empty((b, L, R, H, P), device=V.device, dtype=torch.float32)
+    bt = _rank_rows(V.device)
+    ranks_kernel((cdiv(b * L, bt), H), V=V, MV=MIMO_V, X=x, rows=b * L, H=H, P=P, R=R, BLOCK_T=bt,
+                 BLOCK_P=next_power_of_2(P))
+    return x
+
+
+def rank_inputs_backward(dx, V, MIMO_V):
+    """Gradients of :func:`rank_inputs`: ``(dV (b, L, H, P), dMIMO_V (H, R, P))`` fp32; ``dx`` read once."""
+    b, L, H, P = V.shape
+    R = MIMO_V.shape[1]
+    V, MIMO_V, dx = V.contiguous(), MIMO_V.contiguous(), dx.contiguous()
+    bt = _rank_rows(V.device, backward=True)
+    nb = cdiv(b * L, bt)
+    dv = torch.empty((b, L, H, P), device=V.device, dtype=torch.float32)
+    part = torch.empty((nb, H, R, P), device=V.device, dtype=torch.float32)
+    ranks_bwd_kernel((nb, H), DX=dx, V=V, MV=MIMO_V, DV=dv, DMV_PART=part, rows=b * L, H=H, P=P, R=R, BLOCK_T=bt,
+                     BLOCK_P=next_power_of_2(P))
+    return dv, part.sum(0)
+
+
 def angle_block(device) -> int:
     """Steps per block of the running angle: 64; 4 in the interpreter, so tests cross blocks."""
     return 4 if run_mode(device).interpreted else 64

@@ -8,8 +8,8 @@ meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the ps
 ``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step. The rotations going in and that correction,
 the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``, two
 ops with their backward), and so is the running angle of unpacked rows (SISO's block sums, then one
-launch writing the angles); the step sizes and the rank projection of ``x`` stay in PyTorch (``(b, H, L)`` and
-one ``(b, L, R, H, P)`` product), and so does a packed row's running angle.
+launch writing the angles) and the ranks' inputs ``V * MIMO_V`` (one pass each way); the step sizes stay in
+PyTorch (``(b, H, L)``), and so does a packed row's running angle.
 """
 import math
 from typing import Optional
@@ -152,6 +152,22 @@ _angles = build(OpSpec(
     fake=lambda Angles, **_: (Angles.new_empty(Angles.shape, dtype=torch.float32),),
     grads=("Angles", "DT", "angle0"), grad_outputs=("theta",), saves=("Angles", "DT", "angle0"),
     backward=_angles_backward))
+
+
+def _ranks_backward(saved, grads):
+    dx = grads["x"]
+    if dx is None:
+        return dict(V=None, MIMO_V=None)
+    dv, dmv = _mk.rank_inputs_backward(dx, saved["V"], saved["MIMO_V"])
+    return dict(V=dv, MIMO_V=dmv)
+
+
+# the ranks' inputs x (b, L, R, H, P) fp32 = V * MIMO_V[h, r], one pass each way
+_ranks = build(OpSpec(
+    "mamba3_mimo_ranks", "V: Tensor, MIMO_V: Tensor", outputs=("x",),
+    forward=lambda V, MIMO_V: (_mk.rank_inputs(V, MIMO_V),),
+    fake=lambda V, MIMO_V: (V.new_empty((*V.shape[:2], MIMO_V.shape[1], *V.shape[2:]), dtype=torch.float32),),
+    grads=("V", "MIMO_V"), grad_outputs=("x",), saves=("V", "MIMO_V"), backward=_ranks_backward))
 
 
 def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
@@ -350,7 +366,7 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
     io = str(V.dtype).replace("torch.", "")
     qr, kr, sc, scc = _prep(c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), H, io)
     mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
-    v = V.to(f)[:, :, None] * mv                                           # (b, L, R, H, P)
+    v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P) fp32
 
     h0 = None
     if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks (per packed sequence)
