@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssm_triton import InferenceParams
-from ssm_triton.models import decode_graphs, generation, lm
+from ssm_triton.models import decode_graphs, generation, lm, prefill
 from ssm_triton.ops import fused_step
 from ssm_triton.tolerance import assert_close
 from test_lm import VOCAB, build
@@ -35,13 +35,16 @@ def test_only_plain_decode_calls_replay(device):
     assert not decode_graphs.replayable(tok, params, None, {})   # grad enabled: a graph may be recorded
 
 
-def test_on_by_default_and_the_switch_turns_it_off(monkeypatch):
-    monkeypatch.delenv("SSM_TRITON_DECODE_GRAPH", raising=False)
-    assert decode_graphs.enabled_by_env()
-    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "0")
-    assert not decode_graphs.enabled_by_env()
-    monkeypatch.setenv("SSM_TRITON_DECODE_GRAPH", "1")
-    assert decode_graphs.enabled_by_env()
+@pytest.mark.parametrize("module, variable", [(decode_graphs, "SSM_TRITON_DECODE_GRAPH"),
+                                              (prefill, "SSM_TRITON_PREFILL_GRAPH")])
+def test_the_graphs_are_on_by_default_and_their_switch_turns_them_off(monkeypatch, module, variable):
+    """The decode and the prefill graphs' switches (``graph_cache.switched_on``)."""
+    monkeypatch.delenv(variable, raising=False)
+    assert module.enabled_by_env()
+    monkeypatch.setenv(variable, "0")
+    assert not module.enabled_by_env()
+    monkeypatch.setenv(variable, "1")
+    assert module.enabled_by_env()
 
 
 def test_a_model_with_decode_graphs_copies_and_pickles(device):

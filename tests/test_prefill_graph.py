@@ -80,15 +80,6 @@ def test_replayed_prefill_equals_the_eager_forward(layer):
         assert len(m._prefill_graphs.graphs) == 1
 
 
-def test_graphs_are_on_by_default_and_the_switch_turns_them_off(monkeypatch):
-    monkeypatch.delenv("SSM_TRITON_PREFILL_GRAPH", raising=False)
-    assert prefill.enabled_by_env()
-    monkeypatch.setenv("SSM_TRITON_PREFILL_GRAPH", "0")
-    assert not prefill.enabled_by_env()
-    monkeypatch.setenv("SSM_TRITON_PREFILL_GRAPH", "1")
-    assert prefill.enabled_by_env()
-
-
 def test_a_replaced_weight_anywhere_means_a_new_capture(device, monkeypatch):
     """A graph reads the tensors it was captured with: replacing any layer's parameter (not only the
     embedding's) must drop the graphs, while changing values in place must not. The capture is stood in

@@ -15,7 +15,7 @@ from ..host import cdiv
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
-from ..ssd.cumsum import chunk_row
+from ..ssd.cumsum import chunk_row, store_cum
 from ..tuning import Kernel
 
 
@@ -39,11 +39,9 @@ def _pseudo_steps_kernel(SCALE, A, DTP, CUM, L, T, H, Lp, lo_off, R: tl.constexp
     scale = tl.load(SCALE + src, mask=ok, other=0.0).to(tl.float32)
     a = tl.load(A + src, mask=ok & (t % R == 0), other=0.0).to(tl.float32)
     cum = tl.cumsum(a.to(tl.float64), axis=0)
-    cum_hi = cum.to(tl.float32)
     row = bh.to(tl.int64) * Lp + t
     tl.store(DTP + row, scale)
-    tl.store(CUM + row, cum_hi)
-    tl.store(CUM + lo_off + row, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+    store_cum(CUM, lo_off, row, cum)
 
 
 pseudo_steps_kernel = Kernel(_pseudo_steps_kernel)

@@ -33,7 +33,7 @@ kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the
 import triton
 import triton.language as tl
 
-from ..ssd.cumsum import chunk_row   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
+from ..ssd.cumsum import chunk_row, store_cum   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
 from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel, TunableKernel, bucket
 
@@ -221,9 +221,7 @@ def _siso_prep_kernel(
             before += tl.load(ADT + base + e, mask=e < L, other=0.0).to(tl.float64)
         adt = tl.load(ADT + base + t, mask=ok, other=0.0).to(tl.float64)
         cum = tl.sum(before, axis=0) + tl.cumsum(adt, axis=0)
-        cum_hi = cum.to(tl.float32)
-        tl.store(CUM + row_p + t, cum_hi)
-        tl.store(CUM + lo_off + row_p + t, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+        store_cum(CUM, lo_off, row_p + t, cum)
 
         cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ)
         q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]

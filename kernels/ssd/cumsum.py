@@ -48,17 +48,24 @@ def chunk_row(L, H, Q: tl.constexpr):
 
 
 @triton.jit
+def store_cum(CUM, lo_off, at, cum):
+    """Store an fp64 within-chunk sum ``cum`` at offsets ``at`` as its two fp32 planes (``hi`` at ``CUM``, the
+    remainder at ``CUM + lo_off``), as ``common.cum_at`` reads them back."""
+    cum_hi = cum.to(tl.float32)
+    tl.store(CUM + at, cum_hi)
+    tl.store(CUM + lo_off + at, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+
+
+@triton.jit
 def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, SDT, Lp, lo_off, lo, hi,
                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
     _, bh, bi, h, t, ok = chunk_row(L, H, Q)
     dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     dt = tl.where(ok, dt, 0.0)
     cum = tl.cumsum((dt * tl.load(A + h).to(tl.float32)).to(tl.float64), axis=0)
-    cum_hi = cum.to(tl.float32)
     row = bh.to(tl.int64) * Lp + t
     tl.store(DTP + row, dt)
-    tl.store(CUM + row, cum_hi)
-    tl.store(CUM + lo_off + row, (cum - cum_hi.to(tl.float64)).to(tl.float32))
+    store_cum(CUM, lo_off, row, cum)
 
 
 dt_cumsum_kernel = Kernel(_dt_cumsum_kernel, flags=dict(HAS_BIAS="DT_BIAS"))

@@ -26,17 +26,16 @@ until the next call (``clear()`` drops both).
 from __future__ import annotations
 
 import operator
-import os
 
 import torch
 
 from ..kernels import fused_step as _fused_kernels
 from ..ops import fused_step as _fused
-from .graph_cache import GraphCache
+from .graph_cache import GraphCache, switched_on
 
 
 def enabled_by_env() -> bool:
-    return os.environ.get("SSM_TRITON_DECODE_GRAPH", "1").strip() not in ("", "0")
+    return switched_on("SSM_TRITON_DECODE_GRAPH")
 
 
 def replayable(input_ids, inference_params, attention_mask, mixer_kwargs) -> bool:

@@ -1,11 +1,17 @@
 """What the LM's prefill and decode graphs share: captured CUDA graphs by key, bounded, dropped together."""
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import torch
 
 _data_ptr = torch.Tensor.data_ptr
+
+
+def switched_on(variable: str) -> bool:
+    """An on-by-default switch: off when the environment ``variable`` is ``0`` or empty."""
+    return os.environ.get(variable, "1").strip() not in ("", "0")
 
 
 class GraphCache:

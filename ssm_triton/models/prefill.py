@@ -16,11 +16,10 @@ no ``inference_params`` (a generate's cache is new each call), no ``attention_ma
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
-from .graph_cache import GraphCache
+from .graph_cache import GraphCache, switched_on
 
 
 def bucket(L: int) -> int:
@@ -42,7 +41,7 @@ def padded_backbone(backbone, input_ids: torch.Tensor, length: int) -> torch.Ten
 def enabled_by_env() -> bool:
     # on by default (the 130M LM's prefill at b=1 L=2048 on the H200, 2026-12-02: 11.6 ms eager, 6.7 ms
     # replayed, its GPU test passing); SSM_TRITON_PREFILL_GRAPH=0 turns it off
-    return os.environ.get("SSM_TRITON_PREFILL_GRAPH", "1").strip() not in ("", "0")
+    return switched_on("SSM_TRITON_PREFILL_GRAPH")
 
 
 class _Graph:

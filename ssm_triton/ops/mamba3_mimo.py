@@ -24,7 +24,6 @@ from ..kernels import replay as _replay
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
-from ..kernels.tuning import run_mode
 from ..kernels.ssd.launch import fp32_matmul, precision_key, seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build, compiling
 from .mamba3_packed import packed_final_states
@@ -176,11 +175,6 @@ def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
     return x - torch.index_select(before, -1, seq[0].long()).movedim(-1, dim)
 
 
-def _angle_block(device) -> int:
-    """Steps per block of the running angle's fp32 sums: 64; 4 in the interpreter, so tests cross blocks."""
-    return 4 if run_mode(device).interpreted else 64
-
-
 def _running_angle(inc: Tensor, angle0: Optional[Tensor], cu: Optional[Tensor], seq: Optional[Tensor]) -> Tensor:
     """``theta (b, L, H, S)`` fp32 in ``[0, 2 pi)``: the running sum of ``inc (b, L, H, S)`` over L, from ``angle0
     (b, H, S)`` (or, for a packed row, from each sequence's start and its own ``angle0 (sequences, H, S)``).
@@ -190,7 +184,7 @@ def _running_angle(inc: Tensor, angle0: Optional[Tensor], cu: Optional[Tensor], 
     the whole ``(b, L, H, S)`` tensor took 1.6 ms of the 14.2 ms rank-4 forward on the H200 and 3.2 ms of its
     backward (``bench/results/h200-2026-12-03c``)."""
     b, L, H, S = inc.shape
-    blk = _angle_block(inc.device)
+    blk = _mk.angle_block(inc.device)
     nb = -(-L // blk)
     x = F.pad(inc, (0, 0, 0, 0, 0, nb * blk - L)).view(b, nb, blk, H, S)
     within = torch.cumsum(x, dim=2)
