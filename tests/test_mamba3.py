@@ -459,19 +459,19 @@ def test_mimo_step_rejects_bad_input_with_the_argument_named(device, override, e
 
 
 def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
-    """deterministic=True, or torch's deterministic setting, reaches the SSD's pair stage (no atomics there), and
-    two backward passes then give identical gradients; the default keeps the atomics."""
+    """deterministic=True, or torch's deterministic setting, keeps the backward on the rule's tile plan (the
+    tuner is not asked), and two backward passes then give identical gradients; the default asks the tuner."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.mamba3 import launch
 
     seen = []
-    pair_grads = launch.ssd.pair_grads
+    pick = launch.siso_bwd_plan.pick
 
     def spy(*args, **kw):
-        seen.append(args[12])   # pair_grads(..., heads, deterministic, diag=...)
-        return pair_grads(*args, **kw)
+        seen.append(True)
+        return pick(*args, **kw)
 
-    monkeypatch.setattr(launch.ssd, "pair_grads", spy)
+    monkeypatch.setattr(launch.siso_bwd_plan, "pick", spy)
     # the spy watches the launcher on every call: a replay (kernels/replay.py) of the first would skip it
     monkeypatch.setattr(replay, "ENABLED", False)
     t = make(device, 2, 37, 4, 2, 5, 8, 3, 7, True, torch.float32)
@@ -483,12 +483,14 @@ def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
 
     for a, b in zip(grads(deterministic=True), grads(deterministic=True)):
         assert torch.equal(a, b)
+    assert seen == []
     grads()
+    assert seen == [True]
     torch.use_deterministic_algorithms(True)
     try:
         grads()
     finally:
         torch.use_deterministic_algorithms(False)
-    assert seen == [True, True, False, True]
+    assert seen == [True]
     with pytest.raises(TypeError, match="deterministic must be a bool"):
         ssm_triton.mamba3_siso_combined(**t, deterministic="yes")
