@@ -455,7 +455,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     adjoint chunk sums, the reversed state passing, the pair gradients, the step-size gradients."""
     dtp, cum, hs, y = saved
     bsz, L, H, P = x.shape
-    N = B.shape[3]
+    G, N = B.shape[2], B.shape[3]
     if block is None and heads is None and not deterministic:  # deterministic: the rule's plan
         tiles = ssd_bwd_plan.pick(
             _problem(x, B, chunk_size, z, seq_idx),
