@@ -71,27 +71,8 @@ def sweep(t, chunk, label):
             print(f"  bwd failed {tiles}: {type(e).__name__}: {str(e)[:80]}")
 
 
-# backward plans whose kernel breakdowns "bwd_kernels" prints: each kernel's own fields varied (its time
-# depends on its own tiles only), so the best of each can be read off and combined
-BWD_VARIANTS = [{}, dict(bwd_stages=1), dict(bwd_warps=8, bwd_stages=1), dict(bwd_warps=8),
-                dict(dx_warps=8, dx_stages=1, pair_warps=8, pair_stages=1),
-                dict(bwd_block_k=32, bwd_stages=1), dict(bwd_block_m=32, bwd_block_k=32, bwd_stages=1),
-                dict(bwd_block_m=32, bwd_block_k=32, bwd_stages=1, min_programs=2112),
-                dict(bwd_block_m=32, bwd_block_k=64, bwd_warps=8, bwd_stages=1)]
-
-
-def bwd_kernels(t, chunk, label):
-    for tiles in BWD_VARIANTS:
-        print(f"{label}: kernels of one forward + backward, backward tiles {tiles}")
-        try:
-            kernel_breakdown(t, chunk, tiles)
-        except Exception as e:  # out of shared memory, say
-            print(f"  failed: {type(e).__name__}: {str(e)[:80]}")
-        sys.stdout.flush()
-
-
 def main() -> int:
-    only = sys.argv[1:]  # "breakdown", "sweep" and/or "bwd_kernels"; the first two by default
+    only = sys.argv[1:]  # "breakdown" and/or "sweep"; both by default
     for b, L in ((8, 4096), (1, 2048)):
         t = problem(b, L)
         label = f"b={b} L={L} H=64 P=64 N=128 chunk 256 bf16"
@@ -100,8 +81,6 @@ def main() -> int:
             kernel_breakdown(t, 256)
         if not only or "sweep" in only:
             sweep(t, 256, label)
-        if "bwd_kernels" in only:
-            bwd_kernels(t, 256, label)
         sys.stdout.flush()
     return 0
 

@@ -186,13 +186,11 @@ def ssd_cases():
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
              **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
-        yield "ssd pair weights", ssd_bwd.pair_weights_kernel, \
-            {**iop("X", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "WSUM", "DB_PART"), "RS": "*fp64", "CS": "*fp64",
-             **ints}, dict(HAS_SEQ=seq, **tiles)
-        yield "ssd pair products", ssd_bwd.pair_products_kernel, {**iop("B", "C"), **f32("WSUM", "DB_PART", "DC_PART", "DB", "DC")}, \
-            dict(Q=256, BLOCK_M=bk, BLOCK_K=bk, BLOCK_N=min(bn, 64), DOT=dot)
-        yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("C", "DY", "HS"), **f32("CUM", "DC_PART", "INTER"), **ints}, \
-            dict(HAS_SEQ=seq, **{k: v for k, v in tiles.items() if k != "BLOCK_K"})
+        yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
+            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
+             **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
+        yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
+            dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         # the fused forward at the launcher's chunk (32) and channel tiles; IEEE fp32 products run it only when
         # forced (SSM_TRITON_SSD_FUSED=1): one small tile (its wide tiles take minutes to compile)
         fused_tiles = ((32, 16, 128, False),) if dot == tl.float32 else \

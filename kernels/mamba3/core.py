@@ -92,7 +92,7 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     return y, final, varlen, (dtp, cum, hs)
 
 
-def core_backward(dy, dfinal, x, k, q, kept, chunk_size, io_dtype=torch.float32, seq=None, R=1):
+def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io_dtype=torch.float32, seq=None, R=1):
     """Gradients of :func:`core_forward`: ``(dx, dk, dq, dscale, da, dh0)`` (``dk, dq, dscale, da, dh0`` fp32,
     ``dscale`` and ``da`` per step, ``(b, H, T / R)``; ``dh0`` always computed). ``dy`` None: only the final
     state's gradient flows. A packed row takes no final-state gradient (``dfinal`` None)."""
@@ -107,11 +107,11 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, io_dtype=torch.float32,
     adj = ssd.chunk_state(dy, q, dtp, cum, seq, MODE_ADJOINT, p)
     ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, seq,
                                            dfinal.float().contiguous() if dfinal is not None else None, T, p)
-    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1)
+    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
                       F=fpart.sum(-1).contiguous(), DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, Q=chunk_size)
     # per step: the ranks' scales summed, the decay's gradient where it acts (r = 0)
     dscale = s.direct_terms[..., :T].reshape(b, H, T // R, R).sum(-1) if R > 1 else s.direct_terms[..., :T]
     da = da.view(b, H, T // R, R)[..., 0] if R > 1 else da
-    return (dx, s.dB, s.dC, dscale, da, dh0)   # one head a group: (b, T, H, N)
+    return (dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), dscale, da, dh0)

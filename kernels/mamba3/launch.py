@@ -183,8 +183,10 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, seq,
                                            dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
     dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
-                           diag=saved.diag, dd=Z is None)
-    dkr, dqr = s.dB, s.dC   # one head a group here (each head has its own k~): (b, L, H, N)
+                           deterministic, diag=saved.diag, dd=Z is None)
+    # one head per group here (each head has its own k~), so the head blocks are the heads
+    dkr = s.db_part.view(b, L, H, N)
+    dqr = s.dc_part.view(b, L, H, N)
     last = ends if seq is not None else L - 1   # the final k and v are the last steps' (of each sequence)
     if dk_f is not None:
         dkr[:, last] += dk_f.float()

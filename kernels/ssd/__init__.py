@@ -28,9 +28,8 @@ with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
 | to each entering state | ``adj_c = sum_t exp(cum_t) dy_t C_t^T`` | ``_chunk_state_kernel``, ``MODE_ADJOINT``; ``chunk_state`` |
 | reversed state passing | ``ds_c = dh_{c+1}``, ``dh_c = adj_c + keep_c exp(cum_end_c) dh_{c+1}``; ``dh0``; the carried decay's part ``f_c`` | ``_state_bwd_kernel`` (``state_passing.py``); ``state_passing_bwd`` |
 | dx, dD | ``v_s = sum_t cb_ts E_ts dy_t + exp(cum_end - cum_s) ds_c B_s``, ``dx_s = dt_s v_s + D dy_s`` | ``_dx_dd_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
-| pair weights | ``wsum_st = sum_h W_st`` per head block and chunk (fp32 tiles); ``rs``, ``cs`` (fp64 sums of ``cb_ts W_st``); dB's end-state term ``sum_h dt_s exp(cum_end - cum_s) ds_c^T x_s`` | ``_pair_weights_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
-| dC's entering-state term | ``sum_h exp(cum_t) h_c^T dy_t`` per head block | ``_dc_states_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
-| dB, dC | ``dB_s = sum_t wsum_st C_t + ..``, ``dC_t = sum_s wsum_st B_s + ..`` (the state terms added) | ``_pair_products_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
+| dB (and dC's pair part) | ``dB_s = sum_t (sum_h W_st) C_t + sum_h dt_s exp(cum_end - cum_s) ds_c^T x_s``; ``dC_t += sum_s W_st B_s`` (atomics) | ``_db_dc_pairs_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
+| dC (entering-state part, stored first) | ``dC_t = sum_h exp(cum_t) h_c^T dy_t`` (deterministic: the pair part too) | ``_dc_states_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
 | step sizes | ``d cum_t = rs_t + inter_t - cs_t - u_t``, ``d dt_r = x_r . v_r + A sum_{t>=r} d cum_t``, ``dA``, ``d dt_bias`` through clamp and softplus | ``_dt_bwd_kernel`` (``bwd_dt.py``) |
 
 ``pair_grads`` keeps its fp32 partials and per-step terms in a ``PairScratch`` (named fields), the forward

@@ -7,20 +7,20 @@ reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts 
 * ``_dx_dd_kernel`` (rows ``s``, one head): ``v_s = sum_t (C_t.B_s) E_ts dy_t + w_s exp(cum_end - cum_s) ds_c B_s``,
   ``dx_s = dt_s v_s + D dy_s``; for the step sizes ``x_s.v_s`` (the direct ``d dt_s``) and
   ``U_s = dt_s x_s.(state part of v_s)``.
-* ``_pair_weights_kernel`` (rows ``s``, walking ``t >= s``, ``HEADS`` heads of one group a program): the heads'
-  ``W`` summed, stored per chunk as a ``(Q, Q)`` fp32 tile per head block (the tiles on and above the diagonal);
-  ``T_ts = (C_t.B_s) W_st`` summed over ``t`` (into ``cs[s]``) and over ``s`` (into ``rs[t]``), per head, with
-  fp64 atomics; and ``dB``'s end-state term ``sum_h w_s dt_s exp(..) ds_c^T x_s`` per head block.
-* ``_dc_states_kernel`` (rows ``t``): ``dC``'s entering-state term ``sum_h exp(cum_t) h_enter^T dy_t`` per head
-  block, and the gradient of ``cum_t`` through it.
-* ``_pair_products_kernel`` (rows of one group): ``dB_s = sum_t (sum_h W_st) C_t`` and ``dC_t = sum_s (sum_h W_st) B_s``
-  from the stored tiles, one product per block of the chunk with the head blocks' tiles added first, plus the
-  two kernels' state terms: the finished ``dB``, ``dC``. (Until 2026-12-04 the weights kernel multiplied by ``C``
-  and added ``dC`` with atomics itself: 255 registers and a spill stack on sm_90, 1.78 of the SSD's 4 ms backward.)
+* ``_db_dc_pairs_kernel`` (rows ``s``, walking ``t >= s``): ``dB_s = sum_t (sum_h W_st) C_t + sum_h w_s dt_s exp(..) ds_c^T x_s``.
+  The heads' ``W`` are added before the product with ``C``: one ``tl.dot`` per pair of blocks, not one
+  per head. It also sums ``T_ts = (C_t.B_s) W_st`` over ``t`` (into ``cs[s]``) and over ``s`` (into
+  ``rs[t]``), per head, with fp32 atomics.
+* ``_dc_states_kernel`` (rows ``t``, walking ``s <= t``): ``dC_t = sum_s (sum_h W_st) B_s + sum_h exp(cum_t) h_enter^T dy_t``,
+  and the gradient of ``cum_t`` through the entering state's term. It runs first and stores its part; by default
+  ``_db_dc_pairs_kernel`` then adds the pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds
+  ``W`` already); in deterministic mode this kernel walks the pairs itself.
 
 ``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
 when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
 cancel exactly where they should, whatever precision the tensor-core products had.
+``_db_dc_pairs_kernel`` / ``_dc_states_kernel`` programs loop over ``HEADS`` heads of one group and write one fp32
+partial per head block.
 """
 import triton
 import triton.language as tl
@@ -152,24 +152,25 @@ def _dx_dd_kernel(
 
 
 @triton.jit
-def _pair_weights_kernel(
+def _db_dc_pairs_kernel(
     # pointers
-    X, CB, DY, DTP, CUM, ADJ, SEQ, WSUM, DB_PART, RS, CS,
+    X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
     # sizes
     L, H, G, P, N, Lp, nc, lo_off, HEADS,
     # meta-parameters
-    HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     s0 = tl.program_id(0) * BLOCK_M
     c = s0 // Q
     bi, hb, g, n_hb = _head_block(H, G, HEADS)
     start, end, _ = chunk_bounds(c, L, Q)
     cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
-    w_chunk = WSUM + ((bi.to(tl.int64) * n_hb + hb) * nc + c) * Q * Q
     s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
+    b_s = _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok)
+    db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for t0 in range(s0, end + 1, BLOCK_K):
         t = t0 + tl.arange(0, BLOCK_K)
         t_ok = t <= end
@@ -186,14 +187,14 @@ def _pair_weights_kernel(
             pair = (cb * wgt).to(tl.float64)
             tl.atomic_add(CS + row + s, tl.sum(pair, axis=1), mask=s_ok, sem="relaxed")
             tl.atomic_add(RS + row + t, tl.sum(pair, axis=0), mask=t_ok, sem="relaxed")
-        # every (s, t >= s block) tile is stored, its t < s entries as the zeros the mask made them:
-        # _pair_products_kernel reads exactly these tiles
-        tl.store(w_chunk + (s - start)[:, None] * Q + (t - start)[None, :], wsum, mask=s_ok[:, None] & t_ok[None, :])
-    # dB through chunk c's end state
+        db += mm(wsum, _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok), DOT)
+        if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
+            tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],
+                          mm(tl.trans(wsum), b_s, DOT), mask=t_ok[:, None] & n_ok[None, :], sem="relaxed")
+    # through chunk c's end state
     in_end_seq = s_ok
     if HAS_SEQ:
         in_end_seq &= seq_s == tl.load(SEQ + bi.to(tl.int64) * L + end)
-    db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for i in range(HEADS):
         h = hb * HEADS + i
         bh = bi * H + h
@@ -206,57 +207,14 @@ def _pair_weights_kernel(
 
 
 @triton.jit
-def _pair_products_kernel(
-    # pointers
-    B, C, WSUM, DB_PART, DC_PART, DB, DC,
-    # sizes
-    L, G, N, nc, n_hb,
-    # meta-parameters
-    Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
-):
-    r0 = tl.program_id(0) * BLOCK_M
-    c = r0 // Q
-    bi = tl.program_id(1) // G
-    g = tl.program_id(1) % G
-    to_b = tl.program_id(2) % 2 == 0    # dB (rows s, walking t >= s) or dC (rows t, walking s <= t)
-    ns = (tl.program_id(2) // 2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = ns < N
-    start, end, _ = chunk_bounds(c, L, Q)
-    r = r0 + tl.arange(0, BLOCK_M)
-    r_ok = r < L
-    per = n_hb // G
-    first_hb = (bi * n_hb + g * per).to(tl.int64)
-    lo = tl.where(to_b, r0, start)
-    hi = tl.where(to_b, end + 1, tl.minimum(r0 + BLOCK_M, L))
-    other = tl.where(to_b, C, B)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(lo, hi, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < hi
-        at = tl.where(to_b, (r - start)[:, None] * Q + (k - start)[None, :], (k - start)[None, :] * Q + (r - start)[:, None])
-        w = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-        for j in range(per):   # the head blocks' partial sums of W, added before the one product
-            w += tl.load(WSUM + ((first_hb + j) * nc + c) * Q * Q + at, mask=r_ok[:, None] & k_ok[None, :], other=0.0)
-        rows = tl.load(other + ((bi.to(tl.int64) * L + k) * G + g)[:, None] * N + ns[None, :],
-                       mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc += mm(w, rows, DOT)
-    part = tl.where(to_b, DB_PART, DC_PART)
-    for j in range(per):   # the state terms, one partial per head block
-        acc += tl.load(part + ((bi.to(tl.int64) * L + r) * n_hb + g * per + j)[:, None] * N + ns[None, :],
-                       mask=r_ok[:, None] & n_ok[None, :], other=0.0)
-    dst = tl.where(to_b, DB, DC)
-    tl.store(dst + ((bi.to(tl.int64) * L + r) * G + g)[:, None] * N + ns[None, :], acc, mask=r_ok[:, None] & n_ok[None, :])
-
-
-@triton.jit
 def _dc_states_kernel(
     # pointers
-    DY, C, CUM, HS, SEQ, DC_PART, INTER,
+    X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
     # sizes
-    L, H, G, P, N, Lp, nc, HEADS,
+    L, H, G, P, N, Lp, nc, lo_off, HEADS,
     # meta-parameters
-    HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT: tl.constexpr,
+    PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     t0 = tl.program_id(0) * BLOCK_M
     c = t0 // Q
@@ -265,10 +223,12 @@ def _dc_states_kernel(
     t, t_ok, ps, p_ok, ns, n_ok = _tiles(t0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_t = bi.to(tl.int64) * L + t
     c_t = _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok)
+    seq_t = _seq(SEQ, step_t, t_ok, -1, HAS_SEQ)
     in_prev_seq = t_ok
     if HAS_SEQ:
-        in_prev_seq &= _seq(SEQ, step_t, t_ok, -1, HAS_SEQ) == tl.load(SEQ + bi.to(tl.int64) * L + prev)
+        in_prev_seq &= seq_t == tl.load(SEQ + bi.to(tl.int64) * L + prev)
     dc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # through the state entering the chunk
     for i in range(HEADS):
         h = hb * HEADS + i
         bh = bi * H + h
@@ -279,10 +239,24 @@ def _dc_states_kernel(
         dyh = mm(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok), enter, DOT) * scale[:, None]
         tl.store(INTER + row + t, tl.sum(dyh * c_t.to(tl.float32), axis=1), mask=t_ok)
         dc += dyh
+    # the pairs, unless _db_dc_pairs_kernel already added them to DC_PART
+    for s0 in range(start, tl.minimum(t0 + BLOCK_M, L) if PAIRS else start, BLOCK_K):
+        s = s0 + tl.arange(0, BLOCK_K)
+        s_ok = s < L
+        step_s = bi.to(tl.int64) * L + s
+        seq_s = _seq(SEQ, step_s, s_ok, -2, HAS_SEQ)
+        wsum = tl.zeros([BLOCK_K, BLOCK_M], dtype=tl.float32)                             # (s, t)
+        for i in range(HEADS):
+            h = hb * HEADS + i
+            row = (bi * H + h).to(tl.int64) * Lp
+            wsum += _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+                                 seq_s, seq_t, HAS_SEQ, DOT)
+        dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)
+    # stored, not added: this kernel runs before _db_dc_pairs_kernel, whose atomics then add the pairs (no zero fill
+    # of DC_PART, nor a read of it: 0.12 + ~0.13 ms of Mamba-3's backward at B8 L4096 H32, where DC_PART is per head)
     tl.store(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :], dc, mask=t_ok[:, None] & n_ok[None, :])
 
 
 dx_dd_kernel = Kernel(_dx_dd_kernel, flags=dict(HAS_D="D", HAS_DD="DD_PART", HAS_DIAG="DIAG", HAS_SEQ="SEQ"))
-pair_weights_kernel = Kernel(_pair_weights_kernel, flags=dict(HAS_SEQ="SEQ"))
-pair_products_kernel = Kernel(_pair_products_kernel)
+db_dc_pairs_kernel = Kernel(_db_dc_pairs_kernel, flags=dict(HAS_SEQ="SEQ"))
 dc_states_kernel = Kernel(_dc_states_kernel, flags=dict(HAS_SEQ="SEQ"))

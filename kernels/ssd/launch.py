@@ -17,7 +17,7 @@ from ..tuning import TunablePlan, bucket, run_mode
 from .bmm import bmm_kernel
 from .common import TF32
 from .bwd_dt import dt_bwd_kernel, gate_backward
-from .bwd_pairs import dc_states_kernel, dx_dd_kernel, pair_products_kernel, pair_weights_kernel
+from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
 from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
@@ -73,10 +73,6 @@ class Plan:
     bwd_block_k: int = 64
     bwd_warps: int = 4
     bwd_stages: int = 2
-    dx_warps: int | None = None     # _dx_dd_kernel's own, where they differ from bwd_warps / bwd_stages
-    dx_stages: int | None = None
-    pair_warps: int | None = None   # _pair_weights_kernel's own
-    pair_stages: int | None = None
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
@@ -381,10 +377,10 @@ def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:
 
 
 class PairScratch(NamedTuple):
-    """The pair stages' outputs besides ``dx``: the gradients of ``B`` and ``C``, the fp32 partials of ``dD``,
-    and the per-step terms the step-size gradient assembles."""
-    dB: torch.Tensor                  # (b, L, G, N) fp32
-    dC: torch.Tensor                  # (b, L, G, N) fp32
+    """The pair stages' outputs besides ``dx``: fp32 partial sums, added up by the launcher, and the
+    per-step terms the step-size gradient assembles."""
+    db_part: torch.Tensor             # (b, L, head blocks, N) dB per head block
+    dc_part: torch.Tensor             # (b, L, head blocks, N) dC per head block (atomic adds by default)
     dd_part: torch.Tensor | None      # (row blocks, b, H, P) dD per row block, when D is given
     pair_rows: torch.Tensor           # (b, H, Lp) fp64: sum over s of the pair terms T_ts (the "rs" of bwd_pairs)
     pair_cols: torch.Tensor           # (b, H, Lp) fp64: sum over t of T_ts (the "cs")
@@ -394,11 +390,10 @@ class PairScratch(NamedTuple):
     diag_grads: torch.Tensor | None = None  # (b, H, Lp) fp32: dy_s . x_s, the gradient of a per-step weight of x_s
 
 
-def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, diag=None, dd=True):
-    """dx, dB, dC and the partials of dD from the pairs inside each chunk (``bwd_pairs.py``).
+def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True):
+    """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
     ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). ``dd=False``: no dD partials
-    (the gate's backward took them from the unrounded ``dy``). dB and dC are sums in a fixed order; the
-    step-size terms' are fp64 atomics. Returns ``(dx, PairScratch)``."""
+    (the gate's backward took them from the unrounded ``dy``). Returns ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -410,35 +405,25 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, diag=None,
     dx = torch.empty_like(x)
     rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
     s = PairScratch(
-        dB=_f32(bsz, L, G, N, device=dev), dC=_f32(bsz, L, G, N, device=dev),
+        db_part=_f32(bsz, L, n_hb, N, device=dev),
+        dc_part=_f32(bsz, L, n_hb, N, device=dev),   # stored whole by dc_states_kernel, which runs first
         dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None and dd else None,
         pair_rows=rs, pair_cols=torch.zeros_like(rs),
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
         entering_terms=torch.empty_like(rs, dtype=torch.float32),
         diag_grads=torch.empty_like(rs, dtype=torch.float32) if diag is not None else None)
-    # fp32 partials: the head blocks' W sums per chunk (only the tiles on and above the diagonal are written and
-    # read), dB's end-state and dC's entering-state terms per head block
-    wsum = _f32(bsz, n_hb, nc, p.Q, p.Q, device=dev)
-    db_part = _f32(bsz, L, n_hb, N, device=dev)
-    dc_part = _f32(bsz, L, n_hb, N, device=dev)
-    sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc)
-    block_n = max(16, next_power_of_2(N))
-    meta = dict(Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=block_n, DOT=p.dot)
-    warps = lambda w, st: dict(num_warps=w or p.bwd_warps, num_stages=st or p.bwd_stages)  # noqa: E731
+    sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum))
+    meta = dict(Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k, BLOCK_P=max(16, next_power_of_2(P)),
+                BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     cb = bmm(B, C, p)
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
                  DD_PART=s.dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
-                 lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_K=p.bwd_block_k, **meta,
-                 **warps(p.dx_warps, p.dx_stages))
-    dc_states_kernel((rows, bsz * n_hb), DY=dy, C=C, CUM=cum, HS=hs, SEQ=seq, DC_PART=dc_part,
-                     INTER=s.entering_terms, **sizes, HEADS=k, **meta, **warps(None, None))
-    pair_weights_kernel((rows, bsz * n_hb), X=x, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq, WSUM=wsum,
-                        DB_PART=db_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, lo_off=lo_offset(cum), HEADS=k,
-                        BLOCK_K=p.bwd_block_k, **meta, **warps(p.pair_warps, p.pair_stages))
-    bn = min(block_n, 64)
-    pair_products_kernel((rows, bsz * G, 2 * cdiv(N, bn)), B=B, C=C, WSUM=wsum, DB_PART=db_part, DC_PART=dc_part,
-                         DB=s.dB, DC=s.dC, L=L, G=G, N=N, nc=nc, n_hb=n_hb, Q=p.Q, BLOCK_M=p.bwd_block_m,
-                         BLOCK_K=p.bwd_block_k, BLOCK_N=bn, DOT=p.dot, num_warps=p.bwd_warps)
+                 D_PER_CHANNEL=D is not None and D.dim() == 2, **meta)
+    dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
+                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
+    db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
+                       DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
+                       ATOMIC_DC=not deterministic, **meta)
     return dx, s
 
 
@@ -447,8 +432,8 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
                  heads=None, tiles=None, deterministic=False):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
-    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32. ``deterministic``: the rule's plan,
-    not the tuner's. ``dB`` and ``dC`` take no atomics; the step-size sums use fp64 atomics in both modes: their
+    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32. ``deterministic``: ``dC`` without
+    atomics (a second pass over the pairs). The step-size sums use fp64 atomics in both modes: their
     order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely.
 
     The stages mirror the forward's (see the table in ``kernels/ssd/__init__.py``): the gate, the
@@ -472,7 +457,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
     ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
-    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, dd=z is None)
+    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None)
 
     ddt = torch.empty_like(dt)
     da_part = _f32(bsz, H, nc, device=x.device)
@@ -483,10 +468,13 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
                   DBIAS_PART=dbias_part, L=L, H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp,
                   Q=p.Q)
 
+    per_group_blocks = s.db_part.shape[2] // G
+    dB = s.db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    dC = s.dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
     if D is not None and z is None:
         dD = s.dd_part.sum((0, 1))
         if D.dim() == 1:
             dD = dD.sum(1)
-    return (dx, ddt, da_part.sum((0, 2)), s.dB, s.dC, dD, dz,
+    return (dx, ddt, da_part.sum((0, 2)), dB, dC, dD, dz,
             dbias_part.sum((0, 2)) if dt_bias is not None else None,
             dh0 if initial_states is not None else None)

@@ -198,9 +198,8 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
             starts from its own Input_States (``(num_sequences, H, ...)``) or from zeros, and the final states
             come one per sequence; gradients flow to every input, the input states included, and from every
             final state (the final ssm states are then rebuilt in PyTorch, O(L H P N) more work).
-        deterministic: keyword only, as for :func:`mamba_chunk_scan_combined`: True runs the backward with the
-            rule's tile plan, not the tuner's pick, so gradients repeat across processes (up to the rare last bit
-            noted there). None follows
+        deterministic: keyword only. The backward adds dQ's pair part (the SSD's dC) with fp32 atomics by
+            default; True makes a second pass instead, so gradients repeat bit for bit. None follows
             ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:

@@ -62,7 +62,7 @@ def _backward(saved, grads):
                                   "supported yet (the angle, k and x states' are)")
     dx, dk, dq, dscale, da, dh0 = _k.core_backward(
         grads["y"], grads["final"] if saved["seq"] is None else None, saved["x"], saved["k"], saved["q"],
-        (saved["dtp"], saved["cum"], saved["hs"]), saved["chunk_size"], _IO[saved["io"]],
+        (saved["dtp"], saved["cum"], saved["hs"]), saved["chunk_size"], saved["deterministic"], _IO[saved["io"]],
         saved["seq"], saved["x"].shape[1] // saved["scale"].shape[2])
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 

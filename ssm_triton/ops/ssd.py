@@ -164,9 +164,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
         return_final_states: also return the state after the last step, ``(batch, H, P, N)`` fp32.
         return_varlen_states: also return each packed sequence's last state, ``(S, H, P, N)`` fp32
             (not differentiable).
-        deterministic: keyword only. ``True`` runs the backward with the rule's tile plan, not the tuner's pick
-            (which may differ between processes, and with it the rounding); ``dB`` and ``dC`` never use atomics,
-            the step-size sums use fp64 ones (their order can flip an fp32 last bit, rarely). ``None`` follows
+        deterministic: keyword only. The backward adds ``dC``'s pair part with fp32 atomics by default;
+            ``True`` makes a second pass over the pairs instead (slower). ``None`` follows
             ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
