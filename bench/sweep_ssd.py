@@ -71,8 +71,24 @@ def sweep(t, chunk, label):
             print(f"  bwd failed {tiles}: {type(e).__name__}: {str(e)[:80]}")
 
 
+# backward plans whose kernel breakdowns "bwd_kernels" prints: the dx kernel's own fields varied beside the
+# shared ones (each kernel's time depends on its own tiles only), so the best of each can be read off
+BWD_VARIANTS = [{}, dict(dx_stages=2), dict(dx_warps=8), dict(bwd_stages=1, dx_warps=8),
+                dict(bwd_block_k=32), dict(min_programs=1056), dict(min_programs=2112)]
+
+
+def bwd_kernels(t, chunk, label):
+    for tiles in BWD_VARIANTS:
+        print(f"{label}: kernels of one forward + backward, backward tiles {tiles}")
+        try:
+            kernel_breakdown(t, chunk, tiles)
+        except Exception as e:  # out of shared memory, say
+            print(f"  failed: {type(e).__name__}: {str(e)[:80]}")
+        sys.stdout.flush()
+
+
 def main() -> int:
-    only = sys.argv[1:]  # "breakdown" and/or "sweep"; both by default
+    only = sys.argv[1:]  # "breakdown", "sweep" and/or "bwd_kernels"; the first two by default
     for b, L in ((8, 4096), (1, 2048)):
         t = problem(b, L)
         label = f"b={b} L={L} H=64 P=64 N=128 chunk 256 bf16"
@@ -81,6 +97,8 @@ def main() -> int:
             kernel_breakdown(t, 256)
         if not only or "sweep" in only:
             sweep(t, 256, label)
+        if "bwd_kernels" in only:
+            bwd_kernels(t, 256, label)
         sys.stdout.flush()
     return 0
 

@@ -176,7 +176,8 @@ def ssd_cases():
                 dict(MODE=mode, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
         yield "ssd state fwd", ssd_pass.state_fwd_kernel, {**f32("S", "CUM", "H0", "FINAL"), "HS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
-        yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"), **ints}, \
+        yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
+                                                           "DS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
@@ -184,11 +185,11 @@ def ssd_cases():
             {**iop("X", "B", "C", "Z", "Y", "OUT", "HS"), **f32("CB", "DTP", "CUM", "D", "DIAG"), **ints}, \
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
-            {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "ADJ", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
-             **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
+            {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
-            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "ADJ", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
-             **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
+            {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
         yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         # the fused forward at the launcher's chunk (32) and channel tiles; IEEE fp32 products run it only when

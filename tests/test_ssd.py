@@ -278,7 +278,9 @@ def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate
 @given(L=st.integers(1, 40), seed=seeds(), data=st.data())
 def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
     """fp32 inputs: IEEE products under "highest" (held to the fp32 tolerance), TF32 tensor cores under "high"
-    (held to TF32's: inputs rounded to 10 mantissa bits, fp32 sums); the plan says which it took."""
+    (operands rounded to 10 mantissa bits, fp32 sums: held to fp16's budget for operands computed inside the
+    kernels, ``tolerance.COMPUTED_OPERANDS``, as the decay-weighted x and the states are; a flat 5e-3 failed on
+    the H200 at 5.7e-3, 2026-12-04); the plan says which it took."""
     import triton.language as tl
 
     from ssm_triton.kernels.ssd import launch
@@ -288,7 +290,8 @@ def test_fp32_follows_torch_matmul_precision(device, L, seed, data):
     want = ssd_np(**as_np(t))[0]
     before = torch.get_float32_matmul_precision()
     try:
-        for precision, dot, tol in (("highest", tl.float32, 1e-4), ("high", TF32, 5e-3)):
+        tf32_tol = ssm_triton.tolerance.tolerance(torch.float16, computed_operands=True)
+        for precision, dot, tol in (("highest", tl.float32, 1e-4), ("high", TF32, tf32_tol)):
             torch.set_float32_matmul_precision(precision)
             assert launch.plan(t["x"], 5, 16).dot == dot
             out = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)

@@ -73,6 +73,11 @@ class Plan:
     bwd_block_k: int = 64
     bwd_warps: int = 4
     bwd_stages: int = 2
+    # _dx_dd_kernel's own (None: bwd_warps / bwd_stages). One stage: 1.135 ms against 1.360 with two at b8 L4096
+    # H64 P64 N128 chunk 256 bf16, 0.099 against 0.107 at b1 L2048, where the other pair stages lose with one
+    # (H200, 2026-12-04, bench/sweep_ssd.py bwd_kernels)
+    dx_warps: int | None = None
+    dx_stages: int | None = 1
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
@@ -240,17 +245,19 @@ def state_passing(own, cum, seq, h0, L, p: Plan):
 
 def state_passing_bwd(adj, hs, cum, seq, dfinal, L, p: Plan):
     """The reversed state passing: ``adj (b, H, nc, P, N)``, what each chunk's outputs send back to its
-    entering state -> ``(ds, dh0, fpart)``: ``ds`` (in ``adj``'s place) the gradient of each chunk's end
-    state, ``dh0 (b, H, P, N)`` that of the initial state, ``fpart (b, H, nc, blocks)`` partial sums of
-    the chunk-decay gradients."""
+    entering state -> ``(ds, dh0, fpart)``: ``ds`` the gradient of each chunk's end state, in the tensor
+    cores' dtype (only tensor-core products read it: stored as they would round it, it is half the bytes
+    that the pair stages read four times over, once per row block of a chunk), ``dh0 (b, H, P, N)`` fp32 that
+    of the initial state, ``fpart (b, H, nc, blocks)`` partial sums of the chunk-decay gradients."""
     bsz, H, nc, P, N = adj.shape
     PN = P * N
     n_blk = cdiv(PN, STATE_BLOCK)
+    ds = torch.empty(adj.shape, device=adj.device, dtype=p.torch_dot)
     dh0 = _f32(bsz, H, P, N, device=adj.device)
     fpart = _f32(bsz, H, nc, n_blk, device=adj.device)
-    state_bwd_kernel((bsz * H, n_blk), ADJ=adj, HS=hs, CUM=cum, SEQ=seq, DFINAL=dfinal, DH0=dh0, FPART=fpart, L=L, H=H,
-                     Lp=nc * p.Q, nc=nc, PN=PN, Q=p.Q, BLOCK=STATE_BLOCK)
-    return adj, dh0, fpart
+    state_bwd_kernel((bsz * H, n_blk), ADJ=adj, HS=hs, CUM=cum, SEQ=seq, DFINAL=dfinal, DS=ds, DH0=dh0, FPART=fpart,
+                     L=L, H=H, Lp=nc * p.Q, nc=nc, PN=PN, Q=p.Q, BLOCK=STATE_BLOCK)
+    return ds, dh0, fpart
 
 
 def bmm(B, C, p: Plan):
@@ -418,7 +425,8 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     cb = bmm(B, C, p)
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
                  DD_PART=s.dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
-                 D_PER_CHANNEL=D is not None and D.dim() == 2, **meta)
+                 D_PER_CHANNEL=D is not None and D.dim() == 2,
+                 **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
                      DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
     db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,

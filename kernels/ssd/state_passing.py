@@ -63,7 +63,7 @@ def _state_fwd_kernel(S, HS, CUM, SEQ, H0, FINAL, L, H, Lp, nc, PN,
 
 
 @triton.jit
-def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
+def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DS, DH0, FPART, L, H, Lp, nc, PN,
                       HAS_DFINAL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
     bh, e, ok, bi, row, base, run = _program(DFINAL, H, Lp, nc, PN, HAS_DFINAL, BLOCK)
     blk = tl.program_id(1)
@@ -74,7 +74,7 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DH0, FPART, L, H, Lp, nc, PN,
         c = nc - 1 - i
         adj_next = tl.load(ADJ + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0)   # prefetch, as above
         enter_next = tl.load(HS + base + ((c + nc - 1) % nc) * PN + e, mask=ok, other=0.0).to(tl.float32)
-        tl.store(ADJ + base + c * PN + e, run, mask=ok)
+        tl.store(DS + base + c * PN + e, run.to(DS.dtype.element_ty), mask=ok)
         carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
         tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + blk, carry * tl.sum(run * enter, axis=0))
         run = adj + carry * run
