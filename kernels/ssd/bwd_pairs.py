@@ -16,9 +16,11 @@ reversed state passing), ``M_ts`` the causal, same-sequence mask, ``E_ts = M_ts 
   ``_db_dc_pairs_kernel`` then adds the pair part ``W^T B_s`` to ``dC`` with fp32 atomics as it goes (it holds
   ``W`` already); in deterministic mode this kernel walks the pairs itself.
 
-``T`` is formed once per pair in fp32 and summed in fp64, so ``rs`` and ``cs`` (whose difference, taken
-when the step-size gradient is assembled in ``bwd_dt.py``, is tiny next to each when decays are strong)
-cancel exactly where they should, whatever precision the tensor-core products had.
+Only ``rs - cs`` is ever used (``bwd_dt.decay_grad``), so the diagonal ``T_tt``, which both would hold and
+which dominates both when decays are strong, is left out of both: what remains are pairs ``s < t``, each
+carrying at least one step's decay, so their sums have no large part to cancel and a tile's are taken in
+fp32, then added across tiles and heads with fp64 atomics. (Until 2026-12-04 every ``T`` was converted to
+fp64 and summed whole, a 64x64 fp64 tile per head and pair of blocks, to make the diagonals cancel exactly.)
 ``_db_dc_pairs_kernel`` / ``_dc_states_kernel`` programs loop over ``HEADS`` heads of one group and write one fp32
 partial per head block.
 """
@@ -184,9 +186,9 @@ def _db_dc_pairs_kernel(
             wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
                                seq_s, seq_t, HAS_SEQ, DOT)
             wsum += wgt
-            pair = (cb * wgt).to(tl.float64)
-            tl.atomic_add(CS + row + s, tl.sum(pair, axis=1), mask=s_ok, sem="relaxed")
-            tl.atomic_add(RS + row + t, tl.sum(pair, axis=0), mask=t_ok, sem="relaxed")
+            pair = tl.where(t[None, :] > s[:, None], cb * wgt, 0.0)   # T without its diagonal (see above)
+            tl.atomic_add(CS + row + s, tl.sum(pair, axis=1).to(tl.float64), mask=s_ok, sem="relaxed")
+            tl.atomic_add(RS + row + t, tl.sum(pair, axis=0).to(tl.float64), mask=t_ok, sem="relaxed")
         db += mm(wsum, _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok), DOT)
         if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
             tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],

@@ -389,8 +389,8 @@ class PairScratch(NamedTuple):
     db_part: torch.Tensor             # (b, L, head blocks, N) dB per head block
     dc_part: torch.Tensor             # (b, L, head blocks, N) dC per head block (atomic adds by default)
     dd_part: torch.Tensor | None      # (row blocks, b, H, P) dD per row block, when D is given
-    pair_rows: torch.Tensor           # (b, H, Lp) fp64: sum over s of the pair terms T_ts (the "rs" of bwd_pairs)
-    pair_cols: torch.Tensor           # (b, H, Lp) fp64: sum over t of T_ts (the "cs")
+    pair_rows: torch.Tensor           # (b, H, Lp) fp64: sum over s < t of the pair terms T_ts (the "rs" of bwd_pairs)
+    pair_cols: torch.Tensor           # (b, H, Lp) fp64: sum over t > s of T_ts (the "cs")
     state_terms: torch.Tensor         # (b, H, Lp) fp32: U_s = dt_s x_s . (state part of v_s) (the "us")
     direct_terms: torch.Tensor        # (b, H, Lp) fp32: x_s . v_s, the direct d dt_s (the "xv")
     entering_terms: torch.Tensor      # (b, H, Lp) fp32: d cum_t through the entering state (the "inter")
