@@ -67,8 +67,9 @@ def _sizes(Q, V, Angles, chunk_size, tiles) -> Sizes:
     N, S = Q.shape[3], Angles.shape[3]
     nc = cdiv(L, chunk_size)
     bt = steps_per_block(V.device, chunk_size)
-    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size, **(tiles or {})), nc, nc * chunk_size,
-                 V.device, bt, nc * chunk_size // bt, *_tiles(N, S))
+    # dx_stages=None: the SSD's one-stage dx was measured on the SSD's shapes only (2026-12-04), not on Mamba-3's
+    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size, **{"dx_stages": None, **(tiles or {})}),
+                 nc, nc * chunk_size, V.device, bt, nc * chunk_size // bt, *_tiles(N, S))
 
 
 def _ssd_problem(Q, V, chunk_size, Z, cu_seqlens) -> ssd.SSDProblem:
