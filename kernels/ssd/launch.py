@@ -163,7 +163,7 @@ def _forward_options(p: SSDProblem, mode):
 def _backward_options(p: SSDProblem, mode):
     return _fitting([dict(bwd_block_m=64, bwd_block_k=64, min_programs=4 * mode.sm_count),
                      dict(bwd_block_m=32, bwd_block_k=32, min_programs=16 * mode.sm_count), dict(bwd_stages=1),
-                     dict(bwd_warps=8)], p.chunk_size)
+                     dict(bwd_warps=8), dict(dx_stages=2)], p.chunk_size)
 
 
 def _plan_key(p: SSDProblem) -> tuple:
