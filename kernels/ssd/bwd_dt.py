@@ -6,8 +6,8 @@
 so ``d a_r = sum_{t >= r} d cum_t`` plus the gradient of the chunk's total decay. From the pair stages,
 ``d cum_t = rs_t + inter_t - cs_t - u_t`` (decays into step ``t`` minus decays out of it) and the total
 decay gets ``sum_s u_s`` (through the chunk's own state) and ``f_c`` (through the carried state). Both
-are summed so that nothing large cancels: ``rs - cs`` (diagonal-free, ``bwd_pairs.py``) in fp64, and ``sum_s u_s - sum_{s >= r} u_s`` as
-the prefix ``sum_{s < r} u_s``. Then
+are summed so that nothing large cancels: ``rs - cs`` in fp64 (each without the diagonal pairs, which cancel:
+``bwd_pairs.py``), and ``sum_s u_s - sum_{s >= r} u_s`` as the prefix ``sum_{s < r} u_s``. Then
 ``d dt_r = x_r.v_r + A d a_r``, ``dA = sum dt_r d a_r``, and ``d dt_r`` is pulled back through the clamp,
 the softplus and the bias.
 """
