@@ -189,7 +189,7 @@ def ssd_cases():
              "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
-             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, **tiles)
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, HEAVY_FIRST=opt, **tiles)
         yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         # the fused forward at the launcher's chunk (32) and channel tiles; IEEE fp32 products run it only when

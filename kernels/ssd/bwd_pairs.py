@@ -73,11 +73,11 @@ def _tiles(r0, L, P, N, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: t
 
 
 @triton.jit
-def _head_block(H, G, HEADS):
-    """(batch row, head block, its group, head blocks per row) of a program over ``HEADS`` heads."""
+def _head_block(bhb, H, G, HEADS):
+    """(batch row, head block, its group, head blocks per row) of program index ``bhb`` over ``HEADS`` heads."""
     n_hb = H // HEADS
-    hb = tl.program_id(1) % n_hb
-    return tl.program_id(1) // n_hb, hb, (hb * HEADS) // (H // G), n_hb
+    hb = bhb % n_hb
+    return bhb // n_hb, hb, (hb * HEADS) // (H // G), n_hb
 
 
 @triton.jit
@@ -160,12 +160,20 @@ def _db_dc_pairs_kernel(
     # sizes
     L, H, G, P, N, Lp, nc, lo_off, HEADS,
     # meta-parameters
-    ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, HEAVY_FIRST: tl.constexpr, Q: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
-    s0 = tl.program_id(0) * BLOCK_M
-    c = s0 // Q
-    bi, hb, g, n_hb = _head_block(H, G, HEADS)
+    if HEAVY_FIRST:
+        # grid (chunks x rows x head blocks, row blocks a chunk): the blocks that walk the most of their chunk's
+        # pairs (the first of each chunk walks all of it) are dispatched first, so the last wave is short work.
+        # Blocks past the end of a short last chunk find nothing to walk and store nothing.
+        c = tl.program_id(0) % nc
+        s0 = c * Q + tl.program_id(1) * BLOCK_M
+        bi, hb, g, n_hb = _head_block(tl.program_id(0) // nc, H, G, HEADS)
+    else:
+        s0 = tl.program_id(0) * BLOCK_M
+        c = s0 // Q
+        bi, hb, g, n_hb = _head_block(tl.program_id(1), H, G, HEADS)
     start, end, _ = chunk_bounds(c, L, Q)
     cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
     s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
@@ -220,7 +228,7 @@ def _dc_states_kernel(
 ):
     t0 = tl.program_id(0) * BLOCK_M
     c = t0 // Q
-    bi, hb, g, n_hb = _head_block(H, G, HEADS)
+    bi, hb, g, n_hb = _head_block(tl.program_id(1), H, G, HEADS)
     start, _, prev = chunk_bounds(c, L, Q)
     t, t_ok, ps, p_ok, ns, n_ok = _tiles(t0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_t = bi.to(tl.int64) * L + t

@@ -78,6 +78,9 @@ class Plan:
     # (H200, 2026-12-04, bench/sweep_ssd.py bwd_kernels)
     dx_warps: int | None = None
     dx_stages: int | None = 1
+    # _db_dc_pairs_kernel's programs ordered by the pairs they walk, longest first (a tuner candidate: its ~4 waves
+    # at the headline left 15% of the SMs' cycles idle in Nsight Compute, 2026-12-04; not yet timed)
+    heavy_first: bool = False
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
@@ -163,7 +166,7 @@ def _forward_options(p: SSDProblem, mode):
 def _backward_options(p: SSDProblem, mode):
     return _fitting([dict(bwd_block_m=64, bwd_block_k=64, min_programs=4 * mode.sm_count),
                      dict(bwd_block_m=32, bwd_block_k=32, min_programs=16 * mode.sm_count), dict(bwd_stages=1),
-                     dict(bwd_warps=8), dict(dx_stages=2)], p.chunk_size)
+                     dict(bwd_warps=8), dict(dx_stages=2), dict(heavy_first=True)], p.chunk_size)
 
 
 def _plan_key(p: SSDProblem) -> tuple:
@@ -429,9 +432,10 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
                  **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
                      DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
-    db_dc_pairs_kernel((rows, bsz * n_hb), X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
+    grid = (nc * bsz * n_hb, p.Q // p.bwd_block_m) if p.heavy_first else (rows, bsz * n_hb)
+    db_dc_pairs_kernel(grid, X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
-                       ATOMIC_DC=not deterministic, **meta)
+                       ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, **meta)
     return dx, s
 
 
