@@ -74,7 +74,7 @@ def sweep(t, chunk, label):
 # backward plans whose kernel breakdowns "bwd_kernels" prints: the dx kernel's own fields varied beside the
 # shared ones (each kernel's time depends on its own tiles only), so the best of each can be read off
 BWD_VARIANTS = [{}, dict(dx_stages=2), dict(dx_warps=8), dict(bwd_stages=1, dx_warps=8),
-                dict(bwd_block_k=32), dict(min_programs=1056), dict(min_programs=2112)]
+                dict(bwd_block_k=32), dict(min_programs=1056), dict(min_programs=2112), dict(heavy_first=True)]
 
 
 def bwd_kernels(t, chunk, label):
