@@ -62,14 +62,19 @@ def pseudo_steps(scale: torch.Tensor, a: torch.Tensor, R: int, chunk_size: int):
     return dtp, cum
 
 
+def ssd_plan(x, N, chunk_size, **overrides):
+    """The SSD stages' plan as Mamba-3 takes it (SISO and MIMO): two pipeline stages in the dx kernel, where the
+    SSD's rule runs one (measured on the SSD's shapes only, 2026-12-04, not on Mamba-3's)."""
+    return ssd.plan(x, N, chunk_size, **{"dx_stages": None, **overrides})
+
+
 def core_plan(x, N, chunk_size, io_dtype):
     """The SSD plan for fp32 ``x`` whose tensor-core operands take ``io_dtype`` (bf16 or fp16 inputs): ``x``, ``y``
     and their gradients stay fp32, so the in-step correction added outside does not cancel against rounded
     values. The interpreter emulates the tensor cores' products (``ssd/common.mm``)."""
-    # dx_stages=None: the SSD's one-stage dx (its measurement) was not timed on Mamba-3's shapes
     if io_dtype == torch.float32:
-        return ssd.plan(x, N, chunk_size, dx_stages=None)
-    return ssd.plan(x, N, chunk_size, dx_stages=None, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
+        return ssd_plan(x, N, chunk_size)
+    return ssd_plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
 
 
 def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None, R=1):

@@ -8,7 +8,7 @@ from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_backward
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..tuning import TunablePlan, run_mode
-from .core import decay_grad_kernel
+from .core import decay_grad_kernel, ssd_plan
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
                    seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel)
 
@@ -67,9 +67,8 @@ def _sizes(Q, V, Angles, chunk_size, tiles) -> Sizes:
     N, S = Q.shape[3], Angles.shape[3]
     nc = cdiv(L, chunk_size)
     bt = steps_per_block(V.device, chunk_size)
-    # dx_stages=None: the SSD's one-stage dx was measured on the SSD's shapes only (2026-12-04), not on Mamba-3's
-    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd.plan(V, N, chunk_size, **{"dx_stages": None, **(tiles or {})}),
-                 nc, nc * chunk_size, V.device, bt, nc * chunk_size // bt, *_tiles(N, S))
+    return Sizes(b, L, H, P, Q.shape[2], N, S, ssd_plan(V, N, chunk_size, **(tiles or {})), nc, nc * chunk_size,
+                 V.device, bt, nc * chunk_size // bt, *_tiles(N, S))
 
 
 def _ssd_problem(Q, V, chunk_size, Z, cu_seqlens) -> ssd.SSDProblem:
