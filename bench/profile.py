@@ -8,6 +8,10 @@ our tuned kernels ran with (new entries only).
 ``--calls N`` only runs each workload N times, without torch.profiler: the program to put under Nsight
 Compute, whose profiler and torch's cannot share the device (``ncu -k regex:NAME --launch-skip ...
 python -m ssm_triton.bench.profile --ops OP --match S --impl ssm_triton --calls 4``).
+
+``--memory``: instead of kernel times, one call's allocations at their peak (PyTorch's allocator history), the
+tensors alive at that moment grouped by the line that allocated them, largest first: where a call's peak
+memory comes from, ours beside the peer's.
 """
 import argparse
 
@@ -25,6 +29,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", type=int, default=12)
     parser.add_argument("--impl", default="", help="profile only implementations whose name contains this")
     parser.add_argument("--calls", type=int, default=0, help="run each workload this often, no profiler (for ncu)")
+    parser.add_argument("--memory", action="store_true", help="the allocations alive at one call's peak, by site")
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     from ..kernels import tuning
@@ -39,6 +44,13 @@ def main(argv=None) -> None:
                 if args.impl not in name:
                     continue
                 fn = impl(x, w.direction)
+                if args.memory:
+                    print(f"\n{label} {name}:")
+                    try:
+                        print(memory_at_peak(fn, args.rows))
+                    except Exception as e:   # a peer's failure must not cost the other rows of the call
+                        print(f"  failed: {type(e).__name__}: {e}")
+                    continue
                 if args.calls:
                     for _ in range(args.calls):
                         fn()
@@ -64,6 +76,49 @@ def main(argv=None) -> None:
                         print(f"  tuned: {entry[:100]} -> {kw}")
             del x
             torch.cuda.empty_cache()
+
+
+def _site(frames) -> str:
+    """The innermost frame of this library's or a peer's code (not torch's, not the benchmark's)."""
+    for f in frames:
+        name = f.get("filename", "")
+        if ("ssm_triton" in name or "mamba_ssm" in name or "/kernels/" in name or "fla" in name) \
+                and "/bench/" not in name:
+            return f"{'/'.join(name.split('/')[-2:])}:{f.get('line')} {f.get('name')}"
+    return "other: " + (f"{frames[0].get('filename', '').split('/')[-1]}:{frames[0].get('line')}" if frames else "?")
+
+
+def memory_at_peak(fn, rows: int) -> str:
+    """Runs ``fn`` twice (a warm-up, then once recorded) and returns the live allocations made by the recorded
+    call at the moment its allocated total peaked, summed by allocating site, in MiB."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
+    try:
+        out = fn()
+        torch.cuda.synchronize()
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    del out
+    dev = torch.cuda.current_device()
+    live, total, peak, at_peak = {}, 0, 0, {}
+    for e in snap["device_traces"][dev]:
+        if e["action"] == "alloc":
+            live[e["addr"]] = (e["size"], _site(e.get("frames", [])))
+            total += e["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif e["action"] in ("free_requested",) and e["addr"] in live:
+            total -= live.pop(e["addr"])[0]
+    by_site: dict = {}
+    for size, site in at_peak.values():
+        n, s = by_site.get(site, (0, 0))
+        by_site[site] = (n + 1, s + size)
+    lines = [f"  peak {peak / 2**20:.1f} MiB above the call's start, {len(at_peak)} tensors alive"]
+    for site, (n, s) in sorted(by_site.items(), key=lambda kv: -kv[1][1])[:rows]:
+        lines.append(f"  {s / 2**20:9.1f} MiB {n:3d}x  {site[:120]}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

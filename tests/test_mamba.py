@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, selective_scan_ref
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
-from strategies import examples, seeds
+from strategies import BIG, examples, seeds
 
 # block-level cases are whole models under the interpreter: few examples there, the GPU profile runs many
 FEW = examples(5)
@@ -70,7 +70,8 @@ def test_gradients_match_the_references_composed(device, L, seed):
 
 
 @FEW
-@given(L=st.integers(2, 24), prefill=st.integers(0, 23), d_conv=st.integers(2, 4), seed=seeds())
+# each decode step costs the interpreter ~1.5 s (the fused step's in-projection): CI's sequences are shorter
+@given(L=st.integers(2, 24 if BIG else 12), prefill=st.integers(0, 23), d_conv=st.integers(2, 4), seed=seeds())
 def test_prefill_then_decode_equals_the_full_forward(device, L, prefill, d_conv, seed):
     m = build(device, seed % 1000, d_conv=d_conv)
     u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))

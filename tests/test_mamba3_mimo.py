@@ -42,7 +42,7 @@ def _leaves(t: dict, cast=None) -> dict:
     return mamba3_leaves(t, bool(cast))
 
 
-@examples(10)
+@examples(5)   # 10 took 97 s of CI (2 cores, 2026-12-04); the gpu profile keeps its 100
 @given(b=st.integers(1, 2), L=st.one_of(st.integers(1, 24), st.just(17)), R=st.sampled_from([1, 2, 3, 4]),
        heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]), P=st.sampled_from([1, 5, 8]), N=st.sampled_from([2, 6, 16]),
        seed=seeds(), options=st.booleans(), with_out=st.booleans(), chunk=st.sampled_from([4, 8, 16]),

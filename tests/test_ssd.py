@@ -51,6 +51,7 @@ def as_np(t):
     return {k: (v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
 
 
+@examples(30)   # the profile's 50 took 40 s of CI
 @given(**sizes())
 def test_forward_matches_both_references(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
                                          packed, dtype):
@@ -126,6 +127,7 @@ def test_chunk_size_does_not_change_the_result(device, L):
             torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5)
 
 
+@examples(25)   # the profile's 50 took 61 s of CI
 @given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=4), seed=seeds(), options=st.booleans(),
        chunk=st.sampled_from([16, 32]), give_seq_idx=st.booleans())
 def test_packed_row_equals_each_sequence_alone(device, lengths, seed, options, chunk, give_seq_idx):
@@ -255,6 +257,7 @@ def test_bad_input_is_rejected_with_the_argument_named(device, override, exc, ma
         ssm_triton.mamba_chunk_scan_combined(**args)
 
 
+@examples(20)   # the profile's 50 took 88 s of CI (2 cores, 2026-12-04)
 @given(L=st.integers(20, 64), chunk=st.sampled_from([32, 64]), rate=st.floats(2.0, 12.0), seed=seeds())
 def test_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, chunk, rate, seed):
     # cum_t - cum_s must keep fp32 accuracy where both are large; a single fp32 cumsum loses it
