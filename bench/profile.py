@@ -80,10 +80,10 @@ def main(argv=None) -> None:
 
 def _site(frames) -> str:
     """The innermost frame of this library's or a peer's code (not torch's, not the benchmark's)."""
-    for f in frames:
+    for f in frames:   # innermost first; replay.py and tuning.py only pass the allocation through
         name = f.get("filename", "")
         if ("ssm_triton" in name or "mamba_ssm" in name or "/kernels/" in name or "fla" in name) \
-                and "/bench/" not in name:
+                and "/bench/" not in name and not name.endswith(("replay.py", "tuning.py")):
             return f"{'/'.join(name.split('/')[-2:])}:{f.get('line')} {f.get('name')}"
     return "other: " + (f"{frames[0].get('filename', '').split('/')[-1]}:{frames[0].get('line')}" if frames else "?")
 

@@ -139,6 +139,62 @@ class _Launch:
         self.kernel._launch(self.grid, _fill(self.args, table), self.kw)
 
 
+class _Free:
+    """Drops the table's hold on slots that no later step reads. Without it a replay kept every intermediate of
+    the call alive to its end: the SSD backward's fp32 adjoint sums (256 MiB at b8 L4096 H64 P64 N128) through
+    the whole pair stage, 1281 MiB at the fwd+bwd's peak where the unreplayed path needs ~1025 (H200,
+    2026-12-04). Only the replay's references go: a tensor that something else holds (autograd's saved tensors,
+    a view's base) stays."""
+    __slots__ = ("slots",)
+
+    def __init__(self, slots: tuple):
+        self.slots = slots
+
+    def __call__(self, table, stream) -> None:
+        for s in self.slots:
+            table[s] = None
+
+
+def _slots_in(obj, into: set) -> None:
+    kind = type(obj)
+    if kind is _Slot:
+        into.add(obj.i)
+    elif kind is _Filled:
+        into.update(s for _, s in obj.direct)
+        for _, inner in obj.nested:
+            _slots_in(inner, into)
+
+
+def _with_frees(steps: list, n_inputs: int, out) -> list:
+    """``steps`` with a :class:`_Free` after each step that is the last to read (or that made, unread) slots
+    other than the inputs and the result's."""
+    last: dict = {}
+    for i, step in enumerate(steps):
+        used: set = set()
+        if type(step) is _Call:
+            _slots_in(step.args, used)
+            _slots_in(step.kwargs, used)
+            outs = step.outs if step.many else () if step.many is None else (step.outs,)
+            used.update(s for s in outs if s is not None)
+        else:
+            _slots_in(step.args, used)
+            used.update(s for _, s in step.tensors)
+        for s in used:
+            last[s] = i
+    keep: set = set(range(n_inputs))
+    _slots_in(out, keep)
+    frees: dict = {}
+    for s, i in last.items():
+        if s not in keep:
+            frees.setdefault(i, []).append(s)
+    result = []
+    for i, step in enumerate(steps):
+        result.append(step)
+        if i in frees:
+            result.append(_Free(tuple(sorted(frees[i]))))
+    return result
+
+
 class Replay:
     """``replay(inputs) -> result`` for inputs of the signature it was recorded with (the caller keys it); None
     when made stale by ``tuning.forget()`` (the caller records again)."""
@@ -270,7 +326,8 @@ class _Recorder(TorchFunctionMode):
                 if type(step) is _Launch:
                     step.check = tuple(s for s in step.check if s < self.n_inputs)
         r = Replay()
-        r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(self.steps), out, self.device, tuning._generation
+        steps = _with_frees(self.steps, self.n_inputs, out)
+        r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(steps), out, self.device, tuning._generation
         return r
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
 from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop, rmsnorm_torch
-from strategies import examples, seeds
+from strategies import BIG, examples, seeds
 
 
 # mamba_ssm's Mamba3(d_model=16, d_state=8, headdim=8, ngroups=1, rope_fraction=0.5): d_inner 32, 4 heads,
@@ -108,7 +108,7 @@ def test_forward_matches_the_references_composed(device, L, bsz, seed, opts):
 
 @each_option
 @FEW
-@given(L=st.integers(1, 30), seed=seeds())
+@given(L=st.integers(1, 30 if BIG else 16), seed=seeds())   # MIMO's took 66-83 s of CI at up to 30 steps
 def test_gradients_match_the_references_composed(device, L, seed, opts):
     # One step from zero states with the out-projection norm: y = (gamma q.k + D) v is a multiple of v, the
     # norm is blind to its scale, so every scan parameter's gradient is exactly zero and a relative check

@@ -7,6 +7,7 @@ with a stale tensor, a missing step or a wrong slot fails the comparison of the 
 import contextlib
 
 import torch
+from torch.overrides import TorchFunctionMode
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -145,6 +146,44 @@ def test_record_replays_pytorch_calls_in_place_updates_and_nesting(rows, cols, s
         torch.testing.assert_close(got.parts[0], want.parts[0], rtol=0, atol=0)
         torch.testing.assert_close(got.parts[1], want.parts[1], rtol=0, atol=0)
         torch.testing.assert_close(a, a_want, rtol=0, atol=0)
+
+
+@given(n=st.integers(1, 9), seed=seeds())
+def test_a_replay_lets_go_of_each_intermediate_after_its_last_use(n, seed):
+    """A replay drops its hold on a buffer once no later step reads it (its peak memory is then the launcher's
+    own): while the last step runs, the first intermediate, read only by the second step, is gone; the result's
+    tensors and a view's base that the result still needs are not."""
+    import weakref
+
+    def launcher(a):
+        tmp = a * 2.0                 # read only by the next step
+        total = tmp.sum()
+        base = torch.ones(n + 1)      # the result's view keeps it
+        return total + a[0], base[1:]
+
+    class Watch(TorchFunctionMode):
+        """Weak references to each call's tensor result, and whether each was still alive at the last call."""
+        def __init__(self):
+            super().__init__()
+            self.made, self.alive_at_end = [], None
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if getattr(func, "__name__", "") in ("add", "__add__"):
+                self.alive_at_end = [r() is not None for r in self.made]
+            if isinstance(out, torch.Tensor):
+                self.made.append(weakref.ref(out))
+            return out
+
+    g = torch.Generator().manual_seed(seed)
+    _, rep, _ = replay.record(launcher, (torch.randn(n, generator=g),))
+    assert rep is not None
+    a = torch.randn(n, generator=g)
+    with Watch() as w:
+        total, view = rep((a,))
+    assert w.alive_at_end is not None and not w.alive_at_end[0]   # tmp: freed before the last call
+    torch.testing.assert_close(total, (a * 2.0).sum() + a[0], rtol=0, atol=0)
+    torch.testing.assert_close(view, torch.ones(n), rtol=0, atol=0)
 
 
 def test_record_refuses_what_could_depend_on_values():

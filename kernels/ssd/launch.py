@@ -78,8 +78,10 @@ class Plan:
     # (H200, 2026-12-04, bench/sweep_ssd.py bwd_kernels)
     dx_warps: int | None = None
     dx_stages: int | None = 1
-    # _db_dc_pairs_kernel's programs ordered by the pairs they walk, longest first (a tuner candidate: its ~4 waves
-    # at the headline left 15% of the SMs' cycles idle in Nsight Compute, 2026-12-04; not yet timed)
+    # _db_dc_pairs_kernel's programs ordered by the pairs they walk, longest first: its ~4 waves at the headline
+    # left 15% of the SMs' cycles idle in Nsight Compute; 1.715 -> 1.538 ms there, 0.237 -> 0.287 at b1 L2048
+    # (one wave: nothing to balance) on the H200, 2026-12-04 (sweep_ssd bwd_kernels). The rule's many-rows plans
+    # take it
     heavy_first: bool = False
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
@@ -124,7 +126,7 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
              min_programs=4 * mode.sm_count)
     if not interp and block is None:
         if bsz * L * H >= 1 << 20:
-            p = replace(p, block_k=min(32, chunk_size), stages=1)
+            p = replace(p, block_k=min(32, chunk_size), stages=1, heavy_first=True)
         else:
             small = min(32, chunk_size)
             p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=16 * mode.sm_count)
@@ -166,7 +168,8 @@ def _forward_options(p: SSDProblem, mode):
 def _backward_options(p: SSDProblem, mode):
     return _fitting([dict(bwd_block_m=64, bwd_block_k=64, min_programs=4 * mode.sm_count),
                      dict(bwd_block_m=32, bwd_block_k=32, min_programs=16 * mode.sm_count), dict(bwd_stages=1),
-                     dict(bwd_warps=8), dict(dx_stages=2), dict(heavy_first=True)], p.chunk_size)
+                     dict(bwd_warps=8), dict(dx_stages=2), dict(heavy_first=True), dict(heavy_first=False)],
+                    p.chunk_size)
 
 
 def _plan_key(p: SSDProblem) -> tuple:
