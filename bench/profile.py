@@ -89,9 +89,12 @@ def _site(frames) -> str:
 
 
 def memory_at_peak(fn, rows: int) -> str:
-    """Runs ``fn`` twice (a warm-up, then once recorded) and returns the live allocations made by the recorded
-    call at the moment its allocated total peaked, summed by allocating site, in MiB."""
-    fn()
+    """Runs ``fn`` twice (a first call that may tune, then one under the allocator's history, which records the
+    replay where the first tuned) and returns the live allocations made by the second at the moment its allocated
+    total peaked, summed by allocating site, in MiB, and what both left allocated once their results were dropped."""
+    before = torch.cuda.memory_allocated()
+    out = fn()
+    del out
     torch.cuda.synchronize()
     torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
     try:
@@ -101,6 +104,8 @@ def memory_at_peak(fn, rows: int) -> str:
     finally:
         torch.cuda.memory._record_memory_history(enabled=None)
     del out
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_allocated() - before   # what the library keeps across calls (caches, replays)
     dev = torch.cuda.current_device()
     live, total, peak, at_peak = {}, 0, 0, {}
     for e in snap["device_traces"][dev]:
@@ -115,7 +120,8 @@ def memory_at_peak(fn, rows: int) -> str:
     for size, site in at_peak.values():
         n, s = by_site.get(site, (0, 0))
         by_site[site] = (n + 1, s + size)
-    lines = [f"  peak {peak / 2**20:.1f} MiB above the call's start, {len(at_peak)} tensors alive"]
+    lines = [f"  peak {peak / 2**20:.1f} MiB above the call's start, {len(at_peak)} tensors alive; "
+             f"{held / 2**20:.1f} MiB still held after both calls returned and their results were dropped"]
     for site, (n, s) in sorted(by_site.items(), key=lambda kv: -kv[1][1])[:rows]:
         lines.append(f"  {s / 2**20:9.1f} MiB {n:3d}x  {site[:120]}")
     return "\n".join(lines)

@@ -150,14 +150,14 @@ def test_record_replays_pytorch_calls_in_place_updates_and_nesting(rows, cols, s
 
 @given(n=st.integers(1, 9), seed=seeds())
 def test_a_replay_lets_go_of_each_intermediate_after_its_last_use(n, seed):
-    """A replay drops its hold on a buffer once no later step reads it (its peak memory is then the launcher's
-    own): while the last step runs, the first intermediate, read only by the second step, is gone; the result's
-    tensors and a view's base that the result still needs are not."""
+    """A replay drops its hold on a buffer once no later step reads it, and the recording call holds none the
+    launcher dropped (the peak memory of both is then the launcher's own): while the last step runs, the first
+    intermediate, read only by the second step, is gone; the result's tensors and a view's base that the result
+    still needs are not. Once the recording's result is dropped, nothing it made is held by the replay."""
     import weakref
 
     def launcher(a):
-        tmp = a * 2.0                 # read only by the next step
-        total = tmp.sum()
+        total = (a * 2.0).sum()       # a temporary read only by the next step
         base = torch.ones(n + 1)      # the result's view keeps it
         return total + a[0], base[1:]
 
@@ -176,8 +176,13 @@ def test_a_replay_lets_go_of_each_intermediate_after_its_last_use(n, seed):
             return out
 
     g = torch.Generator().manual_seed(seed)
-    _, rep, _ = replay.record(launcher, (torch.randn(n, generator=g),))
+    first = torch.randn(n, generator=g)
+    with Watch() as w:
+        result, rep, _ = replay.record(launcher, (first,))
     assert rep is not None
+    assert w.alive_at_end is not None and not w.alive_at_end[0]   # the recording call let tmp go
+    del result
+    assert not any(r() is not None for r in w.made)   # nor does the replay hold any tensor the recording made
     a = torch.randn(n, generator=g)
     with Watch() as w:
         total, view = rep((a,))
