@@ -67,8 +67,9 @@ class _Filled:
 
     def __init__(self, like, parts: list, keys):
         # the container's type only: the container itself holds the recording call's tensors, which a replay kept
-        # alive as long as it was cached (every buffer a recorded call was given: ~1 GiB for the SSD's headline
-        # fwd+bwd, invisible to a call's peak since it was allocated before)
+        # alive as long as it was cached (every buffer a recorded call was given: 513 MiB still allocated after two
+        # SSD fwd+bwd calls at b8 L4096 H64 P64 N128, the first output after two inference forwards; H200,
+        # 2026-12-04)
         self.like, self.parts, self.keys = type(like), parts, keys
         self.direct = tuple((i, p.i) for i, p in enumerate(parts) if type(p) is _Slot)
         self.nested = tuple((i, p) for i, p in enumerate(parts) if type(p) is _Filled)
@@ -146,9 +147,8 @@ class _Launch:
 class _Free:
     """Drops the table's hold on slots that no later step reads. Without it a replay kept every intermediate of
     the call alive to its end: the SSD backward's fp32 adjoint sums (256 MiB at b8 L4096 H64 P64 N128) through
-    the whole pair stage, 1281 MiB at the fwd+bwd's peak where the unreplayed path needs ~1025 (H200,
-    2026-12-04). Only the replay's references go: a tensor that something else holds (autograd's saved tensors,
-    a view's base) stays."""
+    the whole pair stage, the fwd+bwd's peak 1265 MiB against 953 with it (H200, 2026-12-04). Only the replay's
+    references go: a tensor that something else holds (autograd's saved tensors, a view's base) stays."""
     __slots__ = ("slots",)
 
     def __init__(self, slots: tuple):
@@ -228,7 +228,7 @@ class _Recorder(TorchFunctionMode):
         # the inputs and the constants, alive until the recording ends; each result is let go when the launcher
         # drops it (its slot forgotten with it, so a new tensor that reuses its id is not taken for it): keeping
         # them all held the recording call's peak at the sum of every buffer (1281 MiB for the SSD's headline
-        # fwd+bwd against 953 replayed, H200 2026-12-04)
+        # fwd+bwd against 977 without, H200 2026-12-04)
         self.keep: list = []
         self.steps: list = []
         self.size = self.n_inputs = len(inputs)
