@@ -114,6 +114,7 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     adj = ssd.chunk_state(dy, q, dtp, cum, seq, MODE_ADJOINT, p)
     ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, seq,
                                            dfinal.float().contiguous() if dfinal is not None else None, T, p)
+    del adj   # fp32 (b, H, chunks, P, N): not held through the pair stage (a replay frees it there by itself)
     dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,

@@ -182,6 +182,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, seq, MODE_ADJOINT, p)
     ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, seq,
                                            dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
+    del adj   # fp32 (b, H, chunks, P, N): not held through the pair stage (a replay frees it there by itself)
     dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
                            deterministic, diag=saved.diag, dd=Z is None)
     # one head per group here (each head has its own k~), so the head blocks are the heads
