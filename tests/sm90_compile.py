@@ -4,12 +4,13 @@ function whose returns differ in shape, even under a constexpr ``if``, did), so 
 Each kernel is compiled once per variant that changes its code (its options all off and all on, per I/O
 dtype), not for every combination that shares it; CI compiles a subset of those (the SSD stages in four of
 their seven dtype/option variants, the chunk-state modes and the fused forward's state layouts in one of
-them, the selective scan's fixed-B/C forms in fp32, the scan at its rule's tile): ``SSM_TRITON_SM90_FULL=1``
-or ``--resources`` compiles all. Absent optional tensors are compiled as the launchers
-pass them: ``None``, a constexpr. Prints one line per failure and a last line ``compiled N, failed M``."""
+them, the selective scan's fixed-B/C forms in fp32, the scan at its rule's tile) and stops at LLVM IR (see
+``_through_llvm_ir_only``): ``SSM_TRITON_SM90_FULL=1`` or ``--resources`` compiles all, to cubins. Absent optional
+tensors are compiled as the launchers pass them: ``None``, a constexpr. Prints one line per failure and a last line
+``compiled N, failed M``."""
 import itertools
-import re
 import os
+import re
 import sys
 
 os.environ["TRITON_INTERPRET"] = "0"
