@@ -44,6 +44,16 @@ def kernel_breakdown(t, chunk, tiles=None):
             rows[e.key] = e.self_device_time_total / 5 / 1e3
     for name, t_ms in sorted(rows.items(), key=lambda kv: -kv[1])[:14]:
         print(f"    {t_ms:8.4f} ms  {name[:90]}")
+    # what the backward allocates beyond its inputs and the forward's saved tensors (the dB/dC partials per head
+    # block grow with the head blocks a plan makes: 128 of 184 MiB at b1 L2048, 2026-12-04f)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    grads = bwd()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    del grads
+    print(f"    {sum(rows.values()):8.4f} ms of kernels in all; the backward's peak {peak:.1f} MiB above what it was given")
 
 
 def sweep(t, chunk, label):
@@ -73,8 +83,10 @@ def sweep(t, chunk, label):
 
 # backward plans whose kernel breakdowns "bwd_kernels" prints: the dx kernel's own fields varied beside the
 # shared ones (each kernel's time depends on its own tiles only), so the best of each can be read off
+# (at b1 L2048's 64 row blocks, min_programs 1056 / 1024 / 512 make 2 / 4 / 8 heads a program: fewer dB/dC partials)
 BWD_VARIANTS = [{}, dict(dx_stages=2), dict(dx_warps=8), dict(bwd_stages=1, dx_warps=8),
-                dict(bwd_block_k=32), dict(min_programs=1056), dict(min_programs=2112), dict(heavy_first=True)]
+                dict(bwd_block_k=32), dict(min_programs=1056), dict(min_programs=1024), dict(min_programs=512),
+                dict(min_programs=2112), dict(heavy_first=True), dict(heavy_first=False)]
 
 
 def bwd_kernels(t, chunk, label):
