@@ -11,6 +11,7 @@ import sys
 import torch
 import triton.testing
 
+from ssm_triton.bench.timing import peak_mb
 from ssm_triton.kernels.ssd import launch
 
 
@@ -46,13 +47,7 @@ def kernel_breakdown(t, chunk, tiles=None):
         print(f"    {t_ms:8.4f} ms  {name[:90]}")
     # what the backward allocates beyond its inputs and the forward's saved tensors (the dB/dC partials per head
     # block grow with the head blocks a plan makes: 128 of 184 MiB at b1 L2048, 2026-12-04f)
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    grads = bwd()
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    del grads
+    peak = peak_mb(bwd, torch.device("cuda"))
     print(f"    {sum(rows.values()):8.4f} ms of kernels in all; the backward's peak {peak:.1f} MiB above what it was given")
 
 
