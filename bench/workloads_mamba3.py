@@ -2,6 +2,8 @@
 past mamba_ssm's ``__init__`` (they need no build); MIMO (rank 4) against mamba_ssm's TileLang op where TileLang
 is installed, and against our SISO at the same shape (the issue's aim: within 1.5x). The bytes and FLOPs are in
 ``counts.py``."""
+import os
+
 import torch
 
 from . import counts
@@ -85,6 +87,10 @@ def mamba3_mimo_workloads(device, quick: bool, notes: set) -> list[Workload]:
             nbytes, flops = counts.mamba3_mimo(b, L, R, H, Hqk, P, N, S, chunk,
                                                torch.tensor([], dtype=io).element_size(), direction)
             impls = {"ssm_triton": keyword_impl(mamba3_mimo, chunk_size=chunk)}
+            # SSM_TRITON_BENCH_MIMO_CHUNKS="32 64": our op at other chunk sizes too (the stages' pseudo-chunk is
+            # R times it), to see what the chunk costs; the peers keep the row's chunk
+            for c in os.environ.get("SSM_TRITON_BENCH_MIMO_CHUNKS", "").split():
+                impls[f"ssm_triton_chunk{c}"] = keyword_impl(mamba3_mimo, chunk_size=int(c))
             for name, fn in peers.items():
                 impls[name] = keyword_impl(fn, chunk_size=chunk)
             out.append(Workload("mamba3_mimo", (b, L, R, H, Hqk, P, N, S, chunk), io, direction, nbytes, flops,

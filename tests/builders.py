@@ -112,7 +112,7 @@ def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, s
     """Outputs, final states and the gradient of every input (one random cotangent per output, the angle
     through cos and sin) against the float64 reference's, in bf16 / fp16 within the budget of outputs of
     kernel-computed tensor-core operands (``tolerance.COMPUTED_OPERANDS``)."""
-    from ssm_triton.tolerance import assert_close
+    from ssm_triton.tolerance import assert_close, tolerance
     assert_close(out, want, dtype, "out", computed_operands=True)
     assert_angle_close(finals[0], want_states[0], torch.float32, "final angle")
     for name, g, w in zip(state_names[1:], finals[1:], want_states[1:]):
@@ -127,8 +127,16 @@ def assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, s
     inputs = mamba3_tensors(x, state_names)
     got = torch.autograd.grad(loss(out, finals), list(inputs.values()))
     exp = torch.autograd.grad(loss(want, want_states), list(mamba3_tensors(x64, state_names).values()))
+    # a gradient that is zero by structure (ADT's at L = 1 without input states: the decay acts on a zero state)
+    # has no scale of its own; the kernels' sums of cancelling terms leave fp32 rounding there, held to the
+    # budget relative to the largest gradient of the call
+    scale = max(float(e.abs().max()) for e in exp if e.numel())
     for name, g, e in zip(inputs, got, exp):
         assert g.dtype == inputs[name].dtype, name
+        if e.numel() and not bool(e.any()):
+            worst = float(g.double().abs().max()) / scale
+            assert worst <= tolerance(dtype, True), f"d {name}: {worst:.3e} of the largest gradient, expected 0"
+            continue
         assert_close(g, e, dtype, f"d {name}", computed_operands=True)
 
 

@@ -106,6 +106,13 @@ def plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mod
     return p
 
 
+# Pair-stage programs a SM for few (row, head) pairs. Each program's head block writes its own fp32 (b, L, N)
+# slabs of dB and dC partials: 16 a SM (one head a program at b1 L2048 H64) made 128 MiB of them, a peak of 184 MiB
+# against mamba_ssm's 93; 6 a SM gives four heads a program there, 65 MiB above the inputs instead of 161, and was
+# faster too (0.493 against 0.550 ms of kernels a fwd+bwd; sweep_ssd bwd_kernels, H200, 2026-12-04g).
+SMALL_PAIR_PROGRAMS = 6
+
+
 def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None, mode=None, **overrides) -> Plan:
     """Default tiles; ``block`` sets every step tile (tests use it), ``overrides`` any field (the sweep).
 
@@ -113,7 +120,8 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     N=128 chunk 256 bf16): with many (row, head) pairs (b=8 L=4096) the forward was fastest with
     64x32 step tiles and no pipelining (1.36 ms), the backward with 64x64 tiles, two stages and heads
     grouped down to ~528 programs (4.65 ms); a small prefill (b=1 L=2048) wanted 64x64 forward tiles
-    in two stages and 32x32 backward tiles with one or two heads per program.
+    in two stages and 32x32 backward tiles with one or two heads per program (four on the H200 since
+    2026-12-04g: ``SMALL_PAIR_PROGRAMS``).
     """
     bsz, L, H, P = x.shape
     mode = mode or run_mode(x.device)
@@ -129,7 +137,7 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
             p = replace(p, block_k=min(32, chunk_size), stages=1, heavy_first=True)
         else:
             small = min(32, chunk_size)
-            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=16 * mode.sm_count)
+            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=SMALL_PAIR_PROGRAMS * mode.sm_count)
     return replace(p, **overrides) if overrides else p
 
 
@@ -167,7 +175,8 @@ def _forward_options(p: SSDProblem, mode):
 
 def _backward_options(p: SSDProblem, mode):
     return _fitting([dict(bwd_block_m=64, bwd_block_k=64, min_programs=4 * mode.sm_count),
-                     dict(bwd_block_m=32, bwd_block_k=32, min_programs=16 * mode.sm_count), dict(bwd_stages=1),
+                     dict(bwd_block_m=32, bwd_block_k=32, min_programs=SMALL_PAIR_PROGRAMS * mode.sm_count),
+                     dict(bwd_stages=1),
                      dict(bwd_warps=8), dict(dx_stages=2), dict(heavy_first=True), dict(heavy_first=False)],
                     p.chunk_size)
 
