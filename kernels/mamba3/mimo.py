@@ -244,11 +244,7 @@ def _angles(THETA, bi, t, h, ok, L, H, S, hs):
 
 @triton.jit
 def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
-                     R: tl.constexpr, DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr,
-                     BLOCK_H: tl.constexpr):
-    """Every rank in the tiles ``(BLOCK_T, BLOCK_R, BLOCK_H)``: each rank's ``k'`` is loaded and turned once a
-    step block for the scores of all ranks (a loop over ranks ``r`` turned every ``k'_s`` again for each, 1.9 ms
-    at B8 L4096 H32 R4 N128 on the H200, 2026-12-04)."""
+                     R: tl.constexpr, DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -258,41 +254,30 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
     hs = tl.arange(0, BLOCK_H)
     half = N // 2
     h_ok = hs < half
-    rs = tl.arange(0, BLOCK_R)
-    r_ok = rs < R
     m = ok[:, None] & h_ok[None, :]
-    rm = ok[:, None] & r_ok[None, :]
-    m3 = rm[:, :, None] & h_ok[None, None, :]
     cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
-    c3 = cos[:, None, :]
-    s3 = sin[:, None, :]
-    ranks = (bi.to(tl.int64) * L + t)[:, None] * R + rs[None, :]                # (BLOCK_T, BLOCK_R): rows (b, t, r)
-    src = ((ranks * Hqk + hk) * N)[:, :, None] + hs[None, None, :]
-    bias = (h * R + rs)[:, None] * N + hs[None, :]
-    bias_m = r_ok[:, None] & h_ok[None, :]
-    q1 = tl.load(Q + src, mask=m3, other=0.0).to(tl.float32) + tl.load(QB + bias, mask=bias_m, other=0.0)[None]
-    q2 = tl.load(Q + src + half, mask=m3, other=0.0).to(tl.float32) + \
-        tl.load(QB + bias + half, mask=bias_m, other=0.0)[None]
-    qa, qb = _turn(q1, q2, c3, s3)
-    qa = _rounded(qa, DOT)
-    qb = _rounded(qb, DOT)
-    # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
-    dst = ((ranks * H + h) * N)[:, :, None] + hs[None, None, :]
-    tl.store(QR + dst, qa.to(QR.dtype.element_ty), mask=m3)
-    tl.store(QR + dst + half, qb.to(QR.dtype.element_ty), mask=m3)
-    sc = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * (R * R) + rs[None, :] * R   # [t, r, 0] of (b, L, H, R, R)
-    for s in range(R):
-        k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        tl.store(SC + sc + s, tl.sum(q1 * k1[:, None, :] + q2 * k2[:, None, :], axis=2), mask=rm)
-        # s <= r: the same product as the stages' tensor cores take it, turned and in their dtype
+    # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
+    for r in range(R):
+        dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
+        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        qa, qb = _turn(q1, q2, cos, sin)
+        qa = _rounded(qa, DOT)
+        qb = _rounded(qb, DOT)
+        # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
+        tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
+        tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
+        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
         a, b = _turn(k1, k2, cos, sin)
-        a = _rounded(a, DOT)
-        b = _rounded(b, DOT)
-        k_at = (((bi.to(tl.int64) * L + t) * R + s) * H + h) * N
-        tl.store(KR + k_at[:, None] + hs[None, :], a.to(KR.dtype.element_ty), mask=m)
-        tl.store(KR + k_at[:, None] + half + hs[None, :], b.to(KR.dtype.element_ty), mask=m)
-        scc = tl.sum(qa * a[:, None, :] + qb * b[:, None, :], axis=2)
-        tl.store(SCC + sc + s, tl.where((rs >= s)[None, :], scc, 0.0), mask=rm)
+        tl.store(KR + dst[:, None] + hs[None, :], _rounded(a, DOT).to(KR.dtype.element_ty), mask=m)
+        tl.store(KR + dst[:, None] + half + hs[None, :], _rounded(b, DOT).to(KR.dtype.element_ty), mask=m)
+        for s in range(R):
+            k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
+            tl.store(SC + at, tl.sum(q1 * k1 + q2 * k2, axis=1), mask=ok)
+            # s <= r: the same product as the stages' tensor cores take it, turned and in their dtype
+            a, b = _turn(k1, k2, cos, sin)
+            scc = tl.sum(qa * _rounded(a, DOT) + qb * _rounded(b, DOT), axis=1)
+            tl.store(SCC + at, tl.where(s <= r, scc, 0.0), mask=ok)
 
 
 @triton.jit
@@ -317,25 +302,9 @@ def _in_step(SC, SCC, at, ok, G, E):
 
 
 @triton.jit
-def _rank_weights(MV, SC, SCC, sc_col, rm, g, e, d_h, h, P, rs, ps, p_ok, wm, R: tl.constexpr,
-                  BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
-    """``(coef, mv)``: the weight ``coef (BLOCK_T, BLOCK_R, BLOCK_P)`` each channel of ``V`` takes in ``y_r``
-    beyond the stages' (``D MIMO_V[h, r] + sum_s w[r, s] MIMO_V[h, s]``) and ``mv = MIMO_V[h] (BLOCK_R,
-    BLOCK_P)``; ``sc_col (BLOCK_T, BLOCK_R)`` the offsets of the in-step scores ``[t, r, 0]``."""
-    mv = tl.load(MV + (h * R + rs)[:, None] * P + ps[None, :], mask=wm, other=0.0).to(tl.float32)
-    coef = d_h * mv[None, :, :] + tl.zeros([BLOCK_T, BLOCK_R, BLOCK_P], dtype=tl.float32)
-    for s in range(R):
-        w, _, _ = _in_step(SC, SCC, sc_col + s, rm, g[:, None], e[:, None])
-        mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        coef += w[:, :, None] * mv_s[None, None, :]
-    return coef, mv
-
-
-@triton.jit
 def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
-                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Every rank in the tiles ``(BLOCK_T, BLOCK_R, BLOCK_P)``."""
+                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -343,34 +312,38 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
     ok = t < L
     ps = tl.arange(0, BLOCK_P)
     p_ok = ps < P
-    rs = tl.arange(0, BLOCK_R)
-    r_ok = rs < R
     m = ok[:, None] & p_ok[None, :]
-    rm = ok[:, None] & r_ok[None, :]
-    m3 = rm[:, :, None] & p_ok[None, None, :]
-    wm = r_ok[:, None] & p_ok[None, :]
     step = bi.to(tl.int64) * L + t
-    at = (step * H + h)[:, None] * P + ps[None, :]                                    # (b, L, H, P)
-    y_at = (((step[:, None] * R + rs[None, :]) * H + h) * P)[:, :, None] + ps[None, None, :]   # (b, L, R, H, P)
-    sc_col = ((step * H + h) * R * R)[:, None] + rs[None, :] * R
+    at = (step * H + h)[:, None] * P + ps[None, :]                       # (b, L, H, P)
     vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
     g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
     e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-    d_h = 0.0
-    if HAS_D:
-        d_h = tl.load(D + h).to(tl.float32)
-    coef, _ = _rank_weights(MV, SC, SCC, sc_col, rm, g, e, d_h, h, P, rs, ps, p_ok, wm, R, BLOCK_T, BLOCK_R, BLOCK_P)
-    y = tl.load(Y + y_at, mask=m3, other=0.0) + vt[:, None, :] * coef
     if HAS_Z:
         zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-        mz = tl.load(MZ + (h * R + rs)[:, None] * P + ps[None, :], mask=wm, other=0.0).to(tl.float32)
-        gate, _ = silu_and_slope(zt[:, None, :] * mz[None, :, :])
-        y = y * gate
+    if HAS_D:
+        d_h = tl.load(D + h).to(tl.float32)
+    acc = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    for r in range(R):
+        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]       # (b, L, R, H, P)
+        y = tl.load(Y + y_at, mask=m, other=0.0)
+        for s in range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            y += w[:, None] * vt * mv_s[None, :]
+        if HAS_D:
+            mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            y += d_h * vt * mv_r[None, :]
+        if HAS_Z:
+            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            gate, _ = silu_and_slope(zt * mz[None, :])
+            y = y * gate
+        if HAS_OUT:
+            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            acc += mo[None, :] * y
+        else:
+            tl.store(OUT + y_at, y.to(OUT.dtype.element_ty), mask=m)
     if HAS_OUT:
-        mo = tl.load(MO + (h * R + rs)[:, None] * P + ps[None, :], mask=wm, other=0.0).to(tl.float32)
-        tl.store(OUT + at, tl.sum(mo[None, :, :] * y, axis=1).to(OUT.dtype.element_ty), mask=m)
-    else:
-        tl.store(OUT + y_at, y.to(OUT.dtype.element_ty), mask=m3)
+        tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -379,9 +352,7 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                     L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Every rank in the tiles ``(BLOCK_T, BLOCK_R, BLOCK_P)``: a sum over the steps once per rank, not once per
-    pair of ranks (a loop over ``r`` and ``s`` took 7.5 ms at B8 L4096 H32 R4 P64 on the H200, 2026-12-04).
-    Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
+    """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
     outside, in a fixed order."""
     bh = tl.program_id(1)
     bi = bh // H
@@ -390,200 +361,185 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     ok = t < L
     ps = tl.arange(0, BLOCK_P)
     p_ok = ps < P
-    rs = tl.arange(0, BLOCK_R)
-    r_ok = rs < R
     m = ok[:, None] & p_ok[None, :]
-    rm = ok[:, None] & r_ok[None, :]
-    m3 = rm[:, :, None] & p_ok[None, None, :]
-    wm = r_ok[:, None] & p_ok[None, :]
+    rs = tl.arange(0, BLOCK_R)
     step = bi.to(tl.int64) * L + t
     at = (step * H + h)[:, None] * P + ps[None, :]
-    y_at = (((step[:, None] * R + rs[None, :]) * H + h) * P)[:, :, None] + ps[None, None, :]
-    sc_col = ((step * H + h) * R * R)[:, None] + rs[None, :] * R
     vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
     g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
     e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
     d_h = 0.0
     if HAS_D:
         d_h = tl.load(D + h).to(tl.float32)
-    # the pre-gate output again, and the weight each channel of V took in it
-    coef, mv = _rank_weights(MV, SC, SCC, sc_col, rm, g, e, d_h, h, P, rs, ps, p_ok, wm, R, BLOCK_T, BLOCK_R,
-                             BLOCK_P)
-    y = tl.load(Y + y_at, mask=m3, other=0.0) + vt[:, None, :] * coef
-    if HAS_OUT:
-        dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
-        mo = tl.load(MO + (h * R + rs)[:, None] * P + ps[None, :], mask=wm, other=0.0).to(tl.float32)
-        dy = dout[:, None, :] * mo[None, :, :]
-    else:
-        dy = tl.load(DOUT + y_at, mask=m3, other=0.0).to(tl.float32)
-    part = tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh
-    pr = (part * R + rs)[:, None] * P + ps[None, :]
     if HAS_Z:
         zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-        mz = tl.load(MZ + (h * R + rs)[:, None] * P + ps[None, :], mask=wm, other=0.0).to(tl.float32)
-        gate, slope = silu_and_slope(zt[:, None, :] * mz[None, :, :])
-        dzr = dy * y * slope
-        tl.store(DZ + at, tl.sum(dzr * mz[None, :, :], axis=1), mask=m)
-        tl.store(DMZ + pr, tl.sum(dzr * zt[:, None, :], axis=0), mask=wm)
-        y = y * gate
-        dy = dy * gate
+        dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     if HAS_OUT:
-        tl.store(DMO + pr, tl.sum(dout[:, None, :] * y, axis=0), mask=wm)
-    tl.store(DY + y_at, dy, mask=m3)
-    tl.store(DV + at, tl.sum(dy * coef, axis=1), mask=m)
-    dyv = dy * vt[:, None, :]                                                         # dy_r * V
-    d_mv = d_h * tl.sum(dyv, axis=0)
-    if HAS_D:
-        tl.store(DD + part, tl.sum(tl.sum(tl.sum(dyv * mv[None, :, :], axis=2), axis=1), axis=0))
+        dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+    dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    d_mv = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_mz = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_mo = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    d_d = tl.zeros([BLOCK_T], dtype=tl.float32)
     d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
     d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
-    for s in range(R):
-        w, sc, scc = _in_step(SC, SCC, sc_col + s, rm, g[:, None], e[:, None])       # column s: (BLOCK_T, BLOCK_R)
-        mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        dot = tl.sum(dyv * mv_s[None, None, :], axis=2)                               # dy_r . v_s
-        tl.store(DSC + sc_col + s, g[:, None] * dot, mask=rm)
-        tl.store(DSCC + sc_col + s, tl.where((rs >= s)[None, :], -(g + e)[:, None] * dot, 0.0), mask=rm)
-        d_g += tl.sum((sc - scc) * dot, axis=1)
-        d_e -= tl.sum(scc * dot, axis=1)
-        d_mv += tl.where(rs[:, None] == s, tl.sum(tl.sum(w[:, :, None] * dyv, axis=1), axis=0)[None, :], 0.0)
+    for r in range(R):
+        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
+        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        # the pre-gate output again, and the weight each v_s took in it
+        y = tl.load(Y + y_at, mask=m, other=0.0)
+        coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        for s in range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            coef += w[:, None] * mv_s[None, :]
+        y += vt * coef
+        if HAS_OUT:
+            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            dy = dout * mo[None, :]
+        else:
+            dy = tl.load(DOUT + y_at, mask=m, other=0.0).to(tl.float32)
+        if HAS_Z:
+            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            gate, slope = silu_and_slope(zt * mz[None, :])
+            dzr = dy * y * slope
+            dz += dzr * mz[None, :]
+            d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
+            y = y * gate
+            dy = dy * gate
+        if HAS_OUT:
+            d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
+        tl.store(DY + y_at, dy, mask=m)
+        dv += dy * coef
+        if HAS_D:
+            d_d += tl.sum(dy * vt * mv_r[None, :], axis=1)
+            d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
+        for s in range(R):
+            s_at = ((step * H + h) * R + r) * R + s
+            w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
+            tl.store(DSC + s_at, g * dot, mask=ok)
+            tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+            d_g += (sc - scc) * dot
+            d_e -= scc * dot
+            d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
     tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
     tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
-    tl.store(DMV + pr, d_mv, mask=wm)
-
-
-@triton.jit
-def _biased_rows(PTR, BIAS, lt, r, h, hk, R, Hqk, N, hs, m, h_ok):
-    """``(Q + Q_bias[h, r])`` halves ``(BLOCK_T, BLOCK_H)`` for the steps ``lt`` counted from ``PTR``'s: int32
-    offsets from a base pointer that the program moved to its first step once (64-bit offset tiles, hoisted out
-    of the loops, held registers)."""
-    at = ((lt * R + r) * Hqk + hk) * N
-    half = N // 2
-    b1 = tl.load(BIAS + (h * R + r) * N + hs, mask=h_ok, other=0.0).to(tl.float32)
-    b2 = tl.load(BIAS + (h * R + r) * N + half + hs, mask=h_ok, other=0.0).to(tl.float32)
-    x1 = tl.load(PTR + at[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32) + b1[None, :]
-    x2 = tl.load(PTR + at[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32) + b2[None, :]
-    return x1, x2
+    tl.store(DV + at, dv, mask=m)
+    if HAS_Z:
+        tl.store(DZ + at, dz, mask=m)
+    part = (tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh)
+    pr = (part * R + rs)[:, None] * P + ps[None, :]
+    pr_ok = (rs < R)[:, None] & p_ok[None, :]
+    tl.store(DMV + pr, d_mv, mask=pr_ok)
+    if HAS_Z:
+        tl.store(DMZ + pr, d_mz, mask=pr_ok)
+    if HAS_OUT:
+        tl.store(DMO + pr, d_mo, mask=pr_ok)
+    if HAS_D:
+        tl.store(DD + part, tl.sum(d_d, axis=0))
 
 
 @triton.jit
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
-                     R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
-    """A program per (step block, row x Q/K head, block of ``BLOCK_H`` column pairs ``(i, i + N/2)``), every rank
-    in its tiles ``(BLOCK_T, BLOCK_R, BLOCK_H)``: ``dQ, dK`` summed over the heads sharing the Q/K head, in ``Q``'s
-    dtype; ``DQB, DKB (programs along L, b, H, R, N)`` partials; ``DTH (b, L, H, S)`` the angle's gradient, the
-    ranks summed. Ranks in the tile, not a program each: a rank's program turned every other rank's ``q', k'``
-    again for the scores' terms (``R^2`` turns and angle loads a head, where ``R`` do), and the angle's
-    gradient went out per rank (``(R, b, L, H, S)`` fp32, summed outside): 7.5 ms at B8 L4096 H32 R4 N128 on
-    the H200 (2026-12-04). Columns split over programs since every term is per pair."""
+                     R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
+    ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
+    along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
+    Columns split over programs since every term is per pair: all 64 pairs of N = 128 in one program took 255
+    registers and a spill stack on sm_90 (tests/sm90_compile.py --resources), 10.8 ms at B8 L4096 H32 R4 on
+    the H200 (2026-12-03)."""
     bk = tl.program_id(1)
     bi = bk // Hqk
     hk = bk % Hqk
     half = N // 2
-    t0 = tl.program_id(0) * BLOCK_T
-    lt = tl.arange(0, BLOCK_T)
-    ok = t0 + lt < L
-    hs = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ncb = tl.cdiv(half, BLOCK_H)
+    r = tl.program_id(2) // ncb
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = t < L
+    hs = tl.program_id(2) % ncb * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = hs < half
-    rs = tl.arange(0, BLOCK_R)
-    r_ok = rs < R
     m = ok[:, None] & h_ok[None, :]
-    rm = ok[:, None] & r_ok[None, :]
-    m3 = rm[:, :, None] & h_ok[None, None, :]
-    bias_m = r_ok[:, None] & h_ok[None, :]
     group = H // Hqk
-    row0 = bi.to(tl.int64) * L + t0                                           # the block's first step
-    # base pointers at the block's first step; in-block offsets in int32
-    Q = Q + row0 * R * Hqk * N
-    K = K + row0 * R * Hqk * N
-    DQ = DQ + row0 * R * Hqk * N
-    DK = DK + row0 * R * Hqk * N
-    DQR = DQR + row0 * R * H * N
-    DKR = DKR + row0 * R * H * N
-    DSC = DSC + row0 * H * R * R
-    DSCC = DSCC + row0 * H * R * R
-    DTH = DTH + row0 * H * S
-    THETA = THETA + row0 * H * S
-    ranks = lt[:, None] * R + rs[None, :]                                     # (BLOCK_T, BLOCK_R)
-    qk3 = ((ranks * Hqk + hk) * N)[:, :, None] + hs[None, None, :]            # (b, L, R, Hqk, N), first halves
-    dq1 = tl.zeros([BLOCK_T, BLOCK_R, BLOCK_H], dtype=tl.float32)
-    dq2 = tl.zeros([BLOCK_T, BLOCK_R, BLOCK_H], dtype=tl.float32)
-    dk1 = tl.zeros([BLOCK_T, BLOCK_R, BLOCK_H], dtype=tl.float32)
-    dk2 = tl.zeros([BLOCK_T, BLOCK_R, BLOCK_H], dtype=tl.float32)
+    step = bi.to(tl.int64) * L + t
+    dq1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dk1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    # the gradient tiles of q~, k~ read a head ahead, in flight while a head computes (as in prep.py's SISO backward)
+    src = ((step * R + r) * H + hk * group) * N
+    n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
+    n2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
+    n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0)
+    n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=m, other=0.0)
     for j in range(group):
         h = hk * group + j
-        th_at = (lt * H + h)[:, None] * S + hs[None, :]
-        th_m = ok[:, None] & (hs < S)[None, :]
-        th = tl.load(THETA + th_at, mask=th_m, other=0.0)
-        cos = tl.cos(th)
-        sin = tl.sin(th)
-        c3 = cos[:, None, :]
-        s3 = sin[:, None, :]
-        g3d = ((ranks * H + h) * N)[:, :, None] + hs[None, None, :]           # (b, L, R, H, N)
-        g1 = tl.load(DQR + g3d, mask=m3, other=0.0).to(tl.float32)
-        g2 = tl.load(DQR + g3d + half, mask=m3, other=0.0).to(tl.float32)
-        g3 = tl.load(DKR + g3d, mask=m3, other=0.0).to(tl.float32)
-        g4 = tl.load(DKR + g3d + half, mask=m3, other=0.0).to(tl.float32)
-        sc = ((lt * H + h) * R * R)[:, None]                                   # rows of (b, L, H, R, R)
+        g1 = n1.to(tl.float32)
+        g2 = n2.to(tl.float32)
+        g3 = n3.to(tl.float32)
+        g4 = n4.to(tl.float32)
+        src = ((step * R + r) * H + h + 1) * N
+        ahead = m & ((t * 0 + j + 1) < group)[:, None]
+        n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
+        n2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
+        n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
+        n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
+        cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+        # the stages' rounded scores scc[r, s] (s <= r) act on q~_r, k~_s; their gradient passes the
+        # rounding straight through, onto dq~ and dk~ before those are turned back
         for s in range(R):
-            # rank s's q~, k~ as (BLOCK_T, BLOCK_H) tiles, loaded and turned again (cache hits) rather than picked
-            # out of the rank tiles: the rounded scores scc[r, s] (s <= r) act on q~_r, k~_s, their gradient
-            # passing the rounding straight through onto dq~ and dk~ before those are turned back
-            o1, o2 = _biased_rows(K, KB, lt, s, h, hk, R, Hqk, N, hs, m, h_ok)
+            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
             o1, o2 = _turn(o1, o2, cos, sin)
-            w = tl.load(DSCC + sc + rs[None, :] * R + s, mask=rm & (rs >= s)[None, :], other=0.0)   # dscc[r, s]
-            g1 += w[:, :, None] * o1[:, None, :]
-            g2 += w[:, :, None] * o2[:, None, :]
-            o1, o2 = _biased_rows(Q, QB, lt, s, h, hk, R, Hqk, N, hs, m, h_ok)
+            w = tl.where(r >= s, tl.load(DSCC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0), 0.0)
+            g1 += w[:, None] * o1
+            g2 += w[:, None] * o2
+            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
             o1, o2 = _turn(o1, o2, cos, sin)
-            w = tl.load(DSCC + sc + s * R + rs[None, :], mask=rm & (rs <= s)[None, :], other=0.0)   # dscc[s, r]
-            g3 += w[:, :, None] * o1[:, None, :]
-            g4 += w[:, :, None] * o2[:, None, :]
-        # every rank's q~ and k~ (BLOCK_T, BLOCK_R, BLOCK_H) halves, for the angle's gradient; loaded only now,
-        # so that they are not live through the loop above
-        bias = (h * R + rs)[:, None] * N + hs[None, :]
-        q1 = tl.load(Q + qk3, mask=m3, other=0.0).to(tl.float32) + tl.load(QB + bias, mask=bias_m, other=0.0)[None]
-        q2 = tl.load(Q + qk3 + half, mask=m3, other=0.0).to(tl.float32) + \
-            tl.load(QB + bias + half, mask=bias_m, other=0.0)[None]
-        qa, qb = _turn(q1, q2, c3, s3)
-        dth = g2 * qa - g1 * qb
-        k1 = tl.load(K + qk3, mask=m3, other=0.0).to(tl.float32) + tl.load(KB + bias, mask=bias_m, other=0.0)[None]
-        k2 = tl.load(K + qk3 + half, mask=m3, other=0.0).to(tl.float32) + \
-            tl.load(KB + bias + half, mask=bias_m, other=0.0)[None]
-        ka, kb = _turn(k1, k2, c3, s3)
-        dth += g4 * ka - g3 * kb
-        tl.store(DTH + th_at, tl.sum(dth, axis=1), mask=th_m)
-        pq1 = g1 * c3 + g2 * s3
-        pq2 = g2 * c3 - g1 * s3
-        pk1 = g3 * c3 + g4 * s3
-        pk2 = g4 * c3 - g3 * s3
+            w = tl.where(r <= s, tl.load(DSCC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0), 0.0)
+            g3 += w[:, None] * o1
+            g4 += w[:, None] * o2
+        a, b = _turn(q1, q2, cos, sin)
+        dth = g2 * a - g1 * b
+        pq1 = g1 * cos + g2 * sin
+        pq2 = g2 * cos - g1 * sin
+        a, b = _turn(k1, k2, cos, sin)
+        dth += g4 * a - g3 * b
+        pk1 = g3 * cos + g4 * sin
+        pk2 = g4 * cos - g3 * sin
         for s in range(R):
             # sc[r, s] = q'_r . k'_s feeds dq'_r; sc[s, r] = q'_s . k'_r feeds dk'_r
-            o1, o2 = _biased_rows(K, KB, lt, s, h, hk, R, Hqk, N, hs, m, h_ok)
-            w = tl.load(DSC + sc + rs[None, :] * R + s, mask=rm, other=0.0)                  # dsc[r, s]
-            pq1 += w[:, :, None] * o1[:, None, :]
-            pq2 += w[:, :, None] * o2[:, None, :]
-            o1, o2 = _biased_rows(Q, QB, lt, s, h, hk, R, Hqk, N, hs, m, h_ok)
-            w = tl.load(DSC + sc + s * R + rs[None, :], mask=rm, other=0.0)                  # dsc[s, r]
-            pk1 += w[:, :, None] * o1[:, None, :]
-            pk2 += w[:, :, None] * o2[:, None, :]
+            w = tl.load(DSC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0)
+            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            pq1 += w[:, None] * o1
+            pq2 += w[:, None] * o2
+            w = tl.load(DSC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0)
+            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            pk1 += w[:, None] * o1
+            pk2 += w[:, None] * o2
         dq1 += pq1
         dq2 += pq2
         dk1 += pk1
         dk2 += pk2
-        part = ((((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + rs) * N)[:, None] + hs[None, :]
-        tl.store(DQB + part, tl.sum(pq1, axis=0), mask=bias_m)
-        tl.store(DQB + part + half, tl.sum(pq2, axis=0), mask=bias_m)
-        tl.store(DKB + part, tl.sum(pk1, axis=0), mask=bias_m)
-        tl.store(DKB + part + half, tl.sum(pk2, axis=0), mask=bias_m)
-    tl.store(DQ + qk3, dq1.to(DQ.dtype.element_ty), mask=m3)
-    tl.store(DQ + qk3 + half, dq2.to(DQ.dtype.element_ty), mask=m3)
-    tl.store(DK + qk3, dk1.to(DK.dtype.element_ty), mask=m3)
-    tl.store(DK + qk3 + half, dk2.to(DK.dtype.element_ty), mask=m3)
+        part = ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r
+        tl.store(DQB + part * N + hs, tl.sum(pq1, axis=0), mask=h_ok)
+        tl.store(DQB + part * N + half + hs, tl.sum(pq2, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + hs, tl.sum(pk1, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + half + hs, tl.sum(pk2, axis=0), mask=h_ok)
+        th_at = ((r.to(tl.int64) * nb + bi) * L + t) * H + h
+        tl.store(DTH + th_at[:, None] * S + hs[None, :], dth, mask=ok[:, None] & (hs < S)[None, :])
+    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
+    tl.store(DQ + at[:, None] + hs[None, :], dq1.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DQ + at[:, None] + half + hs[None, :], dq2.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + hs[None, :], dk1.to(DK.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + half + hs[None, :], dk2.to(DK.dtype.element_ty), mask=m)
 
 
-# problem: (b, L, R, H, Hqk, N or P, dtype, steps per program (0: tuned), D?, Z?, MIMO_Out?); the warps are tuned,
-# the forwards' step blocks and the prep backward's column block
+# problem: (b, L, R, H, Hqk, N or P, dtype, steps per program, D?, Z?, MIMO_Out?); the warps are tuned, and the
+# prep backward's column block (its 16 pairs at 4 warps: 96 registers on Triton 3.9's sm_90 compile, no spill)
 def _key(p):
     b, L, *rest = p
     return (bucket(b * L), *rest)
@@ -595,11 +551,7 @@ def _warps(name, fn, grid, flags=None):
 
 
 _GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
-prep_fwd_kernel = TunableKernel("mamba3_mimo_prep_ranks", _prep_fwd_kernel, key=_key,
-                                rule=lambda p, mode: dict(BLOCK_T=8, num_warps=4),
-                                alternatives=lambda p, mode: [dict(BLOCK_T=8, num_warps=8), dict(BLOCK_T=16, num_warps=8),
-                                                              dict(BLOCK_T=4, num_warps=4)],
-                                grid=lambda p, kw: (cdiv(p[1], kw["BLOCK_T"]), p[0] * p[3]))
+prep_fwd_kernel = _warps("mamba3_mimo_prep", _prep_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]))
 
 
 def _prep_bwd_rule(p, mode):
@@ -609,24 +561,15 @@ def _prep_bwd_rule(p, mode):
 
 def _prep_bwd_alternatives(p, mode):
     most = _block_h(p[5])
-    shapes = dict.fromkeys((min(n, most), w) for n, w in ((8, 4), (16, 8), (32, 4), (32, 8)))
+    shapes = dict.fromkeys((min(n, most), w) for n, w in ((8, 4), (16, 8), (32, 4), (32, 8), (64, 8)))
     return [dict(BLOCK_H=n, num_warps=w) for n, w in shapes]
 
 
-prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd", _prep_bwd_kernel, key=_key, rule=_prep_bwd_rule,
+prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, key=_key, rule=_prep_bwd_rule,
                                 alternatives=_prep_bwd_alternatives,
                                 grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
-                                                    cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
-def _out_fwd_rule(p, mode):
-    # every rank in a program's tiles: 8 steps hold (8, R, P) fp32 tiles (140 registers at R 4, P 64, 4 warps on
-    # sm_90, no spill); the interpreter takes 8 too, so tests cross blocks
-    return dict(BLOCK_T=8, num_warps=4)
-
-
-out_fwd_kernel = TunableKernel("mamba3_mimo_out_ranks", _out_fwd_kernel, key=_key, rule=_out_fwd_rule,
-                               alternatives=lambda p, mode: [dict(BLOCK_T=8, num_warps=8), dict(BLOCK_T=16, num_warps=8),
-                                                             dict(BLOCK_T=4, num_warps=4)],
-                               grid=lambda p, kw: (cdiv(p[1], kw["BLOCK_T"]), p[0] * p[3]), flags=_GATES)
+                                                    p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
+out_fwd_kernel = _warps("mamba3_mimo_out", _out_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), _GATES)
 out_bwd_kernel = _warps("mamba3_mimo_out_bwd", _out_bwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]),
                         _GATES)
 
@@ -635,11 +578,13 @@ def _problem(b, L, R, H, Hqk, width, dtype, bt, *gates):
     return (b, L, R, H, Hqk, width, dtype, bt, *(g is not None for g in gates))
 
 
-# Steps a program of the backward kernels (not tuned: their partial sums are shaped by it), sized so that neither
-# spills on sm_90 at N = 128, P = 64 with every rank in its tiles (tests/sm90_compile.py --resources: the prep
-# backward 147 registers at 16 pairs and 4 warps, the output backward 240); the interpreter's tests (rows up to 30
-# steps) cross blocks at 8 too. The forward kernels tune theirs.
-BWD_STEPS = 8
+# Step blocks (not tuned), sized so that no kernel spills on sm_90 at N = 128, P = 64
+# (tests/sm90_compile.py --resources). The interpreter takes 8 steps: its cost is per program, and the
+# tests' rows (up to 30 steps) still cross blocks.
+def _blocks(device, forward: bool) -> int:
+    if run_mode(device).interpreted:
+        return 8
+    return 16 if forward else 8
 
 
 def _block_h(N: int) -> int:
@@ -659,9 +604,10 @@ def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     kr = torch.empty_like(qr)
     sc = torch.empty((b, L, H, R, R), device=Q.device, dtype=torch.float32)
     scc = torch.empty_like(sc)
-    prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, 0), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
+    bt = _blocks(Q.device, True)
+    prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc, L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R,
-                           DOT=dot, BLOCK_R=next_power_of_2(R), BLOCK_H=_block_h(N))
+                           DOT=dot, BLOCK_T=bt, BLOCK_H=_block_h(N))
     return qr, kr, sc, scc
 
 
@@ -670,17 +616,17 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dtypes, ``dQ_bias, dK_bias (H, R, N)`` fp32, ``dtheta (b, L, H, S)`` fp32)."""
     b, L, R, Hqk, N = Q.shape
     H, S = theta.shape[2], theta.shape[3]
-    bt = BWD_STEPS
+    bt = _blocks(Q.device, False)
     nt = cdiv(L, bt)
     dq = torch.empty_like(Q)
     dk = torch.empty_like(K)
     dqb = torch.empty((nt, b, H, R, N), device=Q.device, dtype=torch.float32)
     dkb = torch.empty_like(dqb)
-    dth = torch.empty((b, L, H, S), device=Q.device, dtype=torch.float32)
+    dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
-                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt, BLOCK_R=next_power_of_2(R))
-    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth
+                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt)
+    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 
 def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
@@ -689,9 +635,10 @@ def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
     ``(b, L, R, H, P)`` without ``MIMO_Out``."""
     b, L, R, H, P = y.shape
     out = torch.empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P), device=V.device, dtype=V.dtype)
-    out_fwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, 0, D, Z, MIMO_Out), None, Y=y, SC=sc, SCC=scc,
+    bt = _blocks(V.device, True)
+    out_fwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, Y=y, SC=sc, SCC=scc,
                           GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, OUT=out, L=L, H=H,
-                          P=P, R=R, BLOCK_P=next_power_of_2(P), BLOCK_R=next_power_of_2(R))
+                          P=P, R=R, BLOCK_T=bt, BLOCK_P=next_power_of_2(P))
     return out
 
 
@@ -699,7 +646,7 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P), dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or
     None`` (fp32), ``dMIMO_V, dMIMO_Z or None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
     b, L, R, H, P = y.shape
-    bt = BWD_STEPS
+    bt = _blocks(V.device, False)
     nt = cdiv(L, bt)
     f32 = dict(device=V.device, dtype=torch.float32)
     dy = torch.empty((b, L, R, H, P), **f32)
