@@ -75,6 +75,21 @@ def test_a_short_cancelling_product_in_bf16(device):
     assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.bfloat16, 1_280_793_308, STATE_NAMES)
 
 
+def test_the_prep_kernels_with_rows_reloaded(device, monkeypatch):
+    """The prep kernels hold every rank's Q, K rows in registers only for few ranks (``HOIST_RANKS``); more ranks
+    take the paths that reload them, checked here by lowering the bound below R."""
+    from ssm_triton.kernels.mamba3 import mimo as terms
+    monkeypatch.setattr(terms, "HOIST_RANKS", 0)
+    seed = 11
+    t = make(device, 1, 13, 3, 4, 2, 5, 8, 3, seed, True, True, torch.float32)
+    x = _leaves(t)
+    out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
+                                         return_state=True, Input_States=x.get("Input_States"))
+    x64 = _leaves(t, cast=True)
+    want, want_states = mamba3_mimo_loop(**x64)
+    assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.float32, seed, STATE_NAMES)
+
+
 @pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])
 def test_short_sequences_with_ranks_and_heads(device, L, R, heads):
     """One or two steps, several ranks and heads: broadcasting over a length-1 axis can leave the ranks and

@@ -243,8 +243,20 @@ def _angles(THETA, bi, t, h, ok, L, H, S, hs):
 
 
 @triton.jit
+def _scores(q1, q2, qa, qb, k1, k2, ka, kb, SC, SCC, at, ok, r, s):
+    """``sc[r, s] = q'_r . k'_s``; for ``s <= r`` the same product as the stages' tensor cores take it, turned
+    and in their dtype (``scc``, 0 above the diagonal)."""
+    tl.store(SC + at, tl.sum(q1 * k1 + q2 * k2, axis=1), mask=ok)
+    scc = tl.sum(qa * ka + qb * kb, axis=1)
+    tl.store(SCC + at, tl.where(s <= r, scc, 0.0), mask=ok)
+
+
+@triton.jit
 def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
-                     R: tl.constexpr, DOT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+                     R: tl.constexpr, DOT: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr,
+                     BLOCK_H: tl.constexpr):
+    """``HOIST`` (few ranks): every rank's ``k'`` and turned ``k~`` are made once and held, where a loop over the
+    ranks ``r`` loaded and turned each ``k'_s`` again for every ``r`` (``R^2`` loads and turns a program)."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -256,28 +268,54 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
     h_ok = hs < half
     m = ok[:, None] & h_ok[None, :]
     cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
-    # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
-    for r in range(R):
-        dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
-        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        qa, qb = _turn(q1, q2, cos, sin)
-        qa = _rounded(qa, DOT)
-        qb = _rounded(qb, DOT)
-        # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
-        tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
-        tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
-        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        a, b = _turn(k1, k2, cos, sin)
-        tl.store(KR + dst[:, None] + hs[None, :], _rounded(a, DOT).to(KR.dtype.element_ty), mask=m)
-        tl.store(KR + dst[:, None] + half + hs[None, :], _rounded(b, DOT).to(KR.dtype.element_ty), mask=m)
-        for s in range(R):
+    if HOIST:
+        ks1 = ()
+        ks2 = ()
+        kt1 = ()
+        kt2 = ()
+        for s in tl.static_range(R):
             k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
-            tl.store(SC + at, tl.sum(q1 * k1 + q2 * k2, axis=1), mask=ok)
-            # s <= r: the same product as the stages' tensor cores take it, turned and in their dtype
             a, b = _turn(k1, k2, cos, sin)
-            scc = tl.sum(qa * _rounded(a, DOT) + qb * _rounded(b, DOT), axis=1)
-            tl.store(SCC + at, tl.where(s <= r, scc, 0.0), mask=ok)
+            a = _rounded(a, DOT)
+            b = _rounded(b, DOT)
+            dst = (((bi.to(tl.int64) * L + t) * R + s) * H + h) * N
+            tl.store(KR + dst[:, None] + hs[None, :], a.to(KR.dtype.element_ty), mask=m)
+            tl.store(KR + dst[:, None] + half + hs[None, :], b.to(KR.dtype.element_ty), mask=m)
+            ks1 = ks1 + (k1,)
+            ks2 = ks2 + (k2,)
+            kt1 = kt1 + (a,)
+            kt2 = kt2 + (b,)
+        for r in tl.static_range(R):
+            dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
+            q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            qa, qb = _turn(q1, q2, cos, sin)
+            qa = _rounded(qa, DOT)
+            qb = _rounded(qb, DOT)
+            tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
+            tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
+            for s in tl.static_range(R):
+                at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
+                _scores(q1, q2, qa, qb, ks1[s], ks2[s], kt1[s], kt2[s], SC, SCC, at, ok, r, s)
+    else:
+        # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
+        for r in range(R):
+            dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
+            q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            qa, qb = _turn(q1, q2, cos, sin)
+            qa = _rounded(qa, DOT)
+            qb = _rounded(qb, DOT)
+            # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
+            tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
+            tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
+            k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+            a, b = _turn(k1, k2, cos, sin)
+            tl.store(KR + dst[:, None] + hs[None, :], _rounded(a, DOT).to(KR.dtype.element_ty), mask=m)
+            tl.store(KR + dst[:, None] + half + hs[None, :], _rounded(b, DOT).to(KR.dtype.element_ty), mask=m)
+            for s in range(R):
+                k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+                a, b = _turn(k1, k2, cos, sin)
+                at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
+                _scores(q1, q2, qa, qb, k1, k2, _rounded(a, DOT), _rounded(b, DOT), SC, SCC, at, ok, r, s)
 
 
 @triton.jit
@@ -442,15 +480,63 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
 
 
 @triton.jit
+def _raw_halves(PTR, bi, t, r, hk, L, R, Hqk, N, hs, m):
+    """Rank ``r``'s rows of ``Q``/``K`` without a bias: ``(BLOCK_T, BLOCK_H)`` halves in fp32."""
+    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
+    x1 = tl.load(PTR + at[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
+    x2 = tl.load(PTR + at[:, None] + N // 2 + hs[None, :], mask=m, other=0.0).to(tl.float32)
+    return x1, x2
+
+
+@triton.jit
+def _bias_halves(BIAS, h, r, R, N, hs, h_ok):
+    b1 = tl.load(BIAS + (h * R + r) * N + hs, mask=h_ok, other=0.0).to(tl.float32)
+    b2 = tl.load(BIAS + (h * R + r) * N + N // 2 + hs, mask=h_ok, other=0.0).to(tl.float32)
+    return b1[None, :], b2[None, :]
+
+
+@triton.jit
+def _rank_terms(k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
+                g1, g2, g3, g4, e1, e2, e3, e4):
+    """Rank ``s``'s share of rank ``r``'s gradients at head ``h``, from ``s``'s raw rows ``k1, k2, q1, q2``: the
+    stages' rounded scores ``scc[r, s]`` (``s <= r``) act on ``q~_r, k~_s`` and ``scc[s, r]`` on ``q~_s, k~_r``
+    (their gradient passes the rounding straight through onto ``dq~, dk~`` before those are turned back:
+    ``g``); ``sc[r, s] = q'_r . k'_s`` feeds ``dq'_r`` and ``sc[s, r]`` feeds ``dk'_r`` (``e``)."""
+    b1, b2 = _bias_halves(KB, h, s, R, N, hs, h_ok)
+    o1 = k1 + b1
+    o2 = k2 + b2
+    w = tl.load(DSC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0)
+    e1 += w[:, None] * o1
+    e2 += w[:, None] * o2
+    o1, o2 = _turn(o1, o2, cos, sin)
+    w = tl.where(r >= s, tl.load(DSCC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0), 0.0)
+    g1 += w[:, None] * o1
+    g2 += w[:, None] * o2
+    b1, b2 = _bias_halves(QB, h, s, R, N, hs, h_ok)
+    o1 = q1 + b1
+    o2 = q2 + b2
+    w = tl.load(DSC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0)
+    e3 += w[:, None] * o1
+    e4 += w[:, None] * o2
+    o1, o2 = _turn(o1, o2, cos, sin)
+    w = tl.where(r <= s, tl.load(DSCC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0), 0.0)
+    g3 += w[:, None] * o1
+    g4 += w[:, None] * o2
+    return g1, g2, g3, g4, e1, e2, e3, e4
+
+
+@triton.jit
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
-                     R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+                     R: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
     """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
     ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
     along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
     Columns split over programs since every term is per pair: all 64 pairs of N = 128 in one program took 255
     registers and a spill stack on sm_90 (tests/sm90_compile.py --resources), 10.8 ms at B8 L4096 H32 R4 on
-    the H200 (2026-12-03)."""
+    the H200 (2026-12-03). ``HOIST`` (few ranks): every rank's raw ``Q, K`` rows are loaded once, before the loop
+    over the heads that share them, not twice a head and rank (L1-bound: 86% hits, 7.5 ms at that shape, Nsight
+    Compute on the H200, 2026-12-04)."""
     bk = tl.program_id(1)
     bi = bk // Hqk
     hk = bk % Hqk
@@ -468,6 +554,20 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
     dq2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    qr1, qr2 = _raw_halves(Q, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    kr1, kr2 = _raw_halves(K, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    if HOIST:
+        ks1 = ()
+        ks2 = ()
+        qs1 = ()
+        qs2 = ()
+        for s in tl.static_range(R):
+            a, b = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
+            ks1 = ks1 + (a,)
+            ks2 = ks2 + (b,)
+            a, b = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
+            qs1 = qs1 + (a,)
+            qs2 = qs2 + (b,)
     # the gradient tiles of q~, k~ read a head ahead, in flight while a head computes (as in prep.py's SISO backward)
     src = ((step * R + r) * H + hk * group) * N
     n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
@@ -487,39 +587,32 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
         n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
         cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
-        q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-        # the stages' rounded scores scc[r, s] (s <= r) act on q~_r, k~_s; their gradient passes the
-        # rounding straight through, onto dq~ and dk~ before those are turned back
-        for s in range(R):
-            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            o1, o2 = _turn(o1, o2, cos, sin)
-            w = tl.where(r >= s, tl.load(DSCC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0), 0.0)
-            g1 += w[:, None] * o1
-            g2 += w[:, None] * o2
-            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            o1, o2 = _turn(o1, o2, cos, sin)
-            w = tl.where(r <= s, tl.load(DSCC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0), 0.0)
-            g3 += w[:, None] * o1
-            g4 += w[:, None] * o2
-        a, b = _turn(q1, q2, cos, sin)
+        e1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+        e2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+        e3 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+        e4 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+        if HOIST:
+            for s in tl.static_range(R):
+                g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
+                    ks1[s], ks2[s], qs1[s], qs2[s], KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
+                    g1, g2, g3, g4, e1, e2, e3, e4)
+        else:
+            for s in range(R):
+                k1, k2 = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
+                q1, q2 = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
+                g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
+                    k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
+                    g1, g2, g3, g4, e1, e2, e3, e4)
+        b1, b2 = _bias_halves(QB, h, r, R, N, hs, h_ok)
+        a, b = _turn(qr1 + b1, qr2 + b2, cos, sin)
         dth = g2 * a - g1 * b
-        pq1 = g1 * cos + g2 * sin
-        pq2 = g2 * cos - g1 * sin
-        a, b = _turn(k1, k2, cos, sin)
+        pq1 = g1 * cos + g2 * sin + e1
+        pq2 = g2 * cos - g1 * sin + e2
+        b1, b2 = _bias_halves(KB, h, r, R, N, hs, h_ok)
+        a, b = _turn(kr1 + b1, kr2 + b2, cos, sin)
         dth += g4 * a - g3 * b
-        pk1 = g3 * cos + g4 * sin
-        pk2 = g4 * cos - g3 * sin
-        for s in range(R):
-            # sc[r, s] = q'_r . k'_s feeds dq'_r; sc[s, r] = q'_s . k'_r feeds dk'_r
-            w = tl.load(DSC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0)
-            o1, o2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            pq1 += w[:, None] * o1
-            pq2 += w[:, None] * o2
-            w = tl.load(DSC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0)
-            o1, o2 = _biased(Q, QB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            pk1 += w[:, None] * o1
-            pk2 += w[:, None] * o2
+        pk1 = g3 * cos + g4 * sin + e3
+        pk2 = g4 * cos - g3 * sin + e4
         dq1 += pq1
         dq2 += pq2
         dk1 += pk1
@@ -551,7 +644,11 @@ def _warps(name, fn, grid, flags=None):
 
 
 _GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
-prep_fwd_kernel = _warps("mamba3_mimo_prep", _prep_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]))
+# 8 warps first: with every rank's k' and k~ held (HOIST) a 16-step block at 4 warps spills on sm_90 (255 registers
+# and 424 bytes of stack, Triton 3.9; 180 registers at 8 warps)
+prep_fwd_kernel = TunableKernel("mamba3_mimo_prep", _prep_fwd_kernel, grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]),
+                                key=_key, rule=lambda p, mode: dict(num_warps=8),
+                                alternatives=lambda p, mode: [dict(num_warps=4)])
 
 
 def _prep_bwd_rule(p, mode):
@@ -591,6 +688,11 @@ def _block_h(N: int) -> int:
     return next_power_of_2(max(N // 2, 1))
 
 
+# ranks whose Q, K rows the prep kernels hold in registers (the forward every rank's k' and turned k~ for a step
+# block, the backward every rank's raw rows through its loop over heads: 4 R tiles); more ranks reload them
+HOIST_RANKS = 4
+
+
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     """``Q, K (b, L, R, Hqk, N)`` contiguous, ``Q_bias, K_bias (H, R, N)`` fp32, ``theta (b, L, H, S)`` fp32,
     ``dot`` the stages' tensor-core dtype (``tl.bfloat16``, ``tl.float16`` or ``tl.float32``) -> ``(q~, k~
@@ -607,7 +709,7 @@ def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     bt = _blocks(Q.device, True)
     prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc, L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R,
-                           DOT=dot, BLOCK_T=bt, BLOCK_H=_block_h(N))
+                           DOT=dot, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_H=_block_h(N))
     return qr, kr, sc, scc
 
 
@@ -625,7 +727,7 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
-                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt)
+                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt)
     return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 
