@@ -385,13 +385,51 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
 
 
 @triton.jit
+def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
+             dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
+             BLOCK_P: tl.constexpr):
+    """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
+    ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
+    ``dz, d_mz, d_mo``."""
+    y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
+    mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+    y = tl.load(Y + y_at, mask=m, other=0.0)
+    coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    for s in range(R):
+        w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+        mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        coef += w[:, None] * mv_s[None, :]
+    y += vt * coef
+    if HAS_OUT:
+        mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        dy = dout * mo[None, :]
+    else:
+        dy = tl.load(DOUT + y_at, mask=m, other=0.0).to(tl.float32)
+    if HAS_Z:
+        mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        gate, slope = silu_and_slope(zt * mz[None, :])
+        dzr = dy * y * slope
+        dz += dzr * mz[None, :]
+        d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
+        y = y * gate
+        dy = dy * gate
+    if HAS_OUT:
+        d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
+    tl.store(DY + y_at, dy, mask=m)
+    return dy, coef, mv_r, dz, d_mz, d_mo
+
+
+@triton.jit
 def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                     DY, DSC, DSCC, DG, DE, DV, DZ, DMV, DMZ, DMO, DD,
                     L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
-                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
+                    HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
     """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
-    outside, in a fixed order."""
+    outside, in a fixed order. ``HOIST`` (few ranks): every rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums
+    over the steps once per rank ``s`` (a tile gathering ``w[r, s] dy_r`` over ``r``), not once per pair of
+    ranks: those sums across the block's rows went through shared memory, and the kernel waited on it (MIO
+    stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight Compute 2026-12-04)."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -409,59 +447,60 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     d_h = 0.0
     if HAS_D:
         d_h = tl.load(D + h).to(tl.float32)
+    zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     if HAS_Z:
         zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-        dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+    dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     if HAS_OUT:
         dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+    dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     d_mv = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
     d_mz = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
     d_mo = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
-    d_d = tl.zeros([BLOCK_T], dtype=tl.float32)
+    d_d = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
     d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
-    for r in range(R):
-        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
-        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        # the pre-gate output again, and the weight each v_s took in it
-        y = tl.load(Y + y_at, mask=m, other=0.0)
-        coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        for s in range(R):
-            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
-            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            coef += w[:, None] * mv_s[None, :]
-        y += vt * coef
-        if HAS_OUT:
-            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            dy = dout * mo[None, :]
-        else:
-            dy = tl.load(DOUT + y_at, mask=m, other=0.0).to(tl.float32)
-        if HAS_Z:
-            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            gate, slope = silu_and_slope(zt * mz[None, :])
-            dzr = dy * y * slope
-            dz += dzr * mz[None, :]
-            d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
-            y = y * gate
-            dy = dy * gate
-        if HAS_OUT:
-            d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
-        tl.store(DY + y_at, dy, mask=m)
-        dv += dy * coef
-        if HAS_D:
-            d_d += tl.sum(dy * vt * mv_r[None, :], axis=1)
+    if HOIST:
+        dys = ()
+        for r in tl.static_range(R):
+            dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
+                r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
+                dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
+            dv += dy * coef
+            d_d += dy * mv_r[None, :]
+            dys = dys + (dy,)
+        for s in tl.static_range(R):
+            vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+            u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
+            for r in tl.static_range(R):
+                s_at = ((step * H + h) * R + r) * R + s
+                w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+                dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
+                tl.store(DSC + s_at, g * dot, mask=ok)
+                tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+                d_g += (sc - scc) * dot
+                d_e -= scc * dot
+                u += w[:, None] * dys[r]
+            d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
+    else:
+        for r in range(R):
+            dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
+                r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
+                dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
+            dv += dy * coef
+            d_d += dy * mv_r[None, :]
             d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
-        for s in range(R):
-            s_at = ((step * H + h) * R + r) * R + s
-            w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
-            tl.store(DSC + s_at, g * dot, mask=ok)
-            tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
-            d_g += (sc - scc) * dot
-            d_e -= scc * dot
-            d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
+            for s in range(R):
+                s_at = ((step * H + h) * R + r) * R + s
+                w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+                mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+                dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
+                tl.store(DSC + s_at, g * dot, mask=ok)
+                tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+                d_g += (sc - scc) * dot
+                d_e -= scc * dot
+                d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
     tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
     tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
     tl.store(DV + at, dv, mask=m)
@@ -476,7 +515,7 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     if HAS_OUT:
         tl.store(DMO + pr, d_mo, mask=pr_ok)
     if HAS_D:
-        tl.store(DD + part, tl.sum(d_d, axis=0))
+        tl.store(DD + part, tl.sum(tl.sum(d_d * vt, axis=1), axis=0))
 
 
 @triton.jit
@@ -667,8 +706,11 @@ prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, 
                                 grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
                                                     p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
 out_fwd_kernel = _warps("mamba3_mimo_out", _out_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), _GATES)
-out_bwd_kernel = _warps("mamba3_mimo_out_bwd", _out_bwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]),
-                        _GATES)
+# holding every rank's dy (HOIST) at 4 warps spilled on sm_90 (255 registers and 24 bytes of stack; 174 at 8)
+out_bwd_kernel = TunableKernel("mamba3_mimo_out_bwd", _out_bwd_kernel,
+                               grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), key=_key, flags=_GATES,
+                               rule=lambda p, mode: dict(num_warps=8 if p[2] <= HOIST_RANKS else 4),
+                               alternatives=lambda p, mode: [dict(num_warps=4), dict(num_warps=8)])
 
 
 def _problem(b, L, R, H, Hqk, width, dtype, bt, *gates):
@@ -688,8 +730,9 @@ def _block_h(N: int) -> int:
     return next_power_of_2(max(N // 2, 1))
 
 
-# ranks whose Q, K rows the prep kernels hold in registers (the forward every rank's k' and turned k~ for a step
-# block, the backward every rank's raw rows through its loop over heads: 4 R tiles); more ranks reload them
+# ranks whose tiles the kernels hold in registers (the prep forward every rank's k' and turned k~ for a step block,
+# the prep backward every rank's raw Q, K rows through its loop over heads, the output backward every rank's dy);
+# more ranks reload or recompute them
 HOIST_RANKS = 4
 
 
@@ -764,6 +807,7 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
                           SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
                           DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
-                          R=R, BLOCK_T=bt, BLOCK_P=next_power_of_2(P), BLOCK_R=next_power_of_2(R))
+                          R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
+                          BLOCK_R=next_power_of_2(R))
     fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
     return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)
