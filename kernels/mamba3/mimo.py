@@ -593,8 +593,8 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
     dq2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
-    qr1, qr2 = _raw_halves(Q, bi, t, r, hk, L, R, Hqk, N, hs, m)
-    kr1, kr2 = _raw_halves(K, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    own_q1, own_q2 = _raw_halves(Q, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    own_k1, own_k2 = _raw_halves(K, bi, t, r, hk, L, R, Hqk, N, hs, m)
     if HOIST:
         ks1 = ()
         ks2 = ()
@@ -643,12 +643,12 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
                     k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
                     g1, g2, g3, g4, e1, e2, e3, e4)
         b1, b2 = _bias_halves(QB, h, r, R, N, hs, h_ok)
-        a, b = _turn(qr1 + b1, qr2 + b2, cos, sin)
+        a, b = _turn(own_q1 + b1, own_q2 + b2, cos, sin)
         dth = g2 * a - g1 * b
         pq1 = g1 * cos + g2 * sin + e1
         pq2 = g2 * cos - g1 * sin + e2
         b1, b2 = _bias_halves(KB, h, r, R, N, hs, h_ok)
-        a, b = _turn(kr1 + b1, kr2 + b2, cos, sin)
+        a, b = _turn(own_k1 + b1, own_k2 + b2, cos, sin)
         dth += g4 * a - g3 * b
         pk1 = g3 * cos + g4 * sin + e3
         pk2 = g4 * cos - g3 * sin + e4
