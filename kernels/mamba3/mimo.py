@@ -264,8 +264,7 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < L
     hs = tl.arange(0, BLOCK_H)
-    half = N // 2
-    h_ok = hs < half
+    h_ok = hs < N // 2
     m = ok[:, None] & h_ok[None, :]
     cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
     if HOIST:
@@ -274,48 +273,41 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
         kt1 = ()
         kt2 = ()
         for s in tl.static_range(R):
-            k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            a, b = _turn(k1, k2, cos, sin)
-            a = _rounded(a, DOT)
-            b = _rounded(b, DOT)
-            dst = (((bi.to(tl.int64) * L + t) * R + s) * H + h) * N
-            tl.store(KR + dst[:, None] + hs[None, :], a.to(KR.dtype.element_ty), mask=m)
-            tl.store(KR + dst[:, None] + half + hs[None, :], b.to(KR.dtype.element_ty), mask=m)
+            k1, k2, a, b = _turned_rows(K, KB, KR, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
             ks1 = ks1 + (k1,)
             ks2 = ks2 + (k2,)
             kt1 = kt1 + (a,)
             kt2 = kt2 + (b,)
         for r in tl.static_range(R):
-            dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
-            q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            qa, qb = _turn(q1, q2, cos, sin)
-            qa = _rounded(qa, DOT)
-            qb = _rounded(qb, DOT)
-            tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
-            tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
+            q1, q2, qa, qb = _turned_rows(Q, QB, QR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
             for s in tl.static_range(R):
                 at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
                 _scores(q1, q2, qa, qb, ks1[s], ks2[s], kt1[s], kt2[s], SC, SCC, at, ok, r, s)
     else:
         # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
         for r in range(R):
-            dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
-            q1, q2 = _biased(Q, QB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            qa, qb = _turn(q1, q2, cos, sin)
-            qa = _rounded(qa, DOT)
-            qb = _rounded(qb, DOT)
-            # stored in DOT, the stages' operand dtype: exact, the values are already rounded to it
-            tl.store(QR + dst[:, None] + hs[None, :], qa.to(QR.dtype.element_ty), mask=m)
-            tl.store(QR + dst[:, None] + half + hs[None, :], qb.to(QR.dtype.element_ty), mask=m)
-            k1, k2 = _biased(K, KB, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
-            a, b = _turn(k1, k2, cos, sin)
-            tl.store(KR + dst[:, None] + hs[None, :], _rounded(a, DOT).to(KR.dtype.element_ty), mask=m)
-            tl.store(KR + dst[:, None] + half + hs[None, :], _rounded(b, DOT).to(KR.dtype.element_ty), mask=m)
+            q1, q2, qa, qb = _turned_rows(Q, QB, QR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
+            _turned_rows(K, KB, KR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
             for s in range(R):
                 k1, k2 = _biased(K, KB, bi, t, s, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
                 a, b = _turn(k1, k2, cos, sin)
                 at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
                 _scores(q1, q2, qa, qb, k1, k2, _rounded(a, DOT), _rounded(b, DOT), SC, SCC, at, ok, r, s)
+
+
+@triton.jit
+def _turned_rows(PTR, BIAS, OUT, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT: tl.constexpr):
+    """Rank ``r``'s ``x' = Q + Q_bias[h, r]`` (or K's) and ``x~``, turned and rounded to ``DOT``, which is also stored
+    to ``OUT (b, L, R, H, N)`` in ``DOT``, the stages' operand dtype (exact: the values are already rounded to it).
+    Returns the halves ``(x'_1, x'_2, x~_1, x~_2)``."""
+    x1, x2 = _biased(PTR, BIAS, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok)
+    a, b = _turn(x1, x2, cos, sin)
+    a = _rounded(a, DOT)
+    b = _rounded(b, DOT)
+    dst = (((bi.to(tl.int64) * L + t) * R + r) * H + h) * N
+    tl.store(OUT + dst[:, None] + hs[None, :], a.to(OUT.dtype.element_ty), mask=m)
+    tl.store(OUT + dst[:, None] + N // 2 + hs[None, :], b.to(OUT.dtype.element_ty), mask=m)
+    return x1, x2, a, b
 
 
 @triton.jit
@@ -535,32 +527,34 @@ def _bias_halves(BIAS, h, r, R, N, hs, h_ok):
 
 
 @triton.jit
+def _side_terms(x1, x2, BIAS, DSC, DSCC, at, on, h, s, R, N, hs, h_ok, ok, cos, sin, ga, gb, ea, eb):
+    """One side of :func:`_rank_terms`: rank ``s``'s raw rows ``x1, x2`` with their bias, weighted by the scores'
+    gradients at ``at`` (``DSCC``'s only where ``on``): into ``ea, eb`` as ``x'``, into ``ga, gb`` turned."""
+    b1, b2 = _bias_halves(BIAS, h, s, R, N, hs, h_ok)
+    o1 = x1 + b1
+    o2 = x2 + b2
+    w = tl.load(DSC + at, mask=ok, other=0.0)
+    ea += w[:, None] * o1
+    eb += w[:, None] * o2
+    o1, o2 = _turn(o1, o2, cos, sin)
+    w = tl.where(on, tl.load(DSCC + at, mask=ok, other=0.0), 0.0)
+    ga += w[:, None] * o1
+    gb += w[:, None] * o2
+    return ga, gb, ea, eb
+
+
+@triton.jit
 def _rank_terms(k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
                 g1, g2, g3, g4, e1, e2, e3, e4):
     """Rank ``s``'s share of rank ``r``'s gradients at head ``h``, from ``s``'s raw rows ``k1, k2, q1, q2``: the
     stages' rounded scores ``scc[r, s]`` (``s <= r``) act on ``q~_r, k~_s`` and ``scc[s, r]`` on ``q~_s, k~_r``
     (their gradient passes the rounding straight through onto ``dq~, dk~`` before those are turned back:
     ``g``); ``sc[r, s] = q'_r . k'_s`` feeds ``dq'_r`` and ``sc[s, r]`` feeds ``dk'_r`` (``e``)."""
-    b1, b2 = _bias_halves(KB, h, s, R, N, hs, h_ok)
-    o1 = k1 + b1
-    o2 = k2 + b2
-    w = tl.load(DSC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0)
-    e1 += w[:, None] * o1
-    e2 += w[:, None] * o2
-    o1, o2 = _turn(o1, o2, cos, sin)
-    w = tl.where(r >= s, tl.load(DSCC + ((step * H + h) * R + r) * R + s, mask=ok, other=0.0), 0.0)
-    g1 += w[:, None] * o1
-    g2 += w[:, None] * o2
-    b1, b2 = _bias_halves(QB, h, s, R, N, hs, h_ok)
-    o1 = q1 + b1
-    o2 = q2 + b2
-    w = tl.load(DSC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0)
-    e3 += w[:, None] * o1
-    e4 += w[:, None] * o2
-    o1, o2 = _turn(o1, o2, cos, sin)
-    w = tl.where(r <= s, tl.load(DSCC + ((step * H + h) * R + s) * R + r, mask=ok, other=0.0), 0.0)
-    g3 += w[:, None] * o1
-    g4 += w[:, None] * o2
+    row = (step * H + h) * R
+    g1, g2, e1, e2 = _side_terms(k1, k2, KB, DSC, DSCC, (row + r) * R + s, r >= s, h, s, R, N, hs, h_ok, ok, cos, sin,
+                                 g1, g2, e1, e2)
+    g3, g4, e3, e4 = _side_terms(q1, q2, QB, DSC, DSCC, (row + s) * R + r, r <= s, h, s, R, N, hs, h_ok, ok, cos, sin,
+                                 g3, g4, e3, e4)
     return g1, g2, g3, g4, e1, e2, e3, e4
 
 
