@@ -6,8 +6,9 @@ The ranks become steps: rank ``r`` of step ``t`` sits at pseudo-step ``t R + r``
 stages (``kernels/mamba3/core.py``) give every term between different steps. Within one step the ranks all
 meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the pseudo-time scan gave the pairs
 ``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step. The rotations going in and that correction,
-the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``, two
-ops with their backward), and so is the running angle of unpacked rows (SISO's block sums, then one
+the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``; the
+rotations and the stages are one op, so that the stages' fp32 gradients of ``q~, k~`` reach the rotations'
+backward without a cast to the stages' operand dtype; the output terms another), and so is the running angle of unpacked rows (SISO's block sums, then one
 launch writing the angles) and the ranks' inputs ``V * MIMO_V`` (one pass each way); the step sizes stay in
 PyTorch (``(b, H, L)``), and so does a packed row's running angle.
 """
@@ -35,18 +36,6 @@ CHUNK_SIZES = (4, 8, 16, 32, 64)
 _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _fake(x, k, chunk_size, io, cu, **_):
-    b, T, H, P = x.shape
-    N = k.shape[3]
-    nc = -(-T // chunk_size)
-    f32 = dict(dtype=torch.float32, device=x.device)
-    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32),
-            x.new_empty((cu.shape[0] - 1, H, P, N), **f32) if cu is not None else x.new_empty(0, **f32),
-            x.new_empty((b, H, nc * chunk_size), **f32),
-            x.new_empty((2, b, H, nc * chunk_size), **f32),
-            x.new_empty((b, H, nc, P, N), dtype=_k.core_plan(x, N, chunk_size, _IO[io]).torch_dot))
-
-
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
     R = x.shape[1] // scale.shape[2]
     y, final, varlen, (dtp, cum, hs) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu, R)
@@ -67,46 +56,75 @@ def _backward(saved, grads):
     return dict(x=dx, k=dk, q=dq, scale=dscale, a=da, h0=dh0 if saved["h0"] is not None else None)
 
 
-_core = build(OpSpec(
-    "mamba3_core", "x: Tensor, k: Tensor, q: Tensor, scale: Tensor, a: Tensor, h0: Tensor?, seq: Tensor?, "
-    "cu: Tensor?, chunk_size: int, deterministic: bool, io: str", outputs=("y", "final", "varlen", "dtp", "cum", "hs"),
-    forward=_forward, fake=_fake, grads=("x", "k", "q", "scale", "a", "h0"), grad_outputs=("y", "final", "varlen"),
-    saves=("x", "k", "q", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "chunk_size", "deterministic", "io"),
-    backward=_backward, switches=lambda x: (fp32_matmul(),)))
-
-
-def _prep_backward(saved, grads):
-    z = lambda g, like: g.contiguous() if g is not None else torch.zeros_like(like)  # noqa: E731
-    dq, dk, dqb, dkb, dth = _mk.prep_backward(
-        z(grads["qr"], saved["qr"]), z(grads["kr"], saved["kr"]), z(grads["sc"], saved["sc"]),
-        z(grads["scc"], saved["scc"]), saved["Q"], saved["K"], saved["Q_bias"], saved["K_bias"], saved["theta"])
-    return dict(Q=dq, K=dk, Q_bias=dqb, K_bias=dkb, theta=dth)
-
-
 def _dot(io: str):
     """The stages' operand dtype, as core_plan picks it (fp32 inputs: TF32's rounding is not mirrored)."""
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(_IO[io], tl.float32)
-
-
-def _prep_fake(Q, theta, H, io, **_):
-    b, L, R, _, N = Q.shape
-    f32 = dict(dtype=torch.float32, device=Q.device)
-    turned = dict(dtype=_mk.TORCH_DTYPE[_dot(io)], device=Q.device)
-    return (Q.new_empty((b, L, R, H, N), **turned), Q.new_empty((b, L, R, H, N), **turned),
-            Q.new_empty((b, L, H, R, R), **f32), Q.new_empty((b, L, H, R, R), **f32))
 
 
 def _prep_forward(Q, K, Q_bias, K_bias, theta, H, io):
     return _mk.prep_forward(Q, K, Q_bias, K_bias, theta, H, _dot(io))
 
 
-# q~, k~ (b, L, R, H, N) in the stages' operand dtype (their gradients come back cast to it) and the in-step
-# scores (b, L, H, R, R) from Q, K, their biases and the angle
-_prep = build(OpSpec(
-    "mamba3_mimo_prep", "Q: Tensor, K: Tensor, Q_bias: Tensor, K_bias: Tensor, theta: Tensor, H: int, io: str",
-    outputs=("qr", "kr", "sc", "scc"), forward=_prep_forward, fake=_prep_fake,
-    grads=("Q", "K", "Q_bias", "K_bias", "theta"), grad_outputs=("qr", "kr", "sc", "scc"),
-    saves=("Q", "K", "Q_bias", "K_bias", "theta", "qr", "kr", "sc", "scc"), backward=_prep_backward))
+def _rank_steps(t: Tensor) -> Tensor:
+    """``(b, L, R, H, n)`` -> the stages' ``(b, L R, H, n)`` (a view of a contiguous tensor)."""
+    b, L, R, H, n = t.shape
+    return t.reshape(b, L * R, H, n)
+
+
+def _turned_core_forward(Q, K, Q_bias, K_bias, theta, x, scale, a, h0, seq, cu, H, chunk_size, deterministic, io):
+    qr, kr, sc, scc = _prep_forward(Q, K, Q_bias, K_bias, theta, H, io)
+    return (*_forward(x, _rank_steps(kr), _rank_steps(qr), scale, a, h0, seq, cu, chunk_size, deterministic, io),
+            qr, kr, sc, scc)
+
+
+def _turned_core_fake(Q, theta, x, H, cu, chunk_size, io, **_):
+    b, L, R, _, N = Q.shape
+    P = x.shape[3]
+    T = L * R
+    nc = -(-T // chunk_size)
+    f32 = dict(dtype=torch.float32, device=x.device)
+    turned = dict(dtype=_mk.TORCH_DTYPE[_dot(io)], device=Q.device)
+    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32),
+            x.new_empty((cu.shape[0] - 1, H, P, N), **f32) if cu is not None else x.new_empty(0, **f32),
+            x.new_empty((b, H, nc * chunk_size), **f32), x.new_empty((2, b, H, nc * chunk_size), **f32),
+            x.new_empty((b, H, nc, P, N), dtype=_k.core_plan(x, N, chunk_size, _IO[io]).torch_dot),
+            Q.new_empty((b, L, R, H, N), **turned), Q.new_empty((b, L, R, H, N), **turned),
+            Q.new_empty((b, L, H, R, R), **f32), Q.new_empty((b, L, H, R, R), **f32))
+
+
+def _turned_core_backward(saved, grads):
+    """The stages' backward hands its fp32 gradients of q~, k~ straight to the prep backward: as two ops, autograd
+    cast them to q~, k~'s bf16 between (five copy kernels, 1.73 ms of the 39.7 ms fwd+bwd at B8 L4096 R4 H32 on the
+    H200, 2026-12-04), and the prep backward read them back."""
+    qr, kr = saved["qr"], saved["kr"]
+    core = dict(saved, k=_rank_steps(kr), q=_rank_steps(qr))
+    d = _backward(core, grads)
+    dq, dk = d["q"].view(qr.shape), d["k"].view(kr.shape)
+    # q~, k~ also reach the outputs apart from the stages (a packed row's input states, the final k state)
+    if grads["qr"] is not None:
+        dq = dq + grads["qr"].float()
+    if grads["kr"] is not None:
+        dk = dk + grads["kr"].float()
+    z = lambda g, like: g.contiguous() if g is not None else torch.zeros_like(like)  # noqa: E731
+    dQ, dK, dqb, dkb, dth = _mk.prep_backward(dq, dk, z(grads["sc"], saved["sc"]), z(grads["scc"], saved["scc"]),
+                                              saved["Q"], saved["K"], saved["Q_bias"], saved["K_bias"],
+                                              saved["theta"])
+    return dict(Q=dQ, K=dK, Q_bias=dqb, K_bias=dkb, theta=dth, x=d["x"], scale=d["scale"], a=d["a"], h0=d["h0"])
+
+
+# the prep (q~, k~ (b, L, R, H, N) in the stages' operand dtype, the in-step scores (b, L, H, R, R)) and the stages
+# over the rank-steps, one op
+_turned_core = build(OpSpec(
+    "mamba3_mimo_turned_core",
+    "Q: Tensor, K: Tensor, Q_bias: Tensor, K_bias: Tensor, theta: Tensor, x: Tensor, scale: Tensor, a: Tensor, "
+    "h0: Tensor?, seq: Tensor?, cu: Tensor?, H: int, chunk_size: int, deterministic: bool, io: str",
+    outputs=("y", "final", "varlen", "dtp", "cum", "hs", "qr", "kr", "sc", "scc"),
+    forward=_turned_core_forward, fake=_turned_core_fake,
+    grads=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0"),
+    grad_outputs=("y", "final", "varlen", "qr", "kr", "sc", "scc"),
+    saves=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "qr", "kr", "sc",
+           "scc", "chunk_size", "deterministic", "io"),
+    backward=_turned_core_backward, switches=lambda x: (fp32_matmul(),)))
 
 _OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
 
@@ -358,7 +376,6 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
 
     c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
     io = str(V.dtype).replace("torch.", "")
-    qr, kr, sc, scc = _prep(c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), H, io)
     mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
     v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P) fp32
 
@@ -373,11 +390,11 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
     flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
     # a packed row's input states are not the scan's (it starts each sequence from zero): added below
     # the scale and decay per step: the core spreads them over the ranks' pseudo-steps
-    y_ps, final, varlen = _core(flat(v, P), flat(kr, N), flat(qr, N), scale, ADT.to(f),
-                                h0 if seq is None else None,
-                                seq.repeat_interleave(R, dim=1) if seq is not None else None,
-                                cu * R if cu is not None else None, pseudo_chunk, deterministic,
-                                str(V.dtype).replace("torch.", ""))[:3]
+    # q~, k~ and the in-step scores from Q, K, their biases and the angle, then the stages over the rank-steps
+    y_ps, final, varlen, _, _, _, qr, kr, sc, scc = _turned_core(
+        c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), flat(v, P), scale, ADT.to(f),
+        h0 if seq is None else None, seq.repeat_interleave(R, dim=1) if seq is not None else None,
+        cu * R if cu is not None else None, H, pseudo_chunk, deterministic, io)
     y = y_ps.reshape(b, L, R, H, P)   # reshape: its backward takes gradients of any layout (AOT autograd)
 
     if seq is not None and return_state and torch.is_grad_enabled() and any(
