@@ -94,8 +94,8 @@ def _turned_core_fake(Q, theta, x, H, cu, chunk_size, io, **_):
 
 def _turned_core_backward(saved, grads):
     """The stages' backward hands its fp32 gradients of q~, k~ straight to the prep backward: as two ops, autograd
-    cast them to q~, k~'s bf16 between (five copy kernels, 1.73 ms of the 39.7 ms fwd+bwd at B8 L4096 R4 H32 on the
-    H200, 2026-12-04), and the prep backward read them back."""
+    cast them to q~, k~'s bf16 between (the two largest of five bf16 copy kernels that took 1.73 ms of the 39.7 ms
+    fwd+bwd at B8 L4096 R4 H32 on the H200, 2026-12-04), and the prep backward read them back."""
     qr, kr = saved["qr"], saved["kr"]
     core = dict(saved, k=_rank_steps(kr), q=_rank_steps(qr))
     d = _backward(core, grads)
