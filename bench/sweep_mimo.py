@@ -39,17 +39,17 @@ def run(steps_options=(4, 8, 16, 32), warps_options=(4, 8)):
     dqr, dkr = torch.randn_like(qr), torch.randn_like(kr)
     dsc, dscc = torch.randn_like(sc), torch.randn_like(sc)
     kernels = {
-        "prep fwd": ("mamba3_mimo_prep", True,
+        "prep fwd": ("mamba3_mimo_prep",
                      lambda: mimo.prep_forward(t["Q"], t["K"], t["Q_bias"], t["K_bias"], t["theta"], H, tl.bfloat16)),
-        "out fwd": ("mamba3_mimo_out", True, lambda: mimo.out_forward(*out_args)),
-        "out bwd": ("mamba3_mimo_out_bwd", False, lambda: mimo.out_backward(t["dout"], *out_args)),
-        "prep bwd": ("mamba3_mimo_prep_bwd_pairs", False,
+        "out fwd": ("mamba3_mimo_out", lambda: mimo.out_forward(*out_args)),
+        "out bwd": ("mamba3_mimo_out_bwd", lambda: mimo.out_backward(t["dout"], *out_args)),
+        "prep bwd": ("mamba3_mimo_prep_bwd_pairs",
                      lambda: mimo.prep_backward(dqr, dkr, dsc, dscc, t["Q"], t["K"], t["Q_bias"], t["K_bias"],
                                                 t["theta"])),
     }
     blocks = mimo._blocks
     try:
-        for label, (name, forward, fn) in kernels.items():
+        for label, (name, fn) in kernels.items():
             extra = [dict(BLOCK_H=h) for h in (16, 32, 64)] if name.endswith("pairs") else [{}]
             for steps, warps, more in itertools.product(steps_options, warps_options, extra):
                 mimo._blocks = lambda device, fwd, s=steps: s

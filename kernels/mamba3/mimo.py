@@ -225,13 +225,9 @@ def _qk_at(bi, t, r, hk, L, R, Hqk, N):
 @triton.jit
 def _biased(PTR, BIAS, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok):
     """``(Q + Q_bias[h, r])`` halves for the steps ``t``: ``(BLOCK_T, BLOCK_H)`` each."""
-    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
-    half = N // 2
-    b1 = tl.load(BIAS + (h * R + r) * N + hs, mask=h_ok, other=0.0).to(tl.float32)
-    b2 = tl.load(BIAS + (h * R + r) * N + half + hs, mask=h_ok, other=0.0).to(tl.float32)
-    x1 = tl.load(PTR + at[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32) + b1[None, :]
-    x2 = tl.load(PTR + at[:, None] + half + hs[None, :], mask=m, other=0.0).to(tl.float32) + b2[None, :]
-    return x1, x2
+    x1, x2 = _raw_halves(PTR, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    b1, b2 = _bias_halves(BIAS, h, r, R, N, hs, h_ok)
+    return x1 + b1, x2 + b2
 
 
 @triton.jit
@@ -679,9 +675,9 @@ def _warps(name, fn, grid, flags=None):
 _GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
 # 8 warps first: with every rank's k' and k~ held (HOIST) a 16-step block at 4 warps spills on sm_90 (255 registers
 # and 424 bytes of stack, Triton 3.9; 180 registers at 8 warps)
-prep_fwd_kernel = TunableKernel("mamba3_mimo_prep", _prep_fwd_kernel, grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]),
-                                key=_key, rule=lambda p, mode: dict(num_warps=8),
-                                alternatives=lambda p, mode: [dict(num_warps=4)])
+prep_fwd_kernel = TunableKernel("mamba3_mimo_prep", _prep_fwd_kernel,
+                                grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), key=_key,
+                                rule=lambda p, mode: dict(num_warps=8), alternatives=lambda p, mode: [dict(num_warps=4)])
 
 
 def _prep_bwd_rule(p, mode):

@@ -8,9 +8,9 @@ meet through ``gamma_t`` (an ``R x R`` block, not causal in ``r``), while the ps
 ``r' <= r`` weight ``scale_t``: an ``R x R`` correction per step. The rotations going in and that correction,
 the skip, gate and output projection coming out are kernels of their own (``kernels/mamba3/mimo.py``; the
 rotations and the stages are one op, so that the stages' fp32 gradients of ``q~, k~`` reach the rotations'
-backward without a cast to the stages' operand dtype; the output terms another), and so is the running angle of unpacked rows (SISO's block sums, then one
-launch writing the angles) and the ranks' inputs ``V * MIMO_V`` (one pass each way); the step sizes stay in
-PyTorch (``(b, H, L)``), and so does a packed row's running angle.
+backward without a cast to the stages' operand dtype; the output terms another), and so is the running angle
+of unpacked rows (SISO's block sums, then one launch writing the angles) and the ranks' inputs ``V * MIMO_V``
+(one pass each way); the step sizes stay in PyTorch (``(b, H, L)``), and so does a packed row's running angle.
 """
 import math
 from typing import Optional
@@ -102,9 +102,9 @@ def _turned_core_backward(saved, grads):
     dq, dk = d["q"].view(qr.shape), d["k"].view(kr.shape)
     # q~, k~ also reach the outputs apart from the stages (a packed row's input states, the final k state)
     if grads["qr"] is not None:
-        dq = dq + grads["qr"].float()
+        dq.add_(grads["qr"])
     if grads["kr"] is not None:
-        dk = dk + grads["kr"].float()
+        dk.add_(grads["kr"])
     z = lambda g, like: g.contiguous() if g is not None else torch.zeros_like(like)  # noqa: E731
     dQ, dK, dqb, dkb, dth = _mk.prep_backward(dq, dk, z(grads["sc"], saved["sc"]), z(grads["scc"], saved["scc"]),
                                               saved["Q"], saved["K"], saved["Q_bias"], saved["K_bias"],
@@ -383,16 +383,14 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
     if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks (per packed sequence)
         e_first = e[..., 0] if seq is None else e[0][:, cu[:-1].long()].transpose(0, 1)   # (rows, H)
         h0 = ssm0.to(f) + e_first[..., None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
-    T = L * R
     pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
-    # contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
-    # swapped in memory, and a reshape of that is a strided view
-    flat = lambda t, n: t.reshape(b, T, H, n).contiguous()                # noqa: E731
     # a packed row's input states are not the scan's (it starts each sequence from zero): added below
     # the scale and decay per step: the core spreads them over the ranks' pseudo-steps
-    # q~, k~ and the in-step scores from Q, K, their biases and the angle, then the stages over the rank-steps
+    # q~, k~ and the in-step scores from Q, K, their biases and the angle, then the stages over the rank-steps;
+    # v contiguous: with L = 1 broadcasting against the transposed (R, H, .) weights can leave ranks and heads
+    # swapped in memory, and a reshape of that is a strided view
     y_ps, final, varlen, _, _, _, qr, kr, sc, scc = _turned_core(
-        c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), flat(v, P), scale, ADT.to(f),
+        c(Q), c(K), c(Q_bias.to(f)), c(K_bias.to(f)), theta.contiguous(), _rank_steps(v).contiguous(), scale, ADT.to(f),
         h0 if seq is None else None, seq.repeat_interleave(R, dim=1) if seq is not None else None,
         cu * R if cu is not None else None, H, pseudo_chunk, deterministic, io)
     y = y_ps.reshape(b, L, R, H, P)   # reshape: its backward takes gradients of any layout (AOT autograd)
