@@ -134,12 +134,12 @@ class _Launch:
                 if table[slot].data_ptr() % 16:
                     break
             else:
-                values = self.values
+                # addresses, not tensors: Triton's launcher asks the driver about every tensor it is given
+                # (cuPointerGetAttribute), not about an int; the key fixed every device and dtype
+                values = self.values.copy()
                 for pos, slot in self.tensors:
-                    values[pos] = table[slot]
+                    values[pos] = table[slot].data_ptr()
                 tuning.Kernel._lean(compiled, self.grid, stream, values)
-                for pos, _ in self.tensors:
-                    values[pos] = None
                 return
         self.kernel._launch(self.grid, _fill(self.args, table), self.kw)
 

@@ -274,7 +274,7 @@ class Kernel:
         return values, key
 
     def _launch(self, grid: tuple, args: dict, kw: dict) -> None:
-        rec = getattr(_recording, "rec", None)
+        rec = _recording.rec
         if rec is not None and not rec.paused:   # a replay's recording (replay.py): launch, then note it
             rec.paused += 1
             try:
@@ -319,28 +319,25 @@ class Bound:
     :meth:`TunableKernel.bind`; ``bound(stream, *tensors)`` launches on the raw CUDA ``stream`` with
     ``tensors`` in the order of ``vary``. A tensor the binary was not compiled for (another dtype, an
     address not 16-byte aligned), a launch hook (a profiler) or a tuning change since the binding
-    (:func:`forget`, :func:`pin`) sends the call through :meth:`TunableKernel.launch` instead. The
-    varying slots are emptied after each launch, so the binding keeps no caller's tensor alive."""
+    (:func:`forget`, :func:`pin`) sends the call through :meth:`TunableKernel.launch` instead. Each call
+    fills a copy of the bound values with the tensors' addresses, so the binding keeps no caller's tensor."""
     __slots__ = ("kernel", "problem", "args", "vary", "compiled", "grid", "values", "slots", "dtypes", "generation")
 
     def __call__(self, stream, *tensors) -> None:
-        rec = getattr(_recording, "rec", None)
+        rec = _recording.rec
         if rec is not None:   # an op plan's launch inside a replay's recording: not recordable
             rec.refuse()
-        values, slots = self.values, self.slots
-        fits = self.generation == _generation and not _hooks_active()
-        if fits:
-            for slot, dtype, t in zip(slots, self.dtypes, tensors):
-                if t.dtype is not dtype or t.data_ptr() % 16:
-                    fits = False
+        if self.generation == _generation and not _hooks_active():
+            values = self.values.copy()
+            for slot, dtype, t in zip(self.slots, self.dtypes, tensors):
+                at = t.data_ptr()
+                if t.dtype is not dtype or at % 16:
                     break
-                values[slot] = t
-        if fits:
-            Kernel._lean(self.compiled, self.grid, stream, values)
-        for slot in slots:
-            values[slot] = None
-        if not fits:
-            self.kernel.launch(self.problem, **self.args, **dict(zip(self.vary, tensors)))
+                values[slot] = at   # an address: the launcher asks the driver about a tensor, not about an int
+            else:
+                Kernel._lean(self.compiled, self.grid, stream, values)
+                return
+        self.kernel.launch(self.problem, **self.args, **dict(zip(self.vary, tensors)))
 
 
 class Launch:
@@ -377,6 +374,28 @@ class OneLaunch:
 
     def __call__(self, tensors) -> list:
         made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]
+        bound = self.launch.bound
+        if bound is not None and bound.generation == _generation and _recording.rec is None \
+                and not _hooks_active():
+            # the bound launch inlined (Launch -> Bound -> Kernel._lean were three Python frames a call), with
+            # addresses for the tensors: Triton's launcher asks the driver about every tensor it is given
+            # (cuPointerGetAttribute), not about an int. The plan's key fixed every dtype and device; only an
+            # input's alignment can differ from the binary's.
+            values = bound.values.copy()   # a copy: nothing of this call is left in the binding
+            slots = bound.slots
+            for slot, i in zip(slots, self.take):
+                at = tensors[i].data_ptr()
+                if at % 16:
+                    break
+                values[slot] = at
+            else:
+                for slot, t in zip(slots[len(self.take):], made):
+                    values[slot] = t.data_ptr()
+                grid = bound.grid
+                compiled = bound.compiled
+                compiled.run(grid[0], grid[1], grid[2], _raw_stream(self.dev), compiled.function,
+                             compiled.packed_metadata, None, None, None, *values)
+                return made
         self.launch(_raw_stream(self.dev) if self.dev >= 0 else None, *[tensors[i] for i in self.take], *made)
         return made
 
@@ -385,7 +404,12 @@ class OneLaunch:
 
 _REGISTRY: dict[str, "_Choice"] = {}
 _generation = 0   # bumped by forget(): Bound launches (and replays) made before it resolve again
-_recording = threading.local()   # .rec: the replay being recorded in this thread (replay.py), if any
+class _Recording(threading.local):
+    rec = None   # the replay being recorded in this thread (replay.py), if any; a class default reads in ~50 ns
+    # where getattr(local, "rec", None) on a missing attribute took ~400 ns (an exception inside)
+
+
+_recording = _Recording()
 _pinned: dict[str, dict] = {}
 _chosen: dict[str, dict] = {}
 _disk: dict | None = None
@@ -393,7 +417,7 @@ _disk: dict | None = None
 
 def recorder():
     """The replay being recorded in this thread (``replay.py``), or None."""
-    return getattr(_recording, "rec", None)
+    return _recording.rec
 
 
 def choices() -> dict:
@@ -615,7 +639,8 @@ class TunableKernel(_Choice, Kernel):
             return None
         bound = Bound()
         names = self._params[0]
-        bound.kernel, bound.problem, bound.vary, bound.compiled, bound.grid = self, problem, tuple(vary), compiled, grid
+        bound.kernel, bound.problem, bound.vary, bound.compiled = self, problem, tuple(vary), compiled
+        bound.grid = (*grid, 1, 1)[:3]   # always three: OneLaunch's inlined launch reads them so
         bound.args = {k: v for k, v in args.items() if k not in vary}
         bound.values, bound.slots = values, tuple(names.index(name) for name in vary)
         bound.dtypes = tuple(args[name].dtype for name in vary)

@@ -134,3 +134,47 @@ def test_lean_launch_after_an_aligned_call_handles_unaligned_views(length, rows)
             h = ssm_triton.linear_scan(a, b)
             want = linear_scan_np(a.double().cpu().numpy(), b.double().cpu().numpy())
             np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_planned_launch_passes_addresses_and_falls_back(monkeypatch):
+    """An op plan's launch (``tuning.OneLaunch``) with its binding inlined: the inputs it takes and the outputs it
+    allocates go to their slots as addresses, in a copy of the bound values; an input off 16 bytes, or a tuning
+    change since the binding, goes through the kernel's own launch instead, with the tensors themselves."""
+    from ssm_triton.kernels import tuning
+    issued, fallen = [], []
+
+    class Compiled:
+        function, packed_metadata = "fn", "meta"
+
+        def run(self, *args):
+            issued.append(args)
+
+    class Kern:
+        def launch(self, problem, **args):
+            fallen.append((problem, args))
+
+        def bind(self, problem, vary, **args):
+            return None
+
+    monkeypatch.setattr(tuning, "_hooks_active", lambda: False)
+    monkeypatch.setattr(tuning, "_raw_stream", lambda device: "stream")
+    kern = Kern()
+    b = tuning.Bound()
+    b.kernel, b.problem, b.vary, b.compiled, b.grid = kern, ("p",), ("X", "Y", "OUT"), Compiled(), (3, 2, 1)
+    b.args, b.values, b.slots = {"A": 1, "B": 2}, [1, None, None, 2, None], (1, 2, 4)
+    b.dtypes, b.generation = (torch.float32, torch.float16, torch.float32), tuning._generation
+    launch = tuning.Launch(kern, ("p",), {"A": 1, "B": 2}, ("X", "Y", "OUT"))
+    launch.bound = b
+    plan = tuning.OneLaunch(launch, (2, 0), (((5,), torch.float32),), torch.device("cpu"))
+    x, y = torch.zeros(8), torch.zeros(8, dtype=torch.float16)
+    out = plan((y, None, x))
+    assert len(issued) == 1 and len(out) == 1 and out[0].shape == (5,) and out[0].dtype == torch.float32
+    assert issued[0] == (3, 2, 1, "stream", "fn", "meta", None, None, None,
+                         1, x.data_ptr(), y.data_ptr(), 2, out[0].data_ptr())
+    assert b.values == [1, None, None, 2, None]
+    plan((y, None, x[1:]))                     # 4 bytes off: the bound launch refuses it too
+    tuning.forget()
+    plan((y, None, x))                         # tuned choices forgotten since the binding
+    assert len(issued) == 1 and len(fallen) == 2
+    problem, args = fallen[1]
+    assert problem == ("p",) and args["X"] is x and args["Y"] is y and args["A"] == 1 and args["OUT"].shape == (5,)

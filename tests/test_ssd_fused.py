@@ -31,12 +31,23 @@ def route(value: str):
 
 @contextlib.contextmanager
 def counting():
-    """How many times the fused kernel launched inside the block: through the tuner's path, a plan's bound launch
-    or a replay's launch (the last two fall back to the tuner's path, counted once, when the binary does not
-    fit)."""
+    """How many times the fused kernel launched inside the block: through the tuner's path, a plan's launch (its
+    bound launch inlined, or the :class:`tuning.Bound`) or a replay's launch (each falls back to the tuner's path,
+    counted once, when the binary does not fit)."""
     calls, inside = [], []
     kernel = fused.ssd_fused_fwd_kernel
     real, real_bound, real_replayed = kernel.launch, tuning.Bound.__call__, replay._Launch.__call__
+    real_one = tuning.OneLaunch.__call__
+
+    def one_spy(self, tensors):   # an op plan (ops/_plans.py)
+        if self.launch.kernel is not kernel:
+            return real_one(self, tensors)
+        calls.append(1)
+        inside.append(1)
+        try:
+            return real_one(self, tensors)
+        finally:
+            inside.pop()
 
     def spy(*a, **k):
         if not inside:
@@ -44,7 +55,7 @@ def counting():
         return real(*a, **k)
 
     def bound_spy(self, stream, *tensors):
-        if self.kernel is not kernel:
+        if self.kernel is not kernel or inside:
             return real_bound(self, stream, *tensors)
         calls.append(1)
         inside.append(1)
@@ -64,10 +75,12 @@ def counting():
             inside.pop()
 
     kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = spy, bound_spy, replayed_spy
+    tuning.OneLaunch.__call__ = one_spy
     try:
         yield calls
     finally:
         kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = real, real_bound, real_replayed
+        tuning.OneLaunch.__call__ = real_one
 
 
 def problem(device, bsz, L, groups, per_group, P, N, seed, options, dtype):
@@ -187,10 +200,13 @@ def test_planned_one_launch_forward_reused_across_calls(device, bsz, L, groups, 
                 t["x"] = t["x"].transpose(1, 2).contiguous().transpose(1, 2)
             with counting() as calls:
                 out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
-            assert calls == [1]
+                alone = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)   # its own plan: no final state
+            assert calls == [1, 1]
             want_out, want_final = ssd_np(**as_np(t))
             assert_close(out, want_out, dtype, f"out, call {k}")
             assert_close(final, want_final, dtype, f"final_states, call {k}")
+            assert isinstance(alone, torch.Tensor)
+            assert_close(alone, want_out, dtype, f"out without the final state, call {k}")
         assert any(isinstance(p, tuning.OneLaunch) for p in ops._PLANS._seen.values())
     with torch.no_grad(), route("0"), counting() as calls:   # the stages now, plan or not
         staged = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)

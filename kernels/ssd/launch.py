@@ -375,15 +375,16 @@ def fused_dot(x, seq_idx, want_varlen):
     return None
 
 
-def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit):
+def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final=True):
     """:func:`ssd_inference` of these inputs (no packed sequences, no varlen states) as a one-launch op plan,
-    ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]``, where it takes the one-launch
-    forward; else None. The inputs as the op layer passes them (``ops/_layout.step_strided``)."""
+    ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]`` (``[out]`` without ``final``),
+    where it takes the one-launch forward; else None. The inputs as the op layer passes them
+    (``ops/_layout.step_strided``)."""
     dot = fused_dot(x, None, False)
     if dot is None:
         return None
     lo, hi, clamp = _limits(dt_limit)
-    return fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    return fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, final)
 
 
 def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:

@@ -181,11 +181,13 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     # torch.compile first: its tracer is not to meet the capture query (a graph break under fullgraph)
     if cu_seqlens is None and seq_idx is None and not return_varlen_states and not compiling() and not (
             isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
-        # the route switch and (for fp32 inputs) the matmul precision pick the launch
-        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _k.fp32_matmul()))
+        # the route switch and (for fp32 inputs) the matmul precision pick the launch; the precision is asked
+        # only for those (a microsecond of this CPU's time, several of a GPU host's)
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _k.precision_key(x.dtype) if isinstance(
+            x, torch.Tensor) else None))
     if plan:   # made after a call of this very signature passed the checks
-        out, final = plan(tensors)
-        return (out, final) if return_final_states else out
+        made = plan(tensors)   # [out, final], or [out] where the final state is not asked for
+        return (made[0], made[1]) if return_final_states else made[0]
     # cu_seqlens is checked by value on every call; the rest once per signature
     key = None if cu_seqlens is not None else _validate.signature((*tensors, seq_idx), plain)
     limits = _PASSED.get(key)
@@ -205,7 +207,7 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
             c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
             deterministic)
     out, final, varlen, *_ = _ssd(*args)
-    _plans.remember(_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, (lo, hi)))
+    _plans.remember(_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, (lo, hi), return_final_states))
     extra = ([final] if return_final_states else []) + ([varlen] if return_varlen_states else [])
     return (out, *extra) if extra else out
 
@@ -215,10 +217,11 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
 _PLANS = _plans.Plans()
 
 
-def _plan(tensors, dt_softplus, dt_limit):
-    """The one-launch forward's op plan where the inputs reach the kernel as they are, else None."""
+def _plan(tensors, dt_softplus, dt_limit, final):
+    """The one-launch forward's op plan where the inputs reach the kernel as they are, else None; ``final``: it
+    also returns the final state (the key holds ``return_final_states``)."""
     x, dt, A, B, C, D, z, dt_bias, initial_states = tensors
     if any(step_strided(t) is not t for t in (x, dt, B, C, z)) or any(
             t is not None and not t.is_contiguous() for t in (A, D, dt_bias, initial_states)):
         return None
-    return _k.inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit)
+    return _k.inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final)
