@@ -1,13 +1,29 @@
 """What the tuner sees for the one-launch SSD forward: ``python -m ssm_triton.bench.tune_fused``.
 
-For each shape (H=64 P=64 N=128 G=1 bf16, D and dt_bias with softplus, as the benchmark's SSD rows) it
-tunes ``ssd_fused_fwd`` afresh, prints every candidate's time (best first) and the rule's, then the
-do_bench median of the tuned fused forward against the staged forward at its rule plan (host time
-included, as a user calling it eagerly sees it).
+For each shape (H=64 P=64 N=128 G=1 bf16, D and dt_bias with softplus, as the benchmark's SSD rows) and each
+segment count (``--segments``; 1 walks whole rows, more split each row into a summary launch and an output
+launch, ``fused.segments``) it tunes ``ssd_fused_fwd`` afresh and prints the chosen tiles, then the call's
+do_bench median eagerly (host time included, as a user calling it sees it) and replayed from a CUDA graph of
+ten calls (the device's time alone), against the staged forward at its rule plan, timed the same two ways.
 """
 import argparse
 
 import torch
+
+
+def _graphed_ms(call, reps: int = 10) -> float:
+    """Device milliseconds a call, from a CUDA graph of ``reps`` calls replayed under do_bench."""
+    import triton.testing
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            call()
+    return triton.testing.do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / reps
 
 
 def main(argv=None) -> None:
@@ -19,10 +35,12 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m ssm_triton.bench.tune_fused")
     parser.add_argument("--shapes", nargs="+", default=["1x512", "1x2048", "1x8192", "8x4096", "2x16384"])
+    parser.add_argument("--segments", nargs="+", type=int, default=[1])
     args = parser.parse_args(argv)
     H, P, G, N, io = 64, 64, 1, 128, torch.bfloat16
     dev = torch.device("cuda")
     k = fused.ssd_fused_fwd_kernel
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
     for shape in args.shapes:
         b, L = (int(v) for v in shape.split("x"))
         g = lambda *s: torch.randn(*s, device=dev).to(io)  # noqa: E731
@@ -35,21 +53,32 @@ def main(argv=None) -> None:
             with torch.no_grad():
                 return ssm_triton.mamba_chunk_scan_combined(x, dt, A, B, C, 256, D=D, dt_bias=bias, dt_softplus=True)
 
-        problem = (b, L, H, P, G, N, io, False)
+        fused.SEGMENTS = ""
+        print(f"\nb={b} L={L}: the rule's segments {fused.segments(b, L, H, P, sms)[0]}")
         launch.FUSED = "1"
-        call()   # tunes
-        timings = sorted(k.timings.get(problem, {}).items(), key=lambda kv: kv[1][0] if isinstance(kv[1], list) else kv[1])
-        print(f"\nb={b} L={L}: chose {k.resolved[problem][0]}")
-        for cfg, t in timings:
-            print(f"    {t[0] if isinstance(t, list) else t:8.4f} ms  {cfg}")
-        fused_ms = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+        reference = None
+        for nseg in args.segments:
+            fused.SEGMENTS = str(nseg)
+            got, seg_len = fused.segments(b, L, H, P, sms)
+            out = call()   # tunes
+            reference = out if reference is None else reference
+            err = (out.float() - reference.float()).abs().max().item()
+            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got)
+            chose = k.resolved[problem][0]
+            summary = k.resolved.get((*problem[:8], 1, got))
+            eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+            graphed = _graphed_ms(call)
+            print(f"  segments {got} ({seg_len} steps): eager {eager * 1e3:7.1f} us, graphed {graphed * 1e3:7.1f} us; "
+                  f"max |out - 1 segment's| {err:.3g}; tiles {chose}" + (f", summary {summary[0]}" if summary else ""))
+        fused.SEGMENTS = ""
         launch.FUSED = "0"
         tuning.pin("ssd_fwd")   # the staged forward at its rule plan: no tuning run here
         try:
-            staged_ms = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+            staged = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+            staged_graphed = _graphed_ms(call)
         finally:
             tuning.unpin("ssd_fwd")
-        print(f"  eager call: fused {fused_ms * 1e3:.1f} us, staged (rule plan) {staged_ms * 1e3:.1f} us")
+        print(f"  staged (rule plan): eager {staged * 1e3:7.1f} us, graphed {staged_graphed * 1e3:7.1f} us")
     launch.FUSED = ""
 
 

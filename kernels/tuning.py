@@ -360,6 +360,35 @@ class Launch:
         self.kernel.launch(self.problem, **self.args, **given)
         self.bound = self.kernel.bind(self.problem, self.vary, **self.args, **given)
 
+    def at(self, stream, addresses) -> bool:
+        """Launch through the binding with ``addresses`` (ints, 16-byte aligned, in ``vary``'s order): Triton's
+        launcher asks the driver about every tensor it is given (``cuPointerGetAttribute``), not about an int.
+        False, launching nothing, where the binding is missing or stale, a launch hook is set or a replay is
+        being recorded: the caller then launches with tensors."""
+        bound = self.bound
+        if bound is None or bound.generation != _generation or _recording.rec is not None or _hooks_active():
+            return False
+        values = bound.values.copy()   # a copy: nothing of this call is left in the binding
+        for slot, at in zip(bound.slots, addresses):
+            values[slot] = at
+        grid = bound.grid
+        compiled = bound.compiled
+        compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
+                     *values)
+        return True
+
+
+def addresses(tensors) -> list | None:
+    """Each tensor's address, or None where one is not 16-byte aligned (a binary compiled for aligned
+    arguments cannot take it)."""
+    out = []
+    for t in tensors:
+        at = t.data_ptr()
+        if at % 16:
+            return None
+        out.append(at)
+    return out
+
 
 class OneLaunch:
     """An op plan of one :class:`Launch` (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> outputs`` allocates
@@ -374,29 +403,12 @@ class OneLaunch:
 
     def __call__(self, tensors) -> list:
         made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]
-        bound = self.launch.bound
-        if bound is not None and bound.generation == _generation and _recording.rec is None \
-                and not _hooks_active():
-            # the bound launch inlined (Launch -> Bound -> Kernel._lean were three Python frames a call), with
-            # addresses for the tensors: Triton's launcher asks the driver about every tensor it is given
-            # (cuPointerGetAttribute), not about an int. The plan's key fixed every dtype and device; only an
-            # input's alignment can differ from the binary's.
-            values = bound.values.copy()   # a copy: nothing of this call is left in the binding
-            slots = bound.slots
-            for slot, i in zip(slots, self.take):
-                at = tensors[i].data_ptr()
-                if at % 16:
-                    break
-                values[slot] = at
-            else:
-                for slot, t in zip(slots[len(self.take):], made):
-                    values[slot] = t.data_ptr()
-                grid = bound.grid
-                compiled = bound.compiled
-                compiled.run(grid[0], grid[1], grid[2], _raw_stream(self.dev), compiled.function,
-                             compiled.packed_metadata, None, None, None, *values)
-                return made
-        self.launch(_raw_stream(self.dev) if self.dev >= 0 else None, *[tensors[i] for i in self.take], *made)
+        given = [tensors[i] for i in self.take]
+        stream = _raw_stream(self.dev) if self.dev >= 0 else None
+        # the plan's key fixed every dtype and device: only an input's alignment can differ from the binary's
+        ats = addresses(given) if self.launch.bound is not None else None
+        if ats is None or not self.launch.at(stream, ats + [t.data_ptr() for t in made]):
+            self.launch(stream, *given, *made)
         return made
 
 

@@ -224,11 +224,14 @@ def ssd_cases():
         if not FULL:   # CI: each state layout once in 16 bits, TF32 at one tile
             fused_tiles = fused_tiles[:1] if dot != tl.bfloat16 else fused_tiles[::2]
         if io != "mixed":
-            for q, bp, bn, transposed in fused_tiles:
-                yield "ssd fused fwd", ssd_fused.ssd_fused_fwd_kernel, \
-                    {**iop("X", "DT", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL"), **ints}, \
+            for (q, bp, bn, transposed), mode in itertools.product(fused_tiles, (0, 1, 2)):
+                if mode and (transposed or not opt):   # the segmented modes: one tile, every option on
+                    continue
+                yield f"ssd fused fwd mode {mode}", ssd_fused.ssd_fused_fwd_kernel, \
+                    {**iop("X", "DT", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL", "SEG_STATE",
+                                                                 "SEG_DECAY"), **ints}, \
                     dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_H0=opt,
-                         HAS_FINAL=True, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed)
+                         HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed, MODE=mode)
         yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, {**iop("DOUT", "Y", "Z", "X", "DY", "DZ"), "DD_PART": "*fp32", **ints}, \
             dict(HAS_DD=opt, ROWS=256, BLOCK_R=8, BLOCK_C=128)
         yield "ssd dt bwd", ssd_dt.dt_bwd_kernel, \

@@ -166,6 +166,7 @@ def test_a_planned_launch_passes_addresses_and_falls_back(monkeypatch):
     launch = tuning.Launch(kern, ("p",), {"A": 1, "B": 2}, ("X", "Y", "OUT"))
     launch.bound = b
     plan = tuning.OneLaunch(launch, (2, 0), (((5,), torch.float32),), torch.device("cpu"))
+    plan.dev = 0   # as a GPU's: its stream is asked for
     x, y = torch.zeros(8), torch.zeros(8, dtype=torch.float16)
     out = plan((y, None, x))
     assert len(issued) == 1 and len(out) == 1 and out[0].shape == (5,) and out[0].dtype == torch.float32

@@ -118,6 +118,39 @@ def test_fused_forward_matches_the_reference_and_the_stages(device, bsz, L, grou
     assert_close(final, staged_final.double(), dtype, "final_states vs the staged forward")
 
 
+@contextlib.contextmanager
+def split(k: int):
+    """Force the one-launch forward's segments (``fused.SEGMENTS``): 1 walks whole rows."""
+    before = fused.SEGMENTS
+    fused.SEGMENTS = str(k)
+    try:
+        yield
+    finally:
+        fused.SEGMENTS = before
+
+
+@examples(8)
+@given(bsz=st.integers(1, 2), L=st.integers(17, 70), groups=st.integers(1, 2), P=st.integers(1, 9),
+       N=st.integers(1, 9), segments=st.integers(2, 5), seed=seeds(), options=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, segments, seed, options, dtype):
+    """The row split into segments (a summary launch, then the outputs from the summaries of the segments before
+    each): outputs and final states against the float64 loop (initial states, D, z, dt_bias among the options),
+    through the op plan as well (its second call), and two launches each call."""
+    t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
+    want_out, want_final = ssd_np(**as_np(t))
+    nseg, _ = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
+    with torch.no_grad(), route("1"), split(segments):
+        nseg, seg_len = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
+        assert nseg > 1 and (nseg - 1) * seg_len < L
+        for k in range(2):
+            with counting() as calls:
+                out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
+            assert calls == [1, 1]
+            assert_close(out, want_out, dtype, f"out, call {k}")
+            assert_close(final, want_final, dtype, f"final_states, call {k}")
+
+
 @examples(4)
 @given(L=st.integers(20, 64), rate=st.floats(2.0, 12.0), seed=seeds())
 def test_fused_forward_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, L, rate, seed):
@@ -139,7 +172,7 @@ def test_every_tuning_candidate_matches_the_reference(device):
     turn (under the interpreter those differing only in warps and stages run once)."""
     bsz, L, H, P, G, N = 1, 150, 2, 20, 1, 16
     t = problem(device, bsz, L, G, H // G, P, N, 3, True, torch.float32)
-    space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True), H100)
+    space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True, 0, 1), H100)
     assert len(space) > 1
     pins = []
     for option in space:

@@ -17,13 +17,17 @@ the chunk's length ``Q`` is the kernel's own tile (the result does not depend on
 The decay sums are taken in fp64 and differenced as ``(hi, lo)`` fp32 pairs, as the staged cumsum does,
 so that a chunk that decays by hundreds of nats keeps fp32 accuracy.
 """
+import math
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
 from ..host import cdiv, next_power_of_2
-from ..tuning import Launch, OneLaunch, TunableKernel, bucket
+from .. import tuning as _tuning
+from ..tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 from .common import mm
 from .cumsum import raw_step, softplus_clamp
 
@@ -31,14 +35,22 @@ from .cumsum import raw_step, softplus_clamp
 @triton.jit
 def _ssd_fused_fwd_kernel(
     # pointers
-    X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL,
-    # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp
-    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi,
+    X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY,
+    # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp,
+    # the segments' steps and count (MODE 1 and 2)
+    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
+    MODE: tl.constexpr,
 ):
+    """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
+    head, segment) walks its segment from a zero state, writing no output: the state it leaves with into
+    ``SEG_STATE (b, H, nseg, P, N)`` fp32 and the segment's summed decay ``dt A`` into ``SEG_DECAY (b, H, nseg)``.
+    MODE 2: each segment's program enters with ``H0`` carried through the summaries of the segments before it
+    (``h <- exp(decay_j) h + state_j``), then walks its segment as MODE 0 walks a row; the last segment writes
+    ``FINAL``."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -55,12 +67,27 @@ def _ssd_fused_fwd_kernel(
     else:
         state_at = (bh.to(tl.int64) * P + ps[:, None]) * N + ns[None, :]      # (BLOCK_P, BLOCK_N)
         pn_ok = p_ok[:, None] & n_ok[None, :]
-    if HAS_H0:
+    if HAS_H0 and MODE != 1:
         state = tl.load(H0 + state_at, mask=pn_ok, other=0.0).to(tl.float32)
     elif STATE_T:
         state = tl.zeros([BLOCK_N, BLOCK_P], dtype=tl.float32)
     else:
         state = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    seg = tl.program_id(2)
+    if MODE == 0:
+        start = 0
+        end = L
+    else:
+        start = seg * seg_len
+        end = tl.minimum(L, start + seg_len)
+    # the segment's rows of SEG_STATE are at the same (P, N) offsets as the state's in FINAL, (nseg - 1) (P, N)
+    # blocks a row later per row before it
+    seg_at = state_at + (bh.to(tl.int64) * (nseg - 1) * P * N)
+    if MODE == 2:
+        for j in range(0, seg):
+            decay_j = tl.load(SEG_DECAY + bh.to(tl.int64) * nseg + j)
+            state = state * tl.exp(decay_j) + tl.load(SEG_STATE + seg_at + j * P * N, mask=pn_ok, other=0.0)
+    seg_total = tl.zeros([1], dtype=tl.float64)
     a_h = tl.load(A + h).to(tl.float32)
     if HAS_D:
         if D_PER_CHANNEL:
@@ -69,14 +96,15 @@ def _ssd_fused_fwd_kernel(
             d_h = tl.load(D + h).to(tl.float32)
     r = tl.arange(0, Q)
     causal = r[:, None] >= r[None, :]
-    for t0 in range(0, L, Q):
+    for t0 in range(start, end, Q):
         t = t0 + r
-        ok = t < L
+        ok = t < end
         dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
         dt = tl.where(ok, dt, 0.0)
         a = (dt * a_h).to(tl.float64)
         cum = tl.cumsum(a, axis=0)
         total = tl.sum(a, axis=0)
+        seg_total += total
         c_hi = cum.to(tl.float32)
         c_lo = (cum - c_hi.to(tl.float64)).to(tl.float32)
         step = bi.to(tl.int64) * L + t
@@ -86,31 +114,32 @@ def _ssd_fused_fwd_kernel(
                           other=0.0)                                                           # (BLOCK_N, Q)
         else:
             b_c = tl.load(B + (step * SB + g * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)   # (Q, BLOCK_N)
-        c_c = tl.load(C + (step * SC + g * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)
-        xp = ((step * H + h) * P)[:, None] + ps[None, :]                                        # (Q, BLOCK_P) of OUT
         qp_ok = ok[:, None] & p_ok[None, :]
         x_c = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=qp_ok, other=0.0)
+        if MODE != 1:   # a summary writes no output
+            c_c = tl.load(C + (step * SC + g * N)[:, None] + ns[None, :], mask=qn_ok, other=0.0)
+            xp = ((step * H + h) * P)[:, None] + ps[None, :]                                    # (Q, BLOCK_P) of OUT
 
-        # inside the chunk: (C B^T) under the causal decay, times dt_s x_s
-        diff = (c_hi[:, None] - c_hi[None, :]) + (c_lo[:, None] - c_lo[None, :])
-        decay = tl.where(causal, tl.exp(tl.where(causal, diff, 0.0)), 0.0)
-        if STATE_T:
-            w = mm(c_c, b_t, DOT) * decay * dt[None, :]
-        else:
-            w = mm(c_c, tl.trans(b_c), DOT) * decay * dt[None, :]
-        y = mm(w, x_c, DOT)
-        # from the state entering the chunk
-        if STATE_T:
-            y += mm(c_c, state, DOT) * tl.exp(c_hi)[:, None]
-        else:
-            y += mm(c_c, tl.trans(state), DOT) * tl.exp(c_hi)[:, None]
-        if HAS_D:
-            y += d_h * x_c.to(tl.float32)
-        if HAS_Z:
-            gate, _ = silu_and_slope(tl.load(Z + (step * SZ + h * P)[:, None] + ps[None, :], mask=qp_ok,
-                                             other=0.0).to(tl.float32))
-            y *= gate
-        tl.store(OUT + xp, y.to(OUT.dtype.element_ty), mask=qp_ok)
+            # inside the chunk: (C B^T) under the causal decay, times dt_s x_s
+            diff = (c_hi[:, None] - c_hi[None, :]) + (c_lo[:, None] - c_lo[None, :])
+            decay = tl.where(causal, tl.exp(tl.where(causal, diff, 0.0)), 0.0)
+            if STATE_T:
+                w = mm(c_c, b_t, DOT) * decay * dt[None, :]
+            else:
+                w = mm(c_c, tl.trans(b_c), DOT) * decay * dt[None, :]
+            y = mm(w, x_c, DOT)
+            # from the state entering the chunk
+            if STATE_T:
+                y += mm(c_c, state, DOT) * tl.exp(c_hi)[:, None]
+            else:
+                y += mm(c_c, tl.trans(state), DOT) * tl.exp(c_hi)[:, None]
+            if HAS_D:
+                y += d_h * x_c.to(tl.float32)
+            if HAS_Z:
+                gate, _ = silu_and_slope(tl.load(Z + (step * SZ + h * P)[:, None] + ps[None, :], mask=qp_ok,
+                                                 other=0.0).to(tl.float32))
+                y *= gate
+            tl.store(OUT + xp, y.to(OUT.dtype.element_ty), mask=qp_ok)
 
         # the state leaving the chunk
         xw = x_c.to(tl.float32) * (tl.exp((total - cum).to(tl.float32)) * dt)[:, None]
@@ -118,20 +147,27 @@ def _ssd_fused_fwd_kernel(
             state = state * tl.exp(total.to(tl.float32)) + mm(b_t, xw, DOT)
         else:
             state = state * tl.exp(total.to(tl.float32)) + mm(tl.trans(xw), b_c, DOT)
-    if HAS_FINAL:
-        tl.store(FINAL + state_at, state, mask=pn_ok)
+    if MODE == 1:
+        tl.store(SEG_STATE + seg_at + seg * P * N, state, mask=pn_ok)
+        tl.store(SEG_DECAY + bh.to(tl.int64) * nseg + seg + tl.arange(0, 1), seg_total.to(tl.float32))
+    elif HAS_FINAL:
+        if seg == nseg - 1:
+            tl.store(FINAL + state_at, state, mask=pn_ok)
 
 
 def _rule(p, mode):
-    # problem: (b, L, H, P, G, N, dtype, has_z); the interpreter takes small tiles so short tests cross chunks
+    # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments); the interpreter takes small tiles so short
+    # tests cross chunks
     if mode.interpreted:
         return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1, STATE_T=False)
     # tuned on the H200 (bench/tune_fused.py, 2026-12-02, H=64 P=64 N=128 bf16): 32-step chunks, 4 warps,
     # two stages everywhere; the channel tile the widest that still gives a program per SM (b=1: 16,
-    # b=2: 32, b=8: 64). A wide state (N > 128) holds the tile to 32 channels (registers).
+    # b=2: 32, b=8: 64), counting each segment's programs. A wide state (N > 128) holds the tile to 32
+    # channels (registers).
     b, _, H, P, _, N = p[:6]
+    rows = b * H * p[9]
     widest = min(_widest(P), 32 if N > 128 else 64)
-    block_p = next((bp for bp in (64, 32) if bp <= widest and b * H * cdiv(P, bp) >= mode.sm_count), 16)
+    block_p = next((bp for bp in (64, 32) if bp <= widest and rows * cdiv(P, bp) >= mode.sm_count), 16)
     return dict(Q=32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2, STATE_T=False)
 
 
@@ -158,8 +194,30 @@ def _key(p):
 
 ssd_fused_fwd_kernel = TunableKernel(
     "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
-    grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2]),
+    grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2], p[9] if p[8] else 1),
     flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL"))
+
+# segments forced (SSM_TRITON_SSD_SEGMENTS=k, or set here; bench/tune_fused.py --segments): "" follows the rule
+SEGMENTS = os.environ.get("SSM_TRITON_SSD_SEGMENTS", "")
+MOST_SEGMENTS = 8   # each segment's program carries every earlier segment's (P, N) state in: quadratic in them
+
+
+def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool = False) -> tuple[int, int]:
+    """``(segments, steps a segment)`` of the one-launch forward for a problem: one segment (a program walks its
+    whole row) unless the (row, head, channel tile) programs are too few to fill the GPU and the row is long
+    enough to pay for a second launch (a summary of each segment, then the outputs: ``_ssd_fused_fwd_kernel``'s
+    MODE 1 and 2). A segment's steps are a multiple of 64 (16 in the interpreter), whole chunks of every tile."""
+    align = 16 if interpreted else 64
+    if SEGMENTS:
+        k = int(SEGMENTS)
+    elif interpreted or L < 1024:
+        k = 1
+    else:
+        k = 1
+        while k < MOST_SEGMENTS and bsz * H * cdiv(P, 64) * 2 * k <= 2 * sm_count and L // (2 * k) >= 256:
+            k *= 2
+    seg_len = cdiv(cdiv(L, max(k, 1)), align) * align
+    return cdiv(L, seg_len), seg_len
 
 
 def use_fused(bsz: int, L: int, H: int, sm_count: int) -> bool:
@@ -175,25 +233,39 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
     B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
-    dtype."""
+    dtype. One launch, or two over segments of the row (:func:`segments`)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    nseg, seg_len = segments(bsz, L, H, P, run_mode(x.device).sm_count, run_mode(x.device).interpreted)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
+                                nseg, seg_len)
+    if nseg > 1:
+        seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
+        seg_decay = torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32)
+        args.update(SEG_STATE=seg_state, SEG_DECAY=seg_decay)
+        ssd_fused_fwd_kernel.launch(_summary(problem), None, **dict(args, OUT=None, FINAL=None, MODE=1))
     ssd_fused_fwd_kernel.launch(problem, None, **args, OUT=out, FINAL=final)
     return out, final
 
 
-def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
-    """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`."""
+def _summary(problem):
+    return (*problem[:8], 1, problem[9])
+
+
+def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, nseg, seg_len):
+    """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch (MODE 0,
+    or 2 with ``nseg`` segments: its ``SEG_STATE``, ``SEG_DECAY`` then to be filled in)."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    return (bsz, L, H, P, G, N, x.dtype, z is not None), dict(
-        X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, L=L, H=H, G=G, P=P, N=N,
-        SX=x.stride(1), SZ=z.stride(1) if z is not None else 0, SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1),
-        lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2,
-        BLOCK_N=max(16, next_power_of_2(N)), DOT=dot)
+    mode = 2 if nseg > 1 else 0
+    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg), dict(
+        X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
+        L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0, SB=B.stride(1),
+        SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg, SOFTPLUS=dt_softplus,
+        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot,
+        MODE=mode)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
@@ -204,11 +276,54 @@ def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, h
     H200's host)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    nseg, seg_len = segments(bsz, L, H, P, run_mode(x.device).sm_count, run_mode(x.device).interpreted)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
+                                nseg, seg_len)
     names = ("X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS", "H0")
     take = tuple(i for i, t in enumerate((x, dt, A, B, C, D, z, dt_bias, initial_states)) if t is not None)
     outs = ((x.shape, x.dtype), ((bsz, H, P, N), torch.float32)) if final else ((x.shape, x.dtype),)
     if not final:
         args["FINAL"] = None
-    launch = Launch(ssd_fused_fwd_kernel, problem, args, tuple(names[i] for i in take) + ("OUT", "FINAL")[:len(outs)])
-    return OneLaunch(launch, take, outs, x.device)
+    vary = tuple(names[i] for i in take)
+    if nseg == 1:
+        launch = Launch(ssd_fused_fwd_kernel, problem, args, vary + ("OUT", "FINAL")[:len(outs)])
+        return OneLaunch(launch, take, outs, x.device)
+    summary = Launch(ssd_fused_fwd_kernel, _summary(problem), dict(args, OUT=None, FINAL=None, MODE=1),
+                     vary + ("SEG_STATE", "SEG_DECAY"))
+    last = Launch(ssd_fused_fwd_kernel, problem, args, vary + ("SEG_STATE", "SEG_DECAY", "OUT", "FINAL")[:2 + len(outs)])
+    return TwoLaunches(summary, last, take, (bsz, H, nseg, P, N), outs, x.device)
+
+
+class TwoLaunches:
+    """The segmented forward as an op plan: ``plan(tensors) -> outputs``. Each call allocates the outputs and one
+    fp32 scratch buffer (the segments' states, then their decays from a 16-byte boundary), and issues the two
+    bound :class:`~..tuning.Launch` es with addresses (a tensor's launch for either that cannot)."""
+    __slots__ = ("first", "last", "take", "states", "decays", "outs", "device", "dev")
+
+    def __init__(self, first, last, take, states: tuple, outs, device):
+        self.first, self.last, self.take, self.outs, self.device = first, last, take, outs, device
+        self.states = states
+        self.decays = cdiv(math.prod(states), 4) * 4          # the decays' offset, in fp32 elements
+        self.dev = device.index if device.type == "cuda" and device.index is not None else (
+            torch.cuda.current_device() if device.type == "cuda" else -1)
+
+    def __call__(self, tensors) -> list:
+        made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]
+        rows = self.states[:3]
+        scratch = torch.empty(self.decays + math.prod(rows), device=self.device, dtype=torch.float32)
+        stream = _tuning._raw_stream(self.dev) if self.dev >= 0 else None
+        given = [tensors[i] for i in self.take]
+        ats = _tuning.addresses(given) if self.last.bound is not None else None
+        seg = lambda: (scratch[:math.prod(self.states)].view(self.states), scratch[self.decays:].view(rows))  # noqa: E731
+        if ats is not None:
+            base = scratch.data_ptr()
+            ats += (base, base + 4 * self.decays)
+            if self.first.at(stream, ats):
+                if not self.last.at(stream, ats + [t.data_ptr() for t in made]):
+                    self.last(stream, *given, *seg(), *made)
+                return made
+        views = seg()
+        self.first(stream, *given, *views)
+        self.last(stream, *given, *views, *made)
+        return made
+
