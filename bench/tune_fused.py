@@ -64,8 +64,8 @@ def main(argv=None) -> None:
             reference = out if reference is None else reference
             err = (out.float() - reference.float()).abs().max().item()
             problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got)
-            chose = k.resolved[problem][0]
-            summary = k.resolved.get((*problem[:8], 1, got))
+            chose = k.resolve(problem)[0]
+            summary = k.resolve((*problem[:8], 1, got)) if got > 1 else None
             eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
             graphed = _graphed_ms(call)
             print(f"  segments {got} ({seg_len} steps): eager {eager * 1e3:7.1f} us, graphed {graphed * 1e3:7.1f} us; "

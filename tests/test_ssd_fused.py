@@ -120,13 +120,14 @@ def test_fused_forward_matches_the_reference_and_the_stages(device, bsz, L, grou
 
 @contextlib.contextmanager
 def split(k: int):
-    """Force the one-launch forward's segments (``fused.SEGMENTS``): 1 walks whole rows."""
-    before = fused.SEGMENTS
-    fused.SEGMENTS = str(k)
+    """Force the one-launch forward's segments (``fused.SEGMENTS``; 1 walks whole rows), of 16-step multiples (on
+    a GPU too, where the rule takes 64: short rows split, and a chunk of 32 or 64 steps crosses a segment's end)."""
+    before = fused.SEGMENTS, fused.ALIGN
+    fused.SEGMENTS, fused.ALIGN = str(k), 16
     try:
         yield
     finally:
-        fused.SEGMENTS = before
+        fused.SEGMENTS, fused.ALIGN = before
 
 
 @examples(8)
@@ -139,7 +140,6 @@ def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, s
     through the op plan as well (its second call), and two launches each call."""
     t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
     want_out, want_final = ssd_np(**as_np(t))
-    nseg, _ = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
     with torch.no_grad(), route("1"), split(segments):
         nseg, seg_len = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
         assert nseg > 1 and (nseg - 1) * seg_len < L

@@ -199,6 +199,9 @@ ssd_fused_fwd_kernel = TunableKernel(
 
 # segments forced (SSM_TRITON_SSD_SEGMENTS=k, or set here; bench/tune_fused.py --segments): "" follows the rule
 SEGMENTS = os.environ.get("SSM_TRITON_SSD_SEGMENTS", "")
+# a segment's steps are a multiple of this (None: 64 on a GPU, whole chunks of every tile; 16 in the interpreter).
+# Any length is correct (a chunk past a segment's end is masked): the tests set 16 to split short rows on a GPU
+ALIGN = None
 MOST_SEGMENTS = 8   # each segment's program carries every earlier segment's (P, N) state in: quadratic in them
 
 
@@ -207,7 +210,7 @@ def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool 
     whole row) unless the (row, head, channel tile) programs are too few to fill the GPU and the row is long
     enough to pay for a second launch (a summary of each segment, then the outputs: ``_ssd_fused_fwd_kernel``'s
     MODE 1 and 2). A segment's steps are a multiple of 64 (16 in the interpreter), whole chunks of every tile."""
-    align = 16 if interpreted else 64
+    align = ALIGN or (16 if interpreted else 64)
     if SEGMENTS:
         k = int(SEGMENTS)
     elif interpreted or L < 1024:
