@@ -140,6 +140,9 @@ def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, s
     through the op plan as well (its second call), and two launches each call."""
     t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
     want_out, want_final = ssd_np(**as_np(t))
+    with torch.no_grad(), route("1"), split(1):   # whole rows first: what this signature recorded is not reused
+        whole = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+    assert_close(whole, want_out, dtype, "out, whole rows")
     with torch.no_grad(), route("1"), split(segments):
         nseg, seg_len = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
         assert nseg > 1 and (nseg - 1) * seg_len < L
@@ -211,7 +214,8 @@ def test_fused_forward_only_where_it_applies(device, case):
 def test_rule_takes_the_fused_kernel_where_it_was_measured_faster():
     assert fused.use_fused(1, 2048, 64, 132)            # a small prefill: launch-bound when staged
     assert fused.use_fused(8, 4096, 64, 132)            # 512 (row, head) programs fill the GPU
-    assert not fused.use_fused(1, 8192, 64, 132)        # 64 programs walking 256 chunks in order
+    assert fused.use_fused(1, 8192, 64, 132)            # in 8 segments: 512 programs walking 32 chunks each
+    assert not fused.use_fused(1, 16384, 64, 132)       # not measured: staged
     assert not fused.use_fused(2, 16384, 64, 132)
 
 

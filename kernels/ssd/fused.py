@@ -213,23 +213,25 @@ def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool 
     align = ALIGN or (16 if interpreted else 64)
     if SEGMENTS:
         k = int(SEGMENTS)
-    elif interpreted or L < 1024:
+    elif interpreted or L < 512 or 2 * bsz * H * cdiv(P, 64) > sm_count:
         k = 1
-    else:
-        k = 1
-        while k < MOST_SEGMENTS and bsz * H * cdiv(P, 64) * 2 * k <= 2 * sm_count and L // (2 * k) >= 256:
-            k *= 2
+    else:   # H200, 2026-12-04 (bench/tune_fused.py, rule tiles): b1 H64 eager L512 51.8 -> 30.6 us with 4,
+        # L2048 189 -> 87 with 4 (8: 87), L4096 369 -> 157 with 8 (4: 166), L8192 728 -> 291 with 8 (4: 315);
+        # b2 neither gains nor loses, b4 L2048 loses (232 -> 288 with 2)
+        k = 4 if L <= 2048 else MOST_SEGMENTS
     seg_len = cdiv(cdiv(L, max(k, 1)), align) * align
     return cdiv(L, seg_len), seg_len
 
 
-def use_fused(bsz: int, L: int, H: int, sm_count: int) -> bool:
-    """Whether the one-launch forward suits a problem. A program walks its row's chunks in order, about
-    2.8 µs a 32-step chunk on the H200, so long rows lose to the staged launches unless many (row, head)
-    programs share the GPU. Measured there (2026-12-02, bench/tune_fused.py, both tuned, H=64): b=1 L=512
-    and 2048, 116 and 178 µs against 250 and 266 µs staged; b=8 L=4096, 0.88 against 1.08 ms; but b=1
-    L=8192, 0.68 against 0.34 ms, and b=2 L=16384, 1.42 against 1.08 ms."""
-    return L <= 2048 or (L <= 4096 and bsz * H >= 2 * sm_count)
+def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
+    """Whether the one-launch forward suits a problem. A program walks its row's chunks (or its segment's) in
+    order, about 2.8 µs a 32-step chunk on the H200, so long rows lose to the staged launches unless many (row,
+    head) programs share the GPU, or the row splits into segments (:func:`segments`). Measured there (2026-12-02,
+    bench/tune_fused.py, both tuned, H=64): b=1 L=512 and 2048, 116 and 178 µs against 250 and 266 µs staged;
+    b=8 L=4096, 0.88 against 1.08 ms; but b=1 L=8192, 0.68 against 0.34 ms, and b=2 L=16384, 1.42 against 1.08
+    ms. In 8 segments (2026-12-04, eager, rule tiles): b=1 L=4096 157 against 200 µs, L=8192 291 against 338."""
+    return (L <= 2048 or (L <= 4096 and bsz * H >= 2 * sm_count)
+            or (L <= 8192 and segments(bsz, L, H, P, sm_count)[0] > 1))
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):

@@ -365,12 +365,12 @@ def fused_dot(x, seq_idx, want_varlen):
     None."""
     capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
     if seq_idx is None and not want_varlen and FUSED != "0" and (FUSED == "1" or not capturing):
-        bsz, L, H, _ = x.shape
+        bsz, L, H, P = x.shape
         mode = run_mode(x.device)
         dot = dot_for(x.dtype)
         # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
         # and were never timed: they keep the stages on a GPU
-        if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count) and (mode.interpreted or dot != tl.float32)):
+        if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count, P) and (mode.interpreted or dot != tl.float32)):
             return dot
     return None
 

@@ -69,7 +69,7 @@ _ssd = build(OpSpec(
     "lo: float, hi: float, want_varlen: bool, deterministic: bool",
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
-    inference=_inference, switches=lambda x: (_k.FUSED, _k.precision_key(x.dtype))))
+    inference=_inference, switches=lambda x: (_k.FUSED, _fused.SEGMENTS, _fused.ALIGN, _k.precision_key(x.dtype))))
 
 
 _PASSED = _validate.Passed()
