@@ -416,6 +416,8 @@ class OneLaunch:
 
 _REGISTRY: dict[str, "_Choice"] = {}
 _generation = 0   # bumped by forget(): Bound launches (and replays) made before it resolve again
+
+
 class _Recording(threading.local):
     rec = None   # the replay being recorded in this thread (replay.py), if any; a class default reads in ~50 ns
     # where getattr(local, "rec", None) on a missing attribute took ~400 ns (an exception inside)
@@ -652,7 +654,7 @@ class TunableKernel(_Choice, Kernel):
         bound = Bound()
         names = self._params[0]
         bound.kernel, bound.problem, bound.vary, bound.compiled = self, problem, tuple(vary), compiled
-        bound.grid = (*grid, 1, 1)[:3]   # always three: OneLaunch's inlined launch reads them so
+        bound.grid = (*grid, 1, 1)[:3]   # always three: Launch.at reads them so
         bound.args = {k: v for k, v in args.items() if k not in vary}
         bound.values, bound.slots = values, tuple(names.index(name) for name in vary)
         bound.dtypes = tuple(args[name].dtype for name in vary)

@@ -275,43 +275,6 @@ def test_a_planned_step_follows_its_block(device):
         assert not fused.serves(m, torch.zeros(rows, 1, 16, device=device), c6, s6)
 
 
-def test_a_bound_launch_fills_its_slots_and_falls_back(monkeypatch):
-    """``tuning.Bound``: the varying tensors' addresses go to their places among the fixed arguments, in a copy
-    of them (the binding keeps nothing of the call); a tensor of another dtype, or an address off 16 bytes, or a
-    tuning change since the binding goes through the kernel's own launch instead."""
-    issued, fallen = [], []
-
-    class Compiled:
-        function, packed_metadata = "fn", "meta"
-
-        def run(self, *args):
-            issued.append(args)
-
-    class Kern:
-        def launch(self, problem, **args):
-            fallen.append((problem, args))
-
-    monkeypatch.setattr(tuning, "_hooks_active", lambda: False)
-    b = tuning.Bound()
-    b.kernel, b.problem, b.vary, b.compiled, b.grid = Kern(), ("p",), ("X", "Y"), Compiled(), (3, 2)
-    b.args, b.values, b.slots = {"A": 1, "B": 2}, [1, None, 2, None], (1, 3)
-    b.dtypes, b.generation = (torch.float32, torch.float16), tuning._generation
-    x, y = torch.zeros(8), torch.zeros(8, dtype=torch.float16)
-    b("stream", x, y)
-    assert len(issued) == 1 and issued[0][:9] == (3, 2, 1, "stream", "fn", "meta", None, None, None)
-    launched = issued[0][9:]
-    assert len(launched) == 4 and launched[0] == 1 and launched[2] == 2
-    assert launched[1] == x.data_ptr() and launched[3] == y.data_ptr()
-    assert b.values == [1, None, 2, None]
-    b("stream", x, y.float())                  # another dtype
-    b("stream", x[1:], y)                      # 4 bytes off
-    tuning.forget()
-    b("stream", x, y)                          # tuned choices forgotten since the binding
-    assert len(issued) == 1 and len(fallen) == 3 and b.values == [1, None, 2, None]
-    problem, args = fallen[2]
-    assert problem == ("p",) and args.keys() == {"A", "B", "X", "Y"} and args["X"] is x and args["Y"] is y
-
-
 def _every(kernel, problem):
     return kernel.space(problem, H100)
 

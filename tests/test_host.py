@@ -136,31 +136,70 @@ def test_lean_launch_after_an_aligned_call_handles_unaligned_views(length, rows)
             np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+class _Stubs:
+    """A compiled binary that records its launches and a kernel that records the launches it takes back (and
+    binds nothing): what ``tuning.Bound`` and ``tuning.OneLaunch`` call, on the CPU."""
+
+    def __init__(self):
+        self.issued, self.fallen = [], []
+        stubs = self
+
+        class Compiled:
+            function, packed_metadata = "fn", "meta"
+
+            def run(self, *args):
+                stubs.issued.append(args)
+
+        class Kern:
+            def launch(self, problem, **args):
+                stubs.fallen.append((problem, args))
+
+            def bind(self, problem, vary, **args):
+                return None
+
+        self.compiled, self.kernel = Compiled(), Kern()
+
+
+def test_a_bound_launch_fills_its_slots_and_falls_back(monkeypatch):
+    """``tuning.Bound``: the varying tensors' addresses go to their places among the fixed arguments, in a copy
+    of them (the binding keeps nothing of the call); a tensor of another dtype, or an address off 16 bytes, or a
+    tuning change since the binding goes through the kernel's own launch instead."""
+    from ssm_triton.kernels import tuning
+    stubs = _Stubs()
+    issued, fallen = stubs.issued, stubs.fallen
+    monkeypatch.setattr(tuning, "_hooks_active", lambda: False)
+    b = tuning.Bound()
+    b.kernel, b.problem, b.vary, b.compiled, b.grid = stubs.kernel, ("p",), ("X", "Y"), stubs.compiled, (3, 2)
+    b.args, b.values, b.slots = {"A": 1, "B": 2}, [1, None, 2, None], (1, 3)
+    b.dtypes, b.generation = (torch.float32, torch.float16), tuning._generation
+    x, y = torch.zeros(8), torch.zeros(8, dtype=torch.float16)
+    b("stream", x, y)
+    assert len(issued) == 1 and issued[0][:9] == (3, 2, 1, "stream", "fn", "meta", None, None, None)
+    launched = issued[0][9:]
+    assert len(launched) == 4 and launched[0] == 1 and launched[2] == 2
+    assert launched[1] == x.data_ptr() and launched[3] == y.data_ptr()
+    assert b.values == [1, None, 2, None]
+    b("stream", x, y.float())                  # another dtype
+    b("stream", x[1:], y)                      # 4 bytes off
+    tuning.forget()
+    b("stream", x, y)                          # tuned choices forgotten since the binding
+    assert len(issued) == 1 and len(fallen) == 3 and b.values == [1, None, 2, None]
+    problem, args = fallen[2]
+    assert problem == ("p",) and args.keys() == {"A", "B", "X", "Y"} and args["X"] is x and args["Y"] is y
+
+
 def test_a_planned_launch_passes_addresses_and_falls_back(monkeypatch):
     """An op plan's launch (``tuning.OneLaunch``) with its binding inlined: the inputs it takes and the outputs it
     allocates go to their slots as addresses, in a copy of the bound values; an input off 16 bytes, or a tuning
     change since the binding, goes through the kernel's own launch instead, with the tensors themselves."""
     from ssm_triton.kernels import tuning
-    issued, fallen = [], []
-
-    class Compiled:
-        function, packed_metadata = "fn", "meta"
-
-        def run(self, *args):
-            issued.append(args)
-
-    class Kern:
-        def launch(self, problem, **args):
-            fallen.append((problem, args))
-
-        def bind(self, problem, vary, **args):
-            return None
-
+    stubs = _Stubs()
+    issued, fallen = stubs.issued, stubs.fallen
     monkeypatch.setattr(tuning, "_hooks_active", lambda: False)
     monkeypatch.setattr(tuning, "_raw_stream", lambda device: "stream")
-    kern = Kern()
+    kern = stubs.kernel
     b = tuning.Bound()
-    b.kernel, b.problem, b.vary, b.compiled, b.grid = kern, ("p",), ("X", "Y", "OUT"), Compiled(), (3, 2, 1)
+    b.kernel, b.problem, b.vary, b.compiled, b.grid = kern, ("p",), ("X", "Y", "OUT"), stubs.compiled, (3, 2, 1)
     b.args, b.values, b.slots = {"A": 1, "B": 2}, [1, None, None, 2, None], (1, 2, 4)
     b.dtypes, b.generation = (torch.float32, torch.float16, torch.float32), tuning._generation
     launch = tuning.Launch(kern, ("p",), {"A": 1, "B": 2}, ("X", "Y", "OUT"))

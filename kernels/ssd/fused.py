@@ -297,7 +297,8 @@ def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, h
         return OneLaunch(launch, take, outs, x.device)
     summary = Launch(ssd_fused_fwd_kernel, _summary(problem), dict(args, OUT=None, FINAL=None, MODE=1),
                      vary + ("SEG_STATE", "SEG_DECAY"))
-    last = Launch(ssd_fused_fwd_kernel, problem, args, vary + ("SEG_STATE", "SEG_DECAY", "OUT", "FINAL")[:2 + len(outs)])
+    last = Launch(ssd_fused_fwd_kernel, problem, args,
+                  vary + ("SEG_STATE", "SEG_DECAY", "OUT", "FINAL")[:2 + len(outs)])
     return TwoLaunches(summary, last, take, (bsz, H, nseg, P, N), outs, x.device)
 
 

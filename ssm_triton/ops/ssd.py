@@ -184,8 +184,8 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
             isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
         # the route switch and (for fp32 inputs) the matmul precision pick the launch; the precision is asked
         # only for those (a microsecond of this CPU's time, several of a GPU host's)
-        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _fused.SEGMENTS, _fused.ALIGN, _k.precision_key(
-            x.dtype) if isinstance(x, torch.Tensor) else None))
+        precision = _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _fused.SEGMENTS, _fused.ALIGN, precision))
     if plan:   # made after a call of this very signature passed the checks
         made = plan(tensors)   # [out, final], or [out] where the final state is not asked for
         return (made[0], made[1]) if return_final_states else made[0]
