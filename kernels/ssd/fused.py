@@ -16,6 +16,11 @@ the chunk's length ``Q`` is the kernel's own tile (the result does not depend on
 
 The decay sums are taken in fp64 and differenced as ``(hi, lo)`` fp32 pairs, as the staged cumsum does,
 so that a chunk that decays by hundreds of nats keeps fp32 accuracy.
+
+Rows of few (row, head) programs split into segments (:func:`segments`): the kernel runs twice, first a summary of
+each segment (its end state from a zero state and its summed decay), then every segment's outputs from the
+summaries of the segments before it, so that a segment's program walks a quarter or an eighth of the row
+(b1 L2048 H64 on the H200: 0.18 -> 0.088 ms, 2026-12-04).
 """
 import math
 import os
