@@ -555,135 +555,17 @@ def _rank_terms(k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step
 
 
 @triton.jit
-def _rank_grads(g1, g2, g3, g4, e1, e2, e3, e4, q1, q2, k1, k2, QB, KB, h, r, R, N, hs, h_ok, cos, sin):
-    """Rank ``r``'s gradients at head ``h`` from its turned gradients ``g`` and score terms ``e``
-    (:func:`_rank_terms`), with its own raw rows ``q, k``: ``(dtheta, dq'1, dq'2, dk'1, dk'2)``."""
-    b1, b2 = _bias_halves(QB, h, r, R, N, hs, h_ok)
-    a, b = _turn(q1 + b1, q2 + b2, cos, sin)
-    dth = g2 * a - g1 * b
-    pq1 = g1 * cos + g2 * sin + e1
-    pq2 = g2 * cos - g1 * sin + e2
-    b1, b2 = _bias_halves(KB, h, r, R, N, hs, h_ok)
-    a, b = _turn(k1 + b1, k2 + b2, cos, sin)
-    dth += g4 * a - g3 * b
-    pk1 = g3 * cos + g4 * sin + e3
-    pk2 = g4 * cos - g3 * sin + e4
-    return dth, pq1, pq2, pk1, pk2
-
-
-@triton.jit
-def _bias_parts(DQB, DKB, part, N, hs, h_ok, pq1, pq2, pk1, pk2):
-    """A program's sums over its steps of ``dq', dk'`` at one (head, rank): the biases' partial gradients."""
-    tl.store(DQB + part * N + hs, tl.sum(pq1, axis=0), mask=h_ok)
-    tl.store(DQB + part * N + N // 2 + hs, tl.sum(pq2, axis=0), mask=h_ok)
-    tl.store(DKB + part * N + hs, tl.sum(pk1, axis=0), mask=h_ok)
-    tl.store(DKB + part * N + N // 2 + hs, tl.sum(pk2, axis=0), mask=h_ok)
-
-
-@triton.jit
-def _grad_tiles(DQR, DKR, step, r, h, R, H, N, hs, m):
-    """The halves of ``dq~, dk~`` at rank ``r``, head ``h``: ``(BLOCK_T, BLOCK_H)`` each, fp32."""
-    src = ((step * R + r) * H + h) * N
-    g1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
-    g2 = tl.load(DQR + src[:, None] + N // 2 + hs[None, :], mask=m, other=0.0).to(tl.float32)
-    g3 = tl.load(DKR + src[:, None] + hs[None, :], mask=m, other=0.0).to(tl.float32)
-    g4 = tl.load(DKR + src[:, None] + N // 2 + hs[None, :], mask=m, other=0.0).to(tl.float32)
-    return g1, g2, g3, g4
-
-
-@triton.jit
-def _store_rank(DQ, DK, bi, t, r, hk, L, R, Hqk, N, hs, m, dq1, dq2, dk1, dk2):
-    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
-    tl.store(DQ + at[:, None] + hs[None, :], dq1.to(DQ.dtype.element_ty), mask=m)
-    tl.store(DQ + at[:, None] + N // 2 + hs[None, :], dq2.to(DQ.dtype.element_ty), mask=m)
-    tl.store(DK + at[:, None] + hs[None, :], dk1.to(DK.dtype.element_ty), mask=m)
-    tl.store(DK + at[:, None] + N // 2 + hs[None, :], dk2.to(DK.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _prep_bwd_ranks_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
-                           nb, L, H, Hqk, N, S,
-                           R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
-    """The prep backward for few ranks (R <= 4): a program per (step block, row x Q/K head, block of
-    ``BLOCK_H`` column pairs ``(i, i + N/2)``) holds every rank's raw ``Q, K`` rows and every rank's ``dQ, dK``
-    sums over the heads sharing the Q/K head (four accumulators a rank, in named registers: R <= 4), and walks
-    the heads, each head's ranks inside it. So each head's angle is read and turned into ``cos, sin`` once, not
-    once a rank, and its gradient ``DTH (b, L, H, S)`` is summed over the ranks in registers and written once:
-    with a program per rank (:func:`_prep_bwd_kernel`) it was written ``R`` times and summed by PyTorch
-    (``(R, b, L, H, S)`` fp32, 1.07 GB written and read again at B8 L4096 R4 H32 S64). ``DQB, DKB`` as there."""
-    bk = tl.program_id(1)
-    bi = bk // Hqk
-    hk = bk % Hqk
-    half = N // 2
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    ok = t < L
-    hs = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
-    h_ok = hs < half
-    m = ok[:, None] & h_ok[None, :]
-    group = H // Hqk
-    step = bi.to(tl.int64) * L + t
-    ks1 = ()
-    ks2 = ()
-    qs1 = ()
-    qs2 = ()
-    for s in tl.static_range(R):
-        a, b = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
-        ks1 = ks1 + (a,)
-        ks2 = ks2 + (b,)
-        a, b = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
-        qs1 = qs1 + (a,)
-        qs2 = qs2 + (b,)
-    zero = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
-    q01, q02, k01, k02 = zero, zero, zero, zero
-    q11, q12, k11, k12 = zero, zero, zero, zero
-    q21, q22, k21, k22 = zero, zero, zero, zero
-    q31, q32, k31, k32 = zero, zero, zero, zero
-    th_m = ok[:, None] & (hs < S)[None, :]
-    for j in range(group):
-        h = hk * group + j
-        cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
-        dth = zero
-        for r in tl.static_range(R):
-            g1, g2, g3, g4 = _grad_tiles(DQR, DKR, step, r, h, R, H, N, hs, m)
-            e1, e2, e3, e4 = zero, zero, zero, zero
-            for s in tl.static_range(R):
-                g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
-                    ks1[s], ks2[s], qs1[s], qs2[s], KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
-                    g1, g2, g3, g4, e1, e2, e3, e4)
-            d, pq1, pq2, pk1, pk2 = _rank_grads(g1, g2, g3, g4, e1, e2, e3, e4, qs1[r], qs2[r], ks1[r], ks2[r],
-                                                QB, KB, h, r, R, N, hs, h_ok, cos, sin)
-            dth += d
-            if r == 0:
-                q01, q02, k01, k02 = q01 + pq1, q02 + pq2, k01 + pk1, k02 + pk2
-            elif r == 1:
-                q11, q12, k11, k12 = q11 + pq1, q12 + pq2, k11 + pk1, k12 + pk2
-            elif r == 2:
-                q21, q22, k21, k22 = q21 + pq1, q22 + pq2, k21 + pk1, k22 + pk2
-            else:
-                q31, q32, k31, k32 = q31 + pq1, q32 + pq2, k31 + pk1, k32 + pk2
-            _bias_parts(DQB, DKB, ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r, N, hs, h_ok,
-                        pq1, pq2, pk1, pk2)
-        tl.store(DTH + (((bi.to(tl.int64) * L + t) * H + h) * S)[:, None] + hs[None, :], dth, mask=th_m)
-    _store_rank(DQ, DK, bi, t, 0, hk, L, R, Hqk, N, hs, m, q01, q02, k01, k02)
-    if R > 1:
-        _store_rank(DQ, DK, bi, t, 1, hk, L, R, Hqk, N, hs, m, q11, q12, k11, k12)
-    if R > 2:
-        _store_rank(DQ, DK, bi, t, 2, hk, L, R, Hqk, N, hs, m, q21, q22, k21, k22)
-    if R > 3:
-        _store_rank(DQ, DK, bi, t, 3, hk, L, R, Hqk, N, hs, m, q31, q32, k31, k32)
-
-
-@triton.jit
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
-                     R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
-    """The prep backward for many ranks (R > 4): a program per (step block, row x Q/K head, rank ``r`` x block of
-    ``BLOCK_H`` column pairs ``(i, i + N/2)``): ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K
-    head, in ``Q``'s dtype; ``DQB, DKB (programs along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the
-    angle's gradient from rank ``r``'s terms. Every rank's raw rows are loaded again for each head (registers:
-    :func:`_prep_bwd_ranks_kernel` holds them for few ranks). Columns split over programs since every term is per
-    pair: all 64 pairs of N = 128 in one program took 255 registers and a spill stack on sm_90
-    (tests/sm90_compile.py --resources), 10.8 ms at B8 L4096 H32 R4 on the H200 (2026-12-03)."""
+                     R: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
+    ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
+    along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
+    Columns split over programs since every term is per pair: all 64 pairs of N = 128 in one program took 255
+    registers and a spill stack on sm_90 (tests/sm90_compile.py --resources), 10.8 ms at B8 L4096 H32 R4 on
+    the H200 (2026-12-03). ``HOIST`` (few ranks): every rank's raw ``Q, K`` rows are loaded once, before the loop
+    over the heads that share them, not twice a head and rank (L1-bound: 86% hits, 7.5 ms at that shape, Nsight
+    Compute on the H200, 2026-12-04)."""
     bk = tl.program_id(1)
     bi = bk // Hqk
     hk = bk % Hqk
@@ -703,6 +585,18 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
     dk2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     own_q1, own_q2 = _raw_halves(Q, bi, t, r, hk, L, R, Hqk, N, hs, m)
     own_k1, own_k2 = _raw_halves(K, bi, t, r, hk, L, R, Hqk, N, hs, m)
+    if HOIST:
+        ks1 = ()
+        ks2 = ()
+        qs1 = ()
+        qs2 = ()
+        for s in tl.static_range(R):
+            a, b = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
+            ks1 = ks1 + (a,)
+            ks2 = ks2 + (b,)
+            a, b = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
+            qs1 = qs1 + (a,)
+            qs2 = qs2 + (b,)
     # the gradient tiles of q~, k~ read a head ahead, in flight while a head computes (as in prep.py's SISO backward)
     src = ((step * R + r) * H + hk * group) * N
     n1 = tl.load(DQR + src[:, None] + hs[None, :], mask=m, other=0.0)
@@ -726,23 +620,44 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         e2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
         e3 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
         e4 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
-        for s in range(R):
-            k1, k2 = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
-            q1, q2 = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
-            g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
-                k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
-                g1, g2, g3, g4, e1, e2, e3, e4)
-        dth, pq1, pq2, pk1, pk2 = _rank_grads(g1, g2, g3, g4, e1, e2, e3, e4, own_q1, own_q2, own_k1, own_k2,
-                                              QB, KB, h, r, R, N, hs, h_ok, cos, sin)
+        if HOIST:
+            for s in tl.static_range(R):
+                g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
+                    ks1[s], ks2[s], qs1[s], qs2[s], KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
+                    g1, g2, g3, g4, e1, e2, e3, e4)
+        else:
+            for s in range(R):
+                k1, k2 = _raw_halves(K, bi, t, s, hk, L, R, Hqk, N, hs, m)
+                q1, q2 = _raw_halves(Q, bi, t, s, hk, L, R, Hqk, N, hs, m)
+                g1, g2, g3, g4, e1, e2, e3, e4 = _rank_terms(
+                    k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step, H, ok, cos, sin,
+                    g1, g2, g3, g4, e1, e2, e3, e4)
+        b1, b2 = _bias_halves(QB, h, r, R, N, hs, h_ok)
+        a, b = _turn(own_q1 + b1, own_q2 + b2, cos, sin)
+        dth = g2 * a - g1 * b
+        pq1 = g1 * cos + g2 * sin + e1
+        pq2 = g2 * cos - g1 * sin + e2
+        b1, b2 = _bias_halves(KB, h, r, R, N, hs, h_ok)
+        a, b = _turn(own_k1 + b1, own_k2 + b2, cos, sin)
+        dth += g4 * a - g3 * b
+        pk1 = g3 * cos + g4 * sin + e3
+        pk2 = g4 * cos - g3 * sin + e4
         dq1 += pq1
         dq2 += pq2
         dk1 += pk1
         dk2 += pk2
-        _bias_parts(DQB, DKB, ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r, N, hs, h_ok,
-                    pq1, pq2, pk1, pk2)
+        part = ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r
+        tl.store(DQB + part * N + hs, tl.sum(pq1, axis=0), mask=h_ok)
+        tl.store(DQB + part * N + half + hs, tl.sum(pq2, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + hs, tl.sum(pk1, axis=0), mask=h_ok)
+        tl.store(DKB + part * N + half + hs, tl.sum(pk2, axis=0), mask=h_ok)
         th_at = ((r.to(tl.int64) * nb + bi) * L + t) * H + h
         tl.store(DTH + th_at[:, None] * S + hs[None, :], dth, mask=ok[:, None] & (hs < S)[None, :])
-    _store_rank(DQ, DK, bi, t, r, hk, L, R, Hqk, N, hs, m, dq1, dq2, dk1, dk2)
+    at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
+    tl.store(DQ + at[:, None] + hs[None, :], dq1.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DQ + at[:, None] + half + hs[None, :], dq2.to(DQ.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + hs[None, :], dk1.to(DK.dtype.element_ty), mask=m)
+    tl.store(DK + at[:, None] + half + hs[None, :], dk2.to(DK.dtype.element_ty), mask=m)
 
 
 # problem: (b, L, R, H, Hqk, N or P, dtype, steps per program, D?, Z?, MIMO_Out?); the warps are tuned, and the
@@ -780,10 +695,6 @@ prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, 
                                 alternatives=_prep_bwd_alternatives,
                                 grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
                                                     p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
-prep_bwd_ranks_kernel = TunableKernel("mamba3_mimo_prep_bwd_ranks", _prep_bwd_ranks_kernel, key=_key,
-                                      rule=_prep_bwd_rule, alternatives=_prep_bwd_alternatives,
-                                      grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
-                                                          cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
 out_fwd_kernel = _warps("mamba3_mimo_out", _out_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), _GATES)
 # holding every rank's dy (HOIST) at 4 warps spilled on sm_90 (255 registers and 24 bytes of stack; 174 at 8)
 out_bwd_kernel = TunableKernel("mamba3_mimo_out_bwd", _out_bwd_kernel,
@@ -846,13 +757,11 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dk = torch.empty_like(K)
     dqb = torch.empty((nt, b, H, R, N), device=Q.device, dtype=torch.float32)
     dkb = torch.empty_like(dqb)
-    ranks_in = R <= min(HOIST_RANKS, 4)   # the ranks kernel keeps four ranks' sums in named registers
-    dth = torch.empty((b, L, H, S) if ranks_in else (R, b, L, H, S), device=Q.device, dtype=torch.float32)
-    kernel = prep_bwd_ranks_kernel if ranks_in else prep_bwd_kernel
-    kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, THETA=theta,
-                  DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth, nb=b, L=L, H=H,
-                  Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt)
-    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth if ranks_in else dth.sum(0)
+    dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
+    prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
+                           THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
+                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt)
+    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 
 def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
