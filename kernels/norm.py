@@ -40,7 +40,7 @@ def _rmsnorm_fwd_kernel(
     RES, RES_OUT,                     # the residual stream in and out (R, F) contiguous, or None
     R, F, SX, SZ, group_size, eps,    # sizes, the row strides of X and Z (Y is contiguous), the norm's epsilon
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-    STORE_RES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
+    STORE_RES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr, HAS_RSTD: tl.constexpr,
 ):
     rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     ok = (rows < R)[:, None] & c_ok[None, :]
@@ -62,8 +62,9 @@ def _rmsnorm_fwd_kernel(
     if HAS_Z and not GATE_FIRST:
         o = o * gate
     tl.store(Y + rows.to(tl.int64)[:, None] * F + cols[None, :], o.to(Y.dtype.element_ty), mask=ok)
-    n_groups = F // group_size
-    tl.store(RSTD + rows.to(tl.int64) * n_groups + grp, rstd, mask=rows < R)
+    if HAS_RSTD:   # for a backward; an inference call's plan stores none
+        n_groups = F // group_size
+        tl.store(RSTD + rows.to(tl.int64) * n_groups + grp, rstd, mask=rows < R)
 
 
 @triton.jit
@@ -171,7 +172,7 @@ def _key(problem):
 _OPTIONAL = dict(HAS_Z="Z", HAS_BIAS="BIAS")
 rmsnorm_fwd = TunableKernel("rmsnorm_fwd", _rmsnorm_fwd_kernel, rule=_rule, alternatives=_fwd_alternatives, key=_key,
                             grid=lambda p, kw: (cdiv(p[0], kw["BLOCK_R"]), p[1] // p[2]),
-                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT"))
+                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT", HAS_RSTD="RSTD"))
 # the row block sizes the backward's partials (with the program count), so only the warps are tuned
 rmsnorm_bwd = TunableKernel("rmsnorm_bwd", _rmsnorm_bwd_kernel, rule=_rule, alternatives=_warp_alternatives, key=_key,
                             grid=lambda p, kw: (_bwd_programs(p, run_mode()), p[1] // p[2]), fixed=("BLOCK_R",),
@@ -203,17 +204,17 @@ def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None
 
 def rmsnorm_plan(x, weight, bias, z, eps, group_size, gate_first, shape) -> OneLaunch:
     """:func:`rmsnorm_forward` (no residual) as an op plan (``ssm_triton/ops/_plans.py``),
-    ``plan((x, weight, bias, z)) -> [y, rstd]`` with ``y`` of ``shape`` (the caller's ``x``, whose rows ``x
-    (R, F)`` views in place), for tensors of these shapes, strides and dtypes."""
+    ``plan((x, weight, bias, z)) -> [y]`` with ``y`` of ``shape`` (the caller's ``x``, whose rows ``x
+    (R, F)`` views in place), for tensors of these shapes, strides and dtypes. No ``rstd``: a plan serves
+    calls that keep nothing for a backward (one ``torch.empty`` less a call)."""
     R, F = x.shape
     args = dict(RES=None, RES_OUT=None, X=x, Z=z, W=weight, BIAS=bias, Y=None, RSTD=None, R=R, F=F, SX=x.stride(0),
                 SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps), GATE_FIRST=gate_first,
                 BLOCK_G=_block_g(group_size))
     names = ("X", "W", "BIAS", "Z")
     take = tuple(i for i, t in enumerate((x, weight, bias, z)) if t is not None)
-    launch = Launch(rmsnorm_fwd, (R, F, group_size, x.dtype, z is not None), args,
-                    tuple(names[i] for i in take) + ("Y", "RSTD"))
-    return OneLaunch(launch, take, ((tuple(shape), x.dtype), ((R, F // group_size), torch.float32)), x.device)
+    launch = Launch(rmsnorm_fwd, (R, F, group_size, x.dtype, z is not None), args, tuple(names[i] for i in take) + ("Y",))
+    return OneLaunch(launch, take, ((tuple(shape), x.dtype),), x.device)
 
 
 def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, config=None):

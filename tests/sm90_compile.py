@@ -254,8 +254,8 @@ def norm_cases():
         ptrs = {**dict.fromkeys(["X", "Z", "W", "BIAS", "Y", "DY", "DX", "DZ"], PTR[io]),
                 **dict.fromkeys(["RSTD", "DW_PART", "DB_PART", "RES", "RES_OUT"], "*fp32"), "eps": "fp32"}
         flags = dict(HAS_Z=z, GATE_FIRST=first, HAS_BIAS=first, BLOCK_R=4, BLOCK_G=1024)
-        # the residual add (the LM's inference) with the ungated norm
-        yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, dict(flags, HAS_RES=not z, STORE_RES=not z)
+        # the residual add (the LM's inference) with the ungated norm, which keeps no rstd (a plan's call)
+        yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, dict(flags, HAS_RES=not z, STORE_RES=not z, HAS_RSTD=bool(z))
         yield "rmsnorm bwd", knorm.rmsnorm_bwd, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
 
 
