@@ -131,13 +131,15 @@ def split(k: int):
 
 
 @examples(8)
-@given(bsz=st.integers(1, 2), L=st.integers(17, 70), groups=st.integers(1, 2), P=st.integers(1, 9),
-       N=st.integers(1, 9), segments=st.integers(2, 5), seed=seeds(), options=st.booleans(),
+@given(bsz=st.integers(1, 2), L=st.integers(17, 70), groups=st.integers(1, 2),
+       P=st.one_of(st.integers(1, 9), st.integers(17, 40)), N=st.integers(1, 9), segments=st.integers(2, 5),
+       seed=seeds(), options=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
 def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, segments, seed, options, dtype):
     """The row split into segments (a summary launch, then the outputs from the summaries of the segments before
-    each): outputs and final states against the float64 loop (initial states, D, z, dt_bias among the options),
-    through the op plan as well (its second call), and two launches each call."""
+    each): outputs and final states against the float64 loop (initial states, D, z, dt_bias among the options;
+    P past one channel tile, so that programs of one segment split the channels), through the op plan as well
+    (its second call), and two launches each call."""
     t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
     want_out, want_final = ssd_np(**as_np(t))
     with torch.no_grad(), route("1"), split(1):   # whole rows first: what this signature recorded is not reused
