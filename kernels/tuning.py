@@ -378,6 +378,14 @@ class Launch:
         return True
 
 
+def device_index(device: torch.device) -> int:
+    """A CUDA device's index (the current one where the device names none), -1 for any other: what a plan asks
+    ``_raw_stream`` for."""
+    if device.type != "cuda":
+        return -1
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def addresses(tensors) -> list | None:
     """Each tensor's address, or None where one is not 16-byte aligned (a binary compiled for aligned
     arguments cannot take it)."""
@@ -398,8 +406,7 @@ class OneLaunch:
 
     def __init__(self, launch: Launch, take: tuple, outs: tuple, device: torch.device):
         self.launch, self.take, self.outs, self.device = launch, take, outs, device
-        self.dev = device.index if device.type == "cuda" and device.index is not None else (
-            torch.cuda.current_device() if device.type == "cuda" else -1)
+        self.dev = device_index(device)
 
     def __call__(self, tensors) -> list:
         made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]

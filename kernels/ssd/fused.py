@@ -250,9 +250,8 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
-    nseg, seg_len = segments(bsz, L, H, P, run_mode(x.device).sm_count, run_mode(x.device).interpreted)
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
-                                nseg, seg_len)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    nseg = problem[9]
     if nseg > 1:
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
         seg_decay = torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32)
@@ -266,11 +265,14 @@ def _summary(problem):
     return (*problem[:8], 1, problem[9])
 
 
-def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, nseg, seg_len):
-    """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch (MODE 0,
-    or 2 with ``nseg`` segments: its ``SEG_STATE``, ``SEG_DECAY`` then to be filled in)."""
+def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
+    """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
+    2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
+    be filled in)."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
+    run = run_mode(x.device)
+    nseg, seg_len = segments(bsz, L, H, P, run.sm_count, run.interpreted)
     mode = 2 if nseg > 1 else 0
     return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg), dict(
         X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
@@ -281,16 +283,15 @@ def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, 
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
-               final: bool = True) -> OneLaunch:
+               final: bool = True) -> "OneLaunch | TwoLaunches":
     """:func:`fused_forward` as an op plan (``ssm_triton/ops/_plans.py``) for inputs of these shapes, strides,
     dtypes and device: ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]``; without
     ``final`` the state is neither allocated nor stored (``[out]``: one ``torch.empty`` less, 3-5 us of the
     H200's host)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    nseg, seg_len = segments(bsz, L, H, P, run_mode(x.device).sm_count, run_mode(x.device).interpreted)
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
-                                nseg, seg_len)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    nseg = problem[9]
     names = ("X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS", "H0")
     take = tuple(i for i, t in enumerate((x, dt, A, B, C, D, z, dt_bias, initial_states)) if t is not None)
     outs = ((x.shape, x.dtype), ((bsz, H, P, N), torch.float32)) if final else ((x.shape, x.dtype),)
@@ -317,8 +318,7 @@ class TwoLaunches:
         self.first, self.last, self.take, self.outs, self.device = first, last, take, outs, device
         self.states = states
         self.decays = cdiv(math.prod(states), 4) * 4          # the decays' offset, in fp32 elements
-        self.dev = device.index if device.type == "cuda" and device.index is not None else (
-            torch.cuda.current_device() if device.type == "cuda" else -1)
+        self.dev = _tuning.device_index(device)
 
     def __call__(self, tensors) -> list:
         made = [torch.empty(shape, device=self.device, dtype=dtype) for shape, dtype in self.outs]

@@ -63,13 +63,21 @@ def _backward(saved, grads):
     return dict(zip(_INPUTS, g))
 
 
+def _route(x) -> tuple:
+    """What beyond the arguments picks a call's launches: the route and segment switches and, for fp32 inputs, the
+    matmul precision (asked only for those: a microsecond of this CPU's time, several of a GPU host's). The op
+    plans' key and the replays' key both hold it (a replay keyed without the segment switches once served a
+    segmented call a whole-row recording)."""
+    return (_k.FUSED, _fused.SEGMENTS, _fused.ALIGN, _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None)
+
+
 _ssd = build(OpSpec(
     "ssd", "x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor?, z: Tensor?, dt_bias: Tensor?, "
     "initial_states: Tensor?, seq_idx: Tensor?, cu_seqlens: Tensor?, chunk_size: int, dt_softplus: bool, "
     "lo: float, hi: float, want_varlen: bool, deterministic: bool",
     outputs=("out", "final", "varlen", "dtp", "cum", "hs", "y"), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "final"), saves=(*_INPUTS, "seq_idx", "dtp", "cum", "hs", "y"), backward=_backward,
-    inference=_inference, switches=lambda x: (_k.FUSED, _fused.SEGMENTS, _fused.ALIGN, _k.precision_key(x.dtype))))
+    inference=_inference, switches=_route))
 
 
 _PASSED = _validate.Passed()
@@ -182,10 +190,7 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     # torch.compile first: its tracer is not to meet the capture query (a graph break under fullgraph)
     if cu_seqlens is None and seq_idx is None and not return_varlen_states and not compiling() and not (
             isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()):
-        # the route switch and (for fp32 inputs) the matmul precision pick the launch; the precision is asked
-        # only for those (a microsecond of this CPU's time, several of a GPU host's)
-        precision = _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None
-        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, _k.FUSED, _fused.SEGMENTS, _fused.ALIGN, precision))
+        plan, plan_key = _plans.lookup(_PLANS, tensors, (*plain, *_route(x)))
     if plan:   # made after a call of this very signature passed the checks
         made = plan(tensors)   # [out, final], or [out] where the final state is not asked for
         return (made[0], made[1]) if return_final_states else made[0]
