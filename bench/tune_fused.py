@@ -26,6 +26,23 @@ def _graphed_ms(call, reps: int = 10) -> float:
     return triton.testing.do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / reps
 
 
+def _summary_call(x, dt, A, B, C, D, bias):
+    """The segmented forward's first launch alone (each segment's end state from zero), as the op would issue it:
+    its device time beside the whole call's says what the output launch takes."""
+    import math
+
+    from ssm_triton.kernels.ssd import fused, launch
+    lo, hi, clamp = launch._limits((0.0, math.inf))
+    dot = launch.fused_dot(x, None, False)
+    problem, kw = fused._fused_args(x, dt, A, B, C, D, None, bias, None, True, lo, hi, clamp, dot)
+    bsz, L, H, P = x.shape
+    nseg = problem[9]
+    kw.update(SEG_STATE=torch.empty((bsz, H, nseg, P, B.shape[3]), device=x.device, dtype=torch.float32),
+              SEG_DECAY=torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32), OUT=None, FINAL=None,
+              MODE=1)
+    return lambda: fused.ssd_fused_fwd_kernel.launch(fused._summary(problem), None, **kw)
+
+
 def main(argv=None) -> None:
     import triton.testing
 
@@ -68,8 +85,10 @@ def main(argv=None) -> None:
             summary = k.resolve((*problem[:8], 1, got)) if got > 1 else None
             eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
             graphed = _graphed_ms(call)
-            print(f"  segments {got} ({seg_len} steps): eager {eager * 1e3:7.1f} us, graphed {graphed * 1e3:7.1f} us; "
-                  f"max |out - 1 segment's| {err:.3g}; tiles {chose}" + (f", summary {summary[0]}" if summary else ""))
+            alone = f", its summary launch alone {_graphed_ms(_summary_call(x, dt, A, B, C, D, bias)) * 1e3:.1f} us" \
+                if got > 1 else ""
+            print(f"  segments {got} ({seg_len} steps): eager {eager * 1e3:7.1f} us, graphed {graphed * 1e3:7.1f} us"
+                  f"{alone}; max |out - 1 segment's| {err:.3g}; tiles {chose}" + (f", summary {summary[0]}" if summary else ""))
         fused.SEGMENTS = ""
         launch.FUSED = "0"
         tuning.pin("ssd_fwd")   # the staged forward at its rule plan: no tuning run here

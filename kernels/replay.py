@@ -143,6 +143,11 @@ class _Launch:
                 return
         self.kernel._launch(self.grid, _fill(self.args, table), self.kw)
 
+    def fallback(self, args: dict) -> None:
+        """The launch through the kernel's own path, ``args`` filled (a replay's generated code, where the binary
+        does not fit or there is none)."""
+        self.kernel._launch(self.grid, args, self.kw)
+
 
 class _Free:
     """Drops the table's hold on slots that no later step reads. Without it a replay kept every intermediate of
@@ -201,19 +206,126 @@ def _with_frees(steps: list, n_inputs: int, out) -> list:
 
 class Replay:
     """``replay(inputs) -> result`` for inputs of the signature it was recorded with (the caller keys it); None
-    when made stale by ``tuning.forget()`` (the caller records again)."""
-    __slots__ = ("size", "steps", "out", "device", "generation")
+    when made stale by ``tuning.forget()`` (the caller records again). Its steps run as one generated Python
+    function (:func:`_generate`); ``steps`` keeps them as objects, run one by one where ``GENERATED`` is off."""
+    __slots__ = ("size", "steps", "out", "device", "generation", "run", "n_inputs")
 
     def __call__(self, inputs):
         if self.generation != tuning._generation:
             return None
-        table = [*inputs, *([None] * (self.size - len(inputs)))]
         stream = None
         if self.device is not None and not tuning._hooks_active():
             stream = tuning._raw_stream(self.device)
+        if GENERATED:
+            return self.run(inputs, stream)
+        table = [*inputs, *([None] * (self.size - len(inputs)))]
         for step in self.steps:
             step(table, stream)
         return _fill(self.out, table)
+
+
+# a replay's steps as straight-line Python (``_generate``) rather than a loop over step objects, each filling a
+# template from a table: SSM_TRITON_REPLAY_GENERATED=0 runs the objects (same steps, same order)
+GENERATED = os.environ.get("SSM_TRITON_REPLAY_GENERATED", "1").strip() not in ("", "0")
+
+
+class _Source:
+    """The text of a generated replay and the objects it names (``c<k>``: functions, constants, binaries)."""
+
+    def __init__(self):
+        self.env: dict = {"_rebuild": _rebuild, "_Kernel": tuning.Kernel}
+        self.named: dict = {}     # id(object) -> its name in env
+        self.lines: list = []
+
+    def name(self, obj) -> str:
+        """``obj`` as an expression: a literal for None, bools, ints and strings, else a name bound in ``env``."""
+        kind = type(obj)
+        if obj is None or kind is bool or kind is int or kind is str:
+            return repr(obj)
+        at = self.named.get(id(obj))
+        if at is None:
+            at = self.named[id(obj)] = f"c{len(self.named)}"
+            self.env[at] = obj
+        return at
+
+    def expr(self, obj) -> str:
+        """A template as an expression over the slots' variables ``s<i>``."""
+        kind = type(obj)
+        if kind is _Slot:
+            return f"s{obj.i}"
+        if kind is not _Filled:
+            return self.name(obj)
+        parts = [self.expr(p) for p in obj.parts]
+        if obj.kind == "tuple":
+            return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+        if obj.kind == "list":
+            return "[" + ", ".join(parts) + "]"
+        if obj.kind == "dict":
+            return "{" + ", ".join(f"{self.name(k)}: {p}" for k, p in zip(obj.keys, parts)) + "}"
+        return f"_rebuild({self.name(obj.like)}, [{', '.join(parts)}])"
+
+
+def _generate(steps, out, n_inputs: int):
+    """``run(inputs, stream) -> result``: the steps as one Python function. Each recorded PyTorch call is a line
+    calling the function on the slots' variables, each launch a line handing the binary its values with the
+    tensors' addresses (after the alignment check of :class:`_Launch`, else its :meth:`_Launch.fallback`), each
+    free a ``None`` assignment. Why: interpreting the step objects cost 1-2 us a step on top of the PyTorch call or
+    launch itself (the SSD's fwd+bwd replays 47 steps)."""
+    src = _Source()
+    used: set = set()
+    for step in steps:
+        if type(step) is _Call:
+            _slots_in(step.args, used)
+            _slots_in(step.kwargs, used)
+        elif type(step) is _Launch:
+            _slots_in(step.args, used)
+            used.update(s for _, s in step.tensors)
+    _slots_in(out, used)
+    lines = src.lines
+    lines += [f"    s{i} = inputs[{i}]" for i in sorted(used) if i < n_inputs]
+    addressed: set = set()
+    for step in steps:
+        kind = type(step)
+        if kind is _Free:
+            lines.append("    " + " = ".join(f"s{s}" for s in step.slots) + " = None")
+        elif kind is _Call:
+            args = step.args
+            # each argument its own name: no tuple or dict unpacked at the call
+            given = [src.expr(p) for p in (args.parts if type(args) is _Filled else args)]
+            kwargs = step.kwargs
+            if type(kwargs) is _Filled:
+                given += [f"{k}={src.expr(p)}" for k, p in zip(kwargs.keys, kwargs.parts)]
+            else:
+                given += [f"{k}={src.name(v)}" for k, v in kwargs.items()]
+            call = f"{src.name(step.func)}({', '.join(given)})"
+            if step.many is None:
+                lines.append(f"    {call}")
+            elif not step.many:
+                lines.append(f"    s{step.outs} = {call}")
+            else:
+                lines.append(f"    _o = {call}")
+                lines += [f"    s{i} = _o[{j}]" for j, i in enumerate(step.outs) if i is not None]
+        else:
+            fallback = f"{src.name(step)}.fallback({src.expr(step.args)})"
+            if step.compiled is None:
+                lines.append(f"    {fallback}")
+                continue
+            for _, s in step.tensors:
+                if s not in addressed:
+                    addressed.add(s)
+                    lines.append(f"    p{s} = s{s}.data_ptr()")
+            at = dict(step.tensors)
+            values = ", ".join(f"p{at[pos]}" if pos in at else src.name(v) for pos, v in enumerate(step.values))
+            check = "".join(f" and not p{s} % 16" for s in dict.fromkeys(step.check))
+            lines += [f"    if stream is not None{check}:",
+                      f"        _Kernel._lean({src.name(step.compiled)}, {src.name(step.grid)}, stream, [{values}])",
+                      "    else:", f"        {fallback}"]
+    lines.append(f"    return {src.expr(out)}")
+    text = "def run(inputs, stream):\n" + "\n".join(lines) + "\n"
+    exec(compile(text, "<ssm_triton replay>", "exec"), src.env)   # noqa: S102 - text built above from our steps
+    run = src.env["run"]
+    run.text = text   # what it runs, for a reader (``replay.run.text``)
+    return run
 
 
 def _forget(slots: dict, key: int, slot: int) -> None:
@@ -341,6 +453,8 @@ class _Recorder(TorchFunctionMode):
         r = Replay()
         steps = _with_frees(self.steps, self.n_inputs, out)
         r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(steps), out, self.device, tuning._generation
+        r.n_inputs = self.n_inputs
+        r.run = _generate(r.steps, out, self.n_inputs)
         return r
 
 

@@ -251,6 +251,86 @@ def test_record_refuses_what_could_depend_on_values():
     assert rep((torch.ones(2),)) is None
 
 
+class _Binary:
+    """A compiled binary that notes each launch it is handed (what ``Kernel._lean`` calls), and a kernel that notes
+    the launches that fall back to its own path."""
+    function = packed_metadata = None
+
+    def __init__(self, log: list):
+        self.log = log
+
+    def run(self, *args):
+        self.log.append(("binary", args[:4], args[9:]))
+
+    def _launch(self, grid, args, kw):
+        self.log.append(("kernel", grid, tuple(sorted((k, v.data_ptr() if isinstance(v, torch.Tensor) else v)
+                                                      for k, v in args.items())), tuple(sorted(kw.items()))))
+
+
+@given(n=st.integers(1, 6), off=st.integers(0, 3), streamed=st.booleans(), checked_scratch=st.booleans())
+def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed, checked_scratch):
+    """The generated function of a replay (``replay._generate``) against the step objects it is made from, run
+    on the same tensors: the same PyTorch calls (an allocation, a sum into a new slot, a tuple result, an in-place
+    write), the same launches (each input's address in its place among the fixed values, on the stream, where
+    every checked tensor is 16-byte aligned; else, or without a stream, the kernel's own path with the tensors), the
+    same frees and the same result."""
+    log: list = []
+    binary = _Binary(log)
+
+    def call(func, args, kwargs, outs, many=False):
+        c = replay._Call()
+        c.func, c.args, c.kwargs, c.outs, c.many = func, args, kwargs, outs, many
+        return c
+
+    slot = replay._Slot
+    launch = replay._Launch()
+    launch.kernel, launch.grid, launch.kw = binary, (n, 2, 1), {"num_warps": 4}
+    launch.args = replay._Filled({}, [slot(0), slot(2), 5], ("X", "S", "K"))
+    launch.compiled, launch.values = binary, [None, None, 5, 1.5]
+    launch.tensors, launch.check = ((0, 0), (1, 2)), ((0, 2) if checked_scratch else (0,))
+    steps = [call(torch.empty, ((n + 1,),), {"dtype": torch.float32}, 2),
+             call(torch.Tensor.fill_, replay._Filled((), [slot(2), 1.0], None), {}, 3),
+             launch,
+             call(torch.add, replay._Filled((), [slot(0), slot(1)], None), {"alpha": 2.0}, 4),
+             call(torch.Tensor.__setitem__, replay._Filled((), [slot(4), 0, 3.0], None),
+                  {}, None, many=None),
+             call(torch.split, replay._Filled((), [slot(4), 1], None), {}, (5, None) if n > 1 else (5,), many=True),
+             replay._Free((3,))]
+    out = replay._Filled((), [slot(5), replay._Filled({}, [slot(2), None], ("scratch", "none"))], None)
+    run = replay._generate(steps, out, 2)
+
+    def inputs():
+        base = torch.arange(n + 8, dtype=torch.float32)
+        return (base[off:off + n], torch.ones(n))
+
+    for way in ("generated", "steps"):
+        stream = "stream" if streamed else None
+        log.clear()
+        x = inputs()
+        if way == "generated":
+            got = run(x, stream)
+        else:
+            table = [*x, *([None] * 4)]
+            for step in steps:
+                step(table, stream)
+            got = replay._fill(out, table)
+        scratch = got[1]["scratch"]
+        fast = streamed and x[0].data_ptr() % 16 == 0 and (not checked_scratch or scratch.data_ptr() % 16 == 0)
+        assert [entry[0] for entry in log] == ["binary" if fast else "kernel"]
+        if fast:
+            assert log[0][1] == (n, 2, 1, "stream") and log[0][2] == (x[0].data_ptr(), scratch.data_ptr(), 5, 1.5)
+        else:
+            assert log[0][1] == (n, 2, 1) and dict(log[0][2]) == {"X": x[0].data_ptr(), "S": scratch.data_ptr(), "K": 5}
+        assert got[1]["none"] is None and torch.equal(scratch, torch.ones(n + 1))
+        want = x[0] + 2.0 * x[1]
+        want[0] = 3.0
+        assert type(got[0]) is torch.Tensor and torch.equal(got[0], want[:1])
+        if way == "generated":
+            first = (log[0], got[0].tolist())
+        else:
+            assert (log[0][0], log[0][1]) == (first[0][0], first[0][1]) and got[0].tolist() == first[1]
+
+
 def test_replays_switch_off(monkeypatch, device):
     """SSM_TRITON_REPLAY=0 (``replay.ENABLED``): nothing recorded, the results unchanged."""
     t = {n: (v.float() if isinstance(v, torch.Tensor) else v)

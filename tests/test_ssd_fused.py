@@ -32,12 +32,12 @@ def route(value: str):
 @contextlib.contextmanager
 def counting():
     """How many times the fused kernel launched inside the block: through the tuner's path, a plan's launch (its
-    bound launch inlined, or the :class:`tuning.Bound`) or a replay's launch (each falls back to the tuner's path,
-    counted once, when the binary does not fit)."""
+    bound launch inlined, or the :class:`tuning.Bound`) or a replay's launch (its generated code hands the binary
+    to ``Kernel._lean``, or falls back to the tuner's path, counted once, when the binary does not fit)."""
     calls, inside = [], []
     kernel = fused.ssd_fused_fwd_kernel
-    real, real_bound, real_replayed = kernel.launch, tuning.Bound.__call__, replay._Launch.__call__
-    real_one = tuning.OneLaunch.__call__
+    real, real_bound, real_fallback = kernel.launch, tuning.Bound.__call__, replay._Launch.fallback
+    real_one, real_lean = tuning.OneLaunch.__call__, tuning.Kernel._lean
 
     def one_spy(self, tensors):   # an op plan (ops/_plans.py)
         if self.launch.kernel is not kernel:
@@ -52,7 +52,11 @@ def counting():
     def spy(*a, **k):
         if not inside:
             calls.append(1)
-        return real(*a, **k)
+        inside.append(1)
+        try:
+            return real(*a, **k)
+        finally:
+            inside.pop()
 
     def bound_spy(self, stream, *tensors):
         if self.kernel is not kernel or inside:
@@ -64,23 +68,28 @@ def counting():
         finally:
             inside.pop()
 
-    def replayed_spy(self, table, stream):   # a replay's launch (kernels/replay.py)
+    def fallback_spy(self, args):   # a replay's launch without a fitting binary (kernels/replay.py)
         if self.kernel is not kernel:
-            return real_replayed(self, table, stream)
+            return real_fallback(self, args)
         calls.append(1)
         inside.append(1)
         try:
-            return real_replayed(self, table, stream)
+            return real_fallback(self, args)
         finally:
             inside.pop()
 
-    kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = spy, bound_spy, replayed_spy
-    tuning.OneLaunch.__call__ = one_spy
+    def lean_spy(compiled, grid, stream, values):   # a replay's launch of the binary
+        if not inside and any(compiled is c for c in kernel._bound.values()):
+            calls.append(1)
+        return real_lean(compiled, grid, stream, values)
+
+    kernel.launch, tuning.Bound.__call__, replay._Launch.fallback = spy, bound_spy, fallback_spy
+    tuning.OneLaunch.__call__, tuning.Kernel._lean = one_spy, staticmethod(lean_spy)
     try:
         yield calls
     finally:
-        kernel.launch, tuning.Bound.__call__, replay._Launch.__call__ = real, real_bound, real_replayed
-        tuning.OneLaunch.__call__ = real_one
+        kernel.launch, tuning.Bound.__call__, replay._Launch.fallback = real, real_bound, real_fallback
+        tuning.OneLaunch.__call__, tuning.Kernel._lean = real_one, staticmethod(real_lean)
 
 
 def problem(device, bsz, L, groups, per_group, P, N, seed, options, dtype):
