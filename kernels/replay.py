@@ -43,6 +43,10 @@ _SAME = frozenset(("contiguous", "to", "float", "double", "half", "bfloat16", "i
 _WRITES = frozenset(("__setitem__", "__delitem__"))
 
 
+# calls that allocate memory and write nothing into it: a replay may hand out part of one workspace instead
+_ALLOCS = frozenset(("empty", "empty_like", "new_empty"))
+
+
 class _Slot:
     __slots__ = ("i",)
 
@@ -102,8 +106,10 @@ def _fill(obj, table):
 
 
 class _Call:
-    """One recorded PyTorch call, re-run with the slots filled; its tensor results go to ``outs``."""
-    __slots__ = ("func", "args", "kwargs", "outs", "many")
+    """One recorded PyTorch call, re-run with the slots filled; its tensor results go to ``outs``. ``alloc``: for an
+    allocation of uninitialised memory (``empty``, ``empty_like``, ``new_empty``) with a contiguous result, its
+    ``(shape, dtype, device, bytes)``, else None."""
+    __slots__ = ("func", "args", "kwargs", "outs", "many", "alloc")
 
     def __call__(self, table, stream) -> None:
         args, kwargs = self.args, self.kwargs
@@ -228,14 +234,51 @@ class Replay:
 # template from a table: SSM_TRITON_REPLAY_GENERATED=0 runs the objects (same steps, same order)
 GENERATED = os.environ.get("SSM_TRITON_REPLAY_GENERATED", "1").strip() not in ("", "0")
 
+# scratch buffers (allocated, then only handed to kernels) of a generated replay come from one allocation where
+# they total at most this many bytes: one ``torch.empty`` instead of several (each 3-10 us of the H200's host),
+# at the price of holding them all for the whole call (the step objects free each after its last reader)
+WORKSPACE_BYTES = 64 << 20
+_ALIGN = 256
+
+
+def _carve(ws, offset: int, shape: tuple, dtype):
+    """The tensor a scratch buffer is in the workspace ``ws`` (uint8), for a launch that takes tensors."""
+    size = 1
+    for n in shape:
+        size *= n
+    nbytes = size * torch.empty((), dtype=dtype).element_size()
+    return ws[offset:offset + nbytes].view(dtype).view(shape)
+
+
+def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
+    """``({slot: (offset, shape, dtype)}, total bytes)`` of the scratch buffers that share one workspace: results
+    of allocations (``_Call.alloc``) that no PyTorch call reads and the result does not hold, on one device, at
+    least two; none where they total more than ``WORKSPACE_BYTES``."""
+    read: set = set()
+    for step in steps:
+        if type(step) is _Call:
+            _slots_in(step.args, read)
+            _slots_in(step.kwargs, read)
+    _slots_in(out, read)
+    made = [(step.outs, step.alloc) for step in steps
+            if type(step) is _Call and step.alloc is not None and step.outs not in read and step.outs >= n_inputs]
+    if len(made) < 2 or len({a[2] for _, a in made}) != 1:
+        return {}, 0
+    at, total = {}, 0
+    for slot, (shape, dtype, _, nbytes) in made:
+        at[slot] = (total, shape, dtype)
+        total += -(-max(nbytes, 1) // _ALIGN) * _ALIGN
+    return (at, total) if total <= WORKSPACE_BYTES else ({}, 0)
+
 
 class _Source:
     """The text of a generated replay and the objects it names (``c<k>``: functions, constants, binaries)."""
 
-    def __init__(self):
-        self.env: dict = {"_rebuild": _rebuild, "_Kernel": tuning.Kernel}
+    def __init__(self, scratch: dict):
+        self.env: dict = {"_rebuild": _rebuild, "_Kernel": tuning.Kernel, "_carve": _carve, "_uint8": torch.uint8}
         self.named: dict = {}     # id(object) -> its name in env
         self.lines: list = []
+        self.scratch = scratch    # slot -> (offset, shape, dtype) in the workspace ``ws``
 
     def name(self, obj) -> str:
         """``obj`` as an expression: a literal for None, bools, ints and strings, else a name bound in ``env``."""
@@ -252,6 +295,9 @@ class _Source:
         """A template as an expression over the slots' variables ``s<i>``."""
         kind = type(obj)
         if kind is _Slot:
+            if obj.i in self.scratch:
+                offset, shape, dtype = self.scratch[obj.i]
+                return f"_carve(ws, {offset}, {shape!r}, {self.name(dtype)})"
             return f"s{obj.i}"
         if kind is not _Filled:
             return self.name(obj)
@@ -271,7 +317,8 @@ def _generate(steps, out, n_inputs: int):
     tensors' addresses (after the alignment check of :class:`_Launch`, else its :meth:`_Launch.fallback`), each
     free a ``None`` assignment. Why: interpreting the step objects cost 1-2 us a step on top of the PyTorch call or
     launch itself (the SSD's fwd+bwd replays 47 steps)."""
-    src = _Source()
+    scratch, total = _scratch(steps, out, n_inputs)
+    src = _Source(scratch)
     used: set = set()
     for step in steps:
         if type(step) is _Call:
@@ -284,10 +331,20 @@ def _generate(steps, out, n_inputs: int):
     lines = src.lines
     lines += [f"    s{i} = inputs[{i}]" for i in sorted(used) if i < n_inputs]
     addressed: set = set()
+    made = False
     for step in steps:
         kind = type(step)
         if kind is _Free:
-            lines.append("    " + " = ".join(f"s{s}" for s in step.slots) + " = None")
+            freed = [s for s in step.slots if s not in scratch]
+            if freed:
+                lines.append("    " + " = ".join(f"s{s}" for s in freed) + " = None")
+        elif kind is _Call and step.outs in scratch:
+            if not made:   # the first: the workspace
+                made = True
+                lines += [f"    ws = {src.name(torch.empty)}({total}, dtype=_uint8, device={src.name(step.alloc[2])})",
+                          "    pws = ws.data_ptr()"]
+            lines.append(f"    p{step.outs} = pws + {scratch[step.outs][0]}")
+            addressed.add(step.outs)
         elif kind is _Call:
             args = step.args
             # each argument its own name: no tuple or dict unpacked at the call
@@ -316,7 +373,7 @@ def _generate(steps, out, n_inputs: int):
                     lines.append(f"    p{s} = s{s}.data_ptr()")
             at = dict(step.tensors)
             values = ", ".join(f"p{at[pos]}" if pos in at else src.name(v) for pos, v in enumerate(step.values))
-            check = "".join(f" and not p{s} % 16" for s in dict.fromkeys(step.check))
+            check = "".join(f" and not p{s} % 16" for s in dict.fromkeys(step.check) if s not in scratch)
             lines += [f"    if stream is not None{check}:",
                       f"        _Kernel._lean({src.name(step.compiled)}, {src.name(step.grid)}, stream, [{values}])",
                       "    else:", f"        {fallback}"]
@@ -409,6 +466,9 @@ class _Recorder(TorchFunctionMode):
         call = _Call()
         call.func, call.args, call.kwargs = func, self._template(args), self._template(kwargs)
         call.many = many
+        call.alloc = None
+        if name in _ALLOCS and many is False and out.is_contiguous():
+            call.alloc = (tuple(out.shape), out.dtype, out.device, out.numel() * out.element_size())
         call.outs = (None if many is None else
                      tuple(self._new(o) if isinstance(o, torch.Tensor) else None for o in out) if many else self._new(out))
         self.steps.append(call)

@@ -263,72 +263,87 @@ class _Binary:
         self.log.append(("binary", args[:4], args[9:]))
 
     def _launch(self, grid, args, kw):
+        n = grid[0]
+        assert args["T"].shape == (2, n) and args["T"].dtype == torch.float16
+        assert args["U"].shape == (n,) and args["U"].dtype == torch.float32
         self.log.append(("kernel", grid, tuple(sorted((k, v.data_ptr() if isinstance(v, torch.Tensor) else v)
                                                       for k, v in args.items())), tuple(sorted(kw.items()))))
 
 
-@given(n=st.integers(1, 6), off=st.integers(0, 3), streamed=st.booleans(), checked_scratch=st.booleans())
-def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed, checked_scratch):
+@given(n=st.integers(1, 6), off=st.integers(0, 3), streamed=st.booleans(), checked=st.booleans(),
+       workspace=st.booleans())
+def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed, checked, workspace):
     """The generated function of a replay (``replay._generate``) against the step objects it is made from, run
-    on the same tensors: the same PyTorch calls (an allocation, a sum into a new slot, a tuple result, an in-place
-    write), the same launches (each input's address in its place among the fixed values, on the stream, where
-    every checked tensor is 16-byte aligned; else, or without a stream, the kernel's own path with the tensors), the
-    same frees and the same result."""
+    on the same inputs: the same PyTorch calls (allocations, a fill, a sum into a new slot, a tuple result, an
+    in-place write), the same launch (each tensor's address in its place among the fixed values, on the stream,
+    where every checked input is 16-byte aligned; else, or without a stream, the kernel's own path with the
+    tensors), the same frees and the same result. Two buffers only handed to the launch come from one workspace
+    (``WORKSPACE_BYTES`` allowing): their addresses 256 bytes apart in it, or as tensors of their shapes and dtypes
+    carved from it; their contents are the kernel's business, so only where they lie is compared."""
     log: list = []
     binary = _Binary(log)
 
-    def call(func, args, kwargs, outs, many=False):
+    def call(func, args, kwargs, outs, many=False, alloc=None):
         c = replay._Call()
-        c.func, c.args, c.kwargs, c.outs, c.many = func, args, kwargs, outs, many
+        c.func, c.args, c.kwargs, c.outs, c.many, c.alloc = func, args, kwargs, outs, many, alloc
         return c
 
     slot = replay._Slot
+    cpu = torch.device("cpu")
     launch = replay._Launch()
     launch.kernel, launch.grid, launch.kw = binary, (n, 2, 1), {"num_warps": 4}
-    launch.args = replay._Filled({}, [slot(0), slot(2), 5], ("X", "S", "K"))
-    launch.compiled, launch.values = binary, [None, None, 5, 1.5]
-    launch.tensors, launch.check = ((0, 0), (1, 2)), ((0, 2) if checked_scratch else (0,))
-    steps = [call(torch.empty, ((n + 1,),), {"dtype": torch.float32}, 2),
+    launch.args = replay._Filled({}, [slot(0), slot(2), slot(6), slot(7), 5], ("X", "S", "T", "U", "K"))
+    launch.compiled, launch.values = binary, [None, None, None, None, 5, 1.5]
+    launch.tensors = ((0, 0), (1, 2), (2, 6), (3, 7))
+    launch.check = (0, 2, 6) if checked else (0,)
+    steps = [call(torch.empty, ((n + 1,),), {"dtype": torch.float32}, 2, alloc=((n + 1,), torch.float32, cpu, 4)),
              call(torch.Tensor.fill_, replay._Filled((), [slot(2), 1.0], None), {}, 3),
+             call(torch.empty, ((2, n),), {"dtype": torch.float16}, 6, alloc=((2, n), torch.float16, cpu, 4 * n)),
+             call(torch.empty_like, replay._Filled((), [slot(1)], None), {}, 7, alloc=((n,), torch.float32, cpu, 4 * n)),
              launch,
              call(torch.add, replay._Filled((), [slot(0), slot(1)], None), {"alpha": 2.0}, 4),
-             call(torch.Tensor.__setitem__, replay._Filled((), [slot(4), 0, 3.0], None),
-                  {}, None, many=None),
+             call(torch.Tensor.__setitem__, replay._Filled((), [slot(4), 0, 3.0], None), {}, None, many=None),
              call(torch.split, replay._Filled((), [slot(4), 1], None), {}, (5, None) if n > 1 else (5,), many=True),
-             replay._Free((3,))]
+             replay._Free((3, 6, 7))]
     out = replay._Filled((), [slot(5), replay._Filled({}, [slot(2), None], ("scratch", "none"))], None)
-    run = replay._generate(steps, out, 2)
-
-    def inputs():
-        base = torch.arange(n + 8, dtype=torch.float32)
-        return (base[off:off + n], torch.ones(n))
+    before = replay.WORKSPACE_BYTES
+    replay.WORKSPACE_BYTES = (1 << 20) if workspace else 0   # read when the function is generated
+    try:
+        run = replay._generate(steps, out, 2)
+    finally:
+        replay.WORKSPACE_BYTES = before
+    assert ("ws = " in run.text) == workspace
 
     for way in ("generated", "steps"):
         stream = "stream" if streamed else None
         log.clear()
-        x = inputs()
+        base = torch.arange(n + 8, dtype=torch.float32)
+        x = (base[off:off + n], torch.ones(n))
         if way == "generated":
             got = run(x, stream)
         else:
-            table = [*x, *([None] * 4)]
+            table = [*x, *([None] * 6)]
             for step in steps:
                 step(table, stream)
             got = replay._fill(out, table)
-        scratch = got[1]["scratch"]
-        fast = streamed and x[0].data_ptr() % 16 == 0 and (not checked_scratch or scratch.data_ptr() % 16 == 0)
-        assert [entry[0] for entry in log] == ["binary" if fast else "kernel"]
-        if fast:
-            assert log[0][1] == (n, 2, 1, "stream") and log[0][2] == (x[0].data_ptr(), scratch.data_ptr(), 5, 1.5)
-        else:
-            assert log[0][1] == (n, 2, 1) and dict(log[0][2]) == {"X": x[0].data_ptr(), "S": scratch.data_ptr(), "K": 5}
-        assert got[1]["none"] is None and torch.equal(scratch, torch.ones(n + 1))
+        filled = got[1]["scratch"]
+        assert got[1]["none"] is None and torch.equal(filled, torch.ones(n + 1))
         want = x[0] + 2.0 * x[1]
         want[0] = 3.0
         assert type(got[0]) is torch.Tensor and torch.equal(got[0], want[:1])
-        if way == "generated":
-            first = (log[0], got[0].tolist())
+        fast = streamed and x[0].data_ptr() % 16 == 0 and (not checked or filled.data_ptr() % 16 == 0)
+        assert [entry[0] for entry in log] == ["binary" if fast else "kernel"]
+        if fast:
+            assert log[0][1] == (n, 2, 1, "stream")
+            at_x, at_s, at_t, at_u, *rest = log[0][2]
+            assert (at_x, at_s, rest) == (x[0].data_ptr(), filled.data_ptr(), [5, 1.5])
+            assert at_t % 16 == 0 and at_u % 16 == 0 and at_t != at_u
+            if way == "generated" and workspace:
+                assert at_u - at_t == 256
         else:
-            assert (log[0][0], log[0][1]) == (first[0][0], first[0][1]) and got[0].tolist() == first[1]
+            args = dict(log[0][2])
+            assert log[0][1] == (n, 2, 1) and (args["X"], args["S"], args["K"]) == (x[0].data_ptr(), filled.data_ptr(), 5)
+            assert args["T"] != args["U"]
 
 
 def test_replays_switch_off(monkeypatch, device):
