@@ -211,7 +211,7 @@ def ssd_cases():
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
-             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, ATOMIC_DD=not seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
              "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, HEAVY_FIRST=opt, **tiles)
@@ -235,8 +235,8 @@ def ssd_cases():
         yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, {**iop("DOUT", "Y", "Z", "X", "DY", "DZ"), "DD_PART": "*fp32", **ints}, \
             dict(HAS_DD=opt, ROWS=256, BLOCK_R=8, BLOCK_C=128)
         yield "ssd dt bwd", ssd_dt.dt_bwd_kernel, \
-            {**iop("DT", "DDT"), **f32("DT_BIAS", "A", "DTP", "INTER", "US", "XV", "F", "DA_PART", "DBIAS_PART"), "RS": "*fp64", "CS": "*fp64",
-             **ints}, dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
+            {**iop("DT", "DDT"), **f32("DT_BIAS", "A", "DTP", "INTER", "US", "XV", "FPART", "DA", "DBIAS"), "RS": "*fp64", "CS": "*fp64",
+             **ints}, dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, ATOMIC=not opt, Q=256, BLOCK_F=8)
 
 
 def state_update_cases():
@@ -296,7 +296,7 @@ def mamba3_cases():
         dot = tl.float32 if io == tl.float32 else io
         tiles = dict(BLOCK_T=16, BLOCK_S=32, BLOCK_R=64)
         yield "mamba3 core decay grad", m3_core.decay_grad_kernel, \
-            {**f32("INTER", "US", "F", "DA"), "RS": "*fp64", "CS": "*fp64"}, dict(Q=64)
+            {**f32("INTER", "US", "FPART", "DA"), "RS": "*fp64", "CS": "*fp64"}, dict(Q=64, BLOCK_F=8)
         yield "mamba3 angle sums", m3_prep.angle_sums_kernel, f32("ANG", "DT", "SUMS"), dict(BLOCK_T=16, BLOCK_S=32)
         for rev in (False, True):
             yield "mamba3 block prefix", m3_prep.block_prefix_kernel, f32("SUMS", "INIT", "OUT", "LAST"), \

@@ -69,12 +69,16 @@ def test_forward_matches_both_references(device, bsz, L, groups, heads_per_group
 
 
 @examples(30)   # 50 took 110-136 s of CI's 30 minutes (2 cores); the gpu profile keeps its 100
-@given(**sizes(), use_final=st.booleans(), deterministic=st.booleans())
+@given(**sizes(), use_final=st.booleans(), deterministic=st.booleans(), gated=st.booleans())
 def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
-                                          packed, dtype, use_final, deterministic):
+                                          packed, dtype, use_final, deterministic, gated):
+    """Every gradient against float64 autograd of the quadratic form; with the options' ``D`` either behind the
+    gate (``dD`` from the gate's backward) or without ``z`` (``dD`` from the pair stage's sums)."""
     if BIG:  # the quadratic reference holds (b, L, L, H) in memory
         L = min(L, 300)
     t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
+    if not gated:
+        t.pop("z", None)
     leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES if k in t}
     flags = {k: v for k, v in t.items() if k not in leaves}
     out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True,

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..host import cdiv
+from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
@@ -20,9 +20,9 @@ from ..tuning import Kernel
 
 
 @triton.jit
-def _decay_grad_kernel(RS, CS, INTER, US, F, DA, L, H, Lp, nc, Q: tl.constexpr):
+def _decay_grad_kernel(RS, CS, INTER, US, FPART, DA, L, H, Lp, nc, n_f, Q: tl.constexpr, BLOCK_F: tl.constexpr):
     c, bh, _, _, t, ok = chunk_row(L, H, Q)
-    d_a = decay_grad(RS, CS, INTER, US, F, bh.to(tl.int64) * Lp + t, bh, nc, c, ok)
+    d_a = decay_grad(RS, CS, INTER, US, FPART, bh.to(tl.int64) * Lp + t, bh, nc, c, ok, n_f, BLOCK_F)
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
 
 
@@ -118,7 +118,8 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
-                      F=fpart.sum(-1).contiguous(), DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, Q=chunk_size)
+                      FPART=fpart, DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
+                      BLOCK_F=next_power_of_2(fpart.shape[-1]))
     # per step: the ranks' scales summed, the decay's gradient where it acts (r = 0)
     dscale = s.direct_terms[..., :T].reshape(b, H, T // R, R).sum(-1) if R > 1 else s.direct_terms[..., :T]
     da = da.view(b, H, T // R, R)[..., 0] if R > 1 else da

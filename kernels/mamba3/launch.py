@@ -226,7 +226,8 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dq, dk = (dq[0], dk[0]) if used == 1 else (dq[:used].sum(0), dk[:used].sum(0))
     # the decay's gradient, once per chunk
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
-                      F=fpart.sum(-1), DA=dadt, L=L, H=H, Lp=Lp, nc=nc, Q=chunk_size)
+                      FPART=fpart, DA=dadt, L=L, H=H, Lp=Lp, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
+                      BLOCK_F=next_power_of_2(fpart.shape[-1]))
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient
     dthf = dtheta_f.float().contiguous() if dtheta_f is not None else None
@@ -242,9 +243,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     if D is not None and Z is None:
-        dD = s.dd_part.sum((0, 1))
-        if D.dim() == 1:
-            dD = dD.sum(1)
+        dD = s.dd
     return dict(
         Q=dq, K=dk, V=dV, ADT=dadt, DT=ddt, Trap=dtrap, Q_bias=qb_part.sum((0, 1)), K_bias=kb_part.sum((0, 1)),
         Angles=dang, D=dD, Z=dz,

@@ -48,38 +48,52 @@ def _gate_bwd_kernel(DOUT, Y, Z, X, DY, DZ, DD_PART, rows, HP,
 
 
 @triton.jit
-def decay_grad(RS, CS, INTER, US, F, row, bh, nc, c, ok):
+def decay_grad(RS, CS, INTER, US, FPART, row, bh, nc, c, ok, n_f, BLOCK_F: tl.constexpr):
     """``d a_r`` for the steps ``r`` of chunk ``c`` (``row`` their offsets in the ``(b, H, Lp)`` rows): the
-    gradient of each step's own decay term ``a_r`` (``dt_r A`` for Mamba-2, ``ADT_r`` for Mamba-3)."""
+    gradient of each step's own decay term ``a_r`` (``dt_r A`` for Mamba-2, ``ADT_r`` for Mamba-3). ``FPART (b, H,
+    nc, n_f)``: the reversed state passing's partial sums of the chunk's total-decay gradient, added up here (a
+    PyTorch sum over them was one more launch of the backward)."""
+    fs = tl.arange(0, BLOCK_F)
+    f = tl.sum(tl.load(FPART + (bh.to(tl.int64) * nc + c) * n_f + fs, mask=fs < n_f, other=0.0), axis=0)
     # pairs inside the chunk: sum_{t >= r} (rs_t - cs_t), in fp64 (the two nearly cancel)
     pairs = (tl.load(RS + row, mask=ok, other=0.0) - tl.load(CS + row, mask=ok, other=0.0)
              + tl.load(INTER + row, mask=ok, other=0.0).to(tl.float64))
     d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
     # through the chunk's own state: the steps before r (the later ones cancel against the total)
     u = tl.load(US + row, mask=ok, other=0.0)
-    d_a += tl.cumsum(u, axis=0) - u + tl.load(F + bh.to(tl.int64) * nc + c)
+    d_a += tl.cumsum(u, axis=0) - u + f
     return tl.where(ok, d_a, 0.0)
 
 
 @triton.jit
 def _dt_bwd_kernel(
     # pointers
-    DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, F, DDT, DA_PART, DBIAS_PART,
+    DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, FPART, DDT, DA, DBIAS,
     # sizes
-    L, H, Lp, nc, lo, hi,
+    L, H, Lp, nc, lo, hi, n_f,
     # meta-parameters
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, ATOMIC: tl.constexpr, Q: tl.constexpr,
+    BLOCK_F: tl.constexpr,
 ):
+    """``ATOMIC``: each program adds its chunk's share of ``dA`` and ``d dt_bias`` into ``DA, DBIAS (H,)`` (zeroed);
+    else it stores it at ``(b, H, nc)`` for a sum afterwards in a fixed order (deterministic algorithms)."""
     c, bh, bi, h, t, ok = chunk_row(L, H, Q)
     row = bh.to(tl.int64) * Lp + t
-    d_a = decay_grad(RS, CS, INTER, US, F, row, bh, nc, c, ok)
+    d_a = decay_grad(RS, CS, INTER, US, FPART, row, bh, nc, c, ok, n_f, BLOCK_F)
     a_h = tl.load(A + h).to(tl.float32)
     ddt = tl.load(XV + row, mask=ok, other=0.0) + a_h * d_a
-    tl.store(DA_PART + bh.to(tl.int64) * nc + c, tl.sum(tl.load(DTP + row) * d_a, axis=0))
+    da = tl.sum(tl.load(DTP + row) * d_a, axis=0)
     _, slope = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     ddt = tl.where(ok, ddt * slope, 0.0)
     tl.store(DDT + (bi.to(tl.int64) * L + t) * H + h, ddt.to(DDT.dtype.element_ty), mask=ok)
-    tl.store(DBIAS_PART + bh.to(tl.int64) * nc + c, tl.sum(ddt, axis=0))
+    if ATOMIC:
+        tl.atomic_add(DA + h, da)
+        if HAS_BIAS:
+            tl.atomic_add(DBIAS + h, tl.sum(ddt, axis=0))
+    else:
+        tl.store(DA + bh.to(tl.int64) * nc + c, da)
+        if HAS_BIAS:
+            tl.store(DBIAS + bh.to(tl.int64) * nc + c, tl.sum(ddt, axis=0))
 
 
 gate_bwd_kernel = Kernel(_gate_bwd_kernel, flags=dict(HAS_DD="DD_PART"))

@@ -103,7 +103,8 @@ def _dx_dd_kernel(
     # sizes
     L, H, G, P, N, Lp, nc, lo_off,
     # meta-parameters
-    HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, ATOMIC_DD: tl.constexpr,
+    HAS_DIAG: tl.constexpr,
     HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
@@ -147,8 +148,13 @@ def _dx_dd_kernel(
         else:
             dx += tl.load(D + h).to(tl.float32) * dy32
     if HAS_DD:
-        tl.store(DD_PART + ((tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh) * P) + ps,
-                 tl.sum(dy32 * x32, axis=0), mask=p_ok)
+        dd = tl.sum(dy32 * x32, axis=0)
+        if not ATOMIC_DD:   # deterministic algorithms: a partial per row block, summed afterwards in order
+            tl.store(DD_PART + ((tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh) * P) + ps, dd, mask=p_ok)
+        elif D_PER_CHANNEL:   # added into dD itself (zeroed): no partials, no sum launched after
+            tl.atomic_add(DD_PART + h * P + ps, dd, mask=p_ok)
+        else:
+            tl.atomic_add(DD_PART + h, tl.sum(dd, axis=0))
     tl.store(DX + ((step_s * H + h) * P)[:, None] + ps[None, :], dx.to(DX.dtype.element_ty),
              mask=s_ok[:, None] & p_ok[None, :])
 

@@ -404,7 +404,9 @@ class PairScratch(NamedTuple):
     per-step terms the step-size gradient assembles."""
     db_part: torch.Tensor             # (b, L, head blocks, N) dB per head block
     dc_part: torch.Tensor             # (b, L, head blocks, N) dC per head block (atomic adds by default)
-    dd_part: torch.Tensor | None      # (row blocks, b, H, P) dD per row block, when D is given
+    dd: torch.Tensor | None           # dD (D's shape) fp32, when D is given and dd
+    sums: torch.Tensor | None         # (2 H,) fp32 zeros, where the step-size backward adds dA and d dt_bias
+    #                                   (None under deterministic algorithms: it stores partials, summed in order)
     pair_rows: torch.Tensor           # (b, H, Lp) fp64: sum over s < t of the pair terms T_ts (the "rs" of bwd_pairs)
     pair_cols: torch.Tensor           # (b, H, Lp) fp64: sum over t > s of T_ts (the "cs")
     state_terms: torch.Tensor         # (b, H, Lp) fp32: U_s = dt_s x_s . (state part of v_s) (the "us")
@@ -413,10 +415,13 @@ class PairScratch(NamedTuple):
     diag_grads: torch.Tensor | None = None  # (b, H, Lp) fp32: dy_s . x_s, the gradient of a per-step weight of x_s
 
 
-def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True):
+def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True,
+               step_sums=False):
     """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
     ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). ``dd=False``: no dD partials
-    (the gate's backward took them from the unrounded ``dy``). Returns ``(dx, PairScratch)``."""
+    (the gate's backward took them from the unrounded ``dy``). ``step_sums``: zeroed room for the step-size
+    backward's atomic sums of dA and d dt_bias (``PairScratch.sums``, not under deterministic algorithms). Returns
+    ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -426,12 +431,23 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
     n_hb = H // k
     dx = torch.empty_like(x)
-    rs = torch.zeros((bsz, H, Lp), device=dev, dtype=torch.float64)
+    # the pair rows' and columns' fp64 atomic sums from one zero-filled buffer (one fill launched, not two)
+    rs, cs = torch.zeros((2, bsz, H, Lp), device=dev, dtype=torch.float64).unbind(0)
+    # dD added up by the programs themselves (atomics) next to room for dA and d dt_bias, zeroed in one fill; under
+    # deterministic algorithms, per-row-block partials summed here in order
+    has_dd = D is not None and dd
+    sums = dd_grad = dd_part = None
+    room = 2 * H if step_sums else 0
+    if not deterministic and room + (D.numel() if has_dd else 0):
+        sums = torch.zeros(room + (D.numel() if has_dd else 0), device=dev, dtype=torch.float32)
+        dd_grad = dd_part = sums[room:].view(D.shape) if has_dd else None
+    elif has_dd:
+        dd_part = _f32(rows, bsz, H, P, device=dev)
     s = PairScratch(
         db_part=_f32(bsz, L, n_hb, N, device=dev),
         dc_part=_f32(bsz, L, n_hb, N, device=dev),   # stored whole by dc_states_kernel, which runs first
-        dd_part=_f32(rows, bsz, H, P, device=dev) if D is not None and dd else None,
-        pair_rows=rs, pair_cols=torch.zeros_like(rs),
+        dd=dd_grad, sums=sums[:room] if sums is not None and room else None,
+        pair_rows=rs, pair_cols=cs,
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
         entering_terms=torch.empty_like(rs, dtype=torch.float32),
         diag_grads=torch.empty_like(rs, dtype=torch.float32) if diag is not None else None)
@@ -440,8 +456,8 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
                 BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     cb = bmm(B, C, p)
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
-                 DD_PART=s.dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
-                 D_PER_CHANNEL=D is not None and D.dim() == 2,
+                 DD_PART=dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
+                 D_PER_CHANNEL=D is not None and D.dim() == 2, ATOMIC_DD=not deterministic,
                  **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
                      DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
@@ -449,6 +465,8 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     db_dc_pairs_kernel(grid, X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
                        ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, **meta)
+    if dd_part is not None and deterministic:
+        s = s._replace(dd=dd_part.sum((0, 1)) if D.dim() == 2 else dd_part.sum((0, 1, 3)))
     return dx, s
 
 
@@ -482,24 +500,31 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
     ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
-    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None)
+    dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
+                       step_sums=True)
 
     ddt = torch.empty_like(dt)
-    da_part = _f32(bsz, H, nc, device=x.device)
-    dbias_part = torch.empty_like(da_part)
+    if s.sums is not None:   # added up by the kernel's programs
+        da, dbias = s.sums[:H], s.sums[H:]
+    else:
+        da = _f32(bsz, H, nc, device=x.device)
+        dbias = torch.empty_like(da) if dt_bias is not None else None
     lo, hi, clamp = _limits(dt_limit)
     dt_bwd_kernel((nc, bsz * H), DT=dt, DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows, INTER=s.entering_terms,
-                  CS=s.pair_cols, US=s.state_terms, XV=s.direct_terms, F=fpart.sum(-1), DDT=ddt, DA_PART=da_part,
-                  DBIAS_PART=dbias_part, L=L, H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp,
-                  Q=p.Q)
+                  CS=s.pair_cols, US=s.state_terms, XV=s.direct_terms, FPART=fpart, DDT=ddt, DA=da, DBIAS=dbias, L=L,
+                  H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, n_f=fpart.shape[-1], SOFTPLUS=dt_softplus, CLAMP=clamp,
+                  ATOMIC=s.sums is not None, Q=p.Q, BLOCK_F=next_power_of_2(fpart.shape[-1]))
+    if s.sums is None:
+        da = da.sum((0, 2))
+        dbias = dbias.sum((0, 2)) if dbias is not None else None
 
     per_group_blocks = s.db_part.shape[2] // G
-    dB = s.db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
-    dC = s.dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+    if per_group_blocks == 1:   # one head block a group: the partials are the sums (no launch)
+        dB, dC = s.db_part.view(bsz, L, G, N), s.dc_part.view(bsz, L, G, N)
+    else:
+        dB = s.db_part.view(bsz, L, G, per_group_blocks, N).sum(3)
+        dC = s.dc_part.view(bsz, L, G, per_group_blocks, N).sum(3)
     if D is not None and z is None:
-        dD = s.dd_part.sum((0, 1))
-        if D.dim() == 1:
-            dD = dD.sum(1)
-    return (dx, ddt, da_part.sum((0, 2)), dB, dC, dD, dz,
-            dbias_part.sum((0, 2)) if dt_bias is not None else None,
+        dD = s.dd
+    return (dx, ddt, da, dB, dC, dD, dz, dbias if dt_bias is not None else None,
             dh0 if initial_states is not None else None)
