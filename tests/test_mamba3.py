@@ -62,6 +62,7 @@ def sizes():
 @given(**sizes(), data=st.data())
 def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
     H, Hqk = heads
+    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
 
@@ -280,6 +281,7 @@ def test_steps_equal_the_chunked_scan_token_by_token(device, b, L, heads, P, N, 
     """Stepping through a sequence from the input states gives the scan's outputs and final states; in place,
     the caller's state tensors hold them and nothing else is allocated for them."""
     H, Hqk = heads
+    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     t = make(device, b, L, H, Hqk, P, N, S, seed, options, dtype)
     want, *want_states = ssm_triton.mamba3_siso_combined(**t, chunk_size=16, return_final_states=True)
@@ -325,14 +327,17 @@ def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, cas
        N=st.sampled_from([4, 16]), seed=seeds(), options=st.booleans(), mimo=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, seed, options, mimo, dtype, data):
-    """In-place steps take an op plan per input signature (``ops/_plans.py``): the first step makes it, the next
-    reuse it with new values; halfway the inputs change layout (the step's slices of the sequence, strided when
-    b > 1, become packed copies): another plan. Every step's output and the final states against the float64
-    loop, so a plan that launches with a stale or misplaced argument fails."""
+    """Steps take an op plan per input signature (``ops/_plans.py``): the first step makes it, the next reuse it
+    with new values; halfway the inputs change layout (the step's slices of the sequence, strided when b > 1,
+    become packed copies): another plan. In place, the caller's states are updated; otherwise each step returns
+    new states (copies of the given ones, or zeros for the first step given none) and leaves the given ones as they
+    were. Every step's output and the final states against the float64 loop, so a plan that launches with a stale
+    or misplaced argument, or that updates or returns the wrong states, fails."""
     from ssm_triton.ops import mamba3 as ops
     from ssm_triton.reference import mamba3_mimo_loop
 
     H, Hqk = heads
+    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     R = data.draw(st.sampled_from([1, 2]), label="R") if mimo else 1
     f32 = torch.float32
@@ -348,6 +353,8 @@ def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, 
         t.update(D=r((H,), 12, 1.0, f32), Z=r((b, L, H, P), 13))
     states = (uniform((b, H, S), 0.0, 2 * math.pi, seed + 14, device, f32), r((b, H, P, N), 15, 0.5, f32),
               r((b, *lead, H, N), 16, 1.0, f32 if not mimo else dtype), r((b, H, P), 17))
+    if way == "from zeros":
+        states = tuple(torch.zeros_like(s) for s in states)
     wide = {k: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
     start = tuple(s.double().cpu() for s in states)
     want, want_states = (mamba3_mimo_loop if mimo else mamba3_siso_loop)(**wide, Input_States=start)
@@ -361,8 +368,18 @@ def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, 
                 for k, v in t.items()}
         if i >= L // 2:
             step = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in step.items()}
-        out, new = step_fn(**step, Input_States=held, inplace=True)
-        assert all(a is c for a, c in zip(new, held))
+        if way == "inplace":
+            out, new = step_fn(**step, Input_States=held, inplace=True)
+            assert all(a is c for a, c in zip(new, held))
+        else:
+            given = None if way == "from zeros" and i == 0 else held
+            if given is None:   # twice: the second call takes the plan the first made
+                step_fn(**step, Input_States=None)
+            before = tuple(s.clone() for s in held)
+            out, new = step_fn(**step, Input_States=given)
+            assert new[3] is step["V"] and all(a is not c for a, c in zip(new[:3], held[:3]))
+            assert all(torch.equal(a, c) for a, c in zip(held, before))   # the given states are left as they were
+            held = tuple(new)
         outs.append(out)
     assert_close(torch.stack(outs, 1), want, dtype, "stepped out")
     assert_angle_close(held[0], want_states[0], f32, "stepped angle")
@@ -410,6 +427,7 @@ def test_mimo_steps_equal_the_float64_loop(device, b, L, heads, R, P, N, seed, o
     from ssm_triton.reference import mamba3_mimo_loop
 
     H, Hqk = heads
+    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
     f32 = torch.float32

@@ -1,5 +1,6 @@
 """``mamba3_siso_combined``: Mamba-3's single-input single-output scan, drop-in for mamba_ssm's
 ``mamba_ssm.ops.triton.mamba3.mamba3_siso_combined``."""
+import math
 from typing import Optional
 
 import torch
@@ -264,13 +265,59 @@ _MIMO_STEP_PLANS = _plans.Plans()
 
 
 def _step_lookup(plans, inputs, Input_States, inplace):
-    """``(plan or None, (key, every tensor in the kernel's order) or None)`` for a decode step: only in-place
-    steps of four given states take plans."""
-    if inplace is not True or not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+    """``(planned step or None, key or None)`` for a decode step: in place, keyed by the caller's four states;
+    otherwise by the given states (or their absence), which the planned step copies, or makes as zeros, each call
+    (``_new_states``). Anything else (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks."""
+    if inplace is True:
+        if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+            return None, None
+        return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, True))
+    if inplace is not False:
         return None, None
-    tensors = (*inputs, *Input_States)
-    plan, key = _plans.lookup(plans, tensors, (_runtime.INTERPRET,))
-    return plan, (key, tensors) if key is not None else None
+    if Input_States is None:
+        return _plans.lookup(plans, inputs, (_runtime.INTERPRET, False))
+    if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
+        return None, None
+    return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False))
+
+
+class _PlannedStep:
+    """A decode step's one-launch plan (``kernels/mamba3/step.py``) with the states around it: in place the
+    caller's, else new ones as ``_step_states`` makes them (``shapes`` where there are none to copy)."""
+    __slots__ = ("plan", "inplace", "shapes")
+
+    def __init__(self, plan, inplace: bool, shapes: tuple):
+        self.plan, self.inplace, self.shapes = plan, inplace, shapes
+
+    def __call__(self, inputs, Input_States, V):
+        if self.inplace:
+            return self.plan((*inputs, *Input_States))[0], list(Input_States)
+        states = _new_states(Input_States, V, self.shapes)
+        out = self.plan((*inputs, *states))[0]
+        states[3] = V
+        return out, states
+
+
+def _new_states(Input_States, V, shapes) -> list:
+    """A step's states when it does not update the caller's: fp32 copies (the last in V's dtype), or zeros of
+    ``shapes`` (the three fp32 ones from one zero-filled buffer: one fill launched, not three)."""
+    if Input_States is not None:
+        return ([s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
+                + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    sizes = [math.prod(s) for s in shapes[:3]]
+    parts = torch.zeros(sum(sizes), device=V.device, dtype=torch.float32).split(sizes)
+    return [t.view(s) for t, s in zip(parts, shapes[:3])] + [torch.zeros_like(V)]
+
+
+def _remember_step(plans, key, make, inputs, states, inplace, shapes) -> None:
+    """After a checked call: its planned step, made from the tensors the kernel was given (the caller's inputs and
+    the states it updated)."""
+    if key is not None:
+        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states)), inplace, shapes))
+
+
+def _planned(plan, inplace, shapes):
+    return _PlannedStep(plan, inplace, shapes) if plan else plan
 
 
 def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state):
@@ -308,7 +355,7 @@ def _step_states(Input_States, inplace, V, shapes, docs, last: str) -> list:
     if Input_States is None:
         if inplace:
             raise ValueError("inplace=True needs Input_States to update")
-        return [torch.zeros(s, device=V.device, dtype=torch.float32) for s in shapes[:3]] + [torch.zeros_like(V)]
+        return _new_states(None, V, shapes)
     if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
         raise TypeError(f"Input_States must be a tuple (angle {docs[0]}, ssm {docs[1]}, k {docs[2]}, {last} {docs[3]}), "
                         f"got {type(Input_States).__name__}")
@@ -318,8 +365,7 @@ def _step_states(Input_States, inplace, V, shapes, docs, last: str) -> list:
             raise ValueError(f"{name} must be contiguous to be updated in place")
     if inplace:
         return list(Input_States)
-    return ([s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
-            + [Input_States[3].to(V.dtype, copy=True).contiguous()])
+    return _new_states(Input_States, V, shapes)
 
 
 def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
@@ -339,10 +385,10 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out (batch, H, P) in V's dtype, [angle, ssm, k~, v])``, the new states (``v`` is V itself unless
         ``inplace``). Not differentiable.
     """
-    plan, plan_key = _step_lookup(_STEP_PLANS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z), Input_States,
-                                  inplace)
+    inputs = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)
+    plan, plan_key = _step_lookup(_STEP_PLANS, inputs, Input_States, inplace)
     if plan:   # made after a call of this very signature passed the checks
-        return plan(plan_key[1])[0], list(Input_States)
+        return plan(inputs, Input_States, V)
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     _validate.tensor("Q", Q, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, Hqk, N)")
@@ -358,15 +404,15 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     _check("Q_bias", Q_bias, (H, N), "(H, N)")
     _check("K_bias", K_bias, (H, N), "(H, N)")
     S = _check_token(Angles, D, Z, b, H, P, N)
-    states = _step_states(Input_States, inplace, V, ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P)),
+    shapes = ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P))
+    states = _step_states(Input_States, inplace, V, shapes,
                           ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)"), "v")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     out = _step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z), *states)[0]
-    if plan_key is not None:
-        from ..kernels.mamba3.step import siso_step_plan
-        _plans.remember(_STEP_PLANS, plan_key[0], lambda: siso_step_plan(plan_key[1]))
+    from ..kernels.mamba3.step import siso_step_plan
+    _remember_step(_STEP_PLANS, plan_key, siso_step_plan, inputs, states, inplace, shapes)
     if not inplace:
         states[3] = V
     return out, list(states)
@@ -426,10 +472,10 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out, [angle, ssm, k, x])``: ``out (batch, H, P)``, or ``(batch, R, H, P)`` without MIMO_Out, in V's
         dtype. Not differentiable.
     """
-    plan, plan_key = _step_lookup(_MIMO_STEP_PLANS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out,
-                                                     Angles, D, Z), Input_States, inplace)
+    inputs = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)
+    plan, plan_key = _step_lookup(_MIMO_STEP_PLANS, inputs, Input_States, inplace)
     if plan:   # made after a call of this very signature passed the checks
-        return plan(plan_key[1])[0], list(Input_States)
+        return plan(inputs, Input_States, V)
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     if P > MAX_DIM:
@@ -443,7 +489,8 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         if t is not None:
             _check(name, t, (H, R, P), "(H, R, P)")
     S = _check_token(Angles, D, Z, b, H, P, N)
-    states = _step_states(Input_States, inplace, V, ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P)),
+    shapes = ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P))
+    states = _step_states(Input_States, inplace, V, shapes,
                           ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)"), "x")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles",
                        "D", "Z", "Input_States"),
@@ -451,9 +498,8 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
     out = _mimo_step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
                      c(Angles), c(D), c(Z), *states)[0]
-    if plan_key is not None:
-        from ..kernels.mamba3.mimo_step import mimo_step_plan
-        _plans.remember(_MIMO_STEP_PLANS, plan_key[0], lambda: mimo_step_plan(plan_key[1]))
+    from ..kernels.mamba3.mimo_step import mimo_step_plan
+    _remember_step(_MIMO_STEP_PLANS, plan_key, mimo_step_plan, inputs, states, inplace, shapes)
     if not inplace:
         states[3] = V
     return out, list(states)
