@@ -234,10 +234,11 @@ class Replay:
 # template from a table: SSM_TRITON_REPLAY_GENERATED=0 runs the objects (same steps, same order)
 GENERATED = os.environ.get("SSM_TRITON_REPLAY_GENERATED", "1").strip() not in ("", "0")
 
-# scratch buffers (allocated, then only handed to kernels) of a generated replay come from one allocation where
-# they total at most this many bytes: one ``torch.empty`` instead of several (each 3-10 us of the H200's host),
-# at the price of holding them all for the whole call (the step objects free each after its last reader)
-WORKSPACE_BYTES = 64 << 20
+# scratch buffers (allocated, then only handed to kernels) of a generated replay come from one allocation where it
+# needs at most this many bytes: one ``torch.empty`` instead of several (each 3-10 us of the H200's host). Buffers
+# of disjoint lives share bytes, but the workspace is held for the whole call where the step objects free each
+# buffer after its last reader: the bound keeps that difference small where it would show in a peak
+WORKSPACE_BYTES = 32 << 20
 _ALIGN = 256
 
 
@@ -253,21 +254,34 @@ def _carve(ws, offset: int, shape: tuple, dtype):
 def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
     """``({slot: (offset, shape, dtype)}, total bytes)`` of the scratch buffers that share one workspace: results
     of allocations (``_Call.alloc``) that no PyTorch call reads and the result does not hold, on one device, at
-    least two; none where they total more than ``WORKSPACE_BYTES``."""
+    least two; none where the workspace would exceed ``WORKSPACE_BYTES``. Buffers whose lives do not overlap (one
+    freed, by its ``_Free`` step, before the other is made) may share bytes, as the caching allocator would have
+    reused them: the workspace is no larger than the most scratch alive at once, plus gaps."""
     read: set = set()
     for step in steps:
         if type(step) is _Call:
             _slots_in(step.args, read)
             _slots_in(step.kwargs, read)
     _slots_in(out, read)
-    made = [(step.outs, step.alloc) for step in steps
+    made = [(i, step.outs, step.alloc) for i, step in enumerate(steps)
             if type(step) is _Call and step.alloc is not None and step.outs not in read and step.outs >= n_inputs]
-    if len(made) < 2 or len({a[2] for _, a in made}) != 1:
+    if len(made) < 2 or len({a[2] for _, _, a in made}) != 1:
         return {}, 0
-    at, total = {}, 0
-    for slot, (shape, dtype, _, nbytes) in made:
-        at[slot] = (total, shape, dtype)
-        total += -(-max(nbytes, 1) // _ALIGN) * _ALIGN
+    freed = {s: i for i, step in enumerate(steps) if type(step) is _Free for s in step.slots}
+    at: dict = {}
+    placed: list = []   # (offset, end offset, the step freeing it)
+    total = 0
+    for i, slot, (shape, dtype, _, nbytes) in made:
+        size = -(-max(nbytes, 1) // _ALIGN) * _ALIGN
+        live = sorted((o, e) for o, e, gone in placed if gone > i)
+        offset = 0
+        for o, e in live:   # the lowest gap that fits among the buffers alive now
+            if offset + size <= o:
+                break
+            offset = max(offset, e)
+        placed.append((offset, offset + size, freed.get(slot, len(steps))))
+        at[slot] = (offset, shape, dtype)
+        total = max(total, offset + size)
     return (at, total) if total <= WORKSPACE_BYTES else ({}, 0)
 
 

@@ -346,6 +346,42 @@ def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed
             assert args["T"] != args["U"]
 
 
+@given(sizes=st.lists(st.integers(0, 2000), min_size=2, max_size=8), data=st.data())
+def test_workspace_buffers_overlap_only_when_their_lives_do_not(sizes, data):
+    """``replay._scratch``: buffers allocated and freed in any order get offsets 256-byte aligned, such that two
+    alive at the same time never share a byte; the workspace is no smaller than the most bytes alive at once, and
+    no larger than all of them side by side."""
+    steps, alive, life = [], [], {}
+    for k, n in enumerate(sizes):
+        c = replay._Call()
+        c.func, c.args, c.kwargs, c.outs, c.many = torch.empty, ((n,),), {}, k + 1, False
+        c.alloc = ((n,), torch.uint8, torch.device("cpu"), n)
+        steps.append(c)
+        alive.append(k + 1)
+        life[k + 1] = [len(steps) - 1, None]
+        gone = data.draw(st.lists(st.sampled_from(alive), unique=True, max_size=len(alive)), label=f"freed after {k}")
+        if gone:
+            steps.append(replay._Free(tuple(gone)))
+            for s in gone:
+                alive.remove(s)
+                life[s][1] = len(steps) - 1
+    at, total = replay._scratch(steps, None, 1)
+    assert set(at) == set(life)
+    rounded = {s: max(256, -(-sizes[s - 1] // 256) * 256) for s in life}
+    end = len(steps)
+    for s, (offset, shape, _) in at.items():
+        assert offset % 256 == 0 and shape == (sizes[s - 1],) and offset + rounded[s] <= total
+    for s in at:
+        for t in at:
+            a0, a1 = life[s][0], life[s][1] if life[s][1] is not None else end
+            b0, b1 = life[t][0], life[t][1] if life[t][1] is not None else end
+            if s < t and a0 < b1 and b0 < a1:   # both alive at once
+                (os_, _, _), (ot, _, _) = at[s], at[t]
+                assert os_ + rounded[s] <= ot or ot + rounded[t] <= os_, (s, t)
+    most = max(sum(rounded[s] for s in life if life[s][0] <= i < (life[s][1] or end)) for i in range(end))
+    assert most <= total <= sum(rounded.values())
+
+
 def test_replays_switch_off(monkeypatch, device):
     """SSM_TRITON_REPLAY=0 (``replay.ENABLED``): nothing recorded, the results unchanged."""
     t = {n: (v.float() if isinstance(v, torch.Tensor) else v)
