@@ -575,6 +575,14 @@ class Replays:
             self._map.put(key, replay or False)
         return result
 
+    def made(self, key) -> "Replay | None":
+        """The key's replay, where one is kept (a hashable object whose identity stands for the signature and
+        the layouts of everything it makes)."""
+        if key is None or not ENABLED:
+            return None
+        found = self._map.get(key)
+        return found if found else None
+
     def replay(self, key, inputs):
         """The key's replay run on ``inputs``, or None where there is none (nor for a key of None): a caller that
         keys its public arguments before checking them skips the checks on a hit, since a replay is made only

@@ -170,7 +170,11 @@ def _build_eager(spec: OpSpec):
 
     def forward(ctx, *args):
         ctx.set_materialize_grads(False)  # unused outputs reach the backward as None, not as zeros
-        outputs = fwd_replays.run(_replay.key_of(args, switches(args[0])), run_forward, args)
+        key = _replay.key_of(args, switches(args[0]))
+        outputs = fwd_replays.run(key, run_forward, args)
+        # the replay these outputs came from (or were recorded for): their layouts are its, whatever the tuner
+        # chose since (a key alone does not fix them: the first call of a signature may run during tuning)
+        ctx.replay_from = fwd_replays.made(key)
         _save(spec, ctx, args, outputs)
         return outputs
 
@@ -178,13 +182,37 @@ def _build_eager(spec: OpSpec):
         if all(g is None for g in grads):
             return (None,) * len(spec.names)
         saved_tensors = ctx.saved_tensors
-        values = (*saved_tensors, *ctx.flag_values, *(grads[spec.out_index[n]] for n in spec.grad_outputs))
-        result = bwd_replays.run(_replay.key_of(values, switches(values[0])), run_backward, values)
+        gs = tuple(grads[spec.out_index[n]] for n in spec.grad_outputs)
+        values = (*saved_tensors, *ctx.flag_values, *gs)
+        key = _backward_key(ctx.replay_from, gs, switches(values[0]))
+        if key is None:
+            key = _replay.key_of(values, switches(values[0]))
+        result = bwd_replays.run(key, run_backward, values)
         return _positional(spec, result, _saved_dict(spec, saved_tensors, ctx.flag_values))
 
     cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
                                                        "backward": staticmethod(backward)})
     return cls.apply
+
+
+def _backward_key(forward, grads: tuple, switches: tuple):
+    """The replay key of a backward whose forward ran from (or recorded) the replay ``forward``: the saved tensors
+    are the forward's inputs and results, whose layouts that replay fixes, and the flags are among its key's
+    values; then the incoming gradients' signatures and what steers the launchers now. Keying the saved tensors
+    again cost ~7 us of this CPU's host a call (20-odd tensors). None (the caller keys every value) where the
+    forward had no replay, or where the backward records a graph (``create_graph``)."""
+    if forward is None or torch.is_grad_enabled():
+        return None
+    key = [forward, *switches, torch.are_deterministic_algorithms_enabled()]
+    cuda = False
+    for g in grads:
+        if g is None:
+            key.append(None)
+        else:
+            cuda = cuda or g.is_cuda
+            key.append((g.shape, g.stride(), g.dtype, g.get_device()))
+    key.append(cuda and torch.cuda.is_current_stream_capturing())
+    return tuple(key)
 
 
 def _build_compiled_backward(spec: OpSpec, op):
