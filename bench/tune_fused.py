@@ -5,6 +5,8 @@ segment count (``--segments``; 1 walks whole rows, more split each row into a su
 launch, ``fused.segments``) it tunes ``ssd_fused_fwd`` afresh and prints the chosen tiles, then the call's
 do_bench median eagerly (host time included, as a user calling it sees it) and replayed from a CUDA graph of
 ten calls (the device's time alone), against the staged forward at its rule plan, timed the same two ways.
+``--carry 1`` puts the carry pass (``fused._ssd_segment_carry_kernel``) between the two launches of every
+segmented row (the rule takes it past 8 segments only), ``--carry 0`` never.
 """
 import argparse
 
@@ -39,7 +41,7 @@ def _summary_call(x, dt, A, B, C, D, bias):
     nseg = problem[9]
     kw.update(SEG_STATE=torch.empty((bsz, H, nseg, P, B.shape[3]), device=x.device, dtype=torch.float32),
               SEG_DECAY=torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32), OUT=None, FINAL=None,
-              MODE=1)
+              MODE=1, CARRIED=False)
     return lambda: fused.ssd_fused_fwd_kernel.launch(fused._summary(problem), None, **kw)
 
 
@@ -53,10 +55,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ssm_triton.bench.tune_fused")
     parser.add_argument("--shapes", nargs="+", default=["1x512", "1x2048", "1x8192", "8x4096", "2x16384"])
     parser.add_argument("--segments", nargs="+", type=int, default=[1])
+    parser.add_argument("--carry", choices=["", "0", "1"], default="",
+                        help="the carry pass between the launches: the rule's (past 8 segments), never, always")
     args = parser.parse_args(argv)
     H, P, G, N, io = 64, 64, 1, 128, torch.bfloat16
     dev = torch.device("cuda")
     k = fused.ssd_fused_fwd_kernel
+    fused.CARRY = args.carry
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     for shape in args.shapes:
         b, L = (int(v) for v in shape.split("x"))
@@ -80,9 +85,9 @@ def main(argv=None) -> None:
             out = call()   # tunes
             reference = out if reference is None else reference
             err = (out.float() - reference.float()).abs().max().item()
-            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got)
+            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got, fused.carried(got))
             chose = k.resolve(problem)[0]
-            summary = k.resolve((*problem[:8], 1, got)) if got > 1 else None
+            summary = k.resolve(fused._summary(problem)) if got > 1 else None
             eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
             graphed = _graphed_ms(call)
             alone = f", its summary launch alone {_graphed_ms(_summary_call(x, dt, A, B, C, D, bias)) * 1e3:.1f} us" \

@@ -231,7 +231,11 @@ def ssd_cases():
                     {**iop("X", "DT", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL", "SEG_STATE",
                                                                  "SEG_DECAY"), **ints}, \
                     dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt, HAS_H0=opt,
-                         HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed, MODE=mode)
+                         HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed, MODE=mode,
+                         CARRIED=mode == 2 and seq)
+            if dot == tl.bfloat16:   # no tensor-core dtype in it: once a bf16 variant
+                yield "ssd segment carry", ssd_fused.ssd_segment_carry_kernel, f32("SEG_STATE", "SEG_DECAY", "H0"), \
+                    dict(HAS_H0=opt, BLOCK=512)
         yield "ssd gate bwd", ssd_dt.gate_bwd_kernel, {**iop("DOUT", "Y", "Z", "X", "DY", "DZ"), "DD_PART": "*fp32", **ints}, \
             dict(HAS_DD=opt, ROWS=256, BLOCK_R=8, BLOCK_C=128)
         yield "ssd dt bwd", ssd_dt.dt_bwd_kernel, \

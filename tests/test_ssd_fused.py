@@ -128,39 +128,52 @@ def test_fused_forward_matches_the_reference_and_the_stages(device, bsz, L, grou
 
 
 @contextlib.contextmanager
-def split(k: int):
+def split(k: int, carry: str = ""):
     """Force the one-launch forward's segments (``fused.SEGMENTS``; 1 walks whole rows), of 16-step multiples (on
-    a GPU too, where the rule takes 64: short rows split, and a chunk of 32 or 64 steps crosses a segment's end)."""
-    before = fused.SEGMENTS, fused.ALIGN
-    fused.SEGMENTS, fused.ALIGN = str(k), 16
+    a GPU too, where the rule takes 64: short rows split, and a chunk of 32 or 64 steps crosses a segment's end),
+    and the carry pass between its launches (``fused.CARRY``: "1" always, "0" never)."""
+    before = fused.SEGMENTS, fused.ALIGN, fused.CARRY
+    fused.SEGMENTS, fused.ALIGN, fused.CARRY = str(k), 16, carry
     try:
         yield
     finally:
-        fused.SEGMENTS, fused.ALIGN = before
+        fused.SEGMENTS, fused.ALIGN, fused.CARRY = before
 
 
 @examples(8)
 @given(bsz=st.integers(1, 2), L=st.integers(17, 70), groups=st.integers(1, 2),
        P=st.one_of(st.integers(1, 9), st.integers(17, 40)), N=st.integers(1, 9), segments=st.integers(2, 5),
-       seed=seeds(), options=st.booleans(),
+       seed=seeds(), options=st.booleans(), carry=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, segments, seed, options, dtype):
+def test_segmented_forward_matches_the_reference(device, bsz, L, groups, P, N, segments, seed, options, carry, dtype):
     """The row split into segments (a summary launch, then the outputs from the summaries of the segments before
-    each): outputs and final states against the float64 loop (initial states, D, z, dt_bias among the options;
-    P past one channel tile, so that programs of one segment split the channels), through the op plan as well
-    (its second call), and two launches each call."""
+    each, or from the entering states the carry pass between the two wrote): outputs and final states against the
+    float64 loop (initial states, D, z, dt_bias among the options; P past one channel tile, so that programs of one
+    segment split the channels), through the op plan as well (its second call), two launches of the forward
+    kernel each call and one of the carry pass where it is on."""
     t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
     want_out, want_final = ssd_np(**as_np(t))
     with torch.no_grad(), route("1"), split(1):   # whole rows first: what this signature recorded is not reused
         whole = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
     assert_close(whole, want_out, dtype, "out, whole rows")
-    with torch.no_grad(), route("1"), split(segments):
+    carries = []
+    real_carry = fused.ssd_segment_carry_kernel.launch
+
+    def carry_spy(*a, **k):
+        carries.append(1)
+        return real_carry(*a, **k)
+
+    with torch.no_grad(), route("1"), split(segments, "1" if carry else "0"):
         nseg, seg_len = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET)
-        assert nseg > 1 and (nseg - 1) * seg_len < L
+        assert nseg > 1 and (nseg - 1) * seg_len < L and fused.carried(nseg) == carry
         for k in range(2):
-            with counting() as calls:
-                out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
-            assert calls == [1, 1]
+            fused.ssd_segment_carry_kernel.launch = carry_spy
+            try:
+                with counting() as calls:
+                    out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16, return_final_states=True)
+            finally:
+                fused.ssd_segment_carry_kernel.launch = real_carry
+            assert calls == [1, 1] and len(carries) == (k + 1 if carry else 0)
             assert_close(out, want_out, dtype, f"out, call {k}")
             assert_close(final, want_final, dtype, f"final_states, call {k}")
 

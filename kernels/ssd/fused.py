@@ -48,14 +48,15 @@ def _ssd_fused_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
-    MODE: tl.constexpr,
+    MODE: tl.constexpr, CARRIED: tl.constexpr,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment) walks its segment from a zero state, writing no output: the state it leaves with into
     ``SEG_STATE (b, H, nseg, P, N)`` fp32 and the segment's summed decay ``dt A`` into ``SEG_DECAY (b, H, nseg)``.
     MODE 2: each segment's program enters with ``H0`` carried through the summaries of the segments before it
     (``h <- exp(decay_j) h + state_j``), then walks its segment as MODE 0 walks a row; the last segment writes
-    ``FINAL``."""
+    ``FINAL``; with ``CARRIED``, ``SEG_STATE`` holds each segment's entering state already (``H0`` included:
+    ``_ssd_segment_carry_kernel`` ran between the two), read once instead of carried through every summary."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -72,7 +73,7 @@ def _ssd_fused_fwd_kernel(
     else:
         state_at = (bh.to(tl.int64) * P + ps[:, None]) * N + ns[None, :]      # (BLOCK_P, BLOCK_N)
         pn_ok = p_ok[:, None] & n_ok[None, :]
-    if HAS_H0 and MODE != 1:
+    if HAS_H0 and (MODE == 0 or (MODE == 2 and not CARRIED)):
         state = tl.load(H0 + state_at, mask=pn_ok, other=0.0).to(tl.float32)
     elif STATE_T:
         state = tl.zeros([BLOCK_N, BLOCK_P], dtype=tl.float32)
@@ -89,9 +90,12 @@ def _ssd_fused_fwd_kernel(
     # blocks a row later per row before it
     seg_at = state_at + (bh.to(tl.int64) * (nseg - 1) * P * N)
     if MODE == 2:
-        for j in range(0, seg):
-            decay_j = tl.load(SEG_DECAY + bh.to(tl.int64) * nseg + j)
-            state = state * tl.exp(decay_j) + tl.load(SEG_STATE + seg_at + j * P * N, mask=pn_ok, other=0.0)
+        if CARRIED:
+            state = tl.load(SEG_STATE + seg_at + seg * P * N, mask=pn_ok, other=0.0)
+        else:
+            for j in range(0, seg):
+                decay_j = tl.load(SEG_DECAY + bh.to(tl.int64) * nseg + j)
+                state = state * tl.exp(decay_j) + tl.load(SEG_STATE + seg_at + j * P * N, mask=pn_ok, other=0.0)
     seg_total = tl.zeros([1], dtype=tl.float64)
     a_h = tl.load(A + h).to(tl.float32)
     if HAS_D:
@@ -160,6 +164,37 @@ def _ssd_fused_fwd_kernel(
             tl.store(FINAL + state_at, state, mask=pn_ok)
 
 
+@triton.jit
+def _ssd_segment_carry_kernel(SEG_STATE, SEG_DECAY, H0, nseg, PN, HAS_H0: tl.constexpr, BLOCK: tl.constexpr):
+    """Between the summary and output launches of a row in many segments: each segment's summary
+    ``SEG_STATE (b, H, nseg, P N)`` replaced by the state it enters with, ``h <- H0`` (or zeros), then for each
+    segment ``j`` in order ``SEG_STATE[j] <- h``, ``h <- exp(SEG_DECAY[j]) h + summary_j``. A program per (row x
+    head, ``BLOCK`` state elements): the output launch's carry-in then costs one read a program, where walking
+    the summaries costs a read per earlier segment (quadratic in them)."""
+    bh = tl.program_id(1).to(tl.int64)
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < PN
+    if HAS_H0:
+        h = tl.load(H0 + bh * PN + i, mask=ok, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK], dtype=tl.float32)
+    at = SEG_STATE + bh * nseg * PN + i
+    for j in range(0, nseg):
+        summary = tl.load(at + j * PN, mask=ok, other=0.0)
+        tl.store(at + j * PN, h, mask=ok)
+        h = h * tl.exp(tl.load(SEG_DECAY + bh * nseg + j)) + summary
+
+
+def _carry_rule(p, mode):
+    # problem: (b, H, nseg, P N); a streaming pass, 4 elements a thread
+    return dict(BLOCK=64 if mode.interpreted else 512, num_warps=4)
+
+
+ssd_segment_carry_kernel = TunableKernel(
+    "ssd_segment_carry", _ssd_segment_carry_kernel, rule=_carry_rule, alternatives=lambda p, mode: [],
+    key=lambda p: p, grid=lambda p, kw: (cdiv(p[3], kw["BLOCK"]), p[0] * p[1]), flags=dict(HAS_H0="H0"))
+
+
 def _rule(p, mode):
     # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments); the interpreter takes small tiles so short
     # tests cross chunks
@@ -208,6 +243,17 @@ SEGMENTS = os.environ.get("SSM_TRITON_SSD_SEGMENTS", "")
 # Any length is correct (a chunk past a segment's end is masked): the tests set 16 to split short rows on a GPU
 ALIGN = None
 MOST_SEGMENTS = 8   # each segment's program carries every earlier segment's (P, N) state in: quadratic in them
+# the carry pass (``_ssd_segment_carry_kernel``, a third launch) for rows in more than MOST_SEGMENTS segments (only
+# forced counts: the rule's stop at MOST_SEGMENTS; never timed on a GPU yet); SSM_TRITON_SSD_CARRY=1 takes it for
+# any segmented row, 0 never
+CARRY = os.environ.get("SSM_TRITON_SSD_CARRY", "")
+
+
+def carried(nseg: int) -> bool:
+    """Whether a row in ``nseg`` segments takes the carry pass between its two launches."""
+    if nseg <= 1 or CARRY == "0":
+        return False
+    return CARRY == "1" or nseg > MOST_SEGMENTS
 
 
 def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool = False) -> tuple[int, int]:
@@ -256,30 +302,44 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
         seg_decay = torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32)
         args.update(SEG_STATE=seg_state, SEG_DECAY=seg_decay)
-        ssd_fused_fwd_kernel.launch(_summary(problem), None, **dict(args, OUT=None, FINAL=None, MODE=1))
+        ssd_fused_fwd_kernel.launch(_summary(problem), None, **dict(args, OUT=None, FINAL=None, MODE=1,
+                                                                    CARRIED=False))
+        if problem[10]:
+            ssd_segment_carry_kernel.launch(_carry_problem(problem), None, **_carry_args(args))
     ssd_fused_fwd_kernel.launch(problem, None, **args, OUT=out, FINAL=final)
     return out, final
 
 
 def _summary(problem):
-    return (*problem[:8], 1, problem[9])
+    return (*problem[:8], 1, problem[9], False)
+
+
+def _carry_problem(problem):
+    b, _, H, P, _, N = problem[:6]
+    return (b, H, problem[9], P * N)
+
+
+def _carry_args(args) -> dict:
+    return dict(SEG_STATE=args["SEG_STATE"], SEG_DECAY=args["SEG_DECAY"], H0=args["H0"], nseg=args["nseg"],
+                PN=args["P"] * args["N"])
 
 
 def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
     """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
     2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
-    be filled in)."""
+    be filled in), after the carry pass where ``problem[10]`` (:func:`carried`)."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     run = run_mode(x.device)
     nseg, seg_len = segments(bsz, L, H, P, run.sm_count, run.interpreted)
     mode = 2 if nseg > 1 else 0
-    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg), dict(
+    carry = carried(nseg)
+    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry), dict(
         X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
         L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0, SB=B.stride(1),
         SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg, SOFTPLUS=dt_softplus,
         CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot,
-        MODE=mode)
+        MODE=mode, CARRIED=carry)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
@@ -301,21 +361,30 @@ def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, h
     if nseg == 1:
         launch = Launch(ssd_fused_fwd_kernel, problem, args, vary + ("OUT", "FINAL")[:len(outs)])
         return OneLaunch(launch, take, outs, x.device)
-    summary = Launch(ssd_fused_fwd_kernel, _summary(problem), dict(args, OUT=None, FINAL=None, MODE=1),
+    summary = Launch(ssd_fused_fwd_kernel, _summary(problem), dict(args, OUT=None, FINAL=None, MODE=1, CARRIED=False),
                      vary + ("SEG_STATE", "SEG_DECAY"))
     last = Launch(ssd_fused_fwd_kernel, problem, args,
                   vary + ("SEG_STATE", "SEG_DECAY", "OUT", "FINAL")[:2 + len(outs)])
-    return TwoLaunches(summary, last, take, (bsz, H, nseg, P, N), outs, x.device)
+    middle = h0_at = None
+    if problem[10]:
+        has_h0 = initial_states is not None
+        middle = Launch(ssd_segment_carry_kernel, _carry_problem(problem), _carry_args(args),
+                        ("H0", "SEG_STATE", "SEG_DECAY") if has_h0 else ("SEG_STATE", "SEG_DECAY"))
+        h0_at = take.index(8) if has_h0 else None   # initial_states among the tensors the plan is given
+    return TwoLaunches(summary, last, take, (bsz, H, nseg, P, N), outs, x.device, middle, h0_at)
 
 
 class TwoLaunches:
     """The segmented forward as an op plan: ``plan(tensors) -> outputs``. Each call allocates the outputs and one
     fp32 scratch buffer (the segments' states, then their decays from a 16-byte boundary), and issues the two
-    bound :class:`~..tuning.Launch` es with addresses (a tensor's launch for either that cannot)."""
-    __slots__ = ("first", "last", "take", "states", "decays", "outs", "device", "dev")
+    bound :class:`~..tuning.Launch` es with addresses (a tensor's launch for either that cannot), with the carry
+    pass (``middle``) between them where the row takes it (``h0_at``: the initial state's place among the given
+    tensors, which the carry pass reads)."""
+    __slots__ = ("first", "last", "take", "states", "decays", "outs", "device", "dev", "middle", "h0_at")
 
-    def __init__(self, first, last, take, states: tuple, outs, device):
+    def __init__(self, first, last, take, states: tuple, outs, device, middle=None, h0_at=None):
         self.first, self.last, self.take, self.outs, self.device = first, last, take, outs, device
+        self.middle, self.h0_at = middle, h0_at
         self.states = states
         self.decays = cdiv(math.prod(states), 4) * 4          # the decays' offset, in fp32 elements
         self.dev = _tuning.device_index(device)
@@ -328,15 +397,22 @@ class TwoLaunches:
         given = [tensors[i] for i in self.take]
         ats = _tuning.addresses(given) if self.last.bound is not None else None
         seg = lambda: (scratch[:math.prod(self.states)].view(self.states), scratch[self.decays:].view(rows))  # noqa: E731
+        middle = self.middle
         if ats is not None:
             base = scratch.data_ptr()
-            ats += (base, base + 4 * self.decays)
+            seg_at = [base, base + 4 * self.decays]
+            h0 = [ats[self.h0_at]] if self.h0_at is not None else []
+            ats += seg_at
             if self.first.at(stream, ats):
+                if middle is not None and not middle.at(stream, h0 + seg_at):
+                    middle(stream, *([given[self.h0_at]] if self.h0_at is not None else []), *seg())
                 if not self.last.at(stream, ats + [t.data_ptr() for t in made]):
                     self.last(stream, *given, *seg(), *made)
                 return made
         views = seg()
         self.first(stream, *given, *views)
+        if middle is not None:
+            middle(stream, *([given[self.h0_at]] if self.h0_at is not None else []), *views)
         self.last(stream, *given, *views, *made)
         return made
 
