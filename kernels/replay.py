@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from keyword import iskeyword
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -364,10 +365,9 @@ def _generate(steps, out, n_inputs: int):
             # each argument its own name: no tuple or dict unpacked at the call
             given = [src.expr(p) for p in (args.parts if type(args) is _Filled else args)]
             kwargs = step.kwargs
-            if type(kwargs) is _Filled:
-                given += [f"{k}={src.expr(p)}" for k, p in zip(kwargs.keys, kwargs.parts)]
-            else:
-                given += [f"{k}={src.name(v)}" for k, v in kwargs.items()]
+            named = zip(kwargs.keys, kwargs.parts) if type(kwargs) is _Filled else kwargs.items()
+            given += [f"{k}={src.expr(v)}" if k.isidentifier() and not iskeyword(k) else f"**{{{k!r}: {src.expr(v)}}}"
+                      for k, v in named]
             call = f"{src.name(step.func)}({', '.join(given)})"
             if step.many is None:
                 lines.append(f"    {call}")
