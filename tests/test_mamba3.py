@@ -146,6 +146,46 @@ def test_chunk_size_changes_nothing_but_rounding(device, L, seed, chunks):
             assert_close(x, y.double(), torch.float32, name)
 
 
+@examples(4)
+@given(L=st.integers(17, 60), heads=st.sampled_from([(2, 1), (3, 3)]), P=st.sampled_from([3, 8, 20]), seed=seeds(),
+       options=st.booleans(), segments=st.sampled_from([1, 2, 3]), carry=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_inference_takes_the_one_launch_forward(device, L, heads, P, seed, options, segments, carry, dtype):
+    """A call that keeps nothing for a backward runs the scan after the prep kernel in the SSD's one-launch
+    forward (the steps' weights, decays and diagonal correction given: ``fused.mamba3_fused_forward``), whole rows
+    or in segments with or without the carry pass: outputs and every final state against the float64 loop, and
+    the same as the staged launches of a call that keeps its tensors for a backward."""
+    from ssm_triton.kernels.ssd import fused, launch
+    H, Hqk = heads
+    t = make(device, 1, L, H, Hqk, P, 8, 3, seed, options, dtype)
+    want = reference(t)
+    launched = []
+    real = fused.ssd_fused_fwd_kernel.launch
+
+    def spy(*a, **k):
+        launched.append(k.get("STEPS_GIVEN"))
+        return real(*a, **k)
+
+    before = fused.SEGMENTS, fused.ALIGN, fused.CARRY, launch.FUSED
+    fused.SEGMENTS, fused.ALIGN, fused.CARRY, launch.FUSED = str(segments), 16, "1" if carry else "0", "1"
+    fused.ssd_fused_fwd_kernel.launch = spy
+    try:
+        nseg = fused.segments(1, L, H, P, 1, ssm_triton.INTERPRET)[0]
+        with torch.no_grad():
+            got = ssm_triton.mamba3_siso_combined(**t, chunk_size=16, return_final_states=True)
+    finally:
+        fused.ssd_fused_fwd_kernel.launch = real
+        fused.SEGMENTS, fused.ALIGN, fused.CARRY, launch.FUSED = before
+    assert launched == [True] * (2 if nseg > 1 else 1)   # the summary launch, then the outputs'
+    staged = ssm_triton.mamba3_siso_combined(**leaves(t), chunk_size=16, return_final_states=True)
+    for name, g, w, s in zip(("out",) + STATE_NAMES, got, (want[0], *want[1]), staged):
+        if name == "angle":
+            assert_angle_close(g, w, dtype, name)
+        else:
+            assert_close(g, w, dtype, name)
+            assert_close(g, s.detach().double(), dtype, f"{name} vs the staged forward")
+
+
 def per_sequence_states(device, n, H, P, N, S, seed):
     """One set of input states per packed sequence, as ``make`` draws a batch's."""
     return (uniform((n, H, S), 0.0, 2 * math.pi, seed + 50, device, torch.float32),

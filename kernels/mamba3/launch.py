@@ -7,6 +7,7 @@ from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_backward
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
+from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel, ssd_plan
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
@@ -141,10 +142,16 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     if states is not None:
         _, ssm0, k0, v0 = states
         h0 = ssm0.float() + _first_e(DT, Trap)[..., None, None] * v0.float()[..., :, None] * k0.float()[..., None, :]
-    hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
-    cb = ssd.bmm(kr, qr, p)
-    out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, seq, p, store_y=for_backward and Z is not None,
-                            diag=diag)
+    # a call that keeps nothing for a backward takes the SSD's one-launch forward (or its segments) where the SSD's
+    # own rule would: the stages' four launches and their chunk states in memory become one or two launches
+    if not for_backward and seq is None and ssd.fused_dot(V, None, False) is not None:
+        out, final = mamba3_fused_forward(V, kr, qr, dtp, ADT, diag, D, Z, h0, p.dot)
+        hs = y = None
+    else:
+        hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
+        cb = ssd.bmm(kr, qr, p)
+        out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, seq, p, store_y=for_backward and Z is not None,
+                                diag=diag)
     # copies, not views: the op's outputs may not alias its inputs or each other
     if seq is None:
         finals = (theta_f, final, kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())

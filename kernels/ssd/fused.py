@@ -40,15 +40,15 @@ from .cumsum import raw_step, softplus_clamp
 @triton.jit
 def _ssd_fused_fwd_kernel(
     # pointers
-    X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY,
+    X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY, ADT, DIAG,
     # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp,
-    # the segments' steps and count (MODE 1 and 2)
-    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg,
+    # the segments' steps and count (MODE 1 and 2), the rows' length of the given step weights (STEPS_GIVEN)
+    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg, Lp,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
-    MODE: tl.constexpr, CARRIED: tl.constexpr,
+    MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment) walks its segment from a zero state, writing no output: the state it leaves with into
@@ -56,7 +56,10 @@ def _ssd_fused_fwd_kernel(
     MODE 2: each segment's program enters with ``H0`` carried through the summaries of the segments before it
     (``h <- exp(decay_j) h + state_j``), then walks its segment as MODE 0 walks a row; the last segment writes
     ``FINAL``; with ``CARRIED``, ``SEG_STATE`` holds each segment's entering state already (``H0`` included:
-    ``_ssd_segment_carry_kernel`` ran between the two), read once instead of carried through every summary."""
+    ``_ssd_segment_carry_kernel`` ran between the two), read once instead of carried through every summary.
+    ``STEPS_GIVEN`` (Mamba-3's SISO scan): each step's weight of ``x`` is ``DT (b, H, Lp)`` and its decay ``ADT (b, H,
+    L)``, as its prep kernel computed them, instead of ``dt`` and ``dt A`` from the raw step size; ``HAS_DIAG`` adds
+    ``DIAG (b, H, Lp)`` times ``x_t`` to each output (Mamba-3's diagonal correction)."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -97,7 +100,8 @@ def _ssd_fused_fwd_kernel(
                 decay_j = tl.load(SEG_DECAY + bh.to(tl.int64) * nseg + j)
                 state = state * tl.exp(decay_j) + tl.load(SEG_STATE + seg_at + j * P * N, mask=pn_ok, other=0.0)
     seg_total = tl.zeros([1], dtype=tl.float64)
-    a_h = tl.load(A + h).to(tl.float32)
+    if not STEPS_GIVEN:
+        a_h = tl.load(A + h).to(tl.float32)
     if HAS_D:
         if D_PER_CHANNEL:
             d_h = tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
@@ -108,9 +112,13 @@ def _ssd_fused_fwd_kernel(
     for t0 in range(start, end, Q):
         t = t0 + r
         ok = t < end
-        dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
-        dt = tl.where(ok, dt, 0.0)
-        a = (dt * a_h).to(tl.float64)
+        if STEPS_GIVEN:
+            dt = tl.load(DT + bh.to(tl.int64) * Lp + t, mask=ok, other=0.0)
+            a = tl.load(ADT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float64)
+        else:
+            dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+            dt = tl.where(ok, dt, 0.0)
+            a = (dt * a_h).to(tl.float64)
         cum = tl.cumsum(a, axis=0)
         total = tl.sum(a, axis=0)
         seg_total += total
@@ -144,6 +152,8 @@ def _ssd_fused_fwd_kernel(
                 y += mm(c_c, tl.trans(state), DOT) * tl.exp(c_hi)[:, None]
             if HAS_D:
                 y += d_h * x_c.to(tl.float32)
+            if HAS_DIAG:
+                y += tl.load(DIAG + bh.to(tl.int64) * Lp + t, mask=ok, other=0.0)[:, None] * x_c.to(tl.float32)
             if HAS_Z:
                 gate, _ = silu_and_slope(tl.load(Z + (step * SZ + h * P)[:, None] + ps[None, :], mask=qp_ok,
                                                  other=0.0).to(tl.float32))
@@ -235,7 +245,7 @@ def _key(p):
 ssd_fused_fwd_kernel = TunableKernel(
     "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
     grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2], p[9] if p[8] else 1),
-    flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL"))
+    flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL", HAS_DIAG="DIAG"))
 
 # segments forced (SSM_TRITON_SSD_SEGMENTS=k, or set here; bench/tune_fused.py --segments): "" follows the rule
 SEGMENTS = os.environ.get("SSM_TRITON_SSD_SEGMENTS", "")
@@ -287,16 +297,19 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
             or (L <= 8192 and segments(bsz, L, H, P, sm_count)[0] > 1))
 
 
-def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
+def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
+                  diag=None):
     """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
     B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
-    dtype. One launch, or two over segments of the row (:func:`segments`)."""
+    dtype. One launch, or two over segments of the row (:func:`segments`). ``adt``, ``diag``: see
+    :func:`mamba3_fused_forward`."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt,
+                                diag)
     nseg = problem[9]
     if nseg > 1:
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
@@ -310,8 +323,18 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     return out, final
 
 
+def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot):
+    """Mamba-3 SISO's scan after its prep kernel, for a call that keeps nothing for a backward, in the one-launch
+    forward (or its segments): ``x (b, L, H, P)``, ``k, q (b, L, H, N)`` (k~, q~: one group a head), ``scale, diag
+    (b, H, Lp)`` fp32 each step's weight of ``x`` in the state and its diagonal correction, ``adt (b, H, L)`` fp32
+    each step's decay, ``D (H,)`` or None, ``z (b, L, H, P)`` or None, ``h0 (b, H, P, N)`` fp32 or None. Returns
+    ``(out (b, L, H, P) in x's dtype, final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
+    passing, the C B^T products, the outputs) in one or two."""
+    return fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag)
+
+
 def _summary(problem):
-    return (*problem[:8], 1, problem[9], False)
+    return (*problem[:8], 1, problem[9], False, problem[11])
 
 
 def _carry_problem(problem):
@@ -324,22 +347,27 @@ def _carry_args(args) -> dict:
                 PN=args["P"] * args["N"])
 
 
-def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot):
+def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
+                diag=None):
     """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
     2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
-    be filled in), after the carry pass where ``problem[10]`` (:func:`carried`)."""
+    be filled in), after the carry pass where ``problem[10]`` (:func:`carried`). ``adt (b, H, L)``: the steps'
+    decays given (``dt`` then the steps' weights ``(b, H, Lp)``; ``problem[11]``), with ``diag (b, H, Lp)`` or
+    None (:func:`mamba3_fused_forward`)."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     run = run_mode(x.device)
     nseg, seg_len = segments(bsz, L, H, P, run.sm_count, run.interpreted)
     mode = 2 if nseg > 1 else 0
     carry = carried(nseg)
-    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry), dict(
+    given = adt is not None
+    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry, given), dict(
         X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
-        L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0, SB=B.stride(1),
-        SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg, SOFTPLUS=dt_softplus,
-        CLAMP=clamp, D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot,
-        MODE=mode, CARRIED=carry)
+        ADT=adt, DIAG=diag, L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0,
+        SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg,
+        Lp=dt.shape[-1] if given else L, SOFTPLUS=dt_softplus, CLAMP=clamp,
+        D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot, MODE=mode,
+        CARRIED=carry, STEPS_GIVEN=given)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,

@@ -231,10 +231,18 @@ def _build_compiled_backward(spec: OpSpec, op):
         grads, saved = unpack(args)
         result = spec.backward(saved, grads)
         out = []
+        storages = set()
         for name in spec.grads:
             g = _cast(result.get(name), saved.get(spec.like.get(name, name)))
             # custom ops cannot return None, nor one tensor twice: a fresh empty stand-in each
-            out.append(g.contiguous() if g is not None else _empty_like_any(args))
+            g = g.contiguous() if g is not None else _empty_like_any(args)
+            # nor two views of one buffer (the SSD's dA, d dt_bias and dD share the one its kernels add into): a copy
+            at = g.untyped_storage().data_ptr() if g.numel() else None
+            if at in storages:
+                g = g.clone()
+            elif at is not None:
+                storages.add(at)
+            out.append(g)
         return out
 
     bwd = torch.library.custom_op(f"ssm_triton::{spec.name}_backward", body, mutates_args=(),

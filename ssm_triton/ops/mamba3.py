@@ -9,7 +9,7 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import replay as _replay
 from ..kernels.mamba3 import launch as _k
-from ..kernels.ssd.launch import precision_key
+from .ssd import _route
 from .mamba3_packed import add_input_states, final_ssm
 from . import _plans
 from ._spec import OpSpec, build, compiling
@@ -24,8 +24,9 @@ _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
 
 
 def _precision(first) -> tuple:
-    """What a replay's key adds (ops/_spec.py): for fp32 inputs, the matmul precision the stages follow."""
-    return (precision_key(first.dtype),)
+    """What a replay's key adds (ops/_spec.py): the SSD's route switches (an inference call may take its
+    one-launch forward, in segments) and, for fp32 inputs, the matmul precision the stages follow."""
+    return _route(first)
 
 
 def _states(a: dict):
