@@ -51,7 +51,7 @@ def _ssd_fused_fwd_kernel(
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
-    head, segment) walks its segment from a zero state, writing no output: the state it leaves with into
+    head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
     ``SEG_STATE (b, H, nseg, P, N)`` fp32 and the segment's summed decay ``dt A`` into ``SEG_DECAY (b, H, nseg)``.
     MODE 2: each segment's program enters with ``H0`` carried through the summaries of the segments before it
     (``h <- exp(decay_j) h + state_j``), then walks its segment as MODE 0 walks a row; the last segment writes
@@ -189,10 +189,11 @@ def _ssd_segment_carry_kernel(SEG_STATE, SEG_DECAY, H0, nseg, PN, HAS_H0: tl.con
     else:
         h = tl.zeros([BLOCK], dtype=tl.float32)
     at = SEG_STATE + bh * nseg * PN + i
-    for j in range(0, nseg):
+    for j in range(0, nseg - 1):   # the last segment has no summary (nothing enters from its end)
         summary = tl.load(at + j * PN, mask=ok, other=0.0)
         tl.store(at + j * PN, h, mask=ok)
         h = h * tl.exp(tl.load(SEG_DECAY + bh * nseg + j)) + summary
+    tl.store(at + (nseg - 1) * PN, h, mask=ok)
 
 
 def _carry_rule(p, mode):
@@ -244,7 +245,8 @@ def _key(p):
 
 ssd_fused_fwd_kernel = TunableKernel(
     "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
-    grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2], p[9] if p[8] else 1),
+    # the summaries of every segment but the last: no later segment enters from its end
+    grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2], (p[9] - 1 if p[8] == 1 else p[9]) if p[8] else 1),
     flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL", HAS_DIAG="DIAG"))
 
 # segments forced (SSM_TRITON_SSD_SEGMENTS=k, or set here; bench/tune_fused.py --segments): "" follows the rule
