@@ -85,7 +85,7 @@ def main(argv=None) -> None:
             out = call()   # tunes
             reference = out if reference is None else reference
             err = (out.float() - reference.float()).abs().max().item()
-            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got, fused.carried(got), False)
+            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got, fused.carried(got), False, 1)
             chose = k.resolve(problem)[0]
             summary = k.resolve(fused._summary(problem)) if got > 1 else None
             eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
+from ..ssd.fused import mamba3_fused_forward
 from ..ssd.bwd_dt import decay_grad
 from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
 from ..ssd.cumsum import chunk_row, store_cum
@@ -78,19 +79,25 @@ def core_plan(x, N, chunk_size, io_dtype):
     return ssd_plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
 
 
-def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None, R=1):
+def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=None, cu=None, R=1, inference=False):
     """``x (b, T, H, P)``, ``k, q (b, T, H, N)`` (cast to the plan's tensor-core dtype), ``scale, a (b, H, T / R)``
     fp32 per step (pseudo-step ``t R + r`` takes step ``t``'s scale, and its decay at ``r = 0`` only: see
     :func:`pseudo_steps`), ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
     a packed row (batch 1): ``seq (1, T)`` int32 each step's sequence, ``cu (n + 1,)`` int32 their bounds.
     Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
-    (dtp, cum, hs))``: the last is what :func:`core_backward` reads besides the inputs."""
+    (dtp, cum, hs))``: the last is what :func:`core_backward` reads besides the inputs. ``inference``: nothing is
+    kept for a backward (the last is None), and rows without packed sequences take the SSD's one-launch forward (or
+    its segments) where its rule would, reading the steps' weights and decays as given."""
     b, T, H, P = x.shape
     N = k.shape[3]
     p = core_plan(x, N, chunk_size, io_dtype)
     x = x.contiguous()
     k = k.to(p.torch_dot).contiguous()
     q = q.to(p.torch_dot).contiguous()
+    if inference and seq is None and ssd.fused_dot(x, None, False, p.dot) is not None:
+        y, final = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
+                                        h0.float().contiguous() if h0 is not None else None, p.dot, R)
+        return y, final, None, None
     dtp, cum = pseudo_steps(scale, a, R, chunk_size)
     hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
                                   h0.float().contiguous() if h0 is not None else None, T, p)

@@ -43,12 +43,13 @@ def _ssd_fused_fwd_kernel(
     X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY, ADT, DIAG,
     # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp,
     # the segments' steps and count (MODE 1 and 2), the rows' length of the given step weights (STEPS_GIVEN)
-    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg, Lp,
+    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg, Lp, La,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
+    RANKS: tl.constexpr,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
@@ -57,9 +58,11 @@ def _ssd_fused_fwd_kernel(
     (``h <- exp(decay_j) h + state_j``), then walks its segment as MODE 0 walks a row; the last segment writes
     ``FINAL``; with ``CARRIED``, ``SEG_STATE`` holds each segment's entering state already (``H0`` included:
     ``_ssd_segment_carry_kernel`` ran between the two), read once instead of carried through every summary.
-    ``STEPS_GIVEN`` (Mamba-3's SISO scan): each step's weight of ``x`` is ``DT (b, H, Lp)`` and its decay ``ADT (b, H,
-    L)``, as its prep kernel computed them, instead of ``dt`` and ``dt A`` from the raw step size; ``HAS_DIAG`` adds
-    ``DIAG (b, H, Lp)`` times ``x_t`` to each output (Mamba-3's diagonal correction)."""
+    ``STEPS_GIVEN`` (Mamba-3's scans): each step's weight of ``x`` is ``DT (b, H, Lp)`` and its decay ``ADT (b, H,
+    La)``, as its prep kernel computed them, instead of ``dt`` and ``dt A`` from the raw step size; ``HAS_DIAG`` adds
+    ``DIAG (b, H, Lp)`` times ``x_t`` to each output (Mamba-3's diagonal correction). ``RANKS`` > 1 (MIMO): the row's
+    ``L`` steps are rank-steps ``t R + r`` of ``La`` steps, each taking its step's weight, and its decay at ``r = 0``
+    only."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -113,8 +116,8 @@ def _ssd_fused_fwd_kernel(
         t = t0 + r
         ok = t < end
         if STEPS_GIVEN:
-            dt = tl.load(DT + bh.to(tl.int64) * Lp + t, mask=ok, other=0.0)
-            a = tl.load(ADT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float64)
+            dt = tl.load(DT + bh.to(tl.int64) * Lp + t // RANKS, mask=ok, other=0.0)
+            a = tl.load(ADT + bh.to(tl.int64) * La + t // RANKS, mask=ok & (t % RANKS == 0), other=0.0).to(tl.float64)
         else:
             dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
             dt = tl.where(ok, dt, 0.0)
@@ -300,7 +303,7 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                  diag=None):
+                  diag=None, ranks=1):
     """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
     B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
@@ -311,7 +314,7 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
     problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt,
-                                diag)
+                                diag, ranks)
     nseg = problem[9]
     if nseg > 1:
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
@@ -325,18 +328,20 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     return out, final
 
 
-def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot):
+def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1):
     """Mamba-3 SISO's scan after its prep kernel, for a call that keeps nothing for a backward, in the one-launch
     forward (or its segments): ``x (b, L, H, P)``, ``k, q (b, L, H, N)`` (k~, q~: one group a head), ``scale, diag
     (b, H, Lp)`` fp32 each step's weight of ``x`` in the state and its diagonal correction, ``adt (b, H, L)`` fp32
     each step's decay, ``D (H,)`` or None, ``z (b, L, H, P)`` or None, ``h0 (b, H, P, N)`` fp32 or None. Returns
     ``(out (b, L, H, P) in x's dtype, final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
-    passing, the C B^T products, the outputs) in one or two."""
-    return fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag)
+    passing, the C B^T products, the outputs) in one or two. MIMO (``ranks`` R > 1): the rows are ``L = T R``
+    rank-steps and ``scale, adt (b, H, T)`` per step (each rank-step takes its step's weight, the first its decay)."""
+    return fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag,
+                         ranks)
 
 
 def _summary(problem):
-    return (*problem[:8], 1, problem[9], False, problem[11])
+    return (*problem[:8], 1, problem[9], False, *problem[11:])
 
 
 def _carry_problem(problem):
@@ -350,7 +355,7 @@ def _carry_args(args) -> dict:
 
 
 def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                diag=None):
+                diag=None, ranks=1):
     """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
     2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
     be filled in), after the carry pass where ``problem[10]`` (:func:`carried`). ``adt (b, H, L)``: the steps'
@@ -363,13 +368,13 @@ def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, 
     mode = 2 if nseg > 1 else 0
     carry = carried(nseg)
     given = adt is not None
-    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry, given), dict(
+    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry, given, ranks), dict(
         X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
         ADT=adt, DIAG=diag, L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0,
         SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg,
-        Lp=dt.shape[-1] if given else L, SOFTPLUS=dt_softplus, CLAMP=clamp,
+        Lp=dt.shape[-1] if given else L, La=adt.shape[-1] if given else L, SOFTPLUS=dt_softplus, CLAMP=clamp,
         D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot, MODE=mode,
-        CARRIED=carry, STEPS_GIVEN=given)
+        CARRIED=carry, STEPS_GIVEN=given, RANKS=ranks)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,

@@ -360,14 +360,14 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
     return out, final, varlen
 
 
-def fused_dot(x, seq_idx, want_varlen):
+def fused_dot(x, seq_idx, want_varlen, dot=None):
     """The tensor-core dtype of the one-launch forward where :func:`ssd_inference` takes it for ``x``, else
-    None."""
+    None. ``dot``: the caller's operand dtype (Mamba-3 MIMO's fp32 ``x`` multiplies in bf16), else ``x``'s."""
     capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
     if seq_idx is None and not want_varlen and FUSED != "0" and (FUSED == "1" or not capturing):
         bsz, L, H, P = x.shape
         mode = run_mode(x.device)
-        dot = dot_for(x.dtype)
+        dot = dot if dot is not None else dot_for(x.dtype)
         # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
         # and were never timed: they keep the stages on a GPU
         if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count, P) and (mode.interpreted or dot != tl.float32)):

@@ -11,13 +11,12 @@ from torch import Tensor
 
 from .. import _validate
 from ..kernels import replay as _replay
-from ..kernels.ssd import launch as _ssd_launch
 
 IO = (torch.float32, torch.bfloat16, torch.float16)
 from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
 from .selective_scan import selective_scan_fn
-from .ssd import mamba_chunk_scan_combined
+from .ssd import _route, mamba_chunk_scan_combined
 from ._spec import compiling
 
 
@@ -45,8 +44,8 @@ def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv
     args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
             return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
             ngroups, norm_before_gate)
-    key = None if compiling() else _replay.key_of(
-        args, (_ssd_launch.FUSED, _ssd_launch.precision_key(getattr(zxbcdt, "dtype", None))))
+    # the SSD's route switches (one launch or stages, segments, carry) and precision: what the recording depends on
+    key = None if compiling() else _replay.key_of(args, _route(zxbcdt))
     return _SPLIT_REPLAYS.checked(key, args, lambda: _check_split(*args), _split_conv1d_scan)
 
 

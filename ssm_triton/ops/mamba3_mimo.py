@@ -28,6 +28,7 @@ from ..kernels.mamba3 import mimo as _mk
 from ..kernels.ssd.launch import fp32_matmul, precision_key, seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build, compiling
 from .mamba3_packed import packed_final_states
+from .ssd import _route
 from .mamba3 import IO_DTYPES, MAX_DIM, _check, check_input_states, check_mimo_qk, check_packed
 
 CHUNK_SIZES = (4, 8, 16, 32, 64)
@@ -77,6 +78,17 @@ def _turned_core_forward(Q, K, Q_bias, K_bias, theta, x, scale, a, h0, seq, cu, 
             qr, kr, sc, scc)
 
 
+def _turned_core_inference(Q, K, Q_bias, K_bias, theta, x, scale, a, h0, seq, cu, H, chunk_size, deterministic, io):
+    """The op's outputs for a call that keeps nothing for a backward: the stages may run in the SSD's one-launch
+    forward (``core_forward(inference=True)``); what only a backward reads comes back empty."""
+    qr, kr, sc, scc = _prep_forward(Q, K, Q_bias, K_bias, theta, H, io)
+    R = x.shape[1] // scale.shape[2]
+    y, final, varlen, _ = _k.core_forward(x, _rank_steps(kr), _rank_steps(qr), scale, a, h0, chunk_size, _IO[io], seq,
+                                          cu, R, inference=True)
+    empty = lambda: x.new_empty(0, dtype=torch.float32)  # noqa: E731
+    return (y, final, varlen if varlen is not None else empty(), empty(), empty(), empty(), qr, kr, sc, scc)
+
+
 def _turned_core_fake(Q, theta, x, H, cu, chunk_size, io, **_):
     b, L, R, _, N = Q.shape
     P = x.shape[3]
@@ -119,12 +131,12 @@ _turned_core = build(OpSpec(
     "Q: Tensor, K: Tensor, Q_bias: Tensor, K_bias: Tensor, theta: Tensor, x: Tensor, scale: Tensor, a: Tensor, "
     "h0: Tensor?, seq: Tensor?, cu: Tensor?, H: int, chunk_size: int, deterministic: bool, io: str",
     outputs=("y", "final", "varlen", "dtp", "cum", "hs", "qr", "kr", "sc", "scc"),
-    forward=_turned_core_forward, fake=_turned_core_fake,
+    forward=_turned_core_forward, fake=_turned_core_fake, inference=_turned_core_inference,
     grads=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0"),
     grad_outputs=("y", "final", "varlen", "qr", "kr", "sc", "scc"),
     saves=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "qr", "kr", "sc",
            "scc", "chunk_size", "deterministic", "io"),
-    backward=_turned_core_backward, switches=lambda x: (fp32_matmul(),)))
+    backward=_turned_core_backward, switches=lambda x: (fp32_matmul(), *_route(x))))
 
 _OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
 
@@ -332,7 +344,7 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # on every call, so its calls never take a shortcut.
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
     valid = four or Input_States is None
-    key = None if compiling() or not valid else _replay.key_of(args, (precision_key(V.dtype), rotary_dim_divisor))
+    key = None if compiling() or not valid else _replay.key_of(args, (precision_key(V.dtype), rotary_dim_divisor, *_route(V)))
 
     def check():   # the checks, remembered per signature (packed rows' offsets are checked on every call)
         passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
