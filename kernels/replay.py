@@ -47,6 +47,12 @@ _WRITES = frozenset(("__setitem__", "__delitem__"))
 # calls that allocate memory and write nothing into it: a replay may hand out part of one workspace instead
 _ALLOCS = frozenset(("empty", "empty_like", "new_empty"))
 
+# calls that may return views of their first argument (each result checked at recording: same storage); a view
+# only handed to kernels needs no tensor at a replay, only its address, a fixed distance from its base's
+_VIEWS = frozenset(("view", "reshape", "transpose", "permute", "split", "split_with_sizes", "unbind", "chunk",
+                    "narrow", "select", "__getitem__", "squeeze", "unsqueeze", "expand", "t", "unflatten", "flatten",
+                    "as_strided", "view_as", "movedim", "diagonal"))
+
 
 class _Slot:
     __slots__ = ("i",)
@@ -109,8 +115,9 @@ def _fill(obj, table):
 class _Call:
     """One recorded PyTorch call, re-run with the slots filled; its tensor results go to ``outs``. ``alloc``: for an
     allocation of uninitialised memory (``empty``, ``empty_like``, ``new_empty``) with a contiguous result, its
-    ``(shape, dtype, device, bytes)``, else None."""
-    __slots__ = ("func", "args", "kwargs", "outs", "many", "alloc")
+    ``(shape, dtype, device, bytes)``, else None. ``view``: for a call whose every tensor result is a view of its
+    first argument (a slot), ``(that slot, each result's address minus the argument's)``, else None."""
+    __slots__ = ("func", "args", "kwargs", "outs", "many", "alloc", "view")
 
     def __call__(self, table, stream) -> None:
         args, kwargs = self.args, self.kwargs
@@ -286,6 +293,38 @@ def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
     return (at, total) if total <= WORKSPACE_BYTES else ({}, 0)
 
 
+def _address_only(steps, out, n_inputs: int, scratch: dict) -> set:
+    """Slots made by view calls (``_Call.view``) that a replay needs only as addresses: every reader a launch or
+    another such view, none in the result, and the base an input, a workspace buffer or such a view itself (memory
+    that outlives the call's last launch without a tensor holding it: a view of an intermediate would not keep its
+    base alive)."""
+    calls = [step for step in steps if type(step) is _Call]
+    made = {}
+    for step in calls:
+        if step.view is not None:
+            for slot in (step.outs if step.many else (step.outs,)):
+                if slot is not None:
+                    made[slot] = step
+    held: set = set()
+    _slots_in(out, held)
+    keep = {s for s in made if s not in held}
+    changed = True
+    while changed:   # each call that stays a call needs tensors of what it reads, and makes tensors
+        changed = False
+        for step in calls:
+            outs = [] if step.many is None else [o for o in (step.outs if step.many else (step.outs,)) if o is not None]
+            if (step.view is not None and outs and all(o in keep for o in outs)
+                    and (step.view[0] < n_inputs or step.view[0] in scratch or step.view[0] in keep)):
+                continue   # stays address-only
+            read: set = set(outs)
+            _slots_in(step.args, read)
+            _slots_in(step.kwargs, read)
+            if read & keep:
+                keep -= read
+                changed = True
+    return keep
+
+
 class _Source:
     """The text of a generated replay and the objects it names (``c<k>``: functions, constants, binaries)."""
 
@@ -294,6 +333,7 @@ class _Source:
         self.named: dict = {}     # id(object) -> its name in env
         self.lines: list = []
         self.scratch = scratch    # slot -> (offset, shape, dtype) in the workspace ``ws``
+        self.views: dict = {}     # slot -> the expression making its tensor (an address-only view's, for fallbacks)
 
     def name(self, obj) -> str:
         """``obj`` as an expression: a literal for None, bools, ints and strings, else a name bound in ``env``."""
@@ -313,6 +353,8 @@ class _Source:
             if obj.i in self.scratch:
                 offset, shape, dtype = self.scratch[obj.i]
                 return f"_carve(ws, {offset}, {shape!r}, {self.name(dtype)})"
+            if obj.i in self.views:
+                return self.views[obj.i]
             return f"s{obj.i}"
         if kind is not _Filled:
             return self.name(obj)
@@ -326,6 +368,17 @@ class _Source:
         return f"_rebuild({self.name(obj.like)}, [{', '.join(parts)}])"
 
 
+def _call_text(src: "_Source", step: _Call) -> str:
+    """A recorded call as an expression, each argument its own name (no tuple or dict unpacked at the call)."""
+    args = step.args
+    given = [src.expr(p) for p in (args.parts if type(args) is _Filled else args)]
+    kwargs = step.kwargs
+    named = zip(kwargs.keys, kwargs.parts) if type(kwargs) is _Filled else kwargs.items()
+    given += [f"{k}={src.expr(v)}" if k.isidentifier() and not iskeyword(k) else f"**{{{k!r}: {src.expr(v)}}}"
+              for k, v in named]
+    return f"{src.name(step.func)}({', '.join(given)})"
+
+
 def _generate(steps, out, n_inputs: int):
     """``run(inputs, stream) -> result``: the steps as one Python function. Each recorded PyTorch call is a line
     calling the function on the slots' variables, each launch a line handing the binary its values with the
@@ -334,6 +387,7 @@ def _generate(steps, out, n_inputs: int):
     launch itself (the SSD's fwd+bwd replays 47 steps)."""
     scratch, total = _scratch(steps, out, n_inputs)
     src = _Source(scratch)
+    views = _address_only(steps, out, n_inputs, scratch)
     used: set = set()
     for step in steps:
         if type(step) is _Call:
@@ -350,9 +404,20 @@ def _generate(steps, out, n_inputs: int):
     for step in steps:
         kind = type(step)
         if kind is _Free:
-            freed = [s for s in step.slots if s not in scratch]
+            freed = [s for s in step.slots if s not in scratch and s not in views]
             if freed:
                 lines.append("    " + " = ".join(f"s{s}" for s in freed) + " = None")
+        elif kind is _Call and step.view is not None and (step.outs if step.many else (step.outs,))[0] in views:
+            base, deltas = step.view
+            if base not in addressed:
+                addressed.add(base)
+                lines.append(f"    p{base} = s{base}.data_ptr()")
+            call = _call_text(src, step)
+            for j, slot in enumerate(step.outs if step.many else (step.outs,)):
+                if slot is not None:
+                    src.views[slot] = f"{call}[{j}]" if step.many else call
+                    lines.append(f"    p{slot} = p{base} + {deltas[j]}")
+                    addressed.add(slot)
         elif kind is _Call and step.outs in scratch:
             if not made:   # the first: the workspace
                 made = True
@@ -361,14 +426,7 @@ def _generate(steps, out, n_inputs: int):
             lines.append(f"    p{step.outs} = pws + {scratch[step.outs][0]}")
             addressed.add(step.outs)
         elif kind is _Call:
-            args = step.args
-            # each argument its own name: no tuple or dict unpacked at the call
-            given = [src.expr(p) for p in (args.parts if type(args) is _Filled else args)]
-            kwargs = step.kwargs
-            named = zip(kwargs.keys, kwargs.parts) if type(kwargs) is _Filled else kwargs.items()
-            given += [f"{k}={src.expr(v)}" if k.isidentifier() and not iskeyword(k) else f"**{{{k!r}: {src.expr(v)}}}"
-                      for k, v in named]
-            call = f"{src.name(step.func)}({', '.join(given)})"
+            call = _call_text(src, step)
             if step.many is None:
                 lines.append(f"    {call}")
             elif not step.many:
@@ -480,9 +538,17 @@ class _Recorder(TorchFunctionMode):
         call = _Call()
         call.func, call.args, call.kwargs = func, self._template(args), self._template(kwargs)
         call.many = many
-        call.alloc = None
+        call.alloc = call.view = None
         if name in _ALLOCS and many is False and out.is_contiguous():
             call.alloc = (tuple(out.shape), out.dtype, out.device, out.numel() * out.element_size())
+        elif name in _VIEWS and many is not None and args and isinstance(args[0], torch.Tensor):
+            base = self.slots.get(id(args[0]))
+            results = list(out) if many else [out]
+            at = args[0].untyped_storage().data_ptr()
+            if base is not None and all(isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() == at
+                                        for o in results):
+                # an empty result's address is the allocator's business, never read: 0 from its base
+                call.view = (base, tuple(o.data_ptr() - args[0].data_ptr() if o.numel() else 0 for o in results))
         call.outs = (None if many is None else
                      tuple(self._new(o) if isinstance(o, torch.Tensor) else None for o in out) if many else self._new(out))
         self.steps.append(call)

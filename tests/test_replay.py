@@ -285,7 +285,7 @@ def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed
 
     def call(func, args, kwargs, outs, many=False, alloc=None):
         c = replay._Call()
-        c.func, c.args, c.kwargs, c.outs, c.many, c.alloc = func, args, kwargs, outs, many, alloc
+        c.func, c.args, c.kwargs, c.outs, c.many, c.alloc, c.view = func, args, kwargs, outs, many, alloc, None
         return c
 
     slot = replay._Slot
@@ -346,6 +346,72 @@ def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed
             assert args["T"] != args["U"]
 
 
+@given(n=st.integers(1, 6), off=st.integers(0, 3), streamed=st.booleans())
+def test_views_only_handed_to_launches_become_addresses(n, off, streamed):
+    """Views of an input (a split, a transpose of one of its parts) that only a launch reads are not made at a
+    replay: the generated function hands the launch their addresses, a fixed distance from the input's, and makes
+    them only for the kernel's own path; a view another call reads, and a view of an intermediate (whose base no
+    tensor would hold), stay tensors. The launch sees the same addresses, or the same tensors, as from the step
+    objects, and the result is the same."""
+    log: list = []
+    binary = _Binary(log)
+    binary._launch = lambda grid, args, kw: log.append(("kernel", tuple(
+        (k, v.data_ptr(), tuple(v.shape), v.stride()) for k, v in sorted(args.items()))))
+
+    def call(func, args, outs, many=False, view=None, alloc=None):
+        c = replay._Call()
+        c.func, c.args, c.kwargs, c.outs, c.many, c.alloc, c.view = func, args, {}, outs, many, alloc, view
+        return c
+
+    slot = replay._Slot
+    f = replay._Filled
+    item = torch.empty((), dtype=torch.float32).element_size()
+    launch = replay._Launch()
+    launch.kernel, launch.grid, launch.kw = binary, (1,), {}
+    launch.args = f({}, [slot(2), slot(4), slot(8), slot(0)], ("X", "Y", "Z", "W"))
+    launch.compiled, launch.values = binary, [None, None, None, None, n]
+    launch.tensors, launch.check = ((0, 2), (1, 4), (2, 8), (3, 0)), (0,)
+    steps = [call(torch.split, f((), [slot(0), [1, 3]], None), (2, 3), many=True, view=(0, (0, item))),
+             call(torch.transpose, f((), [slot(3), 0, 1], None), 4, view=(3, (0,))),
+             call(torch.reshape, f((), [slot(1), (n, 1)], None), 5, view=(1, (0,))),
+             call(torch.mul, f((), [slot(5), 2.0], None), 6),
+             call(torch.zeros, ((n,),), 7, alloc=((n,), torch.float32, torch.device("cpu"), item * n)),
+             call(torch.reshape, f((), [slot(7), (n, 1)], None), 8, view=(7, (0,))),
+             launch, replay._Free((2, 3, 4, 5, 8))]
+    steps[0].kwargs = {"dim": 1}
+    out = f((), [slot(6), slot(7)], None)
+    run = replay._generate(steps, out, 2)
+    assert "p2 = p0 + 0" in run.text and "p4 = p3 + 0" in run.text and f"p3 = p0 + {item}" in run.text
+    assert "s2 =" not in run.text and "s4 =" not in run.text and "s5 = " in run.text and "s8 = " in run.text
+
+    base = torch.arange(4 * n + 8, dtype=torch.float32)
+    x = (base[off:off + 4 * n].view(n, 4), torch.arange(n, dtype=torch.float32) + 1)
+    seen = {}
+    for way in ("generated", "steps"):
+        log.clear()
+        stream = "stream" if streamed else None
+        if way == "generated":
+            got = run(x, stream)
+        else:
+            table = [*x, *([None] * 7)]
+            for step in steps:
+                step(table, stream)
+            got = replay._fill(out, table)
+        assert torch.equal(got[0], (x[1] * 2.0).view(n, 1)) and torch.equal(got[1], torch.zeros(n))
+        seen[way] = [(e[0], e[2] if e[0] == "binary" else e[1]) for e in log]
+    fast = streamed and x[0].data_ptr() % 16 == 0
+    assert [e[0] for e in seen["steps"]] == ["binary" if fast else "kernel"]
+    if fast:   # the addresses of the split part, the transposed part and the input, the same both ways
+        at = [v for v in seen["generated"][0][1]]
+        assert at[0] == x[0].data_ptr() and at[1] == x[0].data_ptr() + item and at[3] == x[0].data_ptr()
+        assert seen["steps"][0][1][:2] == tuple(at[:2]) and seen["steps"][0][1][3] == at[3]
+    else:   # the kernel's own path: the same views, rebuilt
+        gen = {k: (shape, stride) for k, _, shape, stride in seen["generated"][0][1]}
+        ref = {k: (shape, stride) for k, _, shape, stride in seen["steps"][0][1]}
+        assert gen == ref and [a for k, a, *_ in seen["generated"][0][1] if k != "Z"] == \
+            [a for k, a, *_ in seen["steps"][0][1] if k != "Z"]
+
+
 @given(sizes=st.lists(st.integers(0, 2000), min_size=2, max_size=8), data=st.data())
 def test_workspace_buffers_overlap_only_when_their_lives_do_not(sizes, data):
     """``replay._scratch``: buffers allocated and freed in any order get offsets 256-byte aligned, such that two
@@ -355,7 +421,7 @@ def test_workspace_buffers_overlap_only_when_their_lives_do_not(sizes, data):
     for k, n in enumerate(sizes):
         c = replay._Call()
         c.func, c.args, c.kwargs, c.outs, c.many = torch.empty, ((n,),), {}, k + 1, False
-        c.alloc = ((n,), torch.uint8, torch.device("cpu"), n)
+        c.alloc, c.view = ((n,), torch.uint8, torch.device("cpu"), n), None
         steps.append(c)
         alive.append(k + 1)
         life[k + 1] = [len(steps) - 1, None]
