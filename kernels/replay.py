@@ -48,10 +48,12 @@ _WRITES = frozenset(("__setitem__", "__delitem__"))
 _ALLOCS = frozenset(("empty", "empty_like", "new_empty"))
 
 # calls that may return views of their first argument (each result checked at recording: same storage); a view
-# only handed to kernels needs no tensor at a replay, only its address, a fixed distance from its base's
+# only handed to kernels needs no tensor at a replay, only its address, a fixed distance from its base's. Each
+# places its result relative to its argument's own offset (``as_strided``, whose offset is the storage's, is not
+# among them: its distance would change with an input's offset, which a key does not hold)
 _VIEWS = frozenset(("view", "reshape", "transpose", "permute", "split", "split_with_sizes", "unbind", "chunk",
                     "narrow", "select", "__getitem__", "squeeze", "unsqueeze", "expand", "t", "unflatten", "flatten",
-                    "as_strided", "view_as", "movedim", "diagonal"))
+                    "view_as", "movedim", "diagonal"))
 
 
 class _Slot:
