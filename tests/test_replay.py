@@ -270,6 +270,16 @@ class _Binary:
                                                       for k, v in args.items())), tuple(sorted(kw.items()))))
 
 
+def _run_one_way(way: str, run, steps, out, inputs: tuple, stream):
+    """A replay's steps on ``inputs``: by its generated function (``run``), or by the step objects one by one."""
+    if way == "generated":
+        return run(inputs, stream)
+    table = [*inputs, *([None] * 16)]
+    for step in steps:
+        step(table, stream)
+    return replay._fill(out, table)
+
+
 @given(n=st.integers(1, 6), off=st.integers(0, 3), streamed=st.booleans(), checked=st.booleans(),
        workspace=st.booleans())
 def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed, checked, workspace):
@@ -319,13 +329,7 @@ def test_generated_replay_runs_the_steps_as_the_step_objects_do(n, off, streamed
         log.clear()
         base = torch.arange(n + 8, dtype=torch.float32)
         x = (base[off:off + n], torch.ones(n))
-        if way == "generated":
-            got = run(x, stream)
-        else:
-            table = [*x, *([None] * 6)]
-            for step in steps:
-                step(table, stream)
-            got = replay._fill(out, table)
+        got = _run_one_way(way, run, steps, out, x, stream)
         filled = got[1]["scratch"]
         assert got[1]["none"] is None and torch.equal(filled, torch.ones(n + 1))
         want = x[0] + 2.0 * x[1]
@@ -390,13 +394,7 @@ def test_views_only_handed_to_launches_become_addresses(n, off, streamed):
     for way in ("generated", "steps"):
         log.clear()
         stream = "stream" if streamed else None
-        if way == "generated":
-            got = run(x, stream)
-        else:
-            table = [*x, *([None] * 7)]
-            for step in steps:
-                step(table, stream)
-            got = replay._fill(out, table)
+        got = _run_one_way(way, run, steps, out, x, stream)
         assert torch.equal(got[0], (x[1] * 2.0).view(n, 1)) and torch.equal(got[1], torch.zeros(n))
         seen[way] = [(e[0], e[2] if e[0] == "binary" else e[1]) for e in log]
     fast = streamed and x[0].data_ptr() % 16 == 0
