@@ -224,7 +224,7 @@ class Replay:
     """``replay(inputs) -> result`` for inputs of the signature it was recorded with (the caller keys it); None
     when made stale by ``tuning.forget()`` (the caller records again). Its steps run as one generated Python
     function (:func:`_generate`); ``steps`` keeps them as objects, run one by one where ``GENERATED`` is off."""
-    __slots__ = ("size", "steps", "out", "device", "generation", "run", "n_inputs")
+    __slots__ = ("size", "steps", "out", "device", "generation", "run")
 
     def __call__(self, inputs):
         if self.generation != tuning._generation:
@@ -595,7 +595,6 @@ class _Recorder(TorchFunctionMode):
         r = Replay()
         steps = _with_frees(self.steps, self.n_inputs, out)
         r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(steps), out, self.device, tuning._generation
-        r.n_inputs = self.n_inputs
         r.run = _generate(r.steps, out, self.n_inputs)
         return r
 
