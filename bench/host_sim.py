@@ -44,6 +44,7 @@ def _stub_launches() -> None:
             names = tuple(p.name for p in params)
             const = tuple(p.annotation is tl.constexpr or "constexpr" in str(p.annotation) for p in params)
             k._params = (names, const, frozenset(names))
+            k._defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     replay.clear_all()   # recorded again with the stubbed binaries, as a GPU's first calls bind theirs
 
 

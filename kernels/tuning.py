@@ -242,6 +242,9 @@ class Kernel:
         params = getattr(fn, "params", None)
         self._params = (tuple(p.name for p in params), tuple(bool(p.is_constexpr) for p in params),
                         frozenset(p.name for p in params)) if params else None
+        # parameters with a default (``NO_GATHER: tl.constexpr = False``): a launch that leaves one out takes the
+        # lean path too, the default in its place (Triton's binder puts it there for the first launch's binary)
+        self._defaults = {p.name: p.default for p in params or () if getattr(p, "has_default", False)}
 
     def with_flags(self, args: dict) -> dict:
         for flag, arg in self.flags:
@@ -253,13 +256,17 @@ class Kernel:
 
     def _lean_values(self, args: dict, kw: dict):
         """``(argument values in the kernel's order, the key of the binary they select)``, or None where the
-        lean path cannot take them (a parameter left to its default, an argument :func:`_lean_key` has no
-        key for)."""
+        lean path cannot take them (a parameter left out that has no default, an argument :func:`_lean_key` has
+        no key for)."""
         names, constexpr, known = self._params
+        given = {**kw, **args}
         try:
-            values = list(map({**kw, **args}.__getitem__, names))
-        except KeyError:  # a parameter left to its default: Triton's binder fills it in
-            return None
+            values = list(map(given.__getitem__, names))
+        except KeyError:   # a parameter left out: its default, if it has one
+            try:
+                values = list(map({**self._defaults, **given}.__getitem__, names))
+            except KeyError:
+                return None
         try:
             plan = self._key_plan
             if plan is None:

@@ -218,3 +218,65 @@ def test_a_planned_launch_passes_addresses_and_falls_back(monkeypatch):
     assert len(issued) == 1 and len(fallen) == 2
     problem, args = fallen[1]
     assert problem == ("p",) and args["X"] is x and args["Y"] is y and args["A"] == 1 and args["OUT"].shape == (5,)
+
+
+class _Param:
+    """What Triton's ``KernelParam`` says of a parameter: its name, whether it is a constexpr, its default."""
+
+    def __init__(self, name, constexpr, default=None, has_default=False):
+        self.name, self.is_constexpr, self.default, self.has_default = name, constexpr, default, has_default
+
+
+@given(default=st.integers(0, 3), other=st.integers(0, 3), n=st.integers(1, 64))
+def test_a_launch_leaving_out_a_defaulted_parameter_runs_lean_with_the_default(default, other, n):
+    """``Kernel``: a constexpr left out of a launch that has a default (``NO_GATHER: tl.constexpr = False`` of the
+    selective scan's backward, which the tuner's rule leaves out) is filled with it, so the second such launch
+    takes the bound binary with the default among its values instead of Triton's binder every time; given
+    explicitly with another value it selects another binary; a parameter left out without a default keeps the
+    binder's path."""
+    from ssm_triton.kernels import tuning
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuning, "_lean_enabled", lambda: True)
+        mp.setattr(tuning, "_hooks_active", lambda: False)
+        mp.setattr(tuning, "_raw_stream", lambda device: "stream")
+        mp.setattr(torch.cuda, "current_device", lambda: 0)
+        _defaulted_launches(tuning, default, other, n)
+
+
+def _defaulted_launches(tuning, default, other, n):
+    binder, issued = [], []
+
+    class Compiled:
+        function, packed_metadata = "fn", "meta"
+
+        def __init__(self, flag):
+            self.flag = flag
+
+        def run(self, *args):
+            x, *rest = args[9:]
+            assert x is X   # the tensor itself (the kernel's own lean path; plans and replays hand addresses)
+            issued.append((self.flag, tuple(rest)))
+
+    class Fn:
+        params = [_Param("X", False), _Param("n", False), _Param("FLAG", True, default, True),
+                  _Param("BLOCK", True)]
+
+        def run(self, grid, warmup, **args):
+            binder.append(dict(args))
+            return Compiled(args.get("FLAG", default))   # the binder fills a default in
+
+    kern = tuning.Kernel(Fn())
+    x = X = torch.zeros(8)
+    for _ in range(2):
+        kern((1,), X=x, n=n, BLOCK=16)
+    assert len(binder) == 1 and "FLAG" not in binder[0]
+    assert issued == [(default, (n, default, 16))]
+    kern((1,), X=x, n=n, BLOCK=16, FLAG=other)
+    if other == default:   # the same binary
+        assert len(binder) == 1 and issued[-1] == (default, (n, default, 16))
+    else:
+        assert len(binder) == 2 and binder[1]["FLAG"] == other and len(issued) == 1
+    before = len(binder)
+    for _ in range(2):
+        kern((1,), X=x, n=n)   # BLOCK left out, no default: never lean
+    assert len(binder) == before + 2
