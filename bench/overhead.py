@@ -16,7 +16,9 @@ same for the SSD's inference forward, one-launch kernel against the staged launc
 device median.
 
 The floors it is read against come first: an empty torch op, a bare two-argument Triton kernel through
-``kernel[grid](...)``, and the same compiled kernel launched directly.
+``kernel[grid](...)``, the same compiled kernel launched directly, and the fwd+bwd of an autograd op that does
+nothing (:func:`autograd_floors`: the engine's own cost per backward call, which a standalone fwd+bwd pays and a
+model's one backward pays once for all its ops).
 """
 import argparse
 import cProfile
@@ -64,11 +66,43 @@ def floors() -> dict[str, float]:
         "bare triton kernel[grid](x, y)": per_call_us(lambda: _copy_one[(1,)](x, y)),
         "the same, CompiledKernel.run": per_call_us(direct),
     }
+    rows.update(autograd_floors("cuda"))
     before = tuning.LEAN
     for lean in (True, False):
         tuning.LEAN = lean
         rows[f"the same, tuning.Kernel (lean {'on' if lean else 'off'})"] = per_call_us(lambda: k((1,), X=x, Y=y))
     tuning.LEAN = before
+    return rows
+
+
+class _Nothing(torch.autograd.Function):
+    """An op that launches nothing: the forward allocates one output like its first input, the backward one
+    gradient like each input. Its fwd+bwd is the floor of any autograd op's: the engine's work for a graph of one
+    node (on a GPU, its hand-over to the device's worker thread and back), the Function's own Python, the
+    allocations."""
+    @staticmethod
+    def forward(ctx, *inputs):
+        ctx.save_for_backward(*inputs)
+        return torch.empty_like(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(torch.empty_like(t) for t in ctx.saved_tensors)
+
+
+def autograd_floors(device) -> dict[str, float]:
+    """fwd+bwd of :class:`_Nothing` (``torch.autograd.grad``, one call at a time) with 2 and with 7 inputs (the
+    linear scan's and the SSD's differentiable inputs), and a PyTorch op's (``a * b``) for comparison: what
+    the benchmark's fwd+bwd ``host_us`` of an op holds before any of its own work."""
+    rows = {}
+    for n in (2, 7):
+        inputs = tuple(torch.zeros(16, device=device, requires_grad=True) for _ in range(n))
+        g = torch.ones(16, device=device)
+        rows[f"autograd floor fwd+bwd, {n} inputs"] = per_call_us(
+            lambda: torch.autograd.grad(_Nothing.apply(*inputs), inputs, g))
+    a, b = (torch.zeros(16, device=device, requires_grad=True) for _ in range(2))
+    g = torch.ones(16, device=device)
+    rows["torch a * b fwd+bwd"] = per_call_us(lambda: torch.autograd.grad(a * b, (a, b), g))
     return rows
 
 
