@@ -40,9 +40,8 @@ def _summary_call(x, dt, A, B, C, D, bias):
     bsz, L, H, P = x.shape
     nseg = problem[9]
     kw.update(SEG_STATE=torch.empty((bsz, H, nseg, P, B.shape[3]), device=x.device, dtype=torch.float32),
-              SEG_DECAY=torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32), OUT=None, FINAL=None,
-              MODE=1, CARRIED=False)
-    return lambda: fused.ssd_fused_fwd_kernel.launch(fused._summary(problem), None, **kw)
+              SEG_DECAY=torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32))
+    return lambda: fused.ssd_fused_fwd_kernel.launch(fused._summary(problem), None, **fused._summary_args(kw))
 
 
 def main(argv=None) -> None:

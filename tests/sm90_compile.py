@@ -227,13 +227,16 @@ def ssd_cases():
             for (q, bp, bn, transposed), mode in itertools.product(fused_tiles, (0, 1, 2)):
                 if mode and (transposed or not opt):   # the segmented modes: one tile, every option on
                     continue
+                # a training forward's kept outputs (KEEP) in the modes that write them, the options on
+                keep = opt and mode != 1
                 yield f"ssd fused fwd mode {mode}", ssd_fused.ssd_fused_fwd_kernel, \
-                    {**iop("X", "B", "C", "Z", "OUT"), **f32("DT_BIAS", "A", "D", "H0", "FINAL", "SEG_STATE",
-                                                           "SEG_DECAY", "ADT", "DIAG"),
-                     "DT": "*fp32" if seq else PTR[io], **ints}, \
+                    {**iop("X", "B", "C", "Z", "OUT", "KEEP_Y"), **f32("DT_BIAS", "A", "D", "H0", "FINAL", "SEG_STATE",
+                                                                     "SEG_DECAY", "ADT", "DIAG", "KEEP_DT", "KEEP_CUM"),
+                     "KEEP_HS": PTR.get(dot, "*fp32"), "DT": "*fp32" if seq else PTR[io], **ints}, \
                     dict(HAS_BIAS=opt and not seq, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt,
                          HAS_H0=opt, HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed,
-                         MODE=mode, CARRIED=mode == 2 and seq, STEPS_GIVEN=seq, HAS_DIAG=seq, RANKS=4 if seq else 1)
+                         MODE=mode, CARRIED=mode == 2 and seq, STEPS_GIVEN=seq, HAS_DIAG=seq, RANKS=4 if seq else 1,
+                         KEEP=keep, KQ=256 if keep else 1)
             if dot == tl.bfloat16:   # no tensor-core dtype in it: once a bf16 variant
                 yield "ssd segment carry", ssd_fused.ssd_segment_carry_kernel, f32("SEG_STATE", "SEG_DECAY", "H0"), \
                     dict(HAS_H0=opt, BLOCK=512)

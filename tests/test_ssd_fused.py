@@ -199,7 +199,8 @@ def test_every_tuning_candidate_matches_the_reference(device):
     turn (under the interpreter those differing only in warps and stages run once)."""
     bsz, L, H, P, G, N = 1, 150, 2, 20, 1, 16
     t = problem(device, bsz, L, G, H // G, P, N, 3, True, torch.float32)
-    space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True, 0, 1), H100)
+    space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True, 0, 1, False, False, 1, 0),
+                                             H100)
     assert len(space) > 1
     pins = []
     for option in space:
@@ -216,6 +217,105 @@ def test_every_tuning_candidate_matches_the_reference(device):
             tuning.unpin("ssd_fused_fwd")
         assert_close(out, want_out, torch.float32, f"out {pin}")
         assert_close(final, want_final, torch.float32, f"final_states {pin}")
+
+
+@contextlib.contextmanager
+def training_route(value: str):
+    """Force the training forward's route (``launch.FUSED_TRAIN``): "1" the one-launch kernel wherever the
+    inference route would take it (forced there too), "" the stages."""
+    before = launch.FUSED_TRAIN
+    launch.FUSED_TRAIN = value
+    try:
+        with route("1"):
+            yield
+    finally:
+        launch.FUSED_TRAIN = before
+
+
+@examples(8)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 70), groups=st.integers(1, 2), P=st.one_of(st.integers(1, 9),
+       st.integers(17, 24)), N=st.integers(1, 9), chunk=st.sampled_from([16, 32, 64]), segments=st.integers(1, 3),
+       seed=seeds(), options=st.booleans(), use_final=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_training_forward_in_one_launch_matches_float64_autograd(device, bsz, L, groups, P, N, chunk, segments,
+                                                                 seed, options, use_final, dtype):
+    """A call that records a graph, on the one-launch forward (``launch.FUSED_TRAIN``): the kernel writes what the
+    staged forward keeps for the backward (step sizes, their decay sums by chunk, the padding past ``L`` included,
+    each chunk's entering state, the output before the gate), whole rows or in segments that start on a chunk.
+    Outputs and every gradient against float64 autograd of the quadratic form (final states' too); the forward one
+    launch of the kernel (two in segments: the summaries, then the rest)."""
+    from ssm_triton.reference import ssd_quadratic_torch
+    from strategies import normal
+    t = problem(device, bsz, L, groups, 2, P, N, seed, options, dtype)
+    if t.get("initial_states") is not None:   # kept in the tensor cores' dtype, as the stages keep them
+        t["initial_states"] = t["initial_states"].to(dtype).float()
+    names = [k for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states") if t.get(k) is not None]
+    leaves = {k: t[k].requires_grad_() for k in names}
+    with training_route("1"), split(segments), counting() as calls:
+        nseg = fused.segments(bsz, L, 2 * groups, P, 1, ssm_triton.INTERPRET, chunk)[0]
+        out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
+    assert calls == [1] * min(nseg, 2)
+    g_out = normal(out.shape, seed + 30, device, dtype)
+    g_final = normal(final.shape, seed + 31, device)
+    loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
+    got = torch.autograd.grad(loss, list(leaves.values()))
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    ref_out, ref_final = ssd_quadratic_torch(**{**t, **ref})
+    assert_close(out, ref_out.detach(), dtype, "out")
+    assert_close(final, ref_final.detach(), dtype, "final_states")
+    ref_loss = (ref_out * g_out.cpu().double()).sum() + ((ref_final * g_final.cpu().double()).sum() if use_final else 0)
+    want = torch.autograd.grad(ref_loss, list(ref.values()))
+    for name, g, w in zip(leaves, got, want):
+        assert g.dtype == leaves[name].dtype and g.shape == leaves[name].shape, name
+        assert_close(g, w, dtype, f"d{name}")
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """``torch.empty`` and ``torch.empty_like`` fill floating tensors with NaN: whatever a kernel leaves unwritten
+    shows (the allocator would otherwise hand back a freed buffer that may hold the right values by chance)."""
+    real_empty, real_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    torch.empty = lambda *a, **k: poison(real_empty(*a, **k))
+    torch.empty_like = lambda *a, **k: poison(real_like(*a, **k))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = real_empty, real_like
+
+
+@examples(8)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 90), P=st.integers(1, 20), N=st.integers(1, 9),
+       chunk=st.sampled_from([16, 32, 64]), segments=st.integers(1, 3), seed=seeds(), options=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_training_forward_keeps_what_the_stages_keep(device, bsz, L, P, N, chunk, segments, seed, options, dtype):
+    """What the one-launch training forward writes for the backward, against the staged forward's: the step sizes
+    and their decay sums by chunk over the whole padded row (the sums flat past ``L``: the backward reads each
+    chunk's last entry as its total), each chunk's entering state, the output before the gate; every buffer
+    allocated full of NaN, so that an entry the kernel leaves unwritten fails."""
+    import math
+    t = problem(device, bsz, L, 1, 2, P, N, seed, options, dtype)
+    args = [t["x"], t["dt"], t["A"], t["B"], t["C"], chunk, t.get("D"), t.get("z"), t.get("dt_bias"),
+            t.get("initial_states")]
+    kw = dict(dt_softplus=options, dt_limit=(0.0, math.inf), for_backward=True)
+    with torch.no_grad():
+        with training_route(""):
+            _, _, _, want = launch.ssd_forward(*args, **kw)
+        with training_route("1"), split(segments), counting() as calls, poisoned_allocations():
+            nseg = fused.segments(bsz, L, 2, P, 1, ssm_triton.INTERPRET, chunk)[0]
+            _, _, _, got = launch.ssd_forward(*args, **kw)
+    assert calls == [1] * min(nseg, 2)
+    assert torch.equal(got.dtp, want.dtp), "step sizes"
+    cum = lambda c: c[0].double() + c[1].double()   # noqa: E731 - the fp64 sums the two fp32 planes hold
+    assert torch.allclose(cum(got.cum), cum(want.cum), rtol=1e-12, atol=1e-12), "decay sums"
+    assert got.hs.dtype == want.hs.dtype
+    assert_close(got.hs.float(), want.hs.double(), dtype, "entering states")
+    assert (got.y is None) == (want.y is None)
+    if got.y is not None:
+        assert_close(got.y.float(), want.y.double(), dtype, "output before the gate")
 
 
 @pytest.mark.parametrize("case", ["grad", "seq_idx", "varlen_states"])

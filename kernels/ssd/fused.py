@@ -34,22 +34,25 @@ from ..host import cdiv, next_power_of_2
 from .. import tuning as _tuning
 from ..tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 from .common import mm
-from .cumsum import raw_step, softplus_clamp
+from .cumsum import raw_step, softplus_clamp, store_cum
 
 
 @triton.jit
 def _ssd_fused_fwd_kernel(
     # pointers
     X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY, ADT, DIAG,
+    # what a backward reads (KEEP): the step sizes, their decay sums by chunk, the chunks' entering states, y
+    KEEP_DT, KEEP_CUM, KEEP_HS, KEEP_Y,
     # sizes, the step strides of x, z, B, C and dt (a column slice of a projection has its own), the clamp,
-    # the segments' steps and count (MODE 1 and 2), the rows' length of the given step weights (STEPS_GIVEN)
-    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg, Lp, La,
+    # the segments' steps and count (MODE 1 and 2), the rows' length of the given step weights (STEPS_GIVEN),
+    # the kept rows' length (whole chunks of KQ steps), their chunk count and the offset of their decays' lo plane
+    L, H, G, P, N, SX, SZ, SB, SC, SDT, lo, hi, seg_len, nseg, Lp, La, Lk, nck, k_lo,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, HAS_D: tl.constexpr,
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
-    RANKS: tl.constexpr,
+    RANKS: tl.constexpr, KEEP: tl.constexpr, KQ: tl.constexpr,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
@@ -62,7 +65,12 @@ def _ssd_fused_fwd_kernel(
     La)``, as its prep kernel computed them, instead of ``dt`` and ``dt A`` from the raw step size; ``HAS_DIAG`` adds
     ``DIAG (b, H, Lp)`` times ``x_t`` to each output (Mamba-3's diagonal correction). ``RANKS`` > 1 (MIMO): the row's
     ``L`` steps are rank-steps ``t R + r`` of ``La`` steps, each taking its step's weight, and its decay at ``r = 0``
-    only."""
+    only. ``KEEP`` (a training forward; MODE 0 and 2): also what the staged forward keeps for the backward, by chunks
+    of ``KQ`` steps (the call's chunk size, a multiple of ``Q``; segments start on a chunk): each step's size
+    ``KEEP_DT (b, H, Lk)`` and the decay summed from its chunk's start, fp64 as two fp32 planes ``KEEP_CUM (2, b, H,
+    Lk)`` (``cumsum.store_cum``), written by the first channel tile, past ``L`` up to ``Lk`` too (size 0, flat
+    sums) as ``_dt_cumsum_kernel`` writes them; the state entering each chunk ``KEEP_HS (b, H, nck, P, N)`` in its
+    dtype; with ``z``, the output before the gate ``KEEP_Y (b, L, H, P)``."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -112,7 +120,13 @@ def _ssd_fused_fwd_kernel(
             d_h = tl.load(D + h).to(tl.float32)
     r = tl.arange(0, Q)
     causal = r[:, None] >= r[None, :]
-    for t0 in range(start, end, Q):
+    SAVING: tl.constexpr = KEEP and MODE != 1
+    stop = end
+    if SAVING:
+        keep_run = tl.zeros([1], dtype=tl.float64)   # the decay summed from the kept chunk's start to this tile's
+        if end >= L:   # the row's last program walks the kept chunks' padding too (masked: size 0, no output)
+            stop = Lk
+    for t0 in range(start, stop, Q):
         t = t0 + r
         ok = t < end
         if STEPS_GIVEN:
@@ -127,6 +141,16 @@ def _ssd_fused_fwd_kernel(
         seg_total += total
         c_hi = cum.to(tl.float32)
         c_lo = (cum - c_hi.to(tl.float64)).to(tl.float32)
+        if SAVING:
+            if t0 % KQ == 0:   # a kept chunk starts: the state entering it
+                keep_run = tl.zeros([1], dtype=tl.float64)
+                tl.store(KEEP_HS + state_at + (bh.to(tl.int64) * (nck - 1) + t0 // KQ) * P * N,
+                         state.to(KEEP_HS.dtype.element_ty), mask=pn_ok)
+            if tl.program_id(0) == 0:
+                kept_at = bh.to(tl.int64) * Lk + t
+                tl.store(KEEP_DT + kept_at, dt)
+                store_cum(KEEP_CUM, k_lo, kept_at, keep_run + cum)
+            keep_run += total
         step = bi.to(tl.int64) * L + t
         qn_ok = ok[:, None] & n_ok[None, :]
         if STATE_T:
@@ -157,6 +181,8 @@ def _ssd_fused_fwd_kernel(
                 y += d_h * x_c.to(tl.float32)
             if HAS_DIAG:
                 y += tl.load(DIAG + bh.to(tl.int64) * Lp + t, mask=ok, other=0.0)[:, None] * x_c.to(tl.float32)
+            if SAVING and HAS_Z:
+                tl.store(KEEP_Y + xp, y.to(KEEP_Y.dtype.element_ty), mask=qp_ok)
             if HAS_Z:
                 gate, _ = silu_and_slope(tl.load(Z + (step * SZ + h * P)[:, None] + ps[None, :], mask=qp_ok,
                                                  other=0.0).to(tl.float32))
@@ -210,8 +236,8 @@ ssd_segment_carry_kernel = TunableKernel(
 
 
 def _rule(p, mode):
-    # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments); the interpreter takes small tiles so short
-    # tests cross chunks
+    # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments, carried, steps given, ranks, kept chunk); the
+    # interpreter takes small tiles so short tests cross chunks
     if mode.interpreted:
         return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1, STATE_T=False)
     # tuned on the H200 (bench/tune_fused.py, 2026-12-02, H=64 P=64 N=128 bf16): 32-step chunks, 4 warps,
@@ -222,7 +248,9 @@ def _rule(p, mode):
     rows = b * H * p[9]
     widest = min(_widest(P), 32 if N > 128 else 64)
     block_p = next((bp for bp in (64, 32) if bp <= widest and rows * cdiv(P, bp) >= mode.sm_count), 16)
-    return dict(Q=32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2, STATE_T=False)
+    # a training forward's tiles fit whole in its kept chunks (chunk sizes are powers of two from 16)
+    return dict(Q=min(32, p[13]) if p[13] else 32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2,
+                STATE_T=False)
 
 
 def _widest(P: int) -> int:
@@ -236,9 +264,11 @@ def _alternatives(p, mode):
     # transposed state only at the measured best chunk, warps and stages (it is untimed: the tuner decides)
     widest = _widest(p[3])
     tiles = sorted({16, 32, widest})
+    fits = lambda q: not p[13] or p[13] % q == 0   # noqa: E731 - a training forward's tiles fit in its chunks
     return ([dict(Q=q, BLOCK_P=bp, num_warps=w, num_stages=st, STATE_T=False)
-             for q in (32, 64) for bp in tiles if bp <= widest for w in (4, 8) for st in (1, 2)]
-            + [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=True) for bp in tiles if bp <= widest])
+             for q in (32, 64) if fits(q) for bp in tiles if bp <= widest for w in (4, 8) for st in (1, 2)]
+            + [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=True) for bp in tiles if bp <= widest
+               if fits(32)])
 
 
 def _key(p):
@@ -271,12 +301,14 @@ def carried(nseg: int) -> bool:
     return CARRY == "1" or nseg > MOST_SEGMENTS
 
 
-def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool = False) -> tuple[int, int]:
+def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool = False,
+             whole: int = 1) -> tuple[int, int]:
     """``(segments, steps a segment)`` of the one-launch forward for a problem: one segment (a program walks its
     whole row) unless the (row, head, channel tile) programs are too few to fill the GPU and the row is long
     enough to pay for a second launch (a summary of each segment, then the outputs: ``_ssd_fused_fwd_kernel``'s
-    MODE 1 and 2). A segment's steps are a multiple of 64 (16 in the interpreter), whole chunks of every tile."""
-    align = ALIGN or (16 if interpreted else 64)
+    MODE 1 and 2). A segment's steps are a multiple of 64 (16 in the interpreter), whole chunks of every tile, and
+    of ``whole`` (a training forward's chunk size: its kept chunks are never split)."""
+    align = max(ALIGN or (16 if interpreted else 64), whole)
     if SEGMENTS:
         k = int(SEGMENTS)
     elif interpreted or L < 512 or 2 * bsz * H * cdiv(P, 64) > sm_count:
@@ -303,29 +335,39 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                  diag=None, ranks=1):
+                  diag=None, ranks=1, keep=None):
     """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
     B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
     dtype. One launch, or two over segments of the row (:func:`segments`). ``adt``, ``diag``: see
-    :func:`mamba3_fused_forward`."""
+    :func:`mamba3_fused_forward`. ``keep = (chunk size, the states' dtype)``: a training forward, which also
+    returns what the staged forward keeps for the backward, ``(dtp (b, H, Lk), cum (2, b, H, Lk), hs (b, H, nc, P,
+    N), y (b, L, H, P) or None)`` with ``Lk = nc * chunk size`` (``launch.Saved``'s fields)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
     problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt,
-                                diag, ranks)
+                                diag, ranks, keep[0] if keep else 0)
+    kept = None
+    if keep:
+        nck = cdiv(L, keep[0])
+        f32 = dict(device=x.device, dtype=torch.float32)
+        kept = (torch.empty((bsz, H, nck * keep[0]), **f32), torch.empty((2, bsz, H, nck * keep[0]), **f32),
+                torch.empty((bsz, H, nck, P, N), device=x.device, dtype=keep[1]),
+                torch.empty_like(out) if z is not None else None)
+        args.update(KEEP_DT=kept[0], KEEP_CUM=kept[1], KEEP_HS=kept[2], KEEP_Y=kept[3], Lk=nck * keep[0], nck=nck,
+                    k_lo=kept[1].numel() // 2)
     nseg = problem[9]
     if nseg > 1:
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
         seg_decay = torch.empty((bsz, H, nseg), device=x.device, dtype=torch.float32)
         args.update(SEG_STATE=seg_state, SEG_DECAY=seg_decay)
-        ssd_fused_fwd_kernel.launch(_summary(problem), None, **dict(args, OUT=None, FINAL=None, MODE=1,
-                                                                    CARRIED=False))
+        ssd_fused_fwd_kernel.launch(_summary(problem), None, **_summary_args(args))
         if problem[10]:
             ssd_segment_carry_kernel.launch(_carry_problem(problem), None, **_carry_args(args))
     ssd_fused_fwd_kernel.launch(problem, None, **args, OUT=out, FINAL=final)
-    return out, final
+    return (out, final, kept) if keep else (out, final)
 
 
 def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1):
@@ -341,7 +383,13 @@ def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1):
 
 
 def _summary(problem):
-    return (*problem[:8], 1, problem[9], False, *problem[11:])
+    return (*problem[:8], 1, problem[9], False, *problem[11:13], 0)
+
+
+def _summary_args(args) -> dict:
+    """A segmented forward's summary launch: no output, nothing kept."""
+    return dict(args, OUT=None, FINAL=None, MODE=1, CARRIED=False, KEEP=False, KQ=1, KEEP_DT=None, KEEP_CUM=None,
+                KEEP_HS=None, KEEP_Y=None)
 
 
 def _carry_problem(problem):
@@ -355,26 +403,28 @@ def _carry_args(args) -> dict:
 
 
 def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                diag=None, ranks=1):
+                diag=None, ranks=1, keep=0):
     """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
     2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
     be filled in), after the carry pass where ``problem[10]`` (:func:`carried`). ``adt (b, H, L)``: the steps'
     decays given (``dt`` then the steps' weights ``(b, H, Lp)``; ``problem[11]``), with ``diag (b, H, Lp)`` or
-    None (:func:`mamba3_fused_forward`)."""
+    None (:func:`mamba3_fused_forward`). ``keep``: a training forward's chunk size (its ``KEEP_*`` buffers and sizes
+    then to be filled in), else 0."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     run = run_mode(x.device)
-    nseg, seg_len = segments(bsz, L, H, P, run.sm_count, run.interpreted)
+    nseg, seg_len = segments(bsz, L, H, P, run.sm_count, run.interpreted, keep or 1)
     mode = 2 if nseg > 1 else 0
     carry = carried(nseg)
     given = adt is not None
-    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry, given, ranks), dict(
+    return (bsz, L, H, P, G, N, x.dtype, z is not None, mode, nseg, carry, given, ranks, keep), dict(
         X=x, DT=dt, DT_BIAS=dt_bias, A=A, B=B, C=C, D=D, Z=z, H0=initial_states, SEG_STATE=None, SEG_DECAY=None,
-        ADT=adt, DIAG=diag, L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0,
+        ADT=adt, DIAG=diag, KEEP_DT=None, KEEP_CUM=None, KEEP_HS=None, KEEP_Y=None, Lk=0, nck=1, k_lo=0,
+        L=L, H=H, G=G, P=P, N=N, SX=x.stride(1), SZ=z.stride(1) if z is not None else 0,
         SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg,
         Lp=dt.shape[-1] if given else L, La=adt.shape[-1] if given else L, SOFTPLUS=dt_softplus, CLAMP=clamp,
         D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot, MODE=mode,
-        CARRIED=carry, STEPS_GIVEN=given, RANKS=ranks)
+        CARRIED=carry, STEPS_GIVEN=given, RANKS=ranks, KEEP=bool(keep), KQ=keep or 1)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
@@ -396,8 +446,7 @@ def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, h
     if nseg == 1:
         launch = Launch(ssd_fused_fwd_kernel, problem, args, vary + ("OUT", "FINAL")[:len(outs)])
         return OneLaunch(launch, take, outs, x.device)
-    summary = Launch(ssd_fused_fwd_kernel, _summary(problem), dict(args, OUT=None, FINAL=None, MODE=1, CARRIED=False),
-                     vary + ("SEG_STATE", "SEG_DECAY"))
+    summary = Launch(ssd_fused_fwd_kernel, _summary(problem), _summary_args(args), vary + ("SEG_STATE", "SEG_DECAY"))
     last = Launch(ssd_fused_fwd_kernel, problem, args,
                   vary + ("SEG_STATE", "SEG_DECAY", "OUT", "FINAL")[:2 + len(outs)])
     middle = h0_at = None

@@ -318,6 +318,12 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     override the tuned plan."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
+    dot = fused_training_dot(x, seq_idx, want_varlen) if for_backward and block is None and tiles is None else None
+    if dot is not None:
+        lo, hi, clamp = _limits(dt_limit)
+        out, final, kept = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
+                                         dot, keep=(chunk_size, _TORCH_DOT[dot]))
+        return out, final, None, Saved(*kept)
     if block is None:
         tiles = ssd_fwd_plan.pick(
             _problem(x, B, chunk_size, z, seq_idx),
@@ -337,6 +343,9 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
 
 # the one-launch inference forward (fused.py): "0" never, "1" wherever it applies, else its size rule
 FUSED = os.environ.get("SSM_TRITON_SSD_FUSED", "")
+# the one-launch forward for calls that keep what a backward reads (its KEEP outputs): "1" where the inference
+# forward's route takes the call, else never (the default until it is timed on a GPU against the stages)
+FUSED_TRAIN = os.environ.get("SSM_TRITON_SSD_FUSED_TRAIN", "")
 
 
 def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
@@ -373,6 +382,14 @@ def fused_dot(x, seq_idx, want_varlen, dot=None):
         if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count, P) and (mode.interpreted or dot != tl.float32)):
             return dot
     return None
+
+
+def fused_training_dot(x, seq_idx, want_varlen):
+    """The tensor-core dtype of the one-launch forward where a call that keeps what its backward reads takes it
+    (``FUSED_TRAIN``, then :func:`fused_dot`'s route: its size rule, no packed sequences, no capture), else None.
+    It writes the stages' saved tensors itself: the step sizes, their decay sums and each chunk's entering state at
+    the call's chunk size, and the output before the gate."""
+    return fused_dot(x, seq_idx, want_varlen) if FUSED_TRAIN == "1" else None
 
 
 def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final=True):
