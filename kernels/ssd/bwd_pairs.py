@@ -219,7 +219,10 @@ def _db_dc_pairs_kernel(
                      mask=p_ok[:, None] & n_ok[None, :], other=0.0)                       # (P, N)
         w = tl.where(in_end_seq, _to_end(CUM, lo_off, row, s, end), 0.0) * tl.load(DTP + row + s)
         db += mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), ds, DOT) * w[:, None]
-    tl.store(DB_PART + ((step_s * n_hb + hb) * N)[:, None] + ns[None, :], db, mask=s_ok[:, None] & n_ok[None, :])
+    # fp32 partials per head block, or dB itself in B's dtype where a program's heads are its group's (the launcher's
+    # choice: no cast launched after)
+    tl.store(DB_PART + ((step_s * n_hb + hb) * N)[:, None] + ns[None, :], db.to(DB_PART.dtype.element_ty),
+             mask=s_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit

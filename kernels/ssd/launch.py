@@ -433,12 +433,13 @@ class PairScratch(NamedTuple):
 
 
 def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True,
-               step_sums=False):
+               step_sums=False, db_dtype=torch.float32):
     """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
     ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). ``dd=False``: no dD partials
     (the gate's backward took them from the unrounded ``dy``). ``step_sums``: zeroed room for the step-size
-    backward's atomic sums of dA and d dt_bias (``PairScratch.sums``, not under deterministic algorithms). Returns
-    ``(dx, PairScratch)``."""
+    backward's atomic sums of dA and d dt_bias (``PairScratch.sums``, not under deterministic algorithms).
+    ``db_dtype``: the dtype of ``PairScratch.db_part`` where a program's heads are all of its group's (dB itself then,
+    one head block a group; fp32 partials otherwise). Returns ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -461,7 +462,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     elif has_dd:
         dd_part = _f32(rows, bsz, H, P, device=dev)
     s = PairScratch(
-        db_part=_f32(bsz, L, n_hb, N, device=dev),
+        db_part=torch.empty((bsz, L, n_hb, N), device=dev, dtype=db_dtype if n_hb == G else torch.float32),
         dc_part=_f32(bsz, L, n_hb, N, device=dev),   # stored whole by dc_states_kernel, which runs first
         dd=dd_grad, sums=sums[:room] if sums is not None and room else None,
         pair_rows=rs, pair_cols=cs,
@@ -492,7 +493,8 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
                  heads=None, tiles=None, deterministic=False):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
-    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, the rest fp32. ``deterministic``: ``dC`` without
+    ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, ``dB`` in ``B``'s where one head block covers a group, the
+    rest fp32. ``deterministic``: ``dC`` without
     atomics (a second pass over the pairs). The step-size sums use fp64 atomics in both modes: their
     order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely.
 
@@ -517,8 +519,9 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
     ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
+    # dB in B's dtype straight from the pair kernel where it can be (one cast launch fewer a call)
     dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
-                       step_sums=True)
+                       step_sums=True, db_dtype=B.dtype)
 
     ddt = torch.empty_like(dt)
     if s.sums is not None:   # added up by the kernel's programs
