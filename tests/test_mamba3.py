@@ -554,3 +554,35 @@ def test_deterministic_gradients_repeat_bit_for_bit(device, monkeypatch):
     assert seen == [True, True, False, True]
     with pytest.raises(TypeError, match="deterministic must be a bool"):
         ssm_triton.mamba3_siso_combined(**t, deterministic="yes")
+
+
+@examples(6)
+@given(L=st.integers(1, 60), heads=st.sampled_from([(2, 1), (3, 3)]), P=st.sampled_from([3, 8, 20]), seed=seeds(),
+       options=st.booleans(), segments=st.sampled_from([1, 2, 3]), chunk=st.sampled_from([16, 32]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_training_takes_the_one_launch_forward(device, L, heads, P, seed, options, segments, chunk, dtype):
+    """A call that records a graph runs its scan in the SSD's one-launch forward when the training route is on
+    (``launch.FUSED_TRAIN``): the kernel keeps each chunk's entering state and the output before the gate for the
+    backward (the steps' rows are the prep kernel's), whole rows or in segments that start on a chunk. Outputs,
+    final states and every gradient against the float64 loop."""
+    from ssm_triton.kernels.ssd import fused, launch
+    H, Hqk = heads
+    t = make(device, 1, L, H, Hqk, P, 8, 3, seed, options, dtype)
+    launched = []
+    real = fused.ssd_fused_fwd_kernel.launch
+
+    def spy(*a, **k):
+        launched.append((k.get("STEPS_GIVEN"), k.get("KEEP")))
+        return real(*a, **k)
+
+    before = fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN
+    fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = str(segments), 16, "1", "1"
+    fused.ssd_fused_fwd_kernel.launch = spy
+    try:
+        nseg = fused.segments(1, L, H, P, 1, ssm_triton.INTERPRET, chunk)[0]
+        check_against_loop(device, t, chunk, dtype, seed)
+    finally:
+        fused.ssd_fused_fwd_kernel.launch = real
+        fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = before
+    # the summary launch keeps nothing; the outputs' launch keeps what the backward reads
+    assert launched == ([(True, False)] if nseg > 1 else []) + [(True, True)]

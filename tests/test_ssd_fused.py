@@ -335,6 +335,22 @@ def test_fused_forward_only_where_it_applies(device, case):
     assert calls == []
 
 
+@given(L=st.integers(1, 20000), H=st.integers(1, 64), k=st.integers(1, 16), whole=st.sampled_from([1, 16, 48, 64, 256]),
+       interpreted=st.booleans())
+def test_segments_cover_the_row_in_whole_chunks(L, H, k, whole, interpreted):
+    """The segments of a row (forced counts and the rule's): every step in exactly one, each a whole number of the
+    alignment's steps and of a training forward's chunk (``whole``; 48: a MIMO chunk of rank-steps), so that no
+    kept chunk is split between two programs."""
+    before = fused.SEGMENTS
+    for forced in ("", str(k)):
+        fused.SEGMENTS = forced
+        try:
+            nseg, seg_len = fused.segments(1, L, H, 64, 132, interpreted, whole)
+        finally:
+            fused.SEGMENTS = before
+        assert seg_len % whole == 0 and seg_len % (16 if interpreted else 64) == 0
+        assert nseg >= 1 and (nseg - 1) * seg_len < L <= nseg * seg_len
+
 def test_rule_takes_the_fused_kernel_where_it_was_measured_faster():
     assert fused.use_fused(1, 2048, 64, 132)            # a small prefill: launch-bound when staged
     assert fused.use_fused(8, 4096, 64, 132)            # 512 (row, head) programs fill the GPU

@@ -99,6 +99,13 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
                                         h0.float().contiguous() if h0 is not None else None, p.dot, R)
         return y, final, None, None
     dtp, cum = pseudo_steps(scale, a, R, chunk_size)
+    if seq is None and ssd.fused_training_dot(x, None, False, chunk_size, p.dot) is not None:
+        # the one-launch forward keeping the entering states (the SSD's FUSED_TRAIN); the pseudo-steps' rows above
+        # are what the backward reads of the steps
+        y, final, (hs, _) = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
+                                                 h0.float().contiguous() if h0 is not None else None, p.dot, R,
+                                                 keep=(chunk_size, p.torch_dot))
+        return y, final, None, (dtp, cum, hs)
     hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
                                   h0.float().contiguous() if h0 is not None else None, T, p)
     y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)

@@ -147,6 +147,11 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     if not for_backward and seq is None and ssd.fused_dot(V, None, False) is not None:
         out, final = mamba3_fused_forward(V, kr, qr, dtp, ADT, diag, D, Z, h0, p.dot)
         hs = y = None
+    elif for_backward and seq is None and ssd.fused_training_dot(V, None, False, chunk_size) is not None:
+        # the same one-launch forward keeping what the backward reads (the SSD's FUSED_TRAIN): the entering states
+        # and the output before the gate; the step rows are the prep's
+        out, final, (hs, y) = mamba3_fused_forward(V, kr, qr, dtp, ADT, diag, D, Z, h0, p.dot,
+                                                   keep=(chunk_size, p.torch_dot))
     else:
         hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
         cb = ssd.bmm(kr, qr, p)

@@ -69,8 +69,9 @@ def _ssd_fused_fwd_kernel(
     of ``KQ`` steps (the call's chunk size, a multiple of ``Q``; segments start on a chunk): each step's size
     ``KEEP_DT (b, H, Lk)`` and the decay summed from its chunk's start, fp64 as two fp32 planes ``KEEP_CUM (2, b, H,
     Lk)`` (``cumsum.store_cum``), written by the first channel tile, past ``L`` up to ``Lk`` too (size 0, flat
-    sums) as ``_dt_cumsum_kernel`` writes them; the state entering each chunk ``KEEP_HS (b, H, nck, P, N)`` in its
-    dtype; with ``z``, the output before the gate ``KEEP_Y (b, L, H, P)``."""
+    sums) as ``_dt_cumsum_kernel`` writes them (not with ``STEPS_GIVEN``: the caller's rows are those); the state
+    entering each chunk ``KEEP_HS (b, H, nck, P, N)`` in its dtype; with ``z``, the output before the gate ``KEEP_Y
+    (b, L, H, P)``."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -124,8 +125,9 @@ def _ssd_fused_fwd_kernel(
     stop = end
     if SAVING:
         keep_run = tl.zeros([1], dtype=tl.float64)   # the decay summed from the kept chunk's start to this tile's
-        if end >= L:   # the row's last program walks the kept chunks' padding too (masked: size 0, no output)
-            stop = Lk
+        if not STEPS_GIVEN:
+            if end >= L:   # the row's last program walks the kept chunks' padding too (masked: size 0, no output)
+                stop = Lk
     for t0 in range(start, stop, Q):
         t = t0 + r
         ok = t < end
@@ -146,10 +148,11 @@ def _ssd_fused_fwd_kernel(
                 keep_run = tl.zeros([1], dtype=tl.float64)
                 tl.store(KEEP_HS + state_at + (bh.to(tl.int64) * (nck - 1) + t0 // KQ) * P * N,
                          state.to(KEEP_HS.dtype.element_ty), mask=pn_ok)
-            if tl.program_id(0) == 0:
-                kept_at = bh.to(tl.int64) * Lk + t
-                tl.store(KEEP_DT + kept_at, dt)
-                store_cum(KEEP_CUM, k_lo, kept_at, keep_run + cum)
+            if not STEPS_GIVEN:   # given steps: their rows are the caller's already
+                if tl.program_id(0) == 0:
+                    kept_at = bh.to(tl.int64) * Lk + t
+                    tl.store(KEEP_DT + kept_at, dt)
+                    store_cum(KEEP_CUM, k_lo, kept_at, keep_run + cum)
             keep_run += total
         step = bi.to(tl.int64) * L + t
         qn_ok = ok[:, None] & n_ok[None, :]
@@ -248,9 +251,8 @@ def _rule(p, mode):
     rows = b * H * p[9]
     widest = min(_widest(P), 32 if N > 128 else 64)
     block_p = next((bp for bp in (64, 32) if bp <= widest and rows * cdiv(P, bp) >= mode.sm_count), 16)
-    # a training forward's tiles fit whole in its kept chunks (chunk sizes are powers of two from 16)
-    return dict(Q=min(32, p[13]) if p[13] else 32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2,
-                STATE_T=False)
+    # a training forward's tiles fit whole in its kept chunks (multiples of 16: ``keeps``)
+    return dict(Q=16 if p[13] % 32 else 32, BLOCK_P=min(block_p, widest), num_warps=4, num_stages=2, STATE_T=False)
 
 
 def _widest(P: int) -> int:
@@ -308,7 +310,7 @@ def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool 
     enough to pay for a second launch (a summary of each segment, then the outputs: ``_ssd_fused_fwd_kernel``'s
     MODE 1 and 2). A segment's steps are a multiple of 64 (16 in the interpreter), whole chunks of every tile, and
     of ``whole`` (a training forward's chunk size: its kept chunks are never split)."""
-    align = max(ALIGN or (16 if interpreted else 64), whole)
+    align = math.lcm(ALIGN or (16 if interpreted else 64), whole)
     if SEGMENTS:
         k = int(SEGMENTS)
     elif interpreted or L < 512 or 2 * bsz * H * cdiv(P, 64) > sm_count:
@@ -321,6 +323,12 @@ def segments(bsz: int, L: int, H: int, P: int, sm_count: int, interpreted: bool 
         k = 4 if L <= 2048 else MOST_SEGMENTS
     seg_len = cdiv(cdiv(L, max(k, 1)), align) * align
     return cdiv(L, seg_len), seg_len
+
+
+def keeps(chunk: int) -> bool:
+    """Whether a training forward in one launch can keep its backward's tensors at chunks of ``chunk`` steps: its
+    tiles (16 or 32 steps, 16 interpreted) must fit whole in them (Mamba-3 MIMO's chunks of rank-steps may be 4 R)."""
+    return chunk % 16 == 0
 
 
 def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
@@ -353,11 +361,13 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     if keep:
         nck = cdiv(L, keep[0])
         f32 = dict(device=x.device, dtype=torch.float32)
-        kept = (torch.empty((bsz, H, nck * keep[0]), **f32), torch.empty((2, bsz, H, nck * keep[0]), **f32),
+        steps = adt is None   # given steps (Mamba-3): their rows are the caller's
+        kept = (torch.empty((bsz, H, nck * keep[0]), **f32) if steps else None,
+                torch.empty((2, bsz, H, nck * keep[0]), **f32) if steps else None,
                 torch.empty((bsz, H, nck, P, N), device=x.device, dtype=keep[1]),
                 torch.empty_like(out) if z is not None else None)
         args.update(KEEP_DT=kept[0], KEEP_CUM=kept[1], KEEP_HS=kept[2], KEEP_Y=kept[3], Lk=nck * keep[0], nck=nck,
-                    k_lo=kept[1].numel() // 2)
+                    k_lo=bsz * H * nck * keep[0])
     nseg = problem[9]
     if nseg > 1:
         seg_state = torch.empty((bsz, H, nseg, P, N), device=x.device, dtype=torch.float32)
@@ -370,16 +380,19 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     return (out, final, kept) if keep else (out, final)
 
 
-def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1):
+def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1, keep=None):
     """Mamba-3 SISO's scan after its prep kernel, for a call that keeps nothing for a backward, in the one-launch
     forward (or its segments): ``x (b, L, H, P)``, ``k, q (b, L, H, N)`` (k~, q~: one group a head), ``scale, diag
     (b, H, Lp)`` fp32 each step's weight of ``x`` in the state and its diagonal correction, ``adt (b, H, L)`` fp32
     each step's decay, ``D (H,)`` or None, ``z (b, L, H, P)`` or None, ``h0 (b, H, P, N)`` fp32 or None. Returns
     ``(out (b, L, H, P) in x's dtype, final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
     passing, the C B^T products, the outputs) in one or two. MIMO (``ranks`` R > 1): the rows are ``L = T R``
-    rank-steps and ``scale, adt (b, H, T)`` per step (each rank-step takes its step's weight, the first its decay)."""
-    return fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag,
-                         ranks)
+    rank-steps and ``scale, adt (b, H, T)`` per step (each rank-step takes its step's weight, the first its decay).
+    ``keep = (chunk size, the states' dtype)``: a training forward, which also returns ``(hs (b, H, nc, P, N), y or
+    None)`` (the staged launches' entering states and pre-gate output; the steps' rows are the caller's)."""
+    made = fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag,
+                         ranks, keep)
+    return made if keep is None else (made[0], made[1], made[2][2:])
 
 
 def _summary(problem):

@@ -21,7 +21,7 @@ from .bwd_pairs import db_dc_pairs_kernel, dc_states_kernel, dx_dd_kernel
 from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
-from .fused import fused_forward, fused_plan, use_fused
+from .fused import fused_forward, fused_plan, keeps, use_fused
 from .state_passing import state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
@@ -318,7 +318,8 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     override the tuned plan."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    dot = fused_training_dot(x, seq_idx, want_varlen) if for_backward and block is None and tiles is None else None
+    dot = fused_training_dot(x, seq_idx, want_varlen, chunk_size) if for_backward and block is None and tiles is None \
+        else None
     if dot is not None:
         lo, hi, clamp = _limits(dt_limit)
         out, final, kept = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
@@ -384,12 +385,12 @@ def fused_dot(x, seq_idx, want_varlen, dot=None):
     return None
 
 
-def fused_training_dot(x, seq_idx, want_varlen):
+def fused_training_dot(x, seq_idx, want_varlen, chunk_size, dot=None):
     """The tensor-core dtype of the one-launch forward where a call that keeps what its backward reads takes it
     (``FUSED_TRAIN``, then :func:`fused_dot`'s route: its size rule, no packed sequences, no capture), else None.
     It writes the stages' saved tensors itself: the step sizes, their decay sums and each chunk's entering state at
-    the call's chunk size, and the output before the gate."""
-    return fused_dot(x, seq_idx, want_varlen) if FUSED_TRAIN == "1" else None
+    the call's chunk size, and the output before the gate. ``dot`` as for :func:`fused_dot` (Mamba-3's scans)."""
+    return fused_dot(x, seq_idx, want_varlen, dot) if FUSED_TRAIN == "1" and keeps(chunk_size) else None
 
 
 def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final=True):
