@@ -8,7 +8,8 @@ For each benchmark workload of the chosen ops (ssm_triton's implementation only)
   the lean path both counted);
 * the functions with the most own time per call (cProfile), which is where the rest goes.
 
-``--replays`` times every workload with replays (``kernels/replay.py``) on and off, alternating, and gives its
+``--fused-train`` does it for the fwd+bwd of the SSD and Mamba-3 ops, the forward in one launch keeping what the
+backward reads (``launch.FUSED_TRAIN``) against the stages. ``--replays`` times every workload with replays (``kernels/replay.py``) on and off, alternating, and gives its
 device median. ``--plans`` times every forward workload with the op plans (``ssm_triton/ops/_plans.py``) on and off, the
 same way. ``--ab`` instead times every workload with the lean launcher on and off, alternating in one process
 (``rounds`` times each, medians), so the two are compared on the same host state. ``--fused`` does the
@@ -146,17 +147,19 @@ def replays_switch(on: bool) -> None:
     replay.ENABLED = on
 
 
-def fused_ab(fn, rounds: int, calls: int) -> dict:
-    """The SSD inference forward through the one-launch kernel and through the stages: host us per call
-    (alternating) and the device median of each."""
+def fused_ab(fn, rounds: int, calls: int, training: bool = False) -> dict:
+    """The SSD inference forward through the one-launch kernel and through the stages (``training``: a fwd+bwd whose
+    forward takes the one-launch kernel where its rule would, ``launch.FUSED_TRAIN``, or the stages): host us per
+    call (alternating) and the device median of each."""
     import triton.testing
 
     from ssm_triton.kernels.ssd import launch
 
-    before = launch.FUSED
+    name = "FUSED_TRAIN" if training else "FUSED"
+    before = getattr(launch, name)
 
     def switch(on: bool) -> None:
-        launch.FUSED = "1" if on else "0"
+        setattr(launch, name, "1" if on else ("" if training else "0"))
     try:
         on, off = ab(fn, rounds, calls, switch)
         ms = {}
@@ -164,7 +167,7 @@ def fused_ab(fn, rounds: int, calls: int) -> dict:
             switch(flag)
             ms[flag] = float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
     finally:
-        launch.FUSED = before
+        setattr(launch, name, before)
     return dict(host_fused=on, host_staged=off, ms_fused=ms[True], ms_staged=ms[False])
 
 
@@ -205,6 +208,9 @@ def main(argv=None) -> None:
                         help="replays on vs off (every direction), alternating, with the device median")
     parser.add_argument("--fused", action="store_true",
                         help="SSD forwards only: the one-launch kernel vs the staged launches, alternating")
+    parser.add_argument("--fused-train", action="store_true",
+                        help="fwd+bwd of the SSD and Mamba-3 ops: the forward in one launch (SSM_TRITON_SSD_FUSED_TRAIN) "
+                             "vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--samples", type=int, default=15, help="host time: the median of this many samples")
     parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' this regex finds")
@@ -221,14 +227,16 @@ def main(argv=None) -> None:
                 continue
             if args.fused and (w.op != "ssd" or w.direction != "fwd"):
                 continue
+            if args.fused_train and (w.op not in ("ssd", "mamba3", "mamba3_mimo") or w.direction != "fwd+bwd"):
+                continue
             if not re.search(args.match, f"{w.op} {w.shape} {w.direction}"):
                 continue
             fn = impl(w.make_inputs(), w.direction)
-            if args.fused:
-                r = fused_ab(fn, args.rounds, args.calls)
-                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} fwd: fused host {r['host_fused']:.1f} us, "
-                      f"device {r['ms_fused'] * 1e3:.1f} us; staged host {r['host_staged']:.1f} us, "
-                      f"device {r['ms_staged'] * 1e3:.1f} us")
+            if args.fused or args.fused_train:
+                r = fused_ab(fn, args.rounds, args.calls, args.fused_train)
+                print(f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}: fused host "
+                      f"{r['host_fused']:.1f} us, device {r['ms_fused'] * 1e3:.1f} us; staged host "
+                      f"{r['host_staged']:.1f} us, device {r['ms_staged'] * 1e3:.1f} us", flush=True)
                 del fn
                 continue
             if args.plans:
