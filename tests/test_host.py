@@ -280,3 +280,30 @@ def _defaulted_launches(tuning, default, other, n):
     for _ in range(2):
         kern((1,), X=x, n=n)   # BLOCK left out, no default: never lean
     assert len(binder) == before + 2
+
+
+@given(rows=st.integers(1, 4), length=st.integers(1, 12), seed=st.integers(0, 2**31 - 1))
+def test_eager_autograd_route_takes_a_dead_functorch_wrapper(device, rows, length, seed):
+    """The eager autograd route calls the C ``apply`` directly (``ops/_spec._fast_apply``) unless a functorch
+    transform is active or an argument is a functorch wrapper: a tensor leaked out of ``torch.func.grad`` (a dead
+    wrapper) still goes through ``Function.apply``, which unwraps it, and gives the plain tensor's result and
+    gradient."""
+    import ssm_triton
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(rows, length, generator=g).to(device)
+    b = torch.randn(rows, length, generator=g).to(device).requires_grad_()
+    leaked = []
+
+    def f(x):
+        leaked.append(x)
+        return x.sum()
+
+    torch.func.grad(f)(b)
+    wrapper = leaked[0]
+    assert torch._C._functorch.is_functorch_wrapped_tensor(wrapper)
+    h = ssm_triton.linear_scan(a, wrapper)
+    want = ssm_triton.linear_scan(a, b)
+    assert torch.equal(h, want)
+    (got_grad,) = torch.autograd.grad(h.sum(), b)
+    (want_grad,) = torch.autograd.grad(want.sum(), b)
+    assert torch.equal(got_grad, want_grad)

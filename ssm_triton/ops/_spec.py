@@ -192,7 +192,30 @@ def _build_eager(spec: OpSpec):
 
     cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
                                                        "backward": staticmethod(backward)})
-    return cls.apply
+    return _fast_apply(cls)
+
+
+_C_APPLY = torch._C._FunctionBase.__dict__["apply"]
+_transforms_active = torch._C._are_functorch_transforms_active
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _fast_apply(cls):
+    """``cls.apply`` without its Python prologue where that does nothing: ``Function.apply`` unwraps dead functorch
+    wrappers among the arguments in a generator over all of them and then calls the C ``apply`` (3.7 us of this
+    CPU's host a call with the SSD's 17 arguments, against 6 for the C call itself). Under a functorch transform,
+    or with a functorch-wrapped tensor among the arguments, the full ``apply`` runs."""
+    direct = _C_APPLY.__get__(None, cls)
+    full = cls.apply
+
+    def apply(*args):
+        if _transforms_active():
+            return full(*args)
+        for a in args:
+            if isinstance(a, torch.Tensor) and _wrapped(a):
+                return full(*args)
+        return direct(*args)
+    return apply
 
 
 def _backward_key(forward, grads: tuple, switches: tuple):
