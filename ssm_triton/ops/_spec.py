@@ -70,6 +70,16 @@ class OpSpec:
         for g in self.grads:
             if self.like.get(g, g) not in self.saved_tensors:
                 raise ValueError(f"{self.name}: gradient {g!r} needs {self.like.get(g, g)!r} among the saves")
+        # positions, so that a call's save and its backward's gradients build no dict by name: each kept tensor in
+        # (arguments, outputs), each flag among the arguments, the outputs marked non-differentiable, and per
+        # gradient (its name, its input's position, the kept tensor whose dtype it takes)
+        every = self.names + self.outputs
+        self.save_at = tuple(every.index(n) if n in self.names else len(self.names) + self.outputs.index(n)
+                             for n in self.saved_tensors)
+        self.flag_at = tuple(self.names.index(n) for n in self.flags)
+        self.aux_at = tuple(i for n, i in self.out_index.items() if n not in self.grad_outputs)
+        self.grad_plan = tuple((g, i, self.saved_tensors.index(self.like.get(g, g)))
+                               for g, i in zip(self.grads, self.grad_index))
 
 
 def _cast(g, like):
@@ -135,22 +145,22 @@ def _saved_dict(spec: OpSpec, tensors, flags) -> dict:
     return saved
 
 
-def _positional(spec: OpSpec, result: dict, saved: dict) -> tuple:
-    """One gradient (or None) per input, in the op's order, cast to its input's dtype."""
+def _positional(spec: OpSpec, result: dict, saved_tensors: tuple) -> tuple:
+    """One gradient (or None) per input, in the op's order, cast to its input's dtype (the kept tensors in
+    ``spec.saved_tensors``'s order)."""
     out = [None] * len(spec.names)
-    for name, i in zip(spec.grads, spec.grad_index):
-        out[i] = _cast(result.get(name), saved.get(spec.like.get(name, name)))
+    get = result.get
+    for name, i, like in spec.grad_plan:
+        out[i] = _cast(get(name), saved_tensors[like])
     return tuple(out)
 
 
 def _save(spec: OpSpec, ctx, args, outputs):
-    values = dict(zip(spec.names, args))
-    values.update(zip(spec.outputs, outputs))
-    ctx.save_for_backward(*(values[n] for n in spec.saved_tensors))
-    ctx.flag_values = tuple(values[n] for n in spec.flags)
-    aux = [outputs[i] for n, i in spec.out_index.items() if n not in spec.grad_outputs]
-    if aux:
-        ctx.mark_non_differentiable(*aux)
+    every = (*args, *outputs)
+    ctx.save_for_backward(*[every[i] for i in spec.save_at])
+    ctx.flag_values = tuple([args[i] for i in spec.flag_at])
+    if spec.aux_at:
+        ctx.mark_non_differentiable(*[outputs[i] for i in spec.aux_at])
 
 
 def _build_eager(spec: OpSpec):
@@ -188,7 +198,7 @@ def _build_eager(spec: OpSpec):
         if key is None:
             key = _replay.key_of(values, switches(values[0]))
         result = bwd_replays.run(key, run_backward, values)
-        return _positional(spec, result, _saved_dict(spec, saved_tensors, ctx.flag_values))
+        return _positional(spec, result, saved_tensors)
 
     cls = type(spec.name, (torch.autograd.Function,), {"forward": staticmethod(forward),
                                                        "backward": staticmethod(backward)})
@@ -288,9 +298,8 @@ def _build_compiled_backward(spec: OpSpec, op):
         saved_tensors = ctx.saved_tensors
         gs = [grads[spec.out_index[n]] for n in spec.grad_outputs]
         result = bwd(*gs, *saved_tensors, *ctx.flag_values)
-        saved = _saved_dict(spec, saved_tensors, ctx.flag_values)
         # the empty stand-ins of absent inputs become None again
-        return _positional(spec, dict(zip(spec.grads, result)), saved)
+        return _positional(spec, dict(zip(spec.grads, result)), saved_tensors)
 
     op.register_autograd(backward, setup_context=setup_context)
 
