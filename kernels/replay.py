@@ -628,27 +628,25 @@ class Replays:
         _ALL.append(self)
 
     def run(self, key, fn, inputs: tuple):
+        return self.run_made(key, fn, inputs)[0]
+
+    def run_made(self, key, fn, inputs: tuple):
+        """``(result, the key's replay or None)``: :meth:`run`, and the replay the result came from or was recorded
+        for (a hashable object whose identity stands for the signature and the layouts of everything it makes),
+        from one lookup of the key."""
         if key is None or not ENABLED or tuning.recorder() is not None:   # inside a recording: its calls are its
-            return fn(*inputs)
+            return fn(*inputs), None
         found = self._map.get(key)
         if found:
             result = found(inputs)
             if result is not None:
-                return result
+                return result, found
         elif found is not None:   # False: this signature cannot be replayed
-            return fn(*inputs)
+            return fn(*inputs), None
         result, replay, retry = record(fn, inputs)
         if replay is not None or not retry:
             self._map.put(key, replay or False)
-        return result
-
-    def made(self, key) -> "Replay | None":
-        """The key's replay, where one is kept (a hashable object whose identity stands for the signature and
-        the layouts of everything it makes)."""
-        if key is None or not ENABLED:
-            return None
-        found = self._map.get(key)
-        return found if found else None
+        return result, replay
 
     def replay(self, key, inputs):
         """The key's replay run on ``inputs``, or None where there is none (nor for a key of None): a caller that
@@ -694,7 +692,7 @@ def key_of(values, switches: tuple = ()) -> tuple | None:
         return None
     key = []
     append = key.append
-    cuda = -1
+    cuda = False
     grad = torch.is_grad_enabled()
     tensor = torch.Tensor
     for v in values:
@@ -702,10 +700,11 @@ def key_of(values, switches: tuple = ()) -> tuple | None:
             if grad and v.requires_grad:
                 return None
             at = v.get_device()   # -1 on the CPU
-            cuda = max(cuda, at)
+            if at >= 0:
+                cuda = True
             append((v.shape, v.stride(), v.dtype, at))
         else:
             append((type(v), v))
     append((*switches, grad, torch.are_deterministic_algorithms_enabled(),
-            cuda >= 0 and torch.cuda.is_current_stream_capturing()))
+            cuda and torch.cuda.is_current_stream_capturing()))
     return tuple(key)

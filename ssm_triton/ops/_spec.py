@@ -131,9 +131,10 @@ def build(spec: OpSpec):
         if compiling():
             out = op(*args)
             return (out,) if len(spec.outputs) == 1 else out
-        if eager is not None and torch.is_grad_enabled() and any(
-                isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-            return eager(*args)
+        if eager is not None and torch.is_grad_enabled():
+            for a in args:   # a loop, not any() over a generator: a microsecond of host a call
+                if isinstance(a, torch.Tensor) and a.requires_grad:
+                    return eager(*args)
         return light_replays.run(_replay.key_of(args, switches(args[0])), light, args)
 
     return call
@@ -181,10 +182,9 @@ def _build_eager(spec: OpSpec):
     def forward(ctx, *args):
         ctx.set_materialize_grads(False)  # unused outputs reach the backward as None, not as zeros
         key = _replay.key_of(args, switches(args[0]))
-        outputs = fwd_replays.run(key, run_forward, args)
         # the replay these outputs came from (or were recorded for): their layouts are its, whatever the tuner
         # chose since (a key alone does not fix them: the first call of a signature may run during tuning)
-        ctx.replay_from = fwd_replays.made(key)
+        outputs, ctx.replay_from = fwd_replays.run_made(key, run_forward, args)
         _save(spec, ctx, args, outputs)
         return outputs
 
