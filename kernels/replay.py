@@ -55,6 +55,11 @@ _VIEWS = frozenset(("view", "reshape", "transpose", "permute", "split", "split_w
                     "narrow", "select", "__getitem__", "squeeze", "unsqueeze", "expand", "t", "unflatten", "flatten",
                     "view_as", "movedim", "diagonal"))
 
+# calls that make a new tensor (or a view) and change nothing else: left out of a replay where nothing reads what
+# they made (a final state the caller did not ask for, copied at recording by a launcher that always makes it)
+_PURE = _ALLOCS | _VIEWS | frozenset(("clone", "to", "contiguous", "float", "zeros", "zeros_like", "new_zeros",
+                                      "ones", "ones_like", "full", "full_like"))
+
 
 class _Slot:
     __slots__ = ("i",)
@@ -188,6 +193,33 @@ def _slots_in(obj, into: set) -> None:
         into.update(s for _, s in obj.direct)
         for _, inner in obj.nested:
             _slots_in(inner, into)
+
+
+def _reads(step) -> set:
+    """The slots a step reads: its arguments' (a launch's tensors among them)."""
+    used: set = set()
+    _slots_in(step.args, used)
+    if type(step) is _Call:
+        _slots_in(step.kwargs, used)
+    else:
+        used.update(s for _, s in step.tensors)
+    return used
+
+
+def _without_dead(steps: list, out) -> list:
+    """``steps`` without the calls of :data:`_PURE` whose results neither the result nor a later kept step reads
+    (a launch, a write or any other call is always kept)."""
+    live: set = set()
+    _slots_in(out, live)
+    kept = []
+    for step in reversed(steps):
+        if type(step) is _Call and step.many is not None and getattr(step.func, "__name__", "") in _PURE:
+            made = step.outs if step.many else (step.outs,)
+            if not any(s is not None and s in live for s in made):
+                continue
+        live |= _reads(step)
+        kept.append(step)
+    return kept[::-1]
 
 
 def _with_frees(steps: list, n_inputs: int, out) -> list:
@@ -593,7 +625,7 @@ class _Recorder(TorchFunctionMode):
                 if type(step) is _Launch:
                     step.check = tuple(s for s in step.check if s < self.n_inputs)
         r = Replay()
-        steps = _with_frees(self.steps, self.n_inputs, out)
+        steps = _with_frees(_without_dead(self.steps, out), self.n_inputs, out)
         r.size, r.steps, r.out, r.device, r.generation = self.size, tuple(steps), out, self.device, tuning._generation
         r.run = _generate(r.steps, out, self.n_inputs)
         return r

@@ -517,3 +517,33 @@ def test_block_functions_replayed_without_a_graph(device, L, norm, rms, seed):
                                    u["delta_proj_weight"], u["out_proj_weight"], A, D, bias, norms)
             assert scaled_error(got, want) < 1e-4, f"inner, call {k}"
     assert len(ran) >= 4   # each function's whole body on calls 2 and 3
+
+
+@given(n=st.integers(1, 8), scale=st.floats(-4.0, 4.0, allow_nan=False), ask=st.booleans())
+def test_a_replay_leaves_out_what_nothing_reads_and_keeps_every_write(n, scale, ask):
+    """Calls that only make a tensor (a copy, an allocation, a view) whose result nothing later reads are left out of
+    a replay (a launcher's final-state copies the caller did not ask for); in-place writes are kept whether or not
+    their returned tensor is read, and what is returned is what the call returned. Checked on new inputs against
+    the function run directly."""
+    def fn(a, b):
+        unused = a.clone()                                      # a copy nothing reads
+        torch.empty(3 * n)                                      # an allocation nothing reads
+        b[: n // 2 + 1].add_(scale)                             # a write into an input through a view
+        t = a * 2
+        t.mul_(scale)                                           # an in-place write whose result is not read
+        kept = a.to(torch.float64, copy=True)                   # a copy the result reads when asked
+        del unused
+        return (t, kept) if ask else (t,)
+
+    a0, b0 = torch.arange(n, dtype=torch.float32), torch.zeros(n)
+    _, rep, _ = replay.record(fn, (a0, b0))
+    assert rep is not None
+    names = [getattr(s.func, "__name__", "") for s in rep.steps if type(s) is replay._Call]
+    assert "clone" not in names and "empty" not in names
+    assert names.count("mul_") == 1 and names.count("add_") == 1 and ("to" in names) == ask
+    a, b = torch.linspace(-1, 1, n), torch.ones(n)
+    want_b = b.clone()
+    want = fn(a, want_b)
+    got = rep((a, b))
+    assert len(got) == len(want) and all(torch.equal(g, w) for g, w in zip(got, want))
+    assert torch.equal(b, want_b)
