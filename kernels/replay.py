@@ -295,21 +295,47 @@ def _carve(ws, offset: int, shape: tuple, dtype):
 
 def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
     """``({slot: (offset, shape, dtype)}, total bytes)`` of the scratch buffers that share one workspace: results
-    of allocations (``_Call.alloc``) that no PyTorch call reads and the result does not hold, on one device, at
-    least two; none where the workspace would exceed ``WORKSPACE_BYTES``. Buffers whose lives do not overlap (one
+    of allocations (``_Call.alloc``) that no PyTorch call reads (but views that are only addresses: their launches
+    read the buffer) and the result does not hold, on one device, at least two; none where the workspace would exceed ``WORKSPACE_BYTES``. Buffers whose lives do not overlap (one
     freed, by its ``_Free`` step, before the other is made) may share bytes, as the caching allocator would have
     reused them: the workspace is no larger than the most scratch alive at once, plus gaps."""
-    read: set = set()
+    read: set = set()           # read by a call other than a view
+    viewed: dict = {}           # slot -> the view calls reading it
     for step in steps:
         if type(step) is _Call:
-            _slots_in(step.args, read)
-            _slots_in(step.kwargs, read)
+            if step.view is not None:
+                viewed.setdefault(step.view[0], []).append(step)
+            else:
+                _slots_in(step.args, read)
+                _slots_in(step.kwargs, read)
     _slots_in(out, read)
     made = [(i, step.outs, step.alloc) for i, step in enumerate(steps)
             if type(step) is _Call and step.alloc is not None and step.outs not in read and step.outs >= n_inputs]
+    # a buffer read through views only if every such view is an address (``_address_only``, which needs the base
+    # in the workspace: settled together)
+    while True:
+        views = _address_only(steps, out, n_inputs, {slot for _, slot, _ in made})
+        kept = [m for m in made if all(all(o is None or o in views for o in (v.outs if v.many else (v.outs,)))
+                                       for v in viewed.get(m[1], ()))]
+        if len(kept) == len(made):
+            break
+        made = kept
     if len(made) < 2 or len({a[2] for _, _, a in made}) != 1:
         return {}, 0
     freed = {s: i for i, step in enumerate(steps) if type(step) is _Free for s in step.slots}
+    # a buffer lives as long as the views that are its addresses (their frees, not its own, end its use)
+    base_of = {}
+    for step in steps:
+        if type(step) is _Call and step.view is not None:
+            for o in (step.outs if step.many else (step.outs,)):
+                if o is not None and o in views:
+                    base_of[o] = step.view[0]
+    for v in base_of:
+        root = v
+        while root in base_of:
+            root = base_of[root]
+        if v in freed or root in freed:
+            freed[root] = max(freed.get(root, len(steps)), freed.get(v, len(steps)))
     at: dict = {}
     placed: list = []   # (offset, end offset, the step freeing it)
     total = 0
@@ -327,7 +353,7 @@ def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
     return (at, total) if total <= WORKSPACE_BYTES else ({}, 0)
 
 
-def _address_only(steps, out, n_inputs: int, scratch: dict) -> set:
+def _address_only(steps, out, n_inputs: int, scratch) -> set:
     """Slots made by view calls (``_Call.view``) that a replay needs only as addresses: every reader a launch or
     another such view, none in the result, and the base an input, a workspace buffer or such a view itself (memory
     that outlives the call's last launch without a tensor holding it: a view of an intermediate would not keep its

@@ -414,8 +414,9 @@ def test_views_only_handed_to_launches_become_addresses(n, off, streamed):
 def test_workspace_buffers_overlap_only_when_their_lives_do_not(sizes, data):
     """``replay._scratch``: buffers allocated and freed in any order get offsets 256-byte aligned, such that two
     alive at the same time never share a byte; the workspace is no smaller than the most bytes alive at once, and
-    no larger than all of them side by side."""
-    steps, alive, life = [], [], {}
+    no larger than all of them side by side. A buffer read through a view that is only an address lives until that
+    view's free, not its own (its bytes are still read through the view)."""
+    steps, alive, life, view_of = [], [], {}, {}
     for k, n in enumerate(sizes):
         c = replay._Call()
         c.func, c.args, c.kwargs, c.outs, c.many = torch.empty, ((n,),), {}, k + 1, False
@@ -423,12 +424,26 @@ def test_workspace_buffers_overlap_only_when_their_lives_do_not(sizes, data):
         steps.append(c)
         alive.append(k + 1)
         life[k + 1] = [len(steps) - 1, None]
+        if data.draw(st.booleans(), label=f"viewed {k}"):   # an address-only view of it (nothing else reads it)
+            v = replay._Call()
+            v.func, v.kwargs, v.outs, v.many = torch.Tensor.view, {}, 100 + k, False
+            v.args = replay._Filled((), [replay._Slot(k + 1), -1], None)
+            v.alloc, v.view = None, (k + 1, (0,))
+            steps.append(v)
+            alive.append(100 + k)
+            view_of[100 + k] = k + 1
         gone = data.draw(st.lists(st.sampled_from(alive), unique=True, max_size=len(alive)), label=f"freed after {k}")
         if gone:
             steps.append(replay._Free(tuple(gone)))
             for s in gone:
                 alive.remove(s)
-                life[s][1] = len(steps) - 1
+                if s in view_of:   # the base's bytes are in use until its view goes too
+                    life[view_of[s]].append(len(steps) - 1)
+                else:
+                    life[s][1] = len(steps) - 1
+    for s, (start, own, *by_view) in list(life.items()):   # the last of its own and its view's frees (None: never)
+        unfreed = own is None or (s + 99 in view_of and not by_view)
+        life[s] = [start, None if unfreed else max([own, *by_view])]
     at, total = replay._scratch(steps, None, 1)
     assert set(at) == set(life)
     rounded = {s: max(256, -(-sizes[s - 1] // 256) * 256) for s in life}
