@@ -1,5 +1,7 @@
 """Problem builders that several test files share (the scans' inputs), and the profile's ``BIG``
 (defined in strategies.py) for files that need nothing else from there."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -169,3 +171,26 @@ def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate
     if d_mlp:
         y = torch.cat([F.silu(z0) * x0, y], dim=-1)
     return (y @ out_w.T if out_w is not None else y), final
+
+
+@contextlib.contextmanager
+def one_launch_training(segments: int, *noted: str):
+    """The training route of the SSD's one-launch forward forced on (``launch.FUSED_TRAIN`` and ``FUSED``), rows in
+    ``segments`` segments of 16-step multiples; yields the list of its launches, each as the tuple of its ``noted``
+    keyword arguments."""
+    from ssm_triton.kernels.ssd import fused, launch
+    launched = []
+    real = fused.ssd_fused_fwd_kernel.launch
+
+    def spy(*a, **k):
+        launched.append(tuple(k.get(n) for n in noted))
+        return real(*a, **k)
+
+    before = fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN
+    fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = str(segments), 16, "1", "1"
+    fused.ssd_fused_fwd_kernel.launch = spy
+    try:
+        yield launched
+    finally:
+        fused.ssd_fused_fwd_kernel.launch = real
+        fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = before

@@ -565,24 +565,12 @@ def test_training_takes_the_one_launch_forward(device, L, heads, P, seed, option
     (``launch.FUSED_TRAIN``): the kernel keeps each chunk's entering state and the output before the gate for the
     backward (the steps' rows are the prep kernel's), whole rows or in segments that start on a chunk. Outputs,
     final states and every gradient against the float64 loop."""
-    from ssm_triton.kernels.ssd import fused, launch
+    from ssm_triton.kernels.ssd import fused
+    from builders import one_launch_training
     H, Hqk = heads
     t = make(device, 1, L, H, Hqk, P, 8, 3, seed, options, dtype)
-    launched = []
-    real = fused.ssd_fused_fwd_kernel.launch
-
-    def spy(*a, **k):
-        launched.append((k.get("STEPS_GIVEN"), k.get("KEEP")))
-        return real(*a, **k)
-
-    before = fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN
-    fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = str(segments), 16, "1", "1"
-    fused.ssd_fused_fwd_kernel.launch = spy
-    try:
+    with one_launch_training(segments, "STEPS_GIVEN", "KEEP") as launched:
         nseg = fused.segments(1, L, H, P, 1, ssm_triton.INTERPRET, chunk)[0]
         check_against_loop(device, t, chunk, dtype, seed)
-    finally:
-        fused.ssd_fused_fwd_kernel.launch = real
-        fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = before
     # the summary launch keeps nothing; the outputs' launch keeps what the backward reads
     assert launched == ([(True, False)] if nseg > 1 else []) + [(True, True)]

@@ -287,30 +287,18 @@ def test_the_running_angle_kernels_equal_a_float64_sum_mod_2pi(device, b, L, S, 
        options=st.booleans(), segments=st.sampled_from([1, 2]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
 def test_training_takes_the_one_launch_forward(device, L, R, chunk, seed, options, segments, dtype):
     """With the training route on (``launch.FUSED_TRAIN``), the stages over rank-steps run in the SSD's one-launch
-    forward keeping each chunk's entering state, where the chunk of rank-steps (``chunk R``) holds whole tiles of
-    the kernel (``fused.keeps``; the stages otherwise): values, final states and every gradient against the float64
-    loop either way."""
-    from ssm_triton.kernels.ssd import fused, launch
+    forward keeping each chunk's entering state (the op's chunks of rank-steps are powers of two from 16, which hold
+    whole tiles of the kernel: ``fused.keeps``), whole rows or in segments: values, final states and every gradient
+    against the float64 loop."""
+    from ssm_triton.kernels.ssd import fused
+    from builders import one_launch_training
     t = make(device, 1, L, R, 2, 1, 5, 8, 2, seed, options, True, dtype)
-    launched = []
-    real = fused.ssd_fused_fwd_kernel.launch
-
-    def spy(*a, **k):
-        launched.append((k.get("RANKS"), k.get("KEEP")))
-        return real(*a, **k)
-
-    before = fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN
-    fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = str(segments), 16, "1", "1"
-    fused.ssd_fused_fwd_kernel.launch = spy
-    try:
+    with one_launch_training(segments, "RANKS", "KEEP") as launched:
         x = _leaves(t)
         out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=chunk,
                                              return_state=True, Input_States=x.get("Input_States"))
         pseudo_chunk = min(256, max(16, 1 << (chunk * R - 1).bit_length()))   # the op's chunk of rank-steps
         nseg = fused.segments(1, L * R, 2, 5, 1, ssm_triton.INTERPRET, pseudo_chunk)[0]
-    finally:
-        fused.ssd_fused_fwd_kernel.launch = real
-        fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = before
     assert launched == ([(R, False)] if nseg > 1 else []) + [(R, True)]
     x64 = _leaves(t, cast=True)
     want, want_states = mamba3_mimo_loop(**x64)
