@@ -296,9 +296,10 @@ def _carve(ws, offset: int, shape: tuple, dtype):
 def _scratch(steps, out, n_inputs: int) -> tuple[dict, int]:
     """``({slot: (offset, shape, dtype)}, total bytes)`` of the scratch buffers that share one workspace: results
     of allocations (``_Call.alloc``) that no PyTorch call reads (but views that are only addresses: their launches
-    read the buffer) and the result does not hold, on one device, at least two; none where the workspace would exceed ``WORKSPACE_BYTES``. Buffers whose lives do not overlap (one
-    freed, by its ``_Free`` step, before the other is made) may share bytes, as the caching allocator would have
-    reused them: the workspace is no larger than the most scratch alive at once, plus gaps."""
+    read the buffer) and the result does not hold, on one device, at least two; none where the workspace would
+    exceed ``WORKSPACE_BYTES``. Buffers whose lives do not overlap (one freed, by its ``_Free`` step or its views'
+    last, before the other is made) may share bytes, as the caching allocator would have reused them: the workspace
+    is no larger than the most scratch alive at once, plus gaps."""
     read: set = set()           # read by a call other than a view
     viewed: dict = {}           # slot -> the view calls reading it
     for step in steps:
