@@ -94,18 +94,19 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     x = x.contiguous()
     k = k.to(p.torch_dot).contiguous()
     q = q.to(p.torch_dot).contiguous()
-    if inference and seq is None and ssd.fused_dot(x, None, False, p.dot) is not None:
-        y, final = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
-                                        h0.float().contiguous() if h0 is not None else None, p.dot, R)
-        return y, final, None, None
+    dot = None
+    if seq is None:   # the SSD's one-launch forward: where its rule takes an inference call, FUSED_TRAIN a training one
+        dot = (ssd.fused_dot(x, None, False, p.dot) if inference
+               else ssd.fused_training_dot(x, None, False, chunk_size, p.dot))
+    if dot is not None:
+        made = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
+                                    h0.float().contiguous() if h0 is not None else None, p.dot, R,
+                                    keep=None if inference else (chunk_size, p.torch_dot))
+        if inference:
+            return made[0], made[1], None, None
     dtp, cum = pseudo_steps(scale, a, R, chunk_size)
-    if seq is None and ssd.fused_training_dot(x, None, False, chunk_size, p.dot) is not None:
-        # the one-launch forward keeping the entering states (the SSD's FUSED_TRAIN); the pseudo-steps' rows above
-        # are what the backward reads of the steps
-        y, final, (hs, _) = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
-                                                 h0.float().contiguous() if h0 is not None else None, p.dot, R,
-                                                 keep=(chunk_size, p.torch_dot))
-        return y, final, None, (dtp, cum, hs)
+    if dot is not None:   # it kept the entering states; the pseudo-steps' rows are what the backward reads of the steps
+        return made[0], made[1], None, (dtp, cum, made[2][0])
     hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
                                   h0.float().contiguous() if h0 is not None else None, T, p)
     y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)

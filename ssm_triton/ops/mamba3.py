@@ -23,12 +23,6 @@ _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
 _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
 
 
-def _precision(first) -> tuple:
-    """What a replay's key adds (ops/_spec.py): the SSD's route switches (an inference call may take its
-    one-launch forward, in segments) and, for fp32 inputs, the matmul precision the stages follow."""
-    return _route(first)
-
-
 def _states(a: dict):
     return None if a["ssm_state"] is None else tuple(a[n] for n in _STATES)
 
@@ -80,7 +74,8 @@ _siso = build(OpSpec(
     "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int, deterministic: bool",
     outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, "cu_seqlens", *_KEPT), backward=_backward,
-    inference=lambda **a: _forward(**a, for_backward=False), switches=_precision))
+    # switches: the SSD's route switches and the fp32 matmul precision (ops/ssd._route)
+    inference=lambda **a: _forward(**a, for_backward=False), switches=_route))
 
 
 def _check(name, t, shape, doc, dtypes=_validate.FLOAT_DTYPES[:3]):
@@ -218,7 +213,7 @@ def mamba3_siso_combined(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tenso
     valid = four or Input_States is None
     args = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *(Input_States if four else (None,) * 4),
             cu_seqlens, chunk_size, return_final_states, deterministic)
-    key = None if cu_seqlens is not None or not valid or compiling() else _replay.key_of(args, _precision(V))
+    key = None if cu_seqlens is not None or not valid or compiling() else _replay.key_of(args, _route(V))
 
     def check():   # the checks, remembered per signature
         passed_key = None if cu_seqlens is not None or not valid else _validate.signature(

@@ -25,7 +25,7 @@ from ..kernels import replay as _replay
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
-from ..kernels.ssd.launch import fp32_matmul, precision_key, seq_idx_from_cu_seqlens
+from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build, compiling
 from .mamba3_packed import packed_final_states
 from .ssd import _route
@@ -136,7 +136,8 @@ _turned_core = build(OpSpec(
     grad_outputs=("y", "final", "varlen", "qr", "kr", "sc", "scc"),
     saves=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "qr", "kr", "sc",
            "scc", "chunk_size", "deterministic", "io"),
-    backward=_turned_core_backward, switches=lambda x: (fp32_matmul(), *_route(x))))
+    # x is the ranks' fp32 rows: _route(x) holds the fp32 matmul setting the core's products follow
+    backward=_turned_core_backward, switches=_route))
 
 _OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
 
@@ -344,7 +345,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # on every call, so its calls never take a shortcut.
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
     valid = four or Input_States is None
-    key = None if compiling() or not valid else _replay.key_of(args, (precision_key(V.dtype), rotary_dim_divisor, *_route(V)))
+    # _route(V): the SSD's route switches and V's precision key
+    key = None if compiling() or not valid else _replay.key_of(args, (rotary_dim_divisor, *_route(V)))
 
     def check():   # the checks, remembered per signature (packed rows' offsets are checked on every call)
         passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
