@@ -10,7 +10,8 @@ the skip, gate and output projection coming out are kernels of their own (``kern
 rotations and the stages are one op, so that the stages' fp32 gradients of ``q~, k~`` reach the rotations'
 backward without a cast to the stages' operand dtype; the output terms another), and so is the running angle
 of unpacked rows (SISO's block sums, then one launch writing the angles) and the ranks' inputs ``V * MIMO_V``
-(one pass each way); the step sizes stay in PyTorch (``(b, H, L)``), and so does a packed row's running angle.
+(one pass each way), and so are the per-step weights ``gamma, e_next, scale`` (``kernels/mamba3/weights.py``);
+a packed row's running angle stays in PyTorch.
 """
 import math
 from typing import Optional
@@ -25,6 +26,8 @@ from ..kernels import replay as _replay
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
+from ..kernels.mamba3 import weights as _wk
+from ..kernels.mamba3.launch import _first_e
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
 from ._spec import OpSpec, build, compiling
 from .mamba3_packed import packed_final_states
@@ -163,6 +166,26 @@ _out = build(OpSpec(
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
     forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
     grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward))
+
+
+def _weights_backward(saved, grads):
+    if all(grads[n] is None for n in ("gamma", "e_next", "scale")):
+        return dict(DT=None, Trap=None)
+    ddt, dtrap = _wk.step_weights_backward(grads["gamma"], grads["e_next"], grads["scale"], saved["DT"], saved["Trap"],
+                                           saved["seq"])
+    return dict(DT=ddt, Trap=dtrap)
+
+
+def _weights_fake(DT, **_):
+    return tuple(DT.new_empty(DT.shape, dtype=torch.float32) for _ in range(3))
+
+
+# the per-step weights gamma, e_next, scale (b, H, L) fp32 from DT and Trap, one launch each way
+# (kernels/mamba3/weights.py); seq: a packed row's sequence index (1, L), where a sequence's last step has no next one
+_weights = build(OpSpec(
+    "mamba3_mimo_weights", "DT: Tensor, Trap: Tensor, seq: Tensor?", outputs=("gamma", "e_next", "scale"),
+    forward=lambda DT, Trap, seq: _wk.step_weights(DT, Trap, seq), fake=_weights_fake, grads=("DT", "Trap"),
+    grad_outputs=("gamma", "e_next", "scale"), saves=("DT", "Trap", "seq"), backward=_weights_backward))
 
 
 def _angles_backward(saved, grads):
@@ -370,32 +393,29 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
     b, L, R, Hqk, N = Q.shape
     H, P = V.shape[2], V.shape[3]
     f = torch.float32
-    dt = DT.to(f)
-    lam = torch.sigmoid(Trap.to(f))
-    gamma = lam * dt                                                       # (b, H, L)
-    e = dt * (1.0 - lam)
-    e_next = F.pad(e[..., 1:], (0, 1))
     seq = cu = ends = None
     if cu_seqlens is not None:   # a packed row: a sequence's last step has no next one
         cu = cu_seqlens.to(device=V.device, dtype=torch.int32).contiguous()
         seq = seq_idx_from_cu_seqlens(cu, L)                              # (1, L)
-        e_next = e_next * F.pad(seq[:, 1:] == seq[:, :-1], (0, 1))[:, None]
         ends = (cu[1:].long() - 1).clamp(0, L - 1)
-    scale = gamma + e_next
+    gamma, e_next, scale = _weights(DT, Trap, seq)                         # (b, H, L) fp32
 
     if seq is None and Angles.shape[-1] > 0:
         theta = _angles(Angles, DT, angle0)[0]
     else:   # packed rows restart at each sequence (and no pairs turn: nothing to sum)
-        theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * dt.transpose(1, 2)[..., None], angle0, cu, seq)
+        theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * DT.to(f).transpose(1, 2)[..., None], angle0, cu,
+                               seq)
 
     c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
     io = str(V.dtype).replace("torch.", "")
-    mv = MIMO_V.to(f).transpose(0, 1)                                      # (R, H, P)
     v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P) fp32
 
     h0 = None
     if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks (per packed sequence)
-        e_first = e[..., 0] if seq is None else e[0][:, cu[:-1].long()].transpose(0, 1)   # (rows, H)
+        mv = MIMO_V.to(f).transpose(0, 1)                                  # (R, H, P)
+        # e = DT (1 - lam) at each sequence's first step, (rows, H)
+        e_first = _first_e(DT, Trap) if seq is None else _first_e(*(t[0][:, cu[:-1].long()].T[..., None]
+                                                                     for t in (DT, Trap)))
         h0 = ssm0.to(f) + e_first[..., None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
     pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
     # a packed row's input states are not the scan's (it starts each sequence from zero): added below
