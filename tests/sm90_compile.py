@@ -38,6 +38,7 @@ from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
 from ssm_triton.kernels.mamba3 import core as m3_core  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo as m3_mimo_terms  # noqa: E402
+from ssm_triton.kernels.mamba3 import weights as m3_weights  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
@@ -339,6 +340,12 @@ def mamba3_cases():
         yield "mamba3 mimo ranks", m3_mimo_terms.ranks_kernel, {**iop("V"), **f32("MV", "X")}, dict(R=4, BLOCK_T=64, BLOCK_P=64)
         yield "mamba3 mimo ranks bwd", m3_mimo_terms.ranks_bwd_kernel, {**iop("V"), **f32("DX", "MV", "DV", "DMV_PART")}, \
             dict(R=4, BLOCK_T=32, BLOCK_P=64)
+        # the per-step weights: DT as given, Trap fp32 or as given; a packed row's sequence index with opt
+        yield "mamba3 mimo weights", m3_weights.weights_kernel, \
+            {**iop("DT", "TRAP"), **f32("GAMMA", "ENEXT", "SCALE"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=1024)
+        yield "mamba3 mimo weights bwd", m3_weights.weights_bwd_kernel, \
+            {**iop("DT", "DDT"), **f32("TRAP", "DTRAP", "DG", "DE", "DS"), "SEQ": "*i32"}, \
+            dict(HAS_SEQ=opt, HAS_DG=True, HAS_DE=opt, HAS_DS=True, BLOCK_T=1024)
         if not opt:
             yield "mamba3 mimo angle grad sums", m3_mimo_terms.angle_grad_sums_kernel, f32("DTH", "SUMS"), \
                 dict(BLOCK_T=64, BLOCK_S=32)
