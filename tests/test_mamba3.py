@@ -62,7 +62,6 @@ def sizes():
 @given(**sizes(), data=st.data())
 def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
     H, Hqk = heads
-    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
 
@@ -321,7 +320,6 @@ def test_steps_equal_the_chunked_scan_token_by_token(device, b, L, heads, P, N, 
     """Stepping through a sequence from the input states gives the scan's outputs and final states; in place,
     the caller's state tensors hold them and nothing else is allocated for them."""
     H, Hqk = heads
-    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     t = make(device, b, L, H, Hqk, P, N, S, seed, options, dtype)
     want, *want_states = ssm_triton.mamba3_siso_combined(**t, chunk_size=16, return_final_states=True)
@@ -467,7 +465,6 @@ def test_mimo_steps_equal_the_float64_loop(device, b, L, heads, R, P, N, seed, o
     from ssm_triton.reference import mamba3_mimo_loop
 
     H, Hqk = heads
-    way = data.draw(st.sampled_from(["inplace", "copies", "from zeros"]), label="states")
     S = data.draw(st.integers(0, N // 2), label="S")
     r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
     f32 = torch.float32
