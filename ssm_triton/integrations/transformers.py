@@ -20,7 +20,6 @@ imported by ``import ssm_triton``.
 import importlib
 import warnings
 
-
 from .._paths import drop_checkout_root
 from ..ops.combined import mamba_inner_fn, mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_fn, causal_conv1d_update
