@@ -55,7 +55,9 @@ _ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
                 "_angle_carry_kernel": {"HAS_SEQ": ("TAIL", "DTHF")},
                 "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
                 "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)},
-                "_out_bwd_kernel": {"HAS_D": ("DD",), "HAS_Z": ("DZ", "DMZ"), "HAS_OUT": ("DMO",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")}}
+                "_out_bwd_kernel": {"HAS_D": ("DD",), "HAS_Z": ("DZ", "DMZ"), "HAS_OUT": ("DMO",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")},
+                "_siso_step_kernel": {"HAS_STATES": ("THETA", "KS", "VS")},
+                "_mimo_step_kernel": {"HAS_STATES": ("THETA", "KS", "XS")}}
 
 
 def _through_llvm_ir_only():
@@ -332,6 +334,15 @@ def mamba3_cases():
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
             dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128)
+        # the steps into new states: from the given ones (opt) or from zeros, the token's v / x not stored
+        yield "mamba3 step new states", m3_step.siso_step_kernel, \
+            {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS"),
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT", "KS_OUT")}, \
+            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64, HAS_STATES=opt, STORE_V=False)
+        yield "mamba3 mimo step new states", m3_mimo.mimo_step_kernel, \
+            {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS"),
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT",
+                   "KS_OUT")}, dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128, HAS_STATES=opt, STORE_X=False)
         # MIMO's running angle (Angles and DT as given) and pseudo-steps (fp32)
         yield "mamba3 mimo running angle", m3_mimo_terms.running_angle_kernel, {**iop("ANG", "DT"), **f32("THETA_B", "THETA")}, \
             dict(BLOCK_T=64, BLOCK_S=32)

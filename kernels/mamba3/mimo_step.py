@@ -9,9 +9,9 @@
 
 The rank sums are products with the rank axis padded to 16 (``tl.dot``'s least size); the state rows go by
 blocks of ``BLOCK_P``, each read before it is written, so the states may be updated in place (the angle,
-``k~`` and ``x`` states are read before any write too).
+``k~`` and ``x`` states are read before any write too); or written to new tensors from the old (or from zeros:
+``HAS_STATES`` off), ``x`` then not stored (``STORE_X`` off: the new ``x`` state is the token's ``V``).
 """
-import torch
 import triton
 import triton.language as tl
 
@@ -19,7 +19,7 @@ from ..host import next_power_of_2
 from ..ssd.common import mm
 from ..tuning import TunableKernel
 from .prep import _tanh
-from .step import STATE_NAMES, plan_of, step_terms
+from .step import STATE_NAMES, launch_step, new_state_shapes, plan_of, step_outs, step_terms
 
 
 @triton.jit
@@ -39,12 +39,14 @@ def _mimo_step_kernel(
     # pointers: inputs of this token (Q, K (b, R, Hqk, N); V, Z (b, H, P); biases (H, R, N); MIMO_* (H, R, P))
     Q, K, V, ADT, DT, TRAP, QB, KB, MV, MZ, MO, ANG, D, Z,
     # pointers: states in and out (may be the same tensors: angle (b, H, S), ssm (b, H, P, N), k~ (b, R, H, N),
-    # x (b, H, P)) and the output (b, H, P), or (b, R, H, P) without MIMO_Out
+    # x (b, H, P); the states in absent without HAS_STATES, XS_OUT without STORE_X) and the output (b, H, P), or
+    # (b, R, H, P) without MIMO_Out
     THETA, SSM, KS, XS, THETA_OUT, SSM_OUT, KS_OUT, XS_OUT, OUT,
     # sizes
     H, HQK, R, P, N, S,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_MO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_STATES: tl.constexpr = True, STORE_X: tl.constexpr = True,
 ):
     bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
 
@@ -57,8 +59,9 @@ def _mimo_step_kernel(
     rot = first | second
     angle_ix = tl.where(second, ns - half, ns)
     partner = tl.where(first, ns + half, ns - half)
-    theta = (tl.load(THETA + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)
-             + 3.141592653589793 * _tanh(tl.load(ANG + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)) * dt)
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)) * dt
+    if HAS_STATES:
+        theta += tl.load(THETA + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
     cos = tl.where(rot, tl.cos(theta), 1.0)
     sin = tl.where(first, -tl.sin(theta), tl.where(second, tl.sin(theta), 0.0))
@@ -71,7 +74,10 @@ def _mimo_step_kernel(
     k = _turned(K, KB, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin)
     krows = ((bi.to(tl.int64) * R + rk) * H + h) * N
     km = rk_ok[:, None] & n_ok[None, :]
-    k_prev = tl.load(KS + krows[:, None] + ns[None, :], mask=km, other=0.0).to(tl.float32)
+    if HAS_STATES:
+        k_prev = tl.load(KS + krows[:, None] + ns[None, :], mask=km, other=0.0).to(tl.float32)
+    else:   # read only under HAS_STATES, but a name the loop sees must exist either way
+        k_prev = tl.zeros([16, BLOCK_N], dtype=tl.float32)
     if HAS_D:
         skip = tl.load(D + h).to(tl.float32)
 
@@ -83,18 +89,20 @@ def _mimo_step_kernel(
         proj = (h * R + rk)[:, None] * P + ps[None, :]
         mv = tl.load(MV + proj, mask=rp, other=0.0).to(tl.float32)                    # (16, BLOCK_P)
         x = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
-        x_prev = tl.load(XS + at, mask=p_ok, other=0.0).to(tl.float32)
         cell = at[:, None] * N + ns[None, :]
         pm = p_ok[:, None] & n_ok[None, :]
-        state = tl.load(SSM + cell, mask=pm, other=0.0).to(tl.float32)
         # sum_r v_r k_r^T as (P, ranks) @ (ranks, N)
-        state = (alpha * state + beta * mm(tl.trans(mv * x_prev[None, :]), k_prev, tl.float32)
-                 + gamma * mm(tl.trans(mv * x[None, :]), k, tl.float32))
+        state = gamma * mm(tl.trans(mv * x[None, :]), k, tl.float32)
+        if HAS_STATES:   # else from zero states: no decayed state, no previous token's term
+            x_prev = tl.load(XS + at, mask=p_ok, other=0.0).to(tl.float32)
+            state += (alpha * tl.load(SSM + cell, mask=pm, other=0.0).to(tl.float32)
+                      + beta * mm(tl.trans(mv * x_prev[None, :]), k_prev, tl.float32))
         # in place (SSM_OUT is SSM, XS_OUT is XS): every thread's reads of the old rows and x_prev are done before
         # they are overwritten by threads that may hold other elements (the SISO step raced so on the H200)
         tl.debug_barrier()
         tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=pm)
-        tl.store(XS_OUT + at, x.to(XS_OUT.dtype.element_ty), mask=p_ok)
+        if STORE_X:
+            tl.store(XS_OUT + at, x.to(XS_OUT.dtype.element_ty), mask=p_ok)
         y = mm(q, tl.trans(state), tl.float32)                                           # (16, BLOCK_P)
         if HAS_D:
             y += skip * mv * x[None, :]
@@ -116,18 +124,22 @@ def _mimo_step_kernel(
 mimo_step_kernel = TunableKernel(
     "mamba3_mimo_step", _mimo_step_kernel, grid=lambda p, kw: (p[0],), key=lambda p: p[1:],
     rule=lambda p, mode: dict(BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(p[3])), num_warps=8),
-    flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO"))
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO", HAS_STATES="SSM", STORE_X="XS_OUT"))
 
 INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "Z")
 
 
 def mimo_step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm, k, x,
-                   out):
-    """``(problem, launch arguments)`` of one MIMO step (contiguous tensors), the states updated in place."""
+                   out, angle_out=None, ssm_out=None, k_out=None):
+    """``(problem, launch arguments)`` of one MIMO step (contiguous tensors): the states updated in place, or,
+    with ``ssm_out``, into ``(angle_out, ssm_out, k_out)`` from them (zeros where they are None; the new ``x`` is
+    ``V``, not stored)."""
     b, H, P = V.shape
     R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
     args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)))
-    args.update(THETA=angle, SSM=ssm, KS=k, XS=x, THETA_OUT=angle, SSM_OUT=ssm, KS_OUT=k, XS_OUT=x, OUT=out, H=H,
+    new = ssm_out is not None
+    args.update(THETA=angle, SSM=ssm, KS=k, XS=x, THETA_OUT=angle_out if new else angle,
+                SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, XS_OUT=None if new else x, OUT=out, H=H,
                 HQK=Hqk, R=R, P=P, N=N, S=Angles.shape[2])
     return (b * H, R, P, N), args
 
@@ -137,17 +149,19 @@ def out_shape(V, Q, MIMO_Out) -> tuple:
     return tuple(V.shape) if MIMO_Out is not None else (V.shape[0], Q.shape[1], *V.shape[1:])
 
 
-def mimo_step(*tensors) -> torch.Tensor:
+def mimo_step(*tensors, new_states: bool = False):
     """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm,
-    k, x)``, the states updated in place; returns the output."""
-    V = tensors[2]
-    out = torch.empty(out_shape(V, tensors[0], tensors[10]), device=V.device, dtype=V.dtype)
-    problem, args = mimo_step_args(*tensors, out)
-    mimo_step_kernel.launch(problem, **args)
-    return out
+    k, x)``: the states updated in place, returns the output; or (``new_states``) ``(out, angle, ssm, k~)`` with
+    new fp32 states, the old ones (or None: zeros) only read."""
+    V, Q = tensors[2], tensors[0]
+    return launch_step(mimo_step_kernel, mimo_step_args, tensors, out_shape(V, Q, tensors[10]),
+                new_state_shapes(V, Q, tensors[11], Q.shape[1]) if new_states else None)
 
 
-def mimo_step_plan(tensors):
+def mimo_step_plan(tensors, new_states: bool = False):
     """:func:`mimo_step` of tensors of these shapes, strides and dtypes as a step plan (``step.StepPlan``)."""
-    return plan_of(mimo_step_kernel, mimo_step_args, tensors, INPUTS + STATE_NAMES[:3] + (("XS", "XS_OUT"),),
-                   out_shape(tensors[2], tensors[0], tensors[10]))
+    V, Q = tensors[2], tensors[0]
+    states = STATE_NAMES[:3] + (("XS", "XS_OUT"),)
+    names = INPUTS + (tuple(n for n, _ in states) if new_states else states)
+    shapes = new_state_shapes(V, Q, tensors[11], Q.shape[1]) if new_states else None
+    return plan_of(mimo_step_kernel, mimo_step_args, tensors, names, step_outs(V, out_shape(V, Q, tensors[10]), shapes))

@@ -6,7 +6,9 @@ the new states are ``(theta', H', k~, v_new)``.
 
 A program reads every old state value before it writes the new one (the angle and ``k~`` first, then the
 state row block by row block, ``v`` with its block), so the outputs may be the inputs: the state is then
-updated in place.
+updated in place. Otherwise the new states go to new tensors (no copy of the old ones first), the states in may
+be absent (zeros: ``HAS_STATES`` off, no fill launched), and ``v`` is not stored when ``VS_OUT`` is None (the
+new ``v`` state is the token's ``V`` itself).
 """
 import torch
 import triton
@@ -41,11 +43,14 @@ def _pairs(X, XB, row, h, ss, s_ok, rs, r_ok, N):
 
 
 @triton.jit
-def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q):
+def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, HAS_STATES: tl.constexpr):
     """One column group of the state rows: decayed, the two outer products added, stored; returns its
     share of ``H q``."""
-    state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
-    state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
+    if HAS_STATES:
+        state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
+        state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
+    else:   # from zero states: neither the decayed state nor the previous token's term
+        state = gamma * v[:, None] * k[None, :]
     # in place (SSM_OUT is SSM): a tile smaller than the block is held by several threads, all of which read it
     # and only one of which stores each element; a slow copy must not read the new state (which the H200 did at
     # S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs, 2026-12-02 and 12-04)
@@ -58,13 +63,14 @@ def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q):
 def _siso_step_kernel(
     # pointers: inputs of this token
     Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z,
-    # pointers: states in, states out (may be the same tensors), output
+    # pointers: states in (absent without HAS_STATES), states out (may be the same tensors; VS_OUT absent
+    # without STORE_V), output
     THETA, SSM, KS, VS, THETA_OUT, SSM_OUT, KS_OUT, VS_OUT, OUT,
     # sizes
     H, HQK, P, N, S,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_R: tl.constexpr, HAS_STATES: tl.constexpr = True, STORE_V: tl.constexpr = True,
 ):
     bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
 
@@ -72,8 +78,9 @@ def _siso_step_kernel(
     s_ok = ss < S
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
-    theta = (tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
-             + 3.141592653589793 * _tanh(tl.load(ANG + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt)
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
+    if HAS_STATES:
+        theta += tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
     cos = tl.cos(theta)
     sin = tl.sin(theta)
@@ -83,9 +90,14 @@ def _siso_step_kernel(
     q_e, q_o = q_e * cos - q_o * sin, q_e * sin + q_o * cos
     k_e, k_o = k_e * cos - k_o * sin, k_e * sin + k_o * cos
     krow = bh.to(tl.int64) * N
-    kp_e = tl.load(KS + krow + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
-    kp_o = tl.load(KS + krow + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
-    kp_r = tl.load(KS + krow + rs, mask=r_ok, other=0.0).to(tl.float32)
+    if HAS_STATES:
+        kp_e = tl.load(KS + krow + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+        kp_o = tl.load(KS + krow + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+        kp_r = tl.load(KS + krow + rs, mask=r_ok, other=0.0).to(tl.float32)
+    else:
+        kp_e = tl.zeros([BLOCK_S], dtype=tl.float32)
+        kp_o = tl.zeros([BLOCK_S], dtype=tl.float32)
+        kp_r = tl.zeros([BLOCK_R], dtype=tl.float32)
     if HAS_D:
         skip = tl.load(D + h).to(tl.float32)
 
@@ -94,15 +106,21 @@ def _siso_step_kernel(
         p_ok = ps < P
         at = bh.to(tl.int64) * P + ps
         v = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
-        v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
+        if HAS_STATES:
+            v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
+        else:
+            v_prev = tl.zeros([BLOCK_P], dtype=tl.float32)
         rows = at[:, None] * N
         ms = p_ok[:, None] & s_ok[None, :]
-        y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e)
-        y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o)
+        y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e,
+                    HAS_STATES)
+        y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o,
+                     HAS_STATES)
         y += _update(SSM, SSM_OUT, rows + rs[None, :], p_ok[:, None] & r_ok[None, :], alpha, beta, gamma, v_prev, v,
-                     kp_r, k_r, q_r)
-        tl.debug_barrier()   # likewise v_prev, read by every thread
-        tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
+                     kp_r, k_r, q_r, HAS_STATES)
+        if STORE_V:
+            tl.debug_barrier()   # likewise v_prev, read by every thread
+            tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
         if HAS_D:
             y += skip * v
         if HAS_Z:
@@ -125,35 +143,57 @@ def _rule(problem, mode):
 
 # one candidate (the rule): a TunableKernel for the bound launches of op plans, nothing is timed
 siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=lambda p, kw: (p[0],), rule=_rule,
-                                 key=lambda p: p[1:], flags=dict(HAS_D="D", HAS_Z="Z"))
+                                 key=lambda p: p[1:],
+                                 flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT"))
 
 INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z")
 
 
-def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v, out):
-    """``(problem, launch arguments)`` of one SISO step (contiguous tensors), the states updated from
-    ``(angle, ssm, k, v)`` into themselves."""
+def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v, out, angle_out=None,
+              ssm_out=None, k_out=None):
+    """``(problem, launch arguments)`` of one SISO step (contiguous tensors): the states updated from
+    ``(angle, ssm, k, v)`` into themselves, or, with ``ssm_out``, into ``(angle_out, ssm_out, k_out)`` from
+    them (zeros where they are None; the new ``v`` is ``V``, not stored)."""
     b, H, P = V.shape
     N, S = Q.shape[2], Angles.shape[2]
     args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)))
-    args.update(THETA=angle, SSM=ssm, KS=k, VS=v, THETA_OUT=angle, SSM_OUT=ssm, KS_OUT=k, VS_OUT=v, OUT=out, H=H,
-                HQK=Q.shape[1], P=P, N=N, S=S)
+    new = ssm_out is not None
+    args.update(THETA=angle, SSM=ssm, KS=k, VS=v, THETA_OUT=angle_out if new else angle,
+                SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, VS_OUT=None if new else v, OUT=out,
+                H=H, HQK=Q.shape[1], P=P, N=N, S=S)
     return (b * H, P, N, S), args
 
 
-def siso_step(*tensors) -> torch.Tensor:
-    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v)``, the
-    states updated in place; returns ``out (b, H, P)``."""
+def new_state_shapes(V, Q, Angles, ranks: int = 0) -> tuple:
+    """The fp32 ``(angle, ssm, k~)`` states a step writes when it does not update the old ones: ``(b, H, S)``,
+    ``(b, H, P, N)``, ``(b, H, N)`` (``(b, R, H, N)`` for MIMO's ``ranks`` R)."""
+    b, H, P = V.shape
+    N = Q.shape[-1]
+    return (b, H, Angles.shape[2]), (b, H, P, N), ((b, ranks, H, N) if ranks else (b, H, N))
+
+
+def launch_step(kernel, args_of, tensors, out_shape, new_shapes):
+    """Allocate the output (and the new states), launch; returns ``out`` or ``(out, angle, ssm, k)``."""
     V = tensors[2]
-    out = torch.empty(V.shape, device=V.device, dtype=V.dtype)
-    problem, args = step_args(*tensors, out)
-    siso_step_kernel.launch(problem, **args)
-    return out
+    made = [torch.empty(out_shape, device=V.device, dtype=V.dtype)]
+    made += [torch.empty(s, device=V.device, dtype=torch.float32) for s in new_shapes or ()]
+    problem, args = args_of(*tensors, *made)
+    kernel.launch(problem, **args)
+    return made[0] if not new_shapes else tuple(made)
+
+
+def siso_step(*tensors, new_states: bool = False):
+    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v)``: the states
+    updated in place, returns ``out (b, H, P)``; or (``new_states``) ``(out, angle, ssm, k~)`` with new fp32
+    states, the old ones (or None: zeros) only read."""
+    V = tensors[2]
+    return launch_step(siso_step_kernel, step_args, tensors, tuple(V.shape),
+                new_state_shapes(V, tensors[0], tensors[8]) if new_states else None)
 
 
 class StepPlan:
-    """A decode step as an op plan (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> [out]`` for the
-    tensors of :func:`siso_step` / the MIMO step, of the shapes, strides and dtypes it was made for; the
+    """A decode step as an op plan (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> [out, (new states)]`` for
+    the tensors of :func:`siso_step` / the MIMO step, of the shapes, strides and dtypes it was made for; the
     ones that were not contiguous then are copied each call (the kernels read them packed)."""
     __slots__ = ("one", "copy")
 
@@ -168,27 +208,39 @@ class StepPlan:
         return self.one(tensors)
 
 
-def plan_of(kernel, args_of, tensors, names, out_shape) -> StepPlan:
-    """A :class:`StepPlan` of ``kernel`` launched with ``args_of(*contiguous tensors, out)``; ``names`` are
-    the kernel's pointer arguments, one per tensor (the states' in and out both name theirs)."""
+def plan_of(kernel, args_of, tensors, names, outs) -> StepPlan:
+    """A :class:`StepPlan` of ``kernel`` launched with ``args_of(*contiguous tensors, *made)``; ``names`` are
+    the kernel's pointer arguments, one per tensor (a state updated in place names its in and out both);
+    ``outs``: ``(name, shape, dtype)`` of each tensor a call allocates, the output first."""
     copy = tuple(i for i, t in enumerate(tensors) if t is not None and not t.is_contiguous())
     packed = [t.contiguous() if t is not None else None for t in tensors]
     V = packed[2]
-    out = torch.empty(out_shape, device=V.device, dtype=V.dtype)
-    problem, args = args_of(*packed, out)
+    made = [torch.empty(shape, device=V.device, dtype=dtype) for _, shape, dtype in outs]
+    problem, args = args_of(*packed, *made)
     take, vary = [], []
     for i, (t, name) in enumerate(zip(packed, names)):
         if t is not None:
             for n in (name if isinstance(name, tuple) else (name,)):
                 take.append(i)
                 vary.append(n)
-    launch = Launch(kernel, problem, args, (*vary, "OUT"))
-    return StepPlan(OneLaunch(launch, tuple(take), ((tuple(out_shape), V.dtype),), V.device), copy)
+    launch = Launch(kernel, problem, args, (*vary, *(n for n, _, _ in outs)))
+    return StepPlan(OneLaunch(launch, tuple(take), tuple((tuple(s), d) for _, s, d in outs), V.device), copy)
 
 
 STATE_NAMES = (("THETA", "THETA_OUT"), ("SSM", "SSM_OUT"), ("KS", "KS_OUT"), ("VS", "VS_OUT"))
+NEW_STATE_OUTS = ("THETA_OUT", "SSM_OUT", "KS_OUT")
 
 
-def siso_step_plan(tensors) -> StepPlan:
-    """:func:`siso_step` of tensors of these shapes, strides and dtypes as a :class:`StepPlan`."""
-    return plan_of(siso_step_kernel, step_args, tensors, INPUTS + STATE_NAMES, tuple(tensors[2].shape))
+def step_outs(V, out_shape, new_shapes) -> tuple:
+    """:func:`plan_of`'s ``outs``: the output, and the new fp32 states when ``new_shapes`` is given."""
+    outs = (("OUT", tuple(out_shape), V.dtype),)
+    return outs + tuple((n, s, torch.float32) for n, s in zip(NEW_STATE_OUTS, new_shapes or ()))
+
+
+def siso_step_plan(tensors, new_states: bool = False) -> StepPlan:
+    """:func:`siso_step` of tensors of these shapes, strides and dtypes as a :class:`StepPlan` (the states in
+    place, or ``new_states``: read from the given ones, or zeros where they were None)."""
+    V = tensors[2]
+    names = INPUTS + (tuple(n for n, _ in STATE_NAMES) if new_states else STATE_NAMES)
+    shapes = new_state_shapes(V, tensors[0], tensors[8]) if new_states else None
+    return plan_of(siso_step_kernel, step_args, tensors, names, step_outs(V, V.shape, shapes))

@@ -1,6 +1,5 @@
 """``mamba3_siso_combined``: Mamba-3's single-input single-output scan, drop-in for mamba_ssm's
 ``mamba_ssm.ops.triton.mamba3.mamba3_siso_combined``."""
-import math
 from typing import Optional
 
 import torch
@@ -262,8 +261,8 @@ _MIMO_STEP_PLANS = _plans.Plans()
 
 def _step_lookup(plans, inputs, Input_States, inplace):
     """``(planned step or None, key or None)`` for a decode step: in place, keyed by the caller's four states;
-    otherwise by the given states (or their absence), which the planned step copies, or makes as zeros, each call
-    (``_new_states``). Anything else (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks."""
+    otherwise by the given states (or their absence), which the planned step reads into new ones. Anything else
+    (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks."""
     if inplace is True:
         if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
             return None, None
@@ -277,49 +276,41 @@ def _step_lookup(plans, inputs, Input_States, inplace):
     return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False))
 
 
+_NO_STATES = (None, None, None, None)
+
+
 class _PlannedStep:
     """A decode step's one-launch plan (``kernels/mamba3/step.py``) with the states around it: in place the
-    caller's, else new ones as ``_step_states`` makes them (``shapes`` where there are none to copy)."""
-    __slots__ = ("plan", "inplace", "shapes")
+    caller's; else new fp32 ones the launch writes from the caller's (or from zeros), with ``V`` as the last."""
+    __slots__ = ("plan", "inplace")
 
-    def __init__(self, plan, inplace: bool, shapes: tuple):
-        self.plan, self.inplace, self.shapes = plan, inplace, shapes
+    def __init__(self, plan, inplace: bool):
+        self.plan, self.inplace = plan, inplace
 
     def __call__(self, inputs, Input_States, V):
         if self.inplace:
             return self.plan((*inputs, *Input_States))[0], list(Input_States)
-        states = _new_states(Input_States, V, self.shapes)
-        out = self.plan((*inputs, *states))[0]
-        states[3] = V
-        return out, states
+        out, angle, ssm, k = self.plan((*inputs, *(Input_States if Input_States is not None else _NO_STATES)))
+        return out, [angle, ssm, k, V]
 
 
-def _new_states(Input_States, V, shapes) -> list:
-    """A step's states when it does not update the caller's: fp32 copies (the last in V's dtype), or zeros of
-    ``shapes`` (the three fp32 ones from one zero-filled buffer: one fill launched, not three)."""
-    if Input_States is not None:
-        return ([s.to(torch.float32, copy=True).contiguous() for s in Input_States[:3]]
-                + [Input_States[3].to(V.dtype, copy=True).contiguous()])
-    sizes = [math.prod(s) for s in shapes[:3]]
-    parts = torch.zeros(sum(sizes), device=V.device, dtype=torch.float32).split(sizes)
-    return [t.view(s) for t, s in zip(parts, shapes[:3])] + [torch.zeros_like(V)]
-
-
-def _remember_step(plans, key, make, inputs, states, inplace, shapes) -> None:
+def _remember_step(plans, key, make, inputs, states, inplace) -> None:
     """After a checked call: its planned step, made from the tensors the kernel was given (the caller's inputs and
-    the states it updated)."""
+    the states it read, or updated in place)."""
     if key is not None:
-        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states)), inplace, shapes))
+        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states), new_states=not inplace), inplace))
 
 
-def _planned(plan, inplace, shapes):
-    return _PlannedStep(plan, inplace, shapes) if plan else plan
+def _planned(plan, inplace):
+    return _PlannedStep(plan, inplace) if plan else plan
 
 
-def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state):
+def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
+              new_states=False):
     from ..kernels.mamba3.step import siso_step
-    return (siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state,
-                      v_state),)
+    out = siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
+                    new_states=new_states)
+    return out if new_states else (out,)
 
 
 _step = build(OpSpec(
@@ -327,6 +318,20 @@ _step = build(OpSpec(
     "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor, ssm_state: Tensor, "
     "k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES, forward=lambda **a: _step_run(**a),
     fake=lambda V, **_: (torch.empty_like(V),)))
+
+
+def _new_states_fake(V, Q, Angles, ranks=0):
+    from ..kernels.mamba3.step import new_state_shapes
+    return tuple(V.new_empty(s, dtype=torch.float32) for s in new_state_shapes(V, Q, Angles, ranks))
+
+
+# the step that leaves the caller's states as they are: new fp32 (angle, ssm, k~) from them, or from zeros
+_step_new = build(OpSpec(
+    "mamba3_siso_step_new", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
+    "k_state: Tensor?, v_state: Tensor?", outputs=("out", "angle", "ssm", "k"),
+    forward=lambda **a: _step_run(**a, new_states=True),
+    fake=lambda V, Q, Angles, **_: (torch.empty_like(V), *_new_states_fake(V, Q, Angles))))
 
 
 def _check_token(Angles, D, Z, b, H, P, N) -> int:
@@ -344,14 +349,14 @@ def _check_token(Angles, D, Z, b, H, P, N) -> int:
 
 
 def _step_states(Input_States, inplace, V, shapes, docs, last: str) -> list:
-    """The states a decode step updates: the caller's (checked, contiguous) with ``inplace``, else fp32 copies
-    (the last in V's dtype), or zeros when there are none."""
+    """The states a decode step reads: the caller's (checked; contiguous with ``inplace``, where they are updated),
+    or four None (zeros) when there are none."""
     _validate.flag("inplace", inplace)
     names = ("Input_States[0] (angle)", "Input_States[1] (ssm)", "Input_States[2] (k)", f"Input_States[3] ({last})")
     if Input_States is None:
         if inplace:
             raise ValueError("inplace=True needs Input_States to update")
-        return _new_states(None, V, shapes)
+        return list(_NO_STATES)
     if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
         raise TypeError(f"Input_States must be a tuple (angle {docs[0]}, ssm {docs[1]}, k {docs[2]}, {last} {docs[3]}), "
                         f"got {type(Input_States).__name__}")
@@ -359,9 +364,7 @@ def _step_states(Input_States, inplace, V, shapes, docs, last: str) -> list:
         _check(name, t, shape, doc, IO_DTYPES)
         if inplace and not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous to be updated in place")
-    if inplace:
-        return list(Input_States)
-    return _new_states(Input_States, V, shapes)
+    return list(Input_States)
 
 
 def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor,
@@ -406,28 +409,42 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    out = _step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z), *states)[0]
+    args = (c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z))
+    if inplace:
+        out = _step(*args, *states)[0]
+    else:
+        out, *new = _step_new(*args, *(c(t) for t in states))
     from ..kernels.mamba3.step import siso_step_plan
-    _remember_step(_STEP_PLANS, plan_key, siso_step_plan, inputs, states, inplace, shapes)
-    if not inplace:
-        states[3] = V
-    return out, list(states)
+    _remember_step(_STEP_PLANS, plan_key, siso_step_plan, inputs, states, inplace)
+    return out, (list(states) if inplace else [*new, V])
 
 
 def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
-                   ssm_state, k_state, v_state):
+                   ssm_state, k_state, v_state, new_states=False):
     from ..kernels.mamba3.mimo_step import mimo_step
-    return (mimo_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
-                      ssm_state, k_state, v_state),)
+    out = mimo_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
+                    ssm_state, k_state, v_state, new_states=new_states)
+    return out if new_states else (out,)
+
+
+def _mimo_out_fake(V, Q, MIMO_Out):
+    return torch.empty_like(V) if MIMO_Out is not None else V.new_empty((V.shape[0], Q.shape[1], *V.shape[1:]))
 
 
 _mimo_step = build(OpSpec(
     "mamba3_mimo_step", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
     "angle_state: Tensor, ssm_state: Tensor, k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES,
-    forward=lambda **a: _mimo_step_run(**a),
-    fake=lambda V, Q, MIMO_Out, **_: (torch.empty_like(V) if MIMO_Out is not None
-                                      else V.new_empty((V.shape[0], Q.shape[1], *V.shape[1:])),)))
+    forward=lambda **a: _mimo_step_run(**a), fake=lambda V, Q, MIMO_Out, **_: (_mimo_out_fake(V, Q, MIMO_Out),)))
+
+# the MIMO step that leaves the caller's states as they are
+_mimo_step_new = build(OpSpec(
+    "mamba3_mimo_step_new", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
+    "angle_state: Tensor?, ssm_state: Tensor?, k_state: Tensor?, v_state: Tensor?", outputs=("out", "angle", "ssm", "k"),
+    forward=lambda **a: _mimo_step_run(**a, new_states=True),
+    fake=lambda V, Q, MIMO_Out, Angles, **_: (_mimo_out_fake(V, Q, MIMO_Out),
+                                              *_new_states_fake(V, Q, Angles, Q.shape[1]))))
 
 MAX_RANK = 16
 
@@ -492,10 +509,12 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
                        "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, states[1]))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    out = _mimo_step(c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
-                     c(Angles), c(D), c(Z), *states)[0]
+    args = (c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
+            c(Angles), c(D), c(Z))
+    if inplace:
+        out = _mimo_step(*args, *states)[0]
+    else:
+        out, *new = _mimo_step_new(*args, *(c(t) for t in states))
     from ..kernels.mamba3.mimo_step import mimo_step_plan
-    _remember_step(_MIMO_STEP_PLANS, plan_key, mimo_step_plan, inputs, states, inplace, shapes)
-    if not inplace:
-        states[3] = V
-    return out, list(states)
+    _remember_step(_MIMO_STEP_PLANS, plan_key, mimo_step_plan, inputs, states, inplace)
+    return out, (list(states) if inplace else [*new, V])
