@@ -121,6 +121,14 @@ def _backward_cases():
     As, Bs, Cs = (-torch.rand(64, 16)).requires_grad_(), leaf(1, 16, 16, **bf), leaf(1, 16, 16, **bf)
     D64, b64 = leaf(64), leaf(64)
     la, lb = torch.rand(64, 128).requires_grad_(), leaf(64, 128)
+    # Mamba-3 SISO and MIMO (rank 2), every input differentiable
+    Q3, K3, V3 = leaf(1, 64, 1, 16, **bf), leaf(1, 64, 1, 16, **bf), leaf(1, 64, 4, 16, **bf)
+    adt, dt3, trap = (-torch.rand(1, 4, 64)).requires_grad_(), torch.rand(1, 4, 64).requires_grad_(), leaf(1, 4, 64)
+    qb, kb, ang, D4, Z3 = leaf(4, 16), leaf(4, 16), leaf(1, 64, 4, 4), leaf(4), leaf(1, 64, 4, 16, **bf)
+    Qm, Km = leaf(1, 64, 2, 1, 16, **bf), leaf(1, 64, 2, 1, 16, **bf)
+    qbm, kbm, mv, mz, mo = (leaf(4, 2, 16) for _ in range(5))
+    siso = (Q3, K3, V3, adt, dt3, trap, qb, kb, ang, D4, Z3)
+    mimo = (Qm, Km, V3, adt, dt3, trap, qbm, kbm, mv, mz, mo, ang, D4, Z3)
 
     cotangents = {}
 
@@ -148,6 +156,10 @@ def _backward_cases():
         "mamba_chunk_scan_combined fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_chunk_scan_combined(
             x, dt, A, B, C, 64, D=D8, dt_bias=b8, dt_softplus=True), x, dt, A, B, C, D8, b8),
         "linear_scan fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.linear_scan(la, lb), la, lb),
+        "mamba3_siso_combined fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba3_siso_combined(*siso[:9], D=D4, Z=Z3),
+                                                        *siso),
+        "mamba3_mimo fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba3_mimo(*mimo[:12], D=D4, Z=Z3),
+                                               *mimo),
     }
 
 
