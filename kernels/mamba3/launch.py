@@ -11,7 +11,7 @@ from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel, ssd_plan
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
-                   seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel)
+                   seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel, sum_planes)
 
 
 class SisoSaved(NamedTuple):
@@ -169,8 +169,8 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
 def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
                   chunk_size, deterministic=False, cu_seqlens=None, tiles=None):
     """Gradients of :func:`siso_forward`: ``dout (b, L, H, P)`` or None, ``dstates`` the final states'
-    gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z, Q, K``, which
-    keep their dtype through the op layer's casts). ``tiles`` as for the forward; deterministic runs take the
+    gradients (each None when unused). Returns a dict by input name (fp32 except ``V, Z``, which keep their
+    dtype through the op layer's casts, and ``Q, K``, in theirs). ``tiles`` as for the forward; deterministic runs take the
     rule's plan, as the SSD's backward does."""
     if tiles is None and not deterministic:
         tiles = siso_bwd_plan.pick(_ssd_problem(Q, V, chunk_size, Z, cu_seqlens), lambda t: siso_backward(
@@ -218,8 +218,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     f32 = dict(device=dev, dtype=torch.float32)
     # room for the most planes of dQ, dK the tuner may choose (it writes its choice's first SPLIT of them)
     split = bwd_splits(H, HQK)[-1]
-    dq = torch.empty((split, b, L, HQK, N), **f32)
-    dk = torch.empty_like(dq)
+    planes = torch.empty((2, split, b, L, HQK, N), **f32)   # dQ's planes, then dK's
     dang = torch.empty((b, L, H, S), **f32)
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
@@ -227,15 +226,13 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dth_sums = torch.empty((b, H, nblk, S), **f32)
     dtheta0 = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
-    qb_part = torch.empty((nblk, b, H, N), **f32)
-    kb_part = torch.empty_like(qb_part)
+    bias_parts = torch.empty((2, nblk, b, H, N), **f32)   # Q_bias's block partials, then K_bias's: one sum
     kw = siso_prep_bwd_kernel.launch(
         _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
-        DDIAG=s.diag_grads, DE0=de0, DQ=dq, DK=dk, QB_PART=qb_part, KB_PART=kb_part, SUF=dang, DDT=ddt, DTRAP=dtrap,
+        DDIAG=s.diag_grads, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang, DDT=ddt, DTRAP=dtrap,
         DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt)
-    used = kw["SPLIT"]
-    dq, dk = (dq[0], dk[0]) if used == 1 else (dq[:used].sum(0), dk[:used].sum(0))
+    dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
     # the decay's gradient, once per chunk
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
                       FPART=fpart, DA=dadt, L=L, H=H, Lp=Lp, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
@@ -256,7 +253,8 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     if D is not None and Z is None:
         dD = s.dd
+    d_bias = bias_parts.sum((1, 2))
     return dict(
-        Q=dq, K=dk, V=dV, ADT=dadt, DT=ddt, Trap=dtrap, Q_bias=qb_part.sum((0, 1)), K_bias=kb_part.sum((0, 1)),
+        Q=dq, K=dk, V=dV, ADT=dadt, DT=ddt, Trap=dtrap, Q_bias=d_bias[0], K_bias=d_bias[1],
         Angles=dang, D=dD, Z=dz,
         angle_state=dtheta0 if states is not None else None, ssm_state=d_ssm0, k_state=d_k0, v_state=d_v0)

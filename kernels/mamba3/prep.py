@@ -30,6 +30,7 @@ biases (per-block partial sums), ``Angles``, ``DT``, ``Trap`` and ``ADT``. The a
 gradient is a suffix sum over the row: each block does its own steps and writes its total, the prefix
 kernel runs backwards over the blocks, and ``_angle_carry_kernel`` adds what the later blocks send back.
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -455,6 +456,39 @@ def _blocks(p) -> int:
 siso_prep_kernel = TunableKernel("mamba3_prep", _siso_prep_kernel, rule=_prep_rule, alternatives=_prep_alternatives,
                                  key=_prep_key, grid=lambda p, kw: (_blocks(p), p[0] * p[2] // kw["HEADS"]),
                                  flags=dict(HAS_SEQ="SEQ"))
+@triton.jit
+def _sum_planes_kernel(PLANES, OUT_Q, OUT_K, n, planes, USED: tl.constexpr, BLOCK: tl.constexpr):
+    """``OUT_Q``, ``OUT_K`` (in their own dtype): the sums of the first ``USED`` of the prep backward's fp32 planes
+    of dQ and of dK, ``PLANES (2, planes, n)`` (dQ's first); program axis 1 picks which."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    which = tl.program_id(1)
+    at = PLANES + which.to(tl.int64) * planes * n + i
+    acc = tl.load(at, mask=ok, other=0.0)
+    for sp in tl.static_range(1, USED):
+        acc += tl.load(at + sp * n, mask=ok, other=0.0)
+    if which == 0:
+        tl.store(OUT_Q + i, acc.to(OUT_Q.dtype.element_ty), mask=ok)
+    else:
+        tl.store(OUT_K + i, acc.to(OUT_K.dtype.element_ty), mask=ok)
+
+
+sum_planes_kernel = Kernel(_sum_planes_kernel)
+
+
+def sum_planes(planes, used: int, dtype):
+    """``(dQ, dK)`` in ``dtype`` from the prep backward's ``planes (2, split, b, L, HQK, N)`` fp32, its first
+    ``used`` planes summed: one launch for both (they were two reductions and two casts)."""
+    shape = planes.shape[2:]
+    n = planes[0, 0].numel()
+    dq = torch.empty(shape, device=planes.device, dtype=dtype)
+    dk = torch.empty(shape, device=planes.device, dtype=dtype)
+    block = 1024
+    sum_planes_kernel((cdiv(n, block), 2), PLANES=planes, OUT_Q=dq, OUT_K=dk, n=n, planes=planes.shape[1], USED=used,
+                      BLOCK=block)
+    return dq, dk
+
+
 def bwd_splits(H: int, HQK: int) -> list[int]:
     """The prep backward's choices of programs per Q/K head (each walks ``H / HQK / split`` heads; the launcher
     sums the ``split`` planes of dQ, dK): the divisors of the heads per Q/K head up to 4."""

@@ -115,7 +115,6 @@ def gate_backward(dout, y, z, x, D):
                     DD_PART=part, rows=rows, HP=hp, ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
     dD = None
     if D is not None:
-        dD = part.sum(0).view(H, P)
-        if D.dim() == 1:
-            dD = dD.sum(1)
+        # one reduction either way (a per-head D summed over rows and channels together, not in two launches)
+        dD = part.sum(0).view(H, P) if D.dim() == 2 else part.view(-1, H, P).sum((0, 2))
     return dy, dz, dD
