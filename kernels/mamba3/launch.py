@@ -103,14 +103,15 @@ def packed(cu_seqlens, L):
 
 
 def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward,
-                 cu_seqlens=None, tiles=None):
+                 cu_seqlens=None, tiles=None, finals=True):
     """Returns ``(out (b, L, H, P), (angle (b, H, S), ssm (b, H, P, N), k (b, H, N), v (b, H, P)), SisoSaved)``;
     final states in fp32 (``v`` in V's dtype), one per sequence of a packed row (``cu_seqlens``, batch 1; no
     input states then). ``states``: the input states or None. ``tiles``: the SSD stages' plan fields (default:
-    tuned)."""
+    tuned). ``finals`` False: the final k and v (copies, a launch each) come back empty."""
     if tiles is None:
         tiles = siso_fwd_plan.pick(_ssd_problem(Q, V, chunk_size, Z, cu_seqlens), lambda t: siso_forward(
-            Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward, cu_seqlens, t))
+            Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, for_backward, cu_seqlens, t,
+            finals))
     b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
     f32 = dict(device=dev, dtype=torch.float32)
     qr = torch.empty((b, L, H, N), device=dev, dtype=p.torch_dot)
@@ -158,12 +159,15 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
         out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, seq, p, store_y=for_backward and Z is not None,
                                 diag=diag)
     # copies, not views: the op's outputs may not alias its inputs or each other
-    if seq is None:
-        finals = (theta_f, final, kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())
-    else:
+    if seq is not None:
         final = ssd.chunk_state(V, kr, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu)
-        finals = (theta_f, final, kr[0, ends].float(), V[0, ends])
-    return out, finals, SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y, off)
+    if not finals:
+        last = (V.new_empty(0, dtype=torch.float32), V.new_empty(0))
+    elif seq is None:
+        last = (kr[:, L - 1].to(torch.float32, copy=True), V[:, L - 1].clone())
+    else:
+        last = (kr[0, ends].float(), V[0, ends])
+    return out, (theta_f, final, *last), SisoSaved(qr, kr, dtp, cum, diag, qk, theta_b, hs, y, off)
 
 
 def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
@@ -201,9 +205,10 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dkr = s.db_part.view(b, L, H, N)
     dqr = s.dc_part.view(b, L, H, N)
     last = ends if seq is not None else L - 1   # the final k and v are the last steps' (of each sequence)
-    if dk_f is not None:
+    # (an empty final k or v, not asked for, has none: the compiled route may hand it in as an empty zeros)
+    if dk_f is not None and dk_f.numel():
         dkr[:, last] += dk_f.float()
-    if dv_f is not None:
+    if dv_f is not None and dv_f.numel():
         dV[:, last] += dv_f.to(dV.dtype)
 
     de0 = d_ssm0 = d_k0 = d_v0 = None

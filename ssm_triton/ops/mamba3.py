@@ -27,15 +27,15 @@ def _states(a: dict):
 
 
 def _forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
-             cu_seqlens, chunk_size, deterministic, for_backward=True):
+             cu_seqlens, chunk_size, deterministic, finals, for_backward=True):
     states = None if ssm_state is None else (angle_state, ssm_state, k_state, v_state)
     out, finals, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size,
-                                         for_backward, cu_seqlens)
+                                         for_backward, cu_seqlens, finals=finals)
     # an absent output is a fresh empty tensor each: outputs may not alias one another
     return (out, *finals, *(t if t is not None else V.new_empty(0) for t in saved))
 
 
-def _fake(Q, V, Angles, Z, cu_seqlens, chunk_size, **_):
+def _fake(Q, V, Angles, Z, cu_seqlens, chunk_size, finals, **_):
     b, L, H, P = V.shape
     rows = b if cu_seqlens is None else cu_seqlens.shape[0] - 1
     N, S = Q.shape[3], Angles.shape[3]
@@ -45,7 +45,7 @@ def _fake(Q, V, Angles, Z, cu_seqlens, chunk_size, **_):
     dot = make_plan(V, N, chunk_size).torch_dot
     nblk = nc * chunk_size // _k.steps_per_block(V.device, chunk_size)
     return (torch.empty_like(V), V.new_empty((rows, H, S), **f32), V.new_empty((rows, H, P, N), **f32),
-            V.new_empty((rows, H, N), **f32), V.new_empty((rows, H, P)),
+            V.new_empty((rows, H, N) if finals else 0, **f32), V.new_empty((rows, H, P) if finals else 0),
             V.new_empty((b, L, H, N), dtype=dot), V.new_empty((b, L, H, N), dtype=dot),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((2, b, H, nc * chunk_size), **f32),
             V.new_empty((b, H, nc * chunk_size), **f32), V.new_empty((b, H, L), **f32),
@@ -70,7 +70,7 @@ def _backward(saved, grads):
 _siso = build(OpSpec(
     "mamba3_siso", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
-    "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int, deterministic: bool",
+    "k_state: Tensor?, v_state: Tensor?, cu_seqlens: Tensor?, chunk_size: int, deterministic: bool, finals: bool",
     outputs=("out", "angle", "ssm", "k", "v", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS,
     grad_outputs=("out", "angle", "ssm", "k", "v"), saves=(*_INPUTS, "cu_seqlens", *_KEPT), backward=_backward,
     # switches: the SSD's route switches and the fp32 matmul precision (ops/ssd._route)
@@ -239,7 +239,7 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle0, ssm0, k0
     outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
                  D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
-                 *states, cu, chunk_size, deterministic)
+                 *states, cu, chunk_size, deterministic, return_final_states or per_sequence)
     out, finals = outs[0], tuple(outs[1:5])
     if cu is not None and return_final_states and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)):
