@@ -227,7 +227,7 @@ def main(argv=None) -> None:
                 continue
             if args.fused and (w.op != "ssd" or w.direction != "fwd"):
                 continue
-            if args.fused_train and (w.op not in ("ssd", "mamba3", "mamba3_mimo") or w.direction != "fwd+bwd"):
+            if args.fused_train and (not (w.op == "ssd" or w.op.startswith("mamba3")) or w.direction != "fwd+bwd"):
                 continue
             if not re.search(args.match, f"{w.op} {w.shape} {w.direction}"):
                 continue

@@ -5,6 +5,7 @@ every call against the float64 reference, and checks that replays were made and 
 with a stale tensor, a missing step or a wrong slot fails the comparison of the call after the recording.
 """
 import contextlib
+import time
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -79,7 +80,16 @@ def test_an_op_keeps_nothing_of_its_calls(device, L, seed, options):
         grads = torch.autograd.grad(out.square().sum(), list(leaves.values()))
         refs += [weakref.ref(out)] + [weakref.ref(g) for g in grads]
         del out, grads
-    assert not [i for i, r in enumerate(refs) if r() is not None]
+    # on a GPU the backward runs on the autograd engine's device thread, which may drop its graph task (and the
+    # gradients it captured) a moment after grad() has returned here: the last call's gradients were once still
+    # alive at this line on the H200 (2026-12-05) and freed when looked at again; a result some cache holds stays
+    alive = []
+    for _ in range(200):
+        alive = [i for i, r in enumerate(refs) if r() is not None]
+        if not alive:
+            break
+        time.sleep(0.01)
+    assert not alive
 
 
 def _ssd_call(device, bsz, L, groups, P, N, seed, options, dtype, k):

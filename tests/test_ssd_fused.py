@@ -320,8 +320,9 @@ def test_training_forward_keeps_what_the_stages_keep(device, bsz, L, P, N, chunk
 
 @pytest.mark.parametrize("case", ["grad", "seq_idx", "varlen_states"])
 def test_fused_forward_only_where_it_applies(device, case):
-    """A call that records a graph keeps the staged forward's intermediates for its backward; packed rows
-    and varlen states take the stages, which handle sequence boundaries."""
+    """A call that records a graph takes the stages with the training route off (``launch.FUSED_TRAIN``; on, the
+    training tests above hold it to the one launch); packed rows and varlen states take the stages, which handle
+    sequence boundaries."""
     t = problem(device, 1, 40, 1, 2, 4, 8, 1, False, torch.float32)
     extra = {}
     if case == "grad":
@@ -330,7 +331,7 @@ def test_fused_forward_only_where_it_applies(device, case):
         cu = torch.tensor([0, 13, 40], device=device, dtype=torch.int32)
         extra = dict(cu_seqlens=cu, return_varlen_states=True) if case == "varlen_states" else dict(
             seq_idx=(torch.arange(40, device=device) >= 13).to(torch.int32)[None])
-    with route("1"), counting() as calls:
+    with route("1"), training_route("0"), counting() as calls:
         ssm_triton.mamba_chunk_scan_combined(**t, **extra, chunk_size=16)
     assert calls == []
 

@@ -344,9 +344,11 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
 
 # the one-launch inference forward (fused.py): "0" never, "1" wherever it applies, else its size rule
 FUSED = os.environ.get("SSM_TRITON_SSD_FUSED", "")
-# the one-launch forward for calls that keep what a backward reads (its KEEP outputs): "1" where the inference
-# forward's route takes the call, else never (the default until it is timed on a GPU against the stages)
-FUSED_TRAIN = os.environ.get("SSM_TRITON_SSD_FUSED_TRAIN", "")
+# the one-launch forward for calls that keep what a backward reads (its KEEP outputs): "1" (the default) where the
+# inference forward's route takes the call, anything else never. On the H200 (2026-12-05,
+# bench/results/h200-2026-12-05) fwd+bwd against the stages, same process: SSD b1 L512 1.035 vs 1.160 ms, b1 L2048
+# 0.981 vs 1.133, b8 L4096 4.515 vs 4.563; Mamba-3 SISO b1 L2048 1.173 vs 1.250, MIMO 2.526 vs 2.630; the rest even
+FUSED_TRAIN = os.environ.get("SSM_TRITON_SSD_FUSED_TRAIN", "1")
 
 
 def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
