@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import mamba3_mimo_loop
-from ssm_triton.tolerance import assert_close
+from ssm_triton.tolerance import assert_close, tolerance
 from builders import assert_angle_close, assert_mamba3_matches, mamba3_leaves, mamba3_tensors
 from strategies import examples, normal, on, seeds, uniform
 
@@ -59,6 +59,38 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     want, want_states = mamba3_mimo_loop(**x64)
     assert out.dtype == dtype and out.shape == ((b, L, H, P) if with_out else (b, L, R, H, P))
     assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
+
+
+@examples(4)
+@given(b=st.integers(1, 2), L=st.integers(1, 20), R=st.sampled_from([1, 2, 4]),
+       heads=st.sampled_from([(1, 1), (4, 2)]), P=st.sampled_from([3, 8]), N=st.sampled_from([4, 16]), seed=seeds(),
+       options=st.booleans(), with_out=st.booleans(), chunk=st.sampled_from([4, 16]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_the_common_call_is_one_autograd_node(device, b, L, R, heads, P, N, seed, options, with_out, chunk, dtype,
+                                              data):
+    """Unpacked rows without input or final states (a training call's usual form) run as one op: the output's
+    graph node has only the inputs behind it, and the output and every gradient match the float64 loop."""
+    H, Hqk = heads
+    S = data.draw(st.integers(1, N // 2), label="S")
+    t = make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype)
+    t.pop("Input_States", None)
+    x = _leaves(t)
+    out = ssm_triton.mamba3_mimo(**x, chunk_size=chunk)
+    assert all(n is None or type(n).__name__ == "AccumulateGrad" for n, _ in out.grad_fn.next_functions)
+    x64 = _leaves(t, cast=True)
+    want, _ = mamba3_mimo_loop(**x64)
+    assert_close(out, want, dtype, "out", computed_operands=True)
+    w = normal(want.shape, seed + 20, device)
+    names = [n for n, v in x.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+    got = torch.autograd.grad((out.double() * w).sum(), [x[n] for n in names])
+    exp = torch.autograd.grad((want * w).sum(), [x64[n] for n in names])
+    scale = max(float(e.abs().max()) for e in exp if e.numel())
+    for name, g, e in zip(names, got, exp):
+        assert g.dtype == x[name].dtype, name
+        if not bool(e.any()):   # zero by structure (ADT's at L = 1): fp32 rounding of cancelling sums, bounded
+            assert float(g.double().abs().max()) / scale <= tolerance(dtype, True), name
+            continue
+        assert_close(g, e, dtype, f"d {name}", computed_operands=True)
 
 
 def test_a_short_cancelling_product_in_bf16(device):

@@ -29,10 +29,11 @@ def _states(a: dict):
 def _forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
              cu_seqlens, chunk_size, deterministic, finals, for_backward=True):
     states = None if ssm_state is None else (angle_state, ssm_state, k_state, v_state)
-    out, finals, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size,
-                                         for_backward, cu_seqlens, finals=finals)
+    # finals: whether the caller asked for the final states (else the last k~ and v come back empty)
+    out, states_out, saved = _k.siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states,
+                                             chunk_size, for_backward, cu_seqlens, finals=finals)
     # an absent output is a fresh empty tensor each: outputs may not alias one another
-    return (out, *finals, *(t if t is not None else V.new_empty(0) for t in saved))
+    return (out, *states_out, *(t if t is not None else V.new_empty(0) for t in saved))
 
 
 def _fake(Q, V, Angles, Z, cu_seqlens, chunk_size, finals, **_):

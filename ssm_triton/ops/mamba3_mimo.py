@@ -223,6 +223,88 @@ _ranks = build(OpSpec(
     grads=("V", "MIMO_V"), grad_outputs=("x",), saves=("V", "MIMO_V"), backward=_ranks_backward))
 
 
+# ---- the common call as one autograd node ----
+# Unpacked rows, no input states, no final states asked, some pairs turned: the weights, the running angle, the
+# ranks' inputs, the rotations with the stages and the output terms run as one op, whose backward calls theirs in
+# reverse. As five ops the autograd engine handed ~20 tensors between them and visited five nodes: its own cost per
+# node and per edge is what a small fwd+bwd spends most of its host time on (a Function that launches nothing took
+# 137-154 us of fwd+bwd with 2 inputs and 243-404 us with 7 on the H200's host, 2026-12-05).
+
+_WHOLE_INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles", "D",
+                 "Z")
+_WHOLE_KEPT = ("theta", "x", "scale", "gamma", "e_next", "dtp", "cum", "hs", "qr", "kr", "sc", "scc", "y")
+
+
+def _pseudo_chunk(chunk_size: int, R: int) -> int:
+    """The stages' chunk over rank-steps: ``chunk_size R`` pseudo-steps, 16 to 256."""
+    return min(256, max(16, next_power_of_2(chunk_size * R)))
+
+
+def _whole_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, chunk_size,
+                   deterministic, inference=False):
+    b, L, R, Hqk, N = Q.shape
+    H, P = V.shape[2], V.shape[3]
+    f = torch.float32
+    io = str(V.dtype).replace("torch.", "")
+    gamma, e_next, scale = _wk.step_weights(DT, Trap)
+    theta = _mk.running_angle(Angles, DT, None)
+    x = _rank_steps(_mk.rank_inputs(V, MIMO_V))
+    core = _turned_core_inference if inference else _turned_core_forward
+    y_ps, _, _, dtp, cum, hs, qr, kr, sc, scc = core(
+        Q, K, Q_bias.to(f).contiguous(), K_bias.to(f).contiguous(), theta, x, scale, ADT.to(f), None, None, None, H,
+        _pseudo_chunk(chunk_size, R), deterministic, io)
+    y = y_ps.view(b, L, R, H, P)
+    out = _mk.out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z if Z is not None else None, MIMO_Out)
+    return out, theta, x, scale, gamma, e_next, dtp, cum, hs, qr, kr, sc, scc, y
+
+
+def _whole_fake(Q, V, MIMO_Out, Angles, chunk_size, **_):
+    b, L, R, _, N = Q.shape
+    H, P = V.shape[2], V.shape[3]
+    f32 = dict(dtype=torch.float32, device=V.device)
+    theta = V.new_empty((b, L, H, Angles.shape[3]), **f32)
+    x = V.new_empty((b, L * R, H, P), **f32)
+    io = str(V.dtype).replace("torch.", "")
+    core = _turned_core_fake(Q, theta, x, H, None, _pseudo_chunk(chunk_size, R), io)
+    out = V.new_empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P))
+    return (out, theta, x, *(V.new_empty((b, H, L), **f32) for _ in range(3)), *core[3:],
+            V.new_empty((b, L, R, H, P), **f32))
+
+
+def _whole_backward(saved, grads):
+    dout = grads["out"]
+    if dout is None:
+        return {}
+    g = saved.get
+    Q, V, Z = g("Q"), g("V"), g("Z")
+    b, L, R, H, P = g("y").shape
+    f = torch.float32
+    dy, dsc, dscc, dg, de, dv_out, dz, dmv_out, dmz, dmo, dd = _mk.out_backward(
+        dout.contiguous(), g("y"), g("sc"), g("scc"), g("gamma"), g("e_next"), V, g("MIMO_V"), g("D"), Z,
+        g("MIMO_Z") if Z is not None else None, g("MIMO_Out"))
+    core = dict(Q=Q, K=g("K"), Q_bias=g("Q_bias").to(f).contiguous(), K_bias=g("K_bias").to(f).contiguous(),
+                theta=g("theta"), x=g("x"), scale=g("scale"), a=g("ADT").to(f), h0=None, seq=None, dtp=g("dtp"),
+                cum=g("cum"), hs=g("hs"), qr=g("qr"), kr=g("kr"), sc=g("sc"), scc=g("scc"),
+                chunk_size=_pseudo_chunk(g("chunk_size"), R), deterministic=g("deterministic"),
+                io=str(V.dtype).replace("torch.", ""))
+    d = _turned_core_backward(core, dict(y=dy.view(b, L * R, H, P), final=None, varlen=None, qr=None, kr=None,
+                                         sc=dsc, scc=dscc))
+    dv_ranks, dmv_ranks = _mk.rank_inputs_backward(d["x"].view(b, L, R, H, P), V, g("MIMO_V"))
+    d_angles, ddt_angle, _ = _mk.running_angle_backward(d["theta"], g("Angles"), g("DT"))
+    ddt_weights, dtrap = _wk.step_weights_backward(dg, de, d["scale"], g("DT"), g("Trap"))
+    return dict(Q=d["Q"], K=d["K"], V=dv_out.add_(dv_ranks), ADT=d["a"], DT=ddt_angle.add_(ddt_weights), Trap=dtrap,
+                Q_bias=d["Q_bias"], K_bias=d["K_bias"], MIMO_V=dmv_out.add_(dmv_ranks), MIMO_Z=dmz, MIMO_Out=dmo,
+                Angles=d_angles, D=dd, Z=dz)
+
+
+_whole = build(OpSpec(
+    "mamba3_mimo_whole", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
+    "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor?, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
+    "chunk_size: int, deterministic: bool", outputs=("out", *_WHOLE_KEPT), forward=_whole_forward, fake=_whole_fake,
+    grads=_WHOLE_INPUTS, grad_outputs=("out",), saves=(*_WHOLE_INPUTS, *_WHOLE_KEPT, "chunk_size", "deterministic"),
+    backward=_whole_backward, inference=lambda **a: _whole_forward(**a, inference=True), switches=_route))
+
+
 def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
     """A running sum ``x`` along ``dim`` (length L) of a packed row, restarted at each sequence's first step."""
     before = torch.index_select(F.pad(x.movedim(dim, -1), (1, 0)), -1, cu[:-1].long())   # (..., sequences)
@@ -392,6 +474,10 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
           cu_seqlens, chunk_size, return_state, deterministic):
     b, L, R, Hqk, N = Q.shape
     H, P = V.shape[2], V.shape[3]
+    c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
+    if cu_seqlens is None and ssm0 is None and angle0 is None and not return_state and Angles.shape[-1] > 0:
+        return _whole(c(Q), c(K), c(V), ADT, DT, Trap, Q_bias, K_bias, c(MIMO_V), MIMO_Z, c(MIMO_Out), Angles, c(D),
+                      c(Z), chunk_size, deterministic)[0]
     f = torch.float32
     seq = cu = ends = None
     if cu_seqlens is not None:   # a packed row: a sequence's last step has no next one
@@ -406,7 +492,6 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
         theta = _running_angle(math.pi * torch.tanh(Angles.to(f)) * DT.to(f).transpose(1, 2)[..., None], angle0, cu,
                                seq)
 
-    c = lambda t: t.contiguous() if t is not None else None               # noqa: E731
     io = str(V.dtype).replace("torch.", "")
     v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P) fp32
 
@@ -417,7 +502,7 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
         e_first = _first_e(DT, Trap) if seq is None else _first_e(*(t[0][:, cu[:-1].long()].T[..., None]
                                                                      for t in (DT, Trap)))
         h0 = ssm0.to(f) + e_first[..., None, None] * torch.einsum("brhp,brhn->bhpn", x0.to(f)[:, None] * mv, k0.to(f))
-    pseudo_chunk = min(256, max(16, next_power_of_2(chunk_size * R)))
+    pseudo_chunk = _pseudo_chunk(chunk_size, R)
     # a packed row's input states are not the scan's (it starts each sequence from zero): added below
     # the scale and decay per step: the core spreads them over the ranks' pseudo-steps
     # q~, k~ and the in-step scores from Q, K, their biases and the angle, then the stages over the rank-steps;
