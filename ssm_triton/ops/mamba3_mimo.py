@@ -11,7 +11,8 @@ rotations and the stages are one op, so that the stages' fp32 gradients of ``q~,
 backward without a cast to the stages' operand dtype; the output terms another), and so is the running angle
 of unpacked rows (SISO's block sums, then one launch writing the angles) and the ranks' inputs ``V * MIMO_V``
 (one pass each way), and so are the per-step weights ``gamma, e_next, scale`` (``kernels/mamba3/weights.py``);
-a packed row's running angle stays in PyTorch.
+a packed row's running angle stays in PyTorch. The common call (unpacked rows, no input or final states) runs
+all of these as one op, one node of the autograd graph (``_whole``); the others compose the ops.
 """
 import math
 from typing import Optional
