@@ -306,6 +306,15 @@ def _planned(plan, inplace):
     return _PlannedStep(plan, inplace) if plan else plan
 
 
+def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make) -> tuple:
+    """A decode step after its checks: ``op`` (the in-place one, or the one writing new states) on contiguous
+    tensors, its plan remembered for the next call of this signature; returns ``(out, states)``."""
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    outs = op(*(c(t) for t in inputs), *(states if inplace else (c(t) for t in states)))
+    _remember_step(plans, plan_key, make, inputs, states, inplace)
+    return outs[0], (list(states) if inplace else [*outs[1:], V])
+
+
 def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
               new_states=False):
     from ..kernels.mamba3.step import siso_step
@@ -409,15 +418,9 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
                           ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)"), "v")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
-    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    args = (c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(Angles), c(D), c(Z))
-    if inplace:
-        out = _step(*args, *states)[0]
-    else:
-        out, *new = _step_new(*args, *(c(t) for t in states))
     from ..kernels.mamba3.step import siso_step_plan
-    _remember_step(_STEP_PLANS, plan_key, siso_step_plan, inputs, states, inplace)
-    return out, (list(states) if inplace else [*new, V])
+    return _checked_step(_step if inplace else _step_new, inputs, states, inplace, V, _STEP_PLANS, plan_key,
+                         siso_step_plan)
 
 
 def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
@@ -509,13 +512,6 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles",
                        "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, states[1]))
-    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    args = (c(Q), c(K), c(V), c(ADT), c(DT), c(Trap), c(Q_bias), c(K_bias), c(MIMO_V), c(MIMO_Z), c(MIMO_Out),
-            c(Angles), c(D), c(Z))
-    if inplace:
-        out = _mimo_step(*args, *states)[0]
-    else:
-        out, *new = _mimo_step_new(*args, *(c(t) for t in states))
     from ..kernels.mamba3.mimo_step import mimo_step_plan
-    _remember_step(_MIMO_STEP_PLANS, plan_key, mimo_step_plan, inputs, states, inplace)
-    return out, (list(states) if inplace else [*new, V])
+    return _checked_step(_mimo_step if inplace else _mimo_step_new, inputs, states, inplace, V, _MIMO_STEP_PLANS,
+                         plan_key, mimo_step_plan)
