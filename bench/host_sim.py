@@ -128,6 +128,14 @@ def _backward_cases():
     Qm, Km = leaf(1, 64, 2, 1, 16, **bf), leaf(1, 64, 2, 1, 16, **bf)
     qbm, kbm, mv, mz, mo = (leaf(4, 2, 16) for _ in range(5))
     siso = (Q3, K3, V3, adt, dt3, trap, qb, kb, ang, D4, Z3)
+    # the two block functions as Mamba2 / Mamba train them (norm and out_proj inside the first; the second's
+    # projections are matmuls on this CPU in bf16, ~90 us of its forward)
+    zx, cw, cb = leaf(1, 64, 2 * 64 + 2 * 32 + 4, **bf), leaf(64 + 2 * 32, 4), leaf(64 + 2 * 32)
+    dtb, A4, Dh, rw, ow = leaf(4), (-torch.rand(4)).requires_grad_(), leaf(4), leaf(64), leaf(32, 64, **bf)
+    split = (zx, cw, cb, dtb, A4, Dh, rw, ow)
+    xz, c1w, c1b = leaf(1, 64, 64, **bf), leaf(32, 1, 4), leaf(32)
+    xpw, dpw, opw, A1 = leaf(4 + 32, 32, **bf), leaf(32, 4, **bf), leaf(32, 32, **bf), (-torch.rand(32, 16)).requires_grad_()
+    inner = (xz, c1w, c1b, xpw, dpw, opw, A1)
     mimo = (Qm, Km, V3, adt, dt3, trap, qbm, kbm, mv, mz, mo, ang, D4, Z3)
 
     cotangents = {}
@@ -160,6 +168,11 @@ def _backward_cases():
                                                         *siso),
         "mamba3_mimo fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba3_mimo(*mimo[:12], D=D4, Z=Z3),
                                                *mimo),
+        "mamba_split_conv1d_scan_combined fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_split_conv1d_scan_combined(
+            zx, cw, cb, dtb, A4, Dh, 64, rmsnorm_weight=rw, outproj_weight=ow, headdim=16, norm_before_gate=False),
+            *split),
+        "mamba_inner_fn fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_inner_fn(
+            xz, c1w, c1b, xpw, dpw, opw, None, A1, delta_softplus=True), *inner),
     }
 
 
@@ -174,6 +187,10 @@ def backward_main(profile: bool) -> None:
     """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs), replays
     (``kernels/replay.py``) on and off alternating; ``--prof`` adds cProfile's top functions by their own time."""
     cases = _backward_cases()
+    import sys
+    if "--match" in sys.argv:   # a substring of the case names
+        part = sys.argv[sys.argv.index("--match") + 1]
+        cases = {k: v for k, v in cases.items() if part in k}
     for fn in cases.values():
         fn()
     _stub_launches()

@@ -68,7 +68,7 @@ def np64(x):
 
 # ---- Mamba-1's block function ----
 
-def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms, eps=1e-6):
+def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms, eps=1e-6, out_b=None, last=False):
     """mamba_ssm's ``mamba_inner_fn`` from the references (differentiable): conv + silu, x_proj, the dt
     projection, the optional RMS norms of B, C and dt (dt's after its projection, as mamba_ssm does;
     ``rms``: weights keyed ``b``, ``c``, ``d``), the selective scan gated by ``silu(z)``, out_proj."""
@@ -79,9 +79,10 @@ def inner_reference(xz, w, b, x_proj, dt_proj, out_proj, A, D, dt_bias, rms, eps
     dt, B, C = dbl[..., :R] @ dt_proj.T, dbl[..., R:R + N], dbl[..., R + N:]
     if rms is not None:
         B, C, dt = (rmsnorm_torch(v, rms[k], eps=eps) for k, v in zip("bcd", (B, C, dt)))
-    y = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
-                           delta_bias=dt_bias, delta_softplus=True)
-    return y.transpose(1, 2) @ out_proj.T
+    y, state = selective_scan_ref(x, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z,
+                                  delta_bias=dt_bias, delta_softplus=True, return_last_state=True)
+    out = y.transpose(1, 2) @ out_proj.T + (out_b if out_b is not None else 0)
+    return (out, state) if last else out
 
 
 # ---- Mamba-3 (SISO and MIMO share the four states: angle, ssm, k, v / x) ----
@@ -156,21 +157,25 @@ def groups_in_fallback_norm() -> bool:
     return "group_size" in inspect.signature(norm.__init__).parameters
 
 
-def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w):
+def split_reference(zxbcdt, w, b, dt_bias, A, D, H, P, G, N, d_mlp, norm_w, gate_first, out_w, out_b=None,
+                    initial_states=None, seq_idx=None):
     """mamba_split_conv1d_scan_combined composed from the float64 references: ``(out, final_states)``."""
     L = zxbcdt.shape[1]
     z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
-    xBC = causal_conv1d_torch(xBC.transpose(1, 2), w, b, activation="silu").transpose(1, 2)
+    xBC = causal_conv1d_torch(xBC.transpose(1, 2), w, b, seq_idx=seq_idx, activation="silu").transpose(1, 2)
     x, B, C = torch.split(xBC, [H * P, G * N, G * N], dim=-1)
     r = lambda t, *s: t.reshape(t.shape[0], L, *s)  # noqa: E731
     y, final = ssd_quadratic_torch(r(x, H, P), dt, A, r(B, G, N), r(C, G, N), D=D,
-                                   z=None if norm_w is not None else r(z, H, P), dt_bias=dt_bias, dt_softplus=True)
+                                   z=None if norm_w is not None else r(z, H, P), dt_bias=dt_bias,
+                                   initial_states=initial_states, seq_idx=seq_idx, dt_softplus=True)
     y = y.reshape(y.shape[0], L, H * P)
     if norm_w is not None:
         y = rmsnorm_torch(y, norm_w, z=z, eps=1e-5, group_size=H * P // G, norm_before_gate=not gate_first)
     if d_mlp:
         y = torch.cat([F.silu(z0) * x0, y], dim=-1)
-    return (y @ out_w.T if out_w is not None else y), final
+    if out_w is not None:
+        y = y @ out_w.T + (out_b if out_b is not None else 0)
+    return y, final
 
 
 @contextlib.contextmanager

@@ -13,57 +13,75 @@ from strategies import examples, normal, seeds
 FEW = examples(4)
 
 
-def grads_match(got, want, leaves32, leaves64, cotangent):
-    """Backpropagates ``cotangent`` through both and compares each fp32 leaf's gradient with float64's."""
-    got.backward(cotangent.float())
-    want.backward(cotangent)
-    for k in leaves32:
-        err = scaled_error(leaves32[k].grad, leaves64[k].grad)
-        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
-
-
 @FEW
 @given(L=st.integers(1, 40), G=st.sampled_from([1, 2]), d_mlp=st.sampled_from([0, 4]), norm=st.booleans(),
-       gate_first=st.booleans(), outproj=st.booleans(), D_per_channel=st.booleans(), seed=seeds())
+       gate_first=st.booleans(), outproj=st.booleans(), D_per_channel=st.booleans(), h0=st.booleans(),
+       packed=st.booleans(), seed=seeds())
 def test_split_conv1d_scan_combined_matches_the_references(device, L, G, d_mlp, norm, gate_first, outproj,
-                                                            D_per_channel, seed):
+                                                            D_per_channel, h0, packed, seed):
+    """Outputs, final states and every gradient (the final states' cotangent included): a training call is one
+    autograd node whose backward calls the pieces' backwards (ops/split_conv_whole.py)."""
     H, P, N, W = 4, 8, 8, 4
     width = 2 * d_mlp + 2 * H * P + 2 * G * N + H
     r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
     t = dict(zxbcdt=r((2, L, width), 0), conv1d_weight=r((H * P + 2 * G * N, W), 1, 0.5),
              conv1d_bias=r((H * P + 2 * G * N,), 2, 0.1), dt_bias=r((H,), 3, 0.3), A=-r((H,), 4).abs() - 0.1,
              D=r((H, P) if D_per_channel else (H,), 5))
-    extra = dict(rmsnorm_weight=r((H * P,), 6) if norm else None, outproj_weight=r((12, d_mlp + H * P), 7) if outproj else None)
+    if norm:
+        t["rmsnorm_weight"] = 1 + r((H * P,), 6, 0.1)
+    if outproj:
+        t.update(outproj_weight=r((12, d_mlp + H * P), 7), outproj_bias=r((12,), 9))
+    if h0:
+        t["initial_states"] = r((2, H, P, N), 10)
+    # two sequences a row where packed: the conv's window and the state restart at each
+    seq_idx = (torch.arange(L, device=device) >= (seed % L)).int().repeat(2, 1) if packed else None
     x64 = {k: v.clone().requires_grad_() for k, v in t.items()}
     f32 = {k: v.float().requires_grad_() for k, v in t.items()}
     got, got_final = ssm_triton.mamba_split_conv1d_scan_combined(
         **f32, chunk_size=16, headdim=P, ngroups=G, rmsnorm_eps=1e-5, norm_before_gate=not gate_first,
-        return_final_states=True, **{k: v.float() if v is not None else None for k, v in extra.items()})
+        return_final_states=True, seq_idx=seq_idx)
+    g = {k: x64.get(k) for k in ("rmsnorm_weight", "outproj_weight", "outproj_bias", "initial_states")}
     want, want_final = split_reference(x64["zxbcdt"], x64["conv1d_weight"], x64["conv1d_bias"], x64["dt_bias"], x64["A"],
-                                       x64["D"], H, P, G, N, d_mlp, extra["rmsnorm_weight"], gate_first,
-                                       extra["outproj_weight"])
+                                       x64["D"], H, P, G, N, d_mlp, g["rmsnorm_weight"], gate_first,
+                                       g["outproj_weight"], g["outproj_bias"], g["initial_states"], seq_idx)
     assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4
-    grads_match(got, want, f32, x64, r(tuple(want.shape), 8))
+    # the final state's gradient flows too
+    dout, dfinal = r(tuple(want.shape), 8), r(tuple(want_final.shape), 11)
+    torch.autograd.backward((got, got_final), (dout.float(), dfinal.float()))
+    torch.autograd.backward((want, want_final), (dout, dfinal))
+    for k in f32:
+        err = scaled_error(f32[k].grad, x64[k].grad)
+        assert err < 1e-3, f"grad of {k} (with the final state's cotangent): scaled error {err:.2e}"
 
 
 @FEW
-@given(L=st.integers(1, 30), rms=st.booleans(), seed=seeds())
-def test_inner_fn_matches_the_references(device, L, rms, seed):
+@given(L=st.integers(1, 30), rms=st.booleans(), bias=st.booleans(), seed=seeds())
+def test_inner_fn_matches_the_references(device, L, rms, bias, seed):
+    """Outputs, the last state and every gradient (the last state's cotangent included); without the norms a
+    training call is one autograd node (ops/inner_whole.py), with them the ops composed."""
     d, N, R, dm = 16, 8, 2, 8
     r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
     t = dict(xz=r((2, 2 * d, L), 0), conv1d_weight=r((d, 1, 4), 1, 0.5), conv1d_bias=r((d,), 2, 0.1),
-             x_proj_weight=r((R + 2 * N, d), 3, 0.3), delta_proj_weight=r((d, R), 4, 0.5), out_proj_weight=r((dm, d), 5))
-    fixed = dict(A=-torch.arange(1, N + 1, device=device, dtype=torch.float64).repeat(d, 1), D=r((d,), 6),
-                 delta_bias=r((d,), 7, 0.3))
+             x_proj_weight=r((R + 2 * N, d), 3, 0.3), delta_proj_weight=r((d, R), 4, 0.5), out_proj_weight=r((dm, d), 5),
+             A=-torch.arange(1, N + 1, device=device, dtype=torch.float64).repeat(d, 1) * (1 + r((d, 1), 12, 0.1).abs()),
+             D=r((d,), 6), delta_bias=r((d,), 7, 0.3))
+    if bias:
+        t["out_proj_bias"] = r((dm,), 13)
     norms = {k: 1 + r((n,), 8 + i, 0.1) for i, (k, n) in enumerate(zip("bcd", (N, N, d)))} if rms else None
     f32 = {k: v.float().requires_grad_() for k, v in t.items()}
     x64 = {k: v.clone().requires_grad_() for k, v in t.items()}
     kw = dict(b_rms_weight=norms["b"].float(), c_rms_weight=norms["c"].float(), dt_rms_weight=norms["d"].float()) if rms else {}
-    got = ssm_triton.mamba_inner_fn(**f32, out_proj_bias=None, **{k: v.float() for k, v in fixed.items()}, **kw)
-    want = inner_reference(x64["xz"], x64["conv1d_weight"], x64["conv1d_bias"], x64["x_proj_weight"],
-                           x64["delta_proj_weight"], x64["out_proj_weight"], fixed["A"], fixed["D"], fixed["delta_bias"], norms)
-    assert scaled_error(got, want) < 1e-4
-    grads_match(got, want, f32, x64, r(tuple(want.shape), 11))
+    got, got_last = ssm_triton.mamba_inner_fn(**{"out_proj_bias": None, **f32}, **kw, return_last_state=True)
+    want, want_last = inner_reference(x64["xz"], x64["conv1d_weight"], x64["conv1d_bias"], x64["x_proj_weight"],
+                                      x64["delta_proj_weight"], x64["out_proj_weight"], x64["A"], x64["D"],
+                                      x64["delta_bias"], norms, out_b=x64.get("out_proj_bias"), last=True)
+    assert scaled_error(got, want) < 1e-4 and scaled_error(got_last, want_last) < 1e-4
+    dout, dlast = r(tuple(want.shape), 11), r(tuple(want_last.shape), 14)
+    torch.autograd.backward((got, got_last), (dout.float(), dlast.float()))
+    torch.autograd.backward((want, want_last), (dout, dlast))
+    for k in f32:
+        err = scaled_error(f32[k].grad, x64[k].grad)
+        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
 
 
 def test_bad_input_gets_a_clear_error(device):
@@ -83,3 +101,19 @@ def test_bad_input_gets_a_clear_error(device):
         ssm_triton.mamba_inner_fn(z(1, 6, 5), z(4, 1, 4), None, z(2 + 16, 4), z(4, 2), z(8, 4), None, z(4, 8))
     with pytest.raises(ValueError, match="x_proj_weight must have shape"):
         ssm_triton.mamba_inner_fn(z(1, 8, 5), z(4, 1, 4), None, z(3 + 16, 4), z(4, 2), z(8, 4), None, z(4, 8))
+
+
+def test_training_calls_are_one_autograd_node(device):
+    """A call that records a graph is one node whose inputs are the leaves themselves (the engine's cost per node is
+    most of a small fwd+bwd's host time): the split-conv function, and mamba_inner_fn's projected call."""
+    r = lambda *s: torch.randn(*s, device=device).requires_grad_()  # noqa: E731
+    H, P, N = 2, 8, 8
+    split = ssm_triton.mamba_split_conv1d_scan_combined(
+        r(1, 5, 2 * H * P + 2 * N + H), r(H * P + 2 * N, 4), r(H * P + 2 * N), r(H), r(H), r(H), 16, headdim=P,
+        rmsnorm_weight=r(H * P), outproj_weight=r(6, H * P))
+    inner = ssm_triton.mamba_inner_fn(r(1, 2 * 8, 5), r(8, 1, 4), r(8), r(2 + 2 * N, 8), r(8, 2), r(6, 8), r(6),
+                                      (-torch.rand(8, N, device=device)).requires_grad_(), D=r(8), delta_bias=r(8))
+    for out in (split, inner):
+        parents = [f for f, _ in out.grad_fn.next_functions if f is not None]
+        assert parents and all(type(f).__name__ == "AccumulateGrad" for f in parents), \
+            [type(f).__name__ for f in parents]

@@ -1,7 +1,9 @@
 """mamba_ssm's whole-block functions, ``mamba_split_conv1d_scan_combined`` (Mamba-2) and ``mamba_inner_fn``
-(Mamba-1), composed from ssm_triton's ops: the same arguments and results, and autograd through each
-piece. They are not fused into fewer kernels than the pieces; they exist so that code calling mamba_ssm's
-names (mamba_ssm's own modules, the transformers library's) runs here unchanged.
+(Mamba-1), from ssm_triton's ops: the same arguments and results. They run the pieces' kernels (not fused into
+fewer kernels than the pieces); a call that records a graph is one autograd node whose backward calls the pieces'
+backwards (``split_conv_whole.py``, ``inner_whole.py``; mamba_inner_fn's with norms, biases or a mask composes the
+ops), and a call that records none composes the ops, replayed per signature. They exist so that code calling
+mamba_ssm's names (mamba_ssm's own modules, the transformers library's) runs here unchanged.
 """
 from typing import Optional
 
@@ -17,7 +19,10 @@ from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
 from .selective_scan import selective_scan_fn
 from .ssd import _route, mamba_chunk_scan_combined
+from ._layout import records_graph
 from ._spec import compiling
+from . import inner_whole as _inner_whole
+from . import split_conv_whole as _whole
 
 
 def mamba_split_conv1d_scan_combined(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor],
@@ -87,11 +92,29 @@ def _check_split(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, 
 _SPLIT_REPLAYS = _replay.Replays()
 
 
+def _contiguous(t):
+    """``t`` contiguous (None stays None); asking first is cheaper than ``contiguous()``'s dispatch for the
+    parameters, which nearly always are."""
+    return t if t is None or t.is_contiguous() else t.contiguous()
+
+
 def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
                        return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias,
                        headdim, ngroups, norm_before_gate):
     """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key)."""
     H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
+    if records_graph(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, rmsnorm_weight,
+                     outproj_weight, outproj_bias):   # one autograd node (ops/split_conv_whole.py)
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
+                                    seq_idx, dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps,
+                                    outproj_weight, outproj_bias, headdim, ngroups, deterministic)
+        c = _contiguous
+        out, final = _whole.whole(c(zxbcdt), c(conv1d_weight), c(conv1d_bias), c(dt_bias), c(A), c(D),
+                                  c(initial_states), c(seq_idx), c(rmsnorm_weight), c(outproj_weight), c(outproj_bias),
+                                  chunk_size, lo, hi, silu, float(rmsnorm_eps), P, ngroups, norm_before_gate,
+                                  deterministic)[:2]
+        return (out, final) if return_final_states else out
     dim = H * P
     N = (conv1d_weight.shape[0] - dim) // (2 * ngroups)
     d_mlp = (zxbcdt.shape[-1] - (2 * dim + 2 * ngroups * N + H)) // 2
@@ -173,6 +196,18 @@ _INNER_REPLAYS = _replay.Replays()
 def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, B, C,
            D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask, delta_softplus,
            b_c_dt_rms_eps, return_last_state):
+    if B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
+            w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and records_graph(
+            xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
+            delta_bias):   # Mamba's training call: one autograd node (ops/inner_whole.py)
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        _inner_whole.check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state,
+                           deterministic)
+        c = _contiguous
+        out, last = _inner_whole.whole(c(xz), c(conv1d_weight), c(conv1d_bias), c(x_proj_weight),
+                                       c(delta_proj_weight), c(out_proj_weight), c(out_proj_bias), c(A), c(D),
+                                       c(delta_bias), delta_softplus, deterministic)[:2]
+        return (out, last) if return_last_state else out
     N = A.shape[1]
     R = delta_proj_weight.shape[1]
     x, z = xz.chunk(2, dim=1)

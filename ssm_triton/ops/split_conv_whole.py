@@ -1,0 +1,211 @@
+"""``mamba_split_conv1d_scan_combined`` for a call that records a graph, as one node of the autograd graph.
+
+Composed from the ops, the block's training call put ~19 nodes in the graph (the split, the conv, the
+transposes, the reshapes and contiguous copies of x, B, C and z, the SSD, the norm, the projection's matmul and
+transpose), each visited by the autograd engine in the backward and each handing tensors to the next. The engine's
+own cost per node is what a small fwd+bwd spends most of its host time on (an op that launches nothing took
+137-154 us of fwd+bwd with 2 inputs on the H200's host, 2026-12-05). Here the pieces' forwards run in one op
+(``_whole``: the conv, the SSD, the gated norm, the gated-MLP part and the projection) and its backward calls their
+backwards in reverse: the same kernels, the same plans, so the same numbers as the composed call; mamba_ssm's own
+function is one node too. Calls that record no graph keep the composed path (its replays and one-launch plans).
+"""
+import torch
+import torch.nn.functional as F
+
+from .. import _validate
+from ..kernels import conv1d as _conv
+from ..kernels import norm as _norm
+from ..kernels.ssd import launch as _ssd
+from . import ssd as _ssd_op
+from .conv1d import _check_weight
+from ._spec import OpSpec, build
+
+_INPUTS = ("zxbcdt", "conv1d_weight", "conv1d_bias", "dt_bias", "A", "D", "initial_states", "rmsnorm_weight",
+           "outproj_weight", "outproj_bias")
+# what the backward reads besides the inputs: the SSD's contiguous x, B, C and its kept tensors, the SSD's output
+# and the norm's rstd (with a norm), the projection's input (with a projection)
+_KEPT = ("xs", "Bs", "Cs", "dtp", "cum", "hs", "ypre", "yssd", "rstd", "ycat")
+
+
+def sizes(zxbcdt, conv1d_weight, D, headdim, ngroups) -> tuple:
+    """``(H, P, N, d_mlp)`` of a checked call."""
+    H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
+    N = (conv1d_weight.shape[0] - H * P) // (2 * ngroups)
+    return H, P, N, (zxbcdt.shape[-1] - (2 * H * P + 2 * ngroups * N + H)) // 2
+
+
+def _parts(zxbcdt, H, P, N, G, d_mlp):
+    """``(z0, x0, z, xBC, dt)``: views of the projection's columns."""
+    return torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
+
+
+def _own(t):
+    """``t`` contiguous and not a view of another output (a custom op's outputs may not alias one another)."""
+    return t.contiguous() if not t.is_contiguous() else t.clone()
+
+
+def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, seq_idx, rmsnorm_weight,
+             outproj_weight, outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate,
+             deterministic):
+    bsz, L, _ = zxbcdt.shape
+    G = ngroups
+    H, P, N, d_mlp = sizes(zxbcdt, conv1d_weight, D, headdim, G)
+    dim = H * P
+    z0, x0, z, xBC, dt = _parts(zxbcdt, H, P, N, G, d_mlp)
+    # the conv reads the columns in place and writes (b, L, channels) contiguous (channel-last, kernels/conv1d.like)
+    conv = _conv.conv_forward(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx, silu).transpose(1, 2)
+    x, B, C = torch.split(conv, [dim, G * N, G * N], dim=-1)
+    xs, Bs, Cs = _own(x.reshape(bsz, L, H, P)), _own(B.reshape(bsz, L, G, N)), _own(C.reshape(bsz, L, G, N))
+    norm = rmsnorm_weight is not None
+    zs = None if norm else z.reshape(bsz, L, H, P).contiguous()   # without a norm z gates inside the scan
+    y, final, _, kept = _ssd.ssd_forward(xs, dt.contiguous(), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states,
+                                         seq_idx, None, True, (lo, hi), for_backward=True)
+    empty = lambda: zxbcdt.new_empty(0)  # noqa: E731
+    rstd = empty()
+    yn = y.view(bsz, L, dim)
+    if norm:
+        rows, rstd = _norm.rmsnorm_forward(yn.view(-1, dim), rmsnorm_weight, None, z.reshape(-1, dim), eps,
+                                           dim // G, gate_first=not norm_before_gate)
+        yn = rows.view(bsz, L, dim)
+    ycat = torch.cat([F.silu(z0) * x0, yn], dim=-1) if d_mlp else yn
+    out = F.linear(ycat, outproj_weight, outproj_bias) if outproj_weight is not None else ycat
+    return (out, final, xs, Bs, Cs, kept.dtp, kept.cum, kept.hs, kept.y if kept.y is not None else empty(),
+            y if norm else empty(), rstd, ycat if outproj_weight is not None else empty())
+
+
+def _fake(zxbcdt, conv1d_weight, D, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups, **_):
+    bsz, L, _ = zxbcdt.shape
+    G = ngroups
+    H, P, N, d_mlp = sizes(zxbcdt, conv1d_weight, D, headdim, G)
+    x = zxbcdt.new_empty((bsz, L, H, P))
+    nc = -(-L // chunk_size)
+    f32 = dict(dtype=torch.float32)
+    d_in = d_mlp + H * P
+    out = zxbcdt.new_empty((bsz, L, outproj_weight.shape[0] if outproj_weight is not None else d_in))
+    norm = rmsnorm_weight is not None
+    return (out, x.new_empty((bsz, H, P, N), **f32), torch.empty_like(x), x.new_empty((bsz, L, G, N)),
+            x.new_empty((bsz, L, G, N)), x.new_empty((bsz, H, nc * chunk_size), **f32),
+            x.new_empty((2, bsz, H, nc * chunk_size), **f32),
+            x.new_empty((bsz, H, nc, P, N), dtype=_ssd.make_plan(x, N, chunk_size).torch_dot),
+            x.new_empty(0) if norm else torch.empty_like(x), torch.empty_like(x) if norm else x.new_empty(0),
+            x.new_empty((bsz * L, G), **f32) if norm else x.new_empty(0),
+            x.new_empty((bsz, L, d_in)) if outproj_weight is not None else x.new_empty(0))
+
+
+def _silu_grad(g, z0, x0):
+    """``d(silu(z0) x0)``: ``(dz0, dx0)`` in the inputs' dtype, taken in fp32."""
+    zf, xf, gf = z0.float(), x0.float(), g.float()
+    s = torch.sigmoid(zf)
+    return (gf * xf * s * (1 + zf * (1 - s))).to(z0.dtype), (gf * zf * s).to(x0.dtype)
+
+
+def _backward(saved, grads):
+    g = saved.get
+    zxbcdt, w = g("zxbcdt"), g("conv1d_weight")
+    bsz, L, _ = zxbcdt.shape
+    G = g("ngroups")
+    H, P, N, d_mlp = sizes(zxbcdt, w, g("D"), g("headdim"), G)
+    dim = H * P
+    z0, x0, z, xBC, dt = _parts(zxbcdt, H, P, N, G, d_mlp)
+    ow, norm = g("outproj_weight"), g("rmsnorm_weight") is not None
+    dout = grads["out"]
+    if dout is None:   # only the final state's gradient came
+        dout = zxbcdt.new_zeros((bsz, L, ow.shape[0] if ow is not None else d_mlp + dim))
+    d = {}
+    dy = dout
+    if ow is not None:   # the projection's backward: two matmuls and the bias's sum
+        flat = dout.reshape(-1, dout.shape[-1])
+        d["outproj_weight"] = flat.t() @ g("ycat").reshape(-1, ow.shape[1])
+        d["outproj_bias"] = flat.sum(0) if g("outproj_bias") is not None else None
+        dy = dout @ ow
+    dz0 = dx0 = None
+    if d_mlp:
+        dz0, dx0 = _silu_grad(dy[..., :d_mlp], z0, x0)
+        dy = dy[..., d_mlp:]
+    dz = None
+    if norm:
+        dys, d["rmsnorm_weight"], _, dz = _norm.rmsnorm_backward(
+            dy.reshape(-1, dim).to(zxbcdt.dtype).contiguous(), g("yssd").view(-1, dim), g("rmsnorm_weight"), None,
+            z.reshape(-1, dim).contiguous(), g("rstd"), g("eps"), dim // G, gate_first=not g("norm_before_gate"))
+        dy = dys.view(bsz, L, H, P)
+    else:
+        dy = dy.reshape(bsz, L, H, P).to(zxbcdt.dtype).contiguous()
+    ypre = g("ypre")
+    dfinal = grads["final"]
+    dx, ddt, dA, dB, dC, dD, dzs, ddt_bias, dh0 = _ssd.ssd_backward(
+        dy, dfinal.contiguous() if dfinal is not None else None,
+        _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), g("xs"), dt.contiguous(), g("A"),
+        g("Bs"), g("Cs"), g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
+        g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"))
+    if not norm:
+        dz = dzs
+    io = zxbcdt.dtype
+    dconv = torch.cat([dx.view(bsz, L, dim), dB.view(bsz, L, G * N).to(io), dC.view(bsz, L, G * N).to(io)], dim=-1)
+    dxBC, d["conv1d_weight"], d["conv1d_bias"] = _conv.conv_backward(
+        dconv.transpose(1, 2), xBC.transpose(1, 2), w, g("conv1d_bias"), g("seq_idx"), g("silu"))
+    pieces = [dz.view(bsz, L, dim).to(io), dxBC.transpose(1, 2), ddt.to(io)]
+    if d_mlp:
+        pieces = [dz0, dx0, *pieces]
+    d.update(zxbcdt=torch.cat(pieces, dim=-1), dt_bias=ddt_bias, A=dA, D=dD, initial_states=dh0)
+    return d
+
+
+whole = build(OpSpec(
+    "split_conv1d_scan_whole", "zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Tensor?, dt_bias: Tensor, "
+    "A: Tensor, D: Tensor, initial_states: Tensor?, seq_idx: Tensor?, rmsnorm_weight: Tensor?, outproj_weight: Tensor?, "
+    "outproj_bias: Tensor?, chunk_size: int, lo: float, hi: float, silu: bool, eps: float, headdim: int, "
+    "ngroups: int, norm_before_gate: bool, deterministic: bool",
+    outputs=("out", "final", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS, grad_outputs=("out", "final"),
+    saves=(*_INPUTS, "seq_idx", *_KEPT), backward=_backward, switches=_ssd_op._route))
+
+
+_PASSED = _validate.Passed()
+
+
+def check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
+          return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
+          ngroups, deterministic) -> tuple:
+    """The pieces' checks for a call that takes :data:`whole` (the composed call makes them inside each piece, with
+    the same messages), remembered per signature; returns ``(lo, hi, silu)``."""
+    key = _validate.signature((zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, seq_idx,
+                               rmsnorm_weight, outproj_weight, outproj_bias),
+                              (chunk_size, dt_limit, return_final_states, activation, rmsnorm_eps, headdim, ngroups,
+                               deterministic))
+    found = _PASSED.get(key)
+    if found is not None:
+        return found
+    from .conv1d import _silu
+    bsz, L, _ = zxbcdt.shape
+    G = ngroups
+    H, P, N, d_mlp = sizes(zxbcdt, conv1d_weight, D, headdim, G)
+    dim = H * P
+    silu = _silu(activation)
+    _check_weight(conv1d_weight, conv1d_bias, dim + 2 * G * N)
+    if seq_idx is not None:
+        _validate.tensor("seq_idx", seq_idx, ndim=2, dtypes=(torch.int32,), shape_doc="(batch, L)")
+        _validate.shape("seq_idx", seq_idx, (bsz, L), "(batch, L)")
+    _, _, z, xBC, dt = _parts(zxbcdt, H, P, N, G, d_mlp)
+    x, B, C = torch.split(xBC, [dim, G * N, G * N], dim=-1)
+    lo, hi = _ssd_op._validate_all(x.reshape(bsz, L, H, P), dt, A, B.reshape(bsz, L, G, N), C.reshape(bsz, L, G, N),
+                                   chunk_size, D, None if rmsnorm_weight is not None else z.reshape(bsz, L, H, P),
+                                   dt_bias, initial_states, seq_idx, None, True, dt_limit, return_final_states,
+                                   False, deterministic)
+    if rmsnorm_weight is not None:
+        _validate.tensor("rmsnorm_weight", rmsnorm_weight, ndim=1, dtypes=_ssd_op.IO_DTYPES, shape_doc="(H P,)")
+        _validate.shape("rmsnorm_weight", rmsnorm_weight, (dim,), "(H P,)")
+        if not isinstance(rmsnorm_eps, (int, float)) or isinstance(rmsnorm_eps, bool) or not rmsnorm_eps > 0:
+            raise ValueError(f"rmsnorm_eps must be a positive number, got {rmsnorm_eps!r}")
+    if outproj_weight is not None:
+        _validate.tensor("outproj_weight", outproj_weight, ndim=2, dtypes=(zxbcdt.dtype,),
+                         shape_doc="(d_out, d_mlp + H P) in zxbcdt's dtype")
+        if outproj_weight.shape[1] != d_mlp + dim:
+            raise ValueError(f"outproj_weight must have shape (d_out, d_mlp + H P) = (d_out, {d_mlp + dim}), got "
+                             f"{tuple(outproj_weight.shape)}")
+        if outproj_bias is not None:
+            _validate.tensor("outproj_bias", outproj_bias, ndim=1, dtypes=(zxbcdt.dtype,), shape_doc="(d_out,)")
+            _validate.shape("outproj_bias", outproj_bias, (outproj_weight.shape[0],), "(d_out,)")
+    _validate.devices(("zxbcdt", "conv1d_weight", "conv1d_bias", "rmsnorm_weight", "outproj_weight", "outproj_bias"),
+                      (zxbcdt, conv1d_weight, conv1d_bias, rmsnorm_weight, outproj_weight, outproj_bias))
+    found = (lo, hi, silu)
+    _PASSED.put(key, found)
+    return found
