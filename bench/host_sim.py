@@ -136,6 +136,10 @@ def _backward_cases():
     xz, c1w, c1b = leaf(1, 64, 64, **bf), leaf(32, 1, 4), leaf(32)
     xpw, dpw, opw, A1 = leaf(4 + 32, 32, **bf), leaf(32, 4, **bf), leaf(32, 32, **bf), (-torch.rand(32, 16)).requires_grad_()
     inner = (xz, c1w, c1b, xpw, dpw, opw, A1)
+    torch.manual_seed(0)
+    # fp32: this CPU's bf16 matmuls take milliseconds (a GPU's cuBLAS, microseconds)
+    m3 = ssm_triton.Mamba3(64, d_state=16, headdim=16, chunk_size=16, is_outproj_norm=True)
+    u3 = leaf(1, 64, 64)
     mimo = (Qm, Km, V3, adt, dt3, trap, qbm, kbm, mv, mz, mo, ang, D4, Z3)
 
     cotangents = {}
@@ -173,6 +177,7 @@ def _backward_cases():
             *split),
         "mamba_inner_fn fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_inner_fn(
             xz, c1w, c1b, xpw, dpw, opw, None, A1, delta_softplus=True), *inner),
+        "Mamba3 block (SISO, out norm) fwd+bwd": lambda: fwd_bwd(lambda: m3(u3), u3, *m3.parameters()),
     }
 
 

@@ -119,6 +119,16 @@ def test_gradients_match_the_references_composed(device, L, seed, opts):
     assert_grads_match(m, u, lambda p, x: reference_forward(m, p, x), seed)
 
 
+@FEW
+@given(L=st.integers(1, 16), seed=seeds())
+def test_gradients_where_the_decay_floor_holds(device, L, seed):
+    """``A = min(-softplus(dd_A), -A_floor)``: with a high floor some steps sit on it (no gradient to dd_A there),
+    the rest below it; both against float64 autograd (the training call's backward writes this out by hand)."""
+    m = build(device, seed % 1000, A_floor=0.7)
+    u = torch.randn(2, L, 16, generator=torch.Generator().manual_seed(seed)).to(device)
+    assert_grads_match(m, u, lambda p, x: reference_forward(m, p, x), seed)
+
+
 @each_option
 @FEW
 @given(L=st.integers(2, 20), data=st.data(), seed=seeds())

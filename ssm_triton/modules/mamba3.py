@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.mamba3 import mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from ..ops import mamba3_block
+from ..ops._layout import records_graph
 from ..ops.mamba3_mimo import mamba3_mimo
 from .inference import cached_states, dt_bias_init
 from .norm import RMSNorm
@@ -102,6 +104,13 @@ class Mamba3(nn.Module):
                 return self.step(u, *states)[0]
         b, L, _ = u.shape
         H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
+        if not self.is_mimo and cu_seqlens is None and states is None and self._whole_fits():
+            params = self._whole_params()
+            if records_graph(u, *params):   # a training call: one autograd node (ops/mamba3_block.py)
+                return mamba3_block.whole(
+                    u, *params, H, P, N, G, self.num_rope_angles, float(self.A_floor), float(self.C_norm.eps),
+                    float(self.norm.eps) if self.is_outproj_norm else 0.0, self.chunk_size,
+                    torch.are_deterministic_algorithms_enabled())[0]
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
         DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, L, H, P)
@@ -119,6 +128,19 @@ class Mamba3(nn.Module):
             for cache, final in zip(states, finals):
                 cache.copy_(final.view(cache.shape))
         return self._finish(y, z)
+
+    def _whole_fits(self) -> bool:
+        """Whether a training call may take :data:`ops.mamba3_block.whole`: sizes and settings the scan's checks pass
+        (the composed call raises their errors otherwise), no in_proj bias, one eps for B's and C's norms."""
+        return (self.chunk_size in CHUNK_SIZES and self.d_state <= MAX_DIM and self.headdim <= MAX_DIM
+                and self.nheads % self.num_bc_heads == 0 and self.in_proj.bias is None
+                and self.B_norm.eps == self.C_norm.eps)
+
+    def _whole_params(self) -> tuple:
+        """The parameters :data:`ops.mamba3_block.whole` takes, in its order (B's and C's norms share one eps)."""
+        c = lambda t: t if t is None or t.is_contiguous() else t.contiguous()  # noqa: E731
+        return (self.in_proj.weight, self.dt_bias, c(self.B_bias), c(self.C_bias), self.B_norm.weight,
+                self.C_norm.weight, self.D, self.norm.weight if self.is_outproj_norm else None, self.out_proj.weight)
 
     def _forward_mimo(self, b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states):
         H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank
