@@ -13,6 +13,18 @@ from strategies import examples, normal, seeds
 FEW = examples(4)
 
 
+def both_match(got, want, leaves32, leaves64, cotangents):
+    """The output and the final state against float64's, then every fp32 leaf's gradient under one cotangent for
+    each (the final state's gradient flows back too)."""
+    for a, b in zip(got, want):
+        assert scaled_error(a, b) < 1e-4
+    torch.autograd.backward(got, tuple(c.float() for c in cotangents))
+    torch.autograd.backward(want, cotangents)
+    for k in leaves32:
+        err = scaled_error(leaves32[k].grad, leaves64[k].grad)
+        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+
+
 @FEW
 @given(L=st.integers(1, 40), G=st.sampled_from([1, 2]), d_mlp=st.sampled_from([0, 4]), norm=st.booleans(),
        gate_first=st.booleans(), outproj=st.booleans(), D_per_channel=st.booleans(), h0=st.booleans(),
@@ -44,14 +56,7 @@ def test_split_conv1d_scan_combined_matches_the_references(device, L, G, d_mlp, 
     want, want_final = split_reference(x64["zxbcdt"], x64["conv1d_weight"], x64["conv1d_bias"], x64["dt_bias"], x64["A"],
                                        x64["D"], H, P, G, N, d_mlp, g["rmsnorm_weight"], gate_first,
                                        g["outproj_weight"], g["outproj_bias"], g["initial_states"], seq_idx)
-    assert scaled_error(got, want) < 1e-4 and scaled_error(got_final, want_final) < 1e-4
-    # the final state's gradient flows too
-    dout, dfinal = r(tuple(want.shape), 8), r(tuple(want_final.shape), 11)
-    torch.autograd.backward((got, got_final), (dout.float(), dfinal.float()))
-    torch.autograd.backward((want, want_final), (dout, dfinal))
-    for k in f32:
-        err = scaled_error(f32[k].grad, x64[k].grad)
-        assert err < 1e-3, f"grad of {k} (with the final state's cotangent): scaled error {err:.2e}"
+    both_match((got, got_final), (want, want_final), f32, x64, (r(tuple(want.shape), 8), r(tuple(want_final.shape), 11)))
 
 
 @FEW
@@ -75,13 +80,7 @@ def test_inner_fn_matches_the_references(device, L, rms, bias, seed):
     want, want_last = inner_reference(x64["xz"], x64["conv1d_weight"], x64["conv1d_bias"], x64["x_proj_weight"],
                                       x64["delta_proj_weight"], x64["out_proj_weight"], x64["A"], x64["D"],
                                       x64["delta_bias"], norms, out_b=x64.get("out_proj_bias"), last=True)
-    assert scaled_error(got, want) < 1e-4 and scaled_error(got_last, want_last) < 1e-4
-    dout, dlast = r(tuple(want.shape), 11), r(tuple(want_last.shape), 14)
-    torch.autograd.backward((got, got_last), (dout.float(), dlast.float()))
-    torch.autograd.backward((want, want_last), (dout, dlast))
-    for k in f32:
-        err = scaled_error(f32[k].grad, x64[k].grad)
-        assert err < 1e-3, f"grad of {k}: scaled error {err:.2e}"
+    both_match((got, got_last), (want, want_last), f32, x64, (r(tuple(want.shape), 11), r(tuple(want_last.shape), 14)))
 
 
 def test_bad_input_gets_a_clear_error(device):

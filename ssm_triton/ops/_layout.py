@@ -35,3 +35,9 @@ def step_strided(t):
             return t.as_strided(t.shape, (t.stride(0), t.stride(0), *t.stride()[2:]))
         return t.contiguous()
     return t
+
+
+def own(t):
+    """``t`` contiguous and not a view of another tensor an op returns (a custom op's outputs may not alias one
+    another): a copy where ``t`` is strided, else a clone."""
+    return t.contiguous() if not t.is_contiguous() else t.clone()

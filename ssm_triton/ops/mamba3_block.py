@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..kernels import norm as _norm
 from ..kernels.mamba3 import launch as _k
 from . import mamba3 as _siso_op
+from ._layout import own
 from ._spec import OpSpec, build
 
 _INPUTS = ("u", "in_w", "dt_bias", "B_bias", "C_bias", "B_norm_w", "C_norm_w", "D", "norm_w", "out_w")
@@ -21,11 +22,6 @@ _INPUTS = ("u", "in_w", "dt_bias", "B_bias", "C_bias", "B_norm_w", "C_norm_w", "
 # (with the output norm) and out_proj's input
 _KEPT = ("proj", "Q", "K", "V", "DTt", "Trap", "Angles", "Zs", "rq", "rk", *_siso_op._KEPT[:-1], "ysiso", "rstd",
          "yfin")
-
-
-def _own(t):
-    """``t`` contiguous and not a view of another output (a custom op's outputs may not alias one another)."""
-    return t.contiguous() if not t.is_contiguous() else t.clone()
 
 
 def _split(proj, H, P, N, G, S):
@@ -52,10 +48,10 @@ def _forward(u, in_w, dt_bias, B_bias, C_bias, B_norm_w, C_norm_w, D, norm_w, ou
     Q, rq = _bc_norm(C, C_norm_w, bc_eps, b, L, G, N)
     K, rk = _bc_norm(B, B_norm_w, bc_eps, b, L, G, N)
     norm = norm_w is not None
-    V = _own(x.reshape(b, L, H, P))
-    DTt, Trap = DT.transpose(1, 2).contiguous(), _own(trap.transpose(1, 2))
-    Angles = _own(angles.float()[:, :, None].expand(b, L, H, S))
-    Zs = None if norm else _own(z.reshape(b, L, H, P))
+    V = own(x.reshape(b, L, H, P))
+    DTt, Trap = DT.transpose(1, 2).contiguous(), own(trap.transpose(1, 2))
+    Angles = own(angles.float()[:, :, None].expand(b, L, H, S))
+    Zs = None if norm else own(z.reshape(b, L, H, P))
     y, _, kept = _k.siso_forward(Q, K, V, (A * DT).transpose(1, 2).contiguous(), DTt, Trap, C_bias.squeeze(1),
                                  B_bias.squeeze(1), Angles, D, Zs, None, chunk_size, True, finals=False)
     empty = lambda: u.new_empty(0)  # noqa: E731

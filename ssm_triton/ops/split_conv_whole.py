@@ -18,6 +18,7 @@ from ..kernels import norm as _norm
 from ..kernels.ssd import launch as _ssd
 from . import ssd as _ssd_op
 from .conv1d import _check_weight
+from ._layout import own
 from ._spec import OpSpec, build
 
 _INPUTS = ("zxbcdt", "conv1d_weight", "conv1d_bias", "dt_bias", "A", "D", "initial_states", "rmsnorm_weight",
@@ -39,11 +40,6 @@ def _parts(zxbcdt, H, P, N, G, d_mlp):
     return torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
 
 
-def _own(t):
-    """``t`` contiguous and not a view of another output (a custom op's outputs may not alias one another)."""
-    return t.contiguous() if not t.is_contiguous() else t.clone()
-
-
 def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, seq_idx, rmsnorm_weight,
              outproj_weight, outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate,
              deterministic):
@@ -55,7 +51,7 @@ def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, 
     # the conv reads the columns in place and writes (b, L, channels) contiguous (channel-last, kernels/conv1d.like)
     conv = _conv.conv_forward(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx, silu).transpose(1, 2)
     x, B, C = torch.split(conv, [dim, G * N, G * N], dim=-1)
-    xs, Bs, Cs = _own(x.reshape(bsz, L, H, P)), _own(B.reshape(bsz, L, G, N)), _own(C.reshape(bsz, L, G, N))
+    xs, Bs, Cs = own(x.reshape(bsz, L, H, P)), own(B.reshape(bsz, L, G, N)), own(C.reshape(bsz, L, G, N))
     norm = rmsnorm_weight is not None
     zs = None if norm else z.reshape(bsz, L, H, P).contiguous()   # without a norm z gates inside the scan
     y, final, _, kept = _ssd.ssd_forward(xs, dt.contiguous(), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states,
