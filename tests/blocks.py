@@ -51,3 +51,14 @@ def assert_forward_matches(m, u, reference_forward):
     with torch.no_grad():
         want = reference_forward(float64_params(m), u.double().cpu())
     torch.testing.assert_close(m(u).double().cpu(), want, rtol=1e-4, atol=1e-5)
+
+
+def assert_one_node_unless_hooked(m, u, submodule):
+    """``m(u)``'s training call is one autograd node over the leaves; with a forward hook on ``submodule`` it goes
+    through the modules instead, and the hook runs."""
+    parents = [type(f).__name__ for f, _ in m(u).grad_fn.next_functions if f is not None]
+    assert parents and set(parents) == {"AccumulateGrad"}, parents
+    calls = []
+    submodule.register_forward_hook(lambda *_: calls.append(1))
+    m(u).sum().backward()
+    assert calls == [1]

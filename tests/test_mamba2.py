@@ -1,12 +1,13 @@
 """The Mamba2 block: mamba_ssm's parameter names and shapes, its forward against a float64 composition
 of the references, and decoding (token by token, and prefill + decode) against the full forward."""
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_quadratic_torch
-from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
+from blocks import assert_one_node_unless_hooked, assert_forward_matches, assert_grads_match, prefill_then_decode
 from strategies import examples, seeds
 
 # each example runs the whole block (and up to 24 decode steps) through the interpreter
@@ -37,17 +38,26 @@ def test_state_dict_names_and_shapes_match_mamba_ssm(device):
 
 
 def reference_forward(m, p, u):
-    """The block from the references, on ``p`` (parameters by name) and ``u``, differentiable."""
+    """The block from the references, on ``p`` (parameters by name) and ``u``, differentiable; with the options the
+    module takes (the gated MLP part of ``d_ssm < d_inner``, biases, ``D`` per channel, no norm: ``z`` gates the scan)."""
     bsz, L, _ = u.shape
-    z, xBC, dt = torch.split(u @ p["in_proj.weight"].T, [m.d_ssm, m.conv_dim, m.nheads], dim=-1)
-    xBC = causal_conv1d_torch(xBC.transpose(1, 2), p["conv1d.weight"][:, 0], p["conv1d.bias"], activation="silu").transpose(1, 2)
+    proj = u @ p["in_proj.weight"].T + p.get("in_proj.bias", 0)
+    d_mlp = (proj.shape[-1] - m.d_ssm - m.conv_dim - m.nheads) // 2
+    z0, x0, z, xBC, dt = torch.split(proj, [d_mlp, d_mlp, m.d_ssm, m.conv_dim, m.nheads], dim=-1)
+    xBC = causal_conv1d_torch(xBC.transpose(1, 2), p["conv1d.weight"][:, 0], p.get("conv1d.bias"),
+                              activation="silu").transpose(1, 2)
     x, B, C = torch.split(xBC, [m.d_ssm, m.ngroups * m.d_state, m.ngroups * m.d_state], dim=-1)
-    y, _ = ssd_quadratic_torch(x.reshape(bsz, L, m.nheads, m.headdim), dt, -torch.exp(p["A_log"]),
+    shaped = lambda t: t.reshape(bsz, L, m.nheads, m.headdim)  # noqa: E731
+    y, _ = ssd_quadratic_torch(shaped(x), dt, -torch.exp(p["A_log"]),
                                B.reshape(bsz, L, m.ngroups, m.d_state), C.reshape(bsz, L, m.ngroups, m.d_state),
-                               D=p["D"], dt_bias=p["dt_bias"], dt_softplus=True)
-    y = rmsnorm_torch(y.reshape(bsz, L, m.d_ssm), p["norm.weight"], z=z, eps=1e-5, group_size=m.d_ssm // m.ngroups,
-                      norm_before_gate=False)
-    return y @ p["out_proj.weight"].T
+                               D=p["D"].view(m.nheads, m.headdim) if m.D_has_hdim else p["D"],
+                               z=None if m.rmsnorm else shaped(z), dt_bias=p["dt_bias"], dt_softplus=True)
+    y = y.reshape(bsz, L, m.d_ssm)
+    if m.rmsnorm:
+        y = rmsnorm_torch(y, p["norm.weight"], z=z, eps=1e-5, group_size=m.d_ssm // m.ngroups, norm_before_gate=False)
+    if d_mlp:
+        y = torch.cat([torch.nn.functional.silu(z0) * x0, y], dim=-1)
+    return y @ p["out_proj.weight"].T + p.get("out_proj.bias", 0)
 
 
 @FEW
@@ -58,10 +68,20 @@ def test_forward_matches_the_references_composed(device, L, bsz, seed):
     assert_forward_matches(m, u, lambda p, u: reference_forward(m, p, u))
 
 
+OPTIONS = [dict(), dict(D_has_hdim=True, bias=True, conv_bias=False), dict(rmsnorm=False, d_ssm=16)]
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(f"{k}{v}" for k, v in o.items()) or "default")
 @FEW
 @given(L=st.integers(1, 40), seed=seeds())
-def test_gradients_match_the_references_composed(device, L, seed):
-    m = build(device, seed % 1000)
+def test_gradients_match_the_references_composed(device, L, seed, opts):
+    """Every parameter's gradient and the input's: a training call is one autograd node whose backward is written
+    out (ops/split_conv_whole.py), over the options it takes."""
+    m = build(device, seed % 1000, **opts)
+    if opts:
+        with torch.no_grad():   # off the initial values, so that every term is exercised
+            for prm in m.parameters():
+                prm.add_(0.1 * torch.randn_like(prm))
     u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
     assert_grads_match(m, u, lambda p, u: reference_forward(m, p, u), seed)
 
@@ -84,3 +104,10 @@ def test_step_returns_and_updates_the_states(device):
         out, c, s = m.step(torch.randn(3, 1, 16, device=device), conv_state, ssm_state)
     assert out.shape == (3, 1, 16) and c is conv_state and s is ssm_state
     assert conv_state.abs().sum() > 0 and ssm_state.abs().sum() > 0
+
+
+def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
+    """The training call reads in_proj's, the norm's and out_proj's weights inside one autograd node; a hook (or an
+    adapter) on one of them sends it through the modules instead, so the hook still runs."""
+    m = build(device, 0)
+    assert_one_node_unless_hooked(m, torch.randn(1, 5, 16, device=device, requires_grad=True), m.in_proj)

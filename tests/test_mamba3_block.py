@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
+from blocks import assert_one_node_unless_hooked, assert_forward_matches, assert_grads_match, prefill_then_decode
 from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop, rmsnorm_torch
 from strategies import BIG, examples, seeds
 
@@ -189,3 +189,10 @@ def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device, extra):
     scores = torch.stack(out.scores, 1)
     torch.testing.assert_close(scores, logits[:, 4:], rtol=1e-4, atol=1e-4)
     assert math.isfinite(float(scores.abs().max()))
+
+
+def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
+    """SISO's training call reads the submodules' weights inside one autograd node; a hook on one of them (here the
+    output norm's) sends it through the modules instead, so the hook still runs."""
+    m = build(device, 0, is_outproj_norm=True)
+    assert_one_node_unless_hooked(m, torch.randn(1, 5, 16, device=device, requires_grad=True), m.norm)

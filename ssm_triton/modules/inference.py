@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as _module
 
 
 @dataclass
@@ -58,3 +60,15 @@ def dt_bias_init(n, dt_min, dt_max, dt_init_floor, **factory):
     lo, hi = math.log(dt_min), math.log(dt_max)
     dt = torch.exp(torch.rand(n, **factory) * (hi - lo) + lo).clamp(min=dt_init_floor)
     return dt + torch.log(-torch.expm1(-dt))
+
+
+def plain(*modules) -> bool:
+    """Whether these submodules compute exactly what their parameters say: ``nn.Linear`` or this package's
+    ``RMSNorm`` themselves (not a subclass, not an adapter put in their place) with no forward hook on them or on
+    every module. A block whose training call reads their weights directly (one autograd node) asks this first,
+    and calls the modules otherwise."""
+    from .norm import RMSNorm
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return False
+    return all(m is None or (type(m) in (nn.Linear, RMSNorm) and not m._forward_hooks and not m._forward_pre_hooks)
+               for m in modules)

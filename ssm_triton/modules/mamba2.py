@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import fused_step as fused
-from ..ops.combined import mamba_split_conv1d_scan_combined
+from ..ops._layout import records_graph
+from ..ops.combined import mamba2_block_training, mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
-from .inference import dt_bias_init, fill_conv_state, states_or_step
+from .inference import dt_bias_init, fill_conv_state, plain, states_or_step
 from .norm import RMSNorm
 
 
@@ -82,8 +83,16 @@ class Mamba2(nn.Module):
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
         if decoded is not None:
             return decoded
-        zxbcdt = self.in_proj(u)
         seq_idx = seq_mask.to(torch.int32).contiguous() if seq_mask is not None else None
+        if conv_state is None and plain(self.in_proj, self.out_proj, self.norm if self.rmsnorm else None):
+            params = (self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, self.dt_bias,
+                      self.A_log, self.D, self.norm.weight if self.rmsnorm else None, self.out_proj.weight,
+                      self.out_proj.bias)
+            if records_graph(u, *params):   # a training call: one autograd node (ops/split_conv_whole.py)
+                return mamba2_block_training(
+                    u, *params[:8], self.norm.eps if self.rmsnorm else 1e-6, *params[8:], self.chunk_size, seq_idx,
+                    self.dt_limit, self.headdim, self.ngroups, self.norm_before_gate, self.D_has_hdim)
+        zxbcdt = self.in_proj(u)
         if conv_state is not None:
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
             fill_conv_state(conv_state, xBC * seq_mask[:, None].to(xBC.dtype) if seq_mask is not None else xBC)

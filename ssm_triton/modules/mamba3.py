@@ -20,7 +20,7 @@ from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, mamba3_mimo_step, mamba3_siso_com
 from ..ops import mamba3_block
 from ..ops._layout import records_graph
 from ..ops.mamba3_mimo import mamba3_mimo
-from .inference import cached_states, dt_bias_init
+from .inference import cached_states, dt_bias_init, plain
 from .norm import RMSNorm
 
 
@@ -134,7 +134,9 @@ class Mamba3(nn.Module):
         (the composed call raises their errors otherwise), no in_proj bias, one eps for B's and C's norms."""
         return (self.chunk_size in CHUNK_SIZES and self.d_state <= MAX_DIM and self.headdim <= MAX_DIM
                 and self.nheads % self.num_bc_heads == 0 and self.in_proj.bias is None
-                and self.B_norm.eps == self.C_norm.eps)
+                and self.B_norm.eps == self.C_norm.eps
+                and plain(self.in_proj, self.out_proj, self.B_norm, self.C_norm,
+                          self.norm if self.is_outproj_norm else None))
 
     def _whole_params(self) -> tuple:
         """The parameters :data:`ops.mamba3_block.whole` takes, in its order (B's and C's norms share one eps)."""

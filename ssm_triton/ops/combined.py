@@ -140,6 +140,26 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
     return (y, final) if return_final_states else y
 
 
+def mamba2_block_training(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_param, rmsnorm_weight, rmsnorm_eps,
+                          outproj_weight, outproj_bias, chunk_size, seq_idx, dt_limit, headdim, ngroups,
+                          norm_before_gate, d_has_hdim):
+    """``Mamba2``'s training call (no inference states): this function with in_proj (``u (b, L, d_model)``,
+    ``in_w``, ``in_b``) and ``A = -exp(A_log)`` inside its one autograd node (``split_conv_whole.block_whole``);
+    ``conv_w (C, 1, W)`` and ``D_param`` as the module holds them (``D_param (H P,)`` with ``d_has_hdim``)."""
+    b, L, _ = u.shape
+    zx = u.new_empty(()).expand(b, L, in_w.shape[0])   # in_proj's output, for the checks' shapes only
+    D = D_param.view(-1, headdim) if d_has_hdim else D_param
+    args = (zx, conv_w.squeeze(1), conv1d_bias, dt_bias, A_log, D, chunk_size, None, seq_idx, dt_limit, False, "silu",
+            rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim, ngroups, norm_before_gate)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    lo, hi, silu = _whole.check(*args[:-1], deterministic, first=lambda: _check_split(*args))
+    c = _contiguous
+    return _whole.block_whole(c(u), c(in_w), c(in_b), c(conv_w), c(conv1d_bias), c(dt_bias), c(A_log), c(D_param),
+                              c(seq_idx), c(rmsnorm_weight), c(outproj_weight), c(outproj_bias), chunk_size, lo, hi,
+                              silu, float(rmsnorm_eps), headdim, ngroups, norm_before_gate, deterministic,
+                              d_has_hdim)[0]
+
+
 def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], x_proj_weight: Tensor,
                    delta_proj_weight: Tensor, out_proj_weight: Tensor, out_proj_bias: Optional[Tensor], A: Tensor,
                    B: Optional[Tensor] = None, C: Optional[Tensor] = None, D: Optional[Tensor] = None,

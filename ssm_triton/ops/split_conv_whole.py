@@ -155,14 +155,68 @@ whole = build(OpSpec(
     saves=(*_INPUTS, "seq_idx", *_KEPT), backward=_backward, switches=_ssd_op._route))
 
 
+# ---- the Mamba2 block's training call: in_proj and A = -exp(A_log) inside the node too ----
+
+_BLOCK_INPUTS = ("u", "in_w", "in_b", "conv_w", "conv1d_bias", "dt_bias", "A_log", "D_param", "rmsnorm_weight",
+                 "outproj_weight", "outproj_bias")
+
+
+def _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim):
+    """The function's ``conv1d_weight (C, W)``, ``A (H,)`` and ``D`` from the module's parameters (views, and A's
+    exponential)."""
+    return (conv_w.squeeze(1), -torch.exp(A_log.float()),
+            D_param.view(-1, headdim) if d_has_hdim else D_param)
+
+
+def _block_forward(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_param, seq_idx, rmsnorm_weight,
+                   outproj_weight, outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate,
+                   deterministic, d_has_hdim):
+    zxbcdt = F.linear(u, in_w, in_b)
+    w, A, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
+    return (*_forward(zxbcdt, w, conv1d_bias, dt_bias, A, D, None, seq_idx, rmsnorm_weight, outproj_weight,
+                      outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate, deterministic),
+            zxbcdt)
+
+
+def _block_fake(u, in_w, conv_w, A_log, D_param, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups,
+                d_has_hdim, **_):
+    zxbcdt = u.new_empty((*u.shape[:2], in_w.shape[0]))
+    w, _, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
+    return (*_fake(zxbcdt, w, D, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups), torch.empty_like(zxbcdt))
+
+
+def _block_backward(saved, grads):
+    g = saved.get
+    u, in_w = g("u"), g("in_w")
+    w, A, D = _block_pieces(g("conv_w"), g("A_log"), g("D_param"), g("headdim"), g("d_has_hdim"))
+    d = _backward(dict(saved, conv1d_weight=w, A=A, D=D, initial_states=None), grads)
+    dzx = d.pop("zxbcdt")
+    flat = dzx.reshape(-1, dzx.shape[-1])
+    d.update(u=dzx @ in_w, in_w=flat.t() @ u.reshape(-1, u.shape[-1]),
+             in_b=flat.sum(0) if g("in_b") is not None else None, conv_w=d.pop("conv1d_weight").unsqueeze(1),
+             A_log=d.pop("A") * A, D_param=d.pop("D").reshape(g("D_param").shape))
+    return d
+
+
+block_whole = build(OpSpec(
+    "mamba2_block_whole", "u: Tensor, in_w: Tensor, in_b: Tensor?, conv_w: Tensor, conv1d_bias: Tensor?, "
+    "dt_bias: Tensor, A_log: Tensor, D_param: Tensor, seq_idx: Tensor?, rmsnorm_weight: Tensor?, "
+    "outproj_weight: Tensor?, outproj_bias: Tensor?, chunk_size: int, lo: float, hi: float, silu: bool, eps: float, "
+    "headdim: int, ngroups: int, norm_before_gate: bool, deterministic: bool, d_has_hdim: bool",
+    outputs=("out", "final", *_KEPT, "zxbcdt"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
+    grad_outputs=("out", "final"), saves=(*_BLOCK_INPUTS, "seq_idx", *_KEPT, "zxbcdt"), backward=_block_backward,
+    switches=_ssd_op._route))
+
+
 _PASSED = _validate.Passed()
 
 
 def check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
           return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
-          ngroups, deterministic) -> tuple:
+          ngroups, deterministic, first=None) -> tuple:
     """The pieces' checks for a call that takes :data:`whole` (the composed call makes them inside each piece, with
-    the same messages), remembered per signature; returns ``(lo, hi, silu)``."""
+    the same messages), remembered per signature; returns ``(lo, hi, silu)``. ``first``: the function's own checks,
+    run before these where the signature is new (``zxbcdt`` may then stand in for shapes only)."""
     key = _validate.signature((zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, seq_idx,
                                rmsnorm_weight, outproj_weight, outproj_bias),
                               (chunk_size, dt_limit, return_final_states, activation, rmsnorm_eps, headdim, ngroups,
@@ -171,6 +225,8 @@ def check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial
     if found is not None:
         return found
     from .conv1d import _silu
+    if first is not None:
+        first()
     bsz, L, _ = zxbcdt.shape
     G = ngroups
     H, P, N, d_mlp = sizes(zxbcdt, conv1d_weight, D, headdim, G)
