@@ -44,13 +44,13 @@ def test_state_dict_names_shapes_and_initialisation_match_mamba_ssm(device):
 
 def reference_forward(m, p, u):
     """The block from the references, on ``p`` (parameters by name) and ``u``, differentiable."""
-    x, z = (u @ p["in_proj.weight"].T).transpose(1, 2).chunk(2, dim=1)
-    x = causal_conv1d_torch(x, p["conv1d.weight"][:, 0], p["conv1d.bias"], activation="silu")
+    x, z = (u @ p["in_proj.weight"].T + p.get("in_proj.bias", 0)).transpose(1, 2).chunk(2, dim=1)
+    x = causal_conv1d_torch(x, p["conv1d.weight"][:, 0], p.get("conv1d.bias"), activation="silu")
     dt, B, C = torch.split(x.transpose(1, 2) @ p["x_proj.weight"].T, [m.dt_rank, m.d_state, m.d_state], dim=-1)
     dt = dt @ p["dt_proj.weight"].T
     y = selective_scan_ref(x, dt.transpose(1, 2), -torch.exp(p["A_log"]), B.transpose(1, 2), C.transpose(1, 2),
                            D=p["D"], z=z, delta_bias=p["dt_proj.bias"], delta_softplus=True)
-    return y.transpose(1, 2) @ p["out_proj.weight"].T
+    return y.transpose(1, 2) @ p["out_proj.weight"].T + p.get("out_proj.bias", 0)
 
 
 @FEW
@@ -61,10 +61,17 @@ def test_forward_matches_the_references_composed(device, L, bsz, seed):
     assert_forward_matches(m, u, lambda p, u: reference_forward(m, p, u))
 
 
+@pytest.mark.parametrize("opts", [dict(), dict(bias=True, conv_bias=False)], ids=("default", "biases"))
 @FEW
 @given(L=st.integers(1, 40), seed=seeds())
-def test_gradients_match_the_references_composed(device, L, seed):
-    m = build(device, seed % 1000)
+def test_gradients_match_the_references_composed(device, L, seed, opts):
+    """Every parameter's gradient and the input's: a training call is one autograd node whose backward is written
+    out (ops/inner_whole.py), with and without the biases."""
+    m = build(device, seed % 1000, **opts)
+    if opts:
+        with torch.no_grad():   # off the initial values, so that every term is exercised
+            for prm in m.parameters():
+                prm.add_(0.1 * torch.randn_like(prm))
     u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
     assert_grads_match(m, u, lambda p, u: reference_forward(m, p, u), seed)
 
@@ -100,3 +107,11 @@ def test_bad_input_gets_a_clear_error(device):
         m(torch.randn(1, 3, 16, device=device), inference_params=ssm_triton.InferenceParams(3, 1))
     with pytest.raises(ValueError, match="dt_init"):
         build(device, 0, dt_init="xavier")
+
+
+def test_training_call_is_one_autograd_node(device):
+    """in_proj, the conv, the projections, the scan and out_proj in one node over the parameters (leaves)."""
+    m = build(device, 0)
+    out = m(torch.randn(1, 5, 16, device=device, requires_grad=True))
+    parents = [type(f).__name__ for f, _ in out.grad_fn.next_functions if f is not None]
+    assert parents and set(parents) == {"AccumulateGrad"}, parents

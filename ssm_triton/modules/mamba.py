@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import fused_step as fused
-from ..ops.combined import mamba_inner_fn
+from ..ops._layout import records_graph
+from ..ops.combined import mamba_block_training, mamba_inner_fn
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
 from .inference import dt_bias_init, fill_conv_state, states_or_step
@@ -72,6 +73,11 @@ class Mamba(nn.Module):
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
+        if conv_state is None and seq_mask is None and self.dt_proj.bias is not None and records_graph(
+                hidden_states, *self.parameters()):   # a training call: one autograd node (ops/inner_whole.py)
+            return mamba_block_training(hidden_states, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight,
+                                        self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+                                        self.out_proj.weight, self.out_proj.bias, self.A_log, self.D)
         # (b, 2 d_inner, L) with steps contiguous, as the conv and the scan read x and z: W @ u^T in one
         # batched product, where in_proj(u).transpose(1, 2) would leave them for copies
         xz = torch.matmul(self.in_proj.weight, hidden_states.transpose(1, 2))

@@ -160,6 +160,27 @@ def mamba2_block_training(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_
                               d_has_hdim)[0]
 
 
+def mamba_block_training(u, in_w, in_b, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+                         delta_bias_param, out_proj_weight, out_proj_bias, A_log, D_param):
+    """``Mamba``'s training call (no inference states, no ``seq_mask``): :func:`mamba_inner_fn` with in_proj
+    (``xz = in_w u^T + in_b``), ``A = -exp(A_log)`` and the fp32 ``D`` and ``delta_bias`` inside its one autograd
+    node (``inner_whole.block_whole``); ``u (b, L, d_model)``."""
+    b, L, _ = u.shape
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    xz = u.new_empty(()).expand(b, in_w.shape[0], L)   # in_proj's output, for the checks' shapes only
+
+    def first():
+        _check_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
+                     -torch.exp(A_log.float()), None, None, D_param, delta_bias_param, None, None, None, None, None,
+                     None, True, 1e-6, False)
+    _inner_whole.check(xz, conv1d_weight, conv1d_bias, A_log, D_param, delta_bias_param, True, False, deterministic,
+                       first=first)
+    c = _contiguous
+    return _inner_whole.block_whole(c(u), c(in_w), c(in_b), c(conv1d_weight), c(conv1d_bias), c(x_proj_weight),
+                                    c(delta_proj_weight), c(delta_bias_param), c(out_proj_weight), c(out_proj_bias),
+                                    c(A_log), c(D_param), deterministic)[0]
+
+
 def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], x_proj_weight: Tensor,
                    delta_proj_weight: Tensor, out_proj_weight: Tensor, out_proj_bias: Optional[Tensor], A: Tensor,
                    B: Optional[Tensor] = None, C: Optional[Tensor] = None, D: Optional[Tensor] = None,

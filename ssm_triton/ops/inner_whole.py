@@ -84,16 +84,62 @@ whole = build(OpSpec(
     saves=(*_INPUTS, *_KEPT), backward=_backward))
 
 
+# ---- the Mamba block's training call: in_proj (W u^T) and A = -exp(A_log) inside the node too ----
+
+_BLOCK_INPUTS = ("u", "in_w", "in_b", "conv1d_weight", "conv1d_bias", "x_proj_weight", "delta_proj_weight",
+                 "delta_bias_param", "out_proj_weight", "out_proj_bias", "A_log", "D_param")
+
+
+def _block_forward(u, in_w, in_b, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, delta_bias_param,
+                   out_proj_weight, out_proj_bias, A_log, D_param, deterministic):
+    # (b, 2 d, L) with steps contiguous, as the conv and the scan read x and z (modules/mamba.py)
+    xz = torch.matmul(in_w, u.transpose(1, 2))
+    if in_b is not None:
+        xz = xz + in_b[:, None]
+    return (*_forward(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
+                      -torch.exp(A_log.float()), D_param.float(), delta_bias_param.float(), True, deterministic), xz)
+
+
+def _block_fake(u, in_w, x_proj_weight, out_proj_weight, A_log, **_):
+    xz = u.new_empty((u.shape[0], in_w.shape[0], u.shape[1]))
+    return (*_fake(xz, x_proj_weight, out_proj_weight, A_log.float()), xz)
+
+
+def _block_backward(saved, grads):
+    g = saved.get
+    u, in_w = g("u"), g("in_w")
+    A = -torch.exp(g("A_log").float())
+    d = _backward(dict(saved, A=A, D=g("D_param").float(), delta_bias=g("delta_bias_param").float(),
+                       delta_softplus=True), grads)
+    dxz = d.pop("xz")
+    d.update(u=torch.matmul(dxz.transpose(1, 2), in_w), in_w=torch.matmul(dxz, u).sum(0),
+             in_b=dxz.sum((0, 2)) if g("in_b") is not None else None, A_log=d.pop("A") * A, D_param=d.pop("D"),
+             delta_bias_param=d.pop("delta_bias"))
+    return d
+
+
+block_whole = build(OpSpec(
+    "mamba_block_whole", "u: Tensor, in_w: Tensor, in_b: Tensor?, conv1d_weight: Tensor, conv1d_bias: Tensor?, "
+    "x_proj_weight: Tensor, delta_proj_weight: Tensor, delta_bias_param: Tensor, out_proj_weight: Tensor, "
+    "out_proj_bias: Tensor?, A_log: Tensor, D_param: Tensor, deterministic: bool",
+    outputs=("out", "last", *_KEPT, "xz"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
+    grad_outputs=("out", "last"), saves=(*_BLOCK_INPUTS, *_KEPT, "xz"), backward=_block_backward))
+
+
 _PASSED = _validate.Passed()
 
 
-def check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state, deterministic) -> None:
+def check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state, deterministic,
+          first=None) -> None:
     """The pieces' checks for a call that takes :data:`whole` beyond ``mamba_inner_fn``'s own (the composed call
-    makes them inside the conv and the scan, with the same messages), remembered per signature."""
+    makes them inside the conv and the scan, with the same messages), remembered per signature. ``first``: the
+    function's own checks, run before these where the signature is new (``xz`` may then stand in for shapes only)."""
     key = _validate.signature((xz, conv1d_weight, conv1d_bias, A, D, delta_bias),
                               (delta_softplus, return_last_state, deterministic))
     if _PASSED.get(key) is not None:
         return
+    if first is not None:
+        first()
     d, N = A.shape
     _check_weight(conv1d_weight.squeeze(1), conv1d_bias, d)
     if not 1 <= N <= MAX_STATE:
