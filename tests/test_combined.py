@@ -116,3 +116,18 @@ def test_training_calls_are_one_autograd_node(device):
         parents = [f for f, _ in out.grad_fn.next_functions if f is not None]
         assert parents and all(type(f).__name__ == "AccumulateGrad" for f in parents), \
             [type(f).__name__ for f in parents]
+
+
+def test_the_one_node_switch_composes_the_ops(device, monkeypatch):
+    """``SSM_TRITON_ONE_NODE=0`` (``ops/_layout.ONE_NODE``): the training call composes the ops again, each its own
+    node, with the same result."""
+    from ssm_triton.ops import _layout
+    r = lambda *s: torch.randn(*s, device=device, generator=torch.Generator(device).manual_seed(sum(s)))  # noqa: E731
+    H, P, N = 2, 8, 8
+    args = [r(1, 5, 2 * H * P + 2 * N + H), r(H * P + 2 * N, 4), r(H * P + 2 * N), r(H), -r(H).abs(), r(H)]
+    leaves = [a.clone().requires_grad_() for a in args]
+    one = ssm_triton.mamba_split_conv1d_scan_combined(*leaves, 16, headdim=P, rmsnorm_weight=torch.ones(H * P, device=device))
+    monkeypatch.setattr(_layout, "ONE_NODE", False)
+    composed = ssm_triton.mamba_split_conv1d_scan_combined(*leaves, 16, headdim=P, rmsnorm_weight=torch.ones(H * P, device=device))
+    assert type(one.grad_fn).__name__ != type(composed.grad_fn).__name__
+    torch.testing.assert_close(one, composed)

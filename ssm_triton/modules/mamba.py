@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import fused_step as fused
-from ..ops._layout import records_graph
+from ..ops import _layout
 from ..ops.combined import mamba_block_training, mamba_inner_fn
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
@@ -73,7 +73,7 @@ class Mamba(nn.Module):
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
-        if conv_state is None and seq_mask is None and self.dt_proj.bias is not None and records_graph(
+        if conv_state is None and seq_mask is None and self.dt_proj.bias is not None and _layout.one_node(
                 hidden_states, *self.parameters()):   # a training call: one autograd node (ops/inner_whole.py)
             return mamba_block_training(hidden_states, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight,
                                         self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,

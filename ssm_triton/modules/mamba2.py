@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import fused_step as fused
-from ..ops._layout import records_graph
+from ..ops import _layout
 from ..ops.combined import mamba2_block_training, mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import selective_state_update
@@ -88,7 +88,7 @@ class Mamba2(nn.Module):
             params = (self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, self.dt_bias,
                       self.A_log, self.D, self.norm.weight if self.rmsnorm else None, self.out_proj.weight,
                       self.out_proj.bias)
-            if records_graph(u, *params):   # a training call: one autograd node (ops/split_conv_whole.py)
+            if _layout.one_node(u, *params):   # a training call: one autograd node (ops/split_conv_whole.py)
                 return mamba2_block_training(
                     u, *params[:8], self.norm.eps if self.rmsnorm else 1e-6, *params[8:], self.chunk_size, seq_idx,
                     self.dt_limit, self.headdim, self.ngroups, self.norm_before_gate, self.D_has_hdim)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
 from ..ops import mamba3_block
-from ..ops._layout import records_graph
+from ..ops import _layout
 from ..ops.mamba3_mimo import mamba3_mimo
 from .inference import cached_states, dt_bias_init, plain
 from .norm import RMSNorm
@@ -106,7 +106,7 @@ class Mamba3(nn.Module):
         H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
         if not self.is_mimo and cu_seqlens is None and states is None and self._whole_fits():
             params = self._whole_params()
-            if records_graph(u, *params):   # a training call: one autograd node (ops/mamba3_block.py)
+            if _layout.one_node(u, *params):   # a training call: one autograd node (ops/mamba3_block.py)
                 return mamba3_block.whole(
                     u, *params, H, P, N, G, self.num_rope_angles, float(self.A_floor), float(self.C_norm.eps),
                     float(self.norm.eps) if self.is_outproj_norm else 0.0, self.chunk_size,

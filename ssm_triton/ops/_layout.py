@@ -8,9 +8,21 @@ memory is a full pass over the tensor (six of them a Mamba2 layer cost 1.5 ms of
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ._spec import compiling
+
+# the block functions' and the blocks' training calls as one autograd node each (split_conv_whole.py,
+# inner_whole.py, mamba3_block.py); "0" composes the ops instead (each its own node), as before 2026-12-05
+ONE_NODE = os.environ.get("SSM_TRITON_ONE_NODE", "1").strip() != "0"
+
+
+def one_node(*tensors) -> bool:
+    """Whether a block function's or a block's call takes its one-node training op: it records a graph
+    (:func:`records_graph`) and ``ONE_NODE`` is on."""
+    return ONE_NODE and records_graph(*tensors)
 
 
 def records_graph(*tensors) -> bool:

@@ -19,7 +19,7 @@ from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
 from .selective_scan import selective_scan_fn
 from .ssd import _route, mamba_chunk_scan_combined
-from ._layout import records_graph
+from . import _layout
 from ._spec import compiling
 from . import inner_whole as _inner_whole
 from . import split_conv_whole as _whole
@@ -103,7 +103,7 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
                        headdim, ngroups, norm_before_gate):
     """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key)."""
     H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
-    if records_graph(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, rmsnorm_weight,
+    if _layout.one_node(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, rmsnorm_weight,
                      outproj_weight, outproj_bias):   # one autograd node (ops/split_conv_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
         lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
@@ -238,7 +238,7 @@ def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out
            D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask, delta_softplus,
            b_c_dt_rms_eps, return_last_state):
     if B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
-            w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and records_graph(
+            w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and _layout.one_node(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
             delta_bias):   # Mamba's training call: one autograd node (ops/inner_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
