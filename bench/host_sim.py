@@ -141,6 +141,7 @@ def _backward_cases():
     m3 = ssm_triton.Mamba3(64, d_state=16, headdim=16, chunk_size=16, is_outproj_norm=True)
     u3 = leaf(1, 64, 64)
     m2, m1 = ssm_triton.Mamba2(64, d_state=16, headdim=16, chunk_size=16), ssm_triton.Mamba(64, d_state=16)
+    m3m = ssm_triton.Mamba3(64, d_state=16, headdim=16, chunk_size=16, is_mimo=True, mimo_rank=2)
     mimo = (Qm, Km, V3, adt, dt3, trap, qbm, kbm, mv, mz, mo, ang, D4, Z3)
 
     cotangents = {}
@@ -179,6 +180,7 @@ def _backward_cases():
         "mamba_inner_fn fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_inner_fn(
             xz, c1w, c1b, xpw, dpw, opw, None, A1, delta_softplus=True), *inner),
         "Mamba3 block (SISO, out norm) fwd+bwd": lambda: fwd_bwd(lambda: m3(u3), u3, *m3.parameters()),
+        "Mamba3 block (MIMO rank 2) fwd+bwd": lambda: fwd_bwd(lambda: m3m(u3), u3, *m3m.parameters()),
         "Mamba2 block fwd+bwd": lambda: fwd_bwd(lambda: m2(u3), u3, *m2.parameters()),
         "Mamba block fwd+bwd": lambda: fwd_bwd(lambda: m1(u3), u3, *m1.parameters()),
     }

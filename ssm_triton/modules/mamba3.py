@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
-from ..ops import mamba3_block
+from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from ..ops import mamba3_block, mamba3_mimo_block
 from ..ops import _layout
+from ..ops.mamba3_mimo import CHUNK_SIZES as MIMO_CHUNK_SIZES
 from ..ops.mamba3_mimo import mamba3_mimo
 from .inference import cached_states, dt_bias_init, plain
 from .norm import RMSNorm
@@ -104,13 +105,15 @@ class Mamba3(nn.Module):
                 return self.step(u, *states)[0]
         b, L, _ = u.shape
         H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
-        if not self.is_mimo and cu_seqlens is None and states is None and self._whole_fits():
+        if cu_seqlens is None and states is None and self._whole_fits():
             params = self._whole_params()
-            if _layout.one_node(u, *params):   # a training call: one autograd node (ops/mamba3_block.py)
-                return mamba3_block.whole(
-                    u, *params, H, P, N, G, self.num_rope_angles, float(self.A_floor), float(self.C_norm.eps),
-                    float(self.norm.eps) if self.is_outproj_norm else 0.0, self.chunk_size,
-                    torch.are_deterministic_algorithms_enabled())[0]
+            # a training call: one autograd node (ops/mamba3_block.py, ops/mamba3_mimo_block.py)
+            if _layout.one_node(u, *params):
+                sizes = (H, P, N, G, self.mimo_rank) if self.is_mimo else (H, P, N, G)
+                op = mamba3_mimo_block.whole if self.is_mimo else mamba3_block.whole
+                return op(u, *params, *sizes, self.num_rope_angles, float(self.A_floor), float(self.C_norm.eps),
+                          float(self.norm.eps) if self.is_outproj_norm else 0.0, self.chunk_size,
+                          torch.are_deterministic_algorithms_enabled())[0]
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
         DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, L, H, P)
@@ -130,19 +133,24 @@ class Mamba3(nn.Module):
         return self._finish(y, z)
 
     def _whole_fits(self) -> bool:
-        """Whether a training call may take :data:`ops.mamba3_block.whole`: sizes and settings the scan's checks pass
+        """Whether a training call may take the one-node op (``ops/mamba3_block.py``, ``ops/mamba3_mimo_block.py``):
+        sizes and settings the scan's checks pass
         (the composed call raises their errors otherwise), no in_proj bias, one eps for B's and C's norms."""
-        return (self.chunk_size in CHUNK_SIZES and self.d_state <= MAX_DIM and self.headdim <= MAX_DIM
+        chunks = MIMO_CHUNK_SIZES if self.is_mimo else CHUNK_SIZES
+        return (self.chunk_size in chunks and self.d_state <= MAX_DIM and self.headdim <= MAX_DIM
+                and (not self.is_mimo or (self.d_state % 2 == 0 and self.mimo_rank <= MAX_RANK))
                 and self.nheads % self.num_bc_heads == 0 and self.in_proj.bias is None
                 and self.B_norm.eps == self.C_norm.eps
                 and plain(self.in_proj, self.out_proj, self.B_norm, self.C_norm,
                           self.norm if self.is_outproj_norm else None))
 
     def _whole_params(self) -> tuple:
-        """The parameters :data:`ops.mamba3_block.whole` takes, in its order (B's and C's norms share one eps)."""
+        """The parameters the one-node op takes, in its order (B's and C's norms share one eps)."""
         c = lambda t: t if t is None or t.is_contiguous() else t.contiguous()  # noqa: E731
+        mimo = (c(self.mimo_x), c(self.mimo_z), c(self.mimo_o)) if self.is_mimo else ()
         return (self.in_proj.weight, self.dt_bias, c(self.B_bias), c(self.C_bias), self.B_norm.weight,
-                self.C_norm.weight, self.D, self.norm.weight if self.is_outproj_norm else None, self.out_proj.weight)
+                self.C_norm.weight, self.D, *mimo, self.norm.weight if self.is_outproj_norm else None,
+                self.out_proj.weight)
 
     def _forward_mimo(self, b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states):
         H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank

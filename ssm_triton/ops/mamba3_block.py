@@ -33,10 +33,42 @@ def _steps(dd_dt, dd_A, dt_bias, A_floor):
     return F.softplus(dd_dt.float() + dt_bias), torch.clamp(-F.softplus(dd_A.float()), max=-A_floor)
 
 
-def _bc_norm(M, w, eps, b, L, G, N):
-    """B's or C's RMSNorm over N: ``(normed (b, L, G, N), rstd)``."""
+def bc_norm(M, w, eps, shape):
+    """B's or C's RMSNorm over their last dim N: ``(normed, viewed as shape, rstd)``."""
+    N = shape[-1]
     rows, rstd = _norm.rmsnorm_forward(M.reshape(-1, N), w, None, None, eps, N, gate_first=False)
-    return rows.view(b, L, G, N), rstd
+    return rows.view(shape), rstd
+
+
+def glue_backward(saved, parts, dQ, dK, dADT, dDT, dTrap, dAngles, dV, dz) -> dict:
+    """The block's PyTorch around the scan, backwards: B's and C's norms, the step sizes, the angles' broadcast,
+    the split and in_proj. ``parts`` the split of the saved projection; the scan's gradients as it returns them
+    (``dADT, dDT, dTrap (b, H, L)``, ``dAngles (b, L, H, S)``, ``dV, dz (b, L, H, P)``). Returns the gradients of
+    ``u``, ``in_w``, ``dt_bias`` and the two norms' weights."""
+    g = saved.get
+    u, in_w = g("u"), g("in_w")
+    z, x, B, C, dd_dt, dd_A, trap, angles = parts
+    b, L, _ = u.shape
+    io, N = u.dtype, dQ.shape[-1]
+    d = {}
+    dC, d["C_norm_w"], _, _ = _norm.rmsnorm_backward(dQ.to(io).reshape(-1, N).contiguous(), C.reshape(-1, N).contiguous(),
+                                                      g("C_norm_w"), None, None, g("rq"), g("bc_eps"), N,
+                                                      gate_first=False)
+    dB, d["B_norm_w"], _, _ = _norm.rmsnorm_backward(dK.to(io).reshape(-1, N).contiguous(), B.reshape(-1, N).contiguous(),
+                                                      g("B_norm_w"), None, None, g("rk"), g("bc_eps"), N,
+                                                      gate_first=False)
+    # the step sizes: ADT = A DT, DT = softplus(dd_dt + dt_bias), A = min(-softplus(dd_A), -A_floor)
+    DT, A = _steps(dd_dt, dd_A, g("dt_bias"), g("A_floor"))
+    dADT, dDT = dADT.transpose(1, 2), dDT.transpose(1, 2)                                # (b, L, H) fp32
+    d_ddt = (dDT + dADT * A) * torch.sigmoid(dd_dt.float() + g("dt_bias"))
+    ddA = dd_A.float()
+    # clamp's gradient passes where its input is at most the bound, as autograd's
+    d_ddA = torch.where(-F.softplus(ddA) <= -g("A_floor"), dADT * DT, 0.0) * -torch.sigmoid(ddA)
+    dproj = torch.cat([dz.reshape(b, L, -1).to(io), dV.reshape(b, L, -1).to(io), dB.view(b, L, -1), dC.view(b, L, -1),
+                       d_ddt.to(io), d_ddA.to(io), dTrap.transpose(1, 2).to(io), dAngles.sum(2).to(io)], dim=-1)
+    flat = dproj.reshape(-1, dproj.shape[-1])
+    d.update(u=dproj @ in_w, in_w=flat.t() @ u.reshape(-1, u.shape[-1]), dt_bias=d_ddt.sum((0, 1)))
+    return d
 
 
 def _forward(u, in_w, dt_bias, B_bias, C_bias, B_norm_w, C_norm_w, D, norm_w, out_w, H, P, N, G, S, A_floor, bc_eps,
@@ -45,8 +77,8 @@ def _forward(u, in_w, dt_bias, B_bias, C_bias, B_norm_w, C_norm_w, D, norm_w, ou
     proj = F.linear(u, in_w)
     z, x, B, C, dd_dt, dd_A, trap, angles = _split(proj, H, P, N, G, S)
     DT, A = _steps(dd_dt, dd_A, dt_bias, A_floor)
-    Q, rq = _bc_norm(C, C_norm_w, bc_eps, b, L, G, N)
-    K, rk = _bc_norm(B, B_norm_w, bc_eps, b, L, G, N)
+    Q, rq = bc_norm(C, C_norm_w, bc_eps, (b, L, G, N))
+    K, rk = bc_norm(B, B_norm_w, bc_eps, (b, L, G, N))
     norm = norm_w is not None
     V = own(x.reshape(b, L, H, P))
     DTt, Trap = DT.transpose(1, 2).contiguous(), own(trap.transpose(1, 2))
@@ -86,7 +118,7 @@ def _backward(saved, grads):
     dout = grads["out"]
     if dout is None:
         return {}
-    u, in_w, out_w, proj = g("u"), g("in_w"), g("out_w"), g("proj")
+    u, out_w, proj = g("u"), g("out_w"), g("proj")
     H, P, N, G, S = (g(n) for n in ("H", "P", "N", "G", "S"))
     b, L, _ = u.shape
     io = proj.dtype
@@ -110,26 +142,9 @@ def _backward(saved, grads):
                          deterministic=g("deterministic"))
     if not norm:
         dz = s["Z"]
-    # B's and C's norms
-    dC, d["C_norm_w"], _, _ = _norm.rmsnorm_backward(s["Q"].to(io).reshape(-1, N).contiguous(),
-                                                      C.reshape(-1, N).contiguous(), g("C_norm_w"), None, None,
-                                                      g("rq"), g("bc_eps"), N, gate_first=False)
-    dB, d["B_norm_w"], _, _ = _norm.rmsnorm_backward(s["K"].to(io).reshape(-1, N).contiguous(),
-                                                      B.reshape(-1, N).contiguous(), g("B_norm_w"), None, None,
-                                                      g("rk"), g("bc_eps"), N, gate_first=False)
-    # the step sizes: ADT = A DT, DT = softplus(dd_dt + dt_bias), A = min(-softplus(dd_A), -A_floor)
-    DT, A = _steps(dd_dt, dd_A, g("dt_bias"), g("A_floor"))
-    dADT, dDT = s["ADT"].transpose(1, 2), s["DT"].transpose(1, 2)                        # (b, L, H) fp32
-    d_ddt = (dDT + dADT * A) * torch.sigmoid(dd_dt.float() + g("dt_bias"))
-    ddA = dd_A.float()
-    # clamp's gradient passes where its input is at most the bound, as autograd's
-    d_ddA = torch.where(-F.softplus(ddA) <= -g("A_floor"), dADT * DT, 0.0) * -torch.sigmoid(ddA)
-    dproj = torch.cat([dz.reshape(b, L, H * P).to(io), s["V"].reshape(b, L, H * P).to(io), dB.view(b, L, G * N),
-                       dC.view(b, L, G * N), d_ddt.to(io), d_ddA.to(io), s["Trap"].transpose(1, 2).to(io),
-                       s["Angles"].sum(2).to(io)], dim=-1)
-    flat = dproj.reshape(-1, dproj.shape[-1])
-    d.update(u=dproj @ in_w, in_w=flat.t() @ u.reshape(-1, u.shape[-1]), dt_bias=d_ddt.sum((0, 1)),
-             B_bias=s["K_bias"].unsqueeze(1), C_bias=s["Q_bias"].unsqueeze(1), D=s["D"])
+    d.update(glue_backward(saved, (z, x, B, C, dd_dt, dd_A, trap, angles), s["Q"], s["K"], s["ADT"], s["DT"],
+                           s["Trap"], s["Angles"], s["V"], dz))
+    d.update(B_bias=s["K_bias"].unsqueeze(1), C_bias=s["Q_bias"].unsqueeze(1), D=s["D"])
     return d
 
 
