@@ -131,3 +131,26 @@ def test_the_one_node_switch_composes_the_ops(device, monkeypatch):
     composed = ssm_triton.mamba_split_conv1d_scan_combined(*leaves, 16, headdim=P, rmsnorm_weight=torch.ones(H * P, device=device))
     assert type(one.grad_fn).__name__ != type(composed.grad_fn).__name__
     torch.testing.assert_close(one, composed)
+
+
+@pytest.mark.parametrize("kind", ["Mamba", "Mamba2", "Mamba3", "Mamba3-MIMO"])
+def test_blocks_train_under_autocast_as_composed(device, kind, monkeypatch):
+    """Under autocast the blocks compose the ops (the one-node op's matmuls would be cast forward but not
+    backward): fwd+bwd runs, and gives what the composed call gives."""
+    from ssm_triton.ops import _layout
+    torch.manual_seed(0)
+    m = {"Mamba": lambda: ssm_triton.Mamba(16, d_state=8, device=device),
+         "Mamba2": lambda: ssm_triton.Mamba2(16, d_state=8, headdim=8, chunk_size=16, device=device),
+         "Mamba3": lambda: ssm_triton.Mamba3(16, d_state=8, headdim=8, chunk_size=16, device=device),
+         "Mamba3-MIMO": lambda: ssm_triton.Mamba3(16, d_state=8, headdim=8, chunk_size=16, is_mimo=True, mimo_rank=2,
+                                                  device=device)}[kind]()
+    u = torch.randn(1, 6, 16, device=device)
+    grads = []
+    for one in (True, False):
+        monkeypatch.setattr(_layout, "ONE_NODE", one)
+        x = u.clone().requires_grad_()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = m(x)
+        out.float().sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)

@@ -134,8 +134,8 @@ class Mamba3(nn.Module):
 
     def _whole_fits(self) -> bool:
         """Whether a training call may take the one-node op (``ops/mamba3_block.py``, ``ops/mamba3_mimo_block.py``):
-        sizes and settings the scan's checks pass
-        (the composed call raises their errors otherwise), no in_proj bias, one eps for B's and C's norms."""
+        sizes and settings the scan's checks pass (the composed call raises their errors otherwise), no in_proj
+        bias, one eps for B's and C's norms, plain submodules without hooks."""
         chunks = MIMO_CHUNK_SIZES if self.is_mimo else CHUNK_SIZES
         return (self.chunk_size in chunks and self.d_state <= MAX_DIM and self.headdim <= MAX_DIM
                 and (not self.is_mimo or (self.d_state % 2 == 0 and self.mimo_rank <= MAX_RANK))

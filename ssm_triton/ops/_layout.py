@@ -21,8 +21,11 @@ ONE_NODE = os.environ.get("SSM_TRITON_ONE_NODE", "1").strip() != "0"
 
 def one_node(*tensors) -> bool:
     """Whether a block function's or a block's call takes its one-node training op: it records a graph
-    (:func:`records_graph`) and ``ONE_NODE`` is on."""
-    return ONE_NODE and records_graph(*tensors)
+    (:func:`records_graph`), ``ONE_NODE`` is on, and autocast is off for the first tensor's device. Under autocast
+    the op's matmuls would run in its dtype forward but not backward (the engine runs a backward outside it), and its
+    replays would be keyed by the fp32 arguments while the launches inside saw autocast's dtype: the ops composed
+    (each casting at its own boundary) serve those calls."""
+    return ONE_NODE and records_graph(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
 
 
 def records_graph(*tensors) -> bool:

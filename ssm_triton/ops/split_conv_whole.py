@@ -5,9 +5,10 @@ transposes, the reshapes and contiguous copies of x, B, C and z, the SSD, the no
 transpose), each visited by the autograd engine in the backward and each handing tensors to the next. The engine's
 own cost per node is what a small fwd+bwd spends most of its host time on (an op that launches nothing took
 137-154 us of fwd+bwd with 2 inputs on the H200's host, 2026-12-05). Here the pieces' forwards run in one op
-(``_whole``: the conv, the SSD, the gated norm, the gated-MLP part and the projection) and its backward calls their
-backwards in reverse: the same kernels, the same plans, so the same numbers as the composed call; mamba_ssm's own
-function is one node too. Calls that record no graph keep the composed path (its replays and one-launch plans).
+(:data:`whole`: the conv, the SSD, the gated norm, the gated-MLP part and the projection) and its backward calls
+their backwards in reverse: the same kernels, the same plans, so the same numbers as the composed call; mamba_ssm's
+own function is one node too. :data:`block_whole` adds the Mamba2 block's in_proj and ``A = -exp(A_log)``. Calls
+that record no graph keep the composed path (its replays and one-launch plans).
 """
 import torch
 import torch.nn.functional as F
