@@ -73,11 +73,16 @@ class Mamba(nn.Module):
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, hidden_states)
         if decoded is not None:
             return decoded
-        if conv_state is None and seq_mask is None and self.dt_proj.bias is not None and _layout.one_node(
-                hidden_states, *self.parameters()):   # a training call: one autograd node (ops/inner_whole.py)
-            return mamba_block_training(hidden_states, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight,
-                                        self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
-                                        self.out_proj.weight, self.out_proj.bias, self.A_log, self.D)
+        low = _layout.lowp(hidden_states)
+        if conv_state is None and seq_mask is None and self.dt_proj.bias is not None and (
+                low is None or self.in_proj.bias is None) and _layout.one_node(hidden_states, *self.parameters()):
+            # a training call: one autograd node (ops/inner_whole.py); under autocast the matmuls' operands cast as
+            # autocast would (out_proj's bias is added after, as the composed call adds it), the op run with it off
+            u, in_w, x_w, dt_w, out_w = _layout.cast(low, hidden_states, self.in_proj.weight, self.x_proj.weight,
+                                                     self.dt_proj.weight, self.out_proj.weight)
+            with _layout.autocast_off(u):
+                return mamba_block_training(u, in_w, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, x_w,
+                                            dt_w, self.dt_proj.bias, out_w, self.out_proj.bias, self.A_log, self.D)
         # (b, 2 d_inner, L) with steps contiguous, as the conv and the scan read x and z: W @ u^T in one
         # batched product, where in_proj(u).transpose(1, 2) would leave them for copies
         xz = torch.matmul(self.in_proj.weight, hidden_states.transpose(1, 2))

@@ -89,9 +89,14 @@ class Mamba2(nn.Module):
                       self.A_log, self.D, self.norm.weight if self.rmsnorm else None, self.out_proj.weight,
                       self.out_proj.bias)
             if _layout.one_node(u, *params):   # a training call: one autograd node (ops/split_conv_whole.py)
-                return mamba2_block_training(
-                    u, *params[:8], self.norm.eps if self.rmsnorm else 1e-6, *params[8:], self.chunk_size, seq_idx,
-                    self.dt_limit, self.headdim, self.ngroups, self.norm_before_gate, self.D_has_hdim)
+                # under autocast the projections' operands cast as autocast would, the op run with it off
+                low = _layout.lowp(u)
+                uc, in_w, in_b, out_w, out_b = _layout.cast(low, u, *params[:2], *params[8:])
+                with _layout.autocast_off(u):
+                    return mamba2_block_training(
+                        uc, in_w, in_b, *params[2:8], self.norm.eps if self.rmsnorm else 1e-6, out_w, out_b,
+                        self.chunk_size, seq_idx, self.dt_limit, self.headdim, self.ngroups, self.norm_before_gate,
+                        self.D_has_hdim)
         zxbcdt = self.in_proj(u)
         if conv_state is not None:
             xBC = self._split(zxbcdt)[3].transpose(1, 2)

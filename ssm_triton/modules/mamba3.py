@@ -108,12 +108,17 @@ class Mamba3(nn.Module):
         if cu_seqlens is None and states is None and self._whole_fits():
             params = self._whole_params()
             # a training call: one autograd node (ops/mamba3_block.py, ops/mamba3_mimo_block.py)
-            if _layout.one_node(u, *params):
+            low = _layout.lowp(u)
+            # under autocast the projections' operands cast as autocast would, the op run with it off (MIMO's output
+            # norm, whose sum over the ranks autocast also casts, composes the ops)
+            if _layout.one_node(u, *params) and (low is None or not (self.is_mimo and self.is_outproj_norm)):
                 sizes = (H, P, N, G, self.mimo_rank) if self.is_mimo else (H, P, N, G)
                 op = mamba3_mimo_block.whole if self.is_mimo else mamba3_block.whole
-                return op(u, *params, *sizes, self.num_rope_angles, float(self.A_floor), float(self.C_norm.eps),
-                          float(self.norm.eps) if self.is_outproj_norm else 0.0, self.chunk_size,
-                          torch.are_deterministic_algorithms_enabled())[0]
+                uc, in_w, out_w = _layout.cast(low, u, params[0], params[-1])
+                with _layout.autocast_off(u):
+                    return op(uc, in_w, *params[1:-1], out_w, *sizes, self.num_rope_angles, float(self.A_floor),
+                              float(self.C_norm.eps), float(self.norm.eps) if self.is_outproj_norm else 0.0,
+                              self.chunk_size, torch.are_deterministic_algorithms_enabled())[0]
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
         DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, L, H, P)

@@ -21,11 +21,30 @@ ONE_NODE = os.environ.get("SSM_TRITON_ONE_NODE", "1").strip() != "0"
 
 def one_node(*tensors) -> bool:
     """Whether a block function's or a block's call takes its one-node training op: it records a graph
-    (:func:`records_graph`), ``ONE_NODE`` is on, and autocast is off for the first tensor's device. Under autocast
-    the op's matmuls would run in its dtype forward but not backward (the engine runs a backward outside it), and its
-    replays would be keyed by the fp32 arguments while the launches inside saw autocast's dtype: the ops composed
-    (each casting at its own boundary) serve those calls."""
-    return ONE_NODE and records_graph(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
+    (:func:`records_graph`) and ``ONE_NODE`` is on. Under autocast the caller casts the matmuls' operands itself and
+    runs the op with autocast off (:func:`lowp`), or composes the ops."""
+    return ONE_NODE and records_graph(*tensors)
+
+
+def lowp(t):
+    """Autocast's dtype for ``t``'s device where autocast is on there, else None. A one-node op would see its
+    matmuls cast forward but not backward (the engine runs a backward outside autocast), and its replays would be
+    keyed by the uncast arguments while the launches saw autocast's dtype: a block casts what autocast would (the
+    projections' operands, as autograd nodes of their own) and calls the op with autocast off."""
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+
+
+def autocast_off(t):
+    """A context with autocast off on ``t``'s device (the one-node ops run their pieces in the dtypes they are given)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def cast(dtype, *tensors) -> tuple:
+    """Each tensor in ``dtype`` (None stays None; ``dtype`` None: as they are)."""
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if t is not None else None for t in tensors)
 
 
 def records_graph(*tensors) -> bool:

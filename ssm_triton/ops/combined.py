@@ -104,7 +104,7 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
     """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key)."""
     H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
     if _layout.one_node(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, rmsnorm_weight,
-                     outproj_weight, outproj_bias):   # one autograd node (ops/split_conv_whole.py)
+                        outproj_weight, outproj_bias) and _layout.lowp(zxbcdt) is None:   # one node (split_conv_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
         lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
                                     seq_idx, dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps,
@@ -240,7 +240,7 @@ def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out
     if B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
             w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and _layout.one_node(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
-            delta_bias):   # Mamba's training call: one autograd node (ops/inner_whole.py)
+            delta_bias) and _layout.lowp(xz) is None:   # Mamba's training call: one autograd node (ops/inner_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
         _inner_whole.check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state,
                            deterministic)
