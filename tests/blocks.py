@@ -62,3 +62,12 @@ def assert_one_node_unless_hooked(m, u, submodule):
     submodule.register_forward_hook(lambda *_: calls.append(1))
     m(u).sum().backward()
     assert calls == [1]
+
+
+def perturbed(m, scale: float = 0.1):
+    """``m`` with every parameter moved off its initial value (biases at zero, norms at one), so that every term of
+    a gradient is exercised."""
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.add_(scale * torch.randn_like(prm))
+    return m

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ssm_triton
 from ssm_triton.reference import causal_conv1d_torch, selective_scan_ref
-from blocks import assert_forward_matches, assert_grads_match, prefill_then_decode
+from blocks import perturbed, assert_forward_matches, assert_grads_match, prefill_then_decode
 from strategies import BIG, examples, seeds
 
 # block-level cases are whole models under the interpreter: few examples there, the GPU profile runs many
@@ -68,10 +68,7 @@ def test_gradients_match_the_references_composed(device, L, seed, opts):
     """Every parameter's gradient and the input's: a training call is one autograd node whose backward is written
     out (ops/inner_whole.py), with and without the biases."""
     m = build(device, seed % 1000, **opts)
-    if opts:
-        with torch.no_grad():   # off the initial values, so that every term is exercised
-            for prm in m.parameters():
-                prm.add_(0.1 * torch.randn_like(prm))
+    m = perturbed(m) if opts else m
     u = torch.randn(2, L, 16, device=device, generator=torch.Generator(device).manual_seed(seed))
     assert_grads_match(m, u, lambda p, u: reference_forward(m, p, u), seed)
 

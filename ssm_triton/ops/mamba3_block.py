@@ -113,14 +113,19 @@ def _fake(u, in_w, D, norm_w, out_w, H, P, N, G, S, chunk_size, **_):
             u.new_empty((b * L, H), **f32) if norm else u.new_empty(0), u.new_empty((b, L, H * P)))
 
 
+def unpack(saved, grads, sizes: str):
+    """A block op's backward's start: ``(out's gradient, out_proj's weight, the projection, the sizes named in
+    sizes (space-separated), b, L)``."""
+    g = saved.get
+    b, L, _ = g("u").shape
+    return grads["out"], g("out_w"), g("proj"), tuple(g(n) for n in sizes.split()), b, L
+
+
 def _backward(saved, grads):
     g = saved.get
-    dout = grads["out"]
+    dout, out_w, proj, (H, P, N, G, S), b, L = unpack(saved, grads, "H P N G S")
     if dout is None:
         return {}
-    u, out_w, proj = g("u"), g("out_w"), g("proj")
-    H, P, N, G, S = (g(n) for n in ("H", "P", "N", "G", "S"))
-    b, L, _ = u.shape
     io = proj.dtype
     z, x, B, C, dd_dt, dd_A, trap, angles = _split(proj, H, P, N, G, S)
     d = dict(out_w=dout.reshape(-1, dout.shape[-1]).t() @ g("yfin").reshape(-1, H * P).to(io))

@@ -12,7 +12,7 @@ from ..kernels import norm as _norm
 from . import mamba3_mimo as _mimo
 from ._layout import own
 from ._spec import OpSpec, build
-from .mamba3_block import _split, _steps, bc_norm, glue_backward
+from .mamba3_block import _split, _steps, bc_norm, glue_backward, unpack
 
 _INPUTS = ("u", "in_w", "dt_bias", "B_bias", "C_bias", "B_norm_w", "C_norm_w", "D", "mimo_x", "mimo_z", "mimo_o",
            "norm_w", "out_w")
@@ -75,12 +75,9 @@ def _fake(u, in_w, mimo_o, norm_w, out_w, H, P, N, G, R, S, chunk_size, **_):
 
 def _backward(saved, grads):
     g = saved.get
-    dout = grads["out"]
+    dout, out_w, proj, (H, P, N, G, R, S), b, L = unpack(saved, grads, "H P N G R S")
     if dout is None:
         return {}
-    u, out_w, proj = g("u"), g("out_w"), g("proj")
-    H, P, N, G, R, S = (g(n) for n in ("H", "P", "N", "G", "R", "S"))
-    b, L, _ = u.shape
     parts = _split(proj, H, P, N, G * R, S)
     z4 = parts[0].reshape(b, L, H, P)
     d = dict(out_w=dout.reshape(-1, dout.shape[-1]).t() @ g("yfin").reshape(-1, H * P))
