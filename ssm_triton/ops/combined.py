@@ -174,7 +174,7 @@ def mamba_block_training(u, in_w, in_b, conv1d_weight, conv1d_bias, x_proj_weigh
                      -torch.exp(A_log.float()), None, None, D_param, delta_bias_param, None, None, None, None, None,
                      None, True, 1e-6, False)
     _inner_whole.check(xz, conv1d_weight, conv1d_bias, A_log, D_param, delta_bias_param, True, False, deterministic,
-                       first=first)
+                       first=first, more=(in_w, in_b, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias))
     c = _contiguous
     return _inner_whole.block_whole(c(u), c(in_w), c(in_b), c(conv1d_weight), c(conv1d_bias), c(x_proj_weight),
                                     c(delta_proj_weight), c(delta_bias_param), c(out_proj_weight), c(out_proj_bias),

@@ -130,11 +130,12 @@ _PASSED = _validate.Passed()
 
 
 def check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state, deterministic,
-          first=None) -> None:
+          first=None, more=()) -> None:
     """The pieces' checks for a call that takes :data:`whole` beyond ``mamba_inner_fn``'s own (the composed call
     makes them inside the conv and the scan, with the same messages), remembered per signature. ``first``: the
-    function's own checks, run before these where the signature is new (``xz`` may then stand in for shapes only)."""
-    key = _validate.signature((xz, conv1d_weight, conv1d_bias, A, D, delta_bias),
+    function's own checks, run before these where the signature is new (``xz`` may then stand in for shapes only),
+    ``more`` the tensors only they read (part of the signature)."""
+    key = _validate.signature((xz, conv1d_weight, conv1d_bias, A, D, delta_bias, *more),
                               (delta_softplus, return_last_state, deterministic))
     if _PASSED.get(key) is not None:
         return
