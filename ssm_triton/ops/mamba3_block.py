@@ -15,6 +15,7 @@ from ..kernels import norm as _norm
 from ..kernels.mamba3 import launch as _k
 from . import mamba3 as _siso_op
 from ._layout import own
+from ._linear import linear_backward
 from ._spec import OpSpec, build
 
 _INPUTS = ("u", "in_w", "dt_bias", "B_bias", "C_bias", "B_norm_w", "C_norm_w", "D", "norm_w", "out_w")
@@ -66,8 +67,8 @@ def glue_backward(saved, parts, dQ, dK, dADT, dDT, dTrap, dAngles, dV, dz) -> di
     d_ddA = torch.where(-F.softplus(ddA) <= -g("A_floor"), dADT * DT, 0.0) * -torch.sigmoid(ddA)
     dproj = torch.cat([dz.reshape(b, L, -1).to(io), dV.reshape(b, L, -1).to(io), dB.view(b, L, -1), dC.view(b, L, -1),
                        d_ddt.to(io), d_ddA.to(io), dTrap.transpose(1, 2).to(io), dAngles.sum(2).to(io)], dim=-1)
-    flat = dproj.reshape(-1, dproj.shape[-1])
-    d.update(u=dproj @ in_w, in_w=flat.t() @ u.reshape(-1, u.shape[-1]), dt_bias=d_ddt.sum((0, 1)))
+    d["u"], d["in_w"], _ = linear_backward(dproj, u, in_w, False)
+    d["dt_bias"] = d_ddt.sum((0, 1))
     return d
 
 
@@ -128,8 +129,8 @@ def _backward(saved, grads):
         return {}
     io = proj.dtype
     z, x, B, C, dd_dt, dd_A, trap, angles = _split(proj, H, P, N, G, S)
-    d = dict(out_w=dout.reshape(-1, dout.shape[-1]).t() @ g("yfin").reshape(-1, H * P).to(io))
-    dy = dout @ out_w
+    d = {}
+    dy, d["out_w"], _ = linear_backward(dout, g("yfin").to(io), out_w, False)
     norm = g("norm_w") is not None
     dz = None
     if norm:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..kernels import norm as _norm
 from . import mamba3_mimo as _mimo
 from ._layout import own
+from ._linear import linear_backward
 from ._spec import OpSpec, build
 from .mamba3_block import _split, _steps, bc_norm, glue_backward, unpack
 
@@ -80,8 +81,9 @@ def _backward(saved, grads):
         return {}
     parts = _split(proj, H, P, N, G * R, S)
     z4 = parts[0].reshape(b, L, H, P)
-    d = dict(out_w=dout.reshape(-1, dout.shape[-1]).t() @ g("yfin").reshape(-1, H * P))
-    dy = (dout @ out_w).view(b, L, H, P)
+    d = {}
+    dy, d["out_w"], _ = linear_backward(dout, g("yfin"), out_w, False)
+    dy = dy.view(b, L, H, P)
     norm = g("norm_w") is not None
     if norm:   # mimo_o's sum over the ranks, then the ranks' gated norm, backwards
         yn, mimo_o, mimo_z = g("yn").view(b, L, R, H, P), g("mimo_o"), g("mimo_z")

@@ -20,6 +20,7 @@ from ..kernels.ssd import launch as _ssd
 from . import ssd as _ssd_op
 from .conv1d import _check_weight
 from ._layout import own
+from ._linear import linear_backward
 from ._spec import OpSpec, build
 
 _INPUTS = ("zxbcdt", "conv1d_weight", "conv1d_bias", "dt_bias", "A", "D", "initial_states", "rmsnorm_weight",
@@ -75,17 +76,16 @@ def _fake(zxbcdt, conv1d_weight, D, rmsnorm_weight, outproj_weight, chunk_size, 
     G = ngroups
     H, P, N, d_mlp = sizes(zxbcdt, conv1d_weight, D, headdim, G)
     x = zxbcdt.new_empty((bsz, L, H, P))
-    nc = -(-L // chunk_size)
-    f32 = dict(dtype=torch.float32)
+    B = x.new_empty((bsz, L, G, N))
     d_in = d_mlp + H * P
     out = zxbcdt.new_empty((bsz, L, outproj_weight.shape[0] if outproj_weight is not None else d_in))
     norm = rmsnorm_weight is not None
-    return (out, x.new_empty((bsz, H, P, N), **f32), torch.empty_like(x), x.new_empty((bsz, L, G, N)),
-            x.new_empty((bsz, L, G, N)), x.new_empty((bsz, H, nc * chunk_size), **f32),
-            x.new_empty((2, bsz, H, nc * chunk_size), **f32),
-            x.new_empty((bsz, H, nc, P, N), dtype=_ssd.make_plan(x, N, chunk_size).torch_dot),
-            x.new_empty(0) if norm else torch.empty_like(x), torch.empty_like(x) if norm else x.new_empty(0),
-            x.new_empty((bsz * L, G), **f32) if norm else x.new_empty(0),
+    # the SSD's final state and kept tensors (dtp, cum, hs, the pre-gate y where z gates the scan) as its op makes them
+    _, final, _, dtp, cum, hs, ypre = _ssd_op._fake(x=x, B=B, z=None if norm else x, cu_seqlens=None,
+                                                    chunk_size=chunk_size, want_varlen=False)
+    return (out, final, torch.empty_like(x), B, torch.empty_like(B), dtp, cum, hs, ypre,
+            torch.empty_like(x) if norm else x.new_empty(0),
+            x.new_empty((bsz * L, G), dtype=torch.float32) if norm else x.new_empty(0),
             x.new_empty((bsz, L, d_in)) if outproj_weight is not None else x.new_empty(0))
 
 
@@ -110,11 +110,9 @@ def _backward(saved, grads):
         dout = zxbcdt.new_zeros((bsz, L, ow.shape[0] if ow is not None else d_mlp + dim))
     d = {}
     dy = dout
-    if ow is not None:   # the projection's backward: two matmuls and the bias's sum
-        flat = dout.reshape(-1, dout.shape[-1])
-        d["outproj_weight"] = flat.t() @ g("ycat").reshape(-1, ow.shape[1])
-        d["outproj_bias"] = flat.sum(0) if g("outproj_bias") is not None else None
-        dy = dout @ ow
+    if ow is not None:
+        dy, d["outproj_weight"], d["outproj_bias"] = linear_backward(dout, g("ycat"), ow,
+                                                                     g("outproj_bias") is not None)
     dz0 = dx0 = None
     if d_mlp:
         dz0, dx0 = _silu_grad(dy[..., :d_mlp], z0, x0)
@@ -191,11 +189,9 @@ def _block_backward(saved, grads):
     u, in_w = g("u"), g("in_w")
     w, A, D = _block_pieces(g("conv_w"), g("A_log"), g("D_param"), g("headdim"), g("d_has_hdim"))
     d = _backward(dict(saved, conv1d_weight=w, A=A, D=D, initial_states=None), grads)
-    dzx = d.pop("zxbcdt")
-    flat = dzx.reshape(-1, dzx.shape[-1])
-    d.update(u=dzx @ in_w, in_w=flat.t() @ u.reshape(-1, u.shape[-1]),
-             in_b=flat.sum(0) if g("in_b") is not None else None, conv_w=d.pop("conv1d_weight").unsqueeze(1),
-             A_log=d.pop("A") * A, D_param=d.pop("D").reshape(g("D_param").shape))
+    d["u"], d["in_w"], d["in_b"] = linear_backward(d.pop("zxbcdt"), u, in_w, g("in_b") is not None)
+    d.update(conv_w=d.pop("conv1d_weight").unsqueeze(1), A_log=d.pop("A") * A,
+             D_param=d.pop("D").reshape(g("D_param").shape))
     return d
 
 
