@@ -151,7 +151,7 @@ class Mamba3(nn.Module):
 
     def _whole_params(self) -> tuple:
         """The parameters the one-node op takes, in its order (B's and C's norms share one eps)."""
-        c = lambda t: t if t is None or t.is_contiguous() else t.contiguous()  # noqa: E731
+        c = _layout.contiguous
         mimo = (c(self.mimo_x), c(self.mimo_z), c(self.mimo_o)) if self.is_mimo else ()
         return (self.in_proj.weight, self.dt_bias, c(self.B_bias), c(self.C_bias), self.B_norm.weight,
                 self.C_norm.weight, self.D, *mimo, self.norm.weight if self.is_outproj_norm else None,

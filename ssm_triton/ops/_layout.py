@@ -71,6 +71,12 @@ def step_strided(t):
     return t
 
 
+def contiguous(t):
+    """``t`` contiguous (None stays None); asking first is cheaper than ``contiguous()``'s dispatch for the
+    parameters, which nearly always are."""
+    return t if t is None or t.is_contiguous() else t.contiguous()
+
+
 def own(t):
     """``t`` contiguous and not a view of another tensor an op returns (a custom op's outputs may not alias one
     another): a copy where ``t`` is strided, else a clone."""

@@ -92,12 +92,6 @@ def _check_split(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, 
 _SPLIT_REPLAYS = _replay.Replays()
 
 
-def _contiguous(t):
-    """``t`` contiguous (None stays None); asking first is cheaper than ``contiguous()``'s dispatch for the
-    parameters, which nearly always are."""
-    return t if t is None or t.is_contiguous() else t.contiguous()
-
-
 def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
                        return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias,
                        headdim, ngroups, norm_before_gate):
@@ -109,7 +103,7 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
         lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
                                     seq_idx, dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps,
                                     outproj_weight, outproj_bias, headdim, ngroups, deterministic)
-        c = _contiguous
+        c = _layout.contiguous
         out, final = _whole.whole(c(zxbcdt), c(conv1d_weight), c(conv1d_bias), c(dt_bias), c(A), c(D),
                                   c(initial_states), c(seq_idx), c(rmsnorm_weight), c(outproj_weight), c(outproj_bias),
                                   chunk_size, lo, hi, silu, float(rmsnorm_eps), P, ngroups, norm_before_gate,
@@ -153,7 +147,7 @@ def mamba2_block_training(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_
             rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim, ngroups, norm_before_gate)
     deterministic = torch.are_deterministic_algorithms_enabled()
     lo, hi, silu = _whole.check(*args[:-1], deterministic, first=lambda: _check_split(*args))
-    c = _contiguous
+    c = _layout.contiguous
     return _whole.block_whole(c(u), c(in_w), c(in_b), c(conv_w), c(conv1d_bias), c(dt_bias), c(A_log), c(D_param),
                               c(seq_idx), c(rmsnorm_weight), c(outproj_weight), c(outproj_bias), chunk_size, lo, hi,
                               silu, float(rmsnorm_eps), headdim, ngroups, norm_before_gate, deterministic,
@@ -175,7 +169,7 @@ def mamba_block_training(u, in_w, in_b, conv1d_weight, conv1d_bias, x_proj_weigh
                      None, True, 1e-6, False)
     _inner_whole.check(xz, conv1d_weight, conv1d_bias, A_log, D_param, delta_bias_param, True, False, deterministic,
                        first=first, more=(in_w, in_b, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias))
-    c = _contiguous
+    c = _layout.contiguous
     return _inner_whole.block_whole(c(u), c(in_w), c(in_b), c(conv1d_weight), c(conv1d_bias), c(x_proj_weight),
                                     c(delta_proj_weight), c(delta_bias_param), c(out_proj_weight), c(out_proj_bias),
                                     c(A_log), c(D_param), deterministic)[0]
@@ -244,7 +238,7 @@ def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out
         deterministic = torch.are_deterministic_algorithms_enabled()
         _inner_whole.check(xz, conv1d_weight, conv1d_bias, A, D, delta_bias, delta_softplus, return_last_state,
                            deterministic)
-        c = _contiguous
+        c = _layout.contiguous
         out, last = _inner_whole.whole(c(xz), c(conv1d_weight), c(conv1d_bias), c(x_proj_weight),
                                        c(delta_proj_weight), c(out_proj_weight), c(out_proj_bias), c(A), c(D),
                                        c(delta_bias), delta_softplus, deterministic)[:2]
