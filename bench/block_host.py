@@ -1,13 +1,17 @@
 """Host and device time of the blocks' training calls (fwd+bwd), one autograd node each against the composed ops:
-``python -m ssm_triton.bench.block_host [--L 512] [--rounds 7]`` on a GPU machine.
+``python -m ssm_triton.bench.block_host [--L 512] [--rounds 7] [--profile]`` on a GPU machine.
 
 ``Mamba``, ``Mamba2`` and ``Mamba3`` (SISO) at the 130M models' width (d_model 768) and batch 1, bf16: each round
 times 20 fwd+bwd calls with ``ops/_layout.ONE_NODE`` on, then 20 with it off (``SSM_TRITON_ONE_NODE=0``'s
 composition), alternating in one process. ``host`` is the time to issue a call (the host's work: the GPU runs
 behind it while the queue has room), ``wall`` the time a call takes with the device waited for; medians of the
-rounds, microseconds a call.
+rounds, microseconds a call. ``--profile`` then shows where a one-node call's host time goes: Python's profiler
+(functions by own time) and torch's (operators by own CPU time, with the launch count).
 """
 import argparse
+import cProfile
+import io
+import pstats
 import statistics
 import time
 
@@ -44,12 +48,33 @@ def _time(block, u, g, calls: int):
     return (issued - start) / calls * 1e6, (end - start) / calls * 1e6
 
 
+def _profile(name: str, block, u, g, calls: int, rows: int) -> None:
+    """Where a call's host time goes: Python functions by own time, then torch's operators by own CPU time."""
+    _time(block, u, g, 3)
+    prof = cProfile.Profile()
+    with torch.autograd.set_multithreading_enabled(False):   # the backward on this thread, where the profiler looks
+        prof.enable()
+        _time(block, u, g, calls)
+        prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(rows)
+    print(f"--- {name}: Python's profiler over {calls} calls, backward on the calling thread (tottime = own time)")
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:12000])
+    kinds = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if u.is_cuda else [])
+    with torch.profiler.profile(activities=kinds) as tp:   # with CUDA: the runtime's launch calls, counted
+        _time(block, u, g, calls)
+    print(f"--- {name}: torch's profiler over {calls} calls")
+    print(tp.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--L", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--profile", action="store_true", help="after the timings, profile each block's one-node call")
+    parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run through the interpreter (tiny sizes)")
     args = parser.parse_args()
     blocks = _blocks(args.d_model, args.device)
@@ -72,6 +97,9 @@ def main() -> None:
         med = {k: [statistics.median(r[i] for r in v) for i in (0, 1)] for k, v in runs.items()}
         print(f"{name:12s} one node: host {med[True][0]:8.1f} wall {med[True][1]:8.1f} | composed: host "
               f"{med[False][0]:8.1f} wall {med[False][1]:8.1f}", flush=True)
+    if args.profile:
+        for name, block in blocks.items():
+            _profile(name, block, u, g, args.calls, args.rows)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def assert_forward_matches(m, u, reference_forward):
 def assert_one_node_unless_hooked(m, u, submodule):
     """``m(u)``'s training call is one autograd node over the leaves; with a forward hook on ``submodule`` it goes
     through the modules instead, and the hook runs."""
-    parents = [type(f).__name__ for f, _ in m(u).grad_fn.next_functions if f is not None]
+    out = m(u)   # kept alive: the node goes with its last output, and its Python object then answers no more
+    parents = [type(f).__name__ for f, _ in out.grad_fn.next_functions if f is not None]
     assert parents and set(parents) == {"AccumulateGrad"}, parents
     calls = []
     submodule.register_forward_hook(lambda *_: calls.append(1))
