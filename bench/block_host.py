@@ -1,14 +1,16 @@
 """Host and device time of the blocks' training calls (fwd+bwd), one autograd node each against the composed ops:
-``python -m ssm_triton.bench.block_host [--L 512] [--rounds 7] [--profile]`` on a GPU machine.
+``python -m ssm_triton.bench.block_host [--L 512] [--rounds 7] [--graphed] [--profile]`` on a GPU machine.
 
 ``Mamba``, ``Mamba2`` and ``Mamba3`` (SISO) at the 130M models' width (d_model 768) and batch 1, bf16: each round
 times 20 fwd+bwd calls with ``ops/_layout.ONE_NODE`` on, then 20 with it off (``SSM_TRITON_ONE_NODE=0``'s
 composition), alternating in one process. ``host`` is the time to issue a call (the host's work: the GPU runs
 behind it while the queue has room), ``wall`` the time a call takes with the device waited for; medians of the
-rounds, microseconds a call. ``--profile`` then shows where a one-node call's host time goes: Python's profiler
+rounds, microseconds a call. ``--graphed`` adds the same block replayed from CUDA graphs
+(``torch.cuda.make_graphed_callables``: its forward and backward captured once, then one launch each). ``--profile`` then shows where a one-node call's host time goes: Python's profiler
 (functions by own time) and torch's (operators by own CPU time, with the launch count).
 """
 import argparse
+import copy
 import cProfile
 import io
 import pstats
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--graphed", action="store_true", help="also time make_graphed_callables' replays")
     parser.add_argument("--profile", action="store_true", help="after the timings, profile each block's one-node call")
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run through the interpreter (tiny sizes)")
@@ -97,6 +100,12 @@ def main() -> None:
         med = {k: [statistics.median(r[i] for r in v) for i in (0, 1)] for k, v in runs.items()}
         print(f"{name:12s} one node: host {med[True][0]:8.1f} wall {med[True][1]:8.1f} | composed: host "
               f"{med[False][0]:8.1f} wall {med[False][1]:8.1f}", flush=True)
+        if args.graphed:
+            graphed = torch.cuda.make_graphed_callables(copy.deepcopy(block), (u.detach().requires_grad_(),))
+            _time(graphed, u, g, 3)
+            runs = [_time(graphed, u, g, args.calls) for _ in range(args.rounds)]
+            print(f"{'':12s} graphed:  host {statistics.median(r[0] for r in runs):8.1f} wall "
+                  f"{statistics.median(r[1] for r in runs):8.1f}", flush=True)
     if args.profile:
         for name, block in blocks.items():
             _profile(name, block, u, g, args.calls, args.rows)
