@@ -15,18 +15,19 @@ import torch
 import triton
 import triton.language as tl
 
-from ..host import cdiv, next_power_of_2
+from ..host import cdiv, next_power_of_2, step_stride
 from ..tuning import Kernel
 from ..activations import silu_and_slope
 from .cumsum import chunk_row, raw_step, softplus_clamp
 
 
 @triton.jit
-def _gate_bwd_kernel(DOUT, Y, Z, X, DY, DZ, DD_PART, rows, HP,
+def _gate_bwd_kernel(DOUT, Y, Z, X, DY, DZ, DD_PART, rows, HP, SX,
                      HAS_DD: tl.constexpr, ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """Over ``rows = b L`` rows of ``HP = H P`` channels, ``ROWS`` rows per program. With ``D``, the
     partial ``sum_rows dy x`` per channel is taken here from the fp32 ``dy``: the pair stages only see
-    ``dy`` rounded to the input dtype, and a sum of rounded terms that nearly cancels loses its digits."""
+    ``dy`` rounded to the input dtype, and a sum of rounded terms that nearly cancels loses its digits. ``SX``:
+    x's row stride (``HP`` when contiguous); the other tensors are contiguous."""
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cs < HP
     acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -42,7 +43,8 @@ def _gate_bwd_kernel(DOUT, Y, Z, X, DY, DZ, DD_PART, rows, HP,
         tl.store(DY + i, dy.to(DY.dtype.element_ty), mask=ok)
         tl.store(DZ + i, (dout * y * slope).to(DZ.dtype.element_ty), mask=ok)
         if HAS_DD:
-            acc += tl.sum(dy * tl.load(X + i, mask=ok, other=0.0).to(tl.float32), axis=0)
+            x = tl.load(X + rs[:, None] * SX + cs[None, :], mask=ok, other=0.0)
+            acc += tl.sum(dy * x.to(tl.float32), axis=0)
     if HAS_DD:
         tl.store(DD_PART + tl.program_id(0).to(tl.int64) * HP + cs, acc, mask=c_ok)
 
@@ -69,8 +71,8 @@ def decay_grad(RS, CS, INTER, US, FPART, row, bh, nc, c, ok, n_f, BLOCK_F: tl.co
 def _dt_bwd_kernel(
     # pointers
     DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, FPART, DDT, DA, DBIAS,
-    # sizes
-    L, H, Lp, nc, lo, hi, n_f,
+    # sizes (``SDT``: dt's step stride; ``DDT`` is contiguous)
+    L, H, SDT, Lp, nc, lo, hi, n_f,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, ATOMIC: tl.constexpr, Q: tl.constexpr,
     BLOCK_F: tl.constexpr,
@@ -83,7 +85,7 @@ def _dt_bwd_kernel(
     a_h = tl.load(A + h).to(tl.float32)
     ddt = tl.load(XV + row, mask=ok, other=0.0) + a_h * d_a
     da = tl.sum(tl.load(DTP + row) * d_a, axis=0)
-    _, slope = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, H, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+    _, slope = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     ddt = tl.where(ok, ddt * slope, 0.0)
     tl.store(DDT + (bi.to(tl.int64) * L + t) * H + h, ddt.to(DDT.dtype.element_ty), mask=ok)
     if ATOMIC:
@@ -101,18 +103,18 @@ dt_bwd_kernel = Kernel(_dt_bwd_kernel, flags=dict(HAS_BIAS="DT_BIAS"))
 
 
 def gate_backward(dout, y, z, x, D):
-    """``dy, dz`` of ``out = y silu(z)`` (each in its input's dtype; all four ``(b, L, H, P)`` contiguous),
-    and ``dD`` (``D``'s shape, fp32) from the unrounded ``dy`` when ``D`` is given, else None."""
+    """``dy, dz`` of ``out = y silu(z)`` (each in its input's dtype; ``dout, y, z (b, L, H, P)`` contiguous, ``x``
+    of any step stride), and ``dD`` (``D``'s shape, fp32) from the unrounded ``dy`` when ``D`` is given, else None."""
     bsz, L, H, P = x.shape
     rows, hp = bsz * L, H * P
-    dy, dz = torch.empty_like(x), torch.empty_like(z)
+    dy, dz = torch.empty(x.shape, device=x.device, dtype=x.dtype), torch.empty_like(z)
     block_c = min(128, next_power_of_2(hp))
     per = 256 if rows >= 4096 else 32   # rows per program: a short partial sum, few programs when small
     # 1024 elements a tile (8 a thread in each of the five tensors: no spills), inside the program's rows
     block_r = min(per, 1024 // block_c)
     part = torch.empty((cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
     gate_bwd_kernel((cdiv(rows, per), cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
-                    DD_PART=part, rows=rows, HP=hp, ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
+                    DD_PART=part, rows=rows, HP=hp, SX=step_stride(x), ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
     dD = None
     if D is not None:
         # one reduction either way (a per-head D summed over rows and channels together, not in two launches)

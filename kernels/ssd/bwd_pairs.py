@@ -32,15 +32,16 @@ from ..tuning import Kernel
 
 
 @triton.jit
-def _rows(PTR, step, h, H, P, ps, ok, p_ok):
-    """``(rows, BLOCK_P)`` of a ``(b, L, H, P)`` tensor."""
-    return tl.load(PTR + ((step * H + h) * P)[:, None] + ps[None, :], mask=ok[:, None] & p_ok[None, :], other=0.0)
+def _rows(PTR, step, h, S, P, ps, ok, p_ok):
+    """``(rows, BLOCK_P)`` of a ``(b, L, H, P)`` tensor whose step stride is ``S`` (``H P`` when contiguous; a column
+    slice of a wider buffer, the split-conv block's conv output, has its own) and batch stride ``L S``."""
+    return tl.load(PTR + (step * S + h * P)[:, None] + ps[None, :], mask=ok[:, None] & p_ok[None, :], other=0.0)
 
 
 @triton.jit
-def _group_rows(PTR, step, g, G, N, ns, ok, n_ok):
-    """``(rows, BLOCK_N)`` of a ``(b, L, G, N)`` tensor."""
-    return tl.load(PTR + ((step * G + g) * N)[:, None] + ns[None, :], mask=ok[:, None] & n_ok[None, :], other=0.0)
+def _group_rows(PTR, step, g, S, N, ns, ok, n_ok):
+    """``(rows, BLOCK_N)`` of a ``(b, L, G, N)`` tensor of step stride ``S`` (``G N`` when contiguous)."""
+    return tl.load(PTR + (step * S + g * N)[:, None] + ns[None, :], mask=ok[:, None] & n_ok[None, :], other=0.0)
 
 
 @triton.jit
@@ -81,11 +82,11 @@ def _head_block(bhb, H, G, HEADS):
 
 
 @triton.jit
-def _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t, seq_s, seq_t,
+def _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t, seq_s, seq_t,
                  HAS_SEQ: tl.constexpr, DOT: tl.constexpr):
-    """One head's ``W (s, t) = E_ts dt_s (dy_t . x_s)``."""
+    """One head's ``W (s, t) = E_ts dt_s (dy_t . x_s)`` (``dy`` contiguous, ``x`` of step stride ``SX``)."""
     decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, seq_t, HAS_SEQ)
-    xdy = mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok)), DOT)
+    xdy = mm(_rows(X, step_s, h, SX, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H * P, P, ps, t_ok, p_ok)), DOT)
     return xdy * decay * tl.load(DTP + row + s)[:, None]
 
 
@@ -100,8 +101,8 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 def _dx_dd_kernel(
     # pointers
     X, B, CB, DY, DTP, CUM, ADJ, D, DIAG, SEQ, DX, DD_PART, DDIAG, US, XV,
-    # sizes
-    L, H, G, P, N, Lp, nc, lo_off,
+    # sizes, and the step strides of x and B (the rest contiguous)
+    L, H, G, P, N, Lp, nc, lo_off, SX, SB,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, ATOMIC_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr,
@@ -122,7 +123,7 @@ def _dx_dd_kernel(
         step_t = bi.to(tl.int64) * L + t
         decay = _pair_decay(CUM, lo_off, row, s, t, s_ok, t_ok, seq_s, _seq(SEQ, step_t, t_ok, -2, HAS_SEQ), HAS_SEQ)
         cb = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :], other=0.0)
-        v += mm(cb * decay, _rows(DY, step_t, h, H, P, ps, t_ok, p_ok), DOT)
+        v += mm(cb * decay, _rows(DY, step_t, h, H * P, P, ps, t_ok, p_ok), DOT)
     # through chunk c's end state
     ds = tl.load(ADJ + ((bh.to(tl.int64) * nc + c) * P + ps[None, :]) * N + ns[:, None],
                  mask=n_ok[:, None] & p_ok[None, :], other=0.0)                           # (N, P)
@@ -131,14 +132,14 @@ def _dx_dd_kernel(
         in_end_seq &= seq_s == tl.load(SEQ + bi.to(tl.int64) * L + end)
     dt_s = tl.load(DTP + row + s)
     w = tl.where(in_end_seq, _to_end(CUM, lo_off, row, s, end), 0.0)
-    vs = mm(_group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), ds, DOT) * w[:, None]
+    vs = mm(_group_rows(B, step_s, g, SB, N, ns, s_ok, n_ok), ds, DOT) * w[:, None]
     v += vs
-    x32 = _rows(X, step_s, h, H, P, ps, s_ok, p_ok).to(tl.float32)
+    x32 = _rows(X, step_s, h, SX, P, ps, s_ok, p_ok).to(tl.float32)
     tl.store(US + row + s, tl.sum(x32 * vs, axis=1) * dt_s, mask=s_ok)
     tl.store(XV + row + s, tl.sum(x32 * v, axis=1), mask=s_ok)
     dx = dt_s[:, None] * v
     if HAS_D or HAS_DIAG:
-        dy32 = _rows(DY, step_s, h, H, P, ps, s_ok, p_ok).to(tl.float32)
+        dy32 = _rows(DY, step_s, h, H * P, P, ps, s_ok, p_ok).to(tl.float32)
     if HAS_DIAG:
         dx += tl.load(DIAG + row + s)[:, None] * dy32
         tl.store(DDIAG + row + s, tl.sum(dy32 * x32, axis=1), mask=s_ok)
@@ -163,8 +164,8 @@ def _dx_dd_kernel(
 def _db_dc_pairs_kernel(
     # pointers
     X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
-    # sizes
-    L, H, G, P, N, Lp, nc, lo_off, HEADS,
+    # sizes, and the step strides of x, B and C (the rest contiguous)
+    L, H, G, P, N, Lp, nc, lo_off, SX, SB, SC, HEADS,
     # meta-parameters
     ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, HEAVY_FIRST: tl.constexpr, Q: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
@@ -185,7 +186,7 @@ def _db_dc_pairs_kernel(
     s, s_ok, ps, p_ok, ns, n_ok = _tiles(s0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
-    b_s = _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok)
+    b_s = _group_rows(B, step_s, g, SB, N, ns, s_ok, n_ok)
     db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for t0 in range(s0, end + 1, BLOCK_K):
         t = t0 + tl.arange(0, BLOCK_K)
@@ -197,13 +198,13 @@ def _db_dc_pairs_kernel(
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+            wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
                                seq_s, seq_t, HAS_SEQ, DOT)
             wsum += wgt
             pair = tl.where(t[None, :] > s[:, None], cb * wgt, 0.0)   # T without its diagonal (see above)
             tl.atomic_add(CS + row + s, tl.sum(pair, axis=1).to(tl.float64), mask=s_ok, sem="relaxed")
             tl.atomic_add(RS + row + t, tl.sum(pair, axis=0).to(tl.float64), mask=t_ok, sem="relaxed")
-        db += mm(wsum, _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok), DOT)
+        db += mm(wsum, _group_rows(C, step_t, g, SC, N, ns, t_ok, n_ok), DOT)
         if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
             tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],
                           mm(tl.trans(wsum), b_s, DOT), mask=t_ok[:, None] & n_ok[None, :], sem="relaxed")
@@ -218,7 +219,7 @@ def _db_dc_pairs_kernel(
         ds = tl.load(ADJ + ((bh.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :],
                      mask=p_ok[:, None] & n_ok[None, :], other=0.0)                       # (P, N)
         w = tl.where(in_end_seq, _to_end(CUM, lo_off, row, s, end), 0.0) * tl.load(DTP + row + s)
-        db += mm(_rows(X, step_s, h, H, P, ps, s_ok, p_ok), ds, DOT) * w[:, None]
+        db += mm(_rows(X, step_s, h, SX, P, ps, s_ok, p_ok), ds, DOT) * w[:, None]
     # fp32 partials per head block, or dB itself in B's dtype where a program's heads are its group's (the launcher's
     # choice: no cast launched after)
     tl.store(DB_PART + ((step_s * n_hb + hb) * N)[:, None] + ns[None, :], db.to(DB_PART.dtype.element_ty),
@@ -229,8 +230,8 @@ def _db_dc_pairs_kernel(
 def _dc_states_kernel(
     # pointers
     X, B, C, DY, DTP, CUM, HS, SEQ, DC_PART, INTER,
-    # sizes
-    L, H, G, P, N, Lp, nc, lo_off, HEADS,
+    # sizes, and the step strides of x, B and C (the rest contiguous)
+    L, H, G, P, N, Lp, nc, lo_off, SX, SB, SC, HEADS,
     # meta-parameters
     PAIRS: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
@@ -241,7 +242,7 @@ def _dc_states_kernel(
     start, _, prev = chunk_bounds(c, L, Q)
     t, t_ok, ps, p_ok, ns, n_ok = _tiles(t0, L, P, N, BLOCK_M, BLOCK_P, BLOCK_N)
     step_t = bi.to(tl.int64) * L + t
-    c_t = _group_rows(C, step_t, g, G, N, ns, t_ok, n_ok)
+    c_t = _group_rows(C, step_t, g, SC, N, ns, t_ok, n_ok)
     seq_t = _seq(SEQ, step_t, t_ok, -1, HAS_SEQ)
     in_prev_seq = t_ok
     if HAS_SEQ:
@@ -255,7 +256,7 @@ def _dc_states_kernel(
         enter = tl.load(HS + ((bh.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :],
                         mask=p_ok[:, None] & n_ok[None, :], other=0.0)                    # (P, N)
         scale = tl.where(in_prev_seq, tl.exp(tl.load(CUM + row + t)), 0.0)
-        dyh = mm(_rows(DY, step_t, h, H, P, ps, t_ok, p_ok), enter, DOT) * scale[:, None]
+        dyh = mm(_rows(DY, step_t, h, H * P, P, ps, t_ok, p_ok), enter, DOT) * scale[:, None]
         tl.store(INTER + row + t, tl.sum(dyh * c_t.to(tl.float32), axis=1), mask=t_ok)
         dc += dyh
     # the pairs, unless _db_dc_pairs_kernel already added them to DC_PART
@@ -268,9 +269,9 @@ def _dc_states_kernel(
         for i in range(HEADS):
             h = hb * HEADS + i
             row = (bi * H + h).to(tl.int64) * Lp
-            wsum += _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+            wsum += _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
                                  seq_s, seq_t, HAS_SEQ, DOT)
-        dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, G, N, ns, s_ok, n_ok), DOT)
+        dc += mm(tl.trans(wsum), _group_rows(B, step_s, g, SB, N, ns, s_ok, n_ok), DOT)
     # stored, not added: this kernel runs before _db_dc_pairs_kernel, whose atomics then add the pairs (no zero fill
     # of DC_PART, nor a read of it: 0.12 + ~0.13 ms of Mamba-3's backward at B8 L4096 H32, where DC_PART is per head)
     tl.store(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :], dc, mask=t_ok[:, None] & n_ok[None, :])

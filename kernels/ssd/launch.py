@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import triton.language as tl
 
-from ..host import cdiv, next_power_of_2
+from ..host import cdiv, next_power_of_2, step_stride
 from ..tuning import TunablePlan, bucket, run_mode
 from .bmm import bmm_kernel
 from .common import TF32
@@ -451,7 +451,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     rows = cdiv(L, p.bwd_block_m)
     k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
     n_hb = H // k
-    dx = torch.empty_like(x)
+    dx = torch.empty(x.shape, device=dev, dtype=x.dtype)
     # the pair rows' and columns' fp64 atomic sums from one zero-filled buffer (one fill launched, not two)
     rs, cs = torch.zeros((2, bsz, H, Lp), device=dev, dtype=torch.float64).unbind(0)
     # dD added up by the programs themselves (atomics) next to room for dA and d dt_bias, zeroed in one fill; under
@@ -472,7 +472,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
         state_terms=torch.empty_like(rs, dtype=torch.float32), direct_terms=torch.empty_like(rs, dtype=torch.float32),
         entering_terms=torch.empty_like(rs, dtype=torch.float32),
         diag_grads=torch.empty_like(rs, dtype=torch.float32) if diag is not None else None)
-    sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum))
+    sizes = dict(L=L, H=H, G=G, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SB=step_stride(B))
     meta = dict(Q=p.Q, BLOCK_M=p.bwd_block_m, BLOCK_K=p.bwd_block_k, BLOCK_P=max(16, next_power_of_2(P)),
                 BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     cb = bmm(B, C, p)
@@ -481,10 +481,11 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
                  D_PER_CHANNEL=D is not None and D.dim() == 2, ATOMIC_DD=not deterministic,
                  **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
-                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, HEADS=k, PAIRS=deterministic, **meta)
+                     DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, SC=step_stride(C), HEADS=k, PAIRS=deterministic, **meta)
     grid = (nc * bsz * n_hb, p.Q // p.bwd_block_m) if p.heavy_first else (rows, bsz * n_hb)
     db_dc_pairs_kernel(grid, X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
-                       DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes, HEADS=k,
+                       DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes,
+                       SC=step_stride(C), HEADS=k,
                        ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, **meta)
     if dd_part is not None and deterministic:
         s = s._replace(dd=dd_part.sum((0, 1)) if D.dim() == 2 else dd_part.sum((0, 1, 3)))
@@ -526,14 +527,15 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
                        step_sums=True, db_dtype=B.dtype)
 
-    ddt = torch.empty_like(dt)
+    ddt = torch.empty(dt.shape, device=dt.device, dtype=dt.dtype)   # contiguous where dt is a column slice
     if s.sums is not None:   # added up by the kernel's programs
         da, dbias = s.sums[:H], s.sums[H:]
     else:
         da = _f32(bsz, H, nc, device=x.device)
         dbias = torch.empty_like(da) if dt_bias is not None else None
     lo, hi, clamp = _limits(dt_limit)
-    dt_bwd_kernel((nc, bsz * H), DT=dt, DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows, INTER=s.entering_terms,
+    dt_bwd_kernel((nc, bsz * H), DT=dt, SDT=dt.stride(1), DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows,
+                  INTER=s.entering_terms,
                   CS=s.pair_cols, US=s.state_terms, XV=s.direct_terms, FPART=fpart, DDT=ddt, DA=da, DBIAS=dbias, L=L,
                   H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, n_f=fpart.shape[-1], SOFTPLUS=dt_softplus, CLAMP=clamp,
                   ATOMIC=s.sums is not None, Q=p.Q, BLOCK_F=next_power_of_2(fpart.shape[-1]))

@@ -19,15 +19,16 @@ from ..kernels import norm as _norm
 from ..kernels.ssd import launch as _ssd
 from . import ssd as _ssd_op
 from .conv1d import _check_weight
-from ._layout import own
+from ._layout import step_strided
 from ._linear import linear_backward
 from ._spec import OpSpec, build
 
 _INPUTS = ("zxbcdt", "conv1d_weight", "conv1d_bias", "dt_bias", "A", "D", "initial_states", "rmsnorm_weight",
            "outproj_weight", "outproj_bias")
-# what the backward reads besides the inputs: the SSD's contiguous x, B, C and its kept tensors, the SSD's output
-# and the norm's rstd (with a norm), the projection's input (with a projection)
-_KEPT = ("xs", "Bs", "Cs", "dtp", "cum", "hs", "ypre", "yssd", "rstd", "ycat")
+# what the backward reads besides the inputs: the conv's output (x, B and C are its column slices, which the SSD's
+# kernels read in place: no copies), the SSD's kept tensors, the SSD's output and the norm's rstd (with a norm), the
+# projection's input (with a projection)
+_KEPT = ("xbc", "dtp", "cum", "hs", "ypre", "yssd", "rstd", "ycat")
 
 
 def sizes(zxbcdt, conv1d_weight, D, headdim, ngroups) -> tuple:
@@ -42,6 +43,15 @@ def _parts(zxbcdt, H, P, N, G, d_mlp):
     return torch.split(zxbcdt, [d_mlp, d_mlp, H * P, H * P + 2 * G * N, H], dim=-1)
 
 
+def _ssd_inputs(xbc, H, P, N, G):
+    """``x (b, L, H, P)``, ``B, C (b, L, G, N)``: views of the conv's output ``xbc (b, L, H P + 2 G N)`` with its
+    step stride, as the SSD's kernels read them."""
+    bsz, L, _ = xbc.shape
+    x, B, C = torch.split(xbc, [H * P, G * N, G * N], dim=-1)
+    return (step_strided(x.view(bsz, L, H, P)), step_strided(B.view(bsz, L, G, N)),
+            step_strided(C.view(bsz, L, G, N)))
+
+
 def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, seq_idx, rmsnorm_weight,
              outproj_weight, outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate,
              deterministic):
@@ -51,13 +61,13 @@ def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, 
     dim = H * P
     z0, x0, z, xBC, dt = _parts(zxbcdt, H, P, N, G, d_mlp)
     # the conv reads the columns in place and writes (b, L, channels) contiguous (channel-last, kernels/conv1d.like)
-    conv = _conv.conv_forward(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx, silu).transpose(1, 2)
-    x, B, C = torch.split(conv, [dim, G * N, G * N], dim=-1)
-    xs, Bs, Cs = own(x.reshape(bsz, L, H, P)), own(B.reshape(bsz, L, G, N)), own(C.reshape(bsz, L, G, N))
+    xbc = _conv.conv_forward(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx, silu).transpose(1, 2)
+    xs, Bs, Cs = _ssd_inputs(xbc, H, P, N, G)
     norm = rmsnorm_weight is not None
     zs = None if norm else z.reshape(bsz, L, H, P).contiguous()   # without a norm z gates inside the scan
-    y, final, _, kept = _ssd.ssd_forward(xs, dt.contiguous(), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states,
-                                         seq_idx, None, True, (lo, hi), for_backward=True)
+    # dt is a column slice of the projection, read in place (its step stride) like x, B and C
+    y, final, _, kept = _ssd.ssd_forward(xs, step_strided(dt), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states, seq_idx, None,
+                                         True, (lo, hi), for_backward=True)
     empty = lambda: zxbcdt.new_empty(0)  # noqa: E731
     rstd = empty()
     yn = y.view(bsz, L, dim)
@@ -67,7 +77,7 @@ def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, 
         yn = rows.view(bsz, L, dim)
     ycat = torch.cat([F.silu(z0) * x0, yn], dim=-1) if d_mlp else yn
     out = F.linear(ycat, outproj_weight, outproj_bias) if outproj_weight is not None else ycat
-    return (out, final, xs, Bs, Cs, kept.dtp, kept.cum, kept.hs, kept.y if kept.y is not None else empty(),
+    return (out, final, xbc, kept.dtp, kept.cum, kept.hs, kept.y if kept.y is not None else empty(),
             y if norm else empty(), rstd, ycat if outproj_weight is not None else empty())
 
 
@@ -83,7 +93,7 @@ def _fake(zxbcdt, conv1d_weight, D, rmsnorm_weight, outproj_weight, chunk_size, 
     # the SSD's final state and kept tensors (dtp, cum, hs, the pre-gate y where z gates the scan) as its op makes them
     _, final, _, dtp, cum, hs, ypre = _ssd_op._fake(x=x, B=B, z=None if norm else x, cu_seqlens=None,
                                                     chunk_size=chunk_size, want_varlen=False)
-    return (out, final, torch.empty_like(x), B, torch.empty_like(B), dtp, cum, hs, ypre,
+    return (out, final, zxbcdt.new_empty((bsz, L, H * P + 2 * G * N)), dtp, cum, hs, ypre,
             torch.empty_like(x) if norm else x.new_empty(0),
             x.new_empty((bsz * L, G), dtype=torch.float32) if norm else x.new_empty(0),
             x.new_empty((bsz, L, d_in)) if outproj_weight is not None else x.new_empty(0))
@@ -127,10 +137,12 @@ def _backward(saved, grads):
         dy = dy.reshape(bsz, L, H, P).to(zxbcdt.dtype).contiguous()
     ypre = g("ypre")
     dfinal = grads["final"]
+    xs, Bs, Cs = _ssd_inputs(g("xbc"), H, P, N, G)
     dx, ddt, dA, dB, dC, dD, dzs, ddt_bias, dh0 = _ssd.ssd_backward(
         dy, dfinal.contiguous() if dfinal is not None else None,
-        _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), g("xs"), dt.contiguous(), g("A"),
-        g("Bs"), g("Cs"), g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
+        _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), xs, step_strided(dt), g("A"),
+        Bs, Cs,
+        g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
         g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"))
     if not norm:
         dz = dzs
