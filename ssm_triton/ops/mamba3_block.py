@@ -136,7 +136,7 @@ def _backward(saved, grads):
     if norm:
         dys, d["norm_w"], _, dz = _norm.rmsnorm_backward(
             dy.reshape(-1, H * P).to(io).contiguous(), g("ysiso").view(-1, H * P), g("norm_w"), None,
-            z.reshape(-1, H * P).contiguous(), g("rstd"), g("norm_eps"), P, gate_first=False)
+            z.reshape(-1, H * P), g("rstd"), g("norm_eps"), P, gate_first=False)
         dy = dys.view(b, L, H, P)
     else:
         dy = dy.reshape(b, L, H, P).to(io).contiguous()

@@ -131,7 +131,7 @@ def _backward(saved, grads):
     if norm:
         dys, d["rmsnorm_weight"], _, dz = _norm.rmsnorm_backward(
             dy.reshape(-1, dim).to(zxbcdt.dtype).contiguous(), g("yssd").view(-1, dim), g("rmsnorm_weight"), None,
-            z.reshape(-1, dim).contiguous(), g("rstd"), g("eps"), dim // G, gate_first=not g("norm_before_gate"))
+            z.reshape(-1, dim), g("rstd"), g("eps"), dim // G, gate_first=not g("norm_before_gate"))
         dy = dys.view(bsz, L, H, P)
     else:
         dy = dy.reshape(bsz, L, H, P).to(zxbcdt.dtype).contiguous()
