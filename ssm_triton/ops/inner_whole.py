@@ -96,19 +96,20 @@ def _block_forward(u, in_w, in_b, conv1d_weight, conv1d_bias, x_proj_weight, del
     xz = torch.matmul(in_w, u.transpose(1, 2))
     if in_b is not None:
         xz = xz + in_b[:, None]
+    A = -torch.exp(A_log.float())   # kept: the backward's dA_log = dA A reads it without two more launches
     return (*_forward(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-                      -torch.exp(A_log.float()), D_param.float(), delta_bias_param.float(), True, deterministic), xz)
+                      A, D_param.float(), delta_bias_param.float(), True, deterministic), xz, A)
 
 
 def _block_fake(u, in_w, x_proj_weight, out_proj_weight, A_log, **_):
     xz = u.new_empty((u.shape[0], in_w.shape[0], u.shape[1]))
-    return (*_fake(xz, x_proj_weight, out_proj_weight, A_log.float()), xz)
+    return (*_fake(xz, x_proj_weight, out_proj_weight, A_log.float()), xz, torch.empty_like(A_log, dtype=torch.float32))
 
 
 def _block_backward(saved, grads):
     g = saved.get
     u, in_w = g("u"), g("in_w")
-    A = -torch.exp(g("A_log").float())
+    A = g("A")
     d = _backward(dict(saved, A=A, D=g("D_param").float(), delta_bias=g("delta_bias_param").float(),
                        delta_softplus=True), grads)
     dxz = d.pop("xz")
@@ -122,8 +123,8 @@ block_whole = build(OpSpec(
     "mamba_block_whole", "u: Tensor, in_w: Tensor, in_b: Tensor?, conv1d_weight: Tensor, conv1d_bias: Tensor?, "
     "x_proj_weight: Tensor, delta_proj_weight: Tensor, delta_bias_param: Tensor, out_proj_weight: Tensor, "
     "out_proj_bias: Tensor?, A_log: Tensor, D_param: Tensor, deterministic: bool",
-    outputs=("out", "last", *_KEPT, "xz"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
-    grad_outputs=("out", "last"), saves=(*_BLOCK_INPUTS, *_KEPT, "xz"), backward=_block_backward))
+    outputs=("out", "last", *_KEPT, "xz", "A"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
+    grad_outputs=("out", "last"), saves=(*_BLOCK_INPUTS, *_KEPT, "xz", "A"), backward=_block_backward))
 
 
 _PASSED = _validate.Passed()

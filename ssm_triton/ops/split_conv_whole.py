@@ -184,23 +184,26 @@ def _block_forward(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_param, 
                    deterministic, d_has_hdim):
     zxbcdt = F.linear(u, in_w, in_b)
     w, A, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
+    # A kept: the backward's dA_log = dA A reads it without two more launches
     return (*_forward(zxbcdt, w, conv1d_bias, dt_bias, A, D, None, seq_idx, rmsnorm_weight, outproj_weight,
                       outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate, deterministic),
-            zxbcdt)
+            zxbcdt, A)
 
 
 def _block_fake(u, in_w, conv_w, A_log, D_param, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups,
                 d_has_hdim, **_):
     zxbcdt = u.new_empty((*u.shape[:2], in_w.shape[0]))
     w, _, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
-    return (*_fake(zxbcdt, w, D, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups), torch.empty_like(zxbcdt))
+    return (*_fake(zxbcdt, w, D, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups), torch.empty_like(zxbcdt),
+            torch.empty_like(A_log, dtype=torch.float32))
 
 
 def _block_backward(saved, grads):
     g = saved.get
     u, in_w = g("u"), g("in_w")
-    w, A, D = _block_pieces(g("conv_w"), g("A_log"), g("D_param"), g("headdim"), g("d_has_hdim"))
-    d = _backward(dict(saved, conv1d_weight=w, A=A, D=D, initial_states=None), grads)
+    w, D, A = g("conv_w").squeeze(1), g("D_param"), g("A")
+    D = D.view(-1, g("headdim")) if g("d_has_hdim") else D
+    d = _backward(dict(saved, conv1d_weight=w, D=D, initial_states=None), grads)
     d["u"], d["in_w"], d["in_b"] = linear_backward(d.pop("zxbcdt"), u, in_w, g("in_b") is not None)
     d.update(conv_w=d.pop("conv1d_weight").unsqueeze(1), A_log=d.pop("A") * A,
              D_param=d.pop("D").reshape(g("D_param").shape))
@@ -212,8 +215,8 @@ block_whole = build(OpSpec(
     "dt_bias: Tensor, A_log: Tensor, D_param: Tensor, seq_idx: Tensor?, rmsnorm_weight: Tensor?, "
     "outproj_weight: Tensor?, outproj_bias: Tensor?, chunk_size: int, lo: float, hi: float, silu: bool, eps: float, "
     "headdim: int, ngroups: int, norm_before_gate: bool, deterministic: bool, d_has_hdim: bool",
-    outputs=("out", "final", *_KEPT, "zxbcdt"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
-    grad_outputs=("out", "final"), saves=(*_BLOCK_INPUTS, "seq_idx", *_KEPT, "zxbcdt"), backward=_block_backward,
+    outputs=("out", "final", *_KEPT, "zxbcdt", "A"), forward=_block_forward, fake=_block_fake, grads=_BLOCK_INPUTS,
+    grad_outputs=("out", "final"), saves=(*_BLOCK_INPUTS, "seq_idx", *_KEPT, "zxbcdt", "A"), backward=_block_backward,
     switches=_ssd_op._route))
 
 
