@@ -40,9 +40,15 @@ def _sync(device: str) -> None:
 
 
 def _time(block, u, g, calls: int):
+    # the gradients dropped before each call, as a training step's zero_grad() does (set_to_none): the backward then
+    # hands its gradients over instead of adding them into the last call's (an add launch a parameter; the first
+    # GPU numbers, 2026-12-05 on the H100 machine, included those)
+    leaves = [u, *block.parameters()]
     _sync(u.device.type)
     start = time.perf_counter()
     for _ in range(calls):
+        for t in leaves:
+            t.grad = None
         block(u).backward(g)
     issued = time.perf_counter()
     _sync(u.device.type)
