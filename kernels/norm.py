@@ -68,12 +68,12 @@ def _rmsnorm_fwd_kernel(
 
 
 @triton.jit
-def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SZ, group_size, eps,
+def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ, group_size, eps,
                       HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_G: tl.constexpr):
     """dx (and dz) of one block of rows; returns that block's ``do * n`` and ``do`` summed over its rows."""
     r_ok = rows < R
     ok = r_ok[:, None] & c_ok[None, :]
-    x = _load_rows(X, rows, cols, F, ok)
+    x = _load_rows(X, rows, cols, SX, ok)
     dy = _load_rows(DY, rows, cols, F, ok)
     rstd = tl.load(RSTD + rows.to(tl.int64) * (F // group_size) + grp, mask=r_ok, other=0.0)
     u = x
@@ -109,7 +109,7 @@ def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w,
 def _rmsnorm_bwd_kernel(
     DY, X, Z, W, BIAS, RSTD,          # pointers: as the forward's, DY (R, F)
     DX, DZ, DW_PART, DB_PART,         # outputs: DZ iff Z, DB_PART iff BIAS; fp32 partials (programs, F)
-    R, F, SZ, group_size, eps,        # sizes, Z's row stride (a column slice is read in place), the norm's epsilon
+    R, F, SX, SZ, group_size, eps,    # sizes, X's and Z's row strides (column slices read in place), the epsilon
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     # a program walks every num_programs-th block of rows, keeping its dw / db sums in registers: the
@@ -122,7 +122,7 @@ def _rmsnorm_bwd_kernel(
     step = tl.num_programs(0) * BLOCK_R
     for start in range(tl.program_id(0) * BLOCK_R, R, step):
         rows = start + tl.arange(0, BLOCK_R)
-        dw_rows, db_rows = _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SZ,
+        dw_rows, db_rows = _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ,
                                              group_size, eps, HAS_Z, GATE_FIRST, HAS_BIAS, BLOCK_G)
         dw += dw_rows
         db += db_rows
@@ -218,17 +218,17 @@ def rmsnorm_plan(x, weight, bias, z, eps, group_size, gate_first, shape) -> OneL
 
 
 def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, config=None):
-    """Returns ``(dx, dweight, dbias or None, dz or None)``; ``dweight``, ``dbias`` fp32. ``dy, x (R, F)``
-    contiguous; ``z (R, F)`` each row contiguous, any row stride (a slice of a projection's columns is read in place);
-    ``dx, dz`` contiguous."""
+    """Returns ``(dx, dweight, dbias or None, dz or None)``; ``dweight``, ``dbias`` fp32. ``dy (R, F)`` contiguous,
+    in any float dtype (read as fp32); ``x, z (R, F)`` each row contiguous, any row stride (slices of a projection's
+    columns are read in place); ``dx, dz`` contiguous, in x's and z's dtypes."""
     R, F = x.shape
     problem = (R, F, group_size, x.dtype, z is not None)
     n_rb = _bwd_programs(problem, run_mode(x.device))
-    dx = torch.empty_like(x)
+    dx = torch.empty((R, F), device=x.device, dtype=x.dtype)
     dz = torch.empty((R, F), device=z.device, dtype=z.dtype) if z is not None else None
     dw_part = torch.empty((n_rb, F), device=x.device, dtype=torch.float32)
     db_part = torch.empty_like(dw_part) if bias is not None else None
     rmsnorm_bwd.launch(problem, config, DY=dy, X=x, Z=z, W=weight, BIAS=bias, RSTD=rstd, DX=dx, DZ=dz,
-                       DW_PART=dw_part, DB_PART=db_part, R=R, F=F, SZ=z.stride(0) if z is not None else 0,
+                       DW_PART=dw_part, DB_PART=db_part, R=R, F=F, SX=x.stride(0), SZ=z.stride(0) if z is not None else 0,
                        group_size=group_size, eps=float(eps), GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size))
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None, dz

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..kernels import norm as _norm
 from ..kernels.mamba3 import launch as _k
 from . import mamba3 as _siso_op
-from ._layout import own
+from ._layout import contiguous, own
 from ._linear import linear_backward
 from ._spec import OpSpec, build
 
@@ -52,10 +52,11 @@ def glue_backward(saved, parts, dQ, dK, dADT, dDT, dTrap, dAngles, dV, dz) -> di
     b, L, _ = u.shape
     io, N = u.dtype, dQ.shape[-1]
     d = {}
-    dC, d["C_norm_w"], _, _ = _norm.rmsnorm_backward(dQ.to(io).reshape(-1, N).contiguous(), C.reshape(-1, N).contiguous(),
+    # the norms read the scan's fp32 dQ, dK as they are (no cast to the io dtype first) and B, C in place
+    dC, d["C_norm_w"], _, _ = _norm.rmsnorm_backward(contiguous(dQ.reshape(-1, N)), C.reshape(-1, N),
                                                       g("C_norm_w"), None, None, g("rq"), g("bc_eps"), N,
                                                       gate_first=False)
-    dB, d["B_norm_w"], _, _ = _norm.rmsnorm_backward(dK.to(io).reshape(-1, N).contiguous(), B.reshape(-1, N).contiguous(),
+    dB, d["B_norm_w"], _, _ = _norm.rmsnorm_backward(contiguous(dK.reshape(-1, N)), B.reshape(-1, N),
                                                       g("B_norm_w"), None, None, g("rk"), g("bc_eps"), N,
                                                       gate_first=False)
     # the step sizes: ADT = A DT, DT = softplus(dd_dt + dt_bias), A = min(-softplus(dd_A), -A_floor)
