@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.kernels import conv1d as conv_k
 from ssm_triton.ops._layout import step_strided
-from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_np
+from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from builders import make_ssd_problem
 from strategies import examples, normal, seeds
@@ -61,6 +61,31 @@ def test_ssd_inference_reads_projection_slices_in_place(device, bsz, L, groups, 
     x = t["x"].detach().clone().requires_grad_()
     graded = ssm_triton.mamba_chunk_scan_combined(**{**t, "x": x}, chunk_size=16)
     assert_close(graded.detach(), want_out, dtype, "out, gradient route")
+
+
+@examples(6)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 40), groups=st.integers(1, 2), P=st.integers(1, 9),
+       N=st.sampled_from([4, 16]), pads=st.lists(st.integers(0, 3), min_size=5, max_size=5), seed=seeds(),
+       options=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_ssd_training_reads_projection_slices_in_place(device, bsz, L, groups, P, N, pads, seed, options, dtype):
+    """A call with a gradient to come keeps the slices of x, dt, B and C as they are (the backward's kernels take
+    their step strides) and every gradient matches float64 autograd of the quadratic form; z is copied (the gate's
+    backward reads it contiguous)."""
+    t = make_ssd_problem(bsz, L, groups, 1, P, N, seed, options, device)
+    cut = {k: t[k] for k in ("x", "z", "B", "C", "dt") if k in t}
+    views = packed(cut, pads[:len(cut)], seed, device, dtype)
+    leaves = {k: v.detach().requires_grad_() for k, v in views.items()}
+    flags = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in t.items() if k not in views}
+    grad_flags = {k: v.requires_grad_() for k, v in flags.items() if k in ("A", "D", "dt_bias")}
+    out = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=16)
+    g = normal(out.shape, seed + 30, device, dtype)
+    names = [*leaves, *grad_flags]
+    got = torch.autograd.grad(out, [*leaves.values(), *grad_flags.values()], g)
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in (*leaves.items(), *grad_flags.items())}
+    rest = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in flags.items() if k not in ref}
+    want = torch.autograd.grad(ssd_quadratic_torch(**ref, **rest)[0], list(ref.values()), g.cpu().double())
+    for name, a, b in zip(names, got, want):
+        assert_close(a, b, dtype, f"d{name}")
 
 
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4)), skip=st.integers(0, 3),

@@ -208,9 +208,11 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
     if cu_seqlens is not None and seq_idx is None:
         seq_idx = _k.seq_idx_from_cu_seqlens(cu_seqlens, x.shape[1])
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    # a call that keeps nothing for a backward reads projection slices in place (ops/_layout.py)
-    s = c if records_graph(x, dt, A, B, C, D, z, dt_bias, initial_states) else step_strided
-    args = (s(x), s(dt), c(A), s(B), s(C), c(D), s(z), c(dt_bias), c(initial_states), c(seq_idx),
+    # x, dt, B and C are read in place where their step stride is one (projection slices, ops/_layout.py), forward
+    # and backward; z too by a call that keeps nothing for a backward (the gate's backward reads it contiguous)
+    s = step_strided
+    sz = c if records_graph(x, dt, A, B, C, D, z, dt_bias, initial_states) else step_strided
+    args = (s(x), s(dt), c(A), s(B), s(C), c(D), sz(z), c(dt_bias), c(initial_states), c(seq_idx),
             c(cu_seqlens) if return_varlen_states else None, chunk_size, dt_softplus, lo, hi, return_varlen_states,
             deterministic)
     out, final, varlen, *_ = _ssd(*args)
