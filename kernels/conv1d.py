@@ -275,8 +275,9 @@ def forward_plan(x, weight, bias, seq_idx, silu) -> "OneLaunch | None":
     return OneLaunch(launch, take, ((tuple(x.shape), x.dtype),), x.device)
 
 
-def conv_backward(dout, x, weight, bias, seq_idx, silu):
-    """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``."""
+def conv_backward(dout, x, weight, bias, seq_idx, silu, dx_out=None):
+    """Returns ``(dx, dweight (d, W) fp32, dbias (d,) fp32 or None)``; ``dx`` laid out as ``x``, or written into
+    ``dx_out (b, d, L)`` (any strides: a slice of the caller's gradient buffer)."""
     bsz, dim, L = x.shape
     W = weight.shape[1]
     problem = (bsz, dim, L, W, x.dtype, channel_last(x))
@@ -288,7 +289,7 @@ def conv_backward(dout, x, weight, bias, seq_idx, silu):
     conv1d_bwd_pre.launch(problem, X=x, Wt=weight, BIAS=bias, SEQ=seq_idx, DOUT=dout, DPRE=dpre, DW_PART=dw_part,
                           DB_PART=db_part, dim=dim, L=L, SXB=x.stride(0), SXD=x.stride(1), SXL=x.stride(2),
                           SOB=dout.stride(0), SOD=dout.stride(1), SOL=dout.stride(2), W=W, SILU=silu)
-    dx = like(x)
+    dx = like(x) if dx_out is None else dx_out
     conv1d_bwd_dx.launch(problem, DPRE=dpre, Wt=weight, SEQ=seq_idx, DX=dx, dim=dim, L=L, SXB=dx.stride(0),
                          SXD=dx.stride(1), SXL=dx.stride(2), W=W)
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None

@@ -68,7 +68,7 @@ def _rmsnorm_fwd_kernel(
 
 
 @triton.jit
-def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ, group_size, eps,
+def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ, SDZ, group_size, eps,
                       HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_G: tl.constexpr):
     """dx (and dz) of one block of rows; returns that block's ``do * n`` and ``do`` summed over its rows."""
     r_ok = rows < R
@@ -89,7 +89,8 @@ def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w,
         if HAS_BIAS:
             o += tl.load(BIAS + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         do = dy * gate
-        tl.store(DZ + rows.to(tl.int64)[:, None] * F + cols[None, :], (dy * o * slope).to(DZ.dtype.element_ty), mask=ok)
+        tl.store(DZ + rows.to(tl.int64)[:, None] * SDZ + cols[None, :], (dy * o * slope).to(DZ.dtype.element_ty),
+                 mask=ok)
     dwn = do * w
     if BLOCK_G == 1:
         # one feature: n = u / sqrt(u^2 + eps), whose slope eps rstd^3 the general form would get as
@@ -100,7 +101,8 @@ def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w,
     dx = du
     if HAS_Z and GATE_FIRST:
         dx = du * gate
-        tl.store(DZ + rows.to(tl.int64)[:, None] * F + cols[None, :], (du * x * slope).to(DZ.dtype.element_ty), mask=ok)
+        tl.store(DZ + rows.to(tl.int64)[:, None] * SDZ + cols[None, :], (du * x * slope).to(DZ.dtype.element_ty),
+                 mask=ok)
     tl.store(DX + rows.to(tl.int64)[:, None] * F + cols[None, :], dx.to(DX.dtype.element_ty), mask=ok)
     return tl.sum(do * n, axis=0), tl.sum(do, axis=0)
 
@@ -109,7 +111,7 @@ def _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w,
 def _rmsnorm_bwd_kernel(
     DY, X, Z, W, BIAS, RSTD,          # pointers: as the forward's, DY (R, F)
     DX, DZ, DW_PART, DB_PART,         # outputs: DZ iff Z, DB_PART iff BIAS; fp32 partials (programs, F)
-    R, F, SX, SZ, group_size, eps,    # sizes, X's and Z's row strides (column slices read in place), the epsilon
+    R, F, SX, SZ, SDZ, group_size, eps,  # sizes, X's, Z's and DZ's row strides (column slices in place), the epsilon
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     # a program walks every num_programs-th block of rows, keeping its dw / db sums in registers: the
@@ -122,7 +124,7 @@ def _rmsnorm_bwd_kernel(
     step = tl.num_programs(0) * BLOCK_R
     for start in range(tl.program_id(0) * BLOCK_R, R, step):
         rows = start + tl.arange(0, BLOCK_R)
-        dw_rows, db_rows = _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ,
+        dw_rows, db_rows = _rmsnorm_bwd_rows(DY, X, Z, W, BIAS, RSTD, DX, DZ, rows, grp, cols, c_ok, w, R, F, SX, SZ, SDZ,
                                              group_size, eps, HAS_Z, GATE_FIRST, HAS_BIAS, BLOCK_G)
         dw += dw_rows
         db += db_rows
@@ -217,18 +219,20 @@ def rmsnorm_plan(x, weight, bias, z, eps, group_size, gate_first, shape) -> OneL
     return OneLaunch(launch, take, ((tuple(shape), x.dtype),), x.device)
 
 
-def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, config=None):
+def rmsnorm_backward(dy, x, weight, bias, z, rstd, eps, group_size, gate_first, config=None, dz_out=None):
     """Returns ``(dx, dweight, dbias or None, dz or None)``; ``dweight``, ``dbias`` fp32. ``dy (R, F)`` contiguous,
     in any float dtype (read as fp32); ``x, z (R, F)`` each row contiguous, any row stride (slices of a projection's
-    columns are read in place); ``dx, dz`` contiguous, in x's and z's dtypes."""
+    columns are read in place); ``dx, dz`` contiguous, in x's and z's dtypes, or ``dz`` written into ``dz_out (R, F)``
+    (each row contiguous, any row stride: a slice of the caller's gradient buffer)."""
     R, F = x.shape
     problem = (R, F, group_size, x.dtype, z is not None)
     n_rb = _bwd_programs(problem, run_mode(x.device))
     dx = torch.empty((R, F), device=x.device, dtype=x.dtype)
-    dz = torch.empty((R, F), device=z.device, dtype=z.dtype) if z is not None else None
+    dz = dz_out if dz_out is not None or z is None else torch.empty((R, F), device=z.device, dtype=z.dtype)
     dw_part = torch.empty((n_rb, F), device=x.device, dtype=torch.float32)
     db_part = torch.empty_like(dw_part) if bias is not None else None
     rmsnorm_bwd.launch(problem, config, DY=dy, X=x, Z=z, W=weight, BIAS=bias, RSTD=rstd, DX=dx, DZ=dz,
                        DW_PART=dw_part, DB_PART=db_part, R=R, F=F, SX=x.stride(0), SZ=z.stride(0) if z is not None else 0,
+                       SDZ=dz.stride(0) if dz is not None else 0,
                        group_size=group_size, eps=float(eps), GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size))
     return dx, dw_part.sum(0), db_part.sum(0) if bias is not None else None, dz

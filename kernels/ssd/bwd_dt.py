@@ -71,8 +71,8 @@ def decay_grad(RS, CS, INTER, US, FPART, row, bh, nc, c, ok, n_f, BLOCK_F: tl.co
 def _dt_bwd_kernel(
     # pointers
     DT, DT_BIAS, A, DTP, RS, INTER, CS, US, XV, FPART, DDT, DA, DBIAS,
-    # sizes (``SDT``: dt's step stride; ``DDT`` is contiguous)
-    L, H, SDT, Lp, nc, lo, hi, n_f,
+    # sizes (``SDT``, ``SDDT``: dt's and ddt's step strides)
+    L, H, SDT, SDDT, Lp, nc, lo, hi, n_f,
     # meta-parameters
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, ATOMIC: tl.constexpr, Q: tl.constexpr,
     BLOCK_F: tl.constexpr,
@@ -87,7 +87,7 @@ def _dt_bwd_kernel(
     da = tl.sum(tl.load(DTP + row) * d_a, axis=0)
     _, slope = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     ddt = tl.where(ok, ddt * slope, 0.0)
-    tl.store(DDT + (bi.to(tl.int64) * L + t) * H + h, ddt.to(DDT.dtype.element_ty), mask=ok)
+    tl.store(DDT + (bi.to(tl.int64) * L + t) * SDDT + h, ddt.to(DDT.dtype.element_ty), mask=ok)
     if ATOMIC:
         tl.atomic_add(DA + h, da)
         if HAS_BIAS:

@@ -494,7 +494,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
 
 def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
-                 heads=None, tiles=None, deterministic=False):
+                 heads=None, tiles=None, deterministic=False, ddt_out=None):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
     ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, ``dB`` in ``B``'s where one head block covers a group, the
@@ -527,14 +527,16 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
                        step_sums=True, db_dtype=B.dtype)
 
-    ddt = torch.empty(dt.shape, device=dt.device, dtype=dt.dtype)   # contiguous where dt is a column slice
+    # contiguous where dt is a column slice, or the caller's ``ddt_out`` (dt's shape and dtype, one step stride: a
+    # column slice of its own gradient buffer)
+    ddt = ddt_out if ddt_out is not None else torch.empty(dt.shape, device=dt.device, dtype=dt.dtype)
     if s.sums is not None:   # added up by the kernel's programs
         da, dbias = s.sums[:H], s.sums[H:]
     else:
         da = _f32(bsz, H, nc, device=x.device)
         dbias = torch.empty_like(da) if dt_bias is not None else None
     lo, hi, clamp = _limits(dt_limit)
-    dt_bwd_kernel((nc, bsz * H), DT=dt, SDT=dt.stride(1), DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows,
+    dt_bwd_kernel((nc, bsz * H), DT=dt, SDT=dt.stride(1), SDDT=step_stride(ddt[..., None]), DT_BIAS=dt_bias, A=A, DTP=dtp, RS=s.pair_rows,
                   INTER=s.entering_terms,
                   CS=s.pair_cols, US=s.state_terms, XV=s.direct_terms, FPART=fpart, DDT=ddt, DA=da, DBIAS=dbias, L=L,
                   H=H, Lp=nc * p.Q, nc=nc, lo=lo, hi=hi, n_f=fpart.shape[-1], SOFTPLUS=dt_softplus, CLAMP=clamp,

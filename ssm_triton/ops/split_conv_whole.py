@@ -119,19 +119,24 @@ def _backward(saved, grads):
     if dout is None:   # only the final state's gradient came
         dout = zxbcdt.new_zeros((bsz, L, ow.shape[0] if ow is not None else d_mlp + dim))
     d = {}
+    # zxbcdt's gradient, one buffer: the norm's dz, the step sizes' and the conv's dx are written into their columns
+    # by their kernels (no concatenation of the pieces after)
+    dzx = torch.empty(zxbcdt.shape, device=zxbcdt.device, dtype=zxbcdt.dtype)
+    dz0_at, dx0_at, dz_at, dxBC_at, ddt_at = _parts(dzx, H, P, N, G, d_mlp)
     dy = dout
     if ow is not None:
         dy, d["outproj_weight"], d["outproj_bias"] = linear_backward(dout, g("ycat"), ow,
                                                                      g("outproj_bias") is not None)
-    dz0 = dx0 = None
     if d_mlp:
         dz0, dx0 = _silu_grad(dy[..., :d_mlp], z0, x0)
+        dz0_at.copy_(dz0)
+        dx0_at.copy_(dx0)
         dy = dy[..., d_mlp:]
-    dz = None
     if norm:
-        dys, d["rmsnorm_weight"], _, dz = _norm.rmsnorm_backward(
+        dys, d["rmsnorm_weight"], _, _ = _norm.rmsnorm_backward(
             dy.reshape(-1, dim).to(zxbcdt.dtype).contiguous(), g("yssd").view(-1, dim), g("rmsnorm_weight"), None,
-            z.reshape(-1, dim), g("rstd"), g("eps"), dim // G, gate_first=not g("norm_before_gate"))
+            z.reshape(-1, dim), g("rstd"), g("eps"), dim // G, gate_first=not g("norm_before_gate"),
+            dz_out=dz_at.view(-1, dim))
         dy = dys.view(bsz, L, H, P)
     else:
         dy = dy.reshape(bsz, L, H, P).to(zxbcdt.dtype).contiguous()
@@ -143,17 +148,16 @@ def _backward(saved, grads):
         _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), xs, step_strided(dt), g("A"),
         Bs, Cs,
         g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
-        g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"))
+        g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"),
+        ddt_out=step_strided(ddt_at))   # a column slice of dzx is always addressable: a view, never a copy
     if not norm:
-        dz = dzs
+        dz_at.copy_(dzs.view(bsz, L, dim))
     io = zxbcdt.dtype
     dconv = torch.cat([dx.view(bsz, L, dim), dB.view(bsz, L, G * N).to(io), dC.view(bsz, L, G * N).to(io)], dim=-1)
-    dxBC, d["conv1d_weight"], d["conv1d_bias"] = _conv.conv_backward(
-        dconv.transpose(1, 2), xBC.transpose(1, 2), w, g("conv1d_bias"), g("seq_idx"), g("silu"))
-    pieces = [dz.view(bsz, L, dim).to(io), dxBC.transpose(1, 2), ddt.to(io)]
-    if d_mlp:
-        pieces = [dz0, dx0, *pieces]
-    d.update(zxbcdt=torch.cat(pieces, dim=-1), dt_bias=ddt_bias, A=dA, D=dD, initial_states=dh0)
+    _, d["conv1d_weight"], d["conv1d_bias"] = _conv.conv_backward(
+        dconv.transpose(1, 2), xBC.transpose(1, 2), w, g("conv1d_bias"), g("seq_idx"), g("silu"),
+        dx_out=dxBC_at.transpose(1, 2))
+    d.update(zxbcdt=dzx, dt_bias=ddt_bias, A=dA, D=dD, initial_states=dh0)
     return d
 
 
