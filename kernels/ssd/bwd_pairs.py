@@ -101,8 +101,8 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 def _dx_dd_kernel(
     # pointers
     X, B, CB, DY, DTP, CUM, ADJ, D, DIAG, SEQ, DX, DD_PART, DDIAG, US, XV,
-    # sizes, and the step strides of x and B (the rest contiguous)
-    L, H, G, P, N, Lp, nc, lo_off, SX, SB,
+    # sizes, and the step strides of x, B and dx (the rest contiguous)
+    L, H, G, P, N, Lp, nc, lo_off, SX, SB, SDX,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, ATOMIC_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr,
@@ -156,7 +156,7 @@ def _dx_dd_kernel(
             tl.atomic_add(DD_PART + h * P + ps, dd, mask=p_ok)
         else:
             tl.atomic_add(DD_PART + h, tl.sum(dd, axis=0))
-    tl.store(DX + ((step_s * H + h) * P)[:, None] + ps[None, :], dx.to(DX.dtype.element_ty),
+    tl.store(DX + (step_s * SDX + h * P)[:, None] + ps[None, :], dx.to(DX.dtype.element_ty),
              mask=s_ok[:, None] & p_ok[None, :])
 
 
@@ -164,8 +164,8 @@ def _dx_dd_kernel(
 def _db_dc_pairs_kernel(
     # pointers
     X, B, C, CB, DY, DTP, CUM, ADJ, SEQ, DB_PART, DC_PART, RS, CS,
-    # sizes, and the step strides of x, B and C (the rest contiguous)
-    L, H, G, P, N, Lp, nc, lo_off, SX, SB, SC, HEADS,
+    # sizes, and the step strides of x, B, C and DB_PART (the rest contiguous)
+    L, H, G, P, N, Lp, nc, lo_off, SX, SB, SC, SDB, HEADS,
     # meta-parameters
     ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, HEAVY_FIRST: tl.constexpr, Q: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
@@ -222,7 +222,7 @@ def _db_dc_pairs_kernel(
         db += mm(_rows(X, step_s, h, SX, P, ps, s_ok, p_ok), ds, DOT) * w[:, None]
     # fp32 partials per head block, or dB itself in B's dtype where a program's heads are its group's (the launcher's
     # choice: no cast launched after)
-    tl.store(DB_PART + ((step_s * n_hb + hb) * N)[:, None] + ns[None, :], db.to(DB_PART.dtype.element_ty),
+    tl.store(DB_PART + (step_s * SDB + hb * N)[:, None] + ns[None, :], db.to(DB_PART.dtype.element_ty),
              mask=s_ok[:, None] & n_ok[None, :])
 
 

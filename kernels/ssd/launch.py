@@ -436,13 +436,15 @@ class PairScratch(NamedTuple):
 
 
 def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, deterministic, diag=None, dd=True,
-               step_sums=False, db_dtype=torch.float32):
+               step_sums=False, db_dtype=torch.float32, dx_out=None, db_out=None):
     """dx, and the partials of dB, dC and dD, from the pairs inside each chunk (``bwd_pairs.py``).
     ``diag (b, H, Lp)``: a per-step weight of ``x`` the forward added (Mamba-3). ``dd=False``: no dD partials
     (the gate's backward took them from the unrounded ``dy``). ``step_sums``: zeroed room for the step-size
     backward's atomic sums of dA and d dt_bias (``PairScratch.sums``, not under deterministic algorithms).
     ``db_dtype``: the dtype of ``PairScratch.db_part`` where a program's heads are all of its group's (dB itself then,
-    one head block a group; fp32 partials otherwise). Returns ``(dx, PairScratch)``."""
+    one head block a group; fp32 partials otherwise). ``dx_out``, ``db_out`` (x's and B's shapes, one step stride
+    each): where to write dx, and dB where the pair kernel writes it whole (``db_part`` is then ``db_out``).
+    Returns ``(dx, PairScratch)``."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
@@ -451,7 +453,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     rows = cdiv(L, p.bwd_block_m)
     k = heads or heads_per_program(rows * bsz, H, G, target=p.min_programs)
     n_hb = H // k
-    dx = torch.empty(x.shape, device=dev, dtype=x.dtype)
+    dx = dx_out if dx_out is not None else torch.empty(x.shape, device=dev, dtype=x.dtype)
     # the pair rows' and columns' fp64 atomic sums from one zero-filled buffer (one fill launched, not two)
     rs, cs = torch.zeros((2, bsz, H, Lp), device=dev, dtype=torch.float64).unbind(0)
     # dD added up by the programs themselves (atomics) next to room for dA and d dt_bias, zeroed in one fill; under
@@ -465,7 +467,8 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     elif has_dd:
         dd_part = _f32(rows, bsz, H, P, device=dev)
     s = PairScratch(
-        db_part=torch.empty((bsz, L, n_hb, N), device=dev, dtype=db_dtype if n_hb == G else torch.float32),
+        db_part=db_out if db_out is not None and n_hb == G and db_out.dtype == db_dtype else
+        torch.empty((bsz, L, n_hb, N), device=dev, dtype=db_dtype if n_hb == G else torch.float32),
         dc_part=_f32(bsz, L, n_hb, N, device=dev),   # stored whole by dc_states_kernel, which runs first
         dd=dd_grad, sums=sums[:room] if sums is not None and room else None,
         pair_rows=rs, pair_cols=cs,
@@ -477,7 +480,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
                 BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=p.bwd_warps, num_stages=p.bwd_stages)
     cb = bmm(B, C, p)
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
-                 DD_PART=dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes,
+                 DD_PART=dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes, SDX=step_stride(dx),
                  D_PER_CHANNEL=D is not None and D.dim() == 2, ATOMIC_DD=not deterministic,
                  **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
@@ -485,7 +488,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     grid = (nc * bsz * n_hb, p.Q // p.bwd_block_m) if p.heavy_first else (rows, bsz * n_hb)
     db_dc_pairs_kernel(grid, X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes,
-                       SC=step_stride(C), HEADS=k,
+                       SC=step_stride(C), SDB=step_stride(s.db_part), HEADS=k,
                        ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, **meta)
     if dd_part is not None and deterministic:
         s = s._replace(dd=dd_part.sum((0, 1)) if D.dim() == 2 else dd_part.sum((0, 1, 3)))
@@ -494,13 +497,15 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
 
 def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, seq_idx=None, dt_softplus=False, dt_limit=(0.0, math.inf), block=None,
-                 heads=None, tiles=None, deterministic=False, ddt_out=None):
+                 heads=None, tiles=None, deterministic=False, ddt_out=None, dx_out=None, db_out=None):
     """Gradients of :func:`ssd_forward` given ``dout (b, L, H, P)`` and ``dfinal (b, H, P, N)`` or None.
     Returns ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states)`` (None for absent inputs);
     ``ddt`` in ``dt``'s dtype, ``dx, dz`` in ``x``'s, ``dB`` in ``B``'s where one head block covers a group, the
     rest fp32. ``deterministic``: ``dC`` without
     atomics (a second pass over the pairs). The step-size sums use fp64 atomics in both modes: their
     order perturbs fp64 rounding only, which can flip the last bit of an fp32 ``ddt`` / ``dA``, rarely.
+    ``ddt_out``, ``dx_out``, ``db_out``: column slices of the caller's gradient buffer (one step stride each) that
+    ``ddt``, ``dx`` and (where the pair kernel writes it whole, in B's dtype) ``dB`` are written into.
 
     The stages mirror the forward's (see the table in ``kernels/ssd/__init__.py``): the gate, the
     adjoint chunk sums, the reversed state passing, the pair gradients, the step-size gradients."""
@@ -525,7 +530,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
     ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
     # dB in B's dtype straight from the pair kernel where it can be (one cast launch fewer a call)
     dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
-                       step_sums=True, db_dtype=B.dtype)
+                       step_sums=True, db_dtype=B.dtype, dx_out=dx_out, db_out=db_out)
 
     # contiguous where dt is a column slice, or the caller's ``ddt_out`` (dt's shape and dtype, one step stride: a
     # column slice of its own gradient buffer)

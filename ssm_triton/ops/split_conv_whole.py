@@ -143,17 +143,22 @@ def _backward(saved, grads):
     ypre = g("ypre")
     dfinal = grads["final"]
     xs, Bs, Cs = _ssd_inputs(g("xbc"), H, P, N, G)
+    # the conv's output gradient, one buffer: dx (and dB, where the pair kernel writes it whole) from the SSD's kernels
+    io = zxbcdt.dtype
+    dconv = torch.empty((bsz, L, dim + 2 * G * N), device=zxbcdt.device, dtype=io)
+    dx_at, dB_at, dC_at = _ssd_inputs(dconv, H, P, N, G)
     dx, ddt, dA, dB, dC, dD, dzs, ddt_bias, dh0 = _ssd.ssd_backward(
         dy, dfinal.contiguous() if dfinal is not None else None,
         _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), xs, step_strided(dt), g("A"),
         Bs, Cs,
         g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
         g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"),
-        ddt_out=step_strided(ddt_at))   # a column slice of dzx is always addressable: a view, never a copy
+        ddt_out=step_strided(ddt_at), dx_out=dx_at, db_out=dB_at)   # column slices: views, never copies
     if not norm:
         dz_at.copy_(dzs.view(bsz, L, dim))
-    io = zxbcdt.dtype
-    dconv = torch.cat([dx.view(bsz, L, dim), dB.view(bsz, L, G * N).to(io), dC.view(bsz, L, G * N).to(io)], dim=-1)
+    if dB.data_ptr() != dB_at.data_ptr():   # summed from per-head-block partials (or fp32): copied in, cast
+        dB_at.copy_(dB)
+    dC_at.copy_(dC)
     _, d["conv1d_weight"], d["conv1d_bias"] = _conv.conv_backward(
         dconv.transpose(1, 2), xBC.transpose(1, 2), w, g("conv1d_bias"), g("seq_idx"), g("silu"),
         dx_out=dxBC_at.transpose(1, 2))
