@@ -109,8 +109,8 @@ def _block_fake(u, in_w, x_proj_weight, out_proj_weight, A_log, **_):
 def _block_backward(saved, grads):
     g = saved.get
     u, in_w = g("u"), g("in_w")
-    A = g("A")
-    d = _backward(dict(saved, A=A, D=g("D_param").float(), delta_bias=g("delta_bias_param").float(),
+    A = g("A")   # kept by the forward, under the name _backward reads
+    d = _backward(dict(saved, D=g("D_param").float(), delta_bias=g("delta_bias_param").float(),
                        delta_softplus=True), grads)
     dxz = d.pop("xz")
     d.update(u=torch.matmul(dxz.transpose(1, 2), in_w), in_w=torch.matmul(dxz, u).sum(0),

@@ -66,8 +66,8 @@ def _forward(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, 
     norm = rmsnorm_weight is not None
     zs = None if norm else z.reshape(bsz, L, H, P).contiguous()   # without a norm z gates inside the scan
     # dt is a column slice of the projection, read in place (its step stride) like x, B and C
-    y, final, _, kept = _ssd.ssd_forward(xs, step_strided(dt), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states, seq_idx, None,
-                                         True, (lo, hi), for_backward=True)
+    y, final, _, kept = _ssd.ssd_forward(xs, step_strided(dt), A, Bs, Cs, chunk_size, D, zs, dt_bias, initial_states,
+                                         seq_idx, None, True, (lo, hi), for_backward=True)
     empty = lambda: zxbcdt.new_empty(0)  # noqa: E731
     rstd = empty()
     yn = y.view(bsz, L, dim)
@@ -149,9 +149,8 @@ def _backward(saved, grads):
     dx_at, dB_at, dC_at = _ssd_inputs(dconv, H, P, N, G)
     dx, ddt, dA, dB, dC, dD, dzs, ddt_bias, dh0 = _ssd.ssd_backward(
         dy, dfinal.contiguous() if dfinal is not None else None,
-        _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), xs, step_strided(dt), g("A"),
-        Bs, Cs,
-        g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
+        _ssd.Saved(g("dtp"), g("cum"), g("hs"), ypre if ypre.numel() else None), xs, step_strided(dt), g("A"), Bs,
+        Cs, g("chunk_size"), g("D"), None if norm else z.reshape(bsz, L, H, P).contiguous(),
         g("dt_bias"), g("initial_states"), g("seq_idx"), True, (g("lo"), g("hi")), deterministic=g("deterministic"),
         ddt_out=step_strided(ddt_at), dx_out=dx_at, db_out=dB_at)   # column slices: views, never copies
     if not norm:
@@ -181,19 +180,18 @@ _BLOCK_INPUTS = ("u", "in_w", "in_b", "conv_w", "conv1d_bias", "dt_bias", "A_log
                  "outproj_weight", "outproj_bias")
 
 
-def _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim):
-    """The function's ``conv1d_weight (C, W)``, ``A (H,)`` and ``D`` from the module's parameters (views, and A's
-    exponential)."""
-    return (conv_w.squeeze(1), -torch.exp(A_log.float()),
-            D_param.view(-1, headdim) if d_has_hdim else D_param)
+def _block_views(conv_w, D_param, headdim, d_has_hdim):
+    """The function's ``conv1d_weight (C, W)`` and ``D`` as views of the module's parameters."""
+    return conv_w.squeeze(1), D_param.view(-1, headdim) if d_has_hdim else D_param
 
 
 def _block_forward(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_param, seq_idx, rmsnorm_weight,
                    outproj_weight, outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate,
                    deterministic, d_has_hdim):
     zxbcdt = F.linear(u, in_w, in_b)
-    w, A, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
+    w, D = _block_views(conv_w, D_param, headdim, d_has_hdim)
     # A kept: the backward's dA_log = dA A reads it without two more launches
+    A = -torch.exp(A_log.float())
     return (*_forward(zxbcdt, w, conv1d_bias, dt_bias, A, D, None, seq_idx, rmsnorm_weight, outproj_weight,
                       outproj_bias, chunk_size, lo, hi, silu, eps, headdim, ngroups, norm_before_gate, deterministic),
             zxbcdt, A)
@@ -202,7 +200,7 @@ def _block_forward(u, in_w, in_b, conv_w, conv1d_bias, dt_bias, A_log, D_param, 
 def _block_fake(u, in_w, conv_w, A_log, D_param, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups,
                 d_has_hdim, **_):
     zxbcdt = u.new_empty((*u.shape[:2], in_w.shape[0]))
-    w, _, D = _block_pieces(conv_w, A_log, D_param, headdim, d_has_hdim)
+    w, D = _block_views(conv_w, D_param, headdim, d_has_hdim)
     return (*_fake(zxbcdt, w, D, rmsnorm_weight, outproj_weight, chunk_size, headdim, ngroups), torch.empty_like(zxbcdt),
             torch.empty_like(A_log, dtype=torch.float32))
 
@@ -210,8 +208,8 @@ def _block_fake(u, in_w, conv_w, A_log, D_param, rmsnorm_weight, outproj_weight,
 def _block_backward(saved, grads):
     g = saved.get
     u, in_w = g("u"), g("in_w")
-    w, D, A = g("conv_w").squeeze(1), g("D_param"), g("A")
-    D = D.view(-1, g("headdim")) if g("d_has_hdim") else D
+    w, D = _block_views(g("conv_w"), g("D_param"), g("headdim"), g("d_has_hdim"))
+    A = g("A")
     d = _backward(dict(saved, conv1d_weight=w, D=D, initial_states=None), grads)
     d["u"], d["in_w"], d["in_b"] = linear_backward(d.pop("zxbcdt"), u, in_w, g("in_b") is not None)
     d.update(conv_w=d.pop("conv1d_weight").unsqueeze(1), A_log=d.pop("A") * A,
