@@ -4,7 +4,8 @@ The SSD's outputs, final states and gradients do not depend on the chunk length 
 ``chunk_size`` could be a tuned choice (issue 18's "ways in"). This times ``mamba_chunk_scan_combined`` fwd and
 fwd+bwd at issue 18's headline (b8 L4096 H64 P64 N128 G1 bf16, D, dt_bias, softplus) and the small prefill (b1
 L2048) for chunk lengths 64, 128 and 256 in one process (``triton.testing.do_bench`` medians, ms, with the peak
-memory of a fwd+bwd), and Mamba-3 SISO (B8 L4096 H32 N128 P64) at 32, 64 and 128.
+memory of a fwd+bwd), and Mamba-3 SISO (B8 L4096 H32 N128 P64) at 32, 64 and 128. ``--kernels N``: also each
+chunk length's N longest kernels of one fwd+bwd (torch.profiler, device time a call), to see which stages move.
 """
 import argparse
 
@@ -56,9 +57,25 @@ def _siso(b: int, L: int, device: str = "cuda", H: int = 32, P: int = 64, N: int
     return call, both
 
 
+def _kernels(fn, rows: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+    found = sorted(((e.key, e.device_time_total / 3) for e in prof.key_averages() if e.device_time_total > 0),
+                   key=lambda r: -r[1])
+    print(f"    kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call:")
+    for key, us in found[:rows]:
+        print(f"      {us / 1e3:7.3f}  {key[:100]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-siso", action="store_true")
+    parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | ms (do_bench medians), peak MiB of fwd+bwd")
     cases = [("SSD", (8, 4096), _ssd, (64, 128, 256)), ("SSD", (1, 2048), _ssd, (64, 128, 256))]
@@ -72,6 +89,8 @@ def main() -> None:
             peak = peak_mb(lambda: both(chunk), torch.device("cuda"))
             print(f"{name:13s} b{b} L{L} chunk {chunk:4d}: fwd {fwd:7.3f}  fwd+bwd {fb:7.3f}  peak {peak:8.1f}",
                   flush=True)
+            if args.kernels and b > 1:
+                _kernels(lambda: both(chunk), args.kernels)
 
 
 if __name__ == "__main__":
