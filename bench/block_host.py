@@ -84,9 +84,10 @@ def main() -> None:
     parser.add_argument("--graphed", action="store_true", help="also time make_graphed_callables' replays")
     parser.add_argument("--profile", action="store_true", help="after the timings, profile each block's one-node call")
     parser.add_argument("--rows", type=int, default=30)
+    parser.add_argument("--only", default="", help="time only the blocks whose name contains this")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run through the interpreter (tiny sizes)")
     args = parser.parse_args()
-    blocks = _blocks(args.d_model, args.device)
+    blocks = {k: v for k, v in _blocks(args.d_model, args.device).items() if args.only in k}
     u = torch.randn(1, args.L, args.d_model, device=args.device, requires_grad=True,
                     dtype=next(iter(blocks.values())).in_proj.weight.dtype)
     g = torch.randn_like(u)

@@ -75,15 +75,17 @@ def _kernels(fn, rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-siso", action="store_true")
+    parser.add_argument("--chunks", type=int, nargs="*", help="only these chunk lengths")
+    parser.add_argument("--only", default="", help="run only the cases whose label ('SSD b8 L4096') contains this")
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | ms (do_bench medians), peak MiB of fwd+bwd")
     cases = [("SSD", (8, 4096), _ssd, (64, 128, 256)), ("SSD", (1, 2048), _ssd, (64, 128, 256))]
     if not args.skip_siso:
         cases.append(("Mamba-3 SISO", (8, 4096), _siso, (32, 64, 128)))
-    for name, (b, L), make, chunks in cases:
+    for name, (b, L), make, chunks in [c for c in cases if args.only in f"{c[0]} b{c[1][0]} L{c[1][1]}"]:
         call, both = make(b, L)
-        for chunk in chunks:
+        for chunk in [c for c in chunks if not args.chunks or c in args.chunks]:
             fwd = _ms(lambda: call(chunk))
             fb = _ms(lambda: both(chunk))
             peak = peak_mb(lambda: both(chunk), torch.device("cuda"))
