@@ -199,3 +199,27 @@ def one_launch_training(segments: int, *noted: str):
     finally:
         fused.ssd_fused_fwd_kernel.launch = real
         fused.SEGMENTS, fused.ALIGN, launch.FUSED, launch.FUSED_TRAIN = before
+
+
+@contextlib.contextmanager
+def adjoint_in_state_passing():
+    """The backward's adjoint sums made inside the reversed state passing (``launch.ADJ_FUSED``) forced on; yields
+    the list of that kernel's launches (their ``Q``), so a test sees the route taken (replays off: a replayed call
+    would launch the kernel's binary without passing the spy)."""
+    from ssm_triton.kernels import replay
+    from ssm_triton.kernels.ssd import launch
+    launched = []
+    kernel = launch.state_bwd_adjoint_kernel
+    real = kernel.__call__
+
+    class Spy:
+        def __call__(self, grid, **k):
+            launched.append(k["Q"])
+            return real(grid, **k)
+
+    before = launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED
+    launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED = "1", Spy(), False
+    try:
+        yield launched
+    finally:
+        launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED = before

@@ -207,6 +207,11 @@ def ssd_cases():
         yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
                                                            "DS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
+        if FULL or io == tl.bfloat16:   # the adjoint sums inside the reversed state passing (ADJ_FUSED)
+            yield "ssd state bwd adjoint", ssd_pass.state_bwd_adjoint_kernel, \
+                {**iop("DY", "C"), **f32("CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
+                 "DS": PTR.get(dot, "*fp32"), **ints}, \
+                dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=min(bp, 64), BLOCK_N=min(bn, 64), DOT=dot)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \

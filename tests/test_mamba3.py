@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_siso_loop
 from ssm_triton.tolerance import assert_close
-from builders import assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
+from builders import adjoint_in_state_passing, assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
 from strategies import BIG, examples, normal, on, seeds, uniform
 
 SMALL = examples(6)
@@ -56,6 +56,18 @@ def sizes():
                 heads=st.sampled_from([(1, 1), (2, 1), (3, 3), (4, 2)]), P=st.sampled_from([1, 3, 8, 12]),
                 N=st.sampled_from([2, 5, 8, 16]), seed=seeds(), options=st.booleans(),
                 chunk=st.sampled_from([16, 32]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+
+
+@examples(4)
+@given(**sizes(), data=st.data())
+def test_adjoint_sums_inside_the_state_passing(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
+    """``SSM_TRITON_SSD_ADJ_FUSED=1`` (the reversed state passing makes each chunk's adjoint sum itself, over the
+    rotated ``q``): every gradient against the float64 loop, the input and final states' included."""
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    with adjoint_in_state_passing() as launched:
+        check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
+    assert launched == [chunk]
 
 
 @SMALL

@@ -14,7 +14,7 @@ from builders import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from strategies import examples, normal, on, seeds
-from builders import cancelling_grad, make_ssd_problem as make_problem
+from builders import adjoint_in_state_passing, cancelling_grad, make_ssd_problem as make_problem
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
@@ -330,3 +330,43 @@ def test_tensor_core_products_round_their_operands(device, L, N, seed, dot):
     scale = want.abs().max().item() + 1e-30
     assert (cb - want).abs().max().item() <= 1e-6 * scale * N        # rounded operands, fp32 sums
     assert (want - exact).abs().max().item() > 1e-5 * scale           # and the rounding is visible
+
+
+@examples(12)
+@given(bsz=st.integers(1, 2), L=st.one_of(st.just(1), st.integers(2, 300 if BIG else 70)), groups=st.integers(1, 2),
+       heads_per_group=st.integers(1, 2), P=st.integers(1, 9), N=st.integers(1, 18),
+       chunk=st.sampled_from([16, 32, 64, 128] if BIG else [16, 32]), seed=seeds(), options=st.booleans(),
+       packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES), use_final=st.booleans(), gated=st.booleans())
+def test_adjoint_sums_inside_the_state_passing(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
+                                               packed, dtype, use_final, gated):
+    """``SSM_TRITON_SSD_ADJ_FUSED=1``: the reversed state passing makes each chunk's adjoint sum itself (no fp32
+    per-chunk sums stored). Every gradient against float64 autograd of the quadratic form and against the two-stage
+    route (the same products in the same order: equal but for the atomics' order elsewhere), packed sequences,
+    initial states and the final state's cotangent included."""
+    t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
+    if not gated:
+        t.pop("z", None)
+    leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES if k in t}
+    flags = {k: v for k, v in t.items() if k not in leaves}
+    g_out = normal(t["x"].shape, seed + 30, device, dtype)
+    g_final = normal((bsz, groups * heads_per_group, P, N), seed + 31, device)
+
+    def grads():
+        out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk,
+                                                          return_final_states=True, deterministic=True)
+        loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
+        return torch.autograd.grad(loss, list(leaves.values()))
+
+    with adjoint_in_state_passing() as launched:
+        got = grads()
+    assert launched == [chunk]
+    staged = grads()
+    ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
+    ref_out, ref_final = ssd_quadratic_torch(**ref, **{k: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                                       for k, v in flags.items()})
+    ref_loss = (ref_out * g_out.cpu().double()).sum() + ((ref_final * g_final.cpu().double()).sum() if use_final else 0)
+    want = torch.autograd.grad(ref_loss, list(ref.values()))
+    for name, g, s, w in zip(leaves, got, staged, want):
+        assert_close(g, w, dtype, f"d{name}")
+        scale = float(s.detach().abs().max()) if s.numel() else 0.0
+        torch.testing.assert_close(g, s, rtol=1e-5, atol=1e-6 * max(scale, 1.0), msg=f"d{name} against the stages")

@@ -15,7 +15,7 @@ from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.fused import mamba3_fused_forward
 from ..ssd.bwd_dt import decay_grad
-from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
+from ..ssd.chunk_state import MODE_STATE, MODE_VARLEN
 from ..ssd.cumsum import chunk_row, store_cum
 from ..tuning import Kernel
 
@@ -126,10 +126,9 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     q = q.to(p.torch_dot).contiguous()
     nc = cdiv(T, chunk_size)
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
-    adj = ssd.chunk_state(dy, q, dtp, cum, seq, MODE_ADJOINT, p)
-    ds, dh0, fpart = ssd.state_passing_bwd(adj, hs, cum, seq,
-                                           dfinal.float().contiguous() if dfinal is not None else None, T, p)
-    del adj   # fp32 (b, H, chunks, P, N): not held through the pair stage (a replay frees it there by itself)
+    # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
+    ds, dh0, fpart = ssd.adjoint_state_passing(dy, q, dtp, cum, hs, seq,
+                                               dfinal.float().contiguous() if dfinal is not None else None, T, p)
     dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,

@@ -6,7 +6,7 @@ import torch
 from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_backward
-from ..ssd.chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN
+from ..ssd.chunk_state import MODE_STATE, MODE_VARLEN
 from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel, ssd_plan
@@ -195,10 +195,9 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dy, dz, dD = gate_backward(dout, saved.y, Z, V, D)
     else:
         dy = dout.to(V.dtype).contiguous()
-    adj = ssd.chunk_state(dy, saved.qr, saved.dtp, saved.cum, seq, MODE_ADJOINT, p)
-    ds, dh0, fpart = ssd.state_passing_bwd(adj, saved.hs, saved.cum, seq,
-                                           dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
-    del adj   # fp32 (b, H, chunks, P, N): not held through the pair stage (a replay frees it there by itself)
+    # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
+    ds, dh0, fpart = ssd.adjoint_state_passing(dy, saved.qr, saved.dtp, saved.cum, saved.hs, seq,
+                                               dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
     dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
                            deterministic, diag=saved.diag, dd=Z is None)
     # one head per group here (each head has its own k~), so the head blocks are the heads

@@ -22,7 +22,7 @@ from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
 from .fused import fused_forward, fused_plan, keeps, use_fused
-from .state_passing import state_bwd_kernel, state_fwd_kernel
+from .state_passing import state_bwd_adjoint_kernel, state_bwd_kernel, state_fwd_kernel
 
 STATE_BLOCK = 256
 _TORCH_DOT = {tl.float32: torch.float32, TF32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
@@ -272,6 +272,37 @@ def state_passing_bwd(adj, hs, cum, seq, dfinal, L, p: Plan):
     fpart = _f32(bsz, H, nc, n_blk, device=adj.device)
     state_bwd_kernel((bsz * H, n_blk), ADJ=adj, HS=hs, CUM=cum, SEQ=seq, DFINAL=dfinal, DS=ds, DH0=dh0, FPART=fpart,
                      L=L, H=H, Lp=nc * p.Q, nc=nc, PN=PN, Q=p.Q, BLOCK=STATE_BLOCK)
+    return ds, dh0, fpart
+
+
+# the backward's adjoint sums inside the reversed state passing (one kernel, no fp32 per-chunk sums stored): "1" on,
+# anything else the two stages (the default until it is timed on a GPU)
+ADJ_FUSED = os.environ.get("SSM_TRITON_SSD_ADJ_FUSED", "")
+
+
+def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
+    """What the outputs send back to each chunk's entering state (``sum_t exp(cum_t) dy_t C_t^T``), then the
+    reversed state passing: ``(ds, dh0, fpart)`` as :func:`state_passing_bwd`. ``dy (b, L, H, P)`` and
+    ``C (b, L, G, N)`` with any step stride (contiguous past it). With ``ADJ_FUSED`` one kernel walks each state
+    tile's chunks in reverse and makes each chunk's sum as it goes; otherwise :func:`chunk_state`'s adjoint mode
+    stores the sums (fp32, ``(b, H, chunks, P, N)``) and the reversed state passing reads them."""
+    if ADJ_FUSED != "1":
+        return state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
+    bsz, _, H, P = dy.shape
+    G, N = C.shape[2], C.shape[3]
+    nc = cdiv(L, p.Q)
+    # a program holds two fp32 tiles (the carried gradient and the chunk's sum): at 64 x 64 and 8 warps sm_90 keeps
+    # them in ~176 registers without spills (64 x 128 at 4 warps spilled ~0.5 KB a thread; tests/sm90_compile.py
+    # --resources), with twice the forward's programs for a kernel whose programs each walk their chunks in order
+    bp, bn = min(p.outer_p, 64), min(p.outer_n, 64)
+    tiles = cdiv(P, bp) * cdiv(N, bn)
+    ds = torch.empty(hs.shape, device=dy.device, dtype=p.torch_dot)
+    dh0 = _f32(bsz, H, P, N, device=dy.device)
+    fpart = _f32(bsz, H, nc, tiles, device=dy.device)
+    state_bwd_adjoint_kernel((bsz * H, tiles), DY=dy, C=C, CUM=cum, HS=hs, SEQ=seq, DFINAL=dfinal, DS=ds, DH0=dh0,
+                             FPART=fpart, L=L, H=H, G=G, P=P, N=N, SDY=dy.stride(1), SC=C.stride(1), Lp=nc * p.Q,
+                             nc=nc, lo_off=lo_offset(cum), Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=bp,
+                             BLOCK_N=bn, DOT=p.dot, num_warps=8, num_stages=p.stages)
     return ds, dh0, fpart
 
 
@@ -527,7 +558,7 @@ def ssd_backward(dout, dfinal, saved, x, dt, A, B, C, chunk_size, D=None, z=None
         dy = dout.to(x.dtype).contiguous()
 
     # what the outputs send back to each chunk's entering state, then the reversed state passing
-    ds, dh0, fpart = state_passing_bwd(chunk_state(dy, C, dtp, cum, seq, MODE_ADJOINT, p), hs, cum, seq, dfinal, L, p)
+    ds, dh0, fpart = adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p)
     # dB in B's dtype straight from the pair kernel where it can be (one cast launch fewer a call)
     dx, s = pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, dd=z is None,
                        step_sums=True, db_dtype=B.dtype, dx_out=dx_out, db_out=db_out)

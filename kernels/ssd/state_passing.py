@@ -13,11 +13,17 @@ of chunk ``c``'s end state, which the dx/dB stage needs). It also writes
 ``keep_c exp(cum_end_c) <dh_enter[c+1], h_enter[c]>``, the part of the gradient of chunk ``c``'s total
 decay that flows through the carried state, as one partial per program.
 Each program owns one (batch row, head) and ``BLOCK`` entries of the flattened ``(P, N)`` state.
+
+``_state_bwd_adjoint_kernel`` is the backward with the adjoint sums made inside it (``SSM_TRITON_SSD_ADJ_FUSED=1``):
+each program owns a ``(BLOCK_P, BLOCK_N)`` tile of one (batch row, head)'s state and, walking the chunks in reverse,
+sums ``adj_c = sum_t exp(cum_t) dy_t C_t^T`` over the chunk's steps in ``BLOCK_K`` slices before it is added. The
+``(b, H, chunks, P, N)`` fp32 adjoint sums (268 MB at issue 18's headline with chunks of 256, 537 with 128) are then
+never stored: one write and one read of them less, and the backward's peak memory without them.
 """
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds
+from .common import chunk_bounds, cum_at, mm
 from ..tuning import Kernel
 
 
@@ -83,5 +89,59 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DS, DH0, FPART, L, H, Lp, nc, P
     tl.store(DH0 + bh.to(tl.int64) * PN + e, run, mask=ok)
 
 
+@triton.jit
+def _state_bwd_adjoint_kernel(DY, C, CUM, HS, SEQ, DFINAL, DS, DH0, FPART,
+                              L, H, G, P, N, SDY, SC, Lp, nc, lo_off,
+                              HAS_DFINAL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                              BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+    bh = tl.program_id(0)
+    tile = tl.program_id(1)
+    n_blk = tl.num_programs(1)
+    n_nb = tl.cdiv(N, BLOCK_N)
+    ps = (tile // n_nb) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ns = (tile % n_nb) * BLOCK_N + tl.arange(0, BLOCK_N)
+    p_ok = ps < P
+    pn_ok = p_ok[:, None] & (ns < N)[None, :]
+    bi = bh // H
+    h = bh % H
+    g = h // (H // G)
+    row = bh.to(tl.int64) * Lp
+    PN = P * N
+    base = bh.to(tl.int64) * nc * PN
+    at = ps[:, None] * N + ns[None, :]
+    if HAS_DFINAL:
+        run = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+    else:
+        run = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for i in range(nc):
+        c = nc - 1 - i
+        start, end, prev = chunk_bounds(c, L, Q)
+        tl.store(DS + base + c * PN + at, run.to(DS.dtype.element_ty), mask=pn_ok)
+        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+        carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
+        tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + tile, carry * tl.sum(tl.sum(run * enter, axis=1), axis=0))
+        # what the chunk's outputs send back to the state entering it (chunk_state.py's MODE_ADJOINT, same order
+        # of operations), over the steps in that state's sequence
+        seq_prev = 0
+        if HAS_SEQ:
+            seq_prev = tl.load(SEQ + bi.to(tl.int64) * L + prev)
+        adj = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+        for s0 in range(start, end + 1, BLOCK_K):
+            s = s0 + tl.arange(0, BLOCK_K)
+            ok = s <= end
+            cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)   # s < start + Q: inside the padded row
+            if HAS_SEQ:
+                ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == seq_prev
+            wgt = tl.where(ok, tl.exp(cum_s + cum_s_lo), 0.0)
+            step = bi.to(tl.int64) * L + s
+            v = tl.load(DY + (step * SDY + h * P)[None, :] + ps[:, None], mask=ok[None, :] & p_ok[:, None], other=0.0)
+            w = tl.load(C + (step * SC + g * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :],
+                        other=0.0)
+            adj += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
+        run = adj + carry * run
+    tl.store(DH0 + bh.to(tl.int64) * PN + at, run, mask=pn_ok)
+
+
 state_fwd_kernel = Kernel(_state_fwd_kernel, flags=dict(HAS_H0="H0", HAS_SEQ="SEQ"))
 state_bwd_kernel = Kernel(_state_bwd_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_SEQ="SEQ"))
+state_bwd_adjoint_kernel = Kernel(_state_bwd_adjoint_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_SEQ="SEQ"))
