@@ -6,6 +6,9 @@ fwd+bwd at issue 18's headline (b8 L4096 H64 P64 N128 G1 bf16, D, dt_bias, softp
 L2048) for chunk lengths 64, 128 and 256 in one process (``triton.testing.do_bench`` medians, ms, with the peak
 memory of a fwd+bwd), and Mamba-3 SISO (B8 L4096 H32 N128 P64) at 32, 64 and 128. ``--kernels N``: also each
 chunk length's N longest kernels of one fwd+bwd (torch.profiler, device time a call), to see which stages move.
+``--adjoint``: each chunk length twice, the backward's adjoint sums stored by their own stage (the default) and
+made inside the reversed state passing (``SSM_TRITON_SSD_ADJ_FUSED=1``, ``launch.ADJ_FUSED``), alternating in the
+process: its time and its peak memory.
 """
 import argparse
 
@@ -14,6 +17,7 @@ import triton.testing
 
 import ssm_triton
 from ssm_triton.bench.timing import peak_mb
+from ssm_triton.kernels.ssd import launch
 
 
 def _ms(fn) -> float:
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="*", help="only these chunk lengths")
     parser.add_argument("--only", default="", help="run only the cases whose label ('SSD b8 L4096') contains this")
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
+    parser.add_argument("--adjoint", action="store_true", help="also with the adjoint sums inside the state passing")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | ms (do_bench medians), peak MiB of fwd+bwd")
     cases = [("SSD", (8, 4096), _ssd, (64, 128, 256)), ("SSD", (1, 2048), _ssd, (64, 128, 256))]
@@ -86,13 +91,16 @@ def main() -> None:
     for name, (b, L), make, chunks in [c for c in cases if args.only in f"{c[0]} b{c[1][0]} L{c[1][1]}"]:
         call, both = make(b, L)
         for chunk in [c for c in chunks if not args.chunks or c in args.chunks]:
-            fwd = _ms(lambda: call(chunk))
-            fb = _ms(lambda: both(chunk))
-            peak = peak_mb(lambda: both(chunk), torch.device("cuda"))
-            print(f"{name:13s} b{b} L{L} chunk {chunk:4d}: fwd {fwd:7.3f}  fwd+bwd {fb:7.3f}  peak {peak:8.1f}",
-                  flush=True)
-            if args.kernels and b > 1:
-                _kernels(lambda: both(chunk), args.kernels)
+            for adj in ("", "1") if args.adjoint else (launch.ADJ_FUSED,):
+                launch.ADJ_FUSED = adj
+                fwd = _ms(lambda: call(chunk))
+                fb = _ms(lambda: both(chunk))
+                peak = peak_mb(lambda: both(chunk), torch.device("cuda"))
+                route = " adjoint in state passing" if adj == "1" else ""
+                print(f"{name:13s} b{b} L{L} chunk {chunk:4d}: fwd {fwd:7.3f}  fwd+bwd {fb:7.3f}  peak {peak:8.1f}"
+                      f"{route}", flush=True)
+                if args.kernels and b > 1:
+                    _kernels(lambda: both(chunk), args.kernels)
 
 
 if __name__ == "__main__":
