@@ -202,24 +202,31 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def adjoint_in_state_passing():
-    """The backward's adjoint sums made inside the reversed state passing (``launch.ADJ_FUSED``) forced on; yields
-    the list of that kernel's launches (their ``Q``), so a test sees the route taken (replays off: a replayed call
-    would launch the kernel's binary without passing the spy)."""
+def sums_in_state_passing():
+    """Each chunk's own end state summed inside the forward's state passing (``launch.OWN_FUSED``) and the adjoint
+    sums inside the reversed one (``launch.ADJ_FUSED``), forced on, with the one-launch forward off (``launch.FUSED``
+    "0": the stages run); yields ``{"own": [...], "adjoint": [...]}``, the ``Q`` of each of those kernels' launches,
+    so a test sees the route taken (replays off: a replayed call launches binaries without passing the spies)."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
-    launched = []
-    kernel = launch.state_bwd_adjoint_kernel
-    real = kernel.__call__
+    launched = {"own": [], "adjoint": []}
 
-    class Spy:
-        def __call__(self, grid, **k):
-            launched.append(k["Q"])
-            return real(grid, **k)
+    def spy(kernel, name):
+        class Spy:
+            def __call__(self, grid, **k):
+                launched[name].append(k["Q"])
+                return kernel(grid, **k)
+        return Spy()
 
-    before = launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED
-    launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED = "1", Spy(), False
+    names = ("OWN_FUSED", "ADJ_FUSED", "FUSED", "state_fwd_own_kernel", "state_bwd_adjoint_kernel")
+    before = [getattr(launch, n) for n in names], replay.ENABLED
+    for n, v in zip(names, ("1", "1", "0", spy(launch.state_fwd_own_kernel, "own"),
+                            spy(launch.state_bwd_adjoint_kernel, "adjoint"))):
+        setattr(launch, n, v)
+    replay.ENABLED = False
     try:
         yield launched
     finally:
-        launch.ADJ_FUSED, launch.state_bwd_adjoint_kernel, replay.ENABLED = before
+        for n, v in zip(names, before[0]):
+            setattr(launch, n, v)
+        replay.ENABLED = before[1]

@@ -207,7 +207,10 @@ def ssd_cases():
         yield "ssd state bwd", ssd_pass.state_bwd_kernel, {**f32("ADJ", "CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
                                                            "DS": PTR.get(dot, "*fp32"), **ints}, \
             dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK=1024)
-        if FULL or io == tl.bfloat16:   # the adjoint sums inside the reversed state passing (ADJ_FUSED)
+        if FULL or io == tl.bfloat16:   # the chunks' sums inside the state passings (OWN_FUSED, ADJ_FUSED)
+            yield "ssd state fwd own", ssd_pass.state_fwd_own_kernel, \
+                {**iop("X", "B"), **f32("DTP", "CUM", "H0", "FINAL"), "HS": PTR.get(dot, "*fp32"), **ints}, \
+                dict(HAS_H0=opt, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=min(bp, 64), BLOCK_N=min(bn, 64), DOT=dot)
             yield "ssd state bwd adjoint", ssd_pass.state_bwd_adjoint_kernel, \
                 {**iop("DY", "C"), **f32("CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
                  "DS": PTR.get(dot, "*fp32"), **ints}, \

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_siso_loop
 from ssm_triton.tolerance import assert_close
-from builders import adjoint_in_state_passing, assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
+from builders import sums_in_state_passing, assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
 from strategies import BIG, examples, normal, on, seeds, uniform
 
 SMALL = examples(6)
@@ -60,14 +60,15 @@ def sizes():
 
 @examples(4)
 @given(**sizes(), data=st.data())
-def test_adjoint_sums_inside_the_state_passing(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
-    """``SSM_TRITON_SSD_ADJ_FUSED=1`` (the reversed state passing makes each chunk's adjoint sum itself, over the
-    rotated ``q``): every gradient against the float64 loop, the input and final states' included."""
+def test_chunk_sums_inside_the_state_passings(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
+    """``SSM_TRITON_SSD_OWN_FUSED=1`` and ``SSM_TRITON_SSD_ADJ_FUSED=1`` (the state passings make each chunk's own
+    end state and adjoint sum themselves, over the rotated ``k`` and ``q``), the staged forward running: outputs,
+    final states and every gradient against the float64 loop, the input and final states' included."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    with adjoint_in_state_passing() as launched:
+    with sums_in_state_passing() as launched:
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
-    assert launched == [chunk]
+    assert launched == {"own": [chunk], "adjoint": [chunk]}
 
 
 @SMALL

@@ -14,7 +14,7 @@ from builders import BIG
 from ssm_triton.reference import ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
 from strategies import examples, normal, on, seeds
-from builders import adjoint_in_state_passing, cancelling_grad, make_ssd_problem as make_problem
+from builders import sums_in_state_passing, cancelling_grad, make_ssd_problem as make_problem
 
 IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 GRAD_NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
@@ -337,12 +337,13 @@ def test_tensor_core_products_round_their_operands(device, L, N, seed, dot):
        heads_per_group=st.integers(1, 2), P=st.integers(1, 9), N=st.integers(1, 18),
        chunk=st.sampled_from([16, 32, 64, 128] if BIG else [16, 32]), seed=seeds(), options=st.booleans(),
        packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES), use_final=st.booleans(), gated=st.booleans())
-def test_adjoint_sums_inside_the_state_passing(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
+def test_chunk_sums_inside_the_state_passings(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
                                                packed, dtype, use_final, gated):
-    """``SSM_TRITON_SSD_ADJ_FUSED=1``: the reversed state passing makes each chunk's adjoint sum itself (no fp32
-    per-chunk sums stored). Every gradient against float64 autograd of the quadratic form and against the two-stage
-    route (the same products in the same order: equal but for the atomics' order elsewhere), packed sequences,
-    initial states and the final state's cotangent included."""
+    """``SSM_TRITON_SSD_OWN_FUSED=1`` and ``SSM_TRITON_SSD_ADJ_FUSED=1``: the state passing makes each chunk's own
+    end state itself, the reversed one each chunk's adjoint sum (no fp32 per-chunk sums stored), the staged forward
+    running. Output, final state and every gradient against float64 autograd of the quadratic form and against the
+    two-stage route (the same products in the same order: equal but for the atomics' order elsewhere), packed
+    sequences, initial states and the final state's cotangent included."""
     t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
     if not gated:
         t.pop("z", None)
@@ -355,18 +356,18 @@ def test_adjoint_sums_inside_the_state_passing(device, bsz, L, groups, heads_per
         out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk,
                                                           return_final_states=True, deterministic=True)
         loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
-        return torch.autograd.grad(loss, list(leaves.values()))
+        return (out, final, *torch.autograd.grad(loss, list(leaves.values())))
 
-    with adjoint_in_state_passing() as launched:
+    with sums_in_state_passing() as launched:
         got = grads()
-    assert launched == [chunk]
+    assert launched == {"own": [chunk], "adjoint": [chunk]}
     staged = grads()
     ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
     ref_out, ref_final = ssd_quadratic_torch(**ref, **{k: (v.cpu() if isinstance(v, torch.Tensor) else v)
                                                        for k, v in flags.items()})
     ref_loss = (ref_out * g_out.cpu().double()).sum() + ((ref_final * g_final.cpu().double()).sum() if use_final else 0)
-    want = torch.autograd.grad(ref_loss, list(ref.values()))
-    for name, g, s, w in zip(leaves, got, staged, want):
-        assert_close(g, w, dtype, f"d{name}")
+    want = (ref_out, ref_final, *torch.autograd.grad(ref_loss, list(ref.values())))
+    for name, g, s, w in zip(["out", "final_states", *(f"d{k}" for k in leaves)], got, staged, want):
+        assert_close(g, w, dtype, name)
         scale = float(s.detach().abs().max()) if s.numel() else 0.0
-        torch.testing.assert_close(g, s, rtol=1e-5, atol=1e-6 * max(scale, 1.0), msg=f"d{name} against the stages")
+        torch.testing.assert_close(g, s, rtol=1e-5, atol=1e-6 * max(scale, 1.0), msg=f"{name} against the stages")

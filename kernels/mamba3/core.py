@@ -15,7 +15,7 @@ from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.fused import mamba3_fused_forward
 from ..ssd.bwd_dt import decay_grad
-from ..ssd.chunk_state import MODE_STATE, MODE_VARLEN
+from ..ssd.chunk_state import MODE_VARLEN
 from ..ssd.cumsum import chunk_row, store_cum
 from ..tuning import Kernel
 
@@ -107,8 +107,7 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     dtp, cum = pseudo_steps(scale, a, R, chunk_size)
     if dot is not None:   # it kept the entering states; the pseudo-steps' rows are what the backward reads of the steps
         return made[0], made[1], None, (dtp, cum, made[2][0])
-    hs, final = ssd.state_passing(ssd.chunk_state(x, k, dtp, cum, seq, MODE_STATE, p), cum, seq,
-                                  h0.float().contiguous() if h0 is not None else None, T, p)
+    hs, final = ssd.own_state_passing(x, k, dtp, cum, seq, h0.float().contiguous() if h0 is not None else None, T, p)
     y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)
     varlen = ssd.chunk_state(x, k, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu) if cu is not None else None
     return y, final, varlen, (dtp, cum, hs)

@@ -6,7 +6,7 @@ import torch
 from ..host import cdiv, next_power_of_2
 from ..ssd import launch as ssd
 from ..ssd.bwd_dt import gate_backward
-from ..ssd.chunk_state import MODE_STATE, MODE_VARLEN
+from ..ssd.chunk_state import MODE_VARLEN
 from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
 from .core import decay_grad_kernel, ssd_plan
@@ -154,7 +154,7 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
         out, final, (hs, y) = mamba3_fused_forward(V, kr, qr, dtp, ADT, diag, D, Z, h0, p.dot,
                                                    keep=(chunk_size, p.torch_dot))
     else:
-        hs, final = ssd.state_passing(ssd.chunk_state(V, kr, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
+        hs, final = ssd.own_state_passing(V, kr, dtp, cum, seq, h0, L, p)
         cb = ssd.bmm(kr, qr, p)
         out, y = ssd.chunk_scan(V, kr, qr, cb, dtp, cum, hs, D, Z, seq, p, store_y=for_backward and Z is not None,
                                 diag=diag)

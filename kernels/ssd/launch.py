@@ -22,7 +22,7 @@ from .chunk_scan import chunk_scan_kernel
 from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kernel
 from .cumsum import dt_cumsum_kernel
 from .fused import fused_forward, fused_plan, keeps, use_fused
-from .state_passing import state_bwd_adjoint_kernel, state_bwd_kernel, state_fwd_kernel
+from .state_passing import state_bwd_adjoint_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_own_kernel
 
 STATE_BLOCK = 256
 _TORCH_DOT = {tl.float32: torch.float32, TF32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
@@ -275,6 +275,40 @@ def state_passing_bwd(adj, hs, cum, seq, dfinal, L, p: Plan):
     return ds, dh0, fpart
 
 
+# each chunk's own end state summed inside the state passing (one kernel, no fp32 per-chunk states stored): "1" on,
+# anything else the two stages (the default until it is timed on a GPU)
+OWN_FUSED = os.environ.get("SSM_TRITON_SSD_OWN_FUSED", "")
+
+
+def _pass_tiles(P: int, N: int, p: Plan) -> tuple[int, int, int]:
+    """``(BLOCK_P, BLOCK_N, tiles)`` of the state passings that make their chunks' sums: a program holds two fp32
+    tiles (the carried state and the chunk's sum); at 64 x 64 and 8 warps sm_90 keeps them in ~176 registers without
+    spills (64 x 128 at 4 warps spilled ~0.5 KB a thread; tests/sm90_compile.py --resources), with twice the
+    forward's programs for a kernel whose programs each walk their chunks in order."""
+    bp, bn = min(p.outer_p, 64), min(p.outer_n, 64)
+    return bp, bn, cdiv(P, bp) * cdiv(N, bn)
+
+
+def own_state_passing(x, B, dtp, cum, seq, h0, L, p: Plan):
+    """Each chunk's own end state (``sum_s exp(cum_end - cum_s) dt_s x_s B_s^T``), then the state passing:
+    ``(hs, final)`` as :func:`state_passing`. ``x (b, L, H, P)`` and ``B (b, L, G, N)`` with any step stride. With
+    ``OWN_FUSED`` one kernel walks each state tile's chunks and makes each chunk's sum as it goes; otherwise
+    :func:`chunk_state` stores the sums (fp32, ``(b, H, chunks, P, N)``) and :func:`state_passing` reads them."""
+    if OWN_FUSED != "1":
+        return state_passing(chunk_state(x, B, dtp, cum, seq, MODE_STATE, p), cum, seq, h0, L, p)
+    bsz, _, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    nc = cdiv(L, p.Q)
+    bp, bn, tiles = _pass_tiles(P, N, p)
+    hs = torch.empty((bsz, H, nc, P, N), device=x.device, dtype=p.torch_dot)
+    final = _f32(bsz, H, P, N, device=x.device)
+    state_fwd_own_kernel((bsz * H, tiles), X=x, B=B, DTP=dtp, CUM=cum, SEQ=seq, H0=h0, HS=hs, FINAL=final, L=L, H=H,
+                         G=G, P=P, N=N, SX=x.stride(1), SB=B.stride(1), Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum),
+                         Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot, num_warps=8,
+                         num_stages=p.stages)
+    return hs, final
+
+
 # the backward's adjoint sums inside the reversed state passing (one kernel, no fp32 per-chunk sums stored): "1" on,
 # anything else the two stages (the default until it is timed on a GPU)
 ADJ_FUSED = os.environ.get("SSM_TRITON_SSD_ADJ_FUSED", "")
@@ -291,11 +325,7 @@ def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
     bsz, _, H, P = dy.shape
     G, N = C.shape[2], C.shape[3]
     nc = cdiv(L, p.Q)
-    # a program holds two fp32 tiles (the carried gradient and the chunk's sum): at 64 x 64 and 8 warps sm_90 keeps
-    # them in ~176 registers without spills (64 x 128 at 4 warps spilled ~0.5 KB a thread; tests/sm90_compile.py
-    # --resources), with twice the forward's programs for a kernel whose programs each walk their chunks in order
-    bp, bn = min(p.outer_p, 64), min(p.outer_n, 64)
-    tiles = cdiv(P, bp) * cdiv(N, bn)
+    bp, bn, tiles = _pass_tiles(P, N, p)
     ds = torch.empty(hs.shape, device=dy.device, dtype=p.torch_dot)
     dh0 = _f32(bsz, H, P, N, device=dy.device)
     fpart = _f32(bsz, H, nc, tiles, device=dy.device)
@@ -364,7 +394,7 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
-    hs, final = state_passing(chunk_state(x, B, dtp, cum, seq, MODE_STATE, p), cum, seq, initial_states, L, p)
+    hs, final = own_state_passing(x, B, dtp, cum, seq, initial_states, L, p)
     cb = bmm(B, C, p)
     out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
     varlen = None
