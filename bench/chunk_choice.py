@@ -6,9 +6,9 @@ fwd+bwd at issue 18's headline (b8 L4096 H64 P64 N128 G1 bf16, D, dt_bias, softp
 L2048) for chunk lengths 64, 128 and 256 in one process (``triton.testing.do_bench`` medians, ms, with the peak
 memory of a fwd+bwd), and Mamba-3 SISO (B8 L4096 H32 N128 P64) at 32, 64 and 128. ``--kernels N``: also each
 chunk length's N longest kernels of one fwd+bwd (torch.profiler, device time a call), to see which stages move.
-``--adjoint``: each chunk length twice, the backward's adjoint sums stored by their own stage (the default) and
-made inside the reversed state passing (``SSM_TRITON_SSD_ADJ_FUSED=1``, ``launch.ADJ_FUSED``), alternating in the
-process: its time and its peak memory.
+``--adjoint``: each chunk length twice, the per-chunk sums stored by their own stages (the default) and made inside
+the state passings (``SSM_TRITON_SSD_OWN_FUSED=1`` and ``SSM_TRITON_SSD_ADJ_FUSED=1``: ``launch.OWN_FUSED``,
+``launch.ADJ_FUSED``), alternating in the process: their time and peak memory.
 """
 import argparse
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="*", help="only these chunk lengths")
     parser.add_argument("--only", default="", help="run only the cases whose label ('SSD b8 L4096') contains this")
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
-    parser.add_argument("--adjoint", action="store_true", help="also with the adjoint sums inside the state passing")
+    parser.add_argument("--adjoint", action="store_true", help="also with the chunks' sums inside the state passings")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | ms (do_bench medians), peak MiB of fwd+bwd")
     cases = [("SSD", (8, 4096), _ssd, (64, 128, 256)), ("SSD", (1, 2048), _ssd, (64, 128, 256))]
@@ -92,11 +92,11 @@ def main() -> None:
         call, both = make(b, L)
         for chunk in [c for c in chunks if not args.chunks or c in args.chunks]:
             for adj in ("", "1") if args.adjoint else (launch.ADJ_FUSED,):
-                launch.ADJ_FUSED = adj
+                launch.OWN_FUSED = launch.ADJ_FUSED = adj
                 fwd = _ms(lambda: call(chunk))
                 fb = _ms(lambda: both(chunk))
                 peak = peak_mb(lambda: both(chunk), torch.device("cuda"))
-                route = " adjoint in state passing" if adj == "1" else ""
+                route = " sums in the state passings" if adj == "1" else ""
                 print(f"{name:13s} b{b} L{L} chunk {chunk:4d}: fwd {fwd:7.3f}  fwd+bwd {fb:7.3f}  peak {peak:8.1f}"
                       f"{route}", flush=True)
                 if args.kernels and b > 1:
