@@ -24,6 +24,37 @@ _VARLEN = tl.constexpr(MODE_VARLEN)
 
 
 @triton.jit
+def chunk_sum(V, W, DTP, CUM, SEQ, bi, h, g, row, start, end, at_seq, L, P, N, SV, SW, lo_off, ps, ns,
+              ADJOINT: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+              BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+    """One ``(BLOCK_P, BLOCK_N)`` tile of a sum over steps ``start..end`` of a row (``row`` into ``cum``), those in
+    the sequence of step ``at_seq`` (with ``SEQ``): ``ADJOINT`` ``sum_t exp(cum_t) v_t w_t^T``, else
+    ``sum_s exp(cum_end - cum_s) dt_s v_s w_s^T``. ``V (b, L, H, P)``, ``W (b, L, G, N)`` of step strides ``SV, SW``.
+    Shared by this file's kernel and the state passings that make their chunks' sums (state_passing.py)."""
+    cum_end, cum_end_lo = cum_at(CUM, lo_off, row, end)
+    want = 0
+    if HAS_SEQ:
+        want = tl.load(SEQ + bi.to(tl.int64) * L + at_seq)
+    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for s0 in range(start, end + 1, BLOCK_K):
+        s = s0 + tl.arange(0, BLOCK_K)
+        ok = s <= end
+        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)   # s < start + Q: inside the padded row
+        if ADJOINT:
+            wgt = tl.exp(cum_s + cum_s_lo)
+        else:
+            wgt = tl.exp((cum_end - cum_s) + (cum_end_lo - cum_s_lo)) * tl.load(DTP + row + s, mask=ok, other=0.0)
+        if HAS_SEQ:
+            ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want
+        wgt = tl.where(ok, wgt, 0.0)
+        step = bi.to(tl.int64) * L + s
+        v = tl.load(V + (step * SV + h * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
+        w = tl.load(W + (step * SW + g * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
+        acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
+    return acc
+
+
+@triton.jit
 def _chunk_state_kernel(
     # pointers
     V, W, DTP, CUM, SEQ, HPREV, OUT, CU,
@@ -54,34 +85,14 @@ def _chunk_state_kernel(
     start = c * Q
     g = h // (H // G)
     row = bh.to(tl.int64) * Lp
-    cum_end, cum_end_lo = cum_at(CUM, lo_off, row, end)
-    seq_end = 0
-    seq_prev = 0
-    if HAS_SEQ:
-        seq_end = tl.load(SEQ + bi.to(tl.int64) * L + end)
-        seq_prev = tl.load(SEQ + bi.to(tl.int64) * L + tl.maximum(start - 1, 0))
-    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
-    for s0 in range(start, end + 1, BLOCK_K):
-        s = s0 + tl.arange(0, BLOCK_K)
-        ok = s <= end
-        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)   # s < start + Q: inside the padded row
-        if MODE == _ADJOINT:
-            wgt = tl.exp(cum_s + cum_s_lo)
-            want = seq_prev
-        else:
-            wgt = tl.exp((cum_end - cum_s) + (cum_end_lo - cum_s_lo)) * tl.load(DTP + row + s, mask=ok, other=0.0)
-            want = seq_end
-        if HAS_SEQ:
-            ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want
-        wgt = tl.where(ok, wgt, 0.0)
-        step = bi.to(tl.int64) * L + s
-        v = tl.load(V + (step * SV + h * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
-        w = tl.load(W + (step * SW + g * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
-        acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
+    prev = tl.maximum(start - 1, 0)
+    acc = chunk_sum(V, W, DTP, CUM, SEQ, bi, h, g, row, start, end, prev if MODE == _ADJOINT else end, L, P, N, SV,
+                    SW, lo_off, ps, ns, MODE == _ADJOINT, HAS_SEQ, BLOCK_K, BLOCK_P, BLOCK_N, DOT)
     if MODE == _VARLEN:
-        keep = tl.exp(cum_end)
+        keep = tl.exp(tl.load(CUM + row + end))
         if HAS_SEQ:
-            keep = tl.where(seq_end == seq_prev, keep, 0.0)
+            keep = tl.where(tl.load(SEQ + bi.to(tl.int64) * L + end) == tl.load(SEQ + bi.to(tl.int64) * L + prev), keep,
+                            0.0)
         enter = tl.load(HPREV + ((h.to(tl.int64) * nc + c) * P + ps[:, None]) * N + ns[None, :], mask=pn_ok,
                         other=0.0).to(tl.float32)
         acc += keep * enter

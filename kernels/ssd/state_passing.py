@@ -24,7 +24,8 @@ slices before it is added. The ``(b, H, chunks, P, N)`` fp32 sums (268 MB at iss
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, cum_at, mm
+from .chunk_state import chunk_sum
+from .common import chunk_bounds
 from ..tuning import Kernel
 
 
@@ -91,48 +92,27 @@ def _state_bwd_kernel(ADJ, HS, CUM, SEQ, DFINAL, DS, DH0, FPART, L, H, Lp, nc, P
 
 
 @triton.jit
-def _tile(H, G, N, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
-    """A (batch row x head, state tile) program's batch row, head, group, rows of ``cum``, its ``(P, N)`` entries
-    and ``(BLOCK_P, BLOCK_N)`` offsets into a state."""
+def _tile(H, G, P, N, Lp, nc, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A (batch row x head, state tile) program's: row x head, tile, batch row, head, group, its ``(P, N)`` entries,
+    their ``(BLOCK_P, BLOCK_N)`` offsets into a state and mask, its row of ``cum``, ``P N`` and where its
+    per-chunk states start."""
     bh = tl.program_id(0)
     tile = tl.program_id(1)
     n_nb = tl.cdiv(N, BLOCK_N)
     ps = (tile // n_nb) * BLOCK_P + tl.arange(0, BLOCK_P)
     ns = (tile % n_nb) * BLOCK_N + tl.arange(0, BLOCK_N)
     h = bh % H
-    return bh, tile, bh // H, h, h // (H // G), ps, ns, ps[:, None] * N + ns[None, :]
+    pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
+    return (bh, tile, bh // H, h, h // (H // G), ps, ns, ps[:, None] * N + ns[None, :], pn_ok, bh.to(tl.int64) * Lp,
+            P * N, bh.to(tl.int64) * nc * P * N)
 
 
 @triton.jit
-def _chunk_sum(V, W, DTP, CUM, SEQ, bi, h, g, row, c, L, P, N, SV, SW, lo_off, ps, ns,
-               ADJOINT: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
-    """Chunk ``c``'s ``(BLOCK_P, BLOCK_N)`` tile of chunk_state.py's sums, the same products in the same order:
-    ``ADJOINT`` what its outputs send back to its entering state, ``sum_t exp(cum_t) v_t w_t^T`` over the steps in
-    that state's sequence; else its own end state, ``sum_s exp(cum_end - cum_s) dt_s v_s w_s^T`` over the steps in
-    the sequence it ends in."""
-    start, end, prev = chunk_bounds(c, L, Q)
-    cum_end, cum_end_lo = cum_at(CUM, lo_off, row, end)
-    want = 0
-    if HAS_SEQ:
-        want = tl.load(SEQ + bi.to(tl.int64) * L + (prev if ADJOINT else end))
-    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
-    for s0 in range(start, end + 1, BLOCK_K):
-        s = s0 + tl.arange(0, BLOCK_K)
-        ok = s <= end
-        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)   # s < start + Q: inside the padded row
-        if ADJOINT:
-            wgt = tl.exp(cum_s + cum_s_lo)
-        else:
-            wgt = tl.exp((cum_end - cum_s) + (cum_end_lo - cum_s_lo)) * tl.load(DTP + row + s, mask=ok, other=0.0)
-        if HAS_SEQ:
-            ok &= tl.load(SEQ + bi.to(tl.int64) * L + s, mask=ok, other=-1) == want
-        wgt = tl.where(ok, wgt, 0.0)
-        step = bi.to(tl.int64) * L + s
-        v = tl.load(V + (step * SV + h * P)[None, :] + ps[:, None], mask=ok[None, :] & (ps < P)[:, None], other=0.0)
-        w = tl.load(W + (step * SW + g * N)[:, None] + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
-        acc += mm(v.to(tl.float32) * wgt[None, :], w, DOT)
-    return acc
+def _start(START, bh, PN, at, pn_ok, PRESENT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The fp32 tile a passing starts from: ``START``'s, or zeros when absent."""
+    if PRESENT:
+        return tl.load(START + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+    return tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
 
 
 @triton.jit
@@ -140,19 +120,13 @@ def _state_fwd_own_kernel(X, B, DTP, CUM, SEQ, H0, HS, FINAL,
                           L, H, G, P, N, SX, SB, Lp, nc, lo_off,
                           HAS_H0: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
                           BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
-    bh, tile, bi, h, g, ps, ns, at = _tile(H, G, N, BLOCK_P, BLOCK_N)
-    pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
-    row = bh.to(tl.int64) * Lp
-    PN = P * N
-    base = bh.to(tl.int64) * nc * PN
-    if HAS_H0:
-        run = tl.load(H0 + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
-    else:
-        run = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    bh, tile, bi, h, g, ps, ns, at, pn_ok, row, PN, base = _tile(H, G, P, N, Lp, nc, BLOCK_P, BLOCK_N)
+    run = _start(H0, bh, PN, at, pn_ok, HAS_H0, BLOCK_P, BLOCK_N)
     for c in range(nc):
         tl.store(HS + base + c * PN + at, run.to(HS.dtype.element_ty), mask=pn_ok)
-        own = _chunk_sum(X, B, DTP, CUM, SEQ, bi, h, g, row, c, L, P, N, SX, SB, lo_off, ps, ns, False, HAS_SEQ, Q,
-                         BLOCK_K, BLOCK_P, BLOCK_N, DOT)
+        start, end, _ = chunk_bounds(c, L, Q)
+        own = chunk_sum(X, B, DTP, CUM, SEQ, bi, h, g, row, start, end, end, L, P, N, SX, SB, lo_off, ps, ns, False,
+                        HAS_SEQ, BLOCK_K, BLOCK_P, BLOCK_N, DOT)
         run = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q) * run + own
     tl.store(FINAL + bh.to(tl.int64) * PN + at, run, mask=pn_ok)
 
@@ -162,25 +136,19 @@ def _state_bwd_adjoint_kernel(DY, C, CUM, HS, SEQ, DFINAL, DS, DH0, FPART,
                               L, H, G, P, N, SDY, SC, Lp, nc, lo_off,
                               HAS_DFINAL: tl.constexpr, HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_K: tl.constexpr,
                               BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
-    bh, tile, bi, h, g, ps, ns, at = _tile(H, G, N, BLOCK_P, BLOCK_N)
+    bh, tile, bi, h, g, ps, ns, at, pn_ok, row, PN, base = _tile(H, G, P, N, Lp, nc, BLOCK_P, BLOCK_N)
     n_blk = tl.num_programs(1)
-    pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
-    row = bh.to(tl.int64) * Lp
-    PN = P * N
-    base = bh.to(tl.int64) * nc * PN
-    if HAS_DFINAL:
-        run = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
-    else:
-        run = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    run = _start(DFINAL, bh, PN, at, pn_ok, HAS_DFINAL, BLOCK_P, BLOCK_N)
     for i in range(nc):
         c = nc - 1 - i
         tl.store(DS + base + c * PN + at, run.to(DS.dtype.element_ty), mask=pn_ok)
         enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
         carry = _carry(CUM, SEQ, bi, row, c, L, HAS_SEQ, Q)
         tl.store(FPART + (bh.to(tl.int64) * nc + c) * n_blk + tile, carry * tl.sum(tl.sum(run * enter, axis=1), axis=0))
+        start, end, prev = chunk_bounds(c, L, Q)
         # (the adjoint weighs no step sizes: CUM stands in for DTP, unread)
-        adj = _chunk_sum(DY, C, CUM, CUM, SEQ, bi, h, g, row, c, L, P, N, SDY, SC, lo_off, ps, ns, True, HAS_SEQ, Q,
-                         BLOCK_K, BLOCK_P, BLOCK_N, DOT)
+        adj = chunk_sum(DY, C, CUM, CUM, SEQ, bi, h, g, row, start, end, prev, L, P, N, SDY, SC, lo_off, ps, ns, True,
+                        HAS_SEQ, BLOCK_K, BLOCK_P, BLOCK_N, DOT)
         run = adj + carry * run
     tl.store(DH0 + bh.to(tl.int64) * PN + at, run, mask=pn_ok)
 
