@@ -16,6 +16,7 @@ import torch
 import triton.testing
 
 import ssm_triton
+from ssm_triton.bench.profile import kernel_rows
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.kernels.ssd import launch
 
@@ -62,17 +63,9 @@ def _siso(b: int, L: int, device: str = "cuda", H: int = 32, P: int = 64, N: int
 
 
 def _kernels(fn, rows: int) -> None:
-    from torch.profiler import ProfilerActivity, profile
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-    found = sorted(((e.key, e.device_time_total / 3) for e in prof.key_averages() if e.device_time_total > 0),
-                   key=lambda r: -r[1])
+    found = kernel_rows(fn)
     print(f"    kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call:")
-    for key, us in found[:rows]:
+    for key, us, _ in found[:rows]:
         print(f"      {us / 1e3:7.3f}  {key[:100]}")
 
 

@@ -19,7 +19,6 @@ import torch
 
 
 def main(argv=None) -> None:
-    from torch.profiler import ProfilerActivity, profile
 
     from .registry import REGISTRY
 
@@ -56,15 +55,7 @@ def main(argv=None) -> None:
                         fn()
                     torch.cuda.synchronize()
                     continue
-                for _ in range(3):
-                    fn()
-                torch.cuda.synchronize()
-                with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    for _ in range(3):
-                        fn()
-                    torch.cuda.synchronize()
-                rows = sorted(((e.key, e.device_time_total / 3, e.count / 3) for e in prof.key_averages()
-                               if e.device_time_total > 0), key=lambda r: -r[1])
+                rows = kernel_rows(fn)
                 total = sum(r[1] for r in rows)
                 print(f"\n{label} {name}: {total / 1e3:.3f} ms of kernels per call")
                 for key, us, n in rows[:args.rows]:
@@ -76,6 +67,21 @@ def main(argv=None) -> None:
                         print(f"  tuned: {entry[:100]} -> {kw}")
             del x
             torch.cuda.empty_cache()
+
+
+def kernel_rows(fn, calls: int = 3) -> list:
+    """``fn``'s CUDA kernels over ``calls`` calls after as many to warm up: ``(name, us a call, launches a call)``,
+    longest first."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return sorted(((e.key, e.device_time_total / calls, e.count / calls) for e in prof.key_averages()
+                   if e.device_time_total > 0), key=lambda r: -r[1])
 
 
 def _site(frames) -> str:
