@@ -19,7 +19,6 @@ import torch
 
 
 def main(argv=None) -> None:
-
     from .registry import REGISTRY
 
     parser = argparse.ArgumentParser(prog="python -m ssm_triton.bench.profile")
