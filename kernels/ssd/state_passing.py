@@ -103,8 +103,9 @@ def _tile(H, G, P, N, Lp, nc, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
     ns = (tile % n_nb) * BLOCK_N + tl.arange(0, BLOCK_N)
     h = bh % H
     pn_ok = (ps < P)[:, None] & (ns < N)[None, :]
+    PN = bh.to(tl.int64) * 0 + P * N   # int64: a chunk's offset c P N can pass 2^31 in long rows of short chunks
     return (bh, tile, bh // H, h, h // (H // G), ps, ns, ps[:, None] * N + ns[None, :], pn_ok, bh.to(tl.int64) * Lp,
-            P * N, bh.to(tl.int64) * nc * P * N)
+            PN, bh.to(tl.int64) * nc * PN)
 
 
 @triton.jit
