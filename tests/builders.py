@@ -202,6 +202,28 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
+def walking_backward():
+    """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on; yields the
+    list of its launches' ``Q`` so a test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
+    from ssm_triton.kernels import replay
+    from ssm_triton.kernels.ssd import launch
+    launched = []
+
+    class Spy:
+        def __call__(self, grid, **k):
+            launched.append(k["Q"])
+            return kernel(grid, **k)
+
+    kernel = launch.walk_bwd_kernel
+    before = launch.WALK_BWD, kernel, replay.ENABLED
+    launch.WALK_BWD, launch.walk_bwd_kernel, replay.ENABLED = "1", Spy(), False
+    try:
+        yield launched
+    finally:
+        launch.WALK_BWD, launch.walk_bwd_kernel, replay.ENABLED = before
+
+
+@contextlib.contextmanager
 def sums_in_state_passing():
     """Each chunk's own end state summed inside the forward's state passing (``launch.OWN_FUSED``) and the adjoint
     sums inside the reversed one (``launch.ADJ_FUSED``), forced on, with the one-launch forward off (``launch.FUSED``

@@ -35,6 +35,7 @@ from ssm_triton.kernels.ssd import chunk_state as ssd_state  # noqa: E402
 from ssm_triton.kernels.ssd import common as ssd_common  # noqa: E402
 from ssm_triton.kernels.ssd import cumsum as ssd_cumsum  # noqa: E402
 from ssm_triton.kernels.ssd import state_passing as ssd_pass  # noqa: E402
+from ssm_triton.kernels.ssd import walk_bwd as ssd_walk  # noqa: E402
 from ssm_triton.kernels.mamba3 import core as m3_core  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo as m3_mimo_terms  # noqa: E402
@@ -215,6 +216,13 @@ def ssd_cases():
                 {**iop("DY", "C"), **f32("CUM", "DFINAL", "DH0", "FPART"), "HS": PTR.get(dot, "*fp32"),
                  "DS": PTR.get(dot, "*fp32"), **ints}, \
                 dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=min(bp, 64), BLOCK_N=min(bn, 64), DOT=dot)
+        if FULL or io in (tl.bfloat16, "mixed"):   # the one-launch backward of one-group-a-head SSDs (Mamba-3's)
+            yield "ssd walk bwd", ssd_walk.walk_bwd_kernel, \
+                {**iop("X", "DY", "DX"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
+                 "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "DK", "DQ", "XV", "DDIAG", "DA",
+                                                   "DH0", "DD_PART")}, \
+                dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, Q=64, BLOCK_P=bp,
+                     BLOCK_N=bn, DOT=dot)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \

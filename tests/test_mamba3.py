@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_siso_loop
 from ssm_triton.tolerance import assert_close
-from builders import sums_in_state_passing, assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
+from builders import sums_in_state_passing, walking_backward, assert_angle_close, assert_mamba3_matches, cancelling_grad, mamba3_leaves, mamba3_tensors
 from strategies import BIG, examples, normal, on, seeds, uniform
 
 SMALL = examples(6)
@@ -69,6 +69,19 @@ def test_chunk_sums_inside_the_state_passings(device, b, L, heads, P, N, seed, o
     with sums_in_state_passing() as launched:
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     assert launched == {"own": [chunk], "adjoint": [chunk]}
+
+
+@examples(4)
+@given(**sizes(), data=st.data())
+def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
+    """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
+    scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
+    the float64 loop, with or without D, the gate and input states; the route's one launch seen."""
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    with walking_backward() as launched:
+        check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
+    assert launched == [chunk]
 
 
 @SMALL

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ssm_triton
 from ssm_triton.reference import mamba3_mimo_loop
 from ssm_triton.tolerance import assert_close, tolerance
-from builders import assert_angle_close, assert_mamba3_matches, mamba3_leaves, mamba3_tensors
+from builders import walking_backward, assert_angle_close, assert_mamba3_matches, mamba3_leaves, mamba3_tensors
 from strategies import examples, normal, on, seeds, uniform
 
 STATE_NAMES = ("angle", "ssm", "k", "x")
@@ -51,13 +51,34 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
                                               data):
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    t = make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype)
+    check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
+
+
+@examples(3)
+@given(b=st.integers(1, 2), L=st.integers(1, 20), R=st.sampled_from([1, 2, 4]), heads=st.sampled_from([(1, 1), (2, 1)]),
+       P=st.sampled_from([1, 5, 8]), N=st.sampled_from([2, 6, 16]), seed=seeds(), options=st.booleans(),
+       with_out=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, with_out, dtype, data):
+    """``SSM_TRITON_WALK_BWD=1``: the rank-steps' scan's backward in one launch (``walk_bwd.py``, chunks of 16
+    rank-steps and more): outputs, final states and every gradient against the float64 loop, the launch seen."""
+    H, Hqk = heads
+    S = data.draw(st.integers(0, N // 2), label="S")
+    chunk = 16 // R
+    with walking_backward() as launched:
+        check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
+    assert launched == [16]
+
+
+def check_against_loop(t, chunk, dtype, seed):
+    """Outputs, final states and every gradient of ``mamba3_mimo`` against the float64 loop."""
+    b, L, H, P = t["V"].shape
+    R = t["Q"].shape[2]
     x = _leaves(t)
     out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=chunk,
                                          return_state=True, Input_States=x.get("Input_States"))
     x64 = _leaves(t, cast=True)
     want, want_states = mamba3_mimo_loop(**x64)
-    assert out.dtype == dtype and out.shape == ((b, L, H, P) if with_out else (b, L, R, H, P))
+    assert out.dtype == dtype and out.shape == ((b, L, H, P) if t["MIMO_Out"] is not None else (b, L, R, H, P))
     assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
 
 

@@ -195,14 +195,26 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dy, dz, dD = gate_backward(dout, saved.y, Z, V, D)
     else:
         dy = dout.to(V.dtype).contiguous()
-    # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
-    ds, dh0, fpart = ssd.adjoint_state_passing(dy, saved.qr, saved.dtp, saved.cum, saved.hs, seq,
-                                               dssm_f.float().contiguous() if dssm_f is not None else None, L, p)
-    dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
-                           deterministic, diag=saved.diag, dd=Z is None)
-    # one head per group here (each head has its own k~), so the head blocks are the heads
-    dkr = s.db_part.view(b, L, H, N)
-    dqr = s.dc_part.view(b, L, H, N)
+    dfinal = dssm_f.float().contiguous() if dssm_f is not None else None
+    if ssd.walks(P, N, seq, p):   # one launch walking each (row, head)'s chunks in reverse
+        walked = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag,
+                                   p, dd=Z is None)
+        dV, dkr, dqr, dh0 = walked.dx, walked.dk, walked.dq, walked.dh0
+        xv, ddiag, dadt, dd = walked.dscale, walked.ddiag, walked.da, walked.dD
+    else:
+        # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
+        ds, dh0, fpart = ssd.adjoint_state_passing(dy, saved.qr, saved.dtp, saved.cum, saved.hs, seq, dfinal, L, p)
+        dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
+                               deterministic, diag=saved.diag, dd=Z is None)
+        # one head per group here (each head has its own k~), so the head blocks are the heads
+        dkr = s.db_part.view(b, L, H, N)
+        dqr = s.dc_part.view(b, L, H, N)
+        xv, ddiag, dd = s.direct_terms, s.diag_grads, s.dd
+        # the decay's gradient, once per chunk
+        dadt = torch.empty((b, H, L), device=dev, dtype=torch.float32)
+        decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
+                          FPART=fpart, DA=dadt, L=L, H=H, Lp=Lp, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
+                          BLOCK_F=next_power_of_2(fpart.shape[-1]))
     last = ends if seq is not None else L - 1   # the final k and v are the last steps' (of each sequence)
     # (an empty final k or v, not asked for, has none: the compiled route may hand it in as an empty zeros)
     if dk_f is not None and dk_f.numel():
@@ -226,21 +238,16 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     dang = torch.empty((b, L, H, S), **f32)
     ddt = torch.empty((b, H, L), **f32)
     dtrap = torch.empty_like(ddt)
-    dadt = torch.empty_like(ddt)
     dth_sums = torch.empty((b, H, nblk, S), **f32)
     dtheta0 = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
     bias_parts = torch.empty((2, nblk, b, H, N), **f32)   # Q_bias's block partials, then K_bias's: one sum
     kw = siso_prep_bwd_kernel.launch(
         _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
-        TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=s.direct_terms,
-        DDIAG=s.diag_grads, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang, DDT=ddt, DTRAP=dtrap,
+        TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=xv,
+        DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang, DDT=ddt, DTRAP=dtrap,
         DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt)
     dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
-    # the decay's gradient, once per chunk
-    decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
-                      FPART=fpart, DA=dadt, L=L, H=H, Lp=Lp, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
-                      BLOCK_F=next_power_of_2(fpart.shape[-1]))
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient
     dthf = dtheta_f.float().contiguous() if dtheta_f is not None else None
@@ -256,7 +263,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
     if D is not None and Z is None:
-        dD = s.dd
+        dD = dd
     d_bias = bias_parts.sum((1, 2))
     return dict(
         Q=dq, K=dk, V=dV, ADT=dadt, DT=ddt, Trap=dtrap, Q_bias=d_bias[0], K_bias=d_bias[1],

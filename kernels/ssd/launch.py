@@ -23,6 +23,7 @@ from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kern
 from .cumsum import dt_cumsum_kernel
 from .fused import fused_forward, fused_plan, keeps, use_fused
 from .state_passing import state_bwd_adjoint_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_own_kernel
+from .walk_bwd import walk_bwd_kernel
 
 STATE_BLOCK = 256
 _TORCH_DOT = {tl.float32: torch.float32, TF32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
@@ -334,6 +335,64 @@ def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
                              nc=nc, lo_off=lo_offset(cum), Q=p.Q, BLOCK_K=p.block_k, BLOCK_P=bp,
                              BLOCK_N=bn, DOT=p.dot, num_warps=8, num_stages=p.stages)
     return ds, dh0, fpart
+
+
+# the backward of one-group-a-head SSDs (Mamba-3's) in one launch (walk_bwd.py): "1" on, anything else the stages
+# (the default until it is timed on a GPU)
+WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
+# the largest state and chunk a walking program holds in registers (dh, the entering state, a chunk's (Q, Q) tiles):
+# 64 x 128 and 64 steps, Mamba-3's default shape
+WALK_STATE = 64 * 128
+WALK_CHUNK = 64
+
+
+def walks(P: int, N: int, seq, p: Plan) -> bool:
+    """Whether :func:`walk_backward` takes this backward: switched on, no packed sequences, a chunk and a padded
+    state small enough for one program's registers, and a chunk of 16 steps or more (the tensor cores' least)."""
+    return (WALK_BWD == "1" and seq is None and 16 <= p.Q <= WALK_CHUNK
+            and max(16, next_power_of_2(P)) * max(16, next_power_of_2(N)) <= WALK_STATE)
+
+
+class WalkGrads(NamedTuple):
+    """What :func:`walk_backward` returns (fp32 but ``dx``, in x's dtype)."""
+    dx: torch.Tensor            # (b, L, H, P)
+    dk: torch.Tensor            # (b, L, H, N)
+    dq: torch.Tensor            # (b, L, H, N)
+    dscale: torch.Tensor        # (b, H, Lp), steps past L unwritten
+    ddiag: torch.Tensor | None  # (b, H, Lp), with ``diag``
+    da: torch.Tensor            # (b, H, L) the decays' gradients
+    dh0: torch.Tensor           # (b, H, P, N)
+    dD: torch.Tensor | None     # D's shape, with ``dd``
+
+
+def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool) -> WalkGrads:
+    """The backward of an SSD whose heads each have their own ``k, q (b, L, H, N)`` (contiguous, the tensor
+    cores' dtype), one program a (batch row, head) walking its chunks in reverse (``walk_bwd.py``): what
+    :func:`adjoint_state_passing`, :func:`pair_grads` and the decay's gradient give together. ``x, dy (b, L, H,
+    P)`` of any step stride, ``dtp, cum, hs`` the forward's, ``dfinal (b, H, P, N)`` or None, ``diag (b, H, Lp)``
+    a per-step weight of ``x`` or None; ``dd``: ``D``'s gradient from these ``dy`` (a per-program partial
+    summed here: deterministic)."""
+    bsz, L, H, P = x.shape
+    N = k.shape[3]
+    nc = cdiv(L, p.Q)
+    Lp = nc * p.Q
+    dev = x.device
+    dx = torch.empty((bsz, L, H, P), device=dev, dtype=x.dtype)
+    dk, dq = _f32(2, bsz, L, H, N, device=dev).unbind(0)
+    rows = _f32(1 + (diag is not None), bsz, H, Lp, device=dev)
+    da = _f32(bsz, H, L, device=dev)
+    dh0 = _f32(bsz, H, P, N, device=dev)
+    part = _f32(bsz, H, P, device=dev) if D is not None and dd else None
+    walk_bwd_kernel((bsz * H,), X=x, K=k, QQ=q, DY=dy, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
+                    DX=dx, DK=dk, DQ=dq, XV=rows[0], DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0,
+                    DD_PART=part, L=L, H=H, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x),
+                    SDY=step_stride(dy), D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q,
+                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=8,
+                    num_stages=1)
+    dD = None
+    if part is not None:
+        dD = part.sum(0) if D.dim() == 2 else part.sum((0, 2))
+    return WalkGrads(dx, dk, dq, rows[0], rows[1] if diag is not None else None, da, dh0, dD)
 
 
 def bmm(B, C, p: Plan):

@@ -1,0 +1,80 @@
+"""Mamba-3's backward by the SSD's stages or in one launch (``SSM_TRITON_WALK_BWD``, ``kernels/ssd/walk_bwd.py``):
+``python -m ssm_triton.bench.walk_choice``.
+
+Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_bench`` medians, ms; the peak
+memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048, H32 P64 N128 bf16, D and Z, SISO chunks
+of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
+longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
+autotuning takes minutes the first time).
+"""
+import argparse
+
+import torch
+import triton.testing
+
+import ssm_triton
+from ssm_triton.bench.peers import load_past_package_init
+from ssm_triton.bench.profile import kernel_rows
+from ssm_triton.bench.timing import peak_mb
+from ssm_triton.bench.workloads_mamba3 import _inputs
+from ssm_triton.kernels.ssd import launch
+
+
+def _ms(fn) -> float:
+    return float(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
+
+
+def _case(op, x: dict, chunk: int):
+    dout = x.pop("g")
+    leaves = [v for v in x.values() if v.requires_grad]
+
+    def both():
+        return torch.autograd.grad(op(**x, chunk_size=chunk), leaves, dout)
+    return both
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run only the cases whose label ('SISO b8 L4096') contains this")
+    parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
+    parser.add_argument("--peer", action="store_true", help="mamba_ssm's Triton SISO in the same process")
+    args = parser.parse_args()
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
+    H, Hqk, P, N = 32, 1, 64, 128
+    S = N // 4
+    cases = [("SISO", b, L, None, 64) for b, L in ((8, 4096), (1, 2048))]
+    cases += [("MIMO", b, L, 4, 16) for b, L in ((8, 4096), (1, 2048))]
+    peer = None
+    if args.peer:
+        mod, why = load_past_package_init("mamba_ssm.ops.triton.mamba3.mamba3_siso_combined")
+        peer = mod.mamba3_siso_combined if mod is not None else None
+        if peer is None:
+            print(f"mamba_ssm skipped: {why}")
+    for name, b, L, R, chunk in cases:
+        label = f"{name} b{b} L{L}"
+        if args.only not in label:
+            continue
+        x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
+        op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
+        both = _case(op, x, chunk)
+        for walk in ("", "1", "", "1"):   # twice each, alternating: a drift in the machine shows as a disagreement
+            launch.WALK_BWD = walk
+            ms = _ms(both)
+            peak = peak_mb(both, torch.device("cuda"))
+            print(f"{label:15s} {'one launch' if walk else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
+                  flush=True)
+        if args.kernels:
+            for walk in ("", "1"):
+                launch.WALK_BWD = walk
+                found = kernel_rows(both)
+                print(f"  {'one launch' if walk else 'stages'}: kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call")
+                for key, us, _ in found[:args.kernels]:
+                    print(f"    {us / 1e3:7.3f}  {key[:100]}")
+        if peer is not None and R is None:
+            ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
+            print(f"{label:15s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)
+        launch.WALK_BWD = ""
+
+
+if __name__ == "__main__":
+    main()

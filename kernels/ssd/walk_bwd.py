@@ -1,0 +1,136 @@
+"""The backward of an SSD whose every head has its own keys and queries (``G = H``: Mamba-3's rotated ``k~, q~``,
+SISO and MIMO's rank-steps) in one launch: each program owns one (batch row, head) and walks its chunks in
+reverse, carrying the gradient of the state leaving the chunk (``dh``, ``(P, N)`` fp32) in registers.
+
+Forward, per chunk (``cs`` the within-chunk sum of the decays, ``E_ts = exp(cs_t - cs_s)`` for ``s <= t``,
+``w_s = exp(cs_end - cs_s)``, ``S_ts = q_t . k_s``, ``H_in`` the entering state)::
+
+    y_t   = sum_{s <= t} E_ts S_ts scale_s x_s + exp(cs_t) H_in q_t  (+ diag_t x_t + D x_t)
+    H_out = exp(cs_end) H_in + sum_s w_s scale_s x_s k_s^T
+
+Backward, with ``g = dy`` and ``GX_ts = g_t . x_s``: ``v_s = sum_t E_ts S_ts g_t + w_s dh k_s``,
+``dx_s = scale_s v_s``, ``d scale_s = x_s . v_s``; ``dS = E GX scale`` gives ``dq = dS k + exp(cs) g H_in`` and
+``dk = dS^T q + w scale x dh``; the entering state's gradient is ``exp(cs_end) dh + sum_t exp(cs_t) g_t q_t^T``.
+The decay ``a_r`` of step ``r`` (``cs_t = sum_{r <= t} a_r``) gets, as ``bwd_dt.decay_grad`` sums it from the
+staged kernels' rows: the pairs that straddle ``r`` (``sum_{t >= r, s < r}`` of ``E S scale GX``, taken as column
+row sums minus column sums without the diagonal, reversed prefix in fp64, as the staged kernels take them), the
+entering state's terms of the steps from ``r`` on, the chunk-state terms of the steps before ``r``, and the carried
+state's ``exp(cs_end) <dh, H_in>``.
+
+What it replaces: the adjoint sums and the reversed state passing (``(b, H, chunks, P, N)`` fp32 sums and
+states stored and read back), ``k q^T`` per chunk, the dx, dB and dC pair stages with their fp64 atomic row sums,
+and the decay's gradient kernel: about nine launches, each a pass over the chunk's tiles. The price is
+parallelism: ``b H`` programs, each walking ``L / Q`` chunks in order (mamba_ssm's Mamba-3 backward is built the
+same way). ``SSM_TRITON_WALK_BWD=1`` turns it on (``launch.walk_backward``) where ``launch.walks`` allows.
+"""
+import triton
+import triton.language as tl
+
+from .common import chunk_bounds, cum_at, mm
+from ..tuning import Kernel
+
+
+@triton.jit
+def _decay(hi, lo, causal):
+    """``E (t, s) = exp(cs_t - cs_s)`` where ``s <= t``, else 0, from ``cs``'s (hi, lo) planes."""
+    gap = (hi[:, None] - hi[None, :]) + (lo[:, None] - lo[None, :])
+    return tl.exp(tl.where(causal, gap, float("-inf")))
+
+
+@triton.jit
+def _walk_bwd_kernel(
+    # pointers: inputs, then outputs
+    X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG,
+    DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART,
+    # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous)
+    L, H, P, N, Lp, nc, lo_off, SX, SDY,
+    # meta-parameters
+    HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
+    HAS_DIAG: tl.constexpr, Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    bi = bh // H
+    h = bh % H
+    ts = tl.arange(0, Q)
+    ps = tl.arange(0, BLOCK_P)
+    ns = tl.arange(0, BLOCK_N)
+    p_ok = ps < P
+    n_ok = ns < N
+    pn_ok = p_ok[:, None] & n_ok[None, :]
+    at = ps[:, None] * N + ns[None, :]
+    PN = bh.to(tl.int64) * 0 + P * N    # int64: chunk offsets c P N pass 2^31 in long rows
+    base = bh.to(tl.int64) * nc * PN
+    row = bh.to(tl.int64) * Lp
+    causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
+    strict = ts[None, :] < ts[:, None]
+    if HAS_DFINAL:
+        dh = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    dd = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for i in range(nc):
+        c = nc - 1 - i
+        start, end, _ = chunk_bounds(c, L, Q)
+        t = start + ts
+        ok = t < L
+        step = bi.to(tl.int64) * L + t
+        xp_ok = ok[:, None] & p_ok[None, :]
+        xn_ok = ok[:, None] & n_ok[None, :]
+        x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+        g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+        kq_at = (step * H + h)[:, None] * N + ns[None, :]
+        k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
+        q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+        hi, lo = cum_at(CUM, lo_off, row, t)
+        hi_e, lo_e = cum_at(CUM, lo_off, row, end)
+        scale = tl.load(DTP + row + t)
+        e = tl.where(ok, tl.exp(hi + lo), 0.0)                        # exp(cs_t)
+        w = tl.where(ok, tl.exp((hi_e - hi) + (lo_e - lo)), 0.0)      # exp(cs_end - cs_s)
+        e_end = tl.exp(hi_e + lo_e)
+        # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
+        # registers are not: a program holds dh and the entering state, (P, N) each)
+        es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)         # E S (t, s)
+        v = mm(tl.trans(es), g, DOT)                                  # (s, P), the pairs' part
+        gx = mm(g, tl.trans(x), DOT)                                  # (t, s)
+        # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
+        # diagonal, in both, left out), whose reversed prefix is taken in fp64 below
+        pm = tl.where(strict, es * gx * scale[None, :], 0.0)
+        pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
+        ds = gx * _decay(hi, lo, causal) * scale[None, :]             # dS (t, s)
+        # dq, and the entering state's part of the decay
+        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+        gh = mm(g, enter, DOT)                                        # (t, N): H_in^T g_t
+        tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
+        pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
+        # dk
+        tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
+        # dx, and the chunk state's part of the decay
+        vs = w[:, None] * mm(k, tl.trans(dh), DOT)                    # (s, P): through the end state
+        v += vs
+        tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
+        us = scale * tl.sum(x * vs, axis=1)
+        dx = scale[:, None] * v
+        if HAS_DIAG:
+            dx += tl.load(DIAG + row + t)[:, None] * g
+            tl.store(DDIAG + row + t, tl.sum(g * x, axis=1), mask=ok)
+        if HAS_D:
+            if D_PER_CHANNEL:
+                dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * g
+            else:
+                dx += tl.load(D + h).to(tl.float32) * g
+        if HAS_DD:
+            dd += tl.sum(g * x, axis=0)
+        tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
+        # d a_r: the pairs and entering-state terms from r on, the chunk state's terms before r, the carried state's
+        f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
+        d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
+        d_a += tl.cumsum(us, axis=0) - us + f
+        tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
+        dh = e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT)
+    tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
+    if HAS_DD:
+        tl.store(DD_PART + bh.to(tl.int64) * P + ps, dd, mask=p_ok)
+
+
+walk_bwd_kernel = Kernel(_walk_bwd_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_D="D", HAS_DD="DD_PART",
+                                                      HAS_DIAG="DIAG"))
