@@ -84,7 +84,7 @@ if not FULL:
     _through_llvm_ir_only()
 
 
-def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4):
+def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4, num_stages: int = 3):
     """``kernel``: a launcher's Kernel object; its flags that are off make their arguments None."""
     fn = kernel.fn
     constexprs = dict(constexprs)
@@ -107,7 +107,7 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4)
         else:
             sig[n] = "i32"
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()})
-    return triton.compile(src, target=TARGET, options={"num_warps": num_warps})
+    return triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
 def resources(compiled) -> str:
@@ -222,7 +222,7 @@ def ssd_cases():
                  "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "DK", "DQ", "XV", "DDIAG", "DA",
                                                    "DH0", "DD_PART")}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, Q=64, BLOCK_P=bp,
-                     BLOCK_N=bn, DOT=dot)
+                     BLOCK_N=bn, PARTS=2, DOT=dot)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \

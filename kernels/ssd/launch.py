@@ -344,6 +344,7 @@ WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
 # 64 x 128 and 64 steps, Mamba-3's default shape
 WALK_STATE = 64 * 128
 WALK_CHUNK = 64
+WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))   # a sweep's knob until the tuner takes it
 
 
 def walks(P: int, N: int, seq, p: Plan) -> bool:
@@ -383,12 +384,13 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
     da = _f32(bsz, H, L, device=dev)
     dh0 = _f32(bsz, H, P, N, device=dev)
     part = _f32(bsz, H, P, device=dev) if D is not None and dd else None
+    bn = max(16, next_power_of_2(N))
     walk_bwd_kernel((bsz * H,), X=x, K=k, QQ=q, DY=dy, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
                     DX=dx, DK=dk, DQ=dq, XV=rows[0], DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0,
                     DD_PART=part, L=L, H=H, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x),
                     SDY=step_stride(dy), D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q,
-                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=max(16, next_power_of_2(N)), DOT=p.dot, num_warps=8,
-                    num_stages=1)
+                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, PARTS=2 if bn >= 32 else 1, DOT=p.dot,
+                    num_warps=WALK_WARPS, num_stages=1)
     dD = None
     if part is not None:
         dD = part.sum(0) if D.dim() == 2 else part.sum((0, 2))
