@@ -344,7 +344,9 @@ WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
 # 64 x 128 and 64 steps, Mamba-3's default shape
 WALK_STATE = 64 * 128
 WALK_CHUNK = 64
-WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))   # a sweep's knob until the tuner takes it
+# a sweep's knobs until the tuner takes them (H100, 2026-12-05: 8 warps 3.64 ms of kernel at Mamba-3 SISO's B8 L4096)
+WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))
+WALK_STAGES = int(os.environ.get("SSM_TRITON_WALK_STAGES", "1"))
 
 
 def walks(P: int, N: int, seq, p: Plan) -> bool:
@@ -389,8 +391,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     DX=dx, DK=dk, DQ=dq, XV=rows[0], DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0,
                     DD_PART=part, L=L, H=H, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x),
                     SDY=step_stride(dy), D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q,
-                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, PARTS=2 if bn >= 32 else 1, DOT=p.dot,
-                    num_warps=WALK_WARPS, num_stages=1)
+                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, DOT=p.dot, num_warps=WALK_WARPS,
+                    num_stages=WALK_STAGES)
     dD = None
     if part is not None:
         dD = part.sum(0) if D.dim() == 2 else part.sum((0, 2))

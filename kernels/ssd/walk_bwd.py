@@ -38,62 +38,35 @@ def _decay(hi, lo, causal):
 
 
 @triton.jit
-def _state_at(PTR, bh, PN, ps, ns, P, N):
-    """A ``(BLOCK_P, columns ns)`` tile of one (row, head)'s ``(P, N)`` state at ``PTR``, fp32 (zeros past P, N)."""
-    ok = (ps < P)[:, None] & (ns < N)[None, :]
-    return tl.load(PTR + bh.to(tl.int64) * PN + ps[:, None] * N + ns[None, :], mask=ok, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _columns(K, QQ, HS, DK, DQ, at_c, kq_at, xn_ok, pn_ok, dh, ds, g, x, e, w, scale, e_end, DOT: tl.constexpr):
-    """One block of state columns (``ns``) of a chunk: dq's and dk's columns stored, and ``(the block's dh for the
-    chunk before, its part of vs (s, P), of the entering-state terms of the decay (t), of <dh, H_in>)``. The keys,
-    queries and entering state are loaded here, for this block only: what a program holds at once is one block's."""
-    k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
-    q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
-    enter = tl.load(HS + at_c, mask=pn_ok, other=0.0)
-    gh = mm(g, enter, DOT)                                            # (t, n): H_in^T g_t
-    tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
-    inter = e * tl.sum(gh * q.to(tl.float32), axis=1)
-    tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
-    vs = w[:, None] * mm(k, tl.trans(dh), DOT)                        # (s, P): through the end state
-    f = tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
-    return e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT), vs, inter, f
-
-
-@triton.jit
 def _walk_bwd_kernel(
     # pointers: inputs, then outputs
     X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG,
     DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART,
     # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous)
     L, H, P, N, Lp, nc, lo_off, SX, SDY,
-    # meta-parameters (``BLOCK_N`` is walked as ``PARTS`` blocks of columns: one block's tiles live at a time)
+    # meta-parameters
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
-    HAS_DIAG: tl.constexpr, Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PARTS: tl.constexpr,
-    DOT: tl.constexpr,
+    HAS_DIAG: tl.constexpr, Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
-    W: tl.constexpr = BLOCK_N // PARTS
     bh = tl.program_id(0)
     bi = bh // H
     h = bh % H
     ts = tl.arange(0, Q)
     ps = tl.arange(0, BLOCK_P)
     ns = tl.arange(0, BLOCK_N)
-    na = tl.arange(0, W)
-    nb = W + na
     p_ok = ps < P
+    n_ok = ns < N
+    pn_ok = p_ok[:, None] & n_ok[None, :]
+    at = ps[:, None] * N + ns[None, :]
     PN = bh.to(tl.int64) * 0 + P * N    # int64: chunk offsets c P N pass 2^31 in long rows
     base = bh.to(tl.int64) * nc * PN
     row = bh.to(tl.int64) * Lp
     causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
     strict = ts[None, :] < ts[:, None]
-    dh_a = tl.zeros([BLOCK_P, W], dtype=tl.float32)
-    dh_b = tl.zeros([BLOCK_P, W], dtype=tl.float32)
     if HAS_DFINAL:
-        dh_a = _state_at(DFINAL, bh, PN, ps, na, P, N)
-        if PARTS == 2:
-            dh_b = _state_at(DFINAL, bh, PN, ps, nb, P, N)
+        dh = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
     for i in range(nc):
         c = nc - 1 - i
@@ -102,8 +75,12 @@ def _walk_bwd_kernel(
         ok = t < L
         step = bi.to(tl.int64) * L + t
         xp_ok = ok[:, None] & p_ok[None, :]
+        xn_ok = ok[:, None] & n_ok[None, :]
         x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
         g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+        kq_at = (step * H + h)[:, None] * N + ns[None, :]
+        k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
+        q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
         hi, lo = cum_at(CUM, lo_off, row, t)
         hi_e, lo_e = cum_at(CUM, lo_off, row, end)
         scale = tl.load(DTP + row + t)
@@ -111,11 +88,8 @@ def _walk_bwd_kernel(
         w = tl.where(ok, tl.exp((hi_e - hi) + (lo_e - lo)), 0.0)      # exp(cs_end - cs_s)
         e_end = tl.exp(hi_e + lo_e)
         # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
-        # registers are not: a program holds dh, (P, N) fp32)
-        kq_all = (step * H + h)[:, None] * N + ns[None, :]
-        kq_ok = ok[:, None] & (ns < N)[None, :]
-        s_ts = mm(tl.load(QQ + kq_all, mask=kq_ok, other=0.0), tl.trans(tl.load(K + kq_all, mask=kq_ok, other=0.0)), DOT)
-        es = _decay(hi, lo, causal) * s_ts                            # E S (t, s)
+        # registers are not: a program holds dh and the entering state, (P, N) each)
+        es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)         # E S (t, s)
         v = mm(tl.trans(es), g, DOT)                                  # (s, P), the pairs' part
         gx = mm(g, tl.trans(x), DOT)                                  # (t, s)
         # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
@@ -123,21 +97,15 @@ def _walk_bwd_kernel(
         pm = tl.where(strict, es * gx * scale[None, :], 0.0)
         pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
         ds = gx * _decay(hi, lo, causal) * scale[None, :]             # dS (t, s)
-        # dq, dk and the state's terms, a block of columns at a time
-        at_c = base + c * PN + ps[:, None] * N
-        kq_at = (step * H + h)[:, None] * N
-        dh_a, vs, inter, f = _columns(K, QQ, HS, DK, DQ, at_c + na[None, :], kq_at + na[None, :],
-                                      ok[:, None] & (na < N)[None, :], p_ok[:, None] & (na < N)[None, :], dh_a, ds, g,
-                                      x, e, w, scale, e_end, DOT)
-        if PARTS == 2:
-            dh_b, vs_b, inter_b, f_b = _columns(K, QQ, HS, DK, DQ, at_c + nb[None, :], kq_at + nb[None, :],
-                                                ok[:, None] & (nb < N)[None, :], p_ok[:, None] & (nb < N)[None, :],
-                                                dh_b, ds, g, x, e, w, scale, e_end, DOT)
-            vs += vs_b
-            inter += inter_b
-            f += f_b
-        pairs += inter.to(tl.float64)
+        # dq, and the entering state's part of the decay
+        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+        gh = mm(g, enter, DOT)                                        # (t, N): H_in^T g_t
+        tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
+        pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
+        # dk
+        tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
         # dx, and the chunk state's part of the decay
+        vs = w[:, None] * mm(k, tl.trans(dh), DOT)                    # (s, P): through the end state
         v += vs
         tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
         us = scale * tl.sum(x * vs, axis=1)
@@ -154,13 +122,12 @@ def _walk_bwd_kernel(
             dd += tl.sum(g * x, axis=0)
         tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
         # d a_r: the pairs and entering-state terms from r on, the chunk state's terms before r, the carried state's
+        f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
         d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
-        d_a += tl.cumsum(us, axis=0) - us + e_end * f
+        d_a += tl.cumsum(us, axis=0) - us + f
         tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    dh0_at = DH0 + bh.to(tl.int64) * PN + ps[:, None] * N
-    tl.store(dh0_at + na[None, :], dh_a, mask=p_ok[:, None] & (na < N)[None, :])
-    if PARTS == 2:
-        tl.store(dh0_at + nb[None, :], dh_b, mask=p_ok[:, None] & (nb < N)[None, :])
+        dh = e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT)
+    tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
         tl.store(DD_PART + bh.to(tl.int64) * P + ps, dd, mask=p_ok)
 
