@@ -16,7 +16,8 @@ Forward (launchers in ``launch.py``, in this order):
 
 ``SSM_TRITON_SSD_OWN_FUSED=1`` makes the chunk states inside the state passing (``_state_fwd_own_kernel``: a program
 per state tile walks the chunks, no fp32 ``own`` stored), ``SSM_TRITON_SSD_ADJ_FUSED=1`` the backward's adjoint sums
-inside the reversed one (``_state_bwd_adjoint_kernel``); both off until timed on a GPU.
+inside the reversed one (``_state_bwd_adjoint_kernel``); both off (timed on an H100, 2026-12-05: the same time at
+chunk 128 with 138 MiB less, 3.6% slower at 256).
 
 A call that keeps nothing for a backward (``launch.ssd_inference``) may instead run all of it in one launch,
 ``_ssd_fused_fwd_kernel`` (``fused.py``): a program per (row, head, channel tile) walks the chunks in order with
@@ -35,6 +36,10 @@ with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
 | dB (and dC's pair part) | ``dB_s = sum_t (sum_h W_st) C_t + sum_h dt_s exp(cum_end - cum_s) ds_c^T x_s``; ``dC_t += sum_s W_st B_s`` (atomics) | ``_db_dc_pairs_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
 | dC (entering-state part, stored first) | ``dC_t = sum_h exp(cum_t) h_c^T dy_t`` (deterministic: the pair part too) | ``_dc_states_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
 | step sizes | ``d cum_t = rs_t + inter_t - cs_t - u_t``, ``d dt_r = x_r . v_r + A sum_{t>=r} d cum_t``, ``dA``, ``d dt_bias`` through clamp and softplus | ``_dt_bwd_kernel`` (``bwd_dt.py``) |
+
+Where every head has its own keys and queries (``G = H``: Mamba-3), ``SSM_TRITON_WALK_BWD=1`` takes all but the
+gate in one launch, ``_walk_bwd_kernel`` (``walk_bwd.py``): a program per (row, head) walks the chunks in reverse
+holding ``dh``. Off: slower than the stages on an H100 (2026-12-05, ``bench/walk_choice.py``).
 
 ``pair_grads`` keeps its fp32 partials and per-step terms in a ``PairScratch`` (named fields), the forward
 what the backward reads in a ``Saved``. Layouts are mamba_ssm's: ``x (b, L, H, P)``, ``dt (b, L, H)``,
