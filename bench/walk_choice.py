@@ -5,7 +5,8 @@ Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_
 memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048, H32 P64 N128 bf16, D and Z, SISO chunks
 of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
-autotuning takes minutes the first time).
+autotuning takes minutes the first time). ``--chunk``: SISO at another chunk length (the walk's tiles are the
+chunk's: 32 steps hold fewer registers).
 """
 import argparse
 
@@ -38,11 +39,12 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the cases whose label ('SISO b8 L4096') contains this")
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
     parser.add_argument("--peer", action="store_true", help="mamba_ssm's Triton SISO in the same process")
+    parser.add_argument("--chunk", type=int, default=0, help="SISO's chunk length (default 64; MIMO keeps 16)")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
     S = N // 4
-    cases = [("SISO", b, L, None, 64) for b, L in ((8, 4096), (1, 2048))]
+    cases = [("SISO", b, L, None, args.chunk or 64) for b, L in ((8, 4096), (1, 2048))]
     cases += [("MIMO", b, L, 4, 16) for b, L in ((8, 4096), (1, 2048))]
     peer = None
     if args.peer:
@@ -51,7 +53,7 @@ def main() -> None:
         if peer is None:
             print(f"mamba_ssm skipped: {why}")
     for name, b, L, R, chunk in cases:
-        label = f"{name} b{b} L{L}"
+        label = f"{name} b{b} L{L} c{chunk}"
         if args.only not in label:
             continue
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
@@ -61,7 +63,7 @@ def main() -> None:
             launch.WALK_BWD = walk
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
-            print(f"{label:15s} {'one launch' if walk else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
+            print(f"{label:19s} {'one launch' if walk else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
                   flush=True)
         if args.kernels:
             for walk in ("", "1"):
@@ -72,7 +74,7 @@ def main() -> None:
                     print(f"    {us / 1e3:7.3f}  {key[:100]}")
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
-            print(f"{label:15s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)
+            print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)
         launch.WALK_BWD = ""
 
 
