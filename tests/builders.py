@@ -202,25 +202,26 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward():
-    """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on; yields the
-    list of its launches' ``Q`` so a test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
+def walking_backward(sub: int = 32):
+    """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
+    chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``); yields the list of its launches' ``(Q, SUB)`` so a
+    test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
     launched = []
 
     class Spy:
         def __call__(self, grid, **k):
-            launched.append(k["Q"])
+            launched.append((k["Q"], k["SUB"]))
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    before = launch.WALK_BWD, kernel, replay.ENABLED
-    launch.WALK_BWD, launch.walk_bwd_kernel, replay.ENABLED = "1", Spy(), False
+    before = launch.WALK_BWD, kernel, launch.WALK_SUB, replay.ENABLED
+    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, replay.ENABLED = "1", Spy(), sub, False
     try:
         yield launched
     finally:
-        launch.WALK_BWD, launch.walk_bwd_kernel, replay.ENABLED = before
+        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, replay.ENABLED = before
 
 
 @contextlib.contextmanager

@@ -76,13 +76,13 @@ def test_chunk_sums_inside_the_state_passings(device, b, L, heads, P, N, seed, o
 def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
     """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
-    the float64 loop, with or without D, the gate and input states, the state's columns in one block or two (N > 16);
-the route's one launch seen."""
+    the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves; the route's one
+launch seen."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    with walking_backward() as launched:
+    with walking_backward(sub=16) as launched:   # chunks of 32 walked in halves, of 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
-    assert launched == [chunk]
+    assert launched == [(chunk, 16)]
 
 
 @SMALL

@@ -59,14 +59,15 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
        P=st.sampled_from([1, 5, 8]), N=st.sampled_from([2, 6, 20]), seed=seeds(), options=st.booleans(),
        with_out=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, with_out, dtype, data):
-    """``SSM_TRITON_WALK_BWD=1``: the rank-steps' scan's backward in one launch (``walk_bwd.py``, chunks of 16
-    rank-steps and more): outputs, final states and every gradient against the float64 loop, the launch seen."""
+    """``SSM_TRITON_WALK_BWD=1``: the rank-steps' scan's backward in one launch (``walk_bwd.py``, chunks of 32
+    rank-steps walked 16 at a time): outputs, final states and every gradient against the float64 loop, the launch
+    seen."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    chunk = 16 // R
-    with walking_backward() as launched:
+    chunk = 32 // R
+    with walking_backward(sub=16) as launched:   # 32 rank-steps a chunk, walked in halves
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
-    assert launched == [16]
+    assert launched == [(32, 16)]
 
 
 def check_against_loop(t, chunk, dtype, seed):

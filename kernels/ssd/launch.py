@@ -347,6 +347,14 @@ WALK_CHUNK = 64
 # a sweep's knobs until the tuner takes them (H100, 2026-12-05: 8 warps 3.64 ms of kernel at Mamba-3 SISO's B8 L4096)
 WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))
 WALK_STAGES = int(os.environ.get("SSM_TRITON_WALK_STAGES", "1"))
+WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
+
+
+def walk_block(Q: int) -> int:
+    """The steps :func:`walk_backward`'s programs take at a time: half of a 64-step chunk (32 steps held 2.5 KB a
+    thread less of spills at sm_90, and the walk at chunk 32 took 2.56 ms of kernel against 3.64 at 64: H100,
+    2026-12-05), else the chunk; ``SSM_TRITON_WALK_SUB`` sets it (the chunk or half of it)."""
+    return WALK_SUB if Q == 2 * WALK_SUB and WALK_SUB >= 16 else Q
 
 
 def walks(P: int, N: int, seq, p: Plan) -> bool:
@@ -391,7 +399,7 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     DX=dx, DK=dk, DQ=dq, XV=rows[0], DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0,
                     DD_PART=part, L=L, H=H, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x),
                     SDY=step_stride(dy), D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q,
-                    BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, DOT=p.dot, num_warps=WALK_WARPS,
+                    SUB=walk_block(p.Q), BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, DOT=p.dot, num_warps=WALK_WARPS,
                     num_stages=WALK_STAGES)
     dD = None
     if part is not None:

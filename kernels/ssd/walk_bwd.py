@@ -26,7 +26,7 @@ same way). ``SSM_TRITON_WALK_BWD=1`` turns it on (``launch.walk_backward``) wher
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, cum_at, mm
+from .common import cum_at, mm
 from ..tuning import Kernel
 
 
@@ -38,95 +38,129 @@ def _decay(hi, lo, causal):
 
 
 @triton.jit
+def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
+           bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
+           HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
+           SUB: tl.constexpr, DOT: tl.constexpr):
+    """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
+    from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
+    ``(dh, dd)`` carried to the block before."""
+    ts = tl.arange(0, SUB)
+    causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
+    strict = ts[None, :] < ts[:, None]
+    p_ok = ps < P
+    n_ok = ns < N
+    t = t0 + ts
+    ok = t < L
+    step = bi.to(tl.int64) * L + t
+    xp_ok = ok[:, None] & p_ok[None, :]
+    xn_ok = ok[:, None] & n_ok[None, :]
+    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+    kq_at = (step * H + h)[:, None] * N + ns[None, :]
+    k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
+    q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+    hi, lo = cum_at(CUM, lo_off, row, t)
+    # the block's last step, in the padded row (cum is flat past L: an empty block passes dh on unchanged)
+    hi_e, lo_e = cum_at(CUM, lo_off, row, t0 + SUB - 1)
+    scale = tl.load(DTP + row + t)
+    e = tl.where(ok, tl.exp((hi - b_hi) + (lo - b_lo)), 0.0)         # exp(cs_t)
+    w = tl.where(ok, tl.exp((hi_e - hi) + (lo_e - lo)), 0.0)         # exp(cs_end - cs_s)
+    e_end = tl.exp((hi_e - b_hi) + (lo_e - b_lo))
+    # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
+    # registers are not: a program holds dh and the entering state, (P, N) each)
+    es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)            # E S (t, s)
+    v = mm(tl.trans(es), g, DOT)                                     # (s, P), the pairs' part
+    gx = mm(g, tl.trans(x), DOT)                                     # (t, s)
+    # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
+    # diagonal, in both, left out), whose reversed prefix is taken in fp64 below
+    pm = tl.where(strict, es * gx * scale[None, :], 0.0)
+    pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
+    ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
+    # dq, and the entering state's part of the decay
+    gh = mm(g, enter, DOT)                                           # (t, N): H_in^T g_t
+    tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
+    pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
+    # dk
+    tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
+    # dx, and the chunk state's part of the decay
+    vs = w[:, None] * mm(k, tl.trans(dh), DOT)                       # (s, P): through the end state
+    v += vs
+    tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
+    us = scale * tl.sum(x * vs, axis=1)
+    dx = scale[:, None] * v
+    if HAS_DIAG:
+        dx += tl.load(DIAG + row + t)[:, None] * g
+        tl.store(DDIAG + row + t, tl.sum(g * x, axis=1), mask=ok)
+    if HAS_D:
+        if D_PER_CHANNEL:
+            dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * g
+        else:
+            dx += tl.load(D + h).to(tl.float32) * g
+    if HAS_DD:
+        dd += tl.sum(g * x, axis=0)
+    tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
+    # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's
+    f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
+    d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
+    d_a += tl.cumsum(us, axis=0) - us + f
+    tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
+    return e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT), dd
+
+
+@triton.jit
 def _walk_bwd_kernel(
     # pointers: inputs, then outputs
     X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG,
     DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART,
     # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous)
     L, H, P, N, Lp, nc, lo_off, SX, SDY,
-    # meta-parameters
+    # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
-    HAS_DIAG: tl.constexpr, Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    HAS_DIAG: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     bh = tl.program_id(0)
     bi = bh // H
     h = bh % H
-    ts = tl.arange(0, Q)
     ps = tl.arange(0, BLOCK_P)
     ns = tl.arange(0, BLOCK_N)
     p_ok = ps < P
-    n_ok = ns < N
-    pn_ok = p_ok[:, None] & n_ok[None, :]
+    pn_ok = p_ok[:, None] & (ns < N)[None, :]
     at = ps[:, None] * N + ns[None, :]
     PN = bh.to(tl.int64) * 0 + P * N    # int64: chunk offsets c P N pass 2^31 in long rows
     base = bh.to(tl.int64) * nc * PN
     row = bh.to(tl.int64) * Lp
-    causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
-    strict = ts[None, :] < ts[:, None]
     if HAS_DFINAL:
         dh = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
+    zero = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
     for i in range(nc):
         c = nc - 1 - i
-        start, end, _ = chunk_bounds(c, L, Q)
-        t = start + ts
-        ok = t < L
-        step = bi.to(tl.int64) * L + t
-        xp_ok = ok[:, None] & p_ok[None, :]
-        xn_ok = ok[:, None] & n_ok[None, :]
-        x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
-        g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
-        kq_at = (step * H + h)[:, None] * N + ns[None, :]
-        k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
-        q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
-        hi, lo = cum_at(CUM, lo_off, row, t)
-        hi_e, lo_e = cum_at(CUM, lo_off, row, end)
-        scale = tl.load(DTP + row + t)
-        e = tl.where(ok, tl.exp(hi + lo), 0.0)                        # exp(cs_t)
-        w = tl.where(ok, tl.exp((hi_e - hi) + (lo_e - lo)), 0.0)      # exp(cs_end - cs_s)
-        e_end = tl.exp(hi_e + lo_e)
-        # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
-        # registers are not: a program holds dh and the entering state, (P, N) each)
-        es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)         # E S (t, s)
-        v = mm(tl.trans(es), g, DOT)                                  # (s, P), the pairs' part
-        gx = mm(g, tl.trans(x), DOT)                                  # (t, s)
-        # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
-        # diagonal, in both, left out), whose reversed prefix is taken in fp64 below
-        pm = tl.where(strict, es * gx * scale[None, :], 0.0)
-        pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
-        ds = gx * _decay(hi, lo, causal) * scale[None, :]             # dS (t, s)
-        # dq, and the entering state's part of the decay
+        start = c * Q
         enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
-        gh = mm(g, enter, DOT)                                        # (t, N): H_in^T g_t
-        tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
-        pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
-        # dk
-        tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
-        # dx, and the chunk state's part of the decay
-        vs = w[:, None] * mm(k, tl.trans(dh), DOT)                    # (s, P): through the end state
-        v += vs
-        tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
-        us = scale * tl.sum(x * vs, axis=1)
-        dx = scale[:, None] * v
-        if HAS_DIAG:
-            dx += tl.load(DIAG + row + t)[:, None] * g
-            tl.store(DDIAG + row + t, tl.sum(g * x, axis=1), mask=ok)
-        if HAS_D:
-            if D_PER_CHANNEL:
-                dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * g
-            else:
-                dx += tl.load(D + h).to(tl.float32) * g
-        if HAS_DD:
-            dd += tl.sum(g * x, axis=0)
-        tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
-        # d a_r: the pairs and entering-state terms from r on, the chunk state's terms before r, the carried state's
-        f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
-        d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
-        d_a += tl.cumsum(us, axis=0) - us + f
-        tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-        dh = e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT)
+        if SUB < Q:
+            # the state entering the chunk's second half, made from the first half's steps (not stored by the
+            # forward): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m the first half's end
+            s0 = start + tl.arange(0, SUB)
+            ok0 = s0 < L
+            step0 = bi.to(tl.int64) * L + s0
+            hi0, lo0 = cum_at(CUM, lo_off, row, s0)
+            hi_m, lo_m = cum_at(CUM, lo_off, row, start + SUB - 1)
+            wm = tl.where(ok0, tl.exp((hi_m - hi0) + (lo_m - lo0)), 0.0) * tl.load(DTP + row + s0)
+            x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
+                         other=0.0).to(tl.float32)
+            k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
+                         other=0.0)
+            mid = tl.exp(hi_m + lo_m) * enter.to(tl.float32) + mm(tl.trans(x0 * wm[:, None]), k0, DOT)
+            dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, mid, hi_m, lo_m,
+                            start + SUB, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
+                            HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT)
+        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, zero, zero,
+                        start, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
+                        HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT)
     tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
         tl.store(DD_PART + bh.to(tl.int64) * P + ps, dd, mask=p_ok)
