@@ -221,7 +221,7 @@ def ssd_cases():
                 {**iop("X", "DY", "DX"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
                  "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "DK", "DQ", "XV", "DDIAG", "DA",
                                                    "DH0", "DD_PART")}, \
-                dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, Q=64, BLOCK_P=bp,
+                dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, Q=64, SUB=32, BLOCK_P=bp,
                      BLOCK_N=bn, DOT=dot)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)

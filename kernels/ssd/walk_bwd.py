@@ -136,31 +136,37 @@ def _walk_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
-    zero = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
-    for i in range(nc):
-        c = nc - 1 - i
+    # one loop over the blocks of SUB steps, in reverse, one block's code: its registers are one block's (two blocks
+    # of a chunk written out one after the other spilled 2.1 KB a thread at sm_90, one 32-step block 0.7)
+    HALVES: tl.constexpr = Q // SUB
+    for i in range(nc * HALVES):
+        blk = nc * HALVES - 1 - i
+        c = blk // HALVES
         start = c * Q
-        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
-        if SUB < Q:
-            # the state entering the chunk's second half, made from the first half's steps (not stored by the
-            # forward): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m the first half's end
+        t0 = blk * SUB
+        if t0 > start:
+            # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
+            # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
+            # the entering states' dtype, as the forward keeps them
             s0 = start + tl.arange(0, SUB)
             ok0 = s0 < L
             step0 = bi.to(tl.int64) * L + s0
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
-            hi_m, lo_m = cum_at(CUM, lo_off, row, start + SUB - 1)
-            wm = tl.where(ok0, tl.exp((hi_m - hi0) + (lo_m - lo0)), 0.0) * tl.load(DTP + row + s0)
+            b_hi, b_lo = cum_at(CUM, lo_off, row, t0 - 1)
+            wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
             x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
                          other=0.0).to(tl.float32)
             k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
                          other=0.0)
-            mid = tl.exp(hi_m + lo_m) * enter.to(tl.float32) + mm(tl.trans(x0 * wm[:, None]), k0, DOT)
-            dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, mid, hi_m, lo_m,
-                            start + SUB, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
-                            HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT)
-        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, zero, zero,
-                        start, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
-                        HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT)
+            h_in = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
+            enter = (tl.exp(b_hi + b_lo) * h_in + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
+        else:
+            enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+            b_hi = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
+            b_lo = b_hi + 0.0
+        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
+                        bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG,
+                        SUB, DOT)
     tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
         tl.store(DD_PART + bh.to(tl.int64) * P + ps, dd, mask=p_ok)
