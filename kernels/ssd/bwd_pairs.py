@@ -98,6 +98,22 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 
 
 @triton.jit
+def skip_grads(dx, dy, x, D, DIAG, DDIAG, row, s, s_ok, h, P, ps, p_ok,
+               HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr):
+    """``dx`` of steps ``s`` plus what the terms that skip the scan send back (``diag_s x_s``: ``diag_s dy_s``, its
+    gradient ``dy_s . x_s`` stored at ``DDIAG``; ``D x_s``: ``D dy_s``); ``dy, x (steps, BLOCK_P)`` fp32."""
+    if HAS_DIAG:
+        dx += tl.load(DIAG + row + s)[:, None] * dy
+        tl.store(DDIAG + row + s, tl.sum(dy * x, axis=1), mask=s_ok)
+    if HAS_D:
+        if D_PER_CHANNEL:
+            dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * dy
+        else:
+            dx += tl.load(D + h).to(tl.float32) * dy
+    return dx
+
+
+@triton.jit
 def _dx_dd_kernel(
     # pointers
     X, B, CB, DY, DTP, CUM, ADJ, D, DIAG, SEQ, DX, DD_PART, DDIAG, US, XV,
@@ -140,14 +156,7 @@ def _dx_dd_kernel(
     dx = dt_s[:, None] * v
     if HAS_D or HAS_DIAG:
         dy32 = _rows(DY, step_s, h, H * P, P, ps, s_ok, p_ok).to(tl.float32)
-    if HAS_DIAG:
-        dx += tl.load(DIAG + row + s)[:, None] * dy32
-        tl.store(DDIAG + row + s, tl.sum(dy32 * x32, axis=1), mask=s_ok)
-    if HAS_D:
-        if D_PER_CHANNEL:
-            dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * dy32
-        else:
-            dx += tl.load(D + h).to(tl.float32) * dy32
+        dx = skip_grads(dx, dy32, x32, D, DIAG, DDIAG, row, s, s_ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL, HAS_DIAG)
     if HAS_DD:
         dd = tl.sum(dy32 * x32, axis=0)
         if not ATOMIC_DD:   # deterministic algorithms: a partial per row block, summed afterwards in order

@@ -26,6 +26,7 @@ same way). ``SSM_TRITON_WALK_BWD=1`` turns it on (``launch.walk_backward``) wher
 import triton
 import triton.language as tl
 
+from .bwd_pairs import skip_grads
 from .common import cum_at, mm
 from ..tuning import Kernel
 
@@ -88,15 +89,8 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     v += vs
     tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
     us = scale * tl.sum(x * vs, axis=1)
-    dx = scale[:, None] * v
-    if HAS_DIAG:
-        dx += tl.load(DIAG + row + t)[:, None] * g
-        tl.store(DDIAG + row + t, tl.sum(g * x, axis=1), mask=ok)
-    if HAS_D:
-        if D_PER_CHANNEL:
-            dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * g
-        else:
-            dx += tl.load(D + h).to(tl.float32) * g
+    dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
+                    HAS_DIAG)
     if HAS_DD:
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
