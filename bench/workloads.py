@@ -52,6 +52,23 @@ def keyword_impl(fn, **kwargs) -> Impl:
     return build
 
 
+def switched_impl(build: Impl, module, name: str, value) -> Impl:
+    """``build``'s calls (forward and backward) with ``module.name`` set to ``value`` (a route switch read at call
+    time, e.g. ``kernels.ssd.launch.WALK_BWD``), restored after each."""
+    def wrapped(x, direction):
+        run = build(x, direction)
+
+        def switched():
+            saved = getattr(module, name)
+            setattr(module, name, value)
+            try:
+                return run()
+            finally:
+                setattr(module, name, saved)
+        return switched
+    return wrapped
+
+
 def tf32_impl(build: Impl) -> Impl:
     """``build``'s calls (forward and backward) with PyTorch's fp32 matmul precision at "high", under which
     ssm_triton's SSD multiplies fp32 in TF32 (``kernels/ssd/launch.py``'s ``fp32_matmul``), as mamba_ssm's

@@ -8,7 +8,7 @@ import torch
 
 from . import counts
 from .peers import load_past_package_init
-from .workloads import Workload, keyword_impl
+from .workloads import Workload, keyword_impl, switched_impl
 
 
 def _inputs(device, io, b, L, H, Hqk, P, N, S, R) -> dict:
@@ -28,6 +28,15 @@ def _inputs(device, io, b, L, H, Hqk, P, N, S, R) -> dict:
         v.requires_grad_()
     x["g"] = g(b, L, H, P)
     return x
+
+
+def _walk_row(impl, direction: str) -> dict:
+    """``SSM_TRITON_BENCH_WALK=1``: a fwd+bwd row ``ssm_triton_walk`` with the backward in one launch
+    (``kernels/ssd/walk_bwd.py``, off by default), beside the default route and the peers in one process."""
+    if os.environ.get("SSM_TRITON_BENCH_WALK") != "1" or direction != "fwd+bwd":
+        return {}
+    from ssm_triton.kernels.ssd import launch
+    return {"ssm_triton_walk": switched_impl(impl, launch, "WALK_BWD", "1")}
 
 
 def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
@@ -55,6 +64,7 @@ def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
             nbytes, flops = counts.mamba3_siso(b, L, H, Hqk, P, N, S, chunk, torch.tensor([], dtype=io).element_size(),
                                                direction)
             impls = {"ssm_triton": keyword_impl(mamba3_siso_combined, chunk_size=chunk)}
+            impls.update(_walk_row(keyword_impl(mamba3_siso_combined, chunk_size=chunk), direction))
             for name, fn in peers.items():
                 impls[name] = keyword_impl(fn, chunk_size=chunk)
             out.append(Workload("mamba3_siso", (b, L, H, Hqk, P, N, S, chunk), io, direction, nbytes, flops,
@@ -87,6 +97,7 @@ def mamba3_mimo_workloads(device, quick: bool, notes: set) -> list[Workload]:
             nbytes, flops = counts.mamba3_mimo(b, L, R, H, Hqk, P, N, S, chunk,
                                                torch.tensor([], dtype=io).element_size(), direction)
             impls = {"ssm_triton": keyword_impl(mamba3_mimo, chunk_size=chunk)}
+            impls.update(_walk_row(keyword_impl(mamba3_mimo, chunk_size=chunk), direction))
             # SSM_TRITON_BENCH_MIMO_CHUNKS="32 64": our op at other chunk sizes too (the stages' pseudo-chunk is
             # R times it), to see what the chunk costs; the peers keep the row's chunk
             for c in os.environ.get("SSM_TRITON_BENCH_MIMO_CHUNKS", "").split():
