@@ -12,10 +12,14 @@ Backward, with ``g = dy`` and ``GX_ts = g_t . x_s``: ``v_s = sum_t E_ts S_ts g_t
 ``dx_s = scale_s v_s``, ``d scale_s = x_s . v_s``; ``dS = E GX scale`` gives ``dq = dS k + exp(cs) g H_in`` and
 ``dk = dS^T q + w scale x dh``; the entering state's gradient is ``exp(cs_end) dh + sum_t exp(cs_t) g_t q_t^T``.
 The decay ``a_r`` of step ``r`` (``cs_t = sum_{r <= t} a_r``) gets, as ``bwd_dt.decay_grad`` sums it from the
-staged kernels' rows: the pairs that straddle ``r`` (``sum_{t >= r, s < r}`` of ``E S scale GX``, taken as column
-row sums minus column sums without the diagonal, reversed prefix in fp64, as the staged kernels take them), the
-entering state's terms of the steps from ``r`` on, the chunk-state terms of the steps before ``r``, and the carried
-state's ``exp(cs_end) <dh, H_in>``.
+staged kernels' rows: the pairs that straddle ``r`` (``sum_{t >= r, s < r}`` of ``E S scale GX``, taken as the
+pairs' row sums minus their column sums without the diagonal, reversed prefix in fp64), the entering state's terms
+of the steps from ``r`` on, the chunk-state terms of the steps before ``r``, and the carried state's
+``exp(cs_end) <dh, H_in>``.
+
+A chunk of ``Q`` steps is walked in blocks of ``SUB`` (``Q`` or ``Q / 2``: ``launch.walk_block``), each with its own
+entering state (the second half's made from the first half's steps): the ``(t, s)`` tiles of 32 steps keep the
+program's registers near one block's (sm_90 spills 0.7 KB a thread there, 2.9 KB with 64-step tiles).
 
 What it replaces: the adjoint sums and the reversed state passing (``(b, H, chunks, P, N)`` fp32 sums and
 states stored and read back), ``k q^T`` per chunk, the dx, dB and dC pair stages with their fp64 atomic row sums,
