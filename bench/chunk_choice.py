@@ -16,7 +16,7 @@ import torch
 import triton.testing
 
 import ssm_triton
-from ssm_triton.bench.profile import kernel_rows
+from ssm_triton.bench.profile import print_kernels
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.kernels.ssd import launch
 
@@ -62,13 +62,6 @@ def _siso(b: int, L: int, device: str = "cuda", H: int = 32, P: int = 64, N: int
     return call, both
 
 
-def _kernels(fn, rows: int) -> None:
-    found = kernel_rows(fn)
-    print(f"    kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call:")
-    for key, us, _ in found[:rows]:
-        print(f"      {us / 1e3:7.3f}  {key[:100]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-siso", action="store_true")
@@ -93,7 +86,7 @@ def main() -> None:
                 print(f"{name:13s} b{b} L{L} chunk {chunk:4d}: fwd {fwd:7.3f}  fwd+bwd {fb:7.3f}  peak {peak:8.1f}"
                       f"{route}", flush=True)
                 if args.kernels and b > 1:
-                    _kernels(lambda: both(chunk), args.kernels)
+                    print_kernels(lambda: both(chunk), args.kernels)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,14 @@ def kernel_rows(fn, calls: int = 3) -> list:
                    if e.device_time_total > 0), key=lambda r: -r[1])
 
 
+def print_kernels(fn, rows: int, indent: str = "    ") -> None:
+    """Print ``fn``'s kernel total a call and its ``rows`` longest kernels (:func:`kernel_rows`), ms a call."""
+    found = kernel_rows(fn)
+    print(f"{indent}kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call:")
+    for key, us, _ in found[:rows]:
+        print(f"{indent}  {us / 1e3:7.3f}  {key[:100]}")
+
+
 def _site(frames) -> str:
     """The innermost frame of this library's or a peer's code (not torch's, not the benchmark's)."""
     for f in frames:   # innermost first; replay.py and tuning.py only pass the allocation through

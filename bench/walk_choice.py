@@ -15,7 +15,7 @@ import triton.testing
 
 import ssm_triton
 from ssm_triton.bench.peers import load_past_package_init
-from ssm_triton.bench.profile import kernel_rows
+from ssm_triton.bench.profile import print_kernels
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.bench.workloads_mamba3 import _inputs
 from ssm_triton.kernels.ssd import launch
@@ -68,10 +68,8 @@ def main() -> None:
         if args.kernels:
             for walk in ("", "1"):
                 launch.WALK_BWD = walk
-                found = kernel_rows(both)
-                print(f"  {'one launch' if walk else 'stages'}: kernels {sum(r[1] for r in found) / 1e3:.3f} ms a call")
-                for key, us, _ in found[:args.kernels]:
-                    print(f"    {us / 1e3:7.3f}  {key[:100]}")
+                print(f"  {'one launch' if walk else 'stages'}:")
+                print_kernels(both, args.kernels)
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)

@@ -277,7 +277,8 @@ def state_passing_bwd(adj, hs, cum, seq, dfinal, L, p: Plan):
 
 
 # each chunk's own end state summed inside the state passing (one kernel, no fp32 per-chunk states stored): "1" on,
-# anything else the two stages (the default until it is timed on a GPU)
+# anything else the two stages (the default: with ADJ_FUSED, no faster at chunk 128 and 3.6% slower at 256 on an
+# H100, 2026-12-05, bench/results/h100-2026-12-05c)
 OWN_FUSED = os.environ.get("SSM_TRITON_SSD_OWN_FUSED", "")
 
 
@@ -311,7 +312,7 @@ def own_state_passing(x, B, dtp, cum, seq, h0, L, p: Plan):
 
 
 # the backward's adjoint sums inside the reversed state passing (one kernel, no fp32 per-chunk sums stored): "1" on,
-# anything else the two stages (the default until it is timed on a GPU)
+# anything else the two stages (the default; timed with OWN_FUSED, above)
 ADJ_FUSED = os.environ.get("SSM_TRITON_SSD_ADJ_FUSED", "")
 
 
@@ -338,7 +339,7 @@ def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
 
 
 # the backward of one-group-a-head SSDs (Mamba-3's) in one launch (walk_bwd.py): "1" on, anything else the stages
-# (the default until it is timed on a GPU)
+# (the default: slower with 64-step blocks on an H100, 2026-12-05; the 32-step blocks are not yet timed)
 WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
 # the largest state and chunk a walking program holds in registers (dh, the entering state, a chunk's (Q, Q) tiles):
 # 64 x 128 and 64 steps, Mamba-3's default shape
