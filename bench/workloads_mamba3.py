@@ -31,12 +31,13 @@ def _inputs(device, io, b, L, H, Hqk, P, N, S, R) -> dict:
 
 
 def _walk_row(impl, direction: str) -> dict:
-    """``SSM_TRITON_BENCH_WALK=1``: a fwd+bwd row ``ssm_triton_walk`` with the backward in one launch
-    (``kernels/ssd/walk_bwd.py``, off by default), beside the default route and the peers in one process."""
+    """``SSM_TRITON_BENCH_WALK=1``: a fwd+bwd row ``ssm_triton_stages`` with the backward by the SSD's stages
+    (``SSM_TRITON_WALK_BWD=0``; the default walks in one launch where its programs fill the GPU,
+    ``kernels/ssd/walk_bwd.py``), beside the default route and the peers in one process."""
     if os.environ.get("SSM_TRITON_BENCH_WALK") != "1" or direction != "fwd+bwd":
         return {}
     from ssm_triton.kernels.ssd import launch
-    return {"ssm_triton_walk": switched_impl(impl, launch, "WALK_BWD", "1")}
+    return {"ssm_triton_stages": switched_impl(impl, launch, "WALK_BWD", "0")}
 
 
 def mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:

@@ -85,6 +85,31 @@ launch seen."""
     assert launched == [(chunk, 16)]
 
 
+@given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),
+       Q=st.sampled_from([8, 16, 32, 64, 128]), P=st.sampled_from([5, 64, 128]), packed=st.booleans())
+def test_walk_route_takes_filled_waves(sms, waves, word, Q, P, packed):
+    """The backward walks (``launch.walks``) when told (``SSM_TRITON_WALK_BWD=1``), or unset on a GPU, when its one
+    program a (row, head) fills its last wave: full waves walk, one wave and a program does not, the
+    interpreter does not; never when told "0", with packed sequences, a chunk outside 16..64 or too large a state."""
+    from ssm_triton.kernels.ssd import launch
+    from ssm_triton.kernels.tuning import Mode
+    p = launch.make_plan(torch.zeros(1, Q, 1, P), 128, Q, mode=Mode(False, sms))
+    fits = not packed and 16 <= Q <= 64 and P <= 64
+    seq = torch.zeros(1) if packed else None
+    cpu = torch.device("cpu")
+    before = launch.WALK_BWD, launch.run_mode
+    try:
+        for interpreted in (False, True):
+            launch.WALK_BWD, launch.run_mode = word, lambda device, i=interpreted: Mode(i, sms)
+            full = launch.walks(waves, sms, P, 128, seq, p, cpu)            # waves * sms programs
+            past = launch.walks(sms + 1, 1, P, 128, seq, p, cpu)            # one wave and one program
+            auto = not interpreted and fits
+            assert full == (fits and (word == "1" or (word == "" and auto)))
+            assert past == (fits and (word == "1" or (word == "" and auto and sms == 1)))
+    finally:
+        launch.WALK_BWD, launch.run_mode = before
+
+
 @SMALL
 @given(**sizes(), data=st.data())
 def test_matches_the_loop_with_every_gradient(device, b, L, heads, P, N, seed, options, chunk, dtype, data):

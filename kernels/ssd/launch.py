@@ -338,31 +338,48 @@ def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
     return ds, dh0, fpart
 
 
-# the backward of one-group-a-head SSDs (Mamba-3's) in one launch (walk_bwd.py): "1" on, anything else the stages
-# (the default: slower with 64-step blocks on an H100, 2026-12-05; the 32-step blocks are not yet timed)
+# the backward of one-group-a-head SSDs (Mamba-3's) in one launch (walk_bwd.py): "1" always where it can, "0" never
+# (the stages), unset: where its programs fill the GPU's waves (``WALK_FILL``). Its b H programs hold one SM each
+# (255 registers a thread at 8 warps), each walking its row in order: it is fast only with every SM busy. H100,
+# 2026-12-05 (bench/walk_choice.py, 32-step blocks, H32 P64 N128 bf16): B8 L4096 (256 programs, 97% of two waves)
+# SISO fwd+bwd 6.29-6.34 ms against the stages' 6.82-6.84, MIMO rank 4 34.3 against 38.6; b1 L2048 (32 programs)
+# SISO 0.99 against 0.80-0.84, MIMO 4.24 against 2.31
 WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
+WALK_FILL = 0.85
 # the largest state and chunk a walking program holds in registers (dh, the entering state, a chunk's (Q, Q) tiles):
 # 64 x 128 and 64 steps, Mamba-3's default shape
 WALK_STATE = 64 * 128
 WALK_CHUNK = 64
-# a sweep's knobs until the tuner takes them (H100, 2026-12-05: 8 warps 3.64 ms of kernel at Mamba-3 SISO's B8 L4096)
+# a sweep's knobs until the tuner takes them (H100, 2026-12-05, SISO B8 L4096: 8 warps 3.64 ms of kernel with 64-step
+# blocks, 4 warps 7.55 and 16 warps 12.40 ms of fwd+bwd against 7.29; 2 pipeline stages 8.43 against 6.33 with
+# 32-step blocks)
 WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))
 WALK_STAGES = int(os.environ.get("SSM_TRITON_WALK_STAGES", "1"))
 WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
 
 
 def walk_block(Q: int) -> int:
-    """The steps :func:`walk_backward`'s programs take at a time: half of a 64-step chunk (32 steps held 2.5 KB a
-    thread less of spills at sm_90, and the walk at chunk 32 took 2.56 ms of kernel against 3.64 at 64: H100,
-    2026-12-05), else the chunk; ``SSM_TRITON_WALK_SUB`` sets it (the chunk or half of it)."""
+    """The steps :func:`walk_backward`'s programs take at a time: half of a 64-step chunk (32 steps held 2.2 KB a
+    thread less of spills at sm_90; the walk's kernel took 2.64 ms at Mamba-3 SISO's B8 L4096 against 3.64 with
+    64-step blocks: H100, 2026-12-05), else the chunk; ``SSM_TRITON_WALK_SUB`` sets it (the chunk or half of it)."""
     return WALK_SUB if Q == 2 * WALK_SUB and WALK_SUB >= 16 else Q
 
 
-def walks(P: int, N: int, seq, p: Plan) -> bool:
-    """Whether :func:`walk_backward` takes this backward: switched on, no packed sequences, a chunk and a padded
-    state small enough for one program's registers, and a chunk of 16 steps or more (the tensor cores' least)."""
-    return (WALK_BWD == "1" and seq is None and 16 <= p.Q <= WALK_CHUNK
-            and max(16, next_power_of_2(P)) * max(16, next_power_of_2(N)) <= WALK_STATE)
+def walks(bsz: int, H: int, P: int, N: int, seq, p: Plan, device: torch.device) -> bool:
+    """Whether :func:`walk_backward` takes this backward: no packed sequences, a chunk and a padded state small
+    enough for one program's registers, a chunk of 16 steps or more (the tensor cores' least), and then
+    ``SSM_TRITON_WALK_BWD``'s word, or unset, ``bsz H`` programs filling at least ``WALK_FILL`` of the waves of
+    one program an SM they take (compiled runs only: the interpreter keeps the stages unless told)."""
+    if (WALK_BWD == "0" or seq is not None or not 16 <= p.Q <= WALK_CHUNK
+            or max(16, next_power_of_2(P)) * max(16, next_power_of_2(N)) > WALK_STATE):
+        return False
+    if WALK_BWD == "1":
+        return True
+    mode = run_mode(device)
+    if mode.interpreted:
+        return False
+    programs = bsz * H
+    return programs >= WALK_FILL * cdiv(programs, mode.sm_count) * mode.sm_count
 
 
 class WalkGrads(NamedTuple):

@@ -25,7 +25,8 @@ What it replaces: the adjoint sums and the reversed state passing (``(b, H, chun
 states stored and read back), ``k q^T`` per chunk, the dx, dB and dC pair stages with their fp64 atomic row sums,
 and the decay's gradient kernel: about nine launches, each a pass over the chunk's tiles. The price is
 parallelism: ``b H`` programs, each walking ``L / Q`` chunks in order (mamba_ssm's Mamba-3 backward is built the
-same way). ``SSM_TRITON_WALK_BWD=1`` turns it on (``launch.walk_backward``) where ``launch.walks`` allows.
+same way), so ``launch.walks`` takes it where the programs fill the GPU's waves (``SSM_TRITON_WALK_BWD``: 1 on, 0
+off).
 """
 import triton
 import triton.language as tl
