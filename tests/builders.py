@@ -202,26 +202,28 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32):
+def walking_backward(sub: int = 32, segments: int = 1):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
-    chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``); yields the list of its launches' ``(Q, SUB)`` so a
-    test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
+    chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
+    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks); yields the list of its launches' ``(Q, SUB,
+    segments)`` so a test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
     launched = []
 
     class Spy:
         def __call__(self, grid, **k):
-            launched.append((k["Q"], k["SUB"]))
+            launched.append((k["Q"], k["SUB"], grid[1]))
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    before = launch.WALK_BWD, kernel, launch.WALK_SUB, replay.ENABLED
-    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, replay.ENABLED = "1", Spy(), sub, False
+    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED
+    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = \
+        "1", Spy(), sub, str(segments), False
     try:
         yield launched
     finally:
-        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, replay.ENABLED = before
+        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = before
 
 
 @contextlib.contextmanager

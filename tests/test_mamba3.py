@@ -76,13 +76,15 @@ def test_chunk_sums_inside_the_state_passings(device, b, L, heads, P, N, seed, o
 def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk, dtype, data):
     """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
-    the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves; the route's one
-launch seen."""
+    the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
+    to three segments side by side; the route's one launch seen."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    with walking_backward(sub=16) as launched:   # chunks of 32 walked in halves, of 16 whole
+    segments = data.draw(st.integers(1, 3), label="segments")
+    with walking_backward(sub=16, segments=segments) as launched:   # chunks of 32 walked in halves, of 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
-    assert launched == [(chunk, 16)]
+    nc = -(-L // chunk)
+    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)))]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),
@@ -90,7 +92,8 @@ launch seen."""
 def test_walk_route_takes_filled_waves(sms, waves, word, Q, P, packed):
     """The backward walks (``launch.walks``) when told (``SSM_TRITON_WALK_BWD=1``), or unset on a GPU, when its one
     program a (row, head) fills its last wave: full waves walk, one wave and a program does not, the
-    interpreter does not; never when told "0", with packed sequences, a chunk outside 16..64 or too large a state."""
+    interpreter does not, a row long enough walks in segments; never when told "0", with packed sequences, a chunk
+    outside 16..64 or too large a state."""
     from ssm_triton.kernels.ssd import launch
     from ssm_triton.kernels.tuning import Mode
     p = launch.make_plan(torch.zeros(1, Q, 1, P), 128, Q, mode=Mode(False, sms))
@@ -101,11 +104,13 @@ def test_walk_route_takes_filled_waves(sms, waves, word, Q, P, packed):
     try:
         for interpreted in (False, True):
             launch.WALK_BWD, launch.run_mode = word, lambda device, i=interpreted: Mode(i, sms)
-            full = launch.walks(waves, sms, P, 128, seq, p, cpu)            # waves * sms programs
-            past = launch.walks(sms + 1, 1, P, 128, seq, p, cpu)            # one wave and one program
+            full = launch.walks(waves, sms, P, 128, Q, seq, p, cpu)         # waves * sms programs, one chunk
+            past = launch.walks(sms + 1, 1, P, 128, Q, seq, p, cpu)         # one wave and one program
             auto = not interpreted and fits
             assert full == (fits and (word == "1" or (word == "" and auto)))
             assert past == (fits and (word == "1" or (word == "" and auto and sms == 1)))
+            if sms in (4, 8, 16):   # one (row, head) of 64 chunks fills the GPU in segments
+                assert launch.walks(1, 1, P, 128, 64 * Q, seq, p, cpu) == (fits and (word == "1" or (word == "" and auto)))
     finally:
         launch.WALK_BWD, launch.run_mode = before
 

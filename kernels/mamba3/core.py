@@ -125,7 +125,7 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     q = q.to(p.torch_dot).contiguous()
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
     dfinal = dfinal.float().contiguous() if dfinal is not None else None
-    if ssd.walks(b, H, P, N, seq, p, x.device):   # one launch walking each (row, head)'s chunks in reverse
+    if ssd.walks(b, H, P, N, T, seq, p, x.device):   # one launch walking each (row, head)'s chunks in reverse
         w = ssd.walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, None, None, p, dd=False)
         dx, dk, dq, dscale, da, dh0 = w.dx, w.dk, w.dq, w.dscale[..., :T], w.da, w.dh0
     else:

@@ -196,7 +196,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     else:
         dy = dout.to(V.dtype).contiguous()
     dfinal = dssm_f.float().contiguous() if dssm_f is not None else None
-    if ssd.walks(b, H, P, N, seq, p, dev):   # one launch walking each (row, head)'s chunks in reverse
+    if ssd.walks(b, H, P, N, L, seq, p, dev):   # one launch walking each (row, head)'s chunks in reverse
         walked = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag,
                                    p, dd=Z is None)
         dV, dkr, dqr, dh0 = walked.dx, walked.dk, walked.dq, walked.dh0

@@ -23,7 +23,7 @@ from .chunk_state import MODE_ADJOINT, MODE_STATE, MODE_VARLEN, chunk_state_kern
 from .cumsum import dt_cumsum_kernel
 from .fused import fused_forward, fused_plan, keeps, use_fused
 from .state_passing import state_bwd_adjoint_kernel, state_bwd_kernel, state_fwd_kernel, state_fwd_own_kernel
-from .walk_bwd import walk_bwd_kernel
+from .walk_bwd import walk_bwd_kernel, walk_sums_kernel
 
 STATE_BLOCK = 256
 _TORCH_DOT = {tl.float32: torch.float32, TF32: torch.float32, tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}
@@ -356,6 +356,10 @@ WALK_CHUNK = 64
 WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))
 WALK_STAGES = int(os.environ.get("SSM_TRITON_WALK_STAGES", "1"))
 WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
+# few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
+# state gradient from the later ones): "" the count by waves (walk_segments), a number forces it
+WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
+WALK_MOST_SEGMENTS = 16
 
 
 def walk_block(Q: int) -> int:
@@ -365,11 +369,22 @@ def walk_block(Q: int) -> int:
     return WALK_SUB if Q == 2 * WALK_SUB and WALK_SUB >= 16 else Q
 
 
-def walks(bsz: int, H: int, P: int, N: int, seq, p: Plan, device: torch.device) -> bool:
+def walk_segments(programs: int, nc: int, sm_count: int) -> int:
+    """Into how many segments :func:`walk_backward` cuts each row's ``nc`` chunks (walked side by side, each
+    program of ``programs * segments`` one an SM): the count up to ``WALK_MOST_SEGMENTS`` whose waves times chunks a
+    program are fewest, the smallest on a tie; ``SSM_TRITON_WALK_SEGMENTS`` sets it."""
+    if WALK_SEGMENTS:
+        return max(1, min(nc, int(WALK_SEGMENTS)))
+    cost = lambda n: cdiv(programs * n, sm_count) * cdiv(nc, n)  # noqa: E731
+    return min(range(1, min(nc, WALK_MOST_SEGMENTS) + 1), key=lambda n: (cost(n), n))
+
+
+def walks(bsz: int, H: int, P: int, N: int, L: int, seq, p: Plan, device: torch.device) -> bool:
     """Whether :func:`walk_backward` takes this backward: no packed sequences, a chunk and a padded state small
     enough for one program's registers, a chunk of 16 steps or more (the tensor cores' least), and then
-    ``SSM_TRITON_WALK_BWD``'s word, or unset, ``bsz H`` programs filling at least ``WALK_FILL`` of the waves of
-    one program an SM they take (compiled runs only: the interpreter keeps the stages unless told)."""
+    ``SSM_TRITON_WALK_BWD``'s word, or unset, its programs (``bsz H`` times :func:`walk_segments`) filling at least
+    ``WALK_FILL`` of the waves of one program an SM they take (compiled runs only: the interpreter keeps the stages
+    unless told)."""
     if (WALK_BWD == "0" or seq is not None or not 16 <= p.Q <= WALK_CHUNK
             or max(16, next_power_of_2(P)) * max(16, next_power_of_2(N)) > WALK_STATE):
         return False
@@ -378,7 +393,7 @@ def walks(bsz: int, H: int, P: int, N: int, seq, p: Plan, device: torch.device) 
     mode = run_mode(device)
     if mode.interpreted:
         return False
-    programs = bsz * H
+    programs = bsz * H * walk_segments(bsz * H, cdiv(L, p.Q), mode.sm_count)
     return programs >= WALK_FILL * cdiv(programs, mode.sm_count) * mode.sm_count
 
 
@@ -411,17 +426,29 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
     rows = _f32(1 + (diag is not None), bsz, H, Lp, device=dev)
     da = _f32(bsz, H, L, device=dev)
     dh0 = _f32(bsz, H, P, N, device=dev)
-    part = _f32(bsz, H, P, device=dev) if D is not None and dd else None
+    nseg = walk_segments(bsz * H, nc, run_mode(dev).sm_count)
+    cps = cdiv(nc, nseg)
+    nseg = cdiv(nc, cps)   # no empty segment
+    part = _f32(bsz, H, nseg, P, device=dev) if D is not None and dd else None
     bn = max(16, next_power_of_2(N))
-    walk_bwd_kernel((bsz * H,), X=x, K=k, QQ=q, DY=dy, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
-                    DX=dx, DK=dk, DQ=dq, XV=rows[0], DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0,
-                    DD_PART=part, L=L, H=H, P=P, N=N, Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x),
-                    SDY=step_stride(dy), D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q,
-                    SUB=walk_block(p.Q), BLOCK_P=max(16, next_power_of_2(P)), BLOCK_N=bn, DOT=p.dot, num_warps=WALK_WARPS,
-                    num_stages=WALK_STAGES)
+    bp = max(16, next_power_of_2(P))
+    sub = walk_block(p.Q)
+    seg_a = seg_dec = None
+    if nseg > 1:
+        seg_a = _f32(bsz * H, nseg, P, N, device=dev)
+        seg_dec = _f32(bsz * H, nseg, device=dev)
+        walk_sums_kernel((bsz * H, nseg - 1), DY=dy, QQ=q, CUM=cum, SEG_A=seg_a, SEG_DEC=seg_dec, L=L, H=H, P=P, N=N,
+                         Lp=Lp, nc=nc, lo_off=lo_offset(cum), SDY=step_stride(dy), cps=cps, nseg=nseg, Q=p.Q, SUB=sub,
+                         BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot, num_warps=4)
+    walk_bwd_kernel((bsz * H, nseg), X=x, K=k, QQ=q, DY=dy, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
+                    SEG_A=seg_a, SEG_DEC=seg_dec, DX=dx, DK=dk, DQ=dq, XV=rows[0],
+                    DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0, DD_PART=part, L=L, H=H, P=P, N=N,
+                    Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
+                    D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
+                    num_warps=WALK_WARPS, num_stages=WALK_STAGES)
     dD = None
     if part is not None:
-        dD = part.sum(0) if D.dim() == 2 else part.sum((0, 2))
+        dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))
     return WalkGrads(dx, dk, dq, rows[0], rows[1] if diag is not None else None, da, dh0, dD)
 
 

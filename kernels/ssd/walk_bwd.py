@@ -25,8 +25,10 @@ What it replaces: the adjoint sums and the reversed state passing (``(b, H, chun
 states stored and read back), ``k q^T`` per chunk, the dx, dB and dC pair stages with their fp64 atomic row sums,
 and the decay's gradient kernel: about nine launches, each a pass over the chunk's tiles. The price is
 parallelism: ``b H`` programs, each walking ``L / Q`` chunks in order (mamba_ssm's Mamba-3 backward is built the
-same way), so ``launch.walks`` takes it where the programs fill the GPU's waves (``SSM_TRITON_WALK_BWD``: 1 on, 0
-off).
+same way). Few (row, head) pairs cut their rows into segments walked side by side (``launch.walk_segments``):
+``_walk_sums_kernel`` first gives each segment but the first its carry from ``dh = 0`` (``A``, ``(P, N)``) and its
+total decay, and each walking program starts from the later segments' parts carried back to its end. ``launch.walks``
+takes the walk where its programs fill the GPU's waves (``SSM_TRITON_WALK_BWD``: 1 on, 0 off).
 """
 import triton
 import triton.language as tl
@@ -41,6 +43,26 @@ def _decay(hi, lo, causal):
     """``E (t, s) = exp(cs_t - cs_s)`` where ``s <= t``, else 0, from ``cs``'s (hi, lo) planes."""
     gap = (hi[:, None] - hi[None, :]) + (lo[:, None] - lo[None, :])
     return tl.exp(tl.where(causal, gap, float("-inf")))
+
+
+@triton.jit
+def _carry(dh, g, e, e_end, q, DOT: tl.constexpr):
+    """The gradient of the state entering a block from ``dh``, the leaving one's: ``exp(cs_end) dh + sum_t exp(cs_t)
+    g_t q_t^T`` (``g (SUB, P)`` fp32, ``e = exp(cs_t)`` zero past the row)."""
+    return e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT)
+
+
+@triton.jit
+def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
+    """Block ``blk``'s chunk, first step, and the decay sum its steps count from as ``(hi, lo)``: the step before
+    it inside the chunk, or zero at a chunk's start."""
+    c = blk // (Q // SUB)
+    t0 = blk * SUB
+    b_hi = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
+    b_lo = b_hi + 0.0
+    if t0 > c * Q:
+        b_hi, b_lo = cum_at(CUM, lo_off, row, t0 - 1)
+    return c, t0, b_hi, b_lo
 
 
 @triton.jit
@@ -104,22 +126,61 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
     d_a += tl.cumsum(us, axis=0) - us + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    return e_end * dh + mm(tl.trans(g * e[:, None]), q, DOT), dd
+    return _carry(dh, g, e, e_end, q, DOT), dd
+
+
+@triton.jit
+def _walk_sums_kernel(DY, QQ, CUM, SEG_A, SEG_DEC, L, H, P, N, Lp, nc, lo_off, SDY, cps, nseg,
+                      Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                      DOT: tl.constexpr):
+    """Segment ``j + 1``'s part of the state gradient entering it from its end, ``A (P, N)`` fp32, and its total
+    decay ``exp(sum a)``: the walk's carry over the segment's blocks from ``dh = 0``. Program (row x head, j)."""
+    bh = tl.program_id(0)
+    seg = tl.program_id(1) + 1
+    bi = bh // H
+    h = bh % H
+    ps = tl.arange(0, BLOCK_P)
+    ns = tl.arange(0, BLOCK_N)
+    row = bh.to(tl.int64) * Lp
+    HALVES: tl.constexpr = Q // SUB
+    first = seg * cps * HALVES
+    last = tl.minimum((seg + 1) * cps, nc) * HALVES
+    a = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    dec = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0) + 1.0
+    for i in range(last - first):
+        c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
+        t = t0 + tl.arange(0, SUB)
+        ok = t < L
+        step = bi.to(tl.int64) * L + t
+        g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=ok[:, None] & (ps < P)[None, :],
+                    other=0.0).to(tl.float32)
+        q = tl.load(QQ + ((step * H + h)[:, None] * N + ns[None, :]), mask=ok[:, None] & (ns < N)[None, :],
+                    other=0.0)
+        hi, lo = cum_at(CUM, lo_off, row, t)
+        hi_e, lo_e = cum_at(CUM, lo_off, row, t0 + SUB - 1)
+        e = tl.where(ok, tl.exp((hi - b_hi) + (lo - b_lo)), 0.0)
+        e_end = tl.exp((hi_e - b_hi) + (lo_e - b_lo))
+        a = _carry(a, g, e, e_end, q, DOT)
+        dec *= e_end
+    at = (bh.to(tl.int64) * nseg + seg) * P * N
+    tl.store(SEG_A + at + ps[:, None] * N + ns[None, :], a, mask=(ps < P)[:, None] & (ns < N)[None, :])
+    tl.store(SEG_DEC + bh.to(tl.int64) * nseg + seg, dec)
 
 
 @triton.jit
 def _walk_bwd_kernel(
-    # pointers: inputs, then outputs
-    X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG,
+    # pointers: inputs, then outputs (SEG_A, SEG_DEC: _walk_sums_kernel's, with segments)
+    X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG, SEG_A, SEG_DEC,
     DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART,
-    # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous)
-    L, H, P, N, Lp, nc, lo_off, SX, SDY,
+    # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous); chunks a segment
+    L, H, P, N, Lp, nc, lo_off, SX, SDY, cps, nseg,
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
-    HAS_DIAG: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT: tl.constexpr,
+    HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     bh = tl.program_id(0)
+    seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
     bi = bh // H
     h = bh % H
     ps = tl.arange(0, BLOCK_P)
@@ -134,15 +195,20 @@ def _walk_bwd_kernel(
         dh = tl.load(DFINAL + bh.to(tl.int64) * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    if SEGMENTED:   # the state gradient leaving this segment: the later segments' parts carried from the row's end
+        for k in range(nseg - 1 - seg):
+            later = nseg - 1 - k
+            dh = tl.load(SEG_DEC + bh.to(tl.int64) * nseg + later) * dh + tl.load(
+                SEG_A + (bh.to(tl.int64) * nseg + later) * PN + at, mask=pn_ok, other=0.0)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
     # one loop over the blocks of SUB steps, in reverse, one block's code: its registers are one block's (two blocks
     # of a chunk written out one after the other spilled 2.1 KB a thread at sm_90, one 32-step block 0.7)
     HALVES: tl.constexpr = Q // SUB
-    for i in range(nc * HALVES):
-        blk = nc * HALVES - 1 - i
-        c = blk // HALVES
+    first = seg * cps * HALVES
+    last = tl.minimum((seg + 1) * cps, nc) * HALVES
+    for i in range(last - first):
+        c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
-        t0 = blk * SUB
         if t0 > start:
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
             # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
@@ -151,7 +217,6 @@ def _walk_bwd_kernel(
             ok0 = s0 < L
             step0 = bi.to(tl.int64) * L + s0
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
-            b_hi, b_lo = cum_at(CUM, lo_off, row, t0 - 1)
             wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
             x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
                          other=0.0).to(tl.float32)
@@ -161,15 +226,15 @@ def _walk_bwd_kernel(
             enter = (tl.exp(b_hi + b_lo) * h_in + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
         else:
             enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
-            b_hi = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
-            b_lo = b_hi + 0.0
         dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
                         bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG,
                         SUB, DOT)
-    tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
+    if seg == 0:
+        tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
-        tl.store(DD_PART + bh.to(tl.int64) * P + ps, dd, mask=p_ok)
+        tl.store(DD_PART + (bh.to(tl.int64) * nseg + seg) * P + ps, dd, mask=p_ok)
 
 
 walk_bwd_kernel = Kernel(_walk_bwd_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_D="D", HAS_DD="DD_PART",
-                                                      HAS_DIAG="DIAG"))
+                                                      HAS_DIAG="DIAG", SEGMENTED="SEG_A"))
+walk_sums_kernel = Kernel(_walk_sums_kernel)
