@@ -2,7 +2,7 @@
 ``python -m ssm_triton.bench.walk_choice``.
 
 Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_bench`` medians, ms; the peak
-memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048, H32 P64 N128 bf16, D and Z, SISO chunks
+memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO also b1 L512 and b2 L4096; H32 P64 N128 bf16, D and Z, SISO chunks
 of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
 autotuning takes minutes the first time). ``--chunk``: SISO at another chunk length (the walk's tiles are the
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
     S = N // 4
-    cases = [("SISO", b, L, None, args.chunk or 64) for b, L in ((8, 4096), (1, 2048))]
+    cases = [("SISO", b, L, None, args.chunk or 64) for b, L in ((8, 4096), (1, 2048), (1, 512), (2, 4096))]
     cases += [("MIMO", b, L, 4, 16) for b, L in ((8, 4096), (1, 2048))]
     peer = None
     if args.peer:
@@ -59,21 +59,23 @@ def main() -> None:
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
-        for walk in ("", "1", "", "1"):   # twice each, alternating: a drift in the machine shows as a disagreement
+        for walk in ("0", "1", "0", "1"):   # twice each, alternating: a drift in the machine shows as a disagreement
             launch.WALK_BWD = walk
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
-            print(f"{label:19s} {'one launch' if walk else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
+            print(f"{label:19s} {'one launch' if walk == '1' else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
                   flush=True)
         if args.kernels:
-            for walk in ("", "1"):
+            for walk in ("0", "1"):
                 launch.WALK_BWD = walk
-                print(f"  {'one launch' if walk else 'stages'}:")
+                print(f"  {'one launch' if walk == '1' else 'stages'}:")
                 print_kernels(both, args.kernels)
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)
         launch.WALK_BWD = ""
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        print(f"{label:19s} walks its rows in {launch.walk_segments(b * H, -(-L // chunk), sms)} segments", flush=True)
 
 
 if __name__ == "__main__":
