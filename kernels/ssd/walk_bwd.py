@@ -60,8 +60,9 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
     t0 = blk * SUB
     b_hi = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
     b_lo = b_hi + 0.0
-    if t0 > c * Q:
-        b_hi, b_lo = cum_at(CUM, lo_off, row, t0 - 1)
+    if Q > SUB:
+        if t0 > c * Q:
+            b_hi, b_lo = cum_at(CUM, lo_off, row, t0 - 1)
     return c, t0, b_hi, b_lo
 
 
@@ -209,7 +210,9 @@ def _walk_bwd_kernel(
     for i in range(last - first):
         c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
-        if t0 > start:
+        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+        # (a branch whose test is always false where Q == SUB broke triton 3.6's coalescing pass: HALVES guards it)
+        if HALVES > 1 and t0 > start:
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
             # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
             # the entering states' dtype, as the forward keeps them
@@ -222,10 +225,8 @@ def _walk_bwd_kernel(
                          other=0.0).to(tl.float32)
             k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
                          other=0.0)
-            h_in = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0).to(tl.float32)
-            enter = (tl.exp(b_hi + b_lo) * h_in + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
-        else:
-            enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+            enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
+                     + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
         dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
                         bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG,
                         SUB, DOT)
