@@ -19,7 +19,7 @@ of the steps from ``r`` on, the chunk-state terms of the steps before ``r``, and
 
 A chunk of ``Q`` steps is walked in blocks of ``SUB`` (``Q`` or ``Q / 2``: ``launch.walk_block``), each with its own
 entering state (the second half's made from the first half's steps): the ``(t, s)`` tiles of 32 steps keep the
-program's registers near one block's (sm_90 spills 0.7 KB a thread there, 2.9 KB with 64-step tiles).
+program's registers near one block's (sm_90 spills 0.6-0.7 KB a thread there, 2.9 KB with 64-step tiles).
 
 What it replaces: the adjoint sums and the reversed state passing (``(b, H, chunks, P, N)`` fp32 sums and
 states stored and read back), ``k q^T`` per chunk, the dx, dB and dC pair stages with their fp64 atomic row sums,
@@ -96,6 +96,10 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     e = tl.where(ok, tl.exp((hi - b_hi) + (lo - b_lo)), 0.0)         # exp(cs_t)
     w = tl.where(ok, tl.exp((hi_e - hi) + (lo_e - lo)), 0.0)         # exp(cs_end - cs_s)
     e_end = tl.exp((hi_e - b_hi) + (lo_e - b_lo))
+    # what reads the entering state first, so it is not held through the pair tiles (sm_90, triton 3.6: a spill
+    # stack of 576-728 bytes a thread against 744-848 with these two after them; tests/sm90_compile.py --resources)
+    gh = mm(g, enter, DOT)                                           # (t, N): H_in^T g_t
+    f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)   # the carried state's part of d a
     # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
     # registers are not: a program holds dh and the entering state, (P, N) each)
     es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)            # E S (t, s)
@@ -107,7 +111,6 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
     ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
     # dq, and the entering state's part of the decay
-    gh = mm(g, enter, DOT)                                           # (t, N): H_in^T g_t
     tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
     pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
     # dk
@@ -122,8 +125,7 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     if HAS_DD:
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
-    # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's
-    f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
+    # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
     d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
     d_a += tl.cumsum(us, axis=0) - us + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
