@@ -615,7 +615,11 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         n2 = tl.load(DQR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
         n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
         n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
-        cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+        if tl.program_id(2) % ncb * BLOCK_H < S:
+            cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+        else:   # a column block past the turned pairs (at rotary_dim_divisor 4, half of them): no trig
+            cos = tl.full([BLOCK_T, BLOCK_H], 1.0, tl.float32)
+            sin = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
         e1 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
         e2 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
         e3 = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)

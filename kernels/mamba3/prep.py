@@ -344,9 +344,6 @@ def _siso_prep_bwd_kernel(
             d_e = tl.where(t == 0, tl.load(DE0 + bh), d_e)
         d_qk = -d_diag * e_next
 
-        # the rotations, recomputed from the angle entering the block (angle 0 past the rotated pairs)
-        cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
-                                  L, H, S, nblk, HAS_SEQ)
         qb = QB + h * N
         kb = KB + h * N
         q_e = q_e0 + tl.load(qb + 2 * ss, mask=e_ok, other=0.0)[None, :]
@@ -355,8 +352,22 @@ def _siso_prep_bwd_kernel(
         k_o = k_o0 + tl.load(kb + 2 * ss + 1, mask=o_ok, other=0.0)[None, :]
         d_qe, d_qo = _pairs(dqr_tile.to(tl.float32), BLOCK_T, PAIRS)
         d_ke, d_ko = _pairs(dkr_tile.to(tl.float32), BLOCK_T, PAIRS)
-        gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
-        gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
+        if cb * PAIRS < S:
+            # the rotations, recomputed from the angle entering the block (angle 0 past the rotated pairs)
+            cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
+                                      L, H, S, nblk, HAS_SEQ)
+            gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
+            gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
+            # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of
+            # this block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
+            dth = tl.where(m, dth + dth_k, 0.0)
+            total = tl.sum(dth, axis=0)
+            tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
+            tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
+        else:
+            # a column block past the rotated pairs (half of them at Mamba-3's default rope fraction): turned by
+            # angle 0, its gradients pass through, and no angle gradient is stored (no trig, no running sum)
+            gq_e, gq_o, gk_e, gk_o = d_qe, d_qo, d_ke, d_ko
         gq_e += d_qk[:, None] * k_e
         gq_o += d_qk[:, None] * k_o
         gk_e += d_qk[:, None] * q_e
@@ -372,12 +383,6 @@ def _siso_prep_bwd_kernel(
         tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=e_ok)
         tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=o_ok)
 
-        # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of this
-        # block, the later blocks' part (and the end of a packed sequence) is applied by _angle_carry_kernel
-        dth = tl.where(m, dth + dth_k, 0.0)
-        total = tl.sum(dth, axis=0)
-        tl.store(DTH_SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, total, mask=s_ok)
-        tl.store(SUF + at, total[None, :] - tl.cumsum(dth, axis=0) + dth, mask=m)
         tl.store(DDT + base + t, d_scale * lam + d_e * (1.0 - lam), mask=first)
         tl.store(DTRAP + base + t, ((d_scale - d_e) * dt * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=first)
     tl.store(planes + qrow[:, None] + c[None, :], _interleave(dq_e, dq_o, BLOCK_T, PAIRS), mask=m2)
