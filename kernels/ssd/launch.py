@@ -343,7 +343,8 @@ def adjoint_state_passing(dy, C, dtp, cum, hs, seq, dfinal, L, p: Plan):
 # (255 registers a thread at 8 warps), each walking its row in order: it is fast only with every SM busy. H100,
 # 2026-12-05 (bench/walk_choice.py, 32-step blocks, H32 P64 N128 bf16): B8 L4096 (256 programs, 97% of two waves)
 # SISO fwd+bwd 6.29-6.34 ms against the stages' 6.82-6.84, MIMO rank 4 34.3 against 38.6; b1 L2048 (32 programs)
-# SISO 0.99 against 0.80-0.84, MIMO 4.24 against 2.31
+# SISO 0.99 against 0.80-0.84, MIMO 4.24 against 2.31, until rows walked in segments: SISO there in four, 0.532
+# against 0.625 ms of kernels a fwd+bwd (MIMO b1 in segments not yet timed)
 WALK_BWD = os.environ.get("SSM_TRITON_WALK_BWD", "")
 WALK_FILL = 0.85
 # the largest state and chunk a walking program holds in registers (dh, the entering state, a chunk's (Q, Q) tiles):
