@@ -6,7 +6,9 @@ memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO als
 of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
 autotuning takes minutes the first time). ``--chunk``: SISO at another chunk length (the walk's tiles are the
-chunk's: 32 steps hold fewer registers).
+chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
+rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): its rule was measured on the SSD at 64 heads and keeps the
+stages for Mamba-3's B8 L4096 H32 (256 programs, under its 2 per SM).
 """
 import argparse
 
@@ -40,6 +42,9 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
     parser.add_argument("--peer", action="store_true", help="mamba_ssm's Triton SISO in the same process")
     parser.add_argument("--chunk", type=int, default=0, help="SISO's chunk length (default 64; MIMO keeps 16)")
+    parser.add_argument("--forward", action="store_true",
+                        help="the forward's routes instead: the rule's (SSM_TRITON_SSD_FUSED unset) against the "
+                             "one-launch forward forced (=1), the default backward under both")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -59,17 +64,19 @@ def main() -> None:
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
-        for walk in ("0", "1", "0", "1"):   # twice each, alternating: a drift in the machine shows as a disagreement
-            launch.WALK_BWD = walk
+        switch, names = ("FUSED", ("rule's fwd", "fused fwd ")) if args.forward else ("WALK_BWD", ("stages    ", "one launch"))
+        words = ("", "1") if args.forward else ("0", "1")
+        for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
+            setattr(launch, switch, word)
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
-            print(f"{label:19s} {'one launch' if walk == '1' else 'stages    '}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}",
-                  flush=True)
+            print(f"{label:19s} {names[word == '1']}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
         if args.kernels:
-            for walk in ("0", "1"):
-                launch.WALK_BWD = walk
-                print(f"  {'one launch' if walk == '1' else 'stages'}:")
+            for word in words:
+                setattr(launch, switch, word)
+                print(f"  {names[word == '1'].strip()}:")
                 print_kernels(both, args.kernels)
+        launch.FUSED = ""
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)
