@@ -64,7 +64,10 @@ def main() -> None:
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
-        switch, names = ("FUSED", ("rule's fwd", "fused fwd ")) if args.forward else ("WALK_BWD", ("stages    ", "one launch"))
+        if args.forward:
+            switch, names = "FUSED", ("rule's fwd", "fused fwd ")
+        else:
+            switch, names = "WALK_BWD", ("stages    ", "one launch")
         words = ("", "1") if args.forward else ("0", "1")
         for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
             setattr(launch, switch, word)
