@@ -2,8 +2,8 @@
 ``python -m ssm_triton.bench.walk_choice``.
 
 Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_bench`` medians, ms; the peak
-memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO also b1 L512 and b2 L4096; H32 P64 N128 bf16, D and Z, SISO chunks
-of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
+memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO also b1 L512 and b2 L4096; H32 P64
+N128 bf16, D and Z, SISO chunks of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
 autotuning takes minutes the first time). ``--chunk``: SISO at another chunk length (the walk's tiles are the
 chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
