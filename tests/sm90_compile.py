@@ -221,8 +221,8 @@ def ssd_cases():
                 {**iop("X", "DY", "DX"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
                  "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "DK", "DQ", "XV", "DDIAG", "DA",
                                                    "DH0", "DD_PART", "SEG_A", "SEG_DEC")}, \
-                dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt, Q=64,
-                     SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
+                dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
+                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)   # chunks in halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \
                 {**iop("DY"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
                 dict(Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
