@@ -8,7 +8,8 @@ longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton 
 autotuning takes minutes the first time). ``--chunk``: SISO at another chunk length (the walk's tiles are the
 chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
 rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): its rule was measured on the SSD at 64 heads and keeps the
-stages for Mamba-3's B8 L4096 H32 (256 programs, under its 2 per SM).
+stages for Mamba-3's B8 L4096 H32 (256 programs, under its 2 per SM). ``--gate``: the walk with the gate's backward
+in it against the gate's own kernel (``SSM_TRITON_WALK_GATE``; SISO, whose scan is gated).
 """
 import argparse
 
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--forward", action="store_true",
                         help="the forward's routes instead: the rule's (SSM_TRITON_SSD_FUSED unset) against the "
                              "one-launch forward forced (=1), the default backward under both")
+    parser.add_argument("--gate", action="store_true",
+                        help="the walk with the gate's backward in it (SSM_TRITON_WALK_GATE=1) against the gate's own "
+                             "kernel (=0), the walk forced on under both")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -65,10 +69,12 @@ def main() -> None:
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
         if args.forward:
-            switch, names = "FUSED", ("rule's fwd", "fused fwd ")
+            switch, names, words = "FUSED", ("rule's fwd", "fused fwd "), ("", "1")
+        elif args.gate:
+            launch.WALK_BWD = "1"
+            switch, names, words = "WALK_GATE", ("gate kern ", "gate walks"), ("0", "1")
         else:
-            switch, names = "WALK_BWD", ("stages    ", "one launch")
-        words = ("", "1") if args.forward else ("0", "1")
+            switch, names, words = "WALK_BWD", ("stages    ", "one launch"), ("0", "1")
         for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
             setattr(launch, switch, word)
             ms = _ms(both)
@@ -79,7 +85,7 @@ def main() -> None:
                 setattr(launch, switch, word)
                 print(f"  {names[word == '1'].strip()}:")
                 print_kernels(both, args.kernels)
-        launch.FUSED = ""
+        launch.FUSED, launch.WALK_GATE = "", "0"
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)

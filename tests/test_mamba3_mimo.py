@@ -69,7 +69,7 @@ def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, wit
     with walking_backward(sub=16, segments=segments) as launched:   # 32 rank-steps a chunk, walked in halves
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     nc = -(-L * R // 32)
-    assert launched == [(32, 16, -(-nc // -(-nc // segments)))]
+    assert launched == [(32, 16, -(-nc // -(-nc // segments)), False)]   # MIMO's gate is its output kernel's
 
 
 def check_against_loop(t, chunk, dtype, seed):
