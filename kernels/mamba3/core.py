@@ -126,27 +126,32 @@ def core_backward(dy, dfinal, x, k, q, kept, chunk_size, deterministic=False, io
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
     dfinal = dfinal.float().contiguous() if dfinal is not None else None
     if ssd.walks(b, H, P, N, T, seq, p, x.device):   # one launch walking each (row, head)'s chunks in reverse
-        w = ssd.walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, None, None, p, dd=False)
-        dx, dk, dq, dscale, da, dh0 = w.dx, w.dk, w.dq, w.dscale[..., :T], w.da, w.dh0
+        g = ssd.walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, None, None, p, dd=False)
     else:
-        dx, dk, dq, dscale, da, dh0 = _staged_backward(dy, dfinal, x, k, q, dtp, cum, hs, seq, p, deterministic)
+        g = staged_backward(dy, dfinal, x, k, q, dtp, cum, hs, seq, p, deterministic, heads=1)
     # per step: the ranks' scales summed, the decay's gradient where it acts (r = 0)
+    dscale, da = g.dscale[..., :T], g.da
     dscale = dscale.reshape(b, H, T // R, R).sum(-1) if R > 1 else dscale
     da = da.view(b, H, T // R, R)[..., 0] if R > 1 else da
-    return dx, dk, dq, dscale, da, dh0
+    return g.dx, g.dk, g.dq, dscale, da, g.dh0
 
 
-def _staged_backward(dy, dfinal, x, k, q, dtp, cum, hs, seq, p, deterministic):
-    """:func:`core_backward` by the SSD's stages: ``(dx, dk, dq, dscale, da, dh0)`` per pseudo-step."""
+def staged_backward(dy, dfinal, x, k, q, dtp, cum, hs, seq, p, deterministic, D=None, diag=None, dd=False,
+                    heads=None) -> ssd.WalkGrads:
+    """The backward of an SSD whose heads each have their own ``k, q (b, T, H, N)`` by the SSD's stages (the
+    adjoint state passing, the pair stages, the decay's gradient once per chunk): the fields
+    :func:`~..ssd.launch.walk_backward` gives in one launch (``dscale``, ``ddiag`` over the padded rows). ``D``,
+    ``diag``, ``dd``, ``heads`` as :func:`~..ssd.launch.pair_grads` takes them."""
     b, T, H, P = x.shape
     N = k.shape[3]
     nc = cdiv(T, p.Q)
-    chunk_size = p.Q
     # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
     ds, dh0, fpart = ssd.adjoint_state_passing(dy, q, dtp, cum, hs, seq, dfinal, T, p)
-    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, None, seq, p, 1, deterministic)
+    dx, s = ssd.pair_grads(x, k, q, dy, dtp, cum, hs, ds, D, seq, p, heads, deterministic, diag=diag, dd=dd)
     da = torch.empty((b, H, T), device=x.device, dtype=torch.float32)
     decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
-                      FPART=fpart, DA=da, L=T, H=H, Lp=nc * chunk_size, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
+                      FPART=fpart, DA=da, L=T, H=H, Lp=nc * p.Q, nc=nc, n_f=fpart.shape[-1], Q=p.Q,
                       BLOCK_F=next_power_of_2(fpart.shape[-1]))
-    return dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), s.direct_terms[..., :T], da, dh0
+    # one head per group (each head has its own k, q), so the pair stages' head blocks are the heads
+    return ssd.WalkGrads(dx, s.db_part.view(b, T, H, N), s.dc_part.view(b, T, H, N), s.direct_terms, s.diag_grads,
+                         da, dh0, s.dd)

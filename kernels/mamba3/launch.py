@@ -9,7 +9,7 @@ from ..ssd.bwd_dt import gate_backward
 from ..ssd.chunk_state import MODE_VARLEN
 from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
-from .core import decay_grad_kernel, ssd_plan
+from .core import ssd_plan, staged_backward
 from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
                    seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel, sum_planes)
 
@@ -201,25 +201,13 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dy = dout.to(V.dtype).contiguous()
     dfinal = dssm_f.float().contiguous() if dssm_f is not None else None
     if walking:   # one launch walking each (row, head)'s chunks in reverse
-        walked = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag,
-                                   p, dd=Z is None or gated, gate=(saved.y, Z) if gated else None)
-        dz = walked.dz if gated else dz
-        dV, dkr, dqr, dh0 = walked.dx, walked.dk, walked.dq, walked.dh0
-        xv, ddiag, dadt, dd = walked.dscale, walked.ddiag, walked.da, walked.dD
+        g = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag, p,
+                              dd=Z is None or gated, gate=(saved.y, Z) if gated else None)
+        dz = g.dz if gated else dz
     else:
-        # the fp32 adjoint sums (b, H, chunks, P, N), where they are stored, are not held through the pair stage
-        ds, dh0, fpart = ssd.adjoint_state_passing(dy, saved.qr, saved.dtp, saved.cum, saved.hs, seq, dfinal, L, p)
-        dV, s = ssd.pair_grads(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, ds, D, seq, p, None,
-                               deterministic, diag=saved.diag, dd=Z is None)
-        # one head per group here (each head has its own k~), so the head blocks are the heads
-        dkr = s.db_part.view(b, L, H, N)
-        dqr = s.dc_part.view(b, L, H, N)
-        xv, ddiag, dd = s.direct_terms, s.diag_grads, s.dd
-        # the decay's gradient, once per chunk
-        dadt = torch.empty((b, H, L), device=dev, dtype=torch.float32)
-        decay_grad_kernel((nc, b * H), RS=s.pair_rows, CS=s.pair_cols, INTER=s.entering_terms, US=s.state_terms,
-                          FPART=fpart, DA=dadt, L=L, H=H, Lp=Lp, nc=nc, n_f=fpart.shape[-1], Q=chunk_size,
-                          BLOCK_F=next_power_of_2(fpart.shape[-1]))
+        g = staged_backward(dy, dfinal, V, saved.kr, saved.qr, saved.dtp, saved.cum, saved.hs, seq, p, deterministic,
+                            D=D, diag=saved.diag, dd=Z is None)
+    dV, dkr, dqr, dh0, xv, ddiag, dadt, dd = g.dx, g.dk, g.dq, g.dh0, g.dscale, g.ddiag, g.da, g.dD
     last = ends if seq is not None else L - 1   # the final k and v are the last steps' (of each sequence)
     # (an empty final k or v, not asked for, has none: the compiled route may hand it in as an empty zeros)
     if dk_f is not None and dk_f.numel():

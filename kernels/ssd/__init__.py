@@ -37,9 +37,11 @@ with ``M`` the causal same-sequence mask, ``W_st = E_ts dt_s (dy_t . x_s)``):
 | dC (entering-state part, stored first) | ``dC_t = sum_h exp(cum_t) h_c^T dy_t`` (deterministic: the pair part too) | ``_dc_states_kernel`` (``bwd_pairs.py``); ``pair_grads`` |
 | step sizes | ``d cum_t = rs_t + inter_t - cs_t - u_t``, ``d dt_r = x_r . v_r + A sum_{t>=r} d cum_t``, ``dA``, ``d dt_bias`` through clamp and softplus | ``_dt_bwd_kernel`` (``bwd_dt.py``) |
 
-Where every head has its own keys and queries (``G = H``: Mamba-3), ``SSM_TRITON_WALK_BWD=1`` takes all but the
-gate in one launch, ``_walk_bwd_kernel`` (``walk_bwd.py``): a program per (row, head) walks the chunks in reverse
-holding ``dh``. Off: slower than the stages on an H100 (2026-12-05, ``bench/walk_choice.py``).
+Where every head has its own keys and queries (``G = H``: Mamba-3) the backward but the gate may run in one launch,
+``_walk_bwd_kernel`` (``walk_bwd.py``): a program per (row, head), or per segment of its row where few pairs would
+leave SMs idle (``_walk_sums_kernel`` first), walks the chunks in reverse holding ``dh``. ``launch.walks`` takes it
+by default where its programs fill the GPU's waves (faster than the stages on an H100, 2026-12-05,
+``bench/walk_choice.py``); ``SSM_TRITON_WALK_BWD`` 1 forces it, 0 the stages.
 
 ``pair_grads`` keeps its fp32 partials and per-step terms in a ``PairScratch`` (named fields), the forward
 what the backward reads in a ``Saved``. Layouts are mamba_ssm's: ``x (b, L, H, P)``, ``dt (b, L, H)``,

@@ -403,7 +403,8 @@ def walks(bsz: int, H: int, P: int, N: int, L: int, seq, p: Plan, device: torch.
 
 
 class WalkGrads(NamedTuple):
-    """What :func:`walk_backward` returns (fp32 but ``dx``, in x's dtype)."""
+    """What :func:`walk_backward` returns (fp32 but ``dx``, in x's dtype), and Mamba-3's staged route alike
+    (``kernels/mamba3/core.staged_backward``)."""
     dx: torch.Tensor            # (b, L, H, P)
     dk: torch.Tensor            # (b, L, H, N)
     dq: torch.Tensor            # (b, L, H, N)
