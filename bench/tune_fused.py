@@ -28,6 +28,16 @@ def _graphed_ms(call, reps: int = 10) -> float:
     return triton.testing.do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / reps
 
 
+def _problem(x, dt, A, B, C, D, bias):
+    """The one-launch forward's tuning key for these inputs, as the op builds it (so this tool follows its fields)."""
+    import math
+
+    from ssm_triton.kernels.ssd import fused, launch
+    lo, hi, clamp = launch._limits((0.0, math.inf))
+    dot = launch.fused_dot(x, None, False)
+    return fused._fused_args(x, dt, A, B, C, D, None, bias, None, True, lo, hi, clamp, dot)[0]
+
+
 def _summary_call(x, dt, A, B, C, D, bias):
     """The segmented forward's first launch alone (each segment's end state from zero), as the op would issue it:
     its device time beside the whole call's says what the output launch takes."""
@@ -84,7 +94,7 @@ def main(argv=None) -> None:
             out = call()   # tunes
             reference = out if reference is None else reference
             err = (out.float() - reference.float()).abs().max().item()
-            problem = (b, L, H, P, G, N, io, False, 2 if got > 1 else 0, got, fused.carried(got), False, 1)
+            problem = _problem(x, dt, A, B, C, D, bias)
             chose = k.resolve(problem)[0]
             summary = k.resolve(fused._summary(problem)) if got > 1 else None
             eager = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")

@@ -219,8 +219,10 @@ def ssd_cases():
         if FULL or io in (tl.bfloat16, "mixed"):   # the one-launch backward of one-group-a-head SSDs (Mamba-3's)
             yield "ssd walk bwd", ssd_walk.walk_bwd_kernel, \
                 {**iop("X", "DY", "DX", "GY", "GZ", "DZ"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
-                 "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "DK", "DQ", "XV", "DDIAG", "DA",
-                                                   "DH0", "DD_PART", "SEG_A", "SEG_DEC")}, \
+                 "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "XV", "DDIAG", "DA",
+                                                   "DH0", "DD_PART", "SEG_A", "SEG_DEC"),
+                 # dk, dq a head: bf16 where the cores multiply in 16 bits (launch.walk_backward)
+                 **{n: "*fp32" if dot == tl.float32 else "*bf16" for n in ("DK", "DQ")}}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
                      GATED=opt, Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)   # halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \

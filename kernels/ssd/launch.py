@@ -403,11 +403,11 @@ def walks(bsz: int, H: int, P: int, N: int, L: int, seq, p: Plan, device: torch.
 
 
 class WalkGrads(NamedTuple):
-    """What :func:`walk_backward` returns (fp32 but ``dx``, in x's dtype), and Mamba-3's staged route alike
-    (``kernels/mamba3/core.staged_backward``)."""
+    """What :func:`walk_backward` returns (fp32 but ``dx``, in x's dtype, and the walk's ``dk, dq``), and Mamba-3's
+    staged route alike (``kernels/mamba3/core.staged_backward``, all fp32 but ``dx``)."""
     dx: torch.Tensor            # (b, L, H, P)
-    dk: torch.Tensor            # (b, L, H, N)
-    dq: torch.Tensor            # (b, L, H, N)
+    dk: torch.Tensor            # (b, L, H, N); the walk's in bf16 where the cores multiply in 16 bits
+    dq: torch.Tensor            # (b, L, H, N); the same
     dscale: torch.Tensor        # (b, H, Lp), steps past L unwritten
     ddiag: torch.Tensor | None  # (b, H, Lp), with ``diag``
     da: torch.Tensor            # (b, H, L) the decays' gradients
@@ -423,7 +423,11 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     P)`` of any step stride, ``dtp, cum, hs`` the forward's, ``dfinal (b, H, P, N)`` or None, ``diag (b, H, Lp)``
     a per-step weight of ``x`` or None; ``dd``: ``D``'s gradient from these ``dy`` (a per-program partial
     summed here: deterministic). ``gate = (y, z)``, each ``(b, L, H, P)``: ``dy`` is then the gated output's
-    gradient (``out = y silu(z)``, ``y`` the scan's), and ``dz`` comes back too."""
+    gradient (``out = y silu(z)``, ``y`` the scan's), and ``dz`` comes back too.
+
+    ``dk, dq`` (a value a head, which Mamba-3's prep backward turns back and sums over the heads) are stored in
+    bf16 where the cores multiply in 16 bits (fp32 for fp32 cores): at Mamba-3 SISO's B8 L4096 H32 N128 they are
+    1.07 GB in fp32, written here and read back by a kernel bound by its loads in flight."""
     bsz, L, H, P = x.shape
     N = k.shape[3]
     nc = cdiv(L, p.Q)
@@ -435,7 +439,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     Lp = nc * p.Q
     dev = x.device
     dx = torch.empty((bsz, L, H, P), device=dev, dtype=x.dtype)
-    dk, dq = _f32(2, bsz, L, H, N, device=dev).unbind(0)
+    kq = torch.float32 if p.dot == tl.float32 else torch.bfloat16   # bf16's range: fp16's could overflow
+    dk, dq = torch.empty((2, bsz, L, H, N), device=dev, dtype=kq).unbind(0)
     rows = _f32(1 + (diag is not None), bsz, H, Lp, device=dev)
     da = _f32(bsz, H, L, device=dev)
     dh0 = _f32(bsz, H, P, N, device=dev)

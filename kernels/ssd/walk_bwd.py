@@ -129,10 +129,11 @@ def _block(X, K, QQ, DY, GY, GZ, DZ, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, D
     pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
     ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
     # dq, and the entering state's part of the decay
-    tl.store(DQ + kq_at, mm(ds, k, DOT) + e[:, None] * gh, mask=xn_ok)
+    tl.store(DQ + kq_at, (mm(ds, k, DOT) + e[:, None] * gh).to(DQ.dtype.element_ty), mask=xn_ok)
     pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
     # dk
-    tl.store(DK + kq_at, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), mask=xn_ok)
+    tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT)).to(DK.dtype.element_ty),
+             mask=xn_ok)
     # dx, and the chunk state's part of the decay
     vs = w[:, None] * mm(k, tl.trans(dh), DOT)                       # (s, P): through the end state
     v += vs
