@@ -9,7 +9,8 @@ autotuning takes minutes the first time). ``--chunk``: SISO at another chunk len
 chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
 rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it from a
 wave of (row, head) programs at L4096, Mamba-3's B8 H32 included, so the two rows there should match. ``--gate``: the walk with the gate's backward
-in it against the gate's own kernel (``SSM_TRITON_WALK_GATE``; SISO, whose scan is gated).
+in it against the gate's own kernel (``SSM_TRITON_WALK_GATE``; SISO, whose scan is gated). ``--kq``: the walk's
+per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``).
 """
 import argparse
 
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--gate", action="store_true",
                         help="the walk with the gate's backward in it (SSM_TRITON_WALK_GATE=1) against the gate's own "
                              "kernel (=0), the walk forced on under both")
+    parser.add_argument("--kq", action="store_true",
+                        help="the walk's per-head dk, dq stored in bf16 (the default) against fp32 "
+                             "(SSM_TRITON_WALK_KQ=32), the walk forced on under both")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -73,6 +77,9 @@ def main() -> None:
         elif args.gate:
             launch.WALK_BWD = "1"
             switch, names, words = "WALK_GATE", ("gate kern ", "gate walks"), ("0", "1")
+        elif args.kq:
+            launch.WALK_BWD = "1"
+            switch, names, words = "WALK_KQ", ("dk dq fp32", "dk dq bf16"), ("32", "1")
         else:
             switch, names, words = "WALK_BWD", ("stages    ", "one launch"), ("0", "1")
         for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
@@ -85,7 +92,7 @@ def main() -> None:
                 setattr(launch, switch, word)
                 print(f"  {names[word == '1'].strip()}:")
                 print_kernels(both, args.kernels)
-        launch.FUSED, launch.WALK_GATE = "", "0"
+        launch.FUSED, launch.WALK_GATE, launch.WALK_KQ = "", "0", ""
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)

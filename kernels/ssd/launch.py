@@ -364,6 +364,8 @@ WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
 # launch and a (b, L, H, P) dy fewer, ~0.34 ms of gate kernel at Mamba-3 SISO's B8 L4096 on an H100, 2026-12-05;
 # its sm_90 spill stack grows ~0.2 KB a thread): off until timed
 WALK_GATE = os.environ.get("SSM_TRITON_WALK_GATE", "0")
+# "32" stores the walk's dk, dq in fp32 whatever the cores' dtype (walk_backward: bf16 for 16-bit cores otherwise)
+WALK_KQ = os.environ.get("SSM_TRITON_WALK_KQ", "")
 WALK_MOST_SEGMENTS = 16
 
 
@@ -439,7 +441,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     Lp = nc * p.Q
     dev = x.device
     dx = torch.empty((bsz, L, H, P), device=dev, dtype=x.dtype)
-    kq = torch.float32 if p.dot == tl.float32 else torch.bfloat16   # bf16's range: fp16's could overflow
+    # bf16's range: fp16's could overflow
+    kq = torch.float32 if p.dot == tl.float32 or WALK_KQ == "32" else torch.bfloat16
     dk, dq = torch.empty((2, bsz, L, H, N), device=dev, dtype=kq).unbind(0)
     rows = _f32(1 + (diag is not None), bsz, H, Lp, device=dev)
     da = _f32(bsz, H, L, device=dev)
