@@ -357,6 +357,8 @@ def test_rule_takes_the_fused_kernel_where_it_was_measured_faster():
     assert fused.use_fused(8, 4096, 64, 132)            # 512 (row, head) programs fill the GPU
     assert fused.use_fused(8, 4096, 32, 132)            # Mamba-3's B8 H32: a wave of 256 programs is enough
     assert not fused.use_fused(4, 4096, 32, 132)        # 128 programs, too many to segment, under a wave: staged
+    assert fused.use_fused(8, 16384, 32, 132)           # Mamba-3 MIMO's B8 H32 rows of 4096 steps at rank 4
+    assert not fused.use_fused(8, 32768, 32, 132)       # not measured: staged
     assert fused.use_fused(1, 8192, 64, 132)            # in 8 segments: 512 programs walking 32 chunks each
     assert not fused.use_fused(1, 16384, 64, 132)       # not measured: staged
     assert not fused.use_fused(2, 16384, 64, 132)
