@@ -326,6 +326,8 @@ def mamba3_cases():
     f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
     for io, opt in ((tl.float32, False), (tl.bfloat16, True), (tl.float16, True)):
         iop = lambda *names: dict.fromkeys(names, PTR[io])  # noqa: E731
+        # the walk's per-head dk, dq (launch.walk_backward): bf16 for 16-bit cores
+        walk_kq = lambda *names: dict.fromkeys(names, PTR[tl.float32 if io == tl.float32 else tl.bfloat16])  # noqa: E731
         dot = tl.float32 if io == tl.float32 else io
         tiles = dict(BLOCK_T=16, BLOCK_S=32, BLOCK_R=64)
         yield "mamba3 core decay grad", m3_core.decay_grad_kernel, \
@@ -338,9 +340,9 @@ def mamba3_cases():
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "ADT", "THETA_B", "OFF", "DTP", "CUM", "DIAG", "QK"),
              "QR": PTR[dot], "KR": PTR[dot], "SEQ": "*i32"}, dict(HAS_SEQ=opt, CHUNK=64, HEADS=4, **tiles)
         yield "mamba3 prep bwd", m3_prep.siso_prep_bwd_kernel, \
-            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "DQR", "DKR", "XV", "DDIAG",
+            {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
-             "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16, PAIRS=16)
+             **walk_kq("DQR", "DKR"), "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16, PAIRS=16)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \
@@ -369,8 +371,9 @@ def mamba3_cases():
             dict(BLOCK_T=64, BLOCK_S=32)
         yield "mamba3 mimo angle grad", m3_mimo_terms.angle_grad_kernel, \
             {**iop("ANG", "DT"), **f32("DTH", "AFTER", "DANG", "DDT")}, dict(BLOCK_T=64, BLOCK_S=32)
-        yield "mamba3 mimo ranks", m3_mimo_terms.ranks_kernel, {**iop("V"), **f32("MV", "X")}, dict(R=4, BLOCK_T=64, BLOCK_P=64)
-        yield "mamba3 mimo ranks bwd", m3_mimo_terms.ranks_bwd_kernel, {**iop("V"), **f32("DX", "MV", "DV", "DMV_PART")}, \
+        # the ranks' inputs and their gradient in V's dtype (mimo.rank_dtype)
+        yield "mamba3 mimo ranks", m3_mimo_terms.ranks_kernel, {**iop("V", "X"), **f32("MV")}, dict(R=4, BLOCK_T=64, BLOCK_P=64)
+        yield "mamba3 mimo ranks bwd", m3_mimo_terms.ranks_bwd_kernel, {**iop("V", "DX"), **f32("MV", "DV", "DMV_PART")}, \
             dict(R=4, BLOCK_T=32, BLOCK_P=64)
         # the per-step weights: DT as given, Trap fp32 or as given; a packed row's sequence index with opt
         yield "mamba3 mimo weights", m3_weights.weights_kernel, \
@@ -386,16 +389,17 @@ def mamba3_cases():
         yield "mamba3 mimo prep", m3_mimo_terms.prep_fwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "THETA", "SC", "SCC"), "QR": PTR[dot], "KR": PTR[dot]}, \
             dict(R=4, DOT=dot, HOIST=opt, BLOCK_T=16, BLOCK_H=64)
-        # the stages hand dq~, dk~ over in fp32 (one op since f30395e)
+        # the stages hand dq~, dk~ over (one op since f30395e), the walk's in bf16 for 16-bit cores
         yield "mamba3 mimo prep bwd", m3_mimo_terms.prep_bwd_kernel, \
-            {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH", "DQR", "DKR")}, \
+            {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
+             **walk_kq("DQR", "DKR")}, \
             dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32)
         yield "mamba3 mimo out", m3_mimo_terms.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)
         yield "mamba3 mimo out bwd", m3_mimo_terms.out_bwd_kernel, \
-            {**iop("DOUT", "V", "Z"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO", "DY", "DSC", "DSCC",
-                                          "DG", "DE", "DV", "DZ", "DMV", "DMZ", "DMO", "DD")}, \
+            {**iop("DOUT", "V", "Z", "DY"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO", "DSC", "DSCC",
+                                                "DG", "DE", "DV", "DZ", "DMV", "DMZ", "DMO", "DD")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, HOIST=opt, BLOCK_T=8, BLOCK_P=64, BLOCK_R=4)
 
 

@@ -85,7 +85,9 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     with walking_backward(sub=16, segments=segments, gate=gate) as launched:   # chunks of 32 in halves, 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
-    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), gate and options)]   # options: D and the gate z
+    kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
+    # options: D and the gate z
+    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), gate and options, kq, kq)]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),

@@ -69,7 +69,8 @@ def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, wit
     with walking_backward(sub=16, segments=segments) as launched:   # 32 rank-steps a chunk, walked in halves
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     nc = -(-L * R // 32)
-    assert launched == [(32, 16, -(-nc // -(-nc // segments)), False)]   # MIMO's gate is its output kernel's
+    kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
+    assert launched == [(32, 16, -(-nc // -(-nc // segments)), False, kq, kq)]   # MIMO's gate is its output kernel's
 
 
 def check_against_loop(t, chunk, dtype, seed):
@@ -359,3 +360,36 @@ def test_training_takes_the_one_launch_forward(device, L, R, chunk, seed, option
     x64 = _leaves(t, cast=True)
     want, want_states = mamba3_mimo_loop(**x64)
     assert_mamba3_matches(out, finals, want, want_states, x, x64, dtype, seed, STATE_NAMES)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("route", ["one node", "op by op", "staged forward"])
+def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monkeypatch, dtype, route):
+    """The ranks' inputs ``x`` and the gradients ``dy, dx`` the stages trade for them (each ``R`` times ``V``) are in
+    ``V``'s dtype where it is 16-bit, fp32 otherwise; the stages' output ``y`` stays fp32 (the output kernel takes
+    back terms the stages added, which a rounded ``y`` would keep). The one-node call, the op-by-op one (input
+    states), and the staged forward in place of the one-launch one."""
+    from ssm_triton.kernels.mamba3 import mimo
+    from ssm_triton.kernels.ssd import launch
+    if route == "staged forward":
+        monkeypatch.setattr(launch, "FUSED_TRAIN", "0")
+    whole = route != "op by op"
+    seen = {}
+    for name in ("out_forward", "out_backward", "rank_inputs_backward"):
+        real = getattr(mimo, name)
+
+        def spy(*a, _real=real, _name=name, **kw):
+            got = _real(*a, **kw)
+            seen[_name] = (a[0].dtype if _name != "rank_inputs_backward" else a[0].dtype,
+                           got[0].dtype if isinstance(got, tuple) else got.dtype)
+            return got
+        monkeypatch.setattr(mimo, name, spy)
+    t = make(device, 1, 9, 2, 2, 1, 4, 8, 2, 0, not whole, True, dtype)
+    x = _leaves(t)
+    out = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
+                                 Input_States=x.get("Input_States"))
+    out.float().square().sum().backward()
+    ranks = dtype if dtype != torch.float32 else torch.float32
+    assert seen["out_forward"][0] == torch.float32                 # y, from the stages
+    assert seen["out_backward"][1] == ranks                        # dy, to the stages
+    assert seen["rank_inputs_backward"][0] == ranks                # dx, from the stages

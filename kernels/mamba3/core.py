@@ -71,9 +71,9 @@ def ssd_plan(x, N, chunk_size, **overrides):
 
 
 def core_plan(x, N, chunk_size, io_dtype):
-    """The SSD plan for fp32 ``x`` whose tensor-core operands take ``io_dtype`` (bf16 or fp16 inputs): ``x``, ``y``
-    and their gradients stay fp32, so the in-step correction added outside does not cancel against rounded
-    values. The interpreter emulates the tensor cores' products (``ssd/common.mm``)."""
+    """The SSD plan for ``x`` whose tensor-core operands take ``io_dtype`` (bf16 or fp16 inputs; ``x`` and its
+    gradients in that dtype too, or fp32). The interpreter emulates the tensor cores' products
+    (``ssd/common.mm``)."""
     if io_dtype == torch.float32:
         return ssd_plan(x, N, chunk_size)
     return ssd_plan(x, N, chunk_size, dot=tl.bfloat16 if io_dtype == torch.bfloat16 else tl.float16)
@@ -84,7 +84,8 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     fp32 per step (pseudo-step ``t R + r`` takes step ``t``'s scale, and its decay at ``r = 0`` only: see
     :func:`pseudo_steps`), ``h0 (b, H, P, N)`` fp32 or None; ``io_dtype`` the tensor cores' operand dtype (:func:`core_plan`);
     a packed row (batch 1): ``seq (1, T)`` int32 each step's sequence, ``cu (n + 1,)`` int32 their bounds.
-    Returns ``(y (b, T, H, P) in x's dtype, final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
+    Returns ``(y (b, T, H, P) fp32 whatever x's dtype (the in-step correction added outside takes back terms
+    the stages added: a rounded y would keep their rounding), final (b, H, P, N) fp32, varlen (n, H, P, N) fp32 or None,
     (dtp, cum, hs))``: the last is what :func:`core_backward` reads besides the inputs. ``inference``: nothing is
     kept for a backward (the last is None), and rows without packed sequences take the SSD's one-launch forward (or
     its segments) where its rule would, reading the steps' weights and decays as given."""
@@ -101,14 +102,15 @@ def core_forward(x, k, q, scale, a, h0, chunk_size, io_dtype=torch.float32, seq=
     if dot is not None:
         made = mamba3_fused_forward(x, k, q, scale.float().contiguous(), a.float(), None, None, None,
                                     h0.float().contiguous() if h0 is not None else None, p.dot, R,
-                                    keep=None if inference else (chunk_size, p.torch_dot))
+                                    keep=None if inference else (chunk_size, p.torch_dot), out_dtype=torch.float32)
         if inference:
             return made[0], made[1], None, None
     dtp, cum = pseudo_steps(scale, a, R, chunk_size)
     if dot is not None:   # it kept the entering states; the pseudo-steps' rows are what the backward reads of the steps
         return made[0], made[1], None, (dtp, cum, made[2][0])
     hs, final = ssd.own_state_passing(x, k, dtp, cum, seq, h0.float().contiguous() if h0 is not None else None, T, p)
-    y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False)
+    y, _ = ssd.chunk_scan(x, k, q, ssd.bmm(k, q, p), dtp, cum, hs, None, None, seq, p, store_y=False,
+                          out_dtype=torch.float32)
     varlen = ssd.chunk_state(x, k, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu) if cu is not None else None
     return y, final, varlen, (dtp, cum, hs)
 

@@ -102,7 +102,8 @@ def _ranks_kernel(V, MV, X, rows, H, P, R: tl.constexpr, BLOCK_T: tl.constexpr, 
     v = tl.load(V + (t.to(tl.int64) * H + h)[:, None] * P + pp[None, :], mask=m, other=0.0).to(tl.float32)
     for r in tl.static_range(R):
         w = tl.load(MV + (h * R + r) * P + pp, mask=pp < P, other=0.0).to(tl.float32)
-        tl.store(X + ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :], v * w[None, :], mask=m)
+        tl.store(X + ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :], (v * w[None, :]).to(X.dtype.element_ty),
+                 mask=m)
 
 
 @triton.jit
@@ -135,13 +136,23 @@ def _rank_rows(device, backward: bool = False) -> int:
     return 4 if run_mode(device).interpreted else 32 if backward else 64
 
 
+def rank_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the ranks' inputs ``x`` and of the gradients ``dy, dx`` the stages trade for ``V`` of
+    ``dtype``: ``V``'s where it is 16-bit (the stages multiply ``x`` in it anyway, and Mamba-3 SISO's ``V, dy, dx``
+    are so; each of these tensors is ``R`` times ``V``, 1.07 GB in fp32 at B8 L4096 H32 P64 rank 4), else fp32.
+    The stages' output ``y`` stays fp32: the output kernel takes back terms the stages added (``scc``), and a
+    rounded ``y`` would keep their rounding."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def rank_inputs(V, MIMO_V):
-    """``V (b, L, H, P)``, ``MIMO_V (H, R, P)`` -> ``x (b, L, R, H, P)`` fp32, ``x[:, :, r] = V * MIMO_V[:, r]``: one
-    pass writing the ranks' inputs (PyTorch's cast and broadcast product were two, and three more backward)."""
+    """``V (b, L, H, P)``, ``MIMO_V (H, R, P)`` -> ``x (b, L, R, H, P)`` in :func:`rank_dtype`, ``x[:, :, r] = V *
+    MIMO_V[:, r]``: one pass writing the ranks' inputs (PyTorch's cast and broadcast product were two, and three
+    more backward)."""
     b, L, H, P = V.shape
     R = MIMO_V.shape[1]
     V, MIMO_V = V.contiguous(), MIMO_V.contiguous()
-    x = torch.empty((b, L, R, H, P), device=V.device, dtype=torch.float32)
+    x = torch.empty((b, L, R, H, P), device=V.device, dtype=rank_dtype(V.dtype))
     bt = _rank_rows(V.device)
     ranks_kernel((cdiv(b * L, bt), H), V=V, MV=MIMO_V, X=x, rows=b * L, H=H, P=P, R=R, BLOCK_T=bt,
                  BLOCK_P=next_power_of_2(P))
@@ -351,7 +362,7 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
     acc = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     for r in range(R):
         y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]       # (b, L, R, H, P)
-        y = tl.load(Y + y_at, mask=m, other=0.0)
+        y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
         for s in range(R):
             w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
             mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
@@ -381,7 +392,7 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
     ``dz, d_mz, d_mo``."""
     y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
     mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-    y = tl.load(Y + y_at, mask=m, other=0.0)
+    y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
     coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     for s in range(R):
         w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
@@ -403,7 +414,7 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
         dy = dy * gate
     if HAS_OUT:
         d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
-    tl.store(DY + y_at, dy, mask=m)
+    tl.store(DY + y_at, dy.to(DY.dtype.element_ty), mask=m)
     return dy, coef, mv_r, dz, d_mz, d_mo
 
 
@@ -769,7 +780,7 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
 
 
 def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
-    """``y (b, L, R, H, P)`` fp32 (the stages' output), ``sc (b, L, H, R, R)``, ``gamma, e_next (b, H, L)`` fp32,
+    """``y (b, L, R, H, P)`` (the stages' output, fp32), ``sc (b, L, H, R, R)``, ``gamma, e_next (b, H, L)`` fp32,
     ``V, Z (b, L, H, P)``, ``MIMO_* (H, R, P)`` fp32, ``D (H,)`` -> ``out (b, L, H, P)`` in V's dtype, or
     ``(b, L, R, H, P)`` without ``MIMO_Out``."""
     b, L, R, H, P = y.shape
@@ -782,13 +793,14 @@ def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
 
 
 def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
-    """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P), dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or
-    None`` (fp32), ``dMIMO_V, dMIMO_Z or None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
+    """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P)`` in :func:`rank_dtype` (the stages', which multiply
+    it in that dtype), ``dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or None`` (fp32), ``dMIMO_V, dMIMO_Z or
+    None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
     b, L, R, H, P = y.shape
     bt = _blocks(V.device, False)
     nt = cdiv(L, bt)
     f32 = dict(device=V.device, dtype=torch.float32)
-    dy = torch.empty((b, L, R, H, P), **f32)
+    dy = torch.empty((b, L, R, H, P), device=V.device, dtype=rank_dtype(V.dtype))
     dsc = torch.empty_like(sc)
     dscc = torch.empty_like(sc)
     dg = torch.empty((b, H, L), **f32)

@@ -347,8 +347,8 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                  diag=None, ranks=1, keep=None):
-    """``out (b, L, H, P)`` in ``x``'s dtype (contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
+                  diag=None, ranks=1, keep=None, out_dtype=None):
+    """``out (b, L, H, P)`` in ``out_dtype`` (``x``'s when None; contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
     B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
     dtype. One launch, or two over segments of the row (:func:`segments`). ``adt``, ``diag``: see
@@ -357,7 +357,7 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     N), y (b, L, H, P) or None)`` with ``Lk = nc * chunk size`` (``launch.Saved``'s fields)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
     problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt,
                                 diag, ranks, keep[0] if keep else 0)
@@ -384,18 +384,18 @@ def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo
     return (out, final, kept) if keep else (out, final)
 
 
-def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1, keep=None):
+def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1, keep=None, out_dtype=None):
     """Mamba-3 SISO's scan after its prep kernel, for a call that keeps nothing for a backward, in the one-launch
     forward (or its segments): ``x (b, L, H, P)``, ``k, q (b, L, H, N)`` (k~, q~: one group a head), ``scale, diag
     (b, H, Lp)`` fp32 each step's weight of ``x`` in the state and its diagonal correction, ``adt (b, H, L)`` fp32
     each step's decay, ``D (H,)`` or None, ``z (b, L, H, P)`` or None, ``h0 (b, H, P, N)`` fp32 or None. Returns
-    ``(out (b, L, H, P) in x's dtype, final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
+    ``(out (b, L, H, P) in out_dtype (x's when None), final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
     passing, the C B^T products, the outputs) in one or two. MIMO (``ranks`` R > 1): the rows are ``L = T R``
     rank-steps and ``scale, adt (b, H, T)`` per step (each rank-step takes its step's weight, the first its decay).
     ``keep = (chunk size, the states' dtype)``: a training forward, which also returns ``(hs (b, H, nc, P, N), y or
     None)`` (the staged launches' entering states and pre-gate output; the steps' rows are the caller's)."""
     made = fused_forward(x, scale, None, k, q, D, z, None, h0, False, 0.0, 0.0, False, dot, adt.contiguous(), diag,
-                         ranks, keep)
+                         ranks, keep, out_dtype)
     return made if keep is None else (made[0], made[1], made[2][2:])
 
 

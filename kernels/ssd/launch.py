@@ -483,11 +483,12 @@ def bmm(B, C, p: Plan):
     return cb
 
 
-def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None):
+def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None, out_dtype=None):
+    """``(out, y or None)`` (b, L, H, P) in ``out_dtype`` (x's when None)."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
-    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)   # contiguous whatever x's step stride
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)   # contiguous whatever x's step stride
     y = torch.empty_like(out) if store_y else out
     chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)),
                       X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,

@@ -100,7 +100,7 @@ def _turned_core_fake(Q, theta, x, H, cu, chunk_size, io, **_):
     nc = -(-T // chunk_size)
     f32 = dict(dtype=torch.float32, device=x.device)
     turned = dict(dtype=_mk.TORCH_DTYPE[_dot(io)], device=Q.device)
-    return (torch.empty_like(x), x.new_empty((b, H, P, N), **f32),
+    return (x.new_empty(x.shape, **f32), x.new_empty((b, H, P, N), **f32),
             x.new_empty((cu.shape[0] - 1, H, P, N), **f32) if cu is not None else x.new_empty(0, **f32),
             x.new_empty((b, H, nc * chunk_size), **f32), x.new_empty((2, b, H, nc * chunk_size), **f32),
             x.new_empty((b, H, nc, P, N), dtype=_k.core_plan(x, N, chunk_size, _IO[io]).torch_dot),
@@ -140,7 +140,7 @@ _turned_core = build(OpSpec(
     grad_outputs=("y", "final", "varlen", "qr", "kr", "sc", "scc"),
     saves=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "qr", "kr", "sc",
            "scc", "chunk_size", "deterministic", "io"),
-    # x is the ranks' fp32 rows: _route(x) holds the fp32 matmul setting the core's products follow
+    # x is the ranks' rows (fp32 for fp32 V): _route(x) holds the fp32 matmul setting the core's products follow
     backward=_turned_core_backward, switches=_route))
 
 _OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
@@ -216,11 +216,13 @@ def _ranks_backward(saved, grads):
     return dict(V=dv, MIMO_V=dmv)
 
 
-# the ranks' inputs x (b, L, R, H, P) fp32 = V * MIMO_V[h, r], one pass each way
+# the ranks' inputs x (b, L, R, H, P) = V * MIMO_V[h, r] (bf16 or fp16 for such V, else fp32: mimo.rank_dtype), one
+# pass each way
 _ranks = build(OpSpec(
     "mamba3_mimo_ranks", "V: Tensor, MIMO_V: Tensor", outputs=("x",),
     forward=lambda V, MIMO_V: (_mk.rank_inputs(V, MIMO_V),),
-    fake=lambda V, MIMO_V: (V.new_empty((*V.shape[:2], MIMO_V.shape[1], *V.shape[2:]), dtype=torch.float32),),
+    fake=lambda V, MIMO_V: (V.new_empty((*V.shape[:2], MIMO_V.shape[1], *V.shape[2:]),
+                                        dtype=_mk.rank_dtype(V.dtype)),),
     grads=("V", "MIMO_V"), grad_outputs=("x",), saves=("V", "MIMO_V"), backward=_ranks_backward))
 
 
@@ -264,7 +266,7 @@ def _whole_fake(Q, V, MIMO_Out, Angles, chunk_size, **_):
     H, P = V.shape[2], V.shape[3]
     f32 = dict(dtype=torch.float32, device=V.device)
     theta = V.new_empty((b, L, H, Angles.shape[3]), **f32)
-    x = V.new_empty((b, L * R, H, P), **f32)
+    x = V.new_empty((b, L * R, H, P), dtype=_mk.rank_dtype(V.dtype))
     io = str(V.dtype).replace("torch.", "")
     core = _turned_core_fake(Q, theta, x, H, None, _pseudo_chunk(chunk_size, R), io)
     out = V.new_empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P))
@@ -494,7 +496,7 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angl
                                seq)
 
     io = str(V.dtype).replace("torch.", "")
-    v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P) fp32
+    v = _ranks(V, MIMO_V)[0]                                               # (b, L, R, H, P), rank_dtype
 
     h0 = None
     if ssm0 is not None:   # the first step's trapezoid reads the previous token's ranks (per packed sequence)
