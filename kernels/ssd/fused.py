@@ -331,6 +331,11 @@ def keeps(chunk: int) -> bool:
     return chunk % 16 == 0
 
 
+# how full the one-launch forward's waves of (row, head) programs must be where fewer than two waves' worth (rows
+# to 4096 steps) or longer rows take it (the walk backward's rule: launch.WALK_FILL)
+FILL = 0.85
+
+
 def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
     """Whether the one-launch forward suits a problem. A program walks its row's chunks (or its segment's) in
     order, about 2.8 µs a 32-step chunk on the H200, so long rows lose to the staged launches unless many (row,
@@ -338,11 +343,16 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
     bench/tune_fused.py, both tuned, H=64): b=1 L=512 and 2048, 116 and 178 µs against 250 and 266 µs staged;
     b=8 L=4096, 0.88 against 1.08 ms; but b=1 L=8192, 0.68 against 0.34 ms, and b=2 L=16384, 1.42 against 1.08
     ms. In 8 segments (2026-12-04, eager, rule tiles): b=1 L=4096 157 against 200 µs, L=8192 291 against 338.
-    A wave of programs is enough, at least to 16384 steps (H100, 2026-12-05, bench/results/h100-2026-12-05e,
-    walk_choice --forward): Mamba-3's B8 H32 (256 programs on 132 SMs) fwd+bwd, SISO at L=4096 5.58-5.60 ms
-    against 6.23-6.28 staged (forward kernels 0.76 against 1.37 ms), MIMO rank 4 (rows of 16384 rank-steps) 30.0
-    against 33.7."""
-    return (L <= 2048 or (L <= 16384 and bsz * H >= sm_count)
+    Waves that the programs fill are enough, at least to 16384 steps (H100, 2026-12-05,
+    bench/results/h100-2026-12-05e, walk_choice --forward): Mamba-3's B8 H32 (256 programs on 132 SMs, two waves
+    97% full) fwd+bwd, SISO at L=4096 5.58-5.60 ms against 6.23-6.28 staged (forward kernels 0.76 against 1.37 ms),
+    MIMO rank 4 (rows of 16384 rank-steps) 30.0 against 33.7. A wave's worth of programs more than a full one
+    doubles the one-launch kernel's time where the stages grow by their share (their programs are chunks), so
+    waves left less than :data:`FILL` full keep the stages (not measured)."""
+    programs = bsz * H
+    waves = cdiv(programs, sm_count)
+    filled = programs >= sm_count and programs >= FILL * waves * sm_count
+    return (L <= 2048 or (L <= 4096 and programs >= 2 * sm_count) or (L <= 16384 and filled)
             or (L <= 8192 and segments(bsz, L, H, P, sm_count)[0] > 1))
 
 
