@@ -102,8 +102,8 @@ def _ranks_kernel(V, MV, X, rows, H, P, R: tl.constexpr, BLOCK_T: tl.constexpr, 
     v = tl.load(V + (t.to(tl.int64) * H + h)[:, None] * P + pp[None, :], mask=m, other=0.0).to(tl.float32)
     for r in tl.static_range(R):
         w = tl.load(MV + (h * R + r) * P + pp, mask=pp < P, other=0.0).to(tl.float32)
-        tl.store(X + ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :], (v * w[None, :]).to(X.dtype.element_ty),
-                 mask=m)
+        at = ((t.to(tl.int64) * R + r) * H + h)[:, None] * P + pp[None, :]
+        tl.store(X + at, (v * w[None, :]).to(X.dtype.element_ty), mask=m)
 
 
 @triton.jit

@@ -358,8 +358,8 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
                   diag=None, ranks=1, keep=None, out_dtype=None):
-    """``out (b, L, H, P)`` in ``out_dtype`` (``x``'s when None; contiguous) and the final state ``(b, H, P, N)`` fp32. ``x, z,
-    B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
+    """``out (b, L, H, P)`` in ``out_dtype`` (``x``'s when None; contiguous) and the final state ``(b, H, P, N)``
+    fp32. ``x, z, B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
     dtype. One launch, or two over segments of the row (:func:`segments`). ``adt``, ``diag``: see
     :func:`mamba3_fused_forward`. ``keep = (chunk size, the states' dtype)``: a training forward, which also
@@ -399,8 +399,8 @@ def mamba3_fused_forward(x, k, q, scale, adt, diag, D, z, h0, dot, ranks=1, keep
     forward (or its segments): ``x (b, L, H, P)``, ``k, q (b, L, H, N)`` (k~, q~: one group a head), ``scale, diag
     (b, H, Lp)`` fp32 each step's weight of ``x`` in the state and its diagonal correction, ``adt (b, H, L)`` fp32
     each step's decay, ``D (H,)`` or None, ``z (b, L, H, P)`` or None, ``h0 (b, H, P, N)`` fp32 or None. Returns
-    ``(out (b, L, H, P) in out_dtype (x's when None), final (b, H, P, N) fp32)``: the staged launches' (chunk states, state
-    passing, the C B^T products, the outputs) in one or two. MIMO (``ranks`` R > 1): the rows are ``L = T R``
+    ``(out (b, L, H, P) in out_dtype (x's when None), final (b, H, P, N) fp32)``: the staged launches' (chunk
+    states, state passing, the C B^T products, the outputs) in one or two. MIMO (``ranks`` R > 1): the rows are ``L = T R``
     rank-steps and ``scale, adt (b, H, T)`` per step (each rank-step takes its step's weight, the first its decay).
     ``keep = (chunk size, the states' dtype)``: a training forward, which also returns ``(hs (b, H, nc, P, N), y or
     None)`` (the staged launches' entering states and pre-gate output; the steps' rows are the caller's)."""

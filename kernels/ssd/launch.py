@@ -362,7 +362,8 @@ WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
 WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
 # "1": a gated scan's walk takes the gate's backward too (dy = dout silu(z) made in the walk, dz stored there: one
 # launch and a (b, L, H, P) dy fewer, ~0.34 ms of gate kernel at Mamba-3 SISO's B8 L4096 on an H100, 2026-12-05;
-# its sm_90 spill stack grows ~0.2 KB a thread): off until timed
+# its sm_90 spill stack grows ~0.2 KB a thread): off, measured slower (SISO B8 fwd+bwd 7.69-7.72 ms against
+# 6.23-6.28 with the gate's own kernel, H100 2026-12-05e)
 WALK_GATE = os.environ.get("SSM_TRITON_WALK_GATE", "0")
 # "32" stores the walk's dk, dq in fp32 whatever the cores' dtype (walk_backward: bf16 for 16-bit cores otherwise)
 WALK_KQ = os.environ.get("SSM_TRITON_WALK_KQ", "")
@@ -429,7 +430,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
 
     ``dk, dq`` (a value a head, which Mamba-3's prep backward turns back and sums over the heads) are stored in
     bf16 where the cores multiply in 16 bits (fp32 for fp32 cores): at Mamba-3 SISO's B8 L4096 H32 N128 they are
-    1.07 GB in fp32, written here and read back by a kernel bound by its loads in flight."""
+    1.07 GB in fp32, and in bf16 that fwd+bwd peaks at 2176 MiB instead of 2688 (H100, 2026-12-05e; the walk 2.55
+    ms instead of 2.62, the prep backward reading them unchanged)."""
     bsz, L, H, P = x.shape
     N = k.shape[3]
     nc = cdiv(L, p.Q)
