@@ -9,8 +9,7 @@ autotuning takes minutes the first time). ``--chunk``: SISO at another chunk len
 chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
 rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
-should match. ``--gate``: the walk with the gate's backward
-in it against the gate's own kernel (``SSM_TRITON_WALK_GATE``; SISO, whose scan is gated). ``--kq``: the walk's
+should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``).
 """
 import argparse
@@ -48,9 +47,6 @@ def main() -> None:
     parser.add_argument("--forward", action="store_true",
                         help="the forward's routes instead: the rule's (SSM_TRITON_SSD_FUSED unset) against the "
                              "one-launch forward forced (=1), the default backward under both")
-    parser.add_argument("--gate", action="store_true",
-                        help="the walk with the gate's backward in it (SSM_TRITON_WALK_GATE=1) against the gate's own "
-                             "kernel (=0), the walk forced on under both")
     parser.add_argument("--kq", action="store_true",
                         help="the walk's per-head dk, dq stored in bf16 (the default) against fp32 "
                              "(SSM_TRITON_WALK_KQ=32), the walk forced on under both")
@@ -75,9 +71,6 @@ def main() -> None:
         both = _case(op, x, chunk)
         if args.forward:
             switch, names, words = "FUSED", ("rule's fwd", "fused fwd "), ("", "1")
-        elif args.gate:
-            launch.WALK_BWD = "1"
-            switch, names, words = "WALK_GATE", ("gate kern ", "gate walks"), ("0", "1")
         elif args.kq:
             launch.WALK_BWD = "1"
             switch, names, words = "WALK_KQ", ("dk dq fp32", "dk dq bf16"), ("32", "1")
@@ -93,7 +86,7 @@ def main() -> None:
                 setattr(launch, switch, word)
                 print(f"  {names[word == '1'].strip()}:")
                 print_kernels(both, args.kernels)
-        launch.FUSED, launch.WALK_GATE, launch.WALK_KQ = "", "0", ""
+        launch.FUSED, launch.WALK_KQ = "", ""
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)

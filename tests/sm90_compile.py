@@ -218,16 +218,16 @@ def ssd_cases():
                 dict(HAS_DFINAL=opt, HAS_SEQ=seq, Q=256, BLOCK_K=bk, BLOCK_P=min(bp, 64), BLOCK_N=min(bn, 64), DOT=dot)
         if FULL or io in (tl.bfloat16, "mixed"):   # the one-launch backward of one-group-a-head SSDs (Mamba-3's)
             yield "ssd walk bwd", ssd_walk.walk_bwd_kernel, \
-                {**iop("X", "DY", "DX", "GY", "GZ", "DZ"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
+                {**iop("X", "DY", "DX"), "K": PTR.get(dot, "*fp32"), "QQ": PTR.get(dot, "*fp32"),
                  "HS": PTR.get(dot, "*fp32"), **f32("DTP", "CUM", "DFINAL", "D", "DIAG", "XV", "DDIAG", "DA",
                                                    "DH0", "DD_PART", "SEG_A", "SEG_DEC"),
                  # dk, dq a head: bf16 where the cores multiply in 16 bits (launch.walk_backward)
                  **{n: "*fp32" if dot == tl.float32 else "*bf16" for n in ("DK", "DQ")}}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
-                     GATED=opt, Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)   # halves, or whole
+                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)   # halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \
-                {**iop("DY", "GZ"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
-                dict(GATED=opt, Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
+                {**iop("DY"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
+                dict(Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \

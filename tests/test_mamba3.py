@@ -77,17 +77,15 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
     the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
-    to three segments side by side, the gate's backward in the walk or not; the route's one launch seen."""
+    to three segments side by side; the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     segments = data.draw(st.integers(1, 3), label="segments")
-    gate = data.draw(st.booleans(), label="gate")
-    with walking_backward(sub=16, segments=segments, gate=gate) as launched:   # chunks of 32 in halves, 16 whole
+    with walking_backward(sub=16, segments=segments) as launched:   # chunks of 32 in halves, 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
-    # options: D and the gate z
-    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), gate and options, kq, kq)]
+    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), kq, kq)]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),

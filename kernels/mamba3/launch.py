@@ -191,19 +191,15 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     if dout is None:
         dout = torch.zeros_like(V)
     walking = ssd.walks(b, H, P, N, L, seq, p, dev)
-    gated = walking and Z is not None and ssd.WALK_GATE == "1"   # the walk takes the gate's backward too
     dz = dD = None
-    if Z is not None and not gated:
+    if Z is not None:
         dy, dz, dD = gate_backward(dout, saved.y, Z, V, D)
-    elif Z is not None:
-        dy = dout   # the gated output's gradient: the walk makes dy and dz
     else:
         dy = dout.to(V.dtype).contiguous()
     dfinal = dssm_f.float().contiguous() if dssm_f is not None else None
     if walking:   # one launch walking each (row, head)'s chunks in reverse
         g = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag, p,
-                              dd=Z is None or gated, gate=(saved.y, Z) if gated else None)
-        dz = g.dz if gated else dz
+                              dd=Z is None)
     else:
         g = staged_backward(dy, dfinal, V, saved.kr, saved.qr, saved.dtp, saved.cum, saved.hs, seq, p, deterministic,
                             D=D, diag=saved.diag, dd=Z is None)
@@ -255,7 +251,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dthf = dthf if dthf is not None else torch.zeros_like(tail)
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
-    if D is not None and dD is None:   # D's gradient from the scan's kernels (no gate, or the gate in the walk)
+    if D is not None and dD is None:   # D's gradient from the scan's kernels (no gate)
         dD = dd
     d_bias = bias_parts.sum((1, 2))
     return dict(

@@ -360,11 +360,6 @@ WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
 # state gradient from the later ones): "" the count by waves (walk_segments), a number forces it
 WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
-# "1": a gated scan's walk takes the gate's backward too (dy = dout silu(z) made in the walk, dz stored there: one
-# launch and a (b, L, H, P) dy fewer, ~0.34 ms of gate kernel at Mamba-3 SISO's B8 L4096 on an H100, 2026-12-05;
-# its sm_90 spill stack grows ~0.2 KB a thread): off, measured slower (SISO B8 fwd+bwd 7.69-7.72 ms against
-# 6.23-6.28 with the gate's own kernel, H100 2026-12-05e)
-WALK_GATE = os.environ.get("SSM_TRITON_WALK_GATE", "0")
 # "32" stores the walk's dk, dq in fp32 whatever the cores' dtype (walk_backward: bf16 for 16-bit cores otherwise)
 WALK_KQ = os.environ.get("SSM_TRITON_WALK_KQ", "")
 WALK_MOST_SEGMENTS = 16
@@ -416,17 +411,17 @@ class WalkGrads(NamedTuple):
     da: torch.Tensor            # (b, H, L) the decays' gradients
     dh0: torch.Tensor           # (b, H, P, N)
     dD: torch.Tensor | None     # D's shape, with ``dd``
-    dz: torch.Tensor | None = None   # z's gradient, with ``gate``
 
 
-def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool, gate=None) -> WalkGrads:
+def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool) -> WalkGrads:
     """The backward of an SSD whose heads each have their own ``k, q (b, L, H, N)`` (contiguous, the tensor
     cores' dtype), one program a (batch row, head) walking its chunks in reverse (``walk_bwd.py``): what
     :func:`adjoint_state_passing`, :func:`pair_grads` and the decay's gradient give together. ``x, dy (b, L, H,
     P)`` of any step stride, ``dtp, cum, hs`` the forward's, ``dfinal (b, H, P, N)`` or None, ``diag (b, H, Lp)``
     a per-step weight of ``x`` or None; ``dd``: ``D``'s gradient from these ``dy`` (a per-program partial
-    summed here: deterministic). ``gate = (y, z)``, each ``(b, L, H, P)``: ``dy`` is then the gated output's
-    gradient (``out = y silu(z)``, ``y`` the scan's), and ``dz`` comes back too.
+    summed here: deterministic). A gated scan's gate backward stays its own kernel: made in the walk (``dy = dout
+    silu(z)`` per block, ``dz`` stored there) it cost Mamba-3 SISO's B8 L4096 fwd+bwd 7.69-7.72 ms against 6.23-6.28
+    (H100, 2026-12-05e: the walk, one 8-warp block an SM at 255 registers, spilled more), and was taken out.
 
     ``dk, dq`` (a value a head, which Mamba-3's prep backward turns back and sums over the heads) are stored in
     bf16 where the cores multiply in 16 bits (fp32 for fp32 cores): at Mamba-3 SISO's B8 L4096 H32 N128 they are
@@ -435,11 +430,6 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     bsz, L, H, P = x.shape
     N = k.shape[3]
     nc = cdiv(L, p.Q)
-    gy = gz = dz = None
-    if gate is not None:
-        gy, gz = (t.contiguous() for t in gate)
-        dy = dy.contiguous()
-        dz = torch.empty(gz.shape, device=gz.device, dtype=gz.dtype)
     Lp = nc * p.Q
     dev = x.device
     dx = torch.empty((bsz, L, H, P), device=dev, dtype=x.dtype)
@@ -460,10 +450,10 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     if nseg > 1:
         seg_a = _f32(bsz * H, nseg, P, N, device=dev)
         seg_dec = _f32(bsz * H, nseg, device=dev)
-        walk_sums_kernel((bsz * H, nseg - 1), DY=dy, GZ=gz, QQ=q, CUM=cum, SEG_A=seg_a, SEG_DEC=seg_dec, L=L, H=H, P=P, N=N,
+        walk_sums_kernel((bsz * H, nseg - 1), DY=dy, QQ=q, CUM=cum, SEG_A=seg_a, SEG_DEC=seg_dec, L=L, H=H, P=P, N=N,
                          Lp=Lp, nc=nc, lo_off=lo_offset(cum), SDY=step_stride(dy), cps=cps, nseg=nseg, Q=p.Q, SUB=sub,
                          BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot, num_warps=4)
-    walk_bwd_kernel((bsz * H, nseg), X=x, K=k, QQ=q, DY=dy, GY=gy, GZ=gz, DZ=dz, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
+    walk_bwd_kernel((bsz * H, nseg), X=x, K=k, QQ=q, DY=dy, DTP=dtp, CUM=cum, HS=hs, DFINAL=dfinal, D=D, DIAG=diag,
                     SEG_A=seg_a, SEG_DEC=seg_dec, DX=dx, DK=dk, DQ=dq, XV=rows[0],
                     DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0, DD_PART=part, L=L, H=H, P=P, N=N,
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
@@ -472,7 +462,7 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool,
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))
-    return WalkGrads(dx, dk, dq, rows[0], rows[1] if diag is not None else None, da, dh0, dD, dz)
+    return WalkGrads(dx, dk, dq, rows[0], rows[1] if diag is not None else None, da, dh0, dD)
 
 
 def bmm(B, C, p: Plan):

@@ -33,7 +33,6 @@ takes the walk where its programs fill the GPU's waves (``SSM_TRITON_WALK_BWD``:
 import triton
 import triton.language as tl
 
-from ..activations import silu_and_slope
 from .bwd_pairs import skip_grads
 from .common import cum_at, mm
 from ..tuning import Kernel
@@ -54,20 +53,9 @@ def _carry(dh, g, e, e_end, q, DOT: tl.constexpr):
 
 
 @triton.jit
-def _grad_in(DY, GY, GZ, DZ, step, h, SDY, H, P, ps, mask, GATED: tl.constexpr):
-    """The gradient of the scan's output for steps ``step`` (``(steps, BLOCK_P)`` fp32). ``GATED``: ``DY`` holds
-    the gated output's, ``dout``, and ``dy = dout silu(z)`` is made here with ``dz = dout y silu'(z)`` stored
-    (the gate's backward in the walk: one launch and a ``dy`` in memory fewer; ``dout, y, z, dz (b, L, H, P)``
-    contiguous)."""
-    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=mask, other=0.0).to(tl.float32)
-    if GATED:
-        at = (step * H + h)[:, None] * P + ps[None, :]
-        gate, slope = silu_and_slope(tl.load(GZ + at, mask=mask, other=0.0).to(tl.float32))
-        if DZ is not None:
-            y = tl.load(GY + at, mask=mask, other=0.0).to(tl.float32)
-            tl.store(DZ + at, (g * y * slope).to(DZ.dtype.element_ty), mask=mask)
-        g = g * gate
-    return g
+def _grad_in(DY, step, h, SDY, P, ps, mask):
+    """The gradient of the scan's output for steps ``step`` (``(steps, BLOCK_P)`` fp32)."""
+    return tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -85,10 +73,10 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
 
 
 @triton.jit
-def _block(X, K, QQ, DY, GY, GZ, DZ, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
+def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           GATED: tl.constexpr, SUB: tl.constexpr, DOT: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd)`` carried to the block before."""
@@ -103,7 +91,7 @@ def _block(X, K, QQ, DY, GY, GZ, DZ, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, D
     xp_ok = ok[:, None] & p_ok[None, :]
     xn_ok = ok[:, None] & n_ok[None, :]
     x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
-    g = _grad_in(DY, GY, GZ, DZ, step, h, SDY, H, P, ps, xp_ok, GATED)
+    g = _grad_in(DY, step, h, SDY, P, ps, xp_ok)
     kq_at = (step * H + h)[:, None] * N + ns[None, :]
     k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
     q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
@@ -152,8 +140,8 @@ def _block(X, K, QQ, DY, GY, GZ, DZ, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, D
 
 
 @triton.jit
-def _walk_sums_kernel(DY, GZ, QQ, CUM, SEG_A, SEG_DEC, L, H, P, N, Lp, nc, lo_off, SDY, cps, nseg,
-                      GATED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr,
+def _walk_sums_kernel(DY, QQ, CUM, SEG_A, SEG_DEC, L, H, P, N, Lp, nc, lo_off, SDY, cps, nseg,
+                      Q: tl.constexpr, SUB: tl.constexpr, BLOCK_P: tl.constexpr,
                       BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     """Segment ``j + 1``'s part of the state gradient entering it from its end, ``A (P, N)`` fp32, and its total
     decay ``exp(sum a)``: the walk's carry over the segment's blocks from ``dh = 0``. Program (row x head, j)."""
@@ -174,7 +162,7 @@ def _walk_sums_kernel(DY, GZ, QQ, CUM, SEG_A, SEG_DEC, L, H, P, N, Lp, nc, lo_of
         t = t0 + tl.arange(0, SUB)
         ok = t < L
         step = bi.to(tl.int64) * L + t
-        g = _grad_in(DY, None, GZ, None, step, h, SDY, H, P, ps, ok[:, None] & (ps < P)[None, :], GATED)
+        g = _grad_in(DY, step, h, SDY, P, ps, ok[:, None] & (ps < P)[None, :])
         q = tl.load(QQ + ((step * H + h)[:, None] * N + ns[None, :]), mask=ok[:, None] & (ns < N)[None, :],
                     other=0.0)
         hi, lo = cum_at(CUM, lo_off, row, t)
@@ -191,13 +179,13 @@ def _walk_sums_kernel(DY, GZ, QQ, CUM, SEG_A, SEG_DEC, L, H, P, N, Lp, nc, lo_of
 @triton.jit
 def _walk_bwd_kernel(
     # pointers: inputs, then outputs (SEG_A, SEG_DEC: _walk_sums_kernel's, with segments)
-    X, K, QQ, DY, GY, GZ, DTP, CUM, HS, DFINAL, D, DIAG, SEG_A, SEG_DEC,
-    DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART, DZ,
+    X, K, QQ, DY, DTP, CUM, HS, DFINAL, D, DIAG, SEG_A, SEG_DEC,
+    DX, DK, DQ, XV, DDIAG, DA, DH0, DD_PART,
     # sizes; x's and dy's step strides (``H P`` when contiguous; k, q, dx, dk, dq contiguous); chunks a segment
     L, H, P, N, Lp, nc, lo_off, SX, SDY, cps, nseg,
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
-    HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, GATED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
+    HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     bh = tl.program_id(0)
@@ -247,9 +235,9 @@ def _walk_bwd_kernel(
                          other=0.0)
             enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
                      + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
-        dh, dd = _block(X, K, QQ, DY, GY, GZ, DZ, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi,
+        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi,
                         b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, GATED, SUB, DOT)
+                        HAS_DIAG, SUB, DOT)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
@@ -257,5 +245,5 @@ def _walk_bwd_kernel(
 
 
 walk_bwd_kernel = Kernel(_walk_bwd_kernel, flags=dict(HAS_DFINAL="DFINAL", HAS_D="D", HAS_DD="DD_PART",
-                                                      HAS_DIAG="DIAG", SEGMENTED="SEG_A", GATED="GZ"))
-walk_sums_kernel = Kernel(_walk_sums_kernel, flags=dict(GATED="GZ"))
+                                                      HAS_DIAG="DIAG", SEGMENTED="SEG_A"))
+walk_sums_kernel = Kernel(_walk_sums_kernel)

@@ -68,8 +68,8 @@ def _route(x) -> tuple:
     matmul precision (asked only for those: a microsecond of this CPU's time, several of a GPU host's). The op
     plans' key and the replays' key both hold it (a replay keyed without the segment switches once served a
     segmented call a whole-row recording)."""
-    return (_k.FUSED, _k.FUSED_TRAIN, _k.OWN_FUSED, _k.ADJ_FUSED, _k.WALK_BWD, _k.WALK_SEGMENTS, _k.WALK_GATE,
-            _k.WALK_KQ, _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY,
+    return (_k.FUSED, _k.FUSED_TRAIN, _k.OWN_FUSED, _k.ADJ_FUSED, _k.WALK_BWD, _k.WALK_SEGMENTS, _k.WALK_KQ,
+            _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY,
             _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None)
 
 
