@@ -10,7 +10,8 @@ chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes ins
 rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
 should match. ``--kq``: the walk's
-per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``).
+per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
+MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``).
 """
 import argparse
 
@@ -22,6 +23,7 @@ from ssm_triton.bench.peers import load_past_package_init
 from ssm_triton.bench.profile import print_kernels
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.bench.workloads_mamba3 import _inputs
+from ssm_triton.kernels.mamba3 import mimo
 from ssm_triton.kernels.ssd import launch
 
 
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--forward", action="store_true",
                         help="the forward's routes instead: the rule's (SSM_TRITON_SSD_FUSED unset) against the "
                              "one-launch forward forced (=1), the default backward under both")
+    parser.add_argument("--ranks", action="store_true",
+                        help="MIMO's rank tensors (x, dy, dx) in V's dtype (the default) against fp32 "
+                             "(SSM_TRITON_MIMO_RANKS=32), the default routes under both")
     parser.add_argument("--kq", action="store_true",
                         help="the walk's per-head dk, dq stored in bf16 (the default) against fp32 "
                              "(SSM_TRITON_WALK_KQ=32), the walk forced on under both")
@@ -71,22 +76,26 @@ def main() -> None:
         both = _case(op, x, chunk)
         if args.forward:
             switch, names, words = "FUSED", ("rule's fwd", "fused fwd "), ("", "1")
+        elif args.ranks:
+            if R is None:
+                continue
+            switch, names, words = "RANKS", ("ranks fp32", "ranks bf16"), ("32", "1")
         elif args.kq:
             launch.WALK_BWD = "1"
             switch, names, words = "WALK_KQ", ("dk dq fp32", "dk dq bf16"), ("32", "1")
         else:
             switch, names, words = "WALK_BWD", ("stages    ", "one launch"), ("0", "1")
         for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
-            setattr(launch, switch, word)
+            setattr(mimo if switch == "RANKS" else launch, switch, word)
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
             print(f"{label:19s} {names[word == '1']}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
         if args.kernels:
             for word in words:
-                setattr(launch, switch, word)
+                setattr(mimo if switch == "RANKS" else launch, switch, word)
                 print(f"  {names[word == '1'].strip()}:")
                 print_kernels(both, args.kernels)
-        launch.FUSED, launch.WALK_KQ = "", ""
+        launch.FUSED, launch.WALK_KQ, mimo.RANKS = "", "", ""
         if peer is not None and R is None:
             ms = _ms(_case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk))
             print(f"{label:19s} mamba_ssm   fwd+bwd {ms:8.3f}", flush=True)

@@ -363,16 +363,19 @@ def test_training_takes_the_one_launch_forward(device, L, R, chunk, seed, option
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("route", ["one node", "op by op", "staged forward"])
+@pytest.mark.parametrize("route", ["one node", "op by op", "staged forward", "fp32 ranks by switch"])
 def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monkeypatch, dtype, route):
     """The ranks' inputs ``x`` and the gradients ``dy, dx`` the stages trade for them (each ``R`` times ``V``) are in
     ``V``'s dtype where it is 16-bit, fp32 otherwise; the stages' output ``y`` stays fp32 (the output kernel takes
     back terms the stages added, which a rounded ``y`` would keep). The one-node call, the op-by-op one (input
-    states), and the staged forward in place of the one-launch one."""
+    states), the staged forward in place of the one-launch one, and ``SSM_TRITON_MIMO_RANKS=32`` (fp32 rank tensors,
+    the route before 2026-12-05, kept to time against)."""
     from ssm_triton.kernels.mamba3 import mimo
     from ssm_triton.kernels.ssd import launch
     if route == "staged forward":
         monkeypatch.setattr(launch, "FUSED_TRAIN", "0")
+    if route == "fp32 ranks by switch":
+        monkeypatch.setattr(mimo, "RANKS", "32")
     whole = route != "op by op"
     seen = {}
     for name in ("out_forward", "out_backward", "rank_inputs_backward"):
@@ -380,8 +383,7 @@ def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monk
 
         def spy(*a, _real=real, _name=name, **kw):
             got = _real(*a, **kw)
-            seen[_name] = (a[0].dtype if _name != "rank_inputs_backward" else a[0].dtype,
-                           got[0].dtype if isinstance(got, tuple) else got.dtype)
+            seen[_name] = (a[0].dtype, got[0].dtype if isinstance(got, tuple) else got.dtype)
             return got
         monkeypatch.setattr(mimo, name, spy)
     t = make(device, 1, 9, 2, 2, 1, 4, 8, 2, 0, not whole, True, dtype)
@@ -389,7 +391,7 @@ def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monk
     out = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
                                  Input_States=x.get("Input_States"))
     out.float().square().sum().backward()
-    ranks = dtype if dtype != torch.float32 else torch.float32
+    ranks = torch.float32 if route == "fp32 ranks by switch" else dtype
     assert seen["out_forward"][0] == torch.float32                 # y, from the stages
     assert seen["out_backward"][1] == ranks                        # dy, to the stages
     assert seen["rank_inputs_backward"][0] == ranks                # dx, from the stages

@@ -24,6 +24,8 @@ scores', ``gamma``'s and ``e``'s gradients, ``dV`` (this part's), ``dZ`` and per
 row x Q/K head, rank): the stages' ``dq~, dk~`` turned back, plus the scores' terms, summed over the
 heads that share the Q/K head; the biases' partial sums; the angle's gradient per rank (summed outside).
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -136,13 +138,17 @@ def _rank_rows(device, backward: bool = False) -> int:
     return 4 if run_mode(device).interpreted else 32 if backward else 64
 
 
+# "32" keeps the rank tensors (rank_dtype) in fp32 whatever V's dtype: the route before 2026-12-05, to time against
+RANKS = os.environ.get("SSM_TRITON_MIMO_RANKS", "")
+
+
 def rank_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of the ranks' inputs ``x`` and of the gradients ``dy, dx`` the stages trade for ``V`` of
     ``dtype``: ``V``'s where it is 16-bit (the stages multiply ``x`` in it anyway, and Mamba-3 SISO's ``V, dy, dx``
     are so; each of these tensors is ``R`` times ``V``, 1.07 GB in fp32 at B8 L4096 H32 P64 rank 4), else fp32.
     The stages' output ``y`` stays fp32: the output kernel takes back terms the stages added (``scc``), and a
     rounded ``y`` would keep their rounding."""
-    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+    return dtype if dtype in (torch.bfloat16, torch.float16) and RANKS != "32" else torch.float32
 
 
 def rank_inputs(V, MIMO_V):

@@ -41,6 +41,12 @@ CHUNK_SIZES = (4, 8, 16, 32, 64)
 _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _mimo_route(x) -> tuple:
+    """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), and the rank tensors' dtype switch
+    (``mimo.RANKS``): what picks a call's launches and buffers beyond its arguments (the op and replay keys)."""
+    return (*_route(x), _mk.RANKS)
+
+
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
     R = x.shape[1] // scale.shape[2]
     y, final, varlen, (dtp, cum, hs) = _k.core_forward(x, k, q, scale, a, h0, chunk_size, _IO[io], seq, cu, R)
@@ -141,7 +147,7 @@ _turned_core = build(OpSpec(
     saves=("Q", "K", "Q_bias", "K_bias", "theta", "x", "scale", "a", "h0", "seq", "dtp", "cum", "hs", "qr", "kr", "sc",
            "scc", "chunk_size", "deterministic", "io"),
     # x is the ranks' rows (fp32 for fp32 V): _route(x) holds the fp32 matmul setting the core's products follow
-    backward=_turned_core_backward, switches=_route))
+    backward=_turned_core_backward, switches=_mimo_route))
 
 _OUT_INPUTS = ("y", "sc", "scc", "gamma", "e_next", "V", "MIMO_V", "D", "Z", "MIMO_Z", "MIMO_Out")
 
@@ -166,7 +172,7 @@ _out = build(OpSpec(
     "mamba3_mimo_out", "y: Tensor, sc: Tensor, scc: Tensor, gamma: Tensor, e_next: Tensor, V: Tensor, MIMO_V: Tensor, "
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
     forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
-    grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward))
+    grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward, switches=lambda y: (_mk.RANKS,)))
 
 
 def _weights_backward(saved, grads):
@@ -223,7 +229,8 @@ _ranks = build(OpSpec(
     forward=lambda V, MIMO_V: (_mk.rank_inputs(V, MIMO_V),),
     fake=lambda V, MIMO_V: (V.new_empty((*V.shape[:2], MIMO_V.shape[1], *V.shape[2:]),
                                         dtype=_mk.rank_dtype(V.dtype)),),
-    grads=("V", "MIMO_V"), grad_outputs=("x",), saves=("V", "MIMO_V"), backward=_ranks_backward))
+    grads=("V", "MIMO_V"), grad_outputs=("x",), saves=("V", "MIMO_V"), backward=_ranks_backward,
+    switches=lambda V: (_mk.RANKS,)))
 
 
 # ---- the common call as one autograd node ----
@@ -305,7 +312,7 @@ _whole = build(OpSpec(
     "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor?, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
     "chunk_size: int, deterministic: bool", outputs=("out", *_WHOLE_KEPT), forward=_whole_forward, fake=_whole_fake,
     grads=_WHOLE_INPUTS, grad_outputs=("out",), saves=(*_WHOLE_INPUTS, *_WHOLE_KEPT, "chunk_size", "deterministic"),
-    backward=_whole_backward, inference=lambda **a: _whole_forward(**a, inference=True), switches=_route))
+    backward=_whole_backward, inference=lambda **a: _whole_forward(**a, inference=True), switches=_mimo_route))
 
 
 def _restart(x: Tensor, cu: Tensor, seq: Tensor, dim: int) -> Tensor:
@@ -453,8 +460,8 @@ def mamba3_mimo(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: 
     # on every call, so its calls never take a shortcut.
     args = (*tensors, *states, cu_seqlens, chunk_size, return_state, deterministic)
     valid = four or Input_States is None
-    # _route(V): the SSD's route switches and V's precision key
-    key = None if compiling() or not valid else _replay.key_of(args, (rotary_dim_divisor, *_route(V)))
+    # _mimo_route(V): the SSD's route switches, V's precision key and the rank tensors' dtype switch
+    key = None if compiling() or not valid else _replay.key_of(args, (rotary_dim_divisor, *_mimo_route(V)))
 
     def check():   # the checks, remembered per signature (packed rows' offsets are checked on every call)
         passed_key = None if cu_seqlens is not None or not valid else _validate.signature(
