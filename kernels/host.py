@@ -21,6 +21,11 @@ def cdiv(a: int, b: int) -> int:
     return (int(a) + int(b) - 1) // int(b)
 
 
+def fills_waves(programs: int, sm_count: int, fill: float) -> bool:
+    """Whether ``programs``, one an SM at a time, keep at least ``fill`` of the SMs busy over the waves they take."""
+    return programs >= fill * cdiv(programs, sm_count) * sm_count
+
+
 def step_stride(t) -> int:
     """The step stride of ``t (b, L, heads, width)`` for kernels that address ``(b L + t) stride + head width + i``:
     everything past the step dimension contiguous and the batch stride ``L`` steps (a column slice of a wider

@@ -190,14 +190,13 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dssm_f = None
     if dout is None:
         dout = torch.zeros_like(V)
-    walking = ssd.walks(b, H, P, N, L, seq, p, dev)
     dz = dD = None
     if Z is not None:
         dy, dz, dD = gate_backward(dout, saved.y, Z, V, D)
     else:
         dy = dout.to(V.dtype).contiguous()
     dfinal = dssm_f.float().contiguous() if dssm_f is not None else None
-    if walking:   # one launch walking each (row, head)'s chunks in reverse
+    if ssd.walks(b, H, P, N, L, seq, p, dev):   # one launch walking each (row, head)'s chunks in reverse
         g = ssd.walk_backward(V, saved.kr, saved.qr, dy, saved.dtp, saved.cum, saved.hs, dfinal, D, saved.diag, p,
                               dd=Z is None)
     else:
@@ -251,7 +250,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         dthf = dthf if dthf is not None else torch.zeros_like(tail)
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
                        L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
-    if D is not None and dD is None:   # D's gradient from the scan's kernels (no gate)
+    if D is not None and Z is None:
         dD = dd
     d_bias = bias_parts.sum((1, 2))
     return dict(

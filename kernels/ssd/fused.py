@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
-from ..host import cdiv, next_power_of_2
+from ..host import cdiv, fills_waves, next_power_of_2
 from .. import tuning as _tuning
 from ..tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 from .common import mm
@@ -350,8 +350,7 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
     doubles the one-launch kernel's time where the stages grow by their share (their programs are chunks), so
     waves left less than :data:`FILL` full keep the stages (not measured)."""
     programs = bsz * H
-    waves = cdiv(programs, sm_count)
-    filled = programs >= sm_count and programs >= FILL * waves * sm_count
+    filled = programs >= sm_count and fills_waves(programs, sm_count, FILL)
     return (L <= 2048 or (L <= 4096 and programs >= 2 * sm_count) or (L <= 16384 and filled)
             or (L <= 8192 and segments(bsz, L, H, P, sm_count)[0] > 1))
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import triton.language as tl
 
-from ..host import cdiv, next_power_of_2, step_stride
+from ..host import cdiv, fills_waves, next_power_of_2, step_stride
 from ..tuning import TunablePlan, bucket, run_mode
 from .bmm import bmm_kernel
 from .common import TF32
@@ -397,7 +397,7 @@ def walks(bsz: int, H: int, P: int, N: int, L: int, seq, p: Plan, device: torch.
     if mode.interpreted:
         return False
     programs = bsz * H * walk_segments(bsz * H, cdiv(L, p.Q), mode.sm_count)
-    return programs >= WALK_FILL * cdiv(programs, mode.sm_count) * mode.sm_count
+    return fills_waves(programs, mode.sm_count, WALK_FILL)
 
 
 class WalkGrads(NamedTuple):
