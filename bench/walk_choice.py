@@ -5,7 +5,7 @@ Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_
 memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO also b1 L512 and b2 L4096; H32 P64
 N128 bf16, D and Z, SISO chunks of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
-autotuning takes minutes the first time; with ``--kernels``, its longest kernels too). ``--chunk``: SISO at another chunk length (the walk's tiles are the
+autotuning takes minutes the first time; with ``--kernels``, its longest kernels and its autotuners' choices too). ``--chunk``: SISO at another chunk length (the walk's tiles are the
 chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
 rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
@@ -38,6 +38,17 @@ def _case(op, x: dict, chunk: int):
     def both():
         return torch.autograd.grad(op(**x, chunk_size=chunk), leaves, dout)
     return both
+
+
+def _peer_configs() -> None:
+    """The configs mamba_ssm's autotuners chose for its Mamba-3 kernels (warps, stages, register caps)."""
+    import sys
+    from triton.runtime.autotuner import Autotuner
+    for mname, m in sorted(sys.modules.items()):
+        if mname.startswith("mamba_ssm.ops.triton.mamba3"):
+            for name, k in sorted(vars(m).items()):
+                if isinstance(k, Autotuner) and getattr(k, "best_config", None) is not None:
+                    print(f"    {name}: {k.best_config}")
 
 
 def main() -> None:
@@ -102,6 +113,7 @@ def main() -> None:
             if args.kernels:
                 print("  mamba_ssm:")
                 print_kernels(peer_both, args.kernels)
+                _peer_configs()
         launch.WALK_BWD = ""
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         print(f"{label:19s} walks its rows in {launch.walk_segments(b * H, -(-L // chunk), sms)} segments", flush=True)

@@ -356,7 +356,8 @@ def test_rule_takes_the_fused_kernel_where_it_was_measured_faster():
     assert fused.use_fused(1, 2048, 64, 132)            # a small prefill: launch-bound when staged
     assert fused.use_fused(8, 4096, 64, 132)            # 512 (row, head) programs fill the GPU
     assert fused.use_fused(8, 4096, 32, 132)            # Mamba-3's B8 H32: two waves of 256 programs, 97% full
-    assert not fused.use_fused(6, 4096, 32, 132)        # 192 programs: two waves 73% full
+    assert fused.use_fused(6, 4096, 32, 132)            # 192 programs: two waves 73% full, still the faster
+    assert not fused.use_fused(6, 8192, 32, 132)        # the same past 4096 steps: staged
     assert not fused.use_fused(4, 4096, 32, 132)        # 128 programs, too many to segment, under a wave: staged
     assert fused.use_fused(8, 16384, 32, 132)           # Mamba-3 MIMO's B8 H32 rows of 4096 steps at rank 4
     assert not fused.use_fused(8, 32768, 32, 132)       # not measured: staged

@@ -36,6 +36,7 @@ import triton.language as tl
 
 from ..ssd.cumsum import chunk_row, store_cum   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
 from ..host import cdiv, next_power_of_2
+from ..trig import cos_sin
 from ..tuning import Kernel, TunableKernel, bucket
 
 
@@ -162,7 +163,8 @@ def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S
     th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
     if HAS_SEQ:
         th -= tl.load(OFF + (seq.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
-    return tl.cos(th), tl.sin(th), tw, at
+    cos, sin = cos_sin(th)
+    return cos, sin, tw, at
 
 
 @triton.jit

@@ -331,8 +331,7 @@ def keeps(chunk: int) -> bool:
     return chunk % 16 == 0
 
 
-# how full the one-launch forward's waves of (row, head) programs must be where fewer than two waves' worth (rows
-# to 4096 steps) or longer rows take it (the walk backward's rule: launch.WALK_FILL)
+# how full the one-launch forward's waves of (row, head) programs must be where rows past 4096 steps take it (the walk backward's rule: launch.WALK_FILL)
 FILL = 0.85
 
 
@@ -347,11 +346,14 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
     bench/results/h100-2026-12-05e, walk_choice --forward): Mamba-3's B8 H32 (256 programs on 132 SMs, two waves
     97% full) fwd+bwd, SISO at L=4096 5.58-5.60 ms against 6.23-6.28 staged (forward kernels 0.76 against 1.37 ms),
     MIMO rank 4 (rows of 16384 rank-steps) 30.0 against 33.7. A wave's worth of programs more than a full one
-    doubles the one-launch kernel's time where the stages grow by their share (their programs are chunks), so
-    waves left less than :data:`FILL` full keep the stages (not measured)."""
+    doubles the one-launch kernel's time where the stages grow by their share (their programs are chunks), so past
+    4096 steps waves left less than :data:`FILL` full keep the stages (not measured). To 4096 steps the one launch
+    wins even so (H100, 2026-12-05, bench/results/h100-2026-12-05f/tune-fused.txt, H64 G1 bf16, eager): b3, 192
+    programs in two waves 73% full, 442 against 535 µs staged; b4 439 against 588 (the stages' fixed part is large
+    there); under a wave's worth of programs (too many to segment) it is not measured."""
     programs = bsz * H
     filled = programs >= sm_count and fills_waves(programs, sm_count, FILL)
-    return (L <= 2048 or (L <= 4096 and programs >= 2 * sm_count) or (L <= 16384 and filled)
+    return (L <= 2048 or (L <= 4096 and programs >= sm_count) or (L <= 16384 and filled)
             or (L <= 8192 and segments(bsz, L, H, P, sm_count)[0] > 1))
 
 
