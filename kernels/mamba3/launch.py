@@ -1,4 +1,5 @@
 """Launchers for Mamba-3's SISO scan: the prep kernel, the SSD stages, and the backward in mirror order."""
+import os
 from typing import NamedTuple
 
 import torch
@@ -33,11 +34,15 @@ def _prefix_block(device) -> int:
     return 2 if run_mode(device).interpreted else 64
 
 
+# a sweep's knob: the prep kernels' steps per program on a GPU (a power of two; read per process)
+PREP_STEPS = int(os.environ.get("SSM_TRITON_PREP_STEPS", "16"))
+
+
 def steps_per_block(device, chunk_size: int) -> int:
     """Steps per program of the prep kernels (a divisor of the chunk): 16 keeps their tiles in registers
     on an H100/H200 (no spills at N = 128, ``bench/resources.py``); 8 in the interpreter, so that tests
     cross blocks inside a chunk."""
-    return min(chunk_size, 8 if run_mode(device).interpreted else 16)
+    return min(chunk_size, 8 if run_mode(device).interpreted else PREP_STEPS)
 
 
 def _tiles(N, S):
