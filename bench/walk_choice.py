@@ -11,7 +11,8 @@ rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's fi
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
 should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
-MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``).
+MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``). ``--prep N``:
+SISO's prep backward in blocks of N steps against the forward's 16 (``SSM_TRITON_PREP_BWD_STEPS``).
 """
 import argparse
 
@@ -23,6 +24,7 @@ from ssm_triton.bench.peers import load_past_package_init
 from ssm_triton.bench.profile import print_kernels
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.bench.workloads_mamba3 import _inputs
+from ssm_triton.kernels.mamba3 import launch as m3_launch
 from ssm_triton.kernels.mamba3 import mimo
 from ssm_triton.kernels.ssd import launch
 
@@ -66,6 +68,9 @@ def main() -> None:
     parser.add_argument("--kq", action="store_true",
                         help="the walk's per-head dk, dq stored in bf16 (the default) against fp32 "
                              "(SSM_TRITON_WALK_KQ=32), the walk forced on under both")
+    parser.add_argument("--prep", default="",
+                        help="the prep backward in blocks of this many steps (SSM_TRITON_PREP_BWD_STEPS) against the "
+                             "forward's (16), the default routes under both")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -80,31 +85,35 @@ def main() -> None:
             print(f"mamba_ssm skipped: {why}")
     for name, b, L, R, chunk in cases:
         label = f"{name} b{b} L{L} c{chunk}"
-        if args.only not in label or (args.ranks and R is None):   # --ranks: MIMO's cases only
+        if args.only not in label or (args.ranks and R is None) or (args.prep and R is not None):   # --ranks: MIMO's
             continue
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
-        if args.forward:
+        target = launch
+        if args.prep:
+            target, switch, names, words = m3_launch, "PREP_BWD_STEPS", ("prep bwd 16", f"prep bwd {args.prep}"), \
+                ("", args.prep)
+        elif args.forward:
             switch, names, words = "FUSED", ("rule's fwd", "fused fwd "), ("", "1")
         elif args.ranks:
-            switch, names, words = "RANKS", ("ranks fp32", "ranks bf16"), ("32", "1")
+            target, switch, names, words = mimo, "RANKS", ("ranks fp32", "ranks bf16"), ("32", "1")
         elif args.kq:
             launch.WALK_BWD = "1"
             switch, names, words = "WALK_KQ", ("dk dq fp32", "dk dq bf16"), ("32", "1")
         else:
             switch, names, words = "WALK_BWD", ("stages    ", "one launch"), ("0", "1")
         for word in words * 2:   # twice each, alternating: a drift in the machine shows as a disagreement
-            setattr(mimo if switch == "RANKS" else launch, switch, word)
+            setattr(target, switch, word)
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
-            print(f"{label:19s} {names[word == '1']}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
+            print(f"{label:19s} {names[word == words[1]]}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
         if args.kernels:
             for word in words:
-                setattr(mimo if switch == "RANKS" else launch, switch, word)
-                print(f"  {names[word == '1'].strip()}:")
+                setattr(target, switch, word)
+                print(f"  {names[word == words[1]].strip()}:")
                 print_kernels(both, args.kernels)
-        launch.FUSED, launch.WALK_KQ, mimo.RANKS = "", "", ""
+        launch.FUSED, launch.WALK_KQ, mimo.RANKS, m3_launch.PREP_BWD_STEPS = "", "", "", ""
         if peer is not None and R is None:
             peer_both = _case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk)
             ms = _ms(peer_both)

@@ -243,6 +243,66 @@ def test_inference_takes_the_one_launch_forward(device, L, heads, P, seed, optio
             assert_close(g, s.detach().double(), dtype, f"{name} vs the staged forward")
 
 
+@given(bt=st.sampled_from([8, 16]), chunk=st.sampled_from([16, 32, 48, 64, 128]), want=st.sampled_from(["", "8", "16",
+                                                                                                      "32", "64", "128"]))
+def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk, want):
+    """``SSM_TRITON_PREP_BWD_STEPS``: the prep backward's steps per program are a multiple of the forward's (its
+    angle blocks) that divides the chunk, the word's where it can be, else the largest such below it."""
+    from ssm_triton.kernels.mamba3 import launch as ml
+    before = ml.PREP_BWD_STEPS
+    try:
+        ml.PREP_BWD_STEPS = want
+        got = ml.bwd_steps(bt, chunk)
+    finally:
+        ml.PREP_BWD_STEPS = before
+    assert got % bt == 0 and chunk % got == 0
+    assert got == max([bt] + [m for m in (16, 32, 64, 128) if m % bt == 0 and chunk % m == 0 and m <= int(want or 0)])
+
+
+@examples(4)
+@given(L=st.integers(1, 70), heads=st.sampled_from([(2, 1), (3, 3)]), N=st.sampled_from([5, 16]), seed=seeds(),
+       options=st.booleans(), chunk=st.sampled_from([32, 64]), steps=st.sampled_from(["16", "32"]),
+       cuts=st.lists(st.floats(0.0, 1.0), max_size=3), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chunk, steps, cuts, dtype):
+    """The prep backward over blocks of 2 or 4 of the forward's angle blocks (``SSM_TRITON_PREP_BWD_STEPS``; the
+    interpreter's forward blocks are 8 steps): every gradient against the float64 loop, and for a packed row
+    (``cu_seqlens``: each sequence's angles restart inside a block) the same gradients as the forward's blocks give;
+    the kernel seen launched with the longer blocks."""
+    from ssm_triton.kernels import replay
+    from ssm_triton.kernels.mamba3 import launch as ml
+    H, Hqk = heads
+    seen = []
+    kernel = ml.siso_prep_bwd_kernel
+
+    class Spy:
+        def launch(self, problem, pinned, **k):
+            seen.append((k["BLOCK_T"], k["THETA_EVERY"]))
+            return kernel.launch(problem, pinned, **k)
+
+    before = ml.PREP_BWD_STEPS, replay.ENABLED
+    replay.ENABLED = False
+    try:
+        ml.siso_prep_bwd_kernel = Spy()
+        ml.PREP_BWD_STEPS = steps
+        check_against_loop(device, make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, dtype), chunk, dtype, seed)
+        fwd_bt = ml.steps_per_block(torch.device(device), chunk)
+        assert seen and all(s == (int(steps), int(steps) // fwd_bt) for s in seen)
+        bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
+        t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
+        t.pop("Input_States", None)
+        grads = []
+        for word in (steps, ""):
+            ml.PREP_BWD_STEPS = word
+            x = leaves(t)
+            out = ssm_triton.mamba3_siso_combined(**x, chunk_size=chunk, cu_seqlens=torch.tensor(bounds, device=device))
+            grads.append(torch.autograd.grad(out, list(flat(x).values()), normal(out.shape, seed + 40, device, torch.float32)))
+        for name, a, b in zip(flat(t), *grads):
+            assert_close(a, b.double(), torch.float32, f"d {name} packed")
+    finally:
+        ml.siso_prep_bwd_kernel = kernel
+        ml.PREP_BWD_STEPS, replay.ENABLED = before
+
+
 def per_sequence_states(device, n, H, P, N, S, seed):
     """One set of input states per packed sequence, as ``make`` draws a batch's."""
     return (uniform((n, H, S), 0.0, 2 * math.pi, seed + 50, device, torch.float32),

@@ -36,6 +36,10 @@ def _prefix_block(device) -> int:
 
 # a sweep's knob: the prep kernels' steps per program on a GPU (a power of two; read per process)
 PREP_STEPS = int(os.environ.get("SSM_TRITON_PREP_STEPS", "16"))
+# the prep backward's steps per program, a multiple of the forward's (its reductions over steps, per head: the
+# bias sums, the angle's running sum and its gradient's suffix sum, cost the same for few steps as for many);
+# "" keeps the forward's; read per call, so a bench can alternate it (it is in the replays' key)
+PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 
 
 def steps_per_block(device, chunk_size: int) -> int:
@@ -43,6 +47,15 @@ def steps_per_block(device, chunk_size: int) -> int:
     on an H100/H200 (no spills at N = 128, ``bench/resources.py``); 8 in the interpreter, so that tests
     cross blocks inside a chunk."""
     return min(chunk_size, 8 if run_mode(device).interpreted else PREP_STEPS)
+
+
+def bwd_steps(bt: int, chunk_size: int) -> int:
+    """The prep backward's steps per program: :data:`PREP_BWD_STEPS` where it is a multiple of the forward's
+    ``bt`` dividing the chunk (else the largest such below it), or ``bt``."""
+    want = int(PREP_BWD_STEPS or bt)
+    while want > bt and (chunk_size % want or want % bt):
+        want //= 2
+    return max(want, bt)
 
 
 def _tiles(N, S):
@@ -185,7 +198,9 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         tiles = siso_bwd_plan.pick(_ssd_problem(Q, V, chunk_size, Z, cu_seqlens), lambda t: siso_backward(
             dout, dstates, saved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, deterministic,
             cu_seqlens, t))
-    b, L, H, P, HQK, N, S, p, nc, Lp, dev, bt, nblk, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
+    b, L, H, P, HQK, N, S, p, nc, Lp, dev, fwd_bt, _, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
+    bt = bwd_steps(fwd_bt, chunk_size)   # the backward's blocks of steps (the angle's kernels' and the prep's)
+    nblk = Lp // bt
     dtheta_f, dssm_f, dk_f, dv_f = dstates
     seq, cu, ends = packed(cu_seqlens, L)
     if seq is not None:
@@ -238,8 +253,9 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
     kw = siso_prep_bwd_kernel.launch(
         _prep_problem(Q, V, Angles, chunk_size, bt, seq), None, Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT,
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=xv,
-        DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang, DDT=ddt, DTRAP=dtrap,
-        DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk, BLOCK_T=bt)
+        DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang,
+        DDT=ddt, DTRAP=dtrap, DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
+        nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt)
     dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient

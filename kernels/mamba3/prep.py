@@ -267,10 +267,11 @@ def _siso_prep_bwd_kernel(
     # _angle_carry_kernel finishes both). The decay's gradient is core.py's _decay_grad_kernel's, once per chunk.
     DQ, DK, QB_PART, KB_PART, SUF, DDT, DTRAP, DTH_SUMS,
     # sizes
-    L, H, HQK, N, S, Lp, nblk,
-    # meta-parameters (PAIRS: column pairs a program, a power of two)
+    L, H, HQK, N, S, Lp, nblk, nblk_theta,
+    # meta-parameters (PAIRS: column pairs a program, a power of two; THETA_EVERY: the forward's angle blocks in
+    # one of this kernel's, whose BLOCK_T may be a multiple of the forward's)
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr, PAIRS: tl.constexpr,
-    SPLIT: tl.constexpr,
+    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr,
 ):
     # one program per (block of steps, batch row x Q/K head x split, block of column pairs): it walks its share
     # of the heads that read that Q/K head and adds their dQ, dK in registers, so no per-head copy of them
@@ -356,8 +357,8 @@ def _siso_prep_bwd_kernel(
         d_ke, d_ko = _pairs(dkr_tile.to(tl.float32), BLOCK_T, PAIRS)
         if cb * PAIRS < S:
             # the rotations, recomputed from the angle entering the block (angle 0 past the rotated pairs)
-            cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j, t, ok, dt, ss, s_ok, m,
-                                      L, H, S, nblk, HAS_SEQ)
+            cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j * THETA_EVERY, t, ok, dt, ss, s_ok, m,
+                                      L, H, S, nblk_theta, HAS_SEQ)
             gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
             gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
             # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of

@@ -8,7 +8,7 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import replay as _replay
 from ..kernels.mamba3 import launch as _k
-from .ssd import _route
+from .ssd import _route as _ssd_route
 from .mamba3_packed import add_input_states, final_ssm
 from . import _plans
 from ._spec import OpSpec, build, compiling
@@ -20,6 +20,11 @@ _INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D"
            "angle_state", "ssm_state", "k_state", "v_state")
 _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
 _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
+
+
+def _route(x) -> tuple:
+    """The SSD's route switches (``ops/ssd._route``) and the prep backward's steps per program."""
+    return (*_ssd_route(x), _k.PREP_BWD_STEPS)
 
 
 def _states(a: dict):
