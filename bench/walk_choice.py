@@ -93,7 +93,7 @@ def main() -> None:
         target = launch
         if args.prep:
             target, switch, names, words = m3_launch, "PREP_BWD_STEPS", ("prep bwd 16", f"prep bwd {args.prep}"), \
-                ("", args.prep)
+                ("16", args.prep)
         elif args.forward:
             switch, names, words = "FUSED", ("rule's fwd", "fused fwd "), ("", "1")
         elif args.ranks:

@@ -244,19 +244,22 @@ def test_inference_takes_the_one_launch_forward(device, L, heads, P, seed, optio
 
 
 @given(bt=st.sampled_from([8, 16]), chunk=st.sampled_from([16, 32, 48, 64, 128]), want=st.sampled_from(["", "8", "16",
-                                                                                                      "32", "64", "128"]))
-def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk, want):
+                                                                                                      "32", "64", "128"]),
+       interpreted=st.booleans())
+def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk, want, interpreted):
     """``SSM_TRITON_PREP_BWD_STEPS``: the prep backward's steps per program are a multiple of the forward's (its
-    angle blocks) that divides the chunk, the word's where it can be, else the largest such below it."""
+    angle blocks) that divides the chunk, the word's where it can be (unset: 64 compiled, the forward's
+    interpreted), else the largest such below it."""
     from ssm_triton.kernels.mamba3 import launch as ml
     before = ml.PREP_BWD_STEPS
     try:
         ml.PREP_BWD_STEPS = want
-        got = ml.bwd_steps(bt, chunk)
+        got = ml.bwd_steps(bt, chunk, interpreted)
     finally:
         ml.PREP_BWD_STEPS = before
+    most = int(want or (bt if interpreted else 64))
     assert got % bt == 0 and chunk % got == 0
-    assert got == max([bt] + [m for m in (16, 32, 64, 128) if m % bt == 0 and chunk % m == 0 and m <= int(want or 0)])
+    assert got == max([bt] + [m for m in (16, 32, 64, 128) if m % bt == 0 and chunk % m == 0 and m <= most])
 
 
 @examples(4)

@@ -36,10 +36,14 @@ def _prefix_block(device) -> int:
 
 # a sweep's knob: the prep kernels' steps per program on a GPU (a power of two; read per process)
 PREP_STEPS = int(os.environ.get("SSM_TRITON_PREP_STEPS", "16"))
-# the prep backward's steps per program, a multiple of the forward's (its reductions over steps, per head: the
-# bias sums, the angle's running sum and its gradient's suffix sum, cost the same for few steps as for many);
-# "" keeps the forward's; read per call, so a bench can alternate it (it is in the replays' key)
+# the prep backward's steps per program, a multiple of the forward's: its per-head loads of the per-step terms and
+# reductions over steps (the bias sums, the angle's running sum, its gradient's suffix sum) cost a block the same at
+# any length. H100, 2026-12-05 (bench/results/h100-2026-12-05f, walk_choice --prep, SISO B8 L4096 H32 bf16, one
+# process): 64 steps 0.955 ms of kernel against 1.298 at the forward's 16 (fwd+bwd 5.14-5.21 against 5.50-5.59
+# ms), 32 steps 1.473 (slower). "" is 64 on a GPU and the forward's in the interpreter; read per call, so a bench
+# can alternate it (it is in the replays' key)
 PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
+PREP_BWD_GPU = 64
 
 
 def steps_per_block(device, chunk_size: int) -> int:
@@ -49,10 +53,11 @@ def steps_per_block(device, chunk_size: int) -> int:
     return min(chunk_size, 8 if run_mode(device).interpreted else PREP_STEPS)
 
 
-def bwd_steps(bt: int, chunk_size: int) -> int:
-    """The prep backward's steps per program: :data:`PREP_BWD_STEPS` where it is a multiple of the forward's
-    ``bt`` dividing the chunk (else the largest such below it), or ``bt``."""
-    want = int(PREP_BWD_STEPS or bt)
+def bwd_steps(bt: int, chunk_size: int, interpreted: bool) -> int:
+    """The prep backward's steps per program: :data:`PREP_BWD_STEPS` (unset: :data:`PREP_BWD_GPU` compiled, the
+    forward's ``bt`` interpreted) where it is a multiple of ``bt`` dividing the chunk, else the largest such below
+    it, or ``bt``."""
+    want = int(PREP_BWD_STEPS or (bt if interpreted else PREP_BWD_GPU))
     while want > bt and (chunk_size % want or want % bt):
         want //= 2
     return max(want, bt)
@@ -199,7 +204,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
             dout, dstates, saved, Q, K, V, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, chunk_size, deterministic,
             cu_seqlens, t))
     b, L, H, P, HQK, N, S, p, nc, Lp, dev, fwd_bt, _, block_s, block_r = _sizes(Q, V, Angles, chunk_size, tiles)
-    bt = bwd_steps(fwd_bt, chunk_size)   # the backward's blocks of steps (the angle's kernels' and the prep's)
+    bt = bwd_steps(fwd_bt, chunk_size, run_mode(dev).interpreted)   # the backward's blocks of steps
     nblk = Lp // bt
     dtheta_f, dssm_f, dk_f, dv_f = dstates
     seq, cu, ends = packed(cu_seqlens, L)
