@@ -39,20 +39,6 @@ def mm(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
-def mma(a, b, acc, DOT: tl.constexpr):
-    """``acc + a @ b`` (fp32 ``acc``) as :func:`mm` multiplies, the sum taken in the product's accumulator: a
-    program low on registers then holds one tile where it would hold the product and ``acc`` both."""
-    if DOT == "tf32":
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="tf32")
-    elif DOT == tl.float32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif INTERPRETED:
-        return tl.dot(_nearest(a, DOT), _nearest(b, DOT), acc, input_precision="ieee")
-    else:
-        return tl.dot(a.to(DOT), b.to(DOT), acc)
-
-
-@triton.jit
 def cum_at(CUM, lo_off, row, idx):
     """``cum`` at steps ``idx`` as ``(hi, lo)``: its fp64 within-chunk sum split into two fp32 parts, so
     that differences of two large sums (hundreds of nats of decay inside a chunk) keep fp32 accuracy.
