@@ -5,9 +5,9 @@ Times ``mamba3_siso_combined`` and ``mamba3_mimo`` fwd+bwd (``triton.testing.do_
 memory of a fwd+bwd, MiB) at the bench's shapes (B8 L4096 and b1 L2048; SISO also b1 L512 and b2 L4096; H32 P64
 N128 bf16, D and Z, SISO chunks of 64, MIMO rank 4 in chunks of 16), the two routes alternating in one process. ``--kernels N``: each route's N
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
-autotuning takes minutes the first time; with ``--kernels``, its longest kernels and its autotuners' choices too). ``--chunk``: SISO at another chunk length (the walk's tiles are the
-chunk's: 32 steps hold fewer registers). ``--forward``: the forward's routes instead (the one-launch forward's size
-rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
+autotuning takes minutes the first time; with ``--kernels``, its longest kernels and its autotuners' choices
+too). ``--chunk``: SISO at another chunk length (the walk's tiles are the chunk's: 32 steps hold fewer
+registers). ``--forward``: the forward's routes instead (the one-launch forward's size rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
 should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
@@ -85,7 +85,8 @@ def main() -> None:
             print(f"mamba_ssm skipped: {why}")
     for name, b, L, R, chunk in cases:
         label = f"{name} b{b} L{L} c{chunk}"
-        if args.only not in label or (args.ranks and R is None) or (args.prep and R is not None):   # --ranks: MIMO's
+        # --ranks: MIMO's cases only; --prep: SISO's
+        if args.only not in label or (args.ranks and R is None) or (args.prep and R is not None):
             continue
         x = _inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, R)
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo

@@ -243,9 +243,8 @@ def test_inference_takes_the_one_launch_forward(device, L, heads, P, seed, optio
             assert_close(g, s.detach().double(), dtype, f"{name} vs the staged forward")
 
 
-@given(bt=st.sampled_from([8, 16]), chunk=st.sampled_from([16, 32, 48, 64, 128]), want=st.sampled_from(["", "8", "16",
-                                                                                                      "32", "64", "128"]),
-       interpreted=st.booleans())
+@given(bt=st.sampled_from([8, 16]), chunk=st.sampled_from([16, 32, 48, 64, 128]),
+       want=st.sampled_from(["", "8", "16", "32", "64", "128"]), interpreted=st.booleans())
 def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk, want, interpreted):
     """``SSM_TRITON_PREP_BWD_STEPS``: the prep backward's steps per program are a multiple of the forward's (its
     angle blocks) that divides the chunk, the word's where it can be (unset: 64 compiled, the forward's

@@ -34,8 +34,6 @@ def _prefix_block(device) -> int:
     return 2 if run_mode(device).interpreted else 64
 
 
-# a sweep's knob: the prep kernels' steps per program on a GPU (a power of two; read per process)
-PREP_STEPS = int(os.environ.get("SSM_TRITON_PREP_STEPS", "16"))
 # the prep backward's steps per program, a multiple of the forward's: its per-head loads of the per-step terms and
 # reductions over steps (the bias sums, the angle's running sum, its gradient's suffix sum) cost a block the same at
 # any length. H100, 2026-12-05 (bench/results/h100-2026-12-05f, walk_choice --prep, SISO B8 L4096 H32 bf16, one
@@ -50,7 +48,7 @@ def steps_per_block(device, chunk_size: int) -> int:
     """Steps per program of the prep kernels (a divisor of the chunk): 16 keeps their tiles in registers
     on an H100/H200 (no spills at N = 128, ``bench/resources.py``); 8 in the interpreter, so that tests
     cross blocks inside a chunk."""
-    return min(chunk_size, 8 if run_mode(device).interpreted else PREP_STEPS)
+    return min(chunk_size, 8 if run_mode(device).interpreted else 16)
 
 
 def bwd_steps(bt: int, chunk_size: int, interpreted: bool) -> int:

@@ -331,7 +331,8 @@ def keeps(chunk: int) -> bool:
     return chunk % 16 == 0
 
 
-# how full the one-launch forward's waves of (row, head) programs must be where rows past 4096 steps take it (the walk backward's rule: launch.WALK_FILL)
+# how full the one-launch forward's waves of (row, head) programs must be where rows past 4096 steps take it (the
+# walk backward's rule: launch.WALK_FILL)
 FILL = 0.85
 
 
