@@ -7,7 +7,8 @@ N128 bf16, D and Z, SISO chunks of 64, MIMO rank 4 in chunks of 16), the two rou
 longest kernels of one fwd+bwd (torch.profiler). ``--peer``: mamba_ssm's Triton SISO on the same inputs (its
 autotuning takes minutes the first time; with ``--kernels``, its longest kernels and its autotuners' choices
 too). ``--chunk``: SISO at another chunk length (the walk's tiles are the chunk's: 32 steps hold fewer
-registers). ``--forward``: the forward's routes instead (the one-launch forward's size rule against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
+registers). ``--forward``: the forward's routes instead (the one-launch forward's size rule
+against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures) the rule takes it where the
 (row, head) programs fill their waves 85% (rows to 16384 steps), Mamba-3's B8 H32 included, so the two rows there
 should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
