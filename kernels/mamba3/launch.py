@@ -38,7 +38,7 @@ def _prefix_block(device) -> int:
 # reductions over steps (the bias sums, the angle's running sum, its gradient's suffix sum) cost a block the same at
 # any length. H100, 2026-12-05 (bench/results/h100-2026-12-05f, walk_choice --prep, SISO B8 L4096 H32 bf16, one
 # process): 64 steps 0.955 ms of kernel against 1.298 at the forward's 16 (fwd+bwd 5.14-5.21 against 5.50-5.59
-# ms), 32 steps 1.473 (slower). "" is 64 on a GPU and the forward's in the interpreter; read per call, so a bench
+# ms), 32 steps 1.473 (slower). "" is 64 on a GPU where the chunk takes it, else the forward's; read per call, so a bench
 # can alternate it (it is in the replays' key)
 PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 PREP_BWD_GPU = 64
@@ -52,10 +52,13 @@ def steps_per_block(device, chunk_size: int) -> int:
 
 
 def bwd_steps(bt: int, chunk_size: int, interpreted: bool) -> int:
-    """The prep backward's steps per program: :data:`PREP_BWD_STEPS` (unset: :data:`PREP_BWD_GPU` compiled, the
-    forward's ``bt`` interpreted) where it is a multiple of ``bt`` dividing the chunk, else the largest such below
-    it, or ``bt``."""
-    want = int(PREP_BWD_STEPS or (bt if interpreted else PREP_BWD_GPU))
+    """The prep backward's steps per program: :data:`PREP_BWD_STEPS` where it is a multiple of the forward's ``bt``
+    dividing the chunk, else the largest such below it, or ``bt``. Unset: :data:`PREP_BWD_GPU` compiled where it
+    fits the chunk, else ``bt`` (32 steps were measured slower than 16), and ``bt`` interpreted."""
+    if not PREP_BWD_STEPS:
+        fits = not interpreted and chunk_size % PREP_BWD_GPU == 0 and PREP_BWD_GPU % bt == 0
+        return PREP_BWD_GPU if fits else bt
+    want = int(PREP_BWD_STEPS)
     while want > bt and (chunk_size % want or want % bt):
         want //= 2
     return max(want, bt)
