@@ -38,8 +38,8 @@ def _prefix_block(device) -> int:
 # reductions over steps (the bias sums, the angle's running sum, its gradient's suffix sum) cost a block the same at
 # any length. H100, 2026-12-05 (bench/results/h100-2026-12-05f, walk_choice --prep, SISO B8 L4096 H32 bf16, one
 # process): 64 steps 0.955 ms of kernel against 1.298 at the forward's 16 (fwd+bwd 5.14-5.21 against 5.50-5.59
-# ms), 32 steps 1.473 (slower). "" is 64 on a GPU where the chunk takes it, else the forward's; read per call, so a bench
-# can alternate it (it is in the replays' key)
+# ms), 32 steps 1.473 (slower). "" is 64 on a GPU where the chunk takes it, else the forward's; read per call, so a
+# bench can alternate it (it is in the replays' key)
 PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 PREP_BWD_GPU = 64
 
