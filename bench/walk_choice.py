@@ -13,7 +13,8 @@ against it forced, ``SSM_TRITON_SSD_FUSED=1``): since 12-05 (this tool's figures
 should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
 MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``). ``--prep N``:
-SISO's prep backward in blocks of N steps against the forward's 16 (``SSM_TRITON_PREP_BWD_STEPS``).
+SISO's prep backward in blocks of N steps against the forward's 16 (``SSM_TRITON_PREP_BWD_STEPS``). ``--ab
+"WALK_TMA=1 WALK_SUB=64"``: the SSD launcher's settings as they are against those.
 """
 import argparse
 
@@ -54,6 +55,25 @@ def _peer_configs() -> None:
                     print(f"    {name}: {k.best_config}")
 
 
+class _Settings:
+    """``--ab``: setting ``which`` to "b" sets the module's named attributes to the given values (each parsed as
+    its current value's type), "a" puts the values found back."""
+    def __init__(self, module, text: str):
+        self.module = module
+        self.b = {}
+        for pair in text.split():
+            name, value = pair.split("=", 1)
+            self.b[name] = type(getattr(module, name))(value)
+        self.a = {name: getattr(module, name) for name in self.b}
+
+    def __setattr__(self, name, value):
+        if name == "which":
+            for key, v in getattr(self, value).items():
+                setattr(self.module, key, v)
+        else:
+            object.__setattr__(self, name, value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run only the cases whose label ('SISO b8 L4096') contains this")
@@ -72,6 +92,9 @@ def main() -> None:
     parser.add_argument("--prep", default="",
                         help="the prep backward in blocks of this many steps (SSM_TRITON_PREP_BWD_STEPS) against the "
                              "forward's (16), the default routes under both")
+    parser.add_argument("--ab", default="",
+                        help="the SSD launcher's settings as they are against these (e.g. 'WALK_TMA=1 WALK_SUB=64', "
+                             "names of kernels/ssd/launch.py), the default routes otherwise")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -93,7 +116,9 @@ def main() -> None:
         op = ssm_triton.mamba3_siso_combined if R is None else ssm_triton.mamba3_mimo
         both = _case(op, x, chunk)
         target = launch
-        if args.prep:
+        if args.ab:
+            target, switch, names, words = _Settings(launch, args.ab), "which", ("as is", args.ab[:10]), ("a", "b")
+        elif args.prep:
             target, switch, names, words = m3_launch, "PREP_BWD_STEPS", ("prep bwd 16", f"prep bwd {args.prep}"), \
                 ("16", args.prep)
         elif args.forward:
@@ -116,6 +141,8 @@ def main() -> None:
                 print(f"  {names[word == words[1]].strip()}:")
                 print_kernels(both, args.kernels)
         launch.FUSED, launch.WALK_KQ, mimo.RANKS, m3_launch.PREP_BWD_STEPS = "", "", "", ""
+        if args.ab:
+            target.which = "a"
         if peer is not None and R is None:
             peer_both = _case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk)
             ms = _ms(peer_both)

@@ -77,15 +77,20 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
     the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
-    to three segments side by side; the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
+    to three segments side by side, tiles through tensor descriptors or pointers; the route's one launch seen, with
+    dk, dq a head in bf16 for 16-bit cores, and descriptors wherever asked and every plane's head is 16-byte
+    aligned."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     segments = data.draw(st.integers(1, 3), label="segments")
-    with walking_backward(sub=16, segments=segments) as launched:   # chunks of 32 in halves, 16 whole
+    tma = data.draw(st.booleans(), label="tma")
+    with walking_backward(sub=16, segments=segments, tma=tma) as launched:   # chunks of 32 in halves, 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
-    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), kq, kq)]
+    per16 = 4 if dtype == torch.float32 else 8   # elements in 16 bytes
+    aligned = P % per16 == 0 and N % per16 == 0
+    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), kq, kq, tma and aligned)]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),
