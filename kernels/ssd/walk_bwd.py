@@ -100,8 +100,8 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     xp_ok = ok[:, None] & p_ok[None, :]
     xn_ok = ok[:, None] & n_ok[None, :]
     if TMA:   # descriptors of this (row, head)'s (L, P) and (L, N) planes: zeros past L and past P, N
-        x = X.load([t0, 0]).to(tl.float32)
-        g = DY.load([t0, 0]).to(tl.float32)
+        x = X.load([t0, 0])   # (in x's dtype: widened where used, so shared memory may hold it till then)
+        g = DY.load([t0, 0])
         kq_at = t0   # (stores go through the descriptors)
         k = K.load([t0, 0])
         q = QQ.load([t0, 0])
@@ -140,18 +140,18 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     # dx, and the chunk state's part of the decay
     vs = w[:, None] * mm(k, tl.trans(dh), DOT)                       # (s, P): through the end state
     v += vs
-    tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
-    us = scale * tl.sum(x * vs, axis=1)
-    dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
+    tl.store(XV + row + t, tl.sum(x.to(tl.float32) * v, axis=1), mask=ok)
+    us = scale * tl.sum(x.to(tl.float32) * vs, axis=1)
+    dx = skip_grads(scale[:, None] * v, g.to(tl.float32), x.to(tl.float32), D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
                     HAS_DIAG)
     if HAS_DD:
-        dd += tl.sum(g * x, axis=0)
+        dd += tl.sum(g.to(tl.float32) * x.to(tl.float32), axis=0)
     _put(DX, (step * H + h)[:, None] * P + ps[None, :], xp_ok, t0, dx, TMA)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
     d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
     d_a += tl.cumsum(us, axis=0) - us + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    return _carry(dh, g, e, e_end, q, DOT), dd
+    return _carry(dh, g.to(tl.float32), e, e_end, q, DOT), dd
 
 
 @triton.jit
