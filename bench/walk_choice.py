@@ -56,20 +56,23 @@ def _peer_configs() -> None:
 
 
 class _Settings:
-    """``--ab``: setting ``which`` to "b" sets the module's named attributes to the given values (each parsed as
-    its current value's type), "a" puts the values found back."""
+    """``--ab``: setting ``which`` to "b" sets the named module attributes to the given values (each parsed as its
+    current value's type; a name ``module.NAME`` is one of ``ssm_triton.kernels.ssd``'s modules, a bare one
+    ``launch``'s), "a" puts the values found back."""
     def __init__(self, module, text: str):
-        self.module = module
+        import importlib
         self.b = {}
         for pair in text.split():
             name, value = pair.split("=", 1)
-            self.b[name] = type(getattr(module, name))(value)
-        self.a = {name: getattr(module, name) for name in self.b}
+            where, _, attr = name.rpartition(".")
+            owner = importlib.import_module(f"ssm_triton.kernels.ssd.{where}") if where else module
+            self.b[(owner, attr)] = type(getattr(owner, attr))(value)
+        self.a = {key: getattr(*key) for key in self.b}
 
     def __setattr__(self, name, value):
         if name == "which":
-            for key, v in getattr(self, value).items():
-                setattr(self.module, key, v)
+            for (owner, attr), v in getattr(self, value).items():
+                setattr(owner, attr, v)
         else:
             object.__setattr__(self, name, value)
 
@@ -94,7 +97,8 @@ def main() -> None:
                              "forward's (16), the default routes under both")
     parser.add_argument("--ab", default="",
                         help="the SSD launcher's settings as they are against these (e.g. 'WALK_TMA=1 WALK_SUB=64', "
-                             "names of kernels/ssd/launch.py), the default routes otherwise")
+                             "names of kernels/ssd/launch.py, or 'bwd_dt.GATE_ROWS=64': another module of "
+                             "kernels/ssd), the default routes otherwise")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128

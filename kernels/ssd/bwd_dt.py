@@ -11,6 +11,8 @@ are summed so that nothing large cancels: ``rs - cs`` in fp64 (each without the 
 ``d dt_r = x_r.v_r + A d a_r``, ``dA = sum dt_r d a_r``, and ``d dt_r`` is pulled back through the clamp,
 the softplus and the bias.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -102,6 +104,13 @@ gate_bwd_kernel = Kernel(_gate_bwd_kernel, flags=dict(HAS_DD="DD_PART"))
 dt_bwd_kernel = Kernel(_dt_bwd_kernel, flags=dict(HAS_BIAS="DT_BIAS"))
 
 
+# the gate backward's tiles, a sweep's knobs (bench/walk_choice.py --ab "bwd_dt.GATE_ROWS=64 ..."): rows a program
+# (0: 256 past 4096 rows, else 32), elements a tile, warps
+GATE_ROWS = int(os.environ.get("SSM_TRITON_GATE_ROWS", "0"))
+GATE_TILE = int(os.environ.get("SSM_TRITON_GATE_TILE", "1024"))
+GATE_WARPS = int(os.environ.get("SSM_TRITON_GATE_WARPS", "4"))
+
+
 def gate_backward(dout, y, z, x, D):
     """``dy, dz`` of ``out = y silu(z)`` (each in its input's dtype; ``dout, y, z (b, L, H, P)`` contiguous, ``x``
     of any step stride), and ``dD`` (``D``'s shape, fp32) from the unrounded ``dy`` when ``D`` is given, else None."""
@@ -109,12 +118,13 @@ def gate_backward(dout, y, z, x, D):
     rows, hp = bsz * L, H * P
     dy, dz = torch.empty(x.shape, device=x.device, dtype=x.dtype), torch.empty_like(z)
     block_c = min(128, next_power_of_2(hp))
-    per = 256 if rows >= 4096 else 32   # rows per program: a short partial sum, few programs when small
+    per = GATE_ROWS or (256 if rows >= 4096 else 32)   # rows per program: a short partial sum, few programs when small
     # 1024 elements a tile (8 a thread in each of the five tensors: no spills), inside the program's rows
-    block_r = min(per, 1024 // block_c)
+    block_r = min(per, max(1, GATE_TILE // block_c))
     part = torch.empty((cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
     gate_bwd_kernel((cdiv(rows, per), cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
-                    DD_PART=part, rows=rows, HP=hp, SX=step_stride(x), ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c)
+                    DD_PART=part, rows=rows, HP=hp, SX=step_stride(x), ROWS=per, BLOCK_R=block_r, BLOCK_C=block_c,
+                    num_warps=GATE_WARPS)
     dD = None
     if D is not None:
         # one reduction either way (a per-head D summed over rows and channels together, not in two launches)
