@@ -142,8 +142,8 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     v += vs
     tl.store(XV + row + t, tl.sum(x.to(tl.float32) * v, axis=1), mask=ok)
     us = scale * tl.sum(x.to(tl.float32) * vs, axis=1)
-    dx = skip_grads(scale[:, None] * v, g.to(tl.float32), x.to(tl.float32), D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
-                    HAS_DIAG)
+    dx = skip_grads(scale[:, None] * v, g.to(tl.float32), x.to(tl.float32), D, DIAG, DDIAG, row, t, ok, h, P, ps,
+                    p_ok, HAS_D, D_PER_CHANNEL, HAS_DIAG)
     if HAS_DD:
         dd += tl.sum(g.to(tl.float32) * x.to(tl.float32), axis=0)
     _put(DX, (step * H + h)[:, None] * P + ps[None, :], xp_ok, t0, dx, TMA)
