@@ -57,15 +57,16 @@ def _peer_configs() -> None:
 
 class _Settings:
     """``--ab``: setting ``which`` to "b" sets the named module attributes to the given values (each parsed as its
-    current value's type; a name ``module.NAME`` is one of ``ssm_triton.kernels.ssd``'s modules, a bare one
-    ``launch``'s), "a" puts the values found back."""
+    current value's type; a name ``module.NAME`` is one of ``ssm_triton.kernels.ssd``'s modules, or
+    ``mamba3.module.NAME``, a bare one ``launch``'s), "a" puts the values found back."""
     def __init__(self, module, text: str):
         import importlib
         self.b = {}
         for pair in text.split():
             name, value = pair.split("=", 1)
             where, _, attr = name.rpartition(".")
-            owner = importlib.import_module(f"ssm_triton.kernels.ssd.{where}") if where else module
+            package = "ssm_triton.kernels" if where.startswith("mamba3") else "ssm_triton.kernels.ssd"
+            owner = importlib.import_module(f"{package}.{where}") if where else module
             self.b[(owner, attr)] = type(getattr(owner, attr))(value)
         self.a = {key: getattr(*key) for key in self.b}
 
