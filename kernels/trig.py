@@ -9,9 +9,9 @@ for the angles these kernels hold: reduced mod ``2 pi`` per block, plus a block'
 range, the size of fp32's own rounding of an angle near ``2 pi`` (ulp 4.8e-7). The reference package uses the
 same instructions without the reduction and keeps its angles in bf16; ours stay fp32 end to end.
 
-``SSM_TRITON_FAST_TRIG=1`` turns them on (:data:`FAST`); otherwise, and always in the interpreter (no PTX there),
-libdevice's forms run, so the CPU tests check the math and the GPU tests, with the switch on, the approximations,
-each against the float64 references.
+They are on by default on GPUs (:data:`FAST`; ``SSM_TRITON_FAST_TRIG=0`` turns them off); in the interpreter (no
+PTX there) libdevice's forms run, so the CPU tests check the math and the GPU tests the approximations, each against
+the float64 references.
 """
 import os
 
@@ -20,10 +20,12 @@ import triton.language as tl
 
 from .tuning import interpreting
 
-# off until the GPU tests have run with it: measured on the H100 (2026-12-05f) SISO's prep forward 0.378 -> 0.337 ms
-# at B8 L4096 H32 and its backward unchanged (1.295 -> 1.299: not bound by its trig), but the Mamba-3 test files
-# never came back from a GPU with it on; read once per process (a compile-time constant of the kernels)
-FAST = tl.constexpr(not interpreting() and os.environ.get("SSM_TRITON_FAST_TRIG", "") == "1")
+# on by default since the Mamba-3 GPU tests passed with it (H100, 2026-12-06: 34 tests of test_mamba3.py and
+# test_mamba3_block.py, ci profile). H100, SISO B8 L4096 H32 bf16: the prep forward 0.378 -> 0.337-0.339 ms (12-05f,
+# 12-06) and, in 64-step blocks, its backward 1.151 -> 1.046-1.053 (12-06, two processes: libdevice's cos/sin do
+# bound it there; at 16 steps they did not, 1.295 -> 1.299). "0" turns them off; read once per process (a
+# compile-time constant of the kernels)
+FAST = tl.constexpr(not interpreting() and os.environ.get("SSM_TRITON_FAST_TRIG", "1") != "0")
 
 
 @triton.jit

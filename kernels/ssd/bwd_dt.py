@@ -104,11 +104,13 @@ gate_bwd_kernel = Kernel(_gate_bwd_kernel, flags=dict(HAS_DD="DD_PART"))
 dt_bwd_kernel = Kernel(_dt_bwd_kernel, flags=dict(HAS_BIAS="DT_BIAS"))
 
 
-# the gate backward's tiles, a sweep's knobs (bench/walk_choice.py --ab "bwd_dt.GATE_ROWS=64 ..."): rows a program
-# (0: 256 past 4096 rows, else 32), elements a tile, warps
+# the gate backward's tiles: rows a program (0: 256 past 4096 rows, else 32), elements a tile, warps. H100, 2026-12-06
+# (bench/walk_choice.py --ab "bwd_dt.GATE_TILE=4096 bwd_dt.GATE_WARPS=8", Mamba-3 SISO B8 L4096 H32 P64 bf16, three
+# processes): 4096-element tiles at 8 warps 0.312-0.319 ms against 0.350-0.351 at 1024 and 4; 8192 at 8 warps 0.386;
+# 4096 at 4 warps over 512 rows 0.319
 GATE_ROWS = int(os.environ.get("SSM_TRITON_GATE_ROWS", "0"))
-GATE_TILE = int(os.environ.get("SSM_TRITON_GATE_TILE", "1024"))
-GATE_WARPS = int(os.environ.get("SSM_TRITON_GATE_WARPS", "4"))
+GATE_TILE = int(os.environ.get("SSM_TRITON_GATE_TILE", "4096"))
+GATE_WARPS = int(os.environ.get("SSM_TRITON_GATE_WARPS", "8"))
 
 
 def gate_backward(dout, y, z, x, D):
@@ -119,7 +121,7 @@ def gate_backward(dout, y, z, x, D):
     dy, dz = torch.empty(x.shape, device=x.device, dtype=x.dtype), torch.empty_like(z)
     block_c = min(128, next_power_of_2(hp))
     per = GATE_ROWS or (256 if rows >= 4096 else 32)   # rows per program: a short partial sum, few programs when small
-    # 1024 elements a tile (8 a thread in each of the five tensors: no spills), inside the program's rows
+    # GATE_TILE elements a tile (16 a thread in each of the five tensors at 8 warps), inside the program's rows
     block_r = min(per, max(1, GATE_TILE // block_c))
     part = torch.empty((cdiv(rows, per), hp), device=x.device, dtype=torch.float32) if D is not None else None
     gate_bwd_kernel((cdiv(rows, per), cdiv(hp, block_c)), DOUT=dout, Y=y, Z=z, X=x, DY=dy, DZ=dz,
