@@ -14,7 +14,7 @@ should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
 MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``). ``--prep N``:
 SISO's prep backward in blocks of N steps against the forward's 16 (``SSM_TRITON_PREP_BWD_STEPS``). ``--ab
-"WALK_TMA=1 WALK_SUB=64"``: the SSD launcher's settings as they are against those.
+"WALK_SUB=64 bwd_dt.GATE_WARPS=4"``: the SSD kernels' module settings as they are against those.
 """
 import argparse
 
@@ -97,7 +97,7 @@ def main() -> None:
                         help="the prep backward in blocks of this many steps (SSM_TRITON_PREP_BWD_STEPS) against the "
                              "forward's (16), the default routes under both")
     parser.add_argument("--ab", default="",
-                        help="the SSD launcher's settings as they are against these (e.g. 'WALK_TMA=1 WALK_SUB=64', "
+                        help="the SSD launcher's settings as they are against these (e.g. 'WALK_SUB=64 WALK_STAGES=2', "
                              "names of kernels/ssd/launch.py, or 'bwd_dt.GATE_ROWS=64': another module of "
                              "kernels/ssd), the default routes otherwise")
     args = parser.parse_args()

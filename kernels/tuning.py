@@ -43,7 +43,6 @@ from typing import Callable
 import torch
 import triton
 import triton.testing
-from triton.runtime import _allocation
 
 try:
     from triton import knobs as _knobs
@@ -295,7 +294,6 @@ class Kernel:
         self._launch_now(grid, args, kw)
 
     def _launch_now(self, grid: tuple, args: dict, kw: dict) -> None:
-        scratch_ready()
         if self._params is None or not _lean_enabled():
             self.fn.run(grid=grid, warmup=False, **args, **kw)
             return
@@ -316,7 +314,6 @@ class Kernel:
 
     @staticmethod
     def _lean(compiled, grid, stream, values) -> None:
-        scratch_ready()
         n = len(grid)
         compiled.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, stream, compiled.function,
                      compiled.packed_metadata, None, None, None, *values)
@@ -383,24 +380,9 @@ class Launch:
             values[slot] = at
         grid = bound.grid
         compiled = bound.compiled
-        scratch_ready()
         compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
                      *values)
         return True
-
-
-def _device_scratch(size: int, alignment: int, stream) -> torch.Tensor:
-    """Triton's allocator for the global scratch a launch asks for (the tensor descriptors a kernel makes on the
-    device live there): from PyTorch's caching allocator, on the current CUDA device."""
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def scratch_ready() -> None:
-    """Give Triton an allocator for launch scratch where it has none. Its setting is a ``ContextVar``: autograd's
-    backward thread starts without the caller's, so this runs before each launch (a lookup where one is set); an
-    allocator the caller set is kept."""
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
-        triton.set_allocator(_device_scratch)
 
 
 def device_index(device: torch.device) -> int:

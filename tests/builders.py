@@ -202,30 +202,29 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, tma: bool = False):
+def walking_backward(sub: int = 32, segments: int = 1):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
-    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), its tiles through tensor descriptors where
-    ``tma`` (``launch.WALK_TMA``) and the tensors allow; yields the list of its launches' ``(Q, SUB, segments, dk's
-    dtype, dq's dtype, TMA)`` so a test sees the route taken (replays off, as for :func:`sums_in_state_passing`)."""
+    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks); yields the list of its launches' ``(Q, SUB,
+    segments, dk's dtype, dq's dtype)`` so a test sees the route taken (replays off, as for
+    :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
     launched = []
 
     class Spy:
         def __call__(self, grid, **k):
-            launched.append((k["Q"], k["SUB"], grid[1], k["DK"].dtype, k["DQ"].dtype, k["TMA"]))
+            launched.append((k["Q"], k["SUB"], grid[1], k["DK"].dtype, k["DQ"].dtype))
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED, launch.WALK_TMA
-    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED, launch.WALK_TMA = \
-        "1", Spy(), sub, str(segments), False, "1" if tma else "0"
+    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED
+    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = \
+        "1", Spy(), sub, str(segments), False
     try:
         yield launched
     finally:
-        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED, \
-            launch.WALK_TMA = before
+        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = before
 
 
 @contextlib.contextmanager

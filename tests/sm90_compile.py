@@ -224,7 +224,7 @@ def ssd_cases():
                  # dk, dq a head: bf16 where the cores multiply in 16 bits (launch.walk_backward)
                  **{n: "*fp32" if dot == tl.float32 else "*bf16" for n in ("DK", "DQ")}}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
-                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, TMA=opt)   # halves, or whole
+                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)   # halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \
                 {**iop("DY"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
                 dict(Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
@@ -343,7 +343,7 @@ def mamba3_cases():
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
              **walk_kq("DQR", "DKR"), "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16 << (2 * opt), PAIRS=16,
-                 THETA_EVERY=1 << (2 * opt), TMA=opt)
+                 THETA_EVERY=1 << (2 * opt))
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \

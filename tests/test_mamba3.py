@@ -77,20 +77,15 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     """``SSM_TRITON_WALK_BWD=1``: one program a (row, head) walks the chunks in reverse for every gradient of the
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
     the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
-    to three segments side by side, tiles through tensor descriptors or pointers; the route's one launch seen, with
-    dk, dq a head in bf16 for 16-bit cores, and descriptors wherever asked and every plane's head is 16-byte
-    aligned."""
+    to three segments side by side; the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     segments = data.draw(st.integers(1, 3), label="segments")
-    tma = data.draw(st.booleans(), label="tma")
-    with walking_backward(sub=16, segments=segments, tma=tma) as launched:   # chunks of 32 in halves, 16 whole
+    with walking_backward(sub=16, segments=segments) as launched:   # chunks of 32 in halves, 16 whole
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
-    per16 = 4 if dtype == torch.float32 else 8   # elements in 16 bytes
-    aligned = P % per16 == 0 and N % per16 == 0
-    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), kq, kq, tma and aligned)]
+    assert launched == [(chunk, 16, -(-nc // -(-nc // segments)), kq, kq)]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),
@@ -272,14 +267,12 @@ def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk,
 @examples(4)
 @given(L=st.integers(1, 70), heads=st.sampled_from([(2, 1), (3, 3)]), N=st.sampled_from([5, 16]), seed=seeds(),
        options=st.booleans(), chunk=st.sampled_from([32, 64]), steps=st.sampled_from(["16", "32"]),
-       cuts=st.lists(st.floats(0.0, 1.0), max_size=3), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
-       tma=st.booleans())
-def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chunk, steps, cuts, dtype, tma):
+       cuts=st.lists(st.floats(0.0, 1.0), max_size=3), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chunk, steps, cuts, dtype):
     """The prep backward over blocks of 2 or 4 of the forward's angle blocks (``SSM_TRITON_PREP_BWD_STEPS``; the
-    interpreter's forward blocks are 8 steps), reading dq~, dk~ through tensor descriptors or pointers
-    (``SSM_TRITON_PREP_TMA``): every gradient against the float64 loop, and for a packed row (``cu_seqlens``: each
-    sequence's angles restart inside a block) the same gradients as the forward's blocks give; the kernel seen
-    launched with the longer blocks, and with descriptors where asked and N's rows are 16-byte aligned."""
+    interpreter's forward blocks are 8 steps): every gradient against the float64 loop, and for a packed row
+    (``cu_seqlens``: each sequence's angles restart inside a block) the same gradients as the forward's blocks give;
+    the kernel seen launched with the longer blocks."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.mamba3 import launch as ml
     H, Hqk = heads
@@ -288,19 +281,17 @@ def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chun
 
     class Spy:
         def launch(self, problem, pinned, **k):
-            seen.append((k["BLOCK_T"], k["THETA_EVERY"], k["TMA"]))
+            seen.append((k["BLOCK_T"], k["THETA_EVERY"]))
             return kernel.launch(problem, pinned, **k)
 
-    before = ml.PREP_BWD_STEPS, replay.ENABLED, ml.PREP_TMA
+    before = ml.PREP_BWD_STEPS, replay.ENABLED
     replay.ENABLED = False
     try:
         ml.siso_prep_bwd_kernel = Spy()
         ml.PREP_BWD_STEPS = steps
-        ml.PREP_TMA = "1" if tma else ""
         check_against_loop(device, make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, dtype), chunk, dtype, seed)
         fwd_bt = ml.steps_per_block(torch.device(device), chunk)
-        # N = 16 rows are 16-byte aligned in fp32 and bf16 dq~, dk~; N = 5 in neither
-        assert seen and all(s == (int(steps), int(steps) // fwd_bt, tma and N == 16) for s in seen)
+        assert seen and all(s == (int(steps), int(steps) // fwd_bt) for s in seen)
         bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
         t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
         t.pop("Input_States", None)
@@ -314,7 +305,7 @@ def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chun
             assert_close(a, b.double(), torch.float32, f"d {name} packed")
     finally:
         ml.siso_prep_bwd_kernel = kernel
-        ml.PREP_BWD_STEPS, replay.ENABLED, ml.PREP_TMA = before
+        ml.PREP_BWD_STEPS, replay.ENABLED = before
 
 
 def per_sequence_states(device, n, H, P, N, S, seed):

@@ -42,10 +42,6 @@ def _prefix_block(device) -> int:
 # bench can alternate it (it is in the replays' key)
 PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 PREP_BWD_GPU = 64
-# "1": the prep backward reads the walk's per-head dq~, dk~ through tensor descriptors (no per-element addresses:
-# at sm_90 a 64-step program's code is half integer address arithmetic) where they have the 16-byte alignments
-# descriptors need; "" or "0": pointers. Read per call (it is in the replays' key)
-PREP_TMA = os.environ.get("SSM_TRITON_PREP_TMA", "")
 
 
 def steps_per_block(device, chunk_size: int) -> int:
@@ -265,8 +261,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=xv,
         DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang,
         DDT=ddt, DTRAP=dtrap, DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
-        nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt,
-        TMA=PREP_TMA == "1" and all(t.data_ptr() % 16 == 0 and N * t.element_size() % 16 == 0 for t in (dqr, dkr)))
+        nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt)
     dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient

@@ -256,14 +256,6 @@ def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
 
 
 @triton.jit
-def _heads_plane(BASE, nb, L, H, N, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """A tensor descriptor of a contiguous ``(nb, L, H, N)`` tensor read in ``(BLOCK_T, BLOCK_C)`` tiles of one row
-    and head (the tensor memory accelerator: no per-element addresses)."""
-    return tl.make_tensor_descriptor(BASE, shape=[nb, L, H, N], strides=[L * H * N, H * N, N, 1],
-                                     block_shape=[1, BLOCK_T, 1, BLOCK_C])
-
-
-@triton.jit
 def _siso_prep_bwd_kernel(
     # pointers: what the forward read or kept (SEQ: a packed row's sequence per step, or None)
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
@@ -279,7 +271,7 @@ def _siso_prep_bwd_kernel(
     # meta-parameters (PAIRS: column pairs a program, a power of two; THETA_EVERY: the forward's angle blocks in
     # one of this kernel's, whose BLOCK_T may be a multiple of the forward's)
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr, PAIRS: tl.constexpr,
-    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr, TMA: tl.constexpr = False,
+    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr,
 ):
     # one program per (block of steps, batch row x Q/K head x split, block of column pairs): it walks its share
     # of the heads that read that Q/K head and adds their dQ, dK in registers, so no per-head copy of them
@@ -327,27 +319,17 @@ def _siso_prep_bwd_kernel(
     # the gradient tiles of q~, k~ are read a head ahead: a program's loads in flight bound this kernel (16 KB an SM
     # at every tile and warp count tried, whatever the occupancy: 1.50-1.55 ms, H200 2026-12-04)
     orow = ((bi.to(tl.int64) * L + t) * H + h0) * N
-    if TMA:   # (b, L, H, N) descriptors: no per-element addresses, zeros past L, N and the last head
-        dqr_d = _heads_plane(DQR, nb, L, H, N, BLOCK_T, 2 * PAIRS)
-        dkr_d = _heads_plane(DKR, nb, L, H, N, BLOCK_T, 2 * PAIRS)
-        dqr_next = dqr_d.load([bi, j * BLOCK_T, h0, cb * 2 * PAIRS]).reshape(BLOCK_T, 2 * PAIRS)
-        dkr_next = dkr_d.load([bi, j * BLOCK_T, h0, cb * 2 * PAIRS]).reshape(BLOCK_T, 2 * PAIRS)
-    else:
-        dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0)
-        dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0)
+    dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0)
+    dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0)
     for hh in range(mine):
         h = h0 + hh
         bh = bi * H + h
         dqr_tile = dqr_next
         dkr_tile = dkr_next
         ahead = m2 & ((t * 0 + hh + 1) < mine)[:, None]   # (a scalar condition as a tile: the interpreter wants one)
-        if TMA:
-            dqr_next = dqr_d.load([bi, j * BLOCK_T, h + 1, cb * 2 * PAIRS]).reshape(BLOCK_T, 2 * PAIRS)
-            dkr_next = dkr_d.load([bi, j * BLOCK_T, h + 1, cb * 2 * PAIRS]).reshape(BLOCK_T, 2 * PAIRS)
-        else:
-            orow = ((bi.to(tl.int64) * L + t) * H + h + 1) * N
-            dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
-            dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
+        orow = ((bi.to(tl.int64) * L + t) * H + h + 1) * N
+        dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
+        dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
         base = bh.to(tl.int64) * L
         row_p = bh.to(tl.int64) * Lp
         dt, lam, e_next = _steps(DT, TRAP, base, t, L)

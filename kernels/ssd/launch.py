@@ -363,11 +363,6 @@ WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
 # "32" stores the walk's dk, dq in fp32 whatever the cores' dtype (walk_backward: bf16 for 16-bit cores otherwise)
 WALK_KQ = os.environ.get("SSM_TRITON_WALK_KQ", "")
 WALK_MOST_SEGMENTS = 16
-# "1": the walk reads x, dy, k, q and the entering states and writes dx, dk, dq through tensor descriptors (the tensor
-# memory accelerator, into shared memory where the tensor cores read them: at sm_90 with triton 3.6 its spill stack
-# fell from 2848 to 1152 bytes a thread with 64-step blocks, from 520 to 416 with 32; mamba_ssm's Mamba-3 backward
-# reads its tiles so), where the tensors have the 16-byte alignments descriptors need; "" or "0": pointers
-WALK_TMA = os.environ.get("SSM_TRITON_WALK_TMA", "")
 
 
 def walk_block(Q: int) -> int:
@@ -403,13 +398,6 @@ def walks(bsz: int, H: int, P: int, N: int, L: int, seq, p: Plan, device: torch.
         return False
     programs = bsz * H * walk_segments(bsz * H, cdiv(L, p.Q), mode.sm_count)
     return fills_waves(programs, mode.sm_count, WALK_FILL)
-
-
-def _descriptor_ready(*pairs) -> bool:
-    """Whether tensor descriptors can address these ``(tensor, step stride, head width)`` planes: each base, step
-    stride and head offset a multiple of 16 bytes (the tensor memory accelerator's rule)."""
-    return all(t.data_ptr() % 16 == 0 and (stride * t.element_size()) % 16 == 0 and (width * t.element_size()) % 16 == 0
-               for t, stride, width in pairs)
 
 
 class WalkGrads(NamedTuple):
@@ -458,9 +446,6 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
     bn = max(16, next_power_of_2(N))
     bp = max(16, next_power_of_2(P))
     sub = walk_block(p.Q)
-    tma = WALK_TMA == "1" and _descriptor_ready(
-        (x, step_stride(x), P), (dy, step_stride(dy), P), (dx, H * P, P), (k, H * N, N), (q, H * N, N), (dk, H * N, N),
-        (dq, H * N, N), (hs, N, N))
     seg_a = seg_dec = None
     if nseg > 1:
         seg_a = _f32(bsz * H, nseg, P, N, device=dev)
@@ -473,7 +458,7 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0, DD_PART=part, L=L, H=H, P=P, N=N,
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
                     D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
-                    TMA=tma, num_warps=WALK_WARPS, num_stages=WALK_STAGES)
+                    num_warps=WALK_WARPS, num_stages=WALK_STAGES)
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))

@@ -59,15 +59,6 @@ def _grad_in(DY, step, h, SDY, P, ps, mask):
 
 
 @triton.jit
-def _put(OUT, at, mask, t0, val, TMA: tl.constexpr):
-    """Store a block's ``(steps, columns)`` tile: through ``OUT``'s descriptor at row ``t0``, else at pointers."""
-    if TMA:
-        OUT.store([t0, 0], val.to(OUT.dtype))
-    else:
-        tl.store(OUT + at, val.to(OUT.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
     """Block ``blk``'s chunk, first step, and the decay sum its steps count from as ``(hi, lo)``: the step before
     it inside the chunk, or zero at a chunk's start."""
@@ -85,7 +76,7 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd)`` carried to the block before."""
@@ -99,18 +90,11 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     step = bi.to(tl.int64) * L + t
     xp_ok = ok[:, None] & p_ok[None, :]
     xn_ok = ok[:, None] & n_ok[None, :]
-    if TMA:   # descriptors of this (row, head)'s (L, P) and (L, N) planes: zeros past L and past P, N
-        x = X.load([t0, 0])   # (in x's dtype: widened where used, so shared memory may hold it till then)
-        g = DY.load([t0, 0])
-        kq_at = t0   # (stores go through the descriptors)
-        k = K.load([t0, 0])
-        q = QQ.load([t0, 0])
-    else:
-        x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
-        g = _grad_in(DY, step, h, SDY, P, ps, xp_ok)
-        kq_at = (step * H + h)[:, None] * N + ns[None, :]
-        k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
-        q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+    g = _grad_in(DY, step, h, SDY, P, ps, xp_ok)
+    kq_at = (step * H + h)[:, None] * N + ns[None, :]
+    k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
+    q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
     hi, lo = cum_at(CUM, lo_off, row, t)
     # the block's last step, in the padded row (cum is flat past L: an empty block passes dh on unchanged)
     hi_e, lo_e = cum_at(CUM, lo_off, row, t0 + SUB - 1)
@@ -133,33 +117,26 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
     ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
     # dq, and the entering state's part of the decay
-    _put(DQ, kq_at, xn_ok, t0, mm(ds, k, DOT) + e[:, None] * gh, TMA)
+    tl.store(DQ + kq_at, (mm(ds, k, DOT) + e[:, None] * gh).to(DQ.dtype.element_ty), mask=xn_ok)
     pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
     # dk
-    _put(DK, kq_at, xn_ok, t0, mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT), TMA)
+    tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT)).to(DK.dtype.element_ty),
+             mask=xn_ok)
     # dx, and the chunk state's part of the decay
     vs = w[:, None] * mm(k, tl.trans(dh), DOT)                       # (s, P): through the end state
     v += vs
-    tl.store(XV + row + t, tl.sum(x.to(tl.float32) * v, axis=1), mask=ok)
-    us = scale * tl.sum(x.to(tl.float32) * vs, axis=1)
-    dx = skip_grads(scale[:, None] * v, g.to(tl.float32), x.to(tl.float32), D, DIAG, DDIAG, row, t, ok, h, P, ps,
-                    p_ok, HAS_D, D_PER_CHANNEL, HAS_DIAG)
+    tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
+    us = scale * tl.sum(x * vs, axis=1)
+    dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
+                    HAS_DIAG)
     if HAS_DD:
-        dd += tl.sum(g.to(tl.float32) * x.to(tl.float32), axis=0)
-    _put(DX, (step * H + h)[:, None] * P + ps[None, :], xp_ok, t0, dx, TMA)
+        dd += tl.sum(g * x, axis=0)
+    tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
     d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
     d_a += tl.cumsum(us, axis=0) - us + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    return _carry(dh, g.to(tl.float32), e, e_end, q, DOT), dd
-
-
-@triton.jit
-def _plane(BASE, rows, cols, stride, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """A descriptor of one (row, head)'s ``(rows, cols)`` plane of step stride ``stride``, in tiles of
-    ``(BLOCK_R, BLOCK_C)``: the tensor memory accelerator's loads land in shared memory, where the tensor cores read
-    them, rather than in registers (mamba_ssm's Mamba-3 backward reads its tiles so)."""
-    return tl.make_tensor_descriptor(BASE, shape=[rows, cols], strides=[stride, 1], block_shape=[BLOCK_R, BLOCK_C])
+    return _carry(dh, g, e, e_end, q, DOT), dd
 
 
 @triton.jit
@@ -209,7 +186,7 @@ def _walk_bwd_kernel(
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -233,17 +210,6 @@ def _walk_bwd_kernel(
             dh = tl.load(SEG_DEC + bh.to(tl.int64) * nseg + later) * dh + tl.load(
                 SEG_A + (bh.to(tl.int64) * nseg + later) * PN + at, mask=pn_ok, other=0.0)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
-    xs, ks, qs, dys, dxs, dks, dqs, hss = X, K, QQ, DY, DX, DK, DQ, HS
-    if TMA:   # (the launcher checks the 16-byte alignments a descriptor needs)
-        xs = _plane(X + bi.to(tl.int64) * L * SX + h * P, L, P, SX, SUB, BLOCK_P)
-        dys = _plane(DY + bi.to(tl.int64) * L * SDY + h * P, L, P, SDY, SUB, BLOCK_P)
-        dxs = _plane(DX + bi.to(tl.int64) * L * H * P + h * P, L, P, H * P, SUB, BLOCK_P)
-        ks = _plane(K + bi.to(tl.int64) * L * H * N + h * N, L, N, H * N, SUB, BLOCK_N)
-        qs = _plane(QQ + bi.to(tl.int64) * L * H * N + h * N, L, N, H * N, SUB, BLOCK_N)
-        dks = _plane(DK + bi.to(tl.int64) * L * H * N + h * N, L, N, H * N, SUB, BLOCK_N)
-        dqs = _plane(DQ + bi.to(tl.int64) * L * H * N + h * N, L, N, H * N, SUB, BLOCK_N)
-        hss = tl.make_tensor_descriptor(HS + base, shape=[nc, P, N], strides=[P * N, N, 1],
-                                        block_shape=[1, BLOCK_P, BLOCK_N])
     # one loop over the blocks of SUB steps, in reverse, one block's code: its registers are one block's (two blocks
     # of a chunk written out one after the other spilled 2.1 KB a thread at sm_90, one 32-step block 0.7)
     HALVES: tl.constexpr = Q // SUB
@@ -252,10 +218,7 @@ def _walk_bwd_kernel(
     for i in range(last - first):
         c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
-        if TMA:
-            enter = hss.load([c, 0, 0]).reshape(BLOCK_P, BLOCK_N)
-        else:
-            enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
         # (a branch whose test is always false where Q == SUB broke triton 3.6's coalescing pass: HALVES guards it)
         if HALVES > 1 and t0 > start:
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
@@ -266,19 +229,15 @@ def _walk_bwd_kernel(
             step0 = bi.to(tl.int64) * L + s0
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
             wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
-            if TMA:
-                x0 = xs.load([start, 0]).to(tl.float32)
-                k0 = ks.load([start, 0])
-            else:
-                x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
-                             other=0.0).to(tl.float32)
-                k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
-                             other=0.0)
+            x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
+                         other=0.0).to(tl.float32)
+            k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
+                         other=0.0)
             enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
                      + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
-        dh, dd = _block(xs, ks, qs, dys, DTP, CUM, D, DIAG, dxs, dks, dqs, XV, DDIAG, DA, dh, dd, enter, b_hi,
+        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi,
                         b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, SUB, DOT, TMA)
+                        HAS_DIAG, SUB, DOT)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
