@@ -29,6 +29,12 @@ same way). Few (row, head) pairs cut their rows into segments walked side by sid
 ``_walk_sums_kernel`` first gives each segment but the first its carry from ``dh = 0`` (``A``, ``(P, N)``) and its
 total decay, and each walking program starts from the later segments' parts carried back to its end. ``launch.walks``
 takes the walk where its programs fill the GPU's waves (``SSM_TRITON_WALK_BWD``: 1 on, 0 off).
+
+Tried and taken out (H100, 2026-12-06, ``bench/results/h100-2026-12-06``): x, dy, k, q and the entering states read
+and dx, dk, dq written through tensor descriptors made on the device, as mamba_ssm's Mamba-3 backward reads its
+tiles. At sm_90 it cut the spill stack (2848 -> 1104 bytes a thread with 64-step blocks, which then take wgmma
+tiles; 520 -> 400 with 32-step blocks, which take mma.sync), yet the kernel ran slower: 4.25 ms with 64-step blocks
+and ~3.5 with 32 against 2.58 (MIMO's fwd+bwd 31.9 against 27.3).
 """
 import triton
 import triton.language as tl
