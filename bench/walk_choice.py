@@ -26,6 +26,7 @@ from ssm_triton.bench.peers import load_past_package_init
 from ssm_triton.bench.profile import print_kernels
 from ssm_triton.bench.timing import peak_mb
 from ssm_triton.bench.workloads_mamba3 import _inputs
+from ssm_triton.kernels import tuning
 from ssm_triton.kernels.mamba3 import launch as m3_launch
 from ssm_triton.kernels.mamba3 import mimo
 from ssm_triton.kernels.ssd import launch
@@ -145,6 +146,10 @@ def main() -> None:
                 setattr(target, switch, word)
                 print(f"  {names[word == words[1]].strip()}:")
                 print_kernels(both, args.kernels)
+            # the tuners' choices (the prep backward's tiles have differed between machines of one kind)
+            for entry, kw in sorted(tuning.choices().items()):
+                if "mamba3" in entry:
+                    print(f"  tuned: {entry[:100]} -> {kw}")
         launch.FUSED, launch.WALK_KQ, mimo.RANKS, m3_launch.PREP_BWD_STEPS = "", "", "", ""
         if args.ab:
             target.which = "a"
