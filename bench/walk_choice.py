@@ -14,7 +14,8 @@ should match. ``--kq``: the walk's
 per-head ``dk, dq`` in bf16 (the default for 16-bit cores) against fp32 (``SSM_TRITON_WALK_KQ=32``). ``--ranks``:
 MIMO's rank tensors ``x, dy, dx`` in bf16 (the default) against fp32 (``SSM_TRITON_MIMO_RANKS=32``). ``--prep N``:
 SISO's prep backward in blocks of N steps against the forward's 16 (``SSM_TRITON_PREP_BWD_STEPS``). ``--ab
-"WALK_SUB=64 bwd_dt.GATE_WARPS=4"``: the SSD kernels' module settings as they are against those.
+"WALK_SUB=64 bwd_dt.GATE_WARPS=4"``: the SSD kernels' module settings as they are against those (repeated: each
+set of settings in turn, all in one process).
 """
 import argparse
 
@@ -57,23 +58,26 @@ def _peer_configs() -> None:
 
 
 class _Settings:
-    """``--ab``: setting ``which`` to "b" sets the named module attributes to the given values (each parsed as its
-    current value's type; a name ``module.NAME`` is one of ``ssm_triton.kernels.ssd``'s modules, or
-    ``mamba3.module.NAME``, a bare one ``launch``'s), "a" puts the values found back."""
-    def __init__(self, module, text: str):
+    """``--ab``: setting ``which`` to ``i`` (1, 2, ...) sets the module attributes the ``i``-th text names to its
+    values (each parsed as its current value's type; a name ``module.NAME`` is one of ``ssm_triton.kernels.ssd``'s
+    modules, or ``mamba3.module.NAME``, a bare one ``launch``'s), 0 puts every value found back."""
+    def __init__(self, module, texts: list):
         import importlib
-        self.b = {}
-        for pair in text.split():
-            name, value = pair.split("=", 1)
-            where, _, attr = name.rpartition(".")
-            package = "ssm_triton.kernels" if where.startswith("mamba3") else "ssm_triton.kernels.ssd"
-            owner = importlib.import_module(f"{package}.{where}") if where else module
-            self.b[(owner, attr)] = type(getattr(owner, attr))(value)
-        self.a = {key: getattr(*key) for key in self.b}
+        self.configs = [{}]
+        for text in texts:
+            config = {}
+            for pair in text.split():
+                name, value = pair.split("=", 1)
+                where, _, attr = name.rpartition(".")
+                package = "ssm_triton.kernels" if where.startswith("mamba3") else "ssm_triton.kernels.ssd"
+                owner = importlib.import_module(f"{package}.{where}") if where else module
+                config[(owner, attr)] = type(getattr(owner, attr))(value)
+            self.configs.append(config)
+        self.configs[0] = {key: getattr(*key) for config in self.configs[1:] for key in config}
 
     def __setattr__(self, name, value):
         if name == "which":
-            for (owner, attr), v in getattr(self, value).items():
+            for (owner, attr), v in {**self.configs[0], **self.configs[value]}.items():
                 setattr(owner, attr, v)
         else:
             object.__setattr__(self, name, value)
@@ -97,10 +101,10 @@ def main() -> None:
     parser.add_argument("--prep", default="",
                         help="the prep backward in blocks of this many steps (SSM_TRITON_PREP_BWD_STEPS) against the "
                              "forward's (16), the default routes under both")
-    parser.add_argument("--ab", default="",
+    parser.add_argument("--ab", action="append", default=[],
                         help="the SSD launcher's settings as they are against these (e.g. 'WALK_SUB=64 WALK_STAGES=2', "
                              "names of kernels/ssd/launch.py, or 'bwd_dt.GATE_ROWS=64': another module of "
-                             "kernels/ssd), the default routes otherwise")
+                             "kernels/ssd), the default routes otherwise; repeated, each set in turn")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd ms (do_bench medians), peak MiB")
     H, Hqk, P, N = 32, 1, 64, 128
@@ -123,7 +127,8 @@ def main() -> None:
         both = _case(op, x, chunk)
         target = launch
         if args.ab:
-            target, switch, names, words = _Settings(launch, args.ab), "which", ("as is", args.ab[:10]), ("a", "b")
+            target, switch = _Settings(launch, args.ab), "which"
+            names, words = ("as is", *(text[:10] for text in args.ab)), tuple(range(len(args.ab) + 1))
         elif args.prep:
             target, switch, names, words = m3_launch, "PREP_BWD_STEPS", ("prep bwd 16", f"prep bwd {args.prep}"), \
                 ("16", args.prep)
@@ -140,11 +145,11 @@ def main() -> None:
             setattr(target, switch, word)
             ms = _ms(both)
             peak = peak_mb(both, torch.device("cuda"))
-            print(f"{label:19s} {names[word == words[1]]}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
+            print(f"{label:19s} {names[words.index(word)]}  fwd+bwd {ms:8.3f}  peak {peak:8.1f}", flush=True)
         if args.kernels:
             for word in words:
                 setattr(target, switch, word)
-                print(f"  {names[word == words[1]].strip()}:")
+                print(f"  {names[words.index(word)].strip()}:")
                 print_kernels(both, args.kernels)
             # the tuners' choices (the prep backward's tiles have differed between machines of one kind)
             for entry, kw in sorted(tuning.choices().items()):
@@ -152,7 +157,7 @@ def main() -> None:
                     print(f"  tuned: {entry[:100]} -> {kw}")
         launch.FUSED, launch.WALK_KQ, mimo.RANKS, m3_launch.PREP_BWD_STEPS = "", "", "", ""
         if args.ab:
-            target.which = "a"
+            target.which = 0
         if peer is not None and R is None:
             peer_both = _case(peer, {**_inputs("cuda", torch.bfloat16, b, L, H, Hqk, P, N, S, None)}, chunk)
             ms = _ms(peer_both)
