@@ -202,11 +202,12 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = False):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
-    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks); yields the list of its launches' ``(Q, SUB,
-    segments, dk's dtype, dq's dtype)`` so a test sees the route taken (replays off, as for
+    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued a block ahead where
+    ``ahead`` (``launch.WALK_AHEAD``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
+    AHEAD)`` so a test sees the route taken (replays off, as for
     :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
@@ -214,17 +215,18 @@ def walking_backward(sub: int = 32, segments: int = 1):
 
     class Spy:
         def __call__(self, grid, **k):
-            launched.append((k["Q"], k["SUB"], grid[1], k["DK"].dtype, k["DQ"].dtype))
+            launched.append((k["Q"], k["SUB"], grid[1], k["DK"].dtype, k["DQ"].dtype, k["AHEAD"]))
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED
-    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = \
-        "1", Spy(), sub, str(segments), False
+    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED
+    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED = \
+        "1", Spy(), sub, str(segments), "1" if ahead else "0", False
     try:
         yield launched
     finally:
-        launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, replay.ENABLED = before
+        (launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD,
+         replay.ENABLED) = before
 
 
 @contextlib.contextmanager

@@ -60,17 +60,18 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
        with_out=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, with_out, dtype, data):
     """``SSM_TRITON_WALK_BWD=1``: the rank-steps' scan's backward in one launch (``walk_bwd.py``, chunks of 32
-    rank-steps walked 16 at a time, rows in one or two segments side by side): outputs, final states and every
-    gradient against the float64 loop, the launch seen."""
+    rank-steps walked 16 at a time, rows in one or two segments side by side, loads a block ahead or not): outputs,
+    final states and every gradient against the float64 loop, the launch seen."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     chunk = 32 // R
     segments = data.draw(st.integers(1, 2), label="segments")
-    with walking_backward(sub=16, segments=segments) as launched:   # 32 rank-steps a chunk, walked in halves
+    ahead = data.draw(st.booleans(), label="ahead")
+    with walking_backward(sub=16, segments=segments, ahead=ahead) as launched:   # 32 rank-steps a chunk, in halves
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     nc = -(-L * R // 32)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
-    assert launched == [(32, 16, -(-nc // -(-nc // segments)), kq, kq)]
+    assert launched == [(32, 16, -(-nc // -(-nc // segments)), kq, kq, ahead)]
 
 
 def check_against_loop(t, chunk, dtype, seed):

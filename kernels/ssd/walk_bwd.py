@@ -79,13 +79,30 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
 
 
 @triton.jit
-def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi, b_lo, t0,
+def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.constexpr):
+    """The block of ``SUB`` steps from ``t0``'s ``x, dy (SUB, BLOCK_P)`` and ``k, q (SUB, BLOCK_N)`` as stored (zeros
+    past the row, and everywhere where ``live`` is false)."""
+    t = t0 + tl.arange(0, SUB)
+    ok = (t < L) & live
+    step = bi.to(tl.int64) * L + t
+    xp_ok = ok[:, None] & (ps < P)[None, :]
+    xn_ok = ok[:, None] & (ns < N)[None, :]
+    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
+    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
+    kq_at = (step * H + h)[:, None] * N + ns[None, :]
+    return x, g, tl.load(K + kq_at, mask=xn_ok, other=0.0), tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+
+
+@triton.jit
+def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
-    ``(dh, dd)`` carried to the block before."""
+    ``(dh, dd)`` carried to the block before. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
+    else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
+    608-1088 with them issued before it, triton 3.6)."""
     ts = tl.arange(0, SUB)
     causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
     strict = ts[None, :] < ts[:, None]
@@ -96,11 +113,16 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     step = bi.to(tl.int64) * L + t
     xp_ok = ok[:, None] & p_ok[None, :]
     xn_ok = ok[:, None] & n_ok[None, :]
-    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
-    g = _grad_in(DY, step, h, SDY, P, ps, xp_ok)
+    if LOADED:
+        x = x.to(tl.float32)
+        g = g.to(tl.float32)
+    else:
+        x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0).to(tl.float32)
+        g = _grad_in(DY, step, h, SDY, P, ps, xp_ok)
     kq_at = (step * H + h)[:, None] * N + ns[None, :]
-    k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
-    q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+    if not LOADED:
+        k = tl.load(K + kq_at, mask=xn_ok, other=0.0)
+        q = tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
     hi, lo = cum_at(CUM, lo_off, row, t)
     # the block's last step, in the padded row (cum is flat past L: an empty block passes dh on unchanged)
     hi_e, lo_e = cum_at(CUM, lo_off, row, t0 + SUB - 1)
@@ -192,7 +214,7 @@ def _walk_bwd_kernel(
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = False,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -221,29 +243,50 @@ def _walk_bwd_kernel(
     HALVES: tl.constexpr = Q // SUB
     first = seg * cps * HALVES
     last = tl.minimum((seg + 1) * cps, nc) * HALVES
-    for i in range(last - first):
+    nblk = last - first
+    live = tl.arange(0, SUB) * 0 + nblk > 0   # (a scalar condition as a tile: the interpreter wants one)
+    if AHEAD:   # the first block's tiles and entering state; each block then loads the next one's before it computes
+        nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, (last - 1) * SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
+        nh = tl.load(HS + base + ((last - 1) // HALVES) * PN + at, mask=pn_ok & (at * 0 + nblk > 0), other=0.0)
+    for i in range(nblk):
         c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
-        enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
+        if AHEAD:
+            # this block's tiles were loaded by the block after it; the block before it (the next walked) has its
+            # loads issued now, so they are in flight while this block computes: one program an SM has no other
+            # warps to hide a load's latency behind (~10 us a 32-step block, H100 2026-12-06, docs/status.md)
+            x, g, k, q, enter = nx, ng, nk, nq, nh
+            live = tl.arange(0, SUB) * 0 + i + 1 < nblk
+            nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, t0 - SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
+            nh = tl.load(HS + base + ((t0 - SUB) // Q) * PN + at, mask=pn_ok & (at * 0 + i + 1 < nblk), other=0.0)
+        else:
+            enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
         # (a branch whose test is always false where Q == SUB broke triton 3.6's coalescing pass: HALVES guards it)
         if HALVES > 1 and t0 > start:
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
             # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
-            # the entering states' dtype, as the forward keeps them
+            # the entering states' dtype, as the forward keeps them. The first half is the next block walked: ahead,
+            # its x and k are the tiles just issued.
             s0 = start + tl.arange(0, SUB)
             ok0 = s0 < L
-            step0 = bi.to(tl.int64) * L + s0
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
             wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
-            x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
-                         other=0.0).to(tl.float32)
-            k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
-                         other=0.0)
+            if AHEAD:
+                x0 = nx
+                k0 = nk
+            else:
+                step0 = bi.to(tl.int64) * L + s0
+                x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
+                             other=0.0)
+                k0 = tl.load(K + (step0 * H + h)[:, None] * N + ns[None, :], mask=ok0[:, None] & (ns < N)[None, :],
+                             other=0.0)
             enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
-                     + mm(tl.trans(x0 * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
-        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, b_hi,
+                     + mm(tl.trans(x0.to(tl.float32) * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
+        if not AHEAD:
+            x, g, k, q = 0, 0, 0, 0   # _block loads them
+        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi,
                         b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, SUB, DOT)
+                        HAS_DIAG, SUB, DOT, AHEAD)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
