@@ -233,8 +233,8 @@ def _walk_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     if SEGMENTED:   # the state gradient leaving this segment: the later segments' parts carried from the row's end
-        for k in range(nseg - 1 - seg):
-            later = nseg - 1 - k
+        for j in range(nseg - 1 - seg):   # (not k: a loop-carried name keeps its type, and k becomes a tile below)
+            later = nseg - 1 - j
             dh = tl.load(SEG_DEC + bh.to(tl.int64) * nseg + later) * dh + tl.load(
                 SEG_A + (bh.to(tl.int64) * nseg + later) * PN + at, mask=pn_ok, other=0.0)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
