@@ -202,11 +202,11 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = False):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
-    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued a block ahead where
-    ``ahead`` (``launch.WALK_AHEAD``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
+    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued a block ahead by
+    ``ahead`` 1 or 2 (``launch.WALK_AHEAD``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
     AHEAD)`` so a test sees the route taken (replays off, as for
     :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
@@ -221,7 +221,7 @@ def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = False):
     kernel = launch.walk_bwd_kernel
     before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED
     launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED = \
-        "1", Spy(), sub, str(segments), "1" if ahead else "0", False
+        "1", Spy(), sub, str(segments), str(ahead), False
     try:
         yield launched
     finally:

@@ -66,7 +66,7 @@ def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, wit
     S = data.draw(st.integers(0, N // 2), label="S")
     chunk = 32 // R
     segments = data.draw(st.integers(1, 2), label="segments")
-    ahead = data.draw(st.booleans(), label="ahead")
+    ahead = data.draw(st.sampled_from([0, 1, 2]), label="ahead")
     with walking_backward(sub=16, segments=segments, ahead=ahead) as launched:   # 32 rank-steps a chunk, in halves
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     nc = -(-L * R // 32)

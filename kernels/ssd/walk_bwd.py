@@ -79,18 +79,34 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
 
 
 @triton.jit
-def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.constexpr):
-    """The block of ``SUB`` steps from ``t0``'s ``x, dy (SUB, BLOCK_P)`` and ``k, q (SUB, BLOCK_N)`` as stored (zeros
-    past the row, and everywhere where ``live`` is false)."""
+def _xk(X, K, bi, h, t0, live, L, H, P, N, SX, ps, ns, SUB: tl.constexpr):
+    """The block of ``SUB`` steps from ``t0``'s ``x (SUB, BLOCK_P)`` and ``k (SUB, BLOCK_N)`` as stored (zeros past
+    the row, and everywhere where ``live``, a ``(SUB,)`` tile, is false)."""
     t = t0 + tl.arange(0, SUB)
     ok = (t < L) & live
     step = bi.to(tl.int64) * L + t
-    xp_ok = ok[:, None] & (ps < P)[None, :]
-    xn_ok = ok[:, None] & (ns < N)[None, :]
-    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
-    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
-    kq_at = (step * H + h)[:, None] * N + ns[None, :]
-    return x, g, tl.load(K + kq_at, mask=xn_ok, other=0.0), tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
+    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=ok[:, None] & (ps < P)[None, :], other=0.0)
+    k = tl.load(K + (step * H + h)[:, None] * N + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
+    return x, k
+
+
+@triton.jit
+def _gq(DY, QQ, bi, h, t0, live, L, H, P, N, SDY, ps, ns, SUB: tl.constexpr):
+    """The same block's ``dy (SUB, BLOCK_P)`` and ``q (SUB, BLOCK_N)``."""
+    t = t0 + tl.arange(0, SUB)
+    ok = (t < L) & live
+    step = bi.to(tl.int64) * L + t
+    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=ok[:, None] & (ps < P)[None, :], other=0.0)
+    q = tl.load(QQ + (step * H + h)[:, None] * N + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
+    return g, q
+
+
+@triton.jit
+def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.constexpr):
+    """``(x, dy, k, q)`` of the block of ``SUB`` steps from ``t0`` (``_xk``, ``_gq``)."""
+    x, k = _xk(X, K, bi, h, t0, live, L, H, P, N, SX, ps, ns, SUB)
+    g, q = _gq(DY, QQ, bi, h, t0, live, L, H, P, N, SDY, ps, ns, SUB)
+    return x, g, k, q
 
 
 @triton.jit
@@ -245,19 +261,33 @@ def _walk_bwd_kernel(
     last = tl.minimum((seg + 1) * cps, nc) * HALVES
     nblk = last - first
     live = tl.arange(0, SUB) * 0 + nblk > 0   # (a scalar condition as a tile: the interpreter wants one)
-    if AHEAD:   # the first block's tiles and entering state; each block then loads the next one's before it computes
+    # AHEAD (walked chunks in halves): 1, each block issues the loads of the next block's tiles and entering state
+    # before it computes, so they are in flight while it computes; 2, also a second half's first-half x and k a
+    # block earlier (a second half makes its entering state from them before anything else)
+    TWO: tl.constexpr = AHEAD == 2 and HALVES > 1
+    if AHEAD:   # the first block's tiles and entering state
         nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, (last - 1) * SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
         nh = tl.load(HS + base + ((last - 1) // HALVES) * PN + at, mask=pn_ok & (at * 0 + nblk > 0), other=0.0)
+        if TWO:   # the row's last block, walked first, is a second half: its first half's x and k
+            px, pk = _xk(X, K, bi, h, (last - 2) * SUB, live, L, H, P, N, SX, ps, ns, SUB)
     for i in range(nblk):
         c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
         if AHEAD:
-            # this block's tiles were loaded by the block after it; the block before it (the next walked) has its
-            # loads issued now, so they are in flight while this block computes: one program an SM has no other
-            # warps to hide a load's latency behind (~10 us a 32-step block, H100 2026-12-06, docs/status.md)
+            # one program an SM has no other warps to hide a load's latency behind (~10 us a 32-step block, H100
+            # 2026-12-06, docs/status.md)
             x, g, k, q, enter = nx, ng, nk, nq, nh
             live = tl.arange(0, SUB) * 0 + i + 1 < nblk
-            nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, t0 - SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
+            if TWO:
+                # a second half's next block is its first half, whose x and k are here (px, pk); a first half's is
+                # the earlier chunk's second half, and that chunk's first half's x and k are issued too
+                second = tl.arange(0, SUB) * 0 + t0 > start
+                x0 = px
+                k0 = pk
+                nx, nk = _xk(X, K, bi, h, t0 - SUB, live & ~second, L, H, P, N, SX, ps, ns, SUB)
+                ng, nq = _gq(DY, QQ, bi, h, t0 - SUB, live, L, H, P, N, SDY, ps, ns, SUB)
+            else:
+                nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, t0 - SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
             nh = tl.load(HS + base + ((t0 - SUB) // Q) * PN + at, mask=pn_ok & (at * 0 + i + 1 < nblk), other=0.0)
         else:
             enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
@@ -266,15 +296,15 @@ def _walk_bwd_kernel(
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
             # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
             # the entering states' dtype, as the forward keeps them. The first half is the next block walked: ahead,
-            # its x and k are the tiles just issued.
+            # its x and k are the tiles just issued (AHEAD 1) or issued a block earlier (2).
             s0 = start + tl.arange(0, SUB)
             ok0 = s0 < L
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
             wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
-            if AHEAD:
+            if AHEAD == 1:
                 x0 = nx
                 k0 = nk
-            else:
+            elif not AHEAD:
                 step0 = bi.to(tl.int64) * L + s0
                 x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
                              other=0.0)
@@ -282,6 +312,14 @@ def _walk_bwd_kernel(
                              other=0.0)
             enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
                      + mm(tl.trans(x0.to(tl.float32) * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
+        if TWO:   # after the entering state took px, pk: the next block's x, k, and a first half's earlier chunk's
+            second2 = (tl.arange(0, SUB) * 0 + t0 > start)[:, None]
+            nx = tl.where(second2, px, nx)
+            nk = tl.where(second2, pk, nk)
+            far = (tl.arange(0, SUB) * 0 + i + 2 < nblk) & (tl.arange(0, SUB) * 0 + t0 <= start)
+            fx, fk = _xk(X, K, bi, h, t0 - 2 * SUB, far, L, H, P, N, SX, ps, ns, SUB)
+            px = tl.where(second2, px, fx)
+            pk = tl.where(second2, pk, fk)
         if not AHEAD:
             x, g, k, q = 0, 0, 0, 0   # _block loads them
         dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi,
