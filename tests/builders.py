@@ -202,11 +202,12 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0, straddle: bool = False):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
     (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued a block ahead by
-    ``ahead`` 1 or 2 (``launch.WALK_AHEAD``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
+    ``ahead`` 1 or 2 (``launch.WALK_AHEAD``), the decay's gradient from the straddling pairs' tile where ``straddle``
+    (``launch.WALK_STRADDLE``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
     AHEAD)`` so a test sees the route taken (replays off, as for
     :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
@@ -219,14 +220,17 @@ def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0):
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    before = launch.WALK_BWD, kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED
-    launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD, replay.ENABLED = \
-        "1", Spy(), sub, str(segments), str(ahead), False
+    names = "WALK_BWD", "walk_bwd_kernel", "WALK_SUB", "WALK_SEGMENTS", "WALK_AHEAD", "WALK_STRADDLE"
+    before = [getattr(launch, n) for n in names], replay.ENABLED
+    for n, v in zip(names, ("1", Spy(), sub, str(segments), str(ahead), "1" if straddle else "0")):
+        setattr(launch, n, v)
+    replay.ENABLED = False
     try:
         yield launched
     finally:
-        (launch.WALK_BWD, launch.walk_bwd_kernel, launch.WALK_SUB, launch.WALK_SEGMENTS, launch.WALK_AHEAD,
-         replay.ENABLED) = before
+        for n, v in zip(names, before[0]):
+            setattr(launch, n, v)
+        replay.ENABLED = before[1]
 
 
 @contextlib.contextmanager

@@ -113,7 +113,7 @@ def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.c
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, STRADDLE: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd)`` carried to the block before. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
@@ -158,11 +158,17 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
     # diagonal, in both, left out), whose reversed prefix is taken in fp64 below
     pm = tl.where(strict, es * gx * scale[None, :], 0.0)
-    pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
+    if STRADDLE:   # C (t, r) = sum_{s < r} pm (t, s): summed over t >= r below, the pairs straddling r, no cancelling
+        pairs = tl.cumsum(pm, axis=1) - pm
+    else:
+        pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
     ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
     # dq, and the entering state's part of the decay
     tl.store(DQ + kq_at, (mm(ds, k, DOT) + e[:, None] * gh).to(DQ.dtype.element_ty), mask=xn_ok)
-    pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
+    if STRADDLE:
+        ehq = e * tl.sum(gh * q.to(tl.float32), axis=1)
+    else:
+        pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
     # dk
     tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT)).to(DK.dtype.element_ty),
              mask=xn_ok)
@@ -177,8 +183,14 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
-    d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
-    d_a += tl.cumsum(us, axis=0) - us + f
+    if STRADDLE:
+        # one (t, r) tile summed over t: the straddling pairs and the entering-state terms where t >= r, the block
+        # state's where t < r (two scans and a cancelling fp64 sum before, whose reductions and layout changes took
+        # 22 of the block's 63 barriers at sm_90)
+        d_a = tl.sum(tl.where(causal, pairs + ehq[:, None], us[:, None]), axis=0) + f
+    else:
+        d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
+        d_a += tl.cumsum(us, axis=0) - us + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
     return _carry(dh, g, e, e_end, q, DOT), dd
 
@@ -230,7 +242,8 @@ def _walk_bwd_kernel(
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = False,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = 0,
+    STRADDLE: tl.constexpr = False,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -324,7 +337,7 @@ def _walk_bwd_kernel(
             x, g, k, q = 0, 0, 0, 0   # _block loads them
         dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi,
                         b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, SUB, DOT, AHEAD)
+                        HAS_DIAG, SUB, DOT, AHEAD, STRADDLE)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
