@@ -258,6 +258,44 @@ def _unrotate(x_e, x_o, d_e, d_o, cos, sin):
 
 
 @triton.jit
+def _head_loads(DT, TRAP, XV, DDIAG, QK, DE0, ANG, THETA_B, QB, KB, bi, h, jt, t, ok, prev_ok, ss, s_ok, e_ok, o_ok,
+                hl, L, H, S, N, Lp, nblk, HAS_DE0: tl.constexpr):
+    """What the prep backward reads of head ``h`` beside its dq~, dk~ tiles, as stored (nothing, zeros, where the
+    scalar ``hl`` is 0: a head past the program's): ``DT, Trap`` at the steps and the next ones, ``XV, DDIAG`` at the
+    steps and the previous ones, ``QK`` at the previous ones, ``DE0``, the biases' even and odd columns, ``Angles``
+    and the angle entering the block (row ``jt`` of ``THETA_B``)."""
+    live = (t * 0 + hl) > 0      # (scalar conditions as tiles: the interpreter wants them)
+    live_s = (ss * 0 + hl) > 0
+    bh = bi * H + h
+    base = bh.to(tl.int64) * L
+    row_p = bh.to(tl.int64) * Lp
+    okl = ok & live
+    nxt = (t + 1 < L) & live
+    pl = prev_ok & live
+    dt = tl.load(DT + base + t, mask=okl, other=0.0)
+    trap = tl.load(TRAP + base + t, mask=okl, other=0.0)
+    dt_n = tl.load(DT + base + t + 1, mask=nxt, other=0.0)
+    trap_n = tl.load(TRAP + base + t + 1, mask=nxt, other=0.0)
+    xv = tl.load(XV + row_p + t, mask=okl, other=0.0)
+    dg = tl.load(DDIAG + row_p + t, mask=okl, other=0.0)
+    xv_p = tl.load(XV + row_p + t - 1, mask=pl, other=0.0)
+    dg_p = tl.load(DDIAG + row_p + t - 1, mask=pl, other=0.0)
+    qk_p = tl.load(QK + base + t - 1, mask=pl, other=0.0)
+    if HAS_DE0:
+        de0 = tl.load(DE0 + bh + t * 0, mask=live & (t == 0), other=0.0)
+    else:
+        de0 = dt * 0.0
+    qbe = tl.load(QB + h * N + 2 * ss, mask=e_ok & live_s, other=0.0)
+    qbo = tl.load(QB + h * N + 2 * ss + 1, mask=o_ok & live_s, other=0.0)
+    kbe = tl.load(KB + h * N + 2 * ss, mask=e_ok & live_s, other=0.0)
+    kbo = tl.load(KB + h * N + 2 * ss + 1, mask=o_ok & live_s, other=0.0)
+    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
+    ang = tl.load(ANG + at, mask=okl[:, None] & s_ok[None, :], other=0.0)
+    theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + jt) * S + ss, mask=s_ok & live_s, other=0.0)
+    return dt, trap, dt_n, trap_n, xv, dg, xv_p, dg_p, qk_p, de0, qbe, qbo, kbe, kbo, ang, theta
+
+
+@triton.jit
 def _siso_prep_bwd_kernel(
     # pointers: what the forward read or kept (SEQ: a packed row's sequence per step, or None)
     Q, K, QB, KB, ANG, DT, TRAP, QK, THETA_B, SEQ, OFF,
@@ -273,7 +311,7 @@ def _siso_prep_bwd_kernel(
     # meta-parameters (PAIRS: column pairs a program, a power of two; THETA_EVERY: the forward's angle blocks in
     # one of this kernel's, whose BLOCK_T may be a multiple of the forward's)
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr, PAIRS: tl.constexpr,
-    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr,
+    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr, AHEAD: tl.constexpr = False,
 ):
     # one program per (block of steps, batch row x Q/K head x split, block of column pairs): it walks its share
     # of the heads that read that Q/K head and adds their dQ, dK in registers, so no per-head copy of them
@@ -323,6 +361,14 @@ def _siso_prep_bwd_kernel(
     orow = ((bi.to(tl.int64) * L + t) * H + h0) * N
     dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=m2, other=0.0)
     dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=m2, other=0.0)
+    prev_ok = ok & (t >= 1)
+    if HAS_SEQ:  # e_t enters step t - 1's scale only inside one sequence
+        prev_ok &= same_prev
+    jt = j * THETA_EVERY
+    if AHEAD:   # the first head's other loads; each head then issues the next one's before it computes
+        (n_dt, n_trap, n_dtn, n_trapn, n_xv, n_dg, n_xvp, n_dgp, n_qkp, n_de0, n_qbe, n_qbo, n_kbe, n_kbo, n_ang,
+         n_th) = _head_loads(DT, TRAP, XV, DDIAG, QK, DE0, ANG, THETA_B, QB, KB, bi, h0, jt, t, ok, prev_ok, ss, s_ok,
+                             e_ok, o_ok, mine > 0, L, H, S, N, Lp, nblk_theta, HAS_DE0)
     for hh in range(mine):
         h = h0 + hh
         bh = bi * H + h
@@ -332,35 +378,46 @@ def _siso_prep_bwd_kernel(
         orow = ((bi.to(tl.int64) * L + t) * H + h + 1) * N
         dqr_next = tl.load(DQR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
         dkr_next = tl.load(DKR + orow[:, None] + c[None, :], mask=ahead, other=0.0)
+        if AHEAD:
+            (c_dt, c_trap, c_dtn, c_trapn, c_xv, c_dg, c_xvp, c_dgp, c_qkp, c_de0, c_qbe, c_qbo, c_kbe, c_kbo, c_ang,
+             c_th) = (n_dt, n_trap, n_dtn, n_trapn, n_xv, n_dg, n_xvp, n_dgp, n_qkp, n_de0, n_qbe, n_qbo, n_kbe, n_kbo,
+                      n_ang, n_th)
+            (n_dt, n_trap, n_dtn, n_trapn, n_xv, n_dg, n_xvp, n_dgp, n_qkp, n_de0, n_qbe, n_qbo, n_kbe, n_kbo, n_ang,
+             n_th) = _head_loads(DT, TRAP, XV, DDIAG, QK, DE0, ANG, THETA_B, QB, KB, bi, h + 1, jt, t, ok, prev_ok,
+                                 ss, s_ok, e_ok, o_ok, hh + 1 < mine, L, H, S, N, Lp, nblk_theta, HAS_DE0)
+        else:
+            (c_dt, c_trap, c_dtn, c_trapn, c_xv, c_dg, c_xvp, c_dgp, c_qkp, c_de0, c_qbe, c_qbo, c_kbe, c_kbo, c_ang,
+             c_th) = _head_loads(DT, TRAP, XV, DDIAG, QK, DE0, ANG, THETA_B, QB, KB, bi, h, jt, t, ok, prev_ok, ss,
+                                 s_ok, e_ok, o_ok, 1, L, H, S, N, Lp, nblk_theta, HAS_DE0)
         base = bh.to(tl.int64) * L
-        row_p = bh.to(tl.int64) * Lp
-        dt, lam, e_next = _steps(DT, TRAP, base, t, L)
+        dt = c_dt.to(tl.float32)
+        lam = tl.sigmoid(c_trap.to(tl.float32))
+        e_next = c_dtn.to(tl.float32) * (1.0 - tl.sigmoid(c_trapn.to(tl.float32)))
 
         # scale_t = lam_t dt_t + e_{t+1} and diag_t = -e_{t+1} qk_t, with e_t = dt_t (1 - lam_t)
-        d_scale = tl.load(XV + row_p + t, mask=ok, other=0.0)
-        d_diag = tl.load(DDIAG + row_p + t, mask=ok, other=0.0)
-        prev_ok = ok & (t >= 1)
-        if HAS_SEQ:  # e_t enters step t - 1's scale only inside one sequence; a sequence's last step has no next
-            prev_ok &= same_prev
+        d_scale = c_xv
+        d_diag = c_dg
+        if HAS_SEQ:  # a sequence's last step has no next
             e_next = tl.where(same_next, e_next, 0.0)
-        d_e = (tl.load(XV + row_p + t - 1, mask=prev_ok, other=0.0)
-               - tl.load(DDIAG + row_p + t - 1, mask=prev_ok, other=0.0) * tl.load(QK + base + t - 1, mask=prev_ok, other=0.0))
+        d_e = c_xvp - c_dgp * c_qkp
         if HAS_DE0:
-            d_e = tl.where(t == 0, tl.load(DE0 + bh), d_e)
+            d_e = tl.where(t == 0, c_de0, d_e)
         d_qk = -d_diag * e_next
 
-        qb = QB + h * N
-        kb = KB + h * N
-        q_e = q_e0 + tl.load(qb + 2 * ss, mask=e_ok, other=0.0)[None, :]
-        q_o = q_o0 + tl.load(qb + 2 * ss + 1, mask=o_ok, other=0.0)[None, :]
-        k_e = k_e0 + tl.load(kb + 2 * ss, mask=e_ok, other=0.0)[None, :]
-        k_o = k_o0 + tl.load(kb + 2 * ss + 1, mask=o_ok, other=0.0)[None, :]
+        q_e = q_e0 + c_qbe[None, :]
+        q_o = q_o0 + c_qbo[None, :]
+        k_e = k_e0 + c_kbe[None, :]
+        k_o = k_o0 + c_kbo[None, :]
         d_qe, d_qo = _pairs(dqr_tile.to(tl.float32), BLOCK_T, PAIRS)
         d_ke, d_ko = _pairs(dkr_tile.to(tl.float32), BLOCK_T, PAIRS)
         if cb * PAIRS < S:
             # the rotations, recomputed from the angle entering the block (angle 0 past the rotated pairs)
-            cos, sin, tw, at = _turns(ANG, THETA_B, OFF, here, bi, bh, h, j * THETA_EVERY, t, ok, dt, ss, s_ok, m,
-                                      L, H, S, nblk_theta, HAS_SEQ)
+            tw = _tanh(c_ang.to(tl.float32))
+            at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
+            th = c_th[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
+            if HAS_SEQ:
+                th -= tl.load(OFF + (here.to(tl.int64) * H + h)[:, None] * S + ss[None, :], mask=m, other=0.0)
+            cos, sin = cos_sin(th)
             gq_e, gq_o, dth = _unrotate(q_e, q_o, d_qe, d_qo, cos, sin)
             gk_e, gk_o, dth_k = _unrotate(k_e, k_o, d_ke, d_ko, cos, sin)
             # theta_t is a running sum: its increment at step r gets sum_{t >= r} d theta_t; here the steps of
