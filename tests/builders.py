@@ -202,12 +202,11 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0, straddle: bool = False):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
-    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued a block ahead by
-    ``ahead`` 1 or 2 (``launch.WALK_AHEAD``), the decay's gradient from the straddling pairs' tile where ``straddle``
-    (``launch.WALK_STRADDLE``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
+    (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued by the block walked
+    before it where ``ahead`` (``launch.WALK_AHEAD``), else by itself; yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
     AHEAD)`` so a test sees the route taken (replays off, as for
     :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
@@ -220,9 +219,9 @@ def walking_backward(sub: int = 32, segments: int = 1, ahead: int = 0, straddle:
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    names = "WALK_BWD", "walk_bwd_kernel", "WALK_SUB", "WALK_SEGMENTS", "WALK_AHEAD", "WALK_STRADDLE"
+    names = "WALK_BWD", "walk_bwd_kernel", "WALK_SUB", "WALK_SEGMENTS", "WALK_AHEAD"
     before = [getattr(launch, n) for n in names], replay.ENABLED
-    for n, v in zip(names, ("1", Spy(), sub, str(segments), str(ahead), "1" if straddle else "0")):
+    for n, v in zip(names, ("1", Spy(), sub, str(segments), "1" if ahead else "0")):
         setattr(launch, n, v)
     replay.ENABLED = False
     try:

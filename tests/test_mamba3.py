@@ -78,14 +78,13 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
     the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
     to three segments side by side, each block's loads issued by itself or by the block walked before it
-    (``SSM_TRITON_WALK_AHEAD`` 0, 1, 2), the decay's gradient by either sum (``SSM_TRITON_WALK_STRADDLE``); the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
+    (``SSM_TRITON_WALK_AHEAD``); the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     segments = data.draw(st.integers(1, 3), label="segments")
-    ahead = data.draw(st.sampled_from([0, 1, 2]), label="ahead")
-    straddle = data.draw(st.booleans(), label="straddle")
+    ahead = data.draw(st.booleans(), label="ahead")
     # chunks of 32 in halves, 16 whole
-    with walking_backward(sub=16, segments=segments, ahead=ahead, straddle=straddle) as launched:
+    with walking_backward(sub=16, segments=segments, ahead=ahead) as launched:
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
@@ -94,19 +93,18 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
 
 @examples(3)
 @given(b=st.integers(1, 2), L=st.integers(33, 80), P=st.sampled_from([3, 8]), N=st.sampled_from([5, 16]), seed=seeds(),
-       options=st.booleans(), whole=st.booleans(), segments=st.integers(1, 2), ahead=st.sampled_from([1, 2]),
-       data=st.data())
-def test_walk_with_loads_ahead_crosses_chunks(device, b, L, P, N, seed, options, whole, segments, ahead, data):
-    """``SSM_TRITON_WALK_AHEAD=1`` or ``2`` over rows of several chunks a segment (chunks of 16 walked whole, or of
-    32 in halves): each block computes from the tiles and entering state the block walked before it loaded (and with
-    2, a second half from the first half's x and k loaded a block before that), so the chunk handed over at each
-    boundary is what a mistake there breaks; every gradient against the float64 loop."""
+       options=st.booleans(), whole=st.booleans(), segments=st.integers(1, 2), data=st.data())
+def test_walk_with_loads_ahead_crosses_chunks(device, b, L, P, N, seed, options, whole, segments, data):
+    """The walk's loads issued a block ahead (``SSM_TRITON_WALK_AHEAD``, the default) over rows of several chunks a
+    segment (chunks of 16 walked whole, or of 32 in halves): each block computes from the tiles and entering state
+    the block walked before it loaded, so the chunk handed over at each boundary is what a mistake there breaks;
+    every gradient against the float64 loop."""
     S = data.draw(st.integers(0, N // 2), label="S")
     chunk = 16 if whole else 32
-    with walking_backward(sub=16, segments=segments, ahead=ahead, straddle=True) as launched:
+    with walking_backward(sub=16, segments=segments, ahead=True) as launched:
         check_against_loop(device, make(device, b, L, 2, 1, P, N, S, seed, options, torch.float32), chunk,
                            torch.float32, seed)
-    assert [w[-1] for w in launched] == [ahead]
+    assert [w[-1] for w in launched] == [True]
 
 
 @given(sms=st.integers(1, 200), waves=st.integers(1, 5), word=st.sampled_from(["", "0", "1"]),

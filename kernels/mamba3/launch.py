@@ -41,9 +41,10 @@ def _prefix_block(device) -> int:
 # ms), 32 steps 1.473 (slower). "" is 64 on a GPU where the chunk takes it, else the forward's; read per call, so a
 # bench can alternate it (it is in the replays' key)
 PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
-# "1": the prep backward issues each head's small loads (step weights, the output's gradients, angles, biases) while
-# the head before it computes, as it does its dq~, dk~ tiles (prep.py's AHEAD); off until timed
-PREP_AHEAD = os.environ.get("SSM_TRITON_PREP_AHEAD", "")
+# the prep backward issues each head's small loads (step weights, the output's gradients, angles, biases) while the
+# head before it computes, as it does its dq~, dk~ tiles (prep.py's AHEAD; "0" turns it off): its kernel 0.954 ->
+# 0.765 ms at SISO's B8 L4096 H32, fwd+bwd 4.92-4.99 against 5.11 (H100, 2026-12-06)
+PREP_AHEAD = os.environ.get("SSM_TRITON_PREP_AHEAD", "1")
 PREP_BWD_GPU = 64
 
 
@@ -264,7 +265,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         TRAP=Trap, QK=saved.qk, THETA_B=saved.theta_b, SEQ=seq, OFF=saved.off, DQR=dqr, DKR=dkr, XV=xv,
         DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang,
         DDT=ddt, DTRAP=dtrap, DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
-        nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt, AHEAD=PREP_AHEAD == "1")
+        nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt, AHEAD=PREP_AHEAD != "0")
     dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient

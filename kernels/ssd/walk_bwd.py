@@ -12,10 +12,9 @@ Backward, with ``g = dy`` and ``GX_ts = g_t . x_s``: ``v_s = sum_t E_ts S_ts g_t
 ``dx_s = scale_s v_s``, ``d scale_s = x_s . v_s``; ``dS = E GX scale`` gives ``dq = dS k + exp(cs) g H_in`` and
 ``dk = dS^T q + w scale x dh``; the entering state's gradient is ``exp(cs_end) dh + sum_t exp(cs_t) g_t q_t^T``.
 The decay ``a_r`` of step ``r`` (``cs_t = sum_{r <= t} a_r``) gets, as ``bwd_dt.decay_grad`` sums it from the
-staged kernels' rows: the pairs that straddle ``r`` (``sum_{t >= r, s < r}`` of ``E S scale GX``, taken as the
-pairs' row sums minus their column sums without the diagonal, reversed prefix in fp64), the entering state's terms
-of the steps from ``r`` on, the chunk-state terms of the steps before ``r``, and the carried state's
-``exp(cs_end) <dh, H_in>``.
+staged kernels' rows: the pairs that straddle ``r`` (``sum_{t >= r, s < r}`` of ``E S scale GX``, here a prefix
+over ``s`` of each row summed over ``t >= r``: no cancelling terms), the entering state's terms of the steps from
+``r`` on, the chunk-state terms of the steps before ``r``, and the carried state's ``exp(cs_end) <dh, H_in>``.
 
 A chunk of ``Q`` steps is walked in blocks of ``SUB`` (``Q`` or ``Q / 2``: ``launch.walk_block``), each with its own
 entering state (the second half's made from the first half's steps): the ``(t, s)`` tiles of 32 steps keep the
@@ -79,41 +78,25 @@ def _block_start(CUM, lo_off, row, blk, Q: tl.constexpr, SUB: tl.constexpr):
 
 
 @triton.jit
-def _xk(X, K, bi, h, t0, live, L, H, P, N, SX, ps, ns, SUB: tl.constexpr):
-    """The block of ``SUB`` steps from ``t0``'s ``x (SUB, BLOCK_P)`` and ``k (SUB, BLOCK_N)`` as stored (zeros past
-    the row, and everywhere where ``live``, a ``(SUB,)`` tile, is false)."""
-    t = t0 + tl.arange(0, SUB)
-    ok = (t < L) & live
-    step = bi.to(tl.int64) * L + t
-    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=ok[:, None] & (ps < P)[None, :], other=0.0)
-    k = tl.load(K + (step * H + h)[:, None] * N + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
-    return x, k
-
-
-@triton.jit
-def _gq(DY, QQ, bi, h, t0, live, L, H, P, N, SDY, ps, ns, SUB: tl.constexpr):
-    """The same block's ``dy (SUB, BLOCK_P)`` and ``q (SUB, BLOCK_N)``."""
-    t = t0 + tl.arange(0, SUB)
-    ok = (t < L) & live
-    step = bi.to(tl.int64) * L + t
-    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=ok[:, None] & (ps < P)[None, :], other=0.0)
-    q = tl.load(QQ + (step * H + h)[:, None] * N + ns[None, :], mask=ok[:, None] & (ns < N)[None, :], other=0.0)
-    return g, q
-
-
-@triton.jit
 def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.constexpr):
-    """``(x, dy, k, q)`` of the block of ``SUB`` steps from ``t0`` (``_xk``, ``_gq``)."""
-    x, k = _xk(X, K, bi, h, t0, live, L, H, P, N, SX, ps, ns, SUB)
-    g, q = _gq(DY, QQ, bi, h, t0, live, L, H, P, N, SDY, ps, ns, SUB)
-    return x, g, k, q
+    """The block of ``SUB`` steps from ``t0``'s ``x, dy (SUB, BLOCK_P)`` and ``k, q (SUB, BLOCK_N)`` as stored (zeros
+    past the row, and everywhere where ``live``, a ``(SUB,)`` tile, is false)."""
+    t = t0 + tl.arange(0, SUB)
+    ok = (t < L) & live
+    step = bi.to(tl.int64) * L + t
+    xp_ok = ok[:, None] & (ps < P)[None, :]
+    xn_ok = ok[:, None] & (ns < N)[None, :]
+    x = tl.load(X + (step * SX + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
+    g = tl.load(DY + (step * SDY + h * P)[:, None] + ps[None, :], mask=xp_ok, other=0.0)
+    kq_at = (step * H + h)[:, None] * N + ns[None, :]
+    return x, g, tl.load(K + kq_at, mask=xn_ok, other=0.0), tl.load(QQ + kq_at, mask=xn_ok, other=0.0)
 
 
 @triton.jit
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, STRADDLE: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd)`` carried to the block before. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
@@ -155,20 +138,15 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)            # E S (t, s)
     v = mm(tl.trans(es), g, DOT)                                     # (s, P), the pairs' part
     gx = mm(g, tl.trans(x), DOT)                                     # (t, s)
-    # the decay's pair part, d a_r += sum_{t >= r} (rs_t - cs_t): row and column sums of the pairs s < t (the
-    # diagonal, in both, left out), whose reversed prefix is taken in fp64 below
+    # the decay's pair part, d a_r += sum_{t >= r, s < r} pm (t, s), the pairs that straddle r: C (t, r) = sum_{s < r}
+    # pm (t, s) here, summed over t >= r below (no cancelling terms: it was the pairs' row sums less their column
+    # sums, reversed prefix in fp64, two scans whose layout changes cost ~0.07 ms of 2.37, H100 2026-12-06)
     pm = tl.where(strict, es * gx * scale[None, :], 0.0)
-    if STRADDLE:   # C (t, r) = sum_{s < r} pm (t, s): summed over t >= r below, the pairs straddling r, no cancelling
-        pairs = tl.cumsum(pm, axis=1) - pm
-    else:
-        pairs = tl.sum(pm, axis=1).to(tl.float64) - tl.sum(pm, axis=0).to(tl.float64)
+    straddle = tl.cumsum(pm, axis=1) - pm
     ds = gx * _decay(hi, lo, causal) * scale[None, :]                # dS (t, s)
     # dq, and the entering state's part of the decay
     tl.store(DQ + kq_at, (mm(ds, k, DOT) + e[:, None] * gh).to(DQ.dtype.element_ty), mask=xn_ok)
-    if STRADDLE:
-        ehq = e * tl.sum(gh * q.to(tl.float32), axis=1)
-    else:
-        pairs += (e * tl.sum(gh * q.to(tl.float32), axis=1)).to(tl.float64)
+    ehq = e * tl.sum(gh * q.to(tl.float32), axis=1)
     # dk
     tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT)).to(DK.dtype.element_ty),
              mask=xn_ok)
@@ -183,14 +161,9 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
-    if STRADDLE:
-        # one (t, r) tile summed over t: the straddling pairs and the entering-state terms where t >= r, the block
-        # state's where t < r (two scans and a cancelling fp64 sum before, whose reductions and layout changes took
-        # 22 of the block's 63 barriers at sm_90)
-        d_a = tl.sum(tl.where(causal, pairs + ehq[:, None], us[:, None]), axis=0) + f
-    else:
-        d_a = (tl.sum(pairs, axis=0) - tl.cumsum(pairs, axis=0) + pairs).to(tl.float32)
-        d_a += tl.cumsum(us, axis=0) - us + f
+    # one (t, r) tile summed over t: the straddling pairs and the entering-state terms where t >= r, the block
+    # state's where t < r
+    d_a = tl.sum(tl.where(causal, straddle + ehq[:, None], us[:, None]), axis=0) + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
     return _carry(dh, g, e, e_end, q, DOT), dd
 
@@ -242,8 +215,7 @@ def _walk_bwd_kernel(
     # meta-parameters: ``SUB`` the steps walked at a time, ``Q`` or ``Q / 2`` (the (t, s) tiles' side)
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = 0,
-    STRADDLE: tl.constexpr = False,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = True,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -274,33 +246,20 @@ def _walk_bwd_kernel(
     last = tl.minimum((seg + 1) * cps, nc) * HALVES
     nblk = last - first
     live = tl.arange(0, SUB) * 0 + nblk > 0   # (a scalar condition as a tile: the interpreter wants one)
-    # AHEAD (walked chunks in halves): 1, each block issues the loads of the next block's tiles and entering state
-    # before it computes, so they are in flight while it computes; 2, also a second half's first-half x and k a
-    # block earlier (a second half makes its entering state from them before anything else)
-    TWO: tl.constexpr = AHEAD == 2 and HALVES > 1
+    # AHEAD: each block issues the loads of the next block's tiles and entering state before it computes, so they are
+    # in flight while it computes (one program an SM has no other warps to hide a load's latency behind): the
+    # kernel 2.568 -> 2.372 ms at SISO's B8 L4096 H32, MIMO's 9.36 -> 8.68 (H100, 2026-12-06); a second half's
+    # first-half x and k also issued a block earlier, 2.655 (slower, taken out)
     if AHEAD:   # the first block's tiles and entering state
         nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, (last - 1) * SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
         nh = tl.load(HS + base + ((last - 1) // HALVES) * PN + at, mask=pn_ok & (at * 0 + nblk > 0), other=0.0)
-        if TWO:   # the row's last block, walked first, is a second half: its first half's x and k
-            px, pk = _xk(X, K, bi, h, (last - 2) * SUB, live, L, H, P, N, SX, ps, ns, SUB)
     for i in range(nblk):
         c, t0, b_hi, b_lo = _block_start(CUM, lo_off, row, last - 1 - i, Q, SUB)
         start = c * Q
         if AHEAD:
-            # one program an SM has no other warps to hide a load's latency behind (~10 us a 32-step block, H100
-            # 2026-12-06, docs/status.md)
             x, g, k, q, enter = nx, ng, nk, nq, nh
             live = tl.arange(0, SUB) * 0 + i + 1 < nblk
-            if TWO:
-                # a second half's next block is its first half, whose x and k are here (px, pk); a first half's is
-                # the earlier chunk's second half, and that chunk's first half's x and k are issued too
-                second = tl.arange(0, SUB) * 0 + t0 > start
-                x0 = px
-                k0 = pk
-                nx, nk = _xk(X, K, bi, h, t0 - SUB, live & ~second, L, H, P, N, SX, ps, ns, SUB)
-                ng, nq = _gq(DY, QQ, bi, h, t0 - SUB, live, L, H, P, N, SDY, ps, ns, SUB)
-            else:
-                nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, t0 - SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
+            nx, ng, nk, nq = _tiles(X, DY, K, QQ, bi, h, t0 - SUB, live, L, H, P, N, SX, SDY, ps, ns, SUB)
             nh = tl.load(HS + base + ((t0 - SUB) // Q) * PN + at, mask=pn_ok & (at * 0 + i + 1 < nblk), other=0.0)
         else:
             enter = tl.load(HS + base + c * PN + at, mask=pn_ok, other=0.0)
@@ -309,15 +268,15 @@ def _walk_bwd_kernel(
             # the state entering the chunk's second half, made from the first half's steps (the forward keeps only
             # chunks' states): exp(cum_m) H_in + sum_{s <= m} exp(cum_m - cum_s) scale_s x_s k_s^T, m = t0 - 1; in
             # the entering states' dtype, as the forward keeps them. The first half is the next block walked: ahead,
-            # its x and k are the tiles just issued (AHEAD 1) or issued a block earlier (2).
+            # its x and k are the tiles just issued.
             s0 = start + tl.arange(0, SUB)
             ok0 = s0 < L
             hi0, lo0 = cum_at(CUM, lo_off, row, s0)
             wm = tl.where(ok0, tl.exp((b_hi - hi0) + (b_lo - lo0)), 0.0) * tl.load(DTP + row + s0)
-            if AHEAD == 1:
+            if AHEAD:
                 x0 = nx
                 k0 = nk
-            elif not AHEAD:
+            else:
                 step0 = bi.to(tl.int64) * L + s0
                 x0 = tl.load(X + (step0 * SX + h * P)[:, None] + ps[None, :], mask=ok0[:, None] & p_ok[None, :],
                              other=0.0)
@@ -325,19 +284,11 @@ def _walk_bwd_kernel(
                              other=0.0)
             enter = (tl.exp(b_hi + b_lo) * enter.to(tl.float32)
                      + mm(tl.trans(x0.to(tl.float32) * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
-        if TWO:   # after the entering state took px, pk: the next block's x, k, and a first half's earlier chunk's
-            second2 = (tl.arange(0, SUB) * 0 + t0 > start)[:, None]
-            nx = tl.where(second2, px, nx)
-            nk = tl.where(second2, pk, nk)
-            far = (tl.arange(0, SUB) * 0 + i + 2 < nblk) & (tl.arange(0, SUB) * 0 + t0 <= start)
-            fx, fk = _xk(X, K, bi, h, t0 - 2 * SUB, far, L, H, P, N, SX, ps, ns, SUB)
-            px = tl.where(second2, px, fx)
-            pk = tl.where(second2, pk, fk)
         if not AHEAD:
             x, g, k, q = 0, 0, 0, 0   # _block loads them
         dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi,
                         b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, SUB, DOT, AHEAD, STRADDLE)
+                        HAS_DIAG, SUB, DOT, AHEAD)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
