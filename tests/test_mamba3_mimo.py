@@ -67,8 +67,9 @@ def test_backward_in_one_launch(device, b, L, R, heads, P, N, seed, options, wit
     chunk = 32 // R
     segments = data.draw(st.integers(1, 2), label="segments")
     ahead = data.draw(st.booleans(), label="ahead")
+    frec = data.draw(st.booleans(), label="frec")
     # 32 rank-steps a chunk, in halves
-    with walking_backward(sub=16, segments=segments, ahead=ahead) as launched:
+    with walking_backward(sub=16, segments=segments, ahead=ahead, frec=frec) as launched:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     nc = -(-L * R // 32)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores

@@ -361,6 +361,9 @@ WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
 # AHEAD; "0" turns it off): H100, 2026-12-06, SISO B8 L4096 fwd+bwd 4.91-4.97 ms against 5.11, MIMO 26.5-26.6
 # against 27.2-27.4
 WALK_AHEAD = os.environ.get("SSM_TRITON_WALK_AHEAD", "1")
+# "1": the walk's carried-state decay term <dh, H_in> from a running scalar (walk_bwd's FREC) in place of a (P, N)
+# product summed each block (ablated on 2026-12-06, H100: that sum cost ~0.24 ms of the 2.37 ms walk); off until timed
+WALK_FREC = os.environ.get("SSM_TRITON_WALK_FREC", "")
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
 # state gradient from the later ones): "" the count by waves (walk_segments), a number forces it
 WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
@@ -462,7 +465,7 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0, DD_PART=part, L=L, H=H, P=P, N=N,
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
                     D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
-                    AHEAD=WALK_AHEAD != "0", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
+                    AHEAD=WALK_AHEAD != "0", FREC=WALK_FREC == "1", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))

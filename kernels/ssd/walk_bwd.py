@@ -94,12 +94,14 @@ def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.c
 
 @triton.jit
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
-           bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns,
+           bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, direct,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, FREC: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
-    ``(dh, dd)`` carried to the block before. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
+    ``(dh, dd, G)`` carried to the block before. ``FREC``: the carried state's decay term ``f = exp(cs_end) <dh,
+    H_in>`` from ``G = <dh, H_out>`` (``big_g``) less the block state's part, ``sum_s us_s``, except where ``direct``
+    (the segment's first block walked); ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
     else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
     608-1088 with them issued before it, triton 3.6)."""
     ts = tl.arange(0, SUB)
@@ -132,7 +134,10 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     # what reads the entering state first, so it is not held through the pair tiles (sm_90, triton 3.6: a spill
     # stack of 576-728 bytes a thread against 744-848 with these two after them; tests/sm90_compile.py --resources)
     gh = mm(g, enter, DOT)                                           # (t, N): H_in^T g_t
-    f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)   # the carried state's part of d a
+    if FREC:
+        f = e_end * 0.0
+    else:
+        f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)   # the carried state's part of d a
     # (t, s) tiles are made where they are used and dropped after (E again rather than held: exps are cheap,
     # registers are not: a program holds dh and the entering state, (P, N) each)
     es = _decay(hi, lo, causal) * mm(q, tl.trans(k), DOT)            # E S (t, s)
@@ -161,11 +166,17 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
+    if FREC:
+        if direct:
+            f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
+        else:
+            f = big_g - tl.sum(us, axis=0)
+        big_g = f + tl.sum(ehq, axis=0)
     # one (t, r) tile summed over t: the straddling pairs and the entering-state terms where t >= r, the block
     # state's where t < r
     d_a = tl.sum(tl.where(causal, straddle + ehq[:, None], us[:, None]), axis=0) + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    return _carry(dh, g, e, e_end, q, DOT), dd
+    return _carry(dh, g, e, e_end, q, DOT), dd, big_g
 
 
 @triton.jit
@@ -216,6 +227,7 @@ def _walk_bwd_kernel(
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = True,
+    FREC: tl.constexpr = False,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -239,6 +251,7 @@ def _walk_bwd_kernel(
             dh = tl.load(SEG_DEC + bh.to(tl.int64) * nseg + later) * dh + tl.load(
                 SEG_A + (bh.to(tl.int64) * nseg + later) * PN + at, mask=pn_ok, other=0.0)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
+    big_g = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
     # one loop over the blocks of SUB steps, in reverse, one block's code: its registers are one block's (two blocks
     # of a chunk written out one after the other spilled 2.1 KB a thread at sm_90, one 32-step block 0.7)
     HALVES: tl.constexpr = Q // SUB
@@ -286,9 +299,9 @@ def _walk_bwd_kernel(
                      + mm(tl.trans(x0.to(tl.float32) * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
         if not AHEAD:
             x, g, k, q = 0, 0, 0, 0   # _block loads them
-        dh, dd = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi,
-                        b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, HAS_D, D_PER_CHANNEL, HAS_DD,
-                        HAS_DIAG, SUB, DOT, AHEAD)
+        dh, dd, big_g = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q,
+                               b_hi, b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, i == 0,
+                               HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT, AHEAD, FREC)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
