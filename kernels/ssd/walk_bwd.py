@@ -33,7 +33,13 @@ Tried and taken out (H100, 2026-12-06, ``bench/results/h100-2026-12-06``): x, dy
 and dx, dk, dq written through tensor descriptors made on the device, as mamba_ssm's Mamba-3 backward reads its
 tiles. At sm_90 it cut the spill stack (2848 -> 1104 bytes a thread with 64-step blocks, which then take wgmma
 tiles; 520 -> 400 with 32-step blocks, which take mma.sync), yet the kernel ran slower: 4.25 ms with 64-step blocks
-and ~3.5 with 32 against 2.58 (MIMO's fwd+bwd 31.9 against 27.3).
+and ~3.5 with 32 against 2.58 (MIMO's fwd+bwd 31.9 against 27.3); with two pipelining stages 3.24 (64-step blocks)
+and 4.85 (32) against 2.56 (H200, 2026-12-06, ``bench/results/h200-2026-12-06``).
+
+Where a block's time goes (H100, 2026-12-06, ``bench/results/h100-2026-12-06b``, each part dropped in turn from a
+2.37 ms walk): the decay's gradient 0.74 ms (its carried-state term alone 0.24, a (P, N) product summed across the
+warps), dk 0.18, the end state's part of dx 0.17, the pairs' decay sums 0.13, the second half's entering state 0.10,
+dq 0.03.
 """
 import triton
 import triton.language as tl
