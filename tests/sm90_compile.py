@@ -8,6 +8,7 @@ them, the selective scan's fixed-B/C forms in fp32, the scan at its rule's tile)
 ``_through_llvm_ir_only``): ``SSM_TRITON_SM90_FULL=1`` or ``--resources`` compiles all, to cubins. Absent optional
 tensors are compiled as the launchers pass them: ``None``, a constexpr. Prints one line per failure and a last line
 ``compiled N, failed M``."""
+import inspect
 import itertools
 import os
 import re
@@ -97,6 +98,10 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4,
             if off and arg in fn.arg_names and arg not in constexprs:
                 constexprs[arg] = None
     names = fn.arg_names
+    # a constexpr left out takes its default, as a launch that leaves it out does (not an int32 argument)
+    for n, param in inspect.signature(fn.fn).parameters.items():
+        if n not in constexprs and n not in pointers and param.default is not inspect.Parameter.empty:
+            constexprs[n] = param.default
     sig = {}
     # arguments named neither as pointers nor as constexprs are the kernels' int32 sizes and strides
     for n in names:
@@ -224,7 +229,8 @@ def ssd_cases():
                  # dk, dq a head: bf16 where the cores multiply in 16 bits (launch.walk_backward)
                  **{n: "*fp32" if dot == tl.float32 else "*bf16" for n in ("DK", "DQ")}}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
-                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, AHEAD=seq)   # halves, or whole
+                     Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, AHEAD=seq,
+                     FREC=opt)   # halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \
                 {**iop("DY"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
                 dict(Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)
@@ -343,7 +349,7 @@ def mamba3_cases():
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
              **walk_kq("DQR", "DKR"), "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16 << (2 * opt), PAIRS=16,
-                 THETA_EVERY=1 << (2 * opt))
+                 THETA_EVERY=1 << (2 * opt), AHEAD=opt)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \

@@ -362,7 +362,9 @@ WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
 # against 27.2-27.4
 WALK_AHEAD = os.environ.get("SSM_TRITON_WALK_AHEAD", "1")
 # "1": the walk's carried-state decay term <dh, H_in> from a running scalar (walk_bwd's FREC) in place of a (P, N)
-# product summed each block (ablated on 2026-12-06, H100: that sum cost ~0.24 ms of the 2.37 ms walk); off until timed
+# product summed each block (ablated on 2026-12-06, H100: that sum cost ~0.24 ms of the 2.37 ms walk), summed directly
+# again where the running difference's error bound passes 2^-16 of it (strong decays; on the bench's decays 25 of 30
+# blocks kept the difference, CPU 2026-12-06); off until timed
 WALK_FREC = os.environ.get("SSM_TRITON_WALK_FREC", "")
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
 # state gradient from the later ones): "" the count by waves (walk_segments), a number forces it

@@ -48,6 +48,10 @@ from .bwd_pairs import skip_grads
 from .common import cum_at, mm
 from ..tuning import Kernel
 
+# FREC's running scalar: fp32's rounding unit, and the error bound beside |f| past which f is summed directly
+FP32_EPS = tl.constexpr(2.0 ** -24)
+FREC_TOL = tl.constexpr(2.0 ** -16)
+
 
 @triton.jit
 def _decay(hi, lo, causal):
@@ -100,14 +104,15 @@ def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.c
 
 @triton.jit
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
-           bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, direct,
+           bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, g_err, direct,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
            SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, FREC: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd, G)`` carried to the block before. ``FREC``: the carried state's decay term ``f = exp(cs_end) <dh,
     H_in>`` from ``G = <dh, H_out>`` (``big_g``) less the block state's part, ``sum_s us_s``, except where ``direct``
-    (the segment's first block walked); ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
+    (the segment's first block walked) or where the difference's error bound (``g_err``, carried with ``G``) passes
+    ``FREC_TOL |f|``; ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
     else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
     608-1088 with them issued before it, triton 3.6)."""
     ts = tl.arange(0, SUB)
@@ -173,16 +178,25 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
     # d a_r: the pairs and entering-state terms from r on, the block state's terms before r, the carried state's f
     if FREC:
-        if direct:
+        # the difference cancels where the block's state outweighs the carried one (strong decays): its rounding,
+        # eps |G| a block, is then large beside f and would not decay with it. g_err bounds the error G carries; f is
+        # summed directly where that bound passes FREC_TOL |f| (so f keeps ~5 digits, as the direct sum's)
+        sum_us = tl.sum(us, axis=0)
+        f_run = big_g - sum_us
+        err_run = g_err + FP32_EPS * (tl.abs(big_g) + tl.abs(sum_us))
+        if direct or err_run > FREC_TOL * tl.abs(f_run):
             f = e_end * tl.sum(tl.sum(dh * enter.to(tl.float32), axis=1), axis=0)
+            err_run = f * 0.0
         else:
-            f = big_g - tl.sum(us, axis=0)
-        big_g = f + tl.sum(ehq, axis=0)
+            f = f_run
+        sum_ehq = tl.sum(ehq, axis=0)
+        big_g = f + sum_ehq
+        g_err = err_run + FP32_EPS * (tl.abs(f) + tl.abs(sum_ehq))
     # one (t, r) tile summed over t: the straddling pairs and the entering-state terms where t >= r, the block
     # state's where t < r
     d_a = tl.sum(tl.where(causal, straddle + ehq[:, None], us[:, None]), axis=0) + f
     tl.store(DA + bh.to(tl.int64) * L + t, d_a, mask=ok)
-    return _carry(dh, g, e, e_end, q, DOT), dd, big_g
+    return _carry(dh, g, e, e_end, q, DOT), dd, big_g, g_err
 
 
 @triton.jit
@@ -258,6 +272,7 @@ def _walk_bwd_kernel(
                 SEG_A + (bh.to(tl.int64) * nseg + later) * PN + at, mask=pn_ok, other=0.0)
     dd = tl.zeros([BLOCK_P], dtype=tl.float32)
     big_g = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
+    g_err = big_g + 0.0
     # one loop over the blocks of SUB steps, in reverse, one block's code: its registers are one block's (two blocks
     # of a chunk written out one after the other spilled 2.1 KB a thread at sm_90, one 32-step block 0.7)
     HALVES: tl.constexpr = Q // SUB
@@ -305,8 +320,8 @@ def _walk_bwd_kernel(
                      + mm(tl.trans(x0.to(tl.float32) * wm[:, None]), k0, DOT)).to(HS.dtype.element_ty)
         if not AHEAD:
             x, g, k, q = 0, 0, 0, 0   # _block loads them
-        dh, dd, big_g = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q,
-                               b_hi, b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, i == 0,
+        dh, dd, big_g, g_err = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q,
+                               b_hi, b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, g_err, i == 0,
                                HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT, AHEAD, FREC)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
