@@ -202,12 +202,13 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec: bool = False):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec: bool = False, merge: bool = False):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
     (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued by the block walked
     before it where ``ahead`` (``launch.WALK_AHEAD``), else by itself, the carried state's decay term from a running
-    scalar where ``frec`` (``launch.WALK_FREC``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
+    scalar where ``frec`` (``launch.WALK_FREC``), ``dh`` cast once and three row sums in one reduction where
+    ``merge`` (``launch.WALK_MERGE``); yields the list of its launches' ``(Q, SUB, segments, dk's dtype, dq's dtype,
     AHEAD)`` so a test sees the route taken (replays off, as for
     :func:`sums_in_state_passing`)."""
     from ssm_triton.kernels import replay
@@ -220,9 +221,10 @@ def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec:
             return kernel(grid, **k)
 
     kernel = launch.walk_bwd_kernel
-    names = "WALK_BWD", "walk_bwd_kernel", "WALK_SUB", "WALK_SEGMENTS", "WALK_AHEAD", "WALK_FREC"
+    names = "WALK_BWD", "walk_bwd_kernel", "WALK_SUB", "WALK_SEGMENTS", "WALK_AHEAD", "WALK_FREC", "WALK_MERGE"
     before = [getattr(launch, n) for n in names], replay.ENABLED
-    for n, v in zip(names, ("1", Spy(), sub, str(segments), "1" if ahead else "0", "1" if frec else "0")):
+    for n, v in zip(names, ("1", Spy(), sub, str(segments), "1" if ahead else "0", "1" if frec else "0",
+                             "1" if merge else "0")):
         setattr(launch, n, v)
     replay.ENABLED = False
     try:

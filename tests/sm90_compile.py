@@ -230,7 +230,7 @@ def ssd_cases():
                  **{n: "*fp32" if dot == tl.float32 else "*bf16" for n in ("DK", "DQ")}}, \
                 dict(HAS_DFINAL=opt, HAS_D=opt, D_PER_CHANNEL=False, HAS_DD=opt, HAS_DIAG=opt, SEGMENTED=opt,
                      Q=64 if opt else 32, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, AHEAD=seq,
-                     FREC=opt)   # halves, or whole
+                     FREC=opt, MERGE=opt)   # halves, or whole
             yield "ssd walk sums", ssd_walk.walk_sums_kernel, \
                 {**iop("DY"), "QQ": PTR.get(dot, "*fp32"), **f32("CUM", "SEG_A", "SEG_DEC")}, \
                 dict(Q=64, SUB=32, BLOCK_P=bp, BLOCK_N=bn, DOT=dot)

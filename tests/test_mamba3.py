@@ -78,14 +78,16 @@ def test_backward_in_one_launch(device, b, L, heads, P, N, seed, options, chunk,
     scan (``walk_bwd.py``): outputs, final states and every gradient, the input and final states' included, against
     the float64 loop, with or without D, the gate and input states, chunks walked whole or in halves, rows in one
     to three segments side by side, each block's loads issued by itself or by the block walked before it
-    (``SSM_TRITON_WALK_AHEAD``), the carried state's decay term summed or carried (``SSM_TRITON_WALK_FREC``); the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
+    (``SSM_TRITON_WALK_AHEAD``), the carried state's decay term summed or carried (``SSM_TRITON_WALK_FREC``), three
+    row sums in one reduction or three (``SSM_TRITON_WALK_MERGE``); the route's one launch seen, with dk, dq a head in bf16 for 16-bit cores."""
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
     segments = data.draw(st.integers(1, 3), label="segments")
     ahead = data.draw(st.booleans(), label="ahead")
     frec = data.draw(st.booleans(), label="frec")
+    merge = data.draw(st.booleans(), label="merge")
     # chunks of 32 in halves, 16 whole
-    with walking_backward(sub=16, segments=segments, ahead=ahead, frec=frec) as launched:
+    with walking_backward(sub=16, segments=segments, ahead=ahead, frec=frec, merge=merge) as launched:
         check_against_loop(device, make(device, b, L, H, Hqk, P, N, S, seed, options, dtype), chunk, dtype, seed)
     nc = -(-L // chunk)
     kq = torch.float32 if dtype == torch.float32 else torch.bfloat16   # the per-head dk, dq: bf16 for 16-bit cores
@@ -102,7 +104,8 @@ def test_walk_with_loads_ahead_crosses_chunks(device, b, L, P, N, seed, options,
     every gradient against the float64 loop."""
     S = data.draw(st.integers(0, N // 2), label="S")
     chunk = 16 if whole else 32
-    with walking_backward(sub=16, segments=segments, ahead=True, frec=data.draw(st.booleans(), label="frec")) as launched:
+    with walking_backward(sub=16, segments=segments, ahead=True, frec=data.draw(st.booleans(), label="frec"),
+                          merge=data.draw(st.booleans(), label="merge")) as launched:
         check_against_loop(device, make(device, b, L, 2, 1, P, N, S, seed, options, torch.float32), chunk,
                            torch.float32, seed)
     assert [w[-1] for w in launched] == [True]

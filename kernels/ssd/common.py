@@ -39,6 +39,18 @@ def mm(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
+def as_dot(a, DOT: tl.constexpr):
+    """``a`` as :func:`mm` takes it into the tensor cores, so that a tile used by two products is cast (and copied
+    to shared memory) once: :func:`mm`'s own cast is then a no-op."""
+    if DOT == "tf32" or DOT == tl.float32:
+        return a.to(tl.float32)
+    elif INTERPRETED:
+        return _nearest(a, DOT)
+    else:
+        return a.to(DOT)
+
+
+@triton.jit
 def cum_at(CUM, lo_off, row, idx):
     """``cum`` at steps ``idx`` as ``(hi, lo)``: its fp64 within-chunk sum split into two fp32 parts, so
     that differences of two large sums (hundreds of nats of decay inside a chunk) keep fp32 accuracy.

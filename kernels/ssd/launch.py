@@ -366,6 +366,9 @@ WALK_AHEAD = os.environ.get("SSM_TRITON_WALK_AHEAD", "1")
 # again where the running difference's error bound passes 2^-16 of it (strong decays; on the bench's decays 25 of 30
 # blocks kept the difference, CPU 2026-12-06); off until timed
 WALK_FREC = os.environ.get("SSM_TRITON_WALK_FREC", "")
+# "1": the walk casts dh once for its two products and sums x . v, x . v_s and dy . x in one reduction (walk_bwd's
+# MERGE; sm_90, triton 3.6: 54 barriers a block against 60, spill stack 632 bytes against 680); off until timed
+WALK_MERGE = os.environ.get("SSM_TRITON_WALK_MERGE", "")
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
 # state gradient from the later ones): "" the count by waves (walk_segments), a number forces it
 WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
@@ -467,7 +470,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     DDIAG=rows[1] if diag is not None else None, DA=da, DH0=dh0, DD_PART=part, L=L, H=H, P=P, N=N,
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
                     D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
-                    AHEAD=WALK_AHEAD != "0", FREC=WALK_FREC == "1", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
+                    AHEAD=WALK_AHEAD != "0", FREC=WALK_FREC == "1",
+                    MERGE=WALK_MERGE == "1", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))

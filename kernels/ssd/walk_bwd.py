@@ -45,12 +45,17 @@ import triton
 import triton.language as tl
 
 from .bwd_pairs import skip_grads
-from .common import cum_at, mm
+from .common import as_dot, cum_at, mm
 from ..tuning import Kernel
 
 # FREC's running scalar: fp32's rounding unit, and the error bound beside |f| past which f is summed directly
 FP32_EPS = tl.constexpr(2.0 ** -24)
 FREC_TOL = tl.constexpr(2.0 ** -16)
+
+
+@triton.jit
+def _add3(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, b0 + b1, c0 + c1
 
 
 @triton.jit
@@ -106,7 +111,7 @@ def _tiles(X, DY, K, QQ, bi, h, t0, live, L, H, P, N, SX, SDY, ps, ns, SUB: tl.c
 def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q, b_hi, b_lo, t0,
            bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, g_err, direct,
            HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr, HAS_DIAG: tl.constexpr,
-           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, FREC: tl.constexpr):
+           SUB: tl.constexpr, DOT: tl.constexpr, LOADED: tl.constexpr, FREC: tl.constexpr, MERGE: tl.constexpr):
     """One block of ``SUB`` steps from ``t0`` whose entering state is ``enter`` ``(P, N)`` and whose decays count
     from ``cum = b_hi + b_lo`` (the step before the block; zeros at a chunk's start): its gradients stored, and
     ``(dh, dd, G)`` carried to the block before. ``FREC``: the carried state's decay term ``f = exp(cs_end) <dh,
@@ -114,7 +119,9 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     (the segment's first block walked) or where the difference's error bound (``g_err``, carried with ``G``) passes
     ``FREC_TOL |f|``; ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
     else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
-    608-1088 with them issued before it, triton 3.6)."""
+    608-1088 with them issued before it, triton 3.6). ``MERGE``: ``dh`` cast to the cores' dtype once for its two
+    products, and the three sums over a step's P columns (x . v, x . v_s, dy . x) in one reduction; sm_90, triton
+    3.6: 54 barriers a block against 60, a 632-byte spill stack against 680 (not yet timed)."""
     ts = tl.arange(0, SUB)
     causal = ts[None, :] <= ts[:, None]   # (t, s): s <= t
     strict = ts[None, :] < ts[:, None]
@@ -164,15 +171,29 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     tl.store(DQ + kq_at, (mm(ds, k, DOT) + e[:, None] * gh).to(DQ.dtype.element_ty), mask=xn_ok)
     ehq = e * tl.sum(gh * q.to(tl.float32), axis=1)
     # dk
-    tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dh, DOT)).to(DK.dtype.element_ty),
+    if MERGE:   # one cast, one copy through shared memory for both products
+        dhb = as_dot(dh, DOT)
+    else:
+        dhb = dh
+    tl.store(DK + kq_at, (mm(tl.trans(ds), q, DOT) + (w * scale)[:, None] * mm(x, dhb, DOT)).to(DK.dtype.element_ty),
              mask=xn_ok)
     # dx, and the chunk state's part of the decay
-    vs = w[:, None] * mm(k, tl.trans(dh), DOT)                       # (s, P): through the end state
+    vs = w[:, None] * mm(k, tl.trans(dhb), DOT)                      # (s, P): through the end state
     v += vs
-    tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
-    us = scale * tl.sum(x * vs, axis=1)
-    dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
-                    HAS_DIAG)
+    if MERGE:   # one reduction across the lanes for three sums (each a pass through shared memory, with barriers)
+        xv, xvs, dyx = tl.reduce((x * v, x * vs, g * x), 1, _add3)
+        tl.store(XV + row + t, xv, mask=ok)
+        us = scale * xvs
+        dx = scale[:, None] * v
+        if HAS_DIAG:
+            dx += tl.load(DIAG + row + t)[:, None] * g
+            tl.store(DDIAG + row + t, dyx, mask=ok)
+        dx = skip_grads(dx, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL, False)
+    else:
+        tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
+        us = scale * tl.sum(x * vs, axis=1)
+        dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
+                        HAS_DIAG)
     if HAS_DD:
         dd += tl.sum(g * x, axis=0)
     tl.store(DX + (step * H + h)[:, None] * P + ps[None, :], dx.to(DX.dtype.element_ty), mask=xp_ok)
@@ -247,7 +268,7 @@ def _walk_bwd_kernel(
     HAS_DFINAL: tl.constexpr, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr, SEGMENTED: tl.constexpr, Q: tl.constexpr, SUB: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, AHEAD: tl.constexpr = True,
-    FREC: tl.constexpr = False,
+    FREC: tl.constexpr = False, MERGE: tl.constexpr = False,
 ):
     bh = tl.program_id(0)
     seg = tl.program_id(1)   # the row's chunks in segments of cps, walked by programs side by side
@@ -322,7 +343,7 @@ def _walk_bwd_kernel(
             x, g, k, q = 0, 0, 0, 0   # _block loads them
         dh, dd, big_g, g_err = _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, enter, x, g, k, q,
                                b_hi, b_lo, t0, bi, h, bh, row, L, H, P, N, lo_off, SX, SDY, ps, ns, big_g, g_err, i == 0,
-                               HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT, AHEAD, FREC)
+                               HAS_D, D_PER_CHANNEL, HAS_DD, HAS_DIAG, SUB, DOT, AHEAD, FREC, MERGE)
     if seg == 0:
         tl.store(DH0 + bh.to(tl.int64) * PN + at, dh, mask=pn_ok)
     if HAS_DD:
