@@ -117,8 +117,8 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     ``(dh, dd, G)`` carried to the block before. ``FREC``: the carried state's decay term ``f = exp(cs_end) <dh,
     H_in>`` from ``G = <dh, H_out>`` (``big_g``) less the block state's part, ``sum_s us_s``, except where ``direct``
     (the segment's first block walked) or where the difference's error bound (``g_err``, carried with ``G``) passes
-    ``FREC_TOL |f|``; ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k, q`` (``_tiles``) are given where ``LOADED``,
-    else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
+    ``FREC_TOL |f|``; ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k,
+    q`` (``_tiles``) are given where ``LOADED``, else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
     608-1088 with them issued before it, triton 3.6). ``MERGE``: ``dh`` cast to the cores' dtype once for its two
     products, and the three sums over a step's P columns (x . v, x . v_s, dy . x) in one reduction; sm_90, triton
     3.6: 54 barriers a block against 60, a 632-byte spill stack against 680 (not yet timed)."""
