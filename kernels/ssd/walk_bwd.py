@@ -39,7 +39,10 @@ and 4.85 (32) against 2.56 (H200, 2026-12-06, ``bench/results/h200-2026-12-06``)
 Where a block's time goes (H100, 2026-12-06, ``bench/results/h100-2026-12-06b``, each part dropped in turn from a
 2.37 ms walk): the decay's gradient 0.74 ms (its carried-state term alone 0.24, a (P, N) product summed across the
 warps), dk 0.18, the end state's part of dx 0.17, the pairs' decay sums 0.13, the second half's entering state 0.10,
-dq 0.03.
+dq 0.03. What a block is once compiled (sm_90, triton 3.6, 32-step blocks, P64 N128 bf16, 8 warps): 8 mma.sync
+products and 2 wgmma (the carry and the second half's entering state), 16 copies through shared memory for the
+products' operands, 13 layout conversions, 7 reductions across lanes (the carried-state term's two, the
+entering-state term, x . v, x . v_s, dy . x, the decay's tile) and one scan (the straddling prefix): 60 barriers.
 """
 import triton
 import triton.language as tl
