@@ -394,10 +394,11 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
 @triton.jit
 def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
              dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
-             BLOCK_P: tl.constexpr):
+             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True):
     """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
     ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
-    ``dz, d_mz, d_mo``."""
+    ``dz, d_mz, d_mo`` (where not ``SUMS``, ``d_mz, d_mo`` come back as rank ``r``'s ``(steps, P)`` tiles, to be
+    summed over the steps with the other ranks')."""
     y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
     mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
     y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
@@ -417,13 +418,89 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
         gate, slope = silu_and_slope(zt * mz[None, :])
         dzr = dy * y * slope
         dz += dzr * mz[None, :]
-        d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
+        if SUMS:
+            d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
+        else:
+            d_mz = dzr * zt
         y = y * gate
         dy = dy * gate
     if HAS_OUT:
-        d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
+        if SUMS:
+            d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
+        else:
+            d_mo = dout * y
     tl.store(DY + y_at, dy.to(DY.dtype.element_ty), mask=m)
     return dy, coef, mv_r, dz, d_mz, d_mo
+
+
+@triton.jit
+def _add2(a0, b0, a1, b1):
+    return a0 + a1, b0 + b1
+
+
+@triton.jit
+def _add3(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, b0 + b1, c0 + c1
+
+
+@triton.jit
+def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
+
+
+@triton.jit
+def _sum_ranks(tiles, AXIS: tl.constexpr, R: tl.constexpr):
+    """The ``R`` (at most 4) tiles of ``tiles`` each summed along ``AXIS``, in one reduction across the lanes."""
+    if R == 4:
+        out = tl.reduce(tiles, AXIS, _add4)
+    elif R == 3:
+        out = tl.reduce(tiles, AXIS, _add3)
+    elif R == 2:
+        out = tl.reduce(tiles, AXIS, _add2)
+    else:
+        out = (tl.sum(tiles[0], axis=AXIS),)
+    return out
+
+
+@triton.jit
+def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr, P, ps, p_ok, ok, g, e, d_h, rs,
+                    d_g, d_e, d_mv, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+    """:func:`_out_bwd_kernel`'s in-step terms (``HOIST``, ``R <= 4``) with fewer passes across the lanes: for each
+    rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the ``R`` sums over the steps for ``d MIMO_V``
+    in one; the scores' gradients gathered into ``(steps, R R)`` tiles and stored once, not ``2 R R`` vectors each
+    changing layout for its store."""
+    cc = tl.arange(0, BLOCK_R * BLOCK_R)
+    cr = cc // BLOCK_R
+    cs = cc % BLOCK_R
+    tile_at = (step * H + h)[:, None] * (R * R) + (cr * R + cs)[None, :]
+    tile_ok = ok[:, None] & ((cr < R) & (cs < R))[None, :]
+    dsc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
+    dscc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
+    ups = ()
+    for s in tl.static_range(R):
+        vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+        prods = ()
+        for r in tl.static_range(R):
+            prods = prods + (dys[r] * vs,)
+        dots = _sum_ranks(prods, 1, R)
+        u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
+        for r in tl.static_range(R):
+            w, sc, scc = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            dot = dots[r]                                  # dy_r . v_s
+            here = cc[None, :] == r * BLOCK_R + s
+            dsc_t = tl.where(here, (g * dot)[:, None], dsc_t)
+            if s <= r:
+                dscc_t = tl.where(here, (-(g + e) * dot)[:, None], dscc_t)
+            d_g += (sc - scc) * dot
+            d_e -= scc * dot
+            u += w[:, None] * dys[r]
+        ups = ups + (u * vt,)
+    tl.store(DSC + tile_at, dsc_t, mask=tile_ok)
+    tl.store(DSCC + tile_at, dscc_t, mask=tile_ok)
+    mv_sums = _sum_ranks(ups, 0, R)
+    for s in tl.static_range(R):
+        d_mv += tl.where(rs[:, None] == s, mv_sums[s][None, :], 0.0)
+    return d_g, d_e, d_mv
 
 
 @triton.jit
@@ -431,7 +508,8 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                     DY, DSC, DSCC, DG, DE, DV, DZ, DMV, DMZ, DMO, DD,
                     L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
-                    HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr):
+                    HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
+                    MERGE: tl.constexpr = False):
     """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
     outside, in a fixed order. ``HOIST`` (few ranks): every rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums
     over the steps once per rank ``s`` (a tile gathering ``w[r, s] dy_r`` over ``r``), not once per pair of
@@ -470,26 +548,48 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
     if HOIST:
         dys = ()
+        zs = ()
+        os_ = ()
         for r in tl.static_range(R):
-            dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
-                r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
-                dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
+            if MERGE:   # the gate's and output weights' sums over the steps taken below, every rank's in one
+                dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
+                    r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout,
+                    rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False)
+                zs = zs + (z_r,)
+                os_ = os_ + (o_r,)
+            else:
+                dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
+                    r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout,
+                    rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
             dv += dy * coef
             d_d += dy * mv_r[None, :]
             dys = dys + (dy,)
-        for s in tl.static_range(R):
-            vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-            u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
-            for r in tl.static_range(R):
-                s_at = ((step * H + h) * R + r) * R + s
-                w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-                dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
-                tl.store(DSC + s_at, g * dot, mask=ok)
-                tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
-                d_g += (sc - scc) * dot
-                d_e -= scc * dot
-                u += w[:, None] * dys[r]
-            d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
+        if MERGE:
+            if HAS_Z:
+                z_sums = _sum_ranks(zs, 0, R)
+                for r in tl.static_range(R):
+                    d_mz += tl.where(rs[:, None] == r, z_sums[r][None, :], 0.0)
+            if HAS_OUT:
+                o_sums = _sum_ranks(os_, 0, R)
+                for r in tl.static_range(R):
+                    d_mo += tl.where(rs[:, None] == r, o_sums[r][None, :], 0.0)
+        if MERGE:
+            d_g, d_e, d_mv = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g, e, d_h,
+                                             rs, d_g, d_e, d_mv, BLOCK_T, BLOCK_R)
+        else:
+            for s in tl.static_range(R):
+                vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+                u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
+                for r in tl.static_range(R):
+                    s_at = ((step * H + h) * R + r) * R + s
+                    w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+                    dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
+                    tl.store(DSC + s_at, g * dot, mask=ok)
+                    tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+                    d_g += (sc - scc) * dot
+                    d_e -= scc * dot
+                    u += w[:, None] * dys[r]
+                d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
     else:
         for r in range(R):
             dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
@@ -747,6 +847,11 @@ def _block_h(N: int) -> int:
 # the prep backward every rank's raw Q, K rows through its loop over heads, the output backward every rank's dy);
 # more ranks reload or recompute them
 HOIST_RANKS = 4
+# "1": the output backward (every rank held, R <= HOIST_RANKS) takes its sums across the lanes a kind at a time for
+# every rank (the R products dy_r . v_s of a rank s, the R gates' and output weights' sums over the steps, the R sums
+# for d MIMO_V) and stores the scores' gradients as (steps, R R) tiles (_merged_in_step): sm_90, triton 3.6, R = 4,
+# 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28; off until timed
+OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -821,7 +926,7 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
                           SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
                           DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
-                          R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
+                          R=R, HOIST=R <= HOIST_RANKS, MERGE=OUT_MERGE == "1", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
                           BLOCK_R=next_power_of_2(R))
     fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
     return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)

@@ -118,4 +118,4 @@ whole = build(OpSpec(
     "out_w: Tensor, H: int, P: int, N: int, G: int, R: int, S: int, A_floor: float, bc_eps: float, norm_eps: float, "
     "chunk_size: int, deterministic: bool",
     outputs=("out", *_KEPT), forward=_forward, fake=_fake, grads=_INPUTS, grad_outputs=("out",),
-    saves=(*_INPUTS, *_KEPT), backward=_backward, switches=_mimo._route))
+    saves=(*_INPUTS, *_KEPT), backward=_backward, switches=_mimo._mimo_route))
