@@ -49,17 +49,19 @@ def _leaves(t: dict, cast=None) -> dict:
        dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed, options, with_out, chunk, dtype,
                                               data):
-    """Outputs, final states and every gradient against the float64 loop; the output backward's sums merged across
-    the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``)."""
+    """Outputs, final states and every gradient against the float64 loop; the output backward's and the prep
+    forward's sums merged across the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``,
+    ``SSM_TRITON_MIMO_PREP_MERGE``)."""
     from ssm_triton.kernels.mamba3 import mimo as terms
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    before = terms.OUT_MERGE
+    before = terms.OUT_MERGE, terms.PREP_MERGE
     terms.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
+    terms.PREP_MERGE = "1" if data.draw(st.booleans(), label="prep_merge") else "0"
     try:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     finally:
-        terms.OUT_MERGE = before
+        terms.OUT_MERGE, terms.PREP_MERGE = before
 
 
 @examples(3)

@@ -258,6 +258,35 @@ def _angles(THETA, bi, t, h, ok, L, H, S, hs):
 
 
 @triton.jit
+def _add2(a0, b0, a1, b1):
+    return a0 + a1, b0 + b1
+
+
+@triton.jit
+def _add3(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, b0 + b1, c0 + c1
+
+
+@triton.jit
+def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
+
+
+@triton.jit
+def _sum_ranks(tiles, AXIS: tl.constexpr, R: tl.constexpr):
+    """The ``R`` (at most 4) tiles of ``tiles`` each summed along ``AXIS``, in one reduction across the lanes."""
+    if R == 4:
+        out = tl.reduce(tiles, AXIS, _add4)
+    elif R == 3:
+        out = tl.reduce(tiles, AXIS, _add3)
+    elif R == 2:
+        out = tl.reduce(tiles, AXIS, _add2)
+    else:
+        out = (tl.sum(tiles[0], axis=AXIS),)
+    return out
+
+
+@triton.jit
 def _scores(q1, q2, qa, qb, k1, k2, ka, kb, SC, SCC, at, ok, r, s):
     """``sc[r, s] = q'_r . k'_s``; for ``s <= r`` the same product as the stages' tensor cores take it, turned
     and in their dtype (``scc``, 0 above the diagonal)."""
@@ -269,9 +298,12 @@ def _scores(q1, q2, qa, qb, k1, k2, ka, kb, SC, SCC, at, ok, r, s):
 @triton.jit
 def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
                      R: tl.constexpr, DOT: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr,
-                     BLOCK_H: tl.constexpr):
+                     BLOCK_H: tl.constexpr, MERGE: tl.constexpr = False, BLOCK_R: tl.constexpr = 1):
     """``HOIST`` (few ranks): every rank's ``k'`` and turned ``k~`` are made once and held, where a loop over the
-    ranks ``r`` loaded and turned each ``k'_s`` again for every ``r`` (``R^2`` loads and turns a program)."""
+    ranks ``r`` loaded and turned each ``k'_s`` again for every ``r`` (``R^2`` loads and turns a program).
+    ``MERGE`` (with ``HOIST``, ``R <= 4``): a rank ``r``'s ``R`` scores of each kind summed across the lanes in one
+    reduction, and the scores stored as ``(steps, R R)`` tiles (``BLOCK_R`` a power of two ``>= R``), not ``2 R R``
+    vectors each changing layout for its store."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -293,11 +325,36 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
             ks2 = ks2 + (k2,)
             kt1 = kt1 + (a,)
             kt2 = kt2 + (b,)
-        for r in tl.static_range(R):
-            q1, q2, qa, qb = _turned_rows(Q, QB, QR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
-            for s in tl.static_range(R):
-                at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
-                _scores(q1, q2, qa, qb, ks1[s], ks2[s], kt1[s], kt2[s], SC, SCC, at, ok, r, s)
+        if MERGE:
+            cc = tl.arange(0, BLOCK_R * BLOCK_R)
+            cr = cc // BLOCK_R
+            cs = cc % BLOCK_R
+            tile_at = (((bi.to(tl.int64) * L + t) * H + h) * (R * R))[:, None] + (cr * R + cs)[None, :]
+            tile_ok = ok[:, None] & ((cr < R) & (cs < R))[None, :]
+            sc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
+            scc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
+            for r in tl.static_range(R):
+                q1, q2, qa, qb = _turned_rows(Q, QB, QR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
+                plain = ()
+                turned = ()
+                for s in tl.static_range(R):
+                    plain = plain + (q1 * ks1[s] + q2 * ks2[s],)
+                    turned = turned + (qa * kt1[s] + qb * kt2[s],)
+                plain_sums = _sum_ranks(plain, 1, R)
+                turned_sums = _sum_ranks(turned, 1, R)
+                for s in tl.static_range(R):
+                    here = cc[None, :] == r * BLOCK_R + s
+                    sc_t = tl.where(here, plain_sums[s][:, None], sc_t)
+                    if s <= r:
+                        scc_t = tl.where(here, turned_sums[s][:, None], scc_t)
+            tl.store(SC + tile_at, sc_t, mask=tile_ok)
+            tl.store(SCC + tile_at, scc_t, mask=tile_ok)
+        else:
+            for r in tl.static_range(R):
+                q1, q2, qa, qb = _turned_rows(Q, QB, QR, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok, cos, sin, DOT)
+                for s in tl.static_range(R):
+                    at = (((bi.to(tl.int64) * L + t) * H + h) * R + r) * R + s
+                    _scores(q1, q2, qa, qb, ks1[s], ks2[s], kt1[s], kt2[s], SC, SCC, at, ok, r, s)
     else:
         # dynamic loops over the ranks: unrolled, they kept every rank's tiles live and spilled kilobytes
         for r in range(R):
@@ -431,35 +488,6 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
             d_mo = dout * y
     tl.store(DY + y_at, dy.to(DY.dtype.element_ty), mask=m)
     return dy, coef, mv_r, dz, d_mz, d_mo
-
-
-@triton.jit
-def _add2(a0, b0, a1, b1):
-    return a0 + a1, b0 + b1
-
-
-@triton.jit
-def _add3(a0, b0, c0, a1, b1, c1):
-    return a0 + a1, b0 + b1, c0 + c1
-
-
-@triton.jit
-def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
-
-
-@triton.jit
-def _sum_ranks(tiles, AXIS: tl.constexpr, R: tl.constexpr):
-    """The ``R`` (at most 4) tiles of ``tiles`` each summed along ``AXIS``, in one reduction across the lanes."""
-    if R == 4:
-        out = tl.reduce(tiles, AXIS, _add4)
-    elif R == 3:
-        out = tl.reduce(tiles, AXIS, _add3)
-    elif R == 2:
-        out = tl.reduce(tiles, AXIS, _add2)
-    else:
-        out = (tl.sum(tiles[0], axis=AXIS),)
-    return out
 
 
 @triton.jit
@@ -852,6 +880,10 @@ HOIST_RANKS = 4
 # for d MIMO_V) and stores the scores' gradients as (steps, R R) tiles (_merged_in_step): sm_90, triton 3.6, R = 4,
 # 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28; off until timed
 OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "")
+# "1": the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
+# (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4,
+# 27 barriers a program against 129, 8 reductions against 26, 2 layout changes against 26; off until timed
+PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -870,7 +902,8 @@ def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     bt = _blocks(Q.device, True)
     prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc, L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R,
-                           DOT=dot, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_H=_block_h(N))
+                           DOT=dot, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_H=_block_h(N),
+                           MERGE=PREP_MERGE == "1", BLOCK_R=next_power_of_2(R))
     return qr, kr, sc, scc
 
 

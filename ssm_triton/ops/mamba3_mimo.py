@@ -43,9 +43,9 @@ _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.fl
 
 def _mimo_route(x) -> tuple:
     """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), and the rank tensors' dtype switch
-    (``mimo.RANKS``), the output backward's merged sums (``mimo.OUT_MERGE``): what picks a call's launches and buffers
-    beyond its arguments (the op and replay keys)."""
-    return (*_route(x), _mk.RANKS, _mk.OUT_MERGE)
+    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo.OUT_MERGE``, ``mimo.PREP_MERGE``):
+    what picks a call's launches and buffers beyond its arguments (the op and replay keys)."""
+    return (*_route(x), _mk.RANKS, _mk.OUT_MERGE, _mk.PREP_MERGE)
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
