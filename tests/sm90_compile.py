@@ -349,7 +349,7 @@ def mamba3_cases():
             {**iop("Q", "K"), **f32("QB", "KB", "ANG", "DT", "TRAP", "QK", "THETA_B", "OFF", "XV", "DDIAG",
                                     "DE0", "DQ", "DK", "QB_PART", "KB_PART", "SUF", "DDT", "DTRAP", "DTH_SUMS"),
              **walk_kq("DQR", "DKR"), "SEQ": "*i32"}, dict(HAS_DE0=not opt, HAS_SEQ=opt, SPLIT=opt + 1, BLOCK_T=16 << (2 * opt), PAIRS=16,
-                 THETA_EVERY=1 << (2 * opt), AHEAD=opt)
+                 THETA_EVERY=1 << (2 * opt), AHEAD=opt, MERGE=opt)
         yield "mamba3 angle carry", m3_prep.angle_carry_kernel, \
             {**f32("ANG", "DT", "CARRY", "TAIL", "DTHF", "DANG", "DDT"), "SEQ": "*i32"}, dict(HAS_SEQ=opt, BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 seq angles", m3_prep.seq_angles_kernel, {**f32("ANG", "DT", "THETA_B", "OFF", "FINAL"), "CU": "*i32"}, \

@@ -315,11 +315,12 @@ def test_prep_backward_blocks_are_whole_forward_blocks_inside_a_chunk(bt, chunk,
 @given(L=st.integers(1, 70), heads=st.sampled_from([(2, 1), (3, 3), (6, 1)]), N=st.sampled_from([5, 16]),
        seed=seeds(), options=st.booleans(), chunk=st.sampled_from([32, 64]), steps=st.sampled_from(["16", "32"]),
        cuts=st.lists(st.floats(0.0, 1.0), max_size=3), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
-       ahead=st.booleans())
-def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chunk, steps, cuts, dtype, ahead):
+       ahead=st.booleans(), merge=st.booleans())
+def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chunk, steps, cuts, dtype, ahead, merge):
     """The prep backward over blocks of 2 or 4 of the forward's angle blocks (``SSM_TRITON_PREP_BWD_STEPS``; the
     interpreter's forward blocks are 8 steps), each head's loads issued by itself or by the head before it
-    (``SSM_TRITON_PREP_AHEAD``; six heads a Q/K head are three a program in the interpreter's two planes): every
+    (``SSM_TRITON_PREP_AHEAD``; six heads a Q/K head are three a program in the interpreter's two planes), the
+    biases' four column sums in one reduction or four (``SSM_TRITON_PREP_MERGE``): every
     gradient against the float64 loop, and for a packed row (``cu_seqlens``: each sequence's angles restart inside a
     block) the same gradients as the forward's blocks give; the kernel seen launched with the longer blocks."""
     from ssm_triton.kernels import replay
@@ -330,18 +331,19 @@ def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chun
 
     class Spy:
         def launch(self, problem, pinned, **k):
-            seen.append((k["BLOCK_T"], k["THETA_EVERY"], k["AHEAD"]))
+            seen.append((k["BLOCK_T"], k["THETA_EVERY"], k["AHEAD"], k["MERGE"]))
             return kernel.launch(problem, pinned, **k)
 
-    before = ml.PREP_BWD_STEPS, ml.PREP_AHEAD, replay.ENABLED
+    before = ml.PREP_BWD_STEPS, ml.PREP_AHEAD, ml.PREP_MERGE, replay.ENABLED
     replay.ENABLED = False
     try:
         ml.siso_prep_bwd_kernel = Spy()
         ml.PREP_BWD_STEPS = steps
         ml.PREP_AHEAD = "1" if ahead else "0"
+        ml.PREP_MERGE = "1" if merge else "0"
         check_against_loop(device, make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, dtype), chunk, dtype, seed)
         fwd_bt = ml.steps_per_block(torch.device(device), chunk)
-        assert seen and all(s == (int(steps), int(steps) // fwd_bt, ahead) for s in seen)
+        assert seen and all(s == (int(steps), int(steps) // fwd_bt, ahead, merge) for s in seen)
         bounds = sorted({0, L, *(min(L - 1, max(1, int(c * L))) for c in cuts)})
         t = make(device, 1, L, H, Hqk, 4, N, N // 2, seed, options, torch.float32)
         t.pop("Input_States", None)
@@ -355,7 +357,7 @@ def test_prep_backward_in_longer_blocks(device, L, heads, N, seed, options, chun
             assert_close(a, b.double(), torch.float32, f"d {name} packed")
     finally:
         ml.siso_prep_bwd_kernel = kernel
-        ml.PREP_BWD_STEPS, ml.PREP_AHEAD, replay.ENABLED = before
+        ml.PREP_BWD_STEPS, ml.PREP_AHEAD, ml.PREP_MERGE, replay.ENABLED = before
 
 
 def per_sequence_states(device, n, H, P, N, S, seed):

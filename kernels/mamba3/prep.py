@@ -68,6 +68,11 @@ def _pairs(x, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
 
 
 @triton.jit
+def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
+
+
+@triton.jit
 def _interleave(e, o, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
     """The inverse of :func:`_pairs`: ``(even, odd)`` back to one ``(steps, 2 BLOCK_S)`` tile for a contiguous store."""
     return tl.reshape(tl.join(e, o), (BLOCK_T, 2 * BLOCK_S))
@@ -311,7 +316,7 @@ def _siso_prep_bwd_kernel(
     # meta-parameters (PAIRS: column pairs a program, a power of two; THETA_EVERY: the forward's angle blocks in
     # one of this kernel's, whose BLOCK_T may be a multiple of the forward's)
     HAS_DE0: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_T: tl.constexpr, PAIRS: tl.constexpr,
-    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr, AHEAD: tl.constexpr = False,
+    SPLIT: tl.constexpr, THETA_EVERY: tl.constexpr, AHEAD: tl.constexpr = False, MERGE: tl.constexpr = False,
 ):
     # one program per (block of steps, batch row x Q/K head x split, block of column pairs): it walks its share
     # of the heads that read that Q/K head and adds their dQ, dK in registers, so no per-head copy of them
@@ -440,10 +445,15 @@ def _siso_prep_bwd_kernel(
         dk_o += gk_o
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
         part = ((j.to(tl.int64) * nb + bi) * H + h) * N
-        tl.store(QB_PART + part + 2 * ss, tl.sum(gq_e, axis=0), mask=e_ok)
-        tl.store(QB_PART + part + 2 * ss + 1, tl.sum(gq_o, axis=0), mask=o_ok)
-        tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=e_ok)
-        tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=o_ok)
+        if MERGE:   # the four column sums in one reduction across the lanes, each bias's stored as one row
+            sq_e, sq_o, sk_e, sk_o = tl.reduce((gq_e, gq_o, gk_e, gk_o), 0, _add4)
+            tl.store(QB_PART + part + c, tl.reshape(tl.join(sq_e, sq_o), (2 * PAIRS,)), mask=c < N)
+            tl.store(KB_PART + part + c, tl.reshape(tl.join(sk_e, sk_o), (2 * PAIRS,)), mask=c < N)
+        else:
+            tl.store(QB_PART + part + 2 * ss, tl.sum(gq_e, axis=0), mask=e_ok)
+            tl.store(QB_PART + part + 2 * ss + 1, tl.sum(gq_o, axis=0), mask=o_ok)
+            tl.store(KB_PART + part + 2 * ss, tl.sum(gk_e, axis=0), mask=e_ok)
+            tl.store(KB_PART + part + 2 * ss + 1, tl.sum(gk_o, axis=0), mask=o_ok)
 
         tl.store(DDT + base + t, d_scale * lam + d_e * (1.0 - lam), mask=first)
         tl.store(DTRAP + base + t, ((d_scale - d_e) * dt * lam * (1.0 - lam)).to(DTRAP.dtype.element_ty), mask=first)

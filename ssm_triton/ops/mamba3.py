@@ -24,7 +24,7 @@ _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
 
 def _route(x) -> tuple:
     """The SSD's route switches (``ops/ssd._route``) and the prep backward's steps per program."""
-    return (*_ssd_route(x), _k.PREP_BWD_STEPS, _k.PREP_AHEAD)
+    return (*_ssd_route(x), _k.PREP_BWD_STEPS, _k.PREP_AHEAD, _k.PREP_MERGE)
 
 
 def _states(a: dict):
