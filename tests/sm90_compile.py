@@ -400,7 +400,7 @@ def mamba3_cases():
         yield "mamba3 mimo prep bwd", m3_mimo_terms.prep_bwd_kernel, \
             {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
              **walk_kq("DQR", "DKR")}, \
-            dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32)
+            dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32, MERGE=opt)
         yield "mamba3 mimo out", m3_mimo_terms.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)

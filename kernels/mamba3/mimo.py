@@ -704,7 +704,8 @@ def _rank_terms(k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step
 @triton.jit
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
-                     R: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+                     R: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr,
+                     MERGE: tl.constexpr = False):
     """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
     ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
     along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
@@ -798,10 +799,17 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         dk1 += pk1
         dk2 += pk2
         part = ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r
-        tl.store(DQB + part * N + hs, tl.sum(pq1, axis=0), mask=h_ok)
-        tl.store(DQB + part * N + half + hs, tl.sum(pq2, axis=0), mask=h_ok)
-        tl.store(DKB + part * N + hs, tl.sum(pk1, axis=0), mask=h_ok)
-        tl.store(DKB + part * N + half + hs, tl.sum(pk2, axis=0), mask=h_ok)
+        if MERGE:   # the biases' four column sums in one reduction across the lanes
+            sq1, sq2, sk1, sk2 = tl.reduce((pq1, pq2, pk1, pk2), 0, _add4)
+        else:
+            sq1 = tl.sum(pq1, axis=0)
+            sq2 = tl.sum(pq2, axis=0)
+            sk1 = tl.sum(pk1, axis=0)
+            sk2 = tl.sum(pk2, axis=0)
+        tl.store(DQB + part * N + hs, sq1, mask=h_ok)
+        tl.store(DQB + part * N + half + hs, sq2, mask=h_ok)
+        tl.store(DKB + part * N + hs, sk1, mask=h_ok)
+        tl.store(DKB + part * N + half + hs, sk2, mask=h_ok)
         th_at = ((r.to(tl.int64) * nb + bi) * L + t) * H + h
         tl.store(DTH + th_at[:, None] * S + hs[None, :], dth, mask=ok[:, None] & (hs < S)[None, :])
     at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
@@ -881,8 +889,9 @@ HOIST_RANKS = 4
 # 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28; off until timed
 OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "")
 # "1": the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
-# (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4,
-# 27 barriers a program against 129, 8 reductions against 26, 2 layout changes against 26; off until timed
+# (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4, 27 barriers a program against 129, 8
+# reductions against 26, 2 layout changes against 26; and the prep backward takes each head's four bias column sums
+# in one reduction (_prep_bwd_kernel's MERGE); off until timed
 PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "")
 
 
@@ -921,7 +930,8 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
-                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt)
+                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
+                           MERGE=PREP_MERGE == "1")
     return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 
