@@ -128,7 +128,9 @@ def main() -> None:
         target = launch
         if args.ab:
             target, switch = _Settings(launch, args.ab), "which"
-            names, words = ("as is", *(text[:10] for text in args.ab)), tuple(range(len(args.ab) + 1))
+            # numbered: settings that share a first word stay apart in the listing
+            names, words = ("as is", *(f"#{i} {text[:24]}" for i, text in enumerate(args.ab, 1))), \
+                tuple(range(len(args.ab) + 1))
         elif args.prep:
             target, switch, names, words = m3_launch, "PREP_BWD_STEPS", ("prep bwd 16", f"prep bwd {args.prep}"), \
                 ("16", args.prep)
