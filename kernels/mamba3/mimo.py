@@ -601,7 +601,6 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                 o_sums = _sum_ranks(os_, 0, R)
                 for r in tl.static_range(R):
                     d_mo += tl.where(rs[:, None] == r, o_sums[r][None, :], 0.0)
-        if MERGE:
             d_g, d_e, d_mv = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g, e, d_h,
                                              rs, d_g, d_e, d_mv, BLOCK_T, BLOCK_R)
         else:
