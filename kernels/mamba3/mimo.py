@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
-from ..ssd.common import INTERPRETED, _nearest
+from ..ssd.common import INTERPRETED, _nearest, add2, add3, add4
 from ..ssd.cumsum import chunk_row
 from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel, TunableKernel, bucket, run_mode
@@ -258,32 +258,28 @@ def _angles(THETA, bi, t, h, ok, L, H, S, hs):
 
 
 @triton.jit
-def _add2(a0, b0, a1, b1):
-    return a0 + a1, b0 + b1
-
-
-@triton.jit
-def _add3(a0, b0, c0, a1, b1, c1):
-    return a0 + a1, b0 + b1, c0 + c1
-
-
-@triton.jit
-def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
-
-
-@triton.jit
 def _sum_ranks(tiles, AXIS: tl.constexpr, R: tl.constexpr):
     """The ``R`` (at most 4) tiles of ``tiles`` each summed along ``AXIS``, in one reduction across the lanes."""
     if R == 4:
-        out = tl.reduce(tiles, AXIS, _add4)
+        out = tl.reduce(tiles, AXIS, add4)
     elif R == 3:
-        out = tl.reduce(tiles, AXIS, _add3)
+        out = tl.reduce(tiles, AXIS, add3)
     elif R == 2:
-        out = tl.reduce(tiles, AXIS, _add2)
+        out = tl.reduce(tiles, AXIS, add2)
     else:
         out = (tl.sum(tiles[0], axis=AXIS),)
     return out
+
+
+@triton.jit
+def _score_tile(step, h, H, ok, R: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The ``(steps, R R)`` scores of head ``h`` as one tile: its columns ``cc`` (``r BLOCK_R + s`` for ranks ``r,
+    s``), their offsets in a ``(b, L, H, R, R)`` tensor, and the mask."""
+    cc = tl.arange(0, BLOCK_R * BLOCK_R)
+    cr = cc // BLOCK_R
+    cs = cc % BLOCK_R
+    at = (step * H + h)[:, None] * (R * R) + (cr * R + cs)[None, :]
+    return cc, at, ok[:, None] & ((cr < R) & (cs < R))[None, :]
 
 
 @triton.jit
@@ -326,11 +322,7 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
             kt1 = kt1 + (a,)
             kt2 = kt2 + (b,)
         if MERGE:
-            cc = tl.arange(0, BLOCK_R * BLOCK_R)
-            cr = cc // BLOCK_R
-            cs = cc % BLOCK_R
-            tile_at = (((bi.to(tl.int64) * L + t) * H + h) * (R * R))[:, None] + (cr * R + cs)[None, :]
-            tile_ok = ok[:, None] & ((cr < R) & (cs < R))[None, :]
+            cc, tile_at, tile_ok = _score_tile(bi.to(tl.int64) * L + t, h, H, ok, R, BLOCK_R)
             sc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
             scc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
             for r in tl.static_range(R):
@@ -497,11 +489,7 @@ def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr
     rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the ``R`` sums over the steps for ``d MIMO_V``
     in one; the scores' gradients gathered into ``(steps, R R)`` tiles and stored once, not ``2 R R`` vectors each
     changing layout for its store."""
-    cc = tl.arange(0, BLOCK_R * BLOCK_R)
-    cr = cc // BLOCK_R
-    cs = cc % BLOCK_R
-    tile_at = (step * H + h)[:, None] * (R * R) + (cr * R + cs)[None, :]
-    tile_ok = ok[:, None] & ((cr < R) & (cs < R))[None, :]
+    cc, tile_at, tile_ok = _score_tile(step, h, H, ok, R, BLOCK_R)
     dsc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
     dscc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
     ups = ()
@@ -799,7 +787,7 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         dk2 += pk2
         part = ((tl.program_id(0).to(tl.int64) * nb + bi) * H + h) * R + r
         if MERGE:   # the biases' four column sums in one reduction across the lanes
-            sq1, sq2, sk1, sk2 = tl.reduce((pq1, pq2, pk1, pk2), 0, _add4)
+            sq1, sq2, sk1, sk2 = tl.reduce((pq1, pq2, pk1, pk2), 0, add4)
         else:
             sq1 = tl.sum(pq1, axis=0)
             sq2 = tl.sum(pq2, axis=0)

@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ssd.common import add4
 from ..ssd.cumsum import chunk_row, store_cum   # (block, bh, row, head, steps, steps < L) of a (block, row x head) program
 from ..host import cdiv, next_power_of_2
 from ..trig import cos_sin
@@ -65,11 +66,6 @@ def _pairs(x, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
     """A contiguous ``(steps, 2 BLOCK_S)`` tile of interleaved pairs as ``(even, odd)`` columns, each
     ``(steps, BLOCK_S)``: the tile is read with whole-row accesses and split in registers."""
     return tl.split(tl.reshape(x, (BLOCK_T, BLOCK_S, 2)))
-
-
-@triton.jit
-def _add4(a0, b0, c0, d0, a1, b1, c1, d1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
 
 
 @triton.jit
@@ -446,7 +442,7 @@ def _siso_prep_bwd_kernel(
         # this block's share of the head's bias gradients (padding steps and columns hold zeros)
         part = ((j.to(tl.int64) * nb + bi) * H + h) * N
         if MERGE:   # the four column sums in one reduction across the lanes, each bias's stored as one row
-            sq_e, sq_o, sk_e, sk_o = tl.reduce((gq_e, gq_o, gk_e, gk_o), 0, _add4)
+            sq_e, sq_o, sk_e, sk_o = tl.reduce((gq_e, gq_o, gk_e, gk_o), 0, add4)
             tl.store(QB_PART + part + c, tl.reshape(tl.join(sq_e, sq_o), (2 * PAIRS,)), mask=c < N)
             tl.store(KB_PART + part + c, tl.reshape(tl.join(sk_e, sk_o), (2 * PAIRS,)), mask=c < N)
         else:

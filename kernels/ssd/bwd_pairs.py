@@ -99,12 +99,16 @@ def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
 
 @triton.jit
 def skip_grads(dx, dy, x, D, DIAG, DDIAG, row, s, s_ok, h, P, ps, p_ok,
-               HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr):
+               HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, dyx=None):
     """``dx`` of steps ``s`` plus what the terms that skip the scan send back (``diag_s x_s``: ``diag_s dy_s``, its
-    gradient ``dy_s . x_s`` stored at ``DDIAG``; ``D x_s``: ``D dy_s``); ``dy, x (steps, BLOCK_P)`` fp32."""
+    gradient ``dy_s . x_s`` stored at ``DDIAG``; ``D x_s``: ``D dy_s``); ``dy, x (steps, BLOCK_P)`` fp32; ``dyx``
+    the sums ``dy_s . x_s`` where the caller took them already (with others, in one reduction)."""
     if HAS_DIAG:
         dx += tl.load(DIAG + row + s)[:, None] * dy
-        tl.store(DDIAG + row + s, tl.sum(dy * x, axis=1), mask=s_ok)
+        if dyx is None:
+            tl.store(DDIAG + row + s, tl.sum(dy * x, axis=1), mask=s_ok)
+        else:
+            tl.store(DDIAG + row + s, dyx, mask=s_ok)
     if HAS_D:
         if D_PER_CHANNEL:
             dx += tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * dy

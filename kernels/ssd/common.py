@@ -39,6 +39,22 @@ def mm(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
+def add2(a0, b0, a1, b1):
+    """Sums of two tiles at once: ``tl.reduce``'s combine for a pair of operands (one pass across the lanes)."""
+    return a0 + a1, b0 + b1
+
+
+@triton.jit
+def add3(a0, b0, c0, a1, b1, c1):
+    return a0 + a1, b0 + b1, c0 + c1
+
+
+@triton.jit
+def add4(a0, b0, c0, d0, a1, b1, c1, d1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
+
+
+@triton.jit
 def as_dot(a, DOT: tl.constexpr):
     """``a`` as :func:`mm` takes it into the tensor cores, so that a tile used by two products is cast (and copied
     to shared memory) once: :func:`mm`'s own cast is then a no-op."""

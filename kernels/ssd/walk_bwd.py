@@ -48,17 +48,12 @@ import triton
 import triton.language as tl
 
 from .bwd_pairs import skip_grads
-from .common import as_dot, cum_at, mm
+from .common import add3, as_dot, cum_at, mm
 from ..tuning import Kernel
 
 # FREC's running scalar: fp32's rounding unit, and the error bound beside |f| past which f is summed directly
 FP32_EPS = tl.constexpr(2.0 ** -24)
 FREC_TOL = tl.constexpr(2.0 ** -16)
-
-
-@triton.jit
-def _add3(a0, b0, c0, a1, b1, c1):
-    return a0 + a1, b0 + b1, c0 + c1
 
 
 @triton.jit
@@ -121,8 +116,8 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     H_in>`` from ``G = <dh, H_out>`` (``big_g``) less the block state's part, ``sum_s us_s``, except where ``direct``
     (the segment's first block walked) or where the difference's error bound (``g_err``, carried with ``G``) passes
     ``FREC_TOL |f|``; ``G`` for the block before is ``<dh_in, H_in> = f + sum_t ehq_t``. Its tiles ``x, g = dy, k,
-    q`` (``_tiles``) are given where ``LOADED``, else loaded here (the loads after the entering state is made: sm_90's spill stack 520 bytes a thread, against
-    608-1088 with them issued before it, triton 3.6). ``MERGE``: ``dh`` cast to the cores' dtype once for its two
+    q`` (``_tiles``) are given where ``LOADED``, else loaded here (the loads after the entering state is made: sm_90's
+    spill stack 520 bytes a thread, against 608-1088 with them issued before it, triton 3.6). ``MERGE``: ``dh`` cast to the cores' dtype once for its two
     products, and the three sums over a step's P columns (x . v, x . v_s, dy . x) in one reduction; sm_90, triton
     3.6: 54 barriers a block against 60, a 632-byte spill stack against 680 (not yet timed)."""
     ts = tl.arange(0, SUB)
@@ -184,14 +179,11 @@ def _block(X, K, QQ, DY, DTP, CUM, D, DIAG, DX, DK, DQ, XV, DDIAG, DA, dh, dd, e
     vs = w[:, None] * mm(k, tl.trans(dhb), DOT)                      # (s, P): through the end state
     v += vs
     if MERGE:   # one reduction across the lanes for three sums (each a pass through shared memory, with barriers)
-        xv, xvs, dyx = tl.reduce((x * v, x * vs, g * x), 1, _add3)
+        xv, xvs, dyx = tl.reduce((x * v, x * vs, g * x), 1, add3)
         tl.store(XV + row + t, xv, mask=ok)
         us = scale * xvs
-        dx = scale[:, None] * v
-        if HAS_DIAG:
-            dx += tl.load(DIAG + row + t)[:, None] * g
-            tl.store(DDIAG + row + t, dyx, mask=ok)
-        dx = skip_grads(dx, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL, False)
+        dx = skip_grads(scale[:, None] * v, g, x, D, DIAG, DDIAG, row, t, ok, h, P, ps, p_ok, HAS_D, D_PER_CHANNEL,
+                        HAS_DIAG, dyx)
     else:
         tl.store(XV + row + t, tl.sum(x * v, axis=1), mask=ok)
         us = scale * tl.sum(x * vs, axis=1)
