@@ -202,7 +202,7 @@ def one_launch_training(segments: int, *noted: str):
 
 
 @contextlib.contextmanager
-def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec: bool = False, merge: bool = False):
+def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec: bool = False, merge: bool = True):
     """The backward of Mamba-3's scans in one launch (``launch.WALK_BWD``, ``walk_bwd.py``) forced on, walking
     chunks of ``2 sub`` steps in halves (``launch.WALK_SUB``), each row's chunks in ``segments`` side by side
     (``launch.WALK_SEGMENTS``; fewer where the row has fewer chunks), each block's loads issued by the block walked

@@ -45,10 +45,11 @@ PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 # head before it computes, as it does its dq~, dk~ tiles (prep.py's AHEAD; "0" turns it off): its kernel 0.954 ->
 # 0.765 ms at SISO's B8 L4096 H32, fwd+bwd 4.92-4.99 against 5.11 (H100, 2026-12-06)
 PREP_AHEAD = os.environ.get("SSM_TRITON_PREP_AHEAD", "1")
-# "1": the prep backward takes a head's four bias column sums in one reduction across the lanes and stores each bias's
-# as one row (prep.py's MERGE): sm_90, triton 3.6, 64-step blocks, 32 pairs, 8 warps: 37 barriers a program against
-# 42 (4 warps, 16 pairs: 25 against 34); off until timed
-PREP_MERGE = os.environ.get("SSM_TRITON_PREP_MERGE", "")
+# the prep backward takes a head's four bias column sums in one reduction across the lanes and stores each bias's as
+# one row (prep.py's MERGE; "0" turns it off): sm_90, triton 3.6, 64-step blocks, 32 pairs, 8 warps: 37 barriers a
+# program against 42 (4 warps, 16 pairs: 25 against 34); H100, 2026-12-06, SISO B8 L4096: its kernel 0.720 ms
+# against 0.776, fwd+bwd 4.568-4.621 against 4.606-4.607
+PREP_MERGE = os.environ.get("SSM_TRITON_PREP_MERGE", "1")
 PREP_BWD_GPU = 64
 
 
@@ -270,7 +271,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
         DDIAG=ddiag, DE0=de0, DQ=planes[0], DK=planes[1], QB_PART=bias_parts[0], KB_PART=bias_parts[1], SUF=dang,
         DDT=ddt, DTRAP=dtrap, DTH_SUMS=dth_sums, L=L, H=H, HQK=HQK, N=N, S=S, Lp=Lp, nblk=nblk,
         nblk_theta=saved.theta_b.shape[2], BLOCK_T=bt, THETA_EVERY=bt // fwd_bt, AHEAD=PREP_AHEAD != "0",
-        MERGE=PREP_MERGE == "1")
+        MERGE=PREP_MERGE != "0")
     dq, dk = sum_planes(planes, kw["SPLIT"], Q.dtype)
     # what the later blocks (and the final angle) send back through each block's angles; a packed row's
     # sequences each stop at their end and take their own final angle's gradient

@@ -870,16 +870,19 @@ def _block_h(N: int) -> int:
 # the prep backward every rank's raw Q, K rows through its loop over heads, the output backward every rank's dy);
 # more ranks reload or recompute them
 HOIST_RANKS = 4
-# "1": the output backward (every rank held, R <= HOIST_RANKS) takes its sums across the lanes a kind at a time for
+# the output backward (every rank held, R <= HOIST_RANKS) takes its sums across the lanes a kind at a time for
 # every rank (the R products dy_r . v_s of a rank s, the R gates' and output weights' sums over the steps, the R sums
 # for d MIMO_V) and stores the scores' gradients as (steps, R R) tiles (_merged_in_step): sm_90, triton 3.6, R = 4,
-# 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28; off until timed
-OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "")
-# "1": the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
+# 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28 ("0" turns it off; with
+# PREP_MERGE, H100, 2026-12-06, MIMO B8 L4096: its kernel 4.461 ms against 5.221, fwd+bwd 24.70-24.80 against
+# 25.63-25.74)
+OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "1")
+# the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
 # (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4, 27 barriers a program against 129, 8
 # reductions against 26, 2 layout changes against 26; and the prep backward takes each head's four bias column sums
-# in one reduction (_prep_bwd_kernel's MERGE); off until timed
-PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "")
+# in one reduction (_prep_bwd_kernel's MERGE) ("0" turns it off; H100, 2026-12-06, MIMO B8: the prep forward 1.635 ms
+# against 1.950, the backward 5.437 against 5.466)
+PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "1")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -899,7 +902,7 @@ def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc, L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R,
                            DOT=dot, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_H=_block_h(N),
-                           MERGE=PREP_MERGE == "1", BLOCK_R=next_power_of_2(R))
+                           MERGE=PREP_MERGE != "0", BLOCK_R=next_power_of_2(R))
     return qr, kr, sc, scc
 
 
@@ -918,7 +921,7 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
                            nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
-                           MERGE=PREP_MERGE == "1")
+                           MERGE=PREP_MERGE != "0")
     return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
 
 
@@ -956,7 +959,7 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
                           SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
                           DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
-                          R=R, HOIST=R <= HOIST_RANKS, MERGE=OUT_MERGE == "1", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
+                          R=R, HOIST=R <= HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
                           BLOCK_R=next_power_of_2(R))
     fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
     return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)

@@ -364,11 +364,13 @@ WALK_AHEAD = os.environ.get("SSM_TRITON_WALK_AHEAD", "1")
 # "1": the walk's carried-state decay term <dh, H_in> from a running scalar (walk_bwd's FREC) in place of a (P, N)
 # product summed each block (ablated on 2026-12-06, H100: that sum cost ~0.24 ms of the 2.37 ms walk), summed directly
 # again where the running difference's error bound passes 2^-16 of it (strong decays; on the bench's decays 25 of 30
-# blocks kept the difference, CPU 2026-12-06); off until timed
+# blocks kept the difference, CPU 2026-12-06); off: slower as timed (H100, 2026-12-06, SISO B8 L4096: walk 2.736 ms
+# against 2.238, fwd+bwd 5.10-5.16 against 4.61; the bound's bookkeeping costs more than the product it skips)
 WALK_FREC = os.environ.get("SSM_TRITON_WALK_FREC", "")
-# "1": the walk casts dh once for its two products and sums x . v, x . v_s and dy . x in one reduction (walk_bwd's
-# MERGE; sm_90, triton 3.6: 54 barriers a block against 60, spill stack 632 bytes against 680); off until timed
-WALK_MERGE = os.environ.get("SSM_TRITON_WALK_MERGE", "")
+# the walk casts dh once for its two products and sums x . v, x . v_s and dy . x in one reduction (walk_bwd's MERGE;
+# sm_90, triton 3.6: 54 barriers a block against 60, spill stack 632 bytes against 680; "0" turns it off): H100,
+# 2026-12-06, SISO B8 L4096 walk 2.196 ms against 2.238, fwd+bwd 4.565-4.617 against 4.606-4.607
+WALK_MERGE = os.environ.get("SSM_TRITON_WALK_MERGE", "1")
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
 # state gradient from the later ones): "" the count by waves (walk_segments), a number forces it
 WALK_SEGMENTS = os.environ.get("SSM_TRITON_WALK_SEGMENTS", "")
@@ -471,7 +473,7 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
                     D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
                     AHEAD=WALK_AHEAD != "0", FREC=WALK_FREC == "1",
-                    MERGE=WALK_MERGE == "1", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
+                    MERGE=WALK_MERGE != "0", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))
