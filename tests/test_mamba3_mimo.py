@@ -51,17 +51,19 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
                                               data):
     """Outputs, final states and every gradient against the float64 loop; the output backward's and the prep
     forward's sums merged across the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``,
-    ``SSM_TRITON_MIMO_PREP_MERGE``)."""
+    ``SSM_TRITON_MIMO_PREP_MERGE``), the output backward walking one to three step blocks a program
+    (``SSM_TRITON_MIMO_OUT_ITERS``)."""
     from ssm_triton.kernels.mamba3 import mimo as terms
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    before = terms.OUT_MERGE, terms.PREP_MERGE
+    before = terms.OUT_MERGE, terms.PREP_MERGE, terms.OUT_ITERS
     terms.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
     terms.PREP_MERGE = "1" if data.draw(st.booleans(), label="prep_merge") else "0"
+    terms.OUT_ITERS = str(data.draw(st.integers(1, 3), label="out_iters"))   # (the interpreter's default: 2)
     try:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     finally:
-        terms.OUT_MERGE, terms.PREP_MERGE = before
+        terms.OUT_MERGE, terms.PREP_MERGE, terms.OUT_ITERS = before
 
 
 @examples(3)

@@ -483,12 +483,13 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
 
 
 @triton.jit
-def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr, P, ps, p_ok, ok, g, e, d_h, rs,
-                    d_g, d_e, d_mv, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr, P, ps, p_ok, ok, g, e, d_h,
+                    d_g, d_e, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
     """:func:`_out_bwd_kernel`'s in-step terms (``HOIST``, ``R <= 4``) with fewer passes across the lanes: for each
-    rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the ``R`` sums over the steps for ``d MIMO_V``
-    in one; the scores' gradients gathered into ``(steps, R R)`` tiles and stored once, not ``2 R R`` vectors each
-    changing layout for its store."""
+    rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the scores' gradients gathered into ``(steps, R
+    R)`` tiles and stored once, not ``2 R R`` vectors each changing layout for its store. Returns ``d_g, d_e`` and
+    the ``R`` tiles ``(steps, P)`` whose sums over the steps are ``d MIMO_V``'s (the caller sums them when it will:
+    once a program)."""
     cc, tile_at, tile_ok = _score_tile(step, h, H, ok, R, BLOCK_R)
     dsc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
     dscc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
@@ -513,10 +514,25 @@ def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr
         ups = ups + (u * vt,)
     tl.store(DSC + tile_at, dsc_t, mask=tile_ok)
     tl.store(DSCC + tile_at, dscc_t, mask=tile_ok)
-    mv_sums = _sum_ranks(ups, 0, R)
-    for s in tl.static_range(R):
-        d_mv += tl.where(rs[:, None] == s, mv_sums[s][None, :], 0.0)
-    return d_g, d_e, d_mv
+    return d_g, d_e, ups
+
+
+@triton.jit
+def _add_ranks(acc, tiles, R: tl.constexpr):
+    out = ()
+    for r in tl.static_range(R):
+        out = out + (acc[r] + tiles[r],)
+    return out
+
+
+@triton.jit
+def _step_sums(tiles, rs, R: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The ``R`` tiles ``(steps, P)`` summed over the steps in one reduction, as the rows of an ``(R, P)`` tile."""
+    sums = _sum_ranks(tiles, 0, R)
+    out = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
+    for r in tl.static_range(R):
+        out += tl.where(rs[:, None] == r, sums[r][None, :], 0.0)
+    return out
 
 
 @triton.jit
@@ -525,109 +541,125 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                     L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
                     HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
-                    MERGE: tl.constexpr = False):
+                    MERGE: tl.constexpr = False, ITERS: tl.constexpr = 1):
     """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
-    outside, in a fixed order. ``HOIST`` (few ranks): every rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums
-    over the steps once per rank ``s`` (a tile gathering ``w[r, s] dy_r`` over ``r``), not once per pair of
-    ranks: those sums across the block's rows went through shared memory, and the kernel waited on it (MIO
-    stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight Compute 2026-12-04)."""
+    outside, in a fixed order; a program walks ``ITERS`` blocks of ``BLOCK_T`` steps. ``HOIST`` (few ranks): every
+    rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums over the steps once per rank ``s`` (a tile gathering
+    ``w[r, s] dy_r`` over ``r``), not once per pair of ranks: those sums across the block's rows went through
+    shared memory, and the kernel waited on it (MIO stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight
+    Compute 2026-12-04). With ``MERGE`` as well, the weights' sums over the steps are taken once a program, after
+    its last block (their tiles added up until then), and each kind's ``R`` sums in one reduction."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    ok = t < L
     ps = tl.arange(0, BLOCK_P)
     p_ok = ps < P
-    m = ok[:, None] & p_ok[None, :]
     rs = tl.arange(0, BLOCK_R)
-    step = bi.to(tl.int64) * L + t
-    at = (step * H + h)[:, None] * P + ps[None, :]
-    vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
-    g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-    e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
     d_h = 0.0
     if HAS_D:
         d_h = tl.load(D + h).to(tl.float32)
-    zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    if HAS_Z:
-        zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-    dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    if HAS_OUT:
-        dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
-    dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     d_mv = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
     d_mz = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
     d_mo = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
     d_d = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
-    d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
-    if HOIST:
-        dys = ()
-        zs = ()
-        os_ = ()
+    if HOIST and MERGE:   # the weights' (steps, P) terms, each rank's, summed over the steps after the last block
+        acc_v = ()
+        acc_z = ()
+        acc_o = ()
         for r in tl.static_range(R):
-            if MERGE:   # the gate's and output weights' sums over the steps taken below, every rank's in one
-                dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
-                    r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout,
-                    rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False)
-                zs = zs + (z_r,)
-                os_ = os_ + (o_r,)
+            acc_v = acc_v + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
+            acc_z = acc_z + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
+            acc_o = acc_o + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
+    for it in range(ITERS):
+        t = (tl.program_id(0) * ITERS + it) * BLOCK_T + tl.arange(0, BLOCK_T)
+        ok = t < L
+        m = ok[:, None] & p_ok[None, :]
+        step = bi.to(tl.int64) * L + t
+        at = (step * H + h)[:, None] * P + ps[None, :]
+        vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
+        g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+        e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+        zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        if HAS_Z:
+            zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
+        dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        if HAS_OUT:
+            dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+        dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        dd_blk = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+        d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
+        d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
+        if HOIST:
+            dys = ()
+            zs = ()
+            os_ = ()
+            for r in tl.static_range(R):
+                if MERGE:
+                    dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
+                        r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False)
+                    zs = zs + (z_r,)
+                    os_ = os_ + (o_r,)
+                else:
+                    dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
+                        r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
+                dv += dy * coef
+                dd_blk += dy * mv_r[None, :]
+                dys = dys + (dy,)
+            if MERGE:
+                if HAS_Z:
+                    acc_z = _add_ranks(acc_z, zs, R)
+                if HAS_OUT:
+                    acc_o = _add_ranks(acc_o, os_, R)
+                d_g, d_e, ups = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g,
+                                                e, d_h, d_g, d_e, BLOCK_T, BLOCK_R)
+                acc_v = _add_ranks(acc_v, ups, R)
             else:
+                for s in tl.static_range(R):
+                    vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+                    u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
+                    for r in tl.static_range(R):
+                        s_at = ((step * H + h) * R + r) * R + s
+                        w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
+                        dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
+                        tl.store(DSC + s_at, g * dot, mask=ok)
+                        tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
+                        d_g += (sc - scc) * dot
+                        d_e -= scc * dot
+                        u += w[:, None] * dys[r]
+                    d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
+        else:
+            for r in range(R):
                 dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
                     r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout,
                     rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
-            dv += dy * coef
-            d_d += dy * mv_r[None, :]
-            dys = dys + (dy,)
-        if MERGE:
-            if HAS_Z:
-                z_sums = _sum_ranks(zs, 0, R)
-                for r in tl.static_range(R):
-                    d_mz += tl.where(rs[:, None] == r, z_sums[r][None, :], 0.0)
-            if HAS_OUT:
-                o_sums = _sum_ranks(os_, 0, R)
-                for r in tl.static_range(R):
-                    d_mo += tl.where(rs[:, None] == r, o_sums[r][None, :], 0.0)
-            d_g, d_e, d_mv = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g, e, d_h,
-                                             rs, d_g, d_e, d_mv, BLOCK_T, BLOCK_R)
-        else:
-            for s in tl.static_range(R):
-                vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-                u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
-                for r in tl.static_range(R):
+                dv += dy * coef
+                dd_blk += dy * mv_r[None, :]
+                d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
+                for s in range(R):
                     s_at = ((step * H + h) * R + r) * R + s
                     w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-                    dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
+                    mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+                    dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
                     tl.store(DSC + s_at, g * dot, mask=ok)
                     tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
                     d_g += (sc - scc) * dot
                     d_e -= scc * dot
-                    u += w[:, None] * dys[r]
-                d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
-    else:
-        for r in range(R):
-            dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
-                r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
-                dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
-            dv += dy * coef
-            d_d += dy * mv_r[None, :]
-            d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
-            for s in range(R):
-                s_at = ((step * H + h) * R + r) * R + s
-                w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-                mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-                dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
-                tl.store(DSC + s_at, g * dot, mask=ok)
-                tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
-                d_g += (sc - scc) * dot
-                d_e -= scc * dot
-                d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
-    tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
-    tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
-    tl.store(DV + at, dv, mask=m)
-    if HAS_Z:
-        tl.store(DZ + at, dz, mask=m)
+                    d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
+        d_d += dd_blk * vt
+        tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
+        tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
+        tl.store(DV + at, dv, mask=m)
+        if HAS_Z:
+            tl.store(DZ + at, dz, mask=m)
+    if HOIST and MERGE:
+        d_mv = _step_sums(acc_v, rs, R, BLOCK_R, BLOCK_P)
+        if HAS_Z:
+            d_mz = _step_sums(acc_z, rs, R, BLOCK_R, BLOCK_P)
+        if HAS_OUT:
+            d_mo = _step_sums(acc_o, rs, R, BLOCK_R, BLOCK_P)
     part = (tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh)
     pr = (part * R + rs)[:, None] * P + ps[None, :]
     pr_ok = (rs < R)[:, None] & p_ok[None, :]
@@ -637,7 +669,7 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     if HAS_OUT:
         tl.store(DMO + pr, d_mo, mask=pr_ok)
     if HAS_D:
-        tl.store(DD + part, tl.sum(tl.sum(d_d * vt, axis=1), axis=0))
+        tl.store(DD + part, tl.sum(tl.sum(d_d, axis=1), axis=0))
 
 
 @triton.jit
@@ -883,6 +915,12 @@ OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "1")
 # in one reduction (_prep_bwd_kernel's MERGE) ("0" turns it off; H100, 2026-12-06, MIMO B8: the prep forward 1.635 ms
 # against 1.950, the backward 5.437 against 5.466)
 PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "1")
+# step blocks the output backward walks a program: with the merged sums, the weights' sums over the steps and their
+# partials' stores (3 (b, H, R, P) fp32 tensors a block of 8 steps: 400 MB at B8 L4096 H32 R4 P64) once a program.
+# "" (the default): 8 where the programs still fill the GPU 4 times over (out_iters), a number forces it. H100,
+# 2026-12-06, MIMO B8 L4096: its kernel 3.366 ms (8) / 3.606 (4) against 4.504 (1), fwd+bwd 23.51-23.69 against
+# 24.71-24.87
+OUT_ITERS = os.environ.get("SSM_TRITON_MIMO_OUT_ITERS", "")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -938,13 +976,28 @@ def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
     return out
 
 
+def out_iters(device, rows: int, L: int, bt: int) -> int:
+    """Step blocks a program of the output backward walks (``OUT_ITERS``): up to 8 while ``rows`` (b H) programs
+    along each of ``L``'s blocks still fill the GPU's SMs 4 times over; 2 in the interpreter (tests cross them)."""
+    if OUT_ITERS:
+        return max(1, int(OUT_ITERS))
+    mode = run_mode(device)
+    if mode.interpreted:
+        return 2
+    iters = 8
+    while iters > 1 and cdiv(L, bt * iters) * rows < 4 * mode.sm_count:
+        iters //= 2
+    return iters
+
+
 def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
     """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P)`` in :func:`rank_dtype` (the stages', which multiply
     it in that dtype), ``dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or None`` (fp32), ``dMIMO_V, dMIMO_Z or
     None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
     b, L, R, H, P = y.shape
     bt = _blocks(V.device, False)
-    nt = cdiv(L, bt)
+    iters = out_iters(V.device, b * H, L, bt)
+    nt = cdiv(L, bt * iters)
     f32 = dict(device=V.device, dtype=torch.float32)
     dy = torch.empty((b, L, R, H, P), device=V.device, dtype=rank_dtype(V.dtype))
     dsc = torch.empty_like(sc)
@@ -956,10 +1009,10 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     parts = lambda on: torch.empty((nt, b, H, R, P), **f32) if on else None  # noqa: E731
     dmv, dmz, dmo = parts(True), parts(Z is not None), parts(MIMO_Out is not None)
     dd = torch.empty((nt, b, H), **f32) if D is not None else None
-    out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
+    out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt * iters, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
                           SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
                           DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
                           R=R, HOIST=R <= HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
-                          BLOCK_R=next_power_of_2(R))
+                          BLOCK_R=next_power_of_2(R), ITERS=iters)
     fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
     return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)

@@ -43,9 +43,10 @@ _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.fl
 
 def _mimo_route(x) -> tuple:
     """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), and the rank tensors' dtype switch
-    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo.OUT_MERGE``, ``mimo.PREP_MERGE``):
-    what picks a call's launches and buffers beyond its arguments (the op and replay keys)."""
-    return (*_route(x), _mk.RANKS, _mk.OUT_MERGE, _mk.PREP_MERGE)
+    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo.OUT_MERGE``, ``mimo.PREP_MERGE``)
+    and the output backward's step blocks a program (``mimo.OUT_ITERS``): what picks a call's launches and buffers
+    beyond its arguments (the op and replay keys)."""
+    return (*_route(x), _mk.RANKS, _mk.OUT_MERGE, _mk.PREP_MERGE, _mk.OUT_ITERS)
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
@@ -173,7 +174,8 @@ _out = build(OpSpec(
     "mamba3_mimo_out", "y: Tensor, sc: Tensor, scc: Tensor, gamma: Tensor, e_next: Tensor, V: Tensor, MIMO_V: Tensor, "
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
     forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
-    grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward, switches=lambda y: (_mk.RANKS, _mk.OUT_MERGE)))
+    grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward,
+    switches=lambda y: (_mk.RANKS, _mk.OUT_MERGE, _mk.OUT_ITERS)))
 
 
 def _weights_backward(saved, grads):
