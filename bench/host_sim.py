@@ -224,7 +224,7 @@ def backward_main(profile: bool) -> None:
             for _ in range(300):
                 fn()
             pr.disable()
-            pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+            pstats.Stats(pr).sort_stats(os.environ.get("HOST_SIM_SORT", "tottime")).print_stats(int(os.environ.get("HOST_SIM_TOP", "25")))
 
 
 def lm_main(layer: str, profile: bool) -> None:
@@ -259,7 +259,7 @@ def lm_main(layer: str, profile: bool) -> None:
             for _ in range(50):
                 model(tok, inference_params=params)
             pr.disable()
-            pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+            pstats.Stats(pr).sort_stats(os.environ.get("HOST_SIM_SORT", "tottime")).print_stats(int(os.environ.get("HOST_SIM_TOP", "25")))
 
 
 def main() -> None:
