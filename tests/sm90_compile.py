@@ -419,13 +419,16 @@ def mamba3_cases():
 
 
 def main() -> int:
-    """``--resources``: also print each compiled variant's registers and spill stack (no GPU needed)."""
+    """``--resources``: also print each compiled variant's registers and spill stack (no GPU needed); ``--aligned``
+    compiles every variant with its pointers and sizes marked divisible by 16 (``compile_kernel``'s ``aligned``: a
+    launch at the bench's shapes; the registers and spills it shows are those a GPU run gets there)."""
     show = "--resources" in sys.argv
+    aligned = "--aligned" in sys.argv
     done = failed = 0
     for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
                                                      fused_step_cases(), mamba3_cases()):
         try:
-            compiled = compile_kernel(kernel, ptrs, flags)
+            compiled = compile_kernel(kernel, ptrs, flags, aligned=aligned)
             done += 1
             if show:
                 print(f"{name:28s} {resources(compiled):40s} {flags}")
