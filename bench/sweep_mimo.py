@@ -1,8 +1,8 @@
 """Mamba-3 MIMO's kernels around the SSD stages on the GPU: ``python -m ssm_triton.bench.sweep_mimo``.
 
 At the issue's shape (B=8 L=4096 R=4 H=32 P=64 N=128 S=32 bf16, D, Z, MIMO_Out), each of the four kernels of
-``kernels/mamba3/mimo.py`` (prep forward and backward, output forward and backward) timed alone under every
-step block and warp count (``do_bench`` medians), so that their blocks can be chosen from measurements: the
+``kernels/mamba3/mimo.py`` (prep forward and backward) and ``mimo_out.py`` (output forward and backward) timed alone
+under every step block and warp count (``do_bench`` medians), so that their blocks can be chosen from measurements: the
 backward kernels' step block is fixed by their partial sums' shape and not tuned.
 """
 import itertools
@@ -12,7 +12,7 @@ import triton.language as tl
 import triton.testing
 
 from ssm_triton.kernels import tuning
-from ssm_triton.kernels.mamba3 import mimo
+from ssm_triton.kernels.mamba3 import mimo, mimo_out
 
 
 def ms(fn):
@@ -41,8 +41,8 @@ def run(steps_options=(4, 8, 16, 32), warps_options=(4, 8)):
     kernels = {
         "prep fwd": ("mamba3_mimo_prep",
                      lambda: mimo.prep_forward(t["Q"], t["K"], t["Q_bias"], t["K_bias"], t["theta"], H, tl.bfloat16)),
-        "out fwd": ("mamba3_mimo_out", lambda: mimo.out_forward(*out_args)),
-        "out bwd": ("mamba3_mimo_out_bwd", lambda: mimo.out_backward(t["dout"], *out_args)),
+        "out fwd": ("mamba3_mimo_out", lambda: mimo_out.out_forward(*out_args)),
+        "out bwd": ("mamba3_mimo_out_bwd", lambda: mimo_out.out_backward(t["dout"], *out_args)),
         "prep bwd": ("mamba3_mimo_prep_bwd_pairs",
                      lambda: mimo.prep_backward(dqr, dkr, dsc, dscc, t["Q"], t["K"], t["Q_bias"], t["K_bias"],
                                                 t["theta"])),

@@ -40,6 +40,7 @@ from ssm_triton.kernels.ssd import walk_bwd as ssd_walk  # noqa: E402
 from ssm_triton.kernels.mamba3 import core as m3_core  # noqa: E402
 from ssm_triton.kernels.mamba3 import prep as m3_prep  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo as m3_mimo_terms  # noqa: E402
+from ssm_triton.kernels.mamba3 import mimo_out as m3_mimo_out  # noqa: E402
 from ssm_triton.kernels.mamba3 import weights as m3_weights  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
@@ -408,10 +409,10 @@ def mamba3_cases():
             {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
              **walk_kq("DQR", "DKR")}, \
             dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32, MERGE=opt)
-        yield "mamba3 mimo out", m3_mimo_terms.out_fwd_kernel, \
+        yield "mamba3 mimo out", m3_mimo_out.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)
-        yield "mamba3 mimo out bwd", m3_mimo_terms.out_bwd_kernel, \
+        yield "mamba3 mimo out bwd", m3_mimo_out.out_bwd_kernel, \
             {**iop("DOUT", "V", "Z", "DY"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO", "DSC", "DSCC",
                                                 "DG", "DE", "DV", "DZ", "DMV", "DMZ", "DMO", "DD")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, HOIST=opt, BLOCK_T=8, BLOCK_P=64, BLOCK_R=4, MERGE=opt,

@@ -53,17 +53,17 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     forward's sums merged across the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``,
     ``SSM_TRITON_MIMO_PREP_MERGE``), the output backward walking one to three step blocks a program
     (``SSM_TRITON_MIMO_OUT_ITERS``)."""
-    from ssm_triton.kernels.mamba3 import mimo as terms
+    from ssm_triton.kernels.mamba3 import mimo as terms, mimo_out
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    before = terms.OUT_MERGE, terms.PREP_MERGE, terms.OUT_ITERS
-    terms.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
+    before = mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS
+    mimo_out.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
     terms.PREP_MERGE = "1" if data.draw(st.booleans(), label="prep_merge") else "0"
-    terms.OUT_ITERS = str(data.draw(st.integers(1, 3), label="out_iters"))   # (the interpreter's default: 2)
+    mimo_out.OUT_ITERS = str(data.draw(st.integers(1, 3), label="out_iters"))   # (the interpreter's default: 2)
     try:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     finally:
-        terms.OUT_MERGE, terms.PREP_MERGE, terms.OUT_ITERS = before
+        mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS = before
 
 
 @examples(3)
@@ -385,7 +385,7 @@ def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monk
     back terms the stages added, which a rounded ``y`` would keep). The one-node call, the op-by-op one (input
     states), the staged forward in place of the one-launch one, and ``SSM_TRITON_MIMO_RANKS=32`` (fp32 rank tensors,
     the route before 2026-12-05, kept to time against)."""
-    from ssm_triton.kernels.mamba3 import mimo
+    from ssm_triton.kernels.mamba3 import mimo, mimo_out
     from ssm_triton.kernels.ssd import launch
     if route == "staged forward":
         monkeypatch.setattr(launch, "FUSED_TRAIN", "0")
@@ -393,14 +393,14 @@ def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monk
         monkeypatch.setattr(mimo, "RANKS", "32")
     whole = route != "op by op"
     seen = {}
-    for name in ("out_forward", "out_backward", "rank_inputs_backward"):
-        real = getattr(mimo, name)
+    for module, name in ((mimo_out, "out_forward"), (mimo_out, "out_backward"), (mimo, "rank_inputs_backward")):
+        real = getattr(module, name)
 
         def spy(*a, _real=real, _name=name, **kw):
             got = _real(*a, **kw)
             seen[_name] = (a[0].dtype, got[0].dtype if isinstance(got, tuple) else got.dtype)
             return got
-        monkeypatch.setattr(mimo, name, spy)
+        monkeypatch.setattr(module, name, spy)
     t = make(device, 1, 9, 2, 2, 1, 4, 8, 2, 0, not whole, True, dtype)
     x = _leaves(t)
     out = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,

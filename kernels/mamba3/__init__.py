@@ -16,7 +16,8 @@ SSD's initial state ``H_in + e_0 v_{-1} k~_{-1}^T``.
 
 MIMO (rank R) runs the SSD stages over ``L R`` rank-steps with given per-step terms (``core.py``): step size
 ``scale_t`` on every rank-step of step ``t``, decay ``ADT_t`` on its first; ``_decay_grad_kernel`` gives the
-decay's gradient. The rotations (half-split pairs), rank projections and the in-step ``R x R`` block (the ranks
-of one step meet through ``gamma_t``, where the rank-step scan gave the pairs ``r' <= r`` weight ``scale_t``)
-are PyTorch around it (``ssm_triton/ops/mamba3_mimo.py``).
+decay's gradient. The rotations (half-split pairs), rank projections and running angle (``mimo.py``) and the
+in-step ``R x R`` block, skip, gate and output projection (``mimo_out.py``; the ranks of one step meet through
+``gamma_t``, where the rank-step scan gave the pairs ``r' <= r`` weight ``scale_t``) are kernels around it, composed
+in ``ssm_triton/ops/mamba3_mimo.py``.
 """

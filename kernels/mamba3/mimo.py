@@ -1,6 +1,6 @@
-"""Mamba-3 MIMO's per-step terms around the SSD stages (``ops/mamba3_mimo.py`` runs the stages in pseudo-time,
-rank ``r`` of step ``t`` at ``t R + r``): the rotated ``q~, k~`` going in, the in-step ``R x R`` block, skip,
-gate and output projection coming out, forward and backward.
+"""Mamba-3 MIMO's per-step terms going into the SSD stages (``ops/mamba3_mimo.py`` runs the stages in pseudo-time,
+rank ``r`` of step ``t`` at ``t R + r``): the running angle, the ranks' inputs, the rotated ``q~, k~`` and the
+in-step scores, forward and backward, and the settings the output terms (``mimo_out.py``) share.
 
 Why kernels: written as PyTorch ops these terms were 48 of MIMO's 53 ms forward at B=8 L=4096 R=4 H=32
 (H200, 2026-12-02, ``bench/results/h200-2026-12-02e/profile.txt``): every one of them materialised a
@@ -12,17 +12,9 @@ Why kernels: written as PyTorch ops these terms were 48 of MIMO's 53 ms forward 
 ``(b, L R, H, N)``), and the in-step scores ``sc[r, s] = q'_r . k'_s`` (fp32 ``(b, L, H, R, R)``; a turn
 by one angle keeps the dot product).
 
-``_out_fwd_kernel``, a program per (step block, row x head), with ``v_s = V * MIMO_V[h, s]``::
-
-    y_r += sum_s sc[r, s] w[r, s] v_s + D v_r,   w[r, s] = gamma_t (s > r), -e_{t+1} (s <= r)
-    out  = sum_r MIMO_Out[h, r] * y_r * silu(Z * MIMO_Z[h, r])
-
-(the stages gave the pairs ``s <= r`` the weight ``scale_t = gamma_t + e_{t+1}``, the in-step block
-``gamma_t`` for all). ``_out_bwd_kernel`` pulls ``d out`` back through it: the stages' ``dy`` (fp32), the
-scores', ``gamma``'s and ``e``'s gradients, ``dV`` (this part's), ``dZ`` and per-program partial sums of
-``dMIMO_V``, ``dMIMO_Z``, ``dMIMO_Out`` and ``dD``. ``_prep_bwd_kernel``, a program per (step block,
-row x Q/K head, rank): the stages' ``dq~, dk~`` turned back, plus the scores' terms, summed over the
-heads that share the Q/K head; the biases' partial sums; the angle's gradient per rank (summed outside).
+``_prep_bwd_kernel``, a program per (step block, row x Q/K head, rank): the stages' ``dq~, dk~`` turned back, plus
+the scores' terms, summed over the heads that share the Q/K head; the biases' partial sums; the angle's gradient per
+rank (summed outside). The output terms (in-step block, skip, gate, output projection): ``mimo_out.py``.
 """
 import os
 
@@ -30,7 +22,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ..activations import silu_and_slope
 from ..ssd.common import INTERPRETED, _nearest, add2, add3, add4
 from ..ssd.cumsum import chunk_row
 from ..host import cdiv, next_power_of_2
@@ -387,292 +378,6 @@ def _rounded(x, DOT: tl.constexpr):
 
 
 @triton.jit
-def _in_step(SC, SCC, at, ok, G, E):
-    """The in-step block's weight of ``v_s`` in ``y_r``: ``gamma sc[r, s]``, less what the stages added,
-    ``(gamma + e_{t+1}) scc[r, s]`` (0 unless ``s <= r``); and ``(sc, scc)``."""
-    sc = tl.load(SC + at, mask=ok, other=0.0)
-    scc = tl.load(SCC + at, mask=ok, other=0.0)
-    return G * sc - (G + E) * scc, sc, scc
-
-
-@triton.jit
-def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
-                    R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
-                    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
-    bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    ok = t < L
-    ps = tl.arange(0, BLOCK_P)
-    p_ok = ps < P
-    m = ok[:, None] & p_ok[None, :]
-    step = bi.to(tl.int64) * L + t
-    at = (step * H + h)[:, None] * P + ps[None, :]                       # (b, L, H, P)
-    vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
-    g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-    e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-    if HAS_Z:
-        zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-    if HAS_D:
-        d_h = tl.load(D + h).to(tl.float32)
-    acc = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    for r in range(R):
-        y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]       # (b, L, R, H, P)
-        y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
-        for s in range(R):
-            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
-            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            y += w[:, None] * vt * mv_s[None, :]
-        if HAS_D:
-            mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            y += d_h * vt * mv_r[None, :]
-        if HAS_Z:
-            mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            gate, _ = silu_and_slope(zt * mz[None, :])
-            y = y * gate
-        if HAS_OUT:
-            mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            acc += mo[None, :] * y
-        else:
-            tl.store(OUT + y_at, y.to(OUT.dtype.element_ty), mask=m)
-    if HAS_OUT:
-        tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
-             dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
-             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True):
-    """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
-    ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
-    ``dz, d_mz, d_mo`` (where not ``SUMS``, ``d_mz, d_mo`` come back as rank ``r``'s ``(steps, P)`` tiles, to be
-    summed over the steps with the other ranks')."""
-    y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
-    mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-    y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
-    coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    for s in range(R):
-        w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
-        mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        coef += w[:, None] * mv_s[None, :]
-    y += vt * coef
-    if HAS_OUT:
-        mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        dy = dout * mo[None, :]
-    else:
-        dy = tl.load(DOUT + y_at, mask=m, other=0.0).to(tl.float32)
-    if HAS_Z:
-        mz = tl.load(MZ + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        gate, slope = silu_and_slope(zt * mz[None, :])
-        dzr = dy * y * slope
-        dz += dzr * mz[None, :]
-        if SUMS:
-            d_mz += tl.where(rs[:, None] == r, tl.sum(dzr * zt, axis=0)[None, :], 0.0)
-        else:
-            d_mz = dzr * zt
-        y = y * gate
-        dy = dy * gate
-    if HAS_OUT:
-        if SUMS:
-            d_mo += tl.where(rs[:, None] == r, tl.sum(dout * y, axis=0)[None, :], 0.0)
-        else:
-            d_mo = dout * y
-    tl.store(DY + y_at, dy.to(DY.dtype.element_ty), mask=m)
-    return dy, coef, mv_r, dz, d_mz, d_mo
-
-
-@triton.jit
-def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr, P, ps, p_ok, ok, g, e, d_h,
-                    d_g, d_e, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
-    """:func:`_out_bwd_kernel`'s in-step terms (``HOIST``, ``R <= 4``) with fewer passes across the lanes: for each
-    rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the scores' gradients gathered into ``(steps, R
-    R)`` tiles and stored once, not ``2 R R`` vectors each changing layout for its store. Returns ``d_g, d_e`` and
-    the ``R`` tiles ``(steps, P)`` whose sums over the steps are ``d MIMO_V``'s (the caller sums them when it will:
-    once a program)."""
-    cc, tile_at, tile_ok = _score_tile(step, h, H, ok, R, BLOCK_R)
-    dsc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
-    dscc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
-    ups = ()
-    for s in tl.static_range(R):
-        vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-        prods = ()
-        for r in tl.static_range(R):
-            prods = prods + (dys[r] * vs,)
-        dots = _sum_ranks(prods, 1, R)
-        u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
-        for r in tl.static_range(R):
-            w, sc, scc = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
-            dot = dots[r]                                  # dy_r . v_s
-            here = cc[None, :] == r * BLOCK_R + s
-            dsc_t = tl.where(here, (g * dot)[:, None], dsc_t)
-            if s <= r:
-                dscc_t = tl.where(here, (-(g + e) * dot)[:, None], dscc_t)
-            d_g += (sc - scc) * dot
-            d_e -= scc * dot
-            u += w[:, None] * dys[r]
-        ups = ups + (u * vt,)
-    tl.store(DSC + tile_at, dsc_t, mask=tile_ok)
-    tl.store(DSCC + tile_at, dscc_t, mask=tile_ok)
-    return d_g, d_e, ups
-
-
-@triton.jit
-def _add_ranks(acc, tiles, R: tl.constexpr):
-    out = ()
-    for r in tl.static_range(R):
-        out = out + (acc[r] + tiles[r],)
-    return out
-
-
-@triton.jit
-def _step_sums(tiles, rs, R: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
-    """The ``R`` tiles ``(steps, P)`` summed over the steps in one reduction, as the rows of an ``(R, P)`` tile."""
-    sums = _sum_ranks(tiles, 0, R)
-    out = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
-    for r in tl.static_range(R):
-        out += tl.where(rs[:, None] == r, sums[r][None, :], 0.0)
-    return out
-
-
-@triton.jit
-def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
-                    DY, DSC, DSCC, DG, DE, DV, DZ, DMV, DMZ, DMO, DD,
-                    L, H, P,
-                    R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
-                    HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
-                    MERGE: tl.constexpr = False, ITERS: tl.constexpr = 1):
-    """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
-    outside, in a fixed order; a program walks ``ITERS`` blocks of ``BLOCK_T`` steps. ``HOIST`` (few ranks): every
-    rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums over the steps once per rank ``s`` (a tile gathering
-    ``w[r, s] dy_r`` over ``r``), not once per pair of ranks: those sums across the block's rows went through
-    shared memory, and the kernel waited on it (MIO stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight
-    Compute 2026-12-04). With ``MERGE`` as well, the weights' sums over the steps are taken once a program, after
-    its last block (their tiles added up until then), and each kind's ``R`` sums in one reduction."""
-    bh = tl.program_id(1)
-    bi = bh // H
-    h = bh % H
-    ps = tl.arange(0, BLOCK_P)
-    p_ok = ps < P
-    rs = tl.arange(0, BLOCK_R)
-    d_h = 0.0
-    if HAS_D:
-        d_h = tl.load(D + h).to(tl.float32)
-    d_mv = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
-    d_mz = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
-    d_mo = tl.zeros([BLOCK_R, BLOCK_P], dtype=tl.float32)
-    d_d = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    if HOIST and MERGE:   # the weights' (steps, P) terms, each rank's, summed over the steps after the last block
-        acc_v = ()
-        acc_z = ()
-        acc_o = ()
-        for r in tl.static_range(R):
-            acc_v = acc_v + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
-            acc_z = acc_z + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
-            acc_o = acc_o + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
-    for it in range(ITERS):
-        t = (tl.program_id(0) * ITERS + it) * BLOCK_T + tl.arange(0, BLOCK_T)
-        ok = t < L
-        m = ok[:, None] & p_ok[None, :]
-        step = bi.to(tl.int64) * L + t
-        at = (step * H + h)[:, None] * P + ps[None, :]
-        vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
-        g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-        e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-        zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        if HAS_Z:
-            zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-        dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        if HAS_OUT:
-            dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
-        dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        dd_blk = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        d_g = tl.zeros([BLOCK_T], dtype=tl.float32)
-        d_e = tl.zeros([BLOCK_T], dtype=tl.float32)
-        if HOIST:
-            dys = ()
-            zs = ()
-            os_ = ()
-            for r in tl.static_range(R):
-                if MERGE:
-                    dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
-                        r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False)
-                    zs = zs + (z_r,)
-                    os_ = os_ + (o_r,)
-                else:
-                    dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
-                        r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
-                dv += dy * coef
-                dd_blk += dy * mv_r[None, :]
-                dys = dys + (dy,)
-            if MERGE:
-                if HAS_Z:
-                    acc_z = _add_ranks(acc_z, zs, R)
-                if HAS_OUT:
-                    acc_o = _add_ranks(acc_o, os_, R)
-                d_g, d_e, ups = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g,
-                                                e, d_h, d_g, d_e, BLOCK_T, BLOCK_R)
-                acc_v = _add_ranks(acc_v, ups, R)
-            else:
-                for s in tl.static_range(R):
-                    vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-                    u = d_h * dys[s]                                   # D's share of d MIMO_V[s]
-                    for r in tl.static_range(R):
-                        s_at = ((step * H + h) * R + r) * R + s
-                        w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-                        dot = tl.sum(dys[r] * vs, axis=1)               # dy_r . v_s
-                        tl.store(DSC + s_at, g * dot, mask=ok)
-                        tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
-                        d_g += (sc - scc) * dot
-                        d_e -= scc * dot
-                        u += w[:, None] * dys[r]
-                    d_mv += tl.where(rs[:, None] == s, tl.sum(u * vt, axis=0)[None, :], 0.0)
-        else:
-            for r in range(R):
-                dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
-                    r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout,
-                    rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
-                dv += dy * coef
-                dd_blk += dy * mv_r[None, :]
-                d_mv += tl.where(rs[:, None] == r, tl.sum(d_h * dy * vt, axis=0)[None, :], 0.0)
-                for s in range(R):
-                    s_at = ((step * H + h) * R + r) * R + s
-                    w, sc, scc = _in_step(SC, SCC, s_at, ok, g, e)
-                    mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-                    dot = tl.sum(dy * vt * mv_s[None, :], axis=1)                  # dy_r . v_s
-                    tl.store(DSC + s_at, g * dot, mask=ok)
-                    tl.store(DSCC + s_at, tl.where(s <= r, -(g + e) * dot, 0.0), mask=ok)
-                    d_g += (sc - scc) * dot
-                    d_e -= scc * dot
-                    d_mv += tl.where(rs[:, None] == s, tl.sum(w[:, None] * dy * vt, axis=0)[None, :], 0.0)
-        d_d += dd_blk * vt
-        tl.store(DG + bh.to(tl.int64) * L + t, d_g, mask=ok)
-        tl.store(DE + bh.to(tl.int64) * L + t, d_e, mask=ok)
-        tl.store(DV + at, dv, mask=m)
-        if HAS_Z:
-            tl.store(DZ + at, dz, mask=m)
-    if HOIST and MERGE:
-        d_mv = _step_sums(acc_v, rs, R, BLOCK_R, BLOCK_P)
-        if HAS_Z:
-            d_mz = _step_sums(acc_z, rs, R, BLOCK_R, BLOCK_P)
-        if HAS_OUT:
-            d_mo = _step_sums(acc_o, rs, R, BLOCK_R, BLOCK_P)
-    part = (tl.program_id(0).to(tl.int64) * tl.num_programs(1) + bh)
-    pr = (part * R + rs)[:, None] * P + ps[None, :]
-    pr_ok = (rs < R)[:, None] & p_ok[None, :]
-    tl.store(DMV + pr, d_mv, mask=pr_ok)
-    if HAS_Z:
-        tl.store(DMZ + pr, d_mz, mask=pr_ok)
-    if HAS_OUT:
-        tl.store(DMO + pr, d_mo, mask=pr_ok)
-    if HAS_D:
-        tl.store(DD + part, tl.sum(tl.sum(d_d, axis=1), axis=0))
-
-
-@triton.jit
 def _raw_halves(PTR, bi, t, r, hk, L, R, Hqk, N, hs, m):
     """Rank ``r``'s rows of ``Q``/``K`` without a bias: ``(BLOCK_T, BLOCK_H)`` halves in fp32."""
     at = _qk_at(bi, t, r, hk, L, R, Hqk, N)
@@ -845,12 +550,6 @@ def _key(p):
     return (bucket(b * L), *rest)
 
 
-def _warps(name, fn, grid, flags=None):
-    return TunableKernel(name, fn, grid=grid, key=_key, rule=lambda p, mode: dict(num_warps=4),
-                         alternatives=lambda p, mode: [dict(num_warps=8)], flags=flags)
-
-
-_GATES = dict(HAS_D="D", HAS_Z="Z", HAS_OUT="MO")
 # 8 warps first: with every rank's k' and k~ held (HOIST) a 16-step block at 4 warps spills on sm_90 (255 registers
 # and 424 bytes of stack, Triton 3.9; 180 registers at 8 warps)
 prep_fwd_kernel = TunableKernel("mamba3_mimo_prep", _prep_fwd_kernel,
@@ -873,12 +572,6 @@ prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, 
                                 alternatives=_prep_bwd_alternatives,
                                 grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
                                                     p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
-out_fwd_kernel = _warps("mamba3_mimo_out", _out_fwd_kernel, lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), _GATES)
-# holding every rank's dy (HOIST) at 4 warps spilled on sm_90 (255 registers and 24 bytes of stack; 174 at 8)
-out_bwd_kernel = TunableKernel("mamba3_mimo_out_bwd", _out_bwd_kernel,
-                               grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[3]), key=_key, flags=_GATES,
-                               rule=lambda p, mode: dict(num_warps=8 if p[2] <= HOIST_RANKS else 4),
-                               alternatives=lambda p, mode: [dict(num_warps=4), dict(num_warps=8)])
 
 
 def _problem(b, L, R, H, Hqk, width, dtype, bt, *gates):
@@ -902,25 +595,12 @@ def _block_h(N: int) -> int:
 # the prep backward every rank's raw Q, K rows through its loop over heads, the output backward every rank's dy);
 # more ranks reload or recompute them
 HOIST_RANKS = 4
-# the output backward (every rank held, R <= HOIST_RANKS) takes its sums across the lanes a kind at a time for
-# every rank (the R products dy_r . v_s of a rank s, the R gates' and output weights' sums over the steps, the R sums
-# for d MIMO_V) and stores the scores' gradients as (steps, R R) tiles (_merged_in_step): sm_90, triton 3.6, R = 4,
-# 34 barriers a program against 145, 9 reductions against 30, 4 layout changes against 28 ("0" turns it off; with
-# PREP_MERGE, H100, 2026-12-06, MIMO B8 L4096: its kernel 4.461 ms against 5.221, fwd+bwd 24.70-24.80 against
-# 25.63-25.74)
-OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "1")
 # the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
 # (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4, 27 barriers a program against 129, 8
 # reductions against 26, 2 layout changes against 26; and the prep backward takes each head's four bias column sums
 # in one reduction (_prep_bwd_kernel's MERGE) ("0" turns it off; H100, 2026-12-06, MIMO B8: the prep forward 1.635 ms
 # against 1.950, the backward 5.437 against 5.466)
 PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "1")
-# step blocks the output backward walks a program: with the merged sums, the weights' sums over the steps and their
-# partials' stores (3 (b, H, R, P) fp32 tensors a block of 8 steps: 400 MB at B8 L4096 H32 R4 P64) once a program.
-# "" (the default): 8 where the programs still fill the GPU 4 times over (out_iters), a number forces it. H100,
-# 2026-12-06, MIMO B8 L4096: its kernel 3.366 ms (8) / 3.606 (4) against 4.504 (1), fwd+bwd 23.51-23.69 against
-# 24.71-24.87
-OUT_ITERS = os.environ.get("SSM_TRITON_MIMO_OUT_ITERS", "")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -961,58 +641,3 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
                            nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
                            MERGE=PREP_MERGE != "0")
     return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
-
-
-def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
-    """``y (b, L, R, H, P)`` (the stages' output, fp32), ``sc (b, L, H, R, R)``, ``gamma, e_next (b, H, L)`` fp32,
-    ``V, Z (b, L, H, P)``, ``MIMO_* (H, R, P)`` fp32, ``D (H,)`` -> ``out (b, L, H, P)`` in V's dtype, or
-    ``(b, L, R, H, P)`` without ``MIMO_Out``."""
-    b, L, R, H, P = y.shape
-    out = torch.empty((b, L, H, P) if MIMO_Out is not None else (b, L, R, H, P), device=V.device, dtype=V.dtype)
-    bt = _blocks(V.device, True)
-    out_fwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt, D, Z, MIMO_Out), None, Y=y, SC=sc, SCC=scc,
-                          GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, OUT=out, L=L, H=H,
-                          P=P, R=R, BLOCK_T=bt, BLOCK_P=next_power_of_2(P))
-    return out
-
-
-def out_iters(device, rows: int, L: int, bt: int) -> int:
-    """Step blocks a program of the output backward walks (``OUT_ITERS``): up to 8 while ``rows`` (b H) programs
-    along each of ``L``'s blocks still fill the GPU's SMs 4 times over; 2 in the interpreter (tests cross them)."""
-    if OUT_ITERS:
-        return max(1, int(OUT_ITERS))
-    mode = run_mode(device)
-    if mode.interpreted:
-        return 2
-    iters = 8
-    while iters > 1 and cdiv(L, bt * iters) * rows < 4 * mode.sm_count:
-        iters //= 2
-    return iters
-
-
-def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
-    """Gradients of :func:`out_forward`: ``(dy (b, L, R, H, P)`` in :func:`rank_dtype` (the stages', which multiply
-    it in that dtype), ``dsc, dscc, dgamma, de_next, dV (b, L, H, P), dZ or None`` (fp32), ``dMIMO_V, dMIMO_Z or
-    None, dMIMO_Out or None (H, R, P), dD (H,) or None)``."""
-    b, L, R, H, P = y.shape
-    bt = _blocks(V.device, False)
-    iters = out_iters(V.device, b * H, L, bt)
-    nt = cdiv(L, bt * iters)
-    f32 = dict(device=V.device, dtype=torch.float32)
-    dy = torch.empty((b, L, R, H, P), device=V.device, dtype=rank_dtype(V.dtype))
-    dsc = torch.empty_like(sc)
-    dscc = torch.empty_like(sc)
-    dg = torch.empty((b, H, L), **f32)
-    de = torch.empty_like(dg)
-    dv = torch.empty((b, L, H, P), **f32)
-    dz = torch.empty_like(dv) if Z is not None else None
-    parts = lambda on: torch.empty((nt, b, H, R, P), **f32) if on else None  # noqa: E731
-    dmv, dmz, dmo = parts(True), parts(Z is not None), parts(MIMO_Out is not None)
-    dd = torch.empty((nt, b, H), **f32) if D is not None else None
-    out_bwd_kernel.launch(_problem(b, L, R, H, H, P, V.dtype, bt * iters, D, Z, MIMO_Out), None, DOUT=dout, Y=y, SC=sc,
-                          SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
-                          DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
-                          R=R, HOIST=R <= HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
-                          BLOCK_R=next_power_of_2(R), ITERS=iters)
-    fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
-    return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)

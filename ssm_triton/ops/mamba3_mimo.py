@@ -27,6 +27,7 @@ from ..kernels import replay as _replay
 from ..kernels.host import next_power_of_2
 from ..kernels.mamba3 import core as _k
 from ..kernels.mamba3 import mimo as _mk
+from ..kernels.mamba3 import mimo_out as _mo
 from ..kernels.mamba3 import weights as _wk
 from ..kernels.mamba3.launch import _first_e
 from ..kernels.ssd.launch import seq_idx_from_cu_seqlens
@@ -43,10 +44,10 @@ _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.fl
 
 def _mimo_route(x) -> tuple:
     """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), and the rank tensors' dtype switch
-    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo.OUT_MERGE``, ``mimo.PREP_MERGE``)
-    and the output backward's step blocks a program (``mimo.OUT_ITERS``): what picks a call's launches and buffers
-    beyond its arguments (the op and replay keys)."""
-    return (*_route(x), _mk.RANKS, _mk.OUT_MERGE, _mk.PREP_MERGE, _mk.OUT_ITERS)
+    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo_out.OUT_MERGE``,
+    ``mimo.PREP_MERGE``) and the output backward's step blocks a program (``mimo_out.OUT_ITERS``): what picks a call's
+    launches and buffers beyond its arguments (the op and replay keys)."""
+    return (*_route(x), _mk.RANKS, _mo.OUT_MERGE, _mk.PREP_MERGE, _mo.OUT_ITERS)
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
@@ -160,7 +161,7 @@ def _out_backward(saved, grads):
     dout = dout.contiguous() if dout is not None else torch.zeros(
         (*saved["y"].shape[:2], *saved["y"].shape[3:]) if saved["MIMO_Out"] is not None else saved["y"].shape,
         device=saved["y"].device, dtype=saved["V"].dtype)
-    dy, dsc, dscc, dg, de, dv, dz, dmv, dmz, dmo, dd = _mk.out_backward(dout, *args)
+    dy, dsc, dscc, dg, de, dv, dz, dmv, dmz, dmo, dd = _mo.out_backward(dout, *args)
     return dict(y=dy, sc=dsc, scc=dscc, gamma=dg, e_next=de, V=dv, MIMO_V=dmv, D=dd, Z=dz, MIMO_Z=dmz, MIMO_Out=dmo)
 
 
@@ -173,9 +174,9 @@ def _out_fake(y, V, MIMO_Out, **_):
 _out = build(OpSpec(
     "mamba3_mimo_out", "y: Tensor, sc: Tensor, scc: Tensor, gamma: Tensor, e_next: Tensor, V: Tensor, MIMO_V: Tensor, "
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
-    forward=lambda **a: (_mk.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
+    forward=lambda **a: (_mo.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
     grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward,
-    switches=lambda y: (_mk.RANKS, _mk.OUT_MERGE, _mk.OUT_ITERS)))
+    switches=lambda y: (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS)))
 
 
 def _weights_backward(saved, grads):
@@ -267,7 +268,7 @@ def _whole_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_
         Q, K, Q_bias.to(f).contiguous(), K_bias.to(f).contiguous(), theta, x, scale, ADT.to(f), None, None, None, H,
         _pseudo_chunk(chunk_size, R), deterministic, io)
     y = y_ps.view(b, L, R, H, P)
-    out = _mk.out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z if Z is not None else None, MIMO_Out)
+    out = _mo.out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z if Z is not None else None, MIMO_Out)
     return out, theta, x, scale, gamma, e_next, dtp, cum, hs, qr, kr, sc, scc, y
 
 
@@ -292,7 +293,7 @@ def _whole_backward(saved, grads):
     Q, V, Z = g("Q"), g("V"), g("Z")
     b, L, R, H, P = g("y").shape
     f = torch.float32
-    dy, dsc, dscc, dg, de, dv_out, dz, dmv_out, dmz, dmo, dd = _mk.out_backward(
+    dy, dsc, dscc, dg, de, dv_out, dz, dmv_out, dmz, dmo, dd = _mo.out_backward(
         dout.contiguous(), g("y"), g("sc"), g("scc"), g("gamma"), g("e_next"), V, g("MIMO_V"), g("D"), Z,
         g("MIMO_Z") if Z is not None else None, g("MIMO_Out"))
     core = dict(Q=Q, K=g("K"), Q_bias=g("Q_bias").to(f).contiguous(), K_bias=g("K_bias").to(f).contiguous(),
