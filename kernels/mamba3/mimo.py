@@ -633,11 +633,12 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     nt = cdiv(L, bt)
     dq = torch.empty_like(Q)
     dk = torch.empty_like(K)
-    dqb = torch.empty((nt, b, H, R, N), device=Q.device, dtype=torch.float32)
-    dkb = torch.empty_like(dqb)
+    biases = torch.empty((2, nt, b, H, R, N), device=Q.device, dtype=torch.float32)   # summed in one call
+    dqb, dkb = biases[0], biases[1]
     dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
                            nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
                            MERGE=PREP_MERGE != "0")
-    return dq, dk, dqb.sum((0, 1)), dkb.sum((0, 1)), dth.sum(0)
+    sums = biases.sum((1, 2))
+    return dq, dk, sums[0], sums[1], dth.sum(0)

@@ -383,14 +383,17 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
     de = torch.empty_like(dg)
     dv = torch.empty((b, L, H, P), **f32)
     dz = torch.empty_like(dv) if Z is not None else None
-    parts = lambda on: torch.empty((nt, b, H, R, P), **f32) if on else None  # noqa: E731
-    dmv, dmz, dmo = parts(True), parts(Z is not None), parts(MIMO_Out is not None)
+    # the weights' partials in one tensor, summed in one call: dMIMO_V's, then dMIMO_Z's and dMIMO_Out's where asked
+    weights = torch.empty((1 + (Z is not None) + (MIMO_Out is not None), nt, b, H, R, P), **f32)
+    dmv = weights[0]
+    dmz = weights[1] if Z is not None else None
+    dmo = weights[-1] if MIMO_Out is not None else None
     dd = torch.empty((nt, b, H), **f32) if D is not None else None
     out_bwd_kernel.launch(_m._problem(b, L, R, H, H, P, V.dtype, bt * iters, D, Z, MIMO_Out), None, DOUT=dout, Y=y,
-                          SC=sc,
-                          SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out, DY=dy,
-                          DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L, H=H, P=P,
-                          R=R, HOIST=R <= _m.HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt, BLOCK_P=next_power_of_2(P),
-                          BLOCK_R=next_power_of_2(R), ITERS=iters)
-    fold = lambda t: t.sum((0, 1)) if t is not None else None  # noqa: E731
-    return dy, dsc, dscc, dg, de, dv, dz, fold(dmv), fold(dmz), fold(dmo), fold(dd)
+                          SC=sc, SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out,
+                          DY=dy, DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L,
+                          H=H, P=P, R=R, HOIST=R <= _m.HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt,
+                          BLOCK_P=next_power_of_2(P), BLOCK_R=next_power_of_2(R), ITERS=iters)
+    sums = weights.sum((1, 2))
+    return (dy, dsc, dscc, dg, de, dv, dz, sums[0], sums[1] if Z is not None else None,
+            sums[-1] if MIMO_Out is not None else None, dd.sum((0, 1)) if dd is not None else None)
