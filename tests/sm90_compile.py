@@ -116,8 +116,7 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4,
             sig[n] = pointers[n]
         else:
             sig[n] = "i32"
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-             if aligned and sig[n] != "constexpr" and constexprs.get(n, 0) is not None}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if aligned and sig[n] != "constexpr"}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()},
                     attrs=attrs)
     return triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})

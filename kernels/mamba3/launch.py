@@ -45,6 +45,7 @@ PREP_BWD_STEPS = os.environ.get("SSM_TRITON_PREP_BWD_STEPS", "")
 # head before it computes, as it does its dq~, dk~ tiles (prep.py's AHEAD; "0" turns it off): its kernel 0.954 ->
 # 0.765 ms at SISO's B8 L4096 H32, fwd+bwd 4.92-4.99 against 5.11 (H100, 2026-12-06)
 PREP_AHEAD = os.environ.get("SSM_TRITON_PREP_AHEAD", "1")
+# (its barrier counts read compiled unaligned, before tests/sm90_compile.py --aligned)
 # the prep backward takes a head's four bias column sums in one reduction across the lanes and stores each bias's as
 # one row (prep.py's MERGE; "0" turns it off): sm_90, triton 3.6, 64-step blocks, 32 pairs, 8 warps: 37 barriers a
 # program against 42 (4 warps, 16 pairs: 25 against 34); H100, 2026-12-06, SISO B8 L4096: its kernel 0.720 ms

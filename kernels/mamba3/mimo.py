@@ -595,6 +595,7 @@ def _block_h(N: int) -> int:
 # the prep backward every rank's raw Q, K rows through its loop over heads, the output backward every rank's dy);
 # more ranks reload or recompute them
 HOIST_RANKS = 4
+# (barrier counts here and below read compiled unaligned, before tests/sm90_compile.py --aligned)
 # the prep forward (every rank held) sums each rank's R scores of a kind in one reduction and stores the scores as
 # (steps, R R) tiles (_prep_fwd_kernel's MERGE): sm_90, triton 3.6, R = 4, 27 barriers a program against 129, 8
 # reductions against 26, 2 layout changes against 26; and the prep backward takes each head's four bias column sums

@@ -18,9 +18,9 @@ here too.
 """
 import os
 
+import torch
 import triton
 import triton.language as tl
-import torch
 
 from ..activations import silu_and_slope
 from ..host import cdiv, next_power_of_2
@@ -325,6 +325,7 @@ out_bwd_kernel = TunableKernel("mamba3_mimo_out_bwd", _out_bwd_kernel,
                                rule=lambda p, mode: dict(num_warps=8 if p[2] <= _m.HOIST_RANKS else 4),
                                alternatives=lambda p, mode: [dict(num_warps=4), dict(num_warps=8)])
 
+# (its barrier counts read compiled unaligned, before tests/sm90_compile.py --aligned)
 # the output backward (every rank held, R <= HOIST_RANKS) takes its sums across the lanes a kind at a time for
 # every rank (the R products dy_r . v_s of a rank s, the R gates' and output weights' sums over the steps, the R sums
 # for d MIMO_V) and stores the scores' gradients as (steps, R R) tiles (_merged_in_step): sm_90, triton 3.6, R = 4,

@@ -368,7 +368,8 @@ WALK_AHEAD = os.environ.get("SSM_TRITON_WALK_AHEAD", "1")
 # against 2.238, fwd+bwd 5.10-5.16 against 4.61; the bound's bookkeeping costs more than the product it skips)
 WALK_FREC = os.environ.get("SSM_TRITON_WALK_FREC", "")
 # the walk casts dh once for its two products and sums x . v, x . v_s and dy . x in one reduction (walk_bwd's MERGE;
-# sm_90, triton 3.6: 54 barriers a block against 60, spill stack 632 bytes against 680; "0" turns it off): H100,
+# sm_90, triton 3.6, compiled aligned as a launch is: 67 barriers a block against 68, spill stack 256 bytes against 248
+# (unaligned, as first read: 54 against 60, 632 against 680); "0" turns it off): H100,
 # 2026-12-06, SISO B8 L4096 walk 2.196 ms against 2.238, fwd+bwd 4.565-4.617 against 4.606-4.607
 WALK_MERGE = os.environ.get("SSM_TRITON_WALK_MERGE", "1")
 # few (row, head) pairs walk their rows in segments side by side (walk_bwd._walk_sums_kernel gives each segment the
