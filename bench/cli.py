@@ -23,9 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
     parser.add_argument("--no-peers", action="store_true", help="time ssm_triton alone")
     parser.add_argument("--match", default="", metavar="REGEX",
-                        help="only the workloads whose 'op shape direction' (e.g. 'ssd (1, 2048, ...) fwd') it finds")
+                        help="only the workloads whose 'op shape dtype direction' (e.g. 'ssd (1, 2048, ...) bfloat16 fwd', the "
+                             "labels bench/profile.py prints) it finds")
     parser.add_argument("--sweep", action="store_true",
                         help=f"add length and batch sweeps, bf16 and fp32, to the ops that have them ({', '.join(SWEEPS)})")
+
+
+def label(w) -> str:
+    """What ``--match`` searches: ``op shape dtype direction``, as ``bench/profile.py`` labels a workload."""
+    return f"{w.op} {w.shape} {str(w.dtype).replace('torch.', '')} {w.direction}"
 
 
 def _device() -> torch.device:
@@ -54,7 +60,7 @@ def collect(args) -> tuple[list[dict], set]:
     sweep = getattr(args, "sweep", False)
     workloads = [w for op in args.ops
                  for w in REGISTRY[op](device, args.quick, notes, **({"sweep": True} if sweep and op in SWEEPS else {}))
-                 if re.search(getattr(args, "match", ""), f"{w.op} {w.shape} {w.direction}")]
+                 if re.search(getattr(args, "match", ""), label(w))]
     total = sum(1 if args.no_peers else len(w.impls) for w in workloads)
     records, done, t0 = [], 0, time.perf_counter()
     date = datetime.date.today().isoformat()

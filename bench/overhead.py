@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from .cli import label
+
 
 def per_call_us(fn, n: int = 200) -> float:
     fn()
@@ -213,7 +215,7 @@ def main(argv=None) -> None:
                              "vs the staged launches, alternating")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--samples", type=int, default=15, help="host time: the median of this many samples")
-    parser.add_argument("--match", default="", help="only workloads whose 'op shape direction' this regex finds")
+    parser.add_argument("--match", default="", help="only workloads whose 'op shape dtype direction' this regex finds")
     parser.add_argument("--impl", default="ssm_triton", help="the implementation to profile (e.g. ssm_triton_eager)")
     args = parser.parse_args(argv)
     for name, us in floors().items():
@@ -229,7 +231,7 @@ def main(argv=None) -> None:
                 continue
             if args.fused_train and (not (w.op == "ssd" or w.op.startswith("mamba3")) or w.direction != "fwd+bwd"):
                 continue
-            if not re.search(args.match, f"{w.op} {w.shape} {w.direction}"):
+            if not re.search(args.match, label(w)):
                 continue
             fn = impl(w.make_inputs(), w.direction)
             if args.fused or args.fused_train:

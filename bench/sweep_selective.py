@@ -2,7 +2,8 @@
 (b=8, d=4096, L=2048, N=16, bf16): the forward's chunk (inference, and training with a checkpoint every
 128 steps) and the backward's chunk (the checkpoint interval), with atomics and deterministic. ``python -m ssm_triton.bench.sweep_selective`` (GPU). Used to pick
 the defaults in kernels/selective_scan.py. ``... sweep_selective segments``: the time-split forward on
-problems with few channels (``plan_segment_l``)."""
+problems with few channels (``plan_segment_l``); ``... bwd_segments``: the time-split backward
+(``plan_backward_segment_l``)."""
 import sys
 
 import torch
@@ -54,9 +55,45 @@ def segments():
             f"seg {r[2]} L{r[3]} {r[0] * 1e3:.1f}/{r[1] * 1e3:.1f} us" for r in best), flush=True)
 
 
+def bwd_segments():
+    """The time-split backward (``seg_l`` of ``selective_scan_backward``) on problems with few channels: per shape,
+    the backward alone at each segment length (0: the unsplit walk), replayed from a CUDA graph (the kernels'
+    time), tuned per segment length as the launcher tunes it; then ``plan_backward_segment_l``'s choice at
+    ``BWD_SPLIT_BELOW`` 16384. Prints a ``best`` line per shape; shapes as ``BxDxL`` arguments after the mode."""
+    dev = torch.device("cuda")
+    graphed = lambda f: triton.testing.do_bench_cudagraph(f, rep=50, return_mode="median")
+    shapes = [tuple(int(v) for v in s.split("x")) for s in sys.argv[2:]] or [
+        (1, 1536, 2048), (1, 1536, 8192), (1, 4096, 2048), (2, 1536, 2048), (1, 768, 2048)]
+    for b, d, L in shapes:
+        x = _inputs(b, d, L, 16, torch.bfloat16, dev)
+        args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+        ckpt = ks.selective_scan_forward(*args, True, None, block_l=128)[2]
+        dout = torch.randn_like(x["u"])
+        ks.BWD_SPLIT_BELOW = 16384
+        plan = ks.plan_backward_segment_l(b, d, L, 128, ks.run_mode(dev))
+        ks.BWD_SPLIT_BELOW = 0
+        rows = []
+        for seg in (0, 256, 512, 1024, 2048):
+            if seg >= L or (b * d >= 16384 and seg):
+                continue
+            bwd = lambda: ks.selective_scan_backward(dout, None, *args, True, ckpt, 128, seg_l=seg)
+            try:
+                bwd()   # tunes outside the graph
+                t = graphed(bwd)
+            except Exception as e:  # noqa: BLE001
+                print(f"b{b} d{d} L{L} bwd seg {seg}: failed {type(e).__name__}: {str(e)[:100]}", flush=True)
+                continue
+            rows.append((t, seg))
+            print(f"b{b} d{d} L{L} bwd seg {seg}: replayed {t * 1e3:.1f} us", flush=True)
+        print(f"best b{b} d{d} L{L} (plan at 16384: seg {plan}): " + "; ".join(
+            f"seg {r[1]} {r[0] * 1e3:.1f} us" for r in sorted(rows)[:3]), flush=True)
+
+
 def main():
     if sys.argv[1:] == ["segments"]:
         return segments()
+    if sys.argv[1:2] == ["bwd_segments"]:   # shapes may follow, as BxDxL
+        return bwd_segments()
     dev = torch.device("cuda")
     b, d, L, N = 8, 4096, 2048, 16
     x = _inputs(b, d, L, N, torch.bfloat16, dev)

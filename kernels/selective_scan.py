@@ -282,16 +282,16 @@ def _selective_scan_fwd_summary_kernel(
 def _selective_scan_bwd_kernel(
     # pointers: inputs (D, Z, DBIAS, DLAST may be None), then gradients and partial sums (DZ iff Z)
     U, DELTA, A, B, C, D, Z, DBIAS, CKPT, DOUT, DLAST,
-    DU, DDELTA, DZ, DA_PART, DD_PART, DBIAS_PART, DB, DC, DH0,
-    # sizes
-    dim, L, N, per_group, n_dblocks, n_groups,
+    DU, DDELTA, DZ, DA_PART, DD_PART, DBIAS_PART, DB, DC, DH0, MU, SEG_MU, SEG_DT,
+    # sizes (n_seg time segments of seg_chunks chunks each)
+    dim, L, N, per_group, n_dblocks, n_groups, n_seg, seg_chunks,
     # strides of B and C as (batch, group, state, step)
     sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    NO_GATHER: tl.constexpr = False,
+    SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -300,7 +300,7 @@ def _selective_scan_bwd_kernel(
     enters from the chunk after is ``mu = exp(dt A) lam`` at that chunk's first step, added to the last
     step's ``dy C``. ``h_{t-1}`` is ``h_t`` shifted the same way, where scanning ``(a, b)`` pairs that
     also carry the composition of all but the last step took twice the scan's work. The states and the
-    adjoint are carried between chunks through memory (``CKPT``, ``DH0``), as in the forward.
+    adjoint are carried between chunks through memory (``CKPT``, ``MU``), as in the forward.
     Sums over the channels of a group (``dB``, ``dC`` when they vary with time) are added atomically
     into fp32 buffers when ``ATOMIC``, else written as per-program partials the launcher adds up in a
     fixed order (deterministic). Sums over the batch (``dA``, ``dD``, ``delta_bias``, fixed ``B``/``C``)
@@ -308,25 +308,46 @@ def _selective_scan_bwd_kernel(
 
     ``NO_GATHER``: no ``tl.gather`` (which Triton lowers as a general permutation, ~k^2 shuffles for k
     steps a thread): ``h_{t-1}`` comes out of the forward scan itself (:func:`_with_state_before`) and
-    the next step's decay from the next step's size, read one element on (an ``exp`` more a state)."""
+    the next step's decay from the next step's size, read one element on (an ``exp`` more a state).
+
+    ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_chunks`` chunks,
+    walked side by side (few channels leave most SMs idle otherwise). A segment starts from the adjoint
+    the segments after it send back, composed from their summaries
+    (``_selective_scan_bwd_summary_kernel``): ``mu <- exp(A sum dt) mu + mu_from_zero``, from the last
+    state's gradient. Each segment carries ``mu`` in its own row of ``MU (b, d, n_seg, N)`` and writes its
+    own rows of the per-program partials (``DA_PART``, a fixed ``DB``/``DC``: ``(b, d, n_seg, N)``;
+    ``DD_PART``, ``DBIAS_PART``: ``(b, d, n_seg)``), which the launcher adds up; the first segment copies
+    its last ``mu`` to ``DH0``. Unsegmented, ``MU`` is ``DH0`` and ``n_seg`` is 1."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
     skip = _per_channel(D, ds, d_ok, HAS_D, BLOCK_D)
     lane = tl.arange(0, BLOCK_L)
-    # mu (what enters each chunk from the one after) is carried in DH0 and the dA sums in DA_PART, as
-    # the forward carries its states in LAST; it starts as the last state's gradient
-    tl.store(DH0 + state_off, _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N), mask=dn_ok)
-    tl.store(DA_PART + state_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
+    seg = tl.program_id(2)
+    seg_row = (bi.to(tl.int64) * dim + ds) * n_seg
+    chan_n = (seg_row + seg) * N      # this segment's rows of MU and DA_PART (the state's rows when unsegmented)
+    seg_off = chan_n[:, None] + ns[None, :]
+    # mu (what enters each chunk from the one after) is carried in MU and the dA sums in DA_PART, as the
+    # forward carries its states in LAST; it starts as the last state's gradient, carried back through the
+    # segments after this one
+    mu = _state_or_zero(DLAST, state_off, dn_ok, HAS_DLAST, BLOCK_D, BLOCK_N)
+    if SEGMENTED:
+        a2 = tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32) * LOG2E
+        for j in range(0, n_seg - 1 - seg):
+            k = n_seg - 1 - j
+            total = tl.load(SEG_DT + seg_row + k, mask=d_ok, other=0.0)
+            mu = tl.exp2(a2 * total[:, None]) * mu + tl.load(SEG_MU + (seg_row + k)[:, None] * N + ns[None, :],
+                                                             mask=dn_ok, other=0.0)
+    tl.store(MU + seg_off, mu, mask=dn_ok)
+    tl.store(DA_PART + seg_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
     tl.debug_barrier()
-    chan_n = (bi.to(tl.int64) * dim + ds) * N
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_skip = tl.zeros([BLOCK_D], dtype=tl.float32)
     g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     row = (bi.to(tl.int64) * dim + ds) * L
     n_chunks = tl.cdiv(L, BLOCK_L)
-    # step t's lane reads step t+1's decay; the last lane its own (unused: what follows it is in DH0)
+    # step t's lane reads step t+1's decay; the last lane its own (unused: what follows it is in MU)
     next_lane = tl.broadcast_to(tl.minimum(lane + 1, BLOCK_L - 1)[None, :], [BLOCK_D, BLOCK_L])
     last_lane = lane[None, :] == BLOCK_L - 1
     prev_lane = tl.broadcast_to(tl.maximum(lane - 1, 0)[None, :], [BLOCK_D, BLOCK_L])
@@ -337,8 +358,14 @@ def _selective_scan_bwd_kernel(
         bc_row0 = (bi.to(tl.int64) * n_groups + gi) * N * L
     else:
         bc_row0 = (bi.to(tl.int64) * n_dblocks + pd) * N * L
-    for j in range(n_chunks):
-        i = n_chunks - 1 - j
+    if SEGMENTED:
+        first = seg * seg_chunks
+        end = tl.minimum(first + seg_chunks, n_chunks)
+    else:
+        first = 0
+        end = n_chunks
+    for j in range(0, end - first):
+        i = end - 1 - j
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         ckpt_n = CKPT + ((bi.to(tl.int64) * dim + ds) * n_chunks + i) * N
         u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
@@ -382,7 +409,7 @@ def _selective_scan_bwd_kernel(
                     h_prev = h_enter
             carried = decay * h_prev
             y += hs * c_n
-            g = dy * c_n + tl.where(last_lane, tl.load(DH0 + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
+            g = dy * c_n + tl.where(last_lane, tl.load(MU + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
             if NO_GATHER:
                 decay_next = tl.exp2(dt_next * a2_n[:, None])
             elif BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
@@ -390,7 +417,7 @@ def _selective_scan_bwd_kernel(
             else:
                 decay_next = decay
             _, lam = tl.associative_scan((decay_next, g), 1, first_order_combine, reverse=True)
-            tl.store(DH0 + chan_n[:, None] + n + 0 * lane[None, :], decay * lam, mask=first_ok)
+            tl.store(MU + chan_n[:, None] + n + 0 * lane[None, :], decay * lam, mask=first_ok)
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
             g_a = tl.sum(lam * dt * carried, axis=1)
@@ -410,15 +437,61 @@ def _selective_scan_bwd_kernel(
         g_skip += tl.sum(dy * u, axis=1)
         g_bias += tl.sum(d_delta, axis=1)
         tl.debug_barrier()  # this chunk's carries, stored by one lane, are read by all in the next
-    # after the walk DH0 holds mu at the first step, the adjoint carried back through it: the initial
-    # state's gradient
-    chan = bi.to(tl.int64) * dim + ds
-    tl.store(DD_PART + chan, g_skip, mask=d_ok)
-    tl.store(DBIAS_PART + chan, g_bias, mask=d_ok)
+    # after the walk MU holds mu at the segment's first step, the adjoint carried back through it: at the first
+    # segment's, the initial state's gradient
+    tl.store(DD_PART + seg_row + seg, g_skip, mask=d_ok)
+    tl.store(DBIAS_PART + seg_row + seg, g_bias, mask=d_ok)
     if B_FIXED:
-        tl.store(DB + state_off, g_bfix, mask=dn_ok)
+        tl.store(DB + seg_off, g_bfix, mask=dn_ok)
     if C_FIXED:
-        tl.store(DC + state_off, g_cfix, mask=dn_ok)
+        tl.store(DC + seg_off, g_cfix, mask=dn_ok)
+    if SEGMENTED:
+        if seg == 0:   # the last chunk's barrier made every lane's mu visible
+            tl.store(DH0 + state_off, tl.load(MU + seg_off, mask=dn_ok, other=0.0), mask=dn_ok)
+
+
+@triton.jit
+def _selective_scan_bwd_summary_kernel(
+    U, DELTA, A, C, Z, DBIAS, DOUT, SEG_MU, SEG_DT,
+    dim, L, N, per_group, n_seg, seg_chunks,
+    sc_b, sc_g, sc_n, sc_l,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_FIXED: tl.constexpr,
+    EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """What the backward's segment ``program_id(2) + 1`` (any but the first: nothing before the first takes
+    its adjoint) sends back to the segments before it: ``SEG_DT (b, d, n_seg)`` its summed step size, by which
+    an adjoint entering it from the end decays as ``exp(A sum dt)``, and ``SEG_MU (b, d, n_seg, N)`` the
+    adjoint it leaves at its start from a zero one at its end, the gradient of the state entering it,
+    ``sum_t exp(A sum_{start <= s <= t} dt_s) dy_t C_t`` with ``dy = dout silu(z)``. A sum, not a scan, as
+    the forward's summary: per state one ``exp`` and a reduction per step. ``BLOCK_L`` is the backward's
+    chunk (the segments are whole chunks of it); ``EVEN``: they tile ``L`` exactly."""
+    bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
+    seg = tl.program_id(2) + 1
+    ns = tl.arange(0, BLOCK_N)
+    dn_ok = d_ok[:, None] & (ns < N)[None, :]
+    bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
+    lane = tl.arange(0, BLOCK_L)
+    row = (bi.to(tl.int64) * dim + ds) * L
+    mu = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    before = tl.zeros([BLOCK_D], dtype=tl.float32)   # the step sizes of the segment's chunks walked so far
+    first = seg * seg_chunks
+    for i in range(first, tl.minimum(first + seg_chunks, tl.cdiv(L, BLOCK_L))):
+        t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
+        dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+        dy = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
+            dy = dy * zz * tl.sigmoid(zz)
+        upto = tl.cumsum(dt, axis=1) + before[:, None]   # the step sizes from the segment's start to each step
+        for n in range(N):
+            a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
+            c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            # padding steps have dy = 0 (dout masked)
+            mu = _put(mu, ns, n, _pick(mu, ns, n) + tl.sum(tl.exp2(upto * a2_n[:, None]) * dy * c_n, axis=1))
+        before += tl.sum(dt, axis=1)
+    out_row = (bi.to(tl.int64) * dim + ds) * n_seg + seg
+    tl.store(SEG_MU + out_row[:, None] * N + ns[None, :], mu, mask=dn_ok)
+    tl.store(SEG_DT + out_row, before, mask=d_ok)
 
 
 def _as_groups(M: torch.Tensor) -> tuple[torch.Tensor, bool, tuple[int, int, int, int]]:
@@ -528,6 +601,31 @@ SPLIT_TARGET = 8192
 MIN_SEGMENT = 512
 
 
+def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
+    """Steps per time segment of the backward (0: not split), a power of two and a multiple of its chunk
+    ``ckpt_l``. The unsplit backward walks all ``L`` steps in one program per channel (or two) and batch row,
+    latency-bound (b1 d1536 L2048 N16 bf16 on the H100, 2026-12-06: 0.326 ms of the fwd+bwd's 0.392 ms of
+    kernels, 768 one-warp programs). Splitting time costs a summary pass over ``dout``, ``z``, ``delta`` and
+    ``C`` of every segment but the first and a sum of the partials over the segments; it aims at
+    ``BWD_SPLIT_TARGET`` programs with segments of at least ``BWD_MIN_SEGMENT`` steps, where fewer than
+    ``BWD_SPLIT_BELOW`` channel rows would walk (0 on GPUs: off until timed there, ``sweep_selective
+    bwd_segments``; ``SSM_TRITON_SS_BWD_SPLIT`` sets it). Under the interpreter: 4 chunks from 8 of them on, so
+    that the long-sequence tests take this path."""
+    if mode.interpreted:
+        return 4 * ckpt_l if L >= 8 * ckpt_l else 0
+    programs = bsz * dim
+    if programs >= BWD_SPLIT_BELOW:
+        return 0
+    want = cdiv(BWD_SPLIT_TARGET, programs)
+    seg = max(ckpt_l, BWD_MIN_SEGMENT, prev_power_of_2(max(L // want, 1)))
+    return seg if seg < L else 0
+
+
+BWD_SPLIT_BELOW = int(os.environ.get("SSM_TRITON_SS_BWD_SPLIT", "0") or 0)
+BWD_SPLIT_TARGET = 8192
+BWD_MIN_SEGMENT = 256
+
+
 
 def _fwd_rule(p: ScanProblem, mode):
     """One channel, one warp, ``plan_forward_block_l`` (at most a segment)."""
@@ -615,6 +713,15 @@ def _summary_grid(p: ScanProblem, kw):
     return (p.bsz, cdiv(p.dim, kw["BLOCK_D"]), _segments(p) - 1)
 
 
+def _bwd_summary_rule(p: ScanProblem, mode):
+    """The backward's summary: one channel, one warp, the backward's chunk (the segments are whole chunks)."""
+    return dict(BLOCK_D=default_block_d(p.groups, p.per_group, p.dim, mode), num_warps=1)
+
+
+def _bwd_summary_alternatives(p: ScanProblem, mode):
+    return [dict(num_warps=2)] + ([dict(BLOCK_D=2)] if _block_d_ok(2, p.groups, p.per_group, p.dim) else [])
+
+
 _OPTIONAL = dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DBIAS")
 selective_scan_fwd = TunableKernel("selective_scan_fwd", _selective_scan_fwd_kernel, rule=_fwd_rule,
                                    alternatives=_fwd_alternatives, key=_key, grid=_grid,
@@ -624,6 +731,9 @@ selective_scan_fwd_summary = TunableKernel("selective_scan_fwd_summary", _select
                                            grid=_summary_grid, flags=dict(HAS_BIAS="DBIAS"))
 # dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs (a
 # fixed B or C, and the deterministic partials, are written whole, so re-zeroing them costs nothing wrong)
+selective_scan_bwd_summary = TunableKernel("selective_scan_bwd_summary", _selective_scan_bwd_summary_kernel,
+                                           rule=_bwd_summary_rule, alternatives=_bwd_summary_alternatives, key=_key,
+                                           grid=_summary_grid, flags=dict(HAS_Z="Z", HAS_BIAS="DBIAS"))
 selective_scan_bwd = TunableKernel("selective_scan_bwd", _selective_scan_bwd_kernel, rule=_bwd_rule,
                                    alternatives=_bwd_alternatives, key=_key, grid=_grid, zero=("DB", "DC"),
                                    flags=dict(_OPTIONAL, HAS_DLAST="DLAST"))
@@ -730,30 +840,42 @@ def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_st
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,
-                            deterministic=False, config=None):
+                            deterministic=False, config=None, seg_l=None):
     """Gradients of :func:`selective_scan_forward` given ``dout (b, d, L)`` and ``dlast (b, d, N)`` or None.
     Returns ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)``; the sums are fp32.
     ``deterministic``: no atomics; a time-varying dB / dC then costs fp32 partials of
-    ``(b, d / block_d, N, L)`` each. ``config`` (``BLOCK_D``, ``num_warps``) overrides the tuned choice."""
+    ``(b, d / block_d, N, L)`` each. ``config`` (``BLOCK_D``, ``num_warps``) overrides the tuned choice;
+    ``seg_l`` the steps per time segment walked side by side (0: not split; else a multiple of ``block_l``),
+    over :func:`plan_backward_segment_l`."""
     bsz, dim, L = u.shape
     N = A.shape[1]
+    if seg_l is None:
+        seg_l = plan_backward_segment_l(bsz, dim, L, block_l, run_mode(u.device))
+    elif seg_l and (seg_l % block_l or seg_l >= L):
+        raise ValueError(f"a time segment ({seg_l} steps) must be a multiple of the checkpoint interval "
+                         f"({block_l}) and shorter than the sequence ({L})")
     Bg, b_fixed, sb, Cg, c_fixed, sc, groups, per_group = _layout(dim, B, C)
-    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, deterministic, u.dtype)
+    problem = ScanProblem(bsz, dim, L, N, groups, per_group, block_l, b_fixed, c_fixed, deterministic, u.dtype,
+                          seg_l)
     # the deterministic partials are sized by the channel block: the launch below resolves the same
     # keywords (the deterministic backward is never tuned)
     hit = selective_scan_bwd.resolve(problem, config)
     n_dblocks = cdiv(dim, (hit[0] if hit else selective_scan_bwd.space(problem)[0])["BLOCK_D"])
+    n_seg = _segments(problem)
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    da_part = torch.empty((bsz, dim, N), **f32)
+    # per segment: the carried adjoint, the partial sums over time (one segment: the plain shapes)
+    rows = (bsz, dim, n_seg, N) if seg_l else (bsz, dim, N)
+    da_part = torch.empty(rows, **f32)
     dh0 = torch.empty((bsz, dim, N), **f32)
-    dd_part = torch.empty((bsz, dim), **f32)
-    dbias_part = torch.empty((bsz, dim), **f32)
+    mu = torch.empty(rows, **f32) if seg_l else dh0
+    dd_part = torch.empty(rows[:-1], **f32)
+    dbias_part = torch.empty(rows[:-1], **f32)
 
     def bc_buffer(fixed):
         if fixed:
-            return torch.empty((bsz, dim, N), **f32)
+            return torch.empty(rows, **f32)
         if deterministic:
             return torch.empty((bsz, n_dblocks, N, L), **f32)
         return torch.zeros((bsz, groups, N, L), **f32)
@@ -763,23 +885,34 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         zeros = lambda x: torch.zeros_like(x) if x is not None else None
         dh0 = dlast.float() if dlast is not None else torch.zeros((bsz, dim, N), **f32)
         return (du, ddelta, zeros(A), zeros(B), zeros(C), zeros(D), dz, zeros(delta_bias), dh0)
+    seg_mu = seg_dt = None
+    if seg_l:
+        seg_mu = torch.empty((bsz, dim, n_seg, N), **f32)
+        seg_dt = torch.empty((bsz, dim, n_seg), **f32)
+        selective_scan_bwd_summary.launch(
+            problem, None, U=u, DELTA=delta, A=A, C=Cg, Z=z, DBIAS=delta_bias, DOUT=dout, SEG_MU=seg_mu,
+            SEG_DT=seg_dt, dim=dim, L=L, N=N, per_group=per_group, n_seg=n_seg, seg_chunks=seg_l // block_l,
+            **dict(zip(("sc_b", "sc_g", "sc_n", "sc_l"), sc)), SOFTPLUS=delta_softplus, C_FIXED=c_fixed,
+            EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
     selective_scan_bwd.launch(
         problem, config, U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, CKPT=ckpt, DOUT=dout,
         DLAST=dlast, DU=du, DDELTA=ddelta, DZ=dz, DA_PART=da_part, DD_PART=dd_part, DBIAS_PART=dbias_part, DB=db,
-        DC=dc, DH0=dh0, dim=dim, L=L, N=N, per_group=per_group, n_dblocks=n_dblocks, n_groups=groups,
+        DC=dc, DH0=dh0, MU=mu, SEG_MU=seg_mu, SEG_DT=seg_dt, dim=dim, L=L, N=N, per_group=per_group,
+        n_dblocks=n_dblocks, n_groups=groups, n_seg=n_seg, seg_chunks=seg_l // block_l if seg_l else 1,
         **_strides_bc(sb, sc), SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
-        EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
+        EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N), SEGMENTED=bool(seg_l))
+    segs = (lambda part: part.sum(2)) if seg_l else (lambda part: part)   # the segments' partials added up
 
     def reduce_bc(buf, fixed, M):
         if fixed:
-            return _batch_sum(buf)                                # (d, N)
+            return _batch_sum(segs(buf))                          # (d, N)
         if not deterministic:
             return buf.view(M.shape)                              # (b, N, L) or (b, G, N, L)
         return buf.view(bsz, groups, n_dblocks // groups, N, L).sum(2).view(M.shape)
 
-    return (du, ddelta, _batch_sum(da_part), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
-            _batch_sum(dd_part) if D is not None else None, dz,
-            _batch_sum(dbias_part) if delta_bias is not None else None, dh0)
+    return (du, ddelta, _batch_sum(segs(da_part)), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
+            _batch_sum(segs(dd_part)) if D is not None else None, dz,
+            _batch_sum(segs(dbias_part)) if delta_bias is not None else None, dh0)
 
 
 def _batch_sum(part):

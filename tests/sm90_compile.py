@@ -167,7 +167,7 @@ def cases():
                                                               BLOCK_L=64, BLOCK_N=16)
     io_names = ["U", "DELTA", "B", "C", "Z", "OUT", "DOUT", "DU", "DDELTA", "DZ"]
     f32_names = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "DBIAS_PART", "DB", "DC", "DH0",
-                 "SEG_H", "SEG_DT", "FINAL"]
+                 "SEG_H", "SEG_DT", "FINAL", "MU", "SEG_MU"]
     for io, (b_fixed, c_fixed), opt in itertools.product([tl.float32, tl.bfloat16], [(False, False), (True, True),
                                                                                      (False, True)], [False, True]):
         if io != tl.float32 and (b_fixed or c_fixed) and not FULL:   # CI: the fixed forms in fp32 only
@@ -181,7 +181,11 @@ def cases():
         yield "selective_scan fwd summary", kss.selective_scan_fwd_summary, ptrs, dict(
             HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
         yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt,
-                                                                      NO_GATHER=opt != b_fixed, **flags)
+                                                                      NO_GATHER=opt != b_fixed,
+                                                                      SEGMENTED=opt == c_fixed, **flags)
+        yield "selective_scan bwd summary", kss.selective_scan_bwd_summary, ptrs, dict(
+            HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, C_FIXED=c_fixed, EVEN=not opt, BLOCK_D=flags["BLOCK_D"],
+            BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
 
 
 def ssd_cases():

@@ -74,7 +74,7 @@ def test_gradients_match_float64_autograd(device, bsz, groups, per_group, L, N, 
 def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l):
     """Output, last state, checkpoints and every gradient are the same for any checkpoint interval
     ``block_l``, any forward chunk ``tile`` (a multiple of it, so checkpoints are written from inside a
-    chunk) and any time segment ``seg_l`` (time split across programs; 0: not split)."""
+    chunk) and any time segment ``seg_l`` (time split across programs, forward and backward; 0: not split)."""
     t = cast(*make_problem(2, 2, 2, L, 5, "grouped", 11, device, True), torch.float32)
     sp = t.pop("delta_softplus")
     args = [t[k] for k in NAMES] + [t["D"], t["z"], t["delta_bias"], sp]
@@ -97,7 +97,8 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
     want = torch.autograd.grad((ref_out * dout.double()).sum() + (ref_last * dlast.double()).sum(), list(leaves.values()))
     # both ways of reading the neighbouring steps: tl.gather, and the scan that carries h_{t-1}
     for no_gather in (False, True):
-        got = selective_scan_backward(dout, dlast, *args, ckpt, block_l, config=dict(NO_GATHER=no_gather))
+        got = selective_scan_backward(dout, dlast, *args, ckpt, block_l, config=dict(NO_GATHER=no_gather),
+                                      seg_l=seg_l)
         for name, g, w in zip(names, got, want):
             assert_close(g, w, torch.float32, f"d{name} (NO_GATHER={no_gather})")
 
@@ -116,6 +117,35 @@ def test_time_segments_match_the_reference(device, L, seg, layout, with_options,
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, dtype, "out")
     assert_close(last, want_last, torch.float32, "last_state")
+
+
+@examples(25)
+@given(L=st.integers(9, 70), seg=st.sampled_from([8, 16, 32]), layout=st.sampled_from(LAYOUTS),
+       with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES), N=st.integers(1, 5), seed=seeds(),
+       deterministic=st.booleans(), use_last=st.booleans(), no_gather=st.booleans())
+def test_backward_time_segments_match_float64_autograd(device, L, seg, layout, with_options, dtype, N, seed,
+                                                        deterministic, use_last, no_gather):
+    """The backward with time split into segments of ``seg`` steps walked side by side (each started from the
+    adjoint the later segments send back, composed from their summaries) against float64 autograd: every
+    gradient, the initial state's included, with atomics and deterministic, for every B / C layout."""
+    seg = min(seg, 8 * ((L - 1) // 8))   # a multiple of the 8-step chunk shorter than L
+    t = cast(*make_problem(2, 2, 2, L, N, layout, seed, device, with_options), dtype)
+    sp = t.pop("delta_softplus", False)
+    names = NAMES + [k for k in ("D", "z", "delta_bias", "initial_state") if t.get(k) is not None]
+    args = [t[k] for k in NAMES] + [t.get("D"), t.get("z"), t.get("delta_bias"), sp]
+    out, last, ckpt, _ = selective_scan_forward(*args, t.get("initial_state"), block_l=8, config=dict(BLOCK_L=8))
+    dout = normal(out.shape, seed + 20, device, dtype)
+    dlast = normal(last.shape, seed + 21, device) if use_last else None
+    got = selective_scan_backward(dout, dlast, *args, ckpt, 8, deterministic=deterministic, seg_l=seg,
+                                  config=None if deterministic else dict(NO_GATHER=no_gather))
+    got = dict(zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"], got))
+    leaves = {k: t[k].detach().double().requires_grad_() for k in names}
+    ref_out, ref_last = selective_scan_ref(**leaves, delta_softplus=sp, return_last_state=True)
+    loss = (ref_out * dout.double()).sum() + ((ref_last * dlast.double()).sum() if use_last else 0)
+    want = torch.autograd.grad(loss, list(leaves.values()))
+    for name, w in zip(names, want):
+        # fp32 sums and gradients in the I/O dtype: with low-precision I/O the budget is the I/O one
+        assert_close(got[name], w, dtype, f"d{name}")
 
 
 @pytest.mark.parametrize("global_flag, keyword, want", [
