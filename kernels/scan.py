@@ -209,9 +209,11 @@ scan_bwd = TunableKernel("scan_bwd_kernel", _scan_bwd_kernel, grid=_grid, rule=_
 
 def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
                  config: dict | None = None) -> torch.Tensor:
-    """``a, b``: contiguous ``(R, L)``; ``h0``: contiguous ``(R,)`` or None. Returns ``h (R, L)`` in b's dtype.
-    ``config`` (launch keywords) bypasses autotuning (tests use it to run every candidate)."""
-    R, L = b.shape
+    """``a, b``: contiguous ``(..., L)``, read as ``R`` rows of ``L``; ``h0``: contiguous ``(...)`` or None. Returns
+    ``h`` shaped like ``b``, in its dtype. ``config`` (launch keywords) bypasses autotuning (tests use it to run
+    every candidate)."""
+    L = b.shape[-1]
+    R = b.numel() // L if L else 0
     h = torch.empty_like(b)
     if h.numel() == 0:
         return h
@@ -241,8 +243,10 @@ def scan_backward(
     grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, reverse: bool,
     config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Gradients of :func:`scan_forward`. All ``(R, L)`` contiguous; returns ``(da, db, dh0 or None)``."""
-    R, L = h.shape
+    """Gradients of :func:`scan_forward`. All contiguous ``(..., L)`` (``h0``: ``(...)``); returns ``(da, db, dh0 or
+    None)`` shaped like ``a``, ``h`` and ``h0``."""
+    L = h.shape[-1]
+    R = h.numel() // L if L else 0
     da = torch.empty_like(a)
     db = torch.empty_like(h)
     dh0 = torch.empty_like(h0) if h0 is not None else None

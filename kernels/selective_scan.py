@@ -582,9 +582,8 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     ``SPLIT_TARGET`` programs, with segments of at least ``MIN_SEGMENT`` steps. The split costs a
     second pass over the inputs (the summaries): on the H200 (2026-12-03, eager calls, which at these
     sizes time the host as much as the GPU) it lost at 1536 channels and more (b1 L2048: 82 us at
-    512-step segments against 71 unsplit) and won at 768 (65 against 117), hence off on GPUs
-    (``SPLIT_BELOW = 0``) until replayed timings say more; ``seg_l`` of :func:`selective_scan_forward`
-    asks for it. Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the
+    512-step segments against 71 unsplit) and won at 768 (65 against 117); replayed (H100, 2026-12-06) it lost
+    at 768 too, hence off on GPUs (``SPLIT_BELOW = 0``); ``seg_l`` of :func:`selective_scan_forward` asks for it. Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the
     long-sequence tests take this path."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
@@ -596,7 +595,10 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     return seg if seg < L else 0
 
 
-SPLIT_BELOW = 0      # off on GPUs until timed there replayed (sweep_selective segments); see the docstring
+# off on GPUs: replayed from CUDA graphs it lost at every shape timed (H100, 2026-12-06, sweep_selective segments:
+# b1 d1536 L2048 49.9 us whole against 72.1 in 512-step segments, L8192 267.6 against 306.2, d768 36.8 against
+# 43.3, d4096 130.6 against 182.4): the forward's time grows with the channels, so it is not latency-bound there
+SPLIT_BELOW = 0
 SPLIT_TARGET = 8192
 MIN_SEGMENT = 512
 
@@ -608,9 +610,13 @@ def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> in
     kernels, 768 one-warp programs). Splitting time costs a summary pass over ``dout``, ``z``, ``delta`` and
     ``C`` of every segment but the first and a sum of the partials over the segments; it aims at
     ``BWD_SPLIT_TARGET`` programs with segments of at least ``BWD_MIN_SEGMENT`` steps, where fewer than
-    ``BWD_SPLIT_BELOW`` channel rows would walk (0 on GPUs: off until timed there, ``sweep_selective
-    bwd_segments``; ``SSM_TRITON_SS_BWD_SPLIT`` sets it). Under the interpreter: 4 chunks from 8 of them on, so
-    that the long-sequence tests take this path."""
+    ``BWD_SPLIT_BELOW`` channel rows would walk (``SSM_TRITON_SS_BWD_SPLIT`` sets it; 0 never splits). Measured on
+    the H100 (2026-12-06, ``sweep_selective bwd_segments``, the backward alone replayed from CUDA graphs, bf16 N16,
+    tuned): b1 d1536 L2048 376 -> 348 us in 512-step segments (256: 354, 1024: 423), L8192 1418 -> 1250 (256 to
+    2048: 1250-1307), b2 d1536 L2048 795 -> 618; b1 d4096 L2048 lost (806 -> 825), so 4096 channel rows and more
+    stay whole. That the time grows with the channels at one program a channel pair says the walk is not only
+    latency-bound: every program adds its ``dB``, ``dC`` rows atomically into the same ``(N, L)`` rows. Under the
+    interpreter: 4 chunks from 8 of them on, so that the long-sequence tests take this path."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
     programs = bsz * dim
@@ -621,9 +627,9 @@ def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> in
     return seg if seg < L else 0
 
 
-BWD_SPLIT_BELOW = int(os.environ.get("SSM_TRITON_SS_BWD_SPLIT", "0") or 0)
-BWD_SPLIT_TARGET = 8192
-BWD_MIN_SEGMENT = 256
+BWD_SPLIT_BELOW = int(os.environ.get("SSM_TRITON_SS_BWD_SPLIT", "4096") or 0)
+BWD_SPLIT_TARGET = 32768   # with BWD_MIN_SEGMENT: 512-step segments at the measured shapes, their best
+BWD_MIN_SEGMENT = 512
 
 
 
@@ -662,13 +668,16 @@ def _bwd_rule(p: ScanProblem, mode):
 
 
 def _bwd_alternatives(p: ScanProblem, mode):
-    """With atomics: one or two channels, one or two warps. Deterministic: the rule only, so that the
-    result is the same from run to run and machine to machine."""
+    """With atomics: one or two channels, one or two warps, and four or eight channels over two or four warps
+    (a quarter of the atomic adds into ``dB``, ``dC`` per channel, the same elements a thread; candidates since
+    2026-12-06, not yet timed on their own). Deterministic: the rule only, so that the result is the same from
+    run to run and machine to machine."""
     if p.flag:
         return []
     alts = [dict(num_warps=2)]
     if _block_d_ok(2, p.groups, p.per_group, p.dim):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
+    alts += [dict(BLOCK_D=bd, num_warps=w) for bd, w in ((4, 2), (8, 4)) if _block_d_ok(bd, p.groups, p.per_group, p.dim)]
     if GATHER_FREE_TUNED:
         alts += [dict(a, NO_GATHER=True) for a in [{}, *alts]]
     return alts

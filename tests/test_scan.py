@@ -109,10 +109,22 @@ def test_long_sequence_stays_finite_and_close(device):
 def test_non_contiguous_inputs_give_the_contiguous_result(device):
     a = uniform((40, 3), 0.0, 1.0, 3, device).t()  # (3, 40), stride (1, 3)
     b = normal((40, 3), 4, device).t()
-    h0 = normal((6,), 5, device)[::2]
+    h0_base = normal((6,), 5, device)
+    h0 = h0_base[::2]
     assert not a.is_contiguous() and not h0.is_contiguous()
     torch.testing.assert_close(ssm_triton.linear_scan(a, b, h0), ssm_triton.linear_scan(a.contiguous(), b.contiguous(), h0.contiguous()))
     np.testing.assert_allclose(ssm_triton.linear_scan(a, b, h0).cpu().numpy(), linear_scan_np(np64(a), np64(b), np64(h0)), rtol=1e-10, atol=1e-10)
+    # the backward reads the kept a and h0 (strided as given) as rows too; a strided incoming gradient as well
+    g = normal((40, 3), 6, device).t()
+    bases = [t.detach().clone().requires_grad_() for t in (a.t(), b.t(), h0_base)]
+    views = [bases[0].t(), bases[1].t(), bases[2][::2]]              # strided, as the inputs above
+    flat = [t.detach().contiguous().requires_grad_() for t in (a, b, h0)]
+    got = torch.autograd.grad(ssm_triton.linear_scan(*views), views, g)
+    want = torch.autograd.grad(ssm_triton.linear_scan(*flat), flat, g.contiguous())
+    assert not views[0].is_contiguous() and not views[2].is_contiguous()
+    for x, y in zip(got, want):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y)
 
 
 def test_empty_sequence(device):

@@ -148,6 +148,34 @@ def test_backward_time_segments_match_float64_autograd(device, L, seg, layout, w
         assert_close(got[name], w, dtype, f"d{name}")
 
 
+@examples(3)
+@given(L=st.integers(128, 150), layout=st.sampled_from(LAYOUTS), with_options=st.booleans(),
+       dtype=st.sampled_from(IO_DTYPES), seed=seeds())
+def test_public_backward_splits_long_rows_in_time(device, L, layout, with_options, dtype, seed):
+    """``selective_scan_fn``'s backward on a row of 8 chunks or more takes the time-split walk by itself (the
+    interpreter's plan; GPUs split rows of few channels): through autograd and the replays, every gradient
+    against float64 autograd, and the summary launch seen."""
+    from ssm_triton.kernels import replay, selective_scan as kss
+    replay.clear_all()   # a signature seen before would be replayed, its launches not called again
+    summaries = []
+    real = kss.selective_scan_bwd_summary.launch
+    kss.selective_scan_bwd_summary.launch = lambda *a, **k: (summaries.append(k["n_seg"]), real(*a, **k))[1]
+    try:
+        t = cast(*make_problem(1, 1, 2, L, 3, layout, seed, device, with_options), dtype)
+        leaves = {k: v.requires_grad_() for k, v in t.items() if isinstance(v, torch.Tensor)}
+        flags = {k: v for k, v in t.items() if not isinstance(v, torch.Tensor)}
+        out = ssm_triton.selective_scan_fn(**leaves, **flags)
+        g = normal(out.shape, seed + 20, device, dtype)
+        got = torch.autograd.grad((out * g).sum(), list(leaves.values()))
+    finally:
+        del kss.selective_scan_bwd_summary.launch   # the class's method again
+    assert summaries and summaries[0] > 1
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    want = torch.autograd.grad((selective_scan_ref(**ref_leaves, **flags) * g.double()).sum(), list(ref_leaves.values()))
+    for name, a, w in zip(leaves, got, want):
+        assert_close(a, w, dtype, f"d{name}")
+
+
 @pytest.mark.parametrize("global_flag, keyword, want", [
     (False, None, False), (True, None, True), (True, False, False), (False, True, True)])
 def test_deterministic_mode_follows_keyword_then_torch_setting(device, monkeypatch, global_flag, keyword, want):
