@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
     parser.add_argument("--no-peers", action="store_true", help="time ssm_triton alone")
     parser.add_argument("--match", default="", metavar="REGEX",
-                        help="only the workloads whose 'op shape dtype direction' (e.g. 'ssd (1, 2048, ...) bfloat16 fwd', the "
-                             "labels bench/profile.py prints) it finds")
+                        help="only the workloads whose 'op shape dtype direction' (e.g. "
+                             "'ssd (1, 2048, ...) bfloat16 fwd', the labels bench/profile.py prints) it finds")
     parser.add_argument("--sweep", action="store_true",
                         help=f"add length and batch sweeps, bf16 and fp32, to the ops that have them ({', '.join(SWEEPS)})")
 

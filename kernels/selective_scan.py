@@ -311,7 +311,7 @@ def _selective_scan_bwd_kernel(
     the next step's decay from the next step's size, read one element on (an ``exp`` more a state).
 
     ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_chunks`` chunks,
-    walked side by side (few channels leave most SMs idle otherwise). A segment starts from the adjoint
+    walked side by side (for rows of few channels: :func:`plan_backward_segment_l`). A segment starts from the adjoint
     the segments after it send back, composed from their summaries
     (``_selective_scan_bwd_summary_kernel``): ``mu <- exp(A sum dt) mu + mu_from_zero``, from the last
     state's gradient. Each segment carries ``mu`` in its own row of ``MU (b, d, n_seg, N)`` and writes its
@@ -452,7 +452,7 @@ def _selective_scan_bwd_kernel(
 
 @triton.jit
 def _selective_scan_bwd_summary_kernel(
-    U, DELTA, A, C, Z, DBIAS, DOUT, SEG_MU, SEG_DT,
+    DELTA, A, C, Z, DBIAS, DOUT, SEG_MU, SEG_DT,
     dim, L, N, per_group, n_seg, seg_chunks,
     sc_b, sc_g, sc_n, sc_l,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_FIXED: tl.constexpr,
@@ -583,8 +583,9 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     second pass over the inputs (the summaries): on the H200 (2026-12-03, eager calls, which at these
     sizes time the host as much as the GPU) it lost at 1536 channels and more (b1 L2048: 82 us at
     512-step segments against 71 unsplit) and won at 768 (65 against 117); replayed (H100, 2026-12-06) it lost
-    at 768 too, hence off on GPUs (``SPLIT_BELOW = 0``); ``seg_l`` of :func:`selective_scan_forward` asks for it. Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the
-    long-sequence tests take this path."""
+    at 768 too, hence off on GPUs (``SPLIT_BELOW = 0``); ``seg_l`` of :func:`selective_scan_forward` asks for it.
+    Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the long-sequence tests take this
+    path."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
     programs = bsz * dim
@@ -677,7 +678,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
     alts = [dict(num_warps=2)]
     if _block_d_ok(2, p.groups, p.per_group, p.dim):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
-    alts += [dict(BLOCK_D=bd, num_warps=w) for bd, w in ((4, 2), (8, 4)) if _block_d_ok(bd, p.groups, p.per_group, p.dim)]
+    alts += [dict(BLOCK_D=bd, num_warps=w) for bd, w in ((4, 2), (8, 4))
+             if _block_d_ok(bd, p.groups, p.per_group, p.dim)]
     if GATHER_FREE_TUNED:
         alts += [dict(a, NO_GATHER=True) for a in [{}, *alts]]
     return alts
@@ -899,7 +901,7 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         seg_mu = torch.empty((bsz, dim, n_seg, N), **f32)
         seg_dt = torch.empty((bsz, dim, n_seg), **f32)
         selective_scan_bwd_summary.launch(
-            problem, None, U=u, DELTA=delta, A=A, C=Cg, Z=z, DBIAS=delta_bias, DOUT=dout, SEG_MU=seg_mu,
+            problem, None, DELTA=delta, A=A, C=Cg, Z=z, DBIAS=delta_bias, DOUT=dout, SEG_MU=seg_mu,
             SEG_DT=seg_dt, dim=dim, L=L, N=N, per_group=per_group, n_seg=n_seg, seg_chunks=seg_l // block_l,
             **dict(zip(("sc_b", "sc_g", "sc_n", "sc_l"), sc)), SOFTPLUS=delta_softplus, C_FIXED=c_fixed,
             EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N))
