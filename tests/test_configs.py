@@ -84,7 +84,8 @@ def _grads_match(run_ours, run_ref, leaves, what):
 def test_every_selective_scan_config(device, monkeypatch):
     from ssm_triton.kernels import selective_scan as kss
     from ssm_triton.reference import selective_scan_ref
-    bsz, dim, L, N = 1, 4, 160, 3  # the GPU spaces' 128-step checkpoints, chunks of 128 to 512
+    # eight channels: every channel block of the GPU spaces; their 128-step checkpoints, chunks of 128 to 512
+    bsz, dim, L, N = 1, 8, 160, 3
     u, delta, z = normal((bsz, dim, L), 0, device, torch.float32), normal((bsz, dim, L), 1, device, torch.float32) * 0.3, normal((bsz, dim, L), 2, device, torch.float32)
     A = -uniform((dim, N), 0.1, 2.0, 3, device, torch.float32)
     B, C = normal((bsz, N, L), 4, device, torch.float32), normal((bsz, N, L), 5, device, torch.float32)
@@ -94,7 +95,7 @@ def test_every_selective_scan_config(device, monkeypatch):
     monkeypatch.setattr(kss, "GATHER_FREE_TUNED", True)   # every candidate, the gather-free ones too
     monkeypatch.setattr(kss.selective_scan_bwd, "_spaces", {})
     bwd = kss.selective_scan_bwd.space(problem, H100)
-    assert any(c.get("NO_GATHER") for c in bwd)
+    assert any(c.get("NO_GATHER") for c in bwd) and any(c.get("BLOCK_D") == 8 for c in bwd)
     assert len(fwd) > 1 and len(bwd) > 1
     run = lambda *t: ssm_triton.selective_scan_fn(*t, z=z, delta_softplus=True)  # noqa: E731
     ref = lambda *t: selective_scan_ref(*t, z=z.double(), delta_softplus=True)  # noqa: E731
