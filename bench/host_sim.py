@@ -163,8 +163,22 @@ def _backward_cases():
         def backward(ctx, g):
             return g, g
 
+    la3, lb3 = torch.rand(2, 32, 128).requires_grad_(), leaf(2, 32, 128)   # (batch, channels, L): as the bench
+    peers = {}
+    try:   # accelerated-scan's fwd+bwd, its two launches stubbed too: a peer's host cost on this machine
+        import accelerated_scan.scalar as acc
+    except ImportError:   # not installed (python -m pip install --no-deps .whl/accelerated_scan*.whl)
+        acc = None
+    if acc is not None:
+        class _Stub:
+            def __getitem__(self, grid):
+                return lambda *args, **kw: None
+        acc.forward_scan = acc.backward_scan = _Stub()
+        peers["accelerated_scan fwd+bwd (peer, 3-D)"] = lambda: fwd_bwd(lambda: acc.scan(la3, lb3), la3, lb3)
     return {
         "torch autograd floor fwd+bwd": lambda: fwd_bwd(lambda: _Nothing.apply(la, lb), la, lb),
+        "linear_scan fwd+bwd (3-D)": lambda: fwd_bwd(lambda: ssm_triton.linear_scan(la3, lb3), la3, lb3),
+        **peers,
         "selective_scan_fn fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.selective_scan_fn(
             u, delta, As, Bs, Cs, D64, z, b64, delta_softplus=True), u, delta, As, Bs, Cs, D64, z, b64),
         "mamba_chunk_scan_combined fwd+bwd": lambda: fwd_bwd(lambda: ssm_triton.mamba_chunk_scan_combined(
