@@ -686,7 +686,8 @@ class TunableKernel(_Choice, Kernel):
         for kw in space:
             meta = dict(kw)
             warps, stages = meta.pop("num_warps"), meta.pop("num_stages")
-            configs.append(triton.Config(meta, num_warps=warps, num_stages=stages))
+            # a register cap (ptx .maxnreg): more programs an SM for a latency-bound kernel, at the price of spills
+            configs.append(triton.Config(meta, num_warps=warps, num_stages=stages, maxnreg=meta.pop("maxnreg", None)))
         # an argument passed as None (an absent optional buffer) has nothing to restore or zero
         restore = [n for n in self.restore if args.get(n) is not None]
         zero = [n for n in self.zero if args.get(n) is not None]
@@ -695,7 +696,8 @@ class TunableKernel(_Choice, Kernel):
         tuner[lambda meta: self.grid(problem, meta)](**args)
         best = tuner.best_config
         self.timings[problem] = {str(c): t for c, t in (getattr(tuner, "configs_timings", None) or {}).items()}
-        kw = self.normalise({**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages})
+        kw = self.normalise({**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages,
+                             **({"maxnreg": best.maxnreg} if getattr(best, "maxnreg", None) else {})})
         _remember(f"{self.name}|{self.key(problem)}", kw)
         self.resolved[problem] = (kw, self.grid(problem, kw))
         return kw

@@ -87,11 +87,12 @@ if not FULL:
 
 
 def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4, num_stages: int = 3,
-                   aligned: bool = False):
+                   aligned: bool = False, maxnreg: int | None = None):
     """``kernel``: a launcher's Kernel object; its flags that are off make their arguments None. ``aligned``: every
     pointer and int32 argument marked divisible by 16, as a GPU launch specializes them at shapes like the bench's
     (P = 64, L = 4096, ...): its loads vectorize and its tiles take the layouts they take there (without it, a tile's
-    columns may be spread over warps that a launch keeps in one)."""
+    columns may be spread over warps that a launch keeps in one). ``maxnreg``: a register cap, as a tuning candidate
+    that sets one compiles with it."""
     fn = kernel.fn
     constexprs = dict(constexprs)
     for flag, arg in kernel.flags:
@@ -119,7 +120,8 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4,
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if aligned and sig[n] != "constexpr"}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()},
                     attrs=attrs)
-    return triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
+    options = {"num_warps": num_warps, "num_stages": num_stages, **({"maxnreg": maxnreg} if maxnreg else {})}
+    return triton.compile(src, target=TARGET, options=options)
 
 
 def resources(compiled) -> str:

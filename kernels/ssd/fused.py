@@ -267,10 +267,16 @@ def _alternatives(p, mode):
     widest = _widest(p[3])
     tiles = sorted({16, 32, widest})
     fits = lambda q: not p[13] or p[13] % q == 0   # noqa: E731 - a training forward's tiles fit in its chunks
+    # register caps (ptx .maxnreg): at 255 registers two 4-warp programs share an SM and the walk waits on latency
+    # (Nsight Compute, H100, 2026-12-06: 12.5% occupancy, issue slots 27% busy, b1 L2048); 168 fits three, 128 four,
+    # at the price of spills (sm_90, triton 3.6: 432 / 680 bytes a thread at 32 x 64 tiles). Untimed until a GPU
+    # session's tuner runs them
+    capped = [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=False, maxnreg=cap)
+              for bp in tiles if bp <= widest and bp >= 32 for cap in (168, 128) if fits(32)]
     return ([dict(Q=q, BLOCK_P=bp, num_warps=w, num_stages=st, STATE_T=False)
              for q in (32, 64) if fits(q) for bp in tiles if bp <= widest for w in (4, 8) for st in (1, 2)]
             + [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=True) for bp in tiles if bp <= widest
-               if fits(32)])
+               if fits(32)] + capped)
 
 
 def _key(p):

@@ -357,6 +357,10 @@ WALK_CHUNK = 64
 WALK_WARPS = int(os.environ.get("SSM_TRITON_WALK_WARPS", "8"))
 WALK_STAGES = int(os.environ.get("SSM_TRITON_WALK_STAGES", "1"))
 WALK_SUB = int(os.environ.get("SSM_TRITON_WALK_SUB", "32"))
+# a register cap for the walk (ptx .maxnreg; 0: none): at 8 warps and 255 registers a thread one program holds an SM
+# (Nsight Compute, H100, 2026-12-05: 12.5% occupancy, latency-bound); 128 lets two share one at the price of spills,
+# as mamba_ssm's autotuner weighs for its walk. Untimed (walk_choice --ab "WALK_MAXNREG=128")
+WALK_MAXNREG = int(os.environ.get("SSM_TRITON_WALK_MAXNREG", "0") or 0)
 # each walked block issues the loads of the next one's tiles and entering state before it computes (walk_bwd's
 # AHEAD; "0" turns it off): H100, 2026-12-06, SISO B8 L4096 fwd+bwd 4.91-4.97 ms against 5.11, MIMO 26.5-26.6
 # against 27.2-27.4
@@ -474,7 +478,8 @@ def walk_backward(x, k, q, dy, dtp, cum, hs, dfinal, D, diag, p: Plan, dd: bool)
                     Lp=Lp, nc=nc, lo_off=lo_offset(cum), SX=step_stride(x), SDY=step_stride(dy), cps=cps, nseg=nseg,
                     D_PER_CHANNEL=D is not None and D.dim() == 2, Q=p.Q, SUB=sub, BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot,
                     AHEAD=WALK_AHEAD != "0", FREC=WALK_FREC == "1",
-                    MERGE=WALK_MERGE != "0", num_warps=WALK_WARPS, num_stages=WALK_STAGES)
+                    MERGE=WALK_MERGE != "0", num_warps=WALK_WARPS, num_stages=WALK_STAGES,
+                    **({"maxnreg": WALK_MAXNREG} if WALK_MAXNREG else {}))
     dD = None
     if part is not None:
         dD = part.sum((0, 2)) if D.dim() == 2 else part.sum((0, 2, 3))

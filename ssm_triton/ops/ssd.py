@@ -70,7 +70,7 @@ def _route(x) -> tuple:
     plans' key and the replays' key both hold it (a replay keyed without the segment switches once served a
     segmented call a whole-row recording)."""
     return (_k.FUSED, _k.FUSED_TRAIN, _k.OWN_FUSED, _k.ADJ_FUSED, _k.WALK_BWD, _k.WALK_SEGMENTS, _k.WALK_KQ,
-            _k.WALK_SUB, _k.WALK_STAGES, _k.WALK_WARPS, _k.WALK_AHEAD, _k.WALK_FREC, _k.WALK_MERGE,
+            _k.WALK_SUB, _k.WALK_STAGES, _k.WALK_WARPS, _k.WALK_MAXNREG, _k.WALK_AHEAD, _k.WALK_FREC, _k.WALK_MERGE,
             _dt.GATE_ROWS, _dt.GATE_TILE, _dt.GATE_WARPS,
             _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY,
             _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None)
