@@ -586,13 +586,19 @@ def plan_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     at 768 too, hence off on GPUs (``SPLIT_BELOW = 0``); ``seg_l`` of :func:`selective_scan_forward` asks for it.
     Under the interpreter: 4 checkpoint intervals from 8 of them on, so that the long-sequence tests take this
     path."""
+    return _segment_l(bsz * dim, L, ckpt_l, mode, SPLIT_BELOW, SPLIT_TARGET, MIN_SEGMENT)
+
+
+def _segment_l(programs: int, L: int, ckpt_l: int, mode, below: int, target: int, least: int) -> int:
+    """The time segments' steps for ``programs`` channel rows: none from ``below`` rows on; else a power of two of
+    at least ``least`` steps (and ``ckpt_l``) aiming at ``target`` programs, none if that is the whole row. Under
+    the interpreter 4 checkpoint intervals from 8 of them on."""
     if mode.interpreted:
         return 4 * ckpt_l if L >= 8 * ckpt_l else 0
-    programs = bsz * dim
-    if programs >= SPLIT_BELOW:
+    if programs >= below:
         return 0
-    want = cdiv(SPLIT_TARGET, programs)
-    seg = max(ckpt_l, MIN_SEGMENT, prev_power_of_2(max(L // want, 1)))
+    want = cdiv(target, programs)
+    seg = max(ckpt_l, least, prev_power_of_2(max(L // want, 1)))
     return seg if seg < L else 0
 
 
@@ -606,9 +612,9 @@ MIN_SEGMENT = 512
 
 def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> int:
     """Steps per time segment of the backward (0: not split), a power of two and a multiple of its chunk
-    ``ckpt_l``. The unsplit backward walks all ``L`` steps in one program per channel (or two) and batch row,
-    latency-bound (b1 d1536 L2048 N16 bf16 on the H100, 2026-12-06: 0.326 ms of the fwd+bwd's 0.392 ms of
-    kernels, 768 one-warp programs). Splitting time costs a summary pass over ``dout``, ``z``, ``delta`` and
+    ``ckpt_l``. The unsplit backward walks all ``L`` steps in one program per channel (or two) and batch row
+    (b1 d1536 L2048 N16 bf16 on the H100, 2026-12-06: 0.326 ms of the fwd+bwd's 0.392 ms of kernels, 768 one-warp
+    programs). Splitting time costs a summary pass over ``dout``, ``z``, ``delta`` and
     ``C`` of every segment but the first and a sum of the partials over the segments; it aims at
     ``BWD_SPLIT_TARGET`` programs with segments of at least ``BWD_MIN_SEGMENT`` steps, where fewer than
     ``BWD_SPLIT_BELOW`` channel rows would walk (``SSM_TRITON_SS_BWD_SPLIT`` sets it; 0 never splits). Measured on
@@ -618,14 +624,7 @@ def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> in
     stay whole. That the time grows with the channels at one program a channel pair says the walk is not only
     latency-bound: every program adds its ``dB``, ``dC`` rows atomically into the same ``(N, L)`` rows. Under the
     interpreter: 4 chunks from 8 of them on, so that the long-sequence tests take this path."""
-    if mode.interpreted:
-        return 4 * ckpt_l if L >= 8 * ckpt_l else 0
-    programs = bsz * dim
-    if programs >= BWD_SPLIT_BELOW:
-        return 0
-    want = cdiv(BWD_SPLIT_TARGET, programs)
-    seg = max(ckpt_l, BWD_MIN_SEGMENT, prev_power_of_2(max(L // want, 1)))
-    return seg if seg < L else 0
+    return _segment_l(bsz * dim, L, ckpt_l, mode, BWD_SPLIT_BELOW, BWD_SPLIT_TARGET, BWD_MIN_SEGMENT)
 
 
 BWD_SPLIT_BELOW = int(os.environ.get("SSM_TRITON_SS_BWD_SPLIT", "4096") or 0)
