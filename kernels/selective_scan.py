@@ -622,8 +622,8 @@ def plan_backward_segment_l(bsz: int, dim: int, L: int, ckpt_l: int, mode) -> in
     tuned): b1 d1536 L2048 376 -> 348 us in 512-step segments (256: 354, 1024: 423), L8192 1418 -> 1250 (256 to
     2048: 1250-1307), b2 d1536 L2048 795 -> 618; b1 d4096 L2048 lost (806 -> 825), so 4096 channel rows and more
     stay whole. That the time grows with the channels at one program a channel pair suggests (not profiled) the walk
-    is not only latency-bound: every program adds its ``dB``, ``dC`` rows atomically into the same ``(N, L)`` rows. Under the
-    interpreter: 4 chunks from 8 of them on, so that the long-sequence tests take this path."""
+    is not only latency-bound: every program adds its ``dB``, ``dC`` rows atomically into the same ``(N, L)`` rows.
+    Under the interpreter: 4 chunks from 8 of them on, so that the long-sequence tests take this path."""
     return _segment_l(bsz * dim, L, ckpt_l, mode, BWD_SPLIT_BELOW, BWD_SPLIT_TARGET, BWD_MIN_SEGMENT)
 
 
