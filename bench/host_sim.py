@@ -200,6 +200,13 @@ def _backward_cases():
     }
 
 
+def _print_stats(pr) -> None:
+    """A cProfile's top functions, sorted by ``HOST_SIM_SORT`` (own time by default), ``HOST_SIM_TOP`` of them."""
+    import pstats
+    pstats.Stats(pr).sort_stats(os.environ.get("HOST_SIM_SORT", "tottime")).print_stats(
+        int(os.environ.get("HOST_SIM_TOP", "25")))
+
+
 def _per_call_us(fn, n: int = 2000) -> float:
     t = time.perf_counter()
     for _ in range(n):
@@ -232,13 +239,12 @@ def backward_main(profile: bool) -> None:
               flush=True)
         if profile:
             import cProfile
-            import pstats
             pr = cProfile.Profile()
             pr.enable()
             for _ in range(300):
                 fn()
             pr.disable()
-            pstats.Stats(pr).sort_stats(os.environ.get("HOST_SIM_SORT", "tottime")).print_stats(int(os.environ.get("HOST_SIM_TOP", "25")))
+            _print_stats(pr)
 
 
 def lm_main(layer: str, profile: bool) -> None:
@@ -267,13 +273,12 @@ def lm_main(layer: str, profile: bool) -> None:
         print(f"{layer} LM eager decode step, 24 layers: {statistics.median(runs):.1f} us/step", flush=True)
         if profile:
             import cProfile
-            import pstats
             pr = cProfile.Profile()
             pr.enable()
             for _ in range(50):
                 model(tok, inference_params=params)
             pr.disable()
-            pstats.Stats(pr).sort_stats(os.environ.get("HOST_SIM_SORT", "tottime")).print_stats(int(os.environ.get("HOST_SIM_TOP", "25")))
+            _print_stats(pr)
 
 
 def main() -> None:

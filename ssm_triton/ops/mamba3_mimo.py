@@ -42,12 +42,18 @@ CHUNK_SIZES = (4, 8, 16, 32, 64)
 _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _out_switches() -> tuple:
+    """What picks the output kernels' launches and buffers beyond their arguments: the rank tensors' dtype switch
+    (``mimo.RANKS``), the output backward's merged sums (``mimo_out.OUT_MERGE``) and step blocks a program
+    (``mimo_out.OUT_ITERS``). The ``_out`` op's key and, through :func:`_mimo_route`, every MIMO key hold it."""
+    return (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS)
+
+
 def _mimo_route(x) -> tuple:
-    """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), and the rank tensors' dtype switch
-    (``mimo.RANKS``), the output backward's and prep forward's merged sums (``mimo_out.OUT_MERGE``,
-    ``mimo.PREP_MERGE``) and the output backward's step blocks a program (``mimo_out.OUT_ITERS``): what picks a call's
-    launches and buffers beyond its arguments (the op and replay keys)."""
-    return (*_route(x), _mk.RANKS, _mo.OUT_MERGE, _mk.PREP_MERGE, _mo.OUT_ITERS)
+    """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), the output kernels' switches
+    (:func:`_out_switches`) and the prep forward's merged sums (``mimo.PREP_MERGE``): what picks a call's launches and
+    buffers beyond its arguments (the op and replay keys)."""
+    return (*_route(x), *_out_switches(), _mk.PREP_MERGE)
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
@@ -176,7 +182,7 @@ _out = build(OpSpec(
     "D: Tensor?, Z: Tensor?, MIMO_Z: Tensor?, MIMO_Out: Tensor?", outputs=("out",),
     forward=lambda **a: (_mo.out_forward(*(a[n] for n in _OUT_INPUTS)),), fake=_out_fake, grads=_OUT_INPUTS,
     grad_outputs=("out",), saves=_OUT_INPUTS, backward=_out_backward,
-    switches=lambda y: (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS)))
+    switches=lambda y: _out_switches()))
 
 
 def _weights_backward(saved, grads):
