@@ -410,3 +410,37 @@ def test_rank_tensors_take_v_dtype_and_the_stages_output_stays_fp32(device, monk
     assert seen["out_forward"][0] == torch.float32                 # y, from the stages
     assert seen["out_backward"][1] == ranks                        # dy, to the stages
     assert seen["rank_inputs_backward"][0] == ranks                # dx, from the stages
+
+
+@examples(2)
+@given(R=st.sampled_from([1, 2]), P=st.sampled_from([3, 8]), seed=seeds(), data=st.data())
+def test_replays_follow_the_output_backward_switch(device, R, P, seed, data):
+    """Two fwd+bwd calls of one signature, replays on, ``mimo_out.OUT_ITERS`` changed between them: the second
+    call's output backward walks the new count of step blocks a program. A replay keyed without the switch issues
+    the first call's launches again, right values and the switch ignored, which no comparison of values sees."""
+    from ssm_triton.kernels import replay, tuning
+    from ssm_triton.kernels.mamba3 import mimo_out
+    first, second = data.draw(st.lists(st.integers(1, 3), min_size=2, max_size=2, unique=True), label="iters")
+    t = make(device, 1, 12, R, 1, 1, P, 4, 1, seed, False, True, torch.float32)
+    seen = []
+    real = tuning.Kernel._launch
+
+    def spy(self, grid, args, kw):
+        if "ITERS" in args or "ITERS" in kw:
+            seen.append({**args, **kw}["ITERS"])
+        return real(self, grid, args, kw)
+
+    before = mimo_out.OUT_ITERS, replay.ENABLED
+    tuning.Kernel._launch = spy
+    replay.ENABLED = True
+    try:
+        for iters in (first, second, second):
+            mimo_out.OUT_ITERS = str(iters)
+            seen.clear()
+            x = _leaves(t)
+            out = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4)
+            out.sum().backward()
+            assert seen == [iters], (iters, seen)
+    finally:
+        tuning.Kernel._launch = real
+        mimo_out.OUT_ITERS, replay.ENABLED = before
