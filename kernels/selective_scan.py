@@ -291,7 +291,7 @@ def _selective_scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False,
+    SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False, SHARED: tl.constexpr = False,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -317,7 +317,12 @@ def _selective_scan_bwd_kernel(
     state's gradient. Each segment carries ``mu`` in its own row of ``MU (b, d, n_seg, N)`` and writes its
     own rows of the per-program partials (``DA_PART``, a fixed ``DB``/``DC``: ``(b, d, n_seg, N)``;
     ``DD_PART``, ``DBIAS_PART``: ``(b, d, n_seg)``), which the launcher adds up; the first segment copies
-    its last ``mu`` to ``DH0``. Unsegmented, ``MU`` is ``DH0`` and ``n_seg`` is 1."""
+    its last ``mu`` to ``DH0``. Unsegmented, ``MU`` is ``DH0`` and ``n_seg`` is 1.
+
+    ``SHARED`` (with ``ATOMIC``, ``B`` and ``C`` varying with time): every batch row and segment adds its ``dA``,
+    ``dD`` and ``delta_bias`` sums atomically into the same rows, ``DA_PART (d, N)``, ``DD_PART (d,)``,
+    ``DBIAS_PART (d,)``, zeroed by the launcher (in the one buffer that holds ``dB``, ``dC``): no partials left to
+    add up after the launch, which cost a PyTorch sum each (several microseconds of a GPU's host apiece)."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
@@ -327,6 +332,8 @@ def _selective_scan_bwd_kernel(
     seg_row = (bi.to(tl.int64) * dim + ds) * n_seg
     chan_n = (seg_row + seg) * N      # this segment's rows of MU and DA_PART (the state's rows when unsegmented)
     seg_off = chan_n[:, None] + ns[None, :]
+    tl.static_assert(not SHARED or (ATOMIC and not B_FIXED and not C_FIXED))
+    sum_n = ds * N if SHARED else chan_n   # where this program's dA sums go
     # mu (what enters each chunk from the one after) is carried in MU and the dA sums in DA_PART, as the
     # forward carries its states in LAST; it starts as the last state's gradient, carried back through the
     # segments after this one
@@ -339,7 +346,8 @@ def _selective_scan_bwd_kernel(
             mu = tl.exp2(a2 * total[:, None]) * mu + tl.load(SEG_MU + (seg_row + k)[:, None] * N + ns[None, :],
                                                              mask=dn_ok, other=0.0)
     tl.store(MU + seg_off, mu, mask=dn_ok)
-    tl.store(DA_PART + seg_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
+    if not SHARED:
+        tl.store(DA_PART + seg_off, tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32), mask=dn_ok)
     tl.debug_barrier()
     g_bfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     g_cfix = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -421,8 +429,8 @@ def _selective_scan_bwd_kernel(
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
             g_a = tl.sum(lam * dt * carried, axis=1)
-            if ATOMIC:  # only this program adds here, in order: the sum is the same on every run
-                tl.atomic_add(DA_PART + chan_n + n, g_a, mask=d_ok, sem="relaxed")
+            if ATOMIC:  # unless SHARED only this program adds here, in order: the sum is the same on every run
+                tl.atomic_add(DA_PART + sum_n + n, g_a, mask=d_ok, sem="relaxed")
             else:  # no atomics at all: a load and a store, the barrier keeping every thread's load first
                 g_a += tl.load(DA_PART + chan_n + n, mask=d_ok, other=0.0)
                 tl.debug_barrier()
@@ -439,8 +447,12 @@ def _selective_scan_bwd_kernel(
         tl.debug_barrier()  # this chunk's carries, stored by one lane, are read by all in the next
     # after the walk MU holds mu at the segment's first step, the adjoint carried back through it: at the first
     # segment's, the initial state's gradient
-    tl.store(DD_PART + seg_row + seg, g_skip, mask=d_ok)
-    tl.store(DBIAS_PART + seg_row + seg, g_bias, mask=d_ok)
+    if SHARED:
+        tl.atomic_add(DD_PART + ds, g_skip, mask=d_ok, sem="relaxed")
+        tl.atomic_add(DBIAS_PART + ds, g_bias, mask=d_ok, sem="relaxed")
+    else:
+        tl.store(DD_PART + seg_row + seg, g_skip, mask=d_ok)
+        tl.store(DBIAS_PART + seg_row + seg, g_bias, mask=d_ok)
     if B_FIXED:
         tl.store(DB + seg_off, g_bfix, mask=dn_ok)
     if C_FIXED:
@@ -739,13 +751,15 @@ selective_scan_fwd = TunableKernel("selective_scan_fwd", _selective_scan_fwd_ker
 selective_scan_fwd_summary = TunableKernel("selective_scan_fwd_summary", _selective_scan_fwd_summary_kernel,
                                            rule=_summary_rule, alternatives=_summary_alternatives, key=_key,
                                            grid=_summary_grid, flags=dict(HAS_BIAS="DBIAS"))
-# dB / dC accumulate atomically when they vary with time: the tuner re-zeroes them between runs (a
-# fixed B or C, and the deterministic partials, are written whole, so re-zeroing them costs nothing wrong)
+# dB / dC accumulate atomically when they vary with time, and dA, dD, delta_bias's sums too where shared (SHARED):
+# the tuner re-zeroes them between runs (a fixed B or C, the deterministic partials and unshared sums are written
+# whole or zeroed by the kernel, so re-zeroing them costs nothing wrong)
 selective_scan_bwd_summary = TunableKernel("selective_scan_bwd_summary", _selective_scan_bwd_summary_kernel,
                                            rule=_bwd_summary_rule, alternatives=_bwd_summary_alternatives, key=_key,
                                            grid=_summary_grid, flags=dict(HAS_Z="Z", HAS_BIAS="DBIAS"))
 selective_scan_bwd = TunableKernel("selective_scan_bwd", _selective_scan_bwd_kernel, rule=_bwd_rule,
-                                   alternatives=_bwd_alternatives, key=_key, grid=_grid, zero=("DB", "DC"),
+                                   alternatives=_bwd_alternatives, key=_key, grid=_grid,
+                                   zero=("DB", "DC", "DA_PART", "DD_PART", "DBIAS_PART"),
                                    flags=dict(_OPTIONAL, HAS_DLAST="DLAST"))
 
 
@@ -850,9 +864,11 @@ def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_st
 
 
 def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, block_l,
-                            deterministic=False, config=None, seg_l=None):
+                            deterministic=False, config=None, seg_l=None, bc_dtype=None):
     """Gradients of :func:`selective_scan_forward` given ``dout (b, d, L)`` and ``dlast (b, d, N)`` or None.
-    Returns ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)``; the sums are fp32.
+    Returns ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)``; the sums are fp32, except a
+    time-varying ``dB``, ``dC`` when ``bc_dtype`` is given: in that dtype (both cast in one call where they share a
+    buffer).
     ``deterministic``: no atomics; a time-varying dB / dC then costs fp32 partials of
     ``(b, d / block_d, N, L)`` each. ``config`` (``BLOCK_D``, ``num_warps``) overrides the tuned choice;
     ``seg_l`` the steps per time segment walked side by side (0: not split; else a multiple of ``block_l``),
@@ -877,20 +893,35 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     dz = torch.empty_like(z) if z is not None else None
     # per segment: the carried adjoint, the partial sums over time (one segment: the plain shapes)
     rows = (bsz, dim, n_seg, N) if seg_l else (bsz, dim, N)
-    da_part = torch.empty(rows, **f32)
     dh0 = torch.empty((bsz, dim, N), **f32)
     mu = torch.empty(rows, **f32) if seg_l else dh0
-    dd_part = torch.empty(rows[:-1], **f32)
-    dbias_part = torch.empty(rows[:-1], **f32)
+    # atomic dB, dC (time-varying) in one zeroed buffer; where batch rows or segments would leave partials of dA, dD
+    # and delta_bias to add up, their sums are added atomically into its head (SHARED): one PyTorch call in place of
+    # up to five (two zero fills, three sums), each several microseconds of a GPU's host
+    joint = not deterministic and not b_fixed and not c_fixed
+    shared = joint and (bsz > 1 or bool(seg_l))
+    if joint:
+        head = dim * (N + 2) if shared else 0
+        pair = bsz * groups * N * L
+        at = _round_up(head, 4)   # 16-byte aligned views: the kernels' pointer specialisation
+        buf = torch.zeros(at + 2 * _round_up(pair, 4), **f32)
+        db = buf[at:at + pair].view(B.shape)   # (b, N, L) or (b, G, N, L)
+        dc = buf[at + _round_up(pair, 4):at + _round_up(pair, 4) + pair].view(C.shape)
+    if shared:
+        da_part = buf[:dim * N].view(dim, N)
+        dd_part, dbias_part = buf[dim * N:dim * (N + 1)], buf[dim * (N + 1):head]
+    else:
+        da_part = torch.empty(rows, **f32)
+        dd_part = torch.empty(rows[:-1], **f32)
+        dbias_part = torch.empty(rows[:-1], **f32)
 
     def bc_buffer(fixed):
         if fixed:
             return torch.empty(rows, **f32)
-        if deterministic:
-            return torch.empty((bsz, n_dblocks, N, L), **f32)
-        return torch.zeros((bsz, groups, N, L), **f32)
+        return torch.empty((bsz, n_dblocks, N, L), **f32)   # deterministic partials
 
-    db, dc = bc_buffer(b_fixed), bc_buffer(c_fixed)
+    if not joint:
+        db, dc = bc_buffer(b_fixed), bc_buffer(c_fixed)
     if L == 0:
         zeros = lambda x: torch.zeros_like(x) if x is not None else None
         dh0 = dlast.float() if dlast is not None else torch.zeros((bsz, dim, N), **f32)
@@ -910,19 +941,31 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         DC=dc, DH0=dh0, MU=mu, SEG_MU=seg_mu, SEG_DT=seg_dt, dim=dim, L=L, N=N, per_group=per_group,
         n_dblocks=n_dblocks, n_groups=groups, n_seg=n_seg, seg_chunks=seg_l // block_l if seg_l else 1,
         **_strides_bc(sb, sc), SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
-        EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N), SEGMENTED=bool(seg_l))
+        EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N), SEGMENTED=bool(seg_l), SHARED=shared)
+    if joint:
+        if bc_dtype is not None and bc_dtype != torch.float32:
+            both = buf[at:].to(bc_dtype)   # one cast for the two
+            db = both[:pair].view(B.shape)
+            dc = both[_round_up(pair, 4):_round_up(pair, 4) + pair].view(C.shape)
+    if shared:
+        return (du, ddelta, da_part, db, dc, dd_part if D is not None else None, dz,
+                dbias_part if delta_bias is not None else None, dh0)
     segs = (lambda part: part.sum(2)) if seg_l else (lambda part: part)   # the segments' partials added up
 
     def reduce_bc(buf, fixed, M):
         if fixed:
             return _batch_sum(segs(buf))                          # (d, N)
-        if not deterministic:
-            return buf.view(M.shape)                              # (b, N, L) or (b, G, N, L)
+        if joint:
+            return buf                                            # (b, N, L) or (b, G, N, L), made above
         return buf.view(bsz, groups, n_dblocks // groups, N, L).sum(2).view(M.shape)
 
     return (du, ddelta, _batch_sum(segs(da_part)), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
             _batch_sum(segs(dd_part)) if D is not None else None, dz,
             _batch_sum(segs(dbias_part)) if delta_bias is not None else None, dh0)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
 
 
 def _batch_sum(part):

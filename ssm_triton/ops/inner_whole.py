@@ -64,7 +64,7 @@ def _backward(saved, grads):
     du, ddelta, d["A"], dB, dC, d["D"], dz, d["delta_bias"], _ = _ss.selective_scan_backward(
         dy, dlast.contiguous() if dlast is not None else None, xc, g("delta"), A, x_dbl[:, R:R + N].contiguous(),
         x_dbl[:, R + N:].contiguous(), g("D"), z.contiguous(), g("delta_bias"), g("delta_softplus"), g("ckpt"),
-        _ss.plan_block_l(L), deterministic=g("deterministic"))
+        _ss.plan_block_l(L), deterministic=g("deterministic"), bc_dtype=x_dbl.dtype)
     ddelta = ddelta.to(x_dbl.dtype)
     d["delta_proj_weight"] = torch.matmul(ddelta, x_dbl[:, :R].transpose(1, 2)).sum(0)  # (d, R)
     io = x_dbl.dtype

@@ -43,7 +43,8 @@ def _backward(saved, grads):
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     g = _k.selective_scan_backward(_c(dout.to(u.dtype)), _c(grads["last"]), *(_c(saved[n]) for n in names),
                                    saved["delta_softplus"], saved["ckpt"], _k.plan_block_l(u.shape[2]),
-                                   deterministic=saved["deterministic"])
+                                   deterministic=saved["deterministic"],
+                                   bc_dtype=saved["B"].dtype if saved["B"].dtype == saved["C"].dtype else None)
     return dict(zip((*names, "initial_state"), g))
 
 
