@@ -895,11 +895,14 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     rows = (bsz, dim, n_seg, N) if seg_l else (bsz, dim, N)
     dh0 = torch.empty((bsz, dim, N), **f32)
     mu = torch.empty(rows, **f32) if seg_l else dh0
-    # atomic dB, dC (time-varying) in one zeroed buffer; where batch rows or segments would leave partials of dA, dD
-    # and delta_bias to add up, their sums are added atomically into its head (SHARED): one PyTorch call in place of
-    # up to five (two zero fills, three sums), each several microseconds of a GPU's host
+    # atomic dB, dC (time-varying) in one zeroed buffer; where segments, or the batch rows of a problem small enough
+    # to be host-bound, would leave partials of dA, dD and delta_bias to add up, their sums are added atomically into
+    # its head (SHARED): one PyTorch call in place of up to five (two zero fills, three sums), each several
+    # microseconds of a GPU's host. H100, 2026-12-06 (bench, no peers, alternating with the code before): b1 d1536
+    # L2048 bf16 fwd+bwd 0.4389-0.4396 -> 0.4241-0.4264 ms, host 372-421 -> 322-365 us; shared across the batch at b8
+    # d4096 (every batch row adding into the same dA rows) 5.779-5.783 -> 5.797-5.799, so large batches keep partials
     joint = not deterministic and not b_fixed and not c_fixed
-    shared = joint and (bsz > 1 or bool(seg_l))
+    shared = joint and (bool(seg_l) or (bsz > 1 and bsz * dim < BWD_SPLIT_BELOW))
     if joint:
         head = dim * (N + 2) if shared else 0
         pair = bsz * groups * N * L
