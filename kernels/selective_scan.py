@@ -310,6 +310,13 @@ def _selective_scan_bwd_kernel(
     steps a thread): ``h_{t-1}`` comes out of the forward scan itself (:func:`_with_state_before`) and
     the next step's decay from the next step's size, read one element on (an ``exp`` more a state).
 
+    The adjoint's reverse scan is most of this loop's shuffles under triton 3.6 (the GPU machine's): it reverses
+    the lanes of each input and of the result with five butterfly shuffles a register, 60 of a state's 101 per
+    128-step chunk at sm_90, where triton 3.9 takes one (53 in all); tried and not kept (more shuffles at 3.6):
+    the chunk read from its end and scanned forward (the reversed loads take another layout: 51 shuffle-ups and
+    shared-memory conversions), and the scan in two levels, runs of a thread's steps then across the runs
+    (``bench/results/cpu-2026-12-06e/``).
+
     ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_chunks`` chunks,
     walked side by side (for rows of few channels: :func:`plan_backward_segment_l`). A segment starts from the adjoint
     the segments after it send back, composed from their summaries
