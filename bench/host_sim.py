@@ -4,7 +4,8 @@ The compiled (lean) launch path is simulated in Triton's interpreter: every kern
 kernel runs), so what is timed is the Python between the public call and the launch: the checks, the op layer,
 the launchers, the tuner's key, the bound launch's own work. Op plans (``ssm_triton/ops/_plans.py``) on and
 off alternate in one process (7 rounds of 2000 calls, medians); ``--backward`` times fwd+bwd instead (``--prof``:
-with a cProfile of each); ``--lm Mamba2`` (or ``Mamba1``) an LM's eager decode step. A GPU host adds the launch itself (~5 us on
+with a cProfile of each; ``--aten``: the PyTorch calls of one, those that launch a kernel on a GPU apart);
+``--lm Mamba2`` (or ``Mamba1``) an LM's eager decode step. A GPU host adds the launch itself (~5 us on
 the H200's) and runs Python at its own speed: ``bench/overhead.py --plans`` is the measurement there.
 """
 import inspect
@@ -247,6 +248,49 @@ def backward_main(profile: bool) -> None:
             _print_stats(pr)
 
 
+# aten calls that make no kernel launch on a GPU: allocations (the caching allocator's), views, metadata
+_NO_LAUNCH = ("empty", "empty_like", "new_empty", "empty_strided", "view", "_unsafe_view", "slice", "select",
+              "unsqueeze", "squeeze", "expand", "as_strided", "t", "transpose", "permute", "unbind", "split",
+              "split_with_sizes", "alias", "detach", "reshape", "unflatten", "narrow", "_reshape_alias", "chunk",
+              "lift_fresh")
+
+
+def aten_main() -> None:
+    """``--backward --aten``: the PyTorch (aten) calls of one fwd+bwd per case after warm-up, replays on, launches
+    stubbed: those that launch a kernel on a GPU (fills, sums, casts, copies: each several microseconds of a GPU's
+    host, and a launch) apart from allocations and views, which launch nothing. The autograd engine's own calls
+    (the incoming gradient, accumulation into ``.grad``) are among them."""
+    import sys
+    from collections import Counter
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    cases = _backward_cases()
+    if "--match" in sys.argv:
+        part = sys.argv[sys.argv.index("--match") + 1]
+        cases = {k: v for k, v in cases.items() if part in k}
+    for fn in cases.values():
+        fn()
+    _stub_launches()
+    for name, fn in cases.items():
+        for _ in range(3):
+            fn()
+        with Count() as c:
+            fn()
+        launch = {k: v for k, v in c.seen.items() if k not in _NO_LAUNCH}
+        quiet = sum(v for k, v in c.seen.items() if k in _NO_LAUNCH)
+        print(f"{name:40s} {sum(launch.values()):3d} launching calls {dict(sorted(launch.items()))}; "
+              f"{quiet} allocations and views", flush=True)
+
+
 def lm_main(layer: str, profile: bool) -> None:
     """``--lm Mamba2|Mamba1``: one eager decode step of a 24-layer LM (``model(token, inference_params)``, b1,
     d_model 64: the host work a layer does not depend on the width), launches stubbed; ``--prof`` adds
@@ -283,6 +327,8 @@ def lm_main(layer: str, profile: bool) -> None:
 
 def main() -> None:
     import sys
+    if "--backward" in sys.argv and "--aten" in sys.argv:
+        return aten_main()
     if "--backward" in sys.argv:
         return backward_main("--prof" in sys.argv)
     if "--lm" in sys.argv:
