@@ -215,17 +215,24 @@ def _per_call_us(fn, n: int = 2000) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def backward_main(profile: bool) -> None:
-    """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs), replays
-    (``kernels/replay.py``) on and off alternating; ``--prof`` adds cProfile's top functions by their own time."""
-    cases = _backward_cases()
+def _stubbed_backward_cases() -> dict:
+    """The fwd+bwd cases (``--match``: those whose name holds a substring), each run once for real (the kernels
+    compiled, the tuner's choices made), then every launch stubbed."""
     import sys
-    if "--match" in sys.argv:   # a substring of the case names
+    cases = _backward_cases()
+    if "--match" in sys.argv:
         part = sys.argv[sys.argv.index("--match") + 1]
         cases = {k: v for k, v in cases.items() if part in k}
     for fn in cases.values():
         fn()
     _stub_launches()
+    return cases
+
+
+def backward_main(profile: bool) -> None:
+    """``--backward``: fwd+bwd per call (op plans do not apply: these record graphs), replays
+    (``kernels/replay.py``) on and off alternating; ``--prof`` adds cProfile's top functions by their own time."""
+    cases = _stubbed_backward_cases()
     for name, fn in cases.items():
         for _ in range(20):
             fn()
@@ -260,7 +267,6 @@ def aten_main() -> None:
     stubbed: those that launch a kernel on a GPU (fills, sums, casts, copies: each several microseconds of a GPU's
     host, and a launch) apart from allocations and views, which launch nothing. The autograd engine's own calls
     (the incoming gradient, accumulation into ``.grad``) are among them."""
-    import sys
     from collections import Counter
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -273,13 +279,7 @@ def aten_main() -> None:
             self.seen[func.overloadpacket.__name__] += 1
             return func(*args, **(kwargs or {}))
 
-    cases = _backward_cases()
-    if "--match" in sys.argv:
-        part = sys.argv[sys.argv.index("--match") + 1]
-        cases = {k: v for k, v in cases.items() if part in k}
-    for fn in cases.values():
-        fn()
-    _stub_launches()
+    cases = _stubbed_backward_cases()
     for name, fn in cases.items():
         for _ in range(3):
             fn()
