@@ -691,8 +691,8 @@ def _bwd_rule(p: ScanProblem, mode):
 def _bwd_alternatives(p: ScanProblem, mode):
     """With atomics: one or two channels, one or two warps, and four or eight channels over two or four warps
     (a quarter of the atomic adds into ``dB``, ``dC`` per channel, the same elements a thread; candidates since
-    2026-12-06: the tuned segmented backward's time did not move with them, 348.7 against 348 us at b1 d1536 L2048). Deterministic: the rule only, so that the result is the same from
-    run to run and machine to machine."""
+    2026-12-06: the tuned segmented backward's time did not move with them, 348.7 against 348 us at b1 d1536
+    L2048). Deterministic: the rule only, so that the result is the same from run to run and machine to machine."""
     if p.flag:
         return []
     alts = [dict(num_warps=2)]
@@ -919,7 +919,7 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         buf = torch.zeros(at + 2 * _round_up(pair, 4), **f32)
         db = buf[at:at + pair].view(B.shape)   # (b, N, L) or (b, G, N, L)
         dc = buf[at + _round_up(pair, 4):at + _round_up(pair, 4) + pair].view(C.shape)
-    if shared:
+    if shared:   # dA, dD, ddelta_bias returned as views of it: they hold its 8 N L bytes a batch row (the pair's)
         da_part = buf[:dim * N].view(dim, N)
         dd_part, dbias_part = buf[dim * N:dim * (N + 1)], buf[dim * (N + 1):head]
     else:
