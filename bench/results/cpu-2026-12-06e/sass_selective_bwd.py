@@ -29,7 +29,7 @@ F32 = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "
 def sass(no_gather: bool):
     flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, B_FIXED=False, C_FIXED=False, EVEN=True,
                  BLOCK_D=1, BLOCK_L=128, BLOCK_N=16, HAS_DLAST=False, ATOMIC=True, NO_GATHER=no_gather,
-                 SEGMENTED=True, SHARED=True)
+                 SEGMENTED=True, SHARED=True, sb_l=1, sc_l=1)   # unit step strides: a launch specialises them
     ptrs = {**dict.fromkeys(IO, "*bf16"), **dict.fromkeys(F32, "*fp32")}
     compiled = m.compile_kernel(kss.selective_scan_bwd, ptrs, flags, num_warps=1, num_stages=1, aligned=True)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
