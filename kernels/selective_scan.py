@@ -292,6 +292,7 @@ def _selective_scan_bwd_kernel(
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False, SHARED: tl.constexpr = False,
+    REV_GATHER: tl.constexpr = False,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -315,7 +316,9 @@ def _selective_scan_bwd_kernel(
     128-step chunk at sm_90, where triton 3.9 takes one (53 in all); tried and not kept (more shuffles at 3.6):
     the chunk read from its end and scanned forward (the reversed loads take another layout: 51 shuffle-ups and
     shared-memory conversions), and the scan in two levels, runs of a thread's steps then across the runs
-    (``bench/results/cpu-2026-12-06e/``).
+    (``bench/results/cpu-2026-12-06e/``). ``REV_GATHER`` (with ``tl.gather``, ``BLOCK_L > 1``): the adjoint's
+    inputs read backwards by ``tl.gather`` (the next step's decay and the reversal in one), scanned forward, the
+    result put back in time order by one more gather; Triton lowers each as a few index shuffles a register.
 
     ``SEGMENTED``: the third program axis splits time into ``n_seg`` segments of ``seg_chunks`` chunks,
     walked side by side (for rows of few channels: :func:`plan_backward_segment_l`). A segment starts from the adjoint
@@ -366,6 +369,9 @@ def _selective_scan_bwd_kernel(
     next_lane = tl.broadcast_to(tl.minimum(lane + 1, BLOCK_L - 1)[None, :], [BLOCK_D, BLOCK_L])
     last_lane = lane[None, :] == BLOCK_L - 1
     prev_lane = tl.broadcast_to(tl.maximum(lane - 1, 0)[None, :], [BLOCK_D, BLOCK_L])
+    # REV_GATHER: lane j reads step BLOCK_L - 1 - j, and the next step's decay from the step after that
+    rev_lane = tl.broadcast_to((BLOCK_L - 1 - lane)[None, :], [BLOCK_D, BLOCK_L])
+    rev_next = tl.broadcast_to(tl.minimum(BLOCK_L - lane, BLOCK_L - 1)[None, :], [BLOCK_D, BLOCK_L])
     first_lane = lane[None, :] == 0
     first_ok = d_ok[:, None] & (lane == 0)[None, :]
     # where this program's dB / dC rows go: its group's rows (atomic) or its own partial rows
@@ -425,13 +431,18 @@ def _selective_scan_bwd_kernel(
             carried = decay * h_prev
             y += hs * c_n
             g = dy * c_n + tl.where(last_lane, tl.load(MU + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
-            if NO_GATHER:
-                decay_next = tl.exp2(dt_next * a2_n[:, None])
-            elif BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
-                decay_next = tl.gather(decay, next_lane, 1)
+            if REV_GATHER and not NO_GATHER and BLOCK_L > 1:   # the scan run forward over the chunk read backwards
+                _, lam_rev = tl.associative_scan((tl.gather(decay, rev_next, 1), tl.gather(g, rev_lane, 1)), 1,
+                                                 first_order_combine)
+                lam = tl.gather(lam_rev, rev_lane, 1)
             else:
-                decay_next = decay
-            _, lam = tl.associative_scan((decay_next, g), 1, first_order_combine, reverse=True)
+                if NO_GATHER:
+                    decay_next = tl.exp2(dt_next * a2_n[:, None])
+                elif BLOCK_L > 1:  # a one-lane gather gave garbage on the H100 (triton 3.6)
+                    decay_next = tl.gather(decay, next_lane, 1)
+                else:
+                    decay_next = decay
+                _, lam = tl.associative_scan((decay_next, g), 1, first_order_combine, reverse=True)
             tl.store(MU + chan_n[:, None] + n + 0 * lane[None, :], decay * lam, mask=first_ok)
             dx += lam * b_n
             d_dt += lam * a_n[:, None] * carried
@@ -700,8 +711,11 @@ def _bwd_alternatives(p: ScanProblem, mode):
         alts += [dict(BLOCK_D=2), dict(BLOCK_D=2, num_warps=2)]
     alts += [dict(BLOCK_D=bd, num_warps=w) for bd, w in ((4, 2), (8, 4))
              if _block_d_ok(bd, p.groups, p.per_group, p.dim)]
+    gather = [{}, *alts]
     if GATHER_FREE_TUNED:
-        alts += [dict(a, NO_GATHER=True) for a in [{}, *alts]]
+        alts += [dict(a, NO_GATHER=True) for a in gather]
+    if REV_GATHER_TUNED:
+        alts += [dict(a, REV_GATHER=True) for a in gather]
     return alts
 
 
@@ -710,6 +724,12 @@ def _bwd_alternatives(p: ScanProblem, mode):
 # at b1 d1536 L2048 and 5.771 against 5.981 ms at b8 d4096 L2048 (bf16, N 16), the tuner picking it at both;
 # memcheck clean. ``SSM_TRITON_GATHER_FREE=0`` leaves it out.
 GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "1").strip() not in ("", "0")
+
+# The adjoint's scan over the chunk read backwards through tl.gather (``REV_GATHER``; at sm_90 with triton 3.6 a
+# state's pass over a chunk 323 -> 270 instructions, 101 -> 49 shuffles, bench/results/cpu-2026-12-06e): tested
+# through the interpreter only, so among the tuner's candidates only with SSM_TRITON_SS_REV_GATHER=1 until a GPU has
+# run its tests and timed it
+REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SS_REV_GATHER", "0").strip() not in ("", "0")
 
 
 def _key(p: ScanProblem):

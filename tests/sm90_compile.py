@@ -185,7 +185,9 @@ def cases():
         yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt,
                                                                       NO_GATHER=opt != b_fixed,
                                                                       SEGMENTED=opt == c_fixed,
-                                                                      SHARED=not (opt or b_fixed or c_fixed), **flags)
+                                                                      SHARED=not (opt or b_fixed or c_fixed),
+                                                                      REV_GATHER=not (opt or b_fixed or c_fixed),
+                                                                      **flags)
         yield "selective_scan bwd summary", kss.selective_scan_bwd_summary, ptrs, dict(
             HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, C_FIXED=c_fixed, EVEN=not opt, BLOCK_D=flags["BLOCK_D"],
             BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)

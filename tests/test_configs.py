@@ -93,9 +93,11 @@ def test_every_selective_scan_config(device, monkeypatch):
     problem = kss.ScanProblem(bsz, dim, L, N, 1, dim, ckpt_l, False, False, False, torch.float32)
     fwd = kss.selective_scan_fwd.space(problem, H100)
     monkeypatch.setattr(kss, "GATHER_FREE_TUNED", True)   # every candidate, the gather-free ones too
+    monkeypatch.setattr(kss, "REV_GATHER_TUNED", True)    # and those reading the adjoint's chunk backwards
     monkeypatch.setattr(kss.selective_scan_bwd, "_spaces", {})
     bwd = kss.selective_scan_bwd.space(problem, H100)
     assert any(c.get("NO_GATHER") for c in bwd) and any(c.get("BLOCK_D") == 8 for c in bwd)
+    assert any(c.get("REV_GATHER") for c in bwd)
     assert len(fwd) > 1 and len(bwd) > 1
     run = lambda *t: ssm_triton.selective_scan_fn(*t, z=z, delta_softplus=True)  # noqa: E731
     ref = lambda *t: selective_scan_ref(*t, z=z.double(), delta_softplus=True)  # noqa: E731

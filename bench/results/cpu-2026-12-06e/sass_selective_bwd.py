@@ -26,10 +26,10 @@ F32 = ["A", "D", "DBIAS", "H0", "LAST", "CKPT", "DLAST", "DA_PART", "DD_PART", "
        "SEG_H", "SEG_DT", "FINAL", "MU", "SEG_MU"]
 
 
-def sass(no_gather: bool):
+def sass(no_gather: bool, rev_gather: bool = False):
     flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, B_FIXED=False, C_FIXED=False, EVEN=True,
                  BLOCK_D=1, BLOCK_L=128, BLOCK_N=16, HAS_DLAST=False, ATOMIC=True, NO_GATHER=no_gather,
-                 SEGMENTED=True, SHARED=True, sb_l=1, sc_l=1)   # unit step strides: a launch specialises them
+                 SEGMENTED=True, SHARED=True, REV_GATHER=rev_gather, sb_l=1, sc_l=1)   # unit step strides: a launch specialises them
     ptrs = {**dict.fromkeys(IO, "*bf16"), **dict.fromkeys(F32, "*fp32")}
     compiled = m.compile_kernel(kss.selective_scan_bwd, ptrs, flags, num_warps=1, num_stages=1, aligned=True)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -62,10 +62,10 @@ def state_loop(out: str):
 
 
 if __name__ == "__main__":
-    for no_gather in (False, True):
-        compiled, out = sass(no_gather)
+    for no_gather, rev_gather in ((False, False), (True, False), (False, True)):
+        compiled, out = sass(no_gather, rev_gather)
         kinds, masks = state_loop(out)
         shfl = sum(v for k, v in kinds.items() if k.startswith("SHFL"))
         keep = {k: v for k, v in kinds.items() if k.startswith(("SHFL", "MUFU", "LDG", "REDG", "BAR"))}
-        print(f"triton {triton.__version__} NO_GATHER={no_gather} {m.resources(compiled)}: state loop "
+        print(f"triton {triton.__version__} NO_GATHER={no_gather} REV_GATHER={rev_gather} {m.resources(compiled)}: state loop "
               f"{sum(kinds.values())} instructions, {shfl} shuffles {keep}; butterfly lane masks {dict(masks)}")

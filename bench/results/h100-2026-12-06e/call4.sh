@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Call 4 (2026-12-06, thirty-eighth session; carry .whl and .peers, ~330 s; did not run: no machine could be started,
-# then too little device time was left). (1) Issue 19: the SISO walk capped at 128
-# registers (SSM_TRITON_WALK_MAXNREG: two 8-warp programs an SM, 968 B of spill against 256) alternating with the
-# default (walk_choice --ab), while mamba_ssm's CUDA selective scan builds in the background (CPU only). (2) Issue 18:
-# the selective scan's headline rows beside that build with this session's backward (one zeroed buffer, shared sums).
+# Call 4 (written 2026-12-06, thirty-eighth session, for the next; carry .whl, ~330 s). The selective scan backward's
+# adjoint scan run forward over the chunk read backwards through tl.gather (REV_GATHER: at sm_90 with triton 3.6 a
+# state's pass over a chunk 323 -> 270 instructions, 101 -> 49 shuffles; bench/results/cpu-2026-12-06e/), tested
+# through the interpreter only: its GPU tests (the tests pass it explicitly), memcheck of them with odd shapes, then
+# the bench's selective scan rows (no peers) with it among the tuner's candidates (SSM_TRITON_SS_REV_GATHER=1) and
+# without, alternating processes; then the backward alone replayed at the segment lengths, with it.
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1
+SSM_TRITON_EXAMPLES=8 TEST_TIMEOUT=100 TESTS="tests/test_selective_scan.py" \
+  bash bench/gpu_run.sh -k "backward_time_segments or gradients_match" > /dev/null 2>&1
+cp $OUT/pytest.txt $OUT/pytest-ss.txt; rm -f $OUT/pytest.txt
+SSM_TRITON_EXAMPLES=3 SANITIZE="tests/test_selective_scan.py" SANITIZE_K="backward_time_segments or gradients_match" \
+  SANITIZE_TIMEOUT=90 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
 R=$(pwd)
-(s=$(date +%s); bash bench/build_peer_scan.sh > $OUT/peer_build.txt 2>&1; echo "build s=$(( $(date +%s)-s ))" >> $OUT/peer_build.txt) &
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-s=$(date +%s)
-timeout 250 python3 -m ssm_triton.bench.walk_choice --only "SISO b8" --ab "WALK_MAXNREG=128" --kernels 4 > $OUT/walk-maxnreg.txt 2>&1
-echo "rc=$? s=$(( $(date +%s)-s ))" >> $OUT/walk-maxnreg.txt
-wait
-timeout 90 python3 -m ssm_triton bench --ops selective_scan --json $OUT/ss-peer.json > $OUT/ss-peer.txt 2>&1; echo "rc=$?" >> $OUT/ss-peer.txt
+for round in 1 2; do for rg in 0 1; do
+  SSM_TRITON_SS_REV_GATHER=$rg timeout 60 python3 -m ssm_triton bench --ops selective_scan --no-peers \
+    --json $OUT/ss-rg$rg-r$round.json > /dev/null 2>&1
+done; done
+SSM_TRITON_SS_REV_GATHER=1 timeout 90 python3 -m ssm_triton.bench.sweep_selective bwd_segments 1x1536x2048 1x1536x8192 \
+  > $OUT/bwd-segments-rg.txt 2>&1; echo "rc=$?" >> $OUT/bwd-segments-rg.txt
 python3 - <<'PY'
-import json, os
-d = json.load(open(os.environ["OUT"] + "/ss-peer.json"))
-for r in d["results"]:
-    print(r["shape"], r["dtype"][6:], r["direction"], r["impl"], round(r["ms"], 4), round(r.get("host_us", 0)), r.get("peak_mb"))
+import json, os, glob
+rows = {}
+for f in sorted(glob.glob(os.environ["OUT"] + "/ss-rg*.json")):
+    for r in json.load(open(f))["results"]:
+        rows.setdefault((str(r["shape"]), r["direction"]), []).append(f"{os.path.basename(f)[3:-5]} {r['ms']:.4f} h{round(r.get('host_us', 0))}")
+for k, v in rows.items():
+    print(*k, " | ".join(v))
 PY
-tail -1 $OUT/peer_build.txt; grep -v -i warn $OUT/walk-maxnreg.txt | tail -30
+tail -3 $OUT/pytest-ss.txt; tail -3 $OUT/memcheck.txt; grep -v Warn $OUT/bwd-segments-rg.txt
