@@ -79,7 +79,7 @@ def _scan_bwd_kernel(
     G, A, H, H0, DA, DB, DH0,         # pointers: (R, L) rows; H0, DH0 (R,) or None
     R, L,                             # sizes
     HAS_H0: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
-    ALIGNED: tl.constexpr,
+    ALIGNED: tl.constexpr, REV_GATHER: tl.constexpr = False,
 ):
     """The neighbours ``a[t + STEP]`` and ``h[t - STEP]`` are loaded one element off, which cannot be
     vectorised; moving them inside the tile with ``tl.gather`` instead compiled to ~8000 shuffles a
@@ -87,7 +87,12 @@ def _scan_bwd_kernel(
     it scans ``z_t = a_t lam_t`` (``z_t = a_t g_t + a_t z_{t+STEP}``: every operand at ``t``) with
     :func:`_exclusive_combine`, which also yields ``z_{t+STEP}``, and ``lam_t = g_t + z_{t+STEP}``;
     the carry between tiles is then ``z``, and ``dh0`` the last carry. Not among the tuner's
-    candidates until it has been timed on a GPU (``SSM_TRITON_SCAN_ALIGNED=1`` adds it)."""
+    candidates until it has been timed on a GPU (``SSM_TRITON_SCAN_ALIGNED=1`` adds it).
+
+    ``REV_GATHER`` (not with ``ALIGNED``): the adjoint's scan runs the other way along the tile than the tensors' lanes;
+    Triton 3.6 (the GPU machine's) reverses a reverse scan's inputs and results lane by lane with five butterfly
+    shuffles a register (3.9 with one). Here the inputs are read backwards through ``tl.gather``, scanned forward and
+    gathered back (``SSM_TRITON_SCAN_REV_GATHER=1`` adds it to the tuner's candidates; untimed)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
     base = rows.to(tl.int64) * L
@@ -101,6 +106,7 @@ def _scan_bwd_kernel(
         h0 = tl.zeros([BLOCK_R], dtype=ACC)
     carry = tl.zeros([BLOCK_R], dtype=ACC)
     out_lane = BLOCK_L - 1 if REVERSE else 0
+    rev = tl.broadcast_to((BLOCK_L - 1 - lane)[None, :], [BLOCK_R, BLOCK_L])
     n_tiles = tl.cdiv(L, BLOCK_L)
     for i in range(n_tiles):
         t = _tile_index(i, n_tiles, not REVERSE) * BLOCK_L + lane
@@ -125,8 +131,13 @@ def _scan_bwd_kernel(
             nxt = t + STEP
             nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
             c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
-            c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
-            lam = c_cum * carry[:, None] + lam
+            if REV_GATHER and BLOCK_L > 1:   # the scan's direction along the lanes, read backwards and back
+                c_cum, lam = tl.associative_scan((tl.gather(c, rev, 1), tl.gather(g, rev, 1)), 1, first_order_combine,
+                                                 reverse=REVERSE)
+                lam = tl.gather(c_cum * carry[:, None] + lam, rev, 1)
+            else:
+                c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
+                lam = c_cum * carry[:, None] + lam
             z = lam
         tl.store(DB + offs, lam.to(DB.dtype.element_ty), mask=ok)
         tl.store(DA + offs, (lam * h_prev).to(DA.dtype.element_ty), mask=ok)
@@ -187,9 +198,21 @@ def _alternatives(problem, mode):
 ALIGNED_TUNED = os.environ.get("SSM_TRITON_SCAN_ALIGNED", "0").strip() not in ("", "0")
 
 
+# The backward reading its tile backwards through tl.gather (``REV_GATHER``, _scan_bwd_kernel's docstring; sm_90,
+# triton 3.6, fp32: the 16x128 4-warp tile 816 -> 544 instructions, 340 -> 20 butterfly shuffles; the tiles whose
+# steps span warps gather through shared memory and grow, 600 -> 1016 at 1x2048 with 8 warps) joins its candidates
+# with SSM_TRITON_SCAN_REV_GATHER=1, for the benchmark that times it (tested through the interpreter, 2026-12-06)
+REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SCAN_REV_GATHER", "0").strip() not in ("", "0")
+
+
 def _bwd_alternatives(problem, mode):
     alts = _alternatives(problem, mode)
-    return alts + [dict(a, ALIGNED=True) for a in [{}, *alts]] if ALIGNED_TUNED else alts
+    out = list(alts)
+    if ALIGNED_TUNED:
+        out += [dict(a, ALIGNED=True) for a in [{}, *alts]]
+    if REV_GATHER_TUNED:
+        out += [dict(a, REV_GATHER=True) for a in [{}, *alts]]
+    return out
 
 
 def _key(problem):

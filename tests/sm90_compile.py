@@ -151,9 +151,9 @@ def cases():
         acc = tl.float64 if io == tl.float64 else tl.float32
         flags = dict(HAS_H0=opt, REVERSE=opt, ACC=acc, **_kw(space[0]))
         yield "scan fwd", ks.scan_fwd, dict.fromkeys(["A", "B", "H", "H0"], PTR[io]), flags
-        for aligned in (False, True):   # the backward's aligned form (kernels/scan.py)
+        for aligned, rev in ((False, False), (True, False), (False, True)):   # the backward's forms (kernels/scan.py)
             yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], PTR[io]), \
-                dict(flags, ALIGNED=aligned)
+                dict(flags, ALIGNED=aligned, REV_GATHER=rev)
     for cfg in space[1:] if FULL else ():   # the tuner's other tiles: same code, other constants
         flags = dict(HAS_H0=True, REVERSE=True, ACC=tl.float32, **_kw(cfg))
         yield "scan fwd", ks.scan_fwd, dict.fromkeys(["A", "B", "H", "H0"], "*fp32"), flags

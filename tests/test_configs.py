@@ -26,9 +26,12 @@ _SCAN_SPACE = ks.scan_bwd.space((1, 1, None, None, False, False), H100)
 # the backward's aligned form on the tiles with the most rows a program and the fewest warps
 _SCAN_ALIGNED = [dict(c, ALIGNED=True) for c in _SCAN_SPACE
                  if (c["BLOCK_R"], c["BLOCK_L"], c["num_warps"]) in ((16, 128, 4), (8, 256, 4), (1, 1024, 2))]
+# and the backward reading its tiles backwards through tl.gather, on a tile within a warp and one across two
+_SCAN_REV = [dict(c, REV_GATHER=True) for c in _SCAN_SPACE
+             if (c["BLOCK_R"], c["BLOCK_L"], c["num_warps"]) in ((16, 128, 4), (1, 1024, 2))]
 
 
-@pytest.mark.parametrize("config", [*_SCAN_SPACE, *_SCAN_ALIGNED], ids=_ids)
+@pytest.mark.parametrize("config", [*_SCAN_SPACE, *_SCAN_ALIGNED, *_SCAN_REV], ids=_ids)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_every_scan_config(device, config, reverse):
     # a partial last row block and a partial second tile (the carry crosses a tile); kept small, as the
@@ -37,7 +40,8 @@ def test_every_scan_config(device, config, reverse):
     a = uniform((R, L), 0.5, 1.0, 0, device, torch.float32)
     b = normal((R, L), 1, device, torch.float32)
     h0 = normal((R,), 2, device, torch.float32)
-    h = ks.scan_forward(a, b, h0, reverse, config={k: v for k, v in config.items() if k != "ALIGNED"})
+    fwd = {k: v for k, v in config.items() if k not in ("ALIGNED", "REV_GATHER")}   # the backward's forms
+    h = ks.scan_forward(a, b, h0, reverse, config=fwd)
     assert_close(h, linear_scan_np(_np(a), _np(b), _np(h0), reverse), torch.float32, "h")
 
     g = normal((R, L), 3, device, torch.float32)
