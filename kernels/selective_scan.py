@@ -934,11 +934,14 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
     shared = joint and (bool(seg_l) or (bsz > 1 and bsz * dim < BWD_SPLIT_BELOW))
     if joint:
         head = dim * (N + 2) if shared else 0
-        pair = bsz * groups * N * L
+        pair, span = bsz * groups * N * L, _round_up(bsz * groups * N * L, 4)
         at = _round_up(head, 4)   # 16-byte aligned views: the kernels' pointer specialisation
-        buf = torch.zeros(at + 2 * _round_up(pair, 4), **f32)
-        db = buf[at:at + pair].view(B.shape)   # (b, N, L) or (b, G, N, L)
-        dc = buf[at + _round_up(pair, 4):at + _round_up(pair, 4) + pair].view(C.shape)
+
+        def halves(t, off):   # dB and dC, (b, N, L) or (b, G, N, L), from their places in t
+            return t[off:off + pair].view(B.shape), t[off + span:off + span + pair].view(C.shape)
+
+        buf = torch.zeros(at + 2 * span, **f32)
+        db, dc = halves(buf, at)
     if shared:   # dA, dD, ddelta_bias returned as views of it: they hold its 8 N L bytes a batch row (the pair's)
         da_part = buf[:dim * N].view(dim, N)
         dd_part, dbias_part = buf[dim * N:dim * (N + 1)], buf[dim * (N + 1):head]
@@ -974,26 +977,21 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, de
         n_dblocks=n_dblocks, n_groups=groups, n_seg=n_seg, seg_chunks=seg_l // block_l if seg_l else 1,
         **_strides_bc(sb, sc), SOFTPLUS=delta_softplus, B_FIXED=b_fixed, C_FIXED=c_fixed, ATOMIC=not deterministic,
         EVEN=L % block_l == 0, BLOCK_L=block_l, BLOCK_N=next_power_of_2(N), SEGMENTED=bool(seg_l), SHARED=shared)
-    if joint:
-        if bc_dtype is not None and bc_dtype != torch.float32:
-            both = buf[at:].to(bc_dtype)   # one cast for the two
-            db = both[:pair].view(B.shape)
-            dc = both[_round_up(pair, 4):_round_up(pair, 4) + pair].view(C.shape)
-    if shared:
-        return (du, ddelta, da_part, db, dc, dd_part if D is not None else None, dz,
-                dbias_part if delta_bias is not None else None, dh0)
+    if joint and bc_dtype is not None and bc_dtype != torch.float32:
+        db, dc = halves(buf[at:].to(bc_dtype), 0)   # one cast for the two
     segs = (lambda part: part.sum(2)) if seg_l else (lambda part: part)   # the segments' partials added up
+    # the partials over batch rows and segments added up (shared sums are whole already)
+    total = (lambda part: part) if shared else (lambda part: _batch_sum(segs(part)))
 
     def reduce_bc(buf, fixed, M):
         if fixed:
-            return _batch_sum(segs(buf))                          # (d, N)
+            return total(buf)                                     # (d, N)
         if joint:
             return buf                                            # (b, N, L) or (b, G, N, L), made above
         return buf.view(bsz, groups, n_dblocks // groups, N, L).sum(2).view(M.shape)
 
-    return (du, ddelta, _batch_sum(segs(da_part)), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
-            _batch_sum(segs(dd_part)) if D is not None else None, dz,
-            _batch_sum(segs(dbias_part)) if delta_bias is not None else None, dh0)
+    return (du, ddelta, total(da_part), reduce_bc(db, b_fixed, B), reduce_bc(dc, c_fixed, C),
+            total(dd_part) if D is not None else None, dz, total(dbias_part) if delta_bias is not None else None, dh0)
 
 
 def _round_up(n: int, m: int) -> int:
