@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=0, help="print this many of each fwd+bwd's longest kernels")
     parser.add_argument("--peer", action="store_true", help="mamba_ssm's Triton SISO in the same process")
     parser.add_argument("--chunk", type=int, default=0, help="SISO's chunk length (default 64; MIMO keeps 16)")
+    parser.add_argument("--mimo-chunk", type=int, action="append", default=[],
+                        help="MIMO's chunk length (default 16, the reference's 64 / R); repeated, each in turn")
     parser.add_argument("--forward", action="store_true",
                         help="the forward's routes instead: the rule's (SSM_TRITON_SSD_FUSED unset) against the "
                              "one-launch forward forced (=1), the default backward under both")
@@ -110,7 +112,7 @@ def main() -> None:
     H, Hqk, P, N = 32, 1, 64, 128
     S = N // 4
     cases = [("SISO", b, L, None, args.chunk or 64) for b, L in ((8, 4096), (1, 2048), (1, 512), (2, 4096))]
-    cases += [("MIMO", b, L, 4, 16) for b, L in ((8, 4096), (1, 2048))]
+    cases += [("MIMO", b, L, 4, c) for b, L in ((8, 4096), (1, 2048)) for c in args.mimo_chunk or [16]]
     peer = None
     if args.peer:
         mod, why = load_past_package_init("mamba_ssm.ops.triton.mamba3.mamba3_siso_combined")
