@@ -36,6 +36,7 @@ import json
 import operator
 import os
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -467,6 +468,8 @@ def forget() -> None:
     _chosen.clear()
     for choice in _REGISTRY.values():
         choice.resolved.clear()
+        choice._spaces.clear()     # the alternatives may read switches that changed
+        choice._entries.clear()
 
 
 def pin(name: str, **launch_kwargs) -> None:
@@ -560,6 +563,7 @@ class _Choice:
         self.fixed = fixed            # keywords that size the launcher's buffers: no pin changes them
         self.resolved: dict = {}      # problem -> what the launch needs, once chosen
         self._spaces: dict = {}
+        self._entries: dict = {}
         _REGISTRY[name] = self
 
     def normalise(self, kw: dict) -> dict:
@@ -580,6 +584,19 @@ class _Choice:
             cached = self._spaces[(problem, mode)] = tuple(out)
         return cached
 
+    def entry(self, problem) -> str:
+        """The cache's name for ``problem``'s choice: the tunable, the problem's key and a fingerprint of its
+        candidates. A choice made among other candidates (a switch that adds some, another version of the spaces)
+        is then tuned again, where the cache would hand the old choice back as long as it was still allowed: on
+        2026-12-06 that made an A/B of a candidate-adding switch (``SSM_TRITON_SS_REV_GATHER``) time one choice
+        under both settings."""
+        mode = run_mode()
+        hit = self._entries.get((problem, mode))
+        if hit is None:
+            space = json.dumps(self.space(problem, mode), sort_keys=True, default=str)
+            hit = self._entries[(problem, mode)] = f"{self.name}|{self.key(problem)}|{zlib.crc32(space.encode()):08x}"
+        return hit
+
     def choose(self, problem, config: dict | None = None) -> tuple[dict | None, bool]:
         """``(launch keywords or None when tuning must run, final?)``: an explicit ``config`` (tests,
         sweeps) over the rule, else a pin, else the cached choice, else the rule when nothing is tuned.
@@ -592,7 +609,7 @@ class _Choice:
             return self.normalise({**space[0], **pinned}), True
         if not autotuning() or len(space) == 1:
             return space[0], True
-        kw = _recall(f"{self.name}|{self.key(problem)}", space)
+        kw = _recall(self.entry(problem), space)
         if kw is not None:
             return kw, True
         if _capturing():
@@ -698,7 +715,7 @@ class TunableKernel(_Choice, Kernel):
         self.timings[problem] = {str(c): t for c, t in (getattr(tuner, "configs_timings", None) or {}).items()}
         kw = self.normalise({**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages,
                              **({"maxnreg": best.maxnreg} if getattr(best, "maxnreg", None) else {})})
-        _remember(f"{self.name}|{self.key(problem)}", kw)
+        _remember(self.entry(problem), kw)
         self.resolved[problem] = (kw, self.grid(problem, kw))
         return kw
 
@@ -724,7 +741,7 @@ class TunablePlan(_Choice):
                     timed.append((triton.testing.do_bench(lambda: run(option), warmup=5, rep=20), i))
                 except Exception:  # noqa: BLE001
                     continue
-            kw = _remember(f"{self.name}|{self.key(problem)}", space[min(timed)[1]] if timed else space[0])
+            kw = _remember(self.entry(problem), space[min(timed)[1]] if timed else space[0])
         if final and config is None:
             self.resolved[problem] = kw
         return kw

@@ -258,6 +258,43 @@ def test_tuning_cache_round_trips_and_ignores_stale_choices(tmp_path, monkeypatc
     assert tuning._from_disk("selective_scan_fwd|(2,)", [choice]) is None
 
 
+def test_a_choice_is_tuned_again_when_its_candidates_change(tmp_path, monkeypatch):
+    """A switch that adds candidates must not be answered from a cache written without them (the disk cache
+    kept a choice as long as it was still allowed)."""
+    monkeypatch.setattr(tuning, "_cache_path", lambda: tmp_path / "tuned.json")
+    monkeypatch.setattr(tuning, "_disk", None)
+    monkeypatch.setattr(tuning, "autotuning", lambda: True)
+    monkeypatch.setattr(tuning, "run_mode", lambda device=None: tuning.H100)
+    monkeypatch.setattr(tuning.triton.testing, "do_bench", lambda fn, **kw: (fn(), 1.0)[1])   # no GPU to time on
+    extra = []
+    name = "test_space_fingerprint"
+    plan = tuning.TunablePlan(name, rule=lambda p, m: dict(a=1), key=lambda p: (p,),
+                              alternatives=lambda p, m: [dict(a=2), *extra])
+    try:
+        ran = []
+
+        def run(option):
+            ran.append(option["a"])
+            return option
+
+        assert plan.pick(7, run) in ({"a": 1}, {"a": 2})
+        assert set(ran) == {1, 2}
+        first = plan.entry(7)
+        tuning.forget()
+        monkeypatch.setattr(tuning, "_disk", None)   # a new process reads the file
+        ran.clear()
+        plan.pick(7, run)
+        assert ran == [], "the same candidates: the cached choice is taken"
+        extra.append(dict(a=3))
+        tuning.forget()
+        monkeypatch.setattr(tuning, "_disk", None)
+        assert plan.entry(7) != first
+        plan.pick(7, run)
+        assert set(ran) == {1, 2, 3}, "a new candidate: tuned again, the new one timed"
+    finally:
+        tuning._REGISTRY.pop(name, None)
+
+
 def test_pin_refuses_an_unknown_kernel_name():
     with pytest.raises(ValueError, match="pin: name must be one of .*selective_scan_fwd.*got 'selective_scan'"):
         tuning.pin("selective_scan", BLOCK_D=2)
