@@ -12,7 +12,7 @@ for round in 1 2; do for rg in 0 1; do
 done; done
 for round in 1 2; do for sw in "" "SSM_TRITON_SCAN_REV_GATHER=1" "SSM_TRITON_SCAN_ALIGNED=1"; do
   n=${sw:-plain}; n=${n#SSM_TRITON_SCAN_}; n=${n%=1}
-  env $sw timeout 50 python3 $D/bench_choices.py linear_scan bench --ops linear_scan --match 'float32 fwd\+bwd' \
+  env $sw timeout 50 python3 $D/bench_choices.py scan_bwd bench --ops linear_scan --match 'float32 fwd\+bwd' \
     --json $OUT/ls-$n-r$round.json > $OUT/ls-$n-r$round.txt 2>&1
 done; done
 python3 - <<'PY'
