@@ -57,6 +57,17 @@ def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
 
 
 @triton.jit
+def _step_given(pre, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """:func:`_step_size`'s ``dt`` from ``delta`` already loaded (in its dtype)."""
+    pre = pre.to(tl.float32)
+    if HAS_BIAS:
+        pre += bias[:, None]
+    if SOFTPLUS:
+        pre = softplus(pre)
+    return tl.where(mask, pre, 0.0)
+
+
+@triton.jit
 def _with_state_before(a_l, b_l, pa_l, pb_l, a_r, b_r, pa_r, pb_r):
     """First-order combine that also carries the map to the state before the last step: a segment maps
     an entering state ``h`` to ``a h + b`` after it and to ``pa h + pb`` before its last step. Scanned
@@ -150,7 +161,7 @@ def _selective_scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr,
+    CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr, AHEAD: tl.constexpr = 0,
 ):
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
@@ -170,7 +181,12 @@ def _selective_scan_fwd_kernel(
     segment starts from the state the segments before it leave, composed from their
     summaries (``_selective_scan_fwd_summary_kernel``): ``h <- exp(A sum dt) h + h_from_zero``. Each
     segment carries its state in its own row of ``LAST (b, d, n_seg, N)``; the last one copies its
-    final state to ``FINAL``."""
+    final state to ``FINAL``.
+
+    ``AHEAD`` (loads in flight while the scans compute; with few channels a program each SM holds too few warps
+    to hide a load's latency behind other warps): 1 reads the next state's ``B``, ``C`` rows, carry and ``A``
+    while a state scans, and the chunk's ``z`` before its states; 2 also the next chunk's ``u`` and ``delta``
+    while a chunk's states scan."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
@@ -199,8 +215,24 @@ def _selective_scan_fwd_kernel(
     else:
         first = 0
         end = n_chunks
+    if AHEAD >= 2:
+        t, t_ok, ok, offs = _chunk(row, first, lane, d_ok, L, BLOCK_L)
+        u_nx = tl.load(U + offs, mask=ok, other=0.0)
+        dl_nx = tl.load(DELTA + offs, mask=ok, other=0.0)
     for i in range(first, end):
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
+        if AHEAD >= 2:   # this chunk's u, delta were read during the last one; the next one's now
+            u = u_nx.to(tl.float32)
+            dt = _step_given(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
+            _, _, ok_nx, offs_nx = _chunk(row, i + 1, lane, d_ok, tl.minimum(L, end * BLOCK_L), BLOCK_L)
+            u_nx = tl.load(U + offs_nx, mask=ok_nx, other=0.0)
+            dl_nx = tl.load(DELTA + offs_nx, mask=ok_nx, other=0.0)
+        else:
+            u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
+            # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
+            dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+        if HAS_Z and AHEAD >= 1:
+            zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
         if STORE_CKPT:
             # the state entering this chunk, then the one after each CKPT_L steps inside it
             tl.store(CKPT + _ckpt_offsets(bi, dim, ds, n_ckpt, i * SPLIT, N, ns),
@@ -208,17 +240,30 @@ def _selective_scan_fwd_kernel(
             ck = i * SPLIT + lane // CKPT_L + 1
             ck_off = ((bi.to(tl.int64) * dim + ds[:, None]) * n_ckpt + ck[None, :]) * N
             ck_ok = d_ok[:, None] & ((lane % CKPT_L == CKPT_L - 1) & (lane < BLOCK_L - 1) & (ck < n_ckpt))[None, :]
-        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-        # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
-        dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = skip[:, None] * u
+        if AHEAD >= 1:
+            h_nx = tl.load(LAST + chan_n, mask=d_ok, other=0.0)
+            a_nx = tl.load(A + ds * N, mask=d_ok, other=0.0)
+            b_nx = _bc_row(B, bi, gi, ds, d_ok, 0, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+            c_nx = _bc_row(C, bi, gi, ds, d_ok, 0, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
         for n in range(N):
-            h_n = tl.load(LAST + chan_n + n, mask=d_ok, other=0.0)
-            # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
-            a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
-            b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            if AHEAD >= 1:   # state n's rows came in during state n - 1's scan; n + 1's now (the last one again)
+                h_n = h_nx
+                a2_n = a_nx.to(tl.float32) * LOG2E
+                b_n = b_nx
+                c_n = c_nx
+                nn = tl.minimum(n + 1, N - 1)
+                h_nx = tl.load(LAST + chan_n + nn, mask=d_ok, other=0.0)
+                a_nx = tl.load(A + ds * N + nn, mask=d_ok, other=0.0)
+                b_nx = _bc_row(B, bi, gi, ds, d_ok, nn, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+                c_nx = _bc_row(C, bi, gi, ds, d_ok, nn, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            else:
+                h_n = tl.load(LAST + chan_n + n, mask=d_ok, other=0.0)
+                # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
+                a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
+                b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+                c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             a_cum, b_cum = tl.associative_scan((tl.exp2(dt * a2_n[:, None]), dtu * b_n), 1, first_order_combine)
             hs = a_cum * h_n[:, None] + b_cum
             y += hs * c_n
@@ -227,7 +272,8 @@ def _selective_scan_fwd_kernel(
                 tl.store(CKPT + ck_off + n, hs, mask=ck_ok)
         tl.debug_barrier()  # the carries stored above are read by other threads in the next chunk
         if HAS_Z:
-            zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
+            if AHEAD == 0:
+                zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
         tl.store(OUT + offs, y.to(OUT.dtype.element_ty), mask=ok)
     if SEGMENTED:
@@ -676,12 +722,12 @@ def _fwd_rule(p: ScanProblem, mode):
 
 def _fwd_alternatives(p: ScanProblem, mode):
     """The runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps, half and
-    twice the chunk."""
+    twice the chunk; and the loads ahead (``FWD_AHEAD``)."""
     rule = _fwd_rule(p, mode)
     tile = rule["BLOCK_L"]
     out = []
     for alt in (dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
-                dict(BLOCK_L=tile * 2)):
+                dict(BLOCK_L=tile * 2), *FWD_AHEAD):
         kw = {**rule, **alt}
         if kw["BLOCK_L"] < p.ckpt_l or kw["BLOCK_L"] % p.ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
             continue
@@ -690,6 +736,13 @@ def _fwd_alternatives(p: ScanProblem, mode):
         if _block_d_ok(kw["BLOCK_D"], p.groups, p.per_group, p.dim):
             out.append({**kw, "EVEN": p.L % kw["BLOCK_L"] == 0})
     return out
+
+
+# The forward's loads ahead (``AHEAD`` in the kernel; sm_90, triton 3.6, bf16 N16 512-step chunks without
+# checkpoints: 118 registers, 128 with 1, 168 with 2, no spill): candidates untimed as of 2026-12-06;
+# ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
+FWD_AHEAD = [dict(AHEAD=1), dict(AHEAD=2), dict(BLOCK_D=2, num_warps=2, AHEAD=1)] if os.environ.get(
+    "SSM_TRITON_SS_FWD_AHEAD", "1").strip() not in ("", "0") else []
 
 
 def _bwd_rule(p: ScanProblem, mode):

@@ -78,18 +78,20 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
     t = cast(*make_problem(2, 2, 2, L, 5, "grouped", 11, device, True), torch.float32)
     sp = t.pop("delta_softplus")
     args = [t[k] for k in NAMES] + [t["D"], t["z"], t["delta_bias"], sp]
-    out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, config=dict(BLOCK_L=tile),
-                                                seg_l=seg_l)
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
-    assert_close(out, want_out, torch.float32, "out")
-    assert_close(last, want_last, torch.float32, "last_state")
+
     # the checkpoints are the states entering each block_l steps: the reference's states at those steps
     def state_after(steps):
         prefix = {k: (v[..., :steps] if k in ("u", "delta", "z", "B", "C") else v) for k, v in t.items()}
         return selective_scan_np(**{k: np64(v) for k, v in prefix.items()}, delta_softplus=sp)[1]
 
-    want_ckpt = torch.stack([torch.from_numpy(state_after(k * block_l)) for k in range(ckpt.shape[2])], dim=2)
-    assert_close(ckpt, want_ckpt, torch.float32, "checkpoints")
+    for ahead in (0, 1, 2):   # loads in flight: none, the next state's, and the next chunk's too
+        out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, seg_l=seg_l,
+                                                    config=dict(BLOCK_L=tile, AHEAD=ahead))
+        assert_close(out, want_out, torch.float32, f"out (AHEAD={ahead})")
+        assert_close(last, want_last, torch.float32, f"last_state (AHEAD={ahead})")
+        want_ckpt = torch.stack([torch.from_numpy(state_after(k * block_l)) for k in range(ckpt.shape[2])], dim=2)
+        assert_close(ckpt, want_ckpt, torch.float32, f"checkpoints (AHEAD={ahead})")
     dout, dlast = torch.randn_like(out), torch.randn_like(last)
     names = NAMES + ["D", "z", "delta_bias", "initial_state"]
     leaves = {k: t[k].detach().double().requires_grad_() for k in names}
@@ -104,16 +106,17 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
 
 
 @given(L=st.integers(3, 90), seg=st.sampled_from([8, 16, 32]), layout=st.sampled_from(LAYOUTS),
-       with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES), N=st.integers(1, 6), seed=seeds())
-def test_time_segments_match_the_reference(device, L, seg, layout, with_options, dtype, N, seed):
+       with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES), N=st.integers(1, 6), seed=seeds(),
+       ahead=st.sampled_from([0, 1, 2]))
+def test_time_segments_match_the_reference(device, L, seg, layout, with_options, dtype, N, seed, ahead):
     """The forward with time split into segments of ``seg`` steps (each started from the composed
     summaries of the ones before) against the float64 reference: output and last state."""
     seg = min(seg, 8 * ((L - 1) // 8))   # a multiple of the 8-step chunk shorter than L; 0 (unsplit) when L <= 8
     t = cast(*make_problem(1, 2, 2, L, N, layout, seed, device, with_options), dtype)
     sp = t.pop("delta_softplus", False)
     args = [t[k] for k in NAMES] + [t.get("D"), t.get("z"), t.get("delta_bias"), sp]
-    out, last, _, _ = selective_scan_forward(*args, t.get("initial_state"), block_l=8, config=dict(BLOCK_L=8),
-                                             seg_l=seg, store_ckpt=False)
+    out, last, _, _ = selective_scan_forward(*args, t.get("initial_state"), block_l=8, seg_l=seg, store_ckpt=False,
+                                             config=dict(BLOCK_L=8, AHEAD=ahead))
     want_out, want_last = selective_scan_np(**{k: np64(v) for k, v in t.items()}, delta_softplus=sp)
     assert_close(out, want_out, dtype, "out")
     assert_close(last, want_last, torch.float32, "last_state")
