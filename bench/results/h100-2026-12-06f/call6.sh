@@ -2,15 +2,17 @@
 # Call 6 (2026-12-06, thirty-ninth session; carry .whl). 12-06e's call 4 A/B of REV_GATHER did not test it: the
 # tuning cache kept the first process's choice (made without the candidates) for the later ones. The cache now names
 # a choice by its candidates (kernels/tuning.py: Choice.entry), so each setting tunes its own; the A/B again, each
-# process printing what it took, for the selective scan's backward and the linear scan's (REV_GATHER, ALIGNED).
+# process printing what it took, for the selective scan's backward and the linear scan's (REV_GATHER, ALIGNED),
+# and the selective scan forward's loads ahead (SSM_TRITON_SS_FWD_AHEAD).
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1
 R=$(pwd); D=$R/bench/results/h100-2026-12-06f
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-for round in 1 2; do for rg in 0 1; do
-  SSM_TRITON_SS_REV_GATHER=$rg timeout 70 python3 $D/bench_choices.py selective_scan_bwd bench --ops selective_scan \
-    --no-peers --match 'fwd\+bwd' --json $OUT/ss-rg$rg-r$round.json > $OUT/ss-rg$rg-r$round.txt 2>&1
+# the forward's loads ahead (AHEAD, new this session) are a second factor: (REV_GATHER, AHEAD) 00, 01, 11
+for round in 1 2; do for cfg in 00 01 11; do
+  SSM_TRITON_SS_REV_GATHER=${cfg:0:1} SSM_TRITON_SS_FWD_AHEAD=${cfg:1:1} timeout 75 python3 $D/bench_choices.py \
+    selective_scan bench --ops selective_scan --no-peers --json $OUT/ss-$cfg-r$round.json > $OUT/ss-$cfg-r$round.txt 2>&1
 done; done
-for round in 1 2; do for sw in "" "SSM_TRITON_SCAN_REV_GATHER=1" "SSM_TRITON_SCAN_ALIGNED=1"; do
+for round in 1; do for sw in "" "SSM_TRITON_SCAN_REV_GATHER=1" "SSM_TRITON_SCAN_ALIGNED=1"; do
   n=${sw:-plain}; n=${n#SSM_TRITON_SCAN_}; n=${n%=1}
   env $sw timeout 50 python3 $D/bench_choices.py scan_bwd bench --ops linear_scan --match 'float32 fwd\+bwd' \
     --json $OUT/ls-$n-r$round.json > $OUT/ls-$n-r$round.txt 2>&1
