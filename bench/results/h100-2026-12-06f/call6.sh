@@ -27,4 +27,4 @@ for f in sorted(glob.glob(os.environ["OUT"] + "/*-r*.json")):
 for k, v in rows.items():
     print(*k, " | ".join(v))
 PY
-grep -h "chosen" $OUT/ss-*.txt | sort | uniq -c | head -20; grep -h "chosen" $OUT/ls-*.txt | sort | uniq -c | head -30
+grep -h "chosen" $OUT/ss-*.txt | sort | uniq -c | head -40; grep -h "chosen" $OUT/ls-*.txt | sort | uniq -c | head -30
