@@ -44,7 +44,13 @@ def _bc_row(M, bi, gi, ds, d_ok, n, t, t_ok, s_b, s_g, s_n, s_l, FIXED: tl.const
 @triton.jit
 def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """(dt, d dt / d delta) for the given steps; zero where masked."""
-    pre = tl.load(DELTA + offs, mask=mask, other=0.0).to(tl.float32)
+    return _step_given_slope(tl.load(DELTA + offs, mask=mask, other=0.0), mask, bias, HAS_BIAS, SOFTPLUS)
+
+
+@triton.jit
+def _step_given_slope(pre, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """:func:`_step_size` from ``delta`` already loaded (in its dtype)."""
+    pre = pre.to(tl.float32)
     if HAS_BIAS:
         pre += bias[:, None]
     if SOFTPLUS:
@@ -54,17 +60,6 @@ def _step_size(DELTA, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.con
         dt = pre
         slope = tl.full(pre.shape, 1.0, tl.float32)
     return tl.where(mask, dt, 0.0), slope
-
-
-@triton.jit
-def _step_given(pre, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """:func:`_step_size`'s ``dt`` from ``delta`` already loaded (in its dtype)."""
-    pre = pre.to(tl.float32)
-    if HAS_BIAS:
-        pre += bias[:, None]
-    if SOFTPLUS:
-        pre = softplus(pre)
-    return tl.where(mask, pre, 0.0)
 
 
 @triton.jit
@@ -223,7 +218,7 @@ def _selective_scan_fwd_kernel(
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         if AHEAD >= 2:   # this chunk's u, delta were read during the last one; the next one's now
             u = u_nx.to(tl.float32)
-            dt = _step_given(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
+            dt, _ = _step_given_slope(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
             _, _, ok_nx, offs_nx = _chunk(row, i + 1, lane, d_ok, tl.minimum(L, end * BLOCK_L), BLOCK_L)
             u_nx = tl.load(U + offs_nx, mask=ok_nx, other=0.0)
             dl_nx = tl.load(DELTA + offs_nx, mask=ok_nx, other=0.0)
@@ -338,7 +333,7 @@ def _selective_scan_bwd_kernel(
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False, SHARED: tl.constexpr = False,
-    REV_GATHER: tl.constexpr = False,
+    REV_GATHER: tl.constexpr = False, AHEAD: tl.constexpr = 0,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -378,7 +373,11 @@ def _selective_scan_bwd_kernel(
     ``SHARED`` (with ``ATOMIC``, ``B`` and ``C`` varying with time): every batch row and segment adds its ``dA``,
     ``dD`` and ``delta_bias`` sums atomically into the same rows, ``DA_PART (d, N)``, ``DD_PART (d,)``,
     ``DBIAS_PART (d,)``, zeroed by the launcher (in the one buffer that holds ``dB``, ``dC``): no partials left to
-    add up after the launch, which cost a PyTorch sum each (several microseconds of a GPU's host apiece)."""
+    add up after the launch, which cost a PyTorch sum each (several microseconds of a GPU's host apiece).
+
+    ``AHEAD``, as in the forward: 1 reads the next state's ``B``, ``C`` rows, checkpoint, carried adjoint and ``A``
+    while a state computes; 2 also the next chunk's (the one before in time) ``u``, ``delta``, ``dout``, ``z``
+    while a chunk's states compute."""
     bi, pd, ds, gi, d_ok = _channels(dim, per_group, BLOCK_D)
     ns, dn_ok, state_off = _state_tile(bi, ds, d_ok, dim, N, BLOCK_N)
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
@@ -431,15 +430,36 @@ def _selective_scan_bwd_kernel(
     else:
         first = 0
         end = n_chunks
+    if AHEAD >= 2:
+        t, t_ok, ok, offs = _chunk(row, end - 1, lane, d_ok, L, BLOCK_L)
+        u_nx = tl.load(U + offs, mask=ok, other=0.0)
+        dl_nx = tl.load(DELTA + offs, mask=ok, other=0.0)
+        do_nx = tl.load(DOUT + offs, mask=ok, other=0.0)
+        if HAS_Z:
+            z_nx = tl.load(Z + offs, mask=ok, other=0.0)
     for j in range(0, end - first):
         i = end - 1 - j
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         ckpt_n = CKPT + ((bi.to(tl.int64) * dim + ds) * n_chunks + i) * N
-        u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-        dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
-        dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
+        if AHEAD >= 2:   # this chunk's inputs came in during the one after it; the one before's now
+            u = u_nx.to(tl.float32)
+            dt, slope = _step_given_slope(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
+            dout = do_nx.to(tl.float32)
+            if HAS_Z:
+                zz = z_nx.to(tl.float32)
+            before = d_ok[:, None] & (t >= (first + 1) * BLOCK_L)[None, :]   # chunk i - 1 is this segment's
+            u_nx = tl.load(U + offs - BLOCK_L, mask=before, other=0.0)
+            dl_nx = tl.load(DELTA + offs - BLOCK_L, mask=before, other=0.0)
+            do_nx = tl.load(DOUT + offs - BLOCK_L, mask=before, other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(Z + offs - BLOCK_L, mask=before, other=0.0)
+        else:
+            u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
+            dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+            dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
         if HAS_Z:
-            zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
             sig = tl.sigmoid(zz)
             dy = dout * zz * sig
         else:
@@ -451,14 +471,34 @@ def _selective_scan_bwd_kernel(
         y = skip[:, None] * u
         dx = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)    # sum_n lam B: d/d(dt u)
         d_dt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum_n lam A exp(dt A) h_{t-1}
+        if AHEAD >= 1:
+            a_nx = tl.load(A + ds * N, mask=d_ok, other=0.0)
+            b_nx = _bc_row(B, bi, gi, ds, d_ok, 0, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+            c_nx = _bc_row(C, bi, gi, ds, d_ok, 0, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            h_nx = tl.load(ckpt_n, mask=d_ok, other=0.0)
+            mu_nx = tl.load(MU + chan_n, mask=d_ok, other=0.0)
         for n in range(N):
-            a_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32)
+            if AHEAD >= 1:   # state n's came in during state n - 1; n + 1's now (the last one's again)
+                a_n = a_nx.to(tl.float32)
+                b_n = b_nx
+                c_n = c_nx
+                h_enter = h_nx[:, None]
+                mu_n = mu_nx
+                nn = tl.minimum(n + 1, N - 1)
+                a_nx = tl.load(A + ds * N + nn, mask=d_ok, other=0.0)
+                b_nx = _bc_row(B, bi, gi, ds, d_ok, nn, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+                c_nx = _bc_row(C, bi, gi, ds, d_ok, nn, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+                h_nx = tl.load(ckpt_n + nn, mask=d_ok, other=0.0)
+                mu_nx = tl.load(MU + chan_n + nn, mask=d_ok, other=0.0)
+            else:
+                a_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32)
+                b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+                c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+                h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)[:, None]
+                mu_n = tl.load(MU + chan_n + n, mask=d_ok, other=0.0)
             a2_n = a_n * LOG2E
-            b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
             decay = tl.exp2(dt * a2_n[:, None])
             drive = dtu * b_n
-            h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)[:, None]
             # decay_t h_{t-1}, with h_{t-1} itself: not h_t - drive_t, which loses all precision when
             # the decay is tiny (test_dA_is_accurate_when_the_state_decays...)
             if NO_GATHER:
@@ -476,7 +516,7 @@ def _selective_scan_bwd_kernel(
                     h_prev = h_enter
             carried = decay * h_prev
             y += hs * c_n
-            g = dy * c_n + tl.where(last_lane, tl.load(MU + chan_n + n, mask=d_ok, other=0.0)[:, None], 0.0)
+            g = dy * c_n + tl.where(last_lane, mu_n[:, None], 0.0)
             if REV_GATHER and not NO_GATHER and BLOCK_L > 1:   # the scan run forward over the chunk read backwards
                 _, lam_rev = tl.associative_scan((tl.gather(decay, rev_next, 1), tl.gather(g, rev_lane, 1)), 1,
                                                  first_order_combine)
@@ -769,6 +809,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
         alts += [dict(a, NO_GATHER=True) for a in gather]
     if REV_GATHER_TUNED:
         alts += [dict(a, REV_GATHER=True) for a in gather]
+    if BWD_AHEAD_TUNED:
+        alts += [dict(NO_GATHER=ng, AHEAD=k) for ng in (False, True)[:1 + GATHER_FREE_TUNED] for k in (1, 2)]
     return alts
 
 
@@ -783,6 +825,11 @@ GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "1").strip() not in
 # through the interpreter only, so among the tuner's candidates only with SSM_TRITON_SS_REV_GATHER=1 until a GPU has
 # run its tests and timed it
 REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SS_REV_GATHER", "0").strip() not in ("", "0")
+
+
+# The backward's loads ahead (``AHEAD``, as the forward's), one channel a program: candidates untimed as of
+# 2026-12-06; ``SSM_TRITON_SS_BWD_AHEAD=0`` leaves them out
+BWD_AHEAD_TUNED = os.environ.get("SSM_TRITON_SS_BWD_AHEAD", "1").strip() not in ("", "0")
 
 
 def _key(p: ScanProblem):

@@ -99,7 +99,9 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
     want = torch.autograd.grad((ref_out * dout.double()).sum() + (ref_last * dlast.double()).sum(), list(leaves.values()))
     # every way of reading the neighbouring steps: tl.gather, the scan that carries h_{t-1}, and the adjoint's
     # scan run forward over the chunk read backwards through tl.gather
-    for config in (dict(NO_GATHER=False), dict(NO_GATHER=True), dict(NO_GATHER=False, REV_GATHER=True)):
+    # (and with loads ahead)
+    for config in (dict(NO_GATHER=False), dict(NO_GATHER=True), dict(NO_GATHER=False, REV_GATHER=True),
+                   dict(NO_GATHER=False, AHEAD=1), dict(NO_GATHER=True, AHEAD=2)):
         got = selective_scan_backward(dout, dlast, *args, ckpt, block_l, config=config, seg_l=seg_l)
         for name, g, w in zip(names, got, want):
             assert_close(g, w, torch.float32, f"d{name} ({config})")
@@ -125,9 +127,10 @@ def test_time_segments_match_the_reference(device, L, seg, layout, with_options,
 @examples(25)
 @given(L=st.integers(9, 70), seg=st.sampled_from([8, 16, 32]), layout=st.sampled_from(LAYOUTS),
        with_options=st.booleans(), dtype=st.sampled_from(IO_DTYPES), N=st.integers(1, 5), seed=seeds(),
-       deterministic=st.booleans(), use_last=st.booleans(), no_gather=st.booleans(), rev_gather=st.booleans())
+       deterministic=st.booleans(), use_last=st.booleans(), no_gather=st.booleans(), rev_gather=st.booleans(),
+       ahead=st.sampled_from([0, 1, 2]))
 def test_backward_time_segments_match_float64_autograd(device, L, seg, layout, with_options, dtype, N, seed,
-                                                        deterministic, use_last, no_gather, rev_gather):
+                                                        deterministic, use_last, no_gather, rev_gather, ahead):
     """The backward with time split into segments of ``seg`` steps walked side by side (each started from the
     adjoint the later segments send back, composed from their summaries) against float64 autograd: every
     gradient, the initial state's included, with atomics and deterministic, for every B / C layout."""
@@ -140,7 +143,8 @@ def test_backward_time_segments_match_float64_autograd(device, L, seg, layout, w
     dout = normal(out.shape, seed + 20, device, dtype)
     dlast = normal(last.shape, seed + 21, device) if use_last else None
     got = selective_scan_backward(dout, dlast, *args, ckpt, 8, deterministic=deterministic, seg_l=seg,
-                                  config=None if deterministic else dict(NO_GATHER=no_gather, REV_GATHER=rev_gather))
+                                  config=dict(AHEAD=ahead) if deterministic else dict(NO_GATHER=no_gather,
+                                                                                      REV_GATHER=rev_gather, AHEAD=ahead))
     got = dict(zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"], got))
     leaves = {k: t[k].detach().double().requires_grad_() for k in names}
     ref_out, ref_last = selective_scan_ref(**leaves, delta_softplus=sp, return_last_state=True)

@@ -3,13 +3,15 @@
 # tuning cache kept the first process's choice (made without the candidates) for the later ones. The cache now names
 # a choice by its candidates (kernels/tuning.py: Choice.entry), so each setting tunes its own; the A/B again, each
 # process printing what it took, for the selective scan's backward and the linear scan's (REV_GATHER, ALIGNED),
-# and the selective scan forward's loads ahead (SSM_TRITON_SS_FWD_AHEAD).
+# and the selective scan's loads ahead (SSM_TRITON_SS_FWD_AHEAD, SSM_TRITON_SS_BWD_AHEAD).
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1
 R=$(pwd); D=$R/bench/results/h100-2026-12-06f
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-# the forward's loads ahead (AHEAD, new this session) are a second factor: (REV_GATHER, AHEAD) 00, 01, 11
-for round in 1 2; do for cfg in 00 01 11; do
-  SSM_TRITON_SS_REV_GATHER=${cfg:0:1} SSM_TRITON_SS_FWD_AHEAD=${cfg:1:1} timeout 75 python3 $D/bench_choices.py \
+# the loads ahead (AHEAD, forward and backward, new this session) are more factors: (REV_GATHER, forward's AHEAD,
+# backward's AHEAD) 000 (the code before), 011, 111
+for round in 1 2; do for cfg in 000 011 111; do
+  SSM_TRITON_SS_REV_GATHER=${cfg:0:1} SSM_TRITON_SS_FWD_AHEAD=${cfg:1:1} SSM_TRITON_SS_BWD_AHEAD=${cfg:2:1} \
+    timeout 80 python3 $D/bench_choices.py \
     selective_scan bench --ops selective_scan --no-peers --json $OUT/ss-$cfg-r$round.json > $OUT/ss-$cfg-r$round.txt 2>&1
 done; done
 for round in 1; do for sw in "" "SSM_TRITON_SCAN_REV_GATHER=1" "SSM_TRITON_SCAN_ALIGNED=1"; do
