@@ -779,8 +779,10 @@ def _fwd_alternatives(p: ScanProblem, mode):
 
 
 # The forward's loads ahead (``AHEAD`` in the kernel; sm_90, triton 3.6, bf16 N16 512-step chunks without
-# checkpoints: 118 registers, 128 with 1, 168 with 2, no spill): candidates untimed as of 2026-12-06;
-# ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
+# checkpoints: 118 registers, 128 with 1, 168 with 2, no spill). H100, 2026-12-06 (bench/results/h100-2026-12-06f,
+# each setting tuned in its own process): the inference forward at b1 d1536 L2048 bf16 0.0767 -> 0.0670 ms (mamba_ssm's
+# CUDA 0.0702 in the same process), the tuner taking AHEAD 2; b8 d4096 unchanged (0.969); the training forward (with
+# checkpoints) kept the rule. ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
 FWD_AHEAD = [dict(AHEAD=1), dict(AHEAD=2), dict(BLOCK_D=2, num_warps=2, AHEAD=1)] if os.environ.get(
     "SSM_TRITON_SS_FWD_AHEAD", "1").strip() not in ("", "0") else []
 
@@ -811,6 +813,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
         alts += [dict(a, REV_GATHER=True) for a in gather]
     if BWD_AHEAD_TUNED:
         alts += [dict(NO_GATHER=ng, AHEAD=k) for ng in (False, True)[:1 + GATHER_FREE_TUNED] for k in (1, 2)]
+        if REV_GATHER_TUNED:   # the pair not yet timed together (12-06f timed each beside the other's absence)
+            alts += [dict(REV_GATHER=True, AHEAD=k) for k in (1, 2)]
     return alts
 
 
@@ -821,14 +825,17 @@ def _bwd_alternatives(p: ScanProblem, mode):
 GATHER_FREE_TUNED = os.environ.get("SSM_TRITON_GATHER_FREE", "1").strip() not in ("", "0")
 
 # The adjoint's scan over the chunk read backwards through tl.gather (``REV_GATHER``; at sm_90 with triton 3.6 a
-# state's pass over a chunk 323 -> 270 instructions, 101 -> 49 shuffles, bench/results/cpu-2026-12-06e): tested
-# through the interpreter only, so among the tuner's candidates only with SSM_TRITON_SS_REV_GATHER=1 until a GPU has
-# run its tests and timed it
-REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SS_REV_GATHER", "0").strip() not in ("", "0")
+# state's pass over a chunk 323 -> 270 instructions, 101 -> 49 shuffles, bench/results/cpu-2026-12-06e): among the
+# tuner's candidates since the H100 timed it (2026-12-06, bench/results/h100-2026-12-06f, each setting tuned in its own
+# process): b8 d4096 L2048 bf16 fwd+bwd 5.45 -> 5.01 ms, the tuner taking it there (without loads ahead); b1 d1536
+# kept the gather-free form with loads ahead. GPU tests and memcheck clean. ``SSM_TRITON_SS_REV_GATHER=0`` leaves it out.
+REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SS_REV_GATHER", "1").strip() not in ("", "0")
 
 
-# The backward's loads ahead (``AHEAD``, as the forward's), one channel a program: candidates untimed as of
-# 2026-12-06; ``SSM_TRITON_SS_BWD_AHEAD=0`` leaves them out
+# The backward's loads ahead (``AHEAD``, as the forward's), one channel a program (H100, 2026-12-06,
+# bench/results/h100-2026-12-06f, each setting tuned in its own process, without REV_GATHER: b8 d4096 L2048 bf16
+# fwd+bwd 5.82 -> 5.45 ms, the tuner taking AHEAD 2; b1 d1536 0.421 -> 0.420, taken there too);
+# ``SSM_TRITON_SS_BWD_AHEAD=0`` leaves them out
 BWD_AHEAD_TUNED = os.environ.get("SSM_TRITON_SS_BWD_AHEAD", "1").strip() not in ("", "0")
 
 
