@@ -284,7 +284,7 @@ def ssd_cases():
                     dict(HAS_BIAS=opt and not seq, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt,
                          HAS_H0=opt, HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed,
                          MODE=mode, CARRIED=mode == 2 and seq, STEPS_GIVEN=seq, HAS_DIAG=seq, RANKS=4 if seq else 1,
-                         KEEP=keep, KQ=256 if keep else 1)
+                         KEEP=keep, KQ=256 if keep else 1, AHEAD=mode == 2 or keep)
             if dot == tl.bfloat16:   # no tensor-core dtype in it: once a bf16 variant
                 yield "ssd segment carry", ssd_fused.ssd_segment_carry_kernel, f32("SEG_STATE", "SEG_DECAY", "H0"), \
                     dict(HAS_H0=opt, BLOCK=512)

@@ -194,14 +194,17 @@ def test_fused_forward_accurate_when_a_chunk_decays_by_hundreds_of_nats(device, 
     assert_close(final, want_final, torch.float32, "final_states")
 
 
-def test_every_tuning_candidate_matches_the_reference(device):
-    """Whatever the tuner picks (chunk tile, channel tile, warps, stages, register cap): each GPU candidate, pinned
-    in turn (under the interpreter those differing only in warps, stages and cap run once)."""
+def test_every_tuning_candidate_matches_the_reference(device, monkeypatch):
+    """Whatever the tuner picks (chunk tile, channel tile, warps, stages, register cap, step rows read ahead): each
+    GPU candidate, pinned in turn (under the interpreter those differing only in warps, stages and cap run once)."""
     bsz, L, H, P, G, N = 1, 150, 2, 20, 1, 16
     t = problem(device, bsz, L, G, H // G, P, N, 3, True, torch.float32)
+    monkeypatch.setattr(fused, "AHEAD_TUNED", True)
+    monkeypatch.setattr(fused.ssd_fused_fwd_kernel, "_spaces", {})
     space = fused.ssd_fused_fwd_kernel.space((bsz, L, H, P, G, N, torch.float32, True, 0, 1, False, False, 1, 0),
                                              H100)
     assert len(space) > 1 and any("maxnreg" in option for option in space)
+    assert any(option.get("AHEAD") for option in space) and not all(option.get("AHEAD") for option in space)
     pins = []
     for option in space:
         pin = {k: v for k, v in option.items()

@@ -38,6 +38,19 @@ from .cumsum import raw_step, softplus_clamp, store_cum
 
 
 @triton.jit
+def _step_rows(DT, ADT, DT_BIAS, bi, bh, h, t, ok, L, Lp, La, SDT, RANKS: tl.constexpr, STEPS_GIVEN: tl.constexpr,
+               HAS_BIAS: tl.constexpr):
+    """What steps ``t`` read of the step sizes: with ``STEPS_GIVEN`` each (rank-)step's weight ``DT (b, H, Lp)`` and
+    its decay ``ADT (b, H, La)`` (at ``r = 0`` only); else the raw ``dt`` (with its bias) twice."""
+    if STEPS_GIVEN:
+        dt = tl.load(DT + bh.to(tl.int64) * Lp + t // RANKS, mask=ok, other=0.0)
+        a = tl.load(ADT + bh.to(tl.int64) * La + t // RANKS, mask=ok & (t % RANKS == 0), other=0.0)
+        return dt, a
+    raw = raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS)
+    return raw, raw
+
+
+@triton.jit
 def _ssd_fused_fwd_kernel(
     # pointers
     X, DT, DT_BIAS, A, B, C, D, Z, H0, OUT, FINAL, SEG_STATE, SEG_DECAY, ADT, DIAG,
@@ -52,7 +65,7 @@ def _ssd_fused_fwd_kernel(
     D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr, HAS_FINAL: tl.constexpr,
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
-    RANKS: tl.constexpr, KEEP: tl.constexpr, KQ: tl.constexpr,
+    RANKS: tl.constexpr, KEEP: tl.constexpr, KQ: tl.constexpr, AHEAD: tl.constexpr = False,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
@@ -71,7 +84,10 @@ def _ssd_fused_fwd_kernel(
     Lk)`` (``cumsum.store_cum``), written by the first channel tile, past ``L`` up to ``Lk`` too (size 0, flat
     sums) as ``_dt_cumsum_kernel`` writes them (not with ``STEPS_GIVEN``: the caller's rows are those); the state
     entering each chunk ``KEEP_HS (b, H, nck, P, N)`` in its dtype; with ``z``, the output before the gate ``KEEP_Y
-    (b, L, H, P)``."""
+    (b, L, H, P)``.
+
+    ``AHEAD``: the next chunk's step sizes (and decays, with ``STEPS_GIVEN``) are read while a chunk computes; the
+    chunk's products wait on them first (its decays), where ``B``, ``C``, ``x`` come through the pipelined loads."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -128,14 +144,24 @@ def _ssd_fused_fwd_kernel(
         if not STEPS_GIVEN:
             if end >= L:   # the row's last program walks the kept chunks' padding too (masked: size 0, no output)
                 stop = Lk
+    if AHEAD:
+        s1_nx, s2_nx = _step_rows(DT, ADT, DT_BIAS, bi, bh, h, start + r, start + r < end, L, Lp, La, SDT, RANKS,
+                                  STEPS_GIVEN, HAS_BIAS)
     for t0 in range(start, stop, Q):
         t = t0 + r
         ok = t < end
-        if STEPS_GIVEN:
-            dt = tl.load(DT + bh.to(tl.int64) * Lp + t // RANKS, mask=ok, other=0.0)
-            a = tl.load(ADT + bh.to(tl.int64) * La + t // RANKS, mask=ok & (t % RANKS == 0), other=0.0).to(tl.float64)
+        if AHEAD:   # this chunk's rows came in during the last one; the next one's now
+            s1 = s1_nx
+            s2 = s2_nx
+            s1_nx, s2_nx = _step_rows(DT, ADT, DT_BIAS, bi, bh, h, t + Q, t + Q < end, L, Lp, La, SDT, RANKS,
+                                      STEPS_GIVEN, HAS_BIAS)
         else:
-            dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
+            s1, s2 = _step_rows(DT, ADT, DT_BIAS, bi, bh, h, t, ok, L, Lp, La, SDT, RANKS, STEPS_GIVEN, HAS_BIAS)
+        if STEPS_GIVEN:
+            dt = s1
+            a = s2.to(tl.float64)
+        else:
+            dt, _ = softplus_clamp(s1, lo, hi, SOFTPLUS, CLAMP)
             dt = tl.where(ok, dt, 0.0)
             a = (dt * a_h).to(tl.float64)
         cum = tl.cumsum(a, axis=0)
@@ -241,8 +267,8 @@ ssd_segment_carry_kernel = TunableKernel(
 def _rule(p, mode):
     # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments, carried, steps given, ranks, kept chunk); the
     # interpreter takes small tiles so short tests cross chunks
-    if mode.interpreted:
-        return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1, STATE_T=False)
+    if mode.interpreted:   # with the step rows read ahead, so that every test takes that path (the candidates' test the other)
+        return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1, STATE_T=False, AHEAD=True)
     # tuned on the H200 (bench/tune_fused.py, 2026-12-02, H=64 P=64 N=128 bf16): 32-step chunks, 4 warps,
     # two stages everywhere; the channel tile the widest that still gives a program per SM (b=1: 16,
     # b=2: 32, b=8: 64), counting each segment's programs. A wide state (N > 128) holds the tile to 32
@@ -273,10 +299,17 @@ def _alternatives(p, mode):
     # session's tuner runs them
     capped = [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=False, maxnreg=cap)
               for bp in tiles if bp <= widest and bp >= 32 for cap in (168, 128) if fits(32)]
+    # the step rows read a chunk ahead (the kernel's AHEAD), at the rule's chunk, warps and stages, capped or not
+    ahead = [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=False, AHEAD=True, **cap)
+             for bp in tiles if bp <= widest and fits(32) for cap in ({}, dict(maxnreg=168))] if AHEAD_TUNED else []
     return ([dict(Q=q, BLOCK_P=bp, num_warps=w, num_stages=st, STATE_T=False)
              for q in (32, 64) if fits(q) for bp in tiles if bp <= widest for w in (4, 8) for st in (1, 2)]
             + [dict(Q=32, BLOCK_P=bp, num_warps=4, num_stages=2, STATE_T=True) for bp in tiles if bp <= widest
-               if fits(32)] + capped)
+               if fits(32)] + capped + ahead)
+
+
+# the step rows read a chunk ahead among the candidates (untimed, 2026-12-06: SSM_TRITON_SSD_FUSED_AHEAD=1)
+AHEAD_TUNED = os.environ.get("SSM_TRITON_SSD_FUSED_AHEAD", "0").strip() not in ("", "0")
 
 
 def _key(p):
