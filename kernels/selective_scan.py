@@ -649,9 +649,24 @@ def plan_block_l(L: int, mode=None) -> int:
     several chunks. On the H100 (bench/sweep_selective.py, 2026-11-25, b8 d4096 L2048 N16 bf16) the
     backward was fastest at 128 steps with one warp: 4.66 ms, against 4.75 at 256 and 5.86 at 64
     (measured on a version that took ``h_{t-1}`` as ``h_t - dt B u``; the exact shift it uses now costs
-    ~0.3 ms more)."""
+    ~0.3 ms more). ``SSM_TRITON_SS_CHUNK`` sets the GPU's (a power of two, 32 to 512) for an A/B: since the reversed
+    adjoint scan (``REV_GATHER``), 256 steps take 58 sm_90 instructions a step and state in the backward's loop
+    against 67.5 at 128, at 243 registers against 96 (triton 3.6, 2026-12-06; untimed)."""
     mode = mode or run_mode()
-    return max(1, min(next_power_of_2(max(L, 1)), 16 if mode.interpreted else 128))
+    return max(1, min(next_power_of_2(max(L, 1)), 16 if mode.interpreted else GPU_CHUNK))
+
+
+def _gpu_chunk() -> int:
+    word = os.environ.get("SSM_TRITON_SS_CHUNK", "").strip()
+    if not word:
+        return 128
+    value = int(word)
+    if value < 32 or value > 512 or value & (value - 1):
+        raise ValueError(f"SSM_TRITON_SS_CHUNK must be a power of two from 32 to 512, got {word!r}")
+    return value
+
+
+GPU_CHUNK = _gpu_chunk()
 
 
 def plan_forward_block_l(L: int, ckpt_l: int, mode) -> int:
