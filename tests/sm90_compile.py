@@ -425,7 +425,7 @@ def mamba3_cases():
             {**iop("DOUT", "V", "Z", "DY"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO", "DSC", "DSCC",
                                                 "DG", "DE", "DV", "DZ", "DMV", "DMZ", "DMO", "DD")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, HOIST=opt, BLOCK_T=8, BLOCK_P=64, BLOCK_R=4, MERGE=opt,
-                 ITERS=8 if opt else 1)
+                 ITERS=8 if opt else 1, AHEAD=opt)
 
 
 def main() -> int:

@@ -86,14 +86,17 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
 @triton.jit
 def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
              dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
-             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True):
+             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True, y_in=None, Y_GIVEN: tl.constexpr = False):
     """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
     ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
     ``dz, d_mz, d_mo`` (where not ``SUMS``, ``d_mz, d_mo`` come back as rank ``r``'s ``(steps, P)`` tiles, to be
-    summed over the steps with the other ranks')."""
+    summed over the steps with the other ranks'). ``Y_GIVEN``: ``y_in`` is rank ``r``'s ``Y`` tile, read already."""
     y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
     mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-    y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
+    if Y_GIVEN:
+        y = y_in.to(tl.float32)
+    else:
+        y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
     coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
     for s in range(R):
         w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
@@ -123,6 +126,31 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
             d_mo = dout * y
     tl.store(DY + y_at, dy.to(DY.dtype.element_ty), mask=m)
     return dy, coef, mv_r, dz, d_mz, d_mo
+
+
+@triton.jit
+def _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t, ok, R: tl.constexpr,
+              HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr):
+    """A step block's inputs to :func:`_out_bwd_kernel` as they lie in memory: ``v, gamma, e_next, z, dout`` and
+    every rank's ``Y`` tile (a tuple), zeros where a tensor is absent or a step is masked."""
+    m = ok[:, None] & p_ok[None, :]
+    step = bi.to(tl.int64) * L + t
+    at = (step * H + h)[:, None] * P + ps[None, :]
+    vt = tl.load(V + at, mask=m, other=0.0)
+    g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+    if HAS_Z:
+        zt = tl.load(Z + at, mask=m, other=0.0)
+    else:
+        zt = tl.zeros(vt.shape, dtype=vt.dtype)
+    if HAS_OUT:
+        dout = tl.load(DOUT + at, mask=m, other=0.0)
+    else:
+        dout = tl.zeros(vt.shape, dtype=vt.dtype)
+    ys = ()
+    for r in tl.static_range(R):
+        ys = ys + (tl.load(Y + ((step * R + r) * H + h)[:, None] * P + ps[None, :], mask=m, other=0.0),)
+    return vt, g, e, zt, dout, ys
 
 
 @triton.jit
@@ -184,14 +212,15 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                     L, H, P,
                     R: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr,
                     HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
-                    MERGE: tl.constexpr = False, ITERS: tl.constexpr = 1):
+                    MERGE: tl.constexpr = False, ITERS: tl.constexpr = 1, AHEAD: tl.constexpr = False):
     """Partials (``DMV, DMZ, DMO (programs along L, b H, R, P)``, ``DD (programs along L, b H)``) are summed
     outside, in a fixed order; a program walks ``ITERS`` blocks of ``BLOCK_T`` steps. ``HOIST`` (few ranks): every
     rank's ``dy`` is held, so that ``dMIMO_V[s]`` sums over the steps once per rank ``s`` (a tile gathering
     ``w[r, s] dy_r`` over ``r``), not once per pair of ranks: those sums across the block's rows went through
     shared memory, and the kernel waited on it (MIO stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight
     Compute 2026-12-04). With ``MERGE`` as well, the weights' sums over the steps are taken once a program, after
-    its last block (their tiles added up until then), and each kind's ``R`` sums in one reduction."""
+    its last block (their tiles added up until then), and each kind's ``R`` sums in one reduction. ``AHEAD`` (with
+    ``HOIST``): the next block's inputs (:func:`_block_in`) are read while a block computes."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -213,21 +242,38 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
             acc_v = acc_v + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
             acc_z = acc_z + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
             acc_o = acc_o + (tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32),)
+    AHEAD_ON: tl.constexpr = AHEAD and HOIST
+    first = tl.program_id(0) * ITERS * BLOCK_T
+    stop = tl.minimum(L, first + ITERS * BLOCK_T)   # the steps of this program's blocks
+    if AHEAD_ON:
+        t = first + tl.arange(0, BLOCK_T)
+        v_nx, g_nx, e_nx, z_nx, o_nx, y_nx = _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t,
+                                                       t < stop, R, HAS_Z, HAS_OUT)
     for it in range(ITERS):
         t = (tl.program_id(0) * ITERS + it) * BLOCK_T + tl.arange(0, BLOCK_T)
         ok = t < L
         m = ok[:, None] & p_ok[None, :]
         step = bi.to(tl.int64) * L + t
         at = (step * H + h)[:, None] * P + ps[None, :]
-        vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
-        g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-        e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-        zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        if HAS_Z:
-            zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-        dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-        if HAS_OUT:
-            dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+        if AHEAD_ON:   # this block's inputs came in during the last one; the next one's now
+            vt = v_nx.to(tl.float32)
+            g = g_nx
+            e = e_nx
+            zt = z_nx.to(tl.float32)
+            dout = o_nx.to(tl.float32)
+            y_cur = y_nx
+            v_nx, g_nx, e_nx, z_nx, o_nx, y_nx = _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok,
+                                                           t + BLOCK_T, t + BLOCK_T < stop, R, HAS_Z, HAS_OUT)
+        else:
+            vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
+            g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+            e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
+            zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+            if HAS_Z:
+                zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
+            dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
+            if HAS_OUT:
+                dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
         dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
         dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
         dd_blk = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
@@ -238,16 +284,17 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
             zs = ()
             os_ = ()
             for r in tl.static_range(R):
+                y_r = y_cur[r] if AHEAD_ON else None
                 if MERGE:
                     dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False, y_r, AHEAD_ON)
                     zs = zs + (z_r,)
                     os_ = os_ + (o_r,)
                 else:
                     dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, True, y_r, AHEAD_ON)
                 dv += dy * coef
                 dd_blk += dy * mv_r[None, :]
                 dys = dys + (dy,)
@@ -339,6 +386,9 @@ OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "1")
 # 2026-12-06, MIMO B8 L4096: its kernel 3.366 ms (8) / 3.606 (4) against 4.504 (1), fwd+bwd 23.51-23.69 against
 # 24.71-24.87
 OUT_ITERS = os.environ.get("SSM_TRITON_MIMO_OUT_ITERS", "")
+# the next step block's inputs read while a block computes (_out_bwd_kernel's AHEAD; with every rank held): "1" on,
+# untimed as of 2026-12-06 (the selective scan's loads ahead took its b8 backward from 5.82 to 5.45 ms that day)
+OUT_AHEAD = os.environ.get("SSM_TRITON_MIMO_OUT_AHEAD", "0")
 
 
 def out_forward(y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_Out):
@@ -394,7 +444,8 @@ def out_backward(dout, y, sc, scc, gamma, e_next, V, MIMO_V, D, Z, MIMO_Z, MIMO_
                           SC=sc, SCC=scc, GAMMA=gamma, ENEXT=e_next, V=V, MV=MIMO_V, D=D, Z=Z, MZ=MIMO_Z, MO=MIMO_Out,
                           DY=dy, DSC=dsc, DSCC=dscc, DG=dg, DE=de, DV=dv, DZ=dz, DMV=dmv, DMZ=dmz, DMO=dmo, DD=dd, L=L,
                           H=H, P=P, R=R, HOIST=R <= _m.HOIST_RANKS, MERGE=OUT_MERGE != "0", BLOCK_T=bt,
-                          BLOCK_P=next_power_of_2(P), BLOCK_R=next_power_of_2(R), ITERS=iters)
+                          BLOCK_P=next_power_of_2(P), BLOCK_R=next_power_of_2(R), ITERS=iters,
+                          AHEAD=OUT_AHEAD not in ("", "0"))
     sums = weights.sum((1, 2))
     return (dy, dsc, dscc, dg, de, dv, dz, sums[0], sums[1] if Z is not None else None,
             sums[-1] if MIMO_Out is not None else None, dd.sum((0, 1)) if dd is not None else None)
