@@ -412,12 +412,12 @@ def mamba3_cases():
         # MIMO's terms around the stages (kernels/mamba3/mimo.py), at the launchers' tiles, rank 4, N 128, P 64
         yield "mamba3 mimo prep", m3_mimo_terms.prep_fwd_kernel, \
             {**iop("Q", "K"), **f32("QB", "KB", "THETA", "SC", "SCC"), "QR": PTR[dot], "KR": PTR[dot]}, \
-            dict(R=4, DOT=dot, HOIST=opt, BLOCK_T=16, BLOCK_H=64, MERGE=opt, BLOCK_R=4)
+            dict(R=4, DOT=dot, HOIST=opt, BLOCK_T=16, BLOCK_H=64, MERGE=opt, BLOCK_R=4, FAST_TRIG=opt)
         # the stages hand dq~, dk~ over (one op since f30395e), the walk's in bf16 for 16-bit cores
         yield "mamba3 mimo prep bwd", m3_mimo_terms.prep_bwd_kernel, \
             {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
              **walk_kq("DQR", "DKR")}, \
-            dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32, MERGE=opt)
+            dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32, MERGE=opt, FAST_TRIG=opt)
         yield "mamba3 mimo out", m3_mimo_out.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)

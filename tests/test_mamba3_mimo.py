@@ -52,19 +52,21 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     """Outputs, final states and every gradient against the float64 loop; the output backward's and the prep
     forward's sums merged across the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``,
     ``SSM_TRITON_MIMO_PREP_MERGE``), the output backward walking one to three step blocks a program
-    (``SSM_TRITON_MIMO_OUT_ITERS``), reading the next block's inputs ahead or not (``SSM_TRITON_MIMO_OUT_AHEAD``)."""
+    (``SSM_TRITON_MIMO_OUT_ITERS``), reading the next block's inputs ahead or not (``SSM_TRITON_MIMO_OUT_AHEAD``),
+    the prep kernels' cos / sin libdevice's or the SFU's (``SSM_TRITON_MIMO_PREP_TRIG``, on a GPU)."""
     from ssm_triton.kernels.mamba3 import mimo as terms, mimo_out
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    before = mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD
+    before = mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG
     mimo_out.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
     terms.PREP_MERGE = "1" if data.draw(st.booleans(), label="prep_merge") else "0"
     mimo_out.OUT_ITERS = str(data.draw(st.integers(1, 3), label="out_iters"))   # (the interpreter's default: 2)
     mimo_out.OUT_AHEAD = "1" if data.draw(st.booleans(), label="out_ahead") else "0"
+    terms.PREP_TRIG = "fast" if data.draw(st.booleans(), label="prep_trig") else ""   # the SFU's forms on a GPU
     try:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     finally:
-        mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD = before
+        mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG = before
 
 
 @examples(3)

@@ -26,6 +26,7 @@ from ..ssd.common import INTERPRETED, _nearest, add2, add3, add4
 from ..ssd.cumsum import chunk_row
 from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel, TunableKernel, bucket, run_mode
+from ..trig import cos_sin
 from .launch import _prefix_block
 from .prep import _rate, angle_sums_kernel, block_prefix_kernel
 
@@ -239,13 +240,16 @@ def _biased(PTR, BIAS, bi, t, r, h, hk, L, R, H, Hqk, N, hs, m, h_ok):
 
 
 @triton.jit
-def _angles(THETA, bi, t, h, ok, L, H, S, hs):
+def _angles(THETA, bi, t, h, ok, L, H, S, hs, FAST_TRIG: tl.constexpr = False):
     """``cos, sin`` of ``theta (b, L, H, S)`` as ``(BLOCK_T, BLOCK_H)``; 1 and 0 past the turned pairs."""
     m = ok[:, None] & (hs < S)[None, :]
-    # libdevice's cos / sin, not trig.cos_sin: with the SFU's forms MIMO's prep backward ran 7.37 ms against 5.81
-    # (H100, 2026-12-05f, two processes, its forward 1.81 against 1.94; not explained, not repeated)
     th = tl.load(THETA + ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + hs[None, :], mask=m, other=0.0)
-    return tl.cos(th), tl.sin(th)
+    if FAST_TRIG:   # the SFU's forms after a reduction to [-pi, pi] (trig.cos_sin; libdevice in the interpreter)
+        cos, sin = cos_sin(th)
+    else:
+        cos = tl.cos(th)
+        sin = tl.sin(th)
+    return cos, sin
 
 
 @triton.jit
@@ -285,7 +289,8 @@ def _scores(q1, q2, qa, qb, k1, k2, ka, kb, SC, SCC, at, ok, r, s):
 @triton.jit
 def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
                      R: tl.constexpr, DOT: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr,
-                     BLOCK_H: tl.constexpr, MERGE: tl.constexpr = False, BLOCK_R: tl.constexpr = 1):
+                     BLOCK_H: tl.constexpr, MERGE: tl.constexpr = False, BLOCK_R: tl.constexpr = 1,
+                     FAST_TRIG: tl.constexpr = False):
     """``HOIST`` (few ranks): every rank's ``k'`` and turned ``k~`` are made once and held, where a loop over the
     ranks ``r`` loaded and turned each ``k'_s`` again for every ``r`` (``R^2`` loads and turns a program).
     ``MERGE`` (with ``HOIST``, ``R <= 4``): a rank ``r``'s ``R`` scores of each kind summed across the lanes in one
@@ -300,7 +305,7 @@ def _prep_fwd_kernel(Q, K, QB, KB, THETA, QR, KR, SC, SCC, L, H, Hqk, N, S,
     hs = tl.arange(0, BLOCK_H)
     h_ok = hs < N // 2
     m = ok[:, None] & h_ok[None, :]
-    cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+    cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs, FAST_TRIG)
     if HOIST:
         ks1 = ()
         ks2 = ()
@@ -429,7 +434,7 @@ def _rank_terms(k1, k2, q1, q2, KB, QB, DSC, DSCC, h, r, s, R, N, hs, h_ok, step
 def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB, DTH,
                      nb, L, H, Hqk, N, S,
                      R: tl.constexpr, HOIST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr,
-                     MERGE: tl.constexpr = False):
+                     MERGE: tl.constexpr = False, FAST_TRIG: tl.constexpr = False):
     """A program per (step block, row x Q/K head, rank ``r`` x block of ``BLOCK_H`` column pairs ``(i, i + N/2)``):
     ``dQ, dK`` of rank ``r`` summed over the heads sharing the Q/K head, in ``Q``'s dtype; ``DQB, DKB (programs
     along L, b, H, R, N)`` partials; ``DTH (R, b, L, H, S)`` the angle's gradient from rank ``r``'s terms.
@@ -488,7 +493,7 @@ def _prep_bwd_kernel(Q, K, QB, KB, THETA, DQR, DKR, DSC, DSCC, DQ, DK, DQB, DKB,
         n3 = tl.load(DKR + src[:, None] + hs[None, :], mask=ahead, other=0.0)
         n4 = tl.load(DKR + src[:, None] + half + hs[None, :], mask=ahead, other=0.0)
         if tl.program_id(2) % ncb * BLOCK_H < S:
-            cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs)
+            cos, sin = _angles(THETA, bi, t, h, ok, L, H, S, hs, FAST_TRIG)
         else:   # a column block past the turned pairs (at rotary_dim_divisor 4, half of them): no trig
             cos = tl.full([BLOCK_T, BLOCK_H], 1.0, tl.float32)
             sin = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
@@ -602,6 +607,12 @@ HOIST_RANKS = 4
 # in one reduction (_prep_bwd_kernel's MERGE) ("0" turns it off; H100, 2026-12-06, MIMO B8: the prep forward 1.635 ms
 # against 1.950, the backward 5.437 against 5.466)
 PREP_MERGE = os.environ.get("SSM_TRITON_MIMO_PREP_MERGE", "1")
+# the prep kernels' cos / sin: libdevice's ("", the default), or "fast", trig.cos_sin (the SFU's forms, as SISO's prep
+# takes them). libdevice's were kept when the SFU's measured slower in MIMO's prep backward (7.37 against 5.81 ms,
+# H100, 2026-12-05f, two processes, unexplained, and possibly the tuning cache's doing: the second process took the
+# first's column block, 12-06f); its SASS at sm_90 (triton 3.6, BLOCK_H 32): libdevice's forms with their slow-path
+# branches in a head's 794 instructions. SSM_TRITON_MIMO_PREP_TRIG=fast for an A/B
+PREP_TRIG = os.environ.get("SSM_TRITON_MIMO_PREP_TRIG", "")
 
 
 def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
@@ -621,7 +632,7 @@ def prep_forward(Q, K, Q_bias, K_bias, theta, H, dot):
     prep_fwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, QR=qr, KR=kr, SC=sc, SCC=scc, L=L, H=H, Hqk=Hqk, N=N, S=theta.shape[3], R=R,
                            DOT=dot, HOIST=R <= HOIST_RANKS, BLOCK_T=bt, BLOCK_H=_block_h(N),
-                           MERGE=PREP_MERGE != "0", BLOCK_R=next_power_of_2(R))
+                           MERGE=PREP_MERGE != "0", BLOCK_R=next_power_of_2(R), FAST_TRIG=PREP_TRIG == "fast")
     return qr, kr, sc, scc
 
 
@@ -640,6 +651,6 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
                            nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
-                           MERGE=PREP_MERGE != "0")
+                           MERGE=PREP_MERGE != "0", FAST_TRIG=PREP_TRIG == "fast")
     sums = biases.sum((1, 2))
     return dq, dk, sums[0], sums[1], dth.sum(0)

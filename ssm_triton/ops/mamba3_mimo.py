@@ -45,9 +45,10 @@ _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.fl
 def _out_switches() -> tuple:
     """What picks the output kernels' launches and buffers beyond their arguments: the rank tensors' dtype switch
     (``mimo.RANKS``), the output backward's merged sums (``mimo_out.OUT_MERGE``) and step blocks a program
-    (``mimo_out.OUT_ITERS``) and its loads ahead (``mimo_out.OUT_AHEAD``). The ``_out`` op's key and, through
-    :func:`_mimo_route`, every MIMO key hold it."""
-    return (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS, _mo.OUT_AHEAD)
+    (``mimo_out.OUT_ITERS``) and its loads ahead (``mimo_out.OUT_AHEAD``), and the prep kernels' merged sums and
+    trig (``mimo.PREP_MERGE``, ``mimo.PREP_TRIG``). The ``_out`` op's key and, through :func:`_mimo_route`, every
+    MIMO key hold it."""
+    return (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS, _mo.OUT_AHEAD, _mk.PREP_MERGE, _mk.PREP_TRIG)
 
 
 def _mimo_route(x) -> tuple:
