@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Call 9 (written 2026-12-06, thirty-ninth session, for the next; carry .whl; ~400 s). MIMO's output backward reading
+# Call 9 (written 2026-12-06, thirty-ninth session, for the next; carry .whl; ~480 s). MIMO's output backward reading
 # the next step block's inputs while a block computes (mimo_out.OUT_AHEAD, interpreter-tested only): its GPU tests,
 # memcheck, then MIMO rank 4 B8 fwd+bwd with it and without, alternating in one process (it changes a constexpr,
 # not the tuner's candidates), the kernels' breakdown; and the prep kernels' cos / sin by the SFU (mimo.PREP_TRIG=fast,
@@ -13,4 +13,17 @@ R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 timeout 240 python3 -m ssm_triton.bench.walk_choice --only "MIMO b8" --ab "mamba3.mimo_out.OUT_AHEAD=1" \
   --ab "mamba3.mimo.PREP_TRIG=fast" --kernels 6 \
   > $OUT/mimo-out-ahead.txt 2>&1; echo "rc=$?" >> $OUT/mimo-out-ahead.txt
+for rg in 0 1; do   # the linear scan's REV_GATHER (12-06f's process stopped at its limit), each tuning its own
+  SSM_TRITON_SCAN_REV_GATHER=$rg timeout 90 python3 -m ssm_triton bench --ops linear_scan --match 'float32 fwd\+bwd' \
+    --json $OUT/ls-rg$rg.json > /dev/null 2>&1
+done
 tail -2 $OUT/pytest.txt; tail -2 $OUT/memcheck.txt; grep -v -i warn $OUT/mimo-out-ahead.txt | tail -25
+python3 - <<'PY'
+import json, os, glob
+rows = {}
+for f in sorted(glob.glob(os.environ["OUT"] + "/ls-*.json")):
+    for r in json.load(open(f))["results"]:
+        rows.setdefault((str(r["shape"]), r["impl"]), []).append(f"{os.path.basename(f)[:-5]} {r['ms']:.4f}")
+for k, v in rows.items():
+    print(*k, " | ".join(v))
+PY
