@@ -782,7 +782,7 @@ def _fwd_alternatives(p: ScanProblem, mode):
     tile = rule["BLOCK_L"]
     out = []
     for alt in (dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
-                dict(BLOCK_L=tile * 2), *FWD_AHEAD):
+                dict(BLOCK_L=tile * 2), *FWD_AHEAD, *([dict(BLOCK_L=tile // 2, AHEAD=2)] if FWD_AHEAD else [])):
         kw = {**rule, **alt}
         if kw["BLOCK_L"] < p.ckpt_l or kw["BLOCK_L"] % p.ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
             continue
@@ -797,7 +797,9 @@ def _fwd_alternatives(p: ScanProblem, mode):
 # checkpoints: 118 registers, 128 with 1, 168 with 2, no spill). H100, 2026-12-06 (bench/results/h100-2026-12-06f,
 # each setting tuned in its own process): the inference forward at b1 d1536 L2048 bf16 0.0767 -> 0.0670 ms (mamba_ssm's
 # CUDA 0.0702 in the same process), the tuner taking AHEAD 2; b8 d4096 unchanged (0.969); the training forward (with
-# checkpoints) kept the rule. ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
+# checkpoints) kept the rule: with checkpoints AHEAD costs registers (sm_90, 512-step chunks: 123, 183 with 1, 255 with
+# 2, past a wave of one-warp programs at b1 d1536), so half-length chunks with AHEAD 2 (99) join them, untimed.
+# ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
 FWD_AHEAD = [dict(AHEAD=1), dict(AHEAD=2), dict(BLOCK_D=2, num_warps=2, AHEAD=1)] if os.environ.get(
     "SSM_TRITON_SS_FWD_AHEAD", "1").strip() not in ("", "0") else []
 
