@@ -69,6 +69,23 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
         mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG = before
 
 
+@pytest.mark.parametrize("merge", [False, True])
+@examples(1)
+@given(L=st.integers(9, 24), R=st.sampled_from([2, 3, 4]), options=st.booleans(), with_out=st.booleans(),
+       seed=seeds())
+def test_output_backward_reading_ahead_matches_the_loop(device, merge, L, R, options, with_out, seed):
+    """The output backward reading each next step block's inputs (and MIMO_V's rows once a program) while a block
+    computes (``SSM_TRITON_MIMO_OUT_AHEAD``), over two blocks a program, every gradient against the float64 loop."""
+    from ssm_triton.kernels.mamba3 import mimo_out
+    before = mimo_out.OUT_AHEAD, mimo_out.OUT_MERGE, mimo_out.OUT_ITERS
+    mimo_out.OUT_AHEAD, mimo_out.OUT_MERGE, mimo_out.OUT_ITERS = "1", "1" if merge else "0", "2"
+    try:
+        check_against_loop(make(device, 1, L, R, 2, 1, 8, 16, 4, seed, options, with_out, torch.float32), 8,
+                           torch.float32, seed)
+    finally:
+        mimo_out.OUT_AHEAD, mimo_out.OUT_MERGE, mimo_out.OUT_ITERS = before
+
+
 @examples(3)
 @given(b=st.integers(1, 2), L=st.integers(1, 20), R=st.sampled_from([1, 2, 4]), heads=st.sampled_from([(1, 1), (2, 1)]),
        P=st.sampled_from([1, 5, 8]), N=st.sampled_from([2, 6, 20]), seed=seeds(), options=st.booleans(),

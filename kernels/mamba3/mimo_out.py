@@ -86,22 +86,32 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
 @triton.jit
 def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
              dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
-             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True, y_in=None, Y_GIVEN: tl.constexpr = False):
+             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True, y_in=None, Y_GIVEN: tl.constexpr = False, mvs=None,
+             MV_GIVEN: tl.constexpr = False):
     """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
     ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
     ``dz, d_mz, d_mo`` (where not ``SUMS``, ``d_mz, d_mo`` come back as rank ``r``'s ``(steps, P)`` tiles, to be
-    summed over the steps with the other ranks'). ``Y_GIVEN``: ``y_in`` is rank ``r``'s ``Y`` tile, read already."""
+    summed over the steps with the other ranks'). ``Y_GIVEN``: ``y_in`` is rank ``r``'s ``Y`` tile, read already;
+    ``MV_GIVEN`` (``r`` a static rank): ``mvs`` holds every rank's ``MIMO_V[h]`` row, read already."""
     y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
-    mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+    if MV_GIVEN:
+        mv_r = mvs[r]
+    else:
+        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
     if Y_GIVEN:
         y = y_in.to(tl.float32)
     else:
         y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
     coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    for s in range(R):
-        w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
-        mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-        coef += w[:, None] * mv_s[None, :]
+    if MV_GIVEN:
+        for s in tl.static_range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            coef += w[:, None] * mvs[s][None, :]
+    else:
+        for s in range(R):
+            w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
+            mv_s = tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            coef += w[:, None] * mv_s[None, :]
     y += vt * coef
     if HAS_OUT:
         mo = tl.load(MO + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
@@ -155,7 +165,7 @@ def _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t, ok, 
 
 @triton.jit
 def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr, P, ps, p_ok, ok, g, e, d_h,
-                    d_g, d_e, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+                    d_g, d_e, BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr, mvs=None, MV_GIVEN: tl.constexpr = False):
     """:func:`_out_bwd_kernel`'s in-step terms (``HOIST``, ``R <= 4``) with fewer passes across the lanes: for each
     rank ``s``, the ``R`` products ``dy_r . v_s`` in one reduction; the scores' gradients gathered into ``(steps, R
     R)`` tiles and stored once, not ``2 R R`` vectors each changing layout for its store. Returns ``d_g, d_e`` and
@@ -166,7 +176,10 @@ def _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R: tl.constexpr
     dscc_t = tl.zeros([BLOCK_T, BLOCK_R * BLOCK_R], dtype=tl.float32)
     ups = ()
     for s in tl.static_range(R):
-        vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+        if MV_GIVEN:
+            vs = vt * mvs[s][None, :]
+        else:
+            vs = vt * tl.load(MV + (h * R + s) * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
         prods = ()
         for r in tl.static_range(R):
             prods = prods + (dys[r] * vs,)
@@ -220,7 +233,8 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     shared memory, and the kernel waited on it (MIO stalls, 7.5 ms at B8 L4096 H32 R4 P64 on the H200, Nsight
     Compute 2026-12-04). With ``MERGE`` as well, the weights' sums over the steps are taken once a program, after
     its last block (their tiles added up until then), and each kind's ``R`` sums in one reduction. ``AHEAD`` (with
-    ``HOIST``): the next block's inputs (:func:`_block_in`) are read while a block computes."""
+    ``HOIST``): the next block's inputs (:func:`_block_in`) are read while a block computes, and ``MIMO_V``'s rows of
+    the head once a program."""
     bh = tl.program_id(1)
     bi = bh // H
     h = bh % H
@@ -245,7 +259,10 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
     AHEAD_ON: tl.constexpr = AHEAD and HOIST
     first = tl.program_id(0) * ITERS * BLOCK_T
     stop = tl.minimum(L, first + ITERS * BLOCK_T)   # the steps of this program's blocks
-    if AHEAD_ON:
+    if AHEAD_ON:   # and MIMO_V's rows of this head read once a program, not 5 R times a block
+        mvs = ()
+        for r in tl.static_range(R):
+            mvs = mvs + (tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32),)
         t = first + tl.arange(0, BLOCK_T)
         v_nx, g_nx, e_nx, z_nx, o_nx, y_nx = _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t,
                                                        t < stop, R, HAS_Z, HAS_OUT)
@@ -285,16 +302,19 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
             os_ = ()
             for r in tl.static_range(R):
                 y_r = y_cur[r] if AHEAD_ON else None
+                mv_all = mvs if AHEAD_ON else None
                 if MERGE:
                     dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False, y_r, AHEAD_ON)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False, y_r, AHEAD_ON, mv_all,
+                        AHEAD_ON)
                     zs = zs + (z_r,)
                     os_ = os_ + (o_r,)
                 else:
                     dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, True, y_r, AHEAD_ON)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, True, y_r, AHEAD_ON, mv_all,
+                        AHEAD_ON)
                 dv += dy * coef
                 dd_blk += dy * mv_r[None, :]
                 dys = dys + (dy,)
@@ -304,7 +324,8 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                 if HAS_OUT:
                     acc_o = _add_ranks(acc_o, os_, R)
                 d_g, d_e, ups = _merged_in_step(dys, vt, MV, SC, SCC, DSC, DSCC, step, h, H, R, P, ps, p_ok, ok, g,
-                                                e, d_h, d_g, d_e, BLOCK_T, BLOCK_R)
+                                                e, d_h, d_g, d_e, BLOCK_T, BLOCK_R, mvs if AHEAD_ON else None,
+                                                AHEAD_ON)
                 acc_v = _add_ranks(acc_v, ups, R)
             else:
                 for s in tl.static_range(R):
@@ -386,8 +407,10 @@ OUT_MERGE = os.environ.get("SSM_TRITON_MIMO_OUT_MERGE", "1")
 # 2026-12-06, MIMO B8 L4096: its kernel 3.366 ms (8) / 3.606 (4) against 4.504 (1), fwd+bwd 23.51-23.69 against
 # 24.71-24.87
 OUT_ITERS = os.environ.get("SSM_TRITON_MIMO_OUT_ITERS", "")
-# the next step block's inputs read while a block computes (_out_bwd_kernel's AHEAD; with every rank held): "1" on,
-# untimed as of 2026-12-06 (the selective scan's loads ahead took its b8 backward from 5.82 to 5.45 ms that day)
+# the next step block's inputs read while a block computes, and MIMO_V's rows of the head once a program instead of
+# 5 R times a block (_out_bwd_kernel's AHEAD; with every rank held): "1" on, untimed as of 2026-12-06 (sm_90, triton
+# 3.6, R 4, 8 warps: a block's loop 1142 -> 987 instructions, 145 -> 81 loads, 16 -> 8 barriers, 16 bytes of stack;
+# the selective scan's loads ahead took its b8 backward from 5.82 to 5.45 ms that day)
 OUT_AHEAD = os.environ.get("SSM_TRITON_MIMO_OUT_AHEAD", "0")
 
 
