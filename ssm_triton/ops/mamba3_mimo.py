@@ -43,7 +43,7 @@ _IO = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.fl
 
 
 def _out_switches() -> tuple:
-    """What picks the output kernels' launches and buffers beyond their arguments: the rank tensors' dtype switch
+    """What picks the MIMO kernels' launches and buffers beyond their arguments: the rank tensors' dtype switch
     (``mimo.RANKS``), the output backward's merged sums (``mimo_out.OUT_MERGE``) and step blocks a program
     (``mimo_out.OUT_ITERS``) and its loads ahead (``mimo_out.OUT_AHEAD``), and the prep kernels' merged sums and
     trig (``mimo.PREP_MERGE``, ``mimo.PREP_TRIG``). The ``_out`` op's key and, through :func:`_mimo_route`, every
@@ -52,10 +52,10 @@ def _out_switches() -> tuple:
 
 
 def _mimo_route(x) -> tuple:
-    """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``), the output kernels' switches
-    (:func:`_out_switches`) and the prep forward's merged sums (``mimo.PREP_MERGE``): what picks a call's launches and
-    buffers beyond its arguments (the op and replay keys)."""
-    return (*_route(x), *_out_switches(), _mk.PREP_MERGE)
+    """The SSD's route switches and ``x``'s precision key (``ops/ssd._route``) and the MIMO kernels' switches
+    (:func:`_out_switches`, the prep kernels' among them): what picks a call's launches and buffers beyond its
+    arguments (the op and replay keys)."""
+    return (*_route(x), *_out_switches())
 
 
 def _forward(x, k, q, scale, a, h0, seq, cu, chunk_size, deterministic, io):
