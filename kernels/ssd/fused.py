@@ -267,7 +267,7 @@ ssd_segment_carry_kernel = TunableKernel(
 def _rule(p, mode):
     # problem: (b, L, H, P, G, N, dtype, has_z, mode, segments, carried, steps given, ranks, kept chunk); the
     # interpreter takes small tiles so short tests cross chunks
-    if mode.interpreted:   # with the step rows read ahead, so that every test takes that path (the candidates' test the other)
+    if mode.interpreted:   # the step rows read ahead, so every test takes that path (the candidates' test the other)
         return dict(Q=16, BLOCK_P=16, num_warps=4, num_stages=1, STATE_T=False, AHEAD=True)
     # tuned on the H200 (bench/tune_fused.py, 2026-12-02, H=64 P=64 N=128 bf16): 32-step chunks, 4 warps,
     # two stages everywhere; the channel tile the widest that still gives a program per SM (b=1: 16,
