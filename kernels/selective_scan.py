@@ -63,6 +63,30 @@ def _step_given_slope(pre, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.cons
 
 
 @triton.jit
+def _state_rows(A, B, C, ds, d_ok, n, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, EVEN: tl.constexpr):
+    """State ``n``'s ``A`` column (as stored) and ``B``, ``C`` rows (:func:`_bc_row`) for the chunk's steps ``t``."""
+    a = tl.load(A + ds * N + n, mask=d_ok, other=0.0)
+    b = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
+    c = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+    return a, b, c
+
+
+@triton.jit
+def _chunk_rows(U, DELTA, DOUT, Z, offs, mask, HAS_DOUT: tl.constexpr, HAS_Z: tl.constexpr):
+    """A chunk's ``u``, ``delta`` and, where asked, ``dout``, ``z``, as stored (zeros where masked or not asked)."""
+    u = tl.load(U + offs, mask=mask, other=0.0)
+    delta = tl.load(DELTA + offs, mask=mask, other=0.0)
+    dout = tl.zeros(u.shape, dtype=u.dtype)
+    zz = tl.zeros(u.shape, dtype=u.dtype)
+    if HAS_DOUT:
+        dout = tl.load(DOUT + offs, mask=mask, other=0.0)
+    if HAS_Z:
+        zz = tl.load(Z + offs, mask=mask, other=0.0)
+    return u, delta, dout, zz
+
+
+@triton.jit
 def _with_state_before(a_l, b_l, pa_l, pb_l, a_r, b_r, pa_r, pb_r):
     """First-order combine that also carries the map to the state before the last step: a segment maps
     an entering state ``h`` to ``a h + b`` after it and to ``pa h + pb`` before its last step. Scanned
@@ -212,20 +236,18 @@ def _selective_scan_fwd_kernel(
         end = n_chunks
     if AHEAD >= 2:
         t, t_ok, ok, offs = _chunk(row, first, lane, d_ok, L, BLOCK_L)
-        u_nx = tl.load(U + offs, mask=ok, other=0.0)
-        dl_nx = tl.load(DELTA + offs, mask=ok, other=0.0)
+        u_nx, dl_nx, no_dout, no_z = _chunk_rows(U, DELTA, None, None, offs, ok, False, False)
     for i in range(first, end):
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         if AHEAD >= 2:   # this chunk's u, delta were read during the last one; the next one's now
-            u = u_nx.to(tl.float32)
-            dt, _ = _step_given_slope(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
+            u, dl = u_nx, dl_nx
             _, _, ok_nx, offs_nx = _chunk(row, i + 1, lane, d_ok, tl.minimum(L, end * BLOCK_L), BLOCK_L)
-            u_nx = tl.load(U + offs_nx, mask=ok_nx, other=0.0)
-            dl_nx = tl.load(DELTA + offs_nx, mask=ok_nx, other=0.0)
+            u_nx, dl_nx, no_dout, no_z = _chunk_rows(U, DELTA, None, None, offs_nx, ok_nx, False, False)
         else:
-            u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-            # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
-            dt, _ = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
+            u, dl, no_dout, no_z = _chunk_rows(U, DELTA, None, None, offs, ok, False, False)
+        u = u.to(tl.float32)
+        # padding steps get dt = 0: exp(0) = 1 and no input, the identity step
+        dt, _ = _step_given_slope(dl, ok, bias, HAS_BIAS, SOFTPLUS)
         if HAS_Z and AHEAD >= 1:
             zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
         if STORE_CKPT:
@@ -239,26 +261,21 @@ def _selective_scan_fwd_kernel(
         y = skip[:, None] * u
         if AHEAD >= 1:
             h_nx = tl.load(LAST + chan_n, mask=d_ok, other=0.0)
-            a_nx = tl.load(A + ds * N, mask=d_ok, other=0.0)
-            b_nx = _bc_row(B, bi, gi, ds, d_ok, 0, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_nx = _bc_row(C, bi, gi, ds, d_ok, 0, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            a_nx, b_nx, c_nx = _state_rows(A, B, C, ds, d_ok, 0, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
+                                           sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
         for n in range(N):
             if AHEAD >= 1:   # state n's rows came in during state n - 1's scan; n + 1's now (the last one again)
-                h_n = h_nx
-                a2_n = a_nx.to(tl.float32) * LOG2E
-                b_n = b_nx
-                c_n = c_nx
+                h_n, a_n, b_n, c_n = h_nx, a_nx, b_nx, c_nx
                 nn = tl.minimum(n + 1, N - 1)
                 h_nx = tl.load(LAST + chan_n + nn, mask=d_ok, other=0.0)
-                a_nx = tl.load(A + ds * N + nn, mask=d_ok, other=0.0)
-                b_nx = _bc_row(B, bi, gi, ds, d_ok, nn, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-                c_nx = _bc_row(C, bi, gi, ds, d_ok, nn, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+                a_nx, b_nx, c_nx = _state_rows(A, B, C, ds, d_ok, nn, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l,
+                                               sc_b, sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
             else:
                 h_n = tl.load(LAST + chan_n + n, mask=d_ok, other=0.0)
-                # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
-                a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
-                b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-                c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+                a_n, b_n, c_n = _state_rows(A, B, C, ds, d_ok, n, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
+                                            sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
+            # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
+            a2_n = a_n.to(tl.float32) * LOG2E
             a_cum, b_cum = tl.associative_scan((tl.exp2(dt * a2_n[:, None]), dtu * b_n), 1, first_order_combine)
             hs = a_cum * h_n[:, None] + b_cum
             y += hs * c_n
@@ -432,33 +449,21 @@ def _selective_scan_bwd_kernel(
         end = n_chunks
     if AHEAD >= 2:
         t, t_ok, ok, offs = _chunk(row, end - 1, lane, d_ok, L, BLOCK_L)
-        u_nx = tl.load(U + offs, mask=ok, other=0.0)
-        dl_nx = tl.load(DELTA + offs, mask=ok, other=0.0)
-        do_nx = tl.load(DOUT + offs, mask=ok, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(Z + offs, mask=ok, other=0.0)
+        u_nx, dl_nx, do_nx, z_nx = _chunk_rows(U, DELTA, DOUT, Z, offs, ok, True, HAS_Z)
     for j in range(0, end - first):
         i = end - 1 - j
         t, t_ok, ok, offs = _chunk(row, i, lane, d_ok, L, BLOCK_L)
         ckpt_n = CKPT + ((bi.to(tl.int64) * dim + ds) * n_chunks + i) * N
         if AHEAD >= 2:   # this chunk's inputs came in during the one after it; the one before's now
-            u = u_nx.to(tl.float32)
-            dt, slope = _step_given_slope(dl_nx, ok, bias, HAS_BIAS, SOFTPLUS)
-            dout = do_nx.to(tl.float32)
-            if HAS_Z:
-                zz = z_nx.to(tl.float32)
+            u, dl, dout, zz = u_nx, dl_nx, do_nx, z_nx
             before = d_ok[:, None] & (t >= (first + 1) * BLOCK_L)[None, :]   # chunk i - 1 is this segment's
-            u_nx = tl.load(U + offs - BLOCK_L, mask=before, other=0.0)
-            dl_nx = tl.load(DELTA + offs - BLOCK_L, mask=before, other=0.0)
-            do_nx = tl.load(DOUT + offs - BLOCK_L, mask=before, other=0.0)
-            if HAS_Z:
-                z_nx = tl.load(Z + offs - BLOCK_L, mask=before, other=0.0)
+            u_nx, dl_nx, do_nx, z_nx = _chunk_rows(U, DELTA, DOUT, Z, offs - BLOCK_L, before, True, HAS_Z)
         else:
-            u = tl.load(U + offs, mask=ok, other=0.0).to(tl.float32)
-            dt, slope = _step_size(DELTA, offs, ok, bias, HAS_BIAS, SOFTPLUS)
-            dout = tl.load(DOUT + offs, mask=ok, other=0.0).to(tl.float32)
-            if HAS_Z:
-                zz = tl.load(Z + offs, mask=ok, other=0.0).to(tl.float32)
+            u, dl, dout, zz = _chunk_rows(U, DELTA, DOUT, Z, offs, ok, True, HAS_Z)
+        u = u.to(tl.float32)
+        dt, slope = _step_given_slope(dl, ok, bias, HAS_BIAS, SOFTPLUS)
+        dout = dout.to(tl.float32)
+        zz = zz.to(tl.float32)
         if HAS_Z:
             sig = tl.sigmoid(zz)
             dy = dout * zz * sig
@@ -472,30 +477,25 @@ def _selective_scan_bwd_kernel(
         dx = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)    # sum_n lam B: d/d(dt u)
         d_dt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)  # sum_n lam A exp(dt A) h_{t-1}
         if AHEAD >= 1:
-            a_nx = tl.load(A + ds * N, mask=d_ok, other=0.0)
-            b_nx = _bc_row(B, bi, gi, ds, d_ok, 0, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-            c_nx = _bc_row(C, bi, gi, ds, d_ok, 0, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+            a_nx, b_nx, c_nx = _state_rows(A, B, C, ds, d_ok, 0, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
+                                           sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
             h_nx = tl.load(ckpt_n, mask=d_ok, other=0.0)
             mu_nx = tl.load(MU + chan_n, mask=d_ok, other=0.0)
         for n in range(N):
             if AHEAD >= 1:   # state n's came in during state n - 1; n + 1's now (the last one's again)
-                a_n = a_nx.to(tl.float32)
-                b_n = b_nx
-                c_n = c_nx
-                h_enter = h_nx[:, None]
-                mu_n = mu_nx
+                a_n, b_n, c_n, h_enter, mu_n = a_nx, b_nx, c_nx, h_nx, mu_nx
                 nn = tl.minimum(n + 1, N - 1)
-                a_nx = tl.load(A + ds * N + nn, mask=d_ok, other=0.0)
-                b_nx = _bc_row(B, bi, gi, ds, d_ok, nn, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-                c_nx = _bc_row(C, bi, gi, ds, d_ok, nn, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
+                a_nx, b_nx, c_nx = _state_rows(A, B, C, ds, d_ok, nn, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l,
+                                               sc_b, sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
                 h_nx = tl.load(ckpt_n + nn, mask=d_ok, other=0.0)
                 mu_nx = tl.load(MU + chan_n + nn, mask=d_ok, other=0.0)
             else:
-                a_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32)
-                b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, EVEN)
-                c_n = _bc_row(C, bi, gi, ds, d_ok, n, t, t_ok, sc_b, sc_g, sc_n, sc_l, C_FIXED, EVEN)
-                h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)[:, None]
+                a_n, b_n, c_n = _state_rows(A, B, C, ds, d_ok, n, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
+                                            sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
+                h_enter = tl.load(ckpt_n + n, mask=d_ok, other=0.0)
                 mu_n = tl.load(MU + chan_n + n, mask=d_ok, other=0.0)
+            a_n = a_n.to(tl.float32)
+            h_enter = h_enter[:, None]
             a2_n = a_n * LOG2E
             decay = tl.exp2(dt * a2_n[:, None])
             drive = dtu * b_n
