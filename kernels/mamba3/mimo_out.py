@@ -86,24 +86,21 @@ def _out_fwd_kernel(Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO, OUT, L, H, P,
 @triton.jit
 def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt, dout, rs,
              dz, d_mz, d_mo, HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
-             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True, y_in=None, Y_GIVEN: tl.constexpr = False, mvs=None,
-             MV_GIVEN: tl.constexpr = False):
+             BLOCK_P: tl.constexpr, SUMS: tl.constexpr = True, y_in=None, mvs=None, GIVEN: tl.constexpr = False):
     """Rank ``r``'s pre-gate output again, the weight ``coef`` each channel of ``V`` took in it, and the gradient
     ``dy`` reaching the stages' ``y_r`` (stored to ``DY``); the gate's and the output projection's terms added to
     ``dz, d_mz, d_mo`` (where not ``SUMS``, ``d_mz, d_mo`` come back as rank ``r``'s ``(steps, P)`` tiles, to be
-    summed over the steps with the other ranks'). ``Y_GIVEN``: ``y_in`` is rank ``r``'s ``Y`` tile, read already;
-    ``MV_GIVEN`` (``r`` a static rank): ``mvs`` holds every rank's ``MIMO_V[h]`` row, read already."""
+    summed over the steps with the other ranks'). ``GIVEN`` (``r`` a static rank): ``y_in`` is rank ``r``'s ``Y`` tile
+    and ``mvs`` every rank's ``MIMO_V[h]`` row, read already."""
     y_at = ((step * R + r) * H + h)[:, None] * P + ps[None, :]
-    if MV_GIVEN:
+    if GIVEN:
         mv_r = mvs[r]
-    else:
-        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-    if Y_GIVEN:
         y = y_in.to(tl.float32)
     else:
+        mv_r = tl.load(MV + (h * R + r) * P + ps, mask=p_ok, other=0.0).to(tl.float32)
         y = tl.load(Y + y_at, mask=m, other=0.0).to(tl.float32)
     coef = d_h * mv_r[None, :] + tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-    if MV_GIVEN:
+    if GIVEN:
         for s in tl.static_range(R):
             w, _, _ = _in_step(SC, SCC, ((step * H + h) * R + r) * R + s, ok, g, e)
             coef += w[:, None] * mvs[s][None, :]
@@ -140,9 +137,9 @@ def _rank_dy(r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m,
 
 @triton.jit
 def _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t, ok, R: tl.constexpr,
-              HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr):
+              HAS_Z: tl.constexpr, HAS_OUT: tl.constexpr, WITH_Y: tl.constexpr = True):
     """A step block's inputs to :func:`_out_bwd_kernel` as they lie in memory: ``v, gamma, e_next, z, dout`` and
-    every rank's ``Y`` tile (a tuple), zeros where a tensor is absent or a step is masked."""
+    (``WITH_Y``) every rank's ``Y`` tile (a tuple), zeros where a tensor is absent or a step is masked."""
     m = ok[:, None] & p_ok[None, :]
     step = bi.to(tl.int64) * L + t
     at = (step * H + h)[:, None] * P + ps[None, :]
@@ -158,8 +155,9 @@ def _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t, ok, 
     else:
         dout = tl.zeros(vt.shape, dtype=vt.dtype)
     ys = ()
-    for r in tl.static_range(R):
-        ys = ys + (tl.load(Y + ((step * R + r) * H + h)[:, None] * P + ps[None, :], mask=m, other=0.0),)
+    if WITH_Y:
+        for r in tl.static_range(R):
+            ys = ys + (tl.load(Y + ((step * R + r) * H + h)[:, None] * P + ps[None, :], mask=m, other=0.0),)
     return vt, g, e, zt, dout, ys
 
 
@@ -273,24 +271,15 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
         step = bi.to(tl.int64) * L + t
         at = (step * H + h)[:, None] * P + ps[None, :]
         if AHEAD_ON:   # this block's inputs came in during the last one; the next one's now
-            vt = v_nx.to(tl.float32)
-            g = g_nx
-            e = e_nx
-            zt = z_nx.to(tl.float32)
-            dout = o_nx.to(tl.float32)
-            y_cur = y_nx
+            vt, g, e, zt, dout, y_cur = v_nx, g_nx, e_nx, z_nx, o_nx, y_nx
             v_nx, g_nx, e_nx, z_nx, o_nx, y_nx = _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok,
                                                            t + BLOCK_T, t + BLOCK_T < stop, R, HAS_Z, HAS_OUT)
         else:
-            vt = tl.load(V + at, mask=m, other=0.0).to(tl.float32)
-            g = tl.load(GAMMA + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-            e = tl.load(ENEXT + bh.to(tl.int64) * L + t, mask=ok, other=0.0)
-            zt = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-            if HAS_Z:
-                zt = tl.load(Z + at, mask=m, other=0.0).to(tl.float32)
-            dout = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
-            if HAS_OUT:
-                dout = tl.load(DOUT + at, mask=m, other=0.0).to(tl.float32)
+            vt, g, e, zt, dout, y_cur = _block_in(V, GAMMA, ENEXT, Z, DOUT, Y, bi, bh, h, H, L, P, ps, p_ok, t, ok, R,
+                                                  HAS_Z, HAS_OUT, False)
+        vt = vt.to(tl.float32)
+        zt = zt.to(tl.float32)
+        dout = dout.to(tl.float32)
         dz = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
         dv = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
         dd_blk = tl.zeros([BLOCK_T, BLOCK_P], dtype=tl.float32)
@@ -306,15 +295,13 @@ def _out_bwd_kernel(DOUT, Y, SC, SCC, GAMMA, ENEXT, V, MV, D, Z, MZ, MO,
                 if MERGE:
                     dy, coef, mv_r, dz, z_r, o_r = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False, y_r, AHEAD_ON, mv_all,
-                        AHEAD_ON)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, False, y_r, mv_all, AHEAD_ON)
                     zs = zs + (z_r,)
                     os_ = os_ + (o_r,)
                 else:
                     dy, coef, mv_r, dz, d_mz, d_mo = _rank_dy(
                         r, Y, MV, MZ, MO, DOUT, DY, SC, SCC, step, h, H, R, P, ps, p_ok, m, ok, g, e, d_h, vt, zt,
-                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, True, y_r, AHEAD_ON, mv_all,
-                        AHEAD_ON)
+                        dout, rs, dz, d_mz, d_mo, HAS_Z, HAS_OUT, BLOCK_T, BLOCK_P, True, y_r, mv_all, AHEAD_ON)
                 dv += dy * coef
                 dd_blk += dy * mv_r[None, :]
                 dys = dys + (dy,)
