@@ -30,14 +30,5 @@ for run in 128-r1 256-r1 128-r2; do   # A B A: the bench with the peers (~70 s a
 done
 tail -2 $OUT/pytest-main.txt; tail -2 $OUT/pytest-chunk256.txt; tail -2 $OUT/memcheck.txt; tail -1 $OUT/peer_build.txt
 grep -v -i warn $OUT/tune-fused-ahead*.txt | tail -30
-python3 - <<'PY'
-import json, os, glob
-rows = {}
-for f in sorted(glob.glob(os.environ["OUT"] + "/*.json")):
-    for r in json.load(open(f))["results"]:
-        rows.setdefault((r["op"], str(r["shape"]), r["dtype"][6:], r["direction"], r["impl"]), []).append(
-            f"{os.path.basename(f)[:-5]} {r['ms']:.4f}")
-for k, v in rows.items():
-    print(*k, " | ".join(v))
-PY
+python3 $D/rows.py "$OUT/*.json"
 grep -h "chosen: selective_scan_bwd|" $OUT/ss-ck*.txt

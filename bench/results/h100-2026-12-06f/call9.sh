@@ -9,7 +9,7 @@ SSM_TRITON_EXAMPLES=6 TEST_TIMEOUT=150 TESTS="tests/test_mamba3_mimo.py" \
   bash bench/gpu_run.sh -k "matches_the_loop_with_every_gradient or one_autograd" > /dev/null 2>&1
 SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_mamba3_mimo.py" SANITIZE_K="matches_the_loop_with_every_gradient" \
   SANITIZE_TIMEOUT=150 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
-R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+R=$(pwd); D=$R/bench/results/h100-2026-12-06f; cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 timeout 240 python3 -m ssm_triton.bench.walk_choice --only "MIMO b8" --ab "mamba3.mimo_out.OUT_AHEAD=1" \
   --ab "mamba3.mimo.PREP_TRIG=fast" --kernels 6 \
   > $OUT/mimo-out-ahead.txt 2>&1; echo "rc=$?" >> $OUT/mimo-out-ahead.txt
@@ -18,12 +18,4 @@ for rg in 0 1; do   # the linear scan's REV_GATHER (12-06f's process stopped at 
     --json $OUT/ls-rg$rg.json > /dev/null 2>&1
 done
 tail -2 $OUT/pytest.txt; tail -2 $OUT/memcheck.txt; grep -v -i warn $OUT/mimo-out-ahead.txt | tail -25
-python3 - <<'PY'
-import json, os, glob
-rows = {}
-for f in sorted(glob.glob(os.environ["OUT"] + "/ls-*.json")):
-    for r in json.load(open(f))["results"]:
-        rows.setdefault((str(r["shape"]), r["impl"]), []).append(f"{os.path.basename(f)[:-5]} {r['ms']:.4f}")
-for k, v in rows.items():
-    print(*k, " | ".join(v))
-PY
+python3 $D/rows.py "$OUT/ls-*.json"
