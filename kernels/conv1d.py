@@ -127,9 +127,10 @@ def _conv_bwd_dx_kernel(
 
 @triton.jit
 def _conv_update_kernel(
-    X, STATE, Wt, BIAS, OUT,          # pointers: X, OUT (b, dim, L); STATE (b, dim, S), any strides; BIAS or None
+    X, STATE, Wt, BIAS, OUT,          # pointers: X (b, dim, L) and STATE (b, dim, S), any strides; OUT contiguous
     dim, L, S,                        # sizes
     s_b, s_d, s_s,                    # the state's strides
+    x_b, x_d, x_l,                    # x's: a decode step reads its channels in place from in_proj's output row
     W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
@@ -138,6 +139,7 @@ def _conv_update_kernel(
     ds = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = ds < dim
     row_x = (bi.to(tl.int64) * dim + ds) * L
+    x_row = X + bi.to(tl.int64) * x_b + ds.to(tl.int64) * x_d
     state = STATE + bi.to(tl.int64) * s_b + ds.to(tl.int64)[:, None] * s_d
     # outputs: step t reads concat positions S + t - W + 1 + k
     t = tl.arange(0, BLOCK_L)
@@ -149,7 +151,7 @@ def _conv_update_kernel(
         pos = S + t - (W - 1) + k
         from_state = tl.load(state + pos[None, :] * s_s, mask=d_ok[:, None] & (t_ok & (pos < S) & (pos >= 0))[None, :],
                              other=0.0).to(tl.float32)
-        from_x = tl.load(X + row_x[:, None] + (pos - S)[None, :], mask=d_ok[:, None] & (t_ok & (pos >= S))[None, :],
+        from_x = tl.load(x_row[:, None] + (pos - S)[None, :] * x_l, mask=d_ok[:, None] & (t_ok & (pos >= S))[None, :],
                          other=0.0).to(tl.float32)
         w = tl.load(Wt + ds * W + k, mask=d_ok, other=0.0).to(tl.float32)
         acc += w[:, None] * (from_state + from_x)
@@ -160,7 +162,7 @@ def _conv_update_kernel(
     src = j + L
     j_ok = j < S
     old = tl.load(state + src[None, :] * s_s, mask=d_ok[:, None] & (j_ok & (src < S))[None, :], other=0.0)
-    new = tl.load(X + row_x[:, None] + (src - S)[None, :], mask=d_ok[:, None] & (j_ok & (src >= S))[None, :],
+    new = tl.load(x_row[:, None] + (src - S)[None, :] * x_l, mask=d_ok[:, None] & (j_ok & (src >= S))[None, :],
                   other=0.0).to(old.dtype)
     tl.debug_barrier()  # every read of the old state is done before any write
     tl.store(state + j[None, :] * s_s, tl.where((src < S)[None, :], old, new), mask=d_ok[:, None] & j_ok[None, :])
@@ -302,7 +304,8 @@ def update_plan(x, conv_state, weight, bias, silu, out_shape) -> OneLaunch:
     bsz, dim, L = x.shape
     S = conv_state.shape[-1]
     args = dict(X=x, STATE=conv_state, Wt=weight, BIAS=bias, OUT=None, dim=dim, L=L, S=S, s_b=conv_state.stride(0),
-                s_d=conv_state.stride(1), s_s=conv_state.stride(2), W=weight.shape[1], SILU=silu,
+                s_d=conv_state.stride(1), s_s=conv_state.stride(2), x_b=x.stride(0), x_d=x.stride(1),
+                x_l=x.stride(2), W=weight.shape[1], SILU=silu,
                 BLOCK_S=next_power_of_2(S), BLOCK_L=next_power_of_2(L))
     take = (0, 1, 2, 3) if bias is not None else (0, 1, 2)
     launch = Launch(conv1d_update, (bsz, dim, L, S, x.dtype, conv_state.dtype), args,
@@ -311,13 +314,15 @@ def update_plan(x, conv_state, weight, bias, silu, out_shape) -> OneLaunch:
 
 
 def conv_update(x, conv_state, weight, bias, silu):
-    """``x (b, d, L)`` contiguous; ``conv_state (b, d, S)`` any strides, updated in place."""
+    """``x (b, d, L)`` and ``conv_state (b, d, S)`` any strides (the state updated in place); ``out (b, d, L)``
+    contiguous."""
     bsz, dim, L = x.shape
     S = conv_state.shape[-1]
-    out = torch.empty_like(x)
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     W = weight.shape[1]
     conv1d_update.launch((bsz, dim, L, S, x.dtype, conv_state.dtype), X=x, STATE=conv_state, Wt=weight, BIAS=bias,
                          OUT=out, dim=dim, L=L, S=S, s_b=conv_state.stride(0), s_d=conv_state.stride(1),
-                         s_s=conv_state.stride(2), W=W, SILU=silu, BLOCK_S=next_power_of_2(S),
+                         s_s=conv_state.stride(2), x_b=x.stride(0), x_d=x.stride(1), x_l=x.stride(2), W=W, SILU=silu,
+                         BLOCK_S=next_power_of_2(S),
                          BLOCK_L=next_power_of_2(L))
     return out

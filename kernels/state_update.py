@@ -154,12 +154,12 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     return out
 
 
-def update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape) -> OneLaunch:
+def update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape, a_is_log=False) -> OneLaunch:
     """:func:`state_update` (multi-head views, no cache indices) as an op plan (``ssm_triton/ops/_plans.py``),
     ``plan((state, x, dt, A, B, C, D, z, dt_bias)) -> [out]`` with ``out`` of ``out_shape`` (the caller's, which
     a single-head call's views share their layout with), for tensors of these shapes, strides and dtypes."""
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)   # stands in for the strides of each call's
-    problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, None, out)
+    problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, None, out, a_is_log)
     names = ("S", "X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS")
     take = tuple(i for i, t in enumerate((state, x, dt, A, B, C, D, z, dt_bias)) if t is not None)
     launch = Launch(state_update_kernel, problem, args, tuple(names[i] for i in take) + ("OUT",))

@@ -40,14 +40,23 @@ def test_matches_float64_reference_with_gradients(device, bsz, dim, L, W, with_b
 
 
 @given(bsz=st.integers(1, 2), dim=st.integers(1, 9), W=st.integers(2, 4), extra=st.integers(0, 3), L=st.integers(1, 5),
-       token=st.booleans(), strided=st.booleans(), act=st.sampled_from([None, "silu"]), seed=seeds())
-def test_update_matches_reference(device, bsz, dim, W, extra, L, token, strided, act, seed):
+       token=st.booleans(), strided=st.booleans(), x_layout=st.sampled_from(["contiguous", "slice", "channel_last"]),
+       act=st.sampled_from([None, "silu"]), seed=seeds())
+def test_update_matches_reference(device, bsz, dim, W, extra, L, token, strided, x_layout, act, seed):
+    """``x`` contiguous, a slice of a wider row (a decode step's channels of in_proj's output, read in place) or
+    channel-last; the state contiguous or strided."""
     S = W - 1 + extra
     if token:
         L = 1
     base = normal((bsz, S, dim), seed, device).float()
     state = base.transpose(1, 2) if strided else base.transpose(1, 2).contiguous()   # (b, dim, S)
-    x = normal((bsz, dim) if token else (bsz, dim, L), seed + 1, device).float()
+    if x_layout == "slice":   # channels 2 .. dim + 1 of rows of dim + 5
+        wide = normal((bsz, dim + 5) if token else (bsz, dim + 5, L), seed + 1, device).float()
+        x = wide[:, 2:dim + 2]
+    elif x_layout == "channel_last" and not token:
+        x = normal((bsz, L, dim), seed + 1, device).float().transpose(1, 2)
+    else:
+        x = normal((bsz, dim) if token else (bsz, dim, L), seed + 1, device).float()
     w, b = normal((dim, W), seed + 2, device).float(), normal((dim,), seed + 3, device).float()
     want_out, want_state = causal_conv1d_update_torch(x.double(), state.double(), w.double(), b.double(), act)
     out = ssm_triton.causal_conv1d_update(x, state, w, b, act)
@@ -62,16 +71,19 @@ def test_update_matches_reference(device, bsz, dim, W, extra, L, token, strided,
 def test_planned_updates_reused_and_not_across_layouts(device, bsz, dim, W, extra, token, with_bias, act, seed):
     """Steps take an op plan per input signature (``ops/_plans.py``): three steps with a contiguous state (the
     first makes the plan, the next reuse it), each against the float64 step, then the state in the other
-    layout (steps contiguous per channel swapped for channels contiguous per step): its own plan."""
+    layout (steps contiguous per channel swapped for channels contiguous per step): its own plan; then two
+    steps whose ``x`` is a slice of wider rows (their own plan, made and reused)."""
     from ssm_triton.ops import conv1d as ops
     S = W - 1 + extra
     state = normal((bsz, dim, S), seed, device).float()
     w = normal((dim, W), seed + 2, device).float()
     b = normal((dim,), seed + 3, device).float() if with_bias else None
-    for k in range(4):
+    for k in range(6):
         x = normal((bsz, dim) if token else (bsz, dim, 2), seed + 10 + k, device).float()
         if k == 3:
             state = state.transpose(1, 2).contiguous().transpose(1, 2)
+        if k >= 4:   # x a slice of wider rows: a plan of its own, made then reused
+            x = normal((bsz, dim + 3) if token else (bsz, dim + 3, 2), seed + 10 + k, device).float()[:, 1:dim + 1]
         want_out, want_state = causal_conv1d_update_torch(x.double(), state.double(), w.double(),
                                                           b.double() if b is not None else None, act)
         out = ssm_triton.causal_conv1d_update(x, state, w, b, act)

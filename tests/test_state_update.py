@@ -104,6 +104,33 @@ def test_planned_steps_reused_token_after_token(device, single, bsz, H, P, N, op
     assert any(p for p in ops._PLANS._seen.values())
 
 
+@examples(6)
+@given(single=st.booleans(), bsz=st.integers(1, 3), H=st.integers(1, 3), P=st.integers(1, 20), N=st.integers(1, 20),
+       options=st.booleans(), dt_broadcast=st.booleans(), seed=seeds(), io=st.sampled_from(IO_DTYPES),
+       log_dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_the_step_from_A_log_matches_reference(device, single, bsz, H, P, N, options, dt_broadcast, seed, io,
+                                               log_dtype):
+    """``state_update_from_log`` (the blocks' composed steps: ``A = -exp(A_log)`` in the kernel) against the
+    float64 step given ``-exp(A_log)``, ``A_log`` in the module's dtype, one value a head broadcast (Mamba-2's
+    step) and one a channel and state (Mamba-1's); two tokens each, the second through the op plan the first
+    made."""
+    from ssm_triton.ops.state_update import state_update_from_log
+    for per_head in (True, False):
+        broadcast = ("dt " if dt_broadcast else "") + ("A" if per_head else "")
+        t = make(device, single, bsz, H, P, N, 1, options, broadcast, seed, io, torch.float32, 0)
+        A = t.pop("A")
+        if per_head:   # one value a head, kept a stride-0 view
+            A_log = torch.log(-A[..., :1, :1]).to(log_dtype).expand(A.shape)
+        else:
+            A_log = torch.log(-A).to(log_dtype)
+        for k in range(2):
+            t["x"] = t["x"] * 0.5 + 0.1 * k
+            want_out, want_state = selective_state_update_np(**as_np({**t, "A": -torch.exp(A_log.double())}))
+            out = state_update_from_log(**t, A_log=A_log)
+            assert_close(out, want_out, io, f"out, step {k}, A per head {per_head}")
+            assert_close(t["state"], want_state, torch.float32, f"state, step {k}, A per head {per_head}")
+
+
 @given(L=st.integers(1, 12), H=st.integers(1, 3), G=st.sampled_from([1, 2]), P=st.integers(1, 6), N=st.integers(1, 6),
        seed=seeds())
 def test_decoding_token_by_token_equals_the_ssd_forward(device, L, H, G, P, N, seed):

@@ -30,7 +30,7 @@ _update = build(OpSpec(
     "causal_conv1d_update", "x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor?, silu: bool",
     outputs=("out",), mutates=("conv_state",),
     forward=lambda x, conv_state, weight, bias, silu: (_k.conv_update(x, conv_state, weight, bias, silu),),
-    fake=lambda x, conv_state, weight, bias, silu: (torch.empty_like(x),)))
+    fake=lambda x, conv_state, weight, bias, silu: (torch.empty(x.shape, dtype=x.dtype, device=x.device),)))
 
 
 def _check_weight(weight, bias, dim):
@@ -106,10 +106,10 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv_state, weight, bias)):
         raise RuntimeError("causal_conv1d_update is not differentiable (it updates conv_state in place); "
                            "call it under torch.no_grad()")
-    x3 = (x[..., None] if x.dim() == 2 else x).contiguous()
+    x3 = x[..., None] if x.dim() == 2 else x   # read through its strides: a slice of in_proj's row needs no copy
     args = (x3, conv_state, weight.contiguous(), bias.contiguous() if bias is not None else None, silu)
     out = _update(*args)[0]
-    plain = x.is_contiguous() and weight.is_contiguous() and (bias is None or bias.is_contiguous())
+    plain = weight.is_contiguous() and (bias is None or bias.is_contiguous())
     _plans.remember(_UPDATE_PLANS, plan_key,
                     lambda: plain and _k.update_plan(x3, conv_state, weight, bias, silu, x.shape))
     return out[..., 0] if x.dim() == 2 else out
