@@ -180,7 +180,7 @@ def _selective_scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr, AHEAD: tl.constexpr = 0,
+    CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr, AHEAD: tl.constexpr = 0, UNROLL: tl.constexpr = 1,
 ):
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
@@ -263,7 +263,7 @@ def _selective_scan_fwd_kernel(
             h_nx = tl.load(LAST + chan_n, mask=d_ok, other=0.0)
             a_nx, b_nx, c_nx = _state_rows(A, B, C, ds, d_ok, 0, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
                                            sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
-        for n in range(N):
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             if AHEAD >= 1:   # state n's rows came in during state n - 1's scan; n + 1's now (the last one again)
                 h_n, a_n, b_n, c_n = h_nx, a_nx, b_nx, c_nx
                 nn = tl.minimum(n + 1, N - 1)
@@ -276,8 +276,10 @@ def _selective_scan_fwd_kernel(
                                             sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
             # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
             a2_n = a_n.to(tl.float32) * LOG2E
-            a_cum, b_cum = tl.associative_scan((tl.exp2(dt * a2_n[:, None]), dtu * b_n), 1, first_order_combine)
-            hs = a_cum * h_n[:, None] + b_cum
+            decay = tl.exp2(dt * a2_n[:, None])
+            # the entering state folded into the first step's drive: the scan's b is then the state itself
+            drive = tl.where(lane[None, :] == 0, decay * h_n[:, None], 0.0) + dtu * b_n
+            _, hs = tl.associative_scan((decay, drive), 1, first_order_combine)
             y += hs * c_n
             tl.store(LAST + chan_n[:, None] + n + 0 * lane[None, :], hs, mask=carry_ok)
             if STORE_CKPT and SPLIT > 1:
@@ -507,9 +509,9 @@ def _selective_scan_bwd_kernel(
                     _with_state_before)
                 hs = a_cum * h_enter + b_cum
                 h_prev = pa_cum * h_enter + pb_cum
-            else:
-                a_cum, b_cum = tl.associative_scan((decay, drive), 1, first_order_combine)
-                hs = a_cum * h_enter + b_cum
+            else:   # the entering state folded into the first step's drive, as in the forward
+                _, hs = tl.associative_scan((decay, tl.where(first_lane, decay * h_enter, 0.0) + drive), 1,
+                                            first_order_combine)
                 if BLOCK_L > 1:   # shifted in from the lane before
                     h_prev = tl.where(first_lane, h_enter, tl.gather(hs, prev_lane, 1))
                 else:
@@ -777,12 +779,13 @@ def _fwd_rule(p: ScanProblem, mode):
 
 def _fwd_alternatives(p: ScanProblem, mode):
     """The runners-up of the H100 sweep (2026-11-25): two channels and two warps, two warps, half and
-    twice the chunk; and the loads ahead (``FWD_AHEAD``)."""
+    twice the chunk; the loads ahead (``FWD_AHEAD``) and the state loop unrolled (``FWD_UNROLL``)."""
     rule = _fwd_rule(p, mode)
     tile = rule["BLOCK_L"]
     out = []
     for alt in (dict(BLOCK_D=2, num_warps=2), dict(num_warps=2), dict(BLOCK_D=2, BLOCK_L=tile // 2),
-                dict(BLOCK_L=tile * 2), *FWD_AHEAD, *([dict(BLOCK_L=tile // 2, AHEAD=2)] if FWD_AHEAD else [])):
+                dict(BLOCK_L=tile * 2), *FWD_AHEAD, *([dict(BLOCK_L=tile // 2, AHEAD=2)] if FWD_AHEAD else []),
+                *FWD_UNROLL):
         kw = {**rule, **alt}
         if kw["BLOCK_L"] < p.ckpt_l or kw["BLOCK_L"] % p.ckpt_l or kw["BLOCK_L"] > max(tile, 1024):
             continue
@@ -802,6 +805,14 @@ def _fwd_alternatives(p: ScanProblem, mode):
 # ``SSM_TRITON_SS_FWD_AHEAD=0`` leaves them out
 FWD_AHEAD = [dict(AHEAD=1), dict(AHEAD=2), dict(BLOCK_D=2, num_warps=2, AHEAD=1)] if os.environ.get(
     "SSM_TRITON_SS_FWD_AHEAD", "1").strip() not in ("", "0") else []
+
+# The forward's state loop unrolled by two (``UNROLL``): two states' scans in one basic block, independent chains
+# the scheduler can interleave, where a program's single warp otherwise waits on each scan's dependent steps (b1 d1536:
+# ~12 one-warp programs an SM). sm_90, triton 3.6, 512-step chunks without checkpoints: 118 -> 104 registers, 233
+# with AHEAD 2 (bench/results/cpu-2026-12-06g). Untimed: candidates for the tuner; ``SSM_TRITON_SS_FWD_UNROLL=0``
+# leaves them out
+FWD_UNROLL = [dict(UNROLL=2), dict(UNROLL=2, AHEAD=1)] if os.environ.get(
+    "SSM_TRITON_SS_FWD_UNROLL", "1").strip() not in ("", "0") else []
 
 
 def _bwd_rule(p: ScanProblem, mode):

@@ -180,7 +180,8 @@ def cases():
                      EVEN=not opt, BLOCK_D=4 if opt else 1, BLOCK_L=32 if opt else 1024, BLOCK_N=bn)
         yield "selective_scan fwd", kss.selective_scan_fwd, ptrs, dict(HAS_H0=opt, STORE_CKPT=not opt, CKPT_L=32,
                                                                       SEGMENTED=opt == b_fixed,
-                                                                      AHEAD=int(opt) + int(b_fixed), **flags)
+                                                                      AHEAD=int(opt) + int(b_fixed),
+                                                                      UNROLL=1 + int(c_fixed), **flags)
         yield "selective_scan fwd summary", kss.selective_scan_fwd_summary, ptrs, dict(
             HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
         yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt,

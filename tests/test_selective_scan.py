@@ -85,13 +85,16 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
         prefix = {k: (v[..., :steps] if k in ("u", "delta", "z", "B", "C") else v) for k, v in t.items()}
         return selective_scan_np(**{k: np64(v) for k, v in prefix.items()}, delta_softplus=sp)[1]
 
-    for ahead in (0, 1, 2):   # loads in flight: none, the next state's, and the next chunk's too
+    # loads in flight: none, the next state's, and the next chunk's too; the state loop unrolled or not (5 states:
+    # an unrolled pair and a remainder)
+    for ahead, unroll in ((0, 1), (1, 1), (2, 1), (0, 2), (2, 2)):
         out, last, ckpt, _ = selective_scan_forward(*args, t["initial_state"], block_l=block_l, seg_l=seg_l,
-                                                    config=dict(BLOCK_L=tile, AHEAD=ahead))
-        assert_close(out, want_out, torch.float32, f"out (AHEAD={ahead})")
-        assert_close(last, want_last, torch.float32, f"last_state (AHEAD={ahead})")
+                                                    config=dict(BLOCK_L=tile, AHEAD=ahead, UNROLL=unroll))
+        how = f"AHEAD={ahead}, UNROLL={unroll}"
+        assert_close(out, want_out, torch.float32, f"out ({how})")
+        assert_close(last, want_last, torch.float32, f"last_state ({how})")
         want_ckpt = torch.stack([torch.from_numpy(state_after(k * block_l)) for k in range(ckpt.shape[2])], dim=2)
-        assert_close(ckpt, want_ckpt, torch.float32, f"checkpoints (AHEAD={ahead})")
+        assert_close(ckpt, want_ckpt, torch.float32, f"checkpoints ({how})")
     dout, dlast = torch.randn_like(out), torch.randn_like(last)
     names = NAMES + ["D", "z", "delta_bias", "initial_state"]
     leaves = {k: t[k].detach().double().requires_grad_() for k in names}
