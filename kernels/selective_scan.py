@@ -352,7 +352,7 @@ def _selective_scan_bwd_kernel(
     HAS_DLAST: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, ATOMIC: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     SEGMENTED: tl.constexpr, NO_GATHER: tl.constexpr = False, SHARED: tl.constexpr = False,
-    REV_GATHER: tl.constexpr = False, AHEAD: tl.constexpr = 0,
+    REV_GATHER: tl.constexpr = False, AHEAD: tl.constexpr = 0, UNROLL: tl.constexpr = 1,
 ):
     """Walks the chunks from the last to the first and, inside one, the states one at a time: each
     state's values are recomputed from the chunk's checkpoint by the forward's scan, and its adjoint
@@ -483,7 +483,7 @@ def _selective_scan_bwd_kernel(
                                            sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
             h_nx = tl.load(ckpt_n, mask=d_ok, other=0.0)
             mu_nx = tl.load(MU + chan_n, mask=d_ok, other=0.0)
-        for n in range(N):
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             if AHEAD >= 1:   # state n's came in during state n - 1; n + 1's now (the last one's again)
                 a_n, b_n, c_n, h_enter, mu_n = a_nx, b_nx, c_nx, h_nx, mu_nx
                 nn = tl.minimum(n + 1, N - 1)
@@ -826,7 +826,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
     """With atomics: one or two channels, one or two warps, and four or eight channels over two or four warps
     (a quarter of the atomic adds into ``dB``, ``dC`` per channel, the same elements a thread; candidates since
     2026-12-06: the tuned segmented backward's time did not move with them, 348.7 against 348 us at b1 d1536
-    L2048). Deterministic: the rule only, so that the result is the same from run to run and machine to machine."""
+    L2048); the gather-free, reversed-gather, loads-ahead and unrolled forms (below). Deterministic: the rule
+    only, so that the result is the same from run to run and machine to machine."""
     if p.flag:
         return []
     alts = [dict(num_warps=2)]
@@ -843,6 +844,8 @@ def _bwd_alternatives(p: ScanProblem, mode):
         alts += [dict(NO_GATHER=ng, AHEAD=k) for ng in (False, True)[:1 + GATHER_FREE_TUNED] for k in (1, 2)]
         if REV_GATHER_TUNED:   # the pair not yet timed together (12-06f timed each beside the other's absence)
             alts += [dict(REV_GATHER=True, AHEAD=k) for k in (1, 2)]
+    if BWD_UNROLL_TUNED:
+        alts += [dict(UNROLL=2), *([dict(REV_GATHER=True, UNROLL=2)] if REV_GATHER_TUNED else [])]
     return alts
 
 
@@ -865,6 +868,11 @@ REV_GATHER_TUNED = os.environ.get("SSM_TRITON_SS_REV_GATHER", "1").strip() not i
 # fwd+bwd 5.82 -> 5.45 ms, the tuner taking AHEAD 2; b1 d1536 0.421 -> 0.420, taken there too);
 # ``SSM_TRITON_SS_BWD_AHEAD=0`` leaves them out
 BWD_AHEAD_TUNED = os.environ.get("SSM_TRITON_SS_BWD_AHEAD", "1").strip() not in ("", "0")
+
+# The backward's state loop unrolled by two (``UNROLL``, as the forward's): two states' scans in one basic block for
+# the scheduler to interleave (sm_90, triton 3.6, REV_GATHER, 128-step chunks: 96 registers and a 16-byte stack ->
+# 109 and none; bench/results/cpu-2026-12-06g). Untimed candidates; ``SSM_TRITON_SS_BWD_UNROLL=0`` leaves them out
+BWD_UNROLL_TUNED = os.environ.get("SSM_TRITON_SS_BWD_UNROLL", "1").strip() not in ("", "0")
 
 
 def _key(p: ScanProblem):

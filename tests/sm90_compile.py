@@ -190,7 +190,7 @@ def cases():
                                                                       SHARED=not (opt or b_fixed or c_fixed),
                                                                       REV_GATHER=not (opt or b_fixed or c_fixed),
                                                                       AHEAD=int(opt) + int(c_fixed) or int(not b_fixed),
-                                                                      **flags)
+                                                                      UNROLL=1 + int(opt != c_fixed), **flags)
         yield "selective_scan bwd summary", kss.selective_scan_bwd_summary, ptrs, dict(
             HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt, C_FIXED=c_fixed, EVEN=not opt, BLOCK_D=flags["BLOCK_D"],
             BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)

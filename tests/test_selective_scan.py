@@ -102,9 +102,10 @@ def test_chunk_lengths_do_not_change_the_result(device, L, block_l, tile, seg_l)
     want = torch.autograd.grad((ref_out * dout.double()).sum() + (ref_last * dlast.double()).sum(), list(leaves.values()))
     # every way of reading the neighbouring steps: tl.gather, the scan that carries h_{t-1}, and the adjoint's
     # scan run forward over the chunk read backwards through tl.gather
-    # (and with loads ahead)
+    # (and with loads ahead, and the state loop unrolled by two: 5 states, a pair and a remainder)
     for config in (dict(NO_GATHER=False), dict(NO_GATHER=True), dict(NO_GATHER=False, REV_GATHER=True),
-                   dict(NO_GATHER=False, AHEAD=1), dict(NO_GATHER=True, AHEAD=2)):
+                   dict(NO_GATHER=False, AHEAD=1), dict(NO_GATHER=True, AHEAD=2), dict(REV_GATHER=True, UNROLL=2),
+                   dict(NO_GATHER=True, UNROLL=2, AHEAD=1)):
         got = selective_scan_backward(dout, dlast, *args, ckpt, block_l, config=config, seg_l=seg_l)
         for name, g, w in zip(names, got, want):
             assert_close(g, w, torch.float32, f"d{name} ({config})")
