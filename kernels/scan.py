@@ -50,6 +50,7 @@ def _scan_fwd_kernel(
     # The lane that holds the state handed to the next tile: the last one in time order,
     # or the first when the recurrence runs from the end.
     out_lane = 0 if REVERSE else BLOCK_L - 1
+    in_lane = BLOCK_L - 1 if REVERSE else 0   # where the carry enters: the tile's first step in scan order
     n_tiles = tl.cdiv(L, BLOCK_L)
     for i in range(n_tiles):
         t = _tile_index(i, n_tiles, REVERSE) * BLOCK_L + lane
@@ -58,8 +59,10 @@ def _scan_fwd_kernel(
         # padding lanes get the identity pair (1, 0) so they pass the state through unchanged
         a = tl.load(A + offs, mask=ok, other=1.0).to(ACC)
         b = tl.load(B + offs, mask=ok, other=0.0).to(ACC)
-        a_cum, b_cum = tl.associative_scan((a, b), 1, first_order_combine, reverse=REVERSE)
-        h = a_cum * carry[:, None] + b_cum
+        # the carry folded into the entering step's b: the scan's b is then the state itself (no multiply of the
+        # decay products applied to the carry afterwards)
+        b += tl.where(lane[None, :] == in_lane, a * carry[:, None], 0.0)
+        _, h = tl.associative_scan((a, b), 1, first_order_combine, reverse=REVERSE)
         tl.store(H + offs, h.to(H.dtype.element_ty), mask=ok)
         carry = tl.sum(tl.where(lane[None, :] == out_lane, h, 0.0), axis=1)
 
@@ -106,6 +109,7 @@ def _scan_bwd_kernel(
         h0 = tl.zeros([BLOCK_R], dtype=ACC)
     carry = tl.zeros([BLOCK_R], dtype=ACC)
     out_lane = BLOCK_L - 1 if REVERSE else 0
+    in_lane = 0 if REVERSE else BLOCK_L - 1   # where the carry enters the adjoint's scan
     rev = tl.broadcast_to((BLOCK_L - 1 - lane)[None, :], [BLOCK_R, BLOCK_L])
     n_tiles = tl.cdiv(L, BLOCK_L)
     for i in range(n_tiles):
@@ -131,13 +135,14 @@ def _scan_bwd_kernel(
             nxt = t + STEP
             nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
             c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
+            # the carry folded into the entering step's g, as the forward folds its carry
+            g_in = g + tl.where(lane[None, :] == in_lane, c * carry[:, None], 0.0)
             if REV_GATHER and BLOCK_L > 1:   # the scan's direction along the lanes, read backwards and back
-                c_cum, lam = tl.associative_scan((tl.gather(c, rev, 1), tl.gather(g, rev, 1)), 1, first_order_combine,
-                                                 reverse=REVERSE)
-                lam = tl.gather(c_cum * carry[:, None] + lam, rev, 1)
+                _, lam = tl.associative_scan((tl.gather(c, rev, 1), tl.gather(g_in, rev, 1)), 1, first_order_combine,
+                                             reverse=REVERSE)
+                lam = tl.gather(lam, rev, 1)
             else:
-                c_cum, lam = tl.associative_scan((c, g), 1, first_order_combine, reverse=not REVERSE)
-                lam = c_cum * carry[:, None] + lam
+                _, lam = tl.associative_scan((c, g_in), 1, first_order_combine, reverse=not REVERSE)
             z = lam
         tl.store(DB + offs, lam.to(DB.dtype.element_ty), mask=ok)
         tl.store(DA + offs, (lam * h_prev).to(DA.dtype.element_ty), mask=ok)
