@@ -5,12 +5,13 @@
 #      update's strided reads and the A_log step; the 130M LMs' b1 / b16 decode steps before (.base) and after.
 #  (2) the selective scan's folded entering state and unrolled forward state loop (9cb8f68): GPU tests (every
 #      candidate, the chunk-length and gradient tests), memcheck of the chunk-length test; then the bench with
-#      mamba_ssm's CUDA build (built in the call), and the .base code's selective scan rows in the same call.
+#      mamba_ssm's CUDA build (built in the call), and the .base code's selective scan rows in the same call;
+#  (3) the linear scan's folded carry (a023285): its GPU tests.
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1
 R=$(pwd); D6=$R/bench/results/h100-2026-12-06f
 (s=$(date +%s); bash bench/build_peer_scan.sh > $OUT/peer_build.txt 2>&1; echo "build s=$(( $(date +%s)-s ))" >> $OUT/peer_build.txt) &
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=170 TESTS="tests/test_state_update.py tests/test_conv1d.py tests/test_mamba2.py tests/test_mamba.py tests/test_selective_scan.py tests/test_configs.py" \
-  bash bench/gpu_run.sh -k "step or update or decod or chunk_lengths or gradients_match or every_selective_scan_config" > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=170 TESTS="tests/test_state_update.py tests/test_conv1d.py tests/test_mamba2.py tests/test_mamba.py tests/test_selective_scan.py tests/test_scan.py tests/test_configs.py" \
+  bash bench/gpu_run.sh -k "step or update or decod or chunk_lengths or gradients_match or every_selective_scan_config or forward_matches_loop or every_scan" > /dev/null 2>&1
 SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_conv1d.py tests/test_state_update.py tests/test_selective_scan.py" \
   SANITIZE_K="update_matches or from_A_log or chunk_lengths" SANITIZE_TIMEOUT=110 SKIP_TESTS=1 \
   bash bench/gpu_run.sh > /dev/null 2>&1
