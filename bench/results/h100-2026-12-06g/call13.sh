@@ -29,4 +29,4 @@ SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_conv1d.py tests/test_state_update.py 
   --json $OUT/ss-base.json > $OUT/ss-base.txt 2>&1)
 tail -2 $OUT/pytest.txt; tail -2 $OUT/memcheck.txt; tail -1 $OUT/peer_build.txt
 grep -E "decode_step" $OUT/lm.txt | head -24; echo "-- baseline"; grep -E "decode_step" $OUT/lm-baseline.txt | head -16
-python3 $D6/rows.py "$OUT/ss*.json"; grep -h "chosen:" $OUT/ss.txt
+python3 $D6/rows.py "$OUT/ss*.json"; python3 $D6/rows.py "$OUT/lm*.json"; grep -h "chosen:" $OUT/ss.txt
