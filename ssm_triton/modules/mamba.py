@@ -93,7 +93,9 @@ class Mamba(nn.Module):
             fill_conv_state(conv_state, x * seq_mask[:, None].to(x.dtype) if seq_mask is not None else x)
         out = mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                              self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()),
-                             D=self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                             # D and the bias as the module keeps them: the scan reads them in fp32, so a bf16
+                             # module's prefill launches no casts for them (nor its graphs replay them)
+                             D=self.D, delta_bias=self.dt_proj.bias, delta_softplus=True,
                              return_last_state=ssm_state is not None, seq_mask=seq_mask)
         if ssm_state is not None:
             out, last = out
