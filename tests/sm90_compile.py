@@ -124,6 +124,19 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4,
     return triton.compile(src, target=TARGET, options=options)
 
 
+def sass(kernel, pointers: dict, constexprs: dict, **options):
+    """``(compiled, SASS text)``: :func:`compile_kernel` then the cuobjdump Triton carries (the SASS readers under
+    ``bench/results/cpu-*``)."""
+    import subprocess
+    import tempfile
+    compiled = compile_kernel(kernel, pointers, constexprs, **options)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return compiled, subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+
+
 def resources(compiled) -> str:
     """Registers, spill stack and shared memory per thread block of a compiled kernel (``cuobjdump
     -res-usage`` on its cubin; the cuobjdump that Triton's package carries)."""
