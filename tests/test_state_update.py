@@ -129,6 +129,8 @@ def test_the_step_from_A_log_matches_reference(device, single, bsz, H, P, N, opt
             out = state_update_from_log(**t, A_log=A_log)
             assert_close(out, want_out, io, f"out, step {k}, A per head {per_head}")
             assert_close(t["state"], want_state, torch.float32, f"state, step {k}, A per head {per_head}")
+    with pytest.raises(ValueError, match="A_log"):   # bad input names the argument the caller passed
+        state_update_from_log(**t, A_log=A_log[..., :-1] if N > 1 else A_log[..., None])
 
 
 @given(L=st.integers(1, 12), H=st.integers(1, 3), G=st.sampled_from([1, 2]), P=st.integers(1, 6), N=st.integers(1, 6),

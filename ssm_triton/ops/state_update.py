@@ -43,8 +43,9 @@ def _check(name, t, shape, doc, dtypes=IO_DTYPES):
     _validate.shape(name, t, shape, doc)
 
 
-def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices):
-    """Every check of ``selective_state_update``; returns ``state_batch_indices`` (a CPU copy moved over)."""
+def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, a_name="A"):
+    """Every check of ``selective_state_update``; returns ``state_batch_indices`` (a CPU copy moved over).
+    ``a_name``: how errors name ``A`` (``A_log`` for :func:`state_update_from_log`)."""
     _validate.tensor("state", state, dtypes=IO_DTYPES, shape_doc="(cache, d, N) or (cache, H, P, N)")
     if state.dim() not in (3, 4):
         raise ValueError(f"state must be (cache, d, N) or (cache, H, P, N), got shape {tuple(state.shape)}")
@@ -56,7 +57,7 @@ def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_i
         _validate.tensor("x", x, ndim=2, dtypes=IO_DTYPES, shape_doc="(batch, d)")
         bsz, d = x.shape
         _check("dt", dt, (bsz, d), "(batch, d)")
-        _check("A", A, (d, N), "(d, N)")
+        _check(a_name, A, (d, N), "(d, N)")
         _check("B", B, (bsz, N), "(batch, N)")
         _check("C", C, (bsz, N), "(batch, N)")
         _check("D", D, (d,), "(d,)")
@@ -67,7 +68,7 @@ def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_i
         _validate.tensor("x", x, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
         bsz, H, P = x.shape
         _check("dt", dt, (bsz, H, P), "(batch, H, P)")
-        _check("A", A, (H, P, N), "(H, P, N)")
+        _check(a_name, A, (H, P, N), "(H, P, N)")
         _validate.tensor("B", B, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, G, N)")
         G = B.shape[1]
         if G < 1 or H % G:
@@ -83,7 +84,7 @@ def _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_i
                          f"got {tuple(state.shape)}")
     _validate.flag("dt_softplus", dt_softplus)
     tensors = (state, x, dt, A, B, C, D, z, dt_bias)
-    _validate.devices(("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"), tensors)
+    _validate.devices(("state", "x", "dt", a_name, "B", "C", "D", "z", "dt_bias"), tensors)
     if state_batch_indices is None:
         if state.shape[0] != bsz:
             raise ValueError(f"state has {state.shape[0]} cache rows but the batch has {bsz}; pass "
@@ -151,7 +152,8 @@ def _step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices
     # the indices are checked by value on every call; the rest once per signature
     key = None if state_batch_indices is not None else _validate.signature(tensors, flags)
     if _PASSED.get(key) is None:
-        state_batch_indices = _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
+        state_batch_indices = _check_call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices,
+                                          "A_log" if a_is_log else "A")
         _PASSED.put(key, True)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError("selective_state_update is not differentiable (it updates state in place); "
