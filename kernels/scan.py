@@ -27,6 +27,15 @@ def first_order_combine(a_left, b_left, a_right, b_right):
 
 
 @triton.jit
+def fold_in(a, b, carry, entry):
+    """``b`` with the state entering a tile (``carry``, broadcast over the tile) folded into its entry step (where
+    the mask ``entry`` holds: the scan's first step): the scan of ``(a, b)`` then yields the states themselves, with
+    no multiply of the decay products by the carry after it (fewer instructions a step; the select folds away where
+    the entry lane is known at compile time)."""
+    return b + tl.where(entry, a * carry, 0.0)
+
+
+@triton.jit
 def _tile_index(i, n_tiles, BACKWARDS: tl.constexpr):
     if BACKWARDS:
         return n_tiles - 1 - i
@@ -59,9 +68,7 @@ def _scan_fwd_kernel(
         # padding lanes get the identity pair (1, 0) so they pass the state through unchanged
         a = tl.load(A + offs, mask=ok, other=1.0).to(ACC)
         b = tl.load(B + offs, mask=ok, other=0.0).to(ACC)
-        # the carry folded into the entering step's b: the scan's b is then the state itself (no multiply of the
-        # decay products applied to the carry afterwards)
-        b += tl.where(lane[None, :] == in_lane, a * carry[:, None], 0.0)
+        b = fold_in(a, b, carry[:, None], lane[None, :] == in_lane)
         _, h = tl.associative_scan((a, b), 1, first_order_combine, reverse=REVERSE)
         tl.store(H + offs, h.to(H.dtype.element_ty), mask=ok)
         carry = tl.sum(tl.where(lane[None, :] == out_lane, h, 0.0), axis=1)
@@ -135,8 +142,7 @@ def _scan_bwd_kernel(
             nxt = t + STEP
             nxt_ok = ok & ((nxt >= 0) & (nxt < L))[None, :]
             c = tl.load(A + offs + STEP, mask=nxt_ok, other=1.0).to(ACC)
-            # the carry folded into the entering step's g, as the forward folds its carry
-            g_in = g + tl.where(lane[None, :] == in_lane, c * carry[:, None], 0.0)
+            g_in = fold_in(c, g, carry[:, None], lane[None, :] == in_lane)
             if REV_GATHER and BLOCK_L > 1:   # the scan's direction along the lanes, read backwards and back
                 _, lam = tl.associative_scan((tl.gather(c, rev, 1), tl.gather(g_in, rev, 1)), 1, first_order_combine,
                                              reverse=REVERSE)

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .activations import softplus
 from .host import cdiv, next_power_of_2, prev_power_of_2
-from .scan import first_order_combine
+from .scan import first_order_combine, fold_in
 from .tuning import Launch, OneLaunch, TunableKernel, bucket, interpreted_tile, run_mode
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -277,9 +277,8 @@ def _selective_scan_fwd_kernel(
             # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
             a2_n = a_n.to(tl.float32) * LOG2E
             decay = tl.exp2(dt * a2_n[:, None])
-            # the entering state folded into the first step's drive: the scan's b is then the state itself
-            drive = tl.where(lane[None, :] == 0, decay * h_n[:, None], 0.0) + dtu * b_n
-            _, hs = tl.associative_scan((decay, drive), 1, first_order_combine)
+            _, hs = tl.associative_scan((decay, fold_in(decay, dtu * b_n, h_n[:, None], lane[None, :] == 0)), 1,
+                                        first_order_combine)
             y += hs * c_n
             tl.store(LAST + chan_n[:, None] + n + 0 * lane[None, :], hs, mask=carry_ok)
             if STORE_CKPT and SPLIT > 1:
@@ -509,9 +508,8 @@ def _selective_scan_bwd_kernel(
                     _with_state_before)
                 hs = a_cum * h_enter + b_cum
                 h_prev = pa_cum * h_enter + pb_cum
-            else:   # the entering state folded into the first step's drive, as in the forward
-                _, hs = tl.associative_scan((decay, tl.where(first_lane, decay * h_enter, 0.0) + drive), 1,
-                                            first_order_combine)
+            else:
+                _, hs = tl.associative_scan((decay, fold_in(decay, drive, h_enter, first_lane)), 1, first_order_combine)
                 if BLOCK_L > 1:   # shifted in from the lane before
                     h_prev = tl.where(first_lane, h_enter, tl.gather(hs, prev_lane, 1))
                 else:
