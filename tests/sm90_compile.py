@@ -390,12 +390,14 @@ def mamba3_cases():
             dict(BLOCK_T=16, BLOCK_S=32)
         yield "mamba3 step", m3_step.siso_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),
-             **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
-            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64)
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT", "DTB", "QW",
+                   "KW")}, \
+            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64, PRE=opt, NORM=opt)   # opt: the block's step
         yield "mamba3 mimo step", m3_mimo.mimo_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
-             **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT")}, \
-            dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128)
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT",
+                   "DTB", "QW", "KW")}, \
+            dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128, PRE=opt, NORM=opt)
         # the steps into new states: from the given ones (opt) or from zeros, the token's v / x not stored
         yield "mamba3 step new states", m3_step.siso_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS"),

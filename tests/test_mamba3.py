@@ -542,7 +542,7 @@ def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, cas
 def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, seed, options, mimo, dtype, data):
     """Steps take an op plan per input signature (``ops/_plans.py``): the first step makes it, the next reuse it
     with new values; halfway the inputs change layout (the step's slices of the sequence, strided when b > 1,
-    become packed copies): another plan. In place, the caller's states are updated; otherwise each step returns
+    read where they lie, and angles shared by the heads through a stride of 0, become packed copies): another plan. In place, the caller's states are updated; otherwise each step returns
     new states (copies of the given ones, or zeros for the first step given none) and leaves the given ones as they
     were. Every step's output and the final states against the float64 loop, so a plan that launches with a stale
     or misplaced argument, or that updates or returns the wrong states, fails."""
@@ -557,9 +557,12 @@ def test_planned_steps_reused_and_not_across_layouts(device, b, L, heads, P, N, 
     r = lambda shape, k, scale=1.0, dt=dtype: normal(shape, seed + k, device, dt, scale)  # noqa: E731
     dt_ = uniform((b, H, L), 0.01, 0.8, seed + 4, device, f32)
     lead = (R,) if mimo else ()
+    # angles shared by the heads: an expanded view, read through a head stride of 0 (the Mamba3 block's layout)
+    shared = data.draw(st.booleans(), label="angles shared")
+    angles = r((b, L, 1, S), 8).expand(b, L, H, S) if shared else r((b, L, H, S), 8)
     t = dict(Q=r((b, L, *lead, Hqk, N), 0), K=r((b, L, *lead, Hqk, N), 1), V=r((b, L, H, P), 2),
              ADT=-uniform((b, H, L), 0.05, 1.5, seed + 3, device, f32) * dt_, DT=dt_, Trap=r((b, H, L), 5, 2.0, f32),
-             Q_bias=r((H, *lead, N), 6, 0.3, f32), K_bias=r((H, *lead, N), 7, 0.3, f32), Angles=r((b, L, H, S), 8))
+             Q_bias=r((H, *lead, N), 6, 0.3, f32), K_bias=r((H, *lead, N), 7, 0.3, f32), Angles=angles)
     if mimo:
         t.update(MIMO_V=r((H, R, P), 9, 1.0, f32), MIMO_Z=r((H, R, P), 10, 1.0, f32), MIMO_Out=r((H, R, P), 11, 1.0, f32))
     if options:
@@ -625,6 +628,25 @@ def test_step_rejects_bad_input_with_the_argument_named(device, override, exc, m
         args["Input_States"] = tuple(s.to(device) for s in override["Input_States"])
     with pytest.raises(exc, match=match):
         ssm_triton.mamba3_siso_step(**args)
+
+
+@pytest.mark.parametrize("override, match", [
+    (dict(dd_A=torch.ones(1, 3)), r"dd_A must have shape \(batch, H\)"),
+    (dict(dt_bias=torch.ones(3)), r"dt_bias must have shape \(H,\)"),
+    (dict(K_norm=torch.ones(8, 1)), r"K_norm must be 1-D"),
+    (dict(Q_norm=torch.ones(7)), r"Q_norm must have shape \(N,\)"),
+    (dict(eps=-1.0), "A_floor and eps must be floats >= 0"),
+])
+def test_block_step_rejects_bad_input_with_the_argument_named(device, override, match):
+    """The Mamba3 block's one-launch step (internal) names its own arguments: the logits, not ADT and DT."""
+    from ssm_triton.ops.mamba3 import siso_block_step
+    good = {k: v for k, v in STEP_GOOD.items() if k not in ("ADT", "DT")}
+    args = dict(good, dd_A=torch.ones(1, 4), dd_dt=torch.ones(1, 4), D=None, Z=None, dt_bias=torch.ones(4),
+                Q_norm=torch.ones(8), K_norm=torch.ones(8), A_floor=1e-4, eps=1e-5)
+    args = on(device, {**args, **override})
+    args["states"] = tuple(torch.zeros(s, device=device) for s in ((1, 4, 2), (1, 4, 3, 8), (1, 4, 8), (1, 4, 3)))
+    with pytest.raises(ValueError, match=match):
+        siso_block_step(**args)
 
 
 # ---- the MIMO decode step ----

@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssm_triton
-from blocks import assert_one_node_unless_hooked, assert_forward_matches, assert_grads_match, prefill_then_decode
+from blocks import (assert_one_node_unless_hooked, assert_forward_matches, assert_grads_match, float64_params,
+                    prefill_then_decode)
 from ssm_triton.reference import mamba3_mimo_loop, mamba3_siso_loop, rmsnorm_torch
+from ssm_triton.tolerance import assert_close
 from strategies import BIG, examples, seeds
 
 
@@ -139,6 +141,28 @@ def test_prefill_then_decode_equals_the_full_forward(device, L, data, seed, opts
     with torch.no_grad():
         want = m(u)
     torch.testing.assert_close(prefill_then_decode(m, u, prefill), want, rtol=1e-4, atol=1e-5)
+
+
+@each_option
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@FEW
+@given(L=st.integers(1, 5), bsz=st.integers(1, 3), seed=seeds(), hooked=st.booleans())
+def test_decode_steps_match_the_references_composed(device, L, bsz, seed, hooked, dtype, opts):
+    """Decoding from empty states, a token a call, against the float64 block over the whole sequence: the step in
+    one kernel (in_proj's row read where it lies; the step sizes, B's and C's norms and biases inside it), or,
+    with a hook on B's norm, the composed step (the modules and the public step op), which must then run it. A
+    decay floor of 0.7 holds about half the steps' decays (the default 1e-4 is the other decode test's); bf16
+    blocks within bf16's tolerance."""
+    m = build(device, seed % 1000, A_floor=0.7, **opts).to(dtype)
+    calls = []
+    if hooked:
+        m.B_norm.register_forward_hook(lambda *_: calls.append(1))
+    u = torch.randn(bsz, L, 16, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+    got = prefill_then_decode(m, u, 0)
+    with torch.no_grad():
+        want = reference_forward(m, float64_params(m), u.double().cpu())
+    assert_close(got.double().cpu(), want, dtype, "decoded")
+    assert calls == ([1] * L if hooked else [])
 
 
 @pytest.mark.parametrize("rank", [1, 2])

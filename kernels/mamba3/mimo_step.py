@@ -12,6 +12,8 @@ blocks of ``BLOCK_P``, each read before it is written, so the states may be upda
 ``k~`` and ``x`` states are read before any write too); or written to new tensors from the old (or from zeros:
 ``HAS_STATES`` off), ``x`` then not stored (``STORE_X`` off: the new ``x`` state is the token's ``V``).
 """
+import functools
+
 import triton
 import triton.language as tl
 
@@ -19,17 +21,22 @@ from ..host import next_power_of_2
 from ..ssd.common import mm
 from ..tuning import TunableKernel
 from .prep import _tanh
-from .step import STATE_NAMES, launch_step, new_state_shapes, plan_of, step_outs, step_terms
+from .step import STATE_NAMES, input_strides, launch_step, new_state_shapes, plan_of, step_outs, step_terms
 
 
 @triton.jit
-def _turned(X, XB, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin):
-    """``(X + bias)`` rows (ranks, columns) turned on the half-split pairs (``sin`` carries each column's sign)."""
+def _turned(X, XB, XW, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin, N, EPS, NORM: tl.constexpr):
+    """Rows (ranks, columns) of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias``, turned on the half-split
+    pairs (``sin`` carries each column's sign)."""
     m = rk_ok[:, None] & n_ok[None, :]
     x = tl.load(X + rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
-    x += tl.load(XB + bias_rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
     mp = rk_ok[:, None] & p_ok[None, :]
     xp = tl.load(X + rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
+    if NORM:   # the block's RMSNorm on B and C (each rank's row), kept in fp32
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + EPS)
+        x = x * rstd[:, None] * tl.load(XW + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        xp = xp * rstd[:, None] * tl.load(XW + partner, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+    x += tl.load(XB + bias_rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
     xp += tl.load(XB + bias_rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
     return x * cos[None, :] + xp * sin[None, :]
 
@@ -37,18 +44,24 @@ def _turned(X, XB, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin):
 @triton.jit
 def _mimo_step_kernel(
     # pointers: inputs of this token (Q, K (b, R, Hqk, N); V, Z (b, H, P); biases (H, R, N); MIMO_* (H, R, P))
-    Q, K, V, ADT, DT, TRAP, QB, KB, MV, MZ, MO, ANG, D, Z,
+    # each packed after its batch dim, ANG's head dim any stride; the block's parameters under PRE / NORM (DTB (H,);
+    # QW, KW (N,))
+    Q, K, V, ADT, DT, TRAP, QB, KB, MV, MZ, MO, ANG, D, Z, DTB, QW, KW,
     # pointers: states in and out (may be the same tensors: angle (b, H, S), ssm (b, H, P, N), k~ (b, R, H, N),
     # x (b, H, P); the states in absent without HAS_STATES, XS_OUT without STORE_X) and the output (b, H, P), or
     # (b, R, H, P) without MIMO_Out
     THETA, SSM, KS, XS, THETA_OUT, SSM_OUT, KS_OUT, XS_OUT, OUT,
-    # sizes
-    H, HQK, R, P, N, S,
+    # the inputs' batch strides (ANG's head stride too: 0 where the heads share one row of angles)
+    sQ, sK, sV, sZ, sA, sD, sT, sG, sGh,
+    # sizes; the block's decay floor and norm epsilon (read under PRE / NORM)
+    H, HQK, R, P, N, S, A_FLOOR, EPS,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_MO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_STATES: tl.constexpr = True, STORE_X: tl.constexpr = True,
+    HAS_STATES: tl.constexpr = True, STORE_X: tl.constexpr = True, PRE: tl.constexpr = False,
+    NORM: tl.constexpr = False,
 ):
-    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
+    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
+    row = bi.to(tl.int64)
 
     # columns: n < S pairs with N/2 + n; the pair's angle index; the partner's sign in the turn
     ns = tl.arange(0, BLOCK_N)
@@ -59,7 +72,8 @@ def _mimo_step_kernel(
     rot = first | second
     angle_ix = tl.where(second, ns - half, ns)
     partner = tl.where(first, ns + half, ns - half)
-    theta = 3.141592653589793 * _tanh(tl.load(ANG + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)) * dt
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + angle_ix, mask=rot,
+                                               other=0.0).to(tl.float32)) * dt
     if HAS_STATES:
         theta += tl.load(THETA + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
@@ -68,10 +82,10 @@ def _mimo_step_kernel(
 
     rk = tl.arange(0, 16)            # the rank axis, padded for tl.dot
     rk_ok = rk < R
-    qrows = ((bi.to(tl.int64) * R + rk) * HQK + g) * N
+    qrows = (rk * HQK + g) * N
     brows = (h * R + rk) * N
-    q = _turned(Q, QB, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin)          # (16, BLOCK_N)
-    k = _turned(K, KB, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin)
+    q = _turned(Q + row * sQ, QB, QW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)  # (16, BLOCK_N)
+    k = _turned(K + row * sK, KB, KW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)
     krows = ((bi.to(tl.int64) * R + rk) * H + h) * N
     km = rk_ok[:, None] & n_ok[None, :]
     if HAS_STATES:
@@ -88,7 +102,7 @@ def _mimo_step_kernel(
         rp = rk_ok[:, None] & p_ok[None, :]
         proj = (h * R + rk)[:, None] * P + ps[None, :]
         mv = tl.load(MV + proj, mask=rp, other=0.0).to(tl.float32)                    # (16, BLOCK_P)
-        x = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
+        x = tl.load(V + row * sV + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
         cell = at[:, None] * N + ns[None, :]
         pm = p_ok[:, None] & n_ok[None, :]
         # sum_r v_r k_r^T as (P, ranks) @ (ranks, N)
@@ -107,7 +121,7 @@ def _mimo_step_kernel(
         if HAS_D:
             y += skip * mv * x[None, :]
         if HAS_Z:
-            zr = tl.load(Z + at, mask=p_ok, other=0.0).to(tl.float32)[None, :] * tl.load(MZ + proj, mask=rp, other=0.0).to(tl.float32)
+            zr = tl.load(Z + row * sZ + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :] * tl.load(MZ + proj, mask=rp, other=0.0).to(tl.float32)
             y = y * zr * tl.sigmoid(zr)
         if HAS_MO:
             out = tl.sum(y * tl.load(MO + proj, mask=rp, other=0.0).to(tl.float32), axis=0)
@@ -124,23 +138,27 @@ def _mimo_step_kernel(
 mimo_step_kernel = TunableKernel(
     "mamba3_mimo_step", _mimo_step_kernel, grid=lambda p, kw: (p[0],), key=lambda p: p[1:],
     rule=lambda p, mode: dict(BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(p[3])), num_warps=8),
-    flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO", HAS_STATES="SSM", STORE_X="XS_OUT"))
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO", HAS_STATES="SSM", STORE_X="XS_OUT", PRE="DTB", NORM="QW"))
 
-INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "Z")
+# the token's inputs, then the block's parameters (None from mamba3_mimo_step): dt_bias, the norms' weights
+INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "Z", "DTB", "QW", "KW")
+ANGLES = 11   # Angles' place among them
 
 
-def mimo_step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm, k, x,
-                   out, angle_out=None, ssm_out=None, k_out=None):
-    """``(problem, launch arguments)`` of one MIMO step (contiguous tensors): the states updated in place, or,
-    with ``ssm_out``, into ``(angle_out, ssm_out, k_out)`` from them (zeros where they are None; the new ``x`` is
-    ``V``, not stored)."""
+def mimo_step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, dt_bias, Q_norm,
+                   K_norm, angle, ssm, k, x, out, angle_out=None, ssm_out=None, k_out=None, *, A_floor=0.0, eps=0.0):
+    """``(problem, launch arguments)`` of one MIMO step (inputs as ``step.reads_as_is`` allows, states packed):
+    the states updated in place, or, with ``ssm_out``, into ``(angle_out, ssm_out, k_out)`` from them (zeros
+    where they are None; the new ``x`` is ``V``, not stored). The block's parameters as in ``step.step_args``."""
     b, H, P = V.shape
     R, Hqk, N = Q.shape[1], Q.shape[2], Q.shape[3]
-    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)))
+    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z,
+                             dt_bias, Q_norm, K_norm)))
     new = ssm_out is not None
     args.update(THETA=angle, SSM=ssm, KS=k, XS=x, THETA_OUT=angle_out if new else angle,
                 SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, XS_OUT=None if new else x, OUT=out, H=H,
-                HQK=Hqk, R=R, P=P, N=N, S=Angles.shape[2])
+                HQK=Hqk, R=R, P=P, N=N, S=Angles.shape[2], A_FLOOR=float(A_floor), EPS=float(eps),
+                **input_strides(Q, K, V, Z, ADT, DT, Trap, Angles))
     return (b * H, R, P, N), args
 
 
@@ -149,19 +167,22 @@ def out_shape(V, Q, MIMO_Out) -> tuple:
     return tuple(V.shape) if MIMO_Out is not None else (V.shape[0], Q.shape[1], *V.shape[1:])
 
 
-def mimo_step(*tensors, new_states: bool = False):
-    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle, ssm,
-    k, x)``: the states updated in place, returns the output; or (``new_states``) ``(out, angle, ssm, k~)`` with
-    new fp32 states, the old ones (or None: zeros) only read."""
+def mimo_step(*tensors, new_states: bool = False, A_floor: float = 0.0, eps: float = 0.0):
+    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, dt_bias,
+    Q_norm, K_norm, angle, ssm, k, x)`` (:func:`mimo_step_args`): the states updated in place, returns the
+    output; or (``new_states``) ``(out, angle, ssm, k~)`` with new fp32 states, the old ones (or None: zeros)
+    only read."""
     V, Q = tensors[2], tensors[0]
-    return launch_step(mimo_step_kernel, mimo_step_args, tensors, out_shape(V, Q, tensors[10]),
-                new_state_shapes(V, Q, tensors[11], Q.shape[1]) if new_states else None)
+    return launch_step(mimo_step_kernel, functools.partial(mimo_step_args, A_floor=A_floor, eps=eps), tensors,
+                       out_shape(V, Q, tensors[10]),
+                       new_state_shapes(V, Q, tensors[ANGLES], Q.shape[1]) if new_states else None)
 
 
-def mimo_step_plan(tensors, new_states: bool = False):
+def mimo_step_plan(tensors, new_states: bool = False, A_floor: float = 0.0, eps: float = 0.0):
     """:func:`mimo_step` of tensors of these shapes, strides and dtypes as a step plan (``step.StepPlan``)."""
     V, Q = tensors[2], tensors[0]
     states = STATE_NAMES[:3] + (("XS", "XS_OUT"),)
     names = INPUTS + (tuple(n for n, _ in states) if new_states else states)
-    shapes = new_state_shapes(V, Q, tensors[11], Q.shape[1]) if new_states else None
-    return plan_of(mimo_step_kernel, mimo_step_args, tensors, names, step_outs(V, out_shape(V, Q, tensors[10]), shapes))
+    shapes = new_state_shapes(V, Q, tensors[ANGLES], Q.shape[1]) if new_states else None
+    return plan_of(mimo_step_kernel, functools.partial(mimo_step_args, A_floor=A_floor, eps=eps), tensors, names,
+                   step_outs(V, out_shape(V, Q, tensors[10]), shapes), ANGLES)

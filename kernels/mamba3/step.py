@@ -10,35 +10,54 @@ updated in place. Otherwise the new states go to new tensors (no copy of the old
 be absent (zeros: ``HAS_STATES`` off, no fill launched), and ``v`` is not stored when ``VS_OUT`` is None (the
 new ``v`` state is the token's ``V`` itself).
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from ..host import next_power_of_2
 from ..tuning import Launch, OneLaunch, TunableKernel
+from ..activations import softplus
 from .prep import _tanh
 
 
 @triton.jit
-def step_terms(DT, TRAP, ADT, H, HQK):
+def step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE: tl.constexpr):
     """A (batch row x head) program's ``(bh, batch row, head, Q/K head, DT, alpha, beta, gamma)``: the
-    trapezoid's weights of the decayed state, the previous token's and this token's outer products."""
+    trapezoid's weights of the decayed state, the previous token's and this token's outer products. ``DT``,
+    ``ADT``, ``TRAP`` are ``(b, H)`` with batch strides ``sD, sA, sT``; with ``PRE`` they hold the block's
+    logits ``dd_dt, dd_A``: ``DT = softplus(dd_dt + DTB[h])``, ``ADT = min(-softplus(dd_A), -A_FLOOR) DT``."""
     bh = tl.program_id(0)
+    bi = bh // H
     h = bh % H
-    dt = tl.load(DT + bh).to(tl.float32)
-    lam = tl.sigmoid(tl.load(TRAP + bh).to(tl.float32))
-    alpha = tl.exp(tl.load(ADT + bh).to(tl.float32))
-    return bh, bh // H, h, h // (H // HQK), dt, alpha, (1.0 - lam) * dt * alpha, lam * dt
+    row = bi.to(tl.int64)
+    dt = tl.load(DT + row * sD + h).to(tl.float32)
+    adt = tl.load(ADT + row * sA + h).to(tl.float32)
+    if PRE:
+        dt = softplus(dt + tl.load(DTB + h).to(tl.float32))
+        adt = tl.minimum(-softplus(adt), -A_FLOOR) * dt
+    lam = tl.sigmoid(tl.load(TRAP + row * sT + h).to(tl.float32))
+    alpha = tl.exp(adt)
+    return bh, bi, h, h // (H // HQK), dt, alpha, (1.0 - lam) * dt * alpha, lam * dt
 
 
 @triton.jit
-def _pairs(X, XB, row, h, ss, s_ok, rs, r_ok, N):
-    """``X + bias`` of one row as its even, odd and pass-through columns, fp32."""
+def _pairs(X, XB, XW, row, h, ss, s_ok, rs, r_ok, N, EPS, NORM: tl.constexpr):
+    """One row of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias`` as its even, odd and pass-through
+    columns, fp32."""
+    x_e = tl.load(X + row + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+    x_o = tl.load(X + row + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+    x_r = tl.load(X + row + rs, mask=r_ok, other=0.0).to(tl.float32)
+    if NORM:   # the block's RMSNorm on B and C, kept in fp32 (the composed step rounds it to the input's dtype)
+        rstd = 1.0 / tl.sqrt((tl.sum(x_e * x_e) + tl.sum(x_o * x_o) + tl.sum(x_r * x_r)) / N + EPS)
+        x_e = x_e * rstd * tl.load(XW + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+        x_o = x_o * rstd * tl.load(XW + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+        x_r = x_r * rstd * tl.load(XW + rs, mask=r_ok, other=0.0).to(tl.float32)
     hb = XB + h * N
-    x_e = tl.load(X + row + 2 * ss, mask=s_ok, other=0.0).to(tl.float32) + tl.load(hb + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
-    x_o = (tl.load(X + row + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
-           + tl.load(hb + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32))
-    x_r = tl.load(X + row + rs, mask=r_ok, other=0.0).to(tl.float32) + tl.load(hb + rs, mask=r_ok, other=0.0).to(tl.float32)
+    x_e += tl.load(hb + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+    x_o += tl.load(hb + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+    x_r += tl.load(hb + rs, mask=r_ok, other=0.0).to(tl.float32)
     return x_e, x_o, x_r
 
 
@@ -61,32 +80,37 @@ def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, 
 
 @triton.jit
 def _siso_step_kernel(
-    # pointers: inputs of this token
-    Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z,
+    # pointers: inputs of this token (Q, K (b, Hqk, N); V, Z (b, H, P); ADT, DT, TRAP (b, H); ANG (b, H, S): each
+    # packed after its batch dim, ANG's head dim any stride), the block's parameters under PRE / NORM (DTB (H,);
+    # QW, KW (N,))
+    Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW,
     # pointers: states in (absent without HAS_STATES), states out (may be the same tensors; VS_OUT absent
     # without STORE_V), output
     THETA, SSM, KS, VS, THETA_OUT, SSM_OUT, KS_OUT, VS_OUT, OUT,
-    # sizes
-    H, HQK, P, N, S,
+    # the inputs' batch strides (ANG's head stride too: 0 where the heads share one row of angles)
+    sQ, sK, sV, sZ, sA, sD, sT, sG, sGh,
+    # sizes; the block's decay floor and norm epsilon (read under PRE / NORM)
+    H, HQK, P, N, S, A_FLOOR, EPS,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_STATES: tl.constexpr = True, STORE_V: tl.constexpr = True,
+    PRE: tl.constexpr = False, NORM: tl.constexpr = False,
 ):
-    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, H, HQK)
+    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
+    row = bi.to(tl.int64)
 
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     rs = 2 * S + tl.arange(0, BLOCK_R)
     r_ok = rs < N
-    theta = 3.141592653589793 * _tanh(tl.load(ANG + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
     if HAS_STATES:
         theta += tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
     cos = tl.cos(theta)
     sin = tl.sin(theta)
-    qrow = (bi.to(tl.int64) * HQK + g) * N
-    q_e, q_o, q_r = _pairs(Q, QB, qrow, h, ss, s_ok, rs, r_ok, N)
-    k_e, k_o, k_r = _pairs(K, KB, qrow, h, ss, s_ok, rs, r_ok, N)
+    q_e, q_o, q_r = _pairs(Q, QB, QW, row * sQ + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
+    k_e, k_o, k_r = _pairs(K, KB, KW, row * sK + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
     q_e, q_o = q_e * cos - q_o * sin, q_e * sin + q_o * cos
     k_e, k_o = k_e * cos - k_o * sin, k_e * sin + k_o * cos
     krow = bh.to(tl.int64) * N
@@ -105,7 +129,7 @@ def _siso_step_kernel(
         ps = p0 + tl.arange(0, BLOCK_P)
         p_ok = ps < P
         at = bh.to(tl.int64) * P + ps
-        v = tl.load(V + at, mask=p_ok, other=0.0).to(tl.float32)
+        v = tl.load(V + row * sV + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
         if HAS_STATES:
             v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
         else:
@@ -124,7 +148,7 @@ def _siso_step_kernel(
         if HAS_D:
             y += skip * v
         if HAS_Z:
-            z = tl.load(Z + at, mask=p_ok, other=0.0).to(tl.float32)
+            z = tl.load(Z + row * sZ + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
     tl.debug_barrier()   # likewise for the previous k~ and the angle, read at the start by every warp
@@ -144,23 +168,53 @@ def _rule(problem, mode):
 # one candidate (the rule): a TunableKernel for the bound launches of op plans, nothing is timed
 siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=lambda p, kw: (p[0],), rule=_rule,
                                  key=lambda p: p[1:],
-                                 flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT"))
+                                 flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT", PRE="DTB",
+                                            NORM="QW"))
 
-INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z")
+# the token's inputs, then the block's parameters (None from mamba3_siso_step): dt_bias, the norms' weights
+INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z", "DTB", "QW", "KW")
+ANGLES = 8   # Angles' place among them: its head dim may have any stride
 
 
-def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v, out, angle_out=None,
-              ssm_out=None, k_out=None):
-    """``(problem, launch arguments)`` of one SISO step (contiguous tensors): the states updated from
-    ``(angle, ssm, k, v)`` into themselves, or, with ``ssm_out``, into ``(angle_out, ssm_out, k_out)`` from
-    them (zeros where they are None; the new ``v`` is ``V``, not stored)."""
+def reads_as_is(t, loose: bool = False) -> bool:
+    """Whether a step kernel reads ``t`` where it lies: packed after its batch dim (a slice of a wider row
+    is), save dim 1's stride with ``loose`` (angles shared by the heads: an expanded view)."""
+    expect = 1
+    for d in range(t.dim() - 1, 0, -1):
+        if t.shape[d] != 1 and t.stride(d) != expect and not (loose and d == 1):
+            return False
+        expect *= t.shape[d]
+    return True
+
+
+def to_read(tensors, angles: int, inputs: int) -> tuple:
+    """The places of ``tensors`` (``inputs`` of them the token's and the block's, then the states, which the
+    kernels read packed) a step kernel cannot read as they lie (copied packed for it)."""
+    return tuple(i for i, t in enumerate(tensors) if t is not None
+                 and not (reads_as_is(t, i == angles) if i < inputs else t.is_contiguous()))
+
+
+def input_strides(Q, K, V, Z, ADT, DT, Trap, Angles) -> dict:
+    """The step kernels' stride arguments: each input's batch stride, the angles' head stride."""
+    return dict(sQ=Q.stride(0), sK=K.stride(0), sV=V.stride(0), sZ=Z.stride(0) if Z is not None else 0,
+                sA=ADT.stride(0), sD=DT.stride(0), sT=Trap.stride(0), sG=Angles.stride(0), sGh=Angles.stride(1))
+
+
+def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_norm, K_norm, angle, ssm, k, v, out,
+              angle_out=None, ssm_out=None, k_out=None, *, A_floor=0.0, eps=0.0):
+    """``(problem, launch arguments)`` of one SISO step (inputs as :func:`reads_as_is` allows, states packed): the
+    states updated from ``(angle, ssm, k, v)`` into themselves, or, with ``ssm_out``, into ``(angle_out, ssm_out,
+    k_out)`` from them (zeros where they are None; the new ``v`` is ``V``, not stored). With ``dt_bias``,
+    ``ADT`` and ``DT`` are the block's logits (the decay floored at ``-A_floor``); with the norms' weights Q and K
+    are normalised (``eps``) before their biases."""
     b, H, P = V.shape
     N, S = Q.shape[2], Angles.shape[2]
-    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)))
+    args = dict(zip(INPUTS, (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_norm, K_norm)))
     new = ssm_out is not None
     args.update(THETA=angle, SSM=ssm, KS=k, VS=v, THETA_OUT=angle_out if new else angle,
                 SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, VS_OUT=None if new else v, OUT=out,
-                H=H, HQK=Q.shape[1], P=P, N=N, S=S)
+                H=H, HQK=Q.shape[1], P=P, N=N, S=S, A_FLOOR=float(A_floor), EPS=float(eps),
+                **input_strides(Q, K, V, Z, ADT, DT, Trap, Angles))
     return (b * H, P, N, S), args
 
 
@@ -182,19 +236,19 @@ def launch_step(kernel, args_of, tensors, out_shape, new_shapes):
     return made[0] if not new_shapes else tuple(made)
 
 
-def siso_step(*tensors, new_states: bool = False):
-    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle, ssm, k, v)``: the states
-    updated in place, returns ``out (b, H, P)``; or (``new_states``) ``(out, angle, ssm, k~)`` with new fp32
-    states, the old ones (or None: zeros) only read."""
+def siso_step(*tensors, new_states: bool = False, A_floor: float = 0.0, eps: float = 0.0):
+    """One step of ``(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_norm, K_norm, angle, ssm,
+    k, v)`` (:func:`step_args`): the states updated in place, returns ``out (b, H, P)``; or (``new_states``)
+    ``(out, angle, ssm, k~)`` with new fp32 states, the old ones (or None: zeros) only read."""
     V = tensors[2]
-    return launch_step(siso_step_kernel, step_args, tensors, tuple(V.shape),
-                new_state_shapes(V, tensors[0], tensors[8]) if new_states else None)
+    return launch_step(siso_step_kernel, functools.partial(step_args, A_floor=A_floor, eps=eps), tensors,
+                       tuple(V.shape), new_state_shapes(V, tensors[0], tensors[ANGLES]) if new_states else None)
 
 
 class StepPlan:
     """A decode step as an op plan (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> [out, (new states)]`` for
     the tensors of :func:`siso_step` / the MIMO step, of the shapes, strides and dtypes it was made for; the
-    ones that were not contiguous then are copied each call (the kernels read them packed)."""
+    ones the kernel could not read as they lay then are copied each call."""
     __slots__ = ("one", "copy")
 
     def __init__(self, one: OneLaunch, copy: tuple):
@@ -208,12 +262,13 @@ class StepPlan:
         return self.one(tensors)
 
 
-def plan_of(kernel, args_of, tensors, names, outs) -> StepPlan:
-    """A :class:`StepPlan` of ``kernel`` launched with ``args_of(*contiguous tensors, *made)``; ``names`` are
-    the kernel's pointer arguments, one per tensor (a state updated in place names its in and out both);
-    ``outs``: ``(name, shape, dtype)`` of each tensor a call allocates, the output first."""
-    copy = tuple(i for i, t in enumerate(tensors) if t is not None and not t.is_contiguous())
-    packed = [t.contiguous() if t is not None else None for t in tensors]
+def plan_of(kernel, args_of, tensors, names, outs, angles: int) -> StepPlan:
+    """A :class:`StepPlan` of ``kernel`` launched with ``args_of(*tensors, *made)`` (those it cannot read as they
+    lie copied: :func:`to_read`; ``angles``: the place of the angles among them); ``names`` are the kernel's
+    pointer arguments, one per tensor (a state updated in place names its in and out both); ``outs``:
+    ``(name, shape, dtype)`` of each tensor a call allocates, the output first."""
+    copy = to_read(tensors, angles, len(names) - len(STATE_NAMES))
+    packed = [t.contiguous() if i in copy else t for i, t in enumerate(tensors)]
     V = packed[2]
     made = [torch.empty(shape, device=V.device, dtype=dtype) for _, shape, dtype in outs]
     problem, args = args_of(*packed, *made)
@@ -237,10 +292,11 @@ def step_outs(V, out_shape, new_shapes) -> tuple:
     return outs + tuple((n, s, torch.float32) for n, s in zip(NEW_STATE_OUTS, new_shapes or ()))
 
 
-def siso_step_plan(tensors, new_states: bool = False) -> StepPlan:
+def siso_step_plan(tensors, new_states: bool = False, A_floor: float = 0.0, eps: float = 0.0) -> StepPlan:
     """:func:`siso_step` of tensors of these shapes, strides and dtypes as a :class:`StepPlan` (the states in
     place, or ``new_states``: read from the given ones, or zeros where they were None)."""
     V = tensors[2]
     names = INPUTS + (tuple(n for n, _ in STATE_NAMES) if new_states else STATE_NAMES)
-    shapes = new_state_shapes(V, tensors[0], tensors[8]) if new_states else None
-    return plan_of(siso_step_kernel, step_args, tensors, names, step_outs(V, V.shape, shapes))
+    shapes = new_state_shapes(V, tensors[0], tensors[ANGLES]) if new_states else None
+    return plan_of(siso_step_kernel, functools.partial(step_args, A_floor=A_floor, eps=eps), tensors, names,
+                   step_outs(V, V.shape, shapes), ANGLES)

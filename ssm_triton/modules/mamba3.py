@@ -4,7 +4,7 @@ and initialisation (``mamba_ssm.modules.mamba3.Mamba3``), so that its state dict
 in_proj -> [z, x, B, C, dd_dt, dd_A, trap, angles] -> RMSNorm on B and C -> ``mamba3_siso_combined`` (Q = C,
 K = B, V = x, ``A = min(-softplus(dd_A), -A_floor)``, ``DT = softplus(dd_dt + dt_bias)``, ADT = A DT, the angle
 rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and no A_log. Decoding runs
-``mamba3_siso_step`` on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
+the step kernel of ``mamba3_siso_step`` (the step sizes and the norms inside it) on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
 k ``(b, R, H, d_state)``, v ``(b, H, headdim)`` (R = 1 for SISO).
 
 ``is_mimo=True`` runs ``mamba3_mimo`` / ``mamba3_mimo_step`` with rank ``mimo_rank`` (B and C per rank, the
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.mamba3 import CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step
+from ..ops.mamba3 import (CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step,
+                          mimo_block_step, siso_block_step)
 from ..ops import mamba3_block, mamba3_mimo_block
 from ..ops import _layout
 from ..ops.mamba3_mimo import CHUNK_SIZES as MIMO_CHUNK_SIZES
@@ -87,7 +88,8 @@ class Mamba3(nn.Module):
         if self.is_mimo and self.is_outproj_norm:   # each rank normalised, gated by z * mimo_z, then mimo_o
             zr = (z.float().unsqueeze(-3) * self.mimo_z.transpose(0, 1)).flatten(-2)
             y = self.norm(y.float().flatten(-2), zr).unflatten(-1, (self.nheads, self.headdim))
-            return self.out_proj(torch.einsum("...rhp,hrp->...hp", y, self.mimo_o).flatten(-2).to(z.dtype))
+            # the ranks summed in fp32 (a bf16 block's mimo_o is bf16)
+            return self.out_proj(torch.einsum("...rhp,hrp->...hp", y, self.mimo_o.float()).flatten(-2).to(z.dtype))
         y = y.flatten(-2)
         if self.is_outproj_norm:
             y = self.norm(y, z.flatten(-2))
@@ -175,34 +177,56 @@ class Mamba3(nn.Module):
 
     def step(self, u, angle_state, ssm_state, k_state, v_state, **kwargs):
         """One token: ``u (batch, 1, d_model)`` or ``(batch, d_model)``; updates the four states in place and
-        returns ``(out shaped like u, angle_state, ssm_state, k_state, v_state)``. Not differentiable."""
+        returns ``(out shaped like u, angle_state, ssm_state, k_state, v_state)``. Not differentiable.
+
+        Three launches (four with ``is_outproj_norm``): in_proj, one step kernel reading its row where it lies
+        (the step sizes, B's and C's norms and biases, the rotation and the update inside it), out_proj; the
+        composed step (``_steps``, the norms, the public step op) where a norm is hooked or the two norms'
+        epsilons differ."""
         squeeze = u.dim() == 3
         if squeeze and u.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: u must be (batch, 1, d_model), got {tuple(u.shape)}")
         u2 = u[:, 0] if squeeze else u
         b = u2.shape[0]
-        H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
+        H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u2)
-        DT, ADT = self._steps(dd_dt, dd_A)
         z = z.reshape(b, H, P)
-        if self.is_mimo:
-            R, norm = self.mimo_rank, self.is_outproj_norm
-            y, _ = mamba3_mimo_step(
-                Q=self.C_norm(C.reshape(b, R, G, N)), K=self.B_norm(B.reshape(b, R, G, N)), V=x.reshape(b, H, P),
-                ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias, K_bias=self.B_bias, MIMO_V=self.mimo_x,
-                MIMO_Z=self.mimo_z, MIMO_Out=None if norm else self.mimo_o,
-                Angles=angles.float()[:, None].expand(b, H, self.num_rope_angles), D=self.D, Z=None if norm else z,
-                Input_States=(angle_state, ssm_state, k_state, v_state), inplace=True)
-            out = self._finish(y, z)
-            return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
-        y, _ = mamba3_siso_step(
-            Q=self.C_norm(C.reshape(b, G, N)), K=self.B_norm(B.reshape(b, G, N)), V=x.reshape(b, H, P), ADT=ADT,
-            DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
-            Angles=angles.float()[:, None].expand(b, H, self.num_rope_angles), D=self.D,
-            Z=None if self.is_outproj_norm else z,
-            Input_States=(angle_state, ssm_state, k_state.view(b, H, N), v_state), inplace=True)
+        norm = self.is_outproj_norm
+        states = (angle_state, ssm_state, k_state if self.is_mimo else k_state.view(b, H, N), v_state)
+        if self.B_norm.eps == self.C_norm.eps and plain(self.B_norm, self.C_norm):
+            block = dict(dt_bias=self.dt_bias, A_floor=float(self.A_floor), Q_norm=self.C_norm.weight,
+                         K_norm=self.B_norm.weight, eps=float(self.C_norm.eps))
+            shared = angles[:, None].expand(b, H, self.num_rope_angles)   # one row of angles for every head
+            if self.is_mimo:
+                y = mimo_block_step(C.reshape(b, R, G, N), B.reshape(b, R, G, N), x.reshape(b, H, P), dd_A, dd_dt, trap,
+                                    self.C_bias, self.B_bias, self.mimo_x, self.mimo_z, None if norm else self.mimo_o,
+                                    shared, self.D, None if norm else z, states, **block)
+            else:
+                y = siso_block_step(C.reshape(b, G, N), B.reshape(b, G, N), x.reshape(b, H, P), dd_A, dd_dt, trap,
+                                    self.C_bias.squeeze(1), self.B_bias.squeeze(1), shared, self.D,
+                                    None if norm else z, states, **block)
+        else:
+            y = self._composed_step(b, z, x, B, C, dd_dt, dd_A, trap, angles, states)
         out = self._finish(y, z)
         return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
+
+    def _composed_step(self, b, z, x, B, C, dd_dt, dd_A, trap, angles, states):
+        """The step through the modules and the public step ops (a launch each, and the step sizes' PyTorch
+        ones)."""
+        H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank
+        DT, ADT = self._steps(dd_dt, dd_A)
+        norm = self.is_outproj_norm
+        shared = angles.float()[:, None].expand(b, H, self.num_rope_angles)
+        if self.is_mimo:
+            return mamba3_mimo_step(
+                Q=self.C_norm(C.reshape(b, R, G, N)), K=self.B_norm(B.reshape(b, R, G, N)), V=x.reshape(b, H, P),
+                ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias, K_bias=self.B_bias, MIMO_V=self.mimo_x,
+                MIMO_Z=self.mimo_z, MIMO_Out=None if norm else self.mimo_o, Angles=shared, D=self.D,
+                Z=None if norm else z, Input_States=states, inplace=True)[0]
+        return mamba3_siso_step(
+            Q=self.C_norm(C.reshape(b, G, N)), K=self.B_norm(B.reshape(b, G, N)), V=x.reshape(b, H, P), ADT=ADT,
+            DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1), Angles=shared, D=self.D,
+            Z=None if norm else z, Input_States=states, inplace=True)[0]
 
     def allocate_inference_cache(self, batch_size, max_seqlen, device=None, dtype=None, **kwargs):
         """``(angle (batch, H, S) fp32, ssm (batch, H, headdim, d_state) fp32, k (batch, R, H, d_state),

@@ -260,26 +260,27 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle0, ssm0, k0
 # ---- the decode step ----
 
 # steps that update the caller's states in place (the blocks' decoding): one bound launch per input signature
-# (ops/_plans.py); the inputs that were not contiguous when the plan was made are copied each call
+# (ops/_plans.py); the inputs the kernel could not read as they lay when the plan was made are copied each call
 _STEP_PLANS = _plans.Plans()
 _MIMO_STEP_PLANS = _plans.Plans()
 
 
-def _step_lookup(plans, inputs, Input_States, inplace):
+def _step_lookup(plans, inputs, Input_States, inplace, block=(0.0, 0.0)):
     """``(planned step or None, key or None)`` for a decode step: in place, keyed by the caller's four states;
     otherwise by the given states (or their absence), which the planned step reads into new ones. Anything else
-    (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks."""
+    (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks. ``block``: the block step's
+    ``(A_floor, eps)``."""
     if inplace is True:
         if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
             return None, None
-        return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, True))
+        return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, True, *block))
     if inplace is not False:
         return None, None
     if Input_States is None:
-        return _plans.lookup(plans, inputs, (_runtime.INTERPRET, False))
+        return _plans.lookup(plans, inputs, (_runtime.INTERPRET, False, *block))
     if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
         return None, None
-    return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False))
+    return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False, *block))
 
 
 _NO_STATES = (None, None, None, None)
@@ -300,39 +301,48 @@ class _PlannedStep:
         return out, [angle, ssm, k, V]
 
 
-def _remember_step(plans, key, make, inputs, states, inplace) -> None:
+def _remember_step(plans, key, make, inputs, states, inplace, block) -> None:
     """After a checked call: its planned step, made from the tensors the kernel was given (the caller's inputs and
     the states it read, or updated in place)."""
     if key is not None:
-        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states), new_states=not inplace), inplace))
+        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states), not inplace, *block), inplace))
 
 
 def _planned(plan, inplace):
     return _PlannedStep(plan, inplace) if plan else plan
 
 
-def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make) -> tuple:
-    """A decode step after its checks: ``op`` (the in-place one, or the one writing new states) on contiguous
-    tensors, its plan remembered for the next call of this signature; returns ``(out, states)``."""
+def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make, block, angles: int) -> tuple:
+    """A decode step after its checks: ``op`` (the in-place one, or the one writing new states) on the inputs
+    (those the kernel cannot read as they lie copied; ``angles``: the angles' place among them) and packed
+    states, its plan remembered for the next call of this signature; returns ``(out, states)``."""
+    from ..kernels.mamba3.step import to_read
+    copy = to_read(inputs, angles, len(inputs))
+    given = (t.contiguous() if i in copy else t for i, t in enumerate(inputs))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    outs = op(*(c(t) for t in inputs), *(states if inplace else (c(t) for t in states)))
-    _remember_step(plans, plan_key, make, inputs, states, inplace)
+    outs = op(*given, *(states if inplace else (c(t) for t in states)), *block)
+    _remember_step(plans, plan_key, make, inputs, states, inplace, block)
     return outs[0], (list(states) if inplace else [*outs[1:], V])
 
 
-def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
-              new_states=False):
+def _step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_norm, K_norm, angle_state, ssm_state,
+              k_state, v_state, A_floor, eps, new_states=False):
     from ..kernels.mamba3.step import siso_step
-    out = siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle_state, ssm_state, k_state, v_state,
-                    new_states=new_states)
+    out = siso_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_norm, K_norm, angle_state,
+                    ssm_state, k_state, v_state, new_states=new_states, A_floor=A_floor, eps=eps)
     return out if new_states else (out,)
 
 
+# the block step's parameters (None from the public steps) after the token's inputs, its plain values last
+_BLOCK_ARGS = "dt_bias: Tensor?, Q_norm: Tensor?, K_norm: Tensor?"
+_BLOCK_PLAIN = "A_floor: float, eps: float"
+_NO_BLOCK = (None, None, None)
+
 _step = build(OpSpec(
     "mamba3_siso_step", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
-    "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor, ssm_state: Tensor, "
-    "k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES, forward=lambda **a: _step_run(**a),
-    fake=lambda V, **_: (torch.empty_like(V),)))
+    f"K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, {_BLOCK_ARGS}, angle_state: Tensor, "
+    f"ssm_state: Tensor, k_state: Tensor, v_state: Tensor, {_BLOCK_PLAIN}", outputs=("out",), mutates=_STATES,
+    forward=lambda **a: _step_run(**a), fake=lambda V, **_: (torch.empty_like(V),)))
 
 
 def _new_states_fake(V, Q, Angles, ranks=0):
@@ -343,8 +353,8 @@ def _new_states_fake(V, Q, Angles, ranks=0):
 # the step that leaves the caller's states as they are: new fp32 (angle, ssm, k~) from them, or from zeros
 _step_new = build(OpSpec(
     "mamba3_siso_step_new", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
-    "K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, angle_state: Tensor?, ssm_state: Tensor?, "
-    "k_state: Tensor?, v_state: Tensor?", outputs=("out", "angle", "ssm", "k"),
+    f"K_bias: Tensor, Angles: Tensor, D: Tensor?, Z: Tensor?, {_BLOCK_ARGS}, angle_state: Tensor?, "
+    f"ssm_state: Tensor?, k_state: Tensor?, v_state: Tensor?, {_BLOCK_PLAIN}", outputs=("out", "angle", "ssm", "k"),
     forward=lambda **a: _step_run(**a, new_states=True),
     fake=lambda V, Q, Angles, **_: (torch.empty_like(V), *_new_states_fake(V, Q, Angles))))
 
@@ -399,10 +409,42 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out (batch, H, P) in V's dtype, [angle, ssm, k~, v])``, the new states (``v`` is V itself unless
         ``inplace``). Not differentiable.
     """
-    inputs = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z)
-    plan, plan_key = _step_lookup(_STEP_PLANS, inputs, Input_States, inplace)
+    return _siso_step((Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z), _NO_BLOCK, Input_States, inplace)
+
+
+def siso_block_step(Q: Tensor, K: Tensor, V: Tensor, dd_A: Tensor, dd_dt: Tensor, Trap: Tensor, Q_bias: Tensor,
+                    K_bias: Tensor, Angles: Tensor, D: Optional[Tensor], Z: Optional[Tensor], states: tuple,
+                    dt_bias: Tensor, A_floor: float, Q_norm: Tensor, K_norm: Tensor, eps: float) -> Tensor:
+    """The ``Mamba3`` block's decode step in one launch (internal): :func:`mamba3_siso_step` in place on
+    ``states``, with the step sizes from the projection's logits, ``DT = softplus(dd_dt + dt_bias)``, ``ADT =
+    min(-softplus(dd_A), -A_floor) DT`` (``dd_A, dd_dt (batch, H)``, ``dt_bias (H,)``), and ``Q, K`` normalised
+    (RMSNorm over N, weights ``Q_norm, K_norm (N,)``, ``eps``) before their biases, all inside the kernel. The
+    inputs may be slices of the projection's row (each packed after its batch dim; ``Angles`` shared by the
+    heads through a stride of 0). Returns ``out (batch, H, P)``."""
+    return _siso_step((Q, K, V, dd_A, dd_dt, Trap, Q_bias, K_bias, Angles, D, Z), (dt_bias, Q_norm, K_norm), states,
+                      True, (float(A_floor), float(eps)))[0]
+
+
+def _check_block(block, plain, H: int, N: int, like) -> None:
+    """The block step's ``dt_bias (H,)``, norms' weights ``(N,)`` and ``(A_floor, eps)``."""
+    dt_bias, Q_norm, K_norm = block
+    _check("dt_bias", dt_bias, (H,), "(H,)")
+    _check("Q_norm", Q_norm, (N,), "(N,)")
+    _check("K_norm", K_norm, (N,), "(N,)")
+    _validate.devices(("V", "dt_bias", "Q_norm", "K_norm"), (like, *block))
+    if not all(isinstance(v, float) and v >= 0 for v in plain):
+        raise ValueError(f"A_floor and eps must be floats >= 0, got {plain}")
+
+
+def _siso_step(inputs, block, Input_States, inplace, plain=(0.0, 0.0)):
+    """:func:`mamba3_siso_step` (``block``: three None) or :func:`siso_block_step` (``block``: ``(dt_bias,
+    Q_norm, K_norm)``, ``plain``: ``(A_floor, eps)``, where ``ADT, DT`` are the logits)."""
+    inputs = (*inputs, *block)
+    V = inputs[2]
+    plan, plan_key = _step_lookup(_STEP_PLANS, inputs, Input_States, inplace, plain)
     if plan:   # made after a call of this very signature passed the checks
         return plan(inputs, Input_States, V)
+    Q, K, _, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z = inputs[:11]
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     _validate.tensor("Q", Q, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, Hqk, N)")
@@ -413,26 +455,34 @@ def mamba3_siso_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         raise ValueError(f"N = {N} and P = {P} must be between 1 and {MAX_DIM}")
     _check("Q", Q, (b, Hqk, N), "(batch, Hqk, N)", IO_DTYPES)
     _check("K", K, (b, Hqk, N), "(batch, Hqk, N) as Q", IO_DTYPES)
-    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
-        _check(name, t, (b, H), "(batch, H)")
+    _check_scalars(ADT, DT, Trap, block, b, H)
     _check("Q_bias", Q_bias, (H, N), "(H, N)")
     _check("K_bias", K_bias, (H, N), "(H, N)")
     S = _check_token(Angles, D, Z, b, H, P, N)
+    if block[0] is not None:
+        _check_block(block, plain, H, N, V)
     shapes = ((b, H, S), (b, H, P, N), (b, H, N), (b, H, P))
     states = _step_states(Input_States, inplace, V, shapes,
                           ("(batch, H, S)", "(batch, H, P, N)", "(batch, H, N)", "(batch, H, P)"), "v")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states[1]))
-    from ..kernels.mamba3.step import siso_step_plan
+    from ..kernels.mamba3.step import ANGLES, siso_step_plan
     return _checked_step(_step if inplace else _step_new, inputs, states, inplace, V, _STEP_PLANS, plan_key,
-                         siso_step_plan)
+                         siso_step_plan, plain, ANGLES)
 
 
-def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
-                   ssm_state, k_state, v_state, new_states=False):
+def _check_scalars(ADT, DT, Trap, block, b: int, H: int) -> None:
+    """A step's ``(batch, H)`` inputs, named as the caller passed them (the block step's logits)."""
+    names = ("dd_A", "dd_dt") if block[0] is not None else ("ADT", "DT")
+    for name, t in ((names[0], ADT), (names[1], DT), ("Trap", Trap)):
+        _check(name, t, (b, H), "(batch, H)")
+
+
+def _mimo_step_run(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, dt_bias, Q_norm,
+                   K_norm, angle_state, ssm_state, k_state, v_state, A_floor, eps, new_states=False):
     from ..kernels.mamba3.mimo_step import mimo_step
-    out = mimo_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, angle_state,
-                    ssm_state, k_state, v_state, new_states=new_states)
+    out = mimo_step(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, dt_bias, Q_norm,
+                    K_norm, angle_state, ssm_state, k_state, v_state, new_states=new_states, A_floor=A_floor, eps=eps)
     return out if new_states else (out,)
 
 
@@ -440,17 +490,19 @@ def _mimo_out_fake(V, Q, MIMO_Out):
     return torch.empty_like(V) if MIMO_Out is not None else V.new_empty((V.shape[0], Q.shape[1], *V.shape[1:]))
 
 
-_mimo_step = build(OpSpec(
+_mimo_step_op = build(OpSpec(
     "mamba3_mimo_step", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
-    "angle_state: Tensor, ssm_state: Tensor, k_state: Tensor, v_state: Tensor", outputs=("out",), mutates=_STATES,
+    f"{_BLOCK_ARGS}, angle_state: Tensor, ssm_state: Tensor, k_state: Tensor, v_state: Tensor, {_BLOCK_PLAIN}",
+    outputs=("out",), mutates=_STATES,
     forward=lambda **a: _mimo_step_run(**a), fake=lambda V, Q, MIMO_Out, **_: (_mimo_out_fake(V, Q, MIMO_Out),)))
 
 # the MIMO step that leaves the caller's states as they are
 _mimo_step_new = build(OpSpec(
     "mamba3_mimo_step_new", "Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, Trap: Tensor, Q_bias: Tensor, "
     "K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Tensor?, Angles: Tensor, D: Tensor?, Z: Tensor?, "
-    "angle_state: Tensor?, ssm_state: Tensor?, k_state: Tensor?, v_state: Tensor?", outputs=("out", "angle", "ssm", "k"),
+    f"{_BLOCK_ARGS}, angle_state: Tensor?, ssm_state: Tensor?, k_state: Tensor?, v_state: Tensor?, {_BLOCK_PLAIN}",
+    outputs=("out", "angle", "ssm", "k"),
     forward=lambda **a: _mimo_step_run(**a, new_states=True),
     fake=lambda V, Q, MIMO_Out, Angles, **_: (_mimo_out_fake(V, Q, MIMO_Out),
                                               *_new_states_fake(V, Q, Angles, Q.shape[1]))))
@@ -494,29 +546,49 @@ def mamba3_mimo_step(Q: Tensor, K: Tensor, V: Tensor, ADT: Tensor, DT: Tensor, T
         ``(out, [angle, ssm, k, x])``: ``out (batch, H, P)``, or ``(batch, R, H, P)`` without MIMO_Out, in V's
         dtype. Not differentiable.
     """
-    inputs = (Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z)
-    plan, plan_key = _step_lookup(_MIMO_STEP_PLANS, inputs, Input_States, inplace)
+    return _mimo_step((Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z), _NO_BLOCK,
+                      Input_States, inplace)
+
+
+def mimo_block_step(Q: Tensor, K: Tensor, V: Tensor, dd_A: Tensor, dd_dt: Tensor, Trap: Tensor, Q_bias: Tensor,
+                    K_bias: Tensor, MIMO_V: Tensor, MIMO_Z: Tensor, MIMO_Out: Optional[Tensor], Angles: Tensor,
+                    D: Optional[Tensor], Z: Optional[Tensor], states: tuple, dt_bias: Tensor, A_floor: float,
+                    Q_norm: Tensor, K_norm: Tensor, eps: float) -> Tensor:
+    """The ``Mamba3(is_mimo=True)`` block's decode step in one launch (internal): :func:`mamba3_mimo_step` in
+    place on ``states``, with the step sizes from the logits and Q, K (each rank's row) normalised in the
+    kernel, as :func:`siso_block_step`. Returns the output as :func:`mamba3_mimo_step`'s."""
+    return _mimo_step((Q, K, V, dd_A, dd_dt, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z),
+                      (dt_bias, Q_norm, K_norm), states, True, (float(A_floor), float(eps)))[0]
+
+
+def _mimo_step(inputs, block, Input_States, inplace, plain=(0.0, 0.0)):
+    """:func:`mamba3_mimo_step` or :func:`mimo_block_step`, as :func:`_siso_step`."""
+    inputs = (*inputs, *block)
+    V = inputs[2]
+    plan, plan_key = _step_lookup(_MIMO_STEP_PLANS, inputs, Input_States, inplace, plain)
     if plan:   # made after a call of this very signature passed the checks
         return plan(inputs, Input_States, V)
+    Q, K, _, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z = inputs[:14]
     _validate.tensor("V", V, ndim=3, dtypes=IO_DTYPES, shape_doc="(batch, H, P)")
     b, H, P = V.shape
     if P > MAX_DIM:
         raise ValueError(f"V has head dimension P = {P}; at most {MAX_DIM} is supported")
     R, Hqk, N = check_mimo_qk(Q, K, (b,), "batch", H)
-    for name, t in (("ADT", ADT), ("DT", DT), ("Trap", Trap)):
-        _check(name, t, (b, H), "(batch, H)")
+    _check_scalars(ADT, DT, Trap, block, b, H)
     for name, t in (("Q_bias", Q_bias), ("K_bias", K_bias)):
         _check(name, t, (H, R, N), "(H, R, N)")
     for name, t in (("MIMO_V", MIMO_V), ("MIMO_Z", MIMO_Z), ("MIMO_Out", MIMO_Out)):
         if t is not None:
             _check(name, t, (H, R, P), "(H, R, P)")
     S = _check_token(Angles, D, Z, b, H, P, N)
+    if block[0] is not None:
+        _check_block(block, plain, H, N, V)
     shapes = ((b, H, S), (b, H, P, N), (b, R, H, N), (b, H, P))
     states = _step_states(Input_States, inplace, V, shapes,
                           ("(batch, H, S)", "(batch, H, P, N)", "(batch, R, H, N)", "(batch, H, P)"), "x")
     _validate.devices(("V", "Q", "K", "ADT", "DT", "Trap", "Q_bias", "K_bias", "MIMO_V", "MIMO_Z", "MIMO_Out", "Angles",
                        "D", "Z", "Input_States"),
                       (V, Q, K, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_Out, Angles, D, Z, states[1]))
-    from ..kernels.mamba3.mimo_step import mimo_step_plan
-    return _checked_step(_mimo_step if inplace else _mimo_step_new, inputs, states, inplace, V, _MIMO_STEP_PLANS,
-                         plan_key, mimo_step_plan)
+    from ..kernels.mamba3.mimo_step import ANGLES, mimo_step_plan
+    return _checked_step(_mimo_step_op if inplace else _mimo_step_new, inputs, states, inplace, V, _MIMO_STEP_PLANS,
+                         plan_key, mimo_step_plan, plain, ANGLES)
