@@ -2,7 +2,7 @@
 from .workloads import (discretize_workloads, linear_scan_workloads, selective_scan_workloads, ssd_workloads,
                         state_update_workloads)
 from .workloads_blocks import conv1d_workloads, norm_workloads
-from .workloads_lm import hf_workloads, lm_compiled_workloads, lm_workloads
+from .workloads_lm import hf_workloads, lm_compiled_workloads, lm_mamba3_workloads, lm_workloads
 from .workloads_mamba3 import mamba3_mimo_workloads, mamba3_workloads
 
 REGISTRY = {
@@ -17,6 +17,7 @@ REGISTRY = {
     "mamba3_mimo": mamba3_mimo_workloads,
     "lm": lm_workloads,
     "lm_compiled": lm_compiled_workloads,
+    "lm_mamba3": lm_mamba3_workloads,
     "hf_mamba2": hf_workloads,
 }
 

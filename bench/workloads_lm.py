@@ -84,6 +84,12 @@ def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     return _lm_rows(device, quick, "Mamba2", "lm_") + _lm_rows(device, quick, "Mamba1", "lm_mamba1_")
 
 
+def lm_mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
+    """The same rows for an LM of ``Mamba3`` (SISO) mixers (``lm_mamba3_*``; its composed step: the modules and
+    the public step op, ``SSM_TRITON_FUSED_STEP=0``)."""
+    return _lm_rows(device, quick, "Mamba3", "lm_mamba3_")
+
+
 def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
     """Prefill of b=1, L=2048 tokens (one forward, eager and replayed from the prefill graphs) and one
     decode step at b=1, 4 and 16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager."""
@@ -158,8 +164,8 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
             return {"tok": torch.randint(0, vocab, (bsz, 1), device=device), "params": params}
 
         step = lambda x: model(x["tok"], inference_params=x["params"])  # noqa: E731
-        states = sum(c.numel() * c.element_size() + s.numel() * s.element_size()
-                     for c, s in model.allocate_inference_cache(bsz, 1).values())
+        states = sum(t.numel() * t.element_size() for layer_states in model.allocate_inference_cache(bsz, 1).values()
+                     for t in layer_states)
         impls = {OURS: graphed(False, bsz)}
         if device.type == "cuda":
             impls["ssm_triton_pdl"] = graphed(False, bsz, pdl=True)

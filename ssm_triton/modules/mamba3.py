@@ -18,7 +18,7 @@ from torch import nn
 
 from ..ops.mamba3 import (CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step,
                           mimo_block_step, siso_block_step)
-from ..ops import mamba3_block, mamba3_mimo_block
+from ..ops import fused_step, mamba3_block, mamba3_mimo_block
 from ..ops import _layout
 from ..ops.mamba3_mimo import CHUNK_SIZES as MIMO_CHUNK_SIZES
 from ..ops.mamba3_mimo import mamba3_mimo
@@ -182,7 +182,7 @@ class Mamba3(nn.Module):
         Three launches (four with ``is_outproj_norm``): in_proj, one step kernel reading its row where it lies
         (the step sizes, B's and C's norms and biases, the rotation and the update inside it), out_proj; the
         composed step (``_steps``, the norms, the public step op) where a norm is hooked or the two norms'
-        epsilons differ."""
+        epsilons differ, or with ``SSM_TRITON_FUSED_STEP=0`` (``ops/fused_step.ENABLED``)."""
         squeeze = u.dim() == 3
         if squeeze and u.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: u must be (batch, 1, d_model), got {tuple(u.shape)}")
@@ -193,7 +193,7 @@ class Mamba3(nn.Module):
         z = z.reshape(b, H, P)
         norm = self.is_outproj_norm
         states = (angle_state, ssm_state, k_state if self.is_mimo else k_state.view(b, H, N), v_state)
-        if self.B_norm.eps == self.C_norm.eps and plain(self.B_norm, self.C_norm):
+        if fused_step.ENABLED and self.B_norm.eps == self.C_norm.eps and plain(self.B_norm, self.C_norm):
             block = dict(dt_bias=self.dt_bias, A_floor=float(self.A_floor), Q_norm=self.C_norm.weight,
                          K_norm=self.B_norm.weight, eps=float(self.C_norm.eps))
             shared = angles[:, None].expand(b, H, self.num_rope_angles)   # one row of angles for every head

@@ -4,7 +4,8 @@ decoding take them whenever they serve the call, and the composed step (the ops 
 Inference only: nothing here records a graph.
 
 ``SSM_TRITON_FUSED_STEP=0`` (or ``ENABLED = False`` here) keeps the composed step everywhere, for
-comparisons; the two agree up to the order in which products are summed.
+comparisons (the ``Mamba3`` block's one-launch step, ``modules/mamba3.py``, too); the two agree up to the order in
+which products are summed.
 
 Eager decoding calls a layer's step once a token, so its host work is paid per token and per layer (on the
 H200 the eager 130M step took 4.8 ms against 0.35 ms replayed, 2026-12-03; ~170 us a layer of Python on the
