@@ -20,11 +20,14 @@ M='decode_step.\((1|16),\)'
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 timeout 90 python3 -m ssm_triton bench --ops lm --no-peers --match "$M" --json $OUT/lm.json > $OUT/lm.txt 2>&1
 timeout 90 python3 -m ssm_triton bench --ops lm_mamba3 --no-peers --match "$M" --json $OUT/lm3.json > $OUT/lm3.txt 2>&1
+# where the b16 step's time goes (kernels of the replayed composed step; Mamba3's one-launch step)
+timeout 60 python3 -m ssm_triton.bench.profile --ops lm --match "(16,)" --impl ssm_triton_composed_step > $OUT/profile_b16.txt 2>&1
+timeout 60 python3 -m ssm_triton.bench.profile --ops lm_mamba3 --match "(16,)" --impl ssm_triton_eager > $OUT/profile3_b16.txt 2>&1
 wait
 timeout 80 python3 $D6/bench_choices.py selective_scan bench --ops selective_scan --json $OUT/ss.json > $OUT/ss.txt 2>&1
 rm -rf /tmp/base && python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/base $R/.base
 PYTHONPATH=/tmp/base timeout 50 python3 -m ssm_triton bench --ops selective_scan --no-peers --json $OUT/ss-base.json > $OUT/ss-base.txt 2>&1
 cd $R
 tail -3 $OUT/pytest.txt; tail -3 $OUT/memcheck.txt; tail -1 $OUT/peer_build.txt
-grep -E "decode_step" $OUT/lm.txt $OUT/lm3.txt | head -30
+grep -E "decode_step" $OUT/lm.txt $OUT/lm3.txt | head -30; head -30 $OUT/profile_b16.txt; head -24 $OUT/profile3_b16.txt
 python3 $D6/rows.py "$OUT/ss*.json"; grep -h "chosen:" $OUT/ss.txt
