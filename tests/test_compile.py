@@ -139,6 +139,34 @@ def test_blocks_compile_fullgraph_forward_and_backward(device, name):
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.parametrize("name", ["Mamba3", "Mamba3-MIMO"])
+def test_mamba3_step_compiles_fullgraph(device, name):
+    """The Mamba3 block's one-launch step under torch.compile(fullgraph=True): the step op (its logits, norm
+    weights and plain floats in the schema) updates the caller's states in place; two tokens give eager's
+    outputs and states."""
+    torch.manual_seed(0)
+    m = MODULES[name](device)
+    with torch.no_grad():   # off the initial values, so that the norms' weights and the biases count
+        for p in (m.B_bias, m.C_bias, m.B_norm.weight, m.C_norm.weight):
+            p.add_(0.3 * torch.randn_like(p))
+    traced = []
+
+    def recording_backend(gm, example_inputs):
+        traced.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    step = torch.compile(lambda u, *s: m.step(u, *s)[0], fullgraph=True, backend=recording_backend)
+    held, eager = m.allocate_inference_cache(2, 4), m.allocate_inference_cache(2, 4)
+    with torch.no_grad():
+        for _ in range(2):
+            u = torch.randn(2, 1, 16, device=device)
+            torch.testing.assert_close(step(u, *held), m.step(u, *eager)[0])
+    for got, want in zip(held, eager):
+        torch.testing.assert_close(got, want)
+    assert any(t.startswith("ssm_triton.mamba3") for t in traced), traced
+
+
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba3"])
 def test_language_model_compiles_fullgraph(device, layer):
     from ssm_triton.models import MambaConfig, MambaLMHeadModel
