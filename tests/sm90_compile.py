@@ -59,8 +59,8 @@ _ALSO_ABSENT = {"_selective_scan_bwd_kernel": {"HAS_Z": ("DZ",)},
                 "_dx_dd_kernel": {"HAS_D": ("DD_PART",), "HAS_DIAG": ("DDIAG",)},
                 "_rmsnorm_bwd_kernel": {"HAS_BIAS": ("DB_PART",)},
                 "_out_bwd_kernel": {"HAS_D": ("DD",), "HAS_Z": ("DZ", "DMZ"), "HAS_OUT": ("DMO",)}, "_chunk_state_kernel": {"MODE": ("HPREV", "CU")},
-                "_siso_step_kernel": {"HAS_STATES": ("THETA", "KS", "VS")},
-                "_mimo_step_kernel": {"HAS_STATES": ("THETA", "KS", "XS")}}
+                "_siso_step_kernel": {"HAS_STATES": ("THETA", "KS", "VS"), "STORE_V": ("CNT",)},
+                "_mimo_step_kernel": {"HAS_STATES": ("THETA", "KS", "XS"), "STORE_X": ("CNT",)}}
 
 
 def _through_llvm_ir_only():
@@ -391,13 +391,14 @@ def mamba3_cases():
         yield "mamba3 step", m3_step.siso_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT", "DTB", "QW",
-                   "KW")}, \
-            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=64, BLOCK_S=32, BLOCK_R=64, PRE=opt, NORM=opt)   # opt: the block's step
+                   "KW"), "CNT": "*i32"}, \
+            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=16 if opt else 64, BLOCK_S=32, BLOCK_R=64, PRE=opt, NORM=opt,
+                 SPLIT=opt)   # opt: the block's step, in blocks of state rows
         yield "mamba3 mimo step", m3_mimo.mimo_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT",
-                   "DTB", "QW", "KW")}, \
-            dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128, PRE=opt, NORM=opt)
+                   "DTB", "QW", "KW"), "CNT": "*i32"}, \
+            dict(HAS_D=opt, HAS_Z=opt, HAS_MO=opt, BLOCK_P=16, BLOCK_N=128, PRE=opt, NORM=opt, SPLIT=opt)
         # the steps into new states: from the given ones (opt) or from zeros, the token's v / x not stored
         yield "mamba3 step new states", m3_step.siso_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS"),

@@ -515,6 +515,24 @@ def test_steps_equal_the_chunked_scan_token_by_token(device, b, L, heads, P, N, 
         assert_close(g, w.double(), dtype, f"stepped {name}")
 
 
+@pytest.mark.parametrize("P", [17, 40])
+@examples(3)
+@given(b=st.integers(1, 2), seed=seeds())
+def test_in_place_steps_over_several_row_blocks(device, P, b, seed):
+    """In place, a (batch row, head)'s state rows go to several programs (``step.STEP_ROWS`` at a time) that all
+    read the old k~ and angle, which the last of them to have read replaces: four tokens against the float64
+    loop, so a program that reads a new k~ or angle as the old one, or a step that writes none, fails."""
+    L, H, N, S = 4, 2, 8, 2
+    t = make(device, b, L, H, 1, P, N, S, seed, True, torch.float32)
+    want, want_states = reference(t)
+    held = tuple(s.clone() for s in t["Input_States"])
+    outs = [ssm_triton.mamba3_siso_step(**token(t, i), Input_States=held, inplace=True)[0] for i in range(L)]
+    assert_close(torch.stack(outs, 1), want, torch.float32, "stepped out")
+    assert_angle_close(held[0], want_states[0], torch.float32, "stepped angle")
+    for name, g, w in zip(STATE_NAMES[1:], held[1:], want_states[1:]):
+        assert_close(g, w, torch.float32, f"stepped {name}")
+
+
 @pytest.mark.parametrize("case", [(243904, 1, 6, 1, 1, 8, 16, 6, False), (1, 1, 6, 1, 1, 8, 16, 6, False),
                                   (51196, 1, 7, 3, 1, 8, 16, 3, True)])
 def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, case):

@@ -21,7 +21,8 @@ from ..host import next_power_of_2
 from ..ssd.common import mm
 from ..tuning import TunableKernel
 from .prep import _tanh
-from .step import STATE_NAMES, input_strides, launch_step, new_state_shapes, plan_of, step_outs, step_terms
+from .step import (STATE_NAMES, STEP_ROWS, counters, input_strides, last_to_read, launch_step, new_state_shapes,
+                   plan_of, step_grid, step_outs, step_terms)
 
 
 @triton.jit
@@ -50,7 +51,7 @@ def _mimo_step_kernel(
     # pointers: states in and out (may be the same tensors: angle (b, H, S), ssm (b, H, P, N), k~ (b, R, H, N),
     # x (b, H, P); the states in absent without HAS_STATES, XS_OUT without STORE_X) and the output (b, H, P), or
     # (b, R, H, P) without MIMO_Out
-    THETA, SSM, KS, XS, THETA_OUT, SSM_OUT, KS_OUT, XS_OUT, OUT,
+    THETA, SSM, KS, XS, THETA_OUT, SSM_OUT, KS_OUT, XS_OUT, OUT, CNT,
     # the inputs' batch strides (ANG's head stride too: 0 where the heads share one row of angles)
     sQ, sK, sV, sZ, sA, sD, sT, sG, sGh,
     # sizes; the block's decay floor and norm epsilon (read under PRE / NORM)
@@ -58,7 +59,7 @@ def _mimo_step_kernel(
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_MO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_STATES: tl.constexpr = True, STORE_X: tl.constexpr = True, PRE: tl.constexpr = False,
-    NORM: tl.constexpr = False,
+    NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
 ):
     bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
     row = bi.to(tl.int64)
@@ -95,7 +96,7 @@ def _mimo_step_kernel(
     if HAS_D:
         skip = tl.load(D + h).to(tl.float32)
 
-    for p0 in range(0, P, BLOCK_P):
+    for p0 in range(tl.program_id(1) * BLOCK_P if SPLIT else 0, P, P if SPLIT else BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         p_ok = ps < P
         at = bh.to(tl.int64) * P + ps
@@ -130,14 +131,20 @@ def _mimo_step_kernel(
             orows = ((bi.to(tl.int64) * R + rk) * H + h) * P
             tl.store(OUT + orows[:, None] + ps[None, :], y.to(OUT.dtype.element_ty), mask=rp)
     tl.debug_barrier()   # the previous k~ and angle were read by every warp
-    tl.store(KS_OUT + krows[:, None] + ns[None, :], k.to(KS_OUT.dtype.element_ty), mask=km)
-    tl.store(THETA_OUT + bh * S + ns, theta.to(THETA_OUT.dtype.element_ty), mask=first)
+    if last_to_read(CNT, bh, SPLIT):
+        tl.store(KS_OUT + krows[:, None] + ns[None, :], k.to(KS_OUT.dtype.element_ty), mask=km)
+        tl.store(THETA_OUT + bh * S + ns, theta.to(THETA_OUT.dtype.element_ty), mask=first)
 
 
-# one candidate: the ranks' q, k, k_prev stay in registers, which 16-row state blocks and 8 warps allow
+def _rule(p, mode):
+    # the ranks' q, k, k_prev stay in registers, which 16-row state blocks and 8 warps allow; split (step.STEP_ROWS),
+    # a program takes one such block
+    return dict(BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(p[3])), num_warps=8, **({"SPLIT": True} if STEP_ROWS else {}))
+
+
+# one candidate (the rule)
 mimo_step_kernel = TunableKernel(
-    "mamba3_mimo_step", _mimo_step_kernel, grid=lambda p, kw: (p[0],), key=lambda p: p[1:],
-    rule=lambda p, mode: dict(BLOCK_P=16, BLOCK_N=max(16, next_power_of_2(p[3])), num_warps=8),
+    "mamba3_mimo_step", _mimo_step_kernel, grid=step_grid(2), key=lambda p: p[1:], rule=_rule,
     flags=dict(HAS_D="D", HAS_Z="Z", HAS_MO="MO", HAS_STATES="SSM", STORE_X="XS_OUT", PRE="DTB", NORM="QW"))
 
 # the token's inputs, then the block's parameters (None from mamba3_mimo_step): dt_bias, the norms' weights
@@ -156,7 +163,8 @@ def mimo_step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, MIMO_V, MIMO_Z, MIMO_
                              dt_bias, Q_norm, K_norm)))
     new = ssm_out is not None
     args.update(THETA=angle, SSM=ssm, KS=k, XS=x, THETA_OUT=angle_out if new else angle,
-                SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, XS_OUT=None if new else x, OUT=out, H=H,
+                SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, XS_OUT=None if new else x, OUT=out,
+                CNT=None if new else counters(k, b * H), H=H,
                 HQK=Hqk, R=R, P=P, N=N, S=Angles.shape[2], A_FLOOR=float(A_floor), EPS=float(eps),
                 **input_strides(Q, K, V, Z, ADT, DT, Trap, Angles))
     return (b * H, R, P, N), args

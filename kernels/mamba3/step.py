@@ -11,6 +11,7 @@ be absent (zeros: ``HAS_STATES`` off, no fill launched), and ``v`` is not stored
 new ``v`` state is the token's ``V`` itself).
 """
 import functools
+import os
 
 import torch
 import triton
@@ -85,16 +86,16 @@ def _siso_step_kernel(
     # QW, KW (N,))
     Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW,
     # pointers: states in (absent without HAS_STATES), states out (may be the same tensors; VS_OUT absent
-    # without STORE_V), output
-    THETA, SSM, KS, VS, THETA_OUT, SSM_OUT, KS_OUT, VS_OUT, OUT,
+    # without STORE_V), output; in place, one counter per (batch row, head) (``last_to_read``)
+    THETA, SSM, KS, VS, THETA_OUT, SSM_OUT, KS_OUT, VS_OUT, OUT, CNT,
     # the inputs' batch strides (ANG's head stride too: 0 where the heads share one row of angles)
     sQ, sK, sV, sZ, sA, sD, sT, sG, sGh,
     # sizes; the block's decay floor and norm epsilon (read under PRE / NORM)
     H, HQK, P, N, S, A_FLOOR, EPS,
-    # meta-parameters
+    # meta-parameters: each program takes BLOCK_P state rows of one (batch row, head), all of them without SPLIT
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_STATES: tl.constexpr = True, STORE_V: tl.constexpr = True,
-    PRE: tl.constexpr = False, NORM: tl.constexpr = False,
+    PRE: tl.constexpr = False, NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
 ):
     bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
     row = bi.to(tl.int64)
@@ -125,7 +126,7 @@ def _siso_step_kernel(
     if HAS_D:
         skip = tl.load(D + h).to(tl.float32)
 
-    for p0 in range(0, P, BLOCK_P):
+    for p0 in range(tl.program_id(1) * BLOCK_P if SPLIT else 0, P, P if SPLIT else BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         p_ok = ps < P
         at = bh.to(tl.int64) * P + ps
@@ -152,24 +153,75 @@ def _siso_step_kernel(
             y = y * z * tl.sigmoid(z)
         tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
     tl.debug_barrier()   # likewise for the previous k~ and the angle, read at the start by every warp
-    tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
-    tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
-    tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
-    tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
+    if last_to_read(CNT, bh, SPLIT):
+        tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
+        tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
+        tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
+        tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
+
+
+@triton.jit
+def last_to_read(CNT, bh, SPLIT: tl.constexpr):
+    """Whether this program writes its (batch row, head)'s new ``k~`` and angle, which every program of the
+    pair computes alike from the old ones. Unsplit: the only program. Split into blocks of state rows: into new
+    states (no ``CNT``), the first block's; in place, the last of the pair's programs to have read the old
+    ones (each counts itself in after its reads; the last resets the count for the next step), so that no
+    program reads a new ``k~`` or angle as an old one."""
+    if SPLIT:
+        if CNT is None:
+            last = tl.program_id(1) == 0
+        else:
+            arrived = tl.atomic_add(CNT + bh, 1, sem="acq_rel")
+            last = arrived == tl.num_programs(1) - 1
+            if last:
+                tl.atomic_xchg(CNT + bh, 0)
+    else:
+        last = True
+    return last
+
+
+# State rows a program of the steps takes (0: every row of its (batch row, head), as before 2026-12-06h). One
+# program a pair was 52 us a layer of the 130M-size Mamba3 LM's step at 16 rows (H100, 2026-12-06h: 384 programs of 8
+# warps at 255 registers, one an SM, each a chain of loads and stores; ~8 us of state traffic); in blocks of rows
+# the programs are many and small, each recomputing the pair's q~ and k~ (two rows of N)
+STEP_ROWS = int(os.environ.get("SSM_TRITON_M3_STEP_ROWS", "16"))
 
 
 def _rule(problem, mode):
     _, P, N, S = problem
+    tiles = dict(BLOCK_S=max(2, next_power_of_2(S)), BLOCK_R=max(2, next_power_of_2(N - 2 * S)))
+    if STEP_ROWS:
+        return dict(BLOCK_P=min(STEP_ROWS, next_power_of_2(P)), SPLIT=True, num_warps=4, **tiles)
     # 4 warps need 251 registers
-    return dict(BLOCK_P=min(64, max(16, next_power_of_2(P))), BLOCK_S=max(2, next_power_of_2(S)),
-                BLOCK_R=max(2, next_power_of_2(N - 2 * S)), num_warps=8)
+    return dict(BLOCK_P=min(64, max(16, next_power_of_2(P))), num_warps=8, **tiles)
+
+
+def step_grid(rows: int):
+    """The grid of a step whose problem holds the state rows P at ``rows``: one program a (batch row, head), or
+    one a block of its state rows (``SPLIT``)."""
+    return lambda problem, kw: (problem[0], triton.cdiv(problem[rows], kw["BLOCK_P"]) if kw.get("SPLIT") else 1)
 
 
 # one candidate (the rule): a TunableKernel for the bound launches of op plans, nothing is timed
-siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=lambda p, kw: (p[0],), rule=_rule,
+siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=step_grid(1), rule=_rule,
                                  key=lambda p: p[1:],
                                  flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT", PRE="DTB",
                                             NORM="QW"))
+
+_COUNTERS: dict = {}
+
+
+def counters(k_state, n: int) -> torch.Tensor:
+    """The in-place steps' ``n`` zeroed int32 counters (``last_to_read``) for the states whose ``k~`` is
+    ``k_state``: one set per state (the layers of a model, or two models on two streams, never share one); the
+    kernels leave them at zero."""
+    key = (k_state.device, k_state.data_ptr(), n)
+    made = _COUNTERS.get(key)
+    if made is None:
+        if len(_COUNTERS) >= 4096:   # states come and go with the caches; the oldest set goes first
+            del _COUNTERS[next(iter(_COUNTERS))]
+        made = _COUNTERS[key] = torch.zeros(n, device=k_state.device, dtype=torch.int32)
+    return made
 
 # the token's inputs, then the block's parameters (None from mamba3_siso_step): dt_bias, the norms' weights
 INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z", "DTB", "QW", "KW")
@@ -213,7 +265,8 @@ def step_args(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, dt_bias, Q_n
     new = ssm_out is not None
     args.update(THETA=angle, SSM=ssm, KS=k, VS=v, THETA_OUT=angle_out if new else angle,
                 SSM_OUT=ssm_out if new else ssm, KS_OUT=k_out if new else k, VS_OUT=None if new else v, OUT=out,
-                H=H, HQK=Q.shape[1], P=P, N=N, S=S, A_FLOOR=float(A_floor), EPS=float(eps),
+                CNT=None if new else counters(k, b * H), H=H, HQK=Q.shape[1], P=P, N=N, S=S, A_FLOOR=float(A_floor),
+                EPS=float(eps),
                 **input_strides(Q, K, V, Z, ADT, DT, Trap, Angles))
     return (b * H, P, N, S), args
 
@@ -249,16 +302,18 @@ class StepPlan:
     """A decode step as an op plan (``ssm_triton/ops/_plans.py``): ``plan(tensors) -> [out, (new states)]`` for
     the tensors of :func:`siso_step` / the MIMO step, of the shapes, strides and dtypes it was made for; the
     ones the kernel could not read as they lay then are copied each call."""
-    __slots__ = ("one", "copy")
+    __slots__ = ("one", "copy", "count")
 
-    def __init__(self, one: OneLaunch, copy: tuple):
-        self.one, self.copy = one, copy
+    def __init__(self, one: OneLaunch, copy: tuple, count):
+        self.one, self.copy, self.count = one, copy, count
 
     def __call__(self, tensors):
         if self.copy:
             tensors = list(tensors)
             for i in self.copy:
                 tensors[i] = tensors[i].contiguous()
+        if self.count is not None:   # the counters of these states (the k~ state's place, their number)
+            tensors = (*tensors, counters(tensors[self.count[0]], self.count[1]))
         return self.one(tensors)
 
 
@@ -267,7 +322,8 @@ def plan_of(kernel, args_of, tensors, names, outs, angles: int) -> StepPlan:
     lie copied: :func:`to_read`; ``angles``: the place of the angles among them); ``names`` are the kernel's
     pointer arguments, one per tensor (a state updated in place names its in and out both); ``outs``:
     ``(name, shape, dtype)`` of each tensor a call allocates, the output first."""
-    copy = to_read(tensors, angles, len(names) - len(STATE_NAMES))
+    inputs = len(names) - len(STATE_NAMES)
+    copy = to_read(tensors, angles, inputs)
     packed = [t.contiguous() if i in copy else t for i, t in enumerate(tensors)]
     V = packed[2]
     made = [torch.empty(shape, device=V.device, dtype=dtype) for _, shape, dtype in outs]
@@ -278,8 +334,13 @@ def plan_of(kernel, args_of, tensors, names, outs, angles: int) -> StepPlan:
             for n in (name if isinstance(name, tuple) else (name,)):
                 take.append(i)
                 vary.append(n)
+    count = None
+    if args.get("CNT") is not None:   # in place: the counters go with the states of each call
+        count = (inputs + 2, args["CNT"].numel())
+        take.append(len(packed))
+        vary.append("CNT")
     launch = Launch(kernel, problem, args, (*vary, *(n for n, _, _ in outs)))
-    return StepPlan(OneLaunch(launch, tuple(take), tuple((tuple(s), d) for _, s, d in outs), V.device), copy)
+    return StepPlan(OneLaunch(launch, tuple(take), tuple((tuple(s), d) for _, s, d in outs), V.device), copy, count)
 
 
 STATE_NAMES = (("THETA", "THETA_OUT"), ("SSM", "SSM_OUT"), ("KS", "KS_OUT"), ("VS", "VS_OUT"))
