@@ -63,17 +63,20 @@ def _pairs(X, XB, XW, row, h, ss, s_ok, rs, r_ok, N, EPS, NORM: tl.constexpr):
 
 
 @triton.jit
-def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, HAS_STATES: tl.constexpr):
-    """One column group of the state rows: decayed, the two outer products added, stored; returns its
-    share of ``H q``."""
+def _new_state(SSM, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, HAS_STATES: tl.constexpr):
+    """One column group of the state rows, decayed and with the two outer products added (not yet stored)."""
     if HAS_STATES:
         state = tl.load(SSM + cell, mask=m, other=0.0).to(tl.float32)
-        state = alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
-    else:   # from zero states: neither the decayed state nor the previous token's term
-        state = gamma * v[:, None] * k[None, :]
-    # in place (SSM_OUT is SSM): a tile smaller than the block is held by several threads, all of which read it
-    # and only one of which stores each element; a slow copy must not read the new state (which the H200 did at
-    # S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs, 2026-12-02 and 12-04)
+        return alpha * state + beta * v_prev[:, None] * k_prev[None, :] + gamma * v[:, None] * k[None, :]
+    # from zero states: neither the decayed state nor the previous token's term
+    return gamma * v[:, None] * k[None, :]
+
+
+@triton.jit
+def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, HAS_STATES: tl.constexpr):
+    """One column group of the state rows updated and stored on its own (see the barrier's note in the
+    kernel); returns its share of ``H q``."""
+    state = _new_state(SSM, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, HAS_STATES)
     tl.debug_barrier()
     tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=m)
     return tl.sum(state * q[None, :], axis=1)
@@ -96,6 +99,7 @@ def _siso_step_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_STATES: tl.constexpr = True, STORE_V: tl.constexpr = True,
     PRE: tl.constexpr = False, NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
+    GROUPED: tl.constexpr = False,
 ):
     bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
     row = bi.to(tl.int64)
@@ -137,14 +141,31 @@ def _siso_step_kernel(
             v_prev = tl.zeros([BLOCK_P], dtype=tl.float32)
         rows = at[:, None] * N
         ms = p_ok[:, None] & s_ok[None, :]
-        y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e,
-                    HAS_STATES)
-        y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o, q_o,
-                     HAS_STATES)
-        y += _update(SSM, SSM_OUT, rows + rs[None, :], p_ok[:, None] & r_ok[None, :], alpha, beta, gamma, v_prev, v,
-                     kp_r, k_r, q_r, HAS_STATES)
+        # in place (SSM_OUT is SSM, VS_OUT is VS): a tile smaller than the block is held by several threads, all of
+        # which read it and only one of which stores each element; a slow copy must not read the new state (which
+        # the H200 did at S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs,
+        # 2026-12-02 and 12-04), nor a new v as v_prev: a barrier between the reads and the stores
+        mr = p_ok[:, None] & r_ok[None, :]
+        if GROUPED:   # the three column groups read together (one wait on memory, not three), stored together
+            st_e = _new_state(SSM, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, HAS_STATES)
+            st_o = _new_state(SSM, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
+                              HAS_STATES)
+            st_r = _new_state(SSM, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, HAS_STATES)
+            tl.debug_barrier()
+            tl.store(SSM_OUT + rows + 2 * ss[None, :], st_e.to(SSM_OUT.dtype.element_ty), mask=ms)
+            tl.store(SSM_OUT + rows + 2 * ss[None, :] + 1, st_o.to(SSM_OUT.dtype.element_ty), mask=ms)
+            tl.store(SSM_OUT + rows + rs[None, :], st_r.to(SSM_OUT.dtype.element_ty), mask=mr)
+            y = (tl.sum(st_e * q_e[None, :], axis=1) + tl.sum(st_o * q_o[None, :], axis=1)
+                 + tl.sum(st_r * q_r[None, :], axis=1))
+        else:
+            y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e,
+                        HAS_STATES)
+            y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
+                         q_o, HAS_STATES)
+            y += _update(SSM, SSM_OUT, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, q_r,
+                         HAS_STATES)
+            tl.debug_barrier()
         if STORE_V:
-            tl.debug_barrier()   # likewise v_prev, read by every thread
             tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
         if HAS_D:
             y += skip * v
@@ -185,11 +206,17 @@ def last_to_read(CNT, bh, SPLIT: tl.constexpr):
 # warps at 255 registers, one an SM, each a chain of loads and stores; ~8 us of state traffic); in blocks of rows
 # the programs are many and small, each recomputing the pair's q~ and k~ (two rows of N)
 STEP_ROWS = int(os.environ.get("SSM_TRITON_M3_STEP_ROWS", "16"))
+# The SISO step's three column groups of state rows read together, then stored together behind one barrier (1), or
+# each read, barred and stored in turn (0, the form timed on 2026-12-06h); untimed: 217 registers at 4 warps in
+# 16-row blocks against 168 (sm_90, triton 3.6), all of a program's state loads in flight at once
+STEP_GROUPED = os.environ.get("SSM_TRITON_M3_STEP_GROUPED", "0").strip() not in ("", "0")
 
 
 def _rule(problem, mode):
     _, P, N, S = problem
     tiles = dict(BLOCK_S=max(2, next_power_of_2(S)), BLOCK_R=max(2, next_power_of_2(N - 2 * S)))
+    if STEP_GROUPED:
+        tiles["GROUPED"] = True
     if STEP_ROWS:
         return dict(BLOCK_P=min(STEP_ROWS, next_power_of_2(P)), SPLIT=True, num_warps=4, **tiles)
     # 4 warps need 251 registers
