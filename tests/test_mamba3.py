@@ -528,6 +528,11 @@ def test_in_place_steps_over_several_row_blocks(device, P, b, seed):
     held = tuple(s.clone() for s in t["Input_States"])
     outs = [ssm_triton.mamba3_siso_step(**token(t, i), Input_States=held, inplace=True)[0] for i in range(L)]
     assert_close(torch.stack(outs, 1), want, torch.float32, "stepped out")
+    # the pairs' counts are the k state's own, reused, and back at zero for the next step
+    from ssm_triton.kernels.mamba3.step import counters
+    count = counters(held[2], b * H)
+    assert count is counters(held[2].view(-1), b * H) and count is not counters(held[2].clone(), b * H)
+    assert not count.any()
     assert_angle_close(held[0], want_states[0], torch.float32, "stepped angle")
     for name, g, w in zip(STATE_NAMES[1:], held[1:], want_states[1:]):
         assert_close(g, w, torch.float32, f"stepped {name}")

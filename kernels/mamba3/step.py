@@ -1,17 +1,22 @@
-"""Mamba-3 SISO's decode step: one token, every (batch row, head) in its own program.
+"""Mamba-3 SISO's decode step: one token, each (batch row, head) in programs of ``STEP_ROWS`` state rows (or in
+one program).
 
 ``theta' = theta + pi tanh(Angles) DT`` (mod 2 pi); ``q~, k~`` rotated by ``theta'``;
 ``H' = exp(ADT) H + (1 - lam) DT exp(ADT) v k~_prev^T + lam DT v_new k~^T``; ``out = (H' q~ + D v_new) silu(Z)``;
-the new states are ``(theta', H', k~, v_new)``.
+the new states are ``(theta', H', k~, v_new)``. For the ``Mamba3`` block (``PRE``, ``NORM``) the kernel also makes
+``DT`` and ``ADT`` from the projection's logits and normalises ``Q`` and ``K``; its inputs may be slices of the
+projection's row.
 
-A program reads every old state value before it writes the new one (the angle and ``k~`` first, then the
-state row block by row block, ``v`` with its block), so the outputs may be the inputs: the state is then
-updated in place. Otherwise the new states go to new tensors (no copy of the old ones first), the states in may
+A program reads every old state value before it writes the new one (the angle and ``k~`` first, then its state
+rows, ``v`` with them), so the outputs may be the inputs: the state is then updated in place; where a pair's
+rows are split over programs, the new angle and ``k~`` are written by the last program of the pair to have read
+the old ones (``last_to_read``). Otherwise the new states go to new tensors (no copy of the old ones first), the states in may
 be absent (zeros: ``HAS_STATES`` off, no fill launched), and ``v`` is not stored when ``VS_OUT`` is None (the
 new ``v`` state is the token's ``V`` itself).
 """
 import functools
 import os
+import weakref
 
 import torch
 import triton
@@ -235,20 +240,32 @@ siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=ste
                                  flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT", PRE="DTB",
                                             NORM="QW"))
 
+# (device, k state's address, count) -> (weak reference to the k state's tensor, counters)
 _COUNTERS: dict = {}
+_CAPTURED: list = []
 
 
 def counters(k_state, n: int) -> torch.Tensor:
     """The in-place steps' ``n`` zeroed int32 counters (``last_to_read``) for the states whose ``k~`` is
-    ``k_state``: one set per state (the layers of a model, or two models on two streams, never share one); the
-    kernels leave them at zero."""
+    ``k_state``: one set per state tensor alive (the layers of a model, or two models on two streams, never share
+    one); the kernels leave them at zero. A set first made inside a CUDA graph capture is that graph's alone
+    (zeroed by its replays, not before: an eager step never gets it) and kept alive with it."""
     key = (k_state.device, k_state.data_ptr(), n)
-    made = _COUNTERS.get(key)
-    if made is None:
-        if len(_COUNTERS) >= 4096:   # states come and go with the caches; the oldest set goes first
-            del _COUNTERS[next(iter(_COUNTERS))]
-        made = _COUNTERS[key] = torch.zeros(n, device=k_state.device, dtype=torch.int32)
+    held = _COUNTERS.get(key)
+    if held is not None and held[0]() is not None:
+        return held[1]
+    made = torch.zeros(n, device=k_state.device, dtype=torch.int32)
+    if k_state.is_cuda and torch.cuda.is_current_stream_capturing():
+        _CAPTURED.append(made)   # freed, its block could go to the capture's next allocation
+        return made
+    if len(_COUNTERS) >= 4096:   # the sets of states that are gone (their address may come back for another)
+        for gone in [k for k, (ref, _) in _COUNTERS.items() if ref() is None]:
+            del _COUNTERS[gone]
+    # the tensor the caller keeps (the block passes a view of its cache's k state, made anew each call)
+    base = k_state._base if k_state._base is not None else k_state
+    _COUNTERS[key] = (weakref.ref(base), made)
     return made
+
 
 # the token's inputs, then the block's parameters (None from mamba3_siso_step): dt_bias, the norms' weights
 INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z", "DTB", "QW", "KW")
