@@ -265,22 +265,22 @@ _STEP_PLANS = _plans.Plans()
 _MIMO_STEP_PLANS = _plans.Plans()
 
 
-def _step_lookup(plans, inputs, Input_States, inplace, block=(0.0, 0.0)):
+def _step_lookup(plans, inputs, Input_States, inplace, plain=(0.0, 0.0)):
     """``(planned step or None, key or None)`` for a decode step: in place, keyed by the caller's four states;
     otherwise by the given states (or their absence), which the planned step reads into new ones. Anything else
-    (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks. ``block``: the block step's
+    (a malformed ``Input_States``, a non-bool ``inplace``) takes the checks. ``plain``: the block step's
     ``(A_floor, eps)``."""
     if inplace is True:
         if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
             return None, None
-        return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, True, *block))
+        return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, True, *plain))
     if inplace is not False:
         return None, None
     if Input_States is None:
-        return _plans.lookup(plans, inputs, (_runtime.INTERPRET, False, *block))
+        return _plans.lookup(plans, inputs, (_runtime.INTERPRET, False, *plain))
     if not isinstance(Input_States, (tuple, list)) or len(Input_States) != 4:
         return None, None
-    return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False, *block))
+    return _plans.lookup(plans, (*inputs, *Input_States), (_runtime.INTERPRET, False, *plain))
 
 
 _NO_STATES = (None, None, None, None)
@@ -301,27 +301,28 @@ class _PlannedStep:
         return out, [angle, ssm, k, V]
 
 
-def _remember_step(plans, key, make, inputs, states, inplace, block) -> None:
+def _remember_step(plans, key, make, inputs, states, inplace, plain) -> None:
     """After a checked call: its planned step, made from the tensors the kernel was given (the caller's inputs and
     the states it read, or updated in place)."""
     if key is not None:
-        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states), not inplace, *block), inplace))
+        _plans.remember(plans, key, lambda: _planned(make((*inputs, *states), not inplace, *plain), inplace))
 
 
 def _planned(plan, inplace):
     return _PlannedStep(plan, inplace) if plan else plan
 
 
-def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make, block, angles: int) -> tuple:
+def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make, plain, angles: int) -> tuple:
     """A decode step after its checks: ``op`` (the in-place one, or the one writing new states) on the inputs
     (those the kernel cannot read as they lie copied; ``angles``: the angles' place among them) and packed
-    states, its plan remembered for the next call of this signature; returns ``(out, states)``."""
+    states (``plain``: the block step's ``(A_floor, eps)``), its plan remembered for the next call of this
+    signature; returns ``(out, states)``."""
     from ..kernels.mamba3.step import to_read
     copy = to_read(inputs, angles, len(inputs))
     given = (t.contiguous() if i in copy else t for i, t in enumerate(inputs))
     c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    outs = op(*given, *(states if inplace else (c(t) for t in states)), *block)
-    _remember_step(plans, plan_key, make, inputs, states, inplace, block)
+    outs = op(*given, *(states if inplace else (c(t) for t in states)), *plain)
+    _remember_step(plans, plan_key, make, inputs, states, inplace, plain)
     return outs[0], (list(states) if inplace else [*outs[1:], V])
 
 
