@@ -3,9 +3,9 @@ and initialisation (``mamba_ssm.modules.mamba3.Mamba3``), so that its state dict
 
 in_proj -> [z, x, B, C, dd_dt, dd_A, trap, angles] -> RMSNorm on B and C -> ``mamba3_siso_combined`` (Q = C,
 K = B, V = x, ``A = min(-softplus(dd_A), -A_floor)``, ``DT = softplus(dd_dt + dt_bias)``, ADT = A DT, the angle
-rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and no A_log. Decoding runs
-the step kernel of ``mamba3_siso_step`` (the step sizes and the norms inside it) on four states per layer: angle ``(b, H, S)``, ssm ``(b, H, headdim, d_state)``,
-k ``(b, R, H, d_state)``, v ``(b, H, headdim)`` (R = 1 for SISO).
+rates shared by the heads) -> optional gated RMSNorm -> out_proj. No conv1d and no A_log. Decoding runs the step
+kernel of ``mamba3_siso_step`` (the step sizes and the norms inside it) on four states per layer: angle
+``(b, H, S)``, ssm ``(b, H, headdim, d_state)``, k ``(b, R, H, d_state)``, v ``(b, H, headdim)`` (R = 1 for SISO).
 
 ``is_mimo=True`` runs ``mamba3_mimo`` / ``mamba3_mimo_step`` with rank ``mimo_rank`` (B and C per rank, the
 ``mimo_x``, ``mimo_z``, ``mimo_o`` projections); with ``is_outproj_norm`` the ranks are normalised (gated by
