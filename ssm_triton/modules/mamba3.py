@@ -179,7 +179,8 @@ class Mamba3(nn.Module):
         """One token: ``u (batch, 1, d_model)`` or ``(batch, d_model)``; updates the four states in place and
         returns ``(out shaped like u, angle_state, ssm_state, k_state, v_state)``. Not differentiable.
 
-        Three launches (four with ``is_outproj_norm``): in_proj, one step kernel reading its row where it lies
+        Three launches (with ``is_outproj_norm`` also the output norm, and for MIMO the ranks' gates and sum in
+        PyTorch): in_proj, one step kernel reading its row where it lies
         (the step sizes, B's and C's norms and biases, the rotation and the update inside it), out_proj; the
         composed step (``_steps``, the norms, the public step op) where a norm is hooked or the two norms'
         epsilons differ, or with ``SSM_TRITON_FUSED_STEP=0`` (``ops/fused_step.ENABLED``)."""
