@@ -61,8 +61,7 @@ def _mimo_step_kernel(
     HAS_STATES: tl.constexpr = True, STORE_X: tl.constexpr = True, PRE: tl.constexpr = False,
     NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
 ):
-    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
-    row = bi.to(tl.int64)
+    bh, row, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
 
     # columns: n < S pairs with N/2 + n; the pair's angle index; the partner's sign in the turn
     ns = tl.arange(0, BLOCK_N)
@@ -87,7 +86,7 @@ def _mimo_step_kernel(
     brows = (h * R + rk) * N
     q = _turned(Q + row * sQ, QB, QW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)  # (16, BLOCK_N)
     k = _turned(K + row * sK, KB, KW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)
-    krows = ((bi.to(tl.int64) * R + rk) * H + h) * N
+    krows = ((row * R + rk) * H + h) * N
     km = rk_ok[:, None] & n_ok[None, :]
     if HAS_STATES:
         k_prev = tl.load(KS + krows[:, None] + ns[None, :], mask=km, other=0.0).to(tl.float32)
@@ -128,7 +127,7 @@ def _mimo_step_kernel(
             out = tl.sum(y * tl.load(MO + proj, mask=rp, other=0.0).to(tl.float32), axis=0)
             tl.store(OUT + at, out.to(OUT.dtype.element_ty), mask=p_ok)
         else:
-            orows = ((bi.to(tl.int64) * R + rk) * H + h) * P
+            orows = ((row * R + rk) * H + h) * P
             tl.store(OUT + orows[:, None] + ps[None, :], y.to(OUT.dtype.element_ty), mask=rp)
     tl.debug_barrier()   # the previous k~ and angle were read by every warp
     if last_to_read(CNT, bh, SPLIT):

@@ -30,7 +30,7 @@ from .prep import _tanh
 
 @triton.jit
 def step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE: tl.constexpr):
-    """A (batch row x head) program's ``(bh, batch row, head, Q/K head, DT, alpha, beta, gamma)``: the
+    """A (batch row x head) program's ``(bh, batch row (int64), head, Q/K head, DT, alpha, beta, gamma)``: the
     trapezoid's weights of the decayed state, the previous token's and this token's outer products. ``DT``,
     ``ADT``, ``TRAP`` are ``(b, H)`` with batch strides ``sD, sA, sT``; with ``PRE`` they hold the block's
     logits ``dd_dt, dd_A``: ``DT = softplus(dd_dt + DTB[h])``, ``ADT = min(-softplus(dd_A), -A_FLOOR) DT``."""
@@ -45,7 +45,7 @@ def step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE: tl.constexp
         adt = tl.minimum(-softplus(adt), -A_FLOOR) * dt
     lam = tl.sigmoid(tl.load(TRAP + row * sT + h).to(tl.float32))
     alpha = tl.exp(adt)
-    return bh, bi, h, h // (H // HQK), dt, alpha, (1.0 - lam) * dt * alpha, lam * dt
+    return bh, row, h, h // (H // HQK), dt, alpha, (1.0 - lam) * dt * alpha, lam * dt
 
 
 @triton.jit
@@ -106,8 +106,7 @@ def _siso_step_kernel(
     PRE: tl.constexpr = False, NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
     GROUPED: tl.constexpr = False,
 ):
-    bh, bi, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
-    row = bi.to(tl.int64)
+    bh, row, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
 
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
