@@ -26,6 +26,7 @@ from ssm_triton.kernels import selective_scan as kss  # noqa: E402
 from ssm_triton.kernels import conv1d as kconv  # noqa: E402
 from ssm_triton.kernels import norm as knorm  # noqa: E402
 from ssm_triton.kernels import state_update as ksu  # noqa: E402
+from ssm_triton.kernels import mamba2_step as km2s  # noqa: E402
 from ssm_triton.kernels import fused_step as km2  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_pairs as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
@@ -360,6 +361,19 @@ def fused_step_cases():
                                                                     d_ssm=k if bk >= k else 2 * k, **tiles)
 
 
+def mamba2_step_cases():
+    """Mamba-2's step between its projections: without and with the norm (its gate on either side), fp32 and bf16
+    rows, bf16 and fp32 states."""
+    for (io, state), (norm, first) in itertools.product([(tl.float32, tl.float32), (tl.bfloat16, tl.float32),
+                                                         (tl.bfloat16, tl.bfloat16)],
+                                                        [(False, False), (True, True), (True, False)]):
+        ptrs = {**dict.fromkeys(["ZX", "CONV_S", "CONV_W", "CONV_B", "Y"], PTR[io]), "SSM": PTR[state],
+                **dict.fromkeys(["A_LOG", "DT_BIAS", "D", "NORM_W", "PART"], "*fp32"), "CNT": "*i32", "eps": "fp32"}
+        yield "mamba2 step", km2s.mamba2_step_kernel, ptrs, dict(W=4, HAS_CONV_B=norm, HAS_NORM=norm, GATE_FIRST=first,
+                                                                  BLOCK_P=32, BLOCK_N=128, BLOCK_W=4, BLOCK_F=512,
+                                                                  BLOCK_J=64)
+
+
 def mamba3_cases():
     f32 = lambda *names: dict.fromkeys(names, "*fp32")  # noqa: E731
     for io, opt in ((tl.float32, False), (tl.bfloat16, True), (tl.float16, True)):
@@ -454,7 +468,7 @@ def main() -> int:
     aligned = "--aligned" in sys.argv
     done = failed = 0
     for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
-                                                     fused_step_cases(), mamba3_cases()):
+                                                     fused_step_cases(), mamba2_step_cases(), mamba3_cases()):
         try:
             compiled = compile_kernel(kernel, ptrs, flags, aligned=aligned)
             done += 1

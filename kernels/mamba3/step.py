@@ -16,7 +16,6 @@ new ``v`` state is the token's ``V`` itself).
 """
 import functools
 import os
-import weakref
 
 import torch
 import triton
@@ -25,6 +24,7 @@ import triton.language as tl
 from ..host import next_power_of_2
 from ..tuning import Launch, OneLaunch, TunableKernel
 from ..activations import softplus
+from ..arrivals import counters, last_arrival
 from .prep import _tanh
 
 
@@ -190,16 +190,12 @@ def last_to_read(CNT, bh, SPLIT: tl.constexpr):
     """Whether this program writes its (batch row, head)'s new ``k~`` and angle, which every program of the
     pair computes alike from the old ones. Unsplit: the only program. Split into blocks of state rows: into new
     states (no ``CNT``), the first block's; in place, the last of the pair's programs to have read the old
-    ones (each counts itself in after its reads; the last resets the count for the next step), so that no
-    program reads a new ``k~`` or angle as an old one."""
+    ones (``kernels/arrivals.py``), so that no program reads a new ``k~`` or angle as an old one."""
     if SPLIT:
         if CNT is None:
             last = tl.program_id(1) == 0
         else:
-            arrived = tl.atomic_add(CNT + bh, 1, sem="acq_rel")
-            last = arrived == tl.num_programs(1) - 1
-            if last:
-                tl.atomic_xchg(CNT + bh, 0)
+            last = last_arrival(CNT, bh, tl.num_programs(1))
     else:
         last = True
     return last
@@ -238,33 +234,6 @@ siso_step_kernel = TunableKernel("mamba3_siso_step", _siso_step_kernel, grid=ste
                                  key=lambda p: p[1:],
                                  flags=dict(HAS_D="D", HAS_Z="Z", HAS_STATES="SSM", STORE_V="VS_OUT", PRE="DTB",
                                             NORM="QW"))
-
-# (device, k state's address, count) -> (weak reference to the k state's tensor, counters)
-_COUNTERS: dict = {}
-_CAPTURED: list = []
-
-
-def counters(k_state, n: int) -> torch.Tensor:
-    """The in-place steps' ``n`` zeroed int32 counters (``last_to_read``) for the states whose ``k~`` is
-    ``k_state``: one set per state tensor alive (the layers of a model, or two models on two streams, never share
-    one); the kernels leave them at zero. A set first made inside a CUDA graph capture is that graph's alone
-    (zeroed by its replays, not before: an eager step never gets it) and kept alive with it."""
-    key = (k_state.device, k_state.data_ptr(), n)
-    held = _COUNTERS.get(key)
-    if held is not None and held[0]() is not None:
-        return held[1]
-    made = torch.zeros(n, device=k_state.device, dtype=torch.int32)
-    if k_state.is_cuda and torch.cuda.is_current_stream_capturing():
-        _CAPTURED.append(made)   # freed, its block could go to the capture's next allocation
-        return made
-    if len(_COUNTERS) >= 4096:   # the sets of states that are gone (their address may come back for another)
-        for gone in [k for k, (ref, _) in _COUNTERS.items() if ref() is None]:
-            del _COUNTERS[gone]
-    # the tensor the caller keeps (the block passes a view of its cache's k state, made anew each call)
-    base = k_state._base if k_state._base is not None else k_state
-    _COUNTERS[key] = (weakref.ref(base), made)
-    return made
-
 
 # the token's inputs, then the block's parameters (None from mamba3_siso_step): dt_bias, the norms' weights
 INPUTS = ("Q", "K", "V", "ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "Z", "DTB", "QW", "KW")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import fused_step as fused
+from ..ops import mamba2_step as mid_step
 from ..ops import _layout
 from ..ops.combined import mamba2_block_training, mamba_split_conv1d_scan_combined
 from ..ops.conv1d import causal_conv1d_update
@@ -116,14 +117,18 @@ class Mamba2(nn.Module):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
         ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
         under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/fused_step.py``)
-        the step runs in three launches instead of five."""
+        the step runs in three launches instead of five, else, where ``ops/mamba2_step.py`` serves, in_proj, one
+        launch and out_proj."""
         done = fused.step(self, hidden_states, conv_state, ssm_state)
         if done is not None:
             return done[0], conv_state, ssm_state
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: hidden_states must be (batch, 1, d_model), "
                              f"got {tuple(hidden_states.shape)}")
-        z0, x0, z, xBC, dt = self._split(self.in_proj(hidden_states[:, 0]))
+        zxbcdt = self.in_proj(hidden_states[:, 0])
+        if mid_step.serves(self, zxbcdt, conv_state, ssm_state):   # conv, update and norm in one launch
+            return self.out_proj(mid_step.step(self, zxbcdt, conv_state, ssm_state))[:, None], conv_state, ssm_state
+        z0, x0, z, xBC, dt = self._split(zxbcdt)
         xBC = causal_conv1d_update(xBC, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         bsz, H, P, N = x.shape[0], self.nheads, self.headdim, self.d_state
