@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     parser.add_argument("--ops", nargs="+", required=True)
     parser.add_argument("--match", default="")
     parser.add_argument("--rows", type=int, default=12)
-    parser.add_argument("--impl", default="", help="profile only implementations whose name contains this")
+    parser.add_argument("--impl", default="", help="profile only implementations whose name contains this ('NAME$': is this)")
     parser.add_argument("--calls", type=int, default=0, help="run each workload this often, no profiler (for ncu)")
     parser.add_argument("--memory", action="store_true", help="the allocations alive at one call's peak, by site")
     args = parser.parse_args(argv)
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
                 continue
             x = w.make_inputs()
             for name, impl in w.impls.items():
-                if args.impl not in name:
+                if not (name == args.impl[:-1] if args.impl.endswith("$") else args.impl in name):
                     continue
                 fn = impl(x, w.direction)
                 if args.memory:
