@@ -11,6 +11,9 @@ cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 # the default (graphed) rows take the one-launch step at 16 rows, ssm_triton_composed_step the three ops (same process)
 timeout 100 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \((4|16),\)' --json $OUT/lm2.json > /tmp/lm2.txt 2>&1
 { echo "== lm2"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; } >> $S
+# at 4 rows the three-launch fused step (in_proj and out_proj in Triton) against in_proj, the one launch and out_proj
+SSM_TRITON_M2_FUSED_ROWS=2 timeout 60 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \((1|4),\)' --json $OUT/lm2-rows2.json > /tmp/lm2.txt 2>&1
+{ echo "== lm2 fused rows 2 (one launch at 4 rows)"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; } >> $S
 for impl in 'ssm_triton$' ssm_triton_composed_step; do
   timeout 60 python3 -m ssm_triton.bench.profile --ops lm --match "lm_decode_step (16,)" --impl "$impl" > /tmp/p2.txt 2>&1
   { echo "== profile lm2 b16 $impl"; head -16 /tmp/p2.txt; } >> $S
