@@ -408,6 +408,12 @@ def mamba3_cases():
                    "KW"), "CNT": "*i32"}, \
             dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=16 if opt else 64, BLOCK_S=32, BLOCK_R=64, PRE=opt, NORM=opt,
                  SPLIT=opt, GROUPED=opt)   # opt: the block's step, in blocks of state rows
+        yield "mamba3 step whole rows", m3_step.siso_step_kernel, \
+            {**iop("Q", "K", "V", "Z", "OUT", "KS", "VS", "KS_OUT", "VS_OUT"),
+             **f32("ADT", "DT", "TRAP", "QB", "KB", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT", "DTB", "QW",
+                   "KW"), "CNT": "*i32"}, \
+            dict(HAS_D=opt, HAS_Z=opt, BLOCK_P=16 if opt else 64, BLOCK_S=32, BLOCK_R=64, PRE=opt, NORM=opt,
+                 SPLIT=opt, WHOLE=True, BLOCK_N=128)
         yield "mamba3 mimo step", m3_mimo.mimo_step_kernel, \
             {**iop("Q", "K", "V", "Z", "OUT", "KS", "XS", "KS_OUT", "XS_OUT"),
              **f32("ADT", "DT", "TRAP", "QB", "KB", "MV", "MZ", "MO", "ANG", "D", "THETA", "SSM", "THETA_OUT", "SSM_OUT",

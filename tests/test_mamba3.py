@@ -538,6 +538,23 @@ def test_in_place_steps_over_several_row_blocks(device, P, b, seed):
         assert_close(g, w, torch.float32, f"stepped {name}")
 
 
+@pytest.mark.parametrize("rows", [0, 16])
+def test_steps_on_whole_state_rows(device, rows):
+    """The step's whole-row form (``step.STEP_WHOLE``: q~ and k~ as full rows, the state rows one packed tile), one
+    program a pair and in blocks of rows, through the token-by-token and the row-block properties above."""
+    from ssm_triton.kernels import tuning
+    from ssm_triton.kernels.mamba3 import step
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(step, "STEP_WHOLE", True)
+        mp.setattr(step, "STEP_ROWS", rows)
+        tuning.forget()   # the rule's choice is remembered per problem
+        try:
+            test_steps_equal_the_chunked_scan_token_by_token(device)
+            test_in_place_steps_over_several_row_blocks(device, 17)
+        finally:
+            tuning.forget()
+
+
 @pytest.mark.parametrize("case", [(243904, 1, 6, 1, 1, 8, 16, 6, False), (1, 1, 6, 1, 1, 8, 16, 6, False),
                                   (51196, 1, 7, 3, 1, 8, 16, 3, True)])
 def test_steps_and_scan_each_match_the_loop_where_the_h200_disagreed(device, case):

@@ -220,3 +220,27 @@ def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
     output norm's) sends it through the modules instead, so the hook still runs."""
     m = build(device, 0, is_outproj_norm=True)
     assert_one_node_unless_hooked(m, torch.randn(1, 5, 16, device=device, requires_grad=True), m.norm)
+
+
+
+@pytest.mark.parametrize("opts", OPTIONS[:3], ids=["siso", "outproj_norm", "rope_full-ngroups2"])
+@FEW
+@given(L=st.integers(2, 5), bsz=st.integers(1, 3), seed=seeds())
+def test_decode_steps_on_whole_state_rows(device, L, bsz, seed, opts):
+    """The SISO block's one-launch step in its whole-row form (``step.STEP_WHOLE``; the block's logits and B/C
+    norms inside): decoding from empty states against the float64 block, bf16, as the test above (at least two
+    tokens: a first token's output does not see its angle)."""
+    from ssm_triton.kernels import tuning
+    from ssm_triton.kernels.mamba3 import step
+    m = build(device, seed % 1000, A_floor=0.7, **opts).to(torch.bfloat16)
+    u = torch.randn(bsz, L, 16, generator=torch.Generator().manual_seed(seed)).to(device, torch.bfloat16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(step, "STEP_WHOLE", True)
+        tuning.forget()   # the rule's choice is remembered per problem
+        try:
+            got = prefill_then_decode(m, u, 0)
+        finally:
+            tuning.forget()
+    with torch.no_grad():
+        want = reference_forward(m, float64_params(m), u.double().cpu())
+    assert_close(got.double().cpu(), want, torch.bfloat16, "decoded")

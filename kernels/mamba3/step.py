@@ -88,6 +88,84 @@ def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, 
 
 
 @triton.jit
+def _turned_row(X, XB, XW, base, h, ns, n_ok, pair, cos, sin, N, EPS, NORM: tl.constexpr):
+    """One row of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias``, turned: column ``n`` of a rotated pair takes
+    ``x[n] cos - x[n + 1] sin`` (even ``n``) or ``x[n - 1] sin + x[n] cos`` (odd), the columns past the pairs stay
+    (``cos`` 1, ``sin`` 0 there). Both reads of the row are of the same few cache lines."""
+    p_ok = n_ok & (pair < N)
+    x = tl.load(X + base + ns, mask=n_ok, other=0.0).to(tl.float32)
+    xp = tl.load(X + base + pair, mask=p_ok, other=0.0).to(tl.float32)
+    if NORM:   # the block's RMSNorm on B and C, kept in fp32 (the composed step rounds it to the input's dtype)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x) / N + EPS)
+        x = x * rstd * tl.load(XW + ns, mask=n_ok, other=0.0).to(tl.float32)
+        xp = xp * rstd * tl.load(XW + pair, mask=p_ok, other=0.0).to(tl.float32)
+    x += tl.load(XB + h * N + ns, mask=n_ok, other=0.0).to(tl.float32)
+    xp += tl.load(XB + h * N + pair, mask=p_ok, other=0.0).to(tl.float32)
+    return x * cos + tl.where(ns % 2 == 0, -xp, xp) * sin
+
+
+@triton.jit
+def _siso_step_whole(Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW, THETA, SSM, KS, VS, THETA_OUT, SSM_OUT,
+                     KS_OUT, VS_OUT, OUT, CNT, sQ, sK, sV, sZ, sA, sD, sT, sG, sGh, H, HQK, P, N, S, A_FLOOR, EPS,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_STATES: tl.constexpr, STORE_V: tl.constexpr, PRE: tl.constexpr, NORM: tl.constexpr,
+                     SPLIT: tl.constexpr):
+    """The step with whole state rows (``WHOLE``): q~, k~ and the previous k~ as full rows of N columns, each
+    rotated pair's angle computed for both its columns, so the state rows are one packed ``(BLOCK_P, N)`` tile,
+    read and written whole (the split form reads its even and odd columns as two strided tiles and the rest as a
+    third, each behind its own barrier)."""
+    bh, row, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
+    ns = tl.arange(0, BLOCK_N)
+    n_ok = ns < N
+    turned = ns < 2 * S
+    half = ns // 2
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + half, mask=turned, other=0.0).to(tl.float32)) * dt
+    if HAS_STATES:
+        theta += tl.load(THETA + bh * S + half, mask=turned, other=0.0).to(tl.float32)
+    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+    cos = tl.where(turned, tl.cos(theta), 1.0)
+    sin = tl.where(turned, tl.sin(theta), 0.0)
+    pair = tl.where(turned, ns ^ 1, ns)
+    q = _turned_row(Q, QB, QW, row * sQ + g * N, h, ns, n_ok, pair, cos, sin, N, EPS, NORM)
+    k = _turned_row(K, KB, KW, row * sK + g * N, h, ns, n_ok, pair, cos, sin, N, EPS, NORM)
+    krow = bh.to(tl.int64) * N
+    if HAS_STATES:
+        k_prev = tl.load(KS + krow + ns, mask=n_ok, other=0.0).to(tl.float32)
+    else:
+        k_prev = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_D:
+        skip = tl.load(D + h).to(tl.float32)
+    for p0 in range(tl.program_id(1) * BLOCK_P if SPLIT else 0, P, P if SPLIT else BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        p_ok = ps < P
+        at = bh.to(tl.int64) * P + ps
+        v = tl.load(V + row * sV + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        cell = at[:, None] * N + ns[None, :]
+        m = p_ok[:, None] & n_ok[None, :]
+        if HAS_STATES:
+            v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
+        else:
+            v_prev = tl.zeros([BLOCK_P], dtype=tl.float32)
+        state = _new_state(SSM, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, HAS_STATES)
+        # in place: every thread's reads (the tile, v_prev) before any store (the split form's note)
+        tl.debug_barrier()
+        tl.store(SSM_OUT + cell, state.to(SSM_OUT.dtype.element_ty), mask=m)
+        y = tl.sum(state * q[None, :], axis=1)
+        if STORE_V:
+            tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
+        if HAS_D:
+            y += skip * v
+        if HAS_Z:
+            z = tl.load(Z + row * sZ + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
+    tl.debug_barrier()   # the previous k~ and the angle, read at the start by every warp
+    if last_to_read(CNT, bh, SPLIT):
+        tl.store(KS_OUT + krow + ns, k.to(KS_OUT.dtype.element_ty), mask=n_ok)
+        tl.store(THETA_OUT + bh * S + half, theta.to(THETA_OUT.dtype.element_ty), mask=turned & (ns % 2 == 0))
+
+
+@triton.jit
 def _siso_step_kernel(
     # pointers: inputs of this token (Q, K (b, Hqk, N); V, Z (b, H, P); ADT, DT, TRAP (b, H); ANG (b, H, S): each
     # packed after its batch dim, ANG's head dim any stride), the block's parameters under PRE / NORM (DTB (H,);
@@ -104,85 +182,90 @@ def _siso_step_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_STATES: tl.constexpr = True, STORE_V: tl.constexpr = True,
     PRE: tl.constexpr = False, NORM: tl.constexpr = False, SPLIT: tl.constexpr = False,
-    GROUPED: tl.constexpr = False,
+    GROUPED: tl.constexpr = False, WHOLE: tl.constexpr = False, BLOCK_N: tl.constexpr = 1,
 ):
-    bh, row, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
-
-    ss = tl.arange(0, BLOCK_S)
-    s_ok = ss < S
-    rs = 2 * S + tl.arange(0, BLOCK_R)
-    r_ok = rs < N
-    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
-    if HAS_STATES:
-        theta += tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
-    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
-    cos = tl.cos(theta)
-    sin = tl.sin(theta)
-    q_e, q_o, q_r = _pairs(Q, QB, QW, row * sQ + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
-    k_e, k_o, k_r = _pairs(K, KB, KW, row * sK + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
-    q_e, q_o = q_e * cos - q_o * sin, q_e * sin + q_o * cos
-    k_e, k_o = k_e * cos - k_o * sin, k_e * sin + k_o * cos
-    krow = bh.to(tl.int64) * N
-    if HAS_STATES:
-        kp_e = tl.load(KS + krow + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
-        kp_o = tl.load(KS + krow + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
-        kp_r = tl.load(KS + krow + rs, mask=r_ok, other=0.0).to(tl.float32)
+    if WHOLE:
+        _siso_step_whole(Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW, THETA, SSM, KS, VS, THETA_OUT, SSM_OUT,
+                         KS_OUT, VS_OUT, OUT, CNT, sQ, sK, sV, sZ, sA, sD, sT, sG, sGh, H, HQK, P, N, S, A_FLOOR, EPS,
+                         HAS_D, HAS_Z, BLOCK_P, BLOCK_N, HAS_STATES, STORE_V, PRE, NORM, SPLIT)
     else:
-        kp_e = tl.zeros([BLOCK_S], dtype=tl.float32)
-        kp_o = tl.zeros([BLOCK_S], dtype=tl.float32)
-        kp_r = tl.zeros([BLOCK_R], dtype=tl.float32)
-    if HAS_D:
-        skip = tl.load(D + h).to(tl.float32)
+        bh, row, h, g, dt, alpha, beta, gamma = step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE)
 
-    for p0 in range(tl.program_id(1) * BLOCK_P if SPLIT else 0, P, P if SPLIT else BLOCK_P):
-        ps = p0 + tl.arange(0, BLOCK_P)
-        p_ok = ps < P
-        at = bh.to(tl.int64) * P + ps
-        v = tl.load(V + row * sV + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+        ss = tl.arange(0, BLOCK_S)
+        s_ok = ss < S
+        rs = 2 * S + tl.arange(0, BLOCK_R)
+        r_ok = rs < N
+        theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
         if HAS_STATES:
-            v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
+            theta += tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
+        theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+        cos = tl.cos(theta)
+        sin = tl.sin(theta)
+        q_e, q_o, q_r = _pairs(Q, QB, QW, row * sQ + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
+        k_e, k_o, k_r = _pairs(K, KB, KW, row * sK + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
+        q_e, q_o = q_e * cos - q_o * sin, q_e * sin + q_o * cos
+        k_e, k_o = k_e * cos - k_o * sin, k_e * sin + k_o * cos
+        krow = bh.to(tl.int64) * N
+        if HAS_STATES:
+            kp_e = tl.load(KS + krow + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)
+            kp_o = tl.load(KS + krow + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)
+            kp_r = tl.load(KS + krow + rs, mask=r_ok, other=0.0).to(tl.float32)
         else:
-            v_prev = tl.zeros([BLOCK_P], dtype=tl.float32)
-        rows = at[:, None] * N
-        ms = p_ok[:, None] & s_ok[None, :]
-        # in place (SSM_OUT is SSM, VS_OUT is VS): a tile smaller than the block is held by several threads, all of
-        # which read it and only one of which stores each element; a slow copy must not read the new state (which
-        # the H200 did at S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs,
-        # 2026-12-02 and 12-04), nor a new v as v_prev: a barrier between the reads and the stores
-        mr = p_ok[:, None] & r_ok[None, :]
-        if GROUPED:   # the three column groups read together (one wait on memory, not three), stored together
-            st_e = _new_state(SSM, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, HAS_STATES)
-            st_o = _new_state(SSM, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
-                              HAS_STATES)
-            st_r = _new_state(SSM, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, HAS_STATES)
-            tl.debug_barrier()
-            tl.store(SSM_OUT + rows + 2 * ss[None, :], st_e.to(SSM_OUT.dtype.element_ty), mask=ms)
-            tl.store(SSM_OUT + rows + 2 * ss[None, :] + 1, st_o.to(SSM_OUT.dtype.element_ty), mask=ms)
-            tl.store(SSM_OUT + rows + rs[None, :], st_r.to(SSM_OUT.dtype.element_ty), mask=mr)
-            y = (tl.sum(st_e * q_e[None, :], axis=1) + tl.sum(st_o * q_o[None, :], axis=1)
-                 + tl.sum(st_r * q_r[None, :], axis=1))
-        else:
-            y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e,
-                        HAS_STATES)
-            y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
-                         q_o, HAS_STATES)
-            y += _update(SSM, SSM_OUT, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, q_r,
-                         HAS_STATES)
-            tl.debug_barrier()
-        if STORE_V:
-            tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
+            kp_e = tl.zeros([BLOCK_S], dtype=tl.float32)
+            kp_o = tl.zeros([BLOCK_S], dtype=tl.float32)
+            kp_r = tl.zeros([BLOCK_R], dtype=tl.float32)
         if HAS_D:
-            y += skip * v
-        if HAS_Z:
-            z = tl.load(Z + row * sZ + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
-            y = y * z * tl.sigmoid(z)
-        tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
-    tl.debug_barrier()   # likewise for the previous k~ and the angle, read at the start by every warp
-    if last_to_read(CNT, bh, SPLIT):
-        tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
-        tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
-        tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
-        tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
+            skip = tl.load(D + h).to(tl.float32)
+
+        for p0 in range(tl.program_id(1) * BLOCK_P if SPLIT else 0, P, P if SPLIT else BLOCK_P):
+            ps = p0 + tl.arange(0, BLOCK_P)
+            p_ok = ps < P
+            at = bh.to(tl.int64) * P + ps
+            v = tl.load(V + row * sV + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+            if HAS_STATES:
+                v_prev = tl.load(VS + at, mask=p_ok, other=0.0).to(tl.float32)
+            else:
+                v_prev = tl.zeros([BLOCK_P], dtype=tl.float32)
+            rows = at[:, None] * N
+            ms = p_ok[:, None] & s_ok[None, :]
+            # in place (SSM_OUT is SSM, VS_OUT is VS): a tile smaller than the block is held by several threads, all of
+            # which read it and only one of which stores each element; a slow copy must not read the new state (which
+            # the H200 did at S of 2-6: the few rotated columns, replicated 8x at 8 warps, gave wrong outputs,
+            # 2026-12-02 and 12-04), nor a new v as v_prev: a barrier between the reads and the stores
+            mr = p_ok[:, None] & r_ok[None, :]
+            if GROUPED:   # the three column groups read together (one wait on memory, not three), stored together
+                st_e = _new_state(SSM, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, HAS_STATES)
+                st_o = _new_state(SSM, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
+                                  HAS_STATES)
+                st_r = _new_state(SSM, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, HAS_STATES)
+                tl.debug_barrier()
+                tl.store(SSM_OUT + rows + 2 * ss[None, :], st_e.to(SSM_OUT.dtype.element_ty), mask=ms)
+                tl.store(SSM_OUT + rows + 2 * ss[None, :] + 1, st_o.to(SSM_OUT.dtype.element_ty), mask=ms)
+                tl.store(SSM_OUT + rows + rs[None, :], st_r.to(SSM_OUT.dtype.element_ty), mask=mr)
+                y = (tl.sum(st_e * q_e[None, :], axis=1) + tl.sum(st_o * q_o[None, :], axis=1)
+                     + tl.sum(st_r * q_r[None, :], axis=1))
+            else:
+                y = _update(SSM, SSM_OUT, rows + 2 * ss[None, :], ms, alpha, beta, gamma, v_prev, v, kp_e, k_e, q_e,
+                            HAS_STATES)
+                y += _update(SSM, SSM_OUT, rows + 2 * ss[None, :] + 1, ms, alpha, beta, gamma, v_prev, v, kp_o, k_o,
+                             q_o, HAS_STATES)
+                y += _update(SSM, SSM_OUT, rows + rs[None, :], mr, alpha, beta, gamma, v_prev, v, kp_r, k_r, q_r,
+                             HAS_STATES)
+                tl.debug_barrier()
+            if STORE_V:
+                tl.store(VS_OUT + at, v.to(VS_OUT.dtype.element_ty), mask=p_ok)
+            if HAS_D:
+                y += skip * v
+            if HAS_Z:
+                z = tl.load(Z + row * sZ + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
+                y = y * z * tl.sigmoid(z)
+            tl.store(OUT + at, y.to(OUT.dtype.element_ty), mask=p_ok)
+        tl.debug_barrier()   # likewise for the previous k~ and the angle, read at the start by every warp
+        if last_to_read(CNT, bh, SPLIT):
+            tl.store(KS_OUT + krow + 2 * ss, k_e.to(KS_OUT.dtype.element_ty), mask=s_ok)
+            tl.store(KS_OUT + krow + 2 * ss + 1, k_o.to(KS_OUT.dtype.element_ty), mask=s_ok)
+            tl.store(KS_OUT + krow + rs, k_r.to(KS_OUT.dtype.element_ty), mask=r_ok)
+            tl.store(THETA_OUT + bh * S + ss, theta.to(THETA_OUT.dtype.element_ty), mask=s_ok)
 
 
 @triton.jit
@@ -210,6 +293,9 @@ STEP_ROWS = int(os.environ.get("SSM_TRITON_M3_STEP_ROWS", "16"))
 # each read, barred and stored in turn (0, the form timed on 2026-12-06h); untimed: 217 registers at 4 warps in
 # 16-row blocks against 168 (sm_90, triton 3.6), all of a program's state loads in flight at once
 STEP_GROUPED = os.environ.get("SSM_TRITON_M3_STEP_GROUPED", "0").strip() not in ("", "0")
+# The SISO step on whole state rows (1: q~, k~ as full rows, the state rows one packed tile; ``_siso_step_whole``)
+# or on its column groups (0, the form timed on 2026-12-06h); untimed
+STEP_WHOLE = os.environ.get("SSM_TRITON_M3_STEP_WHOLE", "0").strip() not in ("", "0")
 
 
 def _rule(problem, mode):
@@ -217,6 +303,8 @@ def _rule(problem, mode):
     tiles = dict(BLOCK_S=max(2, next_power_of_2(S)), BLOCK_R=max(2, next_power_of_2(N - 2 * S)))
     if STEP_GROUPED:
         tiles["GROUPED"] = True
+    if STEP_WHOLE:
+        tiles.update(WHOLE=True, BLOCK_N=next_power_of_2(N))
     if STEP_ROWS:
         return dict(BLOCK_P=min(STEP_ROWS, next_power_of_2(P)), SPLIT=True, num_warps=4, **tiles)
     # 4 warps need 251 registers

@@ -3,8 +3,9 @@
 #  (1) the 130M Mamba2 LM's replayed decode step at 4 / 16 rows, at 16 the step between the projections in one
 #      launch (the default rows) against the composed conv update, state update and gated norm (the composed_step
 #      rows), same process, and torch.profiler of each;
-#  (2) the 130M-size Mamba3 LM's replayed step at b1 / b16: 16-row blocks (default), GROUPED=1, 8-row blocks;
-#  (3) torch.profiler of its b16 step.
+#  (2) the 130M-size Mamba3 LM's replayed step at b1 / b16: 16-row blocks (default), GROUPED=1, the whole-row form
+#      (SSM_TRITON_M3_STEP_WHOLE=1: 64 registers at 4 warps against 168) in 16- and 32-row blocks;
+#  (3) torch.profiler of its b16 step, split and whole-row forms.
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
 R=$(pwd); S=$OUT/summary.txt
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
@@ -19,11 +20,15 @@ for impl in 'ssm_triton$' ssm_triton_composed_step; do
   { echo "== profile lm2 b16 $impl"; head -16 /tmp/p2.txt; } >> $S
 done
 M='decode_step.\((1|16),\)'
-for v in "ROWS=16" "GROUPED=1" "ROWS=8"; do
+i=0
+for v in "ROWS=16" "GROUPED=1" "WHOLE=1" "WHOLE=1 SSM_TRITON_M3_STEP_ROWS=32"; do
+  i=$((i+1))
   env SSM_TRITON_M3_STEP_$v timeout 45 python3 -m ssm_triton bench --ops lm_mamba3 --no-peers --match "$M" \
-    --json $OUT/lm3-$v.json > /tmp/lm3.txt 2>&1
+    --json $OUT/lm3-$i.json > /tmp/lm3.txt 2>&1
   { echo "== lm3 $v"; grep -h "decode_step" /tmp/lm3.txt | grep -v "\[#"; } >> $S
 done
-timeout 50 python3 -m ssm_triton.bench.profile --ops lm_mamba3 --match "(16,)" --impl ssm_triton_eager > /tmp/p3.txt 2>&1
-{ echo "== profile lm3 b16"; head -20 /tmp/p3.txt; } >> $S
+for v in 0 1; do
+  SSM_TRITON_M3_STEP_WHOLE=$v timeout 50 python3 -m ssm_triton.bench.profile --ops lm_mamba3 --match "(16,)" --impl 'ssm_triton$' > /tmp/p3.txt 2>&1
+  { echo "== profile lm3 b16 WHOLE=$v"; head -12 /tmp/p3.txt; } >> $S
+done
 cat $S
