@@ -47,17 +47,20 @@ def _conv_now(ZX_ROW, CS_ROW, CONV_W, CONV_B, chans, ok, xbc_lo, cs_c, cs_w, HAS
 
 
 @triton.jit
-def _roll_windows(ZX_ROW, CS_ROW, chans, ok, xbc_lo, cs_c, cs_w, W: tl.constexpr, BLOCK_W: tl.constexpr):
-    """The windows of ``chans`` one step on: entry ``j`` takes entry ``j + 1``, the last the token's value. Every
-    read is done before any write (several threads may hold an entry)."""
+def _roll_load(ZX_ROW, CS_ROW, chans, ok, xbc_lo, cs_c, cs_w, W: tl.constexpr, BLOCK_W: tl.constexpr):
+    """The windows of ``chans`` one step on, as ``(BLOCK, BLOCK_W)``: entry ``j`` takes entry ``j + 1``, the last the
+    token's value (stored by :func:`_roll_store`, after a barrier: several threads may hold an entry)."""
     j = tl.arange(0, BLOCK_W)
-    at = CS_ROW + chans.to(tl.int64)[:, None] * cs_c
     both = ok[:, None] & (j < W - 1)[None, :]
-    old = tl.load(at + (j + 1)[None, :] * cs_w, mask=both, other=0.0)
+    old = tl.load(CS_ROW + chans.to(tl.int64)[:, None] * cs_c + (j + 1)[None, :] * cs_w, mask=both, other=0.0)
     new = tl.load(ZX_ROW + xbc_lo + chans, mask=ok, other=0.0).to(old.dtype)
-    rolled = tl.where((j < W - 1)[None, :], old, new[:, None])
-    tl.debug_barrier()
-    tl.store(at + j[None, :] * cs_w, rolled, mask=ok[:, None] & (j < W)[None, :])
+    return tl.where((j < W - 1)[None, :], old, new[:, None])
+
+
+@triton.jit
+def _roll_store(CS_ROW, rolled, chans, ok, cs_c, cs_w, W: tl.constexpr, BLOCK_W: tl.constexpr):
+    j = tl.arange(0, BLOCK_W)
+    tl.store(CS_ROW + chans.to(tl.int64)[:, None] * cs_c + j[None, :] * cs_w, rolled, mask=ok[:, None] & (j < W)[None, :])
 
 
 @triton.jit
@@ -69,7 +72,7 @@ def _mamba2_step_kernel(
     zx_b, cs_b, cs_c, cs_w, s_b, s_h, s_p, s_n, d_h, d_p,
     W: tl.constexpr, HAS_CONV_B: tl.constexpr, HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_F: tl.constexpr,
-    BLOCK_J: tl.constexpr,
+    BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pb = tl.program_id(0)
     bi = tl.program_id(1).to(tl.int64)
@@ -91,8 +94,8 @@ def _mamba2_step_kernel(
     b = b.to(ZX.dtype.element_ty).to(tl.float32)
     c = _conv_now(zx_row, cs_row, CONV_W, CONV_B, d_ssm + (G + g) * N + ns, n_ok, xbc_lo, cs_c, cs_w, HAS_CONV_B, W)
     c = c.to(ZX.dtype.element_ty).to(tl.float32)
-    # this program's x channels are its own: their windows roll here (after the reads above, in the helper's order)
-    _roll_windows(zx_row, cs_row, cx, p_ok, xbc_lo, cs_c, cs_w, W, BLOCK_W)
+    # this program's x channels are its own: their windows roll here, stored after the barrier below
+    x_rolled = _roll_load(zx_row, cs_row, cx, p_ok, xbc_lo, cs_c, cs_w, W, BLOCK_W)
     dt = softplus(tl.load(zx_row + d_ssm + conv_dim + h).to(tl.float32) + tl.load(DT_BIAS + h).to(tl.float32))
     decay = tl.exp(-tl.exp(tl.load(A_LOG + h).to(tl.float32)) * dt)
     at = SSM + bi * s_b + h * s_h + ps[:, None] * s_p + ns[None, :] * s_n
@@ -100,6 +103,7 @@ def _mamba2_step_kernel(
     state = decay * state + (dt * x)[:, None] * b[None, :]
     tl.debug_barrier()   # in place: every thread's read of the tile before any store (kernels/state_update.py)
     tl.store(at, state.to(SSM.dtype.element_ty), mask=pn_ok)
+    _roll_store(cs_row, x_rolled, cx, p_ok, cs_c, cs_w, W, BLOCK_W)
     y = tl.sum(state * c[None, :], axis=1) + tl.load(D + h * d_h + ps * d_p, mask=p_ok, other=0.0).to(tl.float32) * x
     z_at = zx_row + cx
     if HAS_NORM:
@@ -116,9 +120,11 @@ def _mamba2_step_kernel(
         tl.store(Y + bi * d_ssm + cx, (y * z * tl.sigmoid(z)).to(Y.dtype.element_ty), mask=p_ok)
     tl.debug_barrier()   # this program's reads of the B and C windows and its stores, before it counts itself in
     if last_arrival(CNT, bi, tl.num_programs(0) * H):
-        for lo in range(d_ssm, conv_dim, BLOCK_F):
-            chans = lo + tl.arange(0, BLOCK_F)
-            _roll_windows(zx_row, cs_row, chans, chans < conv_dim, xbc_lo, cs_c, cs_w, W, BLOCK_W)
+        # one round trip for each part where the blocks cover it (the op sizes them so): the B and C windows' reads,
+        # then the norm's reads of every partial and row, its stores, and the windows' stores after a barrier
+        chans = d_ssm + tl.arange(0, BLOCK_C)
+        c_ok = chans < conv_dim
+        bc_rolled = _roll_load(zx_row, cs_row, chans, c_ok, xbc_lo, cs_c, cs_w, W, BLOCK_W)
         if HAS_NORM:
             # a norm group spans whole heads (the op checks it): its partials are contiguous, norm_size / P heads'
             n_parts = tl.num_programs(0) * H
@@ -141,15 +147,17 @@ def _mamba2_step_kernel(
                     if not GATE_FIRST:
                         yf = yf * gate
                     tl.store(Y + bi * d_ssm + fs, yf.to(Y.dtype.element_ty), mask=f_ok)
+        tl.debug_barrier()
+        _roll_store(cs_row, bc_rolled, chans, c_ok, cs_c, cs_w, W, BLOCK_W)
 
 
 def _rule(problem, mode):
-    """The state update's tile (``(BLOCK_P, N)`` near 4K fp32 elements, four warps); one warp and 16 rows in the
-    interpreter."""
+    """A ``(BLOCK_P, N)`` tile near 2K fp32 elements, four warps (the state update's tuner took 16 rows of 128
+    columns for the 130M LM's step at 16 rows, H100 2026-12-07); one warp and 16 rows in the interpreter."""
     P, N = problem[1], problem[2]
     if mode.interpreted:
         return dict(BLOCK_P=min(16, next_power_of_2(P)), num_warps=1)
-    return dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
+    return dict(BLOCK_P=max(1, min(next_power_of_2(P), 2048 // next_power_of_2(N))), num_warps=4)
 
 
 # one candidate (the rule): the bound launches of op plans time nothing
@@ -183,7 +191,8 @@ def step_args(zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm
         s_b=ssm_state.stride(0), s_h=ssm_state.stride(1), s_p=ssm_state.stride(2), s_n=ssm_state.stride(3),
         d_h=P if D.numel() != H else 1, d_p=1 if D.numel() != H else 0,
         W=W, GATE_FIRST=gate_first, BLOCK_N=next_power_of_2(N), BLOCK_W=next_power_of_2(W),
-        BLOCK_F=min(512, next_power_of_2(max(conv_dim - d_ssm, norm_size))), BLOCK_J=next_power_of_2(per_group))
+        BLOCK_F=min(4096, next_power_of_2(norm_size)), BLOCK_C=next_power_of_2(conv_dim - d_ssm),
+        BLOCK_J=next_power_of_2(per_group))
 
 
 def _mode(t):

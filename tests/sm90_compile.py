@@ -370,8 +370,8 @@ def mamba2_step_cases():
         ptrs = {**dict.fromkeys(["ZX", "CONV_S", "CONV_W", "CONV_B", "Y"], PTR[io]), "SSM": PTR[state],
                 **dict.fromkeys(["A_LOG", "DT_BIAS", "D", "NORM_W", "PART"], "*fp32"), "CNT": "*i32", "eps": "fp32"}
         yield "mamba2 step", km2s.mamba2_step_kernel, ptrs, dict(W=4, HAS_CONV_B=norm, HAS_NORM=norm, GATE_FIRST=first,
-                                                                  BLOCK_P=32, BLOCK_N=128, BLOCK_W=4, BLOCK_F=512,
-                                                                  BLOCK_J=64)
+                                                                  BLOCK_P=32, BLOCK_N=128, BLOCK_W=4, BLOCK_F=2048,
+                                                                  BLOCK_J=64, BLOCK_C=256)
 
 
 def mamba3_cases():

@@ -539,13 +539,14 @@ def test_in_place_steps_over_several_row_blocks(device, P, b, seed):
 
 
 @pytest.mark.parametrize("rows", [0, 16])
-def test_steps_on_whole_state_rows(device, rows):
-    """The step's whole-row form (``step.STEP_WHOLE``: q~ and k~ as full rows, the state rows one packed tile), one
-    program a pair and in blocks of rows, through the token-by-token and the row-block properties above."""
+def test_steps_on_column_groups(device, rows):
+    """The step's column-group form (``step.STEP_WHOLE`` off: the even, odd and unrotated columns of the state rows
+    as three tiles; the whole-row form is the default), one program a pair and in blocks of rows, through the
+    token-by-token and the row-block properties above."""
     from ssm_triton.kernels import tuning
     from ssm_triton.kernels.mamba3 import step
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(step, "STEP_WHOLE", True)
+        mp.setattr(step, "STEP_WHOLE", False)
         mp.setattr(step, "STEP_ROWS", rows)
         tuning.forget()   # the rule's choice is remembered per problem
         try:

@@ -226,16 +226,16 @@ def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
 @pytest.mark.parametrize("opts", OPTIONS[:3], ids=["siso", "outproj_norm", "rope_full-ngroups2"])
 @FEW
 @given(L=st.integers(2, 5), bsz=st.integers(1, 3), seed=seeds())
-def test_decode_steps_on_whole_state_rows(device, L, bsz, seed, opts):
-    """The SISO block's one-launch step in its whole-row form (``step.STEP_WHOLE``; the block's logits and B/C
-    norms inside): decoding from empty states against the float64 block, bf16, as the test above (at least two
+def test_decode_steps_on_column_groups(device, L, bsz, seed, opts):
+    """The SISO block's one-launch step in its column-group form (``step.STEP_WHOLE`` off; the block's logits and
+    B/C norms inside): decoding from empty states against the float64 block, bf16, as the test above (at least two
     tokens: a first token's output does not see its angle)."""
     from ssm_triton.kernels import tuning
     from ssm_triton.kernels.mamba3 import step
     m = build(device, seed % 1000, A_floor=0.7, **opts).to(torch.bfloat16)
     u = torch.randn(bsz, L, 16, generator=torch.Generator().manual_seed(seed)).to(device, torch.bfloat16)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(step, "STEP_WHOLE", True)
+        mp.setattr(step, "STEP_WHOLE", False)
         tuning.forget()   # the rule's choice is remembered per problem
         try:
             got = prefill_then_decode(m, u, 0)

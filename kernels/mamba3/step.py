@@ -294,8 +294,9 @@ STEP_ROWS = int(os.environ.get("SSM_TRITON_M3_STEP_ROWS", "16"))
 # 16-row blocks against 168 (sm_90, triton 3.6), all of a program's state loads in flight at once
 STEP_GROUPED = os.environ.get("SSM_TRITON_M3_STEP_GROUPED", "0").strip() not in ("", "0")
 # The SISO step on whole state rows (1: q~, k~ as full rows, the state rows one packed tile; ``_siso_step_whole``)
-# or on its column groups (0, the form timed on 2026-12-06h); untimed
-STEP_WHOLE = os.environ.get("SSM_TRITON_M3_STEP_WHOLE", "0").strip() not in ("", "0")
+# or on its column groups (0). H100, 2026-12-07, the 130M-size Mamba3 LM's replayed step in 16-row blocks: b1 0.491
+# against 0.534 ms, b16 0.784 against 1.142 (64 registers at 4 warps against 168); 32-row blocks no better
+STEP_WHOLE = os.environ.get("SSM_TRITON_M3_STEP_WHOLE", "1").strip() not in ("", "0")
 
 
 def _rule(problem, mode):

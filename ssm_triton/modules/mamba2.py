@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.arrivals import counters
 from ..ops import fused_step as fused
 from ..ops import mamba2_step as mid_step
 from ..ops import _layout
@@ -146,5 +147,9 @@ class Mamba2(nn.Module):
         device = self.out_proj.weight.device
         conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
         ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
-        return (torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype),
-                torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype))
+        conv_state = torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype)
+        ssm_state = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype)
+        # the one-launch step's row counters, made now: a first made inside a CUDA graph's capture is zeroed by
+        # every replay (a fill launch a layer)
+        counters(ssm_state, batch_size)
+        return conv_state, ssm_state
