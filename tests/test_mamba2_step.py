@@ -18,8 +18,9 @@ from test_fused_step import _states, block, options, reference_step
 
 def _no_fused_step(mp):
     """Keep the three-launch fused step off these calls (it serves small batches eagerly), as a CUDA graph's
-    capture past its rows does."""
+    capture past its rows does, and the one-launch step on (off by default)."""
     mp.setattr(fused, "MAX_EAGER_BATCH", 0)
+    mp.setattr(mid, "ENABLED", True)
 
 
 @given(opts=options, bsz=st.integers(1, 5), headdim=st.sampled_from([4, 8, 12, 20, 40]), seed=seeds())
@@ -49,7 +50,9 @@ def test_block_step_in_one_launch_matches_the_float64_step(device, opts, bsz, he
     assert not counters(ssm_state, bsz).any()
 
 
-def test_serves_only_calls_it_computes(device):
+def test_serves_only_calls_it_computes(device, monkeypatch):
+    assert not mid.ENABLED or mid.os.environ.get("SSM_TRITON_M2_STEP")   # off unless asked for
+    monkeypatch.setattr(mid, "ENABLED", True)
     m = block(device, torch.float32, 0, 16, 8, 8, 2, True, False, False, False)
     conv_state, ssm_state = _states(m, 3, 1, device)
     with torch.no_grad():
@@ -118,6 +121,7 @@ def test_replayed_decode_steps_in_one_launch_equal_the_composed_ones():
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, VOCAB, (bsz, 7), generator=gen).to(dev)
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mid, "ENABLED", True)
         params, want_params = _params(m, bsz, dev, 0), _params(ref, bsz, dev, 0)
         m(prompt, inference_params=params)
         ref(prompt, inference_params=want_params)
