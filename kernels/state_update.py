@@ -21,17 +21,17 @@ from .tuning import Launch, OneLaunch, TunableKernel, bucket
 
 @triton.jit
 def _state_update_kernel(
-    # pointers (D, Z, DT_BIAS, IDX may be None)
-    S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT,
-    # sizes (n_cache: the state's rows, the bound of IDX's values)
-    P, N, heads_per_group, n_cache,
+    # pointers (D, Z, DT_BIAS, IDX, DT_W may be None)
+    S, X, DT, A, B, C, D, Z, DT_BIAS, IDX, OUT, DT_W,
+    # sizes (n_cache: the state's rows, the bound of IDX's values; R: DT's low rank under DT_LOW)
+    P, N, heads_per_group, n_cache, R,
     # strides, named <tensor>_<axis>
     s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
     b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
     # meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr, PDL: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DT_LOW: tl.constexpr = False, BLOCK_R: tl.constexpr = 16,
 ):
     bi = tl.program_id(1).to(tl.int64)
     h = tl.program_id(2).to(tl.int64)
@@ -63,6 +63,20 @@ def _state_update_kernel(
         dt = tl.load(DT + bi * dt_b + h * dt_h).to(tl.float32)
         if HAS_BIAS:
             dt += tl.load(DT_BIAS + h * bias_h).to(tl.float32)
+    elif DT_LOW:
+        # Mamba-1's dt_proj inside the update: DT holds the low-rank rows (b, R), DT_W the weight (H * P, R) packed;
+        # rounded to the weight's dtype, as the projection's own launch stores it
+        dt = tl.zeros([BLOCK_P], dtype=tl.float32)
+        w_rows = DT_W + (h * P + ps).to(tl.int64)[:, None] * R
+        for r0 in range(0, R, BLOCK_R):
+            rs = r0 + tl.arange(0, BLOCK_R)
+            r_ok = rs < R
+            low = tl.load(DT + bi * dt_b + rs, mask=r_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_rows + rs[None, :], mask=p_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+            dt += tl.sum(w * low[None, :], axis=1)
+        dt = dt.to(DT_W.dtype.element_ty).to(tl.float32)
+        if HAS_BIAS:
+            dt += tl.load(DT_BIAS + h * bias_h + ps * bias_p, mask=p_ok, other=0.0).to(tl.float32)
     else:
         dt = tl.load(DT + bi * dt_b + h * dt_h + ps * dt_p, mask=p_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -135,21 +149,23 @@ def _key(problem):
 state_update_kernel = TunableKernel(
     "state_update", _state_update_kernel, rule=_rule, alternatives=_alternatives, key=_key, restore=("S",),
     grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-2], problem[-1]),
-    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX"))
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W"))
 
 
 def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False,
-                 pdl=False):
+                 pdl=False, dt_weight=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
     ``out (b, H, P)`` in ``x``'s dtype. ``config`` (launch keywords) overrides the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
     each other at the headline shape; evict-first / streaming-store hints on the state cost 4%).
     ``a_is_log``: ``A`` holds ``log(-A)`` (the fused Mamba-2 step passes the module's ``A_log``). ``pdl``:
     launched as a programmatic dependent launch, the state read before waiting on the previous kernel
-    (the fused steps, ``kernels/fused_step.py``; never with ``state_batch_indices``)."""
+    (the fused steps, ``kernels/fused_step.py``; never with ``state_batch_indices``). ``dt_weight (H * P, R)``,
+    packed: ``dt`` holds low-rank rows ``(b, R)`` (row stride any, packed after it) that the kernel projects (Mamba-1's
+    dt_proj, its output rounded to the weight's dtype)."""
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out,
-                                      a_is_log, pdl)
+                                      a_is_log, pdl, dt_weight)
     state_update_kernel.launch(problem, config, **args)
     return out
 
@@ -167,7 +183,7 @@ def update_plan(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, out_shape, a_
 
 
 def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out, a_is_log=False,
-                      pdl=False):
+                      pdl=False, dt_weight=None):
     """``(problem, launch arguments)`` of :func:`state_update` writing into ``out (b, H, P)`` (the fused
     steps' plans, ``ops/fused_step.py``, bind them once)."""
     bsz, H, P = x.shape
@@ -176,7 +192,10 @@ def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_b
     # one stride() call per tensor: each call costs about half a microsecond of host time, and this runs per token
     s_b, s_h, s_p, s_n = state.stride()
     x_b, x_h, x_p = x.stride()
-    dt_b, dt_h, dt_p = dt.stride()
+    if dt_weight is not None:   # low-rank rows (b, R): a batch stride, nothing per head or channel
+        dt_b, dt_h, dt_p = dt.stride(0), 0, 1
+    else:
+        dt_b, dt_h, dt_p = dt.stride()
     a_h, a_p, a_n = A.stride()
     b_b, b_g, b_n = B.stride()
     c_b, c_g, c_n = C.stride()
@@ -185,11 +204,14 @@ def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_b
     bias_h, bias_p = _strides(dt_bias, 2)
     o_b, o_h, o_p = out.stride()
     a_per_head = a_p == 0 and a_n == 0
-    dt_per_head = dt_p == 0 and (dt_bias is None or bias_p == 0)
-    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl, bsz, H)
+    dt_per_head = dt_weight is None and dt_p == 0 and (dt_bias is None or bias_p == 0)
+    low = dt_weight is not None
+    # the low-rank form's key has one entry more (the others' keys stay as their tuning caches hold them)
+    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl) + (("dt_proj",) if low else ()) \
+        + (bsz, H)
     return problem, dict(
-        S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out,
-        P=P, N=N, heads_per_group=H // G, n_cache=state.shape[0],
+        S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out, DT_W=dt_weight,
+        P=P, N=N, heads_per_group=H // G, n_cache=state.shape[0], R=dt_weight.shape[1] if low else 1,
         s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n, x_b=x_b, x_h=x_h, x_p=x_p, dt_b=dt_b, dt_h=dt_h, dt_p=dt_p,
         a_h=a_h, a_p=a_p, a_n=a_n, b_b=b_b, b_g=b_g, b_n=b_n, c_b=c_b, c_g=c_g, c_n=c_n, d_h=d_h, d_p=d_p,
         z_b=z_b, z_h=z_h, z_p=z_p, bias_h=bias_h, bias_p=bias_p, o_b=o_b, o_h=o_h, o_p=o_p,

@@ -49,6 +49,9 @@ MAX_EAGER_BATCH = 64
 # 0.579 at b4; 2026-12-04 with the one-tile projections (kernels/fused_step.py), Mamba-2 0.361 vs 0.475 at b4
 PDL_ROWS = {"Mamba2": 4, "Mamba": 4}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Mamba-1's dt_proj inside the state update (``kernels/state_update.py``'s ``DT_LOW``: each program projects the
+# low-rank rows for its channels), four launches a step instead of five; untimed (2026-12-07), off by default
+DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "0").strip() not in ("", "0")
 
 
 def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
@@ -102,15 +105,17 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
 def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, residual_in_fp32=False):
     """One token through a Mamba-1 ``Mamba`` block, states updated in place; call where :func:`serves` says
     so. Arguments and result as :func:`mamba2_step`. Five launches: [add + norm +] in_proj with the conv
-    windows of ``x``; x_proj; dt_proj; the state update (``A`` read as ``A_log``, gate ``silu(z)``); out_proj."""
+    windows of ``x``; x_proj; dt_proj; the state update (``A`` read as ``A_log``, gate ``silu(z)``); out_proj. Four
+    with ``DT_IN_UPDATE``: dt_proj in the state update."""
     bsz, d, R = hidden_states.shape[0], mixer.d_inner, mixer.dt_rank
     pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba"])
     xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0, pdl)
     x = xz[:, :d]
     x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None, pdl=pdl)
-    dt, _ = _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, pdl=pdl)
+    low = DT_IN_UPDATE and mixer.dt_proj.weight.is_contiguous()
+    dt = x_dbl[:, :R] if low else _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, pdl=pdl)[0]
     y = state_update(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, x_dbl, dt), True, None, a_is_log=True,
-                     pdl=pdl)
+                     pdl=pdl, dt_weight=mixer.dt_proj.weight if low else None)
     out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
     return out[:, None], res_out
 
@@ -350,12 +355,17 @@ class _MambaPlan(_Plan):
         problem, args = _k.in_step_args(x, None, None, 0.0, None, mixer.x_proj.weight, None, None, None, None, 0,
                                         self.x_dbl, None, pdl)
         self.l_x = tuning.Launch(_k.in_step_kernel, problem, args, ())
-        problem, args = _k.in_step_args(self.x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, None,
-                                        None, None, 0, self.dt, None, pdl)
-        self.l_dt = tuning.Launch(_k.in_step_kernel, problem, args, ())
+        low = DT_IN_UPDATE and mixer.dt_proj.weight.is_contiguous()
+        self.l_dt = None
+        if not low:
+            problem, args = _k.in_step_args(self.x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, None,
+                                            None, None, 0, self.dt, None, pdl)
+            self.l_dt = tuning.Launch(_k.in_step_kernel, problem, args, ())
         # the state is passed as itself: its (b, 1, d, N) view has the same address, and the strides say the rest
-        problem, args = state_update_args(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, self.x_dbl, self.dt),
-                                          True, None, self.y[:, None], a_is_log=True, pdl=pdl)
+        dt = self.x_dbl[:, :R] if low else self.dt
+        problem, args = state_update_args(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, self.x_dbl, dt),
+                                          True, None, self.y[:, None], a_is_log=True, pdl=pdl,
+                                          dt_weight=mixer.dt_proj.weight if low else None)
         self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
         problem, args = _k.out_step_args(self.y, xz, None, 0.0, d, False, w_out, mixer.out_proj.bias, out, pdl)
         self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
@@ -364,7 +374,8 @@ class _MambaPlan(_Plan):
         out, res_out = self._outputs(self.out_dtype)
         self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
         self.l_x(stream)
-        self.l_dt(stream)
+        if self.l_dt is not None:
+            self.l_dt(stream)
         self.l_su(stream, ssm_state)
         self.l_out(stream, out)
         return out, res_out
