@@ -1,6 +1,7 @@
 """Eager decode steps from CUDA graphs (ssm_triton/models/decode_graphs.py): which calls may replay, when a
 graph is captured again (another batch, another state cache, a replaced weight, a switch flipped), that the
 returned logits are the eager step's and the caller's own, and on a GPU the replayed steps against the eager ones."""
+import contextlib
 import copy
 import pickle
 
@@ -19,6 +20,31 @@ def _params(m, bsz, device, offset=3):
     params.key_value_memory_dict = m.allocate_inference_cache(bsz, 16)
     params.seqlen_offset = offset
     return params
+
+
+def replayed_against_eager(m, ref, bsz, dev, eager=contextlib.nullcontext):
+    """Under inference mode: one random prompt through both models, then four decode steps, ``m``'s replayed from
+    its decode graph (captured at the first), ``ref``'s eager inside ``eager()``; logits at each step and every
+    layer's states after, held together. Returns the prompt."""
+    m.cuda_graph_decode, ref.cuda_graph_decode = True, False
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, VOCAB, (bsz, 7), generator=gen).to(dev)
+    params, want_params = _params(m, bsz, dev, 0), _params(ref, bsz, dev, 0)
+    m(prompt, inference_params=params)
+    ref(prompt, inference_params=want_params)
+    params.seqlen_offset = want_params.seqlen_offset = 7
+    for step in range(4):
+        tok = torch.randint(0, VOCAB, (bsz, 1), generator=gen).to(dev)
+        got = m(tok, inference_params=params).logits
+        with eager():
+            want = ref(tok, inference_params=want_params).logits
+        assert_close(got, want.double(), torch.float32, f"logits, step {step}")
+        params.seqlen_offset += 1
+        want_params.seqlen_offset += 1
+    for k, states in params.key_value_memory_dict.items():
+        for t, w in zip(states, want_params.key_value_memory_dict[k]):
+            assert_close(t, w.double(), torch.float32, f"layer {k} state")
+    return prompt
 
 
 def test_only_plain_decode_calls_replay(device):
@@ -144,24 +170,8 @@ def test_replayed_decode_steps_equal_the_eager_ones(layer):
     dev = torch.device("cuda")
     m = build(dev, layer, 3).eval()
     ref = copy.deepcopy(m)
-    m.cuda_graph_decode, ref.cuda_graph_decode = True, False
-    gen = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, VOCAB, (2, 7), generator=gen).to(dev)
     with torch.inference_mode():
-        params, want_params = _params(m, 2, dev, 0), _params(ref, 2, dev, 0)
-        m(prompt, inference_params=params)
-        ref(prompt, inference_params=want_params)
-        params.seqlen_offset = want_params.seqlen_offset = 7
-        for step in range(4):
-            tok = torch.randint(0, VOCAB, (2, 1), generator=gen).to(dev)
-            got = m(tok, inference_params=params).logits
-            want = ref(tok, inference_params=want_params).logits
-            assert_close(got, want.double(), torch.float32, f"logits, step {step}")
-            params.seqlen_offset += 1
-            want_params.seqlen_offset += 1
-        for k, states in params.key_value_memory_dict.items():
-            for t, w in zip(states, want_params.key_value_memory_dict[k]):
-                assert_close(t, w.double(), torch.float32, f"layer {k} state")
+        prompt = replayed_against_eager(m, ref, 2, dev)
         assert len(m._decode_graphs.graphs) == 1
         out = m.generate(prompt, max_length=12)
         assert out.shape == (2, 12) and len(m._decode_graphs.graphs) == 1

@@ -197,23 +197,33 @@ def test_lm_decoding_with_the_fused_step_equals_the_composed_step(device, layer,
         ssm_cfg.update(headdim=8, ngroups=2, chunk_size=16)
     cfg = MambaConfig(d_model=32, n_layer=2, vocab_size=50, ssm_cfg=ssm_cfg)
     model = MambaLMHeadModel(cfg, device=device).eval()
-    steps = torch.randint(0, 50, (2, 3), device=device)
-    cache = model.allocate_inference_cache(2, 8)
+    decode, logits = decoding(model, 2, device), {}
+    for on in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", on)
+        logits[on] = decode()
+    assert_close(logits[True], logits[False].double(), torch.float32, "logits")
+
+
+def decoding(model, bsz, device, tokens=3):
+    """``decode() -> logits (bsz, tokens, vocab)``: the LM's decode steps from one set of random states (as a prefill
+    of 5 tokens leaves them, each call on its own copy) over the same random tokens, so that calls under different
+    switches can be compared."""
+    steps = torch.randint(0, model.config.vocab_size, (bsz, tokens), device=device)
+    cache = model.allocate_inference_cache(bsz, 8)
     for conv_state, ssm_state in cache.values():
         conv_state.normal_()
         ssm_state.normal_()
-    logits = {}
-    for on in (True, False):
-        monkeypatch.setattr(fused, "ENABLED", on)
-        params = InferenceParams(max_seqlen=8, max_batch_size=2, seqlen_offset=5)
+
+    def decode():
+        params = InferenceParams(max_seqlen=8, max_batch_size=bsz, seqlen_offset=5)
         params.key_value_memory_dict = {i: (c.clone(), s.clone()) for i, (c, s) in cache.items()}
         seen = []
         with torch.inference_mode():
-            for t in range(steps.shape[1]):
+            for t in range(tokens):
                 seen.append(model(steps[:, t:t + 1], inference_params=params).logits)
                 params.seqlen_offset += 1
-        logits[on] = torch.cat(seen, 1)
-    assert_close(logits[True], logits[False].double(), torch.float32, "logits")
+        return torch.cat(seen, 1)
+    return decode
 
 
 def test_serves_only_calls_it_computes(device):

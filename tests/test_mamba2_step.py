@@ -1,6 +1,8 @@
 """Mamba-2's step between its projections in one launch (ops/mamba2_step.py, kernels/mamba2_step.py) against the
 float64 step composed of the references, over the block's options, groups, dtypes and batch sizes (several state
 row blocks, several norm groups); the calls it serves; the LM's decoding with it against the composed step."""
+import contextlib
+
 import pytest
 import torch
 from hypothesis import given
@@ -8,12 +10,12 @@ from hypothesis import strategies as st
 
 from ssm_triton.kernels.arrivals import counters
 from ssm_triton.models import MambaConfig, MambaLMHeadModel
-from ssm_triton.modules import InferenceParams, Mamba2
+from ssm_triton.modules import Mamba2
 from ssm_triton.ops import fused_step as fused
 from ssm_triton.ops import mamba2_step as mid
 from ssm_triton.tolerance import assert_close
 from strategies import examples, seeds
-from test_fused_step import _states, block, options, reference_step
+from test_fused_step import _states, block, decoding, options, reference_step
 
 
 def _no_fused_step(mp):
@@ -83,59 +85,34 @@ def test_lm_decoding_in_one_launch_equals_the_composed_step(device):
     cfg = MambaConfig(d_model=32, n_layer=2, vocab_size=50,
                       ssm_cfg={"layer": "Mamba2", "d_state": 16, "headdim": 8, "ngroups": 2, "chunk_size": 16})
     model = MambaLMHeadModel(cfg, device=device).eval()
-    steps = torch.randint(0, 50, (3, 3), device=device)
-    cache = model.allocate_inference_cache(3, 8)
-    for conv_state, ssm_state in cache.values():
-        conv_state.normal_()
-        ssm_state.normal_()
-    logits = {}
+    decode, logits = decoding(model, 3, device), {}
     for on in (True, False):
         with pytest.MonkeyPatch.context() as mp:
             _no_fused_step(mp)
             mp.setattr(mid, "ENABLED", on)
-            params = InferenceParams(max_seqlen=8, max_batch_size=3, seqlen_offset=5)
-            params.key_value_memory_dict = {i: (c.clone(), s.clone()) for i, (c, s) in cache.items()}
-            seen = []
-            with torch.inference_mode():
-                for t in range(steps.shape[1]):
-                    seen.append(model(steps[:, t:t + 1], inference_params=params).logits)
-                    params.seqlen_offset += 1
-        logits[on] = torch.cat(seen, 1)
+            logits[on] = decode()
     assert_close(logits[True], logits[False].double(), torch.float32, "logits")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_replayed_decode_steps_in_one_launch_equal_the_composed_ones():
-    """Past the fused step's rows a captured decode step takes this launch (its counters made inside the capture,
+    """Past the fused step's rows a captured decode step takes this launch (its row counters made with the cache,
     replayed with it): several steps from a prefill against a copy decoding eagerly without it (the fused step's
     eager rows), logits and states."""
     import copy
 
-    from test_decode_graph import _params
-    from test_lm import VOCAB, build
+    from test_decode_graph import replayed_against_eager
+    from test_lm import build
     dev = torch.device("cuda")
     m = build(dev, "Mamba2", 3).eval()
     ref = copy.deepcopy(m)
-    m.cuda_graph_decode, ref.cuda_graph_decode = True, False
-    bsz = fused.MAX_BATCH["Mamba2"] + 2
-    gen = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, VOCAB, (bsz, 7), generator=gen).to(dev)
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
         mp.setattr(mid, "ENABLED", True)
-        params, want_params = _params(m, bsz, dev, 0), _params(ref, bsz, dev, 0)
-        m(prompt, inference_params=params)
-        ref(prompt, inference_params=want_params)
-        params.seqlen_offset = want_params.seqlen_offset = 7
-        for step in range(4):
-            tok = torch.randint(0, VOCAB, (bsz, 1), generator=gen).to(dev)
-            got = m(tok, inference_params=params).logits
+
+        @contextlib.contextmanager
+        def without():
             mp.setattr(mid, "ENABLED", False)
-            want = ref(tok, inference_params=want_params).logits
+            yield
             mp.setattr(mid, "ENABLED", True)
-            assert_close(got, want.double(), torch.float32, f"logits, step {step}")
-            params.seqlen_offset += 1
-            want_params.seqlen_offset += 1
-        for k, states in params.key_value_memory_dict.items():
-            for t, w in zip(states, want_params.key_value_memory_dict[k]):
-                assert_close(t, w.double(), torch.float32, f"layer {k} state")
+        replayed_against_eager(m, ref, fused.MAX_BATCH["Mamba2"] + 2, dev, without)
         assert len(m._decode_graphs.graphs) == 1

@@ -20,8 +20,7 @@ import triton.language as tl
 from ..host import next_power_of_2
 from ..ssd.common import mm
 from ..tuning import TunableKernel
-from .prep import _tanh
-from .step import (STATE_NAMES, STEP_ROWS, counters, input_strides, last_to_read, launch_step, new_state_shapes,
+from .step import (STATE_NAMES, new_angle, STEP_ROWS, counters, input_strides, last_to_read, launch_step, new_state_shapes,
                    plan_of, step_grid, step_outs, step_terms)
 
 
@@ -72,11 +71,7 @@ def _mimo_step_kernel(
     rot = first | second
     angle_ix = tl.where(second, ns - half, ns)
     partner = tl.where(first, ns + half, ns - half)
-    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + angle_ix, mask=rot,
-                                               other=0.0).to(tl.float32)) * dt
-    if HAS_STATES:
-        theta += tl.load(THETA + bh * S + angle_ix, mask=rot, other=0.0).to(tl.float32)
-    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+    theta = new_angle(ANG, THETA, row, sG, h, sGh, bh, S, angle_ix, rot, dt, HAS_STATES)
     cos = tl.where(rot, tl.cos(theta), 1.0)
     sin = tl.where(first, -tl.sin(theta), tl.where(second, tl.sin(theta), 0.0))
 

@@ -49,6 +49,16 @@ def step_terms(DT, TRAP, ADT, DTB, A_FLOOR, sD, sA, sT, H, HQK, PRE: tl.constexp
 
 
 @triton.jit
+def new_angle(ANG, THETA, row, sG, h, sGh, bh, S, ix, ok, dt, HAS_STATES: tl.constexpr):
+    """The running angle after this token at angle indices ``ix`` (``ok``): the state's (zero without
+    ``HAS_STATES``) ``+ pi tanh(Angles) DT``, fp32, reduced to ``[0, 2 pi)``."""
+    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + ix, mask=ok, other=0.0).to(tl.float32)) * dt
+    if HAS_STATES:
+        theta += tl.load(THETA + bh * S + ix, mask=ok, other=0.0).to(tl.float32)
+    return theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+
+
+@triton.jit
 def _pairs(X, XB, XW, row, h, ss, s_ok, rs, r_ok, N, EPS, NORM: tl.constexpr):
     """One row of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias`` as its even, odd and pass-through
     columns, fp32."""
@@ -119,10 +129,7 @@ def _siso_step_whole(Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW, THE
     n_ok = ns < N
     turned = ns < 2 * S
     half = ns // 2
-    theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + half, mask=turned, other=0.0).to(tl.float32)) * dt
-    if HAS_STATES:
-        theta += tl.load(THETA + bh * S + half, mask=turned, other=0.0).to(tl.float32)
-    theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+    theta = new_angle(ANG, THETA, row, sG, h, sGh, bh, S, half, turned, dt, HAS_STATES)
     cos = tl.where(turned, tl.cos(theta), 1.0)
     sin = tl.where(turned, tl.sin(theta), 0.0)
     pair = tl.where(turned, ns ^ 1, ns)
@@ -195,10 +202,7 @@ def _siso_step_kernel(
         s_ok = ss < S
         rs = 2 * S + tl.arange(0, BLOCK_R)
         r_ok = rs < N
-        theta = 3.141592653589793 * _tanh(tl.load(ANG + row * sG + h * sGh + ss, mask=s_ok, other=0.0).to(tl.float32)) * dt
-        if HAS_STATES:
-            theta += tl.load(THETA + bh * S + ss, mask=s_ok, other=0.0).to(tl.float32)
-        theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
+        theta = new_angle(ANG, THETA, row, sG, h, sGh, bh, S, ss, s_ok, dt, HAS_STATES)
         cos = tl.cos(theta)
         sin = tl.sin(theta)
         q_e, q_o, q_r = _pairs(Q, QB, QW, row * sQ + g * N, h, ss, s_ok, rs, r_ok, N, EPS, NORM)
