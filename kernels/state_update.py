@@ -122,10 +122,16 @@ def _rule(problem, mode):
     """A ``(BLOCK_P, N)`` fp32 tile near 4K elements (registers, not local memory), four warps. On the
     H100 every shape with at least 4 elements a thread ran within 2% of the others
     (bench/sweep_blocks.py, 2026-11-25)."""
+    low = problem[9] if len(problem) > 11 else None   # ("dt_proj", R): the low-rank dt's form
     if mode.interpreted:
         return dict(BLOCK_P=16, num_warps=1)   # the LM tests step dozens of heads: few programs
     P, N = problem[1], problem[2]
     kw = dict(BLOCK_P=max(1, min(next_power_of_2(P), 4096 // next_power_of_2(N))), num_warps=4)
+    if low:
+        # the dt_proj rows (BLOCK_P, R) in one tile near 4K elements too, loaded at once: at Mamba-1's N 16 and
+        # rank 48 that is 64 channels a program (24 programs at batch 1 for 1536 channels, not 6 of 256)
+        r = next_power_of_2(low[1])
+        kw.update(BLOCK_P=max(16, min(kw["BLOCK_P"], 4096 // max(r, next_power_of_2(N)))), BLOCK_R=min(r, 256))
     if problem[8]:   # pdl
         kw["launch_pdl"] = True
     return kw
@@ -207,8 +213,8 @@ def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_b
     dt_per_head = dt_weight is None and dt_p == 0 and (dt_bias is None or bias_p == 0)
     low = dt_weight is not None
     # the low-rank form's key has one entry more (the others' keys stay as their tuning caches hold them)
-    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl) + (("dt_proj",) if low else ()) \
-        + (bsz, H)
+    problem = (bsz * H, P, N, state.dtype, x.dtype, a_per_head, dt_per_head, a_is_log, pdl) \
+        + ((("dt_proj", dt_weight.shape[1]),) if low else ()) + (bsz, H)
     return problem, dict(
         S=state, X=x, DT=dt, A=A, B=B, C=C, D=D, Z=z, DT_BIAS=dt_bias, IDX=state_batch_indices, OUT=out, DT_W=dt_weight,
         P=P, N=N, heads_per_group=H // G, n_cache=state.shape[0], R=dt_weight.shape[1] if low else 1,

@@ -319,13 +319,13 @@ def state_update_cases():
         yield "state_update", ksu.state_update_kernel, ptrs, dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt,
                                                                    HAS_IDX=opt, A_PER_HEAD=opt, DT_PER_HEAD=not opt, A_LOG=opt, PDL=opt,
                                                                    BLOCK_P=32, BLOCK_N=128)
-    # Mamba-1's fused step with dt_proj inside (one head of d_inner channels, N 16, rank 48 in 16-wide blocks)
+    # Mamba-1's fused step with dt_proj inside (one head of d_inner channels, N 16, rank 48 in one 64-wide block)
     ptrs = {"S": PTR[tl.float32], **dict.fromkeys(["X", "DT", "B", "C", "Z", "OUT", "DT_W"], PTR[tl.bfloat16]),
             "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}
     yield "state_update dt_proj", ksu.state_update_kernel, ptrs, dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                                                                        HAS_IDX=False, A_PER_HEAD=False, DT_PER_HEAD=False,
-                                                                       A_LOG=True, PDL=True, DT_LOW=True, BLOCK_P=256,
-                                                                       BLOCK_N=16, BLOCK_R=16)
+                                                                       A_LOG=True, PDL=True, DT_LOW=True, BLOCK_P=64,
+                                                                       BLOCK_N=16, BLOCK_R=64)
 
 
 def norm_cases():
