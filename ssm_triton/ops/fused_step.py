@@ -38,8 +38,8 @@ ENABLED = os.environ.get("SSM_TRITON_FUSED_STEP", "1").strip() not in ("", "0")
 # tuner's candidates, Mamba2 still 1.167 vs 0.775 (its in_step 25 us a layer, not explained) but Mamba-1 0.652 vs 0.884;
 # 2026-12-06 (H100, bench/results/h100-2026-12-06g) the composed step without PyTorch launches between its kernels:
 # Mamba2 at 16 rows 0.820 -> 0.646 ms (the fused step not timed against it since)
-# Past its rows a replayed Mamba2 step takes in_proj, ops/mamba2_step.py's one launch and out_proj (2026-12-07);
-# SSM_TRITON_M2_FUSED_ROWS moves the line, for an A/B
+# Past its rows a replayed Mamba2 step takes the composed step (or, with SSM_TRITON_M2_STEP=1, in_proj,
+# ops/mamba2_step.py's one launch and out_proj); SSM_TRITON_M2_FUSED_ROWS moves the line, for an A/B
 MAX_BATCH = {"Mamba2": int(os.environ.get("SSM_TRITON_M2_FUSED_ROWS", "4")), "Mamba": 16}
 # Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
 # kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
