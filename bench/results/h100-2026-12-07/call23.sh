@@ -3,7 +3,8 @@
 #  (1) GPU tests of the mended one-launch Mamba-2 step and of Mamba-1's fused step with dt_proj in the state update;
 #  (2) the Mamba2 LM at 16 rows, one-launch step (SSM_TRITON_M2_STEP=1) against the three ops (0), one process each;
 #  (3) the Mamba-1 LM (mamba-130m's shape) at 1 / 4 / 16 rows, dt_proj in the update (SSM_TRITON_M1_DT_IN_UPDATE=1,
-#      four launches a layer) against its own launch (0, five).
+#      four launches a layer) against its own launch (0, five);
+#  (4) torch.profiler of the Mamba3 LM's b1 step.
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
 R=$(pwd); S=$OUT/summary.txt
 s=$(date +%s)
@@ -18,4 +19,7 @@ for v in 1 0; do
   SSM_TRITON_M1_DT_IN_UPDATE=$v timeout 70 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_mamba1_decode_step' --json $OUT/lm1-dt$v.json > /tmp/lm1.txt 2>&1
   { echo "== lm1 DT_IN_UPDATE=$v"; grep -h "decode_step" /tmp/lm1.txt | grep -v "\[#"; } >> $S
 done
+# where the Mamba3 LM's b1 step goes (0.491 ms, ~20 us a layer against the Mamba2 LM's ~10 with its fused step)
+timeout 45 python3 -m ssm_triton.bench.profile --ops lm_mamba3 --match "(1,)" --impl 'ssm_triton$' > /tmp/p3.txt 2>&1
+{ echo "== profile lm3 b1"; grep -v -i warn /tmp/p3.txt | head -12; } >> $S
 cat $S
