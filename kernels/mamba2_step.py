@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .arrivals import counters, last_arrival
+from .arrivals import last_arrival
 from .host import cdiv, next_power_of_2
 from .tuning import Launch, OneLaunch, TunableKernel, run_mode
 
@@ -208,28 +208,29 @@ def out_shapes(zx, ssm_state):
     return (bsz, H * P), (bsz, H * cdiv(P, block_p))
 
 
-def step(zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm_w, **opts):
-    """One launch of the step (shapes as the module docstring says; the op checks them); updates both states in
-    place and returns ``y (b, d_ssm)`` in ``zx``'s dtype."""
+def _outputs(zx, ssm_state):
+    """The call's ``y`` and ``part`` (:func:`out_shapes`), empty."""
     y_shape, part_shape = out_shapes(zx, ssm_state)
-    y = torch.empty(y_shape, device=zx.device, dtype=zx.dtype)
-    part = torch.empty(part_shape, device=zx.device, dtype=torch.float32)
-    cnt = counters(ssm_state, ssm_state.shape[0])
+    return (torch.empty(y_shape, device=zx.device, dtype=zx.dtype),
+            torch.empty(part_shape, device=zx.device, dtype=torch.float32))
+
+
+def step(zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm_w, cnt, **opts):
+    """One launch of the step (shapes as the module docstring says; the op checks them; ``cnt`` the state's
+    counters, ``arrivals.counters``); updates both states in place and returns ``y (b, d_ssm)`` in ``zx``'s dtype."""
+    y, part = _outputs(zx, ssm_state)
     problem, args = step_args(zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm_w, cnt, y, part,
                               **opts)
     mamba2_step_kernel.launch(problem, **args)
     return y
 
 
-def step_plan(zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm_w, **opts) -> OneLaunch:
+def step_plan(*tensors, **opts) -> OneLaunch:
     """:func:`step` as an op plan (``ssm_triton/ops/_plans.py``): ``plan((zx, conv_state, conv_w, conv_b,
     ssm_state, A_log, dt_bias, D, norm_w, cnt)) -> [y, part]`` for tensors of these shapes, strides and dtypes."""
-    y_shape, part_shape = out_shapes(zx, ssm_state)
-    y = torch.empty(y_shape, device=zx.device, dtype=zx.dtype)
-    part = torch.empty(part_shape, device=zx.device, dtype=torch.float32)
-    cnt = counters(ssm_state, ssm_state.shape[0])
-    tensors = (zx, conv_state, conv_w, conv_b, ssm_state, A_log, dt_bias, D, norm_w, cnt)
+    zx, ssm_state = tensors[0], tensors[4]
+    y, part = _outputs(zx, ssm_state)   # stand in for each call's
     problem, args = step_args(*tensors, y, part, **opts)
     take = tuple(i for i, t in enumerate(tensors) if t is not None)
     launch = Launch(mamba2_step_kernel, problem, args, tuple(VARY[i] for i in take) + OUTS)
-    return OneLaunch(launch, take, ((y_shape, zx.dtype), (part_shape, torch.float32)), zx.device)
+    return OneLaunch(launch, take, ((tuple(y.shape), zx.dtype), (tuple(part.shape), torch.float32)), zx.device)

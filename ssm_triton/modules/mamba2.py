@@ -149,7 +149,6 @@ class Mamba2(nn.Module):
         ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
         conv_state = torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype)
         ssm_state = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype)
-        # the one-launch step's row counters, made now: a first made inside a CUDA graph's capture is zeroed by
-        # every replay (a fill launch a layer)
-        counters(ssm_state, batch_size)
+        if mid_step.ENABLED:   # the one-launch step's row counters, made now: a set first made inside a CUDA
+            counters(ssm_state, batch_size)   # graph's capture is zeroed by every replay (a fill launch a layer)
         return conv_state, ssm_state

@@ -112,12 +112,18 @@ def mamba_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=
     xz, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, 0, pdl)
     x = xz[:, :d]
     x_dbl, _ = _k.in_step(x, None, None, 0.0, None, mixer.x_proj.weight, None, pdl=pdl)
-    low = DT_IN_UPDATE and mixer.dt_proj.weight.is_contiguous()
+    low = _dt_in_update(mixer)
     dt = x_dbl[:, :R] if low else _k.in_step(x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, pdl=pdl)[0]
     y = state_update(ssm_state[:, None], *_mamba_update_inputs(mixer, xz, x_dbl, dt), True, None, a_is_log=True,
                      pdl=pdl, dt_weight=mixer.dt_proj.weight if low else None)
     out = _k.out_step(y.view(bsz, d), xz, None, 0.0, d, False, mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
     return out[:, None], res_out
+
+
+def _dt_in_update(mixer) -> bool:
+    """Whether this Mamba-1 block's step computes dt_proj in the state update (``DT_IN_UPDATE``; its kernel reads
+    the weight packed)."""
+    return DT_IN_UPDATE and mixer.dt_proj.weight.is_contiguous()
 
 
 def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, conv_lo, pdl=None):
@@ -355,7 +361,7 @@ class _MambaPlan(_Plan):
         problem, args = _k.in_step_args(x, None, None, 0.0, None, mixer.x_proj.weight, None, None, None, None, 0,
                                         self.x_dbl, None, pdl)
         self.l_x = tuning.Launch(_k.in_step_kernel, problem, args, ())
-        low = DT_IN_UPDATE and mixer.dt_proj.weight.is_contiguous()
+        low = _dt_in_update(mixer)
         self.l_dt = None
         if not low:
             problem, args = _k.in_step_args(self.x_dbl[:, :R], None, None, 0.0, None, mixer.dt_proj.weight, None, None,

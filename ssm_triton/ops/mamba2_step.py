@@ -63,6 +63,6 @@ def step(mixer, zx, conv_state, ssm_state) -> torch.Tensor:
     plan, key = _plans.lookup(_PLANS, tensors, tuple(opts.values()))
     if plan:
         return plan(tensors)[0]
-    y = _k.step(*tensors[:-1], **opts)
-    _plans.remember(_PLANS, key, lambda: _k.step_plan(*tensors[:-1], **opts))
+    y = _k.step(*tensors, **opts)
+    _plans.remember(_PLANS, key, lambda: _k.step_plan(*tensors, **opts))
     return y
