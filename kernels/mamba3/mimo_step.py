@@ -20,25 +20,8 @@ import triton.language as tl
 from ..host import next_power_of_2
 from ..ssd.common import mm
 from ..tuning import TunableKernel
-from .step import (STATE_NAMES, new_angle, STEP_ROWS, counters, input_strides, last_to_read, launch_step, new_state_shapes,
+from .step import (STATE_NAMES, new_angle, turned_rows, STEP_ROWS, counters, input_strides, last_to_read, launch_step, new_state_shapes,
                    plan_of, step_grid, step_outs, step_terms)
-
-
-@triton.jit
-def _turned(X, XB, XW, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin, N, EPS, NORM: tl.constexpr):
-    """Rows (ranks, columns) of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias``, turned on the half-split
-    pairs (``sin`` carries each column's sign)."""
-    m = rk_ok[:, None] & n_ok[None, :]
-    x = tl.load(X + rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
-    mp = rk_ok[:, None] & p_ok[None, :]
-    xp = tl.load(X + rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
-    if NORM:   # the block's RMSNorm on B and C (each rank's row), kept in fp32
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + EPS)
-        x = x * rstd[:, None] * tl.load(XW + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        xp = xp * rstd[:, None] * tl.load(XW + partner, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-    x += tl.load(XB + bias_rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
-    xp += tl.load(XB + bias_rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
-    return x * cos[None, :] + xp * sin[None, :]
 
 
 @triton.jit
@@ -79,8 +62,8 @@ def _mimo_step_kernel(
     rk_ok = rk < R
     qrows = (rk * HQK + g) * N
     brows = (h * R + rk) * N
-    q = _turned(Q + row * sQ, QB, QW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)  # (16, BLOCK_N)
-    k = _turned(K + row * sK, KB, KW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)
+    q = turned_rows(Q + row * sQ, QB, QW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)  # (16, BLOCK_N)
+    k = turned_rows(K + row * sK, KB, KW, qrows, brows, ns, partner, rk_ok, n_ok, rot, cos, sin, N, EPS, NORM)
     krows = ((row * R + rk) * H + h) * N
     km = rk_ok[:, None] & n_ok[None, :]
     if HAS_STATES:

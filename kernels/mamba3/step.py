@@ -98,20 +98,21 @@ def _update(SSM, SSM_OUT, cell, m, alpha, beta, gamma, v_prev, v, k_prev, k, q, 
 
 
 @triton.jit
-def _turned_row(X, XB, XW, base, h, ns, n_ok, pair, cos, sin, N, EPS, NORM: tl.constexpr):
-    """One row of ``X`` [normalised: ``X / rms(X) * XW``] ``+ bias``, turned: column ``n`` of a rotated pair takes
-    ``x[n] cos - x[n + 1] sin`` (even ``n``) or ``x[n - 1] sin + x[n] cos`` (odd), the columns past the pairs stay
-    (``cos`` 1, ``sin`` 0 there). Both reads of the row are of the same few cache lines."""
-    p_ok = n_ok & (pair < N)
-    x = tl.load(X + base + ns, mask=n_ok, other=0.0).to(tl.float32)
-    xp = tl.load(X + base + pair, mask=p_ok, other=0.0).to(tl.float32)
-    if NORM:   # the block's RMSNorm on B and C, kept in fp32 (the composed step rounds it to the input's dtype)
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x) / N + EPS)
-        x = x * rstd * tl.load(XW + ns, mask=n_ok, other=0.0).to(tl.float32)
-        xp = xp * rstd * tl.load(XW + pair, mask=p_ok, other=0.0).to(tl.float32)
-    x += tl.load(XB + h * N + ns, mask=n_ok, other=0.0).to(tl.float32)
-    xp += tl.load(XB + h * N + pair, mask=p_ok, other=0.0).to(tl.float32)
-    return x * cos + tl.where(ns % 2 == 0, -xp, xp) * sin
+def turned_rows(X, XB, XW, rows, bias_rows, ns, partner, rk_ok, n_ok, p_ok, cos, sin, N, EPS, NORM: tl.constexpr):
+    """Rows (ranks, columns) of ``X`` at ``rows`` [normalised: ``X / rms(X) * XW``] ``+`` the bias rows, turned:
+    column ``n`` takes ``x[n] cos + x[partner[n]] sin`` (``sin`` carries each column's sign; ``p_ok`` where a partner
+    is read). MIMO turns half-split pairs, SISO's whole-row step interleaved ones (one row)."""
+    m = rk_ok[:, None] & n_ok[None, :]
+    x = tl.load(X + rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
+    mp = rk_ok[:, None] & p_ok[None, :]
+    xp = tl.load(X + rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
+    if NORM:   # the block's RMSNorm on B and C (each rank's row), kept in fp32
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + EPS)
+        x = x * rstd[:, None] * tl.load(XW + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        xp = xp * rstd[:, None] * tl.load(XW + partner, mask=p_ok, other=0.0).to(tl.float32)[None, :]
+    x += tl.load(XB + bias_rows[:, None] + ns[None, :], mask=m, other=0.0).to(tl.float32)
+    xp += tl.load(XB + bias_rows[:, None] + partner[None, :], mask=mp, other=0.0).to(tl.float32)
+    return x * cos[None, :] + xp * sin[None, :]
 
 
 @triton.jit
@@ -131,10 +132,14 @@ def _siso_step_whole(Q, K, V, ADT, DT, TRAP, QB, KB, ANG, D, Z, DTB, QW, KW, THE
     half = ns // 2
     theta = new_angle(ANG, THETA, row, sG, h, sGh, bh, S, half, turned, dt, HAS_STATES)
     cos = tl.where(turned, tl.cos(theta), 1.0)
-    sin = tl.where(turned, tl.sin(theta), 0.0)
-    pair = tl.where(turned, ns ^ 1, ns)
-    q = _turned_row(Q, QB, QW, row * sQ + g * N, h, ns, n_ok, pair, cos, sin, N, EPS, NORM)
-    k = _turned_row(K, KB, KW, row * sK + g * N, h, ns, n_ok, pair, cos, sin, N, EPS, NORM)
+    # column n of a pair takes x[n] cos - x[n + 1] sin (even n) or x[n - 1] sin + x[n] cos (odd)
+    sin = tl.where(turned, tl.where(ns % 2 == 0, -tl.sin(theta), tl.sin(theta)), 0.0)
+    pair = ns ^ 1
+    one = tl.arange(0, 1)   # q~, k~ as one row of turned_rows, then as vectors
+    q = tl.sum(turned_rows(Q + row * sQ, QB, QW, one + g * N, one + h * N, ns, pair, one < 1, n_ok, turned, cos, sin,
+                           N, EPS, NORM), axis=0)
+    k = tl.sum(turned_rows(K + row * sK, KB, KW, one + g * N, one + h * N, ns, pair, one < 1, n_ok, turned, cos, sin,
+                           N, EPS, NORM), axis=0)
     krow = bh.to(tl.int64) * N
     if HAS_STATES:
         k_prev = tl.load(KS + krow + ns, mask=n_ok, other=0.0).to(tl.float32)
