@@ -149,6 +149,40 @@ def _after_predecessor(PDL: tl.constexpr, HOLD: tl.constexpr):
 
 
 @triton.jit
+def _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks, K,
+                 conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
+                 HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr, HAS_CONV_B: tl.constexpr, W: tl.constexpr,
+                 DOT: tl.constexpr, PDL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr):
+    """:func:`_in_step_kernel`'s columns ``cols`` of rows ``rows`` with the whole reduction in one tile (``ks``
+    covers ``K``): ``(BLOCK_M, BLOCK_O)`` fp32, the projection rounded to ``ZX``'s dtype, the conv channels among
+    the columns through their windows (rolled in place) and silu. Everything that does not depend on the
+    predecessor is loaded before the wait (PDL, holding its dependents until after it)."""
+    dt_in = HID.dtype.element_ty
+    k_ok = ks < K
+    w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
+    bias = _bias_row(BIN, cols, o_ok, HAS_BIN, BLOCK_O)
+    if HAS_NORM:
+        nw = tl.load(NORM_W + ks, mask=k_ok, other=0.0).to(tl.float32)
+    if HAS_CONV:
+        taps, tap_last, conv_b = _conv_taps(CONV_W, CONV_B, cols, conv_lo, conv_dim, HAS_CONV_B, W)
+    _after_predecessor(PDL, True)
+    if HAS_CONV:
+        window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
+    ok = m_ok[:, None] & k_ok[None, :]
+    if HAS_NORM:
+        u = _norm_input(HID, RES, RES_OUT, rows, ks, ok, h_m, r_m, K, HAS_RES, True)
+        rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / K + eps)
+        x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
+    else:
+        x = tl.load(HID + rows[:, None] * h_m + ks[None, :], mask=ok, other=0.0)
+    out = (_project(x, w, DOT, BLOCK_M) + bias).to(ZX.dtype.element_ty).to(tl.float32)
+    if HAS_CONV:
+        out = _conv_window(out, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim,
+                           cs_b, cs_c, cs_w, W)
+    return out
+
+
+@triton.jit
 def _in_step_kernel(
     HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # pointers (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
     M, K: tl.constexpr, O, conv_lo, conv_dim, eps,                       # sizes (conv_lo: the first conv channel's column); the norm's epsilon
@@ -169,24 +203,9 @@ def _in_step_kernel(
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
     if BLOCK_K >= K:
-        k_ok = ks < K
-        w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
-        bias = _bias_row(BIN, cols, o_ok, HAS_BIN, BLOCK_O)
-        if HAS_NORM:
-            nw = tl.load(NORM_W + ks, mask=k_ok, other=0.0).to(tl.float32)
-        if HAS_CONV:
-            taps, tap_last, conv_b = _conv_taps(CONV_W, CONV_B, cols, conv_lo, conv_dim, HAS_CONV_B, W)
-        _after_predecessor(PDL, True)
-        if HAS_CONV:
-            window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
-        ok = m_ok[:, None] & k_ok[None, :]
-        if HAS_NORM:
-            u = _norm_input(HID, RES, RES_OUT, rows, ks, ok, h_m, r_m, K, HAS_RES, True)
-            rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / K + eps)
-            x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
-        else:
-            x = tl.load(HID + rows[:, None] * h_m + ks[None, :], mask=ok, other=0.0)
-        acc = _project(x, w, DOT, BLOCK_M) + bias
+        out = _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks,
+                           K, conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV,
+                           HAS_CONV_B, W, DOT, PDL, BLOCK_M, BLOCK_O)
     else:
         if AHEAD:   # the first tile, read before waiting (PDL)
             w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
@@ -223,11 +242,10 @@ def _in_step_kernel(
             if AHEAD:
                 w = w_next
         acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
-    v = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
-    out = v
-    if HAS_CONV:
-        out = _conv_window(v, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim,
-                           cs_b, cs_c, cs_w, W)
+        out = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
+        if HAS_CONV:
+            out = _conv_window(out, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim,
+                               cs_b, cs_c, cs_w, W)
     tl.store(ZX + rows[:, None] * O + cols[None, :], out.to(ZX.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 

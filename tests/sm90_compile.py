@@ -28,6 +28,7 @@ from ssm_triton.kernels import norm as knorm  # noqa: E402
 from ssm_triton.kernels import state_update as ksu  # noqa: E402
 from ssm_triton.kernels import mamba2_step as km2s  # noqa: E402
 from ssm_triton.kernels import fused_step as km2  # noqa: E402
+from ssm_triton.kernels import in_update as kiu  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_pairs as ssd_bwd  # noqa: E402
 from ssm_triton.kernels.ssd import bmm as ssd_bmm  # noqa: E402
 from ssm_triton.kernels.ssd import bwd_dt as ssd_dt  # noqa: E402
@@ -368,6 +369,19 @@ def fused_step_cases():
                                                                     d_ssm=k if bk >= k else 2 * k, **tiles)
 
 
+def in_update_cases():
+    """Mamba-2's state update inside the input projection's launch: options off and on, the gate in the update or
+    not, fp32 and bf16 rows, bf16 and fp32 states; the 130M block's tile (8 columns, 768 deep, N 128)."""
+    for (io, state), opt in itertools.product([(tl.float32, tl.float32), (tl.bfloat16, tl.float32),
+                                               (tl.bfloat16, tl.bfloat16)], [False, True]):
+        ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y"], PTR[io]),
+                "RES": "*fp32", "RES_OUT": "*fp32", "S": PTR[state], "A_LOG": "*fp32", "D": "*fp32",
+                "DT_BIAS": "*fp32", "CNT": "*i32", "eps": "fp32"}
+        yield "in update", kiu.in_update_kernel, ptrs, dict(
+            HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV_B=opt, HAS_D=opt, GATE=not opt, W=4, K=768, DOT=io,
+            PDL=opt, BLOCK_O=8, BLOCK_K=1024, BLOCK_N=128, EARLY=opt)
+
+
 def mamba2_step_cases():
     """Mamba-2's step between its projections: without and with the norm (its gate on either side), fp32 and bf16
     rows, bf16 and fp32 states."""
@@ -481,7 +495,8 @@ def main() -> int:
     aligned = "--aligned" in sys.argv
     done = failed = 0
     for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
-                                                     fused_step_cases(), mamba2_step_cases(), mamba3_cases()):
+                                                     fused_step_cases(), in_update_cases(), mamba2_step_cases(),
+                                                     mamba3_cases()):
         try:
             compiled = compile_kernel(kernel, ptrs, flags, aligned=aligned)
             done += 1

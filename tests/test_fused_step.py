@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.kernels import fused_step as km
+from ssm_triton.kernels import in_update
 from ssm_triton.kernels import tuning
+from ssm_triton.kernels.arrivals import counters
 from ssm_triton.kernels.tuning import H100
 from ssm_triton.models import MambaConfig, MambaLMHeadModel
 from ssm_triton.modules import InferenceParams, Mamba, Mamba2
@@ -104,6 +106,23 @@ def _states(m, bsz, seed, device):
        residual_in_fp32=st.booleans(), seed=seeds())
 @examples(6, 60)
 def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_in_fp32, seed):
+    _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed)
+
+
+@given(opts=options, bsz=st.integers(1, 4), norm=st.sampled_from(["none", "first", "residual"]),
+       residual_in_fp32=st.booleans(), seed=seeds())
+@examples(5, 50)
+def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm, residual_in_fp32, seed):
+    """``fused.IN_UPDATE``: the programs of x's columns update their channels' state rows once B, C and dt are
+    stored (two launches a step, kernels/in_update.py); the same float64 step, counters left at zero."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "IN_UPDATE", True)
+        ssm_state = _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed)
+    assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
+
+
+def _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed):
+    """Two tokens through a fresh Mamba-2 block's fused step against the float64 step; returns the state."""
     if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:
         opts["headdim"] = 8
     dtype = opts["dtype"]
@@ -135,6 +154,7 @@ def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_i
             assert res_out.dtype == keep and res_out.shape == (bsz, 1, m.d_model)
             assert_close(res_out, want[3], keep, f"residual {token}")
         h = torch.randn((bsz, 1, m.d_model), generator=g, device=device).to(dtype)
+    return ssm_state
 
 
 @given(dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), d_model=st.sampled_from([16, 24]),
@@ -187,11 +207,13 @@ def _check_mamba1_step(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm
         h = torch.randn((bsz, 1, d_model), generator=g, device=device).to(dtype)
 
 
-@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba2 in_update"])
 def test_lm_decoding_with_the_fused_step_equals_the_composed_step(device, layer, monkeypatch):
     """The LM's decode steps from the same states (as a prefill leaves them), every layer's step fused
     (pre-norm and residual included) or composed op by op: the same logits, token by token."""
     torch.manual_seed(0)
+    monkeypatch.setattr(fused, "IN_UPDATE", layer.endswith("in_update"))
+    layer = layer.split()[0]
     ssm_cfg = {"layer": layer, "d_state": 16}
     if layer == "Mamba2":
         ssm_cfg.update(headdim=8, ngroups=2, chunk_size=16)
@@ -330,3 +352,33 @@ def test_every_in_step_config(device, config, dtype):
         tuning.unpin("mamba2_out_step")
     for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
         assert_close(got, w, dtype, f"{config} {name}")
+
+
+_IN_UPDATE_SPACE = _every(in_update.in_update_kernel, (3, 202, 40, 80, 8, 8, torch.float32, torch.float32, True,
+                                                       True, 4, False, False))
+
+
+@pytest.mark.parametrize("config, dtype", [(kw, (torch.float32, torch.bfloat16)[i % 2])
+                                           for i, kw in enumerate(_IN_UPDATE_SPACE)],
+                         ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()) if isinstance(v, dict) else str(v))
+def test_every_in_update_config(device, config, dtype, monkeypatch):
+    """Every tuning candidate of the state update inside the input launch (column blocks of 2 to 8 of a head's 8
+    channels; the state read early or late) on one block of 2 groups, the dtypes in turn (the property test's
+    blocks cut heads)."""
+    monkeypatch.setattr(fused, "IN_UPDATE", True)
+    m = block(device, dtype, 3, 40, 8, 8, 2, True, False, True, True)
+    conv_state, ssm_state = _states(m, 3, 4, device)
+    h = torch.randn(3, 1, 40, device=device, dtype=dtype)
+    pre = torch.nn.Module()
+    pre.weight, pre.eps = torch.nn.Parameter(torch.rand(40, device=device) + 0.5), 1e-5
+    residual = torch.randn(3, 1, 40, device=device)
+    want = reference_step(m, h, conv_state, ssm_state, residual, pre, True)
+    tuning.pin("mamba2_in_update", **config)
+    try:
+        with torch.no_grad():
+            out, res = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, True)
+    finally:
+        tuning.unpin("mamba2_in_update")
+    for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
+        assert_close(got, w, dtype, f"{config} {name}")
+    assert (counters(ssm_state, in_update.COUNTERS) == 0).all()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import in_update
 from ..kernels.arrivals import counters
 from ..ops import fused_step as fused
 from ..ops import mamba2_step as mid_step
@@ -149,6 +150,10 @@ class Mamba2(nn.Module):
         ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
         conv_state = torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=conv_dtype)
         ssm_state = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype)
-        if mid_step.ENABLED:   # the one-launch step's row counters, made now: a set first made inside a CUDA
-            counters(ssm_state, batch_size)   # graph's capture is zeroed by every replay (a fill launch a layer)
+        # the counters of the steps that count arrivals, made now: a set first made inside a CUDA graph's capture is
+        # zeroed by every replay (a fill launch a layer)
+        if mid_step.ENABLED:   # the one-launch step's, one a row
+            counters(ssm_state, batch_size)
+        if fused._in_update(self, batch_size):   # the state update inside the input launch's, three a row
+            counters(ssm_state, in_update.COUNTERS)
         return conv_state, ssm_state

@@ -26,7 +26,9 @@ import weakref
 import torch
 
 from ..kernels import fused_step as _k
+from ..kernels import in_update as _ku
 from ..kernels import tuning
+from ..kernels.arrivals import counters
 from ..kernels.state_update import state_update, state_update_args, state_update_kernel
 from ._layout import records_graph
 from ._spec import compiling
@@ -52,6 +54,9 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Mamba-1's dt_proj inside the state update (``kernels/state_update.py``'s ``DT_LOW``: each program projects the
 # low-rank rows for its channels), four launches a step instead of five; untimed (2026-12-07), off by default
 DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "0").strip() not in ("", "0")
+# Mamba-2's state update inside the input projection's launch (``kernels/in_update.py``), two launches a step instead
+# of three, up to its rows; untimed (2026-12-07), off by default
+IN_UPDATE = os.environ.get("SSM_TRITON_M2_IN_UPDATE", "0").strip() not in ("", "0")
 
 
 def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
@@ -95,8 +100,14 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     ``(mixer output, residual)``."""
     bsz, d_ssm = hidden_states.shape[0], mixer.d_ssm
     pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba2"])
-    zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm, pdl)
-    y = state_update(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, a_is_log=True, pdl=pdl)
+    if _in_update(mixer, bsz):
+        zx, y, res_out = _ku.in_update(*_in_rows(hidden_states, residual, norm, residual_in_fp32),
+                                       *_in_update_params(mixer, conv_state, ssm_state), pdl=pdl, d_ssm=d_ssm,
+                                       ngroups=mixer.ngroups)
+        res_out = res_out.view(hidden_states.shape) if res_out is not None else None
+    else:
+        zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm, pdl)
+        y = state_update(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, a_is_log=True, pdl=pdl)
     out = _k.out_step(y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), mixer.out_proj.weight, mixer.out_proj.bias,
                       pdl=pdl)
     return out[:, None], res_out
@@ -129,6 +140,15 @@ def _dt_in_update(mixer) -> bool:
 def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, conv_lo, pdl=None):
     """The first launch of both steps: [the pre-norm block's add and norm ->] in_proj -> the conv windows of
     the columns from ``conv_lo`` on. ``(projection (b, O), residual' (b, 1, d_model) or None)``."""
+    conv = mixer.conv1d
+    zx, res_out = _k.in_step(*_in_rows(hidden_states, residual, norm, residual_in_fp32), mixer.in_proj.weight,
+                             mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, conv_lo, pdl=pdl)
+    return zx, res_out.view(hidden_states.shape) if res_out is not None else None
+
+
+def _in_rows(hidden_states, residual, norm, residual_in_fp32) -> tuple:
+    """``(rows (b, d_model), residual rows or None, norm weight, eps, kept residual dtype)``: the input projection
+    launches' first arguments."""
     bsz = hidden_states.shape[0]
     rows = hidden_states.reshape(bsz, -1)
     if rows.stride(-1) != 1:
@@ -137,10 +157,21 @@ def _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in
     if norm is not None:
         res_rows = residual.reshape(bsz, -1).contiguous() if residual is not None else None
         keep = _residual_dtype(residual_in_fp32, residual, hidden_states)
+    return (rows, res_rows, *_norm_args(norm), keep)
+
+
+def _in_update(mixer, bsz) -> bool:
+    """Whether this Mamba-2 step updates its state inside the input projection's launch (``IN_UPDATE``)."""
+    return IN_UPDATE and _ku.fits(bsz, mixer.d_model, mixer.d_ssm)
+
+
+def _in_update_params(mixer, conv_state, ssm_state) -> tuple:
+    """``kernels/in_update.py``'s arguments after the input's: the projection's and conv's parameters, the states,
+    ``A_log, D, dt_bias``, whether ``y`` is gated, the state's counters."""
     conv = mixer.conv1d
-    zx, res_out = _k.in_step(rows, res_rows, *_norm_args(norm), keep, mixer.in_proj.weight, mixer.in_proj.bias,
-                             conv.weight.squeeze(1), conv.bias, conv_state, conv_lo, pdl=pdl)
-    return zx, res_out.view(hidden_states.shape) if res_out is not None else None
+    D = mixer.D.view(mixer.nheads, mixer.headdim) if mixer.D_has_hdim else mixer.D
+    return (mixer.in_proj.weight, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias, conv_state, ssm_state,
+            mixer.A_log, D, mixer.dt_bias, not mixer.rmsnorm, counters(ssm_state, _ku.COUNTERS))
 
 
 def _norm_args(norm) -> tuple:
@@ -313,21 +344,32 @@ class _Mamba2Plan(_Plan):
         self.y = torch.empty((bsz, H, P), device=hidden.device, dtype=zx.dtype)
         self.out_dtype = w_out.dtype
         out, res_out = self._outputs(w_out.dtype)
-        problem, args = _k.in_step_args(
-            hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1), conv.bias,
-            conv_state, d_ssm, zx, res_out, pdl)
-        self.l_in = tuning.Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
-        problem, args = state_update_args(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, self.y,
-                                          a_is_log=True, pdl=pdl)
-        self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
+        self.l_su = None
+        if _in_update(mixer, bsz):   # one launch for both, its counters the state's
+            problem, args = _ku.in_update_args(
+                hidden, residual, *_norm_args(norm), *_in_update_params(mixer, conv_state, ssm_state), zx,
+                self.y.view(bsz, d_ssm), res_out, pdl, d_ssm=d_ssm, ngroups=mixer.ngroups)
+            self.l_in = tuning.Launch(_ku.in_update_kernel, problem, args, self._in_vary(residual) + ("S", "CNT"))
+        else:
+            problem, args = _k.in_step_args(
+                hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1),
+                conv.bias, conv_state, d_ssm, zx, res_out, pdl)
+            self.l_in = tuning.Launch(_k.in_step_kernel, problem, args, self._in_vary(residual))
+            problem, args = state_update_args(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, self.y,
+                                              a_is_log=True, pdl=pdl)
+            self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
         problem, args = _k.out_step_args(self.y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), w_out, mixer.out_proj.bias,
                                          out, pdl)
         self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
 
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
         out, res_out = self._outputs(self.out_dtype)
-        self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
-        self.l_su(stream, ssm_state)
+        if self.l_su is None:
+            self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state), ssm_state,
+                      counters(ssm_state, _ku.COUNTERS))
+        else:
+            self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
+            self.l_su(stream, ssm_state)
         self.l_out(stream, out)
         return out, res_out
 

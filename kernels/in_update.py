@@ -1,0 +1,221 @@
+"""Mamba-2's decode step in two launches a layer at few rows: the state update inside the input projection's launch
+(``kernels/fused_step.py``'s ``_in_step_kernel`` plus ``kernels/state_update.py``), then the output projection.
+
+At batch 1 the fused step's three launches a layer are each a few microseconds of mostly latency (H200, 2026-12-04:
+in_step 4.1 us, the state update 2.5, out_step 3.3); the state update moves 0.8 MB. Here the projection's programs
+that own ``x`` channels also update those channels' state rows, once B, C and dt are there:
+
+- Each program takes a **ticket** (an atomic count per batch row) and works on the column block the ticket names,
+  in this order: the blocks of ``[B | C | dt]`` (and of ``z`` where the update gates with it), then those of ``x``,
+  then the rest of ``z``. A program that waits has a later ticket than every program it waits on, and those were
+  already running when they took theirs: the wait always ends, however few programs the GPU holds at once (the
+  order in which blocks start is not what decides it).
+- A program of the first group stores its columns and counts itself **ready** (release). A program of ``x``
+  columns stores its ``x``, waits until every ready program has counted (acquire), then reads ``B, C`` and ``dt``
+  of its channels' heads (L2, around the L1 that may hold old lines) and updates its ``(BLOCK_O, N)`` state rows in
+  place, storing ``y``.
+- Every program counts itself **done** at the end; the last resets the row's counters for the next launch.
+
+Shapes: ``ZX (M, O)`` as the fused step's (``[z | x | B | C | dt]``, ``O = 2 d_ssm + 2 G N + H``), ``S (M, H, P, N)``,
+``Y (M, d_ssm)``, ``CNT``: 3 int32 counters a row (:data:`COUNTERS` a state tensor), zero between launches.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .activations import softplus
+from .fused_step import _one_tile_in, _rule as _in_rule, pdl_enabled
+from .host import cdiv, next_power_of_2
+from .ssd.launch import dot_for
+from .tuning import TunableKernel, bucket
+
+# the most rows a launch takes (one program a row and column block): the counters a state tensor holds
+MAX_ROWS = 4
+COUNTERS = 3 * MAX_ROWS
+
+
+@triton.jit
+def _in_update_kernel(
+    HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # the in_step's (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
+    S, A_LOG, D, DT_BIAS, Y, CNT,                                       # the update's (D may be None)
+    M, K: tl.constexpr, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w,
+    P, N, heads_per_group,
+    s_b, s_h, s_p, s_n, d_h, d_p,
+    HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr,
+    HAS_D: tl.constexpr, GATE: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EARLY: tl.constexpr = False,
+):
+    """``ZX`` as ``_in_step_kernel`` writes it (one row a program, the whole reduction one tile), ``S`` updated in
+    place, ``Y`` the update's output (gated by ``silu(z)`` with ``GATE``, the block without its norm).
+
+    ``EARLY``: an x block reads its state rows (and ``A_log``, ``dt_bias``, ``D``) before waiting on the previous
+    launch (the previous token's update ended long before: ``kernels/fused_step.py``'s HOLD), not after its own
+    projection: hidden latency, but held across the projection (sm_90, triton 3.6, the 130M block's tile in bf16:
+    168 registers against 125, three programs an SM instead of four)."""
+    row = tl.program_id(1).to(tl.int64)
+    cnt = CNT + row * 3
+    ticket = tl.atomic_add(cnt, 1, sem="relaxed")
+    n_z = d_ssm // BLOCK_O                       # blocks of z, and of x
+    n_tail = tl.cdiv(O - 2 * d_ssm, BLOCK_O)     # of [B | C | dt]
+    n_ready = n_tail
+    if GATE:
+        n_ready += n_z
+    u = ticket - n_tail
+    if GATE:     # [B C dt], z, x
+        blk = tl.where(ticket < n_tail, 2 * n_z + ticket, u)
+    else:        # [B C dt], x, z
+        blk = tl.where(ticket < n_tail, 2 * n_z + ticket, tl.where(u < n_z, n_z + u, u - n_z))
+    rows = row + tl.arange(0, 1)
+    m_ok = rows < M
+    cols = blk * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = cols < O
+    ch = cols - d_ssm
+    is_x = (ch >= 0) & (ch < d_ssm)        # a block's columns are all x or none
+    ch = tl.where(is_x, ch, 0)
+    hd = (ch // P).to(tl.int64)
+    p = ch % P
+    ns = tl.arange(0, BLOCK_N)
+    pn_ok = is_x[:, None] & (ns < N)[None, :]
+    at = S + row * s_b + hd[:, None] * s_h + p[:, None] * s_p + ns[None, :] * s_n
+    if EARLY:
+        state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+        a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
+        bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
+        if HAS_D:
+            dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
+    ks = tl.arange(0, BLOCK_K)
+    out = _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks, K,
+                       d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM, HAS_RES, HAS_BIN, True, HAS_CONV_B,
+                       W, DOT, PDL, 1, BLOCK_O)
+    ZX_ROW = ZX + row * O
+    tl.store(ZX_ROW + cols[None, :], out.to(ZX.dtype.element_ty), mask=o_ok[None, :])
+    # every thread's stores before the count that publishes them
+    tl.debug_barrier()
+    if ticket < n_ready:
+        tl.atomic_add(cnt + 1, 1, sem="release")
+    elif ticket < n_ready + n_z:   # an x block
+        if not EARLY:
+            state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+            a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
+            bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
+            if HAS_D:
+                dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
+        ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
+        while ready < n_ready:
+            ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
+        g = hd // heads_per_group
+        gn = (d_ssm // P // heads_per_group) * N
+        b = tl.load(ZX_ROW + 2 * d_ssm + g[:, None] * N + ns[None, :], mask=pn_ok, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        c = tl.load(ZX_ROW + 2 * d_ssm + gn + g[:, None] * N + ns[None, :], mask=pn_ok, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        dt = tl.load(ZX_ROW + 2 * d_ssm + 2 * gn + hd, mask=is_x, other=0.0, cache_modifier=".cg").to(tl.float32)
+        dt = softplus(dt + bias)
+        x = tl.sum(out, axis=0)            # the row's x, rounded as stored
+        x = x.to(ZX.dtype.element_ty).to(tl.float32)
+        state = tl.exp(a * dt)[:, None] * state + (dt * x)[:, None] * b
+        # in place: every thread's read of the old rows before any store (several threads hold each element)
+        tl.debug_barrier()
+        tl.store(at, state.to(S.dtype.element_ty), mask=pn_ok)
+        y = tl.sum(state * c, axis=1)
+        if HAS_D:
+            y += dd * x
+        if GATE:
+            z = tl.load(ZX_ROW + ch, mask=is_x, other=0.0, cache_modifier=".cg").to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(Y + row * d_ssm + ch, y.to(Y.dtype.element_ty), mask=is_x)
+    tl.debug_barrier()
+    done = tl.atomic_add(cnt + 2, 1, sem="acq_rel")
+    if done == tl.cdiv(O, BLOCK_O) - 1:   # the row's last program: every ticket is taken and every wait has ended
+        tl.atomic_xchg(cnt, 0)
+        tl.atomic_xchg(cnt + 1, 0)
+        tl.atomic_xchg(cnt + 2, 0)
+
+
+def _blocks(d_ssm: int, block_o: int) -> int:
+    """The largest power of two up to ``block_o`` that divides ``d_ssm`` (a column block is z, x or neither)."""
+    while block_o > 1 and d_ssm % block_o:
+        block_o //= 2
+    return block_o
+
+
+def _rule(problem, mode):
+    """The fused step's one-row matrix-vector form with the reduction in one tile (``kernels/fused_step.py``'s
+    rule), its column block cut to divide ``d_ssm``."""
+    M, O, K, d_ssm, N = problem[:5]
+    kw = _in_rule((M, O, K, problem[-1]), mode)
+    kw.update(BLOCK_M=1, BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N))
+    kw["BLOCK_O"] = _blocks(d_ssm, min(kw["BLOCK_O"], max(1, 16384 // kw["BLOCK_K"])))
+    kw.pop("AHEAD", None)
+    kw.pop("BLOCK_M")
+    kw["EARLY"] = False
+    return kw
+
+
+def _alternatives(problem, mode):
+    kw = _rule(problem, mode)
+    bo, d_ssm = kw["BLOCK_O"], problem[3]
+    alts = [dict(num_warps=8), dict(num_warps=2), dict(EARLY=True)]
+    if bo > 1:
+        alts.append(dict(BLOCK_O=bo // 2))
+    if d_ssm % (2 * bo) == 0 and 2 * bo * kw["BLOCK_K"] <= 2 * 16384:
+        alts.append(dict(BLOCK_O=2 * bo))
+    return alts
+
+
+def _grid(problem, kw):
+    return (cdiv(problem[1], kw["BLOCK_O"]), problem[0])
+
+
+def _key(problem):
+    return (bucket(problem[0]), *problem[1:])
+
+
+in_update_kernel = TunableKernel("mamba2_in_update", _in_update_kernel, rule=_rule, alternatives=_alternatives,
+                                 key=_key, grid=_grid, restore=("CONV_S", "S"),
+                                 flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV_B="CONV_B",
+                                            HAS_D="D"))
+
+
+def fits(M: int, K: int, d_ssm: int) -> bool:
+    """Whether the launch takes this step: at most :data:`MAX_ROWS` rows, a reduction one tile holds (``K`` up to
+    4096), column blocks of at least 4 that divide ``d_ssm``."""
+    return 0 < M <= MAX_ROWS and K <= 4096 and d_ssm % 4 == 0
+
+
+def in_update_args(hidden, residual, norm_weight, eps, weight, bias, conv_weight, conv_bias, conv_state, state, A_log,
+                   D, dt_bias, gate, cnt, zx, y, res_out, pdl, *, d_ssm: int, ngroups: int):
+    """``(problem, launch arguments)`` of :func:`in_update` writing into ``zx (M, O)``, ``y (M, d_ssm)`` and
+    ``res_out`` (the plans bind them once)."""
+    M, K = hidden.shape[0], weight.shape[1]
+    O = weight.shape[0]
+    conv_dim, W = conv_weight.shape
+    _, H, P, N = state.shape
+    s_b, s_h, s_p, s_n = state.stride()
+    d_h, d_p = (P, 1) if D is not None and D.dim() == 2 else (1, 0)
+    problem = (M, O, K, d_ssm, N, P, weight.dtype, state.dtype, norm_weight is not None, residual is not None, W, gate,
+               pdl)
+    return problem, dict(
+        HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias, CONV_W=conv_weight,
+        CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, S=state, A_LOG=A_log, D=D, DT_BIAS=dt_bias, Y=y, CNT=cnt,
+        M=M, K=K, O=O, d_ssm=d_ssm, conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0),
+        r_m=residual.stride(0) if residual is not None else 0, cs_b=conv_state.stride(0), cs_c=conv_state.stride(1),
+        cs_w=conv_state.stride(2), P=P, N=N, heads_per_group=H // ngroups, s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n,
+        d_h=d_h, d_p=d_p, GATE=gate, W=W, DOT=dot_for(weight.dtype), PDL=pdl)
+
+
+def in_update(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,
+              state, A_log, D, dt_bias, gate, cnt, *, d_ssm: int, ngroups: int, config=None, pdl=None):
+    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O), y (M, d_ssm), residual_out (M, K) or None)``; the conv
+    windows rolled and ``state (M, H, P, N)`` updated in place. The input as :func:`kernels.fused_step.in_step`'s;
+    ``A_log, dt_bias (H,)``, ``D (H,)``, ``(H, P)`` or None; ``gate``: ``y`` gated by ``silu(z)``; ``cnt``: the
+    state's :data:`COUNTERS` int32 counters (zero). Call where :func:`fits` says so."""
+    M, K = hidden.shape
+    zx = torch.empty((M, weight.shape[0]), device=hidden.device, dtype=weight.dtype)
+    y = torch.empty((M, d_ssm), device=hidden.device, dtype=weight.dtype)
+    res_out = torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None
+    problem, args = in_update_args(hidden, residual, norm_weight, eps, weight, bias, conv_weight, conv_bias, conv_state,
+                                   state, A_log, D, dt_bias, gate, cnt, zx, y, res_out,
+                                   pdl_enabled(hidden.device, M) if pdl is None else pdl, d_ssm=d_ssm, ngroups=ngroups)
+    in_update_kernel.launch(problem, config, **args)
+    return zx, y, res_out
