@@ -317,6 +317,39 @@ def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_
 
 
 @triton.jit
+def _out_tile_loads(WOUT, BOUT, NORM_W, cols, o_ok, ks, d_ssm, HAS_NORM: tl.constexpr, HAS_BOUT: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr):
+    """What :func:`_one_tile_out` reads that no earlier launch writes: the weight's tile, the bias, the norm's
+    weight (zeros without the norm)."""
+    w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
+    bias = _bias_row(BOUT, cols, o_ok, HAS_BOUT, BLOCK_O)
+    nw = tl.zeros([ks.shape[0]], dtype=tl.float32)
+    if HAS_NORM:
+        nw = tl.load(NORM_W + ks, mask=ks < d_ssm, other=0.0).to(tl.float32)
+    return w, bias, nw
+
+
+@triton.jit
+def _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, eps, zx_m, dt_out: tl.constexpr,
+                  HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``(BLOCK_M, BLOCK_O)`` fp32: ``norm(y, z)`` of rows ``rows`` (each group's statistics from the rows in
+    registers, ``ks`` covering ``d_ssm``) times the tile ``w`` of :func:`_out_tile_loads`, plus the bias."""
+    u, z = _gated_input(Y, ZX, rows, ks, m_ok[:, None] & (ks < d_ssm)[None, :], d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+    if HAS_NORM:
+        sq = u * u
+        scale = tl.zeros_like(u)
+        for lo in range(0, d_ssm, group_size):
+            inside = ((ks >= lo) & (ks < lo + group_size))[None, :]
+            s = tl.sum(tl.where(inside, sq, 0.0), axis=1)
+            scale = tl.where(inside, (1.0 / tl.sqrt(s / group_size + eps))[:, None], scale)
+        u = u * scale * nw[None, :]
+        if not GATE_FIRST:
+            u = u * z * tl.sigmoid(z)
+    # the norm's output in the model's dtype, as out_proj reads it
+    return _project(u.to(dt_out), w, DOT, BLOCK_M) + bias
+
+
+@triton.jit
 def _out_step_kernel(
     Y, ZX, NORM_W, WOUT, BOUT, OUT,         # pointers (NORM_W, BOUT may be None)
     M, d_ssm: tl.constexpr, group_size, d_model, eps, zx_m,
@@ -329,25 +362,10 @@ def _out_step_kernel(
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     if BLOCK_K >= d_ssm:
-        k_ok = ks < d_ssm
-        w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
-        bias = _bias_row(BOUT, cols, o_ok, HAS_BOUT, BLOCK_O)
-        if HAS_NORM:
-            nw = tl.load(NORM_W + ks, mask=k_ok, other=0.0).to(tl.float32)
+        w, bias, nw = _out_tile_loads(WOUT, BOUT, NORM_W, cols, o_ok, ks, d_ssm, HAS_NORM, HAS_BOUT, BLOCK_M, BLOCK_O)
         _after_predecessor(PDL, False)
-        u, z = _gated_input(Y, ZX, rows, ks, m_ok[:, None] & k_ok[None, :], d_ssm, zx_m, HAS_NORM, GATE_FIRST)
-        if HAS_NORM:
-            sq = u * u
-            scale = tl.zeros_like(u)
-            for lo in range(0, d_ssm, group_size):
-                inside = ((ks >= lo) & (ks < lo + group_size))[None, :]
-                s = tl.sum(tl.where(inside, sq, 0.0), axis=1)
-                scale = tl.where(inside, (1.0 / tl.sqrt(s / group_size + eps))[:, None], scale)
-            u = u * scale * nw[None, :]
-            if not GATE_FIRST:
-                u = u * z * tl.sigmoid(z)
-        # the norm's output in the model's dtype, as out_proj reads it
-        acc = _project(u.to(dt_out), w, DOT, BLOCK_M) + bias
+        acc = _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, eps, zx_m, dt_out, HAS_NORM,
+                            GATE_FIRST, DOT, BLOCK_M)
     else:
         if AHEAD:   # the first tile of the first group, read before waiting (PDL)
             w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
