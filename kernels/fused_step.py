@@ -43,12 +43,12 @@ def _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES: tl.constexpr):
 
 
 @triton.jit
-def _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES: tl.constexpr, STORE: tl.constexpr):
+def _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES: tl.constexpr, STORE: tl.constexpr, first):
     """What the block's RMSNorm reads, in fp32: ``hidden + residual`` rounded to the kept residual's dtype (stored
-    as ``RES_OUT`` by the first column block's programs with ``STORE``), then to the hidden dtype."""
+    as ``RES_OUT`` with ``STORE`` by the programs for which ``first`` holds: one a row), then to the hidden dtype."""
     kept = _block_input(HID, RES, rows, kk, ok, h_m, r_m, HAS_RES).to(RES_OUT.dtype.element_ty)
     if STORE:
-        if tl.program_id(0) == 0:
+        if first:
             tl.store(RES_OUT + rows[:, None] * K + kk[None, :], kept, mask=ok)
     return kept.to(tl.float32).to(HID.dtype.element_ty).to(tl.float32)
 
@@ -150,13 +150,14 @@ def _after_predecessor(PDL: tl.constexpr, HOLD: tl.constexpr):
 
 @triton.jit
 def _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks, K,
-                 conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
+                 conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, first, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
                  HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr, HAS_CONV_B: tl.constexpr, W: tl.constexpr,
                  DOT: tl.constexpr, PDL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr):
     """:func:`_in_step_kernel`'s columns ``cols`` of rows ``rows`` with the whole reduction in one tile (``ks``
     covers ``K``): ``(BLOCK_M, BLOCK_O)`` fp32, the projection rounded to ``ZX``'s dtype, the conv channels among
-    the columns through their windows (rolled in place) and silu. Everything that does not depend on the
-    predecessor is loaded before the wait (PDL, holding its dependents until after it)."""
+    the columns through their windows (rolled in place) and silu; ``RES_OUT`` stored where ``first`` holds (one
+    program a row). Everything that does not depend on the predecessor is loaded before the wait (PDL, holding its
+    dependents until after it)."""
     dt_in = HID.dtype.element_ty
     k_ok = ks < K
     w = _weights(WIN, cols, o_ok, ks, K, BLOCK_M)
@@ -170,7 +171,7 @@ def _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX
         window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
     ok = m_ok[:, None] & k_ok[None, :]
     if HAS_NORM:
-        u = _norm_input(HID, RES, RES_OUT, rows, ks, ok, h_m, r_m, K, HAS_RES, True)
+        u = _norm_input(HID, RES, RES_OUT, rows, ks, ok, h_m, r_m, K, HAS_RES, True, first)
         rstd = 1.0 / tl.sqrt(tl.sum(u * u, axis=1) / K + eps)
         x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
     else:
@@ -204,7 +205,7 @@ def _in_step_kernel(
     dt_in = HID.dtype.element_ty
     if BLOCK_K >= K:
         out = _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks,
-                           K, conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV,
+                           K, conv_lo, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, tl.program_id(0) == 0, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV,
                            HAS_CONV_B, W, DOT, PDL, BLOCK_M, BLOCK_O)
     else:
         if AHEAD:   # the first tile, read before waiting (PDL)
@@ -219,7 +220,8 @@ def _in_step_kernel(
             for k0 in range(0, K, BLOCK_K):
                 kk = k0 + ks
                 ok = m_ok[:, None] & (kk < K)[None, :]
-                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, True)
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, True,
+                                    tl.program_id(0) == 0)
                 sq += tl.sum(u * u, axis=1)
             rstd = 1.0 / tl.sqrt(sq / K + eps)
         acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
@@ -233,7 +235,7 @@ def _in_step_kernel(
             else:
                 w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
             if HAS_NORM:
-                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False)
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False, False)
                 nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
                 x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
             else:
@@ -305,12 +307,21 @@ def _conv_window(v, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, co
 
 
 @triton.jit
-def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr):
-    """What the norm normalises: ``y * silu(z)`` when the gate comes first, else ``y``; plus ``z``."""
-    y = tl.load(Y + rows[:, None] * d_ssm + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+def _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr,
+                 CG: tl.constexpr = False):
+    """What the norm normalises: ``y * silu(z)`` when the gate comes first, else ``y``; plus ``z``. ``CG``: read
+    from L2 (written by other programs of the same launch)."""
+    if CG:
+        y = tl.load(Y + rows[:, None] * d_ssm + kk[None, :], mask=ok, other=0.0, cache_modifier=".cg").to(tl.float32)
+    else:
+        y = tl.load(Y + rows[:, None] * d_ssm + kk[None, :], mask=ok, other=0.0).to(tl.float32)
     z = tl.zeros_like(y)
     if HAS_NORM:
-        z = tl.load(ZX + rows[:, None] * zx_m + kk[None, :], mask=ok, other=0.0).to(tl.float32)
+        if CG:
+            z = tl.load(ZX + rows[:, None] * zx_m + kk[None, :], mask=ok, other=0.0, cache_modifier=".cg")
+        else:
+            z = tl.load(ZX + rows[:, None] * zx_m + kk[None, :], mask=ok, other=0.0)
+        z = z.to(tl.float32)
         if GATE_FIRST:
             y = y * z * tl.sigmoid(z)
     return y, z
@@ -331,10 +342,12 @@ def _out_tile_loads(WOUT, BOUT, NORM_W, cols, o_ok, ks, d_ssm, HAS_NORM: tl.cons
 
 @triton.jit
 def _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, eps, zx_m, dt_out: tl.constexpr,
-                  HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+                  HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+                  CG: tl.constexpr = False):
     """``(BLOCK_M, BLOCK_O)`` fp32: ``norm(y, z)`` of rows ``rows`` (each group's statistics from the rows in
-    registers, ``ks`` covering ``d_ssm``) times the tile ``w`` of :func:`_out_tile_loads`, plus the bias."""
-    u, z = _gated_input(Y, ZX, rows, ks, m_ok[:, None] & (ks < d_ssm)[None, :], d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+    registers, ``ks`` covering ``d_ssm``) times the tile ``w`` of :func:`_out_tile_loads`, plus the bias. ``CG``: as
+    :func:`_gated_input`'s."""
+    u, z = _gated_input(Y, ZX, rows, ks, m_ok[:, None] & (ks < d_ssm)[None, :], d_ssm, zx_m, HAS_NORM, GATE_FIRST, CG)
     if HAS_NORM:
         sq = u * u
         scale = tl.zeros_like(u)

@@ -24,39 +24,87 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .fused_step import _one_tile_in, _rule as _in_rule, pdl_enabled
+from .fused_step import _after_predecessor, _one_tile_in, _one_tile_out, _out_tile_loads, _rule as _in_rule, pdl_enabled
 from .host import cdiv, next_power_of_2
 from .ssd.launch import dot_for
 from .tuning import TunableKernel, bucket
 
 # the most rows a launch takes (one program a row and column block): the counters a state tensor holds
 MAX_ROWS = 4
-COUNTERS = 3 * MAX_ROWS
+COUNTERS = 4 * MAX_ROWS
 
 
 @triton.jit
 def _in_update_kernel(
     HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX,   # the in_step's (RES, NORM_W, RES_OUT, BIN, CONV_B may be None)
     S, A_LOG, D, DT_BIAS, Y, CNT,                                       # the update's (D may be None)
+    GATE_W, WOUT, BOUT, OUT,                                            # the out step's, with ONE (GATE_W, BOUT may be None)
     M, K: tl.constexpr, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w,
-    P, N, heads_per_group,
-    s_b, s_h, s_p, s_n, d_h, d_p,
+    P, N, heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, d_model, group_size, gate_eps,
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr,
     HAS_D: tl.constexpr, GATE: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EARLY: tl.constexpr = False,
+    ONE: tl.constexpr, HAS_GATE_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_OO: tl.constexpr,
+    BLOCK_KO: tl.constexpr, EARLY: tl.constexpr = False,
 ):
     """``ZX`` as ``_in_step_kernel`` writes it (one row a program, the whole reduction one tile), ``S`` updated in
-    place, ``Y`` the update's output (gated by ``silu(z)`` with ``GATE``, the block without its norm).
+    place, ``Y`` the update's output (gated by ``silu(z)`` with ``GATE``, the block without its norm). With ``ONE``
+    also ``OUT (M, d_model)``: ``_out_step_kernel``'s gated norm and out_proj (its ``group_size``, ``gate_eps``), by
+    programs of ``BLOCK_OO`` output columns whose tickets come after every other's; they wait until every x block
+    has stored its ``y``.
 
     ``EARLY``: an x block reads its state rows (and ``A_log``, ``dt_bias``, ``D``) before waiting on the previous
     launch (the previous token's update ended long before: ``kernels/fused_step.py``'s HOLD), not after its own
     projection: hidden latency, but held across the projection (sm_90, triton 3.6, the 130M block's tile in bf16:
     168 registers against 125, three programs an SM instead of four)."""
     row = tl.program_id(1).to(tl.int64)
-    cnt = CNT + row * 3
+    cnt = CNT + row * 4                          # ticket, ready, y stored, done
     ticket = tl.atomic_add(cnt, 1, sem="relaxed")
     n_z = d_ssm // BLOCK_O                       # blocks of z, and of x
     n_tail = tl.cdiv(O - 2 * d_ssm, BLOCK_O)     # of [B | C | dt]
+    n_in = tl.cdiv(O, BLOCK_O)
+    n_prog = n_in
+    if ONE:
+        n_prog += tl.cdiv(d_model, BLOCK_OO)
+    rows = row + tl.arange(0, 1)
+    m_ok = rows < M
+    if ticket < n_in:
+        _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, cnt, ticket,
+                 row, rows, m_ok, n_z, n_tail, K, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, P, N,
+                 heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV_B, HAS_D, GATE, W,
+                 DOT, PDL, ONE, BLOCK_O, BLOCK_K, BLOCK_N, EARLY)
+    elif ONE:   # a program of the out step's column blocks
+        cols = (ticket - n_in) * BLOCK_OO + tl.arange(0, BLOCK_OO)
+        o_ok = cols < d_model
+        ks = tl.arange(0, BLOCK_KO)
+        w, bias, nw = _out_tile_loads(WOUT, BOUT, GATE_W, cols, o_ok, ks, d_ssm, HAS_GATE_NORM, HAS_BOUT, 1, BLOCK_OO)
+        # what it writes may still be read by the previous launch (the allocator's stream order, which a dependent
+        # launch runs ahead of)
+        _after_predecessor(PDL, False)
+        stored = tl.atomic_add(cnt + 2, 0, sem="acquire")
+        while stored < n_z:
+            stored = tl.atomic_add(cnt + 2, 0, sem="acquire")
+        acc = _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, gate_eps, O, OUT.dtype.element_ty,
+                            HAS_GATE_NORM, GATE_FIRST, DOT, 1, True)
+        tl.store(OUT + row * d_model + cols[None, :], acc.to(OUT.dtype.element_ty), mask=o_ok[None, :])
+    tl.debug_barrier()
+    done = tl.atomic_add(cnt + 3, 1, sem="acq_rel")
+    if done == n_prog - 1:   # the row's last program: every ticket is taken and every wait has ended
+        tl.atomic_xchg(cnt, 0)
+        tl.atomic_xchg(cnt + 1, 0)
+        tl.atomic_xchg(cnt + 2, 0)
+        tl.atomic_xchg(cnt + 3, 0)
+
+
+@triton.jit
+def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, cnt, ticket,
+             row, rows, m_ok, n_z, n_tail, K: tl.constexpr, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, P, N,
+             heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
+             HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr, HAS_D: tl.constexpr, GATE: tl.constexpr,
+             W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, ONE: tl.constexpr, BLOCK_O: tl.constexpr,
+             BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EARLY: tl.constexpr):
+    """A program of the input projection's column blocks (``ticket < n_in``): the block its ticket names, and for an
+    x block the update of its channels' state rows; counts ``ready`` (B, C, dt [, z]) or ``y stored``."""
     n_ready = n_tail
     if GATE:
         n_ready += n_z
@@ -65,8 +113,6 @@ def _in_update_kernel(
         blk = tl.where(ticket < n_tail, 2 * n_z + ticket, u)
     else:        # [B C dt], x, z
         blk = tl.where(ticket < n_tail, 2 * n_z + ticket, tl.where(u < n_z, n_z + u, u - n_z))
-    rows = row + tl.arange(0, 1)
-    m_ok = rows < M
     cols = blk * BLOCK_O + tl.arange(0, BLOCK_O)
     o_ok = cols < O
     ch = cols - d_ssm
@@ -85,8 +131,8 @@ def _in_update_kernel(
             dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
     ks = tl.arange(0, BLOCK_K)
     out = _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks, K,
-                       d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, HAS_NORM, HAS_RES, HAS_BIN, True, HAS_CONV_B,
-                       W, DOT, PDL, 1, BLOCK_O)
+                       d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, ticket == 0, HAS_NORM, HAS_RES, HAS_BIN, True,
+                       HAS_CONV_B, W, DOT, PDL, 1, BLOCK_O)
     ZX_ROW = ZX + row * O
     tl.store(ZX_ROW + cols[None, :], out.to(ZX.dtype.element_ty), mask=o_ok[None, :])
     # every thread's stores before the count that publishes them
@@ -124,12 +170,9 @@ def _in_update_kernel(
             z = tl.load(ZX_ROW + ch, mask=is_x, other=0.0, cache_modifier=".cg").to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(Y + row * d_ssm + ch, y.to(Y.dtype.element_ty), mask=is_x)
-    tl.debug_barrier()
-    done = tl.atomic_add(cnt + 2, 1, sem="acq_rel")
-    if done == tl.cdiv(O, BLOCK_O) - 1:   # the row's last program: every ticket is taken and every wait has ended
-        tl.atomic_xchg(cnt, 0)
-        tl.atomic_xchg(cnt + 1, 0)
-        tl.atomic_xchg(cnt + 2, 0)
+        if ONE:   # the out step's programs wait on every x block's y
+            tl.debug_barrier()
+            tl.atomic_add(cnt + 2, 1, sem="release")
 
 
 def _blocks(d_ssm: int, block_o: int) -> int:
@@ -141,18 +184,26 @@ def _blocks(d_ssm: int, block_o: int) -> int:
 
 def _rule(problem, mode):
     """The fused step's one-row matrix-vector form with the reduction in one tile (``kernels/fused_step.py``'s
-    rule), its column block cut to divide ``d_ssm``."""
+    rule), its column block cut to divide ``d_ssm``; with the out step in the launch, that step's tile too."""
     M, O, K, d_ssm, N = problem[:5]
-    kw = _in_rule((M, O, K, problem[-1]), mode)
-    kw.update(BLOCK_M=1, BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N))
+    one, pdl = problem[-2], problem[-1]
+    kw = _in_rule((M, O, K, pdl), mode)
+    kw.update(BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N), EARLY=False)
     kw["BLOCK_O"] = _blocks(d_ssm, min(kw["BLOCK_O"], max(1, 16384 // kw["BLOCK_K"])))
     kw.pop("AHEAD", None)
     kw.pop("BLOCK_M")
-    kw["EARLY"] = False
+    if one is not None:
+        out = _in_rule((M, one[0], d_ssm, pdl), mode)
+        kw["BLOCK_KO"] = next_power_of_2(max(16, d_ssm))
+        kw["BLOCK_OO"] = max(1, min(out["BLOCK_O"], 16384 // kw["BLOCK_KO"]))
+    else:
+        kw.update(BLOCK_OO=1, BLOCK_KO=16)
     return kw
 
 
 def _alternatives(problem, mode):
+    """Half and twice the column block, two or eight warps, the state read early; with the out step, half and twice
+    its block."""
     kw = _rule(problem, mode)
     bo, d_ssm = kw["BLOCK_O"], problem[3]
     alts = [dict(num_warps=8), dict(num_warps=2), dict(EARLY=True)]
@@ -160,11 +211,15 @@ def _alternatives(problem, mode):
         alts.append(dict(BLOCK_O=bo // 2))
     if d_ssm % (2 * bo) == 0 and 2 * bo * kw["BLOCK_K"] <= 2 * 16384:
         alts.append(dict(BLOCK_O=2 * bo))
+    if problem[-2] is not None:
+        oo = kw["BLOCK_OO"]
+        alts += [dict(BLOCK_OO=max(1, oo // 2)), dict(BLOCK_OO=2 * oo)]
     return alts
 
 
 def _grid(problem, kw):
-    return (cdiv(problem[1], kw["BLOCK_O"]), problem[0])
+    one = problem[-2]
+    return (cdiv(problem[1], kw["BLOCK_O"]) + (cdiv(one[0], kw["BLOCK_OO"]) if one is not None else 0), problem[0])
 
 
 def _key(problem):
@@ -174,48 +229,62 @@ def _key(problem):
 in_update_kernel = TunableKernel("mamba2_in_update", _in_update_kernel, rule=_rule, alternatives=_alternatives,
                                  key=_key, grid=_grid, restore=("CONV_S", "S"),
                                  flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV_B="CONV_B",
-                                            HAS_D="D"))
+                                            HAS_D="D", HAS_GATE_NORM="GATE_W", HAS_BOUT="BOUT"))
 
 
-def fits(M: int, K: int, d_ssm: int) -> bool:
+def fits(M: int, K: int, d_ssm: int, one: bool = False) -> bool:
     """Whether the launch takes this step: at most :data:`MAX_ROWS` rows, a reduction one tile holds (``K`` up to
-    4096), column blocks of at least 4 that divide ``d_ssm``."""
-    return 0 < M <= MAX_ROWS and K <= 4096 and d_ssm % 4 == 0
+    4096; with the out step in the launch ``d_ssm`` too), column blocks of at least 4 that divide ``d_ssm``."""
+    return 0 < M <= MAX_ROWS and K <= 4096 and d_ssm % 4 == 0 and (not one or d_ssm <= 4096)
 
 
 def in_update_args(hidden, residual, norm_weight, eps, weight, bias, conv_weight, conv_bias, conv_state, state, A_log,
-                   D, dt_bias, gate, cnt, zx, y, res_out, pdl, *, d_ssm: int, ngroups: int):
+                   D, dt_bias, gate, cnt, zx, y, res_out, pdl, *, d_ssm: int, ngroups: int, out_step=None):
     """``(problem, launch arguments)`` of :func:`in_update` writing into ``zx (M, O)``, ``y (M, d_ssm)`` and
-    ``res_out`` (the plans bind them once)."""
+    ``res_out`` (the plans bind them once); ``out_step``: ``(gate norm weight or None, its eps, group size, gate
+    first, out_proj weight (d_model, d_ssm), its bias or None, out (M, d_model))`` for the out step in the launch."""
     M, K = hidden.shape[0], weight.shape[1]
     O = weight.shape[0]
     conv_dim, W = conv_weight.shape
     _, H, P, N = state.shape
     s_b, s_h, s_p, s_n = state.stride()
     d_h, d_p = (P, 1) if D is not None and D.dim() == 2 else (1, 0)
+    gate_w, gate_eps, group_size, gate_first, w_out, b_out, out = out_step or (None, 0.0, 1, False, None, None, None)
+    one = (w_out.shape[0], gate_w is not None, gate_first, b_out is not None) if out_step is not None else None
     problem = (M, O, K, d_ssm, N, P, weight.dtype, state.dtype, norm_weight is not None, residual is not None, W, gate,
-               pdl)
+               one, pdl)
     return problem, dict(
         HID=hidden, RES=residual, NORM_W=norm_weight, RES_OUT=res_out, WIN=weight, BIN=bias, CONV_W=conv_weight,
         CONV_B=conv_bias, CONV_S=conv_state, ZX=zx, S=state, A_LOG=A_log, D=D, DT_BIAS=dt_bias, Y=y, CNT=cnt,
+        GATE_W=gate_w, WOUT=w_out, BOUT=b_out, OUT=out,
         M=M, K=K, O=O, d_ssm=d_ssm, conv_dim=conv_dim, eps=float(eps), h_m=hidden.stride(0),
         r_m=residual.stride(0) if residual is not None else 0, cs_b=conv_state.stride(0), cs_c=conv_state.stride(1),
         cs_w=conv_state.stride(2), P=P, N=N, heads_per_group=H // ngroups, s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n,
-        d_h=d_h, d_p=d_p, GATE=gate, W=W, DOT=dot_for(weight.dtype), PDL=pdl)
+        d_h=d_h, d_p=d_p, d_model=one[0] if one else 1, group_size=group_size if gate_w is not None else d_ssm,
+        gate_eps=float(gate_eps), GATE=gate, W=W, DOT=dot_for(weight.dtype), PDL=pdl, ONE=one is not None,
+        GATE_FIRST=gate_first)
 
 
 def in_update(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,
-              state, A_log, D, dt_bias, gate, cnt, *, d_ssm: int, ngroups: int, config=None, pdl=None):
-    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O), y (M, d_ssm), residual_out (M, K) or None)``; the conv
-    windows rolled and ``state (M, H, P, N)`` updated in place. The input as :func:`kernels.fused_step.in_step`'s;
-    ``A_log, dt_bias (H,)``, ``D (H,)``, ``(H, P)`` or None; ``gate``: ``y`` gated by ``silu(z)``; ``cnt``: the
-    state's :data:`COUNTERS` int32 counters (zero). Call where :func:`fits` says so."""
+              state, A_log, D, dt_bias, gate, cnt, *, d_ssm: int, ngroups: int, out_step=None, config=None, pdl=None):
+    """``hidden (M, K)`` (rows contiguous) -> ``(zx (M, O), y (M, d_ssm), residual_out (M, K) or None, out)``; the
+    conv windows rolled and ``state (M, H, P, N)`` updated in place. The input as
+    :func:`kernels.fused_step.in_step`'s; ``A_log, dt_bias (H,)``, ``D (H,)``, ``(H, P)`` or None; ``gate``: ``y``
+    gated by ``silu(z)``; ``cnt``: the state's :data:`COUNTERS` int32 counters (zero). ``out_step``: ``(gate norm
+    weight or None, eps, group size, gate first, out_proj weight, bias or None)``: the block's output ``out (M,
+    d_model)`` from the same launch (else ``out`` is None). Call where :func:`fits` says so."""
     M, K = hidden.shape
     zx = torch.empty((M, weight.shape[0]), device=hidden.device, dtype=weight.dtype)
     y = torch.empty((M, d_ssm), device=hidden.device, dtype=weight.dtype)
     res_out = torch.empty((M, K), device=hidden.device, dtype=residual_dtype) if norm_weight is not None else None
+    out = None
+    if out_step is not None:
+        w_out = out_step[4]
+        out = torch.empty((M, w_out.shape[0]), device=hidden.device, dtype=w_out.dtype)
+        out_step = (*out_step, out)
     problem, args = in_update_args(hidden, residual, norm_weight, eps, weight, bias, conv_weight, conv_bias, conv_state,
                                    state, A_log, D, dt_bias, gate, cnt, zx, y, res_out,
-                                   pdl_enabled(hidden.device, M) if pdl is None else pdl, d_ssm=d_ssm, ngroups=ngroups)
+                                   pdl_enabled(hidden.device, M) if pdl is None else pdl, d_ssm=d_ssm, ngroups=ngroups,
+                                   out_step=out_step)
     in_update_kernel.launch(problem, config, **args)
-    return zx, y, res_out
+    return zx, y, res_out, out

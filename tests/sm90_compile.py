@@ -374,12 +374,15 @@ def in_update_cases():
     not, fp32 and bf16 rows, bf16 and fp32 states; the 130M block's tile (8 columns, 768 deep, N 128)."""
     for (io, state), opt in itertools.product([(tl.float32, tl.float32), (tl.bfloat16, tl.float32),
                                                (tl.bfloat16, tl.bfloat16)], [False, True]):
-        ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y"], PTR[io]),
+        ptrs = {**dict.fromkeys(["HID", "NORM_W", "WIN", "BIN", "CONV_W", "CONV_B", "CONV_S", "ZX", "Y", "GATE_W",
+                                 "WOUT", "BOUT", "OUT"], PTR[io]),
                 "RES": "*fp32", "RES_OUT": "*fp32", "S": PTR[state], "A_LOG": "*fp32", "D": "*fp32",
-                "DT_BIAS": "*fp32", "CNT": "*i32", "eps": "fp32"}
-        yield "in update", kiu.in_update_kernel, ptrs, dict(
-            HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV_B=opt, HAS_D=opt, GATE=not opt, W=4, K=768, DOT=io,
-            PDL=opt, BLOCK_O=8, BLOCK_K=1024, BLOCK_N=128, EARLY=opt)
+                "DT_BIAS": "*fp32", "CNT": "*i32", "eps": "fp32", "gate_eps": "fp32"}
+        for one in (False, True):
+            yield "in update", kiu.in_update_kernel, ptrs, dict(
+                HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV_B=opt, HAS_D=opt, GATE=not opt, W=4, K=768, DOT=io,
+                PDL=opt, BLOCK_O=8, BLOCK_K=1024, BLOCK_N=128, EARLY=opt, ONE=one, HAS_GATE_NORM=one and opt,
+                GATE_FIRST=False, HAS_BOUT=one and not opt, BLOCK_OO=4 if one else 1, BLOCK_KO=2048 if one else 16)
 
 
 def mamba2_step_cases():

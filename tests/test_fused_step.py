@@ -110,13 +110,14 @@ def test_fused_step_matches_the_float64_step(device, opts, bsz, norm, residual_i
 
 
 @given(opts=options, bsz=st.integers(1, 4), norm=st.sampled_from(["none", "first", "residual"]),
-       residual_in_fp32=st.booleans(), seed=seeds())
-@examples(5, 50)
-def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm, residual_in_fp32, seed):
+       residual_in_fp32=st.booleans(), mode=st.sampled_from([1, 2]), seed=seeds())
+@examples(6, 60)
+def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm, residual_in_fp32, mode, seed):
     """``fused.IN_UPDATE``: the programs of x's columns update their channels' state rows once B, C and dt are
-    stored (two launches a step, kernels/in_update.py); the same float64 step, counters left at zero."""
+    stored (kernels/in_update.py; mode 1: two launches a step; 2: one, the out step's programs waiting on every
+    y); the same float64 step, counters left at zero."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fused, "IN_UPDATE", True)
+        mp.setattr(fused, "IN_UPDATE", mode)
         ssm_state = _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed)
     assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
 
@@ -207,12 +208,12 @@ def _check_mamba1_step(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm
         h = torch.randn((bsz, 1, d_model), generator=g, device=device).to(dtype)
 
 
-@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba2 in_update"])
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba2 in_update", "Mamba2 in_update 2"])
 def test_lm_decoding_with_the_fused_step_equals_the_composed_step(device, layer, monkeypatch):
     """The LM's decode steps from the same states (as a prefill leaves them), every layer's step fused
     (pre-norm and residual included) or composed op by op: the same logits, token by token."""
     torch.manual_seed(0)
-    monkeypatch.setattr(fused, "IN_UPDATE", layer.endswith("in_update"))
+    monkeypatch.setattr(fused, "IN_UPDATE", 2 if layer.endswith("2") else int(layer.endswith("in_update")))
     layer = layer.split()[0]
     ssm_cfg = {"layer": layer, "d_state": 16}
     if layer == "Mamba2":
@@ -354,18 +355,20 @@ def test_every_in_step_config(device, config, dtype):
         assert_close(got, w, dtype, f"{config} {name}")
 
 
-_IN_UPDATE_SPACE = _every(in_update.in_update_kernel, (3, 202, 40, 80, 8, 8, torch.float32, torch.float32, True,
-                                                       True, 4, False, False))
+_IN_UPDATE_SPACE = [(1, kw) for kw in _every(in_update.in_update_kernel, (
+    3, 202, 40, 80, 8, 8, torch.float32, torch.float32, True, True, 4, False, None, False))] + [
+    (2, kw) for kw in _every(in_update.in_update_kernel, (
+        3, 202, 40, 80, 8, 8, torch.float32, torch.float32, True, True, 4, False, (40, True, True, True), False))]
 
 
-@pytest.mark.parametrize("config, dtype", [(kw, (torch.float32, torch.bfloat16)[i % 2])
-                                           for i, kw in enumerate(_IN_UPDATE_SPACE)],
+@pytest.mark.parametrize("mode, config, dtype", [(mode, kw, (torch.float32, torch.bfloat16)[i % 2])
+                                                 for i, (mode, kw) in enumerate(_IN_UPDATE_SPACE)],
                          ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()) if isinstance(v, dict) else str(v))
-def test_every_in_update_config(device, config, dtype, monkeypatch):
-    """Every tuning candidate of the state update inside the input launch (column blocks of 2 to 8 of a head's 8
-    channels; the state read early or late) on one block of 2 groups, the dtypes in turn (the property test's
-    blocks cut heads)."""
-    monkeypatch.setattr(fused, "IN_UPDATE", True)
+def test_every_in_update_config(device, mode, config, dtype, monkeypatch):
+    """Every tuning candidate of the state update inside the input launch, without and with the out step in it
+    (column blocks of 2 to 8 of a head's 8 channels, the out step's of 8 to 32 of 40; the state read early or late) on
+    one block of 2 groups, the dtypes in turn (the property test's blocks cut heads)."""
+    monkeypatch.setattr(fused, "IN_UPDATE", mode)
     m = block(device, dtype, 3, 40, 8, 8, 2, True, False, True, True)
     conv_state, ssm_state = _states(m, 3, 4, device)
     h = torch.randn(3, 1, 40, device=device, dtype=dtype)

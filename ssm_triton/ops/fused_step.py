@@ -54,9 +54,10 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Mamba-1's dt_proj inside the state update (``kernels/state_update.py``'s ``DT_LOW``: each program projects the
 # low-rank rows for its channels), four launches a step instead of five; untimed (2026-12-07), off by default
 DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "0").strip() not in ("", "0")
-# Mamba-2's state update inside the input projection's launch (``kernels/in_update.py``), two launches a step instead
-# of three, up to its rows; untimed (2026-12-07), off by default
-IN_UPDATE = os.environ.get("SSM_TRITON_M2_IN_UPDATE", "0").strip() not in ("", "0")
+# Mamba-2's state update inside the input projection's launch (``kernels/in_update.py``), up to its rows: 1, two
+# launches a step instead of three (the out step apart); 2, one (the out step in the same launch); untimed
+# (2026-12-07), 0 (off) by default
+IN_UPDATE = {"1": 1, "2": 2}.get(os.environ.get("SSM_TRITON_M2_IN_UPDATE", "0").strip(), 0)
 
 
 def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
@@ -100,11 +101,14 @@ def mamba2_step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm
     ``(mixer output, residual)``."""
     bsz, d_ssm = hidden_states.shape[0], mixer.d_ssm
     pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba2"])
-    if _in_update(mixer, bsz):
-        zx, y, res_out = _ku.in_update(*_in_rows(hidden_states, residual, norm, residual_in_fp32),
-                                       *_in_update_params(mixer, conv_state, ssm_state), pdl=pdl, d_ssm=d_ssm,
-                                       ngroups=mixer.ngroups)
+    mode = _in_update(mixer, bsz)
+    if mode:
+        zx, y, res_out, out = _ku.in_update(
+            *_in_rows(hidden_states, residual, norm, residual_in_fp32), *_in_update_params(mixer, conv_state, ssm_state),
+            pdl=pdl, d_ssm=d_ssm, ngroups=mixer.ngroups, out_step=_out_params(mixer) if mode == 2 else None)
         res_out = res_out.view(hidden_states.shape) if res_out is not None else None
+        if out is not None:
+            return out[:, None], res_out
     else:
         zx, res_out = _in_projection(mixer, hidden_states, conv_state, residual, norm, residual_in_fp32, d_ssm, pdl)
         y = state_update(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, a_is_log=True, pdl=pdl)
@@ -160,9 +164,15 @@ def _in_rows(hidden_states, residual, norm, residual_in_fp32) -> tuple:
     return (rows, res_rows, *_norm_args(norm), keep)
 
 
-def _in_update(mixer, bsz) -> bool:
-    """Whether this Mamba-2 step updates its state inside the input projection's launch (``IN_UPDATE``)."""
-    return IN_UPDATE and _ku.fits(bsz, mixer.d_model, mixer.d_ssm)
+def _in_update(mixer, bsz) -> int:
+    """How this Mamba-2 step updates its state inside the input projection's launch (``IN_UPDATE``'s mode where the
+    launch fits the block, else 0)."""
+    return IN_UPDATE if IN_UPDATE and _ku.fits(bsz, mixer.d_model, mixer.d_ssm, IN_UPDATE == 2) else 0
+
+
+def _out_params(mixer) -> tuple:
+    """The out step's part of the one-launch step: the gate's norm (weight, eps, group size, gate first), out_proj."""
+    return (*_mamba2_gate(mixer), mixer.out_proj.weight, mixer.out_proj.bias)
 
 
 def _in_update_params(mixer, conv_state, ssm_state) -> tuple:
@@ -345,11 +355,14 @@ class _Mamba2Plan(_Plan):
         self.out_dtype = w_out.dtype
         out, res_out = self._outputs(w_out.dtype)
         self.l_su = None
-        if _in_update(mixer, bsz):   # one launch for both, its counters the state's
+        self.one = _in_update(mixer, bsz) == 2
+        if _in_update(mixer, bsz):   # one launch for both (or all three), its counters the state's
             problem, args = _ku.in_update_args(
                 hidden, residual, *_norm_args(norm), *_in_update_params(mixer, conv_state, ssm_state), zx,
-                self.y.view(bsz, d_ssm), res_out, pdl, d_ssm=d_ssm, ngroups=mixer.ngroups)
-            self.l_in = tuning.Launch(_ku.in_update_kernel, problem, args, self._in_vary(residual) + ("S", "CNT"))
+                self.y.view(bsz, d_ssm), res_out, pdl, d_ssm=d_ssm, ngroups=mixer.ngroups,
+                out_step=(*_out_params(mixer), out) if self.one else None)
+            self.l_in = tuning.Launch(_ku.in_update_kernel, problem, args,
+                                      self._in_vary(residual) + ("S", "CNT") + (("OUT",) if self.one else ()))
         else:
             problem, args = _k.in_step_args(
                 hidden, residual, *_norm_args(norm), self.keep, w_in, mixer.in_proj.bias, conv.weight.squeeze(1),
@@ -365,8 +378,11 @@ class _Mamba2Plan(_Plan):
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
         out, res_out = self._outputs(self.out_dtype)
         if self.l_su is None:
-            self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state), ssm_state,
-                      counters(ssm_state, _ku.COUNTERS))
+            cnt = counters(ssm_state, _ku.COUNTERS)
+            if self.one:
+                self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state), ssm_state, cnt, out)
+                return out, res_out
+            self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state), ssm_state, cnt)
         else:
             self.l_in(stream, *self._in_tensors(hidden, residual, res_out, conv_state))
             self.l_su(stream, ssm_state)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Call 24 (carry .whl, .peers; ~500 s): call 23's measurements plus the forty-third session's Mamba-2 step in two
-# launches (SSM_TRITON_M2_IN_UPDATE=1: the state update inside the input projection's launch, kernels/in_update.py).
+# launches (SSM_TRITON_M2_IN_UPDATE=1: the state update inside the input projection's launch, kernels/in_update.py;
+# =2: the out step too, one launch a layer).
 #  (1) GPU tests (8 xdist workers) of the fused steps (the new launch's property, config and LM tests among them), the
 #      one-launch Mamba-2 step, the Mamba3 steps; memcheck of the new launch and of call 23's forms;
-#  (2) the 130M Mamba2 LM's replayed step at 1 and 4 rows, IN_UPDATE 1 against 0, one process each, then torch.profiler
-#      of the b1 step with it on; b16 with SSM_TRITON_M2_STEP 1 against 0;
+#  (2) the 130M Mamba2 LM's replayed step at 1 and 4 rows, IN_UPDATE 2, 1 and 0, one process each, then torch.profiler
+#      of the b1 step with 2; b16 with SSM_TRITON_M2_STEP 1 against 0;
 #  (3) the Mamba-1 LM at 1 / 4 / 16 rows, SSM_TRITON_M1_DT_IN_UPDATE 1 against 0;
 #  (4) torch.profiler of the Mamba3 LM's b1 step.
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
@@ -17,12 +18,12 @@ SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_fused_step.py tests/test_mamba2_step.
   SANITIZE_K="update_in_the_input or every_in_update or one_launch or dt_proj_in or token_by_token" SANITIZE_TIMEOUT=100 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
 { echo "== memcheck ($(( $(date +%s)-s )) s)"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-for v in 1 0; do
+for v in 2 1 0; do
   SSM_TRITON_M2_IN_UPDATE=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \((1|4),\)' --json $OUT/lm2-inup$v.json > /tmp/lm2.txt 2>&1
   { echo "== lm2 M2_IN_UPDATE=$v"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; } >> $S
 done
-SSM_TRITON_M2_IN_UPDATE=1 timeout 45 python3 -m ssm_triton.bench.profile --ops lm --match "lm_decode_step (1,)" --impl 'ssm_triton$' > /tmp/p2.txt 2>&1
-{ echo "== profile lm2 b1 IN_UPDATE=1"; grep -v -i warn /tmp/p2.txt | head -14; } >> $S
+SSM_TRITON_M2_IN_UPDATE=2 timeout 45 python3 -m ssm_triton.bench.profile --ops lm --match "lm_decode_step (1,)" --impl 'ssm_triton$' > /tmp/p2.txt 2>&1
+{ echo "== profile lm2 b1 IN_UPDATE=2"; grep -v -i warn /tmp/p2.txt | head -14; } >> $S
 for v in 1 0; do
   SSM_TRITON_M2_STEP=$v timeout 45 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \(16,\)' --json $OUT/lm2-m2step$v.json > /tmp/lm2.txt 2>&1
   { echo "== lm2 M2_STEP=$v"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; } >> $S
