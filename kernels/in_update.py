@@ -14,7 +14,8 @@ that own ``x`` channels also update those channels' state rows, once B, C and dt
   columns stores its ``x``, waits until every ready program has counted (acquire), then reads ``B, C`` and ``dt``
   of its channels' heads (L2, around the L1 that may hold old lines) and updates its ``(BLOCK_O, N)`` state rows in
   place, storing ``y``.
-- Every program counts itself **done** at the end; the last resets the row's counters for the next launch.
+- Every program counts itself **done** at the end; the last resets the row's counters for the next launch (the
+  tickets' count it lowers by the programs instead: the next launch may have taken tickets already).
 
 Shapes: ``ZX (M, O)`` as the fused step's (``[z | x | B | C | dt]``, ``O = 2 d_ssm + 2 G N + H``), ``S (M, H, P, N)``,
 ``Y (M, d_ssm)``, ``CNT``: 3 int32 counters a row (:data:`COUNTERS` a state tensor), zero between launches.
@@ -59,13 +60,17 @@ def _in_update_kernel(
     168 registers against 125, three programs an SM instead of four)."""
     row = tl.program_id(1).to(tl.int64)
     cnt = CNT + row * 4                          # ticket, ready, y stored, done
-    ticket = tl.atomic_add(cnt, 1, sem="relaxed")
     n_z = d_ssm // BLOCK_O                       # blocks of z, and of x
     n_tail = tl.cdiv(O - 2 * d_ssm, BLOCK_O)     # of [B | C | dt]
     n_in = tl.cdiv(O, BLOCK_O)
     n_prog = n_in
     if ONE:
         n_prog += tl.cdiv(d_model, BLOCK_OO)
+    # Taken before waiting on the previous launch, which may be this launch's previous run (a block stepped on its
+    # own, one launch a step, or the out step between that lets its dependents start at once): that run may still
+    # hold its last tickets' counts, so the count is not reset but taken modulo the programs, and lowered by as many
+    # when a run ends. Every other count is read and written after the wait (the previous run has ended).
+    ticket = tl.atomic_add(cnt, 1, sem="relaxed") % n_prog
     rows = row + tl.arange(0, 1)
     m_ok = rows < M
     if ticket < n_in:
@@ -90,7 +95,7 @@ def _in_update_kernel(
     tl.debug_barrier()
     done = tl.atomic_add(cnt + 3, 1, sem="acq_rel")
     if done == n_prog - 1:   # the row's last program: every ticket is taken and every wait has ended
-        tl.atomic_xchg(cnt, 0)
+        tl.atomic_add(cnt, -n_prog)
         tl.atomic_xchg(cnt + 1, 0)
         tl.atomic_xchg(cnt + 2, 0)
         tl.atomic_xchg(cnt + 3, 0)

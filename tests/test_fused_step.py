@@ -122,6 +122,25 @@ def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm,
     assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
 
 
+@pytest.mark.parametrize("mode", [1, 2])
+def test_steps_in_the_input_launch_chained(device, mode, monkeypatch):
+    """A block stepped on its own, token after token with nothing read between (on a GPU each launch may start while
+    the previous step's still runs: programmatic dependent launch), against the float64 steps in turn."""
+    monkeypatch.setattr(fused, "IN_UPDATE", mode)
+    m = block(device, torch.bfloat16, 5, 32, 8, 16, 2, True, False, False, False)
+    conv_state, ssm_state = _states(m, 2, 6, device)
+    g = torch.Generator(device=device).manual_seed(7)
+    hs = [torch.randn((2, 1, 32), generator=g, device=device).to(torch.bfloat16) for _ in range(4)]
+    conv_want, ssm_want = conv_state.clone(), ssm_state.clone()
+    with torch.no_grad():
+        outs = [fused.step(m, h, conv_state, ssm_state)[0] for h in hs]
+    for t, h in enumerate(hs):
+        out, conv_want, ssm_want, _ = reference_step(m, h, conv_want, ssm_want)
+        assert_close(outs[t], out, torch.bfloat16, f"out {t}")
+    assert_close(conv_state, conv_want, torch.bfloat16, "conv_state")
+    assert_close(ssm_state, ssm_want, torch.bfloat16, "ssm_state")
+
+
 def _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed):
     """Two tokens through a fresh Mamba-2 block's fused step against the float64 step; returns the state."""
     if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:

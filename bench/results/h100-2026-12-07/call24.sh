@@ -12,7 +12,7 @@ T0=$(date +%s); left() { echo $(( 560 - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
 R=$(pwd); S=$OUT/summary.txt
 s=$(date +%s)
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=110 TESTS="tests/test_fused_step.py tests/test_mamba2_step.py tests/test_mamba3.py tests/test_mamba3_block.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or lm_decoding or matches_the_float64 or one_launch or several_row or column_groups or whole" > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=110 TESTS="tests/test_fused_step.py tests/test_mamba2_step.py tests/test_mamba3.py tests/test_mamba3_block.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or chained or lm_decoding or matches_the_float64 or one_launch or several_row or column_groups or whole" > /dev/null 2>&1
 { echo "== pytest ($(( $(date +%s)-s )) s)"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt $OUT/failures.txt $OUT/gpu.txt
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 for v in 2 1 0; do
@@ -24,7 +24,7 @@ cd $R
 if [ $(left) -gt 100 ]; then
   s=$(date +%s)
   SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_fused_step.py tests/test_mamba2_step.py tests/test_mamba3.py" \
-    SANITIZE_K="update_in_the_input or one_launch or dt_proj_in or token_by_token" SANITIZE_TIMEOUT=90 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
+    SANITIZE_K="update_in_the_input or chained or one_launch or dt_proj_in or token_by_token" SANITIZE_TIMEOUT=90 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
   { echo "== memcheck ($(( $(date +%s)-s )) s)"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
 fi
 cd /tmp
