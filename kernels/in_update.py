@@ -46,7 +46,7 @@ def _in_update_kernel(
     HAS_D: tl.constexpr, GATE: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
     ONE: tl.constexpr, HAS_GATE_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_OO: tl.constexpr,
-    BLOCK_KO: tl.constexpr, EARLY: tl.constexpr = False,
+    BLOCK_KO: tl.constexpr,
 ):
     """``ZX`` as ``_in_step_kernel`` writes it (one row a program, the whole reduction one tile), ``S`` updated in
     place, ``Y`` the update's output (gated by ``silu(z)`` with ``GATE``, the block without its norm). With ``ONE``
@@ -54,10 +54,11 @@ def _in_update_kernel(
     programs of ``BLOCK_OO`` output columns whose tickets come after every other's; they wait until every x block
     has stored its ``y``.
 
-    ``EARLY``: an x block reads its state rows (and ``A_log``, ``dt_bias``, ``D``) before waiting on the previous
-    launch (the previous token's update ended long before: ``kernels/fused_step.py``'s HOLD), not after its own
-    projection: hidden latency, but held across the projection (sm_90, triton 3.6, the 130M block's tile in bf16:
-    168 registers against 125, three programs an SM instead of four)."""
+    An x block reads its state rows after its projection, before waiting on the ready count: read before waiting on
+    the previous launch (as the state update kernel does) they were held across the projection (sm_90, triton 3.6,
+    the 130M block's tile in bf16: 168 registers against 125, three programs an SM instead of four), and a block
+    stepped on its own could read them while the previous step's launch, already letting this one start, still
+    writes them."""
     row = tl.program_id(1).to(tl.int64)
     cnt = CNT + row * 4                          # ticket, ready, y stored, done
     n_z = d_ssm // BLOCK_O                       # blocks of z, and of x
@@ -77,7 +78,7 @@ def _in_update_kernel(
         _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, cnt, ticket,
                  row, rows, m_ok, n_z, n_tail, K, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, P, N,
                  heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV_B, HAS_D, GATE, W,
-                 DOT, PDL, ONE, BLOCK_O, BLOCK_K, BLOCK_N, EARLY)
+                 DOT, PDL, ONE, BLOCK_O, BLOCK_K, BLOCK_N)
     elif ONE:   # a program of the out step's column blocks
         cols = (ticket - n_in) * BLOCK_OO + tl.arange(0, BLOCK_OO)
         o_ok = cols < d_model
@@ -107,7 +108,7 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
              heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
              HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr, HAS_D: tl.constexpr, GATE: tl.constexpr,
              W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, ONE: tl.constexpr, BLOCK_O: tl.constexpr,
-             BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EARLY: tl.constexpr):
+             BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """A program of the input projection's column blocks (``ticket < n_in``): the block its ticket names, and for an
     x block the update of its channels' state rows; counts ``ready`` (B, C, dt [, z]) or ``y stored``."""
     n_ready = n_tail
@@ -128,12 +129,6 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
     ns = tl.arange(0, BLOCK_N)
     pn_ok = is_x[:, None] & (ns < N)[None, :]
     at = S + row * s_b + hd[:, None] * s_h + p[:, None] * s_p + ns[None, :] * s_n
-    if EARLY:
-        state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
-        a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
-        bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
-        if HAS_D:
-            dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
     ks = tl.arange(0, BLOCK_K)
     out = _one_tile_in(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, rows, m_ok, cols, o_ok, ks, K,
                        d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, ticket == 0, HAS_NORM, HAS_RES, HAS_BIN, True,
@@ -145,12 +140,11 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
     if ticket < n_ready:
         tl.atomic_add(cnt + 1, 1, sem="release")
     elif ticket < n_ready + n_z:   # an x block
-        if not EARLY:
-            state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
-            a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
-            bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
-            if HAS_D:
-                dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
+        state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
+        a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
+        bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
+        if HAS_D:
+            dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
         ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
         while ready < n_ready:
             ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
@@ -193,7 +187,7 @@ def _rule(problem, mode):
     M, O, K, d_ssm, N = problem[:5]
     one, pdl = problem[-2], problem[-1]
     kw = _in_rule((M, O, K, pdl), mode)
-    kw.update(BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N), EARLY=False)
+    kw.update(BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N))
     kw["BLOCK_O"] = _blocks(d_ssm, min(kw["BLOCK_O"], max(1, 16384 // kw["BLOCK_K"])))
     kw.pop("AHEAD", None)
     kw.pop("BLOCK_M")
@@ -207,11 +201,10 @@ def _rule(problem, mode):
 
 
 def _alternatives(problem, mode):
-    """Half and twice the column block, two or eight warps, the state read early; with the out step, half and twice
-    its block."""
+    """Half and twice the column block, two or eight warps; with the out step, half and twice its block."""
     kw = _rule(problem, mode)
     bo, d_ssm = kw["BLOCK_O"], problem[3]
-    alts = [dict(num_warps=8), dict(num_warps=2), dict(EARLY=True)]
+    alts = [dict(num_warps=8), dict(num_warps=2)]
     if bo > 1:
         alts.append(dict(BLOCK_O=bo // 2))
     if d_ssm % (2 * bo) == 0 and 2 * bo * kw["BLOCK_K"] <= 2 * 16384:

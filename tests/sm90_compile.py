@@ -381,7 +381,7 @@ def in_update_cases():
         for one in (False, True):
             yield "in update", kiu.in_update_kernel, ptrs, dict(
                 HAS_NORM=opt, HAS_RES=opt, HAS_BIN=opt, HAS_CONV_B=opt, HAS_D=opt, GATE=not opt, W=4, K=768, DOT=io,
-                PDL=opt, BLOCK_O=8, BLOCK_K=1024, BLOCK_N=128, EARLY=opt, ONE=one, HAS_GATE_NORM=one and opt,
+                PDL=opt, BLOCK_O=8, BLOCK_K=1024, BLOCK_N=128, ONE=one, HAS_GATE_NORM=one and opt,
                 GATE_FIRST=False, HAS_BOUT=one and not opt, BLOCK_OO=4 if one else 1, BLOCK_KO=2048 if one else 16)
 
 

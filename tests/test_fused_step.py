@@ -385,7 +385,7 @@ _IN_UPDATE_SPACE = [(1, kw) for kw in _every(in_update.in_update_kernel, (
                          ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()) if isinstance(v, dict) else str(v))
 def test_every_in_update_config(device, mode, config, dtype, monkeypatch):
     """Every tuning candidate of the state update inside the input launch, without and with the out step in it
-    (column blocks of 2 to 8 of a head's 8 channels, the out step's of 8 to 32 of 40; the state read early or late) on
+    (column blocks of 2 to 8 of a head's 8 channels, the out step's of 8 to 32 of 40) on
     one block of 2 groups, the dtypes in turn (the property test's blocks cut heads)."""
     monkeypatch.setattr(fused, "IN_UPDATE", mode)
     m = block(device, dtype, 3, 40, 8, 8, 2, True, False, True, True)
