@@ -18,7 +18,8 @@ that own ``x`` channels also update those channels' state rows, once B, C and dt
   tickets' count it lowers by the programs instead: the next launch may have taken tickets already).
 
 Shapes: ``ZX (M, O)`` as the fused step's (``[z | x | B | C | dt]``, ``O = 2 d_ssm + 2 G N + H``), ``S (M, H, P, N)``,
-``Y (M, d_ssm)``, ``CNT``: 3 int32 counters a row (:data:`COUNTERS` a state tensor), zero between launches.
+``Y (M, d_ssm)``, ``CNT``: four int32 counters a row, each in its own 128-byte line (:data:`COUNTERS` a state
+tensor), zero between launches.
 """
 import torch
 import triton
@@ -32,7 +33,9 @@ from .tuning import TunableKernel, bucket
 
 # the most rows a launch takes (one program a row and column block): the counters a state tensor holds
 MAX_ROWS = 4
-COUNTERS = 4 * MAX_ROWS
+# a row's four counts, each in its own 128-byte line (the spinning programs' loads and the others' atomics apart)
+LINE = tl.constexpr(32)
+COUNTERS = 4 * 32 * MAX_ROWS
 
 
 @triton.jit
@@ -60,7 +63,7 @@ def _in_update_kernel(
     stepped on its own could read them while the previous step's launch, already letting this one start, still
     writes them."""
     row = tl.program_id(1).to(tl.int64)
-    cnt = CNT + row * 4                          # ticket, ready, y stored, done
+    cnt = CNT + row * (4 * LINE)                 # ticket, ready, y stored, done: cnt + 0, 1, 2, 3 lines
     n_z = d_ssm // BLOCK_O                       # blocks of z, and of x
     n_tail = tl.cdiv(O - 2 * d_ssm, BLOCK_O)     # of [B | C | dt]
     n_in = tl.cdiv(O, BLOCK_O)
@@ -72,10 +75,13 @@ def _in_update_kernel(
     # hold its last tickets' counts, so the count is not reset but taken modulo the programs, and lowered by as many
     # when a run ends. Every other count is read and written after the wait (the previous run has ended).
     ticket = tl.atomic_add(cnt, 1, sem="relaxed") % n_prog
+    ready_at = cnt + LINE
+    stored_at = cnt + 2 * LINE
     rows = row + tl.arange(0, 1)
     m_ok = rows < M
     if ticket < n_in:
-        _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, cnt, ticket,
+        _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, ready_at,
+                 stored_at, ticket,
                  row, rows, m_ok, n_z, n_tail, K, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, P, N,
                  heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM, HAS_RES, HAS_BIN, HAS_CONV_B, HAS_D, GATE, W,
                  DOT, PDL, ONE, BLOCK_O, BLOCK_K, BLOCK_N)
@@ -87,23 +93,35 @@ def _in_update_kernel(
         # what it writes may still be read by the previous launch (the allocator's stream order, which a dependent
         # launch runs ahead of)
         _after_predecessor(PDL, False)
-        stored = tl.atomic_add(cnt + 2, 0, sem="acquire")
-        while stored < n_z:
-            stored = tl.atomic_add(cnt + 2, 0, sem="acquire")
+        _wait_for(stored_at, n_z)
         acc = _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, gate_eps, O, OUT.dtype.element_ty,
                             HAS_GATE_NORM, GATE_FIRST, DOT, 1, True)
         tl.store(OUT + row * d_model + cols[None, :], acc.to(OUT.dtype.element_ty), mask=o_ok[None, :])
     tl.debug_barrier()
-    done = tl.atomic_add(cnt + 3, 1, sem="acq_rel")
+    done = tl.atomic_add(cnt + 3 * LINE, 1, sem="acq_rel")
     if done == n_prog - 1:   # the row's last program: every ticket is taken and every wait has ended
         tl.atomic_add(cnt, -n_prog)
-        tl.atomic_xchg(cnt + 1, 0)
-        tl.atomic_xchg(cnt + 2, 0)
-        tl.atomic_xchg(cnt + 3, 0)
+        tl.atomic_xchg(ready_at, 0)
+        tl.atomic_xchg(stored_at, 0)
+        tl.atomic_xchg(cnt + 3 * LINE, 0)
 
 
 @triton.jit
-def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, cnt, ticket,
+def _wait_for(AT, n):
+    """Until the count at ``AT`` reaches ``n``: plain volatile reads from L2 (no atomic traffic on the line while
+    waiting), then one acquire, so that this program sees what the counted programs stored before counting."""
+    seen = tl.load(AT, volatile=True)
+    while seen < n:
+        seen = tl.load(AT, volatile=True)
+    # the acquire (an ld.global.gpu.acquire on sm_90), its result used: triton 3.6 drops one that nothing reads
+    seen = tl.atomic_add(AT, 0, sem="acquire")
+    while seen < n:
+        seen = tl.atomic_add(AT, 0, sem="acquire")
+
+
+@triton.jit
+def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S, A_LOG, D, DT_BIAS, Y, ready_at, stored_at,
+             ticket,
              row, rows, m_ok, n_z, n_tail, K: tl.constexpr, O, d_ssm, conv_dim, eps, h_m, r_m, cs_b, cs_c, cs_w, P, N,
              heads_per_group, s_b, s_h, s_p, s_n, d_h, d_p, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr,
              HAS_BIN: tl.constexpr, HAS_CONV_B: tl.constexpr, HAS_D: tl.constexpr, GATE: tl.constexpr,
@@ -138,16 +156,14 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
     # every thread's stores before the count that publishes them
     tl.debug_barrier()
     if ticket < n_ready:
-        tl.atomic_add(cnt + 1, 1, sem="release")
+        tl.atomic_add(ready_at, 1, sem="release")
     elif ticket < n_ready + n_z:   # an x block
         state = tl.load(at, mask=pn_ok, other=0.0).to(tl.float32)
         a = -tl.exp(tl.load(A_LOG + hd, mask=is_x, other=0.0).to(tl.float32))
         bias = tl.load(DT_BIAS + hd, mask=is_x, other=0.0).to(tl.float32)
         if HAS_D:
             dd = tl.load(D + hd * d_h + p * d_p, mask=is_x, other=0.0).to(tl.float32)
-        ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
-        while ready < n_ready:
-            ready = tl.atomic_add(cnt + 1, 0, sem="acquire")
+        _wait_for(ready_at, n_ready)
         g = hd // heads_per_group
         gn = (d_ssm // P // heads_per_group) * N
         b = tl.load(ZX_ROW + 2 * d_ssm + g[:, None] * N + ns[None, :], mask=pn_ok, other=0.0,
@@ -171,7 +187,7 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
         tl.store(Y + row * d_ssm + ch, y.to(Y.dtype.element_ty), mask=is_x)
         if ONE:   # the out step's programs wait on every x block's y
             tl.debug_barrier()
-            tl.atomic_add(cnt + 2, 1, sem="release")
+            tl.atomic_add(stored_at, 1, sem="release")
 
 
 def _blocks(d_ssm: int, block_o: int) -> int:
