@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Call 24 (carry .whl, .peers; up to ~560 s, each step skipped once too little time is left): call 23's measurements
+# Call 24 (carry .whl, .peers; up to CALL_BUDGET s (560), each step skipped once too little time is left): call 23's measurements
 # plus the forty-third session's Mamba-2 step in fewer launches (kernels/in_update.py: SSM_TRITON_M2_IN_UPDATE=1, the
 # state update inside the input projection's launch; =2, the out step too, one launch a layer). In order of need:
-#  (1) GPU tests (8 xdist workers) of the fused steps (the new launch's property, config and LM tests among them), the
-#      one-launch Mamba-2 step, the Mamba3 steps;
+#  (1) GPU tests (8 xdist workers) of the fused steps (the new launch's property, config, chained and LM tests);
 #  (2) the 130M Mamba2 LM's replayed step at 1 and 4 rows, IN_UPDATE 2, 1 and 0, one process each;
-#  (3) memcheck of the new launch and of call 23's forms;
+#  (3) memcheck of the new launch; GPU tests of the one-launch Mamba-2 step and the Mamba3 steps; memcheck of call 23's
+#      forms;
 #  (4) torch.profiler of the b1 step with IN_UPDATE=2; the LM at 16 rows with SSM_TRITON_M2_STEP 1 against 0;
 #  (5) the Mamba-1 LM at 1 / 4 / 16 rows, SSM_TRITON_M1_DT_IN_UPDATE 1 against 0; the Mamba3 LM's b1 profile.
-T0=$(date +%s); left() { echo $(( 560 - ($(date +%s) - T0) )); }
+T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
 R=$(pwd); S=$OUT/summary.txt
 s=$(date +%s)
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=110 TESTS="tests/test_fused_step.py tests/test_mamba2_step.py tests/test_mamba3.py tests/test_mamba3_block.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or chained or lm_decoding or matches_the_float64 or one_launch or several_row or column_groups or whole" > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=80 TESTS="tests/test_fused_step.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or chained or lm_decoding or matches_the_float64" > /dev/null 2>&1
 { echo "== pytest ($(( $(date +%s)-s )) s)"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt $OUT/failures.txt $OUT/gpu.txt
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 for v in 2 1 0; do
@@ -21,11 +21,22 @@ for v in 2 1 0; do
   { echo "== lm2 M2_IN_UPDATE=$v ($(left) s left)"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; tail -3 /tmp/lm2.txt | grep -i error; } >> $S
 done
 cd $R
+if [ $(left) -gt 70 ]; then
+  s=$(date +%s)
+  SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_fused_step.py" SANITIZE_K="update_in_the_input or chained" \
+    SANITIZE_TIMEOUT=$(( $(left) > 130 ? 60 : 45 )) SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
+  { echo "== memcheck ($(( $(date +%s)-s )) s)"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
+fi
+if [ $(left) -gt 120 ]; then
+  s=$(date +%s)
+  SSM_TRITON_EXAMPLES=3 TEST_TIMEOUT=90 TESTS="tests/test_mamba2_step.py tests/test_mamba3.py tests/test_mamba3_block.py" bash bench/gpu_run.sh -n 8 -k "one_launch or several_row or column_groups or whole or token_by_token" > /dev/null 2>&1
+  { echo "== pytest mamba2_step/mamba3 ($(( $(date +%s)-s )) s)"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt $OUT/failures.txt $OUT/gpu.txt
+fi
 if [ $(left) -gt 100 ]; then
   s=$(date +%s)
   SSM_TRITON_EXAMPLES=2 SANITIZE="tests/test_fused_step.py tests/test_mamba2_step.py tests/test_mamba3.py" \
-    SANITIZE_K="update_in_the_input or chained or one_launch or dt_proj_in or token_by_token" SANITIZE_TIMEOUT=90 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
-  { echo "== memcheck ($(( $(date +%s)-s )) s)"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
+    SANITIZE_K="one_launch or dt_proj_in or token_by_token" SANITIZE_TIMEOUT=80 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
+  { echo "== memcheck call 23's forms ($(( $(date +%s)-s )) s)"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
 fi
 cd /tmp
 if [ $(left) -gt 45 ]; then
