@@ -12,10 +12,10 @@ T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1; SKIP_TESTS=1 bash bench/gpu_run.sh >/dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt
 R=$(pwd); S=$OUT/summary.txt
 s=$(date +%s)
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=80 TESTS="tests/test_fused_step.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or chained or lm_decoding or matches_the_float64" > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=${FIRST_TESTS_S:-80} TESTS="tests/test_fused_step.py" bash bench/gpu_run.sh -n 8 -k "in_update or update_in or chained or lm_decoding or matches_the_float64" > /dev/null 2>&1
 { echo "== pytest ($(( $(date +%s)-s )) s)"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt $OUT/failures.txt $OUT/gpu.txt
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-for v in 2 1 0; do
+for v in 2 0 1; do
   [ $(left) -gt 60 ] || break
   SSM_TRITON_M2_IN_UPDATE=$v timeout 55 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \((1|4),\)' --json $OUT/lm2-inup$v.json > /tmp/lm2.txt 2>&1
   { echo "== lm2 M2_IN_UPDATE=$v ($(left) s left)"; grep -h "decode_step" /tmp/lm2.txt | grep -v "\[#"; tail -3 /tmp/lm2.txt | grep -i error; } >> $S
