@@ -355,23 +355,30 @@ def _every(kernel, problem):
 def test_every_in_step_config(device, config, dtype):
     """Every tuning candidate of both kernels on one block (rows, columns and the reduction cross tiles), in
     each dtype."""
-    m = block(device, dtype, 3, 40, 8, 8, 2, True, False, False, True)
+    got, want = _pinned_step(device, dtype, False, {"mamba2_in_step": config, "mamba2_out_step": config})
+    for name, g, w in zip(("out", "conv_state", "ssm_state", "residual"), got, want):
+        assert_close(g, w, dtype, f"{config} {name}")
+
+
+def _pinned_step(device, dtype, D_has_hdim, pins):
+    """One step of a block of 2 groups (d_model 40, headdim 8, pre-norm and residual) with the kernels' choices
+    pinned (``name -> launch keywords``): ``((out, conv_state, ssm_state, residual), the float64 step's)``."""
+    m = block(device, dtype, 3, 40, 8, 8, 2, True, False, D_has_hdim, True)
     conv_state, ssm_state = _states(m, 3, 4, device)
     h = torch.randn(3, 1, 40, device=device, dtype=dtype)
     pre = torch.nn.Module()
     pre.weight, pre.eps = torch.nn.Parameter(torch.rand(40, device=device) + 0.5), 1e-5
     residual = torch.randn(3, 1, 40, device=device)
     want = reference_step(m, h, conv_state, ssm_state, residual, pre, True)
-    tuning.pin("mamba2_in_step", **config)
-    tuning.pin("mamba2_out_step", **config)
+    for name, config in pins.items():
+        tuning.pin(name, **config)
     try:
         with torch.no_grad():
             out, res = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, True)
     finally:
-        tuning.unpin("mamba2_in_step")
-        tuning.unpin("mamba2_out_step")
-    for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
-        assert_close(got, w, dtype, f"{config} {name}")
+        for name in pins:
+            tuning.unpin(name)
+    return (out, conv_state, ssm_state, res), want
 
 
 _IN_UPDATE_SPACE = [(1, kw) for kw in _every(in_update.in_update_kernel, (
@@ -385,22 +392,10 @@ _IN_UPDATE_SPACE = [(1, kw) for kw in _every(in_update.in_update_kernel, (
                          ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()) if isinstance(v, dict) else str(v))
 def test_every_in_update_config(device, mode, config, dtype, monkeypatch):
     """Every tuning candidate of the state update inside the input launch, without and with the out step in it
-    (column blocks of 2 to 8 of a head's 8 channels, the out step's of 8 to 32 of 40) on
-    one block of 2 groups, the dtypes in turn (the property test's blocks cut heads)."""
+    (column blocks of 2 to 8 of a head's 8 channels, the out step's of 2 to 8 of 40) on one block of 2 groups, the
+    dtypes in turn (the property test's blocks cut heads)."""
     monkeypatch.setattr(fused, "IN_UPDATE", mode)
-    m = block(device, dtype, 3, 40, 8, 8, 2, True, False, True, True)
-    conv_state, ssm_state = _states(m, 3, 4, device)
-    h = torch.randn(3, 1, 40, device=device, dtype=dtype)
-    pre = torch.nn.Module()
-    pre.weight, pre.eps = torch.nn.Parameter(torch.rand(40, device=device) + 0.5), 1e-5
-    residual = torch.randn(3, 1, 40, device=device)
-    want = reference_step(m, h, conv_state, ssm_state, residual, pre, True)
-    tuning.pin("mamba2_in_update", **config)
-    try:
-        with torch.no_grad():
-            out, res = fused.mamba2_step(m, h, conv_state, ssm_state, residual, pre, True)
-    finally:
-        tuning.unpin("mamba2_in_update")
-    for name, got, w in zip(("out", "conv_state", "ssm_state", "residual"), (out, conv_state, ssm_state, res), want):
-        assert_close(got, w, dtype, f"{config} {name}")
-    assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
+    got, want = _pinned_step(device, dtype, True, {"mamba2_in_update": config})
+    for name, g, w in zip(("out", "conv_state", "ssm_state", "residual"), got, want):
+        assert_close(g, w, dtype, f"{config} {name}")
+    assert (counters(got[2], in_update.COUNTERS) == 0).all()
