@@ -119,8 +119,9 @@ class Mamba2(nn.Module):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
         ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
         under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/fused_step.py``)
-        the step runs in three launches instead of five; else, with ``SSM_TRITON_M2_STEP=1`` and where
-        ``ops/mamba2_step.py`` serves, as in_proj, one launch and out_proj."""
+        the step runs in three launches instead of five (up to 4 rows with ``SSM_TRITON_M2_IN_UPDATE=1`` / ``2``:
+        two / one, ``kernels/in_update.py``); else, with ``SSM_TRITON_M2_STEP=1`` and where ``ops/mamba2_step.py``
+        serves, as in_proj, one launch and out_proj."""
         done = fused.step(self, hidden_states, conv_state, ssm_state)
         if done is not None:
             return done[0], conv_state, ssm_state
