@@ -55,7 +55,7 @@ def _in_update_kernel(
     place, ``Y`` the update's output (gated by ``silu(z)`` with ``GATE``, the block without its norm). With ``ONE``
     also ``OUT (M, d_model)``: ``_out_step_kernel``'s gated norm and out_proj (its ``group_size``, ``gate_eps``), by
     programs of ``BLOCK_OO`` output columns whose tickets come after every other's; they wait until every x block
-    has stored its ``y``.
+    has stored its ``y`` and, where the norm gates with ``z``, every z block its ``z``.
 
     An x block reads its state rows after its projection, before waiting on the ready count: read before waiting on
     the previous launch (as the state update kernel does) they were held across the projection (sm_90, triton 3.6,
@@ -93,7 +93,8 @@ def _in_update_kernel(
         # what it writes may still be read by the previous launch (the allocator's stream order, which a dependent
         # launch runs ahead of)
         _after_predecessor(PDL, False)
-        _wait_for(stored_at, n_z)
+        # every x block's y, and (where the norm gates with it and z came after x) every z block's z
+        _wait_for(stored_at, n_z if GATE else 2 * n_z)
         acc = _one_tile_out(Y, ZX, w, bias, nw, rows, m_ok, ks, d_ssm, group_size, gate_eps, O, OUT.dtype.element_ty,
                             HAS_GATE_NORM, GATE_FIRST, DOT, 1, True)
         tl.store(OUT + row * d_model + cols[None, :], acc.to(OUT.dtype.element_ty), mask=o_ok[None, :])
@@ -188,6 +189,8 @@ def _in_part(HID, RES, NORM_W, RES_OUT, WIN, BIN, CONV_W, CONV_B, CONV_S, ZX, S,
         if ONE:   # the out step's programs wait on every x block's y
             tl.debug_barrier()
             tl.atomic_add(stored_at, 1, sem="release")
+    elif ONE:     # a z block after the x blocks (not GATE): the out step's gated norm reads z too
+        tl.atomic_add(stored_at, 1, sem="release")
 
 
 def _blocks(d_ssm: int, block_o: int) -> int:
