@@ -354,9 +354,10 @@ class _Mamba2Plan(_Plan):
         self.y = torch.empty((bsz, H, P), device=hidden.device, dtype=zx.dtype)
         self.out_dtype = w_out.dtype
         out, res_out = self._outputs(w_out.dtype)
-        self.l_su = None
-        self.one = _in_update(mixer, bsz) == 2
-        if _in_update(mixer, bsz):   # one launch for both (or all three), its counters the state's
+        self.l_su = self.l_out = None
+        mode = _in_update(mixer, bsz)
+        self.one = mode == 2
+        if mode:   # one launch for both (or all three), its counters the state's
             problem, args = _ku.in_update_args(
                 hidden, residual, *_norm_args(norm), *_in_update_params(mixer, conv_state, ssm_state), zx,
                 self.y.view(bsz, d_ssm), res_out, pdl, d_ssm=d_ssm, ngroups=mixer.ngroups,
@@ -371,9 +372,10 @@ class _Mamba2Plan(_Plan):
             problem, args = state_update_args(ssm_state, *_mamba2_update_inputs(mixer, zx), True, None, self.y,
                                               a_is_log=True, pdl=pdl)
             self.l_su = tuning.Launch(state_update_kernel, problem, args, ("S",))
-        problem, args = _k.out_step_args(self.y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), w_out, mixer.out_proj.bias,
-                                         out, pdl)
-        self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
+        if not self.one:
+            problem, args = _k.out_step_args(self.y.view(bsz, d_ssm), zx, *_mamba2_gate(mixer), w_out,
+                                             mixer.out_proj.bias, out, pdl)
+            self.l_out = tuning.Launch(_k.out_step_kernel, problem, args, ("OUT",))
 
     def __call__(self, hidden, conv_state, ssm_state, residual, stream):
         out, res_out = self._outputs(self.out_dtype)
