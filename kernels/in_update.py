@@ -1,5 +1,6 @@
-"""Mamba-2's decode step in two launches a layer at few rows: the state update inside the input projection's launch
-(``kernels/fused_step.py``'s ``_in_step_kernel`` plus ``kernels/state_update.py``), then the output projection.
+"""Mamba-2's decode step in two launches a layer at few rows, or one: the state update inside the input projection's
+launch (``kernels/fused_step.py``'s ``_in_step_kernel`` plus ``kernels/state_update.py``), then the output projection
+(``_out_step_kernel``), in a launch of its own or in the same one (``ONE``).
 
 At batch 1 the fused step's three launches a layer are each a few microseconds of mostly latency (H200, 2026-12-04:
 in_step 4.1 us, the state update 2.5, out_step 3.3); the state update moves 0.8 MB. Here the projection's programs
@@ -26,10 +27,11 @@ import triton
 import triton.language as tl
 
 from .activations import softplus
-from .fused_step import _after_predecessor, _one_tile_in, _one_tile_out, _out_tile_loads, _rule as _in_rule, pdl_enabled
+from .fused_step import (ONE_TILE_ELEMENTS, _after_predecessor, _key, _one_tile_in, _one_tile_out, _out_tile_loads,
+                         _rule as _in_rule, pdl_enabled)
 from .host import cdiv, next_power_of_2
 from .ssd.launch import dot_for
-from .tuning import TunableKernel, bucket
+from .tuning import TunableKernel
 
 # the most rows a launch takes (one program a row and column block): the counters a state tensor holds
 MAX_ROWS = 4
@@ -207,13 +209,13 @@ def _rule(problem, mode):
     one, pdl = problem[-2], problem[-1]
     kw = _in_rule((M, O, K, pdl), mode)
     kw.update(BLOCK_K=next_power_of_2(max(16, K)), BLOCK_N=next_power_of_2(N))
-    kw["BLOCK_O"] = _blocks(d_ssm, min(kw["BLOCK_O"], max(1, 16384 // kw["BLOCK_K"])))
+    kw["BLOCK_O"] = _blocks(d_ssm, min(kw["BLOCK_O"], max(1, ONE_TILE_ELEMENTS // kw["BLOCK_K"])))
     kw.pop("AHEAD", None)
     kw.pop("BLOCK_M")
     if one is not None:
         out = _in_rule((M, one[0], d_ssm, pdl), mode)
         kw["BLOCK_KO"] = next_power_of_2(max(16, d_ssm))
-        kw["BLOCK_OO"] = max(1, min(out["BLOCK_O"], 16384 // kw["BLOCK_KO"]))
+        kw["BLOCK_OO"] = max(1, min(out["BLOCK_O"], ONE_TILE_ELEMENTS // kw["BLOCK_KO"]))
     else:
         kw.update(BLOCK_OO=1, BLOCK_KO=16)
     return kw
@@ -226,7 +228,7 @@ def _alternatives(problem, mode):
     alts = [dict(num_warps=8), dict(num_warps=2)]
     if bo > 1:
         alts.append(dict(BLOCK_O=bo // 2))
-    if d_ssm % (2 * bo) == 0 and 2 * bo * kw["BLOCK_K"] <= 2 * 16384:
+    if d_ssm % (2 * bo) == 0 and bo * kw["BLOCK_K"] <= ONE_TILE_ELEMENTS:
         alts.append(dict(BLOCK_O=2 * bo))
     if problem[-2] is not None:
         oo = kw["BLOCK_OO"]
@@ -237,10 +239,6 @@ def _alternatives(problem, mode):
 def _grid(problem, kw):
     one = problem[-2]
     return (cdiv(problem[1], kw["BLOCK_O"]) + (cdiv(one[0], kw["BLOCK_OO"]) if one is not None else 0), problem[0])
-
-
-def _key(problem):
-    return (bucket(problem[0]), *problem[1:])
 
 
 in_update_kernel = TunableKernel("mamba2_in_update", _in_update_kernel, rule=_rule, alternatives=_alternatives,
