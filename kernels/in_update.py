@@ -22,6 +22,8 @@ Shapes: ``ZX (M, O)`` as the fused step's (``[z | x | B | C | dt]``, ``O = 2 d_s
 ``Y (M, d_ssm)``, ``CNT``: four int32 counters a row, each in its own 128-byte line (:data:`COUNTERS` a state
 tensor), zero between launches.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -30,6 +32,7 @@ from .activations import softplus
 from .fused_step import (ONE_TILE_ELEMENTS, _after_predecessor, _key, _one_tile_in, _one_tile_out, _out_tile_loads,
                          _rule as _in_rule, pdl_enabled)
 from .host import cdiv, next_power_of_2
+from .ssd.common import INTERPRETED
 from .ssd.launch import dot_for
 from .tuning import TunableKernel
 
@@ -37,6 +40,10 @@ from .tuning import TunableKernel
 MAX_ROWS = 4
 # a row's four counts, each in its own 128-byte line (the spinning programs' loads and the others' atomics apart)
 LINE = tl.constexpr(32)
+# nanoseconds a waiting program sleeps between its reads of a count (0: none): hundreds of programs reading one
+# line back to back queue at its L2 slice ahead of the atomics they wait for
+SLEEP = tl.constexpr(0 if INTERPRETED else int(os.environ.get("SSM_TRITON_IN_UPDATE_SLEEP", "0")))
+_SLEEP_ASM = tl.constexpr("{ nanosleep.u32 %d; mov.b32 $0, $1; }" % SLEEP.value)
 COUNTERS = 4 * 32 * MAX_ROWS
 
 
@@ -115,11 +122,19 @@ def _wait_for(AT, n):
     waiting), then one acquire, so that this program sees what the counted programs stored before counting."""
     seen = tl.load(AT, volatile=True)
     while seen < n:
+        if SLEEP > 0:
+            seen = _pause(seen)
         seen = tl.load(AT, volatile=True)
     # the acquire (an ld.global.gpu.acquire on sm_90), its result used: triton 3.6 drops one that nothing reads
     seen = tl.atomic_add(AT, 0, sem="acquire")
     while seen < n:
         seen = tl.atomic_add(AT, 0, sem="acquire")
+
+
+@triton.jit
+def _pause(x):
+    """``x``, after sleeping about :data:`SLEEP` nanoseconds (``nanosleep``: sm_70 on)."""
+    return tl.inline_asm_elementwise(_SLEEP_ASM, "=r,r", [x], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit

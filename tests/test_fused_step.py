@@ -187,13 +187,15 @@ def test_fused_mamba1_step_matches_the_float64_step(device, dtype, d_model, d_st
 
 @given(dtype=st.sampled_from([torch.float32, torch.bfloat16]), d_model=st.sampled_from([16, 24]),
        d_state=st.sampled_from([4, 10]), dt_rank=st.sampled_from([1, 3, 20]), bias=st.booleans(),
-       bsz=st.integers(1, 3), norm=st.sampled_from(["none", "residual"]), seed=seeds())
+       bsz=st.integers(1, 3), norm=st.sampled_from(["none", "residual"]), dt_in_update=st.booleans(), seed=seeds())
 @examples(4, 40)
-def test_fused_mamba1_step_with_dt_proj_in_the_update(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm, seed):
-    """``fused.DT_IN_UPDATE``: dt_proj computed by the state update's programs from x_proj's low-rank rows (ranks
-    past the kernel's 16-wide blocks included), four launches; the same float64 step."""
+def test_fused_mamba1_step_with_dt_proj_in_the_update(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm,
+                                                      dt_in_update, seed):
+    """``fused.DT_IN_UPDATE`` (the default): dt_proj computed by the state update's programs from x_proj's low-rank
+    rows (ranks past the kernel's 16-wide blocks included), four launches; or off, dt_proj its own launch (five);
+    the same float64 step."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fused, "DT_IN_UPDATE", True)
+        mp.setattr(fused, "DT_IN_UPDATE", dt_in_update)
         _check_mamba1_step(device, dtype, d_model, d_state, dt_rank, bias, bsz, norm, seed)
 
 

@@ -308,8 +308,10 @@ def _alternatives(p, mode):
                if fits(32)] + capped + ahead)
 
 
-# the step rows read a chunk ahead among the candidates (untimed, 2026-12-06: SSM_TRITON_SSD_FUSED_AHEAD=1)
-AHEAD_TUNED = os.environ.get("SSM_TRITON_SSD_FUSED_AHEAD", "0").strip() not in ("", "0")
+# the step rows read a chunk ahead among the candidates (SSM_TRITON_SSD_FUSED_AHEAD=0 drops them): the tuner took one
+# at b1 L2048 H64 bf16 in 4 segments, 82.0 us eager / 82.5 replayed against 89.4 / 82.8 without (H200, 2026-12-07,
+# call 19); at L512 it kept a tile without
+AHEAD_TUNED = os.environ.get("SSM_TRITON_SSD_FUSED_AHEAD", "1").strip() not in ("", "0")
 
 
 def _key(p):

@@ -52,8 +52,9 @@ MAX_EAGER_BATCH = 64
 PDL_ROWS = {"Mamba2": 4, "Mamba": 4}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Mamba-1's dt_proj inside the state update (``kernels/state_update.py``'s ``DT_LOW``: each program projects the
-# low-rank rows for its channels), four launches a step instead of five; untimed (2026-12-07), off by default
-DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "0").strip() not in ("", "0")
+# low-rank rows for its channels), four launches a step instead of five: the 130M Mamba LM's replayed step 0.2769 /
+# 0.3608 / 0.6009 ms at 1 / 4 / 16 rows against five launches' 0.2878 / 0.3880 / 0.6464 (H200, 2026-12-07, call 24)
+DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "1").strip() not in ("", "0")
 # Mamba-2's state update inside the input projection's launch (``kernels/in_update.py``), up to its rows: 1, two
 # launches a step instead of three (the out step apart); 2, one (the out step in the same launch); untimed
 # (2026-12-07), 0 (off) by default
