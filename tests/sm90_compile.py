@@ -496,10 +496,12 @@ def main() -> int:
     launch at the bench's shapes; the registers and spills it shows are those a GPU run gets there)."""
     show = "--resources" in sys.argv
     aligned = "--aligned" in sys.argv
+    # ``--part i/n``: every n-th variant from the i-th (the test runs the parts side by side, one a core)
+    part, parts = map(int, sys.argv[sys.argv.index("--part") + 1].split("/")) if "--part" in sys.argv else (0, 1)
     done = failed = 0
-    for name, kernel, ptrs, flags in itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(),
-                                                     fused_step_cases(), in_update_cases(), mamba2_step_cases(),
-                                                     mamba3_cases()):
+    every = itertools.chain(cases(), ssd_cases(), state_update_cases(), norm_cases(), conv1d_cases(), fused_step_cases(),
+                            in_update_cases(), mamba2_step_cases(), mamba3_cases())
+    for name, kernel, ptrs, flags in itertools.islice(every, part, None, parts):
         try:
             compiled = compile_kernel(kernel, ptrs, flags, aligned=aligned)
             done += 1
