@@ -480,6 +480,11 @@ def mamba3_cases():
             {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
              **walk_kq("DQR", "DKR")}, \
             dict(R=4 if opt else 6, HOIST=opt, BLOCK_T=8, BLOCK_H=32, MERGE=opt, FAST_TRIG=opt)
+        # every rank in a program (kernels/mamba3/mimo_prep_bwd.py), at its rule's 8 pairs and its tuner's widest 16
+        yield "mamba3 mimo prep bwd ranks", m3_mimo_terms.prep_bwd_ranks_kernel, \
+            {**iop("Q", "K", "DQ", "DK"), **f32("QB", "KB", "THETA", "DSC", "DSCC", "DQB", "DKB", "DTH"),
+             **walk_kq("DQR", "DKR")}, \
+            dict(R=4 if opt else 3, BLOCK_R=4, BLOCK_T=8, BLOCK_H=8 if opt else 16, FAST_TRIG=opt)
         yield "mamba3 mimo out", m3_mimo_out.out_fwd_kernel, \
             {**iop("V", "Z", "OUT"), **f32("Y", "SC", "SCC", "GAMMA", "ENEXT", "MV", "D", "MZ", "MO")}, \
             dict(R=4, HAS_D=opt, HAS_Z=opt, HAS_OUT=opt, BLOCK_T=16, BLOCK_P=64)

@@ -53,11 +53,14 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     forward's sums merged across the ranks or taken one at a time (``SSM_TRITON_MIMO_OUT_MERGE``,
     ``SSM_TRITON_MIMO_PREP_MERGE``), the output backward walking one to three step blocks a program
     (``SSM_TRITON_MIMO_OUT_ITERS``), reading the next block's inputs ahead or not (``SSM_TRITON_MIMO_OUT_AHEAD``),
-    the prep kernels' cos / sin libdevice's or the SFU's (``SSM_TRITON_MIMO_PREP_TRIG``, on a GPU)."""
-    from ssm_triton.kernels.mamba3 import mimo as terms, mimo_out
+    the prep kernels' cos / sin libdevice's or the SFU's (``SSM_TRITON_MIMO_PREP_TRIG``, on a GPU), the prep
+    backward a program per rank or every rank in one (``SSM_TRITON_MIMO_PREP_BWD_RANKS``)."""
+    from ssm_triton.kernels.mamba3 import mimo as terms, mimo_out, mimo_prep_bwd
     H, Hqk = heads
     S = data.draw(st.integers(0, N // 2), label="S")
-    before = mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG
+    before = (mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG,
+              mimo_prep_bwd.PREP_BWD_RANKS)
+    mimo_prep_bwd.PREP_BWD_RANKS = "1" if data.draw(st.booleans(), label="prep_bwd_ranks") else "0"
     mimo_out.OUT_MERGE = "1" if data.draw(st.booleans(), label="out_merge") else "0"
     terms.PREP_MERGE = "1" if data.draw(st.booleans(), label="prep_merge") else "0"
     mimo_out.OUT_ITERS = str(data.draw(st.integers(1, 3), label="out_iters"))   # (the interpreter's default: 2)
@@ -66,7 +69,8 @@ def test_matches_the_loop_with_every_gradient(device, b, L, R, heads, P, N, seed
     try:
         check_against_loop(make(device, b, L, R, H, Hqk, P, N, S, seed, options, with_out, dtype), chunk, dtype, seed)
     finally:
-        mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG = before
+        (mimo_out.OUT_MERGE, terms.PREP_MERGE, mimo_out.OUT_ITERS, mimo_out.OUT_AHEAD, terms.PREP_TRIG,
+         mimo_prep_bwd.PREP_BWD_RANKS) = before
 
 
 @pytest.mark.parametrize("merge", [False, True])
@@ -180,6 +184,27 @@ def test_the_prep_kernels_with_rows_reloaded(device, monkeypatch):
     x64 = _leaves(t, cast=True)
     want, want_states = mamba3_mimo_loop(**x64)
     assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.float32, seed, STATE_NAMES)
+
+
+@examples(2)
+@given(R=st.sampled_from([1, 3, 4]), heads=st.sampled_from([(2, 1), (4, 2)]), N=st.sampled_from([6, 8]),
+       seed=seeds(), data=st.data())
+def test_prep_backward_with_every_rank_in_a_program(device, R, heads, N, seed, data):
+    """``SSM_TRITON_MIMO_PREP_BWD_RANKS=1`` (kernels/mamba3/mimo_prep_bwd.py): the prep backward's programs hold
+    every rank (ranks a tensor axis, padded past R), the angle's gradient summed over them in the program; every
+    gradient against the float64 loop."""
+    from ssm_triton.kernels.mamba3 import mimo_prep_bwd
+    H, Hqk = heads
+    S = data.draw(st.integers(1, N // 2), label="S")
+    t = make(device, 2, 11, R, H, Hqk, 3, N, S, seed, True, True, torch.float32)
+    x = _leaves(t)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mimo_prep_bwd, "PREP_BWD_RANKS", "1")
+        out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
+                                             return_state=True, Input_States=x.get("Input_States"))
+        x64 = _leaves(t, cast=True)
+        want, want_states = mamba3_mimo_loop(**x64)
+        assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.float32, seed, STATE_NAMES)   # backward too
 
 
 @pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])

@@ -579,6 +579,29 @@ prep_bwd_kernel = TunableKernel("mamba3_mimo_prep_bwd_pairs", _prep_bwd_kernel, 
                                                     p[2] * cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
 
 
+# (imported here: it takes this module's trig and turn helpers, defined above)
+from . import mimo_prep_bwd as _ranked  # noqa: E402
+
+
+def _prep_bwd_ranks_rule(p, mode):
+    # every rank's tiles at once, and (BLOCK_R, BLOCK_R, steps, pairs) products: fewer pairs than a rank's program
+    # (sm_90, triton 3.6, R 4, 8-step blocks: 8 pairs 158 registers at 4 warps, 121 at 8, no spill; 32 pairs spill
+    # 208 bytes a thread at 4 warps, 32 at 8)
+    return dict(BLOCK_H=2) if mode.interpreted else dict(BLOCK_H=min(8, _block_h(p[5])), num_warps=4)
+
+
+def _prep_bwd_ranks_alternatives(p, mode):
+    most = _block_h(p[5])
+    shapes = dict.fromkeys((min(n, most), w) for n, w in ((8, 8), (16, 4), (16, 8), (4, 4)))
+    return [dict(BLOCK_H=n, num_warps=w) for n, w in shapes]
+
+
+prep_bwd_ranks_kernel = TunableKernel("mamba3_mimo_prep_bwd_ranks", _ranked._prep_bwd_ranks_kernel, key=_key,
+                                      rule=_prep_bwd_ranks_rule, alternatives=_prep_bwd_ranks_alternatives,
+                                      grid=lambda p, kw: (cdiv(p[1], p[7]), p[0] * p[4],
+                                                          cdiv(max(p[5] // 2, 1), kw["BLOCK_H"])))
+
+
 def _problem(b, L, R, H, Hqk, width, dtype, bt, *gates):
     return (b, L, R, H, Hqk, width, dtype, bt, *(g is not None for g in gates))
 
@@ -647,6 +670,14 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dk = torch.empty_like(K)
     biases = torch.empty((2, nt, b, H, R, N), device=Q.device, dtype=torch.float32)   # summed in one call
     dqb, dkb = biases[0], biases[1]
+    if _ranked.PREP_BWD_RANKS != "0":   # every rank in a program: the angle's gradient summed there
+        dth = torch.empty((b, L, H, S), device=Q.device, dtype=torch.float32)
+        prep_bwd_ranks_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
+                                     THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb,
+                                     DTH=dth, nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_R=next_power_of_2(R),
+                                     BLOCK_T=bt, FAST_TRIG=PREP_TRIG == "fast")
+        sums = biases.sum((1, 2))
+        return dq, dk, sums[0], sums[1], dth
     dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
     prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
                            THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,

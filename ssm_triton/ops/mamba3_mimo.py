@@ -46,9 +46,11 @@ def _out_switches() -> tuple:
     """What picks the MIMO kernels' launches and buffers beyond their arguments: the rank tensors' dtype switch
     (``mimo.RANKS``), the output backward's merged sums (``mimo_out.OUT_MERGE``) and step blocks a program
     (``mimo_out.OUT_ITERS``) and its loads ahead (``mimo_out.OUT_AHEAD``), and the prep kernels' merged sums and
-    trig (``mimo.PREP_MERGE``, ``mimo.PREP_TRIG``). The ``_out`` op's key and, through :func:`_mimo_route`, every
+    trig (``mimo.PREP_MERGE``, ``mimo.PREP_TRIG``), the prep backward's ranks in a program
+    (``mimo_prep_bwd.PREP_BWD_RANKS``). The ``_out`` op's key and, through :func:`_mimo_route`, every
     MIMO key hold it."""
-    return (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS, _mo.OUT_AHEAD, _mk.PREP_MERGE, _mk.PREP_TRIG)
+    return (_mk.RANKS, _mo.OUT_MERGE, _mo.OUT_ITERS, _mo.OUT_AHEAD, _mk.PREP_MERGE, _mk.PREP_TRIG,
+            _mk._ranked.PREP_BWD_RANKS)
 
 
 def _mimo_route(x) -> tuple:
