@@ -191,20 +191,27 @@ def test_the_prep_kernels_with_rows_reloaded(device, monkeypatch):
        seed=seeds(), data=st.data())
 def test_prep_backward_with_every_rank_in_a_program(device, R, heads, N, seed, data):
     """``SSM_TRITON_MIMO_PREP_BWD_RANKS=1`` (kernels/mamba3/mimo_prep_bwd.py): the prep backward's programs hold
-    every rank (ranks a tensor axis, padded past R), the angle's gradient summed over them in the program; every
-    gradient against the float64 loop."""
-    from ssm_triton.kernels.mamba3 import mimo_prep_bwd
+    every rank (ranks a tensor axis, padded past R), the angle's gradient summed over them in the program, at a
+    column block the tuner may pick (1 pair to all of them); every gradient against the float64 loop."""
+    from ssm_triton.kernels import tuning
+    from ssm_triton.kernels.mamba3 import mimo as terms, mimo_prep_bwd
     H, Hqk = heads
     S = data.draw(st.integers(1, N // 2), label="S")
+    pairs = data.draw(st.sampled_from([1, 2, 4]), label="BLOCK_H")
     t = make(device, 2, 11, R, H, Hqk, 3, N, S, seed, True, True, torch.float32)
     x = _leaves(t)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mimo_prep_bwd, "PREP_BWD_RANKS", "1")
-        out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
-                                             return_state=True, Input_States=x.get("Input_States"))
-        x64 = _leaves(t, cast=True)
-        want, want_states = mamba3_mimo_loop(**x64)
-        assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.float32, seed, STATE_NAMES)   # backward too
+        tuning.pin(terms.prep_bwd_ranks_kernel.name, BLOCK_H=pairs)
+        try:
+            out, finals = ssm_triton.mamba3_mimo(**{k: v for k, v in x.items() if k != "Input_States"}, chunk_size=4,
+                                                 return_state=True, Input_States=x.get("Input_States"))
+            x64 = _leaves(t, cast=True)
+            want, want_states = mamba3_mimo_loop(**x64)
+            # the backward runs in here, under the switch and the pin
+            assert_mamba3_matches(out, finals, want, want_states, x, x64, torch.float32, seed, STATE_NAMES)
+        finally:
+            tuning.unpin(terms.prep_bwd_ranks_kernel.name)
 
 
 @pytest.mark.parametrize("L, R, heads", [(1, 2, (2, 1)), (1, 3, (4, 2)), (2, 4, (2, 2))])
