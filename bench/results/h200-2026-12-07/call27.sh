@@ -22,9 +22,10 @@ cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 timeout 170 python3 -m ssm_triton.bench.walk_choice --only "MIMO b8" --ab "mamba3.mimo_prep_bwd.PREP_BWD_RANKS=1" \
   --kernels 8 > $OUT/mimo_prep_ranks.txt 2>&1
 { echo "== MIMO prep bwd ranks (rc=$?)"; grep -E "fwd\+bwd|_prep_bwd|reduce_kernel|tuned: mamba3_mimo_prep_bwd" $OUT/mimo_prep_ranks.txt; } >> $S
-for cfg in "0 0 1" "2 0 1" "2 200 1" "1 200 1" "2 1000 1"; do
+# mode, sleep ns, rows, then pinned tiles (fewer, wider programs: all resident at 3 an SM)
+for cfg in "0 0 1" "2 0 1" "2 200 1" "1 200 1" "2 0 1 BLOCK_O=16 BLOCK_OO=8 num_warps=8" "1 0 1 BLOCK_O=32 num_warps=8" "2 1000 1"; do
   set -- $cfg; [ $(left) -gt 100 ] || break
-  SSM_TRITON_IN_UPDATE_SLEEP=$2 timeout 50 python3 $P $1 $3 2>&1 | tail -1 | sed "s/^/sleep $2: /" >> $S
+  SSM_TRITON_IN_UPDATE_SLEEP=$2 timeout 50 python3 $P $1 $3 ${@:4} 2>&1 | tail -1 | sed "s/^/sleep $2: /" >> $S
 done
 for mode in 2 0; do
   [ $(left) -gt 40 ] || break

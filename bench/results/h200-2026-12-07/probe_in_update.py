@@ -1,16 +1,21 @@
 """The 130M Mamba2 block's decode step at batch 1 (d_model 768, d_state 128, headdim 64, bf16), 24 steps in a row of
 one block (a model's 24 layers, each launch depending on the last), per step: eager and replayed from a CUDA graph,
-with ``fused.IN_UPDATE`` as given. Usage: ``python probe_in_update.py MODE [rows]`` (SSM_TRITON_IN_UPDATE_SLEEP
-is read when the kernels are imported)."""
+with ``fused.IN_UPDATE`` as given. Usage: ``python probe_in_update.py MODE [rows] [NAME=VALUE ...]``: the words
+after the rows pin the in_update launch's tiles (``BLOCK_O=32 BLOCK_OO=16 num_warps=8``) instead of tuning them
+(SSM_TRITON_IN_UPDATE_SLEEP is read when the kernels are imported)."""
 import sys
 
 import torch
 
 from ssm_triton import Mamba2
+from ssm_triton.kernels import tuning
 from ssm_triton.ops import fused_step as fused
 
 mode = int(sys.argv[1])
 rows = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+pins = dict((w.split("=")[0], int(w.split("=")[1])) for w in sys.argv[3:])
+if pins:
+    tuning.pin("mamba2_in_update", **pins)
 fused.IN_UPDATE = mode
 torch.manual_seed(0)
 m = Mamba2(d_model=768, d_state=128, headdim=64, expand=2, device="cuda", dtype=torch.bfloat16)
@@ -53,4 +58,4 @@ with torch.no_grad():
     b.record()
     torch.cuda.synchronize()
     replay = a.elapsed_time(b) / 200 / 24 * 1e3
-print(f"IN_UPDATE={mode} rows={rows}: {eager:.2f} us a step eager, {replay:.2f} us replayed")
+print(f"IN_UPDATE={mode} rows={rows} {pins or 'tuned'}: {eager:.2f} us a step eager, {replay:.2f} us replayed")
