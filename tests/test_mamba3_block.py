@@ -215,6 +215,43 @@ def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device, extra):
     assert math.isfinite(float(scores.abs().max()))
 
 
+@pytest.mark.parametrize("extra", [dict(), dict(is_outproj_norm=True), dict(is_mimo=True, mimo_rank=2, chunk_size=8),
+                                   dict(is_mimo=True, mimo_rank=2, chunk_size=8, is_outproj_norm=True)],
+                         ids=["siso", "siso-outproj_norm", "mimo", "mimo-outproj_norm"])
+@pytest.mark.parametrize("residual_in_fp32", [False, True])
+def test_lm_decoding_with_the_projections_in_the_fused_steps_kernels(device, extra, residual_in_fp32, monkeypatch):
+    """``SSM_TRITON_M3_FUSED_PROJ=1`` (ops/mamba3_fused_step.py): the LM block's add+norm with in_proj in one launch,
+    the output norm with out_proj in another; greedy generation's scores are still the full forward's logits, and
+    the route is taken (but for MIMO's per-rank output norm, which keeps the module's step)."""
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+    from ssm_triton.ops import mamba3_fused_step as m3_fused
+
+    monkeypatch.setattr(m3_fused, "FUSED_PROJ", True)
+    taken = []
+    real = m3_fused.step
+
+    def spy(*args):
+        done = real(*args)
+        taken.append(done is not None)
+        return done
+
+    monkeypatch.setattr(m3_fused, "step", spy)
+    torch.manual_seed(1)
+    cfg = MambaConfig(d_model=16, n_layer=2, vocab_size=32, pad_vocab_size_multiple=8,
+                      residual_in_fp32=residual_in_fp32,
+                      ssm_cfg={**dict(layer="Mamba3", d_state=8, headdim=8, chunk_size=16), **extra})
+    model = MambaLMHeadModel(cfg, device=device)
+    with torch.no_grad():
+        for p in model.parameters():   # away from the initial ones (norm weights 1, zero biases)
+            p.add_(0.1 * torch.randn_like(p))
+    ids = torch.randint(0, 32, (2, 5), device=device)
+    out = model.generate(ids, max_length=8, output_scores=True, return_dict_in_generate=True, cg=False)
+    with torch.no_grad():
+        logits = model(out.sequences[:, :-1]).logits
+    torch.testing.assert_close(torch.stack(out.scores, 1), logits[:, 4:], rtol=1e-4, atol=1e-4)
+    assert taken and all(taken) == (not (extra.get("is_mimo") and extra.get("is_outproj_norm")))
+
+
 def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
     """SISO's training call reads the submodules' weights inside one autograd node; a hook on one of them (here the
     output norm's) sends it through the modules instead, so the hook still runs."""

@@ -16,6 +16,7 @@ from ..modules import Mamba, Mamba2, Mamba3
 from ..modules.inference import cached_states
 from ..modules.norm import RMSNorm
 from ..ops import fused_step as fused
+from ..ops import mamba3_fused_step as m3_fused
 from ..ops._layout import records_graph
 from ..ops.norm import add_rmsnorm
 from .generation import generate
@@ -89,6 +90,12 @@ class Block(nn.Module):
             conv_state, ssm_state = cached_states(self.mixer, inference_params, hidden_states.shape[0])
             done = fused.step(self.mixer, hidden_states, conv_state, ssm_state, residual, self.norm,
                               self.residual_in_fp32)
+            if done is not None:
+                return done
+        elif inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, Mamba3):
+            # the add and the norm go into in_proj's launch, the output norm into out_proj's (where switched on)
+            states = cached_states(self.mixer, inference_params, hidden_states.shape[0])
+            done = m3_fused.step(self.mixer, hidden_states, states, residual, self.norm, self.residual_in_fp32)
             if done is not None:
                 return done
         hidden_states, residual = _add_norm(self.norm, hidden_states, residual, self.residual_in_fp32)

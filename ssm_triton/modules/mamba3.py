@@ -71,10 +71,13 @@ class Mamba3(nn.Module):
             self.norm = RMSNorm(self.d_inner, eps=1e-5, norm_before_gate=True, group_size=headdim, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory)
 
-    def _split(self, u):
+    def split_sizes(self) -> list:
+        """in_proj's output columns: ``[z, x, B, C, dd_dt, dd_A, trap, angles]``."""
         bc = self.d_state * self.num_bc_heads * self.mimo_rank
-        return torch.split(self.in_proj(u), [self.d_inner, self.d_inner, bc, bc, self.nheads, self.nheads, self.nheads,
-                                             self.num_rope_angles], dim=-1)
+        return [self.d_inner, self.d_inner, bc, bc, self.nheads, self.nheads, self.nheads, self.num_rope_angles]
+
+    def _split(self, u):
+        return torch.split(self.in_proj(u), self.split_sizes(), dim=-1)
 
     def _steps(self, dd_dt, dd_A):
         """``(DT, ADT)`` in fp32, shaped like ``dd_dt``."""
@@ -188,13 +191,28 @@ class Mamba3(nn.Module):
         if squeeze and u.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: u must be (batch, 1, d_model), got {tuple(u.shape)}")
         u2 = u[:, 0] if squeeze else u
-        b = u2.shape[0]
+        parts = self._split(u2)
+        y = self.step_from_projection(parts, (angle_state, ssm_state, k_state, v_state))
+        out = self._finish(y, parts[0].reshape(u2.shape[0], self.nheads, self.headdim))
+        return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
+
+    def fused_step_serves(self) -> bool:
+        """Whether :meth:`step_from_projection` takes the one step kernel (else the composed step)."""
+        return fused_step.ENABLED and self.B_norm.eps == self.C_norm.eps and plain(self.B_norm, self.C_norm)
+
+    def step_from_projection(self, parts, states):
+        """The step between the projections: ``parts`` in_proj's output ``(batch, d_in_proj)`` split as
+        :meth:`_split` splits it (views serve), ``states`` the four inference states (updated in place) -> ``y``
+        before the output norm and out_proj, ``(batch, H, P)`` (MIMO with ``is_outproj_norm``: the ranks'
+        ``(batch, R, H, P)``)."""
+        z, x, B, C, dd_dt, dd_A, trap, angles = parts
+        b = x.shape[0]
         H, P, N, G, R = self.nheads, self.headdim, self.d_state, self.num_bc_heads, self.mimo_rank
-        z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u2)
         z = z.reshape(b, H, P)
         norm = self.is_outproj_norm
+        angle_state, ssm_state, k_state, v_state = states
         states = (angle_state, ssm_state, k_state if self.is_mimo else k_state.view(b, H, N), v_state)
-        if fused_step.ENABLED and self.B_norm.eps == self.C_norm.eps and plain(self.B_norm, self.C_norm):
+        if self.fused_step_serves():
             block = dict(dt_bias=self.dt_bias, A_floor=float(self.A_floor), Q_norm=self.C_norm.weight,
                          K_norm=self.B_norm.weight, eps=float(self.C_norm.eps))
             shared = angles[:, None].expand(b, H, self.num_rope_angles)   # one row of angles for every head
@@ -208,8 +226,7 @@ class Mamba3(nn.Module):
                                     None if norm else z, states, **block)
         else:
             y = self._composed_step(b, z, x, B, C, dd_dt, dd_A, trap, angles, states)
-        out = self._finish(y, z)
-        return (out[:, None] if squeeze else out), angle_state, ssm_state, k_state, v_state
+        return y
 
     def _composed_step(self, b, z, x, B, C, dd_dt, dd_A, trap, angles, states):
         """The step through the modules and the public step ops (a launch each, and the step sizes' PyTorch
