@@ -19,7 +19,7 @@ from ..kernels import fused_step as _k
 from ..modules.inference import plain
 from ._layout import records_graph
 from ._spec import compiling
-from .fused_step import _DTYPES, ENABLED, MAX_BATCH, MAX_EAGER_BATCH, PDL_ROWS, _in_rows, _norm_args
+from . import fused_step as _fs
 
 FUSED_PROJ = os.environ.get("SSM_TRITON_M3_FUSED_PROJ", "0").strip() not in ("", "0")
 
@@ -29,16 +29,16 @@ def serves(mixer, hidden_states, norm) -> bool:
     nor traced, ``hidden_states (b, 1, d_model)`` with ``b`` up to the fused steps' rows (the replayed steps' while a
     CUDA graph is captured), the input, the LM's norm and both projections in one floating dtype, plain modules
     (no hooks, no adapters), and no per-rank output norm (MIMO with ``is_outproj_norm``)."""
-    if not (FUSED_PROJ and ENABLED) or compiling() or type(hidden_states) is not torch.Tensor:
+    if not (FUSED_PROJ and _fs.ENABLED) or compiling() or type(hidden_states) is not torch.Tensor:
         return False
     if hidden_states.dim() != 3 or mixer.is_mimo and mixer.is_outproj_norm:
         return False
     capturing = hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()
     bsz, one, d_model = hidden_states.shape
-    most = MAX_BATCH["Mamba2"] if capturing else MAX_EAGER_BATCH
+    most = _fs.MAX_BATCH["Mamba2"] if capturing else _fs.MAX_EAGER_BATCH
     weights = (mixer.in_proj.weight, mixer.out_proj.weight, norm.weight)
     modules = (mixer.in_proj, mixer.out_proj, norm, mixer.norm if mixer.is_outproj_norm else None)
-    return (one == 1 and 0 < bsz <= most and d_model == mixer.d_model and hidden_states.dtype in _DTYPES
+    return (one == 1 and 0 < bsz <= most and d_model == mixer.d_model and hidden_states.dtype in _fs._DTYPES
             and all(w.dtype == hidden_states.dtype and w.is_contiguous() and w.device == hidden_states.device
                     for w in weights)
             and plain(*modules) and not records_graph(hidden_states, *weights))
@@ -52,15 +52,15 @@ def step(mixer, hidden_states, states, residual, norm, residual_in_fp32):
     if not serves(mixer, hidden_states, norm):
         return None
     bsz = hidden_states.shape[0]
-    pdl = _k.pdl_enabled(hidden_states.device, bsz, PDL_ROWS["Mamba2"])
-    proj, res_out = _k.in_step(*_in_rows(hidden_states, residual, norm, residual_in_fp32), mixer.in_proj.weight,
+    pdl = _k.pdl_enabled(hidden_states.device, bsz, _fs.PDL_ROWS["Mamba2"])
+    proj, res_out = _k.in_step(*_fs._in_rows(hidden_states, residual, norm, residual_in_fp32), mixer.in_proj.weight,
                                mixer.in_proj.bias, pdl=pdl)
     parts = torch.split(proj, mixer.split_sizes(), dim=-1)
     y = mixer.step_from_projection(parts, states).reshape(bsz, mixer.d_inner)
     if y.stride(-1) != 1 or y.stride(0) != mixer.d_inner:
         y = y.contiguous()
     if mixer.is_outproj_norm:   # norm(y) * silu(z) over each head's channels, z in proj's first d_inner columns
-        gate = (*_norm_args(mixer.norm), mixer.norm.group_size or mixer.d_inner, not mixer.norm.norm_before_gate)
+        gate = (*_fs._norm_args(mixer.norm), mixer.norm.group_size or mixer.d_inner, not mixer.norm.norm_before_gate)
     else:                       # y gated inside the step
         gate = (None, 0.0, mixer.d_inner, False)
     out = _k.out_step(y, proj, *gate, mixer.out_proj.weight, mixer.out_proj.bias, pdl=pdl)
