@@ -44,7 +44,7 @@ LINE = tl.constexpr(32)
 # line back to back queue at its L2 slice ahead of the atomics they wait for
 SLEEP = tl.constexpr(0 if INTERPRETED else int(os.environ.get("SSM_TRITON_IN_UPDATE_SLEEP", "0")))
 _SLEEP_ASM = tl.constexpr("{ nanosleep.u32 %d; mov.b32 $0, $1; }" % SLEEP.value)
-COUNTERS = 4 * 32 * MAX_ROWS
+COUNTERS = 4 * LINE.value * MAX_ROWS
 
 
 @triton.jit

@@ -670,18 +670,15 @@ def prep_backward(dqr, dkr, dsc, dscc, Q, K, Q_bias, K_bias, theta):
     dk = torch.empty_like(K)
     biases = torch.empty((2, nt, b, H, R, N), device=Q.device, dtype=torch.float32)   # summed in one call
     dqb, dkb = biases[0], biases[1]
-    if _ranked.PREP_BWD_RANKS != "0":   # every rank in a program: the angle's gradient summed there
+    problem = _problem(b, L, R, H, Hqk, N, Q.dtype, bt)
+    args = dict(Q=Q, K=K, QB=Q_bias, KB=K_bias, THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk,
+                DQB=dqb, DKB=dkb, nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_T=bt, FAST_TRIG=PREP_TRIG == "fast")
+    ranked = _ranked.PREP_BWD_RANKS != "0"
+    if ranked:   # every rank in a program: the angle's gradient summed there
         dth = torch.empty((b, L, H, S), device=Q.device, dtype=torch.float32)
-        prep_bwd_ranks_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
-                                     THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb,
-                                     DTH=dth, nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, BLOCK_R=next_power_of_2(R),
-                                     BLOCK_T=bt, FAST_TRIG=PREP_TRIG == "fast")
-        sums = biases.sum((1, 2))
-        return dq, dk, sums[0], sums[1], dth
-    dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
-    prep_bwd_kernel.launch(_problem(b, L, R, H, Hqk, N, Q.dtype, bt), None, Q=Q, K=K, QB=Q_bias, KB=K_bias,
-                           THETA=theta, DQR=dqr, DKR=dkr, DSC=dsc, DSCC=dscc, DQ=dq, DK=dk, DQB=dqb, DKB=dkb, DTH=dth,
-                           nb=b, L=L, H=H, Hqk=Hqk, N=N, S=S, R=R, HOIST=R <= HOIST_RANKS, BLOCK_T=bt,
-                           MERGE=PREP_MERGE != "0", FAST_TRIG=PREP_TRIG == "fast")
+        prep_bwd_ranks_kernel.launch(problem, None, DTH=dth, BLOCK_R=next_power_of_2(R), **args)
+    else:
+        dth = torch.empty((R, b, L, H, S), device=Q.device, dtype=torch.float32)
+        prep_bwd_kernel.launch(problem, None, DTH=dth, HOIST=R <= HOIST_RANKS, MERGE=PREP_MERGE != "0", **args)
     sums = biases.sum((1, 2))
-    return dq, dk, sums[0], sums[1], dth.sum(0)
+    return dq, dk, sums[0], sums[1], dth if ranked else dth.sum(0)
