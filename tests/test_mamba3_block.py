@@ -215,18 +215,22 @@ def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device, extra):
     assert math.isfinite(float(scores.abs().max()))
 
 
-@pytest.mark.parametrize("extra", [dict(), dict(is_outproj_norm=True), dict(is_mimo=True, mimo_rank=2, chunk_size=8),
-                                   dict(is_mimo=True, mimo_rank=2, chunk_size=8, is_outproj_norm=True)],
-                         ids=["siso", "siso-outproj_norm", "mimo", "mimo-outproj_norm"])
+@pytest.mark.parametrize("extra,fused", [(dict(), True), (dict(is_outproj_norm=True), True),
+                                         (dict(is_mimo=True, mimo_rank=2, chunk_size=8), True),
+                                         (dict(is_mimo=True, mimo_rank=2, chunk_size=8, is_outproj_norm=True), True),
+                                         (dict(is_outproj_norm=True), False)],
+                         ids=["siso", "siso-outproj_norm", "mimo", "mimo-outproj_norm", "switched-off"])
 @pytest.mark.parametrize("residual_in_fp32", [False, True])
-def test_lm_decoding_with_the_projections_in_the_fused_steps_kernels(device, extra, residual_in_fp32, monkeypatch):
-    """``SSM_TRITON_M3_FUSED_PROJ=1`` (ops/mamba3_fused_step.py): the LM block's add+norm with in_proj in one launch,
-    the output norm with out_proj in another; greedy generation's scores are still the full forward's logits, and
-    the route is taken (but for MIMO's per-rank output norm, which keeps the module's step)."""
+def test_lm_decoding_with_the_projections_in_the_fused_steps_kernels(device, extra, fused, residual_in_fp32,
+                                                                     monkeypatch):
+    """``SSM_TRITON_M3_FUSED_PROJ`` (ops/mamba3_fused_step.py, on by default): the LM block's add+norm with in_proj in
+    one launch, the output norm with out_proj in another; greedy generation's scores are still the full forward's
+    logits, and the route is taken (but for MIMO's per-rank output norm, which keeps the module's step, and where
+    the switch is off: the module's step with the LM's add+norm apart)."""
     from ssm_triton.models import MambaConfig, MambaLMHeadModel
     from ssm_triton.ops import mamba3_fused_step as m3_fused
 
-    monkeypatch.setattr(m3_fused, "FUSED_PROJ", True)
+    monkeypatch.setattr(m3_fused, "FUSED_PROJ", fused)
     taken = []
     real = m3_fused.step
 
@@ -249,7 +253,8 @@ def test_lm_decoding_with_the_projections_in_the_fused_steps_kernels(device, ext
     with torch.no_grad():
         logits = model(out.sequences[:, :-1]).logits
     torch.testing.assert_close(torch.stack(out.scores, 1), logits[:, 4:], rtol=1e-4, atol=1e-4)
-    assert taken and all(taken) == (not (extra.get("is_mimo") and extra.get("is_outproj_norm")))
+    route = fused and not (extra.get("is_mimo") and extra.get("is_outproj_norm"))
+    assert taken and all(t == route for t in taken)
 
 
 def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
