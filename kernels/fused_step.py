@@ -190,7 +190,7 @@ def _in_step_kernel(
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
     HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, ONE_PASS: tl.constexpr = False,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
@@ -200,12 +200,7 @@ def _in_step_kernel(
     ``BLOCK_K >= K`` (``K`` is a constexpr for this choice): the whole reduction is one tile, and every
     load that does not depend on the predecessor (the weight tile, the norm's weight, the bias, the conv
     taps) is issued before the wait, the rest (the input rows and the conv windows) together after it:
-    the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two.
-
-    Looped (``BLOCK_K < K``) with the norm: ``ONE_PASS`` reads each input tile once, the product taken of
-    ``u * norm_weight`` (rounded to the model's dtype) and scaled by each row's ``rstd`` after the loop, the squares
-    summed in the same pass (``rstd`` is a row's scalar, so it leaves the sum); otherwise a first pass over the rows
-    for ``rstd``, then the product of the normalised rows (as the composed step rounds them)."""
+    the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two."""
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
     if BLOCK_K >= K:
@@ -220,7 +215,7 @@ def _in_step_kernel(
         _after_predecessor(PDL, True)
         if HAS_CONV:
             window = _conv_window_load(CONV_S, rows, cols, m_ok, conv_lo, conv_dim, cs_b, cs_c, cs_w, W)
-        if HAS_NORM and not ONE_PASS:
+        if HAS_NORM:
             sq = tl.zeros([BLOCK_M], dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 kk = k0 + ks
@@ -229,7 +224,6 @@ def _in_step_kernel(
                                     tl.program_id(0) == 0)
                 sq += tl.sum(u * u, axis=1)
             rstd = 1.0 / tl.sqrt(sq / K + eps)
-        squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)   # ONE_PASS: summed across lanes once, at the end
         acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
         part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -241,29 +235,15 @@ def _in_step_kernel(
             else:
                 w = _weights(WIN, cols, o_ok, kk, K, BLOCK_M)
             if HAS_NORM:
+                u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False, False)
                 nw = tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)
-                if ONE_PASS:
-                    u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, True,
-                                    tl.program_id(0) == 0)
-                    squares += u * u
-                    x = (u * nw[None, :]).to(dt_in)
-                else:
-                    u = _norm_input(HID, RES, RES_OUT, rows, kk, ok, h_m, r_m, K, HAS_RES, False, False)
-                    x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
+                x = (u * rstd[:, None] * nw[None, :]).to(dt_in)
             else:
                 x = tl.load(HID + rows[:, None] * h_m + kk[None, :], mask=ok, other=0.0)
             acc, part = _product(acc, part, x, w, DOT, BLOCK_M)
             if AHEAD:
                 w = w_next
-        if HAS_NORM:
-            if ONE_PASS:   # the bias after the rows' scale
-                acc = _products_done(acc, part, BIN, cols, o_ok, False, BLOCK_M, BLOCK_O)
-                acc = acc * (1.0 / tl.sqrt(tl.sum(squares, axis=1) / K + eps))[:, None] \
-                    + _bias_row(BIN, cols, o_ok, HAS_BIN, BLOCK_O)
-            else:
-                acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
-        else:
-            acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
+        acc = _products_done(acc, part, BIN, cols, o_ok, HAS_BIN, BLOCK_M, BLOCK_O)
         out = acc.to(ZX.dtype.element_ty).to(tl.float32)   # the projection's output, rounded as the composed step's
         if HAS_CONV:
             out = _conv_window(out, window, taps, tap_last, conv_b, CONV_S, rows, cols, m_ok, conv_lo, conv_dim,
@@ -388,13 +368,10 @@ def _out_step_kernel(
     M, d_ssm: tl.constexpr, group_size, d_model, eps, zx_m,
     HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
     AHEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
-    ONE_PASS: tl.constexpr = False,
 ):
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated.
     ``BLOCK_K >= d_ssm``: one tile, the weight, the norm's weight and the bias read before the wait, each
-    group's statistics from the rows in registers (see :func:`_in_step_kernel`). Looped, ``ONE_PASS`` (as the in
-    step's): each group's product of the unscaled rows in one pass with their squares, scaled by the group's
-    ``rstd`` before the groups are summed."""
+    group's statistics from the rows in registers (see :func:`_in_step_kernel`)."""
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     if BLOCK_K >= d_ssm:
@@ -406,23 +383,17 @@ def _out_step_kernel(
         if AHEAD:   # the first tile of the first group, read before waiting (PDL)
             w = _weights(WOUT, cols, o_ok, ks, d_ssm, BLOCK_M)
         _after_predecessor(PDL, False)
-        SCALED_AFTER: tl.constexpr = HAS_NORM and ONE_PASS
         acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
         part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
         for lo in range(0, d_ssm, group_size):
             if HAS_NORM:
-                if not ONE_PASS:
-                    sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-                    for k0 in range(0, group_size, BLOCK_K):
-                        kk = lo + k0 + ks
-                        ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
-                        u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
-                        sq += tl.sum(u * u, axis=1)
-                    rstd = 1.0 / tl.sqrt(sq / group_size + eps)
-            # ONE_PASS: the group's own product and squares, scaled by its rstd once the group is done
-            g_acc = tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32)
-            g_part = tl.zeros([BLOCK_O, BLOCK_K], dtype=tl.float32)
-            squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+                sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+                for k0 in range(0, group_size, BLOCK_K):
+                    kk = lo + k0 + ks
+                    ok = m_ok[:, None] & (k0 + ks < group_size)[None, :]
+                    u, _ = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
+                    sq += tl.sum(u * u, axis=1)
+                rstd = 1.0 / tl.sqrt(sq / group_size + eps)
             for k0 in range(0, group_size, BLOCK_K):
                 kk = lo + k0 + ks
                 k_ok = k0 + ks < group_size
@@ -434,27 +405,14 @@ def _out_step_kernel(
                     w = _weights(WOUT, cols, o_ok, kk, d_ssm, BLOCK_M)
                 u, z = _gated_input(Y, ZX, rows, kk, ok, d_ssm, zx_m, HAS_NORM, GATE_FIRST)
                 if HAS_NORM:
-                    if ONE_PASS:
-                        squares += u * u
-                        u = u * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-                    else:
-                        u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+                    u = u * rstd[:, None] * tl.load(NORM_W + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
                     if not GATE_FIRST:
                         u = u * z * tl.sigmoid(z)
                 # the norm's output in the model's dtype, as out_proj reads it
-                if SCALED_AFTER:
-                    g_acc, g_part = _product(g_acc, g_part, u.to(dt_out), w, DOT, BLOCK_M)
-                else:
-                    acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
+                acc, part = _product(acc, part, u.to(dt_out), w, DOT, BLOCK_M)
                 if AHEAD:
                     w = w_next
-            if SCALED_AFTER:
-                g_acc = _products_done(g_acc, g_part, BOUT, cols, o_ok, False, BLOCK_M, BLOCK_O)
-                acc += g_acc * (1.0 / tl.sqrt(tl.sum(squares, axis=1) / group_size + eps))[:, None]
-        if SCALED_AFTER:
-            acc += _bias_row(BOUT, cols, o_ok, HAS_BOUT, BLOCK_O)
-        else:
-            acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M, BLOCK_O)
+        acc = _products_done(acc, part, BOUT, cols, o_ok, HAS_BOUT, BLOCK_M, BLOCK_O)
     tl.store(OUT + rows[:, None] * d_model + cols[None, :], acc.to(dt_out), mask=m_ok[:, None] & o_ok[None, :])
 
 
@@ -486,9 +444,6 @@ def pdl_enabled(device, rows: int = 1, auto_rows: int = 1) -> bool:
 # The matrix-vector form reads the whole reduction as one tile up to this many weight elements a program
 # (16K: 32 KB of bf16, 128 registers a thread at 4 warps), so that a step's loads are issued together
 ONE_TILE_ELEMENTS = 16384
-
-
-_ONE_PASS_ENV = os.environ.get("SSM_TRITON_STEP_ONE_PASS", "").strip()
 
 
 def _rows_tile(K: int) -> dict | None:
@@ -529,9 +484,6 @@ def _rule(problem, mode):
         kw = dict(BLOCK_M=1, BLOCK_O=block_o, BLOCK_K=block_k, num_warps=4)
     else:
         kw = _tensor_core_tile(M, O, mode)
-    # a looped form's norm in one pass over the rows (2026-12-07: the two passes cost a 16-row step about 4 us a
-    # projection in a CUDA graph, H200 12-04d's sweep: in_proj with the norm 8.3 us against 4.2 without)
-    kw["ONE_PASS"] = _ONE_PASS_ENV != "0"
     kw["AHEAD"] = bool(problem[-1])   # with PDL the first tile is read before waiting: the rest follow a tile ahead
     if problem[-1]:                    # programmatic dependent launch
         kw["launch_pdl"] = True
@@ -555,8 +507,6 @@ def _alternatives(problem, mode):
             dict(num_warps=4 if bm != 1 and bm <= 4 else 2), dict(num_stages=1)]
     if not one_tile:
         alts.append(dict(AHEAD=not kw["AHEAD"]))
-        if _ONE_PASS_ENV == "":   # SSM_TRITON_STEP_ONE_PASS=0 / 1 keeps the tuner to one form (an A/B)
-            alts.append(dict(ONE_PASS=not kw["ONE_PASS"]))
     if bm == 1:   # tensor-core tiles past 256 deep outgrow shared memory with fp32 operands and 3 stages
         if one_tile:   # the looped form of the rule before one tile (H200 2026-12-03: 512 deep, a tile ahead)
             alts.append(dict(BLOCK_K=min(512, max(16, kw["BLOCK_K"] // 2)), AHEAD=True))

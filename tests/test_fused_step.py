@@ -122,26 +122,6 @@ def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm,
     assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
 
 
-@given(opts=options, bsz=st.integers(1, 6), norm=st.sampled_from(["none", "first", "residual"]),
-       residual_in_fp32=st.booleans(), one_pass=st.booleans(), ahead=st.booleans(), seed=seeds())
-@examples(16, 60)
-def test_looped_norms_in_one_pass_or_two(device, opts, bsz, norm, residual_in_fp32, one_pass, ahead, seed):
-    """The projections' looped forms (reductions in tiles of 16 lanes: one row a program, 2 rows, tensor-core tiles
-    past 4 rows) with their norms' statistics in the product's pass (``ONE_PASS``: ``rstd`` applied after the sum,
-    each norm group apart) or in a pass before it: the same float64 step."""
-    pins = {"mamba2_in_step": dict(BLOCK_K=16, ONE_PASS=one_pass, AHEAD=ahead),
-            "mamba2_out_step": dict(BLOCK_K=16, ONE_PASS=one_pass, AHEAD=ahead)}
-    for name, config in pins.items():
-        tuning.pin(name, **config)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setitem(fused.MAX_BATCH, "Mamba2", 16)
-            _check_mamba2_step(device, dict(opts, rmsnorm=True), bsz, norm, residual_in_fp32, seed)
-    finally:
-        for name in pins:
-            tuning.unpin(name)
-
-
 @pytest.mark.parametrize("mode", [1, 2])
 def test_steps_in_the_input_launch_chained(device, mode, monkeypatch):
     """A block stepped on its own, token after token with nothing read between (on a GPU each launch may start while
