@@ -40,6 +40,11 @@ def _state_update_torch(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
     return (out * F.silu(z.float()) if z is not None else out).to(x.dtype)
 
 
+def _state_update_from_log_torch(state, x, dt, A_log, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """:func:`_state_update_torch` given ``A_log`` (the block's composed step passes it since 2026-12-06)."""
+    return _state_update_torch(state, x, dt, -torch.exp(A_log.float()), B, C, D, z, dt_bias, dt_softplus)
+
+
 @contextlib.contextmanager
 def reference_ops():
     """Runs the Mamba2 block and the LM's norms on the PyTorch references (fp32 SSD) instead of the kernels."""
@@ -62,7 +67,8 @@ def reference_ops():
     # the block's forward is ops.combined's function; its step calls the decode ops and the norm module
     swaps = [(combined, "causal_conv1d_fn", causal_conv1d_torch), (mamba2, "causal_conv1d_update", conv_update),
              (combined, "rmsnorm_fn", rmsnorm_torch), (norm, "rmsnorm_fn", rmsnorm_torch),
-             (combined, "mamba_chunk_scan_combined", ssd), (mamba2, "selective_state_update", _state_update_torch),
+             (combined, "mamba_chunk_scan_combined", ssd),
+             (mamba2, "state_update_from_log", _state_update_from_log_torch),
              (fused_step, "ENABLED", False)]   # the step composed of the ops above, not the fused kernels
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in swaps]
     try:
@@ -81,7 +87,7 @@ def _param_bytes(model):
 def lm_workloads(device, quick: bool, notes: set) -> list[Workload]:
     """The Mamba2 LM's rows (``lm_*``: ours and the PyTorch-ops reference), then the Mamba-1 LM's
     (``lm_mamba1_*``: ours; its reference ops are not swapped in)."""
-    return _lm_rows(device, quick, "Mamba2", "lm_") + _lm_rows(device, quick, "Mamba1", "lm_mamba1_")
+    return _lm_rows(device, quick, "Mamba2", "lm_", notes) + _lm_rows(device, quick, "Mamba1", "lm_mamba1_", notes)
 
 
 def lm_mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
@@ -90,9 +96,11 @@ def lm_mamba3_workloads(device, quick: bool, notes: set) -> list[Workload]:
     return _lm_rows(device, quick, "Mamba3", "lm_mamba3_")
 
 
-def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
+def _lm_rows(device, quick: bool, layer: str, prefix: str, notes: set | None = None) -> list[Workload]:
     """Prefill of b=1, L=2048 tokens (one forward, eager and replayed from the prefill graphs) and one
-    decode step at b=1, 4 and 16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager."""
+    decode step at b=1, 4 and 16, the step replayed from a CUDA graph (as ``generate`` runs it) and eager. On a
+    GPU, mamba_ssm's own LM with our weights beside them (``bench/peer_lm.py``): its eager prefill, its decode
+    step replayed from its own CUDA graph (as its ``generate(cg=True)``) and eager."""
     from ssm_triton import InferenceParams
     from ssm_triton.models import DecodeGraph
 
@@ -113,6 +121,55 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
 
     out = []
     L = 16 if quick else 2048
+    notes = set() if notes is None else notes
+    peer_box = []
+
+    def peer():
+        """mamba_ssm's LM with our weights, built at its first row (so that ``--no-peers`` never builds it)."""
+        if not peer_box:
+            from .peer_lm import logits_gap, mamba_lm
+            built, why = mamba_lm(model)
+            peer_box.append(built)
+            if built is None:
+                notes.add(f"{prefix}: {why}")
+            else:
+                notes.add(prefix + logits_gap(model, built, torch.randint(0, vocab, (1, L), device=device)))
+        if peer_box[0] is None:
+            raise RuntimeError("mamba_ssm's LM is not available here (see the notes)")
+        return peer_box[0]
+
+    def peer_prefill(x, direction):
+        theirs = peer()
+
+        def run():
+            with torch.inference_mode():
+                return theirs(x["ids"], num_last_tokens=1)
+        return run
+
+    def peer_step(bsz, replayed):
+        def build(x, direction):
+            theirs = peer()
+            if replayed:
+                from .peer_lm import decode_graph
+                with torch.inference_mode():
+                    step = decode_graph(theirs, bsz, L + 1)
+
+                def run():
+                    with torch.inference_mode():
+                        return step(x["tok"])
+                return run
+            from .peers import load_past_package_init
+            gen, _ = load_past_package_init("mamba_ssm.utils.generation")
+            params = gen.InferenceParams(max_seqlen=L + 1, max_batch_size=bsz, seqlen_offset=L,
+                                         key_value_memory_dict=theirs.allocate_inference_cache(bsz, L + 1))
+
+            def run():
+                with torch.inference_mode():
+                    return theirs(x["tok"], inference_params=params, num_last_tokens=1).logits
+            return run
+        return build
+
+    peers_here = device.type == "cuda"   # mamba_ssm's Triton wrappers need a CUDA device
     def prefill(x):
         """Eager: every layer's launches issued from Python (the graphs are on by default)."""
         model.cuda_graph_prefill = False
@@ -125,6 +182,8 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
     impls = {OURS: on(prefill, False)}
     if with_reference:
         impls["torch_reference_ops"] = on(prefill, True)
+    if peers_here:
+        impls["mamba_ssm"] = peer_prefill
     out.append(Workload(prefix + "prefill", (1, L), dtype, "fwd", *counts.model_forward(wbytes, n_params, L), make,
                         impls, tokens=L))
 
@@ -172,6 +231,9 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str) -> list[Workload]:
             impls["ssm_triton_composed_step"] = graphed(False, bsz, composed=True)
         if with_reference:
             impls["torch_reference_ops"] = graphed(True, bsz)
+        if peers_here:
+            impls["mamba_ssm"] = peer_step(bsz, True)
+            impls["mamba_ssm_eager"] = peer_step(bsz, False)
         if device.type == "cuda":  # elsewhere the "graphed" step already runs eagerly
             impls["ssm_triton_eager"] = on(_with_decode_graphs(model, step, False), False)
             impls["ssm_triton_eager_decode_graphs"] = on(_with_decode_graphs(model, step, True), False)
