@@ -241,6 +241,41 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str, notes: set | None = N
                 impls["torch_reference_ops_eager"] = on(_with_decode_graphs(model, step, False), True)
         out.append(Workload(prefix + "decode_step", (bsz,), dtype, "fwd", *counts.model_forward(wbytes, n_params, bsz, states),
                             make_decode, impls, tokens=bsz))
+
+    # generate as a user calls it (greedy), a prompt then new tokens; ms a call, tokens/s of the new tokens
+    prompt_len, new = (8, 4) if quick else (128, 256)
+    for bsz in ((2,) if quick else (1, 16)):
+        make_gen = lambda bsz=bsz: {"ids": torch.randint(0, vocab, (bsz, prompt_len), device=device)}  # noqa: E731
+
+        def ours_generate(keep):
+            def build(x, direction):
+                def run():
+                    from ssm_triton.models import generation
+                    was, generation.KEEP_STEP = generation.KEEP_STEP, keep
+                    try:
+                        with torch.inference_mode():
+                            return model.generate(x["ids"], max_length=prompt_len + new)
+                    finally:
+                        generation.KEEP_STEP = was
+                return run
+            return build
+
+        def peer_generate(x, direction):
+            theirs = peer()
+
+            def run():
+                with torch.inference_mode():
+                    return theirs.generate(x["ids"], max_length=prompt_len + new, cg=True)
+            return run
+
+        impls = {OURS: ours_generate(False)}
+        if peers_here:
+            impls["ssm_triton_kept_step"] = ours_generate(True)
+            impls["mamba_ssm"] = peer_generate
+        # the weights read once a decode step (and once by the prefill); a multiply-add per weight per token
+        nbytes, flops = wbytes * (new + 1), 2 * n_params * bsz * (prompt_len + new)
+        out.append(Workload(prefix + "generate", (bsz, prompt_len, new), dtype, "fwd", nbytes, flops, make_gen, impls,
+                            tokens=bsz * new))
     return out
 
 

@@ -175,3 +175,65 @@ def test_replayed_decode_steps_equal_the_eager_ones(layer):
         assert len(m._decode_graphs.graphs) == 1
         out = m.generate(prompt, max_length=12)
         assert out.shape == (2, 12) and len(m._decode_graphs.graphs) == 1
+
+
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeypatch):
+    """``generation.KEEP_STEP``: generate's states and captured step kept by batch size (the capture stood in for
+    by a counted eager step): later calls zero the states and prefill into them, so each call's tokens and scores
+    are a fresh model's; another batch size captures its own (two kept, the least recent dropped), a replaced
+    weight captures again, and the kept states are the ones the steps read."""
+    captures = []
+
+    def stand_in(model, params, bsz, dev):
+        captures.append(bsz)
+        return lambda tok: model(tok, inference_params=params).logits[:, -1]
+
+    monkeypatch.setattr(generation, "DecodeGraph", stand_in)
+    m = build(device, layer, 4).eval()
+    m.cuda_graph_decode = False
+    gen = torch.Generator().manual_seed(3)
+    prompts = {b: [torch.randint(0, VOCAB, (b, 5), generator=gen).to(device) for _ in range(2)] for b in (1, 2, 3)}
+
+    def run(prompt, keep):
+        monkeypatch.setattr(generation, "KEEP_STEP", keep)
+        with torch.inference_mode():
+            return m.generate(prompt, max_length=9, cg=True, output_scores=True, return_dict_in_generate=True)
+
+    want = {(b, i): run(p, False) for b, ps in prompts.items() for i, p in enumerate(ps)}
+    captures.clear()
+    for b, i in [(2, 0), (2, 1), (1, 0), (2, 0), (3, 1), (1, 1)]:
+        got = run(prompts[b][i], True)
+        assert torch.equal(got.sequences, want[b, i].sequences), (b, i)
+        for s, w in zip(got.scores, want[b, i].scores):
+            assert_close(s, w.double(), torch.float32, f"scores {b} {i}")
+    # 2 captured, then 1; 2 again kept; 3 drops 1 (two kept), so 1 captures again
+    assert captures == [2, 1, 3, 1]
+    assert sorted(k[0] for k in m._generate_graphs.graphs) == [1, 3]
+    with torch.no_grad():   # a replaced weight: every kept step is dropped and captured again
+        m.lm_head.weight = torch.nn.Parameter(m.lm_head.weight.detach().clone())
+    run(prompts[1][0], True)
+    assert captures[-1] == 1 and len(m._generate_graphs.graphs) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+def test_generate_with_kept_graphs_equals_fresh_calls(layer, monkeypatch):
+    """On a GPU, with real captures: generate's kept states and step give each call the tokens and scores of a
+    call that allocates and captures its own, across prompts and batch sizes."""
+    dev = torch.device("cuda")
+    m = build(dev, layer, 5).eval()
+    gen = torch.Generator().manual_seed(4)
+
+    def run(prompt, keep):
+        monkeypatch.setattr(generation, "KEEP_STEP", keep)
+        with torch.inference_mode():
+            return m.generate(prompt, max_length=14, output_scores=True, return_dict_in_generate=True)
+
+    for bsz in (2, 2, 1, 2):
+        prompt = torch.randint(0, VOCAB, (bsz, 6), generator=gen).to(dev)
+        want, got = run(prompt, False), run(prompt, True)
+        assert torch.equal(got.sequences, want.sequences)
+        for s, w in zip(got.scores, want.scores):
+            assert_close(s, w.double(), torch.float32, "scores")
+    assert sorted(k[0] for k in m._generate_graphs.graphs) == [1, 2]

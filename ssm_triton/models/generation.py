@@ -2,12 +2,50 @@
 chunked kernels, then one decode step per token (replayed from a captured CUDA graph with ``cg``), sampling
 with top-k / top-p / min-p, temperature and a repetition penalty, teacher forcing, a streamer, and either the
 sequences or an object with ``.sequences`` and ``.scores``."""
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..kernels import fused_step as _fused_kernels
 from ..modules import InferenceParams
+from ..ops import fused_step as _fused
+from .graph_cache import GraphCache
+
+# ``generate`` keeps its states and its captured decode step on the model between calls with the same batch size, as
+# mamba_ssm's ``generate(cg=True)`` keeps its graph cache: a later call zeroes the states and prefills into them
+# instead of allocating them and capturing a step (two eager warm-up steps and a capture, milliseconds a call).
+# SSM_TRITON_GENERATE_CACHE=1 turns it on; off until it has run on a GPU (2026-12-07: written without one).
+KEEP_STEP = os.environ.get("SSM_TRITON_GENERATE_CACHE", "0").strip() not in ("", "0")
+
+
+class GenerateGraphs(GraphCache):
+    """``generate``'s kept ``(states, DecodeGraph)`` of one model, by (batch, device, the fused steps' switches); at
+    most two (each holds a batch's states and a graph's memory pool), all dropped when the weights change.
+    ``clear()`` frees them."""
+
+    def __init__(self, capacity: int = 2):
+        super().__init__(capacity)
+
+    def step(self, model, bsz: int, device):
+        """``(key_value_memory_dict, DecodeGraph)`` for ``bsz`` rows, the states zeroed (as freshly allocated);
+        captured on the first call of its key, the step capturing with the states it will replay on."""
+        weights = self.fingerprint(model.backbone) + (model.lm_head.weight.data_ptr(),)
+        key = (bsz, device, _fused.ENABLED, _fused_kernels.PDL_ENABLED)
+        made = []
+
+        def make():
+            cache = model.allocate_inference_cache(bsz, 1)   # an SSM's states do not grow with the length
+            params = InferenceParams(max_seqlen=2, max_batch_size=bsz)
+            params.key_value_memory_dict, params.seqlen_offset = cache, 1   # a decode step's offset
+            made.append(True)
+            return (cache, DecodeGraph(model, params, bsz, device)), key
+
+        cache, graph = self.graph(weights, key, make)
+        if not made:   # the capture restores the zeros it found; a kept cache holds the last call's states
+            torch._foreach_zero_([t for states in cache.values() for t in states])
+        return cache, graph
 
 
 @dataclass
@@ -119,18 +157,25 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
     if teacher_outputs is not None and (teacher_outputs.dim() != 2 or teacher_outputs.shape[0] != bsz):
         raise ValueError(f"teacher_outputs must be (batch, length) with batch = {bsz}, "
                          f"got {tuple(teacher_outputs.shape)}")
+    if cg is None:
+        cg = input_ids.is_cuda
     params = InferenceParams(max_seqlen=L + new, max_batch_size=bsz)
-    params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + new)
+    kept = getattr(model, "_generate_graphs", None) if KEEP_STEP and cg and new > 1 else None
+    graph = None
+    if kept is not None:
+        params.key_value_memory_dict, graph = kept.step(model, bsz, input_ids.device)
+    else:
+        params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + new)
     if streamer is not None:
         streamer.put(input_ids.cpu())
     tokens, scores = [input_ids], []
     logits = model(input_ids, inference_params=params, num_last_tokens=1,
                    attention_mask=attention_mask).logits[:, -1] if new else None
     params.seqlen_offset = L
-    if cg is None:
-        cg = input_ids.is_cuda
     step = (lambda tok: model(tok, inference_params=params).logits[:, -1])  # noqa: E731
-    if cg and new > 1:
+    if graph is not None:
+        step = graph
+    elif cg and new > 1:
         step = DecodeGraph(model, params, bsz, input_ids.device)
     done = torch.zeros(bsz, dtype=torch.bool, device=input_ids.device)
     # whether every row has ended is read from the device every CHECK_EVERY tokens, not every token (a host

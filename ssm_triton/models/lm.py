@@ -19,7 +19,7 @@ from ..ops import fused_step as fused
 from ..ops import mamba3_fused_step as m3_fused
 from ..ops._layout import records_graph
 from ..ops.norm import add_rmsnorm
-from .generation import generate
+from .generation import GenerateGraphs, generate
 from .decode_graphs import DecodeGraphs
 from .decode_graphs import enabled_by_env as decode_enabled_by_env
 from .decode_graphs import replayable as decode_replayable
@@ -167,6 +167,8 @@ class MambaLMHeadModel(nn.Module):
         # eager decode steps from CUDA graphs (decode_graphs.py): on unless SSM_TRITON_DECODE_GRAPH=0 or set False here
         self.cuda_graph_decode = decode_enabled_by_env()
         self._decode_graphs = DecodeGraphs()
+        # generate's states and decode step kept between calls (generation.KEEP_STEP, SSM_TRITON_GENERATE_CACHE=1)
+        self._generate_graphs = GenerateGraphs()
 
     def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, attention_mask=None,
                 **mixer_kwargs):
