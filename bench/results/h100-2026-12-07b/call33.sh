@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Call 33 (written 2026-12-07 for the next session; carry .whl, .peers; ~480 s with CALL_BUDGET=480):
+#  (1) GPU tests of generate's kept states and step (SSM_TRITON_GENERATE_CACHE, ssm_triton/models/generation.py);
+#  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens: ours (a capture a call), ours with the kept
+#      step, mamba_ssm's generate(cg=True) with our weights (the issue's row: 1.145 against 1.262 ms a token, H200
+#      12-01); turn the kept step on if it passes and wins;
+#  (3) call32's A/B: the LM's replayed prefill with the one-launch SSD in segments inside the graph.
+T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-480} - ($(date +%s) - T0) )); }
+export SKIP_CHECK=1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_decode_graph.py" bash bench/gpu_run.sh -n 4 > /dev/null 2>&1
+mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
+{ echo "== pytest decode graphs"; tail -2 $OUT/pytest.txt; head -30 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
+R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+timeout 200 python3 -m ssm_triton bench --ops lm --match '^lm_generate' --json $OUT/generate.json > $OUT/generate.txt 2>&1
+{ echo "== generate (rc=$?)"; grep -E "^lm_|^note" $OUT/generate.txt; } >> $S
+export SSM_TRITON_AUTOTUNE=0
+for v in "" 1; do
+  [ $(left) -gt 60 ] || break
+  SSM_TRITON_SSD_FUSED=$v timeout 50 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_prefill_cuda_graph' \
+    > /tmp/p.txt 2>&1
+  { echo "== prefill graph, SSD_FUSED='$v' (tuner off)"; grep -E "^lm_prefill_cuda" /tmp/p.txt; } >> $S
+done
+echo "== total $(( $(date +%s) - T0 )) s" >> $S
