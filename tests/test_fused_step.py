@@ -122,6 +122,34 @@ def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm,
     assert (counters(ssm_state, in_update.COUNTERS) == 0).all()
 
 
+@given(opts=options, bsz=st.integers(5, 7), seed=seeds())
+@examples(6, 40)
+def test_composed_step_with_the_conv_windows_in_the_projection(device, opts, bsz, seed):
+    """``fused.CONV_IN_PROJ``: past the fused step's rows, the block's composed step takes in_proj and the conv
+    windows from one launch (``conv_in_projection``); two tokens against the float64 step, the route taken."""
+    if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:
+        opts["headdim"] = 8
+    dtype = opts["dtype"]
+    m = block(device, seed=seed, **opts)
+    conv_state, ssm_state = _states(m, bsz, seed + 1, device)
+    g = torch.Generator(device=device).manual_seed(seed + 2)
+    taken = []
+    real = fused.conv_in_projection
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "CONV_IN_PROJ", True)
+        mp.setattr(fused, "MAX_EAGER_BATCH", 4)   # as a captured step past the fused step's rows: the composed step
+        mp.setattr(fused, "conv_in_projection", lambda *a: taken.append(real(*a)) or taken[-1])
+        for token in range(2):
+            h = torch.randn((bsz, 1, m.d_model), generator=g, device=device).to(dtype)
+            want = reference_step(m, h, conv_state, ssm_state)
+            with torch.no_grad():
+                out, _, _ = m.step(h, conv_state, ssm_state)
+            assert_close(out, want[0], dtype, f"out {token}")
+            assert_close(conv_state, want[1], dtype, f"conv_state {token}")
+            assert_close(ssm_state, want[2], dtype, f"ssm_state {token}")
+    assert len(taken) == 2 and all(t is not None for t in taken)
+
+
 @pytest.mark.parametrize("mode", [1, 2])
 def test_steps_in_the_input_launch_chained(device, mode, monkeypatch):
     """A block stepped on its own, token after token with nothing read between (on a GPU each launch may start while

@@ -128,11 +128,16 @@ class Mamba2(nn.Module):
         if hidden_states.shape[1] != 1:
             raise ValueError(f"step decodes one token at a time: hidden_states must be (batch, 1, d_model), "
                              f"got {tuple(hidden_states.shape)}")
-        zxbcdt = self.in_proj(hidden_states[:, 0])
-        if mid_step.serves(self, zxbcdt, conv_state, ssm_state):   # conv, update and norm in one launch
-            return self.out_proj(mid_step.step(self, zxbcdt, conv_state, ssm_state))[:, None], conv_state, ssm_state
-        z0, x0, z, xBC, dt = self._split(zxbcdt)
-        xBC = causal_conv1d_update(xBC, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        zxbcdt = fused.conv_in_projection(self, hidden_states, conv_state, ssm_state)   # in_proj and the conv windows
+        if zxbcdt is not None:
+            z0, x0, z, xBC, dt = self._split(zxbcdt)
+        else:
+            zxbcdt = self.in_proj(hidden_states[:, 0])
+            if mid_step.serves(self, zxbcdt, conv_state, ssm_state):   # conv, update and norm in one launch
+                return (self.out_proj(mid_step.step(self, zxbcdt, conv_state, ssm_state))[:, None], conv_state,
+                        ssm_state)
+            z0, x0, z, xBC, dt = self._split(zxbcdt)
+            xBC = causal_conv1d_update(xBC, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         bsz, H, P, N = x.shape[0], self.nheads, self.headdim, self.d_state
         D = self.D.view(H, P) if self.D_has_hdim else self.D[:, None].expand(H, P)

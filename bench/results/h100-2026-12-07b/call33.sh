@@ -4,13 +4,21 @@
 #  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens: ours (a capture a call), ours with the kept
 #      step, mamba_ssm's generate(cg=True) with our weights (the issue's row: 1.145 against 1.262 ms a token, H200
 #      12-01); turn the kept step on if it passes and wins;
-#  (3) call32's A/B: the LM's replayed prefill with the one-launch SSD in segments inside the graph.
+#  (3) Mamba-2's composed step at 16 rows with in_proj and the conv windows in one launch (SSM_TRITON_M2_CONV_IN_PROJ=1,
+#      ops/fused_step.conv_in_projection; H100 12-07: cuBLAS in_proj 5.1 + conv update 2.2 us a layer) against 0;
+#  (4) call32's A/B: the LM's replayed prefill with the one-launch SSD in segments inside the graph.
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-480} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_decode_graph.py" bash bench/gpu_run.sh -n 4 > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_decode_graph.py tests/test_fused_step.py" bash bench/gpu_run.sh -n 4 \
+  -k "generate or conv_windows_in_the_projection or replayed" > /dev/null 2>&1
 mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest decode graphs"; tail -2 $OUT/pytest.txt; head -30 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+for v in 1 0 1; do
+  SSM_TRITON_M2_CONV_IN_PROJ=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_decode_step \((8|16),\)' \
+    > /tmp/c.txt 2>&1
+  { echo "== M2_CONV_IN_PROJ=$v"; grep -E "^lm_decode_step" /tmp/c.txt; } >> $S
+done
 timeout 200 python3 -m ssm_triton bench --ops lm --match '^lm_generate' --json $OUT/generate.json > $OUT/generate.txt 2>&1
 { echo "== generate (rc=$?)"; grep -E "^lm_|^note" $OUT/generate.txt; } >> $S
 export SSM_TRITON_AUTOTUNE=0
