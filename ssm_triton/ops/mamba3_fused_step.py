@@ -2,8 +2,8 @@
 (on by default; ``SSM_TRITON_M3_FUSED_PROJ=0`` keeps the module's step; H100 2026-12-07, the 130M-size Mamba3 LM
 replayed: 0.353 / 0.511 / 0.775 ms a token at b1 / b4 / b16 against 0.489 / 0.534 / 0.775): the pre-norm block's
 add and RMSNorm with in_proj in one launch (``kernels/fused_step.in_step``), the block's step between the
-projections as ``Mamba3.step_from_projection`` takes it (one step kernel), then the output norm (where the block has one) with out_proj in one launch
-(``out_step``). Three launches a layer where the LM took four (its add+norm, cuBLAS in_proj, the step kernel,
+projections as ``Mamba3.step_from_projection`` takes it (one step kernel), then the output norm (where the block has
+one) with out_proj in one launch (``out_step``). Three launches a layer where the LM took four (its add+norm, cuBLAS in_proj, the step kernel,
 cuBLAS out_proj; the 130M-size Mamba3 LM at b1 on the H200, 2026-12-07: 0.452 ms of kernels a token, the two
 projections 0.243 of it and the norm 0.042), and the two projections' launches wait on their predecessors the
 programmatic way, their weights loaded before that wait.
