@@ -127,12 +127,8 @@ def test_fused_step_with_the_update_in_the_input_launch(device, opts, bsz, norm,
 def test_composed_step_with_the_conv_windows_in_the_projection(device, opts, bsz, seed):
     """``fused.CONV_IN_PROJ``: past the fused step's rows, the block's composed step takes in_proj and the conv
     windows from one launch (``conv_in_projection``); two tokens against the float64 step, the route taken."""
-    if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:
-        opts["headdim"] = 8
+    m, conv_state, ssm_state, g = _drawn_block(device, opts, bsz, seed)
     dtype = opts["dtype"]
-    m = block(device, seed=seed, **opts)
-    conv_state, ssm_state = _states(m, bsz, seed + 1, device)
-    g = torch.Generator(device=device).manual_seed(seed + 2)
     taken = []
     real = fused.conv_in_projection
     with pytest.MonkeyPatch.context() as mp:
@@ -169,14 +165,20 @@ def test_steps_in_the_input_launch_chained(device, mode, monkeypatch):
     assert_close(ssm_state, ssm_want, torch.bfloat16, "ssm_state")
 
 
-def _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed):
-    """Two tokens through a fresh Mamba-2 block's fused step against the float64 step; returns the state."""
+def _drawn_block(device, opts, bsz, seed):
+    """A Mamba-2 block of the drawn options (headdim 8 where the drawn one does not divide), states for ``bsz`` rows
+    and a generator for the inputs: ``(block, conv_state, ssm_state, generator)``."""
     if (opts["d_model"] * 2) % opts["headdim"] or (opts["d_model"] * 2 // opts["headdim"]) % opts["ngroups"]:
         opts["headdim"] = 8
-    dtype = opts["dtype"]
     m = block(device, seed=seed, **opts)
     conv_state, ssm_state = _states(m, bsz, seed + 1, device)
-    g = torch.Generator(device=device).manual_seed(seed + 2)
+    return m, conv_state, ssm_state, torch.Generator(device=device).manual_seed(seed + 2)
+
+
+def _check_mamba2_step(device, opts, bsz, norm, residual_in_fp32, seed):
+    """Two tokens through a fresh Mamba-2 block's fused step against the float64 step; returns the state."""
+    m, conv_state, ssm_state, g = _drawn_block(device, opts, bsz, seed)
+    dtype = opts["dtype"]
     h = torch.randn((bsz, 1, m.d_model), generator=g, device=device).to(dtype)
     residual = torch.randn((bsz, 1, m.d_model), generator=g, device=device) if norm == "residual" else None
     pre = None
