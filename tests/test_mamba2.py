@@ -108,3 +108,25 @@ def test_training_call_is_one_node_unless_a_submodule_is_hooked(device):
     adapter) on one of them sends it through the modules instead, so the hook still runs."""
     m = build(device, 0)
     assert_one_node_unless_hooked(m, torch.randn(1, 5, 16, device=device, requires_grad=True), m.in_proj)
+
+
+@given(L=st.integers(1, 9), w=st.integers(2, 4), pad=st.integers(0, 9), seed=seeds())
+@examples(30)
+def test_the_conv_window_after_a_prefill(device, L, w, pad, seed):
+    """``fill_conv_state``: the last ``w`` columns of the prefill's conv input, zeros left of a short one and on left
+    padding (``seq_mask``), against the window written out position by position."""
+    from ssm_triton.modules.inference import fill_conv_state
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, L, generator=g).to(device)
+    mask = (torch.arange(L)[None, :] >= torch.tensor([[min(pad, L - 1)], [0]])).to(torch.int32).to(device)
+    for seq_mask in (None, mask):
+        got = torch.full((2, 3, w), float("nan"), device=device)
+        fill_conv_state(got, x, seq_mask)
+        want = torch.zeros(2, 3, w)
+        for j in range(w):   # window slot j holds position L - w + j
+            t = L - w + j
+            if t >= 0 and (seq_mask is None or seq_mask[:, t].bool().all()):
+                want[:, :, j] = x[:, :, t].cpu()
+            elif t >= 0:
+                want[:, :, j] = x[:, :, t].cpu() * seq_mask[:, t, None].cpu()
+        torch.testing.assert_close(got.cpu(), want)

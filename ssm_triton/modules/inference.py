@@ -47,11 +47,16 @@ def states_or_step(module, inference_params, hidden_states):
     return conv_state, ssm_state, out
 
 
-def fill_conv_state(conv_state, x):
-    """``conv_state (b, c, w)`` <- the last ``w`` columns of ``x (b, c, L)``, zeros on the left when L < w:
-    what the conv window holds after the prefill."""
-    w = conv_state.shape[-1]
-    conv_state.copy_(F.pad(x, (w - x.shape[-1], 0))[..., -w:])
+def fill_conv_state(conv_state, x, seq_mask=None):
+    """``conv_state (b, c, w)`` <- the last ``w`` columns of ``x (b, c, L)`` (times ``seq_mask (b, L)``'s, 0 on left
+    padding), zeros on the left when L < w: what the conv window holds after the prefill. The columns are cut before
+    anything else, so a prefill (a captured one too) pays one copy a layer, not a pad or a mask over its whole
+    length."""
+    w, L = conv_state.shape[-1], x.shape[-1]
+    last = x[..., max(L - w, 0):]
+    if seq_mask is not None:
+        last = last * seq_mask[:, None, max(L - w, 0):].to(x.dtype)
+    conv_state.copy_(last if L >= w else F.pad(last, (w - L, 0)))
 
 
 def dt_bias_init(n, dt_min, dt_max, dt_init_floor, **factory):

@@ -90,7 +90,7 @@ class Mamba(nn.Module):
             xz = xz + self.in_proj.bias[:, None]
         if conv_state is not None:
             x = xz[:, :self.d_inner]
-            fill_conv_state(conv_state, x * seq_mask[:, None].to(x.dtype) if seq_mask is not None else x)
+            fill_conv_state(conv_state, x, seq_mask)
         out = mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                              self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()),
                              # D and the bias as the module keeps them: the scan reads them in fp32, so a bf16

@@ -103,7 +103,7 @@ class Mamba2(nn.Module):
         zxbcdt = self.in_proj(u)
         if conv_state is not None:
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
-            fill_conv_state(conv_state, xBC * seq_mask[:, None].to(xBC.dtype) if seq_mask is not None else xBC)
+            fill_conv_state(conv_state, xBC, seq_mask)
         out = mamba_split_conv1d_scan_combined(
             zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, -torch.exp(self.A_log.float()),
             self._D(), self.chunk_size, seq_idx=seq_idx, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,
