@@ -180,9 +180,10 @@ def test_replayed_decode_steps_equal_the_eager_ones(layer):
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
 def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeypatch):
     """``generation.KEEP_STEP``: generate's states and captured step kept by batch size (the capture stood in for
-    by a counted eager step): later calls zero the states and prefill into them, so each call's tokens and scores
-    are a fresh model's; another batch size captures its own (two kept, the least recent dropped), a replaced
-    weight captures again, and the kept states are the ones the steps read."""
+    by a counted eager step), the prefill padded on the left to its length bucket (run eagerly off a GPU): later
+    calls zero the states and prefill into them, so each call's tokens and scores are a fresh model's, prompts of
+    other lengths and left-padded rows included; another batch size captures its own (two kept, the least recent
+    dropped), a replaced weight captures again, and the kept states are the ones the steps read."""
     captures = []
 
     def stand_in(model, params, bsz, dev):
@@ -193,22 +194,30 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
     m = build(device, layer, 4).eval()
     m.cuda_graph_decode = False
     gen = torch.Generator().manual_seed(3)
-    prompts = {b: [torch.randint(0, VOCAB, (b, 5), generator=gen).to(device) for _ in range(2)] for b in (1, 2, 3)}
+    prompts = {b: [torch.randint(0, VOCAB, (b, L), generator=gen).to(device) for L in (5, 3)] for b in (1, 2, 3)}
+    left_padded = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], device=device)
 
-    def run(prompt, keep):
+    def run(prompt, keep, attention_mask=None):
         monkeypatch.setattr(generation, "KEEP_STEP", keep)
         with torch.inference_mode():
-            return m.generate(prompt, max_length=9, cg=True, output_scores=True, return_dict_in_generate=True)
+            return m.generate(prompt, max_length=prompt.shape[1] + 4, cg=True, output_scores=True,
+                              return_dict_in_generate=True, attention_mask=attention_mask)
 
     want = {(b, i): run(p, False) for b, ps in prompts.items() for i, p in enumerate(ps)}
+    masked = run(prompts[2][0], False, left_padded), run(prompts[2][0], True, left_padded)
+    assert torch.equal(masked[1].sequences, masked[0].sequences)
+    for s, w in zip(masked[1].scores, masked[0].scores):
+        assert_close(s, w.double(), torch.float32, "left-padded scores")
     captures.clear()
-    for b, i in [(2, 0), (2, 1), (1, 0), (2, 0), (3, 1), (1, 1)]:
+    for n, (b, i) in enumerate([(2, 0), (2, 1), (1, 0), (2, 0), (3, 1), (1, 1)]):
         got = run(prompts[b][i], True)
         assert torch.equal(got.sequences, want[b, i].sequences), (b, i)
         for s, w in zip(got.scores, want[b, i].scores):
             assert_close(s, w.double(), torch.float32, f"scores {b} {i}")
-    # 2 captured, then 1; 2 again kept; 3 drops 1 (two kept), so 1 captures again
-    assert captures == [2, 1, 3, 1]
+        if n == 1:   # two rows kept since the left-padded call: prefills of 5 and 3 steps, buckets 8 and 4
+            assert [sorted(k.prefills) for k in m._generate_graphs.graphs.values()] == [[4, 8]]
+    # 2 was captured by the left-padded call; then 1; 3 drops 1 (the least recent of two); 1 drops 2
+    assert captures == [1, 3, 1]
     assert sorted(k[0] for k in m._generate_graphs.graphs) == [1, 3]
     with torch.no_grad():   # a replaced weight: every kept step is dropped and captured again
         m.lm_head.weight = torch.nn.Parameter(m.lm_head.weight.detach().clone())
@@ -219,8 +228,8 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
 def test_generate_with_kept_graphs_equals_fresh_calls(layer, monkeypatch):
-    """On a GPU, with real captures: generate's kept states and step give each call the tokens and scores of a
-    call that allocates and captures its own, across prompts and batch sizes."""
+    """On a GPU, with real captures: generate's kept states, step and left-padded prefill graphs give each call the
+    tokens and scores of a call that allocates and captures its own, across prompts, their lengths and batch sizes."""
     dev = torch.device("cuda")
     m = build(dev, layer, 5).eval()
     gen = torch.Generator().manual_seed(4)
@@ -230,8 +239,8 @@ def test_generate_with_kept_graphs_equals_fresh_calls(layer, monkeypatch):
         with torch.inference_mode():
             return m.generate(prompt, max_length=14, output_scores=True, return_dict_in_generate=True)
 
-    for bsz in (2, 2, 1, 2):
-        prompt = torch.randint(0, VOCAB, (bsz, 6), generator=gen).to(dev)
+    for bsz, L in ((2, 6), (2, 3), (1, 8), (2, 6)):
+        prompt = torch.randint(0, VOCAB, (bsz, L), generator=gen).to(dev)
         want, got = run(prompt, False), run(prompt, True)
         assert torch.equal(got.sequences, want.sequences)
         for s, w in zip(got.scores, want.scores):

@@ -3,6 +3,7 @@ chunked kernels, then one decode step per token (replayed from a captured CUDA g
 with top-k / top-p / min-p, temperature and a repetition penalty, teacher forcing, a streamer, and either the
 sequences or an object with ``.sequences`` and ``.scores``."""
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from ..kernels import fused_step as _fused_kernels
 from ..modules import InferenceParams
 from ..ops import fused_step as _fused
 from .graph_cache import GraphCache
+from .prefill import bucket as _prefill_bucket
 
 # ``generate`` keeps its states and its captured decode step on the model between calls with the same batch size, as
 # mamba_ssm's ``generate(cg=True)`` keeps its graph cache: a later call zeroes the states and prefills into them
@@ -20,17 +22,66 @@ from .graph_cache import GraphCache
 KEEP_STEP = os.environ.get("SSM_TRITON_GENERATE_CACHE", "0").strip() not in ("", "0")
 
 
+class StatePrefill:
+    """The backbone's prefill of ``bsz`` rows into kept states, captured as a CUDA graph at ``length`` steps: a
+    prompt of ``L <= length`` steps is padded on the LEFT and masked there (``seq_mask``: the padding is a sequence
+    of its own, so each row's states and last hidden state are those of its tokens alone), which is what lets one
+    graph per length bucket fill the states (the prefill graphs of ``prefill.py`` pad on the right and keep no
+    states). ``__call__(input_ids, attention_mask=None) -> (b, 1, d_model)``, the last position's hidden state."""
+
+    def __init__(self, model, cache: dict, bsz: int, length: int, device):
+        self.ids = torch.zeros(bsz, length, dtype=torch.long, device=device)
+        self.mask = torch.ones(bsz, length, dtype=torch.int32, device=device)
+        params = InferenceParams(max_seqlen=length + 1, max_batch_size=bsz)
+        params.key_value_memory_dict = cache
+        self._run = lambda: model.backbone(self.ids, inference_params=params, seq_mask=self.mask)[:, -1:]
+        self.graph = None
+        if self.ids.is_cuda:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):   # compile and tune every kernel before capture (the states are overwritten)
+                for _ in range(2):
+                    self._run()
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.hidden = self._run()
+
+    def __call__(self, input_ids, attention_mask=None):
+        pad = self.ids.shape[1] - input_ids.shape[1]
+        self.ids[:, :pad].zero_()
+        self.ids[:, pad:].copy_(input_ids)
+        self.mask[:, :pad].zero_()
+        if attention_mask is None:
+            self.mask[:, pad:].fill_(1)
+        else:
+            self.mask[:, pad:].copy_(attention_mask)
+        if self.graph is None:   # off a GPU the same padded call, run eagerly
+            return self._run()
+        self.graph.replay()
+        return self.hidden
+
+
+class _Kept:
+    """One batch size's kept states, decode step and prefills (by length bucket, the most recent ``PREFILLS``)."""
+    PREFILLS = 3
+
+    def __init__(self, cache, step):
+        self.cache, self.step = cache, step
+        self.prefills = OrderedDict()
+
+
 class GenerateGraphs(GraphCache):
-    """``generate``'s kept ``(states, DecodeGraph)`` of one model, by (batch, device, the fused steps' switches); at
-    most two (each holds a batch's states and a graph's memory pool), all dropped when the weights change.
-    ``clear()`` frees them."""
+    """``generate``'s kept states, decode step and prefill graphs of one model, by (batch, device, the fused steps'
+    switches); at most two batch sizes (each holds its states and its graphs' memory pools), all dropped when the
+    weights change. ``clear()`` frees them."""
 
     def __init__(self, capacity: int = 2):
         super().__init__(capacity)
 
-    def step(self, model, bsz: int, device):
-        """``(key_value_memory_dict, DecodeGraph)`` for ``bsz`` rows, the states zeroed (as freshly allocated);
-        captured on the first call of its key, the step capturing with the states it will replay on."""
+    def kept(self, model, bsz: int, device) -> _Kept:
+        """The kept states (zeroed, as freshly allocated) and graphs for ``bsz`` rows; the decode step captured on
+        the first call of its key, with the states it will replay on."""
         weights = self.fingerprint(model.backbone) + (model.lm_head.weight.data_ptr(),)
         key = (bsz, device, _fused.ENABLED, _fused_kernels.PDL_ENABLED)
         made = []
@@ -40,12 +91,29 @@ class GenerateGraphs(GraphCache):
             params = InferenceParams(max_seqlen=2, max_batch_size=bsz)
             params.key_value_memory_dict, params.seqlen_offset = cache, 1   # a decode step's offset
             made.append(True)
-            return (cache, DecodeGraph(model, params, bsz, device)), key
+            return _Kept(cache, DecodeGraph(model, params, bsz, device)), key
 
-        cache, graph = self.graph(weights, key, make)
+        kept = self.graph(weights, key, make)
         if not made:   # the capture restores the zeros it found; a kept cache holds the last call's states
-            torch._foreach_zero_([t for states in cache.values() for t in states])
-        return cache, graph
+            torch._foreach_zero_([t for states in kept.cache.values() for t in states])
+        return kept
+
+    @staticmethod
+    def prefill(model, kept: _Kept, input_ids, attention_mask=None):
+        """The last position's logits ``(b, vocab)`` of ``input_ids (b, L)`` (left padding marked 0 in
+        ``attention_mask``, as generate takes it), the kept states filled, through the graph of ``L``'s bucket."""
+        from .lm import left_padding_mask   # (lm imports this module)
+        if attention_mask is not None:
+            attention_mask = left_padding_mask(attention_mask, input_ids)
+        bsz, L = input_ids.shape
+        length = _prefill_bucket(L)
+        graph = kept.prefills.get(length)
+        if graph is None:
+            while len(kept.prefills) >= kept.PREFILLS:
+                kept.prefills.popitem(last=False)
+            graph = kept.prefills[length] = StatePrefill(model, kept.cache, bsz, length, input_ids.device)
+        kept.prefills.move_to_end(length)
+        return model.lm_head(graph(input_ids, attention_mask))[:, -1]
 
 
 @dataclass
@@ -160,17 +228,21 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
     if cg is None:
         cg = input_ids.is_cuda
     params = InferenceParams(max_seqlen=L + new, max_batch_size=bsz)
-    kept = getattr(model, "_generate_graphs", None) if KEEP_STEP and cg and new > 1 else None
-    graph = None
-    if kept is not None:
-        params.key_value_memory_dict, graph = kept.step(model, bsz, input_ids.device)
+    graphs = getattr(model, "_generate_graphs", None) if KEEP_STEP and cg and new > 1 else None
+    kept = graph = None
+    if graphs is not None:
+        kept = graphs.kept(model, bsz, input_ids.device)
+        params.key_value_memory_dict, graph = kept.cache, kept.step
     else:
         params.key_value_memory_dict = model.allocate_inference_cache(bsz, L + new)
     if streamer is not None:
         streamer.put(input_ids.cpu())
     tokens, scores = [input_ids], []
-    logits = model(input_ids, inference_params=params, num_last_tokens=1,
-                   attention_mask=attention_mask).logits[:, -1] if new else None
+    if kept is not None:   # the prefill too from a graph (a graph per length bucket, left padded)
+        logits = graphs.prefill(model, kept, input_ids, attention_mask)
+    else:
+        logits = model(input_ids, inference_params=params, num_last_tokens=1,
+                       attention_mask=attention_mask).logits[:, -1] if new else None
     params.seqlen_offset = L
     step = (lambda tok: model(tok, inference_params=params).logits[:, -1])  # noqa: E731
     if graph is not None:
