@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Call 33 (written 2026-12-07 for the next session; carry .whl, .peers; ~560 s with CALL_BUDGET=560):
-#  (1) GPU tests of generate's kept states and step (SSM_TRITON_GENERATE_CACHE, ssm_triton/models/generation.py);
+#  (1) GPU tests of generate's kept states, step and prefill graphs (SSM_TRITON_GENERATE_CACHE, models/generation.py);
 #  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens: ours (a capture a call), ours with the kept
 #      step, mamba_ssm's generate(cg=True) with our weights (the row: 1.145 against 1.262 ms a token, H200
 #      12-01); turn the kept step on if it passes and wins;
