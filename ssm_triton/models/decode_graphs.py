@@ -29,9 +29,7 @@ import operator
 
 import torch
 
-from ..kernels import fused_step as _fused_kernels
-from ..ops import fused_step as _fused
-from .graph_cache import GraphCache, switched_on
+from .graph_cache import GraphCache, step_switches, switched_on
 
 
 def enabled_by_env() -> bool:
@@ -116,7 +114,7 @@ class DecodeGraphs(GraphCache):
         from .generation import DecodeGraph
 
         bsz = input_ids.shape[0]
-        switches = (_fused.ENABLED, _fused_kernels.PDL_ENABLED)
+        switches = step_switches()
         head = (bsz, input_ids.dtype, input_ids.device)
         cache = inference_params.key_value_memory_dict
 

@@ -9,10 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels import fused_step as _fused_kernels
 from ..modules import InferenceParams
-from ..ops import fused_step as _fused
-from .graph_cache import GraphCache
+from .graph_cache import GraphCache, capture, step_switches
 from .prefill import bucket as _prefill_bucket
 
 # ``generate`` keeps its states and its captured decode step on the model between calls with the same batch size, as
@@ -36,16 +34,8 @@ class StatePrefill:
         params.key_value_memory_dict = cache
         self._run = lambda: model.backbone(self.ids, inference_params=params, seq_mask=self.mask)[:, -1:]
         self.graph = None
-        if self.ids.is_cuda:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):   # compile and tune every kernel before capture (the states are overwritten)
-                for _ in range(2):
-                    self._run()
-            torch.cuda.current_stream(device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.hidden = self._run()
+        if self.ids.is_cuda:   # the warm-up prefills' states are overwritten by every replay
+            self.graph, self.hidden = capture(self._run, device)
 
     def __call__(self, input_ids, attention_mask=None):
         pad = self.ids.shape[1] - input_ids.shape[1]
@@ -87,8 +77,7 @@ class GenerateGraphs(GraphCache):
     def kept(self, model, bsz: int, device) -> _Kept:
         """The kept states (zeroed, as freshly allocated) and graphs for ``bsz`` rows; the decode step captured on
         the first call of its key, with the states it will replay on."""
-        weights = self.fingerprint(model.backbone) + (model.lm_head.weight.data_ptr(),)
-        key = (bsz, device, _fused.ENABLED, _fused_kernels.PDL_ENABLED)
+        key = (bsz, device, *step_switches())
         made = []
 
         def make():
@@ -98,7 +87,7 @@ class GenerateGraphs(GraphCache):
             made.append(True)
             return _Kept(cache, DecodeGraph(model, params, bsz, device)), key
 
-        kept = self.graph(weights, key, make)
+        kept = self.graph(self.model_fingerprint(model), key, make)
         if not made:   # the capture restores the zeros it found; a kept cache holds the last call's states
             torch._foreach_zero_([t for states in kept.cache.values() for t in states])
         return kept
@@ -175,15 +164,7 @@ class DecodeGraph:
         if graphs is not None:
             graphs.capturing = True
         try:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):  # compile and tune every kernel before capture
-                for _ in range(2):
-                    model(self.tok, inference_params=params)
-            torch.cuda.current_stream(device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = model(self.tok, inference_params=params).logits[:, -1]
+            self.graph, self.logits = capture(lambda: model(self.tok, inference_params=params).logits[:, -1], device)
         finally:
             if graphs is not None:
                 graphs.capturing = False

@@ -6,12 +6,35 @@ from collections import OrderedDict
 
 import torch
 
+from ..kernels import fused_step as _fused_kernels
+from ..ops import fused_step as _fused
+
 _data_ptr = torch.Tensor.data_ptr
 
 
 def switched_on(variable: str) -> bool:
     """An on-by-default switch: off when the environment ``variable`` is ``0`` or empty."""
     return os.environ.get(variable, "1").strip() not in ("", "0")
+
+
+def step_switches() -> tuple:
+    """The switches a captured decode step's launches read at capture: the fused steps on or off, PDL's setting."""
+    return _fused.ENABLED, _fused_kernels.PDL_ENABLED
+
+
+def capture(run, device):
+    """``(graph, run()'s output)``: ``run`` called twice on a side stream (every kernel compiled and tuned, nothing
+    of a first call left to the capture), then captured as a CUDA graph whose replay rewrites that output."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    return graph, out
 
 
 class GraphCache:
@@ -60,6 +83,10 @@ class GraphCache:
         except (KeyError, TypeError):   # a slot emptied or deleted since the walk: walk again
             self._layout = None
             return self.fingerprint(backbone)
+
+    def model_fingerprint(self, model) -> tuple:
+        """:meth:`fingerprint` of an LM's backbone and its head's weight (tied or not)."""
+        return self.fingerprint(model.backbone) + (model.lm_head.weight.data_ptr(),)
 
     def graph(self, weights, key, make):
         """The graph kept under ``key`` for these ``weights``; on a miss ``make() -> (graph, key)`` captures one

@@ -180,7 +180,7 @@ class MambaLMHeadModel(nn.Module):
         call on CUDA replays the backbone from a CUDA graph per (batch, length bucket) (``prefill.py``)."""
         if (getattr(self, "cuda_graph_decode", False) and not self._decode_graphs.capturing
                 and decode_replayable(input_ids, inference_params, attention_mask, mixer_kwargs)):
-            weights = self._decode_graphs.fingerprint(self.backbone) + (self.lm_head.weight.data_ptr(),)
+            weights = self._decode_graphs.model_fingerprint(self)
             return CausalLMOutput(logits=self._decode_graphs(self, weights, input_ids, inference_params))
         if self.cuda_graph_prefill and replayable(input_ids, inference_params, attention_mask, mixer_kwargs):
             hidden_states = self._prefill_graphs(self.backbone, input_ids)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .graph_cache import GraphCache, switched_on
+from .graph_cache import GraphCache, capture, switched_on
 
 
 def bucket(L: int) -> int:
@@ -49,15 +49,7 @@ class _Graph:
 
     def __init__(self, backbone, bsz: int, length: int, device: torch.device):
         self.ids = torch.zeros(bsz, length, dtype=torch.long, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):   # compile and tune every kernel before capture
-            for _ in range(2):
-                backbone(self.ids)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.hidden = backbone(self.ids)
+        self.graph, self.hidden = capture(lambda: backbone(self.ids), device)
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         L = input_ids.shape[1]
