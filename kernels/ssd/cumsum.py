@@ -58,11 +58,15 @@ def store_cum(CUM, lo_off, at, cum):
 
 @triton.jit
 def _dt_cumsum_kernel(DT, DT_BIAS, A, DTP, CUM, L, H, SDT, Lp, lo_off, lo, hi,
-                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr):
+                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr, Q: tl.constexpr,
+                      A_LOG: tl.constexpr = False):
     _, bh, bi, h, t, ok = chunk_row(L, H, Q)
     dt, _ = softplus_clamp(raw_step(DT, DT_BIAS, bi, h, t, ok, L, SDT, HAS_BIAS), lo, hi, SOFTPLUS, CLAMP)
     dt = tl.where(ok, dt, 0.0)
-    cum = tl.cumsum((dt * tl.load(A + h).to(tl.float32)).to(tl.float64), axis=0)
+    a = tl.load(A + h).to(tl.float32)
+    if A_LOG:   # A given as the module's A_log (A = -exp(A_log))
+        a = -tl.exp(a)
+    cum = tl.cumsum((dt * a).to(tl.float64), axis=0)
     row = bh.to(tl.int64) * Lp + t
     tl.store(DTP + row, dt)
     store_cum(CUM, lo_off, row, cum)

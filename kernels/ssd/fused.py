@@ -66,6 +66,7 @@ def _ssd_fused_fwd_kernel(
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
     RANKS: tl.constexpr, KEEP: tl.constexpr, KQ: tl.constexpr, AHEAD: tl.constexpr = False,
+    A_LOG: tl.constexpr = False,
 ):
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
@@ -130,6 +131,8 @@ def _ssd_fused_fwd_kernel(
     seg_total = tl.zeros([1], dtype=tl.float64)
     if not STEPS_GIVEN:
         a_h = tl.load(A + h).to(tl.float32)
+        if A_LOG:   # the module's A_log: A = -exp(A_log) here, not in three PyTorch launches a layer
+            a_h = -tl.exp(a_h)
     if HAS_D:
         if D_PER_CHANNEL:
             d_h = tl.load(D + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
@@ -400,20 +403,21 @@ def use_fused(bsz: int, L: int, H: int, sm_count: int, P: int = 64) -> bool:
 
 
 def fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                  diag=None, ranks=1, keep=None, out_dtype=None):
+                  diag=None, ranks=1, keep=None, out_dtype=None, a_log=False):
     """``out (b, L, H, P)`` in ``out_dtype`` (``x``'s when None; contiguous) and the final state ``(b, H, P, N)``
     fp32. ``x, z, B, C, dt`` are contiguous past their step dimension, each with its own step stride (the op layer's
     ``step_strided``); ``lo, hi, clamp`` the step-size clamp (``launch._limits``); ``dot`` the tensor-core
     dtype. One launch, or two over segments of the row (:func:`segments`). ``adt``, ``diag``: see
     :func:`mamba3_fused_forward`. ``keep = (chunk size, the states' dtype)``: a training forward, which also
     returns what the staged forward keeps for the backward, ``(dtp (b, H, Lk), cum (2, b, H, Lk), hs (b, H, nc, P,
-    N), y (b, L, H, P) or None)`` with ``Lk = nc * chunk size`` (``launch.Saved``'s fields)."""
+    N), y (b, L, H, P) or None)`` with ``Lk = nc * chunk size`` (``launch.Saved``'s fields). ``a_log``: ``A`` holds
+    ``log(-A)`` (the module's ``A_log``)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)
     final = torch.empty((bsz, H, P, N), device=x.device, dtype=torch.float32)
     problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt,
-                                diag, ranks, keep[0] if keep else 0)
+                                diag, ranks, keep[0] if keep else 0, a_log)
     kept = None
     if keep:
         nck = cdiv(L, keep[0])
@@ -473,7 +477,7 @@ def _carry_args(args) -> dict:
 
 
 def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, adt=None,
-                diag=None, ranks=1, keep=0):
+                diag=None, ranks=1, keep=0, a_log=False):
     """``(problem, the kernel's arguments but OUT and FINAL)`` of :func:`fused_forward`'s last launch: MODE 0, or
     2 where the row splits into ``problem[9]`` segments (:func:`segments`; its ``SEG_STATE``, ``SEG_DECAY`` then to
     be filled in), after the carry pass where ``problem[10]`` (:func:`carried`). ``adt (b, H, L)``: the steps'
@@ -494,18 +498,19 @@ def _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, 
         SB=B.stride(1), SC=C.stride(1), SDT=dt.stride(1), lo=lo, hi=hi, seg_len=seg_len, nseg=nseg,
         Lp=dt.shape[-1] if given else L, La=adt.shape[-1] if given else L, SOFTPLUS=dt_softplus, CLAMP=clamp,
         D_PER_CHANNEL=D is not None and D.dim() == 2, BLOCK_N=max(16, next_power_of_2(N)), DOT=dot, MODE=mode,
-        CARRIED=carry, STEPS_GIVEN=given, RANKS=ranks, KEEP=bool(keep), KQ=keep or 1)
+        CARRIED=carry, STEPS_GIVEN=given, RANKS=ranks, KEEP=bool(keep), KQ=keep or 1, A_LOG=a_log)
 
 
 def fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
-               final: bool = True) -> "OneLaunch | TwoLaunches":
+               final: bool = True, a_log: bool = False) -> "OneLaunch | TwoLaunches":
     """:func:`fused_forward` as an op plan (``ssm_triton/ops/_plans.py``) for inputs of these shapes, strides,
     dtypes and device: ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]``; without
     ``final`` the state is neither allocated nor stored (``[out]``: one ``torch.empty`` less, 3-5 us of the
     H200's host)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
-    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+    problem, args = _fused_args(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
+                                a_log=a_log)
     nseg = problem[9]
     names = ("X", "DT", "A", "B", "C", "D", "Z", "DT_BIAS", "H0")
     take = tuple(i for i, t in enumerate((x, dt, A, B, C, D, z, dt_bias, initial_states)) if t is not None)

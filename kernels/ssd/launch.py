@@ -215,8 +215,9 @@ class Saved(NamedTuple):
     y: torch.Tensor | None  # (b, L, H, P) the pre-gate output when z is given, else None
 
 
-def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
-    """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum."""
+def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan, a_log: bool = False):
+    """``(dtp (b, H, Lp), cum (2, b, H, Lp))``, ``cum`` as fp32 ``hi`` and ``lo`` planes of an fp64 sum.
+    ``a_log``: ``A`` holds ``log(-A)`` (the module's ``A_log``)."""
     bsz, L, H = dt.shape
     nc = cdiv(L, p.Q)
     dtp = _f32(bsz, H, nc * p.Q, device=dt.device)
@@ -224,7 +225,7 @@ def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan):
     lo, hi, clamp = _limits(dt_limit)
     dt_cumsum_kernel((nc, bsz * H), DT=dt, DT_BIAS=dt_bias, A=A, DTP=dtp, CUM=cum, L=L, H=H, SDT=dt.stride(1),
                      Lp=nc * p.Q,
-                     lo_off=lo_offset(cum), lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q)
+                     lo_off=lo_offset(cum), lo=lo, hi=hi, SOFTPLUS=dt_softplus, CLAMP=clamp, Q=p.Q, A_LOG=a_log)
     return dtp, cum
 
 
@@ -523,15 +524,15 @@ def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
 
 def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
                 cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
-                for_backward=False, block=None, tiles=None):
+                for_backward=False, block=None, tiles=None, a_log=False):
     """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
     ``saved`` (:class:`Saved`) is what :func:`ssd_backward` reads, its ``y`` the pre-gate output when
     ``z`` is given and a backward is to come. ``block`` (every step tile) and ``tiles`` (plan fields)
-    override the tuned plan."""
+    override the tuned plan. ``a_log``: ``A`` holds ``log(-A)`` (a call that keeps nothing for a backward)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     dot = fused_training_dot(x, seq_idx, want_varlen, chunk_size) if for_backward and block is None and tiles is None \
-        else None
+        and not a_log else None
     if dot is not None:
         lo, hi, clamp = _limits(dt_limit)
         out, final, kept = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
@@ -541,10 +542,11 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
         tiles = ssd_fwd_plan.pick(
             _problem(x, B, chunk_size, z, seq_idx),
             lambda t: ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
-                                  dt_softplus, dt_limit, want_varlen, for_backward, tiles=t), config=tiles)
+                                  dt_softplus, dt_limit, want_varlen, for_backward, tiles=t, a_log=a_log),
+            config=tiles)
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
-    dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p)
+    dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p, a_log)
     hs, final = own_state_passing(x, B, dtp, cum, seq, initial_states, L, p)
     cb = bmm(B, C, p)
     out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
@@ -564,7 +566,7 @@ FUSED_TRAIN = os.environ.get("SSM_TRITON_SSD_FUSED_TRAIN", "1")
 
 
 def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
-                  cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False):
+                  cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False, a_log=False):
     """The forward for a call that keeps nothing for a backward: ``(out, final_states, varlen_states or
     None)``. Rows without packed sequences take the one-launch kernel (``fused.py``) where its rule (or
     ``FUSED``) says so; the rest take the staged :func:`ssd_forward`. ``x, dt, B, C, z`` may have any step
@@ -577,10 +579,11 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
     dot = fused_dot(x, seq_idx, want_varlen)
     if dot is not None:
         lo, hi, clamp = _limits(dt_limit)
-        out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot)
+        out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
+                                   a_log=a_log)
         return out, final, None
     out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen)
+                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen, a_log=a_log)
     return out, final, varlen
 
 
@@ -607,7 +610,7 @@ def fused_training_dot(x, seq_idx, want_varlen, chunk_size, dot=None):
     return fused_dot(x, seq_idx, want_varlen, dot) if FUSED_TRAIN == "1" and keeps(chunk_size) else None
 
 
-def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final=True):
+def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final=True, a_log=False):
     """:func:`ssd_inference` of these inputs (no packed sequences, no varlen states) as a one-launch op plan,
     ``plan((x, dt, A, B, C, D, z, dt_bias, initial_states)) -> [out, final]`` (``[out]`` without ``final``),
     where it takes the one-launch forward; else None. The inputs as the op layer passes them
@@ -616,7 +619,7 @@ def inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, d
     if dot is None:
         return None
     lo, hi, clamp = _limits(dt_limit)
-    return fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, final)
+    return fused_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot, final, a_log)
 
 
 def heads_per_program(row_blocks: int, H: int, G: int, target: int) -> int:

@@ -18,7 +18,7 @@ IO = (torch.float32, torch.bfloat16, torch.float16)
 from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
 from .selective_scan import selective_scan_fn
-from .ssd import _route, mamba_chunk_scan_combined
+from .ssd import _route, chunk_scan_from_log, mamba_chunk_scan_combined
 from . import _layout
 from ._spec import compiling
 from . import inner_whole as _inner_whole
@@ -90,15 +90,43 @@ def _check_split(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, 
 
 
 _SPLIT_REPLAYS = _replay.Replays()
+_SPLIT_LOG_REPLAYS = _replay.Replays()
+
+
+def split_conv1d_scan_from_log(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], dt_bias: Tensor,
+                               A_log: Tensor, D: Tensor, chunk_size: int, initial_states: Optional[Tensor] = None,
+                               seq_idx: Optional[Tensor] = None, dt_limit=(0.0, float("inf")),
+                               return_final_states: bool = False, activation: Optional[str] = "silu",
+                               rmsnorm_weight: Optional[Tensor] = None, rmsnorm_eps: float = 1e-6,
+                               outproj_weight: Optional[Tensor] = None, outproj_bias: Optional[Tensor] = None,
+                               headdim: Optional[int] = None, ngroups: int = 1, norm_before_gate: bool = True):
+    """:func:`mamba_split_conv1d_scan_combined` of ``A = -exp(A_log)`` (``A_log (H,)`` as ``Mamba2`` keeps it),
+    the exponential taken in the SSD's kernels (:func:`.ssd.chunk_scan_from_log`) by a call that keeps nothing for
+    a backward: ``Mamba2``'s inference forward and prefill make three PyTorch launches a layer fewer. Where a
+    gradient is asked for, or under ``torch.compile``, the public function with ``A`` computed in PyTorch."""
+    if isinstance(dt_limit, list):
+        dt_limit = tuple(dt_limit)
+    args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, chunk_size, initial_states, seq_idx, dt_limit,
+            return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
+            ngroups, norm_before_gate)
+    if compiling() or (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)):
+        return mamba_split_conv1d_scan_combined(*args[:4], -torch.exp(A_log.float()), *args[5:])
+    key = _replay.key_of(args, _route(zxbcdt))
+    return _SPLIT_LOG_REPLAYS.checked(key, args, lambda: _check_split(*args), _split_conv1d_scan_from_log)
+
+
+def _split_conv1d_scan_from_log(*args):
+    return _split_conv1d_scan(*args, a_log=True)
 
 
 def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states, seq_idx, dt_limit,
                        return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias,
-                       headdim, ngroups, norm_before_gate):
-    """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key)."""
+                       headdim, ngroups, norm_before_gate, a_log=False):
+    """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key);
+    ``a_log``: ``A`` is ``log(-A)`` and no backward is to come (:func:`split_conv1d_scan_from_log`)."""
     H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
-    if _layout.one_node(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states, rmsnorm_weight,
-                        outproj_weight, outproj_bias) and _layout.lowp(zxbcdt) is None:   # one node (split_conv_whole.py)
+    if not a_log and _layout.one_node(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states,
+                                      rmsnorm_weight, outproj_weight, outproj_bias) and _layout.lowp(zxbcdt) is None:   # one node (split_conv_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
         lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
                                     seq_idx, dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps,
@@ -118,7 +146,7 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
                            activation=activation).transpose(1, 2)
     x, B, C = torch.split(xBC, [dim, ngroups * N, ngroups * N], dim=-1)
     gate_in_scan = rmsnorm_weight is None
-    res = mamba_chunk_scan_combined(
+    res = (chunk_scan_from_log if a_log else mamba_chunk_scan_combined)(
         x.reshape(bsz, L, H, P), dt, A, B.reshape(bsz, L, ngroups, N), C.reshape(bsz, L, ngroups, N), chunk_size,
         D=D, z=z.reshape(bsz, L, H, P) if gate_in_scan else None, dt_bias=dt_bias, initial_states=initial_states,
         seq_idx=seq_idx, dt_softplus=True, dt_limit=dt_limit, return_final_states=return_final_states)

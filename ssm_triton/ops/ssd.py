@@ -230,11 +230,50 @@ def mamba_chunk_scan_combined(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Te
 _PLANS = _plans.Plans()
 
 
-def _plan(tensors, dt_softplus, dt_limit, final):
+def _plan(tensors, dt_softplus, dt_limit, final, a_log=False):
     """The one-launch forward's op plan where the inputs reach the kernel as they are, else None; ``final``: it
-    also returns the final state (the key holds ``return_final_states``)."""
+    also returns the final state (the key holds ``return_final_states``); ``a_log``: ``A`` is ``log(-A)``."""
     x, dt, A, B, C, D, z, dt_bias, initial_states = tensors
     if any(step_strided(t) is not t for t in (x, dt, B, C, z)) or any(
             t is not None and not t.is_contiguous() for t in (A, D, dt_bias, initial_states)):
         return None
-    return _k.inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final)
+    return _k.inference_plan(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, dt_limit, final, a_log)
+
+
+_LOG_PLANS = _plans.Plans()
+
+
+def chunk_scan_from_log(x: Tensor, dt: Tensor, A_log: Tensor, B: Tensor, C: Tensor, chunk_size: int,
+                        D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
+                        initial_states: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
+                        dt_softplus: bool = False, dt_limit=(0.0, float("inf")), return_final_states: bool = False):
+    """:func:`mamba_chunk_scan_combined` of ``A = -exp(A_log)`` (``A_log (H,)``, as ``Mamba2`` keeps it), the
+    exponential taken inside the kernels: a call that keeps nothing for a backward makes no PyTorch launches for
+    ``A`` (a cast, an ``exp`` and a negation: three kernels a layer of an LM's prefill). Where a gradient is asked
+    for, or under ``torch.compile``, it is the public op with ``A`` computed in PyTorch. Returns as the public op
+    (``out``, or ``(out, final_states)``)."""
+    tensors = (x, dt, A_log, B, C, D, z, dt_bias, initial_states)
+    if compiling() or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return mamba_chunk_scan_combined(x, dt, -torch.exp(A_log.float()), B, C, chunk_size, D=D, z=z,
+                                         dt_bias=dt_bias, initial_states=initial_states, seq_idx=seq_idx,
+                                         dt_softplus=dt_softplus, dt_limit=dt_limit,
+                                         return_final_states=return_final_states)
+    plain = (chunk_size, dt_softplus, dt_limit, return_final_states, False, False, _runtime.INTERPRET)
+    plan, plan_key = None, None
+    if seq_idx is None and not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+        plan, plan_key = _plans.lookup(_LOG_PLANS, tensors, (*plain, *_route(x)))
+    if plan:
+        made = plan(tensors)
+        return (made[0], made[1]) if return_final_states else made[0]
+    key = _validate.signature((*tensors, seq_idx), plain)
+    limits = _PASSED.get(key)
+    if limits is None:
+        limits = _validate_all(x, dt, A_log, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, None,
+                               dt_softplus, dt_limit, return_final_states, False, False)
+        _PASSED.put(key, limits)
+    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
+    s = step_strided
+    out, final, _ = _k.ssd_inference(s(x), s(dt), c(A_log), s(B), s(C), chunk_size, c(D), s(z), c(dt_bias),
+                                     c(initial_states), c(seq_idx), None, dt_softplus, limits, False, a_log=True)
+    _plans.remember(_LOG_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, limits, return_final_states, True))
+    return (out, final) if return_final_states else out
