@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Call 33 (written 2026-12-07 for the next session; carry .whl, .peers; ~560 s with CALL_BUDGET=560):
+# Call 33 (written 2026-12-07 b, run in 12-07 c with the A_log prefill rows; carry .whl, .peers; CALL_BUDGET=560):
 #  (1) GPU tests of generate's kept states, step and prefill graphs (SSM_TRITON_GENERATE_CACHE, models/generation.py);
 #  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens: ours (a capture a call), ours with the kept
 #      step, mamba_ssm's generate(cg=True) with our weights (the issue's row: 1.145 against 1.262 ms a token, H200
@@ -10,8 +10,8 @@
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1
 # (the three graph kinds capture through one helper since 13430a3+1: graph_cache.capture, never run on a GPU before this)
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_decode_graph.py tests/test_fused_step.py tests/test_prefill_graph.py" \
-  bash bench/gpu_run.sh -n 4 -k "generate or conv_windows_in_the_projection or replayed or replaced_weight" > /dev/null 2>&1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_decode_graph.py tests/test_fused_step.py tests/test_prefill_graph.py tests/test_ssd_from_log.py" \
+  bash bench/gpu_run.sh -n 4 -k "generate or conv_windows_in_the_projection or replayed or replaced_weight or from_log or a_log" > /dev/null 2>&1
 mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest decode graphs"; tail -2 $OUT/pytest.txt; head -30 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
@@ -23,11 +23,13 @@ done
 timeout 200 python3 -m ssm_triton bench --ops lm --match '^lm_generate' --json $OUT/generate.json > $OUT/generate.txt 2>&1
 { echo "== generate (rc=$?)"; grep -E "^lm_|^note" $OUT/generate.txt; } >> $S
 export SSM_TRITON_AUTOTUNE=0
-for v in "" 1; do
+# A_log into the SSD's kernels (SSM_TRITON_A_LOG, 6d7eeca) against A in PyTorch, then the one-launch SSD in the graph
+for v in "1 " "0 " "1 " "1 1"; do
   [ $(left) -gt 60 ] || break
-  SSM_TRITON_SSD_FUSED=$v timeout 50 python3 -m ssm_triton bench --ops lm --no-peers --match '^lm_prefill_cuda_graph' \
-    > /tmp/p.txt 2>&1
-  { echo "== prefill graph, SSD_FUSED='$v' (tuner off)"; grep -E "^lm_prefill_cuda" /tmp/p.txt; } >> $S
+  set -- $v
+  SSM_TRITON_A_LOG=$1 SSM_TRITON_SSD_FUSED=$2 timeout 50 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
+  { echo "== prefill graph, A_LOG=$1 SSD_FUSED='$2' (tuner off)"; grep -E "^lm_prefill_cuda" /tmp/p.txt; } >> $S
 done
 # where the replayed prefills' time goes (the issue asks 15x mamba_ssm: 1.93 ms against its 28.9 on an H100)
 if [ $(left) -gt 70 ]; then
