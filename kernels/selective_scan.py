@@ -73,6 +73,16 @@ def _state_rows(A, B, C, ds, d_ok, n, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l
 
 
 @triton.jit
+def _a_of(a, A_LOG: tl.constexpr):
+    """``A`` in fp32 from what ``A`` holds: ``A`` itself, or with ``A_LOG`` the module's ``A_log`` (``A =
+    -exp(A_log)``, taken here rather than in three PyTorch launches a layer of an inference call)."""
+    a = a.to(tl.float32)
+    if A_LOG:
+        a = -tl.exp(a)
+    return a
+
+
+@triton.jit
 def _chunk_rows(U, DELTA, DOUT, Z, offs, mask, HAS_DOUT: tl.constexpr, HAS_Z: tl.constexpr):
     """A chunk's ``u``, ``delta`` and, where asked, ``dout``, ``z``, as stored (zeros where masked or not asked)."""
     u = tl.load(U + offs, mask=mask, other=0.0)
@@ -181,6 +191,7 @@ def _selective_scan_fwd_kernel(
     HAS_H0: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, STORE_CKPT: tl.constexpr,
     EVEN: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     CKPT_L: tl.constexpr, SEGMENTED: tl.constexpr, AHEAD: tl.constexpr = 0, UNROLL: tl.constexpr = 1,
+    A_LOG: tl.constexpr = False,
 ):
     """Per chunk of ``BLOCK_L`` steps the ``(BLOCK_D, BLOCK_L)`` inputs are loaded once; the states are
     then walked one at a time, each a scan along time, and their ``C`` contractions summed into ``y``.
@@ -217,7 +228,7 @@ def _selective_scan_fwd_kernel(
     carry_off = chan_n[:, None] + ns[None, :]
     h = _state_or_zero(H0, state_off, dn_ok, HAS_H0, BLOCK_D, BLOCK_N)
     if SEGMENTED:
-        a2 = tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32) * LOG2E
+        a2 = _a_of(tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0), A_LOG) * LOG2E
         for k in range(seg):
             total = tl.load(SEG_DT + seg_row + k, mask=d_ok, other=0.0)
             h = tl.exp2(a2 * total[:, None]) * h + tl.load(SEG_H + (seg_row + k)[:, None] * N + ns[None, :],
@@ -275,7 +286,7 @@ def _selective_scan_fwd_kernel(
                 a_n, b_n, c_n = _state_rows(A, B, C, ds, d_ok, n, N, bi, gi, t, t_ok, sb_b, sb_g, sb_n, sb_l, sc_b,
                                             sc_g, sc_n, sc_l, B_FIXED, C_FIXED, EVEN)
             # exp(dt A) as exp2(dt A log2 e), the scale folded into A once per state rather than per step
-            a2_n = a_n.to(tl.float32) * LOG2E
+            a2_n = _a_of(a_n, A_LOG) * LOG2E
             decay = tl.exp2(dt * a2_n[:, None])
             _, hs = tl.associative_scan((decay, fold_in(decay, dtu * b_n, h_n[:, None], lane[None, :] == 0)), 1,
                                         first_order_combine)
@@ -300,7 +311,7 @@ def _selective_scan_fwd_summary_kernel(
     dim, L, N, per_group, n_seg, seg_l,
     sb_b, sb_g, sb_n, sb_l,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr, A_LOG: tl.constexpr = False,
 ):
     """What segment ``program_id(2)`` (any but the last, so all its steps are real) does to a state:
     ``SEG_DT (b, d, n_seg)`` its summed step size, by which a state entering it decays as
@@ -314,7 +325,7 @@ def _selective_scan_fwd_summary_kernel(
     dn_ok = d_ok[:, None] & (ns < N)[None, :]
     bias = _per_channel(DBIAS, ds, d_ok, HAS_BIAS, BLOCK_D)
     lane = tl.arange(0, BLOCK_L)
-    a2 = tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0).to(tl.float32) * LOG2E
+    a2 = _a_of(tl.load(A + ds[:, None] * N + ns[None, :], mask=dn_ok, other=0.0), A_LOG) * LOG2E
     row = (bi.to(tl.int64) * dim + ds) * L
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     total = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -327,7 +338,7 @@ def _selective_scan_fwd_summary_kernel(
         chunk_dt = tl.sum(dt, axis=1)
         fresh = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
         for n in range(N):
-            a2_n = tl.load(A + ds * N + n, mask=d_ok, other=0.0).to(tl.float32) * LOG2E
+            a2_n = _a_of(tl.load(A + ds * N + n, mask=d_ok, other=0.0), A_LOG) * LOG2E
             b_n = _bc_row(B, bi, gi, ds, d_ok, n, t, t_ok, sb_b, sb_g, sb_n, sb_l, B_FIXED, True)
             fresh = _put(fresh, ns, n, tl.sum(tl.exp2(after * a2_n[:, None]) * dtu * b_n, axis=1))
         h = tl.exp2(a2 * chunk_dt[:, None]) * h + fresh
@@ -942,14 +953,15 @@ def _strides_bc(sb, sc) -> dict:
 
 
 def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, block_l=None,
-                           store_ckpt=True, config=None, seg_l=None):
+                           store_ckpt=True, config=None, seg_l=None, a_log=False):
     """Contiguous inputs as in ``reference.selective_scan``. Returns ``(out (b, d, L) in u's dtype,
     last_state (b, d, N) fp32, ckpt (b, d, n_ckpt, N) fp32, block_l)``: a checkpoint, the state entering
     it, every ``block_l`` steps. With ``store_ckpt=False`` (no backward to come) ``ckpt`` is empty.
     ``block_l`` (the checkpoint interval) and ``config`` (launch keywords: ``BLOCK_D``, ``BLOCK_L`` the
     forward's chunk, a multiple of ``block_l``, ``num_warps``) override the tuned choice (tests and the
     config sweep use them); so does ``seg_l``, the steps per time segment (0: time not split; else a
-    multiple of ``block_l`` and of the forward's chunk), over ``plan_segment_l``."""
+    multiple of ``block_l`` and of the forward's chunk), over ``plan_segment_l``. ``a_log``: ``A`` holds
+    ``log(-A)`` (the module's ``A_log``; a call with no backward to come)."""
     bsz, dim, L = u.shape
     N = A.shape[1]
     block_l = block_l or plan_block_l(L)
@@ -984,10 +996,10 @@ def selective_scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
         selective_scan_fwd_summary.launch(
             problem, None, U=u, DELTA=delta, A=A, B=Bg, DBIAS=delta_bias, SEG_H=seg_h, SEG_DT=seg_dt, dim=dim,
             L=L, N=N, per_group=problem.per_group, n_seg=n_seg, seg_l=seg_l, **_strides_b(sb),
-            SOFTPLUS=delta_softplus, B_FIXED=problem.b_fixed, BLOCK_N=next_power_of_2(N))
+            SOFTPLUS=delta_softplus, B_FIXED=problem.b_fixed, BLOCK_N=next_power_of_2(N), A_LOG=a_log)
     selective_scan_fwd.launch(problem, config, **_fwd_args(
         problem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
-        last if seg_l else None, sb, sc, delta_softplus, n_ckpt, n_seg))
+        last if seg_l else None, sb, sc, delta_softplus, n_ckpt, n_seg, a_log))
     return out, last, ckpt, block_l
 
 
@@ -1001,16 +1013,17 @@ def _forward_problem(u, A, B, C, block_l: int, store_ckpt: bool, seg_l: int):
 
 
 def _fwd_args(p: ScanProblem, u, delta, A, Bg, Cg, D, z, delta_bias, initial_state, out, carry, ckpt, seg_h, seg_dt,
-              final, sb, sc, delta_softplus, n_ckpt, n_seg) -> dict:
+              final, sb, sc, delta_softplus, n_ckpt, n_seg, a_log=False) -> dict:
     """The forward kernel's arguments (all but the tuned keywords)."""
     return dict(U=u, DELTA=delta, A=A, B=Bg, C=Cg, D=D, Z=z, DBIAS=delta_bias, H0=initial_state, OUT=out, LAST=carry,
                 CKPT=ckpt, SEG_H=seg_h, SEG_DT=seg_dt, FINAL=final, dim=p.dim, L=p.L, N=p.N, per_group=p.per_group,
                 n_ckpt=n_ckpt, n_seg=n_seg, seg_l=p.seg_l, **_strides_bc(sb, sc), SOFTPLUS=delta_softplus,
                 B_FIXED=p.b_fixed, C_FIXED=p.c_fixed, STORE_CKPT=p.flag, BLOCK_N=next_power_of_2(p.N),
-                CKPT_L=p.ckpt_l, SEGMENTED=bool(p.seg_l))
+                CKPT_L=p.ckpt_l, SEGMENTED=bool(p.seg_l), A_LOG=a_log)
 
 
-def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state) -> "OneLaunch | None":
+def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                 a_log: bool = False) -> "OneLaunch | None":
     """The inference forward (no checkpoints, time not split) of these inputs as a :class:`~.tuning.OneLaunch`
     op plan, ``plan((u, delta, A, B, C, D, z, delta_bias, initial_state)) -> [out, last_state]``, for inputs
     taken as :func:`selective_scan_forward` takes them (contiguous, B and C as the op layer passes them); None
@@ -1028,7 +1041,7 @@ def forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_st
     take = tuple(i for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias, initial_state)) if t is not None)
     # B and C go as given: the kernel reads their addresses, and the grouped views share them
     args = _fwd_args(problem, u, delta, A, B, C, D, z, delta_bias, initial_state, None, None, ckpt, None, None, None,
-                     sb, sc, delta_softplus, cdiv(L, block_l), 1)
+                     sb, sc, delta_softplus, cdiv(L, block_l), 1, a_log)
     launch = Launch(selective_scan_fwd, problem, args, tuple(names[i] for i in take) + ("OUT", "LAST"))
     return OneLaunch(launch, take, ((u.shape, u.dtype), ((bsz, dim, N), torch.float32)), u.device)
 

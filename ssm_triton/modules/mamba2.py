@@ -5,8 +5,6 @@ in_proj -> (z, xBC, dt) -> causal depthwise conv1d + silu on xBC -> SSD chunked 
 -> gated RMSNorm with z -> out_proj. Decoding runs the same block one token at a time on a conv state
 ``(batch, conv_dim, d_conv)`` and an SSM state ``(batch, H, headdim, d_state)``.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,12 +17,9 @@ from ..ops import _layout
 from ..ops.combined import mamba2_block_training, mamba_split_conv1d_scan_combined, split_conv1d_scan_from_log
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import state_update_from_log
+from . import inference as _inference
 from .inference import dt_bias_init, fill_conv_state, plain, states_or_step
 from .norm import RMSNorm
-
-
-# "0": the inference forward computes A = -exp(A_log) in PyTorch (three launches a layer), as before 2026-12-07
-A_IN_KERNELS = os.environ.get("SSM_TRITON_A_LOG", "1") != "0"
 
 
 def _split_with_A(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, *rest, **kw):
@@ -116,7 +111,7 @@ class Mamba2(nn.Module):
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
             fill_conv_state(conv_state, xBC, seq_mask)
         # A_log as the module keeps it: without a backward to come the SSD's kernels take -exp(A_log) themselves
-        split = split_conv1d_scan_from_log if A_IN_KERNELS else _split_with_A
+        split = split_conv1d_scan_from_log if _inference.A_IN_KERNELS else _split_with_A
         out = split(
             zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, self.A_log,
             self._D(), self.chunk_size, seq_idx=seq_idx, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,

@@ -17,7 +17,7 @@ from ..kernels import replay as _replay
 IO = (torch.float32, torch.bfloat16, torch.float16)
 from .conv1d import causal_conv1d_fn
 from .norm import rmsnorm_fn
-from .selective_scan import selective_scan_fn
+from .selective_scan import scan_from_log, selective_scan_fn
 from .ssd import _route, chunk_scan_from_log, mamba_chunk_scan_combined
 from . import _layout
 from ._spec import compiling
@@ -233,13 +233,42 @@ def mamba_inner_fn(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     return _INNER_REPLAYS.checked(key, args, lambda: _check_inner(*args), _inner)
 
 
+_INNER_LOG_REPLAYS = _replay.Replays()
+
+
+def inner_from_log(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], x_proj_weight: Tensor,
+                   delta_proj_weight: Tensor, out_proj_weight: Tensor, out_proj_bias: Optional[Tensor], A_log: Tensor,
+                   D: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = True, *,
+                   return_last_state: bool = False, seq_mask: Optional[Tensor] = None):
+    """:func:`mamba_inner_fn` (its projected ``B``, ``C``, no norms) of ``A = -exp(A_log)`` (``A_log (d, N)`` as
+    ``Mamba`` keeps it), the exponential taken in the scan's kernel (:func:`.selective_scan.scan_from_log`) by a
+    call that keeps nothing for a backward: ``Mamba``'s inference forward and prefill make three PyTorch launches a
+    layer fewer. Where a gradient is asked for, or under ``torch.compile``, the public function with ``A`` computed
+    in PyTorch."""
+    args = (xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A_log,
+            None, None, D, delta_bias, None, None, None, None, None, seq_mask, delta_softplus, 1e-6, return_last_state)
+    if compiling() or (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)):
+        return mamba_inner_fn(*args[:7], -torch.exp(A_log.float()), D=D, delta_bias=delta_bias,
+                              delta_softplus=delta_softplus, return_last_state=return_last_state, seq_mask=seq_mask)
+    return _INNER_LOG_REPLAYS.checked(_replay.key_of(args), args, lambda: _check_inner(*args, a_log=True),
+                                      _inner_from_log)
+
+
+def _inner_from_log(*args):
+    return _inner(*args, a_log=True)
+
+
 def _check_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A,
                  B, C, D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask,
-                 delta_softplus, b_c_dt_rms_eps, return_last_state) -> None:
-    """:func:`mamba_inner_fn`'s own checks (the pieces check the rest)."""
+                 delta_softplus, b_c_dt_rms_eps, return_last_state, a_log=False) -> None:
+    """:func:`mamba_inner_fn`'s own checks (the pieces check the rest); ``a_log``: ``A`` holds ``A_log``, in any
+    floating dtype (:func:`inner_from_log`)."""
     _validate.tensor("xz", xz, ndim=3, dtypes=(torch.float32, torch.bfloat16, torch.float16), shape_doc="(batch, 2 d, L)")
     _validate.tensor("conv1d_weight", conv1d_weight, ndim=3, shape_doc="(d, 1, width)")
-    _validate.tensor("A", A, ndim=2, dtypes=(torch.float32,), shape_doc="(d, N)")
+    if a_log:
+        _validate.tensor("A_log", A, ndim=2, dtypes=IO, shape_doc="(d, N)")
+    else:
+        _validate.tensor("A", A, ndim=2, dtypes=(torch.float32,), shape_doc="(d, N)")
     d, N = A.shape
     if xz.shape[1] != 2 * d:
         raise ValueError(f"xz must have shape (batch, 2 d, L) with d = {d} (A's rows), got {tuple(xz.shape)}")
@@ -258,8 +287,8 @@ _INNER_REPLAYS = _replay.Replays()
 
 def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, B, C,
            D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask, delta_softplus,
-           b_c_dt_rms_eps, return_last_state):
-    if B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
+           b_c_dt_rms_eps, return_last_state, a_log=False):
+    if not a_log and B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
             w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and _layout.one_node(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
             delta_bias) and _layout.lowp(xz) is None:   # Mamba's training call: one autograd node (ops/inner_whole.py)
@@ -301,8 +330,9 @@ def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out
         B = projected(R, B_proj_bias, b_rms_weight)
     if C is None:
         C = projected(R + N, C_proj_bias, c_rms_weight)
-    y = selective_scan_fn(x, delta, A, B, C, D, z=z, delta_bias=delta_bias,
-                          delta_softplus=delta_softplus, return_last_state=return_last_state)
+    y = (scan_from_log if a_log else selective_scan_fn)(x, delta, A, B, C, D, z=z, delta_bias=delta_bias,
+                                                        delta_softplus=delta_softplus,
+                                                        return_last_state=return_last_state)
     y, last = y if return_last_state else (y, None)
     out = torch.matmul(y.transpose(1, 2), out_proj_weight.t())                            # (b, L, d_model)
     if out_proj_bias is not None:

@@ -7,7 +7,7 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import selective_scan as _k
 from . import _plans
-from ._spec import OpSpec, build
+from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -128,15 +128,15 @@ _PASSED = _validate.Passed()
 _PLANS = _plans.Plans()
 
 
-def _plan(tensors, delta_softplus):
+def _plan(tensors, delta_softplus, a_log=False):
     """The forward's op plan where the inputs need no copy on the way to the kernel (as ``_forward`` would
-    leave them), else None."""
+    leave them), else None; ``a_log``: ``A`` is ``log(-A)``."""
     u, delta, A, B, C, D, z, delta_bias, initial_state = tensors
     if any(t is not None and not t.is_contiguous() for t in (u, delta, A, D, z, delta_bias, initial_state)):
         return None
     if _steps_contiguous(B) is not B or _steps_contiguous(C) is not C:
         return None
-    return _k.forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    return _k.forward_plan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, a_log)
 
 
 def _validate_all(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
@@ -170,3 +170,33 @@ def _validate_all(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_la
     _validate.flag("deterministic", deterministic)
     _validate.devices(("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"),
                       (u, delta, A, B, C, D, z, delta_bias, initial_state))
+
+
+_LOG_PLANS = _plans.Plans()
+
+
+def scan_from_log(u: Tensor, delta: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+                  z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                  return_last_state: bool = False):
+    """:func:`selective_scan_fn` of ``A = -exp(A_log)`` (``A_log (dim, N)``, as ``Mamba`` keeps it), the exponential
+    taken inside the forward kernel: a call that keeps nothing for a backward makes no PyTorch launches for ``A``
+    (a cast, an ``exp`` and a negation: three kernels a layer of an LM's prefill). Where a gradient is asked for, or
+    under ``torch.compile``, it is the public op with ``A`` computed in PyTorch. Returns as the public op."""
+    tensors = (u, delta, A_log, B, C, D, z, delta_bias, None)
+    if compiling() or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return selective_scan_fn(u, delta, -torch.exp(A_log.float()), B, C, D, z, delta_bias, delta_softplus,
+                                 return_last_state)
+    plain = (delta_softplus, return_last_state, False, _runtime.INTERPRET)
+    plan, plan_key = _plans.lookup(_LOG_PLANS, tensors, plain)
+    if plan:
+        out, last = plan(tensors)
+        return (out, last) if return_last_state else out
+    key = _validate.signature(tensors, plain)
+    if _PASSED.get(key) is None:
+        _validate_all(u, delta, A_log, B, C, D, z, delta_bias, delta_softplus, return_last_state, None, False)
+        _PASSED.put(key, True)
+    out, last, _, _ = _k.selective_scan_forward(_c(u), _c(delta), _c(A_log), _steps_contiguous(B),
+                                                _steps_contiguous(C), _c(D), _c(z), _c(delta_bias), delta_softplus,
+                                                None, store_ckpt=False, a_log=True)
+    _plans.remember(_LOG_PLANS, plan_key, lambda: _plan(tensors, delta_softplus, True))
+    return (out, last) if return_last_state else out
