@@ -5,7 +5,7 @@ kernel runs), so what is timed is the Python between the public call and the lau
 the launchers, the tuner's key, the bound launch's own work. Op plans (``ssm_triton/ops/_plans.py``) on and
 off alternate in one process (7 rounds of 2000 calls, medians); ``--backward`` times fwd+bwd instead (``--prof``:
 with a cProfile of each; ``--aten``: the PyTorch calls of one, those that launch a kernel on a GPU apart);
-``--lm Mamba2`` (or ``Mamba1``) an LM's eager decode step. A GPU host adds the launch itself (~5 us on
+``--lm Mamba2`` (or ``Mamba1``) an LM's eager decode step, ``--lm-prefill Mamba2`` its eager prefill. A GPU host adds the launch itself (~5 us on
 the H200's) and runs Python at its own speed: ``bench/overhead.py --plans`` is the measurement there.
 """
 import inspect
@@ -325,12 +325,67 @@ def lm_main(layer: str, profile: bool) -> None:
             _print_stats(pr)
 
 
+def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
+    """``--lm-prefill Mamba2|Mamba1``: one eager prefill of a 24-layer LM (``model(ids, inference_params)`` at
+    offset 0, b1 L64, d_model 64, the states filled), launches stubbed (the matmuls run on this CPU at this width, a
+    few us each); ``--prof``: cProfile's top functions; ``--ab``: with A computed in PyTorch as well
+    (``inference.A_IN_KERNELS`` off and on, alternating). The H100 host ran the 130M Mamba2 LM's eager prefill at
+    ~6 ms of host (2026-12-07)."""
+    from ssm_triton import InferenceParams
+    from ssm_triton.models import MambaConfig, MambaLMHeadModel
+    from ssm_triton.modules import inference
+
+    ssm = {"layer": layer, "d_state": 128 if layer == "Mamba2" else 16}
+    if layer == "Mamba2":
+        ssm.update(headdim=16, chunk_size=64)
+    torch.manual_seed(0)
+    model = MambaLMHeadModel(MambaConfig(d_model=64, n_layer=24, vocab_size=256, ssm_cfg=ssm),
+                             dtype=torch.bfloat16).eval()
+    params = InferenceParams(max_seqlen=128, max_batch_size=1)
+    params.key_value_memory_dict = model.allocate_inference_cache(1, 128)
+    ids = torch.zeros(1, 64, dtype=torch.long)
+
+    def prefill():
+        params.seqlen_offset = 0
+        return model(ids, inference_params=params)
+
+    with torch.inference_mode():
+        for flag in (False, True):
+            inference.A_IN_KERNELS = flag
+            prefill()   # every kernel interpreted once before the stubs
+        _stub_launches()
+        for flag in (False, True):
+            inference.A_IN_KERNELS = flag
+            for _ in range(10):
+                prefill()
+        runs = {True: [], False: []}
+        for _ in range(5):
+            for flag in ((True, False) if A_B else (True,)):
+                inference.A_IN_KERNELS = flag
+                runs[flag].append(_per_call_us(prefill, 30))
+        inference.A_IN_KERNELS = True
+        line = f"{layer} LM eager prefill b1 L64, 24 layers: {statistics.median(runs[True]):.0f} us"
+        if A_B:
+            line += f" (A in PyTorch: {statistics.median(runs[False]):.0f} us)"
+        print(line, flush=True)
+        if profile:
+            import cProfile
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(20):
+                prefill()
+            pr.disable()
+            _print_stats(pr)
+
+
 def main() -> None:
     import sys
     if "--backward" in sys.argv and "--aten" in sys.argv:
         return aten_main()
     if "--backward" in sys.argv:
         return backward_main("--prof" in sys.argv)
+    if "--lm-prefill" in sys.argv:
+        return lm_prefill_main(sys.argv[sys.argv.index("--lm-prefill") + 1], "--prof" in sys.argv, "--ab" in sys.argv)
     if "--lm" in sys.argv:
         return lm_main(sys.argv[sys.argv.index("--lm") + 1], "--prof" in sys.argv)
     cases = _cases()
