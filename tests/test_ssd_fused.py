@@ -400,3 +400,33 @@ def test_planned_one_launch_forward_reused_across_calls(device, bsz, L, groups, 
         staged = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
     assert calls == []
     assert_close(out, staged.double(), dtype, "out vs the staged forward")
+
+
+@examples(6)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 90), P=st.integers(1, 9), N=st.integers(1, 9), seed=seeds(),
+       options=st.booleans(), chunk=st.sampled_from([16, 64]), inner=st.sampled_from(["16", "32", "128"]),
+       seq=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_staged_inference_at_its_own_chunk_length(device, bsz, L, P, N, seed, options, chunk, inner, seq, dtype):
+    """A call that keeps nothing for a backward, on the stages, at a chunk length of its own
+    (``launch.INF_CHUNK``) rather than the caller's: outputs and final states against the float64 loop (packed
+    rows too, whose sequence starts fall anywhere in a chunk)."""
+    t = problem(device, bsz, L, 1, 2, P, N, seed, options, dtype)
+    if seq:
+        t["seq_idx"] = (torch.arange(L, device=device) >= L // 3).to(torch.int32)[None].expand(bsz, L).contiguous()
+        t.pop("initial_states", None)
+    want_out, want_final = ssd_np(**as_np(t))
+    before, real_plan, chunks = launch.INF_CHUNK, launch.plan, []
+
+    def plan_spy(x, N, chunk_size, *a, **k):
+        chunks.append(chunk_size)
+        return real_plan(x, N, chunk_size, *a, **k)
+
+    launch.INF_CHUNK, launch.plan = inner, plan_spy
+    try:
+        with torch.no_grad(), route("0"):
+            out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
+    finally:
+        launch.INF_CHUNK, launch.plan = before, real_plan
+    assert chunks and set(chunks) == {int(inner)}
+    assert_close(out, want_out, dtype, "out")
+    assert_close(final, want_final, dtype, "final_states")

@@ -563,6 +563,11 @@ FUSED = os.environ.get("SSM_TRITON_SSD_FUSED", "")
 # bench/results/h200-2026-12-05) fwd+bwd against the stages, same process: SSD b1 L512 1.035 vs 1.160 ms, b1 L2048
 # 0.981 vs 1.133, b8 L4096 4.515 vs 4.563; Mamba-3 SISO b1 L2048 1.173 vs 1.250, MIMO 2.526 vs 2.630; the rest even
 FUSED_TRAIN = os.environ.get("SSM_TRITON_SSD_FUSED_TRAIN", "1")
+# the staged forward's chunk length for a call that keeps nothing for a backward (a CUDA graph's capture takes the
+# stages): "" the caller's chunk_size, else this length (16-256, a power of two). The outputs do not depend on it
+# but for rounding, and no state is kept per chunk, so the caller's choice (the model's training chunk) need not
+# bind an inference call; the 130M Mamba2 LM's prefill graph runs its 24 layers' SSD at 256.
+INF_CHUNK = os.environ.get("SSM_TRITON_SSD_INF_CHUNK", "")
 
 
 def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
@@ -582,8 +587,9 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
         out, final = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp, dot,
                                    a_log=a_log)
         return out, final, None
-    out, final, varlen, _ = ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                                        cu_seqlens, dt_softplus, dt_limit, want_varlen=want_varlen, a_log=a_log)
+    out, final, varlen, _ = ssd_forward(x, dt, A, B, C, int(INF_CHUNK) if INF_CHUNK else chunk_size, D, z, dt_bias,
+                                        initial_states, seq_idx, cu_seqlens, dt_softplus, dt_limit,
+                                        want_varlen=want_varlen, a_log=a_log)
     return out, final, varlen
 
 

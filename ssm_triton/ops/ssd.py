@@ -72,7 +72,7 @@ def _route(x) -> tuple:
     return (_k.FUSED, _k.FUSED_TRAIN, _k.OWN_FUSED, _k.ADJ_FUSED, _k.WALK_BWD, _k.WALK_SEGMENTS, _k.WALK_KQ,
             _k.WALK_SUB, _k.WALK_STAGES, _k.WALK_WARPS, _k.WALK_MAXNREG, _k.WALK_AHEAD, _k.WALK_FREC, _k.WALK_MERGE,
             _dt.GATE_ROWS, _dt.GATE_TILE, _dt.GATE_WARPS,
-            _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY,
+            _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY, _k.INF_CHUNK,
             _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None)
 
 
