@@ -196,9 +196,10 @@ def cases():
         yield "selective_scan fwd", kss.selective_scan_fwd, ptrs, dict(HAS_H0=opt, STORE_CKPT=not opt, CKPT_L=32,
                                                                       SEGMENTED=opt == b_fixed,
                                                                       AHEAD=int(opt) + int(b_fixed),
-                                                                      UNROLL=1 + int(c_fixed), **flags)
+                                                                      UNROLL=1 + int(c_fixed), A_LOG=opt, **flags)
         yield "selective_scan fwd summary", kss.selective_scan_fwd_summary, ptrs, dict(
-            HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn)
+            HAS_BIAS=opt, SOFTPLUS=opt, B_FIXED=b_fixed, BLOCK_D=flags["BLOCK_D"], BLOCK_L=flags["BLOCK_L"], BLOCK_N=bn,
+            A_LOG=opt)
         yield "selective_scan bwd", kss.selective_scan_bwd, ptrs, dict(HAS_DLAST=opt, ATOMIC=not opt,
                                                                       NO_GATHER=opt != b_fixed,
                                                                       SEGMENTED=opt == c_fixed,
@@ -236,7 +237,7 @@ def ssd_cases():
             iop = (lambda f: lambda *names: {n: (PTR[tl.float32] if n in ("DT", "DDT") else v)
                                              for n, v in f(*names).items()})(iop)
         yield "ssd cumsum", ssd_cumsum.dt_cumsum_kernel, {**iop("DT"), **f32("DT_BIAS", "A", "DTP", "CUM"), **ints}, \
-            dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256)
+            dict(HAS_BIAS=opt, SOFTPLUS=opt, CLAMP=opt, Q=256, A_LOG=opt)
         # CI: the adjoint and varlen modes in the 16-bit variant only (same products, other indexing)
         for mode in (ssd_state.MODE_STATE, ssd_state.MODE_ADJOINT, ssd_state.MODE_VARLEN)[:3 if FULL or io == tl.bfloat16 else 1]:
             yield "ssd chunk_state", ssd_state.chunk_state_kernel, \
@@ -301,7 +302,7 @@ def ssd_cases():
                     dict(HAS_BIAS=opt and not seq, SOFTPLUS=opt, CLAMP=opt, HAS_D=opt, D_PER_CHANNEL=seq, HAS_Z=opt,
                          HAS_H0=opt, HAS_FINAL=mode != 1, Q=q, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, STATE_T=transposed,
                          MODE=mode, CARRIED=mode == 2 and seq, STEPS_GIVEN=seq, HAS_DIAG=seq, RANKS=4 if seq else 1,
-                         KEEP=keep, KQ=256 if keep else 1, AHEAD=mode == 2 or keep)
+                         KEEP=keep, KQ=256 if keep else 1, AHEAD=mode == 2 or keep, A_LOG=opt and not seq and not keep)
             if dot == tl.bfloat16:   # no tensor-core dtype in it: once a bf16 variant
                 yield "ssd segment carry", ssd_fused.ssd_segment_carry_kernel, f32("SEG_STATE", "SEG_DECAY", "H0"), \
                     dict(HAS_H0=opt, BLOCK=512)
