@@ -191,12 +191,7 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
         return lambda tok: model(tok, inference_params=params).logits[:, -1]
 
     monkeypatch.setattr(generation, "DecodeGraph", stand_in)
-    if layer == "Mamba3":   # its prefill is not left-paddable yet: the kept states and step, an eager prefill
-        torch.manual_seed(4)
-        m = lm.MambaLMHeadModel(lm.MambaConfig(d_model=16, n_layer=2, vocab_size=VOCAB, ssm_cfg=dict(
-            layer="Mamba3", d_state=8, headdim=8, chunk_size=16)), device=device).eval()
-    else:
-        m = build(device, layer, 4).eval()
+    m = build(device, layer, 4).eval()
     m.cuda_graph_decode = False
     gen = torch.Generator().manual_seed(3)
     prompts = {b: [torch.randint(0, VOCAB, (b, L), generator=gen).to(device) for L in (5, 3)] for b in (1, 2, 3)}
@@ -209,13 +204,10 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
                               return_dict_in_generate=True, attention_mask=attention_mask)
 
     want = {(b, i): run(p, False) for b, ps in prompts.items() for i, p in enumerate(ps)}
-    if layer == "Mamba3":
-        run(prompts[2][0], True)   # as the left-padded call below would: the batch of two kept first
-    else:
-        masked = run(prompts[2][0], False, left_padded), run(prompts[2][0], True, left_padded)
-        assert torch.equal(masked[1].sequences, masked[0].sequences)
-        for s, w in zip(masked[1].scores, masked[0].scores):
-            assert_close(s, w.double(), torch.float32, "left-padded scores")
+    masked = run(prompts[2][0], False, left_padded), run(prompts[2][0], True, left_padded)
+    assert torch.equal(masked[1].sequences, masked[0].sequences)
+    for s, w in zip(masked[1].scores, masked[0].scores):
+        assert_close(s, w.double(), torch.float32, "left-padded scores")
     captures.clear()
     for n, (b, i) in enumerate([(2, 0), (2, 1), (1, 0), (2, 0), (3, 1), (1, 1)]):
         got = run(prompts[b][i], True)
@@ -223,8 +215,7 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
         for s, w in zip(got.scores, want[b, i].scores):
             assert_close(s, w.double(), torch.float32, f"scores {b} {i}")
         if n == 1:   # two rows kept since the left-padded call: prefills of 5 and 3 steps, buckets 8 and 4
-            assert [sorted(k.prefills) for k in m._generate_graphs.graphs.values()] == [[] if layer == "Mamba3"
-                                                                                        else [4, 8]]
+            assert [sorted(k.prefills) for k in m._generate_graphs.graphs.values()] == [[4, 8]]
     # 2 was captured by the left-padded call; then 1; 3 drops 1 (the least recent of two); 1 drops 2
     assert captures == [1, 3, 1]
     assert sorted(k[0] for k in m._generate_graphs.graphs) == [1, 3]
@@ -235,7 +226,7 @@ def test_generate_keeps_its_states_and_step_between_calls(device, layer, monkeyp
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba3"])
 def test_generate_with_kept_graphs_equals_fresh_calls(layer, monkeypatch):
     """On a GPU, with real captures: generate's kept states, step and left-padded prefill graphs give each call the
     tokens and scores of a call that allocates and captures its own, across prompts, their lengths and batch sizes."""

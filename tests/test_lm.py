@@ -15,7 +15,7 @@ VOCAB = 37  # padded to 40 (pad_vocab_size_multiple 8)
 def build(device, layer, seed, n_layer=2):
     torch.manual_seed(seed)
     ssm = {"layer": layer, "d_state": 8}
-    if layer == "Mamba2":
+    if layer in ("Mamba2", "Mamba3"):
         ssm.update(headdim=8, chunk_size=16)
     return MambaLMHeadModel(MambaConfig(d_model=16, n_layer=n_layer, vocab_size=VOCAB, ssm_cfg=ssm), device=device)
 
@@ -175,7 +175,7 @@ def test_bad_input_gets_a_clear_error(device):
         MambaLMHeadModel(MambaConfig(d_model=16, n_layer=2, vocab_size=8, attn_layer_idx=[1]))
 
 
-@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2", "Mamba3"])
 def test_left_padded_prompts_of_different_lengths_generate_as_alone(device, layer):
     """A batch of prompts of different lengths, left-padded with an attention mask, gives each row the
     tokens and scores it gets alone (the longer prompt crosses a chunk; the shorter one is shorter than

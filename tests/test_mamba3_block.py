@@ -196,6 +196,34 @@ def test_packed_sequences_equal_each_alone(device, opts):
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("opts", [dict(), dict(is_outproj_norm=True), dict(is_mimo=True, mimo_rank=2, chunk_size=8),
+                                  dict(is_mimo=True, mimo_rank=2, chunk_size=8, is_outproj_norm=True)],
+                         ids=["siso", "siso-norm", "mimo", "mimo-norm"])
+@FEW
+@given(lengths=st.lists(st.integers(1, 21), min_size=2, max_size=3), seed=seeds())
+def test_left_padded_rows_equal_each_alone(device, opts, lengths, seed):
+    """Rows of different lengths padded on the LEFT with ``seq_mask``: each row's outputs at its tokens and the four
+    states its prefill leaves (angle, ssm, k, v) are the row's alone (the padding crosses chunks: the state, the
+    running angle and the trapezoid's previous input must all still be zero where the row starts)."""
+    m = build(device, seed, **opts)
+    L, b = max(lengths), len(lengths)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, L, 16, generator=g).to(device)
+    mask = torch.stack([torch.arange(L) >= L - n for n in lengths]).to(device)
+    u = u.masked_fill(~mask[..., None], 5.0)   # the padding's values must not matter
+    params = ssm_triton.InferenceParams(max_seqlen=L, max_batch_size=b)
+    with torch.no_grad():
+        out = m(u, inference_params=params, seq_mask=mask.int())
+        for row, n in enumerate(lengths):
+            alone_params = ssm_triton.InferenceParams(max_seqlen=L, max_batch_size=1)
+            alone = m(u[row:row + 1, L - n:], inference_params=alone_params)
+            torch.testing.assert_close(out[row:row + 1, L - n:], alone, rtol=1e-4, atol=1e-5)
+            for got, want in zip(params.key_value_memory_dict[0], alone_params.key_value_memory_dict[0]):
+                torch.testing.assert_close(got[row:row + 1], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="exclude each other"):
+        m(u[:1], seq_mask=mask[:1].int(), cu_seqlens=torch.tensor([0, L], device=device))
+
+
 @pytest.mark.parametrize("extra", [dict(), dict(is_mimo=True, mimo_rank=2, chunk_size=8)], ids=["siso", "mimo"])
 def test_lm_with_mamba3_layers_generates_what_its_forward_scores(device, extra):
     """A two-layer LM of Mamba3 mixers: greedy generation's scores at each step are the full forward's

@@ -52,11 +52,6 @@ class StatePrefill:
         return self.hidden
 
 
-def _left_paddable(model) -> bool:
-    """Whether every layer of ``model`` takes a left-padded prefill (``seq_mask``): Mamba3's blocks do not yet."""
-    return model.config.ssm_cfg.get("layer", "Mamba1") in ("Mamba1", "Mamba2")
-
-
 class _Kept:
     """One batch size's kept states, decode step and prefills (by length bucket, the most recent ``PREFILLS``)."""
     PREFILLS = 3
@@ -224,7 +219,7 @@ def generate(model, input_ids, max_length=None, top_k=1, top_p=0.0, min_p=0.0, t
     if streamer is not None:
         streamer.put(input_ids.cpu())
     tokens, scores = [input_ids], []
-    if kept is not None and _left_paddable(model):   # the prefill too from a graph (per length bucket, left padded)
+    if kept is not None:   # the prefill too from a graph (per length bucket, left padded)
         logits = graphs.prefill(model, kept, input_ids, attention_mask)
     else:
         logits = model(input_ids, inference_params=params, num_last_tokens=1,

@@ -99,9 +99,16 @@ class Mamba3(nn.Module):
         return self.out_proj(y.to(z.dtype))
 
     def forward(self, u, seq_idx=None, cu_seqlens=None, inference_params=None, seq_mask=None):
-        if seq_idx is not None or seq_mask is not None:
-            raise NotImplementedError("Mamba3: seq_idx and left-padded batches (an attention mask) are not "
-                                      "supported yet; pack sequences with cu_seqlens")
+        """``u (batch, L, d_model) -> (batch, L, d_model)``. ``cu_seqlens``: sequences packed along L (batch 1).
+        ``seq_mask (batch, L)``: 0 on LEFT padding, 1 on real tokens; the padding's step sizes and inputs are zeroed,
+        so the state, the running angle and the trapezoid's previous input are still zero where each row's tokens
+        start, and its outputs there are those of the row alone. ``inference_params``: fill this layer's states
+        (offset 0) or advance them one token (offset > 0)."""
+        if seq_idx is not None:
+            raise NotImplementedError("Mamba3: seq_idx is not supported; pack sequences with cu_seqlens, or pass "
+                                      "seq_mask for left-padded rows")
+        if seq_mask is not None and cu_seqlens is not None:
+            raise ValueError("Mamba3: seq_mask (left-padded rows) and cu_seqlens (packed sequences) exclude each other")
         states = None
         if inference_params is not None:
             # a packed prefill keeps one state per sequence, as mamba_ssm's does
@@ -110,7 +117,7 @@ class Mamba3(nn.Module):
                 return self.step(u, *states)[0]
         b, L, _ = u.shape
         H, P, N, G = self.nheads, self.headdim, self.d_state, self.num_bc_heads
-        if cu_seqlens is None and states is None and self._whole_fits():
+        if cu_seqlens is None and states is None and seq_mask is None and self._whole_fits():
             params = self._whole_params()
             # a training call: one autograd node (ops/mamba3_block.py, ops/mamba3_mimo_block.py)
             low = _layout.lowp(u)
@@ -126,6 +133,9 @@ class Mamba3(nn.Module):
                               self.chunk_size, torch.are_deterministic_algorithms_enabled())[0]
         z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
         DT, ADT = self._steps(dd_dt, dd_A)
+        if seq_mask is not None:   # a zero step neither decays, adds, turns the angle nor weighs its input
+            keep = seq_mask.to(DT.dtype)[..., None]
+            DT, ADT, x = DT * keep, ADT * keep, x * keep.to(x.dtype)
         z = z.reshape(b, L, H, P)
         if self.is_mimo:
             return self._forward_mimo(b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states)
