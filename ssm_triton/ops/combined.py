@@ -125,8 +125,9 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
     """The function's body for checked arguments (the sizes derived again: plain Python, fixed by the key);
     ``a_log``: ``A`` is ``log(-A)`` and no backward is to come (:func:`split_conv1d_scan_from_log`)."""
     H, P = (D.shape[0], int(headdim)) if D.dim() == 1 else D.shape
+    # a training call: one autograd node (split_conv_whole.py)
     if not a_log and _layout.one_node(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, initial_states,
-                                      rmsnorm_weight, outproj_weight, outproj_bias) and _layout.lowp(zxbcdt) is None:   # one node (split_conv_whole.py)
+                                      rmsnorm_weight, outproj_weight, outproj_bias) and _layout.lowp(zxbcdt) is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
         lo, hi, silu = _whole.check(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states,
                                     seq_idx, dt_limit, return_final_states, activation, rmsnorm_weight, rmsnorm_eps,
@@ -288,8 +289,8 @@ _INNER_REPLAYS = _replay.Replays()
 def _inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, B, C,
            D, delta_bias, B_proj_bias, C_proj_bias, b_rms_weight, c_rms_weight, dt_rms_weight, seq_mask, delta_softplus,
            b_c_dt_rms_eps, return_last_state, a_log=False):
-    if not a_log and B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None and all(
-            w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and _layout.one_node(
+    if not a_log and B is None and C is None and seq_mask is None and B_proj_bias is None and C_proj_bias is None \
+            and all(w is None for w in (b_rms_weight, c_rms_weight, dt_rms_weight)) and _layout.one_node(
             xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
             delta_bias) and _layout.lowp(xz) is None:   # Mamba's training call: one autograd node (ops/inner_whole.py)
         deterministic = torch.are_deterministic_algorithms_enabled()
