@@ -291,21 +291,28 @@ def aten_main() -> None:
               f"{quiet} allocations and views", flush=True)
 
 
-def lm_main(layer: str, profile: bool) -> None:
-    """``--lm Mamba2|Mamba1``: one eager decode step of a 24-layer LM (``model(token, inference_params)``, b1,
-    d_model 64: the host work a layer does not depend on the width), launches stubbed; ``--prof`` adds
-    cProfile's top functions. The H200 host ran the 130M Mamba2 LM's eager step at 1.29 ms of host (2026-12-04c)."""
+def _small_lm(layer: str, chunk_size: int, max_seqlen: int):
+    """A 24-layer LM of ``layer`` blocks at d_model 64 (the host's work a layer does not depend on the width), bf16,
+    and ``InferenceParams`` with its states for one row."""
     from ssm_triton import InferenceParams
     from ssm_triton.models import MambaConfig, MambaLMHeadModel
 
     ssm = {"layer": layer, "d_state": 128 if layer == "Mamba2" else 16}
     if layer == "Mamba2":
-        ssm.update(headdim=16, chunk_size=256)
+        ssm.update(headdim=16, chunk_size=chunk_size)
     torch.manual_seed(0)
     model = MambaLMHeadModel(MambaConfig(d_model=64, n_layer=24, vocab_size=256, ssm_cfg=ssm),
                              dtype=torch.bfloat16).eval()
-    params = InferenceParams(max_seqlen=64, max_batch_size=1)
-    params.key_value_memory_dict = model.allocate_inference_cache(1, 64)
+    params = InferenceParams(max_seqlen=max_seqlen, max_batch_size=1)
+    params.key_value_memory_dict = model.allocate_inference_cache(1, max_seqlen)
+    return model, params
+
+
+def lm_main(layer: str, profile: bool) -> None:
+    """``--lm Mamba2|Mamba1``: one eager decode step of a 24-layer LM (``model(token, inference_params)``, b1,
+    d_model 64: the host work a layer does not depend on the width), launches stubbed; ``--prof`` adds
+    cProfile's top functions. The H200 host ran the 130M Mamba2 LM's eager step at 1.29 ms of host (2026-12-04c)."""
+    model, params = _small_lm(layer, 256, 64)
     params.seqlen_offset = 8
     tok = torch.zeros(1, 1, dtype=torch.long)
     with torch.inference_mode():
@@ -331,18 +338,9 @@ def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
     few us each); ``--prof``: cProfile's top functions; ``--ab``: with A computed in PyTorch as well
     (``inference.A_IN_KERNELS`` off and on, alternating). The H100 host ran the 130M Mamba2 LM's eager prefill at
     ~6 ms of host (2026-12-07)."""
-    from ssm_triton import InferenceParams
-    from ssm_triton.models import MambaConfig, MambaLMHeadModel
     from ssm_triton.modules import inference
 
-    ssm = {"layer": layer, "d_state": 128 if layer == "Mamba2" else 16}
-    if layer == "Mamba2":
-        ssm.update(headdim=16, chunk_size=64)
-    torch.manual_seed(0)
-    model = MambaLMHeadModel(MambaConfig(d_model=64, n_layer=24, vocab_size=256, ssm_cfg=ssm),
-                             dtype=torch.bfloat16).eval()
-    params = InferenceParams(max_seqlen=128, max_batch_size=1)
-    params.key_value_memory_dict = model.allocate_inference_cache(1, 128)
+    model, params = _small_lm(layer, 64, 128)
     ids = torch.zeros(1, 64, dtype=torch.long)
 
     def prefill():
