@@ -46,6 +46,7 @@ from ssm_triton.kernels.mamba3 import mimo_out as m3_mimo_out  # noqa: E402
 from ssm_triton.kernels.mamba3 import weights as m3_weights  # noqa: E402
 from ssm_triton.kernels.mamba3 import mimo_step as m3_mimo  # noqa: E402
 from ssm_triton.kernels.mamba3 import step as m3_step  # noqa: E402
+from ssm_triton.kernels.mamba3 import block_steps as m3_steps  # noqa: E402
 from ssm_triton.kernels.tuning import H100  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -410,6 +411,9 @@ def mamba3_cases():
         yield "mamba3 core decay grad", m3_core.decay_grad_kernel, \
             {**f32("INTER", "US", "FPART", "DA"), "RS": "*fp64", "CS": "*fp64"}, dict(Q=64, BLOCK_F=8)
         yield "mamba3 angle sums", m3_prep.angle_sums_kernel, f32("ANG", "DT", "SUMS"), dict(BLOCK_T=16, BLOCK_S=32)
+        yield "mamba3 block steps", m3_steps.block_steps_kernel, \
+            {**iop("PROJ"), **f32("DT_BIAS", "DT", "ADT", "TRAP"), "MASK": "*i32"}, dict(HAS_MASK=opt, BLOCK_L=128,
+                                                                                        BLOCK_H=32)
         for rev in (False, True):
             yield "mamba3 block prefix", m3_prep.block_prefix_kernel, f32("SUMS", "INIT", "OUT", "LAST"), \
                 dict(HAS_INIT=opt, REVERSE=rev, BLOCK_C=64, BLOCK_S=32)

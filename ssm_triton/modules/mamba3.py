@@ -18,7 +18,7 @@ from torch import nn
 
 from ..ops.mamba3 import (CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step,
                           mimo_block_step, siso_block_step)
-from ..ops import fused_step, mamba3_block, mamba3_mimo_block
+from ..ops import fused_step, mamba3_block, mamba3_mimo_block, mamba3_steps
 from ..ops import _layout
 from ..ops.mamba3_mimo import CHUNK_SIZES as MIMO_CHUNK_SIZES
 from ..ops.mamba3_mimo import mamba3_mimo
@@ -85,6 +85,20 @@ class Mamba3(nn.Module):
         DT = F.softplus(dd_dt.float() + self.dt_bias)
         return DT, A * DT
 
+    def _step_rows(self, proj, dd_dt, dd_A, trap, seq_mask):
+        """``(DT, ADT, Trap)`` as the scans read them, ``(b, H, L)``: zero steps on the padding where ``seq_mask``
+        (b, L) is 0. A call with no backward to come takes one launch (``ops/mamba3_steps.py``, with
+        ``SSM_TRITON_M3_STEPS_KERNEL=1``); else PyTorch, views of the ``(b, L, H)`` products."""
+        H = self.nheads
+        if mamba3_steps.serves(proj, self.dt_bias):
+            at = sum(self.split_sizes()[:4])
+            return mamba3_steps.block_steps(proj, at, at + H, at + 2 * H, H, self.dt_bias, self.A_floor, seq_mask)
+        DT, ADT = self._steps(dd_dt, dd_A)
+        if seq_mask is not None:   # a zero step neither decays, adds, turns the angle nor weighs its input
+            keep = seq_mask.to(DT.dtype)[..., None]
+            DT, ADT = DT * keep, ADT * keep
+        return DT.transpose(1, 2), ADT.transpose(1, 2), trap.transpose(1, 2)
+
     def _finish(self, y, z):
         """``y (..., H, P)`` (MIMO with is_outproj_norm: the ranks' ``(..., R, H, P)``) -> optional gated norm ->
         out_proj."""
@@ -131,18 +145,17 @@ class Mamba3(nn.Module):
                     return op(uc, in_w, *params[1:-1], out_w, *sizes, self.num_rope_angles, float(self.A_floor),
                               float(self.C_norm.eps), float(self.norm.eps) if self.is_outproj_norm else 0.0,
                               self.chunk_size, torch.are_deterministic_algorithms_enabled())[0]
-        z, x, B, C, dd_dt, dd_A, trap, angles = self._split(u)
-        DT, ADT = self._steps(dd_dt, dd_A)
-        if seq_mask is not None:   # a zero step neither decays, adds, turns the angle nor weighs its input
-            keep = seq_mask.to(DT.dtype)[..., None]
-            DT, ADT, x = DT * keep, ADT * keep, x * keep.to(x.dtype)
+        proj = self.in_proj(u)
+        z, x, B, C, dd_dt, dd_A, trap, angles = torch.split(proj, self.split_sizes(), dim=-1)
+        DT, ADT, trap = self._step_rows(proj, dd_dt, dd_A, trap, seq_mask)
+        if seq_mask is not None:   # no input on the padding (nor a previous input for the trapezoid where a row starts)
+            x = x * seq_mask.to(x.dtype)[..., None]
         z = z.reshape(b, L, H, P)
         if self.is_mimo:
             return self._forward_mimo(b, L, x, B, C, DT, ADT, trap, angles, z, cu_seqlens, states)
         y = mamba3_siso_combined(
             Q=self.C_norm(C.reshape(b, L, G, N)), K=self.B_norm(B.reshape(b, L, G, N)), V=x.reshape(b, L, H, P),
-            ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2),
-            Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
+            ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
             Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles), D=self.D,
             Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, return_final_states=states is not None,
             cu_seqlens=cu_seqlens)
@@ -177,7 +190,7 @@ class Mamba3(nn.Module):
         norm = self.is_outproj_norm
         y = mamba3_mimo(
             Q=self.C_norm(C.reshape(b, L, R, G, N)), K=self.B_norm(B.reshape(b, L, R, G, N)), V=x.reshape(b, L, H, P),
-            ADT=ADT.transpose(1, 2), DT=DT.transpose(1, 2), Trap=trap.transpose(1, 2), Q_bias=self.C_bias,
+            ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias,
             K_bias=self.B_bias, MIMO_V=self.mimo_x, MIMO_Z=None if norm else self.mimo_z,
             MIMO_Out=None if norm else self.mimo_o, Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles),
             D=self.D, Z=None if norm else z, chunk_size=self.chunk_size, return_state=states is not None,
