@@ -5,7 +5,8 @@ A 2-layer LM (d_model 64, bf16, b1 L128) runs one eager forward (``--states``: a
 states, as ``generate``'s) in Triton's interpreter; printed are the PyTorch (aten) calls that launch a kernel on a
 GPU (allocations and views apart) and the Triton kernels, each per layer where it scales with the layers. Each
 launch is a node of the prefill's CUDA graph (~1.5-3 us of a replay on the H100s here) and ~5-10 us of an eager
-call's host. What the interpreter does inside a kernel (its tensor copies) is left out."""
+call's host. What the interpreter does inside a kernel (its tensor copies) is left out; composite calls seen by
+name (``to``, ``contiguous``, ``flatten``) launch only where they copy, so the count is an upper bound."""
 import os
 import sys
 from collections import Counter
