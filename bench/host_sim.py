@@ -208,6 +208,17 @@ def _print_stats(pr) -> None:
         int(os.environ.get("HOST_SIM_TOP", "25")))
 
 
+def _profile(fn, n: int) -> None:
+    """cProfile of ``n`` calls of ``fn``, its top functions printed (:func:`_print_stats`)."""
+    import cProfile
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(n):
+        fn()
+    pr.disable()
+    _print_stats(pr)
+
+
 def _per_call_us(fn, n: int = 2000) -> float:
     t = time.perf_counter()
     for _ in range(n):
@@ -246,13 +257,7 @@ def backward_main(profile: bool) -> None:
         print(f"{name:36s} replays on {statistics.median(on):7.1f} us/call, off {statistics.median(off):7.1f}",
               flush=True)
         if profile:
-            import cProfile
-            pr = cProfile.Profile()
-            pr.enable()
-            for _ in range(300):
-                fn()
-            pr.disable()
-            _print_stats(pr)
+            _profile(fn, 300)
 
 
 # aten calls that make no kernel launch on a GPU: allocations (the caching allocator's), views, metadata
@@ -323,13 +328,7 @@ def lm_main(layer: str, profile: bool) -> None:
         runs = [_per_call_us(lambda: model(tok, inference_params=params), 50) for _ in range(5)]
         print(f"{layer} LM eager decode step, 24 layers: {statistics.median(runs):.1f} us/step", flush=True)
         if profile:
-            import cProfile
-            pr = cProfile.Profile()
-            pr.enable()
-            for _ in range(50):
-                model(tok, inference_params=params)
-            pr.disable()
-            _print_stats(pr)
+            _profile(lambda: model(tok, inference_params=params), 50)
 
 
 def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
@@ -367,13 +366,7 @@ def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
             line += f" (A in PyTorch: {statistics.median(runs[False]):.0f} us)"
         print(line, flush=True)
         if profile:
-            import cProfile
-            pr = cProfile.Profile()
-            pr.enable()
-            for _ in range(20):
-                prefill()
-            pr.disable()
-            _print_stats(pr)
+            _profile(prefill, 20)
 
 
 def main() -> None:
