@@ -335,9 +335,9 @@ def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
     """``--lm-prefill Mamba2|Mamba1``: one eager prefill of a 24-layer LM (``model(ids, inference_params)`` at
     offset 0, b1 L64, d_model 64, the states filled), launches stubbed (the matmuls run on this CPU at this width, a
     few us each); ``--prof``: cProfile's top functions; ``--ab``: with A computed in PyTorch as well
-    (``inference.A_IN_KERNELS`` off and on, alternating). The H100 host ran the 130M Mamba2 LM's eager prefill at
+    (``combined.A_IN_KERNELS`` off and on, alternating). The H100 host ran the 130M Mamba2 LM's eager prefill at
     ~6 ms of host (2026-12-07)."""
-    from ssm_triton.modules import inference
+    from ssm_triton.ops import combined
 
     model, params = _small_lm(layer, 64, 128)
     ids = torch.zeros(1, 64, dtype=torch.long)
@@ -348,19 +348,19 @@ def lm_prefill_main(layer: str, profile: bool, A_B: bool) -> None:
 
     with torch.inference_mode():
         for flag in (False, True):
-            inference.A_IN_KERNELS = flag
+            combined.A_IN_KERNELS = flag
             prefill()   # every kernel interpreted once before the stubs
         _stub_launches()
         for flag in (False, True):
-            inference.A_IN_KERNELS = flag
+            combined.A_IN_KERNELS = flag
             for _ in range(10):
                 prefill()
         runs = {True: [], False: []}
         for _ in range(5):
             for flag in ((True, False) if A_B else (True,)):
-                inference.A_IN_KERNELS = flag
+                combined.A_IN_KERNELS = flag
                 runs[flag].append(_per_call_us(prefill, 30))
-        inference.A_IN_KERNELS = True
+        combined.A_IN_KERNELS = True
         line = f"{layer} LM eager prefill b1 L64, 24 layers: {statistics.median(runs[True]):.0f} us"
         if A_B:
             line += f" (A in PyTorch: {statistics.median(runs[False]):.0f} us)"

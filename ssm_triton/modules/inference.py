@@ -1,17 +1,12 @@
 """What the Mamba and Mamba2 blocks share for decoding and initialisation: mamba_ssm's ``InferenceParams``,
 the per-layer state cache, the conv state a prefill leaves behind, and the step-size bias initialisation."""
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
-
-# "0": a block's inference forward computes A = -exp(A_log) in PyTorch (three launches a layer), as before
-# 2026-12-07; else its scan's kernels take A_log (ops.combined.split_conv1d_scan_from_log, inner_from_log)
-A_IN_KERNELS = os.environ.get("SSM_TRITON_A_LOG", "1") != "0"
 
 
 @dataclass

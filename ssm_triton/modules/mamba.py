@@ -14,17 +14,10 @@ from torch import nn
 
 from ..ops import fused_step as fused
 from ..ops import _layout
-from ..ops.combined import inner_from_log, mamba_block_training, mamba_inner_fn
+from ..ops.combined import inner_from_log, mamba_block_training
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import state_update_from_log
-from . import inference as _inference
 from .inference import dt_bias_init, fill_conv_state, states_or_step
-
-
-def _inner_with_A(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
-                  A_log, **kw):
-    return mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
-                          out_proj_bias, -torch.exp(A_log.float()), **kw)
 
 
 class Mamba(nn.Module):
@@ -99,8 +92,7 @@ class Mamba(nn.Module):
             x = xz[:, :self.d_inner]
             fill_conv_state(conv_state, x, seq_mask)
         # A_log as the module keeps it: without a backward to come the scan's kernel takes -exp(A_log) itself
-        inner = inner_from_log if _inference.A_IN_KERNELS else _inner_with_A
-        out = inner(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+        out = inner_from_log(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                     self.out_proj.weight, self.out_proj.bias, self.A_log,
                     # D and the bias as the module keeps them: the scan reads them in fp32, so a bf16 module's
                     # prefill launches no casts for them (nor its graphs replay them)

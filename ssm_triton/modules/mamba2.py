@@ -14,17 +14,11 @@ from ..kernels.arrivals import counters
 from ..ops import fused_step as fused
 from ..ops import mamba2_step as mid_step
 from ..ops import _layout
-from ..ops.combined import mamba2_block_training, mamba_split_conv1d_scan_combined, split_conv1d_scan_from_log
+from ..ops.combined import mamba2_block_training, split_conv1d_scan_from_log
 from ..ops.conv1d import causal_conv1d_update
 from ..ops.state_update import state_update_from_log
-from . import inference as _inference
 from .inference import dt_bias_init, fill_conv_state, plain, states_or_step
 from .norm import RMSNorm
-
-
-def _split_with_A(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, *rest, **kw):
-    return mamba_split_conv1d_scan_combined(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, -torch.exp(A_log.float()),
-                                            *rest, **kw)
 
 
 class Mamba2(nn.Module):
@@ -111,8 +105,7 @@ class Mamba2(nn.Module):
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
             fill_conv_state(conv_state, xBC, seq_mask)
         # A_log as the module keeps it: without a backward to come the SSD's kernels take -exp(A_log) themselves
-        split = split_conv1d_scan_from_log if _inference.A_IN_KERNELS else _split_with_A
-        out = split(
+        out = split_conv1d_scan_from_log(
             zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, self.A_log,
             self._D(), self.chunk_size, seq_idx=seq_idx, dt_limit=self.dt_limit, return_final_states=ssm_state is not None,
             rmsnorm_weight=self.norm.weight if self.rmsnorm else None, rmsnorm_eps=self.norm.eps if self.rmsnorm else 1e-6,

@@ -5,6 +5,7 @@ backwards (``split_conv_whole.py``, ``inner_whole.py``; mamba_inner_fn's with no
 ops), and a call that records none composes the ops, replayed per signature. They exist so that code calling
 mamba_ssm's names (mamba_ssm's own modules, the transformers library's) runs here unchanged.
 """
+import os
 from typing import Optional
 
 import torch
@@ -91,6 +92,9 @@ def _check_split(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, 
 
 _SPLIT_REPLAYS = _replay.Replays()
 _SPLIT_LOG_REPLAYS = _replay.Replays()
+# "0": the *_from_log block functions compute A = -exp(A_log) in PyTorch (three launches a layer) and call the
+# public ones, as before 2026-12-07 (the A/B of the blocks' inference forwards)
+A_IN_KERNELS = os.environ.get("SSM_TRITON_A_LOG", "1") != "0"
 
 
 def split_conv1d_scan_from_log(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], dt_bias: Tensor,
@@ -103,13 +107,14 @@ def split_conv1d_scan_from_log(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bia
     """:func:`mamba_split_conv1d_scan_combined` of ``A = -exp(A_log)`` (``A_log (H,)`` as ``Mamba2`` keeps it),
     the exponential taken in the SSD's kernels (:func:`.ssd.chunk_scan_from_log`) by a call that keeps nothing for
     a backward: ``Mamba2``'s inference forward and prefill make three PyTorch launches a layer fewer. Where a
-    gradient is asked for, or under ``torch.compile``, the public function with ``A`` computed in PyTorch."""
+    gradient is asked for, under ``torch.compile``, or with ``SSM_TRITON_A_LOG=0``, the public function with ``A``
+    computed in PyTorch."""
     if isinstance(dt_limit, list):
         dt_limit = tuple(dt_limit)
     args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, chunk_size, initial_states, seq_idx, dt_limit,
             return_final_states, activation, rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim,
             ngroups, norm_before_gate)
-    if compiling() or (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)):
+    if not A_IN_KERNELS or _layout.records_graph(*args):
         return mamba_split_conv1d_scan_combined(*args[:4], -torch.exp(A_log.float()), *args[5:])
     key = _replay.key_of(args, _route(zxbcdt))
     return _SPLIT_LOG_REPLAYS.checked(key, args, lambda: _check_split(*args), _split_conv1d_scan_from_log)
@@ -244,11 +249,11 @@ def inner_from_log(xz: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tens
     """:func:`mamba_inner_fn` (its projected ``B``, ``C``, no norms) of ``A = -exp(A_log)`` (``A_log (d, N)`` as
     ``Mamba`` keeps it), the exponential taken in the scan's kernel (:func:`.selective_scan.scan_from_log`) by a
     call that keeps nothing for a backward: ``Mamba``'s inference forward and prefill make three PyTorch launches a
-    layer fewer. Where a gradient is asked for, or under ``torch.compile``, the public function with ``A`` computed
-    in PyTorch."""
+    layer fewer. Where a gradient is asked for, under ``torch.compile``, or with ``SSM_TRITON_A_LOG=0``, the public
+    function with ``A`` computed in PyTorch."""
     args = (xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias, A_log,
             None, None, D, delta_bias, None, None, None, None, None, seq_mask, delta_softplus, 1e-6, return_last_state)
-    if compiling() or (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)):
+    if not A_IN_KERNELS or _layout.records_graph(*args):
         return mamba_inner_fn(*args[:7], -torch.exp(A_log.float()), D=D, delta_bias=delta_bias,
                               delta_softplus=delta_softplus, return_last_state=return_last_state, seq_mask=seq_mask)
     return _INNER_LOG_REPLAYS.checked(_replay.key_of(args), args, lambda: _check_inner(*args, a_log=True),

@@ -4,7 +4,7 @@ import os
 import torch
 
 from ..kernels.mamba3.block_steps import block_steps as _block_steps
-from ._spec import compiling
+from ._layout import records_graph
 
 # "1": a Mamba3 block's call with no backward to come computes DT, ADT and Trap in one launch (built 2026-12-07, not
 # yet run on a GPU); else PyTorch's eleven or so launches
@@ -14,8 +14,7 @@ ENABLED = os.environ.get("SSM_TRITON_M3_STEPS_KERNEL", "0") == "1"
 def serves(proj: torch.Tensor, dt_bias: torch.Tensor) -> bool:
     """Whether :func:`block_steps` takes this call: on, no gradient to flow to the projection or ``dt_bias``, not
     under ``torch.compile``, the projection's columns contiguous."""
-    return (ENABLED and not compiling() and proj.stride(-1) == 1
-            and not (torch.is_grad_enabled() and (proj.requires_grad or dt_bias.requires_grad)))
+    return ENABLED and proj.stride(-1) == 1 and not records_graph(proj, dt_bias)
 
 
 def block_steps(proj, col_dt: int, col_a: int, col_trap: int, H: int, dt_bias, A_floor: float, seq_mask=None):

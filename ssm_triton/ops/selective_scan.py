@@ -7,7 +7,8 @@ from torch import Tensor
 from .. import _runtime, _validate
 from ..kernels import selective_scan as _k
 from . import _plans
-from ._spec import OpSpec, build, compiling
+from ._layout import records_graph
+from ._spec import OpSpec, build
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
@@ -183,7 +184,7 @@ def scan_from_log(u: Tensor, delta: Tensor, A_log: Tensor, B: Tensor, C: Tensor,
     (a cast, an ``exp`` and a negation: three kernels a layer of an LM's prefill). Where a gradient is asked for, or
     under ``torch.compile``, it is the public op with ``A`` computed in PyTorch. Returns as the public op."""
     tensors = (u, delta, A_log, B, C, D, z, delta_bias, None)
-    if compiling() or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    if records_graph(*tensors):
         return selective_scan_fn(u, delta, -torch.exp(A_log.float()), B, C, D, z, delta_bias, delta_softplus,
                                  return_last_state)
     plain = (delta_softplus, return_last_state, False, _runtime.INTERPRET)

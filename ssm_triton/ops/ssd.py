@@ -9,7 +9,7 @@ from .. import _runtime, _validate
 from ..kernels.ssd import bwd_dt as _dt
 from ..kernels.ssd import fused as _fused
 from ..kernels.ssd import launch as _k
-from ._layout import records_graph, step_strided
+from ._layout import contiguous, records_graph, step_strided
 from . import _plans
 from ._spec import OpSpec, build, compiling
 
@@ -253,7 +253,7 @@ def chunk_scan_from_log(x: Tensor, dt: Tensor, A_log: Tensor, B: Tensor, C: Tens
     for, or under ``torch.compile``, it is the public op with ``A`` computed in PyTorch. Returns as the public op
     (``out``, or ``(out, final_states)``)."""
     tensors = (x, dt, A_log, B, C, D, z, dt_bias, initial_states)
-    if compiling() or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    if records_graph(*tensors):
         return mamba_chunk_scan_combined(x, dt, -torch.exp(A_log.float()), B, C, chunk_size, D=D, z=z,
                                          dt_bias=dt_bias, initial_states=initial_states, seq_idx=seq_idx,
                                          dt_softplus=dt_softplus, dt_limit=dt_limit,
@@ -271,8 +271,7 @@ def chunk_scan_from_log(x: Tensor, dt: Tensor, A_log: Tensor, B: Tensor, C: Tens
         limits = _validate_all(x, dt, A_log, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, None,
                                dt_softplus, dt_limit, return_final_states, False, False)
         _PASSED.put(key, limits)
-    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    s = step_strided
+    c, s = contiguous, step_strided
     out, final, _ = _k.ssd_inference(s(x), s(dt), c(A_log), s(B), s(C), chunk_size, c(D), s(z), c(dt_bias),
                                      c(initial_states), c(seq_idx), None, dt_softplus, limits, False, a_log=True)
     _plans.remember(_LOG_PLANS, plan_key, lambda: _plan(tensors, dt_softplus, limits, return_final_states, True))
