@@ -142,3 +142,10 @@ def on_device(name: str, ok: torch.Tensor, message: str) -> None:
             raise ValueError(f"{name} {message}")
     elif torch.compiler.is_compiling() or not _capturing():   # the capture query cannot be traced
         torch._assert_async(ok.all(), f"{name} {message}")
+
+
+def seq_mask(mask, bsz: int, L: int) -> None:
+    """A left-padding mask ``(batch, L)``: bool, an integer or a floating dtype, 0 on the padding."""
+    tensor("seq_mask", mask, ndim=2, dtypes=(torch.bool, torch.int32, torch.int64, torch.float32, torch.bfloat16,
+                                            torch.float16), shape_doc="(batch, L)")
+    shape("seq_mask", mask, (bsz, L), "(batch, L)")

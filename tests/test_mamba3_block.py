@@ -184,6 +184,8 @@ def test_unsupported_options_say_so(device):
     m = build(device, 0)
     with pytest.raises(NotImplementedError, match="seq_idx"):
         m(torch.randn(1, 4, 16, device=device), seq_idx=torch.zeros(1, 4, dtype=torch.int32, device=device))
+    with pytest.raises(ValueError, match=r"seq_mask.*\(batch, L\)"):   # one row's mask would broadcast over both
+        m(torch.randn(2, 4, 16, device=device), seq_mask=torch.ones(1, 4, dtype=torch.int32, device=device))
 
 
 @pytest.mark.parametrize("opts", [dict(), dict(is_mimo=True, mimo_rank=2, chunk_size=8)], ids=["siso", "mimo"])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _validate
 from ..ops.mamba3 import (CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamba3_siso_combined, mamba3_siso_step,
                           mimo_block_step, siso_block_step)
 from ..ops import fused_step, mamba3_block, mamba3_mimo_block, mamba3_steps
@@ -121,8 +122,11 @@ class Mamba3(nn.Module):
         if seq_idx is not None:
             raise NotImplementedError("Mamba3: seq_idx is not supported; pack sequences with cu_seqlens, or pass "
                                       "seq_mask for left-padded rows")
-        if seq_mask is not None and cu_seqlens is not None:
-            raise ValueError("Mamba3: seq_mask (left-padded rows) and cu_seqlens (packed sequences) exclude each other")
+        if seq_mask is not None:
+            if cu_seqlens is not None:
+                raise ValueError("Mamba3: seq_mask (left-padded rows) and cu_seqlens (packed sequences) exclude each "
+                                 "other")
+            _validate.seq_mask(seq_mask, u.shape[0], u.shape[1])
         states = None
         if inference_params is not None:
             # a packed prefill keeps one state per sequence, as mamba_ssm's does

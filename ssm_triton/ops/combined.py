@@ -284,8 +284,7 @@ def _check_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weigh
                          f"got {tuple(x_proj_weight.shape)}")
     bsz, _, L = xz.shape
     if seq_mask is not None:
-        _validate.tensor("seq_mask", seq_mask, ndim=2, dtypes=(torch.bool, torch.int32, torch.int64, *IO), shape_doc="(batch, L)")
-        _validate.shape("seq_mask", seq_mask, (bsz, L), "(batch, L)")
+        _validate.seq_mask(seq_mask, bsz, L)
 
 
 _INNER_REPLAYS = _replay.Replays()
