@@ -55,7 +55,8 @@ def test_block_inference_takes_one_launch_for_its_steps(device, opts, masked):
         return real(*a, **k)
 
     with torch.no_grad():
-        want = m(u, seq_mask=mask)
+        with mock.patch.object(mamba3_steps, "ENABLED", False):
+            want = m(u, seq_mask=mask)
         with mock.patch.object(mamba3_steps, "ENABLED", True), mock.patch.object(mamba3_steps, "block_steps", spy):
             got = m(u, seq_mask=mask)
             assert calls == [1]
@@ -66,3 +67,24 @@ def test_block_inference_takes_one_launch_for_its_steps(device, opts, masked):
     with mock.patch.object(mamba3_steps, "ENABLED", True), mock.patch.object(mamba3_steps, "block_steps", spy):
         m(u.requires_grad_(), seq_mask=mask).sum().backward()
     assert calls == [1, 1] and m.dt_bias.grad is not None
+
+
+@examples(10)
+@given(x=st.lists(st.floats(-60.0, 40.0, allow_nan=False, width=32), min_size=1, max_size=40), seed=seeds())
+def test_softplus_keeps_relative_precision_over_its_range(device, x, seed):
+    """The kernels' softplus (``kernels/activations.py``, through the step-size kernel) element by element against
+    float64: relative error at fp32's scale down to the tiny steps of very negative inputs (``log(1 + exp(x))``
+    in fp32 gave 0 below -16.6 and lost digits near it; the H100 run of 12-07 found it)."""
+    v = torch.tensor(x, dtype=torch.float32, device=device)
+    H = v.numel()
+    proj = torch.stack([v, v, v], 0).reshape(1, 1, 3 * H)   # dd_dt, dd_A, trap columns of one token
+    DT, ADT, _ = mamba3_steps.block_steps(proj, 0, H, 2 * H, H, torch.zeros(H, device=device), 0.0)
+    want = F.softplus(v.double())
+    err = ((DT.double().reshape(-1) - want).abs() / want).max().item()
+    assert err <= 3e-6, f"softplus: relative error {err:.2e}"
+    # ADT = min(-softplus, -floor) * DT with the floor 0: -softplus(x)^2, relative precision kept likewise where the
+    # square is a normal fp32 number (fp32 holds nothing of a square below 1e-38; a GPU flushes its subnormals)
+    sq = want * want
+    normal_ = sq > 1e-30
+    err_a = ((ADT.double().reshape(-1) + sq).abs() / sq)[normal_]
+    assert err_a.numel() == 0 or err_a.max().item() <= 6e-6, f"ADT: relative error {err_a.max().item():.2e}"

@@ -94,17 +94,18 @@ def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = 
 
 
 # Mamba-2's composed step (past the fused step's rows) with in_proj and the conv windows in one launch, the tensor-core
-# form without a norm (kernels/fused_step.in_step), in place of cuBLAS's in_proj and the conv update (H100 12-07, the
-# 130M LM's replayed step at 16 rows: 5.1 + 2.2 us a layer; in a CUDA graph 12-04d our in_proj alone 4.2 us and the
-# conv windows ~1.5 more). SSM_TRITON_M2_CONV_IN_PROJ=1 turns it on; off until timed (written 2026-12-07 without a GPU).
-CONV_IN_PROJ = os.environ.get("SSM_TRITON_M2_CONV_IN_PROJ", "0").strip() not in ("", "0")
-CONV_IN_PROJ_ROWS = 64
+# form without a norm (kernels/fused_step.in_step), in place of cuBLAS's in_proj and the conv update (5.1 + 2.2 us a
+# layer at 16 rows). On by default since the H100 run of 2026-12-07 (call 35): the 130M Mamba2 LM's replayed step at 16
+# rows 0.6318 ms against 0.6496 with SSM_TRITON_M2_CONV_IN_PROJ=0 (one process each); timed at 16 rows only, so it
+# serves up to 16.
+CONV_IN_PROJ = os.environ.get("SSM_TRITON_M2_CONV_IN_PROJ", "1").strip() not in ("", "0")
+CONV_IN_PROJ_ROWS = 16
 
 
 def conv_in_projection(mixer, hidden_states, conv_state, ssm_state):
     """``in_proj(hidden_states)`` of a ``Mamba2`` block's composed step with its ``xBC`` columns through the conv
     windows and silu (``conv_state`` rolled in place), where ``CONV_IN_PROJ`` is on and the block is one the fused
-    steps compute (any rows up to ``CONV_IN_PROJ_ROWS``, in_proj a plain ``nn.Linear``); else None (the caller
+    steps compute (any rows up to ``CONV_IN_PROJ_ROWS``, 16, in_proj a plain ``nn.Linear``); else None (the caller
     projects and convolves as two ops). ``hidden_states (b, 1, d_model)`` -> ``(b, in_proj's width)``."""
     if not (CONV_IN_PROJ and serves(mixer, hidden_states, conv_state, ssm_state, CONV_IN_PROJ_ROWS)
             and plain(mixer.in_proj)):
