@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Call 41 (2026-12-07, forty-seventh session; carry .whl, .peers; CALL_BUDGET=560):
+#  (1) GPU tests of the session's code: softplus's series (every kernel with dt_softplus reads it: the SSD's
+#      one-launch and staged forwards, the state update, the steps, the Mamba3 step sizes), the 16-row conv-in-projection
+#      step and the Mamba3 step-size kernel now on by default;
+#  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens, beside mamba_ssm's generate(cg=True) with our
+#      weights (call 35's run of it hit its limit while mamba_ssm compiled);
+#  (3) where the replayed prefills spend their time with the tuner on (call 35's profile ran with it off).
+T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
+export SKIP_CHECK=1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=130 TESTS="tests/test_mamba3_steps.py tests/test_fused_step.py tests/test_state_update.py tests/test_ssd_fused.py tests/test_discretize.py" \
+  bash bench/gpu_run.sh -n 8 > /dev/null 2>&1
+mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
+{ echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
+R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+if [ $(left) -gt 200 ]; then
+  timeout $(( $(left) - 110 > 300 ? 300 : $(left) - 110 )) python3 -m ssm_triton bench --ops lm --match '^lm_generate' \
+    --json $OUT/generate.json > $OUT/generate.txt 2>&1
+  { echo "== generate (rc=$?)"; grep -E "^lm_|^note" $OUT/generate.txt; } >> $S
+fi
+for m in "lm_prefill_cuda_graph (1, 2048)" "mamba1_prefill_cuda_graph (1, 2048)"; do
+  [ $(left) -gt 50 ] || break
+  timeout $(( $(left) - 5 > 60 ? 60 : $(left) - 5 )) python3 -m ssm_triton.bench.profile --ops lm --match "$m" \
+    --impl 'ssm_triton$' --rows 16 > /tmp/prof.txt 2>&1
+  cat /tmp/prof.txt >> $OUT/profile-prefill.txt
+  grep -E "ms of kernels|^  +[0-9]" /tmp/prof.txt | head -18 >> $S
+done
+echo "== total $(( $(date +%s) - T0 )) s" >> $S
