@@ -5,7 +5,8 @@
 #      step and the Mamba3 step-size kernel now on by default;
 #  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens, beside mamba_ssm's generate(cg=True) with our
 #      weights (call 35's run of it hit its limit while mamba_ssm compiled);
-#  (3) where the replayed prefills spend their time with the tuner on (call 35's profile ran with it off).
+#  (3) the replayed Mamba2 prefill with the SSD's one-launch forward against the stages (tuner off);
+#  (4) where the replayed prefills spend their time with the tuner on (call 35's profile ran with it off).
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1
 SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=130 TESTS="tests/test_mamba3_steps.py tests/test_fused_step.py tests/test_state_update.py tests/test_ssd_fused.py tests/test_discretize.py" \
@@ -16,6 +17,12 @@ mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 SSM_TRITON_EXAMPLES=3 SANITIZE="tests/test_mamba3_steps.py" SANITIZE_TIMEOUT=80 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1
 { echo "== memcheck tests/test_mamba3_steps.py"; tail -4 $OUT/memcheck.txt; } >> $S; rm -f $OUT/memcheck.txt $OUT/gpu.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+for v in 1 ""; do   # the replayed prefill with the SSD's one-launch forward (in segments) against the stages (call 32's A/B)
+  [ $(left) -gt 220 ] || break
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SSD_FUSED=$v timeout 45 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
+  { echo "== prefill graph, SSD_FUSED='$v' (tuner off)"; grep -E "^lm_prefill_cuda" /tmp/p.txt; } >> $S
+done
 if [ $(left) -gt 160 ]; then
   timeout $(( $(left) - 70 > 300 ? 300 : $(left) - 70 )) python3 -m ssm_triton bench --ops lm --match '^lm_generate' \
     --json $OUT/generate.json > $OUT/generate.txt 2>&1
