@@ -6,7 +6,8 @@
 #  (2) generate as a user calls it, b1 / b16, prompt 128, 256 new tokens, beside mamba_ssm's generate(cg=True) with our
 #      weights (call 35's run of it hit its limit while mamba_ssm compiled);
 #  (3) the replayed Mamba2 prefill with the SSD's one-launch forward against the stages (tuner off);
-#  (4) where the replayed prefills spend their time with the tuner on (call 35's profile ran with it off).
+#  (4) Nsight Compute of the prefill's chunk scan kernel;
+#  (5) where the replayed prefills spend their time with the tuner on (call 35's profile ran with it off).
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1
 SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=130 TESTS="tests/test_mamba3_steps.py tests/test_fused_step.py tests/test_state_update.py tests/test_ssd_fused.py tests/test_discretize.py" \
@@ -27,6 +28,13 @@ if [ $(left) -gt 160 ]; then
   timeout $(( $(left) - 70 > 300 ? 300 : $(left) - 70 )) python3 -m ssm_triton bench --ops lm --match '^lm_generate' \
     --json $OUT/generate.json > $OUT/generate.txt 2>&1
   { echo "== generate (rc=$?)"; grep -E "^lm_|^note" $OUT/generate.txt; } >> $S
+fi
+if [ $(left) -gt 120 ]; then   # Nsight Compute of the prefill's chunk scan (25 us a layer, ~5x its I/O; tuner off)
+  SSM_TRITON_AUTOTUNE=0 timeout 100 ncu --clock-control none -k "regex:_chunk_scan_fwd_kernel" --launch-skip 0 \
+    --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section SchedulerStats python3 -m ssm_triton.bench.profile --ops lm \
+    --match "lm_prefill_cuda_graph (1, 2048)" --impl 'ssm_triton$' --calls 2 2>&1 | tail -150 > $OUT/ncu-chunk-scan.txt
+  grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|Compute \(SM\)|Block Size|Grid Size|Waves|Stall|No Eligible|Issued Warp" $OUT/ncu-chunk-scan.txt | head -24 >> $S
 fi
 for m in "lm_prefill_cuda_graph (1, 2048)" "mamba1_prefill_cuda_graph (1, 2048)"; do
   [ $(left) -gt 50 ] || break
