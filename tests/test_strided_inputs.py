@@ -13,8 +13,10 @@ from ssm_triton.kernels import conv1d as conv_k
 from ssm_triton.ops._layout import step_strided
 from ssm_triton.reference import causal_conv1d_torch, rmsnorm_torch, ssd_np, ssd_quadratic_torch
 from ssm_triton.tolerance import assert_close
-from builders import make_ssd_problem
+from builders import assert_angle_close, make_ssd_problem
+from ssm_triton.kernels.mamba3.prep import angle_rows
 from strategies import examples, normal, seeds
+from test_mamba3 import STATE_NAMES, make, reference
 from test_ssd_fused import as_np, counting, route
 
 
@@ -160,11 +162,12 @@ def test_gated_norm_reads_strided_rows(device, rows, groups, size, pads, before,
         assert_close(a, b, dtype, f"d{name}")
 
 
-@pytest.mark.parametrize("layer", ["Mamba2"])
+@pytest.mark.parametrize("layer", ["Mamba2", "Mamba3"])
 def test_block_prefill_copies_no_slice(device, layer):
-    """Mamba2's inference forward hands its projection slices to the kernels in place: no ``contiguous``
-    copy of ``x``, ``B``, ``C``, ``dt`` or ``z`` (each a full pass over a tensor on the GPU)."""
-    block = ssm_triton.Mamba2(32, d_state=16, headdim=8, chunk_size=16, device=device)
+    """Mamba2's and Mamba3's inference forwards hand their projection slices to the kernels in place: no
+    ``contiguous`` copy of ``x``, ``B``, ``C``, ``dt`` or ``z``, nor of Mamba3's angle rates expanded over the heads
+    (each a full pass over a tensor on the GPU)."""
+    block = getattr(ssm_triton, layer)(32, d_state=16, headdim=8, chunk_size=16, device=device)
     u = normal((1, 20, 32), 0, device, torch.float32)
     copies = []
     real = torch.Tensor.contiguous
@@ -183,3 +186,32 @@ def test_block_prefill_copies_no_slice(device, layer):
             torch.Tensor.contiguous = real
     assert copies == []
     assert torch.equal(got, want)
+
+
+@examples(6)
+@given(bsz=st.integers(1, 2), L=st.integers(1, 40), heads=st.sampled_from([(1, 1), (3, 1), (4, 2)]),
+       P=st.sampled_from([3, 8]), pads=st.lists(st.integers(0, 3), min_size=3, max_size=3), seed=seeds(),
+       fused=st.sampled_from(["0", "1"]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_mamba3_inference_reads_projection_columns_in_place(device, bsz, L, heads, P, pads, seed, fused, dtype):
+    """``mamba3_siso_combined`` with no backward to come reads ``V`` and ``Z`` as column slices of one wide tensor
+    and ``Angles`` as one row of rates a step expanded over the heads (head stride 0, the slices' dtype), as the
+    Mamba3 block passes them: on both inference routes, against the float64 loop on contiguous copies."""
+    H, Hqk = heads
+    S = 3
+    t = make(device, bsz, L, H, Hqk, P, 8, S, seed, True, dtype)
+    t.pop("Input_States")
+    rates = normal((bsz, L, 1, S), seed + 20, device, torch.float32)
+    views = packed({"V": t["V"], "Z": t["Z"], "rates": rates}, pads, seed, device, dtype)
+    strided = dict(t, V=views["V"], Z=views["Z"], Angles=views["rates"].expand(bsz, L, H, S))
+    assert strided["Angles"].stride(2) == 0 or H == 1
+    assert angle_rows(strided["Angles"])[0].data_ptr() == strided["Angles"].data_ptr()   # read where it lies
+    for name in ("V", "Z"):
+        assert step_strided(strided[name]).data_ptr() == strided[name].data_ptr(), name
+    want = reference(dict(t, Angles=views["rates"].float().expand(bsz, L, H, S).contiguous()))
+    with torch.no_grad(), route(fused):
+        got = ssm_triton.mamba3_siso_combined(**strided, chunk_size=16, return_final_states=True)
+    for name, g, w in zip(("out",) + STATE_NAMES, got, (want[0], *want[1])):
+        if name == "angle":
+            assert_angle_close(g, w, dtype, name)
+        else:   # q~ and k~ are kernel-computed tensor-core operands (tolerance.COMPUTED_OPERANDS), as test_mamba3's
+            assert_close(g, w, dtype, name, computed_operands=True)

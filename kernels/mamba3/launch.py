@@ -11,7 +11,7 @@ from ..ssd.chunk_state import MODE_VARLEN
 from ..ssd.fused import mamba3_fused_forward
 from ..tuning import TunablePlan, run_mode
 from .core import ssd_plan, staged_backward
-from .prep import (angle_carry_kernel, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
+from .prep import (angle_carry_kernel, angle_rows, angle_sums_kernel, block_prefix_kernel, bwd_splits, seq_angles_kernel,
                    seq_tail_kernel, siso_prep_bwd_kernel, siso_prep_kernel, sum_planes)
 
 
@@ -157,7 +157,9 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
     theta_b = torch.empty((b, H, nblk, S), **f32)
     theta_f = torch.empty((b, H, S), **f32)
     grid = (nblk, b * H)
-    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    Angles, sal, sah = angle_rows(Angles)
+    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, SAL=sal, SAH=sah, BLOCK_T=bt,
+                      BLOCK_S=block_s)
     block_prefix_kernel((b * H,), SUMS=theta_b, INIT=states[0] if states is not None else None, OUT=theta_b,
                         LAST=theta_f, nblk=nblk, S=S, REVERSE=False, BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
     seq, cu, ends = packed(cu_seqlens, L)
@@ -167,11 +169,11 @@ def siso_forward(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, states, c
         off = torch.empty((n_seq, H, S), **f32)
         theta_f = torch.empty((n_seq, H, S), **f32)
         seq_angles_kernel((n_seq, H), ANG=Angles, DT=DT, THETA_B=theta_b, CU=cu, OFF=off, FINAL=theta_f, L=L, H=H, S=S,
-                          nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+                          nblk=nblk, SAL=sal, SAH=sah, BLOCK_T=bt, BLOCK_S=block_s)
     siso_prep_kernel.launch(_prep_problem(Q, V, Angles, chunk_size, bt, seq), None,
                             Q=Q, K=K, QB=Q_bias, KB=K_bias, ANG=Angles, DT=DT, TRAP=Trap, ADT=ADT, THETA_B=theta_b,
                             SEQ=seq, OFF=off, QR=qr, KR=kr, DTP=dtp, CUM=cum, DIAG=diag, QK=qk, L=L, H=H, HQK=HQK, N=N,
-                            S=S, Lp=Lp, nblk=nblk, lo_off=cum[0].numel(), CHUNK=chunk_size, BLOCK_T=bt,
+                            S=S, Lp=Lp, nblk=nblk, lo_off=cum[0].numel(), SAL=sal, SAH=sah, CHUNK=chunk_size, BLOCK_T=bt,
                             BLOCK_S=block_s, BLOCK_R=block_r)
     h0 = None
     if states is not None:
@@ -287,7 +289,7 @@ def siso_backward(dout, dstates, saved: SisoSaved, Q, K, V, DT, Trap, Q_bias, K_
                         BLOCK_S=block_s)
         dthf = dthf if dthf is not None else torch.zeros_like(tail)
     angle_carry_kernel(grid, ANG=Angles, DT=DT, CARRY=dth_sums, SEQ=seq, TAIL=tail, DTHF=dthf, DANG=dang, DDT=ddt,
-                       L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+                       L=L, H=H, S=S, nblk=nblk, SAL=H * S, SAH=S, BLOCK_T=bt, BLOCK_S=block_s)
     if D is not None and Z is None:
         dD = dd
     d_bias = bias_parts.sum((1, 2))

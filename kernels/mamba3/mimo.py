@@ -28,13 +28,14 @@ from ..host import cdiv, next_power_of_2
 from ..tuning import Kernel, TunableKernel, bucket, run_mode
 from ..trig import cos_sin
 from .launch import _prefix_block
-from .prep import _rate, angle_sums_kernel, block_prefix_kernel
+from .prep import _rate, angle_rows, angle_sums_kernel, block_prefix_kernel
 
 TORCH_DTYPE = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16, tl.float32: torch.float32}
 
 
 @triton.jit
-def _running_angle_kernel(ANG, DT, THETA_B, THETA, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+def _running_angle_kernel(ANG, DT, THETA_B, THETA, L, H, S, nblk, SAL, SAH, BLOCK_T: tl.constexpr,
+                          BLOCK_S: tl.constexpr):
     """Block ``j`` of a (row, head)'s running angle, ``THETA (b, L, H, S)`` fp32 in ``[0, 2 pi)``: the angle
     entering the block (``THETA_B``, from SISO's block sums and prefix) plus the block's increments
     ``pi tanh(Angles) DT`` up to and including each step, in fp32 (a block's sum stays small)."""
@@ -42,7 +43,7 @@ def _running_angle_kernel(ANG, DT, THETA_B, THETA, L, H, S, nblk, BLOCK_T: tl.co
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
-    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     enter = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
     theta = enter[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
     theta = theta - 6.283185307179586 * tl.floor(theta / 6.283185307179586)
@@ -64,7 +65,8 @@ def _angle_grad_sums_kernel(DTH, SUMS, L, H, S, nblk, BLOCK_T: tl.constexpr, BLO
 
 
 @triton.jit
-def _angle_grad_kernel(ANG, DT, DTH, AFTER, DANG, DDT, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+def _angle_grad_kernel(ANG, DT, DTH, AFTER, DANG, DDT, L, H, S, nblk, SAL, SAH, BLOCK_T: tl.constexpr,
+                       BLOCK_S: tl.constexpr):
     """Block ``j``: each increment ``pi tanh(Angles_t) DT_t`` takes the gradients of every angle from step ``t``
     on (the block's own from ``t``, plus ``AFTER``, the later blocks' sums); through it ``DANG (b, L, H, S)``
     and ``DDT (b, H, L)`` fp32."""
@@ -72,7 +74,7 @@ def _angle_grad_kernel(ANG, DT, DTH, AFTER, DANG, DDT, L, H, S, nblk, BLOCK_T: t
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
-    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     g = tl.load(DTH + at, mask=m, other=0.0).to(tl.float32)
     after = tl.load(AFTER + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
     later = after[None, :] + tl.sum(g, axis=0)[None, :] - tl.cumsum(g, axis=0) + g
@@ -184,17 +186,18 @@ def running_angle(Angles, DT, angle0):
     dev = Angles.device
     bt, block_s = angle_block(dev), next_power_of_2(max(S, 1))
     nblk = cdiv(L, bt)
-    Angles, DT = Angles.contiguous(), DT.contiguous()
+    (Angles, sal, sah), DT = angle_rows(Angles), DT.contiguous()
     theta_b = torch.empty((b, H, nblk, S), device=dev, dtype=torch.float32)
     last = torch.empty((b, H, S), device=dev, dtype=torch.float32)
     theta = torch.empty((b, L, H, S), device=dev, dtype=torch.float32)
     grid = (nblk, b * H)
-    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+    angle_sums_kernel(grid, ANG=Angles, DT=DT, SUMS=theta_b, L=L, H=H, S=S, nblk=nblk, SAL=sal, SAH=sah, BLOCK_T=bt,
+                      BLOCK_S=block_s)
     block_prefix_kernel((b * H,), SUMS=theta_b, INIT=angle0.float().contiguous() if angle0 is not None else None,
                         OUT=theta_b, LAST=last, nblk=nblk, S=S, REVERSE=False, BLOCK_C=_prefix_block(dev),
                         BLOCK_S=block_s)
-    running_angle_kernel(grid, ANG=Angles, DT=DT, THETA_B=theta_b, THETA=theta, L=L, H=H, S=S, nblk=nblk,
-                         BLOCK_T=bt, BLOCK_S=block_s)
+    running_angle_kernel(grid, ANG=Angles, DT=DT, THETA_B=theta_b, THETA=theta, L=L, H=H, S=S, nblk=nblk, SAL=sal,
+                         SAH=sah, BLOCK_T=bt, BLOCK_S=block_s)
     return theta
 
 
@@ -216,7 +219,7 @@ def running_angle_backward(dtheta, Angles, DT):
     block_prefix_kernel((b * H,), SUMS=after, INIT=None, OUT=after, LAST=d_angle0, nblk=nblk, S=S, REVERSE=True,
                         BLOCK_C=_prefix_block(dev), BLOCK_S=block_s)
     angle_grad_kernel(grid, ANG=Angles, DT=DT, DTH=dtheta, AFTER=after, DANG=d_angles, DDT=d_dt, L=L, H=H, S=S,
-                      nblk=nblk, BLOCK_T=bt, BLOCK_S=block_s)
+                      nblk=nblk, SAL=H * S, SAH=S, BLOCK_T=bt, BLOCK_S=block_s)
     return d_angles, d_dt, d_angle0
 
 

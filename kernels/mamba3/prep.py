@@ -75,21 +75,25 @@ def _interleave(e, o, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
 
 
 @triton.jit
-def _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S):
-    """``(tanh(Angles) (steps, pairs), its offsets, mask)``."""
-    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
+def _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH):
+    """``(tanh(Angles) (steps, pairs), the offsets of a contiguous (b, L, H, S) tensor, mask)``. ``Angles`` is read
+    with step stride ``SAL`` and head stride ``SAH`` (0 where the heads share one row of rates, as a block's in_proj
+    gives them), its batch stride ``L SAL`` and its pairs contiguous: a block's inference call passes its projection's
+    columns, any float dtype, without the cast and the expanded copy."""
     m = ok[:, None] & s_ok[None, :]
-    return _tanh(tl.load(ANG + at, mask=m, other=0.0).to(tl.float32)), at, m
+    src = ((bi.to(tl.int64) * L + t) * SAL + h.to(tl.int64) * SAH)[:, None] + ss[None, :]
+    at = ((bi.to(tl.int64) * L + t) * H + h)[:, None] * S + ss[None, :]
+    return _tanh(tl.load(ANG + src, mask=m, other=0.0).to(tl.float32)), at, m
 
 
 @triton.jit
-def _angle_sums_kernel(ANG, DT, SUMS, L, H, S, nblk, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
+def _angle_sums_kernel(ANG, DT, SUMS, L, H, S, nblk, SAL, SAH, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
     """Each block's angle increment ``sum_t pi tanh(Angles_t) DT_t`` per pair, reduced mod 2 pi."""
     j, bh, bi, h, t, ok = chunk_row(L, H, BLOCK_T)
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
-    tw, _, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, _, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     tot = tl.sum(3.141592653589793 * tw * dt[:, None], axis=0)
     tot = tot - 6.283185307179586 * tl.floor(tot / 6.283185307179586)
     tl.store(SUMS + (bh.to(tl.int64) * nblk + j) * S + ss, tot, mask=s_ok)
@@ -128,20 +132,20 @@ def _block_prefix_kernel(SUMS, INIT, OUT, LAST, nblk, S, HAS_INIT: tl.constexpr,
 
 
 @triton.jit
-def _running_angle(ANG, DT, THETA_B, x, h, L, H, S, nblk, ss, s_ok, BLOCK_T: tl.constexpr):
+def _running_angle(ANG, DT, THETA_B, x, h, L, H, S, nblk, ss, s_ok, SAL, SAH, BLOCK_T: tl.constexpr):
     """The row's running angle just before step ``x`` (``0 <= x <= L``; one row): the entering angle of the
     block holding step ``x - 1``, plus that block's increments before ``x``."""
     j = tl.maximum(x - 1, 0) // BLOCK_T
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = t < x
     dt = tl.load(DT + h.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
-    tw, _, _ = _rate(ANG, h * 0, h, t, ok, ss, s_ok, L, H, S)
+    tw, _, _ = _rate(ANG, h * 0, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     inc = tl.sum(tl.where(ok[:, None], 3.141592653589793 * tw * dt[:, None], 0.0), axis=0)
     return tl.load(THETA_B + (h.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0) + inc
 
 
 @triton.jit
-def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T: tl.constexpr,
+def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, SAL, SAH, BLOCK_T: tl.constexpr,
                        BLOCK_S: tl.constexpr):
     """Packed row (batch 1), per (sequence, head): ``OFF`` the running angle before the sequence starts, and
     ``FINAL`` its angle after its last step (reduced mod 2 pi)."""
@@ -151,17 +155,18 @@ def _seq_angles_kernel(ANG, DT, THETA_B, CU, OFF, FINAL, L, H, S, nblk, BLOCK_T:
     s_ok = ss < S
     start = tl.minimum(tl.maximum(tl.load(CU + i), 0), L)
     end = tl.minimum(tl.maximum(tl.load(CU + i + 1), start), L)
-    off = _running_angle(ANG, DT, THETA_B, start, h, L, H, S, nblk, ss, s_ok, BLOCK_T)
-    last = _running_angle(ANG, DT, THETA_B, end, h, L, H, S, nblk, ss, s_ok, BLOCK_T) - off
+    off = _running_angle(ANG, DT, THETA_B, start, h, L, H, S, nblk, ss, s_ok, SAL, SAH, BLOCK_T)
+    last = _running_angle(ANG, DT, THETA_B, end, h, L, H, S, nblk, ss, s_ok, SAL, SAH, BLOCK_T) - off
     tl.store(OFF + (i * H + h) * S + ss, off, mask=s_ok)
     tl.store(FINAL + (i * H + h) * S + ss, last - 6.283185307179586 * tl.floor(last / 6.283185307179586), mask=s_ok)
 
 
 @triton.jit
-def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ: tl.constexpr):
+def _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, SAL, SAH,
+           HAS_SEQ: tl.constexpr):
     """The block's rotation angles from the angle entering it (less the running angle before a packed row's
     sequence): ``(cos, sin (steps, pairs), tanh(Angles), its offsets)``."""
-    tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, at, _ = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     theta = tl.load(THETA_B + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok, other=0.0)
     th = theta[None, :] + tl.cumsum(3.141592653589793 * tw * dt[:, None], axis=0)
     if HAS_SEQ:
@@ -177,8 +182,8 @@ def _siso_prep_kernel(
     Q, K, QB, KB, ANG, DT, TRAP, ADT, THETA_B, SEQ, OFF,
     # pointers: outputs
     QR, KR, DTP, CUM, DIAG, QK,
-    # sizes
-    L, H, HQK, N, S, Lp, nblk, lo_off,
+    # sizes; Angles' step and head strides (_rate)
+    L, H, HQK, N, S, Lp, nblk, lo_off, SAL, SAH,
     # meta-parameters (HEADS: heads per program, all reading one Q/K head, which is loaded once)
     HAS_SEQ: tl.constexpr, CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
     BLOCK_R: tl.constexpr, HEADS: tl.constexpr,
@@ -229,7 +234,8 @@ def _siso_prep_kernel(
         cum = tl.sum(before, axis=0) + tl.cumsum(adt, axis=0)
         store_cum(CUM, lo_off, row_p + t, cum)
 
-        cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, HAS_SEQ)
+        cos, sin, _, _ = _turns(ANG, THETA_B, OFF, seq, bi, bh, h, j, t, ok, dt, ss, s_ok, m, L, H, S, nblk, SAL, SAH,
+                                HAS_SEQ)
         q_e = q_e0 + tl.load(QB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
         q_o = q_o0 + tl.load(QB + h * N + 2 * ss + 1, mask=s_ok, other=0.0).to(tl.float32)[None, :]
         k_e = k_e0 + tl.load(KB + h * N + 2 * ss, mask=s_ok, other=0.0).to(tl.float32)[None, :]
@@ -474,7 +480,7 @@ def _seq_tail_kernel(SUF, CARRY, CU, TAIL, L, H, S, nblk, BLOCK_T: tl.constexpr,
 
 
 @triton.jit
-def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nblk, HAS_SEQ: tl.constexpr,
+def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nblk, SAL, SAH, HAS_SEQ: tl.constexpr,
                         BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr):
     """Each step's whole d theta suffix, ``G = SUF + CARRY[block]`` (``SUF`` read from ``DANG``), less what lies
     past its packed sequence (``TAIL``) plus that sequence's final-angle gradient (``DTHF``); then
@@ -483,7 +489,7 @@ def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nbl
     ss = tl.arange(0, BLOCK_S)
     s_ok = ss < S
     dt = tl.load(DT + bh.to(tl.int64) * L + t, mask=ok, other=0.0).to(tl.float32)
-    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S)
+    tw, at, m = _rate(ANG, bi, h, t, ok, ss, s_ok, L, H, S, SAL, SAH)
     g = tl.load(DANG + at, mask=m, other=0.0) + tl.load(CARRY + (bh.to(tl.int64) * nblk + j) * S + ss, mask=s_ok,
                                                          other=0.0)[None, :]
     if HAS_SEQ:
@@ -492,6 +498,20 @@ def _angle_carry_kernel(ANG, DT, CARRY, SEQ, TAIL, DTHF, DANG, DDT, L, H, S, nbl
     tl.store(DANG + at, g * 3.141592653589793 * (1.0 - tw * tw) * dt[:, None], mask=m)
     extra = tl.sum(tl.where(m, g * 3.141592653589793 * tw, 0.0), axis=1)
     tl.store(DDT + bh.to(tl.int64) * L + t, tl.load(DDT + bh.to(tl.int64) * L + t, mask=ok, other=0.0) + extra, mask=ok)
+
+
+def angle_rows(Angles: torch.Tensor) -> tuple:
+    """``(Angles, step stride, head stride)`` as :func:`_rate` reads ``Angles (b, L, H, S)``: itself where its pairs
+    are contiguous and its batch stride is ``L`` steps (a block's projection columns expanded over the heads: head
+    stride 0), else a contiguous copy. A single step's stride is its batch stride; a single head's is 0."""
+    b, L, H, S = Angles.shape
+    sb, sl, sh, sp = Angles.stride()
+    sl = sb if L == 1 else sl
+    sh = 0 if H == 1 else sh
+    if (S > 1 and sp != 1) or (b > 1 and sb != L * sl):
+        Angles = Angles.contiguous()
+        sl, sh = H * S, S
+    return Angles, sl, sh
 
 
 angle_sums_kernel = Kernel(_angle_sums_kernel)

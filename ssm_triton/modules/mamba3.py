@@ -160,7 +160,7 @@ class Mamba3(nn.Module):
         y = mamba3_siso_combined(
             Q=self.C_norm(C.reshape(b, L, G, N)), K=self.B_norm(B.reshape(b, L, G, N)), V=x.reshape(b, L, H, P),
             ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias.squeeze(1), K_bias=self.B_bias.squeeze(1),
-            Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles), D=self.D,
+            Angles=self._angles(angles, b, L), D=self.D,
             Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, return_final_states=states is not None,
             cu_seqlens=cu_seqlens)
         if states is not None:
@@ -168,6 +168,14 @@ class Mamba3(nn.Module):
             for cache, final in zip(states, finals):
                 cache.copy_(final.view(cache.shape))
         return self._finish(y, z)
+
+    def _angles(self, angles, b: int, L: int):
+        """in_proj's angle rates ``(b, L, S)``, shared by the heads, as the scans take them ``(b, L, H, S)``: a view
+        where no backward is to come (the scans' kernels read the projection's columns, its dtype, with head stride
+        0: no cast, no copy); else fp32, as the composed route's gradients are computed."""
+        if not _layout.records_graph(angles, self.dt_bias):
+            return angles[:, :, None].expand(b, L, self.nheads, self.num_rope_angles)
+        return angles.float()[:, :, None].expand(b, L, self.nheads, self.num_rope_angles)
 
     def _whole_fits(self) -> bool:
         """Whether a training call may take the one-node op (``ops/mamba3_block.py``, ``ops/mamba3_mimo_block.py``):
@@ -196,7 +204,7 @@ class Mamba3(nn.Module):
             Q=self.C_norm(C.reshape(b, L, R, G, N)), K=self.B_norm(B.reshape(b, L, R, G, N)), V=x.reshape(b, L, H, P),
             ADT=ADT, DT=DT, Trap=trap, Q_bias=self.C_bias,
             K_bias=self.B_bias, MIMO_V=self.mimo_x, MIMO_Z=None if norm else self.mimo_z,
-            MIMO_Out=None if norm else self.mimo_o, Angles=angles.float()[:, :, None].expand(b, L, H, self.num_rope_angles),
+            MIMO_Out=None if norm else self.mimo_o, Angles=self._angles(angles, b, L),
             D=self.D, Z=None if norm else z, chunk_size=self.chunk_size, return_state=states is not None,
             cu_seqlens=cu_seqlens)
         if states is not None:

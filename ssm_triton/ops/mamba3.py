@@ -11,6 +11,7 @@ from ..kernels.mamba3 import launch as _k
 from .ssd import _route as _ssd_route
 from .mamba3_packed import add_input_states, final_ssm
 from . import _plans
+from ._layout import records_graph, step_strided
 from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -242,9 +243,15 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle0, ssm0, k0
     per_sequence = cu is not None and Input_States is not None
     states = tuple(s.contiguous() for s in Input_States) if Input_States is not None and not per_sequence \
         else (None,) * 4
-    outs = _siso(Q.contiguous(), K.contiguous(), V.contiguous(), ADT.contiguous(), DT.contiguous(),
-                 Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), Angles.contiguous(),
-                 D.contiguous() if D is not None else None, Z.contiguous() if Z is not None else None,
+    if cu is None and not records_graph(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *states):
+        # no backward to come: V and Z as the kernels read them (a block's projection columns, step strided) and
+        # Angles as they lie (launch.angle_rows: the heads' shared rates, any float dtype), not copied
+        v, z, angles = step_strided(V), step_strided(Z), Angles
+    else:
+        v, z, angles = V.contiguous(), Z.contiguous() if Z is not None else None, Angles.contiguous()
+    outs = _siso(Q.contiguous(), K.contiguous(), v, ADT.contiguous(), DT.contiguous(),
+                 Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), angles,
+                 D.contiguous() if D is not None else None, z,
                  *states, cu, chunk_size, deterministic, return_final_states or per_sequence)
     out, finals = outs[0], tuple(outs[1:5])
     if cu is not None and return_final_states and torch.is_grad_enabled() and any(

@@ -5,11 +5,12 @@
 #      conv-in-projection step and the Mamba3 step-size kernel, both on by default now; memcheck of the step-size kernel;
 #  (2) the replayed Mamba2 prefill (tuner off, one process each): the SSD's one-launch forward in the graph
 #      (SSM_TRITON_SSD_FUSED=1), the chunk states summed inside the state passing (SSM_TRITON_SSD_OWN_FUSED=1), default;
+#  (2b) the 130M-size Mamba3 LM's prefill, its scan reading V, Z and the angles in place (no copies);
 #  (3) Nsight Compute of the replayed prefill's chunk scan kernel (25 us a layer, ~5x its I/O);
 #  (4) generate beside mamba_ssm's generate(cg=True), then the prefills' profile with the tuner on, as time allows.
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-420} - ($(date +%s) - T0) )); }
 export SKIP_CHECK=1
-SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=110 TESTS="tests/test_mamba3_steps.py tests/test_fused_step.py tests/test_state_update.py tests/test_ssd_fused.py tests/test_discretize.py" \
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=110 TESTS="tests/test_mamba3_steps.py tests/test_strided_inputs.py tests/test_fused_step.py tests/test_state_update.py tests/test_ssd_fused.py tests/test_discretize.py" \
   bash bench/gpu_run.sh -n 8 > /dev/null 2>&1
 mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
@@ -22,6 +23,10 @@ for v in SSM_TRITON_SSD_FUSED=1 SSM_TRITON_SSD_OWN_FUSED=1 SSM_TRITON_SSD_FUSED=
     > /tmp/p.txt 2>&1
   { echo "== prefill graph, $v (tuner off)"; grep -E "^lm_prefill_cuda" /tmp/p.txt; } >> $S
 done
+if [ $(left) -gt 170 ]; then   # the Mamba3 LM's prefill with the scan reading V, Z and the angle rates in place (call 40: 4.742)
+  SSM_TRITON_AUTOTUNE=0 timeout 60 python3 -m ssm_triton bench --ops lm_mamba3 --no-peers --match 'prefill' > /tmp/p.txt 2>&1
+  { echo "== Mamba3 LM prefill (tuner off)"; grep -E "^lm_mamba3_.*prefill" /tmp/p.txt; } >> $S
+fi
 if [ $(left) -gt 110 ]; then
   SSM_TRITON_AUTOTUNE=0 timeout 90 ncu --clock-control none -k "regex:_chunk_scan_fwd_kernel" --launch-skip 0 \
     --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
