@@ -208,8 +208,16 @@ def test_mamba3_inference_reads_projection_columns_in_place(device, bsz, L, head
     for name in ("V", "Z"):
         assert step_strided(strided[name]).data_ptr() == strided[name].data_ptr(), name
     want = reference(dict(t, Angles=views["rates"].float().expand(bsz, L, H, S).contiguous()))
+    from ssm_triton.ops import mamba3 as m3_op
     with torch.no_grad(), route(fused):
         got = ssm_triton.mamba3_siso_combined(**strided, chunk_size=16, return_final_states=True)
+        before, m3_op.IN_PLACE = m3_op.IN_PLACE, False   # the A/B switch: contiguous copies, the same numbers
+        try:
+            copied = ssm_triton.mamba3_siso_combined(**strided, chunk_size=16, return_final_states=True)
+        finally:
+            m3_op.IN_PLACE = before
+    for g, c in zip(got, copied):
+        torch.testing.assert_close(g, c, rtol=0, atol=0)
     for name, g, w in zip(("out",) + STATE_NAMES, got, (want[0], *want[1])):
         if name == "angle":
             assert_angle_close(g, w, dtype, name)

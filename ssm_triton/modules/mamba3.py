@@ -21,6 +21,7 @@ from ..ops.mamba3 import (CHUNK_SIZES, MAX_DIM, MAX_RANK, mamba3_mimo_step, mamb
                           mimo_block_step, siso_block_step)
 from ..ops import fused_step, mamba3_block, mamba3_mimo_block, mamba3_steps
 from ..ops import _layout
+from ..ops import mamba3 as mamba3_op
 from ..ops.mamba3_mimo import CHUNK_SIZES as MIMO_CHUNK_SIZES
 from ..ops.mamba3_mimo import mamba3_mimo
 from .inference import cached_states, dt_bias_init, plain
@@ -173,7 +174,7 @@ class Mamba3(nn.Module):
         """in_proj's angle rates ``(b, L, S)``, shared by the heads, as the scans take them ``(b, L, H, S)``: a view
         where no backward is to come (the scans' kernels read the projection's columns, its dtype, with head stride
         0: no cast, no copy); else fp32, as the composed route's gradients are computed."""
-        if not _layout.records_graph(angles, self.dt_bias):
+        if mamba3_op.IN_PLACE and not _layout.records_graph(angles, self.dt_bias):
             return angles[:, :, None].expand(b, L, self.nheads, self.num_rope_angles)
         return angles.float()[:, :, None].expand(b, L, self.nheads, self.num_rope_angles)
 

@@ -1,5 +1,6 @@
 """``mamba3_siso_combined``: Mamba-3's single-input single-output scan, drop-in for mamba_ssm's
 ``mamba_ssm.ops.triton.mamba3.mamba3_siso_combined``."""
+import os
 from typing import Optional
 
 import torch
@@ -21,11 +22,16 @@ _INPUTS = ("Q", "K", "V", "ADT", "DT", "Trap", "Q_bias", "K_bias", "Angles", "D"
            "angle_state", "ssm_state", "k_state", "v_state")
 _STATES = ("angle_state", "ssm_state", "k_state", "v_state")
 _KEPT = ("qr", "kr", "dtp", "cum", "diag", "qk", "theta_b", "hs", "y", "off")
+# a call with no backward to come reads V, Z (step strided) and Angles (head stride 0, any float dtype) where they
+# lie, and the Mamba3 block hands its projection's columns as views; "0" copies them contiguous (and the block casts
+# its angle rates), the A/B. On CPU (launches stubbed) the 24-layer LM's eager prefill took 9.9 against 11.0 ms of
+# host; not yet timed side by side on a GPU (2026-12-07)
+IN_PLACE = os.environ.get("SSM_TRITON_M3_IN_PLACE", "1") != "0"
 
 
 def _route(x) -> tuple:
     """The SSD's route switches (``ops/ssd._route``) and the prep backward's steps per program."""
-    return (*_ssd_route(x), _k.PREP_BWD_STEPS, _k.PREP_AHEAD, _k.PREP_MERGE)
+    return (*_ssd_route(x), _k.PREP_BWD_STEPS, _k.PREP_AHEAD, _k.PREP_MERGE, IN_PLACE)
 
 
 def _states(a: dict):
@@ -243,7 +249,7 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle0, ssm0, k0
     per_sequence = cu is not None and Input_States is not None
     states = tuple(s.contiguous() for s in Input_States) if Input_States is not None and not per_sequence \
         else (None,) * 4
-    if cu is None and not records_graph(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *states):
+    if IN_PLACE and cu is None and not records_graph(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, *states):
         # no backward to come: V and Z as the kernels read them (a block's projection columns, step strided) and
         # Angles as they lie (launch.angle_rows: the heads' shared rates, any float dtype), not copied
         v, z, angles = step_strided(V), step_strided(Z), Angles
