@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Call 42 (2026-12-07, forty-seventh session; carry .whl, .peers; CALL_BUDGET=~420): call 41 reordered for less device
+# Call 42 (2026-12-07, forty-seventh session; carry .whl, .peers; CALL_BUDGET=~420): a first plan (call 41, refused twice and never run) reordered for less device
 # time (two refused starts cost ~390 s):
 #  (1) GPU tests of the session's code: softplus's series (every kernel with dt_softplus reads it), the 16-row
 #      conv-in-projection step and the Mamba3 step-size kernel, both on by default now; memcheck of the step-size kernel;
