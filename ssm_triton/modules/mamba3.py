@@ -89,8 +89,8 @@ class Mamba3(nn.Module):
 
     def _step_rows(self, proj, dd_dt, dd_A, trap, seq_mask):
         """``(DT, ADT, Trap)`` as the scans read them, ``(b, H, L)``: zero steps on the padding where ``seq_mask``
-        (b, L) is 0. A call with no backward to come takes one launch (``ops/mamba3_steps.py``, with
-        on unless ``SSM_TRITON_M3_STEPS_KERNEL=0``); else PyTorch, views of the ``(b, L, H)`` products."""
+        (b, L) is 0. A call with no backward to come takes one launch (``ops/mamba3_steps.py``;
+        ``SSM_TRITON_M3_STEPS_KERNEL=0`` turns it off); else PyTorch, views of the ``(b, L, H)`` products."""
         H = self.nheads
         if mamba3_steps.serves(proj, self.dt_bias):
             at = sum(self.split_sizes()[:4])
