@@ -114,3 +114,31 @@ def test_a_replaced_weight_anywhere_means_a_new_capture(device, monkeypatch):
         assert len(captures) == 3
         graphs(m.backbone, ids)
         assert len(captures) == 3
+
+
+@pytest.mark.parametrize("preset", ["", "1"])
+def test_a_captures_warm_up_takes_the_captured_route(device, preset):
+    """``graph_cache.as_captured`` (a capture's warm-up): an SSD inference call that eagerly takes the one-launch
+    kernel takes the stages inside it, as a capture does, so the stages' tiles are tuned before the capture (the
+    route switch restored after; a user's ``SSM_TRITON_SSD_FUSED=1`` kept); the same numbers either way."""
+    import ssm_triton
+    from ssm_triton.kernels.ssd import launch
+    from ssm_triton.models.graph_cache import as_captured
+    from builders import make_ssd_problem
+    from test_ssd_fused import counting
+    t = {k: v.float() if isinstance(v, torch.Tensor) else v
+         for k, v in make_ssd_problem(1, 24, 1, 2, 4, 8, 3, True, device).items()}
+    before, launch.FUSED = launch.FUSED, preset
+    try:
+        with torch.no_grad():
+            with counting() as eager:
+                want = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+            with as_captured(), counting() as warm:
+                assert launch.FUSED == (preset or "0")
+                got = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16)
+            assert launch.FUSED == preset
+    finally:
+        launch.FUSED = before
+    assert eager == [1]                              # the size rule takes the one-launch kernel eagerly here
+    assert warm == ([1] if preset == "1" else [])    # the warm-up: the stages, unless the user asked for the kernel
+    assert_close(got, want.double(), torch.float32, "out")

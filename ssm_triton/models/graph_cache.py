@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 
 from ..kernels import fused_step as _fused_kernels
+from ..kernels.ssd import launch as _ssd_launch
 from ..ops import fused_step as _fused
 
 _data_ptr = torch.Tensor.data_ptr
@@ -22,12 +24,30 @@ def step_switches() -> tuple:
     return _fused.ENABLED, _fused_kernels.PDL_ENABLED
 
 
+@contextmanager
+def as_captured():
+    """Calls inside take the routes a capture takes: the SSD's staged forward where its size rule would pick the
+    one-launch kernel for an eager call (``kernels/ssd/launch.FUSED``, left alone where set to "0" or "1"; a route
+    switch, so op plans and replays made inside are keyed apart from eager calls'). A capture's warm-up runs so:
+    otherwise the stages' tiles were never tuned for a graph's problems, whose eager calls all took the one-launch
+    kernel, and the capture ran the rule's tiles (``TunablePlan.choose`` under capture; the 130M LM's prefill graph
+    timed the same with the tuner on and off, H100 2026-12-07)."""
+    before = _ssd_launch.FUSED
+    if before not in ("0", "1"):
+        _ssd_launch.FUSED = "0"
+    try:
+        yield
+    finally:
+        _ssd_launch.FUSED = before
+
+
 def capture(run, device):
-    """``(graph, run()'s output)``: ``run`` called twice on a side stream (every kernel compiled and tuned, nothing
-    of a first call left to the capture), then captured as a CUDA graph whose replay rewrites that output."""
+    """``(graph, run()'s output)``: ``run`` called twice on a side stream as it will be captured (every kernel of the
+    captured routes compiled and tuned, nothing of a first call left to the capture: :func:`as_captured`), then
+    captured as a CUDA graph whose replay rewrites that output."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side), as_captured():
         for _ in range(2):
             run()
     torch.cuda.current_stream(device).wait_stream(side)

@@ -4,6 +4,8 @@
 #      eager and replayed, 1 / 0 / 1 in separate processes on one machine (call 43 measured the eager row at 18.46 ms on
 #      another machine against call 40's 11.17 before the change; the graph 4.711 against 4.742; on this CPU the eager
 #      host went 11.0 -> 9.9 ms): keep it on only if the eager row does not lose;
+#  (1b) the prefill graphs with the tuner on and off: a capture's warm-up now takes the stages, so their tiles are
+#      tuned for the graph (before, the rule's tiles ran whatever the tuner said);
 #  (2) generate beside mamba_ssm's generate(cg=True) (calls 35 and 41 never got a row: its kernels' compile);
 #  (3) the replayed prefills' profile with the tuner on.
 T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-480} - ($(date +%s) - T0) )); }
@@ -15,6 +17,12 @@ for v in 1 0 1; do
   SSM_TRITON_AUTOTUNE=0 SSM_TRITON_M3_IN_PLACE=$v timeout 60 python3 -m ssm_triton bench --ops lm_mamba3 --no-peers \
     --match 'prefill' > /tmp/p.txt 2>&1
   { echo "== Mamba3 LM prefill, M3_IN_PLACE=$v (tuner off)"; grep -E "^lm_mamba3_.*prefill" /tmp/p.txt; } >> $S
+done
+for v in "" 0; do   # the prefill graphs with the tuner on (their warm-up now tunes the SSD's stages) and off
+  [ $(left) -gt 220 ] || break
+  env ${v:+SSM_TRITON_AUTOTUNE=$v} timeout 90 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_(mamba1_)?prefill_cuda_graph' > /tmp/p.txt 2>&1
+  { echo "== prefill graphs, SSM_TRITON_AUTOTUNE='$v'"; grep -E "^lm_.*prefill" /tmp/p.txt; } >> $S
 done
 if [ $(left) -gt 150 ]; then
   timeout $(( $(left) - 70 )) python3 -m ssm_triton bench --ops lm --match '^lm_generate' \
