@@ -431,3 +431,24 @@ def test_every_in_update_config(device, mode, config, dtype, monkeypatch):
     for name, g, w in zip(("out", "conv_state", "ssm_state", "residual"), got, want):
         assert_close(g, w, dtype, f"{config} {name}")
     assert (counters(got[2], in_update.COUNTERS) == 0).all()
+
+
+def test_a_captures_warm_up_steps_as_the_capture_will(device):
+    """Inside ``graph_cache.as_captured`` (a CUDA graph capture's warm-up) a Mamba2 step past the replayed fused
+    steps' rows takes the composed step, as the capture will, so its kernels are compiled and tuned at those rows;
+    outside, an eager step of those rows takes the fused step (and keeps a plan, which the warm-up must not use)."""
+    from ssm_triton.models.graph_cache import as_captured
+    rows = fused.MAX_BATCH["Mamba2"] + 2
+    m = block(device, torch.float32, 5, 32, 8, 16, 2, True, False, False, False)
+    conv_state, ssm_state = _states(m, rows, 4, device)
+    h = torch.randn((rows, 1, 32), generator=torch.Generator(device=device).manual_seed(5), device=device)
+    states = (conv_state.clone(), ssm_state.clone())
+    with torch.no_grad():
+        eager = fused.step(m, h, conv_state, ssm_state)
+        with as_captured():
+            assert fused.WARMING
+            assert fused.step(m, h, *(t.clone() for t in states)) is None   # the composed step's turn
+            warm = m.step(h, *states)[0]
+        assert not fused.WARMING
+    assert eager is not None
+    assert_close(warm, eager[0].double(), torch.float32, "out")

@@ -28,17 +28,19 @@ def step_switches() -> tuple:
 def as_captured():
     """Calls inside take the routes a capture takes: the SSD's staged forward where its size rule would pick the
     one-launch kernel for an eager call (``kernels/ssd/launch.FUSED``, left alone where set to "0" or "1"; a route
-    switch, so op plans and replays made inside are keyed apart from eager calls'). A capture's warm-up runs so:
+    switch, so op plans and replays made inside are keyed apart from eager calls'), and the decode steps' composed
+    form past the replayed fused steps' rows (``ops/fused_step.WARMING``). A capture's warm-up runs so:
     otherwise the stages' tiles were never tuned for a graph's problems, whose eager calls all took the one-launch
     kernel, and the capture ran the rule's tiles (``TunablePlan.choose`` under capture; the 130M LM's prefill graph
     timed the same with the tuner on and off, H100 2026-12-07)."""
-    before = _ssd_launch.FUSED
+    before, warming = _ssd_launch.FUSED, _fused.WARMING
     if before not in ("0", "1"):
         _ssd_launch.FUSED = "0"
+    _fused.WARMING = True   # the decode steps past the replayed fused steps' rows: the composed step
     try:
         yield
     finally:
-        _ssd_launch.FUSED = before
+        _ssd_launch.FUSED, _fused.WARMING = before, warming
 
 
 def capture(run, device):

@@ -47,6 +47,10 @@ MAX_BATCH = {"Mamba2": int(os.environ.get("SSM_TRITON_M2_FUSED_ROWS", "4")), "Ma
 # Called eagerly the composed step is host-bound (the 130M Mamba2 LM at b16: 10.2 ms a step against ~1 ms of
 # kernels replayed, H200 2026-12-03), so outside a CUDA graph capture the fused step serves up to this many rows
 MAX_EAGER_BATCH = 64
+# True while a CUDA graph capture's warm-up runs (models/graph_cache.as_captured): the steps take the routes the
+# capture will (past MAX_BATCH rows the composed step, whose kernels are then tuned at the graph's rows; an eager step
+# of those rows takes the fused step, so a capture ran the composed kernels' rule tiles)
+WARMING = False
 # Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process):
 # 2026-12-03, Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4, Mamba-1 0.368 vs 0.368 at b1 and 0.502 vs
 # 0.579 at b4; 2026-12-04 with the one-tile projections (kernels/fused_step.py), Mamba-2 0.361 vs 0.475 at b4
@@ -256,7 +260,7 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
         stream = plan.stream_now()
         if plan.fits(hidden_states, conv_state, ssm_state, residual, norm, stream):
             return plan(hidden_states, conv_state, ssm_state, residual, stream)
-    capturing = hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()
+    capturing = WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
     if not serves(mixer, hidden_states, conv_state, ssm_state, None if capturing else MAX_EAGER_BATCH):
         return None
     kind = mamba2_step if hasattr(mixer, "nheads") else mamba_step
@@ -326,7 +330,7 @@ class _Plan:
         if torch.is_grad_enabled() and (hidden.requires_grad or (residual is not None and residual.requires_grad)
                                         or any(t is not None and t.requires_grad for _, _, t, _ in self.params)):
             return False
-        if dev >= 0 and torch.cuda.is_current_stream_capturing():
+        if WARMING or (dev >= 0 and torch.cuda.is_current_stream_capturing()):
             return False
         for modules, name, m in self.modules:
             if modules.get(name) is not m:

@@ -34,7 +34,7 @@ def serves(mixer, hidden_states, norm) -> bool:
         return False
     if hidden_states.dim() != 3 or mixer.is_mimo and mixer.is_outproj_norm:
         return False
-    capturing = hidden_states.is_cuda and torch.cuda.is_current_stream_capturing()
+    capturing = _fs.WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
     bsz, one, d_model = hidden_states.shape
     most = _fs.MAX_BATCH["Mamba2"] if capturing else _fs.MAX_EAGER_BATCH
     weights = (mixer.in_proj.weight, mixer.out_proj.weight, norm.weight)
