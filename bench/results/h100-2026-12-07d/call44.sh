@@ -18,11 +18,11 @@ for v in 1 0 1; do
     --match 'prefill' > /tmp/p.txt 2>&1
   { echo "== Mamba3 LM prefill, M3_IN_PLACE=$v (tuner off)"; grep -E "^lm_mamba3_.*prefill" /tmp/p.txt; } >> $S
 done
-for v in "" 0; do   # the prefill graphs with the tuner on (their warm-up now tunes the SSD's stages) and off
-  [ $(left) -gt 220 ] || break
-  env ${v:+SSM_TRITON_AUTOTUNE=$v} timeout 90 python3 -m ssm_triton bench --ops lm --no-peers \
-    --match '^lm_(mamba1_)?prefill_cuda_graph' > /tmp/p.txt 2>&1
-  { echo "== prefill graphs, SSM_TRITON_AUTOTUNE='$v'"; grep -E "^lm_.*prefill" /tmp/p.txt; } >> $S
+for v in "" 0; do   # the prefill graphs and the 16-row step with the tuner on (a capture's warm-up now tunes the
+  [ $(left) -gt 220 ] || break   # SSD's stages and the composed step's kernels) and off
+  env ${v:+SSM_TRITON_AUTOTUNE=$v} timeout 110 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_(mamba1_)?(prefill_cuda_graph|decode_step \(16,\))' > /tmp/p.txt 2>&1
+  { echo "== prefill graphs, 16-row steps, SSM_TRITON_AUTOTUNE='$v'"; grep -E "^lm_" /tmp/p.txt; } >> $S
 done
 if [ $(left) -gt 150 ]; then
   timeout $(( $(left) - 70 )) python3 -m ssm_triton bench --ops lm --match '^lm_generate' \
