@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Call 44 (written 2026-12-07 for the next session; carry .whl, .peers; CALL_BUDGET=~480):
+# Call 44 (written 2026-12-07 for the next session; carry .whl, .peers; CALL_BUDGET=~560):
+#  (0) GPU tests of the captures' warm-up routes (graph_cache.as_captured) and the in-place Mamba3 reads;
 #  (1) Mamba3's in-place inference reads (SSM_TRITON_M3_IN_PLACE, on since 736401f): the 130M-size Mamba3 LM's prefill,
 #      eager and replayed, 1 / 0 / 1 in separate processes on one machine (call 43 measured the eager row at 18.46 ms on
 #      another machine against call 40's 11.17 before the change; the graph 4.711 against 4.742; on this CPU the eager
@@ -8,9 +9,13 @@
 #      tuned for the graph (before, the rule's tiles ran whatever the tuner said);
 #  (2) generate beside mamba_ssm's generate(cg=True) (calls 35 and 41 never got a row: its kernels' compile);
 #  (3) the replayed prefills' profile with the tuner on.
-T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-480} - ($(date +%s) - T0) )); }
-export SKIP_CHECK=1 SKIP_TESTS=1
-bash bench/gpu_run.sh > /dev/null 2>&1; mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
+T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-560} - ($(date +%s) - T0) )); }
+export SKIP_CHECK=1
+# GPU tests of the captures' warm-up routes (the prefill and decode graphs, generate, the fused steps)
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=120 TESTS="tests/test_prefill_graph.py tests/test_decode_graph.py tests/test_fused_step.py tests/test_strided_inputs.py" \
+  bash bench/gpu_run.sh -n 8 > /dev/null 2>&1
+mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
+{ echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; } >> $S; rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 for v in 1 0 1; do
   [ $(left) -gt 300 ] || break
