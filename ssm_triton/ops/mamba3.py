@@ -12,7 +12,7 @@ from ..kernels.mamba3 import launch as _k
 from .ssd import _route as _ssd_route
 from .mamba3_packed import add_input_states, final_ssm
 from . import _plans
-from ._layout import records_graph, step_strided
+from ._layout import contiguous, records_graph, step_strided
 from ._spec import OpSpec, build, compiling
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -254,10 +254,10 @@ def _body(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z, angle0, ssm0, k0
         # Angles as they lie (launch.angle_rows: the heads' shared rates, any float dtype), not copied
         v, z, angles = step_strided(V), step_strided(Z), Angles
     else:
-        v, z, angles = V.contiguous(), Z.contiguous() if Z is not None else None, Angles.contiguous()
+        v, z, angles = V.contiguous(), contiguous(Z), Angles.contiguous()
     outs = _siso(Q.contiguous(), K.contiguous(), v, ADT.contiguous(), DT.contiguous(),
                  Trap.contiguous(), Q_bias.contiguous(), K_bias.contiguous(), angles,
-                 D.contiguous() if D is not None else None, z,
+                 contiguous(D), z,
                  *states, cu, chunk_size, deterministic, return_final_states or per_sequence)
     out, finals = outs[0], tuple(outs[1:5])
     if cu is not None and return_final_states and torch.is_grad_enabled() and any(
@@ -333,8 +333,7 @@ def _checked_step(op, inputs, states, inplace, V, plans, plan_key, make, plain, 
     from ..kernels.mamba3.step import to_read
     copy = to_read(inputs, angles, len(inputs))
     given = (t.contiguous() if i in copy else t for i, t in enumerate(inputs))
-    c = lambda t: t.contiguous() if t is not None else None  # noqa: E731
-    outs = op(*given, *(states if inplace else (c(t) for t in states)), *plain)
+    outs = op(*given, *(states if inplace else (contiguous(t) for t in states)), *plain)
     _remember_step(plans, plan_key, make, inputs, states, inplace, plain)
     return outs[0], (list(states) if inplace else [*outs[1:], V])
 
