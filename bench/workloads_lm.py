@@ -268,9 +268,9 @@ def _lm_rows(device, quick: bool, layer: str, prefix: str, notes: set | None = N
                     return theirs.generate(x["ids"], max_length=prompt_len + new, cg=True)
             return run
 
-        impls = {OURS: ours_generate(False)}
+        impls = {OURS: ours_generate(True)}   # the default: states and captured step kept between calls
         if peers_here:
-            impls["ssm_triton_kept_step"] = ours_generate(True)
+            impls["ssm_triton_fresh_step"] = ours_generate(False)
             impls["mamba_ssm"] = peer_generate
         # the weights read once a decode step (and once by the prefill); a multiply-add per weight per token
         nbytes, flops = wbytes * (new + 1), 2 * n_params * bsz * (prompt_len + new)

@@ -126,7 +126,8 @@ def test_a_captures_warm_up_takes_the_captured_route(device, preset):
     from ssm_triton.models.graph_cache import as_captured
     from builders import make_ssd_problem
     from test_ssd_fused import counting
-    t = {k: v.float() if isinstance(v, torch.Tensor) else v
+    # fp16: on a GPU the size rule leaves fp32 dots (TF32) to the stages; the interpreter's fp16 dots are exact
+    t = {k: (v.half() if k in ("x", "dt", "B", "C", "z") else v.float()) if isinstance(v, torch.Tensor) else v
          for k, v in make_ssd_problem(1, 24, 1, 2, 4, 8, 3, True, device).items()}
     before, launch.FUSED = launch.FUSED, preset
     try:
@@ -141,4 +142,4 @@ def test_a_captures_warm_up_takes_the_captured_route(device, preset):
         launch.FUSED = before
     assert eager == [1]                              # the size rule takes the one-launch kernel eagerly here
     assert warm == ([1] if preset == "1" else [])    # the warm-up: the stages, unless the user asked for the kernel
-    assert_close(got, want.double(), torch.float32, "out")
+    assert_close(got, want.double(), torch.float16, "out")

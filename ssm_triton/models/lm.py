@@ -167,7 +167,7 @@ class MambaLMHeadModel(nn.Module):
         # eager decode steps from CUDA graphs (decode_graphs.py): on unless SSM_TRITON_DECODE_GRAPH=0 or set False here
         self.cuda_graph_decode = decode_enabled_by_env()
         self._decode_graphs = DecodeGraphs()
-        # generate's states and decode step kept between calls (generation.KEEP_STEP, SSM_TRITON_GENERATE_CACHE=1)
+        # generate's states and decode step kept between calls (generation.KEEP_STEP; SSM_TRITON_GENERATE_CACHE=0 turns it off)
         self._generate_graphs = GenerateGraphs()
 
     def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0, attention_mask=None,
