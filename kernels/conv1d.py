@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .activations import silu_and_slope
+from .hints import multiple
 from .host import cdiv, next_power_of_2
 from .tuning import Launch, OneLaunch, TunableKernel, bucket, interpreted_tile
 
@@ -62,8 +63,12 @@ def _conv_fwd_kernel(
     dim, L,                           # sizes
     SXB, SXD, SXL, SOB, SOD, SOL,     # the strides of X and OUT
     W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, SXB_A: tl.constexpr = 1, SXD_A: tl.constexpr = 1,
+    SXL_A: tl.constexpr = 1, SOB_A: tl.constexpr = 1, SOD_A: tl.constexpr = 1, SOL_A: tl.constexpr = 1,
 ):
+    # the strides' divisors (hints.py): in_proj's column slices, odd lengths
+    SXB, SXD, SXL = multiple(SXB, SXB_A), multiple(SXD, SXD_A), multiple(SXL, SXL_A)
+    SOB, SOD, SOL = multiple(SOB, SOB_A), multiple(SOD, SOD_A), multiple(SOL, SOL_A)
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, _, _, ok, _ = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, SXB, SXD, SXL, W, HAS_BIAS,
                                        HAS_SEQ, BLOCK_D, BLOCK_L)
@@ -80,8 +85,11 @@ def _conv_bwd_pre_kernel(
     dim, L,                           # sizes
     SXB, SXD, SXL, SOB, SOD, SOL,     # the strides of X and DOUT
     W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, SXB_A: tl.constexpr = 1, SXD_A: tl.constexpr = 1,
+    SXL_A: tl.constexpr = 1, SOB_A: tl.constexpr = 1, SOD_A: tl.constexpr = 1, SOL_A: tl.constexpr = 1,
 ):
+    SXB, SXD, SXL = multiple(SXB, SXB_A), multiple(SXD, SXD_A), multiple(SXL, SXL_A)
+    SOB, SOD, SOL = multiple(SOB, SOB_A), multiple(SOD, SOD_A), multiple(SOL, SOL_A)
     bi, ds, d_ok, t = _tile(dim, BLOCK_D, BLOCK_L)
     pre, row_x, row_s, ok, seq_t = _pre_activation(X, Wt, BIAS, SEQ, bi, ds, d_ok, t, dim, L, SXB, SXD, SXL, W,
                                                    HAS_BIAS, HAS_SEQ, BLOCK_D, BLOCK_L)
@@ -106,7 +114,9 @@ def _conv_bwd_dx_kernel(
     dim, L,                           # sizes
     SXB, SXD, SXL,                    # the strides of DX (those of the forward's x)
     W: tl.constexpr, HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    SXB_A: tl.constexpr = 1, SXD_A: tl.constexpr = 1, SXL_A: tl.constexpr = 1,
 ):
+    SXB, SXD, SXL = multiple(SXB, SXB_A), multiple(SXD, SXD_A), multiple(SXL, SXL_A)
     bi, ds, d_ok, s = _tile(dim, BLOCK_D, BLOCK_L)
     row_x = (bi.to(tl.int64) * dim + ds) * L
     row_s = bi.to(tl.int64) * L
@@ -132,9 +142,10 @@ def _conv_update_kernel(
     s_b, s_d, s_s,                    # the state's strides
     x_b, x_d, x_l,                    # x's: a decode step reads its channels in place from in_proj's output row
     W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr, x_b_A: tl.constexpr = 1,
 ):
     """``x (b, d, L)``; the state's last ``S`` entries of ``concat(state, x)`` become the new state."""
+    x_b = multiple(x_b, x_b_A)
     bi = tl.program_id(1)
     ds = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = ds < dim
@@ -207,12 +218,15 @@ def _grid(problem, kw):
     return (cdiv(L, kw["BLOCK_L"]), cdiv(dim, kw["BLOCK_D"]), bsz)
 
 
+_X_HINTS = dict(SXB_A="SXB", SXD_A="SXD", SXL_A="SXL")
+_STEP_HINTS = dict(_X_HINTS, SOB_A="SOB", SOD_A="SOD", SOL_A="SOL")
 conv1d_fwd = TunableKernel("conv1d_fwd", _conv_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
-                           grid=_grid, flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"))
+                           grid=_grid, flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"), hints=_STEP_HINTS)
 conv1d_bwd_pre = TunableKernel("conv1d_bwd_pre", _conv_bwd_pre_kernel, rule=_rule, alternatives=_channel_alternatives,
-                               key=_key, grid=_grid, fixed=("BLOCK_L",), flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"))
+                               key=_key, grid=_grid, fixed=("BLOCK_L",), flags=dict(HAS_BIAS="BIAS", HAS_SEQ="SEQ"),
+                               hints=_STEP_HINTS)
 conv1d_bwd_dx = TunableKernel("conv1d_bwd_dx", _conv_bwd_dx_kernel, rule=_rule, alternatives=_alternatives, key=_key,
-                              grid=_grid, flags=dict(HAS_SEQ="SEQ"))
+                              grid=_grid, flags=dict(HAS_SEQ="SEQ"), hints=_X_HINTS)
 
 
 def _update_rule(problem, mode):
@@ -229,7 +243,7 @@ def _update_alternatives(problem, mode):
 # the state is updated in place: the tuner restores it around each timed run
 conv1d_update = TunableKernel("conv1d_update", _conv_update_kernel, rule=_update_rule, alternatives=_update_alternatives,
                               key=_key, grid=lambda p, kw: (cdiv(p[1], kw["BLOCK_D"]), p[0]), restore=("STATE",),
-                              flags=dict(HAS_BIAS="BIAS"))
+                              flags=dict(HAS_BIAS="BIAS"), hints=dict(x_b_A="x_b"))
 
 
 def channel_last(x) -> bool:

@@ -16,6 +16,12 @@ def prev_power_of_2(n: int) -> int:
     return 1 << (max(int(n), 1).bit_length() - 1)
 
 
+def pow2_divisor(n: int) -> int:
+    """The largest power of two, at most 16, dividing ``n`` (16 for 0: a broadcast stride); ``hints.py``."""
+    n = int(n)
+    return min(16, n & -n) if n else 16
+
+
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for non-negative ``a`` and positive ``b``."""
     return (int(a) + int(b) - 1) // int(b)

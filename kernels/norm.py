@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from .activations import silu_and_slope
+from .hints import multiple
 from .host import cdiv, next_power_of_2
 from .tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
 
@@ -41,7 +42,10 @@ def _rmsnorm_fwd_kernel(
     R, F, SX, SZ, group_size, eps,    # sizes, the row strides of X and Z (Y is contiguous), the norm's epsilon
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
     STORE_RES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr, HAS_RSTD: tl.constexpr,
+    SX_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, F_A: tl.constexpr = 1,
 ):
+    # the row strides' divisors (hints.py): z is a column slice of in_proj's output, 3352 wide in the 130M Mamba2
+    SX, SZ, F = multiple(SX, SX_A), multiple(SZ, SZ_A), multiple(F, F_A)
     rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     ok = (rows < R)[:, None] & c_ok[None, :]
     u = _load_rows(X, rows, cols, SX, ok)
@@ -113,7 +117,9 @@ def _rmsnorm_bwd_kernel(
     DX, DZ, DW_PART, DB_PART,         # outputs: DZ iff Z, DB_PART iff BIAS; fp32 partials (programs, F)
     R, F, SX, SZ, SDZ, group_size, eps,  # sizes, X's, Z's and DZ's row strides (column slices in place), the epsilon
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr,
+    SX_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, SDZ_A: tl.constexpr = 1, F_A: tl.constexpr = 1,
 ):
+    SX, SZ, SDZ, F = multiple(SX, SX_A), multiple(SZ, SZ_A), multiple(SDZ, SDZ_A), multiple(F, F_A)
     # a program walks every num_programs-th block of rows, keeping its dw / db sums in registers: the
     # partials written are (programs, F), not (row blocks, F), which at one row per block were as
     # large as x itself in fp32
@@ -174,11 +180,12 @@ def _key(problem):
 _OPTIONAL = dict(HAS_Z="Z", HAS_BIAS="BIAS")
 rmsnorm_fwd = TunableKernel("rmsnorm_fwd", _rmsnorm_fwd_kernel, rule=_rule, alternatives=_fwd_alternatives, key=_key,
                             grid=lambda p, kw: (cdiv(p[0], kw["BLOCK_R"]), p[1] // p[2]),
-                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT", HAS_RSTD="RSTD"))
+                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT", HAS_RSTD="RSTD"),
+                            hints=dict(SX_A="SX", SZ_A="SZ", F_A="F"))
 # the row block sizes the backward's partials (with the program count), so only the warps are tuned
 rmsnorm_bwd = TunableKernel("rmsnorm_bwd", _rmsnorm_bwd_kernel, rule=_rule, alternatives=_warp_alternatives, key=_key,
                             grid=lambda p, kw: (_bwd_programs(p, run_mode()), p[1] // p[2]), fixed=("BLOCK_R",),
-                            flags=_OPTIONAL)
+                            flags=_OPTIONAL, hints=dict(SX_A="SX", SZ_A="SZ", SDZ_A="SDZ", F_A="F"))
 
 
 def _bwd_programs(problem, mode) -> int:

@@ -50,7 +50,7 @@ try:
 except ImportError:  # Triton before 3.4 has no knobs; the lean path is then off
     _knobs = None
 
-from .host import next_power_of_2
+from .host import next_power_of_2, pow2_divisor
 
 
 @functools.cache
@@ -220,11 +220,16 @@ class _KeyPlan:
         return (_PLANNED, self.consts(values), scalars, tuple(pointers))
 
 
+# the strides' divisors handed to kernels that take them (hints.py); SSM_TRITON_STRIDE_HINTS=0 hands 1 (the A/B)
+STRIDE_HINTS = os.environ.get("SSM_TRITON_STRIDE_HINTS", "1") != "0"
+
+
 class Kernel:
     """A ``@triton.jit`` kernel launched with keyword arguments.
 
     ``flags`` maps a constexpr flag to the argument whose presence it states
-    (``{"HAS_D": "D"}``: ``HAS_D`` is ``D is not None``); the launcher fills those flags in.
+    (``{"HAS_D": "D"}``: ``HAS_D`` is ``D is not None``); the launcher fills those flags in. ``hints`` maps a
+    constexpr to the stride whose power-of-two divisor it carries (``hints.py``), filled in likewise.
 
     Compiled launches are **lean**: the first call with a given specialization goes through Triton's
     ``kernel[grid]`` (which compiles, or finds the binary in its cache) and the compiled kernel it returns
@@ -235,9 +240,10 @@ class Kernel:
     would bypass it.
     """
 
-    def __init__(self, fn, flags: dict[str, str] | None = None):
+    def __init__(self, fn, flags: dict[str, str] | None = None, hints: dict[str, str] | None = None):
         self.fn = fn
         self.flags = tuple((flags or {}).items())
+        self.hints = tuple((hints or {}).items())
         self._bound: dict = {}
         self._key_plan: _KeyPlan | None = None
         params = getattr(fn, "params", None)
@@ -250,6 +256,8 @@ class Kernel:
     def with_flags(self, args: dict) -> dict:
         for flag, arg in self.flags:
             args[flag] = args[arg] is not None
+        for hint, arg in self.hints:   # the power of two dividing a stride (hints.py)
+            args[hint] = pow2_divisor(args[arg]) if STRIDE_HINTS else 1
         return args
 
     def __call__(self, grid: tuple, **args) -> None:
@@ -629,9 +637,10 @@ class TunableKernel(_Choice, Kernel):
 
     def __init__(self, name: str, fn, *, grid: Callable, rule: Callable, key: Callable,
                  alternatives: Callable | None = None, flags: dict[str, str] | None = None,
+                 hints: dict[str, str] | None = None,
                  restore: tuple[str, ...] = (), zero: tuple[str, ...] = (), fixed: tuple[str, ...] = (),
                  num_warps: int = 4, num_stages: int = 3):
-        Kernel.__init__(self, fn, flags)
+        Kernel.__init__(self, fn, flags, hints)
         _Choice.__init__(self, name, rule=rule, key=key, alternatives=alternatives, fixed=fixed)
         self.grid = grid
         self.restore, self.zero = restore, zero

@@ -8,6 +8,7 @@ them, the selective scan's fixed-B/C forms in fp32, the scan at its rule's tile)
 ``_through_llvm_ir_only``): ``SSM_TRITON_SM90_FULL=1`` or ``--resources`` compiles all, to cubins. Absent optional
 tensors are compiled as the launchers pass them: ``None``, a constexpr. Prints one line per failure and a last line
 ``compiled N, failed M``."""
+import collections
 import inspect
 import itertools
 import os
@@ -90,9 +91,9 @@ if not FULL:
 
 
 def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4, num_stages: int = 3,
-                   aligned: bool = False, maxnreg: int | None = None):
+                   aligned: bool = False, maxnreg: int | None = None, unaligned: tuple = ()):
     """``kernel``: a launcher's Kernel object; its flags that are off make their arguments None. ``aligned``: every
-    pointer and int32 argument marked divisible by 16, as a GPU launch specializes them at shapes like the bench's
+    pointer and int32 argument (but those in ``unaligned``) marked divisible by 16, as a GPU launch specializes them at shapes like the bench's
     (P = 64, L = 4096, ...): its loads vectorize and its tiles take the layouts they take there (without it, a tile's
     columns may be spread over warps that a launch keeps in one). ``maxnreg``: a register cap, as a tuning candidate
     that sets one compiles with it."""
@@ -120,7 +121,8 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, num_warps: int = 4,
             sig[n] = pointers[n]
         else:
             sig[n] = "i32"
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if aligned and sig[n] != "constexpr"}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+             if aligned and sig[n] != "constexpr" and n not in unaligned}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()},
                     attrs=attrs)
     options = {"num_warps": num_warps, "num_stages": num_stages, **({"maxnreg": maxnreg} if maxnreg else {})}
@@ -336,6 +338,8 @@ def norm_cases():
         ptrs = {**dict.fromkeys(["X", "Z", "W", "BIAS", "Y", "DY", "DX", "DZ"], PTR[io]),
                 **dict.fromkeys(["RSTD", "DW_PART", "DB_PART", "RES", "RES_OUT"], "*fp32"), "eps": "fp32"}
         flags = dict(HAS_Z=z, GATE_FIRST=first, HAS_BIAS=first, BLOCK_R=4, BLOCK_G=1024)
+        if z:   # z's row stride hinted (kernels/hints.py), as a column slice of in_proj's output is
+            flags.update(SZ_A=8)
         # the residual add (the LM's inference) with the ungated norm, which keeps no rstd (a plan's call)
         yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, dict(flags, HAS_RES=not z, STORE_RES=not z, HAS_RSTD=bool(z))
         yield "rmsnorm bwd", knorm.rmsnorm_bwd, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
@@ -345,12 +349,41 @@ def conv1d_cases():
     for io, opt in itertools.product([tl.float32, tl.bfloat16], [False, True]):
         ptrs = {**dict.fromkeys(["X", "Wt", "BIAS", "OUT", "DOUT", "DX", "STATE"], PTR[io]), "SEQ": "*i32",
                 **dict.fromkeys(["DPRE", "DW_PART", "DB_PART"], "*fp32")}
-        flags = dict(W=4 if opt else 2, HAS_BIAS=opt, HAS_SEQ=opt, SILU=opt, BLOCK_D=16, BLOCK_L=256)
+        flags = dict(W=4 if opt else 2, HAS_BIAS=opt, HAS_SEQ=opt, SILU=opt, BLOCK_D=16, BLOCK_L=256,
+                     **(dict(SXB_A=8, SXL_A=8, SOB_A=2) if opt else {}))   # kernels/hints.py's strides
         yield "conv1d fwd", kconv.conv1d_fwd, ptrs, flags
         yield "conv1d bwd pre", kconv.conv1d_bwd_pre, ptrs, flags
-        yield "conv1d bwd dx", kconv.conv1d_bwd_dx, ptrs, dict(W=flags["W"], HAS_SEQ=opt, BLOCK_D=16, BLOCK_L=256)
+        yield "conv1d bwd dx", kconv.conv1d_bwd_dx, ptrs, dict(W=flags["W"], HAS_SEQ=opt, BLOCK_D=16, BLOCK_L=256,
+                                                                     SXL_A=8 if opt else 1)
         yield "conv1d update", kconv.conv1d_update, ptrs, dict(W=flags["W"], HAS_BIAS=opt, SILU=opt, BLOCK_D=32,
-                                                                     BLOCK_S=4, BLOCK_L=1 if opt else 8)
+                                                                     BLOCK_S=4, BLOCK_L=1 if opt else 8,
+                                                                     x_b_A=8 if opt else 1)
+
+
+def vector_check() -> int:
+    """The stride hints (``kernels/hints.py``) restore 16-byte accesses: the causal conv's forward reading bf16
+    channels in place from in_proj's output (a step stride Triton sees no divisor of, 3352 in the 130M Mamba2) and
+    the gated norm reading ``z`` from it, compiled with those strides unmarked, without and with the hint. Prints
+    each variant's global accesses; fails unless the hinted ones have no 2-byte access and the unhinted ones do
+    (a Triton that vectorizes without the hint would make it dead weight)."""
+    conv = ("conv1d fwd", kconv.conv1d_fwd, {**dict.fromkeys(["X", "OUT"], "*bf16"), "Wt": "*fp32", "BIAS": "*fp32"},
+            dict(W=4, HAS_BIAS=True, HAS_SEQ=False, SILU=True, BLOCK_D=64, BLOCK_L=64, SXD=1, SOD=1),
+            ("SXB", "SXL", "SOB", "SOL"))
+    norm = ("rmsnorm fwd", knorm.rmsnorm_fwd, {**dict.fromkeys(["X", "Z", "Y"], "*bf16"), "W": "*fp32", "eps": "fp32"},
+            dict(HAS_Z=True, GATE_FIRST=False, HAS_BIAS=False, HAS_RES=False, STORE_RES=False, HAS_RSTD=False,
+                 BLOCK_R=2, BLOCK_G=2048), ("SZ",))
+    bad = 0
+    for name, kernel, ptrs, flags, strides in (conv, norm):
+        for hint in (1, 8):
+            compiled = compile_kernel(kernel, ptrs, dict(flags, **{f"{n}_A": hint for n in strides}), aligned=True,
+                                      unaligned=strides, num_warps=8 if kernel is knorm.rmsnorm_fwd else 4)
+            got = dict(collections.Counter(re.findall(r"[ls][dt]\.global[.a-z0-9]*", compiled.asm["llir"])))
+            narrow = sum(v for k, v in got.items() if k.endswith(".b16"))
+            ok = (narrow == 0) == (hint > 1)
+            bad += not ok
+            print(f"{'' if ok else 'FAILED '}{name} strides {strides} hint {hint}: {got}")
+    print(f"vector check, failed {bad}")
+    return 1 if bad else 0
 
 
 def fused_step_cases():
@@ -504,6 +537,8 @@ def main() -> int:
     """``--resources``: also print each compiled variant's registers and spill stack (no GPU needed); ``--aligned``
     compiles every variant with its pointers and sizes marked divisible by 16 (``compile_kernel``'s ``aligned``: a
     launch at the bench's shapes; the registers and spills it shows are those a GPU run gets there)."""
+    if "--vectors" in sys.argv:
+        return vector_check()
     show = "--resources" in sys.argv
     aligned = "--aligned" in sys.argv
     # ``--part i/n``: every n-th variant from the i-th (the test runs the parts side by side, one a core)

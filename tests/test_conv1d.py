@@ -16,9 +16,17 @@ IO_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 @given(bsz=st.integers(1, 2), dim=st.integers(1, 9), L=st.integers(1, 40), W=st.integers(2, 4), with_bias=st.booleans(),
-       act=st.sampled_from([None, "silu"]), packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES), seed=seeds())
-def test_matches_float64_reference_with_gradients(device, bsz, dim, L, W, with_bias, act, packed, dtype, seed):
+       act=st.sampled_from([None, "silu"]), packed=st.booleans(), dtype=st.sampled_from(IO_DTYPES), seed=seeds(),
+       wider=st.sampled_from([0, 3, 8, 14]))
+def test_matches_float64_reference_with_gradients(device, bsz, dim, L, W, with_bias, act, packed, dtype, seed, wider):
+    """``wider``: 0 a contiguous ``x (b, dim, L)``; else ``x`` is channels ``1 .. dim`` of rows ``dim + wider`` wide,
+    channel-last (in_proj's output as a block hands it: its step stride divisible by 2, 4, 8 or 16 by the draw, which
+    the kernels take as a hint, ``kernels/hints.py``)."""
     t = {"x": normal((bsz, dim, L), seed, device, dtype), "weight": normal((dim, W), seed + 1, device, dtype)}
+    if wider:
+        rows = torch.zeros((bsz, L, dim + wider), device=device, dtype=dtype)
+        rows[..., 1:dim + 1] = t["x"].transpose(1, 2)
+        t["x"] = rows[..., 1:dim + 1].transpose(1, 2)
     if with_bias:
         t["bias"] = normal((dim,), seed + 2, device, dtype)
     seq = None

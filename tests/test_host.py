@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssm_triton.kernels import selective_scan as kss
-from ssm_triton.kernels.host import cdiv, next_power_of_2, prev_power_of_2
+from ssm_triton.kernels.host import cdiv, next_power_of_2, pow2_divisor, prev_power_of_2
 
 
 @given(st.integers(min_value=0, max_value=1 << 40))
@@ -24,6 +24,14 @@ def test_prev_power_of_2_is_the_largest_power_not_above(n):
 @given(st.integers(min_value=0, max_value=1 << 40), st.integers(min_value=1, max_value=1 << 20))
 def test_cdiv_is_tritons(a, b):
     assert cdiv(a, b) == triton.cdiv(a, b)
+
+
+@given(st.integers(min_value=0, max_value=1 << 40))
+def test_pow2_divisor_is_the_largest_power_up_to_16_dividing(n):
+    """The stride hint (``kernels/hints.py``): a power of two, at most 16, dividing ``n``, and no larger one (up to
+    16) does; 16 for 0 (a stride-0 broadcast)."""
+    want = max(a for a in (1, 2, 4, 8, 16) if n % a == 0)
+    assert pow2_divisor(n) == want
 
 
 def test_spaces_follow_the_mode():

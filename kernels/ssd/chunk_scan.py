@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from .common import chunk_bounds, cum_at, mm, row_block
+from ..hints import multiple
 from ..tuning import Kernel
 
 
@@ -25,7 +26,10 @@ def _chunk_scan_fwd_kernel(
     HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    SX_A: tl.constexpr = 1, SC_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1,
 ):
+    # the step strides' divisors (hints.py): z a column slice of in_proj's output in the blocks' training path
+    SX, SC, SZ = multiple(SX, SX_A), multiple(SC, SC_A), multiple(SZ, SZ_A)
     t0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, _, prev = chunk_bounds(c, L, Q)
     t = t0 + tl.arange(0, BLOCK_M)
@@ -85,4 +89,5 @@ def _chunk_scan_fwd_kernel(
     tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)
 
 
-chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_Z="Z", HAS_SEQ="SEQ"))
+chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_Z="Z", HAS_SEQ="SEQ"),
+                           hints=dict(SX_A="SX", SC_A="SC", SZ_A="SZ"))

@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_and_slope
+from ..hints import multiple
 from ..host import cdiv, fills_waves, next_power_of_2
 from .. import tuning as _tuning
 from ..tuning import Launch, OneLaunch, TunableKernel, bucket, run_mode
@@ -66,8 +67,11 @@ def _ssd_fused_fwd_kernel(
     Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr, STATE_T: tl.constexpr,
     MODE: tl.constexpr, CARRIED: tl.constexpr, STEPS_GIVEN: tl.constexpr, HAS_DIAG: tl.constexpr,
     RANKS: tl.constexpr, KEEP: tl.constexpr, KQ: tl.constexpr, AHEAD: tl.constexpr = False,
-    A_LOG: tl.constexpr = False,
+    A_LOG: tl.constexpr = False, SX_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, SB_A: tl.constexpr = 1,
+    SC_A: tl.constexpr = 1,
 ):
+    # the step strides' divisors (hints.py): x, z, B, C may be column slices of in_proj's output
+    SX, SZ, SB, SC = multiple(SX, SX_A), multiple(SZ, SZ_A), multiple(SB, SB_A), multiple(SC, SC_A)
     """MODE 0: a program walks its whole row. MODE 1 (a segment's summary): a program per (channel tile, row x
     head, segment but the last) walks its segment from a zero state, writing no output: the state it leaves with into
     ``SEG_STATE (b, H, nseg, P, N)`` fp32 and the segment's summed decay ``dt A`` into ``SEG_DECAY (b, H, nseg)``.
@@ -326,7 +330,8 @@ ssd_fused_fwd_kernel = TunableKernel(
     "ssd_fused_fwd", _ssd_fused_fwd_kernel, rule=_rule, alternatives=_alternatives, key=_key,
     # the summaries of every segment but the last: no later segment enters from its end
     grid=lambda p, kw: (cdiv(p[3], kw["BLOCK_P"]), p[0] * p[2], (p[9] - 1 if p[8] == 1 else p[9]) if p[8] else 1),
-    flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL", HAS_DIAG="DIAG"))
+    flags=dict(HAS_BIAS="DT_BIAS", HAS_D="D", HAS_Z="Z", HAS_H0="H0", HAS_FINAL="FINAL", HAS_DIAG="DIAG"),
+    hints=dict(SX_A="SX", SZ_A="SZ", SB_A="SB", SC_A="SC"))
 
 # segments forced (SSM_TRITON_SSD_SEGMENTS=k, or set here; bench/tune_fused.py --segments): "" follows the rule
 SEGMENTS = os.environ.get("SSM_TRITON_SSD_SEGMENTS", "")
