@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from .hints import multiple
 from .host import cdiv, next_power_of_2
 from .ssd.common import mm
 from .ssd.launch import dot_for
@@ -190,7 +191,7 @@ def _in_step_kernel(
     h_m, r_m, cs_b, cs_c, cs_w,                                          # row strides of HID, RES; the conv state's strides
     HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIN: tl.constexpr, HAS_CONV: tl.constexpr,
     HAS_CONV_B: tl.constexpr, W: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr, AHEAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, O_A: tl.constexpr = 1,
 ):
     """``ZX (M, O)`` in the weight's dtype: the projection, its columns ``conv_lo + [0, conv_dim)`` through
     their conv windows and silu (Mamba-2: ``[z | silu(conv(x, B, C)) | dt]``); ``RES_OUT (M, K)``
@@ -201,6 +202,7 @@ def _in_step_kernel(
     load that does not depend on the predecessor (the weight tile, the norm's weight, the bias, the conv
     taps) is issued before the wait, the rest (the input rows and the conv windows) together after it:
     the step is a chain of dependent memory round trips at batch 1, and this keeps it to about two."""
+    O = multiple(O, O_A)   # ZX's row stride (hints.py): Mamba2's in_proj width is 24 heads past a multiple of 16
     rows, m_ok, cols, o_ok, ks = _tile(M, O, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_in = HID.dtype.element_ty
     if BLOCK_K >= K:
@@ -368,10 +370,12 @@ def _out_step_kernel(
     M, d_ssm: tl.constexpr, group_size, d_model, eps, zx_m,
     HAS_NORM: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BOUT: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
     AHEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    zx_m_A: tl.constexpr = 1,
 ):
     """``OUT (M, d_model) = norm(y, z) @ WOUT.T (+ BOUT)``; without the norm ``y`` is already gated.
     ``BLOCK_K >= d_ssm``: one tile, the weight, the norm's weight and the bias read before the wait, each
     group's statistics from the rows in registers (see :func:`_in_step_kernel`)."""
+    zx_m = multiple(zx_m, zx_m_A)
     rows, m_ok, cols, o_ok, ks = _tile(M, d_model, BLOCK_M, BLOCK_O, BLOCK_K)
     dt_out = OUT.dtype.element_ty
     if BLOCK_K >= d_ssm:
@@ -535,9 +539,10 @@ def _grid(problem, kw):
 in_step_kernel = TunableKernel("mamba2_in_step", _in_step_kernel, rule=_rule, alternatives=_alternatives, key=_key,
                                grid=_grid, restore=("CONV_S",),
                                flags=dict(HAS_RES="RES", HAS_NORM="NORM_W", HAS_BIN="BIN", HAS_CONV="CONV_W",
-                                          HAS_CONV_B="CONV_B"))
+                                          HAS_CONV_B="CONV_B"), hints=dict(O_A="O"))
 out_step_kernel = TunableKernel("mamba2_out_step", _out_step_kernel, rule=_rule, alternatives=_alternatives,
-                                key=_key, grid=_grid, flags=dict(HAS_NORM="NORM_W", HAS_BOUT="BOUT"))
+                                key=_key, grid=_grid, flags=dict(HAS_NORM="NORM_W", HAS_BOUT="BOUT"),
+                                hints=dict(zx_m_A="zx_m"))
 
 
 def in_step_args(hidden, residual, norm_weight, eps, residual_dtype, weight, bias, conv_weight, conv_bias, conv_state,

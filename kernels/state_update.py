@@ -15,6 +15,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .activations import softplus
+from .hints import multiple
 from .host import cdiv, next_power_of_2
 from .tuning import Launch, OneLaunch, TunableKernel, bucket
 
@@ -32,7 +33,10 @@ def _state_update_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr, PDL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DT_LOW: tl.constexpr = False, BLOCK_R: tl.constexpr = 16,
+    x_b_A: tl.constexpr = 1, b_b_A: tl.constexpr = 1, c_b_A: tl.constexpr = 1, z_b_A: tl.constexpr = 1,
 ):
+    # the row strides' divisors (hints.py): a step's x, B, C, z are read in place from in_proj's output rows
+    x_b, b_b, c_b, z_b = multiple(x_b, x_b_A), multiple(b_b, b_b_A), multiple(c_b, c_b_A), multiple(z_b, z_b_A)
     bi = tl.program_id(1).to(tl.int64)
     h = tl.program_id(2).to(tl.int64)
     g = h // heads_per_group
@@ -155,7 +159,8 @@ def _key(problem):
 state_update_kernel = TunableKernel(
     "state_update", _state_update_kernel, rule=_rule, alternatives=_alternatives, key=_key, restore=("S",),
     grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-2], problem[-1]),
-    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W"))
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W"),
+    hints=dict(x_b_A="x_b", b_b_A="b_b", c_b_A="c_b", z_b_A="z_b"))
 
 
 def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False,
