@@ -43,12 +43,20 @@ def _rmsnorm_fwd_kernel(
     HAS_Z: tl.constexpr, GATE_FIRST: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
     STORE_RES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr, HAS_RSTD: tl.constexpr,
     SX_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, F_A: tl.constexpr = 1,
+    SS=None, ss_w=1, ss_dim=1.0, ss_eps=0.0, HAS_SCALE: tl.constexpr = False, BLOCK_S: tl.constexpr = 1,
 ):
+    """``SS (R, ss_w)`` fp32 with ``HAS_SCALE``: ``x`` is an out_proj output whose gated norm was deferred
+    (``ops/norm_defer.py``), each row scaled by ``1 / sqrt(sum(SS row) / ss_dim + ss_eps)`` before anything else."""
     # the row strides' divisors (hints.py): z is a column slice of in_proj's output, 3352 wide in the 130M Mamba2
     SX, SZ, F = multiple(SX, SX_A), multiple(SZ, SZ_A), multiple(F, F_A)
     rows, grp, cols, c_ok = _tile(group_size, BLOCK_R, BLOCK_G)
     ok = (rows < R)[:, None] & c_ok[None, :]
     u = _load_rows(X, rows, cols, SX, ok)
+    if HAS_SCALE:
+        k = tl.arange(0, BLOCK_S)
+        parts = tl.load(SS + rows.to(tl.int64)[:, None] * ss_w + k[None, :], mask=(rows < R)[:, None] & (k < ss_w)[None, :],
+                        other=0.0)
+        u = u * (1.0 / tl.sqrt(tl.sum(parts, axis=1) / ss_dim + ss_eps))[:, None]
     if STORE_RES:   # a pre-norm block's "residual = x + residual", stored in its dtype, then normalised as x's
         if HAS_RES:
             u += _load_rows(RES, rows, cols, F, ok)
@@ -180,7 +188,7 @@ def _key(problem):
 _OPTIONAL = dict(HAS_Z="Z", HAS_BIAS="BIAS")
 rmsnorm_fwd = TunableKernel("rmsnorm_fwd", _rmsnorm_fwd_kernel, rule=_rule, alternatives=_fwd_alternatives, key=_key,
                             grid=lambda p, kw: (cdiv(p[0], kw["BLOCK_R"]), p[1] // p[2]),
-                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT", HAS_RSTD="RSTD"),
+                            flags=dict(_OPTIONAL, HAS_RES="RES", STORE_RES="RES_OUT", HAS_RSTD="RSTD", HAS_SCALE="SS"),
                             hints=dict(SX_A="SX", SZ_A="SZ", F_A="F"))
 # the row block sizes the backward's partials (with the program count), so only the warps are tuned
 rmsnorm_bwd = TunableKernel("rmsnorm_bwd", _rmsnorm_bwd_kernel, rule=_rule, alternatives=_warp_alternatives, key=_key,
@@ -196,18 +204,26 @@ def _bwd_programs(problem, mode) -> int:
     return min(cdiv(R, _rule(problem, mode)["BLOCK_R"]), programs)
 
 
-def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None, residual=None, res_out=None):
+def rmsnorm_forward(x, weight, bias, z, eps, group_size, gate_first, config=None, residual=None, res_out=None,
+                    scale=None):
     """``x, z (R, F)``, each row contiguous (any row stride: a slice of a projection's columns is read in
     place) -> ``(y (R, F) contiguous in x's dtype, rstd (R, F / group_size) fp32)``. With ``res_out (R, F)``
     (contiguous): ``res_out = x + residual`` (``residual`` None: ``x``) in ``res_out``'s dtype, and the norm
-    is of that sum rounded to ``x``'s dtype, as a pre-norm block computes it in two steps."""
+    is of that sum rounded to ``x``'s dtype, as a pre-norm block computes it in two steps. ``scale``:
+    ``(ss (R, k) fp32 contiguous, dim, eps)``, each row of ``x`` first scaled by ``1 / sqrt(sum(ss row) / dim +
+    eps)`` (a deferred gated norm, ``ops/norm_defer.py``)."""
     R, F = x.shape
     y = torch.empty((R, F), device=x.device, dtype=x.dtype)
     rstd = torch.empty((R, F // group_size), device=x.device, dtype=torch.float32)
+    extra = {}
+    if scale is not None:
+        ss, dim, ss_eps = scale
+        extra = dict(SS=ss, ss_w=ss.shape[1], ss_dim=float(dim), ss_eps=float(ss_eps),
+                     BLOCK_S=next_power_of_2(ss.shape[1]))
     rmsnorm_fwd.launch((R, F, group_size, x.dtype, z is not None), config, RES=residual, RES_OUT=res_out,
                        X=x, Z=z, W=weight, BIAS=bias, Y=y, RSTD=rstd, R=R, F=F, SX=x.stride(0),
                        SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps),
-                       GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size))
+                       GATE_FIRST=gate_first, BLOCK_G=_block_g(group_size), **{"SS": None, **extra})
     return y, rstd
 
 
@@ -217,7 +233,7 @@ def rmsnorm_plan(x, weight, bias, z, eps, group_size, gate_first, shape) -> OneL
     (R, F)`` views in place), for tensors of these shapes, strides and dtypes. No ``rstd``: a plan serves
     calls that keep nothing for a backward (one ``torch.empty`` less a call)."""
     R, F = x.shape
-    args = dict(RES=None, RES_OUT=None, X=x, Z=z, W=weight, BIAS=bias, Y=None, RSTD=None, R=R, F=F, SX=x.stride(0),
+    args = dict(RES=None, RES_OUT=None, SS=None, X=x, Z=z, W=weight, BIAS=bias, Y=None, RSTD=None, R=R, F=F, SX=x.stride(0),
                 SZ=z.stride(0) if z is not None else 0, group_size=group_size, eps=float(eps), GATE_FIRST=gate_first,
                 BLOCK_G=_block_g(group_size))
     names = ("X", "W", "BIAS", "Z")

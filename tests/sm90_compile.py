@@ -275,8 +275,9 @@ def ssd_cases():
         yield "ssd bmm", ssd_bmm.bmm_kernel, {**iop("B", "C"), "CB": "*fp32"}, \
             dict(Q=256, BLOCK_M=64, BLOCK_K=64, BLOCK_N=64, DOT=dot)
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \
-            {**iop("X", "B", "C", "Z", "Y", "OUT", "HS"), **f32("CB", "DTP", "CUM", "D", "DIAG"), **ints}, \
-            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles)
+            {**iop("X", "B", "C", "Z", "Y", "OUT", "HS", "NORM_W"), **f32("CB", "DTP", "CUM", "D", "DIAG", "SS"), **ints}, \
+            dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles,
+                 HAS_NORM=opt and not seq, SZ_A=8 if opt else 1)   # the deferred gated norm (ops/norm_defer.py)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
              "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, ATOMIC_DD=not seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
@@ -342,6 +343,9 @@ def norm_cases():
             flags.update(SZ_A=8)
         # the residual add (the LM's inference) with the ungated norm, which keeps no rstd (a plan's call)
         yield "rmsnorm fwd", knorm.rmsnorm_fwd, ptrs, dict(flags, HAS_RES=not z, STORE_RES=not z, HAS_RSTD=bool(z))
+        if not z:   # the LM's add+norm taking a Mamba2 layer's deferred gated norm (ops/norm_defer.py)
+            yield "rmsnorm fwd scale", knorm.rmsnorm_fwd, {**ptrs, "SS": "*fp32", "ss_dim": "fp32", "ss_eps": "fp32"}, \
+                dict(flags, HAS_RES=True, STORE_RES=True, HAS_RSTD=False, HAS_SCALE=True, BLOCK_S=32)
         yield "rmsnorm bwd", knorm.rmsnorm_bwd, ptrs, {**flags, "BLOCK_G": 1 if first else 1024}
 
 

@@ -6,7 +6,9 @@ A program owns ``BLOCK_M`` steps of one chunk, one (batch row, head) and ``BLOCK
 program walks the chunk's earlier steps in ``BLOCK_K`` slices: the group's ``C B^T`` (``bmm.py``), the
 causal, same-sequence decay mask applied in registers, and a second ``tl.dot`` with ``x``. The decay
 matrix never reaches memory. The pre-gate ``y`` is stored too when a backward with
-``z`` will need it.
+``z`` will need it. With ``NORM_W`` (an inference call whose gated norm is deferred, ``ops/norm_defer.py``) the
+output is ``g w`` for ``g = y silu(z)`` and the norm's weight ``w``, and ``SS (b, L, H, P blocks)`` fp32 gets each
+program's ``sum g^2`` of a step: the norm's ``1 / rms`` is a per-step scale that commutes with out_proj.
 """
 import triton
 import triton.language as tl
@@ -19,14 +21,14 @@ from ..tuning import Kernel
 @triton.jit
 def _chunk_scan_fwd_kernel(
     # pointers
-    X, B, C, CB, DTP, CUM, HS, D, DIAG, Z, SEQ, Y, OUT,
+    X, B, C, CB, DTP, CUM, HS, D, DIAG, Z, SEQ, Y, OUT, NORM_W, SS,
     # sizes; the step strides of X, C and Z (contiguous past the step dimension; Y and OUT are contiguous)
     L, H, G, P, N, SX, SC, SZ, Lp, nc, lo_off,
     # meta-parameters
     HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
-    SX_A: tl.constexpr = 1, SC_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1,
+    SX_A: tl.constexpr = 1, SC_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, HAS_NORM: tl.constexpr = False,
 ):
     # the step strides' divisors (hints.py): z a column slice of in_proj's output in the blocks' training path
     SX, SC, SZ = multiple(SX, SX_A), multiple(SC, SC_A), multiple(SZ, SZ_A)
@@ -86,8 +88,14 @@ def _chunk_scan_fwd_kernel(
     if HAS_Z:
         z = tl.load(Z + (step_t * SZ + h * P)[:, None] + ps[None, :], mask=tp_ok, other=0.0).to(tl.float32)
         acc = acc * z * tl.sigmoid(z)
+    if HAS_NORM:   # the gated norm's deferred form (norm_defer.py): this tile's sum of squares, then the norm's weight
+        blocks = tl.num_programs(2)
+        tl.store(SS + (step_t * H + h) * blocks + tl.program_id(2), tl.sum(tl.where(tp_ok, acc * acc, 0.0), axis=1),
+                 mask=t_ok)
+        acc = acc * tl.load(NORM_W + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=tp_ok)
 
 
-chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_Z="Z", HAS_SEQ="SEQ"),
+chunk_scan_kernel = Kernel(_chunk_scan_fwd_kernel, flags=dict(HAS_D="D", HAS_DIAG="DIAG", HAS_Z="Z", HAS_SEQ="SEQ",
+                                                           HAS_NORM="NORM_W"),
                            hints=dict(SX_A="SX", SC_A="SC", SZ_A="SZ"))

@@ -497,18 +497,22 @@ def bmm(B, C, p: Plan):
     return cb
 
 
-def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None, out_dtype=None):
-    """``(out, y or None)`` (b, L, H, P) in ``out_dtype`` (x's when None)."""
+def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None, out_dtype=None, norm_w=None):
+    """``(out, y or None)`` (b, L, H, P) in ``out_dtype`` (x's when None). ``norm_w (H P,)`` (with ``z``, nothing
+    stored for a backward): the gated norm deferred (``chunk_scan.py``), ``(out, ss (b, L, H k) fp32)`` instead."""
     bsz, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     nc = cdiv(L, p.Q)
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)   # contiguous whatever x's step stride
     y = torch.empty_like(out) if store_y else out
-    chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)),
+    ss = None if norm_w is None else _f32(bsz, L, H * cdiv(P, p.block_p), device=x.device)
+    chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss,
                       X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
                       P=P, N=N, SX=x.stride(1), SC=C.stride(1), SZ=z.stride(1) if z is not None else 0, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
                       STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,
                       BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
+    if norm_w is not None:
+        return out, ss
     return out, (y if store_y else None)
 
 
@@ -524,15 +528,16 @@ def seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
 
 def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
                 cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, math.inf), want_varlen=False,
-                for_backward=False, block=None, tiles=None, a_log=False):
+                for_backward=False, block=None, tiles=None, a_log=False, norm_w=None):
     """Returns ``(out, final_states (b, H, P, N) fp32, varlen_states (S, H, P, N) fp32 or None, saved)``;
     ``saved`` (:class:`Saved`) is what :func:`ssd_backward` reads, its ``y`` the pre-gate output when
     ``z`` is given and a backward is to come. ``block`` (every step tile) and ``tiles`` (plan fields)
-    override the tuned plan. ``a_log``: ``A`` holds ``log(-A)`` (a call that keeps nothing for a backward)."""
+    override the tuned plan. ``a_log``: ``A`` holds ``log(-A)`` (a call that keeps nothing for a backward).
+    ``norm_w (H P,)`` (with ``z``, no backward): the gated norm deferred, ``out`` is ``(g w, ss)`` (:func:`chunk_scan`)."""
     bsz, L, H, P = x.shape
     N = B.shape[3]
     dot = fused_training_dot(x, seq_idx, want_varlen, chunk_size) if for_backward and block is None and tiles is None \
-        and not a_log else None
+        and not a_log and norm_w is None else None
     if dot is not None:
         lo, hi, clamp = _limits(dt_limit)
         out, final, kept = fused_forward(x, dt, A, B, C, D, z, dt_bias, initial_states, dt_softplus, lo, hi, clamp,
@@ -542,14 +547,16 @@ def ssd_forward(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initia
         tiles = ssd_fwd_plan.pick(
             _problem(x, B, chunk_size, z, seq_idx),
             lambda t: ssd_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, cu_seqlens,
-                                  dt_softplus, dt_limit, want_varlen, for_backward, tiles=t, a_log=a_log),
+                                  dt_softplus, dt_limit, want_varlen, for_backward, tiles=t, a_log=a_log, norm_w=norm_w),
             config=tiles)
     p = plan(x, N, chunk_size, block, **(tiles or {}))
     seq = seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None
     dtp, cum = dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p, a_log)
     hs, final = own_state_passing(x, B, dtp, cum, seq, initial_states, L, p)
     cb = bmm(B, C, p)
-    out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None)
+    out, y = chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p, store_y=for_backward and z is not None, norm_w=norm_w)
+    if norm_w is not None:
+        out, y = (out, y), None
     varlen = None
     if want_varlen:
         varlen = chunk_state(x, B, dtp, cum, seq, MODE_VARLEN, p, hprev=hs, cu=cu_seqlens.to(torch.int32).contiguous())

@@ -19,6 +19,7 @@ from ..ops import fused_step as fused
 from ..ops import mamba3_fused_step as m3_fused
 from ..ops._layout import records_graph
 from ..ops.norm import add_rmsnorm
+from ..ops.norm_defer import Deferred, materialized
 from .generation import GenerateGraphs, generate
 from .decode_graphs import DecodeGraphs
 from .decode_graphs import enabled_by_env as decode_enabled_by_env
@@ -66,10 +67,12 @@ def _add_norm(norm, hidden_states, residual, residual_in_fp32):
     """``(norm(residual'.to(norm's dtype)), residual')`` with ``residual' = hidden + residual`` (fp32 when
     ``residual_in_fp32``). Inference takes one kernel for it (``add_rmsnorm``), which the add, the cast and
     the norm took three of (0.25 ms of the 130M model's 2.8 ms replayed prefill on the H200, 2026-12-02)."""
-    if (not records_graph(hidden_states, residual, norm.weight) and hidden_states.dtype == norm.weight.dtype
-            and hidden_states.dtype in (torch.float32, torch.bfloat16, torch.float16)):
-        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden_states.dtype)
+    raw = hidden_states.raw if isinstance(hidden_states, Deferred) else hidden_states
+    if (not records_graph(raw, residual, norm.weight) and raw.dtype == norm.weight.dtype
+            and raw.dtype in (torch.float32, torch.bfloat16, torch.float16)):
+        keep = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else raw.dtype)
         return add_rmsnorm(hidden_states, residual, norm.weight, norm.eps, keep)
+    hidden_states = materialized(hidden_states)
     residual = hidden_states if residual is None else hidden_states + residual
     hidden_states = norm(residual.to(norm.weight.dtype))
     return hidden_states, residual.float() if residual_in_fp32 else residual
@@ -85,6 +88,9 @@ class Block(nn.Module):
         self.norm = RMSNorm(d_model, device=device, dtype=dtype)
 
     def forward(self, hidden_states, residual=None, inference_params=None, seq_mask=None):
+        """``hidden_states``, and the output, may be a Mamba2 layer's ``Deferred`` (``ops/norm_defer.py``)."""
+        if inference_params is not None and inference_params.seqlen_offset > 0:
+            hidden_states = materialized(hidden_states)   # the decode steps' routes take tensors
         if inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, (Mamba, Mamba2)):
             # a decode step: the add and the norm go into the fused step's first launch where it serves
             conv_state, ssm_state = cached_states(self.mixer, inference_params, hidden_states.shape[0])
@@ -100,6 +106,8 @@ class Block(nn.Module):
                 return done
         hidden_states, residual = _add_norm(self.norm, hidden_states, residual, self.residual_in_fp32)
         extra = {} if seq_mask is None else {"seq_mask": seq_mask}
+        if isinstance(self.mixer, Mamba2):   # its gated norm's scale left to the next add+norm where it fits
+            extra["defer_norm"] = True
         return self.mixer(hidden_states, inference_params=inference_params, **extra), residual
 
 

@@ -16,6 +16,7 @@ from ..ops import mamba2_step as mid_step
 from ..ops import _layout
 from ..ops.combined import mamba2_block_training, split_conv1d_scan_from_log
 from ..ops.conv1d import causal_conv1d_update
+from ..ops.norm_defer import split_conv1d_scan_deferred
 from ..ops.state_update import state_update_from_log
 from .inference import dt_bias_init, fill_conv_state, plain, states_or_step
 from .norm import RMSNorm
@@ -78,11 +79,13 @@ class Mamba2(nn.Module):
     def _D(self):
         return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
 
-    def forward(self, u, inference_params=None, seq_mask=None):
+    def forward(self, u, inference_params=None, seq_mask=None, defer_norm=False):
         """The whole block after in_proj is ``mamba_split_conv1d_scan_combined`` (one copy of split -> conv
         -> SSD -> gated norm -> out_proj); a prefill also fills this layer's states. ``seq_mask (b, L)``: 0 on
         left padding, 1 on real tokens: the padding becomes a sequence of its own (``seq_idx``), so each
-        row's tokens start from a zero state and a conv window that does not reach into it."""
+        row's tokens start from a zero state and a conv window that does not reach into it. ``defer_norm``: an
+        inference call may return ``ops.norm_defer.Deferred`` (out_proj's output with the gated norm's per-step
+        scale still to apply, which the LM's next add+norm takes) where that route fits the block."""
         conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
         if decoded is not None:
             return decoded
@@ -104,6 +107,16 @@ class Mamba2(nn.Module):
         if conv_state is not None:
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
             fill_conv_state(conv_state, xBC, seq_mask)
+        if defer_norm and self.rmsnorm and self.ngroups == 1 and not self.norm_before_gate and self.out_proj.bias is None:
+            out = split_conv1d_scan_deferred(
+                zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, self.A_log, self._D(),
+                self.chunk_size, seq_idx, self.dt_limit, ssm_state is not None, self.norm.weight, self.norm.eps,
+                self.out_proj.weight, self.headdim, self.ngroups)
+            if out is not None:
+                if ssm_state is not None:
+                    out, final = out
+                    ssm_state.copy_(final)
+                return out
         # A_log as the module keeps it: without a backward to come the SSD's kernels take -exp(A_log) themselves
         out = split_conv1d_scan_from_log(
             zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, self.A_log,

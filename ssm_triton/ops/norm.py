@@ -7,6 +7,7 @@ from torch import Tensor
 from .. import _validate
 from ..kernels import norm as _k
 from ._layout import records_graph
+from .norm_defer import Deferred
 from . import _plans
 from ._spec import OpSpec, build
 
@@ -55,12 +56,18 @@ _rmsnorm = build(OpSpec(
     backward=_backward))
 
 
-def add_rmsnorm(x: Tensor, residual: Optional[Tensor], weight: Tensor, eps: float, residual_dtype: torch.dtype):
+def add_rmsnorm(x, residual: Optional[Tensor], weight: Tensor, eps: float, residual_dtype: torch.dtype):
     """A pre-norm block's ``residual = x + residual`` (``x`` alone when None), in ``residual_dtype``, and
     ``rmsnorm(residual.to(x.dtype)) * weight``, in one pass: ``(normed, residual)``. For calls that keep
     nothing for a backward (the LM's inference); the result equals the two steps' (the same roundings).
 
-    Args: ``x (..., D)``; ``residual`` shaped like ``x`` or None; ``weight (D,)`` in ``x``'s dtype."""
+    Args: ``x (..., D)``, or a Mamba2 layer's output with its gated norm deferred (``norm_defer.Deferred``, whose
+    scale the kernel applies to ``x`` in fp32 first); ``residual`` shaped like ``x`` or None; ``weight (D,)`` in
+    ``x``'s dtype."""
+    scale = None
+    if isinstance(x, Deferred):
+        ss = x.ss.reshape(-1, x.ss.shape[-1])
+        scale, x = (ss.contiguous(), x.dim, x.eps), x.raw
     if records_graph(x, residual, weight):
         raise RuntimeError("add_rmsnorm has no backward: call it under torch.no_grad()")
     if residual is not None and residual.shape != x.shape:
@@ -71,7 +78,7 @@ def add_rmsnorm(x: Tensor, residual: Optional[Tensor], weight: Tensor, eps: floa
     res_out = torch.empty(rows.shape, device=x.device, dtype=residual_dtype)
     res_in = residual.reshape(-1, D).contiguous() if residual is not None else None
     y, _ = _k.rmsnorm_forward(rows, weight.contiguous(), None, None, eps, D, False, residual=res_in,
-                              res_out=res_out)
+                              res_out=res_out, scale=scale)
     return y.view(x.shape), res_out.view(x.shape)
 
 
