@@ -34,7 +34,11 @@ def _state_update_kernel(
     HAS_IDX: tl.constexpr, A_PER_HEAD: tl.constexpr, DT_PER_HEAD: tl.constexpr, A_LOG: tl.constexpr, PDL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DT_LOW: tl.constexpr = False, BLOCK_R: tl.constexpr = 16,
     x_b_A: tl.constexpr = 1, b_b_A: tl.constexpr = 1, c_b_A: tl.constexpr = 1, z_b_A: tl.constexpr = 1,
+    NORM_W=None, SS=None, HAS_NORM: tl.constexpr = False,
 ):
+    """``NORM_W (H P,)`` with ``HAS_NORM`` (and ``Z``): the gated norm deferred (``ops/norm_defer.py``): ``OUT`` gets
+    ``g w`` for the gated output ``g`` and ``SS (b, H P)`` fp32 each channel's ``g^2``, whose row sums the next
+    add+norm takes (a row's sum, whatever the programs' channel tiles)."""
     # the row strides' divisors (hints.py): a step's x, B, C, z are read in place from in_proj's output rows
     x_b, b_b, c_b, z_b = multiple(x_b, x_b_A), multiple(b_b, b_b_A), multiple(c_b, c_b_A), multiple(z_b, z_b_A)
     bi = tl.program_id(1).to(tl.int64)
@@ -113,6 +117,10 @@ def _state_update_kernel(
     if HAS_Z:
         z = tl.load(Z + bi * z_b + h * z_h + ps * z_p, mask=p_ok, other=0.0).to(tl.float32)
         out = out * z * tl.sigmoid(z)
+    if HAS_NORM:
+        channel = (bi * tl.num_programs(2) + h) * P + ps
+        tl.store(SS + channel, out * out, mask=p_ok)
+        out = out * tl.load(NORM_W + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
     if HAS_IDX:
         out = tl.where(row_ok, out, float("nan"))
     tl.store(OUT + bi * o_b + h * o_h + ps * o_p, out.to(OUT.dtype.element_ty), mask=p_ok)
@@ -159,12 +167,12 @@ def _key(problem):
 state_update_kernel = TunableKernel(
     "state_update", _state_update_kernel, rule=_rule, alternatives=_alternatives, key=_key, restore=("S",),
     grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-2], problem[-1]),
-    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W"),
+    flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W", HAS_NORM="NORM_W"),
     hints=dict(x_b_A="x_b", b_b_A="b_b", c_b_A="c_b", z_b_A="z_b"))
 
 
 def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, config=None, a_is_log=False,
-                 pdl=False, dt_weight=None):
+                 pdl=False, dt_weight=None, norm_w=None):
     """Multi-head views as in the module docstring; updates ``state`` in place and returns
     ``out (b, H, P)`` in ``x``'s dtype. ``config`` (launch keywords) overrides the tuned choice (sweeps;
     bench/sweep_blocks.py on the H100, 2026-11-25: every pair with >= 4 elements a thread within 2% of
@@ -173,10 +181,15 @@ def state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_
     launched as a programmatic dependent launch, the state read before waiting on the previous kernel
     (the fused steps, ``kernels/fused_step.py``; never with ``state_batch_indices``). ``dt_weight (H * P, R)``,
     packed: ``dt`` holds low-rank rows ``(b, R)`` (row stride any, packed after it) that the kernel projects (Mamba-1's
-    dt_proj, its output rounded to the weight's dtype)."""
+    dt_proj, its output rounded to the weight's dtype). ``norm_w (H P,)`` (with ``z``): the gated norm deferred,
+    ``(out, ss (b, H P) fp32)`` returned (the kernel's ``HAS_NORM``)."""
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     problem, args = state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, out,
                                       a_is_log, pdl, dt_weight)
+    if norm_w is not None:
+        ss = torch.empty((x.shape[0], x.shape[1] * x.shape[2]), device=x.device, dtype=torch.float32)
+        state_update_kernel.launch(problem, config, **{**args, "NORM_W": norm_w, "SS": ss})
+        return out, ss
     state_update_kernel.launch(problem, config, **args)
     return out
 
@@ -226,4 +239,5 @@ def state_update_args(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_b
         s_b=s_b, s_h=s_h, s_p=s_p, s_n=s_n, x_b=x_b, x_h=x_h, x_p=x_p, dt_b=dt_b, dt_h=dt_h, dt_p=dt_p,
         a_h=a_h, a_p=a_p, a_n=a_n, b_b=b_b, b_g=b_g, b_n=b_n, c_b=c_b, c_g=c_g, c_n=c_n, d_h=d_h, d_p=d_p,
         z_b=z_b, z_h=z_h, z_p=z_p, bias_h=bias_h, bias_p=bias_p, o_b=o_b, o_h=o_h, o_p=o_p,
-        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, PDL=pdl, BLOCK_N=next_power_of_2(N))
+        SOFTPLUS=dt_softplus, A_PER_HEAD=a_per_head, DT_PER_HEAD=dt_per_head, A_LOG=a_is_log, PDL=pdl, BLOCK_N=next_power_of_2(N),
+        NORM_W=None, SS=None)

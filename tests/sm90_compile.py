@@ -321,10 +321,12 @@ def state_update_cases():
     for (io, state), opt in itertools.product([(tl.float32, tl.float32), (tl.bfloat16, tl.float32),
                                                (tl.bfloat16, tl.bfloat16)], [False, True]):
         ptrs = {"S": PTR[state], "X": PTR[io], "DT": PTR[io], "B": PTR[io], "C": PTR[io], "Z": PTR[io], "OUT": PTR[io],
-                "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}
+                "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64", "NORM_W": PTR[io], "SS": "*fp32"}
+        # opt: the deferred gated norm too (ops/norm_defer.py), and hinted row strides
         yield "state_update", ksu.state_update_kernel, ptrs, dict(HAS_D=opt, HAS_Z=opt, HAS_BIAS=opt, SOFTPLUS=opt,
                                                                    HAS_IDX=opt, A_PER_HEAD=opt, DT_PER_HEAD=not opt, A_LOG=opt, PDL=opt,
-                                                                   BLOCK_P=32, BLOCK_N=128)
+                                                                   BLOCK_P=32, BLOCK_N=128, HAS_NORM=opt,
+                                                                   **(dict(x_b_A=8, z_b_A=8) if opt else {}))
     # Mamba-1's fused step with dt_proj inside (one head of d_inner channels, N 16, rank 48 in one 64-wide block)
     ptrs = {"S": PTR[tl.float32], **dict.fromkeys(["X", "DT", "B", "C", "Z", "OUT", "DT_W"], PTR[tl.bfloat16]),
             "A": "*fp32", "D": "*fp32", "DT_BIAS": "*fp32", "IDX": "*i64"}

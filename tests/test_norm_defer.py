@@ -114,3 +114,64 @@ def test_lm_with_deferred_norms_matches_the_route_without(device, L, ngroups, bi
         made.clear()
         exact, _ = run(False, copy.deepcopy(model).float())
         assert scaled_error(got, exact) < 1.5 * scaled_error(want, exact) + 5e-3
+
+
+@examples(4)
+@given(bsz=st.integers(1, 5), H=st.integers(1, 3), P=st.sampled_from([4, 8, 24]), seed=seeds())
+def test_state_update_defers_the_gated_norm(device, bsz, H, P, seed):
+    """The decode step's state update with the norm's weight: ``g w`` and each channel's ``g^2`` (``g = y silu(z)``)
+    against the float64 step, and the state updated as without it."""
+    from ssm_triton.reference import selective_state_update_np
+    N = 8
+    r = lambda shape, k, scale=1.0: normal(shape, seed + k, device, scale=scale)  # noqa: E731
+    state, x, dt = r((bsz, H, P, N), 0), r((bsz, H, P), 1), r((bsz, H, P), 2, 0.5)
+    A_log, B, C = r((H, P, N), 3, 0.3), r((bsz, 1, N), 4), r((bsz, 1, N), 5)
+    D, z, bias, w = r((H, P), 6), r((bsz, H, P), 7), r((H, P), 8, 0.3), 1 + r((H * P,), 9, 0.1)
+    f = lambda t: t.float()  # noqa: E731
+    s32 = f(state)
+    with torch.no_grad():
+        gw, ss = norm_defer.state_update_deferred(s32, f(x), f(dt), f(A_log), f(B), f(C), f(D), f(z), f(bias), f(w))
+    g, want_state = selective_state_update_np(state.cpu(), x.cpu(), dt.cpu(), -torch.exp(A_log).cpu(), B.cpu(),
+                                              C.cpu(), D.cpu(), z.cpu(), bias.cpu(), dt_softplus=True)
+    g = torch.as_tensor(g)
+    assert scaled_error(gw, g * w.cpu().view(H, P)) < 1e-5
+    assert scaled_error(ss.view(bsz, H, P), g ** 2) < 1e-5
+    assert scaled_error(s32, torch.as_tensor(want_state)) < 1e-5
+
+
+@examples(3)
+@given(bsz=st.integers(1, 3), steps=st.integers(1, 3), seed=seeds())
+def test_lm_decode_steps_with_deferred_norms_match_the_route_without(device, bsz, steps, seed):
+    """A 2-layer Mamba2 LM's composed decode steps (the fused steps off) after a prefill, deferring each layer's gated
+    norm into the next add+norm, against ``SSM_TRITON_NORM_DEFER=0``: every step's logits and the states."""
+    from ssm_triton import InferenceParams
+    from ssm_triton.ops import fused_step
+    model = _lm(device, seed, 1, False, torch.float32)
+    ids = torch.randint(0, 37, (bsz, 5 + steps), device=device, generator=torch.Generator(device).manual_seed(seed))
+    taken = []
+    real = norm_defer.state_update_deferred
+
+    def counted(*a, **k):
+        taken.append(1)
+        return real(*a, **k)
+
+    def run(defer):
+        params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=bsz)
+        logits = []
+        with torch.no_grad(), stages(), mock.patch.object(norm_defer, "DEFER", defer), \
+                mock.patch.object(fused_step, "ENABLED", False), \
+                mock.patch.object(norm_defer, "state_update_deferred", counted):
+            model(ids[:, :5], inference_params=params)
+            params.seqlen_offset = 5
+            for t in range(steps):
+                logits.append(model(ids[:, 5 + t:6 + t], inference_params=params).logits)
+                params.seqlen_offset += 1
+        return logits, [s.clone() for layer in params.key_value_memory_dict.values() for s in layer]
+    want, want_states = run(False)
+    assert not taken
+    got, got_states = run(True)
+    assert len(taken) == 2 * steps
+    for a, b in zip(got, want):
+        assert scaled_error(a, b) < 1e-4
+    for a, b in zip(got_states, want_states):
+        assert scaled_error(a, b) < 1e-4

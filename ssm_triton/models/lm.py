@@ -89,8 +89,8 @@ class Block(nn.Module):
 
     def forward(self, hidden_states, residual=None, inference_params=None, seq_mask=None):
         """``hidden_states``, and the output, may be a Mamba2 layer's ``Deferred`` (``ops/norm_defer.py``)."""
-        if inference_params is not None and inference_params.seqlen_offset > 0:
-            hidden_states = materialized(hidden_states)   # the decode steps' routes take tensors
+        # a Deferred reaching a decode step: the fused steps take tensors only (they decline it), so it goes the
+        # composed way, whose add+norm applies its scale
         if inference_params is not None and inference_params.seqlen_offset > 0 and isinstance(self.mixer, (Mamba, Mamba2)):
             # a decode step: the add and the norm go into the fused step's first launch where it serves
             conv_state, ssm_state = cached_states(self.mixer, inference_params, hidden_states.shape[0])

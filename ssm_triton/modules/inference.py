@@ -34,16 +34,17 @@ def cached_states(module, inference_params, batch_size):
     return cache[module.layer_idx]
 
 
-def states_or_step(module, inference_params, hidden_states):
+def states_or_step(module, inference_params, hidden_states, **step):
     """What a block's ``forward`` does with ``inference_params``: ``(None, None, None)`` without them;
     this layer's ``(conv_state, ssm_state, None)`` for a prefill (offset 0), which the forward fills;
-    and ``(conv_state, ssm_state, out)`` after a one-token decode step (offset > 0)."""
+    and ``(conv_state, ssm_state, out)`` after a one-token decode step (offset > 0; ``step``: the block's ``step``
+    keywords)."""
     if inference_params is None:
         return None, None, None
     conv_state, ssm_state = cached_states(module, inference_params, hidden_states.shape[0])
     out = None
     if inference_params.seqlen_offset > 0:
-        out, _, _ = module.step(hidden_states, conv_state, ssm_state)
+        out, _, _ = module.step(hidden_states, conv_state, ssm_state, **step)
     return conv_state, ssm_state, out
 
 

@@ -16,6 +16,7 @@ from ..ops import mamba2_step as mid_step
 from ..ops import _layout
 from ..ops.combined import mamba2_block_training, split_conv1d_scan_from_log
 from ..ops.conv1d import causal_conv1d_update
+from ..ops import norm_defer
 from ..ops.norm_defer import split_conv1d_scan_deferred
 from ..ops.state_update import state_update_from_log
 from .inference import dt_bias_init, fill_conv_state, plain, states_or_step
@@ -76,6 +77,11 @@ class Mamba2(nn.Module):
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
         return self.out_proj(y)
 
+    def _defers(self) -> bool:
+        """Whether the block's gated norm can be deferred past out_proj (``ops/norm_defer.py``): one group, the gate
+        first, no out_proj bias."""
+        return self.rmsnorm and self.ngroups == 1 and not self.norm_before_gate and self.out_proj.bias is None
+
     def _D(self):
         return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
 
@@ -86,7 +92,8 @@ class Mamba2(nn.Module):
         row's tokens start from a zero state and a conv window that does not reach into it. ``defer_norm``: an
         inference call may return ``ops.norm_defer.Deferred`` (out_proj's output with the gated norm's per-step
         scale still to apply, which the LM's next add+norm takes) where that route fits the block."""
-        conv_state, ssm_state, decoded = states_or_step(self, inference_params, u)
+        conv_state, ssm_state, decoded = states_or_step(self, inference_params, u,
+                                                        **({"defer_norm": True} if defer_norm else {}))
         if decoded is not None:
             return decoded
         seq_idx = seq_mask.to(torch.int32).contiguous() if seq_mask is not None else None
@@ -107,7 +114,7 @@ class Mamba2(nn.Module):
         if conv_state is not None:
             xBC = self._split(zxbcdt)[3].transpose(1, 2)
             fill_conv_state(conv_state, xBC, seq_mask)
-        if defer_norm and self.rmsnorm and self.ngroups == 1 and not self.norm_before_gate and self.out_proj.bias is None:
+        if defer_norm and self._defers():
             out = split_conv1d_scan_deferred(
                 zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, self.A_log, self._D(),
                 self.chunk_size, seq_idx, self.dt_limit, ssm_state is not None, self.norm.weight, self.norm.eps,
@@ -129,9 +136,10 @@ class Mamba2(nn.Module):
             ssm_state.copy_(final)
         return out
 
-    def step(self, hidden_states, conv_state, ssm_state):
+    def step(self, hidden_states, conv_state, ssm_state, defer_norm=False):
         """One token: ``hidden_states (batch, 1, d_model)``; updates both states in place and returns
-        ``(out (batch, 1, d_model), conv_state, ssm_state)``. Decoding is not differentiable: call it
+        ``(out (batch, 1, d_model), conv_state, ssm_state)`` (``defer_norm``: the composed route's ``out`` may be an
+        ``ops.norm_defer.Deferred``, as the forward's). Decoding is not differentiable: call it
         under ``torch.no_grad()`` (or ``torch.inference_mode()``). Where it serves (``ops/fused_step.py``)
         the step runs in three launches instead of five (up to 4 rows with ``SSM_TRITON_M2_IN_UPDATE=1`` / ``2``:
         two / one, ``kernels/in_update.py``); else, with ``SSM_TRITON_M2_STEP=1`` and where ``ops/mamba2_step.py``
@@ -156,6 +164,15 @@ class Mamba2(nn.Module):
         bsz, H, P, N = x.shape[0], self.nheads, self.headdim, self.d_state
         D = self.D.view(H, P) if self.D_has_hdim else self.D[:, None].expand(H, P)
         # A_log as the module keeps it (the kernel takes -exp(A_log)): no launches for A a token
+        if defer_norm and norm_defer.DEFER and self._defers() and z0.shape[-1] == 0 \
+                and not _layout.records_graph(hidden_states, self.out_proj.weight):
+            gw, ss = norm_defer.state_update_deferred(
+                ssm_state, x.reshape(bsz, H, P), dt[..., None].expand(bsz, H, P),
+                self.A_log[:, None, None].expand(H, P, N), B.reshape(bsz, self.ngroups, N),
+                C.reshape(bsz, self.ngroups, N), D, z.reshape(bsz, H, P), self.dt_bias[:, None].expand(H, P),
+                self.norm.weight)
+            raw = F.linear(gw.reshape(bsz, self.d_ssm), self.out_proj.weight)
+            return norm_defer.Deferred(raw[:, None], ss[:, None], self.d_ssm, float(self.norm.eps)), conv_state, ssm_state
         y = state_update_from_log(
             ssm_state, x.reshape(bsz, H, P), dt[..., None].expand(bsz, H, P), self.A_log[:, None, None].expand(H, P, N),
             B.reshape(bsz, self.ngroups, N), C.reshape(bsz, self.ngroups, N), D=D,

@@ -8,6 +8,10 @@ on ``g w``, and the step's scale is taken by whatever reads the layer's output n
 the final norm, in the same kernel (``kernels/norm.py``'s ``SS``). The gated norm's launch and its read of ``y``
 and ``z`` and write of the normed ``(b, L, d_ssm)`` are gone; the chunk scan reads ``z`` instead.
 
+A decode step's composed route (past the fused steps' rows) defers it the same way: the state update gates, multiplies
+by ``w`` and writes each channel's ``g^2`` (``kernels/state_update.py``'s ``NORM_W``), and the next add+norm sums
+them.
+
 The LM's blocks ask for it (``models/lm.py``); ``SSM_TRITON_NORM_DEFER=0`` turns it off. A call it does not fit
 (a gradient to come, an out_proj bias, several norm groups, the norm before the gate, a gated MLP part, a call
 the one-launch SSD kernel would take) gets None and runs the usual op.
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..kernels import replay as _replay
+from ..kernels import state_update as _ks
 from ..kernels.ssd import launch as _k
 from ._layout import contiguous, records_graph, step_strided
 from .conv1d import causal_conv1d_fn
@@ -35,6 +40,11 @@ class Deferred(NamedTuple):
     ss: Tensor
     dim: int
     eps: float
+
+    @property
+    def shape(self) -> torch.Size:
+        """The output's shape (``raw``'s)."""
+        return self.raw.shape
 
     def scale(self) -> Tensor:
         """``(b, L)`` fp32."""
@@ -99,3 +109,20 @@ def _body(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, seq_idx, rmsnor
         None, contiguous(seq_idx), None, True, limits, a_log=True, norm_w=contiguous(rmsnorm_weight))
     raw = F.linear(gw.reshape(bsz, L, dim), outproj_weight)
     return raw, ss, (final if return_final_states else None)
+
+
+_STEP_REPLAYS = _replay.Replays()
+
+
+def state_update_deferred(state: Tensor, x: Tensor, dt: Tensor, A_log: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                          z: Tensor, dt_bias: Tensor, norm_w: Tensor):
+    """A Mamba2 decode step's state update (``state (b, H, P, N)`` updated in place; ``x, dt, z (b, H, P)``,
+    ``A_log (H, P, N)``, ``B, C (b, G, N)``, ``D, dt_bias (H, P)``, any strides, as the composed step passes them;
+    softplus on the step) with its gated norm deferred: ``(g w (b, H, P), ss (b, H P) fp32)``, ``ss`` each channel's
+    ``g^2`` for ``g = y silu(z)``. For the module's own calls (no checks beyond the kernel's layout)."""
+    args = (state, x, dt, A_log, B, C, D, z, dt_bias, norm_w)
+    return _STEP_REPLAYS.run(_replay.key_of(args), _step_body, args)
+
+
+def _step_body(state, x, dt, A_log, B, C, D, z, dt_bias, norm_w):
+    return _ks.state_update(state, x, dt, A_log, B, C, D, z, dt_bias, True, None, a_is_log=True, norm_w=norm_w)
