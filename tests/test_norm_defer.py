@@ -143,7 +143,8 @@ def test_state_update_defers_the_gated_norm(device, bsz, H, P, seed):
 @given(bsz=st.integers(1, 3), steps=st.integers(1, 3), seed=seeds())
 def test_lm_decode_steps_with_deferred_norms_match_the_route_without(device, bsz, steps, seed):
     """A 2-layer Mamba2 LM's composed decode steps (the fused steps off) after a prefill, deferring each layer's gated
-    norm into the next add+norm, against ``SSM_TRITON_NORM_DEFER=0``: every step's logits and the states."""
+    norm into the next add+norm (``SSM_TRITON_NORM_DEFER_STEP=1``), against the route without it: every step's
+    logits and the states."""
     from ssm_triton import InferenceParams
     from ssm_triton.ops import fused_step
     model = _lm(device, seed, 1, False, torch.float32)
@@ -159,7 +160,7 @@ def test_lm_decode_steps_with_deferred_norms_match_the_route_without(device, bsz
         params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=bsz)
         logits = []
         with torch.no_grad(), stages(), mock.patch.object(norm_defer, "DEFER", defer), \
-                mock.patch.object(fused_step, "ENABLED", False), \
+                mock.patch.object(norm_defer, "DEFER_STEP", defer), mock.patch.object(fused_step, "ENABLED", False), \
                 mock.patch.object(norm_defer, "state_update_deferred", counted):
             model(ids[:, :5], inference_params=params)
             params.seqlen_offset = 5

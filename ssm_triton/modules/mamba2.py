@@ -164,7 +164,7 @@ class Mamba2(nn.Module):
         bsz, H, P, N = x.shape[0], self.nheads, self.headdim, self.d_state
         D = self.D.view(H, P) if self.D_has_hdim else self.D[:, None].expand(H, P)
         # A_log as the module keeps it (the kernel takes -exp(A_log)): no launches for A a token
-        if defer_norm and norm_defer.DEFER and self._defers() and z0.shape[-1] == 0 \
+        if defer_norm and norm_defer.DEFER_STEP and self._defers() and z0.shape[-1] == 0 \
                 and not _layout.records_graph(hidden_states, self.out_proj.weight):
             gw, ss = norm_defer.state_update_deferred(
                 ssm_state, x.reshape(bsz, H, P), dt[..., None].expand(bsz, H, P),
