@@ -611,11 +611,17 @@ def ssd_inference(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, init
 def fused_dot(x, seq_idx, want_varlen, dot=None):
     """The tensor-core dtype of the one-launch forward where :func:`ssd_inference` takes it for ``x``, else
     None. ``dot``: the caller's operand dtype (Mamba-3 MIMO's fp32 ``x`` multiplies in bf16), else ``x``'s."""
-    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    return fused_dot_of(x.shape, x.dtype, x.device, seq_idx, want_varlen, dot)
+
+
+def fused_dot_of(shape, dtype, device, seq_idx, want_varlen, dot=None):
+    """:func:`fused_dot` for an ``x`` of ``shape (b, L, H, P)``, ``dtype`` on ``device``, without the tensor (the
+    deferred norm's route check, ``ops/norm_defer.py``, asks before it cuts ``x`` from in_proj's output)."""
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if seq_idx is None and not want_varlen and FUSED != "0" and (FUSED == "1" or not capturing):
-        bsz, L, H, P = x.shape
-        mode = run_mode(x.device)
-        dot = dot if dot is not None else dot_for(x.dtype)
+        bsz, L, H, P = shape
+        mode = run_mode(device)
+        dot = dot if dot is not None else dot_for(dtype)
         # IEEE fp32 products compile to a kernel that spills kilobytes a thread (sm90_compile.py --resources)
         # and were never timed: they keep the stages on a GPU
         if FUSED == "1" or (use_fused(bsz, L, H, mode.sm_count, P) and (mode.interpreted or dot != tl.float32)):

@@ -84,9 +84,8 @@ def split_conv1d_scan_deferred(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bia
     if width != 2 * dim + 2 * ngroups * N + H or tuple(rmsnorm_weight.shape) != (dim,) \
             or outproj_weight.shape[-1] != dim or zxbcdt.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return None
-    x_like = zxbcdt[..., dim:2 * dim].unflatten(-1, (H, P))
-    if _k.fused_dot(x_like, seq_idx, False) is not None:   # the one-launch kernel's call: it has no deferred form
-        return None
+    if _k.fused_dot_of((bsz, L, H, P), zxbcdt.dtype, zxbcdt.device, seq_idx, False) is not None:
+        return None   # the one-launch kernel's call: it has no deferred form
     limits = (float(dt_limit[0]), float(dt_limit[1]))
     args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, seq_idx, rmsnorm_weight, outproj_weight)
     plain = (chunk_size, limits, return_final_states, H, P, N, ngroups)
