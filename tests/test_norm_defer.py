@@ -1,5 +1,6 @@
 """A Mamba2 layer's gated norm deferred past out_proj (ops/norm_defer.py): the deferred output, its scale taken
-by the next add+norm's kernel, and the LM with it, against float64 compositions and the route without it."""
+by the next add+norm's kernel, the decode step's state update with it, and the LM's prefill and composed decode steps
+with it, against float64 compositions and the route without it."""
 import copy
 from unittest import mock
 
