@@ -16,7 +16,7 @@ from .. import _validate
 from ..kernels import replay as _replay
 
 IO = (torch.float32, torch.bfloat16, torch.float16)
-from .conv1d import causal_conv1d_fn
+from .conv1d import causal_conv1d_fn, split_conv
 from .norm import rmsnorm_fn
 from .selective_scan import scan_from_log, selective_scan_fn
 from .ssd import _route, chunk_scan_from_log, mamba_chunk_scan_combined
@@ -147,10 +147,8 @@ def _split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_
     N = (conv1d_weight.shape[0] - dim) // (2 * ngroups)
     d_mlp = (zxbcdt.shape[-1] - (2 * dim + 2 * ngroups * N + H)) // 2
     bsz, L, _ = zxbcdt.shape
-    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, dim, dim + 2 * ngroups * N, H], dim=-1)
-    xBC = causal_conv1d_fn(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx=seq_idx,
-                           activation=activation).transpose(1, 2)
-    x, B, C = torch.split(xBC, [dim, ngroups * N, ngroups * N], dim=-1)
+    z0, x0, z, x, B, C, dt = split_conv(zxbcdt, conv1d_weight, conv1d_bias, seq_idx, activation, dim, ngroups, N, H,
+                                        d_mlp)
     gate_in_scan = rmsnorm_weight is None
     res = (chunk_scan_from_log if a_log else mamba_chunk_scan_combined)(
         x.reshape(bsz, L, H, P), dt, A, B.reshape(bsz, L, ngroups, N), C.reshape(bsz, L, ngroups, N), chunk_size,

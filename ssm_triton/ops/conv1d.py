@@ -118,3 +118,15 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
 # forwards that record no graph, and steps: one bound launch per input signature (ops/_plans.py)
 _FWD_PLANS = _plans.Plans()
 _UPDATE_PLANS = _plans.Plans()
+
+
+def split_conv(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bias: Optional[Tensor], seq_idx: Optional[Tensor],
+               activation: Optional[str], dim: int, ngroups: int, N: int, H: int, d_mlp: int = 0) -> tuple:
+    """Mamba-2's in_proj output ``zxbcdt (b, L, 2 d_mlp + 2 dim + 2 G N + H)`` cut into ``(z0, x0, z, x, B, C, dt)``
+    (column views), its ``xBC`` columns through :func:`causal_conv1d_fn` first (``x, B, C`` views of the conv's
+    channel-last output)."""
+    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, dim, dim + 2 * ngroups * N, H], dim=-1)
+    xBC = causal_conv1d_fn(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx=seq_idx,
+                           activation=activation).transpose(1, 2)
+    x, B, C = torch.split(xBC, [dim, ngroups * N, ngroups * N], dim=-1)
+    return z0, x0, z, x, B, C, dt

@@ -51,6 +51,11 @@ MAX_EAGER_BATCH = 64
 # capture will (past MAX_BATCH rows the composed step, whose kernels are then tuned at the graph's rows; an eager step
 # of those rows takes the fused step, so a capture ran the composed kernels' rule tiles)
 WARMING = False
+
+
+def capturing(hidden_states) -> bool:
+    """Whether a step takes a capture's routes: inside a CUDA graph capture or its warm-up (``WARMING``)."""
+    return WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
 # Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process):
 # 2026-12-03, Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4, Mamba-1 0.368 vs 0.368 at b1 and 0.502 vs
 # 0.579 at b4; 2026-12-04 with the one-tile projections (kernels/fused_step.py), Mamba-2 0.361 vs 0.475 at b4
@@ -260,11 +265,11 @@ def step(mixer, hidden_states, conv_state, ssm_state, residual=None, norm=None, 
         stream = plan.stream_now()
         if plan.fits(hidden_states, conv_state, ssm_state, residual, norm, stream):
             return plan(hidden_states, conv_state, ssm_state, residual, stream)
-    capturing = WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
-    if not serves(mixer, hidden_states, conv_state, ssm_state, None if capturing else MAX_EAGER_BATCH):
+    captured = capturing(hidden_states)
+    if not serves(mixer, hidden_states, conv_state, ssm_state, None if captured else MAX_EAGER_BATCH):
         return None
     kind = mamba2_step if hasattr(mixer, "nheads") else mamba_step
-    if capturing or not _plannable(hidden_states, conv_state, ssm_state, residual):
+    if captured or not _plannable(hidden_states, conv_state, ssm_state, residual):
         return kind(mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)
     plan = (_Mamba2Plan if kind is mamba2_step else _MambaPlan)(
         mixer, hidden_states, conv_state, ssm_state, residual, norm, residual_in_fp32)

@@ -34,9 +34,8 @@ def serves(mixer, hidden_states, norm) -> bool:
         return False
     if hidden_states.dim() != 3 or mixer.is_mimo and mixer.is_outproj_norm:
         return False
-    capturing = _fs.WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
     bsz, one, d_model = hidden_states.shape
-    most = _fs.MAX_BATCH["Mamba2"] if capturing else _fs.MAX_EAGER_BATCH
+    most = _fs.MAX_BATCH["Mamba2"] if _fs.capturing(hidden_states) else _fs.MAX_EAGER_BATCH
     weights = (mixer.in_proj.weight, mixer.out_proj.weight, norm.weight)
     modules = (mixer.in_proj, mixer.out_proj, norm, mixer.norm if mixer.is_outproj_norm else None)
     return (one == 1 and 0 < bsz <= most and d_model == mixer.d_model and hidden_states.dtype in _fs._DTYPES

@@ -27,7 +27,7 @@ from ..kernels import replay as _replay
 from ..kernels import state_update as _ks
 from ..kernels.ssd import launch as _k
 from ._layout import contiguous, records_graph, step_strided
-from .conv1d import causal_conv1d_fn
+from .conv1d import split_conv
 
 DEFER = os.environ.get("SSM_TRITON_NORM_DEFER", "1").strip() not in ("", "0")
 # the decode steps' form (written 2026-12-07 without a GPU): off until timed, SSM_TRITON_NORM_DEFER_STEP=1 turns it on
@@ -99,10 +99,7 @@ def _body(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, seq_idx, rmsnor
           limits, return_final_states, H, P, N, ngroups):
     bsz, L, _ = zxbcdt.shape
     dim = H * P
-    z, xBC, dt = torch.split(zxbcdt, [dim, dim + 2 * ngroups * N, H], dim=-1)
-    xBC = causal_conv1d_fn(xBC.transpose(1, 2), conv1d_weight, conv1d_bias, seq_idx=seq_idx,
-                           activation="silu").transpose(1, 2)
-    x, B, C = torch.split(xBC, [dim, ngroups * N, ngroups * N], dim=-1)
+    _, _, z, x, B, C, dt = split_conv(zxbcdt, conv1d_weight, conv1d_bias, seq_idx, "silu", dim, ngroups, N, H)
     s = step_strided
     (gw, ss), final, _, _ = _k.ssd_forward(
         s(x.unflatten(-1, (H, P))), s(dt), contiguous(A_log), s(B.unflatten(-1, (ngroups, N))),
