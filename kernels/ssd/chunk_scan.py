@@ -13,7 +13,7 @@ program's ``sum g^2`` of a step: the norm's ``1 / rms`` is a per-step scale that
 import triton
 import triton.language as tl
 
-from .common import chunk_bounds, cum_at, mm, row_block
+from .common import chunk_bounds, cum_at, mm, row_block, row_block_longest_first
 from ..hints import multiple
 from ..tuning import Kernel
 
@@ -29,10 +29,14 @@ def _chunk_scan_fwd_kernel(
     HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
     SX_A: tl.constexpr = 1, SC_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, HAS_NORM: tl.constexpr = False,
+    LONGEST_FIRST: tl.constexpr = False,
 ):
     # the step strides' divisors (hints.py): z a column slice of in_proj's output in the blocks' training path
     SX, SC, SZ = multiple(SX, SX_A), multiple(SC, SC_A), multiple(SZ, SZ_A)
-    t0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
+    if LONGEST_FIRST:
+        t0, c, bh, bi, h, g = row_block_longest_first(H, G, nc, Q, BLOCK_M)
+    else:
+        t0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, _, prev = chunk_bounds(c, L, Q)
     t = t0 + tl.arange(0, BLOCK_M)
     t_ok = t < L

@@ -85,6 +85,25 @@ def row_block(H, G, Q: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def row_block_longest_first(H, G, nc, Q: tl.constexpr, BLOCK_M: tl.constexpr):
+    """:func:`row_block` for a causal stage whose programs' work grows with their block's place in the chunk: the
+    GPU starts blocks in launch order (axis 0 fastest), so every chunk's last step block (the most ``BLOCK_K``
+    slices) of every (batch row, head) comes first, then the blocks before them: the short ones fill the tail of
+    the last wave instead of the long ones. The grid's axis 0 holds ``nc * (Q // BLOCK_M)`` blocks (a partial last
+    chunk's blocks past ``L`` find no step to store)."""
+    per: tl.constexpr = Q // BLOCK_M
+    n0 = nc * per
+    n1 = tl.num_programs(1)
+    lin = tl.program_id(1) * n0 + tl.program_id(0)
+    level = lin // (nc * n1)
+    rem = lin % (nc * n1)
+    bh = rem % n1
+    c = rem // n1
+    h = bh % H
+    return c * Q + (per - 1 - level) * BLOCK_M, c, bh, bh // H, h, h // (H // G)
+
+
+@triton.jit
 def chunk_bounds(c, L, Q: tl.constexpr):
     """First step of chunk ``c``, its last real step, and the step before it (the chunk's own first
     step for chunk 0: the sequence an initial state belongs to)."""

@@ -501,6 +501,8 @@ def bmm(B, C, p: Plan):
 # chunk; the other stages keep the plan's): a sweep's knob for the prefill graph's occupancy-bound chunk scan (its
 # 64x64 tiles hold 168 registers and 74.5 KB of shared memory a block, 3 blocks a SM; sm90_compile offline)
 SCAN_TILES = tuple(int(v) for v in os.environ.get("SSM_TRITON_SCAN_TILES", "").split(",") if v.strip())
+# the chunk scan's step blocks launched longest first (``row_block_longest_first``): an A/B of its last wave's tail
+SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "0").strip() == "1"
 
 
 def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None, out_dtype=None, norm_w=None):
@@ -514,7 +516,8 @@ def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, dia
     ss = None if norm_w is None else _f32(bsz, L, H * cdiv(P, p.block_p), device=x.device)
     if len(SCAN_TILES) == 4 and p.Q % SCAN_TILES[0] == 0 and p.Q % SCAN_TILES[1] == 0:
         p = replace(p, block_m=SCAN_TILES[0], block_k=SCAN_TILES[1], warps=SCAN_TILES[2], stages=SCAN_TILES[3])
-    chunk_scan_kernel((cdiv(L, p.block_m), bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss,
+    rows = nc * (p.Q // p.block_m) if SCAN_LONGEST_FIRST else cdiv(L, p.block_m)
+    chunk_scan_kernel((rows, bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss, LONGEST_FIRST=SCAN_LONGEST_FIRST,
                       X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
                       P=P, N=N, SX=x.stride(1), SC=C.stride(1), SZ=z.stride(1) if z is not None else 0, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
                       STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Call 49 (2026-12-07, forty-ninth session: call 48 plus the chunk scan's longest-first order; carry .whl; CALL_BUDGET=~520):
+#  (0) GPU tests of the decode steps' deferred gated norm (SSM_TRITON_NORM_DEFER_STEP, off: written without a GPU) and
+#      memcheck of its state-update tests;
+#  (1) the 130M Mamba2 LM's replayed decode steps b4 / b16 (the composed step past 4 rows) with
+#      SSM_TRITON_NORM_DEFER_STEP 1 / 0 / 1, tuner off, one process each: turn it on if b16 wins (one gated-norm launch
+#      a layer less; ~2.5 us a layer in the 12-07 profile);
+#  (2) the chunk scan's own tiles in the replayed prefill (SSM_TRITON_SCAN_TILES="BLOCK_M,BLOCK_K,warps,stages"), the
+#      default first and last. Offline (sm90_compile, triton 3.6, with the deferred norm): 64,64,4,2 168 registers
+#      74.5 KB (3 blocks a SM); 32,32,4,2 94 / 24.6 KB (5); 64,32,4,1 168 / 32.8 KB (3); 64,64,8,2 122 / 74.5 KB (2).
+#      Make the winner the chunk scan's rule for the inference stages if it wins by more than the run-to-run spread.
+#  (3) each with SSM_TRITON_SCAN_ORDER=1 too (the chunk's last step blocks launched first: 768 programs in ~2 waves of
+#      396 slots at 64x64, whose work grows 1..4 slices with the block's place in its chunk).
+T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-420} - ($(date +%s) - T0) )); }
+export SKIP_CHECK=1
+SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=150 TESTS="tests/test_norm_defer.py tests/test_state_update.py tests/test_decode_graph.py tests/test_ssd.py::test_chunk_scan_longest_blocks_first_gives_the_same_output" \
+  SANITIZE="tests/test_norm_defer.py" SANITIZE_K="state_update" SANITIZE_TIMEOUT=90 bash bench/gpu_run.sh -n 8 -k "not Mamba3" > /dev/null 2>&1
+mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
+{ echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; echo "== memcheck"; tail -3 $OUT/memcheck.txt 2>/dev/null; } >> $S
+rm -f $OUT/pytest.txt
+R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
+for v in 1 0 1; do
+  [ $(left) -gt 200 ] || break
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_NORM_DEFER_STEP=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_decode_step \((4|16),\)' > /tmp/p.txt 2>&1
+  { echo "== decode steps, NORM_DEFER_STEP=$v (tuner off)"; grep -E "^lm_" /tmp/p.txt; } >> $S
+done
+for v in ":0" "32,32,4,2:0" ":1" "64,32,4,1:0" "32,32,4,2:1" "64,64,8,2:0" ":0" "64,32,4,1:1" "32,64,4,2:0" "64,64,4,1:0" \
+         "64,64,8,2:1" ":1" "32,32,2,2:0" ":0"; do
+  [ $(left) -gt 25 ] || break
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=${v%:*} SSM_TRITON_SCAN_ORDER=${v#*:} timeout 40 python3 -m ssm_triton bench \
+    --ops lm --no-peers --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
+  echo "== SCAN_TILES:ORDER='$v' $(grep -E '^lm_prefill_cuda_graph' /tmp/p.txt | awk -F'|' '{print $6}')" >> $S
+done
+echo "== total $(( $(date +%s) - T0 )) s" >> $S
