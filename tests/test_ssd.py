@@ -131,22 +131,27 @@ def test_chunk_size_does_not_change_the_result(device, L):
             torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5)
 
 
-@examples(4)
+@examples(8)
 @given(bsz=st.integers(1, 2), L=st.integers(1, 70), heads_per_group=st.integers(1, 3), chunk=st.sampled_from([16, 32]),
-       seed=seeds(), options=st.booleans(), packed=st.booleans())
-def test_chunk_scan_longest_blocks_first_gives_the_same_output(device, bsz, L, heads_per_group, chunk, seed, options,
-                                                              packed):
-    """The chunk scan's step blocks launched longest first (``SSM_TRITON_SCAN_ORDER=1``; a partial last chunk's
-    blocks past ``L`` store nothing) on the stages' forward, against the float64 loop."""
+       seed=seeds(), options=st.booleans(), packed=st.booleans(), longest_first=st.booleans(), split=st.booleans(),
+       tiles=st.sampled_from([(), (8, 8), (8, 16), (16, 8)]), dtype=st.sampled_from(IO_DTYPES))
+def test_chunk_scan_forms_give_the_same_output(device, bsz, L, heads_per_group, chunk, seed, options, packed,
+                                               longest_first, split, tiles, dtype):
+    """The stages' forward with the chunk scan's step blocks launched longest first (``SSM_TRITON_SCAN_ORDER=1``; a
+    partial last chunk's blocks past ``L`` store nothing), with the decay of its earlier slices split into column and
+    row weights (``SSM_TRITON_SCAN_SPLIT=1``) and with its own step tiles (``SSM_TRITON_SCAN_TILES``), against the
+    float64 loop."""
     from ssm_triton.kernels.ssd import launch
-    t = problem(device, bsz, L, 1, heads_per_group, 5, 6, seed, options, packed, torch.float32)
+    t = problem(device, bsz, L, 1, heads_per_group, 5, 6, seed, options, packed, dtype)
     with pytest.MonkeyPatch.context() as mp, torch.no_grad():
-        mp.setattr(launch, "SCAN_LONGEST_FIRST", True)
+        mp.setattr(launch, "SCAN_LONGEST_FIRST", longest_first)
+        mp.setattr(launch, "SCAN_SPLIT", split)
+        mp.setattr(launch, "SCAN_TILES", tiles + (4, 1) if tiles else ())
         mp.setattr(launch, "FUSED", "0")
         out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
     want_out, want_final = ssd_np(**as_np(t))
-    assert_close(out, want_out, torch.float32, "out")
-    assert_close(final, want_final, torch.float32, "final_states")
+    assert_close(out, want_out, dtype, "out")
+    assert_close(final, want_final, dtype, "final_states")
 
 
 @examples(25)   # the profile's 50 took 61 s of CI

@@ -29,7 +29,7 @@ def _chunk_scan_fwd_kernel(
     HAS_SEQ: tl.constexpr, STORE_Y: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
     SX_A: tl.constexpr = 1, SC_A: tl.constexpr = 1, SZ_A: tl.constexpr = 1, HAS_NORM: tl.constexpr = False,
-    LONGEST_FIRST: tl.constexpr = False,
+    LONGEST_FIRST: tl.constexpr = False, SPLIT_DECAY: tl.constexpr = False,
 ):
     # the step strides' divisors (hints.py): z a column slice of in_proj's output in the blocks' training path
     SX, SC, SZ = multiple(SX, SX_A), multiple(SC, SC_A), multiple(SZ, SZ_A)
@@ -52,15 +52,44 @@ def _chunk_scan_fwd_kernel(
     # from the state entering the chunk (only for steps still in its sequence)
     enter = tl.load(HS + ((bh.to(tl.int64) * nc + c) * P + ps[None, :]) * N + ns[:, None],
                     mask=n_ok[:, None] & p_ok[None, :], other=0.0)                  # (BLOCK_N, BLOCK_P)
-    scale = tl.exp(cum_t)
     if HAS_SEQ:
         seq_t = tl.load(SEQ + step_t, mask=t_ok, other=-1)
-        scale = tl.where(seq_t == tl.load(SEQ + bi.to(tl.int64) * L + prev), scale, 0.0)
-    acc = mm(c_t, enter, DOT) * scale[:, None]
+        enter_ok = seq_t == tl.load(SEQ + bi.to(tl.int64) * L + prev)
+    cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
+    s_first = start
+    if SPLIT_DECAY:
+        # the slices wholly before this block: e^{cum_t - cum_s} = e^{cum_t - cum_r} e^{cum_r - cum_s} at its first
+        # step r, both factors at most 1: a column weight of C B^T and, after them, a row weight of the sum (with
+        # the entering state's term, whose e^{cum_t} splits the same way): BLOCK_K exps a slice, not BLOCK_M BLOCK_K,
+        # and no mask. A block past L (longest-first's padding) stores nothing; its loads stay masked
+        cum_r, cum_r_lo = cum_at(CUM, lo_off, row, t0)
+        enter_w = tl.exp(cum_r + tl.zeros_like(cum_t))
+        if HAS_SEQ:
+            enter_w = tl.where(enter_ok, enter_w, 0.0)
+        acc = mm(c_t, enter, DOT) * enter_w[:, None]
+        for i in range(0, (t0 - start) // BLOCK_K):
+            s = start + i * BLOCK_K + tl.arange(0, BLOCK_K)
+            s_ok = s < L
+            step_s = bi.to(tl.int64) * L + s
+            cb = tl.load(cb_chunk + (t - start)[:, None] * Q + (s - start)[None, :])
+            cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
+            w = tl.exp((cum_r - cum_s) + (cum_r_lo - cum_s_lo)) * tl.load(DTP + row + s)
+            cbw = cb * w[None, :]
+            if HAS_SEQ:
+                cbw = tl.where(tl.load(SEQ + step_s, mask=s_ok, other=-2)[None, :] == seq_t[:, None], cbw, 0.0)
+            x_s = tl.load(X + (step_s * SX + h * P)[:, None] + ps[None, :], mask=s_ok[:, None] & p_ok[None, :],
+                          other=0.0)
+            acc += mm(cbw, x_s, DOT)
+        acc *= tl.exp((cum_t - cum_r) + (cum_t_lo - cum_r_lo))[:, None]
+        s_first = start + (t0 - start) // BLOCK_K * BLOCK_K
+    else:
+        scale = tl.exp(cum_t)
+        if HAS_SEQ:
+            scale = tl.where(enter_ok, scale, 0.0)
+        acc = mm(c_t, enter, DOT) * scale[:, None]
 
     # inside the chunk: (C B^T) masked and decayed, times x
-    cb_chunk = CB + ((bi.to(tl.int64) * G + g) * nc + c) * Q * Q
-    for s0 in range(start, tl.minimum(t0 + BLOCK_M, L), BLOCK_K):
+    for s0 in range(s_first, tl.minimum(t0 + BLOCK_M, L), BLOCK_K):
         s = s0 + tl.arange(0, BLOCK_K)
         s_ok = s < L
         step_s = bi.to(tl.int64) * L + s

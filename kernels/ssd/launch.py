@@ -503,6 +503,12 @@ def bmm(B, C, p: Plan):
 SCAN_TILES = tuple(int(v) for v in os.environ.get("SSM_TRITON_SCAN_TILES", "").split(",") if v.strip())
 # the chunk scan's step blocks launched longest first (``row_block_longest_first``): an A/B of its last wave's tail
 SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "0").strip() == "1"
+# the chunk scan's slices before a program's own steps weighted by a column and a row factor of the decay
+# (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: an A/B until timed
+SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "0").strip() == "1"
+# a register cap for the chunk scan (ptx .maxnreg; 0: none): the split decay compiles to 204 registers at 64x64 tiles
+# and 4 warps (2 blocks a SM) and to 168 without a spill under a cap of 168 (sm_90, triton 3.6, offline)
+SCAN_MAXNREG = int(os.environ.get("SSM_TRITON_SCAN_MAXNREG", "0") or 0)
 
 
 def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, diag=None, out_dtype=None, norm_w=None):
@@ -518,10 +524,12 @@ def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, dia
         p = replace(p, block_m=SCAN_TILES[0], block_k=SCAN_TILES[1], warps=SCAN_TILES[2], stages=SCAN_TILES[3])
     rows = nc * (p.Q // p.block_m) if SCAN_LONGEST_FIRST else cdiv(L, p.block_m)
     chunk_scan_kernel((rows, bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss, LONGEST_FIRST=SCAN_LONGEST_FIRST,
+                      SPLIT_DECAY=SCAN_SPLIT,
                       X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
                       P=P, N=N, SX=x.stride(1), SC=C.stride(1), SZ=z.stride(1) if z is not None else 0, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
                       STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,
-                      BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
+                      BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages,
+                      **({"maxnreg": SCAN_MAXNREG} if SCAN_MAXNREG else {}))
     if norm_w is not None:
         return out, ss
     return out, (y if store_y else None)
