@@ -69,11 +69,13 @@ def test_forward_matches_both_references(device, bsz, L, groups, heads_per_group
 
 
 @examples(30)   # 50 took 110-136 s of CI's 30 minutes (2 cores); the gpu profile keeps its 100
-@given(**sizes(), use_final=st.booleans(), deterministic=st.booleans(), gated=st.booleans())
+@given(**sizes(), use_final=st.booleans(), deterministic=st.booleans(), gated=st.booleans(), dx_split=st.booleans())
 def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_group, P, N, chunk, seed, options,
-                                          packed, dtype, use_final, deterministic, gated):
+                                          packed, dtype, use_final, deterministic, gated, dx_split):
     """Every gradient against float64 autograd of the quadratic form; with the options' ``D`` either behind the
-    gate (``dD`` from the gate's backward) or without ``z`` (``dD`` from the pair stage's sums)."""
+    gate (``dD`` from the gate's backward) or without ``z`` (``dD`` from the pair stage's sums); the dx kernel
+    with its later slices' decay split into column and row weights or not (``SSM_TRITON_DX_SPLIT``)."""
+    from ssm_triton.kernels.ssd import launch
     if BIG:  # the quadratic reference holds (b, L, L, H) in memory
         L = min(L, 300)
     t = problem(device, bsz, L, groups, heads_per_group, P, N, seed, options, packed, dtype)
@@ -81,12 +83,14 @@ def test_gradients_match_float64_autograd(device, bsz, L, groups, heads_per_grou
         t.pop("z", None)
     leaves = {k: t[k].requires_grad_() for k in GRAD_NAMES if k in t}
     flags = {k: v for k, v in t.items() if k not in leaves}
-    out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk, return_final_states=True,
-                                                      deterministic=deterministic)
-    g_out = normal(out.shape, seed + 30, device, dtype)
-    g_final = normal(final.shape, seed + 31, device)
-    loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
-    got = torch.autograd.grad(loss, list(leaves.values()))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launch, "DX_SPLIT", dx_split)
+        out, final = ssm_triton.mamba_chunk_scan_combined(**leaves, **flags, chunk_size=chunk,
+                                                          return_final_states=True, deterministic=deterministic)
+        g_out = normal(out.shape, seed + 30, device, dtype)
+        g_final = normal(final.shape, seed + 31, device)
+        loss = (out * g_out).sum() + ((final * g_final).sum() if use_final else 0)
+        got = torch.autograd.grad(loss, list(leaves.values()))
 
     ref = {k: v.detach().cpu().double().requires_grad_() for k, v in leaves.items()}
     ref_flags = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in flags.items()}

@@ -127,7 +127,7 @@ def _dx_dd_kernel(
     HAS_D: tl.constexpr, HAS_DD: tl.constexpr, D_PER_CHANNEL: tl.constexpr, ATOMIC_DD: tl.constexpr,
     HAS_DIAG: tl.constexpr,
     HAS_SEQ: tl.constexpr, Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT: tl.constexpr, SPLIT_DECAY: tl.constexpr = False,
 ):
     s0, c, bh, bi, h, g = row_block(H, G, Q, BLOCK_M)
     start, end, _ = chunk_bounds(c, L, Q)
@@ -137,7 +137,30 @@ def _dx_dd_kernel(
     step_s = bi.to(tl.int64) * L + s
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
     v = tl.zeros([BLOCK_M, BLOCK_P], dtype=tl.float32)
-    for t0 in range(s0, end + 1, BLOCK_K):
+    t_last = end + 1
+    if SPLIT_DECAY:
+        # the slices wholly after this block: e^{cum_t - cum_s} = e^{cum_t - cum_r} e^{cum_r - cum_s} at its last step
+        # r, both factors at most 1 (r < t <= end: r is a real step): a column weight of (C B^T)^T, then a row weight
+        # of the sum; BLOCK_K exps a slice, not BLOCK_M BLOCK_K, and no causal mask
+        diag_end = s0 + tl.cdiv(BLOCK_M, BLOCK_K) * BLOCK_K
+        r = s0 + BLOCK_M - 1
+        cum_r, cum_r_lo = cum_at(CUM, lo_off, row, r)
+        for t0 in range(diag_end, end + 1, BLOCK_K):
+            t = t0 + tl.arange(0, BLOCK_K)
+            t_ok = t <= end
+            step_t = bi.to(tl.int64) * L + t
+            cum_t, cum_t_lo = cum_at(CUM, lo_off, row, t)
+            w = tl.where(t_ok, tl.exp((cum_t - cum_r) + (cum_t_lo - cum_r_lo)), 0.0)
+            cb = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :], other=0.0)
+            cbw = cb * w[None, :]
+            if HAS_SEQ:
+                cbw = tl.where(_seq(SEQ, step_t, t_ok, -2, HAS_SEQ)[None, :] == seq_s[:, None], cbw, 0.0)
+            v += mm(cbw, _rows(DY, step_t, h, H * P, P, ps, t_ok, p_ok), DOT)
+        cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
+        # a block that runs past its chunk's end walked nothing here (its r is no step: padding's cum)
+        v *= tl.where(r <= end, tl.exp((cum_r - cum_s) + (cum_r_lo - cum_s_lo)), 1.0)[:, None]
+        t_last = tl.minimum(diag_end, end + 1)
+    for t0 in range(s0, t_last, BLOCK_K):
         t = t0 + tl.arange(0, BLOCK_K)
         t_ok = t <= end
         step_t = bi.to(tl.int64) * L + t

@@ -506,6 +506,8 @@ SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "0").strip() == "1"
 # the chunk scan's slices before a program's own steps weighted by a column and a row factor of the decay
 # (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: an A/B until timed
 SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "0").strip() == "1"
+# the backward's dx kernel likewise (``bwd_pairs.py``'s ``SPLIT_DECAY``: the slices after a block's steps)
+DX_SPLIT = os.environ.get("SSM_TRITON_DX_SPLIT", "0").strip() == "1"
 # a register cap for the chunk scan (ptx .maxnreg; 0: none): the split decay compiles to 204 registers at 64x64 tiles
 # and 4 warps (2 blocks a SM) and to 168 without a spill under a cap of 168 (sm_90, triton 3.6, offline)
 SCAN_MAXNREG = int(os.environ.get("SSM_TRITON_SCAN_MAXNREG", "0") or 0)
@@ -734,7 +736,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     cb = bmm(B, C, p)
     dx_dd_kernel((rows, bsz * H), X=x, B=B, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, D=D, DIAG=diag, SEQ=seq, DX=dx,
                  DD_PART=dd_part, DDIAG=s.diag_grads, US=s.state_terms, XV=s.direct_terms, **sizes, SDX=step_stride(dx),
-                 D_PER_CHANNEL=D is not None and D.dim() == 2, ATOMIC_DD=not deterministic,
+                 D_PER_CHANNEL=D is not None and D.dim() == 2, ATOMIC_DD=not deterministic, SPLIT_DECAY=DX_SPLIT,
                  **{**meta, "num_warps": p.dx_warps or p.bwd_warps, "num_stages": p.dx_stages or p.bwd_stages})
     dc_states_kernel((rows, bsz * n_hb), X=x, B=B, C=C, DY=dy, DTP=dtp, CUM=cum, HS=hs, SEQ=seq,
                      DC_PART=s.dc_part, INTER=s.entering_terms, **sizes, SC=step_stride(C), HEADS=k, PAIRS=deterministic, **meta)
