@@ -277,13 +277,16 @@ def ssd_cases():
         yield "ssd chunk_scan", ssd_scan.chunk_scan_kernel, \
             {**iop("X", "B", "C", "Z", "Y", "OUT", "HS", "NORM_W"), **f32("CB", "DTP", "CUM", "D", "DIAG", "SS"), **ints}, \
             dict(HAS_D=opt, D_PER_CHANNEL=seq, HAS_DIAG=opt, HAS_Z=opt, HAS_SEQ=seq, STORE_Y=opt, **tiles,
-                 HAS_NORM=opt and not seq, SZ_A=8 if opt else 1)   # the deferred gated norm (ops/norm_defer.py)
+                 HAS_NORM=opt and not seq, SZ_A=8 if opt else 1,   # the deferred gated norm (ops/norm_defer.py)
+                 SPLIT_DECAY=opt, LONGEST_FIRST=seq)
         yield "ssd dx", ssd_bwd.dx_dd_kernel, \
             {**iop("X", "B", "DY", "DX"), **f32("CB", "DTP", "CUM", "D", "DIAG", "DD_PART", "DDIAG", "US", "XV"),
-             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, ATOMIC_DD=not seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles)
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(HAS_D=opt, HAS_DD=opt, D_PER_CHANNEL=seq, ATOMIC_DD=not seq, HAS_DIAG=opt, HAS_SEQ=seq, **tiles,
+                                                        SPLIT_DECAY=opt)
         yield "ssd db", ssd_bwd.db_dc_pairs_kernel, \
             {**iop("X", "B", "C", "DY"), **f32("CB", "DTP", "CUM", "DB_PART", "DC_PART"), "RS": "*fp64", "CS": "*fp64",
-             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, HEAVY_FIRST=opt, **tiles)
+             "ADJ": PTR.get(dot, "*fp32"), **ints}, dict(ATOMIC_DC=not seq, HAS_SEQ=seq, HEAVY_FIRST=opt, **tiles,
+                                                         SPLIT_DECAY=opt)
         yield "ssd dc", ssd_bwd.dc_states_kernel, {**iop("X", "B", "C", "DY", "HS"), **f32("DTP", "CUM", "DC_PART", "INTER"), **ints}, \
             dict(PAIRS=seq, HAS_SEQ=seq, **tiles)
         # the fused forward at the launcher's chunk (32) and channel tiles; IEEE fp32 products run it only when

@@ -91,6 +91,59 @@ def _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok
 
 
 @triton.jit
+def _pair_weight_after(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t, seq_s,
+                       seq_t, r, HAS_SEQ: tl.constexpr, DOT: tl.constexpr):
+    """:func:`_pair_weight` where every ``t`` comes after every ``s`` (``s <= r < t``): the decay as a row weight
+    ``e^{cum_r - cum_s}`` and a column weight ``e^{cum_t - cum_r}``, both at most 1, instead of an exp and a causal
+    mask per pair."""
+    cum_s, cum_s_lo = cum_at(CUM, lo_off, row, s)
+    cum_t, cum_t_lo = cum_at(CUM, lo_off, row, t)
+    cum_r, cum_r_lo = cum_at(CUM, lo_off, row, r)
+    to_r = tl.where(s_ok, tl.exp((cum_r - cum_s) + (cum_r_lo - cum_s_lo)) * tl.load(DTP + row + s), 0.0)
+    from_r = tl.where(t_ok, tl.exp((cum_t - cum_r) + (cum_t_lo - cum_r_lo)), 0.0)
+    xdy = mm(_rows(X, step_s, h, SX, P, ps, s_ok, p_ok), tl.trans(_rows(DY, step_t, h, H * P, P, ps, t_ok, p_ok)), DOT)
+    w = xdy * to_r[:, None] * from_r[None, :]
+    if HAS_SEQ:
+        w = tl.where(seq_t[None, :] == seq_s[:, None], w, 0.0)
+    return w
+
+
+@triton.jit
+def _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX, SC, L, Q,
+                start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS, db, Lp,
+                ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, AFTER: tl.constexpr, BLOCK_K: tl.constexpr,
+                DOT: tl.constexpr):
+    """One ``BLOCK_K`` slice of ``t`` for :func:`_db_dc_pairs_kernel`'s block of ``s``: the heads' ``W``, their
+    ``T`` sums, ``dB``'s part (returned added to ``db``) and ``dC``'s (atomics). ``AFTER``: the slice lies wholly
+    after the block's last step ``r`` (:func:`_pair_weight_after`, no diagonal to leave out)."""
+    t = t0 + tl.arange(0, BLOCK_K)
+    t_ok = t <= end
+    step_t = bi.to(tl.int64) * L + t
+    seq_t = _seq(SEQ, step_t, t_ok, -2, HAS_SEQ)
+    cb = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :], other=0.0)
+    wsum = tl.zeros([s.shape[0], BLOCK_K], dtype=tl.float32)
+    for i in range(HEADS):
+        h = hb * HEADS + i
+        row = (bi * H + h).to(tl.int64) * Lp
+        if AFTER:
+            wgt = _pair_weight_after(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s,
+                                     step_t, seq_s, seq_t, r, HAS_SEQ, DOT)
+            pair = cb * wgt
+        else:
+            wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
+                               seq_s, seq_t, HAS_SEQ, DOT)
+            pair = tl.where(t[None, :] > s[:, None], cb * wgt, 0.0)   # T without its diagonal (see above)
+        wsum += wgt
+        tl.atomic_add(CS + row + s, tl.sum(pair, axis=1).to(tl.float64), mask=s_ok, sem="relaxed")
+        tl.atomic_add(RS + row + t, tl.sum(pair, axis=0).to(tl.float64), mask=t_ok, sem="relaxed")
+    db += mm(wsum, _group_rows(C, step_t, g, SC, N, ns, t_ok, n_ok), DOT)
+    if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
+        tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],
+                      mm(tl.trans(wsum), b_s, DOT), mask=t_ok[:, None] & n_ok[None, :], sem="relaxed")
+    return db
+
+
+@triton.jit
 def _seq(SEQ, step, ok, other, HAS_SEQ: tl.constexpr):
     if HAS_SEQ:
         return tl.load(SEQ + step, mask=ok, other=other)
@@ -205,6 +258,7 @@ def _db_dc_pairs_kernel(
     # meta-parameters
     ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, HEAVY_FIRST: tl.constexpr, Q: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+    SPLIT_DECAY: tl.constexpr = False,
 ):
     if HEAVY_FIRST:
         # grid (chunks x rows x head blocks, row blocks a chunk): the blocks that walk the most of their chunk's
@@ -224,26 +278,19 @@ def _db_dc_pairs_kernel(
     seq_s = _seq(SEQ, step_s, s_ok, -1, HAS_SEQ)
     b_s = _group_rows(B, step_s, g, SB, N, ns, s_ok, n_ok)
     db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for t0 in range(s0, end + 1, BLOCK_K):
-        t = t0 + tl.arange(0, BLOCK_K)
-        t_ok = t <= end
-        step_t = bi.to(tl.int64) * L + t
-        seq_t = _seq(SEQ, step_t, t_ok, -2, HAS_SEQ)
-        cb = tl.load(cb_chunk + (t - start)[None, :] * Q + (s - start)[:, None], mask=t_ok[None, :], other=0.0)
-        wsum = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-        for i in range(HEADS):
-            h = hb * HEADS + i
-            row = (bi * H + h).to(tl.int64) * Lp
-            wgt = _pair_weight(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t, s_ok, t_ok, step_s, step_t,
-                               seq_s, seq_t, HAS_SEQ, DOT)
-            wsum += wgt
-            pair = tl.where(t[None, :] > s[:, None], cb * wgt, 0.0)   # T without its diagonal (see above)
-            tl.atomic_add(CS + row + s, tl.sum(pair, axis=1).to(tl.float64), mask=s_ok, sem="relaxed")
-            tl.atomic_add(RS + row + t, tl.sum(pair, axis=0).to(tl.float64), mask=t_ok, sem="relaxed")
-        db += mm(wsum, _group_rows(C, step_t, g, SC, N, ns, t_ok, n_ok), DOT)
-        if ATOMIC_DC:  # the same weights give dC's pair part: no second pass over the pairs
-            tl.atomic_add(DC_PART + ((step_t * n_hb + hb) * N)[:, None] + ns[None, :],
-                          mm(tl.trans(wsum), b_s, DOT), mask=t_ok[:, None] & n_ok[None, :], sem="relaxed")
+    t_last = end + 1
+    r = s0 + BLOCK_M - 1
+    if SPLIT_DECAY:   # the slices wholly after the block's last step r (a real step wherever one runs)
+        diag_end = s0 + tl.cdiv(BLOCK_M, BLOCK_K) * BLOCK_K
+        for t0 in range(diag_end, end + 1, BLOCK_K):
+            db = _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N,
+                             SX, SC, L, Q, start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS,
+                             db, Lp, ATOMIC_DC, HAS_SEQ, True, BLOCK_K, DOT)
+        t_last = tl.minimum(diag_end, end + 1)
+    for t0 in range(s0, t_last, BLOCK_K):
+        db = _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX,
+                         SC, L, Q, start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS, db, Lp,
+                         ATOMIC_DC, HAS_SEQ, False, BLOCK_K, DOT)
     # through chunk c's end state
     in_end_seq = s_ok
     if HAS_SEQ:

@@ -506,7 +506,7 @@ SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "0").strip() == "1"
 # the chunk scan's slices before a program's own steps weighted by a column and a row factor of the decay
 # (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: an A/B until timed
 SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "0").strip() == "1"
-# the backward's dx kernel likewise (``bwd_pairs.py``'s ``SPLIT_DECAY``: the slices after a block's steps)
+# the backward's dx and pair kernels likewise (``bwd_pairs.py``'s ``SPLIT_DECAY``: the slices after a block's steps)
 DX_SPLIT = os.environ.get("SSM_TRITON_DX_SPLIT", "0").strip() == "1"
 # a register cap for the chunk scan (ptx .maxnreg; 0: none): the split decay compiles to 204 registers at 64x64 tiles
 # and 4 warps (2 blocks a SM) and to 168 without a spill under a cap of 168 (sm_90, triton 3.6, offline)
@@ -744,7 +744,7 @@ def pair_grads(x, B, C, dy, dtp, cum, hs, ds, D, seq, p: Plan, heads, determinis
     db_dc_pairs_kernel(grid, X=x, B=B, C=C, CB=cb, DY=dy, DTP=dtp, CUM=cum, ADJ=ds, SEQ=seq,
                        DB_PART=s.db_part, DC_PART=s.dc_part, RS=s.pair_rows, CS=s.pair_cols, **sizes,
                        SC=step_stride(C), SDB=step_stride(s.db_part), HEADS=k,
-                       ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, **meta)
+                       ATOMIC_DC=not deterministic, HEAVY_FIRST=p.heavy_first, SPLIT_DECAY=DX_SPLIT, **meta)
     if dd_part is not None and deterministic:
         s = s._replace(dd=dd_part.sum((0, 1)) if D.dim() == 2 else dd_part.sum((0, 1, 3)))
     return dx, s
