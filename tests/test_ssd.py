@@ -138,13 +138,14 @@ def test_chunk_size_does_not_change_the_result(device, L):
 @examples(8)
 @given(bsz=st.integers(1, 2), L=st.integers(1, 70), heads_per_group=st.integers(1, 3), chunk=st.sampled_from([16, 32]),
        seed=seeds(), options=st.booleans(), packed=st.booleans(), longest_first=st.booleans(), split=st.booleans(),
-       tiles=st.sampled_from([(), (8, 8), (8, 16), (16, 8)]), dtype=st.sampled_from(IO_DTYPES))
+       tiles=st.sampled_from([(), (8, 8), (8, 16), (16, 8)]), dtype=st.sampled_from(IO_DTYPES),
+       state_tiles=st.sampled_from([(), (16, 16, 8, 1, 1)]))
 def test_chunk_scan_forms_give_the_same_output(device, bsz, L, heads_per_group, chunk, seed, options, packed,
-                                               longest_first, split, tiles, dtype):
+                                               longest_first, split, tiles, dtype, state_tiles):
     """The stages' forward with the chunk scan's step blocks launched longest first (``SSM_TRITON_SCAN_ORDER=1``; a
     partial last chunk's blocks past ``L`` store nothing), with the decay of its earlier slices split into column and
-    row weights (``SSM_TRITON_SCAN_SPLIT=1``) and with its own step tiles (``SSM_TRITON_SCAN_TILES``), against the
-    float64 loop."""
+    row weights (``SSM_TRITON_SCAN_SPLIT=1``), with its own step tiles (``SSM_TRITON_SCAN_TILES``) and with the chunk
+    states' own tiles (``SSM_TRITON_STATE_TILES``), against the float64 loop."""
     from ssm_triton.kernels.ssd import launch
     t = problem(device, bsz, L, 1, heads_per_group, 5, 6, seed, options, packed, dtype)
     with pytest.MonkeyPatch.context() as mp, torch.no_grad():
@@ -152,6 +153,7 @@ def test_chunk_scan_forms_give_the_same_output(device, bsz, L, heads_per_group, 
         mp.setattr(launch, "SCAN_SPLIT", split)
         mp.setattr(launch, "SCAN_TILES", tiles + (4, 1) if tiles else ())
         mp.setattr(launch, "FUSED", "0")
+        mp.setattr(launch, "STATE_TILES", state_tiles)
         out, final = ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=chunk, return_final_states=True)
     want_out, want_final = ssd_np(**as_np(t))
     assert_close(out, want_out, dtype, "out")

@@ -229,11 +229,20 @@ def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan, a_log: bool = Fals
     return dtp, cum
 
 
+# the forward's chunk states' own tiles where set, "BLOCK_P,BLOCK_N,BLOCK_K,warps,stages" (powers of two, BLOCK_K
+# dividing the chunk): a sweep's knob for the prefill graph, whose 24 heads x 8 chunks are 192 programs of a whole
+# (P, N) state each on 132 SMs (10.3 us a layer, H100 12-07, against ~4 us of its reads and writes)
+STATE_TILES = tuple(int(v) for v in os.environ.get("SSM_TRITON_STATE_TILES", "").split(",") if v.strip())
+
+
 def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     """Per-chunk (or per-sequence, ``MODE_VARLEN``) ``(P, N)`` sums; see ``chunk_state.py``."""
     bsz, L, H, P = V.shape
     G, N = W.shape[2], W.shape[3]
     nc = cdiv(L, p.Q)
+    if mode == MODE_STATE and len(STATE_TILES) == 5 and p.Q % STATE_TILES[2] == 0:
+        p = replace(p, outer_p=STATE_TILES[0], outer_n=STATE_TILES[1], block_k=STATE_TILES[2], warps=STATE_TILES[3],
+                    stages=STATE_TILES[4])
     tiles = cdiv(P, p.outer_p) * cdiv(N, p.outer_n)
     if mode == MODE_VARLEN:
         S = cu.shape[0] - 1

@@ -11,6 +11,7 @@
 #      Make the winner the chunk scan's rule for the inference stages if it wins by more than the run-to-run spread.
 #  (1b) the SSD headline fwd+bwd with the chunk scan's and the dx kernel's split decay (SSM_TRITON_SCAN_SPLIT,
 #      SSM_TRITON_DX_SPLIT) on and off;
+#  (4) the chunk states' tiles (SSM_TRITON_STATE_TILES; 192 programs of a whole state at the prefill);
 #  (3) with SSM_TRITON_SCAN_SPLIT=1 (the decay of a block's earlier slices as a column and a row weight: BLOCK_K exps
 #      a slice instead of BLOCK_M BLOCK_K, no mask; offline 204 registers at 64x64x4 warps (2 blocks a SM), 128 at 8
 #      warps, 168 without a spill under SSM_TRITON_SCAN_MAXNREG=168) and SSM_TRITON_SCAN_ORDER=1 (the chunk's last step blocks launched first: 768 programs in ~2 waves of
@@ -23,27 +24,29 @@ mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; echo "== memcheck"; tail -3 $OUT/memcheck.txt 2>/dev/null; } >> $S
 rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-for v in 1 0; do
-  [ $(left) -gt 300 ] || break
-  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_NORM_DEFER_STEP=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers \
-    --match '^lm_decode_step \((4|16),\)' > /tmp/p.txt 2>&1
-  { echo "== decode steps, NORM_DEFER_STEP=$v (tuner off)"; grep -E "^lm_" /tmp/p.txt; } >> $S
-done
+prefill() {   # tiles:order:split:maxnreg:state tiles
+  for v in "$@"; do
+    [ $(left) -gt 25 ] || break
+    IFS=: read tiles order split cap state <<< "$v"
+    SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
+      SSM_TRITON_SCAN_MAXNREG=$cap SSM_TRITON_STATE_TILES=$state timeout 40 python3 -m ssm_triton bench --ops lm \
+      --no-peers --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
+    echo "== TILES:ORDER:SPLIT:MAXNREG:STATE='$v' $(grep -E '^lm_prefill_cuda_graph' /tmp/p.txt | awk -F'|' '{print $6}')" >> $S
+  done
+}
+prefill "::::" "::1:168:" "::1::" "64,64,8,2::1::" ":1:::" "::::64,64,64,4,2" "::1:168:64,64,64,4,2" "::::"
 # the SSD headline's fwd+bwd (b8 L4096 H64 P64 N128 chunk 256 bf16), tuner off: scan split : dx split
-for v in 0:0 1:1 0:1; do
-  [ $(left) -gt 200 ] || break
+for v in 0:0 1:1; do
+  [ $(left) -gt 150 ] || break
   SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_SPLIT=${v%:*} SSM_TRITON_DX_SPLIT=${v#*:} timeout 60 python3 -m ssm_triton bench \
     --ops ssd --no-peers --match 'ssd \(8, 4096, 64, 64, 1, 128, 256\) bfloat16' > /tmp/p.txt 2>&1
   { echo "== SSD headline, SCAN_SPLIT:DX_SPLIT=$v (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
 done
-# tiles:order:split:maxnreg
-for v in ":::" "::1:168" "::1:" "64,64,8,2::1:" ":1::" "64,64,8,2:::" ":::" "::1:168" ":1:1:168" "32,32,4,2:::" \
-         "32,32,4,2::1:" "64,32,4,1::1:" "64,64,8,2:1:1:" ":1::" "::1:" ":::"; do
-  [ $(left) -gt 25 ] || break
-  IFS=: read tiles order split cap <<< "$v"
-  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
-    SSM_TRITON_SCAN_MAXNREG=$cap timeout 40 python3 -m ssm_triton bench --ops lm --no-peers \
-    --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
-  echo "== TILES:ORDER:SPLIT:MAXNREG='$v' $(grep -E '^lm_prefill_cuda_graph' /tmp/p.txt | awk -F'|' '{print $6}')" >> $S
+for v in 1 0; do
+  [ $(left) -gt 100 ] || break
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_NORM_DEFER_STEP=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers \
+    --match '^lm_decode_step \((4|16),\)' > /tmp/p.txt 2>&1
+  { echo "== decode steps, NORM_DEFER_STEP=$v (tuner off)"; grep -E "^lm_" /tmp/p.txt; } >> $S
 done
+prefill "64,64,8,2:::" "::::32,128,64,4,2" "32,32,4,2:::" "32,32,4,2::1::" ":1:1:168:" "64,32,4,1::1::" "::1::" "::::"
 echo "== total $(( $(date +%s) - T0 )) s" >> $S
