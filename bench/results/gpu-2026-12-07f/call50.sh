@@ -39,7 +39,7 @@ prefill() {   # tiles:order:split:maxnreg:state tiles
 prefill "::::" "::1:168:" "::1::" "64,64,8,2::1::" ":1:::" "::::64,64,64,4,2" "::::"
 # the SSD headline's fwd+bwd (b8 L4096 H64 P64 N128 chunk 256 bf16), tuner off: scan split : dx split
 for v in 0:0 1:1; do
-  [ $(left) -gt 150 ] || break
+  [ $(left) -gt 50 ] || break
   SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_SPLIT=${v%:*} SSM_TRITON_DX_SPLIT=${v#*:} timeout 60 python3 -m ssm_triton bench \
     --ops ssd --no-peers --match 'ssd \(8, 4096, 64, 64, 1, 128, 256\) bfloat16' > /tmp/p.txt 2>&1
   { echo "== SSD headline, SCAN_SPLIT:DX_SPLIT=$v (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
