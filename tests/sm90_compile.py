@@ -170,6 +170,8 @@ def cases():
         flags = dict(HAS_H0=opt, REVERSE=opt, ACC=acc, **_kw(space[0]))
         yield "scan fwd", ks.scan_fwd, dict.fromkeys(["A", "B", "H", "H0"], PTR[io]), flags
         for aligned, rev in ((False, False), (True, False), (False, True)):   # the backward's forms (kernels/scan.py)
+            if (aligned or rev) and io != tl.bfloat16 and not FULL:   # CI: the untimed forms in one dtype (~25 s)
+                continue
             yield "scan bwd", ks.scan_bwd, dict.fromkeys(["G", "A", "H", "H0", "DA", "DB", "DH0"], PTR[io]), \
                 dict(flags, ALIGNED=aligned, REV_GATHER=rev)
     for cfg in space[1:] if FULL else ():   # the tuner's other tiles: same code, other constants

@@ -14,8 +14,6 @@ def loops(sass):
     addr = [int(re.match(r"\s*/\*([0-9a-f]{4})\*/", ln).group(1), 16) for ln in lines]
     out = []
     for i, ln in enumerate(lines):
-        m = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", ln)
-        m2 = re.search(r"BRA.*\.L_x_(\d+)", ln)
         if "BRA" in ln:
             tgt = re.search(r"0x([0-9a-f]+)", ln.split("BRA")[1])
             if tgt:
