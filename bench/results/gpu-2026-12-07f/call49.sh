@@ -16,7 +16,7 @@
 #      a slice instead of BLOCK_M BLOCK_K, no mask; offline 204 registers at 64x64x4 warps (2 blocks a SM), 128 at 8
 #      warps, 168 without a spill under SSM_TRITON_SCAN_MAXNREG=168) and SSM_TRITON_SCAN_ORDER=1 (the chunk's last step blocks launched first: 768 programs in ~2 waves of
 #      396 slots at 64x64, whose work grows 1..4 slices with the block's place in its chunk).
-T0=$(date +%s); left() { echo $(( ${CALL_BUDGET:-420} - ($(date +%s) - T0) )); }
+. bench/results/gpu-2026-12-07f/forms.sh; CALL_BUDGET=${CALL_BUDGET:-420}
 export SKIP_CHECK=1
 SSM_TRITON_EXAMPLES=4 TEST_TIMEOUT=150 TESTS="tests/test_norm_defer.py tests/test_state_update.py tests/test_decode_graph.py tests/test_ssd.py::test_chunk_scan_forms_give_the_same_output tests/test_ssd.py::test_gradients_match_float64_autograd" \
   SANITIZE="tests/test_norm_defer.py" SANITIZE_K="state_update" SANITIZE_TIMEOUT=90 bash bench/gpu_run.sh -n 8 -k "not Mamba3" > /dev/null 2>&1
@@ -24,24 +24,9 @@ mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest"; tail -2 $OUT/pytest.txt; head -40 $OUT/failures.txt 2>/dev/null; echo "== memcheck"; tail -3 $OUT/memcheck.txt 2>/dev/null; } >> $S
 rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-prefill() {   # tiles:order:split:maxnreg:state tiles
-  for v in "$@"; do
-    [ $(left) -gt 25 ] || break
-    IFS=: read tiles order split cap state <<< "$v"
-    SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
-      SSM_TRITON_SCAN_MAXNREG=$cap SSM_TRITON_STATE_TILES=$state timeout 40 python3 -m ssm_triton bench --ops lm \
-      --no-peers --match '^lm_prefill_cuda_graph' > /tmp/p.txt 2>&1
-    echo "== TILES:ORDER:SPLIT:MAXNREG:STATE='$v' $(grep -E '^lm_prefill_cuda_graph' /tmp/p.txt | awk -F'|' '{print $6}')" >> $S
-  done
-}
 prefill "::::" "::1:168:" "::1::" "64,64,8,2::1::" ":1:::" "::::64,64,64,4,2" "::1:168:64,64,64,4,2" "::::"
 # the SSD headline's fwd+bwd (b8 L4096 H64 P64 N128 chunk 256 bf16), tuner off: scan split : dx split
-for v in 0:0 1:1; do
-  [ $(left) -gt 150 ] || break
-  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_SPLIT=${v%:*} SSM_TRITON_DX_SPLIT=${v#*:} timeout 60 python3 -m ssm_triton bench \
-    --ops ssd --no-peers --match 'ssd \(8, 4096, 64, 64, 1, 128, 256\) bfloat16' > /tmp/p.txt 2>&1
-  { echo "== SSD headline, SCAN_SPLIT:DX_SPLIT=$v (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
-done
+ssd_headline 0:0 1:1
 for v in 1 0; do
   [ $(left) -gt 100 ] || break
   SSM_TRITON_AUTOTUNE=0 SSM_TRITON_NORM_DEFER_STEP=$v timeout 60 python3 -m ssm_triton bench --ops lm --no-peers \
