@@ -109,7 +109,7 @@ def _pair_weight_after(X, DY, DTP, CUM, lo_off, row, h, H, P, SX, ps, p_ok, s, t
 
 
 @triton.jit
-def _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX, SC, L, Q,
+def _pairs_tile(X, C, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX, SC, L, Q,
                 start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS, db, Lp,
                 ATOMIC_DC: tl.constexpr, HAS_SEQ: tl.constexpr, AFTER: tl.constexpr, BLOCK_K: tl.constexpr,
                 DOT: tl.constexpr):
@@ -283,12 +283,12 @@ def _db_dc_pairs_kernel(
     if SPLIT_DECAY:   # the slices wholly after the block's last step r (a real step wherever one runs)
         diag_end = s0 + tl.cdiv(BLOCK_M, BLOCK_K) * BLOCK_K
         for t0 in range(diag_end, end + 1, BLOCK_K):
-            db = _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N,
+            db = _pairs_tile(X, C, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N,
                              SX, SC, L, Q, start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS,
                              db, Lp, ATOMIC_DC, HAS_SEQ, True, BLOCK_K, DOT)
         t_last = tl.minimum(diag_end, end + 1)
     for t0 in range(s0, t_last, BLOCK_K):
-        db = _pairs_tile(X, C, CB, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX,
+        db = _pairs_tile(X, C, DY, DTP, CUM, RS, CS, DC_PART, SEQ, cb_chunk, lo_off, bi, hb, n_hb, g, H, P, N, SX,
                          SC, L, Q, start, end, t0, r, s, s_ok, step_s, seq_s, b_s, ps, p_ok, ns, n_ok, HEADS, db, Lp,
                          ATOMIC_DC, HAS_SEQ, False, BLOCK_K, DOT)
     # through chunk c's end state
