@@ -51,11 +51,6 @@ MAX_EAGER_BATCH = 64
 # capture will (past MAX_BATCH rows the composed step, whose kernels are then tuned at the graph's rows; an eager step
 # of those rows takes the fused step, so a capture ran the composed kernels' rule tiles)
 WARMING = False
-
-
-def capturing(hidden_states) -> bool:
-    """Whether a step takes a capture's routes: inside a CUDA graph capture or its warm-up (``WARMING``)."""
-    return WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
 # Programmatic dependent launch by default up to this many rows (H200, 130M LMs, replayed steps, same process):
 # 2026-12-03, Mamba-2 0.350 vs 0.384 ms at b1 but 0.586 vs 0.544 at b4, Mamba-1 0.368 vs 0.368 at b1 and 0.502 vs
 # 0.579 at b4; 2026-12-04 with the one-tile projections (kernels/fused_step.py), Mamba-2 0.361 vs 0.475 at b4
@@ -69,6 +64,11 @@ DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "1").strip() not in 
 # launches a step instead of three (the out step apart); 2, one (the out step in the same launch); untimed
 # (2026-12-07), 0 (off) by default
 IN_UPDATE = {"1": 1, "2": 2}.get(os.environ.get("SSM_TRITON_M2_IN_UPDATE", "0").strip(), 0)
+
+
+def capturing(hidden_states) -> bool:
+    """Whether a step takes a capture's routes: inside a CUDA graph capture or its warm-up (``WARMING``)."""
+    return WARMING or (hidden_states.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def serves(mixer, hidden_states, conv_state, ssm_state, max_batch: int | None = None) -> bool:
