@@ -61,8 +61,8 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # 0.3608 / 0.6009 ms at 1 / 4 / 16 rows against five launches' 0.2878 / 0.3880 / 0.6464 (H200, 2026-12-07, call 24)
 DT_IN_UPDATE = os.environ.get("SSM_TRITON_M1_DT_IN_UPDATE", "1").strip() not in ("", "0")
 # Mamba-2's state update inside the input projection's launch (``kernels/in_update.py``), up to its rows: 1, two
-# launches a step instead of three (the out step apart); 2, one (the out step in the same launch); untimed
-# (2026-12-07), 0 (off) by default
+# launches a step instead of three (the out step apart); 2, one (the out step in the same launch); 0 (off) by default:
+# both slower on the H200 (2026-12-07, call 24: the 130M Mamba2 LM's replayed step b1 0.353 / 0.412 ms against 0.225)
 IN_UPDATE = {"1": 1, "2": 2}.get(os.environ.get("SSM_TRITON_M2_IN_UPDATE", "0").strip(), 0)
 
 
