@@ -172,7 +172,9 @@ def test_lm_decode_steps_with_deferred_norms_match_the_route_without(device, bsz
     want, want_states = run(False)
     assert not taken
     got, got_states = run(True)
-    assert len(taken) == 2 * steps
+    # at least one call a layer a step: on a GPU the eager steps replay CUDA graphs (models/decode_graphs.py), whose
+    # warm-up and capture call it too (6 calls for one step of 2 layers, H100 12-07)
+    assert len(taken) >= 2 * steps
     for a, b in zip(got, want):
         assert scaled_error(a, b) < 1e-4
     for a, b in zip(got_states, want_states):

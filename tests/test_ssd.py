@@ -138,8 +138,8 @@ def test_chunk_size_does_not_change_the_result(device, L):
 @examples(8)
 @given(bsz=st.integers(1, 2), L=st.integers(1, 70), heads_per_group=st.integers(1, 3), chunk=st.sampled_from([16, 32]),
        seed=seeds(), options=st.booleans(), packed=st.booleans(), longest_first=st.booleans(), split=st.booleans(),
-       tiles=st.sampled_from([(), (8, 8), (8, 16), (16, 8)]), dtype=st.sampled_from(IO_DTYPES),
-       state_tiles=st.sampled_from([(), (16, 16, 8, 1, 1)]))
+       tiles=st.sampled_from([(), (16, 16), (16, 32), (32, 16)]), dtype=st.sampled_from(IO_DTYPES),
+       state_tiles=st.sampled_from([(), (16, 16, 16, 1, 1)]))
 def test_chunk_scan_forms_give_the_same_output(device, bsz, L, heads_per_group, chunk, seed, options, packed,
                                                longest_first, split, tiles, dtype, state_tiles):
     """The stages' forward with the chunk scan's step blocks launched longest first (``SSM_TRITON_SCAN_ORDER=1``; a
