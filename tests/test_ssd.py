@@ -149,8 +149,8 @@ def test_chunk_scan_forms_give_the_same_output(device, bsz, L, heads_per_group, 
     from ssm_triton.kernels.ssd import launch
     t = problem(device, bsz, L, 1, heads_per_group, 5, 6, seed, options, packed, dtype)
     with pytest.MonkeyPatch.context() as mp, torch.no_grad():
-        mp.setattr(launch, "SCAN_LONGEST_FIRST", longest_first)
-        mp.setattr(launch, "SCAN_SPLIT", split)
+        mp.setattr(launch, "SCAN_LONGEST_FIRST", "1" if longest_first else "0")
+        mp.setattr(launch, "SCAN_SPLIT", "1" if split else "0")
         mp.setattr(launch, "SCAN_TILES", tiles + (4, 1) if tiles else ())
         mp.setattr(launch, "FUSED", "0")
         mp.setattr(launch, "STATE_TILES", state_tiles)

@@ -56,6 +56,22 @@ def dot_for(dtype: torch.dtype):
     return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
+def tiles_env(name: str, count: int, tiles: int) -> tuple[int, ...]:
+    """The comma-separated ints of environment variable ``name``: ``()`` where unset, else ``count`` of them whose
+    first ``tiles`` are tile sides, powers of two of at least 16 (``tl.dot``'s smallest on a GPU)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return ()
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != count or any(v < 16 or v & (v - 1) for v in vals[:tiles]) or any(v < 1 for v in vals[tiles:]):
+        raise ValueError(f"{name} must be {count} comma-separated positive ints, the first {tiles} powers of two of at "
+                         f"least 16, got {text!r}")
+    return vals
+
+
 @dataclass(frozen=True)
 class Plan:
     """Tile sizes for one problem. ``BLOCK_M``/``BLOCK_K`` divide ``Q``; P and N are padded to powers of
@@ -84,6 +100,12 @@ class Plan:
     # (one wave: nothing to balance) on the H200, 2026-12-04 (sweep_ssd bwd_kernels). The rule's many-rows plans
     # take it
     heavy_first: bool = False
+    # the chunk scan's own step-slice tile and pipeline stages (None: block_k, stages)
+    scan_block_k: int | None = None
+    scan_stages: int | None = None
+    # the chunk scan's split decay (chunk_scan.py SPLIT_DECAY) and its step blocks launched longest first
+    scan_split: bool = False
+    scan_longest_first: bool = False
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
@@ -232,7 +254,7 @@ def dt_cumsum(dt, A, dt_bias, dt_softplus, dt_limit, p: Plan, a_log: bool = Fals
 # the forward's chunk states' own tiles where set, "BLOCK_P,BLOCK_N,BLOCK_K,warps,stages" (powers of two, BLOCK_K
 # dividing the chunk): a sweep's knob for the prefill graph, whose 24 heads x 8 chunks are 192 programs of a whole
 # (P, N) state each on 132 SMs (10.3 us a layer, H100 12-07, against ~4 us of its reads and writes)
-STATE_TILES = tuple(int(v) for v in os.environ.get("SSM_TRITON_STATE_TILES", "").split(",") if v.strip())
+STATE_TILES = tiles_env("SSM_TRITON_STATE_TILES", 5, 3)
 
 
 def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
@@ -509,12 +531,12 @@ def bmm(B, C, p: Plan):
 # the chunk scan's own tiles where set, "BLOCK_M,BLOCK_K,warps,stages" (each step tile a power of two dividing the
 # chunk; the other stages keep the plan's): a sweep's knob for the prefill graph's occupancy-bound chunk scan (its
 # 64x64 tiles hold 168 registers and 74.5 KB of shared memory a block, 3 blocks a SM; sm90_compile offline)
-SCAN_TILES = tuple(int(v) for v in os.environ.get("SSM_TRITON_SCAN_TILES", "").split(",") if v.strip())
+SCAN_TILES = tiles_env("SSM_TRITON_SCAN_TILES", 4, 2)
 # the chunk scan's step blocks launched longest first (``row_block_longest_first``): an A/B of its last wave's tail
-SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "0").strip() == "1"
+SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "").strip()   # "1" / "0" force it, else the plan's
 # the chunk scan's slices before a program's own steps weighted by a column and a row factor of the decay
 # (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: an A/B until timed
-SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "0").strip() == "1"
+SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "").strip()   # "1" / "0" force it, else the plan's
 # the backward's dx and pair kernels likewise (``bwd_pairs.py``'s ``SPLIT_DECAY``: the slices after a block's steps)
 DX_SPLIT = os.environ.get("SSM_TRITON_DX_SPLIT", "0").strip() == "1"
 # a register cap for the chunk scan (ptx .maxnreg; 0: none): the split decay compiles to 204 registers at 64x64 tiles
@@ -532,14 +554,17 @@ def chunk_scan(x, B, C, cb, dtp, cum, hs, D, z, seq, p: Plan, store_y: bool, dia
     y = torch.empty_like(out) if store_y else out
     ss = None if norm_w is None else _f32(bsz, L, H * cdiv(P, p.block_p), device=x.device)
     if len(SCAN_TILES) == 4 and p.Q % SCAN_TILES[0] == 0 and p.Q % SCAN_TILES[1] == 0:
-        p = replace(p, block_m=SCAN_TILES[0], block_k=SCAN_TILES[1], warps=SCAN_TILES[2], stages=SCAN_TILES[3])
-    rows = nc * (p.Q // p.block_m) if SCAN_LONGEST_FIRST else cdiv(L, p.block_m)
-    chunk_scan_kernel((rows, bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss, LONGEST_FIRST=SCAN_LONGEST_FIRST,
-                      SPLIT_DECAY=SCAN_SPLIT,
+        p = replace(p, block_m=SCAN_TILES[0], block_k=SCAN_TILES[1], warps=SCAN_TILES[2], stages=SCAN_TILES[3],
+                    scan_block_k=None, scan_stages=None)
+    longest_first = SCAN_LONGEST_FIRST == "1" if SCAN_LONGEST_FIRST in ("0", "1") else p.scan_longest_first
+    split = SCAN_SPLIT == "1" if SCAN_SPLIT in ("0", "1") else p.scan_split
+    rows = nc * (p.Q // p.block_m) if longest_first else cdiv(L, p.block_m)
+    chunk_scan_kernel((rows, bsz * H, cdiv(P, p.block_p)), NORM_W=norm_w, SS=ss, LONGEST_FIRST=longest_first,
+                      SPLIT_DECAY=split,
                       X=x, B=B, C=C, CB=cb, DTP=dtp, CUM=cum, HS=hs, D=D, DIAG=diag, Z=z, SEQ=seq, Y=y, OUT=out, L=L, H=H, G=G,
                       P=P, N=N, SX=x.stride(1), SC=C.stride(1), SZ=z.stride(1) if z is not None else 0, Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), D_PER_CHANNEL=D is not None and D.dim() == 2,
-                      STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.block_k, BLOCK_P=p.block_p,
-                      BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages,
+                      STORE_Y=store_y, Q=p.Q, BLOCK_M=p.block_m, BLOCK_K=p.scan_block_k or p.block_k, BLOCK_P=p.block_p,
+                      BLOCK_N=p.block_n, DOT=p.dot, num_warps=p.warps, num_stages=p.scan_stages or p.stages,
                       **({"maxnreg": SCAN_MAXNREG} if SCAN_MAXNREG else {}))
     if norm_w is not None:
         return out, ss
