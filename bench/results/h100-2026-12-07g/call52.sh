@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Call 52 (2026-12-07, fiftieth session; carry .whl and .peers; CALL_BUDGET=~400): after call 49 (H100: the prefill
+# Call 52 (2026-12-07, fiftieth session; carry .whl and .peers; CALL_BUDGET=~450): after call 49 (H100: the prefill
 # graph 2.383 ms by default, 2.284 longest-first, 2.316 with the chunk states at 32,128,64,4,2, 2.228 with the chunk
 # scan at 64,32,4,1 and the split decay):
 #  (0) the GPU tests that failed in call 49 for their tests' own faults (tile 8 is below tl.dot's K of 16 on a GPU; a
 #      GPU's eager steps replay graphs, so the deferred step runs more often than once a layer a step);
+#  (0b) memcheck of the chunk scan's forms (split decay, longest first, tiles) and the backward's split, tiny shapes;
 #  (1) the prefill graph over the combinations of the three winners (tuner off, one process each);
 #  (2) the fastest form beside mamba_ssm's own LM in one process (issue 17's 15x: graph <= eager mamba_ssm / 15).
 . bench/results/gpu-2026-12-07f/forms.sh; CALL_BUDGET=${CALL_BUDGET:-400}
 export SKIP_CHECK=1
 SSM_TRITON_EXAMPLES=8 TEST_TIMEOUT=100 TESTS="tests/test_norm_defer.py::test_lm_decode_steps_with_deferred_norms_match_the_route_without tests/test_ssd.py::test_chunk_scan_forms_give_the_same_output" \
+  SANITIZE="tests/test_ssd.py" SANITIZE_K="chunk_scan_forms or gradients_match" SANITIZE_TIMEOUT=90 \
   bash bench/gpu_run.sh -n 4 > /dev/null 2>&1
 mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
-{ echo "== pytest"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; } >> $S
+{ echo "== pytest"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; echo "== memcheck"; tail -3 $OUT/memcheck.txt 2>/dev/null; } >> $S
 rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 prefill "::::" "64,32,4,1::::" "64,32,4,1::1::" "64,32,4,1:1:1::" "64,32,4,1:1:::" "64,32,4,1::1::32,128,64,4,2" \
