@@ -144,7 +144,7 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     64x32 step tiles and no pipelining (1.36 ms), the backward with 64x64 tiles, two stages and heads
     grouped down to ~528 programs (4.65 ms); a small prefill (b=1 L=2048) wanted 64x64 forward tiles
     in two stages and 32x32 backward tiles with one or two heads per program (four on the H200 since
-    2026-12-04g: ``SMALL_PAIR_PROGRAMS``).
+    2026-12-04g: ``SMALL_PAIR_PROGRAMS``); its chunk scan 32-step slices in one stage with the split decay (2026-12-07).
     """
     bsz, L, H, P = x.shape
     mode = mode or run_mode(x.device)
@@ -160,7 +160,11 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
             p = replace(p, block_k=min(32, chunk_size), stages=1, heavy_first=True)
         else:
             small = min(32, chunk_size)
-            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=SMALL_PAIR_PROGRAMS * mode.sm_count)
+            # the chunk scan at 32-step slices in one stage with the split decay: the 130M Mamba2 LM's replayed
+            # prefill 2.228 ms against 2.383 with the plan's 64x64 in two stages (H100, 2026-12-07, tuner off,
+            # bench/results/h100-2026-12-07g; the split alone at 64x64 was 2.490, 2.384 capped to 168 registers)
+            p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=SMALL_PAIR_PROGRAMS * mode.sm_count,
+                        scan_block_k=small, scan_stages=1, scan_split=True)
     return replace(p, **overrides) if overrides else p
 
 
@@ -535,7 +539,7 @@ SCAN_TILES = tiles_env("SSM_TRITON_SCAN_TILES", 4, 2)
 # the chunk scan's step blocks launched longest first (``row_block_longest_first``): an A/B of its last wave's tail
 SCAN_LONGEST_FIRST = os.environ.get("SSM_TRITON_SCAN_ORDER", "").strip()   # "1" / "0" force it, else the plan's
 # the chunk scan's slices before a program's own steps weighted by a column and a row factor of the decay
-# (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: an A/B until timed
+# (``chunk_scan.py``'s ``SPLIT_DECAY``) instead of a masked exp per element: the few-rows plans take it (make_plan)
 SCAN_SPLIT = os.environ.get("SSM_TRITON_SCAN_SPLIT", "").strip()   # "1" / "0" force it, else the plan's
 # the backward's dx and pair kernels likewise (``bwd_pairs.py``'s ``SPLIT_DECAY``: the slices after a block's steps)
 DX_SPLIT = os.environ.get("SSM_TRITON_DX_SPLIT", "0").strip() == "1"
