@@ -11,19 +11,19 @@
 #  (2) the fastest form beside mamba_ssm's own LM in one process (issue 17's 15x: graph <= eager mamba_ssm / 15).
 . bench/results/gpu-2026-12-07f/forms.sh; CALL_BUDGET=${CALL_BUDGET:-400}
 export SKIP_CHECK=1
-SSM_TRITON_EXAMPLES=6 TEST_TIMEOUT=120 TESTS="tests/test_norm_defer.py tests/test_ssd.py tests/test_prefill_graph.py tests/test_decode_graph.py" \
-  SANITIZE="tests/test_ssd.py" SANITIZE_K="chunk_scan_forms or gradients_match" SANITIZE_TIMEOUT=90 \
+SSM_TRITON_EXAMPLES=6 TEST_TIMEOUT=90 TESTS="tests/test_norm_defer.py tests/test_ssd.py::test_chunk_scan_forms_give_the_same_output tests/test_prefill_graph.py tests/test_decode_graph.py" \
+  SANITIZE="tests/test_ssd.py" SANITIZE_K="chunk_scan_forms or gradients_match" SANITIZE_TIMEOUT=70 \
   bash bench/gpu_run.sh -n 8 > /dev/null 2>&1
 mv $OUT/gpu.txt $OUT/summary.txt; S=$OUT/summary.txt
 { echo "== pytest"; tail -2 $OUT/pytest.txt; head -60 $OUT/failures.txt 2>/dev/null; echo "== memcheck"; tail -3 $OUT/memcheck.txt 2>/dev/null; } >> $S
 rm -f $OUT/pytest.txt
 R=$(pwd); cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-prefill "::::" "64,64,4,2:0:0::" ":1:::" "::::32,128,64,4,2" ":1:::32,128,64,4,2" "::0::" "64,32,4,2:::" \
-  ":1:::64,64,64,4,2" "::::"
+prefill "::::" "64,64,4,2:0:0::" ":1:::" "::::32,128,64,4,2" ":1:::32,128,64,4,2"
 best=$(grep -E "^== TILES" $S| awk '{v=$NF; f=$2; if (v+0 > 0 && (b == "" || v+0 < b+0)) {b=v; bf=f}} END {print bf}' | sed "s/.*='\(.*\)'/\1/")
 echo "== fastest: '$best'" >> $S
 IFS=: read tiles order split cap state <<< "$best"
-[ $(left) -gt 70 ] && SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
-  SSM_TRITON_SCAN_MAXNREG=$cap SSM_TRITON_STATE_TILES=$state timeout $(( $(left) - 5 )) python3 -m ssm_triton bench --ops lm \
+[ $(left) -gt 90 ] && SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
+  SSM_TRITON_SCAN_MAXNREG=$cap SSM_TRITON_STATE_TILES=$state timeout $(( $(left) - 3 )) python3 -m ssm_triton bench --ops lm \
   --match '^lm_prefill' --json $OUT/prefill.json > $OUT/prefill.txt 2>&1
+prefill "::0::" "64,32,4,2:::" ":1:::64,64,64,4,2" "::::"
 echo "== total $(( $(date +%s) - T0 )) s" >> $S
