@@ -200,6 +200,33 @@ def test_every_ssd_plan(device):
                 tuning.unpin(choice.name)
 
 
+@pytest.mark.parametrize("text", ["8,64,4,2", "64,48,4,2", "64,64,4", "64,64,4,0", "64,x,4,2"])
+def test_tile_knobs_refuse_bad_values(monkeypatch, text):
+    """A tile knob's value that a GPU's ``tl.dot`` cannot take (a side under 16 or not a power of two), the wrong
+    count or a non-int is refused, naming the variable; a good one is read as given."""
+    from ssm_triton.kernels.ssd import launch as kl
+    monkeypatch.setenv("SSM_TRITON_SCAN_TILES", text)
+    with pytest.raises(ValueError, match="SSM_TRITON_SCAN_TILES"):
+        kl.tiles_env("SSM_TRITON_SCAN_TILES", 4, 2)
+    monkeypatch.setenv("SSM_TRITON_SCAN_TILES", "64,32,4,1")
+    assert kl.tiles_env("SSM_TRITON_SCAN_TILES", 4, 2) == (64, 32, 4, 1)
+
+
+def test_few_rows_plan_takes_the_split_chunk_scan():
+    """The GPU rule's plans: few (row, head) pairs take the chunk scan at 32-step slices in one stage with the split
+    decay (its other stages keep 64-step tiles in two); many pairs and Mamba-3's plan keep the scan as the plan's."""
+    from ssm_triton.kernels.mamba3 import core
+    from ssm_triton.kernels.ssd import launch as kl
+    small = torch.empty(1, 2048, 24, 64, device="meta", dtype=torch.bfloat16)
+    p = kl.make_plan(small, 128, 256, mode=H100)
+    assert (p.scan_block_k, p.scan_stages, p.scan_split, p.block_k, p.stages) == (32, 1, True, 64, 2)
+    big = torch.empty(8, 4096, 64, 64, device="meta", dtype=torch.bfloat16)
+    q = kl.make_plan(big, 128, 256, mode=H100)
+    assert (q.scan_block_k, q.scan_stages, q.scan_split) == (None, None, False)
+    m = core.ssd_plan(small, 128, 256, mode=H100)
+    assert not m.scan_split and m.scan_block_k is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter tunes nothing: autotuning runs on a GPU")
 def test_tuned_launches_equal_the_rule(device, monkeypatch, tmp_path):
     """With autotuning on, the tuner's timed runs leave no trace: an in-place decode step or conv update
