@@ -214,17 +214,20 @@ def test_tile_knobs_refuse_bad_values(monkeypatch, text):
 
 def test_few_rows_plan_takes_the_split_chunk_scan():
     """The GPU rule's plans: few (row, head) pairs take the chunk scan at 32-step slices in one stage with the split
-    decay (its other stages keep 64-step tiles in two); many pairs and Mamba-3's plan keep the scan as the plan's."""
+    decay, launched longest first, and 32-channel chunk states (its other stages keep 64-step tiles in two); many
+    pairs and Mamba-3's plan keep the scan and states as the plan's."""
     from ssm_triton.kernels.mamba3 import core
     from ssm_triton.kernels.ssd import launch as kl
     small = torch.empty(1, 2048, 24, 64, device="meta", dtype=torch.bfloat16)
     p = kl.make_plan(small, 128, 256, mode=H100)
-    assert (p.scan_block_k, p.scan_stages, p.scan_split, p.block_k, p.stages) == (32, 1, True, 64, 2)
+    assert (p.scan_block_k, p.scan_stages, p.scan_split, p.scan_longest_first, p.state_outer_p, p.block_k,
+            p.stages) == (32, 1, True, True, 32, 64, 2)
     big = torch.empty(8, 4096, 64, 64, device="meta", dtype=torch.bfloat16)
     q = kl.make_plan(big, 128, 256, mode=H100)
-    assert (q.scan_block_k, q.scan_stages, q.scan_split) == (None, None, False)
+    assert (q.scan_block_k, q.scan_stages, q.scan_split, q.scan_longest_first, q.state_outer_p) == (None, None, False,
+                                                                                                   False, None)
     m = core.ssd_plan(small, 128, 256, mode=H100)
-    assert not m.scan_split and m.scan_block_k is None
+    assert not m.scan_split and not m.scan_longest_first and m.scan_block_k is None and m.state_outer_p is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the interpreter tunes nothing: autotuning runs on a GPU")

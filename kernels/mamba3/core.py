@@ -67,9 +67,11 @@ def ssd_plan(x, N, chunk_size, **overrides):
     """The SSD stages' plan as Mamba-3 takes it (SISO and MIMO): two pipeline stages in the dx kernel and the pair
     kernel's programs in row order, where the SSD's rule runs one stage and the longest rows first (measured on the
     SSD's shapes only, 2026-12-04, not on Mamba-3's; the tuner tries both), and the chunk scan at the step tiles of
-    the plan, without the split decay the SSD's few-rows rule takes (timed on the Mamba2 prefill only, 2026-12-07)."""
+    the plan, without the split decay, order and chunk states' tile the SSD's few-rows rule takes (timed on the Mamba2
+    prefill only, 2026-12-07)."""
     return ssd.plan(x, N, chunk_size, **{"dx_stages": None, "heavy_first": False, "scan_block_k": None,
-                                         "scan_stages": None, "scan_split": False, **overrides})
+                                         "scan_stages": None, "scan_split": False, "scan_longest_first": False,
+                                         "state_outer_p": None, **overrides})
 
 
 def core_plan(x, N, chunk_size, io_dtype):

@@ -106,6 +106,8 @@ class Plan:
     # the chunk scan's split decay (chunk_scan.py SPLIT_DECAY) and its step blocks launched longest first
     scan_split: bool = False
     scan_longest_first: bool = False
+    # the forward's chunk states' own channel tile (None: outer_p)
+    state_outer_p: int | None = None
     min_programs: int = 528   # the pair stages' target program count: 4 per SM (the H100's and H200's 132)
 
     @property
@@ -144,7 +146,8 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
     64x32 step tiles and no pipelining (1.36 ms), the backward with 64x64 tiles, two stages and heads
     grouped down to ~528 programs (4.65 ms); a small prefill (b=1 L=2048) wanted 64x64 forward tiles
     in two stages and 32x32 backward tiles with one or two heads per program (four on the H200 since
-    2026-12-04g: ``SMALL_PAIR_PROGRAMS``); its chunk scan 32-step slices in one stage with the split decay (2026-12-07).
+    2026-12-04g: ``SMALL_PAIR_PROGRAMS``); its chunk scan 32-step slices in one stage with the split decay, launched
+    longest first, and its chunk states 32 channels a program (2026-12-07).
     """
     bsz, L, H, P = x.shape
     mode = mode or run_mode(x.device)
@@ -160,11 +163,14 @@ def make_plan(x: torch.Tensor, N: int, chunk_size: int, block: int | None = None
             p = replace(p, block_k=min(32, chunk_size), stages=1, heavy_first=True)
         else:
             small = min(32, chunk_size)
-            # the chunk scan at 32-step slices in one stage with the split decay: the 130M Mamba2 LM's replayed
-            # prefill 2.228 ms against 2.383 with the plan's 64x64 in two stages (H100, 2026-12-07, tuner off,
-            # bench/results/h100-2026-12-07g; the split alone at 64x64 was 2.490, 2.384 capped to 168 registers)
+            # the chunk scan at 32-step slices in one stage with the split decay, its blocks launched longest
+            # first, and the chunk states at 32 channels a program: the 130M Mamba2 LM's replayed prefill 2.088 ms
+            # against 2.351 with the plan's 64x64 scan in two stages and 64-channel states (H100, 2026-12-07, tuner
+            # off, bench/results/h100-2026-12-07g: the scan's form alone 2.194, with longest first 2.158, with the
+            # states' tile 2.162; the split at 64x64 lost, 2.490)
             p = replace(p, bwd_block_m=small, bwd_block_k=small, min_programs=SMALL_PAIR_PROGRAMS * mode.sm_count,
-                        scan_block_k=small, scan_stages=1, scan_split=True)
+                        scan_block_k=small, scan_stages=1, scan_split=True, scan_longest_first=True,
+                        state_outer_p=min(32, p.outer_p))
     return replace(p, **overrides) if overrides else p
 
 
@@ -198,8 +204,9 @@ def _fitting(options: list[dict], chunk_size: int) -> list[dict]:
 def _forward_options(p: SSDProblem, mode):
     # the chunk scan with and without the split decay at the plan's own slices (the few-rows rule splits at 32)
     return _fitting([dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
-                     dict(warps=8), dict(scan_block_k=None, scan_stages=None, scan_split=False),
-                     dict(scan_split=True)], p.chunk_size)
+                     dict(warps=8), dict(scan_block_k=None, scan_stages=None, scan_split=False,
+                                         scan_longest_first=False, state_outer_p=None),
+                     dict(scan_split=True, scan_longest_first=True)], p.chunk_size)
 
 
 def _backward_options(p: SSDProblem, mode):
@@ -271,6 +278,8 @@ def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     if mode == MODE_STATE and len(STATE_TILES) == 5 and p.Q % STATE_TILES[2] == 0:
         p = replace(p, outer_p=STATE_TILES[0], outer_n=STATE_TILES[1], block_k=STATE_TILES[2], warps=STATE_TILES[3],
                     stages=STATE_TILES[4])
+    elif mode == MODE_STATE and p.state_outer_p:
+        p = replace(p, outer_p=p.state_outer_p)
     tiles = cdiv(P, p.outer_p) * cdiv(N, p.outer_n)
     if mode == MODE_VARLEN:
         S = cu.shape[0] - 1
