@@ -202,11 +202,11 @@ def _fitting(options: list[dict], chunk_size: int) -> list[dict]:
 # Tile plans the SSD stages are tuned over, as overrides of ``plan``'s rule: the runners-up of the H100
 # sweep (bench/sweep_ssd.py, 2026-11-25) for many and for few (row, head) pairs.
 def _forward_options(p: SSDProblem, mode):
-    # the chunk scan with and without the split decay at the plan's own slices (the few-rows rule splits at 32)
+    # the few-rows rule's chunk scan and chunk states forms and the plan's own, either way (make_plan)
     return _fitting([dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
                      dict(warps=8), dict(scan_block_k=None, scan_stages=None, scan_split=False,
                                          scan_longest_first=False, state_outer_p=None),
-                     dict(scan_split=True, scan_longest_first=True)], p.chunk_size)
+                     dict(scan_split=True, scan_longest_first=True, state_outer_p=32)], p.chunk_size)
 
 
 def _backward_options(p: SSDProblem, mode):
