@@ -400,3 +400,26 @@ def test_chunk_sums_inside_the_state_passings(device, bsz, L, groups, heads_per_
         assert_close(g, w, dtype, name)
         scale = float(s.detach().abs().max()) if s.numel() else 0.0
         torch.testing.assert_close(g, s, rtol=1e-5, atol=1e-6 * max(scale, 1.0), msg=f"{name} against the stages")
+
+
+def test_chunk_scan_forms_key_the_replays(device):
+    """A call's recorded launches serve only calls under the same chunk scan form: switching the split decay and the
+    order between calls of the same inputs runs the launcher under each form once, and the outputs agree."""
+    from ssm_triton.kernels.ssd import launch
+    t = problem(device, 1, 40, 1, 2, 5, 6, 3, True, False, torch.float32)
+    seen, outs = [], []
+    real = launch.chunk_scan
+
+    def counted(*a, **k):
+        seen.append(launch.SCAN_SPLIT + launch.SCAN_LONGEST_FIRST)
+        return real(*a, **k)
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setattr(launch, "FUSED", "0")
+        mp.setattr(launch, "chunk_scan", counted)
+        for form in ("00", "11", "00", "11", "10"):
+            mp.setattr(launch, "SCAN_SPLIT", form[0])
+            mp.setattr(launch, "SCAN_LONGEST_FIRST", form[1])
+            outs.append(ssm_triton.mamba_chunk_scan_combined(**t, chunk_size=16))
+    assert sorted(set(seen)) == ["00", "10", "11"]
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-6)

@@ -29,6 +29,7 @@ from ..kernels import state_update as _ks
 from ..kernels.ssd import launch as _k
 from ._layout import contiguous, records_graph, step_strided
 from .conv1d import split_conv
+from .ssd import _route as _ssd_route
 
 DEFER = os.environ.get("SSM_TRITON_NORM_DEFER", "1").strip() not in ("", "0")
 # the decode steps' form: the 16-row replayed step of the 130M Mamba2 LM 0.5915 ms against 0.6236 without (H100,
@@ -91,7 +92,8 @@ def split_conv1d_scan_deferred(zxbcdt: Tensor, conv1d_weight: Tensor, conv1d_bia
     limits = (float(dt_limit[0]), float(dt_limit[1]))
     args = (zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A_log, D, seq_idx, rmsnorm_weight, outproj_weight)
     plain = (chunk_size, limits, return_final_states, H, P, N, ngroups)
-    out = _REPLAYS.run(_replay.key_of(args + plain), lambda *a: _body(*a, *plain), args)
+    # the SSD's route switches in the key too: a recording made under one chunk scan form must not serve another
+    out = _REPLAYS.run(_replay.key_of(args + plain, _ssd_route(zxbcdt)), lambda *a: _body(*a, *plain), args)
     raw, ss, final = out
     deferred = Deferred(raw, ss, dim, float(rmsnorm_eps))
     return (deferred, final) if return_final_states else deferred

@@ -73,6 +73,7 @@ def _route(x) -> tuple:
             _k.WALK_SUB, _k.WALK_STAGES, _k.WALK_WARPS, _k.WALK_MAXNREG, _k.WALK_AHEAD, _k.WALK_FREC, _k.WALK_MERGE,
             _dt.GATE_ROWS, _dt.GATE_TILE, _dt.GATE_WARPS,
             _fused.SEGMENTS, _fused.ALIGN, _fused.CARRY, _k.INF_CHUNK,
+            _k.SCAN_TILES, _k.SCAN_LONGEST_FIRST, _k.SCAN_SPLIT, _k.SCAN_MAXNREG, _k.STATE_TILES, _k.DX_SPLIT,
             _k.precision_key(x.dtype) if isinstance(x, torch.Tensor) else None)
 
 
