@@ -7,6 +7,7 @@
 #  (1) the prefill graph by default against the forty-ninth session's forms forced; then beside mamba_ssm's LM;
 #  (2) the SSD's few-rows bench rows (b1 L512 / L2048 / L8192, fwd and fwd+bwd, tuner off) by default and with the old
 #      forms forced: the training calls at these sizes that take the stages now take the split scan too;
+#      and with the backward's split decay (left off: inside the spread at the headline);
 #  (3) the Mamba-3 LM's prefill with the split form forced (its plan keeps the old form until this row says).
 . bench/results/gpu-2026-12-07f/forms.sh; CALL_BUDGET=${CALL_BUDGET:-540}
 export SKIP_CHECK=1
@@ -20,13 +21,14 @@ OLD="64,64,4,2:0:0::64,128,64,4,2"
 prefill "::::" "$OLD" "::::"
 [ $(left) -gt 150 ] && SSM_TRITON_AUTOTUNE=0 timeout 90 python3 -m ssm_triton bench --ops lm --match '^lm_prefill' \
   --json $OUT/prefill.json > $OUT/prefill.txt 2>&1
-for form in "" "$OLD"; do
+for form in "" "$OLD" "dx"; do   # dx: the default with the backward's split decay (SSM_TRITON_DX_SPLIT=1)
   [ $(left) -gt 90 ] || break
+  dx=0; [ "$form" = dx ] && dx=1 && form=""
   IFS=: read tiles order split cap state <<< "$form"
-  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_DX_SPLIT=$dx SSM_TRITON_SCAN_TILES=$tiles SSM_TRITON_SCAN_ORDER=$order SSM_TRITON_SCAN_SPLIT=$split \
     SSM_TRITON_STATE_TILES=$state timeout 80 python3 -m ssm_triton bench --ops ssd --no-peers \
     --match 'ssd \(1, (512|2048|8192), ' > /tmp/p.txt 2>&1
-  { echo "== SSD few-rows rows, form '$form' (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
+  { echo "== SSD few-rows rows, form '$form' DX_SPLIT=$dx (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
 done
 for v in "" 1; do
   [ $(left) -gt 60 ] || break
