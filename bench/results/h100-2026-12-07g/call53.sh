@@ -8,6 +8,7 @@
 #  (2) the SSD's few-rows bench rows (b1 L512 / L2048 / L8192, fwd and fwd+bwd, tuner off) by default and with the old
 #      forms forced: the training calls at these sizes that take the stages now take the split scan too;
 #      and with the backward's split decay (left off: inside the spread at the headline);
+#  (2b) the training headline with the split and order forced (the many-rows rule has neither);
 #  (3) the Mamba-3 LM's prefill with the split form forced (its plan keeps the old form until this row says).
 . bench/results/gpu-2026-12-07f/forms.sh; CALL_BUDGET=${CALL_BUDGET:-540}
 export SKIP_CHECK=1
@@ -29,6 +30,12 @@ for form in "" "$OLD" "dx"; do   # dx: the default with the backward's split dec
     SSM_TRITON_STATE_TILES=$state timeout 80 python3 -m ssm_triton bench --ops ssd --no-peers \
     --match 'ssd \(1, (512|2048|8192), ' > /tmp/p.txt 2>&1
   { echo "== SSD few-rows rows, form '$form' DX_SPLIT=$dx (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
+done
+for v in "" 1; do   # the training headline (the many-rows rule: 64x32 scan tiles, one stage) with split + order forced
+  [ $(left) -gt 80 ] || break
+  SSM_TRITON_AUTOTUNE=0 SSM_TRITON_SCAN_SPLIT=$v SSM_TRITON_SCAN_ORDER=$v timeout 60 python3 -m ssm_triton bench \
+    --ops ssd --no-peers --match 'ssd \(8, 4096, 64, 64, 1, 128, 256\) bfloat16' > /tmp/p.txt 2>&1
+  { echo "== SSD headline, SCAN_SPLIT=SCAN_ORDER='$v' (tuner off)"; grep -E "^ssd " /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
 done
 for v in "" 1; do
   [ $(left) -gt 60 ] || break
