@@ -69,9 +69,7 @@ def ssd_plan(x, N, chunk_size, **overrides):
     SSD's shapes only, 2026-12-04, not on Mamba-3's; the tuner tries both), and the chunk scan at the step tiles of
     the plan, without the split decay, order and chunk states' tile the SSD's few-rows rule takes (timed on the Mamba2
     prefill only, 2026-12-07)."""
-    return ssd.plan(x, N, chunk_size, **{"dx_stages": None, "heavy_first": False, "scan_block_k": None,
-                                         "scan_stages": None, "scan_split": False, "scan_longest_first": False,
-                                         "state_outer_p": None, **overrides})
+    return ssd.plan(x, N, chunk_size, **{"dx_stages": None, "heavy_first": False, **ssd.PLAIN_SCAN, **overrides})
 
 
 def core_plan(x, N, chunk_size, io_dtype):

@@ -199,14 +199,18 @@ def _fitting(options: list[dict], chunk_size: int) -> list[dict]:
     return [o for o in options if all(chunk_size % o.get(f, 1) == 0 for f in fields)]
 
 
+# the chunk scan and chunk states as the plan's own tiles make them: no split decay, no order, no states' tile (the
+# tuner's candidate against the few-rows rule's forms, and Mamba-3's plan, which keeps them)
+PLAIN_SCAN = dict(scan_block_k=None, scan_stages=None, scan_split=False, scan_longest_first=False, state_outer_p=None)
+
+
 # Tile plans the SSD stages are tuned over, as overrides of ``plan``'s rule: the runners-up of the H100
 # sweep (bench/sweep_ssd.py, 2026-11-25) for many and for few (row, head) pairs.
 def _forward_options(p: SSDProblem, mode):
     # the few-rows rule's chunk scan and chunk states forms and the plan's own, either way (make_plan)
     return _fitting([dict(block_k=64, stages=2), dict(block_k=32, stages=1), dict(block_m=32, block_k=32, stages=2),
-                     dict(warps=8), dict(scan_block_k=None, scan_stages=None, scan_split=False,
-                                         scan_longest_first=False, state_outer_p=None),
-                     dict(scan_split=True, scan_longest_first=True, state_outer_p=32)], p.chunk_size)
+                     dict(warps=8), dict(PLAIN_SCAN), dict(scan_split=True, scan_longest_first=True, state_outer_p=32)],
+                    p.chunk_size)
 
 
 def _backward_options(p: SSDProblem, mode):
@@ -275,12 +279,12 @@ def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
     bsz, L, H, P = V.shape
     G, N = W.shape[2], W.shape[3]
     nc = cdiv(L, p.Q)
+    bp, bn, bk, warps, stages = p.outer_p, p.outer_n, p.block_k, p.warps, p.stages
     if mode == MODE_STATE and len(STATE_TILES) == 5 and p.Q % STATE_TILES[2] == 0:
-        p = replace(p, outer_p=STATE_TILES[0], outer_n=STATE_TILES[1], block_k=STATE_TILES[2], warps=STATE_TILES[3],
-                    stages=STATE_TILES[4])
+        bp, bn, bk, warps, stages = STATE_TILES
     elif mode == MODE_STATE and p.state_outer_p:
-        p = replace(p, outer_p=p.state_outer_p)
-    tiles = cdiv(P, p.outer_p) * cdiv(N, p.outer_n)
+        bp = p.state_outer_p
+    tiles = cdiv(P, bp) * cdiv(N, bn)
     if mode == MODE_VARLEN:
         S = cu.shape[0] - 1
         out = _f32(S, H, P, N, device=V.device)
@@ -289,8 +293,8 @@ def chunk_state(V, W, dtp, cum, seq, mode, p: Plan, hprev=None, cu=None):
         out = _f32(bsz, H, nc, P, N, device=V.device)
         grid = (nc, bsz * H, tiles)
     chunk_state_kernel(grid, V=V, W=W, DTP=dtp, CUM=cum, SEQ=seq, HPREV=hprev, OUT=out, CU=cu, L=L, H=H, G=G, P=P,
-                       N=N, SV=V.stride(1), SW=W.stride(1), Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), MODE=mode, Q=p.Q, BLOCK_K=p.block_k,
-                       BLOCK_P=p.outer_p, BLOCK_N=p.outer_n, DOT=p.dot, num_warps=p.warps, num_stages=p.stages)
+                       N=N, SV=V.stride(1), SW=W.stride(1), Lp=nc * p.Q, nc=nc, lo_off=lo_offset(cum), MODE=mode, Q=p.Q, BLOCK_K=bk,
+                       BLOCK_P=bp, BLOCK_N=bn, DOT=p.dot, num_warps=warps, num_stages=stages)
     return out
 
 
