@@ -41,8 +41,12 @@ def _state_update_kernel(
     add+norm takes (a row's sum, whatever the programs' channel tiles)."""
     # the row strides' divisors (hints.py): a step's x, B, C, z are read in place from in_proj's output rows
     x_b, b_b, c_b, z_b = multiple(x_b, x_b_A), multiple(b_b, b_b_A), multiple(c_b, c_b_A), multiple(z_b, z_b_A)
-    bi = tl.program_id(1).to(tl.int64)
-    h = tl.program_id(2).to(tl.int64)
+    # heads on the grid's second axis, rows on its third: programs launched one after another walk the state as it
+    # lies, (b, H, P, N). With rows on the second axis each next program read 2 MB further on at Mamba-2's b64 H64
+    # shape, where the op took 91.4% of a copy's bandwidth replayed on an H100 and a probe of the same tiles
+    # walking in order 96.4% (2026-12-08, bench/results/gpu-2026-12-08/probe_state_bw.py)
+    h = tl.program_id(1).to(tl.int64)
+    bi = tl.program_id(2).to(tl.int64)
     g = h // heads_per_group
     ps = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     ns = tl.arange(0, BLOCK_N)
@@ -118,7 +122,7 @@ def _state_update_kernel(
         z = tl.load(Z + bi * z_b + h * z_h + ps * z_p, mask=p_ok, other=0.0).to(tl.float32)
         out = out * z * tl.sigmoid(z)
     if HAS_NORM:
-        channel = (bi * tl.num_programs(2) + h) * P + ps
+        channel = (bi * tl.num_programs(1) + h) * P + ps
         tl.store(SS + channel, out * out, mask=p_ok)
         out = out * tl.load(NORM_W + h * P + ps, mask=p_ok, other=0.0).to(tl.float32)
     if HAS_IDX:
@@ -166,7 +170,7 @@ def _key(problem):
 # the kernel updates the state in place: the tuner restores it around each timed run
 state_update_kernel = TunableKernel(
     "state_update", _state_update_kernel, rule=_rule, alternatives=_alternatives, key=_key, restore=("S",),
-    grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-2], problem[-1]),
+    grid=lambda problem, kw: (cdiv(problem[1], kw["BLOCK_P"]), problem[-1], problem[-2]),
     flags=dict(HAS_D="D", HAS_Z="Z", HAS_BIAS="DT_BIAS", HAS_IDX="IDX", DT_LOW="DT_W", HAS_NORM="NORM_W"),
     hints=dict(x_b_A="x_b", b_b_A="b_b", c_b_A="c_b", z_b_A="z_b"))
 

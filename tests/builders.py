@@ -236,6 +236,20 @@ def walking_backward(sub: int = 32, segments: int = 1, ahead: bool = True, frec:
 
 
 @contextlib.contextmanager
+def stages_only():
+    """The SSD's staged forward forced (``launch.FUSED`` "0": no one-launch forward, which a training call of few
+    rows takes by default) with replays off: the route a test compares :func:`sums_in_state_passing` against."""
+    from ssm_triton.kernels import replay
+    from ssm_triton.kernels.ssd import launch
+    before = launch.FUSED, replay.ENABLED
+    launch.FUSED, replay.ENABLED = "0", False
+    try:
+        yield
+    finally:
+        launch.FUSED, replay.ENABLED = before
+
+
+@contextlib.contextmanager
 def sums_in_state_passing():
     """Each chunk's own end state summed inside the forward's state passing (``launch.OWN_FUSED``) and the adjoint
     sums inside the reversed one (``launch.ADJ_FUSED``), forced on, with the one-launch forward off (``launch.FUSED``
