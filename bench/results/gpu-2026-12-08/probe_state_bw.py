@@ -8,8 +8,8 @@ launch reads it), against:
   op       the library's op (`ssm_triton.selective_state_update`)
   probe    a copy of the kernel's Mamba-2 path with switches: BAR (the barrier between the reads and the
            in-place store), CG (the state's loads through L2 only, `.cg`), PERSIST (programs = SMs x k walking
-           tiles, each loading the next tile's state before it stores the current one), the tile (BLOCK_P) and
-           warps.
+           tiles, each loading the next tile's state before it stores the current one), ROWS_FIRST (programs in
+           turn a row apart, as the op's grid was before 2026-12-08), the tile (BLOCK_P) and warps.
 Usage: python probe_state_bw.py [b H P N state_dtype]...  (default: 64 64 64 128 fp32 and 16 24 64 128 fp32/bf16)
 Prints one line a form: us a launch and the fraction of the copy's bandwidth.
 """
@@ -21,9 +21,9 @@ import triton.language as tl
 
 
 @triton.jit
-def _probe(S, X, DT, A, D, Z, BIAS, B, C, OUT, H, P, N, n_tiles, p_tiles,
+def _probe(S, X, DT, A, D, Z, BIAS, B, C, OUT, H, P, N, n_tiles, p_tiles, n_rows,
            BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BAR: tl.constexpr, CG: tl.constexpr,
-           PERSIST: tl.constexpr):
+           PERSIST: tl.constexpr, ROWS_FIRST: tl.constexpr = False):
     ns = tl.arange(0, BLOCK_N)
     pid = tl.program_id(0)
     if PERSIST:
@@ -33,7 +33,10 @@ def _probe(S, X, DT, A, D, Z, BIAS, B, C, OUT, H, P, N, n_tiles, p_tiles,
     t = pid
     # tile t: p tile fastest, then head, then row (a row's heads share B, C)
     pt = t % p_tiles
-    bh = (t // p_tiles).to(tl.int64)
+    if ROWS_FIRST:   # the op's grid before 2026-12-08: rows on the second axis, so programs in turn are rows apart
+        bh = ((t // p_tiles) % n_rows * H + (t // p_tiles) // n_rows).to(tl.int64)
+    else:
+        bh = (t // p_tiles).to(tl.int64)
     ps = pt * BLOCK_P + tl.arange(0, BLOCK_P)
     at = S + bh * P * N + ps[:, None] * N + ns[None, :]
     if CG:
@@ -44,7 +47,10 @@ def _probe(S, X, DT, A, D, Z, BIAS, B, C, OUT, H, P, N, n_tiles, p_tiles,
         nxt = t + step
         if PERSIST:
             npt = nxt % p_tiles
-            nbh = (nxt // p_tiles).to(tl.int64)
+            if ROWS_FIRST:
+                nbh = ((nxt // p_tiles) % n_rows * H + (nxt // p_tiles) // n_rows).to(tl.int64)
+            else:
+                nbh = (nxt // p_tiles).to(tl.int64)
             nat = S + nbh * P * N + (npt * BLOCK_P + tl.arange(0, BLOCK_P))[:, None] * N + ns[None, :]
             ok = (tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.int32) + nxt) < n_tiles
             if CG:
@@ -143,12 +149,13 @@ def main():
                                                dt_bias=bias[:, None].expand(H, P), dt_softplus=True)
             for s in states]))
         bn = triton.next_power_of_2(N)
-        for bp, warps, bar, cg, persist in [(32, 4, True, False, 0), (32, 4, False, False, 0),
-                                            (32, 4, False, True, 0), (16, 4, False, False, 0),
-                                            (64, 8, False, False, 0), (32, 8, False, False, 0),
-                                            (32, 4, False, False, 4), (32, 4, False, False, 8),
-                                            (16, 4, False, False, 8), (32, 4, False, True, 8),
-                                            (64, 8, False, False, 4)]:
+        # (tile, warps, barrier, .cg, programs walking tiles (SMs x k, 0: one tile a program), rows first): the
+        # in-order and rows-first pairs first (the op's grid order before 2026-12-08 and after, same kernel)
+        forms = [(32, 4, False, False, 0, True), (32, 4, False, False, 0, False), (32, 8, False, False, 0, True),
+                 (32, 8, False, False, 0, False), (32, 4, True, False, 0, False), (32, 4, False, True, 0, False),
+                 (16, 4, False, False, 0, False), (64, 8, False, False, 0, False), (32, 4, False, False, 8, False),
+                 (64, 8, False, False, 4, False)]
+        for bp, warps, bar, cg, persist, rows_first in forms:
             if P % bp:
                 continue
             p_tiles = P // bp
@@ -156,10 +163,11 @@ def main():
             grid = (min(n_tiles, sms * persist) if persist else n_tiles,)
 
             def run(s, bp=bp, warps=warps, bar=bar, cg=cg, persist=persist, p_tiles=p_tiles, n_tiles=n_tiles,
-                    grid=grid):
-                _probe[grid](s, x, dt, a_log, D, z, bias, Bm, Cm, out, H, P, N, n_tiles, p_tiles, BLOCK_P=bp,
-                             BLOCK_N=bn, BAR=bar, CG=cg, PERSIST=bool(persist), num_warps=warps)
-            name = f"probe P{bp} w{warps} bar{int(bar)} cg{int(cg)} persist{persist}"
+                    grid=grid, rows_first=rows_first):
+                _probe[grid](s, x, dt, a_log, D, z, bias, Bm, Cm, out, H, P, N, n_tiles, p_tiles, b, BLOCK_P=bp,
+                             BLOCK_N=bn, BAR=bar, CG=cg, PERSIST=bool(persist), ROWS_FIRST=rows_first,
+                             num_warps=warps)
+            name = f"probe P{bp} w{warps} bar{int(bar)} cg{int(cg)} persist{persist} rows first {int(rows_first)}"
             try:
                 row(name, graph_us([lambda s=s: run(s) for s in states]))
             except Exception as e:   # a form that does not compile here is a row, not the end of the probe
@@ -170,7 +178,7 @@ def main():
         ref = selective_state_update(s0, x, dt[..., None].expand(b, H, P), A[:, None, None].expand(H, P, N), Bm, Cm,
                                      D[:, None].expand(H, P), z=z, dt_bias=bias[:, None].expand(H, P),
                                      dt_softplus=True)
-        _probe[(sms * 4,)](s1, x, dt, a_log, D, z, bias, Bm, Cm, out, H, P, N, b * H * (P // 32), P // 32,
+        _probe[(sms * 4,)](s1, x, dt, a_log, D, z, bias, Bm, Cm, out, H, P, N, b * H * (P // 32), P // 32, b,
                            BLOCK_P=32, BLOCK_N=bn, BAR=False, CG=False, PERSIST=True, num_warps=4)
         print(f"{head} probe vs op: state {(s0.float() - s1.float()).abs().max().item():.2e}, "
               f"out {(ref.float() - out.float()).abs().max().item():.2e}")
