@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Call 58 (carry .whl and .peers; CALL_BUDGET ~280): call 57 reordered for a short budget: the state update's
-# bandwidth probe (its new grid order), the one-launch SSD forward's chunk with parts dropped, then the GPU tests of
-# the state update, the steps that launch it and the SSD test that now forces the stages.
+# Call 58 (carry .whl and .peers; CALL_BUDGET ~280, more runs call55.sh's fp32 linear scan after it): the state
+# update's bandwidth probe (its new grid order against the old, in one kernel), the one-launch SSD forward's chunk
+# with parts dropped (ablate_fused.py on a copy of the tree), then the GPU tests of the state update, the steps that
+# launch it and the SSD test that now forces the stages.
 set -uo pipefail
 CALL_BUDGET=${CALL_BUDGET:-280}; T0=$(date +%s); left() { echo $(( CALL_BUDGET - ($(date +%s) - T0) )); }
 R=$(pwd)
@@ -26,4 +27,10 @@ SSM_TRITON_EXAMPLES=4 SSM_TRITON_FAILURES=$OUT/failures.txt timeout $T python3 -
   $R/tests/test_state_update.py $R/tests/test_norm_defer.py $R/tests/test_fused_step.py $R/tests/test_mamba2_step.py \
   $R/tests/test_ssd.py -k "not test_ssd or chunk_sums_inside" > /tmp/pt.txt 2>&1
 { echo "== pytest (${T} s limit)"; tail -2 /tmp/pt.txt; head -40 $OUT/failures.txt 2>/dev/null; } >> $S
+for v in 0 1; do   # call 55's rows where time is left: the fp32 linear scan beside accelerated-scan
+  [ $(left) -gt 90 ] || break
+  SSM_TRITON_SCAN_REV_GATHER=$v timeout $(( $(left) - 15 )) python3 -m ssm_triton bench --ops linear_scan \
+    --match 'float32' > /tmp/p.txt 2>&1
+  { echo "== linear scan fp32, SSM_TRITON_SCAN_REV_GATHER=$v"; grep -E "^linear_scan" /tmp/p.txt | head -40 || tail -5 /tmp/p.txt; } >> $S
+done
 echo "== total $(( $(date +%s) - T0 )) s" >> $S
