@@ -5,7 +5,8 @@ replayed from CUDA graphs of 24 launches over 24 state tensors (a model's layers
 launch reads it), against:
   copy     torch's copy of the same bytes (the roofline's ceiling), and the in-place `state.mul_` (read + write
            where it lies)
-  op       the library's op (`ssm_triton.selective_state_update`)
+  op       the library's op (`ssm_triton.selective_state_update`), and its kernel through its launcher at other
+           launch configs (8 warps, half the tile)
   probe    a copy of the kernel's Mamba-2 path with switches: BAR (the barrier between the reads and the
            in-place store), CG (the state's loads through L2 only, `.cg`), PERSIST (programs = SMs x k walking
            tiles, each loading the next tile's state before it stores the current one), ROWS_FIRST (programs in
@@ -148,6 +149,16 @@ def main():
                                                Bm, Cm, D[:, None].expand(H, P), z=z,
                                                dt_bias=bias[:, None].expand(H, P), dt_softplus=True)
             for s in states]))
+        # the op's kernel at other launch configs (the rule's tile at 8 warps, half the tile), through its launcher
+        from ssm_triton.kernels.state_update import state_update as launcher
+        for cfg in (dict(BLOCK_P=32, num_warps=4), dict(BLOCK_P=32, num_warps=8), dict(BLOCK_P=16, num_warps=4)):
+            if P % cfg["BLOCK_P"]:
+                continue
+            row(f"op kernel {cfg}", graph_us([
+                lambda s=s, cfg=cfg: launcher(s, x, dt[..., None].expand(b, H, P), A[:, None, None].expand(H, P, N),
+                                              Bm, Cm, D[:, None].expand(H, P), z, bias[:, None].expand(H, P), True,
+                                              None, config=cfg)
+                for s in states]))
         bn = triton.next_power_of_2(N)
         # (tile, warps, barrier, .cg, programs walking tiles (SMs x k, 0: one tile a program), rows first): the
         # in-order and rows-first pairs first (the op's grid order before 2026-12-08 and after, same kernel)
