@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Call 58 (carry .whl and .peers; CALL_BUDGET ~280, more runs call55.sh's fp32 linear scan after it): the state
+# Call 58 (carry .whl and .peers; CALL_BUDGET ~300, more runs call55.sh's fp32 linear scan after it): the state
 # update's bandwidth probe (its new grid order against the old, in one kernel), the one-launch SSD forward's chunk
 # with parts dropped (ablate_fused.py on a copy of the tree), then the GPU tests of the state update, the steps that
 # launch it and the SSD test that now forces the stages.
 set -uo pipefail
-CALL_BUDGET=${CALL_BUDGET:-280}; T0=$(date +%s); left() { echo $(( CALL_BUDGET - ($(date +%s) - T0) )); }
+CALL_BUDGET=${CALL_BUDGET:-300}; T0=$(date +%s); left() { echo $(( CALL_BUDGET - ($(date +%s) - T0) )); }
 R=$(pwd)
 SKIP_CHECK=1 SKIP_TESTS=1 bash bench/gpu_run.sh > /dev/null 2>&1   # installs the package and the peers
 S=$OUT/summary.txt; mv $OUT/gpu.txt $S
@@ -12,7 +12,7 @@ rm -rf /tmp/abl && mkdir /tmp/abl && git ls-files | tar -cf - -T - | tar -xf - -
   && python3 bench/results/gpu-2026-12-08/ablate_fused.py /tmp/abl/kernels/ssd/fused.py >> $S \
   && python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sst_abl /tmp/abl > /dev/null 2>&1
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
-timeout 45 python3 $R/bench/results/gpu-2026-12-08/probe_state_bw.py 64 64 64 128 fp32 16 24 64 128 bf16 \
+timeout 60 python3 $R/bench/results/gpu-2026-12-08/probe_state_bw.py 64 64 64 128 fp32 16 24 64 128 bf16 \
   > $OUT/probe_state_bw.txt 2>&1
 for a in 0 1 2 4 8 16 0s; do
   [ $(left) -gt 110 ] || break
