@@ -1,6 +1,8 @@
+"""The one-launch SSD forward (MODE 2, b1 L2048's tiles) compiled for sm_90 offline with SSM_PROBE_ABL's parts dropped (a copy
+of the tree rewritten by ablate_fused.py on PYTHONPATH, triton 3.6 before it, TRITON_INTERPRET=0): SASS counts."""
 import os, sys, re, collections
 sys.argv.append("--resources")
-sys.path.insert(0, "/work/main/tests")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) + "/../../../tests")
 import sm90_compile as sc
 import triton.language as tl
 from ssm_triton.kernels.ssd import fused as F
