@@ -14,6 +14,8 @@ rm -rf /tmp/abl && mkdir /tmp/abl && git ls-files | tar -cf - -T - | tar -xf - -
 cd /tmp; export PYTHONPATH=/tmp/site:/tmp/sst:$R/.peers
 timeout 60 python3 $R/bench/results/gpu-2026-12-08/probe_state_bw.py 64 64 64 128 fp32 16 24 64 128 bf16 \
   > $OUT/probe_state_bw.txt 2>&1
+timeout 40 python3 -m ssm_triton bench --ops state_update > /tmp/p.txt 2>&1   # eager and replayed, beside mamba_ssm
+{ echo "== bench state_update (eager and replayed)"; grep -E "^state_update" /tmp/p.txt || tail -3 /tmp/p.txt; } >> $S
 for a in 0 1 2 4 8 16 0s; do
   [ $(left) -gt 110 ] || break
   seg=""; [ "$a" = 0s ] && seg=1 && a=0
