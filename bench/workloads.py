@@ -359,21 +359,12 @@ def state_update_workloads(device, quick: bool, notes: set) -> list[Workload]:
 
     def replayed(fn):
         """The call captured into a CUDA graph once and replayed (a decode step as generate runs it: no host work
-        in the timing); eager where there are no graphs (the interpreter)."""
+        in the timing; the models' own capture, warm-up included); eager where there are no graphs (the
+        interpreter)."""
         def build(x, direction):
+            from ssm_triton.models.graph_cache import capture
             run = impl(fn)(x, direction)
-            if device.type != "cuda":
-                return run
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                run()   # compiles, tunes and records outside the capture
-                run()
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                run()
-            return graph.replay
+            return capture(run, device)[0].replay if device.type == "cuda" else run
         return build
 
     impls = {"ssm_triton": impl(selective_state_update)}

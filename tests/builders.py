@@ -255,7 +255,6 @@ def sums_in_state_passing():
     sums inside the reversed one (``launch.ADJ_FUSED``), forced on, with the one-launch forward off (``launch.FUSED``
     "0": the stages run); yields ``{"own": [...], "adjoint": [...]}``, the ``Q`` of each of those kernels' launches,
     so a test sees the route taken (replays off: a replayed call launches binaries without passing the spies)."""
-    from ssm_triton.kernels import replay
     from ssm_triton.kernels.ssd import launch
     launched = {"own": [], "adjoint": []}
 
@@ -266,15 +265,14 @@ def sums_in_state_passing():
                 return kernel(grid, **k)
         return Spy()
 
-    names = ("OWN_FUSED", "ADJ_FUSED", "FUSED", "state_fwd_own_kernel", "state_bwd_adjoint_kernel")
-    before = [getattr(launch, n) for n in names], replay.ENABLED
-    for n, v in zip(names, ("1", "1", "0", spy(launch.state_fwd_own_kernel, "own"),
+    names = ("OWN_FUSED", "ADJ_FUSED", "state_fwd_own_kernel", "state_bwd_adjoint_kernel")
+    before = [getattr(launch, n) for n in names]
+    for n, v in zip(names, ("1", "1", spy(launch.state_fwd_own_kernel, "own"),
                             spy(launch.state_bwd_adjoint_kernel, "adjoint"))):
         setattr(launch, n, v)
-    replay.ENABLED = False
     try:
-        yield launched
+        with stages_only():
+            yield launched
     finally:
-        for n, v in zip(names, before[0]):
+        for n, v in zip(names, before):
             setattr(launch, n, v)
-        replay.ENABLED = before[1]

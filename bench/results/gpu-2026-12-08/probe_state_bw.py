@@ -83,17 +83,9 @@ def _probe(S, X, DT, A, D, Z, BIAS, B, C, OUT, H, P, N, n_tiles, p_tiles, n_rows
 
 
 def graph_us(fns, reps=30):
-    """us a launch of fns (a list of callables, one a layer) replayed from one CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
+    """us a launch of fns (a list of callables, one a layer) replayed from one CUDA graph (the models' capture)."""
+    from ssm_triton.models.graph_cache import capture
+    g = capture(lambda: [f() for f in fns], torch.device("cuda"))[0]
     for _ in range(3):
         g.replay()
     torch.cuda.synchronize()
